@@ -1,0 +1,146 @@
+/**
+ * The composition root: everything Airlock runs is built here from a validated config and handed
+ * down. No globals, no import-time side effects; tests start as many proxies as they like, each with
+ * its own environment, log destination and clock.
+ */
+import { once } from 'node:events';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import type { Pool } from 'undici';
+import type { AirlockConfig } from './config/types.js';
+import { parseListen } from './config/schema.js';
+import { createEnvSource } from './credentials/env-source.js';
+import { createFileSource } from './credentials/file-source.js';
+import { createSecretResolver } from './credentials/secret-resolver.js';
+import { createListener } from './ingress/create-listener.js';
+import { AuditLog } from './observability/audit-log.js';
+import { createLogger, type LogDestination } from './observability/logger.js';
+import { compilePolicy, type Policy } from './policy/compile-policy.js';
+import type { ProxyRuntime } from './pipeline/proxy-runtime.js';
+import { createRawRefusalHandler, createRequestHandler } from './pipeline/run-pipeline.js';
+import type { ListenerBinding } from './pipeline/select-service.js';
+import { KnownSecrets } from './redaction/known-secrets.js';
+import { createOriginPool } from './upstream/origin-pool.js';
+
+export interface AirlockOptions {
+  /** The environment env: references read (main.ts passes process.env). */
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly logDestination: LogDestination;
+  readonly now?: () => Date;
+}
+
+export interface RunningAirlock {
+  /** http://host:port of the shared agent listener. */
+  readonly url: string;
+  /** http://host:port of each service that has its own listener. */
+  readonly serviceUrls: Readonly<Record<string, string>>;
+  readonly policy: Policy;
+  readonly logger: Logger;
+  close(): Promise<void>;
+}
+
+interface BoundListener {
+  server: Server;
+  url: string;
+}
+
+async function listen(server: Server, address: string): Promise<string> {
+  const parsed = parseListen(address);
+  if (parsed === null) throw new Error(`invalid listen address ${address}`);
+  server.listen(parsed.port, parsed.host);
+  await Promise.race([
+    once(server, 'listening'),
+    once(server, 'error').then(([error]) => {
+      const code = (error as NodeJS.ErrnoException).code;
+      const hint = code === 'EADDRINUSE' ? 'another process uses this port; stop it or change the address in the config' : (error as Error).message;
+      throw new Error(`cannot listen on ${address}: ${hint}`);
+    }),
+  ]);
+  const bound = server.address() as AddressInfo;
+  const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
+  return `http://${host}:${bound.port}`;
+}
+
+export async function startAirlock(config: AirlockConfig, options: AirlockOptions): Promise<RunningAirlock> {
+  const knownSecrets = new KnownSecrets();
+  const logger = createLogger(config.log.level, options.logDestination, knownSecrets);
+  const policy = compilePolicy(config);
+
+  const pools = new Map<string, Pool>();
+  for (const service of policy.services) pools.set(service.name, createOriginPool(service.config, service.upstream));
+
+  const secrets = createSecretResolver(
+    {
+      env: createEnvSource(options.env),
+      file: createFileSource({ dataDir: config.data_dir, env: options.env }),
+    },
+    knownSecrets,
+  );
+
+  const audit = new AuditLog(config.audit.file, knownSecrets);
+  await audit.open();
+
+  const runtime: ProxyRuntime = Object.freeze({
+    policy,
+    pools,
+    secrets,
+    audit,
+    logger,
+    limits: Object.freeze({ maxHeaders: config.limits.max_headers, maxBodyBytes: config.limits.max_body_bytes }),
+    now: options.now ?? (() => new Date()),
+  });
+
+  const onRefusal = createRawRefusalHandler(runtime);
+  const bindings: Array<{ address: string; binding: ListenerBinding; service: string | null }> = [{ address: config.listen, binding: { kind: 'shared' }, service: null }];
+  for (const service of policy.services) {
+    if (service.config.listen !== undefined) bindings.push({ address: service.config.listen, binding: { kind: 'service', service }, service: service.name });
+  }
+
+  const listeners: BoundListener[] = [];
+  const serviceUrls: Record<string, string> = {};
+  let url = '';
+  try {
+    for (const entry of bindings) {
+      const server = createListener(config.limits, { onRequest: createRequestHandler(runtime, entry.binding), onRefusal });
+      const bound = await listen(server, entry.address);
+      listeners.push({ server, url: bound });
+      if (entry.service === null) url = bound;
+      else serviceUrls[entry.service] = bound;
+    }
+  } catch (error) {
+    await Promise.all(listeners.map((l) => closeServer(l.server, 0)));
+    await Promise.all([...pools.values()].map((p) => p.destroy()));
+    await audit.close();
+    throw error;
+  }
+
+  logger.info({ url, services: serviceUrls, agents: policy.agentByName.size }, 'airlock listening');
+
+  let closing: Promise<void> | null = null;
+  return {
+    url,
+    serviceUrls: Object.freeze(serviceUrls),
+    policy,
+    logger,
+    close() {
+      closing ??= (async () => {
+        await Promise.all(listeners.map((l) => closeServer(l.server, 2_000)));
+        await Promise.all([...pools.values()].map((p) => p.destroy()));
+        await audit.close();
+        logger.info('airlock stopped');
+      })();
+      return closing;
+    },
+  };
+}
+
+/** Stop accepting, let in-flight responses finish up to the deadline, then cut what is left. */
+async function closeServer(server: Server, deadlineMs: number): Promise<void> {
+  if (!server.listening) return;
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeIdleConnections();
+  const timer = setTimeout(() => server.closeAllConnections(), deadlineMs);
+  await closed;
+  clearTimeout(timer);
+}

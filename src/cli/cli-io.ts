@@ -1,0 +1,24 @@
+/**
+ * What a CLI command may touch: its arguments, environment, working directory, standard streams, and
+ * a promise that settles when the operator asks the process to stop. main.ts builds it from `process`;
+ * tests build it from strings.
+ */
+
+export interface TextSink {
+  write(text: string): unknown;
+}
+
+export interface CliIo {
+  readonly args: readonly string[];
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly cwd: string;
+  readonly stdout: TextSink;
+  readonly stderr: TextSink;
+  readonly stdin: AsyncIterable<Buffer | string> & { readonly isTTY?: boolean; setRawMode?(mode: boolean): unknown };
+  /** Settles with the signal name when the process is asked to stop (SIGINT, SIGTERM). */
+  readonly stopRequested: Promise<string>;
+}
+
+export class UsageError extends Error {
+  override name = 'UsageError';
+}

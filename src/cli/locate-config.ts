@@ -1,0 +1,36 @@
+/**
+ * Which config file a command uses: --config, else AIRLOCK_CONFIG, else ./config/airlock.yaml, else
+ * the default config shipped with Airlock (so `npm start` works on a fresh checkout).
+ */
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { formatProblem } from '../config/config-problem.js';
+import { loadConfigFile, type LoadedConfig } from '../config/load-config.js';
+import type { AirlockConfig } from '../config/types.js';
+import type { CliIo } from './cli-io.js';
+
+export const SHIPPED_CONFIG = fileURLToPath(new URL('../../config/airlock.yaml', import.meta.url));
+
+export function configPath(io: CliIo, flag: string | undefined): string {
+  if (flag !== undefined) return resolve(io.cwd, flag);
+  const fromEnv = io.env['AIRLOCK_CONFIG'];
+  if (fromEnv !== undefined && fromEnv !== '') return resolve(io.cwd, fromEnv);
+  const local = resolve(io.cwd, 'config/airlock.yaml');
+  return existsSync(local) ? local : SHIPPED_CONFIG;
+}
+
+/** Loads the config, printing every problem; returns null (after printing) when it has errors. */
+export function loadConfigOrReport(io: CliIo, flag: string | undefined): { config: AirlockConfig; loaded: LoadedConfig } | null {
+  const file = configPath(io, flag);
+  const loaded = loadConfigFile(file);
+  for (const problem of loaded.problems) {
+    if (problem.severity === 'error') io.stderr.write(`${formatProblem(problem, file)}\n`);
+  }
+  if (loaded.config === null) {
+    const count = loaded.problems.filter((p) => p.severity === 'error').length;
+    io.stderr.write(`\n${file} has ${count} problem${count === 1 ? '' : 's'}; fix ${count === 1 ? 'it' : 'them'} and run again (\`npx airlock check\` lists them).\n`);
+    return null;
+  }
+  return { config: loaded.config, loaded };
+}

@@ -1,0 +1,46 @@
+/**
+ * `airlock <command>`: dispatch to one file per command. Returns the exit code.
+ */
+import { UsageError, type CliIo } from './cli-io.js';
+import { checkCommand } from './check-command.js';
+import { demoCommand } from './demo-command.js';
+import { explainCommand } from './explain-command.js';
+import { secretsCommand } from './secrets-command.js';
+import { serveCommand } from './serve-command.js';
+import { tokenCommand } from './token-command.js';
+
+const COMMANDS: Readonly<Record<string, { run: (io: CliIo) => Promise<number>; summary: string }>> = {
+  serve: { run: serveCommand, summary: 'serve [--config F]                 run the proxy' },
+  check: { run: checkCommand, summary: 'check [--config F] [--strict]      list every config problem; exit 1 if any' },
+  token: { run: tokenCommand, summary: 'token                              print a new agent token and its sha256 hash' },
+  secrets: { run: secretsCommand, summary: 'secrets set NAME | list | rm NAME  manage the encrypted secrets file (value on stdin)' },
+  explain: { run: explainCommand, summary: 'explain --agent NAME METHOD PATH   the decision for a request, without calling upstream' },
+  demo: { run: demoCommand, summary: 'demo                               an offline walk-through with a stand-in upstream' },
+};
+
+export function usage(): string {
+  return ['usage: airlock <command> [options]', '', ...Object.values(COMMANDS).map((c) => `  airlock ${c.summary}`), ''].join('\n');
+}
+
+export async function runCli(io: CliIo): Promise<number> {
+  const [name, ...rest] = io.args;
+  if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
+    io.stdout.write(usage());
+    return name === undefined ? 1 : 0;
+  }
+  const command = COMMANDS[name];
+  if (command === undefined) {
+    io.stderr.write(`unknown command "${name}"\n\n${usage()}`);
+    return 1;
+  }
+  try {
+    return await command.run({ ...io, args: rest });
+  } catch (error) {
+    if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      io.stderr.write(`${(error as Error).message}\n`);
+      return 1;
+    }
+    io.stderr.write(`airlock ${name}: ${(error as Error).message}\n`);
+    return 1;
+  }
+}

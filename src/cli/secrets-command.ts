@@ -1,0 +1,134 @@
+/**
+ * `airlock secrets set NAME` (value from stdin; hidden when typed at a terminal), `secrets list`
+ * (names only, never values), `secrets rm NAME`. The store is data_dir/secrets.json, AES-256-GCM.
+ */
+import { parseArgs } from 'node:util';
+import type { AirlockConfig } from '../config/types.js';
+import { EncryptedSecretFile } from '../credentials/encrypted-secret-file.js';
+import { loadMasterKey, MASTER_KEY_FILE } from '../credentials/master-key.js';
+import { parseSecretRef, SECRET_NAME } from '../credentials/secret-ref.js';
+import { MIN_SCRUBBED_LENGTH } from '../redaction/known-secrets.js';
+import { UsageError, type CliIo } from './cli-io.js';
+import { loadConfigOrReport } from './locate-config.js';
+
+const USAGE = 'usage: airlock secrets set NAME | secrets list | secrets rm NAME   [--config FILE]';
+
+export async function secretsCommand(io: CliIo): Promise<number> {
+  const { values, positionals } = parseArgs({ args: [...io.args], options: { config: { type: 'string' } }, allowPositionals: true });
+  const [action, name, ...extra] = positionals;
+  if (action === undefined || extra.length > 0) throw new UsageError(USAGE);
+  const loaded = loadConfigOrReport(io, values.config);
+  if (loaded === null) return 1;
+  const config = loaded.config;
+  switch (action) {
+    case 'set':
+      return setSecret(io, config, requireName(name));
+    case 'list':
+    case 'ls':
+      if (name !== undefined) throw new UsageError(USAGE);
+      return listSecrets(io, config);
+    case 'rm':
+    case 'remove':
+      return removeSecret(io, config, requireName(name));
+    default:
+      throw new UsageError(USAGE);
+  }
+}
+
+function requireName(name: string | undefined): string {
+  if (name === undefined) throw new UsageError(USAGE);
+  if (!SECRET_NAME.test(name)) throw new UsageError(`"${name}" is not a secret name: letters, digits, _ . - (up to 128), starting with a letter or digit`);
+  return name;
+}
+
+/** The file: references in the config, by secret name, with where they are used. */
+function fileRefs(config: AirlockConfig): Map<string, string[]> {
+  const refs = new Map<string, string[]>();
+  const note = (secret: string, where: string): void => {
+    const parsed = parseSecretRef(secret);
+    if (!parsed.ok || parsed.ref.kind !== 'file') return;
+    refs.set(parsed.ref.name, [...(refs.get(parsed.ref.name) ?? []), where]);
+  };
+  for (const service of Object.values(config.services)) note(service.credential.secret, `services.${service.name}.credential`);
+  for (const agent of Object.values(config.agents)) {
+    agent.credentials.forEach((grant, index) => {
+      if (grant.credential !== undefined) note(grant.credential.secret, `agents.${agent.name}.credentials[${index}].credential`);
+    });
+  }
+  return refs;
+}
+
+async function readValue(io: CliIo, name: string): Promise<string> {
+  if (io.stdin.isTTY === true && io.stdin.setRawMode !== undefined) {
+    io.stderr.write(`Value for ${name} (typing is hidden; Enter to finish): `);
+    io.stdin.setRawMode(true);
+    let value = '';
+    try {
+      for await (const chunk of io.stdin) {
+        for (const ch of chunk.toString()) {
+          if (ch === '\r' || ch === '\n') return value;
+          if (ch === '\u0003') throw new UsageError('cancelled');
+          if (ch === '\u007f' || ch === '\b') value = value.slice(0, -1);
+          else value += ch;
+        }
+      }
+      return value;
+    } finally {
+      io.stdin.setRawMode(false);
+      io.stderr.write('\n');
+    }
+  }
+  const chunks: Buffer[] = [];
+  for await (const chunk of io.stdin) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
+  // One trailing line break is the shell's (echo, a here-string), not the secret's.
+  return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+}
+
+async function setSecret(io: CliIo, config: AirlockConfig, name: string): Promise<number> {
+  const value = await readValue(io, name);
+  if (value.length === 0) {
+    io.stderr.write(`No value read for ${name}; pipe it in, e.g.  printf %s "$KEY" | npx airlock secrets set ${name}\n`);
+    return 1;
+  }
+  if (value.length < MIN_SCRUBBED_LENGTH) {
+    io.stderr.write(`The value is shorter than ${MIN_SCRUBBED_LENGTH} characters; Airlock refuses to inject secrets it cannot reliably redact.\n`);
+    return 1;
+  }
+  if (/[\r\n\0]/.test(value)) {
+    io.stderr.write('The value contains a line break or NUL, which cannot be sent in a header; check what you piped in.\n');
+    return 1;
+  }
+  const key = loadMasterKey({ dataDir: config.data_dir, env: io.env, create: true });
+  if (key === null) throw new Error('no master key');
+  const file = new EncryptedSecretFile(config.data_dir, key);
+  file.set(name, value, new Date());
+  const keySource = io.env['AIRLOCK_MASTER_KEY'] ? 'AIRLOCK_MASTER_KEY' : `${config.data_dir}/${MASTER_KEY_FILE}`;
+  const used = fileRefs(config).get(name);
+  io.stdout.write(`Stored secret ${name} in ${file.path} (AES-256-GCM, key from ${keySource}).\n`);
+  io.stdout.write(used === undefined ? `Nothing in the config uses file:${name} yet; reference it as  secret: file:${name}\n` : `Used by ${used.join(', ')}; a running Airlock picks it up within a second.\n`);
+  return 0;
+}
+
+async function listSecrets(io: CliIo, config: AirlockConfig): Promise<number> {
+  const key = loadMasterKey({ dataDir: config.data_dir, env: io.env, create: false });
+  const refs = fileRefs(config);
+  const stored = key === null ? new Map<string, { updatedAt: string | null }>() : new EncryptedSecretFile(config.data_dir, key).readAll();
+  if (stored.size === 0) io.stdout.write('No secrets stored yet.\n');
+  for (const [name, entry] of [...stored].sort(([a], [b]) => a.localeCompare(b))) {
+    const used = refs.get(name);
+    io.stdout.write(`${name}\t${entry.updatedAt ?? '-'}\t${used === undefined ? 'unused' : `used by ${used.join(', ')}`}\n`);
+  }
+  const missing = [...refs.keys()].filter((name) => !stored.has(name)).sort();
+  if (missing.length > 0) io.stdout.write(`\nNot set yet (requests that need them get 503): ${missing.join(', ')}\n  npx airlock secrets set ${missing[0]}\n`);
+  return 0;
+}
+
+async function removeSecret(io: CliIo, config: AirlockConfig, name: string): Promise<number> {
+  const key = loadMasterKey({ dataDir: config.data_dir, env: io.env, create: false });
+  if (key === null || !new EncryptedSecretFile(config.data_dir, key).remove(name)) {
+    io.stderr.write(`No secret named ${name} is stored.\n`);
+    return 1;
+  }
+  io.stdout.write(`Removed secret ${name}. Requests that use file:${name} now get 503 credential_unavailable.\n`);
+  return 0;
+}

@@ -1,0 +1,238 @@
+/**
+ * Loading a config: YAML text -> schema -> cross-field rules -> defaults and absolute paths -> frozen.
+ * Every problem of every stage is collected and returned together, each with its YAML path and, when
+ * loaded from a file, its line and column; nothing is half-loaded.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { isMap, isSeq, LineCounter, parseDocument, type Node as YamlNode } from 'yaml';
+import type { z } from 'zod';
+import { formatPath, type ConfigProblem, type ProblemPath } from './config-problem.js';
+import { configSchema, type ParsedConfig } from './schema.js';
+import type { AgentConfig, AirlockConfig, ServiceConfig } from './types.js';
+import { defaultPrefix, validateConfig } from './validate-config.js';
+
+export interface LoadedConfig {
+  /** Null when any problem is an error. */
+  readonly config: AirlockConfig | null;
+  readonly problems: readonly ConfigProblem[];
+}
+
+type Locate = (path: ProblemPath) => { line: number; column: number } | undefined;
+
+export function loadConfigFile(file: string): LoadedConfig {
+  const absolute = resolve(file);
+  let text: string;
+  try {
+    text = readFileSync(absolute, 'utf8');
+  } catch (error) {
+    const reason = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'the file does not exist' : (error as Error).message;
+    return { config: null, problems: [{ severity: 'error', path: [], message: `cannot read ${absolute}: ${reason}; pass --config FILE or create it (see config/airlock.example.yaml)` }] };
+  }
+  return parseConfigText(text, absolute);
+}
+
+export function parseConfigText(text: string, file: string): LoadedConfig {
+  const lineCounter = new LineCounter();
+  const document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  if (document.errors.length > 0) {
+    return {
+      config: null,
+      problems: document.errors.map((e) => {
+        const pos = e.linePos?.[0];
+        const message = `YAML: ${e.message.split('\n')[0]}`;
+        return pos === undefined ? { severity: 'error' as const, path: [], message } : { severity: 'error' as const, path: [], message, line: pos.line, column: pos.col };
+      }),
+    };
+  }
+  const locate: Locate = (path) => {
+    const range = rangeAt(document.contents, path);
+    if (range === undefined) return undefined;
+    const pos = lineCounter.linePos(range);
+    return { line: pos.line, column: pos.col };
+  };
+  return buildConfig(document.toJS() ?? {}, { baseDir: dirname(file), source: file, locate });
+}
+
+export interface BuildOptions {
+  /** Directory that relative paths in the config are resolved against. */
+  baseDir: string;
+  source?: string | null;
+  locate?: Locate;
+}
+
+/** Validates a plain object as if it had been read from YAML: tests and the demo use this. */
+export function buildConfig(input: unknown, options: BuildOptions): LoadedConfig {
+  const locate = options.locate ?? (() => undefined);
+  const withPlace = (problem: ConfigProblem): ConfigProblem => {
+    const place = locate(problem.path);
+    return place === undefined ? problem : { ...problem, line: place.line, column: place.column };
+  };
+  const inFileOrder = (problems: ConfigProblem[]): ConfigProblem[] =>
+    problems.map(withPlace).sort((a, b) => (a.line ?? Infinity) - (b.line ?? Infinity) || (a.column ?? 0) - (b.column ?? 0));
+  const resolvePath = (written: string): string => (isAbsolute(written) ? written : resolve(options.baseDir, written));
+  const parsed = configSchema.safeParse(input);
+  if (parsed.success) {
+    const problems = inFileOrder(validateConfig(parsed.data, { resolvePath, brokenServices: new Set() }));
+    if (problems.some((p) => p.severity === 'error')) return { config: null, problems };
+    return { config: normalize(parsed.data, resolvePath, options.source ?? null), problems };
+  }
+  const shapeProblems = parsed.error.issues.flatMap((issue) => problemsFromIssue(issue, []));
+  // List the cross-field problems of the well-formed parts too, so one run shows everything: drop the
+  // entries that failed the schema (their own problems are above) and check the rest.
+  const salvage = salvageWellFormed(input, parsed.error.issues);
+  const salvaged = salvage === null ? null : configSchema.safeParse(salvage.input);
+  const ruleProblems = salvaged?.success === true && salvage !== null ? validateConfig(salvaged.data, { resolvePath, brokenServices: salvage.brokenServices }) : [];
+  return { config: null, problems: inFileOrder([...shapeProblems, ...ruleProblems]) };
+}
+
+function salvageWellFormed(input: unknown, issues: readonly z.core.$ZodIssue[]): { input: Record<string, unknown>; brokenServices: Set<string> } | null {
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) return null;
+  const copy: Record<string, unknown> = { ...(input as Record<string, unknown>) };
+  const broken: Record<'services' | 'agents', Set<string>> = { services: new Set(), agents: new Set() };
+  for (const issue of issues) {
+    const [top, entry] = issue.path as Array<string | number | undefined>;
+    if (issue.path.length === 0) {
+      if (issue.code === 'unrecognized_keys') for (const key of issue.keys) delete copy[key];
+      else return null;
+    } else if ((top === 'services' || top === 'agents') && typeof entry === 'string') {
+      broken[top].add(entry);
+    } else if (typeof top === 'string') {
+      delete copy[top];
+    }
+  }
+  for (const section of ['services', 'agents'] as const) {
+    const value = copy[section];
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) continue;
+    copy[section] = Object.fromEntries(Object.entries(value as Record<string, unknown>).filter(([name]) => !broken[section].has(name)));
+  }
+  return { input: copy, brokenServices: broken.services };
+}
+
+function normalize(data: ParsedConfig, resolvePath: (p: string) => string, source: string | null): AirlockConfig {
+  const dataDir = resolvePath(data.data_dir);
+  const services: Record<string, ServiceConfig> = {};
+  for (const [name, service] of Object.entries(data.services)) {
+    services[name] = {
+      ...service,
+      name,
+      prefix: service.prefix ?? defaultPrefix(name),
+      ...(service.ca === undefined ? {} : { ca: resolvePath(service.ca) }),
+    };
+  }
+  const agents: Record<string, AgentConfig> = {};
+  for (const [name, agent] of Object.entries(data.agents)) agents[name] = { ...agent, name };
+  return deepFreeze({
+    source,
+    listen: data.listen,
+    data_dir: dataDir,
+    audit: { file: isAbsolute(data.audit.file) ? data.audit.file : resolve(dataDir, data.audit.file) },
+    log: data.log,
+    limits: data.limits,
+    services,
+    agents,
+  });
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value as Record<string, unknown>)) deepFreeze(child);
+  }
+  return value;
+}
+
+function problemsFromIssue(issue: z.core.$ZodIssue, prefix: ProblemPath): ConfigProblem[] {
+  const path: ProblemPath = [...prefix, ...(issue.path as Array<string | number>)];
+  if (issue.code === 'unrecognized_keys') {
+    return issue.keys.map((key) => ({
+      severity: 'error' as const,
+      path: [...path, key],
+      message: `unknown key "${key}"${suggestKey(path, key)}`,
+    }));
+  }
+  if (issue.code === 'invalid_union') {
+    // Show the branch the user evidently meant (the one that got past the type check), if exactly one did.
+    const meant = issue.errors.filter((branch) => !branch.some((e) => e.path.length === 0 && (e.code === 'invalid_type' || e.code === 'invalid_value')));
+    const details = meant.length === 1 ? (meant[0] as z.core.$ZodIssue[]).flatMap((e) => problemsFromIssue(e, path)) : [];
+    return details.length > 0 ? details : [{ severity: 'error', path, message: issue.message }];
+  }
+  const message = issue.message.replace(/^Invalid input: /, '');
+  return [{ severity: 'error', path, message: issue.code === 'invalid_type' && /received undefined$/.test(message) ? `required: ${message.replace(/, received undefined$/, '')}` : message }];
+}
+
+/** "did you mean" for a mistyped key, from the keys the schema allows at that place. */
+function suggestKey(path: ProblemPath, key: string): string {
+  const allowed = keysAt(configSchema, path);
+  if (allowed.length === 0) return '';
+  const close = allowed.filter((candidate) => editDistance(candidate, key) <= Math.max(1, Math.floor(candidate.length / 4)));
+  if (close.length > 0) return `; did you mean "${close[0]}"?`;
+  return `; allowed here: ${allowed.join(', ')}`;
+}
+
+interface SchemaDef {
+  type: string;
+  shape?: Record<string, { def: SchemaDef }>;
+  innerType?: { def: SchemaDef };
+  valueType?: { def: SchemaDef };
+  element?: { def: SchemaDef };
+  options?: Array<{ def: SchemaDef }>;
+}
+
+function keysAt(schema: { def: unknown }, path: ProblemPath): string[] {
+  let defs: SchemaDef[] = [schema.def as SchemaDef];
+  for (const part of path) {
+    defs = defs.flatMap(unwrap).flatMap((def): SchemaDef[] => {
+      if (def.type === 'object' && typeof part === 'string' && def.shape?.[part] !== undefined) return [def.shape[part].def];
+      if (def.type === 'record' && def.valueType !== undefined) return [def.valueType.def];
+      if (def.type === 'array' && typeof part === 'number' && def.element !== undefined) return [def.element.def];
+      return [];
+    });
+  }
+  return [...new Set(defs.flatMap(unwrap).flatMap((def) => (def.type === 'object' && def.shape ? Object.keys(def.shape) : [])))];
+}
+
+function unwrap(def: SchemaDef): SchemaDef[] {
+  if ((def.type === 'default' || def.type === 'optional' || def.type === 'prefault') && def.innerType) return unwrap(def.innerType.def);
+  if (def.type === 'union' && def.options) return def.options.flatMap((o) => unwrap(o.def));
+  return [def];
+}
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let previous = row[0] as number;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const current = row[j] as number;
+      row[j] = Math.min((row[j] as number) + 1, (row[j - 1] as number) + 1, previous + (a[i - 1] === b[j - 1] ? 0 : 1));
+      previous = current;
+    }
+  }
+  return row[b.length] as number;
+}
+
+/** The source range of the node at a path: the key for the last step when it names a map entry. */
+function rangeAt(root: unknown, path: ProblemPath): number | undefined {
+  let node = root as YamlNode | null | undefined;
+  let best = (node as { range?: [number, number, number] } | null | undefined)?.range?.[0];
+  for (let i = 0; i < path.length; i++) {
+    const part = path[i];
+    if (isMap(node)) {
+      const pair = node.items.find((item) => (item.key as { value?: unknown } | null)?.value === part);
+      if (pair === undefined) return best;
+      const keyRange = (pair.key as { range?: [number, number, number] } | null)?.range;
+      if (i === path.length - 1 && keyRange !== undefined) return keyRange[0];
+      node = pair.value as YamlNode | null;
+    } else if (isSeq(node) && typeof part === 'number') {
+      node = node.items[part] as YamlNode | null;
+    } else {
+      return best;
+    }
+    const range = (node as { range?: [number, number, number] } | null | undefined)?.range;
+    if (range !== undefined) best = range[0];
+  }
+  return best;
+}
+
+export { formatPath };

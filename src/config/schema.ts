@@ -1,0 +1,194 @@
+/**
+ * The configuration contract (DESIGN.md section 5), one line of description per field.
+ *
+ * Objects are strict: an unknown key is an error, so a typo never silently turns a control off.
+ * This file only checks shapes; cross-field rules (unique prefixes, grants naming real services, ...)
+ * live in validate-config.ts so that every problem is reported in one pass.
+ */
+import { z } from 'zod';
+import { parseSecretRef } from '../credentials/secret-ref.js';
+import { injectorProblems } from '../injection/build-injector.js';
+import { parseRouteTemplate } from '../policy/route-template.js';
+import { scopePatternProblem } from '../policy/scope-grant.js';
+import { parseUpstream } from '../upstream/upstream-target.js';
+
+/** Methods Airlock never forwards: TRACE/TRACK reflect requests (cross-site tracing), CONNECT tunnels. */
+export const NEVER_FORWARDED_METHODS: ReadonlySet<string> = new Set(['TRACE', 'TRACK', 'CONNECT']);
+
+export const RESERVED_PREFIX = '/_airlock';
+
+const seconds = z.number().positive().describe('a duration in seconds');
+
+/** HOST:PORT, host an IP literal (IPv6 in brackets) or a name. */
+export function parseListen(text: string): { host: string; port: number } | null {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(text);
+  if (!match) return null;
+  const port = Number(match[3]);
+  if (port > 65535) return null;
+  return { host: (match[1] ?? match[2]) as string, port };
+}
+
+const listenAddress = z
+  .string()
+  .refine((text) => parseListen(text) !== null, { error: 'expected HOST:PORT with a port from 0 to 65535, e.g. 127.0.0.1:7700 or [::1]:7700' })
+  .describe('HOST:PORT to listen on; port 0 picks a free port');
+
+const secretRef = z
+  .string()
+  .superRefine((text, ctx) => {
+    const parsed = parseSecretRef(text);
+    if (!parsed.ok) ctx.addIssue({ code: 'custom', message: parsed.problem });
+  })
+  .describe('where the secret lives: env:NAME | file:NAME');
+
+const scopeName = z
+  .string()
+  .regex(/^[A-Za-z0-9_.:*-]+$/, { error: 'a scope is letters, digits and _ . : - (and * in grants), e.g. chat:write' });
+
+const headerName = z
+  .string()
+  .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, { error: 'not a valid HTTP header name (RFC 9110 5.1)' });
+
+const injectSpec = z
+  .union([
+    z.literal('bearer').describe('Authorization: Bearer <secret>'),
+    z.strictObject({
+      header: headerName.describe('header to set'),
+      value: z.string().describe('template; ${secret} is replaced by the secret').default('${secret}'),
+    }),
+    z.strictObject({
+      basic: z.strictObject({
+        username: z.string().describe('template for the user name; may use ${secret}'),
+        password: z.string().describe('template for the password; may use ${secret}').default(''),
+      }),
+    }),
+    z.strictObject({ query: z.string().min(1).describe('query parameter that carries the secret') }),
+  ], { error: 'inject must be "bearer", {header: NAME, value: "Token ${secret}"}, {basic: {username, password}} or {query: NAME}' })
+  .describe('how the secret is put on the upstream request');
+
+const credentialSpec = z
+  .strictObject({
+    secret: secretRef,
+    inject: injectSpec.default('bearer'),
+  })
+  .superRefine((spec, ctx) => {
+    for (const problem of injectorProblems(spec.inject)) ctx.addIssue({ code: 'custom', path: ['inject', ...problem.path], message: problem.message });
+  })
+  .describe('the credential injected into upstream requests');
+
+const methodName = z.string().regex(/^[A-Za-z]+$/, { error: 'an HTTP method such as GET or POST' });
+
+const routeSpec = z
+  .strictObject({
+    method: z.union([methodName, z.array(methodName).min(1)]).describe('method or list of methods; "*" is not allowed, list them'),
+    path: z.string().min(1).describe('path template: literal segments, :name for one segment, a trailing * for the rest'),
+    scope: scopeName.describe('scope an agent must hold to call this route'),
+  })
+  .superRefine((route, ctx) => {
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    for (const method of methods) {
+      if (NEVER_FORWARDED_METHODS.has(method.toUpperCase())) ctx.addIssue({ code: 'custom', path: ['method'], message: `${method.toUpperCase()} is never forwarded by Airlock; remove it` });
+    }
+    const template = parseRouteTemplate(route.path);
+    if (!template.ok) ctx.addIssue({ code: 'custom', path: ['path'], message: template.problem });
+  });
+
+const timeoutsSpec = z.strictObject({
+  connect: seconds.default(10).describe('TCP+TLS connect timeout'),
+  headers: seconds.default(60).describe('time to the upstream response headers'),
+  body: seconds.default(300).describe('longest silence between two body chunks (keep above your SSE keep-alive interval)'),
+});
+
+const serviceSpec = z.strictObject({
+  upstream: z
+    .string()
+    .superRefine((text, ctx) => {
+      const parsed = parseUpstream(text);
+      if (!parsed.ok) ctx.addIssue({ code: 'custom', message: parsed.problem });
+    })
+    .describe('upstream origin, optionally with a base path: https://api.openai.com or http://10.0.0.5:8080/api'),
+  prefix: z
+    .string()
+    .regex(/^(\/[A-Za-z0-9._~-]+)+$/, { error: 'a prefix is "/" then segments of letters, digits, . _ ~ -, without a trailing "/"' })
+    .refine((prefix) => !prefix.startsWith(RESERVED_PREFIX), { error: `${RESERVED_PREFIX} is reserved for Airlock's own endpoints` })
+    .optional()
+    .describe('path prefix on the agent listener, removed before forwarding; default /<service name>'),
+  listen: listenAddress.optional().describe('a listener for this service alone, no prefix (for SDKs without a base path, e.g. stripe)'),
+  hosts: z
+    .array(z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/, { error: 'a host name, without scheme or port' }))
+    .default([]).describe('Host header values that select this service, no prefix'),
+  allow_private: z.boolean().default(false).describe('allow upstream addresses that are private, loopback, link-local or cloud metadata'),
+  ca: z.string().optional().describe('PEM file of extra CA certificates trusted for this upstream, besides the system CAs'),
+  max_connections: z.number().int().positive().default(64).describe('upper bound of open connections to the upstream'),
+  max_body_bytes: z.number().int().positive().optional().describe('request body limit for this service; default limits.max_body_bytes'),
+  timeouts: timeoutsSpec.default({ connect: 10, headers: 60, body: 300 }),
+  credential: credentialSpec,
+  routes: z.array(routeSpec).describe('first match wins; a request that matches none is refused (403 route_not_allowed)'),
+});
+
+const grantSpec = z.strictObject({
+  service: z.string().describe('the service this grant applies to'),
+  max_scope: z
+    .array(
+      scopeName.superRefine((pattern, ctx) => {
+        const problem = scopePatternProblem(pattern);
+        if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
+      }),
+    )
+    .describe('scopes granted: exact names, "*" for all of the service, "files:*" for a prefix'),
+  max_ttl: z.number().int().positive().default(3600).describe('longest session this grant may mint, in seconds'),
+  require_approval: z.boolean().default(false).describe('a human approves each call (not available yet: true is refused at start-up)'),
+  approval_timeout: z.number().int().positive().default(300).describe('seconds to wait for an approval'),
+  credential: credentialSpec.optional().describe('a credential for this agent alone, instead of the service one'),
+});
+
+const tokenHash = z
+  .string()
+  .regex(/^sha256:[0-9a-f]{64}$/, { error: 'expected "sha256:" and 64 lowercase hex digits; run `npx airlock token` to make one' });
+
+const agentSpec = z.strictObject({
+  tokens: z.array(tokenHash).default([]).describe('hashes of the agent tokens (alk_...) this agent may present'),
+  credentials: z.array(grantSpec).default([]).describe('grants: which services and scopes this agent may use'),
+});
+
+const limitsSpec = z.strictObject({
+  max_header_bytes: z.number().int().min(1024).default(16384).describe('total size of request headers; more is refused with 431'),
+  max_headers: z.number().int().min(8).default(100).describe('number of request header fields; more is refused with 431'),
+  max_body_bytes: z.number().int().positive().default(10 * 1024 * 1024).describe('request body limit; more is refused with 413'),
+  headers_timeout: seconds.default(10).describe('time allowed to send the request headers (slowloris guard)'),
+  request_timeout: seconds.default(300).describe('time allowed to send the whole request'),
+  keep_alive_timeout: seconds.default(5).describe('idle time before an agent connection is closed'),
+});
+
+const defaultLimits = {
+  max_header_bytes: 16384,
+  max_headers: 100,
+  max_body_bytes: 10 * 1024 * 1024,
+  headers_timeout: 10,
+  request_timeout: 300,
+  keep_alive_timeout: 5,
+};
+
+export const configSchema = z.strictObject({
+  listen: listenAddress.default('127.0.0.1:7700').describe('agent-facing listener'),
+  data_dir: z.string().default('./data').describe('embedded state: encrypted secrets, audit log, keys; relative to the config file'),
+  audit: z
+    .strictObject({ file: z.string().default('audit.jsonl').describe('audit log, one JSON object per line; relative to data_dir') })
+    .default({ file: 'audit.jsonl' }),
+  log: z
+    .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('log level') })
+    .default({ level: 'info' }),
+  limits: limitsSpec.default(defaultLimits),
+  services: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, { error: 'service names are lowercase letters, digits, _ and -' }), serviceSpec).default({}),
+  agents: z.record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, { error: 'agent names are letters, digits, _ . and -' }), agentSpec).default({}),
+});
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type ParsedConfig = z.output<typeof configSchema>;
+export type ServiceSpec = z.output<typeof serviceSpec>;
+export type RouteSpec = z.output<typeof routeSpec>;
+export type GrantSpec = z.output<typeof grantSpec>;
+export type AgentSpec = z.output<typeof agentSpec>;
+export type CredentialSpec = z.output<typeof credentialSpec>;
+export type InjectSpec = z.output<typeof injectSpec>;
+export type LimitsSpec = z.output<typeof limitsSpec>;

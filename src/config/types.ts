@@ -1,0 +1,28 @@
+/**
+ * The validated, frozen configuration the rest of Airlock reads. Same shape as the YAML (so a problem's
+ * path is the path a user edits), with defaults filled in and file paths made absolute.
+ */
+import type { AgentSpec, LimitsSpec, ServiceSpec } from './schema.js';
+
+export type DeepReadonly<T> = T extends (infer E)[]
+  ? ReadonlyArray<DeepReadonly<E>>
+  : T extends object
+    ? { readonly [K in keyof T]: DeepReadonly<T[K]> }
+    : T;
+
+export type ServiceConfig = DeepReadonly<Omit<ServiceSpec, 'prefix'> & { name: string; prefix: string }>;
+export type AgentConfig = DeepReadonly<AgentSpec & { name: string }>;
+
+export interface AirlockConfig {
+  /** The file it was loaded from, or null when built from an object (tests, demo). */
+  readonly source: string | null;
+  readonly listen: string;
+  /** Absolute. */
+  readonly data_dir: string;
+  /** `file` is absolute. */
+  readonly audit: { readonly file: string };
+  readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
+  readonly limits: DeepReadonly<LimitsSpec>;
+  readonly services: Readonly<Record<string, ServiceConfig>>;
+  readonly agents: Readonly<Record<string, AgentConfig>>;
+}

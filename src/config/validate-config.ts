@@ -1,0 +1,136 @@
+/**
+ * Rules across fields, which the schema (single-field rules) cannot express: listeners, prefixes and
+ * hosts unique, grants naming real services once each, token hashes owned by one agent, the literal
+ * upstream IPs that need allow_private, scopes nobody uses, credentials shared between agents.
+ * Checked in one pass so every problem is listed at once.
+ */
+import { existsSync } from 'node:fs';
+import { literalNeedsAllowPrivate } from '../upstream/egress-guard.js';
+import { parseUpstream } from '../upstream/upstream-target.js';
+import type { ConfigProblem, ProblemPath } from './config-problem.js';
+import { parseListen, type ParsedConfig } from './schema.js';
+
+export interface ValidateOptions {
+  /** Resolves a path written in config (relative to the config file) to an absolute one. */
+  resolvePath: (written: string) => string;
+  /** Services left out because their own entry is malformed: references to them are not reported again. */
+  brokenServices: ReadonlySet<string>;
+}
+
+export function defaultPrefix(serviceName: string): string {
+  return `/${serviceName}`;
+}
+
+export function validateConfig(config: ParsedConfig, options: ValidateOptions): ConfigProblem[] {
+  const problems: ConfigProblem[] = [];
+  const error = (path: ProblemPath, message: string): void => {
+    problems.push({ severity: 'error', path, message });
+  };
+  const warning = (path: ProblemPath, message: string, strict = false): void => {
+    problems.push(strict ? { severity: 'warning', path, message, strict } : { severity: 'warning', path, message });
+  };
+
+  const listeners = new Map<string, string>();
+  const claimListener = (text: string, path: ProblemPath, owner: string): void => {
+    const parsed = parseListen(text);
+    if (parsed === null || parsed.port === 0) return;
+    const key = `${parsed.host}:${parsed.port}`;
+    const previous = listeners.get(key);
+    if (previous !== undefined) return error(path, `${key} is already used by ${previous}; give each listener its own port`);
+    listeners.set(key, owner);
+  };
+  claimListener(config.listen, ['listen'], 'the agent listener (listen)');
+
+  const prefixes: Array<{ prefix: string; service: string }> = [];
+  const hosts = new Map<string, string>();
+
+  for (const [name, service] of Object.entries(config.services)) {
+    const at = (...rest: Array<string | number>): ProblemPath => ['services', name, ...rest];
+
+    const upstream = parseUpstream(service.upstream);
+    if (upstream.ok && upstream.target.ipFamily !== 0 && literalNeedsAllowPrivate(upstream.target.hostname) && !service.allow_private) {
+      error(at('upstream'), `${upstream.target.hostname} is a link-local or cloud metadata address; set allow_private: true on this service if you really mean it`);
+    }
+
+    const prefix = service.prefix ?? defaultPrefix(name);
+    for (const other of prefixes) {
+      if (other.prefix === prefix || other.prefix.startsWith(`${prefix}/`) || prefix.startsWith(`${other.prefix}/`)) {
+        error(at('prefix'), `prefix ${prefix} overlaps ${other.prefix} of service ${other.service}; a path must select one service`);
+      }
+    }
+    prefixes.push({ prefix, service: name });
+
+    if (service.listen !== undefined) claimListener(service.listen, at('listen'), `service ${name}`);
+
+    service.hosts.forEach((host, index) => {
+      const lower = host.toLowerCase();
+      const previous = hosts.get(lower);
+      if (previous !== undefined) error(at('hosts', index), `host ${lower} already selects service ${previous}`);
+      else hosts.set(lower, name);
+    });
+
+    if (service.ca !== undefined && !existsSync(options.resolvePath(service.ca))) {
+      error(at('ca'), `CA file ${options.resolvePath(service.ca)} does not exist`);
+    }
+
+    if (service.routes.length === 0) warning(at('routes'), `service ${name} has no routes, so every request to it is refused (403 route_not_allowed)`);
+    const seen = new Map<string, number>();
+    service.routes.forEach((route, index) => {
+      for (const method of (Array.isArray(route.method) ? route.method : [route.method]).map((m) => m.toUpperCase())) {
+        const key = `${method} ${route.path}`;
+        const first = seen.get(key);
+        if (first !== undefined) warning(at('routes', index), `${key} is already matched by routes[${first}] (first match wins), so this entry is never used`);
+        else seen.set(key, index);
+      }
+    });
+  }
+
+  const tokenOwners = new Map<string, string>();
+  const credentialUsers = new Map<string, string[]>();
+  for (const [agentName, agent] of Object.entries(config.agents)) {
+    const at = (...rest: Array<string | number>): ProblemPath => ['agents', agentName, ...rest];
+    if (agent.tokens.length === 0) {
+      warning(at('tokens'), `agent ${agentName} has no tokens and cannot authenticate; run \`npx airlock token\` and add the sha256 line here`);
+    }
+    agent.tokens.forEach((hash, index) => {
+      const owner = tokenOwners.get(hash);
+      if (owner !== undefined) error(at('tokens', index), `this token hash is already listed at ${owner}; every token belongs to exactly one agent`);
+      else tokenOwners.set(hash, `agents.${agentName}.tokens[${index}]`);
+    });
+
+    const grantedServices = new Set<string>();
+    agent.credentials.forEach((grant, index) => {
+      const service = config.services[grant.service];
+      if (service === undefined) {
+        if (options.brokenServices.has(grant.service)) return;
+        const known = Object.keys(config.services);
+        error(at('credentials', index, 'service'), `no service named "${grant.service}"${known.length > 0 ? `; services are: ${known.join(', ')}` : ''}`);
+        return;
+      }
+      if (grantedServices.has(grant.service)) {
+        error(at('credentials', index, 'service'), `agent ${agentName} already has a grant for ${grant.service}; merge the two entries`);
+      }
+      grantedServices.add(grant.service);
+      const routeScopes = service.routes.map((r) => r.scope);
+      grant.max_scope.forEach((pattern, scopeIndex) => {
+        const matchesSome = pattern === '*' || (pattern.endsWith('*') ? routeScopes.some((s) => s.startsWith(pattern.slice(0, -1))) : routeScopes.includes(pattern));
+        if (!matchesSome) warning(at('credentials', index, 'max_scope', scopeIndex), `no route of ${grant.service} has a scope matching "${pattern}" (a typo?)`);
+      });
+      if (grant.require_approval) {
+        error(at('credentials', index, 'require_approval'), 'human approval is not available in this version; set require_approval: false (Airlock will not forward calls it was told need approval)');
+      }
+      if (grant.credential === undefined) credentialUsers.set(grant.service, [...(credentialUsers.get(grant.service) ?? []), agentName]);
+    });
+  }
+
+  for (const [serviceName, users] of credentialUsers) {
+    if (users.length > 1) {
+      warning(
+        ['services', serviceName, 'credential'],
+        `the credential ${config.services[serviceName]?.credential.secret} is shared by agents ${users.join(', ')}; give each grant its own credential so one agent's key can be revoked upstream alone (fails check --strict)`,
+        true,
+      );
+    }
+  }
+  return problems;
+}

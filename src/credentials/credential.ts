@@ -1,0 +1,47 @@
+/**
+ * A secret value that cannot print itself. `String(c)`, template literals, `JSON.stringify` and
+ * `util.inspect` all give "[REDACTED]"; the value comes out only through `reveal()`, which only the
+ * injectors and the redactor call (test/unit/reveal-callers.test.ts keeps it that way).
+ */
+
+const REDACTED = '[REDACTED]';
+
+export class Credential {
+  readonly #value: string;
+  /** The reference it was resolved from, e.g. "file:openai": safe to log and audit. */
+  readonly ref: string;
+  /** The source's version of the value (e.g. a KV version), or null when the source has none. */
+  readonly generation: string | null;
+
+  constructor(ref: string, value: string, generation: string | null = null) {
+    this.#value = value;
+    this.ref = ref;
+    this.generation = generation;
+    Object.freeze(this);
+  }
+
+  /** Length in UTF-16 units: enough to refuse values too short to redact, without revealing them. */
+  get length(): number {
+    return this.#value.length;
+  }
+
+  reveal(): string {
+    return this.#value;
+  }
+
+  toString(): string {
+    return REDACTED;
+  }
+
+  toJSON(): string {
+    return REDACTED;
+  }
+
+  [Symbol.toPrimitive](): string {
+    return REDACTED;
+  }
+
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return `Credential(${this.ref}) ${REDACTED}`;
+  }
+}

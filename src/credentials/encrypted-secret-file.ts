@@ -1,0 +1,126 @@
+/**
+ * The embedded secrets file, data_dir/secrets.json: one AES-256-GCM ciphertext per secret, each with a
+ * fresh 96-bit IV (NIST SP 800-38D 8.2) and the secret's name as additional authenticated data, so a
+ * ciphertext moved under another name fails to decrypt. Writes go to a temporary file that is renamed
+ * over the old one, so a crash never leaves half a file.
+ */
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+
+export const SECRETS_FILE = 'secrets.json';
+const FORMAT = 'airlock-secrets/1';
+const KEY_CHECK = 'airlock-key-check';
+
+interface SealedValue {
+  iv: string;
+  tag: string;
+  ciphertext: string;
+  updated_at?: string;
+}
+
+interface SecretsDocument {
+  format: typeof FORMAT;
+  key_check: SealedValue;
+  secrets: Record<string, SealedValue>;
+}
+
+export class SecretFileError extends Error {
+  override name = 'SecretFileError';
+}
+
+function seal(key: Buffer, aad: string, plaintext: string): SealedValue {
+  const iv = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', key, iv);
+  cipher.setAAD(Buffer.from(aad, 'utf8'));
+  const ciphertext = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
+  return { iv: iv.toString('base64'), tag: cipher.getAuthTag().toString('base64'), ciphertext: ciphertext.toString('base64') };
+}
+
+function open(key: Buffer, aad: string, sealed: SealedValue): string {
+  const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(sealed.iv, 'base64'));
+  decipher.setAAD(Buffer.from(aad, 'utf8'));
+  decipher.setAuthTag(Buffer.from(sealed.tag, 'base64'));
+  return Buffer.concat([decipher.update(Buffer.from(sealed.ciphertext, 'base64')), decipher.final()]).toString('utf8');
+}
+
+export interface SecretEntry {
+  readonly value: string;
+  readonly updatedAt: string | null;
+}
+
+export class EncryptedSecretFile {
+  readonly path: string;
+  readonly #key: Buffer;
+
+  constructor(dataDir: string, key: Buffer) {
+    this.path = join(dataDir, SECRETS_FILE);
+    this.#key = key;
+  }
+
+  /** Decrypts every entry; a missing file is an empty store. */
+  readAll(): Map<string, SecretEntry> {
+    const document = this.#readDocument();
+    const entries = new Map<string, SecretEntry>();
+    if (document === null) return entries;
+    for (const [name, sealed] of Object.entries(document.secrets)) {
+      try {
+        entries.set(name, { value: open(this.#key, `secret:${name}`, sealed), updatedAt: sealed.updated_at ?? null });
+      } catch {
+        throw new SecretFileError(`secret "${name}" in ${this.path} does not decrypt: the file was edited or its entry moved; set it again with \`npx airlock secrets set ${name}\``);
+      }
+    }
+    return entries;
+  }
+
+  names(): string[] {
+    const document = this.#readDocument();
+    return document === null ? [] : Object.keys(document.secrets).sort();
+  }
+
+  set(name: string, value: string, now: Date): void {
+    const document = this.#readDocument() ?? { format: FORMAT, key_check: seal(this.#key, 'key-check', KEY_CHECK), secrets: {} };
+    document.secrets[name] = { ...seal(this.#key, `secret:${name}`, value), updated_at: now.toISOString() };
+    this.#write(document);
+  }
+
+  remove(name: string): boolean {
+    const document = this.#readDocument();
+    if (document === null || !(name in document.secrets)) return false;
+    delete document.secrets[name];
+    this.#write(document);
+    return true;
+  }
+
+  #readDocument(): SecretsDocument | null {
+    let text: string;
+    try {
+      text = readFileSync(this.path, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw error;
+    }
+    let document: SecretsDocument;
+    try {
+      document = JSON.parse(text) as SecretsDocument;
+    } catch {
+      throw new SecretFileError(`${this.path} is not valid JSON; restore it from a backup or remove it and set the secrets again`);
+    }
+    if (document.format !== FORMAT || typeof document.secrets !== 'object' || document.key_check === undefined) {
+      throw new SecretFileError(`${this.path} is not an Airlock secrets file (format ${FORMAT})`);
+    }
+    try {
+      if (open(this.#key, 'key-check', document.key_check) !== KEY_CHECK) throw new Error('key check mismatch');
+    } catch {
+      throw new SecretFileError(`the master key does not open ${this.path}: set AIRLOCK_MASTER_KEY to the key it was written with, or restore ${join(dirname(this.path), 'master.key')}`);
+    }
+    return document;
+  }
+
+  #write(document: SecretsDocument): void {
+    mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
+    const temporary = `${this.path}.${randomBytes(6).toString('hex')}.tmp`;
+    writeFileSync(temporary, `${JSON.stringify(document, null, 2)}\n`, { mode: 0o600 });
+    renameSync(temporary, this.path);
+  }
+}

@@ -1,0 +1,53 @@
+/**
+ * The key that encrypts the embedded secrets file: AIRLOCK_MASTER_KEY (64 hex digits or base64 of 32
+ * bytes) or, failing that, data_dir/master.key, generated with mode 0600 the first time a secret is set.
+ * Like ssh with private keys, a key file readable by group or others is refused.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+export const MASTER_KEY_FILE = 'master.key';
+
+export class MasterKeyError extends Error {
+  override name = 'MasterKeyError';
+}
+
+export function decodeMasterKey(text: string, origin: string): Buffer {
+  const trimmed = text.trim();
+  if (/^[0-9a-fA-F]{64}$/.test(trimmed)) return Buffer.from(trimmed, 'hex');
+  if (/^[A-Za-z0-9+/_-]{43}=?$/.test(trimmed)) {
+    const key = Buffer.from(trimmed, 'base64');
+    if (key.length === 32) return key;
+  }
+  throw new MasterKeyError(`${origin} is not a 32-byte key: write 64 hex digits or 44 base64 characters (\`openssl rand -base64 32\`)`);
+}
+
+export interface MasterKeyOptions {
+  dataDir: string;
+  env: Readonly<Record<string, string | undefined>>;
+  /** Generate data_dir/master.key when there is no key yet. */
+  create: boolean;
+}
+
+/** The key, or null when none exists and `create` is false. */
+export function loadMasterKey(options: MasterKeyOptions): Buffer | null {
+  const fromEnv = options.env['AIRLOCK_MASTER_KEY'];
+  if (fromEnv !== undefined && fromEnv !== '') return decodeMasterKey(fromEnv, 'AIRLOCK_MASTER_KEY');
+  const path = join(options.dataDir, MASTER_KEY_FILE);
+  let mode: number;
+  try {
+    mode = statSync(path).mode;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    if (!options.create) return null;
+    mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+    const key = randomBytes(32);
+    writeFileSync(path, `${key.toString('base64')}\n`, { mode: 0o600, flag: 'wx' });
+    return key;
+  }
+  if ((mode & 0o077) !== 0) {
+    throw new MasterKeyError(`${path} is readable by other users (mode ${(mode & 0o777).toString(8)}); run \`chmod 600 ${path}\``);
+  }
+  return decodeMasterKey(readFileSync(path, 'utf8'), path);
+}

@@ -1,0 +1,94 @@
+/**
+ * The closed set of errors Airlock can answer with, mapped to HTTP in this one place.
+ *
+ * Bodies follow RFC 9457 (problem details). The `error` extension member repeats the code and detail in
+ * the shape provider SDKs parse (`error.message`, `error.code`), so openai, anthropic and stripe raise
+ * their usual exceptions instead of handing the agent a 403 body as if it were data.
+ */
+
+const CATALOG = {
+  invalid_request: { status: 400, title: 'Invalid request' },
+  unauthenticated: { status: 401, title: 'Agent not authenticated' },
+  route_not_allowed: { status: 403, title: 'Route not allowed' },
+  scope_denied: { status: 403, title: 'Scope not granted' },
+  unknown_service: { status: 404, title: 'Unknown service' },
+  method_not_allowed: { status: 405, title: 'Method not allowed' },
+  request_timeout: { status: 408, title: 'Request timeout' },
+  payload_too_large: { status: 413, title: 'Payload too large' },
+  rate_limited: { status: 429, title: 'Rate limited' },
+  headers_too_large: { status: 431, title: 'Request header fields too large' },
+  internal_error: { status: 500, title: 'Internal error' },
+  upstream_unreachable: { status: 502, title: 'Upstream unreachable' },
+  unscannable_response: { status: 502, title: 'Unscannable upstream response' },
+  credential_unavailable: { status: 503, title: 'Credential unavailable' },
+  audit_unavailable: { status: 503, title: 'Audit log unavailable' },
+  upstream_timeout: { status: 504, title: 'Upstream timeout' },
+} as const satisfies Record<string, { status: number; title: string }>;
+
+export type ErrorCode = keyof typeof CATALOG;
+
+export const ERROR_CODES = Object.freeze(Object.keys(CATALOG)) as readonly ErrorCode[];
+
+export function statusOf(code: ErrorCode): number {
+  return CATALOG[code].status;
+}
+
+export function titleOf(code: ErrorCode): string {
+  return CATALOG[code].title;
+}
+
+/** RFC 9457 3.1.1: a type URI that is not meant to be dereferenced; tag URIs (RFC 4151) say so by construction. */
+export function problemType(code: ErrorCode): string {
+  return `tag:airlock.dev,2026:problem:${code}`;
+}
+
+/**
+ * An error that may reach an agent. `detail` is written by our code, says what to do next, and never
+ * contains a secret or an upstream's words; `cause` is for logs only and is never serialized to agents.
+ */
+export class AirlockError extends Error {
+  readonly code: ErrorCode;
+  readonly detail: string;
+  /** Extra response headers, e.g. `Allow` on 405 or `Retry-After` on 429. */
+  readonly headers: Readonly<Record<string, string>>;
+
+  constructor(code: ErrorCode, detail: string, options: { cause?: unknown; headers?: Record<string, string> } = {}) {
+    super(`${code}: ${detail}`, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'AirlockError';
+    this.code = code;
+    this.detail = detail;
+    this.headers = Object.freeze({ ...(options.headers ?? {}) });
+  }
+
+  get status(): number {
+    return statusOf(this.code);
+  }
+}
+
+export interface ProblemBody {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  code: ErrorCode;
+  request_id: string;
+  error: { type: 'airlock_error'; code: ErrorCode; message: string };
+}
+
+export function problemBody(error: AirlockError, requestId: string): ProblemBody {
+  return {
+    type: problemType(error.code),
+    title: titleOf(error.code),
+    status: error.status,
+    detail: error.detail,
+    code: error.code,
+    request_id: requestId,
+    error: { type: 'airlock_error', code: error.code, message: error.detail },
+  };
+}
+
+/** Anything that is not an AirlockError is a bug: agents see a fixed message, logs keep the cause. */
+export function asAirlockError(error: unknown): AirlockError {
+  if (error instanceof AirlockError) return error;
+  return new AirlockError('internal_error', 'Airlock hit an unexpected error; the request was not forwarded. See the proxy log for this request id.', { cause: error });
+}

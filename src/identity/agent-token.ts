@@ -1,0 +1,25 @@
+/**
+ * Agent tokens: `alk_` + 43 base64url characters (32 random bytes). Config stores only `sha256:` + hex of
+ * the whole token, so a leaked config file grants nothing.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+
+export const AGENT_TOKEN_PATTERN = /^alk_[A-Za-z0-9_-]{43}$/;
+
+export interface AgentTokenPair {
+  token: string;
+  hash: string;
+}
+
+export function generateAgentToken(): AgentTokenPair {
+  const token = `alk_${randomBytes(32).toString('base64url')}`;
+  return { token, hash: hashAgentToken(token) };
+}
+
+export function hashAgentToken(token: string): string {
+  return `sha256:${createHash('sha256').update(token, 'utf8').digest('hex')}`;
+}
+
+export function looksLikeAgentToken(value: string): boolean {
+  return value.startsWith('alk_');
+}

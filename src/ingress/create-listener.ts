@@ -1,0 +1,60 @@
+/**
+ * An agent-facing HTTP/1.1 listener (node:http) with the limits that keep one client from hurting the
+ * others: bounded header bytes (431), header count checked by the pipeline instead of node's silent
+ * truncation, a deadline for the headers and for the whole request (slowloris), idle keep-alive
+ * timeout. Parse failures, CONNECT and Upgrade are answered on the raw socket by the pipeline's
+ * refusal handler.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { LimitsSpec } from '../config/schema.js';
+import type { DeepReadonly } from '../config/types.js';
+import { AirlockError } from '../errors.js';
+
+export interface ListenerHandlers {
+  onRequest: (req: IncomingMessage, res: ServerResponse) => void;
+  onRefusal: (socket: Duplex, failure: AirlockError, method: string | null) => void;
+}
+
+function parseFailure(error: NodeJS.ErrnoException): AirlockError {
+  switch (error.code) {
+    case 'HPE_HEADER_OVERFLOW':
+      return new AirlockError('headers_too_large', 'The request headers are larger than the limit (limits.max_header_bytes).');
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return new AirlockError('request_timeout', 'The request was not received in time (limits.headers_timeout / limits.request_timeout).');
+    default:
+      return new AirlockError('invalid_request', 'The request is not valid HTTP/1.1 (for example conflicting Content-Length and Transfer-Encoding, or a malformed header); it was refused.');
+  }
+}
+
+export function createListener(limits: DeepReadonly<LimitsSpec>, handlers: ListenerHandlers): Server {
+  const server = createServer(
+    {
+      maxHeaderSize: limits.max_header_bytes,
+      headersTimeout: limits.headers_timeout * 1000,
+      requestTimeout: limits.request_timeout * 1000,
+      keepAliveTimeout: limits.keep_alive_timeout * 1000,
+      requireHostHeader: true,
+      joinDuplicateHeaders: false,
+      insecureHTTPParser: false,
+    },
+    handlers.onRequest,
+  );
+  server.maxHeadersCount = 0;
+  server.on('clientError', function refuseUnparsable(error: NodeJS.ErrnoException, socket: Duplex) {
+    // A reset or an already-answered socket has no one to tell.
+    const inFlight = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    if (error.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent === true) {
+      socket.destroy();
+      return;
+    }
+    handlers.onRefusal(socket, parseFailure(error), null);
+  });
+  server.on('connect', function refuseConnect(_req: IncomingMessage, socket: Duplex) {
+    handlers.onRefusal(socket, new AirlockError('method_not_allowed', 'CONNECT is never accepted: Airlock is not a forward proxy. Point your SDK base URL at it instead.'), 'CONNECT');
+  });
+  server.on('upgrade', function refuseUpgrade(req: IncomingMessage, socket: Duplex) {
+    handlers.onRefusal(socket, new AirlockError('invalid_request', 'Protocol upgrades (WebSocket, h2c) are not supported through Airlock.'), req.method ?? null);
+  });
+  return server;
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env node
+/**
+ * The only file that touches `process`: arguments, environment, standard streams, signals, exit code.
+ */
+import { runCli } from './cli/run-cli.js';
+
+const stopRequested = new Promise<string>((resolve) => {
+  process.once('SIGINT', () => resolve('SIGINT'));
+  process.once('SIGTERM', () => resolve('SIGTERM'));
+});
+
+const code = await runCli({
+  args: process.argv.slice(2),
+  env: process.env,
+  cwd: process.cwd(),
+  stdout: process.stdout,
+  stderr: process.stderr,
+  stdin: process.stdin,
+  stopRequested,
+});
+process.exitCode = code;
+// Commands other than serve are done; serve returns only after closing its listeners and pools.
+process.exit(code);

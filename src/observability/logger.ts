@@ -1,0 +1,41 @@
+/**
+ * The process log: pino, JSON lines. Observe by allowlist: call sites log named fields (ids, names,
+ * codes, timings), never request or response objects, header values or query strings. As a backstop
+ * every line is scrubbed of known secret values before it reaches the destination.
+ */
+import { pino, type Logger } from 'pino';
+import type { KnownSecrets } from '../redaction/known-secrets.js';
+
+export interface LogDestination {
+  write(line: string): void;
+}
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export function createLogger(level: LogLevel, destination: LogDestination, secrets: KnownSecrets): Logger {
+  const scrubbing = {
+    write(line: string): void {
+      destination.write(secrets.scrub(line));
+    },
+  };
+  return pino(
+    {
+      level,
+      base: undefined,
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+      serializers: { err: errorSerializer },
+    },
+    scrubbing,
+  );
+}
+
+/** Errors keep their type, code and message chain; stacks only at debug, where operators opt in. */
+function errorSerializer(error: unknown): Record<string, unknown> {
+  if (!(error instanceof Error)) return { message: String(error) };
+  const out: Record<string, unknown> = { type: error.name, message: error.message };
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === 'string') out['code'] = code;
+  if (error.cause !== undefined) out['cause'] = errorSerializer(error.cause);
+  return out;
+}

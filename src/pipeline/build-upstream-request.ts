@@ -1,0 +1,56 @@
+/**
+ * Stage 7a: the upstream request before injection. Headers are copied from node's rawHeaders (so
+ * repeats are all seen) minus everything an agent must not control:
+ *  - hop-by-hop headers and every header named in Connection (RFC 9110 7.6.1);
+ *  - every agent-token carrier (Authorization, x-api-key, ...), whatever it holds;
+ *  - Host (undici sets the upstream's), Expect (handled by this hop);
+ *  - X-Forwarded-*, Forwarded, X-Real-IP: Airlock sets its own X-Forwarded-For;
+ *  - X-Original-URL / X-Rewrite-URL (IIS/Symfony routing overrides, used to bypass path rules);
+ *  - method-override headers and query keys (X-HTTP-Method-Override & co.), which would make the
+ *    upstream run a method other than the one authorized.
+ * The forwarded path is the upstream base path plus the authorized canonical path, byte for byte.
+ */
+import { TOKEN_CARRIER_HEADERS } from '../identity/token-carriers.js';
+import { connectionListedHeaders, HOP_BY_HOP_HEADERS } from '../upstream/hop-by-hop.js';
+import { OutboundRequest } from '../upstream/outbound-request.js';
+import { upstreamPath, type UpstreamTarget } from '../upstream/upstream-target.js';
+
+const DROPPED_HEADERS: ReadonlySet<string> = new Set([
+  'host',
+  'expect',
+  'forwarded',
+  'x-real-ip',
+  'x-original-url',
+  'x-rewrite-url',
+  'x-http-method-override',
+  'x-http-method',
+  'x-method-override',
+  'x-airlock-approval',
+]);
+
+export const METHOD_OVERRIDE_QUERY_KEYS: readonly string[] = ['_method', 'x-http-method-override', 'x-http-method', 'x-method-override'];
+
+export interface UpstreamRequestInput {
+  readonly method: string;
+  readonly rawHeaders: readonly string[];
+  readonly upstream: UpstreamTarget;
+  /** Authorized, canonical, service-relative path. */
+  readonly path: string;
+  readonly query: string | null;
+  readonly clientAddress: string | undefined;
+}
+
+export function buildUpstreamRequest(input: UpstreamRequestInput): OutboundRequest {
+  const outbound = new OutboundRequest(input.method, upstreamPath(input.upstream, input.path), input.query);
+  const raw = input.rawHeaders;
+  const listed = connectionListedHeaders(raw);
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase();
+    if (HOP_BY_HOP_HEADERS.has(name) || TOKEN_CARRIER_HEADERS.has(name) || DROPPED_HEADERS.has(name) || listed.has(name)) continue;
+    if (name.startsWith('x-forwarded-')) continue;
+    outbound.addHeader(name, raw[i + 1] as string);
+  }
+  if (input.clientAddress !== undefined) outbound.addHeader('x-forwarded-for', input.clientAddress);
+  for (const key of METHOD_OVERRIDE_QUERY_KEYS) outbound.removeQueryKey(key);
+  return outbound;
+}

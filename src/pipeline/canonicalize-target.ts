@@ -1,0 +1,122 @@
+/**
+ * Stage 1: the request target, canonical or rejected (invariant 3).
+ *
+ * Only origin-form targets are accepted (RFC 9112 3.2.1). The path is then held to one canonical
+ * spelling: percent-escapes of unreserved characters are decoded and other escapes upper-cased
+ * (RFC 3986 6.2.2.1-2); everything that upstream servers and frameworks are known to interpret
+ * differently is refused instead of guessed at - dot segments raw or encoded, "//", encoded "/" and
+ * "\" (CVE-2021-22911-style path confusion, Envoy's path_with_escaped_slashes_action), raw "\", ";"
+ * (matrix parameters, Tomcat's ..;/ CVE-2020-1938 family), "%25" (double encoding), control
+ * characters, invalid or overlong UTF-8, and characters that NFKC-normalize to "/", "\" or "." (fullwidth
+ * forms). The query is kept as sent: it is not matched, only forwarded.
+ */
+import { AirlockError } from '../errors.js';
+
+export interface CanonicalTarget {
+  /** Canonical path, starts with "/". */
+  readonly path: string;
+  /** Raw query without "?", or null when there was no "?". */
+  readonly query: string | null;
+}
+
+const HEX = '0123456789ABCDEF';
+
+function isUnreserved(byte: number): boolean {
+  return (
+    (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a) || (byte >= 0x30 && byte <= 0x39) || byte === 0x2d || byte === 0x2e || byte === 0x5f || byte === 0x7e
+  );
+}
+
+function hexValue(code: number): number {
+  if (code >= 0x30 && code <= 0x39) return code - 0x30;
+  if (code >= 0x41 && code <= 0x46) return code - 0x37;
+  if (code >= 0x61 && code <= 0x66) return code - 0x57;
+  return -1;
+}
+
+function reject(detail: string): never {
+  throw new AirlockError('invalid_request', detail);
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+export function canonicalizeTarget(target: string): CanonicalTarget {
+  if (target === '*') reject('The request target "*" (asterisk-form) is not accepted; send a path such as /v1/models.');
+  if (target.charCodeAt(0) !== 0x2f) {
+    reject('The request target must be a path starting with "/" (origin-form); absolute URLs and host:port targets are refused. Point your SDK base URL at Airlock instead of using it as an HTTP proxy.');
+  }
+  const questionMark = target.indexOf('?');
+  const rawPath = questionMark === -1 ? target : target.slice(0, questionMark);
+  const query = questionMark === -1 ? null : target.slice(questionMark + 1);
+
+  for (let i = 0; i < target.length; i++) {
+    const code = target.charCodeAt(i);
+    if (code <= 0x20 || code === 0x7f) reject('The request target contains a control character or space; percent-encode it.');
+    if (code > 0x7e) reject('The request target contains a raw non-ASCII byte; percent-encode it as UTF-8.');
+    if (code === 0x23) reject('The request target contains "#"; fragments are never sent to servers, percent-encode it as %23 if it is data.');
+  }
+  if (rawPath.includes('//')) reject('The request path contains an empty segment ("//"); remove the doubled slash.');
+  if (rawPath.includes('\\')) reject('The request path contains a backslash; upstreams disagree on whether it separates segments. Percent-encoding it is refused too.');
+  if (rawPath.includes(';')) reject('The request path contains ";" (matrix parameters), which upstream frameworks interpret differently; it is refused.');
+
+  let out = '';
+  let runStart = 0;
+  let sawHighByte = false;
+  for (let i = 0; i < rawPath.length; i++) {
+    if (rawPath.charCodeAt(i) !== 0x25) continue;
+    const high = hexValue(rawPath.charCodeAt(i + 1));
+    const low = hexValue(rawPath.charCodeAt(i + 2));
+    if (high < 0 || low < 0) reject('The request path contains "%" that does not start a valid %XX escape.');
+    const byte = high * 16 + low;
+    if (byte === 0x2f || byte === 0x5c) reject('The request path contains an encoded slash or backslash (%2F, %5C); upstreams disagree on whether it separates segments, so it is refused.');
+    if (byte === 0x25) reject('The request path contains "%25", an escaped "%" (double encoding); it is refused.');
+    if (byte < 0x20 || byte === 0x7f) reject('The request path contains an encoded control character (such as %00); it is refused.');
+    out += rawPath.slice(runStart, i);
+    if (isUnreserved(byte)) out += String.fromCharCode(byte);
+    else out += `%${HEX[high]}${HEX[low]}`;
+    if (byte >= 0x80) sawHighByte = true;
+    runStart = i + 3;
+    i += 2;
+  }
+  const path = runStart === 0 ? rawPath : out + rawPath.slice(runStart);
+
+  // Dot segments after decoding, so %2e%2e is caught as "..".
+  let segmentStart = 1;
+  for (let i = 1; i <= path.length; i++) {
+    if (i !== path.length && path.charCodeAt(i) !== 0x2f) continue;
+    const length = i - segmentStart;
+    if ((length === 1 && path.charCodeAt(segmentStart) === 0x2e) || (length === 2 && path.charCodeAt(segmentStart) === 0x2e && path.charCodeAt(segmentStart + 1) === 0x2e)) {
+      reject('The request path contains a dot segment ("." or "..", raw or encoded); send the resolved path.');
+    }
+    segmentStart = i + 1;
+  }
+
+  if (sawHighByte) checkUnicode(path);
+  return { path, query };
+}
+
+function checkUnicode(path: string): void {
+  const bytes: number[] = [];
+  for (let i = 0; i < path.length; i++) {
+    const code = path.charCodeAt(i);
+    if (code === 0x25) {
+      bytes.push(parseInt(path.slice(i + 1, i + 3), 16));
+      i += 2;
+    } else {
+      bytes.push(code);
+    }
+  }
+  let decoded: string;
+  try {
+    decoded = utf8.decode(Uint8Array.from(bytes));
+  } catch {
+    reject('The request path is not valid UTF-8 once decoded (overlong or truncated sequences are refused).');
+  }
+  for (const segment of decoded.split('/')) {
+    const normalized = segment.normalize('NFKC');
+    if (normalized === segment) continue;
+    if (/[/\\%;?#]/.test(normalized) || normalized === '.' || normalized === '..') {
+      reject('The request path contains characters that Unicode normalization (NFKC) turns into "/", "\\", "%", ";" or a dot segment, such as fullwidth forms; they are refused.');
+    }
+  }
+}

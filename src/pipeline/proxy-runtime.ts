@@ -1,0 +1,20 @@
+/**
+ * Everything the request path reads, built once by the composition root (app.ts). Immutable from the
+ * pipeline's point of view: stages look things up, they never build or register anything.
+ */
+import type { Logger } from 'pino';
+import type { Dispatcher } from 'undici';
+import type { SecretResolver } from '../credentials/secret-resolver.js';
+import type { AuditLog } from '../observability/audit-log.js';
+import type { Policy } from '../policy/compile-policy.js';
+
+export interface ProxyRuntime {
+  readonly policy: Policy;
+  /** One pool per service, by service name. */
+  readonly pools: ReadonlyMap<string, Dispatcher>;
+  readonly secrets: SecretResolver;
+  readonly audit: AuditLog;
+  readonly logger: Logger;
+  readonly limits: { readonly maxHeaders: number; readonly maxBodyBytes: number };
+  readonly now: () => Date;
+}

@@ -1,0 +1,42 @@
+/**
+ * Every exit of the pipeline ends here: one audit record and one log line per request.
+ * `auditRequest` reports whether the record was written so the caller can refuse (fail closed) before
+ * anything is sent; `logRequest` then logs what the agent actually got.
+ */
+import type { AuditRecord } from '../observability/audit-record.js';
+import type { ProxyRuntime } from './proxy-runtime.js';
+
+export async function auditRequest(runtime: ProxyRuntime, record: AuditRecord, startedAt: number): Promise<boolean> {
+  record.duration_ms = Math.round((performance.now() - startedAt) * 1000) / 1000;
+  try {
+    await runtime.audit.append(record);
+    return true;
+  } catch (error) {
+    runtime.logger.error({ request_id: record.request_id, err: error }, 'audit record could not be written; requests are refused until the audit log is writable');
+    return false;
+  }
+}
+
+export function logRequest(runtime: ProxyRuntime, record: AuditRecord, audited: boolean, cause?: unknown): void {
+  const level = record.code === 'internal_error' || !audited ? 'error' : (record.status ?? 0) >= 500 || record.incomplete ? 'warn' : 'info';
+  runtime.logger[level](
+    {
+      request_id: record.request_id,
+      agent: record.agent,
+      service: record.service,
+      method: record.method,
+      path: record.path,
+      route: record.route,
+      scope: record.scope,
+      decision: record.decision,
+      code: record.code,
+      status: record.status,
+      upstream_status: record.upstream_status,
+      duration_ms: record.duration_ms,
+      incomplete: record.incomplete,
+      audited,
+      ...(cause === undefined ? {} : { err: cause }),
+    },
+    'request',
+  );
+}

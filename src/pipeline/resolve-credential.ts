@@ -1,0 +1,23 @@
+/**
+ * Stage 6: the real credential for this request, from its source. A secret that is missing, empty or
+ * too short to redact reliably is a 503, never "Bearer undefined" and never a request sent without it.
+ */
+import type { Credential } from '../credentials/credential.js';
+import type { SecretResolver } from '../credentials/secret-resolver.js';
+import { AirlockError } from '../errors.js';
+import type { CredentialPlan } from '../policy/compile-policy.js';
+import { MIN_SCRUBBED_LENGTH } from '../redaction/known-secrets.js';
+
+export async function resolveCredential(resolver: SecretResolver, plan: CredentialPlan): Promise<Credential> {
+  let credential: Credential;
+  try {
+    credential = await resolver.resolve(plan.ref);
+  } catch (error) {
+    if (error instanceof AirlockError) throw error;
+    throw new AirlockError('credential_unavailable', `The credential ${plan.ref} could not be read from its source; the request was not sent. See the proxy log.`, { cause: error });
+  }
+  if (credential.length < MIN_SCRUBBED_LENGTH) {
+    throw new AirlockError('credential_unavailable', `The credential ${plan.ref} is shorter than ${MIN_SCRUBBED_LENGTH} characters; Airlock refuses secrets it cannot reliably redact. Set the real value.`);
+  }
+  return credential;
+}

@@ -1,0 +1,224 @@
+/**
+ * The request lifecycle. This file draws it and calls the stages in this order; no other place decides
+ * the order (DESIGN.md section 3).
+ *
+ *   agent ─▶ canonicalize ─▶ authenticate ─▶ select service ─▶ match route ─▶ authorize ─▶ resolve credential ─▶ inject ─▶ forward ─▶ stream ─▶ agent
+ *              400 ◀─┘          401 ◀─┘          404 ◀─┘        403/405 ◀─┘     403 ◀─┘         503 ◀─┘                      502/504 ◀─┘
+ *   every exit ─▶ audit record + log line   (a record that cannot be written turns the answer into 503 audit_unavailable)
+ *
+ * `explainRequest` walks the same decision stages for `airlock explain`, without a network or a secret.
+ */
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { AirlockError, asAirlockError, type ErrorCode } from '../errors.js';
+import { requestBody } from '../ingress/request-body.js';
+import type { AuditRecord } from '../observability/audit-record.js';
+import type { AgentPolicy, CredentialPlan, Policy, ServicePolicy } from '../policy/compile-policy.js';
+import type { CompiledRoute } from '../policy/route-table.js';
+import { grantingEntry } from '../policy/scope-grant.js';
+import { upstreamPath } from '../upstream/upstream-target.js';
+import { authenticateAgent } from './authenticate-agent.js';
+import { authorizeScope } from './authorize-scope.js';
+import { buildUpstreamRequest } from './build-upstream-request.js';
+import { canonicalizeTarget } from './canonicalize-target.js';
+import { forwardRequest, type ForwardResult } from './forward-request.js';
+import { injectCredential } from './inject-credential.js';
+import { matchRoute } from './match-route.js';
+import type { ProxyRuntime } from './proxy-runtime.js';
+import { auditRequest, logRequest } from './record-outcome.js';
+import { resolveCredential } from './resolve-credential.js';
+import { selectService, type ListenerBinding } from './select-service.js';
+import { rawProblemResponse, sendProblem } from './send-problem.js';
+import { isReservedPath, serveReserved } from './serve-reserved.js';
+
+export function createRequestHandler(runtime: ProxyRuntime, binding: ListenerBinding): (req: IncomingMessage, res: ServerResponse) => void {
+  return function handleAgentRequest(req, res) {
+    runPipeline(runtime, binding, req, res).catch(function pipelineBug(error: unknown) {
+      runtime.logger.error({ err: error }, 'request pipeline failed outside its error handling');
+      res.destroy();
+    });
+  };
+}
+
+async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const startedAt = performance.now();
+  const record = newRecord(runtime, req.method ?? null, req.socket.remoteAddress);
+  let forwarded: ForwardResult;
+  try {
+    record.path = rawPathForAudit(req.url ?? '');
+    checkHeaderCount(req.rawHeaders, runtime.limits.maxHeaders);
+    const target = canonicalizeTarget(req.url ?? '');
+    record.path = target.path;
+    if (isReservedPath(target.path)) return serveReserved(req, res, target.path, record.request_id);
+
+    const agent = authenticateAgent(req.rawHeaders, runtime.policy);
+    record.agent = agent.name;
+
+    const selected = selectService(runtime.policy, binding, req.rawHeaders, target.path);
+    record.service = selected.service.name;
+
+    const route = matchRoute(selected.service, req.method ?? '', selected.path);
+    record.route = route.template;
+    record.scope = route.scope;
+
+    const grant = authorizeScope(agent, selected.service, route);
+    record.decision = 'allow';
+    const plan = grant.credential ?? selected.service.credential;
+    record.credential = plan.ref;
+
+    runtime.audit.assertWritable();
+    const body = requestBody(req, selected.service.config.max_body_bytes ?? runtime.limits.maxBodyBytes);
+
+    const credential = await resolveCredential(runtime.secrets, plan);
+    record.generation = credential.generation;
+
+    const outbound = buildUpstreamRequest({
+      method: req.method ?? '',
+      rawHeaders: req.rawHeaders,
+      upstream: selected.service.upstream,
+      path: selected.path,
+      query: target.query,
+      clientAddress: req.socket.remoteAddress,
+    });
+    injectCredential(outbound, plan, credential);
+
+    const pool = runtime.pools.get(selected.service.name);
+    if (pool === undefined) throw new Error(`no upstream pool for service ${selected.service.name}`);
+    forwarded = await forwardRequest({ dispatcher: pool, outbound, body, res, requestId: record.request_id, service: selected.service, agentPrefix: selected.agentPrefix });
+  } catch (error) {
+    await refuse(runtime, req, res, record, asAirlockError(error), startedAt);
+    return;
+  }
+
+  record.upstream_status = forwarded.upstreamStatus === 0 ? null : forwarded.upstreamStatus;
+  record.status = record.upstream_status;
+  record.code = forwarded.failure?.code ?? null;
+  record.incomplete = !forwarded.complete;
+  const audited = await auditRequest(runtime, record, startedAt);
+  logRequest(runtime, record, audited, forwarded.failure?.cause);
+}
+
+/** A denial or failure before anything was sent: audit first, and refuse with 503 if that fails. */
+async function refuse(runtime: ProxyRuntime, req: IncomingMessage, res: ServerResponse, record: AuditRecord, failure: AirlockError, startedAt: number): Promise<void> {
+  record.code = failure.code;
+  record.status = failure.status;
+  const audited = await auditRequest(runtime, record, startedAt);
+  let answer = failure;
+  if (!audited) {
+    answer = new AirlockError('audit_unavailable', 'The audit log cannot be written, so Airlock refuses requests until it can. An operator checks the disk and the audit file.');
+    record.code = answer.code;
+    record.status = answer.status;
+  }
+  if (res.destroyed) record.status = null;
+  // A body the agent is still sending would be read and thrown away; closing is cheaper and safer.
+  sendProblem(res, answer, record.request_id, !req.complete);
+  logRequest(runtime, record, audited, failure.cause);
+}
+
+/**
+ * Requests that never reach the pipeline as a parsed request: node's parser refused them (malformed,
+ * headers too large, too slow), or they ask for a tunnel (CONNECT) or a protocol switch (Upgrade).
+ * They are answered on the raw socket, which is then closed, and audited like any other request.
+ */
+export function createRawRefusalHandler(runtime: ProxyRuntime): (socket: Duplex, failure: AirlockError, method: string | null) => void {
+  return function refuseOnSocket(socket, failure, method) {
+    const startedAt = performance.now();
+    const record = newRecord(runtime, method, (socket as { remoteAddress?: string }).remoteAddress);
+    record.code = failure.code;
+    record.status = failure.status;
+    void auditRequest(runtime, record, startedAt).then(function answerRefusal(audited) {
+      if (socket.writable) socket.end(rawProblemResponse(failure, record.request_id));
+      else socket.destroy();
+      logRequest(runtime, record, audited);
+    });
+  };
+}
+
+function newRecord(runtime: ProxyRuntime, method: string | null, client: string | undefined): AuditRecord {
+  return {
+    time: runtime.now().toISOString(),
+    request_id: randomUUID(),
+    agent: null,
+    service: null,
+    method,
+    path: null,
+    route: null,
+    scope: null,
+    decision: 'deny',
+    code: null,
+    status: null,
+    upstream_status: null,
+    duration_ms: 0,
+    credential: null,
+    generation: null,
+    redactions: 0,
+    client: client ?? null,
+    incomplete: false,
+  };
+}
+
+/** Until the path is canonical the audit keeps what was sent (no query: values there may be secrets). */
+function rawPathForAudit(target: string): string {
+  const questionMark = target.indexOf('?');
+  const path = questionMark === -1 ? target : target.slice(0, questionMark);
+  return path.length > 512 ? `${path.slice(0, 512)}...` : path;
+}
+
+/**
+ * node silently drops header lines past server.maxHeadersCount; Airlock sets that limit off and counts
+ * here instead, so a flood is refused rather than truncated (a truncated list could hide a header).
+ */
+function checkHeaderCount(rawHeaders: readonly string[], max: number): void {
+  if (rawHeaders.length / 2 > max) {
+    throw new AirlockError('headers_too_large', `The request has ${rawHeaders.length / 2} header fields; the limit is ${max} (limits.max_headers).`);
+  }
+}
+
+export interface Explanation {
+  readonly decision: 'allow' | 'deny';
+  readonly code: ErrorCode | null;
+  readonly reason: string;
+  readonly agent: AgentPolicy | null;
+  readonly service: ServicePolicy | null;
+  readonly route: CompiledRoute | null;
+  /** The grant entry that holds the scope ("chat:write", "files:*", "*"). */
+  readonly grantedBy: string | null;
+  readonly credential: CredentialPlan | null;
+  /** Path and query as they would be sent upstream (before credential injection). */
+  readonly upstreamTarget: string | null;
+}
+
+/** The decision for a request, by the same stages as the live path, with the agent given by name. */
+export function explainRequest(policy: Policy, agentName: string, method: string, target: string, host: string | null): Explanation {
+  let agent: AgentPolicy | null = null;
+  let service: ServicePolicy | null = null;
+  let route: CompiledRoute | null = null;
+  try {
+    const canonical = canonicalizeTarget(target);
+    agent = policy.agentByName.get(agentName) ?? null;
+    if (agent === null) {
+      throw new AirlockError('unauthenticated', `No agent named ${agentName}; agents are: ${[...policy.agentByName.keys()].join(', ') || '(none)'}.`);
+    }
+    const selected = selectService(policy, { kind: 'shared' }, host === null ? [] : ['host', host], canonical.path);
+    service = selected.service;
+    route = matchRoute(service, method.toUpperCase(), selected.path);
+    const grant = authorizeScope(agent, service, route);
+    const credential = grant.credential ?? service.credential;
+    const path = upstreamPath(service.upstream, selected.path);
+    return {
+      decision: 'allow',
+      code: null,
+      reason: `agent ${agent.name} holds scope ${route.scope} on service ${service.name}`,
+      agent,
+      service,
+      route,
+      grantedBy: grantingEntry(grant.scopes, route.scope),
+      credential,
+      upstreamTarget: canonical.query === null ? path : `${path}?${canonical.query}`,
+    };
+  } catch (error) {
+    const failure = asAirlockError(error);
+    return { decision: 'deny', code: failure.code, reason: failure.detail, agent, service, route, grantedBy: null, credential: null, upstreamTarget: null };
+  }
+}

@@ -1,0 +1,22 @@
+/**
+ * Redirects are never followed (invariant 5); they are handed to the agent. A Location that points back
+ * into the service's upstream (same origin, under its base path) is rewritten to the agent's view of
+ * the service, so following it goes through Airlock again and is authorized again. Any other Location is
+ * passed on untouched: the agent's next request to it carries no injected credential.
+ */
+import type { UpstreamTarget } from './upstream-target.js';
+
+export function rewriteLocation(location: string, upstream: UpstreamTarget, agentPrefix: string): string {
+  let url: URL;
+  try {
+    url = new URL(location, `${upstream.origin}/`);
+  } catch {
+    return location;
+  }
+  if (url.origin !== upstream.origin) return location;
+  const base = upstream.basePath;
+  if (base !== '' && url.pathname !== base && !url.pathname.startsWith(`${base}/`)) return location;
+  const rest = url.pathname.slice(base.length);
+  const path = rest === '' ? '/' : rest;
+  return `${agentPrefix === '' ? path : path === '/' ? agentPrefix : agentPrefix + path}${url.search}${url.hash}`;
+}

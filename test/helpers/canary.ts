@@ -1,0 +1,10 @@
+/**
+ * Unique canary secrets: every credential fixture is one, so a leak anywhere is attributable to the
+ * test that planted it. Shaped like a provider key so shape-based redaction rules see it too.
+ */
+import { randomBytes } from 'node:crypto';
+
+export function canary(label: string): string {
+  const tag = label.replace(/[^A-Za-z0-9]/g, '').slice(0, 12) || 'x';
+  return `sk-canary-${tag}-${randomBytes(15).toString('base64url')}`;
+}
