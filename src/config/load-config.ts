@@ -39,7 +39,8 @@ export function parseConfigText(text: string, file: string): LoadedConfig {
     return {
       config: null,
       problems: document.errors.map((e) => {
-        const pos = e.linePos?.[0];
+        // linePos is only filled when the library prettifies errors; compute it from the offset instead.
+        const pos = e.linePos?.[0] ?? lineCounter.linePos(e.pos[0]);
         const message = `YAML: ${e.message.split('\n')[0]}`;
         return pos === undefined ? { severity: 'error' as const, path: [], message } : { severity: 'error' as const, path: [], message, line: pos.line, column: pos.col };
       }),
@@ -150,6 +151,11 @@ function problemsFromIssue(issue: z.core.$ZodIssue, prefix: ProblemPath): Config
       path: [...path, key],
       message: `unknown key "${key}"${suggestKey(path, key)}`,
     }));
+  }
+  if (issue.code === 'invalid_key') {
+    // A record key (service or agent name) that fails its pattern: report the pattern's own message.
+    const inner = issue.issues.map((i) => i.message.replace(/^Invalid input: /, ''));
+    return [{ severity: 'error', path, message: `"${String(issue.path.at(-1) ?? '')}" is not a valid name: ${inner.join('; ')}` }];
   }
   if (issue.code === 'invalid_union') {
     // Show the branch the user evidently meant (the one that got past the type check), if exactly one did.

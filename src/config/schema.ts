@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { parseSecretRef } from '../credentials/secret-ref.js';
 import { injectorProblems } from '../injection/build-injector.js';
 import { parseRouteTemplate } from '../policy/route-template.js';
+import { BUILTIN_RULE_NAMES } from '../redaction/key-patterns.js';
 import { scopePatternProblem } from '../policy/scope-grant.js';
 import { parseUpstream } from '../upstream/upstream-target.js';
 
@@ -99,6 +100,32 @@ const timeoutsSpec = z.strictObject({
   body: seconds.default(300).describe('longest silence between two body chunks (keep above your SSE keep-alive interval)'),
 });
 
+const BUILTIN_PATTERN_NAMES = BUILTIN_RULE_NAMES;
+
+const redactRule = z
+  .strictObject({
+    name: z.string().regex(/^[a-z0-9_-]+$/, { error: 'a rule name is lowercase letters, digits, _ and -' }).describe('name, for messages'),
+    prefix: z.string().min(2).describe('literal prefix the key starts with, e.g. "itk_"'),
+    charset: z
+      .string()
+      .regex(/^(?:[!-~]-[!-~]|[!-~])+$/, { error: 'a character set like A-Za-z0-9_- (ranges and single printable ASCII characters)' })
+      .describe('characters of the part after the prefix, as ranges: A-Za-z0-9_-'),
+    min_length: z.number().int().positive().describe('shortest part after the prefix that counts as a key'),
+    max_length: z.number().int().positive().max(4096).describe('longest part after the prefix that is masked'),
+  })
+  .refine((rule) => rule.min_length <= rule.max_length, { error: 'min_length must not exceed max_length', path: ['min_length'] });
+
+const redactSpec = z.strictObject({
+  scope: z.enum(['request', 'service', 'all']).default('service').describe("whose secrets are removed from this service's responses"),
+  builtin_patterns: z
+    .strictObject(Object.fromEntries(BUILTIN_PATTERN_NAMES.map((name) => [name, z.boolean().default(true)])) as Record<(typeof BUILTIN_PATTERN_NAMES)[number], z.ZodDefault<z.ZodBoolean>>)
+    .default(Object.fromEntries(BUILTIN_PATTERN_NAMES.map((name) => [name, true])) as Record<(typeof BUILTIN_PATTERN_NAMES)[number], boolean>)
+    .describe('well-known key shapes masked in responses; each on by default'),
+  rules: z.array(redactRule).default([]).describe('extra key shapes: prefix + characters + length'),
+  max_decoded_bytes: z.number().int().positive().default(128 * 1024 * 1024).describe('largest decoded (gunzip/brotli) response body; more is cut as a bomb'),
+  max_ratio: z.number().positive().default(200).describe('largest decoded/encoded size ratio past 1 MiB; more is cut as a bomb'),
+});
+
 const serviceSpec = z.strictObject({
   upstream: z
     .string()
@@ -123,6 +150,13 @@ const serviceSpec = z.strictObject({
   max_body_bytes: z.number().int().positive().optional().describe('request body limit for this service; default limits.max_body_bytes'),
   timeouts: timeoutsSpec.default({ connect: 10, headers: 60, body: 300 }),
   credential: credentialSpec,
+  redact: redactSpec.default({
+    scope: 'service',
+    builtin_patterns: Object.fromEntries(BUILTIN_PATTERN_NAMES.map((name) => [name, true])) as Record<(typeof BUILTIN_PATTERN_NAMES)[number], boolean>,
+    rules: [],
+    max_decoded_bytes: 128 * 1024 * 1024,
+    max_ratio: 200,
+  }),
   routes: z.array(routeSpec).describe('first match wins; a request that matches none is refused (403 route_not_allowed)'),
 });
 
@@ -192,3 +226,4 @@ export type AgentSpec = z.output<typeof agentSpec>;
 export type CredentialSpec = z.output<typeof credentialSpec>;
 export type InjectSpec = z.output<typeof injectSpec>;
 export type LimitsSpec = z.output<typeof limitsSpec>;
+export type RedactSpec = z.output<typeof redactSpec>;

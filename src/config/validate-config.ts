@@ -30,14 +30,17 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
     problems.push(strict ? { severity: 'warning', path, message, strict } : { severity: 'warning', path, message });
   };
 
-  const listeners = new Map<string, string>();
+  // Two listeners clash on the same port when their hosts are equal or either is a wildcard address,
+  // which binds every interface (the second bind would fail with EADDRINUSE at start-up).
+  const listeners: Array<{ host: string; port: number; owner: string }> = [];
+  const wildcard = (host: string): boolean => host === '0.0.0.0' || host === '::' || host === '0:0:0:0:0:0:0:0';
   const claimListener = (text: string, path: ProblemPath, owner: string): void => {
     const parsed = parseListen(text);
     if (parsed === null || parsed.port === 0) return;
-    const key = `${parsed.host}:${parsed.port}`;
-    const previous = listeners.get(key);
-    if (previous !== undefined) return error(path, `${key} is already used by ${previous}; give each listener its own port`);
-    listeners.set(key, owner);
+    const host = parsed.host.toLowerCase();
+    const previous = listeners.find((l) => l.port === parsed.port && (l.host === host || wildcard(l.host) || wildcard(host)));
+    if (previous !== undefined) return error(path, `${text} clashes with ${previous.host}:${previous.port} of ${previous.owner}; give each listener its own port`);
+    listeners.push({ host, port: parsed.port, owner });
   };
   claimListener(config.listen, ['listen'], 'the agent listener (listen)');
 
@@ -119,7 +122,10 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
       if (grant.require_approval) {
         error(at('credentials', index, 'require_approval'), 'human approval is not available in this version; set require_approval: false (Airlock will not forward calls it was told need approval)');
       }
-      if (grant.credential === undefined) credentialUsers.set(grant.service, [...(credentialUsers.get(grant.service) ?? []), agentName]);
+      if (grant.credential === undefined) {
+        const users = credentialUsers.get(grant.service) ?? [];
+        if (!users.includes(agentName)) credentialUsers.set(grant.service, [...users, agentName]);
+      }
     });
   }
 

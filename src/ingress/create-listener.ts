@@ -34,6 +34,9 @@ export function createListener(limits: DeepReadonly<LimitsSpec>, handlers: Liste
       headersTimeout: limits.headers_timeout * 1000,
       requestTimeout: limits.request_timeout * 1000,
       keepAliveTimeout: limits.keep_alive_timeout * 1000,
+      // node checks the header and request deadlines only this often (30 s by default), which would
+      // let a slowloris client hold a connection far past headers_timeout.
+      connectionsCheckingInterval: Math.max(100, Math.min(1000, (Math.min(limits.headers_timeout, limits.request_timeout) * 1000) / 2)),
       requireHostHeader: true,
       joinDuplicateHeaders: false,
       insecureHTTPParser: false,

@@ -6,7 +6,7 @@
  * (RFC 3986 6.2.2.1-2); everything that upstream servers and frameworks are known to interpret
  * differently is refused instead of guessed at - dot segments raw or encoded, "//", encoded "/" and
  * "\" (CVE-2021-22911-style path confusion, Envoy's path_with_escaped_slashes_action), raw "\", ";"
- * (matrix parameters, Tomcat's ..;/ CVE-2020-1938 family), "%25" (double encoding), control
+ * and its escape %3B (matrix parameters, Tomcat's ..;/ CVE-2020-1938 family), "%25" (double encoding), control
  * characters, invalid or overlong UTF-8, and characters that NFKC-normalize to "/", "\" or "." (fullwidth
  * forms). The query is kept as sent: it is not matched, only forwarded.
  */
@@ -71,6 +71,8 @@ export function canonicalizeTarget(target: string): CanonicalTarget {
     if (byte === 0x2f || byte === 0x5c) reject('The request path contains an encoded slash or backslash (%2F, %5C); upstreams disagree on whether it separates segments, so it is refused.');
     if (byte === 0x25) reject('The request path contains "%25", an escaped "%" (double encoding); it is refused.');
     if (byte < 0x20 || byte === 0x7f) reject('The request path contains an encoded control character (such as %00); it is refused.');
+    // Servlet containers decode %3B before splitting off path parameters, so "..%3B/" is Tomcat's "..;/".
+    if (byte === 0x3b) reject('The request path contains an encoded ";" (%3B), which some upstream frameworks treat as a path parameter separator; it is refused.');
     out += rawPath.slice(runStart, i);
     if (isUnreserved(byte)) out += String.fromCharCode(byte);
     else out += `%${HEX[high]}${HEX[low]}`;

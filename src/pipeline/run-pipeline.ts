@@ -195,8 +195,9 @@ export function explainRequest(policy: Policy, agentName: string, method: string
   let service: ServicePolicy | null = null;
   let route: CompiledRoute | null = null;
   try {
-    const canonical = canonicalizeTarget(target);
+    // Looked up first so a refused path still shows the agent; the decision order is the live one.
     agent = policy.agentByName.get(agentName) ?? null;
+    const canonical = canonicalizeTarget(target);
     if (agent === null) {
       throw new AirlockError('unauthenticated', `No agent named ${agentName}; agents are: ${[...policy.agentByName.keys()].join(', ') || '(none)'}.`);
     }

@@ -7,7 +7,8 @@ import { STATUS_CODES } from 'node:http';
 import { problemBody, type AirlockError } from '../errors.js';
 import { REQUEST_ID_HEADER } from '../upstream/relay-headers.js';
 
-export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
+/** With a charset: @octokit/request reads bodies as text only for json, text/* or an explicit utf-8 charset. */
+export const PROBLEM_CONTENT_TYPE = 'application/problem+json; charset=utf-8';
 
 export function sendProblem(res: ServerResponse, error: AirlockError, requestId: string, closeConnection: boolean): void {
   if (res.headersSent || res.destroyed) {

@@ -11,7 +11,8 @@ import { BlockList, isIPv4, isIPv6 } from 'node:net';
 
 export type AddressClass = 'public' | 'loopback' | 'private' | 'link-local' | 'metadata' | 'reserved';
 
-const METADATA = new Set(['169.254.169.254', '169.254.170.2', '100.100.100.200', '168.63.129.16', 'fd00:ec2::254']);
+/** Metadata endpoints: AWS (also ECS 169.254.170.2 and IPv6 fd00:ec2::254), GCP, Azure (wireserver), Alibaba. */
+const METADATA = new Set(['169.254.169.254', '169.254.170.2', '100.100.100.200', '168.63.129.16', 'fd00:ec2:0:0:0:0:0:254']);
 
 function buildList(entries: ReadonlyArray<readonly [string, number, 'ipv4' | 'ipv6']>): BlockList {
   const list = new BlockList();
@@ -43,33 +44,82 @@ const RESERVED = buildList([
   ['ff00::', 8, 'ipv6'],
 ]);
 
-/** IPv6 forms that carry an IPv4 address the packet really goes to: mapped, NAT64 and 6to4. */
-function embeddedIPv4(address: string): string | null {
-  const lower = address.toLowerCase();
-  const dotted = /^(?:::ffff:|64:ff9b::)(\d+\.\d+\.\d+\.\d+)$/.exec(lower);
-  if (dotted) return dotted[1] as string;
-  const hex = /^(?:::ffff:|64:ff9b::)([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(lower);
-  if (hex) return hexPairToIPv4(hex[1] as string, hex[2] as string);
-  const sixToFour = /^2002:([0-9a-f]{1,4}):([0-9a-f]{1,4}):/.exec(lower);
-  if (sixToFour) return hexPairToIPv4(sixToFour[1] as string, sixToFour[2] as string);
+/** The 16 bytes of an IPv6 address in any spelling ("::" folding, embedded dotted IPv4), or null. */
+function ipv6Bytes(address: string): Uint8Array | null {
+  let text = address.toLowerCase();
+  const zone = text.indexOf('%');
+  if (zone !== -1) text = text.slice(0, zone);
+  const groups: number[] = [];
+  const dotted = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (dotted) {
+    const parts = (dotted[1] as string).split('.').map(Number);
+    text = `${text.slice(0, -(dotted[1] as string).length)}${(((parts[0] as number) << 8) | (parts[1] as number)).toString(16)}:${(((parts[2] as number) << 8) | (parts[3] as number)).toString(16)}`;
+  }
+  const halves = text.split('::');
+  if (halves.length > 2) return null;
+  const head = halves[0] === '' ? [] : (halves[0] as string).split(':');
+  const tail = halves.length === 2 ? (halves[1] === '' ? [] : (halves[1] as string).split(':')) : [];
+  const missing = 8 - head.length - tail.length;
+  if (halves.length === 1 ? missing !== 0 : missing < 1) return null;
+  for (const group of [...head, ...Array<string>(halves.length === 2 ? missing : 0).fill('0'), ...tail]) {
+    if (!/^[0-9a-f]{1,4}$/.test(group)) return null;
+    groups.push(parseInt(group, 16));
+  }
+  const bytes = new Uint8Array(16);
+  groups.forEach((g, i) => {
+    bytes[i * 2] = g >> 8;
+    bytes[i * 2 + 1] = g & 255;
+  });
+  return bytes;
+}
+
+function dottedFrom(bytes: Uint8Array, at: number): string {
+  return `${bytes[at]}.${bytes[at + 1]}.${bytes[at + 2]}.${bytes[at + 3]}`;
+}
+
+function startsWith(bytes: Uint8Array, prefix: readonly number[]): boolean {
+  return prefix.every((b, i) => bytes[i] === b);
+}
+
+/**
+ * IPv6 forms whose packets really go to an IPv4 address: IPv4-mapped ::ffff:0:0/96 and the deprecated
+ * IPv4-compatible ::/96 (RFC 4291 2.5.5), NAT64 64:ff9b::/96 (RFC 6052) and 64:ff9b:1::/48 (RFC 8215),
+ * and 6to4 2002::/16 (RFC 3056). Classified by the IPv4 address they carry.
+ */
+function embeddedIPv4(bytes: Uint8Array): string | null {
+  const zeros10 = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+  if (startsWith(bytes, [...zeros10, 0xff, 0xff])) return dottedFrom(bytes, 12);
+  if (startsWith(bytes, [...zeros10, 0, 0]) && (bytes[12] !== 0 || bytes[13] !== 0)) return dottedFrom(bytes, 12);
+  if (startsWith(bytes, [0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0])) return dottedFrom(bytes, 12);
+  if (startsWith(bytes, [0x00, 0x64, 0xff, 0x9b, 0x00, 0x01])) return dottedFrom(bytes, 12);
+  if (startsWith(bytes, [0x20, 0x02])) return dottedFrom(bytes, 2);
   return null;
 }
 
-function hexPairToIPv4(high: string, low: string): string {
-  const h = parseInt(high, 16);
-  const l = parseInt(low, 16);
-  return `${h >> 8}.${h & 255}.${l >> 8}.${l & 255}`;
+/** Teredo (2001::/32, RFC 4380) tunnels to an obfuscated IPv4 address: never an upstream. */
+function isTeredo(bytes: Uint8Array): boolean {
+  return startsWith(bytes, [0x20, 0x01, 0x00, 0x00]);
+}
+
+function canonicalIPv6(bytes: Uint8Array): string {
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push((((bytes[i] as number) << 8) | (bytes[i + 1] as number)).toString(16));
+  return groups.join(':');
 }
 
 export function classifyAddress(address: string): AddressClass {
   if (isIPv6(address)) {
-    const inner = embeddedIPv4(address);
+    const bytes = ipv6Bytes(address);
+    if (bytes === null) return 'reserved';
+    const inner = embeddedIPv4(bytes);
     if (inner !== null) return classifyAddress(inner);
+    if (isTeredo(bytes)) return 'reserved';
+    address = canonicalIPv6(bytes);
   } else if (!isIPv4(address)) {
     return 'reserved';
   }
   const type = isIPv4(address) ? 'ipv4' : 'ipv6';
-  if (METADATA.has(address.toLowerCase())) return 'metadata';
+  if (METADATA.has(address)) return 'metadata';
   if (LOOPBACK.check(address, type)) return 'loopback';
   if (LINK_LOCAL.check(address, type)) return 'link-local';
   if (PRIVATE.check(address, type)) return 'private';

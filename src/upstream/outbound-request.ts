@@ -46,7 +46,8 @@ export class OutboundRequest {
   }
 
   /**
-   * Removes every query parameter whose decoded key equals `key` ignoring case. Both "&" and ";" are
+   * Removes every query parameter whose decoded key equals `key` ignoring case (also as "key[]" or
+   * "key[0]", which PHP, Rails and qs read as the same parameter). Both "&" and ";" are
    * treated as separators here, because some frameworks split on ";" (query parameter pollution):
    * a stripped key must not survive behind a separator we did not consider.
    */
@@ -57,7 +58,7 @@ export class OutboundRequest {
     const kept: string[] = [];
     for (let i = 0; i < pieces.length; i += 2) {
       const part = pieces[i] as string;
-      if (decodedQueryKey(part).toLowerCase() === wanted) continue;
+      if (baseKey(decodedQueryKey(part)).toLowerCase() === wanted) continue;
       if (kept.length > 0) kept.push((pieces[i - 1] as string | undefined) ?? '&');
       kept.push(part);
     }
@@ -73,6 +74,12 @@ export class OutboundRequest {
   target(): string {
     return this.query === null ? this.path : `${this.path}?${this.query}`;
   }
+}
+
+/** PHP, Rails and qs read "key[]" and "key[0]" as the parameter "key": strip bracket suffixes too. */
+function baseKey(key: string): string {
+  const bracket = key.indexOf('[');
+  return bracket > 0 ? key.slice(0, bracket) : key;
 }
 
 /** application/x-www-form-urlencoded key decoding ("+" is a space), lenient on bad escapes. */

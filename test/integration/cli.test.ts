@@ -1,0 +1,729 @@
+/**
+ * The `airlock` CLI as a user drives it: runCli with string arguments, captured stdout/stderr, stdin as
+ * Buffers and a stop signal the test controls; config files written to temporary directories. One test
+ * spawns the built binary to prove `bin` works end to end.
+ */
+import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { CliIo } from '../../src/cli/cli-io.js';
+import { runCli } from '../../src/cli/run-cli.js';
+import { loadConfigFile } from '../../src/config/load-config.js';
+import { EncryptedSecretFile, SecretFileError } from '../../src/credentials/encrypted-secret-file.js';
+import { loadMasterKey, MASTER_KEY_FILE } from '../../src/credentials/master-key.js';
+import { generateAgentToken, hashAgentToken } from '../../src/identity/agent-token.js';
+import { assertNoLeak, findLeaks } from '../helpers/assert-no-leak.js';
+import { canary } from '../helpers/canary.js';
+import { tempDir } from '../helpers/start-proxy.js';
+
+const REPO = fileURLToPath(new URL('../..', import.meta.url));
+const SHIPPED_CONFIG = resolve(REPO, 'config/airlock.yaml');
+const DIST_MAIN = resolve(REPO, 'dist/main.js');
+
+interface CliRun {
+  readonly io: CliIo;
+  readonly stdout: string[];
+  readonly stderr: string[];
+  out(): string;
+  err(): string;
+  stop(signal: string): void;
+}
+
+interface IoOptions {
+  env?: Record<string, string>;
+  cwd?: string;
+  stdin?: ReadonlyArray<Buffer>;
+}
+
+function cliIo(args: readonly string[], options: IoOptions = {}): CliRun {
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  let stop: (signal: string) => void = () => undefined;
+  const stopRequested = new Promise<string>((resolveStop) => {
+    stop = resolveStop;
+  });
+  const chunks = options.stdin ?? [];
+  const stdin = {
+    async *[Symbol.asyncIterator](): AsyncGenerator<Buffer> {
+      for (const chunk of chunks) yield chunk;
+    },
+  };
+  return {
+    io: {
+      args,
+      env: options.env ?? {},
+      cwd: options.cwd ?? scratch(),
+      stdout: { write: (text: string) => stdout.push(text) },
+      stderr: { write: (text: string) => stderr.push(text) },
+      stdin,
+      stopRequested,
+    },
+    stdout,
+    stderr,
+    out: () => stdout.join(''),
+    err: () => stderr.join(''),
+    stop: (signal) => stop(signal),
+  };
+}
+
+async function run(args: readonly string[], options: IoOptions = {}): Promise<{ code: number } & CliRun> {
+  const cli = cliIo(args, options);
+  const code = await runCli(cli.io);
+  return { code, ...cli };
+}
+
+const dirs: string[] = [];
+function scratch(): string {
+  const dir = tempDir('airlock-cli-');
+  dirs.push(dir);
+  return dir;
+}
+afterAll(() => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+/** Writes a config file into a fresh directory; returns its path and the data_dir it names. */
+function writeConfig(yaml: string): { file: string; dir: string; dataDir: string } {
+  const dir = scratch();
+  const file = join(dir, 'airlock.yaml');
+  writeFileSync(file, yaml);
+  return { file, dir, dataDir: join(dir, 'data') };
+}
+
+const SECRETS_CONFIG = `
+listen: 127.0.0.1:0
+data_dir: ./data
+log: {level: silent}
+services:
+  openai:
+    upstream: http://127.0.0.1:9
+    credential: {secret: file:openai}
+    routes:
+      - {method: GET, path: /v1/models, scope: models:read}
+  github:
+    upstream: http://127.0.0.1:9
+    credential: {secret: file:github}
+    routes:
+      - {method: GET, path: /user, scope: user:read}
+agents:
+  bot:
+    tokens: ["${generateAgentToken().hash}"]
+    credentials:
+      - {service: openai, max_scope: [models:read]}
+`;
+
+function hexKey(): string {
+  return randomBytes(32).toString('hex');
+}
+
+function stdinOf(text: string): Buffer[] {
+  return [Buffer.from(text, 'utf8')];
+}
+
+/** Line and column (1-based) of the nth occurrence of `needle` in `text`. */
+function locationOf(text: string, needle: string, occurrence = 1): { line: number; column: number } {
+  let index = -1;
+  for (let n = 0; n < occurrence; n++) {
+    index = text.indexOf(needle, index + 1);
+    if (index === -1) throw new Error(`"${needle}" occurs fewer than ${occurrence} times`);
+  }
+  const before = text.slice(0, index);
+  const line = before.split('\n').length;
+  const column = index - (before.lastIndexOf('\n') + 1) + 1;
+  return { line, column };
+}
+
+describe('airlock token', () => {
+  it('prints an alk_ token and its sha256 hash on stdout, the explanation on stderr', async () => {
+    const result = await run(['token']);
+    expect(result.code).toBe(0);
+    const lines = result.out().split('\n').filter((l) => l !== '');
+    expect(lines).toHaveLength(2);
+    const [token, hash] = lines as [string, string];
+    expect(token).toMatch(/^alk_[A-Za-z0-9_-]{43}$/);
+    expect(Buffer.from(token.slice(4), 'base64url')).toHaveLength(32);
+    expect(hash).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(hash).toBe(hashAgentToken(token));
+    expect(result.err()).toContain(hash);
+    expect(result.err()).not.toContain(token);
+  });
+
+  it('prints a different token every time', async () => {
+    const first = (await run(['token'])).out().split('\n')[0];
+    const second = (await run(['token'])).out().split('\n')[0];
+    expect(first).not.toBe(second);
+  });
+});
+
+describe('airlock secrets', () => {
+  it('set stores the value encrypted, creating data_dir/master.key with mode 0600 when AIRLOCK_MASTER_KEY is unset', async () => {
+    const { file, dataDir } = writeConfig(SECRETS_CONFIG);
+    const value = canary('openai');
+    const result = await run(['secrets', 'set', 'openai', '--config', file], { stdin: stdinOf(`${value}\n`) });
+    expect(result.err()).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.out()).toContain('Stored secret openai');
+    expect(result.out()).toContain('services.openai.credential');
+
+    const keyPath = join(dataDir, MASTER_KEY_FILE);
+    expect(existsSync(keyPath)).toBe(true);
+    expect(statSync(keyPath).mode & 0o777).toBe(0o600);
+    const key = loadMasterKey({ dataDir, env: {}, create: false });
+    expect(key).not.toBeNull();
+    expect(new EncryptedSecretFile(dataDir, key as Buffer).readAll().get('openai')?.value).toBe(value);
+    assertNoLeak([value], [
+      { name: 'stdout', text: result.out() },
+      { name: 'stderr', text: result.err() },
+    ]);
+  });
+
+  it('set uses AIRLOCK_MASTER_KEY when it is set, and a file written with one key does not open with another', async () => {
+    const { file, dataDir } = writeConfig(SECRETS_CONFIG);
+    const value = canary('envkey');
+    const key = hexKey();
+    const result = await run(['secrets', 'set', 'openai', '--config', file], { env: { AIRLOCK_MASTER_KEY: key }, stdin: stdinOf(value) });
+    expect(result.code).toBe(0);
+    expect(result.out()).toContain('key from AIRLOCK_MASTER_KEY');
+    expect(existsSync(join(dataDir, MASTER_KEY_FILE))).toBe(false);
+    expect(new EncryptedSecretFile(dataDir, Buffer.from(key, 'hex')).readAll().get('openai')?.value).toBe(value);
+
+    const otherKey = Buffer.from(hexKey(), 'hex');
+    expect(() => new EncryptedSecretFile(dataDir, otherKey).readAll()).toThrow(SecretFileError);
+    expect(() => new EncryptedSecretFile(dataDir, otherKey).readAll()).toThrow(/master key does not open/);
+
+    const listed = await run(['secrets', 'list', '--config', file], { env: { AIRLOCK_MASTER_KEY: otherKey.toString('hex') } });
+    expect(listed.code).toBe(1);
+    expect(listed.err()).toMatch(/the master key does not open .*secrets\.json: set AIRLOCK_MASTER_KEY to the key it was written with/);
+    // Nor can another key add to it (which would leave a file no single key opens).
+    const setWithOther = await run(['secrets', 'set', 'github', '--config', file], { env: { AIRLOCK_MASTER_KEY: otherKey.toString('hex') }, stdin: stdinOf(canary('gh')) });
+    expect(setWithOther.code).toBe(1);
+    expect(setWithOther.err()).toContain('the master key does not open');
+    // The refused write left the original value in place.
+    expect(new EncryptedSecretFile(dataDir, Buffer.from(key, 'hex')).readAll().get('openai')?.value).toBe(value);
+    assertNoLeak([value], [
+      { name: 'stdout', text: result.out() + listed.out() + setWithOther.out() },
+      { name: 'stderr', text: result.err() + listed.err() + setWithOther.err() },
+    ]);
+  });
+
+  it('refuses an AIRLOCK_MASTER_KEY that is not 32 bytes', async () => {
+    const { file, dataDir } = writeConfig(SECRETS_CONFIG);
+    const result = await run(['secrets', 'set', 'openai', '--config', file], { env: { AIRLOCK_MASTER_KEY: 'not-a-key' }, stdin: stdinOf(canary('x')) });
+    expect(result.code).toBe(1);
+    expect(result.err()).toContain('AIRLOCK_MASTER_KEY is not a 32-byte key');
+    expect(existsSync(join(dataDir, 'secrets.json'))).toBe(false);
+  });
+
+  it.each([
+    { name: 'no input at all', input: [] as Buffer[], message: 'No value read for openai' },
+    { name: 'only a line break', input: [Buffer.from('\n')], message: 'No value read for openai' },
+    { name: '7 characters', input: [Buffer.from(`${canary('short').slice(-7)}\n`)], message: 'shorter than 8 characters' },
+  ])('set refuses $name and stores nothing', async ({ input, message }) => {
+    const { file, dataDir } = writeConfig(SECRETS_CONFIG);
+    const result = await run(['secrets', 'set', 'openai', '--config', file], { stdin: input });
+    expect(result.code).toBe(1);
+    expect(result.err()).toContain(message);
+    expect(result.out()).toBe('');
+    expect(existsSync(join(dataDir, 'secrets.json'))).toBe(false);
+  });
+
+  it('set accepts exactly 8 characters (the refusal is at the boundary, not beyond it)', async () => {
+    const { file, dataDir } = writeConfig(SECRETS_CONFIG);
+    const value = canary('eight').slice(-8);
+    const result = await run(['secrets', 'set', 'openai', '--config', file], { stdin: stdinOf(value) });
+    expect(result.code).toBe(0);
+    const key = loadMasterKey({ dataDir, env: {}, create: false }) as Buffer;
+    expect(new EncryptedSecretFile(dataDir, key).readAll().get('openai')?.value).toBe(value);
+  });
+
+  it.each([
+    { name: 'a trailing LF', suffix: '\n', stored: '' },
+    { name: 'a trailing CRLF', suffix: '\r\n', stored: '' },
+    { name: 'trailing spaces before the LF', suffix: '  \n', stored: '  ' },
+    { name: 'no line break', suffix: '', stored: '' },
+  ])('set strips exactly one line break: $name', async ({ suffix, stored }) => {
+    const { file, dataDir } = writeConfig(SECRETS_CONFIG);
+    const value = canary('strip');
+    const result = await run(['secrets', 'set', 'openai', '--config', file], { stdin: stdinOf(value + suffix) });
+    expect(result.code).toBe(0);
+    const key = loadMasterKey({ dataDir, env: {}, create: false }) as Buffer;
+    expect(new EncryptedSecretFile(dataDir, key).readAll().get('openai')?.value).toBe(value + stored);
+  });
+
+  it('set does not strip a second line break: the value then holds one and is refused', async () => {
+    const { file, dataDir } = writeConfig(SECRETS_CONFIG);
+    const value = canary('twolines');
+    const result = await run(['secrets', 'set', 'openai', '--config', file], { stdin: stdinOf(`${value}\n\n`) });
+    expect(result.code).toBe(1);
+    expect(result.err()).toContain('contains a line break or NUL');
+    expect(existsSync(join(dataDir, 'secrets.json'))).toBe(false);
+    assertNoLeak([value], [{ name: 'stderr', text: result.err() }]);
+  });
+
+  it('set joins a value that arrives in several stdin chunks', async () => {
+    const { file, dataDir } = writeConfig(SECRETS_CONFIG);
+    const value = canary('chunks');
+    const bytes = Buffer.from(`${value}\n`);
+    const result = await run(['secrets', 'set', 'openai', '--config', file], { stdin: [bytes.subarray(0, 5), bytes.subarray(5, 17), bytes.subarray(17)] });
+    expect(result.code).toBe(0);
+    const key = loadMasterKey({ dataDir, env: {}, create: false }) as Buffer;
+    expect(new EncryptedSecretFile(dataDir, key).readAll().get('openai')?.value).toBe(value);
+  });
+
+  it('set refuses a name that is not a secret name', async () => {
+    const { file } = writeConfig(SECRETS_CONFIG);
+    const result = await run(['secrets', 'set', '../etc', '--config', file], { stdin: stdinOf(canary('name')) });
+    expect(result.code).toBe(1);
+    expect(result.err()).toContain('is not a secret name');
+  });
+
+  it('the secrets file never holds a value in plaintext, hex or base64', async () => {
+    const { file, dataDir } = writeConfig(SECRETS_CONFIG);
+    const values = [canary('openai'), canary('github'), canary('spare')];
+    for (const [i, name] of ['openai', 'github', 'spare'].entries()) {
+      const result = await run(['secrets', 'set', name, '--config', file], { stdin: stdinOf(values[i] as string) });
+      expect(result.code).toBe(0);
+    }
+    const text = readFileSync(join(dataDir, 'secrets.json'), 'utf8');
+    expect(text).toContain('"openai"');
+    assertNoLeak(values, [{ name: 'secrets.json', text }]);
+    // The check above can fail: the same helper finds the value in a file that does hold it.
+    expect(findLeaks(values, [{ name: 'plain', text: `x${Buffer.from(values[0] as string).toString('base64')}` }])).not.toEqual([]);
+  });
+
+  it('list shows names, never values, and lists referenced secrets that are not set', async () => {
+    const { file } = writeConfig(SECRETS_CONFIG);
+    const openai = canary('openai');
+    const spare = canary('spare');
+    expect((await run(['secrets', 'set', 'openai', '--config', file], { stdin: stdinOf(openai) })).code).toBe(0);
+    expect((await run(['secrets', 'set', 'spare', '--config', file], { stdin: stdinOf(spare) })).code).toBe(0);
+
+    const listed = await run(['secrets', 'list', '--config', file]);
+    expect(listed.code).toBe(0);
+    const out = listed.out();
+    expect(out).toMatch(/^openai\t\d{4}-\d\d-\d\dT[^\t]+\tused by services\.openai\.credential$/m);
+    expect(out).toMatch(/^spare\t[^\t]+\tunused$/m);
+    expect(out).toContain('Not set yet (requests that need them get 503): github');
+    expect(out).toContain('npx airlock secrets set github');
+    assertNoLeak([openai, spare], [
+      { name: 'stdout', text: listed.out() },
+      { name: 'stderr', text: listed.err() },
+    ]);
+  });
+
+  it('list before any secret is set says so and still names the missing ones', async () => {
+    const { file, dataDir } = writeConfig(SECRETS_CONFIG);
+    const listed = await run(['secrets', 'list', '--config', file]);
+    expect(listed.code).toBe(0);
+    expect(listed.out()).toContain('No secrets stored yet.');
+    expect(listed.out()).toContain('Not set yet (requests that need them get 503): github, openai');
+    // Listing does not create a key.
+    expect(existsSync(join(dataDir, MASTER_KEY_FILE))).toBe(false);
+  });
+
+  it('rm removes one secret and leaves the others; removing it again fails', async () => {
+    const { file, dataDir } = writeConfig(SECRETS_CONFIG);
+    const openai = canary('openai');
+    const github = canary('github');
+    await run(['secrets', 'set', 'openai', '--config', file], { stdin: stdinOf(openai) });
+    await run(['secrets', 'set', 'github', '--config', file], { stdin: stdinOf(github) });
+
+    const removed = await run(['secrets', 'rm', 'openai', '--config', file]);
+    expect(removed.code).toBe(0);
+    expect(removed.out()).toContain('Removed secret openai');
+    const key = loadMasterKey({ dataDir, env: {}, create: false }) as Buffer;
+    const left = new EncryptedSecretFile(dataDir, key).readAll();
+    expect([...left.keys()]).toEqual(['github']);
+    expect(left.get('github')?.value).toBe(github);
+
+    const listed = await run(['secrets', 'list', '--config', file]);
+    expect(listed.out()).not.toMatch(/^openai\t/m);
+    expect(listed.out()).toContain('Not set yet (requests that need them get 503): openai');
+
+    const again = await run(['secrets', 'rm', 'openai', '--config', file]);
+    expect(again.code).toBe(1);
+    expect(again.err()).toContain('No secret named openai is stored.');
+    assertNoLeak([openai, github], [{ name: 'output', text: removed.out() + removed.err() + listed.out() + listed.err() + again.out() + again.err() }]);
+  });
+
+  it('a bad sub-command is a usage error', async () => {
+    const { file } = writeConfig(SECRETS_CONFIG);
+    const result = await run(['secrets', 'dump', '--config', file]);
+    expect(result.code).toBe(1);
+    expect(result.err()).toContain('usage: airlock secrets');
+  });
+});
+
+describe('airlock check', () => {
+  it('passes on the shipped config/airlock.yaml', async () => {
+    const result = await run(['check', '--config', SHIPPED_CONFIG]);
+    expect(result.code).toBe(0);
+    expect(result.out()).toMatch(/airlock\.yaml: OK \(\d+ services, \d+ agents?/);
+    expect(result.err()).not.toMatch(/\berror at\b/);
+  });
+
+  const tokenHash = generateAgentToken().hash;
+  const BROKEN = `listen: 127.0.0.1:7800
+data-dir: ./data
+services:
+  badupstream:
+    upstream: ftp://files.example.com
+    credential: {secret: env:A_KEY}
+    routes:
+      - {method: GET, path: /x, scope: x:read}
+  badsource:
+    upstream: https://api.example.com
+    credential: {secret: vaultx:stripe}
+    routes:
+      - {method: GET, path: /x, scope: x:read}
+  tracer:
+    upstream: https://api.example.com
+    credential: {secret: env:B_KEY}
+    routes:
+      - {method: TRACE, path: /debug, scope: debug:read}
+  badtemplate:
+    upstream: https://api.example.com
+    credential: {secret: env:C_KEY}
+    routes:
+      - {method: GET, path: /v1/*/items, scope: items:read}
+  api:
+    upstream: https://api.example.com
+    credential: {secret: env:D_KEY}
+    routes:
+      - {method: GET, path: /v1/things, scope: things:read}
+  apiv2:
+    upstream: https://api2.example.com
+    prefix: /api/v2
+    credential: {secret: env:E_KEY}
+    routes:
+      - {method: GET, path: /v1/things, scope: things:read}
+  first:
+    upstream: https://first.example.com
+    listen: 127.0.0.1:7811
+    credential: {secret: env:F_KEY}
+    routes:
+      - {method: GET, path: /v1/a, scope: a:read}
+  second:
+    upstream: https://second.example.com
+    listen: 127.0.0.1:7811
+    credential: {secret: env:G_KEY}
+    routes:
+      - {method: GET, path: /v1/b, scope: b:read}
+agents:
+  alpha:
+    tokens: ["${tokenHash}"]
+    credentials:
+      - service: api
+        max_scope: [things:read]
+      - service: paymentz
+        max_scope: [charges:read]
+  beta:
+    tokens: ["${tokenHash}"]
+    credentials:
+      - service: apiv2
+        max_scope: [things:read]
+`;
+
+  /** Each planted mistake: where it is (path, and the text its line:column points at) and what is said. */
+  const PLANTED = [
+    { path: 'data-dir', at: ['data-dir', 1], says: 'unknown key "data-dir"; did you mean "data_dir"?' },
+    { path: 'services.badupstream.upstream', at: ['upstream: ftp', 1], says: 'scheme ftp: is not supported' },
+    { path: 'services.badsource.credential.secret', at: ['secret: vaultx', 1], says: 'unknown secret source "vaultx"' },
+    { path: 'services.tracer.routes[0].method', at: ['method: TRACE', 1], says: 'TRACE is never forwarded by Airlock' },
+    { path: 'services.badtemplate.routes[0].path', at: ['path: /v1/*/items', 1], says: '"*" is only allowed as the last segment' },
+    { path: 'services.apiv2.prefix', at: ['prefix: /api/v2', 1], says: 'prefix /api/v2 overlaps /api of service api' },
+    { path: 'services.second.listen', at: ['listen: 127.0.0.1:7811', 2], says: '127.0.0.1:7811 clashes with 127.0.0.1:7811 of service first' },
+    { path: 'agents.alpha.credentials[1].service', at: ['service: paymentz', 1], says: 'no service named "paymentz"' },
+    { path: 'agents.beta.tokens[0]', at: [`"${tokenHash}"`, 2], says: 'this token hash is already listed at agents.alpha.tokens[0]' },
+  ] as const;
+
+  it('fails on a broken file and lists every problem with its YAML path and line:column', async () => {
+    const { file } = writeConfig(BROKEN);
+    const result = await run(['check', '--config', file]);
+    expect(result.code).toBe(1);
+    expect(result.out()).toBe('');
+    const lines = result.err().split('\n');
+    for (const planted of PLANTED) {
+      const { line, column } = locationOf(BROKEN, planted.at[0], planted.at[1]);
+      const prefix = `${file}:${line}:${column}: error at ${planted.path}: `;
+      const found = lines.filter((l) => l.startsWith(prefix));
+      expect(found, `expected a line starting with ${prefix}\n${result.err()}`).toHaveLength(1);
+      expect(found[0]).toContain(planted.says);
+    }
+    expect(lines.filter((l) => l.includes(': error at '))).toHaveLength(PLANTED.length);
+    expect(result.err()).toContain(`${file}: ${PLANTED.length} problems to fix.`);
+  });
+
+  it('lists the problems in file order', async () => {
+    const { file } = writeConfig(BROKEN);
+    const result = await run(['check', '--config', file]);
+    const positions = result
+      .err()
+      .split('\n')
+      .filter((l) => l.includes(': error at '))
+      .map((l) => Number(l.slice(file.length + 1).split(':')[0]));
+    expect(positions).toEqual([...positions].sort((a, b) => a - b));
+  });
+
+  it('says when the file does not exist', async () => {
+    const dir = scratch();
+    const result = await run(['check', '--config', 'missing.yaml'], { cwd: dir });
+    expect(result.code).toBe(1);
+    expect(result.err()).toContain(`cannot read ${join(dir, 'missing.yaml')}: the file does not exist`);
+  });
+
+  it('fails on a YAML syntax error and says what is wrong', async () => {
+    const { file } = writeConfig('listen: 127.0.0.1:7700\nservices:\n  a: {upstream: https://x.example.com\n');
+    const result = await run(['check', '--config', file]);
+    expect(result.code).toBe(1);
+    expect(result.err()).toContain('error at (top level): YAML: Flow map in block collection must be sufficiently indented and end with a }');
+    expect(result.err()).toContain('1 problem to fix.');
+  });
+
+  // YAML syntax errors carry their line and column too.
+  it('reports YAML syntax errors with line and column', async () => {
+    const text = 'listen: 127.0.0.1:7700\nservices:\n  a: {upstream: https://x.example.com\n';
+    const { file } = writeConfig(text);
+    const result = await run(['check', '--config', file]);
+    expect(result.code).toBe(1);
+    expect(result.err()).toMatch(new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+:\\d+: error at \\(top level\\): YAML: `));
+  });
+
+  const [one, two] = [generateAgentToken().hash, generateAgentToken().hash];
+  const shared = (secondGrant: string): string => `listen: 127.0.0.1:0
+data_dir: ./data
+services:
+  crm:
+    upstream: https://crm.example.com
+    credential: {secret: file:crm}
+    routes:
+      - {method: GET, path: /v1/tickets, scope: tickets:read}
+agents:
+  one:
+    tokens: ["${one}"]
+    credentials:
+      - {service: crm, max_scope: [tickets:read]}
+  two:
+    tokens: ["${two}"]
+    credentials:
+      - {service: crm, max_scope: [tickets:read]${secondGrant}}
+`;
+
+  it('--strict fails when one service credential is granted to two agents without a per-grant credential', async () => {
+    const { file } = writeConfig(shared(''));
+    const lenient = await run(['check', '--config', file]);
+    expect(lenient.code).toBe(0);
+    expect(lenient.out()).toContain('OK (1 service, 2 agents, 1 warning)');
+    expect(lenient.err()).toContain('warning at services.crm.credential: the credential file:crm is shared by agents one, two');
+
+    const strict = await run(['check', '--strict', '--config', file]);
+    expect(strict.code).toBe(1);
+    const { line, column } = locationOf(shared(''), 'credential: {secret: file:crm}');
+    expect(strict.err()).toContain(`${file}:${line}:${column}: error at services.crm.credential: the credential file:crm is shared by agents one, two`);
+    expect(strict.err()).toContain('1 problem to fix.');
+    expect(strict.out()).toBe('');
+  });
+
+  it('--strict passes once a grant has its own credential', async () => {
+    const { file } = writeConfig(shared(', credential: {secret: file:crm-two}'));
+    const strict = await run(['check', '--strict', '--config', file]);
+    expect(strict.err()).toBe('');
+    expect(strict.code).toBe(0);
+    expect(strict.out()).toContain('OK (1 service, 2 agents)');
+  });
+});
+
+describe('airlock explain', () => {
+  const shipped = loadConfigFile(SHIPPED_CONFIG).config;
+  if (shipped === null) throw new Error('the shipped config does not load');
+
+  it('ALLOW for a granted route, with route, scope and credential reference', async () => {
+    const result = await run(['explain', '--agent', 'support-bot', '--config', SHIPPED_CONFIG, 'GET', '/stripe/v1/charges/ch_1']);
+    expect(result.code).toBe(0);
+    const out = result.out();
+    const stripe = shipped.services['stripe'];
+    expect(stripe).toBeDefined();
+    const routeIndex = stripe?.routes.findIndex((r) => r.path === '/v1/charges/:charge' && r.method === 'GET') ?? -1;
+    expect(routeIndex).toBeGreaterThanOrEqual(0);
+    const route = stripe?.routes[routeIndex];
+    expect(out.split('\n')[0]).toBe('ALLOW  GET /stripe/v1/charges/ch_1');
+    expect(out).toContain(`route       routes[${routeIndex}]: GET /v1/charges/:charge`);
+    expect(out).toContain(`scope       ${route?.scope} (granted by "${route?.scope}")`);
+    expect(out).toContain(`credential  ${stripe?.credential.secret}, injected as bearer`);
+    expect(out).toContain('forwards    GET https://api.stripe.com/v1/charges/ch_1');
+    expect(out).not.toContain('DENY');
+  });
+
+  it('DENY with exit 2, the code and the fix, for a scope the agent lacks', async () => {
+    const result = await run(['explain', '--agent', 'support-bot', '--config', SHIPPED_CONFIG, 'POST', '/stripe/v1/charges']);
+    expect(result.code).toBe(2);
+    const grantIndex = shipped.agents['support-bot']?.credentials.findIndex((g) => g.service === 'stripe') ?? -1;
+    expect(grantIndex).toBeGreaterThanOrEqual(0);
+    expect(result.out().split('\n')[0]).toBe('DENY   POST /stripe/v1/charges  ->  403 scope_denied');
+    expect(result.out()).toContain(`An operator grants it by adding charges:write to agents.support-bot.credentials[${grantIndex}].max_scope.`);
+    expect(result.out()).not.toContain('ALLOW');
+    expect(result.out()).not.toContain('forwards');
+  });
+
+  it('DENY route_not_allowed for a path no route lists, saying where to add it', async () => {
+    const result = await run(['explain', '--agent', 'support-bot', '--config', SHIPPED_CONFIG, 'GET', '/openai/v1/organization/users']);
+    expect(result.code).toBe(2);
+    expect(result.out()).toContain('403 route_not_allowed');
+    expect(result.out()).toContain('services.openai.routes');
+  });
+
+  it('DENY for an unknown agent', async () => {
+    const result = await run(['explain', '--agent', 'intruder', '--config', SHIPPED_CONFIG, 'GET', '/stripe/v1/charges/ch_1']);
+    expect(result.code).toBe(2);
+    expect(result.out()).toContain('DENY   GET /stripe/v1/charges/ch_1  ->  401 unauthenticated');
+    expect(result.out()).toContain('agent       intruder (unknown)');
+    expect(result.out()).toContain('No agent named intruder; agents are: support-bot.');
+  });
+
+  it.each([
+    ['/stripe/v1/charges/%2e%2e/balance'],
+    ['/stripe/v1/charges/../balance'],
+    ['/stripe/v1/charges%2Fch_1'],
+    ['/stripe/v1/charges/ch_1;x=1'],
+    ['http://evil.example/stripe/v1/charges'],
+  ])('DENY invalid_request for the hostile path %s', async (target) => {
+    const result = await run(['explain', '--agent', 'support-bot', '--config', SHIPPED_CONFIG, 'GET', target]);
+    expect(result.code).toBe(2);
+    expect(result.out()).toContain('->  400 invalid_request');
+    expect(result.out()).not.toContain('ALLOW');
+    expect(result.out()).not.toContain('forwards');
+  });
+
+  // A refused path must not make a configured agent look unknown.
+  it('a hostile path does not call a configured agent unknown', async () => {
+    const result = await run(['explain', '--agent', 'support-bot', '--config', SHIPPED_CONFIG, 'GET', '/stripe/v1/%2e%2e/charges']);
+    expect(result.code).toBe(2);
+    expect(result.out()).not.toContain('support-bot (unknown)');
+  });
+
+  it('without --agent is a usage error', async () => {
+    const result = await run(['explain', '--config', SHIPPED_CONFIG, 'GET', '/stripe/v1/charges']);
+    expect(result.code).toBe(1);
+    expect(result.err()).toContain('usage: airlock explain --agent NAME METHOD PATH');
+  });
+});
+
+describe('airlock serve', () => {
+  it('prints where it listens and the next steps to stderr, then stops when asked, exit 0', async () => {
+    const { file, dataDir } = writeConfig(`listen: 127.0.0.1:0
+data_dir: ./data
+log: {level: silent}
+services:
+  openai:
+    upstream: http://127.0.0.1:9
+    credential: {secret: file:openai}
+    routes:
+      - {method: GET, path: /v1/models, scope: models:read}
+  crm:
+    upstream: http://127.0.0.1:9
+    credential: {secret: env:CRM_TOKEN_FOR_TEST}
+    routes:
+      - {method: GET, path: /v1/tickets, scope: tickets:read}
+agents:
+  newbie:
+    credentials:
+      - {service: openai, max_scope: [models:read]}
+`);
+    const cli = cliIo(['serve', '--config', file]);
+    const exit = runCli(cli.io);
+    const deadline = Date.now() + 10_000;
+    while (!cli.err().includes('Stop with Ctrl-C.')) {
+      if (Date.now() > deadline) throw new Error(`serve printed no summary:\n${cli.err()}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const err = cli.err();
+    const url = /Airlock is listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(err)?.[1];
+    expect(url, err).toBeDefined();
+    expect(url).not.toMatch(/:0$/);
+    expect(err).toContain(`openai       ${url}/openai/...`);
+    expect(err).toContain(`health       ${url}/_airlock/health`);
+    expect(err).toContain(`config       ${file}`);
+    expect(err).toContain(`audit log    ${join(dataDir, 'audit.jsonl')}`);
+    expect(err).toContain('Give agent newbie a token: `npx airlock token`');
+    expect(err).toContain('Store the upstream keys: `npx airlock secrets set openai` (value on stdin); not set yet: openai.');
+    expect(err).toContain('Set these environment variables and restart: CRM_TOKEN_FOR_TEST.');
+
+    const health = await fetch(`${url}/_airlock/health`);
+    expect(health.status).toBe(200);
+    expect(await health.json()).toEqual({ status: 'ok' });
+
+    let settled = false;
+    void exit.then(() => {
+      settled = true;
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(settled).toBe(false);
+
+    cli.stop('SIGTERM');
+    expect(await exit).toBe(0);
+    expect(cli.err()).toContain('SIGTERM received: finishing in-flight requests and stopping.');
+    await expect(fetch(`${url}/_airlock/health`)).rejects.toThrow();
+  });
+
+  it('does not list secrets that are set, nor agents that have tokens', async () => {
+    const { file, dataDir } = writeConfig(SECRETS_CONFIG);
+    expect((await run(['secrets', 'set', 'openai', '--config', file], { stdin: stdinOf(canary('openai')) })).code).toBe(0);
+    mkdirSync(dataDir, { recursive: true });
+    const cli = cliIo(['serve', '--config', file]);
+    const exit = runCli(cli.io);
+    const deadline = Date.now() + 10_000;
+    while (!cli.err().includes('Stop with Ctrl-C.')) {
+      if (Date.now() > deadline) throw new Error(`serve printed no summary:\n${cli.err()}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    cli.stop('SIGINT');
+    expect(await exit).toBe(0);
+    expect(cli.err()).toContain('not set yet: github.');
+    expect(cli.err()).not.toContain('not set yet: openai');
+    expect(cli.err()).not.toContain('Give agent');
+  });
+
+  it('exits 1 without listening when the config has errors', async () => {
+    const { file } = writeConfig('listen: 127.0.0.1:0\nservices:\n  a:\n    upstream: ftp://x.example.com\n    credential: {secret: env:K}\n    routes: []\n');
+    const result = await run(['serve', '--config', file]);
+    expect(result.code).toBe(1);
+    expect(result.err()).toContain('error at services.a.upstream');
+    expect(result.err()).not.toContain('Airlock is listening');
+  });
+});
+
+describe('airlock (dispatch)', () => {
+  it('no command prints usage and exits 1; help exits 0; an unknown command exits 1', async () => {
+    const none = await run([]);
+    expect(none.code).toBe(1);
+    expect(none.out()).toContain('usage: airlock <command>');
+    const help = await run(['help']);
+    expect(help.code).toBe(0);
+    expect(help.out()).toContain('airlock explain --agent NAME METHOD PATH');
+    const unknown = await run(['serv']);
+    expect(unknown.code).toBe(1);
+    expect(unknown.err()).toContain('unknown command "serv"');
+  });
+});
+
+describe('the built binary', () => {
+  it('node dist/main.js token prints a token pair; check on a broken config exits 1', () => {
+    expect(existsSync(DIST_MAIN), `${DIST_MAIN} is missing: run \`npm run build\` (npm test does)`).toBe(true);
+    const cwd = scratch();
+    const env = { PATH: process.env['PATH'] ?? '' };
+    const token = spawnSync(process.execPath, [DIST_MAIN, 'token'], { cwd, env, encoding: 'utf8', timeout: 20_000 });
+    expect(token.status).toBe(0);
+    const [tok, hash] = token.stdout.split('\n');
+    expect(tok).toMatch(/^alk_[A-Za-z0-9_-]{43}$/);
+    expect(hash).toBe(hashAgentToken(tok as string));
+
+    const broken = join(cwd, 'broken.yaml');
+    writeFileSync(broken, 'listen: 127.0.0.1:0\nservices:\n  a:\n    upstream: ftp://x.example.com\n    credential: {secret: env:K}\n    routes: []\n');
+    const check = spawnSync(process.execPath, [DIST_MAIN, 'check', '--config', broken], { cwd, env, encoding: 'utf8', timeout: 20_000 });
+    expect(check.status).toBe(1);
+    expect(check.stderr).toContain(`${broken}:4:5: error at services.a.upstream: scheme ftp: is not supported`);
+  });
+});

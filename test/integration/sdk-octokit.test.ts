@@ -1,0 +1,176 @@
+/**
+ * The official @octokit/rest client, with its agent token as `auth` (sent as `Authorization: token
+ * <t>`) and its baseUrl on Airlock's /github prefix, reads and creates issues on a stand-in GitHub API.
+ * The upstream sees `Authorization: Bearer <real token>` (bearer injection) and never the agent token;
+ * a route that is not configured becomes an octokit RequestError with status 403.
+ */
+import { Octokit } from '@octokit/rest';
+import { RequestError } from '@octokit/request-error';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateAgentToken } from '../../src/identity/agent-token.js';
+import { assertNoLeak } from '../helpers/assert-no-leak.js';
+import { canary } from '../helpers/canary.js';
+import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
+import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
+
+const quietLog = { debug() {}, info() {}, warn() {}, error() {} };
+
+function issue(owner: string, repo: string, number: number, title: string, body: string | null): Record<string, unknown> {
+  return {
+    id: 1000 + number,
+    node_id: `I_${number}`,
+    url: `https://api.github.com/repos/${owner}/${repo}/issues/${number}`,
+    html_url: `https://github.com/${owner}/${repo}/issues/${number}`,
+    number,
+    state: 'open',
+    title,
+    body,
+    user: { login: 'octocat', id: 1, type: 'User' },
+    labels: [],
+    comments: 0,
+    created_at: '2026-01-01T00:00:00Z',
+    updated_at: '2026-01-01T00:00:00Z',
+  };
+}
+
+describe('@octokit/rest through Airlock', () => {
+  const realToken = canary('github');
+  const agent = generateAgentToken();
+  const agentVisible: string[] = [];
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+
+  function octokit(): Octokit {
+    return new Octokit({ auth: agent.token, baseUrl: `${proxy.url}/github`, log: quietLog, request: { retries: 0 } });
+  }
+
+  beforeAll(async () => {
+    upstream = await startUpstream((req, res, recorded) => {
+      const json = (status: number, payload: unknown): void => {
+        const text = JSON.stringify(payload);
+        res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'x-github-request-id': 'ABCD:1234' });
+        res.end(text);
+      };
+      const path = (req.url ?? '').split('?')[0] ?? '';
+      const get = /^\/repos\/([^/]+)\/([^/]+)\/issues\/(\d+)$/.exec(path);
+      if (req.method === 'GET' && get) {
+        json(200, issue(get[1] as string, get[2] as string, Number(get[3]), 'Printer on fire', 'It is still on fire.'));
+        return;
+      }
+      const create = /^\/repos\/([^/]+)\/([^/]+)\/issues$/.exec(path);
+      if (req.method === 'POST' && create) {
+        const sent = JSON.parse(recorded.body.toString('utf8')) as { title: string; body?: string };
+        json(201, issue(create[1] as string, create[2] as string, 43, sent.title, sent.body ?? null));
+        return;
+      }
+      json(404, { message: 'Not Found', documentation_url: 'https://docs.github.com/rest' });
+    });
+    proxy = await startProxy(
+      {
+        services: {
+          github: {
+            upstream: upstream.url,
+            credential: { secret: 'env:GITHUB_TOKEN', inject: 'bearer' },
+            routes: [
+              { method: 'GET', path: '/repos/:owner/:repo/issues/:number', scope: 'issues:read' },
+              { method: 'POST', path: '/repos/:owner/:repo/issues', scope: 'issues:write' },
+            ],
+          },
+        },
+        agents: { 'support-bot': { tokens: [agent.hash], credentials: [{ service: 'github', max_scope: ['issues:read', 'issues:write'] }] } },
+      },
+      { env: { GITHUB_TOKEN: realToken } },
+    );
+  });
+
+  afterAll(async () => {
+    await proxy.close();
+    await upstream.close();
+  });
+
+  it('gets an issue with the real token injected as Bearer and the agent token removed', async () => {
+    const { status, data } = await octokit().rest.issues.get({ owner: 'acme', repo: 'widgets', issue_number: 42 });
+    agentVisible.push(JSON.stringify(data));
+    expect(status).toBe(200);
+    expect(data.number).toBe(42);
+    expect(data.title).toBe('Printer on fire');
+
+    const seen = upstream.requests.at(-1);
+    expect(seen?.method).toBe('GET');
+    expect(seen?.target).toBe('/repos/acme/widgets/issues/42');
+    expect(seen?.header('authorization')).toEqual([`Bearer ${realToken}`]);
+    expect(seen?.rawHeaders.join('\n')).not.toContain(agent.token);
+    // Octokit's own headers pass through.
+    expect(seen?.header('accept')).toEqual(['application/vnd.github.v3+json']);
+    expect(seen?.header('user-agent')[0]).toContain('octokit');
+  });
+
+  it('creates an issue: the JSON body arrives as sent and the created issue comes back', async () => {
+    const { status, data } = await octokit().rest.issues.create({ owner: 'acme', repo: 'widgets', title: 'Add dark mode', body: 'Please.' });
+    agentVisible.push(JSON.stringify(data));
+    expect(status).toBe(201);
+    expect(data.number).toBe(43);
+    expect(data.title).toBe('Add dark mode');
+
+    const seen = upstream.requests.at(-1);
+    expect(seen?.method).toBe('POST');
+    expect(seen?.target).toBe('/repos/acme/widgets/issues');
+    expect(JSON.parse(seen?.body.toString('utf8') ?? '')).toEqual({ title: 'Add dark mode', body: 'Please.' });
+    expect(seen?.header('authorization')).toEqual([`Bearer ${realToken}`]);
+    expect(seen?.rawHeaders.join('\n')).not.toContain(agent.token);
+    expect(seen?.body.toString('utf8')).not.toContain(agent.token);
+  });
+
+  /** The refusal body as the agent can read it, whichever way octokit decoded it (text or bytes). */
+  function bodyText(data: unknown): string {
+    if (typeof data === 'string') return data;
+    if (data instanceof ArrayBuffer) return Buffer.from(data).toString('utf8');
+    return JSON.stringify(data);
+  }
+
+  async function callUnconfiguredRoute(): Promise<RequestError> {
+    const error = await octokit().rest.repos.get({ owner: 'acme', repo: 'widgets' }).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(RequestError);
+    const refused = error as RequestError;
+    agentVisible.push(refused.message, bodyText(refused.response?.data));
+    return refused;
+  }
+
+  it('refuses a route that is not configured with a RequestError of status 403', async () => {
+    const before = upstream.requests.length;
+    const refused = await callUnconfiguredRoute();
+    expect(refused.status).toBe(403);
+    expect(refused.response?.headers['x-airlock-request-id']).toMatch(/^[0-9a-f-]{36}$/);
+    const problem = JSON.parse(bodyText(refused.response?.data)) as { code: string; status: number; detail: string };
+    expect(problem).toMatchObject({ code: 'route_not_allowed', status: 403 });
+    expect(problem.detail).toContain('GET /repos/acme/widgets matches no route of service github');
+    expect(upstream.requests.length, 'a refused call never reaches the upstream').toBe(before);
+  });
+
+  // @octokit/request decodes only application/json (and scim+json) as JSON and other types as text only
+  // when they are text/* or carry charset=utf-8; Airlock's problem+json says charset=utf-8 so octokit
+  // puts the detail (what to do) in the RequestError message instead of "Unknown error".
+  it("puts Airlock's detail in the RequestError message", async () => {
+    const refused = await callUnconfiguredRoute();
+    expect(refused.message).toContain('GET /repos/acme/widgets matches no route of service github');
+  });
+
+  it('leaves no trace of the token in what the agent saw, the logs or the audit', async () => {
+    await proxy.waitForAudit(4);
+    assertNoLeak([realToken], [
+      { name: 'SDK-visible responses', text: agentVisible.join('\n') },
+      { name: 'log', text: proxy.logLines.join('') },
+      { name: 'audit', text: proxy.auditText() },
+    ]);
+    const records = proxy.auditRecords();
+    expect(records.map((r) => [r.decision, r.status, r.code, r.route])).toEqual([
+      ['allow', 200, null, '/repos/:owner/:repo/issues/:number'],
+      ['allow', 201, null, '/repos/:owner/:repo/issues'],
+      ['deny', 403, 'route_not_allowed', null],
+      ['deny', 403, 'route_not_allowed', null],
+    ]);
+  });
+});

@@ -1,0 +1,488 @@
+/**
+ * Config validation, table-driven: buildConfig (object -> problems or a frozen config) and parseConfigText
+ * (YAML text -> the same, with line and column). Every cross-field rule of validate-config.ts is planted
+ * alone in an otherwise clean config, and the test asserts the exact list of problems that comes back.
+ */
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { formatPath } from '../../src/config/config-problem.js';
+import { buildConfig, parseConfigText, type LoadedConfig } from '../../src/config/load-config.js';
+import { generateAgentToken } from '../../src/identity/agent-token.js';
+import { tempDir } from '../helpers/start-proxy.js';
+
+const baseDir = tempDir('airlock-config-');
+afterAll(() => rmSync(baseDir, { recursive: true, force: true }));
+
+const HASH_A = generateAgentToken().hash;
+const HASH_B = generateAgentToken().hash;
+const HASH_C = generateAgentToken().hash;
+
+type Obj = Record<string, unknown>;
+
+function service(extra: Obj = {}): Obj {
+  return {
+    upstream: 'https://api.example.com',
+    credential: { secret: 'env:API_KEY' },
+    routes: [{ method: 'GET', path: '/v1/items', scope: 'items:read' }],
+    ...extra,
+  };
+}
+
+function agent(tokens: string[], credentials: Obj[] = []): Obj {
+  return { tokens, credentials };
+}
+
+function build(input: unknown): LoadedConfig {
+  return buildConfig(input, { baseDir });
+}
+
+interface Expected {
+  severity: 'error' | 'warning';
+  path: string;
+  message: RegExp;
+  strict?: true;
+}
+
+/** Problems as {severity, path as written, message}, for comparing with a table row. */
+function shown(loaded: LoadedConfig): Array<{ severity: string; path: string; message: string; strict?: boolean }> {
+  return loaded.problems.map((p) => ({ severity: p.severity, path: formatPath(p.path), message: p.message, ...(p.strict === undefined ? {} : { strict: p.strict }) }));
+}
+
+function expectProblems(loaded: LoadedConfig, expected: readonly Expected[]): void {
+  expect(shown(loaded)).toEqual(
+    expected.map((e) => ({ severity: e.severity, path: e.path, message: expect.stringMatching(e.message), ...(e.strict === undefined ? {} : { strict: true }) })),
+  );
+  const hasError = expected.some((e) => e.severity === 'error');
+  if (hasError) expect(loaded.config).toBeNull();
+  else expect(loaded.config).not.toBeNull();
+}
+
+describe('a valid config', () => {
+  it('the minimal config loads with no problems', () => {
+    const loaded = build({ services: { api: service() }, agents: { bot: agent([HASH_A], [{ service: 'api', max_scope: ['items:read'] }]) } });
+    expect(loaded.problems).toEqual([]);
+    expect(loaded.config).not.toBeNull();
+    expect(loaded.config?.source).toBeNull();
+  });
+
+  it('an empty object is a config with no services and no agents', () => {
+    const loaded = build({});
+    expect(loaded.problems).toEqual([]);
+    expect(loaded.config?.services).toEqual({});
+    expect(loaded.config?.agents).toEqual({});
+  });
+
+  it('fills the defaults: listen, data_dir, audit, log, limits, prefix, timeouts, service and grant options', () => {
+    const loaded = build({ services: { openai: service() }, agents: { bot: agent([HASH_A], [{ service: 'openai', max_scope: ['items:read'] }]) } });
+    const config = loaded.config;
+    expect(config).not.toBeNull();
+    if (config === null) return;
+    expect(config.listen).toBe('127.0.0.1:7700');
+    expect(config.data_dir).toBe(resolve(baseDir, 'data'));
+    expect(config.audit.file).toBe(join(baseDir, 'data', 'audit.jsonl'));
+    expect(config.log).toEqual({ level: 'info' });
+    expect(config.limits).toEqual({
+      max_header_bytes: 16384,
+      max_headers: 100,
+      max_body_bytes: 10 * 1024 * 1024,
+      headers_timeout: 10,
+      request_timeout: 300,
+      keep_alive_timeout: 5,
+    });
+    const openai = config.services['openai'];
+    expect(openai).toMatchObject({
+      name: 'openai',
+      prefix: '/openai',
+      hosts: [],
+      allow_private: false,
+      max_connections: 64,
+      timeouts: { connect: 10, headers: 60, body: 300 },
+      credential: { secret: 'env:API_KEY', inject: 'bearer' },
+    });
+    expect(openai?.listen).toBeUndefined();
+    expect(openai?.max_body_bytes).toBeUndefined();
+    expect(config.agents['bot']).toMatchObject({ name: 'bot', tokens: [HASH_A] });
+    expect(config.agents['bot']?.credentials[0]).toEqual({ service: 'openai', max_scope: ['items:read'], max_ttl: 3600, require_approval: false, approval_timeout: 300 });
+  });
+
+  it('partial limits and timeouts keep the defaults of the fields not written', () => {
+    const config = build({ limits: { max_headers: 20 }, services: { api: service({ timeouts: { headers: 5 } }) } }).config;
+    expect(config?.limits.max_headers).toBe(20);
+    expect(config?.limits.max_body_bytes).toBe(10 * 1024 * 1024);
+    expect(config?.services['api']?.timeouts).toEqual({ connect: 10, headers: 5, body: 300 });
+  });
+
+  it('an explicit prefix is kept', () => {
+    expect(build({ services: { api: service({ prefix: '/v2/api' }) } }).config?.services['api']?.prefix).toBe('/v2/api');
+  });
+
+  it('the result is deep-frozen', () => {
+    const loaded = build({
+      services: { api: service({ hosts: ['api.internal'], credential: { secret: 'env:K', inject: { header: 'x-api-key', value: '${secret}' } } }) },
+      agents: { bot: agent([HASH_A], [{ service: 'api', max_scope: ['items:read'], credential: { secret: 'file:bot-key' } }]) },
+    });
+    const config = loaded.config;
+    expect(config).not.toBeNull();
+    const unfrozen: string[] = [];
+    let objects = 0;
+    const walk = (value: unknown, where: string): void => {
+      if (value === null || typeof value !== 'object') return;
+      objects++;
+      if (!Object.isFrozen(value)) unfrozen.push(where);
+      for (const [key, child] of Object.entries(value)) walk(child, `${where}.${key}`);
+    };
+    walk(config, 'config');
+    expect(objects).toBeGreaterThan(15);
+    expect(unfrozen).toEqual([]);
+    expect(() => {
+      (config as unknown as { listen: string }).listen = '0.0.0.0:80';
+    }).toThrow(TypeError);
+    expect(() => {
+      (config?.services['api']?.routes as unknown as Obj[]).push({ method: 'DELETE', path: '/', scope: 'x' });
+    }).toThrow(TypeError);
+    expect(() => {
+      (config?.agents['bot']?.credentials[0]?.max_scope as unknown as string[])[0] = '*';
+    }).toThrow(TypeError);
+    expect(config?.agents['bot']?.credentials[0]?.max_scope[0]).toBe('items:read');
+  });
+
+  it('does not freeze or change the input object', () => {
+    const input = { services: { api: service() } };
+    build(input);
+    expect(Object.isFrozen(input)).toBe(false);
+    expect(Object.isFrozen(input.services.api)).toBe(false);
+    expect(input.services.api).not.toHaveProperty('prefix');
+  });
+});
+
+describe('paths are resolved against the config directory', () => {
+  it.each([
+    { data_dir: 'state', expected: () => join(baseDir, 'state') },
+    { data_dir: './state/sub', expected: () => join(baseDir, 'state', 'sub') },
+    { data_dir: '../elsewhere', expected: () => resolve(baseDir, '..', 'elsewhere') },
+    { data_dir: '/var/lib/airlock', expected: () => '/var/lib/airlock' },
+  ])('data_dir $data_dir', ({ data_dir, expected }) => {
+    const config = build({ data_dir }).config;
+    expect(config?.data_dir).toBe(expected());
+    expect(config?.audit.file).toBe(join(expected(), 'audit.jsonl'));
+  });
+
+  it('a relative audit file is inside data_dir; an absolute one is kept', () => {
+    expect(build({ data_dir: 'state', audit: { file: 'logs/audit.jsonl' } }).config?.audit.file).toBe(join(baseDir, 'state', 'logs', 'audit.jsonl'));
+    expect(build({ data_dir: 'state', audit: { file: '/var/log/airlock.jsonl' } }).config?.audit.file).toBe('/var/log/airlock.jsonl');
+  });
+
+  it('a relative ca is resolved against baseDir and must exist', () => {
+    mkdirSync(join(baseDir, 'certs'), { recursive: true });
+    writeFileSync(join(baseDir, 'certs', 'ca.pem'), '-----BEGIN CERTIFICATE-----\n');
+    const ok = build({ services: { api: service({ ca: 'certs/ca.pem' }) } });
+    expect(ok.problems).toEqual([]);
+    expect(ok.config?.services['api']?.ca).toBe(join(baseDir, 'certs', 'ca.pem'));
+
+    const missing = build({ services: { api: service({ ca: 'certs/missing.pem' }) } });
+    expectProblems(missing, [{ severity: 'error', path: 'services.api.ca', message: new RegExp(`^CA file ${join(baseDir, 'certs', 'missing.pem').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} does not exist$`) }]);
+  });
+
+  it('the same relative input gives different absolute paths for different baseDirs', () => {
+    const a = buildConfig({ data_dir: 'd' }, { baseDir: '/srv/one' }).config;
+    const b = buildConfig({ data_dir: 'd' }, { baseDir: '/srv/two' }).config;
+    expect(a?.data_dir).toBe('/srv/one/d');
+    expect(b?.data_dir).toBe('/srv/two/d');
+  });
+});
+
+describe('unknown keys are errors at every level, with a did-you-mean', () => {
+  const grant = (extra: Obj = {}): Obj => ({ service: 'api', max_scope: ['items:read'], ...extra });
+  it.each([
+    { level: 'top', input: { servces: {} }, path: 'servces', hint: 'did you mean "services"?' },
+    { level: 'audit', input: { audit: { fil: 'a.jsonl' } }, path: 'audit.fil', hint: 'did you mean "file"?' },
+    { level: 'log', input: { log: { leve: 'info' } }, path: 'log.leve', hint: 'did you mean "level"?' },
+    { level: 'limits', input: { limits: { max_header: 10 } }, path: 'limits.max_header', hint: 'did you mean "max_headers"?' },
+    { level: 'service', input: { services: { api: service({ upstrem: 'x' }) } }, path: 'services.api.upstrem', hint: 'did you mean "upstream"?' },
+    { level: 'timeouts', input: { services: { api: service({ timeouts: { conect: 1 } }) } }, path: 'services.api.timeouts.conect', hint: 'did you mean "connect"?' },
+    { level: 'credential', input: { services: { api: service({ credential: { secret: 'env:K', injct: 'bearer' } }) } }, path: 'services.api.credential.injct', hint: 'did you mean "inject"?' },
+    {
+      level: 'inject header',
+      input: { services: { api: service({ credential: { secret: 'env:K', inject: { header: 'x-api-key', value: '${secret}', valu: 'x' } } }) } },
+      path: 'services.api.credential.inject.valu',
+      hint: 'did you mean "value"?',
+    },
+    { level: 'route', input: { services: { api: service({ routes: [{ method: 'GET', path: '/x', scope: 's', scop: 't' }] }) } }, path: 'services.api.routes[0].scop', hint: 'did you mean "scope"?' },
+    { level: 'agent', input: { agents: { bot: { tokens: [HASH_A], credentals: [] } } }, path: 'agents.bot.credentals', hint: 'did you mean "credentials"?' },
+    { level: 'grant', input: { services: { api: service() }, agents: { bot: agent([HASH_A], [grant({ max_tll: 5 })]) } }, path: 'agents.bot.credentials[0].max_tll', hint: 'did you mean "max_ttl"?' },
+    {
+      level: 'grant credential',
+      input: { services: { api: service() }, agents: { bot: agent([HASH_A], [grant({ credential: { secret: 'env:K', secrets: 'x' } })]) } },
+      path: 'agents.bot.credentials[0].credential.secrets',
+      hint: 'did you mean "secret"?',
+    },
+  ])('$level', ({ input, path, hint }) => {
+    const loaded = build(input);
+    expect(loaded.config).toBeNull();
+    const key = path.split(/[.[\]]/).filter((p) => p !== '').at(-1);
+    expectProblems(loaded, [{ severity: 'error', path, message: new RegExp(`^unknown key "${key}"; ${hint.replace(/[.*+?^${}()|[\]\\"]/g, '\\$&')}$`) }]);
+  });
+
+  it('a key close to nothing lists the keys allowed there', () => {
+    expectProblems(build({ zzzzzz: 1 }), [{ severity: 'error', path: 'zzzzzz', message: /^unknown key "zzzzzz"; allowed here: listen, data_dir, audit, log, limits, services, agents$/ }]);
+  });
+});
+
+describe('schema problems name the field and what to write', () => {
+  it.each([
+    { name: 'missing fields', input: { services: { api: { upstream: 'https://a.example.com' } } }, expected: [
+      { severity: 'error', path: 'services.api.credential', message: /^required: expected object$/ },
+      { severity: 'error', path: 'services.api.routes', message: /^required: expected array$/ },
+    ] },
+    { name: 'bad listen', input: { listen: 'localhost' }, expected: [{ severity: 'error', path: 'listen', message: /expected HOST:PORT/ }] },
+    { name: 'port too big', input: { listen: '127.0.0.1:65536' }, expected: [{ severity: 'error', path: 'listen', message: /expected HOST:PORT/ }] },
+    { name: 'bad token hash', input: { agents: { bot: { tokens: ['sha256:ABC'] } } }, expected: [{ severity: 'error', path: 'agents.bot.tokens[0]', message: /npx airlock token/ }] },
+    { name: 'reserved prefix', input: { services: { api: service({ prefix: '/_airlock' }) } }, expected: [{ severity: 'error', path: 'services.api.prefix', message: /reserved/ }] },
+    { name: 'prefix with trailing slash', input: { services: { api: service({ prefix: '/api/' }) } }, expected: [{ severity: 'error', path: 'services.api.prefix', message: /without a trailing "\/"/ }] },
+    { name: 'upstream with a query', input: { services: { api: service({ upstream: 'https://a.example.com/?x=1' }) } }, expected: [{ severity: 'error', path: 'services.api.upstream', message: /may not have a query/ }] },
+    { name: 'upstream with credentials', input: { services: { api: service({ upstream: 'https://u:p@a.example.com' }) } }, expected: [{ severity: 'error', path: 'services.api.upstream', message: /credentials in the upstream URL/ }] },
+    { name: 'upstream not a URL', input: { services: { api: service({ upstream: 'api.example.com' }) } }, expected: [{ severity: 'error', path: 'services.api.upstream', message: /is not a URL/ }] },
+    { name: 'upstream base path not canonical', input: { services: { api: service({ upstream: 'https://a.example.com/v1/../admin' }) } }, expected: [{ severity: 'error', path: 'services.api.upstream', message: /must be canonical/ }] },
+    { name: 'unknown secret source', input: { services: { api: service({ credential: { secret: 'vault:x' } }) } }, expected: [{ severity: 'error', path: 'services.api.credential.secret', message: /^unknown secret source "vault"; use one of env:, file:$/ }] },
+    { name: 'bad env name', input: { services: { api: service({ credential: { secret: 'env:1X' } }) } }, expected: [{ severity: 'error', path: 'services.api.credential.secret', message: /not an environment variable name/ }] },
+    { name: 'unknown inject', input: { services: { api: service({ credential: { secret: 'env:K', inject: 'beerer' } }) } }, expected: [{ severity: 'error', path: 'services.api.credential.inject', message: /^inject must be "bearer"/ }] },
+    { name: 'inject into a proxy header', input: { services: { api: service({ credential: { secret: 'env:K', inject: { header: 'Host', value: 'x ${secret}' } } }) } }, expected: [{ severity: 'error', path: 'services.api.credential.inject.header', message: /Host is managed by the proxy/ }] },
+    { name: 'template without ${secret}', input: { services: { api: service({ credential: { secret: 'env:K', inject: { header: 'x-k', value: 'static' } } }) } }, expected: [{ severity: 'error', path: 'services.api.credential.inject.value', message: /never uses \$\{secret\}/ }] },
+    { name: 'template with a typo', input: { services: { api: service({ credential: { secret: 'env:K', inject: { header: 'x-k', value: '${secrte}' } } }) } }, expected: [{ severity: 'error', path: 'services.api.credential.inject.value', message: /unknown placeholder \$\{secrte\}/ }] },
+    { name: 'basic without ${secret}', input: { services: { api: service({ credential: { secret: 'env:K', inject: { basic: { username: 'u' } } } }) } }, expected: [{ severity: 'error', path: 'services.api.credential.inject.basic', message: /neither username nor password/ }] },
+    { name: 'TRACE route', input: { services: { api: service({ routes: [{ method: 'trace', path: '/x', scope: 's' }] }) } }, expected: [{ severity: 'error', path: 'services.api.routes[0].method', message: /^TRACE is never forwarded/ }] },
+    { name: 'CONNECT in a method list', input: { services: { api: service({ routes: [{ method: ['GET', 'CONNECT'], path: '/x', scope: 's' }] }) } }, expected: [{ severity: 'error', path: 'services.api.routes[0].method', message: /^CONNECT is never forwarded/ }] },
+    { name: 'method "*"', input: { services: { api: service({ routes: [{ method: '*', path: '/x', scope: 's' }] }) } }, expected: [{ severity: 'error', path: 'services.api.routes[0].method', message: /HTTP method/ }] },
+    { name: 'bad route template', input: { services: { api: service({ routes: [{ method: 'GET', path: '/v1/*/x', scope: 's' }] }) } }, expected: [{ severity: 'error', path: 'services.api.routes[0].path', message: /"\*" is only allowed as the last segment/ }] },
+    { name: 'bad scope pattern', input: { services: { api: service() }, agents: { bot: agent([HASH_A], [{ service: 'api', max_scope: ['items*'] }]) } }, expected: [{ severity: 'error', path: 'agents.bot.credentials[0].max_scope[0]', message: /ends with ":\*"/ }] },
+    { name: 'top level not a map', input: ['a'], expected: [{ severity: 'error', path: '(top level)', message: /expected object/ }] },
+  ] as Array<{ name: string; input: unknown; expected: Expected[] }>)('$name', ({ input, expected }) => {
+    expectProblems(build(input), expected);
+  });
+
+  // A bad record key reports the name rule, not zod's generic message.
+  it('a bad service name says what a service name may be', () => {
+    const loaded = build({ services: { Api: service() } });
+    expectProblems(loaded, [{ severity: 'error', path: 'services.Api', message: /lowercase letters, digits, _ and -/ }]);
+  });
+});
+
+describe('cross-field rules (validate-config.ts)', () => {
+  const g = (serviceName: string, maxScope: string[], extra: Obj = {}): Obj => ({ service: serviceName, max_scope: maxScope, ...extra });
+  const rows: Array<{ rule: string; input: Obj; expected: Expected[] }> = [
+    {
+      rule: 'a service listener on the agent listener address',
+      input: { listen: '127.0.0.1:7700', services: { api: service({ listen: '127.0.0.1:7700' }) } },
+      expected: [{ severity: 'error', path: 'services.api.listen', message: /^127\.0\.0\.1:7700 clashes with 127\.0\.0\.1:7700 of the agent listener \(listen\); give each listener its own port$/ }],
+    },
+    {
+      rule: 'two services on one listener',
+      input: { services: { one: service({ listen: '127.0.0.1:7711' }), two: service({ listen: '127.0.0.1:7711' }) } },
+      expected: [{ severity: 'error', path: 'services.two.listen', message: /^127\.0\.0\.1:7711 clashes with 127\.0\.0\.1:7711 of service one/ }],
+    },
+    { rule: 'port 0 twice is fine (each gets its own port)', input: { listen: '127.0.0.1:0', services: { one: service({ listen: '127.0.0.1:0' }) } }, expected: [] },
+    { rule: 'same port on different explicit hosts is fine', input: { services: { one: service({ listen: '127.0.0.1:7711' }), two: service({ listen: '127.0.0.2:7711' }) } }, expected: [] },
+    ...['169.254.169.254', '169.254.10.1', '[fd00:ec2::254]', '[fe80::1]', '[::ffff:169.254.169.254]', '100.100.100.200'].map((host) => ({
+      rule: `a ${host} upstream literal without allow_private`,
+      input: { services: { api: service({ upstream: `http://${host}` }) } },
+      expected: [{ severity: 'error' as const, path: 'services.api.upstream', message: /is a link-local or cloud metadata address; set allow_private: true/ }],
+    })),
+    { rule: 'a metadata literal with allow_private', input: { services: { api: service({ upstream: 'http://169.254.169.254', allow_private: true }) } }, expected: [] },
+    ...['127.0.0.1:9000', '10.0.0.5', '[::1]:8080', '192.168.1.10'].map((host) => ({ rule: `a ${host} literal is the operator's choice`, input: { services: { api: service({ upstream: `http://${host}` }) } }, expected: [] as Expected[] })),
+    {
+      rule: 'two services with the same prefix',
+      input: { services: { one: service({ prefix: '/api' }), two: service({ prefix: '/api' }) } },
+      expected: [{ severity: 'error', path: 'services.two.prefix', message: /^prefix \/api overlaps \/api of service one; a path must select one service$/ }],
+    },
+    {
+      rule: 'a prefix nested under a default prefix',
+      input: { services: { api: service(), v2: service({ prefix: '/api/v2' }) } },
+      expected: [{ severity: 'error', path: 'services.v2.prefix', message: /^prefix \/api\/v2 overlaps \/api of service api/ }],
+    },
+    {
+      rule: 'a default prefix above an earlier nested one',
+      input: { services: { v2: service({ prefix: '/api/v2' }), api: service() } },
+      expected: [{ severity: 'error', path: 'services.api.prefix', message: /^prefix \/api overlaps \/api\/v2 of service v2/ }],
+    },
+    { rule: 'prefixes sharing characters but not a segment', input: { services: { api: service(), apix: service() } }, expected: [] },
+    {
+      rule: 'one host for two services (case-insensitive)',
+      input: { services: { one: service({ hosts: ['Api.Example.internal'] }), two: service({ hosts: ['other.internal', 'api.example.INTERNAL'] }) } },
+      expected: [{ severity: 'error', path: 'services.two.hosts[1]', message: /^host api\.example\.internal already selects service one$/ }],
+    },
+    { rule: 'a service without routes', input: { services: { api: service({ routes: [] }) } }, expected: [{ severity: 'warning', path: 'services.api.routes', message: /has no routes, so every request to it is refused/ }] },
+    {
+      rule: 'a route shadowed by an earlier one',
+      input: { services: { api: service({ routes: [{ method: ['GET', 'HEAD'], path: '/v1/x', scope: 'a' }, { method: 'get', path: '/v1/x', scope: 'b' }] }) } },
+      expected: [{ severity: 'warning', path: 'services.api.routes[1]', message: /^GET \/v1\/x is already matched by routes\[0\] \(first match wins\)/ }],
+    },
+    {
+      rule: 'an agent without tokens',
+      input: { services: { api: service() }, agents: { bot: agent([], [g('api', ['items:read'])]) } },
+      expected: [{ severity: 'warning', path: 'agents.bot.tokens', message: /^agent bot has no tokens and cannot authenticate/ }],
+    },
+    {
+      rule: 'one token hash in two agents',
+      input: { agents: { one: agent([HASH_A, HASH_B]), two: agent([HASH_C, HASH_B]) } },
+      expected: [{ severity: 'error', path: 'agents.two.tokens[1]', message: /^this token hash is already listed at agents\.one\.tokens\[1\]; every token belongs to exactly one agent$/ }],
+    },
+    {
+      rule: 'one token hash twice in one agent',
+      input: { agents: { one: agent([HASH_A, HASH_A]) } },
+      expected: [{ severity: 'error', path: 'agents.one.tokens[1]', message: /already listed at agents\.one\.tokens\[0\]/ }],
+    },
+    {
+      rule: 'a grant for a service that does not exist',
+      input: { services: { api: service(), crm: service({ prefix: '/crm' }) }, agents: { bot: agent([HASH_A], [g('stripe', ['charges:read'])]) } },
+      expected: [{ severity: 'error', path: 'agents.bot.credentials[0].service', message: /^no service named "stripe"; services are: api, crm$/ }],
+    },
+    {
+      rule: 'a grant when there are no services at all',
+      input: { agents: { bot: agent([HASH_A], [g('stripe', ['charges:read'])]) } },
+      expected: [{ severity: 'error', path: 'agents.bot.credentials[0].service', message: /^no service named "stripe"$/ }],
+    },
+    {
+      rule: 'scopes that match no route',
+      input: { services: { api: service() }, agents: { bot: agent([HASH_A], [g('api', ['items:read', 'items:write', 'items:*', 'orders:*', '*'])]) } },
+      expected: [
+        { severity: 'warning', path: 'agents.bot.credentials[0].max_scope[1]', message: /^no route of api has a scope matching "items:write" \(a typo\?\)$/ },
+        { severity: 'warning', path: 'agents.bot.credentials[0].max_scope[3]', message: /^no route of api has a scope matching "orders:\*"/ },
+      ],
+    },
+    {
+      rule: 'require_approval: true (not available yet)',
+      input: { services: { api: service() }, agents: { bot: agent([HASH_A], [g('api', ['items:read'], { require_approval: true })]) } },
+      expected: [{ severity: 'error', path: 'agents.bot.credentials[0].require_approval', message: /^human approval is not available in this version/ }],
+    },
+    {
+      rule: 'one service credential granted to two agents',
+      input: { services: { api: service() }, agents: { one: agent([HASH_A], [g('api', ['items:read'])]), two: agent([HASH_B], [g('api', ['items:read'])]) } },
+      expected: [{ severity: 'warning', path: 'services.api.credential', message: /^the credential env:API_KEY is shared by agents one, two; .*fails check --strict/, strict: true }],
+    },
+    {
+      rule: 'two agents on one service, one with its own credential',
+      input: { services: { api: service() }, agents: { one: agent([HASH_A], [g('api', ['items:read'])]), two: agent([HASH_B], [g('api', ['items:read'], { credential: { secret: 'file:two-key' } })]) } },
+      expected: [],
+    },
+    {
+      rule: 'a grant for a service whose own entry is malformed is not reported again',
+      input: { services: { api: service({ upstream: 'ftp://x.example.com' }) }, agents: { bot: agent([HASH_A], [g('api', ['items:read'])]) } },
+      expected: [{ severity: 'error', path: 'services.api.upstream', message: /scheme ftp: is not supported/ }],
+    },
+    {
+      rule: 'cross-field problems of well-formed parts are listed next to schema problems',
+      input: { servces: {}, services: { bad: service({ upstream: 'ftp://x' }), one: service({ prefix: '/p' }), two: service({ prefix: '/p' }) } },
+      expected: [
+        // Without a file there are no line numbers to order by: schema problems come in the schema's order.
+        { severity: 'error', path: 'services.bad.upstream', message: /scheme ftp:/ },
+        { severity: 'error', path: 'servces', message: /did you mean "services"/ },
+        { severity: 'error', path: 'services.two.prefix', message: /overlaps \/p of service one/ },
+      ],
+    },
+  ];
+
+  it.each(rows)('$rule', ({ input, expected }) => {
+    expectProblems(build(input), expected);
+  });
+
+  const twoGrants = { services: { api: service() }, agents: { bot: agent([HASH_A], [g('api', ['items:read']), g('api', ['items:read'])]) } };
+
+  it('two grants for one service', () => {
+    const loaded = build(twoGrants);
+    expect(loaded.config).toBeNull();
+    expect(shown(loaded)).toContainEqual({ severity: 'error', path: 'agents.bot.credentials[1].service', message: 'agent bot already has a grant for api; merge the two entries' });
+  });
+
+  // Two grants for one service are one problem, not also a shared-credential warning.
+  it('two grants for one service are one problem, not also a shared-credential warning', () => {
+    expectProblems(build(twoGrants), [{ severity: 'error', path: 'agents.bot.credentials[1].service', message: /^agent bot already has a grant for api; merge the two entries$/ }]);
+  });
+
+  // A wildcard listener clashes with a specific one on the same port.
+  it('a wildcard listener and a specific one on the same port clash', () => {
+    expectProblems(build({ services: { one: service({ listen: '0.0.0.0:7711' }), two: service({ listen: '127.0.0.1:7711' }) } }), [
+      { severity: 'error', path: 'services.two.listen', message: /clashes with 0.0.0.0:7711 of service one/ },
+    ]);
+  });
+});
+
+describe('parseConfigText', () => {
+  const file = '/etc/airlock/airlock.yaml';
+
+  it('loads YAML, records the source and resolves paths against the file directory', () => {
+    const loaded = parseConfigText('data_dir: state\nservices:\n  api:\n    upstream: https://api.example.com\n    credential: {secret: env:K}\n    routes: []\n', file);
+    expect(loaded.config?.source).toBe(file);
+    expect(loaded.config?.data_dir).toBe('/etc/airlock/state');
+    expectProblems(loaded, [{ severity: 'warning', path: 'services.api.routes', message: /has no routes/ }]);
+    expect(loaded.problems[0]).toMatchObject({ line: 6, column: 5 });
+  });
+
+  it('an empty file is the default config', () => {
+    const loaded = parseConfigText('', file);
+    expect(loaded.problems).toEqual([]);
+    expect(loaded.config?.listen).toBe('127.0.0.1:7700');
+  });
+
+  it('schema and cross-field problems carry the line and column of the key, in file order', () => {
+    const text = [
+      'listen: 127.0.0.1:7700', // 1
+      'services:', // 2
+      '  api:', // 3
+      '    upstream: https://api.example.com', // 4
+      '    credential: {secret: env:K, inject: {header: x-k, value: "${secrte}"}}', // 5
+      '    routes:', // 6
+      '      - {method: GET, path: /v1/x, scope: x:read}', // 7
+      '      - method: TRACE', // 8
+      '        path: /v1/y', // 9
+      '        scope: y:read', // 10
+      '  other:', // 11
+      '    upstream: https://other.example.com', // 12
+      '    prefix: /api', // 13
+      '    credential: {secret: env:K}', // 14
+      '    routes: []', // 15
+      '    timeout: {connect: 1}', // 16
+      'agents:', // 17
+      '  bot:', // 18
+      '    tokens: ["sha256:nothex"]', // 19
+      '',
+    ].join('\n');
+    const loaded = parseConfigText(text, file);
+    expect(loaded.config).toBeNull();
+    const placed = loaded.problems.map((p) => ({ path: formatPath(p.path), line: p.line, column: p.column }));
+    expect(placed).toEqual([
+      { path: 'services.api.credential.inject.value', line: 5, column: (text.split('\n')[4] as string).indexOf('value:') + 1 },
+      { path: 'services.api.routes[1].method', line: 8, column: 9 },
+      { path: 'services.other.timeout', line: 16, column: 5 },
+      { path: 'agents.bot.tokens[0]', line: 19, column: 14 },
+    ]);
+  });
+
+  it('a cross-field problem is placed on its key', () => {
+    const text = 'services:\n  api:\n    upstream: https://a.example.com\n    credential: {secret: env:K}\n    routes: [{method: GET, path: /x, scope: s}]\n  two:\n    upstream: https://b.example.com\n    prefix: /api\n    credential: {secret: env:K}\n    routes: [{method: GET, path: /x, scope: s}]\n';
+    const loaded = parseConfigText(text, file);
+    expect(loaded.problems).toEqual([{ severity: 'error', path: ['services', 'two', 'prefix'], message: expect.stringContaining('overlaps /api of service api'), line: 8, column: 5 }]);
+  });
+
+  it.each([
+    ['an unclosed flow map', 'services:\n  a: {upstream: https://x.example.com\n', /Flow map/],
+    ['a duplicate key', 'listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n', /Map keys must be unique/],
+    ['an unterminated string', 'listen: "127.0.0.1:1\n', /Missing closing/],
+  ])('a YAML syntax error (%s) is an error and nothing is loaded', (_name, text, message) => {
+    const loaded = parseConfigText(text, file);
+    expect(loaded.config).toBeNull();
+    expect(loaded.problems.length).toBeGreaterThan(0);
+    expect(loaded.problems[0]?.severity).toBe('error');
+    expect(loaded.problems[0]?.message).toMatch(message);
+  });
+
+  // YAML syntax errors have a line and column.
+  it.each([
+    ['an unclosed flow map', 'services:\n  a: {upstream: https://x.example.com\n'],
+    ['a duplicate key', 'listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n'],
+  ])('a YAML syntax error (%s) has a line and column', (_name, text) => {
+    const loaded = parseConfigText(text, file);
+    expect(loaded.problems[0]?.line).toEqual(expect.any(Number));
+    expect(loaded.problems[0]?.column).toEqual(expect.any(Number));
+  });
+});

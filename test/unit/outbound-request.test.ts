@@ -1,0 +1,136 @@
+/**
+ * OutboundRequest: the request Airlock sends upstream. removeQueryKey strips every copy of a parameter an
+ * agent could use to smuggle its own credential past a query injector (any case, percent-encoded, "+" for
+ * space, "&" or ";" separated) and leaves every other byte of the query as the agent sent it.
+ */
+import { describe, expect, it } from 'vitest';
+import { OutboundRequest } from '../../src/upstream/outbound-request.js';
+
+function strip(query: string | null, key: string): string | null {
+  const request = new OutboundRequest('GET', '/v1/x', query);
+  request.removeQueryKey(key);
+  return request.query;
+}
+
+describe('removeQueryKey', () => {
+  it.each([
+    // plain, at each position
+    ['a=1&key=s&b=2', 'key', 'a=1&b=2'],
+    ['key=s&a=1', 'key', 'a=1'],
+    ['a=1&key=s', 'key', 'a=1'],
+    ['key=s', 'key', null],
+    ['key=1&key=2&KEY=3', 'key', null],
+    // ";" is a separator too (query parameter pollution)
+    ['a=1;key=s;b=2', 'key', 'a=1;b=2'],
+    ['key=s;a=1', 'key', 'a=1'],
+    ['a=1;b=2&key=s', 'key', 'a=1;b=2'],
+    // case variants of the key
+    ['a=1&KEY=s&Key=t&kEy=u', 'key', 'a=1'],
+    ['a=1&api_key=s', 'API_KEY', 'a=1'],
+    // percent-encoded key variants, upper- and lower-case hex
+    ['a=1&%6Bey=s', 'key', 'a=1'],
+    ['a=1&%6bey=s', 'key', 'a=1'],
+    ['a=1&%4B%45%59=s', 'key', 'a=1'],
+    ['a=1&k%65y=s&b=2', 'key', 'a=1&b=2'],
+    ['a=1&api%5Fkey=s', 'api_key', 'a=1'],
+    // "+" and %20 are a space in a form-encoded key
+    ['a=1&api+key=s', 'api key', 'a=1'],
+    ['a=1&api%20key=s', 'api key', 'a=1'],
+    // a key with no "=" or an empty value
+    ['a=1&key', 'key', 'a=1'],
+    ['a=1&key=', 'key', 'a=1'],
+    // similar keys stay
+    ['keyx=1&xkey=2&a=key&ke=3&key%3D=4', 'key', 'keyx=1&xkey=2&a=key&ke=3&key%3D=4'],
+    ['a=1&api+key=s', 'api+key', 'a=1&api+key=s'],
+    ['api%2Bkey=s', 'api+key', null],
+    // a bad escape elsewhere in the key does not hide it, nor break the rest
+    ['%ZZ=1&k%65y=s&b=%', 'key', '%ZZ=1&b=%'],
+    // no query, an empty query
+    [null, 'key', null],
+    ['', 'key', ''],
+  ] as Array<[string | null, string, string | null]>)('%j without %s -> %j', (query, key, expected) => {
+    expect(strip(query, key)).toBe(expected);
+  });
+
+  it('keeps every other parameter byte for byte (escapes, "+", empty values, odd bytes)', () => {
+    const others = ['a=%2f%2F', 'b=c+d', 'c=%ZZ', 'd=', 'e', 'f=%E2%9C%93', 'g=x=y', "h=!$'()*,:@/?"];
+    const query = [others[0], 'key=secret', ...others.slice(1, 4), 'KEY=again', ...others.slice(4)].join('&');
+    expect(strip(query, 'key')).toBe(others.join('&'));
+  });
+
+  it('a parameter whose value merely mentions the key stays', () => {
+    expect(strip('q=key%3Dsecret&key2=x', 'key')).toBe('q=key%3Dsecret&key2=x');
+  });
+
+  it('target() joins path and query and leaves out "?" when nothing is left', () => {
+    const request = new OutboundRequest('GET', '/base/v1/x', 'key=s');
+    expect(request.target()).toBe('/base/v1/x?key=s');
+    request.removeQueryKey('key');
+    expect(request.target()).toBe('/base/v1/x');
+    expect(new OutboundRequest('GET', '/v1/x', '').target()).toBe('/v1/x?');
+  });
+});
+
+describe('appendQueryParam', () => {
+  it('appends an encoded pair after what is there', () => {
+    const request = new OutboundRequest('GET', '/v1/x', 'a=1');
+    request.appendQueryParam('api key', 'v&l=u/e');
+    expect(request.query).toBe('a=1&api%20key=v%26l%3Du%2Fe');
+  });
+
+  it('starts the query when there is none', () => {
+    const request = new OutboundRequest('GET', '/v1/x', null);
+    request.appendQueryParam('key', 'v');
+    expect(request.target()).toBe('/v1/x?key=v');
+  });
+});
+
+describe('headers', () => {
+  function requestWith(...pairs: Array<[string, string]>): OutboundRequest {
+    const request = new OutboundRequest('POST', '/v1/x', null);
+    for (const [name, value] of pairs) request.addHeader(name, value);
+    return request;
+  }
+
+  it('addHeader keeps order and repeats', () => {
+    expect(requestWith(['a', '1'], ['b', '2'], ['a', '3']).headers).toEqual(['a', '1', 'b', '2', 'a', '3']);
+  });
+
+  it('removeHeader removes every copy and keeps the order of the rest', () => {
+    const request = requestWith(['authorization', 'x'], ['accept', 'json'], ['authorization', 'y'], ['x-trace', 't'], ['authorization', 'z']);
+    request.removeHeader('authorization');
+    expect(request.headers).toEqual(['accept', 'json', 'x-trace', 't']);
+    expect(request.hasHeader('authorization')).toBe(false);
+    expect(request.hasHeader('accept')).toBe(true);
+  });
+
+  it('removeHeader of an absent header changes nothing', () => {
+    const request = requestWith(['a', '1']);
+    request.removeHeader('b');
+    expect(request.headers).toEqual(['a', '1']);
+  });
+
+  it('removeHeader matches the lower-case name it is given exactly (callers pass lower case)', () => {
+    const request = requestWith(['authorization', 'x']);
+    request.removeHeader('Authorization');
+    expect(request.headers).toEqual(['authorization', 'x']);
+  });
+
+  it('setHeader replaces every copy with one value, set last', () => {
+    const request = requestWith(['authorization', 'agent-1'], ['accept', 'json'], ['authorization', 'agent-2'], ['x-b', '2']);
+    request.setHeader('authorization', 'Bearer real');
+    expect(request.headers).toEqual(['accept', 'json', 'x-b', '2', 'authorization', 'Bearer real']);
+  });
+
+  it('setHeader adds a header that was not there', () => {
+    const request = requestWith(['accept', 'json']);
+    request.setHeader('x-api-key', 'k');
+    expect(request.headers).toEqual(['accept', 'json', 'x-api-key', 'k']);
+  });
+
+  it('a header name that equals another header value is not confused with it', () => {
+    const request = requestWith(['x-a', 'authorization'], ['authorization', 'x-a']);
+    request.removeHeader('authorization');
+    expect(request.headers).toEqual(['x-a', 'authorization']);
+  });
+});
