@@ -10,11 +10,21 @@ import type { Injector } from '../injection/injector.js';
 import { parseUpstream, type UpstreamTarget } from '../upstream/upstream-target.js';
 import { compileRouteTable, type RouteTable } from './route-table.js';
 import { compileScopeGrant, type ScopeGrant } from './scope-grant.js';
+import { BUILTIN_RULES, BUILTIN_RULE_NAMES, customRule, type KeyRule } from '../redaction/key-patterns.js';
 
 export interface CredentialPlan {
   /** The secret reference, e.g. "file:openai"; what audit records name. */
   readonly ref: string;
   readonly injector: Injector;
+}
+
+export interface ServiceRedaction {
+  readonly scope: 'request' | 'service' | 'all';
+  /** Built-in shapes that are switched on, then the service's own rules. */
+  readonly rules: readonly KeyRule[];
+  /** Every credential reference this service injects: its own and its grants' overrides. */
+  readonly refs: readonly string[];
+  readonly limits: { readonly maxDecodedBytes: number; readonly maxRatio: number };
 }
 
 export interface ServicePolicy {
@@ -24,6 +34,7 @@ export interface ServicePolicy {
   readonly prefix: string;
   readonly routes: RouteTable;
   readonly credential: CredentialPlan;
+  readonly redaction: ServiceRedaction;
 }
 
 export interface GrantPolicy {
@@ -53,6 +64,27 @@ function compileCredential(spec: Readonly<CredentialSpec>): CredentialPlan {
   return Object.freeze({ ref: spec.secret, injector: buildInjector(spec.inject as CredentialSpec['inject']) });
 }
 
+function compileRedaction(service: ServiceConfig, config: AirlockConfig): ServiceRedaction {
+  const redact = service.redact;
+  const rules: KeyRule[] = BUILTIN_RULE_NAMES.filter((name) => redact.builtin_patterns[name]).map((name) => BUILTIN_RULES[name]);
+  for (const rule of redact.rules) rules.push(customRule(rule.name, rule.prefix, rule.charset, rule.min_length, rule.max_length));
+  const refs = new Set<string>([service.credential.secret]);
+  for (const agent of Object.values(config.agents)) {
+    for (const grant of agent.credentials) if (grant.service === service.name && grant.credential !== undefined) refs.add(grant.credential.secret);
+  }
+  return Object.freeze({
+    scope: redact.scope,
+    rules: Object.freeze(rules),
+    refs: Object.freeze([...refs]),
+    limits: Object.freeze({ maxDecodedBytes: redact.max_decoded_bytes, maxRatio: redact.max_ratio }),
+  });
+}
+
+/** Every secret reference the config names, for warming the secret catalogue at start-up. */
+export function allSecretRefs(policy: Policy): string[] {
+  return [...new Set(policy.services.flatMap((s) => s.redaction.refs))];
+}
+
 export function compilePolicy(config: AirlockConfig): Policy {
   const services: ServicePolicy[] = [];
   const serviceByName = new Map<string, ServicePolicy>();
@@ -67,6 +99,7 @@ export function compilePolicy(config: AirlockConfig): Policy {
       prefix: service.prefix,
       routes: compileRouteTable(service.routes as RouteSpecList),
       credential: compileCredential(service.credential),
+      redaction: compileRedaction(service, config),
     });
     services.push(compiled);
     serviceByName.set(service.name, compiled);

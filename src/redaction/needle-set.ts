@@ -1,0 +1,177 @@
+/**
+ * A set of literal byte strings (the forms of the secrets in scope) searched in Buffers.
+ *
+ * Two strategies with the same answers:
+ *  - few needles: Buffer#indexOf per needle, node's native Boyer-Moore-Horspool search, which skips
+ *    ahead by up to the needle length and beats any per-byte loop written in JavaScript;
+ *  - many needles: sampled q-gram hashing. Every needle is at least `window` bytes long; index each
+ *    q-gram of the last `window` bytes of every needle (the random tail of a key, not a shared
+ *    "sk-proj-" prefix) and probe the text only every `window - q + 1` bytes. Any occurrence of a
+ *    needle covers a window in which exactly one probe position lands with its whole q-gram, so every
+ *    occurrence is found with ~1/stride hash probes per byte, then verified byte for byte. Memory is
+ *    linear in the total needle length, unlike a dense Aho-Corasick table.
+ *
+ * `partialSuffix` answers what the streaming redactor must hold back at a chunk end: the longest
+ * suffix of the data that is a proper prefix of some needle (binary search in the sorted needles,
+ * after a two-byte filter).
+ */
+
+export type SearchStrategy = 'indexOf' | 'sampled';
+
+/** Above this many needles the sampled hash search wins (see `npm run bench:redact`). */
+export const INDEXOF_MAX_NEEDLES = 16;
+
+function hash8(data: Uint8Array, i: number): number {
+  const a = (data[i] as number) | ((data[i + 1] as number) << 8) | ((data[i + 2] as number) << 16) | ((data[i + 3] as number) << 24);
+  const b = (data[i + 4] as number) | ((data[i + 5] as number) << 8) | ((data[i + 6] as number) << 16) | ((data[i + 7] as number) << 24);
+  let h = Math.imul(a, 0x85ebca6b) ^ Math.imul(b ^ (b >>> 15), 0xc2b2ae35);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0x27d4eb2f);
+  return h ^ (h >>> 16);
+}
+
+function hash4(data: Uint8Array, i: number): number {
+  let h = (data[i] as number) | ((data[i + 1] as number) << 8) | ((data[i + 2] as number) << 16) | ((data[i + 3] as number) << 24);
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return h ^ (h >>> 16);
+}
+
+export class NeedleSet {
+  /** Sorted byte-wise, deduplicated. */
+  readonly needles: readonly Buffer[];
+  readonly minLength: number;
+  readonly maxLength: number;
+  readonly strategy: SearchStrategy;
+  readonly #firstTwo = new Uint8Array(65536);
+  readonly #first = new Uint8Array(256);
+  // sampled strategy
+  #q = 0;
+  #stride = 0;
+  #mask = 0;
+  #buckets = new Int32Array(0);
+  #next = new Int32Array(0);
+  #candNeedle = new Int32Array(0);
+  #candOffset = new Int32Array(0);
+  #candHash = new Int32Array(0);
+
+  constructor(input: readonly Buffer[], strategy?: SearchStrategy) {
+    const unique = new Map<string, Buffer>();
+    for (const needle of input) if (needle.length > 0) unique.set(needle.toString('latin1'), needle);
+    const needles = [...unique.values()].sort(Buffer.compare);
+    this.needles = needles;
+    this.minLength = needles.reduce((min, n) => Math.min(min, n.length), Infinity);
+    this.maxLength = needles.reduce((max, n) => Math.max(max, n.length), 0);
+    for (const needle of needles) {
+      this.#first[needle[0] as number] = 1;
+      if (needle.length > 1) this.#firstTwo[((needle[0] as number) << 8) | (needle[1] as number)] = 1;
+    }
+    this.strategy = strategy ?? (needles.length <= INDEXOF_MAX_NEEDLES || this.minLength < 8 ? 'indexOf' : 'sampled');
+    if (this.strategy === 'sampled') this.#buildSampled();
+  }
+
+  get size(): number {
+    return this.needles.length;
+  }
+
+  #buildSampled(): void {
+    if (this.minLength < 8) throw new Error('the sampled strategy needs needles of at least 8 bytes');
+    const window = Math.min(this.minLength, 32);
+    const q = window >= 16 ? 8 : 4;
+    this.#q = q;
+    this.#stride = window - q + 1;
+    const perNeedle = window - q + 1;
+    const count = this.needles.length * perNeedle;
+    let size = 1;
+    while (size < count * 2) size <<= 1;
+    this.#mask = size - 1;
+    this.#buckets = new Int32Array(size).fill(-1);
+    this.#next = new Int32Array(count);
+    this.#candNeedle = new Int32Array(count);
+    this.#candOffset = new Int32Array(count);
+    this.#candHash = new Int32Array(count);
+    const hash = q === 8 ? hash8 : hash4;
+    let c = 0;
+    this.needles.forEach((needle, j) => {
+      const windowStart = needle.length - window;
+      for (let o = 0; o < perNeedle; o++) {
+        const offset = windowStart + o;
+        const h = hash(needle, offset);
+        this.#candNeedle[c] = j;
+        this.#candOffset[c] = offset;
+        this.#candHash[c] = h;
+        const bucket = h & this.#mask;
+        this.#next[c] = this.#buckets[bucket] as number;
+        this.#buckets[bucket] = c;
+        c++;
+      }
+    });
+  }
+
+  /** Appends [start, end) of every occurrence of every needle in `data` to `out`. */
+  findMatches(data: Buffer, out: number[]): void {
+    if (this.needles.length === 0 || data.length < this.minLength) return;
+    if (this.strategy === 'indexOf') {
+      for (const needle of this.needles) {
+        let at = data.indexOf(needle);
+        while (at !== -1) {
+          out.push(at, at + needle.length);
+          at = data.indexOf(needle, at + 1);
+        }
+      }
+      return;
+    }
+    const q = this.#q;
+    const stride = this.#stride;
+    const mask = this.#mask;
+    const buckets = this.#buckets;
+    const next = this.#next;
+    const candHash = this.#candHash;
+    const candNeedle = this.#candNeedle;
+    const candOffset = this.#candOffset;
+    const needles = this.needles;
+    const n = data.length;
+    const hash = q === 8 ? hash8 : hash4;
+    for (let p = 0; p + q <= n; p += stride) {
+      const h = hash(data, p);
+      for (let c = buckets[h & mask] as number; c !== -1; c = next[c] as number) {
+        if (candHash[c] !== h) continue;
+        const needle = needles[candNeedle[c] as number] as Buffer;
+        const start = p - (candOffset[c] as number);
+        const end = start + needle.length;
+        if (start < 0 || end > n) continue;
+        if (data.compare(needle, 0, needle.length, start, end) === 0) out.push(start, end);
+      }
+    }
+  }
+
+  /** Length of the longest suffix of `data` that is a proper prefix of some needle (0 if none). */
+  partialSuffix(data: Buffer): number {
+    const n = data.length;
+    if (this.needles.length === 0 || n === 0) return 0;
+    for (let p = Math.max(0, n - this.maxLength + 1); p < n; p++) {
+      const b0 = data[p] as number;
+      if (this.#first[b0] === 0) continue;
+      if (p + 1 < n && this.#firstTwo[(b0 << 8) | (data[p + 1] as number)] === 0) continue;
+      if (this.#isProperPrefix(data.subarray(p))) return n - p;
+    }
+    return 0;
+  }
+
+  #isProperPrefix(slice: Buffer): boolean {
+    let low = 0;
+    let high = this.needles.length;
+    while (low < high) {
+      const mid = (low + high) >>> 1;
+      if (Buffer.compare(this.needles[mid] as Buffer, slice) < 0) low = mid + 1;
+      else high = mid;
+    }
+    // Needles that start with `slice` sort right after it; the first one at or after it decides.
+    for (let i = low; i < this.needles.length; i++) {
+      const needle = this.needles[i] as Buffer;
+      if (needle.length < slice.length || needle.compare(slice, 0, slice.length, 0, slice.length) !== 0) return false;
+      if (needle.length > slice.length) return true;
+    }
+    return false;
+  }
+}

@@ -1,0 +1,41 @@
+/**
+ * What one response is scanned for: the forms of the secrets in its redaction scope (a NeedleSet) and
+ * the enabled shape rules. Built once per scope and reused by every response until the secrets change.
+ */
+import { scanRules, type KeyRule } from './key-patterns.js';
+import { NeedleSet } from './needle-set.js';
+
+/** A partial secret at the end of a stream is masked from this many bytes on (shorter is noise). */
+export const MIN_MASKED_PARTIAL = 4;
+
+export class RedactionMatcher {
+  readonly needles: NeedleSet;
+  readonly rules: readonly KeyRule[];
+
+  constructor(needles: NeedleSet, rules: readonly KeyRule[]) {
+    this.needles = needles;
+    this.rules = rules;
+  }
+
+  get empty(): boolean {
+    return this.needles.size === 0 && this.rules.length === 0;
+  }
+
+  /**
+   * Complete matches as [start, end) pairs, and how many trailing bytes must be held back because more
+   * data could turn them into a match.
+   */
+  scan(data: Buffer, before: number, final: boolean, out: number[], maskPartialAtEnd = true): number {
+    this.needles.findMatches(data, out);
+    const rules = this.rules.length === 0 ? -1 : scanRules(this.rules, data, before, final, out).livePartial;
+    if (final) {
+      if (!maskPartialAtEnd) return 0;
+      // Nothing more will come: a held partial secret of 4+ bytes is masked, never flushed.
+      const partial = this.needles.partialSuffix(data);
+      if (partial >= MIN_MASKED_PARTIAL) out.push(data.length - partial, data.length);
+      return 0;
+    }
+    const heldFrom = Math.min(data.length - this.needles.partialSuffix(data), rules === -1 ? data.length : rules);
+    return data.length - heldFrom;
+  }
+}

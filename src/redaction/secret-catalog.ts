@@ -1,0 +1,85 @@
+/**
+ * Every secret value Airlock manages, by reference, and the matchers built from them.
+ *
+ * Values arrive as the resolver hands credentials out (and at start-up, when every configured reference
+ * is resolved once so that scope "service"/"all" and the request guard know secrets before their first
+ * use). A reference keeps its current value and the two before it, so an upstream that echoes a key
+ * that was just rotated out is still scrubbed. Matchers are built lazily per scope and cached until a
+ * value changes; the request path only looks them up.
+ */
+import type { Credential } from '../credentials/credential.js';
+import type { KeyRule } from './key-patterns.js';
+import { NeedleSet } from './needle-set.js';
+import { RedactionMatcher } from './redaction-matcher.js';
+import { formsOf } from './secret-forms.js';
+import { StreamRedactor } from './stream-redactor.js';
+
+/** Values shorter than this are never accepted for injection (resolve-credential.ts) nor scanned. */
+export const MIN_SECRET_LENGTH = 8;
+const KEPT_PREVIOUS_VALUES = 2;
+const MAX_CACHED_MATCHERS = 256;
+
+/** A matcher and, for every secret form it holds, the reference the form belongs to. */
+export interface SecretIndex {
+  readonly matcher: RedactionMatcher;
+  readonly refOfForm: ReadonlyMap<string, string>;
+}
+
+export class SecretCatalog {
+  readonly #values = new Map<string, string[]>();
+  readonly #cache = new Map<string, SecretIndex>();
+  #version = 0;
+
+  get version(): number {
+    return this.#version;
+  }
+
+  remember(credential: Credential): void {
+    const value = credential.reveal();
+    if (value.length < MIN_SECRET_LENGTH) return;
+    const known = this.#values.get(credential.ref) ?? [];
+    if (known[0] === value) return;
+    this.#values.set(credential.ref, [value, ...known.filter((v) => v !== value)].slice(0, 1 + KEPT_PREVIOUS_VALUES));
+    this.#version++;
+    this.#cache.clear();
+  }
+
+  /** References with at least one known value. */
+  refs(): string[] {
+    return [...this.#values.keys()];
+  }
+
+  /**
+   * The index for a set of references (null = every reference) plus shape rules. `key` names the
+   * combination for the cache, e.g. "service:openai" or "request:file:openai|openai".
+   */
+  index(key: string, refs: readonly string[] | null, rules: readonly KeyRule[]): SecretIndex {
+    const cached = this.#cache.get(key);
+    if (cached !== undefined) return cached;
+    const refOfForm = new Map<string, string>();
+    const forms: Buffer[] = [];
+    for (const ref of refs ?? this.#values.keys()) {
+      for (const value of this.#values.get(ref) ?? []) {
+        for (const form of formsOf(value)) {
+          const text = form.toString('latin1');
+          if (!refOfForm.has(text)) refOfForm.set(text, ref);
+          forms.push(form);
+        }
+      }
+    }
+    const built: SecretIndex = { matcher: new RedactionMatcher(new NeedleSet(forms), rules), refOfForm };
+    if (this.#cache.size >= MAX_CACHED_MATCHERS) this.#cache.clear();
+    this.#cache.set(key, built);
+    return built;
+  }
+
+  /** Backstop for text leaving the process (log lines, audit records): every known secret, every form. */
+  scrub(text: string): string {
+    if (this.#values.size === 0) return text;
+    const { matcher } = this.index('scrub', null, []);
+    const redactor = new StreamRedactor(matcher);
+    const input = Buffer.from(text, 'utf8');
+    const output = Buffer.concat([redactor.push(input), redactor.end()]);
+    return redactor.redactions === 0 ? text : output.toString('utf8');
+  }
+}

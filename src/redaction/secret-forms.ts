@@ -1,0 +1,81 @@
+/**
+ * The byte strings a secret can appear as when an upstream hands it back: raw; base64 in the standard
+ * and URL alphabets at each of the three alignments it can have inside a longer payload (RFC 4648 4/5);
+ * percent-encoded with upper- and lower-case hex, minimally (encodeURIComponent) and fully (RFC 3986
+ * 2.1); JSON-escaped as JSON.stringify writes it, with "\/" (RFC 8259 7 allows it; PHP writes it), with
+ * every non-alphanumeric character as \uXXXX (Go escapes <, >, &) and with every character as \uXXXX,
+ * each in both hex cases; and hex of the UTF-8 bytes in both cases.
+ *
+ * For base64 only the characters fully determined by the secret's own bytes are used: the one or two
+ * characters at each edge also carry bits of the neighbouring bytes, so they differ from payload to
+ * payload. Masking the determined core leaves at most a few bits of the first and last byte.
+ */
+
+/** Forms shorter than this would match ordinary text; every form of an 8-character secret is longer. */
+export const MIN_FORM_BYTES = 8;
+
+function base64Cores(bytes: Buffer): string[] {
+  const cores: string[] = [];
+  for (let shift = 0; shift < 3; shift++) {
+    const encoded = Buffer.concat([Buffer.alloc(shift), bytes]).toString('base64');
+    const core = encoded.slice(Math.ceil((shift * 4) / 3), Math.floor(((shift + bytes.length) * 4) / 3));
+    cores.push(core, core.replace(/\+/g, '-').replace(/\//g, '_'));
+  }
+  return cores;
+}
+
+function unicodeEscaped(value: string, escapeAll: boolean, upper: boolean): string {
+  let out = '';
+  for (const ch of value) {
+    if (!escapeAll && /[A-Za-z0-9]/.test(ch)) {
+      out += ch;
+      continue;
+    }
+    // Astral characters are written as their UTF-16 surrogate pair, as JSON requires.
+    for (let i = 0; i < ch.length; i++) {
+      const hex = ch.charCodeAt(i).toString(16).padStart(4, '0');
+      out += `\\u${upper ? hex.toUpperCase() : hex}`;
+    }
+  }
+  return out;
+}
+
+function percentAll(bytes: Buffer, upper: boolean): string {
+  let out = '';
+  for (const byte of bytes) {
+    const hex = byte.toString(16).padStart(2, '0');
+    out += `%${upper ? hex.toUpperCase() : hex}`;
+  }
+  return out;
+}
+
+/** Every form of a secret as bytes, deduplicated, none shorter than MIN_FORM_BYTES. */
+export function formsOf(value: string): Buffer[] {
+  const bytes = Buffer.from(value, 'utf8');
+  const minimal = encodeURIComponent(value);
+  const json = JSON.stringify(value).slice(1, -1);
+  const texts = [
+    value,
+    ...base64Cores(bytes),
+    minimal,
+    minimal.replace(/%[0-9A-F]{2}/g, (escape) => escape.toLowerCase()),
+    percentAll(bytes, true),
+    percentAll(bytes, false),
+    json,
+    json.replace(/\//g, '\\/'),
+    unicodeEscaped(value, false, false),
+    unicodeEscaped(value, false, true),
+    unicodeEscaped(value, true, false),
+    unicodeEscaped(value, true, true),
+    bytes.toString('hex'),
+    bytes.toString('hex').toUpperCase(),
+  ];
+  const seen = new Set<string>();
+  const forms: Buffer[] = [];
+  for (const text of texts) {
+    if (text.length < MIN_FORM_BYTES || seen.has(text)) continue;
+    seen.add(text);
+    forms.push(Buffer.from(text, 'utf8'));
+  }
+  return forms;
+}
