@@ -16,11 +16,12 @@ import { createSecretResolver } from './credentials/secret-resolver.js';
 import { createListener } from './ingress/create-listener.js';
 import { AuditLog } from './observability/audit-log.js';
 import { createLogger, type LogDestination } from './observability/logger.js';
-import { compilePolicy, type Policy } from './policy/compile-policy.js';
+import { allSecretRefs, compilePolicy, type Policy } from './policy/compile-policy.js';
 import type { ProxyRuntime } from './pipeline/proxy-runtime.js';
 import { createRawRefusalHandler, createRequestHandler } from './pipeline/run-pipeline.js';
 import type { ListenerBinding } from './pipeline/select-service.js';
-import { KnownSecrets } from './redaction/known-secrets.js';
+import { SecretCatalog } from './redaction/secret-catalog.js';
+import { createMetrics, type Metrics } from './observability/metrics.js';
 import { createOriginPool } from './upstream/origin-pool.js';
 
 export interface AirlockOptions {
@@ -37,7 +38,19 @@ export interface RunningAirlock {
   readonly serviceUrls: Readonly<Record<string, string>>;
   readonly policy: Policy;
   readonly logger: Logger;
+  readonly metrics: Metrics;
   close(): Promise<void>;
+}
+
+/**
+ * Resolve every configured secret once, so the request guard and the "service"/"all" redaction scopes
+ * know them before their first use. A secret that is not available yet is not an error here: requests
+ * that need it get 503 until it is, and the catalogue learns it then.
+ */
+async function warmCatalog(secrets: { resolve(ref: string): Promise<unknown> }, refs: readonly string[], logger: Logger): Promise<void> {
+  const results = await Promise.allSettled(refs.map((ref) => secrets.resolve(ref)));
+  const missing = refs.filter((_, i) => results[i]?.status === 'rejected');
+  if (missing.length > 0) logger.warn({ credentials: missing }, 'some credentials are not available yet; requests that need them get 503 until they are');
 }
 
 interface BoundListener {
@@ -63,8 +76,9 @@ async function listen(server: Server, address: string): Promise<string> {
 }
 
 export async function startAirlock(config: AirlockConfig, options: AirlockOptions): Promise<RunningAirlock> {
-  const knownSecrets = new KnownSecrets();
-  const logger = createLogger(config.log.level, options.logDestination, knownSecrets);
+  const catalog = new SecretCatalog();
+  const logger = createLogger(config.log.level, options.logDestination, catalog);
+  const metrics = createMetrics();
   const policy = compilePolicy(config);
 
   const pools = new Map<string, Pool>();
@@ -75,16 +89,19 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
       env: createEnvSource(options.env),
       file: createFileSource({ dataDir: config.data_dir, env: options.env }),
     },
-    knownSecrets,
+    catalog,
   );
+  await warmCatalog(secrets, allSecretRefs(policy), logger);
 
-  const audit = new AuditLog(config.audit.file, knownSecrets);
+  const audit = new AuditLog(config.audit.file, catalog);
   await audit.open();
 
   const runtime: ProxyRuntime = Object.freeze({
     policy,
     pools,
     secrets,
+    catalog,
+    metrics,
     audit,
     logger,
     limits: Object.freeze({ maxHeaders: config.limits.max_headers, maxBodyBytes: config.limits.max_body_bytes }),
@@ -123,6 +140,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
     serviceUrls: Object.freeze(serviceUrls),
     policy,
     logger,
+    metrics,
     close() {
       closing ??= (async () => {
         await Promise.all(listeners.map((l) => closeServer(l.server, 2_000)));

@@ -51,13 +51,16 @@ export class AirlockError extends Error {
   readonly detail: string;
   /** Extra response headers, e.g. `Allow` on 405 or `Retry-After` on 429. */
   readonly headers: Readonly<Record<string, string>>;
+  /** The credential reference the refusal is about, for the audit record (never a value). */
+  readonly credentialRef: string | null;
 
-  constructor(code: ErrorCode, detail: string, options: { cause?: unknown; headers?: Record<string, string> } = {}) {
+  constructor(code: ErrorCode, detail: string, options: { cause?: unknown; headers?: Record<string, string>; credentialRef?: string } = {}) {
     super(`${code}: ${detail}`, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'AirlockError';
     this.code = code;
     this.detail = detail;
     this.headers = Object.freeze({ ...(options.headers ?? {}) });
+    this.credentialRef = options.credentialRef ?? null;
   }
 
   get status(): number {
@@ -90,5 +93,5 @@ export function problemBody(error: AirlockError, requestId: string): ProblemBody
 /** Anything that is not an AirlockError is a bug: agents see a fixed message, logs keep the cause. */
 export function asAirlockError(error: unknown): AirlockError {
   if (error instanceof AirlockError) return error;
-  return new AirlockError('internal_error', 'Airlock hit an unexpected error; the request was not forwarded. See the proxy log for this request id.', { cause: error });
+  return new AirlockError('internal_error', 'Airlock hit an unexpected error and refused the request. See the proxy log for this request id.', { cause: error });
 }

@@ -7,7 +7,7 @@ import type { AirlockConfig } from '../config/types.js';
 import { EncryptedSecretFile } from '../credentials/encrypted-secret-file.js';
 import { loadMasterKey, MASTER_KEY_FILE } from '../credentials/master-key.js';
 import { parseSecretRef, SECRET_NAME } from '../credentials/secret-ref.js';
-import { MIN_SCRUBBED_LENGTH } from '../redaction/known-secrets.js';
+import { MIN_SECRET_LENGTH } from '../redaction/secret-catalog.js';
 import { UsageError, type CliIo } from './cli-io.js';
 import { loadConfigOrReport } from './locate-config.js';
 
@@ -90,8 +90,8 @@ async function setSecret(io: CliIo, config: AirlockConfig, name: string): Promis
     io.stderr.write(`No value read for ${name}; pipe it in, e.g.  printf %s "$KEY" | npx airlock secrets set ${name}\n`);
     return 1;
   }
-  if (value.length < MIN_SCRUBBED_LENGTH) {
-    io.stderr.write(`The value is shorter than ${MIN_SCRUBBED_LENGTH} characters; Airlock refuses to inject secrets it cannot reliably redact.\n`);
+  if (value.length < MIN_SECRET_LENGTH) {
+    io.stderr.write(`The value is shorter than ${MIN_SECRET_LENGTH} characters; Airlock refuses to inject secrets it cannot reliably redact.\n`);
     return 1;
   }
   if (/[\r\n\0]/.test(value)) {

@@ -1,12 +1,15 @@
 /**
  * The agent's request body as undici will read it: null when there is none, else a pass-through that
- * counts bytes and fails with 413 past the limit. The pass-through also isolates the socket: when an
- * upstream fails, undici destroys the stream it was reading, and that must not be the agent's
- * connection, which still has to carry the 502.
+ * counts bytes (413 past the limit) and watches for managed secrets (400, the secret not forwarded:
+ * only bytes that cannot be part of one leave, see guard-request-secrets.ts). The pass-through also
+ * isolates the socket: when an upstream fails, undici destroys the stream it was reading, and that
+ * must not be the agent's connection, which still has to carry the 502.
  */
 import type { IncomingMessage } from 'node:http';
 import { Transform, type TransformCallback } from 'node:stream';
 import { AirlockError } from '../errors.js';
+import type { SecretIndex } from '../redaction/secret-catalog.js';
+import { SecretDetector } from '../redaction/secret-detector.js';
 
 export function hasRequestBody(req: IncomingMessage): boolean {
   const length = req.headers['content-length'];
@@ -18,28 +21,49 @@ function tooLarge(limit: number): AirlockError {
   return new AirlockError('payload_too_large', `The request body is larger than the limit of ${limit} bytes (limits.max_body_bytes or the service's max_body_bytes).`);
 }
 
-class BodyLimit extends Transform {
+function secretInBody(ref: string): AirlockError {
+  return new AirlockError(
+    'invalid_request',
+    `The request body carries the value of the credential ${ref}, which Airlock manages; agents must not hold real keys. It was not forwarded. An operator should rotate ${ref} and find how the agent got it.`,
+    { credentialRef: ref },
+  );
+}
+
+class BodyGuard extends Transform {
   readonly #limit: number;
+  readonly #detector: SecretDetector | null;
   #seen = 0;
 
-  constructor(limit: number) {
+  constructor(limit: number, detector: SecretDetector | null) {
     super();
     this.#limit = limit;
+    this.#detector = detector;
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.#seen += chunk.length;
     if (this.#seen > this.#limit) return callback(tooLarge(this.#limit));
-    callback(null, chunk);
+    if (this.#detector === null) return callback(null, chunk);
+    const step = this.#detector.push(chunk);
+    if (step.found !== null) return callback(secretInBody(step.found));
+    callback(null, step.forward.length === 0 ? undefined : step.forward);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    if (this.#detector === null) return callback();
+    const step = this.#detector.end();
+    if (step.found !== null) return callback(secretInBody(step.found));
+    callback(null, step.forward.length === 0 ? undefined : step.forward);
   }
 }
 
 /** Throws 413 at once when Content-Length already says the body is too large. */
-export function requestBody(req: IncomingMessage, limit: number): Transform | null {
+export function requestBody(req: IncomingMessage, limit: number, secrets: SecretIndex | null): Transform | null {
   if (!hasRequestBody(req)) return null;
   const declared = Number(req.headers['content-length']);
   if (Number.isFinite(declared) && declared > limit) throw tooLarge(limit);
-  const body = new BodyLimit(limit);
+  const detector = secrets === null || secrets.matcher.needles.size === 0 ? null : new SecretDetector(secrets);
+  const body = new BodyGuard(limit, detector);
   req.on('error', function agentUploadFailed(error) {
     body.destroy(error);
   });

@@ -11,7 +11,7 @@ import { mkdirSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { AirlockError } from '../errors.js';
-import type { KnownSecrets } from '../redaction/known-secrets.js';
+import type { SecretCatalog } from '../redaction/secret-catalog.js';
 import { serializeAuditRecord, type AuditRecord } from './audit-record.js';
 
 interface Pending {
@@ -22,7 +22,7 @@ interface Pending {
 
 export class AuditLog {
   readonly file: string;
-  readonly #secrets: KnownSecrets;
+  readonly #secrets: SecretCatalog;
   #handle: FileHandle | null = null;
   #queue: Pending[] = [];
   #writing = false;
@@ -30,7 +30,7 @@ export class AuditLog {
   #closed = false;
   #idle: Array<() => void> = [];
 
-  constructor(file: string, secrets: KnownSecrets) {
+  constructor(file: string, secrets: SecretCatalog) {
     this.file = file;
     this.#secrets = secrets;
   }

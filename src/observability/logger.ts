@@ -4,7 +4,7 @@
  * every line is scrubbed of known secret values before it reaches the destination.
  */
 import { pino, type Logger } from 'pino';
-import type { KnownSecrets } from '../redaction/known-secrets.js';
+import type { SecretCatalog } from '../redaction/secret-catalog.js';
 
 export interface LogDestination {
   write(line: string): void;
@@ -12,7 +12,7 @@ export interface LogDestination {
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
-export function createLogger(level: LogLevel, destination: LogDestination, secrets: KnownSecrets): Logger {
+export function createLogger(level: LogLevel, destination: LogDestination, secrets: SecretCatalog): Logger {
   const scrubbing = {
     write(line: string): void {
       destination.write(secrets.scrub(line));

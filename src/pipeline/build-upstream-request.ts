@@ -7,7 +7,8 @@
  *  - X-Forwarded-*, Forwarded, X-Real-IP: Airlock sets its own X-Forwarded-For;
  *  - X-Original-URL / X-Rewrite-URL (IIS/Symfony routing overrides, used to bypass path rules);
  *  - method-override headers and query keys (X-HTTP-Method-Override & co.), which would make the
- *    upstream run a method other than the one authorized.
+ *    upstream run a method other than the one authorized; host-override headers (X-Host & co.);
+ *  - Accept-Encoding codings Airlock could not decode (and therefore could not scan).
  * The forwarded path is the upstream base path plus the authorized canonical path, byte for byte.
  */
 import { TOKEN_CARRIER_HEADERS } from '../identity/token-carriers.js';
@@ -26,7 +27,27 @@ const DROPPED_HEADERS: ReadonlySet<string> = new Set([
   'x-http-method',
   'x-method-override',
   'x-airlock-approval',
+  // Host-override headers some frameworks and load balancers honour (X-Forwarded-Host is dropped below).
+  'x-host',
+  'x-original-host',
+  'x-http-host-override',
 ]);
+
+/** Content codings Airlock can decode, and so may let an upstream use (redact-response.ts). */
+const DECODABLE_CODINGS: ReadonlySet<string> = new Set(['gzip', 'x-gzip', 'deflate', 'br', 'identity']);
+
+/**
+ * The agent's Accept-Encoding reduced to codings Airlock can decode (q-values kept); "*" and unknown
+ * codings dropped. Airlock decodes what it receives and sends it on decoded, so an upstream must never
+ * pick a coding the redactor cannot read.
+ */
+export function decodableAcceptEncoding(value: string): string | null {
+  const kept = value
+    .split(',')
+    .map((part) => part.trim())
+    .filter((part) => DECODABLE_CODINGS.has((part.split(';')[0] as string).trim().toLowerCase()));
+  return kept.length === 0 ? null : kept.join(', ');
+}
 
 export const METHOD_OVERRIDE_QUERY_KEYS: readonly string[] = ['_method', 'x-http-method-override', 'x-http-method', 'x-method-override'];
 
@@ -48,6 +69,11 @@ export function buildUpstreamRequest(input: UpstreamRequestInput): OutboundReque
     const name = (raw[i] as string).toLowerCase();
     if (HOP_BY_HOP_HEADERS.has(name) || TOKEN_CARRIER_HEADERS.has(name) || DROPPED_HEADERS.has(name) || listed.has(name)) continue;
     if (name.startsWith('x-forwarded-')) continue;
+    if (name === 'accept-encoding') {
+      const accepted = decodableAcceptEncoding(raw[i + 1] as string);
+      if (accepted !== null) outbound.addHeader(name, accepted);
+      continue;
+    }
     outbound.addHeader(name, raw[i + 1] as string);
   }
   if (input.clientAddress !== undefined) outbound.addHeader('x-forwarded-for', input.clientAddress);

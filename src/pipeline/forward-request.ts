@@ -1,21 +1,22 @@
 /**
- * Stage 8: send the request upstream and stream the response back.
+ * Stage 8: send the request upstream and hand the response to the redacting writer (stage 9).
  *
  * undici's `dispatch` with our own handler: no request/stream wrappers in between, backpressure by
- * pausing the upstream when the agent's socket is full, the upstream aborted when the agent goes away,
- * and the upstream body always either consumed or destroyed. Redirects are not followed (there is no
- * redirect interceptor on the pool). Once response headers are sent, a later failure can only cut the
- * response short; before that it becomes one of our errors (502/504).
+ * pausing the upstream while the agent's socket (or the decoder) is full, the upstream aborted when
+ * the agent goes away, and the upstream body always either consumed or destroyed. Redirects are not
+ * followed (there is no redirect interceptor on the pool). Before response headers are sent a failure
+ * becomes one of our errors (502/504); after, it can only cut the response short.
  */
 import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { AirlockError } from '../errors.js';
 import type { ServicePolicy } from '../policy/compile-policy.js';
+import type { RedactionMatcher } from '../redaction/redaction-matcher.js';
 import type { OutboundRequest } from '../upstream/outbound-request.js';
-import { HOP_BY_HOP_HEADERS } from '../upstream/hop-by-hop.js';
 import { relayHeaders, type UpstreamHeaders } from '../upstream/relay-headers.js';
 import { upstreamFailure } from '../upstream/upstream-errors.js';
+import { RedactingResponseWriter, type WriterOutcome } from './redact-response.js';
 
 export interface ForwardInput {
   readonly dispatcher: Dispatcher;
@@ -25,6 +26,8 @@ export interface ForwardInput {
   readonly requestId: string;
   readonly service: ServicePolicy;
   readonly agentPrefix: string;
+  /** What the response is scanned for. */
+  readonly matcher: RedactionMatcher;
 }
 
 export interface ForwardResult {
@@ -34,6 +37,8 @@ export interface ForwardResult {
   /** Why it was cut short, when the upstream failed after headers were sent. */
   readonly failure: AirlockError | null;
   readonly agentAborted: boolean;
+  /** Secrets and key shapes replaced in headers, body and trailers. */
+  readonly redactions: number;
 }
 
 class AgentWentAway extends Error {
@@ -47,6 +52,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
   readonly #input: ForwardInput;
   readonly #resolve: (result: ForwardResult) => void;
   readonly #reject: (error: AirlockError) => void;
+  readonly #writer: RedactingResponseWriter;
   #controller: Dispatcher.DispatchController | null = null;
   #status = 0;
   #started = false;
@@ -57,79 +63,86 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     this.#input = input;
     this.#resolve = resolve;
     this.#reject = reject;
-    input.res.on('drain', this.#onDrain);
+    this.#writer = new RedactingResponseWriter(input.res, input.matcher, input.service.redaction.limits, this, input.outbound.method);
     input.res.on('close', this.#onAgentClose);
   }
-
-  readonly #onDrain = (): void => {
-    this.#controller?.resume();
-  };
 
   readonly #onAgentClose = (): void => {
     if (this.#settled) return;
     this.#agentGone = true;
     this.#controller?.abort(new AgentWentAway());
-    this.#settle({ upstreamStatus: this.#status, complete: false, failure: null, agentAborted: true });
+    this.#finish({ upstreamStatus: this.#status, complete: false, failure: null, agentAborted: true, redactions: this.#writer.redactions });
   };
 
-  #settle(result: ForwardResult): void {
+  #finish(result: ForwardResult): void {
     if (this.#settled) return;
     this.#settled = true;
-    this.#input.res.off('drain', this.#onDrain);
     this.#input.res.off('close', this.#onAgentClose);
     this.#resolve(result);
   }
 
+  #fail(error: AirlockError): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    this.#input.res.off('close', this.#onAgentClose);
+    this.#reject(error);
+  }
+
+  // Writer hooks.
+  pauseUpstream(): void {
+    this.#controller?.pause();
+  }
+
+  resumeUpstream(): void {
+    this.#controller?.resume();
+  }
+
+  abortUpstream(reason: Error): void {
+    this.#controller?.abort(reason);
+  }
+
+  settle(outcome: WriterOutcome): void {
+    if (outcome.kind === 'refused') return this.#fail(outcome.error);
+    this.#finish({ upstreamStatus: this.#status, complete: outcome.complete, failure: outcome.failure, agentAborted: false, redactions: this.#writer.redactions });
+  }
+
+  // undici handler.
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.#controller = controller;
     if (this.#agentGone) controller.abort(new AgentWentAway());
   }
 
-  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: UpstreamHeaders): void {
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: UpstreamHeaders): void {
     // 1xx informational responses (RFC 9110 15.2) are this hop's business; wait for the final one.
     if (statusCode < 200 || this.#settled) return;
-    const { res, requestId, service, agentPrefix } = this.#input;
+    const { requestId, service, agentPrefix } = this.#input;
     this.#status = statusCode;
     this.#started = true;
-    res.writeHead(statusCode, relayHeaders(headers, requestId, service.upstream, agentPrefix));
+    const contentLength = headers['content-length'];
+    const refusal = this.#writer.start(statusCode, relayHeaders(headers, requestId, service.upstream, agentPrefix), headers['content-encoding'], Array.isArray(contentLength) ? undefined : contentLength);
+    if (refusal !== null) {
+      controller.abort(refusal);
+      this.#fail(refusal);
+    }
   }
 
-  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (this.#settled) return;
-    if (!this.#input.res.write(chunk)) controller.pause();
+  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (!this.#settled) this.#writer.data(chunk);
   }
 
   onResponseEnd(_controller: Dispatcher.DispatchController, trailers: UpstreamHeaders): void {
-    if (this.#settled) return;
-    const res = this.#input.res;
-    const names = Object.keys(trailers);
-    if (names.length > 0 && !res.hasHeader('content-length')) {
-      const kept: Array<[string, string]> = [];
-      for (const name of names) {
-        const value = trailers[name];
-        if (value === undefined || HOP_BY_HOP_HEADERS.has(name)) continue;
-        for (const v of Array.isArray(value) ? value : [value]) kept.push([name, v]);
-      }
-      if (kept.length > 0) res.addTrailers(kept);
-    }
-    res.end();
-    this.#settle({ upstreamStatus: this.#status, complete: true, failure: null, agentAborted: false });
+    if (!this.#settled) this.#writer.end(trailers);
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
-    if (this.#settled) return;
-    if (error instanceof AgentWentAway) return;
+    if (this.#settled || error instanceof AgentWentAway) return;
     const failure = upstreamFailure(error, this.#input.service.name);
-    if (!this.#started) {
-      this.#settled = true;
-      this.#input.res.off('drain', this.#onDrain);
-      this.#input.res.off('close', this.#onAgentClose);
-      this.#reject(failure);
+    if (!this.#started || !this.#writer.headersSent) {
+      this.#fail(failure);
       return;
     }
     // Headers are out: the only honest signal left is to cut the response (no clean chunked end).
-    this.#input.res.destroy();
-    this.#settle({ upstreamStatus: this.#status, complete: false, failure, agentAborted: false });
+    this.#writer.abort(failure);
   }
 }
 

@@ -6,6 +6,8 @@ import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import type { SecretResolver } from '../credentials/secret-resolver.js';
 import type { AuditLog } from '../observability/audit-log.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { SecretCatalog } from '../redaction/secret-catalog.js';
 import type { Policy } from '../policy/compile-policy.js';
 
 export interface ProxyRuntime {
@@ -13,6 +15,9 @@ export interface ProxyRuntime {
   /** One pool per service, by service name. */
   readonly pools: ReadonlyMap<string, Dispatcher>;
   readonly secrets: SecretResolver;
+  /** Every managed secret value: what responses, logs and audit are scrubbed of. */
+  readonly catalog: SecretCatalog;
+  readonly metrics: Metrics;
   readonly audit: AuditLog;
   readonly logger: Logger;
   readonly limits: { readonly maxHeaders: number; readonly maxBodyBytes: number };

@@ -6,7 +6,7 @@ import type { Credential } from '../credentials/credential.js';
 import type { SecretResolver } from '../credentials/secret-resolver.js';
 import { AirlockError } from '../errors.js';
 import type { CredentialPlan } from '../policy/compile-policy.js';
-import { MIN_SCRUBBED_LENGTH } from '../redaction/known-secrets.js';
+import { MIN_SECRET_LENGTH } from '../redaction/secret-catalog.js';
 
 export async function resolveCredential(resolver: SecretResolver, plan: CredentialPlan): Promise<Credential> {
   let credential: Credential;
@@ -16,8 +16,8 @@ export async function resolveCredential(resolver: SecretResolver, plan: Credenti
     if (error instanceof AirlockError) throw error;
     throw new AirlockError('credential_unavailable', `The credential ${plan.ref} could not be read from its source; the request was not sent. See the proxy log.`, { cause: error });
   }
-  if (credential.length < MIN_SCRUBBED_LENGTH) {
-    throw new AirlockError('credential_unavailable', `The credential ${plan.ref} is shorter than ${MIN_SCRUBBED_LENGTH} characters; Airlock refuses secrets it cannot reliably redact. Set the real value.`);
+  if (credential.length < MIN_SECRET_LENGTH) {
+    throw new AirlockError('credential_unavailable', `The credential ${plan.ref} is shorter than ${MIN_SECRET_LENGTH} characters; Airlock refuses secrets it cannot reliably redact. Set the real value.`);
   }
   return credential;
 }

@@ -2,8 +2,8 @@
  * The request lifecycle. This file draws it and calls the stages in this order; no other place decides
  * the order (DESIGN.md section 3).
  *
- *   agent ─▶ canonicalize ─▶ authenticate ─▶ select service ─▶ match route ─▶ authorize ─▶ resolve credential ─▶ inject ─▶ forward ─▶ stream ─▶ agent
- *              400 ◀─┘          401 ◀─┘          404 ◀─┘        403/405 ◀─┘     403 ◀─┘         503 ◀─┘                      502/504 ◀─┘
+ *   agent ─▶ canonicalize ─▶ authenticate ─▶ guard secrets ─▶ select service ─▶ match route ─▶ authorize ─▶ resolve credential ─▶ inject ─▶ forward ─▶ redact & stream ─▶ agent
+ *              400 ◀─┘          401 ◀─┘          400 ◀─┘          404 ◀─┘         403/405 ◀─┘     403 ◀─┘         503 ◀─┘                     502/504 ◀─┘     502 ◀─┘
  *   every exit ─▶ audit record + log line   (a record that cannot be written turns the answer into 503 audit_unavailable)
  *
  * `explainRequest` walks the same decision stages for `airlock explain`, without a network or a secret.
@@ -22,9 +22,11 @@ import { authenticateAgent } from './authenticate-agent.js';
 import { authorizeScope } from './authorize-scope.js';
 import { buildUpstreamRequest } from './build-upstream-request.js';
 import { canonicalizeTarget } from './canonicalize-target.js';
+import { guardRequestSecrets } from './guard-request-secrets.js';
 import { forwardRequest, type ForwardResult } from './forward-request.js';
 import { injectCredential } from './inject-credential.js';
 import { matchRoute } from './match-route.js';
+import { responseMatcher } from './redact-response.js';
 import type { ProxyRuntime } from './proxy-runtime.js';
 import { auditRequest, logRequest } from './record-outcome.js';
 import { resolveCredential } from './resolve-credential.js';
@@ -47,13 +49,16 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
   let forwarded: ForwardResult;
   try {
     record.path = rawPathForAudit(req.url ?? '');
-    checkHeaderCount(req.rawHeaders, runtime.limits.maxHeaders);
+    checkRequestShape(req, runtime.limits.maxHeaders);
     const target = canonicalizeTarget(req.url ?? '');
     record.path = target.path;
     if (isReservedPath(target.path)) return serveReserved(req, res, target.path, record.request_id);
 
     const agent = authenticateAgent(req.rawHeaders, runtime.policy);
     record.agent = agent.name;
+
+    const managedSecrets = runtime.catalog.index('guard', null, []);
+    guardRequestSecrets(managedSecrets, req.url ?? '', req.rawHeaders);
 
     const selected = selectService(runtime.policy, binding, req.rawHeaders, target.path);
     record.service = selected.service.name;
@@ -68,7 +73,7 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
     record.credential = plan.ref;
 
     runtime.audit.assertWritable();
-    const body = requestBody(req, selected.service.config.max_body_bytes ?? runtime.limits.maxBodyBytes);
+    const body = requestBody(req, selected.service.config.max_body_bytes ?? runtime.limits.maxBodyBytes, managedSecrets);
 
     const credential = await resolveCredential(runtime.secrets, plan);
     record.generation = credential.generation;
@@ -85,7 +90,16 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
 
     const pool = runtime.pools.get(selected.service.name);
     if (pool === undefined) throw new Error(`no upstream pool for service ${selected.service.name}`);
-    forwarded = await forwardRequest({ dispatcher: pool, outbound, body, res, requestId: record.request_id, service: selected.service, agentPrefix: selected.agentPrefix });
+    forwarded = await forwardRequest({
+      dispatcher: pool,
+      outbound,
+      body,
+      res,
+      requestId: record.request_id,
+      service: selected.service,
+      agentPrefix: selected.agentPrefix,
+      matcher: responseMatcher(runtime.catalog, selected.service, plan.ref),
+    });
   } catch (error) {
     await refuse(runtime, req, res, record, asAirlockError(error), startedAt);
     return;
@@ -95,6 +109,8 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
   record.status = record.upstream_status;
   record.code = forwarded.failure?.code ?? null;
   record.incomplete = !forwarded.complete;
+  record.redactions = forwarded.redactions;
+  if (forwarded.redactions > 0 && record.service !== null) runtime.metrics.redactions.inc({ service: record.service }, forwarded.redactions);
   const audited = await auditRequest(runtime, record, startedAt);
   logRequest(runtime, record, audited, forwarded.failure?.cause);
 }
@@ -103,6 +119,7 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
 async function refuse(runtime: ProxyRuntime, req: IncomingMessage, res: ServerResponse, record: AuditRecord, failure: AirlockError, startedAt: number): Promise<void> {
   record.code = failure.code;
   record.status = failure.status;
+  if (failure.credentialRef !== null) record.credential = failure.credentialRef;
   const audited = await auditRequest(runtime, record, startedAt);
   let answer = failure;
   if (!audited) {
@@ -168,10 +185,17 @@ function rawPathForAudit(target: string): string {
 /**
  * node silently drops header lines past server.maxHeadersCount; Airlock sets that limit off and counts
  * here instead, so a flood is refused rather than truncated (a truncated list could hide a header).
+ * A transfer coding other than chunked (RFC 9112 6.1) would reach the upstream undecoded as the body
+ * once the hop-by-hop Transfer-Encoding is removed, so it is refused.
  */
-function checkHeaderCount(rawHeaders: readonly string[], max: number): void {
-  if (rawHeaders.length / 2 > max) {
-    throw new AirlockError('headers_too_large', `The request has ${rawHeaders.length / 2} header fields; the limit is ${max} (limits.max_headers).`);
+function checkRequestShape(req: IncomingMessage, maxHeaders: number): void {
+  const raw = req.rawHeaders;
+  if (raw.length / 2 > maxHeaders) {
+    throw new AirlockError('headers_too_large', `The request has ${raw.length / 2} header fields; the limit is ${maxHeaders} (limits.max_headers).`);
+  }
+  const codings = req.headers['transfer-encoding'];
+  if (codings !== undefined && codings.split(',').some((c) => c.trim().toLowerCase() !== 'chunked')) {
+    throw new AirlockError('invalid_request', `Transfer-Encoding "${codings}" is not supported; send the body with Content-Length or plain chunked framing.`);
   }
 }
 

@@ -83,74 +83,134 @@ export interface RuleScan {
   livePartial: number;
 }
 
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&');
+}
+
 /**
- * Appends complete matches of the rules to `out` as [start, end) pairs and reports the earliest live
- * partial match. `before` is the byte that preceded data[0] (-1 at the start of the stream), for the
- * word-boundary check. With `final`, nothing more will come: runs that reached the end are judged as
- * they are.
+ * The rules of one matcher, compiled: one RegExp alternation of the rule prefixes finds candidate
+ * positions (V8's irregexp scans a short fixed alternation natively, several times faster than one
+ * Buffer#indexOf pass per prefix); the run after a prefix is then measured byte by byte.
+ * This alternation holds the handful of rule prefixes only, never the secrets themselves.
  */
-export function scanRules(rules: readonly KeyRule[], data: Buffer, before: number, final: boolean, out: number[]): RuleScan {
-  const n = data.length;
-  let livePartial = -1;
-  const noteLive = (at: number): void => {
-    if (livePartial === -1 || at < livePartial) livePartial = at;
-  };
-  for (const rule of rules) {
-    if (rule.kind === 'block') {
-      let at = data.indexOf(BEGIN);
-      while (at !== -1) {
-        const label = data.indexOf(LABEL_TAIL, at + BEGIN.length);
-        const labelEnd = label === -1 ? -1 : label + LABEL_TAIL.length;
-        if (label === -1 || label - (at + BEGIN.length) > MAX_LABEL) {
-          if (!final && label === -1 && n - at < BEGIN.length + MAX_LABEL + LABEL_TAIL.length) noteLive(at);
-          at = data.indexOf(BEGIN, at + 1);
-          continue;
+export class RuleSet {
+  readonly rules: readonly KeyRule[];
+  readonly #finder: RegExp | null;
+  readonly #byPrefix = new Map<string, Array<{ rule: RunRule; prefix: Buffer }>>();
+  readonly #hasBlock: boolean;
+  readonly #prefixes: Buffer[] = [];
+
+  constructor(rules: readonly KeyRule[]) {
+    this.rules = rules;
+    this.#hasBlock = rules.some((r) => r.kind === 'block');
+    const alternatives: string[] = [];
+    for (const rule of rules) {
+      if (rule.kind !== 'run') continue;
+      for (const prefix of rule.prefixes) {
+        const text = prefix.toString('latin1');
+        const list = this.#byPrefix.get(text) ?? [];
+        if (list.length === 0) {
+          alternatives.push(text);
+          this.#prefixes.push(prefix);
         }
-        const endMarker = data.indexOf(END, labelEnd);
-        const closing = endMarker === -1 ? -1 : data.indexOf(LABEL_TAIL, endMarker + END.length);
-        if (closing !== -1 && closing + LABEL_TAIL.length - at <= MAX_BLOCK) {
-          out.push(at, closing + LABEL_TAIL.length);
-          at = data.indexOf(BEGIN, closing + LABEL_TAIL.length);
-        } else if (n - at < MAX_BLOCK && !final) {
-          noteLive(at);
-          break;
-        } else {
-          // Unterminated (or absurdly long): fail closed, mask what a key body could be.
-          const end = Math.min(n, at + MAX_BLOCK);
-          out.push(at, end);
-          at = data.indexOf(BEGIN, end);
-        }
+        list.push({ rule, prefix });
+        this.#byPrefix.set(text, list);
       }
-      const partialBegin = final ? -1 : partialPrefixStart(data, BEGIN, -1);
-      if (partialBegin !== -1) noteLive(partialBegin);
-      continue;
     }
-    for (const prefix of rule.prefixes) {
-      let at = data.indexOf(prefix);
-      while (at !== -1) {
-        const previous = at === 0 ? before : (data[at - 1] as number);
-        if (previous !== -1 && isWordByte(previous)) {
-          at = data.indexOf(prefix, at + 1);
-          continue;
-        }
-        const bodyStart = at + prefix.length;
-        let k = bodyStart;
-        while (k < n && k - bodyStart < rule.maxRun && rule.charset[data[k] as number] === 1) k++;
-        const runLength = k - bodyStart;
-        if (k === n && runLength < rule.maxRun && !final) {
-          noteLive(at);
-        } else if (runLength >= rule.minRun) {
-          out.push(at, k);
-        }
-        at = data.indexOf(prefix, at + 1);
+    if (this.#hasBlock) alternatives.push(BEGIN.toString('latin1'));
+    // A flat alternation measured faster here than a hand-factored one (npm run bench:redact).
+    this.#finder = alternatives.length === 0 ? null : new RegExp(alternatives.map(escapeRegExp).join('|'), 'g');
+  }
+
+  get size(): number {
+    return this.rules.length;
+  }
+
+  /**
+   * Appends complete matches to `out` as [start, end) pairs and reports the earliest live partial
+   * match. `before` is the byte that preceded data[0] (-1 at the start of the stream), for the
+   * word-boundary check. With `final`, nothing more will come: runs that reached the end are judged as
+   * they are.
+   */
+  scan(data: Buffer, before: number, final: boolean, out: number[]): RuleScan {
+    const result: RuleScan = { livePartial: -1 };
+    if (this.#finder === null) return result;
+    const noteLive = (at: number): void => {
+      if (result.livePartial === -1 || at < result.livePartial) result.livePartial = at;
+    };
+    const n = data.length;
+    const text = data.toString('latin1');
+    const finder = this.#finder;
+    finder.lastIndex = 0;
+    let blockSeenAt = -1;
+    for (let found = finder.exec(text); found !== null; found = finder.exec(text)) {
+      const at = found.index;
+      finder.lastIndex = at + 1;
+      if (this.#hasBlock && blockSeenAt < at && data.compare(BEGIN, 0, BEGIN.length, at, Math.min(n, at + BEGIN.length)) === 0) {
+        blockSeenAt = scanBlock(data, at, final, out, noteLive);
+        if (blockSeenAt === Infinity) break;
+        finder.lastIndex = Math.max(finder.lastIndex, blockSeenAt);
+        continue;
       }
-      if (!final) {
+      // Every prefix that starts here (one may be a prefix of another).
+      for (const [prefixText, entries] of this.#byPrefix) {
+        if (!text.startsWith(prefixText, at)) continue;
+        for (const { rule, prefix } of entries) scanRun(rule, prefix, data, at, before, final, out, noteLive);
+      }
+    }
+    if (!final) {
+      for (const prefix of this.#prefixes) {
         const partial = partialPrefixStart(data, prefix, before);
         if (partial !== -1) noteLive(partial);
       }
+      if (this.#hasBlock) {
+        const partial = partialPrefixStart(data, BEGIN, -1);
+        if (partial !== -1) noteLive(partial);
+      }
     }
+    return result;
   }
-  return { livePartial };
+}
+
+function scanRun(rule: RunRule, prefix: Buffer, data: Buffer, at: number, before: number, final: boolean, out: number[], noteLive: (at: number) => void): void {
+  const n = data.length;
+  const previous = at === 0 ? before : (data[at - 1] as number);
+  if (previous !== -1 && isWordByte(previous)) return;
+  const bodyStart = at + prefix.length;
+  let k = bodyStart;
+  while (k < n && k - bodyStart < rule.maxRun && rule.charset[data[k] as number] === 1) k++;
+  const runLength = k - bodyStart;
+  if (k === n && runLength < rule.maxRun && !final) noteLive(at);
+  else if (runLength >= rule.minRun) out.push(at, k);
+}
+
+/**
+ * A PEM block starting at `at`: masked through its END line, held while it may still be completing,
+ * masked to MAX_BLOCK when it never ends. Returns where scanning may resume (Infinity: everything
+ * after `at` is held).
+ */
+function scanBlock(data: Buffer, at: number, final: boolean, out: number[], noteLive: (at: number) => void): number {
+  const n = data.length;
+  const label = data.indexOf(LABEL_TAIL, at + BEGIN.length);
+  if (label === -1 || label - (at + BEGIN.length) > MAX_LABEL) {
+    if (!final && label === -1 && n - at < BEGIN.length + MAX_LABEL + LABEL_TAIL.length) noteLive(at);
+    return at + 1;
+  }
+  const labelEnd = label + LABEL_TAIL.length;
+  const endMarker = data.indexOf(END, labelEnd);
+  const closing = endMarker === -1 ? -1 : data.indexOf(LABEL_TAIL, endMarker + END.length);
+  if (closing !== -1 && closing + LABEL_TAIL.length - at <= MAX_BLOCK) {
+    out.push(at, closing + LABEL_TAIL.length);
+    return closing + LABEL_TAIL.length;
+  }
+  if (n - at < MAX_BLOCK && !final) {
+    noteLive(at);
+    return Infinity;
+  }
+  // Unterminated (or absurdly long): fail closed, mask what a key body could be.
+  const end = Math.min(n, at + MAX_BLOCK);
+  out.push(at, end);
+  return end;
 }
 
 /** Where a proper prefix of `prefix` begins at the very end of data (respecting the word boundary). */

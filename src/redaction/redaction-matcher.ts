@@ -2,7 +2,7 @@
  * What one response is scanned for: the forms of the secrets in its redaction scope (a NeedleSet) and
  * the enabled shape rules. Built once per scope and reused by every response until the secrets change.
  */
-import { scanRules, type KeyRule } from './key-patterns.js';
+import { RuleSet, type KeyRule } from './key-patterns.js';
 import { NeedleSet } from './needle-set.js';
 
 /** A partial secret at the end of a stream is masked from this many bytes on (shorter is noise). */
@@ -10,15 +10,15 @@ export const MIN_MASKED_PARTIAL = 4;
 
 export class RedactionMatcher {
   readonly needles: NeedleSet;
-  readonly rules: readonly KeyRule[];
+  readonly rules: RuleSet;
 
   constructor(needles: NeedleSet, rules: readonly KeyRule[]) {
     this.needles = needles;
-    this.rules = rules;
+    this.rules = new RuleSet(rules);
   }
 
   get empty(): boolean {
-    return this.needles.size === 0 && this.rules.length === 0;
+    return this.needles.size === 0 && this.rules.size === 0;
   }
 
   /**
@@ -27,7 +27,7 @@ export class RedactionMatcher {
    */
   scan(data: Buffer, before: number, final: boolean, out: number[], maskPartialAtEnd = true): number {
     this.needles.findMatches(data, out);
-    const rules = this.rules.length === 0 ? -1 : scanRules(this.rules, data, before, final, out).livePartial;
+    const rules = this.rules.size === 0 ? -1 : this.rules.scan(data, before, final, out).livePartial;
     if (final) {
       if (!maskPartialAtEnd) return 0;
       // Nothing more will come: a held partial secret of 4+ bytes is masked, never flushed.

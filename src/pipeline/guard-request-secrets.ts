@@ -1,0 +1,37 @@
+/**
+ * Stage 2b: what the agent sends must not carry secrets. Two checks on the request target and every
+ * header value, before anything is decided or forwarded:
+ *  - the value of a credential Airlock manages, in any of its encodings: an agent holding a real key is
+ *    refused (400) and the audit record names the credential reference, so it can be rotated;
+ *  - an Airlock agent token anywhere but the carrier headers (in the query string, in a custom header):
+ *    those would be forwarded upstream and leak the agent's own credential to a third party.
+ * The body gets the first check while it streams (request-body.ts), holding back only the bytes of a
+ * live partial match, so no byte of a secret is forwarded before it is recognized.
+ */
+import { AirlockError } from '../errors.js';
+import { TOKEN_CARRIER_HEADERS } from '../identity/token-carriers.js';
+import type { SecretIndex } from '../redaction/secret-catalog.js';
+import { SecretDetector } from '../redaction/secret-detector.js';
+
+const TOKEN_SHAPE = /alk_[A-Za-z0-9_-]{43}/;
+
+export function guardRequestSecrets(index: SecretIndex, target: string, rawHeaders: readonly string[]): void {
+  let carried = target;
+  let elsewhere = target;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const value = rawHeaders[i + 1] as string;
+    carried += `\n${value}`;
+    if (!TOKEN_CARRIER_HEADERS.has((rawHeaders[i] as string).toLowerCase())) elsewhere += `\n${value}`;
+  }
+  const ref = SecretDetector.findIn(index, carried);
+  if (ref !== null) {
+    throw new AirlockError(
+      'invalid_request',
+      `The request carries the value of the credential ${ref}, which Airlock manages; agents must not hold real keys. It was not forwarded. An operator should rotate ${ref} and find how the agent got it.`,
+      { credentialRef: ref },
+    );
+  }
+  if (TOKEN_SHAPE.test(elsewhere)) {
+    throw new AirlockError('invalid_request', 'An Airlock agent token appears in the query string or in a header that is not an API-key header; it would be forwarded upstream. Send it only as the API key (Authorization, x-api-key, api-key).');
+  }
+}

@@ -1,0 +1,324 @@
+/**
+ * Stage 9: redact & stream. Everything the upstream says reaches the agent through here, scanned for
+ * the secrets in the service's redaction scope and the enabled key shapes: every header value (Location,
+ * WWW-Authenticate, Set-Cookie, Link, custom ones), the body, and the trailers.
+ *
+ * Body handling, decided when the headers arrive:
+ *  - no body (HEAD, 204, 304): headers only;
+ *  - a Content-Length up to BUFFERED_BODY_LIMIT: buffered, decoded, redacted, sent with its new exact
+ *    length; a body that cannot be decoded is refused with 502 before anything is sent;
+ *  - otherwise streamed: Content-Length dropped (the length may change; node sends chunked), each chunk
+ *    decoded and redacted as it arrives, holding back only the bytes of a live partial match.
+ * gzip, deflate (zlib or raw) and br are decoded and passed on decoded, bounded in size and ratio against
+ * decompression bombs; any other Content-Encoding is refused with 502 unscannable_response, because a
+ * body Airlock cannot read is a body it cannot vouch for.
+ */
+import type { ServerResponse } from 'node:http';
+import { brotliDecompressSync, createBrotliDecompress, createGunzip, createInflate, createInflateRaw, gunzipSync, inflateRawSync, inflateSync } from 'node:zlib';
+import type { Transform } from 'node:stream';
+import { AirlockError } from '../errors.js';
+import type { ServicePolicy } from '../policy/compile-policy.js';
+import type { RedactionMatcher } from '../redaction/redaction-matcher.js';
+import type { SecretCatalog } from '../redaction/secret-catalog.js';
+import { StreamRedactor } from '../redaction/stream-redactor.js';
+import { HOP_BY_HOP_HEADERS } from '../upstream/hop-by-hop.js';
+
+/** Bodies announced at or under this size are buffered so their Content-Length stays exact. */
+export const BUFFERED_BODY_LIMIT = 64 * 1024;
+/** A ratio check needs some volume first: tiny bodies compress absurdly well legitimately. */
+const RATIO_FLOOR_BYTES = 1024 * 1024;
+const DIGEST_HEADERS: ReadonlySet<string> = new Set(['content-md5', 'digest', 'content-digest', 'repr-digest']);
+
+export type ContentCoding = 'identity' | 'gzip' | 'deflate' | 'br';
+
+export interface RedactionLimits {
+  readonly maxDecodedBytes: number;
+  readonly maxRatio: number;
+}
+
+export type WriterOutcome =
+  | { readonly kind: 'refused'; readonly error: AirlockError }
+  | { readonly kind: 'done'; readonly complete: boolean; readonly failure: AirlockError | null };
+
+export interface WriterHooks {
+  pauseUpstream(): void;
+  resumeUpstream(): void;
+  abortUpstream(reason: Error): void;
+  settle(outcome: WriterOutcome): void;
+}
+
+/** The single coding of a Content-Encoding header, or null when Airlock cannot decode it. */
+export function contentCodingOf(value: string | string[] | undefined): ContentCoding | null {
+  if (value === undefined) return 'identity';
+  const codings = (Array.isArray(value) ? value.join(',') : value)
+    .split(',')
+    .map((c) => c.trim().toLowerCase())
+    .filter((c) => c !== '' && c !== 'identity');
+  if (codings.length === 0) return 'identity';
+  if (codings.length > 1) return null;
+  const coding = codings[0];
+  if (coding === 'gzip' || coding === 'x-gzip') return 'gzip';
+  if (coding === 'deflate' || coding === 'br') return coding;
+  return null;
+}
+
+function unscannable(detail: string, cause?: unknown): AirlockError {
+  return new AirlockError('unscannable_response', detail, cause === undefined ? {} : { cause });
+}
+
+/** RFC 1950: a zlib stream starts with CMF/FLG where CM = 8 and (CMF*256 + FLG) % 31 == 0; else raw deflate. */
+function isZlibWrapped(head: Buffer): boolean {
+  return head.length >= 2 && ((head[0] as number) & 0x0f) === 8 && (((head[0] as number) << 8) | (head[1] as number)) % 31 === 0;
+}
+
+/** Scans header values in place (flat name/value list); returns the number of replacements. */
+export function redactHeaderValues(pairs: string[], matcher: RedactionMatcher): number {
+  let count = 0;
+  for (let i = 1; i < pairs.length; i += 2) {
+    const redactor = new StreamRedactor(matcher);
+    const input = Buffer.from(pairs[i] as string, 'latin1');
+    const output = Buffer.concat([redactor.push(input), redactor.end()]);
+    if (redactor.redactions > 0) {
+      pairs[i] = output.toString('latin1');
+      count += redactor.redactions;
+    }
+  }
+  return count;
+}
+
+function withoutHeaders(pairs: readonly string[], drop: (name: string) => boolean): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < pairs.length; i += 2) if (!drop(pairs[i] as string)) out.push(pairs[i] as string, pairs[i + 1] as string);
+  return out;
+}
+
+export class RedactingResponseWriter {
+  readonly #res: ServerResponse;
+  readonly #matcher: RedactionMatcher;
+  readonly #limits: RedactionLimits;
+  readonly #hooks: WriterHooks;
+  readonly #bodyless: boolean;
+  #mode: 'headers-only' | 'buffer' | 'stream' = 'stream';
+  #coding: ContentCoding = 'identity';
+  #headers: string[] = [];
+  #status = 0;
+  #buffered: Buffer[] = [];
+  #redactor: StreamRedactor;
+  #decoder: Transform | null = null;
+  #encodedBytes = 0;
+  #decodedBytes = 0;
+  #trailers: string[] = [];
+  #done = false;
+  redactions = 0;
+
+  constructor(res: ServerResponse, matcher: RedactionMatcher, limits: RedactionLimits, hooks: WriterHooks, method: string) {
+    this.#res = res;
+    this.#matcher = matcher;
+    this.#limits = limits;
+    this.#hooks = hooks;
+    this.#bodyless = method === 'HEAD';
+    this.#redactor = new StreamRedactor(matcher);
+    res.on('drain', this.#onAgentDrain);
+  }
+
+  get headersSent(): boolean {
+    return this.#res.headersSent;
+  }
+
+  readonly #onAgentDrain = (): void => {
+    if (this.#decoder !== null) this.#decoder.resume();
+    else this.#hooks.resumeUpstream();
+  };
+
+  /**
+   * Takes the relayed headers (flat, already hop-by-hop filtered). Returns an error, having written
+   * nothing, when the body cannot be scanned.
+   */
+  start(status: number, pairs: string[], contentEncoding: string | string[] | undefined, contentLength: string | undefined): AirlockError | null {
+    this.#status = status;
+    this.redactions += redactHeaderValues(pairs, this.#matcher);
+    const bodyless = this.#bodyless || status === 204 || status === 304;
+    if (bodyless) {
+      this.#mode = 'headers-only';
+      this.#headers = pairs;
+      return null;
+    }
+    const coding = contentCodingOf(contentEncoding);
+    if (coding === null) {
+      return unscannable(`The upstream sent a body with Content-Encoding "${String(contentEncoding)}", which Airlock cannot decode and therefore cannot scan for secrets; it was not passed on.`);
+    }
+    this.#coding = coding;
+    const declared = contentLength === undefined ? NaN : Number(contentLength);
+    if (Number.isFinite(declared) && declared <= BUFFERED_BODY_LIMIT) {
+      this.#mode = 'buffer';
+      this.#headers = pairs;
+      return null;
+    }
+    this.#mode = 'stream';
+    const decoded = coding !== 'identity';
+    this.#res.writeHead(status, withoutHeaders(pairs, (name) => name === 'content-length' || DIGEST_HEADERS.has(name) || (decoded && name === 'content-encoding')));
+    return null;
+  }
+
+  data(chunk: Buffer): void {
+    if (this.#done) return;
+    this.#encodedBytes += chunk.length;
+    if (this.#mode === 'buffer') {
+      this.#buffered.push(chunk);
+      if (this.#encodedBytes > BUFFERED_BODY_LIMIT) this.#refuse(unscannable('The upstream sent more body than its Content-Length announced.'));
+      return;
+    }
+    if (this.#mode === 'headers-only') return;
+    if (this.#coding === 'identity') {
+      this.#write(this.#redactor.push(chunk));
+      return;
+    }
+    const decoder = this.#decoder ?? this.#createDecoder(chunk);
+    if (!decoder.write(chunk)) this.#hooks.pauseUpstream();
+  }
+
+  end(trailers: Readonly<Record<string, string | string[] | undefined>>): void {
+    if (this.#done) return;
+    for (const [name, value] of Object.entries(trailers)) {
+      if (value === undefined || HOP_BY_HOP_HEADERS.has(name)) continue;
+      for (const v of Array.isArray(value) ? value : [value]) this.#trailers.push(name, v);
+    }
+    this.redactions += redactHeaderValues(this.#trailers, this.#matcher);
+    if (this.#mode === 'headers-only') {
+      this.#res.writeHead(this.#status, this.#headers);
+      this.#res.end();
+      return this.#finish(true, null);
+    }
+    if (this.#mode === 'buffer') return this.#endBuffered();
+    if (this.#decoder === null) return this.#endStream();
+    this.#decoder.end();
+  }
+
+  /** The upstream failed after headers: drop what is held (a partial secret is never flushed) and cut. */
+  abort(failure: AirlockError): void {
+    if (this.#done) return;
+    this.#decoder?.destroy();
+    this.#finish(false, failure);
+    this.#res.destroy();
+  }
+
+  #endBuffered(): void {
+    const encoded = Buffer.concat(this.#buffered);
+    this.#buffered = [];
+    let body: Buffer;
+    try {
+      body = this.#decodeWhole(encoded);
+    } catch (error) {
+      return this.#refuse(error instanceof AirlockError ? error : unscannable(`The upstream's ${this.#coding} body could not be decoded, so it could not be scanned; it was not passed on.`, error));
+    }
+    const out = Buffer.concat([this.#redactor.push(body), this.#redactor.end()]);
+    this.redactions += this.#redactor.redactions;
+    const changed = this.#coding !== 'identity' || this.#redactor.redactions > 0;
+    const headers = withoutHeaders(this.#headers, (name) => name === 'content-length' || (this.#coding !== 'identity' && name === 'content-encoding') || (changed && DIGEST_HEADERS.has(name)));
+    headers.push('content-length', String(out.length));
+    this.#res.writeHead(this.#status, headers);
+    this.#res.end(out);
+    this.#finish(true, null);
+  }
+
+  #decodeWhole(encoded: Buffer): Buffer {
+    if (this.#coding === 'identity') return encoded;
+    const options = { maxOutputLength: this.#limits.maxDecodedBytes };
+    let decoded: Buffer;
+    try {
+      if (this.#coding === 'gzip') decoded = gunzipSync(encoded, options);
+      else if (this.#coding === 'br') decoded = brotliDecompressSync(encoded, options);
+      else decoded = isZlibWrapped(encoded) ? inflateSync(encoded, options) : inflateRawSync(encoded, options);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE' || error instanceof RangeError) {
+        throw unscannable(`The upstream's ${this.#coding} body decodes to more than ${this.#limits.maxDecodedBytes} bytes (redact.max_decoded_bytes); it was refused as a likely decompression bomb.`, error);
+      }
+      throw error;
+    }
+    this.#checkRatio(decoded.length, encoded.length);
+    return decoded;
+  }
+
+  #checkRatio(decoded: number, encoded: number): void {
+    if (decoded > this.#limits.maxDecodedBytes) {
+      throw unscannable(`The upstream's ${this.#coding} body decodes to more than ${this.#limits.maxDecodedBytes} bytes (redact.max_decoded_bytes); it was refused as a likely decompression bomb.`);
+    }
+    if (decoded > RATIO_FLOOR_BYTES && decoded > encoded * this.#limits.maxRatio) {
+      throw unscannable(`The upstream's ${this.#coding} body expands more than ${this.#limits.maxRatio}x (redact.max_ratio); it was refused as a likely decompression bomb.`);
+    }
+  }
+
+  #createDecoder(first: Buffer): Transform {
+    const decoder = this.#coding === 'gzip' ? createGunzip() : this.#coding === 'br' ? createBrotliDecompress() : isZlibWrapped(first) ? createInflate() : createInflateRaw();
+    this.#decoder = decoder;
+    decoder.on('data', (decoded: Buffer) => {
+      if (this.#done) return;
+      this.#decodedBytes += decoded.length;
+      try {
+        this.#checkRatio(this.#decodedBytes, this.#encodedBytes);
+      } catch (error) {
+        this.#hooks.abortUpstream(error as Error);
+        this.abort(error as AirlockError);
+        return;
+      }
+      this.#write(this.#redactor.push(decoded));
+    });
+    decoder.on('drain', () => this.#hooks.resumeUpstream());
+    decoder.on('end', () => this.#endStream());
+    decoder.on('error', (error) => {
+      const failure = unscannable(`The upstream's ${this.#coding} body is corrupt; the response was cut.`, error);
+      this.#hooks.abortUpstream(failure);
+      this.abort(failure);
+    });
+    return decoder;
+  }
+
+  #endStream(): void {
+    if (this.#done) return;
+    this.#write(this.#redactor.end());
+    this.redactions += this.#redactor.redactions;
+    if (this.#trailers.length > 0) {
+      const kept: Array<[string, string]> = [];
+      for (let i = 0; i < this.#trailers.length; i += 2) kept.push([this.#trailers[i] as string, this.#trailers[i + 1] as string]);
+      this.#res.addTrailers(kept);
+    }
+    this.#res.end();
+    this.#finish(true, null);
+  }
+
+  #write(out: Buffer): void {
+    if (out.length === 0) return;
+    if (!this.#res.write(out)) {
+      if (this.#decoder !== null) this.#decoder.pause();
+      else this.#hooks.pauseUpstream();
+    }
+  }
+
+  #refuse(error: AirlockError): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#res.off('drain', this.#onAgentDrain);
+    this.#hooks.abortUpstream(error);
+    this.#hooks.settle({ kind: 'refused', error });
+  }
+
+  #finish(complete: boolean, failure: AirlockError | null): void {
+    if (this.#done) return;
+    this.#done = true;
+    if (!complete) this.redactions += this.#redactor.redactions;
+    this.#res.off('drain', this.#onAgentDrain);
+    this.#hooks.settle({ kind: 'done', complete, failure });
+  }
+}
+
+/**
+ * The matcher for one response, by the service's redaction scope: the injected credential only
+ * ("request"), every credential the service injects ("service", the default), or every managed secret
+ * ("all"); plus the service's key-shape rules. Cached in the catalogue until a secret changes.
+ */
+export function responseMatcher(catalog: SecretCatalog, service: ServicePolicy, injectedRef: string): RedactionMatcher {
+  const { scope, refs, rules } = service.redaction;
+  if (scope === 'request') return catalog.index(`request|${service.name}|${injectedRef}`, [injectedRef], rules).matcher;
+  if (scope === 'service') return catalog.index(`service|${service.name}`, refs.includes(injectedRef) ? refs : [...refs, injectedRef], rules).matcher;
+  return catalog.index(`all|${service.name}`, null, rules).matcher;
+}
