@@ -10,13 +10,12 @@ import type { Logger } from 'pino';
 import type { Pool } from 'undici';
 import type { AirlockConfig } from './config/types.js';
 import { parseListen } from './config/schema.js';
-import { createEnvSource } from './credentials/env-source.js';
-import { createFileSource } from './credentials/file-source.js';
-import { createSecretResolver } from './credentials/secret-resolver.js';
+import { createCredentialBroker, type CredentialBroker } from './credentials/credential-broker.js';
+import { createAdminServer } from './admin/admin-api.js';
 import { createListener } from './ingress/create-listener.js';
 import { AuditLog } from './observability/audit-log.js';
 import { createLogger, type LogDestination } from './observability/logger.js';
-import { allSecretRefs, compilePolicy, type Policy } from './policy/compile-policy.js';
+import { allCredentialPlans, allSecretRefs, compilePolicy, type Policy } from './policy/compile-policy.js';
 import type { ProxyRuntime } from './pipeline/proxy-runtime.js';
 import { createRawRefusalHandler, createRequestHandler } from './pipeline/run-pipeline.js';
 import type { ListenerBinding } from './pipeline/select-service.js';
@@ -36,6 +35,8 @@ export interface RunningAirlock {
   readonly url: string;
   /** http://host:port of each service that has its own listener. */
   readonly serviceUrls: Readonly<Record<string, string>>;
+  /** http://host:port of the admin API, or null when admin is not configured. */
+  readonly adminUrl: string | null;
   readonly policy: Policy;
   readonly logger: Logger;
   readonly metrics: Metrics;
@@ -47,11 +48,19 @@ export interface RunningAirlock {
  * know them before their first use. A secret that is not available yet is not an error here: requests
  * that need it get 503 until it is, and the catalogue learns it then.
  */
-async function warmCatalog(secrets: { resolve(ref: string): Promise<unknown> }, refs: readonly string[], logger: Logger): Promise<void> {
-  const results = await Promise.allSettled(refs.map((ref) => secrets.resolve(ref)));
-  const missing = refs.filter((_, i) => results[i]?.status === 'rejected');
-  if (missing.length > 0) logger.warn({ credentials: missing }, 'some credentials are not available yet; requests that need them get 503 until they are');
+async function warmCatalog(secrets: CredentialBroker, refs: readonly string[], logger: Logger): Promise<void> {
+  const attempts = refs.map((ref) => secrets.resolve(ref).then(
+    () => null,
+    () => ref,
+  ));
+  // A slow or down store must not hold start-up: what is not known after a moment is learnt on first use.
+  const settled = await Promise.race([Promise.all(attempts), new Promise<null>((resolve) => setTimeout(() => resolve(null), WARM_UP_WAIT_MS).unref())]);
+  const missing = settled === null ? null : settled.filter((ref): ref is string => ref !== null);
+  if (missing === null) logger.warn('some credential stores are slow to answer; Airlock started anyway and will fetch on first use');
+  else if (missing.length > 0) logger.warn({ credentials: missing }, 'some credentials are not available yet; requests that need them get 503 until they are');
 }
+
+const WARM_UP_WAIT_MS = 2_000;
 
 interface BoundListener {
   server: Server;
@@ -84,13 +93,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
   const pools = new Map<string, Pool>();
   for (const service of policy.services) pools.set(service.name, createOriginPool(service.config, service.upstream));
 
-  const secrets = createSecretResolver(
-    {
-      env: createEnvSource(options.env),
-      file: createFileSource({ dataDir: config.data_dir, env: options.env }),
-    },
-    catalog,
-  );
+  const secrets = createCredentialBroker(config, { env: options.env, catalog, logger, plans: allCredentialPlans(policy) });
   await warmCatalog(secrets, allSecretRefs(policy), logger);
 
   const audit = new AuditLog(config.audit.file, catalog);
@@ -117,6 +120,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
   const listeners: BoundListener[] = [];
   const serviceUrls: Record<string, string> = {};
   let url = '';
+  let adminUrl: string | null = null;
   try {
     for (const entry of bindings) {
       const server = createListener(config.limits, { onRequest: createRequestHandler(runtime, entry.binding), onRefusal });
@@ -125,19 +129,26 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
       if (entry.service === null) url = bound;
       else serviceUrls[entry.service] = bound;
     }
+    if (config.admin !== null) {
+      const server = createAdminServer({ tokenHashes: new Set(config.admin.tokens), broker: secrets, audit, catalog, logger });
+      adminUrl = await listen(server, config.admin.listen);
+      listeners.push({ server, url: adminUrl });
+    }
   } catch (error) {
     await Promise.all(listeners.map((l) => closeServer(l.server, 0)));
     await Promise.all([...pools.values()].map((p) => p.destroy()));
+    await secrets.close();
     await audit.close();
     throw error;
   }
 
-  logger.info({ url, services: serviceUrls, agents: policy.agentByName.size }, 'airlock listening');
+  logger.info({ url, services: serviceUrls, admin: adminUrl, agents: policy.agentByName.size }, 'airlock listening');
 
   let closing: Promise<void> | null = null;
   return {
     url,
     serviceUrls: Object.freeze(serviceUrls),
+    adminUrl,
     policy,
     logger,
     metrics,
@@ -145,6 +156,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
       closing ??= (async () => {
         await Promise.all(listeners.map((l) => closeServer(l.server, 2_000)));
         await Promise.all([...pools.values()].map((p) => p.destroy()));
+        await secrets.close();
         await audit.close();
         logger.info('airlock stopped');
       })();

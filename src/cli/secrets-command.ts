@@ -7,11 +7,13 @@ import type { AirlockConfig } from '../config/types.js';
 import { EncryptedSecretFile } from '../credentials/encrypted-secret-file.js';
 import { loadMasterKey, MASTER_KEY_FILE } from '../credentials/master-key.js';
 import { parseSecretRef, SECRET_NAME } from '../credentials/secret-ref.js';
+import { parseListen } from '../config/schema.js';
+import { Client } from 'undici';
 import { MIN_SECRET_LENGTH } from '../redaction/secret-catalog.js';
 import { UsageError, type CliIo } from './cli-io.js';
 import { loadConfigOrReport } from './locate-config.js';
 
-const USAGE = 'usage: airlock secrets set NAME | secrets list | secrets rm NAME   [--config FILE]';
+const USAGE = 'usage: airlock secrets set NAME | secrets list | secrets rm NAME | secrets rotate REF   [--config FILE]';
 
 export async function secretsCommand(io: CliIo): Promise<number> {
   const { values, positionals } = parseArgs({ args: [...io.args], options: { config: { type: 'string' } }, allowPositionals: true });
@@ -30,6 +32,9 @@ export async function secretsCommand(io: CliIo): Promise<number> {
     case 'rm':
     case 'remove':
       return removeSecret(io, config, requireName(name));
+    case 'rotate':
+      if (name === undefined) throw new UsageError(USAGE);
+      return rotateSecret(io, config, name);
     default:
       throw new UsageError(USAGE);
   }
@@ -131,4 +136,56 @@ async function removeSecret(io: CliIo, config: AirlockConfig, name: string): Pro
   }
   io.stdout.write(`Removed secret ${name}. Requests that use file:${name} now get 503 credential_unavailable.\n`);
   return 0;
+}
+
+/**
+ * `secrets rotate REF`: make a running Airlock use a new value now. For file: secrets (or a bare name)
+ * the new value is read from stdin and stored first; then the running proxy is asked, through its admin
+ * API (admin.listen, token in AIRLOCK_ADMIN_TOKEN), to fetch the reference again.
+ */
+async function rotateSecret(io: CliIo, config: AirlockConfig, refOrName: string): Promise<number> {
+  const ref = refOrName.includes(':') ? refOrName : `file:${refOrName}`;
+  const parsed = parseSecretRef(ref);
+  if (!parsed.ok) throw new UsageError(`${ref}: ${parsed.problem}`);
+  if (parsed.ref.kind === 'file') {
+    const stored = await setSecret(io, config, requireName(parsed.ref.name));
+    if (stored !== 0) return stored;
+  }
+  if (config.admin === null) {
+    io.stderr.write(
+      parsed.ref.kind === 'file'
+        ? 'No admin API is configured (admin.listen), so a running Airlock picks the new value up on its own within a second.\n'
+        : `No admin API is configured (admin.listen): a running Airlock fetches ${ref} again when its cache TTL ends. Configure admin to rotate at once.\n`,
+    );
+    return parsed.ref.kind === 'file' ? 0 : 1;
+  }
+  const token = io.env['AIRLOCK_ADMIN_TOKEN'];
+  if (token === undefined || token === '') {
+    io.stderr.write('Set AIRLOCK_ADMIN_TOKEN to an admin token (one whose sha256 is listed under admin.tokens) to ask the running Airlock to rotate.\n');
+    return 1;
+  }
+  const listen = parseListen(config.admin.listen);
+  if (listen === null) return 1;
+  const host = listen.host === '0.0.0.0' ? '127.0.0.1' : listen.host === '::' ? '[::1]' : listen.host.includes(':') ? `[${listen.host}]` : listen.host;
+  const client = new Client(`http://${host}:${listen.port}`);
+  try {
+    const response = await client.request({
+      method: 'POST',
+      path: '/v1/credentials/refresh',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ ref }),
+    });
+    const body = (await response.body.json()) as { generation?: string | null; previous_generation?: string | null; detail?: string };
+    if (response.statusCode !== 200) {
+      io.stderr.write(`The running Airlock refused the rotation (${response.statusCode}): ${body.detail ?? 'no detail'}\n`);
+      return 1;
+    }
+    io.stdout.write(`Airlock now uses ${ref}, generation ${body.generation ?? '(none)'}${body.previous_generation ? ` (was ${body.previous_generation})` : ''}.\n`);
+    return 0;
+  } catch (error) {
+    io.stderr.write(`No Airlock answered at admin ${config.admin.listen} (${(error as Error).message}); ${parsed.ref.kind === 'file' ? 'the stored value is used when it starts' : 'start it, or check admin.listen'}.\n`);
+    return 1;
+  } finally {
+    await client.close();
+  }
 }

@@ -130,6 +130,14 @@ function normalize(data: ParsedConfig, resolvePath: (p: string) => string, sourc
     audit: { file: isAbsolute(data.audit.file) ? data.audit.file : resolve(dataDir, data.audit.file) },
     log: data.log,
     limits: data.limits,
+    secrets: {
+      ...data.secrets,
+      ...(data.secrets.vault === undefined
+        ? {}
+        : { vault: { ...data.secrets.vault, ...(data.secrets.vault.ca_file === undefined ? {} : { ca_file: resolvePath(data.secrets.vault.ca_file) }) } }),
+      oauth2: Object.fromEntries(Object.entries(data.secrets.oauth2).map(([name, client]) => [name, client.ca === undefined ? client : { ...client, ca: resolvePath(client.ca) }])),
+    },
+    admin: data.admin ?? null,
     services,
     agents,
   });

@@ -71,6 +71,12 @@ const credentialSpec = z
   .strictObject({
     secret: secretRef,
     inject: injectSpec.default('bearer'),
+    ttl: seconds.optional().describe('how long a fetched value is used before it is fetched again; default secrets.cache.ttl (file: 1, env: forever)'),
+    max_staleness: seconds.optional().describe('how long the last good value is served while its source fails; past it, 503; default secrets.cache.max_staleness'),
+    retry_on: z
+      .array(z.number().int().min(400).max(599))
+      .default([])
+      .describe('upstream statuses (e.g. [401]) after which the credential is fetched again and, if it changed, the request replayed once'),
   })
   .superRefine((spec, ctx) => {
     for (const problem of injectorProblems(spec.inject)) ctx.addIssue({ code: 'custom', path: ['inject', ...problem.path], message: problem.message });
@@ -203,6 +209,71 @@ const defaultLimits = {
   keep_alive_timeout: 5,
 };
 
+/** A secret used to reach a secret store itself: only the proxy's environment or the embedded file. */
+const bootstrapRef = z
+  .string()
+  .regex(/^(env|file):[A-Za-z0-9_.-]+$/, { error: 'credentials of a secret store come from env:NAME or file:NAME' })
+  .describe('env:NAME or file:NAME');
+
+const vaultAuthSpec = z.union(
+  [
+    z.strictObject({ method: z.literal('token'), token: bootstrapRef }),
+    z.strictObject({
+      method: z.literal('approle'),
+      role_id: bootstrapRef,
+      secret_id: bootstrapRef,
+      mount: z.string().regex(/^[A-Za-z0-9_-]+$/).default('approle').describe('auth mount path'),
+    }),
+    z.strictObject({
+      method: z.literal('kubernetes'),
+      role: z.string().min(1).describe('Vault role bound to the service account'),
+      jwt_file: z.string().default('/var/run/secrets/kubernetes.io/serviceaccount/token').describe('service account token file'),
+      mount: z.string().regex(/^[A-Za-z0-9_-]+$/).default('kubernetes').describe('auth mount path'),
+    }),
+  ],
+  { error: 'auth is {method: token, token: env:VAULT_TOKEN}, {method: approle, role_id, secret_id} or {method: kubernetes, role, jwt_file}' },
+);
+
+const vaultSpec = z.strictObject({
+  address: z.string().regex(/^https?:\/\/[^/?#]+\/?$/, { error: 'an http(s) origin, e.g. https://vault.internal:8200' }).describe('Vault address'),
+  namespace: z.string().optional().describe('Vault Enterprise namespace (X-Vault-Namespace)'),
+  ca_file: z.string().optional().describe('PEM CA certificates for the Vault TLS connection'),
+  timeout: seconds.default(5).describe('per call to Vault'),
+  auth: vaultAuthSpec,
+});
+
+const oauth2ClientSpec = z.strictObject({
+  token_url: z.string().regex(/^https?:\/\//, { error: 'an http(s) URL' }).describe('the token endpoint (RFC 6749 3.2)'),
+  client_id: secretRef.describe('reference to the client id'),
+  client_secret: secretRef.describe('reference to the client secret'),
+  scope: z.string().optional().describe('space-separated scopes to request'),
+  audience: z.string().optional().describe('audience parameter, for providers that want one'),
+  params: z.record(z.string(), z.string()).default({}).describe('extra form parameters for the token request'),
+  auth_method: z.enum(['basic', 'body']).default('basic').describe('client authentication: HTTP Basic (RFC 6749 2.3.1) or body parameters'),
+  ca: z.string().optional().describe('PEM CA certificates for the token endpoint'),
+  timeout: seconds.default(10).describe('per token request'),
+  refresh_skew: seconds.default(30).describe('a token is refreshed this long before it expires'),
+});
+
+const secretsSpec = z.strictObject({
+  cache: z
+    .strictObject({
+      ttl: seconds.default(300).describe('default time a fetched value is used before it is fetched again'),
+      max_staleness: seconds.default(900).describe('default time the last good value is served while its source fails'),
+    })
+    .default({ ttl: 300, max_staleness: 900 }),
+  vault: vaultSpec.optional(),
+  oauth2: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, { error: 'OAuth2 client names are lowercase letters, digits, _ and -' }), oauth2ClientSpec).default({}),
+});
+
+const adminSpec = z.strictObject({
+  listen: listenAddress.default('127.0.0.1:7701').describe('admin API listener; keep it on loopback or a private network'),
+  tokens: z
+    .array(z.string().regex(/^sha256:[0-9a-f]{64}$/, { error: 'expected "sha256:" and 64 lowercase hex digits; run `npx airlock token` to make one' }))
+    .min(1, { error: 'the admin API needs at least one token hash; run `npx airlock token`' })
+    .describe('hashes of the tokens that may call the admin API'),
+});
+
 export const configSchema = z.strictObject({
   listen: listenAddress.default('127.0.0.1:7700').describe('agent-facing listener'),
   data_dir: z.string().default('./data').describe('embedded state: encrypted secrets, audit log, keys; relative to the config file'),
@@ -213,6 +284,8 @@ export const configSchema = z.strictObject({
     .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('log level') })
     .default({ level: 'info' }),
   limits: limitsSpec.default(defaultLimits),
+  secrets: secretsSpec.default({ cache: { ttl: 300, max_staleness: 900 }, oauth2: {} }),
+  admin: adminSpec.optional().describe('the admin API (absent: no admin listener)'),
   services: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, { error: 'service names are lowercase letters, digits, _ and -' }), serviceSpec).default({}),
   agents: z.record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, { error: 'agent names are letters, digits, _ . and -' }), agentSpec).default({}),
 });
@@ -227,3 +300,7 @@ export type CredentialSpec = z.output<typeof credentialSpec>;
 export type InjectSpec = z.output<typeof injectSpec>;
 export type LimitsSpec = z.output<typeof limitsSpec>;
 export type RedactSpec = z.output<typeof redactSpec>;
+export type SecretsSpec = z.output<typeof secretsSpec>;
+export type VaultSpec = z.output<typeof vaultSpec>;
+export type OAuth2ClientSpec = z.output<typeof oauth2ClientSpec>;
+export type AdminSpec = z.output<typeof adminSpec>;

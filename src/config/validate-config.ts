@@ -129,6 +129,42 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
     });
   }
 
+  // Secret references must name a store that exists, and store logins must not depend on themselves.
+  const checkRef = (ref: string, path: ProblemPath): void => {
+    const kind = ref.slice(0, ref.indexOf(':'));
+    if ((kind === 'vault' || kind === 'vault-lease') && config.secrets.vault === undefined) {
+      error(path, `${ref} needs a Vault: add secrets.vault with its address and auth`);
+    }
+    if (kind === 'oauth2') {
+      const name = ref.slice(ref.indexOf(':') + 1);
+      if (config.secrets.oauth2[name] === undefined) {
+        const known = Object.keys(config.secrets.oauth2);
+        error(path, `no OAuth2 client named "${name}" under secrets.oauth2${known.length > 0 ? `; clients are: ${known.join(', ')}` : ''}`);
+      }
+    }
+  };
+  for (const [name, service] of Object.entries(config.services)) checkRef(service.credential.secret, ['services', name, 'credential', 'secret']);
+  for (const [agentName, agent] of Object.entries(config.agents)) {
+    agent.credentials.forEach((grant, index) => {
+      if (grant.credential !== undefined) checkRef(grant.credential.secret, ['agents', agentName, 'credentials', index, 'credential', 'secret']);
+    });
+  }
+  for (const [name, client] of Object.entries(config.secrets.oauth2)) {
+    for (const field of ['client_id', 'client_secret'] as const) {
+      const ref = client[field];
+      if (ref.startsWith('oauth2:')) error(['secrets', 'oauth2', name, field], 'an OAuth2 client cannot take its own credentials from an OAuth2 token; use env:, file: or vault:');
+      else checkRef(ref, ['secrets', 'oauth2', name, field]);
+    }
+  }
+
+  if (config.admin !== undefined) {
+    claimListener(config.admin.listen, ['admin', 'listen'], 'the admin API (admin.listen)');
+    config.admin.tokens.forEach((hash, index) => {
+      const owner = tokenOwners.get(hash);
+      if (owner !== undefined) error(['admin', 'tokens', index], `this hash is also an agent token (${owner}); an admin token must be its own`);
+    });
+  }
+
   for (const [serviceName, users] of credentialUsers) {
     if (users.length > 1) {
       warning(

@@ -12,11 +12,14 @@ export class Credential {
   readonly ref: string;
   /** The source's version of the value (e.g. a KV version), or null when the source has none. */
   readonly generation: string | null;
+  /** When the value stops being valid (an OAuth2 token, a Vault lease), ms since the epoch; null = no expiry. */
+  readonly expiresAt: number | null;
 
-  constructor(ref: string, value: string, generation: string | null = null) {
+  constructor(ref: string, value: string, generation: string | null = null, expiresAt: number | null = null) {
     this.#value = value;
     this.ref = ref;
     this.generation = generation;
+    this.expiresAt = expiresAt;
     Object.freeze(this);
   }
 
@@ -27,6 +30,11 @@ export class Credential {
 
   reveal(): string {
     return this.#value;
+  }
+
+  /** Whether two credentials carry the same value, without either value leaving this class. */
+  sameValueAs(other: Credential): boolean {
+    return this.#value === other.#value;
   }
 
   toString(): string {

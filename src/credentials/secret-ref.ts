@@ -1,8 +1,13 @@
 /**
- * Secret references as written in config: KIND:NAME. The kinds are the sources Airlock has.
+ * Secret references as written in config: KIND:NAME. The kinds are the sources Airlock has:
+ *   env:NAME                         the proxy's environment
+ *   file:NAME                        the embedded encrypted secrets file
+ *   vault:MOUNT/PATH#FIELD           a field of a HashiCorp Vault KV v2 secret
+ *   vault-lease:PATH#FIELD           a field of a Vault dynamic secret (a lease), e.g. database/creds/ro#password
+ *   oauth2:NAME                      an access token from the OAuth2 client declared under secrets.oauth2.NAME
  */
 
-export const SECRET_REF_KINDS = ['env', 'file'] as const;
+export const SECRET_REF_KINDS = ['env', 'file', 'vault', 'vault-lease', 'oauth2'] as const;
 export type SecretRefKind = (typeof SECRET_REF_KINDS)[number];
 
 export interface SecretRef {
@@ -13,6 +18,17 @@ export interface SecretRef {
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 export const SECRET_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+const VAULT_SEGMENT = '[A-Za-z0-9_.-]+';
+const VAULT_PATH_FIELD = new RegExp(`^${VAULT_SEGMENT}(/${VAULT_SEGMENT})+#[A-Za-z0-9_.-]+$`);
+const OAUTH2_NAME = /^[a-z0-9][a-z0-9_-]*$/;
+
+/** vault:MOUNT/PATH#FIELD and vault-lease:PATH#FIELD, split. */
+export function splitVaultName(name: string): { path: string; field: string; mount: string; rest: string } {
+  const hash = name.lastIndexOf('#');
+  const path = name.slice(0, hash);
+  const slash = path.indexOf('/');
+  return { path, field: name.slice(hash + 1), mount: path.slice(0, slash), rest: path.slice(slash + 1) };
+}
 
 export type ParsedSecretRef = { ok: true; ref: SecretRef } | { ok: false; problem: string };
 
@@ -27,5 +43,12 @@ export function parseSecretRef(text: string): ParsedSecretRef {
   if (kind === 'file' && !SECRET_NAME.test(name)) {
     return { ok: false, problem: `"${name}" is not a secret name (letters, digits, _ . -; set it with \`npx airlock secrets set NAME\`)` };
   }
+  if (kind === 'vault' && !VAULT_PATH_FIELD.test(name)) {
+    return { ok: false, problem: `"${name}" is not MOUNT/PATH#FIELD, e.g. vault:secret/stripe#api_key` };
+  }
+  if (kind === 'vault-lease' && !VAULT_PATH_FIELD.test(name)) {
+    return { ok: false, problem: `"${name}" is not PATH#FIELD, e.g. vault-lease:database/creds/readonly#password` };
+  }
+  if (kind === 'oauth2' && !OAUTH2_NAME.test(name)) return { ok: false, problem: `"${name}" is not an OAuth2 client name from secrets.oauth2` };
   return { ok: true, ref: Object.freeze({ kind: kind as SecretRefKind, name, text }) };
 }

@@ -70,6 +70,11 @@ export function requestBody(req: IncomingMessage, limit: number, secrets: Secret
   req.on('aborted', function agentUploadAborted() {
     body.destroy(new AirlockError('invalid_request', 'The agent closed the connection before sending the whole body.'));
   });
+  // The agent's bytes flow in (and may be refused) before undici attaches its own listeners at
+  // dispatch; the pipeline checks `body.errored` right before dispatching. Never an unhandled error.
+  body.on('error', function bodyRefusedBeforeDispatch() {
+    /* surfaced through body.errored or undici's handler */
+  });
   req.pipe(body);
   return body;
 }

@@ -24,7 +24,10 @@ export interface AuditRecord {
   upstream_status: number | null;
   duration_ms: number;
   credential: string | null;
+  /** The credential's version used for the answer (e.g. the Vault KV version). */
   generation: string | null;
+  /** When an upstream refused the first credential and a rotated one was used: the first one's version. */
+  rotated_from: string | null;
   redactions: number;
   client: string | null;
   /** True when the response was cut short (upstream failure mid-body or the agent went away). */
@@ -48,6 +51,7 @@ export function serializeAuditRecord(record: AuditRecord): string {
     duration_ms: record.duration_ms,
     credential: record.credential,
     generation: record.generation,
+    rotated_from: record.rotated_from,
     redactions: record.redactions,
     client: record.client,
     incomplete: record.incomplete,

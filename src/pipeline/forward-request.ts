@@ -16,18 +16,21 @@ import type { RedactionMatcher } from '../redaction/redaction-matcher.js';
 import type { OutboundRequest } from '../upstream/outbound-request.js';
 import { relayHeaders, type UpstreamHeaders } from '../upstream/relay-headers.js';
 import { upstreamFailure } from '../upstream/upstream-errors.js';
-import { RedactingResponseWriter, type WriterOutcome } from './redact-response.js';
+import { RedactingResponseWriter, type CapturedResponse, type WriterOutcome } from './redact-response.js';
 
 export interface ForwardInput {
   readonly dispatcher: Dispatcher;
   readonly outbound: OutboundRequest;
-  readonly body: Readable | null;
+  /** A stream, or a buffered body when the request may be replayed. */
+  readonly body: Readable | Buffer | null;
   readonly res: ServerResponse;
   readonly requestId: string;
   readonly service: ServicePolicy;
   readonly agentPrefix: string;
   /** What the response is scanned for. */
   readonly matcher: RedactionMatcher;
+  /** Statuses whose (small) response is held back unsent, for a retry with a rotated credential. */
+  readonly capture: ReadonlySet<number>;
 }
 
 export interface ForwardResult {
@@ -39,6 +42,8 @@ export interface ForwardResult {
   readonly agentAborted: boolean;
   /** Secrets and key shapes replaced in headers, body and trailers. */
   readonly redactions: number;
+  /** The held-back response when its status was in `capture`; nothing was sent to the agent then. */
+  readonly captured: CapturedResponse | null;
 }
 
 class AgentWentAway extends Error {
@@ -71,7 +76,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     if (this.#settled) return;
     this.#agentGone = true;
     this.#controller?.abort(new AgentWentAway());
-    this.#finish({ upstreamStatus: this.#status, complete: false, failure: null, agentAborted: true, redactions: this.#writer.redactions });
+    this.#finish({ upstreamStatus: this.#status, complete: false, failure: null, agentAborted: true, redactions: this.#writer.redactions, captured: null });
   };
 
   #finish(result: ForwardResult): void {
@@ -103,7 +108,10 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
 
   settle(outcome: WriterOutcome): void {
     if (outcome.kind === 'refused') return this.#fail(outcome.error);
-    this.#finish({ upstreamStatus: this.#status, complete: outcome.complete, failure: outcome.failure, agentAborted: false, redactions: this.#writer.redactions });
+    if (outcome.kind === 'captured') {
+      return this.#finish({ upstreamStatus: this.#status, complete: true, failure: null, agentAborted: false, redactions: 0, captured: outcome.response });
+    }
+    this.#finish({ upstreamStatus: this.#status, complete: outcome.complete, failure: outcome.failure, agentAborted: false, redactions: this.#writer.redactions, captured: null });
   }
 
   // undici handler.
@@ -119,7 +127,13 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     this.#status = statusCode;
     this.#started = true;
     const contentLength = headers['content-length'];
-    const refusal = this.#writer.start(statusCode, relayHeaders(headers, requestId, service.upstream, agentPrefix), headers['content-encoding'], Array.isArray(contentLength) ? undefined : contentLength);
+    const refusal = this.#writer.start(
+      statusCode,
+      relayHeaders(headers, requestId, service.upstream, agentPrefix),
+      headers['content-encoding'],
+      Array.isArray(contentLength) ? undefined : contentLength,
+      this.#input.capture.has(statusCode),
+    );
     if (refusal !== null) {
       controller.abort(refusal);
       this.#fail(refusal);

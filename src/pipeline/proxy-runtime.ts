@@ -4,7 +4,7 @@
  */
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
-import type { SecretResolver } from '../credentials/secret-resolver.js';
+import type { CredentialBroker } from '../credentials/credential-broker.js';
 import type { AuditLog } from '../observability/audit-log.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { SecretCatalog } from '../redaction/secret-catalog.js';
@@ -14,7 +14,7 @@ export interface ProxyRuntime {
   readonly policy: Policy;
   /** One pool per service, by service name. */
   readonly pools: ReadonlyMap<string, Dispatcher>;
-  readonly secrets: SecretResolver;
+  readonly secrets: CredentialBroker;
   /** Every managed secret value: what responses, logs and audit are scrubbed of. */
   readonly catalog: SecretCatalog;
   readonly metrics: Metrics;

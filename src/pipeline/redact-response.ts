@@ -36,8 +36,18 @@ export interface RedactionLimits {
   readonly maxRatio: number;
 }
 
+/** A small upstream response held back unsent (a 401 that may be retried with a rotated credential). */
+export interface CapturedResponse {
+  readonly status: number;
+  readonly headers: string[];
+  readonly contentEncoding: string | string[] | undefined;
+  readonly body: Buffer;
+  readonly trailers: Readonly<Record<string, string | string[] | undefined>>;
+}
+
 export type WriterOutcome =
   | { readonly kind: 'refused'; readonly error: AirlockError }
+  | { readonly kind: 'captured'; readonly response: CapturedResponse }
   | { readonly kind: 'done'; readonly complete: boolean; readonly failure: AirlockError | null };
 
 export interface WriterHooks {
@@ -98,7 +108,8 @@ export class RedactingResponseWriter {
   readonly #limits: RedactionLimits;
   readonly #hooks: WriterHooks;
   readonly #bodyless: boolean;
-  #mode: 'headers-only' | 'buffer' | 'stream' = 'stream';
+  #mode: 'headers-only' | 'buffer' | 'stream' | 'capture' = 'stream';
+  #contentEncoding: string | string[] | undefined;
   #coding: ContentCoding = 'identity';
   #headers: string[] = [];
   #status = 0;
@@ -134,11 +145,18 @@ export class RedactingResponseWriter {
    * Takes the relayed headers (flat, already hop-by-hop filtered). Returns an error, having written
    * nothing, when the body cannot be scanned.
    */
-  start(status: number, pairs: string[], contentEncoding: string | string[] | undefined, contentLength: string | undefined): AirlockError | null {
+  start(status: number, pairs: string[], contentEncoding: string | string[] | undefined, contentLength: string | undefined, capture = false): AirlockError | null {
     this.#status = status;
+    const declaredLength = contentLength === undefined ? NaN : Number(contentLength);
+    if (capture && (this.#bodylessStatus(status) || (Number.isFinite(declaredLength) && declaredLength <= BUFFERED_BODY_LIMIT))) {
+      // Held unsent and unscanned: it is either replaced by a retry or replayed through a new writer.
+      this.#mode = 'capture';
+      this.#headers = pairs;
+      this.#contentEncoding = contentEncoding;
+      return null;
+    }
     this.redactions += redactHeaderValues(pairs, this.#matcher);
-    const bodyless = this.#bodyless || status === 204 || status === 304;
-    if (bodyless) {
+    if (this.#bodylessStatus(status)) {
       this.#mode = 'headers-only';
       this.#headers = pairs;
       return null;
@@ -160,10 +178,14 @@ export class RedactingResponseWriter {
     return null;
   }
 
+  #bodylessStatus(status: number): boolean {
+    return this.#bodyless || status === 204 || status === 304;
+  }
+
   data(chunk: Buffer): void {
     if (this.#done) return;
     this.#encodedBytes += chunk.length;
-    if (this.#mode === 'buffer') {
+    if (this.#mode === 'buffer' || this.#mode === 'capture') {
       this.#buffered.push(chunk);
       if (this.#encodedBytes > BUFFERED_BODY_LIMIT) this.#refuse(unscannable('The upstream sent more body than its Content-Length announced.'));
       return;
@@ -182,6 +204,12 @@ export class RedactingResponseWriter {
     for (const [name, value] of Object.entries(trailers)) {
       if (value === undefined || HOP_BY_HOP_HEADERS.has(name)) continue;
       for (const v of Array.isArray(value) ? value : [value]) this.#trailers.push(name, v);
+    }
+    if (this.#mode === 'capture') {
+      this.#done = true;
+      this.#res.off('drain', this.#onAgentDrain);
+      this.#hooks.settle({ kind: 'captured', response: { status: this.#status, headers: this.#headers, contentEncoding: this.#contentEncoding, body: Buffer.concat(this.#buffered), trailers } });
+      return;
     }
     this.redactions += redactHeaderValues(this.#trailers, this.#matcher);
     if (this.#mode === 'headers-only') {
@@ -321,4 +349,20 @@ export function responseMatcher(catalog: SecretCatalog, service: ServicePolicy, 
   if (scope === 'request') return catalog.index(`request|${service.name}|${injectedRef}`, [injectedRef], rules).matcher;
   if (scope === 'service') return catalog.index(`service|${service.name}`, refs.includes(injectedRef) ? refs : [...refs, injectedRef], rules).matcher;
   return catalog.index(`all|${service.name}`, null, rules).matcher;
+}
+
+/** Sends a captured response to the agent after all, through the same redaction as any response. */
+export function replayCaptured(res: ServerResponse, captured: CapturedResponse, matcher: RedactionMatcher, limits: RedactionLimits, method: string): Promise<{ redactions: number; outcome: WriterOutcome }> {
+  return new Promise((resolve) => {
+    const writer = new RedactingResponseWriter(res, matcher, limits, {
+      pauseUpstream: () => undefined,
+      resumeUpstream: () => undefined,
+      abortUpstream: () => undefined,
+      settle: (outcome) => resolve({ redactions: writer.redactions, outcome }),
+    }, method);
+    const refusal = writer.start(captured.status, [...captured.headers], captured.contentEncoding, String(captured.body.length));
+    if (refusal !== null) return resolve({ redactions: writer.redactions, outcome: { kind: 'refused', error: refusal } });
+    if (captured.body.length > 0) writer.data(captured.body);
+    writer.end(captured.trailers);
+  });
 }

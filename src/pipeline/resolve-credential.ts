@@ -3,15 +3,15 @@
  * too short to redact reliably is a 503, never "Bearer undefined" and never a request sent without it.
  */
 import type { Credential } from '../credentials/credential.js';
-import type { SecretResolver } from '../credentials/secret-resolver.js';
+import type { CredentialBroker } from '../credentials/credential-broker.js';
 import { AirlockError } from '../errors.js';
 import type { CredentialPlan } from '../policy/compile-policy.js';
 import { MIN_SECRET_LENGTH } from '../redaction/secret-catalog.js';
 
-export async function resolveCredential(resolver: SecretResolver, plan: CredentialPlan): Promise<Credential> {
+export async function resolveCredential(broker: CredentialBroker, plan: CredentialPlan): Promise<Credential> {
   let credential: Credential;
   try {
-    credential = await resolver.resolve(plan.ref);
+    credential = await broker.resolve(plan.ref);
   } catch (error) {
     if (error instanceof AirlockError) throw error;
     throw new AirlockError('credential_unavailable', `The credential ${plan.ref} could not be read from its source; the request was not sent. See the proxy log.`, { cause: error });

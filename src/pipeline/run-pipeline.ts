@@ -6,11 +6,15 @@
  *              400 ◀─┘          401 ◀─┘          400 ◀─┘          404 ◀─┘         403/405 ◀─┘     403 ◀─┘         503 ◀─┘                     502/504 ◀─┘     502 ◀─┘
  *   every exit ─▶ audit record + log line   (a record that cannot be written turns the answer into 503 audit_unavailable)
  *
+ *   forward ─▶ an upstream status listed in the credential's retry_on (e.g. 401), on a replayable request
+ *            ─▶ fetch the credential again ─▶ changed: inject and forward once more │ unchanged: relay the held answer
+ *
  * `explainRequest` walks the same decision stages for `airlock explain`, without a network or a secret.
  */
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { Credential } from '../credentials/credential.js';
 import { AirlockError, asAirlockError, type ErrorCode } from '../errors.js';
 import { requestBody } from '../ingress/request-body.js';
 import type { AuditRecord } from '../observability/audit-record.js';
@@ -26,7 +30,7 @@ import { guardRequestSecrets } from './guard-request-secrets.js';
 import { forwardRequest, type ForwardResult } from './forward-request.js';
 import { injectCredential } from './inject-credential.js';
 import { matchRoute } from './match-route.js';
-import { responseMatcher } from './redact-response.js';
+import { replayCaptured, responseMatcher } from './redact-response.js';
 import type { ProxyRuntime } from './proxy-runtime.js';
 import { auditRequest, logRequest } from './record-outcome.js';
 import { resolveCredential } from './resolve-credential.js';
@@ -78,28 +82,42 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
     const credential = await resolveCredential(runtime.secrets, plan);
     record.generation = credential.generation;
 
-    const outbound = buildUpstreamRequest({
-      method: req.method ?? '',
-      rawHeaders: req.rawHeaders,
-      upstream: selected.service.upstream,
-      path: selected.path,
-      query: target.query,
-      clientAddress: req.socket.remoteAddress,
-    });
-    injectCredential(outbound, plan, credential);
-
+    // A request can be replayed after a retry_on status only when its body (if any) is small enough to keep.
+    const replayable = plan.retryOn.size > 0 && (body === null || Number(req.headers['content-length'] ?? NaN) <= REPLAYABLE_BODY_BYTES);
+    const payload = replayable && body !== null ? await collectBody(body) : body;
+    const matcher = responseMatcher(runtime.catalog, selected.service, plan.ref);
     const pool = runtime.pools.get(selected.service.name);
     if (pool === undefined) throw new Error(`no upstream pool for service ${selected.service.name}`);
-    forwarded = await forwardRequest({
-      dispatcher: pool,
-      outbound,
-      body,
-      res,
-      requestId: record.request_id,
-      service: selected.service,
-      agentPrefix: selected.agentPrefix,
-      matcher: responseMatcher(runtime.catalog, selected.service, plan.ref),
-    });
+    const send = (injected: Credential, capture: ReadonlySet<number>): Promise<ForwardResult> => {
+      const outbound = buildUpstreamRequest({
+        method: req.method ?? '',
+        rawHeaders: req.rawHeaders,
+        upstream: selected.service.upstream,
+        path: selected.path,
+        query: target.query,
+        clientAddress: req.socket.remoteAddress,
+      });
+      injectCredential(outbound, plan, injected);
+      // The body may already have been refused (a managed secret in it, or too large) while we waited.
+      if (payload !== null && !Buffer.isBuffer(payload) && payload.errored !== null) return Promise.reject(payload.errored);
+      return forwardRequest({ dispatcher: pool, outbound, body: payload, res, requestId: record.request_id, service: selected.service, agentPrefix: selected.agentPrefix, matcher, capture });
+    };
+
+    forwarded = await send(credential, replayable ? plan.retryOn : NO_CAPTURE);
+    if (forwarded.captured !== null) {
+      const captured = forwarded.captured;
+      const fresh = await runtime.secrets.refresh(plan.ref).catch(() => null);
+      if (fresh !== null && !fresh.sameValueAs(credential)) {
+        // Dual-credential overlap: the upstream already refuses the old value; the new one is in.
+        record.rotated_from = credential.generation ?? 'unversioned';
+        record.generation = fresh.generation;
+        forwarded = await send(fresh, NO_CAPTURE);
+      } else {
+        const replay = await replayCaptured(res, captured, matcher, selected.service.redaction.limits, req.method ?? '');
+        if (replay.outcome.kind === 'refused') throw replay.outcome.error;
+        forwarded = { upstreamStatus: captured.status, complete: true, failure: null, agentAborted: false, redactions: replay.redactions, captured: null };
+      }
+    }
   } catch (error) {
     await refuse(runtime, req, res, record, asAirlockError(error), startedAt);
     return;
@@ -169,10 +187,21 @@ function newRecord(runtime: ProxyRuntime, method: string | null, client: string 
     duration_ms: 0,
     credential: null,
     generation: null,
+    rotated_from: null,
     redactions: 0,
     client: client ?? null,
     incomplete: false,
   };
+}
+
+const NO_CAPTURE: ReadonlySet<number> = new Set();
+/** Bodies up to this size are kept so the request can be replayed with a rotated credential. */
+const REPLAYABLE_BODY_BYTES = 64 * 1024;
+
+async function collectBody(body: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of body) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
 }
 
 /** Until the path is canonical the audit keeps what was sent (no query: values there may be secrets). */

@@ -3,7 +3,7 @@
  * credential plans; agents indexed by token hash with their grants. Pure (no I/O), so `explain` and the
  * proxy decide with the very same objects. The request path only looks things up.
  */
-import type { AirlockConfig, ServiceConfig } from '../config/types.js';
+import type { AirlockConfig, DeepReadonly, ServiceConfig } from '../config/types.js';
 import type { CredentialSpec, GrantSpec } from '../config/schema.js';
 import { buildInjector } from '../injection/build-injector.js';
 import type { Injector } from '../injection/injector.js';
@@ -16,6 +16,11 @@ export interface CredentialPlan {
   /** The secret reference, e.g. "file:openai"; what audit records name. */
   readonly ref: string;
   readonly injector: Injector;
+  /** Upstream statuses after which the credential is fetched again and the request replayed once. */
+  readonly retryOn: ReadonlySet<number>;
+  /** Cache overrides in seconds (absent: the source's default). */
+  readonly ttl: number | undefined;
+  readonly maxStaleness: number | undefined;
 }
 
 export interface ServiceRedaction {
@@ -60,8 +65,14 @@ export interface Policy {
   readonly agentByName: ReadonlyMap<string, AgentPolicy>;
 }
 
-function compileCredential(spec: Readonly<CredentialSpec>): CredentialPlan {
-  return Object.freeze({ ref: spec.secret, injector: buildInjector(spec.inject as CredentialSpec['inject']) });
+function compileCredential(spec: DeepReadonly<CredentialSpec>): CredentialPlan {
+  return Object.freeze({
+    ref: spec.secret,
+    injector: buildInjector(spec.inject as CredentialSpec['inject']),
+    retryOn: new Set(spec.retry_on),
+    ttl: spec.ttl,
+    maxStaleness: spec.max_staleness,
+  });
 }
 
 function compileRedaction(service: ServiceConfig, config: AirlockConfig): ServiceRedaction {
@@ -80,9 +91,16 @@ function compileRedaction(service: ServiceConfig, config: AirlockConfig): Servic
   });
 }
 
-/** Every secret reference the config names, for warming the secret catalogue at start-up. */
+/** Every credential plan of the config: each service's and each grant's own. */
+export function allCredentialPlans(policy: Policy): CredentialPlan[] {
+  const plans: CredentialPlan[] = policy.services.map((s) => s.credential);
+  for (const agent of policy.agentByName.values()) for (const grant of agent.grants.values()) if (grant.credential !== null) plans.push(grant.credential);
+  return plans;
+}
+
+/** Every secret reference the config injects, for warming the secret catalogue at start-up. */
 export function allSecretRefs(policy: Policy): string[] {
-  return [...new Set(policy.services.flatMap((s) => s.redaction.refs))];
+  return [...new Set(allCredentialPlans(policy).map((p) => p.ref))];
 }
 
 export function compilePolicy(config: AirlockConfig): Policy {

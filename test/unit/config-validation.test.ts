@@ -225,7 +225,7 @@ describe('unknown keys are errors at every level, with a did-you-mean', () => {
   });
 
   it('a key close to nothing lists the keys allowed there', () => {
-    expectProblems(build({ zzzzzz: 1 }), [{ severity: 'error', path: 'zzzzzz', message: /^unknown key "zzzzzz"; allowed here: listen, data_dir, audit, log, limits, services, agents$/ }]);
+    expectProblems(build({ zzzzzz: 1 }), [{ severity: 'error', path: 'zzzzzz', message: /^unknown key "zzzzzz"; allowed here: listen, data_dir, audit, log, limits, secrets, admin, services, agents$/ }]);
   });
 });
 
@@ -244,7 +244,7 @@ describe('schema problems name the field and what to write', () => {
     { name: 'upstream with credentials', input: { services: { api: service({ upstream: 'https://u:p@a.example.com' }) } }, expected: [{ severity: 'error', path: 'services.api.upstream', message: /credentials in the upstream URL/ }] },
     { name: 'upstream not a URL', input: { services: { api: service({ upstream: 'api.example.com' }) } }, expected: [{ severity: 'error', path: 'services.api.upstream', message: /is not a URL/ }] },
     { name: 'upstream base path not canonical', input: { services: { api: service({ upstream: 'https://a.example.com/v1/../admin' }) } }, expected: [{ severity: 'error', path: 'services.api.upstream', message: /must be canonical/ }] },
-    { name: 'unknown secret source', input: { services: { api: service({ credential: { secret: 'vault:x' } }) } }, expected: [{ severity: 'error', path: 'services.api.credential.secret', message: /^unknown secret source "vault"; use one of env:, file:$/ }] },
+    { name: 'unknown secret source', input: { services: { api: service({ credential: { secret: 'aws-sm:x' } }) } }, expected: [{ severity: 'error', path: 'services.api.credential.secret', message: /^unknown secret source "aws-sm"; use one of env:, file:, vault:, vault-lease:, oauth2:$/ }] },
     { name: 'bad env name', input: { services: { api: service({ credential: { secret: 'env:1X' } }) } }, expected: [{ severity: 'error', path: 'services.api.credential.secret', message: /not an environment variable name/ }] },
     { name: 'unknown inject', input: { services: { api: service({ credential: { secret: 'env:K', inject: 'beerer' } }) } }, expected: [{ severity: 'error', path: 'services.api.credential.inject', message: /^inject must be "bearer"/ }] },
     { name: 'inject into a proxy header', input: { services: { api: service({ credential: { secret: 'env:K', inject: { header: 'Host', value: 'x ${secret}' } } }) } }, expected: [{ severity: 'error', path: 'services.api.credential.inject.header', message: /Host is managed by the proxy/ }] },

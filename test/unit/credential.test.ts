@@ -86,17 +86,17 @@ describe('Credential', () => {
     expect(inspect({ nested: [credential] })).toBe("{ nested: [ Credential(file:openai) [REDACTED] ] }");
   });
 
-  it('own enumerable keys are only ref and generation', () => {
+  it('own enumerable keys are only ref, generation and expiresAt', () => {
     const { credential } = fresh();
-    expect(Object.keys(credential)).toEqual(['ref', 'generation']);
-    expect(Object.entries(credential)).toEqual([['ref', 'file:openai'], ['generation', 'v7']]);
+    expect(Object.keys(credential)).toEqual(['ref', 'generation', 'expiresAt']);
+    expect(Object.entries(credential)).toEqual([['ref', 'file:openai'], ['generation', 'v7'], ['expiresAt', null]]);
   });
 
-  it('structuredClone copies ref and generation into a plain object and drops the value', () => {
+  it('structuredClone copies ref, generation and expiresAt into a plain object and drops the value', () => {
     const { value, credential } = fresh();
     const clone = structuredClone(credential) as unknown as Record<string, unknown>;
     expect(clone).not.toBeInstanceOf(Credential);
-    expect(clone).toEqual({ ref: 'file:openai', generation: 'v7' });
+    expect(clone).toEqual({ ref: 'file:openai', generation: 'v7', expiresAt: null });
     expect('reveal' in clone).toBe(false);
     assertNoLeak([value], [{ name: 'structuredClone', text: inspect(clone, { showHidden: true, depth: null }) + JSON.stringify(clone) }]);
   });

@@ -1,0 +1,126 @@
+/**
+ * The credential broker: every secret reference resolved through one cache (credential-cache.ts) in
+ * front of the source of its kind, and every value handed out registered with the secret catalogue so
+ * responses, logs and audit are scrubbed of it. Built once by the composition root.
+ *
+ * Cache defaults per kind: env: values cannot change while the process runs (cached for good); file:
+ * values are re-read within a second of `airlock secrets set`; vault:, vault-lease: and oauth2: use
+ * secrets.cache (expiring values also stop at their own expiry). A credential's own `ttl` and
+ * `max_staleness` override these.
+ */
+import type { Logger } from 'pino';
+import type { AirlockConfig } from '../config/types.js';
+import { AirlockError } from '../errors.js';
+import type { CredentialPlan } from '../policy/compile-policy.js';
+import type { SecretCatalog } from '../redaction/secret-catalog.js';
+import type { Credential } from './credential.js';
+import { CredentialCache, type CachePolicy, type CredentialStatus } from './credential-cache.js';
+import { createEnvSource } from './env-source.js';
+import { createFileSource } from './file-source.js';
+import { createOAuth2Source } from './oauth2-source.js';
+import { parseSecretRef, type SecretRefKind } from './secret-ref.js';
+import type { SecretSource } from './secret-source.js';
+import { createVaultKvSource } from './vault-kv-source.js';
+import { createVaultLeaseSource } from './vault-lease-source.js';
+import { VaultSession } from './vault-session.js';
+
+export interface CredentialBroker {
+  /** The value to inject now (cached, refreshed ahead, last known good within bounds) or 503. */
+  resolve(ref: string): Promise<Credential>;
+  /** Fetches a reference again now: after an upstream 401, or an operator's rotate. */
+  refresh(ref: string): Promise<Credential>;
+  status(): CredentialStatus[];
+  close(): Promise<void>;
+}
+
+export interface BrokerOptions {
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly catalog: SecretCatalog;
+  readonly logger: Logger;
+  readonly plans: readonly CredentialPlan[];
+  readonly now?: () => number;
+}
+
+const FOREVER_MS = 365 * 24 * 3600 * 1000;
+
+function unconfigured(kind: string, what: string): SecretSource {
+  return {
+    async fetchSecret(_name, ref) {
+      throw new AirlockError('credential_unavailable', `The credential ${ref} needs ${what}, which is not configured (${kind}).`);
+    },
+  };
+}
+
+export function createCredentialBroker(config: AirlockConfig, options: BrokerOptions): CredentialBroker {
+  const { catalog, logger } = options;
+  const now = options.now ?? Date.now;
+  const cacheDefaults = config.secrets.cache;
+
+  const overrides = new Map<string, { ttl: number | undefined; maxStaleness: number | undefined }>();
+  for (const plan of options.plans) {
+    const previous = overrides.get(plan.ref);
+    const pick = (a: number | undefined, b: number | undefined): number | undefined => (a === undefined ? b : b === undefined ? a : Math.min(a, b));
+    overrides.set(plan.ref, { ttl: pick(previous?.ttl, plan.ttl), maxStaleness: pick(previous?.maxStaleness, plan.maxStaleness) });
+  }
+  const policyOf = (ref: string): CachePolicy => {
+    const kind = ref.slice(0, ref.indexOf(':'));
+    const own = overrides.get(ref);
+    const ttlMs = own?.ttl !== undefined ? own.ttl * 1000 : kind === 'env' ? FOREVER_MS : kind === 'file' ? 1000 : cacheDefaults.ttl * 1000;
+    const maxStalenessMs = Math.max(ttlMs, (own?.maxStaleness ?? (kind === 'env' ? FOREVER_MS / 1000 : cacheDefaults.max_staleness)) * 1000);
+    return { ttlMs, maxStalenessMs };
+  };
+
+  // Store logins and OAuth2 clients read their own credentials through the broker too (cached, and
+  // scrubbed from every output like any secret); revealing them is this layer's job.
+  const resolveValue = async (ref: string): Promise<string> => (await broker.resolve(ref)).reveal();
+
+  const vault = config.secrets.vault === undefined ? null : new VaultSession(config.secrets.vault, resolveValue, logger);
+  const leases = vault === null ? null : createVaultLeaseSource(vault, logger, { now });
+  const oauth2 = createOAuth2Source(config.secrets.oauth2, resolveValue, now);
+
+  const sources: Readonly<Record<SecretRefKind, SecretSource>> = {
+    env: createEnvSource(options.env),
+    // The cache above already limits how often the file is read; the source itself re-stats on every fetch.
+    file: createFileSource({ dataDir: config.data_dir, env: options.env, now, recheckMs: 0 }),
+    vault: vault === null ? unconfigured('vault', 'secrets.vault') : createVaultKvSource(vault),
+    'vault-lease': leases ?? unconfigured('vault-lease', 'secrets.vault'),
+    oauth2,
+  };
+
+  const cache = new CredentialCache(
+    async (ref) => {
+      const parsed = parseSecretRef(ref);
+      if (!parsed.ok) throw new AirlockError('credential_unavailable', `The credential reference ${ref} is invalid: ${parsed.problem}.`);
+      return sources[parsed.ref.kind].fetchSecret(parsed.ref.name, ref);
+    },
+    policyOf,
+    {
+      now,
+      onBackgroundError(ref, error) {
+        logger.warn({ credential: ref, err: error }, 'refreshing a credential failed; serving the last good value while within max_staleness');
+      },
+    },
+  );
+
+  const broker: CredentialBroker = {
+    async resolve(ref) {
+      const credential = await cache.get(ref);
+      catalog.remember(credential);
+      return credential;
+    },
+    async refresh(ref) {
+      const credential = await cache.refresh(ref);
+      catalog.remember(credential);
+      return credential;
+    },
+    status() {
+      return cache.status();
+    },
+    async close() {
+      vault?.close();
+      await leases?.close();
+      await oauth2.close();
+    },
+  };
+  return broker;
+}

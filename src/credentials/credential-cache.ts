@@ -1,0 +1,177 @@
+/**
+ * The cache in front of every secret source (an lru-cache, bounded in entries).
+ *
+ * - fresh: a value younger than its TTL (and, for expiring values such as OAuth2 tokens and Vault
+ *   leases, short of its expiry minus a skew) is served from memory;
+ * - refresh ahead: past 3/4 of its fresh life a value is refetched in the background, so a steady
+ *   stream of requests never waits on the source and a rotated secret arrives within its TTL;
+ * - single flight: one fetch per reference at a time, whatever the number of waiting requests;
+ * - last known good: while the source fails, the last value is served up to `max_staleness` after it
+ *   was fetched (never past its own expiry), retried with exponential backoff in the background;
+ * - fail closed: past that, or with no value at all, the request gets 503 credential_unavailable, and
+ *   a failing source is not asked again before its backoff ends (no retry storm).
+ * `status()` exposes health and staleness per reference (for the admin API and metrics), never values.
+ */
+import { LRUCache } from 'lru-cache';
+import { AirlockError } from '../errors.js';
+import type { Credential } from './credential.js';
+
+export interface CachePolicy {
+  /** Fresh life of a fetched value, ms. */
+  readonly ttlMs: number;
+  /** How long after its fetch a value may be served while the source fails, ms. */
+  readonly maxStalenessMs: number;
+}
+
+export interface CredentialStatus {
+  readonly ref: string;
+  readonly state: 'fresh' | 'stale' | 'expired' | 'missing';
+  readonly generation: string | null;
+  readonly fetchedAt: string | null;
+  readonly ageSeconds: number | null;
+  /** Seconds until the value is refetched (fresh) or stops being served (stale). */
+  readonly servableForSeconds: number | null;
+  readonly failing: boolean;
+  readonly consecutiveFailures: number;
+  readonly lastError: string | null;
+}
+
+interface Entry {
+  credential: Credential | null;
+  fetchedAt: number;
+  refreshAt: number;
+  freshUntil: number;
+  usableUntil: number;
+  lastError: AirlockError | null;
+  failures: number;
+  retryAfter: number;
+}
+
+const REFRESH_AHEAD = 0.75;
+/** Expiring values are treated as stale this long before they expire. */
+const EXPIRY_SKEW_MS = 5_000;
+const BACKOFF_BASE_MS = 500;
+const BACKOFF_MAX_MS = 30_000;
+const MAX_ENTRIES = 10_000;
+
+export type SecretFetcher = (ref: string) => Promise<Credential>;
+
+export class CredentialCache {
+  readonly #fetch: SecretFetcher;
+  readonly #policyOf: (ref: string) => CachePolicy;
+  readonly #now: () => number;
+  readonly #entries = new LRUCache<string, Entry>({ max: MAX_ENTRIES });
+  readonly #inflight = new Map<string, Promise<Credential>>();
+  readonly #onBackgroundError: (ref: string, error: AirlockError) => void;
+
+  constructor(fetch: SecretFetcher, policyOf: (ref: string) => CachePolicy, options: { now?: () => number; onBackgroundError?: (ref: string, error: AirlockError) => void } = {}) {
+    this.#fetch = fetch;
+    this.#policyOf = policyOf;
+    this.#now = options.now ?? Date.now;
+    this.#onBackgroundError = options.onBackgroundError ?? (() => undefined);
+  }
+
+  /** The value to inject now: fresh, or last known good within its staleness bound, or 503. */
+  async get(ref: string): Promise<Credential> {
+    const now = this.#now();
+    const entry = this.#entries.get(ref);
+    if (entry?.credential != null) {
+      if (now < entry.freshUntil) {
+        if (now >= entry.refreshAt) this.#background(ref, entry, now);
+        return entry.credential;
+      }
+      if (now < entry.usableUntil) {
+        this.#background(ref, entry, now);
+        return entry.credential;
+      }
+    }
+    // No usable value: wait for the source, unless it failed moments ago (then fail fast).
+    if (entry !== undefined && entry.lastError !== null && now < entry.retryAfter && !this.#inflight.has(ref)) {
+      throw this.#unavailable(ref, entry);
+    }
+    return this.#load(ref);
+  }
+
+  /** Fetches again now (after a 401, or an operator's rotate); joins a fetch already under way. */
+  refresh(ref: string): Promise<Credential> {
+    return this.#load(ref);
+  }
+
+  status(): CredentialStatus[] {
+    const now = this.#now();
+    const out: CredentialStatus[] = [];
+    for (const [ref, entry] of this.#entries.entries()) {
+      const credential = entry.credential;
+      const state = credential === null ? 'missing' : now < entry.freshUntil ? 'fresh' : now < entry.usableUntil ? 'stale' : 'expired';
+      out.push({
+        ref,
+        state,
+        generation: credential?.generation ?? null,
+        fetchedAt: credential === null ? null : new Date(entry.fetchedAt).toISOString(),
+        ageSeconds: credential === null ? null : Math.round((now - entry.fetchedAt) / 1000),
+        servableForSeconds: credential === null ? null : Math.max(0, Math.round(((state === 'fresh' ? entry.freshUntil : entry.usableUntil) - now) / 1000)),
+        failing: entry.lastError !== null,
+        consecutiveFailures: entry.failures,
+        lastError: entry.lastError?.detail ?? null,
+      });
+    }
+    return out.sort((a, b) => a.ref.localeCompare(b.ref));
+  }
+
+  #background(ref: string, entry: Entry, now: number): void {
+    if (this.#inflight.has(ref) || now < entry.retryAfter) return;
+    this.#load(ref).catch((error: unknown) => this.#onBackgroundError(ref, error as AirlockError));
+  }
+
+  #load(ref: string): Promise<Credential> {
+    const running = this.#inflight.get(ref);
+    if (running !== undefined) return running;
+    const attempt = this.#fetchAndStore(ref).finally(() => this.#inflight.delete(ref));
+    this.#inflight.set(ref, attempt);
+    return attempt;
+  }
+
+  async #fetchAndStore(ref: string): Promise<Credential> {
+    const policy = this.#policyOf(ref);
+    try {
+      const credential = await this.#fetch(ref);
+      const now = this.#now();
+      const expiry = credential.expiresAt === null ? Infinity : credential.expiresAt - EXPIRY_SKEW_MS;
+      const freshUntil = Math.min(now + policy.ttlMs, expiry);
+      this.#entries.set(ref, {
+        credential,
+        fetchedAt: now,
+        refreshAt: now + Math.max(0, freshUntil - now) * REFRESH_AHEAD,
+        freshUntil,
+        usableUntil: Math.min(now + policy.maxStalenessMs, credential.expiresAt ?? Infinity),
+        lastError: null,
+        failures: 0,
+        retryAfter: 0,
+      });
+      return credential;
+    } catch (error) {
+      const failure =
+        error instanceof AirlockError ? error : new AirlockError('credential_unavailable', `The credential ${ref} could not be fetched from its source; the request was not sent.`, { cause: error });
+      const now = this.#now();
+      const previous = this.#entries.get(ref);
+      const failures = (previous?.failures ?? 0) + 1;
+      const entry: Entry = previous ?? { credential: null, fetchedAt: 0, refreshAt: 0, freshUntil: 0, usableUntil: 0, lastError: null, failures: 0, retryAfter: 0 };
+      entry.lastError = failure;
+      entry.failures = failures;
+      entry.retryAfter = now + Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (failures - 1));
+      this.#entries.set(ref, entry);
+      // A last known good value still inside its staleness bound keeps serving.
+      if (entry.credential !== null && now < entry.usableUntil) return entry.credential;
+      throw this.#unavailable(ref, entry);
+    }
+  }
+
+  #unavailable(ref: string, entry: Entry): AirlockError {
+    const last = entry.lastError;
+    const stale = entry.credential !== null ? ' and the last value fetched is older than its max_staleness' : '';
+    if (last !== null && last.code === 'credential_unavailable') {
+      return entry.credential === null ? last : new AirlockError('credential_unavailable', `${last.detail}${stale ? ` (the source keeps failing${stale})` : ''}`, { cause: last });
+    }
+    return new AirlockError('credential_unavailable', `The credential ${ref} is unavailable: its source is failing${stale}.`, { cause: last });
+  }
+}

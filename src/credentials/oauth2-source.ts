@@ -1,0 +1,103 @@
+/**
+ * oauth2:NAME - an access token from the client-credentials grant (RFC 6749 4.4) of a client declared
+ * under secrets.oauth2.NAME. The client id and secret are themselves references (env:, file:, vault:).
+ *
+ * The cache in front of this source keeps the token until `expires_in` minus a skew and refreshes it
+ * ahead, one fetch at a time, so a burst of requests causes exactly one token request. An answer that
+ * says the client itself is wrong (invalid_client, invalid_grant, unauthorized_client, invalid_scope;
+ * RFC 6749 5.2) is a clear 503 at once, and the cache's backoff keeps a burst from becoming a retry
+ * storm. The token endpoint's own words never reach agents.
+ */
+import { readFileSync } from 'node:fs';
+import { Agent, request } from 'undici';
+import type { OAuth2ClientSpec } from '../config/schema.js';
+import type { DeepReadonly } from '../config/types.js';
+import { AirlockError } from '../errors.js';
+import { Credential } from './credential.js';
+import type { SecretSource } from './secret-source.js';
+
+/** RFC 6749 5.2 errors that no retry will fix. */
+const CLIENT_ERRORS: ReadonlySet<string> = new Set(['invalid_client', 'invalid_grant', 'unauthorized_client', 'invalid_scope', 'unsupported_grant_type', 'invalid_request']);
+
+export type ReferenceResolver = (ref: string) => Promise<string>;
+
+interface TokenResponse {
+  access_token?: unknown;
+  expires_in?: unknown;
+  token_type?: unknown;
+  error?: unknown;
+}
+
+/** RFC 6749 2.3.1: client id and secret are form-urlencoded before they are joined for Basic. */
+function formEncode(value: string): string {
+  return encodeURIComponent(value).replace(/%20/g, '+');
+}
+
+export interface OAuth2Source extends SecretSource {
+  close(): Promise<void>;
+}
+
+export function createOAuth2Source(clients: Readonly<Record<string, DeepReadonly<OAuth2ClientSpec>>>, resolve: ReferenceResolver, now: () => number = Date.now): OAuth2Source {
+  const agents = new Map<string, Agent>();
+  const agentFor = (name: string, client: DeepReadonly<OAuth2ClientSpec>): Agent => {
+    let agent = agents.get(name);
+    if (agent === undefined) {
+      agent = new Agent({
+        connect: { timeout: client.timeout * 1000, ...(client.ca === undefined ? {} : { ca: readFileSync(client.ca, 'utf8') }) },
+        headersTimeout: client.timeout * 1000,
+        bodyTimeout: client.timeout * 1000,
+      });
+      agents.set(name, agent);
+    }
+    return agent;
+  };
+
+  return {
+    async fetchSecret(name, ref) {
+      const client = clients[name];
+      if (client === undefined) throw new AirlockError('credential_unavailable', `No OAuth2 client named ${name} under secrets.oauth2 for ${ref}.`);
+      const [clientId, clientSecret] = await Promise.all([resolve(client.client_id), resolve(client.client_secret)]);
+      const form = new URLSearchParams({ grant_type: 'client_credentials' });
+      if (client.scope !== undefined) form.set('scope', client.scope);
+      if (client.audience !== undefined) form.set('audience', client.audience);
+      for (const [key, value] of Object.entries(client.params)) form.set(key, value);
+      const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' };
+      if (client.auth_method === 'basic') {
+        headers['authorization'] = `Basic ${Buffer.from(`${formEncode(clientId)}:${formEncode(clientSecret)}`).toString('base64')}`;
+      } else {
+        form.set('client_id', clientId);
+        form.set('client_secret', clientSecret);
+      }
+      const requestedAt = now();
+      let status: number;
+      let body: TokenResponse;
+      try {
+        const response = await request(client.token_url, { method: 'POST', headers, body: form.toString(), dispatcher: agentFor(name, client) });
+        status = response.statusCode;
+        const text = await response.body.text();
+        try {
+          body = JSON.parse(text) as TokenResponse;
+        } catch {
+          body = {};
+        }
+      } catch (error) {
+        throw new AirlockError('credential_unavailable', `The token endpoint of OAuth2 client ${name} did not answer (${ref}); no valid token is cached.`, { cause: error });
+      }
+      if (status !== 200 || typeof body.access_token !== 'string' || body.access_token === '') {
+        const code = typeof body.error === 'string' ? body.error : null;
+        if (code !== null && CLIENT_ERRORS.has(code)) {
+          throw new AirlockError('credential_unavailable', `The token endpoint of OAuth2 client ${name} refused its credentials (${code}); an operator fixes secrets.oauth2.${name}. Not retried for a while.`);
+        }
+        throw new AirlockError('credential_unavailable', `The token endpoint of OAuth2 client ${name} answered ${status} without an access token (${ref}).`);
+      }
+      const expiresIn = typeof body.expires_in === 'number' ? body.expires_in : typeof body.expires_in === 'string' ? Number(body.expires_in) : NaN;
+      // No expires_in (RFC 6749 5.1 makes it optional): trust the cache TTL alone.
+      const expiresAt = Number.isFinite(expiresIn) && expiresIn > 0 ? requestedAt + (expiresIn - client.refresh_skew) * 1000 : null;
+      // The generation names the token by when it was issued: nothing derived from the token itself.
+      return new Credential(ref, body.access_token, `issued ${new Date(requestedAt).toISOString()}`, expiresAt === null ? null : Math.max(requestedAt + 1000, expiresAt));
+    },
+    async close() {
+      await Promise.all([...agents.values()].map((agent) => agent.close()));
+    },
+  };
+}

@@ -1,0 +1,167 @@
+/**
+ * vault-lease:PATH#FIELD - a field of a Vault dynamic secret (e.g. database/creds/readonly#password).
+ *
+ * One lease per path, shared by every field of it. A lease is renewed at about two thirds of its TTL
+ * (with jitter; retried with backoff on failure) until Vault stops extending it; a new lease is taken
+ * when the current one nears its end, and the old one is revoked after a grace period ("rotated out").
+ * A lease is never revoked because of a transient error (Vault Agent once did exactly that and took
+ * working credentials away from running clients); all leases are revoked at shutdown.
+ */
+import type { Logger } from 'pino';
+import { AirlockError } from '../errors.js';
+import { Credential } from './credential.js';
+import { splitVaultName } from './secret-ref.js';
+import type { SecretSource } from './secret-source.js';
+import { vaultStatus, type VaultSession } from './vault-session.js';
+
+interface Lease {
+  readonly id: string;
+  readonly data: Readonly<Record<string, unknown>>;
+  readonly obtainedAt: number;
+  expiresAt: number;
+  renewable: boolean;
+  timer: NodeJS.Timeout | null;
+  failures: number;
+}
+
+interface LeaseResponse {
+  lease_id?: string;
+  lease_duration?: number;
+  renewable?: boolean;
+  data?: Record<string, unknown>;
+}
+
+/** How long a rotated-out lease lives on, so requests already sent with it can finish. */
+const ROTATED_OUT_GRACE_MS = 30_000;
+
+export interface VaultLeaseSource extends SecretSource {
+  /** Revokes every lease (shutdown). */
+  close(): Promise<void>;
+  leaseCount(): number;
+}
+
+export function createVaultLeaseSource(session: VaultSession, logger: Logger, options: { now?: () => number; random?: () => number } = {}): VaultLeaseSource {
+  const now = options.now ?? Date.now;
+  const random = options.random ?? Math.random;
+  const leases = new Map<string, Lease>();
+  const acquiring = new Map<string, Promise<Lease>>();
+  const retiring = new Map<NodeJS.Timeout, Lease>();
+  let closed = false;
+
+  function remaining(lease: Lease): number {
+    return lease.expiresAt - now();
+  }
+
+  async function revoke(lease: Lease, why: string): Promise<void> {
+    try {
+      await session.call((client) => client.revoke({ lease_id: lease.id }));
+      logger.info({ lease: lease.id, why }, 'revoked vault lease');
+    } catch (error) {
+      logger.warn({ lease: lease.id, err: error }, 'could not revoke vault lease; it expires on its own');
+    }
+  }
+
+  function schedule(path: string, lease: Lease): void {
+    if (closed || !lease.renewable) return;
+    const left = remaining(lease);
+    const delay = lease.failures === 0 ? (left * 2) / 3 : Math.min(left / 3, 1000 * 2 ** lease.failures);
+    lease.timer = setTimeout(() => void renew(path, lease), Math.max(100, delay * (0.9 + 0.2 * random())));
+    lease.timer.unref();
+  }
+
+  async function renew(path: string, lease: Lease): Promise<void> {
+    if (closed || leases.get(path) !== lease) return;
+    try {
+      const response = (await session.call((client) => client.renew({ lease_id: lease.id }))) as LeaseResponse;
+      const duration = response.lease_duration ?? 0;
+      lease.failures = 0;
+      lease.renewable = response.renewable !== false && duration > 0;
+      lease.expiresAt = now() + duration * 1000;
+      logger.debug({ lease: lease.id, ttl_s: duration }, 'renewed vault lease');
+      schedule(path, lease);
+    } catch (error) {
+      const status = vaultStatus(error);
+      if (status === 400 || status === 404) {
+        // Vault no longer knows the lease (expired or revoked elsewhere): take a new one on next use.
+        logger.warn({ lease: lease.id }, 'vault lease is gone; a new one will be taken');
+        if (leases.get(path) === lease) leases.delete(path);
+        return;
+      }
+      // Transient: keep the lease (never revoke on a transient error) and retry sooner.
+      lease.failures++;
+      logger.warn({ lease: lease.id, err: error, failures: lease.failures }, 'vault lease renewal failed; retrying');
+      schedule(path, lease);
+    }
+  }
+
+  async function acquire(path: string, ref: string): Promise<Lease> {
+    let response: LeaseResponse;
+    try {
+      response = (await session.call((client) => client.read(path))) as LeaseResponse;
+    } catch (error) {
+      throw session.failure(error, ref);
+    }
+    if (typeof response.lease_id !== 'string' || response.lease_id === '' || response.data === undefined) {
+      throw new AirlockError('credential_unavailable', `Vault's answer for ${ref} is not a lease (no lease_id); use vault: for static KV secrets.`);
+    }
+    const lease: Lease = {
+      id: response.lease_id,
+      data: response.data,
+      obtainedAt: now(),
+      expiresAt: now() + (response.lease_duration ?? 0) * 1000,
+      renewable: response.renewable === true && (response.lease_duration ?? 0) > 0,
+      timer: null,
+      failures: 0,
+    };
+    const previous = leases.get(path);
+    leases.set(path, lease);
+    schedule(path, lease);
+    if (previous !== undefined) {
+      if (previous.timer !== null) clearTimeout(previous.timer);
+      const timer = setTimeout(() => {
+        retiring.delete(timer);
+        void revoke(previous, 'rotated out');
+      }, ROTATED_OUT_GRACE_MS);
+      timer.unref();
+      retiring.set(timer, previous);
+    }
+    logger.info({ lease: lease.id, ttl_s: response.lease_duration, renewable: lease.renewable }, 'obtained vault lease');
+    return lease;
+  }
+
+  /** The current lease of a path, or a new one when there is none or it has under a third of its life. */
+  function current(path: string, ref: string): Promise<Lease> {
+    const lease = leases.get(path);
+    if (lease !== undefined && remaining(lease) > (lease.expiresAt - lease.obtainedAt) / 3) return Promise.resolve(lease);
+    let pending = acquiring.get(path);
+    if (pending === undefined) {
+      pending = acquire(path, ref).finally(() => acquiring.delete(path));
+      acquiring.set(path, pending);
+    }
+    return pending;
+  }
+
+  return {
+    async fetchSecret(name, ref) {
+      const { path, field } = splitVaultName(name);
+      const lease = await current(path, ref);
+      const value = lease.data[field];
+      if (typeof value !== 'string' || value === '') {
+        throw new AirlockError('credential_unavailable', `The Vault lease behind ${ref} has no non-empty string field "${field}".`);
+      }
+      return new Credential(ref, value, lease.id.slice(lease.id.lastIndexOf('/') + 1), lease.expiresAt);
+    },
+    leaseCount() {
+      return leases.size;
+    },
+    async close() {
+      closed = true;
+      const all = [...leases.values(), ...retiring.values()];
+      for (const timer of retiring.keys()) clearTimeout(timer);
+      retiring.clear();
+      leases.clear();
+      for (const lease of all) if (lease.timer !== null) clearTimeout(lease.timer);
+      await Promise.all(all.map((lease) => revoke(lease, 'shutdown')));
+    },
+  };
+}

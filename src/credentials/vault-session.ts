@@ -1,0 +1,166 @@
+/**
+ * An authenticated session with HashiCorp Vault, through node-vault.
+ *
+ * Logs in with a token, AppRole (role_id/secret_id) or a Kubernetes service-account JWT; learns the
+ * token's TTL and renews it (renew-self) at about two thirds of it, with jitter, retrying with backoff
+ * on transient failures; when Vault says the token is no longer good (403), logs in again once and
+ * retries the call. Namespace (X-Vault-Namespace), a CA file for TLS, and a per-call timeout come from
+ * config. Vault's own error text stays in logs; agents get a fixed sentence.
+ */
+import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import createVaultClient from 'node-vault';
+import type { Logger } from 'pino';
+import type { VaultSpec } from '../config/schema.js';
+import type { DeepReadonly } from '../config/types.js';
+import { AirlockError } from '../errors.js';
+
+type VaultClient = ReturnType<typeof createVaultClient>;
+
+export type BootstrapResolver = (ref: string) => Promise<string>;
+
+interface VaultFailureShape {
+  response?: { statusCode?: number; body?: { errors?: unknown[] } };
+  code?: string;
+}
+
+/** Vault answered: with a status. Did not answer: null. */
+export function vaultStatus(error: unknown): number | null {
+  const status = (error as VaultFailureShape | null)?.response?.statusCode;
+  return typeof status === 'number' ? status : null;
+}
+
+export class VaultSession {
+  readonly address: string;
+  readonly #spec: DeepReadonly<VaultSpec>;
+  readonly #client: VaultClient;
+  readonly #resolve: BootstrapResolver;
+  readonly #logger: Logger;
+  #authenticated = false;
+  #login: Promise<void> | null = null;
+  #renewTimer: NodeJS.Timeout | null = null;
+  #closed = false;
+  readonly #random: () => number;
+
+  constructor(spec: DeepReadonly<VaultSpec>, resolve: BootstrapResolver, logger: Logger, random: () => number = Math.random) {
+    this.#spec = spec;
+    this.address = spec.address.replace(/\/$/, '');
+    this.#resolve = resolve;
+    this.#logger = logger;
+    this.#random = random;
+    // requestOptions reach every call node-vault makes: the timeout and the CA of its https agent.
+    const requestOptions = { timeout: spec.timeout * 1000, ...(spec.ca_file === undefined ? {} : { ca: readFileSync(spec.ca_file, 'utf8') }) };
+    this.#client = createVaultClient({
+      endpoint: this.address,
+      apiVersion: 'v1',
+      ...(spec.namespace === undefined ? {} : { namespace: spec.namespace }),
+      requestOptions,
+    });
+    // node-vault falls back to process.env.VAULT_TOKEN when no token is given; never use an ambient one.
+    this.#client.token = '';
+  }
+
+  /** Runs a Vault call with a valid token; after a 403 it logs in again once and retries. */
+  async call<T>(operation: (client: VaultClient) => Promise<T>): Promise<T> {
+    await this.#ensureLoggedIn();
+    try {
+      return await operation(this.#client);
+    } catch (error) {
+      if (vaultStatus(error) !== 403) throw error;
+      this.#logger.warn({ vault: this.address }, 'vault refused the token (403); logging in again');
+      this.#authenticated = false;
+      await this.#ensureLoggedIn();
+      return await operation(this.#client);
+    }
+  }
+
+  /** An AirlockError for a failed call, without Vault's own words (those go to the log as the cause). */
+  failure(error: unknown, ref: string): AirlockError {
+    const status = vaultStatus(error);
+    if (status === 404) return new AirlockError('credential_unavailable', `The credential ${ref} is not in Vault (no secret at that path); an operator writes it or fixes the reference.`, { cause: error });
+    if (status === 403) return new AirlockError('credential_unavailable', `Vault refused to give Airlock the credential ${ref} (permission denied); check the policy of Airlock's Vault role.`, { cause: error });
+    if (status !== null) return new AirlockError('credential_unavailable', `Vault answered ${status} when asked for the credential ${ref}.`, { cause: error });
+    return new AirlockError('credential_unavailable', `Vault at ${this.address} did not answer in time or is unreachable, and no usable cached value of ${ref} is left.`, { cause: error });
+  }
+
+  close(): void {
+    this.#closed = true;
+    if (this.#renewTimer !== null) clearTimeout(this.#renewTimer);
+    this.#renewTimer = null;
+  }
+
+  #ensureLoggedIn(): Promise<void> {
+    if (this.#authenticated) return Promise.resolve();
+    this.#login ??= this.#logIn().finally(() => {
+      this.#login = null;
+    });
+    return this.#login;
+  }
+
+  async #logIn(): Promise<void> {
+    const auth = this.#spec.auth;
+    let ttl = 0;
+    let renewable = false;
+    try {
+      if (auth.method === 'token') {
+        this.#client.token = await this.#resolve(auth.token);
+        const lookup = (await this.#client.tokenLookupSelf()) as { data?: { ttl?: number; renewable?: boolean } };
+        ttl = lookup.data?.ttl ?? 0;
+        renewable = lookup.data?.renewable ?? false;
+      } else {
+        let response: { auth?: { client_token?: string; lease_duration?: number; renewable?: boolean } };
+        if (auth.method === 'approle') {
+          this.#client.token = '';
+          response = (await this.#client.approleLogin({ role_id: await this.#resolve(auth.role_id), secret_id: await this.#resolve(auth.secret_id), mount_point: auth.mount })) as typeof response;
+        } else {
+          this.#client.token = '';
+          const jwt = (await readFile(auth.jwt_file, 'utf8')).trim();
+          response = (await this.#client.kubernetesLogin({ role: auth.role, jwt, mount_point: auth.mount })) as typeof response;
+        }
+        if (typeof response.auth?.client_token !== 'string') throw new Error('Vault login answered without a client token');
+        this.#client.token = response.auth.client_token;
+        ttl = response.auth.lease_duration ?? 0;
+        renewable = response.auth.renewable ?? false;
+      }
+    } catch (error) {
+      if (error instanceof AirlockError) throw error;
+      const status = vaultStatus(error);
+      throw new AirlockError(
+        'credential_unavailable',
+        status === null ? `Vault at ${this.address} did not answer Airlock's login.` : `Vault refused Airlock's ${auth.method} login (status ${status}); check the credentials under secrets.vault.auth.`,
+        { cause: error },
+      );
+    }
+    this.#authenticated = true;
+    this.#logger.info({ vault: this.address, method: auth.method, ttl_s: ttl, renewable }, 'logged in to vault');
+    if (ttl > 0 && renewable) this.#scheduleRenewal(ttl, 0);
+  }
+
+  /** Renew at about 2/3 of the TTL, +-10% jitter so replicas do not renew in lockstep. */
+  #scheduleRenewal(ttlSeconds: number, failures: number): void {
+    if (this.#closed) return;
+    if (this.#renewTimer !== null) clearTimeout(this.#renewTimer);
+    const base = failures === 0 ? (ttlSeconds * 2) / 3 : Math.min(ttlSeconds / 4, 2 ** failures);
+    const delayMs = Math.max(250, base * 1000 * (0.9 + 0.2 * this.#random()));
+    this.#renewTimer = setTimeout(() => void this.#renew(ttlSeconds, failures), delayMs);
+    this.#renewTimer.unref();
+  }
+
+  async #renew(previousTtl: number, failures: number): Promise<void> {
+    try {
+      const response = (await this.#client.tokenRenewSelf({})) as { auth?: { lease_duration?: number; renewable?: boolean } };
+      const ttl = response.auth?.lease_duration ?? 0;
+      this.#logger.debug({ vault: this.address, ttl_s: ttl }, 'renewed vault token');
+      if (ttl > 0 && response.auth?.renewable !== false) this.#scheduleRenewal(ttl, 0);
+    } catch (error) {
+      if (vaultStatus(error) === 403) {
+        // The token is gone: the next call logs in again.
+        this.#authenticated = false;
+        this.#logger.warn({ vault: this.address }, 'vault token could not be renewed (403); will log in again on next use');
+        return;
+      }
+      this.#logger.warn({ vault: this.address, err: error }, 'vault token renewal failed; retrying');
+      this.#scheduleRenewal(previousTtl, failures + 1);
+    }
+  }
+}
