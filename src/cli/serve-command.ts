@@ -20,7 +20,7 @@ export async function serveCommand(io: CliIo): Promise<number> {
     if (problem.severity === 'warning') io.stderr.write(`warning: ${problem.message}\n`);
   }
   const airlock = await startAirlock(config, { env: io.env, logDestination: io.stdout });
-  io.stderr.write(summary(config, airlock.url, airlock.serviceUrls, io.env));
+  io.stderr.write(summary(config, airlock.url, airlock.serviceUrls, airlock.adminUrl, io.env));
   const signal = await io.stopRequested;
   io.stderr.write(`\n${signal} received: finishing in-flight requests and stopping.\n`);
   await airlock.close();
@@ -49,7 +49,7 @@ function missingSecrets(config: AirlockConfig, env: CliIo['env']): string[] {
   return [...missing];
 }
 
-function summary(config: AirlockConfig, url: string, serviceUrls: Readonly<Record<string, string>>, env: CliIo['env']): string {
+function summary(config: AirlockConfig, url: string, serviceUrls: Readonly<Record<string, string>>, adminUrl: string | null, env: CliIo['env']): string {
   const services = Object.values(config.services);
   const lines = ['', `Airlock is listening on ${url}`];
   for (const service of services) {
@@ -57,6 +57,7 @@ function summary(config: AirlockConfig, url: string, serviceUrls: Readonly<Recor
     lines.push(`  ${service.name.padEnd(12)} ${url}${service.prefix}/...${own === undefined ? '' : `   and ${own}/... (own listener)`}  ->  ${service.upstream}`);
   }
   lines.push(`  health       ${url}/_airlock/health`);
+  if (adminUrl !== null) lines.push(`  admin API    ${adminUrl}/v1/health (Authorization: Bearer <admin token>)`);
   lines.push(`  config       ${config.source ?? '(built in)'}`);
   lines.push(`  audit log    ${config.audit.file}`);
   const next: string[] = [];
