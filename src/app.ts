@@ -11,13 +11,22 @@ import type { Pool } from 'undici';
 import type { AirlockConfig } from './config/types.js';
 import { parseListen } from './config/schema.js';
 import { createCredentialBroker, type CredentialBroker } from './credentials/credential-broker.js';
-import { createAdminServer } from './admin/admin-api.js';
+import { createAdminServer, type AdminChange } from './admin/admin-api.js';
+import { adminDirectory } from './admin/authenticate-admin.js';
+import { join } from 'node:path';
+import { JwtVerifier } from './identity/jwt-verifier.js';
+import { ApprovalBroker } from './policy/approval-broker.js';
+import { createApprovalNotifier } from './policy/approval-webhook.js';
+import { KillSwitch } from './policy/kill-switch.js';
+import { FileStateBackend } from './state/file-backend.js';
+import { GovernanceState } from './state/governance-state.js';
 import { createListener } from './ingress/create-listener.js';
 import { AuditLog } from './observability/audit-log.js';
 import { createLogger, type LogDestination } from './observability/logger.js';
 import { allCredentialPlans, allSecretRefs, compilePolicy, type Policy } from './policy/compile-policy.js';
 import type { ProxyRuntime } from './pipeline/proxy-runtime.js';
-import { createRawRefusalHandler, createRequestHandler } from './pipeline/run-pipeline.js';
+import { createRawRefusalHandler, createRequestHandler, newRecord } from './pipeline/run-pipeline.js';
+import { auditRequest } from './pipeline/record-outcome.js';
 import type { ListenerBinding } from './pipeline/select-service.js';
 import { SecretCatalog } from './redaction/secret-catalog.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
@@ -99,6 +108,18 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
   const audit = new AuditLog(config.audit.file, catalog);
   await audit.open();
 
+  const now = options.now ?? (() => new Date());
+  const state = new GovernanceState(new FileStateBackend(join(config.data_dir, 'state.jsonl')), () => now().getTime());
+  await state.start();
+  const consoleUrl = config.admin === null ? null : (config.admin.public_url ?? `http://${config.admin.listen}`);
+  const approvalLink = (id: string): string | null => (consoleUrl === null ? null : `${consoleUrl.replace(/\/$/, '')}/#approval-${id}`);
+  const approvals = new ApprovalBroker(state, {
+    maxPending: config.approvals.max_pending,
+    consoleUrl,
+    notify: createApprovalNotifier(config.approvals.webhook, logger, approvalLink),
+    now: () => now().getTime(),
+  });
+
   const runtime: ProxyRuntime = Object.freeze({
     policy,
     pools,
@@ -107,8 +128,12 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
     metrics,
     audit,
     logger,
-    limits: Object.freeze({ maxHeaders: config.limits.max_headers, maxBodyBytes: config.limits.max_body_bytes }),
-    now: options.now ?? (() => new Date()),
+    state,
+    jwt: new JwtVerifier(Object.values(config.agents), () => now().getTime()),
+    approvals,
+    killSwitch: new KillSwitch(state),
+    limits: Object.freeze({ maxHeaders: config.limits.max_headers, maxBodyBytes: config.limits.max_body_bytes, maxApprovalBodyBytes: config.approvals.max_body_bytes }),
+    now,
   });
 
   const onRefusal = createRawRefusalHandler(runtime);
@@ -130,7 +155,35 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
       else serviceUrls[entry.service] = bound;
     }
     if (config.admin !== null) {
-      const server = createAdminServer({ tokenHashes: new Set(config.admin.tokens), broker: secrets, audit, catalog, logger });
+      const auditChange = async (change: AdminChange): Promise<void> => {
+        const record = newRecord(runtime, change.method, undefined);
+        Object.assign(record, {
+          agent: change.agent,
+          session: change.session,
+          service: change.service,
+          credential: change.credential,
+          approval: change.approval,
+          path: change.path,
+          route: change.route,
+          decision: 'allow',
+          status: change.status,
+          actor: change.actor,
+          reason: change.reason,
+        });
+        if (!(await auditRequest(runtime, record, performance.now()))) throw new Error('the audit log cannot be written; the change was made but not audited');
+      };
+      const server = createAdminServer({
+        directory: adminDirectory(config.admin.tokens),
+        broker: secrets,
+        audit,
+        catalog,
+        logger,
+        policy,
+        state,
+        approvals,
+        auditChange,
+        now: () => now().getTime(),
+      });
       adminUrl = await listen(server, config.admin.listen);
       listeners.push({ server, url: adminUrl });
     }
@@ -138,6 +191,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
     await Promise.all(listeners.map((l) => closeServer(l.server, 0)));
     await Promise.all([...pools.values()].map((p) => p.destroy()));
     await secrets.close();
+    await state.close();
     await audit.close();
     throw error;
   }
@@ -157,6 +211,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
         await Promise.all(listeners.map((l) => closeServer(l.server, 2_000)));
         await Promise.all([...pools.values()].map((p) => p.destroy()));
         await secrets.close();
+        await state.close();
         await audit.close();
         logger.info('airlock stopped');
       })();

@@ -7,10 +7,14 @@
  */
 
 const CATALOG = {
+  approval_pending: { status: 202, title: 'Waiting for human approval' },
   invalid_request: { status: 400, title: 'Invalid request' },
   unauthenticated: { status: 401, title: 'Agent not authenticated' },
   route_not_allowed: { status: 403, title: 'Route not allowed' },
   scope_denied: { status: 403, title: 'Scope not granted' },
+  session_required: { status: 403, title: 'Task session required' },
+  approval_denied: { status: 403, title: 'Approval denied' },
+  approval_timeout: { status: 403, title: 'Approval timed out' },
   unknown_service: { status: 404, title: 'Unknown service' },
   method_not_allowed: { status: 405, title: 'Method not allowed' },
   request_timeout: { status: 408, title: 'Request timeout' },
@@ -22,6 +26,9 @@ const CATALOG = {
   unscannable_response: { status: 502, title: 'Unscannable upstream response' },
   credential_unavailable: { status: 503, title: 'Credential unavailable' },
   audit_unavailable: { status: 503, title: 'Audit log unavailable' },
+  service_suspended: { status: 503, title: 'Service suspended' },
+  credential_revoked: { status: 503, title: 'Credential revoked' },
+  locked_down: { status: 503, title: 'Airlock is locked down' },
   upstream_timeout: { status: 504, title: 'Upstream timeout' },
 } as const satisfies Record<string, { status: number; title: string }>;
 
@@ -53,14 +60,17 @@ export class AirlockError extends Error {
   readonly headers: Readonly<Record<string, string>>;
   /** The credential reference the refusal is about, for the audit record (never a value). */
   readonly credentialRef: string | null;
+  /** RFC 9457 extension members beyond the standard ones, e.g. approval_id (never a secret). */
+  readonly extensions: Readonly<Record<string, string>>;
 
-  constructor(code: ErrorCode, detail: string, options: { cause?: unknown; headers?: Record<string, string>; credentialRef?: string } = {}) {
+  constructor(code: ErrorCode, detail: string, options: { cause?: unknown; headers?: Record<string, string>; credentialRef?: string; extensions?: Record<string, string> } = {}) {
     super(`${code}: ${detail}`, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'AirlockError';
     this.code = code;
     this.detail = detail;
     this.headers = Object.freeze({ ...(options.headers ?? {}) });
     this.credentialRef = options.credentialRef ?? null;
+    this.extensions = Object.freeze({ ...(options.extensions ?? {}) });
   }
 
   get status(): number {
@@ -69,6 +79,7 @@ export class AirlockError extends Error {
 }
 
 export interface ProblemBody {
+  [extension: string]: unknown;
   type: string;
   title: string;
   status: number;
@@ -80,6 +91,7 @@ export interface ProblemBody {
 
 export function problemBody(error: AirlockError, requestId: string): ProblemBody {
   return {
+    ...error.extensions,
     type: problemType(error.code),
     title: titleOf(error.code),
     status: error.status,

@@ -1,34 +1,78 @@
 /**
- * The admin API, on its own listener (admin.listen; keep it on loopback or a private network). JSON in
- * and out; errors are the same RFC 9457 problems as on the agent side. Every call needs an admin token.
- * Nothing it returns holds a secret value: credentials are described by reference, state and
- * generation only, and every response body passes through the secret catalogue's scrubber as a backstop.
+ * The admin API and console, on their own listener (admin.listen; keep it on loopback or a private
+ * network). JSON in and out; errors are the same RFC 9457 problems as on the agent side. Every API call
+ * needs an admin token; the console's static files do not (the page asks for the token and sends it
+ * with each call). Nothing returned holds a secret value: credentials are described by reference and
+ * generation, sessions without their tokens, approvals without the request's query or body; every JSON
+ * answer also passes the secret catalogue's scrubber as a backstop. Changes are audited with the admin
+ * token's name as `actor`.
  *
- *   GET  /v1/health                      liveness and the state of the audit log and credentials
- *   GET  /v1/credentials                 per reference: fresh/stale/expired, generation, age, failures
- *   POST /v1/credentials/refresh         {"ref": "vault:secret/stripe#api_key"}: fetch again now (rotation)
+ *   GET  /v1/health                          audit log, credentials, pending approvals, lockdown
+ *   GET  /v1/credentials                     per reference: state, generation, age, failures
+ *   POST /v1/credentials/refresh             {"ref"}: fetch again now (rotation)
+ *   GET  /v1/agents                          agents, grants, revocation, live sessions
+ *   POST /v1/agents/:name/revoke             {"reason"}: every token and session of the agent, at once
+ *   POST /v1/agents/:name/restore            lift it
+ *   GET  /v1/sessions                        live task sessions
+ *   POST /v1/sessions/:id/revoke             {"reason"}
+ *   GET  /v1/approvals[?status=pending]      approvals, newest last
+ *   POST /v1/approvals/:id/approve|deny      {"reason"}
+ *   GET  /v1/revocations                     what is revoked, by whom, why
+ *   POST /v1/revocations                     {"kind": agent|session|credential|service|all, "target", "reason"}
+ *   POST /v1/revocations/lift                {"kind", "target"}
+ *   GET  /v1/audit/stream[?replay=N]         server-sent events: each audit record as it is written
+ *   GET  /  /console.js  /console.css        the console
  */
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { CredentialBroker } from '../credentials/credential-broker.js';
 import { parseSecretRef } from '../credentials/secret-ref.js';
 import { AirlockError, asAirlockError } from '../errors.js';
 import type { AuditLog } from '../observability/audit-log.js';
+import type { AuditRecord } from '../observability/audit-record.js';
+import type { ApprovalBroker } from '../policy/approval-broker.js';
+import type { Policy } from '../policy/compile-policy.js';
 import { sendProblem } from '../pipeline/send-problem.js';
 import type { SecretCatalog } from '../redaction/secret-catalog.js';
+import type { ApprovalRecord, RevocationKind, SessionRecord } from '../state/governance-records.js';
+import type { GovernanceState } from '../state/governance-state.js';
 import { REQUEST_ID_HEADER } from '../upstream/relay-headers.js';
-import { authenticateAdmin } from './authenticate-admin.js';
+import { authenticateAdmin, type AdminDirectory } from './authenticate-admin.js';
 
 export interface AdminContext {
-  readonly tokenHashes: ReadonlySet<string>;
+  readonly directory: AdminDirectory;
   readonly broker: CredentialBroker;
   readonly audit: AuditLog;
   readonly catalog: SecretCatalog;
   readonly logger: Logger;
+  readonly policy: Policy;
+  readonly state: GovernanceState;
+  readonly approvals: ApprovalBroker;
+  /** Writes an audit record for an admin change. */
+  readonly auditChange: (change: AdminChange) => Promise<void>;
+  readonly now: () => number;
+}
+
+export interface AdminChange {
+  readonly actor: string;
+  readonly method: string;
+  readonly path: string;
+  readonly route: string;
+  readonly agent: string | null;
+  readonly session: string | null;
+  readonly credential: string | null;
+  readonly service: string | null;
+  readonly approval: string | null;
+  readonly reason: string;
+  readonly status: number;
 }
 
 const MAX_BODY = 64 * 1024;
+const MAX_REASON = 1000;
+const REVOCATION_KINDS: ReadonlySet<RevocationKind> = new Set(['agent', 'session', 'credential', 'service', 'all']);
+const CONSOLE_DIR = new URL('../../console/', import.meta.url);
 
 async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
   const chunks: Buffer[] = [];
@@ -48,52 +92,308 @@ async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> 
   throw new AirlockError('invalid_request', 'The admin API takes a JSON object as its request body.');
 }
 
+function reasonOf(body: Record<string, unknown>): string {
+  const reason = body['reason'] ?? '';
+  if (typeof reason !== 'string' || reason.length > MAX_REASON) throw new AirlockError('invalid_request', `"reason" is a string of up to ${MAX_REASON} characters.`);
+  return reason.trim();
+}
+
 function sendJson(res: ServerResponse, status: number, body: unknown, requestId: string, catalog: SecretCatalog): void {
   const text = catalog.scrub(JSON.stringify(body));
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', [REQUEST_ID_HEADER]: requestId });
   res.end(text);
 }
 
-async function route(context: AdminContext, req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> {
-  const path = (req.url ?? '/').split('?')[0];
-  const method = req.method ?? 'GET';
-  if (path === '/v1/health' && method === 'GET') {
+function iso(ms: number | null): string | null {
+  return ms === null ? null : new Date(ms).toISOString();
+}
+
+function sessionView(session: SessionRecord): Record<string, unknown> {
+  return {
+    id: session.id,
+    agent: session.agent,
+    parent: session.parent,
+    scopes: session.scopes,
+    justification: session.justification,
+    task_id: session.taskId,
+    created_at: iso(session.createdAt),
+    expires_at: iso(session.expiresAt),
+  };
+}
+
+function approvalView(approval: ApprovalRecord, now: number): Record<string, unknown> {
+  const status = approval.status === 'pending' && approval.expiresAt <= now ? 'expired' : approval.status;
+  return {
+    id: approval.id,
+    status,
+    agent: approval.agent,
+    service: approval.service,
+    method: approval.method,
+    path: approval.path,
+    route: approval.route,
+    scope: approval.scope,
+    session: approval.session,
+    justification: approval.justification,
+    task_id: approval.taskId,
+    mode: approval.mode,
+    created_at: iso(approval.createdAt),
+    expires_at: iso(approval.expiresAt),
+    decided_by: approval.decidedBy,
+    reason: approval.reason,
+    decided_at: iso(approval.decidedAt),
+  };
+}
+
+type Handler = (context: AdminContext, call: AdminCall) => Promise<unknown>;
+
+interface AdminCall {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly requestId: string;
+  readonly actor: string;
+  readonly params: Readonly<Record<string, string>>;
+  readonly query: URLSearchParams;
+}
+
+interface Route {
+  readonly method: string;
+  readonly template: string;
+  readonly pattern: RegExp;
+  readonly names: readonly string[];
+  readonly handler: Handler;
+}
+
+function route(method: string, template: string, handler: Handler): Route {
+  const names: string[] = [];
+  const pattern = new RegExp(
+    `^${template.replace(/:([a-z]+)/g, (_m, name: string) => {
+      names.push(name);
+      return '([A-Za-z0-9_.:@-]+)';
+    })}$`,
+  );
+  return { method, template, pattern, names, handler };
+}
+
+/** A change an admin made: recorded as a governance event, audited, then answered. */
+async function change(context: AdminContext, call: AdminCall, what: Omit<AdminChange, 'actor' | 'method' | 'path' | 'status' | 'route'> & { route: string }, body: unknown, status = 200): Promise<unknown> {
+  await context.auditChange({ ...what, actor: call.actor, method: call.req.method ?? '', path: (call.req.url ?? '').split('?')[0] as string, status });
+  context.logger.info({ actor: call.actor, route: what.route, agent: what.agent, session: what.session, credential: what.credential, service: what.service, approval: what.approval, reason: what.reason }, 'admin change');
+  return body;
+}
+
+async function revoke(context: AdminContext, call: AdminCall, kind: RevocationKind, target: string, reason: string, routeTemplate: string): Promise<unknown> {
+  if (kind === 'agent' && !context.policy.agentByName.has(target)) throw new AirlockError('unknown_service', `There is no agent named ${target}.`);
+  if (kind === 'service' && !context.policy.serviceByName.has(target)) throw new AirlockError('unknown_service', `There is no service named ${target}.`);
+  if (kind === 'credential' && !parseSecretRef(target).ok) throw new AirlockError('invalid_request', `${target} is not a credential reference.`);
+  if (kind === 'all' && target !== '*') throw new AirlockError('invalid_request', 'A lockdown (kind "all") has target "*".');
+  const revocation = { kind, target, reason, by: call.actor, at: context.now() };
+  await context.state.record({ type: 'revocation.added', revocation });
+  return change(
+    context,
+    call,
+    {
+      route: routeTemplate,
+      agent: kind === 'agent' ? target : null,
+      session: kind === 'session' ? target : null,
+      credential: kind === 'credential' ? target : null,
+      service: kind === 'service' ? target : null,
+      approval: null,
+      reason,
+    },
+    { revoked: { kind, target, reason, by: call.actor, at: iso(revocation.at) } },
+  );
+}
+
+async function lift(context: AdminContext, call: AdminCall, kind: RevocationKind, target: string, routeTemplate: string): Promise<unknown> {
+  if (context.state.revocation(kind, target) === null) throw new AirlockError('unknown_service', `Nothing is revoked for ${kind} ${target}.`);
+  await context.state.record({ type: 'revocation.lifted', kind, target, by: call.actor, at: context.now() });
+  return change(
+    context,
+    call,
+    { route: routeTemplate, agent: kind === 'agent' ? target : null, session: null, credential: kind === 'credential' ? target : null, service: kind === 'service' ? target : null, approval: null, reason: '' },
+    { lifted: { kind, target, by: call.actor } },
+  );
+}
+
+const ROUTES: readonly Route[] = [
+  route('GET', '/v1/health', async (context) => {
     const credentials = context.broker.status();
-    return sendJson(
-      res,
-      200,
-      {
-        status: context.audit.healthy ? 'ok' : 'degraded',
-        audit: context.audit.healthy ? 'writable' : 'failing',
-        credentials: { total: credentials.length, failing: credentials.filter((c) => c.failing).length, expired: credentials.filter((c) => c.state === 'expired').length },
-      },
-      requestId,
-      context.catalog,
-    );
-  }
-  if (path === '/v1/credentials' && method === 'GET') return sendJson(res, 200, { credentials: context.broker.status() }, requestId, context.catalog);
-  if (path === '/v1/credentials/refresh' && method === 'POST') {
-    const body = await readJson(req);
+    const lockdown = context.state.revocation('all', '*');
+    return {
+      status: context.audit.healthy && lockdown === null ? 'ok' : 'degraded',
+      audit: context.audit.healthy ? 'writable' : 'failing',
+      lockdown: lockdown !== null,
+      approvals_pending: context.approvals.pendingCount(),
+      sessions_active: context.state.sessions().length,
+      credentials: { total: credentials.length, failing: credentials.filter((c) => c.failing).length, expired: credentials.filter((c) => c.state === 'expired').length },
+    };
+  }),
+  route('GET', '/v1/credentials', async (context) => ({ credentials: context.broker.status() })),
+  route('POST', '/v1/credentials/refresh', async (context, call) => {
+    const body = await readJson(call.req);
     const ref = body['ref'];
     if (typeof ref !== 'string' || !parseSecretRef(ref).ok) throw new AirlockError('invalid_request', 'Send {"ref": "<secret reference>"}, e.g. {"ref": "vault:secret/stripe#api_key"}.');
     const before = context.broker.status().find((s) => s.ref === ref)?.generation ?? null;
     const credential = await context.broker.refresh(ref);
-    context.logger.info({ credential: ref, generation: credential.generation, previous_generation: before }, 'credential refreshed by an admin');
-    return sendJson(res, 200, { ref, generation: credential.generation, previous_generation: before, changed: credential.generation !== before || before === null }, requestId, context.catalog);
+    return change(
+      context,
+      call,
+      { route: '/v1/credentials/refresh', agent: null, session: null, credential: ref, service: null, approval: null, reason: 'refresh' },
+      { ref, generation: credential.generation, previous_generation: before, changed: credential.generation !== before || before === null },
+    );
+  }),
+  route('GET', '/v1/agents', async (context) => {
+    const sessions = context.state.sessions();
+    return {
+      agents: [...context.policy.agentByName.values()].map((agent) => {
+        const revocation = context.state.revocation('agent', agent.name);
+        const spec = context.policy.agentSpecs.get(agent.name);
+        return {
+          name: agent.name,
+          status: revocation === null ? 'active' : 'revoked',
+          revoked: revocation === null ? null : { by: revocation.by, reason: revocation.reason, at: iso(revocation.at) },
+          tokens: spec?.tokens.length ?? 0,
+          jwt: spec?.jwt === undefined ? null : { issuer: spec.jwt.issuer, audience: spec.jwt.audience, subject: spec.jwt.subject ?? null },
+          sessions: sessions.filter((s) => s.agent === agent.name).length,
+          grants: [...agent.grants.values()].map((grant) => ({
+            service: grant.service,
+            scopes: grant.scopes.written,
+            require_session: grant.config.require_session,
+            require_approval: grant.config.require_approval,
+            approval_mode: grant.config.approval_mode,
+            credential: (grant.credential ?? context.policy.serviceByName.get(grant.service)?.credential)?.ref ?? null,
+          })),
+        };
+      }),
+    };
+  }),
+  route('POST', '/v1/agents/:name/revoke', async (context, call) => revoke(context, call, 'agent', call.params['name'] as string, reasonOf(await readJson(call.req)), '/v1/agents/:name/revoke')),
+  route('POST', '/v1/agents/:name/restore', async (context, call) => lift(context, call, 'agent', call.params['name'] as string, '/v1/agents/:name/restore')),
+  route('GET', '/v1/sessions', async (context) => ({ sessions: context.state.sessions().map(sessionView) })),
+  route('POST', '/v1/sessions/:id/revoke', async (context, call) => {
+    const id = call.params['id'] as string;
+    if (context.state.session(id) === null) throw new AirlockError('unknown_service', `There is no live session ${id}.`);
+    return revoke(context, call, 'session', id, reasonOf(await readJson(call.req)), '/v1/sessions/:id/revoke');
+  }),
+  route('GET', '/v1/approvals', async (context, call) => {
+    const now = context.now();
+    const wanted = call.query.get('status');
+    const list = context.state.approvals().map((a) => approvalView(a, now));
+    return { approvals: wanted === null ? list : list.filter((a) => a['status'] === wanted) };
+  }),
+  route('POST', '/v1/approvals/:id/approve', async (context, call) => decide(context, call, 'approved')),
+  route('POST', '/v1/approvals/:id/deny', async (context, call) => decide(context, call, 'denied')),
+  route('GET', '/v1/revocations', async (context) => ({
+    revocations: context.state.revocations().map((r) => ({ kind: r.kind, target: r.target, reason: r.reason, by: r.by, at: iso(r.at) })),
+  })),
+  route('POST', '/v1/revocations', async (context, call) => {
+    const body = await readJson(call.req);
+    const kind = body['kind'];
+    const target = kind === 'all' ? (body['target'] ?? '*') : body['target'];
+    if (typeof kind !== 'string' || !REVOCATION_KINDS.has(kind as RevocationKind) || typeof target !== 'string' || target === '') {
+      throw new AirlockError('invalid_request', 'Send {"kind": "agent"|"session"|"credential"|"service"|"all", "target": "...", "reason": "..."}.');
+    }
+    return revoke(context, call, kind as RevocationKind, target, reasonOf(body), '/v1/revocations');
+  }),
+  route('POST', '/v1/revocations/lift', async (context, call) => {
+    const body = await readJson(call.req);
+    const kind = body['kind'];
+    const target = kind === 'all' ? (body['target'] ?? '*') : body['target'];
+    if (typeof kind !== 'string' || !REVOCATION_KINDS.has(kind as RevocationKind) || typeof target !== 'string') {
+      throw new AirlockError('invalid_request', 'Send {"kind": "...", "target": "..."}.');
+    }
+    return lift(context, call, kind as RevocationKind, target, '/v1/revocations/lift');
+  }),
+];
+
+async function decide(context: AdminContext, call: AdminCall, decision: 'approved' | 'denied'): Promise<unknown> {
+  const id = call.params['id'] as string;
+  const reason = reasonOf(await readJson(call.req));
+  const approval = await context.approvals.decide(id, decision, call.actor, reason);
+  return change(
+    context,
+    call,
+    { route: `/v1/approvals/:id/${decision === 'approved' ? 'approve' : 'deny'}`, agent: approval.agent, session: approval.session, credential: null, service: approval.service, approval: id, reason },
+    { approval: approvalView(approval, context.now()) },
+  );
+}
+
+/** Server-sent events (WHATWG HTML 9.2): one `audit` event per record, a comment every 15 s to keep proxies from timing out. */
+function streamAudit(context: AdminContext, call: AdminCall): void {
+  const { res } = call;
+  res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive', [REQUEST_ID_HEADER]: call.requestId });
+  res.write(': airlock audit feed\n\n');
+  const send = (record: AuditRecord): void => {
+    res.write(`event: audit\ndata: ${context.catalog.scrub(JSON.stringify(record))}\n\n`);
+  };
+  const unsubscribe = context.audit.subscribe(send);
+  const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
+  keepAlive.unref();
+  res.on('close', () => {
+    clearInterval(keepAlive);
+    unsubscribe();
+  });
+}
+
+const CONSOLE_FILES: Readonly<Record<string, string>> = {
+  '/': 'index.html',
+  '/index.html': 'index.html',
+  '/console.js': 'console.js',
+  '/console.css': 'console.css',
+};
+const CONSOLE_TYPES: Readonly<Record<string, string>> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
+
+function serveConsole(res: ServerResponse, file: string): void {
+  const body = readFileSync(new URL(file, CONSOLE_DIR));
+  res.writeHead(200, {
+    'content-type': CONSOLE_TYPES[file.slice(file.lastIndexOf('.') + 1)] ?? 'application/octet-stream',
+    'content-length': body.length,
+    'cache-control': 'no-store',
+    // The console loads only its own script and style and talks only to this origin.
+    'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    'x-content-type-options': 'nosniff',
+    'referrer-policy': 'no-referrer',
+  });
+  res.end(body);
+}
+
+async function handle(context: AdminContext, req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> {
+  const url = new URL(req.url ?? '/', 'http://admin.invalid');
+  const path = url.pathname;
+  const method = req.method ?? 'GET';
+  const consoleFile = CONSOLE_FILES[path];
+  if (consoleFile !== undefined && (method === 'GET' || method === 'HEAD')) return serveConsole(res, consoleFile);
+  const actor = authenticateAdmin(req.headers, context.directory);
+  // A change that could not be audited is not made.
+  if (method !== 'GET' && method !== 'HEAD') context.audit.assertWritable();
+  if (path === '/v1/audit/stream' && method === 'GET') return streamAudit(context, { req, res, requestId, actor, params: {}, query: url.searchParams });
+  let allowed: string[] = [];
+  for (const candidate of ROUTES) {
+    const match = candidate.pattern.exec(path);
+    if (match === null) continue;
+    if (candidate.method !== method) {
+      allowed.push(candidate.method);
+      continue;
+    }
+    const params: Record<string, string> = {};
+    candidate.names.forEach((name, i) => {
+      params[name] = decodeURIComponent(match[i + 1] as string);
+    });
+    const body = await candidate.handler(context, { req, res, requestId, actor, params, query: url.searchParams });
+    return sendJson(res, 200, body, requestId, context.catalog);
   }
-  throw new AirlockError('unknown_service', `No admin endpoint ${method} ${path}; see GET /v1/health, GET /v1/credentials, POST /v1/credentials/refresh.`);
+  allowed = [...new Set(allowed)];
+  if (allowed.length > 0) throw new AirlockError('method_not_allowed', `${path} answers ${allowed.join(', ')}.`, { headers: { allow: allowed.join(', ') } });
+  throw new AirlockError('unknown_service', `No admin endpoint ${method} ${path}; see GET /v1/health and the README's admin API table.`);
 }
 
 export function createAdminServer(context: AdminContext): Server {
   return createServer({ requireHostHeader: true, headersTimeout: 10_000, requestTimeout: 30_000 }, function handleAdminRequest(req, res) {
     const requestId = randomUUID();
-    Promise.resolve()
-      .then(() => authenticateAdmin(req.headers, context.tokenHashes))
-      .then(() => route(context, req, res, requestId))
-      .catch((error: unknown) => {
-        const failure = asAirlockError(error);
-        if (failure.code === 'internal_error') context.logger.error({ err: error, request_id: requestId }, 'admin request failed');
-        sendProblem(res, failure, requestId, !req.complete);
-      });
+    handle(context, req, res, requestId).catch((error: unknown) => {
+      const failure = asAirlockError(error);
+      if (failure.code === 'internal_error') context.logger.error({ err: error, request_id: requestId }, 'admin request failed');
+      sendProblem(res, failure, requestId, !req.complete);
+    });
   });
 }

@@ -138,6 +138,8 @@ function normalize(data: ParsedConfig, resolvePath: (p: string) => string, sourc
       oauth2: Object.fromEntries(Object.entries(data.secrets.oauth2).map(([name, client]) => [name, client.ca === undefined ? client : { ...client, ca: resolvePath(client.ca) }])),
     },
     admin: data.admin ?? null,
+    approvals: data.approvals,
+    state: data.state,
     services,
     agents,
   });

@@ -90,6 +90,7 @@ const routeSpec = z
     method: z.union([methodName, z.array(methodName).min(1)]).describe('method or list of methods; "*" is not allowed, list them'),
     path: z.string().min(1).describe('path template: literal segments, :name for one segment, a trailing * for the rest'),
     scope: scopeName.describe('scope an agent must hold to call this route'),
+    require_approval: z.boolean().default(false).describe('a human approves every call to this route, whatever the grant says'),
   })
   .superRefine((route, ctx) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method];
@@ -176,9 +177,11 @@ const grantSpec = z.strictObject({
       }),
     )
     .describe('scopes granted: exact names, "*" for all of the service, "files:*" for a prefix'),
-  max_ttl: z.number().int().positive().default(3600).describe('longest session this grant may mint, in seconds'),
-  require_approval: z.boolean().default(false).describe('a human approves each call (not available yet: true is refused at start-up)'),
-  approval_timeout: z.number().int().positive().default(300).describe('seconds to wait for an approval'),
+  max_ttl: z.number().int().positive().default(3600).describe('longest task session this grant may mint, in seconds'),
+  require_session: z.boolean().default(false).describe('the agent token only mints task sessions; calls need a session token (zero standing privileges)'),
+  require_approval: z.boolean().default(false).describe('a human approves each call'),
+  approval_mode: z.enum(['hold', 'async']).default('hold').describe('hold: the request waits for the decision; async: 202 with an approval id to retry with'),
+  approval_timeout: z.number().int().positive().default(300).describe('seconds an approval may take (hold) or stays valid (async)'),
   credential: credentialSpec.optional().describe('a credential for this agent alone, instead of the service one'),
 });
 
@@ -186,8 +189,28 @@ const tokenHash = z
   .string()
   .regex(/^sha256:[0-9a-f]{64}$/, { error: 'expected "sha256:" and 64 lowercase hex digits; run `npx airlock token` to make one' });
 
+const jwtAlgorithm = z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA']);
+
+const jwtSpec = z
+  .strictObject({
+    issuer: z.string().min(1).describe('required iss claim'),
+    audience: z.string().min(1).describe('required aud claim'),
+    subject: z.string().min(1).optional().describe('required sub claim'),
+    claims: z.record(z.string(), z.string()).default({}).describe('further claims that must equal these strings'),
+    jwks_url: z.string().regex(/^https?:\/\//, { error: 'an http(s) URL' }).optional().describe("the issuer's JWKS endpoint"),
+    keys: z.array(z.string().min(1)).default([]).describe('PEM public keys (SPKI), instead of or besides jwks_url'),
+    algorithms: z
+      .array(jwtAlgorithm)
+      .min(1)
+      .default(['RS256', 'ES256'])
+      .describe('accepted signature algorithms (pinned; HMAC and "none" are never accepted: no shared secrets, no alg confusion)'),
+    max_token_age: seconds.optional().describe('refuse tokens issued (iat) longer ago than this'),
+  })
+  .refine((jwt) => jwt.jwks_url !== undefined || jwt.keys.length > 0, { error: 'give jwks_url or keys', path: ['keys'] });
+
 const agentSpec = z.strictObject({
   tokens: z.array(tokenHash).default([]).describe('hashes of the agent tokens (alk_...) this agent may present'),
+  jwt: jwtSpec.optional().describe('workload identity: signed JWTs (e.g. Kubernetes or SPIFFE tokens) this agent may present instead of a token'),
   credentials: z.array(grantSpec).default([]).describe('grants: which services and scopes this agent may use'),
 });
 
@@ -266,12 +289,28 @@ const secretsSpec = z.strictObject({
   oauth2: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, { error: 'OAuth2 client names are lowercase letters, digits, _ and -' }), oauth2ClientSpec).default({}),
 });
 
+const adminToken = z.union(
+  [tokenHash, z.strictObject({ name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.@-]*$/, { error: 'a name such as alice or oncall@example.com' }), hash: tokenHash })],
+  { error: 'an admin token is "sha256:<hex>" or {name: alice, hash: "sha256:<hex>"}; run `npx airlock token`' },
+);
+
 const adminSpec = z.strictObject({
-  listen: listenAddress.default('127.0.0.1:7701').describe('admin API listener; keep it on loopback or a private network'),
+  listen: listenAddress.default('127.0.0.1:7701').describe('admin API and console listener; keep it on loopback or a private network'),
   tokens: z
-    .array(z.string().regex(/^sha256:[0-9a-f]{64}$/, { error: 'expected "sha256:" and 64 lowercase hex digits; run `npx airlock token` to make one' }))
+    .array(adminToken)
     .min(1, { error: 'the admin API needs at least one token hash; run `npx airlock token`' })
-    .describe('hashes of the tokens that may call the admin API'),
+    .describe('tokens that may call the admin API; a name is recorded as the approver or revoker'),
+  public_url: z.string().regex(/^https?:\/\//, { error: 'an http(s) URL' }).optional().describe('how approvers reach the console, for links in webhooks and 202 answers'),
+});
+
+const approvalsSpec = z.strictObject({
+  webhook: z.string().regex(/^https?:\/\//, { error: 'an http(s) URL' }).optional().describe('POSTed a JSON announcement (with a Slack-compatible text field) of each pending approval'),
+  max_body_bytes: z.number().int().positive().default(1024 * 1024).describe('largest request body held while it waits for approval'),
+  max_pending: z.number().int().positive().default(1000).describe('pending approvals at once; more are refused with 429'),
+});
+
+const stateSpec = z.strictObject({
+  type: z.literal('memory').describe('memory: kept in memory and in data_dir/state.jsonl (sessions, revocations, approvals survive a restart)'),
 });
 
 export const configSchema = z.strictObject({
@@ -286,6 +325,8 @@ export const configSchema = z.strictObject({
   limits: limitsSpec.default(defaultLimits),
   secrets: secretsSpec.default({ cache: { ttl: 300, max_staleness: 900 }, oauth2: {} }),
   admin: adminSpec.optional().describe('the admin API (absent: no admin listener)'),
+  approvals: approvalsSpec.default({ max_body_bytes: 1024 * 1024, max_pending: 1000 }),
+  state: stateSpec.default({ type: 'memory' }),
   services: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, { error: 'service names are lowercase letters, digits, _ and -' }), serviceSpec).default({}),
   agents: z.record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, { error: 'agent names are letters, digits, _ . and -' }), agentSpec).default({}),
 });
@@ -304,3 +345,6 @@ export type SecretsSpec = z.output<typeof secretsSpec>;
 export type VaultSpec = z.output<typeof vaultSpec>;
 export type OAuth2ClientSpec = z.output<typeof oauth2ClientSpec>;
 export type AdminSpec = z.output<typeof adminSpec>;
+export type ApprovalsSpec = z.output<typeof approvalsSpec>;
+export type JwtSpec = z.output<typeof jwtSpec>;
+export type StateSpec = z.output<typeof stateSpec>;

@@ -2,7 +2,7 @@
  * The validated, frozen configuration the rest of Airlock reads. Same shape as the YAML (so a problem's
  * path is the path a user edits), with defaults filled in and file paths made absolute.
  */
-import type { AdminSpec, AgentSpec, LimitsSpec, SecretsSpec, ServiceSpec } from './schema.js';
+import type { AdminSpec, AgentSpec, ApprovalsSpec, LimitsSpec, SecretsSpec, ServiceSpec, StateSpec } from './schema.js';
 
 export type DeepReadonly<T> = T extends (infer E)[]
   ? ReadonlyArray<DeepReadonly<E>>
@@ -26,6 +26,8 @@ export interface AirlockConfig {
   /** Store settings; `vault.ca_file` and `oauth2.*.ca` are absolute. */
   readonly secrets: DeepReadonly<SecretsSpec>;
   readonly admin: DeepReadonly<AdminSpec> | null;
+  readonly approvals: DeepReadonly<ApprovalsSpec>;
+  readonly state: DeepReadonly<StateSpec>;
   readonly services: Readonly<Record<string, ServiceConfig>>;
   readonly agents: Readonly<Record<string, AgentConfig>>;
 }

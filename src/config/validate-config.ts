@@ -92,7 +92,7 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
   const credentialUsers = new Map<string, string[]>();
   for (const [agentName, agent] of Object.entries(config.agents)) {
     const at = (...rest: Array<string | number>): ProblemPath => ['agents', agentName, ...rest];
-    if (agent.tokens.length === 0) {
+    if (agent.tokens.length === 0 && agent.jwt === undefined) {
       warning(at('tokens'), `agent ${agentName} has no tokens and cannot authenticate; run \`npx airlock token\` and add the sha256 line here`);
     }
     agent.tokens.forEach((hash, index) => {
@@ -119,9 +119,6 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
         const matchesSome = pattern === '*' || (pattern.endsWith('*') ? routeScopes.some((s) => s.startsWith(pattern.slice(0, -1))) : routeScopes.includes(pattern));
         if (!matchesSome) warning(at('credentials', index, 'max_scope', scopeIndex), `no route of ${grant.service} has a scope matching "${pattern}" (a typo?)`);
       });
-      if (grant.require_approval) {
-        error(at('credentials', index, 'require_approval'), 'human approval is not available in this version; set require_approval: false (Airlock will not forward calls it was told need approval)');
-      }
       if (grant.credential === undefined) {
         const users = credentialUsers.get(grant.service) ?? [];
         if (!users.includes(agentName)) credentialUsers.set(grant.service, [...users, agentName]);
@@ -159,10 +156,24 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
 
   if (config.admin !== undefined) {
     claimListener(config.admin.listen, ['admin', 'listen'], 'the admin API (admin.listen)');
-    config.admin.tokens.forEach((hash, index) => {
+    config.admin.tokens.forEach((entry, index) => {
+      const hash = typeof entry === 'string' ? entry : entry.hash;
       const owner = tokenOwners.get(hash);
       if (owner !== undefined) error(['admin', 'tokens', index], `this hash is also an agent token (${owner}); an admin token must be its own`);
     });
+  }
+
+  // Two agents trusting one issuer must be told apart by subject or claims, or a token could match both.
+  const jwtSelectors = new Map<string, string>();
+  for (const [agentName, agent] of Object.entries(config.agents)) {
+    if (agent.jwt === undefined) continue;
+    const selector = JSON.stringify([agent.jwt.issuer, agent.jwt.audience, agent.jwt.subject ?? null, Object.entries(agent.jwt.claims).sort()]);
+    const previous = jwtSelectors.get(selector);
+    if (previous !== undefined) error(['agents', agentName, 'jwt'], `agent ${previous} accepts exactly the same tokens; give each agent its own subject or claims`);
+    else jwtSelectors.set(selector, agentName);
+    if (agent.jwt.subject === undefined && Object.keys(agent.jwt.claims).length === 0) {
+      warning(['agents', agentName, 'jwt'], `every token of issuer ${agent.jwt.issuer} for audience ${agent.jwt.audience} authenticates as ${agentName}; set subject or claims to narrow it`);
+    }
   }
 
   for (const [serviceName, users] of credentialUsers) {

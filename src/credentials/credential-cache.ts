@@ -92,9 +92,17 @@ export class CredentialCache {
     return this.#load(ref);
   }
 
-  /** Fetches again now (after a 401, or an operator's rotate); joins a fetch already under way. */
-  refresh(ref: string): Promise<Credential> {
-    return this.#load(ref);
+  /**
+   * Fetches again now (after a 401, or an operator's rotate); joins a fetch already under way. Unlike
+   * `get`, a failure is reported even when a last known good value could still be served: the caller
+   * asked for a new value, and the old one is not it.
+   */
+  async refresh(ref: string): Promise<Credential> {
+    const credential = await this.#load(ref);
+    // A successful fetch clears lastError; one left set means this fetch failed and served the old value.
+    const lastError = this.#entries.get(ref)?.lastError ?? null;
+    if (lastError !== null) throw lastError;
+    return credential;
   }
 
   status(): CredentialStatus[] {

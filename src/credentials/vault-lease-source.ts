@@ -17,7 +17,8 @@ import { vaultStatus, type VaultSession } from './vault-session.js';
 interface Lease {
   readonly id: string;
   readonly data: Readonly<Record<string, unknown>>;
-  readonly obtainedAt: number;
+  /** The duration Vault granted last (at creation or the latest renewal), ms. */
+  grantedMs: number;
   expiresAt: number;
   renewable: boolean;
   timer: NodeJS.Timeout | null;
@@ -77,6 +78,7 @@ export function createVaultLeaseSource(session: VaultSession, logger: Logger, op
       lease.failures = 0;
       lease.renewable = response.renewable !== false && duration > 0;
       lease.expiresAt = now() + duration * 1000;
+      lease.grantedMs = duration * 1000;
       logger.debug({ lease: lease.id, ttl_s: duration }, 'renewed vault lease');
       schedule(path, lease);
     } catch (error) {
@@ -107,7 +109,7 @@ export function createVaultLeaseSource(session: VaultSession, logger: Logger, op
     const lease: Lease = {
       id: response.lease_id,
       data: response.data,
-      obtainedAt: now(),
+      grantedMs: (response.lease_duration ?? 0) * 1000,
       expiresAt: now() + (response.lease_duration ?? 0) * 1000,
       renewable: response.renewable === true && (response.lease_duration ?? 0) > 0,
       timer: null,
@@ -129,10 +131,13 @@ export function createVaultLeaseSource(session: VaultSession, logger: Logger, op
     return lease;
   }
 
-  /** The current lease of a path, or a new one when there is none or it has under a third of its life. */
+  /**
+   * The current lease of a path, or a new one when there is none or it has under a third of the
+   * duration Vault last granted it left (a lease Vault keeps extending is kept, not replaced).
+   */
   function current(path: string, ref: string): Promise<Lease> {
     const lease = leases.get(path);
-    if (lease !== undefined && remaining(lease) > (lease.expiresAt - lease.obtainedAt) / 3) return Promise.resolve(lease);
+    if (lease !== undefined && remaining(lease) > lease.grantedMs / 3) return Promise.resolve(lease);
     let pending = acquiring.get(path);
     if (pending === undefined) {
       pending = acquire(path, ref).finally(() => acquiring.delete(path));

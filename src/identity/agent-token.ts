@@ -5,6 +5,10 @@
 import { createHash, randomBytes } from 'node:crypto';
 
 export const AGENT_TOKEN_PATTERN = /^alk_[A-Za-z0-9_-]{43}$/;
+/** Task session tokens (identity/sessions): same shape, their own prefix. */
+export const SESSION_TOKEN_PATTERN = /^als_[A-Za-z0-9_-]{43}$/;
+/** A compact JWS (RFC 7515 7.1): three base64url parts, the header starting {" (eyJ). */
+export const JWT_PATTERN = /^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
 export interface AgentTokenPair {
   token: string;
@@ -16,10 +20,16 @@ export function generateAgentToken(): AgentTokenPair {
   return { token, hash: hashAgentToken(token) };
 }
 
+export function generateSessionToken(): AgentTokenPair {
+  const token = `als_${randomBytes(32).toString('base64url')}`;
+  return { token, hash: hashAgentToken(token) };
+}
+
 export function hashAgentToken(token: string): string {
   return `sha256:${createHash('sha256').update(token, 'utf8').digest('hex')}`;
 }
 
+/** An Airlock credential of any kind: agent token, session token, or a JWT. */
 export function looksLikeAgentToken(value: string): boolean {
-  return value.startsWith('alk_');
+  return value.startsWith('alk_') || value.startsWith('als_') || JWT_PATTERN.test(value);
 }

@@ -4,7 +4,7 @@
  * Airlock owns these headers on the agent side. All of them are removed before forwarding, whatever
  * they hold, so an agent cannot smuggle its own credential (or its token) upstream through one of them.
  */
-import { AGENT_TOKEN_PATTERN, looksLikeAgentToken } from './agent-token.js';
+import { AGENT_TOKEN_PATTERN, JWT_PATTERN, looksLikeAgentToken, SESSION_TOKEN_PATTERN } from './agent-token.js';
 
 /** Lower-case names of the headers that may carry an agent token. */
 export const TOKEN_CARRIER_HEADERS: ReadonlySet<string> = new Set([
@@ -16,32 +16,43 @@ export const TOKEN_CARRIER_HEADERS: ReadonlySet<string> = new Set([
   'x-airlock-token',
 ]);
 
+export type TokenKind = 'agent' | 'session' | 'jwt';
+
 export type TokenScan =
   | { kind: 'none' }
   | { kind: 'malformed'; header: string }
   | { kind: 'conflict' }
-  | { kind: 'token'; token: string };
+  | { kind: 'token'; token: string; type: TokenKind };
+
+function tokenKind(value: string, acceptJwt: boolean): TokenKind | null {
+  if (AGENT_TOKEN_PATTERN.test(value)) return 'agent';
+  if (SESSION_TOKEN_PATTERN.test(value)) return 'session';
+  if (acceptJwt && JWT_PATTERN.test(value)) return 'jwt';
+  return null;
+}
 
 /**
- * Scans raw header pairs (node's `req.rawHeaders`, so duplicates are all seen) for agent tokens.
- * Several copies of the same token are fine; two different tokens are a conflict, never a choice.
+ * Scans raw header pairs (node's `req.rawHeaders`, so duplicates are all seen) for an Airlock
+ * credential: an agent token (alk_), a task session token (als_) or a workload JWT. Several copies of
+ * the same one are fine; two different ones are a conflict, never a choice.
  */
-export function scanForAgentToken(rawHeaders: readonly string[]): TokenScan {
+/** `acceptJwt`: some agent accepts workload JWTs; otherwise a JWT in a carrier is not ours and is ignored. */
+export function scanForAgentToken(rawHeaders: readonly string[], acceptJwt = false): TokenScan {
   let found: string | null = null;
   let malformedIn: string | null = null;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = (rawHeaders[i] as string).toLowerCase();
     if (!TOKEN_CARRIER_HEADERS.has(name)) continue;
     const candidate = tokenFromHeader(name, rawHeaders[i + 1] as string);
-    if (candidate === null) continue;
-    if (!AGENT_TOKEN_PATTERN.test(candidate)) {
+    if (candidate === null || (!acceptJwt && !candidate.startsWith('al'))) continue;
+    if (tokenKind(candidate, acceptJwt) === null) {
       malformedIn ??= name;
       continue;
     }
     if (found !== null && found !== candidate) return { kind: 'conflict' };
     found = candidate;
   }
-  if (found !== null) return { kind: 'token', token: found };
+  if (found !== null) return { kind: 'token', token: found, type: tokenKind(found, acceptJwt) as TokenKind };
   if (malformedIn !== null) return { kind: 'malformed', header: malformedIn };
   return { kind: 'none' };
 }

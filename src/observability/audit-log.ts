@@ -29,6 +29,7 @@ export class AuditLog {
   #broken: Error | null = null;
   #closed = false;
   #idle: Array<() => void> = [];
+  readonly #listeners = new Set<(record: AuditRecord) => void>();
 
   constructor(file: string, secrets: SecretCatalog) {
     this.file = file;
@@ -52,6 +53,12 @@ export class AuditLog {
     }
   }
 
+  /** Hears every record once it is written (the admin API's live audit feed). */
+  subscribe(listener: (record: AuditRecord) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
   /** Resolves once the line is on disk (in the kernel's page cache), rejects when the write failed. */
   append(record: AuditRecord): Promise<void> {
     if (this.#closed) return Promise.reject(new Error('audit log is closed'));
@@ -59,6 +66,8 @@ export class AuditLog {
     return new Promise<void>((resolve, reject) => {
       this.#queue.push({ line, resolve, reject });
       if (!this.#writing) void this.#drain();
+    }).then(() => {
+      for (const listener of this.#listeners) listener(JSON.parse(line) as AuditRecord);
     });
   }
 

@@ -9,6 +9,10 @@ export interface AuditRecord {
   time: string;
   request_id: string;
   agent: string | null;
+  /** The task session the call was made under. */
+  session: string | null;
+  justification: string | null;
+  task_id: string | null;
   service: string | null;
   method: string | null;
   /** Canonical path as the agent sent it (prefix included), no query; null when unparseable. */
@@ -29,6 +33,13 @@ export interface AuditRecord {
   /** When an upstream refused the first credential and a rotated one was used: the first one's version. */
   rotated_from: string | null;
   redactions: number;
+  /** The approval the call was made under, who gave it and why. */
+  approval: string | null;
+  approver: string | null;
+  approval_reason: string | null;
+  /** For admin API changes: who made them (the admin token's name) and why. */
+  actor: string | null;
+  reason: string | null;
   client: string | null;
   /** True when the response was cut short (upstream failure mid-body or the agent went away). */
   incomplete: boolean;
@@ -39,6 +50,9 @@ export function serializeAuditRecord(record: AuditRecord): string {
     time: record.time,
     request_id: record.request_id,
     agent: record.agent,
+    session: record.session,
+    justification: record.justification,
+    task_id: record.task_id,
     service: record.service,
     method: record.method,
     path: record.path,
@@ -53,6 +67,11 @@ export function serializeAuditRecord(record: AuditRecord): string {
     generation: record.generation,
     rotated_from: record.rotated_from,
     redactions: record.redactions,
+    approval: record.approval,
+    approver: record.approver,
+    approval_reason: record.approval_reason,
+    actor: record.actor,
+    reason: record.reason,
     client: record.client,
     incomplete: record.incomplete,
   });

@@ -8,7 +8,11 @@ import type { CredentialBroker } from '../credentials/credential-broker.js';
 import type { AuditLog } from '../observability/audit-log.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { SecretCatalog } from '../redaction/secret-catalog.js';
+import type { JwtVerifier } from '../identity/jwt-verifier.js';
+import type { ApprovalBroker } from '../policy/approval-broker.js';
 import type { Policy } from '../policy/compile-policy.js';
+import type { KillSwitch } from '../policy/kill-switch.js';
+import type { GovernanceState } from '../state/governance-state.js';
 
 export interface ProxyRuntime {
   readonly policy: Policy;
@@ -20,6 +24,10 @@ export interface ProxyRuntime {
   readonly metrics: Metrics;
   readonly audit: AuditLog;
   readonly logger: Logger;
-  readonly limits: { readonly maxHeaders: number; readonly maxBodyBytes: number };
+  readonly state: GovernanceState;
+  readonly jwt: JwtVerifier;
+  readonly approvals: ApprovalBroker;
+  readonly killSwitch: KillSwitch;
+  readonly limits: { readonly maxHeaders: number; readonly maxBodyBytes: number; readonly maxApprovalBodyBytes: number };
   readonly now: () => Date;
 }

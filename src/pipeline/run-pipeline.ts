@@ -2,19 +2,22 @@
  * The request lifecycle. This file draws it and calls the stages in this order; no other place decides
  * the order (DESIGN.md section 3).
  *
- *   agent ─▶ canonicalize ─▶ authenticate ─▶ guard secrets ─▶ select service ─▶ match route ─▶ authorize ─▶ resolve credential ─▶ inject ─▶ forward ─▶ redact & stream ─▶ agent
- *              400 ◀─┘          401 ◀─┘          400 ◀─┘          404 ◀─┘         403/405 ◀─┘     403 ◀─┘         503 ◀─┘                     502/504 ◀─┘     502 ◀─┘
+ *   agent ─▶ canonicalize ─▶ authenticate ─▶ revoked? ─▶ guard secrets ─▶ select service ─▶ match route ─▶ authorize ─▶ suspended? ─▶ approval ─▶ resolve credential ─▶ inject ─▶ forward ─▶ redact & stream ─▶ agent
+ *              400 ◀─┘          401 ◀─┘      401/503 ◀─┘    400 ◀─┘          404 ◀─┘        403/405 ◀─┘    403 ◀─┘      503 ◀─┘   202/403 ◀─┘      503 ◀─┘                     502/504 ◀─┘      502 ◀─┘
  *   every exit ─▶ audit record + log line   (a record that cannot be written turns the answer into 503 audit_unavailable)
  *
+ *   /_airlock/health answers before authentication; /_airlock/sessions (task sessions) after the
+ *   revocation check, in place of service selection.
  *   forward ─▶ an upstream status listed in the credential's retry_on (e.g. 401), on a replayable request
  *            ─▶ fetch the credential again ─▶ changed: inject and forward once more │ unchanged: relay the held answer
+ *   while a response streams, a revocation of its agent, session, service or credential ends it (kill switch).
  *
  * `explainRequest` walks the same decision stages for `airlock explain`, without a network or a secret.
  */
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
 import type { Duplex } from 'node:stream';
-import type { Credential } from '../credentials/credential.js';
 import { AirlockError, asAirlockError, type ErrorCode } from '../errors.js';
 import { requestBody } from '../ingress/request-body.js';
 import type { AuditRecord } from '../observability/audit-record.js';
@@ -23,20 +26,22 @@ import type { CompiledRoute } from '../policy/route-table.js';
 import { grantingEntry } from '../policy/scope-grant.js';
 import { upstreamPath } from '../upstream/upstream-target.js';
 import { authenticateAgent } from './authenticate-agent.js';
+import { approvalRequired, awaitApproval } from './await-approval.js';
 import { authorizeScope } from './authorize-scope.js';
-import { buildUpstreamRequest } from './build-upstream-request.js';
 import { canonicalizeTarget } from './canonicalize-target.js';
+import { checkPrincipalRevocations, checkTargetRevocations } from './check-revocations.js';
+import type { ForwardResult } from './forward-request.js';
+import { forwardWithRotation } from './forward-with-rotation.js';
 import { guardRequestSecrets } from './guard-request-secrets.js';
-import { forwardRequest, type ForwardResult } from './forward-request.js';
-import { injectCredential } from './inject-credential.js';
 import { matchRoute } from './match-route.js';
-import { replayCaptured, responseMatcher } from './redact-response.js';
+import { responseMatcher } from './redact-response.js';
 import type { ProxyRuntime } from './proxy-runtime.js';
 import { auditRequest, logRequest } from './record-outcome.js';
 import { resolveCredential } from './resolve-credential.js';
 import { selectService, type ListenerBinding } from './select-service.js';
 import { rawProblemResponse, sendProblem } from './send-problem.js';
 import { isReservedPath, serveReserved } from './serve-reserved.js';
+import { isSessionsPath, serveSessions } from './serve-sessions.js';
 
 export function createRequestHandler(runtime: ProxyRuntime, binding: ListenerBinding): (req: IncomingMessage, res: ServerResponse) => void {
   return function handleAgentRequest(req, res) {
@@ -51,18 +56,38 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
   const startedAt = performance.now();
   const record = newRecord(runtime, req.method ?? null, req.socket.remoteAddress);
   let forwarded: ForwardResult;
+  let untrack = (): void => undefined;
   try {
     record.path = rawPathForAudit(req.url ?? '');
     checkRequestShape(req, runtime.limits.maxHeaders);
     const target = canonicalizeTarget(req.url ?? '');
     record.path = target.path;
-    if (isReservedPath(target.path)) return serveReserved(req, res, target.path, record.request_id);
+    if (isReservedPath(target.path) && !isSessionsPath(target.path)) return serveReserved(req, res, target.path, record.request_id);
 
-    const agent = authenticateAgent(req.rawHeaders, runtime.policy);
-    record.agent = agent.name;
+    const principal = await authenticateAgent(req.rawHeaders, runtime.policy, runtime.state, runtime.jwt);
+    record.agent = principal.agent.name;
+    record.session = principal.session?.id ?? null;
+    record.justification = principal.session?.justification ?? null;
+    record.task_id = principal.session?.taskId ?? null;
+    checkPrincipalRevocations(runtime.state, principal);
 
     const managedSecrets = runtime.catalog.index('guard', null, []);
     guardRequestSecrets(managedSecrets, req.url ?? '', req.rawHeaders);
+
+    if (isSessionsPath(target.path)) {
+      const outcome = await serveSessions(req, res, target.path, principal, runtime.state, record.request_id, runtime.now().getTime());
+      record.decision = 'allow';
+      record.route = outcome.route;
+      record.status = outcome.status;
+      if (outcome.session !== null) {
+        record.session = outcome.session.id;
+        record.justification = outcome.session.justification;
+        record.task_id = outcome.session.taskId;
+      }
+      const audited = await auditRequest(runtime, record, startedAt);
+      logRequest(runtime, record, audited);
+      return;
+    }
 
     const selected = selectService(runtime.policy, binding, req.rawHeaders, target.path);
     record.service = selected.service.name;
@@ -71,57 +96,66 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
     record.route = route.template;
     record.scope = route.scope;
 
-    const grant = authorizeScope(agent, selected.service, route);
-    record.decision = 'allow';
+    const grant = authorizeScope(principal, selected.service, route);
     const plan = grant.credential ?? selected.service.credential;
     record.credential = plan.ref;
+    checkTargetRevocations(runtime.state, selected.service.name, plan.ref);
+    record.decision = 'allow';
 
     runtime.audit.assertWritable();
-    const body = requestBody(req, selected.service.config.max_body_bytes ?? runtime.limits.maxBodyBytes, managedSecrets);
+    const stream = requestBody(req, selected.service.config.max_body_bytes ?? runtime.limits.maxBodyBytes, managedSecrets);
+    let body: Readable | Buffer | null = stream;
+
+    if (approvalRequired(grant, route)) {
+      // An approval is for an exact request, body included: hold the body (bounded) to hash it.
+      body = stream === null ? null : await collectBody(stream, runtime.limits.maxApprovalBodyBytes);
+      const approved = await awaitApproval(
+        runtime.approvals,
+        req,
+        { principal, service: selected.service, route, grant, method: req.method ?? '', path: target.path, query: target.query, body },
+        abortSignalOf(res),
+      );
+      record.approval = approved.id;
+      record.approver = approved.approver;
+      record.approval_reason = approved.reason;
+    } else if (plan.retryOn.size > 0 && stream !== null && Number(req.headers['content-length'] ?? NaN) <= REPLAYABLE_BODY_BYTES) {
+      // A small body is kept so the request can be replayed with a rotated credential.
+      body = await collectBody(stream, REPLAYABLE_BODY_BYTES);
+    }
 
     const credential = await resolveCredential(runtime.secrets, plan);
     record.generation = credential.generation;
 
-    // A request can be replayed after a retry_on status only when its body (if any) is small enough to keep.
-    const replayable = plan.retryOn.size > 0 && (body === null || Number(req.headers['content-length'] ?? NaN) <= REPLAYABLE_BODY_BYTES);
-    const payload = replayable && body !== null ? await collectBody(body) : body;
-    const matcher = responseMatcher(runtime.catalog, selected.service, plan.ref);
     const pool = runtime.pools.get(selected.service.name);
     if (pool === undefined) throw new Error(`no upstream pool for service ${selected.service.name}`);
-    const send = (injected: Credential, capture: ReadonlySet<number>): Promise<ForwardResult> => {
-      const outbound = buildUpstreamRequest({
-        method: req.method ?? '',
-        rawHeaders: req.rawHeaders,
-        upstream: selected.service.upstream,
-        path: selected.path,
-        query: target.query,
-        clientAddress: req.socket.remoteAddress,
-      });
-      injectCredential(outbound, plan, injected);
-      // The body may already have been refused (a managed secret in it, or too large) while we waited.
-      if (payload !== null && !Buffer.isBuffer(payload) && payload.errored !== null) return Promise.reject(payload.errored);
-      return forwardRequest({ dispatcher: pool, outbound, body: payload, res, requestId: record.request_id, service: selected.service, agentPrefix: selected.agentPrefix, matcher, capture });
-    };
-
-    forwarded = await send(credential, replayable ? plan.retryOn : NO_CAPTURE);
-    if (forwarded.captured !== null) {
-      const captured = forwarded.captured;
-      const fresh = await runtime.secrets.refresh(plan.ref).catch(() => null);
-      if (fresh !== null && !fresh.sameValueAs(credential)) {
-        // Dual-credential overlap: the upstream already refuses the old value; the new one is in.
-        record.rotated_from = credential.generation ?? 'unversioned';
-        record.generation = fresh.generation;
-        forwarded = await send(fresh, NO_CAPTURE);
-      } else {
-        const replay = await replayCaptured(res, captured, matcher, selected.service.redaction.limits, req.method ?? '');
-        if (replay.outcome.kind === 'refused') throw replay.outcome.error;
-        forwarded = { upstreamStatus: captured.status, complete: true, failure: null, agentAborted: false, redactions: replay.redactions, captured: null };
-      }
+    untrack = runtime.killSwitch.track({ agent: principal.agent.name, sessions: sessionChain(runtime, principal.session?.id ?? null), service: selected.service.name, credential: plan.ref, res });
+    const result = await forwardWithRotation({
+      req,
+      res,
+      requestId: record.request_id,
+      service: selected.service,
+      servicePath: selected.path,
+      agentPrefix: selected.agentPrefix,
+      target,
+      plan,
+      credential,
+      broker: runtime.secrets,
+      pool,
+      matcher: responseMatcher(runtime.catalog, selected.service, plan.ref),
+      body,
+    });
+    forwarded = result.forwarded;
+    if (result.rotated !== null) {
+      // Dual-credential overlap: the upstream refused the old value; the new one answered.
+      record.rotated_from = result.rotated.from ?? 'unversioned';
+      record.generation = result.rotated.to.generation;
     }
   } catch (error) {
+    untrack();
     await refuse(runtime, req, res, record, asAirlockError(error), startedAt);
     return;
   }
+  untrack();
 
   record.upstream_status = forwarded.upstreamStatus === 0 ? null : forwarded.upstreamStatus;
   record.status = record.upstream_status;
@@ -131,6 +165,25 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
   if (forwarded.redactions > 0 && record.service !== null) runtime.metrics.redactions.inc({ service: record.service }, forwarded.redactions);
   const audited = await auditRequest(runtime, record, startedAt);
   logRequest(runtime, record, audited, forwarded.failure?.cause);
+}
+
+/** A session and the sessions it was narrowed from, nearest first (the kill switch matches any). */
+function sessionChain(runtime: ProxyRuntime, id: string | null): string[] {
+  const chain: string[] = [];
+  for (let current = id; current !== null && chain.length < 32; ) {
+    chain.push(current);
+    current = runtime.state.session(current)?.parent ?? null;
+  }
+  return chain;
+}
+
+/** Aborts when the agent's connection closes before the response is complete (a held approval stops waiting). */
+function abortSignalOf(res: ServerResponse): AbortSignal {
+  const controller = new AbortController();
+  res.once('close', () => {
+    if (!res.writableFinished) controller.abort();
+  });
+  return controller.signal;
 }
 
 /** A denial or failure before anything was sent: audit first, and refuse with 503 if that fails. */
@@ -170,11 +223,14 @@ export function createRawRefusalHandler(runtime: ProxyRuntime): (socket: Duplex,
   };
 }
 
-function newRecord(runtime: ProxyRuntime, method: string | null, client: string | undefined): AuditRecord {
+export function newRecord(runtime: Pick<ProxyRuntime, 'now'>, method: string | null, client: string | undefined): AuditRecord {
   return {
     time: runtime.now().toISOString(),
     request_id: randomUUID(),
     agent: null,
+    session: null,
+    justification: null,
+    task_id: null,
     service: null,
     method,
     path: null,
@@ -188,19 +244,28 @@ function newRecord(runtime: ProxyRuntime, method: string | null, client: string 
     credential: null,
     generation: null,
     rotated_from: null,
+    approval: null,
+    approver: null,
+    approval_reason: null,
+    actor: null,
+    reason: null,
     redactions: 0,
     client: client ?? null,
     incomplete: false,
   };
 }
 
-const NO_CAPTURE: ReadonlySet<number> = new Set();
 /** Bodies up to this size are kept so the request can be replayed with a rotated credential. */
 const REPLAYABLE_BODY_BYTES = 64 * 1024;
 
-async function collectBody(body: NodeJS.ReadableStream): Promise<Buffer> {
+async function collectBody(body: Readable, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
-  for await (const chunk of body) chunks.push(chunk as Buffer);
+  let size = 0;
+  for await (const chunk of body) {
+    size += (chunk as Buffer).length;
+    if (size > limit) throw new AirlockError('payload_too_large', `The request body is larger than the ${limit} bytes Airlock holds while a request waits for approval (approvals.max_body_bytes).`);
+    chunks.push(chunk as Buffer);
+  }
   return Buffer.concat(chunks);
 }
 
@@ -257,7 +322,7 @@ export function explainRequest(policy: Policy, agentName: string, method: string
     const selected = selectService(policy, { kind: 'shared' }, host === null ? [] : ['host', host], canonical.path);
     service = selected.service;
     route = matchRoute(service, method.toUpperCase(), selected.path);
-    const grant = authorizeScope(agent, service, route);
+    const grant = authorizeScope({ agent, session: null, via: 'token' }, service, route);
     const credential = grant.credential ?? service.credential;
     const path = upstreamPath(service.upstream, selected.path);
     return {

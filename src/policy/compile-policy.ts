@@ -3,7 +3,7 @@
  * credential plans; agents indexed by token hash with their grants. Pure (no I/O), so `explain` and the
  * proxy decide with the very same objects. The request path only looks things up.
  */
-import type { AirlockConfig, DeepReadonly, ServiceConfig } from '../config/types.js';
+import type { AgentConfig, AirlockConfig, DeepReadonly, ServiceConfig } from '../config/types.js';
 import type { CredentialSpec, GrantSpec } from '../config/schema.js';
 import { buildInjector } from '../injection/build-injector.js';
 import type { Injector } from '../injection/injector.js';
@@ -63,6 +63,8 @@ export interface Policy {
   readonly serviceByHost: ReadonlyMap<string, ServicePolicy>;
   readonly agentByTokenHash: ReadonlyMap<string, AgentPolicy>;
   readonly agentByName: ReadonlyMap<string, AgentPolicy>;
+  /** The agents as configured (token count, JWT settings), for the admin API. */
+  readonly agentSpecs: ReadonlyMap<string, AgentConfig>;
 }
 
 function compileCredential(spec: DeepReadonly<CredentialSpec>): CredentialPlan {
@@ -145,7 +147,8 @@ export function compilePolicy(config: AirlockConfig): Policy {
     for (const hash of agent.tokens) agentByTokenHash.set(hash, compiled);
   }
 
-  return Object.freeze({ services: Object.freeze(services), serviceByName, serviceByHost, agentByTokenHash, agentByName });
+  const agentSpecs = new Map(Object.values(config.agents).map((agent) => [agent.name, agent]));
+  return Object.freeze({ services: Object.freeze(services), serviceByName, serviceByHost, agentByTokenHash, agentByName, agentSpecs });
 }
 
 type RouteSpecList = Parameters<typeof compileRouteTable>[0];

@@ -13,6 +13,8 @@ export interface CompiledRoute {
   readonly template: string;
   readonly scope: string;
   readonly segments: readonly RouteSegment[];
+  /** A human approves every call to this route. */
+  readonly requireApproval: boolean;
 }
 
 export type RouteMatch =
@@ -29,7 +31,7 @@ export function compileRouteTable(specs: readonly RouteSpec[]): RouteTable {
     const parsed = parseRouteTemplate(spec.path);
     if (!parsed.ok) throw new Error(`route ${index} (${spec.path}) is invalid: ${parsed.problem}; config validation should have caught this`);
     const methods = (Array.isArray(spec.method) ? spec.method : [spec.method]).map((m) => m.toUpperCase());
-    return Object.freeze({ index, methods: new Set(methods), template: spec.path, scope: spec.scope, segments: parsed.segments });
+    return Object.freeze({ index, methods: new Set(methods), template: spec.path, scope: spec.scope, segments: parsed.segments, requireApproval: spec.require_approval });
   });
   return Object.freeze({ routes: Object.freeze(routes) });
 }

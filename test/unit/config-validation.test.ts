@@ -103,7 +103,7 @@ describe('a valid config', () => {
     expect(openai?.listen).toBeUndefined();
     expect(openai?.max_body_bytes).toBeUndefined();
     expect(config.agents['bot']).toMatchObject({ name: 'bot', tokens: [HASH_A] });
-    expect(config.agents['bot']?.credentials[0]).toEqual({ service: 'openai', max_scope: ['items:read'], max_ttl: 3600, require_approval: false, approval_timeout: 300 });
+    expect(config.agents['bot']?.credentials[0]).toEqual({ service: 'openai', max_scope: ['items:read'], max_ttl: 3600, require_session: false, require_approval: false, approval_mode: 'hold', approval_timeout: 300 });
   });
 
   it('partial limits and timeouts keep the defaults of the fields not written', () => {
@@ -225,7 +225,7 @@ describe('unknown keys are errors at every level, with a did-you-mean', () => {
   });
 
   it('a key close to nothing lists the keys allowed there', () => {
-    expectProblems(build({ zzzzzz: 1 }), [{ severity: 'error', path: 'zzzzzz', message: /^unknown key "zzzzzz"; allowed here: listen, data_dir, audit, log, limits, secrets, admin, services, agents$/ }]);
+    expectProblems(build({ zzzzzz: 1 }), [{ severity: 'error', path: 'zzzzzz', message: /^unknown key "zzzzzz"; allowed here: listen, data_dir, audit, log, limits, secrets, admin, approvals, state, services, agents$/ }]);
   });
 });
 
@@ -351,9 +351,9 @@ describe('cross-field rules (validate-config.ts)', () => {
       ],
     },
     {
-      rule: 'require_approval: true (not available yet)',
+      rule: 'require_approval: true is accepted (approvals are available)',
       input: { services: { api: service() }, agents: { bot: agent([HASH_A], [g('api', ['items:read'], { require_approval: true })]) } },
-      expected: [{ severity: 'error', path: 'agents.bot.credentials[0].require_approval', message: /^human approval is not available in this version/ }],
+      expected: [],
     },
     {
       rule: 'one service credential granted to two agents',

@@ -15,7 +15,7 @@ function matches(template: string, path: string): boolean {
 }
 
 function table(...routes: Array<[string | string[], string, string]>): ReturnType<typeof compileRouteTable> {
-  return compileRouteTable(routes.map(([method, path, scope]): RouteSpec => ({ method, path, scope })));
+  return compileRouteTable(routes.map(([method, path, scope]): RouteSpec => ({ method, path, scope, require_approval: false })));
 }
 
 function summary(match: RouteMatch): string {

@@ -29,7 +29,7 @@ describe('TOKEN_CARRIER_HEADERS', () => {
 });
 
 describe('scanForAgentToken', () => {
-  const token = (value: string): TokenScan => ({ kind: 'token', token: value });
+  const token = (value: string): TokenScan => ({ kind: 'token', token: value, type: value.startsWith('als_') ? 'session' : 'agent' });
 
   it.each<{ name: string; headers: () => string[]; expected: () => TokenScan }>([
     // Every carrier position.

@@ -1,0 +1,121 @@
+/**
+ * Workload identity: agents that present a signed JWT (a Kubernetes projected service-account token,
+ * a SPIFFE JWT-SVID, a CI OIDC token) instead of an Airlock token, verified with `jose`.
+ *
+ * - Algorithms are pinned per agent and asymmetric only: HMAC would mean sharing a secret, and allowing
+ *   it next to RSA is the classic key-confusion attack (a public key used as an HMAC secret). `none`
+ *   is never accepted (jose refuses unsecured tokens in jwtVerify).
+ * - iss, aud, exp and nbf are checked (with 30 s of clock tolerance), then sub and the configured claims.
+ * - A token that verified is cached by its hash until it expires, so the request path pays for a
+ *   signature check once per token, not once per request.
+ * Candidates are the agents whose issuer equals the token's (unverified) iss; the first whose keys,
+ * audience, subject and claims all match wins. Config validation keeps two agents from matching the same.
+ */
+import { createHash, createPublicKey } from 'node:crypto';
+import { createRemoteJWKSet, decodeJwt, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type KeyObject } from 'jose';
+import { LRUCache } from 'lru-cache';
+import type { JwtSpec } from '../config/schema.js';
+import type { DeepReadonly } from '../config/types.js';
+
+const CLOCK_TOLERANCE_S = 30;
+
+interface Candidate {
+  readonly agent: string;
+  readonly spec: DeepReadonly<JwtSpec>;
+  readonly keys: readonly KeyObject[];
+  readonly jwks: JWTVerifyGetKey | null;
+}
+
+export interface JwtVerdict {
+  readonly agent: string | null;
+  /** Why no agent accepted it (for logs and the 401 detail; never the token). */
+  readonly reason: string;
+}
+
+export class JwtVerifier {
+  readonly #byIssuer = new Map<string, Candidate[]>();
+  readonly #cache = new LRUCache<string, { agent: string; expiresAt: number }>({ max: 10_000 });
+  readonly #now: () => number;
+
+  constructor(agents: ReadonlyArray<{ readonly name: string; readonly jwt?: DeepReadonly<JwtSpec> | undefined }>, now: () => number = Date.now) {
+    this.#now = now;
+    for (const agent of agents) {
+      if (agent.jwt === undefined) continue;
+      const spec = agent.jwt;
+      const candidate: Candidate = {
+        agent: agent.name,
+        spec,
+        keys: spec.keys.map((pem) => createPublicKey(pem)),
+        jwks: spec.jwks_url === undefined ? null : createRemoteJWKSet(new URL(spec.jwks_url), { timeoutDuration: 5_000, cooldownDuration: 30_000 }),
+      };
+      const list = this.#byIssuer.get(spec.issuer) ?? [];
+      list.push(candidate);
+      this.#byIssuer.set(spec.issuer, list);
+    }
+  }
+
+  get enabled(): boolean {
+    return this.#byIssuer.size > 0;
+  }
+
+  async verify(token: string): Promise<JwtVerdict> {
+    const key = createHash('sha256').update(token).digest('base64url');
+    const cached = this.#cache.get(key);
+    if (cached !== undefined && cached.expiresAt > this.#now()) return { agent: cached.agent, reason: 'cached' };
+    let issuer: string | undefined;
+    try {
+      issuer = decodeJwt(token).iss;
+    } catch {
+      return { agent: null, reason: 'the JWT cannot be decoded' };
+    }
+    const candidates = issuer === undefined ? undefined : this.#byIssuer.get(issuer);
+    if (candidates === undefined) return { agent: null, reason: 'no agent accepts JWTs from this issuer' };
+    let reason = 'no agent accepts this JWT';
+    for (const candidate of candidates) {
+      const payload = await this.#verifyFor(candidate, token).catch((error: unknown) => {
+        reason = `the JWT was refused: ${(error as { code?: string }).code ?? (error as Error).message}`;
+        return null;
+      });
+      if (payload === null) continue;
+      const mismatch = this.#claimsMismatch(candidate.spec, payload);
+      if (mismatch !== null) {
+        reason = mismatch;
+        continue;
+      }
+      const expiresAt = typeof payload.exp === 'number' ? payload.exp * 1000 : this.#now() + 60_000;
+      this.#cache.set(key, { agent: candidate.agent, expiresAt });
+      return { agent: candidate.agent, reason: 'verified' };
+    }
+    return { agent: null, reason };
+  }
+
+  async #verifyFor(candidate: Candidate, token: string): Promise<JWTPayload> {
+    const options = {
+      issuer: candidate.spec.issuer,
+      audience: candidate.spec.audience,
+      algorithms: [...candidate.spec.algorithms],
+      clockTolerance: CLOCK_TOLERANCE_S,
+      currentDate: new Date(this.#now()),
+      requiredClaims: ['exp'],
+      ...(candidate.spec.max_token_age === undefined ? {} : { maxTokenAge: candidate.spec.max_token_age }),
+    };
+    let lastError: unknown = new Error('no key to verify with');
+    for (const key of candidate.keys) {
+      try {
+        return (await jwtVerify(token, key, options)).payload;
+      } catch (error) {
+        lastError = error;
+      }
+    }
+    if (candidate.jwks !== null) return (await jwtVerify(token, candidate.jwks, options)).payload;
+    throw lastError;
+  }
+
+  #claimsMismatch(spec: DeepReadonly<JwtSpec>, payload: JWTPayload): string | null {
+    if (spec.subject !== undefined && payload.sub !== spec.subject) return 'the JWT subject is not the one this agent accepts';
+    for (const [claim, expected] of Object.entries(spec.claims)) {
+      if (payload[claim] !== expected) return `the JWT claim ${claim} does not match`;
+    }
+    return null;
+  }
+}

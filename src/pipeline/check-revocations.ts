@@ -1,0 +1,36 @@
+/**
+ * Stage 2c and 5b: the kill switch. Revocations live in the governance state (kept in data_dir, shared
+ * through Redis when scaled out) and are looked up in memory on every request, so they take effect on
+ * the very next one; streams already flowing are ended by the kill switch (policy/kill-switch.ts).
+ */
+import { AirlockError } from '../errors.js';
+import type { GovernanceState } from '../state/governance-state.js';
+import type { Principal } from './authenticate-agent.js';
+
+function who(by: string, reason: string): string {
+  return `by ${by}${reason === '' ? '' : `: ${reason}`}`;
+}
+
+/** Lockdown, a revoked agent, a revoked session (or an ancestor of it). */
+export function checkPrincipalRevocations(state: GovernanceState, principal: Principal): void {
+  const lockdown = state.revocation('all', '*');
+  if (lockdown !== null) throw new AirlockError('locked_down', `Airlock is locked down (${who(lockdown.by, lockdown.reason)}); no request is forwarded until an operator lifts it.`);
+  const agent = state.revocation('agent', principal.agent.name);
+  if (agent !== null) {
+    throw new AirlockError('unauthenticated', `Agent ${principal.agent.name} was revoked (${who(agent.by, agent.reason)}); its tokens and sessions are refused until an operator restores it.`, {
+      headers: { 'www-authenticate': 'Bearer realm="airlock", error="invalid_token"' },
+    });
+  }
+  for (let session = principal.session; session !== null; session = session.parent === null ? null : state.session(session.parent)) {
+    const revoked = state.revocation('session', session.id);
+    if (revoked !== null) throw new AirlockError('unauthenticated', `Session ${session.id} was revoked (${who(revoked.by, revoked.reason)}).`, { headers: { 'www-authenticate': 'Bearer realm="airlock", error="invalid_token"' } });
+  }
+}
+
+/** A suspended service, a revoked credential reference. */
+export function checkTargetRevocations(state: GovernanceState, service: string, credentialRef: string): void {
+  const suspended = state.revocation('service', service);
+  if (suspended !== null) throw new AirlockError('service_suspended', `Service ${service} is suspended (${who(suspended.by, suspended.reason)}).`);
+  const revoked = state.revocation('credential', credentialRef);
+  if (revoked !== null) throw new AirlockError('credential_revoked', `The credential ${credentialRef} is revoked (${who(revoked.by, revoked.reason)}); requests that need it are refused until it is rotated and restored.`, { credentialRef });
+}

@@ -1,0 +1,82 @@
+/**
+ * Stage 8, with dual-credential overlap: inject, forward, and when the upstream answers a status the
+ * credential lists in retry_on (typically 401, a key rotated out upstream) for a request that can be
+ * replayed, fetch the credential again; if it changed, inject the new value and forward once more; if
+ * not, relay the held answer as it came (redacted like any response).
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
+import type { Dispatcher } from 'undici';
+import type { Credential } from '../credentials/credential.js';
+import type { CredentialBroker } from '../credentials/credential-broker.js';
+import type { CredentialPlan, ServicePolicy } from '../policy/compile-policy.js';
+import type { RedactionMatcher } from '../redaction/redaction-matcher.js';
+import { buildUpstreamRequest } from './build-upstream-request.js';
+import type { CanonicalTarget } from './canonicalize-target.js';
+import { forwardRequest, type ForwardResult } from './forward-request.js';
+import { injectCredential } from './inject-credential.js';
+import { replayCaptured } from './redact-response.js';
+
+const NO_CAPTURE: ReadonlySet<number> = new Set();
+
+export interface RotationInput {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly requestId: string;
+  readonly service: ServicePolicy;
+  readonly servicePath: string;
+  readonly agentPrefix: string;
+  readonly target: CanonicalTarget;
+  readonly plan: CredentialPlan;
+  readonly credential: Credential;
+  readonly broker: CredentialBroker;
+  readonly pool: Dispatcher;
+  readonly matcher: RedactionMatcher;
+  /** A stream, or the buffered body (replayable requests and approved ones). */
+  readonly body: Readable | Buffer | null;
+}
+
+export interface RotationResult {
+  readonly forwarded: ForwardResult;
+  /** Set when the first credential was refused and a rotated one answered. */
+  readonly rotated: { readonly from: string | null; readonly to: Credential } | null;
+}
+
+export async function forwardWithRotation(input: RotationInput): Promise<RotationResult> {
+  const { req, plan, body } = input;
+  const replayable = plan.retryOn.size > 0 && (body === null || Buffer.isBuffer(body));
+  const send = (injected: Credential, capture: ReadonlySet<number>): Promise<ForwardResult> => {
+    const outbound = buildUpstreamRequest({
+      method: req.method ?? '',
+      rawHeaders: req.rawHeaders,
+      upstream: input.service.upstream,
+      path: input.servicePath,
+      query: input.target.query,
+      clientAddress: req.socket.remoteAddress,
+    });
+    injectCredential(outbound, plan, injected);
+    // The body may already have been refused (a managed secret in it, or too large) while we waited.
+    if (body !== null && !Buffer.isBuffer(body) && body.errored !== null) return Promise.reject(body.errored);
+    return forwardRequest({
+      dispatcher: input.pool,
+      outbound,
+      body,
+      res: input.res,
+      requestId: input.requestId,
+      service: input.service,
+      agentPrefix: input.agentPrefix,
+      matcher: input.matcher,
+      capture,
+    });
+  };
+
+  const first = await send(input.credential, replayable ? plan.retryOn : NO_CAPTURE);
+  if (first.captured === null) return { forwarded: first, rotated: null };
+  const fresh = await input.broker.refresh(plan.ref).catch(() => null);
+  if (fresh !== null && !fresh.sameValueAs(input.credential)) {
+    return { forwarded: await send(fresh, NO_CAPTURE), rotated: { from: input.credential.generation, to: fresh } };
+  }
+  const replay = await replayCaptured(input.res, first.captured, input.matcher, input.service.redaction.limits, req.method ?? '');
+  if (replay.outcome.kind === 'refused') throw replay.outcome.error;
+  return { forwarded: { upstreamStatus: first.captured.status, complete: true, failure: null, agentAborted: false, redactions: replay.redactions, captured: null }, rotated: null };
+}

@@ -1,0 +1,87 @@
+/**
+ * The agent's own session endpoints, under /_airlock/ on the agent listeners, authenticated like any
+ * call (an agent token, a session token, or a workload JWT):
+ *
+ *   POST   /_airlock/sessions           mint a task session (narrower than the caller's grants/session)
+ *   GET    /_airlock/sessions/current   what the presented session allows, and until when
+ *   DELETE /_airlock/sessions/current   end the presented session (and those narrowed from it)
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { AirlockError } from '../errors.js';
+import { mintSession, parseSessionRequest } from '../identity/mint-session.js';
+import type { SessionRecord } from '../state/governance-records.js';
+import type { GovernanceState } from '../state/governance-state.js';
+import type { Principal } from './authenticate-agent.js';
+import { REQUEST_ID_HEADER } from '../upstream/relay-headers.js';
+
+export const SESSIONS_PATH = '/_airlock/sessions';
+const CURRENT_PATH = '/_airlock/sessions/current';
+const MAX_BODY = 64 * 1024;
+
+export function isSessionsPath(path: string): boolean {
+  return path === SESSIONS_PATH || path === CURRENT_PATH;
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY) throw new AirlockError('payload_too_large', `Session requests are limited to ${MAX_BODY} bytes.`);
+    chunks.push(chunk as Buffer);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+  } catch {
+    throw new AirlockError('invalid_request', 'The session request body is not JSON.');
+  }
+}
+
+function describe(session: SessionRecord): Record<string, unknown> {
+  return {
+    session_id: session.id,
+    agent: session.agent,
+    parent: session.parent,
+    scopes: session.scopes,
+    justification: session.justification,
+    task_id: session.taskId,
+    created_at: new Date(session.createdAt).toISOString(),
+    expires_at: new Date(session.expiresAt).toISOString(),
+  };
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown, requestId: string): void {
+  const text = body === null ? '' : JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', [REQUEST_ID_HEADER]: requestId });
+  res.end(text);
+}
+
+export interface SessionOutcome {
+  readonly status: number;
+  readonly route: string;
+  readonly session: SessionRecord | null;
+}
+
+export async function serveSessions(req: IncomingMessage, res: ServerResponse, path: string, principal: Principal, state: GovernanceState, requestId: string, now: number): Promise<SessionOutcome> {
+  if (path === SESSIONS_PATH) {
+    if (req.method !== 'POST') throw new AirlockError('method_not_allowed', `${SESSIONS_PATH} answers POST.`, { headers: { allow: 'POST' } });
+    const request = parseSessionRequest(await readJson(req));
+    const minted = mintSession(principal.agent, principal.session, request, now);
+    await state.record({ type: 'session.created', session: minted.record });
+    sendJson(res, 201, { session_token: minted.token, ...describe(minted.record) }, requestId);
+    return { status: 201, route: SESSIONS_PATH, session: minted.record };
+  }
+  const session = principal.session;
+  if (session === null) throw new AirlockError('invalid_request', `${CURRENT_PATH} is about the session you call with; send a session token (als_...).`);
+  if (req.method === 'GET') {
+    sendJson(res, 200, describe(session), requestId);
+    return { status: 200, route: CURRENT_PATH, session };
+  }
+  if (req.method === 'DELETE') {
+    await state.record({ type: 'session.ended', id: session.id, reason: 'ended by the agent', at: now });
+    sendJson(res, 204, null, requestId);
+    return { status: 204, route: CURRENT_PATH, session };
+  }
+  throw new AirlockError('method_not_allowed', `${CURRENT_PATH} answers GET and DELETE.`, { headers: { allow: 'GET, DELETE' } });
+}
+

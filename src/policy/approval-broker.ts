@@ -1,0 +1,183 @@
+/**
+ * Human approval of sensitive calls. An approval is bound to a hash of the agent, method, canonical
+ * path, query and body, is single use, and expires.
+ *
+ * - hold (default): the request waits while a human decides, up to the grant's approval_timeout; an
+ *   approval arriving on any replica releases it (the decision is a governance event).
+ * - async: the agent gets 202 with the approval id and the console URL, and retries the same request
+ *   with `x-airlock-approval: <id>` once it is approved.
+ * A denial is 403 approval_denied, a timeout 403 approval_timeout; approver and reason go into the
+ * audit record of the request.
+ */
+import { randomBytes } from 'node:crypto';
+import { AirlockError } from '../errors.js';
+import type { ApprovalRecord } from '../state/governance-records.js';
+import type { GovernanceState } from '../state/governance-state.js';
+
+export interface ApprovalRequest {
+  readonly agent: string;
+  readonly service: string;
+  readonly route: string;
+  readonly scope: string;
+  readonly method: string;
+  readonly path: string;
+  readonly binding: string;
+  readonly session: string | null;
+  readonly justification: string | null;
+  readonly taskId: string | null;
+  readonly mode: 'hold' | 'async';
+  readonly timeoutMs: number;
+}
+
+export interface ApprovalGrant {
+  readonly id: string;
+  readonly approver: string;
+  readonly reason: string;
+}
+
+export interface ApprovalBrokerOptions {
+  readonly maxPending: number;
+  readonly consoleUrl: string | null;
+  readonly notify: (approval: ApprovalRecord) => void;
+  readonly now?: () => number;
+}
+
+export class ApprovalBroker {
+  readonly #state: GovernanceState;
+  readonly #options: ApprovalBrokerOptions;
+  readonly #now: () => number;
+  /** Approvals being redeemed right now: a second redemption loses (single use). */
+  readonly #redeeming = new Set<string>();
+
+  constructor(state: GovernanceState, options: ApprovalBrokerOptions) {
+    this.#state = state;
+    this.#options = options;
+    this.#now = options.now ?? Date.now;
+  }
+
+  pendingCount(): number {
+    const now = this.#now();
+    return this.#state.approvals().filter((a) => a.status === 'pending' && a.expiresAt > now).length;
+  }
+
+  consoleLink(id: string): string | null {
+    return this.#options.consoleUrl === null ? null : `${this.#options.consoleUrl.replace(/\/$/, '')}/#approval-${id}`;
+  }
+
+  async #create(request: ApprovalRequest): Promise<ApprovalRecord> {
+    if (this.pendingCount() >= this.#options.maxPending) {
+      throw new AirlockError('rate_limited', `${this.#options.maxPending} approvals are already pending (approvals.max_pending); retry later.`, { headers: { 'retry-after': '30' } });
+    }
+    const now = this.#now();
+    const approval: ApprovalRecord = {
+      id: `apr_${randomBytes(12).toString('base64url')}`,
+      agent: request.agent,
+      service: request.service,
+      route: request.route,
+      scope: request.scope,
+      method: request.method,
+      path: request.path,
+      binding: request.binding,
+      session: request.session,
+      justification: request.justification,
+      taskId: request.taskId,
+      mode: request.mode,
+      createdAt: now,
+      expiresAt: now + request.timeoutMs,
+      status: 'pending',
+      decidedBy: null,
+      reason: null,
+      decidedAt: null,
+    };
+    await this.#state.record({ type: 'approval.created', approval });
+    this.#options.notify(approval);
+    return approval;
+  }
+
+  /** hold mode: waits for the decision; resolves with the approval, consumed. */
+  async hold(request: ApprovalRequest, signal: AbortSignal): Promise<ApprovalGrant> {
+    let settle: (record: ApprovalRecord | 'timeout' | 'aborted') => void = () => undefined;
+    const outcome = new Promise<ApprovalRecord | 'timeout' | 'aborted'>((resolve) => {
+      settle = resolve;
+    });
+    let approvalId: string | null = null;
+    const unsubscribe = this.#state.onEvent((event) => {
+      if (event.type === 'approval.decided' && event.id === approvalId) settle(this.#state.approval(event.id) as ApprovalRecord);
+    });
+    const timer = setTimeout(() => settle('timeout'), request.timeoutMs);
+    const onAbort = (): void => settle('aborted');
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      const approval = await this.#create(request);
+      approvalId = approval.id;
+      // A decision may have landed between creation and subscription on another replica.
+      const now = this.#state.approval(approval.id);
+      if (now !== null && now.status !== 'pending') settle(now);
+      const result = await outcome;
+      if (result === 'timeout' || result === 'aborted') {
+        await this.#state.record({ type: 'approval.expired', id: approval.id, at: this.#now() }).catch(() => undefined);
+        if (result === 'aborted') throw new AirlockError('approval_timeout', 'The agent went away while its request waited for approval.');
+        throw new AirlockError('approval_timeout', `No approver decided on ${approval.id} within ${Math.round(request.timeoutMs / 1000)} seconds; the request was not sent.`, {
+          extensions: { approval_id: approval.id },
+        });
+      }
+      return await this.#redeemDecided(result, request.binding, request.agent);
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+      unsubscribe();
+    }
+  }
+
+  /** async mode: records the pending approval and answers 202 with where to approve it. */
+  async submit(request: ApprovalRequest): Promise<never> {
+    const approval = await this.#create(request);
+    const link = this.consoleLink(approval.id);
+    throw new AirlockError(
+      'approval_pending',
+      `This call needs a human's approval. Retry the same request with the header x-airlock-approval: ${approval.id} once it is approved (valid until ${new Date(approval.expiresAt).toISOString()}).`,
+      { extensions: { approval_id: approval.id, ...(link === null ? {} : { console_url: link }) }, headers: { 'retry-after': '10' } },
+    );
+  }
+
+  /** The retry of an async-mode request, carrying x-airlock-approval. */
+  async redeem(id: string, binding: string, agent: string): Promise<ApprovalGrant> {
+    const approval = this.#state.approval(id);
+    if (approval === null || approval.agent !== agent) throw new AirlockError('approval_denied', `There is no approval ${id} for this agent.`);
+    if (approval.binding !== binding) {
+      throw new AirlockError('approval_denied', `Approval ${id} was given for a different request (method, path, query or body differ); an approval is good for the exact request it was asked for.`);
+    }
+    if (approval.status === 'pending') {
+      if (approval.expiresAt <= this.#now()) throw new AirlockError('approval_timeout', `Approval ${id} expired before anyone decided.`);
+      throw new AirlockError('approval_pending', `Approval ${id} is still waiting for a human; retry later with the same header.`, { extensions: { approval_id: id }, headers: { 'retry-after': '10' } });
+    }
+    return this.#redeemDecided(approval, binding, agent);
+  }
+
+  async #redeemDecided(approval: ApprovalRecord, binding: string, agent: string): Promise<ApprovalGrant> {
+    if (approval.agent !== agent || approval.binding !== binding) throw new AirlockError('approval_denied', `Approval ${approval.id} does not match this request.`);
+    if (approval.status === 'denied') {
+      throw new AirlockError('approval_denied', `${approval.decidedBy ?? 'An approver'} denied the request${approval.reason ? `: ${approval.reason}` : ''}.`, { extensions: { approval_id: approval.id } });
+    }
+    if (approval.status === 'consumed') throw new AirlockError('approval_denied', `Approval ${approval.id} was already used; an approval is good for one request.`);
+    if (approval.status !== 'approved' || approval.expiresAt <= this.#now()) throw new AirlockError('approval_timeout', `Approval ${approval.id} expired.`);
+    if (this.#redeeming.has(approval.id)) throw new AirlockError('approval_denied', `Approval ${approval.id} is being used by another request; an approval is good for one request.`);
+    this.#redeeming.add(approval.id);
+    try {
+      await this.#state.record({ type: 'approval.consumed', id: approval.id, at: this.#now() });
+    } finally {
+      this.#redeeming.delete(approval.id);
+    }
+    return { id: approval.id, approver: approval.decidedBy ?? 'unknown', reason: approval.reason ?? '' };
+  }
+
+  /** An approver's decision (admin API, CLI, console). */
+  async decide(id: string, decision: 'approved' | 'denied', by: string, reason: string): Promise<ApprovalRecord> {
+    const approval = this.#state.approval(id);
+    if (approval === null) throw new AirlockError('unknown_service', `There is no approval ${id}.`);
+    if (approval.status !== 'pending') throw new AirlockError('invalid_request', `Approval ${id} is already ${approval.status}.`);
+    if (approval.expiresAt <= this.#now()) throw new AirlockError('approval_timeout', `Approval ${id} expired before the decision.`);
+    await this.#state.record({ type: 'approval.decided', id, decision, by, reason, at: this.#now() });
+    return this.#state.approval(id) as ApprovalRecord;
+  }
+}

@@ -1,0 +1,42 @@
+/**
+ * Announces each pending approval with a JSON POST to approvals.webhook: the approval's fields, a link
+ * to the console, and a `text` field so a Slack (or Mattermost, Teams workflow) incoming webhook shows
+ * it as a message. Fire and forget, bounded by a timeout; a failed announcement is logged, and the
+ * approval still waits in the console and the admin API.
+ */
+import type { Logger } from 'pino';
+import { request } from 'undici';
+import type { ApprovalRecord } from '../state/governance-records.js';
+
+export function createApprovalNotifier(webhook: string | undefined, logger: Logger, consoleLink: (id: string) => string | null): (approval: ApprovalRecord) => void {
+  if (webhook === undefined) return function noWebhook() {};
+  return function announceApproval(approval) {
+    const link = consoleLink(approval.id);
+    const body = {
+      type: 'airlock.approval.pending',
+      approval_id: approval.id,
+      agent: approval.agent,
+      service: approval.service,
+      method: approval.method,
+      path: approval.path,
+      route: approval.route,
+      scope: approval.scope,
+      session: approval.session,
+      justification: approval.justification,
+      task_id: approval.taskId,
+      mode: approval.mode,
+      expires_at: new Date(approval.expiresAt).toISOString(),
+      console_url: link,
+      text:
+        `Airlock: agent *${approval.agent}* asks to call \`${approval.method} ${approval.path}\` on ${approval.service} (scope ${approval.scope})` +
+        `${approval.justification === null ? '' : `. Justification: ${approval.justification}`}. Approval ${approval.id}` +
+        `${link === null ? '' : `: ${link}`} (or \`npx airlock approvals approve ${approval.id}\`).`,
+    };
+    request(webhook, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), headersTimeout: 5_000, bodyTimeout: 5_000 })
+      .then(async (response) => {
+        await response.body.dump();
+        if (response.statusCode >= 300) logger.warn({ approval: approval.id, status: response.statusCode }, 'approval webhook answered with an error');
+      })
+      .catch((error: unknown) => logger.warn({ approval: approval.id, err: error }, 'approval webhook could not be reached'));
+  };
+}

@@ -1,0 +1,68 @@
+/**
+ * What governance keeps: task sessions, revocations, approvals, and the events that change them. State
+ * is the result of applying events in order, so the same events give the same state on every replica
+ * (the embedded backend replays them from a file at start; the Redis backend also fans them out).
+ * Records never hold a secret: session tokens are kept as hashes, approvals hold a hash of the request
+ * they approve, not its query or body.
+ */
+
+export interface SessionRecord {
+  readonly id: string;
+  /** sha256: of the als_ token. */
+  readonly tokenHash: string;
+  readonly agent: string;
+  /** The session it was narrowed from, or null for one minted with the agent's own token. */
+  readonly parent: string | null;
+  /** Service name -> scopes (exact names or patterns, each within the agent's grant). */
+  readonly scopes: Readonly<Record<string, readonly string[]>>;
+  readonly justification: string;
+  readonly taskId: string | null;
+  readonly createdAt: number;
+  readonly expiresAt: number;
+}
+
+export type RevocationKind = 'agent' | 'session' | 'credential' | 'service' | 'all';
+
+export interface Revocation {
+  readonly kind: RevocationKind;
+  /** Agent name, session id, credential reference, service name, or "*" for all. */
+  readonly target: string;
+  readonly reason: string;
+  readonly by: string;
+  readonly at: number;
+}
+
+export type ApprovalStatus = 'pending' | 'approved' | 'denied' | 'expired' | 'consumed';
+
+export interface ApprovalRecord {
+  readonly id: string;
+  readonly agent: string;
+  readonly service: string;
+  readonly route: string;
+  readonly scope: string;
+  readonly method: string;
+  /** Canonical path, without the query. */
+  readonly path: string;
+  /** sha256 over agent, method, canonical path, query and body: what the approval is good for. */
+  readonly binding: string;
+  readonly session: string | null;
+  readonly justification: string | null;
+  readonly taskId: string | null;
+  readonly mode: 'hold' | 'async';
+  readonly createdAt: number;
+  readonly expiresAt: number;
+  readonly status: ApprovalStatus;
+  readonly decidedBy: string | null;
+  readonly reason: string | null;
+  readonly decidedAt: number | null;
+}
+
+export type GovernanceEvent =
+  | { readonly type: 'session.created'; readonly session: SessionRecord }
+  | { readonly type: 'session.ended'; readonly id: string; readonly reason: string; readonly at: number }
+  | { readonly type: 'revocation.added'; readonly revocation: Revocation }
+  | { readonly type: 'revocation.lifted'; readonly kind: RevocationKind; readonly target: string; readonly by: string; readonly at: number }
+  | { readonly type: 'approval.created'; readonly approval: ApprovalRecord }
+  | { readonly type: 'approval.decided'; readonly id: string; readonly decision: 'approved' | 'denied'; readonly by: string; readonly reason: string; readonly at: number }
+  | { readonly type: 'approval.consumed'; readonly id: string; readonly at: number }
+  | { readonly type: 'approval.expired'; readonly id: string; readonly at: number };

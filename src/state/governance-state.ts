@@ -1,0 +1,180 @@
+/**
+ * The live governance state of one Airlock: sessions, revocations, approvals. Reads are synchronous
+ * map lookups (the request path never waits on a store); changes are events, kept by the backend
+ * first and applied second, so a change that cannot be kept is refused rather than half made.
+ * Events other replicas publish are applied the same way. Listeners hear every applied event (the kill
+ * switch ends streams, held requests learn their approval's fate).
+ */
+import type { ApprovalRecord, GovernanceEvent, Revocation, RevocationKind, SessionRecord } from './governance-records.js';
+import type { StateBackend } from './state-backend.js';
+
+/** Decided approvals kept for the console's history. */
+const DECIDED_APPROVALS_KEPT = 500;
+
+function revocationKey(kind: RevocationKind, target: string): string {
+  return `${kind}\u0000${target}`;
+}
+
+export class GovernanceState {
+  readonly #backend: StateBackend;
+  readonly #now: () => number;
+  readonly #sessions = new Map<string, SessionRecord>();
+  readonly #sessionByToken = new Map<string, string>();
+  readonly #children = new Map<string, Set<string>>();
+  readonly #revocations = new Map<string, Revocation>();
+  readonly #approvals = new Map<string, ApprovalRecord>();
+  readonly #listeners = new Set<(event: GovernanceEvent) => void>();
+
+  constructor(backend: StateBackend, now: () => number = Date.now) {
+    this.#backend = backend;
+    this.#now = now;
+  }
+
+  /** Replays what the backend kept, compacts it to the live state, and starts hearing other replicas. */
+  async start(): Promise<void> {
+    for (const event of await this.#backend.load()) this.#apply(event);
+    await this.#backend.compact(this.#liveEvents());
+    this.#backend.subscribe((event) => {
+      this.#apply(event);
+      this.#notify(event);
+    });
+  }
+
+  /** Keeps the event, then applies it. Throws (and applies nothing) when it cannot be kept. */
+  async record(event: GovernanceEvent): Promise<void> {
+    await this.#backend.append(event);
+    this.#apply(event);
+    this.#notify(event);
+  }
+
+  onEvent(listener: (event: GovernanceEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  // Sessions.
+
+  /** A live session by the hash of its token; expired or ended sessions are not returned. */
+  sessionByTokenHash(tokenHash: string): SessionRecord | null {
+    const id = this.#sessionByToken.get(tokenHash);
+    return id === undefined ? null : this.session(id);
+  }
+
+  session(id: string): SessionRecord | null {
+    const session = this.#sessions.get(id);
+    if (session === undefined || session.expiresAt <= this.#now()) return null;
+    return session;
+  }
+
+  sessions(): SessionRecord[] {
+    const now = this.#now();
+    return [...this.#sessions.values()].filter((s) => s.expiresAt > now).sort((a, b) => a.createdAt - b.createdAt);
+  }
+
+  // Revocations.
+
+  revocation(kind: RevocationKind, target: string): Revocation | null {
+    return this.#revocations.get(revocationKey(kind, target)) ?? null;
+  }
+
+  revocations(): Revocation[] {
+    return [...this.#revocations.values()].sort((a, b) => a.at - b.at);
+  }
+
+  // Approvals.
+
+  approval(id: string): ApprovalRecord | null {
+    return this.#approvals.get(id) ?? null;
+  }
+
+  approvals(): ApprovalRecord[] {
+    return [...this.#approvals.values()].sort((a, b) => a.createdAt - b.createdAt);
+  }
+
+  async close(): Promise<void> {
+    this.#listeners.clear();
+    await this.#backend.close();
+  }
+
+  #notify(event: GovernanceEvent): void {
+    for (const listener of this.#listeners) {
+      try {
+        listener(event);
+      } catch {
+        // A listener's failure must not stop the others (or the change itself).
+      }
+    }
+  }
+
+  #apply(event: GovernanceEvent): void {
+    switch (event.type) {
+      case 'session.created': {
+        const session = event.session;
+        this.#sessions.set(session.id, session);
+        this.#sessionByToken.set(session.tokenHash, session.id);
+        if (session.parent !== null) {
+          const siblings = this.#children.get(session.parent) ?? new Set<string>();
+          siblings.add(session.id);
+          this.#children.set(session.parent, siblings);
+        }
+        return;
+      }
+      case 'session.ended':
+        this.#endSession(event.id);
+        return;
+      case 'revocation.added':
+        this.#revocations.set(revocationKey(event.revocation.kind, event.revocation.target), event.revocation);
+        if (event.revocation.kind === 'session') this.#endSession(event.revocation.target);
+        return;
+      case 'revocation.lifted':
+        this.#revocations.delete(revocationKey(event.kind, event.target));
+        return;
+      case 'approval.created':
+        this.#approvals.set(event.approval.id, event.approval);
+        this.#trimApprovals();
+        return;
+      case 'approval.decided': {
+        const approval = this.#approvals.get(event.id);
+        if (approval === undefined || approval.status !== 'pending') return;
+        this.#approvals.set(event.id, { ...approval, status: event.decision, decidedBy: event.by, reason: event.reason, decidedAt: event.at });
+        return;
+      }
+      case 'approval.consumed':
+      case 'approval.expired': {
+        const approval = this.#approvals.get(event.id);
+        if (approval === undefined) return;
+        if (event.type === 'approval.expired' && approval.status !== 'pending' && approval.status !== 'approved') return;
+        this.#approvals.set(event.id, { ...approval, status: event.type === 'approval.consumed' ? 'consumed' : 'expired' });
+        return;
+      }
+    }
+  }
+
+  /** Ending a session ends the sessions narrowed from it, recursively. */
+  #endSession(id: string): void {
+    const session = this.#sessions.get(id);
+    if (session !== undefined) {
+      this.#sessions.delete(id);
+      this.#sessionByToken.delete(session.tokenHash);
+    }
+    const children = this.#children.get(id);
+    this.#children.delete(id);
+    for (const child of children ?? []) this.#endSession(child);
+  }
+
+  #trimApprovals(): void {
+    const decided = [...this.#approvals.values()].filter((a) => a.status !== 'pending' && a.status !== 'approved');
+    if (decided.length <= DECIDED_APPROVALS_KEPT) return;
+    decided.sort((a, b) => a.createdAt - b.createdAt);
+    for (const old of decided.slice(0, decided.length - DECIDED_APPROVALS_KEPT)) this.#approvals.delete(old.id);
+  }
+
+  /** The smallest event list that rebuilds the current state. */
+  #liveEvents(): GovernanceEvent[] {
+    const events: GovernanceEvent[] = [];
+    for (const session of this.sessions()) events.push({ type: 'session.created', session });
+    for (const revocation of this.revocations()) events.push({ type: 'revocation.added', revocation });
+    for (const approval of this.approvals()) events.push({ type: 'approval.created', approval });
+    return events;
+  }
+}

@@ -1,0 +1,18 @@
+/**
+ * Where governance events are kept and how they travel: the embedded backend appends them to a file in
+ * data_dir (a restart replays it, so sessions and revocations survive); the Redis backend (scale-out)
+ * stores them and publishes them to every replica.
+ */
+import type { GovernanceEvent } from './governance-records.js';
+
+export interface StateBackend {
+  /** Every event kept, oldest first, to rebuild state at start-up. */
+  load(): Promise<GovernanceEvent[]>;
+  /** Keeps an event (and tells other replicas). Rejects when it could not be kept: the change is refused. */
+  append(event: GovernanceEvent): Promise<void>;
+  /** Events other replicas appended; the embedded backend has none. */
+  subscribe(listener: (event: GovernanceEvent) => void): void;
+  /** Rewrites what is kept as the given, smaller set of events (drops ended history). */
+  compact(events: readonly GovernanceEvent[]): Promise<void>;
+  close(): Promise<void>;
+}
