@@ -3,7 +3,9 @@
  */
 import { UsageError, type CliIo } from './cli-io.js';
 import { checkCommand } from './check-command.js';
+import { approvalsCommand } from './approvals-command.js';
 import { demoCommand } from './demo-command.js';
+import { restoreCommand, revokeCommand } from './revoke-command.js';
 import { explainCommand } from './explain-command.js';
 import { secretsCommand } from './secrets-command.js';
 import { serveCommand } from './serve-command.js';
@@ -15,6 +17,9 @@ const COMMANDS: Readonly<Record<string, { run: (io: CliIo) => Promise<number>; s
   token: { run: tokenCommand, summary: 'token                              print a new agent token and its sha256 hash' },
   secrets: { run: secretsCommand, summary: 'secrets set NAME | list | rm NAME  manage the encrypted secrets file (value on stdin)' },
   explain: { run: explainCommand, summary: 'explain --agent NAME METHOD PATH   the decision for a request, without calling upstream' },
+  approvals: { run: approvalsCommand, summary: 'approvals list | approve ID | deny ID  decide pending approvals (--reason TEXT)' },
+  revoke: { run: revokeCommand, summary: 'revoke agent|session|credential|service NAME | all   the kill switch (--reason TEXT)' },
+  restore: { run: restoreCommand, summary: 'restore agent|session|credential|service NAME | all  lift a revocation' },
   demo: { run: demoCommand, summary: 'demo                               an offline walk-through with a stand-in upstream' },
 };
 

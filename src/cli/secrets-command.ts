@@ -7,8 +7,7 @@ import type { AirlockConfig } from '../config/types.js';
 import { EncryptedSecretFile } from '../credentials/encrypted-secret-file.js';
 import { loadMasterKey, MASTER_KEY_FILE } from '../credentials/master-key.js';
 import { parseSecretRef, SECRET_NAME } from '../credentials/secret-ref.js';
-import { parseListen } from '../config/schema.js';
-import { Client } from 'undici';
+import { AdminCallError, callAdmin, reportRefusal } from './admin-client.js';
 import { MIN_SECRET_LENGTH } from '../redaction/secret-catalog.js';
 import { UsageError, type CliIo } from './cli-io.js';
 import { loadConfigOrReport } from './locate-config.js';
@@ -159,33 +158,15 @@ async function rotateSecret(io: CliIo, config: AirlockConfig, refOrName: string)
     );
     return parsed.ref.kind === 'file' ? 0 : 1;
   }
-  const token = io.env['AIRLOCK_ADMIN_TOKEN'];
-  if (token === undefined || token === '') {
-    io.stderr.write('Set AIRLOCK_ADMIN_TOKEN to an admin token (one whose sha256 is listed under admin.tokens) to ask the running Airlock to rotate.\n');
-    return 1;
-  }
-  const listen = parseListen(config.admin.listen);
-  if (listen === null) return 1;
-  const host = listen.host === '0.0.0.0' ? '127.0.0.1' : listen.host === '::' ? '[::1]' : listen.host.includes(':') ? `[${listen.host}]` : listen.host;
-  const client = new Client(`http://${host}:${listen.port}`);
   try {
-    const response = await client.request({
-      method: 'POST',
-      path: '/v1/credentials/refresh',
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ ref }),
-    });
-    const body = (await response.body.json()) as { generation?: string | null; previous_generation?: string | null; detail?: string };
-    if (response.statusCode !== 200) {
-      io.stderr.write(`The running Airlock refused the rotation (${response.statusCode}): ${body.detail ?? 'no detail'}\n`);
-      return 1;
-    }
+    const answer = await callAdmin(io, config, 'POST', '/v1/credentials/refresh', { ref });
+    if (answer.status !== 200) return reportRefusal(io, answer, `Rotating ${ref}`);
+    const body = answer.body as { generation?: string | null; previous_generation?: string | null };
     io.stdout.write(`Airlock now uses ${ref}, generation ${body.generation ?? '(none)'}${body.previous_generation ? ` (was ${body.previous_generation})` : ''}.\n`);
     return 0;
   } catch (error) {
-    io.stderr.write(`No Airlock answered at admin ${config.admin.listen} (${(error as Error).message}); ${parsed.ref.kind === 'file' ? 'the stored value is used when it starts' : 'start it, or check admin.listen'}.\n`);
+    if (!(error instanceof AdminCallError)) throw error;
+    io.stderr.write(`${error.message}${parsed.ref.kind === 'file' ? ' The stored value is used when Airlock next reads it.' : ''}\n`);
     return 1;
-  } finally {
-    await client.close();
   }
 }

@@ -1,0 +1,53 @@
+/**
+ * How CLI commands talk to a running Airlock: its admin API at admin.listen, with the admin token from
+ * AIRLOCK_ADMIN_TOKEN (never from argv, where it would show in the process list and shell history).
+ */
+import { Client } from 'undici';
+import { parseListen } from '../config/schema.js';
+import type { AirlockConfig } from '../config/types.js';
+import type { CliIo } from './cli-io.js';
+
+export class AdminCallError extends Error {
+  override name = 'AdminCallError';
+}
+
+export interface AdminAnswer {
+  readonly status: number;
+  readonly body: Record<string, unknown>;
+}
+
+export async function callAdmin(io: CliIo, config: AirlockConfig, method: string, path: string, body?: unknown): Promise<AdminAnswer> {
+  if (config.admin === null) throw new AdminCallError('No admin API is configured (admin.listen and admin.tokens in the config); it is how the CLI reaches a running Airlock.');
+  const token = io.env['AIRLOCK_ADMIN_TOKEN'];
+  if (token === undefined || token === '') throw new AdminCallError('Set AIRLOCK_ADMIN_TOKEN to an admin token (one whose sha256 is listed under admin.tokens).');
+  const listen = parseListen(config.admin.listen);
+  if (listen === null) throw new AdminCallError(`admin.listen ${config.admin.listen} is not HOST:PORT.`);
+  const host = listen.host === '0.0.0.0' ? '127.0.0.1' : listen.host === '::' ? '[::1]' : listen.host.includes(':') ? `[${listen.host}]` : listen.host;
+  const client = new Client(`http://${host}:${listen.port}`, { headersTimeout: 30_000, bodyTimeout: 30_000 });
+  try {
+    const response = await client.request({
+      method: method as 'GET' | 'POST',
+      path,
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: body === undefined ? null : JSON.stringify(body),
+    });
+    const text = await response.body.text();
+    let parsed: Record<string, unknown> = {};
+    try {
+      parsed = text === '' ? {} : (JSON.parse(text) as Record<string, unknown>);
+    } catch {
+      parsed = { detail: text.slice(0, 200) };
+    }
+    return { status: response.statusCode, body: parsed };
+  } catch (error) {
+    throw new AdminCallError(`No Airlock answered at admin ${config.admin.listen} (${(error as Error).message}); is it running with this config?`);
+  } finally {
+    await client.close();
+  }
+}
+
+/** Prints a refusal's detail and returns the exit code. */
+export function reportRefusal(io: CliIo, answer: AdminAnswer, what: string): number {
+  io.stderr.write(`${what} was refused (${answer.status}): ${String(answer.body['detail'] ?? 'no detail')}\n`);
+  return 1;
+}

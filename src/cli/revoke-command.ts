@@ -1,0 +1,51 @@
+/**
+ * The kill switch from the command line, through a running Airlock's admin API:
+ *   airlock revoke agent NAME | session ID | credential REF | service NAME | all   --reason TEXT
+ *   airlock restore agent NAME | session ID | credential REF | service NAME | all
+ * `revoke all` locks everything down; `restore` lifts a revocation. Effective on the next request;
+ * responses streaming under what is revoked are ended.
+ */
+import { parseArgs } from 'node:util';
+import { AdminCallError, callAdmin, reportRefusal } from './admin-client.js';
+import { UsageError, type CliIo } from './cli-io.js';
+import { loadConfigOrReport } from './locate-config.js';
+
+const KINDS = new Set(['agent', 'session', 'credential', 'service', 'all']);
+
+function usage(verb: string): string {
+  return `usage: airlock ${verb} agent NAME | session ID | credential REF | service NAME | all${verb === 'revoke' ? '   --reason TEXT' : ''}   [--config FILE]`;
+}
+
+async function change(io: CliIo, verb: 'revoke' | 'restore'): Promise<number> {
+  const { values, positionals } = parseArgs({ args: [...io.args], options: { config: { type: 'string' }, reason: { type: 'string' } }, allowPositionals: true });
+  const [kind, target, ...extra] = positionals;
+  if (kind === undefined || !KINDS.has(kind) || extra.length > 0 || (kind !== 'all' && target === undefined)) throw new UsageError(usage(verb));
+  if (verb === 'revoke' && (values.reason === undefined || values.reason.trim() === '')) throw new UsageError(`${usage(verb)}\n(--reason is required: it goes into the audit trail)`);
+  const loaded = loadConfigOrReport(io, values.config);
+  if (loaded === null) return 1;
+  const body = { kind, target: kind === 'all' ? '*' : target, reason: values.reason ?? '' };
+  try {
+    const answer = await callAdmin(io, loaded.config, 'POST', verb === 'revoke' ? '/v1/revocations' : '/v1/revocations/lift', body);
+    if (answer.status !== 200) return reportRefusal(io, answer, `${verb === 'revoke' ? 'Revoking' : 'Restoring'} ${kind} ${target ?? ''}`);
+    io.stdout.write(
+      verb === 'revoke'
+        ? `Revoked ${kind}${kind === 'all' ? ' (lockdown)' : ` ${target}`}: effective on the next request; streams in flight were ended.\n`
+        : `Restored ${kind}${kind === 'all' ? ' (lockdown lifted)' : ` ${target}`}.\n`,
+    );
+    return 0;
+  } catch (error) {
+    if (error instanceof AdminCallError) {
+      io.stderr.write(`${error.message}\n`);
+      return 1;
+    }
+    throw error;
+  }
+}
+
+export function revokeCommand(io: CliIo): Promise<number> {
+  return change(io, 'revoke');
+}
+
+export function restoreCommand(io: CliIo): Promise<number> {
+  return change(io, 'restore');
+}
