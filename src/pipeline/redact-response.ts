@@ -20,6 +20,7 @@ import { AirlockError } from '../errors.js';
 import type { ServicePolicy } from '../policy/compile-policy.js';
 import type { RedactionMatcher } from '../redaction/redaction-matcher.js';
 import type { SecretCatalog } from '../redaction/secret-catalog.js';
+import { SseDeltaRedactor } from '../redaction/sse-delta-redactor.js';
 import { StreamRedactor } from '../redaction/stream-redactor.js';
 import { HOP_BY_HOP_HEADERS } from '../upstream/hop-by-hop.js';
 
@@ -96,6 +97,13 @@ export function redactHeaderValues(pairs: string[], matcher: RedactionMatcher): 
   return count;
 }
 
+function isEventStream(pairs: readonly string[]): boolean {
+  for (let i = 0; i < pairs.length; i += 2) {
+    if (pairs[i] === 'content-type' && (pairs[i + 1] as string).toLowerCase().includes('text/event-stream')) return true;
+  }
+  return false;
+}
+
 function withoutHeaders(pairs: readonly string[], drop: (name: string) => boolean): string[] {
   const out: string[] = [];
   for (let i = 0; i < pairs.length; i += 2) if (!drop(pairs[i] as string)) out.push(pairs[i] as string, pairs[i + 1] as string);
@@ -115,6 +123,8 @@ export class RedactingResponseWriter {
   #status = 0;
   #buffered: Buffer[] = [];
   #redactor: StreamRedactor;
+  /** For text/event-stream: secrets spread over events (an LLM repeating a key token by token). */
+  #events: SseDeltaRedactor | null = null;
   #decoder: Transform | null = null;
   #encodedBytes = 0;
   #decodedBytes = 0;
@@ -161,6 +171,7 @@ export class RedactingResponseWriter {
       this.#headers = pairs;
       return null;
     }
+    if (isEventStream(pairs) && this.#matcher.needles.size > 0) this.#events = new SseDeltaRedactor(this.#matcher.needles);
     const coding = contentCodingOf(contentEncoding);
     if (coding === null) {
       return unscannable(`The upstream sent a body with Content-Encoding "${String(contentEncoding)}", which Airlock cannot decode and therefore cannot scan for secrets; it was not passed on.`);
@@ -192,7 +203,7 @@ export class RedactingResponseWriter {
     }
     if (this.#mode === 'headers-only') return;
     if (this.#coding === 'identity') {
-      this.#write(this.#redactor.push(chunk));
+      this.#write(this.#eventLayer(this.#redactor.push(chunk)));
       return;
     }
     const decoder = this.#decoder ?? this.#createDecoder(chunk);
@@ -239,8 +250,9 @@ export class RedactingResponseWriter {
     } catch (error) {
       return this.#refuse(error instanceof AirlockError ? error : unscannable(`The upstream's ${this.#coding} body could not be decoded, so it could not be scanned; it was not passed on.`, error));
     }
-    const out = Buffer.concat([this.#redactor.push(body), this.#redactor.end()]);
-    this.redactions += this.#redactor.redactions;
+    let out = Buffer.concat([this.#redactor.push(body), this.#redactor.end()]);
+    if (this.#events !== null) out = Buffer.concat([this.#events.push(out), this.#events.end()]);
+    this.redactions += this.#redactor.redactions + (this.#events?.redactions ?? 0);
     const changed = this.#coding !== 'identity' || this.#redactor.redactions > 0;
     const headers = withoutHeaders(this.#headers, (name) => name === 'content-length' || (this.#coding !== 'identity' && name === 'content-encoding') || (changed && DIGEST_HEADERS.has(name)));
     headers.push('content-length', String(out.length));
@@ -289,7 +301,7 @@ export class RedactingResponseWriter {
         this.abort(error as AirlockError);
         return;
       }
-      this.#write(this.#redactor.push(decoded));
+      this.#write(this.#eventLayer(this.#redactor.push(decoded)));
     });
     decoder.on('drain', () => this.#hooks.resumeUpstream());
     decoder.on('end', () => this.#endStream());
@@ -303,8 +315,9 @@ export class RedactingResponseWriter {
 
   #endStream(): void {
     if (this.#done) return;
-    this.#write(this.#redactor.end());
-    this.redactions += this.#redactor.redactions;
+    const tail = this.#redactor.end();
+    this.#write(this.#events === null ? tail : Buffer.concat([this.#events.push(tail), this.#events.end()]));
+    this.redactions += this.#redactor.redactions + (this.#events?.redactions ?? 0);
     if (this.#trailers.length > 0) {
       const kept: Array<[string, string]> = [];
       for (let i = 0; i < this.#trailers.length; i += 2) kept.push([this.#trailers[i] as string, this.#trailers[i + 1] as string]);
@@ -312,6 +325,10 @@ export class RedactingResponseWriter {
     }
     this.#res.end();
     this.#finish(true, null);
+  }
+
+  #eventLayer(bytes: Buffer): Buffer {
+    return this.#events === null ? bytes : this.#events.push(bytes);
   }
 
   #write(out: Buffer): void {

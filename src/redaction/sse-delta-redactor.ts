@@ -1,0 +1,253 @@
+/**
+ * Secrets spread over server-sent events. An LLM that repeats a key streams it token by token: "sk-ca"
+ * in one event's delta, "nary-..." in the next. On the wire the pieces are separated by JSON and SSE
+ * framing, so the byte scanner (stream-redactor.ts) never sees the key as one run of bytes.
+ *
+ * This layer reads text/event-stream events whose data is JSON, follows every string field by its JSON
+ * path ("choices.0.delta.content", "delta.text", tool-call arguments ...) across events, and scans the
+ * concatenation. An event is held back while a path ends with a live partial secret of MIN_HOLD or
+ * more characters, so the rest of the secret can still be masked in it; a match is masked in every held
+ * event it touches ("[REDACTED]" where it starts, nothing where it continues) and those events are
+ * re-serialized. At most MIN_HOLD - 1 characters of a secret can leave in an event already sent, the
+ * same bound the byte scanner keeps at the end of a stream. Events that are not JSON pass untouched
+ * (in order). Incomplete events are held until their blank line, which is when a client would
+ * dispatch them anyway (WHATWG HTML 9.2.6).
+ */
+import type { NeedleSet } from './needle-set.js';
+
+const MIN_HOLD = 4;
+const MAX_HELD_EVENTS = 256;
+const MAX_HELD_BYTES = 1024 * 1024;
+const MAX_PATHS = 256;
+const MARKER = '[REDACTED]';
+const EMPTY = Buffer.alloc(0);
+
+interface Leaf {
+  readonly holder: Record<string, unknown> | unknown[];
+  readonly key: string | number;
+  readonly text: string;
+  /** Character ranges to mask, and whether the marker goes there (where a match starts). */
+  masks: Array<{ from: number; to: number; marker: boolean }>;
+}
+
+interface QueuedEvent {
+  readonly raw: Buffer;
+  readonly lines: readonly string[] | null;
+  readonly json: unknown;
+  readonly leaves: Leaf[];
+  emitted: boolean;
+}
+
+interface Segment {
+  readonly event: QueuedEvent;
+  readonly leaf: Leaf;
+  /** Absolute character position of the segment's start in the path's stream. */
+  readonly at: number;
+}
+
+interface PathWindow {
+  segments: Segment[];
+  /** Absolute position after the last character. */
+  end: number;
+  /** Matches already masked, as "start:end" absolute positions. */
+  handled: Set<string>;
+}
+
+function findTerminator(data: Buffer, from: number): { at: number; length: number } | null {
+  for (let i = from; i < data.length; i++) {
+    const c = data[i];
+    if (c === 0x0a && data[i + 1] === 0x0a) return { at: i, length: 2 };
+    if (c === 0x0d) {
+      if (data[i + 1] === 0x0a && data[i + 2] === 0x0d && data[i + 3] === 0x0a) return { at: i, length: 4 };
+      if (data[i + 1] === 0x0d) return { at: i, length: 2 };
+      if (data[i + 1] === 0x0a && data[i + 2] === 0x0a) return { at: i, length: 3 };
+    }
+  }
+  return null;
+}
+
+function collectLeaves(value: unknown, path: string, out: Array<{ path: string; leaf: Leaf }>): void {
+  if (Array.isArray(value)) {
+    value.forEach((item, index) => {
+      if (typeof item === 'string') out.push({ path: `${path}.${index}`, leaf: { holder: value, key: index, text: item, masks: [] } });
+      else collectLeaves(item, `${path}.${index}`, out);
+    });
+  } else if (value !== null && typeof value === 'object') {
+    for (const [key, item] of Object.entries(value as Record<string, unknown>)) {
+      if (typeof item === 'string') out.push({ path: `${path}.${key}`, leaf: { holder: value as Record<string, unknown>, key, text: item, masks: [] } });
+      else collectLeaves(item, `${path}.${key}`, out);
+    }
+  }
+}
+
+export class SseDeltaRedactor {
+  readonly #needles: NeedleSet;
+  #partial: Buffer = EMPTY;
+  readonly #queue: QueuedEvent[] = [];
+  #queuedBytes = 0;
+  readonly #windows = new Map<string, PathWindow>();
+  redactions = 0;
+
+  constructor(needles: NeedleSet) {
+    this.#needles = needles;
+  }
+
+  push(chunk: Buffer): Buffer {
+    if (this.#needles.size === 0) return chunk;
+    const data = this.#partial.length === 0 ? chunk : Buffer.concat([this.#partial, chunk]);
+    let start = 0;
+    for (let found = findTerminator(data, 0); found !== null; found = findTerminator(data, start)) {
+      const end = found.at + found.length;
+      this.#accept(data.subarray(start, end));
+      start = end;
+    }
+    this.#partial = start === data.length ? EMPTY : Buffer.from(data.subarray(start));
+    return this.#flush(false);
+  }
+
+  end(): Buffer {
+    if (this.#needles.size === 0) return EMPTY;
+    const tail = this.#partial;
+    this.#partial = EMPTY;
+    const out = this.#flush(true);
+    return tail.length === 0 ? out : Buffer.concat([out, tail]);
+  }
+
+  #accept(raw: Buffer): void {
+    const text = raw.toString('utf8');
+    const lines = text.split(/\r\n|\r|\n/);
+    const data = lines.filter((l) => l.startsWith('data:')).map((l) => (l.startsWith('data: ') ? l.slice(6) : l.slice(5)));
+    let json: unknown = null;
+    const joined = data.join('\n');
+    if (data.length > 0 && (joined.startsWith('{') || joined.startsWith('['))) {
+      try {
+        json = JSON.parse(joined);
+      } catch {
+        json = null;
+      }
+    }
+    const event: QueuedEvent = { raw: Buffer.from(raw), lines: json === null ? null : lines, json, leaves: [], emitted: false };
+    this.#queue.push(event);
+    this.#queuedBytes += raw.length;
+    if (json === null) return;
+    const leaves: Array<{ path: string; leaf: Leaf }> = [];
+    collectLeaves(json, '$', leaves);
+    for (const { path, leaf } of leaves) {
+      event.leaves.push(leaf);
+      this.#append(path, event, leaf);
+    }
+  }
+
+  #window(path: string): PathWindow {
+    let window = this.#windows.get(path);
+    if (window === undefined) {
+      if (this.#windows.size >= MAX_PATHS) this.#windows.delete(this.#windows.keys().next().value as string);
+      window = { segments: [], end: 0, handled: new Set() };
+      this.#windows.set(path, window);
+    }
+    return window;
+  }
+
+  #append(path: string, event: QueuedEvent, leaf: Leaf): void {
+    const window = this.#window(path);
+    window.segments.push({ event, leaf, at: window.end });
+    window.end += leaf.text.length;
+    // Keep only what a match reaching into the newest text could still touch.
+    const keepFrom = window.end - leaf.text.length - this.#needles.maxLength;
+    while (window.segments.length > 1 && (window.segments[1] as Segment).at <= keepFrom) window.segments.shift();
+    this.#scan(window);
+  }
+
+  #scan(window: PathWindow): void {
+    const base = (window.segments[0] as Segment).at;
+    const text = window.segments.map((s) => s.leaf.text).join('');
+    const bytes = Buffer.from(text, 'utf8');
+    const spans: number[] = [];
+    this.#needles.findMatches(bytes, spans);
+    for (let i = 0; i < spans.length; i += 2) {
+      const from = base + bytes.subarray(0, spans[i] as number).toString('utf8').length;
+      const to = base + bytes.subarray(0, spans[i + 1] as number).toString('utf8').length;
+      const key = `${from}:${to}`;
+      if (window.handled.has(key)) continue;
+      window.handled.add(key);
+      if (window.handled.size > 64) window.handled.delete(window.handled.values().next().value as string);
+      this.#mask(window, from, to);
+    }
+  }
+
+  /** Masks [from, to) (absolute) in every held segment it touches. */
+  #mask(window: PathWindow, from: number, to: number): void {
+    let touched = false;
+    let markerPlaced = false;
+    for (const segment of window.segments) {
+      const segFrom = segment.at;
+      const segTo = segment.at + segment.leaf.text.length;
+      if (segTo <= from || segFrom >= to) continue;
+      if (segment.event.emitted) {
+        // Already sent (it held no live partial of MIN_HOLD characters): the marker goes in the next piece.
+        continue;
+      }
+      segment.leaf.masks.push({ from: Math.max(from, segFrom) - segFrom, to: Math.min(to, segTo) - segFrom, marker: !markerPlaced });
+      markerPlaced = true;
+      touched = true;
+    }
+    if (touched) this.redactions++;
+  }
+
+  /** Characters at the end of a path's stream that could still begin a secret. */
+  #livePartial(window: PathWindow): number {
+    const text = window.segments.map((s) => s.leaf.text).join('');
+    const bytes = Buffer.from(text, 'utf8');
+    const partialBytes = this.#needles.partialSuffix(bytes);
+    return partialBytes === 0 ? 0 : bytes.subarray(bytes.length - partialBytes).toString('utf8').length;
+  }
+
+  #flush(final: boolean): Buffer {
+    if (this.#queue.length === 0) return EMPTY;
+    let live = false;
+    for (const window of this.#windows.values()) {
+      const partial = this.#livePartial(window);
+      if (partial < MIN_HOLD) continue;
+      const lastSegment = window.segments[window.segments.length - 1];
+      if (lastSegment === undefined || lastSegment.event.emitted) continue;
+      if (final || this.#queue.length > MAX_HELD_EVENTS || this.#queuedBytes > MAX_HELD_BYTES) {
+        // Nothing more will come (or too much is held): a live partial is masked, never released.
+        const key = `${window.end - partial}:${window.end}`;
+        if (!window.handled.has(key)) {
+          window.handled.add(key);
+          this.#mask(window, window.end - partial, window.end);
+        }
+      } else {
+        live = true;
+      }
+    }
+    if (live) return EMPTY;
+    const out: Buffer[] = [];
+    for (const event of this.#queue) {
+      event.emitted = true;
+      out.push(this.#render(event));
+    }
+    this.#queue.length = 0;
+    this.#queuedBytes = 0;
+    return out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out);
+  }
+
+  #render(event: QueuedEvent): Buffer {
+    if (event.json === null || event.lines === null || !event.leaves.some((leaf) => leaf.masks.length > 0)) return event.raw;
+    for (const leaf of event.leaves) {
+      if (leaf.masks.length === 0) continue;
+      const masks = [...leaf.masks].sort((a, b) => a.from - b.from);
+      let text = '';
+      let pos = 0;
+      for (const mask of masks) {
+        if (mask.from > pos) text += leaf.text.slice(pos, mask.from);
+        if (mask.marker && mask.to > pos && !text.endsWith(MARKER)) text += MARKER;
+        pos = Math.max(pos, mask.to);
+      }
+      text += leaf.text.slice(pos);
+      (leaf.holder as Record<string | number, unknown>)[leaf.key] = text;
+    }
+    const others = event.lines.filter((line) => line !== '' && !line.startsWith('data:'));
+    return Buffer.from(`${[...others, `data: ${JSON.stringify(event.json)}`].join('\n')}\n\n`, 'utf8');
+  }
+}

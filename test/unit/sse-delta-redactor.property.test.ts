@@ -1,0 +1,85 @@
+/**
+ * Property test of the SSE layer: a secret streamed as JSON string deltas split at random points over
+ * several events (the way an LLM repeats a key token by token), with other fields and events mixed in
+ * and random network chunking, never reassembles in what a client reconstructs, and text that is not a
+ * secret comes through unchanged.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { NeedleSet } from '../../src/redaction/needle-set.js';
+import { SseDeltaRedactor } from '../../src/redaction/sse-delta-redactor.js';
+import { formsOf } from '../../src/redaction/secret-forms.js';
+
+function reassemble(output: string): { content: string; other: string[] } {
+  let content = '';
+  const other: string[] = [];
+  for (const block of output.split('\n\n')) {
+    const data = block
+      .split('\n')
+      .filter((l) => l.startsWith('data:'))
+      .map((l) => l.replace(/^data: ?/, ''))
+      .join('\n');
+    if (data === '') continue;
+    try {
+      const json = JSON.parse(data) as { choices?: Array<{ delta?: { content?: string } }>; id?: string };
+      content += json.choices?.[0]?.delta?.content ?? '';
+      if (json.id !== undefined) other.push(json.id);
+    } catch {
+      other.push(data);
+    }
+  }
+  return { content, other };
+}
+
+describe('SSE delta redactor', () => {
+  it('a secret split over events never reassembles; other text is kept', () => {
+    fc.assert(
+      fc.property(
+        fc.stringMatching(/^sk-[A-Za-z0-9]{20,40}$/),
+        fc.string({ maxLength: 30 }).filter((s) => !s.includes('sk-')),
+        fc.string({ maxLength: 30 }).filter((s) => !s.includes('sk-')),
+        fc.array(fc.integer({ min: 1, max: 12 }), { minLength: 1, maxLength: 8 }),
+        fc.array(fc.nat(), { maxLength: 10 }),
+        (secret, before, after, pieceSizes, cuts) => {
+          const pieces: string[] = [before];
+          let rest = secret;
+          for (const size of pieceSizes) {
+            if (rest === '') break;
+            pieces.push(rest.slice(0, size));
+            rest = rest.slice(size);
+          }
+          if (rest !== '') pieces.push(rest);
+          pieces.push(after);
+          const stream =
+            pieces.map((p, i) => `id: ${i}\ndata: ${JSON.stringify({ id: `c${i}`, choices: [{ index: 0, delta: { content: p } }] })}\n\n`).join('') + 'data: [DONE]\n\n';
+          const input = Buffer.from(stream, 'utf8');
+          const redactor = new SseDeltaRedactor(new NeedleSet(formsOf(secret)));
+          const out: Buffer[] = [];
+          let previous = 0;
+          for (const cut of [...new Set(cuts.map((c) => c % (input.length + 1)))].sort((a, b) => a - b)) {
+            out.push(redactor.push(input.subarray(previous, cut)));
+            previous = cut;
+          }
+          out.push(redactor.push(input.subarray(previous)), redactor.end());
+          const { content, other } = reassemble(Buffer.concat(out).toString('utf8'));
+          // At most MIN_HOLD - 1 = 3 characters of the secret may have left before it was recognizable.
+          expect(content).not.toContain(secret.slice(0, 4) + secret.slice(4));
+          for (let i = 0; i + 4 <= secret.length; i++) {
+            if (i + 8 <= secret.length) expect(content).not.toContain(secret.slice(i, i + 8));
+          }
+          expect(content.startsWith(before)).toBe(true);
+          expect(content.endsWith(after)).toBe(true);
+          expect(content).toContain('[REDACTED]');
+          expect(other).toContain('[DONE]');
+        },
+      ),
+      { numRuns: Number(process.env['FC_RUNS'] ?? 300) },
+    );
+  });
+
+  it('passes events with no secret through byte for byte, one at a time', () => {
+    const redactor = new SseDeltaRedactor(new NeedleSet(formsOf('sk-canary-abcdefghijklmnop')));
+    const event = Buffer.from('event: message\ndata: {"choices":[{"delta":{"content":"hello"}}]}\n\n');
+    expect(redactor.push(event).equals(event)).toBe(true);
+  });
+});
