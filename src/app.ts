@@ -23,6 +23,7 @@ import { GovernanceState } from './state/governance-state.js';
 import { createListener } from './ingress/create-listener.js';
 import { AuditLog } from './observability/audit-log.js';
 import { createLogger, type LogDestination } from './observability/logger.js';
+import { createTracing } from './observability/tracing.js';
 import { allCredentialPlans, allSecretRefs, compilePolicy, type Policy } from './policy/compile-policy.js';
 import type { ProxyRuntime } from './pipeline/proxy-runtime.js';
 import { createRawRefusalHandler, createRequestHandler, newRecord } from './pipeline/run-pipeline.js';
@@ -31,6 +32,9 @@ import type { ListenerBinding } from './pipeline/select-service.js';
 import { SecretCatalog } from './redaction/secret-catalog.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
 import { createOriginPool } from './upstream/origin-pool.js';
+
+/** Reported in spans (service.version) and the admin API. */
+export const AIRLOCK_VERSION = '0.1.0';
 
 export interface AirlockOptions {
   /** The environment env: references read (main.ts passes process.env). */
@@ -102,13 +106,35 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
   const pools = new Map<string, Pool>();
   for (const service of policy.services) pools.set(service.name, createOriginPool(service.config, service.upstream));
 
-  const secrets = createCredentialBroker(config, { env: options.env, catalog, logger, plans: allCredentialPlans(policy) });
+  const secrets = createCredentialBroker(config, {
+    env: options.env,
+    catalog,
+    logger,
+    plans: allCredentialPlans(policy),
+    onCacheEvent: (event) => metrics.credentialCache.inc({ result: event }),
+  });
   await warmCatalog(secrets, allSecretRefs(policy), logger);
 
-  const audit = new AuditLog(config.audit.file, catalog);
+  const audit = new AuditLog({
+    file: config.audit.file,
+    secrets: catalog,
+    onFailure: config.audit.on_failure,
+    maxBytes: config.audit.max_bytes,
+    keep: config.audit.keep,
+    webhook: config.audit.webhook ?? null,
+    logger,
+    onWriteFailure: () => metrics.auditWriteFailures.inc(),
+  });
   await audit.open();
 
   const now = options.now ?? (() => new Date());
+  const tracing = createTracing({ telemetry: config.telemetry, env: options.env, version: AIRLOCK_VERSION });
+  metrics.bind({
+    credentials: () => secrets.status(),
+    approvalsPending: () => approvals.pendingCount(),
+    sessionsActive: () => state.sessions().length,
+    pools: () => [...pools].map(([service, pool]) => ({ service, stats: pool.stats })),
+  });
   const state = new GovernanceState(new FileStateBackend(join(config.data_dir, 'state.jsonl')), () => now().getTime());
   await state.start();
   const consoleUrl = config.admin === null ? null : (config.admin.public_url ?? `http://${config.admin.listen}`);
@@ -132,6 +158,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
     jwt: new JwtVerifier(Object.values(config.agents), () => now().getTime()),
     approvals,
     killSwitch: new KillSwitch(state),
+    tracing,
     limits: Object.freeze({ maxHeaders: config.limits.max_headers, maxBodyBytes: config.limits.max_body_bytes, maxApprovalBodyBytes: config.approvals.max_body_bytes }),
     now,
   });
@@ -174,6 +201,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
       };
       const server = createAdminServer({
         directory: adminDirectory(config.admin.tokens),
+        metrics: metrics.registry,
         broker: secrets,
         audit,
         catalog,
@@ -213,6 +241,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
         await secrets.close();
         await state.close();
         await audit.close();
+        await tracing.shutdown();
         logger.info('airlock stopped');
       })();
       return closing;

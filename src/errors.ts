@@ -16,6 +16,7 @@ const CATALOG = {
   approval_denied: { status: 403, title: 'Approval denied' },
   approval_timeout: { status: 403, title: 'Approval timed out' },
   unknown_service: { status: 404, title: 'Unknown service' },
+  not_found: { status: 404, title: 'Not found' },
   method_not_allowed: { status: 405, title: 'Method not allowed' },
   request_timeout: { status: 408, title: 'Request timeout' },
   payload_too_large: { status: 413, title: 'Payload too large' },

@@ -20,20 +20,23 @@
  *   GET  /v1/revocations                     what is revoked, by whom, why
  *   POST /v1/revocations                     {"kind": agent|session|credential|service|all, "target", "reason"}
  *   POST /v1/revocations/lift                {"kind", "target"}
- *   GET  /v1/audit/stream[?replay=N]         server-sent events: each audit record as it is written
+ *   GET  /v1/audit/stream[?replay=N]         server-sent events: the last N records, then each record as written
+ *   GET  /metrics                            Prometheus metrics (no token: counts only, no secrets)
  *   GET  /  /console.js  /console.css        the console
  */
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
 import type { CredentialBroker } from '../credentials/credential-broker.js';
 import { parseSecretRef } from '../credentials/secret-ref.js';
+import { open } from 'node:fs/promises';
 import { AirlockError, asAirlockError } from '../errors.js';
 import type { AuditLog } from '../observability/audit-log.js';
 import type { AuditRecord } from '../observability/audit-record.js';
 import type { ApprovalBroker } from '../policy/approval-broker.js';
-import type { Policy } from '../policy/compile-policy.js';
+import { allSecretRefs, type Policy } from '../policy/compile-policy.js';
 import { sendProblem } from '../pipeline/send-problem.js';
 import type { SecretCatalog } from '../redaction/secret-catalog.js';
 import type { ApprovalRecord, RevocationKind, SessionRecord } from '../state/governance-records.js';
@@ -43,6 +46,8 @@ import { authenticateAdmin, type AdminDirectory } from './authenticate-admin.js'
 
 export interface AdminContext {
   readonly directory: AdminDirectory;
+  /** Prometheus exposition of this instance's registry. */
+  readonly metrics: Registry;
   readonly broker: CredentialBroker;
   readonly audit: AuditLog;
   readonly catalog: SecretCatalog;
@@ -182,9 +187,11 @@ async function change(context: AdminContext, call: AdminCall, what: Omit<AdminCh
 }
 
 async function revoke(context: AdminContext, call: AdminCall, kind: RevocationKind, target: string, reason: string, routeTemplate: string): Promise<unknown> {
-  if (kind === 'agent' && !context.policy.agentByName.has(target)) throw new AirlockError('unknown_service', `There is no agent named ${target}.`);
-  if (kind === 'service' && !context.policy.serviceByName.has(target)) throw new AirlockError('unknown_service', `There is no service named ${target}.`);
-  if (kind === 'credential' && !parseSecretRef(target).ok) throw new AirlockError('invalid_request', `${target} is not a credential reference.`);
+  if (kind === 'agent' && !context.policy.agentByName.has(target)) throw new AirlockError('not_found', `There is no agent named ${target}.`);
+  if (kind === 'service' && !context.policy.serviceByName.has(target)) throw new AirlockError('not_found', `There is no service named ${target}.`);
+  if (kind === 'credential' && !allSecretRefs(context.policy).includes(target)) {
+    throw new AirlockError('not_found', `No service or grant injects ${target}; the credentials in use are: ${allSecretRefs(context.policy).join(', ')}.`);
+  }
   if (kind === 'all' && target !== '*') throw new AirlockError('invalid_request', 'A lockdown (kind "all") has target "*".');
   const revocation = { kind, target, reason, by: call.actor, at: context.now() };
   await context.state.record({ type: 'revocation.added', revocation });
@@ -205,7 +212,7 @@ async function revoke(context: AdminContext, call: AdminCall, kind: RevocationKi
 }
 
 async function lift(context: AdminContext, call: AdminCall, kind: RevocationKind, target: string, routeTemplate: string): Promise<unknown> {
-  if (context.state.revocation(kind, target) === null) throw new AirlockError('unknown_service', `Nothing is revoked for ${kind} ${target}.`);
+  if (context.state.revocation(kind, target) === null) throw new AirlockError('not_found', `Nothing is revoked for ${kind} ${target}.`);
   await context.state.record({ type: 'revocation.lifted', kind, target, by: call.actor, at: context.now() });
   return change(
     context,
@@ -228,7 +235,19 @@ const ROUTES: readonly Route[] = [
       credentials: { total: credentials.length, failing: credentials.filter((c) => c.failing).length, expired: credentials.filter((c) => c.state === 'expired').length },
     };
   }),
-  route('GET', '/v1/credentials', async (context) => ({ credentials: context.broker.status() })),
+  route('GET', '/v1/credentials', async (context) => ({
+    credentials: context.broker.status().map((c) => ({
+      ref: c.ref,
+      state: c.state,
+      generation: c.generation,
+      fetched_at: c.fetchedAt,
+      age_seconds: c.ageSeconds,
+      servable_for_seconds: c.servableForSeconds,
+      failing: c.failing,
+      consecutive_failures: c.consecutiveFailures,
+      last_error: c.lastError,
+    })),
+  })),
   route('POST', '/v1/credentials/refresh', async (context, call) => {
     const body = await readJson(call.req);
     const ref = body['ref'];
@@ -272,7 +291,7 @@ const ROUTES: readonly Route[] = [
   route('GET', '/v1/sessions', async (context) => ({ sessions: context.state.sessions().map(sessionView) })),
   route('POST', '/v1/sessions/:id/revoke', async (context, call) => {
     const id = call.params['id'] as string;
-    if (context.state.session(id) === null) throw new AirlockError('unknown_service', `There is no live session ${id}.`);
+    if (context.state.session(id) === null) throw new AirlockError('not_found', `There is no live session ${id}.`);
     return revoke(context, call, 'session', id, reasonOf(await readJson(call.req)), '/v1/sessions/:id/revoke');
   }),
   route('GET', '/v1/approvals', async (context, call) => {
@@ -318,14 +337,43 @@ async function decide(context: AdminContext, call: AdminCall, decision: 'approve
   );
 }
 
-/** Server-sent events (WHATWG HTML 9.2): one `audit` event per record, a comment every 15 s to keep proxies from timing out. */
-function streamAudit(context: AdminContext, call: AdminCall): void {
+/** The last `count` lines of the audit file (read from its end, never the whole file). */
+async function lastAuditRecords(file: string, count: number): Promise<AuditRecord[]> {
+  if (count <= 0) return [];
+  const handle = await open(file, 'r').catch(() => null);
+  if (handle === null) return [];
+  try {
+    const { size } = await handle.stat();
+    const length = Math.min(size, 1024 * 1024);
+    const buffer = Buffer.alloc(length);
+    await handle.read(buffer, 0, length, size - length);
+    const lines = buffer.toString('utf8').split('\n').filter((l) => l !== '');
+    if (length < size) lines.shift(); // the first line may be cut
+    return lines.slice(-count).flatMap((line) => {
+      try {
+        return [JSON.parse(line) as AuditRecord];
+      } catch {
+        return [];
+      }
+    });
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Server-sent events (WHATWG HTML 9.2): one `audit` event per record with the request id as its `id`,
+ * `?replay=N` (up to 1000) first sends the last N records already written; a comment every 15 s keeps
+ * intermediaries from timing the stream out.
+ */
+async function streamAudit(context: AdminContext, call: AdminCall): Promise<void> {
   const { res } = call;
   res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive', [REQUEST_ID_HEADER]: call.requestId });
   res.write(': airlock audit feed\n\n');
   const send = (record: AuditRecord): void => {
-    res.write(`event: audit\ndata: ${context.catalog.scrub(JSON.stringify(record))}\n\n`);
+    res.write(`id: ${record.request_id}\nevent: audit\ndata: ${context.catalog.scrub(JSON.stringify(record))}\n\n`);
   };
+  // Subscribe first so nothing written during the replay is missed (the console drops duplicates by id).
   const unsubscribe = context.audit.subscribe(send);
   const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
   keepAlive.unref();
@@ -333,6 +381,8 @@ function streamAudit(context: AdminContext, call: AdminCall): void {
     clearInterval(keepAlive);
     unsubscribe();
   });
+  const replay = Math.min(1000, Math.max(0, Number(call.query.get('replay') ?? 0) || 0));
+  for (const record of await lastAuditRecords(context.audit.file, replay)) send(record);
 }
 
 const CONSOLE_FILES: Readonly<Record<string, string>> = {
@@ -363,6 +413,19 @@ async function handle(context: AdminContext, req: IncomingMessage, res: ServerRe
   const method = req.method ?? 'GET';
   const consoleFile = CONSOLE_FILES[path];
   if (consoleFile !== undefined && (method === 'GET' || method === 'HEAD')) return serveConsole(res, consoleFile);
+  if (path === '/favicon.ico') {
+    res.writeHead(204, { 'cache-control': 'max-age=86400' });
+    res.end();
+    return;
+  }
+  // Scraped without a token, like any Prometheus target on a private network: it holds no secret,
+  // only counts by service, route template and code.
+  if (path === '/metrics' && method === 'GET') {
+    const text = await context.metrics.metrics();
+    res.writeHead(200, { 'content-type': context.metrics.contentType, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+    res.end(text);
+    return;
+  }
   const actor = authenticateAdmin(req.headers, context.directory);
   // A change that could not be audited is not made.
   if (method !== 'GET' && method !== 'HEAD') context.audit.assertWritable();
@@ -384,7 +447,7 @@ async function handle(context: AdminContext, req: IncomingMessage, res: ServerRe
   }
   allowed = [...new Set(allowed)];
   if (allowed.length > 0) throw new AirlockError('method_not_allowed', `${path} answers ${allowed.join(', ')}.`, { headers: { allow: allowed.join(', ') } });
-  throw new AirlockError('unknown_service', `No admin endpoint ${method} ${path}; see GET /v1/health and the README's admin API table.`);
+  throw new AirlockError('not_found', `No admin endpoint ${method} ${path}; see GET /v1/health and the README's admin API table.`);
 }
 
 export function createAdminServer(context: AdminContext): Server {

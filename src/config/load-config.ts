@@ -127,7 +127,8 @@ function normalize(data: ParsedConfig, resolvePath: (p: string) => string, sourc
     source,
     listen: data.listen,
     data_dir: dataDir,
-    audit: { file: isAbsolute(data.audit.file) ? data.audit.file : resolve(dataDir, data.audit.file) },
+    audit: { ...data.audit, file: isAbsolute(data.audit.file) ? data.audit.file : resolve(dataDir, data.audit.file) },
+    telemetry: data.telemetry,
     log: data.log,
     limits: data.limits,
     secrets: {

@@ -317,8 +317,27 @@ export const configSchema = z.strictObject({
   listen: listenAddress.default('127.0.0.1:7700').describe('agent-facing listener'),
   data_dir: z.string().default('./data').describe('embedded state: encrypted secrets, audit log, keys; relative to the config file'),
   audit: z
-    .strictObject({ file: z.string().default('audit.jsonl').describe('audit log, one JSON object per line; relative to data_dir') })
-    .default({ file: 'audit.jsonl' }),
+    .strictObject({
+      file: z.string().default('audit.jsonl').describe('audit log, one hash-chained JSON object per line; relative to data_dir'),
+      on_failure: z.enum(['refuse', 'log']).default('refuse').describe('refuse: no request is forwarded while records cannot be written (fail closed); log: go on and log it'),
+      max_bytes: z.number().int().min(0).default(100 * 1024 * 1024).describe('rotate the file past this size (0: never); the hash chain continues in the new file'),
+      keep: z.number().int().min(0).max(1000).default(10).describe('rotated files kept: audit.jsonl.1 ... .N'),
+      webhook: z.string().regex(/^https?:\/\//, { error: 'an http(s) URL' }).optional().describe('also POST records here in JSON batches (best effort; the file is the record)'),
+    })
+    .default({ file: 'audit.jsonl', on_failure: 'refuse', max_bytes: 100 * 1024 * 1024, keep: 10 }),
+  telemetry: z
+    .strictObject({
+      otlp: z
+        .strictObject({
+          endpoint: z.string().regex(/^https?:\/\//, { error: 'an http(s) URL, e.g. http://127.0.0.1:4318' }).describe('OTLP/HTTP collector; traces go to <endpoint>/v1/traces'),
+          headers: z.record(z.string(), z.string()).default({}).describe('extra headers for the collector (e.g. an API key, as env: reference is not supported here)'),
+        })
+        .optional()
+        .describe('export traces over OTLP/HTTP (absent: OTEL_EXPORTER_OTLP_ENDPOINT, or no tracing)'),
+      sampling: z.number().min(0).max(1).optional().describe('share of new traces sampled (parent-based); default OTEL_TRACES_SAMPLER_ARG or 1.0'),
+      service_name: z.string().min(1).optional().describe('service.name of the spans; default OTEL_SERVICE_NAME or airlock'),
+    })
+    .default({}),
   log: z
     .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('log level') })
     .default({ level: 'info' }),
@@ -348,3 +367,5 @@ export type AdminSpec = z.output<typeof adminSpec>;
 export type ApprovalsSpec = z.output<typeof approvalsSpec>;
 export type JwtSpec = z.output<typeof jwtSpec>;
 export type StateSpec = z.output<typeof stateSpec>;
+export type TelemetrySpec = z.output<typeof configSchema>['telemetry'];
+export type AuditSpec = z.output<typeof configSchema>['audit'];

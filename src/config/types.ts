@@ -2,7 +2,7 @@
  * The validated, frozen configuration the rest of Airlock reads. Same shape as the YAML (so a problem's
  * path is the path a user edits), with defaults filled in and file paths made absolute.
  */
-import type { AdminSpec, AgentSpec, ApprovalsSpec, LimitsSpec, SecretsSpec, ServiceSpec, StateSpec } from './schema.js';
+import type { AdminSpec, AgentSpec, ApprovalsSpec, AuditSpec, LimitsSpec, SecretsSpec, ServiceSpec, StateSpec, TelemetrySpec } from './schema.js';
 
 export type DeepReadonly<T> = T extends (infer E)[]
   ? ReadonlyArray<DeepReadonly<E>>
@@ -20,7 +20,8 @@ export interface AirlockConfig {
   /** Absolute. */
   readonly data_dir: string;
   /** `file` is absolute. */
-  readonly audit: { readonly file: string };
+  readonly audit: DeepReadonly<AuditSpec>;
+  readonly telemetry: DeepReadonly<TelemetrySpec>;
   readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
   readonly limits: DeepReadonly<LimitsSpec>;
   /** Store settings; `vault.ca_file` and `oauth2.*.ca` are absolute. */

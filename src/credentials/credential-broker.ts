@@ -27,8 +27,12 @@ import { VaultSession } from './vault-session.js';
 export interface CredentialBroker {
   /** The value to inject now (cached, refreshed ahead, last known good within bounds) or 503. */
   resolve(ref: string): Promise<Credential>;
-  /** Fetches a reference again now: after an upstream 401, or an operator's rotate. */
-  refresh(ref: string): Promise<Credential>;
+  /**
+   * Fetches a reference again now: after an upstream 401, or an operator's rotate. With `minAgeMs`, a
+   * forced refetch that found the same value less than that ago is not repeated (a stream of 401s for a
+   * key that did not rotate is not a stream of fetches).
+   */
+  refresh(ref: string, minAgeMs?: number): Promise<Credential>;
   status(): CredentialStatus[];
   close(): Promise<void>;
 }
@@ -39,6 +43,8 @@ export interface BrokerOptions {
   readonly logger: Logger;
   readonly plans: readonly CredentialPlan[];
   readonly now?: () => number;
+  /** Cache hits, stale serves, misses and failed fetches (metrics). */
+  readonly onCacheEvent?: (event: 'hit' | 'stale' | 'miss' | 'refresh_failure') => void;
 }
 
 const FOREVER_MS = 365 * 24 * 3600 * 1000;
@@ -65,7 +71,10 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
   const policyOf = (ref: string): CachePolicy => {
     const kind = ref.slice(0, ref.indexOf(':'));
     const own = overrides.get(ref);
-    const ttlMs = own?.ttl !== undefined ? own.ttl * 1000 : kind === 'env' ? FOREVER_MS : kind === 'file' ? 1000 : cacheDefaults.ttl * 1000;
+    // env: cannot change; file: is cheap to re-read; expiring values (oauth2:, vault-lease:) live until
+    // their own expiry minus a skew; the rest use secrets.cache.ttl.
+    const ttlMs =
+      own?.ttl !== undefined ? own.ttl * 1000 : kind === 'env' || kind === 'oauth2' || kind === 'vault-lease' ? FOREVER_MS : kind === 'file' ? 1000 : cacheDefaults.ttl * 1000;
     const maxStalenessMs = Math.max(ttlMs, (own?.maxStaleness ?? (kind === 'env' ? FOREVER_MS / 1000 : cacheDefaults.max_staleness)) * 1000);
     return { ttlMs, maxStalenessMs };
   };
@@ -96,6 +105,7 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
     policyOf,
     {
       now,
+      ...(options.onCacheEvent === undefined ? {} : { onEvent: options.onCacheEvent }),
       onBackgroundError(ref, error) {
         logger.warn({ credential: ref, err: error }, 'refreshing a credential failed; serving the last good value while within max_staleness');
       },
@@ -108,8 +118,8 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
       catalog.remember(credential);
       return credential;
     },
-    async refresh(ref) {
-      const credential = await cache.refresh(ref);
+    async refresh(ref, minAgeMs = 0) {
+      const credential = await cache.refresh(ref, minAgeMs);
       catalog.remember(credential);
       return credential;
     },

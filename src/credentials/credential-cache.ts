@@ -62,13 +62,20 @@ export class CredentialCache {
   readonly #now: () => number;
   readonly #entries = new LRUCache<string, Entry>({ max: MAX_ENTRIES });
   readonly #inflight = new Map<string, Promise<Credential>>();
+  readonly #unchangedAt = new LRUCache<string, number>({ max: MAX_ENTRIES });
   readonly #onBackgroundError: (ref: string, error: AirlockError) => void;
+  readonly #onEvent: (event: 'hit' | 'stale' | 'miss' | 'refresh_failure') => void;
 
-  constructor(fetch: SecretFetcher, policyOf: (ref: string) => CachePolicy, options: { now?: () => number; onBackgroundError?: (ref: string, error: AirlockError) => void } = {}) {
+  constructor(
+    fetch: SecretFetcher,
+    policyOf: (ref: string) => CachePolicy,
+    options: { now?: () => number; onBackgroundError?: (ref: string, error: AirlockError) => void; onEvent?: (event: 'hit' | 'stale' | 'miss' | 'refresh_failure') => void } = {},
+  ) {
     this.#fetch = fetch;
     this.#policyOf = policyOf;
     this.#now = options.now ?? Date.now;
     this.#onBackgroundError = options.onBackgroundError ?? (() => undefined);
+    this.#onEvent = options.onEvent ?? (() => undefined);
   }
 
   /** The value to inject now: fresh, or last known good within its staleness bound, or 503. */
@@ -78,13 +85,16 @@ export class CredentialCache {
     if (entry?.credential != null) {
       if (now < entry.freshUntil) {
         if (now >= entry.refreshAt) this.#background(ref, entry, now);
+        this.#onEvent('hit');
         return entry.credential;
       }
       if (now < entry.usableUntil) {
         this.#background(ref, entry, now);
+        this.#onEvent('stale');
         return entry.credential;
       }
     }
+    this.#onEvent('miss');
     // No usable value: wait for the source, unless it failed moments ago (then fail fast).
     if (entry !== undefined && entry.lastError !== null && now < entry.retryAfter && !this.#inflight.has(ref)) {
       throw this.#unavailable(ref, entry);
@@ -97,8 +107,15 @@ export class CredentialCache {
    * `get`, a failure is reported even when a last known good value could still be served: the caller
    * asked for a new value, and the old one is not it.
    */
-  async refresh(ref: string): Promise<Credential> {
+  async refresh(ref: string, minAgeMs = 0): Promise<Credential> {
+    const existing = this.#entries.get(ref);
+    const now = this.#now();
+    // A forced refetch that found nothing new is not repeated for minAgeMs: an upstream that keeps
+    // refusing a key that has not rotated costs one fetch every few seconds, not one per request.
+    if (minAgeMs > 0 && existing?.credential != null && existing.lastError === null && now - (this.#unchangedAt.get(ref) ?? -Infinity) < minAgeMs) return existing.credential;
     const credential = await this.#load(ref);
+    if (existing?.credential != null && credential.sameValueAs(existing.credential)) this.#unchangedAt.set(ref, this.#now());
+    else this.#unchangedAt.delete(ref);
     // A successful fetch clears lastError; one left set means this fetch failed and served the old value.
     const lastError = this.#entries.get(ref)?.lastError ?? null;
     if (lastError !== null) throw lastError;
@@ -160,6 +177,7 @@ export class CredentialCache {
     } catch (error) {
       const failure =
         error instanceof AirlockError ? error : new AirlockError('credential_unavailable', `The credential ${ref} could not be fetched from its source; the request was not sent.`, { cause: error });
+      this.#onEvent('refresh_failure');
       const now = this.#now();
       const previous = this.#entries.get(ref);
       const failures = (previous?.failures ?? 0) + 1;

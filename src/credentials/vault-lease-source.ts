@@ -132,12 +132,14 @@ export function createVaultLeaseSource(session: VaultSession, logger: Logger, op
   }
 
   /**
-   * The current lease of a path, or a new one when there is none or it has under a third of the
-   * duration Vault last granted it left (a lease Vault keeps extending is kept, not replaced).
+   * The current lease of a path, or a new one when there is none or it is near its end.
    */
   function current(path: string, ref: string): Promise<Lease> {
     const lease = leases.get(path);
-    if (lease !== undefined && remaining(lease) > lease.grantedMs / 3) return Promise.resolve(lease);
+    // A renewable lease is kept and extended by its timer; only one Vault will no longer extend (or one
+    // whose renewals keep failing, down to a tenth of its life) is replaced ahead of its end.
+    const keepUntil = lease === undefined ? 0 : lease.renewable ? lease.grantedMs / 10 : lease.grantedMs / 3;
+    if (lease !== undefined && remaining(lease) > keepUntil) return Promise.resolve(lease);
     let pending = acquiring.get(path);
     if (pending === undefined) {
       pending = acquire(path, ref).finally(() => acquiring.delete(path));

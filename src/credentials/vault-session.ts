@@ -80,7 +80,7 @@ export class VaultSession {
     if (status === 404) return new AirlockError('credential_unavailable', `The credential ${ref} is not in Vault (no secret at that path); an operator writes it or fixes the reference.`, { cause: error });
     if (status === 403) return new AirlockError('credential_unavailable', `Vault refused to give Airlock the credential ${ref} (permission denied); check the policy of Airlock's Vault role.`, { cause: error });
     if (status !== null) return new AirlockError('credential_unavailable', `Vault answered ${status} when asked for the credential ${ref}.`, { cause: error });
-    return new AirlockError('credential_unavailable', `Vault at ${this.address} did not answer in time or is unreachable, and no usable cached value of ${ref} is left.`, { cause: error });
+    return new AirlockError('credential_unavailable', `Vault at ${this.address} did not answer in time or is unreachable while fetching ${ref}.`, { cause: error });
   }
 
   close(): void {

@@ -1,45 +1,95 @@
 /**
- * The audit log: JSON lines appended to a file opened O_APPEND with mode 0600.
+ * The audit log: JSON lines appended to a file opened O_APPEND with mode 0600, hash-chained
+ * (audit-chain.ts), rotated by size with the chain carried over, and optionally copied to a webhook.
  *
- * Fail closed, as Vault does with its audit devices: when a write fails, the log is marked broken and
- * every request is refused (503 audit_unavailable) until a write succeeds again. Refused requests still
- * try to write their own record, so the log heals itself with the first successful write. Lines that
- * arrive while a write is in flight are batched into the next write (one syscall for many requests).
- * Every line passes through the known-secrets scrubber as a backstop.
+ * Fail closed by default, as Vault does with its audit devices: when a write fails, the log is marked
+ * broken and every request is refused (503 audit_unavailable) until a write succeeds again. Refused
+ * requests still try to write their own record, so the log heals itself with the first successful
+ * write. `audit.on_failure: log` is the explicit opt-out: requests go on, the failure is logged and
+ * counted. Records that arrive while a write is in flight are batched into the next write (one syscall
+ * for many requests); each batch is chained at write time, so a failed batch leaves no gap in the chain.
+ * Every line passes the secret catalogue's scrubber as a backstop before it is hashed and written.
  */
 import { mkdirSync } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, readFile, rename, stat, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import type { Logger } from 'pino';
+import { request } from 'undici';
 import { AirlockError } from '../errors.js';
 import type { SecretCatalog } from '../redaction/secret-catalog.js';
+import { GENESIS, sealRecord } from './audit-chain.js';
 import { serializeAuditRecord, type AuditRecord } from './audit-record.js';
 
 interface Pending {
-  line: string;
+  record: AuditRecord;
   resolve: () => void;
   reject: (error: Error) => void;
 }
 
+export interface AuditLogOptions {
+  readonly file: string;
+  readonly secrets: SecretCatalog;
+  readonly onFailure: 'refuse' | 'log';
+  /** Rotate when the file would grow past this many bytes; 0 = never. */
+  readonly maxBytes: number;
+  /** Rotated files kept (audit.jsonl.1 ... .N). */
+  readonly keep: number;
+  readonly webhook: string | null;
+  readonly logger: Logger | null;
+  /** Called once per failed write (metrics). */
+  readonly onWriteFailure?: () => void;
+}
+
+const WEBHOOK_BATCH = 100;
+
 export class AuditLog {
   readonly file: string;
-  readonly #secrets: SecretCatalog;
+  readonly #options: AuditLogOptions;
   #handle: FileHandle | null = null;
+  #size = 0;
+  #lastHash = GENESIS;
   #queue: Pending[] = [];
   #writing = false;
   #broken: Error | null = null;
   #closed = false;
   #idle: Array<() => void> = [];
   readonly #listeners = new Set<(record: AuditRecord) => void>();
+  #outbox: string[] = [];
+  #shipping: Promise<void> | null = null;
 
-  constructor(file: string, secrets: SecretCatalog) {
-    this.file = file;
-    this.#secrets = secrets;
+  constructor(options: AuditLogOptions) {
+    this.file = options.file;
+    this.#options = options;
   }
 
-  /** Opens (creating) the file; a log that cannot even be opened stops start-up. */
+  /** Opens (creating) the file and picks up the chain where the last line left it. */
   async open(): Promise<void> {
     mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 });
     this.#handle = await open(this.file, 'a', 0o600);
+    this.#size = (await this.#handle.stat()).size;
+    this.#lastHash = await this.#lastHashOnDisk();
+  }
+
+  async #lastHashOnDisk(): Promise<string> {
+    for (const candidate of [this.file, `${this.file}.1`]) {
+      let text: string;
+      try {
+        text = await readFile(candidate, 'utf8');
+      } catch {
+        continue;
+      }
+      const lines = text.split('\n').filter((l) => l !== '');
+      const last = lines[lines.length - 1];
+      if (last === undefined) continue;
+      try {
+        const hash = (JSON.parse(last) as { hash?: unknown }).hash;
+        if (typeof hash === 'string') return hash;
+      } catch {
+        // A torn last line: the verifier will show the break there; chain on from genesis.
+      }
+      return GENESIS;
+    }
+    return GENESIS;
   }
 
   get healthy(): boolean {
@@ -48,7 +98,7 @@ export class AuditLog {
 
   /** Throws 503 audit_unavailable while the last write failed: nothing is forwarded unaudited. */
   assertWritable(): void {
-    if (this.#broken !== null) {
+    if (this.#broken !== null && this.#options.onFailure === 'refuse') {
       throw new AirlockError('audit_unavailable', 'The audit log cannot be written, so Airlock refuses to forward requests until it can. An operator checks the disk and the audit file.');
     }
   }
@@ -59,15 +109,15 @@ export class AuditLog {
     return () => this.#listeners.delete(listener);
   }
 
-  /** Resolves once the line is on disk (in the kernel's page cache), rejects when the write failed. */
+  /**
+   * Resolves once the record is on disk (in the kernel's page cache). Rejects when the write failed
+   * and the policy is to refuse; with `on_failure: log` it resolves anyway.
+   */
   append(record: AuditRecord): Promise<void> {
     if (this.#closed) return Promise.reject(new Error('audit log is closed'));
-    const line = `${this.#secrets.scrub(serializeAuditRecord(record))}\n`;
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ line, resolve, reject });
+      this.#queue.push({ record, resolve, reject });
       if (!this.#writing) void this.#drain();
-    }).then(() => {
-      for (const listener of this.#listeners) listener(JSON.parse(line) as AuditRecord);
     });
   }
 
@@ -76,32 +126,95 @@ export class AuditLog {
     while (this.#queue.length > 0) {
       const batch = this.#queue;
       this.#queue = [];
-      const data = Buffer.from(batch.map((p) => p.line).join(''), 'utf8');
+      // Chain the batch now, from the last hash actually written.
+      let prev = this.#lastHash;
+      const lines: string[] = [];
+      for (const pending of batch) {
+        const sealed = sealRecord(prev, this.#options.secrets.scrub(serializeAuditRecord(pending.record, prev)));
+        lines.push(sealed.line);
+        prev = sealed.hash;
+      }
+      const data = Buffer.from(`${lines.join('\n')}\n`, 'utf8');
       try {
+        await this.#rotateIfNeeded(data.length);
         this.#handle ??= await open(this.file, 'a', 0o600);
         let offset = 0;
         while (offset < data.length) {
           const { bytesWritten } = await this.#handle.write(data, offset, data.length - offset);
           offset += bytesWritten;
         }
+        this.#size += data.length;
+        this.#lastHash = prev;
         this.#broken = null;
-        for (const p of batch) p.resolve();
+        for (const pending of batch) pending.resolve();
+        this.#publish(lines);
       } catch (error) {
         this.#broken = error as Error;
+        this.#options.onWriteFailure?.();
+        this.#options.logger?.error({ err: error, records: batch.length }, 'audit records could not be written');
         // Reopen on the next attempt: the file may have been replaced or the handle invalidated.
         const handle = this.#handle;
         this.#handle = null;
         await handle?.close().catch(() => undefined);
-        for (const p of batch) p.reject(error as Error);
+        for (const pending of batch) {
+          if (this.#options.onFailure === 'log') pending.resolve();
+          else pending.reject(error as Error);
+        }
       }
     }
     this.#writing = false;
     for (const wake of this.#idle.splice(0)) wake();
   }
 
+  /** audit.jsonl -> .1 -> .2 ... -> .keep, when the next write would pass max_bytes. */
+  async #rotateIfNeeded(incoming: number): Promise<void> {
+    if (this.#options.maxBytes <= 0 || this.#size === 0 || this.#size + incoming <= this.#options.maxBytes) return;
+    await this.#handle?.close();
+    this.#handle = null;
+    for (let n = this.#options.keep - 1; n >= 1; n--) {
+      await rename(`${this.file}.${n}`, `${this.file}.${n + 1}`).catch(() => undefined);
+    }
+    if (this.#options.keep >= 1) await rename(this.file, `${this.file}.1`);
+    this.#size = await stat(this.file).then((s) => s.size).catch(() => 0);
+    this.#options.logger?.info({ file: this.file, keep: this.#options.keep }, 'rotated the audit log; the hash chain continues in the new file');
+  }
+
+  #publish(lines: readonly string[]): void {
+    if (this.#listeners.size > 0) {
+      for (const line of lines) {
+        const record = JSON.parse(line) as AuditRecord;
+        for (const listener of this.#listeners) listener(record);
+      }
+    }
+    if (this.#options.webhook !== null) {
+      this.#outbox.push(...lines);
+      // Bounded: a webhook that is down must not grow memory without end (the file is the record).
+      if (this.#outbox.length > 10 * WEBHOOK_BATCH) this.#outbox.splice(0, this.#outbox.length - 10 * WEBHOOK_BATCH);
+      this.#shipping ??= this.#ship().finally(() => {
+        this.#shipping = null;
+      });
+    }
+  }
+
+  /** Copies records to audit.webhook in batches (a JSON array of records), best effort. */
+  async #ship(): Promise<void> {
+    const webhook = this.#options.webhook as string;
+    while (this.#outbox.length > 0) {
+      const batch = this.#outbox.splice(0, WEBHOOK_BATCH);
+      try {
+        const response = await request(webhook, { method: 'POST', headers: { 'content-type': 'application/json' }, body: `[${batch.join(',')}]`, headersTimeout: 5_000, bodyTimeout: 5_000 });
+        await response.body.dump();
+        if (response.statusCode >= 300) this.#options.logger?.warn({ status: response.statusCode, records: batch.length }, 'audit webhook refused a batch');
+      } catch (error) {
+        this.#options.logger?.warn({ err: error, records: batch.length }, 'audit webhook unreachable; the batch is only in the file');
+      }
+    }
+  }
+
   async close(): Promise<void> {
     if (this.#writing) await new Promise<void>((resolve) => this.#idle.push(resolve));
     this.#closed = true;
+    await this.#shipping;
     await this.#handle?.close().catch(() => undefined);
     this.#handle = null;
   }

@@ -7,6 +7,8 @@ import type { ErrorCode } from '../errors.js';
 
 export interface AuditRecord {
   time: string;
+  /** The OpenTelemetry trace this request belongs to (W3C trace id), when one is known. */
+  trace_id: string | null;
   request_id: string;
   agent: string | null;
   /** The task session the call was made under. */
@@ -45,9 +47,14 @@ export interface AuditRecord {
   incomplete: boolean;
 }
 
-export function serializeAuditRecord(record: AuditRecord): string {
+/**
+ * The record's canonical JSON (fixed field order), chained to the previous record by `prev`; the
+ * audit log appends `hash` (audit-chain.ts).
+ */
+export function serializeAuditRecord(record: AuditRecord, prev: string): string {
   return JSON.stringify({
     time: record.time,
+    trace_id: record.trace_id,
     request_id: record.request_id,
     agent: record.agent,
     session: record.session,
@@ -74,5 +81,6 @@ export function serializeAuditRecord(record: AuditRecord): string {
     reason: record.reason,
     client: record.client,
     incomplete: record.incomplete,
+    prev,
   });
 }

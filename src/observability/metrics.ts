@@ -1,25 +1,126 @@
 /**
- * Prometheus metrics (prom-client), one registry per Airlock instance (no global default registry, so
- * tests can run many proxies in one process). Label sets are bounded: service names from config, never
- * paths or values. Later features add their series here.
+ * Prometheus metrics (prom-client), one registry per Airlock instance (never the global default
+ * registry, so tests run many proxies in one process). Label sets are bounded: service names and route
+ * templates from config, credential references from config, decision and code from closed sets; never
+ * raw paths, agents' input, or values. Gauges that describe live state are read when scraped.
  */
-import { Counter, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+export type CacheEvent = 'hit' | 'stale' | 'miss' | 'refresh_failure';
+
+/** What the gauges read at scrape time; bound once the runtime exists. */
+export interface LiveSources {
+  credentials(): ReadonlyArray<{ ref: string; ageSeconds: number | null; failing: boolean; state: string }>;
+  approvalsPending(): number;
+  sessionsActive(): number;
+  pools(): ReadonlyArray<{ service: string; stats: { connected: number; free: number; pending: number; queued: number; running: number } }>;
+}
 
 export interface Metrics {
   readonly registry: Registry;
-  /** Secrets and key shapes replaced in responses (headers, body, trailers), by service. */
+  readonly requests: Counter<'service' | 'route' | 'decision' | 'code'>;
+  readonly requestDuration: Histogram<'service' | 'route'>;
+  readonly upstreamDuration: Histogram<'service'>;
+  readonly credentialCache: Counter<'result'>;
+  /** Secrets and key shapes replaced in upstream responses (headers, body, trailers), by service. */
   readonly redactions: Counter<'service'>;
+  readonly auditWriteFailures: Counter;
+  bind(sources: LiveSources): void;
 }
+
+const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
 export function createMetrics(): Metrics {
   const registry = new Registry();
+  let sources: LiveSources | null = null;
+  const registers = [registry];
+
+  new Gauge({
+    name: 'airlock_credential_age_seconds',
+    help: 'Age of the cached value of each credential reference (how stale it is).',
+    labelNames: ['ref'],
+    registers,
+    collect() {
+      this.reset();
+      for (const c of sources?.credentials() ?? []) if (c.ageSeconds !== null) this.set({ ref: c.ref }, c.ageSeconds);
+    },
+  });
+  new Gauge({
+    name: 'airlock_credential_failing',
+    help: '1 when the last fetch of a credential reference from its source failed.',
+    labelNames: ['ref'],
+    registers,
+    collect() {
+      this.reset();
+      for (const c of sources?.credentials() ?? []) this.set({ ref: c.ref }, c.failing ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'airlock_approvals_pending',
+    help: 'Approvals waiting for a human decision.',
+    registers,
+    collect() {
+      this.set(sources?.approvalsPending() ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'airlock_sessions_active',
+    help: 'Live task sessions.',
+    registers,
+    collect() {
+      this.set(sources?.sessionsActive() ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'airlock_upstream_connections',
+    help: 'Upstream connection pool use by service and state (undici pool stats).',
+    labelNames: ['service', 'state'],
+    registers,
+    collect() {
+      this.reset();
+      for (const { service, stats } of sources?.pools() ?? []) {
+        for (const state of ['connected', 'free', 'pending', 'queued', 'running'] as const) this.set({ service, state }, stats[state]);
+      }
+    },
+  });
+
   return {
     registry,
+    requests: new Counter({
+      name: 'airlock_requests_total',
+      help: 'Requests by service, route template, decision and error code ("none" when the upstream answered).',
+      labelNames: ['service', 'route', 'decision', 'code'],
+      registers,
+    }),
+    requestDuration: new Histogram({
+      name: 'airlock_request_duration_seconds',
+      help: 'Time from the request arriving to its last response byte, by service and route template.',
+      labelNames: ['service', 'route'],
+      buckets: DURATION_BUCKETS,
+      registers,
+    }),
+    upstreamDuration: new Histogram({
+      name: 'airlock_upstream_duration_seconds',
+      help: 'Time spent on the upstream exchange (dispatch to last byte relayed), by service.',
+      labelNames: ['service'],
+      buckets: DURATION_BUCKETS,
+      registers,
+    }),
+    credentialCache: new Counter({
+      name: 'airlock_credential_cache_total',
+      help: 'Credential lookups: hit (fresh), stale (last known good served), miss (fetched), refresh_failure.',
+      labelNames: ['result'],
+      registers,
+    }),
     redactions: new Counter({
       name: 'airlock_redactions_total',
       help: 'Secrets and key shapes replaced in upstream responses before they reached the agent.',
       labelNames: ['service'],
-      registers: [registry],
+      registers,
     }),
+    auditWriteFailures: new Counter({ name: 'airlock_audit_write_failures_total', help: 'Audit writes that failed (each refuses requests unless audit.on_failure is log).', registers }),
+    bind(live) {
+      sources = live;
+    },
   };
 }

@@ -10,6 +10,7 @@ import type { Dispatcher } from 'undici';
 import type { Credential } from '../credentials/credential.js';
 import type { CredentialBroker } from '../credentials/credential-broker.js';
 import type { CredentialPlan, ServicePolicy } from '../policy/compile-policy.js';
+import type { RequestTrace } from '../observability/tracing.js';
 import type { RedactionMatcher } from '../redaction/redaction-matcher.js';
 import { buildUpstreamRequest } from './build-upstream-request.js';
 import type { CanonicalTarget } from './canonicalize-target.js';
@@ -18,6 +19,7 @@ import { injectCredential } from './inject-credential.js';
 import { replayCaptured } from './redact-response.js';
 
 const NO_CAPTURE: ReadonlySet<number> = new Set();
+const RETRY_MIN_AGE_MS = 2_000;
 
 export interface RotationInput {
   readonly req: IncomingMessage;
@@ -34,6 +36,7 @@ export interface RotationInput {
   readonly matcher: RedactionMatcher;
   /** A stream, or the buffered body (replayable requests and approved ones). */
   readonly body: Readable | Buffer | null;
+  readonly trace: RequestTrace;
 }
 
 export interface RotationResult {
@@ -57,6 +60,7 @@ export async function forwardWithRotation(input: RotationInput): Promise<Rotatio
     injectCredential(outbound, plan, injected);
     // The body may already have been refused (a managed secret in it, or too large) while we waited.
     if (body !== null && !Buffer.isBuffer(body) && body.errored !== null) return Promise.reject(body.errored);
+    const span = input.trace.upstream(outbound, input.service.upstream, input.service.name);
     return forwardRequest({
       dispatcher: input.pool,
       outbound,
@@ -67,12 +71,22 @@ export async function forwardWithRotation(input: RotationInput): Promise<Rotatio
       agentPrefix: input.agentPrefix,
       matcher: input.matcher,
       capture,
-    });
+    }).then(
+      (result) => {
+        span.end(result.upstreamStatus === 0 ? null : result.upstreamStatus, result.failure?.code ?? (result.agentAborted ? 'client_closed' : null));
+        return result;
+      },
+      (error: unknown) => {
+        span.end(null, (error as { code?: string }).code ?? 'error');
+        throw error;
+      },
+    );
   };
 
   const first = await send(input.credential, replayable ? plan.retryOn : NO_CAPTURE);
   if (first.captured === null) return { forwarded: first, rotated: null };
-  const fresh = await input.broker.refresh(plan.ref).catch(() => null);
+  // One forced refetch per reference every few seconds, whatever the number of refused requests.
+  const fresh = await input.broker.refresh(plan.ref, RETRY_MIN_AGE_MS).catch(() => null);
   if (fresh !== null && !fresh.sameValueAs(input.credential)) {
     return { forwarded: await send(fresh, NO_CAPTURE), rotated: { from: input.credential.generation, to: fresh } };
   }

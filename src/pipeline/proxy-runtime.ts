@@ -7,6 +7,7 @@ import type { Dispatcher } from 'undici';
 import type { CredentialBroker } from '../credentials/credential-broker.js';
 import type { AuditLog } from '../observability/audit-log.js';
 import type { Metrics } from '../observability/metrics.js';
+import type { Tracing } from '../observability/tracing.js';
 import type { SecretCatalog } from '../redaction/secret-catalog.js';
 import type { JwtVerifier } from '../identity/jwt-verifier.js';
 import type { ApprovalBroker } from '../policy/approval-broker.js';
@@ -22,6 +23,7 @@ export interface ProxyRuntime {
   /** Every managed secret value: what responses, logs and audit are scrubbed of. */
   readonly catalog: SecretCatalog;
   readonly metrics: Metrics;
+  readonly tracing: Tracing;
   readonly audit: AuditLog;
   readonly logger: Logger;
   readonly state: GovernanceState;

@@ -4,10 +4,15 @@
  * anything is sent; `logRequest` then logs what the agent actually got.
  */
 import type { AuditRecord } from '../observability/audit-record.js';
+import type { RequestTrace } from '../observability/tracing.js';
 import type { ProxyRuntime } from './proxy-runtime.js';
 
-export async function auditRequest(runtime: ProxyRuntime, record: AuditRecord, startedAt: number): Promise<boolean> {
+export function stampDuration(record: AuditRecord, startedAt: number): void {
   record.duration_ms = Math.round((performance.now() - startedAt) * 1000) / 1000;
+}
+
+export async function auditRequest(runtime: ProxyRuntime, record: AuditRecord, startedAt: number): Promise<boolean> {
+  stampDuration(record, startedAt);
   try {
     await runtime.audit.append(record);
     return true;
@@ -17,11 +22,22 @@ export async function auditRequest(runtime: ProxyRuntime, record: AuditRecord, s
   }
 }
 
+/** Metrics and the trace's server span, from the same record the audit log got. */
+export function observeRequest(runtime: ProxyRuntime, record: AuditRecord, trace: RequestTrace, httpRoute: string | null): void {
+  const service = record.service ?? 'none';
+  const route = record.route ?? 'none';
+  runtime.metrics.requests.inc({ service, route, decision: record.decision, code: record.code ?? 'none' });
+  runtime.metrics.requestDuration.observe({ service, route }, record.duration_ms / 1000);
+  if (record.redactions > 0 && record.service !== null) runtime.metrics.redactions.inc({ service: record.service }, record.redactions);
+  trace.finish(record, httpRoute);
+}
+
 export function logRequest(runtime: ProxyRuntime, record: AuditRecord, audited: boolean, cause?: unknown): void {
   const level = record.code === 'internal_error' || !audited ? 'error' : (record.status ?? 0) >= 500 || record.incomplete ? 'warn' : 'info';
   runtime.logger[level](
     {
       request_id: record.request_id,
+      trace_id: record.trace_id,
       agent: record.agent,
       service: record.service,
       method: record.method,

@@ -36,7 +36,8 @@ import { guardRequestSecrets } from './guard-request-secrets.js';
 import { matchRoute } from './match-route.js';
 import { responseMatcher } from './redact-response.js';
 import type { ProxyRuntime } from './proxy-runtime.js';
-import { auditRequest, logRequest } from './record-outcome.js';
+import { auditRequest, logRequest, observeRequest, stampDuration } from './record-outcome.js';
+import type { RequestTrace } from '../observability/tracing.js';
 import { resolveCredential } from './resolve-credential.js';
 import { selectService, type ListenerBinding } from './select-service.js';
 import { rawProblemResponse, sendProblem } from './send-problem.js';
@@ -55,7 +56,11 @@ export function createRequestHandler(runtime: ProxyRuntime, binding: ListenerBin
 async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const startedAt = performance.now();
   const record = newRecord(runtime, req.method ?? null, req.socket.remoteAddress);
+  const trace = runtime.tracing.begin(req);
+  record.trace_id = trace.traceId;
+  let httpRoute: string | null = null;
   let forwarded: ForwardResult;
+  let upstreamStartedAt = 0;
   let untrack = (): void => undefined;
   try {
     record.path = rawPathForAudit(req.url ?? '');
@@ -85,6 +90,7 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
         record.task_id = outcome.session.taskId;
       }
       const audited = await auditRequest(runtime, record, startedAt);
+      observeRequest(runtime, record, trace, outcome.route);
       logRequest(runtime, record, audited);
       return;
     }
@@ -95,6 +101,7 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
     const route = matchRoute(selected.service, req.method ?? '', selected.path);
     record.route = route.template;
     record.scope = route.scope;
+    httpRoute = selected.agentPrefix + route.template;
 
     const grant = authorizeScope(principal, selected.service, route);
     const plan = grant.credential ?? selected.service.credential;
@@ -123,11 +130,17 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
       body = await collectBody(stream, REPLAYABLE_BODY_BYTES);
     }
 
-    const credential = await resolveCredential(runtime.secrets, plan);
+    const endResolve = trace.step('credential.resolve', { 'airlock.credential.ref': plan.ref, 'airlock.service': selected.service.name });
+    const credential = await resolveCredential(runtime.secrets, plan).catch((error: unknown) => {
+      endResolve((error as { code?: string }).code ?? 'error');
+      throw error;
+    });
+    endResolve(null);
     record.generation = credential.generation;
 
     const pool = runtime.pools.get(selected.service.name);
     if (pool === undefined) throw new Error(`no upstream pool for service ${selected.service.name}`);
+    upstreamStartedAt = performance.now();
     untrack = runtime.killSwitch.track({ agent: principal.agent.name, sessions: sessionChain(runtime, principal.session?.id ?? null), service: selected.service.name, credential: plan.ref, res });
     const result = await forwardWithRotation({
       req,
@@ -143,6 +156,7 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
       pool,
       matcher: responseMatcher(runtime.catalog, selected.service, plan.ref),
       body,
+      trace,
     });
     forwarded = result.forwarded;
     if (result.rotated !== null) {
@@ -152,17 +166,20 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
     }
   } catch (error) {
     untrack();
-    await refuse(runtime, req, res, record, asAirlockError(error), startedAt);
+    await refuse(runtime, req, res, record, asAirlockError(error), startedAt, trace, httpRoute);
     return;
   }
   untrack();
+  runtime.metrics.upstreamDuration.observe({ service: record.service ?? 'none' }, (performance.now() - upstreamStartedAt) / 1000);
 
   record.upstream_status = forwarded.upstreamStatus === 0 ? null : forwarded.upstreamStatus;
   record.status = record.upstream_status;
   record.code = forwarded.failure?.code ?? null;
   record.incomplete = !forwarded.complete;
   record.redactions = forwarded.redactions;
-  if (forwarded.redactions > 0 && record.service !== null) runtime.metrics.redactions.inc({ service: record.service }, forwarded.redactions);
+  // Counted before the audit write resolves: whoever reads the audit line finds the metrics up to date.
+  stampDuration(record, startedAt);
+  observeRequest(runtime, record, trace, httpRoute);
   const audited = await auditRequest(runtime, record, startedAt);
   logRequest(runtime, record, audited, forwarded.failure?.cause);
 }
@@ -187,7 +204,16 @@ function abortSignalOf(res: ServerResponse): AbortSignal {
 }
 
 /** A denial or failure before anything was sent: audit first, and refuse with 503 if that fails. */
-async function refuse(runtime: ProxyRuntime, req: IncomingMessage, res: ServerResponse, record: AuditRecord, failure: AirlockError, startedAt: number): Promise<void> {
+async function refuse(
+  runtime: ProxyRuntime,
+  req: IncomingMessage,
+  res: ServerResponse,
+  record: AuditRecord,
+  failure: AirlockError,
+  startedAt: number,
+  trace: RequestTrace,
+  httpRoute: string | null,
+): Promise<void> {
   record.code = failure.code;
   record.status = failure.status;
   if (failure.credentialRef !== null) record.credential = failure.credentialRef;
@@ -201,6 +227,7 @@ async function refuse(runtime: ProxyRuntime, req: IncomingMessage, res: ServerRe
   if (res.destroyed) record.status = null;
   // A body the agent is still sending would be read and thrown away; closing is cheaper and safer.
   sendProblem(res, answer, record.request_id, !req.complete);
+  observeRequest(runtime, record, trace, httpRoute);
   logRequest(runtime, record, audited, failure.cause);
 }
 
@@ -218,6 +245,7 @@ export function createRawRefusalHandler(runtime: ProxyRuntime): (socket: Duplex,
     void auditRequest(runtime, record, startedAt).then(function answerRefusal(audited) {
       if (socket.writable) socket.end(rawProblemResponse(failure, record.request_id));
       else socket.destroy();
+      runtime.metrics.requests.inc({ service: 'none', route: 'none', decision: 'deny', code: failure.code });
       logRequest(runtime, record, audited);
     });
   };
@@ -226,6 +254,7 @@ export function createRawRefusalHandler(runtime: ProxyRuntime): (socket: Duplex,
 export function newRecord(runtime: Pick<ProxyRuntime, 'now'>, method: string | null, client: string | undefined): AuditRecord {
   return {
     time: runtime.now().toISOString(),
+    trace_id: null,
     request_id: randomUUID(),
     agent: null,
     session: null,

@@ -1,0 +1,55 @@
+/**
+ * The audit hash chain. Each record carries `prev` (the previous record's hash) and `hash`, the
+ * SHA-256 of `prev` followed by the record's canonical JSON without its hash (fields in their written
+ * order, JSON.stringify's escaping). A deleted, edited, inserted or reordered line breaks the chain at
+ * that line; rotation carries the chain from one file to the next.
+ */
+import { createHash } from 'node:crypto';
+
+/** The `prev` of the very first record. */
+export const GENESIS = '0'.repeat(64);
+
+export function chainHash(prev: string, canonical: string): string {
+  return createHash('sha256').update(prev, 'utf8').update('\n', 'utf8').update(canonical, 'utf8').digest('hex');
+}
+
+/** A canonical record (a JSON object text ending in "}") with its hash appended as the last field. */
+export function sealRecord(prev: string, canonical: string): { line: string; hash: string } {
+  const hash = chainHash(prev, canonical);
+  return { line: `${canonical.slice(0, -1)},"hash":"${hash}"}`, hash };
+}
+
+export type ChainVerdict = { ok: true; records: number; lastHash: string } | { ok: false; line: number; file: string; problem: string; records: number };
+
+/**
+ * Verifies files in order (oldest first), continuing the chain from one to the next. The first record
+ * of the first file may chain to anything (a rotated-away predecessor); every later link must hold.
+ */
+export function verifyChain(files: ReadonlyArray<{ name: string; text: string }>): ChainVerdict {
+  let expectedPrev: string | null = null;
+  let records = 0;
+  for (const file of files) {
+    const lines = file.text.split('\n');
+    if (lines[lines.length - 1] === '') lines.pop();
+    for (let i = 0; i < lines.length; i++) {
+      const line = lines[i] as string;
+      const at = { file: file.name, line: i + 1, records };
+      let record: Record<string, unknown>;
+      try {
+        record = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        return { ok: false, ...at, problem: 'not valid JSON (a truncated or edited line)' };
+      }
+      const { hash, ...rest } = record;
+      const prev = rest['prev'];
+      if (typeof hash !== 'string' || typeof prev !== 'string') return { ok: false, ...at, problem: 'no prev/hash fields (not a chained audit record)' };
+      if (chainHash(prev, JSON.stringify(rest)) !== hash) return { ok: false, ...at, problem: 'the hash does not match the record (the line was edited)' };
+      if (expectedPrev !== null && prev !== expectedPrev) {
+        return { ok: false, ...at, problem: 'prev does not match the hash of the line before (a line was deleted, inserted or moved)' };
+      }
+      expectedPrev = hash;
+      records++;
+    }
+  }
+  return { ok: true, records, lastHash: expectedPrev ?? GENESIS };
+}

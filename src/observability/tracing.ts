@@ -1,0 +1,228 @@
+/**
+ * OpenTelemetry traces. The request path speaks @opentelemetry/api only; the SDK and the OTLP/HTTP
+ * exporter are built here when telemetry.otlp (or OTEL_EXPORTER_OTLP_ENDPOINT) asks for them, as an
+ * instance handed to the runtime: no global provider, no global context manager (spans are parented
+ * explicitly), so tests run many proxies side by side and a disabled Airlock pays for nothing but a
+ * traceparent parse.
+ *
+ * Per request: a SERVER span named "{method} {http.route}" (HTTP semantic conventions), a
+ * "credential.resolve" child, and a CLIENT span per upstream attempt. The agent's W3C traceparent is
+ * continued and the client span's context is what the upstream receives, so one trace shows the agent,
+ * the proxy hop and the upstream call. Attributes are an allowlist: method, canonical path (never the
+ * query), route template, status, and airlock.* decisions; no header value and no credential, ever.
+ * When tracing is off, the agent's traceparent passes through untouched.
+ */
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span, type TextMapGetter, type Tracer } from '@opentelemetry/api';
+import { W3CTraceContextPropagator } from '@opentelemetry/core';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import { BasicTracerProvider, BatchSpanProcessor, ParentBasedSampler, TraceIdRatioBasedSampler } from '@opentelemetry/sdk-trace-base';
+import type { IncomingMessage } from 'node:http';
+import type { TelemetrySpec } from '../config/schema.js';
+import type { DeepReadonly } from '../config/types.js';
+import type { OutboundRequest } from '../upstream/outbound-request.js';
+import type { UpstreamTarget } from '../upstream/upstream-target.js';
+import type { AuditRecord } from './audit-record.js';
+
+export interface UpstreamSpan {
+  end(status: number | null, error: string | null): void;
+}
+
+export interface RequestTrace {
+  /** The W3C trace id of this request (ours, or the agent's when tracing is off), for audit and logs. */
+  readonly traceId: string | null;
+  /** Times an internal step (credential resolution); returns its end. */
+  step(name: string, attributes: Attributes): (error: string | null) => void;
+  /** A CLIENT span for one upstream attempt; puts its context on the outbound request. */
+  upstream(outbound: OutboundRequest, target: UpstreamTarget, service: string): UpstreamSpan;
+  /** Ends the SERVER span with the request's outcome. */
+  finish(record: AuditRecord, httpRoute: string | null): void;
+}
+
+export interface Tracing {
+  readonly enabled: boolean;
+  begin(req: IncomingMessage): RequestTrace;
+  shutdown(): Promise<void>;
+}
+
+const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/;
+
+const headerGetter: TextMapGetter<IncomingMessage['headers']> = {
+  keys: (carrier) => Object.keys(carrier),
+  get: (carrier, key) => carrier[key],
+};
+
+function traceIdOf(headers: IncomingMessage['headers']): string | null {
+  const value = headers['traceparent'];
+  const match = typeof value === 'string' ? TRACEPARENT.exec(value.trim()) : null;
+  return match === null || /^0+$/.test(match[1] as string) ? null : (match[1] as string);
+}
+
+const NOOP_UPSTREAM: UpstreamSpan = { end() {} };
+
+function disabledTrace(req: IncomingMessage): RequestTrace {
+  return {
+    traceId: traceIdOf(req.headers),
+    step: () => () => undefined,
+    upstream: () => NOOP_UPSTREAM,
+    finish: () => undefined,
+  };
+}
+
+export interface TracingOptions {
+  readonly telemetry: DeepReadonly<TelemetrySpec>;
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly version: string;
+}
+
+function parseHeaderList(text: string | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const pair of (text ?? '').split(',')) {
+    const eq = pair.indexOf('=');
+    if (eq > 0) out[decodeURIComponent(pair.slice(0, eq).trim())] = decodeURIComponent(pair.slice(eq + 1).trim());
+  }
+  return out;
+}
+
+/** Builds tracing from config, or from the standard OTEL_* variables, or a disabled one. */
+export function createTracing(options: TracingOptions): Tracing {
+  const { telemetry, env } = options;
+  const disabled = env['OTEL_SDK_DISABLED'] === 'true' || env['OTEL_TRACES_EXPORTER'] === 'none';
+  const url =
+    telemetry.otlp !== undefined
+      ? `${telemetry.otlp.endpoint.replace(/\/$/, '')}/v1/traces`
+      : (env['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'] ?? (env['OTEL_EXPORTER_OTLP_ENDPOINT'] === undefined ? undefined : `${env['OTEL_EXPORTER_OTLP_ENDPOINT'].replace(/\/$/, '')}/v1/traces`));
+  if (disabled || url === undefined) {
+    return { enabled: false, begin: disabledTrace, shutdown: async () => undefined };
+  }
+  const ratio = telemetry.sampling ?? (env['OTEL_TRACES_SAMPLER_ARG'] === undefined ? 1 : Math.min(1, Math.max(0, Number(env['OTEL_TRACES_SAMPLER_ARG']) || 0)));
+  const exporter = new OTLPTraceExporter({
+    url,
+    headers: { ...parseHeaderList(env['OTEL_EXPORTER_OTLP_HEADERS']), ...(telemetry.otlp?.headers ?? {}) },
+  });
+  const provider = new BasicTracerProvider({
+    resource: resourceFromAttributes({
+      'service.name': telemetry.service_name ?? env['OTEL_SERVICE_NAME'] ?? 'airlock',
+      'service.version': options.version,
+    }),
+    sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) }),
+    spanProcessors: [new BatchSpanProcessor(exporter, { scheduledDelayMillis: 500, maxExportBatchSize: 512 })],
+  });
+  const tracer = provider.getTracer('airlock', options.version);
+  const propagator = new W3CTraceContextPropagator();
+  return {
+    enabled: true,
+    begin(req) {
+      return new LiveTrace(tracer, propagator, req);
+    },
+    async shutdown() {
+      await provider.forceFlush().catch(() => undefined);
+      await provider.shutdown().catch(() => undefined);
+    },
+  };
+}
+
+class LiveTrace implements RequestTrace {
+  readonly #tracer: Tracer;
+  readonly #propagator: W3CTraceContextPropagator;
+  readonly #span: Span;
+  readonly #context: Context;
+  readonly traceId: string | null;
+
+  constructor(tracer: Tracer, propagator: W3CTraceContextPropagator, req: IncomingMessage) {
+    this.#tracer = tracer;
+    this.#propagator = propagator;
+    const parent = propagator.extract(ROOT_CONTEXT, req.headers, headerGetter);
+    this.#span = tracer.startSpan(
+      req.method ?? 'HTTP',
+      {
+        kind: SpanKind.SERVER,
+        attributes: {
+          'http.request.method': req.method ?? '',
+          'url.scheme': 'http',
+          'network.protocol.version': req.httpVersion,
+          'client.address': req.socket.remoteAddress ?? '',
+          'server.port': req.socket.localPort ?? 0,
+        },
+      },
+      parent,
+    );
+    this.#context = trace.setSpan(parent, this.#span);
+    const spanContext = this.#span.spanContext();
+    this.traceId = trace.isSpanContextValid(spanContext) ? spanContext.traceId : traceIdOf(req.headers);
+  }
+
+  step(name: string, attributes: Attributes): (error: string | null) => void {
+    const span = this.#tracer.startSpan(name, { kind: SpanKind.INTERNAL, attributes }, this.#context);
+    return function endStep(error) {
+      if (error !== null) span.setStatus({ code: SpanStatusCode.ERROR, message: error });
+      span.end();
+    };
+  }
+
+  upstream(outbound: OutboundRequest, target: UpstreamTarget, service: string): UpstreamSpan {
+    const span = this.#tracer.startSpan(
+      outbound.method,
+      {
+        kind: SpanKind.CLIENT,
+        attributes: {
+          'http.request.method': outbound.method,
+          'server.address': target.hostname,
+          'server.port': target.port,
+          // url.full without the query: query values may be credentials (query injection).
+          'url.full': `${target.origin}${outbound.path}`,
+          'airlock.service': service,
+        },
+      },
+      this.#context,
+    );
+    // The upstream sees our client span as its parent, never the agent's own trace headers.
+    outbound.removeHeader('traceparent');
+    outbound.removeHeader('tracestate');
+    const carrier: Record<string, string> = {};
+    this.#propagator.inject(trace.setSpan(this.#context, span), carrier, { set: (c, k, v) => void (c[k] = v) });
+    for (const [name, value] of Object.entries(carrier)) outbound.setHeader(name, value);
+    return {
+      end(status, error) {
+        if (status !== null) span.setAttribute('http.response.status_code', status);
+        if (error !== null) {
+          span.setAttribute('error.type', error);
+          span.setStatus({ code: SpanStatusCode.ERROR, message: error });
+        } else if (status !== null && status >= 400) {
+          span.setAttribute('error.type', String(status));
+          span.setStatus({ code: SpanStatusCode.ERROR });
+        }
+        span.end();
+      },
+    };
+  }
+
+  finish(record: AuditRecord, httpRoute: string | null): void {
+    const span = this.#span;
+    if (httpRoute !== null) {
+      span.updateName(`${record.method ?? 'HTTP'} ${httpRoute}`);
+      span.setAttribute('http.route', httpRoute);
+    }
+    const attributes: Attributes = {
+      'url.path': record.path ?? '',
+      'airlock.request_id': record.request_id,
+      'airlock.decision': record.decision,
+      'airlock.redactions': record.redactions,
+    };
+    if (record.status !== null) attributes['http.response.status_code'] = record.status;
+    if (record.agent !== null) attributes['airlock.agent'] = record.agent;
+    if (record.service !== null) attributes['airlock.service'] = record.service;
+    if (record.route !== null) attributes['airlock.route'] = record.route;
+    if (record.scope !== null) attributes['airlock.scope'] = record.scope;
+    if (record.code !== null) attributes['airlock.code'] = record.code;
+    if (record.session !== null) attributes['airlock.session'] = record.session;
+    if (record.approval !== null) attributes['airlock.approval'] = record.approval;
+    span.setAttributes(attributes);
+    // A server span is an error only for 5xx (HTTP semantic conventions); 4xx are the client's.
+    if ((record.status ?? 0) >= 500 || record.status === null) {
+      span.setAttribute('error.type', record.code ?? (record.status === null ? 'client_closed' : String(record.status)));
+      span.setStatus({ code: SpanStatusCode.ERROR, message: record.code ?? undefined });
+    }
+    span.end();
+  }
+}

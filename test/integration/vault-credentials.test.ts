@@ -1,0 +1,1078 @@
+/**
+ * vault: and vault-lease: credentials end to end: a real Airlock (startProxy) in front of a recording
+ * upstream, its secrets read by the real node-vault client inside Airlock from the Vault stand-in
+ * (test/support/vault-server.ts) over real sockets.
+ *
+ * Covered: token, AppRole (role_id from env:, secret_id from file:) and Kubernetes login; namespace
+ * header; TLS with ca_file; the KV version as the audit `generation`; rotation under a steady stream of
+ * requests with no failed request; Vault down at start, down mid-run (last known good up to
+ * max_staleness, then 503, then recovery), slow (single flight, bounded 503); token expiry and
+ * re-login, token renewal; leases (renewal, replacement past max TTL, revocation at shutdown); missing
+ * field / path; retry_on [401] replay with a rotated credential; the admin API and `secrets rotate`.
+ * No Vault canary (secret values, tokens the stand-in minted, AppRole and Kubernetes credentials) may
+ * appear in agent responses, logs, audit, admin responses or CLI output.
+ */
+import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { CliIo } from '../../src/cli/cli-io.js';
+import { runCli } from '../../src/cli/run-cli.js';
+import { generateAgentToken } from '../../src/identity/agent-token.js';
+import type { AuditRecord } from '../../src/observability/audit-record.js';
+import { assertNoLeak, type Surface } from '../helpers/assert-no-leak.js';
+import { canary } from '../helpers/canary.js';
+import { sendRequest, type Problem, type SendOptions, type SentResponse } from '../helpers/send-request.js';
+import { startProxy, tempDir, type ProxyFixture, type ProxyOptions } from '../helpers/start-proxy.js';
+import { startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js';
+import { startVaultServer, tokenFingerprint, type VaultServer } from '../support/vault-server.js';
+
+// --- shared fixtures ------------------------------------------------------------------------------
+
+const agent = generateAgentToken();
+const adminToken = generateAgentToken();
+/** Every secret this file plants (Vault values, AppRole/Kubernetes credentials, admin token). */
+const planted: string[] = [agent.token, adminToken.token];
+/** Every Vault stand-in started, so the tokens each minted are leak-checked too. */
+const vaults: VaultServer[] = [];
+/** Everything an agent, an admin caller or a CLI user saw: status line, headers and body. */
+const agentSeen: string[] = [];
+const adminSeen: string[] = [];
+const cliSeen: string[] = [];
+const dirs: string[] = [];
+
+function plant(label: string): string {
+  const value = canary(label);
+  planted.push(value);
+  return value;
+}
+
+function allCanaries(): string[] {
+  return [...planted, ...vaults.flatMap((v) => v.issuedTokens())];
+}
+
+async function vaultServer(options: Parameters<typeof startVaultServer>[0] = {}): Promise<VaultServer> {
+  const server = await startVaultServer(options);
+  vaults.push(server);
+  return server;
+}
+
+function scratch(prefix: string): string {
+  const dir = tempDir(prefix);
+  dirs.push(dir);
+  return dir;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Polls `probe` until it returns something other than undefined/false, or fails after the deadline. */
+async function eventually<T>(what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 8_000, everyMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+function service(upstream: Upstream, secret: string, credential: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    upstream: upstream.url,
+    credential: { secret, inject: 'bearer', ...credential },
+    routes: [{ method: ['GET', 'POST'], path: '/v1/*', scope: 'api:call' }],
+  };
+}
+
+function agents(...services: string[]): Record<string, unknown> {
+  return { bot: { tokens: [agent.hash], credentials: services.map((name) => ({ service: name, max_scope: ['*'] })) } };
+}
+
+const TOKEN_AUTH = { method: 'token', token: 'env:VAULT_TOKEN' } as const;
+
+function vaultSpec(vault: VaultServer, auth: Record<string, unknown> = TOKEN_AUTH, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { address: vault.url, timeout: 2, auth, ...extra };
+}
+
+/** A request from the agent through Airlock; whatever comes back is kept for the leak check. */
+async function call(proxy: ProxyFixture, serviceName: string, path = '/v1/charges', options: SendOptions = {}): Promise<SentResponse> {
+  const response = await sendRequest(`${proxy.url}/${serviceName}${path}`, {
+    ...options,
+    headers: { authorization: `Bearer ${agent.token}`, ...(options.headers ?? {}) },
+  });
+  agentSeen.push(`${response.status}\n${JSON.stringify(response.headers)}\n${response.text}`);
+  return response;
+}
+
+function bearerOf(recorded: RecordedRequest | undefined): string | undefined {
+  const value = recorded?.header('authorization')[0];
+  return value === undefined ? undefined : value.replace(/^Bearer /, '');
+}
+
+async function auditOf(proxy: ProxyFixture, response: SentResponse): Promise<AuditRecord> {
+  const id = response.headers['x-airlock-request-id'];
+  return eventually(`the audit record of ${String(id)}`, () => proxy.auditRecords().find((r) => r.request_id === id), 5_000, 10);
+}
+
+function expectProblem(response: SentResponse, code: string, status = 503): Problem {
+  expect(response.status, response.text).toBe(status);
+  const problem = response.json<Problem>();
+  expect(problem.code).toBe(code);
+  return problem;
+}
+
+function surfacesOf(proxy: ProxyFixture): Surface[] {
+  return [
+    { name: 'agent responses', text: agentSeen.join('\n') },
+    { name: 'log', text: proxy.logLines.join('') },
+    { name: 'audit', text: proxy.auditText() },
+    { name: 'admin responses', text: adminSeen.join('\n') },
+    { name: 'CLI output', text: cliSeen.join('\n') },
+  ];
+}
+
+function expectNoVaultLeak(proxies: readonly ProxyFixture[]): void {
+  expect(proxies.length).toBeGreaterThan(0);
+  for (const proxy of proxies) assertNoLeak(allCanaries(), surfacesOf(proxy));
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** The real CLI with string streams; its output is kept for the leak check. */
+async function cli(args: string[], env: Record<string, string> = {}, stdinText = ''): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  const io: CliIo = {
+    args,
+    env,
+    cwd: process.cwd(),
+    stdout: { write: (text: string) => (stdout += text) },
+    stderr: { write: (text: string) => (stderr += text) },
+    stdin: (async function* stdinChunks() {
+      if (stdinText !== '') yield Buffer.from(stdinText, 'utf8');
+    })(),
+    stopRequested: new Promise<string>(() => undefined),
+  };
+  const code = await runCli(io);
+  cliSeen.push(stdout, stderr);
+  return { code, stdout, stderr };
+}
+
+/** Starts a proxy from an object that is also written as the YAML (JSON) file a CLI run reads. */
+async function startProxyWithFile(input: Record<string, unknown>, options: ProxyOptions = {}): Promise<{ proxy: ProxyFixture; configFile: string; dataDir: string }> {
+  const dataDir = options.dataDir ?? scratch('airlock-vault-data-');
+  const configFile = join(dataDir, 'airlock.yaml');
+  writeFileSync(configFile, JSON.stringify({ listen: '127.0.0.1:0', data_dir: dataDir, ...input }, null, 2));
+  const proxy = await startProxy(input, { ...options, dataDir });
+  return { proxy, configFile, dataDir };
+}
+
+afterAll(async () => {
+  await Promise.all(vaults.map((v) => v.close()));
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+// --- auth methods, namespace, TLS, generation, missing secrets -------------------------------------
+
+describe('a vault: credential with each auth method', () => {
+  const oldKey = plant('stripe-v1');
+  const key = plant('stripe-v2');
+  const roleId = plant('approle-role-id');
+  const secretId = plant('approle-secret-id');
+  const jwt = plant('k8s-jwt');
+  let vault: VaultServer;
+  let upstream: Upstream;
+  let version: number;
+  const proxies: ProxyFixture[] = [];
+
+  async function start(input: Record<string, unknown>, options: ProxyOptions = {}): Promise<ProxyFixture> {
+    const proxy = await startProxy(input, options);
+    proxies.push(proxy);
+    return proxy;
+  }
+
+  beforeAll(async () => {
+    vault = await vaultServer();
+    vault.putSecret('secret', 'stripe', { api_key: oldKey });
+    version = vault.putSecret('secret', 'stripe', { api_key: key, owner: 'payments' });
+    upstream = await startUpstream();
+  });
+
+  afterAll(async () => {
+    await Promise.all(proxies.map((p) => p.close()));
+    await upstream.close();
+  });
+
+  it('token from env: injects the latest KV version and audits its number as the generation', async () => {
+    vault.resetObservations();
+    const token = vault.createToken({ policies: ['airlock'] });
+    const proxy = await start(
+      { secrets: { vault: vaultSpec(vault) }, services: { stripe: service(upstream, 'vault:secret/stripe#api_key') }, agents: agents('stripe') },
+      { env: { VAULT_TOKEN: token } },
+    );
+    const response = await call(proxy, 'stripe');
+    expect(response.status).toBe(200);
+    expect(bearerOf(upstream.requests.at(-1))).toBe(key);
+    const record = await auditOf(proxy, response);
+    expect(version).toBe(2);
+    expect(record).toMatchObject({ decision: 'allow', status: 200, credential: 'vault:secret/stripe#api_key', generation: '2', rotated_from: null });
+    // Airlock used exactly the token it was given, for the lookup and the read.
+    const used = vault.requests.filter((r) => r.endpoint === 'lookup-self' || r.endpoint === 'kv-read');
+    expect(used.length).toBeGreaterThanOrEqual(2);
+    expect(used.every((r) => r.tokenFingerprint === tokenFingerprint(token))).toBe(true);
+  });
+
+  it('AppRole with role_id from env: and secret_id from file: logs in and reads with the minted token', async () => {
+    vault.resetObservations();
+    vault.addAppRole(roleId, secretId, { roleName: 'airlock', policies: ['airlock'] });
+    const dataDir = scratch('airlock-approle-');
+    const input = {
+      secrets: { vault: vaultSpec(vault, { method: 'approle', role_id: 'env:VAULT_ROLE_ID', secret_id: 'file:vault-secret-id' }) },
+      services: { stripe: service(upstream, 'vault:secret/stripe#api_key') },
+      agents: agents('stripe'),
+    };
+    const configFile = join(dataDir, 'airlock.yaml');
+    writeFileSync(configFile, JSON.stringify({ listen: '127.0.0.1:0', data_dir: dataDir, ...input }, null, 2));
+    const stored = await cli(['secrets', 'set', 'vault-secret-id', '--config', configFile], {}, `${secretId}\n`);
+    expect(stored.code, stored.stderr).toBe(0);
+
+    const proxy = await start(input, { dataDir, env: { VAULT_ROLE_ID: roleId } });
+    const response = await call(proxy, 'stripe');
+    expect(response.status, response.text).toBe(200);
+    expect(bearerOf(upstream.requests.at(-1))).toBe(key);
+    expect(vault.count('approle-login')).toBe(1);
+    const minted = vault.issuedTokens().at(-1) as string;
+    expect(vault.tokenInfo(minted)?.path).toBe('auth/approle/login');
+    const reads = vault.requests.filter((r) => r.endpoint === 'kv-read');
+    expect(reads.length).toBeGreaterThan(0);
+    expect(reads.every((r) => r.tokenFingerprint === tokenFingerprint(minted))).toBe(true);
+  });
+
+  it('Kubernetes logs in with the service-account JWT read from its file', async () => {
+    vault.resetObservations();
+    const dir = scratch('airlock-k8s-');
+    const jwtFile = join(dir, 'token');
+    writeFileSync(jwtFile, `${jwt}\n`);
+    vault.addKubernetesRole('airlock', jwt, { serviceAccountName: 'airlock', policies: ['airlock'] });
+    const proxy = await start({
+      secrets: { vault: vaultSpec(vault, { method: 'kubernetes', role: 'airlock', jwt_file: jwtFile }) },
+      services: { stripe: service(upstream, 'vault:secret/stripe#api_key') },
+      agents: agents('stripe'),
+    });
+    const response = await call(proxy, 'stripe');
+    expect(response.status, response.text).toBe(200);
+    expect(bearerOf(upstream.requests.at(-1))).toBe(key);
+    expect(vault.count('kubernetes-login')).toBe(1);
+    expect(vault.requests.find((r) => r.endpoint === 'kubernetes-login')).toMatchObject({ path: '/v1/auth/kubernetes/login', status: 200 });
+  });
+
+  it('sends X-Vault-Namespace on every call when a namespace is configured', async () => {
+    const nsVault = await vaultServer({ requireNamespace: 'team-a' });
+    const nsKey = plant('ns-key');
+    nsVault.putSecret('secret', 'stripe', { api_key: nsKey });
+    const token = nsVault.createToken();
+    const proxy = await start(
+      { secrets: { vault: vaultSpec(nsVault, TOKEN_AUTH, { namespace: 'team-a' }) }, services: { stripe: service(upstream, 'vault:secret/stripe#api_key') }, agents: agents('stripe') },
+      { env: { VAULT_TOKEN: token } },
+    );
+    const response = await call(proxy, 'stripe');
+    expect(response.status, response.text).toBe(200);
+    expect(bearerOf(upstream.requests.at(-1))).toBe(nsKey);
+    expect(nsVault.requests.length).toBeGreaterThan(0);
+    expect(nsVault.requests.every((r) => r.namespace === 'team-a')).toBe(true);
+
+    // Without the namespace the same Vault refuses Airlock, and the agent gets a 503, not a forward.
+    const before = upstream.requests.length;
+    const without = await start(
+      { secrets: { vault: vaultSpec(nsVault) }, services: { stripe: service(upstream, 'vault:secret/stripe#api_key') }, agents: agents('stripe') },
+      { env: { VAULT_TOKEN: token } },
+    );
+    const refused = await call(without, 'stripe');
+    expectProblem(refused, 'credential_unavailable');
+    expect(upstream.requests.length).toBe(before);
+  });
+
+  it('talks TLS to a Vault whose certificate is trusted through ca_file', async (context) => {
+    const dir = scratch('airlock-vault-tls-');
+    const keyPath = join(dir, 'key.pem');
+    const certPath = join(dir, 'ca.pem');
+    try {
+      execFileSync(
+        'openssl',
+        ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyPath, '-out', certPath, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'],
+        { stdio: 'ignore', timeout: 20_000 },
+      );
+    } catch {
+      console.warn('SKIPPED: Vault TLS with ca_file needs the `openssl` binary; install the Debian package `openssl` (apt-get install openssl).');
+      context.skip();
+      return;
+    }
+    const tlsVault = await vaultServer({ tls: { key: readFileSync(keyPath, 'utf8'), cert: readFileSync(certPath, 'utf8') } });
+    expect(tlsVault.url).toMatch(/^https:/);
+    const tlsKey = plant('tls-key');
+    tlsVault.putSecret('secret', 'stripe', { api_key: tlsKey });
+    const token = tlsVault.createToken();
+    const proxy = await start(
+      { secrets: { vault: vaultSpec(tlsVault, TOKEN_AUTH, { ca_file: certPath }) }, services: { stripe: service(upstream, 'vault:secret/stripe#api_key') }, agents: agents('stripe') },
+      { env: { VAULT_TOKEN: token } },
+    );
+    const response = await call(proxy, 'stripe');
+    expect(response.status, response.text).toBe(200);
+    expect(bearerOf(upstream.requests.at(-1))).toBe(tlsKey);
+
+    // Without the CA the certificate is not trusted: 503, nothing forwarded.
+    const before = upstream.requests.length;
+    const untrusting = await start(
+      { secrets: { vault: vaultSpec(tlsVault) }, services: { stripe: service(upstream, 'vault:secret/stripe#api_key') }, agents: agents('stripe') },
+      { env: { VAULT_TOKEN: token } },
+    );
+    expectProblem(await call(untrusting, 'stripe'), 'credential_unavailable');
+    expect(upstream.requests.length).toBe(before);
+  });
+
+  it('answers 503 with a clear detail for a missing field or a missing path, and sends nothing upstream', async () => {
+    const token = vault.createToken();
+    const proxy = await start(
+      {
+        secrets: { vault: vaultSpec(vault) },
+        services: { nofield: service(upstream, 'vault:secret/stripe#no_such_field'), nopath: service(upstream, 'vault:secret/no/such/path#api_key') },
+        agents: agents('nofield', 'nopath'),
+      },
+      { env: { VAULT_TOKEN: token } },
+    );
+    const before = upstream.requests.length;
+    const noField = expectProblem(await call(proxy, 'nofield'), 'credential_unavailable');
+    expect(noField.detail).toContain('vault:secret/stripe#no_such_field');
+    expect(noField.detail).toContain('"no_such_field"');
+    expect(noField.error.message).toBe(noField.detail);
+    const noPath = expectProblem(await call(proxy, 'nopath'), 'credential_unavailable');
+    expect(noPath.detail).toContain('vault:secret/no/such/path#api_key');
+    expect(noPath.detail).toMatch(/not in Vault/);
+    expect(upstream.requests.length).toBe(before);
+    const records = await proxy.waitForAudit(2);
+    expect(records.map((r) => [r.service, r.code, r.status])).toEqual([
+      ['nofield', 'credential_unavailable', 503],
+      ['nopath', 'credential_unavailable', 503],
+    ]);
+  });
+
+  it('leaks no Vault canary into responses, logs, audit or CLI output', () => {
+    expectNoVaultLeak(proxies);
+  });
+});
+
+// --- rotation under a steady stream ---------------------------------------------------------------
+
+describe('rotation under a steady stream of requests', () => {
+  const v1 = plant('rotate-v1');
+  const v2 = plant('rotate-v2');
+  let vault: VaultServer;
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+
+  beforeAll(async () => {
+    vault = await vaultServer();
+    vault.putSecret('secret', 'stripe', { api_key: v1 });
+    upstream = await startUpstream();
+    proxy = await startProxy(
+      { secrets: { vault: vaultSpec(vault) }, services: { stripe: service(upstream, 'vault:secret/stripe#api_key', { ttl: 1 }) }, agents: agents('stripe') },
+      { env: { VAULT_TOKEN: vault.createToken() } },
+    );
+  });
+
+  afterAll(async () => {
+    await proxy.close();
+    await upstream.close();
+  });
+
+  it('serves every request while the secret changes: old key, then new key, never anything else', async () => {
+    const RUN_MS = 3_600;
+    const WRITE_AT_MS = 1_000;
+    const TTL_MS = 1_000;
+    const started = Date.now();
+    let writtenAt = Infinity;
+    const sent: Array<{ target: string; sequence: number | null; startedAt: number; status: number }> = [];
+
+    async function one(target: string, sequence: number | null): Promise<void> {
+      const startedAt = Date.now();
+      const response = await call(proxy, 'stripe', target);
+      sent.push({ target, sequence, startedAt, status: response.status });
+    }
+    const sequential = (async () => {
+      for (let i = 0; Date.now() - started < RUN_MS; i++) await one(`/v1/charges?seq=${i}`, i);
+    })();
+    const bursts = (async () => {
+      for (let n = 0; Date.now() - started < RUN_MS; n++) {
+        await Promise.all([0, 1, 2, 3].map((j) => one(`/v1/charges?burst=${n}-${j}`, null)));
+        await sleep(150);
+      }
+    })();
+    const writer = (async () => {
+      await sleep(WRITE_AT_MS);
+      vault.putSecret('secret', 'stripe', { api_key: v2 });
+      writtenAt = Date.now();
+    })();
+    await Promise.all([sequential, bursts, writer]);
+
+    expect(sent.length).toBeGreaterThan(20);
+    expect(sent.filter((s) => s.status !== 200)).toEqual([]);
+    const keyByTarget = new Map(upstream.requests.map((r) => [r.target, bearerOf(r)]));
+    expect(keyByTarget.size).toBe(sent.length);
+    const keys = sent.map((s) => keyByTarget.get(s.target));
+    expect(new Set(keys)).toEqual(new Set([v1, v2]));
+
+    // The sequential stream switches once, from old to new, and never back.
+    const sequence = sent.filter((s) => s.sequence !== null).sort((a, b) => (a.sequence as number) - (b.sequence as number)).map((s) => keyByTarget.get(s.target));
+    const firstNew = sequence.indexOf(v2);
+    expect(firstNew).toBeGreaterThan(0);
+    expect(sequence.slice(0, firstNew).every((k) => k === v1)).toBe(true);
+    expect(sequence.slice(firstNew).every((k) => k === v2)).toBe(true);
+
+    // Once the TTL (plus a generous margin for the background fetch) has passed, only the new key.
+    const late = sent.filter((s) => s.startedAt >= writtenAt + TTL_MS + 1_000);
+    expect(late.length).toBeGreaterThan(0);
+    expect(late.every((s) => keyByTarget.get(s.target) === v2)).toBe(true);
+
+    const records = await proxy.waitForAudit(sent.length);
+    expect(new Set(records.map((r) => r.generation))).toEqual(new Set(['1', '2']));
+    expect(records.every((r) => r.status === 200 && r.rotated_from === null)).toBe(true);
+    // Refresh ahead, not a read per request.
+    expect(vault.count('kv-read')).toBeLessThan(sent.length / 2);
+  });
+
+  it('leaks no Vault canary', () => {
+    expectNoVaultLeak([proxy]);
+  });
+});
+
+// --- Vault down at start ---------------------------------------------------------------------------
+
+describe('Vault down when Airlock starts', () => {
+  const vaultKey = plant('down-start-vault');
+  const plainKey = plant('down-start-env');
+  let vault: VaultServer;
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+
+  beforeAll(async () => {
+    vault = await vaultServer();
+    vault.putSecret('secret', 'stripe', { api_key: vaultKey });
+    upstream = await startUpstream();
+    await vault.setDown(true);
+    proxy = await startProxy(
+      {
+        secrets: { vault: vaultSpec(vault) },
+        services: { stripe: service(upstream, 'vault:secret/stripe#api_key'), plain: service(upstream, 'env:PLAIN_KEY') },
+        agents: agents('stripe', 'plain'),
+      },
+      { env: { VAULT_TOKEN: vault.createToken(), PLAIN_KEY: plainKey } },
+    );
+  });
+
+  afterAll(async () => {
+    await proxy.close();
+    await upstream.close();
+  });
+
+  it('starts, serves other services, answers 503 for the Vault one, and recovers when Vault returns', async () => {
+    expect(vault.droppedConnections).toBeGreaterThan(0);
+    const plain = await call(proxy, 'plain');
+    expect(plain.status).toBe(200);
+    expect(bearerOf(upstream.requests.at(-1))).toBe(plainKey);
+
+    const before = upstream.requests.length;
+    const refused = expectProblem(await call(proxy, 'stripe'), 'credential_unavailable');
+    expect(refused.detail).toContain('Vault');
+    expect(upstream.requests.length).toBe(before);
+
+    await vault.setDown(false);
+    const statuses: number[] = [];
+    await eventually(
+      'the vault service to recover',
+      async () => {
+        const response = await call(proxy, 'stripe');
+        statuses.push(response.status);
+        if (response.status !== 200) expectProblem(response, 'credential_unavailable');
+        return response.status === 200;
+      },
+      15_000,
+      200,
+    );
+    expect(bearerOf(upstream.requests.at(-1))).toBe(vaultKey);
+    expect(statuses.every((s) => s === 200 || s === 503)).toBe(true);
+    expect((await call(proxy, 'plain')).status).toBe(200);
+  });
+
+  it('leaks no Vault canary', () => {
+    expectNoVaultLeak([proxy]);
+  });
+});
+
+// --- Vault down mid-run ----------------------------------------------------------------------------
+
+describe('Vault down while Airlock runs', () => {
+  const key = plant('down-mid');
+  let vault: VaultServer;
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+
+  beforeAll(async () => {
+    vault = await vaultServer();
+    vault.putSecret('secret', 'stripe', { api_key: key });
+    upstream = await startUpstream();
+    proxy = await startProxy(
+      { secrets: { vault: vaultSpec(vault) }, services: { stripe: service(upstream, 'vault:secret/stripe#api_key', { ttl: 1, max_staleness: 2 }) }, agents: agents('stripe') },
+      { env: { VAULT_TOKEN: vault.createToken() } },
+    );
+  });
+
+  afterAll(async () => {
+    await proxy.close();
+    await upstream.close();
+  });
+
+  it('serves the cached value up to max_staleness, then 503, then recovers', async () => {
+    expect((await call(proxy, 'stripe')).status).toBe(200);
+    await vault.setDown(true);
+    const downAt = Date.now();
+
+    // Right after the outage the last good value is still served.
+    const during: number[] = [];
+    const first = await call(proxy, 'stripe');
+    expect(first.status).toBe(200);
+    during.push(first.status);
+    const refused = await eventually(
+      'a 503 once max_staleness has passed',
+      async () => {
+        const response = await call(proxy, 'stripe');
+        during.push(response.status);
+        return response.status === 503 ? response : undefined;
+      },
+      8_000,
+      100,
+    );
+    const stale = expectProblem(refused, 'credential_unavailable');
+    expect(stale.detail).toMatch(/max_staleness/);
+    // It served for a while with Vault down (more than one request), then stopped.
+    expect(during.filter((s) => s === 200).length).toBeGreaterThan(1);
+    expect(during.slice(0, during.indexOf(503)).every((s) => s === 200)).toBe(true);
+    expect(Date.now() - downAt).toBeGreaterThan(0);
+    const served = upstream.requests.map(bearerOf);
+    expect(served.every((k) => k === key)).toBe(true);
+    const forwardedBefore = upstream.requests.length;
+    expectProblem(await call(proxy, 'stripe'), 'credential_unavailable');
+    expect(upstream.requests.length).toBe(forwardedBefore);
+
+    await vault.setDown(false);
+    await eventually('recovery after Vault returns', async () => (await call(proxy, 'stripe')).status === 200, 15_000, 200);
+    expect(bearerOf(upstream.requests.at(-1))).toBe(key);
+  });
+
+  it('leaks no Vault canary', () => {
+    expectNoVaultLeak([proxy]);
+  });
+});
+
+// --- Vault slow -----------------------------------------------------------------------------------
+
+describe('Vault slower than secrets.vault.timeout', () => {
+  const key = plant('slow');
+  let vault: VaultServer;
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+
+  beforeAll(async () => {
+    vault = await vaultServer();
+    upstream = await startUpstream();
+    // The secret does not exist yet, so nothing is cached when the burst comes.
+    proxy = await startProxy(
+      { secrets: { vault: vaultSpec(vault, TOKEN_AUTH, { timeout: 1 }) }, services: { stripe: service(upstream, 'vault:secret/slow#api_key') }, agents: agents('stripe') },
+      { env: { VAULT_TOKEN: vault.createToken() } },
+    );
+  });
+
+  afterAll(async () => {
+    vault.setDelay(0);
+    await proxy.close();
+    await upstream.close();
+  });
+
+  it('a burst with an empty cache makes one Vault read at a time and gets a bounded 503', async () => {
+    vault.putSecret('secret', 'slow', { api_key: key });
+    vault.setDelay(5_000);
+    // Let the backoff of the failed warm-up read (404 at start) run out, so the burst does reach Vault.
+    await sleep(700);
+    vault.resetObservations();
+    const burst = await Promise.all(Array.from({ length: 40 }, (_, i) => call(proxy, 'stripe', `/v1/charges?slow=${i}`, { timeoutMs: 4_000 })));
+    for (const response of burst) {
+      const problem = expectProblem(response, 'credential_unavailable');
+      expect(problem.detail).toMatch(/did not answer in time or is unreachable/);
+    }
+    // Single flight: the 40 requests shared one read (no pile-up on a struggling Vault).
+    expect(vault.count('kv-read')).toBeGreaterThanOrEqual(1);
+    expect(vault.count('kv-read')).toBeLessThanOrEqual(2);
+    expect(upstream.requests.length).toBe(0);
+
+    // Right after, within the backoff, more requests fail fast without asking Vault again.
+    const again = await Promise.all(Array.from({ length: 10 }, () => call(proxy, 'stripe', '/v1/charges', { timeoutMs: 4_000 })));
+    for (const response of again) expectProblem(response, 'credential_unavailable');
+    expect(vault.count('kv-read')).toBeLessThanOrEqual(2);
+
+    vault.setDelay(0);
+    await eventually('recovery once Vault is fast again', async () => (await call(proxy, 'stripe')).status === 200, 15_000, 200);
+    expect(bearerOf(upstream.requests.at(-1))).toBe(key);
+  });
+
+  it('leaks no Vault canary', () => {
+    expectNoVaultLeak([proxy]);
+  });
+});
+
+// --- tokens: expiry, re-login, renewal ------------------------------------------------------------
+
+describe('Vault tokens: expiry and re-login, renewal', () => {
+  const roleId = plant('relogin-role-id');
+  const secretId = plant('relogin-secret-id');
+  const v1 = plant('relogin-v1');
+  const v2 = plant('relogin-v2');
+  const r1 = plant('renew-v1');
+  const r2 = plant('renew-v2');
+  let vault: VaultServer;
+  let upstream: Upstream;
+  const proxies: ProxyFixture[] = [];
+
+  beforeAll(async () => {
+    vault = await vaultServer();
+    vault.putSecret('secret', 'relogin', { api_key: v1 });
+    vault.putSecret('secret', 'renew', { api_key: r1 });
+    upstream = await startUpstream();
+  });
+
+  afterAll(async () => {
+    await Promise.all(proxies.map((p) => p.close()));
+    await upstream.close();
+  });
+
+  it('logs in again (AppRole) after Vault forgets the token, without a failed request', async () => {
+    vault.addAppRole(roleId, secretId, { tokenTtl: 5, renewable: false });
+    const proxy = await startProxy(
+      {
+        secrets: { vault: vaultSpec(vault, { method: 'approle', role_id: 'env:VAULT_ROLE_ID', secret_id: 'env:VAULT_SECRET_ID' }) },
+        services: { stripe: service(upstream, 'vault:secret/relogin#api_key', { ttl: 1 }) },
+        agents: agents('stripe'),
+      },
+      { env: { VAULT_ROLE_ID: roleId, VAULT_SECRET_ID: secretId } },
+    );
+    proxies.push(proxy);
+    expect((await call(proxy, 'stripe')).status).toBe(200);
+    const logins = vault.count('approle-login');
+    expect(logins).toBe(1);
+
+    vault.expireAllTokens();
+    vault.putSecret('secret', 'relogin', { api_key: v2 });
+    const statuses: number[] = [];
+    await eventually(
+      'the new value, read with a new token',
+      async () => {
+        const response = await call(proxy, 'stripe');
+        statuses.push(response.status);
+        return bearerOf(upstream.requests.at(-1)) === v2;
+      },
+      8_000,
+      100,
+    );
+    expect(statuses.every((s) => s === 200)).toBe(true);
+    expect(vault.count('approle-login')).toBeGreaterThan(logins);
+    // Vault did refuse the expired token once, which is what made Airlock log in again.
+    expect(vault.requests.some((r) => r.endpoint === 'kv-read' && r.status === 403)).toBe(true);
+    expect(vault.requests.filter((r) => r.endpoint === 'kv-read' && r.status === 200).length).toBeGreaterThan(0);
+  });
+
+  it('renews a renewable token before it expires, and keeps using it', async () => {
+    const token = vault.createToken({ ttl: 3, renewable: true });
+    const issuedAt = Date.now();
+    const before = { renew: vault.count('renew-self'), lookup: vault.count('lookup-self') };
+    const proxy = await startProxy(
+      { secrets: { vault: vaultSpec(vault) }, services: { stripe: service(upstream, 'vault:secret/renew#api_key', { ttl: 1 }) }, agents: agents('stripe') },
+      { env: { VAULT_TOKEN: token } },
+    );
+    proxies.push(proxy);
+    expect((await call(proxy, 'stripe')).status).toBe(200);
+    await eventually('a renew-self call', () => vault.count('renew-self') > before.renew, 5_000, 100);
+    expect(vault.tokenInfo(token)?.renewCount).toBeGreaterThan(0);
+
+    // Past the token's original TTL it is still alive, and Airlock still reads with it (no re-login).
+    await sleep(Math.max(0, issuedAt + 3_300 - Date.now()));
+    expect(vault.tokenInfo(token)?.live).toBe(true);
+    vault.putSecret('secret', 'renew', { api_key: r2 });
+    const statuses: number[] = [];
+    await eventually(
+      'the new value read with the renewed token',
+      async () => {
+        const response = await call(proxy, 'stripe');
+        statuses.push(response.status);
+        return bearerOf(upstream.requests.at(-1)) === r2;
+      },
+      6_000,
+      100,
+    );
+    expect(statuses.every((s) => s === 200)).toBe(true);
+    expect(vault.count('lookup-self') - before.lookup).toBe(1);
+    const lateReads = vault.requests.filter((r) => r.endpoint === 'kv-read' && r.at > issuedAt + 3_000);
+    expect(lateReads.length).toBeGreaterThan(0);
+    expect(lateReads.every((r) => r.tokenFingerprint === tokenFingerprint(token) && r.status === 200)).toBe(true);
+  });
+
+  it('leaks no Vault canary', () => {
+    expectNoVaultLeak(proxies);
+  });
+});
+
+// --- leases ---------------------------------------------------------------------------------------
+
+describe('vault-lease: dynamic secrets', () => {
+  /** Capped: a 3 s lease that Vault extends to at most 4 s after its creation, then must be replaced. */
+  const CAPPED = 'database/creds/readonly';
+  /**
+   * Renewable for an hour: 3 s leases that Vault keeps extending. Ten independent ones, because the renewal
+   * time is jittered at random in src, and a race with it must show up in every run, not one in three.
+   */
+  const LONG = Array.from({ length: 10 }, (_, i) => `database/creds/longlived${i}`);
+  const passwords = new Map<string, string[]>();
+  let vault: VaultServer;
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+
+  function generator(path: string): () => Record<string, unknown> {
+    const list: string[] = [];
+    passwords.set(path, list);
+    return () => {
+      const password = plant('lease-password');
+      list.push(password);
+      return { username: `v-airlock-${list.length}`, password };
+    };
+  }
+
+  beforeAll(async () => {
+    vault = await vaultServer();
+    vault.addLeaseRole(CAPPED, generator(CAPPED), { ttl: 3, maxTtl: 4 });
+    for (const path of LONG) vault.addLeaseRole(path, generator(path), { ttl: 3, maxTtl: 3600 });
+    upstream = await startUpstream();
+    const services: Record<string, unknown> = { db: service(upstream, `vault-lease:${CAPPED}#password`) };
+    LONG.forEach((path, i) => (services[`long${i}`] = service(upstream, `vault-lease:${path}#password`)));
+    proxy = await startProxy({ secrets: { vault: vaultSpec(vault) }, services, agents: agents(...Object.keys(services)) }, { env: { VAULT_TOKEN: vault.createToken() } });
+  });
+
+  afterAll(async () => {
+    await proxy.close();
+    await upstream.close();
+  });
+
+  const leasesOf = (path: string) => vault.leases().filter((l) => l.path === path);
+
+  it('renews leases, replaces one that can no longer be extended, and fails no request', async () => {
+    expect(leasesOf(CAPPED)).toHaveLength(1);
+    for (const path of LONG) expect(leasesOf(path)).toHaveLength(1);
+    const started = Date.now();
+    const statuses: number[] = [];
+    const capped = passwords.get(CAPPED) as string[];
+    await eventually(
+      'renewals and a replacement of the capped lease in use (and 5 s of traffic)',
+      async () => {
+        const round = await Promise.all(['db', ...LONG.map((_, i) => `long${i}`)].map((name) => call(proxy, name, `/v1/${name}`)));
+        statuses.push(...round.map((r) => r.status));
+        const lastCapped = bearerOf(upstream.requests.filter((r) => r.target === '/v1/db').at(-1));
+        return Date.now() - started > 5_000 && vault.count('lease-renew') > 0 && leasesOf(CAPPED).length >= 2 && lastCapped !== capped[0];
+      },
+      12_000,
+      25,
+    );
+    expect(statuses.every((s) => s === 200)).toBe(true);
+    // Only values of the leases Vault minted, in the order it minted them: a lease once replaced is not used again.
+    const seen = upstream.requests.filter((r) => r.target === '/v1/db').map((r) => capped.indexOf(bearerOf(r) ?? ''));
+    expect(seen.every((i) => i >= 0)).toBe(true);
+    expect(seen[0]).toBe(0);
+    expect(seen.every((i, n) => n === 0 || i >= (seen[n - 1] as number))).toBe(true);
+    expect(Math.max(...seen)).toBeGreaterThanOrEqual(1);
+    // Rotated-out leases are kept through a grace period (30 s in src: not waited for here), not revoked at once.
+    expect(vault.leases().filter((l) => l.revoked)).toEqual([]);
+    expect(vault.count('lease-revoke')).toBe(0);
+    // The audit generation names the lease (the last segment of its id).
+    const records = await proxy.waitForAudit(statuses.length);
+    const generations = new Set(records.filter((r) => r.service === 'db').map((r) => r.generation));
+    expect(generations.size).toBe(new Set(seen).size);
+    expect([...generations].every((g) => g !== null && leasesOf(CAPPED).some((l) => l.id.endsWith(`/${g}`)))).toBe(true);
+  });
+
+  // A renewable lease is kept and renewed by its timer, never replaced while Vault extends it.
+  it('keeps one lease that Vault keeps extending, renewing it instead of replacing it', () => {
+    const renewals = LONG.map((path) => leasesOf(path).map((l) => l.renewCount));
+    expect(renewals.filter((counts) => counts.length !== 1 || (counts[0] as number) < 2)).toEqual([]);
+  });
+
+  it('revokes every lease, including the rotated-out ones still in their grace period, at shutdown', async () => {
+    expectNoVaultLeak([proxy]);
+    await proxy.close();
+    const leases = vault.leases();
+    expect(leases.length).toBeGreaterThanOrEqual(1 + LONG.length + 1);
+    expect(leases.filter((l) => !l.revoked)).toEqual([]);
+    expect(vault.count('lease-revoke')).toBeGreaterThanOrEqual(leases.length);
+  });
+});
+
+// --- retry_on: the upstream already refuses the old key ------------------------------------------
+
+describe('retry_on [401]: replay once with the rotated credential', () => {
+  const pay = [plant('pay-v1'), plant('pay-v2'), plant('pay-v3')] as const;
+  const ledger = [plant('ledger-v1'), plant('ledger-v2')] as const;
+  /** The keys the upstream accepts right now; any other gets a 401 that echoes the key, as some APIs do. */
+  const accepted = new Set<string>();
+  let vault: VaultServer;
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+
+  beforeAll(async () => {
+    vault = await vaultServer();
+    vault.putSecret('secret', 'pay', { api_key: pay[0] });
+    vault.putSecret('secret', 'ledger', { api_key: ledger[0] });
+    accepted.add(pay[0]).add(ledger[0]);
+    upstream = await startUpstream((_req, res, recorded) => {
+      const presented = bearerOf(recorded) ?? '';
+      const ok = accepted.has(presented);
+      const body = ok
+        ? JSON.stringify({ ok: true, method: recorded.method, bytes: recorded.body.length })
+        : JSON.stringify({ error: { type: 'invalid_request_error', message: `Invalid API key provided: ${presented}` } });
+      res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+    });
+    proxy = await startProxy(
+      {
+        secrets: { vault: vaultSpec(vault) },
+        services: {
+          pay: service(upstream, 'vault:secret/pay#api_key', { ttl: 3600, retry_on: [401] }),
+          ledger: service(upstream, 'vault:secret/ledger#api_key', { ttl: 3600 }),
+        },
+        agents: agents('pay', 'ledger'),
+      },
+      { env: { VAULT_TOKEN: vault.createToken() } },
+    );
+  });
+
+  afterAll(async () => {
+    await proxy.close();
+    await upstream.close();
+  });
+
+  it('GET: after a rotation in Vault the 401 is replayed once with the new key; audit shows both generations', async () => {
+    const first = await call(proxy, 'pay', '/v1/balance');
+    expect(first.status).toBe(200);
+    expect((await auditOf(proxy, first)).generation).toBe('1');
+
+    vault.putSecret('secret', 'pay', { api_key: pay[1] });
+    accepted.delete(pay[0]);
+    accepted.add(pay[1]);
+    const before = upstream.requests.length;
+    const response = await call(proxy, 'pay', '/v1/balance');
+    expect(response.status, response.text).toBe(200);
+    const attempts = upstream.requests.slice(before);
+    expect(attempts.map(bearerOf)).toEqual([pay[0], pay[1]]);
+    expect(attempts.map((r) => r.target)).toEqual(['/v1/balance', '/v1/balance']);
+    expect(await auditOf(proxy, response)).toMatchObject({ status: 200, upstream_status: 200, generation: '2', rotated_from: '1' });
+  });
+
+  it('POST: the small body arrives byte-exact on the replay', async () => {
+    vault.putSecret('secret', 'pay', { api_key: pay[2] });
+    accepted.delete(pay[1]);
+    accepted.add(pay[2]);
+    const body = Buffer.concat([Buffer.from('{"amount":1200,"currency":"eur","note":"Grüße ✓"}\r\n', 'utf8'), Buffer.from([0x00, 0x01, 0x7f, 0x80, 0xfe, 0xff])]);
+    const before = upstream.requests.length;
+    const response = await call(proxy, 'pay', '/v1/charges', { method: 'POST', body, headers: { 'content-type': 'application/octet-stream' } });
+    expect(response.status, response.text).toBe(200);
+    expect(response.json()).toMatchObject({ ok: true, method: 'POST', bytes: body.length });
+    const attempts = upstream.requests.slice(before);
+    expect(attempts.map(bearerOf)).toEqual([pay[1], pay[2]]);
+    for (const attempt of attempts) {
+      expect(attempt.method).toBe('POST');
+      expect(attempt.body.equals(body)).toBe(true);
+    }
+    expect(await auditOf(proxy, response)).toMatchObject({ method: 'POST', status: 200, generation: '3', rotated_from: '2' });
+  });
+
+  it('without retry_on the agent gets the 401 (redacted), after one upstream request', async () => {
+    expect((await call(proxy, 'ledger', '/v1/entries')).status).toBe(200);
+    vault.putSecret('secret', 'ledger', { api_key: ledger[1] });
+    accepted.delete(ledger[0]);
+    accepted.add(ledger[1]);
+    const before = upstream.requests.length;
+    const reads = vault.count('kv-read');
+    const response = await call(proxy, 'ledger', '/v1/entries');
+    expect(response.status).toBe(401);
+    expect(response.text).toContain('Invalid API key provided: ');
+    expect(response.text).not.toContain(ledger[0]);
+    expect(upstream.requests.length - before).toBe(1);
+    expect(bearerOf(upstream.requests.at(-1))).toBe(ledger[0]);
+    expect(vault.count('kv-read')).toBe(reads);
+    expect(await auditOf(proxy, response)).toMatchObject({ status: 401, upstream_status: 401, generation: '1', rotated_from: null });
+  });
+
+  it('when the value did not change the agent gets the original 401 (redacted), one upstream request per attempt, one Vault read per few seconds', async () => {
+    accepted.delete(pay[2]);
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const before = upstream.requests.length;
+      const reads = vault.count('kv-read');
+      const response = await call(proxy, 'pay', '/v1/balance');
+      expect(response.status).toBe(401);
+      const error = response.json<{ error: { type: string; message: string } }>().error;
+      expect(error.type).toBe('invalid_request_error');
+      expect(error.message.startsWith('Invalid API key provided: ')).toBe(true);
+      expect(response.text).not.toContain(pay[2]);
+      expect(upstream.requests.length - before).toBe(1);
+      expect(bearerOf(upstream.requests.at(-1))).toBe(pay[2]);
+      // Airlock looked again (one read) before handing the first 401 over; the second, moments later, is
+      // not another read (a refetch that found nothing new is spaced by a few seconds).
+      expect(vault.count('kv-read') - reads).toBe(attempt === 0 ? 1 : 0);
+      expect(await auditOf(proxy, response)).toMatchObject({ status: 401, upstream_status: 401, generation: '3', rotated_from: null });
+    }
+  });
+
+  it('leaks no Vault canary', () => {
+    expectNoVaultLeak([proxy]);
+  });
+});
+
+// --- admin API and `secrets rotate` ---------------------------------------------------------------
+
+describe('admin API and `airlock secrets rotate`', () => {
+  const REF = 'vault:secret/stripe#api_key';
+  const keys = [plant('admin-v1'), plant('admin-v2'), plant('admin-v3'), plant('admin-v4')] as const;
+  let vault: VaultServer;
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+  let configFile: string;
+  let adminUrl: string;
+
+  async function admin(method: string, path: string, token: string | null = adminToken.token, body?: unknown): Promise<SentResponse> {
+    const response = await sendRequest(`${adminUrl}${path}`, {
+      method,
+      headers: { ...(token === null ? {} : { authorization: `Bearer ${token}` }), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    adminSeen.push(`${response.status}\n${JSON.stringify(response.headers)}\n${response.text}`);
+    return response;
+  }
+
+  beforeAll(async () => {
+    vault = await vaultServer();
+    vault.putSecret('secret', 'stripe', { api_key: keys[0] });
+    upstream = await startUpstream();
+    const port = await freePort();
+    const started = await startProxyWithFile(
+      {
+        secrets: { vault: vaultSpec(vault) },
+        services: { stripe: service(upstream, REF, { ttl: 3600 }) },
+        agents: agents('stripe'),
+        admin: { listen: `127.0.0.1:${port}`, tokens: [adminToken.hash] },
+      },
+      { env: { VAULT_TOKEN: vault.createToken() } },
+    );
+    proxy = started.proxy;
+    configFile = started.configFile;
+    adminUrl = proxy.airlock.adminUrl as string;
+    expect(adminUrl).toBe(`http://127.0.0.1:${port}`);
+  });
+
+  afterAll(async () => {
+    await proxy.close();
+    await upstream.close();
+  });
+
+  it('GET /v1/credentials shows the reference, state and generation, never a value', async () => {
+    expect((await call(proxy, 'stripe')).status).toBe(200);
+    const response = await admin('GET', '/v1/credentials');
+    expect(response.status).toBe(200);
+    const { credentials } = response.json<{ credentials: Array<Record<string, unknown>> }>();
+    expect(credentials.find((c) => c['ref'] === REF)).toMatchObject({ ref: REF, state: 'fresh', generation: '1', failing: false, consecutive_failures: 0 });
+    assertNoLeak(allCanaries(), [{ name: 'GET /v1/credentials', text: response.text }]);
+    const health = await admin('GET', '/v1/health');
+    expect(health.status).toBe(200);
+    expect(health.json()).toMatchObject({ status: 'ok', credentials: { failing: 0 } });
+  });
+
+  it('POST /v1/credentials/refresh picks up a rotated version at once (no waiting for the TTL)', async () => {
+    vault.putSecret('secret', 'stripe', { api_key: keys[1] });
+    expect((await call(proxy, 'stripe')).status).toBe(200);
+    expect(bearerOf(upstream.requests.at(-1))).toBe(keys[0]);
+    const refreshed = await admin('POST', '/v1/credentials/refresh', adminToken.token, { ref: REF });
+    expect(refreshed.status, refreshed.text).toBe(200);
+    expect(refreshed.json()).toEqual({ ref: REF, generation: '2', previous_generation: '1', changed: true });
+    const response = await call(proxy, 'stripe');
+    expect(response.status).toBe(200);
+    expect(bearerOf(upstream.requests.at(-1))).toBe(keys[1]);
+    expect((await auditOf(proxy, response)).generation).toBe('2');
+  });
+
+  it('`secrets rotate REF` asks the running proxy to fetch again', async () => {
+    vault.putSecret('secret', 'stripe', { api_key: keys[2] });
+    const rotated = await cli(['secrets', 'rotate', REF, '--config', configFile], { AIRLOCK_ADMIN_TOKEN: adminToken.token });
+    expect(rotated.code, rotated.stderr).toBe(0);
+    expect(rotated.stdout).toContain(`Airlock now uses ${REF}, generation 3 (was 2)`);
+    const response = await call(proxy, 'stripe');
+    expect(bearerOf(upstream.requests.at(-1))).toBe(keys[2]);
+    expect((await auditOf(proxy, response)).generation).toBe('3');
+  });
+
+  it('refuses a wrong or missing admin token with 401, on the API and through the CLI', async () => {
+    for (const token of [null, agent.token, generateAgentToken().token, 'not-a-token']) {
+      for (const [method, path, body] of [
+        ['GET', '/v1/credentials', undefined],
+        ['GET', '/v1/health', undefined],
+        ['POST', '/v1/credentials/refresh', { ref: REF }],
+      ] as const) {
+        const response = await admin(method, path, token, body);
+        expect(response.status, `${method} ${path}`).toBe(401);
+        expect(response.json<Problem>().code).toBe('unauthenticated');
+        expect(response.headers['www-authenticate']).toContain('Bearer');
+      }
+    }
+    const wrong = await cli(['secrets', 'rotate', REF, '--config', configFile], { AIRLOCK_ADMIN_TOKEN: generateAgentToken().token });
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toContain('401');
+    const missing = await cli(['secrets', 'rotate', REF, '--config', configFile], {});
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('AIRLOCK_ADMIN_TOKEN');
+    // Nothing changed: still generation 3.
+    const status = await admin('GET', '/v1/credentials');
+    expect(status.json<{ credentials: Array<Record<string, unknown>> }>().credentials.find((c) => c['ref'] === REF)?.['generation']).toBe('3');
+  });
+
+  // Regression (found by this file, fixed in credential-cache.ts refresh()): a forced refresh that failed used to
+  // return the last known good value, so the admin API answered 200 and `secrets rotate` exited 0.
+  it('a forced refresh while Vault is unreachable reports the failure instead of success', async () => {
+    vault.putSecret('secret', 'stripe', { api_key: keys[3] });
+    await vault.setDown(true);
+    try {
+      const refreshed = await admin('POST', '/v1/credentials/refresh', adminToken.token, { ref: REF });
+      const rotated = await cli(['secrets', 'rotate', REF, '--config', configFile], { AIRLOCK_ADMIN_TOKEN: adminToken.token });
+      expect({ admin: refreshed.status, cli: rotated.code }).toEqual({ admin: 503, cli: 1 });
+    } finally {
+      await vault.setDown(false);
+    }
+  });
+
+  it('leaks no Vault canary into agent or admin responses, CLI output, logs or audit', () => {
+    expect(adminSeen.length).toBeGreaterThan(0);
+    expect(cliSeen.join('').length).toBeGreaterThan(0);
+    expectNoVaultLeak([proxy]);
+  });
+});
