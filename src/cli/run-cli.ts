@@ -4,6 +4,7 @@
 import { UsageError, type CliIo } from './cli-io.js';
 import { checkCommand } from './check-command.js';
 import { approvalsCommand } from './approvals-command.js';
+import { auditCommand } from './audit-command.js';
 import { demoCommand } from './demo-command.js';
 import { restoreCommand, revokeCommand } from './revoke-command.js';
 import { explainCommand } from './explain-command.js';
@@ -20,6 +21,7 @@ const COMMANDS: Readonly<Record<string, { run: (io: CliIo) => Promise<number>; s
   approvals: { run: approvalsCommand, summary: 'approvals list | approve ID | deny ID  decide pending approvals (--reason TEXT)' },
   revoke: { run: revokeCommand, summary: 'revoke agent|session|credential|service NAME | all   the kill switch (--reason TEXT)' },
   restore: { run: restoreCommand, summary: 'restore agent|session|credential|service NAME | all  lift a revocation' },
+  audit: { run: auditCommand, summary: 'audit verify [FILE...]             check the audit hash chain; names the first bad line' },
   demo: { run: demoCommand, summary: 'demo                               an offline walk-through with a stand-in upstream' },
 };
 
