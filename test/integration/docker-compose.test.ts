@@ -4,10 +4,12 @@
  * Nothing is pulled or started; only the file is checked. Skipped, loudly, when docker-compose is absent.
  */
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { loadConfigFile } from '../../src/config/load-config.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const COMPOSE_FILE = resolve(REPO, 'docker/compose.yaml');
@@ -19,7 +21,7 @@ function dockerCompose(args: string[]): { status: number | null; stdout: string;
 }
 
 describe('docker/compose.yaml', () => {
-  it('passes `docker-compose config` and defines the services vault and vault-seed', (context) => {
+  it('passes `docker-compose config` and defines Airlock with its companions', (context) => {
     const config = dockerCompose(['config']);
     if (config.missing) {
       console.warn('SKIPPED: docker/compose.yaml was not validated: the `docker-compose` binary is missing; install the Debian package `docker-compose` (apt-get install docker-compose).');
@@ -29,7 +31,7 @@ describe('docker/compose.yaml', () => {
     expect(config.status, config.stderr).toBe(0);
     const services = dockerCompose(['config', '--services']);
     expect(services.status, services.stderr).toBe(0);
-    expect(services.stdout.split('\n').filter((line) => line !== '').sort()).toEqual(['vault', 'vault-seed']);
+    expect(services.stdout.split('\n').filter((line) => line !== '').sort()).toEqual(['airlock', 'demo-upstream', 'grafana', 'jaeger', 'prometheus', 'redis', 'vault', 'vault-seed']);
 
     // The resolved file: a Vault dev server on loopback, and a seed job that waits for it and writes secret/stripe.
     const resolved = parse(config.stdout) as { services: Record<string, Record<string, unknown>> };
@@ -40,5 +42,24 @@ describe('docker/compose.yaml', () => {
     expect(JSON.stringify(vault?.['ports'])).toContain('127.0.0.1');
     expect(JSON.stringify(seed?.['depends_on'])).toContain('vault');
     expect(JSON.stringify(seed?.['command'])).toContain('vault kv put secret/stripe api_key=');
+  });
+});
+
+describe('the Airlock image and its compose wiring', () => {
+  it('runs Airlock read-only, non-root, with a healthcheck, on a config that passes `airlock check`', async () => {
+    const dockerfile = readFileSync(new URL('../../docker/Dockerfile', import.meta.url), 'utf8');
+    expect(dockerfile).toMatch(/^USER node$/m);
+    expect(dockerfile).toMatch(/^HEALTHCHECK /m);
+    expect(dockerfile).toMatch(/^FROM node:20[^\n]* AS build$/m);
+    const compose = parse(readFileSync(new URL('../../docker/compose.yaml', import.meta.url), 'utf8')) as { services: Record<string, Record<string, unknown>> };
+    expect(compose.services['airlock']?.['read_only']).toBe(true);
+    const loaded = loadConfigFile(fileURLToPath(new URL('../../docker/airlock.yaml', import.meta.url)));
+    expect(loaded.problems.filter((p) => p.severity === 'error')).toEqual([]);
+    expect(loaded.config?.telemetry.otlp?.endpoint).toBe('http://jaeger:4318');
+    const prometheus = readFileSync(new URL('../../docker/prometheus.yml', import.meta.url), 'utf8');
+    expect(prometheus).toContain('airlock:7701');
+    const dashboard = JSON.parse(readFileSync(new URL('../../docker/grafana/dashboards/airlock.json', import.meta.url), 'utf8')) as { panels: Array<{ targets: Array<{ expr: string }> }> };
+    const exprs = dashboard.panels.flatMap((p) => p.targets.map((t) => t.expr)).join('\n');
+    for (const metric of ['airlock_requests_total', 'airlock_request_duration_seconds_bucket', 'airlock_redactions_total', 'airlock_credential_cache_total', 'airlock_approvals_pending']) expect(exprs).toContain(metric);
   });
 });
