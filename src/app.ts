@@ -18,6 +18,10 @@ import { JwtVerifier } from './identity/jwt-verifier.js';
 import { ApprovalBroker } from './policy/approval-broker.js';
 import { createApprovalNotifier } from './policy/approval-webhook.js';
 import { KillSwitch } from './policy/kill-switch.js';
+import { AnomalyDetector, type AnomalyEvent } from './policy/anomaly-detector.js';
+import { ConcurrencyGate } from './policy/rate-limiter.js';
+import { createAnomalyResponder, DETECTOR_IDENTITY } from './policy/respond-to-anomaly.js';
+import { MemoryRateLimiter } from './state/memory-rate-limiter.js';
 import { FileStateBackend } from './state/file-backend.js';
 import { GovernanceState } from './state/governance-state.js';
 import { createListener } from './ingress/create-listener.js';
@@ -146,6 +150,21 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
     now: () => now().getTime(),
   });
 
+  const anomalies = new AnomalyDetector(config.anomalies);
+  // Anomaly events go into the audit trail like admin changes: who (the detector), why (the evidence).
+  const auditAnomaly = async (event: AnomalyEvent): Promise<void> => {
+    const record = newRecord(runtime, null, undefined);
+    Object.assign(record, {
+      agent: event.agent,
+      service: event.service,
+      route: `anomaly:${event.rule}`,
+      decision: event.action === 'suspend' ? 'deny' : 'allow',
+      actor: DETECTOR_IDENTITY,
+      reason: `${event.summary} (${event.id}, action ${event.action})`,
+    });
+    await auditRequest(runtime, record, performance.now());
+  };
+
   const runtime: ProxyRuntime = Object.freeze({
     policy,
     pools,
@@ -158,6 +177,16 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
     jwt: new JwtVerifier(Object.values(config.agents), () => now().getTime()),
     approvals,
     killSwitch: new KillSwitch(state),
+    rateLimiter: new MemoryRateLimiter(() => now().getTime()),
+    concurrency: new ConcurrencyGate(),
+    anomalies,
+    respondToAnomaly: createAnomalyResponder({
+      state,
+      logger,
+      counter: metrics.anomalies,
+      webhook: config.anomalies.webhook ?? null,
+      audit: (event: AnomalyEvent) => auditAnomaly(event),
+    }),
     tracing,
     limits: Object.freeze({ maxHeaders: config.limits.max_headers, maxBodyBytes: config.limits.max_body_bytes, maxApprovalBodyBytes: config.approvals.max_body_bytes }),
     now,
@@ -209,6 +238,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
         policy,
         state,
         approvals,
+        anomalies,
         auditChange,
         now: () => now().getTime(),
       });

@@ -17,6 +17,7 @@
  *   POST /v1/sessions/:id/revoke             {"reason"}
  *   GET  /v1/approvals[?status=pending]      approvals, newest last
  *   POST /v1/approvals/:id/approve|deny      {"reason"}
+ *   GET  /v1/anomalies[?agent=&limit=]       recent anomaly events with their evidence
  *   GET  /v1/revocations                     what is revoked, by whom, why
  *   POST /v1/revocations                     {"kind": agent|session|credential|service|all, "target", "reason"}
  *   POST /v1/revocations/lift                {"kind", "target"}
@@ -35,6 +36,7 @@ import { open } from 'node:fs/promises';
 import { AirlockError, asAirlockError } from '../errors.js';
 import type { AuditLog } from '../observability/audit-log.js';
 import type { AuditRecord } from '../observability/audit-record.js';
+import type { AnomalyDetector } from '../policy/anomaly-detector.js';
 import type { ApprovalBroker } from '../policy/approval-broker.js';
 import { allSecretRefs, type Policy } from '../policy/compile-policy.js';
 import { sendProblem } from '../pipeline/send-problem.js';
@@ -55,6 +57,7 @@ export interface AdminContext {
   readonly policy: Policy;
   readonly state: GovernanceState;
   readonly approvals: ApprovalBroker;
+  readonly anomalies: AnomalyDetector;
   /** Writes an audit record for an admin change. */
   readonly auditChange: (change: AdminChange) => Promise<void>;
   readonly now: () => number;
@@ -302,6 +305,12 @@ const ROUTES: readonly Route[] = [
   }),
   route('POST', '/v1/approvals/:id/approve', async (context, call) => decide(context, call, 'approved')),
   route('POST', '/v1/approvals/:id/deny', async (context, call) => decide(context, call, 'denied')),
+  route('GET', '/v1/anomalies', async (context, call) => {
+    const limit = Math.min(1000, Math.max(1, Number(call.query.get('limit') ?? 100) || 100));
+    const agent = call.query.get('agent');
+    const events = context.anomalies.events().filter((e) => agent === null || e.agent === agent);
+    return { anomalies: events.slice(-limit).map((e) => ({ ...e, at: iso(e.at) })) };
+  }),
   route('GET', '/v1/revocations', async (context) => ({
     revocations: context.state.revocations().map((r) => ({ kind: r.kind, target: r.target, reason: r.reason, by: r.by, at: iso(r.at) })),
   })),

@@ -3,6 +3,7 @@
  */
 import { UsageError, type CliIo } from './cli-io.js';
 import { checkCommand } from './check-command.js';
+import { anomaliesCommand } from './anomalies-command.js';
 import { approvalsCommand } from './approvals-command.js';
 import { auditCommand } from './audit-command.js';
 import { demoCommand } from './demo-command.js';
@@ -21,6 +22,7 @@ const COMMANDS: Readonly<Record<string, { run: (io: CliIo) => Promise<number>; s
   approvals: { run: approvalsCommand, summary: 'approvals list | approve ID | deny ID  decide pending approvals (--reason TEXT)' },
   revoke: { run: revokeCommand, summary: 'revoke agent|session|credential|service NAME | all   the kill switch (--reason TEXT)' },
   restore: { run: restoreCommand, summary: 'restore agent|session|credential|service NAME | all  lift a revocation' },
+  anomalies: { run: anomaliesCommand, summary: 'anomalies [--agent NAME] [--json]   recent anomaly events and their evidence' },
   audit: { run: auditCommand, summary: 'audit verify [FILE...]             check the audit hash chain; names the first bad line' },
   demo: { run: demoCommand, summary: 'demo                               an offline walk-through with a stand-in upstream' },
 };

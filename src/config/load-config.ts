@@ -141,6 +141,7 @@ function normalize(data: ParsedConfig, resolvePath: (p: string) => string, sourc
     admin: data.admin ?? null,
     approvals: data.approvals,
     state: data.state,
+    anomalies: data.anomalies,
     services,
     agents,
   });

@@ -167,6 +167,26 @@ const serviceSpec = z.strictObject({
   routes: z.array(routeSpec).describe('first match wins; a request that matches none is refused (403 route_not_allowed)'),
 });
 
+/** A duration: whole seconds, or a number with a unit ("1s", "5m", "1h"), as rate limits read best. */
+const durationSpec = z
+  .union([z.number().positive(), z.string().regex(/^\d+(\.\d+)?(ms|s|m|h)$/, { error: 'a duration such as 1s, 30s, 5m or 1h' })])
+  .transform((value) => {
+    if (typeof value === 'number') return value;
+    const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(value) as RegExpExecArray;
+    const amount = Number(match[1]);
+    return match[2] === 'ms' ? amount / 1000 : match[2] === 'm' ? amount * 60 : match[2] === 'h' ? amount * 3600 : amount;
+  })
+  .refine((seconds) => seconds > 0, { error: 'a duration must be positive' });
+
+const rateSpec = z
+  .strictObject({
+    requests: z.number().int().positive().describe('requests allowed per `per`, on average'),
+    per: durationSpec.default(1).describe('the period, e.g. 1s, 1m'),
+    burst: z.number().int().positive().optional().describe('bucket size: requests allowed at once; default `requests`'),
+    concurrency: z.number().int().positive().optional().describe('requests in flight at once (per replica)'),
+  })
+  .describe('a token bucket per agent and service; over it, 429 rate_limited with Retry-After');
+
 const grantSpec = z.strictObject({
   service: z.string().describe('the service this grant applies to'),
   max_scope: z
@@ -182,6 +202,7 @@ const grantSpec = z.strictObject({
   require_approval: z.boolean().default(false).describe('a human approves each call'),
   approval_mode: z.enum(['hold', 'async']).default('hold').describe('hold: the request waits for the decision; async: 202 with an approval id to retry with'),
   approval_timeout: z.number().int().positive().default(300).describe('seconds an approval may take (hold) or stays valid (async)'),
+  rate: rateSpec.optional(),
   credential: credentialSpec.optional().describe('a credential for this agent alone, instead of the service one'),
 });
 
@@ -309,6 +330,42 @@ const approvalsSpec = z.strictObject({
   max_pending: z.number().int().positive().default(1000).describe('pending approvals at once; more are refused with 429'),
 });
 
+const anomalyAction = z.enum(['alert', 'suspend']).describe('alert: log, audit, metric, webhook; suspend: also revoke the agent (the kill switch) until an admin restores it');
+
+const anomaliesSpec = z.strictObject({
+  enabled: z.boolean().default(true).describe('watch each agent and service against its own baseline'),
+  warmup: z
+    .strictObject({
+      requests: z.number().int().min(0).default(100).describe('requests seen before baseline rules (rate, volume, new route/scope) fire'),
+      seconds: seconds.default(3600).describe('and at least this long'),
+    })
+    .default({ requests: 100, seconds: 3600 }),
+  cooldown: seconds.default(60).describe('the same rule raises at most one event per agent and service in this time'),
+  webhook: z.string().regex(/^https?:\/\//, { error: 'an http(s) URL' }).optional().describe('POSTed each anomaly event as JSON (Slack-compatible text field)'),
+  rate_spike: z
+    .strictObject({ factor: z.number().min(1).default(5), window: seconds.default(60), min_requests: z.number().int().min(1).default(20), action: anomalyAction.default('alert') })
+    .default({ factor: 5, window: 60, min_requests: 20, action: 'alert' })
+    .describe('requests in the window exceed factor x the baseline rate'),
+  new_route: z.strictObject({ action: anomalyAction.default('alert') }).default({ action: 'alert' }).describe('a route used for the first time after warm-up'),
+  new_scope: z.strictObject({ action: anomalyAction.default('alert') }).default({ action: 'alert' }).describe('a scope used for the first time after warm-up'),
+  denial_burst: z
+    .strictObject({ count: z.number().int().min(1).default(30), window: seconds.default(60), action: anomalyAction.default('suspend') })
+    .default({ count: 30, window: 60, action: 'suspend' })
+    .describe('many denials (401/403/404/405) in a window: probing'),
+  volume_spike: z
+    .strictObject({ factor: z.number().min(1).default(10), window: seconds.default(300), min_bytes: z.number().int().min(0).default(1024 * 1024), action: anomalyAction.default('alert') })
+    .default({ factor: 10, window: 300, min_bytes: 1024 * 1024, action: 'alert' })
+    .describe('response bytes in the window exceed factor x the baseline: exfiltration'),
+  off_hours: z
+    .strictObject({
+      hours: z.string().regex(/^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$/, { error: 'HH:MM-HH:MM, e.g. 08:00-20:00' }).describe('usual hours; calls outside raise an event'),
+      utc_offset_minutes: z.number().int().min(-840).max(840).default(0).describe('the hours are in UTC plus this offset'),
+      action: anomalyAction.default('alert'),
+    })
+    .optional(),
+  new_client_address: z.strictObject({ action: anomalyAction.default('alert') }).default({ action: 'alert' }).describe('a task session used from a second client address'),
+});
+
 const stateSpec = z.strictObject({
   type: z.literal('memory').describe('memory: kept in memory and in data_dir/state.jsonl (sessions, revocations, approvals survive a restart)'),
 });
@@ -346,6 +403,17 @@ export const configSchema = z.strictObject({
   admin: adminSpec.optional().describe('the admin API (absent: no admin listener)'),
   approvals: approvalsSpec.default({ max_body_bytes: 1024 * 1024, max_pending: 1000 }),
   state: stateSpec.default({ type: 'memory' }),
+  anomalies: anomaliesSpec.default({
+    enabled: true,
+    warmup: { requests: 100, seconds: 3600 },
+    cooldown: 60,
+    rate_spike: { factor: 5, window: 60, min_requests: 20, action: 'alert' },
+    new_route: { action: 'alert' },
+    new_scope: { action: 'alert' },
+    denial_burst: { count: 30, window: 60, action: 'suspend' },
+    volume_spike: { factor: 10, window: 300, min_bytes: 1024 * 1024, action: 'alert' },
+    new_client_address: { action: 'alert' },
+  }),
   services: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, { error: 'service names are lowercase letters, digits, _ and -' }), serviceSpec).default({}),
   agents: z.record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, { error: 'agent names are letters, digits, _ . and -' }), agentSpec).default({}),
 });
@@ -367,5 +435,7 @@ export type AdminSpec = z.output<typeof adminSpec>;
 export type ApprovalsSpec = z.output<typeof approvalsSpec>;
 export type JwtSpec = z.output<typeof jwtSpec>;
 export type StateSpec = z.output<typeof stateSpec>;
+export type RateSpec = z.output<typeof rateSpec>;
+export type AnomaliesSpec = z.output<typeof anomaliesSpec>;
 export type TelemetrySpec = z.output<typeof configSchema>['telemetry'];
 export type AuditSpec = z.output<typeof configSchema>['audit'];

@@ -2,7 +2,7 @@
  * The validated, frozen configuration the rest of Airlock reads. Same shape as the YAML (so a problem's
  * path is the path a user edits), with defaults filled in and file paths made absolute.
  */
-import type { AdminSpec, AgentSpec, ApprovalsSpec, AuditSpec, LimitsSpec, SecretsSpec, ServiceSpec, StateSpec, TelemetrySpec } from './schema.js';
+import type { AdminSpec, AgentSpec, AnomaliesSpec, ApprovalsSpec, AuditSpec, LimitsSpec, SecretsSpec, ServiceSpec, StateSpec, TelemetrySpec } from './schema.js';
 
 export type DeepReadonly<T> = T extends (infer E)[]
   ? ReadonlyArray<DeepReadonly<E>>
@@ -29,6 +29,7 @@ export interface AirlockConfig {
   readonly admin: DeepReadonly<AdminSpec> | null;
   readonly approvals: DeepReadonly<ApprovalsSpec>;
   readonly state: DeepReadonly<StateSpec>;
+  readonly anomalies: DeepReadonly<AnomaliesSpec>;
   readonly services: Readonly<Record<string, ServiceConfig>>;
   readonly agents: Readonly<Record<string, AgentConfig>>;
 }

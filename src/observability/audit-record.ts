@@ -28,6 +28,8 @@ export interface AuditRecord {
   /** Status the agent got; null when it went away before any response. */
   status: number | null;
   upstream_status: number | null;
+  /** Body bytes sent to the agent (after redaction and decoding). */
+  response_bytes: number;
   duration_ms: number;
   credential: string | null;
   /** The credential's version used for the answer (e.g. the Vault KV version). */
@@ -69,6 +71,7 @@ export function serializeAuditRecord(record: AuditRecord, prev: string): string 
     code: record.code,
     status: record.status,
     upstream_status: record.upstream_status,
+    response_bytes: record.response_bytes,
     duration_ms: record.duration_ms,
     credential: record.credential,
     generation: record.generation,

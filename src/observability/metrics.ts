@@ -25,6 +25,7 @@ export interface Metrics {
   /** Secrets and key shapes replaced in upstream responses (headers, body, trailers), by service. */
   readonly redactions: Counter<'service'>;
   readonly auditWriteFailures: Counter;
+  readonly anomalies: Counter<'rule' | 'action'>;
   bind(sources: LiveSources): void;
 }
 
@@ -119,6 +120,7 @@ export function createMetrics(): Metrics {
       registers,
     }),
     auditWriteFailures: new Counter({ name: 'airlock_audit_write_failures_total', help: 'Audit writes that failed (each refuses requests unless audit.on_failure is log).', registers }),
+    anomalies: new Counter({ name: 'airlock_anomalies_total', help: 'Anomaly events raised, by rule and action (alert or suspend).', labelNames: ['rule', 'action'], registers }),
     bind(live) {
       sources = live;
     },

@@ -42,6 +42,8 @@ export interface ForwardResult {
   readonly agentAborted: boolean;
   /** Secrets and key shapes replaced in headers, body and trailers. */
   readonly redactions: number;
+  /** Body bytes sent to the agent. */
+  readonly responseBytes: number;
   /** The held-back response when its status was in `capture`; nothing was sent to the agent then. */
   readonly captured: CapturedResponse | null;
 }
@@ -76,7 +78,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     if (this.#settled) return;
     this.#agentGone = true;
     this.#controller?.abort(new AgentWentAway());
-    this.#finish({ upstreamStatus: this.#status, complete: false, failure: null, agentAborted: true, redactions: this.#writer.redactions, captured: null });
+    this.#finish({ upstreamStatus: this.#status, complete: false, failure: null, agentAborted: true, redactions: this.#writer.redactions, responseBytes: this.#writer.bytesSent, captured: null });
   };
 
   #finish(result: ForwardResult): void {
@@ -109,9 +111,9 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
   settle(outcome: WriterOutcome): void {
     if (outcome.kind === 'refused') return this.#fail(outcome.error);
     if (outcome.kind === 'captured') {
-      return this.#finish({ upstreamStatus: this.#status, complete: true, failure: null, agentAborted: false, redactions: 0, captured: outcome.response });
+      return this.#finish({ upstreamStatus: this.#status, complete: true, failure: null, agentAborted: false, redactions: 0, responseBytes: 0, captured: outcome.response });
     }
-    this.#finish({ upstreamStatus: this.#status, complete: outcome.complete, failure: outcome.failure, agentAborted: false, redactions: this.#writer.redactions, captured: null });
+    this.#finish({ upstreamStatus: this.#status, complete: outcome.complete, failure: outcome.failure, agentAborted: false, redactions: this.#writer.redactions, responseBytes: this.#writer.bytesSent, captured: null });
   }
 
   // undici handler.

@@ -92,5 +92,8 @@ export async function forwardWithRotation(input: RotationInput): Promise<Rotatio
   }
   const replay = await replayCaptured(input.res, first.captured, input.matcher, input.service.redaction.limits, req.method ?? '');
   if (replay.outcome.kind === 'refused') throw replay.outcome.error;
-  return { forwarded: { upstreamStatus: first.captured.status, complete: true, failure: null, agentAborted: false, redactions: replay.redactions, captured: null }, rotated: null };
+  return {
+    forwarded: { upstreamStatus: first.captured.status, complete: true, failure: null, agentAborted: false, redactions: replay.redactions, responseBytes: replay.bytesSent, captured: null },
+    rotated: null,
+  };
 }

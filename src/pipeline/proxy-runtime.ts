@@ -10,7 +10,9 @@ import type { Metrics } from '../observability/metrics.js';
 import type { Tracing } from '../observability/tracing.js';
 import type { SecretCatalog } from '../redaction/secret-catalog.js';
 import type { JwtVerifier } from '../identity/jwt-verifier.js';
+import type { AnomalyDetector, AnomalyEvent } from '../policy/anomaly-detector.js';
 import type { ApprovalBroker } from '../policy/approval-broker.js';
+import type { ConcurrencyGate, RateLimiter } from '../policy/rate-limiter.js';
 import type { Policy } from '../policy/compile-policy.js';
 import type { KillSwitch } from '../policy/kill-switch.js';
 import type { GovernanceState } from '../state/governance-state.js';
@@ -30,6 +32,10 @@ export interface ProxyRuntime {
   readonly jwt: JwtVerifier;
   readonly approvals: ApprovalBroker;
   readonly killSwitch: KillSwitch;
+  readonly rateLimiter: RateLimiter;
+  readonly concurrency: ConcurrencyGate;
+  readonly anomalies: AnomalyDetector;
+  readonly respondToAnomaly: (event: AnomalyEvent) => void;
   readonly limits: { readonly maxHeaders: number; readonly maxBodyBytes: number; readonly maxApprovalBodyBytes: number };
   readonly now: () => Date;
 }

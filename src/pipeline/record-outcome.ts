@@ -30,6 +30,20 @@ export function observeRequest(runtime: ProxyRuntime, record: AuditRecord, trace
   runtime.metrics.requestDuration.observe({ service, route }, record.duration_ms / 1000);
   if (record.redactions > 0 && record.service !== null) runtime.metrics.redactions.inc({ service: record.service }, record.redactions);
   trace.finish(record, httpRoute);
+  if (record.agent !== null && runtime.anomalies.enabled) {
+    const events = runtime.anomalies.observe({
+      at: Date.parse(record.time) + record.duration_ms,
+      agent: record.agent,
+      service: record.service,
+      route: record.route,
+      scope: record.scope,
+      session: record.session,
+      client: record.client,
+      status: record.status,
+      responseBytes: record.response_bytes,
+    });
+    for (const event of events) runtime.respondToAnomaly(event);
+  }
 }
 
 export function logRequest(runtime: ProxyRuntime, record: AuditRecord, audited: boolean, cause?: unknown): void {

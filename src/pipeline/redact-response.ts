@@ -131,6 +131,8 @@ export class RedactingResponseWriter {
   #trailers: string[] = [];
   #done = false;
   redactions = 0;
+  /** Body bytes written to the agent. */
+  bytesSent = 0;
 
   constructor(res: ServerResponse, matcher: RedactionMatcher, limits: RedactionLimits, hooks: WriterHooks, method: string) {
     this.#res = res;
@@ -258,6 +260,7 @@ export class RedactingResponseWriter {
     headers.push('content-length', String(out.length));
     this.#res.writeHead(this.#status, headers);
     this.#res.end(out);
+    this.bytesSent += out.length;
     this.#finish(true, null);
   }
 
@@ -333,6 +336,7 @@ export class RedactingResponseWriter {
 
   #write(out: Buffer): void {
     if (out.length === 0) return;
+    this.bytesSent += out.length;
     if (!this.#res.write(out)) {
       if (this.#decoder !== null) this.#decoder.pause();
       else this.#hooks.pauseUpstream();
@@ -369,16 +373,16 @@ export function responseMatcher(catalog: SecretCatalog, service: ServicePolicy, 
 }
 
 /** Sends a captured response to the agent after all, through the same redaction as any response. */
-export function replayCaptured(res: ServerResponse, captured: CapturedResponse, matcher: RedactionMatcher, limits: RedactionLimits, method: string): Promise<{ redactions: number; outcome: WriterOutcome }> {
+export function replayCaptured(res: ServerResponse, captured: CapturedResponse, matcher: RedactionMatcher, limits: RedactionLimits, method: string): Promise<{ redactions: number; bytesSent: number; outcome: WriterOutcome }> {
   return new Promise((resolve) => {
     const writer = new RedactingResponseWriter(res, matcher, limits, {
       pauseUpstream: () => undefined,
       resumeUpstream: () => undefined,
       abortUpstream: () => undefined,
-      settle: (outcome) => resolve({ redactions: writer.redactions, outcome }),
+      settle: (outcome) => resolve({ redactions: writer.redactions, bytesSent: writer.bytesSent, outcome }),
     }, method);
     const refusal = writer.start(captured.status, [...captured.headers], captured.contentEncoding, String(captured.body.length));
-    if (refusal !== null) return resolve({ redactions: writer.redactions, outcome: { kind: 'refused', error: refusal } });
+    if (refusal !== null) return resolve({ redactions: writer.redactions, bytesSent: 0, outcome: { kind: 'refused', error: refusal } });
     if (captured.body.length > 0) writer.data(captured.body);
     writer.end(captured.trailers);
   });

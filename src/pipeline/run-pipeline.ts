@@ -2,9 +2,10 @@
  * The request lifecycle. This file draws it and calls the stages in this order; no other place decides
  * the order (DESIGN.md section 3).
  *
- *   agent ─▶ canonicalize ─▶ authenticate ─▶ revoked? ─▶ guard secrets ─▶ select service ─▶ match route ─▶ authorize ─▶ suspended? ─▶ approval ─▶ resolve credential ─▶ inject ─▶ forward ─▶ redact & stream ─▶ agent
- *              400 ◀─┘          401 ◀─┘      401/503 ◀─┘    400 ◀─┘          404 ◀─┘        403/405 ◀─┘    403 ◀─┘      503 ◀─┘   202/403 ◀─┘      503 ◀─┘                     502/504 ◀─┘      502 ◀─┘
- *   every exit ─▶ audit record + log line   (a record that cannot be written turns the answer into 503 audit_unavailable)
+ *   agent ─▶ canonicalize ─▶ authenticate ─▶ revoked? ─▶ guard secrets ─▶ select service ─▶ match route ─▶ authorize ─▶ suspended? ─▶ rate limit ─▶ approval ─▶ resolve credential ─▶ inject ─▶ forward ─▶ redact & stream ─▶ agent
+ *              400 ◀─┘          401 ◀─┘      401/503 ◀─┘    400 ◀─┘          404 ◀─┘        403/405 ◀─┘    403 ◀─┘      503 ◀─┘      429 ◀─┘   202/403 ◀─┘      503 ◀─┘                     502/504 ◀─┘      502 ◀─┘
+ *   every exit ─▶ audit record + log line + metrics + trace + anomaly detector
+ *                 (a record that cannot be written turns the answer into 503 audit_unavailable)
  *
  *   /_airlock/health answers before authentication; /_airlock/sessions (task sessions) after the
  *   revocation check, in place of service selection.
@@ -29,6 +30,7 @@ import { authenticateAgent } from './authenticate-agent.js';
 import { approvalRequired, awaitApproval } from './await-approval.js';
 import { authorizeScope } from './authorize-scope.js';
 import { canonicalizeTarget } from './canonicalize-target.js';
+import { checkRateLimit } from './check-rate-limit.js';
 import { checkPrincipalRevocations, checkTargetRevocations } from './check-revocations.js';
 import type { ForwardResult } from './forward-request.js';
 import { forwardWithRotation } from './forward-with-rotation.js';
@@ -62,6 +64,7 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
   let forwarded: ForwardResult;
   let upstreamStartedAt = 0;
   let untrack = (): void => undefined;
+  let releaseSlot = (): void => undefined;
   try {
     record.path = rawPathForAudit(req.url ?? '');
     checkRequestShape(req, runtime.limits.maxHeaders);
@@ -107,6 +110,7 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
     const plan = grant.credential ?? selected.service.credential;
     record.credential = plan.ref;
     checkTargetRevocations(runtime.state, selected.service.name, plan.ref);
+    releaseSlot = await checkRateLimit(runtime.rateLimiter, runtime.concurrency, principal.agent.name, grant);
     record.decision = 'allow';
 
     runtime.audit.assertWritable();
@@ -166,10 +170,12 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
     }
   } catch (error) {
     untrack();
+    releaseSlot();
     await refuse(runtime, req, res, record, asAirlockError(error), startedAt, trace, httpRoute);
     return;
   }
   untrack();
+  releaseSlot();
   runtime.metrics.upstreamDuration.observe({ service: record.service ?? 'none' }, (performance.now() - upstreamStartedAt) / 1000);
 
   record.upstream_status = forwarded.upstreamStatus === 0 ? null : forwarded.upstreamStatus;
@@ -177,6 +183,7 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
   record.code = forwarded.failure?.code ?? null;
   record.incomplete = !forwarded.complete;
   record.redactions = forwarded.redactions;
+  record.response_bytes = forwarded.responseBytes;
   // Counted before the audit write resolves: whoever reads the audit line finds the metrics up to date.
   stampDuration(record, startedAt);
   observeRequest(runtime, record, trace, httpRoute);
@@ -269,6 +276,7 @@ export function newRecord(runtime: Pick<ProxyRuntime, 'now'>, method: string | n
     code: null,
     status: null,
     upstream_status: null,
+    response_bytes: 0,
     duration_ms: 0,
     credential: null,
     generation: null,

@@ -5,7 +5,7 @@
  * approval still waits in the console and the admin API.
  */
 import type { Logger } from 'pino';
-import { request } from 'undici';
+import { postWebhook } from '../observability/post-webhook.js';
 import type { ApprovalRecord } from '../state/governance-records.js';
 
 export function createApprovalNotifier(webhook: string | undefined, logger: Logger, consoleLink: (id: string) => string | null): (approval: ApprovalRecord) => void {
@@ -32,11 +32,6 @@ export function createApprovalNotifier(webhook: string | undefined, logger: Logg
         `${approval.justification === null ? '' : `. Justification: ${approval.justification}`}. Approval ${approval.id}` +
         `${link === null ? '' : `: ${link}`} (or \`npx airlock approvals approve ${approval.id}\`).`,
     };
-    request(webhook, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), headersTimeout: 5_000, bodyTimeout: 5_000 })
-      .then(async (response) => {
-        await response.body.dump();
-        if (response.statusCode >= 300) logger.warn({ approval: approval.id, status: response.statusCode }, 'approval webhook answered with an error');
-      })
-      .catch((error: unknown) => logger.warn({ approval: approval.id, err: error }, 'approval webhook could not be reached'));
+    postWebhook(webhook, body, logger, `approval ${approval.id}`);
   };
 }

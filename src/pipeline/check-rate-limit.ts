@@ -1,0 +1,33 @@
+/**
+ * Stage 5d: the grant's rate limit (a token bucket per agent and service, shared by replicas through
+ * the state backend) and concurrency limit (requests in flight, per replica). Over either: 429
+ * rate_limited with Retry-After (RFC 9110 10.2.3), nothing forwarded.
+ */
+import { AirlockError } from '../errors.js';
+import type { GrantPolicy } from '../policy/compile-policy.js';
+import type { ConcurrencyGate, RateLimiter } from '../policy/rate-limiter.js';
+
+const NOTHING_TO_RELEASE = (): void => undefined;
+
+/** Returns what to call when the request ends (the concurrency slot). */
+export async function checkRateLimit(limiter: RateLimiter, gate: ConcurrencyGate, agent: string, grant: GrantPolicy): Promise<() => void> {
+  const rate = grant.config.rate;
+  if (rate === undefined) return NOTHING_TO_RELEASE;
+  const key = `${agent}\u0000${grant.service}`;
+  const capacity = rate.burst ?? rate.requests;
+  const decision = await limiter.take(key, { capacity, refillPerMs: rate.requests / (rate.per * 1000) });
+  if (!decision.allowed) {
+    const seconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000));
+    throw new AirlockError('rate_limited', `Agent ${agent} is over its rate on ${grant.service} (${rate.requests} per ${rate.per} s, bursts of ${capacity}); retry in ${seconds} s.`, {
+      headers: { 'retry-after': String(seconds) },
+    });
+  }
+  if (rate.concurrency === undefined) return NOTHING_TO_RELEASE;
+  const release = gate.enter(key, rate.concurrency);
+  if (release === null) {
+    throw new AirlockError('rate_limited', `Agent ${agent} already has ${rate.concurrency} requests in flight on ${grant.service} (rate.concurrency); retry when one ends.`, {
+      headers: { 'retry-after': '1' },
+    });
+  }
+  return release;
+}

@@ -1,0 +1,245 @@
+/**
+ * Anomaly detection: each agent is watched against its own baseline, per service.
+ *
+ * Baselines: an exponentially weighted moving average (EWMA, time constant BASELINE_SECONDS) of the
+ * request rate and of the response bytes per second, the routes and scopes used, the client address of
+ * each task session. Per-second counters in fixed rings give the recent windows. Rules:
+ *   rate_spike         requests in the window > factor x baseline (and >= min_requests), after warm-up
+ *   volume_spike       response bytes in the window > factor x baseline (and >= min_bytes), after warm-up
+ *   new_route/new_scope a route or scope used for the first time, after warm-up
+ *   denial_burst       denials (401/403/404/405) in the window >= count: probing (no warm-up needed)
+ *   off_hours          a call outside the configured usual hours
+ *   new_client_address a task session used from a second client address
+ * Every structure is bounded (rings of fixed size, sets capped, LRU of sessions, a ring of events) so
+ * a flood cannot grow memory; a rule raises at most one event per agent, service and cooldown.
+ */
+import { LRUCache } from 'lru-cache';
+import type { AnomaliesSpec } from '../config/schema.js';
+import type { DeepReadonly } from '../config/types.js';
+
+export type AnomalyRule = 'rate_spike' | 'volume_spike' | 'new_route' | 'new_scope' | 'denial_burst' | 'off_hours' | 'new_client_address';
+
+export interface AnomalyEvent {
+  readonly id: string;
+  readonly at: number;
+  readonly rule: AnomalyRule;
+  readonly action: 'alert' | 'suspend';
+  readonly agent: string;
+  readonly service: string | null;
+  /** What was seen against what was expected, in words and numbers: never request content. */
+  readonly evidence: Readonly<Record<string, string | number>>;
+  readonly summary: string;
+}
+
+export interface Observation {
+  readonly at: number;
+  readonly agent: string;
+  readonly service: string | null;
+  readonly route: string | null;
+  readonly scope: string | null;
+  readonly session: string | null;
+  readonly client: string | null;
+  readonly status: number | null;
+  readonly responseBytes: number;
+}
+
+const RING_SECONDS = 3600;
+const BASELINE_SECONDS = 3600;
+const MAX_KNOWN = 1000;
+const MAX_EVENTS = 1000;
+const DENIAL_STATUSES: ReadonlySet<number> = new Set([401, 403, 404, 405]);
+
+/** Per-second counters over the last RING_SECONDS, summed over any window up to that. */
+class SecondRing {
+  readonly #counts = new Float64Array(RING_SECONDS);
+  #lastSecond = -1;
+
+  add(second: number, amount: number): void {
+    this.#advance(second);
+    this.#counts[second % RING_SECONDS] = (this.#counts[second % RING_SECONDS] as number) + amount;
+  }
+
+  sum(second: number, window: number): number {
+    this.#advance(second);
+    let total = 0;
+    for (let s = Math.max(0, second - Math.min(window, RING_SECONDS) + 1); s <= second; s++) total += this.#counts[s % RING_SECONDS] as number;
+    return total;
+  }
+
+  #advance(second: number): void {
+    if (this.#lastSecond < 0) this.#lastSecond = second;
+    if (second <= this.#lastSecond) return;
+    for (let s = this.#lastSecond + 1; s <= Math.min(second, this.#lastSecond + RING_SECONDS); s++) this.#counts[s % RING_SECONDS] = 0;
+    this.#lastSecond = second;
+  }
+}
+
+/** An EWMA of a per-second quantity, updated lazily (empty seconds decay it in closed form). */
+class RateBaseline {
+  #value = 0;
+  #second = -1;
+  #pending = 0;
+
+  add(second: number, amount: number): void {
+    this.#roll(second);
+    this.#pending += amount;
+  }
+
+  /** The baseline per second, not counting the current second. */
+  perSecond(second: number): number {
+    this.#roll(second);
+    return this.#value;
+  }
+
+  #roll(second: number): void {
+    if (this.#second < 0) {
+      this.#second = second;
+      return;
+    }
+    if (second <= this.#second) return;
+    const alpha = 1 / BASELINE_SECONDS;
+    // The finished second contributes its count; the empty seconds after it decay the average.
+    this.#value += alpha * (this.#pending - this.#value);
+    const empty = second - this.#second - 1;
+    if (empty > 0) this.#value *= (1 - alpha) ** empty;
+    this.#pending = 0;
+    this.#second = second;
+  }
+}
+
+interface Subject {
+  readonly since: number;
+  requests: number;
+  readonly requestRing: SecondRing;
+  readonly bytesRing: SecondRing;
+  readonly requestBaseline: RateBaseline;
+  readonly bytesBaseline: RateBaseline;
+  readonly routes: Set<string>;
+  readonly scopes: Set<string>;
+}
+
+export class AnomalyDetector {
+  readonly #spec: DeepReadonly<AnomaliesSpec>;
+  readonly #subjects = new LRUCache<string, Subject>({ max: 10_000 });
+  readonly #denials = new LRUCache<string, SecondRing>({ max: 10_000 });
+  readonly #sessionAddress = new LRUCache<string, string>({ max: 100_000 });
+  readonly #lastRaised = new LRUCache<string, number>({ max: 100_000 });
+  readonly #events: AnomalyEvent[] = [];
+  #sequence = 0;
+
+  constructor(spec: DeepReadonly<AnomaliesSpec>) {
+    this.#spec = spec;
+  }
+
+  get enabled(): boolean {
+    return this.#spec.enabled;
+  }
+
+  /** The most recent events, newest last (bounded). */
+  events(): readonly AnomalyEvent[] {
+    return this.#events;
+  }
+
+  observe(sample: Observation): AnomalyEvent[] {
+    if (!this.#spec.enabled) return [];
+    const raised: AnomalyEvent[] = [];
+    const second = Math.floor(sample.at / 1000);
+    const spec = this.#spec;
+    const raise = (rule: AnomalyRule, action: 'alert' | 'suspend', service: string | null, evidence: Record<string, string | number>, summary: string): void => {
+      const key = `${sample.agent}\u0000${service ?? ''}\u0000${rule}`;
+      const last = this.#lastRaised.get(key);
+      if (last !== undefined && sample.at - last < spec.cooldown * 1000) return;
+      this.#lastRaised.set(key, sample.at);
+      const event: AnomalyEvent = { id: `anm_${(++this.#sequence).toString(36)}_${second.toString(36)}`, at: sample.at, rule, action, agent: sample.agent, service, evidence, summary };
+      this.#events.push(event);
+      if (this.#events.length > MAX_EVENTS) this.#events.splice(0, this.#events.length - MAX_EVENTS);
+      raised.push(event);
+    };
+
+    // Probing: denials across the agent's services, no baseline needed.
+    if (sample.status !== null && DENIAL_STATUSES.has(sample.status)) {
+      let ring = this.#denials.get(sample.agent);
+      if (ring === undefined) {
+        ring = new SecondRing();
+        this.#denials.set(sample.agent, ring);
+      }
+      ring.add(second, 1);
+      const denials = ring.sum(second, spec.denial_burst.window);
+      if (denials >= spec.denial_burst.count) {
+        raise('denial_burst', spec.denial_burst.action, null, { denials, window_s: spec.denial_burst.window, threshold: spec.denial_burst.count }, `${denials} denied requests in ${spec.denial_burst.window} s (threshold ${spec.denial_burst.count}): probing?`);
+      }
+    }
+
+    if (spec.off_hours !== undefined && !withinHours(sample.at, spec.off_hours.hours, spec.off_hours.utc_offset_minutes)) {
+      raise('off_hours', spec.off_hours.action, sample.service, { usual_hours: spec.off_hours.hours, utc_offset_minutes: spec.off_hours.utc_offset_minutes }, `a call at ${new Date(sample.at).toISOString()}, outside the usual hours ${spec.off_hours.hours}`);
+    }
+
+    if (sample.session !== null && sample.client !== null) {
+      const first = this.#sessionAddress.get(sample.session);
+      if (first === undefined) this.#sessionAddress.set(sample.session, sample.client);
+      else if (first !== sample.client) {
+        raise('new_client_address', spec.new_client_address.action, sample.service, { session: sample.session, first_address: first, new_address: sample.client }, `session ${sample.session} first used from ${first}, now from ${sample.client}`);
+      }
+    }
+
+    if (sample.service === null) return raised;
+    const subjectKey = `${sample.agent}\u0000${sample.service}`;
+    let subject = this.#subjects.get(subjectKey);
+    if (subject === undefined) {
+      subject = {
+        since: sample.at,
+        requests: 0,
+        requestRing: new SecondRing(),
+        bytesRing: new SecondRing(),
+        requestBaseline: new RateBaseline(),
+        bytesBaseline: new RateBaseline(),
+        routes: new Set(),
+        scopes: new Set(),
+      };
+      this.#subjects.set(subjectKey, subject);
+    }
+    const warm = subject.requests >= spec.warmup.requests && sample.at - subject.since >= spec.warmup.seconds * 1000;
+    const baselineRate = subject.requestBaseline.perSecond(second);
+    const baselineBytes = subject.bytesBaseline.perSecond(second);
+
+    subject.requests++;
+    subject.requestRing.add(second, 1);
+    subject.bytesRing.add(second, sample.responseBytes);
+    subject.requestBaseline.add(second, 1);
+    subject.bytesBaseline.add(second, sample.responseBytes);
+
+    if (warm) {
+      const rule = spec.rate_spike;
+      const recent = subject.requestRing.sum(second, rule.window);
+      const expected = baselineRate * rule.window;
+      if (recent >= rule.min_requests && recent > rule.factor * expected) {
+        raise('rate_spike', rule.action, sample.service, { requests: recent, window_s: rule.window, baseline: Math.round(expected * 100) / 100, factor: rule.factor }, `${recent} requests in ${rule.window} s against a baseline of ${expected.toFixed(2)}`);
+      }
+      const volume = spec.volume_spike;
+      const bytes = subject.bytesRing.sum(second, volume.window);
+      const expectedBytes = baselineBytes * volume.window;
+      if (bytes >= volume.min_bytes && bytes > volume.factor * expectedBytes) {
+        raise('volume_spike', volume.action, sample.service, { bytes, window_s: volume.window, baseline_bytes: Math.round(expectedBytes), factor: volume.factor }, `${bytes} response bytes in ${volume.window} s against a baseline of ${Math.round(expectedBytes)}: exfiltration?`);
+      }
+    }
+    if (sample.route !== null && !subject.routes.has(sample.route)) {
+      if (warm) raise('new_route', spec.new_route.action, sample.service, { route: sample.route }, `first use of route ${sample.route} after the warm-up`);
+      if (subject.routes.size < MAX_KNOWN) subject.routes.add(sample.route);
+    }
+    if (sample.scope !== null && !subject.scopes.has(sample.scope)) {
+      if (warm) raise('new_scope', spec.new_scope.action, sample.service, { scope: sample.scope }, `first use of scope ${sample.scope} after the warm-up`);
+      if (subject.scopes.size < MAX_KNOWN) subject.scopes.add(sample.scope);
+    }
+    return raised;
+  }
+}
+
+/** Whether a time falls within HH:MM-HH:MM (which may wrap midnight) at a fixed UTC offset. */
+export function withinHours(at: number, hours: string, offsetMinutes: number): boolean {
+  const [from, to] = hours.split('-') as [string, string];
+  const minutes = (text: string): number => Number(text.slice(0, 2)) * 60 + Number(text.slice(3, 5));
+  const local = (((Math.floor(at / 60_000) + offsetMinutes) % 1440) + 1440) % 1440;
+  const start = minutes(from);
+  const end = minutes(to);
+  return start <= end ? local >= start && local < end : local >= start || local < end;
+}

@@ -1,0 +1,33 @@
+/**
+ * Token buckets in memory (the embedded default), bounded: at most one bucket per agent and service,
+ * held in an LRU so a config with many of them cannot grow without end.
+ */
+import { LRUCache } from 'lru-cache';
+import type { BucketShape, RateDecision, RateLimiter } from '../policy/rate-limiter.js';
+
+interface Bucket {
+  tokens: number;
+  updatedAt: number;
+}
+
+export class MemoryRateLimiter implements RateLimiter {
+  readonly #buckets = new LRUCache<string, Bucket>({ max: 100_000 });
+  readonly #now: () => number;
+
+  constructor(now: () => number = Date.now) {
+    this.#now = now;
+  }
+
+  async take(key: string, shape: BucketShape): Promise<RateDecision> {
+    const now = this.#now();
+    const bucket = this.#buckets.get(key) ?? { tokens: shape.capacity, updatedAt: now };
+    bucket.tokens = Math.min(shape.capacity, bucket.tokens + (now - bucket.updatedAt) * shape.refillPerMs);
+    bucket.updatedAt = now;
+    this.#buckets.set(key, bucket);
+    if (bucket.tokens >= 1) {
+      bucket.tokens -= 1;
+      return { allowed: true, retryAfterMs: 0 };
+    }
+    return { allowed: false, retryAfterMs: Math.ceil((1 - bucket.tokens) / shape.refillPerMs) };
+  }
+}
