@@ -141,8 +141,13 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
   });
   const state = new GovernanceState(new FileStateBackend(join(config.data_dir, 'state.jsonl')), () => now().getTime());
   await state.start();
-  const consoleUrl = config.admin === null ? null : (config.admin.public_url ?? `http://${config.admin.listen}`);
-  const approvalLink = (id: string): string | null => (consoleUrl === null ? null : `${consoleUrl.replace(/\/$/, '')}/#approval-${id}`);
+  // The console's address: admin.public_url, else the admin listener as bound (known after listening).
+  let boundAdminUrl: string | null = null;
+  const consoleUrl = (): string | null => (config.admin === null ? null : (config.admin.public_url ?? boundAdminUrl));
+  const approvalLink = (id: string): string | null => {
+    const base = consoleUrl();
+    return base === null ? null : `${base.replace(/\/$/, '')}/#approval-${id}`;
+  };
   const approvals = new ApprovalBroker(state, {
     maxPending: config.approvals.max_pending,
     consoleUrl,
@@ -244,6 +249,8 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
       });
       adminUrl = await listen(server, config.admin.listen);
       listeners.push({ server, url: adminUrl });
+      // A wildcard bind is reachable on loopback at least; public_url is the way to say more.
+      boundAdminUrl = adminUrl.replace('//0.0.0.0:', '//127.0.0.1:').replace('//[::]:', '//[::1]:');
     }
   } catch (error) {
     await Promise.all(listeners.map((l) => closeServer(l.server, 0)));

@@ -82,7 +82,11 @@ export class JwtVerifier {
         reason = mismatch;
         continue;
       }
-      const expiresAt = typeof payload.exp === 'number' ? payload.exp * 1000 : this.#now() + 60_000;
+      // Cached no longer than the token is acceptable: its exp, and its max_token_age when one is set.
+      let expiresAt = typeof payload.exp === 'number' ? (payload.exp + CLOCK_TOLERANCE_S) * 1000 : this.#now() + 60_000;
+      if (candidate.spec.max_token_age !== undefined && typeof payload.iat === 'number') {
+        expiresAt = Math.min(expiresAt, (payload.iat + candidate.spec.max_token_age + CLOCK_TOLERANCE_S) * 1000);
+      }
       this.#cache.set(key, { agent: candidate.agent, expiresAt });
       return { agent: candidate.agent, reason: 'verified' };
     }

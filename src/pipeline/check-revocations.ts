@@ -27,6 +27,18 @@ export function checkPrincipalRevocations(state: GovernanceState, principal: Pri
   }
 }
 
+/**
+ * After a wait (a held approval), everything is checked again: the agent, its session and the target
+ * may have been revoked meanwhile, and a request must not be forwarded on a decision taken before that.
+ */
+export function recheckAfterWait(state: GovernanceState, principal: Principal, service: string, credentialRef: string): void {
+  if (principal.session !== null && state.session(principal.session.id) === null) {
+    throw new AirlockError('unauthenticated', `Session ${principal.session.id} ended while the request waited; it was not sent.`, { headers: { 'www-authenticate': 'Bearer realm="airlock", error="invalid_token"' } });
+  }
+  checkPrincipalRevocations(state, principal);
+  checkTargetRevocations(state, service, credentialRef);
+}
+
 /** A suspended service, a revoked credential reference. */
 export function checkTargetRevocations(state: GovernanceState, service: string, credentialRef: string): void {
   const suspended = state.revocation('service', service);

@@ -31,7 +31,7 @@ import { approvalRequired, awaitApproval } from './await-approval.js';
 import { authorizeScope } from './authorize-scope.js';
 import { canonicalizeTarget } from './canonicalize-target.js';
 import { checkRateLimit } from './check-rate-limit.js';
-import { checkPrincipalRevocations, checkTargetRevocations } from './check-revocations.js';
+import { checkPrincipalRevocations, checkTargetRevocations, recheckAfterWait } from './check-revocations.js';
 import type { ForwardResult } from './forward-request.js';
 import { forwardWithRotation } from './forward-with-rotation.js';
 import { guardRequestSecrets } from './guard-request-secrets.js';
@@ -129,6 +129,7 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
       record.approval = approved.id;
       record.approver = approved.approver;
       record.approval_reason = approved.reason;
+      recheckAfterWait(runtime.state, principal, selected.service.name, plan.ref);
     } else if (plan.retryOn.size > 0 && stream !== null && Number(req.headers['content-length'] ?? NaN) <= REPLAYABLE_BODY_BYTES) {
       // A small body is kept so the request can be replayed with a rotated credential.
       body = await collectBody(stream, REPLAYABLE_BODY_BYTES);
@@ -253,6 +254,7 @@ export function createRawRefusalHandler(runtime: ProxyRuntime): (socket: Duplex,
       if (socket.writable) socket.end(rawProblemResponse(failure, record.request_id));
       else socket.destroy();
       runtime.metrics.requests.inc({ service: 'none', route: 'none', decision: 'deny', code: failure.code });
+      runtime.metrics.requestDuration.observe({ service: 'none', route: 'none' }, record.duration_ms / 1000);
       logRequest(runtime, record, audited);
     });
   };

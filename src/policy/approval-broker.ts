@@ -13,6 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { AirlockError } from '../errors.js';
 import type { ApprovalRecord } from '../state/governance-records.js';
 import type { GovernanceState } from '../state/governance-state.js';
+import { StateConflictError } from '../state/redis-backend.js';
 
 export interface ApprovalRequest {
   readonly agent: string;
@@ -37,7 +38,8 @@ export interface ApprovalGrant {
 
 export interface ApprovalBrokerOptions {
   readonly maxPending: number;
-  readonly consoleUrl: string | null;
+  /** Where approvers reach the console (admin.public_url, else the bound admin listener), once known. */
+  readonly consoleUrl: () => string | null;
   readonly notify: (approval: ApprovalRecord) => void;
   readonly now?: () => number;
 }
@@ -61,7 +63,8 @@ export class ApprovalBroker {
   }
 
   consoleLink(id: string): string | null {
-    return this.#options.consoleUrl === null ? null : `${this.#options.consoleUrl.replace(/\/$/, '')}/#approval-${id}`;
+    const base = this.#options.consoleUrl();
+    return base === null ? null : `${base.replace(/\/$/, '')}/#approval-${id}`;
   }
 
   async #create(request: ApprovalRequest): Promise<ApprovalRecord> {
@@ -165,6 +168,9 @@ export class ApprovalBroker {
     this.#redeeming.add(approval.id);
     try {
       await this.#state.record({ type: 'approval.consumed', id: approval.id, at: this.#now() });
+    } catch (error) {
+      if (error instanceof StateConflictError) throw new AirlockError('approval_denied', `Approval ${approval.id} was already used (on another replica); an approval is good for one request.`);
+      throw error;
     } finally {
       this.#redeeming.delete(approval.id);
     }
@@ -177,7 +183,12 @@ export class ApprovalBroker {
     if (approval === null) throw new AirlockError('unknown_service', `There is no approval ${id}.`);
     if (approval.status !== 'pending') throw new AirlockError('invalid_request', `Approval ${id} is already ${approval.status}.`);
     if (approval.expiresAt <= this.#now()) throw new AirlockError('approval_timeout', `Approval ${id} expired before the decision.`);
-    await this.#state.record({ type: 'approval.decided', id, decision, by, reason, at: this.#now() });
+    try {
+      await this.#state.record({ type: 'approval.decided', id, decision, by, reason, at: this.#now() });
+    } catch (error) {
+      if (error instanceof StateConflictError) throw new AirlockError('invalid_request', `Approval ${id} was already decided (on another replica).`);
+      throw error;
+    }
     return this.#state.approval(id) as ApprovalRecord;
   }
 }

@@ -55,6 +55,14 @@ export class FileStateBackend implements StateBackend {
     // One process, one file: nobody else appends.
   }
 
+  onReconnect(): void {
+    // A file does not disconnect.
+  }
+
+  get downSince(): number | null {
+    return null;
+  }
+
   async compact(events: readonly GovernanceEvent[]): Promise<void> {
     const rewrite = this.#queue.then(async () => {
       await this.#handle?.close();

@@ -38,13 +38,64 @@ export class GovernanceState {
       this.#apply(event);
       this.#notify(event);
     });
+    this.#backend.onReconnect(() => void this.#resync());
   }
 
-  /** Keeps the event, then applies it. Throws (and applies nothing) when it cannot be kept. */
+  /** Since when shared state has been unreachable (null: it is reachable, or not shared). */
+  get unreachableSince(): number | null {
+    return this.#backend.downSince;
+  }
+
+  /**
+   * Keeps the event, then applies it. Throws (and applies nothing) when it cannot be kept. Ending a
+   * session (or revoking it) ends the sessions narrowed from it, each as its own kept event, so a
+   * backend that stores sessions as records forgets them all; revoking an agent ends its sessions.
+   */
   async record(event: GovernanceEvent): Promise<void> {
+    const ended = event.type === 'session.ended' ? event.id : event.type === 'revocation.added' && event.revocation.kind === 'session' ? event.revocation.target : null;
+    const at = event.type === 'session.ended' ? event.at : event.type === 'revocation.added' ? event.revocation.at : 0;
     await this.#backend.append(event);
+    if (ended !== null) {
+      for (const descendant of this.#descendants(ended)) await this.#backend.append({ type: 'session.ended', id: descendant, reason: 'a session it was narrowed from ended', at });
+    }
     this.#apply(event);
     this.#notify(event);
+    // Revoking an agent ends its sessions for good: restoring the agent must not revive sessions that
+    // were minted before (a compromised agent may have minted long ones).
+    if (event.type === 'revocation.added' && event.revocation.kind === 'agent') {
+      for (const session of this.sessions().filter((s) => s.agent === event.revocation.target && s.parent === null)) {
+        await this.record({ type: 'session.ended', id: session.id, reason: 'its agent was revoked', at });
+      }
+    }
+  }
+
+  #descendants(id: string): string[] {
+    const out: string[] = [];
+    for (const child of this.#children.get(id) ?? []) out.push(child, ...this.#descendants(child));
+    return out;
+  }
+
+  /** After a reconnection: rebuild from the backend, and tell listeners what was revoked meanwhile. */
+  async #resync(): Promise<void> {
+    let events: GovernanceEvent[];
+    try {
+      events = await this.#backend.load();
+    } catch {
+      return;
+    }
+    const known = new Set(this.#revocations.keys());
+    this.#sessions.clear();
+    this.#sessionByToken.clear();
+    this.#children.clear();
+    this.#revocations.clear();
+    this.#approvals.clear();
+    for (const event of events) this.#apply(event);
+    for (const event of events) {
+      if (event.type === 'revocation.added' && !known.has(revocationKey(event.revocation.kind, event.revocation.target))) this.#notify(event);
+      if (event.type === 'approval.created' && event.approval.status !== 'pending') {
+        this.#notify({ type: 'approval.decided', id: event.approval.id, decision: event.approval.status === 'denied' ? 'denied' : 'approved', by: event.approval.decidedBy ?? '', reason: event.approval.reason ?? '', at: event.approval.decidedAt ?? 0 });
+      }
+    }
   }
 
   onEvent(listener: (event: GovernanceEvent) => void): () => void {

@@ -14,5 +14,9 @@ export interface StateBackend {
   subscribe(listener: (event: GovernanceEvent) => void): void;
   /** Rewrites what is kept as the given, smaller set of events (drops ended history). */
   compact(events: readonly GovernanceEvent[]): Promise<void>;
+  /** Called when a lost connection to shared state comes back (events may have been missed). */
+  onReconnect(listener: () => void): void;
+  /** Since when shared state has been unreachable, or null (always null for the embedded backend). */
+  readonly downSince: number | null;
   close(): Promise<void>;
 }

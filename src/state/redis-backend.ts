@@ -1,0 +1,219 @@
+/**
+ * Governance state in Redis, shared by every replica (state: {type: redis, url}).
+ *
+ * Records are kept as keys, each with the life it needs (a session until it expires, an approval a
+ * day past its deadline), revocations in one hash; every change is also published on a channel, so
+ * each replica's in-memory view follows within a round trip (a revocation on one replica refuses the
+ * next request on all of them). Approval transitions are compare-and-set in Lua: an approval is decided
+ * once and consumed once across all replicas. After a disconnection the replica reloads everything
+ * (pub/sub drops messages while it is away) and reports the gap so requests that need shared state can
+ * fail closed past `stale_after`.
+ */
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { ApprovalRecord, GovernanceEvent, Revocation, SessionRecord } from './governance-records.js';
+import type { StateBackend } from './state-backend.js';
+
+/** A change another replica already made (an approval decided or consumed). */
+export class StateConflictError extends Error {
+  override name = 'StateConflictError';
+}
+
+const APPROVAL_KEPT_MS = 24 * 3600 * 1000;
+
+/** Compare-and-set on an approval's status: returns 1 on success, 0 when absent, -1 when the status is not one of ARGV[1]. */
+const UPDATE_APPROVAL = `
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local approval = cjson.decode(raw)
+local allowed = false
+for status in string.gmatch(ARGV[1], '[^,]+') do
+  if approval.status == status then allowed = true end
+end
+if not allowed then return -1 end
+local changes = cjson.decode(ARGV[2])
+for key, value in pairs(changes) do approval[key] = value end
+redis.call('SET', KEYS[1], cjson.encode(approval), 'KEEPTTL')
+return 1
+`;
+
+export interface RedisBackendOptions {
+  readonly url: string;
+  readonly prefix: string;
+  readonly logger: Logger;
+  readonly now?: () => number;
+}
+
+interface Envelope {
+  readonly origin: string;
+  readonly event: GovernanceEvent;
+}
+
+export class RedisStateBackend implements StateBackend {
+  readonly #client: Redis;
+  readonly #subscriber: Redis;
+  readonly #prefix: string;
+  readonly #origin = randomUUID();
+  readonly #logger: Logger;
+  readonly #now: () => number;
+  readonly #listeners: Array<(event: GovernanceEvent) => void> = [];
+  readonly #reconnectListeners: Array<() => void> = [];
+  #downSince: number | null = null;
+  #everReady = false;
+
+  constructor(options: RedisBackendOptions) {
+    this.#prefix = options.prefix;
+    this.#logger = options.logger;
+    this.#now = options.now ?? Date.now;
+    const common = {
+      lazyConnect: true,
+      maxRetriesPerRequest: 1,
+      enableOfflineQueue: false,
+      connectTimeout: 2_000,
+      retryStrategy: (attempt: number) => Math.min(2_000, 100 * attempt),
+    };
+    this.#client = new Redis(options.url, common);
+    this.#subscriber = new Redis(options.url, { ...common, maxRetriesPerRequest: null });
+    this.#client.defineCommand('airlockUpdateApproval', { numberOfKeys: 1, lua: UPDATE_APPROVAL });
+    this.#client.on('error', (error: Error) => this.#logger.debug({ err: error }, 'redis state client error'));
+    this.#subscriber.on('error', (error: Error) => this.#logger.debug({ err: error }, 'redis subscriber error'));
+    this.#client.on('close', () => {
+      if (this.#downSince === null && this.#everReady) {
+        this.#downSince = this.#now();
+        this.#logger.warn('lost the connection to redis; serving from what this replica knows');
+      }
+    });
+    this.#client.on('ready', () => {
+      const wasDown = this.#downSince !== null;
+      this.#downSince = null;
+      this.#everReady = true;
+      if (wasDown) {
+        this.#logger.info('redis is back; reloading the shared state');
+        for (const listener of this.#reconnectListeners) listener();
+      }
+    });
+    this.#subscriber.on('message', (_channel: string, message: string) => {
+      let envelope: Envelope;
+      try {
+        envelope = JSON.parse(message) as Envelope;
+      } catch {
+        return;
+      }
+      if (envelope.origin === this.#origin) return;
+      for (const listener of this.#listeners) listener(envelope.event);
+    });
+  }
+
+  /** Since when the replica has been cut off from Redis, or null when it is connected. */
+  get downSince(): number | null {
+    return this.#downSince;
+  }
+
+  get client(): Redis {
+    return this.#client;
+  }
+
+  async connect(): Promise<void> {
+    await this.#client.connect();
+    await this.#subscriber.connect();
+    await this.#subscriber.subscribe(this.#channel);
+  }
+
+  get #channel(): string {
+    return `${this.#prefix}events`;
+  }
+
+  async load(): Promise<GovernanceEvent[]> {
+    const events: GovernanceEvent[] = [];
+    const revocations = await this.#client.hgetall(`${this.#prefix}revocations`);
+    for (const raw of Object.values(revocations)) events.push({ type: 'revocation.added', revocation: JSON.parse(raw) as Revocation });
+    for (const [pattern, build] of [
+      [`${this.#prefix}session:*`, (raw: string): GovernanceEvent => ({ type: 'session.created', session: JSON.parse(raw) as SessionRecord })],
+      [`${this.#prefix}approval:*`, (raw: string): GovernanceEvent => ({ type: 'approval.created', approval: JSON.parse(raw) as ApprovalRecord })],
+    ] as const) {
+      const records: GovernanceEvent[] = [];
+      let cursor = '0';
+      do {
+        const [next, keys] = await this.#client.scan(cursor, 'MATCH', pattern, 'COUNT', 500);
+        cursor = next;
+        if (keys.length > 0) {
+          for (const raw of await this.#client.mget(keys)) if (raw !== null) records.push(build(raw));
+        }
+      } while (cursor !== '0');
+      // Parents before children, older before newer: the order events are applied in matters.
+      records.sort((a, b) => createdAt(a) - createdAt(b));
+      events.push(...records);
+    }
+    return events;
+  }
+
+  async append(event: GovernanceEvent): Promise<void> {
+    const now = this.#now();
+    const p = this.#prefix;
+    const multi = this.#client.multi();
+    switch (event.type) {
+      case 'session.created':
+        multi.set(`${p}session:${event.session.id}`, JSON.stringify(event.session), 'PX', Math.max(1, event.session.expiresAt - now));
+        break;
+      case 'session.ended':
+        multi.del(`${p}session:${event.id}`);
+        break;
+      case 'revocation.added':
+        multi.hset(`${p}revocations`, `${event.revocation.kind}\u0000${event.revocation.target}`, JSON.stringify(event.revocation));
+        if (event.revocation.kind === 'session') multi.del(`${p}session:${event.revocation.target}`);
+        break;
+      case 'revocation.lifted':
+        multi.hdel(`${p}revocations`, `${event.kind}\u0000${event.target}`);
+        break;
+      case 'approval.created':
+        multi.set(`${p}approval:${event.approval.id}`, JSON.stringify(event.approval), 'PX', Math.max(1, event.approval.expiresAt - now + APPROVAL_KEPT_MS));
+        break;
+      default: {
+        // Transitions of an approval: compare-and-set, so only one replica wins.
+        const [expected, changes] =
+          event.type === 'approval.decided'
+            ? ['pending', { status: event.decision, decidedBy: event.by, reason: event.reason, decidedAt: event.at }]
+            : event.type === 'approval.consumed'
+              ? ['approved', { status: 'consumed' }]
+              : ['pending,approved', { status: 'expired' }];
+        const result = (await (this.#client as unknown as { airlockUpdateApproval(key: string, statuses: string, changes: string): Promise<number> }).airlockUpdateApproval(
+          `${p}approval:${event.id}`,
+          expected,
+          JSON.stringify(changes),
+        )) as number;
+        if (result !== 1) throw new StateConflictError(`approval ${event.id} is no longer ${expected.replace(',', ' or ')}`);
+        await this.#client.publish(this.#channel, JSON.stringify({ origin: this.#origin, event } satisfies Envelope));
+        return;
+      }
+    }
+    multi.publish(this.#channel, JSON.stringify({ origin: this.#origin, event } satisfies Envelope));
+    await multi.exec();
+  }
+
+  subscribe(listener: (event: GovernanceEvent) => void): void {
+    this.#listeners.push(listener);
+  }
+
+  onReconnect(listener: () => void): void {
+    this.#reconnectListeners.push(listener);
+  }
+
+  async compact(): Promise<void> {
+    // Keys expire on their own and revocations are a hash: nothing to compact.
+  }
+
+  async close(): Promise<void> {
+    this.#listeners.length = 0;
+    this.#reconnectListeners.length = 0;
+    await Promise.allSettled([this.#subscriber.quit(), this.#client.quit()]);
+    this.#subscriber.disconnect();
+    this.#client.disconnect();
+  }
+}
+
+function createdAt(event: GovernanceEvent): number {
+  if (event.type === 'session.created') return event.session.createdAt;
+  if (event.type === 'approval.created') return event.approval.createdAt;
+  return 0;
+}

@@ -1,0 +1,90 @@
+/**
+ * What a human operator does to a running Airlock, for governance tests: calls to its admin API with an
+ * admin token, and runs of the real CLI (`runCli` with string streams) against a config file that points
+ * at the same admin listener. Everything the operator saw is kept, so a test can leak-check it.
+ */
+import { once } from 'node:events';
+import { writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import type { CliIo } from '../../src/cli/cli-io.js';
+import { runCli } from '../../src/cli/run-cli.js';
+import { sendRequest, type SentResponse } from './send-request.js';
+
+/** A port that was free a moment ago (for listeners whose address a CLI config must name in advance). */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Polls `probe` until it returns something other than undefined/false, or fails after the deadline. */
+export async function eventually<T>(what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 5_000, everyMs = 20): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+export interface AdminClient {
+  call(method: string, path: string, body?: unknown, token?: string | null): Promise<SentResponse>;
+  /** Every answer (status, headers, body), for leak checks. */
+  readonly seen: string[];
+}
+
+export function adminClient(baseUrl: () => string, token: string): AdminClient {
+  const seen: string[] = [];
+  return {
+    seen,
+    async call(method, path, body, as = token) {
+      const response = await sendRequest(`${baseUrl()}${path}`, {
+        method,
+        headers: { ...(as === null ? {} : { authorization: `Bearer ${as}` }), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+      seen.push(`${response.status}\n${JSON.stringify(response.headers)}\n${response.text}`);
+      return response;
+    },
+  };
+}
+
+export interface CliRun {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** The real CLI with string streams; stdout and stderr are appended to `seen`. */
+export async function runCliCapture(args: readonly string[], env: Record<string, string>, seen: string[]): Promise<CliRun> {
+  let stdout = '';
+  let stderr = '';
+  const io: CliIo = {
+    args,
+    env,
+    cwd: process.cwd(),
+    stdout: { write: (text: string) => (stdout += text) },
+    stderr: { write: (text: string) => (stderr += text) },
+    stdin: (async function* noInput() {})(),
+    stopRequested: new Promise<string>(() => undefined),
+  };
+  const code = await runCli(io);
+  seen.push(stdout, stderr);
+  return { code, stdout, stderr };
+}
+
+/** Writes a config object as a YAML file (JSON is YAML) in `dir`; returns its path. */
+export function writeConfigFile(dir: string, config: Record<string, unknown>, name = 'airlock.yaml'): string {
+  const file = join(dir, name);
+  writeFileSync(file, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
+  return file;
+}

@@ -1,0 +1,548 @@
+/**
+ * The kill switch over real sockets: revoking an agent (its tokens and sessions), one session, a
+ * credential reference; suspending a service; locking everything down; and lifting each. A revocation
+ * takes effect on the next request and ends the revoked agent's responses already streaming, while other
+ * agents' streams go on. Revocations and sessions survive a restart (data_dir/state.jsonl). The CLI
+ * revokes and restores through the admin API. Every change is audited with who made it and why.
+ */
+import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import { readFileSync, rmSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateAgentToken } from '../../src/identity/agent-token.js';
+import type { AuditRecord } from '../../src/observability/audit-record.js';
+import { assertNoLeak } from '../helpers/assert-no-leak.js';
+import { canary } from '../helpers/canary.js';
+import { adminClient, eventually, freePort, runCliCapture, sleep, writeConfigFile, type AdminClient, type CliRun } from '../helpers/operator.js';
+import { sendRequest, type Problem, type SentResponse } from '../helpers/send-request.js';
+import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
+import { okHandler, startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js';
+
+/** How long a revoked stream may keep flowing; a healthy run ends it in milliseconds. */
+const STREAM_END_DEADLINE_MS = 2_000;
+
+/** An upstream event stream that sends an event every 50 ms until the connection goes away. */
+function streamingHandler(req: IncomingMessage, res: ServerResponse, recorded: RecordedRequest): void {
+  if (!(req.url ?? '').startsWith('/v1/stream')) return okHandler(req, res);
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+  let n = 0;
+  const timer = setInterval(() => {
+    n += 1;
+    res.write(`event: tick\ndata: {"n":${n},"who":${JSON.stringify(recorded.target)}}\n\n`);
+  }, 50);
+  res.on('close', () => clearInterval(timer));
+}
+
+interface LiveStream {
+  readonly status: Promise<number>;
+  /** Complete events received so far. */
+  events(): number;
+  /** Settles when the response ends, cleanly or not; `complete` is false when it was cut. */
+  readonly ended: Promise<{ complete: boolean; at: number }>;
+  isEnded(): boolean;
+  close(): void;
+}
+
+/** Opens an event stream through Airlock and counts the events as they arrive. */
+function openStream(url: string, token: string): LiveStream {
+  let count = 0;
+  let done = false;
+  let text = '';
+  let resolveStatus: (status: number) => void = () => undefined;
+  let resolveEnded: (outcome: { complete: boolean; at: number }) => void = () => undefined;
+  const status = new Promise<number>((resolve) => (resolveStatus = resolve));
+  const ended = new Promise<{ complete: boolean; at: number }>((resolve) => (resolveEnded = resolve));
+  const finish = (complete: boolean): void => {
+    if (done) return;
+    done = true;
+    resolveEnded({ complete, at: Date.now() });
+  };
+  const req = httpRequest(url, { headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' }, agent: false }, (res) => {
+    resolveStatus(res.statusCode ?? 0);
+    res.setEncoding('utf8');
+    res.on('data', (chunk: string) => {
+      text += chunk;
+      count = text.split('\n\n').length - 1;
+    });
+    res.on('error', () => finish(false));
+    res.on('close', () => finish(res.complete));
+  });
+  req.on('error', () => {
+    resolveStatus(0);
+    finish(false);
+  });
+  req.end();
+  return { status, events: () => count, ended, isEnded: () => done, close: () => req.destroy() };
+}
+
+describe('kill switch', () => {
+  const llmKey = canary('llm');
+  const otherKey = canary('other');
+  const alpha = generateAgentToken();
+  const beta = generateAgentToken();
+  const gamma = generateAgentToken();
+  const oncall = generateAgentToken();
+  const sessionTokens: string[] = [];
+  const agentSeen: string[] = [];
+  const cliSeen: string[] = [];
+  /** The changes this file makes, to find their audit records at the end. */
+  const changes: Array<{ route: string; reason: string; actor: string }> = [];
+  let llm: Upstream;
+  let other: Upstream;
+  let proxy: ProxyFixture;
+  let admin: AdminClient;
+  let cliConfig: string;
+  let configDir: string;
+  const proxies: ProxyFixture[] = [];
+
+  function config(adminListen: string): Record<string, unknown> {
+    return {
+      admin: { listen: adminListen, tokens: [{ name: 'oncall', hash: oncall.hash }] },
+      services: {
+        llm: {
+          upstream: llm.url,
+          credential: { secret: 'env:LLM_KEY', inject: 'bearer' },
+          routes: [
+            { method: 'GET', path: '/v1/stream', scope: 'stream:read' },
+            { method: 'POST', path: '/v1/chat', scope: 'chat:write' },
+          ],
+        },
+        other: {
+          upstream: other.url,
+          credential: { secret: 'env:OTHER_KEY', inject: 'bearer' },
+          routes: [{ method: 'GET', path: '/v1/ping', scope: 'ping:read' }],
+        },
+      },
+      agents: {
+        alpha: { tokens: [alpha.hash], credentials: [{ service: 'llm', max_scope: ['*'] }, { service: 'other', max_scope: ['*'] }] },
+        beta: { tokens: [beta.hash], credentials: [{ service: 'llm', max_scope: ['*'] }, { service: 'other', max_scope: ['*'] }] },
+        gamma: { tokens: [gamma.hash], credentials: [{ service: 'llm', max_scope: ['*'], require_approval: true, approval_timeout: 20 }] },
+      },
+    };
+  }
+  const env = (): Record<string, string> => ({ LLM_KEY: llmKey, OTHER_KEY: otherKey });
+
+  beforeAll(async () => {
+    llm = await startUpstream(streamingHandler);
+    other = await startUpstream();
+    const port = await freePort();
+    proxy = await startProxy(config(`127.0.0.1:${port}`), { env: env() });
+    proxies.push(proxy);
+    admin = adminClient(() => proxy.airlock.adminUrl as string, oncall.token);
+    configDir = tempDir('airlock-kill-cli-');
+    cliConfig = writeConfigFile(configDir, { admin: { listen: `127.0.0.1:${port}`, tokens: [oncall.hash] } });
+  });
+
+  afterAll(async () => {
+    for (const p of proxies) await p.close();
+    await llm?.close();
+    await other?.close();
+    rmSync(configDir, { recursive: true, force: true });
+  });
+
+  function call(token: string, path: string, method = 'GET', base = proxy.url): Promise<SentResponse> {
+    return sendRequest(`${base}${path}`, { method, headers: { authorization: `Bearer ${token}` }, ...(method === 'POST' ? { body: '{}' } : {}) }).then((response) => {
+      agentSeen.push(`${response.status}\n${JSON.stringify(response.headers)}\n${response.text}`);
+      return response;
+    });
+  }
+
+  async function mintSession(token: string, scopes: Record<string, string[]>, base = proxy.url): Promise<{ token: string; id: string }> {
+    const response = await sendRequest(`${base}/_airlock/sessions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ scopes, ttl_seconds: 600, justification: 'kill switch test' }),
+    });
+    expect(response.status, response.text).toBe(201);
+    const minted = response.json<{ session_token: string; session_id: string }>();
+    sessionTokens.push(minted.session_token);
+    return { token: minted.session_token, id: minted.session_id };
+  }
+
+  async function change(method: string, path: string, body: Record<string, unknown>, route: string, client = admin): Promise<SentResponse> {
+    const response = await client.call(method, path, body);
+    expect(response.status, response.text).toBe(200);
+    changes.push({ route, reason: typeof body['reason'] === 'string' ? body['reason'] : '', actor: 'oncall' });
+    return response;
+  }
+
+  function cli(args: string[]): Promise<CliRun> {
+    return runCliCapture([...args, '--config', cliConfig], { AIRLOCK_ADMIN_TOKEN: oncall.token }, cliSeen);
+  }
+
+  function expectProblem(response: SentResponse, status: number, code: string): Problem {
+    expect(response.status, response.text).toBe(status);
+    const problem = response.json<Problem>();
+    expect(problem.code).toBe(code);
+    return problem;
+  }
+
+  function auditOf(response: SentResponse, of: ProxyFixture = proxy): Promise<AuditRecord> {
+    const id = response.headers['x-airlock-request-id'];
+    return eventually(`the audit record of ${String(id)}`, () => of.auditRecords().find((r) => r.request_id === id));
+  }
+
+  it('revoking an agent refuses its token and its sessions on the next request (401); restoring lets it back', async () => {
+    const session = await mintSession(alpha.token, { other: ['ping:read'] });
+    const child = await sendRequest(`${proxy.url}/_airlock/sessions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${session.token}` },
+      body: JSON.stringify({ scopes: { other: ['ping:read'] }, justification: 'child' }),
+    });
+    const childToken = child.json<{ session_token: string }>().session_token;
+    sessionTokens.push(childToken);
+    expect((await call(alpha.token, '/other/v1/ping')).status).toBe(200);
+    expect((await call(session.token, '/other/v1/ping')).status).toBe(200);
+
+    const revoked = await change('POST', '/v1/agents/alpha/revoke', { reason: 'prompt injection suspected' }, '/v1/agents/:name/revoke');
+    expect(revoked.json()).toMatchObject({ revoked: { kind: 'agent', target: 'alpha', reason: 'prompt injection suspected', by: 'oncall' } });
+    const before = other.requests.length;
+    const refused = expectProblem(await call(alpha.token, '/other/v1/ping'), 401, 'unauthenticated');
+    expect(refused.detail).toContain('Agent alpha was revoked (by oncall: prompt injection suspected)');
+    for (const token of [session.token, childToken]) expectProblem(await call(token, '/other/v1/ping'), 401, 'unauthenticated');
+    // No new sessions either.
+    const mint = await sendRequest(`${proxy.url}/_airlock/sessions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${alpha.token}` },
+      body: JSON.stringify({ scopes: { other: ['ping:read'] }, justification: 'x' }),
+    });
+    expectProblem(mint, 401, 'unauthenticated');
+    expect(other.requests.length).toBe(before);
+    // Another agent is untouched.
+    expect((await call(beta.token, '/other/v1/ping')).status).toBe(200);
+
+    const agents = (await admin.call('GET', '/v1/agents')).json<{ agents: Array<Record<string, unknown>> }>().agents;
+    expect(agents.find((a) => a['name'] === 'alpha')).toMatchObject({ status: 'revoked', revoked: { by: 'oncall', reason: 'prompt injection suspected' } });
+    expect(agents.find((a) => a['name'] === 'beta')).toMatchObject({ status: 'active', revoked: null });
+    const record = await auditOf(await call(alpha.token, '/other/v1/ping'));
+    expect(record).toMatchObject({ agent: 'alpha', decision: 'deny', code: 'unauthenticated', status: 401 });
+
+    await change('POST', '/v1/agents/alpha/restore', {}, '/v1/agents/:name/restore');
+    expect((await call(alpha.token, '/other/v1/ping')).status).toBe(200);
+    expect((await admin.call('POST', '/v1/agents/alpha/restore', {})).status).toBe(404);
+    expect((await admin.call('POST', '/v1/agents/nobody/revoke', { reason: 'x' })).status).toBe(404);
+  });
+
+  it('revoking one session refuses it and the sessions narrowed from it, and nothing else', async () => {
+    const target = await mintSession(beta.token, { other: ['ping:read'] });
+    const keep = await mintSession(beta.token, { other: ['ping:read'] });
+    const childResponse = await sendRequest(`${proxy.url}/_airlock/sessions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${target.token}` },
+      body: JSON.stringify({ scopes: { other: ['ping:read'] }, justification: 'child' }),
+    });
+    const childToken = childResponse.json<{ session_token: string }>().session_token;
+    sessionTokens.push(childToken);
+    const listed = (await admin.call('GET', '/v1/sessions')).json<{ sessions: Array<Record<string, unknown>> }>().sessions;
+    expect(listed.find((s) => s['id'] === target.id)).toMatchObject({ agent: 'beta', justification: 'kill switch test' });
+
+    await change('POST', `/v1/sessions/${target.id}/revoke`, { reason: 'task abandoned' }, '/v1/sessions/:id/revoke');
+    for (const token of [target.token, childToken]) expectProblem(await call(token, '/other/v1/ping'), 401, 'unauthenticated');
+    expect((await call(keep.token, '/other/v1/ping')).status).toBe(200);
+    expect((await call(beta.token, '/other/v1/ping')).status).toBe(200);
+    const after = (await admin.call('GET', '/v1/sessions')).json<{ sessions: Array<Record<string, unknown>> }>().sessions;
+    expect(after.some((s) => s['id'] === target.id)).toBe(false);
+    expect(after.some((s) => s['id'] === keep.id)).toBe(true);
+    expect((await admin.call('POST', `/v1/sessions/${target.id}/revoke`, { reason: 'again' })).status).toBe(404);
+  });
+
+  it('suspending a service answers 503 service_suspended for everyone on it; lifting restores it', async () => {
+    const before = other.requests.length;
+    await change('POST', '/v1/revocations', { kind: 'service', target: 'other', reason: 'vendor incident' }, '/v1/revocations');
+    try {
+      for (const token of [alpha.token, beta.token]) {
+        const problem = expectProblem(await call(token, '/other/v1/ping'), 503, 'service_suspended');
+        expect(problem.detail).toBe('Service other is suspended (by oncall: vendor incident).');
+      }
+      expect(other.requests.length).toBe(before);
+      expect((await call(alpha.token, '/llm/v1/chat', 'POST')).status).toBe(200);
+      const record = await auditOf(await call(beta.token, '/other/v1/ping'));
+      expect(record).toMatchObject({ agent: 'beta', service: 'other', code: 'service_suspended', status: 503 });
+      expect((await admin.call('POST', '/v1/revocations', { kind: 'service', target: 'nope', reason: 'x' })).status).toBe(404);
+    } finally {
+      await change('POST', '/v1/revocations/lift', { kind: 'service', target: 'other' }, '/v1/revocations/lift');
+    }
+    expect((await call(alpha.token, '/other/v1/ping')).status).toBe(200);
+  });
+
+  it('revoking a credential reference answers 503 credential_revoked for requests that need it', async () => {
+    const before = other.requests.length;
+    await change('POST', '/v1/revocations', { kind: 'credential', target: 'env:OTHER_KEY', reason: 'key leaked in a paste' }, '/v1/revocations');
+    try {
+      const problem = expectProblem(await call(beta.token, '/other/v1/ping'), 503, 'credential_revoked');
+      expect(problem.detail).toContain('env:OTHER_KEY is revoked (by oncall: key leaked in a paste)');
+      expect(other.requests.length).toBe(before);
+      expect((await call(beta.token, '/llm/v1/chat', 'POST')).status).toBe(200);
+      const record = await auditOf(await call(alpha.token, '/other/v1/ping'));
+      expect(record).toMatchObject({ credential: 'env:OTHER_KEY', code: 'credential_revoked', status: 503 });
+      const revocations = (await admin.call('GET', '/v1/revocations')).json<{ revocations: Array<Record<string, unknown>> }>().revocations;
+      expect(revocations).toContainEqual(expect.objectContaining({ kind: 'credential', target: 'env:OTHER_KEY', by: 'oncall', reason: 'key leaked in a paste' }));
+      // Only references some service or grant injects can be revoked.
+      for (const target of ['not a ref', 'env:NOT_USED_ANYWHERE']) {
+        const refused = await admin.call('POST', '/v1/revocations', { kind: 'credential', target, reason: 'x' });
+        expect(refused.status, refused.text).toBe(404);
+      }
+    } finally {
+      await change('POST', '/v1/revocations/lift', { kind: 'credential', target: 'env:OTHER_KEY' }, '/v1/revocations/lift');
+    }
+    expect((await call(beta.token, '/other/v1/ping')).status).toBe(200);
+  });
+
+  it('a lockdown (kind all) answers 503 locked_down for everyone; lifting it brings everything back', async () => {
+    const session = await mintSession(beta.token, { llm: ['chat:write'] });
+    const before = llm.requests.length + other.requests.length;
+    await change('POST', '/v1/revocations', { kind: 'all', reason: 'incident 42' }, '/v1/revocations');
+    try {
+      for (const [token, path, method] of [
+        [alpha.token, '/other/v1/ping', 'GET'],
+        [beta.token, '/llm/v1/chat', 'POST'],
+        [session.token, '/llm/v1/chat', 'POST'],
+        [beta.token, '/_airlock/sessions/current', 'GET'],
+      ] as const) {
+        const problem = expectProblem(await call(token, path, method), 503, 'locked_down');
+        expect(problem.detail).toContain('locked down (by oncall: incident 42)');
+      }
+      expect(llm.requests.length + other.requests.length).toBe(before);
+      // Health still answers, and the admin API reports the lockdown.
+      expect((await sendRequest(`${proxy.url}/_airlock/health`)).status).toBe(200);
+      expect((await admin.call('GET', '/v1/health')).json()).toMatchObject({ status: 'degraded', lockdown: true });
+    } finally {
+      await change('POST', '/v1/revocations/lift', { kind: 'all' }, '/v1/revocations/lift');
+    }
+    expect((await call(alpha.token, '/other/v1/ping')).status).toBe(200);
+    expect((await call(session.token, '/llm/v1/chat', 'POST')).status).toBe(200);
+    expect((await admin.call('GET', '/v1/health')).json()).toMatchObject({ lockdown: false });
+  });
+
+  it("ends the revoked agent's stream in flight at once, while another agent's stream goes on", async () => {
+    const alphaStream = openStream(`${proxy.url}/llm/v1/stream?who=alpha`, alpha.token);
+    const betaStream = openStream(`${proxy.url}/llm/v1/stream?who=beta`, beta.token);
+    try {
+      expect(await alphaStream.status).toBe(200);
+      expect(await betaStream.status).toBe(200);
+      await eventually('both streams to flow', () => alphaStream.events() >= 3 && betaStream.events() >= 3, 5_000);
+
+      await change('POST', '/v1/agents/alpha/revoke', { reason: 'stop streaming now' }, '/v1/agents/:name/revoke');
+      const deadline = sleep(STREAM_END_DEADLINE_MS).then(() => 'still streaming' as const);
+      const outcome = await Promise.race([alphaStream.ended, deadline]);
+      expect(outcome, `alpha's stream was not ended within ${STREAM_END_DEADLINE_MS} ms of the revocation`).not.toBe('still streaming');
+      expect(outcome).toMatchObject({ complete: false });
+      const alphaEventsAtEnd = alphaStream.events();
+
+      // beta keeps receiving events after alpha's stream was cut.
+      const betaAtRevocation = betaStream.events();
+      await eventually('beta to receive 5 more events', () => betaStream.events() >= betaAtRevocation + 5, 5_000);
+      expect(betaStream.isEnded()).toBe(false);
+      expect(alphaStream.events()).toBe(alphaEventsAtEnd);
+
+      // The cut stream is audited as incomplete.
+      const record = await eventually('the audit record of the cut stream', () =>
+        proxy.auditRecords().find((r) => r.agent === 'alpha' && r.path === '/llm/v1/stream' && r.incomplete),
+      );
+      expect(record).toMatchObject({ agent: 'alpha', service: 'llm', incomplete: true });
+    } finally {
+      alphaStream.close();
+      betaStream.close();
+      await change('POST', '/v1/agents/alpha/restore', {}, '/v1/agents/:name/restore');
+    }
+  });
+
+  it('revoking a session ends streams made with it or with a session narrowed from it', async () => {
+    const parent = await mintSession(beta.token, { llm: ['stream:read'] });
+    const childResponse = await sendRequest(`${proxy.url}/_airlock/sessions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${parent.token}` },
+      body: JSON.stringify({ scopes: { llm: ['stream:read'] }, justification: 'child stream' }),
+    });
+    const childToken = childResponse.json<{ session_token: string }>().session_token;
+    sessionTokens.push(childToken);
+    const bystander = await mintSession(beta.token, { llm: ['stream:read'] });
+    const childStream = openStream(`${proxy.url}/llm/v1/stream?who=child`, childToken);
+    const otherStream = openStream(`${proxy.url}/llm/v1/stream?who=bystander`, bystander.token);
+    try {
+      await eventually('both streams to flow', () => childStream.events() >= 2 && otherStream.events() >= 2, 5_000);
+      await change('POST', `/v1/sessions/${parent.id}/revoke`, { reason: 'parent task cancelled' }, '/v1/sessions/:id/revoke');
+      const outcome = await Promise.race([childStream.ended, sleep(STREAM_END_DEADLINE_MS).then(() => 'still streaming' as const)]);
+      expect(outcome).not.toBe('still streaming');
+      const at = otherStream.events();
+      await eventually('the bystander stream to go on', () => otherStream.events() >= at + 3, 5_000);
+      expect(otherStream.isEnded()).toBe(false);
+    } finally {
+      childStream.close();
+      otherStream.close();
+    }
+  });
+
+  it('suspending the service, revoking its credential or a lockdown ends every stream on what it covers', async () => {
+    const cases: Array<{ what: string; revoke: Record<string, unknown>; lift: Record<string, unknown> }> = [
+      { what: 'service', revoke: { kind: 'service', target: 'llm', reason: 'cut llm streams' }, lift: { kind: 'service', target: 'llm' } },
+      { what: 'credential', revoke: { kind: 'credential', target: 'env:LLM_KEY', reason: 'cut the key' }, lift: { kind: 'credential', target: 'env:LLM_KEY' } },
+      { what: 'lockdown', revoke: { kind: 'all', reason: 'cut everything' }, lift: { kind: 'all' } },
+    ];
+    for (const { what, revoke, lift } of cases) {
+      const streams = [openStream(`${proxy.url}/llm/v1/stream?case=${what}-a`, alpha.token), openStream(`${proxy.url}/llm/v1/stream?case=${what}-b`, beta.token)];
+      try {
+        await eventually(`the ${what} streams to flow`, () => streams.every((s) => s.events() >= 2), 5_000);
+        await change('POST', '/v1/revocations', revoke, '/v1/revocations');
+        const outcome = await Promise.race([Promise.all(streams.map((s) => s.ended)), sleep(STREAM_END_DEADLINE_MS).then(() => 'still streaming' as const)]);
+        expect(outcome, `${what}: streams were not ended within ${STREAM_END_DEADLINE_MS} ms`).not.toBe('still streaming');
+      } finally {
+        for (const stream of streams) stream.close();
+        await change('POST', '/v1/revocations/lift', lift, '/v1/revocations/lift');
+      }
+    }
+    expect((await call(alpha.token, '/llm/v1/chat', 'POST')).status).toBe(200);
+  });
+
+it('a request held for approval is not forwarded when its agent is revoked while it waits', async () => {
+    const before = llm.requests.length;
+    const held = sendRequest(`${proxy.url}/llm/v1/chat`, { method: 'POST', headers: { authorization: `Bearer ${gamma.token}` }, body: '{"held":true}' });
+    const approval = await eventually('the pending approval', async () => {
+      const list = (await admin.call('GET', '/v1/approvals?status=pending')).json<{ approvals: Array<{ id: string; agent: string }> }>().approvals;
+      return list.find((a) => a.agent === 'gamma');
+    });
+    try {
+      await change('POST', '/v1/agents/gamma/revoke', { reason: 'revoked while held' }, '/v1/agents/:name/revoke');
+      // The approver did not notice the revocation and approves.
+      const decided = await admin.call('POST', `/v1/approvals/${approval.id}/approve`, { reason: 'looks fine' });
+      const response = await held;
+      agentSeen.push(response.text);
+      expect({ decided: decided.status < 300, status: response.status, forwarded: llm.requests.length - before }).toMatchObject({ status: 401, forwarded: 0 });
+    } finally {
+      await held.catch(() => undefined);
+      await change('POST', '/v1/agents/gamma/restore', {}, '/v1/agents/:name/restore');
+    }
+  });
+
+  it('the CLI revokes and restores (agent, service, lockdown) through the admin API', async () => {
+    const revoked = await cli(['revoke', 'agent', 'alpha', '--reason', 'revoked from the terminal']);
+    expect(revoked.code, revoked.stderr).toBe(0);
+    expect(revoked.stdout).toBe('Revoked agent alpha: effective on the next request; streams in flight were ended.\n');
+    changes.push({ route: '/v1/revocations', reason: 'revoked from the terminal', actor: 'oncall' });
+    expectProblem(await call(alpha.token, '/other/v1/ping'), 401, 'unauthenticated');
+    expect((await call(beta.token, '/other/v1/ping')).status).toBe(200);
+
+    const restored = await cli(['restore', 'agent', 'alpha']);
+    expect(restored.code, restored.stderr).toBe(0);
+    expect(restored.stdout).toBe('Restored agent alpha.\n');
+    changes.push({ route: '/v1/revocations/lift', reason: '', actor: 'oncall' });
+    expect((await call(alpha.token, '/other/v1/ping')).status).toBe(200);
+
+    const suspended = await cli(['revoke', 'service', 'other', '--reason', 'maintenance window']);
+    expect(suspended.code, suspended.stderr).toBe(0);
+    changes.push({ route: '/v1/revocations', reason: 'maintenance window', actor: 'oncall' });
+    expectProblem(await call(beta.token, '/other/v1/ping'), 503, 'service_suspended');
+    expect((await cli(['restore', 'service', 'other'])).code).toBe(0);
+    changes.push({ route: '/v1/revocations/lift', reason: '', actor: 'oncall' });
+
+    const lockdown = await cli(['revoke', 'all', '--reason', 'big red button']);
+    expect(lockdown.code, lockdown.stderr).toBe(0);
+    expect(lockdown.stdout).toContain('Revoked all (lockdown)');
+    changes.push({ route: '/v1/revocations', reason: 'big red button', actor: 'oncall' });
+    expectProblem(await call(beta.token, '/llm/v1/chat', 'POST'), 503, 'locked_down');
+    const lifted = await cli(['restore', 'all']);
+    expect(lifted.code, lifted.stderr).toBe(0);
+    expect(lifted.stdout).toContain('lockdown lifted');
+    changes.push({ route: '/v1/revocations/lift', reason: '', actor: 'oncall' });
+    expect((await call(beta.token, '/llm/v1/chat', 'POST')).status).toBe(200);
+
+    // A revocation without a reason is refused before anything is sent; so is restoring what is not revoked.
+    const noReason = await cli(['revoke', 'agent', 'alpha']);
+    expect(noReason.code).toBe(1);
+    expect(noReason.stderr).toContain('--reason is required');
+    const notRevoked = await cli(['restore', 'agent', 'alpha']);
+    expect(notRevoked.code).toBe(1);
+    expect(notRevoked.stderr).toContain('(404)');
+    const unknown = await cli(['revoke', 'agent', 'nobody', '--reason', 'x']);
+    expect(unknown.code).toBe(1);
+    expect((await call(alpha.token, '/other/v1/ping')).status).toBe(200);
+  });
+
+  it('every change is audited with the actor (admin token name) and the reason', async () => {
+    await proxy.waitForAudit(1);
+    const adminRecords = proxy.auditRecords().filter((r) => r.actor !== null);
+    expect(adminRecords.length).toBeGreaterThanOrEqual(changes.length);
+    const unmatched = [...adminRecords];
+    for (const expected of changes) {
+      const index = unmatched.findIndex((r) => r.route === expected.route && r.reason === expected.reason && r.actor === expected.actor);
+      expect(index, `an audit record for ${expected.route} "${expected.reason}"`).toBeGreaterThanOrEqual(0);
+      unmatched.splice(index, 1);
+    }
+    for (const record of adminRecords) {
+      expect(record.actor).toBe('oncall');
+      expect(record.decision).toBe('allow');
+      expect(record.status).toBe(200);
+    }
+    expect(adminRecords.find((r) => r.reason === 'prompt injection suspected')).toMatchObject({ agent: 'alpha', method: 'POST', path: '/v1/agents/alpha/revoke' });
+    expect(adminRecords.find((r) => r.reason === 'key leaked in a paste')).toMatchObject({ credential: 'env:OTHER_KEY' });
+    expect(adminRecords.find((r) => r.reason === 'vendor incident')).toMatchObject({ service: 'other' });
+  });
+
+  it('a restart keeps revocations and sessions (same data_dir)', async () => {
+    const dataDir = tempDir('airlock-kill-restart-');
+    try {
+      const first = await startProxy(config('127.0.0.1:0'), { env: env(), dataDir });
+      proxies.push(first);
+      const firstAdmin = adminClient(() => first.airlock.adminUrl as string, oncall.token);
+      const live = await mintSession(beta.token, { other: ['ping:read'] }, first.url);
+      const doomed = await mintSession(beta.token, { other: ['ping:read'] }, first.url);
+      const alphaSession = await mintSession(alpha.token, { other: ['ping:read'] }, first.url);
+      expect((await call(live.token, '/other/v1/ping', 'GET', first.url)).status).toBe(200);
+      await change('POST', '/v1/agents/alpha/revoke', { reason: 'before the restart' }, '/v1/agents/:name/revoke', firstAdmin);
+      await change('POST', `/v1/sessions/${doomed.id}/revoke`, { reason: 'doomed' }, '/v1/sessions/:id/revoke', firstAdmin);
+      await change('POST', '/v1/revocations', { kind: 'credential', target: 'env:LLM_KEY', reason: 'rotating' }, '/v1/revocations', firstAdmin);
+      await first.close();
+
+      const second = await startProxy(config('127.0.0.1:0'), { env: env(), dataDir });
+      proxies.push(second);
+      const secondAdmin = adminClient(() => second.airlock.adminUrl as string, oncall.token);
+      expectProblem(await call(alpha.token, '/other/v1/ping', 'GET', second.url), 401, 'unauthenticated');
+      expectProblem(await call(alphaSession.token, '/other/v1/ping', 'GET', second.url), 401, 'unauthenticated');
+      expectProblem(await call(doomed.token, '/other/v1/ping', 'GET', second.url), 401, 'unauthenticated');
+      expectProblem(await call(beta.token, '/llm/v1/chat', 'POST', second.url), 503, 'credential_revoked');
+      const still = await call(live.token, '/other/v1/ping', 'GET', second.url);
+      expect(still.status, still.text).toBe(200);
+      expect(await auditOf(still, second)).toMatchObject({ agent: 'beta', session: live.id, justification: 'kill switch test' });
+      const revocations = (await secondAdmin.call('GET', '/v1/revocations')).json<{ revocations: Array<Record<string, unknown>> }>().revocations;
+      expect(revocations.map((r) => [r['kind'], r['target'], r['by'], r['reason']])).toEqual([
+        ['agent', 'alpha', 'oncall', 'before the restart'],
+        ['session', doomed.id, 'oncall', 'doomed'],
+        ['credential', 'env:LLM_KEY', 'oncall', 'rotating'],
+      ]);
+
+      // Lifting is kept across the next restart too.
+      await change('POST', '/v1/agents/alpha/restore', {}, '/v1/agents/:name/restore', secondAdmin);
+      await change('POST', '/v1/revocations/lift', { kind: 'credential', target: 'env:LLM_KEY' }, '/v1/revocations/lift', secondAdmin);
+      await second.close();
+      const third = await startProxy(config('127.0.0.1:0'), { env: env(), dataDir });
+      proxies.push(third);
+      expect((await call(alpha.token, '/other/v1/ping', 'GET', third.url)).status).toBe(200);
+      expect((await call(beta.token, '/llm/v1/chat', 'POST', third.url)).status).toBe(200);
+      expect((await call(live.token, '/other/v1/ping', 'GET', third.url)).status).toBe(200);
+      expectProblem(await call(doomed.token, '/other/v1/ping', 'GET', third.url), 401, 'unauthenticated');
+      for (const p of [first, second, third]) {
+        assertNoLeak([...sessionTokens, alpha.token, beta.token, oncall.token, llmKey, otherKey], [
+          { name: 'log', text: p.logLines.join('') },
+          { name: 'audit', text: p.auditText() },
+        ]);
+      }
+      await third.close();
+      // The state file holds hashes, never a session token.
+      const state = readFileSync(`${dataDir}/state.jsonl`, 'utf8');
+      expect(state).toContain(live.id);
+      assertNoLeak([...sessionTokens], [{ name: 'state.jsonl', text: state }]);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('no secret reaches logs, audit, admin or CLI output, or the agents', async () => {
+    const canaries = [llmKey, otherKey, alpha.token, beta.token, gamma.token, oncall.token, ...sessionTokens];
+    assertNoLeak(canaries, [
+      { name: 'log', text: proxy.logLines.join('') },
+      { name: 'audit', text: proxy.auditText() },
+      { name: 'admin responses', text: admin.seen.join('\n') },
+      { name: 'CLI output', text: cliSeen.join('\n') },
+    ]);
+    assertNoLeak([llmKey, otherKey], [{ name: 'agent responses', text: agentSeen.join('\n') }]);
+  });
+});
