@@ -2,39 +2,51 @@
  * The composition root: everything Airlock runs is built here from a validated config and handed
  * down. No globals, no import-time side effects; tests start as many proxies as they like, each with
  * its own environment, log destination and clock.
+ *
+ * Two lifetimes:
+ *  - durable parts live as long as the process: listeners, the audit log, governance state (and its
+ *    Redis connection), metrics, the secret catalogue, rate buckets, the kill switch;
+ *  - a generation is what a config compiles to: policy, upstream pools, the credential broker, JWT
+ *    verification, the approval broker, tracing. A reload builds a new generation from a validated
+ *    config and swaps it in at once; requests already running finish on the old one, which is closed
+ *    when its last request ends. A config that changes what only a restart can change (listen
+ *    addresses, data_dir, audit, state, workers) is refused and the old one stays.
  */
 import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Pool } from 'undici';
-import type { AirlockConfig } from './config/types.js';
-import { parseListen } from './config/schema.js';
-import { createCredentialBroker, type CredentialBroker } from './credentials/credential-broker.js';
-import { createAdminServer, type AdminChange } from './admin/admin-api.js';
+import { createAdminServer, type AdminChange, type AdminContext } from './admin/admin-api.js';
 import { adminDirectory } from './admin/authenticate-admin.js';
-import { join } from 'node:path';
+import { parseListen } from './config/schema.js';
+import type { AirlockConfig } from './config/types.js';
+import { createCredentialBroker, type CredentialBroker } from './credentials/credential-broker.js';
+import { loadMasterKey } from './credentials/master-key.js';
 import { JwtVerifier } from './identity/jwt-verifier.js';
-import { ApprovalBroker } from './policy/approval-broker.js';
-import { createApprovalNotifier } from './policy/approval-webhook.js';
-import { KillSwitch } from './policy/kill-switch.js';
-import { AnomalyDetector, type AnomalyEvent } from './policy/anomaly-detector.js';
-import { ConcurrencyGate } from './policy/rate-limiter.js';
-import { createAnomalyResponder, DETECTOR_IDENTITY } from './policy/respond-to-anomaly.js';
-import { MemoryRateLimiter } from './state/memory-rate-limiter.js';
-import { FileStateBackend } from './state/file-backend.js';
-import { GovernanceState } from './state/governance-state.js';
 import { createListener } from './ingress/create-listener.js';
 import { AuditLog } from './observability/audit-log.js';
 import { createLogger, type LogDestination } from './observability/logger.js';
-import { createTracing } from './observability/tracing.js';
+import { createMetrics, type Metrics } from './observability/metrics.js';
+import { createTracing, type Tracing } from './observability/tracing.js';
+import { AnomalyDetector, type AnomalyEvent } from './policy/anomaly-detector.js';
+import { ApprovalBroker } from './policy/approval-broker.js';
+import { createApprovalNotifier } from './policy/approval-webhook.js';
 import { allCredentialPlans, allSecretRefs, compilePolicy, type Policy } from './policy/compile-policy.js';
+import { KillSwitch } from './policy/kill-switch.js';
+import { ConcurrencyGate, type RateLimiter } from './policy/rate-limiter.js';
+import { createAnomalyResponder, DETECTOR_IDENTITY } from './policy/respond-to-anomaly.js';
 import type { ProxyRuntime } from './pipeline/proxy-runtime.js';
-import { createRawRefusalHandler, createRequestHandler, newRecord } from './pipeline/run-pipeline.js';
 import { auditRequest } from './pipeline/record-outcome.js';
+import { createRawRefusalHandler, createRequestHandler, newRecord } from './pipeline/run-pipeline.js';
 import type { ListenerBinding } from './pipeline/select-service.js';
 import { SecretCatalog } from './redaction/secret-catalog.js';
-import { createMetrics, type Metrics } from './observability/metrics.js';
+import { FileStateBackend } from './state/file-backend.js';
+import { GovernanceState } from './state/governance-state.js';
+import { MemoryRateLimiter } from './state/memory-rate-limiter.js';
+import { RedisStateBackend } from './state/redis-backend.js';
+import { RedisRateLimiter } from './state/redis-rate-limiter.js';
 import { createOriginPool } from './upstream/origin-pool.js';
 
 /** Reported in spans (service.version) and the admin API. */
@@ -47,6 +59,8 @@ export interface AirlockOptions {
   readonly now?: () => Date;
 }
 
+export type ReloadResult = { readonly ok: true } | { readonly ok: false; readonly reason: string };
+
 export interface RunningAirlock {
   /** http://host:port of the shared agent listener. */
   readonly url: string;
@@ -54,34 +68,47 @@ export interface RunningAirlock {
   readonly serviceUrls: Readonly<Record<string, string>>;
   /** http://host:port of the admin API, or null when admin is not configured. */
   readonly adminUrl: string | null;
+  /** The policy in force (after reloads, the latest). */
   readonly policy: Policy;
   readonly logger: Logger;
   readonly metrics: Metrics;
-  close(): Promise<void>;
+  /** Swaps in a new, already validated config; refused (the old stays) when only a restart could apply it. */
+  reload(config: AirlockConfig): Promise<ReloadResult>;
+  /** Stops accepting, lets requests in flight finish up to `deadlineMs` (default shutdown_timeout), then closes everything. */
+  close(deadlineMs?: number): Promise<void>;
 }
 
-/**
- * Resolve every configured secret once, so the request guard and the "service"/"all" redaction scopes
- * know them before their first use. A secret that is not available yet is not an error here: requests
- * that need it get 503 until it is, and the catalogue learns it then.
- */
-async function warmCatalog(secrets: CredentialBroker, refs: readonly string[], logger: Logger): Promise<void> {
-  const attempts = refs.map((ref) => secrets.resolve(ref).then(
-    () => null,
-    () => ref,
-  ));
-  // A slow or down store must not hold start-up: what is not known after a moment is learnt on first use.
-  const settled = await Promise.race([Promise.all(attempts), new Promise<null>((resolve) => setTimeout(() => resolve(null), WARM_UP_WAIT_MS).unref())]);
-  const missing = settled === null ? null : settled.filter((ref): ref is string => ref !== null);
-  if (missing === null) logger.warn('some credential stores are slow to answer; Airlock started anyway and will fetch on first use');
-  else if (missing.length > 0) logger.warn({ credentials: missing }, 'some credentials are not available yet; requests that need them get 503 until they are');
+interface Durable {
+  readonly now: () => Date;
+  readonly env: AirlockOptions['env'];
+  readonly catalog: SecretCatalog;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly redis: RedisStateBackend | null;
+  readonly audit: AuditLog;
+  readonly state: GovernanceState;
+  readonly killSwitch: KillSwitch;
+  readonly rateLimiter: RateLimiter;
+  readonly concurrency: ConcurrencyGate;
+  readonly staleAfterMs: number;
+  /** Set once the admin listener is bound: where the console is, for links. */
+  boundAdminUrl: string | null;
+  anomalies: AnomalyDetector;
+  anomaliesSpec: string;
 }
 
-const WARM_UP_WAIT_MS = 2_000;
-
-interface BoundListener {
-  server: Server;
-  url: string;
+interface Generation {
+  readonly config: AirlockConfig;
+  readonly policy: Policy;
+  readonly pools: ReadonlyMap<string, Pool>;
+  readonly secrets: CredentialBroker;
+  readonly approvals: ApprovalBroker;
+  readonly tracing: Tracing;
+  readonly runtime: ProxyRuntime;
+  readonly admin: AdminContext | null;
+  inflight: number;
+  retired: boolean;
+  closed: Promise<void> | null;
 }
 
 async function listen(server: Server, address: string): Promise<string> {
@@ -101,62 +128,109 @@ async function listen(server: Server, address: string): Promise<string> {
   return `http://${host}:${bound.port}`;
 }
 
-export async function startAirlock(config: AirlockConfig, options: AirlockOptions): Promise<RunningAirlock> {
-  const catalog = new SecretCatalog();
-  const logger = createLogger(config.log.level, options.logDestination, catalog);
-  const metrics = createMetrics();
-  const policy = compilePolicy(config);
+/**
+ * Resolve every configured secret once, so the request guard and the "service"/"all" redaction scopes
+ * know them before their first use. A secret that is not available yet is not an error here: requests
+ * that need it get 503 until it is, and the catalogue learns it then.
+ */
+async function warmCatalog(secrets: CredentialBroker, refs: readonly string[], logger: Logger): Promise<void> {
+  const attempts = refs.map((ref) =>
+    secrets.resolve(ref).then(
+      () => null,
+      () => ref,
+    ),
+  );
+  // A slow or down store must not hold start-up: what is not known after a moment is learnt on first use.
+  const settled = await Promise.race([Promise.all(attempts), new Promise<null>((resolve) => setTimeout(() => resolve(null), WARM_UP_WAIT_MS).unref())]);
+  const missing = settled === null ? null : settled.filter((ref): ref is string => ref !== null);
+  if (missing === null) logger.warn('some credential stores are slow to answer; Airlock started anyway and will fetch on first use');
+  else if (missing.length > 0) logger.warn({ credentials: missing }, 'some credentials are not available yet; requests that need them get 503 until they are');
+}
 
+const WARM_UP_WAIT_MS = 2_000;
+
+/** The key replicas seal shared OAuth2 tokens with; without one, tokens are not shared (only fetches serialized). */
+function sharedMasterKey(dataDir: string, env: Readonly<Record<string, string | undefined>>, logger: Logger): Buffer | null {
+  try {
+    const key = loadMasterKey({ dataDir, env, create: false });
+    if (key === null) logger.warn('no master key (AIRLOCK_MASTER_KEY): replicas will not share OAuth2 tokens through Redis, only take turns fetching them');
+    return key;
+  } catch (error) {
+    logger.warn({ err: error }, 'the master key cannot be read: OAuth2 tokens are not shared through Redis');
+    return null;
+  }
+}
+
+/** Settings a running process cannot change: each differing one is named. */
+function restartOnlyChanges(before: AirlockConfig, after: AirlockConfig): string[] {
+  const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+  const listens = (c: AirlockConfig): Record<string, string | undefined> => Object.fromEntries(Object.values(c.services).map((s) => [s.name, s.listen]).filter(([, l]) => l !== undefined));
+  const changed: string[] = [];
+  if (before.listen !== after.listen) changed.push('listen');
+  if (!same(listens(before), listens(after))) changed.push('services.*.listen');
+  if (!same(before.admin?.listen ?? null, after.admin?.listen ?? null)) changed.push('admin.listen');
+  if (before.data_dir !== after.data_dir) changed.push('data_dir');
+  if (!same(before.audit, after.audit)) changed.push('audit');
+  if (!same(before.state, after.state)) changed.push('state');
+  if (before.workers !== after.workers) changed.push('workers');
+  if (!same(before.limits, after.limits)) changed.push('limits');
+  return changed;
+}
+
+async function buildGeneration(config: AirlockConfig, durable: Durable, previous: Generation | null): Promise<Generation> {
+  const { now, logger, metrics, catalog, state, audit, redis } = durable;
+  const policy = compilePolicy(config);
   const pools = new Map<string, Pool>();
   for (const service of policy.services) pools.set(service.name, createOriginPool(service.config, service.upstream));
 
   const secrets = createCredentialBroker(config, {
-    env: options.env,
+    env: durable.env,
     catalog,
     logger,
     plans: allCredentialPlans(policy),
     onCacheEvent: (event) => metrics.credentialCache.inc({ result: event }),
+    ...(redis === null || config.state.type !== 'redis'
+      ? {}
+      : { sharedTokens: { redis: redis.client, prefix: config.state.prefix, masterKey: sharedMasterKey(config.data_dir, durable.env, logger) } }),
   });
   await warmCatalog(secrets, allSecretRefs(policy), logger);
 
-  const audit = new AuditLog({
-    file: config.audit.file,
-    secrets: catalog,
-    onFailure: config.audit.on_failure,
-    maxBytes: config.audit.max_bytes,
-    keep: config.audit.keep,
-    webhook: config.audit.webhook ?? null,
-    logger,
-    onWriteFailure: () => metrics.auditWriteFailures.inc(),
-  });
-  await audit.open();
+  const sameTelemetry = previous !== null && JSON.stringify(previous.config.telemetry) === JSON.stringify(config.telemetry);
+  const tracing = sameTelemetry ? previous.tracing : createTracing({ telemetry: config.telemetry, env: durable.env, version: AIRLOCK_VERSION });
 
-  const now = options.now ?? (() => new Date());
-  const tracing = createTracing({ telemetry: config.telemetry, env: options.env, version: AIRLOCK_VERSION });
-  metrics.bind({
-    credentials: () => secrets.status(),
-    approvalsPending: () => approvals.pendingCount(),
-    sessionsActive: () => state.sessions().length,
-    pools: () => [...pools].map(([service, pool]) => ({ service, stats: pool.stats })),
-  });
-  const state = new GovernanceState(new FileStateBackend(join(config.data_dir, 'state.jsonl')), () => now().getTime());
-  await state.start();
-  // The console's address: admin.public_url, else the admin listener as bound (known after listening).
-  let boundAdminUrl: string | null = null;
-  const consoleUrl = (): string | null => (config.admin === null ? null : (config.admin.public_url ?? boundAdminUrl));
-  const approvalLink = (id: string): string | null => {
-    const base = consoleUrl();
-    return base === null ? null : `${base.replace(/\/$/, '')}/#approval-${id}`;
-  };
+  // The console's address: admin.public_url, else the admin listener as bound.
+  const consoleUrl = (): string | null => (config.admin === null ? null : (config.admin.public_url ?? durable.boundAdminUrl));
   const approvals = new ApprovalBroker(state, {
     maxPending: config.approvals.max_pending,
     consoleUrl,
-    notify: createApprovalNotifier(config.approvals.webhook, logger, approvalLink),
+    notify: createApprovalNotifier(config.approvals.webhook, logger, (id) => {
+      const base = consoleUrl();
+      return base === null ? null : `${base.replace(/\/$/, '')}/#approval-${id}`;
+    }),
     now: () => now().getTime(),
   });
 
-  const anomalies = new AnomalyDetector(config.anomalies);
-  // Anomaly events go into the audit trail like admin changes: who (the detector), why (the evidence).
+  const anomaliesSpec = JSON.stringify(config.anomalies);
+  if (anomaliesSpec !== durable.anomaliesSpec) {
+    durable.anomalies = new AnomalyDetector(config.anomalies);
+    durable.anomaliesSpec = anomaliesSpec;
+  }
+
+  const generation: Generation = {
+    config,
+    policy,
+    pools,
+    secrets,
+    approvals,
+    tracing,
+    runtime: null as unknown as ProxyRuntime,
+    admin: null,
+    inflight: 0,
+    retired: false,
+    closed: null,
+  };
+
+  // Anomaly events and admin changes go into the audit trail: who, what, why.
   const auditAnomaly = async (event: AnomalyEvent): Promise<void> => {
     const record = newRecord(runtime, null, undefined);
     Object.assign(record, {
@@ -181,104 +255,231 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
     state,
     jwt: new JwtVerifier(Object.values(config.agents), () => now().getTime()),
     approvals,
-    killSwitch: new KillSwitch(state),
-    rateLimiter: new MemoryRateLimiter(() => now().getTime()),
-    concurrency: new ConcurrencyGate(),
-    anomalies,
-    respondToAnomaly: createAnomalyResponder({
-      state,
-      logger,
-      counter: metrics.anomalies,
-      webhook: config.anomalies.webhook ?? null,
-      audit: (event: AnomalyEvent) => auditAnomaly(event),
-    }),
+    killSwitch: durable.killSwitch,
+    rateLimiter: durable.rateLimiter,
+    concurrency: durable.concurrency,
+    anomalies: durable.anomalies,
+    respondToAnomaly: createAnomalyResponder({ state, logger, counter: metrics.anomalies, webhook: config.anomalies.webhook ?? null, audit: auditAnomaly }),
     tracing,
-    limits: Object.freeze({ maxHeaders: config.limits.max_headers, maxBodyBytes: config.limits.max_body_bytes, maxApprovalBodyBytes: config.approvals.max_body_bytes }),
+    limits: Object.freeze({
+      maxHeaders: config.limits.max_headers,
+      maxBodyBytes: config.limits.max_body_bytes,
+      maxApprovalBodyBytes: config.approvals.max_body_bytes,
+      stateStaleAfterMs: durable.staleAfterMs,
+    }),
+    readiness: () => {
+      const checks: Record<string, string> = {};
+      let ready = true;
+      checks['audit'] = audit.healthy ? 'writable' : config.audit.on_failure === 'log' ? 'failing (on_failure: log)' : 'failing';
+      if (!audit.healthy && config.audit.on_failure === 'refuse') ready = false;
+      const since = state.unreachableSince;
+      checks['state'] = redis === null ? 'embedded' : since === null ? 'redis reachable' : `redis unreachable for ${Math.round((now().getTime() - since) / 1000)} s`;
+      if (since !== null && now().getTime() - since > durable.staleAfterMs) ready = false;
+      const failing = secrets.status().filter((c) => c.failing).map((c) => c.ref);
+      checks['credentials'] = failing.length === 0 ? 'ok' : `failing: ${failing.join(', ')}`;
+      return { ready, checks };
+    },
+    inflight: {
+      enter() {
+        generation.inflight++;
+      },
+      leave() {
+        generation.inflight--;
+        if (generation.retired && generation.inflight === 0) void closeGeneration(generation, durable, false);
+      },
+    },
     now,
   });
+  (generation as { runtime: ProxyRuntime }).runtime = runtime;
 
-  const onRefusal = createRawRefusalHandler(runtime);
+  if (config.admin !== null) {
+    const auditChange = async (change: AdminChange): Promise<void> => {
+      const record = newRecord(runtime, change.method, undefined);
+      Object.assign(record, {
+        agent: change.agent,
+        session: change.session,
+        service: change.service,
+        credential: change.credential,
+        approval: change.approval,
+        path: change.path,
+        route: change.route,
+        decision: 'allow',
+        status: change.status,
+        actor: change.actor,
+        reason: change.reason,
+      });
+      if (!(await auditRequest(runtime, record, performance.now()))) throw new Error('the audit log cannot be written; the change was made but not audited');
+    };
+    (generation as { admin: AdminContext | null }).admin = {
+      directory: adminDirectory(config.admin.tokens),
+      metrics: metrics.registry,
+      broker: secrets,
+      audit,
+      catalog,
+      logger,
+      policy,
+      state,
+      approvals,
+      anomalies: durable.anomalies,
+      auditChange,
+      now: () => now().getTime(),
+    };
+  }
+  return generation;
+}
+
+/**
+ * Closes what a generation owns (pools, the broker's timers and leases, tracing if not shared). A
+ * retired generation has no request left, so its pools close gracefully; at shutdown, after the
+ * deadline, whatever is still open upstream is destroyed.
+ */
+function closeGeneration(generation: Generation, durable: Durable, shutdownTracing: boolean, destroyPools = false): Promise<void> {
+  generation.closed ??= (async () => {
+    await Promise.all([...generation.pools.values()].map((pool) => (destroyPools ? pool.destroy() : pool.close().catch(() => pool.destroy()))));
+    await generation.secrets.close();
+    if (shutdownTracing) await generation.tracing.shutdown();
+    durable.logger.debug('a previous configuration generation was closed');
+  })();
+  return generation.closed;
+}
+
+export async function startAirlock(config: AirlockConfig, options: AirlockOptions): Promise<RunningAirlock> {
+  const now = options.now ?? (() => new Date());
+  const catalog = new SecretCatalog();
+  const logger = createLogger(config.log.level, options.logDestination, catalog);
+  const metrics = createMetrics();
+
+  const redis = config.state.type === 'redis' ? new RedisStateBackend({ url: config.state.url, prefix: config.state.prefix, logger, now: () => now().getTime() }) : null;
+  if (redis !== null) {
+    await redis.connect().catch(async (error: unknown) => {
+      await redis.close();
+      throw new Error(`cannot reach Redis at ${config.state.type === 'redis' ? config.state.url.replace(/\/\/[^@]*@/, '//***@') : ''}: ${(error as Error).message}; start it or fix state.url`);
+    });
+  }
+  const audit = new AuditLog({
+    file: config.audit.file,
+    secrets: catalog,
+    onFailure: config.audit.on_failure,
+    maxBytes: config.audit.max_bytes,
+    keep: config.audit.keep,
+    webhook: config.audit.webhook ?? null,
+    logger,
+    onWriteFailure: () => metrics.auditWriteFailures.inc(),
+  });
+  await audit.open();
+  const state = new GovernanceState(redis ?? new FileStateBackend(join(config.data_dir, 'state.jsonl')), () => now().getTime());
+  await state.start();
+  const staleAfterMs = config.state.type === 'redis' ? config.state.stale_after * 1000 : Infinity;
+
+  const durable: Durable = {
+    now,
+    env: options.env,
+    catalog,
+    logger,
+    metrics,
+    redis,
+    audit,
+    state,
+    killSwitch: new KillSwitch(state),
+    rateLimiter:
+      redis === null || config.state.type !== 'redis'
+        ? new MemoryRateLimiter(() => now().getTime())
+        : new RedisRateLimiter(redis.client, { prefix: config.state.prefix, staleAfterMs, downSince: () => redis.downSince, now: () => now().getTime() }),
+    concurrency: new ConcurrencyGate(),
+    staleAfterMs,
+    boundAdminUrl: null,
+    anomalies: new AnomalyDetector(config.anomalies),
+    anomaliesSpec: JSON.stringify(config.anomalies),
+  };
+
+  let current = await buildGeneration(config, durable, null);
+  const currentRuntime = (): ProxyRuntime => current.runtime;
+  metrics.bind({
+    credentials: () => current.secrets.status(),
+    approvalsPending: () => current.approvals.pendingCount(),
+    sessionsActive: () => state.sessions().length,
+    pools: () => [...current.pools].map(([service, pool]) => ({ service, stats: pool.stats })),
+  });
+
+  const onRefusal = createRawRefusalHandler(currentRuntime);
   const bindings: Array<{ address: string; binding: ListenerBinding; service: string | null }> = [{ address: config.listen, binding: { kind: 'shared' }, service: null }];
-  for (const service of policy.services) {
-    if (service.config.listen !== undefined) bindings.push({ address: service.config.listen, binding: { kind: 'service', service }, service: service.name });
+  for (const service of current.policy.services) {
+    if (service.config.listen !== undefined) bindings.push({ address: service.config.listen, binding: { kind: 'service', name: service.name }, service: service.name });
   }
 
-  const listeners: BoundListener[] = [];
+  const listeners: Server[] = [];
   const serviceUrls: Record<string, string> = {};
   let url = '';
   let adminUrl: string | null = null;
   try {
     for (const entry of bindings) {
-      const server = createListener(config.limits, { onRequest: createRequestHandler(runtime, entry.binding), onRefusal });
+      const server = createListener(config.limits, { onRequest: createRequestHandler(currentRuntime, entry.binding), onRefusal });
       const bound = await listen(server, entry.address);
-      listeners.push({ server, url: bound });
+      listeners.push(server);
       if (entry.service === null) url = bound;
       else serviceUrls[entry.service] = bound;
     }
     if (config.admin !== null) {
-      const auditChange = async (change: AdminChange): Promise<void> => {
-        const record = newRecord(runtime, change.method, undefined);
-        Object.assign(record, {
-          agent: change.agent,
-          session: change.session,
-          service: change.service,
-          credential: change.credential,
-          approval: change.approval,
-          path: change.path,
-          route: change.route,
-          decision: 'allow',
-          status: change.status,
-          actor: change.actor,
-          reason: change.reason,
-        });
-        if (!(await auditRequest(runtime, record, performance.now()))) throw new Error('the audit log cannot be written; the change was made but not audited');
-      };
-      const server = createAdminServer({
-        directory: adminDirectory(config.admin.tokens),
-        metrics: metrics.registry,
-        broker: secrets,
-        audit,
-        catalog,
-        logger,
-        policy,
-        state,
-        approvals,
-        anomalies,
-        auditChange,
-        now: () => now().getTime(),
-      });
+      const server = createAdminServer(() => current.admin as AdminContext);
       adminUrl = await listen(server, config.admin.listen);
-      listeners.push({ server, url: adminUrl });
-      // A wildcard bind is reachable on loopback at least; public_url is the way to say more.
-      boundAdminUrl = adminUrl.replace('//0.0.0.0:', '//127.0.0.1:').replace('//[::]:', '//[::1]:');
+      listeners.push(server);
+      // A wildcard bind is reachable on loopback at least; admin.public_url is the way to say more.
+      durable.boundAdminUrl = adminUrl.replace('//0.0.0.0:', '//127.0.0.1:').replace('//[::]:', '//[::1]:');
     }
   } catch (error) {
-    await Promise.all(listeners.map((l) => closeServer(l.server, 0)));
-    await Promise.all([...pools.values()].map((p) => p.destroy()));
-    await secrets.close();
+    await Promise.all(listeners.map((server) => closeServer(server, 0)));
+    await closeGeneration(current, durable, true, true);
     await state.close();
     await audit.close();
     throw error;
   }
 
-  logger.info({ url, services: serviceUrls, admin: adminUrl, agents: policy.agentByName.size }, 'airlock listening');
+  logger.info({ url, services: serviceUrls, admin: adminUrl, agents: current.policy.agentByName.size }, 'airlock listening');
 
   let closing: Promise<void> | null = null;
   return {
     url,
     serviceUrls: Object.freeze(serviceUrls),
     adminUrl,
-    policy,
+    get policy() {
+      return current.policy;
+    },
     logger,
     metrics,
-    close() {
+    async reload(next) {
+      if (closing !== null) return { ok: false, reason: 'Airlock is shutting down' };
+      const changed = restartOnlyChanges(current.config, next);
+      if (changed.length > 0) {
+        metrics.reloads.inc({ result: 'refused' });
+        const reason = `the new config changes ${changed.join(', ')}, which only a restart can apply; the running config stays`;
+        logger.error({ changed }, `config reload refused: ${reason}`);
+        return { ok: false, reason };
+      }
+      let fresh: Generation;
+      try {
+        fresh = await buildGeneration(next, durable, current);
+      } catch (error) {
+        metrics.reloads.inc({ result: 'invalid' });
+        logger.error({ err: error }, 'config reload failed; the running config stays');
+        return { ok: false, reason: (error as Error).message };
+      }
+      const previous = current;
+      current = fresh;
+      logger.level = next.log.level;
+      previous.retired = true;
+      if (previous.inflight === 0) void closeGeneration(previous, durable, previous.tracing !== fresh.tracing);
+      metrics.reloads.inc({ result: 'success' });
+      logger.info({ services: fresh.policy.services.length, agents: fresh.policy.agentByName.size }, 'config reloaded; requests in flight finish on the previous one');
+      return { ok: true };
+    },
+    close(deadlineMs) {
       closing ??= (async () => {
-        await Promise.all(listeners.map((l) => closeServer(l.server, 2_000)));
-        await Promise.all([...pools.values()].map((p) => p.destroy()));
-        await secrets.close();
+        const deadline = deadlineMs ?? current.config.shutdown_timeout * 1000;
+        logger.info({ deadline_ms: deadline }, 'stopping: no new connections; requests in flight may finish');
+        await Promise.all(listeners.map((server) => closeServer(server, deadline)));
+        await closeGeneration(current, durable, true, true);
         await state.close();
         await audit.close();
-        await tracing.shutdown();
         logger.info('airlock stopped');
       })();
       return closing;

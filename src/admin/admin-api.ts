@@ -459,9 +459,11 @@ async function handle(context: AdminContext, req: IncomingMessage, res: ServerRe
   throw new AirlockError('not_found', `No admin endpoint ${method} ${path}; see GET /v1/health and the README's admin API table.`);
 }
 
-export function createAdminServer(context: AdminContext): Server {
+/** `currentContext` is read per request, so a reload's new policy and broker are what the API sees. */
+export function createAdminServer(currentContext: () => AdminContext): Server {
   return createServer({ requireHostHeader: true, headersTimeout: 10_000, requestTimeout: 30_000 }, function handleAdminRequest(req, res) {
     const requestId = randomUUID();
+    const context = currentContext();
     handle(context, req, res, requestId).catch((error: unknown) => {
       const failure = asAirlockError(error);
       if (failure.code === 'internal_error') context.logger.error({ err: error, request_id: requestId }, 'admin request failed');

@@ -142,6 +142,9 @@ function normalize(data: ParsedConfig, resolvePath: (p: string) => string, sourc
     approvals: data.approvals,
     state: data.state,
     anomalies: data.anomalies,
+    workers: data.workers,
+    shutdown_timeout: data.shutdown_timeout,
+    reload: data.reload,
     services,
     agents,
   });

@@ -366,9 +366,20 @@ const anomaliesSpec = z.strictObject({
   new_client_address: z.strictObject({ action: anomalyAction.default('alert') }).default({ action: 'alert' }).describe('a task session used from a second client address'),
 });
 
-const stateSpec = z.strictObject({
-  type: z.literal('memory').describe('memory: kept in memory and in data_dir/state.jsonl (sessions, revocations, approvals survive a restart)'),
-});
+const stateSpec = z.union(
+  [
+    z.strictObject({
+      type: z.literal('memory').describe('memory: kept in memory and in data_dir/state.jsonl (sessions, revocations, approvals survive a restart)'),
+    }),
+    z.strictObject({
+      type: z.literal('redis').describe('redis: shared by every replica (sessions, revocations, approvals, rate buckets, OAuth2 tokens)'),
+      url: z.string().regex(/^rediss?:\/\//, { error: 'a redis:// or rediss:// URL' }).describe('the Redis server, e.g. redis://127.0.0.1:6379/0'),
+      prefix: z.string().regex(/^[A-Za-z0-9:_.-]*$/).default('airlock:').describe('key prefix, to share one Redis between deployments'),
+      stale_after: seconds.default(30).describe('how long a replica cut off from Redis serves from what it knows before refusing (503 state_unavailable)'),
+    }),
+  ],
+  { error: 'state is {type: memory} or {type: redis, url: redis://...}' },
+);
 
 export const configSchema = z.strictObject({
   listen: listenAddress.default('127.0.0.1:7700').describe('agent-facing listener'),
@@ -403,6 +414,14 @@ export const configSchema = z.strictObject({
   admin: adminSpec.optional().describe('the admin API (absent: no admin listener)'),
   approvals: approvalsSpec.default({ max_body_bytes: 1024 * 1024, max_pending: 1000 }),
   state: stateSpec.default({ type: 'memory' }),
+  workers: z
+    .union([z.number().int().min(1).max(256), z.literal('auto')])
+    .default(1)
+    .describe('processes serving on the same ports (node cluster); "auto" = one per CPU; more than 1 needs state type redis'),
+  shutdown_timeout: seconds.default(30).describe('on SIGTERM, how long in-flight requests (streams included) may take to finish'),
+  reload: z
+    .strictObject({ watch: z.boolean().default(true).describe('reload when the config file changes (SIGHUP always reloads)') })
+    .default({ watch: true }),
   anomalies: anomaliesSpec.default({
     enabled: true,
     warmup: { requests: 100, seconds: 3600 },

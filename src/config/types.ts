@@ -30,6 +30,9 @@ export interface AirlockConfig {
   readonly approvals: DeepReadonly<ApprovalsSpec>;
   readonly state: DeepReadonly<StateSpec>;
   readonly anomalies: DeepReadonly<AnomaliesSpec>;
+  readonly workers: number | 'auto';
+  readonly shutdown_timeout: number;
+  readonly reload: { readonly watch: boolean };
   readonly services: Readonly<Record<string, ServiceConfig>>;
   readonly agents: Readonly<Record<string, AgentConfig>>;
 }

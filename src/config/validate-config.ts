@@ -176,6 +176,10 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
     }
   }
 
+  if (config.workers !== 1 && config.state.type !== 'redis') {
+    error(['workers'], 'several worker processes need shared state: set state: {type: redis, url: ...} (each process would otherwise keep its own sessions, revocations and approvals)');
+  }
+
   for (const [serviceName, users] of credentialUsers) {
     if (users.length > 1) {
       warning(

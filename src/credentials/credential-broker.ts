@@ -23,6 +23,8 @@ import type { SecretSource } from './secret-source.js';
 import { createVaultKvSource } from './vault-kv-source.js';
 import { createVaultLeaseSource } from './vault-lease-source.js';
 import { VaultSession } from './vault-session.js';
+import { createSharedTokenSource } from './shared-token-source.js';
+import type { Redis } from 'ioredis';
 
 export interface CredentialBroker {
   /** The value to inject now (cached, refreshed ahead, last known good within bounds) or 503. */
@@ -45,6 +47,8 @@ export interface BrokerOptions {
   readonly now?: () => number;
   /** Cache hits, stale serves, misses and failed fetches (metrics). */
   readonly onCacheEvent?: (event: 'hit' | 'stale' | 'miss' | 'refresh_failure') => void;
+  /** Replicas sharing OAuth2 tokens through Redis (a distributed single flight). */
+  readonly sharedTokens?: { readonly redis: Redis; readonly prefix: string; readonly masterKey: Buffer | null };
 }
 
 const FOREVER_MS = 365 * 24 * 3600 * 1000;
@@ -93,7 +97,7 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
     file: createFileSource({ dataDir: config.data_dir, env: options.env, now, recheckMs: 0 }),
     vault: vault === null ? unconfigured('vault', 'secrets.vault') : createVaultKvSource(vault),
     'vault-lease': leases ?? unconfigured('vault-lease', 'secrets.vault'),
-    oauth2,
+    oauth2: options.sharedTokens === undefined ? oauth2 : createSharedTokenSource(oauth2, options.sharedTokens.redis, options.sharedTokens.prefix, options.sharedTokens.masterKey, now),
   };
 
   const cache = new CredentialCache(

@@ -11,6 +11,17 @@ function who(by: string, reason: string): string {
   return `by ${by}${reason === '' ? '' : `: ${reason}`}`;
 }
 
+/**
+ * Shared state (Redis) unreachable past state.stale_after: what this replica knows may be out of date
+ * (a revocation elsewhere it did not hear of), so it refuses rather than guess.
+ */
+export function checkStateFresh(state: GovernanceState, staleAfterMs: number, now: number): void {
+  const since = state.unreachableSince;
+  if (since !== null && now - since > staleAfterMs) {
+    throw new AirlockError('state_unavailable', `Shared state (Redis) has been unreachable for ${Math.round((now - since) / 1000)} s, longer than state.stale_after; requests are refused until it is back, so no revocation is missed.`);
+  }
+}
+
 /** Lockdown, a revoked agent, a revoked session (or an ancestor of it). */
 export function checkPrincipalRevocations(state: GovernanceState, principal: Principal): void {
   const lockdown = state.revocation('all', '*');

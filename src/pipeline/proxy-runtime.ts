@@ -16,6 +16,7 @@ import type { ConcurrencyGate, RateLimiter } from '../policy/rate-limiter.js';
 import type { Policy } from '../policy/compile-policy.js';
 import type { KillSwitch } from '../policy/kill-switch.js';
 import type { GovernanceState } from '../state/governance-state.js';
+import type { Readiness } from './serve-reserved.js';
 
 export interface ProxyRuntime {
   readonly policy: Policy;
@@ -36,6 +37,9 @@ export interface ProxyRuntime {
   readonly concurrency: ConcurrencyGate;
   readonly anomalies: AnomalyDetector;
   readonly respondToAnomaly: (event: AnomalyEvent) => void;
-  readonly limits: { readonly maxHeaders: number; readonly maxBodyBytes: number; readonly maxApprovalBodyBytes: number };
+  readonly limits: { readonly maxHeaders: number; readonly maxBodyBytes: number; readonly maxApprovalBodyBytes: number; readonly stateStaleAfterMs: number };
+  readonly readiness: () => Readiness;
+  /** Requests being served on this runtime (a reloaded-away runtime is closed when it reaches 0). */
+  readonly inflight: { enter(): void; leave(): void };
   readonly now: () => Date;
 }

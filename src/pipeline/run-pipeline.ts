@@ -31,7 +31,7 @@ import { approvalRequired, awaitApproval } from './await-approval.js';
 import { authorizeScope } from './authorize-scope.js';
 import { canonicalizeTarget } from './canonicalize-target.js';
 import { checkRateLimit } from './check-rate-limit.js';
-import { checkPrincipalRevocations, checkTargetRevocations, recheckAfterWait } from './check-revocations.js';
+import { checkPrincipalRevocations, checkStateFresh, checkTargetRevocations, recheckAfterWait } from './check-revocations.js';
 import type { ForwardResult } from './forward-request.js';
 import { forwardWithRotation } from './forward-with-rotation.js';
 import { guardRequestSecrets } from './guard-request-secrets.js';
@@ -46,12 +46,20 @@ import { rawProblemResponse, sendProblem } from './send-problem.js';
 import { isReservedPath, serveReserved } from './serve-reserved.js';
 import { isSessionsPath, serveSessions } from './serve-sessions.js';
 
-export function createRequestHandler(runtime: ProxyRuntime, binding: ListenerBinding): (req: IncomingMessage, res: ServerResponse) => void {
+/**
+ * `currentRuntime` is read once per request: a request runs start to end on the configuration it
+ * arrived under, even when a reload swaps in a new one meanwhile.
+ */
+export function createRequestHandler(currentRuntime: () => ProxyRuntime, binding: ListenerBinding): (req: IncomingMessage, res: ServerResponse) => void {
   return function handleAgentRequest(req, res) {
-    runPipeline(runtime, binding, req, res).catch(function pipelineBug(error: unknown) {
-      runtime.logger.error({ err: error }, 'request pipeline failed outside its error handling');
-      res.destroy();
-    });
+    const runtime = currentRuntime();
+    runtime.inflight.enter();
+    runPipeline(runtime, binding, req, res)
+      .catch(function pipelineBug(error: unknown) {
+        runtime.logger.error({ err: error }, 'request pipeline failed outside its error handling');
+        res.destroy();
+      })
+      .finally(() => runtime.inflight.leave());
   };
 }
 
@@ -70,13 +78,14 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
     checkRequestShape(req, runtime.limits.maxHeaders);
     const target = canonicalizeTarget(req.url ?? '');
     record.path = target.path;
-    if (isReservedPath(target.path) && !isSessionsPath(target.path)) return serveReserved(req, res, target.path, record.request_id);
+    if (isReservedPath(target.path) && !isSessionsPath(target.path)) return serveReserved(req, res, target.path, record.request_id, runtime.readiness);
 
     const principal = await authenticateAgent(req.rawHeaders, runtime.policy, runtime.state, runtime.jwt);
     record.agent = principal.agent.name;
     record.session = principal.session?.id ?? null;
     record.justification = principal.session?.justification ?? null;
     record.task_id = principal.session?.taskId ?? null;
+    checkStateFresh(runtime.state, runtime.limits.stateStaleAfterMs, runtime.now().getTime());
     checkPrincipalRevocations(runtime.state, principal);
 
     const managedSecrets = runtime.catalog.index('guard', null, []);
@@ -244,8 +253,9 @@ async function refuse(
  * headers too large, too slow), or they ask for a tunnel (CONNECT) or a protocol switch (Upgrade).
  * They are answered on the raw socket, which is then closed, and audited like any other request.
  */
-export function createRawRefusalHandler(runtime: ProxyRuntime): (socket: Duplex, failure: AirlockError, method: string | null) => void {
+export function createRawRefusalHandler(currentRuntime: () => ProxyRuntime): (socket: Duplex, failure: AirlockError, method: string | null) => void {
   return function refuseOnSocket(socket, failure, method) {
+    const runtime = currentRuntime();
     const startedAt = performance.now();
     const record = newRecord(runtime, method, (socket as { remoteAddress?: string }).remoteAddress);
     record.code = failure.code;

@@ -6,7 +6,8 @@
 import { AirlockError } from '../errors.js';
 import type { Policy, ServicePolicy } from '../policy/compile-policy.js';
 
-export type ListenerBinding = { readonly kind: 'shared' } | { readonly kind: 'service'; readonly service: ServicePolicy };
+/** What a listener serves: every service (prefix or Host), or one service by name (its own listen). */
+export type ListenerBinding = { readonly kind: 'shared' } | { readonly kind: 'service'; readonly name: string };
 
 export interface SelectedService {
   readonly service: ServicePolicy;
@@ -32,7 +33,11 @@ function hostOf(rawHeaders: readonly string[]): string | null {
 
 export function selectService(policy: Policy, binding: ListenerBinding, rawHeaders: readonly string[], path: string): SelectedService {
   const host = hostOf(rawHeaders);
-  if (binding.kind === 'service') return { service: binding.service, path, agentPrefix: '' };
+  if (binding.kind === 'service') {
+    const own = policy.serviceByName.get(binding.name);
+    if (own === undefined) throw new AirlockError('unknown_service', `This listener's service ${binding.name} is no longer configured.`);
+    return { service: own, path, agentPrefix: '' };
+  }
   if (host !== null && policy.serviceByHost.size > 0) {
     const byHost = policy.serviceByHost.get(host);
     if (byHost !== undefined) return { service: byHost, path, agentPrefix: '' };

@@ -1,6 +1,10 @@
 /**
- * Airlock's own endpoints under /_airlock/ on the agent listeners. Only the liveness probe exists so far;
- * it needs no token and is not audited (a probe every few seconds would drown the audit trail).
+ * Airlock's own public endpoints under /_airlock/ on the agent listeners, for load balancers and
+ * orchestrators: no token, not audited (a probe every few seconds would drown the audit trail).
+ *   /_airlock/health  liveness: the process answers
+ *   /_airlock/ready   readiness: the audit log is writable and shared state (Redis) is reachable;
+ *                     503 with what is wrong otherwise. Credential stores are reported, not required:
+ *                     one failing store makes its services answer 503, not the whole proxy unready.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { AirlockError } from '../errors.js';
@@ -12,7 +16,22 @@ export function isReservedPath(path: string): boolean {
   return path.startsWith(RESERVED_PATH_PREFIX) || path === '/_airlock';
 }
 
-export function serveReserved(req: IncomingMessage, res: ServerResponse, path: string, requestId: string): void {
+export interface Readiness {
+  readonly ready: boolean;
+  readonly checks: Readonly<Record<string, string>>;
+}
+
+export function serveReserved(req: IncomingMessage, res: ServerResponse, path: string, requestId: string, readiness: () => Readiness): void {
+  if (path === '/_airlock/ready') {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      throw new AirlockError('method_not_allowed', '/_airlock/ready answers GET and HEAD.', { headers: { allow: 'GET, HEAD' } });
+    }
+    const state = readiness();
+    const body = JSON.stringify({ status: state.ready ? 'ready' : 'not_ready', checks: state.checks });
+    res.writeHead(state.ready ? 200 : 503, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', [REQUEST_ID_HEADER]: requestId });
+    res.end(req.method === 'HEAD' ? undefined : body);
+    return;
+  }
   if (path === '/_airlock/health') {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       throw new AirlockError('method_not_allowed', '/_airlock/health answers GET and HEAD.', { headers: { allow: 'GET, HEAD' } });
@@ -22,5 +41,5 @@ export function serveReserved(req: IncomingMessage, res: ServerResponse, path: s
     res.end(req.method === 'HEAD' ? undefined : body);
     return;
   }
-  throw new AirlockError('unknown_service', `There is no Airlock endpoint ${path}; the reserved endpoints are /_airlock/health.`);
+  throw new AirlockError('unknown_service', `There is no Airlock endpoint ${path}; the reserved endpoints are /_airlock/health, /_airlock/ready and /_airlock/sessions.`);
 }

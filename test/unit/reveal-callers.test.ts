@@ -12,10 +12,11 @@ import { describe, expect, it } from 'vitest';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const SRC = join(REPO, 'src');
-// Injectors put the value on the wire, the redactor scans for it, and the credential broker hands store
-// logins (Vault role ids, OAuth2 client secrets) their own credentials: nowhere else.
+// Injectors put the value on the wire, the redactor scans for it, the credential broker hands store
+// logins (Vault role ids, OAuth2 client secrets) their own credentials, and shared OAuth2 tokens are
+// sealed (AES-GCM) for the other replicas: nowhere else.
 const ALLOWED_DIRS = ['src/injection/', 'src/redaction/'];
-const ALLOWED_FILES = ['src/credentials/credential-broker.ts'];
+const ALLOWED_FILES = ['src/credentials/credential-broker.ts', 'src/credentials/shared-token-source.ts'];
 /** Where reveal is defined: its declaration is not a call. */
 const DEFINITION = 'src/credentials/credential.ts';
 
@@ -69,7 +70,7 @@ describe('who may reveal a secret', () => {
     expect(files.map((f) => f.file)).toContain(DEFINITION);
   });
 
-  it('`.reveal(` is called only in src/injection/, src/redaction/ and the credential broker', () => {
+  it('`.reveal(` is called only in src/injection/, src/redaction/, the credential broker and the shared token store', () => {
     const callers = files.filter((f) => /\.\s*reveal\s*\(/.test(f.text));
     expect(callers.length, 'the scan should find the injectors that do reveal').toBeGreaterThan(0);
     expect(callers.some((f) => f.file.startsWith('src/injection/'))).toBe(true);

@@ -1,0 +1,90 @@
+/**
+ * OAuth2 tokens shared by replicas through Redis: a distributed single flight, so N replicas never
+ * stampede a token endpoint. The first replica to need a token takes a lock (SET NX PX), fetches it and
+ * stores it, sealed with AES-256-GCM under the master key every replica shares (AIRLOCK_MASTER_KEY), until
+ * it expires; the others wait for it and use it. Without a shared master key the token is not stored in
+ * Redis at all: the lock still keeps replicas from fetching at the same moment.
+ */
+import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { AirlockError } from '../errors.js';
+import { Credential } from './credential.js';
+import type { SecretSource } from './secret-source.js';
+
+const LOCK_MS = 15_000;
+const POLL_MS = 50;
+/** A shared token with less life than this left is fetched anew. */
+const MIN_LIFE_MS = 5_000;
+
+const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
+
+interface SealedToken {
+  iv: string;
+  tag: string;
+  data: string;
+  expiresAt: number;
+  generation: string | null;
+}
+
+function seal(key: Buffer, name: string, token: string): Omit<SealedToken, 'expiresAt' | 'generation'> {
+  const iv = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', key, iv);
+  cipher.setAAD(Buffer.from(`oauth2:${name}`));
+  const data = Buffer.concat([cipher.update(token, 'utf8'), cipher.final()]);
+  return { iv: iv.toString('base64'), tag: cipher.getAuthTag().toString('base64'), data: data.toString('base64') };
+}
+
+function open(key: Buffer, name: string, sealed: SealedToken): string | null {
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(sealed.iv, 'base64'));
+    decipher.setAAD(Buffer.from(`oauth2:${name}`));
+    decipher.setAuthTag(Buffer.from(sealed.tag, 'base64'));
+    return Buffer.concat([decipher.update(Buffer.from(sealed.data, 'base64')), decipher.final()]).toString('utf8');
+  } catch {
+    return null;
+  }
+}
+
+export function createSharedTokenSource(inner: SecretSource, redis: Redis, prefix: string, masterKey: Buffer | null, now: () => number = Date.now): SecretSource {
+  redis.defineCommand('airlockReleaseLock', { numberOfKeys: 1, lua: RELEASE });
+
+  async function shared(name: string, ref: string): Promise<Credential | null> {
+    if (masterKey === null) return null;
+    const raw = await redis.get(`${prefix}oauth2:${name}`);
+    if (raw === null) return null;
+    const sealed = JSON.parse(raw) as SealedToken;
+    if (sealed.expiresAt - now() < MIN_LIFE_MS) return null;
+    const token = open(masterKey, name, sealed);
+    return token === null ? null : new Credential(ref, token, sealed.generation, sealed.expiresAt);
+  }
+
+  return {
+    async fetchSecret(name, ref) {
+      const deadline = now() + LOCK_MS;
+      for (;;) {
+        const existing = await shared(name, ref);
+        if (existing !== null) return existing;
+        const owner = randomUUID();
+        const lockKey = `${prefix}lock:oauth2:${name}`;
+        if ((await redis.set(lockKey, owner, 'PX', LOCK_MS, 'NX')) === 'OK') {
+          try {
+            // Another replica may have stored one between our look and our lock.
+            const raced = await shared(name, ref);
+            if (raced !== null) return raced;
+            const credential = await inner.fetchSecret(name, ref);
+            if (masterKey !== null && credential.expiresAt !== null && credential.expiresAt > now()) {
+              const sealed: SealedToken = { ...seal(masterKey, name, credential.reveal()), expiresAt: credential.expiresAt, generation: credential.generation };
+              await redis.set(`${prefix}oauth2:${name}`, JSON.stringify(sealed), 'PX', Math.max(1, credential.expiresAt - now()));
+            }
+            return credential;
+          } finally {
+            await (redis as unknown as { airlockReleaseLock(key: string, owner: string): Promise<number> }).airlockReleaseLock(lockKey, owner).catch(() => 0);
+          }
+        }
+        if (now() > deadline) throw new AirlockError('credential_unavailable', `Another replica has been fetching the OAuth2 token ${ref} for too long; retry shortly.`);
+        await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+        // Without a shared key nothing is stored: once the lock is free, fetch our own.
+      }
+    },
+  };
+}
