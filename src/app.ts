@@ -435,6 +435,9 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
   }
 
   logger.info({ url, services: serviceUrls, admin: adminUrl, agents: current.policy.agentByName.size }, 'airlock listening');
+  // The first record is Airlock's own start: it also proves the log writable before any request is
+  // forwarded (a log that cannot be written is marked broken, so the first request is refused).
+  await lifecycleRecord(current.runtime, 'airlock:start', `Airlock ${AIRLOCK_VERSION} started on ${url}`);
 
   let closing: Promise<void> | null = null;
   return {
@@ -470,6 +473,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
       if (previous.inflight === 0) void closeGeneration(previous, durable, previous.tracing !== fresh.tracing);
       metrics.reloads.inc({ result: 'success' });
       logger.info({ services: fresh.policy.services.length, agents: fresh.policy.agentByName.size }, 'config reloaded; requests in flight finish on the previous one');
+      await lifecycleRecord(fresh.runtime, 'airlock:reload', `configuration reloaded: ${fresh.policy.services.length} services, ${fresh.policy.agentByName.size} agents`);
       return { ok: true };
     },
     close(deadlineMs) {
@@ -477,6 +481,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
         const deadline = deadlineMs ?? current.config.shutdown_timeout * 1000;
         logger.info({ deadline_ms: deadline }, 'stopping: no new connections; requests in flight may finish');
         await Promise.all(listeners.map((server) => closeServer(server, deadline)));
+        await lifecycleRecord(current.runtime, 'airlock:stop', 'Airlock stopped');
         await closeGeneration(current, durable, true, true);
         await state.close();
         await audit.close();
@@ -485,6 +490,13 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
       return closing;
     },
   };
+}
+
+/** An audit record of Airlock's own lifecycle (start, reload, stop), with actor "airlock". */
+async function lifecycleRecord(runtime: ProxyRuntime, route: string, reason: string): Promise<void> {
+  const record = newRecord(runtime, null, undefined);
+  Object.assign(record, { route, decision: 'allow', actor: 'airlock', reason });
+  await auditRequest(runtime, record, performance.now());
 }
 
 /** Stop accepting, let in-flight responses finish up to the deadline, then cut what is left. */

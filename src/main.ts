@@ -17,6 +17,10 @@ const code = await runCli({
   stderr: process.stderr,
   stdin: process.stdin,
   stopRequested,
+  onReloadRequested(listener) {
+    process.on('SIGHUP', listener);
+    return () => process.off('SIGHUP', listener);
+  },
 });
 process.exitCode = code;
 // Commands other than serve are done; serve returns only after closing its listeners and pools.

@@ -17,6 +17,8 @@ export interface CliIo {
   readonly stdin: AsyncIterable<Buffer | string> & { readonly isTTY?: boolean; setRawMode?(mode: boolean): unknown };
   /** Settles with the signal name when the process is asked to stop (SIGINT, SIGTERM). */
   readonly stopRequested: Promise<string>;
+  /** Registers a listener for reload requests (SIGHUP); returns how to unregister it. */
+  readonly onReloadRequested?: (listener: () => void) => () => void;
 }
 
 export class UsageError extends Error {

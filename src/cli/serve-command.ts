@@ -1,30 +1,87 @@
 /**
  * `airlock serve [--config F]`: runs the proxy until SIGINT/SIGTERM. JSON logs go to stdout; the
  * human summary (where it listens, what is missing, what to do next) goes to stderr.
+ *
+ * Operations: SIGHUP (and, with reload.watch, a change of the config file) reloads the config: it is
+ * validated, and on success replaces the running one while requests in flight finish on the old; on
+ * failure the old stays, with the problems logged. SIGTERM stops accepting, lets requests in flight
+ * (streams included) finish up to shutdown_timeout, flushes the audit log and revokes dynamic leases.
+ * With `workers` above 1 the process becomes a cluster primary (run-cluster.ts).
  */
+import { watch } from 'node:fs';
+import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
-import { startAirlock } from '../app.js';
+import { startAirlock, type RunningAirlock } from '../app.js';
+import { formatProblem } from '../config/config-problem.js';
+import { loadConfigFile } from '../config/load-config.js';
 import type { AirlockConfig } from '../config/types.js';
 import { EncryptedSecretFile } from '../credentials/encrypted-secret-file.js';
 import { loadMasterKey } from '../credentials/master-key.js';
 import { parseSecretRef } from '../credentials/secret-ref.js';
 import type { CliIo } from './cli-io.js';
-import { loadConfigOrReport } from './locate-config.js';
+import { configPath, loadConfigOrReport } from './locate-config.js';
+import { runClusterPrimary, workerAuditFile, workerCount } from './run-cluster.js';
 
 export async function serveCommand(io: CliIo): Promise<number> {
   const { values } = parseArgs({ args: [...io.args], options: { config: { type: 'string' } }, allowPositionals: false });
   const loaded = loadConfigOrReport(io, values.config);
   if (loaded === null) return 1;
-  const { config } = loaded;
+  let { config } = loaded;
+  const workers = workerCount(config.workers);
+  if (workers > 1 && cluster.isPrimary) return runClusterPrimary(io, config, workers);
+  const workerId = io.env['AIRLOCK_WORKER_ID'];
+  if (workerId !== undefined) config = workerAuditFile(config, workerId);
   for (const problem of loaded.loaded.problems) {
     if (problem.severity === 'warning') io.stderr.write(`warning: ${problem.message}\n`);
   }
   const airlock = await startAirlock(config, { env: io.env, logDestination: io.stdout });
-  io.stderr.write(summary(config, airlock.url, airlock.serviceUrls, airlock.adminUrl, io.env));
+  if (workerId === undefined) io.stderr.write(summary(config, airlock.url, airlock.serviceUrls, airlock.adminUrl, io.env));
+  const stopWatching = watchForReloads(io, configPath(io, values.config), config, airlock, workerId);
   const signal = await io.stopRequested;
-  io.stderr.write(`\n${signal} received: finishing in-flight requests and stopping.\n`);
+  stopWatching();
+  io.stderr.write(`\n${signal} received: finishing in-flight requests (up to ${config.shutdown_timeout} s) and stopping.\n`);
   await airlock.close();
   return 0;
+}
+
+/** SIGHUP, and (reload.watch) changes of the config file, debounced. */
+function watchForReloads(io: CliIo, file: string, initial: AirlockConfig, airlock: RunningAirlock, workerId: string | undefined): () => void {
+  let pending: NodeJS.Timeout | null = null;
+  let running = Promise.resolve();
+  const reload = (why: string): void => {
+    running = running.then(async () => {
+      const next = loadConfigFile(file);
+      if (next.config === null) {
+        airlock.metrics.reloads.inc({ result: 'invalid' });
+        airlock.logger.error({ reason: why, problems: next.problems.filter((p) => p.severity === 'error').map((p) => formatProblem(p, file)) }, 'config reload failed: the new file has problems; the running config stays');
+        return;
+      }
+      const result = await airlock.reload(workerId === undefined ? next.config : workerAuditFile(next.config, workerId));
+      if (result.ok) airlock.logger.info({ reason: why }, 'config reloaded');
+    });
+  };
+  const stopSignal = io.onReloadRequested?.(() => reload('SIGHUP')) ?? (() => undefined);
+  let watcher: ReturnType<typeof watch> | null = null;
+  if (initial.reload.watch) {
+    try {
+      // Editors replace files (rename), so the directory is watched, filtered to the file's name.
+      const directory = file.slice(0, file.lastIndexOf('/')) || '.';
+      const name = file.slice(file.lastIndexOf('/') + 1);
+      watcher = watch(directory, (_event, changed) => {
+        if (changed !== null && changed !== name) return;
+        if (pending !== null) clearTimeout(pending);
+        pending = setTimeout(() => reload('the config file changed'), 300);
+      });
+      watcher.on('error', () => undefined);
+    } catch {
+      watcher = null;
+    }
+  }
+  return () => {
+    stopSignal();
+    watcher?.close();
+    if (pending !== null) clearTimeout(pending);
+  };
 }
 
 function missingSecrets(config: AirlockConfig, env: CliIo['env']): string[] {

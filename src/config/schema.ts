@@ -19,6 +19,12 @@ export const NEVER_FORWARDED_METHODS: ReadonlySet<string> = new Set(['TRACE', 'T
 export const RESERVED_PREFIX = '/_airlock';
 
 const seconds = z.number().positive().describe('a duration in seconds');
+/** Anomaly windows are counted per second in rings sized to the window: whole seconds, at most an hour. */
+const anomalyWindow = z
+  .number()
+  .int('an anomaly window is a whole number of seconds')
+  .min(1)
+  .max(3600, 'an anomaly window is at most 3600 s (one hour); the baseline itself spans an hour');
 
 /** HOST:PORT, host an IP literal (IPv6 in brackets) or a name. */
 export function parseListen(text: string): { host: string; port: number } | null {
@@ -343,17 +349,17 @@ const anomaliesSpec = z.strictObject({
   cooldown: seconds.default(60).describe('the same rule raises at most one event per agent and service in this time'),
   webhook: z.string().regex(/^https?:\/\//, { error: 'an http(s) URL' }).optional().describe('POSTed each anomaly event as JSON (Slack-compatible text field)'),
   rate_spike: z
-    .strictObject({ factor: z.number().min(1).default(5), window: seconds.default(60), min_requests: z.number().int().min(1).default(20), action: anomalyAction.default('alert') })
+    .strictObject({ factor: z.number().min(1).default(5), window: anomalyWindow.default(60), min_requests: z.number().int().min(1).default(20), action: anomalyAction.default('alert') })
     .default({ factor: 5, window: 60, min_requests: 20, action: 'alert' })
     .describe('requests in the window exceed factor x the baseline rate'),
   new_route: z.strictObject({ action: anomalyAction.default('alert') }).default({ action: 'alert' }).describe('a route used for the first time after warm-up'),
   new_scope: z.strictObject({ action: anomalyAction.default('alert') }).default({ action: 'alert' }).describe('a scope used for the first time after warm-up'),
   denial_burst: z
-    .strictObject({ count: z.number().int().min(1).default(30), window: seconds.default(60), action: anomalyAction.default('suspend') })
+    .strictObject({ count: z.number().int().min(1).default(30), window: anomalyWindow.default(60), action: anomalyAction.default('suspend') })
     .default({ count: 30, window: 60, action: 'suspend' })
     .describe('many denials (401/403/404/405) in a window: probing'),
   volume_spike: z
-    .strictObject({ factor: z.number().min(1).default(10), window: seconds.default(300), min_bytes: z.number().int().min(0).default(1024 * 1024), action: anomalyAction.default('alert') })
+    .strictObject({ factor: z.number().min(1).default(10), window: anomalyWindow.default(300), min_bytes: z.number().int().min(0).default(1024 * 1024), action: anomalyAction.default('alert') })
     .default({ factor: 10, window: 300, min_bytes: 1024 * 1024, action: 'alert' })
     .describe('response bytes in the window exceed factor x the baseline: exfiltration'),
   off_hours: z

@@ -11,7 +11,7 @@
  * Every line passes the secret catalogue's scrubber as a backstop before it is hashed and written.
  */
 import { mkdirSync } from 'node:fs';
-import { open, readFile, rename, stat, type FileHandle } from 'node:fs/promises';
+import { open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { request } from 'undici';
@@ -22,7 +22,7 @@ import { serializeAuditRecord, type AuditRecord } from './audit-record.js';
 
 interface Pending {
   record: AuditRecord;
-  resolve: () => void;
+  resolve: (written: boolean) => void;
   reject: (error: Error) => void;
 }
 
@@ -41,6 +41,8 @@ export interface AuditLogOptions {
 }
 
 const WEBHOOK_BATCH = 100;
+/** An audit record is well under this; the last line is always whole in the tail read. */
+const TAIL_BYTES = 256 * 1024;
 
 export class AuditLog {
   readonly file: string;
@@ -70,11 +72,23 @@ export class AuditLog {
     this.#lastHash = await this.#lastHashOnDisk();
   }
 
+  /** The hash of the last record on disk, read from the file's tail (never the whole file). */
   async #lastHashOnDisk(): Promise<string> {
     for (const candidate of [this.file, `${this.file}.1`]) {
       let text: string;
       try {
-        text = await readFile(candidate, 'utf8');
+        const handle = await open(candidate, 'r');
+        try {
+          const info = await handle.stat();
+          // Not a regular file (a device such as /dev/null): nothing was chained there.
+          if (!info.isFile()) return GENESIS;
+          const length = Math.min(info.size, TAIL_BYTES);
+          const buffer = Buffer.alloc(length);
+          await handle.read(buffer, 0, length, info.size - length);
+          text = buffer.toString('utf8');
+        } finally {
+          await handle.close();
+        }
       } catch {
         continue;
       }
@@ -110,12 +124,12 @@ export class AuditLog {
   }
 
   /**
-   * Resolves once the record is on disk (in the kernel's page cache). Rejects when the write failed
-   * and the policy is to refuse; with `on_failure: log` it resolves anyway.
+   * Resolves with true once the record is on disk (in the kernel's page cache). When the write failed
+   * it rejects under the refuse policy, and resolves with false under `on_failure: log`.
    */
-  append(record: AuditRecord): Promise<void> {
+  append(record: AuditRecord): Promise<boolean> {
     if (this.#closed) return Promise.reject(new Error('audit log is closed'));
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<boolean>((resolve, reject) => {
       this.#queue.push({ record, resolve, reject });
       if (!this.#writing) void this.#drain();
     });
@@ -146,7 +160,7 @@ export class AuditLog {
         this.#size += data.length;
         this.#lastHash = prev;
         this.#broken = null;
-        for (const pending of batch) pending.resolve();
+        for (const pending of batch) pending.resolve(true);
         this.#publish(lines);
       } catch (error) {
         this.#broken = error as Error;
@@ -157,7 +171,7 @@ export class AuditLog {
         this.#handle = null;
         await handle?.close().catch(() => undefined);
         for (const pending of batch) {
-          if (this.#options.onFailure === 'log') pending.resolve();
+          if (this.#options.onFailure === 'log') pending.resolve(false);
           else pending.reject(error as Error);
         }
       }
@@ -174,7 +188,9 @@ export class AuditLog {
     for (let n = this.#options.keep - 1; n >= 1; n--) {
       await rename(`${this.file}.${n}`, `${this.file}.${n + 1}`).catch(() => undefined);
     }
+    // keep: 0 keeps no rotated copy: the full file is removed and a new one begun (the chain goes on).
     if (this.#options.keep >= 1) await rename(this.file, `${this.file}.1`);
+    else await unlink(this.file);
     this.#size = await stat(this.file).then((s) => s.size).catch(() => 0);
     this.#options.logger?.info({ file: this.file, keep: this.#options.keep }, 'rotated the audit log; the hash chain continues in the new file');
   }

@@ -14,8 +14,8 @@ export function stampDuration(record: AuditRecord, startedAt: number): void {
 export async function auditRequest(runtime: ProxyRuntime, record: AuditRecord, startedAt: number): Promise<boolean> {
   stampDuration(record, startedAt);
   try {
-    await runtime.audit.append(record);
-    return true;
+    // false: not written, but the operator chose audit.on_failure: log.
+    return await runtime.audit.append(record);
   } catch (error) {
     runtime.logger.error({ request_id: record.request_id, err: error }, 'audit record could not be written; requests are refused until the audit log is writable');
     return false;

@@ -242,9 +242,11 @@ async function refuse(
     record.status = answer.status;
   }
   if (res.destroyed) record.status = null;
+  // Observed before answering: a denial that trips the anomaly detector suspends the agent before the
+  // agent can see this answer and send its next request.
+  observeRequest(runtime, record, trace, httpRoute);
   // A body the agent is still sending would be read and thrown away; closing is cheaper and safer.
   sendProblem(res, answer, record.request_id, !req.complete);
-  observeRequest(runtime, record, trace, httpRoute);
   logRequest(runtime, record, audited, failure.cause);
 }
 

@@ -43,33 +43,42 @@ export interface Observation {
   readonly responseBytes: number;
 }
 
-const RING_SECONDS = 3600;
 const BASELINE_SECONDS = 3600;
 const MAX_KNOWN = 1000;
 const MAX_EVENTS = 1000;
 const DENIAL_STATUSES: ReadonlySet<number> = new Set([401, 403, 404, 405]);
 
-/** Per-second counters over the last RING_SECONDS, summed over any window up to that. */
+/**
+ * Per-second counters over the last `size` seconds (the rule's window, whole seconds, at most an hour
+ * by the config schema): a ring sized to the window, so memory follows the configured windows.
+ */
 class SecondRing {
-  readonly #counts = new Float64Array(RING_SECONDS);
+  readonly #counts: Float64Array;
   #lastSecond = -1;
+
+  constructor(size: number) {
+    this.#counts = new Float64Array(size);
+  }
 
   add(second: number, amount: number): void {
     this.#advance(second);
-    this.#counts[second % RING_SECONDS] = (this.#counts[second % RING_SECONDS] as number) + amount;
+    const slot = second % this.#counts.length;
+    this.#counts[slot] = (this.#counts[slot] as number) + amount;
   }
 
-  sum(second: number, window: number): number {
+  /** The total over the whole window ending at `second`. */
+  sum(second: number): number {
     this.#advance(second);
     let total = 0;
-    for (let s = Math.max(0, second - Math.min(window, RING_SECONDS) + 1); s <= second; s++) total += this.#counts[s % RING_SECONDS] as number;
+    for (const count of this.#counts) total += count;
     return total;
   }
 
   #advance(second: number): void {
     if (this.#lastSecond < 0) this.#lastSecond = second;
     if (second <= this.#lastSecond) return;
-    for (let s = this.#lastSecond + 1; s <= Math.min(second, this.#lastSecond + RING_SECONDS); s++) this.#counts[s % RING_SECONDS] = 0;
+    const size = this.#counts.length;
+    for (let s = this.#lastSecond + 1; s <= Math.min(second, this.#lastSecond + size); s++) this.#counts[s % size] = 0;
     this.#lastSecond = second;
   }
 }
@@ -152,7 +161,7 @@ export class AnomalyDetector {
       this.#lastRaised.set(key, sample.at);
       const event: AnomalyEvent = { id: `anm_${(++this.#sequence).toString(36)}_${second.toString(36)}`, at: sample.at, rule, action, agent: sample.agent, service, evidence, summary };
       this.#events.push(event);
-      if (this.#events.length > MAX_EVENTS) this.#events.splice(0, this.#events.length - MAX_EVENTS);
+      if (this.#events.length > MAX_EVENTS) this.#events.shift();
       raised.push(event);
     };
 
@@ -160,11 +169,11 @@ export class AnomalyDetector {
     if (sample.status !== null && DENIAL_STATUSES.has(sample.status)) {
       let ring = this.#denials.get(sample.agent);
       if (ring === undefined) {
-        ring = new SecondRing();
+        ring = new SecondRing(spec.denial_burst.window);
         this.#denials.set(sample.agent, ring);
       }
       ring.add(second, 1);
-      const denials = ring.sum(second, spec.denial_burst.window);
+      const denials = ring.sum(second);
       if (denials >= spec.denial_burst.count) {
         raise('denial_burst', spec.denial_burst.action, null, { denials, window_s: spec.denial_burst.window, threshold: spec.denial_burst.count }, `${denials} denied requests in ${spec.denial_burst.window} s (threshold ${spec.denial_burst.count}): probing?`);
       }
@@ -189,8 +198,8 @@ export class AnomalyDetector {
       subject = {
         since: sample.at,
         requests: 0,
-        requestRing: new SecondRing(),
-        bytesRing: new SecondRing(),
+        requestRing: new SecondRing(spec.rate_spike.window),
+        bytesRing: new SecondRing(spec.volume_spike.window),
         requestBaseline: new RateBaseline(),
         bytesBaseline: new RateBaseline(),
         routes: new Set(),
@@ -210,13 +219,13 @@ export class AnomalyDetector {
 
     if (warm) {
       const rule = spec.rate_spike;
-      const recent = subject.requestRing.sum(second, rule.window);
+      const recent = subject.requestRing.sum(second);
       const expected = baselineRate * rule.window;
       if (recent >= rule.min_requests && recent > rule.factor * expected) {
         raise('rate_spike', rule.action, sample.service, { requests: recent, window_s: rule.window, baseline: Math.round(expected * 100) / 100, factor: rule.factor }, `${recent} requests in ${rule.window} s against a baseline of ${expected.toFixed(2)}`);
       }
       const volume = spec.volume_spike;
-      const bytes = subject.bytesRing.sum(second, volume.window);
+      const bytes = subject.bytesRing.sum(second);
       const expectedBytes = baselineBytes * volume.window;
       if (bytes >= volume.min_bytes && bytes > volume.factor * expectedBytes) {
         raise('volume_spike', volume.action, sample.service, { bytes, window_s: volume.window, baseline_bytes: Math.round(expectedBytes), factor: volume.factor }, `${bytes} response bytes in ${volume.window} s against a baseline of ${Math.round(expectedBytes)}: exfiltration?`);

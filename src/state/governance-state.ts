@@ -47,19 +47,30 @@ export class GovernanceState {
   }
 
   /**
-   * Keeps the event, then applies it. Throws (and applies nothing) when it cannot be kept. Ending a
-   * session (or revoking it) ends the sessions narrowed from it, each as its own kept event, so a
-   * backend that stores sessions as records forgets them all; revoking an agent ends its sessions.
+   * Keeps the event and applies it. Ending a session (or revoking it) ends the sessions narrowed from
+   * it, each as its own kept event, so a backend that stores sessions as records forgets them all;
+   * revoking an agent ends its sessions.
+   *
+   * Order matters for fail-closed: an event that takes access away (a revocation, a session ending)
+   * applies here first, synchronously, so the very next request is refused even while the backend write
+   * is still under way (a slow disk, a Redis round trip); if it cannot be kept it still holds on this
+   * replica, and the error is thrown. An event that grants or lifts something applies only once kept.
    */
   async record(event: GovernanceEvent): Promise<void> {
     const ended = event.type === 'session.ended' ? event.id : event.type === 'revocation.added' && event.revocation.kind === 'session' ? event.revocation.target : null;
     const at = event.type === 'session.ended' ? event.at : event.type === 'revocation.added' ? event.revocation.at : 0;
-    await this.#backend.append(event);
-    if (ended !== null) {
-      for (const descendant of this.#descendants(ended)) await this.#backend.append({ type: 'session.ended', id: descendant, reason: 'a session it was narrowed from ended', at });
+    const restricts = event.type === 'revocation.added' || event.type === 'session.ended';
+    const descendants = ended === null ? [] : this.#descendants(ended);
+    if (restricts) {
+      this.#apply(event);
+      this.#notify(event);
     }
-    this.#apply(event);
-    this.#notify(event);
+    await this.#backend.append(event);
+    for (const descendant of descendants) await this.#backend.append({ type: 'session.ended', id: descendant, reason: 'a session it was narrowed from ended', at });
+    if (!restricts) {
+      this.#apply(event);
+      this.#notify(event);
+    }
     // Revoking an agent ends its sessions for good: restoring the agent must not revive sessions that
     // were minted before (a compromised agent may have minted long ones).
     if (event.type === 'revocation.added' && event.revocation.kind === 'agent') {

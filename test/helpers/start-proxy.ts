@@ -61,7 +61,9 @@ export async function startProxy(input: Record<string, unknown>, options: ProxyO
     auditText()
       .split('\n')
       .filter((line) => line !== '')
-      .map((line) => JSON.parse(line) as AuditRecord);
+      .map((line) => JSON.parse(line) as AuditRecord)
+      // Airlock's own start/reload/stop records (actor "airlock") are not requests.
+      .filter((record) => record.actor !== 'airlock');
   return {
     url: airlock.url,
     serviceUrls: airlock.serviceUrls,

@@ -664,7 +664,7 @@ agents:
 
     cli.stop('SIGTERM');
     expect(await exit).toBe(0);
-    expect(cli.err()).toContain('SIGTERM received: finishing in-flight requests and stopping.');
+    expect(cli.err()).toMatch(/SIGTERM received: finishing in-flight requests \(up to \d+ s\) and stopping\./);
     await expect(fetch(`${url}/_airlock/health`)).rejects.toThrow();
   });
 

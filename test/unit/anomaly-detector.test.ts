@@ -283,27 +283,33 @@ describe('denial_burst', () => {
     expect(fired[0]).toMatchObject({ rule: 'denial_burst', action: 'alert', evidence: { denials: 5, window_s: 10, threshold: 5 } });
   });
 
-  // BUG: src/policy/anomaly-detector.ts, SecondRing.sum: the config schema accepts any positive number of
-  // seconds as a window (`seconds` = z.number().positive()), but the ring indexes per-second slots with
-  // `second - window + 1`; a fractional window such as 1.5 reads `counts[x.5]` (undefined), the sum is
-  // NaN and the rule never fires (0.5 gives an empty loop, sum 0). Observed: no event for 3 denials in
-  // one second with {count: 3, window: 1.5}; expected: denial_burst.
-  it.fails('a fractional window from config (window: 1.5) still counts the denials', () => {
-    const d = detector({ denial_burst: { count: 3, window: 1.5, action: 'alert' } });
-    const raised: AnomalyEvent[] = [];
-    for (let i = 0; i < 3; i++) raised.push(...d.observe(sample(NOON + i * 10, { status: 403 })));
-    expect(only(raised, 'denial_burst')).toHaveLength(1);
+  // Windows are counted in per-second rings sized to the window, so the schema takes whole seconds up
+  // to an hour and says so, rather than a window the detector would silently misread.
+  it('refuses a fractional window and a window over an hour in config, naming the rule', () => {
+    for (const [window, message] of [
+      [1.5, 'whole number of seconds'],
+      [7200, 'at most 3600 s'],
+    ] as const) {
+      for (const rule of ['denial_burst', 'rate_spike', 'volume_spike']) {
+        const built = buildConfig({ anomalies: { [rule]: { window } } }, { baseDir: tmpdir() });
+        expect(built.config).toBeNull();
+        const text = built.problems.map((p) => formatProblem(p, null)).join('\n');
+        expect(text).toContain(`anomalies.${rule}.window`);
+        expect(text).toContain(message);
+      }
+    }
   });
 
-  // BUG: src/policy/anomaly-detector.ts, SecondRing (RING_SECONDS = 3600): a window longer than an hour
-  // is accepted by the schema but silently clamped to 3600 s by `Math.min(window, RING_SECONDS)`.
-  // Observed: {count: 3, window: 7200}, denials at 0, 30 and 60 minutes (3 within 2 h) raise nothing;
-  // expected: denial_burst (or the schema refusing windows over 3600 s).
-  it.fails('a window over an hour from config (window: 7200) counts the whole window', () => {
-    const d = detector({ denial_burst: { count: 3, window: 7200, action: 'alert' } });
+  it('a one-hour window counts denials spread over the hour', () => {
+    const d = detector({ denial_burst: { count: 3, window: 3600, action: 'alert' } });
     const raised: AnomalyEvent[] = [];
-    for (const minutes of [0, 30, 60]) raised.push(...d.observe(sample(NOON + minutes * MINUTE, { status: 403 })));
+    for (const minutes of [0, 30, 59]) raised.push(...d.observe(sample(NOON + minutes * MINUTE, { status: 403 })));
     expect(only(raised, 'denial_burst')).toHaveLength(1);
+    // ...and forgets a denial once it is more than an hour old.
+    const later = detector({ denial_burst: { count: 3, window: 3600, action: 'alert' } });
+    const none: AnomalyEvent[] = [];
+    for (const minutes of [0, 30, 61]) none.push(...later.observe(sample(NOON + minutes * MINUTE, { status: 403 })));
+    expect(only(none, 'denial_burst')).toHaveLength(0);
   });
 });
 
@@ -540,13 +546,9 @@ describe('bounded memory', () => {
     expect(heapMb).toBeLessThan(200);
   });
 
-  // BUG: src/policy/anomaly-detector.ts, AnomalyDetector: each agent/service subject holds two
-  // Float64Array(3600) rings (57.6 KB) and each agent a third for denials (28.8 KB), whatever the
-  // configured windows (60 s and 300 s by default), up to 10,000 subjects and 10,000 denial rings. These
-  // live outside the JS heap (ArrayBuffers), so a heapUsed check misses them: 10,000 agents cost
-  // ~864 MB of array buffers (observed ~864 MB growth here; heapUsed grew ~30 MB). Expected: a bound
-  // in the tens of MB (rings sized to the largest configured window, or sparse).
-  it.fails('the same flood: memory outside the heap (the per-second rings) stays within 200 MB too', () => {
+  // The rings are sized to the configured windows (60 s and 300 s by default) and live outside the JS
+  // heap (ArrayBuffers), so they are bounded separately.
+  it('the same flood: memory outside the heap (the per-second rings) stays within 200 MB too', () => {
     const { arrayBuffersMb } = measure();
     expect(arrayBuffersMb).toBeLessThan(200);
   });
