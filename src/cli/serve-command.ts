@@ -56,8 +56,8 @@ function watchForReloads(io: CliIo, file: string, initial: AirlockConfig, airloc
         airlock.logger.error({ reason: why, problems: next.problems.filter((p) => p.severity === 'error').map((p) => formatProblem(p, file)) }, 'config reload failed: the new file has problems; the running config stays');
         return;
       }
-      const result = await airlock.reload(workerId === undefined ? next.config : workerAuditFile(next.config, workerId));
-      if (result.ok) airlock.logger.info({ reason: why }, 'config reloaded');
+      airlock.logger.info({ reason: why }, 'config reload requested');
+      await airlock.reload(workerId === undefined ? next.config : workerAuditFile(next.config, workerId));
     });
   };
   const stopSignal = io.onReloadRequested?.(() => reload('SIGHUP')) ?? (() => undefined);

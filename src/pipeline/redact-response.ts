@@ -87,8 +87,7 @@ export function redactHeaderValues(pairs: string[], matcher: RedactionMatcher): 
   let count = 0;
   for (let i = 1; i < pairs.length; i += 2) {
     const redactor = new StreamRedactor(matcher);
-    const input = Buffer.from(pairs[i] as string, 'latin1');
-    const output = Buffer.concat([redactor.push(input), redactor.end()]);
+    const output = redactor.whole(Buffer.from(pairs[i] as string, 'latin1'));
     if (redactor.redactions > 0) {
       pairs[i] = output.toString('latin1');
       count += redactor.redactions;
@@ -252,7 +251,7 @@ export class RedactingResponseWriter {
     } catch (error) {
       return this.#refuse(error instanceof AirlockError ? error : unscannable(`The upstream's ${this.#coding} body could not be decoded, so it could not be scanned; it was not passed on.`, error));
     }
-    let out = Buffer.concat([this.#redactor.push(body), this.#redactor.end()]);
+    let out = this.#redactor.whole(body);
     if (this.#events !== null) out = Buffer.concat([this.#events.push(out), this.#events.end()]);
     this.redactions += this.#redactor.redactions + (this.#events?.redactions ?? 0);
     const changed = this.#coding !== 'identity' || this.#redactor.redactions > 0;

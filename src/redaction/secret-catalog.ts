@@ -79,7 +79,7 @@ export class SecretCatalog {
     const { matcher } = this.index('scrub', null, []);
     const redactor = new StreamRedactor(matcher);
     const input = Buffer.from(text, 'utf8');
-    const output = Buffer.concat([redactor.push(input), redactor.end()]);
+    const output = redactor.whole(input);
     return redactor.redactions === 0 ? text : output.toString('utf8');
   }
 }

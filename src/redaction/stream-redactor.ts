@@ -40,6 +40,16 @@ export class StreamRedactor {
     return this.#emit(data, false);
   }
 
+  /**
+   * A stream that is whole from the start (a header value, a buffered body): one final scan, with no
+   * search for partial matches at a chunk end that has none. Same output as push(data) + end().
+   */
+  whole(data: Buffer): Buffer {
+    if (this.#ended || this.#carry.length > 0) throw new Error('whole() on a stream already started');
+    this.#ended = true;
+    return this.#emit(data, true);
+  }
+
   end(): Buffer {
     if (this.#ended) return EMPTY;
     this.#ended = true;

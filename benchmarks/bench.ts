@@ -1,0 +1,241 @@
+/**
+ * npm run bench: Airlock against what users would pick instead, on this machine, in one run.
+ *
+ * Targets, all on loopback in front of the same Node upstream (its own process):
+ *   direct         the upstream itself (what a proxy adds is measured against it)
+ *   nginx          proxy_pass with header injection, 1 worker, upstream keepalive (skipped when absent)
+ *   floor          a bare undici dispatch proxy (benchmarks/parts/floor-proxy.ts): the Node floor
+ *   airlock        every feature on: token auth, scope check, rate limit, injection, redaction,
+ *                  audit log, metrics, anomaly detection, one JSON log line per request; tracing off
+ *   airlock+trace  the same with OpenTelemetry tracing, sampling 1.0, exported over OTLP/HTTP
+ *
+ * For each: wrk (autocannon when wrk is missing) after a warm-up, the same connections for all;
+ * rps, p50/p99, CPU microseconds per request of the proxy process tree (from /proc), RSS after the
+ * run; ratios to nginx and to the floor. Then: added latency unloaded (1 connection), SSE event delay
+ * against direct, 1 MB responses with redaction (Airlock) against without (the floor), and RSS at
+ * 1,000 concurrent connections. Results: bench-results/<time>.json and .md, and the table printed.
+ *
+ * Environment: BENCH_SECONDS (default 10) per measured run, BENCH_CONNECTIONS (default 50).
+ */
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { request } from 'undici';
+import { generateAgentToken } from '../src/identity/agent-token.js';
+import { cpuMicros, processTree, rssMiB } from './parts/process-stats.js';
+import { LOAD_TOOL, runLoad, type LoadResult } from './parts/run-load.js';
+import { startNginx } from './parts/start-nginx.js';
+import { startAirlockProcess, startScript, type BenchProcess } from './parts/start-process.js';
+import { renderReport, type BenchReport, type Row } from './parts/bench-report.js';
+
+const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
+const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 50);
+const WARMUP_SECONDS = Math.max(1, Math.round(SECONDS / 4));
+
+interface Target {
+  readonly name: string;
+  readonly url: string;
+  /** The process tree whose CPU and memory the row reports (null: direct, no proxy). */
+  readonly pids: () => number[];
+  readonly headers: Record<string, string>;
+}
+
+function progress(message: string): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+}
+
+async function measure(target: Target, path: string, workload: string, connections: number, seconds = SECONDS): Promise<Row> {
+  progress(`${target.name.padEnd(14)} ${workload.padEnd(8)} warm-up ${WARMUP_SECONDS} s, then ${seconds} s at ${connections} connections`);
+  await runLoad({ url: `${target.url}${path}`, connections, seconds: WARMUP_SECONDS, headers: target.headers });
+  const pids = target.pids();
+  const cpuBefore = cpuMicros(pids);
+  const load: LoadResult = await runLoad({ url: `${target.url}${path}`, connections, seconds, headers: target.headers });
+  const cpu = cpuMicros(pids) - cpuBefore;
+  const row: Row = {
+    target: target.name,
+    workload,
+    connections,
+    rps: Math.round(load.rps),
+    p50Ms: load.p50Ms,
+    p99Ms: load.p99Ms,
+    cpuUsPerRequest: pids.length === 0 ? null : Math.round((cpu / load.requests) * 10) / 10,
+    rssMiB: pids.length === 0 ? null : Math.round(rssMiB(pids)),
+    errors: load.errors,
+    requests: load.requests,
+  };
+  progress(`${''.padEnd(14)} -> ${row.rps} rps, p50 ${row.p50Ms} ms, p99 ${row.p99Ms} ms${row.cpuUsPerRequest === null ? '' : `, ${row.cpuUsPerRequest} µs CPU/req, ${row.rssMiB} MiB RSS`}${row.errors > 0 ? `, ${row.errors} ERRORS` : ''}`);
+  return row;
+}
+
+/** Delay of each server-sent event from the upstream's write to the client's read, in ms. */
+async function sseDelays(url: string, headers: Record<string, string>, streams: number): Promise<number[]> {
+  const delays: number[] = [];
+  for (let i = 0; i < streams; i++) {
+    const response = await request(`${url}/sse`, { headers });
+    let buffer = '';
+    for await (const chunk of response.body) {
+      const arrived = performance.timeOrigin + performance.now();
+      buffer += (chunk as Buffer).toString('utf8');
+      let end: number;
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        const event = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const sentAt = /"sent_at":([\d.]+)/.exec(event)?.[1];
+        if (sentAt !== undefined) delays.push(arrived - Number(sentAt));
+      }
+    }
+  }
+  return delays;
+}
+
+function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+}
+
+/** Peak RSS of a process tree while a load runs, sampled every 100 ms. */
+async function peakRssDuring<T>(pids: number[], work: Promise<T>): Promise<{ result: T; peak: number }> {
+  let peak = rssMiB(pids);
+  const timer = setInterval(() => (peak = Math.max(peak, rssMiB(pids))), 100);
+  try {
+    const result = await work;
+    return { result, peak: Math.round(Math.max(peak, rssMiB(pids))) };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+function otlpSink(): Promise<{ server: Server; url: string; spans: () => number }> {
+  let requests = 0;
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      requests++;
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => {
+    const address = server.address();
+    resolve({ server, url: `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`, spans: () => requests });
+  }));
+}
+
+function airlockConfig(dataDir: string, upstreamPort: number, agentHash: string, adminHash: string, otlp: string | null): string {
+  const routes = ['/small', '/64k', '/1mb', '/sse'].map((path) => ({ method: 'GET', path, scope: 'bench:read' }));
+  const config = {
+    listen: '127.0.0.1:0',
+    data_dir: dataDir,
+    log: { level: 'info' },
+    admin: { listen: '127.0.0.1:0', tokens: [adminHash] },
+    telemetry: otlp === null ? {} : { otlp: { endpoint: otlp }, sampling: 1 },
+    reload: { watch: false },
+    services: {
+      api: {
+        upstream: `http://127.0.0.1:${upstreamPort}`,
+        credential: { secret: 'env:BENCH_UPSTREAM_KEY' },
+        max_connections: 128,
+        routes,
+      },
+    },
+    agents: {
+      bench: { tokens: [agentHash], credentials: [{ service: 'api', max_scope: ['bench:read'], rate: { requests: 100_000_000, per: 1 } }] },
+    },
+  };
+  const file = join(dataDir, 'airlock.yaml');
+  writeFileSync(file, JSON.stringify(config, null, 2));
+  return file;
+}
+
+function toolVersion(command: string, args: string[]): string {
+  const run = spawnSync(command, args, { encoding: 'utf8' });
+  if (run.error !== undefined) return 'not installed';
+  return `${run.stdout}${run.stderr}`.split('\n').find((line) => line.trim() !== '')?.trim() ?? 'unknown';
+}
+
+async function main(): Promise<void> {
+  const work = mkdtempSync(join(tmpdir(), 'airlock-bench-'));
+  const stops: Array<() => Promise<void>> = [];
+  try {
+    progress(`load tool: ${LOAD_TOOL}; ${SECONDS} s per run, ${CONNECTIONS} connections; scratch ${work}`);
+    const upstream = await startScript('./bench-upstream.ts');
+    stops.push(upstream.stop);
+    const floor = await startScript('./floor-proxy.ts', [`http://127.0.0.1:${upstream.port}`]);
+    stops.push(floor.stop);
+    const nginx = await startNginx(join(work, 'nginx'), upstream.port);
+    if (typeof nginx === 'string') progress(`SKIPPED nginx: ${nginx}`);
+    else stops.push(nginx.stop);
+
+    const agent = generateAgentToken();
+    const admin = generateAgentToken();
+    const env = { BENCH_UPSTREAM_KEY: `sk-bench-${agent.hash.slice(7, 31)}` };
+    const sink = await otlpSink();
+    stops.push(() => new Promise((resolve) => sink.server.close(() => resolve())));
+    const airlocks: Record<string, BenchProcess> = {};
+    for (const [name, otlp] of [['airlock', null], ['airlock+trace', sink.url]] as const) {
+      const dir = join(work, name);
+      mkdirSync(dir);
+      const started = await startAirlockProcess(airlockConfig(dir, upstream.port, agent.hash, admin.hash, otlp), env, join(dir, 'airlock.log'));
+      stops.push(started.stop);
+      airlocks[name] = started;
+    }
+    const auth = { authorization: `Bearer ${agent.token}` };
+    const targets: Target[] = [
+      { name: 'direct', url: `http://127.0.0.1:${upstream.port}`, pids: () => [], headers: {} },
+      ...(typeof nginx === 'string' ? [] : [{ name: 'nginx', url: nginx.url, pids: () => processTree(nginx.pid), headers: {} }]),
+      { name: 'floor', url: `http://127.0.0.1:${floor.port}`, pids: () => [floor.pid], headers: {} },
+      ...Object.entries(airlocks).map(([name, p]) => ({ name, url: `http://127.0.0.1:${p.port}/api`, pids: () => [p.pid], headers: auth })),
+    ];
+
+    const rows: Row[] = [];
+    for (const [path, workload] of [['/small', 'small'], ['/64k', '64k']] as const) {
+      for (const target of targets) rows.push(await measure(target, path, workload, CONNECTIONS));
+    }
+    // Unloaded: one connection, one request at a time.
+    for (const target of targets.filter((t) => t.name !== 'airlock+trace')) rows.push(await measure(target, '/small', 'unloaded', 1));
+    // 1 MB responses: Airlock scans every byte for secrets; the floor relays them unread.
+    for (const target of targets.filter((t) => t.name !== 'airlock+trace')) rows.push(await measure(target, '/1mb', '1mb', 8));
+
+    progress('SSE: 10 streams of 20 events each, direct and through Airlock');
+    const airlockTarget = targets.find((t) => t.name === 'airlock') as Target;
+    const direct = await sseDelays(targets[0]?.url as string, {}, 10);
+    const through = await sseDelays(airlockTarget.url, auth, 10);
+    const sse = { directP50Ms: percentile(direct, 50), directP99Ms: percentile(direct, 99), airlockP50Ms: percentile(through, 50), airlockP99Ms: percentile(through, 99), events: through.length };
+
+    progress('1,000 concurrent connections through Airlock: peak RSS');
+    const airlockPids = airlockTarget.pids();
+    const heavy = await peakRssDuring(airlockPids, runLoad({ url: `${airlockTarget.url}/small`, connections: 1000, seconds: SECONDS, headers: auth, threads: 2 }));
+    const thousand = { rps: Math.round(heavy.result.rps), p99Ms: heavy.result.p99Ms, errors: heavy.result.errors, peakRssMiB: heavy.peak };
+
+    const auditLines = readFileSync(join(work, 'airlock', 'audit.jsonl'), 'utf8').split('\n').filter((l) => l !== '').length;
+
+    const report: BenchReport = {
+      date: new Date().toISOString(),
+      machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', node: process.version, nginx: toolVersion('nginx', ['-v']), loadTool: LOAD_TOOL === 'wrk' ? toolVersion('wrk', ['--version']) : 'autocannon' },
+      settings: { seconds: SECONDS, connections: CONNECTIONS, warmupSeconds: WARMUP_SECONDS },
+      rows,
+      sse,
+      thousandConnections: thousand,
+      auditLines,
+      tracedSpansExports: sink.spans(),
+    };
+    const { markdown, json } = renderReport(report);
+    const dir = join(process.cwd(), 'bench-results');
+    mkdirSync(dir, { recursive: true });
+    const stamp = report.date.replace(/[:.]/g, '-');
+    writeFileSync(join(dir, `${stamp}.json`), json);
+    writeFileSync(join(dir, `${stamp}.md`), markdown);
+    writeFileSync(join(dir, 'latest.md'), markdown);
+    process.stdout.write(`\n${markdown}\n`);
+    progress(`written: bench-results/${stamp}.json and .md (and bench-results/latest.md)`);
+  } finally {
+    for (const stop of stops.reverse()) await stop().catch(() => undefined);
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench failed: ${(error as Error).stack ?? String(error)}\nCheck that \`npm run build\` succeeded and that wrk (apt-get install -y wrk) and nginx (apt-get install -y nginx) are installed.\n`);
+  process.exit(1);
+});

@@ -1,0 +1,42 @@
+/**
+ * The Node floor: the least a proxy in Node can do per request. node:http in, undici dispatch out with
+ * a raw handler, one header injected, bytes relayed with backpressure. No auth, no checks, no
+ * redaction, no audit. Usage: floor-proxy <upstream origin>; prints its port on stdout.
+ */
+import { createServer } from 'node:http';
+import { Pool, type Dispatcher } from 'undici';
+
+const origin = process.argv[2] as string;
+const pool = new Pool(origin, { connections: 128, pipelining: 1 });
+
+const server = createServer((req, res) => {
+  const headers: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(req.headers)) if (value !== undefined && name !== 'host' && name !== 'connection') headers[name] = value;
+  headers['authorization'] = 'Bearer floor-key';
+  const handler: Dispatcher.DispatchHandler = {
+    onRequestStart() {},
+    onResponseStart(controller, status, upstreamHeaders) {
+      const out: Record<string, string | string[]> = {};
+      for (const [name, value] of Object.entries(upstreamHeaders)) if (value !== undefined && name !== 'connection' && name !== 'keep-alive' && name !== 'transfer-encoding') out[name] = value;
+      res.writeHead(status, out);
+      res.on('drain', () => controller.resume());
+    },
+    onResponseData(controller, chunk) {
+      if (!res.write(chunk)) controller.pause();
+    },
+    onResponseEnd() {
+      res.end();
+    },
+    onResponseError(_controller, error) {
+      if (res.headersSent) res.destroy(error);
+      else res.writeHead(502).end();
+    },
+  };
+  pool.dispatch({ method: req.method as Dispatcher.HttpMethod, path: req.url as string, headers, body: req.method === 'GET' ? null : req }, handler);
+});
+server.keepAliveTimeout = 60_000;
+server.listen(0, '127.0.0.1', () => {
+  const address = server.address();
+  process.stdout.write(`${typeof address === 'object' && address !== null ? address.port : 0}\n`);
+});
+process.on('SIGTERM', () => server.close(() => process.exit(0)));

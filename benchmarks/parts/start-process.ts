@@ -1,0 +1,62 @@
+/** Spawns a benchmark process (a TypeScript script under tsx, or Airlock's dist/main.js) and waits until it is ready. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+export interface BenchProcess {
+  readonly pid: number;
+  readonly port: number;
+  stop(): Promise<void>;
+}
+
+function stopper(child: ChildProcess): () => Promise<void> {
+  return async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGTERM');
+    const hard = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(hard);
+  };
+}
+
+/** A script that prints its port as its first line of stdout. */
+export function startScript(script: string, args: readonly string[] = []): Promise<BenchProcess> {
+  const path = fileURLToPath(new URL(script, import.meta.url));
+  const child = spawn(process.execPath, ['--import', 'tsx', path, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`${script} exited (${code}) before it listened`)));
+    child.stdout?.on('data', (chunk: Buffer) => {
+      out += chunk.toString('utf8');
+      const newline = out.indexOf('\n');
+      if (newline >= 0) {
+        child.stdout?.removeAllListeners('data');
+        child.stdout?.resume();
+        resolve({ pid: child.pid as number, port: Number(out.slice(0, newline)), stop: stopper(child) });
+      }
+    });
+  });
+}
+
+/** `node dist/main.js serve --config F`; the JSON log goes to logFile; ready when it prints where it listens. */
+export function startAirlockProcess(configFile: string, env: Record<string, string>, logFile: string): Promise<BenchProcess> {
+  const main = fileURLToPath(new URL('../../dist/main.js', import.meta.url));
+  const child = spawn(process.execPath, [main, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  child.stdout?.pipe(createWriteStream(logFile));
+  return new Promise((resolve, reject) => {
+    let err = '';
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`Airlock exited (${code}) before it listened:\n${err}`)));
+    child.stderr?.on('data', (chunk: Buffer) => {
+      err += chunk.toString('utf8');
+      const match = /Airlock is listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(err);
+      if (match !== null) {
+        child.stderr?.removeAllListeners('data');
+        child.stderr?.resume();
+        resolve({ pid: child.pid as number, port: Number(match[1]), stop: stopper(child) });
+      }
+    });
+  });
+}

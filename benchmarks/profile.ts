@@ -1,0 +1,105 @@
+/**
+ * npm run profile: where Airlock's CPU goes on the hot path. Starts the benchmark upstream and Airlock
+ * (all features, as in npm run bench) under `node --cpu-prof`, loads it with wrk (autocannon when wrk is
+ * missing), stops it, and prints the functions with the most self time, and the files they are in.
+ * The .cpuprofile is kept in bench-results/ for Chrome DevTools or speedscope.
+ *
+ * Environment: PROFILE_SECONDS (default 10), PROFILE_PATH (default /small), PROFILE_CONNECTIONS (50).
+ */
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { generateAgentToken } from '../src/identity/agent-token.js';
+import { runLoad } from './parts/run-load.js';
+import { startScript } from './parts/start-process.js';
+
+const SECONDS = Number(process.env['PROFILE_SECONDS'] ?? 10);
+const PATH = process.env['PROFILE_PATH'] ?? '/small';
+const CONNECTIONS = Number(process.env['PROFILE_CONNECTIONS'] ?? 50);
+
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  children?: number[];
+}
+interface Profile {
+  nodes: ProfileNode[];
+  samples: number[];
+  timeDeltas: number[];
+}
+
+function summarize(profile: Profile, root: string): string {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const self = new Map<number, number>();
+  profile.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+  const total = [...self.values()].reduce((a, b) => a + b, 0);
+  const byFunction = new Map<string, number>();
+  const byFile = new Map<string, number>();
+  for (const [id, micros] of self) {
+    const frame = (byId.get(id) as ProfileNode).callFrame;
+    const file = frame.url === '' ? '(native)' : frame.url.startsWith('file://') ? relative(root, fileURLToPath(frame.url)) : frame.url;
+    const name = `${frame.functionName || '(anonymous)'}  ${file}:${frame.lineNumber + 1}`;
+    byFunction.set(name, (byFunction.get(name) ?? 0) + micros);
+    const group = file.startsWith('node_modules/') ? file.split('/').slice(0, file.startsWith('node_modules/@') ? 3 : 2).join('/') : file;
+    byFile.set(group, (byFile.get(group) ?? 0) + micros);
+  }
+  const top = (map: Map<string, number>, n: number): string[] =>
+    [...map.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, n)
+      .map(([name, micros]) => `${((micros / total) * 100).toFixed(1).padStart(5)}%  ${name}`);
+  return ['Self time by function (top 40):', ...top(byFunction, 40), '', 'Self time by file or package (top 25):', ...top(byFile, 25)].join('\n');
+}
+
+async function main(): Promise<void> {
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  const work = mkdtempSync(join(tmpdir(), 'airlock-profile-'));
+  const upstream = await startScript('./bench-upstream.ts');
+  const agent = generateAgentToken();
+  const config = {
+    listen: '127.0.0.1:0',
+    data_dir: work,
+    admin: { listen: '127.0.0.1:0', tokens: [generateAgentToken().hash] },
+    reload: { watch: false },
+    services: { api: { upstream: `http://127.0.0.1:${upstream.port}`, credential: { secret: 'env:BENCH_UPSTREAM_KEY' }, max_connections: 128, routes: ['/small', '/64k', '/1mb', '/sse'].map((path) => ({ method: 'GET', path, scope: 'bench:read' })) } },
+    agents: { bench: { tokens: [agent.hash], credentials: [{ service: 'api', max_scope: ['bench:read'], rate: { requests: 100_000_000, per: 1 } }] } },
+  };
+  writeFileSync(join(work, 'airlock.yaml'), JSON.stringify(config));
+  const profiles = join(work, 'profiles');
+  const child = spawn(process.execPath, ['--cpu-prof', '--cpu-prof-dir', profiles, join(root, 'dist/main.js'), 'serve', '--config', join(work, 'airlock.yaml')], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, BENCH_UPSTREAM_KEY: 'sk-profile-key-0123456789abcdef' },
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    let err = '';
+    child.once('exit', (code) => reject(new Error(`Airlock exited (${code}):\n${err}`)));
+    child.stderr.on('data', (chunk: Buffer) => {
+      err += chunk.toString('utf8');
+      const match = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(err);
+      if (match !== null) resolve(Number(match[1]));
+    });
+  });
+  process.stderr.write(`profiling Airlock (pid ${child.pid}): ${SECONDS} s of ${PATH} at ${CONNECTIONS} connections\n`);
+  const load = await runLoad({ url: `http://127.0.0.1:${port}/api${PATH}`, connections: CONNECTIONS, seconds: SECONDS, headers: { authorization: `Bearer ${agent.token}` } });
+  process.stderr.write(`${Math.round(load.rps)} rps, p50 ${load.p50Ms} ms, p99 ${load.p99Ms} ms, ${load.errors} errors; writing the profile\n`);
+  child.removeAllListeners('exit');
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  await exited;
+  await upstream.stop();
+  const file = readdirSync(profiles).find((name) => name.endsWith('.cpuprofile'));
+  if (file === undefined) throw new Error('no .cpuprofile was written');
+  const out = join(root, 'bench-results');
+  mkdirSync(out, { recursive: true });
+  const kept = join(out, `airlock-${new Date().toISOString().replace(/[:.]/g, '-')}.cpuprofile`);
+  renameSync(join(profiles, file), kept);
+  rmSync(work, { recursive: true, force: true });
+  process.stdout.write(`${summarize(JSON.parse(readFileSync(kept, 'utf8')) as Profile, root)}\n\nprofile: ${relative(root, kept)}\n`);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`profile failed: ${(error as Error).stack ?? String(error)}\nRun \`npm run build\` first.\n`);
+  process.exit(1);
+});
