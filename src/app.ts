@@ -24,6 +24,7 @@ import { parseListen } from './config/schema.js';
 import type { AirlockConfig } from './config/types.js';
 import { createCredentialBroker, type CredentialBroker } from './credentials/credential-broker.js';
 import { loadMasterKey } from './credentials/master-key.js';
+import { TokenHashes } from './identity/token-hashes.js';
 import { JwtVerifier } from './identity/jwt-verifier.js';
 import { createListener } from './ingress/create-listener.js';
 import { AuditLog } from './observability/audit-log.js';
@@ -78,7 +79,35 @@ export interface RunningAirlock {
   close(deadlineMs?: number): Promise<void>;
 }
 
+/** Requests in flight across every generation: shutdown writes airlock:stop after their records. */
+class InflightRequests {
+  #count = 0;
+  #idle: Array<() => void> = [];
+
+  enter(): void {
+    this.#count++;
+  }
+
+  leave(): void {
+    if (--this.#count === 0) for (const resolve of this.#idle.splice(0)) resolve();
+  }
+
+  /** Resolves when no request is in flight, or after timeoutMs (a pipeline stuck past its cut). */
+  settled(timeoutMs: number): Promise<void> {
+    if (this.#count === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      this.#idle.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+}
+
 interface Durable {
+  readonly inflight: InflightRequests;
+  readonly tokenHashes: TokenHashes;
   readonly now: () => Date;
   readonly env: AirlockOptions['env'];
   readonly catalog: SecretCatalog;
@@ -254,6 +283,7 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
     logger,
     state,
     jwt: new JwtVerifier(Object.values(config.agents), () => now().getTime()),
+    tokenHashes: durable.tokenHashes,
     approvals,
     killSwitch: durable.killSwitch,
     rateLimiter: durable.rateLimiter,
@@ -282,9 +312,11 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
     inflight: {
       enter() {
         generation.inflight++;
+        durable.inflight.enter();
       },
       leave() {
         generation.inflight--;
+        durable.inflight.leave();
         if (generation.retired && generation.inflight === 0) void closeGeneration(generation, durable, false);
       },
     },
@@ -367,11 +399,13 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
     onWriteFailure: () => metrics.auditWriteFailures.inc(),
   });
   await audit.open();
-  const state = new GovernanceState(redis ?? new FileStateBackend(join(config.data_dir, 'state.jsonl')), () => now().getTime());
+  const state = new GovernanceState(redis ?? new FileStateBackend(join(config.data_dir, 'state.jsonl')), () => now().getTime(), logger);
   await state.start();
   const staleAfterMs = config.state.type === 'redis' ? config.state.stale_after * 1000 : Infinity;
 
   const durable: Durable = {
+    inflight: new InflightRequests(),
+    tokenHashes: new TokenHashes(),
     now,
     env: options.env,
     catalog,
@@ -481,6 +515,9 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
         const deadline = deadlineMs ?? current.config.shutdown_timeout * 1000;
         logger.info({ deadline_ms: deadline }, 'stopping: no new connections; requests in flight may finish');
         await Promise.all(listeners.map((server) => closeServer(server, deadline)));
+        // Requests cut at the deadline still finish their bookkeeping (audit record, metrics): let them,
+        // briefly, so airlock:stop is the last record and none reaches a closed log.
+        await durable.inflight.settled(2_000);
         await lifecycleRecord(current.runtime, 'airlock:stop', 'Airlock stopped');
         await closeGeneration(current, durable, true, true);
         await state.close();
@@ -503,8 +540,12 @@ async function lifecycleRecord(runtime: ProxyRuntime, route: string, reason: str
 async function closeServer(server: Server, deadlineMs: number): Promise<void> {
   if (!server.listening) return;
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  // A keep-alive connection goes idle when its last response ends: close it then, not after
+  // keep_alive_timeout (close() itself only closes the connections idle at the time it is called).
   server.closeIdleConnections();
+  const sweep = setInterval(() => server.closeIdleConnections(), 50);
   const timer = setTimeout(() => server.closeAllConnections(), deadlineMs);
   await closed;
+  clearInterval(sweep);
   clearTimeout(timer);
 }

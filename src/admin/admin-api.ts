@@ -197,7 +197,7 @@ async function revoke(context: AdminContext, call: AdminCall, kind: RevocationKi
   }
   if (kind === 'all' && target !== '*') throw new AirlockError('invalid_request', 'A lockdown (kind "all") has target "*".');
   const revocation = { kind, target, reason, by: call.actor, at: context.now() };
-  await context.state.record({ type: 'revocation.added', revocation });
+  const outcome = await context.state.record({ type: 'revocation.added', revocation });
   return change(
     context,
     call,
@@ -210,7 +210,11 @@ async function revoke(context: AdminContext, call: AdminCall, kind: RevocationKi
       approval: null,
       reason,
     },
-    { revoked: { kind, target, reason, by: call.actor, at: iso(revocation.at) } },
+    {
+      revoked: { kind, target, reason, by: call.actor, at: iso(revocation.at) },
+      // Shared state unreachable: enforced here now, by the other replicas once it is back.
+      ...(outcome === 'pending' ? { propagation: 'pending: shared state (Redis) is unreachable; this replica enforces the revocation now and writes it to Redis, for the other replicas, when it is back' } : {}),
+    },
   );
 }
 

@@ -27,6 +27,8 @@ export interface Metrics {
   readonly auditWriteFailures: Counter;
   readonly anomalies: Counter<'rule' | 'action'>;
   readonly reloads: Counter<'result'>;
+  /** One finished request: its count and its duration, through children bound once per label set. */
+  countRequest(service: string, route: string, decision: string, code: string, seconds: number): void;
   bind(sources: LiveSources): void;
 }
 
@@ -86,21 +88,37 @@ export function createMetrics(): Metrics {
     },
   });
 
+  const requests = new Counter({
+    name: 'airlock_requests_total',
+    help: 'Requests by service, route template, decision and error code ("none" when the upstream answered).',
+    labelNames: ['service', 'route', 'decision', 'code'] as const,
+    registers,
+  });
+  const requestDuration = new Histogram({
+    name: 'airlock_request_duration_seconds',
+    help: 'Time from the request arriving to its last response byte, by service and route template.',
+    labelNames: ['service', 'route'] as const,
+    buckets: DURATION_BUCKETS,
+    registers,
+  });
+  // Label sets are bounded by the config (services x route templates x codes); binding them once saves
+  // hashing the label object on every request.
+  const bound = new Map<string, { count: { inc(): void }; duration: { observe(value: number): void } }>();
+
   return {
     registry,
-    requests: new Counter({
-      name: 'airlock_requests_total',
-      help: 'Requests by service, route template, decision and error code ("none" when the upstream answered).',
-      labelNames: ['service', 'route', 'decision', 'code'],
-      registers,
-    }),
-    requestDuration: new Histogram({
-      name: 'airlock_request_duration_seconds',
-      help: 'Time from the request arriving to its last response byte, by service and route template.',
-      labelNames: ['service', 'route'],
-      buckets: DURATION_BUCKETS,
-      registers,
-    }),
+    requests,
+    requestDuration,
+    countRequest(service, route, decision, code, seconds) {
+      const key = `${service}\u0000${route}\u0000${decision}\u0000${code}`;
+      let children = bound.get(key);
+      if (children === undefined) {
+        children = { count: requests.labels(service, route, decision, code), duration: requestDuration.labels(service, route) };
+        bound.set(key, children);
+      }
+      children.count.inc();
+      children.duration.observe(seconds);
+    },
     upstreamDuration: new Histogram({
       name: 'airlock_upstream_duration_seconds',
       help: 'Time spent on the upstream exchange (dispatch to last byte relayed), by service.',

@@ -7,9 +7,9 @@
  *  - a workload JWT, verified against the agents that accept its issuer (jwt-verifier.ts).
  */
 import { AirlockError } from '../errors.js';
-import { hashAgentToken } from '../identity/agent-token.js';
 import type { JwtVerifier } from '../identity/jwt-verifier.js';
 import { scanForAgentToken } from '../identity/token-carriers.js';
+import type { TokenHashes } from '../identity/token-hashes.js';
 import type { AgentPolicy, Policy } from '../policy/compile-policy.js';
 import type { SessionRecord } from '../state/governance-records.js';
 import type { GovernanceState } from '../state/governance-state.js';
@@ -25,7 +25,7 @@ function refused(detail: string, error: string | null): AirlockError {
   return new AirlockError('unauthenticated', detail, { headers: { 'www-authenticate': error === null ? 'Bearer realm="airlock"' : `Bearer realm="airlock", error="${error}"` } });
 }
 
-export async function authenticateAgent(rawHeaders: readonly string[], policy: Policy, state: GovernanceState, jwt: JwtVerifier): Promise<Principal> {
+export async function authenticateAgent(rawHeaders: readonly string[], policy: Policy, state: GovernanceState, jwt: JwtVerifier, hashes: TokenHashes): Promise<Principal> {
   const scan = scanForAgentToken(rawHeaders, jwt.enabled);
   switch (scan.kind) {
     case 'none':
@@ -38,12 +38,12 @@ export async function authenticateAgent(rawHeaders: readonly string[], policy: P
       break;
   }
   if (scan.type === 'agent') {
-    const agent = policy.agentByTokenHash.get(hashAgentToken(scan.token));
+    const agent = policy.agentByTokenHash.get(hashes.of(scan.token));
     if (agent === undefined) throw refused('The Airlock agent token is not known to this proxy (mistyped, or its hash is not in the config).', 'invalid_token');
     return { agent, session: null, via: 'token' };
   }
   if (scan.type === 'session') {
-    const session = state.sessionByTokenHash(hashAgentToken(scan.token));
+    const session = state.sessionByTokenHash(hashes.of(scan.token));
     const agent = session === null ? undefined : policy.agentByName.get(session.agent);
     if (session === null || agent === undefined) {
       throw refused('The session token is not valid: it expired, was ended or revoked, or never existed. Mint a new one with POST /_airlock/sessions.', 'invalid_token');

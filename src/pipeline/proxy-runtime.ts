@@ -9,6 +9,7 @@ import type { AuditLog } from '../observability/audit-log.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { Tracing } from '../observability/tracing.js';
 import type { SecretCatalog } from '../redaction/secret-catalog.js';
+import type { TokenHashes } from '../identity/token-hashes.js';
 import type { JwtVerifier } from '../identity/jwt-verifier.js';
 import type { AnomalyDetector, AnomalyEvent } from '../policy/anomaly-detector.js';
 import type { ApprovalBroker } from '../policy/approval-broker.js';
@@ -31,6 +32,7 @@ export interface ProxyRuntime {
   readonly logger: Logger;
   readonly state: GovernanceState;
   readonly jwt: JwtVerifier;
+  readonly tokenHashes: TokenHashes;
   readonly approvals: ApprovalBroker;
   readonly killSwitch: KillSwitch;
   readonly rateLimiter: RateLimiter;

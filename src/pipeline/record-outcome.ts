@@ -26,8 +26,7 @@ export async function auditRequest(runtime: ProxyRuntime, record: AuditRecord, s
 export function observeRequest(runtime: ProxyRuntime, record: AuditRecord, trace: RequestTrace, httpRoute: string | null): void {
   const service = record.service ?? 'none';
   const route = record.route ?? 'none';
-  runtime.metrics.requests.inc({ service, route, decision: record.decision, code: record.code ?? 'none' });
-  runtime.metrics.requestDuration.observe({ service, route }, record.duration_ms / 1000);
+  runtime.metrics.countRequest(service, route, record.decision, record.code ?? 'none', record.duration_ms / 1000);
   if (record.redactions > 0 && record.service !== null) runtime.metrics.redactions.inc({ service: record.service }, record.redactions);
   trace.finish(record, httpRoute);
   if (record.agent !== null && runtime.anomalies.enabled) {

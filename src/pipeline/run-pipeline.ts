@@ -80,7 +80,7 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
     record.path = target.path;
     if (isReservedPath(target.path) && !isSessionsPath(target.path)) return serveReserved(req, res, target.path, record.request_id, runtime.readiness);
 
-    const principal = await authenticateAgent(req.rawHeaders, runtime.policy, runtime.state, runtime.jwt);
+    const principal = await authenticateAgent(req.rawHeaders, runtime.policy, runtime.state, runtime.jwt, runtime.tokenHashes);
     record.agent = principal.agent.name;
     record.session = principal.session?.id ?? null;
     record.justification = principal.session?.justification ?? null;
@@ -265,8 +265,7 @@ export function createRawRefusalHandler(currentRuntime: () => ProxyRuntime): (so
     void auditRequest(runtime, record, startedAt).then(function answerRefusal(audited) {
       if (socket.writable) socket.end(rawProblemResponse(failure, record.request_id));
       else socket.destroy();
-      runtime.metrics.requests.inc({ service: 'none', route: 'none', decision: 'deny', code: failure.code });
-      runtime.metrics.requestDuration.observe({ service: 'none', route: 'none' }, record.duration_ms / 1000);
+      runtime.metrics.countRequest('none', 'none', 'deny', failure.code, record.duration_ms / 1000);
       logRequest(runtime, record, audited);
     });
   };

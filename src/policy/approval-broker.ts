@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { AirlockError } from '../errors.js';
 import type { ApprovalRecord } from '../state/governance-records.js';
 import type { GovernanceState } from '../state/governance-state.js';
-import { StateConflictError } from '../state/redis-backend.js';
+import { StateConflictError } from '../state/state-backend.js';
 
 export interface ApprovalRequest {
   readonly agent: string;

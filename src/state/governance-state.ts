@@ -6,7 +6,12 @@
  * switch ends streams, held requests learn their approval's fate).
  */
 import type { ApprovalRecord, GovernanceEvent, Revocation, RevocationKind, SessionRecord } from './governance-records.js';
-import type { StateBackend } from './state-backend.js';
+import type { Logger } from 'pino';
+import { AirlockError } from '../errors.js';
+import { StateConflictError, type StateBackend } from './state-backend.js';
+
+/** What became of a change: kept in the backend, or (a restriction while it is unreachable) only here for now. */
+export type RecordOutcome = 'kept' | 'pending';
 
 /** Decided approvals kept for the console's history. */
 const DECIDED_APPROVALS_KEPT = 500;
@@ -24,10 +29,14 @@ export class GovernanceState {
   readonly #revocations = new Map<string, Revocation>();
   readonly #approvals = new Map<string, ApprovalRecord>();
   readonly #listeners = new Set<(event: GovernanceEvent) => void>();
+  /** Restrictions applied here that the backend could not keep yet: written first when it is back. */
+  readonly #unsaved: GovernanceEvent[] = [];
+  readonly #logger: Pick<Logger, 'warn'> | null;
 
-  constructor(backend: StateBackend, now: () => number = Date.now) {
+  constructor(backend: StateBackend, now: () => number = Date.now, logger: Pick<Logger, 'warn'> | null = null) {
     this.#backend = backend;
     this.#now = now;
+    this.#logger = logger;
   }
 
   /** Replays what the backend kept, compacts it to the live state, and starts hearing other replicas. */
@@ -53,20 +62,30 @@ export class GovernanceState {
    *
    * Order matters for fail-closed: an event that takes access away (a revocation, a session ending)
    * applies here first, synchronously, so the very next request is refused even while the backend write
-   * is still under way (a slow disk, a Redis round trip); if it cannot be kept it still holds on this
-   * replica, and the error is thrown. An event that grants or lifts something applies only once kept.
+   * is still under way (a slow disk, a Redis round trip). When the backend cannot keep it, it still holds
+   * on this replica, is queued, and is written first when the backend is back ('pending'); an emergency
+   * revocation must not wait for Redis. An event that grants or lifts something applies only once kept,
+   * and fails with state_unavailable when it cannot be.
    */
-  async record(event: GovernanceEvent): Promise<void> {
+  async record(event: GovernanceEvent): Promise<RecordOutcome> {
     const ended = event.type === 'session.ended' ? event.id : event.type === 'revocation.added' && event.revocation.kind === 'session' ? event.revocation.target : null;
     const at = event.type === 'session.ended' ? event.at : event.type === 'revocation.added' ? event.revocation.at : 0;
     const restricts = event.type === 'revocation.added' || event.type === 'session.ended';
-    const descendants = ended === null ? [] : this.#descendants(ended);
+    const cascade: GovernanceEvent[] = (ended === null ? [] : this.#descendants(ended)).map((id) => ({ type: 'session.ended', id, reason: 'a session it was narrowed from ended', at }));
     if (restricts) {
       this.#apply(event);
       this.#notify(event);
     }
-    await this.#backend.append(event);
-    for (const descendant of descendants) await this.#backend.append({ type: 'session.ended', id: descendant, reason: 'a session it was narrowed from ended', at });
+    let outcome: RecordOutcome = 'kept';
+    try {
+      await this.#backend.append(event);
+      for (const next of cascade) await this.#backend.append(next);
+    } catch (error) {
+      if (!restricts || error instanceof StateConflictError) throw unavailable(error);
+      this.#unsaved.push(event, ...cascade);
+      this.#logger?.warn({ err: error, event: event.type }, 'shared state is unreachable: the restriction holds on this replica now and is written to shared state when it is back');
+      outcome = 'pending';
+    }
     if (!restricts) {
       this.#apply(event);
       this.#notify(event);
@@ -75,9 +94,10 @@ export class GovernanceState {
     // were minted before (a compromised agent may have minted long ones).
     if (event.type === 'revocation.added' && event.revocation.kind === 'agent') {
       for (const session of this.sessions().filter((s) => s.agent === event.revocation.target && s.parent === null)) {
-        await this.record({ type: 'session.ended', id: session.id, reason: 'its agent was revoked', at });
+        if ((await this.record({ type: 'session.ended', id: session.id, reason: 'its agent was revoked', at })) === 'pending') outcome = 'pending';
       }
     }
+    return outcome;
   }
 
   #descendants(id: string): string[] {
@@ -86,13 +106,36 @@ export class GovernanceState {
     return out;
   }
 
-  /** After a reconnection: rebuild from the backend, and tell listeners what was revoked meanwhile. */
+  /**
+   * After a reconnection: write what could not be kept meanwhile, rebuild from the backend, put back
+   * the revocations the backend lost (absent, and not lifted: a Redis that restarted without its data
+   * must not un-revoke anyone), and tell listeners what was revoked meanwhile.
+   */
   async #resync(): Promise<void> {
     let events: GovernanceEvent[];
     try {
+      while (this.#unsaved.length > 0) {
+        await this.#backend.append(this.#unsaved[0] as GovernanceEvent);
+        this.#unsaved.shift();
+      }
       events = await this.#backend.load();
     } catch {
       return;
+    }
+    const kept = new Set<string>();
+    for (const event of events) {
+      if (event.type === 'revocation.added') kept.add(revocationKey(event.revocation.kind, event.revocation.target));
+      if (event.type === 'revocation.lifted') kept.add(revocationKey(event.kind, event.target));
+    }
+    const lost = [...this.#revocations.entries()].filter(([key]) => !kept.has(key)).map(([, revocation]) => revocation);
+    if (lost.length > 0) {
+      this.#logger?.warn({ revocations: lost.map((r) => `${r.kind} ${r.target}`) }, 'shared state came back without revocations this replica holds (a Redis restart without persistence?); writing them back');
+      try {
+        for (const revocation of lost) await this.#backend.append({ type: 'revocation.added', revocation });
+      } catch {
+        return;
+      }
+      events.push(...lost.map((revocation): GovernanceEvent => ({ type: 'revocation.added', revocation })));
     }
     const known = new Set(this.#revocations.keys());
     this.#sessions.clear();
@@ -239,4 +282,10 @@ export class GovernanceState {
     for (const approval of this.approvals()) events.push({ type: 'approval.created', approval });
     return events;
   }
+}
+
+/** A backend write that failed for want of the backend (not a conflict): the change is refused, 503. */
+function unavailable(error: unknown): unknown {
+  if (error instanceof StateConflictError || error instanceof AirlockError) return error;
+  return new AirlockError('state_unavailable', 'Shared state (Redis) could not be written, so the change was not made. Check that Redis is reachable, then retry.', { cause: error });
 }

@@ -13,12 +13,9 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { ApprovalRecord, GovernanceEvent, Revocation, SessionRecord } from './governance-records.js';
-import type { StateBackend } from './state-backend.js';
+import { StateConflictError, type StateBackend } from './state-backend.js';
 
-/** A change another replica already made (an approval decided or consumed). */
-export class StateConflictError extends Error {
-  override name = 'StateConflictError';
-}
+export { StateConflictError };
 
 const APPROVAL_KEPT_MS = 24 * 3600 * 1000;
 
@@ -128,6 +125,8 @@ export class RedisStateBackend implements StateBackend {
     const events: GovernanceEvent[] = [];
     const revocations = await this.#client.hgetall(`${this.#prefix}revocations`);
     for (const raw of Object.values(revocations)) events.push({ type: 'revocation.added', revocation: JSON.parse(raw) as Revocation });
+    const lifted = await this.#client.hgetall(`${this.#prefix}lifted`);
+    for (const raw of Object.values(lifted)) events.push(JSON.parse(raw) as GovernanceEvent);
     for (const [pattern, build] of [
       [`${this.#prefix}session:*`, (raw: string): GovernanceEvent => ({ type: 'session.created', session: JSON.parse(raw) as SessionRecord })],
       [`${this.#prefix}approval:*`, (raw: string): GovernanceEvent => ({ type: 'approval.created', approval: JSON.parse(raw) as ApprovalRecord })],
@@ -161,10 +160,13 @@ export class RedisStateBackend implements StateBackend {
         break;
       case 'revocation.added':
         multi.hset(`${p}revocations`, `${event.revocation.kind}\u0000${event.revocation.target}`, JSON.stringify(event.revocation));
+        multi.hdel(`${p}lifted`, `${event.revocation.kind}\u0000${event.revocation.target}`);
         if (event.revocation.kind === 'session') multi.del(`${p}session:${event.revocation.target}`);
         break;
       case 'revocation.lifted':
         multi.hdel(`${p}revocations`, `${event.kind}\u0000${event.target}`);
+        // A tombstone: a replica that was away learns this was lifted, not lost (see load()).
+        multi.hset(`${p}lifted`, `${event.kind}\u0000${event.target}`, JSON.stringify(event));
         break;
       case 'approval.created':
         multi.set(`${p}approval:${event.approval.id}`, JSON.stringify(event.approval), 'PX', Math.max(1, event.approval.expiresAt - now + APPROVAL_KEPT_MS));

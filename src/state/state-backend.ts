@@ -5,8 +5,17 @@
  */
 import type { GovernanceEvent } from './governance-records.js';
 
+/** A change another replica already made (an approval decided or consumed). */
+export class StateConflictError extends Error {
+  override name = 'StateConflictError';
+}
+
 export interface StateBackend {
-  /** Every event kept, oldest first, to rebuild state at start-up. */
+  /**
+   * Every event kept, oldest first, to rebuild state at start-up. A shared backend also returns a
+   * `revocation.lifted` for each revocation lifted (a tombstone), so a replica coming back can tell a
+   * lift it missed from a revocation the store lost (a Redis restarted without persistence).
+   */
   load(): Promise<GovernanceEvent[]>;
   /** Keeps an event (and tells other replicas). Rejects when it could not be kept: the change is refused. */
   append(event: GovernanceEvent): Promise<void>;

@@ -13,8 +13,9 @@
  * /_airlock/ready not ready, back to 200 once Redis is restarted, with revocations flowing again. Every
  * credential is a canary: none reaches responses, logs, audit records, admin output or Redis itself.
  *
- * Known bugs are `it.fails` with a `// BUG:` note: a revocation during an outage is answered 500 and is
- * forgotten at the reconnection; a Redis that comes back empty un-revokes everything.
+ * A revocation made while Redis is down holds on that replica at once, is answered with propagation
+ * "pending", and is written to Redis (so reaches the others) when it is back; a Redis that comes back
+ * empty is re-seeded with the revocations the replicas hold.
  */
 import { randomBytes } from 'node:crypto';
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -657,7 +658,7 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
 
   describe('Redis killed while traffic flows, then restarted', () => {
     /** A revocation made on A while Redis was down, and how the replicas answered the revoked agent right then. */
-    const outage: { change: SentResponse | null; onA: number; onB: number } = { change: null, onA: 0, onB: 0 };
+    const outage: { change: SentResponse | null; lift: SentResponse | null; onA: number; onB: number } = { change: null, lift: null, onA: 0, onB: 0 };
     interface Sample {
       readonly on: 'A' | 'B';
       readonly id: string;
@@ -707,6 +708,8 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
         outage.change = await adminA.call('POST', '/v1/agents/delta/revoke', { reason: 'during the outage' });
         outage.onA = (await call(a, delta.token, '/llm/v1/ping')).status;
         outage.onB = (await call(b, delta.token, '/llm/v1/ping')).status;
+        // A lift grants access back: it is refused while it cannot be kept.
+        outage.lift = await adminA.call('POST', '/v1/agents/zeta/restore', {});
         // What takes access away applies on this replica first, even when it cannot be kept (governance-state.ts record()).
         expect(outage.onA).toBe(401);
 
@@ -787,39 +790,34 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
       expect(restored.ms).toBeLessThan(PROPAGATION_BOUND_MS);
     });
 
-    // BUG: src/admin/admin-api.ts revoke() via src/state/governance-state.ts record(): while Redis is down the
-    // backend append rejects with ioredis's plain Error ("Stream isn't writeable and enableOfflineQueue options
-    // is false"), which the admin API answers as 500 internal_error (README: "a bug"), although the revocation
-    // did take effect on this replica, without an audit record. Expected: a clear 503 state_unavailable problem.
-    it.fails('a revocation attempted on A while Redis is down is answered 503 state_unavailable, not 500 internal_error', () => {
+    // The emergency path does not wait for Redis: enforced here now, audited, and said to be pending.
+    it('a revocation attempted on A while Redis is down is enforced on A at once and answered with propagation pending', () => {
       expect(outage.change).not.toBeNull();
       const change = outage.change as SentResponse;
-      expect(change.headers['content-type']).toContain('application/problem+json');
-      expect({ status: change.status, code: change.json<Problem>().code }).toEqual({ status: 503, code: 'state_unavailable' });
+      expect(change.status).toBe(200);
+      expect(change.json<{ revoked: { target: string }; propagation: string }>()).toMatchObject({ revoked: { target: 'delta' }, propagation: expect.stringContaining('pending') });
+      expect(a.auditRecords().some((r) => r.route?.includes('revoke') && r.agent === 'delta' && r.actor !== null)).toBe(true);
     });
 
-    // BUG: src/state/governance-state.ts #resync(): on reconnection it clears every revocation and rebuilds from
-    // Redis alone, so a revocation applied on this replica that could not be kept (record() promises "it still
-    // holds on this replica") is silently lifted when Redis comes back. Observed: delta 200 on A after the
-    // restart; expected 401 until an operator restores it.
-    it.fails('a revocation made on A while Redis was down still holds on A once Redis is back', async () => {
+    it('a lift attempted while Redis is down is refused with 503 state_unavailable and changes nothing', async () => {
+      const lift = outage.lift as SentResponse;
+      expect(lift.headers['content-type']).toContain('application/problem+json');
+      expect({ status: lift.status, code: lift.json<Problem>().code }).toEqual({ status: 503, code: 'state_unavailable' });
+      expect(lift.json<Problem>().detail).toContain('Redis');
+    });
+
+    it('a revocation made on A while Redis was down still holds on A once Redis is back', async () => {
       expect(outage.onA).toBe(401);
       expectProblem(await call(a, delta.token, '/llm/v1/ping'), 401, 'unauthenticated');
     });
 
-    // BUG: same cause: nothing writes the revocation A kept in memory to Redis after the reconnection, so B,
-    // which could not hear of it during the outage, never does. Observed: delta 200 on B; expected 401.
-    it.fails('a revocation made on A while Redis was down reaches B once Redis is back', async () => {
+    it('a revocation made on A while Redis was down reaches B once Redis is back', async () => {
       expect(outage.onA).toBe(401);
       await eventually('B refusing delta', async () => (await call(b, delta.token, '/llm/v1/ping')).status === 401, 1_000, 20);
     });
 
-    // BUG (design gap): src/state/governance-state.ts #resync() with src/state/redis-backend.ts load(): a Redis
-    // that comes back without its data (a restart without persistence, as here; a failover to an empty replica;
-    // FLUSHALL) un-revokes every agent on every replica, though both replicas held the revocation in memory:
-    // fail open. Observed: zeta (revoked before the outage) 200 on A and B after the restart; expected 401
-    // (kept, or re-seeded into the empty Redis by the replicas that know it).
-    it.fails('a revocation kept in Redis before Redis lost its data still holds on both replicas after the restart', async () => {
+    // Redis restarted without its data (no persistence here): the replicas write back what they hold.
+    it('a revocation kept in Redis before Redis lost its data still holds on both replicas after the restart', async () => {
       expectProblem(await call(a, zeta.token, '/llm/v1/ping'), 401, 'unauthenticated');
       expectProblem(await call(b, zeta.token, '/llm/v1/ping'), 401, 'unauthenticated');
     });
