@@ -6,7 +6,7 @@
  * Prints progress every 5 s, and a verdict: RSS flat (last quarter's median within 15% of the second
  * quarter's), audit complete, no errors. Exit 1 when a check fails.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Pool } from 'undici';
@@ -68,7 +68,12 @@ async function main(): Promise<void> {
   await pool.close();
   await airlock.stop();
   await upstream.stop();
-  const auditLines = readFileSync(join(work, 'audit.jsonl'), 'utf8').split('\n').filter((line) => line !== '' && !line.includes('"actor":"airlock"')).length;
+  // The audit log rotates at audit.max_bytes (100 MB): count the rotated copies too.
+  const auditFiles = readdirSync(work).filter((name) => /^audit\.jsonl(\.\d+)?$/.test(name));
+  let auditLines = 0;
+  for (const name of auditFiles) {
+    auditLines += readFileSync(join(work, name), 'utf8').split('\n').filter((line) => line !== '' && !line.includes('"actor":"airlock"')).length;
+  }
   rmSync(work, { recursive: true, force: true });
 
   const quarter = Math.max(1, Math.floor(samples.length / 4));
@@ -76,7 +81,7 @@ async function main(): Promise<void> {
   const late = median(samples.slice(-quarter));
   const seconds = (Date.now() - started) / 1000;
   const checks = [
-    { name: `audit lines (${auditLines}) equal requests (${TOTAL})`, ok: auditLines === TOTAL },
+    { name: `audit lines (${auditLines}, in ${auditFiles.length} files after rotation) equal requests (${TOTAL})`, ok: auditLines === TOTAL },
     { name: `no errors (${errors})`, ok: errors === 0 },
     { name: `RSS flat: last quarter median ${Math.round(late)} MiB within 15% of second quarter ${Math.round(early)} MiB (peak ${Math.round(Math.max(...samples))} MiB)`, ok: late <= early * 1.15 },
   ];
