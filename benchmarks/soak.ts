@@ -29,6 +29,7 @@ async function main(): Promise<void> {
   const config = {
     listen: '127.0.0.1:0',
     data_dir: work,
+    audit: { max_bytes: 100 * 1024 * 1024, keep: 100 },
     admin: { listen: '127.0.0.1:0', tokens: [generateAgentToken().hash] },
     reload: { watch: false },
     services: { api: { upstream: `http://127.0.0.1:${upstream.port}`, credential: { secret: 'env:SOAK_UPSTREAM_KEY' }, max_connections: 128, routes: ['/small', '/64k'].map((path) => ({ method: 'GET', path, scope: 'soak:read' })) } },
