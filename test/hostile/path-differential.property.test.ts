@@ -173,6 +173,7 @@ describe(`path differential: ${TARGETS.toLocaleString()} generated targets over 
   let proxy: ProxyFixture;
   const samples: Sample[] = [];
   const answers = new Map<number, Answer>();
+  const latencies = new Map<number, number>();
 
   beforeAll(async () => {
     watch.start();
@@ -207,7 +208,9 @@ describe(`path differential: ${TARGETS.toLocaleString()} generated targets over 
           const target = `${sample.path.replace(/#.*$/, '')}?${sample.query === null ? tag : `${sample.query}&${tag}`}${/#.*$/.exec(sample.path)?.[0] ?? ''}`;
           const request = `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${agent.token}\r\n\r\n`;
           try {
+            const sentAt = performance.now();
             answers.set(sample.index, await connection.send(request));
+            latencies.set(sample.index, performance.now() - sentAt);
           } catch (error) {
             throw new Error(`target #${sample.index} ${JSON.stringify(target)}: ${(error as Error).message}`);
           }
@@ -218,7 +221,10 @@ describe(`path differential: ${TARGETS.toLocaleString()} generated targets over 
     const reasons = new Map<string, number>();
     for (const a of answers.values()) if (a.status !== 200) { const d = `${a.status} ${(JSON.parse(a.body) as { detail: string }).detail.slice(0, 90)}`; reasons.set(d, (reasons.get(d) ?? 0) + 1); }
     console.log([...reasons.entries()].sort((x, y) => y[1] - x[1]).slice(0, 12));
-    console.log(`path differential: ${samples.length} targets in ${((Date.now() - started) / 1000).toFixed(1)} s, ${upstream.requests.length} forwarded`);
+    const slowest = [...latencies.entries()].sort((x, y) => y[1] - x[1])[0];
+    console.log(`path differential: ${samples.length} targets in ${((Date.now() - started) / 1000).toFixed(1)} s, ${upstream.requests.length} forwarded, slowest #${slowest?.[0]} ${slowest?.[1].toFixed(0)} ms`);
+    // A forwarded request's record is written just after its answer is sent: let the last ones land.
+    await proxy.waitForAudit(samples.length, 15_000);
   }, 600_000);
 
   afterAll(async () => {
@@ -241,7 +247,7 @@ describe(`path differential: ${TARGETS.toLocaleString()} generated targets over 
       const answer = answers.get(sample.index) as Answer;
       const wire = byTag.get(sample.index);
       const record = audit.get(answer.requestId);
-      expect(record, `no audit record for target #${sample.index} ${JSON.stringify(sample.path)}`).toBeDefined();
+      expect(record, `no audit record for target #${sample.index} ${JSON.stringify(sample.path)} (answered ${answer.status} id ${answer.requestId} after ${latencies.get(sample.index)?.toFixed(0)} ms)`).toBeDefined();
       if (wire !== undefined) {
         forwarded++;
         expect(answer.status).toBe(200);
