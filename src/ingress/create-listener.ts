@@ -37,7 +37,8 @@ export function createListener(limits: DeepReadonly<LimitsSpec>, handlers: Liste
       // node checks the header and request deadlines only this often (30 s by default), which would
       // let a slowloris client hold a connection far past headers_timeout.
       connectionsCheckingInterval: Math.max(100, Math.min(1000, (Math.min(limits.headers_timeout, limits.request_timeout) * 1000) / 2)),
-      requireHostHeader: true,
+      // Checked by the pipeline instead, so a missing Host gets a problem body and an audit record.
+      requireHostHeader: false,
       joinDuplicateHeaders: false,
       insecureHTTPParser: false,
     },
@@ -53,6 +54,9 @@ export function createListener(limits: DeepReadonly<LimitsSpec>, handlers: Liste
     }
     handlers.onRefusal(socket, parseFailure(error), null);
   });
+  // An Expect other than 100-continue: node would answer 417 by itself; the pipeline refuses it with a
+  // problem and an audit record instead (checkRequestShape).
+  server.on('checkExpectation', handlers.onRequest);
   server.on('connect', function refuseConnect(_req: IncomingMessage, socket: Duplex) {
     handlers.onRefusal(socket, new AirlockError('method_not_allowed', 'CONNECT is never accepted: Airlock is not a forward proxy. Point your SDK base URL at it instead.'), 'CONNECT');
   });

@@ -106,6 +106,11 @@ export class AuditLog {
     return GENESIS;
   }
 
+  /** True under `on_failure: refuse`: a record that cannot be written refuses its request. */
+  get failsClosed(): boolean {
+    return this.#options.onFailure === 'refuse';
+  }
+
   get healthy(): boolean {
     return this.#broken === null;
   }

@@ -50,6 +50,25 @@ import { isSessionsPath, serveSessions } from './serve-sessions.js';
  * `currentRuntime` is read once per request: a request runs start to end on the configuration it
  * arrived under, even when a reload swaps in a new one meanwhile.
  */
+/**
+ * The audit record of the request a response belongs to, and the failure node's parser reported on its
+ * connection after the pipeline took the request (a broken chunk, a body past request_timeout): the raw
+ * refusal handler answers that request under its own id and leaves the record to the pipeline, so one
+ * request has one record and one answer.
+ */
+const RECORD = Symbol('airlock.record');
+const CLIENT_FAILURE = Symbol('airlock.clientFailure');
+type OwnedResponse = ServerResponse & { [RECORD]?: AuditRecord; [CLIENT_FAILURE]?: AirlockError };
+
+/** Applies a parser failure reported while the pipeline held the request (see RECORD). */
+function applyClientFailure(res: ServerResponse, record: AuditRecord): void {
+  const failure = (res as OwnedResponse)[CLIENT_FAILURE];
+  if (failure === undefined) return;
+  record.code = failure.code;
+  record.status = failure.status;
+  record.incomplete = true;
+}
+
 export function createRequestHandler(currentRuntime: () => ProxyRuntime, binding: ListenerBinding): (req: IncomingMessage, res: ServerResponse) => void {
   return function handleAgentRequest(req, res) {
     const runtime = currentRuntime();
@@ -66,6 +85,7 @@ export function createRequestHandler(currentRuntime: () => ProxyRuntime, binding
 async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const startedAt = performance.now();
   const record = newRecord(runtime, req.method ?? null, req.socket.remoteAddress);
+  (res as OwnedResponse)[RECORD] = record;
   const trace = runtime.tracing.begin(req);
   record.trace_id = trace.traceId;
   let httpRoute: string | null = null;
@@ -154,6 +174,10 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
 
     const pool = runtime.pools.get(selected.service.name);
     if (pool === undefined) throw new Error(`no upstream pool for service ${selected.service.name}`);
+    // node's parser may have refused the rest of this request (its body framing) while the stages above
+    // ran: such a request is abandoned, never started upstream.
+    const clientFailure = (res as OwnedResponse)[CLIENT_FAILURE];
+    if (clientFailure !== undefined) throw clientFailure;
     upstreamStartedAt = performance.now();
     untrack = runtime.killSwitch.track({ agent: principal.agent.name, sessions: sessionChain(runtime, principal.session?.id ?? null), service: selected.service.name, credential: plan.ref, res });
     const result = await forwardWithRotation({
@@ -194,6 +218,7 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
   record.incomplete = !forwarded.complete;
   record.redactions = forwarded.redactions;
   record.response_bytes = forwarded.responseBytes;
+  applyClientFailure(res, record);
   // Counted before the audit write resolves: whoever reads the audit line finds the metrics up to date.
   stampDuration(record, startedAt);
   observeRequest(runtime, record, trace, httpRoute);
@@ -234,10 +259,11 @@ async function refuse(
   record.code = failure.code;
   record.status = failure.status;
   if (failure.credentialRef !== null) record.credential = failure.credentialRef;
+  applyClientFailure(res, record);
   const audited = await auditRequest(runtime, record, startedAt);
   let answer = failure;
-  if (!audited) {
-    answer = new AirlockError('audit_unavailable', 'The audit log cannot be written, so Airlock refuses requests until it can. An operator checks the disk and the audit file.');
+  if (!audited && runtime.audit.failsClosed) {
+    answer = auditUnavailable();
     record.code = answer.code;
     record.status = answer.status;
   }
@@ -246,7 +272,8 @@ async function refuse(
   // agent can see this answer and send its next request.
   observeRequest(runtime, record, trace, httpRoute);
   // A body the agent is still sending would be read and thrown away; closing is cheaper and safer.
-  sendProblem(res, answer, record.request_id, !req.complete);
+  // (A request whose connection node's parser refused was already answered on the socket.)
+  if ((res as OwnedResponse)[CLIENT_FAILURE] === undefined) sendProblem(res, answer, record.request_id, !req.complete);
   logRequest(runtime, record, audited, failure.cause);
 }
 
@@ -257,18 +284,35 @@ async function refuse(
  */
 export function createRawRefusalHandler(currentRuntime: () => ProxyRuntime): (socket: Duplex, failure: AirlockError, method: string | null) => void {
   return function refuseOnSocket(socket, failure, method) {
+    const owner = (socket as { _httpMessage?: OwnedResponse })._httpMessage;
+    const owned = owner?.[RECORD];
+    if (owner !== undefined && owned !== undefined) {
+      // The pipeline holds this request: answer it under its id, and let its record say what happened.
+      owner[CLIENT_FAILURE] ??= failure;
+      if (socket.writable && !owner.headersSent) socket.end(rawProblemResponse(failure, owned.request_id));
+      else socket.destroy();
+      return;
+    }
     const runtime = currentRuntime();
     const startedAt = performance.now();
     const record = newRecord(runtime, method, (socket as { remoteAddress?: string }).remoteAddress);
     record.code = failure.code;
     record.status = failure.status;
     void auditRequest(runtime, record, startedAt).then(function answerRefusal(audited) {
-      if (socket.writable) socket.end(rawProblemResponse(failure, record.request_id));
+      // The same rule as refuse(): a record that cannot be written turns the answer into 503.
+      const answer = audited || !runtime.audit.failsClosed ? failure : auditUnavailable();
+      record.code = answer.code;
+      record.status = answer.status;
+      if (socket.writable) socket.end(rawProblemResponse(answer, record.request_id));
       else socket.destroy();
-      runtime.metrics.countRequest('none', 'none', 'deny', failure.code, record.duration_ms / 1000);
+      runtime.metrics.countRequest('none', 'none', 'deny', answer.code, record.duration_ms / 1000);
       logRequest(runtime, record, audited);
     });
   };
+}
+
+function auditUnavailable(): AirlockError {
+  return new AirlockError('audit_unavailable', 'The audit log cannot be written, so Airlock refuses requests until it can. An operator checks the disk and the audit file.');
 }
 
 export function newRecord(runtime: Pick<ProxyRuntime, 'now'>, method: string | null, client: string | undefined): AuditRecord {
@@ -337,9 +381,27 @@ function checkRequestShape(req: IncomingMessage, maxHeaders: number): void {
   if (raw.length / 2 > maxHeaders) {
     throw new AirlockError('headers_too_large', `The request has ${raw.length / 2} header fields; the limit is ${maxHeaders} (limits.max_headers).`);
   }
+  // node's parser reads "GET /x" (no version, HTTP/0.9) and "HTTP/2.0" request lines, headers and all;
+  // only HTTP/1.0 and 1.1 are spoken here (HTTP/2 agents are refused, README).
+  if (req.httpVersionMajor !== 1) {
+    throw new AirlockError('invalid_request', `HTTP/${req.httpVersion} is not accepted; Airlock speaks HTTP/1.1 (and 1.0) to agents.`);
+  }
+  // Host is required of HTTP/1.1 requests (RFC 9112 3.2); node's own check would answer without a problem body or an audit record.
+  if (req.httpVersionMinor === 1 && req.headers.host === undefined) {
+    throw new AirlockError('invalid_request', 'An HTTP/1.1 request must carry a Host header (RFC 9112 section 3.2).');
+  }
   const codings = req.headers['transfer-encoding'];
+  if (codings !== undefined && req.httpVersionMinor === 0) {
+    // RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message means the framing is faulty.
+    throw new AirlockError('invalid_request', 'Transfer-Encoding is not part of HTTP/1.0; send HTTP/1.1, or a Content-Length.');
+  }
   if (codings !== undefined && codings.split(',').some((c) => c.trim().toLowerCase() !== 'chunked')) {
     throw new AirlockError('invalid_request', `Transfer-Encoding "${codings}" is not supported; send the body with Content-Length or plain chunked framing.`);
+  }
+  const expectation = req.headers.expect;
+  if (expectation !== undefined && expectation.trim().toLowerCase() !== '100-continue') {
+    // RFC 9110 10.1.1: only 100-continue is defined; a server MAY answer others with 417.
+    throw new AirlockError('invalid_request', `Expect: ${expectation} is not supported; only "Expect: 100-continue" is.`);
   }
 }
 
