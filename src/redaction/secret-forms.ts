@@ -6,6 +6,8 @@
  * every non-alphanumeric character as \uXXXX (Go escapes <, >, &) and with every character as \uXXXX,
  * each in both hex cases; and hex of the UTF-8 bytes in both cases.
  *
+ * Base64 cores holding "+" or "/" also come JSON-escaped ("\/") and percent-encoded (%2B, %2F).
+ *
  * For base64 only the characters fully determined by the secret's own bytes are used: the one or two
  * characters at each edge also carry bits of the neighbouring bytes, so they differ from payload to
  * payload. Masking the determined core leaves at most a few bits of the first and last byte.
@@ -20,6 +22,12 @@ function base64Cores(bytes: Buffer): string[] {
     const encoded = Buffer.concat([Buffer.alloc(shift), bytes]).toString('base64');
     const core = encoded.slice(Math.ceil((shift * 4) / 3), Math.floor(((shift + bytes.length) * 4) / 3));
     cores.push(core, core.replace(/\+/g, '-').replace(/\//g, '_'));
+    // A base64 value echoed inside JSON by PHP ("\/") or form-encoded (%2B, %2F): an upstream that
+    // reflects Airlock's own Basic header writes it so.
+    if (/[+/]/.test(core)) {
+      cores.push(core.replace(/\//g, '\\/'));
+      cores.push(core.replace(/\+/g, '%2B').replace(/\//g, '%2F'), core.replace(/\+/g, '%2b').replace(/\//g, '%2f'));
+    }
   }
   return cores;
 }
