@@ -288,7 +288,7 @@ const vaultSpec = z.strictObject({
   address: z.string().regex(/^https?:\/\/[^/?#]+\/?$/, { error: 'an http(s) origin, e.g. https://vault.internal:8200' }).describe('Vault address'),
   namespace: z.string().optional().describe('Vault Enterprise namespace (X-Vault-Namespace)'),
   ca_file: z.string().optional().describe('PEM CA certificates for the Vault TLS connection'),
-  timeout: seconds.default(5).describe('per call to Vault'),
+  timeout: seconds.default(5).describe('deadline for each whole Vault call, connect to last byte'),
   auth: vaultAuthSpec,
 });
 
@@ -301,7 +301,7 @@ const oauth2ClientSpec = z.strictObject({
   params: z.record(z.string(), z.string()).default({}).describe('extra form parameters for the token request'),
   auth_method: z.enum(['basic', 'body']).default('basic').describe('client authentication: HTTP Basic (RFC 6749 2.3.1) or body parameters'),
   ca: z.string().optional().describe('PEM CA certificates for the token endpoint'),
-  timeout: seconds.default(10).describe('per token request'),
+  timeout: seconds.default(10).describe('deadline for each whole token request, connect to last byte'),
   refresh_skew: seconds.default(30).describe('a token is refreshed this long before it expires'),
 });
 

@@ -131,8 +131,9 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
       return cache.status();
     },
     async close() {
-      vault?.close();
+      // Leases are revoked through the Vault session, so it closes after them.
       await leases?.close();
+      await vault?.close();
       await oauth2.close();
     },
   };

@@ -9,11 +9,12 @@
  * storm. The token endpoint's own words never reach agents.
  */
 import { readFileSync } from 'node:fs';
-import { Agent, request } from 'undici';
+import { Agent } from 'undici';
 import type { OAuth2ClientSpec } from '../config/schema.js';
 import type { DeepReadonly } from '../config/types.js';
 import { AirlockError } from '../errors.js';
 import { Credential } from './credential.js';
+import { readStoreAnswer } from './read-store-answer.js';
 import type { SecretSource } from './secret-source.js';
 
 /** RFC 6749 5.2 errors that no retry will fix. */
@@ -72,11 +73,10 @@ export function createOAuth2Source(clients: Readonly<Record<string, DeepReadonly
       let status: number;
       let body: TokenResponse;
       try {
-        const response = await request(client.token_url, { method: 'POST', headers, body: form.toString(), dispatcher: agentFor(name, client) });
-        status = response.statusCode;
-        const text = await response.body.text();
+        const answer = await readStoreAnswer(client.token_url, { method: 'POST', headers, body: form.toString(), dispatcher: agentFor(name, client), deadlineMs: client.timeout * 1000 });
+        status = answer.status;
         try {
-          body = JSON.parse(text) as TokenResponse;
+          body = JSON.parse(answer.text) as TokenResponse;
         } catch {
           body = {};
         }

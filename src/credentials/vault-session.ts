@@ -7,13 +7,13 @@
  * retries the call. Namespace (X-Vault-Namespace), a CA file for TLS, and a per-call timeout come from
  * config. Vault's own error text stays in logs; agents get a fixed sentence.
  */
-import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import createVaultClient from 'node-vault';
 import type { Logger } from 'pino';
 import type { VaultSpec } from '../config/schema.js';
 import type { DeepReadonly } from '../config/types.js';
 import { AirlockError } from '../errors.js';
+import { createVaultTransport, type VaultTransport } from './vault-transport.js';
 
 type VaultClient = ReturnType<typeof createVaultClient>;
 
@@ -34,6 +34,7 @@ export class VaultSession {
   readonly address: string;
   readonly #spec: DeepReadonly<VaultSpec>;
   readonly #client: VaultClient;
+  readonly #transport: VaultTransport;
   readonly #resolve: BootstrapResolver;
   readonly #logger: Logger;
   #authenticated = false;
@@ -48,13 +49,13 @@ export class VaultSession {
     this.#resolve = resolve;
     this.#logger = logger;
     this.#random = random;
-    // requestOptions reach every call node-vault makes: the timeout and the CA of its https agent.
-    const requestOptions = { timeout: spec.timeout * 1000, ...(spec.ca_file === undefined ? {} : { ca: readFileSync(spec.ca_file, 'utf8') }) };
+    // Every call goes through our transport: a deadline for the whole call and a size cap.
+    this.#transport = createVaultTransport(spec.timeout, spec.ca_file);
     this.#client = createVaultClient({
       endpoint: this.address,
       apiVersion: 'v1',
       ...(spec.namespace === undefined ? {} : { namespace: spec.namespace }),
-      requestOptions,
+      'request-promise': this.#transport,
     });
     // node-vault falls back to process.env.VAULT_TOKEN when no token is given; never use an ambient one.
     this.#client.token = '';
@@ -83,10 +84,11 @@ export class VaultSession {
     return new AirlockError('credential_unavailable', `Vault at ${this.address} did not answer in time or is unreachable while fetching ${ref}.`, { cause: error });
   }
 
-  close(): void {
+  async close(): Promise<void> {
     this.#closed = true;
     if (this.#renewTimer !== null) clearTimeout(this.#renewTimer);
     this.#renewTimer = null;
+    await this.#transport.close();
   }
 
   #ensureLoggedIn(): Promise<void> {

@@ -74,6 +74,11 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     input.res.on('close', this.#onAgentClose);
   }
 
+  /** The agent is gone before anything was dispatched. */
+  agentLeft(): void {
+    this.#onAgentClose();
+  }
+
   readonly #onAgentClose = (): void => {
     if (this.#settled) return;
     this.#agentGone = true;
@@ -154,6 +159,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     if (this.#settled || error instanceof AgentWentAway) return;
     const failure = upstreamFailure(error, this.#input.service.name);
     if (!this.#started || !this.#writer.headersSent) {
+      this.#writer.abandon();
       this.#fail(failure);
       return;
     }
@@ -165,6 +171,12 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
 export function forwardRequest(input: ForwardInput): Promise<ForwardResult> {
   return new Promise<ForwardResult>((resolve, reject) => {
     const relay = new ResponseRelay(input, resolve, reject);
+    // The agent may have left while earlier stages waited (a credential fetch, an approval): its
+    // 'close' has already fired, so nothing is sent upstream for nobody (a POST would still execute).
+    if (input.res.destroyed || input.res.closed || input.res.req.socket.destroyed) {
+      relay.agentLeft();
+      return;
+    }
     try {
       input.dispatcher.dispatch(
         {

@@ -119,6 +119,8 @@ export class RedactingResponseWriter {
   #contentEncoding: string | string[] | undefined;
   #coding: ContentCoding = 'identity';
   #headers: string[] = [];
+  /** Stream mode's headers, until the first body bytes go out. */
+  #streamHead: string[] | null = null;
   #status = 0;
   #buffered: Buffer[] = [];
   #redactor: StreamRedactor;
@@ -145,6 +147,20 @@ export class RedactingResponseWriter {
 
   get headersSent(): boolean {
     return this.#res.headersSent;
+  }
+
+  /** The upstream failed before anything reached the agent: stop, so the caller can answer instead. */
+  abandon(): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#decoder?.destroy();
+    this.#res.off('drain', this.#onAgentDrain);
+  }
+
+  #sendStreamHead(): void {
+    if (this.#streamHead === null) return;
+    this.#res.writeHead(this.#status, this.#streamHead);
+    this.#streamHead = null;
   }
 
   readonly #onAgentDrain = (): void => {
@@ -186,7 +202,9 @@ export class RedactingResponseWriter {
     }
     this.#mode = 'stream';
     const decoded = coding !== 'identity';
-    this.#res.writeHead(status, withoutHeaders(pairs, (name) => name === 'content-length' || DIGEST_HEADERS.has(name) || (decoded && name === 'content-encoding')));
+    // Sent with the first body bytes (node would hold them until then anyway): an upstream that fails
+    // before any byte still gets the agent a whole 502 problem instead of a cut connection.
+    this.#streamHead = withoutHeaders(pairs, (name) => name === 'content-length' || DIGEST_HEADERS.has(name) || (decoded && name === 'content-encoding'));
     return null;
   }
 
@@ -238,6 +256,8 @@ export class RedactingResponseWriter {
   abort(failure: AirlockError): void {
     if (this.#done) return;
     this.#decoder?.destroy();
+    // Nothing reached the agent yet: it gets a whole problem rather than a cut connection.
+    if (this.#streamHead !== null) return this.#refuse(failure);
     this.#finish(false, failure);
     this.#res.destroy();
   }
@@ -319,6 +339,7 @@ export class RedactingResponseWriter {
     if (this.#done) return;
     const tail = this.#redactor.end();
     this.#write(this.#events === null ? tail : Buffer.concat([this.#events.push(tail), this.#events.end()]));
+    this.#sendStreamHead();
     this.redactions += this.#redactor.redactions + (this.#events?.redactions ?? 0);
     if (this.#trailers.length > 0) {
       const kept: Array<[string, string]> = [];
@@ -335,6 +356,7 @@ export class RedactingResponseWriter {
 
   #write(out: Buffer): void {
     if (out.length === 0) return;
+    this.#sendStreamHead();
     this.bytesSent += out.length;
     if (!this.#res.write(out)) {
       if (this.#decoder !== null) this.#decoder.pause();

@@ -1,0 +1,59 @@
+/**
+ * The answer of a credential store (Vault, an OAuth2 token endpoint), read under a deadline for the
+ * whole exchange and a size cap.
+ *
+ * undici's headersTimeout/bodyTimeout (and axios's `timeout`) bound silences, not the exchange: a store
+ * that trickles a byte at a time, or streams without end, would hold the agent's request and grow the
+ * heap for as long as it goes on. A token or a KV secret is a few KiB, so anything past the cap is a
+ * broken or hostile store, and the call is abandoned (the caller turns it into 503).
+ */
+import type { Dispatcher } from 'undici';
+import { request } from 'undici';
+
+/** A credential answer is a few KiB; 1 MiB leaves room for large KV entries and still bounds memory. */
+export const STORE_ANSWER_MAX_BYTES = 1024 * 1024;
+
+export class StoreAnswerTooLarge extends Error {
+  override name = 'StoreAnswerTooLarge';
+  constructor(limit: number) {
+    super(`the store's answer is larger than ${limit} bytes`);
+  }
+}
+
+export interface StoreAnswer {
+  readonly status: number;
+  readonly text: string;
+}
+
+export interface StoreCall {
+  readonly method: Dispatcher.HttpMethod;
+  readonly headers: Record<string, string>;
+  readonly body?: string;
+  readonly dispatcher: Dispatcher;
+  /** The whole exchange, from connect to the last body byte. */
+  readonly deadlineMs: number;
+  readonly maxBytes?: number;
+}
+
+export async function readStoreAnswer(url: string, call: StoreCall): Promise<StoreAnswer> {
+  const limit = call.maxBytes ?? STORE_ANSWER_MAX_BYTES;
+  const response = await request(url, {
+    method: call.method,
+    headers: call.headers,
+    ...(call.body === undefined ? {} : { body: call.body }),
+    dispatcher: call.dispatcher,
+    // One signal for connect, headers and body: when it fires, undici destroys the body stream.
+    signal: AbortSignal.timeout(call.deadlineMs),
+  });
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of response.body as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) {
+      response.body.destroy();
+      throw new StoreAnswerTooLarge(limit);
+    }
+    chunks.push(chunk);
+  }
+  return { status: response.statusCode, text: Buffer.concat(chunks, size).toString('utf8') };
+}
