@@ -10,7 +10,7 @@
  * The /dev/full proxies below never read their audit file back (reading /dev/full yields zeros forever),
  * so proxy.auditText(), auditRecords() and waitForAudit() are not called on them.
  */
-import { copyFileSync, existsSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CliIo } from '../../src/cli/cli-io.js';
@@ -333,6 +333,8 @@ describe('rotation by size, and a restart', () => {
     return response;
   }
 
+  let filesAfterRestart: Array<{ name: string; text: string }> = [];
+
   function files(base: string): { rotated: string[]; all: Array<{ name: string; text: string }> } {
     const rotated: string[] = [];
     for (let n = 1; existsSync(`${base}.${n}`); n++) rotated.unshift(`${base}.${n}`);
@@ -408,8 +410,13 @@ describe('rotation by size, and a restart', () => {
     // The instance that stopped wrote airlock:stop last; the new one writes airlock:start first,
     // chained to it, and then the request.
     const chain = await eventually('the first request record after the restart', () => {
-      const records = files(base).all.flatMap((f) => parseLines(f.text));
-      return records.some((r) => r.request_id === id) ? records : undefined;
+      const snapshot = files(base).all;
+      const records = snapshot.flatMap((f) => parseLines(f.text));
+      if (!records.some((r) => r.request_id === id)) return undefined;
+      // Kept for the next test: later writes may rotate the stop record out of the kept files
+      // (record sizes vary with timings, so how many rotations follow is not fixed).
+      filesAfterRestart = snapshot;
+      return records;
     });
     const started = chain.findIndex((r) => r.prev === lastHashBeforeRestart);
     expect(chain[started - 1]).toMatchObject({ route: 'airlock:stop', actor: 'airlock' });
@@ -424,13 +431,12 @@ describe('rotation by size, and a restart', () => {
   });
 
   it('catches, on copies, the deletion of the last record written before the restart', async () => {
-    const base = (second as ProxyFixture).config.audit.file;
-    const { all } = files(base);
+    const all = filesAfterRestart;
     const scratch = tempDir('airlock-audit-restart-copy-');
     try {
-      const copies = all.map(({ name }, i) => {
+      const copies = all.map(({ text }, i) => {
         const copy = join(scratch, `part${i}.jsonl`);
-        copyFileSync(name, copy);
+        writeFileSync(copy, text);
         return copy;
       });
       const fileIndex = all.findIndex((f) => parseLines(f.text).some((r) => r.hash === lastHashBeforeRestart));
@@ -547,6 +553,14 @@ describe('audit.on_failure with a disk that is full', () => {
     expect(counted).toBe(initial + 3);
     expect(logging.logRecords().filter((l) => l['level'] === 'error' && String(l['msg']).includes('audit records could not be written'))).toHaveLength(initialErrors + 3);
     assertNoLeak([key, agent.token], [{ name: 'log', text: logging.logLines.join('') }]);
+  });
+
+  it('on_failure: log keeps a denial what it is (401, not 503) and still counts the failed write', async () => {
+    const initial = await failures(logging);
+    const response = await sendRequest(`${logging.url}/things/v1/things/1`, { headers: { authorization: 'Bearer alk_not-a-real-token' } });
+    expect(response.status, response.text).toBe(401);
+    expect(JSON.parse(response.text)).toMatchObject({ code: 'unauthenticated' });
+    expect(await failures(logging)).toBe(initial + 1);
   });
 
   // Airlock's own start record is written before the first request, so a log that cannot be written
