@@ -18,6 +18,7 @@ import type { AirlockConfig } from '../config/types.js';
 import { EncryptedSecretFile } from '../credentials/encrypted-secret-file.js';
 import { loadMasterKey } from '../credentials/master-key.js';
 import { parseSecretRef } from '../credentials/secret-ref.js';
+import { BatchedLineSink } from '../observability/batched-line-sink.js';
 import type { CliIo } from './cli-io.js';
 import { configPath, loadConfigOrReport } from './locate-config.js';
 import { runClusterPrimary, workerAuditFile, workerCount } from './run-cluster.js';
@@ -34,14 +35,20 @@ export async function serveCommand(io: CliIo): Promise<number> {
   for (const problem of loaded.loaded.problems) {
     if (problem.severity === 'warning') io.stderr.write(`warning: ${problem.message}\n`);
   }
-  const airlock = await startAirlock(config, { env: io.env, logDestination: io.stdout });
-  if (workerId === undefined) io.stderr.write(summary(config, airlock.url, airlock.serviceUrls, airlock.adminUrl, io.env));
-  const stopWatching = watchForReloads(io, configPath(io, values.config), config, airlock, workerId);
-  const signal = await io.stopRequested;
-  stopWatching();
-  io.stderr.write(`\n${signal} received: finishing in-flight requests (up to ${config.shutdown_timeout} s) and stopping.\n`);
-  await airlock.close();
-  return 0;
+  const logSink = new BatchedLineSink(io.stdout);
+  // Whatever happens (a failed start included), the lines logged so far are written before exit.
+  try {
+    const airlock = await startAirlock(config, { env: io.env, logDestination: logSink });
+    if (workerId === undefined) io.stderr.write(summary(config, airlock.url, airlock.serviceUrls, airlock.adminUrl, io.env));
+    const stopWatching = watchForReloads(io, configPath(io, values.config), config, airlock, workerId);
+    const signal = await io.stopRequested;
+    stopWatching();
+    io.stderr.write(`\n${signal} received: finishing in-flight requests (up to ${config.shutdown_timeout} s) and stopping.\n`);
+    await airlock.close();
+    return 0;
+  } finally {
+    logSink.flush();
+  }
 }
 
 /** SIGHUP, and (reload.watch) changes of the config file, debounced. */
