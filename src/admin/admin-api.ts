@@ -236,6 +236,7 @@ const ROUTES: readonly Route[] = [
     return {
       status: context.audit.healthy && lockdown === null ? 'ok' : 'degraded',
       audit: context.audit.healthy ? 'writable' : 'failing',
+      audit_head: context.audit.head,
       lockdown: lockdown !== null,
       approvals_pending: context.approvals.pendingCount(),
       sessions_active: context.state.sessions().length,

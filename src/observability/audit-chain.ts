@@ -19,14 +19,19 @@ export function sealRecord(prev: string, canonical: string): { line: string; has
   return { line: `${canonical.slice(0, -1)},"hash":"${hash}"}`, hash };
 }
 
-export type ChainVerdict = { ok: true; records: number; lastHash: string } | { ok: false; line: number; file: string; problem: string; records: number };
+export type ChainVerdict =
+  | { ok: true; records: number; lastHash: string; /** What the first record chains to: GENESIS when the log starts there. */ firstPrev: string }
+  | { ok: false; line: number; file: string; problem: string; records: number };
 
 /**
  * Verifies files in order (oldest first), continuing the chain from one to the next. The first record
- * of the first file may chain to anything (a rotated-away predecessor); every later link must hold.
+ * of the first file may chain to anything (a rotated-away predecessor; the caller decides, from
+ * `firstPrev`, whether the log must start at GENESIS); every later link must hold. A chain cannot see
+ * its own tail cut off: the caller compares `lastHash` with a head kept elsewhere.
  */
 export function verifyChain(files: ReadonlyArray<{ name: string; text: string }>): ChainVerdict {
   let expectedPrev: string | null = null;
+  let firstPrev = GENESIS;
   let records = 0;
   for (const file of files) {
     const lines = file.text.split('\n');
@@ -47,9 +52,10 @@ export function verifyChain(files: ReadonlyArray<{ name: string; text: string }>
       if (expectedPrev !== null && prev !== expectedPrev) {
         return { ok: false, ...at, problem: 'prev does not match the hash of the line before (a line was deleted, inserted or moved)' };
       }
+      if (records === 0) firstPrev = prev;
       expectedPrev = hash;
       records++;
     }
   }
-  return { ok: true, records, lastHash: expectedPrev ?? GENESIS };
+  return { ok: true, records, lastHash: expectedPrev ?? GENESIS, firstPrev };
 }

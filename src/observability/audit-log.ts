@@ -106,6 +106,11 @@ export class AuditLog {
     return GENESIS;
   }
 
+  /** The hash of the last record written: kept elsewhere, it lets `audit verify --head` see a cut tail. */
+  get head(): string {
+    return this.#lastHash;
+  }
+
   /** True under `on_failure: refuse`: a record that cannot be written refuses its request. */
   get failsClosed(): boolean {
     return this.#options.onFailure === 'refuse';

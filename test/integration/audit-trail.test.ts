@@ -246,7 +246,7 @@ describe('audit records with task context, verified and tampered with', () => {
     const records = parseLines(text);
     expect(records[0]?.prev).toBe(GENESIS);
     for (let i = 1; i < records.length; i++) expect(records[i]?.prev).toBe(records[i - 1]?.hash);
-    expect(verifyChain([{ name: auditFile, text }])).toEqual({ ok: true, records: records.length, lastHash: records.at(-1)?.hash });
+    expect(verifyChain([{ name: auditFile, text }])).toEqual({ ok: true, records: records.length, lastHash: records.at(-1)?.hash, firstPrev: GENESIS });
     const run = await cli(['audit', 'verify', auditFile]);
     expect(run.code, run.stdout + run.stderr).toBe(0);
     expect(run.stdout).toMatch(new RegExp(`^OK: ${records.length} records in 1 file, the hash chain is intact`));
@@ -254,6 +254,37 @@ describe('audit records with task context, verified and tampered with', () => {
 
   it('catches a deleted line at the line that follows it', async () => {
     await expectBroken(tampered('deleted.jsonl', (lines) => [...lines.slice(0, 4), ...lines.slice(5)]), 5, /deleted, inserted or moved/);
+  });
+
+  it('catches a deleted first line when the log must start at its beginning (--complete)', async () => {
+    const file = tampered('head-deleted.jsonl', (lines) => lines.slice(1));
+    // Without --complete the chain may start after a rotated-away file: intact, but it says where it starts.
+    const lenient = await cli(['audit', 'verify', file]);
+    expect(lenient.code, lenient.stdout).toBe(0);
+    expect(lenient.stdout).toContain('from a record that follows hash');
+    const strict = await cli(['audit', 'verify', '--complete', file]);
+    expect(strict.code, strict.stdout).toBe(2);
+    expect(strict.stdout).toContain(`BROKEN at ${file} line 1: the first record follows a record`);
+    const whole = await cli(['audit', 'verify', '--complete', auditFile]);
+    expect(whole.code, whole.stdout).toBe(0);
+    expect(whole.stdout).toContain('from the beginning of the log');
+  });
+
+  it("catches a cut tail against the head kept elsewhere (--head, the admin API's audit_head)", async () => {
+    const health = await sendRequest(`${proxy.airlock.adminUrl as string}/v1/health`, { headers: { authorization: `Bearer ${admin.token}` } });
+    expect(health.status).toBe(200);
+    const head = (JSON.parse(health.text) as { audit_head: string }).audit_head;
+    // The admin call itself is not audited (a GET): the head is the last line on disk.
+    expect(head).toBe(parseLines(proxy.auditText()).at(-1)?.hash);
+    const intact = await cli(['audit', 'verify', '--head', head, auditFile]);
+    expect(intact.code, intact.stdout).toBe(0);
+    expect(intact.stdout).toContain('the expected head');
+    const cut = tampered('tail-cut.jsonl', (lines) => lines.slice(0, -2));
+    const run = await cli(['audit', 'verify', '--head', head.slice(0, 16), cut]);
+    expect(run.code, run.stdout).toBe(2);
+    expect(run.stdout).toContain(`BROKEN at the end of ${cut}: the last record's hash is`);
+    const usage = await cli(['audit', 'verify', '--head', 'not-a-hash', auditFile]);
+    expect(usage.code).toBe(1);
   });
 
   it('catches an edited line (a status changed) at that line', async () => {
