@@ -4,8 +4,10 @@
  * alone in an otherwise clean config, and the test asserts the exact list of problems that comes back.
  */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { workerCount } from '../../src/cli/run-cluster.js';
 import { formatPath } from '../../src/config/config-problem.js';
 import { buildConfig, parseConfigText, type LoadedConfig } from '../../src/config/load-config.js';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
@@ -291,6 +293,18 @@ describe('cross-field rules (validate-config.ts)', () => {
     { rule: 'a metadata literal with allow_private', input: { services: { api: service({ upstream: 'http://169.254.169.254', allow_private: true }) } }, expected: [] },
     ...['127.0.0.1:9000', '10.0.0.5', '[::1]:8080', '192.168.1.10'].map((host) => ({ rule: `a ${host} literal is the operator's choice`, input: { services: { api: service({ upstream: `http://${host}` }) } }, expected: [] as Expected[] })),
     {
+      rule: 'several workers on memory state',
+      input: { workers: 2 },
+      expected: [{ severity: 'error', path: 'workers', message: /^several worker processes need shared state: set state: \{type: redis, url: \.\.\.\}/ }],
+    },
+    {
+      rule: 'workers: auto on memory state',
+      input: { workers: 'auto' },
+      expected: [{ severity: 'error', path: 'workers', message: /^several worker processes need shared state/ }],
+    },
+    { rule: 'workers: auto with redis state', input: { workers: 'auto', state: { type: 'redis', url: 'redis://127.0.0.1:6379' } }, expected: [] },
+    { rule: 'one worker on memory state', input: { workers: 1 }, expected: [] },
+    {
       rule: 'two services with the same prefix',
       input: { services: { one: service({ prefix: '/api' }), two: service({ prefix: '/api' }) } },
       expected: [{ severity: 'error', path: 'services.two.prefix', message: /^prefix \/api overlaps \/api of service one; a path must select one service$/ }],
@@ -484,5 +498,12 @@ describe('parseConfigText', () => {
     const loaded = parseConfigText(text, file);
     expect(loaded.problems[0]?.line).toEqual(expect.any(Number));
     expect(loaded.problems[0]?.column).toEqual(expect.any(Number));
+  });
+});
+
+describe('workers: N | auto', () => {
+  it('auto is one worker per CPU the process may use; a number is itself', () => {
+    expect(workerCount('auto')).toBe(availableParallelism());
+    expect(workerCount(3)).toBe(3);
   });
 });
