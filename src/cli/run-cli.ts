@@ -22,8 +22,8 @@ const COMMANDS: Readonly<Record<string, { run: (io: CliIo) => Promise<number>; s
   approvals: { run: approvalsCommand, summary: 'approvals list | approve ID | deny ID  decide pending approvals (--reason TEXT)' },
   revoke: { run: revokeCommand, summary: 'revoke agent|session|credential|service NAME | all   the kill switch (--reason TEXT)' },
   restore: { run: restoreCommand, summary: 'restore agent|session|credential|service NAME | all  lift a revocation' },
-  anomalies: { run: anomaliesCommand, summary: 'anomalies [--agent NAME] [--json]   recent anomaly events and their evidence' },
-  audit: { run: auditCommand, summary: 'audit verify [FILE...]             check the audit hash chain; names the first bad line' },
+  anomalies: { run: anomaliesCommand, summary: 'anomalies [--agent NAME] [--limit N] [--json]  recent anomaly events and their evidence' },
+  audit: { run: auditCommand, summary: 'audit verify [FILE...] [--complete] [--head HASH]  check the audit hash chain; names the first bad line' },
   demo: { run: demoCommand, summary: 'demo                               an offline walk-through with a stand-in upstream' },
 };
 

@@ -4,7 +4,9 @@
  * trail says the detector did it and why, GET /v1/revocations shows it, and restoring the agent through
  * the admin API lets it through again. An alert-only rule (a first-time route after the warm-up) raises
  * an event visible in GET /v1/anomalies, in airlock_anomalies_total and at the anomaly webhook, and
- * the agent keeps working. `airlock anomalies` lists the events. No canary reaches any of it.
+ * the agent keeps working. `airlock anomalies` lists the events. A steady agent past its warm-up
+ * raises nothing; a burst of its requests raises rate_spike and one large response volume_spike, each
+ * in GET /v1/anomalies, the metric and the audit trail. No canary reaches any of it.
  */
 import { execFileSync } from 'node:child_process';
 import { createReadStream, rmSync } from 'node:fs';
@@ -14,7 +16,7 @@ import { generateAgentToken } from '../../src/identity/agent-token.js';
 import type { AuditRecord } from '../../src/observability/audit-record.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
-import { adminClient, eventually, freePort, runCliCapture, writeConfigFile, type AdminClient, type CliRun } from '../helpers/operator.js';
+import { adminClient, eventually, freePort, runCliCapture, sleep, writeConfigFile, type AdminClient, type CliRun } from '../helpers/operator.js';
 import { sendRequest, type Problem, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
 import { echoHandler, startUpstream, type Upstream } from '../helpers/start-upstream.js';
@@ -346,5 +348,179 @@ describe('suspend and the very next request', () => {
     const next = await sendRequest(`${proxy.url}/llm/v1/models`, { headers: { authorization: `Bearer ${agent.token}` }, timeoutMs: 5_000 }).catch((error: Error) => error);
     expect(llm.requests).toHaveLength(0);
     expect(next instanceof Error ? next.message : next.status).toBe(401);
+  });
+});
+
+/**
+ * The baseline rules over real sockets. The baselines are hour-long averages, so in a test of seconds
+ * the baseline is near zero and `min_requests` / `min_bytes` decide: a steady agent stays under them
+ * past its warm-up, then a burst of requests (rate_spike) or one large response (volume_spike) goes over.
+ * Windows of 2 s: a burst that takes under a second lies within one window whatever second it starts in.
+ */
+describe('rate and volume spikes over real sockets', () => {
+  const llmKey = canary('anomaly-spike-llm');
+  const steady = generateAgentToken();
+  const reader = generateAgentToken();
+  const alice = generateAgentToken();
+  const EXPORT_BYTES = 320 * 1024;
+  const agentSeen: string[] = [];
+  let llm: Upstream;
+  let proxy: ProxyFixture;
+  let admin: AdminClient;
+
+  beforeAll(async () => {
+    // /v1/files/export is a large document; everything else echoes the request, the injected key
+    // included, so the redaction of what the agent gets is exercised on every response.
+    llm = await startUpstream((req, res, recorded) => {
+      if (recorded.target !== '/v1/files/export') return echoHandler(req, res, recorded);
+      const body = JSON.stringify({ id: 'export', data: 'x'.repeat(EXPORT_BYTES) });
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+    });
+    proxy = await startProxy(
+      {
+        admin: { listen: '127.0.0.1:0', tokens: [{ name: 'alice', hash: alice.hash }] },
+        anomalies: {
+          warmup: { requests: 5, seconds: 0.001 },
+          cooldown: 60,
+          rate_spike: { factor: 5, window: 2, min_requests: 15, action: 'alert' },
+          volume_spike: { factor: 10, window: 2, min_bytes: 256 * 1024, action: 'alert' },
+        },
+        services: {
+          llm: {
+            upstream: llm.url,
+            credential: { secret: 'env:LLM_KEY', inject: 'bearer' },
+            routes: [
+              { method: 'GET', path: '/v1/models', scope: 'models:read' },
+              { method: 'GET', path: '/v1/files/:id', scope: 'files:read' },
+            ],
+          },
+        },
+        agents: {
+          steady: { tokens: [steady.hash], credentials: [{ service: 'llm', max_scope: ['models:read'] }] },
+          reader: { tokens: [reader.hash], credentials: [{ service: 'llm', max_scope: ['files:read'] }] },
+        },
+      },
+      { env: { LLM_KEY: llmKey } },
+    );
+    admin = adminClient(() => proxy.airlock.adminUrl as string, alice.token);
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await llm?.close();
+  });
+
+  async function call(token: string, path: string): Promise<SentResponse> {
+    const response = await sendRequest(`${proxy.url}${path}`, { headers: { authorization: `Bearer ${token}` }, timeoutMs: 15_000 });
+    agentSeen.push(`${response.status}\n${JSON.stringify(response.headers)}\n${response.text}`);
+    expect(response.status, response.text).toBe(200);
+    expect(response.text).not.toContain(llmKey);
+    return response;
+  }
+
+  /** Ten requests 50 ms apart: past the warm-up of 5, under the minimums of the spike rules. */
+  async function steadily(token: string, path: (i: number) => string): Promise<void> {
+    for (let i = 0; i < 10; i++) {
+      await call(token, path(i));
+      await sleep(50);
+    }
+  }
+
+  async function anomalies(agent: string): Promise<AnomalyView[]> {
+    const response = await admin.call('GET', `/v1/anomalies?agent=${agent}`);
+    expect(response.status, response.text).toBe(200);
+    return response.json<{ anomalies: AnomalyView[] }>().anomalies;
+  }
+
+  async function metric(rule: string, action: string): Promise<number> {
+    const response = await sendRequest(`${proxy.airlock.adminUrl as string}/metrics`);
+    expect(response.status).toBe(200);
+    admin.seen.push(response.text);
+    const line = response.text.split('\n').find((l) => l.startsWith('airlock_anomalies_total{') && l.includes(`rule="${rule}"`) && l.includes(`action="${action}"`));
+    return line === undefined ? 0 : Number(line.split(' ').at(-1));
+  }
+
+  it('a steady agent builds a baseline past its warm-up without an event; then a burst of 30 raises rate_spike', async () => {
+    await steadily(steady.token, () => '/llm/v1/models');
+    expect(await anomalies('steady')).toEqual([]);
+    expect(await metric('rate_spike', 'alert')).toBe(0);
+
+    const forwardedBefore = llm.requests.length;
+    await Promise.all(Array.from({ length: 30 }, () => call(steady.token, '/llm/v1/models')));
+    // Alert only: every request of the burst went through, with the key injected.
+    expect(llm.requests.length - forwardedBefore).toBe(30);
+    for (const forwarded of llm.requests.slice(forwardedBefore)) expect(forwarded.header('authorization')).toEqual([`Bearer ${llmKey}`]);
+
+    const events = await eventually('the rate_spike event', async () => {
+      const list = await anomalies('steady');
+      return list.length > 0 ? list : undefined;
+    });
+    // One event (the cooldown holds back the rest of the burst), and no other rule.
+    expect(events.map((e) => e.rule)).toEqual(['rate_spike']);
+    const event = events[0] as AnomalyView;
+    expect(event).toMatchObject({ rule: 'rate_spike', action: 'alert', agent: 'steady', service: 'llm', evidence: { window_s: 2, factor: 5 } });
+    const requests = event.evidence['requests'] as number;
+    expect(requests).toBeGreaterThanOrEqual(15);
+    expect(requests).toBeLessThanOrEqual(40);
+    expect(event.evidence['baseline'] as number).toBeLessThan(requests / 5);
+    expect(event.summary).toContain(`${requests} requests in 2 s`);
+    expect(await metric('rate_spike', 'alert')).toBe(1);
+
+    const record = await eventually('the rate_spike audit record', () => proxy.auditRecords().find((r) => r.route === 'anomaly:rate_spike'));
+    expect(record).toMatchObject({ agent: 'steady', service: 'llm', actor: 'anomaly-detector', decision: 'allow' });
+    expect(record.reason).toContain(event.id);
+    expect(record.reason).toContain('action alert');
+
+    // The agent keeps working; nothing was revoked.
+    await call(steady.token, '/llm/v1/models');
+    expect((await admin.call('GET', '/v1/revocations')).json<{ revocations: unknown[] }>().revocations).toEqual([]);
+  });
+
+  it('a steady reader of small files, then one large export, raises volume_spike', async () => {
+    await steadily(reader.token, (i) => `/llm/v1/files/note-${i}`);
+    expect(await anomalies('reader')).toEqual([]);
+    expect(await metric('volume_spike', 'alert')).toBe(0);
+
+    const exported = await call(reader.token, '/llm/v1/files/export');
+    expect(exported.body.length).toBeGreaterThan(EXPORT_BYTES);
+
+    const events = await eventually('the volume_spike event', async () => {
+      const list = await anomalies('reader');
+      return list.length > 0 ? list : undefined;
+    });
+    // Same route and scope as the steady reads, and eleven requests: only the volume is unusual.
+    expect(events.map((e) => e.rule)).toEqual(['volume_spike']);
+    const event = events[0] as AnomalyView;
+    expect(event).toMatchObject({ rule: 'volume_spike', action: 'alert', agent: 'reader', service: 'llm', evidence: { window_s: 2, factor: 10 } });
+    const bytes = event.evidence['bytes'] as number;
+    // The export, plus whatever of the small echoes still lies within the window.
+    expect(bytes).toBeGreaterThanOrEqual(exported.body.length);
+    expect(bytes).toBeLessThan(exported.body.length + 64 * 1024);
+    expect(event.evidence['baseline_bytes'] as number).toBeLessThan(bytes / 10);
+    expect(event.summary).toContain(`${bytes} response bytes in 2 s`);
+    expect(await metric('volume_spike', 'alert')).toBe(1);
+    // The burst of the other agent is its own: still one rate_spike, no volume_spike for it.
+    expect(await metric('rate_spike', 'alert')).toBe(1);
+
+    const record = await eventually('the volume_spike audit record', () => proxy.auditRecords().find((r) => r.route === 'anomaly:volume_spike'));
+    expect(record).toMatchObject({ agent: 'reader', service: 'llm', actor: 'anomaly-detector', decision: 'allow' });
+    expect(record.reason).toContain(event.id);
+    expect(record.reason).toContain('exfiltration?');
+
+    await call(reader.token, '/llm/v1/files/note-after');
+  });
+
+  it('no canary or token in events, logs, audit, admin answers, metrics or agent responses', async () => {
+    const events = await admin.call('GET', '/v1/anomalies');
+    assertNoLeak([llmKey, steady.token, reader.token, alice.token], [
+      { name: 'anomaly events', text: events.text },
+      { name: 'logs', text: proxy.logLines.join('') },
+      { name: 'audit', text: proxy.auditText() },
+      { name: 'admin answers and metrics', text: admin.seen.join('\n') },
+    ]);
+    assertNoLeak([llmKey], [{ name: 'agent responses', text: agentSeen.join('\n') }]);
+    const warnings = proxy.logRecords().filter((r) => typeof r['msg'] === 'string' && (r['msg'] as string).startsWith('anomaly:'));
+    expect(warnings.map((w) => w['rule']).sort()).toEqual(['rate_spike', 'volume_spike']);
   });
 });

@@ -3,7 +3,8 @@
  * token bucket per agent and service plus a gate on requests in flight. Over either, the agent gets a
  * 429 rate_limited problem with an integer Retry-After, nothing reaches the upstream, and the refusal
  * is audited and counted like any other. Waiting the Retry-After refills the bucket; another agent, or
- * the same agent on another service, has its own bucket.
+ * the same agent on another service, has its own bucket. A `burst` larger than `requests` lets that
+ * many through at once, and the bucket then refills at `requests` per `per`.
  */
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -48,6 +49,7 @@ describe('rate limits', () => {
   const bystander = generateAgentToken();
   const minute = generateAgentToken();
   const parallel = generateAgentToken();
+  const bursty = generateAgentToken();
   const operator = generateAgentToken();
   const hold = holdingUpstream();
   const seen: string[] = [];
@@ -92,6 +94,8 @@ describe('rate limits', () => {
           // The string form of `per`, and `burst` left to its default (= requests).
           minute: { tokens: [minute.hash], credentials: [{ service: 'llm', max_scope: ['*'], rate: { requests: 5, per: '1m' } }] },
           parallel: { tokens: [parallel.hash], credentials: [{ service: 'llm', max_scope: ['*'], rate: { requests: 1000, per: 1, concurrency: 2 } }] },
+          // A bucket bigger than the rate: 5 at once, refilled at 2 per second (one token per 500 ms).
+          bursty: { tokens: [bursty.hash], credentials: [{ service: 'llm', max_scope: ['*'], rate: { requests: 2, per: '1s', burst: 5 } }] },
         },
       },
       { env: { LLM_KEY: llmKey, OTHER_KEY: otherKey } },
@@ -210,6 +214,48 @@ describe('rate limits', () => {
       expect(retryAfter).toBeLessThanOrEqual(12);
       expect(problem.detail).toContain('5 per 60 s');
     }
+  });
+
+  it('`burst: 5` with `requests: 2, per: 1s`: 5 pass at once, then the bucket refills at 2 per second, never past 5', async () => {
+    const before = llm.requests.length;
+    const passedIn = (responses: readonly SentResponse[]): number => responses.filter((r) => r.status === 200).length;
+    const startedAt = performance.now();
+    const first = await burstOfTen(bursty.token, '/llm/v1/ping');
+    const firstMs = performance.now() - startedAt;
+    // The full bucket: `burst`, not `requests`, at once (plus one per 500 ms the burst lasted, on a slow machine).
+    expect(passedIn(first)).toBeGreaterThanOrEqual(5);
+    expect(passedIn(first)).toBeLessThanOrEqual(5 + Math.floor(firstMs / 500));
+    if (firstMs < 500) expect(passedIn(first)).toBe(5);
+    for (const refused of first.filter((r) => r.status !== 200)) {
+      const { retryAfter, problem } = expectRateLimited(refused);
+      // The next token is at most 500 ms away (2 per second), rounded up to whole seconds.
+      expect(retryAfter).toBe(1);
+      expect(problem.detail).toContain('2 per 1 s, bursts of 5');
+    }
+
+    // One second later: the refill is `requests` per `per`, two tokens (three at most, with what was left
+    // of a token when the bucket ran dry), not a full bucket again.
+    await sleep(1000);
+    const second = await burstOfTen(bursty.token, '/llm/v1/ping');
+    const sinceFirstMs = performance.now() - startedAt;
+    expect(passedIn(second)).toBeGreaterThanOrEqual(2);
+    expect(passedIn(second)).toBeLessThanOrEqual(Math.floor(1 + (2 * sinceFirstMs) / 1000));
+    expect(passedIn(second)).toBeLessThan(5);
+    for (const refused of second.filter((r) => r.status !== 200)) expect(expectRateLimited(refused).retryAfter).toBe(1);
+
+    // Idle for 2.6 s (5.2 tokens' worth): the bucket holds `burst` and no more.
+    await sleep(2600);
+    const thirdStartedAt = performance.now();
+    const third = await burstOfTen(bursty.token, '/llm/v1/ping');
+    const thirdMs = performance.now() - thirdStartedAt;
+    expect(passedIn(third)).toBeGreaterThanOrEqual(5);
+    expect(passedIn(third)).toBeLessThanOrEqual(5 + Math.floor(thirdMs / 500));
+    if (thirdMs < 500) expect(passedIn(third)).toBe(5);
+
+    // Only what passed reached the upstream, each with the injected key.
+    const passed = passedIn(first) + passedIn(second) + passedIn(third);
+    expect(llm.requests.length - before).toBe(passed);
+    for (const forwarded of llm.requests.slice(before)) expect(forwarded.header('authorization')).toEqual([`Bearer ${llmKey}`]);
   });
 
   it('concurrency: 2: a third request while two are in flight gets 429; a slot frees when one completes', async () => {

@@ -5,7 +5,8 @@
  * outside the usual hours and a session seen from a second address raise without a warm-up. The
  * thresholds and actions come from config (built through the real schema, defaults included); a rule
  * raises at most once per agent, service and cooldown; `enabled: false` raises nothing; and a flood of
- * distinct agents, sessions, addresses and routes keeps every structure bounded.
+ * distinct agents, sessions, addresses and routes keeps every structure bounded; flooded past its cap,
+ * each cache keeps exactly its newest entries and forgets the older ones.
  */
 import { tmpdir } from 'node:os';
 import { describe, expect, it } from 'vitest';
@@ -551,5 +552,75 @@ describe('bounded memory', () => {
   it('the same flood: memory outside the heap (the per-second rings) stays within 200 MB too', () => {
     const { arrayBuffersMb } = measure();
     expect(arrayBuffersMb).toBeLessThan(200);
+  });
+});
+
+/**
+ * Each cache the detector keeps is an LRU with a fixed cap: baselines per agent and service (10,000),
+ * denial rings per agent (10,000), first client address per session (100,000) and the last event per
+ * agent, service and rule for the cooldown (100,000). The detector offers no count of their entries, so
+ * each test floods far past one cap and shows the cap by what the detector still remembers: the newest
+ * `cap` keys are kept, the one just before them is forgotten.
+ */
+describe('caches past their caps', () => {
+  const NIGHT = Date.UTC(2025, 0, 6, 3, 0, 0);
+
+  it('baselines per agent and service (cap 10,000): after 30,000 subjects only the newest 10,000 are remembered', () => {
+    const cap = 10_000;
+    const d = detector({ warmup: { requests: 1, seconds: 0.001 } });
+    // One request each: past the warm-up at the next request, with /v1/chat known.
+    let raised = 0;
+    for (let i = 0; i < 3 * cap; i++) raised += d.observe(sample(NOON + i, { agent: `agent-${i}` })).length;
+    expect(raised).toBe(0);
+    const later = NOON + 3 * cap + 1000;
+    // The oldest of the newest 10,000 still has its baseline: a first-time route after the warm-up.
+    expect(d.observe(sample(later, { agent: `agent-${2 * cap}`, route: '/v1/new' })).map((e) => e.rule)).toEqual(['new_route']);
+    // The one before it was evicted: its baseline starts over, in warm-up, so nothing is new.
+    expect(d.observe(sample(later, { agent: `agent-${2 * cap - 1}`, route: '/v1/new' }))).toEqual([]);
+    expect(d.observe(sample(later, { agent: 'agent-0', route: '/v1/new' }))).toEqual([]);
+  });
+
+  it('denial rings per agent (cap 10,000): after 30,000 agents only the newest 10,000 keep their count', () => {
+    const cap = 10_000;
+    const d = detector({ denial_burst: { count: 2, window: 60, action: 'alert' } });
+    const denied = (at: number, agent: string): AnomalyEvent[] => d.observe(sample(at, { agent, service: null, route: null, scope: null, status: 403 }));
+    // One denial each within a second; the second denial of a remembered agent is a burst of 2.
+    let raised = 0;
+    for (let i = 0; i < 3 * cap; i++) raised += denied(NOON + Math.floor(i / 100), `agent-${i}`).length;
+    expect(raised).toBe(0);
+    const later = NOON + 1000;
+    expect(denied(later, `agent-${2 * cap}`).map((e) => e.rule)).toEqual(['denial_burst']);
+    expect(denied(later, `agent-${2 * cap - 1}`)).toEqual([]);
+    expect(denied(later, 'agent-0')).toEqual([]);
+  });
+
+  it('first client address per session (cap 100,000): after 300,000 sessions only the newest 100,000 are remembered', () => {
+    const cap = 100_000;
+    const d = detector();
+    const used = (at: number, session: string, client: string): AnomalyEvent[] => d.observe(sample(at, { service: null, route: null, scope: null, session, client }));
+    let raised = 0;
+    for (let i = 0; i < 3 * cap; i++) raised += used(NOON, `ses_${i}`, '10.0.0.1').length;
+    expect(raised).toBe(0);
+    expect(used(NOON + 1000, `ses_${2 * cap}`, '10.0.0.2').map((e) => e.rule)).toEqual(['new_client_address']);
+    // Evicted: the second address is taken for the first.
+    expect(used(NOON + 1000, `ses_${2 * cap - 1}`, '10.0.0.2')).toEqual([]);
+    expect(used(NOON + 1000, 'ses_0', '10.0.0.2')).toEqual([]);
+  });
+
+  it('cooldowns per agent, service and rule (cap 100,000): after 150,000 only the newest 100,000 hold an event back', () => {
+    const cap = 100_000;
+    // Half as far again past the cap: every call here raises an event, the costly path.
+    const flood = cap + cap / 2;
+    const d = detector({ cooldown: 3600, off_hours: { hours: '08:00-20:00' } });
+    const call = (at: number, agent: string): AnomalyEvent[] => d.observe(sample(at, { agent, service: null, route: null, scope: null }));
+    let raised = 0;
+    for (let i = 0; i < flood; i++) raised += call(NIGHT, `agent-${i}`).length;
+    expect(raised).toBe(flood);
+    // The events ring is bounded as well.
+    expect(d.events()).toHaveLength(1000);
+    // Within the hour's cooldown: held back while its last event is remembered, raised again once evicted.
+    expect(call(NIGHT + MINUTE, `agent-${flood - cap}`)).toEqual([]);
+    expect(call(NIGHT + MINUTE, `agent-${flood - cap - 1}`).map((e) => e.rule)).toEqual(['off_hours']);
+    expect(call(NIGHT + MINUTE, 'agent-0').map((e) => e.rule)).toEqual(['off_hours']);
   });
 });
