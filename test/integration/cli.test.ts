@@ -1,7 +1,7 @@
 /**
  * The `airlock` CLI as a user drives it: runCli with string arguments, captured stdout/stderr, stdin as
  * Buffers and a stop signal the test controls; config files written to temporary directories. One test
- * spawns the built binary to prove `bin` works end to end.
+ * spawns the built binary to prove `bin` works end to end. `demo` runs in-process like the others.
  */
 import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
@@ -692,6 +692,54 @@ agents:
     expect(result.code).toBe(1);
     expect(result.err()).toContain('error at services.a.upstream');
     expect(result.err()).not.toContain('Airlock is listening');
+  });
+});
+
+describe('airlock demo (npm run demo)', () => {
+  it('walks through an allowed, a denied, an unauthenticated and a hostile call, prints their audit lines, exit 0, never the stand-in key', async () => {
+    const result = await run(['demo']);
+    const out = result.out();
+    expect(result.code, out + result.err()).toBe(0);
+    expect(result.err()).toBe('');
+    expect(out).toContain('Airlock demo (offline)');
+    expect(out).toMatch(/\[1\/6\] Started a stand-in upstream at http:\/\/127\.0\.0\.1:\d+/);
+    expect(out).toMatch(/\[2\/6\] Started Airlock at http:\/\/127\.0\.0\.1:\d+/);
+    // The allowed call reached the upstream with the real key injected and the agent token removed.
+    expect(out).toContain('[3/6] Allowed:  POST /openai/v1/chat/completions');
+    expect(out).toContain('-> 200; upstream says: "The upstream received the real API key, and no agent token."');
+    expect(out).toContain('[4/6] Denied:   GET /openai/v1/models');
+    expect(out).toContain('-> 403 scope_denied: Agent demo-agent lacks scope models:read on service openai.');
+    expect(out).toContain('[5/6] No token: POST /openai/v1/chat/completions');
+    expect(out).toContain('-> 401 unauthenticated: No Airlock agent token was sent.');
+    expect(out).toContain('[6/6] Hostile:  GET /openai/v1/%2e%2e/admin');
+    expect(out).toContain('-> 400 invalid_request: The request path contains a dot segment');
+    expect(out).toContain('The real key appears in the audit log: no.');
+
+    // The audit lines it printed: a hash chain of start, the four requests in order, stop.
+    const auditLines = out.split('\n').filter((line) => line.startsWith('  {')).map((line) => JSON.parse(line.trim()) as Record<string, unknown>);
+    expect(auditLines.map((r) => [r['route'] ?? r['path'], r['method'], r['status'], r['code']])).toEqual([
+      ['airlock:start', null, null, null],
+      ['/v1/chat/completions', 'POST', 200, null],
+      ['/v1/models', 'GET', 403, 'scope_denied'],
+      ['/openai/v1/chat/completions', 'POST', 401, 'unauthenticated'],
+      ['/openai/v1/%2e%2e/admin', 'GET', 400, 'invalid_request'],
+      ['airlock:stop', null, null, null],
+    ]);
+    expect(auditLines[1]).toMatchObject({ agent: 'demo-agent', decision: 'allow', upstream_status: 200, credential: 'env:DEMO_OPENAI_KEY' });
+    for (let i = 1; i < auditLines.length; i++) expect(auditLines[i]?.['prev']).toBe(auditLines[i - 1]?.['hash']);
+
+    // The stand-in key is sk-demo-<random>, made inside the demo: no trace of its shape or its encodings.
+    const printed = out + result.err();
+    expect(printed).not.toMatch(/sk-demo-/);
+    expect(printed).not.toContain(Buffer.from('sk-demo-').toString('hex'));
+    expect(printed).not.toContain(Buffer.from('sk-demo-').toString('base64').slice(0, 10));
+    expect(printed.toLowerCase()).not.toContain([...Buffer.from('sk-demo-')].map((b) => `%${b.toString(16)}`).join(''));
+    // Nor the agent's token (only the words "alk_ token").
+    expect(printed).not.toMatch(/alk_[A-Za-z0-9_-]{43}/);
+    // Its temporary data_dir is gone afterwards.
+    const auditFile = /The audit log \((.+?)\) has one line per request/.exec(out)?.[1];
+    expect(auditFile).toBeDefined();
+    expect(existsSync(auditFile as string)).toBe(false);
   });
 });
 

@@ -3,12 +3,13 @@
  * and chunked) and are bounded (413); connection failures and silence become 502/504; redirects are
  * handed to the agent, never followed; response framing is kept, and a response cut short upstream is
  * cut short for the agent too (and audited as incomplete); an agent that goes away closes the
- * upstream socket; TLS upstreams with a private CA; the egress guard on host names.
+ * upstream socket; TLS upstreams with a private CA; the egress guard on host names; a service's
+ * max_connections bounds the connections (and requests in flight) the upstream sees, the rest queue.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -23,6 +24,8 @@ import { rawRequest } from '../helpers/raw-http.js';
 import { sendRequest, type Problem, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 const HAVE_OPENSSL = spawnSync('openssl', ['version'], { stdio: 'ignore' }).status === 0;
 if (!HAVE_OPENSSL) {
@@ -453,6 +456,109 @@ describe('forwarding', () => {
     await proxy.waitForAudit(1);
     assertNoLeak([key], [
       { name: 'responses', text: surfaces.join('\n') },
+      { name: 'log', text: proxy.logLines.join('') },
+      { name: 'audit', text: proxy.auditText() },
+    ]);
+  });
+});
+
+describe('max_connections', () => {
+  const key = canary('max-connections');
+  const agent = generateAgentToken();
+  const MAX = 2;
+  const AGENT_REQUESTS = 6;
+  let held: Upstream;
+  let proxy: ProxyFixture;
+  let released = false;
+  const waiting: Array<() => void> = [];
+  let openSockets = 0;
+  let maxOpenSockets = 0;
+  let inFlight = 0;
+  let maxInFlight = 0;
+
+  function answer(res: ServerResponse): void {
+    const body = '{"held":false}';
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  }
+
+  beforeAll(async () => {
+    // Holds every request until released; counts TCP connections and requests in flight as they happen.
+    held = await startUpstream((_req, res) => {
+      if (released) answer(res);
+      else waiting.push(() => answer(res));
+    });
+    held.server.on('connection', (socket) => {
+      maxOpenSockets = Math.max(maxOpenSockets, ++openSockets);
+      socket.on('close', () => openSockets--);
+    });
+    held.server.on('request', (_req, res) => {
+      maxInFlight = Math.max(maxInFlight, ++inFlight);
+      res.on('close', () => inFlight--);
+    });
+    proxy = await startProxy(
+      {
+        services: { pooled: { upstream: held.url, max_connections: MAX, credential: { secret: 'env:POOL_KEY' }, routes: [{ method: 'GET', path: '/v1/*', scope: 'api:call' }] } },
+        agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'pooled', max_scope: ['*'] }] } },
+      },
+      { env: { POOL_KEY: key } },
+    );
+  });
+
+  afterAll(async () => {
+    released = true;
+    for (const release of waiting.splice(0)) release();
+    await proxy?.close();
+    await held?.close();
+  });
+
+  /** The proxy's own view of the service's undici pool (airlock_upstream_connections). */
+  async function poolStat(state: 'connected' | 'queued' | 'running'): Promise<number> {
+    const metric = await proxy.airlock.metrics.registry.getSingleMetric('airlock_upstream_connections')?.get();
+    return metric?.values.find((v) => v.labels['service'] === 'pooled' && v.labels['state'] === state)?.value ?? -1;
+  }
+
+  it(`with max_connections: ${MAX}, ${AGENT_REQUESTS} concurrent agent requests never reach the upstream more than ${MAX} at a time, and all complete`, async () => {
+    let finished = 0;
+    const responses = Array.from({ length: AGENT_REQUESTS }, (_, i) =>
+      sendRequest(`${proxy.url}/pooled/v1/held/${i}`, { headers: { authorization: `Bearer ${agent.token}` }, timeoutMs: 15_000 }).finally(() => finished++),
+    );
+
+    // Every agent request has reached the pool: MAX dispatched and held upstream, the rest queued.
+    await waitFor(() => held.requests.length >= MAX, `${MAX} requests to reach the held upstream`);
+    let queued = -1;
+    const deadline = Date.now() + 5000;
+    while ((queued = await poolStat('queued')) < AGENT_REQUESTS - MAX) {
+      if (Date.now() > deadline) throw new Error(`only ${queued} requests queued in the pool, expected ${AGENT_REQUESTS - MAX}`);
+      await sleep(10);
+    }
+    // Bounded settle: time for a pool that ignored the bound to open another connection.
+    await sleep(300);
+    expect(finished).toBe(0);
+    expect(held.requests.length).toBe(MAX);
+    expect(waiting.length).toBe(MAX);
+    expect(maxInFlight).toBe(MAX);
+    expect(maxOpenSockets).toBe(MAX);
+    expect(await poolStat('connected')).toBeLessThanOrEqual(MAX);
+    expect(await poolStat('running')).toBe(MAX);
+    expect(await poolStat('queued')).toBe(AGENT_REQUESTS - MAX);
+
+    released = true;
+    for (const release of waiting.splice(0)) release();
+    const settled = await Promise.all(responses);
+    expect(settled.map((r) => r.status)).toEqual(Array<number>(AGENT_REQUESTS).fill(200));
+    for (const response of settled) expect(response.json()).toEqual({ held: false });
+    expect(held.requests).toHaveLength(AGENT_REQUESTS);
+    expect(held.requests.map((r) => r.target).sort()).toEqual(Array.from({ length: AGENT_REQUESTS }, (_, i) => `/v1/held/${i}`).sort());
+    for (const request of held.requests) expect(request.header('authorization')).toEqual([`Bearer ${key}`]);
+    // Never more than MAX at once, before or after the release.
+    expect(maxInFlight).toBe(MAX);
+    expect(maxOpenSockets).toBeLessThanOrEqual(MAX);
+
+    const records = await proxy.waitForAudit(AGENT_REQUESTS);
+    expect(records.filter((r) => r.service === 'pooled' && r.status === 200 && r.upstream_status === 200)).toHaveLength(AGENT_REQUESTS);
+    assertNoLeak([key], [
+      { name: 'responses', text: settled.map((r) => `${JSON.stringify(r.headers)}\n${r.text}`).join('\n') },
       { name: 'log', text: proxy.logLines.join('') },
       { name: 'audit', text: proxy.auditText() },
     ]);

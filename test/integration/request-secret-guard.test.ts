@@ -1,11 +1,13 @@
 /**
  * An agent that holds a real managed key (issue 3, request side): the key in a header, in the query
- * (plain or percent-encoded), in a Content-Length body or in a chunked body split across chunks is
+ * (plain or percent-encoded), in a path segment (raw, percent-encoded, base64url, hex), in a
+ * Content-Length body or in a chunked body split across chunks is
  * refused with 400 invalid_request; the audit record names the credential reference (never the value);
  * and the upstream never receives the agent's copy of the key in any form - not even the first bytes of
  * it, which the body guard holds back while they could still become the key. An agent token outside the
  * API-key headers and a transfer coding other than chunked are refused the same way, before anything is
- * forwarded.
+ * forwarded. A key in the path is also in the audit record's and the log line's `path`, where only the
+ * backstop scrub (secret catalogue) keeps it out.
  *
  * The upstream is a raw TCP tap: it records every byte that arrives on every connection (a truncated,
  * aborted request included, which an HTTP server would never hand to a handler) and answers a complete
@@ -341,6 +343,48 @@ describe('an agent holding a real managed key is refused, and the key is not for
         expect(text).not.toContain(key.slice(20));
         expect(findLeaks([key], [{ name: 'upstream', text }])).toEqual([]);
         expect(completeRequest(w), 'the upstream request was cut, not completed').toBe(false);
+      }
+    });
+  });
+
+  describe('the key in a path segment: refused, and only the log/audit backstop stands between the key and the records', () => {
+    // The guard refuses after canonicalization, so the audit record's and the log line's `path` already
+    // hold the agent's path: nothing but the secret catalogue's scrub keeps the key out of them.
+    const percentAll = (upper: boolean): string =>
+      [...Buffer.from(key)].map((b) => `%${b.toString(16).padStart(2, '0')}`).map((e) => (upper ? e.toUpperCase() : e)).join('');
+    const cases: Array<[string, () => string]> = [
+      ['raw', () => `/openai/v1/files/${key}`],
+      ['raw, mid-path', () => `/openai/v1/files/${key}/content`],
+      ['percent-encoded (upper-case hex, canonicalized back to the raw key)', () => `/openai/v1/files/${percentAll(true)}`],
+      ['percent-encoded (lower-case hex)', () => `/openai/v1/files/${percentAll(false)}`],
+      ['base64url', () => `/openai/v1/files/${Buffer.from(key).toString('base64url')}`],
+      ['base64url, inside a longer value (Basic-style user:key)', () => `/openai/v1/files/${Buffer.from(`api:${key}`).toString('base64url')}`],
+      ['hex', () => `/openai/v1/files/${Buffer.from(key).toString('hex')}`],
+    ];
+    it.each(cases)('%s: 400 invalid_request, nothing upstream, audited and logged without the key', async (_name, build) => {
+      const path = build();
+      const { result, wire } = await tapDuring(() => send(path, { method: 'GET' }));
+      const record = await expectRefusedWithRef(result, 'env:OPENAI_API_KEY');
+      expect(wire).toEqual([]);
+      expect(record.decision).toBe('deny');
+      expect(record.agent).toBe('tester');
+      // The record names the request's path, with the key's bytes masked by the backstop.
+      expect(record.path).toMatch(/^\/openai\/v1\/files\//);
+      expect(record.path).toContain('[REDACTED]');
+      const logged = proxy.logRecords().filter((line) => line['msg'] === 'request' && line['request_id'] === result.requestId);
+      expect(logged).toHaveLength(1);
+      expect(logged[0]).toMatchObject({ code: 'invalid_request', status: 400, audited: true });
+      expect(String(logged[0]?.['path'])).toContain('[REDACTED]');
+      const auditLine = proxy.auditText().split('\n').find((line) => line.includes(String(result.requestId)));
+      expect(auditLine).toBeDefined();
+      assertNoLeak([key], [
+        result.surface,
+        { name: 'log', text: proxy.logLines.join('') },
+        { name: 'audit', text: proxy.auditText() },
+      ]);
+      for (const form of formsOf(key)) {
+        expect(proxy.logLines.join('').includes(form.toString('latin1'))).toBe(false);
+        expect(proxy.auditText().includes(form.toString('latin1'))).toBe(false);
       }
     });
   });

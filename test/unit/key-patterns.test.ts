@@ -3,7 +3,7 @@
  * are held at a chunk end and judged at the stream end, and PEM blocks are masked whole.
  */
 import { describe, expect, it } from 'vitest';
-import { BUILTIN_RULE_NAMES, BUILTIN_RULES, customRule, type KeyRule } from '../../src/redaction/key-patterns.js';
+import { BUILTIN_RULE_NAMES, BUILTIN_RULES, customRule, type BuiltinRuleName, type KeyRule } from '../../src/redaction/key-patterns.js';
 import { NeedleSet } from '../../src/redaction/needle-set.js';
 import { RedactionMatcher } from '../../src/redaction/redaction-matcher.js';
 import { StreamRedactor } from '../../src/redaction/stream-redactor.js';
@@ -79,6 +79,76 @@ describe('built-in key shapes', () => {
   it('a custom prefix rule masks its shape', () => {
     const rules = [customRule('internal', 'itk_', 'A-Za-z0-9', 20, 64)];
     expect(redact(rules, `token=itk_${'Q'.repeat(30)}&x=1`).text).toBe('token=[REDACTED]&x=1');
+  });
+});
+
+// More of each built-in shape, by the rule that must mask it alone (key-patterns.ts: prefix, charset, run length).
+const alnum = (n: number): string => 'Zq7Lm2Xw9Kb4'.repeat(Math.ceil(n / 12)).slice(0, n);
+const shapes: Array<[string, BuiltinRuleName, string]> = [
+  ['Stripe rk_live_ (restricted key)', 'stripe', `rk_live_${alnum(24)}`],
+  ['Stripe rk_live_ at the 16-character minimum', 'stripe', `rk_live_${alnum(16)}`],
+  ['GitHub github_pat_ (fine-grained)', 'github', `github_pat_${alnum(22)}_${alnum(59)}`],
+  ['GitHub gho_ (OAuth)', 'github', `gho_${alnum(36)}`],
+  ['GitHub ghu_ (user-to-server)', 'github', `ghu_${alnum(36)}`],
+  ['GitHub ghs_ (server-to-server)', 'github', `ghs_${alnum(36)}`],
+  ['GitHub ghr_ (refresh)', 'github', `ghr_${alnum(36)}`],
+  ['GitHub ghp_ at the 22-character minimum', 'github', `ghp_${alnum(22)}`],
+  ['Slack xoxp- (user)', 'slack', `xoxp-${'2'.repeat(12)}-${'3'.repeat(12)}-${alnum(32)}`],
+  ['Slack xoxa- (app)', 'slack', `xoxa-2-${alnum(40)}`],
+  ['Slack xoxe- (refresh)', 'slack', `xoxe-1-${alnum(40)}`],
+  ['AWS ASIA (temporary) + 16', 'aws', `ASIA${'Q3VZ7EXAMPLE2KDT'}`],
+  ['Google AIza + 35', 'google', `AIza${alnum(33)}_-`],
+  ['OpenAI sk- (legacy)', 'openai', `sk-${alnum(48)}`],
+  ['OpenAI sk-proj- (project)', 'openai', `sk-proj-${alnum(40)}_${alnum(20)}-${alnum(20)}`],
+  ['Anthropic sk-ant-', 'openai', `sk-ant-api03-${alnum(80)}-${alnum(6)}AA`],
+  ['OpenAI sk- at the 20-character minimum', 'openai', `sk-${alnum(20)}`],
+];
+
+// Near misses: the same prefixes, but too short a run, a character outside the set, or a word character
+// right before the prefix. None of them may be masked by any built-in rule.
+const nearMisses: Array<[string, string]> = [
+  ['Stripe rk_live_ one short of 16', `rk_live_${alnum(15)}`],
+  ['Stripe rk_live_ with "-" (not in A-Za-z0-9)', `rk_live_${alnum(6)}-${alnum(6)}-${alnum(6)}`],
+  ['Stripe rk_live_ after a word character', `work_live_${alnum(24)}`],
+  ['GitHub github_pat_ one short of 22', `github_pat_${alnum(21)}`],
+  ['GitHub gho_ with "-" (not in A-Za-z0-9_)', `gho_${alnum(10)}-${alnum(10)}-${alnum(10)}`],
+  ['GitHub ghs_ after a word character', `xghs_${alnum(36)}`],
+  ['GitHub github_pat_ after a word character', `my1github_pat_${alnum(30)}`],
+  ['Slack xoxp- one short of 10', `xoxp-${'7'.repeat(9)}`],
+  ['Slack xoxp- with "." (not in A-Za-z0-9-)', `xoxp-${'1'.repeat(5)}.${'2'.repeat(5)}.${'3'.repeat(5)}`],
+  ['Slack xoxb- after a word character', `axoxb-${'1'.repeat(12)}-${alnum(24)}`],
+  ['AWS ASIA one short of 16', `ASIA${'Q3VZ7EXAMPLE2KD'}`],
+  ['AWS ASIA lower-case (not in A-Z0-9)', `ASIA${'q3vz7example2kdt'}`],
+  ['AWS ASIA after a word character', `X${'ASIA'}${'Q3VZ7EXAMPLE2KDT'}`],
+  ['Google AIza one short of 35', `AIza${alnum(34)}`],
+  ['Google AIza with "." (not in A-Za-z0-9_-)', `AIza${alnum(17)}.${alnum(17)}`],
+  ['Google AIza after a word character', `9AIza${alnum(35)}`],
+  ['OpenAI sk- one short of 20', `sk-${alnum(19)}`],
+  ['OpenAI sk-proj- with "." (not in A-Za-z0-9_-)', `sk-proj-${alnum(8)}.${alnum(30)}`],
+  ['OpenAI sk- after a word character ("disk-")', `disk-${alnum(40)}`],
+];
+
+describe('built-in key shapes, one by one', () => {
+  it.each(shapes)('%s is masked by its own rule (%s) and by all rules', (_label, rule, sample) => {
+    const alone = redact([BUILTIN_RULES[rule]], `{"leak":"${sample}","ok":1}`);
+    expect(alone.text).toBe('{"leak":"[REDACTED]","ok":1}');
+    expect(alone.count).toBe(1);
+    const all = redact(allRules, `Authorization: ${sample}\r\n`);
+    expect(all.text).toBe('Authorization: [REDACTED]\r\n');
+  });
+
+  it.each(shapes)('%s is masked when split across chunks', (_label, _rule, sample) => {
+    const cut = Math.floor(sample.length / 2);
+    expect(redact(allRules, `x ${sample.slice(0, cut)}`, `${sample.slice(cut)} y`).text).toBe('x [REDACTED] y');
+  });
+
+  it.each(nearMisses)('%s is not masked', (_label, sample) => {
+    const text = `{"leak":"${sample}","ok":1}`;
+    const result = redact(allRules, text);
+    expect(result.text).toBe(text);
+    expect(result.count).toBe(0);
+    // Nor at the end of the stream, where a run is judged as it is.
+    expect(redact(allRules, `tail ${sample}`).text).toBe(`tail ${sample}`);
   });
 });
 
