@@ -56,7 +56,7 @@ export const BUILTIN_RULES: Readonly<Record<BuiltinRuleName, KeyRule>> = Object.
   openai: run('openai', ['sk-'], 'A-Za-z0-9_-', 20, 256),
   stripe: run('stripe', ['sk_live_', 'rk_live_'], 'A-Za-z0-9', 16, 256),
   github: run('github', ['ghp_', 'gho_', 'ghu_', 'ghs_', 'ghr_', 'github_pat_'], 'A-Za-z0-9_', 22, 255),
-  slack: run('slack', ['xoxa-', 'xoxb-', 'xoxo-', 'xoxp-', 'xoxr-', 'xoxs-', 'xoxe-'], 'A-Za-z0-9-', 10, 255),
+  slack: run('slack', ['xoxa-', 'xoxb-', 'xoxc-', 'xoxd-', 'xoxe-', 'xoxo-', 'xoxp-', 'xoxr-', 'xoxs-'], 'A-Za-z0-9-', 10, 255),
   aws: run('aws', ['AKIA', 'ASIA'], 'A-Z0-9', 16, 16),
   google: run('google', ['AIza'], 'A-Za-z0-9_-', 35, 35),
   private_key: Object.freeze({ kind: 'block', name: 'private_key' }),

@@ -94,6 +94,8 @@ const shapes: Array<[string, BuiltinRuleName, string]> = [
   ['GitHub ghr_ (refresh)', 'github', `ghr_${alnum(36)}`],
   ['GitHub ghp_ at the 22-character minimum', 'github', `ghp_${alnum(22)}`],
   ['Slack xoxp- (user)', 'slack', `xoxp-${'2'.repeat(12)}-${'3'.repeat(12)}-${alnum(32)}`],
+  ['Slack xoxc- (browser client)', 'slack', `xoxc-${'4'.repeat(12)}-${'5'.repeat(12)}-${alnum(40)}`],
+  ['Slack xoxd- (session cookie)', 'slack', `xoxd-${alnum(40)}`],
   ['Slack xoxa- (app)', 'slack', `xoxa-2-${alnum(40)}`],
   ['Slack xoxe- (refresh)', 'slack', `xoxe-1-${alnum(40)}`],
   ['AWS ASIA (temporary) + 16', 'aws', `ASIA${'Q3VZ7EXAMPLE2KDT'}`],
