@@ -87,7 +87,8 @@ function parseHeaderList(text: string | undefined): Record<string, string> {
 /** Builds tracing from config, or from the standard OTEL_* variables, or a disabled one. */
 export function createTracing(options: TracingOptions): Tracing {
   const { telemetry, env } = options;
-  const disabled = env['OTEL_SDK_DISABLED'] === 'true' || env['OTEL_TRACES_EXPORTER'] === 'none';
+  // OpenTelemetry booleans and enum values are case-insensitive ("TRUE", " None ").
+  const disabled = env['OTEL_SDK_DISABLED']?.trim().toLowerCase() === 'true' || env['OTEL_TRACES_EXPORTER']?.trim().toLowerCase() === 'none';
   const url =
     telemetry.otlp !== undefined
       ? `${telemetry.otlp.endpoint.replace(/\/$/, '')}/v1/traces`

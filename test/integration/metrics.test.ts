@@ -6,6 +6,9 @@
  * decision and code; request and upstream duration histograms; credential cache hits and misses;
  * redactions (equal to the audit records' sum); approvals pending; sessions active; upstream pool use.
  * Labels hold route templates, never the raw paths with their ids, and no canary appears anywhere.
+ * A second proxy reads its key from the Vault stand-in: once Vault goes down after a good fetch, the cache
+ * serves the last known good value (result "stale"), counts the failed refetch ("refresh_failure") and
+ * reports the reference failing (airlock_credential_failing 1) until Vault is back.
  */
 import { once } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -19,6 +22,7 @@ import { rawRequest } from '../helpers/raw-http.js';
 import { sendRequest, type Problem, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js';
+import { startVaultServer, type VaultServer } from '../support/vault-server.js';
 
 interface Sample {
   readonly name: string;
@@ -352,5 +356,115 @@ describe('GET /metrics after a scripted mix of requests', () => {
       { name: 'metrics', text: scrape.text },
       { name: 'metrics headers', text: JSON.stringify(scrape.headers) },
     ]);
+  });
+});
+
+describe('GET /metrics while a credential store fails after a good fetch', () => {
+  const REF = 'vault:secret/pay#api_key';
+  const key = canary('metrics-vault');
+  const agent = generateAgentToken();
+  const adminToken = generateAgentToken();
+  let vault: VaultServer;
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+  const scrapes: string[] = [];
+
+  beforeAll(async () => {
+    vault = await startVaultServer();
+    vault.putSecret('secret', 'pay', { api_key: key });
+    upstream = await startUpstream();
+    proxy = await startProxy(
+      {
+        admin: { listen: '127.0.0.1:0', tokens: [adminToken.hash] },
+        secrets: { vault: { address: vault.url, timeout: 2, auth: { method: 'token', token: 'env:VAULT_TOKEN' } } },
+        services: {
+          pay: {
+            upstream: upstream.url,
+            // Fresh for 1 s, then the last good value may be served for 60 s while Vault fails.
+            credential: { secret: REF, inject: 'bearer', ttl: 1, max_staleness: 60 },
+            routes: [{ method: 'GET', path: '/v1/charges', scope: 'charges:read' }],
+          },
+        },
+        agents: { 'stale-bot': { tokens: [agent.hash], credentials: [{ service: 'pay', max_scope: ['*'] }] } },
+      },
+      { env: { VAULT_TOKEN: vault.createToken() } },
+    );
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+    await vault?.close();
+  });
+
+  async function metrics(): Promise<Sample[]> {
+    const scrape = await sendRequest(`${proxy.airlock.adminUrl as string}/metrics`);
+    expect(scrape.status).toBe(200);
+    scrapes.push(scrape.text);
+    return parseExposition(scrape.text);
+  }
+
+  function cacheCount(samples: readonly Sample[], result: string): number {
+    return samples.find((s) => s.name === 'airlock_credential_cache_total' && s.labels['result'] === result)?.value ?? 0;
+  }
+
+  function failing(samples: readonly Sample[]): number | undefined {
+    return samples.find((s) => s.name === 'airlock_credential_failing' && s.labels['ref'] === REF)?.value;
+  }
+
+  function charge(): Promise<SentResponse> {
+    return sendRequest(`${proxy.url}/pay/v1/charges`, { headers: { authorization: `Bearer ${agent.token}` } });
+  }
+
+  function sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => setTimeout(resolve, ms));
+  }
+
+  it('counts stale serves and refresh failures and reports the reference failing, then healthy again', async () => {
+    expect((await charge()).status).toBe(200);
+    const healthy = await metrics();
+    expect(failing(healthy)).toBe(0);
+    expect(cacheCount(healthy, 'stale')).toBe(0);
+    expect(cacheCount(healthy, 'refresh_failure')).toBe(0);
+    expect(cacheCount(healthy, 'miss')).toBeGreaterThanOrEqual(1);
+
+    await vault.setDown(true);
+    // Past the 1 s TTL the value is stale: served (last known good) while a refetch runs and fails.
+    await sleep(1_100);
+    const served = await charge();
+    expect(served.status, served.text).toBe(200);
+    // The refetch runs in the background: poll the scrape (bounded) until it has failed.
+    let samples = await metrics();
+    const deadline = Date.now() + 3_000;
+    while ((cacheCount(samples, 'refresh_failure') < 1 || failing(samples) !== 1) && Date.now() < deadline) {
+      await sleep(50);
+      samples = await metrics();
+    }
+    expect(cacheCount(samples, 'stale')).toBeGreaterThanOrEqual(1);
+    expect(cacheCount(samples, 'refresh_failure')).toBeGreaterThanOrEqual(1);
+    expect(failing(samples)).toBe(1);
+    const age = samples.find((s) => s.name === 'airlock_credential_age_seconds' && s.labels['ref'] === REF)?.value;
+    expect(age).toBeGreaterThanOrEqual(1);
+    // Still served from the last known good value, with Vault down.
+    const again = await charge();
+    expect(again.status, again.text).toBe(200);
+    expect(upstream.requests.map((r) => r.header('authorization')[0])).toEqual(upstream.requests.map(() => `Bearer ${key}`));
+    expect(upstream.requests.length).toBe(3);
+
+    // Vault back: the next refetch (after its backoff) succeeds and the reference is healthy again.
+    await vault.setDown(false);
+    let recovered = samples;
+    const until = Date.now() + 3_000;
+    do {
+      await sleep(100);
+      expect((await charge()).status).toBe(200);
+      recovered = await metrics();
+    } while (failing(recovered) !== 0 && Date.now() < until);
+    expect(failing(recovered)).toBe(0);
+  });
+
+  it('holds no canary', () => {
+    expect(scrapes.length).toBeGreaterThan(0);
+    assertNoLeak([key, agent.token, adminToken.token, ...vault.issuedTokens()], [{ name: 'metrics', text: scrapes.join('\n') }]);
   });
 });

@@ -6,10 +6,15 @@
  * denials carry airlock.code and no CLIENT span; a 502 marks the server span as an error. The trace id is
  * in the audit record and the log line. Sampling 0 exports nothing but still propagates (unsampled);
  * with tracing off the agent's headers pass through untouched. OTEL_EXPORTER_OTLP_ENDPOINT alone turns
- * export on. No canary (credential, query value, header value, agent token) reaches any exported body.
+ * export on; OTEL_EXPORTER_OTLP_TRACES_ENDPOINT overrides it, OTEL_EXPORTER_OTLP_HEADERS reach the
+ * collector, OTEL_TRACES_SAMPLER_ARG=0 exports no new trace, OTEL_SDK_DISABLED / OTEL_TRACES_EXPORTER=none
+ * export nothing. A task session's id and a response's redaction count are on the server span; an audit
+ * write failure is logged with the trace id. No canary (credential, query value, header value, agent or
+ * session token) reaches any exported body.
  */
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -119,15 +124,25 @@ function upstreamRequestFor(upstream: Upstream, marker: string): RecordedRequest
   return found;
 }
 
+/** The default neutral answer, except /v1/models/echo-key, which echoes the injected credential back. */
+function leakyHandler(req: IncomingMessage, res: ServerResponse, recorded: RecordedRequest): void {
+  const authorization = req.headers['authorization'] ?? '';
+  const body = recorded.target.startsWith('/v1/models/echo-key') ? JSON.stringify({ seen: authorization, again: `key=${authorization.replace(/^Bearer /, '')}` }) : '{"ok":true}';
+  res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
 describe('traces exported over OTLP/HTTP', () => {
   let receiver: OtlpReceiver;
   let upstream: Upstream;
   let proxy: ProxyFixture;
   let downPort: number;
+  /** The als_ token minted below: a canary like the agent token. */
+  let sessionToken = '';
 
   beforeAll(async () => {
     receiver = await startOtlpReceiver();
-    upstream = await startUpstream();
+    upstream = await startUpstream(leakyHandler);
     downPort = await closedPort();
     proxy = await startProxy(
       { telemetry: { otlp: { endpoint: receiver.url }, service_name: 'airlock-under-test' }, services: services(upstream, downPort), agents },
@@ -301,12 +316,60 @@ describe('traces exported over OTLP/HTTP', () => {
     expect(client?.attributes).not.toHaveProperty('http.response.status_code');
   });
 
+  it('puts the task session id on the server span of a request made with a session token', async () => {
+    const minted = await call(proxy, '/_airlock/sessions', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ scopes: { openai: ['models:read'] }, ttl_seconds: 60, justification: 'tracing test', task_id: 'TRACE-1' }),
+    });
+    expect(minted.status, minted.text).toBe(201);
+    const { session_token: token, session_id: sessionId } = minted.json<{ session_token: string; session_id: string }>();
+    sessionToken = token;
+    expect(token).toMatch(/^als_/);
+    expect(sessionId).toMatch(/^ses_/);
+    const context = agentContext();
+    const response = await sendRequest(`${proxy.url}/openai/v1/models/sessioned?s=1`, {
+      headers: { authorization: `Bearer ${token}`, 'x-custom-note': headerCanary, traceparent: context.header },
+    });
+    expect(response.status, response.text).toBe(200);
+    const server = await serverSpanOf(requestIdOf(response));
+    expect(server.traceId).toBe(context.traceId);
+    expect(server.attributes).toMatchObject({
+      'airlock.agent': 'trace-bot',
+      'airlock.session': sessionId,
+      'airlock.decision': 'allow',
+      'airlock.scope': 'models:read',
+      'http.route': '/openai/v1/models/:model',
+    });
+    const record = await eventually('the audit record', () => proxy.auditRecords().find((r) => r.request_id === requestIdOf(response)));
+    expect(record.session).toBe(sessionId);
+    // A request made with the agent's own token carries no session attribute.
+    const plain = await call(proxy, '/openai/v1/models/unsessioned');
+    expect((await serverSpanOf(requestIdOf(plain))).attributes).not.toHaveProperty('airlock.session');
+  });
+
+  it('counts the redactions of a response that echoes the credential on the server span', async () => {
+    const context = agentContext();
+    const response = await call(proxy, '/openai/v1/models/echo-key', { headers: { traceparent: context.header } });
+    expect(response.status, response.text).toBe(200);
+    expect(response.text).toContain('[REDACTED]');
+    expect(response.text).not.toContain(key);
+    const server = await serverSpanOf(requestIdOf(response));
+    expect(server.traceId).toBe(context.traceId);
+    const redactions = server.attributes['airlock.redactions'];
+    expect(typeof redactions).toBe('number');
+    expect(redactions as number).toBeGreaterThan(0);
+    const record = await eventually('the audit record', () => proxy.auditRecords().find((r) => r.request_id === requestIdOf(response)));
+    expect(redactions).toBe(record.redactions);
+  });
+
   it('puts no header value, query value, credential or agent token in any exported span', async () => {
     // Make sure everything sent so far has been exported before reading the bodies.
     await receiver.waitForSpans((s) => s.kind === SPAN_KIND.SERVER, 5_000, 5);
     expect(receiver.bodies.length).toBeGreaterThan(0);
     expect(receiver.rejected).toEqual([]);
-    assertNoLeak([key, queryCanary, headerCanary, agent.token], [
+    expect(sessionToken).not.toBe('');
+    assertNoLeak([key, queryCanary, headerCanary, agent.token, sessionToken], [
       { name: 'OTLP bodies', text: receiver.bodies.join('\n') },
       { name: 'OTLP request headers', text: JSON.stringify(receiver.requests.map((r) => r.headers)) },
     ]);
@@ -434,5 +497,192 @@ describe('OTEL_EXPORTER_OTLP_ENDPOINT without a telemetry block', () => {
     expect(parseTraceparent(upstreamRequestFor(upstream, queryCanary).header('traceparent')[0]).traceId).toBe(context.traceId);
     expect(receiver.requests.every((r) => r.contentType.startsWith('application/json'))).toBe(true);
     assertNoLeak([key, queryCanary, headerCanary, agent.token], [{ name: 'OTLP bodies', text: receiver.bodies.join('\n') }]);
+  });
+});
+
+describe('OTEL_EXPORTER_OTLP_HEADERS', () => {
+  let receiver: OtlpReceiver;
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+
+  beforeAll(async () => {
+    receiver = await startOtlpReceiver();
+    upstream = await startUpstream();
+    proxy = await startProxy(
+      { services: services(upstream, await closedPort()), agents },
+      {
+        env: {
+          TRACE_KEY: key,
+          OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+          // W3C baggage format: comma-separated, percent-encoded values.
+          OTEL_EXPORTER_OTLP_HEADERS: 'x-collector-tenant=airlock-test, authorization=Bearer%20collector-token',
+        },
+      },
+    );
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+    await receiver?.close();
+  });
+
+  it('sends the listed headers, decoded, with every export to the collector', async () => {
+    const context = agentContext();
+    const response = await call(proxy, '/openai/v1/models/headers', { headers: { traceparent: context.header } });
+    expect(response.status).toBe(200);
+    await receiver.waitForSpans((s) => s.traceId === context.traceId && s.kind === SPAN_KIND.SERVER);
+    expect(receiver.requests.length).toBeGreaterThan(0);
+    for (const request of receiver.requests) {
+      expect(request.headers['x-collector-tenant']).toBe('airlock-test');
+      expect(request.headers['authorization']).toBe('Bearer collector-token');
+    }
+    expect(receiver.rejected).toEqual([]);
+  });
+});
+
+describe('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', () => {
+  let generic: OtlpReceiver;
+  let traces: OtlpReceiver;
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+
+  beforeAll(async () => {
+    generic = await startOtlpReceiver();
+    traces = await startOtlpReceiver();
+    upstream = await startUpstream();
+    proxy = await startProxy(
+      { services: services(upstream, await closedPort()), agents },
+      // The signal-specific variable is the full URL (nothing appended) and wins over the generic one.
+      { env: { TRACE_KEY: key, OTEL_EXPORTER_OTLP_ENDPOINT: generic.url, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${traces.url}/v1/traces` } },
+    );
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+    await generic?.close();
+    await traces?.close();
+  });
+
+  it('exports to the traces endpoint as given, and nothing to the generic endpoint', async () => {
+    const context = agentContext();
+    const response = await call(proxy, '/openai/v1/models/signal', { headers: { traceparent: context.header } });
+    expect(response.status).toBe(200);
+    const [server] = await traces.waitForSpans((s) => s.traceId === context.traceId && s.kind === SPAN_KIND.SERVER);
+    expect(server?.name).toBe('GET /openai/v1/models/:model');
+    await proxy.close();
+    expect(traces.rejected).toEqual([]);
+    expect(generic.requests).toEqual([]);
+    expect(generic.rejected).toEqual([]);
+  });
+});
+
+describe('OTEL_TRACES_SAMPLER_ARG=0', () => {
+  let receiver: OtlpReceiver;
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+
+  beforeAll(async () => {
+    receiver = await startOtlpReceiver();
+    upstream = await startUpstream();
+    proxy = await startProxy(
+      { services: services(upstream, await closedPort()), agents },
+      { env: { TRACE_KEY: key, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_TRACES_SAMPLER_ARG: '0' } },
+    );
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+    await receiver?.close();
+  });
+
+  it('exports no new trace (the upstream gets an unsampled traceparent), yet follows a sampled agent parent', async () => {
+    for (const n of [1, 2, 3]) expect((await call(proxy, `/openai/v1/models/x?envsampled=${n}`)).status).toBe(200);
+    for (const n of [1, 2, 3]) expect(parseTraceparent(upstreamRequestFor(upstream, `envsampled=${n}`).header('traceparent')[0]).flags).toBe('00');
+    // Parent-based: the exporter is live, a sampled agent trace is still exported.
+    const parent = agentContext('01');
+    expect((await call(proxy, '/openai/v1/models/x?envparented=1', { headers: { traceparent: parent.header } })).status).toBe(200);
+    await receiver.waitForSpans((s) => s.traceId === parent.traceId && s.kind === SPAN_KIND.SERVER);
+    await proxy.close();
+    expect(receiver.spans.filter((s) => s.traceId !== parent.traceId)).toEqual([]);
+    expect(receiver.rejected).toEqual([]);
+  });
+});
+
+describe.each([
+  ['OTEL_SDK_DISABLED', 'true'],
+  ['OTEL_SDK_DISABLED', 'TRUE'],
+  ['OTEL_TRACES_EXPORTER', 'none'],
+  ['OTEL_TRACES_EXPORTER', 'None'],
+])('%s=%s', (variable, value) => {
+  let receiver: OtlpReceiver;
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+
+  beforeAll(async () => {
+    receiver = await startOtlpReceiver();
+    upstream = await startUpstream();
+    // Both the config block and the environment ask for export; the variable turns it off.
+    proxy = await startProxy(
+      { telemetry: { otlp: { endpoint: receiver.url } }, services: services(upstream, await closedPort()), agents },
+      { env: { TRACE_KEY: key, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, [variable]: value } },
+    );
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+    await receiver?.close();
+  });
+
+  it('exports nothing and passes the agent traceparent through untouched', async () => {
+    const context = agentContext();
+    const response = await call(proxy, '/openai/v1/models/off?disabled=1', { headers: { traceparent: context.header } });
+    expect(response.status).toBe(200);
+    expect(upstreamRequestFor(upstream, 'disabled=1').header('traceparent')).toEqual([context.header]);
+    const record = await eventually<AuditRecord>('the audit record', () => proxy.auditRecords().find((r) => r.request_id === requestIdOf(response)));
+    expect(record.trace_id).toBe(context.traceId);
+    expect((await call(proxy, '/openai/v1/models/off?disabled=2')).status).toBe(200);
+    await proxy.close();
+    expect(receiver.requests).toEqual([]);
+    expect(receiver.rejected).toEqual([]);
+  });
+});
+
+describe('an audit record that cannot be written', () => {
+  let receiver: OtlpReceiver;
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+
+  beforeAll(async () => {
+    receiver = await startOtlpReceiver();
+    upstream = await startUpstream();
+    // /dev/full: every write fails (ENOSPC); the default on_failure refuses the request.
+    proxy = await startProxy(
+      { audit: { file: '/dev/full' }, telemetry: { otlp: { endpoint: receiver.url } }, services: services(upstream, await closedPort()), agents },
+      { env: { TRACE_KEY: key } },
+    );
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+    await receiver?.close();
+  });
+
+  it('logs the failure with the request id and the trace id of the server span', async () => {
+    const response = await call(proxy, '/openai/v1/models/unaudited');
+    expect(response.status).toBe(503);
+    expect(response.json<Problem>().code).toBe('audit_unavailable');
+    const id = requestIdOf(response);
+    const line = await eventually('the audit failure log line', () =>
+      proxy.logRecords().find((l) => l['request_id'] === id && String(l['msg']).includes('audit record could not be written')),
+    );
+    const server = await receiver.waitForSpans((s) => s.kind === SPAN_KIND.SERVER && s.attributes['airlock.request_id'] === id);
+    expect(line['trace_id']).toMatch(/^[0-9a-f]{32}$/);
+    expect(line['trace_id']).toBe(server[0]?.traceId);
+    assertNoLeak([key, agent.token, headerCanary], [{ name: 'log', text: proxy.logLines.join('') }]);
   });
 });
