@@ -1,6 +1,7 @@
 /**
  * OpenTelemetry traces. The request path speaks @opentelemetry/api only; the SDK and the OTLP/HTTP
- * exporter are built here when telemetry.otlp (or OTEL_EXPORTER_OTLP_ENDPOINT) asks for them, as an
+ * exporter (otlp-provider.ts, loaded on demand) are built when telemetry.otlp (or
+ * OTEL_EXPORTER_OTLP_ENDPOINT) asks for them, as an
  * instance handed to the runtime: no global provider, no global context manager (spans are parented
  * explicitly), so tests run many proxies side by side and a disabled Airlock pays for nothing but a
  * traceparent parse.
@@ -14,9 +15,6 @@
  */
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span, type TextMapGetter, type Tracer } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { resourceFromAttributes } from '@opentelemetry/resources';
-import { BasicTracerProvider, BatchSpanProcessor, ParentBasedSampler, TraceIdRatioBasedSampler } from '@opentelemetry/sdk-trace-base';
 import type { IncomingMessage } from 'node:http';
 import type { TelemetrySpec } from '../config/schema.js';
 import type { DeepReadonly } from '../config/types.js';
@@ -85,7 +83,7 @@ function parseHeaderList(text: string | undefined): Record<string, string> {
 }
 
 /** Builds tracing from config, or from the standard OTEL_* variables, or a disabled one. */
-export function createTracing(options: TracingOptions): Tracing {
+export async function createTracing(options: TracingOptions): Promise<Tracing> {
   const { telemetry, env } = options;
   // OpenTelemetry booleans and enum values are case-insensitive ("TRUE", " None ").
   const disabled = env['OTEL_SDK_DISABLED']?.trim().toLowerCase() === 'true' || env['OTEL_TRACES_EXPORTER']?.trim().toLowerCase() === 'none';
@@ -97,29 +95,21 @@ export function createTracing(options: TracingOptions): Tracing {
     return { enabled: false, begin: disabledTrace, shutdown: async () => undefined };
   }
   const ratio = telemetry.sampling ?? (env['OTEL_TRACES_SAMPLER_ARG'] === undefined ? 1 : Math.min(1, Math.max(0, Number(env['OTEL_TRACES_SAMPLER_ARG']) || 0)));
-  const exporter = new OTLPTraceExporter({
+  const { startOtlpProvider } = await import('./otlp-provider.js');
+  const provider = startOtlpProvider({
     url,
     headers: { ...parseHeaderList(env['OTEL_EXPORTER_OTLP_HEADERS']), ...(telemetry.otlp?.headers ?? {}) },
+    serviceName: telemetry.service_name ?? env['OTEL_SERVICE_NAME'] ?? 'airlock',
+    version: options.version,
+    ratio,
   });
-  const provider = new BasicTracerProvider({
-    resource: resourceFromAttributes({
-      'service.name': telemetry.service_name ?? env['OTEL_SERVICE_NAME'] ?? 'airlock',
-      'service.version': options.version,
-    }),
-    sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) }),
-    spanProcessors: [new BatchSpanProcessor(exporter, { scheduledDelayMillis: 500, maxExportBatchSize: 512 })],
-  });
-  const tracer = provider.getTracer('airlock', options.version);
   const propagator = new W3CTraceContextPropagator();
   return {
     enabled: true,
     begin(req) {
-      return new LiveTrace(tracer, propagator, req);
+      return new LiveTrace(provider.tracer, propagator, req);
     },
-    async shutdown() {
-      await provider.forceFlush().catch(() => undefined);
-      await provider.shutdown().catch(() => undefined);
-    },
+    shutdown: () => provider.shutdown(),
   };
 }
 
