@@ -6,14 +6,23 @@
  * which would make the upstream run a method other than the one authorized, are stripped too.
  *
  * Requests are written raw: duplicate and re-cased header lines must reach Airlock as sent.
+ *
+ * Every case checks: exactly one audit record under the answer's x-airlock-request-id, with the expected
+ * decision (an allow on the forwarded path, or a deny with the problem's code); what the recording
+ * upstream received (the injected credential exactly once, none of the agent's own keys, which are
+ * canaries too, and never the agent token); a refusal is an RFC 9457 problem with nothing forwarded. The
+ * file ends with a leak scan of every canary over responses, logs and audit, and hostileWatch (no
+ * unhandled rejection or uncaught exception, event-loop p99 under 100 ms).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
+import type { AuditRecord } from '../../src/observability/audit-record.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
 import { rawRequest, type RawResponse } from '../helpers/raw-http.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js';
+import { auditRecordOf, expectProblem, hostileWatch } from './support/hostile-watch.js';
 
 type HeaderLines = ReadonlyArray<readonly [string, string]>;
 
@@ -36,14 +45,53 @@ function queryPairs(target: string): Array<[string, string]> {
     });
 }
 
+type ServiceName = 'bearer' | 'header' | 'custom' | 'query' | 'basic';
+const SERVICES: readonly ServiceName[] = ['bearer', 'header', 'custom', 'query', 'basic'];
+const ENV_NAMES: Record<ServiceName, string> = { bearer: 'BEARER_KEY', header: 'HEADER_KEY', custom: 'CUSTOM_KEY', query: 'QUERY_KEY', basic: 'BASIC_KEY' };
+
+/** Occurrences of `needle` in `text`. */
+function occurrences(text: string, needle: string): number {
+  let count = 0;
+  for (let at = text.indexOf(needle); at !== -1; at = text.indexOf(needle, at + needle.length)) count++;
+  return count;
+}
+
+/** Everything an upstream received for one request, Basic credentials decoded: where a key could be. */
+function everythingSeen(seen: RecordedRequest): string {
+  const decodedBasic = seen
+    .header('authorization')
+    .filter((value) => /^basic /i.test(value))
+    .map((value) => Buffer.from(value.slice('Basic '.length), 'base64').toString('utf8'));
+  return [seen.method, seen.target, ...seen.rawHeaders, seen.body.toString('latin1'), ...decodedBasic].join('\n');
+}
+
 describe('an agent cannot override or smuggle the injected credential', () => {
-  const keys = {
+  const watch = hostileWatch();
+  const keys: Record<ServiceName, string> = {
     bearer: canary('ovr-bearer'),
     header: canary('ovr-header'),
     custom: canary('ovr-custom'),
     query: canary('ovr-query'),
     basic: canary('ovr-basic'),
   };
+  /**
+   * The agent's own keys, the ones it tries to put in place of the injected credential: unique canaries
+   * too (their tag holds "evil"), so any of them reaching the upstream or any output is attributable.
+   */
+  const EVIL = {
+    1: canary('ovr-evil1'),
+    2: canary('ovr-evil2'),
+    3: canary('ovr-evil3'),
+    4: canary('ovr-evil4'),
+    5: canary('ovr-evil5'),
+    6: canary('ovr-evil6'),
+    q1: canary('ovr-evilq1'),
+    q2: canary('ovr-evilq2'),
+    alone: canary('ovr-evilalone'),
+  } as const;
+  const AGENT_KEYS: readonly string[] = Object.values(EVIL);
+  /** The query tables below say "evil" and "evil2" for readable test names; the wire carries canaries. */
+  const withEvil = (text: string): string => text.replace(/evil2?/g, (word) => (word === 'evil2' ? EVIL.q2 : EVIL.q1));
   const agent = generateAgentToken();
   const responses: string[] = [];
   let upstream: Upstream;
@@ -70,6 +118,9 @@ describe('an agent cannot override or smuggle the injected credential', () => {
       },
       { env: { BEARER_KEY: keys.bearer, HEADER_KEY: keys.header, CUSTOM_KEY: keys.custom, QUERY_KEY: keys.query, BASIC_KEY: keys.basic } },
     );
+    // Started once the proxy is up: the watch covers every case, not the ~60 ms start-up (preallocated
+    // LRU caches) that in a file this short would be the p99 on its own.
+    watch.start();
   });
 
   afterAll(async () => {
@@ -77,14 +128,36 @@ describe('an agent cannot override or smuggle the injected credential', () => {
     await upstream.close();
   });
 
-  /** Sends a raw request and returns what the upstream recorded for it (exactly one new request). */
-  async function send(method: string, target: string, headers: HeaderLines, body = ''): Promise<{ response: RawResponse; seen: RecordedRequest }> {
+  async function exchange(method: string, target: string, headers: HeaderLines, body: string): Promise<RawResponse> {
     const lines = [`${method} ${target} HTTP/1.1`, 'Host: 127.0.0.1', 'Connection: close'];
     for (const [name, value] of headers) lines.push(`${name}: ${value}`);
     if (body !== '') lines.push(`Content-Length: ${Buffer.byteLength(body)}`);
-    const before = upstream.requests.length;
     const response = await rawRequest(proxy.url, `${lines.join('\r\n')}\r\n\r\n${body}`);
     responses.push(response.raw);
+    return response;
+  }
+
+  /** The request's audit record, and the only one with its id (looked up by x-airlock-request-id). */
+  async function onlyAuditRecordOf(response: RawResponse): Promise<AuditRecord> {
+    const requestIds = response.headers['x-airlock-request-id'] ?? [];
+    expect(requestIds).toHaveLength(1);
+    const requestId = requestIds[0] as string;
+    const record = await auditRecordOf(proxy, requestId);
+    expect(proxy.auditRecords().filter((r) => r.request_id === requestId)).toHaveLength(1);
+    return record;
+  }
+
+  /**
+   * Sends a raw request that must be allowed and returns what the upstream recorded for it (exactly one
+   * new request). Checks, for every case: one audit record, an allow, on the path that was forwarded;
+   * the upstream got the service's injected credential exactly once, and none of the agent's own keys,
+   * no other service's credential and not the agent token.
+   */
+  async function send(method: string, target: string, headers: HeaderLines, body = ''): Promise<{ response: RawResponse; seen: RecordedRequest }> {
+    const service = target.split('/')[1] as ServiceName;
+    expect(SERVICES).toContain(service);
+    const before = upstream.requests.length;
+    const response = await exchange(method, target, headers, body);
     expect(response.status, response.body).toBe(200);
     expect(upstream.requests.length).toBe(before + 1);
     const seen = upstream.requests[before] as RecordedRequest;
@@ -92,6 +165,25 @@ describe('an agent cannot override or smuggle the injected credential', () => {
     expect(seen.rawHeaders.join('\n')).not.toContain(agent.token);
     expect(seen.target).not.toContain(agent.token);
     expect(seen.target).not.toContain('alk_');
+    const all = everythingSeen(seen);
+    expect(all).not.toContain(agent.token);
+    expect(occurrences(all, keys[service]), 'the injected credential, exactly once').toBe(1);
+    for (const other of SERVICES) if (other !== service) expect(all, `the ${other} credential`).not.toContain(keys[other]);
+    expect(AGENT_KEYS.filter((key) => all.includes(key)), "the agent's own keys").toEqual([]);
+    const record = await onlyAuditRecordOf(response);
+    expect(record).toMatchObject({
+      agent: 'tester',
+      service,
+      method,
+      decision: 'allow',
+      code: null,
+      status: 200,
+      upstream_status: 200,
+      credential: `env:${ENV_NAMES[service]}`,
+      incomplete: false,
+    });
+    // The authorized path (audited, prefix included, no query) is the forwarded path.
+    expect(record.path).toBe(`/${service}${seen.target.split('?')[0] ?? ''}`);
     return { response, seen };
   }
 
@@ -106,15 +198,15 @@ describe('an agent cannot override or smuggle the injected credential', () => {
 
   describe('bearer injection', () => {
     it.each<{ name: string; headers: HeaderLines }>([
-      { name: 'token and a second Authorization with its own key', headers: [['Authorization', `Bearer ${agent.token}`], ['Authorization', 'Bearer sk-evil-1']] },
-      { name: 'its own key first, token second', headers: [['Authorization', 'Bearer sk-evil-1'], ['x-api-key', agent.token]] },
-      { name: 'AUTHORIZATION in upper case', headers: [['x-api-key', agent.token], ['AUTHORIZATION', 'Bearer sk-evil-2']] },
-      { name: 'mixed-case aUtHoRiZaTiOn', headers: [['x-api-key', agent.token], ['aUtHoRiZaTiOn', 'Bearer sk-evil-3']] },
-      { name: 'three Authorization lines', headers: [['authorization', 'Bearer sk-evil-1'], ['Authorization', `Bearer ${agent.token}`], ['AUTHORIZATION', 'token sk-evil-2']] },
+      { name: 'token and a second Authorization with its own key', headers: [['Authorization', `Bearer ${agent.token}`], ['Authorization', `Bearer ${EVIL[1]}`]] },
+      { name: 'its own key first, token second', headers: [['Authorization', `Bearer ${EVIL[1]}`], ['x-api-key', agent.token]] },
+      { name: 'AUTHORIZATION in upper case', headers: [['x-api-key', agent.token], ['AUTHORIZATION', `Bearer ${EVIL[2]}`]] },
+      { name: 'mixed-case aUtHoRiZaTiOn', headers: [['x-api-key', agent.token], ['aUtHoRiZaTiOn', `Bearer ${EVIL[3]}`]] },
+      { name: 'three Authorization lines', headers: [['authorization', `Bearer ${EVIL[1]}`], ['Authorization', `Bearer ${agent.token}`], ['AUTHORIZATION', `token ${EVIL[2]}`]] },
       { name: 'Connection: authorization (strip the injected one)', headers: [['Authorization', `Bearer ${agent.token}`], ['Connection', 'authorization']] },
-      { name: 'Connection: authorization with its own key', headers: [['x-api-key', agent.token], ['Authorization', 'Bearer sk-evil-4'], ['Connection', 'keep-alive, Authorization']] },
-      { name: 'its own key as Basic', headers: [['x-api-key', agent.token], ['Authorization', basic('evil-user', 'sk-evil-5')]] },
-      { name: 'its own key in Proxy-Authorization', headers: [['Authorization', `Bearer ${agent.token}`], ['Proxy-Authorization', 'Bearer sk-evil-6']] },
+      { name: 'Connection: authorization with its own key', headers: [['x-api-key', agent.token], ['Authorization', `Bearer ${EVIL[4]}`], ['Connection', 'keep-alive, Authorization']] },
+      { name: 'its own key as Basic', headers: [['x-api-key', agent.token], ['Authorization', basic('evil-user', EVIL[5])]] },
+      { name: 'its own key in Proxy-Authorization', headers: [['Authorization', `Bearer ${agent.token}`], ['Proxy-Authorization', `Bearer ${EVIL[6]}`]] },
     ])('$name', async ({ headers }) => {
       const { seen } = await send('GET', '/bearer/v1/models', headers);
       expect(seen.header('authorization')).toEqual([`Bearer ${keys.bearer}`]);
@@ -125,12 +217,12 @@ describe('an agent cannot override or smuggle the injected credential', () => {
 
   describe('header template injection (x-api-key)', () => {
     it.each<{ name: string; headers: HeaderLines }>([
-      { name: 'its own x-api-key', headers: [['Authorization', `Bearer ${agent.token}`], ['x-api-key', 'sk-evil-1']] },
-      { name: 'X-API-KEY in upper case', headers: [['Authorization', `Bearer ${agent.token}`], ['X-API-KEY', 'sk-evil-2']] },
-      { name: 'two x-api-key lines', headers: [['Authorization', `Bearer ${agent.token}`], ['x-api-key', 'sk-evil-1'], ['X-Api-Key', 'sk-evil-2']] },
-      { name: 'x-api-key carrying the token plus its own key', headers: [['x-api-key', agent.token], ['x-api-key', 'sk-evil-3']] },
+      { name: 'its own x-api-key', headers: [['Authorization', `Bearer ${agent.token}`], ['x-api-key', EVIL[1]]] },
+      { name: 'X-API-KEY in upper case', headers: [['Authorization', `Bearer ${agent.token}`], ['X-API-KEY', EVIL[2]]] },
+      { name: 'two x-api-key lines', headers: [['Authorization', `Bearer ${agent.token}`], ['x-api-key', EVIL[1]], ['X-Api-Key', EVIL[2]]] },
+      { name: 'x-api-key carrying the token plus its own key', headers: [['x-api-key', agent.token], ['x-api-key', EVIL[3]]] },
       { name: 'Connection: x-api-key', headers: [['x-api-key', agent.token], ['Connection', 'x-api-key']] },
-      { name: 'Connection: x-api-key with its own key', headers: [['Authorization', `Bearer ${agent.token}`], ['x-api-key', 'sk-evil-4'], ['Connection', 'X-Api-Key']] },
+      { name: 'Connection: x-api-key with its own key', headers: [['Authorization', `Bearer ${agent.token}`], ['x-api-key', EVIL[4]], ['Connection', 'X-Api-Key']] },
     ])('$name', async ({ headers }) => {
       const { seen } = await send('GET', '/header/v1/models', headers);
       expect(seen.header('x-api-key')).toEqual([keys.header]);
@@ -142,10 +234,10 @@ describe('an agent cannot override or smuggle the injected credential', () => {
 
   describe('header template injection on a header that is not a token carrier (X-Custom-Auth)', () => {
     it.each<{ name: string; headers: HeaderLines }>([
-      { name: 'its own x-custom-auth', headers: [['Authorization', `Bearer ${agent.token}`], ['X-Custom-Auth', 'Token sk-evil-1']] },
-      { name: 'repeated, re-cased copies', headers: [['Authorization', `Bearer ${agent.token}`], ['x-custom-auth', 'Token sk-evil-1'], ['X-CUSTOM-AUTH', 'Token sk-evil-2']] },
+      { name: 'its own x-custom-auth', headers: [['Authorization', `Bearer ${agent.token}`], ['X-Custom-Auth', `Token ${EVIL[1]}`]] },
+      { name: 'repeated, re-cased copies', headers: [['Authorization', `Bearer ${agent.token}`], ['x-custom-auth', `Token ${EVIL[1]}`], ['X-CUSTOM-AUTH', `Token ${EVIL[2]}`]] },
       { name: 'Connection: x-custom-auth', headers: [['Authorization', `Bearer ${agent.token}`], ['Connection', 'x-custom-auth']] },
-      { name: 'Connection: x-custom-auth with its own copy', headers: [['Authorization', `Bearer ${agent.token}`], ['x-custom-auth', 'Token sk-evil-3'], ['Connection', 'X-Custom-Auth']] },
+      { name: 'Connection: x-custom-auth with its own copy', headers: [['Authorization', `Bearer ${agent.token}`], ['x-custom-auth', `Token ${EVIL[3]}`], ['Connection', 'X-Custom-Auth']] },
     ])('$name', async ({ headers }) => {
       const { seen } = await send('GET', '/custom/v1/models', headers);
       expect(seen.header('x-custom-auth')).toEqual([`Token ${keys.custom}`]);
@@ -173,7 +265,7 @@ describe('an agent cannot override or smuggle the injected credential', () => {
       { query: '', rest: '' },
       { query: '?keys=1&monkey=2&key_=3', rest: 'keys=1&monkey=2&key_=3' },
     ])('$query', async ({ query, rest }) => {
-      const { seen } = await send('GET', `/query/v1/models${query}`, auth);
+      const { seen } = await send('GET', `/query/v1/models${withEvil(query)}`, auth);
       const pairs = queryPairs(seen.target);
       expect(pairs.filter(([name]) => name.toLowerCase() === 'key')).toEqual([['key', keys.query]]);
       expect(seen.target).not.toMatch(/evil/i);
@@ -185,7 +277,7 @@ describe('an agent cannot override or smuggle the injected credential', () => {
     // "key[]" and "key[0]" are the same parameter to PHP, Rails and qs (Express): qs would read
     // "?key[]=evil&key=<real>" as key = ["evil", <real>], an agent-chosen value in the credential's place.
     it.each([{ query: '?key[]=evil' }, { query: '?key%5B%5D=evil' }, { query: '?key[0]=evil' }, { query: '?KEY[]=evil&key[x]=evil2' }])('bracket-notation copy $query is removed', async ({ query }) => {
-      const { seen } = await send('GET', `/query/v1/models${query}`, auth);
+      const { seen } = await send('GET', `/query/v1/models${withEvil(query)}`, auth);
       expect(seen.target).not.toMatch(/evil/i);
       expect(seen.target).toBe(`/v1/models?key=${encodeURIComponent(keys.query)}`);
     });
@@ -194,9 +286,9 @@ describe('an agent cannot override or smuggle the injected credential', () => {
   describe('basic injection', () => {
     it.each<{ name: string; headers: HeaderLines }>([
       { name: 'the token as Basic user, as an SDK sends it', headers: [['Authorization', basic(agent.token, '')]] },
-      { name: 'its own Basic credentials next to the token', headers: [['x-airlock-token', agent.token], ['Authorization', basic('api', 'sk-evil-1')]] },
-      { name: 'its own Basic credentials, upper-case header', headers: [['x-airlock-token', agent.token], ['AUTHORIZATION', basic('evil', 'sk-evil-2')]] },
-      { name: 'the token in Basic plus a second Basic line', headers: [['Authorization', basic('', agent.token)], ['Authorization', basic('evil', 'sk-evil-3')]] },
+      { name: 'its own Basic credentials next to the token', headers: [['x-airlock-token', agent.token], ['Authorization', basic('api', EVIL[1])]] },
+      { name: 'its own Basic credentials, upper-case header', headers: [['x-airlock-token', agent.token], ['AUTHORIZATION', basic('evil', EVIL[2])]] },
+      { name: 'the token in Basic plus a second Basic line', headers: [['Authorization', basic('', agent.token)], ['Authorization', basic('evil', EVIL[3])]] },
       { name: 'Connection: authorization', headers: [['Authorization', basic(agent.token, '')], ['Connection', 'authorization']] },
     ])('$name', async ({ headers }) => {
       const { seen } = await send('GET', '/basic/v1/models', headers);
@@ -243,20 +335,47 @@ describe('an agent cannot override or smuggle the injected credential', () => {
     });
 
     it('strips override keys and keeps the credential on a query-injected service', async () => {
-      const { seen } = await send('POST', '/query/v1/things?_method=DELETE&key=evil&a=1', auth, '{}');
+      const { seen } = await send('POST', `/query/v1/things?_method=DELETE&key=${EVIL.q1}&a=1`, auth, '{}');
       expect(seen.method).toBe('POST');
       expect(seen.target).toBe(`/v1/things?a=1&key=${encodeURIComponent(keys.query)}`);
     });
   });
 
-  it('leaves no trace of any credential in responses, logs or audit', async () => {
-    await proxy.waitForAudit(upstream.requests.length);
-    assertNoLeak(Object.values(keys), [
+  describe("the agent's own key without an Airlock token is refused, never forwarded", () => {
+    it.each<{ name: string; target: string; headers: HeaderLines }>([
+      { name: 'its own key as Bearer', target: '/bearer/v1/models', headers: [['Authorization', `Bearer ${EVIL.alone}`]] },
+      { name: 'its own key in x-api-key', target: '/header/v1/models', headers: [['x-api-key', EVIL.alone]] },
+      { name: 'its own key in X-Custom-Auth', target: '/custom/v1/models', headers: [['X-Custom-Auth', `Token ${EVIL.alone}`]] },
+      { name: 'its own key in the query', target: `/query/v1/models?key=${EVIL.alone}`, headers: [] },
+      { name: 'its own key as Basic', target: '/basic/v1/models', headers: [['Authorization', basic('api', EVIL.alone)]] },
+      { name: 'its own key in Proxy-Authorization', target: '/bearer/v1/models', headers: [['Proxy-Authorization', `Bearer ${EVIL.alone}`]] },
+      { name: 'the token plus a second, different Airlock token', target: '/bearer/v1/models', headers: [['Authorization', `Bearer ${agent.token}`], ['x-api-key', generateAgentToken().token]] },
+    ])('$name: 401 problem, audited, nothing forwarded', async ({ target, headers }) => {
+      const before = upstream.requests.length;
+      const response = await exchange('GET', target, headers, '');
+      const problem = expectProblem({ status: response.status, contentType: response.headers['content-type']?.[0], body: response.body }, 401, 'unauthenticated');
+      expect(response.headers['x-airlock-request-id']).toEqual([problem.request_id]);
+      expect(upstream.requests.length).toBe(before);
+      const record = await onlyAuditRecordOf(response);
+      expect(record).toMatchObject({ agent: null, decision: 'deny', code: 'unauthenticated', status: 401, upstream_status: null, credential: null });
+    });
+  });
+
+  it('leaves no trace of any credential (injected or the agent\'s own) in responses, logs or audit', async () => {
+    // One audit record per request sent, allowed or refused.
+    await proxy.waitForAudit(responses.length);
+    expect(proxy.auditRecords()).toHaveLength(responses.length);
+    assertNoLeak([...Object.values(keys), ...AGENT_KEYS], [
       { name: 'responses', text: responses.join('\n') },
       { name: 'log', text: proxy.logLines.join('') },
       { name: 'audit', text: proxy.auditText() },
     ]);
     expect(proxy.auditText()).not.toContain(agent.token);
     expect(proxy.logLines.join('')).not.toContain(agent.token);
+  });
+
+  it('the process stayed healthy (no unhandled rejection or uncaught exception, event-loop p99 under 100 ms)', () => {
+    const { p99Ms, maxMs } = watch.assertHealthy();
+    console.info(`[credential-override] event loop: p99 ${p99Ms.toFixed(1)} ms, max ${maxMs.toFixed(1)} ms`);
   });
 });

@@ -7,7 +7,12 @@
  * what the upstream receives, byte for byte; the query goes through exactly as sent.
  *
  * Every target is sent with rawRequest: fetch/undici would resolve dot segments, re-encode or refuse
- * most of these before they left the test.
+ * most of these before they left the test (raw NUL bytes included, not only "%00").
+ *
+ * Case and trailing-slash variants of route paths get their own block below: they are distinct paths,
+ * matched exactly, so each is either the route it spells or refused. Every answer has exactly one audit
+ * record under its x-airlock-request-id, and hostileWatch checks the whole file (no unhandled rejection
+ * or uncaught exception, event-loop p99 under 100 ms).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
@@ -17,9 +22,33 @@ import { canary } from '../helpers/canary.js';
 import { rawGet, rawRequest, type RawResponse } from '../helpers/raw-http.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
+import { auditRecordOf, expectProblem, hostileWatch, PROBLEM_JSON } from './support/hostile-watch.js';
 
-/** RFC 9457 media type; a charset parameter may follow. */
-const PROBLEM_JSON = /^application\/problem\+json\s*(;|$)/;
+/** Over every case of the file: no unhandled rejection or uncaught exception, event-loop p99 under 100 ms. */
+const watch = hostileWatch();
+
+/**
+ * Each block registers how its proxy and upstream start and stop. All of them are started before the
+ * watch starts and stopped after its final check, so the watch measures every case of the file and no
+ * proxy start-up: starting an Airlock blocks the event loop for ~60 ms by itself (the anomaly detector's
+ * and the rate limiter's LRU caches, three of 100,000 entries, are preallocated), which is no hostile
+ * case but, three times in a file this short, would be the p99.
+ */
+const setUps: Array<() => Promise<void>> = [];
+const tearDowns: Array<() => Promise<void>> = [];
+function fixture(setUp: () => Promise<void>, tearDown: () => Promise<void>): void {
+  setUps.push(setUp);
+  tearDowns.push(tearDown);
+}
+
+beforeAll(async () => {
+  for (const setUp of setUps) await setUp();
+  watch.start();
+});
+
+afterAll(async () => {
+  for (const tearDown of tearDowns) await tearDown();
+});
 
 function expectProblemContentType(response: RawResponse): void {
   const types = response.headers['content-type'] ?? [];
@@ -154,6 +183,13 @@ const HOSTILE: readonly HostileCase[] = [
   { label: 'raw "#" in the query', target: '/openai/v1/x?a=1#b' },
   { label: 'raw space', target: '/openai/v1/a b' },
   { label: 'raw TAB', target: '/openai/v1/a\tb' },
+  // A raw NUL byte on the wire (0x00, not "%00"): C string handling in an upstream or a WAF would end the path there.
+  { label: 'raw NUL byte 0x00', target: '/openai/v1/a\x00b' },
+  { label: 'raw NUL before an extension', target: '/openai/v1/a\x00.json' },
+  { label: 'raw NUL ending the path', target: '/openai/v1/x\x00' },
+  { label: 'raw NUL hiding a traversal', target: '/openai/v1/x\x00/../../admin' },
+  { label: 'raw NUL right after the prefix', target: '/openai\x00/v1/x' },
+  { label: 'raw NUL in the query', target: '/openai/v1/x?a=\x00' },
   { label: 'raw control byte 0x01', target: '/openai/v1/a\x01b' },
   { label: 'raw DEL 0x7f', target: '/openai/v1/a\x7fb' },
   { label: 'raw latin1 byte 0xe9', target: '/openai/v1/caf\xe9' },
@@ -190,14 +226,15 @@ function expectInvalidRequestProblem(response: RawResponse): ProblemJson {
   return problem;
 }
 
-/** Allowed requests are audited once the response has ended, so the record may trail the response a little. */
-async function auditRecordOf(proxy: ProxyFixture, requestId: string | undefined): Promise<AuditRecord | undefined> {
-  const deadline = Date.now() + 5000;
-  for (;;) {
-    const record = proxy.auditRecords().find((r) => r.request_id === requestId);
-    if (record !== undefined || Date.now() > deadline) return record;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
+/**
+ * The audit record of one request, and the only one with its id. Allowed requests are audited once the
+ * response has ended, so the record may trail the response a little (auditRecordOf waits, bounded).
+ */
+async function onlyAuditRecordOf(proxy: ProxyFixture, requestId: string | undefined): Promise<AuditRecord> {
+  expect(requestId ?? '', 'every answer carries x-airlock-request-id').toMatch(/\S/);
+  const record = await auditRecordOf(proxy, requestId ?? '');
+  expect(proxy.auditRecords().filter((r) => r.request_id === requestId)).toHaveLength(1);
+  return record;
 }
 
 describe('hostile request targets', () => {
@@ -207,15 +244,16 @@ describe('hostile request targets', () => {
   let trap: Upstream;
   let proxy: ProxyFixture;
 
-  beforeAll(async () => {
-    trap = await startUpstream();
-    proxy = await startGrantedProxy(trap, agent.hash, realKey);
-  });
-
-  afterAll(async () => {
-    await proxy.close();
-    await trap.close();
-  });
+  fixture(
+    async () => {
+      trap = await startUpstream();
+      proxy = await startGrantedProxy(trap, agent.hash, realKey);
+    },
+    async () => {
+      await proxy.close();
+      await trap.close();
+    },
+  );
 
   it('has at least 40 hostile targets in the table', () => {
     expect(HOSTILE.length).toBeGreaterThanOrEqual(40);
@@ -229,7 +267,7 @@ describe('hostile request targets', () => {
     // The upstream behind this proxy has seen nothing, ever: this block sends no benign request before the end.
     expect(trap.requests).toHaveLength(0);
     // Every refusal is audited as a denial under the id the agent was given.
-    const record = await auditRecordOf(proxy, problem.request_id);
+    const record = await onlyAuditRecordOf(proxy, problem.request_id);
     expect(record).toMatchObject({ decision: 'deny', code: 'invalid_request', status: 400, upstream_status: null, credential: null });
   });
 
@@ -242,6 +280,7 @@ describe('hostile request targets', () => {
     expect(problem.code).toBe('method_not_allowed');
     expect(problem.request_id).toBe(response.headers['x-airlock-request-id']?.[0]);
     expect(trap.requests).toHaveLength(0);
+    expect(await onlyAuditRecordOf(proxy, problem.request_id)).toMatchObject({ decision: 'deny', code: 'method_not_allowed', status: 405, upstream_status: null });
   });
 
   it('forwards the same request with a benign target, so the refusals above were the path check', async () => {
@@ -270,15 +309,16 @@ describe('accepted targets are canonicalized and forwarded byte for byte', () =>
   let upstream: Upstream;
   let proxy: ProxyFixture;
 
-  beforeAll(async () => {
-    upstream = await startUpstream();
-    proxy = await startGrantedProxy(upstream, agent.hash, realKey);
-  });
-
-  afterAll(async () => {
-    await proxy.close();
-    await upstream.close();
-  });
+  fixture(
+    async () => {
+      upstream = await startUpstream();
+      proxy = await startGrantedProxy(upstream, agent.hash, realKey);
+    },
+    async () => {
+      await proxy.close();
+      await upstream.close();
+    },
+  );
 
   async function send(target: string): Promise<{ response: RawResponse; forwarded: string; auditPath: string | null }> {
     const before = upstream.requests.length;
@@ -287,8 +327,9 @@ describe('accepted targets are canonicalized and forwarded byte for byte', () =>
     expect(response.status).toBe(200);
     expect(upstream.requests.length).toBe(before + 1);
     const requestId = response.headers['x-airlock-request-id']?.[0];
-    const record = await auditRecordOf(proxy, requestId);
-    return { response, forwarded: upstream.requests[before]?.target ?? '', auditPath: record?.path ?? null };
+    const record = await onlyAuditRecordOf(proxy, requestId);
+    expect(record).toMatchObject({ decision: 'allow', code: null, status: 200, upstream_status: 200 });
+    return { response, forwarded: upstream.requests[before]?.target ?? '', auditPath: record.path };
   }
 
   it.each([
@@ -359,5 +400,145 @@ describe('accepted targets are canonicalized and forwarded byte for byte', () =>
       { name: 'log', text: proxy.logLines.join('') },
       { name: 'audit', text: proxy.auditText() },
     ]);
+  });
+});
+
+/**
+ * Case and trailing-slash variants of a route path. Airlock promises (README "Routes"; route-template.ts,
+ * select-service.ts) that prefixes and route literals match the canonical path exactly and
+ * case-sensitively, and that a trailing "/" is a different path: "/v1/things/" is not the route
+ * "/v1/things" and ":id" never matches "42/". So a case or slash variant is never read as the route it
+ * resembles: it is the route it spells exactly (a route of its own, with its own scope), or it matches no
+ * route and is refused with an RFC 9457 problem (404 unknown_service for a prefix, 403 route_not_allowed
+ * for a route) with nothing forwarded. Only under a trailing "*" does a trailing slash match, and then the
+ * upstream receives exactly the audited (authorized) path, slash included. Every answer has exactly one
+ * audit record under its request id.
+ */
+describe('case and trailing-slash variants of a route path', () => {
+  const realKey = canary('paths-variants');
+  const agent = generateAgentToken();
+  const bodies: string[] = [];
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+
+  fixture(
+    async () => {
+      upstream = await startUpstream();
+      proxy = await startProxy(
+        {
+          services: {
+            api: {
+              upstream: upstream.url,
+              credential: { secret: 'env:VARIANT_KEY', inject: 'bearer' },
+              routes: [
+                { method: 'GET', path: '/v1/things', scope: 'things:read' },
+                { method: 'GET', path: '/v1/things/:id', scope: 'things:read' },
+                { method: 'DELETE', path: '/v1/things/:id', scope: 'things:delete' },
+                // Two routes told apart by case only, with different scopes: only the lower-case one is granted.
+                { method: 'GET', path: '/v1/reports', scope: 'reports:read' },
+                { method: 'GET', path: '/v1/Reports', scope: 'reports:admin' },
+                { method: 'GET', path: '/v1/files/*', scope: 'files:read' },
+              ],
+            },
+          },
+          agents: {
+            tester: { tokens: [agent.hash], credentials: [{ service: 'api', max_scope: ['things:read', 'reports:read', 'files:read'] }] },
+          },
+        },
+        { env: { VARIANT_KEY: realKey } },
+      );
+    },
+    async () => {
+      await proxy.close();
+      await upstream.close();
+    },
+  );
+
+  async function exchange(method: string, target: string): Promise<RawResponse> {
+    const response = await rawRequest(proxy.url, Buffer.from(rawGet(target, { authorization: `Bearer ${agent.token}` }, method), 'latin1'));
+    bodies.push(response.raw);
+    return response;
+  }
+
+  it.each([
+    { method: 'GET', target: '/api/v1/things', forwarded: '/v1/things', route: '/v1/things', why: 'the route as configured' },
+    { method: 'GET', target: '/api/v1/thing%73', forwarded: '/v1/things', route: '/v1/things', why: 'an escaped lower-case letter is the same canonical path' },
+    { method: 'GET', target: '/api/v1/things/42', forwarded: '/v1/things/42', route: '/v1/things/:id', why: 'a parameter route' },
+    { method: 'GET', target: '/api/v1/reports', forwarded: '/v1/reports', route: '/v1/reports', why: 'the granted one of two case-distinct routes' },
+    { method: 'GET', target: '/api/v1/files/a', forwarded: '/v1/files/a', route: '/v1/files/*', why: 'a wildcard route' },
+    { method: 'GET', target: '/api/v1/files/a/', forwarded: '/v1/files/a/', route: '/v1/files/*', why: 'a trailing slash under "*" is kept, as authorized' },
+    { method: 'GET', target: '/api/v1/files/A/b/', forwarded: '/v1/files/A/b/', route: '/v1/files/*', why: 'case below "*" is the agent\'s, forwarded as authorized' },
+  ])('forwards $method $target as $forwarded ($why)', async ({ method, target, forwarded, route }) => {
+    const before = upstream.requests.length;
+    const response = await exchange(method, target);
+    expect(response.status, response.body).toBe(200);
+    expect(upstream.requests).toHaveLength(before + 1);
+    const seen = upstream.requests[before];
+    expect(seen?.target).toBe(forwarded);
+    expect(seen?.header('authorization')).toEqual([`Bearer ${realKey}`]);
+    const record = await onlyAuditRecordOf(proxy, response.headers['x-airlock-request-id']?.[0]);
+    expect(record).toMatchObject({ decision: 'allow', code: null, status: 200, upstream_status: 200, service: 'api', route, credential: 'env:VARIANT_KEY' });
+    // The authorized path (audited, prefix included) is the forwarded path.
+    expect(record.path).toBe(`/api${forwarded}`);
+  });
+
+  it.each([
+    // The service prefix is case-sensitive: no service is selected, nothing is authorized.
+    { method: 'GET', target: '/API/v1/things', status: 404, code: 'unknown_service', why: 'upper-case prefix' },
+    { method: 'GET', target: '/Api/v1/things', status: 404, code: 'unknown_service', why: 'capitalized prefix' },
+    { method: 'GET', target: '/%41PI/v1/things', status: 404, code: 'unknown_service', why: 'escaped upper-case prefix' },
+    { method: 'GET', target: '/api/', status: 403, code: 'route_not_allowed', why: 'the prefix with a trailing slash is the service root, which has no route' },
+    // Route literals are case-sensitive.
+    { method: 'GET', target: '/api/V1/things', status: 403, code: 'route_not_allowed', why: 'upper-case version segment' },
+    { method: 'GET', target: '/api/v1/Things', status: 403, code: 'route_not_allowed', why: 'capitalized resource' },
+    { method: 'GET', target: '/api/v1/THINGS', status: 403, code: 'route_not_allowed', why: 'upper-case resource' },
+    { method: 'GET', target: '/api/v1/%54hings', status: 403, code: 'route_not_allowed', why: 'escaped upper-case letter decodes to "Things"' },
+    { method: 'GET', target: '/api/V1/Things/42', status: 403, code: 'route_not_allowed', why: 'case variant of a parameter route' },
+    { method: 'GET', target: '/api/v1/REPORTS', status: 403, code: 'route_not_allowed', why: 'a third spelling matches neither case-distinct route' },
+    { method: 'DELETE', target: '/api/v1/Things/42', status: 403, code: 'route_not_allowed', why: 'case variant of an ungranted route' },
+    // A trailing slash is a different path.
+    { method: 'GET', target: '/api/v1/things/', status: 403, code: 'route_not_allowed', why: 'trailing slash on a literal route' },
+    { method: 'GET', target: '/api/v1/things/42/', status: 403, code: 'route_not_allowed', why: 'trailing slash after a parameter' },
+    { method: 'GET', target: '/api/V1/things/', status: 403, code: 'route_not_allowed', why: 'case and trailing slash together' },
+    { method: 'GET', target: '/api/v1/reports/', status: 403, code: 'route_not_allowed', why: 'trailing slash on the granted case-distinct route' },
+    { method: 'GET', target: '/api/v1/files/', status: 403, code: 'route_not_allowed', why: '"*" needs at least one segment; a bare trailing slash is none' },
+    { method: 'DELETE', target: '/api/v1/things/42/', status: 403, code: 'route_not_allowed', why: 'trailing slash on an ungranted route' },
+    { method: 'GET', target: '/api/v1/things%2F', status: 400, code: 'invalid_request', why: 'an encoded trailing slash' },
+    { method: 'GET', target: '/api/v1/things//', status: 400, code: 'invalid_request', why: 'a doubled trailing slash' },
+    { method: 'GET', target: '/api/v1/things/.', status: 400, code: 'invalid_request', why: 'a trailing dot segment' },
+    // Routes that exist but are not granted: refused on scope, never read as a granted route.
+    { method: 'GET', target: '/api/v1/Reports', status: 403, code: 'scope_denied', why: 'the case-distinct route has its own, ungranted scope' },
+    { method: 'DELETE', target: '/api/v1/things/42', status: 403, code: 'scope_denied', why: 'control: the ungranted route as configured' },
+  ])('refuses $method $target with $status $code ($why)', async ({ method, target, status, code }) => {
+    const before = upstream.requests.length;
+    const response = await exchange(method, target);
+    const problem = expectProblem({ status: response.status, contentType: response.headers['content-type']?.[0], body: response.body }, status, code);
+    expect(response.headers['x-airlock-request-id']).toEqual([problem.request_id]);
+    // Nothing was forwarded: no path was authorized.
+    expect(upstream.requests).toHaveLength(before);
+    const record = await onlyAuditRecordOf(proxy, problem.request_id);
+    expect(record).toMatchObject({ decision: 'deny', code, status, upstream_status: null });
+    if (code === 'scope_denied') {
+      // Refused on the route the path spells exactly, not on one it resembles.
+      expect(record.route).toBe(target.endsWith('/42') ? '/v1/things/:id' : '/v1/Reports');
+    }
+  });
+
+  it('forwarded only what was authorized, and leaves no trace of the credential in responses, logs or audit', async () => {
+    await proxy.waitForAudit(bodies.length);
+    const allowed = proxy.auditRecords().filter((r) => r.decision === 'allow');
+    expect(upstream.requests.map((r) => `/api${r.target}`)).toEqual(allowed.map((r) => r.path));
+    assertNoLeak([realKey], [
+      { name: 'responses', text: bodies.join('\n') },
+      { name: 'log', text: proxy.logLines.join('') },
+      { name: 'audit', text: proxy.auditText() },
+    ]);
+  });
+});
+
+describe('hostile request targets: the process', () => {
+  it('stayed healthy over every case of the file (no unhandled rejection or uncaught exception, event-loop p99 under 100 ms)', () => {
+    const { p99Ms, maxMs } = watch.assertHealthy();
+    console.info(`[hostile-paths] event loop: p99 ${p99Ms.toFixed(1)} ms, max ${maxMs.toFixed(1)} ms`);
   });
 });
