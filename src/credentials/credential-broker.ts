@@ -18,7 +18,7 @@ import { CredentialCache, type CachePolicy, type CredentialStatus } from './cred
 import { createEnvSource } from './env-source.js';
 import { createFileSource } from './file-source.js';
 import { createOAuth2Source } from './oauth2-source.js';
-import { parseSecretRef, type SecretRefKind } from './secret-ref.js';
+import { parseSecretRef, splitVaultName, type SecretRefKind } from './secret-ref.js';
 import type { SecretSource } from './secret-source.js';
 import { createVaultKvSource } from './vault-kv-source.js';
 import { createVaultLeaseSource } from './vault-lease-source.js';
@@ -30,9 +30,11 @@ export interface CredentialBroker {
   /** The value to inject now (cached, refreshed ahead, last known good within bounds) or 503. */
   resolve(ref: string): Promise<Credential>;
   /**
-   * Fetches a reference again now: after an upstream 401, or an operator's rotate. With `minAgeMs`, a
-   * forced refetch that found the same value less than that ago is not repeated (a stream of 401s for a
-   * key that did not rotate is not a stream of fetches).
+   * Fetches a reference again now: after an upstream 401, or an operator's rotate. The source is forced
+   * to replace a value it keeps (a new Vault lease, a new OAuth2 token, stored in Redis for the other
+   * replicas). With `minAgeMs`, a forced refetch that found the same value less than that ago is not
+   * repeated (a stream of 401s for a key that did not rotate is not a stream of fetches), and within
+   * `minAgeMs` of a forced one the source's current value is taken instead of forcing another.
    */
   refresh(ref: string, minAgeMs?: number): Promise<Credential>;
   status(): CredentialStatus[];
@@ -101,10 +103,10 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
   };
 
   const cache = new CredentialCache(
-    async (ref) => {
+    async (ref, fetchOptions) => {
       const parsed = parseSecretRef(ref);
       if (!parsed.ok) throw new AirlockError('credential_unavailable', `The credential reference ${ref} is invalid: ${parsed.problem}.`);
-      return sources[parsed.ref.kind].fetchSecret(parsed.ref.name, ref);
+      return sources[parsed.ref.kind].fetchSecret(parsed.ref.name, ref, fetchOptions);
     },
     policyOf,
     {
@@ -116,6 +118,30 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
     },
   );
 
+  /**
+   * Every field of a Vault path comes from one lease. When a refresh of one field took a new lease, the
+   * other fields cached from the old one are fetched again at once: the old lease is revoked after its
+   * grace period, and a user name of the old lease must not go out with a password of the new one.
+   */
+  async function followLease(ref: string, credential: Credential): Promise<void> {
+    const parsed = parseSecretRef(ref);
+    if (!parsed.ok || parsed.ref.kind !== 'vault-lease') return;
+    const { path } = splitVaultName(parsed.ref.name);
+    const siblings = cache.status().filter((s) => {
+      const other = parseSecretRef(s.ref);
+      return s.ref !== ref && s.state !== 'missing' && s.generation !== credential.generation && other.ok && other.ref.kind === 'vault-lease' && splitVaultName(other.ref.name).path === path;
+    });
+    await Promise.all(
+      siblings.map(async ({ ref: sibling }) => {
+        try {
+          catalog.remember(await cache.reload(sibling));
+        } catch (error) {
+          logger.warn({ credential: sibling, err: error }, 'refetching a field of a replaced vault lease failed; serving the last good value while within max_staleness');
+        }
+      }),
+    );
+  }
+
   const broker: CredentialBroker = {
     async resolve(ref) {
       const credential = await cache.get(ref);
@@ -125,6 +151,7 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
     async refresh(ref, minAgeMs = 0) {
       const credential = await cache.refresh(ref, minAgeMs);
       catalog.remember(credential);
+      await followLease(ref, credential);
       return credential;
     },
     status() {

@@ -6,6 +6,8 @@
  * - refresh ahead: past 3/4 of its fresh life a value is refetched in the background, so a steady
  *   stream of requests never waits on the source and a rotated secret arrives within its TTL;
  * - single flight: one fetch per reference at a time, whatever the number of waiting requests;
+ * - forced: `refresh` asks the source for a new value (a new Vault lease, a new OAuth2 token), not the
+ *   one it keeps; an ordinary fetch under way is not taken for it;
  * - last known good: while the source fails, the last value is served up to `max_staleness` after it
  *   was fetched (never past its own expiry), retried with exponential backoff in the background;
  * - fail closed: past that, or with no value at all, the request gets 503 credential_unavailable, and
@@ -15,6 +17,7 @@
 import { LRUCache } from 'lru-cache';
 import { AirlockError } from '../errors.js';
 import type { Credential } from './credential.js';
+import type { FetchOptions } from './secret-source.js';
 
 export interface CachePolicy {
   /** Fresh life of a fetched value, ms. */
@@ -54,15 +57,21 @@ const BACKOFF_BASE_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
 const MAX_ENTRIES = 10_000;
 
-export type SecretFetcher = (ref: string) => Promise<Credential>;
+export type SecretFetcher = (ref: string, options: FetchOptions) => Promise<Credential>;
+
+interface Flight {
+  readonly promise: Promise<Credential>;
+  readonly forced: boolean;
+}
 
 export class CredentialCache {
   readonly #fetch: SecretFetcher;
   readonly #policyOf: (ref: string) => CachePolicy;
   readonly #now: () => number;
   readonly #entries = new LRUCache<string, Entry>({ max: MAX_ENTRIES });
-  readonly #inflight = new Map<string, Promise<Credential>>();
+  readonly #inflight = new Map<string, Flight>();
   readonly #unchangedAt = new LRUCache<string, number>({ max: MAX_ENTRIES });
+  readonly #forcedAt = new LRUCache<string, number>({ max: MAX_ENTRIES });
   readonly #onBackgroundError: (ref: string, error: AirlockError) => void;
   readonly #onEvent: (event: 'hit' | 'stale' | 'miss' | 'refresh_failure') => void;
 
@@ -99,13 +108,14 @@ export class CredentialCache {
     if (entry !== undefined && entry.lastError !== null && now < entry.retryAfter && !this.#inflight.has(ref)) {
       throw this.#unavailable(ref, entry);
     }
-    return this.#load(ref);
+    return this.#load(ref, false);
   }
 
   /**
-   * Fetches again now (after a 401, or an operator's rotate); joins a fetch already under way. Unlike
-   * `get`, a failure is reported even when a last known good value could still be served: the caller
-   * asked for a new value, and the old one is not it.
+   * Fetches again now (after a 401, or an operator's rotate), forcing the source to replace a value it
+   * keeps (a Vault lease, a shared OAuth2 token); joins a forced fetch already under way. Unlike `get`, a
+   * failure is reported even when a last known good value could still be served: the caller asked for
+   * a new value, and the old one is not it.
    */
   async refresh(ref: string, minAgeMs = 0): Promise<Credential> {
     const existing = this.#entries.get(ref);
@@ -113,13 +123,28 @@ export class CredentialCache {
     // A forced refetch that found nothing new is not repeated for minAgeMs: an upstream that keeps
     // refusing a key that has not rotated costs one fetch every few seconds, not one per request.
     if (minAgeMs > 0 && existing?.credential != null && existing.lastError === null && now - (this.#unchangedAt.get(ref) ?? -Infinity) < minAgeMs) return existing.credential;
-    const credential = await this.#load(ref);
+    // A source that mints a value when forced (a lease, a token) always finds something new, so the check
+    // above never holds for it: within minAgeMs of a forced fetch, ask for the current value instead. A
+    // request refused with the replaced value is then replayed with the new one, and an upstream that
+    // refuses every value costs one lease or token every few seconds, not one per refused request.
+    const forced = !(minAgeMs > 0 && now - (this.#forcedAt.get(ref) ?? -Infinity) < minAgeMs);
+    const credential = await this.#load(ref, forced);
     if (existing?.credential != null && credential.sameValueAs(existing.credential)) this.#unchangedAt.set(ref, this.#now());
     else this.#unchangedAt.delete(ref);
     // A successful fetch clears lastError; one left set means this fetch failed and served the old value.
     const lastError = this.#entries.get(ref)?.lastError ?? null;
     if (lastError !== null) throw lastError;
+    if (forced) this.#forcedAt.set(ref, this.#now());
     return credential;
+  }
+
+  /**
+   * Fetches the source's current value now, without forcing it, after any fetch already under way (whose
+   * answer may predate a change the caller knows of: another field of a lease that was just replaced).
+   */
+  async reload(ref: string): Promise<Credential> {
+    await this.#inflight.get(ref)?.promise.catch(() => undefined);
+    return this.#load(ref, false);
   }
 
   status(): CredentialStatus[] {
@@ -145,21 +170,26 @@ export class CredentialCache {
 
   #background(ref: string, entry: Entry, now: number): void {
     if (this.#inflight.has(ref) || now < entry.retryAfter) return;
-    this.#load(ref).catch((error: unknown) => this.#onBackgroundError(ref, error as AirlockError));
+    this.#load(ref, false).catch((error: unknown) => this.#onBackgroundError(ref, error as AirlockError));
   }
 
-  #load(ref: string): Promise<Credential> {
+  #load(ref: string, forced: boolean): Promise<Credential> {
     const running = this.#inflight.get(ref);
-    if (running !== undefined) return running;
-    const attempt = this.#fetchAndStore(ref).finally(() => this.#inflight.delete(ref));
-    this.#inflight.set(ref, attempt);
-    return attempt;
+    if (running !== undefined && (running.forced || !forced)) return running.promise;
+    if (running !== undefined) {
+      // An ordinary fetch under way may bring back the very value a forced one is to replace: wait for
+      // it, then force (still one fetch per reference at a time; later forced callers join that one).
+      return running.promise.catch(() => undefined).then(() => this.#load(ref, true));
+    }
+    const promise = this.#fetchAndStore(ref, forced).finally(() => this.#inflight.delete(ref));
+    this.#inflight.set(ref, { promise, forced });
+    return promise;
   }
 
-  async #fetchAndStore(ref: string): Promise<Credential> {
+  async #fetchAndStore(ref: string, forced: boolean): Promise<Credential> {
     const policy = this.#policyOf(ref);
     try {
-      const credential = await this.#fetch(ref);
+      const credential = await this.#fetch(ref, forced ? { forced: true, replacing: this.#entries.get(ref)?.credential ?? null } : {});
       const now = this.#now();
       const expiry = credential.expiresAt === null ? Infinity : credential.expiresAt - EXPIRY_SKEW_MS;
       const freshUntil = Math.min(now + policy.ttlMs, expiry);

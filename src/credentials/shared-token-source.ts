@@ -4,6 +4,12 @@
  * stores it, sealed with AES-256-GCM under the master key every replica shares (AIRLOCK_MASTER_KEY), until
  * it expires; the others wait for it and use it. Without a shared master key the token is not stored in
  * Redis at all: the lock still keeps replicas from fetching at the same moment.
+ *
+ * A forced fetch (an operator's rotate, an upstream's 401) does not take the token it is to replace (the
+ * caller's, else the one stored when it was asked): it takes the lock, fetches a new token and stores it
+ * in place of the old one, so every replica moves to it. A stored token other than that one is already a
+ * replacement (another replica's) and is taken instead: replicas forced at the same moment, or one whose
+ * 401 comes after another's rotate, make one token request between them.
  */
 import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
@@ -48,28 +54,33 @@ function open(key: Buffer, name: string, sealed: SealedToken): string | null {
 export function createSharedTokenSource(inner: SecretSource, redis: Redis, prefix: string, masterKey: Buffer | null, now: () => number = Date.now): SecretSource {
   redis.defineCommand('airlockReleaseLock', { numberOfKeys: 1, lua: RELEASE });
 
-  async function shared(name: string, ref: string): Promise<Credential | null> {
+  /** The stored token, unless it is the one a forced fetch is to replace. */
+  async function shared(name: string, ref: string, replacing: Credential | null): Promise<Credential | null> {
     if (masterKey === null) return null;
     const raw = await redis.get(`${prefix}oauth2:${name}`);
     if (raw === null) return null;
     const sealed = JSON.parse(raw) as SealedToken;
     if (sealed.expiresAt - now() < MIN_LIFE_MS) return null;
     const token = open(masterKey, name, sealed);
-    return token === null ? null : new Credential(ref, token, sealed.generation, sealed.expiresAt);
+    if (token === null) return null;
+    const credential = new Credential(ref, token, sealed.generation, sealed.expiresAt);
+    return replacing !== null && credential.sameValueAs(replacing) ? null : credential;
   }
 
   return {
-    async fetchSecret(name, ref) {
+    async fetchSecret(name, ref, options) {
       const deadline = now() + LOCK_MS;
+      const forced = options?.forced === true;
+      const replacing = forced ? (options?.replacing ?? (await shared(name, ref, null))) : null;
       for (;;) {
-        const existing = await shared(name, ref);
+        const existing = await shared(name, ref, replacing);
         if (existing !== null) return existing;
         const owner = randomUUID();
         const lockKey = `${prefix}lock:oauth2:${name}`;
         if ((await redis.set(lockKey, owner, 'PX', LOCK_MS, 'NX')) === 'OK') {
           try {
             // Another replica may have stored one between our look and our lock.
-            const raced = await shared(name, ref);
+            const raced = await shared(name, ref, replacing);
             if (raced !== null) return raced;
             const credential = await inner.fetchSecret(name, ref);
             if (masterKey !== null && credential.expiresAt !== null && credential.expiresAt > now()) {

@@ -3,7 +3,8 @@
  *
  * One lease per path, shared by every field of it. A lease is renewed at about two thirds of its TTL
  * (with jitter; retried with backoff on failure) until Vault stops extending it; a new lease is taken
- * when the current one nears its end, and the old one is revoked after a grace period ("rotated out").
+ * when the current one nears its end, or when a fetch is forced (an operator's rotate, an upstream's 401),
+ * and the old one is revoked after a grace period ("rotated out").
  * A lease is never revoked because of a transient error (Vault Agent once did exactly that and took
  * working credentials away from running clients); all leases are revoked at shutdown.
  */
@@ -132,14 +133,16 @@ export function createVaultLeaseSource(session: VaultSession, logger: Logger, op
   }
 
   /**
-   * The current lease of a path, or a new one when there is none or it is near its end.
+   * The current lease of a path, or a new one when there is none, it is near its end, or `forced` (the
+   * current one's credentials were refused, or an operator rotates them).
    */
-  function current(path: string, ref: string): Promise<Lease> {
+  function current(path: string, ref: string, forced: boolean): Promise<Lease> {
     const lease = leases.get(path);
     // A renewable lease is kept and extended by its timer; only one Vault will no longer extend (or one
     // whose renewals keep failing, down to a tenth of its life) is replaced ahead of its end.
     const keepUntil = lease === undefined ? 0 : lease.renewable ? lease.grantedMs / 10 : lease.grantedMs / 3;
-    if (lease !== undefined && remaining(lease) > keepUntil) return Promise.resolve(lease);
+    if (!forced && lease !== undefined && remaining(lease) > keepUntil) return Promise.resolve(lease);
+    // A lease being taken already replaces the current one, so a forced fetch joins it too.
     let pending = acquiring.get(path);
     if (pending === undefined) {
       pending = acquire(path, ref).finally(() => acquiring.delete(path));
@@ -149,9 +152,9 @@ export function createVaultLeaseSource(session: VaultSession, logger: Logger, op
   }
 
   return {
-    async fetchSecret(name, ref) {
+    async fetchSecret(name, ref, options) {
       const { path, field } = splitVaultName(name);
-      const lease = await current(path, ref);
+      const lease = await current(path, ref, options?.forced === true);
       const value = lease.data[field];
       if (typeof value !== 'string' || value === '') {
         throw new AirlockError('credential_unavailable', `The Vault lease behind ${ref} has no non-empty string field "${field}".`);

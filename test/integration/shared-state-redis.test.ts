@@ -8,7 +8,9 @@
  * a denial given on B; an approval is decided once and consumed once across replicas; a grant's rate is
  * one bucket for all replicas (concurrency is per replica, as documented); concurrent first requests on
  * both replicas make one OAuth2 token request, and the refresh near expiry is one request too (with a
- * shared AIRLOCK_MASTER_KEY; without one each replica fetches its own); Redis killed while traffic flows:
+ * shared AIRLOCK_MASTER_KEY; without one each replica fetches its own); a forced refresh (admin refresh,
+ * 401 with retry_on) replaces the shared token with one token request, which the other replica takes
+ * from Redis; Redis killed while traffic flows:
  * served from memory for state.stale_after, then 503 state_unavailable with nothing forwarded and
  * /_airlock/ready not ready, back to 200 once Redis is restarted, with revocations flowing again. Every
  * credential is a canary: none reaches responses, logs, audit records, admin output or Redis itself.
@@ -653,6 +655,108 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
       } finally {
         client.disconnect();
       }
+    });
+  });
+
+  // Regression: a forced refresh (rotate, admin refresh, a 401 with retry_on) of an oauth2: reference used
+  // to return the token kept in Redis while it had more than 5 s left, so the refused token was resent.
+  describe('a forced OAuth2 refresh across replicas', () => {
+    const REF = 'oauth2:crm';
+    const clientSecret = canary('redis-forced-secret');
+    const masterKey = randomBytes(32).toString('hex');
+    /** Tokens the upstream refuses from now on (as a provider does with a revoked one). */
+    const refused = new Set<string>();
+    let tokens: OAuth2Server;
+    let crm: Upstream;
+    let fa: ProxyFixture;
+    let fb: ProxyFixture;
+    let adminFa: AdminClient;
+
+    function bearerOf(recorded: RecordedRequest | undefined): string | undefined {
+      return recorded?.header('authorization')[0]?.replace(/^Bearer /, '');
+    }
+
+    function forcedConfig(): Record<string, unknown> {
+      return {
+        state: { type: 'redis', url: redis.url, prefix: 'forced:', stale_after: 5 },
+        admin: { listen: '127.0.0.1:0', tokens: [{ name: 'oncall', hash: oncall.hash }] },
+        anomalies: { enabled: false },
+        secrets: { oauth2: { crm: { token_url: tokens.tokenUrl, client_id: 'env:CRM_CLIENT_ID', client_secret: 'env:CRM_CLIENT_SECRET', scope: 'tickets.read' } } },
+        services: { crm: { upstream: crm.url, credential: { secret: REF, inject: 'bearer', retry_on: [401] }, routes: [{ method: 'GET', path: '/v1/*', scope: 'tickets:read' }] } },
+        agents: { beta: { tokens: [beta.hash], credentials: [{ service: 'crm', max_scope: ['*'] }] } },
+      };
+    }
+
+    /** The tokens each replica sent upstream since `from`, in order. */
+    function sentBy(from: number, marker: string): Array<string | undefined> {
+      return crm.requests.slice(from).filter((r) => r.target.includes(marker)).map(bearerOf);
+    }
+
+    beforeAll(async () => {
+      credentials.push(clientSecret);
+      tokens = await startOAuth2Server({ clients: [{ clientId: 'airlock-crm', clientSecret }] });
+      tokenServers.push(tokens);
+      crm = await startUpstream((_req, res, recorded) => {
+        const token = bearerOf(recorded) ?? '';
+        const ok = !refused.has(token) && tokens.validate(token) !== undefined;
+        const body = ok ? '{"ok":true}' : '{"error":"invalid_token"}';
+        res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+        res.end(body);
+      });
+      const env = { CRM_CLIENT_ID: 'airlock-crm', CRM_CLIENT_SECRET: clientSecret, AIRLOCK_MASTER_KEY: masterKey };
+      [fa, fb] = await Promise.all([startReplica(forcedConfig(), env), startReplica(forcedConfig(), env)]);
+      adminFa = adminOf(fa);
+    });
+
+    afterAll(async () => {
+      await crm?.close();
+    });
+
+    it('a token refused on both replicas at once is replaced by one token request, which both replay with', async () => {
+      expect((await call(fa, beta.token, '/crm/v1/tickets?warm=A')).status).toBe(200);
+      expect((await call(fb, beta.token, '/crm/v1/tickets?warm=B')).status).toBe(200);
+      const first = bearerOf(crm.requests.at(-1)) as string;
+      expect(sentBy(0, 'warm=')).toEqual([first, first]);
+      const issued = tokens.issued.length;
+      refused.add(first);
+      // Every answer takes a moment, so the replicas' forced fetches overlap for sure.
+      tokens.setDelay(150);
+      const from = crm.requests.length;
+      const burst = await Promise.all(Array.from({ length: 10 }, (_, i) => call(i % 2 === 0 ? fa : fb, beta.token, `/crm/v1/tickets?herd=${i}`)));
+      tokens.setDelay(0);
+      expect(burst.map((r) => r.status), burst.map((r) => r.text).join('\n')).toEqual(Array.from({ length: 10 }, () => 200));
+      expect(tokens.issued).toHaveLength(issued + 1);
+      const second = tokens.issued.at(-1);
+      expect(new Set(sentBy(from, 'herd=').filter((t) => t !== first))).toEqual(new Set([second]));
+    });
+
+    it('POST /v1/credentials/refresh on replica A fetches a new token and stores it in Redis; replica B takes it for its next request without a token request', async () => {
+      const old = tokens.issued.at(-1) as string;
+      const issued = tokens.issued.length;
+      const refreshed = await adminFa.call('POST', '/v1/credentials/refresh', { ref: REF });
+      expect(refreshed.status, refreshed.text).toBe(200);
+      expect(refreshed.json()).toMatchObject({ ref: REF, changed: true });
+      expect(tokens.issued).toHaveLength(issued + 1);
+      const fresh = tokens.issued.at(-1) as string;
+      expect(fresh).not.toBe(old);
+
+      const fromA = crm.requests.length;
+      expect((await call(fa, beta.token, '/crm/v1/tickets?next=A')).status).toBe(200);
+      expect(sentBy(fromA, 'next=A')).toEqual([fresh]);
+
+      // The old token is refused now (that is why it was rotated): B's request is refused once with the
+      // token it held, and replayed with the one A stored in Redis; B asks the token endpoint nothing.
+      refused.add(old);
+      const fromB = crm.requests.length;
+      const response = await call(fb, beta.token, '/crm/v1/tickets?next=B');
+      expect(response.status, response.text).toBe(200);
+      expect(sentBy(fromB, 'next=B')).toEqual([old, fresh]);
+      expect(tokens.issued).toHaveLength(issued + 1);
+      expect(await auditOf(fb, response)).toMatchObject({ credential: REF, status: 200, rotated_from: expect.any(String) });
+      // From then on B sends the new token straight away.
+      const after = crm.requests.length;
+      expect((await call(fb, beta.token, '/crm/v1/tickets?then=B')).status).toBe(200);
+      expect(sentBy(after, 'then=B')).toEqual([fresh]);
     });
   });
 

@@ -8,7 +8,8 @@
  * requests with no failed request; Vault down at start, down mid-run (last known good up to
  * max_staleness, then 503, then recovery), slow (single flight, bounded 503); token expiry and
  * re-login, token renewal; leases (renewal, replacement past max TTL, revocation at shutdown); missing
- * field / path; retry_on [401] replay with a rotated credential; the admin API and `secrets rotate`.
+ * field / path; retry_on [401] replay with a rotated credential; the admin API and `secrets rotate`;
+ * a forced refresh of a lease (rotate, admin refresh, 401 with retry_on) taking a new lease.
  * No Vault canary (secret values, tokens the stand-in minted, AppRole and Kubernetes credentials) may
  * appear in agent responses, logs, audit, admin responses or CLI output.
  */
@@ -1073,6 +1074,144 @@ describe('admin API and `airlock secrets rotate`', () => {
   it('leaks no Vault canary into agent or admin responses, CLI output, logs or audit', () => {
     expect(adminSeen.length).toBeGreaterThan(0);
     expect(cliSeen.join('').length).toBeGreaterThan(0);
+    expectNoVaultLeak([proxy]);
+  });
+});
+
+// --- forced refresh of a lease: rotate, admin refresh, retry_on ------------------------------------
+
+// Regression: a forced refresh (rotate, admin refresh, a 401 with retry_on) of a vault-lease: reference
+// used to return the lease in use while enough of its life was left: `changed: false`, and the same
+// refused password resent.
+describe('vault-lease: a forced refresh takes a new lease', () => {
+  const PATH = 'database/creds/app';
+  const PASSWORD = `vault-lease:${PATH}#password`;
+  /** Every lease this role mints, in order, with its (canary) user name and password. */
+  const minted: Array<{ username: string; password: string }> = [];
+  /** Passwords the upstream refuses (as a database would once a user is dropped); any other minted one is accepted. */
+  const refused = new Set<string>();
+  let vault: VaultServer;
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+  let configFile: string;
+  let adminUrl: string;
+
+  const leases = () => vault.leases().filter((l) => l.path === PATH);
+  /** The audit generation of a lease: the last segment of its id. */
+  const generationOf = (index: number) => {
+    const id = leases()[index]?.id ?? '';
+    return id.slice(id.lastIndexOf('/') + 1);
+  };
+
+  async function admin(path: string, body: unknown): Promise<SentResponse> {
+    const response = await sendRequest(`${adminUrl}${path}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${adminToken.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    adminSeen.push(`${response.status}\n${JSON.stringify(response.headers)}\n${response.text}`);
+    return response;
+  }
+
+  beforeAll(async () => {
+    vault = await vaultServer();
+    // Hour-long renewable leases: without a forced refresh the first one would be kept all along.
+    vault.addLeaseRole(
+      PATH,
+      () => {
+        const pair = { username: plant('lease-user'), password: plant('lease-pass') };
+        minted.push(pair);
+        return pair;
+      },
+      { ttl: 3600, maxTtl: 86_400 },
+    );
+    upstream = await startUpstream((_req, res, recorded) => {
+      const presented = bearerOf(recorded) ?? '';
+      const ok = !refused.has(presented) && minted.some((m) => m.password === presented || m.username === presented);
+      const body = ok ? '{"ok":true}' : '{"error":"password authentication failed"}';
+      res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+    });
+    const port = await freePort();
+    const started = await startProxyWithFile(
+      {
+        secrets: { vault: vaultSpec(vault) },
+        services: {
+          app: service(upstream, PASSWORD, { retry_on: [401] }),
+          // Another field of the same lease: it must follow the password to the new lease.
+          appuser: service(upstream, `vault-lease:${PATH}#username`),
+        },
+        agents: agents('app', 'appuser'),
+        admin: { listen: `127.0.0.1:${port}`, tokens: [adminToken.hash] },
+      },
+      { env: { VAULT_TOKEN: vault.createToken() } },
+    );
+    proxy = started.proxy;
+    configFile = started.configFile;
+    adminUrl = proxy.airlock.adminUrl as string;
+  });
+
+  afterAll(async () => {
+    await proxy.close();
+    await upstream.close();
+  });
+
+  it('a 401 with retry_on takes a new lease and replays the request with it; a 401 for that new one moments later mints no further lease', async () => {
+    expect((await call(proxy, 'app')).status).toBe(200);
+    expect(bearerOf(upstream.requests.at(-1))).toBe(minted[0]?.password);
+    expect(leases()).toHaveLength(1);
+
+    refused.add(minted[0]?.password as string);
+    const before = upstream.requests.length;
+    const response = await call(proxy, 'app', '/v1/charges', { method: 'POST', body: '{"amount":1}', headers: { 'content-type': 'application/json' } });
+    expect(response.status, response.text).toBe(200);
+    expect(leases()).toHaveLength(2);
+    expect(upstream.requests.slice(before).map(bearerOf)).toEqual([minted[0]?.password, minted[1]?.password]);
+    expect(upstream.requests.slice(before).map((r) => r.body.toString('utf8'))).toEqual(['{"amount":1}', '{"amount":1}']);
+    expect(await auditOf(proxy, response)).toMatchObject({ status: 200, generation: generationOf(1), rotated_from: generationOf(0) });
+    // Rotated out, not revoked at once: requests already sent with it may finish (30 s grace in src).
+    expect(leases().map((l) => l.revoked)).toEqual([false, false]);
+
+    // The upstream refuses the new one too (it is broken, not the lease): within a few seconds of the
+    // forced refresh the current lease is taken again, not a third minted, and the agent gets the 401.
+    refused.add(minted[1]?.password as string);
+    const again = upstream.requests.length;
+    const refusedResponse = await call(proxy, 'app');
+    expect(refusedResponse.status).toBe(401);
+    expect(upstream.requests.slice(again).map(bearerOf)).toEqual([minted[1]?.password]);
+    expect(leases()).toHaveLength(2);
+  });
+
+  it('POST /v1/credentials/refresh takes a new lease (changed, new generation); the next request carries its password, and another field of the lease follows', async () => {
+    const refreshed = await admin('/v1/credentials/refresh', { ref: PASSWORD });
+    expect(refreshed.status, refreshed.text).toBe(200);
+    expect(leases()).toHaveLength(3);
+    expect(refreshed.json()).toEqual({ ref: PASSWORD, generation: generationOf(2), previous_generation: generationOf(1), changed: true });
+
+    const response = await call(proxy, 'app');
+    expect(response.status).toBe(200);
+    expect(bearerOf(upstream.requests.at(-1))).toBe(minted[2]?.password);
+    expect(await auditOf(proxy, response)).toMatchObject({ credential: PASSWORD, generation: generationOf(2), rotated_from: null });
+    // The user name comes from the new lease too: never the old lease's user with the new password.
+    expect((await call(proxy, 'appuser')).status).toBe(200);
+    expect(bearerOf(upstream.requests.at(-1))).toBe(minted[2]?.username);
+  });
+
+  it('`secrets rotate REF` takes another new lease, and the next request carries its password', async () => {
+    expect((await call(proxy, 'appuser')).status).toBe(200);
+    const rotated = await cli(['secrets', 'rotate', PASSWORD, '--config', configFile], { AIRLOCK_ADMIN_TOKEN: adminToken.token });
+    expect(rotated.code, rotated.stderr).toBe(0);
+    expect(leases()).toHaveLength(4);
+    expect(rotated.stdout).toContain(`Airlock now uses ${PASSWORD}, generation ${generationOf(3)} (was ${generationOf(2)})`);
+    const response = await call(proxy, 'app');
+    expect(response.status).toBe(200);
+    expect(bearerOf(upstream.requests.at(-1))).toBe(minted[3]?.password);
+    expect((await auditOf(proxy, response)).generation).toBe(generationOf(3));
+    expect((await call(proxy, 'appuser')).status).toBe(200);
+    expect(bearerOf(upstream.requests.at(-1))).toBe(minted[3]?.username);
+  });
+
+  it('leaks no Vault canary', () => {
     expectNoVaultLeak([proxy]);
   });
 });
