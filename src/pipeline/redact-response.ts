@@ -23,6 +23,7 @@ import type { SecretCatalog } from '../redaction/secret-catalog.js';
 import { SseDeltaRedactor } from '../redaction/sse-delta-redactor.js';
 import { StreamRedactor } from '../redaction/stream-redactor.js';
 import { HOP_BY_HOP_HEADERS } from '../upstream/hop-by-hop.js';
+import { REQUEST_ID_HEADER } from '../upstream/relay-headers.js';
 
 /** Bodies announced at or under this size are buffered so their Content-Length stays exact. */
 export const BUFFERED_BODY_LIMIT = 64 * 1024;
@@ -86,6 +87,9 @@ function isZlibWrapped(head: Buffer): boolean {
 export function redactHeaderValues(pairs: string[], matcher: RedactionMatcher): number {
   let count = 0;
   for (let i = 1; i < pairs.length; i += 2) {
+    // Airlock's own request id (the upstream's was dropped): a random UUID whose hex tail would, about
+    // once in 30,000 responses, look like the start of a secret's hex form and be masked as a partial.
+    if (pairs[i - 1] === REQUEST_ID_HEADER) continue;
     const redactor = new StreamRedactor(matcher);
     const output = redactor.whole(Buffer.from(pairs[i] as string, 'latin1'));
     if (redactor.redactions > 0) {
