@@ -131,8 +131,10 @@ export class AnomalyDetector {
   readonly #spec: DeepReadonly<AnomaliesSpec>;
   readonly #subjects = new LRUCache<string, Subject>({ max: 10_000 });
   readonly #denials = new LRUCache<string, SecondRing>({ max: 10_000 });
-  readonly #sessionAddress = new LRUCache<string, string>({ max: 100_000 });
-  readonly #lastRaised = new LRUCache<string, number>({ max: 100_000 });
+  // Bounded by count through maxSize rather than max: lru-cache preallocates `max` slots up front
+  // (a 100,000-entry cache cost ~3 MiB and ~20 ms of start-up before holding anything).
+  readonly #sessionAddress = new LRUCache<string, string>({ maxSize: 100_000, sizeCalculation: () => 1 });
+  readonly #lastRaised = new LRUCache<string, number>({ maxSize: 100_000, sizeCalculation: () => 1 });
   readonly #events: AnomalyEvent[] = [];
   #sequence = 0;
 

@@ -11,7 +11,8 @@ interface Bucket {
 }
 
 export class MemoryRateLimiter implements RateLimiter {
-  readonly #buckets = new LRUCache<string, Bucket>({ max: 100_000 });
+  // Bounded by count through maxSize rather than max, which would preallocate all 100,000 slots.
+  readonly #buckets = new LRUCache<string, Bucket>({ maxSize: 100_000, sizeCalculation: () => 1 });
   readonly #now: () => number;
 
   constructor(now: () => number = Date.now) {

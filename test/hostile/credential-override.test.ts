@@ -118,8 +118,8 @@ describe('an agent cannot override or smuggle the injected credential', () => {
       },
       { env: { BEARER_KEY: keys.bearer, HEADER_KEY: keys.header, CUSTOM_KEY: keys.custom, QUERY_KEY: keys.query, BASIC_KEY: keys.basic } },
     );
-    // Started once the proxy is up: the watch covers every case, not the ~60 ms start-up (preallocated
-    // LRU caches) that in a file this short would be the p99 on its own.
+    // Started once the proxy is up: the watch covers every case, not the synchronous start-up, which in
+    // a file this short would weigh on the p99.
     watch.start();
   });
 

@@ -30,9 +30,8 @@ const watch = hostileWatch();
 /**
  * Each block registers how its proxy and upstream start and stop. All of them are started before the
  * watch starts and stopped after its final check, so the watch measures every case of the file and no
- * proxy start-up: starting an Airlock blocks the event loop for ~60 ms by itself (the anomaly detector's
- * and the rate limiter's LRU caches, three of 100,000 entries, are preallocated), which is no hostile
- * case but, three times in a file this short, would be the p99.
+ * proxy start-up: starting an Airlock runs synchronous set-up on the event loop, which is no hostile
+ * case but, three times in a file this short, would weigh on the p99.
  */
 const setUps: Array<() => Promise<void>> = [];
 const tearDowns: Array<() => Promise<void>> = [];
