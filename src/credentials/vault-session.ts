@@ -8,7 +8,7 @@
  * config. Vault's own error text stays in logs; agents get a fixed sentence.
  */
 import { readFile } from 'node:fs/promises';
-import createVaultClient from 'node-vault';
+import type createVaultClient from 'node-vault';
 import type { Logger } from 'pino';
 import type { VaultSpec } from '../config/schema.js';
 import type { DeepReadonly } from '../config/types.js';
@@ -33,7 +33,8 @@ export function vaultStatus(error: unknown): number | null {
 export class VaultSession {
   readonly address: string;
   readonly #spec: DeepReadonly<VaultSpec>;
-  readonly #client: VaultClient;
+  /** node-vault (and axios under it) load only when Vault is configured. */
+  readonly #client: Promise<VaultClient>;
   readonly #transport: VaultTransport;
   readonly #resolve: BootstrapResolver;
   readonly #logger: Logger;
@@ -51,27 +52,31 @@ export class VaultSession {
     this.#random = random;
     // Every call goes through our transport: a deadline for the whole call and a size cap.
     this.#transport = createVaultTransport(spec.timeout, spec.ca_file);
-    this.#client = createVaultClient({
-      endpoint: this.address,
-      apiVersion: 'v1',
-      ...(spec.namespace === undefined ? {} : { namespace: spec.namespace }),
-      'request-promise': this.#transport,
+    const namespace = spec.namespace;
+    const transport = this.#transport;
+    const endpoint = this.address;
+    this.#client = import('node-vault').then(({ default: create }) => {
+      const client = create({ endpoint, apiVersion: 'v1', ...(namespace === undefined ? {} : { namespace }), 'request-promise': transport });
+      // node-vault falls back to process.env.VAULT_TOKEN when no token is given; never use an ambient one.
+      client.token = '';
+      return client;
     });
-    // node-vault falls back to process.env.VAULT_TOKEN when no token is given; never use an ambient one.
-    this.#client.token = '';
+    // A failed load surfaces in the first call; it is not an unhandled rejection before that.
+    this.#client.catch(() => undefined);
   }
 
   /** Runs a Vault call with a valid token; after a 403 it logs in again once and retries. */
   async call<T>(operation: (client: VaultClient) => Promise<T>): Promise<T> {
     await this.#ensureLoggedIn();
+    const client = await this.#client;
     try {
-      return await operation(this.#client);
+      return await operation(client);
     } catch (error) {
       if (vaultStatus(error) !== 403) throw error;
       this.#logger.warn({ vault: this.address }, 'vault refused the token (403); logging in again');
       this.#authenticated = false;
       await this.#ensureLoggedIn();
-      return await operation(this.#client);
+      return await operation(client);
     }
   }
 
@@ -103,24 +108,25 @@ export class VaultSession {
     const auth = this.#spec.auth;
     let ttl = 0;
     let renewable = false;
+    const client = await this.#client;
     try {
       if (auth.method === 'token') {
-        this.#client.token = await this.#resolve(auth.token);
-        const lookup = (await this.#client.tokenLookupSelf()) as { data?: { ttl?: number; renewable?: boolean } };
+        client.token = await this.#resolve(auth.token);
+        const lookup = (await client.tokenLookupSelf()) as { data?: { ttl?: number; renewable?: boolean } };
         ttl = lookup.data?.ttl ?? 0;
         renewable = lookup.data?.renewable ?? false;
       } else {
         let response: { auth?: { client_token?: string; lease_duration?: number; renewable?: boolean } };
         if (auth.method === 'approle') {
-          this.#client.token = '';
-          response = (await this.#client.approleLogin({ role_id: await this.#resolve(auth.role_id), secret_id: await this.#resolve(auth.secret_id), mount_point: auth.mount })) as typeof response;
+          client.token = '';
+          response = (await client.approleLogin({ role_id: await this.#resolve(auth.role_id), secret_id: await this.#resolve(auth.secret_id), mount_point: auth.mount })) as typeof response;
         } else {
-          this.#client.token = '';
+          client.token = '';
           const jwt = (await readFile(auth.jwt_file, 'utf8')).trim();
-          response = (await this.#client.kubernetesLogin({ role: auth.role, jwt, mount_point: auth.mount })) as typeof response;
+          response = (await client.kubernetesLogin({ role: auth.role, jwt, mount_point: auth.mount })) as typeof response;
         }
         if (typeof response.auth?.client_token !== 'string') throw new Error('Vault login answered without a client token');
-        this.#client.token = response.auth.client_token;
+        client.token = response.auth.client_token;
         ttl = response.auth.lease_duration ?? 0;
         renewable = response.auth.renewable ?? false;
       }
@@ -150,7 +156,7 @@ export class VaultSession {
 
   async #renew(previousTtl: number, failures: number): Promise<void> {
     try {
-      const response = (await this.#client.tokenRenewSelf({})) as { auth?: { lease_duration?: number; renewable?: boolean } };
+      const response = (await (await this.#client).tokenRenewSelf({})) as { auth?: { lease_duration?: number; renewable?: boolean } };
       const ttl = response.auth?.lease_duration ?? 0;
       this.#logger.debug({ vault: this.address, ttl_s: ttl }, 'renewed vault token');
       if (ttl > 0 && response.auth?.renewable !== false) this.#scheduleRenewal(ttl, 0);
