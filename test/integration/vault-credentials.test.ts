@@ -9,7 +9,9 @@
  * max_staleness, then 503, then recovery), slow (single flight, bounded 503); token expiry and
  * re-login, token renewal; leases (renewal, replacement past max TTL, revocation at shutdown); missing
  * field / path; retry_on [401] replay with a rotated credential; the admin API and `secrets rotate`;
- * a forced refresh of a lease (rotate, admin refresh, 401 with retry_on) taking a new lease.
+ * a forced refresh of a lease (rotate, admin refresh, 401 with retry_on) taking a new lease; which
+ * bodies a 401 replays (up to 64 KiB with a Content-Length; not larger, not chunked); a lease kept, never
+ * revoked, through a renewal that failed transiently (503, connection reset).
  * No Vault canary (secret values, tokens the stand-in minted, AppRole and Kubernetes credentials) may
  * appear in agent responses, logs, audit, admin responses or CLI output.
  */
@@ -945,6 +947,233 @@ describe('retry_on [401]: replay once with the rotated credential', () => {
       expect(vault.count('kv-read') - reads).toBe(attempt === 0 ? 1 : 0);
       expect(await auditOf(proxy, response)).toMatchObject({ status: 401, upstream_status: 401, generation: '3', rotated_from: null });
     }
+  });
+
+  it('leaks no Vault canary', () => {
+    expectNoVaultLeak([proxy]);
+  });
+});
+
+// --- retry_on: only a buffered body up to 64 KiB with a Content-Length is replayed ----------------
+
+describe('retry_on [401]: which request bodies are replayed', () => {
+  const keys = [plant('bulk-v1'), plant('bulk-v2'), plant('bulk-v3')] as const;
+  const accepted = new Set<string>();
+  let vault: VaultServer;
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+  /** When the last forced refetch happened: refusals force at most one every 2 s per reference. */
+  let lastForced = 0;
+
+  /** A body of exactly `size` bytes that is not all one byte, so truncation or reordering shows. */
+  function bodyOf(size: number): Buffer {
+    const body = Buffer.alloc(size);
+    for (let i = 0; i < size; i++) body[i] = (i * 31 + 7) & 0xff;
+    return body;
+  }
+
+  function rotateTo(version: 1 | 2): void {
+    vault.putSecret('secret', 'bulk', { api_key: keys[version] });
+    accepted.clear();
+    accepted.add(keys[version]);
+  }
+
+  beforeAll(async () => {
+    vault = await vaultServer();
+    vault.putSecret('secret', 'bulk', { api_key: keys[0] });
+    accepted.add(keys[0]);
+    upstream = await startUpstream((_req, res, recorded) => {
+      const presented = bearerOf(recorded) ?? '';
+      const ok = accepted.has(presented);
+      const body = ok
+        ? JSON.stringify({ ok: true, bytes: recorded.body.length })
+        : JSON.stringify({ error: { type: 'invalid_request_error', message: `Invalid API key provided: ${presented}` } });
+      res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+    });
+    proxy = await startProxy(
+      {
+        secrets: { vault: vaultSpec(vault) },
+        services: { bulk: service(upstream, 'vault:secret/bulk#api_key', { ttl: 3600, retry_on: [401] }) },
+        agents: agents('bulk'),
+      },
+      { env: { VAULT_TOKEN: vault.createToken() } },
+    );
+  });
+
+  afterAll(async () => {
+    await proxy.close();
+    await upstream.close();
+  });
+
+  it('a small body with a Content-Length is still replayed once with the rotated key', async () => {
+    expect((await call(proxy, 'bulk')).status).toBe(200);
+    rotateTo(1);
+    const body = bodyOf(1000);
+    const before = upstream.requests.length;
+    lastForced = Date.now();
+    const response = await call(proxy, 'bulk', '/v1/charges', { method: 'POST', body, headers: { 'content-type': 'application/octet-stream' } });
+    expect(response.status, response.text).toBe(200);
+    const attempts = upstream.requests.slice(before);
+    expect(attempts.map(bearerOf)).toEqual([keys[0], keys[1]]);
+    for (const attempt of attempts) expect(attempt.body.equals(body)).toBe(true);
+    expect(await auditOf(proxy, response)).toMatchObject({ method: 'POST', status: 200, upstream_status: 200, generation: '2', rotated_from: '1' });
+  });
+
+  it('a body over 64 KiB is streamed, not replayed: the agent gets the 401 (redacted) after exactly one upstream request', async () => {
+    rotateTo(2);
+    const body = bodyOf(64 * 1024 + 1);
+    const before = upstream.requests.length;
+    const reads = vault.count('kv-read');
+    const response = await call(proxy, 'bulk', '/v1/charges', { method: 'POST', body, headers: { 'content-type': 'application/octet-stream' } });
+    expect(response.status, response.text).toBe(401);
+    expect(response.text).toContain('Invalid API key provided: ');
+    expect(response.text).not.toContain(keys[1]);
+    const attempts = upstream.requests.slice(before);
+    expect(attempts).toHaveLength(1);
+    expect(bearerOf(attempts[0])).toBe(keys[1]);
+    expect(attempts[0]?.body.equals(body)).toBe(true);
+    // Nothing to replay, so nothing is fetched again either.
+    expect(vault.count('kv-read')).toBe(reads);
+    expect(await auditOf(proxy, response)).toMatchObject({ method: 'POST', status: 401, upstream_status: 401, generation: '2', rotated_from: null });
+  });
+
+  it('a chunked body (no Content-Length), however small, is streamed, not replayed: the 401 after exactly one upstream request', async () => {
+    const chunks = ['{"amount":', '1200,', '"currency":"eur"}'];
+    const before = upstream.requests.length;
+    const reads = vault.count('kv-read');
+    const response = await call(proxy, 'bulk', '/v1/charges', { method: 'POST', chunks, headers: { 'content-type': 'application/json' } });
+    expect(response.status, response.text).toBe(401);
+    expect(response.text).not.toContain(keys[1]);
+    const attempts = upstream.requests.slice(before);
+    expect(attempts).toHaveLength(1);
+    expect(bearerOf(attempts[0])).toBe(keys[1]);
+    expect(attempts[0]?.body.toString('utf8')).toBe(chunks.join(''));
+    expect(vault.count('kv-read')).toBe(reads);
+    expect(await auditOf(proxy, response)).toMatchObject({ method: 'POST', status: 401, upstream_status: 401, generation: '2', rotated_from: null });
+  });
+
+  it('a body of exactly 64 KiB with a Content-Length is replayed byte-exact', async () => {
+    // Past the 2 s spacing of forced refetches since the first test's replay.
+    await sleep(Math.max(0, lastForced + 2_200 - Date.now()));
+    const body = bodyOf(64 * 1024);
+    const before = upstream.requests.length;
+    const response = await call(proxy, 'bulk', '/v1/charges', { method: 'POST', body, headers: { 'content-type': 'application/octet-stream' } });
+    expect(response.status, response.text).toBe(200);
+    expect(response.json()).toMatchObject({ ok: true, bytes: body.length });
+    const attempts = upstream.requests.slice(before);
+    expect(attempts.map(bearerOf)).toEqual([keys[1], keys[2]]);
+    for (const attempt of attempts) expect(attempt.body.equals(body)).toBe(true);
+    expect(await auditOf(proxy, response)).toMatchObject({ method: 'POST', status: 200, upstream_status: 200, generation: '3', rotated_from: '2' });
+  });
+
+  it('leaks no Vault canary', () => {
+    expectNoVaultLeak([proxy]);
+  });
+});
+
+// --- vault-lease: a transient failure never revokes a lease ----------------------------------------
+
+describe('vault-lease: a transient Vault failure during renewal never revokes the lease', () => {
+  const PATH = 'database/creds/steady';
+  const passwords: string[] = [];
+  let vault: VaultServer;
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+
+  const leases = () => vault.leases().filter((l) => l.path === PATH);
+  const renewals = () => vault.requests.filter((r) => r.endpoint === 'lease-renew');
+
+  beforeAll(async () => {
+    vault = await vaultServer();
+    // 6 s renewable leases: renewed at about 4 s; a failed renewal is retried after about a third of what is left.
+    vault.addLeaseRole(
+      PATH,
+      () => {
+        const password = plant('steady-pass');
+        passwords.push(password);
+        return { username: `v-steady-${passwords.length}`, password };
+      },
+      { ttl: 6, maxTtl: 3600 },
+    );
+    upstream = await startUpstream();
+    proxy = await startProxy(
+      { secrets: { vault: vaultSpec(vault) }, services: { steady: service(upstream, `vault-lease:${PATH}#password`) }, agents: agents('steady') },
+      { env: { VAULT_TOKEN: vault.createToken() } },
+    );
+  });
+
+  afterAll(async () => {
+    await proxy.close();
+    await upstream.close();
+  });
+
+  /**
+   * Sends requests every 50 ms while `body` runs; returns each response status with the password the
+   * upstream saw.
+   */
+  async function underTraffic(body: () => Promise<void>): Promise<Array<{ status: number; password: string | undefined }>> {
+    const seen: Array<{ status: number; password: string | undefined }> = [];
+    let running = true;
+    const traffic = (async () => {
+      while (running) {
+        const before = upstream.requests.length;
+        const response = await call(proxy, 'steady');
+        seen.push({ status: response.status, password: bearerOf(upstream.requests.slice(before).at(-1)) });
+        await sleep(50);
+      }
+    })();
+    try {
+      await body();
+    } finally {
+      running = false;
+      await traffic;
+    }
+    return seen;
+  }
+
+  function expectSteady(seen: ReadonlyArray<{ status: number; password: string | undefined }>): void {
+    expect(seen.length).toBeGreaterThan(10);
+    expect(seen.filter((s) => s.status !== 200)).toEqual([]);
+    expect(new Set(seen.map((s) => s.password))).toEqual(new Set([passwords[0]]));
+    expect(leases()).toHaveLength(1);
+    expect(leases()[0]).toMatchObject({ revoked: false, expired: false });
+    expect(vault.count('lease-revoke')).toBe(0);
+    expect(vault.count('lease-create')).toBe(1);
+  }
+
+  it('a renewal answered 503 (Vault sealed) keeps the lease; requests keep its password; the retry renews it', async () => {
+    const seen = await underTraffic(async () => {
+      expect(leases()).toHaveLength(1);
+      vault.seal();
+      try {
+        await eventually('a renewal refused while sealed', () => renewals().some((r) => r.status === 503), 8_000, 10);
+      } finally {
+        vault.unseal();
+      }
+      const failedAt = renewals().findIndex((r) => r.status === 503);
+      await eventually('a successful renewal after the failure', () => renewals().slice(failedAt + 1).some((r) => r.status === 200), 4_000, 10);
+    });
+    expectSteady(seen);
+    expect(leases()[0]?.renewCount).toBeGreaterThanOrEqual(1);
+  });
+
+  it('a renewal whose connection is reset keeps the lease too, and a later renewal succeeds past its first TTL', async () => {
+    const renewCount = leases()[0]?.renewCount ?? 0;
+    const seen = await underTraffic(async () => {
+      // Drop every connection until the next renewal (about 4 s after the last one) has been tried.
+      const dropped = vault.droppedConnections;
+      await vault.setDown(true, 'reset');
+      try {
+        await eventually('a renewal attempt dropped', () => vault.droppedConnections > dropped, 8_000, 10);
+      } finally {
+        await vault.setDown(false);
+      }
+      await eventually('a renewal after the reset', () => (leases()[0]?.renewCount ?? 0) > renewCount, 4_000, 10);
+    });
+    expectSteady(seen);
+    const lease = leases()[0];
+    expect(Date.now() - (lease?.created ?? Date.now())).toBeGreaterThan(6_000);
   });
 
   it('leaks no Vault canary', () => {
