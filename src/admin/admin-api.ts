@@ -220,6 +220,11 @@ async function revoke(context: AdminContext, call: AdminCall, kind: RevocationKi
 
 async function lift(context: AdminContext, call: AdminCall, kind: RevocationKind, target: string, routeTemplate: string): Promise<unknown> {
   if (context.state.revocation(kind, target) === null) throw new AirlockError('not_found', `Nothing is revoked for ${kind} ${target}.`);
+  // Revoking a session ends it (and the sessions narrowed from it), like revoking a Vault token: there
+  // is nothing to bring back, and saying "restored" would be a lie.
+  if (kind === 'session') {
+    throw new AirlockError('invalid_request', `Session ${target} was ended when it was revoked, and an ended session cannot be restored. The agent mints a new one (POST /_airlock/sessions).`);
+  }
   await context.state.record({ type: 'revocation.lifted', kind, target, by: call.actor, at: context.now() });
   return change(
     context,

@@ -21,7 +21,7 @@ const COMMANDS: Readonly<Record<string, { run: (io: CliIo) => Promise<number>; s
   explain: { run: explainCommand, summary: 'explain --agent NAME METHOD PATH   the decision for a request, without calling upstream' },
   approvals: { run: approvalsCommand, summary: 'approvals list | approve ID | deny ID  decide pending approvals (--reason TEXT)' },
   revoke: { run: revokeCommand, summary: 'revoke agent|session|credential|service NAME | all   the kill switch (--reason TEXT)' },
-  restore: { run: restoreCommand, summary: 'restore agent|session|credential|service NAME | all  lift a revocation' },
+  restore: { run: restoreCommand, summary: 'restore agent|credential|service NAME | all  lift a revocation (a revoked session is ended for good)' },
   anomalies: { run: anomaliesCommand, summary: 'anomalies [--agent NAME] [--limit N] [--json]  recent anomaly events and their evidence' },
   audit: { run: auditCommand, summary: 'audit verify [FILE...] [--complete] [--head HASH]  check the audit hash chain; names the first bad line' },
   demo: { run: demoCommand, summary: 'demo                               an offline walk-through with a stand-in upstream' },

@@ -11,6 +11,7 @@
  * so proxy.auditText(), auditRecords() and waitForAudit() are not called on them.
  */
 import { existsSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CliIo } from '../../src/cli/cli-io.js';
@@ -679,5 +680,162 @@ describe('audit.webhook', () => {
 
   it('holds no canary', () => {
     assertNoLeak([key, queryCanary, agent.token], [{ name: 'webhook bodies', text: recorder.requests.map((r) => r.body.toString('utf8')).join('\n') }]);
+  });
+});
+
+interface SseEvent {
+  id: string | null;
+  event: string | null;
+  data: string;
+}
+
+/**
+ * Reads a server-sent event stream until `wanted(events)` holds, then aborts the request; rejects after
+ * timeoutMs. `onOpen` runs once the response headers are in (the subscription exists by then).
+ */
+function readEvents(
+  url: string,
+  token: string,
+  wanted: (events: readonly SseEvent[]) => boolean,
+  options: { timeoutMs?: number; onEvent?: (events: readonly SseEvent[]) => void; raw?: string[] } = {},
+): Promise<{ status: number; contentType: string; events: SseEvent[] }> {
+  const timeoutMs = options.timeoutMs ?? 5_000;
+  return new Promise((resolve, reject) => {
+    const controller = new AbortController();
+    const events: SseEvent[] = [];
+    let buffer = '';
+    let settled = false;
+    const timer = setTimeout(() => {
+      finish(new Error(`timed out after ${timeoutMs} ms with ${events.length} events: ${JSON.stringify(events.map((e) => e.id))}`));
+    }, timeoutMs);
+    let status = 0;
+    let contentType = '';
+    function finish(error?: Error): void {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      controller.abort();
+      if (error === undefined) resolve({ status, contentType, events });
+      else reject(error);
+    }
+    const req = httpRequest(url, { headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' }, agent: false, signal: controller.signal }, (res) => {
+      status = res.statusCode ?? 0;
+      contentType = String(res.headers['content-type'] ?? '');
+      if (status !== 200) return finish();
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        buffer += chunk;
+        options.raw?.push(chunk);
+        let end: number;
+        while ((end = buffer.indexOf('\n\n')) !== -1) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const event: SseEvent = { id: null, event: null, data: '' };
+          let fields = 0;
+          for (const line of block.split('\n')) {
+            if (line.startsWith(':')) continue; // a comment (the greeting, keep-alives)
+            const colon = line.indexOf(':');
+            const name = colon === -1 ? line : line.slice(0, colon);
+            const value = colon === -1 ? '' : line.slice(colon + 1).replace(/^ /, '');
+            fields++;
+            if (name === 'id') event.id = value;
+            else if (name === 'event') event.event = value;
+            else if (name === 'data') event.data = event.data === '' ? value : `${event.data}\n${value}`;
+          }
+          if (fields === 0) continue;
+          events.push(event);
+          options.onEvent?.(events);
+          if (wanted(events)) return finish();
+        }
+      });
+      res.on('error', () => undefined);
+      res.on('close', () => finish(new Error(`the stream closed after ${events.length} events`)));
+    });
+    req.on('error', (error) => finish(error));
+    req.end();
+  });
+}
+
+describe('the admin audit stream (GET /v1/audit/stream?replay=N)', () => {
+  const key = canary('audit-stream');
+  const queryCanary = canary('audit-stream-query');
+  const agent = generateAgentToken();
+  const admin = generateAgentToken();
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+  const raw: string[] = [];
+  const REPLAY = 3;
+
+  beforeAll(async () => {
+    upstream = await startUpstream();
+    proxy = await startProxy(
+      {
+        admin: { listen: '127.0.0.1:0', tokens: [{ name: 'alice', hash: admin.hash }] },
+        services: { things: { upstream: upstream.url, credential: { secret: 'env:THINGS_KEY' }, routes: [{ method: 'GET', path: '/v1/things/:id', scope: 'things:read' }] } },
+        agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'things', max_scope: ['things:read'] }] } },
+      },
+      { env: { THINGS_KEY: key } },
+    );
+    // The canary-carrying request is among the last REPLAY records, so the replay carries its record.
+    for (const path of ['/things/v1/things/2', '/things/v1/nope', `/things/v1/things/1?q=${queryCanary}`, '/things/v1/things/3', '/things/v1/things/4']) {
+      await sendRequest(`${proxy.url}${path}`, { headers: { authorization: `Bearer ${agent.token}` } });
+    }
+    await proxy.waitForAudit(5);
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+  });
+
+  it('replays the last N records in order, then delivers a record written after subscribing', async () => {
+    const fileLines = linesOf(proxy.auditText());
+    expect(fileLines.length).toBeGreaterThan(REPLAY);
+    const expected = fileLines.slice(-REPLAY).map((line) => JSON.parse(line) as Chained);
+    let liveId = '';
+    let liveSent = false;
+    const { status, contentType, events } = await readEvents(
+      `${proxy.airlock.adminUrl as string}/v1/audit/stream?replay=${REPLAY}`,
+      admin.token,
+      (seen) => liveId !== '' && seen.some((e) => e.id === liveId),
+      {
+        raw,
+        onEvent: (seen) => {
+          // Once the replay is in, make a new request: its record must arrive live.
+          if (seen.length === REPLAY && !liveSent) {
+            liveSent = true;
+            void sendRequest(`${proxy.url}/things/v1/things/live`, { headers: { authorization: `Bearer ${agent.token}` } }).then((response) => {
+              liveId = requestIdOf(response);
+            });
+          }
+        },
+        timeoutMs: 5_000,
+      },
+    );
+    expect(status).toBe(200);
+    expect(contentType).toMatch(/^text\/event-stream/);
+    const replayed = events.slice(0, REPLAY);
+    for (const event of events) expect(event.event).toBe('audit');
+    expect(replayed.map((e) => e.id)).toEqual(expected.map((r) => r.request_id));
+    expect(replayed.map((e) => JSON.parse(e.data) as Chained)).toEqual(expected);
+
+    const live = events.slice(REPLAY);
+    expect(live.map((e) => e.id)).toEqual([liveId]);
+    const liveRecord = JSON.parse((live[0] as SseEvent).data) as Chained;
+    expect(liveRecord).toMatchObject({ request_id: liveId, agent: 'bot', service: 'things', status: 200, decision: 'allow' });
+    // The live record is the one written to the file, chained to the last replayed one.
+    const written = await eventually('the live record in the file', () => parseLines(proxy.auditText()).find((r) => r.request_id === liveId));
+    expect(liveRecord).toEqual(written);
+    expect(liveRecord.prev).toBe(expected.at(-1)?.hash);
+  });
+
+  it('without a token the stream is refused', async () => {
+    const { status } = await readEvents(`${proxy.airlock.adminUrl as string}/v1/audit/stream?replay=1`, 'not-a-token', () => true, { timeoutMs: 3_000 });
+    expect(status).toBe(401);
+  });
+
+  it('holds no canary', () => {
+    expect(raw.join('').length).toBeGreaterThan(0);
+    assertNoLeak([key, queryCanary, agent.token, admin.token], [{ name: 'audit stream', text: raw.join('') }]);
   });
 });

@@ -457,6 +457,67 @@ it('a request held for approval is not forwarded when its agent is revoked while
     expect((await call(alpha.token, '/other/v1/ping')).status).toBe(200);
   });
 
+  it('the CLI revokes and restores a credential reference (503 credential_revoked, then back)', async () => {
+    expect((await call(beta.token, '/other/v1/ping')).status).toBe(200);
+    const before = other.requests.length;
+    const revoked = await cli(['revoke', 'credential', 'env:OTHER_KEY', '--reason', 'rotating from the terminal']);
+    expect(revoked.code, revoked.stderr).toBe(0);
+    expect(revoked.stdout).toBe('Revoked credential env:OTHER_KEY: effective on the next request; streams in flight were ended.\n');
+    changes.push({ route: '/v1/revocations', reason: 'rotating from the terminal', actor: 'oncall' });
+    try {
+      const problem = expectProblem(await call(beta.token, '/other/v1/ping'), 503, 'credential_revoked');
+      expect(problem.detail).toContain('env:OTHER_KEY is revoked (by oncall: rotating from the terminal)');
+      expect(other.requests.length).toBe(before);
+      // A service with another credential is untouched.
+      expect((await call(beta.token, '/llm/v1/chat', 'POST')).status).toBe(200);
+    } finally {
+      const restored = await cli(['restore', 'credential', 'env:OTHER_KEY']);
+      expect(restored.code, restored.stderr).toBe(0);
+      expect(restored.stdout).toBe('Restored credential env:OTHER_KEY.\n');
+      changes.push({ route: '/v1/revocations/lift', reason: '', actor: 'oncall' });
+    }
+    const back = await call(beta.token, '/other/v1/ping');
+    expect(back.status, back.text).toBe(200);
+    expect(other.requests.at(-1)?.header('authorization')).toEqual([`Bearer ${otherKey}`]);
+    // Restoring what is not revoked is refused.
+    const again = await cli(['restore', 'credential', 'env:OTHER_KEY']);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain('(404)');
+  });
+
+  it('the CLI revokes a session (401 unauthenticated); other sessions and the agent go on', async () => {
+    const target = await mintSession(beta.token, { other: ['ping:read'] });
+    const keep = await mintSession(beta.token, { other: ['ping:read'] });
+    expect((await call(target.token, '/other/v1/ping')).status).toBe(200);
+    const revoked = await cli(['revoke', 'session', target.id, '--reason', 'session revoked from the terminal']);
+    expect(revoked.code, revoked.stderr).toBe(0);
+    expect(revoked.stdout).toBe(`Revoked session ${target.id}: effective on the next request; streams in flight were ended.\n`);
+    changes.push({ route: '/v1/revocations', reason: 'session revoked from the terminal', actor: 'oncall' });
+    const before = other.requests.length;
+    expectProblem(await call(target.token, '/other/v1/ping'), 401, 'unauthenticated');
+    expect(other.requests.length).toBe(before);
+    expect((await call(keep.token, '/other/v1/ping')).status).toBe(200);
+    expect((await call(beta.token, '/other/v1/ping')).status).toBe(200);
+
+  });
+
+  // A revoked session is ended for good (like a revoked Vault token): `restore` refuses, saying so,
+  // rather than answering "Restored" for a session that stays dead (found by this suite).
+  it('`airlock restore session ID` is refused: an ended session cannot come back; the agent mints a new one', async () => {
+    const target = await mintSession(beta.token, { other: ['ping:read'] });
+    const revoked = await cli(['revoke', 'session', target.id, '--reason', 'revoked then restored']);
+    expect(revoked.code, revoked.stderr).toBe(0);
+    changes.push({ route: '/v1/revocations', reason: 'revoked then restored', actor: 'oncall' });
+    expectProblem(await call(target.token, '/other/v1/ping'), 401, 'unauthenticated');
+    const restored = await cli(['restore', 'session', target.id]);
+    expect(restored.code).toBe(1);
+    expect(restored.stderr).toContain('(400)');
+    expect(restored.stderr).toContain('cannot be restored');
+    expectProblem(await call(target.token, '/other/v1/ping'), 401, 'unauthenticated');
+    const fresh = await mintSession(beta.token, { other: ['ping:read'] });
+    expect((await call(fresh.token, '/other/v1/ping')).status).toBe(200);
+  });
+
   it('every change is audited with the actor (admin token name) and the reason', async () => {
     await proxy.waitForAudit(1);
     const adminRecords = proxy.auditRecords().filter((r) => r.actor !== null);

@@ -507,3 +507,27 @@ describe('workers: N | auto', () => {
     expect(workerCount(3)).toBe(3);
   });
 });
+
+describe('admin.listen', () => {
+  it('defaults to loopback 127.0.0.1:7701 when an admin block is given without listen', () => {
+    const loaded = build({ admin: { tokens: [HASH_A] } });
+    expect(loaded.problems).toEqual([]);
+    expect(loaded.config?.admin).toEqual({ listen: '127.0.0.1:7701', tokens: [HASH_A] });
+    // The default is its own port: no clash with the default agent listener.
+    expect(loaded.config?.listen).toBe('127.0.0.1:7700');
+    expect(build({ admin: { tokens: [{ name: 'oncall', hash: HASH_B }] } }).config?.admin?.listen).toBe('127.0.0.1:7701');
+  });
+
+  it('an explicit listen is kept', () => {
+    expect(build({ admin: { listen: '10.0.0.5:9000', tokens: [HASH_A] } }).config?.admin?.listen).toBe('10.0.0.5:9000');
+  });
+
+  it('no admin block means no admin listener', () => {
+    expect(build({}).config?.admin ?? null).toBeNull();
+  });
+
+  it('tokens are required even when listen is left to its default', () => {
+    expectProblems(build({ admin: {} }), [{ severity: 'error', path: 'admin.tokens', message: /^required/ }]);
+    expectProblems(build({ admin: { tokens: [] } }), [{ severity: 'error', path: 'admin.tokens', message: /^the admin API needs at least one token hash/ }]);
+  });
+});
