@@ -4,7 +4,8 @@
  * missing), stops it, and prints the functions with the most self time, and the files they are in.
  * The .cpuprofile is kept in bench-results/ for Chrome DevTools or speedscope.
  *
- * Environment: PROFILE_SECONDS (default 10), PROFILE_PATH (default /small), PROFILE_CONNECTIONS (50).
+ * Environment: PROFILE_SECONDS (default 10), PROFILE_PATH (default /small), PROFILE_CONNECTIONS (50),
+ * PROFILE_CONFIG (JSON merged over the config's top-level keys).
  */
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
@@ -66,6 +67,9 @@ async function main(): Promise<void> {
     services: { api: { upstream: `http://127.0.0.1:${upstream.port}`, credential: { secret: 'env:BENCH_UPSTREAM_KEY' }, max_connections: 128, routes: ['/small', '/64k', '/1mb', '/sse'].map((path) => ({ method: 'GET', path, scope: 'bench:read' })) } },
     agents: { bench: { tokens: [agent.hash], credentials: [{ service: 'api', max_scope: ['bench:read'], rate: { requests: 100_000_000, per: 1 } }] } },
   };
+  // PROFILE_CONFIG: top-level keys merged over the config, to see what a part costs by switching it off
+  // (e.g. '{"log":{"level":"warn"},"audit":{"file":"/dev/null"},"anomalies":{"enabled":false}}').
+  Object.assign(config, JSON.parse(process.env['PROFILE_CONFIG'] ?? '{}') as Record<string, unknown>);
   writeFileSync(join(work, 'airlock.yaml'), JSON.stringify(config));
   const profiles = join(work, 'profiles');
   const child = spawn(process.execPath, ['--cpu-prof', '--cpu-prof-dir', profiles, join(root, 'dist/main.js'), 'serve', '--config', join(work, 'airlock.yaml')], {
