@@ -17,6 +17,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
 import type { Pool } from 'undici';
 import { createAdminServer, type AdminChange, type AdminContext } from './admin/admin-api.js';
 import { adminDirectory } from './admin/authenticate-admin.js';
@@ -58,6 +59,8 @@ export interface AirlockOptions {
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly logDestination: LogDestination;
   readonly now?: () => Date;
+  /** Under `workers`: builds the /metrics text of the whole cluster from this worker's registry. */
+  readonly clusterMetrics?: (registry: Registry) => () => Promise<string>;
 }
 
 export type ReloadResult = { readonly ok: true } | { readonly ok: false; readonly reason: string };
@@ -113,6 +116,7 @@ interface Durable {
   readonly catalog: SecretCatalog;
   readonly logger: Logger;
   readonly metrics: Metrics;
+  readonly metricsText: () => Promise<string>;
   readonly redis: RedisStateBackend | null;
   readonly audit: AuditLog;
   readonly state: GovernanceState;
@@ -345,6 +349,7 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
     (generation as { admin: AdminContext | null }).admin = {
       directory: adminDirectory(config.admin.tokens),
       metrics: metrics.registry,
+      metricsText: durable.metricsText,
       broker: secrets,
       audit,
       catalog,
@@ -415,6 +420,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
     catalog,
     logger,
     metrics,
+    metricsText: options.clusterMetrics?.(metrics.registry) ?? (() => metrics.registry.metrics()),
     redis,
     audit,
     state,

@@ -2,6 +2,7 @@
 /**
  * The only file that touches `process`: arguments, environment, standard streams, signals, exit code.
  */
+import cluster from 'node:cluster';
 import { runCli } from './cli/run-cli.js';
 
 const stopRequested = new Promise<string>((resolve) => {
@@ -21,6 +22,17 @@ const code = await runCli({
     process.on('SIGHUP', listener);
     return () => process.off('SIGHUP', listener);
   },
+  ...(cluster.isWorker
+    ? {
+        primary: {
+          send: (message: unknown) => void process.send?.(message),
+          onMessage(listener: (message: unknown) => void) {
+            process.on('message', listener);
+            return () => process.off('message', listener);
+          },
+        },
+      }
+    : {}),
 });
 process.exitCode = code;
 // Commands other than serve are done; serve returns only after closing its listeners and pools.

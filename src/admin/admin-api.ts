@@ -50,6 +50,8 @@ export interface AdminContext {
   readonly directory: AdminDirectory;
   /** Prometheus exposition of this instance's registry. */
   readonly metrics: Registry;
+  /** The /metrics text: this registry's, or the whole cluster's under `workers` (cluster-metrics.ts). */
+  readonly metricsText: () => Promise<string>;
   readonly broker: CredentialBroker;
   readonly audit: AuditLog;
   readonly catalog: SecretCatalog;
@@ -440,7 +442,7 @@ async function handle(context: AdminContext, req: IncomingMessage, res: ServerRe
   // Scraped without a token, like any Prometheus target on a private network: it holds no secret,
   // only counts by service, route template and code.
   if (path === '/metrics' && method === 'GET') {
-    const text = await context.metrics.metrics();
+    const text = await context.metricsText();
     res.writeHead(200, { 'content-type': context.metrics.contentType, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
     res.end(text);
     return;

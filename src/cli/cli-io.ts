@@ -3,6 +3,7 @@
  * a promise that settles when the operator asks the process to stop. main.ts builds it from `process`;
  * tests build it from strings.
  */
+import type { PrimaryChannel } from '../observability/cluster-metrics.js';
 
 export interface TextSink {
   write(text: string): unknown;
@@ -19,6 +20,8 @@ export interface CliIo {
   readonly stopRequested: Promise<string>;
   /** Registers a listener for reload requests (SIGHUP); returns how to unregister it. */
   readonly onReloadRequested?: (listener: () => void) => () => void;
+  /** In a cluster worker: the IPC channel to the primary (cluster-wide /metrics). */
+  readonly primary?: PrimaryChannel;
 }
 
 export class UsageError extends Error {

@@ -9,6 +9,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { basename, dirname, extname, join } from 'node:path';
 import type { AirlockConfig } from '../config/types.js';
+import { serveClusterMetrics } from '../observability/cluster-metrics.js';
 import type { CliIo } from './cli-io.js';
 
 export function workerCount(workers: number | 'auto'): number {
@@ -42,6 +43,8 @@ export async function runClusterPrimary(io: CliIo, config: AirlockConfig, count:
     });
     worker.on('listening', () => failures.set(id, 0));
   };
+  // Any worker answering /metrics asks here for the sum over all workers.
+  const stopMetrics = serveClusterMetrics();
   for (let i = 1; i <= count; i++) fork(String(i));
   io.stderr.write(`Airlock cluster: ${count} workers on ${config.listen}${config.admin === null ? '' : `, admin ${config.admin.listen}`}\n`);
   const stopReload = io.onReloadRequested?.(() => {
@@ -58,5 +61,6 @@ export async function runClusterPrimary(io: CliIo, config: AirlockConfig, count:
   }, (config.shutdown_timeout + 5) * 1000);
   await Promise.all(exits);
   clearTimeout(hard);
+  stopMetrics();
   return 0;
 }

@@ -11,6 +11,7 @@
 import { watch } from 'node:fs';
 import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
+import type { Registry } from 'prom-client';
 import { startAirlock, type RunningAirlock } from '../app.js';
 import { formatProblem } from '../config/config-problem.js';
 import { loadConfigFile } from '../config/load-config.js';
@@ -19,6 +20,7 @@ import { EncryptedSecretFile } from '../credentials/encrypted-secret-file.js';
 import { loadMasterKey } from '../credentials/master-key.js';
 import { parseSecretRef } from '../credentials/secret-ref.js';
 import { BatchedLineSink } from '../observability/batched-line-sink.js';
+import { clusterMetricsText } from '../observability/cluster-metrics.js';
 import type { CliIo } from './cli-io.js';
 import { configPath, loadConfigOrReport } from './locate-config.js';
 import { runClusterPrimary, workerAuditFile, workerCount } from './run-cluster.js';
@@ -38,7 +40,12 @@ export async function serveCommand(io: CliIo): Promise<number> {
   const logSink = new BatchedLineSink(io.stdout);
   // Whatever happens (a failed start included), the lines logged so far are written before exit.
   try {
-    const airlock = await startAirlock(config, { env: io.env, logDestination: logSink });
+    const primary = workerId === undefined ? undefined : io.primary;
+    const airlock = await startAirlock(config, {
+      env: io.env,
+      logDestination: logSink,
+      ...(primary === undefined ? {} : { clusterMetrics: (registry: Registry) => clusterMetricsText(registry, primary) }),
+    });
     if (workerId === undefined) io.stderr.write(summary(config, airlock.url, airlock.serviceUrls, airlock.adminUrl, io.env));
     const stopWatching = watchForReloads(io, configPath(io, values.config), config, airlock, workerId);
     const signal = await io.stopRequested;

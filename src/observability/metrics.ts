@@ -41,6 +41,8 @@ export function createMetrics(): Metrics {
 
   new Gauge({
     name: 'airlock_credential_age_seconds',
+    // The same on every worker (shared state, or one answer per reference): not summed across a cluster.
+    aggregator: 'max',
     help: 'Age of the cached value of each credential reference (how stale it is).',
     labelNames: ['ref'],
     registers,
@@ -51,6 +53,8 @@ export function createMetrics(): Metrics {
   });
   new Gauge({
     name: 'airlock_credential_failing',
+    // The same on every worker (shared state, or one answer per reference): not summed across a cluster.
+    aggregator: 'max',
     help: '1 when the last fetch of a credential reference from its source failed.',
     labelNames: ['ref'],
     registers,
@@ -61,6 +65,8 @@ export function createMetrics(): Metrics {
   });
   new Gauge({
     name: 'airlock_approvals_pending',
+    // The same on every worker (shared state, or one answer per reference): not summed across a cluster.
+    aggregator: 'max',
     help: 'Approvals waiting for a human decision.',
     registers,
     collect() {
@@ -69,6 +75,8 @@ export function createMetrics(): Metrics {
   });
   new Gauge({
     name: 'airlock_sessions_active',
+    // The same on every worker (shared state, or one answer per reference): not summed across a cluster.
+    aggregator: 'max',
     help: 'Live task sessions.',
     registers,
     collect() {

@@ -991,6 +991,27 @@ describe.skipIf(!haveRedis)('cluster mode: workers: 2 sharing state through Redi
     expect(perWorker[1]).toBeGreaterThan(0);
   });
 
+  it("answers /metrics for the whole cluster, whichever worker takes the scrape", async () => {
+    // The allowed requests of the test above, counted by both workers: each scrape (a new connection,
+    // handed to a worker round-robin) must report the cluster's total, not one worker's share.
+    const allowed = (text: string): number =>
+      text
+        .split('\n')
+        .filter((line) => line.startsWith('airlock_requests_total{') && line.includes('service="api"') && line.includes('decision="allow"'))
+        .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
+    const audited = [1, 2].reduce((sum, w) => sum + requestRecords(w).filter((r) => r.service === 'api' && r.decision === 'allow').length, 0);
+    expect(audited).toBeGreaterThanOrEqual(120);
+    const totals: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      const scrape = await sendRequest(`http://127.0.0.1:${ports[1]}/metrics`, { headers: { connection: 'close' } });
+      expect(scrape.status).toBe(200);
+      expect(scrape.text).not.toContain("this worker's metrics only");
+      totals.push(allowed(scrape.text));
+    }
+    expect(totals).toEqual(totals.map(() => audited));
+    assertNoLeak([key, bot.token], [{ name: 'metrics', text: totals.join(',') }]);
+  });
+
   it('passes SIGHUP on to the workers: every worker reloads the rewritten file', async () => {
     const marks = [1, 2].map((w) => readAudit(auditFile(w)).length);
     writeJsonConfig(file, clusterConfig(EXTRA_GRANTED));
