@@ -289,6 +289,9 @@ const vaultSpec = z.strictObject({
   namespace: z.string().optional().describe('Vault Enterprise namespace (X-Vault-Namespace)'),
   ca_file: z.string().optional().describe('PEM CA certificates for the Vault TLS connection'),
   timeout: seconds.default(5).describe('deadline for each whole Vault call, connect to last byte'),
+  rotation_grace: seconds
+    .default(30)
+    .describe('how long a lease replaced by a new one stays valid before Airlock revokes it (requests in flight finish with it)'),
   auth: vaultAuthSpec,
 });
 

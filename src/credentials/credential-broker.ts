@@ -90,7 +90,7 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
   const resolveValue = async (ref: string): Promise<string> => (await broker.resolve(ref)).reveal();
 
   const vault = config.secrets.vault === undefined ? null : new VaultSession(config.secrets.vault, resolveValue, logger);
-  const leases = vault === null ? null : createVaultLeaseSource(vault, logger, { now });
+  const leases = vault === null ? null : createVaultLeaseSource(vault, logger, { now, rotationGraceMs: (config.secrets.vault?.rotation_grace ?? 30) * 1000 });
   const oauth2 = createOAuth2Source(config.secrets.oauth2, resolveValue, now);
 
   const sources: Readonly<Record<SecretRefKind, SecretSource>> = {

@@ -33,7 +33,7 @@ interface LeaseResponse {
   data?: Record<string, unknown>;
 }
 
-/** How long a rotated-out lease lives on, so requests already sent with it can finish. */
+/** How long a rotated-out lease lives on, so requests already sent with it can finish (default of secrets.vault.rotation_grace). */
 const ROTATED_OUT_GRACE_MS = 30_000;
 
 export interface VaultLeaseSource extends SecretSource {
@@ -42,8 +42,9 @@ export interface VaultLeaseSource extends SecretSource {
   leaseCount(): number;
 }
 
-export function createVaultLeaseSource(session: VaultSession, logger: Logger, options: { now?: () => number; random?: () => number } = {}): VaultLeaseSource {
+export function createVaultLeaseSource(session: VaultSession, logger: Logger, options: { now?: () => number; random?: () => number; rotationGraceMs?: number } = {}): VaultLeaseSource {
   const now = options.now ?? Date.now;
+  const rotationGraceMs = options.rotationGraceMs ?? ROTATED_OUT_GRACE_MS;
   const random = options.random ?? Math.random;
   const leases = new Map<string, Lease>();
   const acquiring = new Map<string, Promise<Lease>>();
@@ -124,7 +125,7 @@ export function createVaultLeaseSource(session: VaultSession, logger: Logger, op
       const timer = setTimeout(() => {
         retiring.delete(timer);
         void revoke(previous, 'rotated out');
-      }, ROTATED_OUT_GRACE_MS);
+      }, rotationGraceMs);
       timer.unref();
       retiring.set(timer, previous);
     }

@@ -1444,3 +1444,63 @@ describe('vault-lease: a forced refresh takes a new lease', () => {
     expectNoVaultLeak([proxy]);
   });
 });
+
+describe('vault-lease: a replaced lease is revoked once secrets.vault.rotation_grace has passed', () => {
+  const PATH = 'database/creds/graced';
+  const minted: Array<{ username: string; password: string }> = [];
+  let vault: VaultServer;
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+
+  const leases = () => vault.leases().filter((l) => l.path === PATH);
+
+  beforeAll(async () => {
+    vault = await vaultServer();
+    vault.addLeaseRole(
+      PATH,
+      () => {
+        const pair = { username: plant('graced-user'), password: plant('graced-pass') };
+        minted.push(pair);
+        return pair;
+      },
+      { ttl: 3600, maxTtl: 86_400 },
+    );
+    upstream = await startUpstream();
+    const port = await freePort();
+    proxy = await startProxy(
+      {
+        secrets: { vault: vaultSpec(vault, TOKEN_AUTH, { rotation_grace: 0.6 }) },
+        services: { app: service(upstream, `vault-lease:${PATH}#password`) },
+        agents: agents('app'),
+        admin: { listen: `127.0.0.1:${port}`, tokens: [adminToken.hash] },
+      },
+      { env: { VAULT_TOKEN: vault.createToken() } },
+    );
+  });
+
+  afterAll(async () => {
+    await proxy.close();
+    await upstream.close();
+  });
+
+  it('keeps the old lease valid through the grace (requests in flight finish with it), then revokes it; the new one stays', async () => {
+    expect((await call(proxy, 'app')).status).toBe(200);
+    expect(leases()).toHaveLength(1);
+    const refreshed = await sendRequest(`${proxy.airlock.adminUrl as string}/v1/credentials/refresh`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${adminToken.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ ref: `vault-lease:${PATH}#password` }),
+    });
+    adminSeen.push(refreshed.text);
+    expect(refreshed.status, refreshed.text).toBe(200);
+    expect(leases()).toHaveLength(2);
+    const [old, fresh] = leases();
+    // Within the grace the replaced lease is still valid in Vault.
+    expect(old?.revoked).toBe(false);
+    await eventually('the replaced lease to be revoked after the grace', () => leases()[0]?.revoked === true, 5_000, 50);
+    expect(leases()[1]?.revoked).toBe(false);
+    expect(leases()[1]?.id).toBe(fresh?.id);
+    expect((await call(proxy, 'app')).status).toBe(200);
+    expect(bearerOf(upstream.requests.at(-1))).toBe(minted[1]?.password);
+  });
+});
