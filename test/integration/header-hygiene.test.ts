@@ -32,7 +32,7 @@ type HeaderLines = ReadonlyArray<readonly [string, string]>;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** Plays an API whose responses carry hop-by-hop fields, cookies and a forged Airlock request id. */
-function upstreamApi(req: { url?: string }, res: ServerResponse): void {
+function upstreamApi(req: { url?: string; headers: Record<string, string | string[] | undefined> }, res: ServerResponse): void {
   if (req.url === '/v1/hop-response') {
     const body = '{"hop":true}';
     res.writeHead(200, [
@@ -48,7 +48,9 @@ function upstreamApi(req: { url?: string }, res: ServerResponse): void {
       ['Set-Cookie', 'a=1; Path=/'],
       ['Set-Cookie', 'b=2; HttpOnly'],
       ['Set-Cookie', 'c=3; Secure; SameSite=Strict'],
-      ['X-Airlock-Request-Id', 'forged-by-upstream'],
+      // Airlock's own header is exempt from the redactor's scan: an upstream copy (here carrying the
+      // injected key) must be dropped, never relayed unscanned.
+      ['X-Airlock-Request-Id', `forged-by-upstream ${req.headers.authorization ?? ''}`],
       ['X-Custom-Response', 'kept'],
       ['Cache-Control', 'no-cache, private'],
     ]);
@@ -309,6 +311,7 @@ describe('header hygiene', () => {
       expect(ids).toHaveLength(1);
       expect(ids[0]).toMatch(UUID);
       expect(response.raw).not.toContain('forged-by-upstream');
+      assertNoLeak([realKey], [{ name: 'response with a forged request id', text: response.raw }]);
       expect(await auditHas(ids[0])).toBe(true);
     });
 
