@@ -14,13 +14,12 @@ import { existsSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync 
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { CliIo } from '../../src/cli/cli-io.js';
-import { runCli } from '../../src/cli/run-cli.js';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import { chainHash, GENESIS, verifyChain } from '../../src/observability/audit-chain.js';
 import type { AuditRecord } from '../../src/observability/audit-record.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
+import { eventually, runCliCapture, type CliRun } from '../helpers/operator.js';
 import { sendRequest, type Problem, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
@@ -28,40 +27,8 @@ import { startVaultServer, type VaultServer } from '../support/vault-server.js';
 
 type Chained = AuditRecord & { prev: string; hash: string };
 
-interface CliRun {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 const cliSeen: string[] = [];
-
-async function cli(args: readonly string[]): Promise<CliRun> {
-  let stdout = '';
-  let stderr = '';
-  const io: CliIo = {
-    args,
-    env: {},
-    cwd: process.cwd(),
-    stdout: { write: (text: string) => (stdout += text) },
-    stderr: { write: (text: string) => (stderr += text) },
-    stdin: (async function* noInput() {})(),
-    stopRequested: new Promise<string>(() => undefined),
-  };
-  const code = await runCli(io);
-  cliSeen.push(stdout, stderr);
-  return { code, stdout, stderr };
-}
-
-async function eventually<T>(what: string, probe: () => T | undefined | false, timeoutMs = 5_000, everyMs = 10): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, everyMs));
-  }
-}
+const cli = (args: readonly string[]): Promise<CliRun> => runCliCapture(args, {}, cliSeen);
 
 function linesOf(text: string): string[] {
   return text.split('\n').filter((line) => line !== '');

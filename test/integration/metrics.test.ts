@@ -10,14 +10,13 @@
  * serves the last known good value (result "stale"), counts the failed refetch ("refresh_failure") and
  * reports the reference failing (airlock_credential_failing 1) until Vault is back.
  */
-import { once } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { createServer, type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import type { AuditRecord } from '../../src/observability/audit-record.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
+import { eventually, freePort } from '../helpers/operator.js';
 import { rawRequest } from '../helpers/raw-http.js';
 import { sendRequest, type Problem, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
@@ -57,25 +56,6 @@ function key4(labels: FourLabels): string {
   return `${labels.service ?? 'none'} | ${labels.route ?? 'none'} | ${labels.decision ?? '?'} | ${labels.code ?? 'none'}`;
 }
 
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-async function eventually<T>(what: string, probe: () => T | undefined | false, timeoutMs = 5_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
 describe('GET /metrics after a scripted mix of requests', () => {
   const alphaKey = canary('metrics-alpha');
   const betaKey = canary('metrics-beta');
@@ -113,7 +93,7 @@ describe('GET /metrics after a scripted mix of requests', () => {
     alpha = await startUpstream(leakyHandler);
     beta = await startUpstream();
     pay = await startUpstream();
-    const downPort = await closedPort();
+    const downPort = await freePort();
     proxy = await startProxy(
       {
         admin: { listen: '127.0.0.1:0', tokens: [adminToken.hash] },

@@ -13,15 +13,13 @@
  * session token) reaches any exported body.
  */
 import { randomBytes } from 'node:crypto';
-import { once } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import type { AuditRecord } from '../../src/observability/audit-record.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
+import { eventually, freePort } from '../helpers/operator.js';
 import { sendRequest, type Problem, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js';
@@ -55,25 +53,6 @@ function requestIdOf(response: SentResponse): string {
   const id = response.headers['x-airlock-request-id'];
   if (typeof id !== 'string') throw new Error('no x-airlock-request-id');
   return id;
-}
-
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-async function eventually<T>(what: string, probe: () => T | undefined, timeoutMs = 5_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 const key = canary('trace-key');
@@ -143,7 +122,7 @@ describe('traces exported over OTLP/HTTP', () => {
   beforeAll(async () => {
     receiver = await startOtlpReceiver();
     upstream = await startUpstream(leakyHandler);
-    downPort = await closedPort();
+    downPort = await freePort();
     proxy = await startProxy(
       { telemetry: { otlp: { endpoint: receiver.url }, service_name: 'airlock-under-test' }, services: services(upstream, downPort), agents },
       { env: { TRACE_KEY: key } },
@@ -392,7 +371,7 @@ describe('sampling 0', () => {
   beforeAll(async () => {
     receiver = await startOtlpReceiver();
     upstream = await startUpstream();
-    proxy = await startProxy({ telemetry: { otlp: { endpoint: receiver.url }, sampling: 0 }, services: services(upstream, await closedPort()), agents }, { env: { TRACE_KEY: key } });
+    proxy = await startProxy({ telemetry: { otlp: { endpoint: receiver.url }, sampling: 0 }, services: services(upstream, await freePort()), agents }, { env: { TRACE_KEY: key } });
     responses = [await call(proxy, '/openai/v1/models/a?unsampled=1'), await call(proxy, '/openai/v1/models/b?unsampled=2')];
   });
 
@@ -434,7 +413,7 @@ describe('tracing not configured', () => {
 
   beforeAll(async () => {
     upstream = await startUpstream();
-    proxy = await startProxy({ services: services(upstream, await closedPort()), agents }, { env: { TRACE_KEY: key } });
+    proxy = await startProxy({ services: services(upstream, await freePort()), agents }, { env: { TRACE_KEY: key } });
   });
 
   afterAll(async () => {
@@ -474,7 +453,7 @@ describe('OTEL_EXPORTER_OTLP_ENDPOINT without a telemetry block', () => {
     receiver = await startOtlpReceiver();
     upstream = await startUpstream();
     proxy = await startProxy(
-      { services: services(upstream, await closedPort()), agents },
+      { services: services(upstream, await freePort()), agents },
       { env: { TRACE_KEY: key, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_SERVICE_NAME: 'airlock-from-env' } },
     );
   });
@@ -509,7 +488,7 @@ describe('OTEL_EXPORTER_OTLP_HEADERS', () => {
     receiver = await startOtlpReceiver();
     upstream = await startUpstream();
     proxy = await startProxy(
-      { services: services(upstream, await closedPort()), agents },
+      { services: services(upstream, await freePort()), agents },
       {
         env: {
           TRACE_KEY: key,
@@ -552,7 +531,7 @@ describe('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', () => {
     traces = await startOtlpReceiver();
     upstream = await startUpstream();
     proxy = await startProxy(
-      { services: services(upstream, await closedPort()), agents },
+      { services: services(upstream, await freePort()), agents },
       // The signal-specific variable is the full URL (nothing appended) and wins over the generic one.
       { env: { TRACE_KEY: key, OTEL_EXPORTER_OTLP_ENDPOINT: generic.url, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${traces.url}/v1/traces` } },
     );
@@ -587,7 +566,7 @@ describe('OTEL_TRACES_SAMPLER_ARG=0', () => {
     receiver = await startOtlpReceiver();
     upstream = await startUpstream();
     proxy = await startProxy(
-      { services: services(upstream, await closedPort()), agents },
+      { services: services(upstream, await freePort()), agents },
       { env: { TRACE_KEY: key, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_TRACES_SAMPLER_ARG: '0' } },
     );
   });
@@ -626,7 +605,7 @@ describe.each([
     upstream = await startUpstream();
     // Both the config block and the environment ask for export; the variable turns it off.
     proxy = await startProxy(
-      { telemetry: { otlp: { endpoint: receiver.url } }, services: services(upstream, await closedPort()), agents },
+      { telemetry: { otlp: { endpoint: receiver.url } }, services: services(upstream, await freePort()), agents },
       { env: { TRACE_KEY: key, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, [variable]: value } },
     );
   });
@@ -661,7 +640,7 @@ describe('an audit record that cannot be written', () => {
     upstream = await startUpstream();
     // /dev/full: every write fails (ENOSPC); the default on_failure refuses the request.
     proxy = await startProxy(
-      { audit: { file: '/dev/full' }, telemetry: { otlp: { endpoint: receiver.url } }, services: services(upstream, await closedPort()), agents },
+      { audit: { file: '/dev/full' }, telemetry: { otlp: { endpoint: receiver.url } }, services: services(upstream, await freePort()), agents },
       { env: { TRACE_KEY: key } },
     );
   });
