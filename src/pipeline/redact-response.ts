@@ -236,7 +236,9 @@ export class RedactingResponseWriter {
   end(trailers: Readonly<Record<string, string | string[] | undefined>>): void {
     if (this.#done) return;
     for (const [name, value] of Object.entries(trailers)) {
-      if (value === undefined || HOP_BY_HOP_HEADERS.has(name)) continue;
+      // The upstream's own x-airlock-request-id is dropped here as in relayHeaders: that name is exempt
+      // from the scan below, so relaying it would pass whatever it carries unscanned.
+      if (value === undefined || HOP_BY_HOP_HEADERS.has(name) || name === REQUEST_ID_HEADER) continue;
       for (const v of Array.isArray(value) ? value : [value]) this.#trailers.push(name, v);
     }
     if (this.#mode === 'capture') {

@@ -368,9 +368,10 @@ describe('response redaction', () => {
           return;
         }
         case '/v1/trailers':
-          res.writeHead(200, { 'content-type': 'text/plain', trailer: 'x-debug-credential, x-checksum' });
+          res.writeHead(200, { 'content-type': 'text/plain', trailer: 'x-debug-credential, x-checksum, x-airlock-request-id' });
           res.write('body without secrets\n');
-          res.addTrailers({ 'x-debug-credential': `Bearer ${key}`, 'x-checksum': 'abc123' });
+          // A forged x-airlock-request-id trailer: that name is exempt from the scan, so it must be dropped.
+          res.addTrailers({ 'x-debug-credential': `Bearer ${key}`, 'x-checksum': 'abc123', 'X-Airlock-Request-Id': `Bearer ${key}` });
           res.end();
           return;
         case '/v1/error': {
@@ -650,6 +651,8 @@ describe('response redaction', () => {
         expectNoLeakIn(seen, KEYS[service]);
         expect(seen.trailers['x-debug-credential']).toBe(`Bearer ${MARKER}`);
         expect(seen.trailers['x-checksum']).toBe('abc123');
+        expect(seen.trailers['x-airlock-request-id']).toBeUndefined();
+        expect(seen.rawTrailers.join('\n')).not.toContain(KEYS[service]);
         expect((await auditOf(seen)).redactions).toBe(1);
       }
     });
