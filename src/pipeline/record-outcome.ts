@@ -29,10 +29,19 @@ export function observeRequest(runtime: ProxyRuntime, record: AuditRecord, trace
   runtime.metrics.countRequest(service, route, record.decision, record.code ?? 'none', record.duration_ms / 1000);
   if (record.redactions > 0 && record.service !== null) runtime.metrics.redactions.inc({ service: record.service }, record.redactions);
   trace.finish(record, httpRoute);
-  if (record.agent !== null && runtime.anomalies.enabled) {
+  if (record.agent !== null && runtime.anomalies.enabled) observeAnomalies(runtime, record, record.agent);
+}
+
+/**
+ * Anomaly detection and its response (suspension, alert, webhook) run before the request's record is
+ * written and its answer sent: a failure there is logged and must not cost the request its audit record
+ * or its answer.
+ */
+function observeAnomalies(runtime: ProxyRuntime, record: AuditRecord, agent: string): void {
+  try {
     const events = runtime.anomalies.observe({
       at: Date.parse(record.time) + record.duration_ms,
-      agent: record.agent,
+      agent,
       service: record.service,
       route: record.route,
       scope: record.scope,
@@ -42,6 +51,8 @@ export function observeRequest(runtime: ProxyRuntime, record: AuditRecord, trace
       responseBytes: record.response_bytes,
     });
     for (const event of events) runtime.respondToAnomaly(event);
+  } catch (error) {
+    runtime.logger.error({ request_id: record.request_id, trace_id: record.trace_id, err: error }, 'anomaly detection failed for this request; it is answered and audited as usual');
   }
 }
 
