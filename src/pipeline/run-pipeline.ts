@@ -286,7 +286,9 @@ export function createRawRefusalHandler(currentRuntime: () => ProxyRuntime): (so
   return function refuseOnSocket(socket, failure, method) {
     const owner = (socket as { _httpMessage?: OwnedResponse })._httpMessage;
     const owned = owner?.[RECORD];
-    if (owner !== undefined && owned !== undefined) {
+    // Only a failure in the body of the request being served is that request's; a malformed request
+    // pipelined behind a complete one is its own request, with its own record.
+    if (owner !== undefined && owned !== undefined && owner.req.complete === false) {
       // The pipeline holds this request: answer it under its id, and let its record say what happened.
       owner[CLIENT_FAILURE] ??= failure;
       if (socket.writable && !owner.headersSent) socket.end(rawProblemResponse(failure, owned.request_id));
@@ -298,7 +300,10 @@ export function createRawRefusalHandler(currentRuntime: () => ProxyRuntime): (so
     const record = newRecord(runtime, method, (socket as { remoteAddress?: string }).remoteAddress);
     record.code = failure.code;
     record.status = failure.status;
-    void auditRequest(runtime, record, startedAt).then(function answerRefusal(audited) {
+    // A complete request ahead of this one on the connection is still being answered: HTTP/1.1 answers
+    // in order (RFC 9112 9.3.2), so this refusal waits for that response to end.
+    const ahead = owner !== undefined && !owner.writableFinished && !owner.destroyed ? new Promise<void>((resolve) => owner.once('close', () => resolve())) : Promise.resolve();
+    void Promise.all([auditRequest(runtime, record, startedAt), ahead]).then(function answerRefusal([audited]) {
       // The same rule as refuse(): a record that cannot be written turns the answer into 503.
       const answer = audited || !runtime.audit.failsClosed ? failure : auditUnavailable();
       record.code = answer.code;

@@ -628,6 +628,19 @@ describe('request smuggling and HTTP parsing', () => {
       for (const request of seen) expect(request.header('authorization')).toEqual([`Bearer ${keys.svc}`]);
     });
 
+    it('answers a malformed request pipelined behind a good one on its own: the first keeps its 200 and record', async () => {
+      const since = mark();
+      const result = await send(message({ method: 'GET', target: '/svc/v1/good-first', close: false }) + 'GET /svc/v1/bad\x01 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+      const answers = finalAnswers(result);
+      expect(answers.map((answer) => answer.status)).toEqual([200, 400]);
+      const [first, second] = await Promise.all(answers.map((answer) => auditRecordOf(proxy, requestIdOf(answer) as string)));
+      expect(first).toMatchObject({ agent: 'alice', path: '/svc/v1/good-first', status: 200, code: null, incomplete: false });
+      expect(second).toMatchObject({ decision: 'deny', code: 'invalid_request', status: 400 });
+      expect(requestIdOf(answers[0] as RawResponse)).not.toBe(requestIdOf(answers[1] as RawResponse));
+      await delay(50);
+      expect(upstream.requests.slice(since.complete).map((r) => r.target)).toEqual(['/v1/good-first']);
+    });
+
     it('does not carry a refused first request\'s agent over to the next (bob first, then alice)', async () => {
       const since = mark();
       const results = await pipeline(message({ method: 'GET', target: '/svc/v1/bob-first', token: bob.token, close: false }) + message({ method: 'GET', target: '/svc/v1/alice-second' }));
