@@ -68,6 +68,9 @@ export class RedisStateBackend implements StateBackend {
       maxRetriesPerRequest: 1,
       enableOfflineQueue: false,
       connectTimeout: 2_000,
+      // A Redis that accepts connections but stops answering must fail commands, not hold every request
+      // that needs a rate token or a shared token (the outage then counts toward state.stale_after).
+      commandTimeout: 2_000,
       retryStrategy: (attempt: number) => Math.min(2_000, 100 * attempt),
     };
     this.#client = new Redis(options.url, common);

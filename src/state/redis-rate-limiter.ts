@@ -57,6 +57,12 @@ export class RedisRateLimiter implements RateLimiter {
       )) as [number, number];
       return { allowed: allowed === 1, retryAfterMs: retry };
     } catch (error) {
+      // Redis answered with an error (OOM, READONLY after a failover, BUSY): it is up but cannot keep the
+      // shared count, and a per-replica count would let N replicas allow N times the rate. Refuse.
+      if ((error as { name?: unknown }).name === 'ReplyError') {
+        throw new AirlockError('state_unavailable', 'Rate limits are shared through Redis, which refused to update them; requests that need them are refused until it can.', { cause: error });
+      }
+      // Unreachable: the in-memory count bridges the outage up to state.stale_after.
       const since = this.#downSince() ?? this.#now();
       if (this.#now() - since > this.#staleAfterMs) {
         throw new AirlockError('state_unavailable', 'Rate limits are shared through Redis, which has been unreachable longer than state.stale_after; requests that need them are refused until it is back.', { cause: error });

@@ -526,6 +526,23 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
       expect(llm.requests.filter((r) => r.target.startsWith('/v1/ping?limited=')).map((r) => r.target)).toEqual(['/v1/ping?limited=0', '/v1/ping?limited=1', '/v1/ping?limited=2', '/v1/ping?limited=3']);
     });
 
+    it('a Redis that answers with an error (out of memory) refuses rate-limited requests with 503, not a per-replica count', async () => {
+      const admin = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+      await admin.connect();
+      const before = llm.requests.length;
+      try {
+        // noeviction with a 1-byte limit: every write (the token bucket's Lua script) is refused with OOM.
+        await admin.config('SET', 'maxmemory-policy', 'noeviction');
+        await admin.config('SET', 'maxmemory', '1');
+        for (const replica of [a, b]) expectProblem(await call(replica, parallel.token, '/llm/v1/ping?oom=1'), 503, 'state_unavailable');
+        expect(llm.requests.length).toBe(before);
+      } finally {
+        await admin.config('SET', 'maxmemory', '0');
+        admin.disconnect();
+      }
+      expect((await call(a, parallel.token, '/llm/v1/ping?oom=after')).status).toBe(200);
+    });
+
     it('rate.concurrency is counted per replica (as the schema documents): a second request on A waits its turn, one on B does not', async () => {
       const first = call(a, parallel.token, '/llm/v1/slow?n=1', { timeoutMs: 10_000 });
       await eventually('the first slow request at the upstream', () => hold.held.length === 1, 5_000);
