@@ -42,7 +42,9 @@ export function checkPrincipalRevocations(state: GovernanceState, principal: Pri
  * After a wait (a held approval), everything is checked again: the agent, its session and the target
  * may have been revoked meanwhile, and a request must not be forwarded on a decision taken before that.
  */
-export function recheckAfterWait(state: GovernanceState, principal: Principal, service: string, credentialRef: string): void {
+export function recheckAfterWait(state: GovernanceState, principal: Principal, service: string, credentialRef: string, staleAfterMs: number, now: number): void {
+  // Shared state may have gone away during the wait: what this replica knows could then be out of date.
+  checkStateFresh(state, staleAfterMs, now);
   if (principal.session !== null && state.session(principal.session.id) === null) {
     throw new AirlockError('unauthenticated', `Session ${principal.session.id} ended while the request waited; it was not sent.`, { headers: { 'www-authenticate': 'Bearer realm="airlock", error="invalid_token"' } });
   }
