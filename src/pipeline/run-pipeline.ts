@@ -284,7 +284,8 @@ async function refuse(
  */
 export function createRawRefusalHandler(currentRuntime: () => ProxyRuntime): (socket: Duplex, failure: AirlockError, method: string | null) => void {
   return function refuseOnSocket(socket, failure, method) {
-    const owner = (socket as { _httpMessage?: OwnedResponse })._httpMessage;
+    // node leaves null here between responses on a keep-alive connection.
+    const owner = (socket as { _httpMessage?: OwnedResponse | null })._httpMessage ?? undefined;
     const owned = owner?.[RECORD];
     // Only a failure in the body of the request being served is that request's; a malformed request
     // pipelined behind a complete one is its own request, with its own record.
