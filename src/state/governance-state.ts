@@ -31,6 +31,7 @@ export class GovernanceState {
   readonly #listeners = new Set<(event: GovernanceEvent) => void>();
   /** Restrictions applied here that the backend could not keep yet: written first when it is back. */
   readonly #unsaved: GovernanceEvent[] = [];
+  #resyncs: Promise<void> = Promise.resolve();
   readonly #logger: Pick<Logger, 'warn'> | null;
 
   constructor(backend: StateBackend, now: () => number = Date.now, logger: Pick<Logger, 'warn'> | null = null) {
@@ -47,7 +48,10 @@ export class GovernanceState {
       this.#apply(event);
       this.#notify(event);
     });
-    this.#backend.onReconnect(() => void this.#resync());
+    // One resync at a time: two at once could each write, then drop, the same queued event.
+    this.#backend.onReconnect(() => {
+      this.#resyncs = this.#resyncs.then(() => this.#resync());
+    });
   }
 
   /** Since when shared state has been unreachable (null: it is reachable, or not shared). */

@@ -58,6 +58,7 @@ export class RedisStateBackend implements StateBackend {
   readonly #reconnectListeners: Array<() => void> = [];
   #downSince: number | null = null;
   #everReady = false;
+  #subscriberLost = false;
 
   constructor(options: RedisBackendOptions) {
     this.#prefix = options.prefix;
@@ -92,6 +93,17 @@ export class RedisStateBackend implements StateBackend {
         this.#logger.info('redis is back; reloading the shared state');
         for (const listener of this.#reconnectListeners) listener();
       }
+    });
+    // The subscription has its own connection: when it alone drops and comes back (ioredis subscribes
+    // again), events published meanwhile were missed, so the shared state is reloaded as after an outage.
+    this.#subscriber.on('close', () => {
+      if (this.#everReady) this.#subscriberLost = true;
+    });
+    this.#subscriber.on('ready', () => {
+      if (!this.#subscriberLost) return;
+      this.#subscriberLost = false;
+      this.#logger.info('redis subscription is back; reloading the shared state');
+      for (const listener of this.#reconnectListeners) listener();
     });
     this.#subscriber.on('message', (_channel: string, message: string) => {
       let envelope: Envelope;
