@@ -29,7 +29,7 @@ import { TokenHashes } from './identity/token-hashes.js';
 import { JwtVerifier } from './identity/jwt-verifier.js';
 import { createListener } from './ingress/create-listener.js';
 import { AuditLog } from './observability/audit-log.js';
-import { createLogger, type LogDestination } from './observability/logger.js';
+import { createLogging, type LogDestination, type RequestLog } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
 import { createTracing, type Tracing } from './observability/tracing.js';
 import { AnomalyDetector, type AnomalyEvent } from './policy/anomaly-detector.js';
@@ -115,6 +115,7 @@ interface Durable {
   readonly env: AirlockOptions['env'];
   readonly catalog: SecretCatalog;
   readonly logger: Logger;
+  readonly requestLog: RequestLog;
   readonly metrics: Metrics;
   readonly metricsText: () => Promise<string>;
   readonly redis: RedisStateBackend | null;
@@ -285,6 +286,7 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
     metrics,
     audit,
     logger,
+    requestLog: durable.requestLog,
     state,
     jwt: new JwtVerifier(Object.values(config.agents), () => now().getTime()),
     tokenHashes: durable.tokenHashes,
@@ -383,7 +385,7 @@ function closeGeneration(generation: Generation, durable: Durable, shutdownTraci
 export async function startAirlock(config: AirlockConfig, options: AirlockOptions): Promise<RunningAirlock> {
   const now = options.now ?? (() => new Date());
   const catalog = new SecretCatalog();
-  const logger = createLogger(config.log.level, options.logDestination, catalog);
+  const { logger, requestLog } = createLogging(config.log.level, options.logDestination, catalog);
   const metrics = createMetrics();
 
   // Loaded only when configured: the Redis client is ~20 MiB of resident memory a single replica never uses.
@@ -419,6 +421,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
     env: options.env,
     catalog,
     logger,
+    requestLog,
     metrics,
     metricsText: options.clusterMetrics?.(metrics.registry) ?? (() => metrics.registry.metrics()),
     redis,

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import type { CredentialBroker } from '../credentials/credential-broker.js';
 import type { AuditLog } from '../observability/audit-log.js';
+import type { RequestLog } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { Tracing } from '../observability/tracing.js';
 import type { SecretCatalog } from '../redaction/secret-catalog.js';
@@ -30,6 +31,8 @@ export interface ProxyRuntime {
   readonly tracing: Tracing;
   readonly audit: AuditLog;
   readonly logger: Logger;
+  /** The one line per request (the same destination and level as `logger`). */
+  readonly requestLog: RequestLog;
   readonly state: GovernanceState;
   readonly jwt: JwtVerifier;
   readonly tokenHashes: TokenHashes;

@@ -58,25 +58,5 @@ function observeAnomalies(runtime: ProxyRuntime, record: AuditRecord, agent: str
 
 export function logRequest(runtime: ProxyRuntime, record: AuditRecord, audited: boolean, cause?: unknown): void {
   const level = record.code === 'internal_error' || !audited ? 'error' : (record.status ?? 0) >= 500 || record.incomplete ? 'warn' : 'info';
-  runtime.logger[level](
-    {
-      request_id: record.request_id,
-      trace_id: record.trace_id,
-      agent: record.agent,
-      service: record.service,
-      method: record.method,
-      path: record.path,
-      route: record.route,
-      scope: record.scope,
-      decision: record.decision,
-      code: record.code,
-      status: record.status,
-      upstream_status: record.upstream_status,
-      duration_ms: record.duration_ms,
-      incomplete: record.incomplete,
-      audited,
-      ...(cause === undefined ? {} : { err: cause }),
-    },
-    'request',
-  );
+  runtime.requestLog.write(level, record, audited, cause);
 }
