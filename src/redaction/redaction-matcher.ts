@@ -22,6 +22,18 @@ export class RedactionMatcher {
   }
 
   /**
+   * True when a final scan of `data` would find nothing to mask. The log and audit backstop asks this
+   * first and keeps a clean line as it is, skipping the redactor's span bookkeeping and copies (most
+   * lines are clean); anything else is scanned as usual, so the answers are the same.
+   */
+  clearOf(data: Buffer): boolean {
+    if (this.rules.size > 0) return false;
+    const found: number[] = [];
+    this.needles.findMatches(data, found);
+    return found.length === 0 && this.needles.partialSuffix(data) < MIN_MASKED_PARTIAL;
+  }
+
+  /**
    * Complete matches as [start, end) pairs, and how many trailing bytes must be held back because more
    * data could turn them into a match.
    */

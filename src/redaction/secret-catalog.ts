@@ -77,8 +77,9 @@ export class SecretCatalog {
   scrub(text: string): string {
     if (this.#values.size === 0) return text;
     const { matcher } = this.index('scrub', null, []);
-    const redactor = new StreamRedactor(matcher);
     const input = Buffer.from(text, 'utf8');
+    if (matcher.clearOf(input)) return text;
+    const redactor = new StreamRedactor(matcher);
     const output = redactor.whole(input);
     return redactor.redactions === 0 ? text : output.toString('utf8');
   }
