@@ -4,13 +4,14 @@
  * order, JSON.stringify's escaping). A deleted, edited, inserted or reordered line breaks the chain at
  * that line; rotation carries the chain from one file to the next.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 /** The `prev` of the very first record. */
 export const GENESIS = '0'.repeat(64);
 
 export function chainHash(prev: string, canonical: string): string {
-  return createHash('sha256').update(prev, 'utf8').update('\n', 'utf8').update(canonical, 'utf8').digest('hex');
+  // One-shot crypto.hash (Node 20.12+): a third of the cost of a Hash object per record.
+  return hash('sha256', `${prev}\n${canonical}`, 'hex');
 }
 
 /** A canonical record (a JSON object text ending in "}") with its hash appended as the last field. */
