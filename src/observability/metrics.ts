@@ -20,7 +20,6 @@ export interface Metrics {
   readonly registry: Registry;
   readonly requests: Counter<'service' | 'route' | 'decision' | 'code'>;
   readonly requestDuration: Histogram<'service' | 'route'>;
-  readonly upstreamDuration: Histogram<'service'>;
   readonly credentialCache: Counter<'result'>;
   /** Secrets and key shapes replaced in upstream responses (headers, body, trailers), by service. */
   readonly redactions: Counter<'service'>;
@@ -29,6 +28,8 @@ export interface Metrics {
   readonly reloads: Counter<'result'>;
   /** One finished request: its count and its duration, through children bound once per label set. */
   countRequest(service: string, route: string, decision: string, code: string, seconds: number): void;
+  /** The upstream exchange of one forwarded request, through a child bound once per service. */
+  observeUpstream(service: string, seconds: number): void;
   bind(sources: LiveSources): void;
 }
 
@@ -109,6 +110,14 @@ export function createMetrics(): Metrics {
     buckets: DURATION_BUCKETS,
     registers,
   });
+  const upstreamDuration = new Histogram({
+    name: 'airlock_upstream_duration_seconds',
+    help: 'Time spent on the upstream exchange (dispatch to last byte relayed), by service.',
+    labelNames: ['service'] as const,
+    buckets: DURATION_BUCKETS,
+    registers,
+  });
+  const upstreamBound = new Map<string, { observe(value: number): void }>();
   // Label sets are bounded by the config (services x route templates x codes); binding them once saves
   // hashing the label object on every request.
   const bound = new Map<string, { count: { inc(): void }; duration: { observe(value: number): void } }>();
@@ -127,13 +136,14 @@ export function createMetrics(): Metrics {
       children.count.inc();
       children.duration.observe(seconds);
     },
-    upstreamDuration: new Histogram({
-      name: 'airlock_upstream_duration_seconds',
-      help: 'Time spent on the upstream exchange (dispatch to last byte relayed), by service.',
-      labelNames: ['service'],
-      buckets: DURATION_BUCKETS,
-      registers,
-    }),
+    observeUpstream(service, seconds) {
+      let child = upstreamBound.get(service);
+      if (child === undefined) {
+        child = upstreamDuration.labels(service);
+        upstreamBound.set(service, child);
+      }
+      child.observe(seconds);
+    },
     credentialCache: new Counter({
       name: 'airlock_credential_cache_total',
       help: 'Credential lookups: hit (fresh), stale (last known good served), miss (fetched), refresh_failure.',

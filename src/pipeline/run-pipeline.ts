@@ -210,7 +210,7 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
   }
   untrack();
   releaseSlot();
-  runtime.metrics.upstreamDuration.observe({ service: record.service ?? 'none' }, (performance.now() - upstreamStartedAt) / 1000);
+  runtime.metrics.observeUpstream(record.service ?? 'none', (performance.now() - upstreamStartedAt) / 1000);
 
   record.upstream_status = forwarded.upstreamStatus === 0 ? null : forwarded.upstreamStatus;
   record.status = record.upstream_status;
