@@ -14,7 +14,6 @@
  *  - bomb:  redact.max_decoded_bytes set to 1 MiB;
  *  - ratio: redact.max_ratio set to 20.
  */
-import { once } from 'node:events';
 import { Agent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { brotliCompressSync, constants as zlibConstants, deflateRawSync, deflateSync, gzipSync } from 'node:zlib';
@@ -128,11 +127,27 @@ function encode(coding: Coding, data: Buffer): { header: string; body: Buffer } 
   }
 }
 
+/**
+ * Until the response drains or closes. Both listeners go when either fires: racing two `once()`
+ * promises left the loser's listeners behind on every wait (MaxListenersExceededWarning).
+ */
+function drainedOrClosed(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.once('drain', done);
+    res.once('close', done);
+  });
+}
+
 /** Writes `data` in pieces, honouring backpressure, stopping if the proxy hung up. */
 async function writeAll(res: ServerResponse, data: Buffer, piece: number): Promise<void> {
   for (let at = 0; at < data.length && !res.destroyed; at += piece) {
     if (!res.write(data.subarray(at, at + piece))) {
-      await Promise.race([once(res, 'drain'), once(res, 'close')]);
+      await drainedOrClosed(res);
     }
   }
 }
@@ -417,7 +432,7 @@ describe('response redaction', () => {
           const member = gzipSync(Buffer.alloc(MiB));
           res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-encoding': 'gzip' });
           for (let i = 0; i < 200 && !res.destroyed; i++) {
-            if (!res.write(member)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+            if (!res.write(member)) await drainedOrClosed(res);
             if (i % 20 === 19) await sleep(1);
           }
           res.end();
