@@ -48,8 +48,10 @@ export interface AuditLogOptions {
 }
 
 const WEBHOOK_BATCH = 100;
-/** An audit record is well under this; the last line is always whole in the tail read. */
+/** The first tail read at start-up; most records are under 2 KiB. */
 const TAIL_BYTES = 256 * 1024;
+/** A last line longer than this is treated as torn (the chain restarts at genesis, and verify shows it). */
+const MAX_TAIL_BYTES = 64 * 1024 * 1024;
 
 export class AuditLog {
   readonly file: string;
@@ -89,10 +91,15 @@ export class AuditLog {
           const info = await handle.stat();
           // Not a regular file (a device such as /dev/null): nothing was chained there.
           if (!info.isFile()) return GENESIS;
-          const length = Math.min(info.size, TAIL_BYTES);
-          const buffer = Buffer.alloc(length);
-          await handle.read(buffer, 0, length, info.size - length);
-          text = buffer.toString('utf8');
+          // The tail read grows until it holds the whole last line: a record can outgrow TAIL_BYTES
+          // (a long path under a large limits.max_header_bytes), and a cut line would restart the chain.
+          for (let length = Math.min(info.size, TAIL_BYTES); ; length = Math.min(info.size, length * 4)) {
+            const buffer = Buffer.alloc(length);
+            await handle.read(buffer, 0, length, info.size - length);
+            text = buffer.toString('utf8');
+            const lastBreak = text.lastIndexOf('\n', text.length - 2);
+            if (lastBreak !== -1 || length === info.size || length >= MAX_TAIL_BYTES) break;
+          }
         } finally {
           await handle.close();
         }

@@ -456,6 +456,59 @@ describe('rotation by size, and a restart', () => {
   });
 });
 
+describe('a record longer than the tail read at start-up', () => {
+  const key = canary('audit-long');
+  const agent = generateAgentToken();
+  const dataDir = tempDir('airlock-audit-long-');
+  let upstream: Upstream;
+
+  const config = (upstreamUrl: string): Record<string, unknown> => ({
+    // Room for a request target longer than the 256 KiB first read of the file's tail.
+    limits: { max_header_bytes: 1024 * 1024 },
+    services: { things: { upstream: upstreamUrl, credential: { secret: 'env:THINGS_KEY' }, routes: [{ method: 'GET', path: '/v1/things/:id', scope: 'things:read' }] } },
+    agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'things', max_scope: ['things:read'] }] } },
+  });
+
+  beforeAll(async () => {
+    upstream = await startUpstream();
+  });
+
+  afterAll(async () => {
+    await upstream?.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('a restart chains on from it (the tail read grows until it holds the whole last line)', async () => {
+    const auth = { authorization: `Bearer ${agent.token}` };
+    const first = await startProxy(config(upstream.url), { dataDir, env: { THINGS_KEY: key } });
+    // A target no route matches: refused, and its record carries the whole canonical path.
+    const long = await sendRequest(`${first.url}/things/v1/other/${'a'.repeat(300 * 1024)}`, { headers: auth });
+    expect(long.status).toBe(403);
+    await first.close();
+    const file = join(dataDir, 'audit.jsonl');
+    // As after a crash: the long record is the last line (the clean stop record is taken off).
+    const written = readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
+    expect((JSON.parse(written.pop() as string) as AuditRecord).route).toBe('airlock:stop');
+    expect((JSON.parse(written[written.length - 1] as string) as AuditRecord)).toMatchObject({ status: 403, code: 'route_not_allowed' });
+    writeFileSync(file, `${written.join('\n')}\n`);
+    expect(statSync(file).size).toBeGreaterThan(300 * 1024);
+
+    const second = await startProxy(config(upstream.url), { dataDir, env: { THINGS_KEY: key } });
+    try {
+      expect((await sendRequest(`${second.url}/things/v1/things/1`, { headers: auth })).status).toBe(200);
+      await eventually('the second record', () => readFileSync(file, 'utf8').split('\n').filter((l) => l !== '').length >= 2);
+    } finally {
+      await second.close();
+    }
+    const text = readFileSync(file, 'utf8');
+    const verdict = verifyChain([{ name: file, text }]);
+    expect(verdict).toMatchObject({ ok: true, firstPrev: GENESIS });
+    const lines = text.split('\n').filter((l) => l !== '');
+    expect((JSON.parse(lines[lines.length - 1] as string) as AuditRecord & { prev: string }).prev).not.toBe(GENESIS);
+    assertNoLeak([key], [{ name: 'audit log', text }]);
+  });
+});
+
 describe('rotation with audit.keep 0', () => {
   const key = canary('audit-keep0');
   const agent = generateAgentToken();
