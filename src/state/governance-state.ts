@@ -48,9 +48,12 @@ export class GovernanceState {
       this.#apply(event);
       this.#notify(event);
     });
-    // One resync at a time: two at once could each write, then drop, the same queued event.
+    // One resync at a time: two at once could each write, then drop, the same queued event. A failed
+    // one rejects: the backend keeps counting itself cut off (toward stale_after) and tries again.
     this.#backend.onReconnect(() => {
-      this.#resyncs = this.#resyncs.then(() => this.#resync());
+      const run = this.#resyncs.then(() => this.#resync());
+      this.#resyncs = run.catch(() => undefined);
+      return run;
     });
   }
 
@@ -116,16 +119,11 @@ export class GovernanceState {
    * must not un-revoke anyone), and tell listeners what was revoked meanwhile.
    */
   async #resync(): Promise<void> {
-    let events: GovernanceEvent[];
-    try {
-      while (this.#unsaved.length > 0) {
-        await this.#backend.append(this.#unsaved[0] as GovernanceEvent);
-        this.#unsaved.shift();
-      }
-      events = await this.#backend.load();
-    } catch {
-      return;
+    while (this.#unsaved.length > 0) {
+      await this.#backend.append(this.#unsaved[0] as GovernanceEvent);
+      this.#unsaved.shift();
     }
+    const events = await this.#backend.load();
     const kept = new Set<string>();
     for (const event of events) {
       if (event.type === 'revocation.added') kept.add(revocationKey(event.revocation.kind, event.revocation.target));
@@ -134,11 +132,7 @@ export class GovernanceState {
     const lost = [...this.#revocations.entries()].filter(([key]) => !kept.has(key)).map(([, revocation]) => revocation);
     if (lost.length > 0) {
       this.#logger?.warn({ revocations: lost.map((r) => `${r.kind} ${r.target}`) }, 'shared state came back without revocations this replica holds (a Redis restart without persistence?); writing them back');
-      try {
-        for (const revocation of lost) await this.#backend.append({ type: 'revocation.added', revocation });
-      } catch {
-        return;
-      }
+      for (const revocation of lost) await this.#backend.append({ type: 'revocation.added', revocation });
       events.push(...lost.map((revocation): GovernanceEvent => ({ type: 'revocation.added', revocation })));
     }
     const known = new Set(this.#revocations.keys());

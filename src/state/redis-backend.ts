@@ -55,10 +55,13 @@ export class RedisStateBackend implements StateBackend {
   readonly #logger: Logger;
   readonly #now: () => number;
   readonly #listeners: Array<(event: GovernanceEvent) => void> = [];
-  readonly #reconnectListeners: Array<() => void> = [];
+  readonly #reconnectListeners: Array<() => Promise<void>> = [];
   #downSince: number | null = null;
+  #subscriberDownSince: number | null = null;
   #everReady = false;
-  #subscriberLost = false;
+  /** A reload is running; `#reloadAgain`: a connection came back meanwhile, so it runs once more. */
+  #reloading = false;
+  #reloadAgain = false;
 
   constructor(options: RedisBackendOptions) {
     this.#prefix = options.prefix;
@@ -86,24 +89,20 @@ export class RedisStateBackend implements StateBackend {
       }
     });
     this.#client.on('ready', () => {
-      const wasDown = this.#downSince !== null;
-      this.#downSince = null;
       this.#everReady = true;
-      if (wasDown) {
-        this.#logger.info('redis is back; reloading the shared state');
-        for (const listener of this.#reconnectListeners) listener();
-      }
+      if (this.#downSince === null) return;
+      this.#logger.info('redis is back; reloading the shared state');
+      this.#reload();
     });
-    // The subscription has its own connection: when it alone drops and comes back (ioredis subscribes
-    // again), events published meanwhile were missed, so the shared state is reloaded as after an outage.
+    // The subscription has its own connection: while it is away, events other replicas publish are
+    // missed, so it counts as cut off too, and its return (ioredis subscribes again) reloads the state.
     this.#subscriber.on('close', () => {
-      if (this.#everReady) this.#subscriberLost = true;
+      if (this.#subscriberDownSince === null && this.#everReady) this.#subscriberDownSince = this.#now();
     });
     this.#subscriber.on('ready', () => {
-      if (!this.#subscriberLost) return;
-      this.#subscriberLost = false;
+      if (this.#subscriberDownSince === null) return;
       this.#logger.info('redis subscription is back; reloading the shared state');
-      for (const listener of this.#reconnectListeners) listener();
+      this.#reload();
     });
     this.#subscriber.on('message', (_channel: string, message: string) => {
       let envelope: Envelope;
@@ -117,9 +116,47 @@ export class RedisStateBackend implements StateBackend {
     });
   }
 
-  /** Since when the replica has been cut off from Redis, or null when it is connected. */
+  /**
+   * Since when the replica has been cut off from Redis (either connection), or null when it is
+   * connected and its state reloaded. The time is that of the first loss: a reload that fails, or a
+   * connection that drops again before the reload is done, does not restart the stale_after clock.
+   */
   get downSince(): number | null {
-    return this.#downSince;
+    const client = this.#downSince;
+    const subscriber = this.#subscriberDownSince;
+    if (client === null) return subscriber;
+    return subscriber === null ? client : Math.min(client, subscriber);
+  }
+
+  /**
+   * Reloads the shared state (the reconnect listeners) until it succeeds while both connections are
+   * up; only then is the replica counted as connected again. Without this, a reload that failed (Redis
+   * answering errors just after a restart) left the replica serving on state it never caught up with,
+   * counted as fresh.
+   */
+  #reload(): void {
+    if (this.#reloading) {
+      this.#reloadAgain = true;
+      return;
+    }
+    this.#reloading = true;
+    void (async () => {
+      for (let attempt = 1; this.#client.status === 'ready' && this.#subscriber.status === 'ready'; attempt++) {
+        this.#reloadAgain = false;
+        try {
+          for (const listener of this.#reconnectListeners) await listener();
+          if (this.#reloadAgain) continue;
+          this.#downSince = null;
+          this.#subscriberDownSince = null;
+          this.#logger.info('shared state reloaded from redis');
+          break;
+        } catch (error) {
+          this.#logger.warn({ err: error, attempt }, 'reloading the shared state from redis failed; requests still count as cut off from redis (state.stale_after), trying again');
+          await new Promise((resolve) => setTimeout(resolve, Math.min(2_000, 250 * attempt)).unref());
+        }
+      }
+      this.#reloading = false;
+    })();
   }
 
   get client(): Redis {
@@ -212,7 +249,7 @@ export class RedisStateBackend implements StateBackend {
     this.#listeners.push(listener);
   }
 
-  onReconnect(listener: () => void): void {
+  onReconnect(listener: () => Promise<void>): void {
     this.#reconnectListeners.push(listener);
   }
 

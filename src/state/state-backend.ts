@@ -23,9 +23,16 @@ export interface StateBackend {
   subscribe(listener: (event: GovernanceEvent) => void): void;
   /** Rewrites what is kept as the given, smaller set of events (drops ended history). */
   compact(events: readonly GovernanceEvent[]): Promise<void>;
-  /** Called when a lost connection to shared state comes back (events may have been missed). */
-  onReconnect(listener: () => void): void;
-  /** Since when shared state has been unreachable, or null (always null for the embedded backend). */
+  /**
+   * Called when a lost connection to shared state comes back (events may have been missed). The
+   * backend counts itself cut off (downSince) until every listener has resolved, and calls them again
+   * while one rejects.
+   */
+  onReconnect(listener: () => Promise<void>): void;
+  /**
+   * Since when shared state has been unreachable or not yet reloaded after coming back, or null
+   * (always null for the embedded backend).
+   */
   readonly downSince: number | null;
   close(): Promise<void>;
 }

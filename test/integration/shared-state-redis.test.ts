@@ -942,6 +942,48 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
       expectProblem(await call(a, zeta.token, '/llm/v1/ping'), 401, 'unauthenticated');
       expectProblem(await call(b, zeta.token, '/llm/v1/ping'), 401, 'unauthenticated');
     });
+
+    it.each([
+      { dropped: 'both connections', kills: [['TYPE', 'normal', 'SKIPME', 'yes'], ['TYPE', 'pubsub']] },
+      // Events published while the subscription is away are missed: that is being cut off too.
+      { dropped: 'the subscription alone', kills: [['TYPE', 'pubsub']] },
+    ])('$dropped back to a Redis the state cannot be reloaded from: still cut off, 503 after stale_after, served again once the reload succeeds', async ({ kills }) => {
+      const admin = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+      await admin.connect();
+      const revocations = 'airlock:revocations';
+      const kept = await admin.hgetall(revocations);
+      try {
+        // The revocations key of the wrong type: every reload's HGETALL fails with WRONGTYPE.
+        await admin.del(revocations);
+        await admin.set(revocations, 'not a hash');
+        const cutAt = Date.now();
+        // The replicas' connections dropped; ioredis reconnects at once.
+        for (const kill of kills) await admin.client('KILL', ...(kill as ['TYPE', string]));
+        for (const [name, proxy] of [['A', a], ['B', b]] as const) {
+          const refused = await eventually(`replica ${name} refusing`, async () => {
+            const answer = await call(proxy, alpha.token, '/llm/v1/ping');
+            return answer.status === 503 ? answer : undefined;
+          }, STALE_AFTER_S * 1000 + 3_000, 50);
+          expectProblem(refused, 503, 'state_unavailable');
+          // Not before stale_after: the replica served from what it knew until then.
+          expect(Date.now() - cutAt).toBeGreaterThanOrEqual(STALE_AFTER_S * 1000 - 50);
+          expect((await sendRequest(`${proxy.url}/_airlock/ready`)).status).toBe(503);
+        }
+        // Still refused a while later: the failing reload is retried, never counted as done.
+        await sleep(1_000);
+        for (const proxy of [a, b]) expectProblem(await call(proxy, alpha.token, '/llm/v1/ping'), 503, 'state_unavailable');
+      } finally {
+        await admin.del(revocations);
+        for (const [field, value] of Object.entries(kept)) await admin.hset(revocations, field, value);
+        admin.disconnect();
+      }
+      // The next retry reloads: both replicas serve again, and what was revoked stays revoked.
+      for (const [name, proxy] of [['A', a], ['B', b]] as const) {
+        await eventually(`replica ${name} serving again`, async () => (await call(proxy, alpha.token, '/llm/v1/ping')).status === 200, 5_000, 50);
+        expect((await sendRequest(`${proxy.url}/_airlock/ready`)).status).toBe(200);
+        expectProblem(await call(proxy, zeta.token, '/llm/v1/ping'), 401, 'unauthenticated');
+      }
+    });
   });
 
   it('no credential, agent token or admin token reaches responses, logs, audit records or admin output', async () => {
