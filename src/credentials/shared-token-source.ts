@@ -32,21 +32,37 @@ interface SealedToken {
   generation: string | null;
 }
 
-function seal(key: Buffer, name: string, token: string): Omit<SealedToken, 'expiresAt' | 'generation'> {
-  const iv = randomBytes(12);
-  const cipher = createCipheriv('aes-256-gcm', key, iv);
-  cipher.setAAD(Buffer.from(`oauth2:${name}`));
-  const data = Buffer.concat([cipher.update(token, 'utf8'), cipher.final()]);
-  return { iv: iv.toString('base64'), tag: cipher.getAuthTag().toString('base64'), data: data.toString('base64') };
+/**
+ * Authenticated with the token: which reference it is for, until when it is valid and its generation.
+ * Whoever can write to Redis cannot move a token to another reference, stretch its life (replicas would
+ * keep sending an expired token) or relabel what the audit records as its generation.
+ */
+function associatedData(name: string, expiresAt: number, generation: string | null): Buffer {
+  return Buffer.from(JSON.stringify(['oauth2', name, expiresAt, generation]), 'utf8');
 }
 
-function open(key: Buffer, name: string, sealed: SealedToken): string | null {
+function seal(key: Buffer, name: string, token: string, expiresAt: number, generation: string | null): SealedToken {
+  const iv = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', key, iv);
+  cipher.setAAD(associatedData(name, expiresAt, generation));
+  const data = Buffer.concat([cipher.update(token, 'utf8'), cipher.final()]);
+  return { iv: iv.toString('base64'), tag: cipher.getAuthTag().toString('base64'), data: data.toString('base64'), expiresAt, generation };
+}
+
+/** The token, or null for anything that is not a record sealed by a replica with this key. */
+function open(key: Buffer, name: string, raw: string): SealedToken & { token: string } | null {
   try {
-    const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(sealed.iv, 'base64'));
-    decipher.setAAD(Buffer.from(`oauth2:${name}`));
-    decipher.setAuthTag(Buffer.from(sealed.tag, 'base64'));
-    return Buffer.concat([decipher.update(Buffer.from(sealed.data, 'base64')), decipher.final()]).toString('utf8');
+    const sealed = JSON.parse(raw) as Partial<SealedToken>;
+    const { iv, tag, data, expiresAt, generation } = sealed;
+    if (typeof iv !== 'string' || typeof tag !== 'string' || typeof data !== 'string' || typeof expiresAt !== 'number' || !(typeof generation === 'string' || generation === null)) return null;
+    const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(iv, 'base64'));
+    decipher.setAAD(associatedData(name, expiresAt, generation));
+    decipher.setAuthTag(Buffer.from(tag, 'base64'));
+    const token = Buffer.concat([decipher.update(Buffer.from(data, 'base64')), decipher.final()]).toString('utf8');
+    return { iv, tag, data, expiresAt, generation, token };
   } catch {
+    // Not JSON, a field missing, or a tag that does not verify: as if nothing were stored, so this
+    // replica fetches a token and stores it in its place (a bad record must not refuse until it expires).
     return null;
   }
 }
@@ -59,11 +75,9 @@ export function createSharedTokenSource(inner: SecretSource, redis: Redis, prefi
     if (masterKey === null) return null;
     const raw = await redis.get(`${prefix}oauth2:${name}`);
     if (raw === null) return null;
-    const sealed = JSON.parse(raw) as SealedToken;
-    if (sealed.expiresAt - now() < MIN_LIFE_MS) return null;
-    const token = open(masterKey, name, sealed);
-    if (token === null) return null;
-    const credential = new Credential(ref, token, sealed.generation, sealed.expiresAt);
+    const opened = open(masterKey, name, raw);
+    if (opened === null || opened.expiresAt - now() < MIN_LIFE_MS) return null;
+    const credential = new Credential(ref, opened.token, opened.generation, opened.expiresAt);
     return replacing !== null && credential.sameValueAs(replacing) ? null : credential;
   }
 
@@ -84,7 +98,7 @@ export function createSharedTokenSource(inner: SecretSource, redis: Redis, prefi
             if (raced !== null) return raced;
             const credential = await inner.fetchSecret(name, ref);
             if (masterKey !== null && credential.expiresAt !== null && credential.expiresAt > now()) {
-              const sealed: SealedToken = { ...seal(masterKey, name, credential.reveal()), expiresAt: credential.expiresAt, generation: credential.generation };
+              const sealed = seal(masterKey, name, credential.reveal(), credential.expiresAt, credential.generation);
               await redis.set(`${prefix}oauth2:${name}`, JSON.stringify(sealed), 'PX', Math.max(1, credential.expiresAt - now()));
             }
             return credential;

@@ -580,6 +580,8 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
       return recorded?.header('authorization')[0]?.replace(/^Bearer /, '');
     }
 
+    const env = { CRM_CLIENT_ID: 'airlock-crm', CRM_CLIENT_SECRET: clientSecret, AIRLOCK_MASTER_KEY: masterKey };
+
     beforeAll(async () => {
       credentials.push(clientSecret);
       tokens = await startOAuth2Server({ clients: [{ clientId: 'airlock-crm', clientSecret }] });
@@ -594,7 +596,6 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
       // Start-up fetches every credential once: keep the endpoint failing then, so that the requests
       // below are the first to obtain a token.
       tokens.setMode('server_error');
-      const env = { CRM_CLIENT_ID: 'airlock-crm', CRM_CLIENT_SECRET: clientSecret, AIRLOCK_MASTER_KEY: masterKey };
       [oa, ob] = await Promise.all([startReplica(oauthConfig(tokens, 'oauth:'), env), startReplica(oauthConfig(tokens, 'oauth:'), env)]);
     });
 
@@ -670,6 +671,37 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
         }
         assertNoLeak([...credentials, ...tokens.issued, ...bearerTokens, ...sessionTokens], [{ name: 'redis contents', text: dump.join('\n') }]);
       } finally {
+        client.disconnect();
+      }
+    });
+    it.each([
+      { tampering: 'a record that is not JSON', rewrite: (): string => 'not json' },
+      // Whoever can write to Redis must not make replicas keep a token past its life: the expiry is sealed with it.
+      { tampering: 'a sealed token whose expiry was stretched', rewrite: (raw: string): string => JSON.stringify({ ...(JSON.parse(raw) as object), expiresAt: (JSON.parse(raw) as { expiresAt: number }).expiresAt + 3_600_000 }) },
+    ])('$tampering in Redis is not used: a replica fetches its own token and stores it in its place', async ({ rewrite }) => {
+      const client = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+      const key = 'oauth:oauth2:crm';
+      try {
+        await client.connect();
+        // A stored token with a minute to live, from a replica starting up.
+        await client.del(key);
+        tokens.setExpiresIn(60);
+        const storing = await startReplica(oauthConfig(tokens, 'oauth:'), env);
+        expect((await call(storing, beta.token, '/crm/v1/tickets?stored=1')).status).toBe(200);
+        const stored = await eventually('the token stored', async () => (await client.get(key)) ?? undefined, 3_000);
+        const tampered = rewrite(stored);
+        await client.set(key, tampered, 'PX', 60_000);
+
+        const requestsBefore = tokens.tokenRequests.length;
+        const fresh = await startReplica(oauthConfig(tokens, 'oauth:'), env);
+        expect((await call(fresh, beta.token, '/crm/v1/tickets?tampered=1')).status).toBe(200);
+        expect(tokens.tokenRequests.length).toBe(requestsBefore + 1);
+        const replaced = await client.get(key);
+        expect(replaced).not.toBeNull();
+        expect(replaced).not.toBe(tampered);
+        expect(bearerOf(crm.requests.at(-1))).toBe(tokens.issued.at(-1));
+      } finally {
+        tokens.setExpiresIn(9);
         client.disconnect();
       }
     });
