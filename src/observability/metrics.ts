@@ -5,6 +5,7 @@
  * raw paths, agents' input, or values. Gauges that describe live state are read when scraped.
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { HotCounter, HotHistogram, type CounterChild, type HistogramChild } from './hot-metrics.js';
 
 export type CacheEvent = 'hit' | 'stale' | 'miss' | 'refresh_failure';
 
@@ -18,8 +19,6 @@ export interface LiveSources {
 
 export interface Metrics {
   readonly registry: Registry;
-  readonly requests: Counter<'service' | 'route' | 'decision' | 'code'>;
-  readonly requestDuration: Histogram<'service' | 'route'>;
   readonly credentialCache: Counter<'result'>;
   /** Secrets and key shapes replaced in upstream responses (headers, body, trailers), by service. */
   readonly redactions: Counter<'service'>;
@@ -97,35 +96,33 @@ export function createMetrics(): Metrics {
     },
   });
 
-  const requests = new Counter({
+  // The three metrics every request touches (hot-metrics.ts says why they are not prom-client's own).
+  const requests = new HotCounter({
     name: 'airlock_requests_total',
     help: 'Requests by service, route template, decision and error code ("none" when the upstream answered).',
-    labelNames: ['service', 'route', 'decision', 'code'] as const,
+    labelNames: ['service', 'route', 'decision', 'code'],
     registers,
   });
-  const requestDuration = new Histogram({
+  const requestDuration = new HotHistogram({
     name: 'airlock_request_duration_seconds',
     help: 'Time from the request arriving to its last response byte, by service and route template.',
-    labelNames: ['service', 'route'] as const,
+    labelNames: ['service', 'route'],
     buckets: DURATION_BUCKETS,
     registers,
   });
-  const upstreamDuration = new Histogram({
+  const upstreamDuration = new HotHistogram({
     name: 'airlock_upstream_duration_seconds',
     help: 'Time spent on the upstream exchange (dispatch to last byte relayed), by service.',
-    labelNames: ['service'] as const,
+    labelNames: ['service'],
     buckets: DURATION_BUCKETS,
     registers,
   });
-  const upstreamBound = new Map<string, { observe(value: number): void }>();
-  // Label sets are bounded by the config (services x route templates x codes); binding them once saves
-  // hashing the label object on every request.
-  const bound = new Map<string, { count: { inc(): void }; duration: { observe(value: number): void } }>();
+  // Label sets are bounded by the config (services x route templates x codes); one lookup per request
+  // finds both children.
+  const bound = new Map<string, { count: CounterChild; duration: HistogramChild }>();
 
   return {
     registry,
-    requests,
-    requestDuration,
     countRequest(service, route, decision, code, seconds) {
       const key = `${service}\u0000${route}\u0000${decision}\u0000${code}`;
       let children = bound.get(key);
@@ -137,12 +134,7 @@ export function createMetrics(): Metrics {
       children.duration.observe(seconds);
     },
     observeUpstream(service, seconds) {
-      let child = upstreamBound.get(service);
-      if (child === undefined) {
-        child = upstreamDuration.labels(service);
-        upstreamBound.set(service, child);
-      }
-      child.observe(seconds);
+      upstreamDuration.labels(service).observe(seconds);
     },
     credentialCache: new Counter({
       name: 'airlock_credential_cache_total',
