@@ -9,7 +9,7 @@
  * child is found once per label set (a Map lookup by the caller) and an observation is a bucket search
  * and three additions.
  */
-import type { Metric, Registry } from 'prom-client';
+import type { Metric, Registry, RegistryContentType } from 'prom-client';
 
 interface MetricValue {
   readonly labels: Record<string, string | number>;
@@ -29,7 +29,7 @@ interface HotMetricOptions {
   readonly name: string;
   readonly help: string;
   readonly labelNames: readonly string[];
-  readonly registers: readonly Registry[];
+  readonly registers: ReadonlyArray<Registry<RegistryContentType>>;
 }
 
 function labelsOf(names: readonly string[], values: readonly string[]): Record<string, string> {

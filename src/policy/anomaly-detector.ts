@@ -55,6 +55,11 @@ const DENIAL_STATUSES: ReadonlySet<number> = new Set([401, 403, 404, 405]);
 class SecondRing {
   readonly #counts: Float64Array;
   #lastSecond = -1;
+  /**
+   * The sum of the slots, kept as they change: summing a 3,600-slot window on every request was a walk
+   * of the whole ring per observation. Amounts are whole numbers (requests, bytes), so it stays exact.
+   */
+  #total = 0;
 
   constructor(size: number) {
     this.#counts = new Float64Array(size);
@@ -64,21 +69,29 @@ class SecondRing {
     this.#advance(second);
     const slot = second % this.#counts.length;
     this.#counts[slot] = (this.#counts[slot] as number) + amount;
+    this.#total += amount;
   }
 
   /** The total over the whole window ending at `second`. */
   sum(second: number): number {
     this.#advance(second);
-    let total = 0;
-    for (const count of this.#counts) total += count;
-    return total;
+    return this.#total;
   }
 
   #advance(second: number): void {
     if (this.#lastSecond < 0) this.#lastSecond = second;
     if (second <= this.#lastSecond) return;
     const size = this.#counts.length;
-    for (let s = this.#lastSecond + 1; s <= Math.min(second, this.#lastSecond + size); s++) this.#counts[s % size] = 0;
+    if (second - this.#lastSecond >= size) {
+      this.#counts.fill(0);
+      this.#total = 0;
+    } else {
+      for (let s = this.#lastSecond + 1; s <= second; s++) {
+        const slot = s % size;
+        this.#total -= this.#counts[slot] as number;
+        this.#counts[slot] = 0;
+      }
+    }
     this.#lastSecond = second;
   }
 }

@@ -3,7 +3,7 @@
  * Histogram would for the same observations: the same series, values, HELP and TYPE lines, in the
  * Prometheus text format and in the JSON the cluster aggregation sums.
  */
-import { AggregatorRegistry, Counter, Histogram, Registry } from 'prom-client';
+import { AggregatorRegistry, Counter, Histogram, Registry, type RegistryContentType } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { HotCounter, HotHistogram } from '../../src/observability/hot-metrics.js';
 
@@ -34,8 +34,8 @@ function observeAll(count: { labels(...v: string[]): { inc(): void } }, histogra
 
 describe('hot metrics', () => {
   it('scrape as prom-client would: text and cluster JSON', async () => {
-    const ours = new Registry();
-    const theirs = new Registry();
+    const ours = new Registry<RegistryContentType>();
+    const theirs = new Registry<RegistryContentType>();
     const options = { name: 'x_requests_total', help: 'Requests.', labelNames: ['service', 'route'] };
     const histogramOptions = { name: 'x_duration_seconds', help: 'Duration.', labelNames: ['service', 'route'], buckets: BUCKETS };
     observeAll(new HotCounter({ ...options, registers: [ours] }), new HotHistogram({ ...histogramOptions, registers: [ours] }));
