@@ -975,22 +975,47 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
       expectProblem(await call(b, zeta.token, '/llm/v1/ping'), 401, 'unauthenticated');
     });
 
-    it.each([
-      { dropped: 'both connections', kills: [['TYPE', 'normal', 'SKIPME', 'yes'], ['TYPE', 'pubsub']] },
-      // Events published while the subscription is away are missed: that is being cut off too.
-      { dropped: 'the subscription alone', kills: [['TYPE', 'pubsub']] },
-    ])('$dropped back to a Redis the state cannot be reloaded from: still cut off, 503 after stale_after, served again once the reload succeeds', async ({ kills }) => {
+    type Kill = readonly ['TYPE', string, ...string[]];
+    const BOTH: readonly Kill[] = [['TYPE', 'normal', 'SKIPME', 'yes'], ['TYPE', 'pubsub']];
+
+    /**
+     * Cuts the replicas off the way a reload can fail after a reconnection: the revocations key gets the
+     * wrong type (every reload's HGETALL fails with WRONGTYPE) and their connections are killed (ioredis
+     * reconnects at once). Returns when that was done, and how to undo it.
+     */
+    async function cutOffWithFailingReload(kills: readonly Kill[]): Promise<{ at: number; repair: () => Promise<void> }> {
       const admin = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
       await admin.connect();
       const revocations = 'airlock:revocations';
       const kept = await admin.hgetall(revocations);
+      await admin.del(revocations);
+      await admin.set(revocations, 'not a hash');
+      const at = Date.now();
+      for (const kill of kills) await admin.client('KILL', ...(kill as ['TYPE', string]));
+      return {
+        at,
+        repair: async () => {
+          await admin.del(revocations);
+          for (const [field, value] of Object.entries(kept)) await admin.hset(revocations, field, value);
+          admin.disconnect();
+        },
+      };
+    }
+
+    async function servingAgain(): Promise<void> {
+      for (const [name, proxy] of [['A', a], ['B', b]] as const) {
+        await eventually(`replica ${name} serving again`, async () => (await call(proxy, alpha.token, '/llm/v1/ping')).status === 200, 5_000, 50);
+        expect((await sendRequest(`${proxy.url}/_airlock/ready`)).status).toBe(200);
+      }
+    }
+
+    it.each([
+      { dropped: 'both connections', kills: BOTH },
+      // Events published while the subscription is away are missed: that is being cut off too.
+      { dropped: 'the subscription alone', kills: [['TYPE', 'pubsub']] as const },
+    ])('$dropped back to a Redis the state cannot be reloaded from: still cut off, 503 after stale_after, served again once the reload succeeds', async ({ kills }) => {
+      const cut = await cutOffWithFailingReload(kills);
       try {
-        // The revocations key of the wrong type: every reload's HGETALL fails with WRONGTYPE.
-        await admin.del(revocations);
-        await admin.set(revocations, 'not a hash');
-        const cutAt = Date.now();
-        // The replicas' connections dropped; ioredis reconnects at once.
-        for (const kill of kills) await admin.client('KILL', ...(kill as ['TYPE', string]));
         for (const [name, proxy] of [['A', a], ['B', b]] as const) {
           const refused = await eventually(`replica ${name} refusing`, async () => {
             const answer = await call(proxy, alpha.token, '/llm/v1/ping');
@@ -998,23 +1023,37 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
           }, STALE_AFTER_S * 1000 + 3_000, 50);
           expectProblem(refused, 503, 'state_unavailable');
           // Not before stale_after: the replica served from what it knew until then.
-          expect(Date.now() - cutAt).toBeGreaterThanOrEqual(STALE_AFTER_S * 1000 - 50);
+          expect(Date.now() - cut.at).toBeGreaterThanOrEqual(STALE_AFTER_S * 1000 - 50);
           expect((await sendRequest(`${proxy.url}/_airlock/ready`)).status).toBe(503);
         }
         // Still refused a while later: the failing reload is retried, never counted as done.
         await sleep(1_000);
         for (const proxy of [a, b]) expectProblem(await call(proxy, alpha.token, '/llm/v1/ping'), 503, 'state_unavailable');
       } finally {
-        await admin.del(revocations);
-        for (const [field, value] of Object.entries(kept)) await admin.hset(revocations, field, value);
-        admin.disconnect();
+        await cut.repair();
       }
       // The next retry reloads: both replicas serve again, and what was revoked stays revoked.
-      for (const [name, proxy] of [['A', a], ['B', b]] as const) {
-        await eventually(`replica ${name} serving again`, async () => (await call(proxy, alpha.token, '/llm/v1/ping')).status === 200, 5_000, 50);
-        expect((await sendRequest(`${proxy.url}/_airlock/ready`)).status).toBe(200);
-        expectProblem(await call(proxy, zeta.token, '/llm/v1/ping'), 401, 'unauthenticated');
+      await servingAgain();
+      for (const proxy of [a, b]) expectProblem(await call(proxy, zeta.token, '/llm/v1/ping'), 401, 'unauthenticated');
+    });
+
+    it('a request held for approval while its replica became cut off past stale_after is refused when the approval comes: 503, nothing forwarded', async () => {
+      const before = llm.requests.length;
+      const held = call(a, holder.token, '/llm/v1/pay', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"amount":7}', timeoutMs: 15_000 });
+      const pending = await eventually('the held request pending', async () => (await adminB.call('GET', '/v1/approvals?status=pending')).json<{ approvals: ApprovalView[] }>().approvals.find((x) => x.agent === 'holder'), 3_000, 10);
+      const cut = await cutOffWithFailingReload(BOTH);
+      try {
+        await eventually('A not ready', async () => (await sendRequest(`${a.url}/_airlock/ready`)).status === 503, STALE_AFTER_S * 1000 + 3_000, 50);
+        // Redis still answers: the approval given on B is kept and reaches A, whose state is stale.
+        const approved = await adminB.call('POST', `/v1/approvals/${pending.id}/approve`, { reason: 'while A is cut off' });
+        expect(approved.status, approved.text).toBe(200);
+        const problem = expectProblem(await held, 503, 'state_unavailable');
+        expect(problem.detail).toContain('state.stale_after');
+        expect(llm.requests.length, 'forwarded on stale state').toBe(before);
+      } finally {
+        await cut.repair();
       }
+      await servingAgain();
     });
   });
 
