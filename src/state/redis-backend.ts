@@ -62,6 +62,8 @@ export class RedisStateBackend implements StateBackend {
   /** A reload is running; `#reloadAgain`: a connection came back meanwhile, so it runs once more. */
   #reloading = false;
   #reloadAgain = false;
+  /** Connections lost so far (either one): a reload only counts if none was lost while it ran. */
+  #losses = 0;
 
   constructor(options: RedisBackendOptions) {
     this.#prefix = options.prefix;
@@ -83,6 +85,7 @@ export class RedisStateBackend implements StateBackend {
     this.#client.on('error', (error: Error) => this.#logger.debug({ err: error }, 'redis state client error'));
     this.#subscriber.on('error', (error: Error) => this.#logger.debug({ err: error }, 'redis subscriber error'));
     this.#client.on('close', () => {
+      this.#losses++;
       if (this.#downSince === null && this.#everReady) {
         this.#downSince = this.#now();
         this.#logger.warn('lost the connection to redis; serving from what this replica knows');
@@ -97,6 +100,7 @@ export class RedisStateBackend implements StateBackend {
     // The subscription has its own connection: while it is away, events other replicas publish are
     // missed, so it counts as cut off too, and its return (ioredis subscribes again) reloads the state.
     this.#subscriber.on('close', () => {
+      this.#losses++;
       if (this.#subscriberDownSince === null && this.#everReady) this.#subscriberDownSince = this.#now();
     });
     this.#subscriber.on('ready', () => {
@@ -143,9 +147,14 @@ export class RedisStateBackend implements StateBackend {
     void (async () => {
       for (let attempt = 1; this.#client.status === 'ready' && this.#subscriber.status === 'ready'; attempt++) {
         this.#reloadAgain = false;
+        const losses = this.#losses;
         try {
+          // ioredis says 'ready' before it subscribes again; a PING on the subscription connection
+          // answers after that SUBSCRIBE, so the snapshot below cannot miss an event published between.
+          await this.#subscriber.ping();
           for (const listener of this.#reconnectListeners) await listener();
-          if (this.#reloadAgain) continue;
+          // A connection lost meanwhile (events missed after the snapshot), or back again: reload again.
+          if (this.#reloadAgain || this.#losses !== losses) continue;
           this.#downSince = null;
           this.#subscriberDownSince = null;
           this.#logger.info('shared state reloaded from redis');
