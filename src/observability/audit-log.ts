@@ -17,7 +17,7 @@
  * path as a fifth of the CPU per request). And a disk that stalls now stalls the proxy instead of
  * letting answered requests pile up unwritten records in memory: the audit file belongs on a local disk.
  */
-import { closeSync, fstatSync, mkdirSync, openSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, mkdirSync, openSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
@@ -173,27 +173,45 @@ export class AuditLog {
       prev = sealed.hash;
     }
     const data = Buffer.from(`${lines.join('\n')}\n`, 'utf8');
+    let written = 0;
     try {
       this.#rotateIfNeeded(data.length);
       this.#fd ??= openSync(this.file, 'a', 0o600);
-      for (let offset = 0; offset < data.length; ) offset += writeSync(this.#fd, data, offset, data.length - offset);
-      this.#size += data.length;
-      this.#lastHash = prev;
-      this.#broken = null;
-      for (const pending of batch) pending.resolve(true);
-      this.#publish(lines);
+      while (written < data.length) written += writeSync(this.#fd, data, written, data.length - written);
     } catch (error) {
       this.#broken = error as Error;
       this.#options.onWriteFailure?.();
       this.#options.logger?.error({ err: error, records: batch.length }, 'audit records could not be written');
+      // Part of the batch reached the file before the error (a disk filling up): cut it off, or the
+      // next batch would be appended to a torn line.
+      if (written > 0 && this.#fd !== null) this.#truncateTail(this.#fd, written);
       // Reopen on the next attempt: the file may have been replaced or the descriptor invalidated.
       this.#closeFile();
       for (const pending of batch) {
         if (this.#options.onFailure === 'log') pending.resolve(false);
         else pending.reject(error as Error);
       }
+      return;
+    }
+    this.#size += data.length;
+    this.#lastHash = prev;
+    this.#broken = null;
+    for (const pending of batch) pending.resolve(true);
+    // Written: a live-feed listener or the webhook copy failing says nothing about the file.
+    try {
+      this.#publish(lines);
+    } catch (error) {
+      this.#options.logger?.error({ err: error }, 'an audit feed listener failed; the records are written');
     }
   };
+
+  #truncateTail(fd: number, bytes: number): void {
+    try {
+      ftruncateSync(fd, Math.max(0, fstatSync(fd).size - bytes));
+    } catch {
+      // The file is unusable anyway; `audit verify` shows a torn last line.
+    }
+  }
 
   #closeFile(): void {
     const fd = this.#fd;
@@ -218,8 +236,14 @@ export class AuditLog {
       }
     }
     // keep: 0 keeps no rotated copy: the full file is removed and a new one begun (the chain goes on).
-    if (this.#options.keep >= 1) renameSync(this.file, `${this.file}.1`);
-    else unlinkSync(this.file);
+    try {
+      if (this.#options.keep >= 1) renameSync(this.file, `${this.file}.1`);
+      else unlinkSync(this.file);
+    } catch (error) {
+      // Moved or removed by someone else meanwhile: a new file is begun all the same. Any other error
+      // fails the write (and the log heals at the first write that succeeds).
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
     try {
       this.#size = statSync(this.file).size;
     } catch {

@@ -456,6 +456,52 @@ describe('rotation by size, and a restart', () => {
   });
 });
 
+describe('the audit file removed from under a running proxy', () => {
+  const key = canary('audit-removed');
+  const agent = generateAgentToken();
+  const dataDir = tempDir('airlock-audit-removed-');
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+
+  beforeAll(async () => {
+    upstream = await startUpstream();
+    proxy = await startProxy(
+      {
+        audit: { max_bytes: 2000, keep: 2 },
+        services: { things: { upstream: upstream.url, credential: { secret: 'env:THINGS_KEY' }, routes: [{ method: 'GET', path: '/v1/things/:id', scope: 'things:read' }] } },
+        agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'things', max_scope: ['things:read'] }] } },
+      },
+      { dataDir, env: { THINGS_KEY: key } },
+    );
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('when rotation finds it gone, a new file is begun: requests go on (no 503), records land in it', async () => {
+    const file = join(dataDir, 'audit.jsonl');
+    const auth = { authorization: `Bearer ${agent.token}` };
+    expect((await sendRequest(`${proxy.url}/things/v1/things/0`, { headers: auth })).status).toBe(200);
+    await eventually('the first record', () => existsSync(file) && readFileSync(file, 'utf8').includes('/things/v1/things/0'));
+    rmSync(file);
+    // Enough records to pass max_bytes, so a rotation runs and finds the file gone.
+    for (let i = 1; i <= 8; i++) {
+      const response = await sendRequest(`${proxy.url}/things/v1/things/${i}`, { headers: auth });
+      expect(response.status, response.text).toBe(200);
+      // The log line follows the audit write: one record at a time, each saying it was audited.
+      await eventually(`record ${i}`, () => proxy.logRecords().filter((l) => l['msg'] === 'request' && l['audited'] === true).length === i + 1);
+    }
+    await eventually('records in a new file', () => existsSync(file) && readFileSync(file, 'utf8').includes('/things/v1/things/8'));
+    const text = readFileSync(file, 'utf8');
+    expect(verifyChain([{ name: file, text }])).toMatchObject({ ok: true });
+    expect((await sendRequest(`${proxy.url}/_airlock/ready`)).status).toBe(200);
+    assertNoLeak([key], [{ name: 'audit log', text }]);
+  });
+});
+
 describe('a record longer than the tail read at start-up', () => {
   const key = canary('audit-long');
   const agent = generateAgentToken();
