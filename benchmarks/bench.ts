@@ -18,7 +18,7 @@
  * Environment: BENCH_SECONDS (default 10) per measured run, BENCH_CONNECTIONS (default 50),
  * BENCH_WARMUP (seconds of load before each measured run; default 8).
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,6 +39,7 @@ const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 50);
  * high in the first 3 s as after 6 s. The 1-2 s warm-up used before measured the JIT, not the proxy.
  */
 const WARMUP_SECONDS = Number(process.env['BENCH_WARMUP'] ?? Math.max(8, Math.round(SECONDS / 4)));
+if (!Number.isFinite(WARMUP_SECONDS) || WARMUP_SECONDS < 1) throw new Error(`BENCH_WARMUP must be a number of seconds, at least 1 (got ${process.env['BENCH_WARMUP']})`);
 
 interface Target {
   readonly name: string;
@@ -214,7 +215,11 @@ async function main(): Promise<void> {
     const heavy = await peakRssDuring(airlockPids, runLoad({ url: `${airlockTarget.url}/small`, connections: 1000, seconds: SECONDS, headers: auth, threads: 2 }));
     const thousand = { rps: Math.round(heavy.result.rps), p99Ms: heavy.result.p99Ms, errors: heavy.result.errors, peakRssMiB: heavy.peak };
 
-    const auditLines = readFileSync(join(work, 'airlock', 'audit.jsonl'), 'utf8').split('\n').filter((l) => l !== '').length;
+    // Rotated files too: the warm-ups alone write more than audit.max_bytes.
+    const auditDir = join(work, 'airlock');
+    const auditLines = readdirSync(auditDir)
+      .filter((name) => /^audit\.jsonl(\.\d+)?$/.test(name))
+      .reduce((sum, name) => sum + readFileSync(join(auditDir, name), 'utf8').split('\n').filter((l) => l !== '').length, 0);
 
     const report: BenchReport = {
       date: new Date().toISOString(),

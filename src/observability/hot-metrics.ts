@@ -66,11 +66,16 @@ abstract class HotMetric<Child> {
     return child;
   }
 
+  /**
+   * Zeroes every series in place (the registry's resetMetrics()). Unlike prom-client, which drops the
+   * series, children handed out stay valid: callers keep them bound.
+   */
   reset(): void {
-    this.series.clear();
+    for (const { child } of this.series.values()) this.zero(child);
   }
 
   protected abstract newChild(): Child;
+  protected abstract zero(child: Child): void;
 }
 
 export interface CounterChild {
@@ -87,6 +92,10 @@ export class HotCounter extends HotMetric<CounterChild & { value: number }> {
         this.value += by;
       },
     };
+  }
+
+  protected zero(child: CounterChild & { value: number }): void {
+    child.value = 0;
   }
 
   async get(): Promise<MetricJson> {
@@ -130,6 +139,12 @@ export class HotHistogram extends HotMetric<HistogramSeries> {
         this.count++;
       },
     };
+  }
+
+  protected zero(child: HistogramSeries): void {
+    child.counts.fill(0);
+    child.sum = 0;
+    child.count = 0;
   }
 
   /** prom-client's histogram layout: cumulative `_bucket` per bound and `+Inf`, then `_sum` and `_count`. */

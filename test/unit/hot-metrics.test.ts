@@ -58,6 +58,23 @@ describe('hot metrics', () => {
     expect(normalized(await ours.metrics())).toEqual(normalized(await theirs.metrics()));
   });
 
+  it('a registry reset zeroes the series, and children bound before it keep counting', async () => {
+    const registry = new Registry();
+    const counter = new HotCounter({ name: 'z_total', help: 'z', labelNames: ['a'], registers: [registry] });
+    const histogram = new HotHistogram({ name: 'z_seconds', help: 'z', labelNames: ['a'], buckets: BUCKETS, registers: [registry] });
+    const count = counter.labels('x');
+    const duration = histogram.labels('x');
+    count.inc();
+    duration.observe(0.5);
+    registry.resetMetrics();
+    expect(await registry.metrics()).toMatch(/z_total\{a="x"\} 0/);
+    count.inc();
+    duration.observe(0.5);
+    const text = await registry.metrics();
+    expect(text).toMatch(/z_total\{a="x"\} 1/);
+    expect(text).toMatch(/z_seconds_count\{a="x"\} 1/);
+  });
+
   it('refuses label values that do not match the label names', () => {
     const counter = new HotCounter({ name: 'y_total', help: 'y', labelNames: ['a', 'b'], registers: [] });
     expect(() => counter.labels('only-one')).toThrow(/expected 2 label values/);
