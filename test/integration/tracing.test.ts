@@ -89,6 +89,32 @@ const agents = {
   },
 };
 
+interface TracedProxy {
+  receiver: OtlpReceiver;
+  upstream: Upstream;
+  proxy: ProxyFixture;
+}
+
+/**
+ * For one describe block: an OTLP receiver, an upstream, and a proxy whose config (beside services and
+ * agents) and environment (beside TRACE_KEY) are built from the receiver; all closed after the block.
+ */
+function tracedProxy(build: (receiver: OtlpReceiver) => { config?: Record<string, unknown>; env?: Record<string, string> }): TracedProxy {
+  const fixture = {} as TracedProxy;
+  beforeAll(async () => {
+    fixture.receiver = await startOtlpReceiver();
+    fixture.upstream = await startUpstream();
+    const { config = {}, env = {} } = build(fixture.receiver);
+    fixture.proxy = await startProxy({ ...config, services: services(fixture.upstream, await freePort()), agents }, { env: { TRACE_KEY: key, ...env } });
+  });
+  afterAll(async () => {
+    await fixture.proxy?.close();
+    await fixture.upstream?.close();
+    await fixture.receiver?.close();
+  });
+  return fixture;
+}
+
 function call(proxy: ProxyFixture, path: string, options: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<SentResponse> {
   return sendRequest(`${proxy.url}${path}`, {
     method: options.method ?? 'GET',
@@ -362,48 +388,37 @@ describe('traces exported over OTLP/HTTP', () => {
 });
 
 describe('sampling 0', () => {
-  let receiver: OtlpReceiver;
-  let upstream: Upstream;
-  let proxy: ProxyFixture;
+  const t = tracedProxy((receiver) => ({ config: { telemetry: { otlp: { endpoint: receiver.url }, sampling: 0 } } }));
   let responses: SentResponse[] = [];
   const sampledParent = agentContext('01');
 
   beforeAll(async () => {
-    receiver = await startOtlpReceiver();
-    upstream = await startUpstream();
-    proxy = await startProxy({ telemetry: { otlp: { endpoint: receiver.url }, sampling: 0 }, services: services(upstream, await freePort()), agents }, { env: { TRACE_KEY: key } });
-    responses = [await call(proxy, '/openai/v1/models/a?unsampled=1'), await call(proxy, '/openai/v1/models/b?unsampled=2')];
-  });
-
-  afterAll(async () => {
-    await proxy?.close();
-    await upstream?.close();
-    await receiver?.close();
+    responses = [await call(t.proxy, '/openai/v1/models/a?unsampled=1'), await call(t.proxy, '/openai/v1/models/b?unsampled=2')];
   });
 
   it('still forwards, with an unsampled traceparent for the upstream and the trace id in the audit', async () => {
     for (const response of responses) expect(response.status, response.text).toBe(200);
     for (const [i, response] of responses.entries()) {
-      const seen = parseTraceparent(upstreamRequestFor(upstream, `unsampled=${i + 1}`).header('traceparent')[0]);
+      const seen = parseTraceparent(upstreamRequestFor(t.upstream, `unsampled=${i + 1}`).header('traceparent')[0]);
       expect(seen.flags).toBe('00');
       expect(seen.traceId).not.toMatch(/^0+$/);
-      const record = await eventually('the audit record', () => proxy.auditRecords().find((r) => r.request_id === requestIdOf(response)));
+      const record = await eventually('the audit record', () => t.proxy.auditRecords().find((r) => r.request_id === requestIdOf(response)));
       expect(record.trace_id).toBe(seen.traceId);
     }
   });
 
   it('follows a sampled parent from the agent (parent-based sampling)', async () => {
-    const response = await call(proxy, '/openai/v1/models/c?parented=1', { headers: { traceparent: sampledParent.header } });
+    const response = await call(t.proxy, '/openai/v1/models/c?parented=1', { headers: { traceparent: sampledParent.header } });
     expect(response.status).toBe(200);
-    const found = await receiver.waitForSpans((s) => s.traceId === sampledParent.traceId && s.kind === SPAN_KIND.SERVER);
+    const found = await t.receiver.waitForSpans((s) => s.traceId === sampledParent.traceId && s.kind === SPAN_KIND.SERVER);
     expect(found[0]?.parentSpanId).toBe(sampledParent.spanId);
   });
 
   it('exports nothing for the new traces, even after the flush on close', async () => {
-    await proxy.close();
-    const unsampled = receiver.spans.filter((s) => s.traceId !== sampledParent.traceId);
+    await t.proxy.close();
+    const unsampled = t.receiver.spans.filter((s) => s.traceId !== sampledParent.traceId);
     expect(unsampled).toEqual([]);
-    expect(receiver.rejected).toEqual([]);
+    expect(t.receiver.rejected).toEqual([]);
   });
 });
 
@@ -445,78 +460,43 @@ describe('tracing not configured', () => {
 });
 
 describe('OTEL_EXPORTER_OTLP_ENDPOINT without a telemetry block', () => {
-  let receiver: OtlpReceiver;
-  let upstream: Upstream;
-  let proxy: ProxyFixture;
-
-  beforeAll(async () => {
-    receiver = await startOtlpReceiver();
-    upstream = await startUpstream();
-    proxy = await startProxy(
-      { services: services(upstream, await freePort()), agents },
-      { env: { TRACE_KEY: key, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_SERVICE_NAME: 'airlock-from-env' } },
-    );
-  });
-
-  afterAll(async () => {
-    await proxy?.close();
-    await upstream?.close();
-    await receiver?.close();
-  });
+  const t = tracedProxy((receiver) => ({ env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_SERVICE_NAME: 'airlock-from-env' } }));
 
   it('exports the request tree to <endpoint>/v1/traces', async () => {
     const context = agentContext();
-    const response = await call(proxy, `/openai/v1/models/env?q=${queryCanary}`, { headers: { traceparent: context.header } });
+    const response = await call(t.proxy, `/openai/v1/models/env?q=${queryCanary}`, { headers: { traceparent: context.header } });
     expect(response.status).toBe(200);
-    const [server] = await receiver.waitForSpans((s) => s.traceId === context.traceId && s.kind === SPAN_KIND.SERVER);
+    const [server] = await t.receiver.waitForSpans((s) => s.traceId === context.traceId && s.kind === SPAN_KIND.SERVER);
     expect(server?.parentSpanId).toBe(context.spanId);
     expect(server?.name).toBe('GET /openai/v1/models/:model');
     expect(server?.resource['service.name']).toBe('airlock-from-env');
-    await receiver.waitForSpans((s) => s.traceId === context.traceId, 5_000, 3);
-    expect(parseTraceparent(upstreamRequestFor(upstream, queryCanary).header('traceparent')[0]).traceId).toBe(context.traceId);
-    expect(receiver.requests.every((r) => r.contentType.startsWith('application/json'))).toBe(true);
-    assertNoLeak([key, queryCanary, headerCanary, agent.token], [{ name: 'OTLP bodies', text: receiver.bodies.join('\n') }]);
+    await t.receiver.waitForSpans((s) => s.traceId === context.traceId, 5_000, 3);
+    expect(parseTraceparent(upstreamRequestFor(t.upstream, queryCanary).header('traceparent')[0]).traceId).toBe(context.traceId);
+    expect(t.receiver.requests.every((r) => r.contentType.startsWith('application/json'))).toBe(true);
+    assertNoLeak([key, queryCanary, headerCanary, agent.token], [{ name: 'OTLP bodies', text: t.receiver.bodies.join('\n') }]);
   });
 });
 
 describe('OTEL_EXPORTER_OTLP_HEADERS', () => {
-  let receiver: OtlpReceiver;
-  let upstream: Upstream;
-  let proxy: ProxyFixture;
-
-  beforeAll(async () => {
-    receiver = await startOtlpReceiver();
-    upstream = await startUpstream();
-    proxy = await startProxy(
-      { services: services(upstream, await freePort()), agents },
-      {
-        env: {
-          TRACE_KEY: key,
-          OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
-          // W3C baggage format: comma-separated, percent-encoded values.
-          OTEL_EXPORTER_OTLP_HEADERS: 'x-collector-tenant=airlock-test, authorization=Bearer%20collector-token',
-        },
-      },
-    );
-  });
-
-  afterAll(async () => {
-    await proxy?.close();
-    await upstream?.close();
-    await receiver?.close();
-  });
+  const t = tracedProxy((receiver) => ({
+    env: {
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+      // W3C baggage format: comma-separated, percent-encoded values.
+      OTEL_EXPORTER_OTLP_HEADERS: 'x-collector-tenant=airlock-test, authorization=Bearer%20collector-token',
+    },
+  }));
 
   it('sends the listed headers, decoded, with every export to the collector', async () => {
     const context = agentContext();
-    const response = await call(proxy, '/openai/v1/models/headers', { headers: { traceparent: context.header } });
+    const response = await call(t.proxy, '/openai/v1/models/headers', { headers: { traceparent: context.header } });
     expect(response.status).toBe(200);
-    await receiver.waitForSpans((s) => s.traceId === context.traceId && s.kind === SPAN_KIND.SERVER);
-    expect(receiver.requests.length).toBeGreaterThan(0);
-    for (const request of receiver.requests) {
+    await t.receiver.waitForSpans((s) => s.traceId === context.traceId && s.kind === SPAN_KIND.SERVER);
+    expect(t.receiver.requests.length).toBeGreaterThan(0);
+    for (const request of t.receiver.requests) {
       expect(request.headers['x-collector-tenant']).toBe('airlock-test');
       expect(request.headers['authorization']).toBe('Bearer collector-token');
     }
-    expect(receiver.rejected).toEqual([]);
+    expect(t.receiver.rejected).toEqual([]);
   });
 });
 
@@ -558,35 +538,18 @@ describe('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', () => {
 });
 
 describe('OTEL_TRACES_SAMPLER_ARG=0', () => {
-  let receiver: OtlpReceiver;
-  let upstream: Upstream;
-  let proxy: ProxyFixture;
-
-  beforeAll(async () => {
-    receiver = await startOtlpReceiver();
-    upstream = await startUpstream();
-    proxy = await startProxy(
-      { services: services(upstream, await freePort()), agents },
-      { env: { TRACE_KEY: key, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_TRACES_SAMPLER_ARG: '0' } },
-    );
-  });
-
-  afterAll(async () => {
-    await proxy?.close();
-    await upstream?.close();
-    await receiver?.close();
-  });
+  const t = tracedProxy((receiver) => ({ env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_TRACES_SAMPLER_ARG: '0' } }));
 
   it('exports no new trace (the upstream gets an unsampled traceparent), yet follows a sampled agent parent', async () => {
-    for (const n of [1, 2, 3]) expect((await call(proxy, `/openai/v1/models/x?envsampled=${n}`)).status).toBe(200);
-    for (const n of [1, 2, 3]) expect(parseTraceparent(upstreamRequestFor(upstream, `envsampled=${n}`).header('traceparent')[0]).flags).toBe('00');
+    for (const n of [1, 2, 3]) expect((await call(t.proxy, `/openai/v1/models/x?envsampled=${n}`)).status).toBe(200);
+    for (const n of [1, 2, 3]) expect(parseTraceparent(upstreamRequestFor(t.upstream, `envsampled=${n}`).header('traceparent')[0]).flags).toBe('00');
     // Parent-based: the exporter is live, a sampled agent trace is still exported.
     const parent = agentContext('01');
-    expect((await call(proxy, '/openai/v1/models/x?envparented=1', { headers: { traceparent: parent.header } })).status).toBe(200);
-    await receiver.waitForSpans((s) => s.traceId === parent.traceId && s.kind === SPAN_KIND.SERVER);
-    await proxy.close();
-    expect(receiver.spans.filter((s) => s.traceId !== parent.traceId)).toEqual([]);
-    expect(receiver.rejected).toEqual([]);
+    expect((await call(t.proxy, '/openai/v1/models/x?envparented=1', { headers: { traceparent: parent.header } })).status).toBe(200);
+    await t.receiver.waitForSpans((s) => s.traceId === parent.traceId && s.kind === SPAN_KIND.SERVER);
+    await t.proxy.close();
+    expect(t.receiver.spans.filter((s) => s.traceId !== parent.traceId)).toEqual([]);
+    expect(t.receiver.rejected).toEqual([]);
   });
 });
 
@@ -596,72 +559,38 @@ describe.each([
   ['OTEL_TRACES_EXPORTER', 'none'],
   ['OTEL_TRACES_EXPORTER', 'None'],
 ])('%s=%s', (variable, value) => {
-  let receiver: OtlpReceiver;
-  let upstream: Upstream;
-  let proxy: ProxyFixture;
-
-  beforeAll(async () => {
-    receiver = await startOtlpReceiver();
-    upstream = await startUpstream();
-    // Both the config block and the environment ask for export; the variable turns it off.
-    proxy = await startProxy(
-      { telemetry: { otlp: { endpoint: receiver.url } }, services: services(upstream, await freePort()), agents },
-      { env: { TRACE_KEY: key, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, [variable]: value } },
-    );
-  });
-
-  afterAll(async () => {
-    await proxy?.close();
-    await upstream?.close();
-    await receiver?.close();
-  });
+  // Both the config block and the environment ask for export; the variable turns it off.
+  const t = tracedProxy((receiver) => ({ config: { telemetry: { otlp: { endpoint: receiver.url } } }, env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, [variable]: value } }));
 
   it('exports nothing and passes the agent traceparent through untouched', async () => {
     const context = agentContext();
-    const response = await call(proxy, '/openai/v1/models/off?disabled=1', { headers: { traceparent: context.header } });
+    const response = await call(t.proxy, '/openai/v1/models/off?disabled=1', { headers: { traceparent: context.header } });
     expect(response.status).toBe(200);
-    expect(upstreamRequestFor(upstream, 'disabled=1').header('traceparent')).toEqual([context.header]);
-    const record = await eventually<AuditRecord>('the audit record', () => proxy.auditRecords().find((r) => r.request_id === requestIdOf(response)));
+    expect(upstreamRequestFor(t.upstream, 'disabled=1').header('traceparent')).toEqual([context.header]);
+    const record = await eventually<AuditRecord>('the audit record', () => t.proxy.auditRecords().find((r) => r.request_id === requestIdOf(response)));
     expect(record.trace_id).toBe(context.traceId);
-    expect((await call(proxy, '/openai/v1/models/off?disabled=2')).status).toBe(200);
-    await proxy.close();
-    expect(receiver.requests).toEqual([]);
-    expect(receiver.rejected).toEqual([]);
+    expect((await call(t.proxy, '/openai/v1/models/off?disabled=2')).status).toBe(200);
+    await t.proxy.close();
+    expect(t.receiver.requests).toEqual([]);
+    expect(t.receiver.rejected).toEqual([]);
   });
 });
 
 describe('an audit record that cannot be written', () => {
-  let receiver: OtlpReceiver;
-  let upstream: Upstream;
-  let proxy: ProxyFixture;
-
-  beforeAll(async () => {
-    receiver = await startOtlpReceiver();
-    upstream = await startUpstream();
-    // /dev/full: every write fails (ENOSPC); the default on_failure refuses the request.
-    proxy = await startProxy(
-      { audit: { file: '/dev/full' }, telemetry: { otlp: { endpoint: receiver.url } }, services: services(upstream, await freePort()), agents },
-      { env: { TRACE_KEY: key } },
-    );
-  });
-
-  afterAll(async () => {
-    await proxy?.close();
-    await upstream?.close();
-    await receiver?.close();
-  });
+  // /dev/full: every write fails (ENOSPC); the default on_failure refuses the request.
+  const t = tracedProxy((receiver) => ({ config: { audit: { file: '/dev/full' }, telemetry: { otlp: { endpoint: receiver.url } } } }));
 
   it('logs the failure with the request id and the trace id of the server span', async () => {
-    const response = await call(proxy, '/openai/v1/models/unaudited');
+    const response = await call(t.proxy, '/openai/v1/models/unaudited');
     expect(response.status).toBe(503);
     expect(response.json<Problem>().code).toBe('audit_unavailable');
     const id = requestIdOf(response);
     const line = await eventually('the audit failure log line', () =>
-      proxy.logRecords().find((l) => l['request_id'] === id && String(l['msg']).includes('audit record could not be written')),
+      t.proxy.logRecords().find((l) => l['request_id'] === id && String(l['msg']).includes('audit record could not be written')),
     );
-    const server = await receiver.waitForSpans((s) => s.kind === SPAN_KIND.SERVER && s.attributes['airlock.request_id'] === id);
+    const server = await t.receiver.waitForSpans((s) => s.kind === SPAN_KIND.SERVER && s.attributes['airlock.request_id'] === id);
     expect(line['trace_id']).toMatch(/^[0-9a-f]{32}$/);
     expect(line['trace_id']).toBe(server[0]?.traceId);
-    assertNoLeak([key, agent.token, headerCanary], [{ name: 'log', text: proxy.logLines.join('') }]);
+    assertNoLeak([key, agent.token, headerCanary], [{ name: 'log', text: t.proxy.logLines.join('') }]);
   });
 });
