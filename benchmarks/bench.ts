@@ -16,7 +16,7 @@
  * 1,000 concurrent connections. Results: bench-results/<time>.json and .md, and the table printed.
  *
  * Environment: BENCH_SECONDS (default 10) per measured run, BENCH_CONNECTIONS (default 50),
- * BENCH_WARMUP (seconds of load before each measured run; default 8).
+ * BENCH_WARMUP (seconds of load before each measured run; default 8, or a quarter of BENCH_SECONDS when longer).
  */
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';

@@ -19,7 +19,7 @@ const COMMANDS: Readonly<Record<string, { run: (io: CliIo) => Promise<number>; s
   token: { run: tokenCommand, summary: 'token                              print a new agent token and its sha256 hash' },
   secrets: { run: secretsCommand, summary: 'secrets set NAME | list | rm NAME | rotate REF  manage the encrypted secrets file (value on stdin)' },
   explain: { run: explainCommand, summary: 'explain --agent NAME METHOD PATH [--host H]  the decision for a request, without calling upstream' },
-  approvals: { run: approvalsCommand, summary: 'approvals list | approve ID | deny ID  decide pending approvals (--reason TEXT)' },
+  approvals: { run: approvalsCommand, summary: 'approvals list [--all] | approve ID | deny ID  decide pending approvals (--reason TEXT)' },
   revoke: { run: revokeCommand, summary: 'revoke agent|session|credential|service NAME | all   the kill switch (--reason TEXT)' },
   restore: { run: restoreCommand, summary: 'restore agent|credential|service NAME | all  lift a revocation (a revoked session is ended for good)' },
   anomalies: { run: anomaliesCommand, summary: 'anomalies [--agent NAME] [--limit N] [--json]  recent anomaly events and their evidence' },
