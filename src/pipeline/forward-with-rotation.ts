@@ -33,7 +33,12 @@ export interface RotationInput {
   readonly credential: Credential;
   readonly broker: CredentialBroker;
   readonly pool: Dispatcher;
-  readonly matcher: RedactionMatcher;
+  /**
+   * What each send's response is scanned for, looked up per send: after a refresh the catalogue knows
+   * the new value, and a replay's response (an upstream that refuses it too and echoes it) must be
+   * scrubbed of it as well as of the old one.
+   */
+  readonly matcher: () => RedactionMatcher;
   /** A stream, or the buffered body (replayable requests and approved ones). */
   readonly body: Readable | Buffer | null;
   readonly trace: RequestTrace;
@@ -69,7 +74,7 @@ export async function forwardWithRotation(input: RotationInput): Promise<Rotatio
       requestId: input.requestId,
       service: input.service,
       agentPrefix: input.agentPrefix,
-      matcher: input.matcher,
+      matcher: input.matcher(),
       capture,
     }).then(
       (result) => {
@@ -90,7 +95,7 @@ export async function forwardWithRotation(input: RotationInput): Promise<Rotatio
   if (fresh !== null && !fresh.sameValueAs(input.credential)) {
     return { forwarded: await send(fresh, NO_CAPTURE), rotated: { from: input.credential.generation, to: fresh } };
   }
-  const replay = await replayCaptured(input.res, first.captured, input.matcher, input.service.redaction.limits, req.method ?? '');
+  const replay = await replayCaptured(input.res, first.captured, input.matcher(), input.service.redaction.limits, req.method ?? '');
   if (replay.outcome.kind === 'refused') throw replay.outcome.error;
   return {
     forwarded: { upstreamStatus: first.captured.status, complete: true, failure: null, agentAborted: false, redactions: replay.redactions, responseBytes: replay.bytesSent, captured: null },

@@ -192,7 +192,7 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
       credential,
       broker: runtime.secrets,
       pool,
-      matcher: responseMatcher(runtime.catalog, selected.service, plan.ref),
+      matcher: () => responseMatcher(runtime.catalog, selected.service, plan.ref),
       body,
       trace,
     });

@@ -26,7 +26,7 @@ import { runCli } from '../../src/cli/run-cli.js';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import type { AuditRecord } from '../../src/observability/audit-record.js';
 import { assertNoLeak, type Surface } from '../helpers/assert-no-leak.js';
-import { canary } from '../helpers/canary.js';
+import { canary, plainCanary } from '../helpers/canary.js';
 import { sendRequest, type Problem, type SendOptions, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, tempDir, type ProxyFixture, type ProxyOptions } from '../helpers/start-proxy.js';
 import { startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js';
@@ -947,6 +947,22 @@ describe('retry_on [401]: replay once with the rotated credential', () => {
       expect(vault.count('kv-read') - reads).toBe(attempt === 0 ? 1 : 0);
       expect(await auditOf(proxy, response)).toMatchObject({ status: 401, upstream_status: 401, generation: '3', rotated_from: null });
     }
+  });
+
+  it('a replay refused too and echoing the new key: the agent gets it masked, in every encoding', async () => {
+    // Shaped like no provider key, so only Airlock knowing the rotated value can mask it.
+    const rotated = plainCanary('pay-v4');
+    planted.push(rotated);
+    // Past the spacing of forced refetches (the test above just made one).
+    await new Promise((resolve) => setTimeout(resolve, 2_100));
+    vault.putSecret('secret', 'pay', { api_key: rotated });
+    const before = upstream.requests.length;
+    const response = await call(proxy, 'pay', '/v1/balance');
+    expect(response.status).toBe(401);
+    expect(upstream.requests.slice(before).map(bearerOf)).toEqual([pay[2], rotated]);
+    expect(response.json<{ error: { message: string } }>().error.message).toBe('Invalid API key provided: [REDACTED]');
+    assertNoLeak([rotated], [{ name: 'agent response', text: `${JSON.stringify(response.headers)}\n${response.text}` }]);
+    expect(await auditOf(proxy, response)).toMatchObject({ status: 401, generation: '4', rotated_from: '3' });
   });
 
   it('leaks no Vault canary', () => {
