@@ -18,6 +18,8 @@ import { StateConflictError, type StateBackend } from './state-backend.js';
 export { StateConflictError };
 
 const APPROVAL_KEPT_MS = 24 * 3600 * 1000;
+/** How often a replica checks that Redis still keeps writes (#checkWritable). */
+const PROBE_MS = 1_000;
 
 /** Compare-and-set on an approval's status: returns 1 on success, 0 when absent, -1 when the status is not one of ARGV[1]. */
 const UPDATE_APPROVAL = `
@@ -64,6 +66,8 @@ export class RedisStateBackend implements StateBackend {
   #reloadAgain = false;
   /** Connections lost so far (either one): a reload only counts if none was lost while it ran. */
   #losses = 0;
+  #probe: NodeJS.Timeout | null = null;
+  #probing = false;
 
   constructor(options: RedisBackendOptions) {
     this.#prefix = options.prefix;
@@ -152,6 +156,8 @@ export class RedisStateBackend implements StateBackend {
           // ioredis says 'ready' before it subscribes again; a PING on the subscription connection
           // answers after that SUBSCRIBE, so the snapshot below cannot miss an event published between.
           await this.#subscriber.ping();
+          // And Redis keeps writes again (see #checkWritable).
+          await this.#writeProbe();
           for (const listener of this.#reconnectListeners) await listener();
           // A connection lost meanwhile (events missed after the snapshot), or back again: reload again.
           if (this.#reloadAgain || this.#losses !== losses) continue;
@@ -176,6 +182,41 @@ export class RedisStateBackend implements StateBackend {
     await this.#client.connect();
     await this.#subscriber.connect();
     await this.#subscriber.subscribe(this.#channel);
+    this.#probe = setInterval(() => void this.#checkWritable(), PROBE_MS);
+    this.#probe.unref();
+  }
+
+  /**
+   * A connection can stay open to a Redis that no longer keeps anything: one that stopped answering
+   * (commands time out) or refuses writes (out of memory, read-only after a failover). Neither closes
+   * the connection, so neither would count toward stale_after, and a revocation written on another
+   * replica meanwhile would be missed here while this replica counted itself fresh. A small write every
+   * second finds both; a failed one counts as losing Redis until a reload (which writes again) succeeds.
+   */
+  async #checkWritable(): Promise<void> {
+    if (this.#probing || this.#client.status !== 'ready' || this.#downSince !== null) return;
+    this.#probing = true;
+    try {
+      await this.#writeProbe();
+    } catch (error) {
+      this.#markLost(error);
+    } finally {
+      this.#probing = false;
+    }
+  }
+
+  #writeProbe(): Promise<unknown> {
+    return this.#client.set(`${this.#prefix}alive:${this.#origin}`, String(this.#now()), 'PX', 10 * PROBE_MS);
+  }
+
+  /** Redis answers, but cannot keep state: counted as cut off until a reload succeeds. */
+  #markLost(error: unknown): void {
+    if (!this.#everReady) return;
+    if (this.#downSince === null) {
+      this.#downSince = this.#now();
+      this.#logger.warn({ err: error }, 'redis does not keep writes (out of memory, read-only or not answering); serving from what this replica knows');
+    }
+    this.#reload();
   }
 
   get #channel(): string {
@@ -209,6 +250,16 @@ export class RedisStateBackend implements StateBackend {
   }
 
   async append(event: GovernanceEvent): Promise<void> {
+    try {
+      await this.#appendOnce(event);
+    } catch (error) {
+      // A write refused by a Redis that is up: the same as a failed probe (a lost race on an approval is not).
+      if (!(error instanceof StateConflictError) && this.#client.status === 'ready') this.#markLost(error);
+      throw error;
+    }
+  }
+
+  async #appendOnce(event: GovernanceEvent): Promise<void> {
     const now = this.#now();
     const p = this.#prefix;
     const multi = this.#client.multi();
@@ -267,6 +318,7 @@ export class RedisStateBackend implements StateBackend {
   }
 
   async close(): Promise<void> {
+    if (this.#probe !== null) clearInterval(this.#probe);
     this.#listeners.length = 0;
     this.#reconnectListeners.length = 0;
     await Promise.allSettled([this.#subscriber.quit(), this.#client.quit()]);

@@ -540,7 +540,30 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
         await admin.config('SET', 'maxmemory', '0');
         admin.disconnect();
       }
-      expect((await call(a, parallel.token, '/llm/v1/ping?oom=after')).status).toBe(200);
+      // A write probe may have caught the refusal too; the replica is back once its reload writes again.
+      await eventually('A serving again', async () => (await call(a, parallel.token, '/llm/v1/ping?oom=after')).status === 200, 5_000, 50);
+    });
+
+    it('a Redis that refuses writes past stale_after counts as lost: every replica refuses (503, not ready), nothing forwarded, until it keeps writes again', async () => {
+      const admin = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+      await admin.connect();
+      const before = llm.requests.length;
+      try {
+        // Reads still work, and no request of this agent needs a write: only the probe can tell.
+        await admin.config('SET', 'maxmemory-policy', 'noeviction');
+        await admin.config('SET', 'maxmemory', '1');
+        for (const [name, proxy] of [['A', a], ['B', b]] as const) {
+          await eventually(`replica ${name} not ready`, async () => (await sendRequest(`${proxy.url}/_airlock/ready`)).status === 503, STALE_AFTER_S * 1000 + 4_000, 50);
+          expectProblem(await call(proxy, alpha.token, '/llm/v1/ping?unwritable=1'), 503, 'state_unavailable');
+        }
+        expect(llm.requests.length, 'forwarded while Redis kept nothing').toBe(before);
+      } finally {
+        await admin.config('SET', 'maxmemory', '0');
+        admin.disconnect();
+      }
+      for (const [name, proxy] of [['A', a], ['B', b]] as const) {
+        await eventually(`replica ${name} serving again`, async () => (await call(proxy, alpha.token, '/llm/v1/ping?writable=1')).status === 200, 5_000, 50);
+      }
     });
 
     it('rate.concurrency is counted per replica (as the schema documents): a second request on A waits its turn, one on B does not', async () => {
