@@ -89,7 +89,7 @@ export function redactHeaderValues(pairs: string[], matcher: RedactionMatcher): 
   for (let i = 1; i < pairs.length; i += 2) {
     // Airlock's own request id (the upstream's was dropped): a random UUID whose hex tail would, about
     // once in 30,000 responses, look like the start of a secret's hex form and be masked as a partial.
-    if (pairs[i - 1] === REQUEST_ID_HEADER) continue;
+    if (pairs[i - 1] === REQUEST_ID_HEADER || matcher.clearOfText(pairs[i] as string, 'latin1')) continue;
     const redactor = new StreamRedactor(matcher);
     const output = redactor.whole(Buffer.from(pairs[i] as string, 'latin1'));
     if (redactor.redactions > 0) {

@@ -7,6 +7,8 @@ import { NeedleSet } from './needle-set.js';
 
 /** A partial secret at the end of a stream is masked from this many bytes on (shorter is noise). */
 export const MIN_MASKED_PARTIAL = 4;
+/** A character Latin-1 cannot hold: Buffer.from(text, 'latin1') writes only its low byte. */
+const BEYOND_LATIN1 = /[^\x00-\xff]/;
 
 export class RedactionMatcher {
   readonly needles: NeedleSet;
@@ -31,6 +33,23 @@ export class RedactionMatcher {
     const found: number[] = [];
     this.needles.findMatches(data, found);
     return found.length === 0 && this.needles.partialSuffix(data) < MIN_MASKED_PARTIAL;
+  }
+
+  /**
+   * clearOf for a string about to leave as UTF-8 (a log line, an audit record) or Latin-1 (a header
+   * value), answered from the string without encoding it. False means "scan the bytes", not "dirty".
+   */
+  clearOfText(text: string, encoding: 'utf8' | 'latin1'): boolean {
+    return this.textHoldsNoNeedle(text, encoding, MIN_MASKED_PARTIAL) && this.rules.surelyAbsentFrom(text);
+  }
+
+  /**
+   * True when no needle occurs in the bytes of `text`, nor a suffix of `minPartial` or more bytes that
+   * starts one (Infinity: partial suffixes do not matter); false means "scan the bytes".
+   */
+  textHoldsNoNeedle(text: string, encoding: 'utf8' | 'latin1', minPartial: number): boolean {
+    if (encoding === 'latin1' && BEYOND_LATIN1.test(text)) return false;
+    return this.needles.surelyAbsentFrom(text, minPartial);
   }
 
   /**

@@ -77,6 +77,7 @@ export class SecretCatalog {
   scrub(text: string): string {
     if (this.#values.size === 0) return text;
     const { matcher } = this.index('scrub', null, []);
+    if (matcher.clearOfText(text, 'utf8')) return text;
     const input = Buffer.from(text, 'utf8');
     if (matcher.clearOf(input)) return text;
     const redactor = new StreamRedactor(matcher);

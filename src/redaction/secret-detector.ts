@@ -38,7 +38,8 @@ export class SecretDetector {
 
   /** Scans one complete value (a header, the request target). */
   static findIn(index: SecretIndex, value: string): string | null {
-    if (index.matcher.needles.size === 0) return null;
+    // Partial forms at the end do not count here (the value is whole), hence no minimum partial.
+    if (index.matcher.textHoldsNoNeedle(value, 'latin1', Infinity)) return null;
     const data = Buffer.from(value, 'latin1');
     const spans: number[] = [];
     index.matcher.scan(data, -1, true, spans, false);

@@ -1,0 +1,103 @@
+/**
+ * The string fast path of the redaction matcher (clearOfText, and the request guard's
+ * textHoldsNoNeedle): log lines, audit records, header values and request targets are checked from
+ * the string itself, without encoding them to bytes. Property: whenever it answers "clear", the byte
+ * scanner finds nothing in the same text's UTF-8 or Latin-1 bytes; and on clean ASCII text it does
+ * answer "clear", so the fast path really runs.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { BUILTIN_RULE_NAMES, BUILTIN_RULES } from '../../src/redaction/key-patterns.js';
+import { NeedleSet } from '../../src/redaction/needle-set.js';
+import { RedactionMatcher } from '../../src/redaction/redaction-matcher.js';
+import { formsOf } from '../../src/redaction/secret-forms.js';
+import { StreamRedactor } from '../../src/redaction/stream-redactor.js';
+import { plainCanary } from '../helpers/canary.js';
+
+const RULES = BUILTIN_RULE_NAMES.map((name) => BUILTIN_RULES[name]);
+const secretArb = fc.oneof(fc.stringMatching(/^[A-Za-z0-9_\-+/=:.~!$]{8,40}$/), fc.string({ unit: 'binary', minLength: 8, maxLength: 16 }));
+// Characters above U+00FF whose low byte is ASCII ("ų" is U+0173: Latin-1 writes 0x73, "s"), rule
+// prefixes, and long fillers that take the String#includes path.
+const fillerArb = fc.oneof(
+  fc.string({ maxLength: 40 }),
+  fc.string({ unit: 'binary', maxLength: 20 }),
+  fc.constantFrom('{"path":"/v1/x"}', 'é', '\u00ff', '\u0173', '\u0161k-', 'sk-', 'AKIA', '-----BEGIN ', 'x'.repeat(200)),
+);
+
+function maskedBytes(matcher: RedactionMatcher, text: string, encoding: 'utf8' | 'latin1'): number {
+  const redactor = new StreamRedactor(matcher);
+  redactor.whole(Buffer.from(text, encoding));
+  return redactor.redactions;
+}
+
+function plantedText(forms: readonly string[], plan: ReadonlyArray<readonly [string, number, string]>): string {
+  let text = '';
+  for (const [filler, pick, plant] of plan) {
+    text += filler;
+    const form = forms[pick % forms.length] as string;
+    if (plant === 'whole') text += form;
+    if (plant === 'prefix') text += form.slice(0, 1 + (pick % (form.length - 1)));
+  }
+  return text;
+}
+
+describe('matcher string fast path', () => {
+  it('answers "clear" only when the byte scanner finds nothing, in UTF-8 and Latin-1, with and without shape rules', () => {
+    let answered = 0;
+    let dirty = 0;
+    fc.assert(
+      fc.property(
+        fc.array(secretArb, { minLength: 1, maxLength: 3 }),
+        fc.array(fc.tuple(fillerArb, fc.nat(), fc.constantFrom('none', 'none', 'none', 'none', 'whole', 'prefix')), { minLength: 1, maxLength: 4 }),
+        fc.boolean(),
+        fc.constantFrom('utf8' as const, 'latin1' as const),
+        (secrets, plan, withRules, encoding) => {
+          const matcher = new RedactionMatcher(new NeedleSet(secrets.flatMap((s) => formsOf(s))), withRules ? RULES : []);
+          const text = plantedText(secrets.flatMap((s) => formsOf(s)).map((f) => f.toString(encoding)), plan);
+          const masked = maskedBytes(matcher, text, encoding);
+          if (masked > 0) dirty++;
+          if (matcher.clearOfText(text, encoding)) {
+            answered++;
+            expect(masked).toBe(0);
+          }
+        },
+      ),
+      { numRuns: Number(process.env['FC_RUNS'] ?? 1000) },
+    );
+    expect(answered).toBeGreaterThan(50);
+    expect(dirty).toBeGreaterThan(50);
+  });
+
+  it('says "no needle" for the request guard only when the bytes hold no whole form', () => {
+    fc.assert(
+      fc.property(fc.array(secretArb, { minLength: 1, maxLength: 2 }), fc.array(fc.tuple(fillerArb, fc.nat(), fc.constantFrom('none', 'whole', 'prefix')), { minLength: 1, maxLength: 5 }), (secrets, plan) => {
+        const forms = secrets.flatMap((s) => formsOf(s));
+        const matcher = new RedactionMatcher(new NeedleSet(forms), []);
+        const text = plantedText(forms.map((f) => f.toString('latin1')), plan);
+        const found: number[] = [];
+        matcher.needles.findMatches(Buffer.from(text, 'latin1'), found);
+        if (matcher.textHoldsNoNeedle(text, 'latin1', Infinity)) expect(found).toEqual([]);
+      }),
+      { numRuns: Number(process.env['FC_RUNS'] ?? 600) },
+    );
+  });
+
+  it('answers "clear" for clean ASCII lines of any length, and not for a secret, its start at the end, or a shape', () => {
+    const secret = plainCanary('clear-of-text');
+    const matcher = new RedactionMatcher(new NeedleSet(formsOf(secret)), RULES);
+    const short = '{"status":200,"path":"/v1/models"}';
+    const long = `{"request_id":"${'0'.repeat(36)}","path":"/v1/chat/completions","note":"${'lorem ipsum '.repeat(40)}"}`;
+    for (const clean of [short, long, 'application/json; charset=utf-8', 'é clean', '']) expect(matcher.clearOfText(clean, 'utf8')).toBe(true);
+    for (const line of [short, long]) {
+      expect(matcher.clearOfText(`${line}${secret}`, 'utf8')).toBe(false);
+      expect(matcher.clearOfText(`${line} ${secret.slice(0, 5)}`, 'utf8')).toBe(false);
+      expect(matcher.clearOfText(`${line} ${Buffer.from(secret).toString('hex')}`, 'latin1')).toBe(false);
+      expect(matcher.clearOfText(`${line} AKIAABCDEFGHIJKLMNOP`, 'latin1')).toBe(false);
+    }
+    // Three characters of a secret at the end are below the partial-masking minimum.
+    expect(matcher.clearOfText(`${short} ${secret.slice(0, 3)}`, 'utf8')).toBe(true);
+    // Latin-1 keeps only the low byte of U+0173 ("s"): such text goes to the byte scanner.
+    expect(matcher.clearOfText('\u0173k-abc', 'latin1')).toBe(false);
+    expect(matcher.clearOfText('\u0173k-abc', 'utf8')).toBe(true);
+  });
+});
