@@ -11,11 +11,12 @@ export function stampDuration(record: AuditRecord, startedAt: number): void {
   record.duration_ms = Math.round((performance.now() - startedAt) * 1000) / 1000;
 }
 
-export async function auditRequest(runtime: ProxyRuntime, record: AuditRecord, startedAt: number): Promise<boolean> {
+/** `answered`: the agent already has its answer (the record may share a later write; audit-log.ts). */
+export async function auditRequest(runtime: ProxyRuntime, record: AuditRecord, startedAt: number, answered = false): Promise<boolean> {
   stampDuration(record, startedAt);
   try {
     // false: not written, but the operator chose audit.on_failure: log.
-    return await runtime.audit.append(record);
+    return await runtime.audit.append(record, answered);
   } catch (error) {
     runtime.logger.error({ request_id: record.request_id, trace_id: record.trace_id, err: error }, 'audit record could not be written; requests are refused until the audit log is writable');
     return false;

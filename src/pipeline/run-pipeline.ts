@@ -121,7 +121,7 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
         record.justification = outcome.session.justification;
         record.task_id = outcome.session.taskId;
       }
-      const audited = await auditRequest(runtime, record, startedAt);
+      const audited = await auditRequest(runtime, record, startedAt, true);
       observeRequest(runtime, record, trace, outcome.route);
       logRequest(runtime, record, audited);
       return;
@@ -222,7 +222,7 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
   // Counted before the audit write resolves: whoever reads the audit line finds the metrics up to date.
   stampDuration(record, startedAt);
   observeRequest(runtime, record, trace, httpRoute);
-  const audited = await auditRequest(runtime, record, startedAt);
+  const audited = await auditRequest(runtime, record, startedAt, true);
   logRequest(runtime, record, audited, forwarded.failure?.cause);
 }
 

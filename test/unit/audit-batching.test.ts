@@ -1,0 +1,96 @@
+/**
+ * When audit records are written (audit-log.ts): a record whose answer waits for it (a denial) at the
+ * end of the event-loop turn, with everything pending before it; the record of an answered request
+ * within AFTER_ANSWER_WINDOW_MS, sharing the write with the records that arrive meanwhile. The live
+ * feed hears records as they are written, so the turn in which it hears one tells when it was written.
+ * The log here has a 200 ms window, so that a slow machine cannot end it between two turns.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { verifyChain } from '../../src/observability/audit-chain.js';
+import { AuditLog } from '../../src/observability/audit-log.js';
+import type { AuditRecord } from '../../src/observability/audit-record.js';
+import { newRecord } from '../../src/pipeline/run-pipeline.js';
+import { SecretCatalog } from '../../src/redaction/secret-catalog.js';
+import { sleep } from '../helpers/operator.js';
+import { tempDir } from '../helpers/start-proxy.js';
+
+const WINDOW_MS = 200;
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+function record(path: string): AuditRecord {
+  const r = newRecord({ now: () => new Date() }, 'GET', '127.0.0.1');
+  r.path = path;
+  return r;
+}
+
+const logs: AuditLog[] = [];
+
+async function openLog(): Promise<{ log: AuditLog; heard: Array<{ path: string | null; turn: number }>; turn: { n: number } }> {
+  const log = new AuditLog({ file: join(tempDir('audit-batching-'), 'audit.jsonl'), secrets: new SecretCatalog(), onFailure: 'refuse', maxBytes: 0, keep: 0, webhook: null, logger: null, windowMs: WINDOW_MS });
+  await log.open();
+  logs.push(log);
+  const turn = { n: 0 };
+  const heard: Array<{ path: string | null; turn: number }> = [];
+  log.subscribe((r) => heard.push({ path: r.path, turn: turn.n }));
+  return { log, heard, turn };
+}
+
+afterEach(async () => {
+  for (const log of logs.splice(0)) await log.close();
+});
+
+describe('audit write batching', () => {
+  it("writes an answered request's record after the turn, together with those of the next turns, in order and chained", async () => {
+    const { log, heard, turn } = await openLog();
+    const written = [log.append(record('/a'), true)];
+    await nextTurn();
+    turn.n = 1;
+    written.push(log.append(record('/b'), true));
+    await nextTurn();
+    turn.n = 2;
+    written.push(log.append(record('/c'), true));
+    expect(await Promise.all(written)).toEqual([true, true, true]);
+    expect(heard.map((h) => h.path)).toEqual(['/a', '/b', '/c']);
+    // Not written at the end of its own turn: /a was heard no earlier than the turn /b was appended in.
+    expect(heard[0]?.turn).toBeGreaterThanOrEqual(1);
+    const text = readFileSync(log.file, 'utf8');
+    expect(text.trim().split('\n')).toHaveLength(3);
+    expect(verifyChain([{ name: log.file, text }])).toMatchObject({ ok: true, records: 3 });
+  });
+
+  it('is written within the window even when nothing else comes', async () => {
+    const { log, heard } = await openLog();
+    const started = performance.now();
+    expect(await log.append(record('/alone'), true)).toBe(true);
+    expect(heard.map((h) => h.path)).toEqual(['/alone']);
+    // A generous bound: the timer fires after the window; a loaded CI machine may be late, never early.
+    expect(performance.now() - started).toBeLessThan(WINDOW_MS + 1000);
+  });
+
+  it('a record whose answer waits for it is written at the end of this turn, and takes the pending ones along, in order', async () => {
+    const { log, heard, turn } = await openLog();
+    const answered = log.append(record('/answered'), true);
+    const denial = log.append(record('/denied'), false);
+    await nextTurn();
+    turn.n = 1;
+    expect(heard).toEqual([
+      { path: '/answered', turn: 0 },
+      { path: '/denied', turn: 0 },
+    ]);
+    expect(await Promise.all([answered, denial])).toEqual([true, true]);
+    // The window's timer was cancelled with the write: nothing is written twice or out of turn.
+    await sleep(WINDOW_MS * 3);
+    expect(readFileSync(log.file, 'utf8').trim().split('\n')).toHaveLength(2);
+  });
+
+  it('close() writes what is still waiting for its window', async () => {
+    const { log } = await openLog();
+    const pending = log.append(record('/at-close'), true);
+    logs.splice(logs.indexOf(log), 1);
+    await log.close();
+    expect(await pending).toBe(true);
+    expect(readFileSync(log.file, 'utf8')).toContain('"/at-close"');
+  });
+});
