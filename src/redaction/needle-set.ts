@@ -62,6 +62,8 @@ export class NeedleSet {
   readonly #byFirstTwo = new Map<number, Buffer[]>();
   /** The needles as strings, by their first two characters, when every needle is ASCII of 2+ bytes. */
   readonly #textByFirstTwo: Map<number, string[]> | null;
+  /** 1 for every byte that occurs anywhere in a needle: a text ending in any other byte has no partial. */
+  readonly #anywhere = new Uint8Array(256);
   // sampled strategy
   #q = 0;
   #stride = 0;
@@ -80,6 +82,7 @@ export class NeedleSet {
     this.minLength = needles.reduce((min, n) => Math.min(min, n.length), Infinity);
     this.maxLength = needles.reduce((max, n) => Math.max(max, n.length), 0);
     for (const needle of needles) {
+      for (const byte of needle) this.#anywhere[byte] = 1;
       this.#first[needle[0] as number] = 1;
       if (needle.length > 1) {
         const key = ((needle[0] as number) << 8) | (needle[1] as number);
@@ -205,6 +208,9 @@ export class NeedleSet {
         for (const needle of list) if (text.startsWith(needle, p)) return false;
       }
     }
+    // A suffix that starts a needle ends in a character of that needle; log lines and audit records end
+    // in "}" or a newline, which few secrets hold.
+    if (n === 0 || this.#anywhere[text.charCodeAt(n - 1) & 0xff] === 0) return true;
     for (let p = Math.max(0, n - this.maxLength + 1), last = n - minPartial; p <= last; p++) {
       const list = this.#textCandidates(text, p);
       if (list === undefined) continue;
