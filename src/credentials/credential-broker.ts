@@ -89,8 +89,9 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
   // scrubbed from every output like any secret); revealing them is this layer's job.
   const resolveValue = async (ref: string): Promise<string> => (await broker.resolve(ref)).reveal();
 
-  const vault = config.secrets.vault === undefined ? null : new VaultSession(config.secrets.vault, resolveValue, logger);
-  const leases = vault === null ? null : createVaultLeaseSource(vault, logger, { now, rotationGraceMs: (config.secrets.vault?.rotation_grace ?? 30) * 1000 });
+  const vaultConfig = config.secrets.vault;
+  const vault = vaultConfig === undefined ? null : new VaultSession(vaultConfig, resolveValue, logger);
+  const leases = vault === null || vaultConfig === undefined ? null : createVaultLeaseSource(vault, logger, { now, rotationGraceMs: vaultConfig.rotation_grace * 1000 });
   const oauth2 = createOAuth2Source(config.secrets.oauth2, resolveValue, now);
 
   const sources: Readonly<Record<SecretRefKind, SecretSource>> = {

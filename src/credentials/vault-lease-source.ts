@@ -33,18 +33,19 @@ interface LeaseResponse {
   data?: Record<string, unknown>;
 }
 
-/** How long a rotated-out lease lives on, so requests already sent with it can finish (default of secrets.vault.rotation_grace). */
-const ROTATED_OUT_GRACE_MS = 30_000;
-
 export interface VaultLeaseSource extends SecretSource {
   /** Revokes every lease (shutdown). */
   close(): Promise<void>;
   leaseCount(): number;
 }
 
-export function createVaultLeaseSource(session: VaultSession, logger: Logger, options: { now?: () => number; random?: () => number; rotationGraceMs?: number } = {}): VaultLeaseSource {
+/**
+ * `rotationGraceMs`: how long a rotated-out lease lives on, so requests already sent with it can finish
+ * (secrets.vault.rotation_grace; its default is the schema's, in one place).
+ */
+export function createVaultLeaseSource(session: VaultSession, logger: Logger, options: { now?: () => number; random?: () => number; rotationGraceMs: number }): VaultLeaseSource {
   const now = options.now ?? Date.now;
-  const rotationGraceMs = options.rotationGraceMs ?? ROTATED_OUT_GRACE_MS;
+  const rotationGraceMs = options.rotationGraceMs;
   const random = options.random ?? Math.random;
   const leases = new Map<string, Lease>();
   const acquiring = new Map<string, Promise<Lease>>();
