@@ -8,13 +8,12 @@
  * RFC 6749 5.2) is a clear 503 at once, and the cache's backoff keeps a burst from becoming a retry
  * storm. The token endpoint's own words never reach agents.
  */
-import { readFileSync } from 'node:fs';
-import { Agent } from 'undici';
+import type { Agent } from 'undici';
 import type { OAuth2ClientSpec } from '../config/schema.js';
 import type { DeepReadonly } from '../config/types.js';
 import { AirlockError } from '../errors.js';
 import { Credential } from './credential.js';
-import { readStoreAnswer } from './read-store-answer.js';
+import { readStoreAnswer, storeAgent } from './read-store-answer.js';
 import type { SecretSource } from './secret-source.js';
 
 /** RFC 6749 5.2 errors that no retry will fix. */
@@ -43,11 +42,7 @@ export function createOAuth2Source(clients: Readonly<Record<string, DeepReadonly
   const agentFor = (name: string, client: DeepReadonly<OAuth2ClientSpec>): Agent => {
     let agent = agents.get(name);
     if (agent === undefined) {
-      agent = new Agent({
-        connect: { timeout: client.timeout * 1000, ...(client.ca === undefined ? {} : { ca: readFileSync(client.ca, 'utf8') }) },
-        headersTimeout: client.timeout * 1000,
-        bodyTimeout: client.timeout * 1000,
-      });
+      agent = storeAgent(client.timeout * 1000, client.ca);
       agents.set(name, agent);
     }
     return agent;

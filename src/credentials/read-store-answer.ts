@@ -7,8 +7,9 @@
  * heap for as long as it goes on. A token or a KV secret is a few KiB, so anything past the cap is a
  * broken or hostile store, and the call is abandoned (the caller turns it into 503).
  */
+import { readFileSync } from 'node:fs';
 import type { Dispatcher } from 'undici';
-import { request } from 'undici';
+import { Agent, request } from 'undici';
 
 /** A credential answer is a few KiB; 1 MiB leaves room for large KV entries and still bounds memory. */
 export const STORE_ANSWER_MAX_BYTES = 1024 * 1024;
@@ -33,6 +34,18 @@ export interface StoreCall {
   /** The whole exchange, from connect to the last body byte. */
   readonly deadlineMs: number;
   readonly maxBytes?: number;
+}
+
+/**
+ * The connection pool for one store: every silence (connect, headers, body) bounded by the same
+ * deadline as the whole exchange, and the store's own CA certificates when it has them.
+ */
+export function storeAgent(deadlineMs: number, caFile: string | undefined): Agent {
+  return new Agent({
+    connect: { timeout: deadlineMs, ...(caFile === undefined ? {} : { ca: readFileSync(caFile, 'utf8') }) },
+    headersTimeout: deadlineMs,
+    bodyTimeout: deadlineMs,
+  });
 }
 
 export async function readStoreAnswer(url: string, call: StoreCall): Promise<StoreAnswer> {

@@ -7,9 +7,8 @@
  * by secrets.vault.timeout from connect to the last byte and caps the answer's size
  * (read-store-answer.ts). node-vault still builds every request and reads every answer.
  */
-import { readFileSync } from 'node:fs';
-import { Agent, type Dispatcher } from 'undici';
-import { readStoreAnswer } from './read-store-answer.js';
+import type { Dispatcher } from 'undici';
+import { readStoreAnswer, storeAgent } from './read-store-answer.js';
 
 /** What node-vault passes for one call (the former request library's options). */
 interface VaultCallOptions {
@@ -35,11 +34,7 @@ export interface VaultTransport {
 
 export function createVaultTransport(timeoutSeconds: number, caFile: string | undefined): VaultTransport {
   const deadlineMs = timeoutSeconds * 1000;
-  const agent = new Agent({
-    connect: { timeout: deadlineMs, ...(caFile === undefined ? {} : { ca: readFileSync(caFile, 'utf8') }) },
-    headersTimeout: deadlineMs,
-    bodyTimeout: deadlineMs,
-  });
+  const agent = storeAgent(deadlineMs, caFile);
   return {
     defaults() {
       return async function callVault(options) {
