@@ -5,7 +5,7 @@
  * agents' streams go on. Revocations and sessions survive a restart (data_dir/state.jsonl). The CLI
  * revokes and restores through the admin API. Every change is audited with who made it and why.
  */
-import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { readFileSync, rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
@@ -16,6 +16,7 @@ import { adminClient, eventually, freePort, runCliCapture, sleep, writeConfigFil
 import { sendRequest, type Problem, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
 import { okHandler, startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js';
+import { openStream } from '../helpers/open-stream.js';
 
 /** How long a revoked stream may keep flowing; a healthy run ends it in milliseconds. */
 const STREAM_END_DEADLINE_MS = 2_000;
@@ -30,48 +31,6 @@ function streamingHandler(req: IncomingMessage, res: ServerResponse, recorded: R
     res.write(`event: tick\ndata: {"n":${n},"who":${JSON.stringify(recorded.target)}}\n\n`);
   }, 50);
   res.on('close', () => clearInterval(timer));
-}
-
-interface LiveStream {
-  readonly status: Promise<number>;
-  /** Complete events received so far. */
-  events(): number;
-  /** Settles when the response ends, cleanly or not; `complete` is false when it was cut. */
-  readonly ended: Promise<{ complete: boolean; at: number }>;
-  isEnded(): boolean;
-  close(): void;
-}
-
-/** Opens an event stream through Airlock and counts the events as they arrive. */
-function openStream(url: string, token: string): LiveStream {
-  let count = 0;
-  let done = false;
-  let text = '';
-  let resolveStatus: (status: number) => void = () => undefined;
-  let resolveEnded: (outcome: { complete: boolean; at: number }) => void = () => undefined;
-  const status = new Promise<number>((resolve) => (resolveStatus = resolve));
-  const ended = new Promise<{ complete: boolean; at: number }>((resolve) => (resolveEnded = resolve));
-  const finish = (complete: boolean): void => {
-    if (done) return;
-    done = true;
-    resolveEnded({ complete, at: Date.now() });
-  };
-  const req = httpRequest(url, { headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' }, agent: false }, (res) => {
-    resolveStatus(res.statusCode ?? 0);
-    res.setEncoding('utf8');
-    res.on('data', (chunk: string) => {
-      text += chunk;
-      count = text.split('\n\n').length - 1;
-    });
-    res.on('error', () => finish(false));
-    res.on('close', () => finish(res.complete));
-  });
-  req.on('error', () => {
-    resolveStatus(0);
-    finish(false);
-  });
-  req.end();
-  return { status, events: () => count, ended, isEnded: () => done, close: () => req.destroy() };
 }
 
 describe('kill switch', () => {

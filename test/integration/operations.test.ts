@@ -30,6 +30,7 @@ import { adminClient, eventually, freePort, runCliCapture, sleep } from '../help
 import { sendRequest } from '../helpers/send-request.js';
 import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js';
+import { openStream } from '../helpers/open-stream.js';
 import { redisAvailable, startRedisServer, type RedisServer } from '../support/redis-server.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
@@ -165,48 +166,6 @@ function startLoad(url: () => string, token: string, workers = 4): Load {
       return { sent, failures, bodies };
     },
   };
-}
-
-interface LiveStream {
-  readonly status: Promise<number>;
-  /** Complete events received so far. */
-  events(): number;
-  text(): string;
-  /** Settles when the response ends; `complete` is false when it was cut. */
-  readonly ended: Promise<{ complete: boolean; at: number }>;
-  close(): void;
-}
-
-function openStream(url: string, token: string, agent?: Agent): LiveStream {
-  let count = 0;
-  let done = false;
-  let text = '';
-  let resolveStatus: (status: number) => void = () => undefined;
-  let resolveEnded: (outcome: { complete: boolean; at: number }) => void = () => undefined;
-  const status = new Promise<number>((r) => (resolveStatus = r));
-  const ended = new Promise<{ complete: boolean; at: number }>((r) => (resolveEnded = r));
-  const finish = (complete: boolean): void => {
-    if (done) return;
-    done = true;
-    resolveEnded({ complete, at: Date.now() });
-  };
-  const req = httpRequest(url, { headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' }, agent: agent ?? false }, (res) => {
-    resolveStatus(res.statusCode ?? 0);
-    res.setEncoding('utf8');
-    res.on('data', (chunk: string) => {
-      text += chunk;
-      count = text.split('\n\n').length - 1;
-    });
-    res.on('error', () => finish(false));
-    res.on('end', () => finish(true));
-    res.on('close', () => finish(res.complete));
-  });
-  req.on('error', () => {
-    resolveStatus(0);
-    finish(false);
-  });
-  req.end();
-  return { status, events: () => count, text: () => text, ended, close: () => req.destroy() };
 }
 
 /** True when a TCP connection to the URL's port is refused. */

@@ -20,7 +20,7 @@
  * empty is re-seeded with the revocations the replicas hold.
  */
 import { randomBytes } from 'node:crypto';
-import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
@@ -31,6 +31,7 @@ import { adminClient, eventually, sleep, type AdminClient } from '../helpers/ope
 import { sendRequest, type Problem, type SendOptions, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
 import { echoHandler, okHandler, startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js';
+import { openStream } from '../helpers/open-stream.js';
 import { startOAuth2Server, type OAuth2Server } from '../support/oauth2-server.js';
 import { redisAvailable, startRedisServer, type RedisServer } from '../support/redis-server.js';
 
@@ -85,38 +86,6 @@ function replicaUpstream(): { handler: (req: IncomingMessage, res: ServerRespons
       }
     },
   };
-}
-
-interface LiveStream {
-  events(): number;
-  readonly ended: Promise<{ complete: boolean; at: number }>;
-  isEnded(): boolean;
-  close(): void;
-}
-
-function openStream(url: string, token: string): LiveStream {
-  let count = 0;
-  let done = false;
-  let text = '';
-  let resolveEnded: (outcome: { complete: boolean; at: number }) => void = () => undefined;
-  const ended = new Promise<{ complete: boolean; at: number }>((resolve) => (resolveEnded = resolve));
-  const finish = (complete: boolean): void => {
-    if (done) return;
-    done = true;
-    resolveEnded({ complete, at: performance.now() });
-  };
-  const req = httpRequest(url, { headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' }, agent: false }, (res) => {
-    res.setEncoding('utf8');
-    res.on('data', (chunk: string) => {
-      text += chunk;
-      count = text.split('\n\n').length - 1;
-    });
-    res.on('error', () => finish(false));
-    res.on('close', () => finish(res.complete));
-  });
-  req.on('error', () => finish(false));
-  req.end();
-  return { events: () => count, ended, isEnded: () => done, close: () => req.destroy() };
 }
 
 function expectProblem<T extends Problem = Problem>(response: SentResponse, status: number, code: string): T {
@@ -403,7 +372,7 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
       const bystander = openStream(`${b.url}/llm/v1/stream`, beta.token);
       try {
         await eventually('both streams flowing', () => victim.events() >= 2 && bystander.events() >= 2, 5_000);
-        const started = performance.now();
+        const started = Date.now();
         const revoked = await adminA.call('POST', '/v1/agents/gamma/revoke', { reason: 'exfiltration suspected' });
         expect(revoked.status, revoked.text).toBe(200);
         const ended = await Promise.race([victim.ended, sleep(2_000).then(() => null)]);
