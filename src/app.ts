@@ -29,6 +29,7 @@ import { TokenHashes } from './identity/token-hashes.js';
 import { JwtVerifier } from './identity/jwt-verifier.js';
 import { createListener } from './ingress/create-listener.js';
 import { AuditLog } from './observability/audit-log.js';
+import { IsoTime } from './observability/iso-time.js';
 import { createLogging, type LogDestination, type RequestLog } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
 import { createTracing, type Tracing } from './observability/tracing.js';
@@ -112,6 +113,7 @@ interface Durable {
   readonly inflight: InflightRequests;
   readonly tokenHashes: TokenHashes;
   readonly now: () => Date;
+  readonly isoTime: IsoTime;
   readonly env: AirlockOptions['env'];
   readonly catalog: SecretCatalog;
   readonly logger: Logger;
@@ -327,6 +329,7 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
       },
     },
     now,
+    isoTime: durable.isoTime,
   });
   (generation as { runtime: ProxyRuntime }).runtime = runtime;
 
@@ -418,6 +421,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
     inflight: new InflightRequests(),
     tokenHashes: new TokenHashes(),
     now,
+    isoTime: new IsoTime(),
     env: options.env,
     catalog,
     logger,

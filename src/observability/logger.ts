@@ -6,6 +6,7 @@
 import { pino, type Logger } from 'pino';
 import type { SecretCatalog } from '../redaction/secret-catalog.js';
 import type { AuditRecord } from './audit-record.js';
+import { IsoTime } from './iso-time.js';
 
 export interface LogDestination {
   write(line: string): void;
@@ -78,13 +79,14 @@ export class RequestLog {
  * lines share a millisecond.
  */
 function cachedIsoTime(): () => string {
+  const iso = new IsoTime();
   let lastMs = -1;
   let last = '';
   return () => {
     const now = Date.now();
     if (now !== lastMs) {
       lastMs = now;
-      last = `,"time":"${new Date(now).toISOString()}"`;
+      last = `,"time":"${iso.format(now)}"`;
     }
     return last;
   };

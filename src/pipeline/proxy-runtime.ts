@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import type { CredentialBroker } from '../credentials/credential-broker.js';
 import type { AuditLog } from '../observability/audit-log.js';
+import type { IsoTime } from '../observability/iso-time.js';
 import type { RequestLog } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { Tracing } from '../observability/tracing.js';
@@ -47,4 +48,6 @@ export interface ProxyRuntime {
   /** Requests being served on this runtime (a reloaded-away runtime is closed when it reaches 0). */
   readonly inflight: { enter(): void; leave(): void };
   readonly now: () => Date;
+  /** Formats the audit record's `time`. */
+  readonly isoTime: IsoTime;
 }

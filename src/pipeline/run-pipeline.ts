@@ -321,9 +321,9 @@ function auditUnavailable(): AirlockError {
   return new AirlockError('audit_unavailable', 'The audit log cannot be written, so Airlock refuses requests until it can. An operator checks the disk and the audit file.');
 }
 
-export function newRecord(runtime: Pick<ProxyRuntime, 'now'>, method: string | null, client: string | undefined): AuditRecord {
+export function newRecord(runtime: Pick<ProxyRuntime, 'now' | 'isoTime'>, method: string | null, client: string | undefined): AuditRecord {
   return {
-    time: runtime.now().toISOString(),
+    time: runtime.isoTime.format(runtime.now().getTime()),
     trace_id: null,
     request_id: randomUUID(),
     agent: null,

@@ -11,6 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { verifyChain } from '../../src/observability/audit-chain.js';
 import { AuditLog } from '../../src/observability/audit-log.js';
 import type { AuditRecord } from '../../src/observability/audit-record.js';
+import { IsoTime } from '../../src/observability/iso-time.js';
 import { newRecord } from '../../src/pipeline/run-pipeline.js';
 import { SecretCatalog } from '../../src/redaction/secret-catalog.js';
 import { sleep } from '../helpers/operator.js';
@@ -20,7 +21,7 @@ const WINDOW_MS = 200;
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 function record(path: string): AuditRecord {
-  const r = newRecord({ now: () => new Date() }, 'GET', '127.0.0.1');
+  const r = newRecord({ now: () => new Date(), isoTime: new IsoTime() }, 'GET', '127.0.0.1');
   r.path = path;
   return r;
 }
