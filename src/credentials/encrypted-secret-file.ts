@@ -1,12 +1,13 @@
 /**
- * The embedded secrets file, data_dir/secrets.json: one AES-256-GCM ciphertext per secret, each with a
- * fresh 96-bit IV (NIST SP 800-38D 8.2) and the secret's name as additional authenticated data, so a
- * ciphertext moved under another name fails to decrypt. Writes go to a temporary file that is renamed
+ * The embedded secrets file, data_dir/secrets.json: one AES-256-GCM ciphertext per secret (seal-text.ts),
+ * each with a fresh 96-bit IV and the secret's name as additional authenticated data, so a ciphertext
+ * moved under another name fails to decrypt. Writes go to a temporary file that is renamed
  * over the old one, so a crash never leaves half a file.
  */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { openText, sealText } from './seal-text.js';
 
 export const SECRETS_FILE = 'secrets.json';
 const FORMAT = 'airlock-secrets/1';
@@ -30,18 +31,12 @@ export class SecretFileError extends Error {
 }
 
 function seal(key: Buffer, aad: string, plaintext: string): SealedValue {
-  const iv = randomBytes(12);
-  const cipher = createCipheriv('aes-256-gcm', key, iv);
-  cipher.setAAD(Buffer.from(aad, 'utf8'));
-  const ciphertext = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
-  return { iv: iv.toString('base64'), tag: cipher.getAuthTag().toString('base64'), ciphertext: ciphertext.toString('base64') };
+  const { iv, tag, ciphertext } = sealText(key, Buffer.from(aad, 'utf8'), plaintext);
+  return { iv, tag, ciphertext };
 }
 
 function open(key: Buffer, aad: string, sealed: SealedValue): string {
-  const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(sealed.iv, 'base64'));
-  decipher.setAAD(Buffer.from(aad, 'utf8'));
-  decipher.setAuthTag(Buffer.from(sealed.tag, 'base64'));
-  return Buffer.concat([decipher.update(Buffer.from(sealed.ciphertext, 'base64')), decipher.final()]).toString('utf8');
+  return openText(key, Buffer.from(aad, 'utf8'), sealed);
 }
 
 export interface SecretEntry {

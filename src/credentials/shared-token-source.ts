@@ -11,11 +11,12 @@
  * replacement (another replica's) and is taken instead: replicas forced at the same moment, or one whose
  * 401 comes after another's rotate, make one token request between them.
  */
-import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { AirlockError } from '../errors.js';
 import { Credential } from './credential.js';
 import type { SecretSource } from './secret-source.js';
+import { openText, sealText } from './seal-text.js';
 
 const LOCK_MS = 15_000;
 const POLL_MS = 50;
@@ -42,11 +43,9 @@ function associatedData(name: string, expiresAt: number, generation: string | nu
 }
 
 function seal(key: Buffer, name: string, token: string, expiresAt: number, generation: string | null): SealedToken {
-  const iv = randomBytes(12);
-  const cipher = createCipheriv('aes-256-gcm', key, iv);
-  cipher.setAAD(associatedData(name, expiresAt, generation));
-  const data = Buffer.concat([cipher.update(token, 'utf8'), cipher.final()]);
-  return { iv: iv.toString('base64'), tag: cipher.getAuthTag().toString('base64'), data: data.toString('base64'), expiresAt, generation };
+  const { iv, tag, ciphertext } = sealText(key, associatedData(name, expiresAt, generation), token);
+  // Stored as "data": the record format replicas already share.
+  return { iv, tag, data: ciphertext, expiresAt, generation };
 }
 
 /** The token, or null for anything that is not a record sealed by a replica with this key. */
@@ -55,10 +54,7 @@ function open(key: Buffer, name: string, raw: string): SealedToken & { token: st
     const sealed = JSON.parse(raw) as Partial<SealedToken>;
     const { iv, tag, data, expiresAt, generation } = sealed;
     if (typeof iv !== 'string' || typeof tag !== 'string' || typeof data !== 'string' || typeof expiresAt !== 'number' || !(typeof generation === 'string' || generation === null)) return null;
-    const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(iv, 'base64'));
-    decipher.setAAD(associatedData(name, expiresAt, generation));
-    decipher.setAuthTag(Buffer.from(tag, 'base64'));
-    const token = Buffer.concat([decipher.update(Buffer.from(data, 'base64')), decipher.final()]).toString('utf8');
+    const token = openText(key, associatedData(name, expiresAt, generation), { iv, tag, ciphertext: data });
     return { iv, tag, data, expiresAt, generation, token };
   } catch {
     // Not JSON, a field missing, or a tag that does not verify: as if nothing were stored, so this

@@ -1,0 +1,66 @@
+/**
+ * Secrets at rest (seal-text.ts, used by the embedded secrets file and the OAuth2 tokens replicas share
+ * through Redis): what was sealed opens with the same key and associated data, and with nothing else;
+ * and in the secrets file, an entry moved under another name does not decrypt.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { EncryptedSecretFile, SecretFileError } from '../../src/credentials/encrypted-secret-file.js';
+import { openText, sealText } from '../../src/credentials/seal-text.js';
+import { assertNoLeak } from '../helpers/assert-no-leak.js';
+import { plainCanary } from '../helpers/canary.js';
+import { tempDir } from '../helpers/start-proxy.js';
+
+describe('sealText / openText', () => {
+  const key = randomBytes(32);
+  const aad = Buffer.from('secret:openai', 'utf8');
+
+  it('opens what it sealed, and seals the same text differently each time (a fresh IV)', () => {
+    const secret = plainCanary('seal');
+    const first = sealText(key, aad, secret);
+    const second = sealText(key, aad, secret);
+    expect(openText(key, aad, first)).toBe(secret);
+    expect(first.iv).not.toBe(second.iv);
+    expect(first.ciphertext).not.toBe(second.ciphertext);
+    assertNoLeak([secret], [{ name: 'sealed', text: JSON.stringify([first, second]) }]);
+  });
+
+  it('refuses another key, other associated data, and an altered tag or ciphertext', () => {
+    const sealed = sealText(key, aad, plainCanary('refuse'));
+    const flip = (b64: string): string => {
+      const bytes = Buffer.from(b64, 'base64');
+      bytes[0] = (bytes[0] as number) ^ 1;
+      return bytes.toString('base64');
+    };
+    expect(() => openText(randomBytes(32), aad, sealed)).toThrow();
+    expect(() => openText(key, Buffer.from('secret:github', 'utf8'), sealed)).toThrow();
+    expect(() => openText(key, aad, { ...sealed, tag: flip(sealed.tag) })).toThrow();
+    expect(() => openText(key, aad, { ...sealed, ciphertext: flip(sealed.ciphertext) })).toThrow();
+  });
+});
+
+describe('the embedded secrets file', () => {
+  it('refuses an entry moved under another name, naming the entry', () => {
+    const dir = tempDir('seal-file-');
+    const key = randomBytes(32);
+    const file = new EncryptedSecretFile(dir, key);
+    const openai = plainCanary('openai');
+    const github = plainCanary('github');
+    file.set('openai', openai, new Date());
+    file.set('github', github, new Date());
+    expect(new Map([...file.readAll()].map(([name, entry]) => [name, entry.value]))).toEqual(new Map([['github', github], ['openai', openai]]));
+    const document = JSON.parse(readFileSync(file.path, 'utf8')) as { secrets: Record<string, unknown> };
+    [document.secrets['openai'], document.secrets['github']] = [document.secrets['github'], document.secrets['openai']];
+    writeFileSync(file.path, JSON.stringify(document));
+    let thrown: unknown;
+    try {
+      file.readAll();
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toBeInstanceOf(SecretFileError);
+    expect(String((thrown as Error).message)).toMatch(/secret "(openai|github)" .* does not decrypt/);
+    assertNoLeak([openai, github], [{ name: 'error', text: String((thrown as Error).message) }, { name: 'file', text: readFileSync(file.path, 'utf8') }]);
+  });
+});
