@@ -83,7 +83,8 @@ export interface RuleScan {
   livePartial: number;
 }
 
-function escapeRegExp(text: string): string {
+/** A literal string as a RegExp source. */
+export function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&');
 }
 

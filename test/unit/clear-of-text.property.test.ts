@@ -82,6 +82,19 @@ describe('matcher string fast path', () => {
     );
   });
 
+  it('with many secrets: finds any form of any of them in a long line, and past 512 forms leaves strings to the byte scanner', () => {
+    const secrets = Array.from({ length: 40 }, (_, i) => plainCanary(`many${i}`));
+    const forms = secrets.flatMap((s) => formsOf(s));
+    expect(forms.length).toBeLessThanOrEqual(512);
+    const matcher = new RedactionMatcher(new NeedleSet(forms), []);
+    const line = `{"msg":"request","path":"/v1/${'x'.repeat(300)}"}`;
+    expect(matcher.clearOfText(line, 'utf8')).toBe(true);
+    for (const form of forms) expect(matcher.clearOfText(`${line.slice(0, 100)}${form.toString('latin1')}${line.slice(100)}`, 'utf8')).toBe(false);
+    const tooMany = Array.from({ length: 60 }, (_, i) => plainCanary(`more${i}`)).flatMap((s) => formsOf(s));
+    expect(tooMany.length).toBeGreaterThan(512);
+    expect(new RedactionMatcher(new NeedleSet(tooMany), []).clearOfText(line, 'utf8')).toBe(false);
+  });
+
   it('answers "clear" for clean ASCII lines of any length, and not for a secret, its start at the end, or a shape', () => {
     const secret = plainCanary('clear-of-text');
     const matcher = new RedactionMatcher(new NeedleSet(formsOf(secret)), RULES);
