@@ -112,7 +112,8 @@ class InflightRequests {
 interface Durable {
   readonly inflight: InflightRequests;
   readonly tokenHashes: TokenHashes;
-  readonly now: () => Date;
+  /** Epoch milliseconds: Date.now, or the test's clock. */
+  readonly nowMs: () => number;
   readonly isoTime: IsoTime;
   readonly env: AirlockOptions['env'];
   readonly catalog: SecretCatalog;
@@ -214,7 +215,7 @@ function restartOnlyChanges(before: AirlockConfig, after: AirlockConfig): string
 }
 
 async function buildGeneration(config: AirlockConfig, durable: Durable, previous: Generation | null): Promise<Generation> {
-  const { now, logger, metrics, catalog, state, audit, redis } = durable;
+  const { nowMs, logger, metrics, catalog, state, audit, redis } = durable;
   const policy = compilePolicy(config);
   const pools = new Map<string, Pool>();
   for (const service of policy.services) pools.set(service.name, createOriginPool(service.config, service.upstream));
@@ -243,7 +244,7 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
       const base = consoleUrl();
       return base === null ? null : `${base.replace(/\/$/, '')}/#approval-${id}`;
     }),
-    now: () => now().getTime(),
+    now: nowMs,
   });
 
   const anomaliesSpec = JSON.stringify(config.anomalies);
@@ -290,7 +291,7 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
     logger,
     requestLog: durable.requestLog,
     state,
-    jwt: new JwtVerifier(Object.values(config.agents), () => now().getTime()),
+    jwt: new JwtVerifier(Object.values(config.agents), nowMs),
     tokenHashes: durable.tokenHashes,
     approvals,
     killSwitch: durable.killSwitch,
@@ -311,8 +312,8 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
       checks['audit'] = audit.healthy ? 'writable' : config.audit.on_failure === 'log' ? 'failing (on_failure: log)' : 'failing';
       if (!audit.healthy && config.audit.on_failure === 'refuse') ready = false;
       const since = state.unreachableSince;
-      checks['state'] = redis === null ? 'embedded' : since === null ? 'redis reachable' : `redis unreachable for ${Math.round((now().getTime() - since) / 1000)} s`;
-      if (since !== null && now().getTime() - since > durable.staleAfterMs) ready = false;
+      checks['state'] = redis === null ? 'embedded' : since === null ? 'redis reachable' : `redis unreachable for ${Math.round((nowMs() - since) / 1000)} s`;
+      if (since !== null && nowMs() - since > durable.staleAfterMs) ready = false;
       const failing = secrets.status().filter((c) => c.failing).map((c) => c.ref);
       checks['credentials'] = failing.length === 0 ? 'ok' : `failing: ${failing.join(', ')}`;
       return { ready, checks };
@@ -328,7 +329,7 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
         if (generation.retired && generation.inflight === 0) void closeGeneration(generation, durable, false);
       },
     },
-    now,
+    nowMs,
     isoTime: durable.isoTime,
   });
   (generation as { runtime: ProxyRuntime }).runtime = runtime;
@@ -364,7 +365,7 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
       approvals,
       anomalies: durable.anomalies,
       auditChange,
-      now: () => now().getTime(),
+      now: nowMs,
     };
   }
   return generation;
@@ -386,7 +387,9 @@ function closeGeneration(generation: Generation, durable: Durable, shutdownTraci
 }
 
 export async function startAirlock(config: AirlockConfig, options: AirlockOptions): Promise<RunningAirlock> {
-  const now = options.now ?? (() => new Date());
+  const clock = options.now;
+  // No Date per call unless a test brings its own clock (several reads per request).
+  const nowMs = clock === undefined ? Date.now : () => clock().getTime();
   const catalog = new SecretCatalog();
   const { logger, requestLog } = createLogging(config.log.level, options.logDestination, catalog);
   const metrics = createMetrics();
@@ -394,7 +397,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
   // Loaded only when configured: the Redis client is ~20 MiB of resident memory a single replica never uses.
   const redis =
     config.state.type === 'redis'
-      ? new (await import('./state/redis-backend.js')).RedisStateBackend({ url: config.state.url, prefix: config.state.prefix, logger, now: () => now().getTime() })
+      ? new (await import('./state/redis-backend.js')).RedisStateBackend({ url: config.state.url, prefix: config.state.prefix, logger, now: nowMs })
       : null;
   if (redis !== null) {
     await redis.connect().catch(async (error: unknown) => {
@@ -413,14 +416,14 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
     onWriteFailure: () => metrics.auditWriteFailures.inc(),
   });
   await audit.open();
-  const state = new GovernanceState(redis ?? new FileStateBackend(join(config.data_dir, 'state.jsonl')), () => now().getTime(), logger);
+  const state = new GovernanceState(redis ?? new FileStateBackend(join(config.data_dir, 'state.jsonl')), nowMs, logger);
   await state.start();
   const staleAfterMs = config.state.type === 'redis' ? config.state.stale_after * 1000 : Infinity;
 
   const durable: Durable = {
     inflight: new InflightRequests(),
     tokenHashes: new TokenHashes(),
-    now,
+    nowMs,
     isoTime: new IsoTime(),
     env: options.env,
     catalog,
@@ -434,8 +437,8 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
     killSwitch: new KillSwitch(state),
     rateLimiter:
       redis === null || config.state.type !== 'redis'
-        ? new MemoryRateLimiter(() => now().getTime())
-        : new RedisRateLimiter(redis.client, { prefix: config.state.prefix, staleAfterMs, downSince: () => redis.downSince, now: () => now().getTime() }),
+        ? new MemoryRateLimiter(nowMs)
+        : new RedisRateLimiter(redis.client, { prefix: config.state.prefix, staleAfterMs, downSince: () => redis.downSince, now: nowMs }),
     concurrency: new ConcurrencyGate(),
     staleAfterMs,
     boundAdminUrl: null,

@@ -47,7 +47,8 @@ export interface ProxyRuntime {
   readonly readiness: () => Readiness;
   /** Requests being served on this runtime (a reloaded-away runtime is closed when it reaches 0). */
   readonly inflight: { enter(): void; leave(): void };
-  readonly now: () => Date;
+  /** Epoch milliseconds (a test's clock when it brings one). */
+  readonly nowMs: () => number;
   /** Formats the audit record's `time`. */
   readonly isoTime: IsoTime;
 }

@@ -105,14 +105,14 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
     record.session = principal.session?.id ?? null;
     record.justification = principal.session?.justification ?? null;
     record.task_id = principal.session?.taskId ?? null;
-    checkStateFresh(runtime.state, runtime.limits.stateStaleAfterMs, runtime.now().getTime());
+    checkStateFresh(runtime.state, runtime.limits.stateStaleAfterMs, runtime.nowMs());
     checkPrincipalRevocations(runtime.state, principal);
 
     const managedSecrets = runtime.catalog.index('guard', null, []);
     guardRequestSecrets(managedSecrets, req.url ?? '', req.rawHeaders);
 
     if (isSessionsPath(target.path)) {
-      const outcome = await serveSessions(req, res, target.path, principal, runtime.state, record.request_id, runtime.now().getTime());
+      const outcome = await serveSessions(req, res, target.path, principal, runtime.state, record.request_id, runtime.nowMs());
       record.decision = 'allow';
       record.route = outcome.route;
       record.status = outcome.status;
@@ -158,7 +158,7 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
       record.approval = approved.id;
       record.approver = approved.approver;
       record.approval_reason = approved.reason;
-      recheckAfterWait(runtime.state, principal, selected.service.name, plan.ref, runtime.limits.stateStaleAfterMs, runtime.now().getTime());
+      recheckAfterWait(runtime.state, principal, selected.service.name, plan.ref, runtime.limits.stateStaleAfterMs, runtime.nowMs());
     } else if (plan.retryOn.size > 0 && stream !== null && Number(req.headers['content-length'] ?? NaN) <= REPLAYABLE_BODY_BYTES) {
       // A small body is kept so the request can be replayed with a rotated credential.
       body = await collectBody(stream, REPLAYABLE_BODY_BYTES);
@@ -321,9 +321,9 @@ function auditUnavailable(): AirlockError {
   return new AirlockError('audit_unavailable', 'The audit log cannot be written, so Airlock refuses requests until it can. An operator checks the disk and the audit file.');
 }
 
-export function newRecord(runtime: Pick<ProxyRuntime, 'now' | 'isoTime'>, method: string | null, client: string | undefined): AuditRecord {
+export function newRecord(runtime: Pick<ProxyRuntime, 'nowMs' | 'isoTime'>, method: string | null, client: string | undefined): AuditRecord {
   return {
-    time: runtime.isoTime.format(runtime.now().getTime()),
+    time: runtime.isoTime.format(runtime.nowMs()),
     trace_id: null,
     request_id: randomUUID(),
     agent: null,

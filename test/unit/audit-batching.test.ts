@@ -21,7 +21,7 @@ const WINDOW_MS = 200;
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 function record(path: string): AuditRecord {
-  const r = newRecord({ now: () => new Date(), isoTime: new IsoTime() }, 'GET', '127.0.0.1');
+  const r = newRecord({ nowMs: Date.now, isoTime: new IsoTime() }, 'GET', '127.0.0.1');
   r.path = path;
   return r;
 }

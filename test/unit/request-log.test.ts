@@ -28,7 +28,7 @@ function withoutTime(line: string): Record<string, unknown> {
 describe('request log line', () => {
   it('reads as the pino line for the same fields, escapes and nulls included, with and without an error', () => {
     const { lines, logger, requestLog } = setup('info');
-    const record = newRecord({ now: () => new Date(), isoTime: new IsoTime() }, 'GET', '127.0.0.1');
+    const record = newRecord({ nowMs: Date.now, isoTime: new IsoTime() }, 'GET', '127.0.0.1');
     Object.assign(record, { agent: 'bot "one"', service: 'api', path: '/v1/caf\u00e9\n\\x', route: '/v1/:id', scope: 'read', status: 502, upstream_status: null, duration_ms: 1.25, code: 'upstream_unreachable', incomplete: true });
     const cause = Object.assign(new Error('connect ECONNREFUSED', { cause: new Error('inner') }), { code: 'ECONNREFUSED' });
     for (const [level, err] of [['info', undefined], ['warn', cause]] as const) {
@@ -44,7 +44,7 @@ describe('request log line', () => {
 
   it('writes nothing below the level in force, and follows a level change', () => {
     const { lines, logger, requestLog } = setup('warn');
-    const record = newRecord({ now: () => new Date(), isoTime: new IsoTime() }, 'GET', undefined);
+    const record = newRecord({ nowMs: Date.now, isoTime: new IsoTime() }, 'GET', undefined);
     requestLog.write('info', record, true);
     expect(lines).toHaveLength(0);
     requestLog.write('warn', record, true);
@@ -58,7 +58,7 @@ describe('request log line', () => {
     const secret = canary('request-log');
     const { lines, catalog, requestLog } = setup('info');
     catalog.remember(new Credential('env:KEY', secret));
-    const record = newRecord({ now: () => new Date(), isoTime: new IsoTime() }, 'GET', undefined);
+    const record = newRecord({ nowMs: Date.now, isoTime: new IsoTime() }, 'GET', undefined);
     record.path = `/v1/${secret}`;
     requestLog.write('info', record, true);
     expect(lines[0]).toContain('[REDACTED]');
