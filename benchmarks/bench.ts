@@ -29,6 +29,7 @@ import { cpuMicros, processTree, rssMiB } from './parts/process-stats.js';
 import { LOAD_TOOL, runLoad, type LoadResult } from './parts/run-load.js';
 import { startNginx } from './parts/start-nginx.js';
 import { startAirlockProcess, startScript, type BenchProcess } from './parts/start-process.js';
+import { airlockConfig } from './parts/airlock-config.js';
 import { renderReport, type BenchReport, type Row } from './parts/bench-report.js';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
@@ -129,32 +130,6 @@ function otlpSink(): Promise<{ server: Server; url: string; spans: () => number 
   }));
 }
 
-function airlockConfig(dataDir: string, upstreamPort: number, agentHash: string, adminHash: string, otlp: string | null): string {
-  const routes = ['/small', '/64k', '/1mb', '/sse'].map((path) => ({ method: 'GET', path, scope: 'bench:read' }));
-  const config = {
-    listen: '127.0.0.1:0',
-    data_dir: dataDir,
-    log: { level: 'info' },
-    admin: { listen: '127.0.0.1:0', tokens: [adminHash] },
-    telemetry: otlp === null ? {} : { otlp: { endpoint: otlp }, sampling: 1 },
-    reload: { watch: false },
-    services: {
-      api: {
-        upstream: `http://127.0.0.1:${upstreamPort}`,
-        credential: { secret: 'env:BENCH_UPSTREAM_KEY' },
-        max_connections: 128,
-        routes,
-      },
-    },
-    agents: {
-      bench: { tokens: [agentHash], credentials: [{ service: 'api', max_scope: ['bench:read'], rate: { requests: 100_000_000, per: 1 } }] },
-    },
-  };
-  const file = join(dataDir, 'airlock.yaml');
-  writeFileSync(file, JSON.stringify(config, null, 2));
-  return file;
-}
-
 function toolVersion(command: string, args: string[]): string {
   const run = spawnSync(command, args, { encoding: 'utf8' });
   if (run.error !== undefined) return 'not installed';
@@ -183,7 +158,7 @@ async function main(): Promise<void> {
     for (const [name, otlp] of [['airlock', null], ['airlock+trace', sink.url]] as const) {
       const dir = join(work, name);
       mkdirSync(dir);
-      const started = await startAirlockProcess(airlockConfig(dir, upstream.port, agent.hash, admin.hash, otlp), env, join(dir, 'airlock.log'));
+      const started = await startAirlockProcess(airlockConfig({ dataDir: dir, upstreamPort: upstream.port, agentHash: agent.hash, adminHash: admin.hash, otlp }), env, join(dir, 'airlock.log'));
       stops.push(started.stop);
       airlocks[name] = started;
     }

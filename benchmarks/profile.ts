@@ -7,12 +7,13 @@
  * Environment: PROFILE_SECONDS (default 10), PROFILE_PATH (default /small), PROFILE_CONNECTIONS (50),
  * PROFILE_CONFIG (JSON merged over the config's top-level keys).
  */
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateAgentToken } from '../src/identity/agent-token.js';
+import { airlockConfig } from './parts/airlock-config.js';
 import { runLoad } from './parts/run-load.js';
 import { startScript } from './parts/start-process.js';
 
@@ -59,20 +60,12 @@ async function main(): Promise<void> {
   const work = mkdtempSync(join(tmpdir(), 'airlock-profile-'));
   const upstream = await startScript('./bench-upstream.ts');
   const agent = generateAgentToken();
-  const config = {
-    listen: '127.0.0.1:0',
-    data_dir: work,
-    admin: { listen: '127.0.0.1:0', tokens: [generateAgentToken().hash] },
-    reload: { watch: false },
-    services: { api: { upstream: `http://127.0.0.1:${upstream.port}`, credential: { secret: 'env:BENCH_UPSTREAM_KEY' }, max_connections: 128, routes: ['/small', '/64k', '/1mb', '/sse'].map((path) => ({ method: 'GET', path, scope: 'bench:read' })) } },
-    agents: { bench: { tokens: [agent.hash], credentials: [{ service: 'api', max_scope: ['bench:read'], rate: { requests: 100_000_000, per: 1 } }] } },
-  };
   // PROFILE_CONFIG: top-level keys merged over the config, to see what a part costs by switching it off
   // (e.g. '{"log":{"level":"warn"},"audit":{"file":"/dev/null"},"anomalies":{"enabled":false}}').
-  Object.assign(config, JSON.parse(process.env['PROFILE_CONFIG'] ?? '{}') as Record<string, unknown>);
-  writeFileSync(join(work, 'airlock.yaml'), JSON.stringify(config));
+  const overrides = JSON.parse(process.env['PROFILE_CONFIG'] ?? '{}') as Record<string, unknown>;
+  const configFile = airlockConfig({ dataDir: work, upstreamPort: upstream.port, agentHash: agent.hash, adminHash: generateAgentToken().hash, otlp: null, overrides });
   const profiles = join(work, 'profiles');
-  const child = spawn(process.execPath, ['--cpu-prof', '--cpu-prof-dir', profiles, join(root, 'dist/main.js'), 'serve', '--config', join(work, 'airlock.yaml')], {
+  const child = spawn(process.execPath, ['--cpu-prof', '--cpu-prof-dir', profiles, join(root, 'dist/main.js'), 'serve', '--config', configFile], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, BENCH_UPSTREAM_KEY: 'sk-profile-key-0123456789abcdef' },
   });

@@ -40,9 +40,11 @@ export function startScript(script: string, args: readonly string[] = []): Promi
   });
 }
 
-/** `node dist/main.js serve --config F`; the JSON log goes to logFile; ready when it prints where it listens. */
-export function startAirlockProcess(configFile: string, env: Record<string, string>, logFile: string): Promise<BenchProcess> {
-  const main = fileURLToPath(new URL('../../dist/main.js', import.meta.url));
+/**
+ * `node dist/main.js serve --config F` (or another build's main.js); the JSON log goes to logFile;
+ * ready when it prints where it listens.
+ */
+export function startAirlockProcess(configFile: string, env: Record<string, string>, logFile: string, main = fileURLToPath(new URL('../../dist/main.js', import.meta.url))): Promise<BenchProcess> {
   const child = spawn(process.execPath, [main, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   child.stdout?.pipe(createWriteStream(logFile));
   return new Promise((resolve, reject) => {

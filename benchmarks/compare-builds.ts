@@ -1,0 +1,158 @@
+/**
+ * npm run bench:compare -- <git ref>: this working tree's build against another commit's, side by side.
+ *
+ * Runs on this VM drift by 20% or more from one `npm run bench` to the next, so a change of a few
+ * percent cannot be told from two separate runs. Here both builds run at once, with the same config, in
+ * front of the same upstream, and take turns under the same wrk load, round after round (the order
+ * alternates each round), so both see the machine in the same state. Reported per load and build:
+ * rps, p50, p99 and CPU microseconds per request, as the median of the rounds and their range. At one
+ * connection the upstream alone (direct) is measured too, for the added latency.
+ *
+ * The other commit is checked out in a temporary git worktree and built there (it shares this tree's
+ * node_modules); the worktree is removed afterwards.
+ * Environment: COMPARE_ROUNDS (default 3), BENCH_SECONDS (5) per measured run, BENCH_WARMUP (6) before
+ * each build's first run of a load.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, unlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { generateAgentToken } from '../src/identity/agent-token.js';
+import { airlockConfig } from './parts/airlock-config.js';
+import { cpuMicros } from './parts/process-stats.js';
+import { runLoad, type LoadResult } from './parts/run-load.js';
+import { startAirlockProcess, startScript, type BenchProcess } from './parts/start-process.js';
+
+const ROUNDS = Number(process.env['COMPARE_ROUNDS'] ?? 3);
+const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
+const WARMUP_SECONDS = Number(process.env['BENCH_WARMUP'] ?? 6);
+const LOADS: ReadonlyArray<{ readonly name: string; readonly path: string; readonly connections: number }> = [
+  { name: 'unloaded', path: '/small', connections: 1 },
+  { name: 'small', path: '/small', connections: 50 },
+  { name: '64k', path: '/64k', connections: 50 },
+];
+
+interface Sample {
+  readonly rps: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly cpuUs: number | null;
+}
+
+interface Target {
+  readonly name: string;
+  readonly url: string;
+  readonly pid: number | null;
+  readonly headers: Record<string, string>;
+}
+
+function progress(message: string): void {
+  process.stderr.write(`[compare ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+}
+
+async function sample(target: Target, path: string, connections: number, warmupSeconds: number): Promise<Sample> {
+  await runLoad({ url: `${target.url}${path}`, connections, seconds: warmupSeconds, headers: target.headers });
+  const before = target.pid === null ? 0 : cpuMicros([target.pid]);
+  const load: LoadResult = await runLoad({ url: `${target.url}${path}`, connections, seconds: SECONDS, headers: target.headers });
+  const cpuUs = target.pid === null ? null : Math.round((cpuMicros([target.pid]) - before) / load.requests);
+  if (load.errors > 0) throw new Error(`${target.name}: ${load.errors} errors under load; the comparison would measure the wrong thing`);
+  return { rps: Math.round(load.rps), p50Ms: load.p50Ms, p99Ms: load.p99Ms, cpuUs };
+}
+
+function summary(values: readonly number[], digits: number): string {
+  const sorted = [...values].sort((a, b) => a - b);
+  const median = sorted[Math.floor(sorted.length / 2)] as number;
+  const show = (n: number): string => n.toFixed(digits);
+  return sorted.length === 1 ? show(median) : `${show(median)} (${show(sorted[0] as number)}-${show(sorted[sorted.length - 1] as number)})`;
+}
+
+/** Checks out `ref` in a temporary worktree and builds it; returns its main.js and how to remove it. */
+function buildRef(root: string, ref: string, work: string): { main: string; remove: () => void } {
+  const tree = join(work, 'ref');
+  execFileSync('git', ['-C', root, 'worktree', 'add', '--detach', tree, ref], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const modules = join(tree, 'node_modules');
+  const remove = (): void => {
+    // The link first: removing the worktree must never reach through it into this tree's packages.
+    try {
+      unlinkSync(modules);
+    } catch {
+      // Not created.
+    }
+    execFileSync('git', ['-C', root, 'worktree', 'remove', '--force', tree], { stdio: 'ignore' });
+  };
+  try {
+    symlinkSync(join(root, 'node_modules'), modules);
+    execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(tree, 'tsconfig.build.json')], { stdio: 'inherit' });
+  } catch (error) {
+    remove();
+    throw error;
+  }
+  return { main: join(tree, 'dist/main.js'), remove };
+}
+
+async function main(): Promise<void> {
+  const ref = process.argv[2];
+  if (ref === undefined || ref.startsWith('-')) throw new Error('usage: npm run bench:compare -- <git ref>   (e.g. HEAD~3, a tag, a commit)');
+  if (![ROUNDS, SECONDS, WARMUP_SECONDS].every((n) => Number.isFinite(n) && n >= 1)) throw new Error('COMPARE_ROUNDS, BENCH_SECONDS and BENCH_WARMUP must be numbers, at least 1');
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  let commit: string;
+  try {
+    commit = execFileSync('git', ['-C', root, 'rev-parse', '--short', `${ref}^{commit}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    throw new Error(`"${ref}" names no commit in this clone: fetch it, or give another ref (git log --oneline lists them)`);
+  }
+  const work = mkdtempSync(join(tmpdir(), 'airlock-compare-'));
+  const stops: Array<() => Promise<void> | void> = [];
+  try {
+    progress(`building ${ref} (${commit}) in a temporary worktree`);
+    const built = buildRef(root, ref, work);
+    stops.push(built.remove);
+    const upstream = await startScript('./bench-upstream.ts');
+    stops.push(upstream.stop);
+    const agent = generateAgentToken();
+    const env = { BENCH_UPSTREAM_KEY: `sk-bench-${agent.hash.slice(7, 31)}` };
+    const auth = { authorization: `Bearer ${agent.token}` };
+    const builds: Array<[string, string]> = [
+      [`${commit} (${ref})`, built.main],
+      ['this tree', join(root, 'dist/main.js')],
+    ];
+    const airlocks: Target[] = [];
+    for (const [index, [name, main]] of builds.entries()) {
+      const dir = join(work, `airlock-${index}`);
+      mkdirSync(dir);
+      const config = airlockConfig({ dataDir: dir, upstreamPort: upstream.port, agentHash: agent.hash, adminHash: generateAgentToken().hash, otlp: null });
+      const started: BenchProcess = await startAirlockProcess(config, env, join(dir, 'airlock.log'), main);
+      stops.push(started.stop);
+      airlocks.push({ name, url: `http://127.0.0.1:${started.port}/api`, pid: started.pid, headers: auth });
+    }
+    const direct: Target = { name: 'direct', url: `http://127.0.0.1:${upstream.port}`, pid: null, headers: {} };
+
+    const lines = [`| load | build | rps | p50 ms | p99 ms | CPU µs/req |`, '|---|---|---:|---:|---:|---:|'];
+    for (const load of LOADS) {
+      const samples = new Map<string, Sample[]>();
+      for (let round = 0; round < ROUNDS; round++) {
+        const order = round % 2 === 0 ? airlocks : [...airlocks].reverse();
+        for (const target of load.connections === 1 ? [direct, ...order] : order) {
+          const warmup = round === 0 ? WARMUP_SECONDS : 2;
+          progress(`${load.name.padEnd(8)} round ${round + 1}/${ROUNDS}  ${target.name}`);
+          const result = await sample(target, load.path, load.connections, warmup);
+          samples.set(target.name, [...(samples.get(target.name) ?? []), result]);
+        }
+      }
+      for (const [name, list] of samples) {
+        const cpu = list.map((s) => s.cpuUs).filter((c): c is number => c !== null);
+        lines.push(`| ${load.name} (${load.connections} conn.) | ${name} | ${summary(list.map((s) => s.rps), 0)} | ${summary(list.map((s) => s.p50Ms), 3)} | ${summary(list.map((s) => s.p99Ms), 2)} | ${cpu.length === 0 ? 'n/a' : summary(cpu, 0)} |`);
+      }
+    }
+    process.stdout.write(`\n${ROUNDS} rounds, median (range); ${SECONDS} s per run, the order of the builds alternating each round\n\n${lines.join('\n')}\n`);
+  } finally {
+    for (const stop of stops.reverse()) await stop();
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench:compare failed: ${(error as Error).message}\nRun it as \`npm run bench:compare -- <git ref>\` from a clone with that commit (npm run build runs first).\n`);
+  process.exit(1);
+});
