@@ -495,41 +495,41 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
       expect(llm.requests.filter((r) => r.target.startsWith('/v1/ping?limited=')).map((r) => r.target)).toEqual(['/v1/ping?limited=0', '/v1/ping?limited=1', '/v1/ping?limited=2', '/v1/ping?limited=3']);
     });
 
-    it('a Redis that answers with an error (out of memory) refuses rate-limited requests with 503, not a per-replica count', async () => {
+    /** Runs `during` while Redis refuses every write with OOM (noeviction at a 1-byte limit), then lets it write again. */
+    async function whileRedisRefusesWrites(during: () => Promise<void>): Promise<void> {
       const admin = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
       await admin.connect();
-      const before = llm.requests.length;
       try {
-        // noeviction with a 1-byte limit: every write (the token bucket's Lua script) is refused with OOM.
         await admin.config('SET', 'maxmemory-policy', 'noeviction');
         await admin.config('SET', 'maxmemory', '1');
-        for (const replica of [a, b]) expectProblem(await call(replica, parallel.token, '/llm/v1/ping?oom=1'), 503, 'state_unavailable');
-        expect(llm.requests.length).toBe(before);
+        await during();
       } finally {
         await admin.config('SET', 'maxmemory', '0');
         admin.disconnect();
       }
+    }
+
+    it('a Redis that answers with an error (out of memory) refuses rate-limited requests with 503, not a per-replica count', async () => {
+      const before = llm.requests.length;
+      // Every write (the token bucket's Lua script) is refused with OOM.
+      await whileRedisRefusesWrites(async () => {
+        for (const replica of [a, b]) expectProblem(await call(replica, parallel.token, '/llm/v1/ping?oom=1'), 503, 'state_unavailable');
+        expect(llm.requests.length).toBe(before);
+      });
       // A write probe may have caught the refusal too; the replica is back once its reload writes again.
       await eventually('A serving again', async () => (await call(a, parallel.token, '/llm/v1/ping?oom=after')).status === 200, 5_000, 50);
     });
 
     it('a Redis that refuses writes past stale_after counts as lost: every replica refuses (503, not ready), nothing forwarded, until it keeps writes again', async () => {
-      const admin = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
-      await admin.connect();
       const before = llm.requests.length;
-      try {
-        // Reads still work, and no request of this agent needs a write: only the probe can tell.
-        await admin.config('SET', 'maxmemory-policy', 'noeviction');
-        await admin.config('SET', 'maxmemory', '1');
+      // Reads still work, and no request of this agent needs a write: only the probe can tell.
+      await whileRedisRefusesWrites(async () => {
         for (const [name, proxy] of [['A', a], ['B', b]] as const) {
           await eventually(`replica ${name} not ready`, async () => (await sendRequest(`${proxy.url}/_airlock/ready`)).status === 503, STALE_AFTER_S * 1000 + 4_000, 50);
           expectProblem(await call(proxy, alpha.token, '/llm/v1/ping?unwritable=1'), 503, 'state_unavailable');
         }
         expect(llm.requests.length, 'forwarded while Redis kept nothing').toBe(before);
-      } finally {
-        await admin.config('SET', 'maxmemory', '0');
-        admin.disconnect();
-      }
+      });
       for (const [name, proxy] of [['A', a], ['B', b]] as const) {
         await eventually(`replica ${name} serving again`, async () => (await call(proxy, alpha.token, '/llm/v1/ping?writable=1')).status === 200, 5_000, 50);
       }
