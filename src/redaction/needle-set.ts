@@ -31,12 +31,16 @@ export const INDEXOF_MAX_NEEDLES = 16;
  */
 const SHORT_DATA = 1024;
 /**
- * Strings are searched with one RegExp alternation of the needles (V8's irregexp skips ahead on an
- * alternation of literals: 0.4 µs for an audit record and one secret's 12 forms, against 1 µs for a
- * String#includes per form, and 4 µs against 40 µs with 480 forms). Past this many needles the pattern
- * is not built, and strings go to the byte search.
+ * Longer strings are searched with one RegExp alternation of the needles (V8's irregexp skips ahead on
+ * an alternation of literals: 0.4-0.6 µs for a 650-character audit record against 2-2.6 µs in the byte
+ * scanner, with one to three 164-character keys or ten 50-character ones, and 1 µs for a String#includes
+ * per form of a single short key). Very long forms undo that and the pattern's compile time grows with
+ * its size (a 1.2 KB token such as a JWT: 2 µs a line against 0.8 µs in the byte scanner, 20 ms to
+ * compile on the first request after a change). So the pattern is built only within these bounds;
+ * otherwise longer strings go to the byte scanner.
  */
-const TEXT_FINDER_MAX_NEEDLES = 512;
+const TEXT_FINDER_MAX_NEEDLE_BYTES = 1024;
+const TEXT_FINDER_MAX_TOTAL_BYTES = 16 * 1024;
 /** Up to this many characters (most header values) one pass with the two-byte filter beats the RegExp's fixed cost. */
 const SHORT_TEXT = 64;
 
@@ -68,7 +72,7 @@ export class NeedleSet {
   readonly #byFirstTwo = new Map<number, Buffer[]>();
   /** The needles as strings, by their first two characters, when every needle is ASCII of 2+ bytes. */
   readonly #textByFirstTwo: Map<number, string[]> | null;
-  /** Any needle, as a RegExp over a string's characters; null when the string search is not used. */
+  /** Any needle, as a RegExp over a string's characters; null outside TEXT_FINDER_MAX_* (or not ASCII). */
   readonly #textFinder: RegExp | null;
   /** 1 for every byte that occurs anywhere in a needle: a text ending in any other byte has no partial. */
   readonly #anywhere = new Uint8Array(256);
@@ -100,9 +104,11 @@ export class NeedleSet {
         this.#byFirstTwo.set(key, list);
       }
     }
-    const ascii = needles.length <= TEXT_FINDER_MAX_NEEDLES && needles.every((needle) => needle.length > 1 && needle.every((byte) => byte < 0x80));
+    const ascii = needles.every((needle) => needle.length > 1 && needle.every((byte) => byte < 0x80));
     this.#textByFirstTwo = ascii ? new Map([...this.#byFirstTwo].map(([key, list]) => [key, list.map((n) => n.toString('latin1'))])) : null;
-    this.#textFinder = ascii && needles.length > 0 ? new RegExp(needles.map((n) => escapeRegExp(n.toString('latin1'))).join('|')) : null;
+    const totalBytes = needles.reduce((sum, n) => sum + n.length, 0);
+    const searchable = ascii && needles.length > 0 && this.maxLength <= TEXT_FINDER_MAX_NEEDLE_BYTES && totalBytes <= TEXT_FINDER_MAX_TOTAL_BYTES;
+    this.#textFinder = searchable ? new RegExp(needles.map((n) => escapeRegExp(n.toString('latin1'))).join('|')) : null;
     this.strategy = strategy ?? (needles.length <= INDEXOF_MAX_NEEDLES || this.minLength < 8 ? 'indexOf' : 'sampled');
     if (this.strategy === 'sampled') this.#buildSampled();
   }
@@ -205,10 +211,11 @@ export class NeedleSet {
    */
   surelyAbsentFrom(text: string, minPartial: number): boolean {
     if (this.needles.length === 0) return true;
-    if (this.#textFinder === null || minPartial < 2) return false;
+    if (this.#textByFirstTwo === null || minPartial < 2) return false;
     const n = text.length;
     if (n > SHORT_TEXT) {
-      if (this.#textFinder.test(text)) return false;
+      // Outside the pattern's bounds a long string is left to the byte scanner.
+      if (this.#textFinder === null || this.#textFinder.test(text)) return false;
     } else {
       for (let p = 0, last = n - this.minLength; p <= last; p++) {
         const list = this.#textCandidates(text, p);

@@ -1,38 +1,44 @@
 /**
  * The log sink of `airlock serve` (batched-line-sink.ts): lines logged within the window (WINDOW_MS)
  * of the first pending one reach the stream in one write, in order; flush() writes what is pending at
- * once. The tests use a longer window, so that a slow machine cannot end it between two turns.
+ * once. The clock is vitest's fake one, so a stalled CI machine cannot end the window early.
  */
-import { describe, expect, it } from 'vitest';
-import { BatchedLineSink } from '../../src/observability/batched-line-sink.js';
-import { eventually } from '../helpers/operator.js';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { BatchedLineSink, WINDOW_MS } from '../../src/observability/batched-line-sink.js';
 
-const WINDOW_MS = 200;
-const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+beforeEach(() => {
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+});
+afterEach(() => {
+  vi.useRealTimers();
+});
 
 describe('BatchedLineSink', () => {
-  it('joins the lines of several turns into one write, in order, within the window', async () => {
+  it('joins the lines logged within the window into one write, in order, when the window ends', () => {
     const writes: string[] = [];
-    const sink = new BatchedLineSink({ write: (text: string) => writes.push(text) }, WINDOW_MS);
+    const sink = new BatchedLineSink({ write: (text: string) => writes.push(text) });
     sink.write('one\n');
-    await nextTurn();
+    vi.advanceTimersByTime(WINDOW_MS - 1);
     sink.write('two\n');
-    await nextTurn();
     sink.write('three\n');
-    // Nothing is written at the end of the turn a line was logged in...
+    // Nothing is written before the window of the first line ends...
     expect(writes).toEqual([]);
-    // ...and all of it together once the window ends.
-    await eventually(`one write within ${WINDOW_MS} ms`, () => (writes.length > 0 ? writes : undefined));
+    // ...and all of it together when it does.
+    vi.advanceTimersByTime(1);
     expect(writes).toEqual(['one\ntwo\nthree\n']);
+    // A later line opens a window of its own.
+    sink.write('four\n');
+    vi.advanceTimersByTime(WINDOW_MS);
+    expect(writes).toEqual(['one\ntwo\nthree\n', 'four\n']);
   });
 
-  it('flush() writes at once, and the window then writes nothing more', async () => {
+  it('flush() writes at once, and the window then writes nothing more', () => {
     const writes: string[] = [];
-    const sink = new BatchedLineSink({ write: (text: string) => writes.push(text) }, WINDOW_MS);
+    const sink = new BatchedLineSink({ write: (text: string) => writes.push(text) });
     sink.write('a\n');
     sink.flush();
     expect(writes).toEqual(['a\n']);
-    await new Promise((resolve) => setTimeout(resolve, WINDOW_MS * 3));
+    vi.advanceTimersByTime(WINDOW_MS * 3);
     expect(writes).toEqual(['a\n']);
   });
 });

@@ -32,6 +32,7 @@ function maskedBytes(matcher: RedactionMatcher, text: string, encoding: 'utf8' |
 
 describe('matcher string fast path', () => {
   it('answers "clear" only when the byte scanner finds nothing, in UTF-8 and Latin-1, with and without shape rules', () => {
+    const runs = Number(process.env['FC_RUNS'] ?? 1000);
     let answered = 0;
     let dirty = 0;
     fc.assert(
@@ -51,10 +52,11 @@ describe('matcher string fast path', () => {
           }
         },
       ),
-      { numRuns: Number(process.env['FC_RUNS'] ?? 1000) },
+      { numRuns: runs },
     );
-    expect(answered).toBeGreaterThan(50);
-    expect(dirty).toBeGreaterThan(50);
+    // Both answers occurred often enough to mean something (a share of the runs, so FC_RUNS may change).
+    expect(answered).toBeGreaterThan(runs / 20);
+    expect(dirty).toBeGreaterThan(runs / 20);
   });
 
   it('says "no needle" for the request guard only when the bytes hold no whole form', () => {
@@ -71,17 +73,21 @@ describe('matcher string fast path', () => {
     );
   });
 
-  it('with many secrets: finds any form of any of them in a long line, and past 512 forms leaves strings to the byte scanner', () => {
-    const secrets = Array.from({ length: 40 }, (_, i) => plainCanary(`many${i}`));
+  it('with ten secrets: finds any form of any of them in a long line; past the pattern bounds leaves long lines to the byte scanner', () => {
+    const secrets = Array.from({ length: 10 }, (_, i) => plainCanary(`many${i}`));
     const forms = secrets.flatMap((s) => formsOf(s));
-    expect(forms.length).toBeLessThanOrEqual(512);
     const matcher = new RedactionMatcher(new NeedleSet(forms), []);
     const line = `{"msg":"request","path":"/v1/${'x'.repeat(300)}"}`;
     expect(matcher.clearOfText(line, 'utf8')).toBe(true);
     for (const form of forms) expect(matcher.clearOfText(`${line.slice(0, 100)}${form.toString('latin1')}${line.slice(100)}`, 'utf8')).toBe(false);
-    const tooMany = Array.from({ length: 60 }, (_, i) => plainCanary(`more${i}`)).flatMap((s) => formsOf(s));
-    expect(tooMany.length).toBeGreaterThan(512);
-    expect(new RedactionMatcher(new NeedleSet(tooMany), []).clearOfText(line, 'utf8')).toBe(false);
+    // 16 KiB of forms in all, or one form over 1 KiB (a JWT's): long lines go to the byte scanner, short
+    // header values still take the one-pass check.
+    const tooMany = new RedactionMatcher(new NeedleSet(Array.from({ length: 20 }, (_, i) => plainCanary(`more${i}`)).flatMap((s) => formsOf(s))), []);
+    const tooLong = new RedactionMatcher(new NeedleSet(formsOf(`${plainCanary('jwt')}.${'e'.repeat(1200)}`)), []);
+    for (const wide of [tooMany, tooLong]) {
+      expect(wide.clearOfText(line, 'utf8')).toBe(false);
+      expect(wide.clearOfText('application/json', 'latin1')).toBe(true);
+    }
   });
 
   it('answers "clear" for clean ASCII lines of any length, and not for a secret, its start at the end, or a shape', () => {

@@ -23,6 +23,7 @@ function byteScan(catalog: SecretCatalog, text: string): string {
 
 describe('secret catalog scrub', () => {
   it('equals the byte scanner for any line, clean or not, ASCII or not', () => {
+    const runs = Number(process.env['FC_RUNS'] ?? 600);
     let clean = 0;
     let masked = 0;
     fc.assert(
@@ -39,11 +40,11 @@ describe('secret catalog scrub', () => {
           else masked++;
         },
       ),
-      { numRuns: Number(process.env['FC_RUNS'] ?? 600) },
+      { numRuns: runs },
     );
     // Both paths ran: a property that only ever saw clean (or only dirty) lines would prove little.
-    expect(clean).toBeGreaterThan(20);
-    expect(masked).toBeGreaterThan(20);
+    expect(clean).toBeGreaterThan(runs / 30);
+    expect(masked).toBeGreaterThan(runs / 30);
   });
 
   it('masks a secret in a clean-looking ASCII log line, and a 4+ character start of one at its end', () => {
