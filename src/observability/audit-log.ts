@@ -196,14 +196,16 @@ export class AuditLog {
     // Chain the batch now, from the last hash actually written.
     let prev = this.#lastHash;
     const lines: string[] = [];
-    for (const pending of batch) {
-      const sealed = sealRecord(prev, this.#options.secrets.scrub(serializeAuditRecord(pending.record, prev)));
-      lines.push(sealed.line);
-      prev = sealed.hash;
-    }
-    const data = Buffer.from(`${lines.join('\n')}\n`, 'utf8');
     let written = 0;
+    // Inside the try too: a record that cannot be serialized fails its batch like a failed write
+    // (settled, counted, refused under the refuse policy) rather than leaving its requests unsettled.
     try {
+      for (const pending of batch) {
+        const sealed = sealRecord(prev, this.#options.secrets.scrub(serializeAuditRecord(pending.record, prev)));
+        lines.push(sealed.line);
+        prev = sealed.hash;
+      }
+      const data = Buffer.from(`${lines.join('\n')}\n`, 'utf8');
       this.#rotateIfNeeded(data.length);
       this.#fd ??= openSync(this.file, 'a', 0o600);
       while (written < data.length) written += writeSync(this.#fd, data, written, data.length - written);
@@ -222,7 +224,7 @@ export class AuditLog {
       }
       return;
     }
-    this.#size += data.length;
+    this.#size += written;
     this.#lastHash = prev;
     this.#broken = null;
     for (const pending of batch) pending.resolve(true);

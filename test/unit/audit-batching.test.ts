@@ -86,6 +86,22 @@ describe('audit write batching', () => {
     expect(readFileSync(log.file, 'utf8').trim().split('\n')).toHaveLength(2);
   });
 
+  it('a record that cannot be serialized fails its batch as a failed write would: settled, the log unwritable, healed by the next write', async () => {
+    const { log } = await openLog();
+    const bad = record('/bad');
+    (bad as unknown as { duration_ms: bigint }).duration_ms = 1n;
+    const outcome = await log.append(bad, true).then(
+      () => 'written',
+      (error: unknown) => `refused: ${(error as Error).message}`,
+    );
+    expect(outcome).toMatch(/^refused: .*BigInt/);
+    expect(log.healthy).toBe(false);
+    expect(() => log.assertWritable()).toThrow(/audit log cannot be written/);
+    expect(await log.append(record('/good'), true)).toBe(true);
+    expect(log.healthy).toBe(true);
+    expect(readFileSync(log.file, 'utf8')).not.toContain('/bad');
+  });
+
   it('close() writes what is still waiting for its window', async () => {
     const { log } = await openLog();
     const pending = log.append(record('/at-close'), true);
