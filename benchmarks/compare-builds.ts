@@ -62,7 +62,8 @@ async function sample(target: Target, path: string, connections: number, warmupS
 
 function summary(values: readonly number[], digits: number): string {
   const sorted = [...values].sort((a, b) => a - b);
-  const median = sorted[Math.floor(sorted.length / 2)] as number;
+  const middle = Math.floor(sorted.length / 2);
+  const median = sorted.length % 2 === 1 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
   const show = (n: number): string => n.toFixed(digits);
   return sorted.length === 1 ? show(median) : `${show(median)} (${show(sorted[0] as number)}-${show(sorted[sorted.length - 1] as number)})`;
 }
@@ -79,13 +80,17 @@ function buildRef(root: string, ref: string, work: string): { main: string; remo
     } catch {
       // Not created.
     }
-    execFileSync('git', ['-C', root, 'worktree', 'remove', '--force', tree], { stdio: 'ignore' });
+    execFileSync('git', ['-C', root, 'worktree', 'remove', '--force', tree], { stdio: ['ignore', 'ignore', 'inherit'] });
   };
   try {
     symlinkSync(join(root, 'node_modules'), modules);
     execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(tree, 'tsconfig.build.json')], { stdio: 'inherit' });
   } catch (error) {
-    remove();
+    try {
+      remove();
+    } catch (cleanup) {
+      process.stderr.write(`could not remove the worktree ${tree} (git worktree prune removes it): ${(cleanup as Error).message}\n`);
+    }
     throw error;
   }
   return { main: join(tree, 'dist/main.js'), remove };
@@ -147,7 +152,14 @@ async function main(): Promise<void> {
     }
     process.stdout.write(`\n${ROUNDS} rounds, median (range); ${SECONDS} s per run, the order of the builds alternating each round\n\n${lines.join('\n')}\n`);
   } finally {
-    for (const stop of stops.reverse()) await stop();
+    // Every step runs even when one fails: the Airlocks stop before their worktree goes.
+    for (const stop of stops.reverse()) {
+      try {
+        await stop();
+      } catch (error) {
+        process.stderr.write(`cleanup: ${(error as Error).message} (a leftover worktree goes with \`git worktree prune\`)\n`);
+      }
+    }
     rmSync(work, { recursive: true, force: true });
   }
 }

@@ -3,6 +3,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
+const START_TIMEOUT_MS = 30_000;
+
 export interface BenchProcess {
   readonly pid: number;
   readonly port: number;
@@ -49,12 +51,19 @@ export function startAirlockProcess(configFile: string, env: Record<string, stri
   child.stdout?.pipe(createWriteStream(logFile));
   return new Promise((resolve, reject) => {
     let err = '';
+    // A build that never says where it listens would hang the benchmark before its cleanup.
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`Airlock did not listen within ${START_TIMEOUT_MS / 1000} s:\n${err}`));
+    }, START_TIMEOUT_MS);
+    child.once('exit', () => clearTimeout(timer));
     child.once('error', reject);
     child.once('exit', (code) => reject(new Error(`Airlock exited (${code}) before it listened:\n${err}`)));
     child.stderr?.on('data', (chunk: Buffer) => {
       err += chunk.toString('utf8');
       const match = /Airlock is listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(err);
       if (match !== null) {
+        clearTimeout(timer);
         child.stderr?.removeAllListeners('data');
         child.stderr?.resume();
         resolve({ pid: child.pid as number, port: Number(match[1]), stop: stopper(child) });

@@ -44,7 +44,7 @@ function associatedData(name: string, expiresAt: number, generation: string | nu
 
 function seal(key: Buffer, name: string, token: string, expiresAt: number, generation: string | null): SealedToken {
   const { iv, tag, ciphertext } = sealText(key, associatedData(name, expiresAt, generation), token);
-  // Stored as "data": the record format replicas already share.
+  // The ciphertext is stored as "data", the field name shared records have always used.
   return { iv, tag, data: ciphertext, expiresAt, generation };
 }
 
