@@ -2,12 +2,17 @@
  * The WebAssembly prefix filter may report positions where no prefix starts, never miss one where one
  * does; and a RuleSet that searches with it answers exactly as the one that searches with its RegExp.
  * Data is drawn from a small alphabet (and bytes above 0x7f) so prefixes occur often, and is long
- * enough to cross the filter's 16 KiB windows, with prefixes planted across the window ends.
+ * enough to cross the filter's 16 KiB windows, with prefixes planted across the window ends. Where
+ * WebAssembly cannot run, the older searches redact the same.
  */
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { BUILTIN_RULE_NAMES, BUILTIN_RULES, RuleSet, customRule, type KeyRule } from '../../src/redaction/key-patterns.js';
 import { PrefixFilter } from '../../src/redaction/prefix-filter.js';
+import { assertNoLeak } from '../helpers/assert-no-leak.js';
+import { plainCanary } from '../helpers/canary.js';
 
 const RUNS = Number(process.env['FC_RUNS'] ?? 2000);
 const WINDOW = 16 * 1024;
@@ -119,4 +124,28 @@ describe('RuleSet: the filter search answers as the RegExp search', () => {
       );
     });
   }
+});
+
+describe('without WebAssembly (node --jitless)', () => {
+  it('redacts with the RegExp and indexOf searches instead', () => {
+    // The built files, as `npm test` builds before it runs the tests.
+    const script = `
+      const { formsOf } = await import('./dist/redaction/secret-forms.js');
+      const { NeedleSet } = await import('./dist/redaction/needle-set.js');
+      const { RedactionMatcher } = await import('./dist/redaction/redaction-matcher.js');
+      const { StreamRedactor } = await import('./dist/redaction/stream-redactor.js');
+      const { BUILTIN_RULES } = await import('./dist/redaction/key-patterns.js');
+      const needles = new NeedleSet(formsOf(process.env.SECRET));
+      const redactor = new StreamRedactor(new RedactionMatcher(needles, [BUILTIN_RULES.github]));
+      const body = Buffer.concat([Buffer.alloc(3000, 32), Buffer.from(process.env.SECRET + ' gh' + 'p_' + 'a'.repeat(36) + ' ok')]);
+      const out = Buffer.concat([redactor.push(body), redactor.end()]).toString();
+      console.log(JSON.stringify({ wasm: typeof WebAssembly, strategy: needles.strategy, tail: out.slice(3000) }));
+    `;
+    const secret = plainCanary('jitless');
+    const result = spawnSync(process.execPath, ['--jitless', '--input-type=module', '-e', script], { cwd: fileURLToPath(new URL('../..', import.meta.url)), env: { ...process.env, SECRET: secret }, encoding: 'utf8' });
+    expect(result.status, result.stderr).toBe(0);
+    const answer = JSON.parse(result.stdout) as { wasm: string; strategy: string; tail: string };
+    expect(answer).toEqual({ wasm: 'undefined', strategy: 'indexOf', tail: '[REDACTED] [REDACTED] ok' });
+    assertNoLeak([secret], [{ name: 'redacted output', text: result.stdout }]);
+  });
 });
