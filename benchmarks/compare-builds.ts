@@ -11,7 +11,8 @@
  * The other commit is checked out in a temporary git worktree and built there (it shares this tree's
  * node_modules); the worktree is removed afterwards.
  * Environment: COMPARE_ROUNDS (default 3), BENCH_SECONDS (5) per measured run, BENCH_WARMUP (6) before
- * each build's first run of a load.
+ * each build's first run of a load, COMPARE_LOADS (default every load: unloaded,small,64k,1mb) to run
+ * some of them.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, unlinkSync } from 'node:fs';
@@ -27,11 +28,25 @@ import { startAirlockProcess, startScript, type BenchProcess } from './parts/sta
 const ROUNDS = Number(process.env['COMPARE_ROUNDS'] ?? 3);
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
 const WARMUP_SECONDS = Number(process.env['BENCH_WARMUP'] ?? 6);
-const LOADS: ReadonlyArray<{ readonly name: string; readonly path: string; readonly connections: number }> = [
+const ALL_LOADS: ReadonlyArray<{ readonly name: string; readonly path: string; readonly connections: number }> = [
   { name: 'unloaded', path: '/small', connections: 1 },
   { name: 'small', path: '/small', connections: 50 },
   { name: '64k', path: '/64k', connections: 50 },
+  // As in npm run bench: 8 connections, as 1 MiB bodies saturate the machine with few.
+  { name: '1mb', path: '/1mb', connections: 8 },
 ];
+const LOADS = selectedLoads(process.env['COMPARE_LOADS']);
+
+function selectedLoads(list: string | undefined): typeof ALL_LOADS {
+  if (list === undefined || list.trim() === '') return ALL_LOADS;
+  const names = list.split(',').map((name) => name.trim());
+  const unknown = names.filter((name) => !ALL_LOADS.some((load) => load.name === name));
+  if (unknown.length > 0) {
+    process.stderr.write(`COMPARE_LOADS: unknown load ${unknown.join(', ')}; the loads are ${ALL_LOADS.map((load) => load.name).join(', ')}\n`);
+    process.exit(2);
+  }
+  return ALL_LOADS.filter((load) => names.includes(load.name));
+}
 
 interface Sample {
   readonly rps: number;

@@ -202,7 +202,7 @@ export class RuleSet {
       if (candidates === undefined) continue;
       const length = n - start;
       for (const { prefix, block } of candidates) {
-        if (prefix.length <= length || data.compare(prefix, 0, length, start, n) !== 0) continue;
+        if (prefix.length <= length || !startsWith(prefix, data, start, length)) continue;
         if (!block && prefix[0] !== 0x2d) {
           const previous = start === 0 ? before : (data[start - 1] as number);
           if (previous !== -1 && isWordByte(previous)) continue;
@@ -260,11 +260,15 @@ export class RuleSet {
   }
 }
 
+/** True when `prefix` begins with the `length` bytes of `data` at `at` (a loop: Buffer#compare's argument checks cost more on a few bytes). */
+function startsWith(prefix: Buffer, data: Buffer, at: number, length: number): boolean {
+  for (let k = 0; k < length; k++) if (data[at + k] !== prefix[k]) return false;
+  return true;
+}
+
 /** True when `prefix` occurs whole in `data` at `at`. */
 function startsAt(data: Buffer, prefix: Buffer, at: number): boolean {
-  if (at + prefix.length > data.length) return false;
-  for (let k = 0; k < prefix.length; k++) if (data[at + k] !== prefix[k]) return false;
-  return true;
+  return at + prefix.length <= data.length && startsWith(prefix, data, at, prefix.length);
 }
 
 function scanRun(rule: RunRule, prefix: Buffer, data: Buffer, at: number, before: number, final: boolean, out: number[], noteLive: (at: number) => void): void {
