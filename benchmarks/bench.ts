@@ -143,7 +143,9 @@ async function main(): Promise<void> {
     progress(`load tool: ${LOAD_TOOL}; ${SECONDS} s per run, ${CONNECTIONS} connections; scratch ${work}`);
     const upstream = await startScript('./bench-upstream.ts');
     stops.push(upstream.stop);
-    const floor = await startScript('./floor-proxy.ts', [`http://127.0.0.1:${upstream.port}`]);
+    // The floor runs with the node flags Airlock runs with (start-process.ts), so that neither is measured
+    // in V8's shrunken-heap state after waiting for its turn.
+    const floor = await startScript('./floor-proxy.ts', [`http://127.0.0.1:${upstream.port}`], ['--no-memory-reducer']);
     stops.push(floor.stop);
     const nginx = await startNginx(join(work, 'nginx'), upstream.port);
     if (typeof nginx === 'string') progress(`SKIPPED nginx: ${nginx}`);

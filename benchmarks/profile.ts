@@ -65,7 +65,7 @@ async function main(): Promise<void> {
   const overrides = JSON.parse(process.env['PROFILE_CONFIG'] ?? '{}') as Record<string, unknown>;
   const configFile = airlockConfig({ dataDir: work, upstreamPort: upstream.port, agentHash: agent.hash, adminHash: generateAgentToken().hash, otlp: null, overrides });
   const profiles = join(work, 'profiles');
-  const child = spawn(process.execPath, ['--cpu-prof', '--cpu-prof-dir', profiles, join(root, 'dist/main.js'), 'serve', '--config', configFile], {
+  const child = spawn(process.execPath, ['--no-memory-reducer', '--cpu-prof', '--cpu-prof-dir', profiles, join(root, 'dist/main.js'), 'serve', '--config', configFile], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, BENCH_UPSTREAM_KEY: 'sk-profile-key-0123456789abcdef' },
   });

@@ -17,6 +17,7 @@ const code = await runCli({
   stdout: process.stdout,
   stderr: process.stderr,
   stdin: process.stdin,
+  nodeFlags: process.execArgv,
   stopRequested,
   onReloadRequested(listener) {
     process.on('SIGHUP', listener);

@@ -22,10 +22,10 @@ function stopper(child: ChildProcess): () => Promise<void> {
   };
 }
 
-/** A script that prints its port as its first line of stdout. */
-export function startScript(script: string, args: readonly string[] = []): Promise<BenchProcess> {
+/** A script that prints its port as its first line of stdout; `nodeFlags` go to node before the script. */
+export function startScript(script: string, args: readonly string[] = [], nodeFlags: readonly string[] = []): Promise<BenchProcess> {
   const path = fileURLToPath(new URL(script, import.meta.url));
-  const child = spawn(process.execPath, ['--import', 'tsx', path, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', path, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     let out = '';
     child.once('error', reject);
@@ -43,11 +43,13 @@ export function startScript(script: string, args: readonly string[] = []): Promi
 }
 
 /**
- * `node dist/main.js serve --config F` (or another build's main.js); the JSON log goes to logFile;
+ * `node --no-memory-reducer dist/main.js serve --config F` (or another build's main.js); the JSON log goes to logFile;
  * ready when it prints where it listens.
  */
 export function startAirlockProcess(configFile: string, env: Record<string, string>, logFile: string, main = fileURLToPath(new URL('../../dist/main.js', import.meta.url))): Promise<BenchProcess> {
-  const child = spawn(process.execPath, [main, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  // As npm start and the Docker image run it (see NO_MEMORY_REDUCER in src/cli/serve-command.ts): each
+  // Airlock here waits ~40 s between its runs, and would otherwise be measured in V8's shrunken-heap state.
+  const child = spawn(process.execPath, ['--no-memory-reducer', main, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   child.stdout?.pipe(createWriteStream(logFile));
   return new Promise((resolve, reject) => {
     let err = '';

@@ -46,7 +46,7 @@ export async function serveCommand(io: CliIo): Promise<number> {
       logDestination: logSink,
       ...(primary === undefined ? {} : { clusterMetrics: (registry: Registry) => clusterMetricsText(registry, primary) }),
     });
-    if (workerId === undefined) io.stderr.write(summary(config, airlock.url, airlock.serviceUrls, airlock.adminUrl, io.env));
+    if (workerId === undefined) io.stderr.write(summary(config, airlock.url, airlock.serviceUrls, airlock.adminUrl, io.env, io.nodeFlags));
     const stopWatching = watchForReloads(io, configPath(io, values.config), config, airlock, workerId);
     const signal = await io.stopRequested;
     stopWatching();
@@ -120,7 +120,15 @@ function missingSecrets(config: AirlockConfig, env: CliIo['env']): string[] {
   return [...missing];
 }
 
-function summary(config: AirlockConfig, url: string, serviceUrls: Readonly<Record<string, string>>, adminUrl: string | null, env: CliIo['env']): string {
+/**
+ * V8's memory reducer shrinks the heap of a process that has been idle for a while; when traffic with
+ * large bodies comes back, the heap then stays small under load and is collected in full several
+ * times a second: twice the CPU per 64 KiB or 1 MiB response in npm run bench, where each proxy waits
+ * ~40 s between its runs (README, Performance). npm start and the Docker image turn it off.
+ */
+export const NO_MEMORY_REDUCER = '--no-memory-reducer';
+
+function summary(config: AirlockConfig, url: string, serviceUrls: Readonly<Record<string, string>>, adminUrl: string | null, env: CliIo['env'], nodeFlags: CliIo['nodeFlags']): string {
   const services = Object.values(config.services);
   const lines = ['', `Airlock is listening on ${url}`];
   for (const service of services) {
@@ -142,6 +150,14 @@ function summary(config: AirlockConfig, url: string, serviceUrls: Readonly<Recor
   const first = services[0];
   if (first !== undefined) next.push(`Point an SDK at ${url}${first.prefix} (plus the API's version path, e.g. /v1) with the alk_ token as its API key.`);
   next.push(`Check a decision without calling upstream: \`npx airlock explain --agent NAME GET ${first === undefined ? '/service/path' : `${first.prefix}/v1/models`}\`.`);
-  lines.push('', 'Next:', ...next.map((n, i) => `  ${i + 1}. ${n}`), '', 'Stop with Ctrl-C.', '');
+  lines.push('', 'Next:', ...next.map((n, i) => `  ${i + 1}. ${n}`), '');
+  if (nodeFlags !== undefined && !nodeFlags.includes(NO_MEMORY_REDUCER)) {
+    lines.push(
+      `Note: node was started without ${NO_MEMORY_REDUCER}. After an idle spell, large responses can cost up to twice the CPU`,
+      `until the heap grows back; start with \`node ${NO_MEMORY_REDUCER} dist/main.js serve\` (npm start and the Docker image do).`,
+      '',
+    );
+  }
+  lines.push('Stop with Ctrl-C.', '');
   return lines.join('\n');
 }

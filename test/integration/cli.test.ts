@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { CliIo } from '../../src/cli/cli-io.js';
 import { runCli } from '../../src/cli/run-cli.js';
+import { NO_MEMORY_REDUCER } from '../../src/cli/serve-command.js';
 import { loadConfigFile } from '../../src/config/load-config.js';
 import { EncryptedSecretFile, SecretFileError } from '../../src/credentials/encrypted-secret-file.js';
 import { loadMasterKey, MASTER_KEY_FILE } from '../../src/credentials/master-key.js';
@@ -36,6 +37,7 @@ interface IoOptions {
   env?: Record<string, string>;
   cwd?: string;
   stdin?: ReadonlyArray<Buffer>;
+  nodeFlags?: readonly string[];
 }
 
 function cliIo(args: readonly string[], options: IoOptions = {}): CliRun {
@@ -60,6 +62,7 @@ function cliIo(args: readonly string[], options: IoOptions = {}): CliRun {
       stderr: { write: (text: string) => stderr.push(text) },
       stdin,
       stopRequested,
+      ...(options.nodeFlags === undefined ? {} : { nodeFlags: options.nodeFlags }),
     },
     stdout,
     stderr,
@@ -666,6 +669,24 @@ agents:
     expect(await exit).toBe(0);
     expect(cli.err()).toMatch(/SIGTERM received: finishing in-flight requests \(up to \d+ s\) and stopping\./);
     await expect(fetch(`${url}/_airlock/health`)).rejects.toThrow();
+  });
+
+  it('notes a node started without --no-memory-reducer, and says how to start it', async () => {
+    const { file } = writeConfig('listen: 127.0.0.1:0\ndata_dir: ./data\nlog: {level: silent}\nservices: {}\nagents: {}\n');
+    for (const [nodeFlags, noted] of [[[], true], [['--max-semi-space-size=16', NO_MEMORY_REDUCER], false]] as const) {
+      const cli = cliIo(['serve', '--config', file], { nodeFlags });
+      const exit = runCli(cli.io);
+      const deadline = Date.now() + 10_000;
+      while (!cli.err().includes('Stop with Ctrl-C.')) {
+        if (Date.now() > deadline) throw new Error(`serve printed no summary:\n${cli.err()}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      cli.stop('SIGTERM');
+      expect(await exit).toBe(0);
+      const note = /Note: node was started without --no-memory-reducer\.[^\n]*\n[^\n]*`node --no-memory-reducer dist\/main\.js serve`/;
+      if (noted) expect(cli.err()).toMatch(note);
+      else expect(cli.err()).not.toContain('Note: node was started');
+    }
   });
 
   it('does not list secrets that are set, nor agents that have tokens', async () => {
