@@ -128,6 +128,12 @@ function missingSecrets(config: AirlockConfig, env: CliIo['env']): string[] {
  */
 export const NO_MEMORY_REDUCER = '--no-memory-reducer';
 
+/** V8 takes its flags with - or _ between words, and a boolean one also as --flag=false. */
+function memoryReducerOn(nodeFlags: readonly string[]): boolean {
+  const off = new Set([NO_MEMORY_REDUCER, '--memory-reducer=false']);
+  return !nodeFlags.some((flag) => off.has(flag.replaceAll('_', '-')));
+}
+
 function summary(config: AirlockConfig, url: string, serviceUrls: Readonly<Record<string, string>>, adminUrl: string | null, env: CliIo['env'], nodeFlags: CliIo['nodeFlags']): string {
   const services = Object.values(config.services);
   const lines = ['', `Airlock is listening on ${url}`];
@@ -151,10 +157,10 @@ function summary(config: AirlockConfig, url: string, serviceUrls: Readonly<Recor
   if (first !== undefined) next.push(`Point an SDK at ${url}${first.prefix} (plus the API's version path, e.g. /v1) with the alk_ token as its API key.`);
   next.push(`Check a decision without calling upstream: \`npx airlock explain --agent NAME GET ${first === undefined ? '/service/path' : `${first.prefix}/v1/models`}\`.`);
   lines.push('', 'Next:', ...next.map((n, i) => `  ${i + 1}. ${n}`), '');
-  if (nodeFlags !== undefined && !nodeFlags.includes(NO_MEMORY_REDUCER)) {
+  if (nodeFlags !== undefined && memoryReducerOn(nodeFlags)) {
     lines.push(
       `Note: node was started without ${NO_MEMORY_REDUCER}. After an idle spell, large responses can cost up to twice the CPU`,
-      `until the heap grows back; start with \`node ${NO_MEMORY_REDUCER} dist/main.js serve\` (npm start and the Docker image do).`,
+      `until the heap grows back. \`npm start\` and the Docker image pass it; otherwise run \`node ${NO_MEMORY_REDUCER} <path to dist/main.js> serve\`.`,
       '',
     );
   }

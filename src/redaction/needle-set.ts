@@ -173,7 +173,7 @@ export class NeedleSet {
     if (this.needles.length === 0 || data.length < this.minLength) return;
     if (data.length <= SHORT_DATA && this.minLength >= 2) return this.#findInShort(data, out);
     if (this.strategy === 'filter') {
-      this.#filter ??= PrefixFilter.create(this.needles);
+      if (this.#filter === undefined) this.#filter = PrefixFilter.create(this.needles);
       if (this.#filter !== null) return this.#findFiltered(this.#filter, data, out);
     }
     if (this.strategy !== 'sampled') {

@@ -25,7 +25,7 @@ const BUCKETS = 8;
 const WINDOW = 16 * 1024;
 /**
  * Memory layout of the one 64 KiB page: tables, the data window (and the 17 bytes the last step reads
- * past it), then up to WINDOW + 15 candidates of 2 bytes: 49,376 bytes in all.
+ * past it), then the candidates, 2 bytes each: at most WINDOW are written, WINDOW + 16 reserved; 49,376 bytes in all.
  */
 const TABLES = 0;
 const DATA = 128;

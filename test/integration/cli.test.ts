@@ -673,7 +673,14 @@ agents:
 
   it('notes a node started without --no-memory-reducer, and says how to start it', async () => {
     const { file } = writeConfig('listen: 127.0.0.1:0\ndata_dir: ./data\nlog: {level: silent}\nservices: {}\nagents: {}\n');
-    for (const [nodeFlags, noted] of [[[], true], [['--max-semi-space-size=16', NO_MEMORY_REDUCER], false]] as const) {
+    const cases = [
+      [[], true],
+      [['--max-semi-space-size=16', NO_MEMORY_REDUCER], false],
+      [['--no_memory_reducer'], false],
+      [['--memory-reducer=false'], false],
+      [['--memory-reducer'], true],
+    ] as const;
+    for (const [nodeFlags, noted] of cases) {
       const cli = cliIo(['serve', '--config', file], { nodeFlags });
       const exit = runCli(cli.io);
       const deadline = Date.now() + 10_000;
@@ -683,7 +690,7 @@ agents:
       }
       cli.stop('SIGTERM');
       expect(await exit).toBe(0);
-      const note = /Note: node was started without --no-memory-reducer\.[^\n]*\n[^\n]*`node --no-memory-reducer dist\/main\.js serve`/;
+      const note = /Note: node was started without --no-memory-reducer\.[^\n]*\n[^\n]*`node --no-memory-reducer <path to dist\/main\.js> serve`/;
       if (noted) expect(cli.err()).toMatch(note);
       else expect(cli.err()).not.toContain('Note: node was started');
     }

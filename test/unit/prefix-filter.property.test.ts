@@ -142,7 +142,7 @@ describe('without WebAssembly (node --jitless)', () => {
       console.log(JSON.stringify({ wasm: typeof WebAssembly, strategy: needles.strategy, tail: out.slice(3000) }));
     `;
     const secret = plainCanary('jitless');
-    const result = spawnSync(process.execPath, ['--jitless', '--input-type=module', '-e', script], { cwd: fileURLToPath(new URL('../..', import.meta.url)), env: { ...process.env, SECRET: secret }, encoding: 'utf8' });
+    const result = spawnSync(process.execPath, ['--jitless', '--input-type=module', '-e', script], { cwd: fileURLToPath(new URL('../..', import.meta.url)), env: { ...process.env, SECRET: secret }, encoding: 'utf8', timeout: 20_000 });
     expect(result.status, result.stderr).toBe(0);
     const answer = JSON.parse(result.stdout) as { wasm: string; strategy: string; tail: string };
     expect(answer).toEqual({ wasm: 'undefined', strategy: 'indexOf', tail: '[REDACTED] [REDACTED] ok' });
