@@ -104,6 +104,8 @@ export interface RuleSetOptions {
  */
 export class RuleSet {
   readonly rules: readonly KeyRule[];
+  /** Every literal a match starts with: the run rules' prefixes, and the PEM marker when a block rule is on. */
+  readonly searchPrefixes: readonly Buffer[];
   readonly #finder: RegExp | null;
   /** Built on the first byte scan (a matcher used only for strings never needs it); null: use #finder. */
   #filter: PrefixFilter | null | undefined;
@@ -146,6 +148,8 @@ export class RuleSet {
     this.#finder = alternatives.length === 0 ? null : new RegExp(alternatives.map(escapeRegExp).join('|'), 'g');
     const ascii = alternatives.every((text) => /^[\x00-\x7f]*$/.test(text));
     this.#textFinder = this.#finder === null || !ascii ? null : new RegExp(this.#finder.source);
+    const prefixes = [...this.#byPrefix.values()].map((entries) => (entries[0] as { prefix: Buffer }).prefix);
+    this.searchPrefixes = this.#hasBlock ? [...prefixes, BEGIN] : prefixes;
     for (const entries of this.#byPrefix.values()) {
       for (const entry of entries) {
         const first = entry.prefix[0] as number;
@@ -160,10 +164,7 @@ export class RuleSet {
   #prefixPositions(data: Buffer): number[] {
     const positions = this.#positions;
     positions.length = 0;
-    if (this.#filter === undefined) {
-      const prefixes = [...this.#byPrefix.values()].map((entries) => (entries[0] as { prefix: Buffer }).prefix);
-      this.#filter = this.#simd ? PrefixFilter.create(this.#hasBlock ? [...prefixes, BEGIN] : prefixes) : null;
-    }
+    if (this.#filter === undefined) this.#filter = this.#simd ? PrefixFilter.create(this.searchPrefixes) : null;
     if (this.#filter !== null) {
       this.#filter.candidates(data, positions);
       return positions;
@@ -228,9 +229,10 @@ export class RuleSet {
    * Appends complete matches to `out` as [start, end) pairs and reports the earliest live partial
    * match. `before` is the byte that preceded data[0] (-1 at the start of the stream), for the
    * word-boundary check. With `final`, nothing more will come: runs that reached the end are judged as
-   * they are.
+   * they are. `candidates`: ascending positions from a prefix filter over (at least) searchPrefixes,
+   * searched by the caller; without them the rule set searches itself.
    */
-  scan(data: Buffer, before: number, final: boolean, out: number[]): RuleScan {
+  scan(data: Buffer, before: number, final: boolean, out: number[], candidates?: readonly number[]): RuleScan {
     const result: RuleScan = { livePartial: -1 };
     if (this.#finder === null) return result;
     const noteLive = (at: number): void => {
@@ -238,7 +240,7 @@ export class RuleSet {
     };
     let resumeAt = 0;
     let blockSeenAt = -1;
-    for (const at of this.#prefixPositions(data)) {
+    for (const at of candidates ?? this.#prefixPositions(data)) {
       // Positions inside a PEM block already masked (or held) are not looked at again.
       if (at < resumeAt) continue;
       if (this.#hasBlock && blockSeenAt < at && startsAt(data, BEGIN, at)) {

@@ -168,6 +168,14 @@ export class NeedleSet {
     });
   }
 
+  /**
+   * True when findMatches would search `data` with the prefix filter; a caller may then run one filter
+   * over these needles and other prefixes, and hand its candidates to findAt.
+   */
+  filters(data: Buffer): boolean {
+    return this.strategy === 'filter' && this.needles.length > 0 && data.length > SHORT_DATA && data.length >= this.minLength && PrefixFilter.available;
+  }
+
   /** Appends [start, end) of every occurrence of every needle in `data` to `out`. */
   findMatches(data: Buffer, out: number[]): void {
     if (this.needles.length === 0 || data.length < this.minLength) return;
@@ -211,11 +219,19 @@ export class NeedleSet {
   }
 
   #findFiltered(filter: PrefixFilter, data: Buffer, out: number[]): void {
-    const n = data.length;
     const positions = this.#positions;
     positions.length = 0;
     filter.candidates(data, positions);
-    for (const p of positions) {
+    this.findAt(data, positions, out);
+  }
+
+  /**
+   * findMatches, given ascending `candidates` from a prefix filter over (at least) these needles: every
+   * position where a needle starts is among them, and each is verified byte for byte.
+   */
+  findAt(data: Buffer, candidates: readonly number[], out: number[]): void {
+    const n = data.length;
+    for (const p of candidates) {
       if (p + 1 >= n) continue;
       const key = ((data[p] as number) << 8) | (data[p + 1] as number);
       if (this.#firstTwo[key] === 0) continue;

@@ -4,6 +4,7 @@
  */
 import { RuleSet, type KeyRule } from './key-patterns.js';
 import { NeedleSet } from './needle-set.js';
+import { PrefixFilter } from './prefix-filter.js';
 
 /** A partial secret at the end of a stream is masked from this many bytes on (shorter is noise). */
 export const MIN_MASKED_PARTIAL = 4;
@@ -13,14 +14,30 @@ const BEYOND_LATIN1 = /[^\x00-\xff]/;
 export class RedactionMatcher {
   readonly needles: NeedleSet;
   readonly rules: RuleSet;
+  /**
+   * One prefix filter over the secrets' forms and the rules' prefixes, so a body is searched in one pass
+   * instead of two (each verifies its own candidates; the other's are false candidates to it). Built on
+   * the first long body; null: search separately.
+   */
+  #joint: PrefixFilter | null | undefined;
+  readonly #jointSearch: boolean;
+  readonly #candidates: number[] = [];
 
-  constructor(needles: NeedleSet, rules: readonly KeyRule[]) {
+  constructor(needles: NeedleSet, rules: readonly KeyRule[], options: { readonly jointSearch?: boolean } = {}) {
     this.needles = needles;
     this.rules = new RuleSet(rules);
+    this.#jointSearch = options.jointSearch ?? true;
   }
 
   get empty(): boolean {
     return this.needles.size === 0 && this.rules.size === 0;
+  }
+
+  /** The joint filter when both the needles and the rules would search `data` with a filter of their own. */
+  #jointFilter(data: Buffer): PrefixFilter | null {
+    if (!this.#jointSearch || this.rules.size === 0 || !this.needles.filters(data)) return null;
+    if (this.#joint === undefined) this.#joint = PrefixFilter.create([...this.needles.needles, ...this.rules.searchPrefixes]);
+    return this.#joint;
   }
 
   /**
@@ -57,8 +74,18 @@ export class RedactionMatcher {
    * data could turn them into a match.
    */
   scan(data: Buffer, before: number, final: boolean, out: number[], maskPartialAtEnd = true): number {
-    this.needles.findMatches(data, out);
-    const rules = this.rules.size === 0 ? -1 : this.rules.scan(data, before, final, out).livePartial;
+    let rules: number;
+    const joint = this.#jointFilter(data);
+    if (joint !== null) {
+      const candidates = this.#candidates;
+      candidates.length = 0;
+      joint.candidates(data, candidates);
+      this.needles.findAt(data, candidates, out);
+      rules = this.rules.scan(data, before, final, out, candidates).livePartial;
+    } else {
+      this.needles.findMatches(data, out);
+      rules = this.rules.size === 0 ? -1 : this.rules.scan(data, before, final, out).livePartial;
+    }
     if (final) {
       if (!maskPartialAtEnd) return 0;
       // Nothing more will come: a held partial secret of 4+ bytes is masked, never flushed.

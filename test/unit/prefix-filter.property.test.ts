@@ -2,7 +2,8 @@
  * The WebAssembly prefix filter may report positions where no prefix starts, never miss one where one
  * does; and a RuleSet that searches with it answers exactly as the one that searches with its RegExp.
  * Data is drawn from a small alphabet (and bytes above 0x7f) so prefixes occur often, and is long
- * enough to cross the filter's 16 KiB windows, with prefixes planted across the window ends. Where
+ * enough to cross the filter's 16 KiB windows, with prefixes planted across the window ends. A matcher
+ * searching secrets and shapes in one joint pass answers as the two separate searches. Where
  * WebAssembly cannot run, the older searches redact the same.
  */
 import { spawnSync } from 'node:child_process';
@@ -10,7 +11,10 @@ import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { BUILTIN_RULE_NAMES, BUILTIN_RULES, RuleSet, customRule, type KeyRule } from '../../src/redaction/key-patterns.js';
+import { NeedleSet } from '../../src/redaction/needle-set.js';
 import { PrefixFilter } from '../../src/redaction/prefix-filter.js';
+import { RedactionMatcher } from '../../src/redaction/redaction-matcher.js';
+import { formsOf } from '../../src/redaction/secret-forms.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { plainCanary } from '../helpers/canary.js';
 
@@ -125,6 +129,47 @@ describe('RuleSet: the filter search answers as the RegExp search', () => {
     });
   }
 });
+
+describe('RedactionMatcher: one joint filter pass answers as the two separate searches', () => {
+  it('same spans and held bytes for secrets and key shapes together', () => {
+    const rules = [...BUILTIN_RULE_NAMES.map((name) => BUILTIN_RULES[name]), customRule('internal', 'itk_', 'A-Za-z0-9', 8, 64)];
+    fc.assert(
+      fc.property(
+        fc.array(fc.stringMatching(/^[A-Za-z0-9_\-+/=]{8,40}$/), { minLength: 1, maxLength: 3 }),
+        fc.array(fc.tuple(fc.oneof(fc.constantFrom('sk-', 'gh' + 'p_', 'AK' + 'IA', '-----BEGIN ', 'itk_', ' ', '\n', 'x'), fc.stringMatching(/^[A-Za-z0-9_-]{0,30}$/)), fc.nat(), fc.nat(3)), { minLength: 1, maxLength: 12 }),
+        fc.constantFrom(1100, WINDOW - 20),
+        fc.boolean(),
+        (secrets, plan, lead, final) => {
+          const forms = secrets.flatMap((secret) => formsOf(secret));
+          const joint = new RedactionMatcher(new NeedleSet(forms), rules);
+          const separate = new RedactionMatcher(new NeedleSet(forms), rules, { jointSearch: false });
+          const pieces: Buffer[] = [Buffer.alloc(lead, ' ')];
+          for (const [text, pick, cut] of plan) {
+            pieces.push(Buffer.from(text));
+            const form = forms[pick % forms.length] as Buffer;
+            // Whole, or cut short at the end (a partial to hold), or absent.
+            if (cut === 0) pieces.push(form);
+            else if (cut === 1) pieces.push(form.subarray(0, Math.max(1, pick % form.length)));
+          }
+          const data = Buffer.concat(pieces);
+          expect(new NeedleSet(forms).filters(data)).toBe(true);
+          const a: number[] = [];
+          const b: number[] = [];
+          expect(joint.scan(data, -1, final, a)).toBe(separate.scan(data, -1, final, b));
+          expect(spans(a)).toEqual(spans(b));
+        },
+      ),
+      { numRuns: Math.max(50, RUNS / 4) },
+    );
+  });
+});
+
+/** [start, end) pairs, sorted: the searches may list them in another order. */
+function spans(flat: readonly number[]): string[] {
+  const pairs: string[] = [];
+  for (let i = 0; i < flat.length; i += 2) pairs.push(`${flat[i]}-${flat[i + 1]}`);
+  return pairs.sort();
+}
 
 describe('without WebAssembly (node --jitless)', () => {
   it('redacts with the RegExp and indexOf searches instead', () => {
