@@ -40,6 +40,15 @@ interface IoOptions {
   nodeFlags?: readonly string[];
 }
 
+/** Waits (up to 10 s) until serve has printed its start-up summary to stderr. */
+async function summaryPrinted(cli: CliRun): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!cli.err().includes('Stop with Ctrl-C.')) {
+    if (Date.now() > deadline) throw new Error(`serve printed no summary:\n${cli.err()}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 function cliIo(args: readonly string[], options: IoOptions = {}): CliRun {
   const stdout: string[] = [];
   const stderr: string[] = [];
@@ -637,11 +646,7 @@ agents:
 `);
     const cli = cliIo(['serve', '--config', file]);
     const exit = runCli(cli.io);
-    const deadline = Date.now() + 10_000;
-    while (!cli.err().includes('Stop with Ctrl-C.')) {
-      if (Date.now() > deadline) throw new Error(`serve printed no summary:\n${cli.err()}`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    await summaryPrinted(cli);
     const err = cli.err();
     const url = /Airlock is listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(err)?.[1];
     expect(url, err).toBeDefined();
@@ -683,11 +688,7 @@ agents:
     for (const [nodeFlags, noted] of cases) {
       const cli = cliIo(['serve', '--config', file], { nodeFlags });
       const exit = runCli(cli.io);
-      const deadline = Date.now() + 10_000;
-      while (!cli.err().includes('Stop with Ctrl-C.')) {
-        if (Date.now() > deadline) throw new Error(`serve printed no summary:\n${cli.err()}`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
+      await summaryPrinted(cli);
       cli.stop('SIGTERM');
       expect(await exit).toBe(0);
       const note = /Note: node was started without --no-memory-reducer\.[^\n]*\n[^\n]*`node --no-memory-reducer <path to dist\/main\.js> serve`/;
@@ -702,11 +703,7 @@ agents:
     mkdirSync(dataDir, { recursive: true });
     const cli = cliIo(['serve', '--config', file]);
     const exit = runCli(cli.io);
-    const deadline = Date.now() + 10_000;
-    while (!cli.err().includes('Stop with Ctrl-C.')) {
-      if (Date.now() > deadline) throw new Error(`serve printed no summary:\n${cli.err()}`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    await summaryPrinted(cli);
     cli.stop('SIGINT');
     expect(await exit).toBe(0);
     expect(cli.err()).toContain('not set yet: github.');
