@@ -28,7 +28,7 @@ import { PrefixFilter } from './prefix-filter.js';
 
 export type SearchStrategy = 'filter' | 'indexOf' | 'sampled';
 
-/** Above this many needles the sampled hash search wins (see `npm run bench:redact`). */
+/** Without WebAssembly (no prefix filter), above this many needles the sampled hash search wins over indexOf (see `npm run bench:redact`). */
 export const INDEXOF_MAX_NEEDLES = 16;
 /**
  * Up to this many needles (the forms of one credential and of two values it rotated from) the prefix
