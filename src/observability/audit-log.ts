@@ -190,38 +190,39 @@ export class AuditLog {
   readonly #flush = (): void => {
     this.#flushNow = null;
     this.#cancelFlushSoon();
-    const batch = this.#queue;
-    if (batch.length === 0) return;
+    const queued = this.#queue;
+    if (queued.length === 0) return;
     this.#queue = [];
-    // Chain the batch now, from the last hash actually written.
+    // Chain the batch now, from the last hash actually written. A record that cannot be serialized,
+    // scrubbed or sealed fails alone (settled, counted, and the log unhealthy until a write succeeds),
+    // so the other requests of its batch keep their records.
     let prev = this.#lastHash;
     const lines: string[] = [];
-    let written = 0;
-    // Inside the try too: a record that cannot be serialized fails its batch like a failed write
-    // (settled, counted, refused under the refuse policy) rather than leaving its requests unsettled.
-    try {
-      for (const pending of batch) {
+    const batch: Pending[] = [];
+    for (const pending of queued) {
+      try {
         const sealed = sealRecord(prev, this.#options.secrets.scrub(serializeAuditRecord(pending.record, prev)));
         lines.push(sealed.line);
+        batch.push(pending);
         prev = sealed.hash;
+      } catch (error) {
+        this.#fail(error as Error, [pending]);
       }
+    }
+    if (batch.length === 0) return;
+    let written = 0;
+    try {
       const data = Buffer.from(`${lines.join('\n')}\n`, 'utf8');
       this.#rotateIfNeeded(data.length);
       this.#fd ??= openSync(this.file, 'a', 0o600);
       while (written < data.length) written += writeSync(this.#fd, data, written, data.length - written);
     } catch (error) {
-      this.#broken = error as Error;
-      this.#options.onWriteFailure?.();
-      this.#options.logger?.error({ err: error, records: batch.length }, 'audit records could not be written');
       // Part of the batch reached the file before the error (a disk filling up): cut it off, or the
       // next batch would be appended to a torn line.
       if (written > 0 && this.#fd !== null) this.#truncateTail(this.#fd, written);
       // Reopen on the next attempt: the file may have been replaced or the descriptor invalidated.
       this.#closeFile();
-      for (const pending of batch) {
-        if (this.#options.onFailure === 'log') pending.resolve(false);
-        else pending.reject(error as Error);
-      }
+      this.#fail(error as Error, batch);
       return;
     }
     this.#size += written;
@@ -235,6 +236,17 @@ export class AuditLog {
       this.#options.logger?.error({ err: error }, 'an audit feed listener failed; the records are written');
     }
   };
+
+  /** Records that did not reach the file: the log is unhealthy until a write succeeds; each request learns it. */
+  #fail(error: Error, failed: readonly Pending[]): void {
+    this.#broken = error;
+    this.#options.onWriteFailure?.();
+    this.#options.logger?.error({ err: error, records: failed.length }, 'audit records could not be written');
+    for (const pending of failed) {
+      if (this.#options.onFailure === 'log') pending.resolve(false);
+      else pending.reject(error);
+    }
+  }
 
   #truncateTail(fd: number, bytes: number): void {
     try {

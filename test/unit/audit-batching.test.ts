@@ -86,7 +86,7 @@ describe('audit write batching', () => {
     expect(readFileSync(log.file, 'utf8').trim().split('\n')).toHaveLength(2);
   });
 
-  it('a record that cannot be serialized fails its batch as a failed write would: settled, the log unwritable, healed by the next write', async () => {
+  it('a record that cannot be serialized is settled as a failed write: refused, the log unwritable, healed by the next write', async () => {
     const { log } = await openLog();
     const bad = record('/bad');
     (bad as unknown as { duration_ms: bigint }).duration_ms = 1n;
@@ -100,6 +100,26 @@ describe('audit write batching', () => {
     expect(await log.append(record('/good'), true)).toBe(true);
     expect(log.healthy).toBe(true);
     expect(readFileSync(log.file, 'utf8')).not.toContain('/bad');
+  });
+
+  it('a record that cannot be serialized fails alone: the answered records of its batch are written', async () => {
+    const { log } = await openLog();
+    const bad = record('/bad');
+    (bad as unknown as { duration_ms: bigint }).duration_ms = 1n;
+    const before = log.append(record('/before'), true);
+    const refused = log.append(bad, true).then(
+      () => 'written',
+      (error: unknown) => `refused: ${(error as Error).message}`,
+    );
+    const after = log.append(record('/after'), true);
+    expect(await before).toBe(true);
+    expect(await after).toBe(true);
+    expect(await refused).toMatch(/^refused: .*BigInt/);
+    const lines = readFileSync(log.file, 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { path: string; prev: string; hash: string });
+    expect(lines.map((line) => line.path)).toEqual(['/before', '/after']);
+    // The chain skips the record that never reached the file.
+    expect(lines[1]?.prev).toBe(lines[0]?.hash);
+    expect(log.healthy).toBe(true);
   });
 
   it('close() writes what is still waiting for its window', async () => {
