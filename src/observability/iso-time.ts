@@ -4,6 +4,9 @@
  * rest of the record's start; consecutive requests nearly always share their minute, so its
  * "YYYY-MM-DDTHH:MM:" is kept and only the seconds and milliseconds are written.
  */
+/** The largest distance from the epoch a Date can hold (ECMA-262 21.4.1.22, TimeClip). */
+const MAX_TIME_MS = 8.64e15;
+
 export class IsoTime {
   #minute = Number.NaN;
   #prefix = '';
@@ -11,6 +14,8 @@ export class IsoTime {
   format(time: number): string {
     // As new Date(time) does: whole milliseconds, truncated.
     const epochMs = Math.trunc(time);
+    // A cached minute would otherwise format a time just past the range that toISOString refuses.
+    if (!(Math.abs(epochMs) <= MAX_TIME_MS)) throw new RangeError(`Invalid time value: ${time}`);
     const minute = Math.floor(epochMs / 60_000);
     if (minute !== this.#minute) {
       const full = new Date(epochMs).toISOString();

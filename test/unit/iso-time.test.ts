@@ -29,5 +29,12 @@ describe('IsoTime', () => {
 
   it('throws as toISOString does for an invalid time', () => {
     expect(() => new IsoTime().format(Number.NaN)).toThrow(RangeError);
+    // Past the last valid millisecond, also when the cached minute would still match.
+    const iso = new IsoTime();
+    expect(iso.format(8.64e15)).toBe(new Date(8.64e15).toISOString());
+    expect(() => new Date(8.64e15 + 1).toISOString()).toThrow(RangeError);
+    expect(() => iso.format(8.64e15 + 1)).toThrow(RangeError);
+    expect(iso.format(-8.64e15)).toBe(new Date(-8.64e15).toISOString());
+    expect(() => iso.format(-8.64e15 - 1)).toThrow(RangeError);
   });
 });
