@@ -31,8 +31,7 @@ export class SecretFileError extends Error {
 }
 
 function seal(key: Buffer, aad: string, plaintext: string): SealedValue {
-  const { iv, tag, ciphertext } = sealText(key, Buffer.from(aad, 'utf8'), plaintext);
-  return { iv, tag, ciphertext };
+  return sealText(key, Buffer.from(aad, 'utf8'), plaintext);
 }
 
 function open(key: Buffer, aad: string, sealed: SealedValue): string {
