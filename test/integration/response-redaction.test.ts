@@ -104,6 +104,27 @@ function hexWithKeys(bytes: number, key: string, every: number): string {
   return parts.join(` ${key} `);
 }
 
+/**
+ * A body of `pieces` parts with a copy of the key between each two, and where to cut it into writes so
+ * that every copy is split between two of them: after its first byte, in its middle, before its last.
+ */
+function splitBody(key: string, pieces: number): { body: Buffer; cuts: number[] } {
+  const parts: string[] = [];
+  const cuts: number[] = [];
+  let length = 0;
+  for (let i = 0; i < pieces; i++) {
+    const filler = `\npiece ${i}: ${'lorem ipsum dolor sit amet '.repeat(30)}`;
+    parts.push(filler);
+    length += filler.length;
+    if (i === pieces - 1) break;
+    const at = [1, Math.floor(key.length / 2), key.length - 1][i % 3] as number;
+    cuts.push(length + at);
+    parts.push(key);
+    length += key.length;
+  }
+  return { body: Buffer.from(parts.join(''), 'latin1'), cuts };
+}
+
 /** 'a' with about one 'b' in a hundred: gzip shrinks it only ~45x, so max_ratio (200) does not trip. */
 function lowEntropyGzip(bytes: number): { decoded: number; encoded: Buffer } {
   const noise = randomBytes(bytes);
@@ -334,6 +355,20 @@ describe('response redaction', () => {
           res.end();
           return;
         }
+        case '/v1/buffered-split': {
+          // Announced with its length, so Airlock buffers it (under 64 KiB), but written in pieces with
+          // pauses between, so it reaches Airlock in as many chunks, every copy of the key cut in two.
+          const { body, cuts } = splitBody(key, Number(query.get('pieces')));
+          res.writeHead(200, { 'content-type': 'text/plain', 'content-length': body.length });
+          let from = 0;
+          for (const cut of cuts) {
+            res.write(body.subarray(from, cut));
+            from = cut;
+            await sleep(5);
+          }
+          res.end(body.subarray(from));
+          return;
+        }
         case '/v1/compressed': {
           const coding = query.get('coding') as Coding;
           const decoded =
@@ -349,20 +384,21 @@ describe('response redaction', () => {
         case '/v1/sse-split': {
           // a negative cut counts from the end of the key
           const cuts = (query.get('cuts') ?? '').split(',').map((c) => (Number(c) < 0 ? key.length + Number(c) : Number(c)));
-          res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-          res.write('event: hello\ndata: {"n":1}\n\n');
           let from = 0;
           const pieces: string[] = [];
           for (const cut of [...cuts, key.length]) {
             pieces.push(key.slice(from, cut));
             from = cut;
           }
-          res.write(`data: {"delta":"${pieces[0] ?? ''}`);
-          for (const piece of pieces.slice(1)) {
-            await sleep(50);
-            res.write(piece);
+          const writes = ['event: hello\ndata: {"n":1}\n\n', `data: {"delta":"${pieces[0] ?? ''}`, ...pieces.slice(1), '"}\n\ndata: [DONE]\n\n'];
+          // framing=length: announced with its length (Airlock buffers it); otherwise chunked (streamed).
+          const length = query.get('framing') === 'length' ? { 'content-length': Buffer.byteLength(writes.join('')) } : {};
+          res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', ...length });
+          for (const [i, write] of writes.entries()) {
+            if (i > 1) await sleep(50);
+            res.write(write);
           }
-          res.end('"}\n\ndata: [DONE]\n\n');
+          res.end();
           return;
         }
         case '/v1/redirect':
@@ -563,6 +599,24 @@ describe('response redaction', () => {
     });
   });
 
+  describe('a body announced with its length (buffered) that arrives in pieces, each copy of the key cut between two', () => {
+    // 3 pieces are written as they came; 40 are joined before the write (MAX_WRITE_PARTS).
+    it.each([3, 40])('%s pieces: every copy replaced, the Content-Length exact', async (pieces) => {
+      for (const service of ['echo', 'plain'] as const) {
+        const key = KEYS[service];
+        const { body } = splitBody(key, pieces);
+        const seen = await ask(service, `/v1/buffered-split?pieces=${pieces}`);
+        expect(seen.status).toBe(200);
+        expect(seen.cleanEnd).toBe(true);
+        expect(seen.headers['transfer-encoding']).toBeUndefined();
+        expect(seen.headers['content-length']).toBe(String(seen.body.length));
+        expect(seen.body.equals(Buffer.from(replaced(body.toString('latin1'), key), 'latin1'))).toBe(true);
+        expectNoLeakIn(seen, key);
+        expect((await auditOf(seen)).redactions).toBe(pieces - 1);
+      }
+    });
+  });
+
   describe('compressed echoes are decoded, scanned and passed on decoded', () => {
     const codings: Coding[] = ['gzip', 'deflate', 'deflate-raw', 'br'];
 
@@ -613,13 +667,14 @@ describe('response redaction', () => {
       ['in three pieces', '5,20'],
       ['one byte before its end', '-1'],
     ];
-    it.each(splits)('%s: the agent sees one [REDACTED], never the pieces', async (_name, cuts) => {
+    it.each(splits.flatMap(([name, cuts]) => (['chunked', 'length'] as const).map((framing) => [name, cuts, framing] as const)))('%s, %s framing: the agent sees one [REDACTED], never the pieces', async (_name, cuts, framing) => {
       for (const service of ['echo', 'plain'] as const) {
         const key = KEYS[service];
-        const seen = await ask(service, `/v1/sse-split?cuts=${cuts}`);
+        const seen = await ask(service, `/v1/sse-split?cuts=${cuts}&framing=${framing}`);
         expect(seen.status).toBe(200);
         expect(seen.cleanEnd).toBe(true);
         expect(seen.text).toBe(`event: hello\ndata: {"n":1}\n\ndata: {"delta":"${MARKER}"}\n\ndata: [DONE]\n\n`);
+        if (framing === 'length') expect(seen.headers['content-length']).toBe(String(seen.body.length));
         expectNoLeakIn(seen, key);
         expect((await auditOf(seen)).redactions).toBe(1);
       }
