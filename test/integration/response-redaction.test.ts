@@ -667,7 +667,7 @@ describe('response redaction', () => {
       ['in three pieces', '5,20'],
       ['one byte before its end', '-1'],
     ];
-    it.each(splits.flatMap(([name, cuts]) => (['chunked', 'length'] as const).map((framing) => [name, cuts, framing] as const)))('%s, %s framing: the agent sees one [REDACTED], never the pieces', async (_name, cuts, framing) => {
+    it.each(splits.flatMap(([name, cuts]) => (['chunked', 'length'] as const).map((framing) => [name, cuts, framing] as const)))('%s (cuts %s), %s framing: the agent sees one [REDACTED], never the pieces', async (_name, cuts, framing) => {
       for (const service of ['echo', 'plain'] as const) {
         const key = KEYS[service];
         const seen = await ask(service, `/v1/sse-split?cuts=${cuts}&framing=${framing}`);
