@@ -5,8 +5,9 @@
  *
  * Body handling, decided when the headers arrive:
  *  - no body (HEAD, 204, 304): headers only;
- *  - a Content-Length up to BUFFERED_BODY_LIMIT: buffered, decoded, redacted, sent with its new exact
- *    length; a body that cannot be decoded is refused with 502 before anything is sent;
+ *  - a Content-Length up to BUFFERED_BODY_LIMIT: held until it is whole and sent with its new exact
+ *    length (an identity body is redacted chunk by chunk as it arrives, an encoded one decoded and
+ *    redacted at its end); a body that cannot be decoded is refused with 502 before anything is sent;
  *  - otherwise streamed: Content-Length dropped (the length may change; node sends chunked), each chunk
  *    decoded and redacted as it arrives, holding back only the bytes of a live partial match.
  * gzip, deflate (zlib or raw) and br are decoded and passed on decoded, bounded in size and ratio against
