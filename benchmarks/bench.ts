@@ -9,14 +9,16 @@
  *                  audit log, metrics, anomaly detection, one JSON log line per request; tracing off
  *   airlock+trace  the same with OpenTelemetry tracing, sampling 1.0, exported over OTLP/HTTP
  *
- * For each: wrk (autocannon when wrk is missing) after a warm-up, the same connections for all;
- * rps, p50/p99, CPU microseconds per request of the proxy process tree (from /proc), RSS after the
- * run; ratios to nginx and to the floor. Then: added latency unloaded (1 connection), SSE event delay
+ * For each: wrk (autocannon when wrk is missing) after a warm-up, the same connections for all, in
+ * rounds where the targets take turns; rps, p50/p99, CPU microseconds per request of the proxy process
+ * tree (from /proc), RSS after the run, as medians of the rounds; ratios to nginx and to the floor, as
+ * the median of each round's ratio. Then: added latency unloaded (1 connection), SSE event delay
  * against direct, 1 MB responses with redaction (Airlock) against without (the floor), and RSS at
  * 1,000 concurrent connections. Results: bench-results/<time>.json and .md, and the table printed.
  *
  * Environment: BENCH_SECONDS (default 10) per measured run, BENCH_CONNECTIONS (default 50),
- * BENCH_WARMUP (seconds of load before each measured run; default 8, or a quarter of BENCH_SECONDS when longer).
+ * BENCH_WARMUP (seconds of load before each target's first measured run; default 8, or a quarter of
+ * BENCH_SECONDS when longer), BENCH_ROUNDS (default 3).
  */
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -30,7 +32,7 @@ import { LOAD_TOOL, runLoad, type LoadResult } from './parts/run-load.js';
 import { startNginx } from './parts/start-nginx.js';
 import { startAirlockProcess, startScript, type BenchProcess } from './parts/start-process.js';
 import { airlockConfig } from './parts/airlock-config.js';
-import { renderReport, type BenchReport, type Row } from './parts/bench-report.js';
+import { combineRounds, renderReport, type BenchReport, type Row, type Sample } from './parts/bench-report.js';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 50);
@@ -41,6 +43,15 @@ const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 50);
  */
 const WARMUP_SECONDS = Number(process.env['BENCH_WARMUP'] ?? Math.max(8, Math.round(SECONDS / 4)));
 if (!Number.isFinite(WARMUP_SECONDS) || WARMUP_SECONDS < 1) throw new Error(`BENCH_WARMUP must be a number of seconds, at least 1 (got ${process.env['BENCH_WARMUP']})`);
+/**
+ * Each workload runs in rounds, the targets taking turns and the order reversed each round: runs on
+ * this shared VM drift by 20% within minutes, so one run per target compared targets measured in
+ * different machine states. The report gives medians and the median of each round's ratios.
+ */
+const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
+if (!Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error(`BENCH_ROUNDS must be a whole number, at least 1 (got ${process.env['BENCH_ROUNDS']})`);
+/** Load before the measured run of the later rounds: the process is warm; this refills its pools and caches. */
+const REWARM_SECONDS = Math.min(WARMUP_SECONDS, 2);
 
 interface Target {
   readonly name: string;
@@ -54,17 +65,27 @@ function progress(message: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
 }
 
-async function measure(target: Target, path: string, workload: string, connections: number, seconds = SECONDS): Promise<Row> {
-  progress(`${target.name.padEnd(14)} ${workload.padEnd(8)} warm-up ${WARMUP_SECONDS} s, then ${seconds} s at ${connections} connections`);
-  await runLoad({ url: `${target.url}${path}`, connections, seconds: WARMUP_SECONDS, headers: target.headers });
+/** Every target under one workload, ROUNDS times, taking turns. */
+async function measureRounds(targets: readonly Target[], path: string, workload: string, connections: number): Promise<Row[]> {
+  const samples = new Map<string, Sample[]>(targets.map((t) => [t.name, []]));
+  for (let round = 0; round < ROUNDS; round++) {
+    const order = round % 2 === 0 ? targets : [...targets].reverse();
+    for (const target of order) {
+      progress(`${target.name.padEnd(14)} ${workload.padEnd(8)} round ${round + 1}/${ROUNDS}`);
+      (samples.get(target.name) as Sample[]).push(await measure(target, path, connections, round === 0 ? WARMUP_SECONDS : REWARM_SECONDS));
+    }
+  }
+  return targets.map((t) => combineRounds(t.name, workload, connections, samples.get(t.name) as Sample[]));
+}
+
+async function measure(target: Target, path: string, connections: number, warmupSeconds: number): Promise<Sample> {
+  progress(`${''.padEnd(14)} warm-up ${warmupSeconds} s, then ${SECONDS} s at ${connections} connections`);
+  await runLoad({ url: `${target.url}${path}`, connections, seconds: warmupSeconds, headers: target.headers });
   const pids = target.pids();
   const cpuBefore = cpuMicros(pids);
-  const load: LoadResult = await runLoad({ url: `${target.url}${path}`, connections, seconds, headers: target.headers });
+  const load: LoadResult = await runLoad({ url: `${target.url}${path}`, connections, seconds: SECONDS, headers: target.headers });
   const cpu = cpuMicros(pids) - cpuBefore;
-  const row: Row = {
-    target: target.name,
-    workload,
-    connections,
+  const sample: Sample = {
     rps: Math.round(load.rps),
     p50Ms: load.p50Ms,
     p99Ms: load.p99Ms,
@@ -73,8 +94,8 @@ async function measure(target: Target, path: string, workload: string, connectio
     errors: load.errors,
     requests: load.requests,
   };
-  progress(`${''.padEnd(14)} -> ${row.rps} rps, p50 ${row.p50Ms} ms, p99 ${row.p99Ms} ms${row.cpuUsPerRequest === null ? '' : `, ${row.cpuUsPerRequest} µs CPU/req, ${row.rssMiB} MiB RSS`}${row.errors > 0 ? `, ${row.errors} ERRORS` : ''}`);
-  return row;
+  progress(`${''.padEnd(14)} -> ${sample.rps} rps, p50 ${sample.p50Ms} ms, p99 ${sample.p99Ms} ms${sample.cpuUsPerRequest === null ? '' : `, ${sample.cpuUsPerRequest} µs CPU/req, ${sample.rssMiB} MiB RSS`}${sample.errors > 0 ? `, ${sample.errors} ERRORS` : ''}`);
+  return sample;
 }
 
 /** Delay of each server-sent event from the upstream's write to the client's read, in ms. */
@@ -173,13 +194,12 @@ async function main(): Promise<void> {
     ];
 
     const rows: Row[] = [];
-    for (const [path, workload] of [['/small', 'small'], ['/64k', '64k']] as const) {
-      for (const target of targets) rows.push(await measure(target, path, workload, CONNECTIONS));
-    }
+    for (const [path, workload] of [['/small', 'small'], ['/64k', '64k']] as const) rows.push(...(await measureRounds(targets, path, workload, CONNECTIONS)));
+    const untraced = targets.filter((t) => t.name !== 'airlock+trace');
     // Unloaded: one connection, one request at a time.
-    for (const target of targets.filter((t) => t.name !== 'airlock+trace')) rows.push(await measure(target, '/small', 'unloaded', 1));
+    rows.push(...(await measureRounds(untraced, '/small', 'unloaded', 1)));
     // 1 MB responses: Airlock scans every byte for secrets; the floor relays them unread.
-    for (const target of targets.filter((t) => t.name !== 'airlock+trace')) rows.push(await measure(target, '/1mb', '1mb', 8));
+    rows.push(...(await measureRounds(untraced, '/1mb', '1mb', 8)));
 
     progress('SSE: 10 streams of 20 events each, direct and through Airlock');
     const airlockTarget = targets.find((t) => t.name === 'airlock') as Target;
@@ -201,7 +221,7 @@ async function main(): Promise<void> {
     const report: BenchReport = {
       date: new Date().toISOString(),
       machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', node: process.version, nginx: toolVersion('nginx', ['-v']), loadTool: LOAD_TOOL === 'wrk' ? toolVersion('wrk', ['--version']) : 'autocannon' },
-      settings: { seconds: SECONDS, connections: CONNECTIONS, warmupSeconds: WARMUP_SECONDS },
+      settings: { seconds: SECONDS, connections: CONNECTIONS, warmupSeconds: WARMUP_SECONDS, rewarmSeconds: REWARM_SECONDS, rounds: ROUNDS },
       rows,
       sse,
       thousandConnections: thousand,

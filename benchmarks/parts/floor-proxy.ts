@@ -1,7 +1,7 @@
 /**
  * The Node floor: the least a proxy in Node can do per request. node:http in, undici dispatch out with
- * a raw handler, one header injected, bytes relayed with backpressure. No auth, no checks, no
- * redaction, no audit. Usage: floor-proxy <upstream origin>; prints its port on stdout.
+ * a raw handler, one header injected, bytes relayed with backpressure, the upstream request aborted when
+ * the client goes away. No auth, no checks, no redaction, no audit. Usage: floor-proxy <upstream origin>; prints its port on stdout.
  */
 import { createServer } from 'node:http';
 import { Pool, type Dispatcher } from 'undici';
@@ -14,7 +14,14 @@ const server = createServer((req, res) => {
   for (const [name, value] of Object.entries(req.headers)) if (value !== undefined && name !== 'host' && name !== 'connection') headers[name] = value;
   headers['authorization'] = 'Bearer floor-key';
   const handler: Dispatcher.DispatchHandler = {
-    onRequestStart() {},
+    onRequestStart(controller) {
+      // A client that goes away mid-response (wrk closes its connections at the end of every run) must
+      // free the upstream connection: paused for a 'drain' that never comes, it would stay taken, and
+      // after a few runs every connection of the pool was (the floor then answered nothing).
+      res.once('close', () => {
+        if (!res.writableFinished) controller.abort(new Error('the client closed the connection'));
+      });
+    },
     onResponseStart(controller, status, upstreamHeaders) {
       const out: Record<string, string | string[]> = {};
       for (const [name, value] of Object.entries(upstreamHeaders)) if (value !== undefined && name !== 'connection' && name !== 'keep-alive' && name !== 'transfer-encoding') out[name] = value;
