@@ -43,6 +43,9 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
     listeners.push({ host, port: parsed.port, owner });
   };
   claimListener(config.listen, ['listen'], 'the agent listener (listen)');
+  const checkCaFile = (file: string | undefined, path: ProblemPath): void => {
+    if (file !== undefined && !existsSync(options.resolvePath(file))) error(path, `CA file ${options.resolvePath(file)} does not exist`);
+  };
 
   const prefixes: Array<{ prefix: string; service: string }> = [];
   const hosts = new Map<string, string>();
@@ -72,9 +75,7 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
       else hosts.set(lower, name);
     });
 
-    if (service.ca !== undefined && !existsSync(options.resolvePath(service.ca))) {
-      error(at('ca'), `CA file ${options.resolvePath(service.ca)} does not exist`);
-    }
+    checkCaFile(service.ca, at('ca'));
 
     if (service.routes.length === 0) warning(at('routes'), `service ${name} has no routes, so every request to it is refused (403 route_not_allowed)`);
     const seen = new Map<string, number>();
@@ -153,6 +154,11 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
       else checkRef(ref, ['secrets', 'oauth2', name, field]);
     }
   }
+
+  // Read when the first secret or token is fetched, which may be long after start-up: a missing file is
+  // reported here with the others rather than as a 503 on that request.
+  checkCaFile(config.secrets.vault?.ca_file, ['secrets', 'vault', 'ca_file']);
+  for (const [name, client] of Object.entries(config.secrets.oauth2)) checkCaFile(client.ca, ['secrets', 'oauth2', name, 'ca']);
 
   if (config.admin !== undefined) {
     claimListener(config.admin.listen, ['admin', 'listen'], 'the admin API (admin.listen)');

@@ -186,6 +186,26 @@ describe('paths are resolved against the config directory', () => {
     expectProblems(missing, [{ severity: 'error', path: 'services.api.ca', message: new RegExp(`^CA file ${join(baseDir, 'certs', 'missing.pem').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} does not exist$`) }]);
   });
 
+  it('the Vault and OAuth2 CA files must exist too (they are read on the first fetch, possibly long after start-up)', () => {
+    mkdirSync(join(baseDir, 'certs'), { recursive: true });
+    writeFileSync(join(baseDir, 'certs', 'store-ca.pem'), '-----BEGIN CERTIFICATE-----\n');
+    const stores = (file: string): Obj => ({
+      secrets: {
+        vault: { address: 'https://vault.internal:8200', ca_file: file, auth: { method: 'token', token: 'env:VAULT_TOKEN' } },
+        oauth2: { crm: { token_url: 'https://login.example.com/oauth2/token', client_id: 'env:CRM_ID', client_secret: 'env:CRM_SECRET', ca: file } },
+      },
+    });
+    const ok = build(stores('certs/store-ca.pem'));
+    expect(ok.problems).toEqual([]);
+    expect(ok.config?.secrets.vault?.ca_file).toBe(join(baseDir, 'certs', 'store-ca.pem'));
+
+    const missing = join(baseDir, 'certs', 'gone.pem').replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    expectProblems(build(stores('certs/gone.pem')), [
+      { severity: 'error', path: 'secrets.vault.ca_file', message: new RegExp(`^CA file ${missing} does not exist$`) },
+      { severity: 'error', path: 'secrets.oauth2.crm.ca', message: new RegExp(`^CA file ${missing} does not exist$`) },
+    ]);
+  });
+
   it('the same relative input gives different absolute paths for different baseDirs', () => {
     const a = buildConfig({ data_dir: 'd' }, { baseDir: '/srv/one' }).config;
     const b = buildConfig({ data_dir: 'd' }, { baseDir: '/srv/two' }).config;
