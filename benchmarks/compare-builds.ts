@@ -11,8 +11,9 @@
  * The other commit is checked out in a temporary git worktree and built there (it shares this tree's
  * node_modules); the worktree is removed afterwards.
  * Environment: COMPARE_ROUNDS (default 3), BENCH_SECONDS (5) per measured run, BENCH_WARMUP (6) before
- * each build's first run of a load, COMPARE_LOADS (default every load: unloaded,small,64k,1mb) to run
- * some of them.
+ * each build's first run of a load, COMPARE_LOADS (default unloaded,small,64k,1mb; c1000, /small at
+ * 1,000 connections, only when named) to pick loads, COMPARE_NODE_FLAGS (space-separated node flags for this tree's Airlock only, e.g.
+ * "--max-semi-space-size=64"; with `-- HEAD` on a clean tree this measures the flags alone).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, unlinkSync } from 'node:fs';
@@ -21,24 +22,27 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateAgentToken } from '../src/identity/agent-token.js';
 import { airlockConfig } from './parts/airlock-config.js';
-import { cpuMicros } from './parts/process-stats.js';
+import { cpuMicros, rssMiB } from './parts/process-stats.js';
 import { runLoad, type LoadResult } from './parts/run-load.js';
 import { startAirlockProcess, startScript, type BenchProcess } from './parts/start-process.js';
 
 const ROUNDS = Number(process.env['COMPARE_ROUNDS'] ?? 3);
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
 const WARMUP_SECONDS = Number(process.env['BENCH_WARMUP'] ?? 6);
-const ALL_LOADS: ReadonlyArray<{ readonly name: string; readonly path: string; readonly connections: number }> = [
+const ALL_LOADS: ReadonlyArray<{ readonly name: string; readonly path: string; readonly connections: number; readonly onRequest?: true }> = [
   { name: 'unloaded', path: '/small', connections: 1 },
   { name: 'small', path: '/small', connections: 50 },
   { name: '64k', path: '/64k', connections: 50 },
   // As in npm run bench: 8 connections, as 1 MiB bodies saturate the machine with few.
   { name: '1mb', path: '/1mb', connections: 8 },
+  // Memory under many waiting requests (npm run bench's 1,000-connection run); only when asked for.
+  { name: 'c1000', path: '/small', connections: 1000, onRequest: true },
 ];
 const LOADS = selectedLoads(process.env['COMPARE_LOADS']);
+const NODE_FLAGS = (process.env['COMPARE_NODE_FLAGS'] ?? '').split(/\s+/).filter((flag) => flag !== '');
 
 function selectedLoads(list: string | undefined): typeof ALL_LOADS {
-  if (list === undefined || list.trim() === '') return ALL_LOADS;
+  if (list === undefined || list.trim() === '') return ALL_LOADS.filter((load) => load.onRequest !== true);
   const names = list.split(',').map((name) => name.trim());
   const unknown = names.filter((name) => !ALL_LOADS.some((load) => load.name === name));
   if (unknown.length > 0) {
@@ -53,6 +57,8 @@ interface Sample {
   readonly p50Ms: number;
   readonly p99Ms: number;
   readonly cpuUs: number | null;
+  /** Resident memory right after the run. */
+  readonly rssMiB: number | null;
 }
 
 interface Target {
@@ -67,12 +73,14 @@ function progress(message: string): void {
 }
 
 async function sample(target: Target, path: string, connections: number, warmupSeconds: number): Promise<Sample> {
-  await runLoad({ url: `${target.url}${path}`, connections, seconds: warmupSeconds, headers: target.headers });
+  // wrk needs a thread per few hundred connections to keep 1,000 open.
+  const threads = connections >= 1000 ? 2 : undefined;
+  await runLoad({ url: `${target.url}${path}`, connections, seconds: warmupSeconds, headers: target.headers, ...(threads === undefined ? {} : { threads }) });
   const before = target.pid === null ? 0 : cpuMicros([target.pid]);
-  const load: LoadResult = await runLoad({ url: `${target.url}${path}`, connections, seconds: SECONDS, headers: target.headers });
+  const load: LoadResult = await runLoad({ url: `${target.url}${path}`, connections, seconds: SECONDS, headers: target.headers, ...(threads === undefined ? {} : { threads }) });
   const cpuUs = target.pid === null ? null : Math.round((cpuMicros([target.pid]) - before) / load.requests);
   if (load.errors > 0) throw new Error(`${target.name}: ${load.errors} errors under load; the comparison would measure the wrong thing`);
-  return { rps: Math.round(load.rps), p50Ms: load.p50Ms, p99Ms: load.p99Ms, cpuUs };
+  return { rps: Math.round(load.rps), p50Ms: load.p50Ms, p99Ms: load.p99Ms, cpuUs, rssMiB: target.pid === null ? null : Math.round(rssMiB([target.pid])) };
 }
 
 function summary(values: readonly number[], digits: number): string {
@@ -133,22 +141,22 @@ async function main(): Promise<void> {
     const agent = generateAgentToken();
     const env = { BENCH_UPSTREAM_KEY: `sk-bench-${agent.hash.slice(7, 31)}` };
     const auth = { authorization: `Bearer ${agent.token}` };
-    const builds: Array<[string, string]> = [
-      [`${commit} (${ref})`, built.main],
-      ['this tree', join(root, 'dist/main.js')],
+    const builds: Array<[string, string, readonly string[]]> = [
+      [`${commit} (${ref})`, built.main, []],
+      [NODE_FLAGS.length === 0 ? 'this tree' : `this tree, ${NODE_FLAGS.join(' ')}`, join(root, 'dist/main.js'), NODE_FLAGS],
     ];
     const airlocks: Target[] = [];
-    for (const [index, [name, main]] of builds.entries()) {
+    for (const [index, [name, main, flags]] of builds.entries()) {
       const dir = join(work, `airlock-${index}`);
       mkdirSync(dir);
       const config = airlockConfig({ dataDir: dir, upstreamPort: upstream.port, agentHash: agent.hash, adminHash: generateAgentToken().hash, otlp: null });
-      const started: BenchProcess = await startAirlockProcess(config, env, join(dir, 'airlock.log'), main);
+      const started: BenchProcess = await startAirlockProcess(config, env, join(dir, 'airlock.log'), main, flags);
       stops.push(started.stop);
       airlocks.push({ name, url: `http://127.0.0.1:${started.port}/api`, pid: started.pid, headers: auth });
     }
     const direct: Target = { name: 'direct', url: `http://127.0.0.1:${upstream.port}`, pid: null, headers: {} };
 
-    const lines = [`| load | build | rps | p50 ms | p99 ms | CPU µs/req |`, '|---|---|---:|---:|---:|---:|'];
+    const lines = [`| load | build | rps | p50 ms | p99 ms | CPU µs/req | RSS MiB (largest) |`, '|---|---|---:|---:|---:|---:|---:|'];
     for (const load of LOADS) {
       const samples = new Map<string, Sample[]>();
       for (let round = 0; round < ROUNDS; round++) {
@@ -162,7 +170,8 @@ async function main(): Promise<void> {
       }
       for (const [name, list] of samples) {
         const cpu = list.map((s) => s.cpuUs).filter((c): c is number => c !== null);
-        lines.push(`| ${load.name} (${load.connections} conn.) | ${name} | ${summary(list.map((s) => s.rps), 0)} | ${summary(list.map((s) => s.p50Ms), 3)} | ${summary(list.map((s) => s.p99Ms), 2)} | ${cpu.length === 0 ? 'n/a' : summary(cpu, 0)} |`);
+        const rss = list.map((s) => s.rssMiB).filter((m): m is number => m !== null);
+        lines.push(`| ${load.name} (${load.connections} conn.) | ${name} | ${summary(list.map((s) => s.rps), 0)} | ${summary(list.map((s) => s.p50Ms), 3)} | ${summary(list.map((s) => s.p99Ms), 2)} | ${cpu.length === 0 ? 'n/a' : summary(cpu, 0)} | ${rss.length === 0 ? 'n/a' : Math.max(...rss)} |`);
       }
     }
     process.stdout.write(`\n${ROUNDS} rounds, median (range); ${SECONDS} s per run, the order of the builds alternating each round\n\n${lines.join('\n')}\n`);

@@ -43,13 +43,19 @@ export function startScript(script: string, args: readonly string[] = [], nodeFl
 }
 
 /**
- * `node --no-memory-reducer dist/main.js serve --config F` (or another build's main.js); the JSON log goes to logFile;
- * ready when it prints where it listens.
+ * `node --no-memory-reducer [nodeFlags] dist/main.js serve --config F` (or another build's main.js); the
+ * JSON log goes to logFile; ready when it prints where it listens.
  */
-export function startAirlockProcess(configFile: string, env: Record<string, string>, logFile: string, main = fileURLToPath(new URL('../../dist/main.js', import.meta.url))): Promise<BenchProcess> {
+export function startAirlockProcess(
+  configFile: string,
+  env: Record<string, string>,
+  logFile: string,
+  main = fileURLToPath(new URL('../../dist/main.js', import.meta.url)),
+  nodeFlags: readonly string[] = [],
+): Promise<BenchProcess> {
   // As npm start and the Docker image run it (see NO_MEMORY_REDUCER in src/cli/serve-command.ts): each
   // Airlock here waits ~40 s between its runs, and would otherwise be measured in V8's shrunken-heap state.
-  const child = spawn(process.execPath, ['--no-memory-reducer', main, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  const child = spawn(process.execPath, ['--no-memory-reducer', ...nodeFlags, main, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   child.stdout?.pipe(createWriteStream(logFile));
   return new Promise((resolve, reject) => {
     let err = '';
