@@ -231,7 +231,7 @@ export class RedactingResponseWriter {
     this.#encodedBytes += chunk.length;
     if (this.#mode === 'buffer' || this.#mode === 'capture') {
       if (this.#encodedBytes > BUFFERED_BODY_LIMIT) return this.#refuse(unscannable('The upstream sent more body than its Content-Length announced.'));
-      if (this.#mode === 'buffer' && this.#coding === 'identity') this.#redactedParts.push(this.#eventLayer(this.#redactor.push(chunk)));
+      if (this.#mode === 'buffer' && this.#coding === 'identity') this.#redactedParts.push(this.#redactor.push(chunk));
       else this.#buffered.push(chunk);
       return;
     }
@@ -282,9 +282,13 @@ export class RedactingResponseWriter {
   #endBuffered(): void {
     let parts: Buffer[];
     if (this.#coding === 'identity') {
-      // The same bytes as one whole() scan: the redactor's output does not depend on the chunking.
+      // The same bytes as one whole() scan: the byte redactor's output does not depend on the chunking.
       parts = this.#redactedParts;
-      parts.push(this.#eventLayer(this.#redactor.end()));
+      parts.push(this.#redactor.end());
+      // The event layer's does: fed chunk by chunk, it lets out an event that ends in under 4 characters
+      // of a secret (the streaming trade-off, README). With the whole body at hand it is fed once, and
+      // masks every piece.
+      if (this.#events !== null) parts = [this.#events.push(Buffer.concat(parts))];
     } else {
       const encoded = Buffer.concat(this.#buffered);
       let body: Buffer;
@@ -299,7 +303,7 @@ export class RedactingResponseWriter {
     this.#redactedParts = [];
     if (this.#events !== null) parts.push(this.#events.end());
     this.redactions += this.#redactor.redactions + (this.#events?.redactions ?? 0);
-    const changed = this.#coding !== 'identity' || this.#redactor.redactions > 0;
+    const changed = this.#coding !== 'identity' || this.#redactor.redactions > 0 || (this.#events?.redactions ?? 0) > 0;
     const headers = withoutHeaders(this.#headers, (name) => name === 'content-length' || (this.#coding !== 'identity' && name === 'content-encoding') || (changed && DIGEST_HEADERS.has(name)));
     let length = 0;
     for (const part of parts) length += part.length;

@@ -15,7 +15,7 @@
  *  - ratio: redact.max_ratio set to 20.
  */
 import { Agent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { brotliCompressSync, constants as zlibConstants, deflateRawSync, deflateSync, gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
@@ -401,6 +401,19 @@ describe('response redaction', () => {
           res.end();
           return;
         }
+        case '/v1/sse-events-split': {
+          // The key spread over two events, the first holding its first `at` characters (under the 4
+          // the streaming event layer holds back), with a pause between them.
+          const at = Number(query.get('at'));
+          const writes = [`data: {"delta":"${key.slice(0, at)}"}\n\n`, `data: {"delta":"${key.slice(at)}"}\n\ndata: [DONE]\n\n`];
+          // A digest of the original body would let the agent test guesses of the key offline.
+          const md5 = createHash('md5').update(writes.join('')).digest('base64');
+          res.writeHead(200, { 'content-type': 'text/event-stream', 'content-length': Buffer.byteLength(writes.join('')), 'content-md5': md5 });
+          res.write(writes[0]);
+          await sleep(50);
+          res.end(writes[1]);
+          return;
+        }
         case '/v1/redirect':
           res.writeHead(302, { location: `/${service}/v1/landing?api_key=${key}&page=2`, 'content-length': 0 });
           res.end();
@@ -677,6 +690,25 @@ describe('response redaction', () => {
         if (framing === 'length') expect(seen.headers['content-length']).toBe(String(seen.body.length));
         expectNoLeakIn(seen, key);
         expect((await auditOf(seen)).redactions).toBe(1);
+      }
+    });
+  });
+
+  describe('an event stream announced with its length (buffered), the key spread over two events', () => {
+    // Streamed, an event that ends in 1-3 characters of a key leaves before the next shows what they
+    // start (README); buffered, the whole body is at hand and every piece is masked.
+    it.each([1, 2, 3])('the first event holds %s characters of it: no piece reaches the agent', async (at) => {
+      for (const service of ['echo', 'plain'] as const) {
+        const key = KEYS[service];
+        const seen = await ask(service, `/v1/sse-events-split?at=${at}`);
+        expect(seen.status).toBe(200);
+        expect(seen.headers['content-length']).toBe(String(seen.body.length));
+        expect(seen.text).not.toContain(`"delta":"${key.slice(0, at)}"`);
+        expect(seen.text).not.toContain(key.slice(at));
+        expect(seen.text).toContain(MARKER);
+        expect(seen.text.endsWith('data: [DONE]\n\n')).toBe(true);
+        expect(seen.headers['content-md5'], 'the digest of the unmasked body is dropped').toBeUndefined();
+        expectNoLeakIn(seen, key);
       }
     });
   });
