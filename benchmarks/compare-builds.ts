@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateAgentToken } from '../src/identity/agent-token.js';
 import { airlockConfig } from './parts/airlock-config.js';
+import { median } from './parts/bench-report.js';
 import { cpuMicros, rssMiB } from './parts/process-stats.js';
 import { runLoad, type LoadResult } from './parts/run-load.js';
 import { startAirlockProcess, startScript, type BenchProcess } from './parts/start-process.js';
@@ -84,11 +85,8 @@ async function sample(target: Target, path: string, connections: number, warmupS
 }
 
 function summary(values: readonly number[], digits: number): string {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  const median = sorted.length % 2 === 1 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
   const show = (n: number): string => n.toFixed(digits);
-  return sorted.length === 1 ? show(median) : `${show(median)} (${show(sorted[0] as number)}-${show(sorted[sorted.length - 1] as number)})`;
+  return values.length === 1 ? show(values[0] as number) : `${show(median(values))} (${show(Math.min(...values))}-${show(Math.max(...values))})`;
 }
 
 /** Checks out `ref` in a temporary worktree and builds it; returns its main.js and how to remove it. */
