@@ -8,14 +8,13 @@
  * PROFILE_CONFIG (JSON merged over the config's top-level keys).
  */
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateAgentToken } from '../src/identity/agent-token.js';
 import { airlockConfig } from './parts/airlock-config.js';
 import { runLoad } from './parts/run-load.js';
-import { startScript } from './parts/start-process.js';
+import { startAirlockProcess, startScript } from './parts/start-process.js';
 
 const SECONDS = Number(process.env['PROFILE_SECONDS'] ?? 10);
 const PATH = process.env['PROFILE_PATH'] ?? '/small';
@@ -65,26 +64,12 @@ async function main(): Promise<void> {
   const overrides = JSON.parse(process.env['PROFILE_CONFIG'] ?? '{}') as Record<string, unknown>;
   const configFile = airlockConfig({ dataDir: work, upstreamPort: upstream.port, agentHash: agent.hash, adminHash: generateAgentToken().hash, otlp: null, overrides });
   const profiles = join(work, 'profiles');
-  const child = spawn(process.execPath, ['--no-memory-reducer', '--cpu-prof', '--cpu-prof-dir', profiles, join(root, 'dist/main.js'), 'serve', '--config', configFile], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, BENCH_UPSTREAM_KEY: 'sk-profile-key-0123456789abcdef' },
-  });
-  const port = await new Promise<number>((resolve, reject) => {
-    let err = '';
-    child.once('exit', (code) => reject(new Error(`Airlock exited (${code}):\n${err}`)));
-    child.stderr.on('data', (chunk: Buffer) => {
-      err += chunk.toString('utf8');
-      const match = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(err);
-      if (match !== null) resolve(Number(match[1]));
-    });
-  });
-  process.stderr.write(`profiling Airlock (pid ${child.pid}): ${SECONDS} s of ${PATH} at ${CONNECTIONS} connections\n`);
-  const load = await runLoad({ url: `http://127.0.0.1:${port}/api${PATH}`, connections: CONNECTIONS, seconds: SECONDS, headers: { authorization: `Bearer ${agent.token}` } });
+  const airlock = await startAirlockProcess(configFile, { BENCH_UPSTREAM_KEY: 'sk-profile-key-0123456789abcdef' }, '/dev/null', undefined, ['--cpu-prof', '--cpu-prof-dir', profiles]);
+  process.stderr.write(`profiling Airlock (pid ${airlock.pid}): ${SECONDS} s of ${PATH} at ${CONNECTIONS} connections\n`);
+  const load = await runLoad({ url: `http://127.0.0.1:${airlock.port}/api${PATH}`, connections: CONNECTIONS, seconds: SECONDS, headers: { authorization: `Bearer ${agent.token}` } });
   process.stderr.write(`${Math.round(load.rps)} rps, p50 ${load.p50Ms} ms, p99 ${load.p99Ms} ms, ${load.errors} errors; writing the profile\n`);
-  child.removeAllListeners('exit');
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
-  await exited;
+  // node writes the .cpuprofile as it exits on SIGTERM.
+  await airlock.stop();
   await upstream.stop();
   const file = readdirSync(profiles).find((name) => name.endsWith('.cpuprofile'));
   if (file === undefined) throw new Error('no .cpuprofile was written');
