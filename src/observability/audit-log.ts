@@ -44,7 +44,7 @@ export interface AuditLogOptions {
   readonly keep: number;
   readonly webhook: string | null;
   readonly logger: Logger | null;
-  /** Called once per failed write (metrics). */
+  /** Called once per failed write, and once per record that could not be serialized (metrics). */
   readonly onWriteFailure?: () => void;
   /** How long an answered request's record may wait for company; AFTER_ANSWER_WINDOW_MS by default. */
   readonly windowMs?: number;

@@ -148,7 +148,7 @@ export function createMetrics(): Metrics {
       labelNames: ['service'],
       registers,
     }),
-    auditWriteFailures: new Counter({ name: 'airlock_audit_write_failures_total', help: 'Audit writes that failed (each refuses requests unless audit.on_failure is log).', registers }),
+    auditWriteFailures: new Counter({ name: 'airlock_audit_write_failures_total', help: 'Audit writes, or single records, that failed (a failed write refuses new requests until one succeeds, unless audit.on_failure is log).', registers }),
     reloads: new Counter({ name: 'airlock_config_reloads_total', help: 'Configuration reloads, by result (success, invalid, refused: needs a restart).', labelNames: ['result'], registers }),
     anomalies: new Counter({ name: 'airlock_anomalies_total', help: 'Anomaly events raised, by rule and action (alert or suspend).', labelNames: ['rule', 'action'], registers }),
     bind(live) {

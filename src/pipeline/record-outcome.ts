@@ -18,7 +18,7 @@ export async function auditRequest(runtime: ProxyRuntime, record: AuditRecord, s
     // false: not written, but the operator chose audit.on_failure: log.
     return await runtime.audit.append(record, answered);
   } catch (error) {
-    runtime.logger.error({ request_id: record.request_id, trace_id: record.trace_id, err: error }, 'audit record could not be written; requests are refused until the audit log is writable');
+    runtime.logger.error({ request_id: record.request_id, trace_id: record.trace_id, err: error }, 'audit record could not be written; under audit.on_failure: refuse this request gets 503 if unanswered, and new requests are refused while writes fail');
     return false;
   }
 }
