@@ -81,6 +81,16 @@ function unscannable(detail: string, cause?: unknown): AirlockError {
   return new AirlockError('unscannable_response', detail, cause === undefined ? {} : { cause });
 }
 
+/**
+ * What the writer throws is a fault in Airlock's own handling of the response (a redactor bug, memory
+ * exhausted), never the upstream's: said so, instead of undici reporting it as the request's error
+ * (which read as 502 upstream_unreachable, "Could not get a response from the upstream").
+ */
+function ownFault(error: unknown): AirlockError {
+  if (error instanceof AirlockError) return error;
+  return unscannable("Airlock failed while scanning the upstream's response for secrets, so the response was not passed on (or was cut short). This is a fault in Airlock, not in the upstream: report it with the x-airlock-request-id.", error);
+}
+
 /** RFC 1950: a zlib stream starts with CMF/FLG where CM = 8 and (CMF*256 + FLG) % 31 == 0; else raw deflate. */
 function isZlibWrapped(head: Buffer): boolean {
   return head.length >= 2 && ((head[0] as number) & 0x0f) === 8 && (((head[0] as number) << 8) | (head[1] as number)) % 31 === 0;
@@ -187,6 +197,14 @@ export class RedactingResponseWriter {
    * nothing, when the body cannot be scanned.
    */
   start(status: number, pairs: string[], contentEncoding: string | string[] | undefined, contentLength: string | undefined, capture = false): AirlockError | null {
+    try {
+      return this.#start(status, pairs, contentEncoding, contentLength, capture);
+    } catch (error) {
+      return ownFault(error);
+    }
+  }
+
+  #start(status: number, pairs: string[], contentEncoding: string | string[] | undefined, contentLength: string | undefined, capture: boolean): AirlockError | null {
     this.#status = status;
     const declaredLength = contentLength === undefined ? NaN : Number(contentLength);
     if (capture && (this.#bodylessStatus(status) || (Number.isFinite(declaredLength) && declaredLength <= BUFFERED_BODY_LIMIT))) {
@@ -227,6 +245,14 @@ export class RedactingResponseWriter {
   }
 
   data(chunk: Buffer): void {
+    try {
+      this.#data(chunk);
+    } catch (error) {
+      this.#fault(error);
+    }
+  }
+
+  #data(chunk: Buffer): void {
     if (this.#done) return;
     this.#encodedBytes += chunk.length;
     if (this.#mode === 'buffer' || this.#mode === 'capture') {
@@ -245,6 +271,14 @@ export class RedactingResponseWriter {
   }
 
   end(trailers: Readonly<Record<string, string | string[] | undefined>>): void {
+    try {
+      this.#end(trailers);
+    } catch (error) {
+      this.#fault(error);
+    }
+  }
+
+  #end(trailers: Readonly<Record<string, string | string[] | undefined>>): void {
     if (this.#done) return;
     for (const [name, value] of Object.entries(trailers)) {
       // The upstream's own x-airlock-request-id is dropped here as in relayHeaders: that name is exempt
@@ -277,6 +311,18 @@ export class RedactingResponseWriter {
     if (this.#streamHead !== null) return this.#refuse(failure);
     this.#finish(false, failure);
     this.#res.destroy();
+  }
+
+  /** A fault of our own mid-response: a whole 502 problem while nothing was sent, else the response cut. */
+  #fault(error: unknown): void {
+    if (this.#done) return;
+    const failure = ownFault(error);
+    this.#hooks.abortUpstream(failure);
+    if (this.#res.headersSent) this.abort(failure);
+    else {
+      this.#decoder?.destroy();
+      this.#refuse(failure);
+    }
   }
 
   #endBuffered(): void {
@@ -359,10 +405,20 @@ export class RedactingResponseWriter {
         this.abort(error as AirlockError);
         return;
       }
-      this.#write(this.#eventLayer(this.#redactor.push(decoded)));
+      try {
+        this.#write(this.#eventLayer(this.#redactor.push(decoded)));
+      } catch (error) {
+        this.#fault(error);
+      }
     });
     decoder.on('drain', () => this.#hooks.resumeUpstream());
-    decoder.on('end', () => this.#endStream());
+    decoder.on('end', () => {
+      try {
+        this.#endStream();
+      } catch (error) {
+        this.#fault(error);
+      }
+    });
     decoder.on('error', (error) => {
       const failure = unscannable(`The upstream's ${this.#coding} body is corrupt; the response was cut.`, error);
       this.#hooks.abortUpstream(failure);
