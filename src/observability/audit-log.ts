@@ -233,18 +233,31 @@ export class AuditLog {
     try {
       this.#publish(lines);
     } catch (error) {
-      this.#options.logger?.error({ err: error }, 'an audit feed listener failed; the records are written');
+      this.#say('error', { err: error }, 'an audit feed listener failed; the records are written');
     }
   };
 
   /** Records that did not reach the file: the log is unhealthy until a write succeeds; each request learns it. */
   #fail(error: Error, failed: readonly Pending[]): void {
     this.#broken = error;
-    this.#options.onWriteFailure?.();
-    this.#options.logger?.error({ err: error, records: failed.length }, 'audit records could not be written');
     for (const pending of failed) {
       if (this.#options.onFailure === 'log') pending.resolve(false);
       else pending.reject(error);
+    }
+    this.#options.onWriteFailure?.();
+    this.#say('error', { err: error, records: failed.length }, 'audit records could not be written');
+  }
+
+  /**
+   * Logs, and never throws: a log that fails too (the scrubber fault that failed a record, a broken
+   * stdout) must not leave the requests of a batch waiting, fail a write that succeeded, or end the
+   * flush before the rest of its batch is written. The requests and the write-failure counter still say it.
+   */
+  #say(level: 'error' | 'warn' | 'info', fields: Record<string, unknown>, message: string): void {
+    try {
+      this.#options.logger?.[level](fields, message);
+    } catch {
+      // Nowhere left to say it.
     }
   }
 
@@ -292,7 +305,7 @@ export class AuditLog {
     } catch {
       this.#size = 0;
     }
-    this.#options.logger?.info({ file: this.file, keep: this.#options.keep }, 'rotated the audit log; the hash chain continues in the new file');
+    this.#say('info', { file: this.file, keep: this.#options.keep }, 'rotated the audit log; the hash chain continues in the new file');
   }
 
   #publish(lines: readonly string[]): void {
@@ -320,9 +333,9 @@ export class AuditLog {
       try {
         const response = await request(webhook, { method: 'POST', headers: { 'content-type': 'application/json' }, body: `[${batch.join(',')}]`, headersTimeout: 5_000, bodyTimeout: 5_000 });
         await response.body.dump();
-        if (response.statusCode >= 300) this.#options.logger?.warn({ status: response.statusCode, records: batch.length }, 'audit webhook refused a batch');
+        if (response.statusCode >= 300) this.#say('warn', { status: response.statusCode, records: batch.length }, 'audit webhook refused a batch');
       } catch (error) {
-        this.#options.logger?.warn({ err: error, records: batch.length }, 'audit webhook unreachable; the batch is only in the file');
+        this.#say('warn', { err: error, records: batch.length }, 'audit webhook unreachable; the batch is only in the file');
       }
     }
   }

@@ -7,6 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { verifyChain } from '../../src/observability/audit-chain.js';
 import { AuditLog } from '../../src/observability/audit-log.js';
@@ -28,8 +29,8 @@ function record(path: string): AuditRecord {
 
 const logs: AuditLog[] = [];
 
-async function openLog(): Promise<{ log: AuditLog; heard: Array<{ path: string | null; turn: number }>; turn: { n: number } }> {
-  const log = new AuditLog({ file: join(tempDir('audit-batching-'), 'audit.jsonl'), secrets: new SecretCatalog(), onFailure: 'refuse', maxBytes: 0, keep: 0, webhook: null, logger: null, windowMs: WINDOW_MS });
+async function openLog(logger: pino.Logger | null = null): Promise<{ log: AuditLog; heard: Array<{ path: string | null; turn: number }>; turn: { n: number } }> {
+  const log = new AuditLog({ file: join(tempDir('audit-batching-'), 'audit.jsonl'), secrets: new SecretCatalog(), onFailure: 'refuse', maxBytes: 0, keep: 0, webhook: null, logger, windowMs: WINDOW_MS });
   await log.open();
   logs.push(log);
   const turn = { n: 0 };
@@ -119,6 +120,30 @@ describe('audit write batching', () => {
     expect(lines.map((line) => line.path)).toEqual(['/before', '/after']);
     // The chain skips the record that never reached the file.
     expect(lines[1]?.prev).toBe(lines[0]?.hash);
+    expect(log.healthy).toBe(true);
+  });
+
+  it('a failed record whose failure cannot be logged either still fails alone: every request of the batch is settled', async () => {
+    // A log destination that throws, as stdout does when it is gone (EPIPE) or as a scrubber fault would.
+    const attempts: string[] = [];
+    const brokenLog = pino({ level: 'info' }, { write: (line: string) => { attempts.push(line); throw new Error('log destination broken'); } });
+    const { log } = await openLog(brokenLog);
+    const bad = record('/bad');
+    (bad as unknown as { duration_ms: bigint }).duration_ms = 1n;
+    const settled = [log.append(record('/before'), true), log.append(bad, true), log.append(record('/after'), true)].map((p) =>
+      p.then(
+        (written) => `written: ${written}`,
+        (error: unknown) => `refused: ${(error as Error).message}`,
+      ),
+    );
+    const outcomes = await Promise.all(settled);
+    expect(outcomes[0]).toBe('written: true');
+    expect(outcomes[1]).toMatch(/^refused: .*BigInt/);
+    expect(outcomes[2]).toBe('written: true');
+    // The failure was offered to the log, which could not take it.
+    expect(attempts.some((line) => line.includes('audit records could not be written'))).toBe(true);
+    const lines = readFileSync(log.file, 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { path: string });
+    expect(lines.map((line) => line.path)).toEqual(['/before', '/after']);
     expect(log.healthy).toBe(true);
   });
 
