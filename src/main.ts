@@ -19,6 +19,9 @@ const code = await runCli({
   stdin: process.stdin,
   nodeFlags: process.execArgv,
   stopRequested,
+  onStdoutError(listener) {
+    process.stdout.on('error', listener);
+  },
   onReloadRequested(listener) {
     process.on('SIGHUP', listener);
     return () => process.off('SIGHUP', listener);

@@ -20,6 +20,8 @@ export interface CliIo {
   readonly stopRequested: Promise<string>;
   /** Registers a listener for reload requests (SIGHUP); returns how to unregister it. */
   readonly onReloadRequested?: (listener: () => void) => () => void;
+  /** Registers a listener for errors of stdout (EPIPE once its reader is gone); absent in tests. */
+  readonly onStdoutError?: (listener: (error: NodeJS.ErrnoException) => void) => void;
   /** The flags node itself was started with (process.execArgv); absent where unknown (tests). */
   readonly nodeFlags?: readonly string[];
   /** In a cluster worker: the IPC channel to the primary (cluster-wide /metrics). */

@@ -38,6 +38,14 @@ export async function serveCommand(io: CliIo): Promise<number> {
     if (problem.severity === 'warning') io.stderr.write(`warning: ${problem.message}\n`);
   }
   const logSink = new BatchedLineSink(io.stdout);
+  // The process log's reader may go away (a log shipper restarting, `airlock serve | head`). Its lines
+  // are dropped from then on rather than the proxy stopped: no request depends on them, and the audit
+  // log, the record, is a file of its own. Unhandled, the EPIPE was an 'error' event that ended the process.
+  io.onStdoutError?.((error) => {
+    if (logSink.dropping) return;
+    logSink.drop();
+    io.stderr.write(`airlock: the process log on stdout cannot be written (${error.code ?? error.message}); its lines are dropped from now on. Requests and the audit log are not affected; restart Airlock with a reader on stdout to get them back.\n`);
+  });
   // Whatever happens (a failed start included), the lines logged so far are written before exit.
   try {
     const primary = workerId === undefined ? undefined : io.primary;

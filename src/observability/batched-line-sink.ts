@@ -17,6 +17,7 @@ export class BatchedLineSink implements LogDestination {
   readonly #stream: { write(text: string): unknown };
   #pending: string[] = [];
   #scheduled: NodeJS.Timeout | null = null;
+  #dropping = false;
 
   readonly #windowMs: number;
 
@@ -25,7 +26,19 @@ export class BatchedLineSink implements LogDestination {
     this.#windowMs = windowMs;
   }
 
+  /** True once the stream failed: lines are dropped, not queued. */
+  get dropping(): boolean {
+    return this.#dropping;
+  }
+
+  /** Drops what is pending and every later line (the stream has failed for good). */
+  drop(): void {
+    this.#dropping = true;
+    this.#pending = [];
+  }
+
   write(line: string): void {
+    if (this.#dropping) return;
     this.#pending.push(line);
     this.#scheduled ??= setTimeout(this.#flushScheduled, this.#windowMs);
   }

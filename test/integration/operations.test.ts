@@ -1163,3 +1163,45 @@ describe('/_airlock/health and /_airlock/ready', () => {
     });
   });
 });
+
+describe("the process log's reader goes away (`airlock serve`)", () => {
+  const key = canary('stdout-gone');
+  const bot = generateAgentToken();
+  let upstream: Upstream;
+
+  beforeAll(async () => {
+    upstream = await startUpstream(opsUpstream);
+  });
+  afterAll(async () => {
+    await upstream.close();
+  });
+
+  // Found by `airlock serve | head -c 10`: the first log write after head exited raised EPIPE as an
+  // unhandled 'error' event of stdout, and the proxy died with it.
+  it('keeps answering and auditing, says once on stderr that log lines are dropped, and stops cleanly', async () => {
+    const dir = scratch();
+    const file = join(dir, 'airlock.yaml');
+    writeJsonConfig(file, { listen: '127.0.0.1:0', data_dir: './data', reload: { watch: false }, ...policyOf(upstream.url, bot.hash, BASE) });
+    const airlock = await serve(file, { OPS_KEY: key });
+    const linesBefore = airlock.logs().length;
+    // The reader of the child's stdout goes away: its next write gets EPIPE.
+    airlock.child.stdout?.destroy();
+    const answers: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      answers.push((await call(`${airlock.url}/api/v1/items`, bot.token)).status);
+      // Spread over several of the log's 2 ms batches, so that writes after the failure happen too.
+      await sleep(5);
+    }
+    expect(answers).toEqual(new Array(20).fill(200));
+    await eventually('the notice on stderr', () => airlock.stderr().includes('the process log on stdout cannot be written (EPIPE)'));
+    expect(airlock.stderr().match(/the process log on stdout cannot be written/g)).toHaveLength(1);
+    expect(airlock.isRunning()).toBe(true);
+    const audit = readAudit(join(dir, 'data/audit.jsonl')).filter((record) => record.path === '/api/v1/items');
+    expect(audit).toHaveLength(20);
+    expect(airlock.logs().length).toBe(linesBefore);
+    airlock.child.kill('SIGTERM');
+    const exit = await airlock.exited;
+    expect(exit.code, airlock.stderr()).toBe(0);
+    assertNoLeak([key], [{ name: 'stderr', text: airlock.stderr() }, { name: 'audit', text: readFileSync(join(dir, 'data/audit.jsonl'), 'utf8') }]);
+  });
+});
