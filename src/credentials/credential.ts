@@ -5,6 +5,8 @@
  */
 
 const REDACTED = '[REDACTED]';
+/** An unpaired UTF-16 surrogate: with the u flag a proper pair is one code point, not Cs. */
+const LONE_SURROGATE = /\p{Cs}/u;
 
 export class Credential {
   readonly #value: string;
@@ -26,6 +28,14 @@ export class Credential {
   /** Length in UTF-16 units: enough to refuse values too short to redact, without revealing them. */
   get length(): number {
     return this.#value.length;
+  }
+
+  /**
+   * False when the value holds an unpaired UTF-16 surrogate (a store can hand one out: "\ud800" is
+   * valid JSON). Such a value has no UTF-8 form, so it can be neither injected as sent nor redacted.
+   */
+  get wellFormed(): boolean {
+    return !LONE_SURROGATE.test(this.#value);
   }
 
   reveal(): string {

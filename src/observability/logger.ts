@@ -25,7 +25,15 @@ export interface Logging {
 export function createLogging(level: LogLevel, destination: LogDestination, secrets: SecretCatalog): Logging {
   const scrubbing: LogDestination = {
     write(line: string): void {
-      destination.write(secrets.scrub(line));
+      let scrubbed: string;
+      try {
+        scrubbed = secrets.scrub(line);
+      } catch {
+        // Fail closed for the line (it may hold a secret the scrubber could not check) and never for
+        // the caller: a throwing log call ended timers, listeners and with them the process.
+        scrubbed = `{"level":"error","time":"${new Date().toISOString()}","msg":"a log line was dropped: the secret scrubber failed on it"}\n`;
+      }
+      destination.write(scrubbed);
     },
   };
   const logger = pino(

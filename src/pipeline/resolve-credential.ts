@@ -1,6 +1,7 @@
 /**
- * Stage 6: the real credential for this request, from its source. A secret that is missing, empty or
- * too short to redact reliably is a 503, never "Bearer undefined" and never a request sent without it.
+ * Stage 6: the real credential for this request, from its source. A secret that is missing, empty, too
+ * short to redact reliably or not well-formed text is a 503, never "Bearer undefined" and never a
+ * request sent without it.
  */
 import type { Credential } from '../credentials/credential.js';
 import type { CredentialBroker } from '../credentials/credential-broker.js';
@@ -18,6 +19,9 @@ export async function resolveCredential(broker: CredentialBroker, plan: Credenti
   }
   if (credential.length < MIN_SECRET_LENGTH) {
     throw new AirlockError('credential_unavailable', `The credential ${plan.ref} is shorter than ${MIN_SECRET_LENGTH} characters; Airlock refuses secrets it cannot reliably redact. Set the real value.`);
+  }
+  if (!credential.wellFormed) {
+    throw new AirlockError('credential_unavailable', `The credential ${plan.ref} is not well-formed text (it holds an unpaired UTF-16 surrogate, such as a JSON "\\ud800" escape), so Airlock can neither send nor redact it. Fix the value in its store.`);
   }
   return credential;
 }

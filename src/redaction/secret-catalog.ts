@@ -35,8 +35,10 @@ export class SecretCatalog {
   }
 
   remember(credential: Credential): void {
+    // Neither is ever injected (resolve-credential.ts); an ill-formed value has no UTF-8 form to scan
+    // for, and building its forms would throw in every later scrub (every log line).
+    if (credential.length < MIN_SECRET_LENGTH || !credential.wellFormed) return;
     const value = credential.reveal();
-    if (value.length < MIN_SECRET_LENGTH) return;
     const known = this.#values.get(credential.ref) ?? [];
     if (known[0] === value) return;
     this.#values.set(credential.ref, [value, ...known.filter((v) => v !== value)].slice(0, 1 + KEPT_PREVIOUS_VALUES));

@@ -370,6 +370,33 @@ describe('a vault: credential with each auth method', () => {
     ]);
   });
 
+  // Found by review: "\ud800" is valid JSON, so a store can hand out a value with an unpaired surrogate.
+  // It has no UTF-8 form; building its forms for the scrubber threw (URIError) in every later log call,
+  // and the next request's log line ended the process.
+  it('answers 503 for a value that is not well-formed text (an unpaired surrogate), and logs and serves on', async () => {
+    const token = vault.createToken();
+    const lone = `${plant('lone-surrogate')}\ud800`;
+    vault.putSecret('secret', 'broken', { api_key: lone });
+    const proxy = await start(
+      { secrets: { vault: vaultSpec(vault) }, services: { broken: service(upstream, 'vault:secret/broken#api_key'), stripe: service(upstream, 'vault:secret/stripe#api_key') }, agents: agents('broken', 'stripe') },
+      { env: { VAULT_TOKEN: token } },
+    );
+    const before = upstream.requests.length;
+    const problem = expectProblem(await call(proxy, 'broken'), 'credential_unavailable');
+    expect(problem.detail).toContain('vault:secret/broken#api_key');
+    expect(problem.detail).toContain('not well-formed text');
+    expect(upstream.requests.length).toBe(before);
+    const ok = await call(proxy, 'stripe');
+    expect(ok.status).toBe(200);
+    expect(bearerOf(upstream.requests.at(-1))).toBe(key);
+    const records = await proxy.waitForAudit(2);
+    expect(records.map((r) => [r.service, r.code, r.status])).toEqual([
+      ['broken', 'credential_unavailable', 503],
+      ['stripe', null, 200],
+    ]);
+    await eventually('both request log lines', () => proxy.logRecords().filter((line) => line['msg'] === 'request').length >= 2);
+  });
+
   it('leaks no Vault canary into responses, logs, audit or CLI output', () => {
     expectNoVaultLeak(proxies);
   });

@@ -65,3 +65,27 @@ describe('request log line', () => {
     assertNoLeak([secret], [{ name: 'request log line', text: lines.join('') }]);
   });
 });
+
+describe('a scrubber that fails', () => {
+  /** The real catalogue, except that scrubbing a line that mentions FAULT throws, as a scrubber bug would. */
+  class FaultyCatalog extends SecretCatalog {
+    override scrub(text: string): string {
+      if (text.includes('FAULT')) throw new Error('scrubber fault (injected by the test)');
+      return super.scrub(text);
+    }
+  }
+
+  it('drops that line for a fixed one, and neither throws to the caller nor stops later lines', () => {
+    const secret = canary('scrub-fault');
+    const lines: string[] = [];
+    const catalog = new FaultyCatalog();
+    catalog.remember(new Credential('env:KEY', secret));
+    const { logger } = createLogging('info', { write: (line) => lines.push(line) }, catalog);
+    expect(() => logger.error({ detail: `FAULT ${secret}` }, 'about to fail')).not.toThrow();
+    logger.info({ detail: secret }, 'after');
+    expect(lines).toHaveLength(2);
+    expect(JSON.parse(lines[0] as string)).toMatchObject({ level: 'error', msg: 'a log line was dropped: the secret scrubber failed on it' });
+    expect(JSON.parse(lines[1] as string)).toMatchObject({ msg: 'after', detail: '[REDACTED]' });
+    assertNoLeak([secret], [{ name: 'log', text: lines.join('') }]);
+  });
+});
