@@ -80,6 +80,9 @@ function watchForReloads(io: CliIo, file: string, initial: AirlockConfig, airloc
       }
       airlock.logger.info({ reason: why }, 'config reload requested');
       await airlock.reload(workerId === undefined ? next.config : workerAuditFile(next.config, workerId));
+    }).catch((error: unknown) => {
+      // Unhandled, a rejection here (the reload's own audit record failing) would end the process.
+      airlock.logger.error({ err: error, reason: why }, "config reload ended in an error; if a 'config reloaded' line came before it, the new config is in force");
     });
   };
   const stopSignal = io.onReloadRequested?.(() => reload('SIGHUP')) ?? (() => undefined);

@@ -52,7 +52,15 @@ export function parseConfigText(text: string, file: string): LoadedConfig {
     const pos = lineCounter.linePos(range);
     return { line: pos.line, column: pos.col };
   };
-  return buildConfig(document.toJS() ?? {}, { baseDir: dirname(file), source: file, locate });
+  let input: unknown;
+  try {
+    // Some problems only show in conversion: an alias with no anchor, or more alias expansions than
+    // the library allows (its guard against "billion laughs" documents).
+    input = document.toJS() ?? {};
+  } catch (error) {
+    return { config: null, problems: [{ severity: 'error', path: [], message: `YAML: ${(error as Error).message.split('\n')[0]}` }] };
+  }
+  return buildConfig(input, { baseDir: dirname(file), source: file, locate });
 }
 
 export interface BuildOptions {

@@ -502,6 +502,9 @@ describe('parseConfigText', () => {
     ['an unclosed flow map', 'services:\n  a: {upstream: https://x.example.com\n', /Flow map/],
     ['a duplicate key', 'listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n', /Map keys must be unique/],
     ['an unterminated string', 'listen: "127.0.0.1:1\n', /Missing closing/],
+    // Found only when the document is converted (the library throws there): a problem, not a crash.
+    ['an alias with no anchor', 'listen: 127.0.0.1:1\nservices: *typo\n', /^YAML: Unresolved alias/],
+    ['an alias bomb', `a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [${'*a, '.repeat(9)}*a]\nc: [${'*b, '.repeat(9)}*b]\n`, /^YAML: Excessive alias count/],
   ])('a YAML syntax error (%s) is an error and nothing is loaded', (_name, text, message) => {
     const loaded = parseConfigText(text, file);
     expect(loaded.config).toBeNull();
