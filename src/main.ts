@@ -10,6 +10,10 @@ const stopRequested = new Promise<string>((resolve) => {
   process.once('SIGTERM', () => resolve('SIGTERM'));
 });
 
+// stderr's reader gone too (2>&1 into a log shipper that exited): there is nowhere left to say so, and
+// an unhandled 'error' event would end the process (serve reports a failed stdout on stderr).
+process.stderr.on('error', () => undefined);
+
 const code = await runCli({
   args: process.argv.slice(2),
   env: process.env,

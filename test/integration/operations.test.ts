@@ -1211,4 +1211,24 @@ describe("the process log's reader goes away (`airlock serve`)", () => {
     expect(exit.code, airlock.stderr()).toBe(0);
     assertNoLeak([key], [{ name: 'stderr', text: airlock.stderr() }, { name: 'audit', text: readFileSync(join(dir, 'data/audit.jsonl'), 'utf8') }]);
   });
+
+  // Found by review: with `2>&1 | shipper` both go at once, and the notice above then hit a dead stderr.
+  it('and stderr with it: keeps answering and auditing, and stops cleanly', async () => {
+    const dir = scratch();
+    const file = join(dir, 'airlock.yaml');
+    writeJsonConfig(file, { listen: '127.0.0.1:0', data_dir: './data', reload: { watch: false }, ...policyOf(upstream.url, bot.hash, BASE) });
+    const airlock = await serve(file, { OPS_KEY: key });
+    airlock.child.stdout?.destroy();
+    airlock.child.stderr?.destroy();
+    const answers: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      answers.push((await call(`${airlock.url}/api/v1/items`, bot.token)).status);
+      await sleep(5);
+    }
+    expect(answers).toEqual(new Array(20).fill(200));
+    expect(airlock.isRunning()).toBe(true);
+    expect(readAudit(join(dir, 'data/audit.jsonl')).filter((record) => record.path === '/api/v1/items')).toHaveLength(20);
+    airlock.child.kill('SIGTERM');
+    expect((await airlock.exited).code).toBe(0);
+  });
 });
