@@ -113,14 +113,17 @@ export class RedisStateBackend implements StateBackend {
       this.#reload();
     });
     this.#subscriber.on('message', (_channel: string, message: string) => {
-      let envelope: Envelope;
+      // Anyone who can PUBLISH on the channel can send anything (a stray command, an older or newer
+      // Airlock sharing the prefix): what is not one of our events, or cannot be applied, is dropped
+      // and logged. Thrown here, it reached ioredis's socket handler uncaught and ended every replica.
       try {
-        envelope = JSON.parse(message) as Envelope;
-      } catch {
-        return;
+        const envelope = JSON.parse(message) as Envelope | null;
+        if (typeof envelope !== 'object' || envelope === null || envelope.origin === this.#origin) return;
+        if (typeof envelope.event !== 'object' || envelope.event === null || typeof envelope.event.type !== 'string') throw new Error('not a governance event');
+        for (const listener of this.#listeners) listener(envelope.event);
+      } catch (error) {
+        this.#logger.warn({ err: error, bytes: message.length }, 'a message on the shared-state channel could not be applied; it was dropped');
       }
-      if (envelope.origin === this.#origin) return;
-      for (const listener of this.#listeners) listener(envelope.event);
     });
   }
 

@@ -304,6 +304,34 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
       );
     });
 
+    // Found by review: the channel's listener applied whatever was published, and a malformed event
+    // threw inside ioredis's socket handler, uncaught: one stray PUBLISH ended every replica.
+    it('a malformed message on the channel is dropped: both replicas stay up and still hear real events', async () => {
+      const client = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+      await client.connect();
+      try {
+        for (const junk of ['not json', 'null', '42', '{}', '{"origin":"elsewhere"}', '{"origin":"elsewhere","event":null}', '{"origin":"elsewhere","event":{"type":"revocation.added"}}', '{"origin":"elsewhere","event":{"type":"session.created"}}']) {
+          await client.publish('airlock:events', junk);
+        }
+      } finally {
+        client.disconnect();
+      }
+      await sleep(100);
+      expect((await call(a, beta.token, '/llm/v1/ping')).status).toBe(200);
+      expect((await call(b, beta.token, '/llm/v1/ping')).status).toBe(200);
+      const revoked = await measure(
+        'agent revoke A->B after junk on the channel',
+        () => adminA.call('POST', '/v1/agents/epsilon/revoke', { reason: 'after junk' }),
+        () => call(b, epsilon.token, '/llm/v1/ping'),
+        (r) => r.status !== 200,
+      );
+      expectProblem(revoked.response, 401, 'unauthenticated');
+      expect((await adminA.call('POST', '/v1/agents/epsilon/restore', {})).status).toBe(200);
+      await eventually('epsilon back on B', async () => (await call(b, epsilon.token, '/llm/v1/ping')).status === 200, 2_000, 5);
+      const dropped = [...a.logRecords(), ...b.logRecords()].filter((line) => line['msg'] === 'a message on the shared-state channel could not be applied; it was dropped');
+      expect(dropped.length).toBeGreaterThanOrEqual(2);
+    });
+
     it('a session minted on A works on B; revoked on B it is refused on A at once, the agent itself still works', async () => {
       const session = await mintSession(a, sessioner.token, { llm: ['ping:read'] });
       const usable = await eventually('the session on B', async () => {
