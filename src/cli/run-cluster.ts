@@ -42,6 +42,9 @@ export async function runClusterPrimary(io: CliIo, config: AirlockConfig, count:
       }, delay).unref();
     });
     worker.on('listening', () => failures.set(id, 0));
+    // A Worker emits 'error' when a send fails or the fork itself does: unheard, it ended the primary and
+    // with it every worker. 'exit' (above) restarts a worker that is gone.
+    worker.on('error', (error) => io.stderr.write(`worker ${id}: ${error.message}\n`));
   };
   // Any worker answering /metrics asks here for the sum over all workers.
   const stopMetrics = serveClusterMetrics();

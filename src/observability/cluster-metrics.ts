@@ -35,9 +35,14 @@ export function serveClusterMetrics(): () => void {
   const aggregator = new AggregatorRegistry();
   const onMessage = (worker: Worker, message: unknown): void => {
     if (!isMetricsMessage(message)) return;
+    // The worker may have exited during the aggregation (up to its timeout): with a callback, a send on
+    // the closed channel reports to it instead of emitting 'error' on the Worker, which ended the primary.
+    const reply = (answer: MetricsMessage): void => {
+      if (worker.isConnected()) worker.send(answer, () => undefined);
+    };
     aggregator.clusterMetrics().then(
-      (text) => worker.send({ type: MESSAGE, id: message.id, text }),
-      (error: Error) => worker.send({ type: MESSAGE, id: message.id, error: error.message }),
+      (text) => reply({ type: MESSAGE, id: message.id, text }),
+      (error: Error) => reply({ type: MESSAGE, id: message.id, error: error.message }),
     );
   };
   cluster.on('message', onMessage);
