@@ -148,7 +148,7 @@ interface Generation {
   closed: Promise<void> | null;
 }
 
-async function listen(server: Server, address: string): Promise<string> {
+async function listen(server: Server, address: string, logger: Logger): Promise<string> {
   const parsed = parseListen(address);
   if (parsed === null) throw new Error(`invalid listen address ${address}`);
   server.listen(parsed.port, parsed.host);
@@ -160,6 +160,9 @@ async function listen(server: Server, address: string): Promise<string> {
       throw new Error(`cannot listen on ${address}: ${hint}`);
     }),
   ]);
+  // Once listening, the pending once('error') above absorbed the first error and nothing heard later
+  // ones, which ended the process: an accept that fails (ENOBUFS, ENOMEM) is logged, and listening goes on.
+  server.on('error', (error) => logger.error({ err: error, listen: address }, 'the listener reported an error'));
   const bound = server.address() as AddressInfo;
   const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
   return `http://${host}:${bound.port}`;
@@ -378,10 +381,16 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
  */
 function closeGeneration(generation: Generation, durable: Durable, shutdownTracing: boolean, destroyPools = false): Promise<void> {
   generation.closed ??= (async () => {
-    await Promise.all([...generation.pools.values()].map((pool) => (destroyPools ? pool.destroy() : pool.close().catch(() => pool.destroy()))));
-    await generation.secrets.close();
-    if (shutdownTracing) await generation.tracing.shutdown();
-    durable.logger.debug('a previous configuration generation was closed');
+    // Callers do not wait for this (a generation retires when its last request ends): a rejection left
+    // unhandled would end the process, so whatever fails is logged here.
+    try {
+      await Promise.all([...generation.pools.values()].map((pool) => (destroyPools ? pool.destroy() : pool.close().catch(() => pool.destroy()))));
+      await generation.secrets.close();
+      if (shutdownTracing) await generation.tracing.shutdown();
+      durable.logger.debug('a previous configuration generation was closed');
+    } catch (error) {
+      durable.logger.warn({ err: error }, 'closing a previous configuration generation failed; its connections may linger until they time out');
+    }
   })();
   return generation.closed;
 }
@@ -468,14 +477,14 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
   try {
     for (const entry of bindings) {
       const server = createListener(config.limits, { onRequest: createRequestHandler(currentRuntime, entry.binding), onRefusal });
-      const bound = await listen(server, entry.address);
+      const bound = await listen(server, entry.address, logger);
       listeners.push(server);
       if (entry.service === null) url = bound;
       else serviceUrls[entry.service] = bound;
     }
     if (config.admin !== null) {
       const server = createAdminServer(() => current.admin as AdminContext);
-      adminUrl = await listen(server, config.admin.listen);
+      adminUrl = await listen(server, config.admin.listen, logger);
       listeners.push(server);
       // A wildcard bind is reachable on loopback at least; admin.public_url is the way to say more.
       durable.boundAdminUrl = adminUrl.replace('//0.0.0.0:', '//127.0.0.1:').replace('//[::]:', '//[::1]:');

@@ -313,6 +313,10 @@ export function createRawRefusalHandler(currentRuntime: () => ProxyRuntime): (so
       else socket.destroy();
       runtime.metrics.countRequest('none', 'none', 'deny', answer.code, record.duration_ms / 1000);
       logRequest(runtime, record, audited);
+    }).catch(function refusalBug(error: unknown) {
+      // Not awaited by anyone: unhandled, a throw here would end the process.
+      runtime.logger.error({ err: error }, 'answering a request refused on its socket failed');
+      socket.destroy();
     });
   };
 }
