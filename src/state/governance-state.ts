@@ -42,9 +42,10 @@ export class GovernanceState {
 
   /** Replays what the backend kept, compacts it to the live state, and starts hearing other replicas. */
   async start(): Promise<void> {
-    for (const event of await this.#backend.load()) this.#apply(event);
+    for (const event of await this.#backend.load()) this.#applyStored(event);
     await this.#backend.compact(this.#liveEvents());
     this.#backend.subscribe((event) => {
+      if (!this.#wellFormed(event)) return;
       this.#apply(event);
       this.#notify(event);
     });
@@ -123,7 +124,7 @@ export class GovernanceState {
       await this.#backend.append(this.#unsaved[0] as GovernanceEvent);
       this.#unsaved.shift();
     }
-    const events = await this.#backend.load();
+    const events = (await this.#backend.load()).filter((event) => this.#wellFormed(event));
     const kept = new Set<string>();
     for (const event of events) {
       if (event.type === 'revocation.added') kept.add(revocationKey(event.revocation.kind, event.revocation.target));
@@ -141,7 +142,7 @@ export class GovernanceState {
     this.#children.clear();
     this.#revocations.clear();
     this.#approvals.clear();
-    for (const event of events) this.#apply(event);
+    for (const event of events) this.#applyStored(event);
     for (const event of events) {
       if (event.type === 'revocation.added' && !known.has(revocationKey(event.revocation.kind, event.revocation.target))) this.#notify(event);
       if (event.type === 'approval.created' && event.approval.status !== 'pending') {
@@ -207,6 +208,26 @@ export class GovernanceState {
         // A listener's failure must not stop the others (or the change itself).
       }
     }
+  }
+
+  /**
+   * Whether a stored or published event has the fields #apply reads. Shared state is written by every
+   * replica (and anyone with access to Redis): one malformed record must not stop the replay of the
+   * others, nor fail every resync (the replica would then count as cut off and refuse everything).
+   */
+  #wellFormed(event: GovernanceEvent): boolean {
+    const e = event as unknown as Record<string, unknown> | null;
+    const field = (name: string): boolean => typeof e?.[name] === 'object' && e[name] !== null;
+    const ok =
+      e !== null &&
+      typeof e === 'object' &&
+      (e['type'] === 'session.created' ? field('session') : e['type'] === 'revocation.added' ? field('revocation') : e['type'] === 'approval.created' ? field('approval') : typeof e['type'] === 'string');
+    if (!ok) this.#logger?.warn({ type: typeof e?.['type'] === 'string' ? e['type'] : null }, 'a shared-state record is malformed; it was skipped');
+    return ok;
+  }
+
+  #applyStored(event: GovernanceEvent): void {
+    if (this.#wellFormed(event)) this.#apply(event);
   }
 
   #apply(event: GovernanceEvent): void {

@@ -332,6 +332,28 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
       expect(dropped.length).toBeGreaterThanOrEqual(2);
     });
 
+    it('a malformed record kept in Redis is skipped: a replica starts on it, keeps the valid ones, and refuses the revoked agent', async () => {
+      const prefix = `malformed-${randomBytes(4).toString('hex')}:`;
+      const env = { LLM_KEY: llmKey, OTHER_KEY: otherKey };
+      const config = (): Record<string, unknown> => ({ ...replicaConfig(), state: { type: 'redis', url: redis.url, prefix, stale_after: STALE_AFTER_S } });
+      const first = await startReplica(config(), env);
+      expect((await adminOf(first).call('POST', '/v1/agents/epsilon/revoke', { reason: 'kept across the junk' })).status).toBe(200);
+      const client = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+      await client.connect();
+      try {
+        await client.set(`${prefix}session:junk`, 'null');
+        await client.set(`${prefix}approval:junk`, '{"id":1}');
+        await client.hset(`${prefix}revocations`, 'agent:junk', 'null');
+      } finally {
+        client.disconnect();
+      }
+      // Before, the replay threw on the first of these, and the replica did not start.
+      const second = await startReplica(config(), env);
+      expectProblem(await call(second, epsilon.token, '/llm/v1/ping'), 401, 'unauthenticated');
+      expect((await call(second, beta.token, '/llm/v1/ping')).status).toBe(200);
+      expect(second.logRecords().filter((line) => line['msg'] === 'a shared-state record is malformed; it was skipped').length).toBeGreaterThanOrEqual(2);
+    });
+
     it('a session minted on A works on B; revoked on B it is refused on A at once, the agent itself still works', async () => {
       const session = await mintSession(a, sessioner.token, { llm: ['ping:read'] });
       const usable = await eventually('the session on B', async () => {
