@@ -13,7 +13,7 @@ import { AirlockError } from '../errors.js';
 import { Credential } from './credential.js';
 import { splitVaultName } from './secret-ref.js';
 import type { SecretSource } from './secret-source.js';
-import { vaultStatus, type VaultSession } from './vault-session.js';
+import { LONGEST_TIMER_MS, vaultStatus, type VaultSession } from './vault-session.js';
 
 interface Lease {
   readonly id: string;
@@ -69,7 +69,8 @@ export function createVaultLeaseSource(session: VaultSession, logger: Logger, op
     if (closed || !lease.renewable) return;
     const left = remaining(lease);
     const delay = lease.failures === 0 ? (left * 2) / 3 : Math.min(left / 3, 1000 * 2 ** lease.failures);
-    lease.timer = setTimeout(() => void renew(path, lease), Math.max(100, delay * (0.9 + 0.2 * random())));
+    // Capped as the session's renewal is (vault-session.ts): a longer delay would fire at once.
+    lease.timer = setTimeout(() => void renew(path, lease), Math.min(LONGEST_TIMER_MS, Math.max(100, delay * (0.9 + 0.2 * random()))));
     lease.timer.unref();
   }
 

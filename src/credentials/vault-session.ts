@@ -15,6 +15,9 @@ import type { DeepReadonly } from '../config/types.js';
 import { AirlockError } from '../errors.js';
 import { createVaultTransport, type VaultTransport } from './vault-transport.js';
 
+/** setTimeout's longest delay (a signed 32-bit count of ms); a longer one fires after 1 ms. */
+export const LONGEST_TIMER_MS = 2 ** 31 - 1;
+
 type VaultClient = ReturnType<typeof createVaultClient>;
 
 export type BootstrapResolver = (ref: string) => Promise<string>;
@@ -144,12 +147,16 @@ export class VaultSession {
     if (ttl > 0 && renewable) this.#scheduleRenewal(ttl, 0);
   }
 
-  /** Renew at about 2/3 of the TTL, +-10% jitter so replicas do not renew in lockstep. */
+  /**
+   * Renew at about 2/3 of the TTL, +-10% jitter so replicas do not renew in lockstep, and no later than
+   * node's longest timer allows: past it node fires after 1 ms, and a long-lived token (a TTL over ~37
+   * days) was renewed in a tight loop.
+   */
   #scheduleRenewal(ttlSeconds: number, failures: number): void {
     if (this.#closed) return;
     if (this.#renewTimer !== null) clearTimeout(this.#renewTimer);
     const base = failures === 0 ? (ttlSeconds * 2) / 3 : Math.min(ttlSeconds / 4, 2 ** failures);
-    const delayMs = Math.max(250, base * 1000 * (0.9 + 0.2 * this.#random()));
+    const delayMs = Math.min(LONGEST_TIMER_MS, Math.max(250, base * 1000 * (0.9 + 0.2 * this.#random())));
     this.#renewTimer = setTimeout(() => void this.#renew(ttlSeconds, failures), delayMs);
     this.#renewTimer.unref();
   }

@@ -729,6 +729,21 @@ describe('Vault tokens: expiry and re-login, renewal', () => {
     expect(vault.requests.filter((r) => r.endpoint === 'kv-read' && r.status === 200).length).toBeGreaterThan(0);
   });
 
+  // Found by review: 2/3 of a TTL over ~37 days is past node's longest timer (2^31 - 1 ms); node then
+  // fires it after 1 ms, and each renewal, answered with the same long TTL, scheduled the next at once.
+  it('a token with a TTL of a year is renewed in its time, not in a loop', async () => {
+    const token = vault.createToken({ ttl: 365 * 24 * 3600, renewable: true });
+    const before = vault.count('renew-self');
+    const proxy = await startProxy(
+      { secrets: { vault: vaultSpec(vault) }, services: { stripe: service(upstream, 'vault:secret/renew#api_key') }, agents: agents('stripe') },
+      { env: { VAULT_TOKEN: token } },
+    );
+    proxies.push(proxy);
+    expect((await call(proxy, 'stripe')).status).toBe(200);
+    await sleep(500);
+    expect(vault.count('renew-self') - before).toBe(0);
+  });
+
   it('renews a renewable token before it expires, and keeps using it', async () => {
     const token = vault.createToken({ ttl: 3, renewable: true });
     const issuedAt = Date.now();
