@@ -383,14 +383,21 @@ function closeGeneration(generation: Generation, durable: Durable, shutdownTraci
   generation.closed ??= (async () => {
     // Callers do not wait for this (a generation retires when its last request ends): a rejection left
     // unhandled would end the process, so whatever fails is logged here.
-    try {
-      await Promise.all([...generation.pools.values()].map((pool) => (destroyPools ? pool.destroy() : pool.close().catch(() => pool.destroy()))));
-      await generation.secrets.close();
-      if (shutdownTracing) await generation.tracing.shutdown();
-      durable.logger.debug('a previous configuration generation was closed');
-    } catch (error) {
-      durable.logger.warn({ err: error }, 'closing a previous configuration generation failed; its connections may linger until they time out');
+    // Each step runs whatever the one before did (a pool that fails to close must not keep Vault leases
+    // from being revoked).
+    const steps: Array<[string, () => Promise<unknown>]> = [
+      ['its upstream pools', () => Promise.all([...generation.pools.values()].map((pool) => (destroyPools ? pool.destroy() : pool.close().catch(() => pool.destroy()))))],
+      ['its credential stores', () => generation.secrets.close()],
+      ['its tracing', () => (shutdownTracing ? generation.tracing.shutdown() : Promise.resolve())],
+    ];
+    for (const [what, step] of steps) {
+      try {
+        await step();
+      } catch (error) {
+        durable.logger.warn({ err: error }, `closing ${what} of a previous configuration failed; its connections may linger until they time out`);
+      }
     }
+    durable.logger.debug('a previous configuration generation was closed');
   })();
   return generation.closed;
 }

@@ -41,7 +41,7 @@ import type { ApprovalBroker } from '../policy/approval-broker.js';
 import { allSecretRefs, type Policy } from '../policy/compile-policy.js';
 import { sendProblem } from '../pipeline/send-problem.js';
 import type { SecretCatalog } from '../redaction/secret-catalog.js';
-import type { ApprovalRecord, RevocationKind, SessionRecord } from '../state/governance-records.js';
+import { REVOCATION_KINDS, type ApprovalRecord, type RevocationKind, type SessionRecord } from '../state/governance-records.js';
 import type { GovernanceState } from '../state/governance-state.js';
 import { REQUEST_ID_HEADER } from '../upstream/relay-headers.js';
 import { authenticateAdmin, type AdminDirectory } from './authenticate-admin.js';
@@ -81,7 +81,6 @@ export interface AdminChange {
 
 const MAX_BODY = 64 * 1024;
 const MAX_REASON = 1000;
-const REVOCATION_KINDS: ReadonlySet<RevocationKind> = new Set(['agent', 'session', 'credential', 'service', 'all']);
 const CONSOLE_DIR = new URL('../../console/', import.meta.url);
 
 async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
@@ -330,7 +329,7 @@ const ROUTES: readonly Route[] = [
     const body = await readJson(call.req);
     const kind = body['kind'];
     const target = kind === 'all' ? (body['target'] ?? '*') : body['target'];
-    if (typeof kind !== 'string' || !REVOCATION_KINDS.has(kind as RevocationKind) || typeof target !== 'string' || target === '') {
+    if (typeof kind !== 'string' || !REVOCATION_KINDS.has(kind) || typeof target !== 'string' || target === '') {
       throw new AirlockError('invalid_request', 'Send {"kind": "agent"|"session"|"credential"|"service"|"all", "target": "...", "reason": "..."}.');
     }
     return revoke(context, call, kind as RevocationKind, target, reasonOf(body), '/v1/revocations');
@@ -339,7 +338,7 @@ const ROUTES: readonly Route[] = [
     const body = await readJson(call.req);
     const kind = body['kind'];
     const target = kind === 'all' ? (body['target'] ?? '*') : body['target'];
-    if (typeof kind !== 'string' || !REVOCATION_KINDS.has(kind as RevocationKind) || typeof target !== 'string') {
+    if (typeof kind !== 'string' || !REVOCATION_KINDS.has(kind) || typeof target !== 'string') {
       throw new AirlockError('invalid_request', 'Send {"kind": "...", "target": "..."}.');
     }
     return lift(context, call, kind as RevocationKind, target, '/v1/revocations/lift');

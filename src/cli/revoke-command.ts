@@ -6,11 +6,10 @@
  * responses streaming under what is revoked are ended.
  */
 import { parseArgs } from 'node:util';
+import { REVOCATION_KINDS } from '../state/governance-records.js';
 import { AdminCallError, callAdmin, reportRefusal } from './admin-client.js';
 import { UsageError, type CliIo } from './cli-io.js';
 import { loadConfigOrReport } from './locate-config.js';
-
-const KINDS = new Set(['agent', 'session', 'credential', 'service', 'all']);
 
 function usage(verb: string): string {
   return `usage: airlock ${verb} agent NAME | session ID | credential REF | service NAME | all${verb === 'revoke' ? '   --reason TEXT' : ''}   [--config FILE]`;
@@ -19,7 +18,7 @@ function usage(verb: string): string {
 async function change(io: CliIo, verb: 'revoke' | 'restore'): Promise<number> {
   const { values, positionals } = parseArgs({ args: [...io.args], options: { config: { type: 'string' }, reason: { type: 'string' } }, allowPositionals: true });
   const [kind, target, ...extra] = positionals;
-  if (kind === undefined || !KINDS.has(kind) || extra.length > 0 || (kind !== 'all' && target === undefined)) throw new UsageError(usage(verb));
+  if (kind === undefined || !REVOCATION_KINDS.has(kind) || extra.length > 0 || (kind !== 'all' && target === undefined)) throw new UsageError(usage(verb));
   if (verb === 'revoke' && (values.reason === undefined || values.reason.trim() === '')) throw new UsageError(`${usage(verb)}\n(--reason is required: it goes into the audit trail)`);
   const loaded = loadConfigOrReport(io, values.config);
   if (loaded === null) return 1;

@@ -22,6 +22,8 @@ export interface SessionRecord {
 }
 
 export type RevocationKind = 'agent' | 'session' | 'credential' | 'service' | 'all';
+/** Every kind, for checking what arrives from outside (the admin API, the CLI, shared state). */
+export const REVOCATION_KINDS: ReadonlySet<string> = new Set<RevocationKind>(['agent', 'session', 'credential', 'service', 'all']);
 
 export interface Revocation {
   readonly kind: RevocationKind;

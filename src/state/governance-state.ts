@@ -5,7 +5,7 @@
  * Events other replicas publish are applied the same way. Listeners hear every applied event (the kill
  * switch ends streams, held requests learn their approval's fate).
  */
-import type { ApprovalRecord, GovernanceEvent, Revocation, RevocationKind, SessionRecord } from './governance-records.js';
+import { REVOCATION_KINDS, type ApprovalRecord, type GovernanceEvent, type Revocation, type RevocationKind, type SessionRecord } from './governance-records.js';
 import type { Logger } from 'pino';
 import { AirlockError } from '../errors.js';
 import { StateConflictError, type StateBackend } from './state-backend.js';
@@ -45,7 +45,8 @@ export class GovernanceState {
     for (const event of await this.#backend.load()) this.#applyStored(event);
     await this.#backend.compact(this.#liveEvents());
     this.#backend.subscribe((event) => {
-      if (!this.#wellFormed(event)) return;
+      // Thrown, so that the backend reloads the state rather than go on without what it may have meant.
+      if (!this.#wellFormed(event)) throw new Error('a governance event without the fields it needs');
       this.#apply(event);
       this.#notify(event);
     });
@@ -218,10 +219,17 @@ export class GovernanceState {
   #wellFormed(event: GovernanceEvent): boolean {
     const e = event as unknown as Record<string, unknown> | null;
     const field = (name: string): boolean => typeof e?.[name] === 'object' && e[name] !== null;
+    const revocation = e?.['revocation'] as Record<string, unknown> | undefined;
     const ok =
       e !== null &&
       typeof e === 'object' &&
-      (e['type'] === 'session.created' ? field('session') : e['type'] === 'revocation.added' ? field('revocation') : e['type'] === 'approval.created' ? field('approval') : typeof e['type'] === 'string');
+      (e['type'] === 'session.created'
+        ? field('session')
+        : e['type'] === 'revocation.added'
+          ? field('revocation') && typeof revocation?.['kind'] === 'string' && REVOCATION_KINDS.has(revocation['kind']) && typeof revocation['target'] === 'string'
+          : e['type'] === 'approval.created'
+            ? field('approval')
+            : typeof e['type'] === 'string');
     if (!ok) this.#logger?.warn({ type: typeof e?.['type'] === 'string' ? e['type'] : null }, 'a shared-state record is malformed; it was skipped');
     return ok;
   }

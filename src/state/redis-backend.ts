@@ -12,7 +12,7 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { ApprovalRecord, GovernanceEvent, Revocation, SessionRecord } from './governance-records.js';
+import { REVOCATION_KINDS, type ApprovalRecord, type GovernanceEvent, type Revocation, type RevocationKind, type SessionRecord } from './governance-records.js';
 import { StateConflictError, type StateBackend } from './state-backend.js';
 
 export { StateConflictError };
@@ -116,13 +116,21 @@ export class RedisStateBackend implements StateBackend {
       // Anyone who can PUBLISH on the channel can send anything (a stray command, an older or newer
       // Airlock sharing the prefix): what is not one of our events, or cannot be applied, is dropped
       // and logged. Thrown here, it reached ioredis's socket handler uncaught and ended every replica.
+      let envelope: Envelope | null;
       try {
-        const envelope = JSON.parse(message) as Envelope | null;
-        if (typeof envelope !== 'object' || envelope === null || envelope.origin === this.#origin) return;
-        if (typeof envelope.event !== 'object' || envelope.event === null || typeof envelope.event.type !== 'string') throw new Error('not a governance event');
+        envelope = JSON.parse(message) as Envelope | null;
+      } catch {
+        envelope = null;
+      }
+      if (envelope !== null && typeof envelope === 'object' && envelope.origin === this.#origin) return;
+      try {
+        if (envelope === null || typeof envelope !== 'object' || typeof envelope.event !== 'object' || envelope.event === null || typeof envelope.event.type !== 'string') throw new Error('not a governance event');
         for (const listener of this.#listeners) listener(envelope.event);
       } catch (error) {
-        this.#logger.warn({ err: error, bytes: message.length }, 'a message on the shared-state channel could not be applied; it was dropped');
+        // It may have been a real event this replica could not read (a revocation from another
+        // version): reload the state from what Redis keeps rather than go on without it.
+        this.#logger.warn({ err: (error as Error).message, bytes: message.length }, 'a message on the shared-state channel could not be applied; it was dropped and the state is reloaded');
+        this.#reload();
       }
     });
   }
@@ -226,15 +234,25 @@ export class RedisStateBackend implements StateBackend {
     return `${this.#prefix}events`;
   }
 
+  /**
+   * Every kept record as an event. Each is read on its own: one that cannot be read (corrupted, or
+   * written by another version) must not stop the others loading, or the replica would not start, or
+   * would count itself cut off at every reload. What cannot be read is skipped and logged, except a
+   * revocation: its hash field names what was revoked, so it is enforced from the field (fail closed).
+   */
   async load(): Promise<GovernanceEvent[]> {
     const events: GovernanceEvent[] = [];
     const revocations = await this.#client.hgetall(`${this.#prefix}revocations`);
-    for (const raw of Object.values(revocations)) events.push({ type: 'revocation.added', revocation: JSON.parse(raw) as Revocation });
+    for (const [field, raw] of Object.entries(revocations)) events.push({ type: 'revocation.added', revocation: this.#revocationOf(field, raw) });
     const lifted = await this.#client.hgetall(`${this.#prefix}lifted`);
-    for (const raw of Object.values(lifted)) events.push(JSON.parse(raw) as GovernanceEvent);
+    // A lift that cannot be read is skipped: the revocation it lifted stays lifted only if its own record is gone.
+    for (const raw of Object.values(lifted)) {
+      const event = this.#readRecord(raw, 'lift') as GovernanceEvent | null;
+      if (event !== null) events.push(event);
+    }
     for (const [pattern, build] of [
-      [`${this.#prefix}session:*`, (raw: string): GovernanceEvent => ({ type: 'session.created', session: JSON.parse(raw) as SessionRecord })],
-      [`${this.#prefix}approval:*`, (raw: string): GovernanceEvent => ({ type: 'approval.created', approval: JSON.parse(raw) as ApprovalRecord })],
+      [`${this.#prefix}session:*`, (record: object): GovernanceEvent => ({ type: 'session.created', session: record as SessionRecord })],
+      [`${this.#prefix}approval:*`, (record: object): GovernanceEvent => ({ type: 'approval.created', approval: record as ApprovalRecord })],
     ] as const) {
       const records: GovernanceEvent[] = [];
       let cursor = '0';
@@ -242,7 +260,11 @@ export class RedisStateBackend implements StateBackend {
         const [next, keys] = await this.#client.scan(cursor, 'MATCH', pattern, 'COUNT', 500);
         cursor = next;
         if (keys.length > 0) {
-          for (const raw of await this.#client.mget(keys)) if (raw !== null) records.push(build(raw));
+          for (const raw of await this.#client.mget(keys)) {
+            // Skipped: that session or approval is unknown here, so it is refused (fail closed).
+            const record = raw === null ? null : this.#readRecord(raw, pattern, (r) => typeof (r as { createdAt?: unknown }).createdAt === 'number');
+            if (record !== null) records.push(build(record));
+          }
         }
       } while (cursor !== '0');
       // Parents before children, older before newer: the order events are applied in matters.
@@ -250,6 +272,31 @@ export class RedisStateBackend implements StateBackend {
       events.push(...records);
     }
     return events;
+  }
+
+  /** A stored JSON object (that passes `check`), or null (logged, without its content) when it is not one. */
+  #readRecord(raw: string, what: string, check: (record: object) => boolean = () => true): object | null {
+    try {
+      const parsed: unknown = JSON.parse(raw);
+      if (typeof parsed === 'object' && parsed !== null && check(parsed)) return parsed;
+    } catch {
+      // Not JSON: reported below, without the parser's message (it quotes the text).
+    }
+    this.#logger.warn({ record: what.replace(this.#prefix, ''), bytes: raw.length }, 'a shared-state record in redis cannot be read; it was skipped');
+    return null;
+  }
+
+  /** The revocation kept under `field` ("kind\0target"); from the field alone when the value cannot be read. */
+  #revocationOf(field: string, raw: string): Revocation {
+    const stored = this.#readRecord(raw, 'revocation') as Partial<Revocation> | null;
+    if (stored !== null && typeof stored.kind === 'string' && REVOCATION_KINDS.has(stored.kind) && typeof stored.target === 'string' && field === `${stored.kind}\u0000${stored.target}`) return stored as Revocation;
+    const split = field.indexOf('\u0000');
+    const kind = field.slice(0, Math.max(0, split));
+    if (split < 0 || !REVOCATION_KINDS.has(kind)) {
+      // Nothing says what it revoked: the state cannot be trusted (cut off, then refused after stale_after).
+      throw new Error('a revocation kept in redis names no kind and target; an operator removes the field from the revocations hash');
+    }
+    return { kind: kind as RevocationKind, target: field.slice(split + 1), reason: 'its record in shared state could not be read; revoked from its key', by: 'unknown', at: 0 };
   }
 
   async append(event: GovernanceEvent): Promise<void> {
