@@ -87,7 +87,13 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
 
   // Store logins and OAuth2 clients read their own credentials through the broker too (cached, and
   // scrubbed from every output like any secret); revealing them is this layer's job.
-  const resolveValue = async (ref: string): Promise<string> => (await broker.resolve(ref)).reveal();
+  // One that is not well-formed text is refused as an injected one is (resolve-credential.ts): it could
+  // not be scrubbed, and would be sent altered.
+  const resolveValue = async (ref: string): Promise<string> => {
+    const credential = await broker.resolve(ref);
+    if (!credential.wellFormed) throw new Error(`the credential ${ref} is not well-formed text (an unpaired UTF-16 surrogate); fix the value in its store`);
+    return credential.reveal();
+  };
 
   const vaultConfig = config.secrets.vault;
   const vault = vaultConfig === undefined ? null : new VaultSession(vaultConfig, resolveValue, logger);

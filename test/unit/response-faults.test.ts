@@ -95,6 +95,11 @@ describe('a fault in Airlock’s own response handling', () => {
         res.writeHead(200, { 'content-type': 'text/plain', 'content-encoding': 'gzip' });
         res.write(gzipSync('clean first member\n'));
         setTimeout(() => res.end(gzipSync(`FAULT ${secret}`)), 50);
+      } else if (path === '/trailer') {
+        res.writeHead(200, { 'content-type': 'text/plain', trailer: 'x-debug' });
+        res.write('clean body\n');
+        res.addTrailers({ 'x-debug': `FAULT ${secret}` });
+        setTimeout(() => res.end(), 50);
       } else if (path === '/header') {
         res.writeHead(200, { 'content-type': 'text/plain', 'x-debug': `FAULT ${secret}`, 'content-length': '2' });
         res.end('ok');
@@ -163,6 +168,7 @@ describe('a fault in Airlock’s own response handling', () => {
   it.each([
     ['an identity body', '/stream-later', 'clean first chunk\n'],
     ['a gzip body (the decoder’s data listener)', '/gzip-later', 'clean first member\n'],
+    ['the trailers, scanned at the end of a streamed body', '/trailer', 'clean body\n'],
   ])('in %s after its first bytes went out: the response is cut, the outcome names our fault', async (_what, path, first) => {
     const answer = await agentGet(port, path);
     expect(answer.status).toBe(200);
