@@ -19,6 +19,11 @@ export const NEVER_FORWARDED_METHODS: ReadonlySet<string> = new Set(['TRACE', 'T
 export const RESERVED_PREFIX = '/_airlock';
 
 const seconds = z.number().positive().describe('a duration in seconds');
+/** node's longest timer is 2^31 - 1 ms: a longer delay fires after 1 ms instead, so a timeout would not wait at all. */
+const LONGEST_TIMER_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
+const TIMER_BOUND = { error: `at most ${LONGEST_TIMER_SECONDS} seconds (about 24.8 days), the longest node can wait` } as const;
+/** A duration Airlock waits for with a timer. */
+const timerSeconds = seconds.max(LONGEST_TIMER_SECONDS, TIMER_BOUND);
 /** Anomaly windows are counted per second in rings sized to the window: whole seconds, at most an hour. */
 const anomalyWindow = z
   .number()
@@ -108,9 +113,9 @@ const routeSpec = z
   });
 
 const timeoutsSpec = z.strictObject({
-  connect: seconds.default(10).describe('TCP+TLS connect timeout'),
-  headers: seconds.default(60).describe('time to the upstream response headers'),
-  body: seconds.default(300).describe('longest silence between two body chunks (keep above your SSE keep-alive interval)'),
+  connect: timerSeconds.default(10).describe('TCP+TLS connect timeout'),
+  headers: timerSeconds.default(60).describe('time to the upstream response headers'),
+  body: timerSeconds.default(300).describe('longest silence between two body chunks (keep above your SSE keep-alive interval)'),
 });
 
 const BUILTIN_PATTERN_NAMES = BUILTIN_RULE_NAMES;
@@ -207,7 +212,7 @@ const grantSpec = z.strictObject({
   require_session: z.boolean().default(false).describe('the agent token only mints task sessions; calls need a session token (zero standing privileges)'),
   require_approval: z.boolean().default(false).describe('a human approves each call'),
   approval_mode: z.enum(['hold', 'async']).default('hold').describe('hold: the request waits for the decision; async: 202 with an approval id to retry with'),
-  approval_timeout: z.number().int().positive().default(300).describe('seconds an approval may take (hold) or stays valid (async)'),
+  approval_timeout: z.number().int().positive().max(LONGEST_TIMER_SECONDS, TIMER_BOUND).default(300).describe('seconds an approval may take (hold) or stays valid (async)'),
   rate: rateSpec.optional(),
   credential: credentialSpec.optional().describe('a credential for this agent alone, instead of the service one'),
 });
@@ -245,9 +250,9 @@ const limitsSpec = z.strictObject({
   max_header_bytes: z.number().int().min(1024).default(16384).describe('total size of request headers; more is refused with 431'),
   max_headers: z.number().int().min(8).default(100).describe('number of request header fields; more is refused with 431'),
   max_body_bytes: z.number().int().positive().default(10 * 1024 * 1024).describe('request body limit; more is refused with 413'),
-  headers_timeout: seconds.default(10).describe('time allowed to send the request headers (slowloris guard)'),
-  request_timeout: seconds.default(300).describe('time allowed to send the whole request'),
-  keep_alive_timeout: seconds.default(5).describe('idle time before an agent connection is closed'),
+  headers_timeout: timerSeconds.default(10).describe('time allowed to send the request headers (slowloris guard)'),
+  request_timeout: timerSeconds.default(300).describe('time allowed to send the whole request'),
+  keep_alive_timeout: timerSeconds.default(5).describe('idle time before an agent connection is closed'),
 });
 
 const defaultLimits = {
@@ -288,8 +293,8 @@ const vaultSpec = z.strictObject({
   address: z.string().regex(/^https?:\/\/[^/?#]+\/?$/, { error: 'an http(s) origin, e.g. https://vault.internal:8200' }).describe('Vault address'),
   namespace: z.string().optional().describe('Vault Enterprise namespace (X-Vault-Namespace)'),
   ca_file: z.string().optional().describe('PEM CA certificates for the Vault TLS connection'),
-  timeout: seconds.default(5).describe('deadline for each whole Vault call, connect to last byte'),
-  rotation_grace: seconds
+  timeout: timerSeconds.default(5).describe('deadline for each whole Vault call, connect to last byte'),
+  rotation_grace: timerSeconds
     .default(30)
     .describe('how long a lease replaced by a new one stays valid before Airlock revokes it (requests in flight finish with it)'),
   auth: vaultAuthSpec,
@@ -304,7 +309,7 @@ const oauth2ClientSpec = z.strictObject({
   params: z.record(z.string(), z.string()).default({}).describe('extra form parameters for the token request'),
   auth_method: z.enum(['basic', 'body']).default('basic').describe('client authentication: HTTP Basic (RFC 6749 2.3.1) or body parameters'),
   ca: z.string().optional().describe('PEM CA certificates for the token endpoint'),
-  timeout: seconds.default(10).describe('deadline for each whole token request, connect to last byte'),
+  timeout: timerSeconds.default(10).describe('deadline for each whole token request, connect to last byte'),
   refresh_skew: seconds.default(30).describe('a token is refreshed this long before it expires'),
 });
 
@@ -427,7 +432,7 @@ export const configSchema = z.strictObject({
     .union([z.number().int().min(1).max(256), z.literal('auto')])
     .default(1)
     .describe('processes serving on the same ports (node cluster); "auto" = one per CPU; more than 1 needs state type redis'),
-  shutdown_timeout: seconds.default(30).describe('on SIGTERM, how long in-flight requests (streams included) may take to finish'),
+  shutdown_timeout: timerSeconds.default(30).describe('on SIGTERM, how long in-flight requests (streams included) may take to finish'),
   reload: z
     .strictObject({ watch: z.boolean().default(true).describe('reload when the config file changes (SIGHUP always reloads)') })
     .default({ watch: true }),

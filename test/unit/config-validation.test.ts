@@ -554,3 +554,28 @@ describe('admin.listen', () => {
     expectProblems(build({ admin: { tokens: [] } }), [{ severity: 'error', path: 'admin.tokens', message: /^the admin API needs at least one token hash/ }]);
   });
 });
+
+describe('durations Airlock waits for with a timer', () => {
+  // node fires a timer longer than 2^31 - 1 ms after 1 ms: such a timeout would not wait at all.
+  const longest = Math.floor((2 ** 31 - 1) / 1000);
+  const tooLong = longest + 1;
+  const TOO_LONG = /at most 2147483 seconds \(about 24\.8 days\), the longest node can wait/;
+
+  it('are refused past node’s longest timer, each with its path, and accepted up to it', () => {
+    const input = (value: number): Obj => ({
+      shutdown_timeout: value,
+      limits: { request_timeout: value },
+      services: { api: service({ timeouts: { headers: value } }) },
+      agents: { bot: agent([HASH_A], [{ service: 'api', max_scope: ['*'], require_approval: true, approval_timeout: value }]) },
+    });
+    expectProblems(build(input(tooLong)), [
+      { severity: 'error', path: 'limits.request_timeout', message: TOO_LONG },
+      { severity: 'error', path: 'shutdown_timeout', message: TOO_LONG },
+      { severity: 'error', path: 'services.api.timeouts.headers', message: TOO_LONG },
+      { severity: 'error', path: 'agents.bot.credentials[0].approval_timeout', message: TOO_LONG },
+    ]);
+    const accepted = build(input(longest));
+    expect(accepted.problems.filter((p) => p.severity === 'error')).toEqual([]);
+    expect(accepted.config?.shutdown_timeout).toBe(longest);
+  });
+});
