@@ -718,10 +718,10 @@ describe('hot reload of `airlock serve` (SIGHUP, file watch)', () => {
 });
 
 // ===================================================================================================
-// 3. SIGTERM with streams in flight
+// 3. `airlock serve` as a process: SIGTERM with streams in flight, output streams that go away
 // ===================================================================================================
 
-describe('SIGTERM drains streams in flight (`airlock serve`)', () => {
+describe('`airlock serve` as a process: SIGTERM drains streams in flight; output streams that go away', () => {
   const key = canary('drain');
   const bot = generateAgentToken();
   let upstream: Upstream;
@@ -861,6 +861,48 @@ describe('SIGTERM drains streams in flight (`airlock serve`)', () => {
     const records = readAudit(audit);
     const order = records.map((r) => (r.actor === 'airlock' ? r.route : `${r.path} incomplete=${r.incomplete}`));
     expect(order.slice(-2)).toEqual(['/api/v1/stream incomplete=true', 'airlock:stop']);
+  });
+
+  describe('when its output streams go away', () => {
+    /** 20 requests, 5 ms apart: over several of the log's 2 ms batches, so writes after the failure happen too. */
+    async function twentyRequests(airlock: Served): Promise<number[]> {
+      const answers: number[] = [];
+      for (let i = 0; i < 20; i++) {
+        answers.push((await call(`${airlock.url}/api/v1/items`, bot.token)).status);
+        await sleep(5);
+      }
+      return answers;
+    }
+
+    // Found by `airlock serve | head -c 10`: the first log write after head exited raised EPIPE as an
+    // unhandled 'error' event of stdout, and the proxy died with it.
+    it("stdout: keeps answering and auditing, says once on stderr that log lines are dropped, and stops cleanly", async () => {
+      const { airlock, audit } = await start(5);
+      const linesBefore = airlock.logs().length;
+      // The reader of the child's stdout goes away: its next write gets EPIPE.
+      airlock.child.stdout?.destroy();
+      expect(await twentyRequests(airlock)).toEqual(new Array(20).fill(200));
+      await eventually('the notice on stderr', () => airlock.stderr().includes('the process log on stdout cannot be written (EPIPE)'));
+      expect(airlock.stderr().match(/the process log on stdout cannot be written/g)).toHaveLength(1);
+      expect(airlock.isRunning()).toBe(true);
+      expect(readAudit(audit).filter((record) => record.path === '/api/v1/items')).toHaveLength(20);
+      expect(airlock.logs().length).toBe(linesBefore);
+      airlock.child.kill('SIGTERM');
+      expect((await airlock.exited).code, airlock.stderr()).toBe(0);
+      assertNoLeak([key], [{ name: 'stderr', text: airlock.stderr() }, { name: 'audit', text: readFileSync(audit, 'utf8') }]);
+    });
+
+    // Found by review: with `2>&1 | shipper` both go at once, and the notice above then hit a dead stderr.
+    it('stdout and stderr together: keeps answering and auditing, and stops cleanly', async () => {
+      const { airlock, audit } = await start(5);
+      airlock.child.stdout?.destroy();
+      airlock.child.stderr?.destroy();
+      expect(await twentyRequests(airlock)).toEqual(new Array(20).fill(200));
+      expect(airlock.isRunning()).toBe(true);
+      expect(readAudit(audit).filter((record) => record.path === '/api/v1/items')).toHaveLength(20);
+      airlock.child.kill('SIGTERM');
+      expect((await airlock.exited).code).toBe(0);
+    });
   });
 });
 
@@ -1168,67 +1210,5 @@ describe('/_airlock/health and /_airlock/ready', () => {
       await redis.start();
       await eventually('ready to recover', async () => (await get(`${proxy.url}/_airlock/ready`)).status === 200, 10_000, 100);
     });
-  });
-});
-
-describe("the process log's reader goes away (`airlock serve`)", () => {
-  const key = canary('stdout-gone');
-  const bot = generateAgentToken();
-  let upstream: Upstream;
-
-  beforeAll(async () => {
-    upstream = await startUpstream(opsUpstream);
-  });
-  afterAll(async () => {
-    await upstream.close();
-  });
-
-  // Found by `airlock serve | head -c 10`: the first log write after head exited raised EPIPE as an
-  // unhandled 'error' event of stdout, and the proxy died with it.
-  it('keeps answering and auditing, says once on stderr that log lines are dropped, and stops cleanly', async () => {
-    const dir = scratch();
-    const file = join(dir, 'airlock.yaml');
-    writeJsonConfig(file, { listen: '127.0.0.1:0', data_dir: './data', reload: { watch: false }, ...policyOf(upstream.url, bot.hash, BASE) });
-    const airlock = await serve(file, { OPS_KEY: key });
-    const linesBefore = airlock.logs().length;
-    // The reader of the child's stdout goes away: its next write gets EPIPE.
-    airlock.child.stdout?.destroy();
-    const answers: number[] = [];
-    for (let i = 0; i < 20; i++) {
-      answers.push((await call(`${airlock.url}/api/v1/items`, bot.token)).status);
-      // Spread over several of the log's 2 ms batches, so that writes after the failure happen too.
-      await sleep(5);
-    }
-    expect(answers).toEqual(new Array(20).fill(200));
-    await eventually('the notice on stderr', () => airlock.stderr().includes('the process log on stdout cannot be written (EPIPE)'));
-    expect(airlock.stderr().match(/the process log on stdout cannot be written/g)).toHaveLength(1);
-    expect(airlock.isRunning()).toBe(true);
-    const audit = readAudit(join(dir, 'data/audit.jsonl')).filter((record) => record.path === '/api/v1/items');
-    expect(audit).toHaveLength(20);
-    expect(airlock.logs().length).toBe(linesBefore);
-    airlock.child.kill('SIGTERM');
-    const exit = await airlock.exited;
-    expect(exit.code, airlock.stderr()).toBe(0);
-    assertNoLeak([key], [{ name: 'stderr', text: airlock.stderr() }, { name: 'audit', text: readFileSync(join(dir, 'data/audit.jsonl'), 'utf8') }]);
-  });
-
-  // Found by review: with `2>&1 | shipper` both go at once, and the notice above then hit a dead stderr.
-  it('and stderr with it: keeps answering and auditing, and stops cleanly', async () => {
-    const dir = scratch();
-    const file = join(dir, 'airlock.yaml');
-    writeJsonConfig(file, { listen: '127.0.0.1:0', data_dir: './data', reload: { watch: false }, ...policyOf(upstream.url, bot.hash, BASE) });
-    const airlock = await serve(file, { OPS_KEY: key });
-    airlock.child.stdout?.destroy();
-    airlock.child.stderr?.destroy();
-    const answers: number[] = [];
-    for (let i = 0; i < 20; i++) {
-      answers.push((await call(`${airlock.url}/api/v1/items`, bot.token)).status);
-      await sleep(5);
-    }
-    expect(answers).toEqual(new Array(20).fill(200));
-    expect(airlock.isRunning()).toBe(true);
-    expect(readAudit(join(dir, 'data/audit.jsonl')).filter((record) => record.path === '/api/v1/items')).toHaveLength(20);
-    airlock.child.kill('SIGTERM');
-    expect((await airlock.exited).code).toBe(0);
   });
 });
