@@ -176,6 +176,17 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
     };
   }
 
+  /** A plain client of the test's Redis, as an operator's redis-cli would be, for `use`; disconnected after. */
+  async function withRedis<T>(use: (client: Redis) => Promise<T>): Promise<T> {
+    const client = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+    try {
+      await client.connect();
+      return await use(client);
+    } finally {
+      client.disconnect();
+    }
+  }
+
   async function startReplica(input: Record<string, unknown>, env: Record<string, string>): Promise<ProxyFixture> {
     const proxy = await startProxy(input, { env });
     proxies.push(proxy);
@@ -307,15 +318,11 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
     // Found by review: the channel's listener applied whatever was published, and a malformed event
     // threw inside ioredis's socket handler, uncaught: one stray PUBLISH ended every replica.
     it('a malformed message on the channel is dropped: both replicas stay up and still hear real events', async () => {
-      const client = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
-      await client.connect();
-      try {
+      await withRedis(async (client) => {
         for (const junk of ['not json', 'null', '42', '{}', '{"origin":"elsewhere"}', '{"origin":"elsewhere","event":null}', '{"origin":"elsewhere","event":{"type":"revocation.added"}}', '{"origin":"elsewhere","event":{"type":"session.created"}}']) {
           await client.publish('airlock:events', junk);
         }
-      } finally {
-        client.disconnect();
-      }
+      });
       await sleep(100);
       expect((await call(a, beta.token, '/llm/v1/ping')).status).toBe(200);
       expect((await call(b, beta.token, '/llm/v1/ping')).status).toBe(200);
@@ -346,9 +353,7 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
       expect((await adminFirst.call('POST', '/v1/agents/epsilon/revoke', { reason: 'kept across the junk' })).status).toBe(200);
       expect((await adminFirst.call('POST', '/v1/agents/gamma/revoke', { reason: 'its record gets corrupted' })).status).toBe(200);
       const session = await mintSession(first, beta.token, { llm: ['*'] });
-      const client = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
-      await client.connect();
-      try {
+      await withRedis(async (client) => {
         // Junk records of every kind, next to the valid ones: not JSON, null, an object of the wrong shape.
         await client.set(`${prefix}session:junk-text`, 'not json');
         await client.set(`${prefix}session:junk-null`, 'null');
@@ -357,9 +362,7 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
         await client.hset(`${prefix}lifted`, 'agent\u0000nobody', 'not json');
         // The value of a real revocation corrupted: its field still says what was revoked.
         await client.hset(`${prefix}revocations`, 'agent\u0000gamma', 'not json');
-      } finally {
-        client.disconnect();
-      }
+      });
       // Before, the replay threw on the first of these, and the replica did not start.
       const second = await startReplica(config(), env);
       expectProblem(await call(second, epsilon.token, '/llm/v1/ping'), 401, 'unauthenticated');
@@ -565,16 +568,15 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
 
     /** Runs `during` while Redis refuses every write with OOM (noeviction at a 1-byte limit), then lets it write again. */
     async function whileRedisRefusesWrites(during: () => Promise<void>): Promise<void> {
-      const admin = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
-      await admin.connect();
-      try {
+      await withRedis(async (admin) => {
         await admin.config('SET', 'maxmemory-policy', 'noeviction');
         await admin.config('SET', 'maxmemory', '1');
-        await during();
-      } finally {
-        await admin.config('SET', 'maxmemory', '0');
-        admin.disconnect();
-      }
+        try {
+          await during();
+        } finally {
+          await admin.config('SET', 'maxmemory', '0');
+        }
+      });
     }
 
     it('a Redis that answers with an error (out of memory) refuses rate-limited requests with 503, not a per-replica count', async () => {
@@ -717,9 +719,7 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
     });
 
     it('the token kept in Redis is sealed: no token or client secret in any key', async () => {
-      const client = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
-      try {
-        await client.connect();
+      await withRedis(async (client) => {
         const keys = await client.keys('*');
         expect(keys).toContain('oauth:oauth2:crm');
         const dump: string[] = [];
@@ -730,9 +730,7 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
           else dump.push(key);
         }
         assertNoLeak([...credentials, ...tokens.issued, ...bearerTokens, ...sessionTokens], [{ name: 'redis contents', text: dump.join('\n') }]);
-      } finally {
-        client.disconnect();
-      }
+      });
     });
     it.each([
       { tampering: 'a record that is not JSON', rewrite: (): string => 'not json' },
