@@ -16,12 +16,14 @@ export class Credential {
   readonly generation: string | null;
   /** When the value stops being valid (an OAuth2 token, a Vault lease), ms since the epoch; null = no expiry. */
   readonly expiresAt: number | null;
+  readonly #wellFormed: boolean;
 
   constructor(ref: string, value: string, generation: string | null = null, expiresAt: number | null = null) {
     this.#value = value;
     this.ref = ref;
     this.generation = generation;
     this.expiresAt = expiresAt;
+    this.#wellFormed = !LONE_SURROGATE.test(value);
     Object.freeze(this);
   }
 
@@ -33,9 +35,10 @@ export class Credential {
   /**
    * False when the value holds an unpaired UTF-16 surrogate (a store can hand one out: "\ud800" is
    * valid JSON). Such a value has no UTF-8 form, so it can be neither injected as sent nor redacted.
+   * Found once, when the value is fetched: every request asks (resolve-credential.ts).
    */
   get wellFormed(): boolean {
-    return !LONE_SURROGATE.test(this.#value);
+    return this.#wellFormed;
   }
 
   reveal(): string {

@@ -119,3 +119,15 @@ describe('Credential', () => {
     expect(findLeaks([value], [{ name: 'b64', text: Buffer.from(`u:${credential.reveal()}`).toString('base64') }])).not.toEqual([]);
   });
 });
+
+describe('Credential.wellFormed', () => {
+  it.each([
+    ['plain ASCII', 'sk-live-0123456789abcdef', true],
+    ['a proper surrogate pair (an emoji)', 'sk-live-\u{1F511}-0123456789', true],
+    ['a lone high surrogate, as a JSON "\\ud800" escape gives', 'sk-live-\ud800-0123456789', false],
+    ['a lone low surrogate', 'sk-live-\udc00-0123456789', false],
+    ['a pair written backwards', 'sk-live-\udc00\ud800-0123456789', false],
+  ])('%s: %s', (_what, value, expected) => {
+    expect(new Credential('vault:secret/x#k', value).wellFormed).toBe(expected);
+  });
+});
