@@ -19,8 +19,10 @@ export const NEVER_FORWARDED_METHODS: ReadonlySet<string> = new Set(['TRACE', 'T
 export const RESERVED_PREFIX = '/_airlock';
 
 const seconds = z.number().positive().describe('a duration in seconds');
-/** node's longest timer is 2^31 - 1 ms: a longer delay fires after 1 ms instead, so a timeout would not wait at all. */
-const LONGEST_TIMER_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
+/** node's longest timer (a signed 32-bit count of ms): a longer delay fires after 1 ms instead. */
+export const LONGEST_TIMER_MS = 2 ** 31 - 1;
+/** So a configured timeout longer than this would not wait at all: the config refuses it. */
+const LONGEST_TIMER_SECONDS = Math.floor(LONGEST_TIMER_MS / 1000);
 const TIMER_BOUND = { error: `at most ${LONGEST_TIMER_SECONDS} seconds (about 24.8 days), the longest node can wait` } as const;
 /** A duration Airlock waits for with a timer. */
 const timerSeconds = seconds.max(LONGEST_TIMER_SECONDS, TIMER_BOUND);

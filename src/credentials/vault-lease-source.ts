@@ -9,11 +9,12 @@
  * working credentials away from running clients); all leases are revoked at shutdown.
  */
 import type { Logger } from 'pino';
+import { LONGEST_TIMER_MS } from '../config/schema.js';
 import { AirlockError } from '../errors.js';
 import { Credential } from './credential.js';
 import { splitVaultName } from './secret-ref.js';
 import type { SecretSource } from './secret-source.js';
-import { LONGEST_TIMER_MS, vaultStatus, type VaultSession } from './vault-session.js';
+import { vaultStatus, type VaultSession } from './vault-session.js';
 
 interface Lease {
   readonly id: string;

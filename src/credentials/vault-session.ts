@@ -10,13 +10,10 @@
 import { readFile } from 'node:fs/promises';
 import type createVaultClient from 'node-vault';
 import type { Logger } from 'pino';
-import type { VaultSpec } from '../config/schema.js';
+import { LONGEST_TIMER_MS, type VaultSpec } from '../config/schema.js';
 import type { DeepReadonly } from '../config/types.js';
 import { AirlockError } from '../errors.js';
 import { createVaultTransport, type VaultTransport } from './vault-transport.js';
-
-/** setTimeout's longest delay (a signed 32-bit count of ms); a longer one fires after 1 ms. */
-export const LONGEST_TIMER_MS = 2 ** 31 - 1;
 
 type VaultClient = ReturnType<typeof createVaultClient>;
 

@@ -42,7 +42,7 @@ export class GovernanceState {
 
   /** Replays what the backend kept, compacts it to the live state, and starts hearing other replicas. */
   async start(): Promise<void> {
-    for (const event of await this.#backend.load()) this.#applyStored(event);
+    for (const event of (await this.#backend.load()).filter((e) => this.#usable(e))) this.#apply(event);
     await this.#backend.compact(this.#liveEvents());
     this.#backend.subscribe((event) => {
       // Thrown, so that the backend reloads the state rather than go on without what it may have meant.
@@ -125,7 +125,7 @@ export class GovernanceState {
       await this.#backend.append(this.#unsaved[0] as GovernanceEvent);
       this.#unsaved.shift();
     }
-    const events = (await this.#backend.load()).filter((event) => this.#wellFormed(event));
+    const events = (await this.#backend.load()).filter((event) => this.#usable(event));
     const kept = new Set<string>();
     for (const event of events) {
       if (event.type === 'revocation.added') kept.add(revocationKey(event.revocation.kind, event.revocation.target));
@@ -143,7 +143,7 @@ export class GovernanceState {
     this.#children.clear();
     this.#revocations.clear();
     this.#approvals.clear();
-    for (const event of events) this.#applyStored(event);
+    for (const event of events) this.#apply(event);
     for (const event of events) {
       if (event.type === 'revocation.added' && !known.has(revocationKey(event.revocation.kind, event.revocation.target))) this.#notify(event);
       if (event.type === 'approval.created' && event.approval.status !== 'pending') {
@@ -220,7 +220,7 @@ export class GovernanceState {
     const e = event as unknown as Record<string, unknown> | null;
     const field = (name: string): boolean => typeof e?.[name] === 'object' && e[name] !== null;
     const revocation = e?.['revocation'] as Record<string, unknown> | undefined;
-    const ok =
+    return (
       e !== null &&
       typeof e === 'object' &&
       (e['type'] === 'session.created'
@@ -229,13 +229,16 @@ export class GovernanceState {
           ? field('revocation') && typeof revocation?.['kind'] === 'string' && REVOCATION_KINDS.has(revocation['kind']) && typeof revocation['target'] === 'string'
           : e['type'] === 'approval.created'
             ? field('approval')
-            : typeof e['type'] === 'string');
-    if (!ok) this.#logger?.warn({ type: typeof e?.['type'] === 'string' ? e['type'] : null }, 'a shared-state record is malformed; it was skipped');
-    return ok;
+            : typeof e['type'] === 'string')
+    );
   }
 
-  #applyStored(event: GovernanceEvent): void {
-    if (this.#wellFormed(event)) this.#apply(event);
+  /** A kept record is replayed when well-formed, and skipped with a warning otherwise. */
+  #usable(event: GovernanceEvent): boolean {
+    if (this.#wellFormed(event)) return true;
+    const type = (event as { type?: unknown } | null)?.type;
+    this.#logger?.warn({ type: typeof type === 'string' ? type : null }, 'a shared-state record is malformed; it was skipped');
+    return false;
   }
 
   #apply(event: GovernanceEvent): void {

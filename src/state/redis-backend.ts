@@ -124,7 +124,8 @@ export class RedisStateBackend implements StateBackend {
       }
       if (envelope !== null && typeof envelope === 'object' && envelope.origin === this.#origin) return;
       try {
-        if (envelope === null || typeof envelope !== 'object' || typeof envelope.event !== 'object' || envelope.event === null || typeof envelope.event.type !== 'string') throw new Error('not a governance event');
+        // The event's own shape is checked where it is applied (GovernanceState), which throws here.
+        if (envelope === null || typeof envelope !== 'object') throw new Error('not an Airlock message');
         for (const listener of this.#listeners) listener(envelope.event);
       } catch (error) {
         // It may have been a real event this replica could not read (a revocation from another
@@ -290,6 +291,7 @@ export class RedisStateBackend implements StateBackend {
   #revocationOf(field: string, raw: string): Revocation {
     const stored = this.#readRecord(raw, 'revocation') as Partial<Revocation> | null;
     if (stored !== null && typeof stored.kind === 'string' && REVOCATION_KINDS.has(stored.kind) && typeof stored.target === 'string' && field === `${stored.kind}\u0000${stored.target}`) return stored as Revocation;
+    if (stored !== null) this.#logger.warn({ bytes: raw.length }, 'a revocation record in redis does not match its key; it is enforced from the key');
     const split = field.indexOf('\u0000');
     const kind = field.slice(0, Math.max(0, split));
     if (split < 0 || !REVOCATION_KINDS.has(kind)) {
