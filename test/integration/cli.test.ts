@@ -4,8 +4,8 @@
  * spawns the built binary to prove `bin` works end to end. `demo` runs in-process like the others.
  */
 import { randomBytes } from 'node:crypto';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -798,5 +798,38 @@ describe('the built binary', () => {
     const check = spawnSync(process.execPath, [DIST_MAIN, 'check', '--config', broken], { cwd, env, encoding: 'utf8', timeout: 20_000 });
     expect(check.status).toBe(1);
     expect(check.stderr).toContain(`${broken}:4:5: error at services.a.upstream: scheme ftp: is not supported`);
+  });
+
+  // Found by `npm run demo | head -2`: the demo's next line after head exited raised EPIPE as an
+  // unhandled 'error' event, a stack trace and exit 1, with the demo's temporary data_dir left behind.
+  it('a command whose reader goes away (EPIPE) finishes quietly: exit 0, no stack trace, the demo cleans up', async () => {
+    const tmp = scratch();
+    const child = spawn(process.execPath, [DIST_MAIN, 'demo'], { cwd: tmp, env: { PATH: process.env['PATH'] ?? '', TMPDIR: tmp }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString('utf8')));
+    let first = '';
+    // The reader takes the first chunk, then goes away, as head does.
+    child.stdout.once('data', (chunk: Buffer) => {
+      first = chunk.toString('utf8');
+      child.stdout.destroy();
+    });
+    const code = await new Promise<number | null>((resolve) => child.once('exit', (status) => resolve(status)));
+    expect(first).toContain('Airlock demo (offline)');
+    expect(err).not.toMatch(/EPIPE|Unhandled|at .*\.js:\d+/);
+    expect(code, err).toBe(0);
+    expect(readdirSync(tmp).filter((name) => name.startsWith('airlock-demo-'))).toEqual([]);
+  }, 30_000);
+
+  it.skipIf(!existsSync('/dev/full'))('output that cannot be written (stdout on a full disk) is said on stderr and exits 1, not 0', () => {
+    const full = openSync('/dev/full', 'w');
+    try {
+      const token = spawnSync(process.execPath, [DIST_MAIN, 'token'], { cwd: scratch(), env: { PATH: process.env['PATH'] ?? '' }, stdio: ['ignore', full, 'pipe'], encoding: 'utf8', timeout: 20_000 });
+      expect(token.status, token.stderr).toBe(1);
+      expect(token.stderr).toContain('airlock: the output to stdout could not be written (ENOSPC); what it printed is incomplete.');
+      // The token itself went only to stdout; stderr names no token.
+      expect(token.stderr).not.toMatch(/alk_[A-Za-z0-9_-]{43}/);
+    } finally {
+      closeSync(full);
+    }
   });
 });
