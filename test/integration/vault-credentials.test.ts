@@ -794,6 +794,8 @@ describe('vault-lease: dynamic secrets', () => {
    * time is jittered at random in src, and a race with it must show up in every run, not one in three.
    */
   const LONG = Array.from({ length: 10 }, (_, i) => `database/creds/longlived${i}`);
+  /** A lease of a year: 2/3 of it is past node's longest timer (2^31 - 1 ms), which node fires after 1 ms. */
+  const YEAR = 'database/creds/yearlong';
   const passwords = new Map<string, string[]>();
   let vault: VaultServer;
   let upstream: Upstream;
@@ -813,9 +815,11 @@ describe('vault-lease: dynamic secrets', () => {
     vault = await vaultServer();
     vault.addLeaseRole(CAPPED, generator(CAPPED), { ttl: 3, maxTtl: 4 });
     for (const path of LONG) vault.addLeaseRole(path, generator(path), { ttl: 3, maxTtl: 3600 });
+    vault.addLeaseRole(YEAR, generator(YEAR), { ttl: 365 * 24 * 3600, maxTtl: 365 * 24 * 3600 });
     upstream = await startUpstream();
     const services: Record<string, unknown> = { db: service(upstream, `vault-lease:${CAPPED}#password`) };
     LONG.forEach((path, i) => (services[`long${i}`] = service(upstream, `vault-lease:${path}#password`)));
+    services['year'] = service(upstream, `vault-lease:${YEAR}#password`);
     proxy = await startProxy({ secrets: { vault: vaultSpec(vault) }, services, agents: agents(...Object.keys(services)) }, { env: { VAULT_TOKEN: vault.createToken() } });
   });
 
@@ -864,6 +868,15 @@ describe('vault-lease: dynamic secrets', () => {
   it('keeps one lease that Vault keeps extending, renewing it instead of replacing it', () => {
     const renewals = LONG.map((path) => leasesOf(path).map((l) => l.renewCount));
     expect(renewals.filter((counts) => counts.length !== 1 || (counts[0] as number) < 2)).toEqual([]);
+  });
+
+  // The session's renewal timer had this bug too (its test is above); the lease's is capped the same way.
+  it('a lease of a year is renewed in its time, not in a loop', async () => {
+    expect((await call(proxy, 'year', '/v1/year')).status).toBe(200);
+    const year = leasesOf(YEAR);
+    expect(year).toHaveLength(1);
+    // Minted when the proxy started, seconds ago: on the uncapped timer it had been renewed thousands of times.
+    expect(year[0]?.renewCount).toBe(0);
   });
 
   it('revokes every lease, including the rotated-out ones still in their grace period, at shutdown', async () => {
