@@ -8,7 +8,8 @@
  * (and form-encoding of awkward characters); a burst of 500 concurrent requests with an empty cache makes
  * exactly one token request; the token is refreshed ahead of its expiry with no failed request;
  * invalid_grant / invalid_client is an immediate 503 naming the error, without a retry storm; a token
- * endpoint that is down is a 503; no access token or client secret reaches responses, logs or audit.
+ * endpoint that is down is a 503; a client secret from Vault that is not well-formed text is refused
+ * before the token endpoint is asked; no access token or client secret reaches responses, logs or audit.
  */
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -364,6 +365,46 @@ describe('a client the token endpoint refuses', () => {
       expect(upstream.requests.length).toBe(before);
     });
   }
+});
+
+// "\ud800" is valid JSON, so Vault can hold a client secret with an unpaired surrogate. Such a value
+// cannot be scrubbed from outputs and would be sent altered (UTF-8 has no form for it), so a store
+// login or an OAuth2 client reading it through the broker refuses it, as injection does.
+describe('a client secret from Vault that is not well-formed text', () => {
+  it('is a 503 naming the reference; the token endpoint is never asked; a well-formed service keeps working', async () => {
+    const server = await tokenServer();
+    const good = plant('good-client-secret');
+    server.addClient({ clientId: 'lone', clientSecret: 'never-used' });
+    server.addClient({ clientId: 'good', clientSecret: good });
+    vault.putSecret('secret', 'lone', { client_secret: `${plant('lone-client-secret')}\ud800` });
+    vault.putSecret('secret', 'good', { client_secret: good });
+    const vaultSpec = { address: vault.url, timeout: 2, auth: { method: 'token', token: 'env:VAULT_TOKEN' } };
+    const proxy = await start(
+      {
+        secrets: {
+          vault: vaultSpec,
+          oauth2: {
+            lone: { token_url: server.tokenUrl, client_id: 'env:LONE_ID', client_secret: 'vault:secret/lone#client_secret' },
+            good: { token_url: server.tokenUrl, client_id: 'env:GOOD_ID', client_secret: 'vault:secret/good#client_secret' },
+          },
+        },
+        services: { lone: service('oauth2:lone'), good: service('oauth2:good') },
+        agents: agents('lone', 'good'),
+      },
+      { env: { VAULT_TOKEN: vault.createToken(), LONE_ID: 'lone', GOOD_ID: 'good' } },
+    );
+    const before = upstream.requests.length;
+    const problem = expectUnavailable(await call(proxy, 'lone'));
+    expect(problem.detail).toContain('oauth2:lone');
+    // The operator's log names the store value to fix (the agent's detail stays generic).
+    expect(proxy.logLines.some((line) => line.includes('the credential vault:secret/lone#client_secret is not well-formed text'))).toBe(true);
+    expect(server.tokenRequests.filter((r) => r.clientId === 'lone')).toEqual([]);
+    expect(upstream.requests.length).toBe(before);
+    // The next request, to a client whose secret is well-formed, is served with its own token.
+    expect((await call(proxy, 'good')).status).toBe(200);
+    expect(server.tokenRequests.filter((r) => r.clientId === 'good')).toHaveLength(1);
+    expect(upstream.requests.length).toBe(before + 1);
+  });
 });
 
 describe('containment', () => {
