@@ -163,6 +163,14 @@ describe('airlock token', () => {
     expect(result.err()).not.toContain(token);
   });
 
+  it('refuses arguments rather than ignoring them (a name does not make the token that agent\'s)', async () => {
+    const result = await run(['token', 'support-bot']);
+    expect(result.code).toBe(1);
+    expect(result.out()).toBe('');
+    expect(result.err()).toContain('usage: airlock token   (no arguments');
+    expect(result.err()).toContain('got "support-bot"');
+  });
+
   it('prints a different token every time', async () => {
     const first = (await run(['token'])).out().split('\n')[0];
     const second = (await run(['token'])).out().split('\n')[0];
