@@ -39,7 +39,10 @@ export function parseSessionRequest(body: unknown): SessionRequest {
   if (scopes === null || typeof scopes !== 'object' || Array.isArray(scopes) || Object.keys(scopes).length === 0) {
     throw bad('"scopes" must map at least one service to a list of scopes, e.g. {"openai": ["chat:write"]}.');
   }
-  const parsedScopes: Record<string, string[]> = {};
+  // No prototype: a service named "__proto__" (an own key of JSON.parse's result) must be a key like
+  // any other, refused below as a service with no grant, not a change of the object's prototype that
+  // left a session of no scopes and no expiry.
+  const parsedScopes = Object.create(null) as Record<string, string[]>;
   for (const [service, list] of Object.entries(scopes as Record<string, unknown>)) {
     if (!Array.isArray(list) || list.length === 0 || !list.every((s) => typeof s === 'string' && SCOPE_PATTERN.test(s))) {
       throw bad(`"scopes.${service}" must be a non-empty list of scope names.`);
@@ -97,6 +100,9 @@ export function mintSession(agent: AgentPolicy, parent: SessionRecord | null, re
     }
     maxTtl = Math.min(maxTtl, grant.config.max_ttl);
   }
+  // parseSessionRequest asks for a service; this keeps a session from ever being minted without one
+  // (it would have no scopes and no end).
+  if (!Number.isFinite(maxTtl)) throw bad('"scopes" must map at least one service to a list of scopes, e.g. {"openai": ["chat:write"]}.');
   const parentLeft = parent === null ? Infinity : Math.floor((parent.expiresAt - now) / 1000);
   const allowed = Math.min(maxTtl, parentLeft);
   const ttl = request.ttlSeconds ?? allowed;

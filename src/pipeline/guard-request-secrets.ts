@@ -24,14 +24,17 @@ export function guardRequestSecrets(index: SecretIndex, target: string, rawHeade
     if (!TOKEN_CARRIER_HEADERS.has((rawHeaders[i] as string).toLowerCase())) elsewhere += `\n${value}`;
   }
   const ref = SecretDetector.findIn(index, carried);
-  if (ref !== null) {
-    throw new AirlockError(
-      'invalid_request',
-      `The request carries the value of the credential ${ref}, which Airlock manages; agents must not hold real keys. It was not forwarded. An operator should rotate ${ref} and find how the agent got it.`,
-      { credentialRef: ref },
-    );
-  }
+  if (ref !== null) throw carriesManagedSecret(ref);
   if (TOKEN_SHAPE.test(elsewhere)) {
     throw new AirlockError('invalid_request', 'An Airlock agent token appears in the query string or in a header that is not an API-key header; it would be forwarded upstream. Send it only as the API key (Authorization, x-api-key, api-key).');
   }
+}
+
+/** The refusal of a request that carries a managed credential's value; the audit record names the reference. */
+export function carriesManagedSecret(ref: string): AirlockError {
+  return new AirlockError(
+    'invalid_request',
+    `The request carries the value of the credential ${ref}, which Airlock manages; agents must not hold real keys. It was not forwarded. An operator should rotate ${ref} and find how the agent got it.`,
+    { credentialRef: ref },
+  );
 }

@@ -112,7 +112,7 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
     guardRequestSecrets(managedSecrets, req.url ?? '', req.rawHeaders);
 
     if (isSessionsPath(target.path)) {
-      const outcome = await serveSessions(req, res, target.path, principal, runtime.state, record.request_id, runtime.nowMs());
+      const outcome = await serveSessions(req, res, target.path, principal, runtime.state, managedSecrets, record.request_id, runtime.nowMs());
       record.decision = 'allow';
       record.route = outcome.route;
       record.status = outcome.status;

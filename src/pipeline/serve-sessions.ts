@@ -9,9 +9,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { AirlockError } from '../errors.js';
 import { mintSession, parseSessionRequest } from '../identity/mint-session.js';
+import type { SecretIndex } from '../redaction/secret-catalog.js';
+import { SecretDetector } from '../redaction/secret-detector.js';
 import type { SessionRecord } from '../state/governance-records.js';
 import type { GovernanceState } from '../state/governance-state.js';
 import type { Principal } from './authenticate-agent.js';
+import { carriesManagedSecret } from './guard-request-secrets.js';
 import { REQUEST_ID_HEADER } from '../upstream/relay-headers.js';
 
 export const SESSIONS_PATH = '/_airlock/sessions';
@@ -22,7 +25,12 @@ export function isSessionsPath(path: string): boolean {
   return path === SESSIONS_PATH || path === CURRENT_PATH;
 }
 
-async function readJson(req: IncomingMessage): Promise<unknown> {
+/**
+ * The body, refused when it carries a managed credential's value (as a proxied body is, request-body.ts):
+ * a justification is echoed in the answer and kept in the state file and the audit log. Checked as sent
+ * (the value's encodings) and as parsed (JSON escapes such as \u0066 that spell it out).
+ */
+async function readJson(req: IncomingMessage, secrets: SecretIndex): Promise<unknown> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req) {
@@ -30,11 +38,18 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
     if (size > MAX_BODY) throw new AirlockError('payload_too_large', `Session requests are limited to ${MAX_BODY} bytes.`);
     chunks.push(chunk as Buffer);
   }
+  const raw = Buffer.concat(chunks);
+  const sent = SecretDetector.findInBytes(secrets, raw);
+  if (sent !== null) throw carriesManagedSecret(sent);
+  let body: unknown;
   try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+    body = JSON.parse(raw.toString('utf8')) as unknown;
   } catch {
     throw new AirlockError('invalid_request', 'The session request body is not JSON.');
   }
+  const spelled = SecretDetector.findInBytes(secrets, Buffer.from(JSON.stringify(body) ?? '', 'utf8'));
+  if (spelled !== null) throw carriesManagedSecret(spelled);
+  return body;
 }
 
 function describe(session: SessionRecord): Record<string, unknown> {
@@ -62,10 +77,10 @@ export interface SessionOutcome {
   readonly session: SessionRecord | null;
 }
 
-export async function serveSessions(req: IncomingMessage, res: ServerResponse, path: string, principal: Principal, state: GovernanceState, requestId: string, now: number): Promise<SessionOutcome> {
+export async function serveSessions(req: IncomingMessage, res: ServerResponse, path: string, principal: Principal, state: GovernanceState, secrets: SecretIndex, requestId: string, now: number): Promise<SessionOutcome> {
   if (path === SESSIONS_PATH) {
     if (req.method !== 'POST') throw new AirlockError('method_not_allowed', `${SESSIONS_PATH} answers POST.`, { headers: { allow: 'POST' } });
-    const request = parseSessionRequest(await readJson(req));
+    const request = parseSessionRequest(await readJson(req, secrets));
     const minted = mintSession(principal.agent, principal.session, request, now);
     await state.record({ type: 'session.created', session: minted.record });
     sendJson(res, 201, { session_token: minted.token, ...describe(minted.record) }, requestId);

@@ -40,7 +40,11 @@ export class SecretDetector {
   static findIn(index: SecretIndex, value: string): string | null {
     // Partial forms at the end do not count here (the value is whole), hence no minimum partial.
     if (index.matcher.textHoldsNoNeedle(value, 'latin1', Infinity)) return null;
-    const data = Buffer.from(value, 'latin1');
+    return SecretDetector.findInBytes(index, Buffer.from(value, 'latin1'));
+  }
+
+  /** Scans one complete byte string (a whole request body held in memory). */
+  static findInBytes(index: SecretIndex, data: Buffer): string | null {
     const spans: number[] = [];
     index.matcher.scan(data, -1, true, spans, false);
     return refAt(index, data, spans);

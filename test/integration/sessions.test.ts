@@ -7,7 +7,9 @@
  * its id, justification and task id; no session token reaches a log line, an audit record or an upstream.
  */
 import OpenAI from 'openai';
+import { existsSync, readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
@@ -247,6 +249,46 @@ describe('task sessions', () => {
     const anonymous = await keep(sendRequest(`${proxy.url}/_airlock/sessions`, { method: 'POST', body: '{"scopes":{"openai":["chat:write"]},"justification":"x"}' }));
     expectProblem(anonymous, 401, 'unauthenticated');
     expect(openai.requests.length + billing.requests.length).toBe(upstreamBefore);
+  });
+
+  // Found by probing: JSON.parse makes "__proto__" an own key, and assigning it set the parsed scopes'
+  // prototype instead, so the session had no service, no max_ttl and no expiry: a 500 after it was
+  // stored, and every later listing of sessions failed on it.
+  it('a service named __proto__ is refused as a service without a grant, and no session is stored', async () => {
+    const stateFile = join(proxy.dataDir, 'state.jsonl');
+    const storedBefore = existsSync(stateFile) ? readFileSync(stateFile, 'utf8') : '';
+    for (const body of ['{"scopes":{"__proto__":["chat:write"]},"justification":"probe"}', '{"scopes":{"__proto__":["chat:write"]},"ttl_seconds":5,"justification":"probe"}']) {
+      const problem = expectProblem(await mintRaw(bot.token, body), 403, 'scope_denied');
+      expect(problem.detail).toContain('no grant for service __proto__');
+    }
+    const storedAfter = existsSync(stateFile) ? readFileSync(stateFile, 'utf8') : '';
+    expect(storedAfter).toBe(storedBefore);
+    // The proxy is unharmed: a session is minted and described as usual.
+    const minted = await mint(bot.token, { scopes: { openai: ['models:read'] }, ttl_seconds: 60, justification: 'after the probe' });
+    expect((await call(minted.session_token, 'GET', '/_airlock/sessions/current')).status).toBe(200);
+  });
+
+  // A justification is echoed in the answer and kept in the state file and the audit log: one that
+  // carries a managed credential's value is refused as a proxied body carrying it is, in whatever form.
+  it('a session request carrying a managed credential is refused 400 and kept nowhere, even spelled with JSON escapes', async () => {
+    const stateFile = join(proxy.dataDir, 'state.jsonl');
+    const last = openaiKey.charCodeAt(openaiKey.length - 1).toString(16).padStart(4, '0');
+    const bodies = [
+      JSON.stringify({ scopes: { openai: ['chat:write'] }, justification: `leak ${openaiKey}` }),
+      JSON.stringify({ scopes: { openai: ['chat:write'] }, justification: `leak ${Buffer.from(openaiKey).toString('base64')}` }),
+      `{"scopes":{"openai":["chat:write"]},"justification":"leak ${openaiKey.slice(0, -1)}\\u${last}"}`,
+      JSON.stringify({ scopes: { openai: ['chat:write'] }, justification: 'ok', task_id: `t-${openaiKey}`.replace(/[^A-Za-z0-9_.:/#-]/g, '-') }),
+    ];
+    for (const body of bodies) {
+      const response = await mintRaw(bot.token, body);
+      const problem = expectProblem(response, 400, 'invalid_request');
+      expect(problem.detail).toContain('the credential env:OPENAI_API_KEY');
+      const record = await eventually('the refusal audited', () => proxy.auditRecords().find((r) => r.request_id === response.headers['x-airlock-request-id']));
+      expect(record).toMatchObject({ decision: 'deny', status: 400, credential: 'env:OPENAI_API_KEY' });
+    }
+    const stored = existsSync(stateFile) ? readFileSync(stateFile, 'utf8') : '';
+    expect(stored).not.toContain(openaiKey);
+    expect(stored).not.toContain(Buffer.from(openaiKey).toString('base64'));
   });
 
   it('a child session minted with a session token narrows its parent, never widens it, never outlives it', async () => {
