@@ -266,6 +266,13 @@ const ROUTES: readonly Route[] = [
     const body = await readJson(call.req);
     const ref = body['ref'];
     if (typeof ref !== 'string' || !parseSecretRef(ref).ok) throw new AirlockError('invalid_request', 'Send {"ref": "<secret reference>"}, e.g. {"ref": "vault:secret/stripe#api_key"}.');
+    // Only a reference Airlock uses: one that a service or grant injects, or one it has read (a store
+    // login's or an OAuth2 client's secret). Any other would be fetched and remembered as a managed
+    // secret (env:PATH: every request carrying that text refused) or listed as failing for good.
+    const injected = allSecretRefs(context.policy);
+    if (!injected.includes(ref) && !context.broker.status().some((s) => s.ref === ref)) {
+      throw new AirlockError('not_found', `Airlock does not use ${ref}: no service or grant injects it and no store login has read it. The credentials in use are: ${injected.join(', ')}.`);
+    }
     const before = context.broker.status().find((s) => s.ref === ref)?.generation ?? null;
     const credential = await context.broker.refresh(ref);
     return change(

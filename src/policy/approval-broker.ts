@@ -180,7 +180,7 @@ export class ApprovalBroker {
   /** An approver's decision (admin API, CLI, console). */
   async decide(id: string, decision: 'approved' | 'denied', by: string, reason: string): Promise<ApprovalRecord> {
     const approval = this.#state.approval(id);
-    if (approval === null) throw new AirlockError('unknown_service', `There is no approval ${id}.`);
+    if (approval === null) throw new AirlockError('not_found', `There is no approval ${id}.`);
     if (approval.status !== 'pending') throw new AirlockError('invalid_request', `Approval ${id} is already ${approval.status}.`);
     if (approval.expiresAt <= this.#now()) throw new AirlockError('approval_timeout', `Approval ${id} expired before the decision.`);
     try {

@@ -544,6 +544,14 @@ describe('human approval', () => {
     expect(none.stdout).toBe('No pending approvals.\n');
   });
 
+  it('deciding an approval that does not exist is 404 not_found (not unknown_service)', async () => {
+    for (const action of ['approve', 'deny']) {
+      const missing = await admin.call('POST', `/v1/approvals/apr_doesnotexist/${action}`, { reason: 'x' });
+      expect(missing.status, missing.text).toBe(404);
+      expect(missing.json<Problem>()).toMatchObject({ code: 'not_found', detail: 'There is no approval apr_doesnotexist.' });
+    }
+  });
+
   it('refuses admin calls without a valid admin token (an agent token is not one)', async () => {
     for (const token of [null, holder.token, generateAgentToken().token]) {
       const list = await admin.call('GET', '/v1/approvals', undefined, token);

@@ -1323,6 +1323,26 @@ describe('admin API and `airlock secrets rotate`', () => {
     expect((await auditOf(proxy, response)).generation).toBe('2');
   });
 
+  // Found by probing: any reference was fetched and then remembered, so env:PATH became a managed
+  // secret (every request carrying that text refused) and made-up references were listed as failing.
+  it('POST /v1/credentials/refresh of a reference Airlock does not use is 404, and nothing is fetched or remembered', async () => {
+    const reads = vault.count('kv-read');
+    for (const ref of ['env:PATH', 'vault:secret/nothing#here', 'file:nope']) {
+      const refused = await admin('POST', '/v1/credentials/refresh', adminToken.token, { ref });
+      expect(refused.status, refused.text).toBe(404);
+      const problem = refused.json<Problem>();
+      expect(problem.code).toBe('not_found');
+      expect(problem.detail).toContain(`Airlock does not use ${ref}`);
+      expect(problem.detail).toContain(REF);
+    }
+    expect(vault.count('kv-read')).toBe(reads);
+    const listed = (await admin('GET', '/v1/credentials')).json<{ credentials: Array<{ ref: string }> }>().credentials.map((c) => c.ref);
+    expect(listed).not.toContain('env:PATH');
+    expect(listed).not.toContain('vault:secret/nothing#here');
+    // A request that happens to carry the text of PATH is still forwarded.
+    expect((await call(proxy, 'stripe', `/v1/charges?p=${encodeURIComponent(process.env['PATH'] ?? '/usr/bin')}`)).status).toBe(200);
+  });
+
   it('`secrets rotate REF` asks the running proxy to fetch again', async () => {
     vault.putSecret('secret', 'stripe', { api_key: keys[2] });
     const rotated = await cli(['secrets', 'rotate', REF, '--config', configFile], { AIRLOCK_ADMIN_TOKEN: adminToken.token });
