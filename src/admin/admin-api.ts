@@ -39,7 +39,8 @@ import type { AuditRecord } from '../observability/audit-record.js';
 import type { AnomalyDetector } from '../policy/anomaly-detector.js';
 import type { ApprovalBroker } from '../policy/approval-broker.js';
 import { allSecretRefs, type Policy } from '../policy/compile-policy.js';
-import { sendProblem } from '../pipeline/send-problem.js';
+import { rawProblemResponse, sendProblem } from '../pipeline/send-problem.js';
+import { refuseClientErrors } from '../ingress/create-listener.js';
 import type { SecretCatalog } from '../redaction/secret-catalog.js';
 import { REVOCATION_KINDS, type ApprovalRecord, type RevocationKind, type SessionRecord } from '../state/governance-records.js';
 import type { GovernanceState } from '../state/governance-state.js';
@@ -479,7 +480,7 @@ async function handle(context: AdminContext, req: IncomingMessage, res: ServerRe
 
 /** `currentContext` is read per request, so a reload's new policy and broker are what the API sees. */
 export function createAdminServer(currentContext: () => AdminContext): Server {
-  return createServer({ requireHostHeader: true, headersTimeout: 10_000, requestTimeout: 30_000 }, function handleAdminRequest(req, res) {
+  const server = createServer({ requireHostHeader: true, headersTimeout: 10_000, requestTimeout: 30_000 }, function handleAdminRequest(req, res) {
     const requestId = randomUUID();
     const context = currentContext();
     handle(context, req, res, requestId).catch((error: unknown) => {
@@ -488,4 +489,7 @@ export function createAdminServer(currentContext: () => AdminContext): Server {
       sendProblem(res, failure, requestId, !req.complete);
     });
   });
+  // Malformed HTTP, an oversized header, a request too slow: a problem body like every other admin error.
+  refuseClientErrors(server, (socket, failure) => socket.end(rawProblemResponse(failure, randomUUID())));
+  return server;
 }

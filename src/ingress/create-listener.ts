@@ -27,6 +27,23 @@ function parseFailure(error: NodeJS.ErrnoException): AirlockError {
   }
 }
 
+/**
+ * What node's parser could not read (malformed HTTP, headers too large, a request too slow) is answered
+ * with a problem by `refuse` instead of node's bare status line; the agent listener and the admin API's
+ * both do this.
+ */
+export function refuseClientErrors(server: Server, refuse: (socket: Duplex, failure: AirlockError) => void): void {
+  server.on('clientError', function refuseUnparsable(error: NodeJS.ErrnoException, socket: Duplex) {
+    // A reset or an already-answered socket has no one to tell.
+    const inFlight = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    if (error.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent === true) {
+      socket.destroy();
+      return;
+    }
+    refuse(socket, parseFailure(error));
+  });
+}
+
 export function createListener(limits: DeepReadonly<LimitsSpec>, handlers: ListenerHandlers): Server {
   const server = createServer(
     {
@@ -45,15 +62,7 @@ export function createListener(limits: DeepReadonly<LimitsSpec>, handlers: Liste
     handlers.onRequest,
   );
   server.maxHeadersCount = 0;
-  server.on('clientError', function refuseUnparsable(error: NodeJS.ErrnoException, socket: Duplex) {
-    // A reset or an already-answered socket has no one to tell.
-    const inFlight = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
-    if (error.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent === true) {
-      socket.destroy();
-      return;
-    }
-    handlers.onRefusal(socket, parseFailure(error), null);
-  });
+  refuseClientErrors(server, (socket, failure) => handlers.onRefusal(socket, failure, null));
   // An Expect other than 100-continue: node would answer 417 by itself; the pipeline refuses it with a
   // problem and an audit record instead (checkRequestShape).
   server.on('checkExpectation', handlers.onRequest);

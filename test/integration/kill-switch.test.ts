@@ -17,6 +17,7 @@ import { sendRequest, type Problem, type SentResponse } from '../helpers/send-re
 import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
 import { okHandler, startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js';
 import { openStream } from '../helpers/open-stream.js';
+import { rawRequest } from '../helpers/raw-http.js';
 
 /** How long a revoked stream may keep flowing; a healthy run ends it in milliseconds. */
 const STREAM_END_DEADLINE_MS = 2_000;
@@ -496,6 +497,24 @@ describe('kill switch', () => {
     expect(adminRecords.find((r) => r.reason === 'prompt injection suspected')).toMatchObject({ agent: 'alpha', method: 'POST', path: '/v1/agents/alpha/revoke' });
     expect(adminRecords.find((r) => r.reason === 'key leaked in a paste')).toMatchObject({ credential: 'env:OTHER_KEY' });
     expect(adminRecords.find((r) => r.reason === 'vendor incident')).toMatchObject({ service: 'other' });
+  });
+
+  // Found by probing: the admin listener answered what node could not parse with node's bare status
+  // line (400, 431), where every other admin error is a problem body.
+  it('the admin listener answers malformed HTTP and oversized headers with a problem body, and keeps serving', async () => {
+    const url = proxy.airlock.adminUrl as string;
+    const cases: Array<[string, number, string]> = [
+      ['GARBAGE\r\n\r\n', 400, 'invalid_request'],
+      ['POST /v1/health HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', 400, 'invalid_request'],
+      [`GET /v1/agents/${'a'.repeat(20_000)}/revoke HTTP/1.1\r\nHost: x\r\n\r\n`, 431, 'headers_too_large'],
+    ];
+    for (const [request, status, code] of cases) {
+      const answer = await rawRequest(url, request);
+      expect(answer.status, answer.raw.slice(0, 200)).toBe(status);
+      expect(answer.headers['content-type']?.[0]).toContain('application/problem+json');
+      expect(JSON.parse(answer.body)).toMatchObject({ status, code });
+    }
+    expect((await admin.call('GET', '/v1/health')).status).toBe(200);
   });
 
   it('a restart keeps revocations and sessions (same data_dir)', async () => {
