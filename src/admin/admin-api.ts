@@ -34,6 +34,7 @@ import type { CredentialBroker } from '../credentials/credential-broker.js';
 import { parseSecretRef } from '../credentials/secret-ref.js';
 import { open } from 'node:fs/promises';
 import { AirlockError, asAirlockError } from '../errors.js';
+import { TOKEN_IN_TEXT } from '../identity/agent-token.js';
 import type { AuditLog } from '../observability/audit-log.js';
 import type { AuditRecord } from '../observability/audit-record.js';
 import type { AnomalyDetector } from '../policy/anomaly-detector.js';
@@ -42,6 +43,7 @@ import { allSecretRefs, type Policy } from '../policy/compile-policy.js';
 import { rawProblemResponse, sendProblem } from '../pipeline/send-problem.js';
 import { refuseClientErrors } from '../ingress/create-listener.js';
 import type { SecretCatalog } from '../redaction/secret-catalog.js';
+import { SecretDetector } from '../redaction/secret-detector.js';
 import { REVOCATION_KINDS, type ApprovalRecord, type RevocationKind, type SessionRecord } from '../state/governance-records.js';
 import type { GovernanceState } from '../state/governance-state.js';
 import { REQUEST_ID_HEADER } from '../upstream/relay-headers.js';
@@ -84,7 +86,20 @@ const MAX_BODY = 64 * 1024;
 const MAX_REASON = 1000;
 const CONSOLE_DIR = new URL('../../console/', import.meta.url);
 
-async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+/**
+ * The body of an admin change, refused when it carries a managed credential's value or an Airlock token:
+ * its reason and target are kept as they are in the state file (and in the audit log, scrubbed there).
+ */
+async function readJson(context: AdminContext, req: IncomingMessage): Promise<Record<string, unknown>> {
+  const body = await readJsonObject(req);
+  const text = JSON.stringify(body);
+  const ref = SecretDetector.findInBytes(context.catalog.index('guard', null, []), Buffer.from(text, 'utf8'));
+  if (ref !== null) throw new AirlockError('invalid_request', `The request carries the value of the credential ${ref}; reasons and targets are kept in the state file and the audit log. Leave the value out.`, { credentialRef: ref });
+  if (TOKEN_IN_TEXT.test(text)) throw new AirlockError('invalid_request', 'The request carries an Airlock agent or session token; reasons and targets are kept in the state file and the audit log. Name the agent or the session id instead.');
+  return body;
+}
+
+async function readJsonObject(req: IncomingMessage): Promise<Record<string, unknown>> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req) {
@@ -264,7 +279,7 @@ const ROUTES: readonly Route[] = [
     })),
   })),
   route('POST', '/v1/credentials/refresh', async (context, call) => {
-    const body = await readJson(call.req);
+    const body = await readJson(context, call.req);
     const ref = body['ref'];
     if (typeof ref !== 'string' || !parseSecretRef(ref).ok) throw new AirlockError('invalid_request', 'Send {"ref": "<secret reference>"}, e.g. {"ref": "vault:secret/stripe#api_key"}.');
     // Only a reference Airlock uses: one that a service or grant injects, or one it has read (a store
@@ -308,13 +323,13 @@ const ROUTES: readonly Route[] = [
       }),
     };
   }),
-  route('POST', '/v1/agents/:name/revoke', async (context, call) => revoke(context, call, 'agent', call.params['name'] as string, reasonOf(await readJson(call.req)), '/v1/agents/:name/revoke')),
+  route('POST', '/v1/agents/:name/revoke', async (context, call) => revoke(context, call, 'agent', call.params['name'] as string, reasonOf(await readJson(context, call.req)), '/v1/agents/:name/revoke')),
   route('POST', '/v1/agents/:name/restore', async (context, call) => lift(context, call, 'agent', call.params['name'] as string, '/v1/agents/:name/restore')),
   route('GET', '/v1/sessions', async (context) => ({ sessions: context.state.sessions().map(sessionView) })),
   route('POST', '/v1/sessions/:id/revoke', async (context, call) => {
     const id = call.params['id'] as string;
     if (context.state.session(id) === null) throw new AirlockError('not_found', `There is no live session ${id}.`);
-    return revoke(context, call, 'session', id, reasonOf(await readJson(call.req)), '/v1/sessions/:id/revoke');
+    return revoke(context, call, 'session', id, reasonOf(await readJson(context, call.req)), '/v1/sessions/:id/revoke');
   }),
   route('GET', '/v1/approvals', async (context, call) => {
     const now = context.now();
@@ -334,7 +349,7 @@ const ROUTES: readonly Route[] = [
     revocations: context.state.revocations().map((r) => ({ kind: r.kind, target: r.target, reason: r.reason, by: r.by, at: iso(r.at) })),
   })),
   route('POST', '/v1/revocations', async (context, call) => {
-    const body = await readJson(call.req);
+    const body = await readJson(context, call.req);
     const kind = body['kind'];
     const target = kind === 'all' ? (body['target'] ?? '*') : body['target'];
     if (typeof kind !== 'string' || !REVOCATION_KINDS.has(kind) || typeof target !== 'string' || target === '') {
@@ -343,7 +358,7 @@ const ROUTES: readonly Route[] = [
     return revoke(context, call, kind as RevocationKind, target, reasonOf(body), '/v1/revocations');
   }),
   route('POST', '/v1/revocations/lift', async (context, call) => {
-    const body = await readJson(call.req);
+    const body = await readJson(context, call.req);
     const kind = body['kind'];
     const target = kind === 'all' ? (body['target'] ?? '*') : body['target'];
     if (typeof kind !== 'string' || !REVOCATION_KINDS.has(kind) || typeof target !== 'string') {
@@ -355,7 +370,7 @@ const ROUTES: readonly Route[] = [
 
 async function decide(context: AdminContext, call: AdminCall, decision: 'approved' | 'denied'): Promise<unknown> {
   const id = call.params['id'] as string;
-  const reason = reasonOf(await readJson(call.req));
+  const reason = reasonOf(await readJson(context, call.req));
   const approval = await context.approvals.decide(id, decision, call.actor, reason);
   return change(
     context,

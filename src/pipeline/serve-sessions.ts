@@ -8,6 +8,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { AirlockError } from '../errors.js';
+import { TOKEN_IN_TEXT } from '../identity/agent-token.js';
 import { mintSession, parseSessionRequest } from '../identity/mint-session.js';
 import type { SecretIndex } from '../redaction/secret-catalog.js';
 import { SecretDetector } from '../redaction/secret-detector.js';
@@ -47,8 +48,10 @@ async function readJson(req: IncomingMessage, secrets: SecretIndex): Promise<unk
   } catch {
     throw new AirlockError('invalid_request', 'The session request body is not JSON.');
   }
-  const spelled = SecretDetector.findInBytes(secrets, Buffer.from(JSON.stringify(body) ?? '', 'utf8'));
+  const text = JSON.stringify(body) ?? '';
+  const spelled = SecretDetector.findInBytes(secrets, Buffer.from(text, 'utf8'));
   if (spelled !== null) throw carriesManagedSecret(spelled);
+  if (TOKEN_IN_TEXT.test(text)) throw new AirlockError('invalid_request', 'The session request carries an Airlock agent or session token; the justification is kept in the state file and the audit log, so it must not hold one. Send the token only as the API key.');
   return body;
 }
 

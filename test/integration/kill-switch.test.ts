@@ -6,7 +6,8 @@
  * revokes and restores through the admin API. Every change is audited with who made it and why.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import type { AuditRecord } from '../../src/observability/audit-record.js';
@@ -497,6 +498,27 @@ describe('kill switch', () => {
     expect(adminRecords.find((r) => r.reason === 'prompt injection suspected')).toMatchObject({ agent: 'alpha', method: 'POST', path: '/v1/agents/alpha/revoke' });
     expect(adminRecords.find((r) => r.reason === 'key leaked in a paste')).toMatchObject({ credential: 'env:OTHER_KEY' });
     expect(adminRecords.find((r) => r.reason === 'vendor incident')).toMatchObject({ service: 'other' });
+  });
+
+  // Found by probing: a reason is kept as written in data_dir/state.jsonl (it is scrubbed only in the
+  // audit log and admin answers), so one carrying a managed credential or a token put it on disk.
+  it('an admin change whose reason carries a managed credential or an Airlock token is refused 400, and nothing is revoked or stored', async () => {
+    const stateFile = join(proxy.dataDir, 'state.jsonl');
+    const before = existsSync(stateFile) ? readFileSync(stateFile, 'utf8') : '';
+    const reasons: Array<[string, string]> = [
+      [`key was ${llmKey}`, 'the credential env:LLM_KEY'],
+      [`key was ${Buffer.from(otherKey).toString('base64')}`, 'the credential env:OTHER_KEY'],
+      [`token ${beta.token} leaked`, 'an Airlock agent or session token'],
+    ];
+    for (const [reason, detail] of reasons) {
+      const refused = await admin.call('POST', '/v1/agents/beta/revoke', { reason });
+      expect(refused.status, refused.text).toBe(400);
+      expect(refused.json<Problem>()).toMatchObject({ code: 'invalid_request' });
+      expect(refused.json<Problem>().detail).toContain(detail);
+    }
+    expect(existsSync(stateFile) ? readFileSync(stateFile, 'utf8') : '').toBe(before);
+    // beta was not revoked.
+    expect((await call(beta.token, '/other/v1/ping')).status).toBe(200);
   });
 
   // Found by probing: the admin listener answered what node could not parse with node's bare status

@@ -286,7 +286,11 @@ describe('task sessions', () => {
       const record = await eventually('the refusal audited', () => proxy.auditRecords().find((r) => r.request_id === response.headers['x-airlock-request-id']));
       expect(record).toMatchObject({ decision: 'deny', status: 400, credential: 'env:OPENAI_API_KEY' });
     }
+    // An Airlock token in the justification is refused too: it would be kept in the state file and the audit log.
+    const withToken = expectProblem(await mintRaw(bot.token, { scopes: { openai: ['chat:write'] }, justification: `my token is ${zsp.token}` }), 400, 'invalid_request');
+    expect(withToken.detail).toContain('an Airlock agent or session token');
     const stored = existsSync(stateFile) ? readFileSync(stateFile, 'utf8') : '';
+    expect(stored).not.toContain(zsp.token);
     expect(stored).not.toContain(openaiKey);
     expect(stored).not.toContain(Buffer.from(openaiKey).toString('base64'));
   });
