@@ -36,7 +36,7 @@ import { createTracing, type Tracing } from './observability/tracing.js';
 import { AnomalyDetector, type AnomalyEvent } from './policy/anomaly-detector.js';
 import { ApprovalBroker } from './policy/approval-broker.js';
 import { createApprovalNotifier } from './policy/approval-webhook.js';
-import { allCredentialPlans, allSecretRefs, compilePolicy, type Policy } from './policy/compile-policy.js';
+import { allCredentialPlans, allSecretRefs, compilePolicy, storeLoginRefs, type Policy } from './policy/compile-policy.js';
 import { KillSwitch } from './policy/kill-switch.js';
 import { ConcurrencyGate, type RateLimiter } from './policy/rate-limiter.js';
 import { createAnomalyResponder, DETECTOR_IDENTITY } from './policy/respond-to-anomaly.js';
@@ -364,6 +364,7 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
       catalog,
       logger,
       policy,
+      refreshable: new Set([...allSecretRefs(policy), ...storeLoginRefs(config)]),
       state,
       approvals,
       anomalies: durable.anomalies,

@@ -60,6 +60,8 @@ export interface AdminContext {
   readonly catalog: SecretCatalog;
   readonly logger: Logger;
   readonly policy: Policy;
+  /** What POST /v1/credentials/refresh accepts: the references services and grants inject, and store logins'. */
+  readonly refreshable: ReadonlySet<string>;
   readonly state: GovernanceState;
   readonly approvals: ApprovalBroker;
   readonly anomalies: AnomalyDetector;
@@ -282,12 +284,13 @@ const ROUTES: readonly Route[] = [
     const body = await readJson(context, call.req);
     const ref = body['ref'];
     if (typeof ref !== 'string' || !parseSecretRef(ref).ok) throw new AirlockError('invalid_request', 'Send {"ref": "<secret reference>"}, e.g. {"ref": "vault:secret/stripe#api_key"}.');
-    // Only a reference Airlock uses: one that a service or grant injects, or one it has read (a store
-    // login's or an OAuth2 client's secret). Any other would be fetched and remembered as a managed
-    // secret (env:PATH: every request carrying that text refused) or listed as failing for good.
-    const injected = allSecretRefs(context.policy);
-    if (!injected.includes(ref) && !context.broker.status().some((s) => s.ref === ref)) {
-      throw new AirlockError('not_found', `Airlock does not use ${ref}: no service or grant injects it and no store login has read it. The credentials in use are: ${injected.join(', ')}.`);
+    // Only a reference the config uses: one that a service or grant injects, or a store login's or an
+    // OAuth2 client's (taken from the config, not from what this replica has read: a replica served by
+    // a shared token from Redis never reads its client secret). Any other would be fetched and
+    // remembered as a managed secret (env:PATH: every request carrying that text refused) or listed as
+    // failing for good.
+    if (!context.refreshable.has(ref)) {
+      throw new AirlockError('not_found', `Airlock does not use ${ref}: no service, grant, Vault login or OAuth2 client in the config names it. The credentials in use are: ${[...context.refreshable].join(', ')}.`);
     }
     const before = context.broker.status().find((s) => s.ref === ref)?.generation ?? null;
     const credential = await context.broker.refresh(ref);

@@ -8,7 +8,8 @@ import { UsageError, type CliIo } from './cli-io.js';
 export async function tokenCommand(io: CliIo): Promise<number> {
   // `airlock token support-bot` reads as if it named the token's agent; it cannot (the hash line goes
   // into whichever agent the operator puts it in), so the argument is refused rather than ignored.
-  if (io.args.length > 0) throw new UsageError(`usage: airlock token   (no arguments: it prints a new token and its hash; put the hash under the agent's tokens in the config); got ${JSON.stringify(io.args.join(' '))}`);
+  // The arguments are not echoed: `airlock token alk_...` ("hash my token") would print a token to a CI log.
+  if (io.args.length > 0) throw new UsageError(`usage: airlock token   (no arguments: it prints a new token and its hash; put the hash under the agent's tokens in the config); got ${io.args.length} argument(s)`);
   const pair = generateAgentToken();
   io.stdout.write(`${pair.token}\n${pair.hash}\n`);
   io.stderr.write(

@@ -8,7 +8,7 @@ export const AGENT_TOKEN_PATTERN = /^alk_[A-Za-z0-9_-]{43}$/;
 /** Task session tokens (identity/sessions): same shape, their own prefix. */
 export const SESSION_TOKEN_PATTERN = /^als_[A-Za-z0-9_-]{43}$/;
 /** An agent or session token anywhere in a text (a justification, an admin's reason): never kept there. */
-export const TOKEN_IN_TEXT = /al[ks]_[A-Za-z0-9_-]{43}/;
+export const TOKEN_IN_TEXT = /(?<![A-Za-z0-9_-])al[ks]_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])/;
 /** A compact JWS (RFC 7515 7.1): three base64url parts, the header starting {" (eyJ). */
 export const JWT_PATTERN = /^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 

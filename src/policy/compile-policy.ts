@@ -105,6 +105,14 @@ export function allSecretRefs(policy: Policy): string[] {
   return [...new Set(allCredentialPlans(policy).map((p) => p.ref))];
 }
 
+/** The references a secret store's login and the OAuth2 clients read (secrets.vault.auth, secrets.oauth2.*). */
+export function storeLoginRefs(config: DeepReadonly<AirlockConfig>): string[] {
+  const auth = config.secrets.vault?.auth;
+  const vault = auth === undefined ? [] : auth.method === 'token' ? [auth.token] : auth.method === 'approle' ? [auth.role_id, auth.secret_id] : [];
+  const clients = Object.values(config.secrets.oauth2).flatMap((client) => [client.client_id, client.client_secret]);
+  return [...new Set([...vault, ...clients])];
+}
+
 export function compilePolicy(config: AirlockConfig): Policy {
   const services: ServicePolicy[] = [];
   const serviceByName = new Map<string, ServicePolicy>();

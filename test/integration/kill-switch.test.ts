@@ -509,6 +509,7 @@ describe('kill switch', () => {
       [`key was ${llmKey}`, 'the credential env:LLM_KEY'],
       [`key was ${Buffer.from(otherKey).toString('base64')}`, 'the credential env:OTHER_KEY'],
       [`token ${beta.token} leaked`, 'an Airlock agent or session token'],
+      [`token=${beta.token}.`, 'an Airlock agent or session token'],
     ];
     for (const [reason, detail] of reasons) {
       const refused = await admin.call('POST', '/v1/agents/beta/revoke', { reason });
@@ -517,7 +518,11 @@ describe('kill switch', () => {
       expect(refused.json<Problem>().detail).toContain(detail);
     }
     expect(existsSync(stateFile) ? readFileSync(stateFile, 'utf8') : '').toBe(before);
-    // beta was not revoked.
+    // A long word that merely contains the shape (journals_ + 43 characters) is not a token.
+    const lookalike = await admin.call('POST', '/v1/agents/beta/revoke', { reason: `see journals_${'x'.repeat(43)}` });
+    expect(lookalike.status, lookalike.text).toBe(200);
+    expect((await admin.call('POST', '/v1/agents/beta/restore', { reason: 'lookalike test' })).status).toBe(200);
+    // beta is not revoked.
     expect((await call(beta.token, '/other/v1/ping')).status).toBe(200);
   });
 

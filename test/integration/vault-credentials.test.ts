@@ -1339,6 +1339,9 @@ describe('admin API and `airlock secrets rotate`', () => {
     const listed = (await admin('GET', '/v1/credentials')).json<{ credentials: Array<{ ref: string }> }>().credentials.map((c) => c.ref);
     expect(listed).not.toContain('env:PATH');
     expect(listed).not.toContain('vault:secret/nothing#here');
+    // The Vault login's own reference is one Airlock uses, read or not: it may be refreshed.
+    const login = await admin('POST', '/v1/credentials/refresh', adminToken.token, { ref: 'env:VAULT_TOKEN' });
+    expect(login.status, login.text).toBe(200);
     // A request that happens to carry the text of PATH is still forwarded.
     expect((await call(proxy, 'stripe', `/v1/charges?p=${encodeURIComponent(process.env['PATH'] ?? '/usr/bin')}`)).status).toBe(200);
   });
