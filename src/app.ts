@@ -36,7 +36,7 @@ import { createTracing, type Tracing } from './observability/tracing.js';
 import { AnomalyDetector, type AnomalyEvent } from './policy/anomaly-detector.js';
 import { ApprovalBroker } from './policy/approval-broker.js';
 import { createApprovalNotifier } from './policy/approval-webhook.js';
-import { allCredentialPlans, allSecretRefs, compilePolicy, storeLoginRefs, type Policy } from './policy/compile-policy.js';
+import { allCredentialPlans, allSecretRefs, compilePolicy, identifierRefs, storeLoginRefs, type Policy } from './policy/compile-policy.js';
 import { KillSwitch } from './policy/kill-switch.js';
 import { ConcurrencyGate, type RateLimiter } from './policy/rate-limiter.js';
 import { createAnomalyResponder, DETECTOR_IDENTITY } from './policy/respond-to-anomaly.js';
@@ -44,7 +44,7 @@ import type { ProxyRuntime } from './pipeline/proxy-runtime.js';
 import { auditRequest } from './pipeline/record-outcome.js';
 import { createRawRefusalHandler, createRequestHandler, newRecord } from './pipeline/run-pipeline.js';
 import type { ListenerBinding } from './pipeline/select-service.js';
-import { SecretCatalog } from './redaction/secret-catalog.js';
+import { SecretCatalog, type GuardScope } from './redaction/secret-catalog.js';
 import { FileStateBackend } from './state/file-backend.js';
 import { GovernanceState } from './state/governance-state.js';
 import { MemoryRateLimiter } from './state/memory-rate-limiter.js';
@@ -284,11 +284,14 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
     await auditRequest(runtime, record, performance.now());
   };
 
+  const exempt = identifierRefs(config, policy);
+  const guard: GuardScope = { key: `guard|${[...exempt].sort().join('|')}`, exempt };
   const runtime: ProxyRuntime = Object.freeze({
     policy,
     pools,
     secrets,
     catalog,
+    guard,
     metrics,
     audit,
     logger,
@@ -365,6 +368,7 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
       logger,
       policy,
       refreshable: new Set([...allSecretRefs(policy), ...storeLoginRefs(config)]),
+      guard,
       state,
       approvals,
       anomalies: durable.anomalies,

@@ -42,7 +42,7 @@ import type { ApprovalBroker } from '../policy/approval-broker.js';
 import { allSecretRefs, type Policy } from '../policy/compile-policy.js';
 import { rawProblemResponse, sendProblem } from '../pipeline/send-problem.js';
 import { refuseClientErrors } from '../ingress/create-listener.js';
-import type { SecretCatalog } from '../redaction/secret-catalog.js';
+import type { GuardScope, SecretCatalog } from '../redaction/secret-catalog.js';
 import { SecretDetector } from '../redaction/secret-detector.js';
 import { REVOCATION_KINDS, type ApprovalRecord, type RevocationKind, type SessionRecord } from '../state/governance-records.js';
 import type { GovernanceState } from '../state/governance-state.js';
@@ -62,6 +62,8 @@ export interface AdminContext {
   readonly policy: Policy;
   /** What POST /v1/credentials/refresh accepts: the references services and grants inject, and store logins'. */
   readonly refreshable: ReadonlySet<string>;
+  /** What a reason is checked against: managed values but identifiers (proxy-runtime.ts). */
+  readonly guard: GuardScope;
   readonly state: GovernanceState;
   readonly approvals: ApprovalBroker;
   readonly anomalies: AnomalyDetector;
@@ -95,7 +97,7 @@ const CONSOLE_DIR = new URL('../../console/', import.meta.url);
 async function readJson(context: AdminContext, req: IncomingMessage): Promise<Record<string, unknown>> {
   const body = await readJsonObject(req);
   const text = JSON.stringify(body);
-  const ref = SecretDetector.findInBytes(context.catalog.index('guard', null, []), Buffer.from(text, 'utf8'));
+  const ref = SecretDetector.findInBytes(context.catalog.index(context.guard.key, null, [], context.guard.exempt), Buffer.from(text, 'utf8'));
   if (ref !== null) throw new AirlockError('invalid_request', `The request carries the value of the credential ${ref}; reasons and targets are kept in the state file and the audit log. Leave the value out.`, { credentialRef: ref });
   if (TOKEN_IN_TEXT.test(text)) throw new AirlockError('invalid_request', 'The request carries an Airlock agent or session token; reasons and targets are kept in the state file and the audit log. Name the agent or the session id instead.');
   return body;

@@ -10,7 +10,7 @@ import type { IsoTime } from '../observability/iso-time.js';
 import type { RequestLog } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { Tracing } from '../observability/tracing.js';
-import type { SecretCatalog } from '../redaction/secret-catalog.js';
+import type { GuardScope, SecretCatalog } from '../redaction/secret-catalog.js';
 import type { TokenHashes } from '../identity/token-hashes.js';
 import type { JwtVerifier } from '../identity/jwt-verifier.js';
 import type { AnomalyDetector, AnomalyEvent } from '../policy/anomaly-detector.js';
@@ -28,6 +28,11 @@ export interface ProxyRuntime {
   readonly secrets: CredentialBroker;
   /** Every managed secret value: what responses, logs and audit are scrubbed of. */
   readonly catalog: SecretCatalog;
+  /**
+   * What the request guard checks against: every managed value but identifiers (compile-policy.ts
+   * identifierRefs), cached under a key that changes with them (a reload may change them).
+   */
+  readonly guard: GuardScope;
   readonly metrics: Metrics;
   readonly tracing: Tracing;
   readonly audit: AuditLog;

@@ -108,7 +108,7 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
     checkStateFresh(runtime.state, runtime.limits.stateStaleAfterMs, runtime.nowMs());
     checkPrincipalRevocations(runtime.state, principal);
 
-    const managedSecrets = runtime.catalog.index('guard', null, []);
+    const managedSecrets = runtime.catalog.index(runtime.guard.key, null, [], runtime.guard.exempt);
     guardRequestSecrets(managedSecrets, req.url ?? '', req.rawHeaders);
 
     if (isSessionsPath(target.path)) {

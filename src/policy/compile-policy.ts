@@ -105,6 +105,19 @@ export function allSecretRefs(policy: Policy): string[] {
   return [...new Set(allCredentialPlans(policy).map((p) => p.ref))];
 }
 
+/**
+ * References that name an identity rather than hold a secret (an OAuth2 client_id, a Vault AppRole
+ * role_id), unless they are used as a secret too. Their values are scrubbed from outputs like any
+ * other, but a request or a justification that mentions one ("the airlock-crm integration") is not
+ * refused for carrying a credential.
+ */
+export function identifierRefs(config: DeepReadonly<AirlockConfig>, policy: Policy): ReadonlySet<string> {
+  const auth = config.secrets.vault?.auth;
+  const identifiers = [...Object.values(config.secrets.oauth2).map((client) => client.client_id), ...(auth?.method === 'approle' ? [auth.role_id] : [])];
+  const secrets = new Set([...allSecretRefs(policy), ...(auth?.method === 'approle' ? [auth.secret_id] : auth?.method === 'token' ? [auth.token] : []), ...Object.values(config.secrets.oauth2).map((client) => client.client_secret)]);
+  return new Set(identifiers.filter((ref) => !secrets.has(ref)));
+}
+
 /** The references a secret store's login and the OAuth2 clients read (secrets.vault.auth, secrets.oauth2.*). */
 export function storeLoginRefs(config: DeepReadonly<AirlockConfig>): string[] {
   const auth = config.secrets.vault?.auth;

@@ -19,6 +19,12 @@ export const MIN_SECRET_LENGTH = 8;
 const KEPT_PREVIOUS_VALUES = 2;
 const MAX_CACHED_MATCHERS = 256;
 
+/** A cache key and the references an index leaves out (SecretCatalog.index). */
+export interface GuardScope {
+  readonly key: string;
+  readonly exempt: ReadonlySet<string>;
+}
+
 /** A matcher and, for every secret form it holds, the reference the form belongs to. */
 export interface SecretIndex {
   readonly matcher: RedactionMatcher;
@@ -52,15 +58,17 @@ export class SecretCatalog {
   }
 
   /**
-   * The index for a set of references (null = every reference) plus shape rules. `key` names the
-   * combination for the cache, e.g. "service:openai" or "request:file:openai|openai".
+   * The index for a set of references (null = every reference) plus shape rules, without those in
+   * `except`. `key` names the combination for the cache, e.g. "service:openai" or
+   * "request:file:openai|openai"; one key is always asked with the same `except`.
    */
-  index(key: string, refs: readonly string[] | null, rules: readonly KeyRule[]): SecretIndex {
+  index(key: string, refs: readonly string[] | null, rules: readonly KeyRule[], except?: ReadonlySet<string>): SecretIndex {
     const cached = this.#cache.get(key);
     if (cached !== undefined) return cached;
     const refOfForm = new Map<string, string>();
     const forms: Buffer[] = [];
     for (const ref of refs ?? this.#values.keys()) {
+      if (except?.has(ref) === true) continue;
       for (const value of this.#values.get(ref) ?? []) {
         for (const form of formsOf(value)) {
           const text = form.toString('latin1');

@@ -214,6 +214,20 @@ describe('an oauth2: credential', () => {
     expect(bodyServer.tokenRequests[0]?.params).toEqual({ grant_type: 'client_credentials', scope: 'tickets.read', audience: 'helpdesk', region: 'eu', client_id: bodyId });
   });
 
+  // A client_id names the client; it is scrubbed from outputs like a secret, but a request that mentions
+  // it is not refused as one carrying a credential (found by review: "the airlock-crm integration").
+  it('a request body naming the OAuth2 client_id is forwarded; one carrying the client secret is refused 400', async () => {
+    const before = upstream.requests.length;
+    const named = await call(proxy, 'crm', '/v1/tickets', { method: 'POST', headers: { 'content-type': 'text/plain' }, body: `ticket about ${basicId}` });
+    expect(named.status, named.text).toBe(200);
+    expect(upstream.requests.length).toBe(before + 1);
+    expect(upstream.requests.at(-1)?.body.toString('utf8')).toBe(`ticket about ${basicId}`);
+    const carried = await call(proxy, 'crm', '/v1/tickets', { method: 'POST', headers: { 'content-type': 'text/plain' }, body: `secret ${basicSecret}` });
+    expect(carried.status, carried.text).toBe(400);
+    expect(carried.json<Problem>().detail).toContain('vault:secret/crm#client_secret');
+    expect(upstream.requests.length).toBe(before + 1);
+  });
+
   it('reuses the cached token for later requests', async () => {
     for (let i = 0; i < 5; i++) expect((await call(proxy, 'crm')).status).toBe(200);
     expect(basicServer.tokenRequests).toHaveLength(1);
