@@ -498,9 +498,14 @@ async function handle(context: AdminContext, req: IncomingMessage, res: ServerRe
   throw new AirlockError('not_found', `No admin endpoint ${method} ${path}; see GET /v1/health and the README's admin API table.`);
 }
 
+const ADMIN_HEADERS_TIMEOUT_MS = 10_000;
+const ADMIN_REQUEST_TIMEOUT_MS = 30_000;
+/** The admin listener's own bounds (not the agent listener's `limits`): node's 16 KiB of headers, fixed deadlines. */
+const ADMIN_LISTENER_BOUNDS = { headerBytes: "16 KiB, node's default, for the admin API", deadlines: `${ADMIN_HEADERS_TIMEOUT_MS / 1000} s for the headers and ${ADMIN_REQUEST_TIMEOUT_MS / 1000} s for the request, for the admin API` };
+
 /** `currentContext` is read per request, so a reload's new policy and broker are what the API sees. */
 export function createAdminServer(currentContext: () => AdminContext): Server {
-  const server = createServer({ requireHostHeader: true, headersTimeout: 10_000, requestTimeout: 30_000 }, function handleAdminRequest(req, res) {
+  const server = createServer({ requireHostHeader: true, headersTimeout: ADMIN_HEADERS_TIMEOUT_MS, requestTimeout: ADMIN_REQUEST_TIMEOUT_MS }, function handleAdminRequest(req, res) {
     const requestId = randomUUID();
     const context = currentContext();
     handle(context, req, res, requestId).catch((error: unknown) => {
@@ -510,6 +515,6 @@ export function createAdminServer(currentContext: () => AdminContext): Server {
     });
   });
   // Malformed HTTP, an oversized header, a request too slow: a problem body like every other admin error.
-  refuseClientErrors(server, (socket, failure) => socket.end(rawProblemResponse(failure, randomUUID())));
+  refuseClientErrors(server, (socket, failure) => socket.end(rawProblemResponse(failure, randomUUID())), ADMIN_LISTENER_BOUNDS);
   return server;
 }

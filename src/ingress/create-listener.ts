@@ -16,12 +16,20 @@ export interface ListenerHandlers {
   onRefusal: (socket: Duplex, failure: AirlockError, method: string | null) => void;
 }
 
-function parseFailure(error: NodeJS.ErrnoException): AirlockError {
+/** Which settings bound a listener's headers and deadlines, for the messages of its refusals. */
+export interface ListenerBounds {
+  readonly headerBytes: string;
+  readonly deadlines: string;
+}
+
+const AGENT_LISTENER_BOUNDS: ListenerBounds = { headerBytes: 'limits.max_header_bytes', deadlines: 'limits.headers_timeout / limits.request_timeout' };
+
+function parseFailure(error: NodeJS.ErrnoException, bounds: ListenerBounds): AirlockError {
   switch (error.code) {
     case 'HPE_HEADER_OVERFLOW':
-      return new AirlockError('headers_too_large', 'The request headers are larger than the limit (limits.max_header_bytes).');
+      return new AirlockError('headers_too_large', `The request headers are larger than the limit (${bounds.headerBytes}).`);
     case 'ERR_HTTP_REQUEST_TIMEOUT':
-      return new AirlockError('request_timeout', 'The request was not received in time (limits.headers_timeout / limits.request_timeout).');
+      return new AirlockError('request_timeout', `The request was not received in time (${bounds.deadlines}).`);
     default:
       return new AirlockError('invalid_request', 'The request is not valid HTTP/1.1 (for example conflicting Content-Length and Transfer-Encoding, or a malformed header); it was refused.');
   }
@@ -32,7 +40,7 @@ function parseFailure(error: NodeJS.ErrnoException): AirlockError {
  * with a problem by `refuse` instead of node's bare status line; the agent listener and the admin API's
  * both do this.
  */
-export function refuseClientErrors(server: Server, refuse: (socket: Duplex, failure: AirlockError) => void): void {
+export function refuseClientErrors(server: Server, refuse: (socket: Duplex, failure: AirlockError) => void, bounds: ListenerBounds = AGENT_LISTENER_BOUNDS): void {
   server.on('clientError', function refuseUnparsable(error: NodeJS.ErrnoException, socket: Duplex) {
     // A reset or an already-answered socket has no one to tell.
     const inFlight = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
@@ -40,7 +48,7 @@ export function refuseClientErrors(server: Server, refuse: (socket: Duplex, fail
       socket.destroy();
       return;
     }
-    refuse(socket, parseFailure(error));
+    refuse(socket, parseFailure(error, bounds));
   });
 }
 

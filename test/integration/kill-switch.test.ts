@@ -540,6 +540,9 @@ describe('kill switch', () => {
       expect(answer.status, answer.raw.slice(0, 200)).toBe(status);
       expect(answer.headers['content-type']?.[0]).toContain('application/problem+json');
       expect(JSON.parse(answer.body)).toMatchObject({ status, code });
+      // It names the admin listener's own bounds, not the agent listener's limits.* settings.
+      if (status === 431) expect(JSON.parse(answer.body).detail).toContain('16 KiB');
+      expect(answer.body).not.toContain('limits.');
     }
     expect((await admin.call('GET', '/v1/health')).status).toBe(200);
   });
