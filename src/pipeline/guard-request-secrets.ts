@@ -13,7 +13,10 @@ import { TOKEN_CARRIER_HEADERS } from '../identity/token-carriers.js';
 import type { SecretIndex } from '../redaction/secret-catalog.js';
 import { SecretDetector } from '../redaction/secret-detector.js';
 
-const TOKEN_SHAPE = /alk_[A-Za-z0-9_-]{43}/;
+// Agent and session tokens alike: a session token forwarded upstream leaks a credential as much as an
+// agent token does. No word boundaries here (unlike TOKEN_IN_TEXT): a query value that merely ends in a
+// token still carries it.
+const TOKEN_SHAPE = /al[ks]_[A-Za-z0-9_-]{43}/;
 
 export function guardRequestSecrets(index: SecretIndex, target: string, rawHeaders: readonly string[]): void {
   let carried = target;
@@ -26,7 +29,7 @@ export function guardRequestSecrets(index: SecretIndex, target: string, rawHeade
   const ref = SecretDetector.findIn(index, carried);
   if (ref !== null) throw carriesManagedSecret(ref);
   if (TOKEN_SHAPE.test(elsewhere)) {
-    throw new AirlockError('invalid_request', 'An Airlock agent token appears in the query string or in a header that is not an API-key header; it would be forwarded upstream. Send it only as the API key (Authorization, x-api-key, api-key).');
+    throw new AirlockError('invalid_request', 'An Airlock agent or session token appears in the query string or in a header that is not an API-key header; it would be forwarded upstream. Send it only as the API key (Authorization, x-api-key, api-key).');
   }
 }
 

@@ -18,7 +18,7 @@ import { once } from 'node:events';
 import { request as httpRequest } from 'node:http';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generateAgentToken } from '../../src/identity/agent-token.js';
+import { generateAgentToken, generateSessionToken } from '../../src/identity/agent-token.js';
 import type { AuditRecord } from '../../src/observability/audit-record.js';
 import { formsOf } from '../../src/redaction/secret-forms.js';
 import { assertNoLeak, findLeaks, type Surface } from '../helpers/assert-no-leak.js';
@@ -412,6 +412,15 @@ describe('an agent holding a real managed key is refused, and the key is not for
       expect((await auditOf(result)).code).toBe('invalid_request');
       expect(wire).toEqual([]);
     });
+  });
+
+  it('a session token in the query string is refused the same way: it would leak upstream as much as an agent token', async () => {
+    const session = generateSessionToken().token;
+    const { result, wire } = await tapDuring(() => send(`/openai/v1/models?token=${session}`, { method: 'GET', headers: {} }));
+    expect(result.status).toBe(400);
+    expect((JSON.parse(result.text) as { detail: string }).detail).toContain('agent or session token appears in the query string');
+    expect(result.text).not.toContain(session);
+    expect(wire).toEqual([]);
   });
 
   describe('transfer codings', () => {
