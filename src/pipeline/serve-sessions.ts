@@ -28,8 +28,9 @@ export function isSessionsPath(path: string): boolean {
 
 /**
  * The body, refused when it carries a managed credential's value (as a proxied body is, request-body.ts):
- * a justification is echoed in the answer and kept in the state file and the audit log. Checked as sent
- * (the value's encodings) and as parsed (JSON escapes such as \u0066 that spell it out).
+ * a justification is echoed in the answer and kept in the state file and the audit log. Checked on the
+ * parsed body written out again, which keeps every encoding of the value and undoes JSON escapes such
+ * as \u0066 that would spell it out (as admin-api.ts checks an admin's reason).
  */
 async function readJson(req: IncomingMessage, secrets: SecretIndex): Promise<unknown> {
   const chunks: Buffer[] = [];
@@ -39,12 +40,9 @@ async function readJson(req: IncomingMessage, secrets: SecretIndex): Promise<unk
     if (size > MAX_BODY) throw new AirlockError('payload_too_large', `Session requests are limited to ${MAX_BODY} bytes.`);
     chunks.push(chunk as Buffer);
   }
-  const raw = Buffer.concat(chunks);
-  const sent = SecretDetector.findInBytes(secrets, raw);
-  if (sent !== null) throw carriesManagedSecret(sent);
   let body: unknown;
   try {
-    body = JSON.parse(raw.toString('utf8')) as unknown;
+    body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
   } catch {
     throw new AirlockError('invalid_request', 'The session request body is not JSON.');
   }
