@@ -9,7 +9,7 @@
 const CATALOG = {
   approval_pending: { status: 202, title: 'Waiting for human approval' },
   invalid_request: { status: 400, title: 'Invalid request' },
-  unauthenticated: { status: 401, title: 'Agent not authenticated' },
+  unauthenticated: { status: 401, title: 'Not authenticated' },
   route_not_allowed: { status: 403, title: 'Route not allowed' },
   scope_denied: { status: 403, title: 'Scope not granted' },
   session_required: { status: 403, title: 'Task session required' },

@@ -40,6 +40,7 @@ import type { AuditRecord } from '../observability/audit-record.js';
 import type { AnomalyDetector } from '../policy/anomaly-detector.js';
 import type { ApprovalBroker } from '../policy/approval-broker.js';
 import { allSecretRefs, type Policy } from '../policy/compile-policy.js';
+import { canonicalizeTarget } from '../pipeline/canonicalize-target.js';
 import { rawProblemResponse, sendProblem } from '../pipeline/send-problem.js';
 import { refuseClientErrors } from '../ingress/create-listener.js';
 import type { GuardScope, SecretCatalog } from '../redaction/secret-catalog.js';
@@ -106,10 +107,16 @@ async function readJson(context: AdminContext, req: IncomingMessage): Promise<Re
 async function readJsonObject(req: IncomingMessage): Promise<Record<string, unknown>> {
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_BODY) throw new AirlockError('payload_too_large', `Admin request bodies are limited to ${MAX_BODY} bytes.`);
-    chunks.push(chunk as Buffer);
+  try {
+    for await (const chunk of req) {
+      size += (chunk as Buffer).length;
+      if (size > MAX_BODY) throw new AirlockError('payload_too_large', `Admin request bodies are limited to ${MAX_BODY} bytes.`);
+      chunks.push(chunk as Buffer);
+    }
+  } catch (error) {
+    // The client closed the connection mid-body: its mistake (or its network's), not a fault of ours to log as one.
+    if (error instanceof AirlockError || req.complete) throw error;
+    throw new AirlockError('invalid_request', 'The request body ended before its announced length: the client closed the connection.');
   }
   if (size === 0) return {};
   try {
@@ -125,6 +132,16 @@ function reasonOf(body: Record<string, unknown>): string {
   const reason = body['reason'] ?? '';
   if (typeof reason !== 'string' || reason.length > MAX_REASON) throw new AirlockError('invalid_request', `"reason" is a string of up to ${MAX_REASON} characters.`);
   return reason.trim();
+}
+
+/** A whole number in [min, max] from the query, or `fallback` when absent; anything else is refused, not clamped. */
+function countParameter(query: URLSearchParams, name: string, fallback: number, min: number, max: number): number {
+  const raw = query.get(name);
+  if (raw === null) return fallback;
+  if (!/^\d{1,7}$/.test(raw) || Number(raw) < min || Number(raw) > max) {
+    throw new AirlockError('invalid_request', `"${name}" is a whole number from ${min} to ${max} (${fallback} when left out).`);
+  }
+  return Number(raw);
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown, requestId: string, catalog: SecretCatalog): void {
@@ -216,6 +233,8 @@ async function revoke(context: AdminContext, call: AdminCall, kind: RevocationKi
   if (kind === 'credential' && !allSecretRefs(context.policy).includes(target)) {
     throw new AirlockError('not_found', `No service or grant injects ${target}; the credentials in use are: ${allSecretRefs(context.policy).join(', ')}.`);
   }
+  // As /v1/sessions/:id/revoke says: a session that is not live (never was, expired, already ended) has nothing to end.
+  if (kind === 'session' && context.state.session(target) === null) throw new AirlockError('not_found', `There is no live session ${target}.`);
   if (kind === 'all' && target !== '*') throw new AirlockError('invalid_request', 'A lockdown (kind "all") has target "*".');
   const revocation = { kind, target, reason, by: call.actor, at: context.now() };
   const outcome = await context.state.record({ type: 'revocation.added', revocation });
@@ -331,11 +350,7 @@ const ROUTES: readonly Route[] = [
   route('POST', '/v1/agents/:name/revoke', async (context, call) => revoke(context, call, 'agent', call.params['name'] as string, reasonOf(await readJson(context, call.req)), '/v1/agents/:name/revoke')),
   route('POST', '/v1/agents/:name/restore', async (context, call) => lift(context, call, 'agent', call.params['name'] as string, '/v1/agents/:name/restore')),
   route('GET', '/v1/sessions', async (context) => ({ sessions: context.state.sessions().map(sessionView) })),
-  route('POST', '/v1/sessions/:id/revoke', async (context, call) => {
-    const id = call.params['id'] as string;
-    if (context.state.session(id) === null) throw new AirlockError('not_found', `There is no live session ${id}.`);
-    return revoke(context, call, 'session', id, reasonOf(await readJson(context, call.req)), '/v1/sessions/:id/revoke');
-  }),
+  route('POST', '/v1/sessions/:id/revoke', async (context, call) => revoke(context, call, 'session', call.params['id'] as string, reasonOf(await readJson(context, call.req)), '/v1/sessions/:id/revoke')),
   route('GET', '/v1/approvals', async (context, call) => {
     const now = context.now();
     const wanted = call.query.get('status');
@@ -345,7 +360,7 @@ const ROUTES: readonly Route[] = [
   route('POST', '/v1/approvals/:id/approve', async (context, call) => decide(context, call, 'approved')),
   route('POST', '/v1/approvals/:id/deny', async (context, call) => decide(context, call, 'denied')),
   route('GET', '/v1/anomalies', async (context, call) => {
-    const limit = Math.min(1000, Math.max(1, Number(call.query.get('limit') ?? 100) || 100));
+    const limit = countParameter(call.query, 'limit', 100, 1, 1000);
     const agent = call.query.get('agent');
     const events = context.anomalies.events().filter((e) => agent === null || e.agent === agent);
     return { anomalies: events.slice(-limit).map((e) => ({ ...e, at: iso(e.at) })) };
@@ -416,7 +431,14 @@ async function lastAuditRecords(file: string, count: number): Promise<AuditRecor
  */
 async function streamAudit(context: AdminContext, call: AdminCall): Promise<void> {
   const { res } = call;
-  res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive', [REQUEST_ID_HEADER]: call.requestId });
+  const replay = countParameter(call.query, 'replay', 0, 0, 1000);
+  const headers = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', [REQUEST_ID_HEADER]: call.requestId };
+  if (call.req.method === 'HEAD') {
+    res.writeHead(200, headers);
+    res.end();
+    return;
+  }
+  res.writeHead(200, { ...headers, connection: 'keep-alive' });
   res.write(': airlock audit feed\n\n');
   const send = (record: AuditRecord): void => {
     res.write(`id: ${record.request_id}\nevent: audit\ndata: ${context.catalog.scrub(JSON.stringify(record))}\n\n`);
@@ -429,7 +451,6 @@ async function streamAudit(context: AdminContext, call: AdminCall): Promise<void
     clearInterval(keepAlive);
     unsubscribe();
   });
-  const replay = Math.min(1000, Math.max(0, Number(call.query.get('replay') ?? 0) || 0));
   for (const record of await lastAuditRecords(context.audit.file, replay)) send(record);
 }
 
@@ -456,11 +477,16 @@ function serveConsole(res: ServerResponse, file: string): void {
 }
 
 async function handle(context: AdminContext, req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> {
-  const url = new URL(req.url ?? '/', 'http://admin.invalid');
-  const path = url.pathname;
+  // Held to the agent listener's canonical form: "..", "//", encoded slashes and the like are refused
+  // rather than resolved (a WHATWG URL would read "/v1/x/../health" as /v1/health and "//v1/health" as a host).
+  const target = canonicalizeTarget(req.url ?? '/');
+  const path = target.path;
+  const query = new URLSearchParams(target.query ?? '');
   const method = req.method ?? 'GET';
+  // HEAD is GET without the content (RFC 9110 9.3.2); node sends no body for it.
+  const asGet = method === 'HEAD' ? 'GET' : method;
   const consoleFile = CONSOLE_FILES[path];
-  if (consoleFile !== undefined && (method === 'GET' || method === 'HEAD')) return serveConsole(res, consoleFile);
+  if (consoleFile !== undefined && asGet === 'GET') return serveConsole(res, consoleFile);
   if (path === '/favicon.ico') {
     res.writeHead(204, { 'cache-control': 'max-age=86400' });
     res.end();
@@ -468,34 +494,43 @@ async function handle(context: AdminContext, req: IncomingMessage, res: ServerRe
   }
   // Scraped without a token, like any Prometheus target on a private network: it holds no secret,
   // only counts by service, route template and code.
-  if (path === '/metrics' && method === 'GET') {
+  if (path === '/metrics') {
+    if (asGet !== 'GET') throw methodNotAllowed(path, ['GET']);
     const text = await context.metricsText();
     res.writeHead(200, { 'content-type': context.metrics.contentType, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
     res.end(text);
     return;
   }
-  const actor = authenticateAdmin(req.headers, context.directory);
+  const actor = authenticateAdmin(req.rawHeaders, context.directory);
   // A change that could not be audited is not made.
-  if (method !== 'GET' && method !== 'HEAD') context.audit.assertWritable();
-  if (path === '/v1/audit/stream' && method === 'GET') return streamAudit(context, { req, res, requestId, actor, params: {}, query: url.searchParams });
-  let allowed: string[] = [];
+  if (asGet !== 'GET') context.audit.assertWritable();
+  if (path === '/v1/audit/stream') {
+    if (asGet !== 'GET') throw methodNotAllowed(path, ['GET']);
+    return streamAudit(context, { req, res, requestId, actor, params: {}, query });
+  }
+  const allowed = new Set<string>();
   for (const candidate of ROUTES) {
     const match = candidate.pattern.exec(path);
     if (match === null) continue;
-    if (candidate.method !== method) {
-      allowed.push(candidate.method);
+    if (candidate.method !== asGet) {
+      allowed.add(candidate.method);
       continue;
     }
     const params: Record<string, string> = {};
     candidate.names.forEach((name, i) => {
       params[name] = decodeURIComponent(match[i + 1] as string);
     });
-    const body = await candidate.handler(context, { req, res, requestId, actor, params, query: url.searchParams });
+    const body = await candidate.handler(context, { req, res, requestId, actor, params, query });
     return sendJson(res, 200, body, requestId, context.catalog);
   }
-  allowed = [...new Set(allowed)];
-  if (allowed.length > 0) throw new AirlockError('method_not_allowed', `${path} answers ${allowed.join(', ')}.`, { headers: { allow: allowed.join(', ') } });
+  if (allowed.size > 0) throw methodNotAllowed(path, [...allowed]);
   throw new AirlockError('not_found', `No admin endpoint ${method} ${path}; see GET /v1/health and the README's admin API table.`);
+}
+
+/** 405 with the Allow header (RFC 9110 15.5.6); a resource that answers GET answers HEAD too. */
+function methodNotAllowed(path: string, methods: readonly string[]): AirlockError {
+  const allow = methods.flatMap((m) => (m === 'GET' ? ['GET', 'HEAD'] : [m])).join(', ');
+  return new AirlockError('method_not_allowed', `${path} answers ${allow}.`, { headers: { allow } });
 }
 
 const ADMIN_HEADERS_TIMEOUT_MS = 10_000;

@@ -3,7 +3,6 @@
  * token` pairs as agents, kept in a separate list; config validation refuses a hash in both). The
  * token's name, if it has one, is who approvals and revocations are recorded as.
  */
-import type { IncomingHttpHeaders } from 'node:http';
 import { AirlockError } from '../errors.js';
 import { hashAgentToken } from '../identity/agent-token.js';
 
@@ -14,8 +13,21 @@ export function adminDirectory(tokens: ReadonlyArray<string | { readonly name: s
   return new Map(tokens.map((entry, index) => (typeof entry === 'string' ? [entry, `admin-token-${index + 1}`] : [entry.hash, entry.name])));
 }
 
-export function authenticateAdmin(headers: IncomingHttpHeaders, directory: AdminDirectory): string {
-  const authorization = headers.authorization ?? '';
+/**
+ * `rawHeaders`, not node's parsed headers: node keeps the first of two Authorization fields and drops
+ * the second, so a request carrying two would be judged on one. Authorization is not a list field
+ * (RFC 9110 11.6.2, 5.3): two of them are refused rather than one picked, as the agent listener refuses
+ * two different credentials (token-carriers.ts).
+ */
+export function authenticateAdmin(rawHeaders: readonly string[], directory: AdminDirectory): string {
+  let authorization = '';
+  let count = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if ((rawHeaders[i] as string).toLowerCase() !== 'authorization') continue;
+    authorization = rawHeaders[i + 1] as string;
+    count += 1;
+  }
+  if (count > 1) throw new AirlockError('invalid_request', 'The request carries more than one Authorization header; send exactly one: Authorization: Bearer <admin token>.');
   const match = /^Bearer\s+(\S+)$/i.exec(authorization);
   const identity = match === null ? undefined : directory.get(hashAgentToken(match[1] as string));
   if (identity === undefined) {

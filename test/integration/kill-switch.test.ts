@@ -18,7 +18,8 @@ import { sendRequest, type Problem, type SentResponse } from '../helpers/send-re
 import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
 import { okHandler, startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js';
 import { openStream } from '../helpers/open-stream.js';
-import { rawRequest } from '../helpers/raw-http.js';
+import { connect } from 'node:net';
+import { rawGet, rawRequest } from '../helpers/raw-http.js';
 
 /** How long a revoked stream may keep flowing; a healthy run ends it in milliseconds. */
 const STREAM_END_DEADLINE_MS = 2_000;
@@ -545,6 +546,85 @@ describe('kill switch', () => {
       expect(answer.body).not.toContain('limits.');
     }
     expect((await admin.call('GET', '/v1/health')).status).toBe(200);
+  });
+
+  // Found by probing; each answered something other than what HTTP and the rest of the API say.
+  it('the admin API answers HEAD like GET, 405 with Allow on every path that has other methods, and refuses non-canonical paths', async () => {
+    const url = proxy.airlock.adminUrl as string;
+    const auth = { authorization: `Bearer ${oncall.token}` };
+    const get = await rawRequest(url, rawGet('/v1/health', auth));
+    const head = await rawRequest(url, rawGet('/v1/health', auth, 'HEAD'));
+    expect(get.status, get.raw.slice(0, 300)).toBe(200);
+    expect(head.status, head.raw.slice(0, 300)).toBe(200);
+    expect(head.body).toBe('');
+    expect(head.headers['content-type']).toEqual(get.headers['content-type']);
+    const headFeed = await rawRequest(url, rawGet('/v1/audit/stream', auth, 'HEAD'));
+    expect(headFeed.status).toBe(200);
+    expect(headFeed.headers['content-type']?.[0]).toContain('text/event-stream');
+    expect(headFeed.body).toBe('');
+    expect((await rawRequest(url, rawGet('/metrics', {}, 'HEAD'))).status).toBe(200);
+
+    const notAllowed: Array<[string, string, string]> = [
+      ['POST', '/v1/audit/stream', 'GET, HEAD'],
+      ['DELETE', '/v1/health', 'GET, HEAD'],
+      ['POST', '/metrics', 'GET, HEAD'],
+      ['GET', '/v1/revocations/lift', 'POST'],
+    ];
+    for (const [method, path, allow] of notAllowed) {
+      const answer = await rawRequest(url, rawGet(path, { ...auth, 'content-length': '0' }, method));
+      expect(answer.status, `${method} ${path}: ${answer.raw.slice(0, 300)}`).toBe(405);
+      expect(answer.headers['allow']?.[0]).toBe(allow);
+      expect(JSON.parse(answer.body)).toMatchObject({ code: 'method_not_allowed' });
+    }
+
+    // A WHATWG URL resolved these to /v1/health (and read "//v1" as a host); they are refused as on the agent listener.
+    for (const path of ['/v1/agents/../health', '/v1/%2e%2e/v1/health', '//v1/health', '/v1/health/..', '/v1%2Fhealth']) {
+      const answer = await rawRequest(url, rawGet(path, auth));
+      expect(answer.status, `${path}: ${answer.raw.slice(0, 300)}`).toBe(400);
+      expect(JSON.parse(answer.body)).toMatchObject({ code: 'invalid_request' });
+    }
+
+    // Its 401 does not call an admin an agent.
+    const unauthenticated = await rawRequest(url, rawGet('/v1/health', { authorization: 'Bearer not-a-token' }));
+    expect(unauthenticated.status).toBe(401);
+    expect(JSON.parse(unauthenticated.body)).toMatchObject({ code: 'unauthenticated', title: 'Not authenticated' });
+  });
+
+  it('the admin API refuses bad counts, two Authorization headers and revoking a session that is not live; a client gone mid-body is not logged as a fault', async () => {
+    const url = proxy.airlock.adminUrl as string;
+    for (const query of ['limit=abc', 'limit=0', 'limit=-1', 'limit=1001', 'limit=1e3', 'limit=2.5', 'limit=']) {
+      const answer = await admin.call('GET', `/v1/anomalies?${query}`);
+      expect(answer.status, `${query}: ${answer.text}`).toBe(400);
+      expect(answer.json<Problem>().detail).toContain('"limit" is a whole number from 1 to 1000');
+    }
+    expect((await admin.call('GET', '/v1/anomalies?limit=1000')).status).toBe(200);
+    const replay = await rawRequest(url, rawGet('/v1/audit/stream?replay=many', { authorization: `Bearer ${oncall.token}` }));
+    expect(replay.status, replay.raw.slice(0, 300)).toBe(400);
+
+    // node keeps the first of two Authorization headers; the second must not be ignored.
+    for (const second of [`Bearer ${oncall.token}`, 'Bearer not-a-token']) {
+      const answer = await rawRequest(url, rawGet('/v1/health', { Authorization: `Bearer ${oncall.token}`, authorization: second }));
+      expect(answer.status, answer.raw.slice(0, 300)).toBe(400);
+      expect(JSON.parse(answer.body).detail).toContain('more than one Authorization header');
+    }
+
+    const before = (await admin.call('GET', '/v1/revocations')).json<{ revocations: unknown[] }>().revocations;
+    const unknown = await admin.call('POST', '/v1/revocations', { kind: 'session', target: 'ses_no-such-session', reason: 'probe' });
+    expect(unknown.status, unknown.text).toBe(404);
+    expect(unknown.json<Problem>().detail).toContain('There is no live session ses_no-such-session');
+    expect((await admin.call('GET', '/v1/revocations')).json<{ revocations: unknown[] }>().revocations).toEqual(before);
+
+    // A body cut short by the client: its problem, not a fault of Airlock's (it was logged as "admin request failed", at error).
+    const cut = connect(Number(new URL(url).port), '127.0.0.1');
+    await new Promise<void>((resolve) => cut.once('connect', () => resolve()));
+    cut.write(`POST /v1/agents/beta/revoke HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${oncall.token}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"reason":`);
+    await sleep(100);
+    cut.destroy();
+    await sleep(300);
+    expect((await admin.call('GET', '/v1/health')).status).toBe(200);
+    expect(proxy.logRecords().filter((line) => line['msg'] === 'admin request failed')).toEqual([]);
+    // beta was not revoked by the half request.
+    expect((await call(beta.token, '/other/v1/ping')).status).toBe(200);
   });
 
   it('a restart keeps revocations and sessions (same data_dir)', async () => {
