@@ -116,7 +116,7 @@ async function readJsonObject(req: IncomingMessage): Promise<Record<string, unkn
   } catch (error) {
     // The client closed the connection mid-body: its mistake (or its network's), not a fault of ours to log as one.
     if (error instanceof AirlockError || req.complete) throw error;
-    throw new AirlockError('invalid_request', 'The request body ended before its announced length: the client closed the connection.');
+    throw new AirlockError('invalid_request', 'The request body ended before its announced length (the client closed the connection, or sent too slowly).');
   }
   if (size === 0) return {};
   try {
@@ -139,7 +139,7 @@ function countParameter(query: URLSearchParams, name: string, fallback: number, 
   const raw = query.get(name);
   if (raw === null) return fallback;
   if (!/^\d{1,7}$/.test(raw) || Number(raw) < min || Number(raw) > max) {
-    throw new AirlockError('invalid_request', `"${name}" is a whole number from ${min} to ${max} (${fallback} when left out).`);
+    throw new AirlockError('invalid_request', `"${name}" is a whole number from ${min} to ${max}.`);
   }
   return Number(raw);
 }
@@ -233,9 +233,8 @@ async function revoke(context: AdminContext, call: AdminCall, kind: RevocationKi
   if (kind === 'credential' && !allSecretRefs(context.policy).includes(target)) {
     throw new AirlockError('not_found', `No service or grant injects ${target}; the credentials in use are: ${allSecretRefs(context.policy).join(', ')}.`);
   }
-  // As /v1/sessions/:id/revoke says: a session that is not live (never was, expired, already ended) has nothing to end.
-  if (kind === 'session' && context.state.session(target) === null) throw new AirlockError('not_found', `There is no live session ${target}.`);
   if (kind === 'all' && target !== '*') throw new AirlockError('invalid_request', 'A lockdown (kind "all") has target "*".');
+  const unknownSession = kind === 'session' && context.state.session(target) === null;
   const revocation = { kind, target, reason, by: call.actor, at: context.now() };
   const outcome = await context.state.record({ type: 'revocation.added', revocation });
   return change(
@@ -252,6 +251,12 @@ async function revoke(context: AdminContext, call: AdminCall, kind: RevocationKi
     },
     {
       revoked: { kind, target, reason, by: call.actor, at: iso(revocation.at) },
+      // Kept even so, not refused: with shared state the session may live on a replica this one has not
+      // heard from yet (cut off from Redis, or the mint not yet replicated), and a kill switch that
+      // refuses is worse than one that names what it could not check. A typo is visible here.
+      ...(unknownSession
+        ? { note: `No live session ${target} is known to this replica. The revocation is kept: it ends the session if one with this id exists on another replica or is minted there (shared state), and does nothing otherwise.` }
+        : {}),
       // Shared state unreachable: enforced here now, by the other replicas once it is back.
       ...(outcome === 'pending' ? { propagation: 'pending: shared state (Redis) is unreachable; this replica enforces the revocation now and writes it to Redis, for the other replicas, when it is back' } : {}),
     },
@@ -350,7 +355,11 @@ const ROUTES: readonly Route[] = [
   route('POST', '/v1/agents/:name/revoke', async (context, call) => revoke(context, call, 'agent', call.params['name'] as string, reasonOf(await readJson(context, call.req)), '/v1/agents/:name/revoke')),
   route('POST', '/v1/agents/:name/restore', async (context, call) => lift(context, call, 'agent', call.params['name'] as string, '/v1/agents/:name/restore')),
   route('GET', '/v1/sessions', async (context) => ({ sessions: context.state.sessions().map(sessionView) })),
-  route('POST', '/v1/sessions/:id/revoke', async (context, call) => revoke(context, call, 'session', call.params['id'] as string, reasonOf(await readJson(context, call.req)), '/v1/sessions/:id/revoke')),
+  route('POST', '/v1/sessions/:id/revoke', async (context, call) => {
+    const id = call.params['id'] as string;
+    if (context.state.session(id) === null) throw new AirlockError('not_found', `There is no live session ${id} on this replica; POST /v1/revocations {"kind": "session"} revokes an id it does not know too.`);
+    return revoke(context, call, 'session', id, reasonOf(await readJson(context, call.req)), '/v1/sessions/:id/revoke');
+  }),
   route('GET', '/v1/approvals', async (context, call) => {
     const now = context.now();
     const wanted = call.query.get('status');
@@ -479,14 +488,15 @@ function serveConsole(res: ServerResponse, file: string): void {
 async function handle(context: AdminContext, req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> {
   // Held to the agent listener's canonical form: "..", "//", encoded slashes and the like are refused
   // rather than resolved (a WHATWG URL would read "/v1/x/../health" as /v1/health and "//v1/health" as a host).
-  const target = canonicalizeTarget(req.url ?? '/');
+  const target = canonicalizeTarget(originForm(req.url ?? '/'));
   const path = target.path;
   const query = new URLSearchParams(target.query ?? '');
   const method = req.method ?? 'GET';
   // HEAD is GET without the content (RFC 9110 9.3.2); node sends no body for it.
   const asGet = method === 'HEAD' ? 'GET' : method;
   const consoleFile = CONSOLE_FILES[path];
-  if (consoleFile !== undefined && asGet === 'GET') return serveConsole(res, consoleFile);
+  if ((consoleFile !== undefined || path === '/favicon.ico') && asGet !== 'GET') throw methodNotAllowed(path, ['GET']);
+  if (consoleFile !== undefined) return serveConsole(res, consoleFile);
   if (path === '/favicon.ico') {
     res.writeHead(204, { 'cache-control': 'max-age=86400' });
     res.end();
@@ -525,6 +535,18 @@ async function handle(context: AdminContext, req: IncomingMessage, res: ServerRe
   }
   if (allowed.size > 0) throw methodNotAllowed(path, [...allowed]);
   throw new AirlockError('not_found', `No admin endpoint ${method} ${path}; see GET /v1/health and the README's admin API table.`);
+}
+
+/**
+ * A server must accept the absolute-form of a request target (RFC 9112 3.2.2); the admin API reads the
+ * path and query of one. The agent listener refuses it instead, as there it means a client that took
+ * Airlock for a forward proxy.
+ */
+function originForm(target: string): string {
+  const origin = /^https?:\/\/[^/?#]*/i.exec(target);
+  if (origin === null) return target;
+  const rest = target.slice(origin[0].length);
+  return rest === '' || rest.startsWith('?') ? `/${rest}` : rest;
 }
 
 /** 405 with the Allow header (RFC 9110 15.5.6); a resource that answers GET answers HEAD too. */

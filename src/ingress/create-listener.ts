@@ -28,6 +28,9 @@ function parseFailure(error: NodeJS.ErrnoException, bounds: ListenerBounds): Air
   switch (error.code) {
     case 'HPE_HEADER_OVERFLOW':
       return new AirlockError('headers_too_large', `The request headers are larger than the limit (${bounds.headerBytes}).`);
+    case 'HPE_INVALID_EOF_STATE':
+      // The client half-closed its side mid-request; the answer can still reach it.
+      return new AirlockError('invalid_request', 'The connection ended before the request was complete (a body shorter than its Content-Length, or a request cut off); it was refused.');
     case 'ERR_HTTP_REQUEST_TIMEOUT':
       return new AirlockError('request_timeout', `The request was not received in time (${bounds.deadlines}).`);
     default:

@@ -19,7 +19,7 @@ import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.j
 import { okHandler, startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js';
 import { openStream } from '../helpers/open-stream.js';
 import { connect } from 'node:net';
-import { rawGet, rawRequest } from '../helpers/raw-http.js';
+import { parseResponse, rawGet, rawRequest } from '../helpers/raw-http.js';
 
 /** How long a revoked stream may keep flowing; a healthy run ends it in milliseconds. */
 const STREAM_END_DEADLINE_MS = 2_000;
@@ -569,6 +569,9 @@ describe('kill switch', () => {
       ['DELETE', '/v1/health', 'GET, HEAD'],
       ['POST', '/metrics', 'GET, HEAD'],
       ['GET', '/v1/revocations/lift', 'POST'],
+      ['POST', '/favicon.ico', 'GET, HEAD'],
+      ['DELETE', '/', 'GET, HEAD'],
+      ['POST', '/console.js', 'GET, HEAD'],
     ];
     for (const [method, path, allow] of notAllowed) {
       const answer = await rawRequest(url, rawGet(path, { ...auth, 'content-length': '0' }, method));
@@ -584,13 +587,18 @@ describe('kill switch', () => {
       expect(JSON.parse(answer.body)).toMatchObject({ code: 'invalid_request' });
     }
 
+    // The absolute form, which a server must accept (RFC 9112 3.2.2), is read for its path.
+    const absolute = await rawRequest(url, rawGet(`${url}/v1/health`, auth));
+    expect(absolute.status, absolute.raw.slice(0, 300)).toBe(200);
+    expect(JSON.parse(absolute.body)).toHaveProperty('audit_head');
+
     // Its 401 does not call an admin an agent.
     const unauthenticated = await rawRequest(url, rawGet('/v1/health', { authorization: 'Bearer not-a-token' }));
     expect(unauthenticated.status).toBe(401);
     expect(JSON.parse(unauthenticated.body)).toMatchObject({ code: 'unauthenticated', title: 'Not authenticated' });
   });
 
-  it('the admin API refuses bad counts, two Authorization headers and revoking a session that is not live; a client gone mid-body is not logged as a fault', async () => {
+  it('the admin API refuses bad counts and two Authorization headers, keeps a revocation of a session it does not know with a note, and answers a client that stops mid-body', async () => {
     const url = proxy.airlock.adminUrl as string;
     for (const query of ['limit=abc', 'limit=0', 'limit=-1', 'limit=1001', 'limit=1e3', 'limit=2.5', 'limit=']) {
       const answer = await admin.call('GET', `/v1/anomalies?${query}`);
@@ -608,18 +616,40 @@ describe('kill switch', () => {
       expect(JSON.parse(answer.body).detail).toContain('more than one Authorization header');
     }
 
-    const before = (await admin.call('GET', '/v1/revocations')).json<{ revocations: unknown[] }>().revocations;
+    // Revoking a session this replica does not know is kept, not refused (with shared state it may live on
+    // another replica), and the answer says so; the session listing's own revoke is 404 for it.
     const unknown = await admin.call('POST', '/v1/revocations', { kind: 'session', target: 'ses_no-such-session', reason: 'probe' });
-    expect(unknown.status, unknown.text).toBe(404);
-    expect(unknown.json<Problem>().detail).toContain('There is no live session ses_no-such-session');
-    expect((await admin.call('GET', '/v1/revocations')).json<{ revocations: unknown[] }>().revocations).toEqual(before);
+    expect(unknown.status, unknown.text).toBe(200);
+    expect(unknown.json<{ note?: string }>().note).toContain('No live session ses_no-such-session is known to this replica');
+    const listed = await admin.call('POST', '/v1/sessions/ses_other-unknown/revoke', { reason: 'probe' });
+    expect(listed.status, listed.text).toBe(404);
+    const live = await mintSession(beta.token, { other: ['ping:read'] });
+    const known = await admin.call('POST', '/v1/revocations', { kind: 'session', target: live.id, reason: 'probe' });
+    expect(known.status, known.text).toBe(200);
+    expect(known.json<{ note?: string }>().note).toBeUndefined();
+    expect((await call(live.token, '/other/v1/ping')).status).toBe(401);
 
     // A body cut short by the client: its problem, not a fault of Airlock's (it was logged as "admin request failed", at error).
+    // The client stops sending (half-closes) 10 bytes into a 100-byte body; the answer still reaches it.
     const cut = connect(Number(new URL(url).port), '127.0.0.1');
+    const answered = new Promise<string>((resolve) => {
+      let raw = '';
+      cut.on('data', (chunk: Buffer) => (raw += chunk.toString('latin1')));
+      cut.on('close', () => resolve(raw));
+    });
     await new Promise<void>((resolve) => cut.once('connect', () => resolve()));
     cut.write(`POST /v1/agents/beta/revoke HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${oncall.token}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"reason":`);
     await sleep(100);
-    cut.destroy();
+    cut.end();
+    const cutAnswer = parseResponse(await answered);
+    expect(cutAnswer.status, cutAnswer.raw.slice(0, 300)).toBe(400);
+    expect(JSON.parse(cutAnswer.body).detail).toContain('The connection ended before the request was complete');
+    // One that goes away altogether (a reset): no one to answer.
+    const gone = connect(Number(new URL(url).port), '127.0.0.1');
+    await new Promise<void>((resolve) => gone.once('connect', () => resolve()));
+    gone.write(`POST /v1/agents/beta/revoke HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${oncall.token}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"reason":`);
+    await sleep(100);
+    gone.destroy();
     await sleep(300);
     expect((await admin.call('GET', '/v1/health')).status).toBe(200);
     expect(proxy.logRecords().filter((line) => line['msg'] === 'admin request failed')).toEqual([]);
