@@ -12,7 +12,7 @@
  * node_modules); the worktree is removed afterwards.
  * Environment: COMPARE_ROUNDS (default 3), BENCH_SECONDS (5) per measured run, BENCH_WARMUP (6) before
  * each build's first run of a load, COMPARE_LOADS (default unloaded,small,64k,1mb; c1000, /small at
- * 1,000 connections, only when named) to pick loads, COMPARE_NODE_FLAGS (space-separated node flags for this tree's Airlock only, e.g.
+ * 1,000 connections, and paced, one request every 2 ms, only when named) to pick loads, COMPARE_NODE_FLAGS (space-separated node flags for this tree's Airlock only, e.g.
  * "--max-semi-space-size=64"; with `-- HEAD` on a clean tree this measures the flags alone).
  */
 import { execFileSync } from 'node:child_process';
@@ -25,13 +25,16 @@ import { airlockConfig } from './parts/airlock-config.js';
 import { median } from './parts/bench-report.js';
 import { cpuMicros, rssMiB } from './parts/process-stats.js';
 import { runLoad, type LoadResult } from './parts/run-load.js';
+import { runPacedFor } from './parts/run-paced.js';
 import { startAirlockProcess, startScript, type BenchProcess } from './parts/start-process.js';
 
 const ROUNDS = Number(process.env['COMPARE_ROUNDS'] ?? 3);
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
 const WARMUP_SECONDS = Number(process.env['BENCH_WARMUP'] ?? 6);
-const ALL_LOADS: ReadonlyArray<{ readonly name: string; readonly path: string; readonly connections: number; readonly onRequest?: true }> = [
+const ALL_LOADS: ReadonlyArray<{ readonly name: string; readonly path: string; readonly connections: number; readonly onRequest?: true; readonly paced?: true }> = [
   { name: 'unloaded', path: '/small', connections: 1 },
+  // One request every 2 ms, each on an idle proxy (parts/run-paced.ts), after the same wrk warm-up.
+  { name: 'paced', path: '/small', connections: 1, paced: true, onRequest: true },
   { name: 'small', path: '/small', connections: 50 },
   { name: '64k', path: '/64k', connections: 50 },
   // As in npm run bench: 8 connections, as 1 MiB bodies saturate the machine with few.
@@ -73,12 +76,12 @@ function progress(message: string): void {
   process.stderr.write(`[compare ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
 }
 
-async function sample(target: Target, path: string, connections: number, warmupSeconds: number): Promise<Sample> {
+async function sample(target: Target, path: string, connections: number, warmupSeconds: number, paced: boolean): Promise<Sample> {
   // wrk needs a thread per few hundred connections to keep 1,000 open.
   const threads = connections >= 1000 ? 2 : undefined;
   await runLoad({ url: `${target.url}${path}`, connections, seconds: warmupSeconds, headers: target.headers, ...(threads === undefined ? {} : { threads }) });
   const before = target.pid === null ? 0 : cpuMicros([target.pid]);
-  const load: LoadResult = await runLoad({ url: `${target.url}${path}`, connections, seconds: SECONDS, headers: target.headers, ...(threads === undefined ? {} : { threads }) });
+  const load: LoadResult = await (paced ? runPacedFor : runLoad)({ url: `${target.url}${path}`, connections, seconds: SECONDS, headers: target.headers, ...(threads === undefined ? {} : { threads }) });
   const cpuUs = target.pid === null ? null : Math.round((cpuMicros([target.pid]) - before) / load.requests);
   if (load.errors > 0) throw new Error(`${target.name}: ${load.errors} errors under load; the comparison would measure the wrong thing`);
   return { rps: Math.round(load.rps), p50Ms: load.p50Ms, p99Ms: load.p99Ms, cpuUs, rssMiB: target.pid === null ? null : Math.round(rssMiB([target.pid])) };
@@ -162,7 +165,7 @@ async function main(): Promise<void> {
         for (const target of load.connections === 1 ? [direct, ...order] : order) {
           const warmup = round === 0 ? WARMUP_SECONDS : 2;
           progress(`${load.name.padEnd(8)} round ${round + 1}/${ROUNDS}  ${target.name}`);
-          const result = await sample(target, load.path, load.connections, warmup);
+          const result = await sample(target, load.path, load.connections, warmup, load.paced === true);
           samples.set(target.name, [...(samples.get(target.name) ?? []), result]);
         }
       }
