@@ -56,6 +56,18 @@ const EXPIRY_SKEW_MS = 5_000;
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
 const MAX_ENTRIES = 10_000;
+/**
+ * The longest wait between two forced fetches of one reference while an upstream keeps refusing every
+ * new value (see `refresh`): a Vault lease or an OAuth2 token every 5 minutes at most, from one every
+ * few seconds at first.
+ */
+const FORCED_MAX_INTERVAL_MS = 5 * 60_000;
+
+/** The last forced fetch of a reference, and how long to wait before forcing another. */
+interface Forced {
+  readonly at: number;
+  readonly interval: number;
+}
 
 export type SecretFetcher = (ref: string, options: FetchOptions) => Promise<Credential>;
 
@@ -71,7 +83,7 @@ export class CredentialCache {
   readonly #entries = new LRUCache<string, Entry>({ max: MAX_ENTRIES });
   readonly #inflight = new Map<string, Flight>();
   readonly #unchangedAt = new LRUCache<string, number>({ max: MAX_ENTRIES });
-  readonly #forcedAt = new LRUCache<string, number>({ max: MAX_ENTRIES });
+  readonly #forced = new LRUCache<string, Forced>({ max: MAX_ENTRIES });
   readonly #onBackgroundError: (ref: string, error: AirlockError) => void;
   readonly #onEvent: (event: 'hit' | 'stale' | 'miss' | 'refresh_failure') => void;
 
@@ -124,18 +136,36 @@ export class CredentialCache {
     // refusing a key that has not rotated costs one fetch every few seconds, not one per request.
     if (minAgeMs > 0 && existing?.credential != null && existing.lastError === null && now - (this.#unchangedAt.get(ref) ?? -Infinity) < minAgeMs) return existing.credential;
     // A source that mints a value when forced (a lease, a token) always finds something new, so the check
-    // above never holds for it: within minAgeMs of a forced fetch, ask for the current value instead. A
-    // request refused with the replaced value is then replayed with the new one, and an upstream that
-    // refuses every value costs one lease or token every few seconds, not one per refused request.
-    const forced = !(minAgeMs > 0 && now - (this.#forcedAt.get(ref) ?? -Infinity) < minAgeMs);
+    // above never holds for it: within the interval of a forced fetch, ask for the current value instead.
+    // A request refused with the replaced value is then replayed with the new one.
+    const next = minAgeMs > 0 ? this.#nextForced(ref, now, minAgeMs) : { at: now, interval: 0 };
+    const forced = next !== null;
     const credential = await this.#load(ref, forced);
     if (existing?.credential != null && credential.sameValueAs(existing.credential)) this.#unchangedAt.set(ref, this.#now());
     else this.#unchangedAt.delete(ref);
     // A successful fetch clears lastError; one left set means this fetch failed and served the old value.
     const lastError = this.#entries.get(ref)?.lastError ?? null;
     if (lastError !== null) throw lastError;
-    if (forced) this.#forcedAt.set(ref, this.#now());
+    if (next !== null) this.#forced.set(ref, next);
     return credential;
+  }
+
+  /**
+   * Whether a refresh asked for with `minAgeMs` may force the source now, and if so the interval the
+   * next forced fetch must wait (null: not yet; take the current value). An upstream that refuses every
+   * value (an account disabled, credentials it has not learned yet, such as new AWS keys for their first
+   * seconds) asks again as soon as the interval ends: each forced fetch that follows the one before within
+   * twice its interval doubles it, up to FORCED_MAX_INTERVAL_MS, so such an upstream costs a handful of
+   * leases or tokens, not one every few seconds for as long as it refuses. A pause of twice the interval
+   * without a forced refresh starts over at `minAgeMs`; an operator's refresh (no `minAgeMs`) always forces.
+   */
+  #nextForced(ref: string, now: number, minAgeMs: number): Forced | null {
+    const last = this.#forced.get(ref);
+    if (last === undefined) return { at: now, interval: minAgeMs };
+    const since = now - last.at;
+    if (since < Math.max(minAgeMs, last.interval)) return null;
+    const streak = since < 2 * Math.max(minAgeMs, last.interval);
+    return { at: now, interval: streak ? Math.min(FORCED_MAX_INTERVAL_MS, 2 * Math.max(minAgeMs, last.interval)) : minAgeMs };
   }
 
   /**

@@ -1,0 +1,87 @@
+/**
+ * Forced fetches back off while an upstream refuses every new value (CredentialCache.refresh with a
+ * minimum age, as forward-with-rotation.ts calls it after a 401 with retry_on). A source that mints a
+ * value when forced, like a Vault lease or an OAuth2 token, is the one this protects: each forced fetch
+ * is a new lease. Run on a fake clock against a source that counts what it is asked for.
+ */
+import { describe, expect, it } from 'vitest';
+import { CredentialCache } from '../../src/credentials/credential-cache.js';
+import { Credential } from '../../src/credentials/credential.js';
+import { canary } from '../helpers/canary.js';
+
+const REF = 'vault:database/creds/app#password';
+const MIN_AGE_MS = 2_000;
+
+function leasingSource(): { cache: CredentialCache; forcedAt: number[]; advance: (ms: number) => void; now: () => number } {
+  let clock = 0;
+  const forcedAt: number[] = [];
+  let current = new Credential(REF, canary('lease-0'), '0');
+  const cache = new CredentialCache(
+    async (_ref, options) => {
+      if (options.forced === true) {
+        forcedAt.push(clock);
+        current = new Credential(REF, canary(`lease-${forcedAt.length}`), String(forcedAt.length));
+      }
+      return current;
+    },
+    () => ({ ttlMs: 3_600_000, maxStalenessMs: 3_600_000 }),
+    { now: () => clock },
+  );
+  return { cache, forcedAt, advance: (ms) => (clock += ms), now: () => clock };
+}
+
+/** An upstream that refuses every value: a refresh after each refused request, one every `everyMs`, for `forMs`. */
+async function refuseEverything(source: ReturnType<typeof leasingSource>, forMs: number, everyMs = 500): Promise<void> {
+  for (const end = source.now() + forMs; source.now() < end; source.advance(everyMs)) await source.cache.refresh(REF, MIN_AGE_MS);
+}
+
+describe('forced fetches while an upstream refuses every value', () => {
+  it('back off from one every few seconds to one every 5 minutes at most', async () => {
+    const source = leasingSource();
+    await source.cache.get(REF);
+    await refuseEverything(source, 20 * 60_000);
+    const gaps = source.forcedAt.slice(1).map((at, i) => at - (source.forcedAt[i] as number));
+    // Without the backoff: one lease every 2-2.5 s, some 500 in these 20 minutes.
+    expect(source.forcedAt.length).toBeGreaterThanOrEqual(8);
+    expect(source.forcedAt.length).toBeLessThanOrEqual(14);
+    expect(gaps[0]).toBeLessThan(3 * MIN_AGE_MS);
+    for (let i = 1; i < gaps.length; i++) expect(gaps[i]).toBeGreaterThanOrEqual(gaps[i - 1] as number);
+    expect(Math.max(...gaps)).toBeGreaterThanOrEqual(5 * 60_000);
+    expect(Math.max(...gaps)).toBeLessThanOrEqual(5 * 60_000 + MIN_AGE_MS + 500);
+  });
+
+  it('starts over after a quiet spell: the next refusal forces at once, and the one after waits only the minimum again', async () => {
+    const source = leasingSource();
+    await source.cache.get(REF);
+    await refuseEverything(source, 3 * 60_000);
+    const before = source.forcedAt.length;
+    source.advance(15 * 60_000);
+    const quietEnd = source.now();
+    await refuseEverything(source, 10_000);
+    const after = source.forcedAt.slice(before);
+    expect(after[0]).toBe(quietEnd);
+    expect((after[1] as number) - (after[0] as number)).toBeLessThan(3 * MIN_AGE_MS);
+  });
+
+  it('an operator refresh (no minimum age) always forces, even in the middle of a backoff', async () => {
+    const source = leasingSource();
+    await source.cache.get(REF);
+    await refuseEverything(source, 2 * 60_000);
+    const before = source.forcedAt.length;
+    await source.cache.refresh(REF);
+    await source.cache.refresh(REF);
+    expect(source.forcedAt.length).toBe(before + 2);
+  });
+
+  it('a refusal of a value replaced moments ago takes the current value instead of forcing another', async () => {
+    const source = leasingSource();
+    const first = await source.cache.get(REF);
+    const rotated = await source.cache.refresh(REF, MIN_AGE_MS);
+    expect(rotated.generation).toBe('1');
+    expect(rotated.sameValueAs(first)).toBe(false);
+    source.advance(100);
+    // A request still in flight with the old value gets its 401 now: it is replayed with lease 1, no lease 2.
+    expect((await source.cache.refresh(REF, MIN_AGE_MS)).generation).toBe('1');
+    expect(source.forcedAt).toEqual([0]);
+  });
+});
