@@ -418,7 +418,7 @@ export const configSchema = z.strictObject({
         })
         .optional()
         .describe('export traces over OTLP/HTTP (absent: OTEL_EXPORTER_OTLP_ENDPOINT, or no tracing)'),
-      sampling: z.number().min(0).max(1).optional().describe('share of new traces sampled (parent-based); default OTEL_TRACES_SAMPLER_ARG or 1.0'),
+      sampling: z.number().min(0).max(1).optional().describe('share of new traces sampled (parent-based); absent: OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG, else 1.0'),
       service_name: z.string().min(1).optional().describe('service.name of the spans; default OTEL_SERVICE_NAME or airlock'),
     })
     .default({}),

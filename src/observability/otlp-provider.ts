@@ -4,17 +4,17 @@
  * never needs.
  */
 import type { Tracer } from '@opentelemetry/api';
+import type { SamplerChoice } from './tracing.js';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { BasicTracerProvider, BatchSpanProcessor, ParentBasedSampler, TraceIdRatioBasedSampler } from '@opentelemetry/sdk-trace-base';
+import { AlwaysOffSampler, AlwaysOnSampler, BasicTracerProvider, BatchSpanProcessor, ParentBasedSampler, TraceIdRatioBasedSampler, type Sampler } from '@opentelemetry/sdk-trace-base';
 
 export interface OtlpProviderOptions {
   readonly url: string;
   readonly headers: Record<string, string>;
   readonly serviceName: string;
   readonly version: string;
-  /** Share of new traces (parent-based: a sampled parent is always followed). */
-  readonly ratio: number;
+  readonly sampler: SamplerChoice;
 }
 
 export interface OtlpProvider {
@@ -22,11 +22,18 @@ export interface OtlpProvider {
   shutdown(): Promise<void>;
 }
 
+/** The SDK's ratio sampler compares a hash of the trace id against ratio x 2^32 - 1: at 1.0 one id in 2^32 is missed. */
+function ratioSampler(ratio: number): Sampler {
+  if (ratio >= 1) return new AlwaysOnSampler();
+  if (ratio <= 0) return new AlwaysOffSampler();
+  return new TraceIdRatioBasedSampler(ratio);
+}
+
 export function startOtlpProvider(options: OtlpProviderOptions): OtlpProvider {
   const exporter = new OTLPTraceExporter({ url: options.url, headers: options.headers });
   const provider = new BasicTracerProvider({
     resource: resourceFromAttributes({ 'service.name': options.serviceName, 'service.version': options.version }),
-    sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(options.ratio) }),
+    sampler: options.sampler.parentBased ? new ParentBasedSampler({ root: ratioSampler(options.sampler.ratio) }) : ratioSampler(options.sampler.ratio),
     spanProcessors: [new BatchSpanProcessor(exporter, { scheduledDelayMillis: 500, maxExportBatchSize: 512 })],
   });
   return {

@@ -71,6 +71,48 @@ export interface TracingOptions {
   readonly telemetry: DeepReadonly<TelemetrySpec>;
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly version: string;
+  /** An OTEL_* variable Airlock cannot use: said once, and its default taken (the OpenTelemetry SDK's rule). */
+  readonly onEnvProblem?: (message: string) => void;
+}
+
+/** Which traces are sampled: `ratio` of new ones; `parentBased`: a sampled or unsampled parent is followed. */
+export interface SamplerChoice {
+  readonly parentBased: boolean;
+  readonly ratio: number;
+}
+
+const SAMPLERS: Readonly<Record<string, (arg: () => number) => SamplerChoice>> = {
+  always_on: () => ({ parentBased: false, ratio: 1 }),
+  always_off: () => ({ parentBased: false, ratio: 0 }),
+  traceidratio: (arg) => ({ parentBased: false, ratio: arg() }),
+  parentbased_always_on: () => ({ parentBased: true, ratio: 1 }),
+  parentbased_always_off: () => ({ parentBased: true, ratio: 0 }),
+  parentbased_traceidratio: (arg) => ({ parentBased: true, ratio: arg() }),
+};
+
+/**
+ * telemetry.sampling when the config sets it (parent-based); else OTEL_TRACES_SAMPLER and
+ * OTEL_TRACES_SAMPLER_ARG as the OpenTelemetry SDK environment specification defines them, with Airlock's
+ * earlier default kept when OTEL_TRACES_SAMPLER is absent: parent-based, at OTEL_TRACES_SAMPLER_ARG or 1.0.
+ * A value it cannot use (jaeger_remote, xray, a typo; a ratio outside 0-1) is reported and its default taken,
+ * as the specification asks, rather than sampling nothing in silence.
+ */
+export function chooseSampler(telemetry: DeepReadonly<TelemetrySpec>, env: TracingOptions['env'], report: (message: string) => void): SamplerChoice {
+  if (telemetry.sampling !== undefined) return { parentBased: true, ratio: telemetry.sampling };
+  const arg = (): number => {
+    const text = env['OTEL_TRACES_SAMPLER_ARG']?.trim();
+    if (text === undefined || text === '') return 1;
+    const ratio = Number(text);
+    if (Number.isFinite(ratio) && ratio >= 0 && ratio <= 1) return ratio;
+    report(`OTEL_TRACES_SAMPLER_ARG=${JSON.stringify(text)} is not a ratio from 0 to 1; sampling every new trace (1.0). Set it to a number such as 0.1, or set telemetry.sampling.`);
+    return 1;
+  };
+  const name = env['OTEL_TRACES_SAMPLER']?.trim().toLowerCase() ?? '';
+  if (name === '') return SAMPLERS['parentbased_traceidratio']!(arg);
+  const sampler = SAMPLERS[name];
+  if (sampler !== undefined) return sampler(arg);
+  report(`OTEL_TRACES_SAMPLER=${JSON.stringify(name)} is not one Airlock implements (${Object.keys(SAMPLERS).join(', ')}); using parentbased_traceidratio at OTEL_TRACES_SAMPLER_ARG or 1.0.`);
+  return SAMPLERS['parentbased_traceidratio']!(arg);
 }
 
 function parseHeaderList(text: string | undefined): Record<string, string> {
@@ -94,14 +136,14 @@ export async function createTracing(options: TracingOptions): Promise<Tracing> {
   if (disabled || url === undefined) {
     return { enabled: false, begin: disabledTrace, shutdown: async () => undefined };
   }
-  const ratio = telemetry.sampling ?? (env['OTEL_TRACES_SAMPLER_ARG'] === undefined ? 1 : Math.min(1, Math.max(0, Number(env['OTEL_TRACES_SAMPLER_ARG']) || 0)));
+  const sampler = chooseSampler(telemetry, env, options.onEnvProblem ?? (() => undefined));
   const { startOtlpProvider } = await import('./otlp-provider.js');
   const provider = startOtlpProvider({
     url,
     headers: { ...parseHeaderList(env['OTEL_EXPORTER_OTLP_HEADERS']), ...(telemetry.otlp?.headers ?? {}) },
     serviceName: telemetry.service_name ?? env['OTEL_SERVICE_NAME'] ?? 'airlock',
     version: options.version,
-    ratio,
+    sampler,
   });
   const propagator = new W3CTraceContextPropagator();
   return {

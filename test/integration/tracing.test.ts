@@ -553,6 +553,36 @@ describe('OTEL_TRACES_SAMPLER_ARG=0', () => {
   });
 });
 
+describe('OTEL_TRACES_SAMPLER=always_off (not parent-based)', () => {
+  const t = tracedProxy((receiver) => ({ env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_TRACES_SAMPLER: 'always_off' } }));
+
+  it('exports nothing, not even under a sampled agent parent, whose trace id it still carries upstream (unsampled)', async () => {
+    const parent = agentContext('01');
+    expect((await call(t.proxy, '/openai/v1/models/x?alwaysoff=1', { headers: { traceparent: parent.header } })).status).toBe(200);
+    const seen = parseTraceparent(upstreamRequestFor(t.upstream, 'alwaysoff=1').header('traceparent')[0]);
+    expect(seen).toMatchObject({ traceId: parent.traceId, flags: '00' });
+    await t.proxy.close();
+    expect(t.receiver.spans).toEqual([]);
+  });
+});
+
+// Values Airlock cannot use: said in the log, and the default taken. OTEL_TRACES_SAMPLER_ARG=abc used to
+// sample nothing, silently.
+describe('OTEL_TRACES_SAMPLER=xray and OTEL_TRACES_SAMPLER_ARG=abc', () => {
+  const t = tracedProxy((receiver) => ({ env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_TRACES_SAMPLER: 'xray', OTEL_TRACES_SAMPLER_ARG: 'abc' } }));
+
+  it('warns about each, naming the variable, and samples every new trace (the default)', async () => {
+    const warnings = t.proxy.logRecords().filter((r) => r['level'] === 'warn').map((r) => String(r['msg']));
+    expect(warnings.some((m) => m.startsWith('OTEL_TRACES_SAMPLER="xray" is not one Airlock implements'))).toBe(true);
+    expect(warnings.some((m) => m.startsWith('OTEL_TRACES_SAMPLER_ARG="abc" is not a ratio from 0 to 1'))).toBe(true);
+    const response = await call(t.proxy, '/openai/v1/models/x?badsampler=1');
+    expect(response.status).toBe(200);
+    const seen = parseTraceparent(upstreamRequestFor(t.upstream, 'badsampler=1').header('traceparent')[0]);
+    expect(seen.flags).toBe('01');
+    await t.receiver.waitForSpans((s) => s.traceId === seen.traceId && s.kind === SPAN_KIND.SERVER);
+  });
+});
+
 describe.each([
   ['OTEL_SDK_DISABLED', 'true'],
   ['OTEL_SDK_DISABLED', 'TRUE'],
