@@ -34,7 +34,8 @@ export interface CredentialBroker {
    * to replace a value it keeps (a new Vault lease, a new OAuth2 token, stored in Redis for the other
    * replicas). With `minAgeMs`, a forced refetch that found the same value less than that ago is not
    * repeated (a stream of 401s for a key that did not rotate is not a stream of fetches), and within
-   * `minAgeMs` of a forced one the source's current value is taken instead of forcing another.
+   * `minAgeMs` of a forced one the source's current value is taken instead of forcing another; while
+   * refusals keep coming, that wait doubles with each forced fetch (credential-cache.ts, `refresh`).
    */
   refresh(ref: string, minAgeMs?: number): Promise<Credential>;
   status(): CredentialStatus[];

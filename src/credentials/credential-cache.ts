@@ -62,6 +62,12 @@ const MAX_ENTRIES = 10_000;
  * few seconds at first.
  */
 const FORCED_MAX_INTERVAL_MS = 5 * 60_000;
+/**
+ * Refusals closer together than this are one spell of refusing, over which the wait between forced
+ * fetches doubles; a refusal after a longer quiet spell (the upstream took the value meanwhile, or
+ * traffic stopped) starts over at the minimum wait, so a genuine rotation later is not held back.
+ */
+const REFUSAL_SPELL_GAP_MS = 30_000;
 
 /** The last forced fetch of a reference, and how long to wait before forcing another. */
 interface Forced {
@@ -84,6 +90,8 @@ export class CredentialCache {
   readonly #inflight = new Map<string, Flight>();
   readonly #unchangedAt = new LRUCache<string, number>({ max: MAX_ENTRIES });
   readonly #forced = new LRUCache<string, Forced>({ max: MAX_ENTRIES });
+  /** When a refresh with a minimum age (an upstream's refusal) last asked, per reference. */
+  readonly #refusedAt = new LRUCache<string, number>({ max: MAX_ENTRIES });
   readonly #onBackgroundError: (ref: string, error: AirlockError) => void;
   readonly #onEvent: (event: 'hit' | 'stale' | 'miss' | 'refresh_failure') => void;
 
@@ -132,13 +140,15 @@ export class CredentialCache {
   async refresh(ref: string, minAgeMs = 0): Promise<Credential> {
     const existing = this.#entries.get(ref);
     const now = this.#now();
+    const spell = minAgeMs > 0 && now - (this.#refusedAt.get(ref) ?? -Infinity) < REFUSAL_SPELL_GAP_MS;
+    if (minAgeMs > 0) this.#refusedAt.set(ref, now);
     // A forced refetch that found nothing new is not repeated for minAgeMs: an upstream that keeps
     // refusing a key that has not rotated costs one fetch every few seconds, not one per request.
     if (minAgeMs > 0 && existing?.credential != null && existing.lastError === null && now - (this.#unchangedAt.get(ref) ?? -Infinity) < minAgeMs) return existing.credential;
     // A source that mints a value when forced (a lease, a token) always finds something new, so the check
     // above never holds for it: within the interval of a forced fetch, ask for the current value instead.
     // A request refused with the replaced value is then replayed with the new one.
-    const next = minAgeMs > 0 ? this.#nextForced(ref, now, minAgeMs) : { at: now, interval: 0 };
+    const next = minAgeMs > 0 ? this.#nextForced(ref, now, minAgeMs, spell) : { at: now, interval: 0 };
     const forced = next !== null;
     const credential = await this.#load(ref, forced);
     if (existing?.credential != null && credential.sameValueAs(existing.credential)) this.#unchangedAt.set(ref, this.#now());
@@ -146,26 +156,29 @@ export class CredentialCache {
     // A successful fetch clears lastError; one left set means this fetch failed and served the old value.
     const lastError = this.#entries.get(ref)?.lastError ?? null;
     if (lastError !== null) throw lastError;
-    if (next !== null) this.#forced.set(ref, next);
+    // Timed from when the new value arrived: a slow lease (seconds for some Vault engines) must not
+    // leave requests refused with the value it replaced forcing another one.
+    if (next !== null) this.#forced.set(ref, { at: this.#now(), interval: next.interval });
     return credential;
   }
 
   /**
-   * Whether a refresh asked for with `minAgeMs` may force the source now, and if so the interval the
-   * next forced fetch must wait (null: not yet; take the current value). An upstream that refuses every
-   * value (an account disabled, credentials it has not learned yet, such as new AWS keys for their first
-   * seconds) asks again as soon as the interval ends: each forced fetch that follows the one before within
-   * twice its interval doubles it, up to FORCED_MAX_INTERVAL_MS, so such an upstream costs a handful of
-   * leases or tokens, not one every few seconds for as long as it refuses. A pause of twice the interval
-   * without a forced refresh starts over at `minAgeMs`; an operator's refresh (no `minAgeMs`) always forces.
+   * Whether a refresh asked for with `minAgeMs` may force the source now, and if so the wait before the
+   * next forced fetch (null: not yet; take the current value). An upstream that refuses every value (an
+   * account disabled, credentials it has not learned yet, such as new AWS keys for their first seconds)
+   * asks again as soon as the wait ends: within one spell of refusals (`spell`: the refusal before this one
+   * came less than REFUSAL_SPELL_GAP_MS ago) each forced fetch doubles the wait, up to
+   * FORCED_MAX_INTERVAL_MS, so a Vault lease source costs a handful of leases, not one every few seconds
+   * for as long as the upstream refuses. The first refusal after a quiet spell starts over at `minAgeMs`.
+   * An operator's refresh (no `minAgeMs`) always forces.
    */
-  #nextForced(ref: string, now: number, minAgeMs: number): Forced | null {
+  #nextForced(ref: string, now: number, minAgeMs: number, spell: boolean): Forced | null {
     const last = this.#forced.get(ref);
     if (last === undefined) return { at: now, interval: minAgeMs };
-    const since = now - last.at;
-    if (since < Math.max(minAgeMs, last.interval)) return null;
-    const streak = since < 2 * Math.max(minAgeMs, last.interval);
-    return { at: now, interval: streak ? Math.min(FORCED_MAX_INTERVAL_MS, 2 * Math.max(minAgeMs, last.interval)) : minAgeMs };
+    // Even after a quiet spell, a value forced moments ago (an operator's rotate) is the one to take.
+    const wait = spell ? Math.max(minAgeMs, last.interval) : minAgeMs;
+    if (now - last.at < wait) return null;
+    return { at: now, interval: spell ? Math.min(FORCED_MAX_INTERVAL_MS, 2 * wait) : minAgeMs };
   }
 
   /**

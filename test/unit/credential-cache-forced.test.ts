@@ -12,7 +12,7 @@ import { canary } from '../helpers/canary.js';
 const REF = 'vault:database/creds/app#password';
 const MIN_AGE_MS = 2_000;
 
-function leasingSource(): { cache: CredentialCache; forcedAt: number[]; advance: (ms: number) => void; now: () => number } {
+function leasingSource(leaseMs = 0): { cache: CredentialCache; forcedAt: number[]; advance: (ms: number) => void; now: () => number } {
   let clock = 0;
   const forcedAt: number[] = [];
   let current = new Credential(REF, canary('lease-0'), '0');
@@ -20,6 +20,7 @@ function leasingSource(): { cache: CredentialCache; forcedAt: number[]; advance:
     async (_ref, options) => {
       if (options.forced === true) {
         forcedAt.push(clock);
+        clock += leaseMs;
         current = new Credential(REF, canary(`lease-${forcedAt.length}`), String(forcedAt.length));
       }
       return current;
@@ -48,6 +49,35 @@ describe('forced fetches while an upstream refuses every value', () => {
     for (let i = 1; i < gaps.length; i++) expect(gaps[i]).toBeGreaterThanOrEqual(gaps[i - 1] as number);
     expect(Math.max(...gaps)).toBeGreaterThanOrEqual(5 * 60_000);
     expect(Math.max(...gaps)).toBeLessThanOrEqual(5 * 60_000 + MIN_AGE_MS + 500);
+  });
+
+  it('also when the refusals come seconds apart (an agent that waits after each 401)', async () => {
+    const source = leasingSource();
+    await source.cache.get(REF);
+    await refuseEverything(source, 20 * 60_000, 5_000);
+    // Without the backoff: one lease per refusal, 240.
+    expect(source.forcedAt.length).toBeLessThanOrEqual(14);
+  });
+
+  it('starts over once the upstream has taken a value for a while: a genuine rotation a minute later forces at once', async () => {
+    const source = leasingSource();
+    await source.cache.get(REF);
+    await refuseEverything(source, 20 * 60_000);
+    const before = source.forcedAt.length;
+    // The upstream accepts the current lease for a minute (no refusals), then that lease is revoked.
+    source.advance(60_000);
+    const revokedAt = source.now();
+    await refuseEverything(source, 1_000);
+    expect(source.forcedAt.slice(before)).toEqual([revokedAt]);
+  });
+
+  it('times the wait from when a slow new lease arrived: a request refused with the old one just after takes the new one', async () => {
+    const source = leasingSource(3_000);
+    await source.cache.get(REF);
+    const fresh = await source.cache.refresh(REF, MIN_AGE_MS);
+    source.advance(100);
+    expect((await source.cache.refresh(REF, MIN_AGE_MS)).generation).toBe(fresh.generation);
+    expect(source.forcedAt).toEqual([0]);
   });
 
   it('starts over after a quiet spell: the next refusal forces at once, and the one after waits only the minimum again', async () => {
