@@ -81,8 +81,10 @@ async function sample(target: Target, path: string, connections: number, warmupS
   const threads = connections >= 1000 ? 2 : undefined;
   await runLoad({ url: `${target.url}${path}`, connections, seconds: warmupSeconds, headers: target.headers, ...(threads === undefined ? {} : { threads }) });
   const before = target.pid === null ? 0 : cpuMicros([target.pid]);
-  const load: LoadResult = await (paced ? runPacedFor : runLoad)({ url: `${target.url}${path}`, connections, seconds: SECONDS, headers: target.headers, ...(threads === undefined ? {} : { threads }) });
+  const load: LoadResult & { late?: number } = await (paced ? runPacedFor : runLoad)({ url: `${target.url}${path}`, connections, seconds: SECONDS, headers: target.headers, ...(threads === undefined ? {} : { threads }) });
   const cpuUs = target.pid === null ? null : Math.round((cpuMicros([target.pid]) - before) / load.requests);
+  // An answer slower than the pace sends the next request late: past 1%, the load is not the paced one asked for.
+  if (load.late !== undefined && load.late > load.requests / 100) progress(`${target.name}: ${load.late} of ${load.requests} paced requests went after their slot (answers slower than the pace)`);
   if (load.errors > 0) throw new Error(`${target.name}: ${load.errors} errors under load; the comparison would measure the wrong thing`);
   return { rps: Math.round(load.rps), p50Ms: load.p50Ms, p99Ms: load.p99Ms, cpuUs, rssMiB: target.pid === null ? null : Math.round(rssMiB([target.pid])) };
 }

@@ -103,7 +103,7 @@ export async function runPaced(options: PacedOptions): Promise<PacedResult> {
       socket.write(request);
       const status = await reader.next();
       latencies[i] = performance.now() - sent;
-      if (status < 200 || status >= 400) errors++;
+      if (!(status >= 200 && status < 400)) errors++;
     }
   } finally {
     socket.destroy();

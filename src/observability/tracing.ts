@@ -104,15 +104,17 @@ export function chooseSampler(telemetry: DeepReadonly<TelemetrySpec>, env: Traci
     if (text === undefined || text === '') return 1;
     const ratio = Number(text);
     if (Number.isFinite(ratio) && ratio >= 0 && ratio <= 1) return ratio;
-    report(`OTEL_TRACES_SAMPLER_ARG=${JSON.stringify(text)} is not a ratio from 0 to 1; sampling every new trace (1.0). Set it to a number such as 0.1, or set telemetry.sampling.`);
+    // The value is not repeated: for other samplers (jaeger_remote) it holds an endpoint that may carry credentials.
+    report('OTEL_TRACES_SAMPLER_ARG is not a ratio from 0 to 1; sampling every new trace (1.0). Set it to a number such as 0.1, or set telemetry.sampling.');
     return 1;
   };
   const name = env['OTEL_TRACES_SAMPLER']?.trim().toLowerCase() ?? '';
   if (name === '') return SAMPLERS['parentbased_traceidratio']!(arg);
   const sampler = SAMPLERS[name];
   if (sampler !== undefined) return sampler(arg);
-  report(`OTEL_TRACES_SAMPLER=${JSON.stringify(name)} is not one Airlock implements (${Object.keys(SAMPLERS).join(', ')}); using parentbased_traceidratio at OTEL_TRACES_SAMPLER_ARG or 1.0.`);
-  return SAMPLERS['parentbased_traceidratio']!(arg);
+  // The specification's default; OTEL_TRACES_SAMPLER_ARG belongs to the sampler named, not to this one.
+  report(`OTEL_TRACES_SAMPLER=${JSON.stringify(name)} is not one Airlock implements (${Object.keys(SAMPLERS).join(', ')}); using parentbased_always_on.`);
+  return SAMPLERS['parentbased_always_on']!(arg);
 }
 
 function parseHeaderList(text: string | undefined): Record<string, string> {
