@@ -57,8 +57,26 @@ function percentAll(bytes: Buffer, upper: boolean): string {
   return out;
 }
 
-/** Every form of a secret as bytes, deduplicated, none shorter than MIN_FORM_BYTES. */
+/**
+ * Every form of a secret as bytes, deduplicated, none shorter than MIN_FORM_BYTES; for a value with
+ * whitespace at an edge (a key pasted with a trailing space, a Vault value written from a file with
+ * its newline), the forms of the value without it too: an injected header loses it on the wire (leading
+ * and trailing whitespace is not part of a field value, RFC 9110 5.5), so an upstream that echoes the
+ * header echoes the trimmed value.
+ */
 export function formsOf(value: string): Buffer[] {
+  const trimmed = value.trim();
+  if (trimmed === value || trimmed.length === 0) return formsOfExactly(value);
+  const seen = new Set<string>();
+  return [...formsOfExactly(value), ...formsOfExactly(trimmed)].filter((form) => {
+    const key = form.toString('latin1');
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+function formsOfExactly(value: string): Buffer[] {
   const bytes = Buffer.from(value, 'utf8');
   const minimal = encodeURIComponent(value);
   const json = JSON.stringify(value).slice(1, -1);
