@@ -102,6 +102,16 @@ async function setSecret(io: CliIo, config: AirlockConfig, name: string): Promis
     io.stderr.write('The value contains a line break or NUL, which cannot be sent in a header; check what you piped in.\n');
     return 1;
   }
+  // Tabs may stand inside a header value; other control characters cannot (RFC 9110 5.5). At the hidden
+  // prompt they are keys that edit nothing there: arrows, Ctrl-U, Delete.
+  if (/[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]/.test(value)) {
+    io.stderr.write('The value contains a control character (an arrow key, Ctrl-U, Delete or an escape sequence typed at the prompt?), which cannot be sent in a header; paste the value again, or pipe it in.\n');
+    return 1;
+  }
+  if (value.includes('\ufffd')) {
+    io.stderr.write('The value is not valid UTF-8 text (or holds U+FFFD); a key is text. Check what you piped in.\n');
+    return 1;
+  }
   const key = loadMasterKey({ dataDir: config.data_dir, env: io.env, create: true });
   if (key === null) throw new Error('no master key');
   const file = new EncryptedSecretFile(config.data_dir, key);

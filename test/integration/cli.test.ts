@@ -284,6 +284,20 @@ describe('airlock secrets', () => {
     assertNoLeak([value], [{ name: 'stderr', text: result.err() }]);
   });
 
+  it.each([
+    { name: 'an escape sequence (an arrow key at the prompt)', bytes: (v: string) => Buffer.from(`${v}\x1b[D`), message: 'contains a control character' },
+    { name: 'a DEL', bytes: (v: string) => Buffer.from(`${v}\x7f`), message: 'contains a control character' },
+    { name: 'invalid UTF-8', bytes: (v: string) => Buffer.concat([Buffer.from(v), Buffer.from([0xff, 0xfe])]), message: 'not valid UTF-8' },
+  ])('set refuses a value with $name, which a header could not carry', async ({ bytes, message }) => {
+    const { file, dataDir } = writeConfig(SECRETS_CONFIG);
+    const value = canary('ctl');
+    const result = await run(['secrets', 'set', 'openai', '--config', file], { stdin: [bytes(value)] });
+    expect(result.code).toBe(1);
+    expect(result.err()).toContain(message);
+    expect(existsSync(join(dataDir, 'secrets.json'))).toBe(false);
+    assertNoLeak([value], [{ name: 'stderr', text: result.err() }]);
+  });
+
   it('set joins a value that arrives in several stdin chunks', async () => {
     const { file, dataDir } = writeConfig(SECRETS_CONFIG);
     const value = canary('chunks');

@@ -60,3 +60,39 @@ describe('a managed key with whitespace at its edges', () => {
     assertNoLeak([trailing, both], [...answers, { name: 'audit', text: proxy.auditText() }, { name: 'log', text: proxy.logLines.join('\n') }]);
   });
 });
+
+// A control character in a stored value (typed at the hidden prompt, or written to Vault by a script)
+// cannot go in a header: undici refused the request, and the agent saw 502 upstream_unreachable.
+describe('a managed key holding a control character', () => {
+  const key = plainCanary('edge-ctl');
+  const agent = generateAgentToken();
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+
+  beforeAll(async () => {
+    upstream = await startUpstream(echoHandler);
+    proxy = await startProxy(
+      {
+        services: { ctl: { upstream: upstream.url, credential: { secret: 'env:CTL_KEY', inject: 'bearer' }, routes: [{ method: 'GET', path: '/echo', scope: 'echo:read' }] } },
+        agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'ctl', max_scope: ['*'] }] } },
+      },
+      { env: { CTL_KEY: `${key}\x1b[D` } },
+    );
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+  });
+
+  it('is 503 credential_unavailable naming the reference, and nothing reaches the upstream', async () => {
+    const response = await sendRequest(`${proxy.url}/ctl/echo`, { headers: { authorization: `Bearer ${agent.token}` } });
+    expect(response.status, response.text).toBe(503);
+    expect(response.json()).toMatchObject({ code: 'credential_unavailable' });
+    expect(response.text).toContain('env:CTL_KEY');
+    expect(response.text).toContain('control character');
+    expect(upstream.requests).toEqual([]);
+    await proxy.waitForAudit(1);
+    assertNoLeak([key], [{ name: 'answer', text: response.text }, { name: 'audit', text: proxy.auditText() }, { name: 'log', text: proxy.logLines.join('\n') }]);
+  });
+});
