@@ -4,8 +4,9 @@
  * Like ssh with private keys, a key file readable by group or others is refused.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { SECRETS_FILE } from './encrypted-secret-file.js';
 
 export const MASTER_KEY_FILE = 'master.key';
 
@@ -40,6 +41,14 @@ export function loadMasterKey(options: MasterKeyOptions): Buffer | null {
     mode = statSync(path).mode;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    // Secrets stored under a key that is gone: saying "nothing stored" (and, for a set, making a new key
+    // that cannot open them) would send the operator to set every secret again.
+    const secrets = join(options.dataDir, SECRETS_FILE);
+    if (existsSync(secrets)) {
+      throw new MasterKeyError(
+        `${path} is missing, but ${secrets} holds secrets encrypted with it: restore that key file (from a backup, or the machine it came from) or set AIRLOCK_MASTER_KEY to it; a new key could not open them. To start over instead, move ${SECRETS_FILE} away.`,
+      );
+    }
     if (!options.create) return null;
     mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
     const key = randomBytes(32);

@@ -359,6 +359,31 @@ describe('airlock secrets', () => {
     expect(existsSync(join(dataDir, MASTER_KEY_FILE))).toBe(false);
   });
 
+  // Found by probing: with master.key gone, list said "No secrets stored yet", rm said there was no such
+  // secret, and set made a new key that could not open the file.
+  it('with master.key gone and secrets.json still there, list, rm and set refuse and say to restore the key; no new key is made', async () => {
+    const { file, dataDir } = writeConfig(SECRETS_CONFIG);
+    const value = canary('lostkey');
+    expect((await run(['secrets', 'set', 'openai', '--config', file], { stdin: stdinOf(value) })).code).toBe(0);
+    const keyPath = join(dataDir, MASTER_KEY_FILE);
+    const before = readFileSync(join(dataDir, 'secrets.json'), 'utf8');
+    rmSync(keyPath);
+    const runs = [
+      await run(['secrets', 'list', '--config', file]),
+      await run(['secrets', 'rm', 'openai', '--config', file]),
+      await run(['secrets', 'set', 'github', '--config', file], { stdin: stdinOf(canary('gh2')) }),
+    ];
+    for (const result of runs) {
+      expect(result.code).toBe(1);
+      expect(result.err()).toContain(`${keyPath} is missing, but`);
+      expect(result.err()).toContain('restore that key file');
+      expect(result.out()).not.toContain('No secrets stored yet');
+    }
+    expect(existsSync(keyPath)).toBe(false);
+    expect(readFileSync(join(dataDir, 'secrets.json'), 'utf8')).toBe(before);
+    assertNoLeak([value], runs.flatMap((r, i) => [{ name: `stdout ${i}`, text: r.out() }, { name: `stderr ${i}`, text: r.err() }]));
+  });
+
   it('rm removes one secret and leaves the others; removing it again fails', async () => {
     const { file, dataDir } = writeConfig(SECRETS_CONFIG);
     const openai = canary('openai');
