@@ -39,16 +39,17 @@ export function parseSecretRef(text: string): ParsedSecretRef {
   if (!(SECRET_REF_KINDS as readonly string[]).includes(kind)) {
     return { ok: false, problem: `unknown secret source "${kind}"; use one of ${SECRET_REF_KINDS.map((k) => `${k}:`).join(', ')}` };
   }
-  if (kind === 'env' && !ENV_NAME.test(name)) return { ok: false, problem: `"${name}" is not an environment variable name` };
+  // The name is not repeated: one that is not a name may be a key pasted where the name goes.
+  if (kind === 'env' && !ENV_NAME.test(name)) return { ok: false, problem: 'what follows env: is not an environment variable name (letters, digits and _, not starting with a digit)' };
   if (kind === 'file' && !SECRET_NAME.test(name)) {
-    return { ok: false, problem: `"${name}" is not a secret name (letters, digits, _ . -; set it with \`npx airlock secrets set NAME\`)` };
+    return { ok: false, problem: 'what follows file: is not a secret name (letters, digits, _ . -; set it with `npx airlock secrets set NAME`)' };
   }
   if (kind === 'vault' && !VAULT_PATH_FIELD.test(name)) {
-    return { ok: false, problem: `"${name}" is not MOUNT/PATH#FIELD, e.g. vault:secret/stripe#api_key` };
+    return { ok: false, problem: 'what follows vault: is not MOUNT/PATH#FIELD, e.g. vault:secret/stripe#api_key' };
   }
   if (kind === 'vault-lease' && !VAULT_PATH_FIELD.test(name)) {
-    return { ok: false, problem: `"${name}" is not PATH#FIELD, e.g. vault-lease:database/creds/readonly#password` };
+    return { ok: false, problem: 'what follows vault-lease: is not PATH#FIELD, e.g. vault-lease:database/creds/readonly#password' };
   }
-  if (kind === 'oauth2' && !OAUTH2_NAME.test(name)) return { ok: false, problem: `"${name}" is not an OAuth2 client name from secrets.oauth2` };
+  if (kind === 'oauth2' && !OAUTH2_NAME.test(name)) return { ok: false, problem: 'what follows oauth2: is not an OAuth2 client name from secrets.oauth2' };
   return { ok: true, ref: Object.freeze({ kind: kind as SecretRefKind, name, text }) };
 }

@@ -24,7 +24,8 @@ export function parseUpstream(text: string): ParsedUpstream {
   try {
     url = new URL(text);
   } catch {
-    return { ok: false, problem: `"${text}" is not a URL; write an origin such as https://api.openai.com` };
+    // Not repeated when it holds "@": user:password@ may be the reason it does not parse.
+    return { ok: false, problem: `${text.includes('@') ? 'the value' : `"${text}"`} is not a URL; write an origin such as https://api.openai.com` };
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') return { ok: false, problem: `scheme ${url.protocol} is not supported; use http: or https:` };
   if (url.username !== '' || url.password !== '') return { ok: false, problem: 'credentials in the upstream URL are not allowed; put them in the service credential' };

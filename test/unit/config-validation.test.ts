@@ -579,3 +579,27 @@ describe('durations Airlock waits for with a timer', () => {
     expect(accepted.config?.shutdown_timeout).toBe(longest);
   });
 });
+
+// Found by probing the CLI: a key pasted where a secret name or an upstream goes was printed back in the
+// problem, to the terminal and CI logs.
+describe('a value pasted in the wrong place is not repeated in its problem', () => {
+  const pasted = 'sk-live-PASTEDKEY0123456789abcdef';
+  it.each([
+    ['env', `env:${pasted}$`],
+    ['file', `file:${pasted}/x`],
+    ['vault', `vault:${pasted}`],
+    ['vault-lease', `vault-lease:${pasted}`],
+    ['oauth2', `oauth2:${pasted}!`],
+  ])('a %s: reference', (_kind, secret) => {
+    const built = build({ services: { api: service({ credential: { secret } }) } });
+    const problems = built.problems.filter((p) => p.path.join('.') === 'services.api.credential.secret');
+    expect(problems.length, JSON.stringify(built.problems)).toBeGreaterThan(0);
+    expect(JSON.stringify(built.problems)).not.toContain('PASTEDKEY');
+  });
+
+  it('an upstream with user:password that does not parse', () => {
+    const built = build({ services: { api: service({ upstream: `https://user:${pasted}@exa mple.com` }) } });
+    expect(built.problems.some((p) => /is not a URL/.test(p.message))).toBe(true);
+    expect(JSON.stringify(built.problems)).not.toContain('PASTEDKEY');
+  });
+});
