@@ -12,6 +12,7 @@
  *    when its last request ends. A config that changes what only a restart can change (listen
  *    addresses, data_dir, audit, state, workers) is refused and the old one stays.
  */
+import { mkdirSync, statSync } from 'node:fs';
 import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -148,20 +149,46 @@ interface Generation {
   closed: Promise<void> | null;
 }
 
+/**
+ * data_dir as a directory Airlock can use, made (0700) if it is missing: the audit log, the state and
+ * the secrets each made it on their own and failed with a bare errno ("EEXIST: file already exists,
+ * mkdir") when a file was in its way, after `airlock check` had passed.
+ */
+function prepareDataDir(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const why = code === 'EEXIST' || code === 'ENOTDIR' ? 'a file is in the way (it or a parent is not a directory)' : code === 'EACCES' || code === 'EROFS' ? 'this user may not create it there' : (error as Error).message;
+    throw new Error(`data_dir ${dir} cannot be made: ${why}; set data_dir to a directory Airlock can write`);
+  }
+  if (!statSync(dir).isDirectory()) throw new Error(`data_dir ${dir} is not a directory; set data_dir to a directory Airlock can write`);
+}
+
 async function listen(server: Server, address: string, logger: Logger): Promise<string> {
   const parsed = parseListen(address);
   if (parsed === null) throw new Error(`invalid listen address ${address}`);
   server.listen(parsed.port, parsed.host);
-  await Promise.race([
-    once(server, 'listening'),
-    once(server, 'error').then(([error]) => {
-      const code = (error as NodeJS.ErrnoException).code;
-      const hint = code === 'EADDRINUSE' ? 'another process uses this port; stop it or change the address in the config' : (error as Error).message;
-      throw new Error(`cannot listen on ${address}: ${hint}`);
-    }),
-  ]);
-  // Once listening, the pending once('error') above absorbed the first error and nothing heard later
-  // ones, which ended the process: an accept that fails (ENOBUFS, ENOMEM) is logged, and listening goes on.
+  try {
+    // events.once rejects with the 'error' event's error (EADDRINUSE, ENOTFOUND, ...). Raced against a
+    // once('error') before, that rejection won, and the hints below were never shown.
+    await once(server, 'listening');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const hint =
+      code === 'EADDRINUSE'
+        ? 'another process uses this port; stop it or change the address in the config'
+        : code === 'ENOTFOUND' || code === 'EAI_AGAIN'
+          ? 'the host name does not resolve on this machine; use an IP address such as 127.0.0.1 or a name it resolves'
+          : code === 'EADDRNOTAVAIL'
+            ? 'no network interface of this machine has that address; use one it has, such as 127.0.0.1'
+            : code === 'EACCES'
+              ? 'ports below 1024 need privileges; use a higher port'
+              : (error as Error).message;
+    throw new Error(`cannot listen on ${address}: ${hint}`);
+  }
+  // Once listening, nothing would hear a later error, which would end the process: an accept that fails
+  // (ENOBUFS, ENOMEM) is logged, and listening goes on.
   server.on('error', (error) => logger.error({ err: error, listen: address }, 'the listener reported an error'));
   const bound = server.address() as AddressInfo;
   const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
@@ -426,6 +453,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
       throw new Error(`cannot reach Redis at ${config.state.type === 'redis' ? config.state.url.replace(/\/\/[^@]*@/, '//***@') : ''}: ${(error as Error).message}; start it or fix state.url`);
     });
   }
+  prepareDataDir(config.data_dir);
   const audit = new AuditLog({
     file: config.audit.file,
     secrets: catalog,

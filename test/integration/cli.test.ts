@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer as createNetServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -757,6 +758,37 @@ agents:
     expect(cli.err()).toContain('not set yet: github.');
     expect(cli.err()).not.toContain('not set yet: openai');
     expect(cli.err()).not.toContain('Give agent');
+  });
+
+  // Found by probing: `check` passed these, and serve failed with a bare errno ("EEXIST: file already
+  // exists, mkdir", "getaddrinfo ENOTFOUND") that named neither the setting nor what to do.
+  it.each([
+    { name: 'data_dir is a file', yaml: (dir: string) => { writeFileSync(join(dir, 'afile'), 'x'); return 'listen: 127.0.0.1:0\ndata_dir: ./afile\n'; }, message: /data_dir .*afile cannot be made: a file is in the way.*set data_dir to a directory Airlock can write/ },
+    { name: 'listen on a host that does not resolve', yaml: () => 'listen: no-such-host.invalid:7700\ndata_dir: ./data\n', message: /cannot listen on no-such-host\.invalid:7700: the host name does not resolve on this machine/ },
+  ])('exits 1 with what to change when $name', async ({ yaml, message }) => {
+    const dir = scratch();
+    const file = join(dir, 'airlock.yaml');
+    writeFileSync(file, `${yaml(dir)}log: {level: silent}\n`);
+    const result = await run(['serve', '--config', file]);
+    expect(result.code).toBe(1);
+    expect(result.err()).toMatch(message);
+    expect(result.err()).not.toContain('Airlock is listening');
+  });
+
+  it('exits 1 with what to change when the port is taken', async () => {
+    const taken = createNetServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (taken.address() as { port: number }).port;
+      const dir = scratch();
+      const file = join(dir, 'airlock.yaml');
+      writeFileSync(file, `listen: 127.0.0.1:${port}\ndata_dir: ./data\nlog: {level: silent}\n`);
+      const result = await run(['serve', '--config', file]);
+      expect(result.code).toBe(1);
+      expect(result.err()).toContain(`cannot listen on 127.0.0.1:${port}: another process uses this port`);
+    } finally {
+      await new Promise<void>((resolve) => taken.close(() => resolve()));
+    }
   });
 
   it('exits 1 without listening when the config has errors', async () => {
