@@ -33,20 +33,30 @@ export function usage(): string {
 
 export async function runCli(io: CliIo): Promise<number> {
   const [name, ...rest] = io.args;
-  if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
+  if (name === undefined) {
+    // Asked for nothing: the usage is the answer to a mistake, so it goes where errors go.
+    io.stderr.write(usage());
+    return 1;
+  }
+  if (name === 'help' || name === '--help' || name === '-h') {
     io.stdout.write(usage());
-    return name === undefined ? 1 : 0;
+    return 0;
   }
   const command = COMMANDS[name];
   if (command === undefined) {
     io.stderr.write(`unknown command "${name}"\n\n${usage()}`);
     return 1;
   }
+  const commandUsage = `usage: airlock ${command.summary.replace(/\s{2,}/, '\n  ')}\n(the README's CLI table has every option)\n`;
+  if (rest.includes('--help') || rest.includes('-h')) {
+    io.stdout.write(commandUsage);
+    return 0;
+  }
   try {
     return await command.run({ ...io, args: rest });
   } catch (error) {
     if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      io.stderr.write(`${(error as Error).message}\n`);
+      io.stderr.write(`${(error as Error).message}\n${(error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') ? commandUsage : ''}`);
       return 1;
     }
     io.stderr.write(`airlock ${name}: ${(error as Error).message}\n`);

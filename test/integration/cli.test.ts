@@ -852,7 +852,18 @@ describe('airlock (dispatch)', () => {
   it('no command prints usage and exits 1; help exits 0; an unknown command exits 1', async () => {
     const none = await run([]);
     expect(none.code).toBe(1);
-    expect(none.out()).toContain('usage: airlock <command>');
+    expect(none.err()).toContain('usage: airlock <command>');
+    expect(none.out()).toBe('');
+    // Found by probing: `check --help` was "Unknown option '--help'", exit 1.
+    for (const command of ['check', 'serve', 'explain', 'token', 'secrets']) {
+      const asked = await run([command, '--help']);
+      expect(asked.code, command).toBe(0);
+      expect(asked.out()).toContain(`usage: airlock ${command}`);
+    }
+    const wrong = await run(['check', '--frobnicate']);
+    expect(wrong.code).toBe(1);
+    expect(wrong.err()).toContain("Unknown option '--frobnicate'");
+    expect(wrong.err()).toContain('usage: airlock check [--config F] [--strict]');
     const help = await run(['help']);
     expect(help.code).toBe(0);
     expect(help.out()).toContain('airlock explain --agent NAME METHOD PATH');
