@@ -16,7 +16,7 @@
  * `explainRequest` walks the same decision stages for `airlock explain`, without a network or a secret.
  */
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { METHODS, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Duplex } from 'node:stream';
 import { AirlockError, asAirlockError, type ErrorCode } from '../errors.js';
@@ -437,6 +437,11 @@ export function explainRequest(policy: Policy, agentName: string, method: string
   try {
     // Looked up first so a refused path still shows the agent; the decision order is the live one.
     agent = policy.agentByName.get(agentName) ?? null;
+    // node's parser refuses a method it does not know (TRACK, FROB) before the pipeline runs: the live
+    // answer is 400, not the 405 that matchRoute would give.
+    if (!METHODS.includes(method.toUpperCase())) {
+      throw new AirlockError('invalid_request', `${method.toUpperCase()} is not an HTTP method node's parser accepts; such a request is refused as malformed before any route is looked at.`);
+    }
     const canonical = canonicalizeTarget(target);
     if (agent === null) {
       throw new AirlockError('unauthenticated', `No agent named ${agentName}; agents are: ${[...policy.agentByName.keys()].join(', ') || '(none)'}.`);

@@ -665,6 +665,18 @@ describe('airlock explain', () => {
     expect(result.out()).not.toContain('support-bot (unknown)');
   });
 
+  // Found by probing: explain said 405 for methods node's parser refuses, where the proxy answers 400
+  // (README, Errors); TRACE, which the parser accepts, stays 405.
+  it.each([
+    ['TRACK', '400 invalid_request'],
+    ['FROB', '400 invalid_request'],
+    ['TRACE', '405 method_not_allowed'],
+  ])('%s is what the live proxy answers: %s', async (method, answer) => {
+    const result = await run(['explain', '--agent', 'support-bot', '--config', SHIPPED_CONFIG, method, '/stripe/v1/charges/ch_1']);
+    expect(result.code).toBe(2);
+    expect(result.out()).toContain(`DENY   ${method} /stripe/v1/charges/ch_1  ->  ${answer}`);
+  });
+
   it('without --agent is a usage error', async () => {
     const result = await run(['explain', '--config', SHIPPED_CONFIG, 'GET', '/stripe/v1/charges']);
     expect(result.code).toBe(1);
