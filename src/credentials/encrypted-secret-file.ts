@@ -100,8 +100,9 @@ export class EncryptedSecretFile {
     } catch {
       throw new SecretFileError(`${this.path} is not valid JSON; restore it from a backup or remove it and set the secrets again`);
     }
-    if (document.format !== FORMAT || typeof document.secrets !== 'object' || document.key_check === undefined) {
-      throw new SecretFileError(`${this.path} is not an Airlock secrets file (format ${FORMAT})`);
+    // JSON.parse gives null, a number or an array for a file that was overwritten or truncated by hand.
+    if (document === null || typeof document !== 'object' || document.format !== FORMAT || typeof document.secrets !== 'object' || document.secrets === null || document.key_check === undefined) {
+      throw new SecretFileError(`${this.path} is not an Airlock secrets file (format ${FORMAT}); restore it from a backup, or move it away and set the secrets again`);
     }
     try {
       if (open(this.#key, 'key-check', document.key_check) !== KEY_CHECK) throw new Error('key check mismatch');

@@ -63,4 +63,13 @@ describe('the embedded secrets file', () => {
     expect(String((thrown as Error).message)).toMatch(/secret "(openai|github)" .* does not decrypt/);
     assertNoLeak([openai, github], [{ name: 'error', text: String((thrown as Error).message) }, { name: 'file', text: readFileSync(file.path, 'utf8') }]);
   });
+
+  // Found by probing the CLI: `null` in secrets.json gave "Cannot read properties of null (reading 'format')".
+  it.each([['null'], ['42'], ['[]'], ['{"format":"airlock-secrets/1","secrets":null,"key_check":"x"}']])('refuses %s as not a secrets file, saying what to do', (text) => {
+    const dir = tempDir('seal-file-');
+    const file = new EncryptedSecretFile(dir, randomBytes(32));
+    writeFileSync(file.path, text);
+    expect(() => file.readAll()).toThrow(SecretFileError);
+    expect(() => file.readAll()).toThrow(/is not an Airlock secrets file .*restore it from a backup/);
+  });
 });
