@@ -18,7 +18,10 @@ function usage(verb: string): string {
 async function change(io: CliIo, verb: 'revoke' | 'restore'): Promise<number> {
   const { values, positionals } = parseArgs({ args: [...io.args], options: { config: { type: 'string' }, reason: { type: 'string' } }, allowPositionals: true });
   const [kind, target, ...extra] = positionals;
-  if (kind === undefined || !REVOCATION_KINDS.has(kind) || extra.length > 0 || (kind !== 'all' && target === undefined)) throw new UsageError(usage(verb));
+  // A lockdown has no target: `revoke all support-bot` is a mistake to point out, not a lockdown to make.
+  if (kind === undefined || !REVOCATION_KINDS.has(kind) || extra.length > 0 || (kind !== 'all' && target === undefined) || (kind === 'all' && target !== undefined && target !== '*')) {
+    throw new UsageError(usage(verb));
+  }
   if (verb === 'revoke' && (values.reason === undefined || values.reason.trim() === '')) throw new UsageError(`${usage(verb)}\n(--reason is required: it goes into the audit trail)`);
   const loaded = loadConfigOrReport(io, values.config);
   if (loaded === null) return 1;

@@ -397,6 +397,11 @@ describe('kill switch', () => {
     expect((await cli(['restore', 'service', 'other'])).code).toBe(0);
     changes.push({ route: '/v1/revocations/lift', reason: '', actor: 'oncall' });
 
+    // A lockdown has no target: one given is pointed out, and nothing is revoked (found by probing).
+    const targeted = await cli(['revoke', 'all', 'support-bot', '--reason', 'oops']);
+    expect(targeted.code).toBe(1);
+    expect(targeted.stderr).toContain('usage: airlock revoke');
+    expect((await call(beta.token, '/other/v1/ping')).status).toBe(200);
     const lockdown = await cli(['revoke', 'all', '--reason', 'big red button']);
     expect(lockdown.code, lockdown.stderr).toBe(0);
     expect(lockdown.stdout).toContain('Revoked all (lockdown)');
