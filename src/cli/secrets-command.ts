@@ -112,6 +112,10 @@ async function setSecret(io: CliIo, config: AirlockConfig, name: string): Promis
     io.stderr.write('The value is not valid UTF-8 text (or holds U+FFFD); a key is text. Check what you piped in.\n');
     return 1;
   }
+  // Stored as given (a Basic password may end in a space), but said: in a header it arrives without it.
+  if (value !== value.trim()) {
+    io.stderr.write('Note: the value starts or ends with whitespace. Injected into a header it reaches the upstream without it (a paste mistake?); both forms are redacted.\n');
+  }
   const key = loadMasterKey({ dataDir: config.data_dir, env: io.env, create: true });
   if (key === null) throw new Error('no master key');
   const file = new EncryptedSecretFile(config.data_dir, key);

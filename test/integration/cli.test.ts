@@ -299,6 +299,17 @@ describe('airlock secrets', () => {
     assertNoLeak([value], [{ name: 'stderr', text: result.err() }]);
   });
 
+  it('set stores a value with whitespace at an edge as given, and says it', async () => {
+    const { file, dataDir } = writeConfig(SECRETS_CONFIG);
+    const value = `${canary('edge')} `;
+    const result = await run(['secrets', 'set', 'openai', '--config', file], { stdin: stdinOf(`${value}\n`) });
+    expect(result.code).toBe(0);
+    expect(result.err()).toContain('starts or ends with whitespace');
+    const key = loadMasterKey({ dataDir, env: {}, create: false }) as Buffer;
+    expect(new EncryptedSecretFile(dataDir, key).readAll().get('openai')?.value).toBe(value);
+    assertNoLeak([value.trim()], [{ name: 'stderr', text: result.err() }, { name: 'stdout', text: result.out() }]);
+  });
+
   it('set joins a value that arrives in several stdin chunks', async () => {
     const { file, dataDir } = writeConfig(SECRETS_CONFIG);
     const value = canary('chunks');
