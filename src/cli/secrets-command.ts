@@ -130,15 +130,21 @@ async function setSecret(io: CliIo, config: AirlockConfig, name: string): Promis
 async function listSecrets(io: CliIo, config: AirlockConfig): Promise<number> {
   const key = loadMasterKey({ dataDir: config.data_dir, env: io.env, create: false });
   const refs = fileRefs(config);
-  const stored = key === null ? new Map<string, { updatedAt: string | null }>() : new EncryptedSecretFile(config.data_dir, key).readAll();
-  if (stored.size === 0) io.stdout.write('No secrets stored yet.\n');
-  for (const [name, entry] of [...stored].sort(([a], [b]) => a.localeCompare(b))) {
-    const used = refs.get(name);
-    io.stdout.write(`${name}\t${entry.updatedAt ?? '-'}\t${used === undefined ? 'unused' : `used by ${used.join(', ')}`}\n`);
+  const stored = key === null ? [] : new EncryptedSecretFile(config.data_dir, key).inventory();
+  if (stored.length === 0) io.stdout.write('No secrets stored yet.\n');
+  for (const entry of [...stored].sort((a, b) => a.name.localeCompare(b.name))) {
+    const used = refs.get(entry.name);
+    io.stdout.write(`${entry.name}\t${entry.updatedAt ?? '-'}\t${used === undefined ? 'unused' : `used by ${used.join(', ')}`}${entry.damaged ? '\tDAMAGED: does not decrypt' : ''}\n`);
   }
-  const missing = [...refs.keys()].filter((name) => !stored.has(name)).sort();
+  const damaged = stored.filter((entry) => entry.damaged).map((entry) => entry.name);
+  if (damaged.length > 0) {
+    // The proxy refuses the whole file while one entry is damaged (it cannot tell an edit from an attack).
+    io.stderr.write(`Damaged (the file was edited, or an entry moved): ${damaged.join(', ')}. Until they are set again, a running Airlock cannot read any file: secret. Set each again: npx airlock secrets set ${damaged[0]}\n`);
+  }
+  const names = new Set(stored.map((entry) => entry.name));
+  const missing = [...refs.keys()].filter((name) => !names.has(name)).sort();
   if (missing.length > 0) io.stdout.write(`\nNot set yet (requests that need them get 503): ${missing.join(', ')}\n  npx airlock secrets set ${missing[0]}\n`);
-  return 0;
+  return damaged.length > 0 ? 1 : 0;
 }
 
 async function removeSecret(io: CliIo, config: AirlockConfig, name: string): Promise<number> {

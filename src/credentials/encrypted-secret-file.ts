@@ -67,6 +67,24 @@ export class EncryptedSecretFile {
     return entries;
   }
 
+  /**
+   * Every entry's name and date, and whether it decrypts, for `secrets list`: one damaged entry does not
+   * hide the others (readAll, which the proxy uses, refuses the whole file instead).
+   */
+  inventory(): Array<{ readonly name: string; readonly updatedAt: string | null; readonly damaged: boolean }> {
+    const document = this.#readDocument();
+    if (document === null) return [];
+    return Object.entries(document.secrets).map(([name, sealed]) => {
+      const updatedAt = typeof sealed === 'object' && sealed !== null && typeof sealed.updated_at === 'string' ? sealed.updated_at : null;
+      try {
+        open(this.#key, `secret:${name}`, sealed);
+        return { name, updatedAt, damaged: false };
+      } catch {
+        return { name, updatedAt, damaged: true };
+      }
+    });
+  }
+
   names(): string[] {
     const document = this.#readDocument();
     return document === null ? [] : Object.keys(document.secrets).sort();

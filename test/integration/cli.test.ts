@@ -396,6 +396,29 @@ describe('airlock secrets', () => {
     assertNoLeak([value], runs.flatMap((r, i) => [{ name: `stdout ${i}`, text: r.out() }, { name: `stderr ${i}`, text: r.err() }]));
   });
 
+  // Found by probing: one damaged entry made `secrets list` fail for all of them.
+  it('list shows every entry when one is damaged, marks it, says what to do, and exits 1', async () => {
+    const { file, dataDir } = writeConfig(SECRETS_CONFIG);
+    const openai = canary('inv-openai');
+    const github = canary('inv-github');
+    expect((await run(['secrets', 'set', 'openai', '--config', file], { stdin: stdinOf(openai) })).code).toBe(0);
+    expect((await run(['secrets', 'set', 'github', '--config', file], { stdin: stdinOf(github) })).code).toBe(0);
+    const path = join(dataDir, 'secrets.json');
+    const document = JSON.parse(readFileSync(path, 'utf8')) as { secrets: Record<string, Record<string, string>> };
+    const sealed = document.secrets['github'] as Record<string, string>;
+    const field = Object.keys(sealed).find((k) => k !== 'updated_at' && typeof sealed[k] === 'string' && (sealed[k] as string).length > 8) as string;
+    const text = sealed[field] as string;
+    sealed[field] = `${text.slice(0, 4)}${text[4] === 'A' ? 'B' : 'A'}${text.slice(5)}`;
+    writeFileSync(path, JSON.stringify(document));
+    const listed = await run(['secrets', 'list', '--config', file]);
+    expect(listed.code).toBe(1);
+    expect(listed.out()).toMatch(/^github\t.*\tDAMAGED: does not decrypt$/m);
+    expect(listed.out()).toMatch(/^openai\t/m);
+    expect(listed.out()).not.toMatch(/^openai\t.*DAMAGED/m);
+    expect(listed.err()).toContain('Damaged (the file was edited, or an entry moved): github');
+    assertNoLeak([openai, github], [{ name: 'stdout', text: listed.out() }, { name: 'stderr', text: listed.err() }]);
+  });
+
   it('rm removes one secret and leaves the others; removing it again fails', async () => {
     const { file, dataDir } = writeConfig(SECRETS_CONFIG);
     const openai = canary('openai');
