@@ -184,10 +184,27 @@ function problemsFromIssue(issue: z.core.$ZodIssue, prefix: ProblemPath): Config
     // Show the branch the user evidently meant (the one that got past the type check), if exactly one did.
     const meant = issue.errors.filter((branch) => !branch.some((e) => e.path.length === 0 && (e.code === 'invalid_type' || e.code === 'invalid_value')));
     const details = meant.length === 1 ? (meant[0] as z.core.$ZodIssue[]).flatMap((e) => problemsFromIssue(e, path)) : [];
-    return details.length > 0 ? details : [{ severity: 'error', path, message: issue.message }];
+    // A union with a message of its own (inject) keeps it.
+    const message = issue.message === 'Invalid input' ? (unionExpectation(issue.errors) ?? issue.message) : issue.message;
+    return details.length > 0 ? details : [{ severity: 'error', path, message }];
   }
   const message = issue.message.replace(/^Invalid input: /, '');
   return [{ severity: 'error', path, message: issue.code === 'invalid_type' && /received undefined$/.test(message) ? `required: ${message.replace(/, received undefined$/, '')}` : message }];
+}
+
+/**
+ * What a union takes, when every branch refused the value at its own level: `expected number or "auto"`
+ * (zod's own message for that is "Invalid input", which says nothing of what would do).
+ */
+function unionExpectation(branches: ReadonlyArray<ReadonlyArray<z.core.$ZodIssue>>): string | null {
+  const accepted: string[] = [];
+  for (const branch of branches) {
+    const top = branch.find((e) => e.path.length === 0);
+    if (top?.code === 'invalid_type') accepted.push(top.expected);
+    else if (top?.code === 'invalid_value') accepted.push(...top.values.map((value) => JSON.stringify(value)));
+    else return null;
+  }
+  return accepted.length === 0 ? null : `expected ${[...new Set(accepted)].join(' or ')}`;
 }
 
 /** "did you mean" for a mistyped key, from the keys the schema allows at that place. */

@@ -603,3 +603,10 @@ describe('a value pasted in the wrong place is not repeated in its problem', () 
     expect(JSON.stringify(built.problems)).not.toContain('PASTEDKEY');
   });
 });
+
+// Found by probing the CLI: `workers: "two"` was "error at workers: Invalid input".
+describe('a value no branch of a union takes', () => {
+  it('says what the union takes', () => {
+    expectProblems(build({ workers: 'two' }), [{ severity: 'error', path: 'workers', message: /^expected number or "auto"$/ }]);
+  });
+});
