@@ -1,9 +1,13 @@
 /**
- * A stored key with whitespace at an edge (pasted with a trailing space, or written from a file with
- * its newline stripped but a tab left): injected into a header, it reaches the upstream without that
- * whitespace (RFC 9110 5.5: leading and trailing whitespace is not part of a field value). An upstream
- * that echoes the header then echoes the trimmed key, which redaction must know too. Found by probing
- * the CLI: `printf 'KEY \n' | airlock secrets set NAME` and an echoing upstream showed the key to the agent.
+ * Stored keys that a header cannot carry as they are, behind one proxy and one echoing upstream:
+ * - whitespace at an edge (pasted with a trailing space, or a tab left from a file): injected into a
+ *   header it reaches the upstream without it (RFC 9110 5.5: leading and trailing whitespace is not part
+ *   of a field value), so an upstream that echoes the header echoes the trimmed key, which redaction must
+ *   know too. Found by probing the CLI: `printf 'KEY \n' | airlock secrets set NAME` and an echoing
+ *   upstream showed the key to the agent;
+ * - a control character (typed at the hidden prompt, or written to Vault by a script): undici refused
+ *   the header and the agent saw 502 upstream_unreachable; it is a 503 naming the reference.
+ * Plain canaries: a key shape (sk-...) would be masked by the shape rules whatever the forms.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
@@ -13,29 +17,32 @@ import { sendRequest } from '../helpers/send-request.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
 import { echoHandler, startUpstream, type Upstream } from '../helpers/start-upstream.js';
 
-describe('a managed key with whitespace at its edges', () => {
-  // Plain canaries: a key shape (sk-...) would be masked by the shape rules whatever the forms.
+describe('stored keys a header cannot carry as they are', () => {
   const trailing = plainCanary('edge-trailing');
   const both = plainCanary('edge-both');
+  const control = plainCanary('edge-ctl');
   const agent = generateAgentToken();
   let upstream: Upstream;
   let proxy: ProxyFixture;
+
+  const echoService = (secret: string, inject: unknown): Record<string, unknown> => ({
+    upstream: upstream.url,
+    credential: { secret, inject },
+    routes: [{ method: 'GET', path: '/echo', scope: 'echo:read' }],
+  });
 
   beforeAll(async () => {
     upstream = await startUpstream(echoHandler);
     proxy = await startProxy(
       {
         services: {
-          bearer: { upstream: upstream.url, credential: { secret: 'env:TRAILING_KEY', inject: 'bearer' }, routes: [{ method: 'GET', path: '/echo', scope: 'echo:read' }] },
-          header: {
-            upstream: upstream.url,
-            credential: { secret: 'env:BOTH_KEY', inject: { header: 'x-api-key', value: '${secret}' } },
-            routes: [{ method: 'GET', path: '/echo', scope: 'echo:read' }],
-          },
+          bearer: echoService('env:TRAILING_KEY', 'bearer'),
+          header: echoService('env:BOTH_KEY', { header: 'x-api-key', value: '${secret}' }),
+          ctl: echoService('env:CTL_KEY', 'bearer'),
         },
-        agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'bearer', max_scope: ['*'] }, { service: 'header', max_scope: ['*'] }] } },
+        agents: { bot: { tokens: [agent.hash], credentials: ['bearer', 'header', 'ctl'].map((service) => ({ service, max_scope: ['*'] })) } },
       },
-      { env: { TRAILING_KEY: `${trailing} `, BOTH_KEY: `\t ${both}  ` } },
+      { env: { TRAILING_KEY: `${trailing} `, BOTH_KEY: `\t ${both}  `, CTL_KEY: `${control}\x1b[D` } },
     );
   });
 
@@ -44,10 +51,13 @@ describe('a managed key with whitespace at its edges', () => {
     await upstream?.close();
   });
 
-  it('reaches the upstream trimmed, and its echo reaches the agent redacted', async () => {
+  const call = (service: string) => sendRequest(`${proxy.url}/${service}/echo`, { headers: { authorization: `Bearer ${agent.token}` } });
+
+  it('whitespace at an edge: the key reaches the upstream trimmed, and its echo reaches the agent redacted', async () => {
+    const mark = proxy.auditRecords().length;
     const answers = [];
     for (const service of ['bearer', 'header']) {
-      const response = await sendRequest(`${proxy.url}/${service}/echo`, { headers: { authorization: `Bearer ${agent.token}` } });
+      const response = await call(service);
       expect(response.status, response.text).toBe(200);
       expect(response.text).toContain('[REDACTED]');
       answers.push({ name: `${service} answer`, text: `${JSON.stringify(response.headers)}\n${response.text}` });
@@ -56,43 +66,20 @@ describe('a managed key with whitespace at its edges', () => {
     const seen = upstream.requests.map((r) => `${r.header('authorization').join()}|${r.header('x-api-key').join()}`);
     expect(seen.some((line) => line.includes(`Bearer ${trailing}|`))).toBe(true);
     expect(seen.some((line) => line.endsWith(`|${both}`))).toBe(true);
-    await proxy.waitForAudit(2);
+    await proxy.waitForAudit(mark + 2);
     assertNoLeak([trailing, both], [...answers, { name: 'audit', text: proxy.auditText() }, { name: 'log', text: proxy.logLines.join('\n') }]);
   });
-});
 
-// A control character in a stored value (typed at the hidden prompt, or written to Vault by a script)
-// cannot go in a header: undici refused the request, and the agent saw 502 upstream_unreachable.
-describe('a managed key holding a control character', () => {
-  const key = plainCanary('edge-ctl');
-  const agent = generateAgentToken();
-  let upstream: Upstream;
-  let proxy: ProxyFixture;
-
-  beforeAll(async () => {
-    upstream = await startUpstream(echoHandler);
-    proxy = await startProxy(
-      {
-        services: { ctl: { upstream: upstream.url, credential: { secret: 'env:CTL_KEY', inject: 'bearer' }, routes: [{ method: 'GET', path: '/echo', scope: 'echo:read' }] } },
-        agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'ctl', max_scope: ['*'] }] } },
-      },
-      { env: { CTL_KEY: `${key}\x1b[D` } },
-    );
-  });
-
-  afterAll(async () => {
-    await proxy?.close();
-    await upstream?.close();
-  });
-
-  it('is 503 credential_unavailable naming the reference, and nothing reaches the upstream', async () => {
-    const response = await sendRequest(`${proxy.url}/ctl/echo`, { headers: { authorization: `Bearer ${agent.token}` } });
+  it('a control character: 503 credential_unavailable naming the reference, and nothing reaches the upstream', async () => {
+    const before = upstream.requests.length;
+    const mark = proxy.auditRecords().length;
+    const response = await call('ctl');
     expect(response.status, response.text).toBe(503);
     expect(response.json()).toMatchObject({ code: 'credential_unavailable' });
     expect(response.text).toContain('env:CTL_KEY');
     expect(response.text).toContain('control character');
-    expect(upstream.requests).toEqual([]);
-    await proxy.waitForAudit(1);
-    assertNoLeak([key], [{ name: 'answer', text: response.text }, { name: 'audit', text: proxy.auditText() }, { name: 'log', text: proxy.logLines.join('\n') }]);
+    expect(upstream.requests.length).toBe(before);
+    await proxy.waitForAudit(mark + 1);
+    assertNoLeak([control], [{ name: 'answer', text: response.text }, { name: 'audit', text: proxy.auditText() }, { name: 'log', text: proxy.logLines.join('\n') }]);
   });
 });
