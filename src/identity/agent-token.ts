@@ -7,8 +7,13 @@ import { createHash, randomBytes } from 'node:crypto';
 export const AGENT_TOKEN_PATTERN = /^alk_[A-Za-z0-9_-]{43}$/;
 /** Task session tokens (identity/sessions): same shape, their own prefix. */
 export const SESSION_TOKEN_PATTERN = /^als_[A-Za-z0-9_-]{43}$/;
-/** An agent or session token anywhere in a text (a justification, an admin's reason): never kept there. */
-export const TOKEN_IN_TEXT = /(?<![A-Za-z0-9_-])al[ks]_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])/;
+/**
+ * An agent or session token anywhere in a text (a query string, a custom header, a justification, an
+ * admin's reason): never forwarded or kept there. Without word boundaries: a token glued to other
+ * characters (key_alk_..., alk_...-) is still a token, and refusing a word that merely holds the shape
+ * (journals_ + 43 such characters) is the cheaper mistake.
+ */
+export const TOKEN_IN_TEXT = /al[ks]_[A-Za-z0-9_-]{43}/;
 /** A compact JWS (RFC 7515 7.1): three base64url parts, the header starting {" (eyJ). */
 export const JWT_PATTERN = /^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 

@@ -9,14 +9,13 @@
  * live partial match, so no byte of a secret is forwarded before it is recognized.
  */
 import { AirlockError } from '../errors.js';
+import { TOKEN_IN_TEXT } from '../identity/agent-token.js';
 import { TOKEN_CARRIER_HEADERS } from '../identity/token-carriers.js';
 import type { SecretIndex } from '../redaction/secret-catalog.js';
 import { SecretDetector } from '../redaction/secret-detector.js';
 
 // Agent and session tokens alike: a session token forwarded upstream leaks a credential as much as an
-// agent token does. No word boundaries here (unlike TOKEN_IN_TEXT): a query value that merely ends in a
-// token still carries it.
-const TOKEN_SHAPE = /al[ks]_[A-Za-z0-9_-]{43}/;
+// agent token does (TOKEN_IN_TEXT, shared with the session and admin bodies).
 
 export function guardRequestSecrets(index: SecretIndex, target: string, rawHeaders: readonly string[]): void {
   let carried = target;
@@ -28,7 +27,7 @@ export function guardRequestSecrets(index: SecretIndex, target: string, rawHeade
   }
   const ref = SecretDetector.findIn(index, carried);
   if (ref !== null) throw carriesManagedSecret(ref);
-  if (TOKEN_SHAPE.test(elsewhere)) {
+  if (TOKEN_IN_TEXT.test(elsewhere)) {
     throw new AirlockError('invalid_request', 'An Airlock agent or session token appears in the query string or in a header that is not an API-key header; it would be forwarded upstream. Send it only as the API key (Authorization, x-api-key, api-key).');
   }
 }
