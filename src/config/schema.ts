@@ -404,7 +404,7 @@ export const configSchema = z.strictObject({
     .strictObject({
       file: z.string().default('audit.jsonl').describe('audit log, one hash-chained JSON object per line; relative to data_dir'),
       on_failure: z.enum(['refuse', 'log']).default('refuse').describe('refuse: no request is forwarded while records cannot be written (fail closed); log: go on and log it'),
-      max_bytes: z.number().int().min(0).default(100 * 1024 * 1024).describe('rotate the file past this size (0: never); the hash chain continues in the new file'),
+      max_bytes: z.number().int().min(0).default(100 * 1024 * 1024).describe('rotate the file past this size (0: never); the hash chain continues in the new file; a file that is not a regular file (/dev/null, a FIFO) is never rotated'),
       keep: z.number().int().min(0).max(1000).default(10).describe('rotated files kept: audit.jsonl.1 ... .N'),
       webhook: z.string().regex(/^https?:\/\//, { error: 'an http(s) URL' }).optional().describe('also POST records here in JSON batches (best effort; the file is the record)'),
     })

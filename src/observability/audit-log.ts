@@ -70,6 +70,11 @@ export class AuditLog {
   /** The open file descriptor (O_APPEND), or null until the next write reopens it. */
   #fd: number | null = null;
   #size = 0;
+  /**
+   * False for what is not a regular file (audit.file: /dev/null, a FIFO to a collector): rotating it
+   * would rename it, and /dev/null renamed by a root process breaks the whole machine.
+   */
+  #rotatable = true;
   #lastHash = GENESIS;
   #queue: Pending[] = [];
   /** The end-of-turn write, when a pending record's answer waits for it. */
@@ -91,7 +96,9 @@ export class AuditLog {
   async open(): Promise<void> {
     mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 });
     this.#fd = openSync(this.file, 'a', 0o600);
-    this.#size = fstatSync(this.#fd).size;
+    const info = fstatSync(this.#fd);
+    this.#size = info.size;
+    this.#rotatable = info.isFile();
     this.#lastHash = await this.#lastHashOnDisk();
   }
 
@@ -282,7 +289,7 @@ export class AuditLog {
 
   /** audit.jsonl -> .1 -> .2 ... -> .keep, when the next write would pass max_bytes. */
   #rotateIfNeeded(incoming: number): void {
-    if (this.#options.maxBytes <= 0 || this.#size === 0 || this.#size + incoming <= this.#options.maxBytes) return;
+    if (!this.#rotatable || this.#options.maxBytes <= 0 || this.#size === 0 || this.#size + incoming <= this.#options.maxBytes) return;
     this.#closeFile();
     for (let n = this.#options.keep - 1; n >= 1; n--) {
       try {

@@ -5,7 +5,7 @@
  * feed hears records as they are written, so the turn in which it hears one tells when it was written.
  * The log here has a 200 ms window, so that a slow machine cannot end it between two turns.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -154,5 +154,20 @@ describe('audit write batching', () => {
     await log.close();
     expect(await pending).toBe(true);
     expect(readFileSync(log.file, 'utf8')).toContain('"/at-close"');
+  });
+
+  it('never rotates a file that is not a regular file (audit.file: /dev/null discards, it is not renamed)', async () => {
+    // Through a symlink: were the rule broken, the link would be renamed, never /dev/null itself.
+    const dir = tempDir('audit-devnull-');
+    const file = join(dir, 'audit-to-null');
+    symlinkSync('/dev/null', file);
+    const log = new AuditLog({ file, secrets: new SecretCatalog(), onFailure: 'refuse', maxBytes: 600, keep: 2, webhook: null, logger: null, windowMs: WINDOW_MS });
+    await log.open();
+    logs.push(log);
+    // Each record is ~700 bytes: every write after the first would pass max_bytes.
+    for (const path of ['/one', '/two', '/three']) expect(await log.append(record(path), true)).toBe(true);
+    expect(lstatSync(file).isSymbolicLink()).toBe(true);
+    expect(existsSync(`${file}.1`)).toBe(false);
+    expect(log.healthy).toBe(true);
   });
 });
