@@ -13,7 +13,10 @@
  * Environment: COMPARE_ROUNDS (default 3), BENCH_SECONDS (5) per measured run, BENCH_WARMUP (6) before
  * each build's first run of a load, COMPARE_LOADS (default unloaded,small,64k,1mb; c1000, /small at
  * 1,000 connections, and paced, one request every 2 ms, only when named) to pick loads, COMPARE_NODE_FLAGS (space-separated node flags for this tree's Airlock only, e.g.
- * "--max-semi-space-size=64"; with `-- HEAD` on a clean tree this measures the flags alone).
+ * "--max-semi-space-size=64"; with `-- HEAD` on a clean tree this measures the flags alone), and
+ * COMPARE_CONFIG (JSON whose top-level keys replace those of this tree's Airlock config only, as
+ * PROFILE_CONFIG does for npm run profile: '{"log":{"level":"warn"}}' with `-- HEAD` measures what the
+ * per-request log line costs).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, unlinkSync } from 'node:fs';
@@ -44,6 +47,22 @@ const ALL_LOADS: ReadonlyArray<{ readonly name: string; readonly path: string; r
 ];
 const LOADS = selectedLoads(process.env['COMPARE_LOADS']);
 const NODE_FLAGS = (process.env['COMPARE_NODE_FLAGS'] ?? '').split(/\s+/).filter((flag) => flag !== '');
+const CONFIG_OVERRIDES = configOverrides(process.env['COMPARE_CONFIG']);
+
+function configOverrides(text: string | undefined): Readonly<Record<string, unknown>> {
+  if (text === undefined || text.trim() === '') return {};
+  let parsed: unknown = null;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    // Reported below with the shape it must have.
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    process.stderr.write(`COMPARE_CONFIG: give a JSON object of top-level config keys, e.g. '{"log":{"level":"warn"}}'; got ${text}\n`);
+    process.exit(2);
+  }
+  return parsed as Record<string, unknown>;
+}
 
 function selectedLoads(list: string | undefined): typeof ALL_LOADS {
   if (list === undefined || list.trim() === '') return ALL_LOADS.filter((load) => load.onRequest !== true);
@@ -144,15 +163,16 @@ async function main(): Promise<void> {
     const agent = generateAgentToken();
     const env = { BENCH_UPSTREAM_KEY: `sk-bench-${agent.hash.slice(7, 31)}` };
     const auth = { authorization: `Bearer ${agent.token}` };
-    const builds: Array<[string, string, readonly string[]]> = [
-      [`${commit} (${ref})`, built.main, []],
-      [NODE_FLAGS.length === 0 ? 'this tree' : `this tree, ${NODE_FLAGS.join(' ')}`, join(root, 'dist/main.js'), NODE_FLAGS],
+    const variant = [NODE_FLAGS.join(' '), Object.keys(CONFIG_OVERRIDES).length === 0 ? '' : JSON.stringify(CONFIG_OVERRIDES)].filter((part) => part !== '');
+    const builds: Array<[string, string, readonly string[], Readonly<Record<string, unknown>>]> = [
+      [`${commit} (${ref})`, built.main, [], {}],
+      [['this tree', ...variant].join(', '), join(root, 'dist/main.js'), NODE_FLAGS, CONFIG_OVERRIDES],
     ];
     const airlocks: Target[] = [];
-    for (const [index, [name, main, flags]] of builds.entries()) {
+    for (const [index, [name, main, flags, overrides]] of builds.entries()) {
       const dir = join(work, `airlock-${index}`);
       mkdirSync(dir);
-      const config = airlockConfig({ dataDir: dir, upstreamPort: upstream.port, agentHash: agent.hash, adminHash: generateAgentToken().hash, otlp: null });
+      const config = airlockConfig({ dataDir: dir, upstreamPort: upstream.port, agentHash: agent.hash, adminHash: generateAgentToken().hash, otlp: null, overrides });
       const started: BenchProcess = await startAirlockProcess(config, env, join(dir, 'airlock.log'), main, flags);
       stops.push(started.stop);
       airlocks.push({ name, url: `http://127.0.0.1:${started.port}/api`, pid: started.pid, headers: auth });
