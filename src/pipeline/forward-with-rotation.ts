@@ -11,12 +11,12 @@ import type { Credential } from '../credentials/credential.js';
 import type { CredentialBroker } from '../credentials/credential-broker.js';
 import type { CredentialPlan, ServicePolicy } from '../policy/compile-policy.js';
 import type { RequestTrace } from '../observability/tracing.js';
-import type { RedactionMatcher } from '../redaction/redaction-matcher.js';
+import type { SecretCatalog } from '../redaction/secret-catalog.js';
 import { buildUpstreamRequest } from './build-upstream-request.js';
 import type { CanonicalTarget } from './canonicalize-target.js';
 import { forwardRequest, type ForwardResult } from './forward-request.js';
 import { injectCredential } from './inject-credential.js';
-import { replayCaptured } from './redact-response.js';
+import { replayCaptured, responseMatcher } from './redact-response.js';
 
 const NO_CAPTURE: ReadonlySet<number> = new Set();
 const RETRY_MIN_AGE_MS = 2_000;
@@ -34,11 +34,11 @@ export interface RotationInput {
   readonly broker: CredentialBroker;
   readonly pool: Dispatcher;
   /**
-   * What each send's response is scanned for, looked up per send: after a refresh the catalogue knows
-   * the new value, and a replay's response (an upstream that refuses it too and echoes it) must be
-   * scrubbed of it as well as of the old one.
+   * What each send's response is scanned for is looked up here per send: after a refresh the
+   * catalogue knows the new value, and a replay's response (an upstream that refuses it too and echoes
+   * it) must be scrubbed of it as well as of the old one.
    */
-  readonly matcher: () => RedactionMatcher;
+  readonly catalog: SecretCatalog;
   /** A stream, or the buffered body (replayable requests and approved ones). */
   readonly body: Readable | Buffer | null;
   readonly trace: RequestTrace;
@@ -50,23 +50,24 @@ export interface RotationResult {
   readonly rotated: { readonly from: string | null; readonly to: Credential } | null;
 }
 
-export async function forwardWithRotation(input: RotationInput): Promise<RotationResult> {
-  const { req, plan, body } = input;
-  const replayable = plan.retryOn.size > 0 && (body === null || Buffer.isBuffer(body));
-  const send = (injected: Credential, capture: ReadonlySet<number>): Promise<ForwardResult> => {
-    const outbound = buildUpstreamRequest({
-      method: req.method ?? '',
-      rawHeaders: req.rawHeaders,
-      upstream: input.service.upstream,
-      path: input.servicePath,
-      query: input.target.query,
-      clientAddress: req.socket.remoteAddress,
-    });
-    injectCredential(outbound, plan, injected);
-    // The body may already have been refused (a managed secret in it, or too large) while we waited.
-    if (body !== null && !Buffer.isBuffer(body) && body.errored !== null) return Promise.reject(body.errored);
-    const span = input.trace.upstream(outbound, input.service.upstream, input.service.name);
-    return forwardRequest({
+/** One injection and exchange; the upstream span ends with its outcome. */
+async function send(input: RotationInput, injected: Credential, capture: ReadonlySet<number>): Promise<ForwardResult> {
+  const { req, body } = input;
+  const outbound = buildUpstreamRequest({
+    method: req.method ?? '',
+    rawHeaders: req.rawHeaders,
+    upstream: input.service.upstream,
+    path: input.servicePath,
+    query: input.target.query,
+    clientAddress: req.socket.remoteAddress,
+  });
+  injectCredential(outbound, input.plan, injected);
+  // The body may already have been refused (a managed secret in it, or too large) while we waited.
+  if (body !== null && !Buffer.isBuffer(body) && body.errored !== null) throw body.errored;
+  const span = input.trace.upstream(outbound, input.service.upstream, input.service.name);
+  let result: ForwardResult;
+  try {
+    result = await forwardRequest({
       dispatcher: input.pool,
       outbound,
       body,
@@ -74,28 +75,28 @@ export async function forwardWithRotation(input: RotationInput): Promise<Rotatio
       requestId: input.requestId,
       service: input.service,
       agentPrefix: input.agentPrefix,
-      matcher: input.matcher(),
+      matcher: responseMatcher(input.catalog, input.service, input.plan.ref),
       capture,
-    }).then(
-      (result) => {
-        span.end(result.upstreamStatus === 0 ? null : result.upstreamStatus, result.failure?.code ?? (result.agentAborted ? 'client_closed' : null));
-        return result;
-      },
-      (error: unknown) => {
-        span.end(null, (error as { code?: string }).code ?? 'error');
-        throw error;
-      },
-    );
-  };
+    });
+  } catch (error) {
+    span.end(null, (error as { code?: string }).code ?? 'error');
+    throw error;
+  }
+  span.end(result.upstreamStatus === 0 ? null : result.upstreamStatus, result.failure?.code ?? (result.agentAborted ? 'client_closed' : null));
+  return result;
+}
 
-  const first = await send(input.credential, replayable ? plan.retryOn : NO_CAPTURE);
+export async function forwardWithRotation(input: RotationInput): Promise<RotationResult> {
+  const { req, plan, body } = input;
+  const replayable = plan.retryOn.size > 0 && (body === null || Buffer.isBuffer(body));
+  const first = await send(input, input.credential, replayable ? plan.retryOn : NO_CAPTURE);
   if (first.captured === null) return { forwarded: first, rotated: null };
   // One forced refetch per reference every few seconds, whatever the number of refused requests.
   const fresh = await input.broker.refresh(plan.ref, RETRY_MIN_AGE_MS).catch(() => null);
   if (fresh !== null && !fresh.sameValueAs(input.credential)) {
-    return { forwarded: await send(fresh, NO_CAPTURE), rotated: { from: input.credential.generation, to: fresh } };
+    return { forwarded: await send(input, fresh, NO_CAPTURE), rotated: { from: input.credential.generation, to: fresh } };
   }
-  const replay = await replayCaptured(input.res, first.captured, input.matcher(), input.service.redaction.limits, req.method ?? '');
+  const replay = await replayCaptured(input.res, first.captured, responseMatcher(input.catalog, input.service, plan.ref), input.service.redaction.limits, req.method ?? '');
   if (replay.outcome.kind === 'refused') throw replay.outcome.error;
   return {
     forwarded: { upstreamStatus: first.captured.status, complete: true, failure: null, agentAborted: false, redactions: replay.redactions, responseBytes: replay.bytesSent, captured: null },

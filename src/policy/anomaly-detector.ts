@@ -169,16 +169,6 @@ export class AnomalyDetector {
     const raised: AnomalyEvent[] = [];
     const second = Math.floor(sample.at / 1000);
     const spec = this.#spec;
-    const raise = (rule: AnomalyRule, action: 'alert' | 'suspend', service: string | null, evidence: Record<string, string | number>, summary: string): void => {
-      const key = `${sample.agent}\u0000${service ?? ''}\u0000${rule}`;
-      const last = this.#lastRaised.get(key);
-      if (last !== undefined && sample.at - last < spec.cooldown * 1000) return;
-      this.#lastRaised.set(key, sample.at);
-      const event: AnomalyEvent = { id: `anm_${(++this.#sequence).toString(36)}_${second.toString(36)}`, at: sample.at, rule, action, agent: sample.agent, service, evidence, summary };
-      this.#events.push(event);
-      if (this.#events.length > MAX_EVENTS) this.#events.shift();
-      raised.push(event);
-    };
 
     // Probing: denials across the agent's services, no baseline needed.
     if (sample.status !== null && DENIAL_STATUSES.has(sample.status)) {
@@ -190,19 +180,19 @@ export class AnomalyDetector {
       ring.add(second, 1);
       const denials = ring.sum(second);
       if (denials >= spec.denial_burst.count) {
-        raise('denial_burst', spec.denial_burst.action, null, { denials, window_s: spec.denial_burst.window, threshold: spec.denial_burst.count }, `${denials} denied requests in ${spec.denial_burst.window} s (threshold ${spec.denial_burst.count}): probing?`);
+        this.#raise(raised, sample, 'denial_burst', spec.denial_burst.action, null, { denials, window_s: spec.denial_burst.window, threshold: spec.denial_burst.count }, `${denials} denied requests in ${spec.denial_burst.window} s (threshold ${spec.denial_burst.count}): probing?`);
       }
     }
 
     if (spec.off_hours !== undefined && !withinHours(sample.at, spec.off_hours.hours, spec.off_hours.utc_offset_minutes)) {
-      raise('off_hours', spec.off_hours.action, sample.service, { usual_hours: spec.off_hours.hours, utc_offset_minutes: spec.off_hours.utc_offset_minutes }, `a call at ${new Date(sample.at).toISOString()}, outside the usual hours ${spec.off_hours.hours}`);
+      this.#raise(raised, sample, 'off_hours', spec.off_hours.action, sample.service, { usual_hours: spec.off_hours.hours, utc_offset_minutes: spec.off_hours.utc_offset_minutes }, `a call at ${new Date(sample.at).toISOString()}, outside the usual hours ${spec.off_hours.hours}`);
     }
 
     if (sample.session !== null && sample.client !== null) {
       const first = this.#sessionAddress.get(sample.session);
       if (first === undefined) this.#sessionAddress.set(sample.session, sample.client);
       else if (first !== sample.client) {
-        raise('new_client_address', spec.new_client_address.action, sample.service, { session: sample.session, first_address: first, new_address: sample.client }, `session ${sample.session} first used from ${first}, now from ${sample.client}`);
+        this.#raise(raised, sample, 'new_client_address', spec.new_client_address.action, sample.service, { session: sample.session, first_address: first, new_address: sample.client }, `session ${sample.session} first used from ${first}, now from ${sample.client}`);
       }
     }
 
@@ -237,24 +227,36 @@ export class AnomalyDetector {
       const recent = subject.requestRing.sum(second);
       const expected = baselineRate * rule.window;
       if (recent >= rule.min_requests && recent > rule.factor * expected) {
-        raise('rate_spike', rule.action, sample.service, { requests: recent, window_s: rule.window, baseline: Math.round(expected * 100) / 100, factor: rule.factor }, `${recent} requests in ${rule.window} s against a baseline of ${expected.toFixed(2)}`);
+        this.#raise(raised, sample, 'rate_spike', rule.action, sample.service, { requests: recent, window_s: rule.window, baseline: Math.round(expected * 100) / 100, factor: rule.factor }, `${recent} requests in ${rule.window} s against a baseline of ${expected.toFixed(2)}`);
       }
       const volume = spec.volume_spike;
       const bytes = subject.bytesRing.sum(second);
       const expectedBytes = baselineBytes * volume.window;
       if (bytes >= volume.min_bytes && bytes > volume.factor * expectedBytes) {
-        raise('volume_spike', volume.action, sample.service, { bytes, window_s: volume.window, baseline_bytes: Math.round(expectedBytes), factor: volume.factor }, `${bytes} response bytes in ${volume.window} s against a baseline of ${Math.round(expectedBytes)}: exfiltration?`);
+        this.#raise(raised, sample, 'volume_spike', volume.action, sample.service, { bytes, window_s: volume.window, baseline_bytes: Math.round(expectedBytes), factor: volume.factor }, `${bytes} response bytes in ${volume.window} s against a baseline of ${Math.round(expectedBytes)}: exfiltration?`);
       }
     }
     if (sample.route !== null && !subject.routes.has(sample.route)) {
-      if (warm) raise('new_route', spec.new_route.action, sample.service, { route: sample.route }, `first use of route ${sample.route} after the warm-up`);
+      if (warm) this.#raise(raised, sample, 'new_route', spec.new_route.action, sample.service, { route: sample.route }, `first use of route ${sample.route} after the warm-up`);
       if (subject.routes.size < MAX_KNOWN) subject.routes.add(sample.route);
     }
     if (sample.scope !== null && !subject.scopes.has(sample.scope)) {
-      if (warm) raise('new_scope', spec.new_scope.action, sample.service, { scope: sample.scope }, `first use of scope ${sample.scope} after the warm-up`);
+      if (warm) this.#raise(raised, sample, 'new_scope', spec.new_scope.action, sample.service, { scope: sample.scope }, `first use of scope ${sample.scope} after the warm-up`);
       if (subject.scopes.size < MAX_KNOWN) subject.scopes.add(sample.scope);
     }
     return raised;
+  }
+
+  /** Records an event unless the same agent, service and rule raised one within the cooldown. */
+  #raise(raised: AnomalyEvent[], sample: Observation, rule: AnomalyRule, action: 'alert' | 'suspend', service: string | null, evidence: Record<string, string | number>, summary: string): void {
+    const key = `${sample.agent}\u0000${service ?? ''}\u0000${rule}`;
+    const last = this.#lastRaised.get(key);
+    if (last !== undefined && sample.at - last < this.#spec.cooldown * 1000) return;
+    this.#lastRaised.set(key, sample.at);
+    const event: AnomalyEvent = { id: `anm_${(++this.#sequence).toString(36)}_${Math.floor(sample.at / 1000).toString(36)}`, at: sample.at, rule, action, agent: sample.agent, service, evidence, summary };
+    this.#events.push(event);
+    if (this.#events.length > MAX_EVENTS) this.#events.shift();
+    raised.push(event);
   }
 }
 
