@@ -12,18 +12,16 @@ const NOTHING_TO_RELEASE = (): void => undefined;
 /** Returns what to call when the request ends (the concurrency slot). */
 export async function checkRateLimit(limiter: RateLimiter, gate: ConcurrencyGate, agent: string, grant: GrantPolicy): Promise<() => void> {
   const rate = grant.config.rate;
-  if (rate === undefined) return NOTHING_TO_RELEASE;
-  const key = `${agent}\u0000${grant.service}`;
-  const capacity = rate.burst ?? rate.requests;
-  const decision = await limiter.take(key, { capacity, refillPerMs: rate.requests / (rate.per * 1000) });
+  if (rate === undefined || grant.bucket === null) return NOTHING_TO_RELEASE;
+  const decision = await limiter.take(grant.rateKey, grant.bucket);
   if (!decision.allowed) {
     const seconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000));
-    throw new AirlockError('rate_limited', `Agent ${agent} is over its rate on ${grant.service} (${rate.requests} per ${rate.per} s, bursts of ${capacity}); retry in ${seconds} s.`, {
+    throw new AirlockError('rate_limited', `Agent ${agent} is over its rate on ${grant.service} (${rate.requests} per ${rate.per} s, bursts of ${grant.bucket.capacity}); retry in ${seconds} s.`, {
       headers: { 'retry-after': String(seconds) },
     });
   }
   if (rate.concurrency === undefined) return NOTHING_TO_RELEASE;
-  const release = gate.enter(key, rate.concurrency);
+  const release = gate.enter(grant.rateKey, rate.concurrency);
   if (release === null) {
     throw new AirlockError('rate_limited', `Agent ${agent} already has ${rate.concurrency} requests in flight on ${grant.service} (rate.concurrency); retry when one ends.`, {
       headers: { 'retry-after': '1' },

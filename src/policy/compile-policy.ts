@@ -8,6 +8,7 @@ import type { CredentialSpec, GrantSpec } from '../config/schema.js';
 import { buildInjector } from '../injection/build-injector.js';
 import type { Injector } from '../injection/injector.js';
 import { parseUpstream, type UpstreamTarget } from '../upstream/upstream-target.js';
+import type { BucketShape } from './rate-limiter.js';
 import { compileRouteTable, type RouteTable } from './route-table.js';
 import { compileScopeGrant, type ScopeGrant } from './scope-grant.js';
 import { BUILTIN_RULES, BUILTIN_RULE_NAMES, customRule, type KeyRule } from '../redaction/key-patterns.js';
@@ -50,6 +51,10 @@ export interface GrantPolicy {
   /** The grant's own credential, or null to use the service's. */
   readonly credential: CredentialPlan | null;
   readonly config: Readonly<GrantSpec>;
+  /** The grant's token bucket (from `rate`), or null without one: compiled once, not per request. */
+  readonly bucket: BucketShape | null;
+  /** The bucket's and the concurrency gate's key: agent and service. */
+  readonly rateKey: string;
 }
 
 export interface AgentPolicy {
@@ -160,6 +165,8 @@ export function compilePolicy(config: AirlockConfig): Policy {
           scopes: compileScopeGrant(grant.max_scope),
           credential: grant.credential === undefined ? null : compileCredential(grant.credential),
           config: grant as Readonly<GrantSpec>,
+          bucket: grant.rate === undefined ? null : Object.freeze({ capacity: grant.rate.burst ?? grant.rate.requests, refillPerMs: grant.rate.requests / (grant.rate.per * 1000) }),
+          rateKey: `${agent.name}\u0000${grant.service}`,
         }),
       );
     });

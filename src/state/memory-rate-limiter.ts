@@ -5,6 +5,8 @@
 import { LRUCache } from 'lru-cache';
 import type { BucketShape, RateDecision, RateLimiter } from '../policy/rate-limiter.js';
 
+const ALLOWED: RateDecision = Object.freeze({ allowed: true, retryAfterMs: 0 });
+
 interface Bucket {
   tokens: number;
   updatedAt: number;
@@ -21,13 +23,16 @@ export class MemoryRateLimiter implements RateLimiter {
 
   async take(key: string, shape: BucketShape): Promise<RateDecision> {
     const now = this.#now();
-    const bucket = this.#buckets.get(key) ?? { tokens: shape.capacity, updatedAt: now };
+    let bucket = this.#buckets.get(key);
+    if (bucket === undefined) {
+      bucket = { tokens: shape.capacity, updatedAt: now };
+      this.#buckets.set(key, bucket);
+    }
     bucket.tokens = Math.min(shape.capacity, bucket.tokens + (now - bucket.updatedAt) * shape.refillPerMs);
     bucket.updatedAt = now;
-    this.#buckets.set(key, bucket);
     if (bucket.tokens >= 1) {
       bucket.tokens -= 1;
-      return { allowed: true, retryAfterMs: 0 };
+      return ALLOWED;
     }
     return { allowed: false, retryAfterMs: Math.ceil((1 - bucket.tokens) / shape.refillPerMs) };
   }
