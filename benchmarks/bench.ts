@@ -14,7 +14,7 @@
  * tree (from /proc), RSS after the run, as medians of the rounds; ratios to nginx and to the floor, as
  * the median of each round's ratio. Then: added latency unloaded (1 connection), SSE event delay
  * against direct, 1 MB responses with redaction (Airlock) against without (the floor), and RSS at
- * 1,000 concurrent connections. Results: bench-results/<time>.json and .md, and the table printed.
+ * 1,000 concurrent connections (Airlock, then the floor for reference). Results: bench-results/<time>.json and .md, and the table printed.
  *
  * Environment: BENCH_SECONDS (default 10) per measured run, BENCH_CONNECTIONS (default 50),
  * BENCH_WARMUP (seconds of load before each target's first measured run; default 8, or a quarter of
@@ -32,7 +32,7 @@ import { LOAD_TOOL, runLoad, type LoadResult } from './parts/run-load.js';
 import { startNginx } from './parts/start-nginx.js';
 import { startAirlockProcess, startScript, type BenchProcess } from './parts/start-process.js';
 import { airlockConfig } from './parts/airlock-config.js';
-import { combineRounds, renderReport, type BenchReport, type Row, type Sample } from './parts/bench-report.js';
+import { combineRounds, renderReport, type BenchReport, type Row, type Sample, type ThousandConnections } from './parts/bench-report.js';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 50);
@@ -207,10 +207,13 @@ async function main(): Promise<void> {
     const through = await sseDelays(airlockTarget.url, auth, 10);
     const sse = { directP50Ms: percentile(direct, 50), directP99Ms: percentile(direct, 99), airlockP50Ms: percentile(through, 50), airlockP99Ms: percentile(through, 99), events: through.length };
 
-    progress('1,000 concurrent connections through Airlock: peak RSS');
-    const airlockPids = airlockTarget.pids();
-    const heavy = await peakRssDuring(airlockPids, runLoad({ url: `${airlockTarget.url}/small`, connections: 1000, seconds: SECONDS, headers: auth, threads: 2 }));
-    const thousand = { rps: Math.round(heavy.result.rps), p99Ms: heavy.result.p99Ms, errors: heavy.result.errors, peakRssMiB: heavy.peak };
+    // The floor too, after Airlock: what a bare relay's memory comes to under the same load.
+    const atThousand: ThousandConnections[] = [];
+    for (const target of [airlockTarget, targets.find((t) => t.name === 'floor') as Target]) {
+      progress(`1,000 concurrent connections through ${target.name}: peak RSS`);
+      const heavy = await peakRssDuring(target.pids(), runLoad({ url: `${target.url}/small`, connections: 1000, seconds: SECONDS, headers: target.headers, threads: 2 }));
+      atThousand.push({ rps: Math.round(heavy.result.rps), p99Ms: heavy.result.p99Ms, errors: heavy.result.errors, peakRssMiB: heavy.peak });
+    }
 
     // Rotated files too: the warm-ups alone write more than audit.max_bytes.
     const auditDir = join(work, 'airlock');
@@ -224,7 +227,8 @@ async function main(): Promise<void> {
       settings: { seconds: SECONDS, connections: CONNECTIONS, warmupSeconds: WARMUP_SECONDS, rewarmSeconds: REWARM_SECONDS, rounds: ROUNDS },
       rows,
       sse,
-      thousandConnections: thousand,
+      thousandConnections: atThousand[0] as ThousandConnections,
+      thousandConnectionsFloor: atThousand[1] as ThousandConnections,
       auditLines,
       tracedSpansExports: sink.spans(),
     };

@@ -46,13 +46,22 @@ export function combineRounds(target: string, workload: string, connections: num
   };
 }
 
+export interface ThousandConnections {
+  readonly rps: number;
+  readonly p99Ms: number;
+  readonly errors: number;
+  readonly peakRssMiB: number;
+}
+
 export interface BenchReport {
   readonly date: string;
   readonly machine: Record<string, string | number>;
   readonly settings: Record<string, number>;
   readonly rows: readonly Row[];
   readonly sse: { directP50Ms: number; directP99Ms: number; airlockP50Ms: number; airlockP99Ms: number; events: number };
-  readonly thousandConnections: { rps: number; p99Ms: number; errors: number; peakRssMiB: number };
+  readonly thousandConnections: ThousandConnections;
+  /** The floor under the same load: the memory a bare relay needs for it, the reference for Airlock's. */
+  readonly thousandConnectionsFloor: ThousandConnections;
   readonly auditLines: number;
   readonly tracedSpansExports: number;
 }
@@ -141,7 +150,8 @@ export function renderReport(report: BenchReport): { markdown: string; json: str
   lines.push('');
   lines.push(`SSE (${report.sse.events} events through Airlock): delay from the upstream's write to the client's read, p50 ${fixed(report.sse.airlockP50Ms, 3)} ms / p99 ${fixed(report.sse.airlockP99Ms, 3)} ms; direct p50 ${fixed(report.sse.directP50Ms, 3)} ms / p99 ${fixed(report.sse.directP99Ms, 3)} ms.`);
   lines.push('');
-  lines.push(`1,000 concurrent connections through Airlock: ${report.thousandConnections.rps} rps, p99 ${fixed(report.thousandConnections.p99Ms)} ms, peak RSS ${report.thousandConnections.peakRssMiB} MiB, ${report.thousandConnections.errors} errors.`);
+  const thousand = (t: ThousandConnections): string => `${t.rps} rps, p99 ${fixed(t.p99Ms)} ms, peak RSS ${t.peakRssMiB} MiB, ${t.errors} errors`;
+  lines.push(`1,000 concurrent connections, small bodies: through Airlock ${thousand(report.thousandConnections)}; through the floor ${thousand(report.thousandConnectionsFloor)}.`);
   lines.push('');
   lines.push(`Audit lines written by the measured Airlock: ${report.auditLines}. OTLP export requests received from airlock+trace: ${report.tracedSpansExports}.`);
   lines.push('');
