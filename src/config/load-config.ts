@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { isMap, isSeq, LineCounter, parseDocument, type Node as YamlNode } from 'yaml';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node as YamlNode } from 'yaml';
 import type { z } from 'zod';
 import { formatPath, type ConfigProblem, type ProblemPath } from './config-problem.js';
 import { configSchema, type ParsedConfig } from './schema.js';
@@ -41,7 +41,8 @@ export function parseConfigText(text: string, file: string): LoadedConfig {
       problems: document.errors.map((e) => {
         // linePos is only filled when the library prettifies errors; compute it from the offset instead.
         const pos = e.linePos?.[0] ?? lineCounter.linePos(e.pos[0]);
-        const message = `YAML: ${e.message.split('\n')[0]}`;
+        const duplicate = e.code === 'DUPLICATE_KEY' ? keyAt(document, e.pos[0]) : null;
+        const message = duplicate === null ? `YAML: ${e.message.split('\n')[0]}` : `YAML: the key ${JSON.stringify(duplicate)} is given twice in the same mapping (once earlier in it); keep one of the two`;
         return pos === undefined ? { severity: 'error' as const, path: [], message } : { severity: 'error' as const, path: [], message, line: pos.line, column: pos.col };
       }),
     };
@@ -61,6 +62,22 @@ export function parseConfigText(text: string, file: string): LoadedConfig {
     return { config: null, problems: [{ severity: 'error', path: [], message: `YAML: ${(error as Error).message.split('\n')[0]}` }] };
   }
   return buildConfig(input, { baseDir: dirname(file), source: file, locate });
+}
+
+/** The name of the mapping key that starts at `offset` (the library's duplicate-key error points there, unnamed). */
+function keyAt(document: Document, offset: number): string | null {
+  let name: string | null = null;
+  visit(document, {
+    Pair(_key, pair) {
+      if (isScalar(pair.key) && pair.key.range?.[0] === offset) {
+        const text = String(pair.key.value);
+        name = text.length > 60 ? `${text.slice(0, 57)}...` : text;
+        return visit.BREAK;
+      }
+      return undefined;
+    },
+  });
+  return name;
 }
 
 export interface BuildOptions {

@@ -500,7 +500,9 @@ describe('parseConfigText', () => {
 
   it.each([
     ['an unclosed flow map', 'services:\n  a: {upstream: https://x.example.com\n', /Flow map/],
-    ['a duplicate key', 'listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n', /Map keys must be unique/],
+    ['a duplicate key', 'listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n', /^YAML: the key "listen" is given twice in the same mapping/],
+    ['a duplicate key, nested and quoted', 'services:\n  api:\n    upstream: https://a.example.com\n    "upstream": https://b.example.com\n', /^YAML: the key "upstream" is given twice/],
+    ['a duplicate key in a flow map', 'services:\n  a: {upstream: x, upstream: y}\n', /^YAML: the key "upstream" is given twice/],
     ['an unterminated string', 'listen: "127.0.0.1:1\n', /Missing closing/],
     // Found only when the document is converted (the library throws there): a problem, not a crash.
     ['an alias with no anchor', 'listen: 127.0.0.1:1\nservices: *typo\n', /^YAML: Unresolved alias/],
