@@ -151,8 +151,11 @@ export class AnomalyDetector {
   readonly #events: AnomalyEvent[] = [];
   #sequence = 0;
 
+  readonly #usualHours: HoursWindow | null;
+
   constructor(spec: DeepReadonly<AnomaliesSpec>) {
     this.#spec = spec;
+    this.#usualHours = spec.off_hours === undefined ? null : parseHours(spec.off_hours.hours);
   }
 
   get enabled(): boolean {
@@ -184,7 +187,7 @@ export class AnomalyDetector {
       }
     }
 
-    if (spec.off_hours !== undefined && !withinHours(sample.at, spec.off_hours.hours, spec.off_hours.utc_offset_minutes)) {
+    if (spec.off_hours !== undefined && this.#usualHours !== null && !withinWindow(sample.at, this.#usualHours, spec.off_hours.utc_offset_minutes)) {
       this.#raise(raised, sample, 'off_hours', spec.off_hours.action, sample.service, { usual_hours: spec.off_hours.hours, utc_offset_minutes: spec.off_hours.utc_offset_minutes }, `a call at ${new Date(sample.at).toISOString()}, outside the usual hours ${spec.off_hours.hours}`);
     }
 
@@ -262,10 +265,22 @@ export class AnomalyDetector {
 
 /** Whether a time falls within HH:MM-HH:MM (which may wrap midnight) at a fixed UTC offset. */
 export function withinHours(at: number, hours: string, offsetMinutes: number): boolean {
+  return withinWindow(at, parseHours(hours), offsetMinutes);
+}
+
+/** HH:MM-HH:MM as minutes of the day; parsed once per config, not per request. */
+interface HoursWindow {
+  readonly start: number;
+  readonly end: number;
+}
+
+function parseHours(hours: string): HoursWindow {
   const [from, to] = hours.split('-') as [string, string];
   const minutes = (text: string): number => Number(text.slice(0, 2)) * 60 + Number(text.slice(3, 5));
+  return { start: minutes(from), end: minutes(to) };
+}
+
+function withinWindow(at: number, { start, end }: HoursWindow, offsetMinutes: number): boolean {
   const local = (((Math.floor(at / 60_000) + offsetMinutes) % 1440) + 1440) % 1440;
-  const start = minutes(from);
-  const end = minutes(to);
   return start <= end ? local >= start && local < end : local >= start || local < end;
 }
