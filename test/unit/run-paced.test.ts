@@ -38,10 +38,13 @@ describe('runPaced', () => {
     const elapsed = performance.now() - started;
     expect(result).toMatchObject({ requests: 40, errors: 0 });
     expect(seen).toEqual(Array.from({ length: 40 }, () => 'GET /ok?x=1 Bearer paced'));
-    // 39 intervals of 3 ms: the schedule, not the server, sets the pace.
-    expect(elapsed).toBeGreaterThanOrEqual(39 * 3);
-    // 40 requests in no less than 39 intervals of 3 ms.
-    expect(result.rps).toBeLessThanOrEqual(40 / ((39 * 3) / 1000));
+    // 39 intervals of 3 ms: the schedule, not the server, sets the pace. Less 1 ms: node's timers run
+    // against libuv's loop time, cached when the loop iteration began, so a timer may fire a fraction of
+    // a millisecond before performance.now() says its delay has passed (a run measured 116.99 ms).
+    const schedule = 39 * 3 - 1;
+    expect(elapsed).toBeGreaterThanOrEqual(schedule);
+    // 40 requests in no less than those 39 intervals.
+    expect(result.rps).toBeLessThanOrEqual(40 / (schedule / 1000));
     expect(result.p50Ms).toBeGreaterThan(0);
     expect(result.p99Ms).toBeGreaterThanOrEqual(result.p50Ms);
     expect(result.late).toBeLessThan(40);
