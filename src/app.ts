@@ -12,7 +12,7 @@
  *    when its last request ends. A config that changes what only a restart can change (listen
  *    addresses, data_dir, audit, state, workers) is refused and the old one stays.
  */
-import { mkdirSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -52,6 +52,7 @@ import { MemoryRateLimiter } from './state/memory-rate-limiter.js';
 import type { RedisStateBackend } from './state/redis-backend.js';
 import { RedisRateLimiter } from './state/redis-rate-limiter.js';
 import { createOriginPool } from './upstream/origin-pool.js';
+import { makePrivateDir } from './state/make-private-dir.js';
 
 /** Reported in spans (service.version) and the admin API. */
 export const AIRLOCK_VERSION = '0.1.0';
@@ -156,10 +157,17 @@ interface Generation {
  */
 function prepareDataDir(dir: string): void {
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    makePrivateDir(dir);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    const why = code === 'EEXIST' || code === 'ENOTDIR' ? 'a file is in the way (it or a parent is not a directory)' : code === 'EACCES' || code === 'EROFS' ? 'this user may not create it there' : (error as Error).message;
+    const why =
+      code === 'EEXIST' || code === 'ENOTDIR'
+        ? 'a file is in the way (it or a parent is not a directory)'
+        : code === 'EACCES' || code === 'EROFS'
+          ? 'this user may not create it there'
+          : code === 'ENOENT'
+            ? 'the file system there does not let directories be made (such as /proc or /sys)'
+            : (error as Error).message;
     throw new Error(`data_dir ${dir} cannot be made: ${why}; set data_dir to a directory Airlock can write`);
   }
   if (!statSync(dir).isDirectory()) throw new Error(`data_dir ${dir} is not a directory; set data_dir to a directory Airlock can write`);

@@ -5,9 +5,10 @@
  * over the old one, so a crash never leaves half a file.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { openText, sealText } from './seal-text.js';
+import { makePrivateDir } from '../state/make-private-dir.js';
 
 export const SECRETS_FILE = 'secrets.json';
 const FORMAT = 'airlock-secrets/1';
@@ -131,7 +132,7 @@ export class EncryptedSecretFile {
   }
 
   #write(document: SecretsDocument): void {
-    mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
+    makePrivateDir(dirname(this.path));
     const temporary = `${this.path}.${randomBytes(6).toString('hex')}.tmp`;
     writeFileSync(temporary, `${JSON.stringify(document, null, 2)}\n`, { mode: 0o600 });
     renameSync(temporary, this.path);

@@ -4,9 +4,10 @@
  * Like ssh with private keys, a key file readable by group or others is refused.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SECRETS_FILE } from './encrypted-secret-file.js';
+import { makePrivateDir } from '../state/make-private-dir.js';
 
 export const MASTER_KEY_FILE = 'master.key';
 
@@ -50,7 +51,7 @@ export function loadMasterKey(options: MasterKeyOptions): Buffer | null {
       );
     }
     if (!options.create) return null;
-    mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+    makePrivateDir(options.dataDir);
     const key = randomBytes(32);
     writeFileSync(path, `${key.toString('base64')}\n`, { mode: 0o600, flag: 'wx' });
     return key;

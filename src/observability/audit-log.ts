@@ -18,7 +18,7 @@
  * path as a fifth of the CPU per request). And a disk that stalls now stalls the proxy instead of
  * letting answered requests pile up unwritten records in memory: the audit file belongs on a local disk.
  */
-import { closeSync, fstatSync, ftruncateSync, mkdirSync, openSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, openSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
@@ -27,6 +27,7 @@ import { AirlockError } from '../errors.js';
 import type { SecretCatalog } from '../redaction/secret-catalog.js';
 import { GENESIS, sealRecord } from './audit-chain.js';
 import { serializeAuditRecord, type AuditRecord } from './audit-record.js';
+import { makePrivateDir } from '../state/make-private-dir.js';
 
 interface Pending {
   record: AuditRecord;
@@ -94,7 +95,7 @@ export class AuditLog {
 
   /** Opens (creating) the file and picks up the chain where the last line left it. */
   async open(): Promise<void> {
-    mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 });
+    makePrivateDir(dirname(this.file));
     this.#fd = openSync(this.file, 'a', 0o600);
     const info = fstatSync(this.#fd);
     this.#size = info.size;

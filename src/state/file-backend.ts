@@ -2,12 +2,12 @@
  * The embedded state backend: governance events as JSON lines in data_dir/state.jsonl (mode 0600),
  * appended in order, replayed at start-up and compacted to the live state (temporary file + rename).
  */
-import { mkdirSync } from 'node:fs';
 import { open, readFile, rename, writeFile, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname } from 'node:path';
 import type { GovernanceEvent } from './governance-records.js';
 import type { StateBackend } from './state-backend.js';
+import { makePrivateDir } from './make-private-dir.js';
 
 export class FileStateBackend implements StateBackend {
   readonly #file: string;
@@ -42,7 +42,7 @@ export class FileStateBackend implements StateBackend {
     const line = `${JSON.stringify(event)}\n`;
     const write = this.#queue.then(async () => {
       if (this.#handle === null) {
-        mkdirSync(dirname(this.#file), { recursive: true, mode: 0o700 });
+        makePrivateDir(dirname(this.#file));
         this.#handle = await open(this.#file, 'a', 0o600);
       }
       await this.#handle.write(line);
@@ -67,7 +67,7 @@ export class FileStateBackend implements StateBackend {
     const rewrite = this.#queue.then(async () => {
       await this.#handle?.close();
       this.#handle = null;
-      mkdirSync(dirname(this.#file), { recursive: true, mode: 0o700 });
+      makePrivateDir(dirname(this.#file));
       const temporary = `${this.#file}.${randomBytes(6).toString('hex')}.tmp`;
       await writeFile(temporary, events.map((e) => `${JSON.stringify(e)}\n`).join(''), { mode: 0o600 });
       await rename(temporary, this.#file);
