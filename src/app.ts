@@ -156,13 +156,15 @@ interface Generation {
  * mkdir") when a file was in its way, after `airlock check` had passed.
  */
 function prepareDataDir(dir: string): void {
+  let isDirectory: boolean;
   try {
     makePrivateDir(dir);
+    isDirectory = statSync(dir).isDirectory();
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     const why =
       code === 'EEXIST' || code === 'ENOTDIR'
-        ? 'a file is in the way (it or a parent is not a directory)'
+        ? 'a file or a broken symbolic link is in the way (it or a parent is not a directory)'
         : code === 'EACCES' || code === 'EROFS'
           ? 'this user may not create it there'
           : code === 'ENOENT'
@@ -170,7 +172,7 @@ function prepareDataDir(dir: string): void {
             : (error as Error).message;
     throw new Error(`data_dir ${dir} cannot be made: ${why}; set data_dir to a directory Airlock can write`);
   }
-  if (!statSync(dir).isDirectory()) throw new Error(`data_dir ${dir} is not a directory; set data_dir to a directory Airlock can write`);
+  if (!isDirectory) throw new Error(`data_dir ${dir} is not a directory; set data_dir to a directory Airlock can write`);
 }
 
 async function listen(server: Server, address: string, logger: Logger): Promise<string> {

@@ -96,11 +96,18 @@ export class AuditLog {
   /** Opens (creating) the file and picks up the chain where the last line left it. */
   async open(): Promise<void> {
     makePrivateDir(dirname(this.file));
-    this.#fd = openSync(this.file, 'a', 0o600);
-    const info = fstatSync(this.#fd);
+    this.#openFile();
+    this.#lastHash = await this.#lastHashOnDisk();
+  }
+
+  /** Opens the file for appending; its size and kind are read from what was opened, every time. */
+  #openFile(): number {
+    const fd = openSync(this.file, 'a', 0o600);
+    const info = fstatSync(fd);
+    this.#fd = fd;
     this.#size = info.size;
     this.#rotatable = info.isFile();
-    this.#lastHash = await this.#lastHashOnDisk();
+    return fd;
   }
 
   /** The hash of the last record on disk, read from the file's tail (never the whole file). */
@@ -221,9 +228,11 @@ export class AuditLog {
     let written = 0;
     try {
       const data = Buffer.from(`${lines.join('\n')}\n`, 'utf8');
+      // Reopened after a failed write before the size check: the file at that path may be another now.
+      if (this.#fd === null) this.#openFile();
       this.#rotateIfNeeded(data.length);
-      this.#fd ??= openSync(this.file, 'a', 0o600);
-      while (written < data.length) written += writeSync(this.#fd, data, written, data.length - written);
+      const fd = this.#fd ?? this.#openFile();
+      while (written < data.length) written += writeSync(fd, data, written, data.length - written);
     } catch (error) {
       // Part of the batch reached the file before the error (a disk filling up): cut it off, or the
       // next batch would be appended to a torn line.

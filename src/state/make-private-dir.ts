@@ -8,17 +8,21 @@
  * /proc spun at full CPU and did not even hear SIGTERM. Here the walk is bounded by the path's depth
  * and that answer is an error like any other.
  */
-import { mkdirSync, statSync } from 'node:fs';
+import { lstatSync, mkdirSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 
 export function makePrivateDir(dir: string): void {
   const missing: string[] = [];
   for (let current = resolve(dir); ; ) {
-    try {
-      statSync(current);
+    const found = statSync(current, { throwIfNoEntry: false });
+    if (found !== undefined) {
+      // As mkdir -p: afterwards the path is a directory, or this failed (EEXIST for the path itself).
+      if (!found.isDirectory()) throw Object.assign(new Error(`${current} exists and is not a directory`), { code: missing.length === 0 ? 'EEXIST' : 'ENOTDIR', path: current });
       break;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
+    // stat follows links: a link to nothing reads as missing, but mkdir cannot make a directory there.
+    if (lstatSync(current, { throwIfNoEntry: false })?.isSymbolicLink() === true) {
+      throw Object.assign(new Error(`${current} is a symbolic link to nothing, so no directory can be made there`), { code: 'EEXIST', path: current });
     }
     missing.push(current);
     const parent = dirname(current);
@@ -29,8 +33,9 @@ export function makePrivateDir(dir: string): void {
     try {
       mkdirSync(path, { mode: 0o700 });
     } catch (error) {
-      // Made meanwhile (another worker starting at the same time): as good as made here.
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      // Made meanwhile (another worker starting at the same time): as good as made here, if it is a
+      // directory; a file that appeared there is not.
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || !statSync(path).isDirectory()) throw error;
     }
   }
 }

@@ -809,7 +809,7 @@ agents:
   // Found by probing: `check` passed these, and serve failed with a bare errno ("EEXIST: file already
   // exists, mkdir", "getaddrinfo ENOTFOUND") that named neither the setting nor what to do.
   it.each([
-    { name: 'data_dir is a file', yaml: (dir: string) => { writeFileSync(join(dir, 'afile'), 'x'); return 'listen: 127.0.0.1:0\ndata_dir: ./afile\n'; }, message: /data_dir .*afile cannot be made: a file is in the way.*set data_dir to a directory Airlock can write/ },
+    { name: 'data_dir is a file', yaml: (dir: string) => { writeFileSync(join(dir, 'afile'), 'x'); return 'listen: 127.0.0.1:0\ndata_dir: ./afile\n'; }, message: /data_dir .*afile cannot be made: a file or a broken symbolic link is in the way.*set data_dir to a directory Airlock can write/ },
     { name: 'listen on a host that does not resolve', yaml: () => 'listen: no-such-host.invalid:7700\ndata_dir: ./data\n', message: /cannot listen on no-such-host\.invalid:7700: the host name does not resolve on this machine/ },
   ])('exits 1 with what to change when $name', async ({ yaml, message }) => {
     const dir = scratch();

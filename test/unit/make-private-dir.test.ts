@@ -3,7 +3,7 @@
  * error, never a spin, where the kernel will not make a directory whose parent exists (/proc).
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -22,10 +22,20 @@ describe('makePrivateDir', () => {
     expect(statSync(base).mode & 0o777).toBe(baseMode);
   });
 
-  it('refuses a path through a file with ENOTDIR', () => {
+  it('refuses a path through a file with ENOTDIR, and a file at the path itself with EEXIST (as mkdir -p)', () => {
     const base = tempDir('private-dir-');
     writeFileSync(join(base, 'file'), 'x');
     expect(() => makePrivateDir(join(base, 'file', 'sub'))).toThrow(expect.objectContaining({ code: 'ENOTDIR' }));
+    expect(() => makePrivateDir(join(base, 'file'))).toThrow(expect.objectContaining({ code: 'EEXIST' }));
+  });
+
+  it('refuses a symbolic link to nothing, itself or on the way, instead of passing it as made', () => {
+    const base = tempDir('private-dir-');
+    symlinkSync(join(base, 'gone'), join(base, 'dangling'));
+    for (const target of [join(base, 'dangling'), join(base, 'dangling', 'sub')]) {
+      expect(() => makePrivateDir(target)).toThrow(expect.objectContaining({ code: 'EEXIST', message: expect.stringMatching(/symbolic link to nothing/) }));
+    }
+    expect(existsSync(join(base, 'gone'))).toBe(false);
   });
 
   it.skipIf(!existsSync('/proc/self'))('answers a path under /proc with ENOENT at once (node\'s recursive mkdir spins there for ever)', () => {
