@@ -7,6 +7,7 @@ import type { AirlockConfig } from '../config/types.js';
 import { EncryptedSecretFile } from '../credentials/encrypted-secret-file.js';
 import { loadMasterKey, MASTER_KEY_FILE } from '../credentials/master-key.js';
 import { parseSecretRef, SECRET_NAME } from '../credentials/secret-ref.js';
+import { headerValueFault } from '../injection/injector.js';
 import { AdminCallError, callAdmin, reportRefusal } from './admin-client.js';
 import { MIN_SECRET_LENGTH } from '../redaction/secret-catalog.js';
 import { UsageError, type CliIo } from './cli-io.js';
@@ -98,14 +99,10 @@ async function setSecret(io: CliIo, config: AirlockConfig, name: string): Promis
     io.stderr.write(`The value is shorter than ${MIN_SECRET_LENGTH} characters; Airlock refuses to inject secrets it cannot reliably redact.\n`);
     return 1;
   }
-  if (/[\r\n\0]/.test(value)) {
-    io.stderr.write('The value contains a line break or NUL, which cannot be sent in a header; check what you piped in.\n');
-    return 1;
-  }
-  // Tabs may stand inside a header value; other control characters cannot (RFC 9110 5.5). At the hidden
-  // prompt they are keys that edit nothing there: arrows, Ctrl-U, Delete.
-  if (/[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]/.test(value)) {
-    io.stderr.write('The value contains a control character (an arrow key, Ctrl-U, Delete or an escape sequence typed at the prompt?), which cannot be sent in a header; paste the value again, or pipe it in.\n');
+  const fault = headerValueFault(value);
+  if (fault !== null) {
+    // At the hidden prompt a control character is a key that edits nothing there: an arrow, Ctrl-U, Delete.
+    io.stderr.write(`The value contains ${fault}, which cannot be sent in a header (an arrow key, Ctrl-U or Delete typed at the prompt?); paste the value again, or check what you piped in.\n`);
     return 1;
   }
   if (value.includes('\ufffd')) {

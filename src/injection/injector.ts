@@ -14,18 +14,24 @@ export interface Injector {
   inject(request: OutboundRequest, credential: Credential): void;
 }
 
+/** Any control character but HTAB (RFC 9110 5.5: field values are visible ASCII, SP, HTAB and obs-text). */
+const NOT_IN_A_FIELD_VALUE = /[\0-\x08\x0a-\x1f\x7f]/;
+
 /**
- * RFC 9110 5.5: field values are visible ASCII, SP, HTAB and obs-text; no other control character. One
- * that slipped into a stored value (an escape sequence or a DEL typed at the hidden `secrets set`
- * prompt) would make undici refuse the request, which the agent saw as 502 upstream_unreachable.
+ * What keeps a value out of a header, or null: a line break or NUL (which would split or end the
+ * field), or another control character, such as an escape sequence or a DEL typed at the hidden
+ * `secrets set` prompt (undici refuses those, which the agent saw as 502 upstream_unreachable). One
+ * test on the common path; the kind is told apart only for the message. Shared by injection and by
+ * `secrets set`, which refuses such a value before it is stored.
  */
+export function headerValueFault(value: string): 'a line break or NUL' | 'a control character (such as ESC or DEL)' | null {
+  if (!NOT_IN_A_FIELD_VALUE.test(value)) return null;
+  return /[\0\r\n]/.test(value) ? 'a line break or NUL' : 'a control character (such as ESC or DEL)';
+}
+
 export function assertHeaderSafe(value: string, credential: Credential): void {
-  if (/[\0\r\n]/.test(value)) {
-    throw new InjectionError(`the credential ${credential.ref} contains a line break or NUL and cannot be sent in a header`);
-  }
-  if (/[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]/.test(value)) {
-    throw new InjectionError(`the credential ${credential.ref} contains a control character (such as ESC or DEL) and cannot be sent in a header; fix the value in its store`);
-  }
+  const fault = headerValueFault(value);
+  if (fault !== null) throw new InjectionError(`the credential ${credential.ref} contains ${fault} and cannot be sent in a header; fix the value in its store`);
 }
 
 export class InjectionError extends Error {
