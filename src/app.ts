@@ -12,7 +12,6 @@
  *    when its last request ends. A config that changes what only a restart can change (listen
  *    addresses, data_dir, audit, state, workers) is refused and the old one stays.
  */
-import { statSync } from 'node:fs';
 import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -156,10 +155,9 @@ interface Generation {
  * mkdir") when a file was in its way, after `airlock check` had passed.
  */
 function prepareDataDir(dir: string): void {
-  let isDirectory: boolean;
   try {
+    // As mkdir -p: afterwards dir is a directory, or this threw (EEXIST when a file is there).
     makePrivateDir(dir);
-    isDirectory = statSync(dir).isDirectory();
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     const why =
@@ -172,7 +170,6 @@ function prepareDataDir(dir: string): void {
             : (error as Error).message;
     throw new Error(`data_dir ${dir} cannot be made: ${why}; set data_dir to a directory Airlock can write`);
   }
-  if (!isDirectory) throw new Error(`data_dir ${dir} is not a directory; set data_dir to a directory Airlock can write`);
 }
 
 async function listen(server: Server, address: string, logger: Logger): Promise<string> {
