@@ -9,6 +9,8 @@ import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Documen
 import type { z } from 'zod';
 import { formatPath, type ConfigProblem, type ProblemPath } from './config-problem.js';
 import { configSchema, type ParsedConfig } from './schema.js';
+import { TOKEN_IN_TEXT } from '../identity/agent-token.js';
+import { BUILTIN_RULE_NAMES, BUILTIN_RULES } from '../redaction/key-patterns.js';
 import type { AgentConfig, AirlockConfig, ServiceConfig } from './types.js';
 import { defaultPrefix, validateConfig } from './validate-config.js';
 
@@ -42,7 +44,10 @@ export function parseConfigText(text: string, file: string): LoadedConfig {
         // linePos is only filled when the library prettifies errors; compute it from the offset instead.
         const pos = e.linePos?.[0] ?? lineCounter.linePos(e.pos[0]);
         const duplicate = e.code === 'DUPLICATE_KEY' ? keyAt(document, e.pos[0]) : null;
-        const message = duplicate === null ? `YAML: ${e.message.split('\n')[0]}` : `YAML: the key ${JSON.stringify(duplicate)} is given twice in the same mapping (once earlier in it); keep one of the two`;
+        const message =
+          duplicate === null
+            ? `YAML: ${e.message.split('\n')[0]}`
+            : `YAML: ${sayableKey(duplicate) ? `the key ${JSON.stringify(duplicate)}` : 'a key (not repeated here: it looks like a credential)'} is given twice in the same mapping (once earlier in it); keep one of the two`;
         return pos === undefined ? { severity: 'error' as const, path: [], message } : { severity: 'error' as const, path: [], message, line: pos.line, column: pos.col };
       }),
     };
@@ -70,14 +75,28 @@ function keyAt(document: Document, offset: number): string | null {
   visit(document, {
     Pair(_key, pair) {
       if (isScalar(pair.key) && pair.key.range?.[0] === offset) {
-        const text = String(pair.key.value);
-        name = text.length > 60 ? `${text.slice(0, 57)}...` : text;
+        name = String(pair.key.value);
         return visit.BREAK;
       }
       return undefined;
     },
   });
   return name;
+}
+
+/**
+ * Whether a key may be repeated in a problem: a config name (a service, an agent, a header name), not
+ * something that may be a pasted key (config problems reach the terminal and, on a reload, the log), the
+ * rule the secret references and upstreams follow. Plain names only, and none that starts like a known
+ * key shape (sk-, ghp_, AKIA, ...) or holds an Airlock token.
+ */
+function sayableKey(key: string): boolean {
+  if (!/^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/.test(key) || TOKEN_IN_TEXT.test(key)) return false;
+  for (const name of BUILTIN_RULE_NAMES) {
+    const rule = BUILTIN_RULES[name];
+    if (rule.kind === 'run' && rule.prefixes.some((prefix) => key.startsWith(prefix.toString('utf8')))) return false;
+  }
+  return true;
 }
 
 export interface BuildOptions {

@@ -503,6 +503,8 @@ describe('parseConfigText', () => {
     ['a duplicate key', 'listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n', /^YAML: the key "listen" is given twice in the same mapping/],
     ['a duplicate key, nested and quoted', 'services:\n  api:\n    upstream: https://a.example.com\n    "upstream": https://b.example.com\n', /^YAML: the key "upstream" is given twice/],
     ['a duplicate key in a flow map', 'services:\n  a: {upstream: x, upstream: y}\n', /^YAML: the key "upstream" is given twice/],
+    // A key that may be a pasted credential is not repeated (the rule secret references follow).
+    ['a duplicate key shaped like a key', 'agents:\n  sk-live-4eC39HqLyjWDarjtT1zdp7dc: {}\n  sk-live-4eC39HqLyjWDarjtT1zdp7dc: {}\n', /^YAML: a key \(not repeated here: it looks like a credential\) is given twice/],
     ['an unterminated string', 'listen: "127.0.0.1:1\n', /Missing closing/],
     // Found only when the document is converted (the library throws there): a problem, not a crash.
     ['an alias with no anchor', 'listen: 127.0.0.1:1\nservices: *typo\n', /^YAML: Unresolved alias/],
