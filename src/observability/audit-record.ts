@@ -4,6 +4,7 @@
  * copied in, and `credential` is the reference, never the value.
  */
 import type { ErrorCode } from '../errors.js';
+import { jsonBoolean, jsonNumber, jsonString } from './json-text.js';
 
 export interface AuditRecord {
   time: string;
@@ -50,40 +51,19 @@ export interface AuditRecord {
 }
 
 /**
- * The record's canonical JSON (fixed field order), chained to the previous record by `prev`; the
- * audit log appends `hash` (audit-chain.ts).
+ * The record's canonical JSON (fixed field order, JSON.stringify's text for each value; json-text.ts),
+ * chained to the previous record by `prev`; the audit log appends `hash` (audit-chain.ts).
  */
 export function serializeAuditRecord(record: AuditRecord, prev: string): string {
-  return JSON.stringify({
-    time: record.time,
-    trace_id: record.trace_id,
-    request_id: record.request_id,
-    agent: record.agent,
-    session: record.session,
-    justification: record.justification,
-    task_id: record.task_id,
-    service: record.service,
-    method: record.method,
-    path: record.path,
-    route: record.route,
-    scope: record.scope,
-    decision: record.decision,
-    code: record.code,
-    status: record.status,
-    upstream_status: record.upstream_status,
-    response_bytes: record.response_bytes,
-    duration_ms: record.duration_ms,
-    credential: record.credential,
-    generation: record.generation,
-    rotated_from: record.rotated_from,
-    redactions: record.redactions,
-    approval: record.approval,
-    approver: record.approver,
-    approval_reason: record.approval_reason,
-    actor: record.actor,
-    reason: record.reason,
-    client: record.client,
-    incomplete: record.incomplete,
-    prev,
-  });
+  const r = record;
+  return (
+    `{"time":${jsonString(r.time)},"trace_id":${jsonString(r.trace_id)},"request_id":${jsonString(r.request_id)},"agent":${jsonString(r.agent)}` +
+    `,"session":${jsonString(r.session)},"justification":${jsonString(r.justification)},"task_id":${jsonString(r.task_id)},"service":${jsonString(r.service)}` +
+    `,"method":${jsonString(r.method)},"path":${jsonString(r.path)},"route":${jsonString(r.route)},"scope":${jsonString(r.scope)}` +
+    `,"decision":${jsonString(r.decision)},"code":${jsonString(r.code)},"status":${jsonNumber(r.status)},"upstream_status":${jsonNumber(r.upstream_status)}` +
+    `,"response_bytes":${jsonNumber(r.response_bytes)},"duration_ms":${jsonNumber(r.duration_ms)},"credential":${jsonString(r.credential)}` +
+    `,"generation":${jsonString(r.generation)},"rotated_from":${jsonString(r.rotated_from)},"redactions":${jsonNumber(r.redactions)}` +
+    `,"approval":${jsonString(r.approval)},"approver":${jsonString(r.approver)},"approval_reason":${jsonString(r.approval_reason)}` +
+    `,"actor":${jsonString(r.actor)},"reason":${jsonString(r.reason)},"client":${jsonString(r.client)},"incomplete":${jsonBoolean(r.incomplete)},"prev":${jsonString(prev)}}`
+  );
 }
