@@ -209,7 +209,7 @@ async function listen(server: Server, address: string, logger: Logger): Promise<
  */
 async function warmCatalog(secrets: CredentialBroker, refs: readonly string[], logger: Logger): Promise<void> {
   const attempts = refs.map((ref) =>
-    secrets.resolve(ref).then(
+    Promise.resolve(ref).then((name) => secrets.resolve(name)).then(
       () => null,
       () => ref,
     ),

@@ -27,8 +27,11 @@ import { createSharedTokenSource } from './shared-token-source.js';
 import type { Redis } from 'ioredis';
 
 export interface CredentialBroker {
-  /** The value to inject now (cached, refreshed ahead, last known good within bounds) or 503. */
-  resolve(ref: string): Promise<Credential>;
+  /**
+   * The value to inject now (cached, refreshed ahead, last known good within bounds) or 503: the
+   * credential itself when cached, a promise when the store must be asked.
+   */
+  resolve(ref: string): Credential | Promise<Credential>;
   /**
    * Fetches a reference again now: after an upstream 401, or an operator's rotate. The source is forced
    * to replace a value it keeps (a new Vault lease, a new OAuth2 token, stored in Redis for the other
@@ -150,11 +153,17 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
     );
   }
 
+  /** Every value handed out is known to the catalogue first, so it is redacted wherever it shows up. */
+  const remembered = (credential: Credential): Credential => {
+    catalog.remember(credential);
+    return credential;
+  };
+
   const broker: CredentialBroker = {
-    async resolve(ref) {
-      const credential = await cache.get(ref);
-      catalog.remember(credential);
-      return credential;
+    resolve(ref) {
+      const found = cache.get(ref);
+      if (found instanceof Promise) return found.then(remembered);
+      return remembered(found);
     },
     async refresh(ref, minAgeMs = 0) {
       const credential = await cache.refresh(ref, minAgeMs);

@@ -107,8 +107,11 @@ export class CredentialCache {
     this.#onEvent = options.onEvent ?? (() => undefined);
   }
 
-  /** The value to inject now: fresh, or last known good within its staleness bound, or 503. */
-  async get(ref: string): Promise<Credential> {
+  /**
+   * The value to inject now: fresh, or last known good within its staleness bound, or 503. A cached value
+   * is returned as it is, not in a promise: the request path waits for nothing on a hit.
+   */
+  get(ref: string): Credential | Promise<Credential> {
     const now = this.#now();
     const entry = this.#entries.get(ref);
     if (entry?.credential != null) {
@@ -126,7 +129,7 @@ export class CredentialCache {
     this.#onEvent('miss');
     // No usable value: wait for the source, unless it failed moments ago (then fail fast).
     if (entry !== undefined && entry.lastError !== null && now < entry.retryAfter && !this.#inflight.has(ref)) {
-      throw this.#unavailable(ref, entry);
+      return Promise.reject(this.#unavailable(ref, entry));
     }
     return this.#load(ref, false);
   }

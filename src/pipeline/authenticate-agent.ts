@@ -25,7 +25,8 @@ function refused(detail: string, error: string | null): AirlockError {
   return new AirlockError('unauthenticated', detail, { headers: { 'www-authenticate': error === null ? 'Bearer realm="airlock"' : `Bearer realm="airlock", error="${error}"` } });
 }
 
-export async function authenticateAgent(rawHeaders: readonly string[], policy: Policy, state: GovernanceState, jwt: JwtVerifier, hashes: TokenHashes): Promise<Principal> {
+/** Synchronous for agent and session tokens; a promise only for a workload JWT (its verification may fetch keys). */
+export function authenticateAgent(rawHeaders: readonly string[], policy: Policy, state: GovernanceState, jwt: JwtVerifier, hashes: TokenHashes): Principal | Promise<Principal> {
   const scan = scanForAgentToken(rawHeaders, jwt.enabled);
   switch (scan.kind) {
     case 'none':
@@ -50,7 +51,11 @@ export async function authenticateAgent(rawHeaders: readonly string[], policy: P
     }
     return { agent, session, via: 'session' };
   }
-  const verdict = await jwt.verify(scan.token);
+  return authenticateJwt(scan.token, policy, jwt);
+}
+
+async function authenticateJwt(token: string, policy: Policy, jwt: JwtVerifier): Promise<Principal> {
+  const verdict = await jwt.verify(token);
   const agent = verdict.agent === null ? undefined : policy.agentByName.get(verdict.agent);
   if (agent === undefined) throw refused(`The workload JWT was not accepted: ${verdict.reason}.`, 'invalid_token');
   return { agent, session: null, via: 'jwt' };

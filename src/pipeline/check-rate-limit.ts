@@ -5,18 +5,28 @@
  */
 import { AirlockError } from '../errors.js';
 import type { GrantPolicy } from '../policy/compile-policy.js';
-import type { ConcurrencyGate, RateLimiter } from '../policy/rate-limiter.js';
+import type { ConcurrencyGate, RateDecision, RateLimiter } from '../policy/rate-limiter.js';
 
 const NOTHING_TO_RELEASE = (): void => undefined;
 
-/** Returns what to call when the request ends (the concurrency slot). */
-export async function checkRateLimit(limiter: RateLimiter, gate: ConcurrencyGate, agent: string, grant: GrantPolicy): Promise<() => void> {
+/**
+ * Returns what to call when the request ends (the concurrency slot). Synchronous when the limiter is
+ * (the in-memory one): the request path then waits for no promise here.
+ */
+export function checkRateLimit(limiter: RateLimiter, gate: ConcurrencyGate, agent: string, grant: GrantPolicy): (() => void) | Promise<() => void> {
+  if (grant.config.rate === undefined || grant.bucket === null) return NOTHING_TO_RELEASE;
+  const decision = limiter.take(grant.rateKey, grant.bucket);
+  if (decision instanceof Promise) return decision.then((shared) => admit(shared, gate, agent, grant));
+  return admit(decision, gate, agent, grant);
+}
+
+function admit(decision: RateDecision, gate: ConcurrencyGate, agent: string, grant: GrantPolicy): () => void {
   const rate = grant.config.rate;
-  if (rate === undefined || grant.bucket === null) return NOTHING_TO_RELEASE;
-  const decision = await limiter.take(grant.rateKey, grant.bucket);
+  const bucket = grant.bucket;
+  if (rate === undefined || bucket === null) return NOTHING_TO_RELEASE;
   if (!decision.allowed) {
     const seconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000));
-    throw new AirlockError('rate_limited', `Agent ${agent} is over its rate on ${grant.service} (${rate.requests} per ${rate.per} s, bursts of ${grant.bucket.capacity}); retry in ${seconds} s.`, {
+    throw new AirlockError('rate_limited', `Agent ${agent} is over its rate on ${grant.service} (${rate.requests} per ${rate.per} s, bursts of ${bucket.capacity}); retry in ${seconds} s.`, {
       headers: { 'retry-after': String(seconds) },
     });
   }

@@ -9,14 +9,31 @@ import { AirlockError } from '../errors.js';
 import type { CredentialPlan } from '../policy/compile-policy.js';
 import { MIN_SECRET_LENGTH } from '../redaction/secret-catalog.js';
 
-export async function resolveCredential(broker: CredentialBroker, plan: CredentialPlan): Promise<Credential> {
-  let credential: Credential;
+/** Synchronous for a cached credential; a promise only when the store must be asked. */
+export function resolveCredential(broker: CredentialBroker, plan: CredentialPlan): Credential | Promise<Credential> {
+  let found: Credential | Promise<Credential>;
   try {
-    credential = await broker.resolve(plan.ref);
+    found = broker.resolve(plan.ref);
   } catch (error) {
-    if (error instanceof AirlockError) throw error;
-    throw new AirlockError('credential_unavailable', `The credential ${plan.ref} could not be read from its source; the request was not sent. See the proxy log.`, { cause: error });
+    throw unreadable(plan, error);
   }
+  if (found instanceof Promise) {
+    return found.then(
+      (credential) => usable(plan, credential),
+      (error: unknown) => {
+        throw unreadable(plan, error);
+      },
+    );
+  }
+  return usable(plan, found);
+}
+
+function unreadable(plan: CredentialPlan, error: unknown): AirlockError {
+  if (error instanceof AirlockError) return error;
+  return new AirlockError('credential_unavailable', `The credential ${plan.ref} could not be read from its source; the request was not sent. See the proxy log.`, { cause: error });
+}
+
+function usable(plan: CredentialPlan, credential: Credential): Credential {
   if (credential.length < MIN_SECRET_LENGTH) {
     throw new AirlockError('credential_unavailable', `The credential ${plan.ref} is shorter than ${MIN_SECRET_LENGTH} characters; Airlock refuses secrets it cannot reliably redact. Set the real value.`);
   }

@@ -112,7 +112,10 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
     record.path = target.path;
     if (isReservedPath(target.path) && !isSessionsPath(target.path)) return serveReserved(req, res, target.path, record.request_id, runtime.readiness);
 
-    const principal = await authenticateAgent(req.rawHeaders, runtime.policy, runtime.state, runtime.jwt, runtime.tokenHashes);
+    // Stages that usually answer at once return a value, not a promise; only a promise is awaited
+    // (each await is a suspension and a microtask per request).
+    const authenticated = authenticateAgent(req.rawHeaders, runtime.policy, runtime.state, runtime.jwt, runtime.tokenHashes);
+    const principal = authenticated instanceof Promise ? await authenticated : authenticated;
     record.agent = principal.agent.name;
     record.session = principal.session?.id ?? null;
     record.justification = principal.session?.justification ?? null;
@@ -151,7 +154,8 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
     const plan = grant.credential ?? selected.service.credential;
     record.credential = plan.ref;
     checkTargetRevocations(runtime.state, selected.service.name, plan.ref);
-    releaseSlot = await checkRateLimit(runtime.rateLimiter, runtime.concurrency, principal.agent.name, grant);
+    const slot = checkRateLimit(runtime.rateLimiter, runtime.concurrency, principal.agent.name, grant);
+    releaseSlot = slot instanceof Promise ? await slot : slot;
     record.decision = 'allow';
 
     runtime.audit.assertWritable();
@@ -179,7 +183,8 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
     const endResolve = trace.step('credential.resolve', { 'airlock.credential.ref': plan.ref, 'airlock.service': selected.service.name });
     let credential: Credential;
     try {
-      credential = await resolveCredential(runtime.secrets, plan);
+      const resolving = resolveCredential(runtime.secrets, plan);
+      credential = resolving instanceof Promise ? await resolving : resolving;
     } catch (error) {
       endResolve((error as { code?: string }).code ?? 'error');
       throw error;

@@ -18,7 +18,8 @@ export interface RateDecision {
 }
 
 export interface RateLimiter {
-  take(key: string, shape: BucketShape): Promise<RateDecision>;
+  /** The in-memory limiter answers at once; a shared one (Redis) after a round trip. */
+  take(key: string, shape: BucketShape): RateDecision | Promise<RateDecision>;
 }
 
 export class ConcurrencyGate {

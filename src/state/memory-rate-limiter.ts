@@ -21,7 +21,8 @@ export class MemoryRateLimiter implements RateLimiter {
     this.#now = now;
   }
 
-  async take(key: string, shape: BucketShape): Promise<RateDecision> {
+  /** Synchronous: the request path awaits nothing for a limit kept in this process. */
+  take(key: string, shape: BucketShape): RateDecision {
     const now = this.#now();
     let bucket = this.#buckets.get(key);
     if (bucket === undefined) {
