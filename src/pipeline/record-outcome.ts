@@ -41,7 +41,8 @@ export function observeRequest(runtime: ProxyRuntime, record: AuditRecord, trace
 function observeAnomalies(runtime: ProxyRuntime, record: AuditRecord, agent: string): void {
   try {
     const events = runtime.anomalies.observe({
-      at: Date.parse(record.time) + record.duration_ms,
+      // When the request ended: now (Date.parse of record.time took ~0.3 µs per request).
+      at: runtime.nowMs(),
       agent,
       service: record.service,
       route: record.route,
