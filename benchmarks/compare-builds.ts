@@ -5,7 +5,9 @@
  * percent cannot be told from two separate runs. Here both builds run at once, with the same config, in
  * front of the same upstream, and take turns under the same wrk load, round after round (the order
  * alternates each round), so both see the machine in the same state. Reported per load and build:
- * rps, p50, p99 and CPU microseconds per request, as the median of the rounds and their range. At one
+ * rps, p50, p99 and CPU microseconds per request, as the median of the rounds and their range; and per
+ * load, the median of each round's ratio of this tree to the other (paired by round, which cancels the
+ * drift between rounds that the medians keep: the figure to read for a change of a few percent). At one
  * connection the upstream alone (direct) is measured too, for the added latency.
  *
  * The other commit is checked out in a temporary git worktree and built there (it shares this tree's
@@ -180,6 +182,10 @@ async function main(): Promise<void> {
     const direct: Target = { name: 'direct', url: `http://127.0.0.1:${upstream.port}`, pid: null, headers: {} };
 
     const lines = [`| load | build | rps | p50 ms | p99 ms | CPU µs/req | RSS MiB (largest) |`, '|---|---|---:|---:|---:|---:|---:|'];
+    // Paired by round: each round measures both builds within seconds of each other, so the ratio of a
+    // round cancels the drift between rounds (the VM's speed wanders by 20% and more within minutes),
+    // which the medians above keep. A change of a few percent shows here first.
+    const paired = ['| load | CPU µs/req, this tree / other, per round | rps, this tree / other, per round |', '|---|---:|---:|'];
     for (const load of LOADS) {
       const samples = new Map<string, Sample[]>();
       for (let round = 0; round < ROUNDS; round++) {
@@ -196,8 +202,19 @@ async function main(): Promise<void> {
         const rss = list.map((s) => s.rssMiB).filter((m): m is number => m !== null);
         lines.push(`| ${load.name} (${load.connections} conn.) | ${name} | ${summary(list.map((s) => s.rps), 0)} | ${summary(list.map((s) => s.p50Ms), 3)} | ${summary(list.map((s) => s.p99Ms), 2)} | ${cpu.length === 0 ? 'n/a' : summary(cpu, 0)} | ${rss.length === 0 ? 'n/a' : Math.max(...rss)} |`);
       }
+      const [other, mine] = airlocks.map((target) => samples.get(target.name) ?? []);
+      const ratios = (pick: (s: Sample) => number | null): number[] =>
+        (mine ?? []).flatMap((s, i) => {
+          const a = pick(s);
+          const b = other?.[i] === undefined ? null : pick(other[i] as Sample);
+          return a === null || b === null || b === 0 ? [] : [a / b];
+        });
+      paired.push(`| ${load.name} (${load.connections} conn.) | ${summary(ratios((s) => s.cpuUs), 3)} | ${summary(ratios((s) => s.rps), 3)} |`);
     }
-    process.stdout.write(`\n${ROUNDS} rounds, median (range); ${SECONDS} s per run, the order of the builds alternating each round\n\n${lines.join('\n')}\n`);
+    process.stdout.write(
+      `\n${ROUNDS} rounds, median (range); ${SECONDS} s per run, the order of the builds alternating each round\n\n${lines.join('\n')}\n\n` +
+        `Per round, this tree against the other (median (range) of the rounds' ratios; below 1 is less CPU, above 1 more rps):\n\n${paired.join('\n')}\n`,
+    );
   } finally {
     // Every step runs even when one fails: the Airlocks stop before their worktree goes.
     for (const stop of stops.reverse()) {
