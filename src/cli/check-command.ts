@@ -25,8 +25,14 @@ export async function checkCommand(io: CliIo): Promise<number> {
   if (config === null) return 1;
   const count = (n: number, noun: string): string => `${n} ${noun}${n === 1 ? '' : 's'}`;
   const warnings = loaded.problems.length;
-  io.stdout.write(
-    `${file}: OK (${count(Object.keys(config.services).length, 'service')}, ${count(Object.keys(config.agents).length, 'agent')}${warnings > 0 ? `, ${count(warnings, 'warning')}` : ''})\n`,
-  );
+  const services = Object.keys(config.services).length;
+  const agents = Object.keys(config.agents).length;
+  io.stdout.write(`${file}: OK (${count(services, 'service')}, ${count(agents, 'agent')}${warnings > 0 ? `, ${count(warnings, 'warning')}` : ''})\n`);
+  // Valid, and useless (deny by default leaves it nothing to allow): said, not refused, as a config
+  // being written step by step passes through this state.
+  if (services === 0 || agents === 0) {
+    const missing = services === 0 && agents === 0 ? 'no services and no agents' : services === 0 ? 'no services' : 'no agents';
+    io.stdout.write(`Note: with ${missing}, every agent request is refused (${agents === 0 ? '401 unauthenticated' : '404 unknown_service'}). Add ${services === 0 ? 'a service under services:' : ''}${services === 0 && agents === 0 ? ' and ' : ''}${agents === 0 ? 'an agent under agents: (npx airlock token makes its token)' : ''}.\n`);
+  }
   return 0;
 }

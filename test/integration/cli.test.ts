@@ -563,6 +563,22 @@ agents:
     expect(positions).toEqual([...positions].sort((a, b) => a - b));
   });
 
+  it('passes a config without services or agents, and says that it refuses every agent request', async () => {
+    const cases = [
+      ['services: {}\nagents: {}\n', '(0 services, 0 agents)', 'with no services and no agents, every agent request is refused (401 unauthenticated). Add a service under services: and an agent under agents:'],
+      [`services: {}\nagents:\n  bot: {tokens: ["${generateAgentToken().hash}"]}\n`, '(0 services, 1 agent)', 'with no services, every agent request is refused (404 unknown_service). Add a service under services:.'],
+    ] as const;
+    for (const [text, counts, note] of cases) {
+      const { file } = writeConfig(`listen: 127.0.0.1:0\ndata_dir: ./data\n${text}`);
+      const result = await run(['check', '--config', file]);
+      expect(result.code).toBe(0);
+      expect(result.out()).toContain(`${file}: OK ${counts}`);
+      expect(result.out()).toContain(`Note: ${note}`);
+    }
+    const shipped = await run(['check', '--config', SHIPPED_CONFIG]);
+    expect(shipped.out()).not.toContain('Note:');
+  });
+
   it('says when the file does not exist', async () => {
     const dir = scratch();
     const result = await run(['check', '--config', 'missing.yaml'], { cwd: dir });
