@@ -30,9 +30,11 @@ export async function checkCommand(io: CliIo): Promise<number> {
   io.stdout.write(`${file}: OK (${count(services, 'service')}, ${count(agents, 'agent')}${warnings > 0 ? `, ${count(warnings, 'warning')}` : ''})\n`);
   // Valid, and useless (deny by default leaves it nothing to allow): said, not refused, as a config
   // being written step by step passes through this state.
-  if (services === 0 || agents === 0) {
-    const missing = services === 0 && agents === 0 ? 'no services and no agents' : services === 0 ? 'no services' : 'no agents';
-    io.stdout.write(`Note: with ${missing}, every agent request is refused (${agents === 0 ? '401 unauthenticated' : '404 unknown_service'}). Add ${services === 0 ? 'a service under services:' : ''}${services === 0 && agents === 0 ? ' and ' : ''}${agents === 0 ? 'an agent under agents: (npx airlock token makes its token)' : ''}.\n`);
+  if (agents === 0) {
+    const add = services === 0 ? 'a service under `services` and an agent under `agents`' : 'an agent under `agents`';
+    io.stdout.write(`Note: with no agents${services === 0 ? ' and no services' : ''}, every agent request is refused (401 unauthenticated). Add ${add} (npx airlock token makes its token).\n`);
+  } else if (services === 0) {
+    io.stdout.write('Note: with no services, every request for an upstream is refused (404 unknown_service). Add a service under `services`.\n');
   }
   return 0;
 }

@@ -29,7 +29,8 @@ import type { Redis } from 'ioredis';
 export interface CredentialBroker {
   /**
    * The value to inject now (cached, refreshed ahead, last known good within bounds) or 503: the
-   * credential itself when cached, a promise when the store must be asked.
+   * credential itself when cached, a native Promise when the store must be asked (the request path
+   * tells the two apart with `instanceof Promise`).
    */
   resolve(ref: string): Credential | Promise<Credential>;
   /**

@@ -129,7 +129,7 @@ export function createMetrics(): Metrics {
     countRequest(service, route, decision, code, seconds) {
       const byDecision = entryOf(entryOf(entryOf(bound, service, byRoute), route, byCode), code, noDecisions);
       let children = byDecision[decision];
-      if (children === null) {
+      if (children === null || children === undefined) {
         children = { count: requests.labels(service, route, decision, code), duration: requestDuration.labels(service, route) };
         byDecision[decision] = children;
       }

@@ -18,7 +18,10 @@ export interface RateDecision {
 }
 
 export interface RateLimiter {
-  /** The in-memory limiter answers at once; a shared one (Redis) after a round trip. */
+  /**
+   * The in-memory limiter answers at once; a shared one (Redis) after a round trip, with a native
+   * Promise (the request path tells the two apart with `instanceof Promise`).
+   */
   take(key: string, shape: BucketShape): RateDecision | Promise<RateDecision>;
 }
 

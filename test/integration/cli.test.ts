@@ -564,9 +564,11 @@ agents:
   });
 
   it('passes a config without services or agents, and says that it refuses every agent request', async () => {
+    const service = 'services:\n  api: {upstream: https://api.example.com, credential: {secret: env:K}, routes: [{method: GET, path: /v1/x, scope: x:read}]}\n';
     const cases = [
-      ['services: {}\nagents: {}\n', '(0 services, 0 agents)', 'with no services and no agents, every agent request is refused (401 unauthenticated). Add a service under services: and an agent under agents:'],
-      [`services: {}\nagents:\n  bot: {tokens: ["${generateAgentToken().hash}"]}\n`, '(0 services, 1 agent)', 'with no services, every agent request is refused (404 unknown_service). Add a service under services:.'],
+      ['services: {}\nagents: {}\n', '(0 services, 0 agents)', 'with no agents and no services, every agent request is refused (401 unauthenticated). Add a service under `services` and an agent under `agents` (npx airlock token makes its token).'],
+      [`${service}agents: {}\n`, '(1 service, 0 agents)', 'with no agents, every agent request is refused (401 unauthenticated). Add an agent under `agents` (npx airlock token makes its token).'],
+      [`services: {}\nagents:\n  bot: {tokens: ["${generateAgentToken().hash}"]}\n`, '(0 services, 1 agent)', 'with no services, every request for an upstream is refused (404 unknown_service). Add a service under `services`.'],
     ] as const;
     for (const [text, counts, note] of cases) {
       const { file } = writeConfig(`listen: 127.0.0.1:0\ndata_dir: ./data\n${text}`);

@@ -96,10 +96,13 @@ describe('answers known at once are not promises', () => {
     failing = true;
     const failed = cache.get('env:OTHER');
     expect(failed).toBeInstanceOf(Promise);
-    await expect(failed).rejects.toThrow();
-    // Failing again moments later: refused at once, still as a rejected promise (never a throw).
+    await expect(failed).rejects.toMatchObject({ code: 'credential_unavailable' });
+    // Failing again moments later: refused at once, without asking the store, still as a rejected
+    // promise (never a throw) and as the 503 the agent gets.
+    const asked = fetches;
     const again = cache.get('env:OTHER');
     expect(again).toBeInstanceOf(Promise);
-    await expect(again).rejects.toThrow();
+    await expect(again).rejects.toMatchObject({ code: 'credential_unavailable' });
+    expect(fetches).toBe(asked);
   });
 });
