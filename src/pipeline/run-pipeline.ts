@@ -58,7 +58,9 @@ import { isSessionsPath, serveSessions } from './serve-sessions.js';
  */
 const RECORD = Symbol('airlock.record');
 const CLIENT_FAILURE = Symbol('airlock.clientFailure');
-type OwnedResponse = ServerResponse & { [RECORD]?: AuditRecord; [CLIENT_FAILURE]?: AirlockError };
+/** The request's body as undici reads it: ended with the parser's failure the moment that is known. */
+const BODY = Symbol('airlock.body');
+type OwnedResponse = ServerResponse & { [RECORD]?: AuditRecord; [CLIENT_FAILURE]?: AirlockError; [BODY]?: Readable };
 
 /** Applies a parser failure reported while the pipeline held the request (see RECORD). */
 function applyClientFailure(res: ServerResponse, record: AuditRecord): void {
@@ -160,6 +162,7 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
 
     runtime.audit.assertWritable();
     const stream = requestBody(req, selected.service.config.max_body_bytes ?? runtime.limits.maxBodyBytes, managedSecrets);
+    if (stream !== null) (res as OwnedResponse)[BODY] = stream;
     let body: Readable | Buffer | null = stream;
 
     if (approvalRequired(grant, route)) {
@@ -312,6 +315,10 @@ export function createRawRefusalHandler(currentRuntime: () => ProxyRuntime): (so
     if (owner !== undefined && owned !== undefined && owner.req.complete === false) {
       // The pipeline holds this request: answer it under its id, and let its record say what happened.
       owner[CLIENT_FAILURE] ??= failure;
+      // The body undici reads (or is about to) ends here with the failure, so the upstream request is
+      // abandoned before its first byte when it has not started (a framing error in the first packet
+      // is reported after the pipeline may already have dispatched), and cut at once when it has.
+      owner[BODY]?.destroy(failure);
       if (socket.writable && !owner.headersSent) socket.end(rawProblemResponse(failure, owned.request_id));
       else socket.destroy();
       return;

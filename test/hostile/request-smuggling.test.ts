@@ -320,12 +320,6 @@ describe('request smuggling and HTTP parsing', () => {
     readonly code?: string;
     /** Refused in the body, after the request was authorized (see the framing test). */
     readonly inBody?: boolean;
-    /**
-     * The framing breaks only after valid chunk data: the pipeline has begun streaming that data upstream
-     * when node's parser refuses the rest, so the upstream sees a request start and get cut, never
-     * complete.
-     */
-    readonly streamed?: true;
   }
 
   const FRAMING_REFUSED: readonly RefusedCase[] = [
@@ -373,27 +367,30 @@ describe('request smuggling and HTTP parsing', () => {
     { name: 'chunk size with 0x prefix', inBody: true, bytes: message({ headers: ['Transfer-Encoding: chunked'], body: '0x5\r\nhello\r\n0\r\n\r\n' }) },
     { name: 'chunk size with a leading space', inBody: true, bytes: message({ headers: ['Transfer-Encoding: chunked'], body: ' 5\r\nhello\r\n0\r\n\r\n' }) },
     { name: 'chunk size with a trailing space', inBody: true, bytes: message({ headers: ['Transfer-Encoding: chunked'], body: '5 \r\nhello\r\n0\r\n\r\n' }) },
-    { name: 'chunk data longer than its size', inBody: true, bytes: message({ headers: ['Transfer-Encoding: chunked'], body: '3\r\nhello\r\n0\r\n\r\n' }), streamed: true },
-    { name: 'no CRLF after chunk data', inBody: true, bytes: message({ headers: ['Transfer-Encoding: chunked'], body: '5\r\nhelloX0\r\n\r\n' }), streamed: true },
+    { name: 'chunk data longer than its size', inBody: true, bytes: message({ headers: ['Transfer-Encoding: chunked'], body: '3\r\nhello\r\n0\r\n\r\n' }) },
+    { name: 'no CRLF after chunk data', inBody: true, bytes: message({ headers: ['Transfer-Encoding: chunked'], body: '5\r\nhelloX0\r\n\r\n' }) },
     { name: 'bare LF chunk lines', inBody: true, bytes: message({ headers: ['Transfer-Encoding: chunked'], body: '5\nhello\n0\n\n' }) },
     { name: 'chunk extension ended by a bare LF', inBody: true, bytes: message({ headers: ['Transfer-Encoding: chunked'], body: '5;foo\nhello\r\n0\r\n\r\n' }) },
     { name: 'chunk extension with a quoted CRLF', inBody: true, bytes: message({ headers: ['Transfer-Encoding: chunked'], body: '5;foo="b\r\nar"\r\nhello\r\n0\r\n\r\n' }) },
     { name: 'chunk extension with no name (5;)', inBody: true, bytes: message({ headers: ['Transfer-Encoding: chunked'], body: '5;\r\nhello\r\n0\r\n\r\n' }) },
     // Trailers that would change the framing of the message they end.
-    { name: 'trailer with Content-Length', inBody: true, bytes: message({ headers: ['Transfer-Encoding: chunked'], body: '5\r\nhello\r\n0\r\nContent-Length: 99\r\n\r\n' }), streamed: true },
-    { name: 'trailer with Transfer-Encoding', inBody: true, bytes: message({ headers: ['Transfer-Encoding: chunked'], body: '5\r\nhello\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n' }), streamed: true },
+    { name: 'trailer with Content-Length', inBody: true, bytes: message({ headers: ['Transfer-Encoding: chunked'], body: '5\r\nhello\r\n0\r\nContent-Length: 99\r\n\r\n' }) },
+    { name: 'trailer with Transfer-Encoding', inBody: true, bytes: message({ headers: ['Transfer-Encoding: chunked'], body: '5\r\nhello\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n' }) },
   ];
 
   describe('framing: CL.TE, TE.CL, TE.TE, Content-Length and chunk syntax', () => {
-    it.each(FRAMING_REFUSED)('refuses $name', async ({ bytes, status = 400, code = 'invalid_request', streamed, inBody }) => {
+    it.each(FRAMING_REFUSED)('refuses $name', async ({ bytes, status = 400, code = 'invalid_request', inBody }) => {
       const since = mark();
       const result = await send(bytes);
       // A body that breaks after the request was authorized: the request's own record (alice, whose
       // policy allowed it) carries the refusal; `decision` is the policy decision, `code` what she got.
       const { record } = await expectRefusal(result, status, code, inBody === true ? 'allow' : 'deny');
       if (inBody === true) expect(record).toMatchObject({ agent: 'alice', incomplete: true });
-      if (streamed) await expectNoCompleteRequest(since, 5);
-      else await expectNothingForwarded(since);
+      // Sent in one write: the break is in the bytes that came with the headers, so the upstream gets
+      // nothing, not even a start (node reports some of these after the request event's microtasks,
+      // when the pipeline may already have dispatched: the body undici reads ends with the failure).
+      // Split across packets, a body that breaks later may have begun to stream (the 408 cases below).
+      await expectNothingForwarded(since);
     });
 
     // Unusual but unambiguous framing: accepted, and what leaves is one re-framed request with the body.
