@@ -14,7 +14,8 @@
  * node_modules); the worktree is removed afterwards.
  * Environment: COMPARE_ROUNDS (default 3), BENCH_SECONDS (5) per measured run, BENCH_WARMUP (6) before
  * each build's first run of a load, COMPARE_LOADS (default unloaded,small,64k,1mb; c1000, /small at
- * 1,000 connections, and paced, one request every 2 ms, only when named) to pick loads, COMPARE_NODE_FLAGS (space-separated node flags for this tree's Airlock only, e.g.
+ * 1,000 connections, paced, one request every 2 ms, and together, /small with both builds under 25
+ * connections each at the same time, only when named) to pick loads, COMPARE_NODE_FLAGS (space-separated node flags for this tree's Airlock only, e.g.
  * "--max-semi-space-size=64"; with `-- HEAD` on a clean tree this measures the flags alone), and
  * COMPARE_CONFIG (JSON whose top-level keys replace those of this tree's Airlock config only, as
  * PROFILE_CONFIG does for npm run profile: '{"log":{"level":"warn"}}' with `-- HEAD` measures what the
@@ -36,7 +37,7 @@ import { startAirlockProcess, startScript, type BenchProcess } from './parts/sta
 const ROUNDS = Number(process.env['COMPARE_ROUNDS'] ?? 3);
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
 const WARMUP_SECONDS = Number(process.env['BENCH_WARMUP'] ?? 6);
-const ALL_LOADS: ReadonlyArray<{ readonly name: string; readonly path: string; readonly connections: number; readonly onRequest?: true; readonly paced?: true }> = [
+const ALL_LOADS: ReadonlyArray<{ readonly name: string; readonly path: string; readonly connections: number; readonly onRequest?: true; readonly paced?: true; readonly together?: true }> = [
   { name: 'unloaded', path: '/small', connections: 1 },
   // One request every 2 ms, each on an idle proxy (parts/run-paced.ts), after the same wrk warm-up.
   { name: 'paced', path: '/small', connections: 1, paced: true, onRequest: true },
@@ -46,6 +47,9 @@ const ALL_LOADS: ReadonlyArray<{ readonly name: string; readonly path: string; r
   { name: '1mb', path: '/1mb', connections: 8 },
   // Memory under many waiting requests (npm run bench's 1,000-connection run); only when asked for.
   { name: 'c1000', path: '/small', connections: 1000, onRequest: true },
+  // Both builds loaded at the same time, 25 connections each: the VM's drift falls on both at once, so
+  // the per-round ratio of CPU per request is steadier than in turns; only when asked for.
+  { name: 'together', path: '/small', connections: 25, onRequest: true, together: true },
 ];
 const LOADS = selectedLoads(process.env['COMPARE_LOADS']);
 const NODE_FLAGS = (process.env['COMPARE_NODE_FLAGS'] ?? '').split(/\s+/).filter((flag) => flag !== '');
@@ -190,8 +194,14 @@ async function main(): Promise<void> {
       const samples = new Map<string, Sample[]>();
       for (let round = 0; round < ROUNDS; round++) {
         const order = round % 2 === 0 ? airlocks : [...airlocks].reverse();
+        const warmup = round === 0 ? WARMUP_SECONDS : 2;
+        if (load.together === true) {
+          progress(`${load.name.padEnd(8)} round ${round + 1}/${ROUNDS}  both builds at once`);
+          const results = await Promise.all(order.map((target) => sample(target, load.path, load.connections, warmup, false)));
+          order.forEach((target, i) => samples.set(target.name, [...(samples.get(target.name) ?? []), results[i] as Sample]));
+          continue;
+        }
         for (const target of load.connections === 1 ? [direct, ...order] : order) {
-          const warmup = round === 0 ? WARMUP_SECONDS : 2;
           progress(`${load.name.padEnd(8)} round ${round + 1}/${ROUNDS}  ${target.name}`);
           const result = await sample(target, load.path, load.connections, warmup, load.paced === true);
           samples.set(target.name, [...(samples.get(target.name) ?? []), result]);
