@@ -60,6 +60,8 @@ const WEBHOOK_BATCH = 100;
  * a failing disk is noticed (and requests refused) at most this much later than at the end of the turn.
  */
 export const AFTER_ANSWER_WINDOW_MS = 2;
+/** The largest encoding buffer kept between writes (a larger batch gets its own). */
+const REUSED_BUFFER_MAX = 1024 * 1024;
 /** The first tail read at start-up; most records are under 2 KiB. */
 const TAIL_BYTES = 256 * 1024;
 /** A last line longer than this is treated as torn (the chain restarts at genesis, and verify shows it). */
@@ -86,6 +88,8 @@ export class AuditLog {
   #closed = false;
   readonly #listeners = new Set<(record: AuditRecord) => void>();
   #outbox: string[] = [];
+  /** Reused by every write (#encode). */
+  #buffer: Buffer = Buffer.allocUnsafe(64 * 1024);
   #shipping: Promise<void> | null = null;
 
   constructor(options: AuditLogOptions) {
@@ -227,7 +231,7 @@ export class AuditLog {
     if (batch.length === 0) return;
     let written = 0;
     try {
-      const data = Buffer.from(`${lines.join('\n')}\n`, 'utf8');
+      const data = this.#encode(lines);
       // Reopened after a failed write before the size check: the file at that path may be another now.
       if (this.#fd === null) this.#openFile();
       this.#rotateIfNeeded(data.length);
@@ -253,6 +257,28 @@ export class AuditLog {
       this.#say('error', { err: error }, 'an audit feed listener failed; the records are written');
     }
   };
+
+  /**
+   * The batch as UTF-8 lines, encoded straight into a buffer kept between writes (the write is
+   * synchronous, so it is free again when this returns): no joined copy of the batch as a string, no new
+   * buffer per write. Room is made for the worst case, 3 bytes per UTF-16 code unit; a batch past
+   * REUSED_BUFFER_MAX gets a buffer of its own, so one burst does not keep a large one for good.
+   */
+  #encode(lines: readonly string[]): Buffer {
+    let room = 0;
+    for (const line of lines) room += line.length * 3 + 1;
+    let buffer = this.#buffer;
+    if (room > buffer.length) {
+      buffer = Buffer.allocUnsafe(room);
+      if (room <= REUSED_BUFFER_MAX) this.#buffer = buffer;
+    }
+    let end = 0;
+    for (const line of lines) {
+      end += buffer.write(line, end, 'utf8');
+      buffer[end++] = 0x0a;
+    }
+    return buffer.subarray(0, end);
+  }
 
   /** Records that did not reach the file: the log is unhealthy until a write succeeds; each request learns it. */
   #fail(error: Error, failed: readonly Pending[]): void {

@@ -147,6 +147,25 @@ describe('audit write batching', () => {
     expect(log.healthy).toBe(true);
   });
 
+  it('encodes each batch as UTF-8 lines: non-ASCII paths, a batch larger than the reused buffer, and small ones after it', async () => {
+    const { log } = await openLog();
+    // Two-, three- and four-byte UTF-8 (the worst case the encoder makes room for is 3 bytes per UTF-16 unit).
+    const odd = ['/caf\u00e9', '/\u20ac/\u4e2d\u6587', '/\ud83d\ude00', '/x\u0000"\\'];
+    expect(await Promise.all(odd.map((path) => log.append(record(path))))).toEqual([true, true, true, true]);
+    // ~2.4 MiB in one batch: past the 1 MiB buffer kept between writes, so it gets a buffer of its own.
+    const long = '/\u4e2d'.repeat(400);
+    const big = Array.from({ length: 1000 }, (_, i) => log.append(record(`${long}/${i}`)));
+    expect((await Promise.all(big)).every((ok) => ok)).toBe(true);
+    expect(await log.append(record('/after'))).toBe(true);
+    const text = readFileSync(log.file, 'utf8');
+    const lines = text.trim().split('\n');
+    expect(lines).toHaveLength(1005);
+    expect(lines.slice(0, 4).map((line) => (JSON.parse(line) as AuditRecord).path)).toEqual(odd);
+    expect((JSON.parse(lines[1003] as string) as AuditRecord).path).toBe(`${long}/999`);
+    expect((JSON.parse(lines[1004] as string) as AuditRecord).path).toBe('/after');
+    expect(verifyChain([{ name: 'audit.jsonl', text }])).toMatchObject({ ok: true, records: 1005, lastHash: log.head });
+  });
+
   it('close() writes what is still waiting for its window', async () => {
     const { log } = await openLog();
     const pending = log.append(record('/at-close'), true);
