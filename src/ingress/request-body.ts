@@ -8,6 +8,7 @@
 import type { IncomingMessage } from 'node:http';
 import { Transform, type TransformCallback } from 'node:stream';
 import { AirlockError } from '../errors.js';
+import { carriesManagedSecret } from '../pipeline/guard-request-secrets.js';
 import type { SecretIndex } from '../redaction/secret-catalog.js';
 import { SecretDetector } from '../redaction/secret-detector.js';
 
@@ -22,11 +23,7 @@ function tooLarge(limit: number): AirlockError {
 }
 
 function secretInBody(ref: string): AirlockError {
-  return new AirlockError(
-    'invalid_request',
-    `The request body carries the value of the credential ${ref}, which Airlock manages; agents must not hold real keys. It was not forwarded. An operator should rotate ${ref} and find how the agent got it.`,
-    { credentialRef: ref },
-  );
+  return carriesManagedSecret(ref, 'request body');
 }
 
 class BodyGuard extends Transform {

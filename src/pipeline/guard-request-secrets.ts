@@ -32,11 +32,14 @@ export function guardRequestSecrets(index: SecretIndex, target: string, rawHeade
   }
 }
 
-/** The refusal of a request that carries a managed credential's value; the audit record names the reference. */
-export function carriesManagedSecret(ref: string): AirlockError {
+/**
+ * The refusal of a request that carries a managed credential's value (in its target or headers, or,
+ * found while it streams, in its body); the audit record names the reference.
+ */
+export function carriesManagedSecret(ref: string, where: 'request' | 'request body' = 'request'): AirlockError {
   return new AirlockError(
     'invalid_request',
-    `The request carries the value of the credential ${ref}, which Airlock manages; agents must not hold real keys. It was not forwarded. An operator should rotate ${ref} and find how the agent got it.`,
+    `The ${where} carries the value of the credential ${ref}, which Airlock manages; agents must not hold real keys. It was not forwarded. An operator should rotate ${ref} and find how the agent got it.`,
     { credentialRef: ref },
   );
 }
