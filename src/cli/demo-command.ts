@@ -14,9 +14,12 @@ import { Client } from 'undici';
 import { startAirlock } from '../app.js';
 import { buildConfig } from '../config/load-config.js';
 import { generateAgentToken } from '../identity/agent-token.js';
-import type { CliIo } from './cli-io.js';
+import { UsageError, type CliIo } from './cli-io.js';
 
 export async function demoCommand(io: CliIo): Promise<number> {
+  // It takes no arguments; one given (a config path, say) would otherwise be ignored without a word, and
+  // the demo mistaken for a run of that config. Not echoed, as `airlock token` does not echo its own.
+  if (io.args.length > 0) throw new UsageError(`usage: airlock demo   (no arguments: it runs offline on a built-in config; \`airlock serve --config F\` runs yours); got ${io.args.length} argument(s)`);
   const say = (text: string): void => {
     io.stdout.write(`${text}\n`);
   };

@@ -865,6 +865,14 @@ agents:
 });
 
 describe('airlock demo (npm run demo)', () => {
+  it('refuses arguments instead of ignoring them, and starts nothing', async () => {
+    const result = await run(['demo', '--config', 'mine.yaml']);
+    expect(result.code).toBe(1);
+    expect(result.out()).toBe('');
+    expect(result.err()).toContain('usage: airlock demo   (no arguments: it runs offline on a built-in config; `airlock serve --config F` runs yours); got 2 argument(s)');
+    expect(result.err()).not.toContain('mine.yaml');
+  });
+
   it('walks through an allowed, a denied, an unauthenticated and a hostile call, prints their audit lines, exit 0, never the stand-in key', async () => {
     const result = await run(['demo']);
     const out = result.out();
