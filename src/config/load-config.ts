@@ -45,9 +45,12 @@ export function parseConfigText(text: string, file: string): LoadedConfig {
         const pos = e.linePos?.[0] ?? lineCounter.linePos(e.pos[0]);
         const duplicate = e.code === 'DUPLICATE_KEY' ? keyAt(document, e.pos[0]) : null;
         const message =
-          duplicate === null
-            ? `YAML: ${e.message.split('\n')[0]}`
-            : `YAML: ${sayableKey(duplicate) ? `the key ${JSON.stringify(duplicate)}` : 'a key (not repeated here: it looks like a credential)'} is given twice in the same mapping (once earlier in it); keep one of the two`;
+          duplicate !== null
+            ? `YAML: ${sayableKey(duplicate) ? `the key ${JSON.stringify(duplicate)}` : 'a key (not repeated here: it looks like a credential)'} is given twice in the same mapping (once earlier in it); keep one of the two`
+            : e.code === 'MULTIPLE_DOCS'
+              ? // The library's own text advises a function of its API; the operator needs to know what to change.
+                'YAML: the file holds more than one document (a "---" line after the first content); Airlock reads one: remove the "---" and merge the parts into one mapping'
+              : `YAML: ${e.message.split('\n')[0]}`;
         return pos === undefined ? { severity: 'error' as const, path: [], message } : { severity: 'error' as const, path: [], message, line: pos.line, column: pos.col };
       }),
     };

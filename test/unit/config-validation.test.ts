@@ -452,6 +452,14 @@ describe('parseConfigText', () => {
     expect(loaded.problems[0]).toMatchObject({ line: 6, column: 5 });
   });
 
+  it('a file of two YAML documents is one problem that says what to change, at the second document', () => {
+    const loaded = parseConfigText('listen: 127.0.0.1:7700\n---\nservices: {}\n', file);
+    expect(loaded.config).toBeNull();
+    expect(loaded.problems).toEqual([
+      { severity: 'error', path: [], line: 2, column: 1, message: 'YAML: the file holds more than one document (a "---" line after the first content); Airlock reads one: remove the "---" and merge the parts into one mapping' },
+    ]);
+  });
+
   it('an empty file is the default config', () => {
     const loaded = parseConfigText('', file);
     expect(loaded.problems).toEqual([]);
