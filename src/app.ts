@@ -208,12 +208,16 @@ async function listen(server: Server, address: string, logger: Logger): Promise<
  * that need it get 503 until it is, and the catalogue learns it then.
  */
 async function warmCatalog(secrets: CredentialBroker, refs: readonly string[], logger: Logger): Promise<void> {
-  const attempts = refs.map((ref) =>
-    Promise.resolve(ref).then((name) => secrets.resolve(name)).then(
-      () => null,
-      () => ref,
-    ),
-  );
+  // async: resolve answers a cached value at once, a promise otherwise, and may throw; each attempt is
+  // one promise of "learnt" (null) or the reference that is not available yet.
+  const attempts = refs.map(async (ref) => {
+    try {
+      await secrets.resolve(ref);
+      return null;
+    } catch {
+      return ref;
+    }
+  });
   // A slow or down store must not hold start-up: what is not known after a moment is learnt on first use.
   const settled = await Promise.race([Promise.all(attempts), new Promise<null>((resolve) => setTimeout(() => resolve(null), WARM_UP_WAIT_MS).unref())]);
   const missing = settled === null ? null : settled.filter((ref): ref is string => ref !== null);
