@@ -7,7 +7,9 @@
  * traceparent parse.
  *
  * Per request: a SERVER span named "{method} {http.route}" (HTTP semantic conventions), a
- * "credential.resolve" child, and a CLIENT span per upstream attempt. The agent's W3C traceparent is
+ * "credential.resolve" child when the credential is fetched from its store (not for a cached value:
+ * a span per cache hit timed nothing and was a third of the spans exported), and a CLIENT span per
+ * upstream attempt. The agent's W3C traceparent is
  * continued and the client span's context is what the upstream receives, so one trace shows the agent,
  * the proxy hop and the upstream call. Attributes are an allowlist: method, canonical path (never the
  * query), route template, status, and airlock.* decisions; no header value and no credential, ever.
@@ -29,8 +31,11 @@ export interface UpstreamSpan {
 export interface RequestTrace {
   /** The W3C trace id of this request (ours, or the agent's when tracing is off), for audit and logs. */
   readonly traceId: string | null;
-  /** Times an internal step (credential resolution); returns its end. */
-  step(name: string, attributes: Attributes): (error: string | null) => void;
+  /**
+   * Times an internal step (credential resolution) that began at `startedAt` (performance.now()):
+   * opened once the step is known to wait, so a step answered at once costs no span. Returns its end.
+   */
+  step(name: string, attributes: Attributes, startedAt: number): (error: string | null) => void;
   /** A CLIENT span for one upstream attempt; puts its context on the outbound request. */
   upstream(outbound: OutboundRequest, target: UpstreamTarget, service: string): UpstreamSpan;
   /** Ends the SERVER span with the request's outcome. */
@@ -187,8 +192,9 @@ class LiveTrace implements RequestTrace {
     this.traceId = trace.isSpanContextValid(spanContext) ? spanContext.traceId : traceIdOf(req.headers);
   }
 
-  step(name: string, attributes: Attributes): (error: string | null) => void {
-    const span = this.#tracer.startSpan(name, { kind: SpanKind.INTERNAL, attributes }, this.#context);
+  step(name: string, attributes: Attributes, startedAt: number): (error: string | null) => void {
+    // A number below the time origin is read by the SDK as performance.now() time (timeInputToHrTime).
+    const span = this.#tracer.startSpan(name, { kind: SpanKind.INTERNAL, attributes, startTime: startedAt }, this.#context);
     return function endStep(error) {
       if (error !== null) span.setStatus({ code: SpanStatusCode.ERROR, message: error });
       span.end();

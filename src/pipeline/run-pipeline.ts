@@ -183,16 +183,11 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
       body = await collectBody(stream, REPLAYABLE_BODY_BYTES);
     }
 
-    const endResolve = trace.step('credential.resolve', { 'airlock.credential.ref': plan.ref, 'airlock.service': selected.service.name });
-    let credential: Credential;
-    try {
-      const resolving = resolveCredential(runtime.secrets, plan);
-      credential = resolving instanceof Promise ? await resolving : resolving;
-    } catch (error) {
-      endResolve((error as { code?: string }).code ?? 'error');
-      throw error;
-    }
-    endResolve(null);
+    // A cached credential (or a cached refusal) answers at once; only a fetch from the store is a
+    // credential.resolve span, opened with the time the resolution began.
+    const resolveStartedAt = performance.now();
+    const resolving = resolveCredential(runtime.secrets, plan);
+    const credential = resolving instanceof Promise ? await traceResolve(trace, resolving, plan.ref, selected.service.name, resolveStartedAt) : resolving;
     record.generation = credential.generation;
 
     const pool = runtime.pools.get(selected.service.name);
@@ -247,6 +242,19 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
   observeRequest(runtime, record, trace, httpRoute);
   const audited = await auditRequest(runtime, record, startedAt, true);
   logRequest(runtime, record, audited, forwarded.failure?.cause);
+}
+
+/** Waits for a credential fetched from its store, as the request's credential.resolve span. */
+async function traceResolve(trace: RequestTrace, resolving: Promise<Credential>, ref: string, service: string, startedAt: number): Promise<Credential> {
+  const endResolve = trace.step('credential.resolve', { 'airlock.credential.ref': ref, 'airlock.service': service }, startedAt);
+  try {
+    const credential = await resolving;
+    endResolve(null);
+    return credential;
+  } catch (error) {
+    endResolve((error as { code?: string }).code ?? 'error');
+    throw error;
+  }
 }
 
 /** A session and the sessions it was narrowed from, nearest first (the kill switch matches any). */

@@ -1,7 +1,8 @@
 /**
  * OpenTelemetry traces (issue 6), read back from an in-process OTLP/HTTP receiver: one agent request is
  * one tree in the agent's own trace (SERVER span "METHOD /prefix/route-template" under the agent's span,
- * a credential.resolve child and a CLIENT span child), and the upstream is handed the CLIENT span as its
+ * a CLIENT span child, and a credential.resolve child when the credential was fetched from its store on
+ * the request's path, failed fetches marked as errors; a cached credential adds no span), and the upstream is handed the CLIENT span as its
  * parent, never the agent's traceparent. Requests without a traceparent start a trace of their own;
  * denials carry airlock.code and no CLIENT span; a 502 marks the server span as an error. The trace id is
  * in the audit record and the log line. Sampling 0 exports nothing but still propagates (unsampled);
@@ -56,6 +57,9 @@ function requestIdOf(response: SentResponse): string {
 }
 
 const key = canary('trace-key');
+/** The value of a credential cached for 50 ms only, so a request after a pause fetches it again. */
+const fetchedKey = canary('trace-fetched-key');
+const FETCHED_CACHE = { ttl: 0.05, max_staleness: 0.05 };
 const queryCanary = canary('trace-query');
 const headerCanary = canary('trace-header');
 const agent = generateAgentToken();
@@ -76,6 +80,17 @@ function services(upstream: Upstream, downPort: number): Record<string, unknown>
       credential: { secret: 'env:TRACE_KEY', inject: 'bearer' },
       routes: [{ method: 'GET', path: '/v1/things/:id', scope: 'things:read' }],
     },
+    fetched: {
+      upstream: upstream.url,
+      credential: { secret: 'env:TRACE_FETCHED_KEY', inject: 'bearer', ...FETCHED_CACHE },
+      routes: [{ method: 'GET', path: '/v1/models/:model', scope: 'models:read' }],
+    },
+    // Its variable is never set: every request waits for a fetch that fails (503).
+    unset: {
+      upstream: upstream.url,
+      credential: { secret: 'env:TRACE_UNSET_KEY', inject: 'bearer' },
+      routes: [{ method: 'GET', path: '/v1/models/:model', scope: 'models:read' }],
+    },
   };
 }
 
@@ -85,6 +100,8 @@ const agents = {
     credentials: [
       { service: 'openai', max_scope: ['chat:write', 'models:read'] },
       { service: 'down', max_scope: ['*'] },
+      { service: 'fetched', max_scope: ['*'] },
+      { service: 'unset', max_scope: ['*'] },
     ],
   },
 };
@@ -105,7 +122,7 @@ function tracedProxy(build: (receiver: OtlpReceiver) => { config?: Record<string
     fixture.receiver = await startOtlpReceiver();
     fixture.upstream = await startUpstream();
     const { config = {}, env = {} } = build(fixture.receiver);
-    fixture.proxy = await startProxy({ ...config, services: services(fixture.upstream, await freePort()), agents }, { env: { TRACE_KEY: key, ...env } });
+    fixture.proxy = await startProxy({ ...config, services: services(fixture.upstream, await freePort()), agents }, { env: { TRACE_KEY: key, TRACE_FETCHED_KEY: fetchedKey, ...env } });
   });
   afterAll(async () => {
     await fixture.proxy?.close();
@@ -151,7 +168,7 @@ describe('traces exported over OTLP/HTTP', () => {
     downPort = await freePort();
     proxy = await startProxy(
       { telemetry: { otlp: { endpoint: receiver.url }, service_name: 'airlock-under-test' }, services: services(upstream, downPort), agents },
-      { env: { TRACE_KEY: key } },
+      { env: { TRACE_KEY: key, TRACE_FETCHED_KEY: fetchedKey } },
     );
   });
 
@@ -213,14 +230,10 @@ describe('traces exported over OTLP/HTTP', () => {
       expect(server.resource['service.name']).toBe('airlock-under-test');
     });
 
-    it('has a credential.resolve child and a CLIENT child, all in the one trace', () => {
+    it('has a CLIENT child in the one trace, and no credential.resolve span for a credential already cached', () => {
       const trace = spansOfTrace(context.traceId);
-      expect(trace.map((s) => s.name).sort()).toEqual(['POST', 'POST /openai/v1/chat/completions', 'credential.resolve']);
-      const resolve = trace.find((s) => s.name === 'credential.resolve') as ReceivedSpan;
-      expect(resolve.kind).toBe(SPAN_KIND.INTERNAL);
-      expect(resolve.parentSpanId).toBe(server.spanId);
-      expect(resolve.attributes['airlock.credential.ref']).toBe('env:TRACE_KEY');
-      expect(resolve.status.code).not.toBe(STATUS_CODE.ERROR);
+      // Fetched at start-up (app.ts warmCatalog) and cached since: nothing waited, so nothing to time.
+      expect(trace.map((s) => s.name).sort()).toEqual(['POST', 'POST /openai/v1/chat/completions']);
       const client = trace.find((s) => s.kind === SPAN_KIND.CLIENT) as ReceivedSpan;
       expect(client.parentSpanId).toBe(server.spanId);
       expect(client.attributes).toMatchObject({
@@ -368,13 +381,53 @@ describe('traces exported over OTLP/HTTP', () => {
     expect(redactions).toBe(record.redactions);
   });
 
+  it('times a credential fetched from its store on the request path as a credential.resolve child', async () => {
+    // Past its 50 ms ttl and 50 ms staleness bound, the cached value is unusable: this request waits
+    // for the store.
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    const context = agentContext();
+    const response = await call(proxy, `/fetched/v1/models/gpt-test?f=${queryCanary}`, { headers: { traceparent: context.header } });
+    expect(response.status, response.text).toBe(200);
+    expect(upstreamRequestFor(upstream, `f=${queryCanary}`).header('authorization')).toEqual([`Bearer ${fetchedKey}`]);
+    const server = await serverSpanOf(requestIdOf(response));
+    const [resolve] = await receiver.waitForSpans((s) => s.traceId === context.traceId && s.name === 'credential.resolve');
+    const client = (await receiver.waitForSpans((s) => s.traceId === context.traceId && s.kind === SPAN_KIND.CLIENT))[0] as ReceivedSpan;
+    expect(resolve?.kind).toBe(SPAN_KIND.INTERNAL);
+    expect(resolve?.parentSpanId).toBe(server.spanId);
+    expect(resolve?.attributes).toEqual({ 'airlock.credential.ref': 'env:TRACE_FETCHED_KEY', 'airlock.service': 'fetched' });
+    expect(resolve?.status.code).not.toBe(STATUS_CODE.ERROR);
+    // Opened when the wait was known, but timed from when the resolution began: inside the server
+    // span, and over before the upstream call started.
+    const start = BigInt(resolve?.startTimeUnixNano ?? '0');
+    const end = BigInt(resolve?.endTimeUnixNano ?? '0');
+    expect(start >= BigInt(server.startTimeUnixNano)).toBe(true);
+    expect(end >= start).toBe(true);
+    expect(end <= BigInt(client.startTimeUnixNano)).toBe(true);
+  });
+
+  it('marks a failed fetch as an error credential.resolve span, under a 503 server span with no CLIENT span', async () => {
+    const context = agentContext();
+    const before = upstream.requests.length;
+    const response = await call(proxy, `/unset/v1/models/gpt-test?u=${queryCanary}`, { headers: { traceparent: context.header } });
+    expect(response.status, response.text).toBe(503);
+    const code = response.json<Problem>().code;
+    const server = await serverSpanOf(requestIdOf(response));
+    expect(server.attributes['airlock.code']).toBe(code);
+    const [resolve] = await receiver.waitForSpans((s) => s.traceId === context.traceId && s.name === 'credential.resolve');
+    expect(resolve?.parentSpanId).toBe(server.spanId);
+    expect(resolve?.attributes['airlock.credential.ref']).toBe('env:TRACE_UNSET_KEY');
+    expect(resolve?.status).toMatchObject({ code: STATUS_CODE.ERROR, message: code });
+    expect(spansOfTrace(context.traceId).filter((s) => s.kind === SPAN_KIND.CLIENT)).toEqual([]);
+    expect(upstream.requests.length).toBe(before);
+  });
+
   it('puts no header value, query value, credential or agent token in any exported span', async () => {
     // Make sure everything sent so far has been exported before reading the bodies.
     await receiver.waitForSpans((s) => s.kind === SPAN_KIND.SERVER, 5_000, 5);
     expect(receiver.bodies.length).toBeGreaterThan(0);
     expect(receiver.rejected).toEqual([]);
     expect(sessionToken).not.toBe('');
-    assertNoLeak([key, queryCanary, headerCanary, agent.token, sessionToken], [
+    assertNoLeak([key, fetchedKey, queryCanary, headerCanary, agent.token, sessionToken], [
       { name: 'OTLP bodies', text: receiver.bodies.join('\n') },
       { name: 'OTLP request headers', text: JSON.stringify(receiver.requests.map((r) => r.headers)) },
     ]);
@@ -470,7 +523,7 @@ describe('OTEL_EXPORTER_OTLP_ENDPOINT without a telemetry block', () => {
     expect(server?.parentSpanId).toBe(context.spanId);
     expect(server?.name).toBe('GET /openai/v1/models/:model');
     expect(server?.resource['service.name']).toBe('airlock-from-env');
-    await t.receiver.waitForSpans((s) => s.traceId === context.traceId, 5_000, 3);
+    await t.receiver.waitForSpans((s) => s.traceId === context.traceId, 5_000, 2);
     expect(parseTraceparent(upstreamRequestFor(t.upstream, queryCanary).header('traceparent')[0]).traceId).toBe(context.traceId);
     expect(t.receiver.requests.every((r) => r.contentType.startsWith('application/json'))).toBe(true);
     assertNoLeak([key, queryCanary, headerCanary, agent.token], [{ name: 'OTLP bodies', text: t.receiver.bodies.join('\n') }]);
