@@ -183,8 +183,8 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
       body = await collectBody(stream, REPLAYABLE_BODY_BYTES);
     }
 
-    // A cached credential (or a cached refusal) answers at once; only a fetch from the store is a
-    // credential.resolve span, opened with the time the resolution began.
+    // A cached credential answers at once and has no span; a wait for the store (a fetch, or a refusal
+    // while it fails) is the credential.resolve span, timed from when the resolution began.
     const resolveStartedAt = performance.now();
     const resolving = resolveCredential(runtime.secrets, plan);
     const credential = resolving instanceof Promise ? await traceResolve(trace, resolving, plan.ref, selected.service.name, resolveStartedAt) : resolving;
