@@ -396,13 +396,16 @@ describe('traces exported over OTLP/HTTP', () => {
     expect(resolve?.parentSpanId).toBe(server.spanId);
     expect(resolve?.attributes).toEqual({ 'airlock.credential.ref': 'env:TRACE_FETCHED_KEY', 'airlock.service': 'fetched' });
     expect(resolve?.status.code).not.toBe(STATUS_CODE.ERROR);
-    // Opened when the wait was known, but timed from when the resolution began: inside the server
-    // span, and over before the upstream call started.
+    // Opened when the wait was known, timed from when the resolution began: inside the server span,
+    // and over before the upstream call started. Within a millisecond: the SDK anchors each span's
+    // clock to Date.now(), whole milliseconds, so two spans' times can disagree by up to one.
+    const ms = 1_000_000n;
     const start = BigInt(resolve?.startTimeUnixNano ?? '0');
     const end = BigInt(resolve?.endTimeUnixNano ?? '0');
-    expect(start >= BigInt(server.startTimeUnixNano)).toBe(true);
+    expect(start + ms >= BigInt(server.startTimeUnixNano)).toBe(true);
     expect(end >= start).toBe(true);
-    expect(end <= BigInt(client.startTimeUnixNano)).toBe(true);
+    expect(end <= BigInt(client.startTimeUnixNano) + ms).toBe(true);
+    expect(end <= BigInt(server.endTimeUnixNano) + ms).toBe(true);
   });
 
   it('marks a failed fetch as an error credential.resolve span, under a 503 server span with no CLIENT span', async () => {
