@@ -21,7 +21,6 @@
  * BENCH_SECONDS when longer), BENCH_ROUNDS (default 3).
  */
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -30,6 +29,7 @@ import { generateAgentToken } from '../src/identity/agent-token.js';
 import { cpuMicros, processTree, rssMiB } from './parts/process-stats.js';
 import { LOAD_TOOL, runLoad, type LoadResult } from './parts/run-load.js';
 import { startNginx } from './parts/start-nginx.js';
+import { startOtlpSink } from './parts/otlp-sink.js';
 import { startAirlockProcess, startScript, type BenchProcess } from './parts/start-process.js';
 import { airlockConfig } from './parts/airlock-config.js';
 import { combineRounds, renderReport, type BenchReport, type Row, type Sample, type ThousandConnections } from './parts/bench-report.js';
@@ -136,21 +136,6 @@ async function peakRssDuring<T>(pids: number[], work: Promise<T>): Promise<{ res
   }
 }
 
-function otlpSink(): Promise<{ server: Server; url: string; spans: () => number }> {
-  let requests = 0;
-  const server = createServer((req, res) => {
-    req.resume();
-    req.on('end', () => {
-      requests++;
-      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
-    });
-  });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => {
-    const address = server.address();
-    resolve({ server, url: `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`, spans: () => requests });
-  }));
-}
-
 function toolVersion(command: string, args: string[]): string {
   const run = spawnSync(command, args, { encoding: 'utf8' });
   if (run.error !== undefined) return 'not installed';
@@ -175,8 +160,8 @@ async function main(): Promise<void> {
     const agent = generateAgentToken();
     const admin = generateAgentToken();
     const env = { BENCH_UPSTREAM_KEY: `sk-bench-${agent.hash.slice(7, 31)}` };
-    const sink = await otlpSink();
-    stops.push(() => new Promise((resolve) => sink.server.close(() => resolve())));
+    const sink = await startOtlpSink();
+    stops.push(sink.close);
     const airlocks: Record<string, BenchProcess> = {};
     for (const [name, otlp] of [['airlock', null], ['airlock+trace', sink.url]] as const) {
       const dir = join(work, name);
@@ -230,7 +215,7 @@ async function main(): Promise<void> {
       thousandConnections: atThousand[0] as ThousandConnections,
       thousandConnectionsFloor: atThousand[1] as ThousandConnections,
       auditLines,
-      tracedSpansExports: sink.spans(),
+      tracedSpansExports: sink.exports(),
     };
     const { markdown, json } = renderReport(report);
     const dir = join(process.cwd(), 'bench-results');

@@ -19,7 +19,10 @@
  * "--max-semi-space-size=64"; with `-- HEAD` on a clean tree this measures the flags alone), and
  * COMPARE_CONFIG (JSON whose top-level keys replace those of this tree's Airlock config only, as
  * PROFILE_CONFIG does for npm run profile: '{"log":{"level":"warn"}}' with `-- HEAD` measures what the
- * per-request log line costs).
+ * per-request log line costs), and COMPARE_TRACING: "both" (both builds trace every request, sampling
+ * 1.0, exported over OTLP/HTTP to a collector stand-in in this process, as npm run bench's
+ * airlock+trace: a change to the traced path) or "this" (this tree's only: with `-- HEAD`, what tracing
+ * costs).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, unlinkSync } from 'node:fs';
@@ -31,6 +34,7 @@ import { airlockConfig } from './parts/airlock-config.js';
 import { median } from './parts/bench-report.js';
 import { cpuMicros, rssMiB } from './parts/process-stats.js';
 import { runLoad, type LoadResult } from './parts/run-load.js';
+import { startOtlpSink } from './parts/otlp-sink.js';
 import { runPacedFor } from './parts/run-paced.js';
 import { startAirlockProcess, startScript, type BenchProcess } from './parts/start-process.js';
 
@@ -54,6 +58,13 @@ const ALL_LOADS: ReadonlyArray<{ readonly name: string; readonly path: string; r
 const LOADS = selectedLoads(process.env['COMPARE_LOADS']);
 const NODE_FLAGS = (process.env['COMPARE_NODE_FLAGS'] ?? '').split(/\s+/).filter((flag) => flag !== '');
 const CONFIG_OVERRIDES = configOverrides(process.env['COMPARE_CONFIG']);
+const TRACING = tracingWanted(process.env['COMPARE_TRACING']);
+
+function tracingWanted(text: string | undefined): 'none' | 'both' | 'this' {
+  if (text === undefined || text === '') return 'none';
+  if (text === 'both' || text === 'this') return text;
+  throw new Error(`COMPARE_TRACING is "${text}": "both" traces both builds at sampling 1.0, "this" this tree's only; unset, neither`);
+}
 
 function configOverrides(text: string | undefined): Readonly<Record<string, unknown>> {
   if (text === undefined || text.trim() === '') return {};
@@ -166,19 +177,21 @@ async function main(): Promise<void> {
     stops.push(built.remove);
     const upstream = await startScript('./bench-upstream.ts');
     stops.push(upstream.stop);
+    const sink = TRACING === 'none' ? null : await startOtlpSink();
+    if (sink !== null) stops.push(sink.close);
     const agent = generateAgentToken();
     const env = { BENCH_UPSTREAM_KEY: `sk-bench-${agent.hash.slice(7, 31)}` };
     const auth = { authorization: `Bearer ${agent.token}` };
-    const variant = [NODE_FLAGS.join(' '), Object.keys(CONFIG_OVERRIDES).length === 0 ? '' : JSON.stringify(CONFIG_OVERRIDES)].filter((part) => part !== '');
-    const builds: Array<[string, string, readonly string[], Readonly<Record<string, unknown>>]> = [
-      [`${commit} (${ref})`, built.main, [], {}],
-      [['this tree', ...variant].join(', '), join(root, 'dist/main.js'), NODE_FLAGS, CONFIG_OVERRIDES],
+    const variant = [NODE_FLAGS.join(' '), Object.keys(CONFIG_OVERRIDES).length === 0 ? '' : JSON.stringify(CONFIG_OVERRIDES), TRACING === 'this' ? 'tracing' : ''].filter((part) => part !== '');
+    const builds: Array<[string, string, readonly string[], Readonly<Record<string, unknown>>, string | null]> = [
+      [`${commit} (${ref})`, built.main, [], {}, TRACING === 'both' ? (sink?.url ?? null) : null],
+      [['this tree', ...variant].join(', '), join(root, 'dist/main.js'), NODE_FLAGS, CONFIG_OVERRIDES, sink?.url ?? null],
     ];
     const airlocks: Target[] = [];
-    for (const [index, [name, main, flags, overrides]] of builds.entries()) {
+    for (const [index, [name, main, flags, overrides, otlp]] of builds.entries()) {
       const dir = join(work, `airlock-${index}`);
       mkdirSync(dir);
-      const config = airlockConfig({ dataDir: dir, upstreamPort: upstream.port, agentHash: agent.hash, adminHash: generateAgentToken().hash, otlp: null, overrides });
+      const config = airlockConfig({ dataDir: dir, upstreamPort: upstream.port, agentHash: agent.hash, adminHash: generateAgentToken().hash, otlp, overrides });
       const started: BenchProcess = await startAirlockProcess(config, env, join(dir, 'airlock.log'), main, flags);
       stops.push(started.stop);
       airlocks.push({ name, url: `http://127.0.0.1:${started.port}/api`, pid: started.pid, headers: auth });
@@ -222,7 +235,7 @@ async function main(): Promise<void> {
       paired.push(`| ${load.name} (${load.connections} conn.) | ${summary(ratios((s) => s.cpuUs), 3)} | ${summary(ratios((s) => s.rps), 3)} |`);
     }
     process.stdout.write(
-      `\n${ROUNDS} rounds, median (range); ${SECONDS} s per run, the order of the builds alternating each round\n\n${lines.join('\n')}\n\n` +
+      `\n${ROUNDS} rounds, median (range); ${SECONDS} s per run, the order of the builds alternating each round${sink === null ? '' : `; ${TRACING === 'both' ? 'both builds' : 'this tree'} tracing at sampling 1.0 (${sink.exports()} OTLP exports received)`}\n\n${lines.join('\n')}\n\n` +
         `Per round, this tree against the other (median (range) of the rounds' ratios; below 1 is less CPU, above 1 more rps):\n\n${paired.join('\n')}\n`,
     );
   } finally {
