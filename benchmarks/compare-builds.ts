@@ -21,8 +21,8 @@
  * PROFILE_CONFIG does for npm run profile: '{"log":{"level":"warn"}}' with `-- HEAD` measures what the
  * per-request log line costs), and COMPARE_TRACING: "both" (both builds trace every request, sampling
  * 1.0, exported over OTLP/HTTP to a collector stand-in in this process, as npm run bench's
- * airlock+trace: a change to the traced path) or "this" (this tree's only: with `-- HEAD`, what tracing
- * costs).
+ * airlock+trace: a change to the traced path; the other commit must know `telemetry`) or "this" (this
+ * tree's only: with `-- HEAD`, what tracing costs).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, unlinkSync } from 'node:fs';
@@ -59,6 +59,9 @@ const LOADS = selectedLoads(process.env['COMPARE_LOADS']);
 const NODE_FLAGS = (process.env['COMPARE_NODE_FLAGS'] ?? '').split(/\s+/).filter((flag) => flag !== '');
 const CONFIG_OVERRIDES = configOverrides(process.env['COMPARE_CONFIG']);
 const TRACING = tracingWanted(process.env['COMPARE_TRACING']);
+if (TRACING !== 'none' && 'telemetry' in CONFIG_OVERRIDES) {
+  throw new Error('COMPARE_TRACING and a telemetry key in COMPARE_CONFIG both set tracing: give one of them');
+}
 
 function tracingWanted(text: string | undefined): 'none' | 'both' | 'this' {
   if (text === undefined || text === '') return 'none';

@@ -193,11 +193,13 @@ class LiveTrace implements RequestTrace {
   }
 
   step(name: string, attributes: Attributes, startedAt: number): (error: string | null) => void {
-    // A number below the time origin is read by the SDK as performance.now() time (timeInputToHrTime).
+    // The SDK's Span._getTime reads a number not above performance.now() as performance time and puts
+    // it on the span's clock. The end is given the same way: a span whose start was given would end
+    // on Date.now(), whole milliseconds, and a sub-millisecond fetch would last 0 or 1 ms.
     const span = this.#tracer.startSpan(name, { kind: SpanKind.INTERNAL, attributes, startTime: startedAt }, this.#context);
     return function endStep(error) {
       if (error !== null) span.setStatus({ code: SpanStatusCode.ERROR, message: error });
-      span.end();
+      span.end(performance.now());
     };
   }
 

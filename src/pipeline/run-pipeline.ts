@@ -246,13 +246,17 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
 
 /** Waits for a credential fetched from its store, as the request's credential.resolve span. */
 async function traceResolve(trace: RequestTrace, resolving: Promise<Credential>, ref: string, service: string, startedAt: number): Promise<Credential> {
-  const endResolve = trace.step('credential.resolve', { 'airlock.credential.ref': ref, 'airlock.service': service }, startedAt);
+  let endResolve: ((error: string | null) => void) | null = null;
   try {
+    // Inside the try: were opening the span to throw, the request is refused with that error and the
+    // fetch's promise still gets a handler (an unhandled rejection would end the process).
+    endResolve = trace.step('credential.resolve', { 'airlock.credential.ref': ref, 'airlock.service': service }, startedAt);
     const credential = await resolving;
     endResolve(null);
     return credential;
   } catch (error) {
-    endResolve((error as { code?: string }).code ?? 'error');
+    if (endResolve === null) void resolving.catch(() => undefined);
+    else endResolve((error as { code?: string }).code ?? 'error');
     throw error;
   }
 }

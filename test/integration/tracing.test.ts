@@ -392,6 +392,7 @@ describe('traces exported over OTLP/HTTP', () => {
     const server = await serverSpanOf(requestIdOf(response));
     const [resolve] = await receiver.waitForSpans((s) => s.traceId === context.traceId && s.name === 'credential.resolve');
     const client = (await receiver.waitForSpans((s) => s.traceId === context.traceId && s.kind === SPAN_KIND.CLIENT))[0] as ReceivedSpan;
+    expect(spansOfTrace(context.traceId).filter((s) => s.name === 'credential.resolve')).toHaveLength(1);
     expect(resolve?.kind).toBe(SPAN_KIND.INTERNAL);
     expect(resolve?.parentSpanId).toBe(server.spanId);
     expect(resolve?.attributes).toEqual({ 'airlock.credential.ref': 'env:TRACE_FETCHED_KEY', 'airlock.service': 'fetched' });
@@ -420,6 +421,7 @@ describe('traces exported over OTLP/HTTP', () => {
     expect(resolve?.parentSpanId).toBe(server.spanId);
     expect(resolve?.attributes['airlock.credential.ref']).toBe('env:TRACE_UNSET_KEY');
     expect(resolve?.status).toMatchObject({ code: STATUS_CODE.ERROR, message: code });
+    expect(spansOfTrace(context.traceId).map((s) => s.name).sort()).toEqual(['GET /unset/v1/models/:model', 'credential.resolve']);
     expect(spansOfTrace(context.traceId).filter((s) => s.kind === SPAN_KIND.CLIENT)).toEqual([]);
     expect(upstream.requests.length).toBe(before);
   });
@@ -529,7 +531,7 @@ describe('OTEL_EXPORTER_OTLP_ENDPOINT without a telemetry block', () => {
     await t.receiver.waitForSpans((s) => s.traceId === context.traceId, 5_000, 2);
     expect(parseTraceparent(upstreamRequestFor(t.upstream, queryCanary).header('traceparent')[0]).traceId).toBe(context.traceId);
     expect(t.receiver.requests.every((r) => r.contentType.startsWith('application/json'))).toBe(true);
-    assertNoLeak([key, queryCanary, headerCanary, agent.token], [{ name: 'OTLP bodies', text: t.receiver.bodies.join('\n') }]);
+    assertNoLeak([key, fetchedKey, queryCanary, headerCanary, agent.token], [{ name: 'OTLP bodies', text: t.receiver.bodies.join('\n') }]);
   });
 });
 
