@@ -23,6 +23,7 @@ import type { SecretSource } from './secret-source.js';
 import { createVaultKvSource } from './vault-kv-source.js';
 import { createVaultLeaseSource } from './vault-lease-source.js';
 import { VaultSession } from './vault-session.js';
+import { createKeptTokenSource } from './kept-token-source.js';
 import { createSharedTokenSource } from './shared-token-source.js';
 import type { Redis } from 'ioredis';
 
@@ -111,7 +112,7 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
     file: createFileSource({ dataDir: config.data_dir, env: options.env, now, recheckMs: 0 }),
     vault: vault === null ? unconfigured('vault', 'secrets.vault') : createVaultKvSource(vault),
     'vault-lease': leases ?? unconfigured('vault-lease', 'secrets.vault'),
-    oauth2: options.sharedTokens === undefined ? oauth2 : createSharedTokenSource(oauth2, options.sharedTokens.redis, options.sharedTokens.prefix, options.sharedTokens.masterKey, now),
+    oauth2: options.sharedTokens === undefined ? createKeptTokenSource(oauth2, now) : createSharedTokenSource(oauth2, options.sharedTokens.redis, options.sharedTokens.prefix, options.sharedTokens.masterKey, now),
   };
 
   const cache = new CredentialCache(

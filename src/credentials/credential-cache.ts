@@ -149,11 +149,12 @@ export class CredentialCache {
     // refusing a key that has not rotated costs one fetch every few seconds, not one per request.
     if (minAgeMs > 0 && existing?.credential != null && existing.lastError === null && now - (this.#unchangedAt.get(ref) ?? -Infinity) < minAgeMs) return existing.credential;
     // A source that mints a value when forced (a lease, a token) always finds something new, so the check
-    // above never holds for it: within the interval of a forced fetch, ask for the current value instead.
-    // A request refused with the replaced value is then replayed with the new one.
+    // above never holds for it: within the interval of a forced fetch, ask for the current value instead
+    // (FetchOptions.current: a source that would mint one hands back the one it minted last). A request
+    // refused with the replaced value is then replayed with the new one.
     const next = minAgeMs > 0 ? this.#nextForced(ref, now, minAgeMs, spell) : { at: now, interval: 0 };
     const forced = next !== null;
-    const credential = await this.#load(ref, forced);
+    const credential = await this.#load(ref, forced, !forced);
     if (existing?.credential != null && credential.sameValueAs(existing.credential)) this.#unchangedAt.set(ref, this.#now());
     else this.#unchangedAt.delete(ref);
     // A successful fetch clears lastError; one left set means this fetch failed and served the old value.
@@ -219,7 +220,8 @@ export class CredentialCache {
     this.#load(ref, false).catch((error: unknown) => this.#onBackgroundError(ref, error as AirlockError));
   }
 
-  #load(ref: string, forced: boolean): Promise<Credential> {
+  /** `current`: not forced, and the value in use is wanted rather than a new one (FetchOptions). */
+  #load(ref: string, forced: boolean, current = false): Promise<Credential> {
     const running = this.#inflight.get(ref);
     if (running !== undefined && (running.forced || !forced)) return running.promise;
     if (running !== undefined) {
@@ -227,15 +229,15 @@ export class CredentialCache {
       // it, then force (still one fetch per reference at a time; later forced callers join that one).
       return running.promise.catch(() => undefined).then(() => this.#load(ref, true));
     }
-    const promise = this.#fetchAndStore(ref, forced).finally(() => this.#inflight.delete(ref));
+    const promise = this.#fetchAndStore(ref, forced, current).finally(() => this.#inflight.delete(ref));
     this.#inflight.set(ref, { promise, forced });
     return promise;
   }
 
-  async #fetchAndStore(ref: string, forced: boolean): Promise<Credential> {
+  async #fetchAndStore(ref: string, forced: boolean, current: boolean): Promise<Credential> {
     const policy = this.#policyOf(ref);
     try {
-      const credential = await this.#fetch(ref, forced ? { forced: true, replacing: this.#entries.get(ref)?.credential ?? null } : {});
+      const credential = await this.#fetch(ref, forced ? { forced: true, replacing: this.#entries.get(ref)?.credential ?? null } : current ? { current: true } : {});
       const now = this.#now();
       const expiry = credential.expiresAt === null ? Infinity : credential.expiresAt - EXPIRY_SKEW_MS;
       const freshUntil = Math.min(now + policy.ttlMs, expiry);

@@ -17,6 +17,13 @@ export interface FetchOptions {
    * different one (another replica replaced it) returns that one instead of replacing it again.
    */
   readonly replacing?: Credential | null;
+  /**
+   * Not forced, and the caller wants the value in use rather than a new one (the credential cache,
+   * between two forced fetches while an upstream keeps refusing). A source that would mint a new value
+   * on every fetch (an OAuth2 token kept in no shared state) returns the one it minted last, while that
+   * has life left; a source that reads its store on every fetch can ignore this.
+   */
+  readonly current?: boolean;
 }
 
 export interface SecretSource {

@@ -338,6 +338,57 @@ describe('refresh ahead of expiry', () => {
   });
 });
 
+describe('an upstream that refuses every token (retry_on [401], no shared state)', () => {
+  const clientSecret = plant('refused-secret');
+  let server: OAuth2Server;
+  let refusing: Upstream;
+  let proxy: ProxyFixture;
+
+  beforeAll(async () => {
+    server = await tokenServer();
+    server.addClient({ clientId: 'refused-client', clientSecret });
+    // A provider that has disabled the account: every token, old or new, is refused.
+    refusing = await startUpstream((_req, res) => {
+      const body = '{"error":"invalid_token"}';
+      res.writeHead(401, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+    });
+    proxy = await start(
+      {
+        secrets: { oauth2: { refused: { token_url: server.tokenUrl, client_id: 'env:REFUSED_ID', client_secret: 'env:REFUSED_SECRET' } } },
+        services: { refused: { upstream: refusing.url, credential: { secret: 'oauth2:refused', inject: 'bearer', retry_on: [401] }, routes: [{ method: 'GET', path: '/v1/*', scope: 'tickets:call' }] } },
+        agents: agents('refused'),
+      },
+      { env: { REFUSED_ID: 'refused-client', REFUSED_SECRET: clientSecret } },
+    );
+  });
+
+  afterAll(async () => {
+    await refusing?.close();
+  });
+
+  it('costs a new token per forced-fetch interval, not one per refused request', async () => {
+    const before = server.tokenRequests.length;
+    const started = Date.now();
+    const statuses: number[] = [];
+    for (let i = 0; i < 20; i++) statuses.push((await call(proxy, 'refused', `/v1/tickets?n=${i}`)).status);
+    const elapsed = Date.now() - started;
+    // The upstream's own answer reaches the agent (redacted like any response).
+    expect(statuses).toEqual(Array.from({ length: 20 }, () => 401));
+    // The first refusal forces one new token; within the wait between forced fetches (2 s, doubling
+    // while the refusals go on) the token in use is taken again, so no more are minted in that time.
+    // Before the token was kept, each refusal in that wait minted one: 20 requests, ~20 tokens.
+    const minted = server.tokenRequests.length - before;
+    expect(minted).toBeGreaterThanOrEqual(1);
+    expect(minted, `${minted} tokens for 20 requests in ${elapsed} ms`).toBeLessThanOrEqual(1 + Math.floor(elapsed / 2_000));
+    // Every token the upstream saw was one the token endpoint issued, and none was sent twice in a row
+    // after it was replaced.
+    const sent = refusing.requests.map(bearerOf);
+    expect(sent.every((t) => t !== undefined && server.issued.includes(t))).toBe(true);
+    expect(refusing.requests.length).toBeLessThanOrEqual(20 + minted);
+  });
+});
+
 describe('a client the token endpoint refuses', () => {
   const secrets = { invalid_grant: plant('grant-secret'), invalid_client: plant('client-secret') };
   const servers: Partial<Record<keyof typeof secrets, OAuth2Server>> = {};

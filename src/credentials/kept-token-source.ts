@@ -1,0 +1,37 @@
+/**
+ * OAuth2 tokens kept in this process, for a single Airlock (state: memory); with shared state in Redis,
+ * shared-token-source.ts keeps them for every replica instead.
+ *
+ * The client-credentials grant mints a new token on every request, so "the token in use" exists only if
+ * someone keeps it. The credential cache asks for it between two forced fetches while an upstream keeps
+ * refusing (FetchOptions.current): without this, each of those asks minted a token, and an upstream that
+ * refused every token (a disabled account) turned the agents' requests into a stream of token requests.
+ * Here a `current` fetch takes the last token minted for the reference while it has life left; a forced
+ * fetch mints a new one unless the last one already replaced the token it is to replace; an ordinary
+ * fetch (first use, refresh ahead of expiry) mints, as before.
+ */
+import type { Credential } from './credential.js';
+import type { SecretSource } from './secret-source.js';
+
+/** A kept token with less life than this left is not handed out as current. */
+const MIN_LIFE_MS = 5_000;
+
+export function createKeptTokenSource(inner: SecretSource, now: () => number = Date.now): SecretSource {
+  // One entry per oauth2: reference in the config: bounded by the config, replaced on every mint.
+  const kept = new Map<string, Credential>();
+  const alive = (token: Credential | undefined): token is Credential => token !== undefined && (token.expiresAt === null || token.expiresAt - now() >= MIN_LIFE_MS);
+
+  return {
+    async fetchSecret(name, ref, options) {
+      const last = kept.get(ref);
+      if (alive(last)) {
+        if (options?.current === true) return last;
+        // Replaced already (a refresh ahead of expiry minted it after the caller took its value).
+        if (options?.forced === true && options.replacing != null && !last.sameValueAs(options.replacing)) return last;
+      }
+      const minted = await inner.fetchSecret(name, ref);
+      kept.set(ref, minted);
+      return minted;
+    },
+  };
+}
