@@ -106,13 +106,21 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
   const leases = vault === null || vaultConfig === undefined ? null : createVaultLeaseSource(vault, logger, { now, rotationGraceMs: vaultConfig.rotation_grace * 1000 });
   const oauth2 = createOAuth2Source(config.secrets.oauth2, resolveValue, now);
 
+  /** Where the token in use is kept: Redis for every replica (sealed under the shared master key), else this process. */
+  const oauth2Tokens = (): SecretSource => {
+    const shared = options.sharedTokens;
+    if (shared === undefined) return createKeptTokenSource(oauth2, now);
+    const lockedFetch = createSharedTokenSource(oauth2, shared.redis, shared.prefix, shared.masterKey, now);
+    return shared.masterKey === null ? createKeptTokenSource(lockedFetch, now) : lockedFetch;
+  };
+
   const sources: Readonly<Record<SecretRefKind, SecretSource>> = {
     env: createEnvSource(options.env),
     // The cache above already limits how often the file is read; the source itself re-stats on every fetch.
     file: createFileSource({ dataDir: config.data_dir, env: options.env, now, recheckMs: 0 }),
     vault: vault === null ? unconfigured('vault', 'secrets.vault') : createVaultKvSource(vault),
     'vault-lease': leases ?? unconfigured('vault-lease', 'secrets.vault'),
-    oauth2: options.sharedTokens === undefined ? createKeptTokenSource(oauth2, now) : createSharedTokenSource(oauth2, options.sharedTokens.redis, options.sharedTokens.prefix, options.sharedTokens.masterKey, now),
+    oauth2: oauth2Tokens(),
   };
 
   const cache = new CredentialCache(

@@ -1,14 +1,14 @@
 /**
- * OAuth2 tokens kept in this process, for a single Airlock (state: memory); with shared state in Redis,
- * shared-token-source.ts keeps them for every replica instead.
+ * OAuth2 tokens kept in this process, where no shared state keeps them: state: memory, or Redis without
+ * a shared master key (shared-token-source.ts then shares the fetch lock but stores no token).
  *
  * The client-credentials grant mints a new token on every request, so "the token in use" exists only if
  * someone keeps it. The credential cache asks for it between two forced fetches while an upstream keeps
  * refusing (FetchOptions.current): without this, each of those asks minted a token, and an upstream that
  * refused every token (a disabled account) turned the agents' requests into a stream of token requests.
- * Here a `current` fetch takes the last token minted for the reference while it has life left; a forced
- * fetch mints a new one unless the last one already replaced the token it is to replace; an ordinary
- * fetch (first use, refresh ahead of expiry) mints, as before.
+ * Here a `current` fetch takes the last token minted for the reference while it has life left; forced
+ * and ordinary fetches (an upstream's refusal, an operator's rotate, first use, refresh ahead of expiry)
+ * mint, as before. A reload builds a new broker, and with it a new keeper.
  */
 import type { Credential } from './credential.js';
 import type { SecretSource } from './secret-source.js';
@@ -24,12 +24,8 @@ export function createKeptTokenSource(inner: SecretSource, now: () => number = D
   return {
     async fetchSecret(name, ref, options) {
       const last = kept.get(ref);
-      if (alive(last)) {
-        if (options?.current === true) return last;
-        // Replaced already (a refresh ahead of expiry minted it after the caller took its value).
-        if (options?.forced === true && options.replacing != null && !last.sameValueAs(options.replacing)) return last;
-      }
-      const minted = await inner.fetchSecret(name, ref);
+      if (options?.current === true && alive(last)) return last;
+      const minted = await inner.fetchSecret(name, ref, options);
       kept.set(ref, minted);
       return minted;
     },

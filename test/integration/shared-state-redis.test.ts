@@ -867,6 +867,62 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
     });
   });
 
+  // Without a shared master key no token is stored in Redis (only the fetch lock is shared): the token
+  // in use is kept by each replica. An upstream that refuses every token used to cost a token request
+  // per refused request there.
+  describe('OAuth2 with Redis but no shared master key, and an upstream that refuses every token', () => {
+    const REF = 'oauth2:locked';
+    const clientSecret = canary('redis-nokey-secret');
+    let tokens: OAuth2Server;
+    let refusing: Upstream;
+    let replica: ProxyFixture;
+
+    beforeAll(async () => {
+      credentials.push(clientSecret);
+      tokens = await startOAuth2Server({ clients: [{ clientId: 'airlock-locked', clientSecret }] });
+      tokenServers.push(tokens);
+      refusing = await startUpstream((_req, res) => {
+        const body = '{"error":"invalid_token"}';
+        res.writeHead(401, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+        res.end(body);
+      });
+      replica = await startReplica(
+        {
+          state: { type: 'redis', url: redis.url, prefix: 'nokey:', stale_after: 5 },
+          anomalies: { enabled: false },
+          secrets: { oauth2: { locked: { token_url: tokens.tokenUrl, client_id: 'env:LOCKED_CLIENT_ID', client_secret: 'env:LOCKED_CLIENT_SECRET' } } },
+          services: { locked: { upstream: refusing.url, credential: { secret: REF, inject: 'bearer', retry_on: [401] }, routes: [{ method: 'GET', path: '/v1/*', scope: 'tickets:read' }] } },
+          agents: { beta: { tokens: [beta.hash], credentials: [{ service: 'locked', max_scope: ['*'] }] } },
+        },
+        { LOCKED_CLIENT_ID: 'airlock-locked', LOCKED_CLIENT_SECRET: clientSecret },
+      );
+    });
+
+    afterAll(async () => {
+      await refusing?.close();
+    });
+
+    it('costs a new token per forced-fetch interval, not one per refused request', async () => {
+      const before = tokens.issued.length;
+      const started = Date.now();
+      const statuses: number[] = [];
+      for (let i = 0; i < 20; i++) statuses.push((await call(replica, beta.token, `/locked/v1/tickets?n=${i}`)).status);
+      const elapsed = Date.now() - started;
+      expect(statuses).toEqual(Array.from({ length: 20 }, () => 401));
+      const minted = tokens.issued.length - before;
+      expect(minted).toBeGreaterThanOrEqual(1);
+      expect(minted, `${minted} tokens for 20 requests in ${elapsed} ms`).toBeLessThanOrEqual(1 + Math.floor(elapsed / 2_000));
+      // Nothing sealed was stored: there is no key to seal it with.
+      const client = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+      try {
+        await client.connect();
+        expect(await client.get('nokey:oauth2:locked')).toBeNull();
+      } finally {
+        client.disconnect();
+      }
+    });
+  });
+
   describe('Redis killed while traffic flows, then restarted', () => {
     /** A revocation made on A while Redis was down, and how the replicas answered the revoked agent right then. */
     const outage: { change: SentResponse | null; lift: SentResponse | null; onA: number; onB: number } = { change: null, lift: null, onA: 0, onB: 0 };

@@ -1,26 +1,28 @@
 /**
  * The OAuth2 token kept in this process (kept-token-source.ts): a `current` fetch takes the last token
- * minted while it has 5 s or more to live; a forced fetch mints unless the last token already replaced
- * the one to replace; an ordinary fetch (first use, refresh ahead of expiry) always mints. The inner
- * source here stands in for the token endpoint: it counts mints and hands out unique canary tokens.
+ * minted while it has 5 s or more to live; forced and ordinary fetches always mint, and pass their
+ * options on. The inner source here stands in for the token endpoint: it counts mints, records the
+ * options it was given, and hands out unique canary tokens.
  */
 import { describe, expect, it } from 'vitest';
 import { Credential } from '../../src/credentials/credential.js';
 import { createKeptTokenSource } from '../../src/credentials/kept-token-source.js';
-import type { SecretSource } from '../../src/credentials/secret-source.js';
+import type { FetchOptions, SecretSource } from '../../src/credentials/secret-source.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
 
 function mintingSource(lifeMs: number | null, clock: () => number) {
   const minted: string[] = [];
+  const asked: Array<FetchOptions | undefined> = [];
   const source: SecretSource = {
-    async fetchSecret(_name, ref) {
+    async fetchSecret(_name, ref, options) {
+      asked.push(options);
       const token = canary(`kept-token-${minted.length}`);
       minted.push(token);
       return new Credential(ref, token, `issued ${minted.length}`, lifeMs === null ? null : clock() + lifeMs);
     },
   };
-  return { source, minted };
+  return { source, minted, asked };
 }
 
 describe('createKeptTokenSource', () => {
@@ -54,22 +56,20 @@ describe('createKeptTokenSource', () => {
     expect((await kept.fetchSecret('crm', 'oauth2:crm', { current: true })).sameValueAs(b)).toBe(true);
   });
 
-  it('a forced fetch replaces the token it is given, but takes a newer one kept meanwhile', async () => {
+  it('a forced fetch mints, passes its options to the source, and what it minted becomes current', async () => {
     const now = 9_000_000;
     const inner = mintingSource(60_000, () => now);
     const kept = createKeptTokenSource(inner.source, () => now);
     const old = await kept.fetchSecret('crm', 'oauth2:crm');
-    const newer = await kept.fetchSecret('crm', 'oauth2:crm');
-    // The caller still holds `old`: `newer` already replaced it.
-    expect((await kept.fetchSecret('crm', 'oauth2:crm', { forced: true, replacing: old })).sameValueAs(newer)).toBe(true);
+    const forced = { forced: true, replacing: old };
+    const replaced = await kept.fetchSecret('crm', 'oauth2:crm', forced);
     expect(inner.minted).toHaveLength(2);
-    // The caller holds the newest: a new one is minted.
-    const replaced = await kept.fetchSecret('crm', 'oauth2:crm', { forced: true, replacing: newer });
-    expect(inner.minted).toHaveLength(3);
-    expect(replaced.sameValueAs(newer)).toBe(false);
-    // Nothing held by the caller (an operator's rotate before any use): mints.
+    expect(replaced.sameValueAs(old)).toBe(false);
+    expect(inner.asked).toEqual([undefined, forced]);
+    expect((await kept.fetchSecret('crm', 'oauth2:crm', { current: true })).sameValueAs(replaced)).toBe(true);
+    // Nothing held by the caller (an operator's rotate before any use): mints too.
     await kept.fetchSecret('crm', 'oauth2:crm', { forced: true, replacing: null });
-    expect(inner.minted).toHaveLength(4);
+    expect(inner.minted).toHaveLength(3);
   });
 
   it('keeps a token without expires_in as current until it is replaced, each reference apart', async () => {
