@@ -115,3 +115,29 @@ describe('forced fetches while an upstream refuses every value', () => {
     expect(source.forcedAt).toEqual([0]);
   });
 });
+
+describe('what the source is asked for', () => {
+  it('{} for a miss and a refresh ahead; forced with the value to replace on a refusal; current between forced fetches; forced for an operator', async () => {
+    let clock = 0;
+    const asked: string[] = [];
+    let n = 0;
+    const cache = new CredentialCache(
+      async (_ref, options) => {
+        asked.push(options.forced === true ? `forced, replacing ${options.replacing?.generation ?? 'none'}` : options.current === true ? 'current' : 'plain');
+        n++;
+        return new Credential(REF, canary(`asked-${n}`), String(n));
+      },
+      () => ({ ttlMs: 60_000, maxStalenessMs: 60_000 }),
+      { now: () => clock },
+    );
+    await cache.get(REF); // a miss
+    clock += 50_000; // past 3/4 of its fresh life: refreshed ahead, in the background
+    await cache.get(REF);
+    await cache.reload(REF); // waits for that background fetch, then fetches once more, unforced
+    await cache.refresh(REF, MIN_AGE_MS); // the first refusal forces, replacing the value in use
+    clock += 500;
+    await cache.refresh(REF, MIN_AGE_MS); // within the wait: the value in use
+    await cache.refresh(REF); // an operator's refresh
+    expect(asked).toEqual(['plain', 'plain', 'plain', 'forced, replacing 3', 'current', 'forced, replacing 5']);
+  });
+});
