@@ -26,7 +26,7 @@ import { request } from 'undici';
 import { AirlockError } from '../errors.js';
 import type { SecretCatalog } from '../redaction/secret-catalog.js';
 import { GENESIS, sealRecord } from './audit-chain.js';
-import { serializeAuditRecord, type AuditRecord } from './audit-record.js';
+import { auditRecordFault, serializeAuditRecord, type AuditRecord } from './audit-record.js';
 import { makePrivateDir } from '../state/make-private-dir.js';
 
 interface Pending {
@@ -225,7 +225,8 @@ export class AuditLog {
         batch.push(pending);
         prev = sealed.hash;
       } catch (error) {
-        this.#fail(error as Error, [pending]);
+        const fault = auditRecordFault(pending.record);
+        this.#fail(fault === null ? (error as Error) : new TypeError(`audit record field ${fault}`, { cause: error }), [pending]);
       }
     }
     if (batch.length === 0) return;

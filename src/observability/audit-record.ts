@@ -67,3 +67,53 @@ export function serializeAuditRecord(record: AuditRecord, prev: string): string 
     `,"actor":${jsonString(r.actor)},"reason":${jsonString(r.reason)},"client":${jsonString(r.client)},"incomplete":${jsonBoolean(r.incomplete)},"prev":${jsonString(prev)}}`
   );
 }
+
+type FieldKind = 'string' | 'string|null' | 'number' | 'number|null' | 'boolean';
+
+/** What each field holds (AuditRecord above), to name the field a refused record went wrong in. */
+const FIELD_KINDS: Readonly<Record<keyof AuditRecord, FieldKind>> = {
+  time: 'string',
+  trace_id: 'string|null',
+  request_id: 'string',
+  agent: 'string|null',
+  session: 'string|null',
+  justification: 'string|null',
+  task_id: 'string|null',
+  service: 'string|null',
+  method: 'string|null',
+  path: 'string|null',
+  route: 'string|null',
+  scope: 'string|null',
+  decision: 'string',
+  code: 'string|null',
+  status: 'number|null',
+  upstream_status: 'number|null',
+  response_bytes: 'number',
+  duration_ms: 'number',
+  credential: 'string|null',
+  generation: 'string|null',
+  rotated_from: 'string|null',
+  redactions: 'number',
+  approval: 'string|null',
+  approver: 'string|null',
+  approval_reason: 'string|null',
+  actor: 'string|null',
+  reason: 'string|null',
+  client: 'string|null',
+  incomplete: 'boolean',
+};
+
+/**
+ * The first field whose value is not of its type, as "<field> is a <type>; <kind> belongs there", or
+ * null. Asked only once serializeAuditRecord has refused a record (json-text.ts throws without knowing
+ * the field, and checking every type up front would cost every request). Names the type, never the
+ * value: a value in the wrong field may be anything.
+ */
+export function auditRecordFault(record: AuditRecord): string | null {
+  for (const [field, kind] of Object.entries(FIELD_KINDS) as Array<[string, FieldKind]>) {
+    const value = (record as unknown as Record<string, unknown>)[field];
+    const type = value === null ? 'null' : typeof value;
+    if (!kind.split('|').includes(type)) return `${field} is ${type === 'null' || type === 'undefined' ? type : `a ${type}`}; ${kind.replace('|', ' or ')} belongs there`;
+  }
+  return null;
+}
