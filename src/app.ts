@@ -450,7 +450,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
   // No Date per call unless a test brings its own clock (several reads per request).
   const nowMs = clock === undefined ? Date.now : () => clock().getTime();
   const catalog = new SecretCatalog();
-  const { logger, requestLog } = createLogging(config.log.level, options.logDestination, catalog);
+  const { logger, requestLog } = createLogging(config.log.level, options.logDestination, catalog, config.log.requests);
   const metrics = createMetrics();
 
   // Loaded only when configured: the Redis client is ~20 MiB of resident memory a single replica never uses.
@@ -583,6 +583,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
       const previous = current;
       current = fresh;
       logger.level = next.log.level;
+      durable.requestLog.lines = next.log.requests;
       previous.retired = true;
       if (previous.inflight === 0) void closeGeneration(previous, durable, previous.tracing !== fresh.tracing);
       metrics.reloads.inc({ result: 'success' });

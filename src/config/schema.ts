@@ -423,8 +423,14 @@ export const configSchema = z.strictObject({
     })
     .default({}),
   log: z
-    .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('log level') })
-    .default({ level: 'info' }),
+    .strictObject({
+      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('log level'),
+      requests: z
+        .enum(['all', 'problems'])
+        .default('all')
+        .describe('the line per request: all, or problems only (5xx, cut short, not audited: the warn and error lines); the audit log records every request either way'),
+    })
+    .default({ level: 'info', requests: 'all' }),
   limits: limitsSpec.default(defaultLimits),
   secrets: secretsSpec.default({ cache: { ttl: 300, max_staleness: 900 }, oauth2: {} }),
   admin: adminSpec.optional().describe('the admin API (absent: no admin listener)'),

@@ -22,7 +22,7 @@ export interface AirlockConfig {
   /** `file` is absolute. */
   readonly audit: DeepReadonly<AuditSpec>;
   readonly telemetry: DeepReadonly<TelemetrySpec>;
-  readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
+  readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'; readonly requests: 'all' | 'problems' };
   readonly limits: DeepReadonly<LimitsSpec>;
   /** Store settings; `vault.ca_file` and `oauth2.*.ca` are absolute. */
   readonly secrets: DeepReadonly<SecretsSpec>;

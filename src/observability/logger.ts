@@ -23,7 +23,7 @@ export interface Logging {
 }
 
 /** Both logs write through one scrubbing destination, so no line can leave unscrubbed. */
-export function createLogging(level: LogLevel, destination: LogDestination, secrets: SecretCatalog): Logging {
+export function createLogging(level: LogLevel, destination: LogDestination, secrets: SecretCatalog, requests: RequestLines = 'all'): Logging {
   const scrubbing: LogDestination = {
     write(line: string): void {
       let scrubbed: string;
@@ -47,10 +47,15 @@ export function createLogging(level: LogLevel, destination: LogDestination, secr
     },
     scrubbing,
   );
-  return { logger, requestLog: new RequestLog(logger, scrubbing) };
+  const requestLog = new RequestLog(logger, scrubbing);
+  requestLog.lines = requests;
+  return { logger, requestLog };
 }
 
 export type RequestLogLevel = 'info' | 'warn' | 'error';
+
+/** log.requests: a line for every request, or only for those logged at warn or error. */
+export type RequestLines = 'all' | 'problems';
 
 /**
  * The one log line per request, written straight to the destination in the shape pino writes
@@ -59,12 +64,17 @@ export type RequestLogLevel = 'info' | 'warn' | 'error';
  * Why not `logger.info(fields)`: pino's generic serializer walks the object, checks every value's type
  * and looks up serializers per key; for these sixteen fixed fields that was a tenth of the proxy's CPU
  * per request (npm run profile). Here each field is written as JSON.stringify would write it (json-text.ts),
- * in a fixed order. The level in force is pino's, so a reload that changes `log.level` applies.
+ * in a fixed order. The level in force is pino's, so a reload that changes `log.level` applies; a reload
+ * sets `lines` too.
+ *
+ * `lines: 'problems'` leaves the info lines (answered requests, 4xx) to the audit log, which records every
+ * request anyway: building, scrubbing and writing the line was ~7% of the CPU per small request.
  */
 export class RequestLog {
   readonly #logger: Logger;
   readonly #destination: LogDestination;
   readonly #time = cachedIsoTime();
+  lines: RequestLines = 'all';
 
   constructor(logger: Logger, destination: LogDestination) {
     this.#logger = logger;
@@ -72,7 +82,7 @@ export class RequestLog {
   }
 
   write(level: RequestLogLevel, record: AuditRecord, audited: boolean, cause?: unknown): void {
-    if (!this.#logger.isLevelEnabled(level)) return;
+    if ((level === 'info' && this.lines === 'problems') || !this.#logger.isLevelEnabled(level)) return;
     const r = record;
     const err = cause === undefined ? '' : `,"err":${JSON.stringify(serializeError(cause))}`;
     this.#destination.write(

@@ -5,10 +5,13 @@
  * every request gets 503 audit_unavailable and nothing is forwarded.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { formatProblem } from '../../src/config/config-problem.js';
+import { buildConfig } from '../../src/config/load-config.js';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import type { AuditRecord } from '../../src/observability/audit-record.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
+import { freePort } from '../helpers/operator.js';
 import { sendRequest, type Problem, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
@@ -248,5 +251,56 @@ describe('audit fail-closed', () => {
       { name: 'responses', text: bodies.join('\n') },
       { name: 'log', text: proxy.logLines.join('') },
     ]);
+  });
+});
+
+describe('log.requests: problems', () => {
+  const key = canary('lines-key');
+  const agent = generateAgentToken();
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+  let input: Record<string, unknown>;
+
+  beforeAll(async () => {
+    upstream = await startUpstream();
+    const closedPort = await freePort();
+    input = {
+      log: { level: 'info', requests: 'problems' },
+      services: {
+        things: { upstream: upstream.url, credential: { secret: 'env:LINES_KEY' }, routes: [{ method: 'GET', path: '/v1/things', scope: 'things:read' }, { method: 'GET', path: '/v1/admin', scope: 'things:admin' }] },
+        down: { upstream: `http://127.0.0.1:${closedPort}`, credential: { secret: 'env:LINES_KEY' }, routes: [{ method: 'GET', path: '/v1/*', scope: 'down:read' }] },
+      },
+      agents: { 'lines-bot': { tokens: [agent.hash], credentials: [{ service: 'things', max_scope: ['things:read'] }, { service: 'down', max_scope: ['*'] }] } },
+    };
+    proxy = await startProxy(input, { env: { LINES_KEY: key } });
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+  });
+
+  async function get(path: string): Promise<string> {
+    const response = await sendRequest(`${proxy.url}${path}`, { headers: { authorization: `Bearer ${agent.token}` } });
+    return `${response.status} ${response.headers['x-airlock-request-id'] as string}`;
+  }
+
+  it('writes the line of a 5xx only; the audit log has every request; a reload to all brings the others back', async () => {
+    const [ok, denied, failed] = [await get('/things/v1/things'), await get('/things/v1/admin'), await get('/down/v1/x')];
+    expect([ok, denied, failed].map((s) => s.split(' ')[0])).toEqual(['200', '403', '502']);
+    const ids = [ok, denied, failed].map((s) => s.split(' ')[1]);
+    const audited = await proxy.waitForAudit(3);
+    expect(ids.every((id) => audited.some((r) => r.request_id === id))).toBe(true);
+    const lines = requestLines(proxy);
+    expect(lines.map((l) => l['request_id'])).toEqual([ids[2]]);
+    expect(lines[0]).toMatchObject({ level: 'warn', status: 502, code: 'upstream_unreachable', audited: true });
+
+    const built = buildConfig({ listen: '127.0.0.1:0', data_dir: proxy.dataDir, ...input, log: { level: 'info', requests: 'all' } }, { baseDir: proxy.dataDir });
+    if (built.config === null) throw new Error(built.problems.map((p) => formatProblem(p, null)).join('\n'));
+    expect(await proxy.airlock.reload(built.config)).toEqual({ ok: true });
+    const after = (await get('/things/v1/things')).split(' ')[1];
+    await proxy.waitForAudit(4);
+    expect(requestLines(proxy).map((l) => l['request_id'])).toEqual([ids[2], after]);
+    assertNoLeak([key, agent.token], [{ name: 'log', text: proxy.logLines.join('') }]);
   });
 });

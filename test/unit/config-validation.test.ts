@@ -83,7 +83,7 @@ describe('a valid config', () => {
     expect(config.listen).toBe('127.0.0.1:7700');
     expect(config.data_dir).toBe(resolve(baseDir, 'data'));
     expect(config.audit.file).toBe(join(baseDir, 'data', 'audit.jsonl'));
-    expect(config.log).toEqual({ level: 'info' });
+    expect(config.log).toEqual({ level: 'info', requests: 'all' });
     expect(config.limits).toEqual({
       max_header_bytes: 16384,
       max_headers: 100,
