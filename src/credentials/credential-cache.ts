@@ -16,7 +16,7 @@
  */
 import { LRUCache } from 'lru-cache';
 import { AirlockError } from '../errors.js';
-import type { Credential } from './credential.js';
+import { EXPIRY_MARGIN_MS, type Credential } from './credential.js';
 import type { FetchOptions } from './secret-source.js';
 
 export interface CachePolicy {
@@ -51,8 +51,6 @@ interface Entry {
 }
 
 const REFRESH_AHEAD = 0.75;
-/** Expiring values are treated as stale this long before they expire. */
-const EXPIRY_SKEW_MS = 5_000;
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
 const MAX_ENTRIES = 10_000;
@@ -239,7 +237,7 @@ export class CredentialCache {
     try {
       const credential = await this.#fetch(ref, forced ? { forced: true, replacing: this.#entries.get(ref)?.credential ?? null } : current ? { current: true } : {});
       const now = this.#now();
-      const expiry = credential.expiresAt === null ? Infinity : credential.expiresAt - EXPIRY_SKEW_MS;
+      const expiry = credential.expiresAt === null ? Infinity : credential.expiresAt - EXPIRY_MARGIN_MS;
       const freshUntil = Math.min(now + policy.ttlMs, expiry);
       this.#entries.set(ref, {
         credential,

@@ -5,6 +5,13 @@
  */
 
 const REDACTED = '[REDACTED]';
+
+/**
+ * An expiring value (an OAuth2 token, a Vault lease) with less life than this left is treated as
+ * expired wherever it would be handed out (the cache's freshness, a token kept in process or shared
+ * through Redis): an upstream call made with it could outlive it.
+ */
+export const EXPIRY_MARGIN_MS = 5_000;
 /** An unpaired UTF-16 surrogate: with the u flag a proper pair is one code point, not Cs. */
 const LONE_SURROGATE = /\p{Cs}/u;
 

@@ -10,16 +10,14 @@
  * and ordinary fetches (an upstream's refusal, an operator's rotate, first use, refresh ahead of expiry)
  * mint, as before. A reload builds a new broker, and with it a new keeper.
  */
-import type { Credential } from './credential.js';
+import { EXPIRY_MARGIN_MS, type Credential } from './credential.js';
 import type { SecretSource } from './secret-source.js';
 
-/** A kept token with less life than this left is not handed out as current. */
-const MIN_LIFE_MS = 5_000;
-
 export function createKeptTokenSource(inner: SecretSource, now: () => number = Date.now): SecretSource {
-  // One entry per oauth2: reference in the config: bounded by the config, replaced on every mint.
+  // One entry per oauth2: reference in the config: bounded by the config, replaced on every mint. A token
+  // within EXPIRY_MARGIN_MS of its end is not handed out as current.
   const kept = new Map<string, Credential>();
-  const alive = (token: Credential | undefined): token is Credential => token !== undefined && (token.expiresAt === null || token.expiresAt - now() >= MIN_LIFE_MS);
+  const alive = (token: Credential | undefined): token is Credential => token !== undefined && (token.expiresAt === null || token.expiresAt - now() >= EXPIRY_MARGIN_MS);
 
   return {
     async fetchSecret(name, ref, options) {

@@ -14,14 +14,12 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { AirlockError } from '../errors.js';
-import { Credential } from './credential.js';
+import { Credential, EXPIRY_MARGIN_MS } from './credential.js';
 import type { SecretSource } from './secret-source.js';
 import { openText, sealText } from './seal-text.js';
 
 const LOCK_MS = 15_000;
 const POLL_MS = 50;
-/** A shared token with less life than this left is fetched anew. */
-const MIN_LIFE_MS = 5_000;
 
 const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
 
@@ -72,7 +70,8 @@ export function createSharedTokenSource(inner: SecretSource, redis: Redis, prefi
     const raw = await redis.get(`${prefix}oauth2:${name}`);
     if (raw === null) return null;
     const opened = open(masterKey, name, raw);
-    if (opened === null || opened.expiresAt - now() < MIN_LIFE_MS) return null;
+    // Less life left than the margin: fetched anew.
+    if (opened === null || opened.expiresAt - now() < EXPIRY_MARGIN_MS) return null;
     const credential = new Credential(ref, opened.token, opened.generation, opened.expiresAt);
     return replacing !== null && credential.sameValueAs(replacing) ? null : credential;
   }
