@@ -5,7 +5,7 @@
  */
 import { AirlockError } from '../errors.js';
 import type { GrantPolicy } from '../policy/compile-policy.js';
-import type { ConcurrencyGate, RateDecision, RateLimiter } from '../policy/rate-limiter.js';
+import type { BucketShape, ConcurrencyGate, RateDecision, RateLimiter } from '../policy/rate-limiter.js';
 
 const NOTHING_TO_RELEASE = (): void => undefined;
 
@@ -14,16 +14,16 @@ const NOTHING_TO_RELEASE = (): void => undefined;
  * (the in-memory one): the request path then waits for no promise here.
  */
 export function checkRateLimit(limiter: RateLimiter, gate: ConcurrencyGate, agent: string, grant: GrantPolicy): (() => void) | Promise<() => void> {
-  if (grant.config.rate === undefined || grant.bucket === null) return NOTHING_TO_RELEASE;
-  const decision = limiter.take(grant.rateKey, grant.bucket);
-  if (decision instanceof Promise) return decision.then((shared) => admit(shared, gate, agent, grant));
-  return admit(decision, gate, agent, grant);
-}
-
-function admit(decision: RateDecision, gate: ConcurrencyGate, agent: string, grant: GrantPolicy): () => void {
   const rate = grant.config.rate;
   const bucket = grant.bucket;
   if (rate === undefined || bucket === null) return NOTHING_TO_RELEASE;
+  const decision = limiter.take(grant.rateKey, bucket);
+  if (decision instanceof Promise) return decision.then((shared) => admit(shared, gate, agent, grant, rate, bucket));
+  return admit(decision, gate, agent, grant, rate, bucket);
+}
+
+/** The limiter's decision, then the concurrency gate; `rate` and `bucket` are the grant's, known present. */
+function admit(decision: RateDecision, gate: ConcurrencyGate, agent: string, grant: GrantPolicy, rate: NonNullable<GrantPolicy['config']['rate']>, bucket: BucketShape): () => void {
   if (!decision.allowed) {
     const seconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000));
     throw new AirlockError('rate_limited', `Agent ${agent} is over its rate on ${grant.service} (${rate.requests} per ${rate.per} s, bursts of ${bucket.capacity}); retry in ${seconds} s.`, {
