@@ -43,6 +43,17 @@ export function echoHandler(_req: IncomingMessage, res: ServerResponse, recorded
   res.end(body);
 }
 
+/**
+ * Refuses every request with 401 and names the bearer token it was given in its error, as some providers
+ * do: an upstream that has disabled the account, whose answer Airlock must redact before relaying it.
+ */
+export function refusingHandler(_req: IncomingMessage, res: ServerResponse, recorded: RecordedRequest): void {
+  const token = (recorded.header('authorization')[0] ?? '').replace(/^Bearer /, '');
+  const body = JSON.stringify({ error: 'invalid_token', error_description: `the token ${token} is not accepted` });
+  res.writeHead(401, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
 function record(req: IncomingMessage, body: Buffer): RecordedRequest {
   const rawHeaders = [...req.rawHeaders];
   return {

@@ -21,7 +21,7 @@ import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
 import { sendRequest, type Problem, type SendOptions, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, tempDir, type ProxyFixture, type ProxyOptions } from '../helpers/start-proxy.js';
-import { startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js';
+import { refusingHandler, startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js';
 import { startOAuth2Server, type OAuth2Server } from '../support/oauth2-server.js';
 import { startVaultServer, type VaultServer } from '../support/vault-server.js';
 
@@ -347,12 +347,8 @@ describe('an upstream that refuses every token (retry_on [401], no shared state)
   beforeAll(async () => {
     server = await tokenServer();
     server.addClient({ clientId: 'refused-client', clientSecret });
-    // A provider that has disabled the account: every token, old or new, is refused.
-    refusing = await startUpstream((_req, res) => {
-      const body = '{"error":"invalid_token"}';
-      res.writeHead(401, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-      res.end(body);
-    });
+    // A provider that has disabled the account: every token, old or new, is refused, and named.
+    refusing = await startUpstream(refusingHandler);
     proxy = await start(
       {
         secrets: { oauth2: { refused: { token_url: server.tokenUrl, client_id: 'env:REFUSED_ID', client_secret: 'env:REFUSED_SECRET' } } },
@@ -370,11 +366,13 @@ describe('an upstream that refuses every token (retry_on [401], no shared state)
   it('costs a new token per forced-fetch interval, not one per refused request', async () => {
     const before = server.tokenRequests.length;
     const started = Date.now();
-    const statuses: number[] = [];
-    for (let i = 0; i < 20; i++) statuses.push((await call(proxy, 'refused', `/v1/tickets?n=${i}`)).status);
+    const responses: SentResponse[] = [];
+    for (let i = 0; i < 20; i++) responses.push(await call(proxy, 'refused', `/v1/tickets?n=${i}`));
     const elapsed = Date.now() - started;
-    // The upstream's own answer reaches the agent (redacted like any response).
-    expect(statuses).toEqual(Array.from({ length: 20 }, () => 401));
+    // The upstream's own answer reaches the agent, the token it names redacted, the kept one included.
+    expect(responses.map((r) => r.status)).toEqual(Array.from({ length: 20 }, () => 401));
+    expect(responses.every((r) => r.json<{ error_description: string }>().error_description === 'the token [REDACTED] is not accepted')).toBe(true);
+    assertNoLeak(server.issued, [{ name: 'agent responses', text: responses.map((r) => r.text).join('\n') }]);
     // The first refusal forces one new token; within the wait between forced fetches (2 s, doubling
     // while the refusals go on) the token in use is taken again, so no more are minted in that time.
     // Before the token was kept, each refusal in that wait minted one: 20 requests, ~20 tokens.

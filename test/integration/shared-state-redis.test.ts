@@ -30,7 +30,7 @@ import { canary } from '../helpers/canary.js';
 import { adminClient, eventually, sleep, type AdminClient } from '../helpers/operator.js';
 import { sendRequest, type Problem, type SendOptions, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
-import { echoHandler, okHandler, startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js';
+import { echoHandler, okHandler, refusingHandler, startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js';
 import { openStream } from '../helpers/open-stream.js';
 import { startOAuth2Server, type OAuth2Server } from '../support/oauth2-server.js';
 import { redisAvailable, startRedisServer, type RedisServer } from '../support/redis-server.js';
@@ -881,11 +881,7 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
       credentials.push(clientSecret);
       tokens = await startOAuth2Server({ clients: [{ clientId: 'airlock-locked', clientSecret }] });
       tokenServers.push(tokens);
-      refusing = await startUpstream((_req, res) => {
-        const body = '{"error":"invalid_token"}';
-        res.writeHead(401, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-        res.end(body);
-      });
+      refusing = await startUpstream(refusingHandler);
       replica = await startReplica(
         {
           state: { type: 'redis', url: redis.url, prefix: 'nokey:', stale_after: 5 },
@@ -905,10 +901,13 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
     it('costs a new token per forced-fetch interval, not one per refused request', async () => {
       const before = tokens.issued.length;
       const started = Date.now();
-      const statuses: number[] = [];
-      for (let i = 0; i < 20; i++) statuses.push((await call(replica, beta.token, `/locked/v1/tickets?n=${i}`)).status);
+      const responses: SentResponse[] = [];
+      for (let i = 0; i < 20; i++) responses.push(await call(replica, beta.token, `/locked/v1/tickets?n=${i}`));
       const elapsed = Date.now() - started;
-      expect(statuses).toEqual(Array.from({ length: 20 }, () => 401));
+      // The upstream's refusal reaches the agent with the token it names redacted.
+      expect(responses.map((r) => r.status)).toEqual(Array.from({ length: 20 }, () => 401));
+      expect(responses.every((r) => r.text.includes('the token [REDACTED] is not accepted'))).toBe(true);
+      assertNoLeak([...tokens.issued], [{ name: 'agent responses', text: responses.map((r) => r.text).join('\n') }]);
       const minted = tokens.issued.length - before;
       expect(minted).toBeGreaterThanOrEqual(1);
       expect(minted, `${minted} tokens for 20 requests in ${elapsed} ms`).toBeLessThanOrEqual(1 + Math.floor(elapsed / 2_000));
