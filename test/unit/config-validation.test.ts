@@ -279,6 +279,7 @@ describe('schema problems name the field and what to write', () => {
     { name: 'bad route template', input: { services: { api: service({ routes: [{ method: 'GET', path: '/v1/*/x', scope: 's' }] }) } }, expected: [{ severity: 'error', path: 'services.api.routes[0].path', message: /"\*" is only allowed as the last segment/ }] },
     { name: 'bad scope pattern', input: { services: { api: service() }, agents: { bot: agent([HASH_A], [{ service: 'api', max_scope: ['items*'] }]) } }, expected: [{ severity: 'error', path: 'agents.bot.credentials[0].max_scope[0]', message: /ends with ":\*"/ }] },
     { name: 'top level not a map', input: ['a'], expected: [{ severity: 'error', path: '(top level)', message: /expected object/ }] },
+    { name: 'log.requests not a known choice', input: { log: { requests: 'errors' } }, expected: [{ severity: 'error', path: 'log.requests', message: /expected one of "all"\|"problems"/ }] },
   ] as Array<{ name: string; input: unknown; expected: Expected[] }>)('$name', ({ input, expected }) => {
     expectProblems(build(input), expected);
   });
