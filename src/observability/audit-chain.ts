@@ -2,7 +2,8 @@
  * The audit hash chain. Each record carries `prev` (the previous record's hash) and `hash`, the
  * SHA-256 of `prev` followed by the record's canonical JSON without its hash (fields in their written
  * order, JSON.stringify's escaping). A deleted, edited, inserted or reordered line breaks the chain at
- * that line; rotation carries the chain from one file to the next.
+ * that line; rotation carries the chain from one file to the next. The audit log seals records in its
+ * write buffer (audit-batch.ts), over the same bytes chainHash hashes.
  */
 import { hash } from 'node:crypto';
 
@@ -12,12 +13,6 @@ export const GENESIS = '0'.repeat(64);
 export function chainHash(prev: string, canonical: string): string {
   // One-shot crypto.hash (Node 20.12+): a third of the cost of a Hash object per record.
   return hash('sha256', `${prev}\n${canonical}`, 'hex');
-}
-
-/** A canonical record (a JSON object text ending in "}") with its hash appended as the last field. */
-export function sealRecord(prev: string, canonical: string): { line: string; hash: string } {
-  const hash = chainHash(prev, canonical);
-  return { line: `${canonical.slice(0, -1)},"hash":"${hash}"}`, hash };
 }
 
 export type ChainVerdict =

@@ -25,7 +25,8 @@ import type { Logger } from 'pino';
 import { request } from 'undici';
 import { AirlockError } from '../errors.js';
 import type { SecretCatalog } from '../redaction/secret-catalog.js';
-import { GENESIS, sealRecord } from './audit-chain.js';
+import { AuditBatch } from './audit-batch.js';
+import { GENESIS } from './audit-chain.js';
 import { auditRecordFault, serializeAuditRecord, type AuditRecord } from './audit-record.js';
 import { makePrivateDir } from '../state/make-private-dir.js';
 
@@ -60,8 +61,9 @@ const WEBHOOK_BATCH = 100;
  * a failing disk is noticed (and requests refused) at most this much later than at the end of the turn.
  */
 export const AFTER_ANSWER_WINDOW_MS = 2;
-/** The largest encoding buffer kept between writes (a larger batch gets its own). */
-const REUSED_BUFFER_MAX = 1024 * 1024;
+/** The batch buffer's first size, and the largest kept between writes (a larger batch gets its own). */
+const BATCH_BYTES = 64 * 1024;
+const BATCH_BYTES_KEPT = 1024 * 1024;
 /** The first tail read at start-up; most records are under 2 KiB. */
 const TAIL_BYTES = 256 * 1024;
 /** A last line longer than this is treated as torn (the chain restarts at genesis, and verify shows it). */
@@ -88,8 +90,8 @@ export class AuditLog {
   #closed = false;
   readonly #listeners = new Set<(record: AuditRecord) => void>();
   #outbox: string[] = [];
-  /** Reused by every write (#encode). */
-  #buffer: Buffer = Buffer.allocUnsafe(64 * 1024);
+  /** Every write's lines, encoded and sealed in a buffer kept between writes. */
+  readonly #batch = new AuditBatch(BATCH_BYTES, BATCH_BYTES_KEPT);
   #shipping: Promise<void> | null = null;
 
   constructor(options: AuditLogOptions) {
@@ -216,14 +218,13 @@ export class AuditLog {
     // scrubbed or sealed fails alone (settled, counted, and the log unhealthy until a write succeeds),
     // so the other requests of its batch keep their records.
     let prev = this.#lastHash;
-    const lines: string[] = [];
+    const sealed = this.#batch;
+    sealed.clear();
     const batch: Pending[] = [];
     for (const pending of queued) {
       try {
-        const sealed = sealRecord(prev, this.#options.secrets.scrub(serializeAuditRecord(pending.record, prev)));
-        lines.push(sealed.line);
+        prev = sealed.append(this.#options.secrets.scrub(serializeAuditRecord(pending.record, prev)), prev);
         batch.push(pending);
-        prev = sealed.hash;
       } catch (error) {
         const fault = auditRecordFault(pending.record);
         this.#fail(fault === null ? (error as Error) : new TypeError(`audit record field ${fault}`, { cause: error }), [pending]);
@@ -232,7 +233,7 @@ export class AuditLog {
     if (batch.length === 0) return;
     let written = 0;
     try {
-      const data = this.#encode(lines);
+      const data = sealed.bytes;
       // Reopened after a failed write before the size check: the file at that path may be another now.
       if (this.#fd === null) this.#openFile();
       this.#rotateIfNeeded(data.length);
@@ -252,34 +253,13 @@ export class AuditLog {
     this.#broken = null;
     for (const pending of batch) pending.resolve(true);
     // Written: a live-feed listener or the webhook copy failing says nothing about the file.
+    if (this.#listeners.size === 0 && this.#options.webhook === null) return;
     try {
-      this.#publish(lines);
+      this.#publish(sealed.lines());
     } catch (error) {
       this.#say('error', { err: error }, 'an audit feed listener failed; the records are written');
     }
   };
-
-  /**
-   * The batch as UTF-8 lines, encoded straight into a buffer kept between writes (the write is
-   * synchronous, so it is free again when this returns): no joined copy of the batch as a string, no new
-   * buffer per write. Room is made for the worst case, 3 bytes per UTF-16 code unit; a batch past
-   * REUSED_BUFFER_MAX gets a buffer of its own, so one burst does not keep a large one for good.
-   */
-  #encode(lines: readonly string[]): Buffer {
-    let room = 0;
-    for (const line of lines) room += line.length * 3 + 1;
-    let buffer = this.#buffer;
-    if (room > buffer.length) {
-      buffer = Buffer.allocUnsafe(room);
-      if (room <= REUSED_BUFFER_MAX) this.#buffer = buffer;
-    }
-    let end = 0;
-    for (const line of lines) {
-      end += buffer.write(line, end, 'utf8');
-      buffer[end++] = 0x0a;
-    }
-    return buffer.subarray(0, end);
-  }
 
   /** Records that did not reach the file: the log is unhealthy until a write succeeds; each request learns it. */
   #fail(error: Error, failed: readonly Pending[]): void {

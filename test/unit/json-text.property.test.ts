@@ -7,7 +7,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { ErrorCode } from '../../src/errors.js';
-import { sealRecord, verifyChain } from '../../src/observability/audit-chain.js';
+import { AuditBatch } from '../../src/observability/audit-batch.js';
+import { verifyChain } from '../../src/observability/audit-chain.js';
 import { serializeAuditRecord, type AuditRecord } from '../../src/observability/audit-record.js';
 import { jsonBoolean, jsonNumber, jsonString } from '../../src/observability/json-text.js';
 
@@ -70,11 +71,37 @@ describe('JSON text written field by field', () => {
       fc.property(recordArb, textArb, (record, prev) => {
         const text = serializeAuditRecord(record, prev);
         expect(text).toBe(JSON.stringify({ ...record, prev }));
-        const sealed = sealRecord(prev, text);
-        const verdict = verifyChain([{ name: 'audit.jsonl', text: `${sealed.line}\n` }]);
-        expect(verdict).toMatchObject({ ok: true, records: 1, lastHash: sealed.hash });
+        const batch = new AuditBatch(64, 64);
+        const hash = batch.append(text, prev);
+        const verdict = verifyChain([{ name: 'audit.jsonl', text: batch.bytes.toString('utf8') }]);
+        expect(verdict).toMatchObject({ ok: true, records: 1, lastHash: hash, firstPrev: prev });
       }),
       { numRuns: Number(process.env['FC_RUNS'] ?? 1000) },
+    );
+  });
+
+  // The batch encodes each record where it will be written and seals it there (audit-batch.ts): the
+  // lines must be those of a record text and its hash, each chained to the one before, however the
+  // buffer had to grow on the way, and whatever prev the log started from (a tail read from disk).
+  it('seals a batch of records, each chained to the one before, as lines that verify', () => {
+    fc.assert(
+      fc.property(fc.array(recordArb, { minLength: 1, maxLength: 6 }), textArb, fc.integer({ min: 1, max: 4096 }), (records, first, initialBytes) => {
+        const batch = new AuditBatch(initialBytes, 1024);
+        let prev = first;
+        const expected: string[] = [];
+        for (const record of records) {
+          const text = serializeAuditRecord(record, prev);
+          const hash = batch.append(text, prev);
+          expected.push(JSON.stringify({ ...JSON.parse(text), hash }));
+          prev = hash;
+        }
+        expect(batch.lines()).toEqual(expected);
+        const verdict = verifyChain([{ name: 'audit.jsonl', text: batch.bytes.toString('utf8') }]);
+        expect(verdict).toMatchObject({ ok: true, records: records.length, lastHash: prev });
+        batch.clear();
+        expect(batch.bytes.length).toBe(0);
+      }),
+      { numRuns: Number(process.env['FC_RUNS'] ?? 300) },
     );
   });
 
