@@ -25,9 +25,33 @@ export function jsonString(value: string | null): string {
 
 /** A number, or null, as JSON.stringify writes it (NaN and the infinities as null); any other value throws. */
 export function jsonNumber(value: number | null): string {
-  if (typeof value === 'number') return Number.isFinite(value) ? String(value) : 'null';
+  if (typeof value === 'number') return Number.isInteger(value) ? String(value) : Number.isFinite(value) ? fractionText(value) : 'null';
   if (value === null) return 'null';
   throw new TypeError(`a ${typeof value} where a JSON number or null belongs`);
+}
+
+/**
+ * Below 2^43 a double's ulp is under 0.001, so neighbouring thousandths are distinct doubles; the fast
+ * path stays well below that.
+ */
+const THOUSANDTHS_EXACT_BELOW = 2 ** 40;
+
+/**
+ * A non-integer as String writes it, quickly for one with at most three decimals (duration_ms is
+ * rounded to microseconds): V8's shortest round-trip conversion took ~150 ns, this ~35 ns. When v is
+ * the double nearest k / 1000 and its ulp is under 0.001, every other decimal of at most three
+ * decimals lies more than half an ulp from v, so String(v) is k / 1000 in decimal without trailing
+ * zeros, and never in exponent form (that is below 1e-6 and from 1e21 on).
+ */
+function fractionText(value: number): string {
+  const negative = value < 0;
+  const magnitude = negative ? -value : value;
+  const k = Math.round(magnitude * 1000);
+  if (magnitude >= THOUSANDTHS_EXACT_BELOW || k / 1000 !== magnitude) return String(value);
+  const whole = Math.floor(k / 1000);
+  const fraction = k - whole * 1000;
+  const digits = fraction % 100 === 0 ? String(fraction / 100) : fraction % 10 === 0 ? `${fraction < 100 ? '0' : ''}${fraction / 10}` : `${fraction < 10 ? '00' : fraction < 100 ? '0' : ''}${fraction}`;
+  return `${negative ? '-' : ''}${whole}.${digits}`;
 }
 
 /** A boolean as JSON.stringify writes it; any other value throws. */

@@ -66,6 +66,22 @@ describe('JSON text written field by field', () => {
     );
   });
 
+  // Durations are rounded to microseconds (record-outcome.ts) and written by a fast path of their own.
+  it('writes a number of at most three decimals as JSON.stringify does, at any magnitude and sign', () => {
+    const thousandths = fc.oneof(fc.integer(), fc.bigInt({ min: -(2n ** 54n), max: 2n ** 54n }).map(Number), fc.double({ noNaN: true }));
+    fc.assert(
+      fc.property(thousandths, fc.constantFrom(1, 10, 100, 1000), (k, scale) => {
+        const value = Math.round(k) / scale;
+        expect(jsonNumber(value)).toBe(JSON.stringify(value));
+        expect(jsonNumber(Math.round(value * 1000) / 1000)).toBe(JSON.stringify(Math.round(value * 1000) / 1000));
+      }),
+      { numRuns: Number(process.env['FC_RUNS'] ?? 3000) },
+    );
+    for (const value of [0.001, 0.01, 0.1, 0.5, 1.5, 0.007, 0.07, 0.123, 10.05, 9007199254740.991, 8909701729976.28, 4398046511103.999, 1099511627775.999, -0.25, -1234.567, 1e-7, 5e-324]) {
+      expect(jsonNumber(value)).toBe(JSON.stringify(value));
+    }
+  });
+
   it('writes an audit record exactly as JSON.stringify writes the same fields, so its hash verifies', () => {
     fc.assert(
       fc.property(recordArb, textArb, (record, prev) => {
