@@ -5,9 +5,8 @@
  *
  * A record's text is encoded once. The chain hash (audit-chain.ts: SHA-256 of prev, "\n", the record)
  * is taken over those bytes, with prev and the newline encoded just before them and then covered by
- * moving the record back over them; the hash field is appended in place. Was: prev + "\n" + record
- * built as a string for the hash (a copy of the record, encoded again inside the hash), then the record
- * cut and joined with its hash field as another string (a third copy), then encoded.
+ * moving the record back over them, and the hash field is appended in place: no string is built per
+ * record for the hash's input or for the sealed line, each of which V8 copied whole and encoded again.
  */
 import { hash } from 'node:crypto';
 
@@ -29,10 +28,10 @@ export class AuditBatch {
   constructor(initialBytes: number, keepBytes: number) {
     this.#buffer = Buffer.allocUnsafe(initialBytes);
     this.#initialBytes = initialBytes;
-    this.#keepBytes = keepBytes;
+    this.#keepBytes = Math.max(keepBytes, initialBytes);
   }
 
-  /** Empties the batch for the next write. */
+  /** Empties the batch once it is written; a buffer a burst grew past keepBytes is let go. */
   clear(): void {
     this.#end = 0;
     if (this.#buffer.length > this.#keepBytes) this.#buffer = Buffer.allocUnsafe(this.#initialBytes);

@@ -61,7 +61,7 @@ const WEBHOOK_BATCH = 100;
  * a failing disk is noticed (and requests refused) at most this much later than at the end of the turn.
  */
 export const AFTER_ANSWER_WINDOW_MS = 2;
-/** The batch buffer's first size, and the largest kept between writes (a larger batch gets its own). */
+/** The batch buffer's first size, and the largest kept between writes (one grown past it is let go). */
 const BATCH_BYTES = 64 * 1024;
 const BATCH_BYTES_KEPT = 1024 * 1024;
 /** The first tail read at start-up; most records are under 2 KiB. */
@@ -90,7 +90,11 @@ export class AuditLog {
   #closed = false;
   readonly #listeners = new Set<(record: AuditRecord) => void>();
   #outbox: string[] = [];
-  /** Every write's lines, encoded and sealed in a buffer kept between writes. */
+  /**
+   * Every write's lines, encoded and sealed in a buffer kept between writes. #flush builds, writes and
+   * empties it in one synchronous pass, and nothing it calls meanwhile (the write-failure hook, the
+   * logger) flushes.
+   */
   readonly #batch = new AuditBatch(BATCH_BYTES, BATCH_BYTES_KEPT);
   #shipping: Promise<void> | null = null;
 
@@ -218,46 +222,49 @@ export class AuditLog {
     // scrubbed or sealed fails alone (settled, counted, and the log unhealthy until a write succeeds),
     // so the other requests of its batch keep their records.
     let prev = this.#lastHash;
-    const sealed = this.#batch;
-    sealed.clear();
+    const lines = this.#batch;
     const batch: Pending[] = [];
-    for (const pending of queued) {
-      try {
-        prev = sealed.append(this.#options.secrets.scrub(serializeAuditRecord(pending.record, prev)), prev);
-        batch.push(pending);
-      } catch (error) {
-        const fault = auditRecordFault(pending.record);
-        this.#fail(fault === null ? (error as Error) : new TypeError(`audit record field ${fault}`, { cause: error }), [pending]);
+    try {
+      for (const pending of queued) {
+        try {
+          prev = lines.append(this.#options.secrets.scrub(serializeAuditRecord(pending.record, prev)), prev);
+          batch.push(pending);
+        } catch (error) {
+          const fault = auditRecordFault(pending.record);
+          this.#fail(fault === null ? (error as Error) : new TypeError(`audit record field ${fault}`, { cause: error }), [pending]);
+        }
       }
-    }
-    if (batch.length === 0) return;
-    let written = 0;
-    try {
-      const data = sealed.bytes;
-      // Reopened after a failed write before the size check: the file at that path may be another now.
-      if (this.#fd === null) this.#openFile();
-      this.#rotateIfNeeded(data.length);
-      const fd = this.#fd ?? this.#openFile();
-      while (written < data.length) written += writeSync(fd, data, written, data.length - written);
-    } catch (error) {
-      // Part of the batch reached the file before the error (a disk filling up): cut it off, or the
-      // next batch would be appended to a torn line.
-      if (written > 0 && this.#fd !== null) this.#truncateTail(this.#fd, written);
-      // Reopen on the next attempt: the file may have been replaced or the descriptor invalidated.
-      this.#closeFile();
-      this.#fail(error as Error, batch);
-      return;
-    }
-    this.#size += written;
-    this.#lastHash = prev;
-    this.#broken = null;
-    for (const pending of batch) pending.resolve(true);
-    // Written: a live-feed listener or the webhook copy failing says nothing about the file.
-    if (this.#listeners.size === 0 && this.#options.webhook === null) return;
-    try {
-      this.#publish(sealed.lines());
-    } catch (error) {
-      this.#say('error', { err: error }, 'an audit feed listener failed; the records are written');
+      if (batch.length === 0) return;
+      let written = 0;
+      try {
+        const data = lines.bytes;
+        // Reopened after a failed write before the size check: the file at that path may be another now.
+        if (this.#fd === null) this.#openFile();
+        this.#rotateIfNeeded(data.length);
+        const fd = this.#fd ?? this.#openFile();
+        while (written < data.length) written += writeSync(fd, data, written, data.length - written);
+      } catch (error) {
+        // Part of the batch reached the file before the error (a disk filling up): cut it off, or the
+        // next batch would be appended to a torn line.
+        if (written > 0 && this.#fd !== null) this.#truncateTail(this.#fd, written);
+        // Reopen on the next attempt: the file may have been replaced or the descriptor invalidated.
+        this.#closeFile();
+        this.#fail(error as Error, batch);
+        return;
+      }
+      this.#size += written;
+      this.#lastHash = prev;
+      this.#broken = null;
+      for (const pending of batch) pending.resolve(true);
+      // Written: a live-feed listener or the webhook copy failing says nothing about the file.
+      if (this.#listeners.size === 0 && this.#options.webhook === null) return;
+      try {
+        this.#publish(lines.lines());
+      } catch (error) {
+        this.#say('error', { err: error }, 'an audit feed listener failed; the records are written');
+      }
+    } finally {
+      lines.clear();
     }
   };
 

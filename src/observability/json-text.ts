@@ -34,7 +34,7 @@ export function jsonNumber(value: number | null): string {
  * Below 2^43 a double's ulp is under 0.001, so neighbouring thousandths are distinct doubles; the fast
  * path stays well below that.
  */
-const THOUSANDTHS_EXACT_BELOW = 2 ** 40;
+const THOUSANDTHS_DISTINCT_BELOW = 2 ** 40;
 
 /**
  * A non-integer as String writes it, quickly for one with at most three decimals (duration_ms is
@@ -47,7 +47,7 @@ function fractionText(value: number): string {
   const negative = value < 0;
   const magnitude = negative ? -value : value;
   const k = Math.round(magnitude * 1000);
-  if (magnitude >= THOUSANDTHS_EXACT_BELOW || k / 1000 !== magnitude) return String(value);
+  if (magnitude >= THOUSANDTHS_DISTINCT_BELOW || k / 1000 !== magnitude) return String(value);
   const whole = Math.floor(k / 1000);
   const fraction = k - whole * 1000;
   const digits = fraction % 100 === 0 ? String(fraction / 100) : fraction % 10 === 0 ? `${fraction < 100 ? '0' : ''}${fraction / 10}` : `${fraction < 10 ? '00' : fraction < 100 ? '0' : ''}${fraction}`;
