@@ -57,8 +57,13 @@ export class VaultSession {
     const endpoint = this.address;
     this.#client = import('node-vault').then(({ default: create }) => {
       const client = create({ endpoint, apiVersion: 'v1', ...(namespace === undefined ? {} : { namespace }), 'request-promise': transport });
-      // node-vault falls back to process.env.VAULT_TOKEN when no token is given; never use an ambient one.
-      client.token = '';
+      // node-vault falls back to the environment for what the options leave out: VAULT_TOKEN, and
+      // VAULT_PREFIX (put before every request path) and VAULT_NAMESPACE (sent as X-Vault-Namespace).
+      // Where Airlock reads its secrets, and as whom, comes from its config alone: none of them is used.
+      const settable = client as VaultClient & { pathPrefix: string; namespace: string | undefined };
+      settable.token = '';
+      settable.pathPrefix = '';
+      settable.namespace = namespace;
       return client;
     });
     // A failed load surfaces in the first call; it is not an unhandled rejection before that.

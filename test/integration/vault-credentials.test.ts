@@ -236,6 +236,32 @@ describe('a vault: credential with each auth method', () => {
     expect(used.every((r) => r.tokenFingerprint === tokenFingerprint(token))).toBe(true);
   });
 
+  // node-vault reads VAULT_PREFIX (prepended to every path) and VAULT_NAMESPACE from the environment when
+  // its options leave them out; another tool's settings in Airlock's environment must not move its reads.
+  it('ignores VAULT_PREFIX and VAULT_NAMESPACE in its environment: the config alone says where it reads', async () => {
+    vault.resetObservations();
+    const saved = { prefix: process.env['VAULT_PREFIX'], namespace: process.env['VAULT_NAMESPACE'] };
+    process.env['VAULT_PREFIX'] = '/elsewhere';
+    process.env['VAULT_NAMESPACE'] = 'other-team';
+    try {
+      const proxy = await start(
+        { secrets: { vault: vaultSpec(vault) }, services: { stripe: service(upstream, 'vault:secret/stripe#api_key') }, agents: agents('stripe') },
+        { env: { VAULT_TOKEN: vault.createToken({ policies: ['airlock'] }) } },
+      );
+      const response = await call(proxy, 'stripe');
+      expect(response.status, response.text).toBe(200);
+      expect(bearerOf(upstream.requests.at(-1))).toBe(key);
+      const reads = vault.requests.filter((r) => r.endpoint === 'kv-read');
+      expect(reads.length).toBeGreaterThanOrEqual(1);
+      expect(reads.every((r) => r.namespace === undefined)).toBe(true);
+    } finally {
+      for (const [name, value] of [['VAULT_PREFIX', saved.prefix], ['VAULT_NAMESPACE', saved.namespace]] as const) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
+  });
+
   it('AppRole with role_id from env: and secret_id from file: logs in and reads with the minted token', async () => {
     vault.resetObservations();
     vault.addAppRole(roleId, secretId, { roleName: 'airlock', policies: ['airlock'] });
