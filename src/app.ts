@@ -51,6 +51,7 @@ import { MemoryRateLimiter } from './state/memory-rate-limiter.js';
 import type { RedisStateBackend } from './state/redis-backend.js';
 import { RedisRateLimiter } from './state/redis-rate-limiter.js';
 import { createOriginPool } from './upstream/origin-pool.js';
+import { assertCertificatesVerified } from './upstream/tls-verification.js';
 import { makePrivateDir } from './state/make-private-dir.js';
 
 /** Reported in spans (service.version) and the admin API. */
@@ -446,6 +447,7 @@ function closeGeneration(generation: Generation, durable: Durable, shutdownTraci
 }
 
 export async function startAirlock(config: AirlockConfig, options: AirlockOptions): Promise<RunningAirlock> {
+  assertCertificatesVerified(options.env);
   const clock = options.now;
   // No Date per call unless a test brings its own clock (several reads per request).
   const nowMs = clock === undefined ? Date.now : () => clock().getTime();

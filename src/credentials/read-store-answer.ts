@@ -10,6 +10,7 @@
 import { readFileSync } from 'node:fs';
 import type { Dispatcher } from 'undici';
 import { Agent, request } from 'undici';
+import { VERIFY_PEER } from '../upstream/tls-verification.js';
 
 /** A credential answer is a few KiB; 1 MiB leaves room for large KV entries and still bounds memory. */
 export const STORE_ANSWER_MAX_BYTES = 1024 * 1024;
@@ -42,7 +43,7 @@ export interface StoreCall {
  */
 export function storeAgent(deadlineMs: number, caFile: string | undefined): Agent {
   return new Agent({
-    connect: { timeout: deadlineMs, ...(caFile === undefined ? {} : { ca: readFileSync(caFile, 'utf8') }) },
+    connect: { timeout: deadlineMs, ...VERIFY_PEER, ...(caFile === undefined ? {} : { ca: readFileSync(caFile, 'utf8') }) },
     headersTimeout: deadlineMs,
     bodyTimeout: deadlineMs,
   });

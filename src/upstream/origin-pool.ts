@@ -8,10 +8,11 @@ import { rootCertificates } from 'node:tls';
 import { Pool } from 'undici';
 import type { ServiceConfig } from '../config/types.js';
 import { createGuardedLookup } from './egress-guard.js';
+import { VERIFY_PEER } from './tls-verification.js';
 import type { UpstreamTarget } from './upstream-target.js';
 
 export function createOriginPool(service: ServiceConfig, upstream: UpstreamTarget): Pool {
-  const connect: Record<string, unknown> = { timeout: service.timeouts.connect * 1000 };
+  const connect: Record<string, unknown> = { timeout: service.timeouts.connect * 1000, ...VERIFY_PEER };
   if (service.ca !== undefined) connect['ca'] = [...rootCertificates, readFileSync(service.ca, 'utf8')];
   // IP literals skip DNS (and were checked at start-up); names are checked on every answer.
   if (upstream.ipFamily === 0 && !service.allow_private) connect['lookup'] = createGuardedLookup();

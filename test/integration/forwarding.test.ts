@@ -413,6 +413,29 @@ describe('forwarding', () => {
       expect(problem.detail).toContain('certificate');
       expect(tls?.targets.length).toBe(before);
     });
+
+    // Node skips certificate checks on any connection that does not ask for them while this variable
+    // is 0, and reads it at every connect: a development shell's leftover must not let the key go to
+    // whoever answers. The upstream pool asks for verification itself.
+    it.skipIf(!HAVE_OPENSSL)('without ca: still refuses the certificate when NODE_TLS_REJECT_UNAUTHORIZED=0 appears in the environment', async () => {
+      const before = tls?.targets.length;
+      const saved = process.env['NODE_TLS_REJECT_UNAUTHORIZED'];
+      process.env['NODE_TLS_REJECT_UNAUTHORIZED'] = '0';
+      try {
+        const response = await call('/tls-no-ca/v1/secure');
+        expect(response.status, response.text).toBe(502);
+        expect(response.json<Problem>().detail).toContain('certificate');
+      } finally {
+        if (saved === undefined) delete process.env['NODE_TLS_REJECT_UNAUTHORIZED'];
+        else process.env['NODE_TLS_REJECT_UNAUTHORIZED'] = saved;
+      }
+      expect(tls?.targets.length).toBe(before);
+    });
+
+    it('refuses to start with NODE_TLS_REJECT_UNAUTHORIZED=0, saying how to trust a private CA instead', async () => {
+      const attempt = startProxy({ services: { api: { upstream: `http://127.0.0.1:${upstream.port}`, credential, routes } } }, { env: { FWD_KEY: key, NODE_TLS_REJECT_UNAUTHORIZED: '0' } });
+      await expect(attempt).rejects.toThrow(/NODE_TLS_REJECT_UNAUTHORIZED=0 is set.*Unset it; to trust a private CA, name it: a service's ca:/s);
+    });
   });
 
   describe('egress guard', () => {

@@ -368,6 +368,22 @@ describe('a vault: credential with each auth method', () => {
     );
     expectProblem(await call(untrusting, 'stripe'), 'credential_unavailable');
     expect(upstream.requests.length).toBe(before);
+
+    // Nor when the environment tells Node to skip certificate checks (read at each connect): the
+    // Vault client asks for verification itself.
+    const saved = process.env['NODE_TLS_REJECT_UNAUTHORIZED'];
+    process.env['NODE_TLS_REJECT_UNAUTHORIZED'] = '0';
+    try {
+      const untrustingToo = await start(
+        { secrets: { vault: vaultSpec(tlsVault) }, services: { stripe: service(upstream, 'vault:secret/stripe#api_key') }, agents: agents('stripe') },
+        { env: { VAULT_TOKEN: token } },
+      );
+      expectProblem(await call(untrustingToo, 'stripe'), 'credential_unavailable');
+    } finally {
+      if (saved === undefined) delete process.env['NODE_TLS_REJECT_UNAUTHORIZED'];
+      else process.env['NODE_TLS_REJECT_UNAUTHORIZED'] = saved;
+    }
+    expect(upstream.requests.length).toBe(before);
   });
 
   it('answers 503 with a clear detail for a missing field or a missing path, and sends nothing upstream', async () => {
