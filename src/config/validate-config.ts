@@ -1,7 +1,8 @@
 /**
  * Rules across fields, which the schema (single-field rules) cannot express: listeners, prefixes and
  * hosts unique, grants naming real services once each, token hashes owned by one agent, the literal
- * upstream IPs that need allow_private, scopes nobody uses, credentials shared between agents.
+ * upstream IPs that need allow_private, scopes nobody uses, credentials shared between agents, and
+ * credentials, tokens or signing keys fetched or sent over plain http off the machine.
  * Checked in one pass so every problem is listed at once.
  */
 import { existsSync } from 'node:fs';
@@ -15,6 +16,25 @@ export interface ValidateOptions {
   resolvePath: (written: string) => string;
   /** Services left out because their own entry is malformed: references to them are not reported again. */
   brokenServices: ReadonlySet<string>;
+}
+
+/**
+ * True for a plain-http URL to a host other than this machine. What travels over such a connection (an
+ * injected key, a Vault token, a client secret, the keys that verify agents' JWTs) can be read and
+ * altered by anyone on the network path; over loopback it never leaves the machine (RFC 6761 keeps
+ * .localhost there too).
+ */
+function plaintextOffMachine(url: string): string | null {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return null;
+  }
+  if (parsed.protocol !== 'http:') return null;
+  const host = parsed.hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  if (host === 'localhost' || host.endsWith('.localhost') || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host)) return null;
+  return host;
 }
 
 export function defaultPrefix(serviceName: string): string {
@@ -76,6 +96,10 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
     });
 
     checkCaFile(service.ca, at('ca'));
+    const plainUpstream = plaintextOffMachine(service.upstream);
+    if (plainUpstream !== null) {
+      warning(at('upstream'), `plain http to ${plainUpstream}, off this machine: the injected credential crosses the network unencrypted, readable by anyone on the path; use https (fails check --strict)`, true);
+    }
 
     if (service.routes.length === 0) warning(at('routes'), `service ${name} has no routes, so every request to it is refused (403 route_not_allowed)`);
     const seen = new Map<string, number>();
@@ -159,6 +183,14 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
   // reported here with the others rather than as a 503 on that request.
   checkCaFile(config.secrets.vault?.ca_file, ['secrets', 'vault', 'ca_file']);
   for (const [name, client] of Object.entries(config.secrets.oauth2)) checkCaFile(client.ca, ['secrets', 'oauth2', name, 'ca']);
+  const plainVault = config.secrets.vault === undefined ? null : plaintextOffMachine(config.secrets.vault.address);
+  if (plainVault !== null) {
+    warning(['secrets', 'vault', 'address'], `plain http to ${plainVault}, off this machine: Airlock's Vault token and every secret it reads cross the network unencrypted; use https (fails check --strict)`, true);
+  }
+  for (const [name, client] of Object.entries(config.secrets.oauth2)) {
+    const plain = plaintextOffMachine(client.token_url);
+    if (plain !== null) warning(['secrets', 'oauth2', name, 'token_url'], `plain http to ${plain}, off this machine: the client secret and every token issued cross the network unencrypted; use https (fails check --strict)`, true);
+  }
 
   if (config.admin !== undefined) {
     claimListener(config.admin.listen, ['admin', 'listen'], 'the admin API (admin.listen)');
@@ -177,6 +209,10 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
     const previous = jwtSelectors.get(selector);
     if (previous !== undefined) error(['agents', agentName, 'jwt'], `agent ${previous} accepts exactly the same tokens; give each agent its own subject or claims`);
     else jwtSelectors.set(selector, agentName);
+    const plainJwks = agent.jwt.jwks_url === undefined ? null : plaintextOffMachine(agent.jwt.jwks_url);
+    if (plainJwks !== null) {
+      warning(['agents', agentName, 'jwt', 'jwks_url'], `plain http to ${plainJwks}, off this machine: anyone on the network path can swap in signing keys and forge tokens that authenticate as ${agentName}; use https (fails check --strict)`, true);
+    }
     if (agent.jwt.subject === undefined && Object.keys(agent.jwt.claims).length === 0) {
       warning(['agents', agentName, 'jwt'], `every token of issuer ${agent.jwt.issuer} for audience ${agent.jwt.audience} authenticates as ${agentName}; set subject or claims to narrow it`);
     }

@@ -308,11 +308,35 @@ describe('cross-field rules (validate-config.ts)', () => {
     { rule: 'same port on different explicit hosts is fine', input: { services: { one: service({ listen: '127.0.0.1:7711' }), two: service({ listen: '127.0.0.2:7711' }) } }, expected: [] },
     ...['169.254.169.254', '169.254.10.1', '[fd00:ec2::254]', '[fe80::1]', '[::ffff:169.254.169.254]', '100.100.100.200'].map((host) => ({
       rule: `a ${host} upstream literal without allow_private`,
-      input: { services: { api: service({ upstream: `http://${host}` }) } },
+      input: { services: { api: service({ upstream: `https://${host}` }) } },
       expected: [{ severity: 'error' as const, path: 'services.api.upstream', message: /is a link-local or cloud metadata address; set allow_private: true/ }],
     })),
-    { rule: 'a metadata literal with allow_private', input: { services: { api: service({ upstream: 'http://169.254.169.254', allow_private: true }) } }, expected: [] },
-    ...['127.0.0.1:9000', '10.0.0.5', '[::1]:8080', '192.168.1.10'].map((host) => ({ rule: `a ${host} literal is the operator's choice`, input: { services: { api: service({ upstream: `http://${host}` }) } }, expected: [] as Expected[] })),
+    { rule: 'a metadata literal with allow_private', input: { services: { api: service({ upstream: 'https://169.254.169.254', allow_private: true }) } }, expected: [] },
+    ...['127.0.0.1:9000', '10.0.0.5', '[::1]:8080', '192.168.1.10'].map((host) => ({ rule: `a ${host} literal is the operator's choice`, input: { services: { api: service({ upstream: `https://${host}` }) } }, expected: [] as Expected[] })),
+    // Plain http: fine on this machine, a strict warning to any other host, for each thing that would
+    // cross the network readable (an injected key, Vault's token and secrets, a client secret, JWKS).
+    ...['http://127.0.0.1:9000', 'http://127.8.0.1', 'http://[::1]:8080', 'http://localhost:8080', 'http://api.localhost'].map((upstream) => ({ rule: `plain http on this machine (${upstream})`, input: { services: { api: service({ upstream }) } }, expected: [] as Expected[] })),
+    ...['http://10.0.0.5', 'http://api.example.com', 'http://[fd00::5]:8080', 'http://127.0.0.1.nip.io'].map((upstream) => ({
+      rule: `plain http off this machine (${upstream})`,
+      input: { services: { api: service({ upstream }) } },
+      expected: [{ severity: 'warning' as const, path: 'services.api.upstream', message: /^plain http to .+, off this machine: the injected credential crosses the network unencrypted.*fails check --strict/, strict: true as const }],
+    })),
+    {
+      rule: 'plain http to Vault, a token endpoint and a JWKS off this machine',
+      input: {
+        secrets: {
+          vault: { address: 'http://vault.internal:8200', auth: { method: 'token', token: 'env:VAULT_TOKEN' } },
+          oauth2: { crm: { token_url: 'http://login.example.com/token', client_id: 'env:CRM_ID', client_secret: 'env:CRM_SECRET' }, local: { token_url: 'http://127.0.0.1:9/token', client_id: 'env:L_ID', client_secret: 'env:L_SECRET' } },
+        },
+        services: { api: service() },
+        agents: { bot: { jwt: { issuer: 'https://issuer.example.com', audience: 'airlock', subject: 'bot', jwks_url: 'http://issuer.example.com/jwks' }, credentials: [g('api', ['items:read'])] } },
+      },
+      expected: [
+        { severity: 'warning', path: 'secrets.vault.address', message: /^plain http to vault\.internal, off this machine: Airlock's Vault token and every secret it reads/, strict: true },
+        { severity: 'warning', path: 'secrets.oauth2.crm.token_url', message: /^plain http to login\.example\.com, off this machine: the client secret and every token issued/, strict: true },
+        { severity: 'warning', path: 'agents.bot.jwt.jwks_url', message: /^plain http to issuer\.example\.com, off this machine: anyone on the network path can swap in signing keys and forge tokens that authenticate as bot/, strict: true },
+      ],
+    },
     {
       rule: 'several workers on memory state',
       input: { workers: 2 },
