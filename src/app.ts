@@ -51,7 +51,7 @@ import { MemoryRateLimiter } from './state/memory-rate-limiter.js';
 import type { RedisStateBackend } from './state/redis-backend.js';
 import { RedisRateLimiter } from './state/redis-rate-limiter.js';
 import { createOriginPool } from './upstream/origin-pool.js';
-import { assertCertificatesVerified } from './upstream/tls-verification.js';
+import { environmentProblems } from './config/assess-environment.js';
 import { makePrivateDir } from './state/make-private-dir.js';
 
 /** Reported in spans (service.version) and the admin API. */
@@ -62,6 +62,8 @@ export interface AirlockOptions {
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly logDestination: LogDestination;
   readonly now?: () => Date;
+  /** node's own flags (process.execArgv), checked with the environment at start-up. */
+  readonly nodeFlags?: readonly string[];
   /** Under `workers`: builds the /metrics text of the whole cluster from this worker's registry. */
   readonly clusterMetrics?: (registry: Registry) => () => Promise<string>;
 }
@@ -447,7 +449,8 @@ function closeGeneration(generation: Generation, durable: Durable, shutdownTraci
 }
 
 export async function startAirlock(config: AirlockConfig, options: AirlockOptions): Promise<RunningAirlock> {
-  assertCertificatesVerified(options.env);
+  const unsafe = environmentProblems({ env: options.env, ...(options.nodeFlags === undefined ? {} : { nodeFlags: options.nodeFlags }), usesRedis: config.state.type === 'redis' });
+  if (unsafe.length > 0) throw new Error(`the environment would expose credentials or skip checks, so Airlock does not start:\n  - ${unsafe.join('\n  - ')}`);
   const clock = options.now;
   // No Date per call unless a test brings its own clock (several reads per request).
   const nowMs = clock === undefined ? Date.now : () => clock().getTime();

@@ -13,6 +13,7 @@ import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
 import type { Registry } from 'prom-client';
 import { startAirlock, type RunningAirlock } from '../app.js';
+import { environmentProblems } from '../config/assess-environment.js';
 import { formatProblem } from '../config/config-problem.js';
 import { loadConfigFile } from '../config/load-config.js';
 import type { AirlockConfig } from '../config/types.js';
@@ -30,6 +31,12 @@ export async function serveCommand(io: CliIo): Promise<number> {
   const loaded = loadConfigOrReport(io, values.config);
   if (loaded === null) return 1;
   let { config } = loaded;
+  // Checked here too so that a cluster primary refuses once, rather than restarting workers that do.
+  const unsafe = environmentProblems({ env: io.env, ...(io.nodeFlags === undefined ? {} : { nodeFlags: io.nodeFlags }), usesRedis: config.state.type === 'redis' });
+  if (unsafe.length > 0) {
+    io.stderr.write(`The environment would expose credentials or skip checks, so Airlock does not start:\n${unsafe.map((p) => `  - ${p}\n`).join('')}`);
+    return 1;
+  }
   const workers = workerCount(config.workers);
   if (workers > 1 && cluster.isPrimary) return runClusterPrimary(io, config, workers);
   const workerId = io.env['AIRLOCK_WORKER_ID'];
@@ -51,6 +58,7 @@ export async function serveCommand(io: CliIo): Promise<number> {
     const primary = workerId === undefined ? undefined : io.primary;
     const airlock = await startAirlock(config, {
       env: io.env,
+      ...(io.nodeFlags === undefined ? {} : { nodeFlags: io.nodeFlags }),
       logDestination: logSink,
       ...(primary === undefined ? {} : { clusterMetrics: (registry: Registry) => clusterMetricsText(registry, primary) }),
     });

@@ -30,6 +30,9 @@ export function vaultStatus(error: unknown): number | null {
   return typeof status === 'number' ? status : null;
 }
 
+/** node-vault's debug output, discarded. */
+function silent(): void {}
+
 export class VaultSession {
   readonly address: string;
   readonly #spec: DeepReadonly<VaultSpec>;
@@ -56,7 +59,9 @@ export class VaultSession {
     const transport = this.#transport;
     const endpoint = this.address;
     this.#client = import('node-vault').then(({ default: create }) => {
-      const client = create({ endpoint, apiVersion: 'v1', ...(namespace === undefined ? {} : { namespace }), 'request-promise': transport });
+      // debug: node-vault otherwise logs each request's body through the `debug` package (DEBUG=node-vault
+      // or *), AppRole secret_ids and Kubernetes JWTs with them, to stderr, outside the scrubbed log.
+      const client = create({ endpoint, apiVersion: 'v1', ...(namespace === undefined ? {} : { namespace }), 'request-promise': transport, debug: silent });
       // node-vault falls back to the environment for what the options leave out: VAULT_TOKEN, and
       // VAULT_PREFIX (put before every request path) and VAULT_NAMESPACE (sent as X-Vault-Namespace).
       // Where Airlock reads its secrets, and as whom, comes from its config alone: none of them is used.

@@ -855,6 +855,19 @@ agents:
     }
   });
 
+  // Debugging switches that would print credentials outside the scrubbed log, or skip certificate checks:
+  // refused before anything listens, every one named with what to do (src/config/assess-environment.ts).
+  it('exits 1 without listening in an environment that would expose credentials, naming every switch', async () => {
+    const { file } = writeConfig('listen: 127.0.0.1:0\nlog: {level: silent}\n');
+    const result = await run(['serve', '--config', file], { env: { NODE_DEBUG: 'undici', NODE_TLS_REJECT_UNAUTHORIZED: '0' }, nodeFlags: ['--tls-keylog=/tmp/keys'] });
+    expect(result.code).toBe(1);
+    expect(result.err()).toContain('so Airlock does not start:');
+    expect(result.err()).toMatch(/- NODE_TLS_REJECT_UNAUTHORIZED=0 is set.*Unset it/);
+    expect(result.err()).toMatch(/- NODE_DEBUG=undici turns on undici's debug log.*Remove undici and fetch from NODE_DEBUG/);
+    expect(result.err()).toMatch(/- node was started with --tls-keylog=\/tmp\/keys.*Start node without it/);
+    expect(result.err()).not.toContain('Airlock is listening');
+  });
+
   it('exits 1 without listening when the config has errors', async () => {
     const { file } = writeConfig('listen: 127.0.0.1:0\nservices:\n  a:\n    upstream: ftp://x.example.com\n    credential: {secret: env:K}\n    routes: []\n');
     const result = await run(['serve', '--config', file]);

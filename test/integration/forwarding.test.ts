@@ -434,7 +434,7 @@ describe('forwarding', () => {
 
     it('refuses to start with NODE_TLS_REJECT_UNAUTHORIZED=0, saying how to trust a private CA instead', async () => {
       const attempt = startProxy({ services: { api: { upstream: `http://127.0.0.1:${upstream.port}`, credential, routes } } }, { env: { FWD_KEY: key, NODE_TLS_REJECT_UNAUTHORIZED: '0' } });
-      await expect(attempt).rejects.toThrow(/NODE_TLS_REJECT_UNAUTHORIZED=0 is set.*Unset it; to trust a private CA, name it: a service's ca:/s);
+      await expect(attempt).rejects.toThrow(/does not start:\n  - NODE_TLS_REJECT_UNAUTHORIZED=0 is set.*Unset it; to trust a private CA, name it: a service's ca:/s);
     });
   });
 

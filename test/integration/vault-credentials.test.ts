@@ -19,6 +19,7 @@ import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CliIo } from '../../src/cli/cli-io.js';
@@ -286,6 +287,42 @@ describe('a vault: credential with each auth method', () => {
     const reads = vault.requests.filter((r) => r.endpoint === 'kv-read');
     expect(reads.length).toBeGreaterThan(0);
     expect(reads.every((r) => r.tokenFingerprint === tokenFingerprint(minted))).toBe(true);
+  });
+
+  // node-vault logs each request's body through the `debug` package when DEBUG names it; a login's body
+  // is the AppRole secret_id or the Kubernetes JWT. Airlock hands node-vault a silent debug function.
+  it("node-vault's debug log stays silent even when DEBUG enables it: a login's JWT never reaches stderr", async () => {
+    vault.resetObservations();
+    const dir = scratch('airlock-k8s-debug-');
+    const jwtFile = join(dir, 'token');
+    writeFileSync(jwtFile, `${jwt}\n`);
+    vault.addKubernetesRole('airlock', jwt, { serviceAccountName: 'airlock', policies: ['airlock'] });
+    // The very `debug` node-vault uses, switched on for it as DEBUG=node-vault would at start-up.
+    const debug = createRequire(createRequire(import.meta.url).resolve('node-vault'))('debug') as { enable(namespaces: string): void; disable(): string };
+    const previous = debug.disable();
+    debug.enable('node-vault');
+    const written: string[] = [];
+    const write = process.stderr.write;
+    process.stderr.write = ((chunk: string | Uint8Array) => {
+      written.push(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8'));
+      return true;
+    }) as typeof process.stderr.write;
+    try {
+      const proxy = await start({
+        secrets: { vault: vaultSpec(vault, { method: 'kubernetes', role: 'airlock', jwt_file: jwtFile }) },
+        services: { stripe: service(upstream, 'vault:secret/stripe#api_key') },
+        agents: agents('stripe'),
+      });
+      const response = await call(proxy, 'stripe');
+      expect(response.status, response.text).toBe(200);
+      expect(vault.count('kubernetes-login')).toBe(1);
+    } finally {
+      process.stderr.write = write;
+      debug.disable();
+      debug.enable(previous);
+    }
+    cliSeen.push(written.join(''));
+    expect(written.join('')).not.toContain(jwt);
   });
 
   it('Kubernetes logs in with the service-account JWT read from its file', async () => {
