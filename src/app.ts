@@ -277,7 +277,7 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
   await warmCatalog(secrets, allSecretRefs(policy), logger);
 
   const sameTelemetry = previous !== null && JSON.stringify(previous.config.telemetry) === JSON.stringify(config.telemetry);
-  const tracing = sameTelemetry ? previous.tracing : await createTracing({ telemetry: config.telemetry, env: durable.env, version: AIRLOCK_VERSION, onEnvProblem: (message) => logger.warn(message) });
+  const tracing = sameTelemetry ? previous.tracing : await createTracing({ telemetry: config.telemetry, env: durable.env, version: AIRLOCK_VERSION, onEnvProblem: (message) => logger.warn(message), scrub: (text) => catalog.scrub(text) });
 
   // The console's address: admin.public_url, else the admin listener as bound.
   const consoleUrl = (): string | null => (config.admin === null ? null : (config.admin.public_url ?? durable.boundAdminUrl));

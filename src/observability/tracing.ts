@@ -12,7 +12,8 @@
  * upstream attempt. The agent's W3C traceparent is
  * continued and the client span's context is what the upstream receives, so one trace shows the agent,
  * the proxy hop and the upstream call. Attributes are an allowlist: method, canonical path (never the
- * query), route template, status, and airlock.* decisions; no header value and no credential, ever.
+ * query), route template, status, and airlock.* decisions; no header value and no credential, ever (the
+ * paths, which come from the request, pass the secret catalogue's scrub, as log lines and audit do).
  * When tracing is off, the agent's traceparent passes through untouched.
  */
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span, type TextMapGetter, type Tracer } from '@opentelemetry/api';
@@ -78,6 +79,11 @@ export interface TracingOptions {
   readonly version: string;
   /** An OTEL_* variable Airlock cannot use: said once, and its default taken (the OpenTelemetry SDK's rule). */
   readonly onEnvProblem?: (message: string) => void;
+  /**
+   * The secret backstop for what comes from the request: a path the request guard refused for holding a
+   * managed key is still the server span's url.path (the catalogue's scrub, as for logs and audit).
+   */
+  readonly scrub: (text: string) => string;
 }
 
 /** Which traces are sampled: `ratio` of new ones; `parentBased`: a sampled or unsampled parent is followed. */
@@ -156,7 +162,7 @@ export async function createTracing(options: TracingOptions): Promise<Tracing> {
   return {
     enabled: true,
     begin(req) {
-      return new LiveTrace(provider.tracer, propagator, req);
+      return new LiveTrace(provider.tracer, propagator, req, options.scrub);
     },
     shutdown: () => provider.shutdown(),
   };
@@ -167,11 +173,13 @@ class LiveTrace implements RequestTrace {
   readonly #propagator: W3CTraceContextPropagator;
   readonly #span: Span;
   readonly #context: Context;
+  readonly #scrub: (text: string) => string;
   readonly traceId: string | null;
 
-  constructor(tracer: Tracer, propagator: W3CTraceContextPropagator, req: IncomingMessage) {
+  constructor(tracer: Tracer, propagator: W3CTraceContextPropagator, req: IncomingMessage, scrub: (text: string) => string) {
     this.#tracer = tracer;
     this.#propagator = propagator;
+    this.#scrub = scrub;
     const parent = propagator.extract(ROOT_CONTEXT, req.headers, headerGetter);
     this.#span = tracer.startSpan(
       req.method ?? 'HTTP',
@@ -190,6 +198,15 @@ class LiveTrace implements RequestTrace {
     this.#context = trace.setSpan(parent, this.#span);
     const spanContext = this.#span.spanContext();
     this.traceId = trace.isSpanContextValid(spanContext) ? spanContext.traceId : traceIdOf(req.headers);
+  }
+
+  /** A scrubber that fails leaves the text out, not the span or the request it belongs to. */
+  #scrubbed(text: string): string {
+    try {
+      return this.#scrub(text);
+    } catch {
+      return '[REDACTED]';
+    }
   }
 
   step(name: string, attributes: Attributes, startedAt: number): (error: string | null) => void {
@@ -213,7 +230,7 @@ class LiveTrace implements RequestTrace {
           'server.address': target.hostname,
           'server.port': target.port,
           // url.full without the query: query values may be credentials (query injection).
-          'url.full': `${target.origin}${outbound.path}`,
+          'url.full': this.#scrubbed(`${target.origin}${outbound.path}`),
           'airlock.service': service,
         },
       },
@@ -247,7 +264,7 @@ class LiveTrace implements RequestTrace {
       span.setAttribute('http.route', httpRoute);
     }
     const attributes: Attributes = {
-      'url.path': record.path ?? '',
+      'url.path': this.#scrubbed(record.path ?? ''),
       'airlock.request_id': record.request_id,
       'airlock.decision': record.decision,
       'airlock.redactions': record.redactions,

@@ -426,6 +426,19 @@ describe('traces exported over OTLP/HTTP', () => {
     expect(upstream.requests.length).toBe(before);
   });
 
+  // The request guard refuses a managed key in the path (400), but the refused path is still the
+  // server span's url.path: only a scrub of what is exported keeps the key from the collector.
+  it('keeps a managed key an agent put in the path out of the exported span, which still shows the refusal', async () => {
+    for (const form of [key, encodeURIComponent(key), Buffer.from(key).toString('base64url')]) {
+      const response = await call(proxy, `/openai/v1/models/${form}`);
+      expect(response.status, response.text).toBe(400);
+      const server = await serverSpanOf(requestIdOf(response));
+      expect(server.attributes['airlock.code']).toBe('invalid_request');
+      expect(String(server.attributes['url.path'])).toContain('[REDACTED]');
+    }
+    assertNoLeak([key], [{ name: 'OTLP bodies', text: receiver.bodies.join('\n') }]);
+  });
+
   it('puts no header value, query value, credential or agent token in any exported span', async () => {
     // Make sure everything sent so far has been exported before reading the bodies.
     await receiver.waitForSpans((s) => s.kind === SPAN_KIND.SERVER, 5_000, 5);
