@@ -1,6 +1,6 @@
 /**
- * Stage 2b: what the agent sends must not carry secrets. Two checks on the request target and every
- * header value, before anything is decided or forwarded:
+ * Stage 2b: what the agent sends must not carry secrets. Two checks on the request target (as sent and
+ * as decoded) and every header value, before anything is decided or forwarded:
  *  - the value of a credential Airlock manages, in any of its encodings: an agent holding a real key is
  *    refused (400) and the audit record names the credential reference, so it can be rotated;
  *  - an Airlock agent token anywhere but the carrier headers (in the query string, in a custom header):
@@ -13,9 +13,33 @@ import { TOKEN_IN_TEXT } from '../identity/agent-token.js';
 import { TOKEN_CARRIER_HEADERS } from '../identity/token-carriers.js';
 import type { SecretIndex } from '../redaction/secret-catalog.js';
 import { SecretDetector } from '../redaction/secret-detector.js';
+import type { CanonicalTarget } from './canonicalize-target.js';
 
 // Agent and session tokens alike: a session token forwarded upstream leaks a credential as much as an
 // agent token does (TOKEN_IN_TEXT, shared with the session and admin bodies).
+
+/**
+ * The target as sent, plus what it says once decoded, when that differs: the canonical path (escapes of
+ * unreserved characters decoded, canonicalize-target.ts) and the query with every escape decoded. The
+ * forms of a secret include its whole and its minimal percent-encoding, not every mix of escaped and
+ * literal characters: "%73k-live-..." matched none of them, and its canonical path, which the pipeline
+ * goes on to use (approvals, routes), held the key as written.
+ */
+export function decodedTarget(target: string, canonical: CanonicalTarget): string {
+  let text = target;
+  const questionMark = target.indexOf('?');
+  const sentPath = questionMark === -1 ? target : target.slice(0, questionMark);
+  if (canonical.path !== sentPath) text += `\n${canonical.path}`;
+  if (canonical.query !== null && canonical.query.includes('%')) text += `\n${canonical.query.replace(PERCENT_ESCAPE, decodeEscape)}`;
+  return text;
+}
+
+const PERCENT_ESCAPE = /%([0-9A-Fa-f]{2})/g;
+
+/** One escape as its byte, read as Latin-1: the secrets' forms are compared as bytes (ASCII keys exactly). */
+function decodeEscape(_escape: string, hex: string): string {
+  return String.fromCharCode(parseInt(hex, 16));
+}
 
 export function guardRequestSecrets(index: SecretIndex, target: string, rawHeaders: readonly string[]): void {
   let carried = target;

@@ -35,7 +35,7 @@ import { checkRateLimit } from './check-rate-limit.js';
 import { checkPrincipalRevocations, checkStateFresh, checkTargetRevocations, recheckAfterWait } from './check-revocations.js';
 import type { ForwardResult } from './forward-request.js';
 import { forwardWithRotation } from './forward-with-rotation.js';
-import { guardRequestSecrets } from './guard-request-secrets.js';
+import { decodedTarget, guardRequestSecrets } from './guard-request-secrets.js';
 import { matchRoute } from './match-route.js';
 import type { ProxyRuntime } from './proxy-runtime.js';
 import { auditRequest, logRequest, observeRequest, stampDuration } from './record-outcome.js';
@@ -126,7 +126,7 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
     checkPrincipalRevocations(runtime.state, principal);
 
     const managedSecrets = runtime.catalog.index(runtime.guard.key, null, [], runtime.guard.exempt);
-    guardRequestSecrets(managedSecrets, req.url ?? '', req.rawHeaders);
+    guardRequestSecrets(managedSecrets, decodedTarget(req.url ?? '', target), req.rawHeaders);
 
     if (isSessionsPath(target.path)) {
       const outcome = await serveSessions(req, res, target.path, principal, runtime.state, managedSecrets, record.request_id, runtime.nowMs());

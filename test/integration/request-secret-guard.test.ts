@@ -268,6 +268,9 @@ describe('an agent holding a real managed key is refused, and the key is not for
       ['the query, percent-encoded (upper-case hex)', () => ({ path: `/openai/v1/models?api_key=${fullPercent(true)}` })],
       ['the query, percent-encoded (lower-case hex)', () => ({ path: `/openai/v1/models?api_key=${fullPercent(false)}` })],
       ['the query, hex', () => ({ path: `/openai/v1/models?k=${Buffer.from(key).toString('hex')}` })],
+      // Found by review: a mix of escaped and literal characters is none of the key's encoded forms.
+      ['the query, partly percent-encoded (one escape, the rest as is)', () => ({ path: `/openai/v1/models?api_key=%${key.charCodeAt(0).toString(16)}${key.slice(1)}` })],
+      ['the query, every other character escaped', () => ({ path: `/openai/v1/models?api_key=${[...key].map((c, i) => (i % 2 === 0 ? `%${c.charCodeAt(0).toString(16).toUpperCase()}` : c)).join('')}` })],
     ];
     it.each(cases)('in %s: 400 invalid_request naming env:OPENAI_API_KEY', async (_name, build) => {
       const { path, headers } = build();
@@ -348,8 +351,9 @@ describe('an agent holding a real managed key is refused, and the key is not for
   });
 
   describe('the key in a path segment: refused, and only the log/audit backstop stands between the key and the records', () => {
-    // The guard refuses after canonicalization, so the audit record's and the log line's `path` already
-    // hold the agent's path: nothing but the secret catalogue's scrub keeps the key out of them.
+    // The guard checks the target as sent and as canonicalized, and refuses; the audit record's and the
+    // log line's `path` still hold the agent's path: nothing but the secret catalogue's scrub keeps the
+    // key out of them.
     const percentAll = (upper: boolean): string =>
       [...Buffer.from(key)].map((b) => `%${b.toString(16).padStart(2, '0')}`).map((e) => (upper ? e.toUpperCase() : e)).join('');
     const cases: Array<[string, () => string]> = [
@@ -360,6 +364,10 @@ describe('an agent holding a real managed key is refused, and the key is not for
       ['base64url', () => `/openai/v1/files/${Buffer.from(key).toString('base64url')}`],
       ['base64url, inside a longer value (Basic-style user:key)', () => `/openai/v1/files/${Buffer.from(`api:${key}`).toString('base64url')}`],
       ['hex', () => `/openai/v1/files/${Buffer.from(key).toString('hex')}`],
+      // Found by review: a mix of escaped and literal characters matched none of the key's forms, and the
+      // canonical path, which the pipeline goes on to use (an approval, the webhook), held the key.
+      ['partly percent-encoded (one escape, the rest as is)', () => `/openai/v1/files/%${key.charCodeAt(0).toString(16)}${key.slice(1)}`],
+      ['every third character escaped', () => `/openai/v1/files/${[...key].map((c, i) => (i % 3 === 0 ? `%${c.charCodeAt(0).toString(16).toUpperCase()}` : c)).join('')}`],
     ];
     it.each(cases)('%s: 400 invalid_request, nothing upstream, audited and logged without the key', async (_name, build) => {
       const path = build();
