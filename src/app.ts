@@ -284,10 +284,15 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
   const approvals = new ApprovalBroker(state, {
     maxPending: config.approvals.max_pending,
     consoleUrl,
-    notify: createApprovalNotifier(config.approvals.webhook, logger, (id) => {
-      const base = consoleUrl();
-      return base === null ? null : `${base.replace(/\/$/, '')}/#approval-${id}`;
-    }),
+    notify: createApprovalNotifier(
+      config.approvals.webhook,
+      logger,
+      (id) => {
+        const base = consoleUrl();
+        return base === null ? null : `${base.replace(/\/$/, '')}/#approval-${id}`;
+      },
+      (text) => catalog.scrub(text),
+    ),
     now: nowMs,
   });
 
@@ -345,7 +350,7 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
     rateLimiter: durable.rateLimiter,
     concurrency: durable.concurrency,
     anomalies: durable.anomalies,
-    respondToAnomaly: createAnomalyResponder({ state, logger, counter: metrics.anomalies, webhook: config.anomalies.webhook ?? null, audit: auditAnomaly }),
+    respondToAnomaly: createAnomalyResponder({ state, logger, counter: metrics.anomalies, webhook: config.anomalies.webhook ?? null, scrub: (text) => catalog.scrub(text), audit: auditAnomaly }),
     tracing,
     limits: Object.freeze({
       maxHeaders: config.limits.max_headers,

@@ -8,7 +8,12 @@ import type { Logger } from 'pino';
 import { postWebhook } from '../observability/post-webhook.js';
 import type { ApprovalRecord } from '../state/governance-records.js';
 
-export function createApprovalNotifier(webhook: string | undefined, logger: Logger, consoleLink: (id: string) => string | null): (approval: ApprovalRecord) => void {
+export function createApprovalNotifier(
+  webhook: string | undefined,
+  logger: Logger,
+  consoleLink: (id: string) => string | null,
+  scrub: (text: string) => string,
+): (approval: ApprovalRecord) => void {
   if (webhook === undefined) return function noWebhook() {};
   return function announceApproval(approval) {
     const link = consoleLink(approval.id);
@@ -32,6 +37,6 @@ export function createApprovalNotifier(webhook: string | undefined, logger: Logg
         `${approval.justification === null ? '' : `. Justification: ${approval.justification}`}. Approval ${approval.id}` +
         `${link === null ? '' : `: ${link}`} (or \`npx airlock approvals approve ${approval.id}\`).`,
     };
-    postWebhook(webhook, body, logger, `approval ${approval.id}`);
+    postWebhook(webhook, body, scrub, logger, `approval ${approval.id}`);
   };
 }

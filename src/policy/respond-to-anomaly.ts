@@ -16,6 +16,8 @@ export interface AnomalyResponseOptions {
   readonly logger: Logger;
   readonly counter: Counter<'rule' | 'action'>;
   readonly webhook: string | null;
+  /** The secret backstop for the webhook's text (post-webhook.ts). */
+  readonly scrub: (text: string) => string;
   /** Writes the event to the audit trail. */
   readonly audit: (event: AnomalyEvent) => Promise<void>;
 }
@@ -34,6 +36,7 @@ export function createAnomalyResponder(options: AnomalyResponseOptions): (event:
           at: new Date(event.at).toISOString(),
           text: `Airlock anomaly (${event.rule}, ${event.action}): agent *${event.agent}*${event.service === null ? '' : ` on ${event.service}`}: ${event.summary}${event.action === 'suspend' ? '. The agent is suspended until an admin restores it (`npx airlock restore agent ' + event.agent + '`).' : '.'}`,
         },
+        options.scrub,
         options.logger,
         `anomaly ${event.id}`,
       );
