@@ -568,10 +568,10 @@ export function createAdminServer(currentContext: () => AdminContext): Server {
     handle(context, req, res, requestId).catch((error: unknown) => {
       const failure = asAirlockError(error);
       if (failure.code === 'internal_error') context.logger.error({ err: error, request_id: requestId }, 'admin request failed');
-      sendProblem(res, failure, requestId, !req.complete);
+      sendProblem(res, failure, requestId, !req.complete, (text) => context.catalog.scrub(text));
     });
   });
   // Malformed HTTP, an oversized header, a request too slow: a problem body like every other admin error.
-  refuseClientErrors(server, (socket, failure) => socket.end(rawProblemResponse(failure, randomUUID())), ADMIN_LISTENER_BOUNDS);
+  refuseClientErrors(server, (socket, failure) => socket.end(rawProblemResponse(failure, randomUUID(), (text) => currentContext().catalog.scrub(text))), ADMIN_LISTENER_BOUNDS);
   return server;
 }

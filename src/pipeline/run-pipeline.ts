@@ -308,7 +308,7 @@ async function refuse(
   observeRequest(runtime, record, trace, httpRoute);
   // A body the agent is still sending would be read and thrown away; closing is cheaper and safer.
   // (A request whose connection node's parser refused was already answered on the socket.)
-  if ((res as OwnedResponse)[CLIENT_FAILURE] === undefined) sendProblem(res, answer, record.request_id, !req.complete);
+  if ((res as OwnedResponse)[CLIENT_FAILURE] === undefined) sendProblem(res, answer, record.request_id, !req.complete, (text) => runtime.catalog.scrub(text));
   logRequest(runtime, record, audited, failure.cause);
 }
 
@@ -331,7 +331,7 @@ export function createRawRefusalHandler(currentRuntime: () => ProxyRuntime): (so
       // abandoned before its first byte when it has not started (a framing error in the first packet
       // is reported after the pipeline may already have dispatched), and cut at once when it has.
       owner[BODY]?.destroy(failure);
-      if (socket.writable && !owner.headersSent) socket.end(rawProblemResponse(failure, owned.request_id));
+      if (socket.writable && !owner.headersSent) socket.end(rawProblemResponse(failure, owned.request_id, (text) => currentRuntime().catalog.scrub(text)));
       else socket.destroy();
       return;
     }
@@ -348,7 +348,7 @@ export function createRawRefusalHandler(currentRuntime: () => ProxyRuntime): (so
       const answer = audited || !runtime.audit.failsClosed ? failure : auditUnavailable();
       record.code = answer.code;
       record.status = answer.status;
-      if (socket.writable) socket.end(rawProblemResponse(answer, record.request_id));
+      if (socket.writable) socket.end(rawProblemResponse(answer, record.request_id, (text) => runtime.catalog.scrub(text)));
       else socket.destroy();
       runtime.metrics.countRequest('none', 'none', 'deny', answer.code, record.duration_ms / 1000);
       logRequest(runtime, record, audited);

@@ -1,21 +1,35 @@
 /**
  * Writing an AirlockError to the agent as RFC 9457 problem+json, on a response object or, for
  * connections node refuses to parse (and CONNECT), straight onto the socket.
+ *
+ * The body passes the secret catalogue's scrub, as every other output does: some details quote what
+ * the caller sent (an Expect or Transfer-Encoding value, a reserved path, an admin target), and some
+ * quote what an admin wrote (a revocation's reason), which need not be clear of every value the
+ * catalogue knows.
  */
 import type { ServerResponse } from 'node:http';
 import { STATUS_CODES } from 'node:http';
-import { problemBody, type AirlockError } from '../errors.js';
+import { AirlockError, problemBody } from '../errors.js';
 import { REQUEST_ID_HEADER } from '../upstream/relay-headers.js';
 
 /** With a charset: @octokit/request reads bodies as text only for json, text/* or an explicit utf-8 charset. */
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json; charset=utf-8';
 
-export function sendProblem(res: ServerResponse, error: AirlockError, requestId: string, closeConnection: boolean): void {
+/** The problem's JSON, scrubbed; with its detail withheld when the scrub fails (never sent unchecked). */
+function problemText(error: AirlockError, requestId: string, scrub: (text: string) => string): string {
+  try {
+    return scrub(JSON.stringify(problemBody(error, requestId)));
+  } catch {
+    return JSON.stringify(problemBody(new AirlockError(error.code, 'The detail of this error was withheld: it could not be checked for secrets.'), requestId));
+  }
+}
+
+export function sendProblem(res: ServerResponse, error: AirlockError, requestId: string, closeConnection: boolean, scrub: (text: string) => string): void {
   if (res.headersSent || res.destroyed) {
     res.destroy();
     return;
   }
-  const body = JSON.stringify(problemBody(error, requestId));
+  const body = problemText(error, requestId, scrub);
   const headers: Record<string, string | number> = {
     'content-type': PROBLEM_CONTENT_TYPE,
     'content-length': Buffer.byteLength(body),
@@ -29,8 +43,8 @@ export function sendProblem(res: ServerResponse, error: AirlockError, requestId:
 }
 
 /** A complete HTTP/1.1 response for a socket without a parsed request; the connection is closed after. */
-export function rawProblemResponse(error: AirlockError, requestId: string): string {
-  const body = JSON.stringify(problemBody(error, requestId));
+export function rawProblemResponse(error: AirlockError, requestId: string, scrub: (text: string) => string): string {
+  const body = problemText(error, requestId, scrub);
   const extra = Object.entries(error.headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
   return (
     `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ''}\r\n` +

@@ -443,6 +443,23 @@ describe('an agent holding a real managed key is refused, and the key is not for
       expect(result.status).toBe(400);
       expect(wire).toEqual([]);
     });
+
+    // Found by review: these refusals come before the guard and their details quote the header; the
+    // problem body passes the catalogue's scrub like every other output (the assertion below this block).
+    it.each([
+      ['Expect', (k: string) => `Expect: ${k}`, true],
+      // node's parser refuses this one itself, with a fixed message.
+      ['Transfer-Encoding', (k: string) => `Transfer-Encoding: ${k}, chunked`, false],
+    ])('a %s header holding the key: 400 without the key, nothing forwarded', async (_name, header, quoted) => {
+      const { result, wire } = await tapDuring(() =>
+        rawRequest(proxy.url, `POST /openai/v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: ${agent.token}\r\n${header(key)}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`),
+      );
+      agentSaw.push({ name: `response to ${header('<key>')}`, text: result.raw });
+      expect(result.status).toBe(400);
+      expect(result.raw).not.toContain(key);
+      if (quoted) expect(result.raw).toContain('Expect: [REDACTED] is not supported');
+      expect(wire).toEqual([]);
+    });
   });
 
   it('no form of either key in anything the agent got, the log or the audit', () => {

@@ -128,7 +128,7 @@ describe('a fault in Airlock’s own response handling', () => {
         (error: AirlockError) => {
           outcomes.set(path, error);
           // As run-pipeline answers a refusal: only possible while nothing was sent.
-          if (!res.headersSent) sendProblem(res, error, 'req-fault', false);
+          if (!res.headersSent) sendProblem(res, error, 'req-fault', false, (text) => text);
         },
       );
     });
