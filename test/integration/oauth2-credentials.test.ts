@@ -127,8 +127,11 @@ describe('an oauth2: credential', () => {
   let basicServer: OAuth2Server;
   let bodyServer: OAuth2Server;
   let proxy: ProxyFixture;
+  let approvalHook: Upstream;
+  const escalator = generateAgentToken();
 
   beforeAll(async () => {
+    approvalHook = await startUpstream();
     basicServer = await tokenServer();
     basicServer.addClient({ clientId: basicId, clientSecret: basicSecret, allowedScopes: ['tickets.read', 'tickets.write'] });
     bodyServer = await tokenServer();
@@ -161,9 +164,13 @@ describe('an oauth2: credential', () => {
           },
         },
       },
-      services: { crm: service('oauth2:crm'), helpdesk: service('oauth2:helpdesk') },
-      agents: agents('crm', 'helpdesk'),
+      services: {
+        crm: { ...service('oauth2:crm'), routes: [{ method: 'POST', path: '/v1/escalations/*', scope: 'tickets:escalate', require_approval: true }, ...(service('oauth2:crm')['routes'] as unknown[])] },
+        helpdesk: service('oauth2:helpdesk'),
+      },
+      agents: { ...agents('crm', 'helpdesk'), escalator: { tokens: [escalator.hash], credentials: [{ service: 'crm', max_scope: ['*'], approval_mode: 'async', approval_timeout: 60 }] } },
       admin: { listen: '127.0.0.1:0', tokens: [adminToken.hash] },
+      approvals: { webhook: `${approvalHook.url}/hook` },
     };
     const configFile = join(dataDir, 'airlock.yaml');
     writeFileSync(configFile, JSON.stringify({ listen: '127.0.0.1:0', data_dir: dataDir, ...input }, null, 2));
@@ -182,6 +189,10 @@ describe('an oauth2: credential', () => {
     expect(await runCli(io), cliOut).toBe(0);
     seen.push(cliOut);
     proxy = await start(input, { dataDir, env: { VAULT_TOKEN: vault.createToken(), CRM_CLIENT_ID: basicId, HELPDESK_CLIENT_ID: bodyId } });
+  });
+
+  afterAll(async () => {
+    await approvalHook?.close();
   });
 
   it('injects the access token as Bearer; the token request used Basic with scope, audience and extra params', async () => {
@@ -227,6 +238,21 @@ describe('an oauth2: credential', () => {
     expect(carried.status, carried.text).toBe(400);
     expect(carried.json<Problem>().detail).toContain('vault:secret/crm#client_secret');
     expect(upstream.requests.length).toBe(before + 1);
+  });
+
+  // The request guard lets a client_id through (it names the client), but the catalogue scrubs it from
+  // every output: the approval announcement quotes the agent's path, and must show [REDACTED] there.
+  it('an approval announcement quoting a path that names the client_id is posted scrubbed', async () => {
+    expect((await call(proxy, 'crm')).status).toBe(200);
+    const before = approvalHook.requests.length;
+    const response = await sendRequest(`${proxy.url}/crm/v1/escalations/${basicId}`, { method: 'POST', headers: { authorization: `Bearer ${escalator.token}`, 'content-type': 'application/json' }, body: '{}' });
+    seen.push(response.text);
+    expect(response.status, response.text).toBe(202);
+    const posted = await eventually('the approval announcement', () => approvalHook.requests.slice(before).at(0), 5_000, 10);
+    const text = posted.body.toString('utf8');
+    seen.push(text);
+    expect(JSON.parse(text)).toMatchObject({ type: 'airlock.approval.pending', path: '/crm/v1/escalations/[REDACTED]' });
+    expect(text).not.toContain(basicId);
   });
 
   it('reuses the cached token for later requests', async () => {
