@@ -30,10 +30,15 @@ import { GENESIS } from './audit-chain.js';
 import { auditRecordFault, serializeAuditRecord, type AuditRecord } from './audit-record.js';
 import { makePrivateDir } from '../state/make-private-dir.js';
 
+/**
+ * Hears how a record's write ended: written, or not (`error` set under `on_failure: refuse`, null under
+ * `log`). Called from the write, once; it must not throw.
+ */
+export type AuditWritten = (written: boolean, error: Error | null) => void;
+
 interface Pending {
   record: AuditRecord;
-  resolve: (written: boolean) => void;
-  reject: (error: Error) => void;
+  done: AuditWritten;
 }
 
 export interface AuditLogOptions {
@@ -195,15 +200,29 @@ export class AuditLog {
   append(record: AuditRecord, answered = false): Promise<boolean> {
     if (this.#closed) return Promise.reject(new Error('audit log is closed'));
     return new Promise<boolean>((resolve, reject) => {
-      this.#queue.push({ record, resolve, reject });
-      if (this.#flushNow !== null) return;
-      if (answered) {
-        this.#flushSoon ??= setTimeout(this.#flush, this.#options.windowMs ?? AFTER_ANSWER_WINDOW_MS);
-        return;
-      }
-      this.#cancelFlushSoon();
-      this.#flushNow = setImmediate(this.#flush);
+      this.#enqueue({ record, done: (written, error) => (error === null ? resolve(written) : reject(error)) }, answered);
     });
+  }
+
+  /**
+   * The record of a request already answered (it may wait AFTER_ANSWER_WINDOW_MS for company); `done`
+   * hears how the write ended. The request path's form of `append`: no promise and no suspended caller
+   * per request, only the caller's callback.
+   */
+  appendAnswered(record: AuditRecord, done: AuditWritten): void {
+    if (this.#closed) return done(false, new Error('audit log is closed'));
+    this.#enqueue({ record, done }, true);
+  }
+
+  #enqueue(pending: Pending, answered: boolean): void {
+    this.#queue.push(pending);
+    if (this.#flushNow !== null) return;
+    if (answered) {
+      this.#flushSoon ??= setTimeout(this.#flush, this.#options.windowMs ?? AFTER_ANSWER_WINDOW_MS);
+      return;
+    }
+    this.#cancelFlushSoon();
+    this.#flushNow = setImmediate(this.#flush);
   }
 
   #cancelFlushSoon(): void {
@@ -255,7 +274,7 @@ export class AuditLog {
       this.#size += written;
       this.#lastHash = prev;
       this.#broken = null;
-      for (const pending of batch) pending.resolve(true);
+      for (const pending of batch) this.#settle(pending, true, null);
       // Written: a live-feed listener or the webhook copy failing says nothing about the file.
       if (this.#listeners.size === 0 && this.#options.webhook === null) return;
       try {
@@ -268,12 +287,20 @@ export class AuditLog {
     }
   };
 
+  /** One callback failing must not leave the rest of its batch unsettled. */
+  #settle(pending: Pending, written: boolean, error: Error | null): void {
+    try {
+      pending.done(written, error);
+    } catch (failure) {
+      this.#say('error', { err: failure }, 'a request failed on hearing how its audit record was written');
+    }
+  }
+
   /** Records that did not reach the file: the log is unhealthy until a write succeeds; each request learns it. */
   #fail(error: Error, failed: readonly Pending[]): void {
     this.#broken = error;
     for (const pending of failed) {
-      if (this.#options.onFailure === 'log') pending.resolve(false);
-      else pending.reject(error);
+      this.#settle(pending, false, this.#options.onFailure === 'log' ? null : error);
     }
     this.#options.onWriteFailure?.();
     this.#say('error', { err: error, records: failed.length }, 'audit records could not be written');

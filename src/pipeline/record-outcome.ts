@@ -23,6 +23,20 @@ export async function auditRequest(runtime: ProxyRuntime, record: AuditRecord, s
   }
 }
 
+/**
+ * The record of a request already answered, then its log line, which says whether the record was
+ * written: the request path's form of auditRequest (audit-log.ts appendAnswered), without a promise or
+ * a suspended pipeline per request.
+ */
+export function auditAnswered(runtime: ProxyRuntime, record: AuditRecord, cause: unknown): void {
+  runtime.audit.appendAnswered(record, function logAnswered(written, error) {
+    if (error !== null) {
+      runtime.logger.error({ request_id: record.request_id, trace_id: record.trace_id, err: error }, 'audit record could not be written; under audit.on_failure: refuse new requests are refused while writes fail');
+    }
+    logRequest(runtime, record, written, cause);
+  });
+}
+
 /** Metrics and the trace's server span, from the same record the audit log got. */
 export function observeRequest(runtime: ProxyRuntime, record: AuditRecord, trace: RequestTrace, httpRoute: string | null): void {
   const service = record.service ?? 'none';

@@ -38,7 +38,7 @@ import { forwardWithRotation } from './forward-with-rotation.js';
 import { decodedTarget, guardRequestSecrets } from './guard-request-secrets.js';
 import { matchRoute } from './match-route.js';
 import type { ProxyRuntime } from './proxy-runtime.js';
-import { auditRequest, logRequest, observeRequest, stampDuration } from './record-outcome.js';
+import { auditAnswered, auditRequest, logRequest, observeRequest, stampDuration } from './record-outcome.js';
 import type { RequestTrace } from '../observability/tracing.js';
 import { resolveCredential } from './resolve-credential.js';
 import { selectService, type ListenerBinding } from './select-service.js';
@@ -237,11 +237,10 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
   record.redactions = forwarded.redactions;
   record.response_bytes = forwarded.responseBytes;
   applyClientFailure(res, record);
-  // Counted before the audit write resolves: whoever reads the audit line finds the metrics up to date.
+  // Counted before the audit write: whoever reads the audit line finds the metrics up to date.
   stampDuration(record, startedAt);
   observeRequest(runtime, record, trace, httpRoute);
-  const audited = await auditRequest(runtime, record, startedAt, true);
-  logRequest(runtime, record, audited, forwarded.failure?.cause);
+  auditAnswered(runtime, record, forwarded.failure?.cause);
 }
 
 /** Waits for a credential fetched from its store, as the request's credential.resolve span. */

@@ -194,6 +194,40 @@ describe('audit write batching', () => {
     expect(readFileSync(log.file, 'utf8')).toContain('"/at-close"');
   });
 
+  // The request path's form (appendAnswered): a callback per record instead of a promise, told the same
+  // outcomes append's promise gives, once each, in order, and never left unsettled.
+  it('appendAnswered tells each callback how its record ended: written, refused with the error, or after close', async () => {
+    const { log } = await openLog();
+    const heard: Array<{ path: string | null; written: boolean; error: string | null }> = [];
+    const listen = (r: AuditRecord) => (written: boolean, error: Error | null): void => void heard.push({ path: r.path, written, error: error?.message ?? null });
+    const good = record('/answered');
+    const bad = record('/unserializable');
+    (bad as unknown as { duration_ms: bigint }).duration_ms = 1n;
+    const after = record('/after-bad');
+    for (const r of [good, bad, after]) log.appendAnswered(r, listen(r));
+    expect(heard).toEqual([]);
+    await sleep(WINDOW_MS + 100);
+    expect(heard).toEqual([
+      { path: '/unserializable', written: false, error: 'audit record field duration_ms is a bigint; number belongs there' },
+      { path: '/answered', written: true, error: null },
+      { path: '/after-bad', written: true, error: null },
+    ]);
+    // A callback that throws does not keep the rest of its batch from hearing.
+    const second: string[] = [];
+    log.appendAnswered(record('/throws'), () => {
+      throw new Error('a callback fault (injected by the test)');
+    });
+    log.appendAnswered(record('/still-heard'), (written) => void second.push(`still-heard ${written}`));
+    await sleep(WINDOW_MS + 100);
+    expect(second).toEqual(['still-heard true']);
+    logs.splice(logs.indexOf(log), 1);
+    await log.close();
+    const closed: Array<[boolean, string | undefined]> = [];
+    log.appendAnswered(record('/after-close'), (written, error) => void closed.push([written, error?.message]));
+    expect(closed).toEqual([[false, 'audit log is closed']]);
+    expect(readFileSync(log.file, 'utf8')).not.toContain('/after-close');
+  });
+
   it('never rotates a file that is not a regular file (audit.file: /dev/null discards, it is not renamed)', async () => {
     // Through a symlink: were the rule broken, the link would be renamed, never /dev/null itself.
     const dir = tempDir('audit-devnull-');
