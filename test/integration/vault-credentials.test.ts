@@ -289,14 +289,22 @@ describe('a vault: credential with each auth method', () => {
     expect(reads.every((r) => r.tokenFingerprint === tokenFingerprint(minted))).toBe(true);
   });
 
+  /** A proxy that logs in to Vault as Kubernetes does, with the service-account JWT in a file of its own. */
+  async function kubernetesProxy(dirPrefix: string): Promise<ProxyFixture> {
+    const jwtFile = join(scratch(dirPrefix), 'token');
+    writeFileSync(jwtFile, `${jwt}\n`);
+    vault.addKubernetesRole('airlock', jwt, { serviceAccountName: 'airlock', policies: ['airlock'] });
+    return start({
+      secrets: { vault: vaultSpec(vault, { method: 'kubernetes', role: 'airlock', jwt_file: jwtFile }) },
+      services: { stripe: service(upstream, 'vault:secret/stripe#api_key') },
+      agents: agents('stripe'),
+    });
+  }
+
   // node-vault logs each request's body through the `debug` package when DEBUG names it; a login's body
   // is the AppRole secret_id or the Kubernetes JWT. Airlock hands node-vault a silent debug function.
   it("node-vault's debug log stays silent even when DEBUG enables it: a login's JWT never reaches stderr", async () => {
     vault.resetObservations();
-    const dir = scratch('airlock-k8s-debug-');
-    const jwtFile = join(dir, 'token');
-    writeFileSync(jwtFile, `${jwt}\n`);
-    vault.addKubernetesRole('airlock', jwt, { serviceAccountName: 'airlock', policies: ['airlock'] });
     // The very `debug` node-vault uses, switched on for it as DEBUG=node-vault would at start-up.
     const debug = createRequire(createRequire(import.meta.url).resolve('node-vault'))('debug') as { enable(namespaces: string): void; disable(): string };
     const previous = debug.disable();
@@ -308,11 +316,7 @@ describe('a vault: credential with each auth method', () => {
       return true;
     }) as typeof process.stderr.write;
     try {
-      const proxy = await start({
-        secrets: { vault: vaultSpec(vault, { method: 'kubernetes', role: 'airlock', jwt_file: jwtFile }) },
-        services: { stripe: service(upstream, 'vault:secret/stripe#api_key') },
-        agents: agents('stripe'),
-      });
+      const proxy = await kubernetesProxy('airlock-k8s-debug-');
       const response = await call(proxy, 'stripe');
       expect(response.status, response.text).toBe(200);
       expect(vault.count('kubernetes-login')).toBe(1);
@@ -327,15 +331,7 @@ describe('a vault: credential with each auth method', () => {
 
   it('Kubernetes logs in with the service-account JWT read from its file', async () => {
     vault.resetObservations();
-    const dir = scratch('airlock-k8s-');
-    const jwtFile = join(dir, 'token');
-    writeFileSync(jwtFile, `${jwt}\n`);
-    vault.addKubernetesRole('airlock', jwt, { serviceAccountName: 'airlock', policies: ['airlock'] });
-    const proxy = await start({
-      secrets: { vault: vaultSpec(vault, { method: 'kubernetes', role: 'airlock', jwt_file: jwtFile }) },
-      services: { stripe: service(upstream, 'vault:secret/stripe#api_key') },
-      agents: agents('stripe'),
-    });
+    const proxy = await kubernetesProxy('airlock-k8s-');
     const response = await call(proxy, 'stripe');
     expect(response.status, response.text).toBe(200);
     expect(bearerOf(upstream.requests.at(-1))).toBe(key);
