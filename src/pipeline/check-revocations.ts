@@ -32,9 +32,20 @@ export function checkPrincipalRevocations(state: GovernanceState, principal: Pri
       headers: { 'www-authenticate': 'Bearer realm="airlock", error="invalid_token"' },
     });
   }
-  for (let session = principal.session; session !== null; session = session.parent === null ? null : state.session(session.parent)) {
+  for (let session = principal.session; session !== null; ) {
     const revoked = state.revocation('session', session.id);
     if (revoked !== null) throw new AirlockError('unauthenticated', `Session ${session.id} was revoked (${who(revoked.by, revoked.reason)}).`, { headers: { 'www-authenticate': 'Bearer realm="airlock", error="invalid_token"' } });
+    if (session.parent === null) break;
+    const parent = state.session(session.parent);
+    // A session never outlives the one it was narrowed from (its expiry is capped by the parent's): a
+    // parent gone from the state was ended or revoked, so its children end with it. Without this, a
+    // child minted while the parent was being revoked (its request body still arriving) lived on.
+    if (parent === null) {
+      throw new AirlockError('unauthenticated', `Session ${session.id} was narrowed from session ${session.parent}, which has ended or was revoked; its sessions end with it.`, {
+        headers: { 'www-authenticate': 'Bearer realm="airlock", error="invalid_token"' },
+      });
+    }
+    session = parent;
   }
 }
 
@@ -43,13 +54,18 @@ export function checkPrincipalRevocations(state: GovernanceState, principal: Pri
  * may have been revoked meanwhile, and a request must not be forwarded on a decision taken before that.
  */
 export function recheckAfterWait(state: GovernanceState, principal: Principal, service: string, credentialRef: string, staleAfterMs: number, now: number): void {
+  recheckPrincipalAfterWait(state, principal, staleAfterMs, now);
+  checkTargetRevocations(state, service, credentialRef);
+}
+
+/** The caller's part of recheckAfterWait: state still fresh, the session not ended, nothing revoked. */
+export function recheckPrincipalAfterWait(state: GovernanceState, principal: Principal, staleAfterMs: number, now: number): void {
   // Shared state may have gone away during the wait: what this replica knows could then be out of date.
   checkStateFresh(state, staleAfterMs, now);
   if (principal.session !== null && state.session(principal.session.id) === null) {
     throw new AirlockError('unauthenticated', `Session ${principal.session.id} ended while the request waited; it was not sent.`, { headers: { 'www-authenticate': 'Bearer realm="airlock", error="invalid_token"' } });
   }
   checkPrincipalRevocations(state, principal);
-  checkTargetRevocations(state, service, credentialRef);
 }
 
 /** A suspended service, a revoked credential reference. */

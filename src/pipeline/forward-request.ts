@@ -10,7 +10,7 @@
 import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import type { AirlockError } from '../errors.js';
+import { AirlockError } from '../errors.js';
 import type { ServicePolicy } from '../policy/compile-policy.js';
 import type { RedactionMatcher } from '../redaction/redaction-matcher.js';
 import type { OutboundRequest } from '../upstream/outbound-request.js';
@@ -133,6 +133,12 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     const { requestId, service, agentPrefix } = this.#input;
     this.#status = statusCode;
     this.#started = true;
+    const unreadable = unreadableTransferCoding(headers['transfer-encoding'], service.name);
+    if (unreadable !== null) {
+      controller.abort(unreadable);
+      this.#fail(unreadable);
+      return;
+    }
     const contentLength = headers['content-length'];
     const refusal = this.#writer.start(
       statusCode,
@@ -166,6 +172,19 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     // Headers are out: the only honest signal left is to cut the response (no clean chunked end).
     this.#writer.abort(failure);
   }
+}
+
+/**
+ * A response transfer-coding other than chunked (RFC 9112 6.1: "gzip, chunked"): undici removes only
+ * the chunked framing, and Transfer-Encoding is hop-by-hop, so the body would be scanned, and relayed,
+ * still compressed, past the redactor. Airlock never offers TE, so a conforming upstream never sends
+ * one; one that does is refused like an unknown Content-Encoding (found by review).
+ */
+function unreadableTransferCoding(value: string | string[] | undefined, service: string): AirlockError | null {
+  if (value === undefined) return null;
+  const codings = (Array.isArray(value) ? value.join(',') : value).split(',').map((coding) => coding.trim().toLowerCase());
+  if (codings.every((coding) => coding === 'chunked' || coding === '')) return null;
+  return new AirlockError('unscannable_response', `The upstream of ${service} sent its response with a transfer-coding Airlock cannot read through (${codings.join(', ')}), so it could not be checked for secrets and was not relayed.`);
 }
 
 export function forwardRequest(input: ForwardInput): Promise<ForwardResult> {

@@ -32,7 +32,7 @@ import { approvalRequired, awaitApproval } from './await-approval.js';
 import { authorizeScope } from './authorize-scope.js';
 import { canonicalizeTarget } from './canonicalize-target.js';
 import { checkRateLimit } from './check-rate-limit.js';
-import { checkPrincipalRevocations, checkStateFresh, checkTargetRevocations, recheckAfterWait } from './check-revocations.js';
+import { checkPrincipalRevocations, checkStateFresh, checkTargetRevocations, recheckAfterWait, recheckPrincipalAfterWait } from './check-revocations.js';
 import type { ForwardResult } from './forward-request.js';
 import { forwardWithRotation } from './forward-with-rotation.js';
 import { decodedTarget, guardRequestSecrets } from './guard-request-secrets.js';
@@ -129,7 +129,9 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
     guardRequestSecrets(managedSecrets, decodedTarget(req.url ?? '', target), req.rawHeaders);
 
     if (isSessionsPath(target.path)) {
-      const outcome = await serveSessions(req, res, target.path, principal, runtime.state, managedSecrets, record.request_id, runtime.nowMs());
+      const outcome = await serveSessions(req, res, target.path, principal, runtime.state, managedSecrets, record.request_id, runtime.nowMs(), () =>
+        recheckPrincipalAfterWait(runtime.state, principal, runtime.limits.stateStaleAfterMs, runtime.nowMs()),
+      );
       record.decision = 'allow';
       record.route = outcome.route;
       record.status = outcome.status;
@@ -196,6 +198,10 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
     // ran: such a request is abandoned, never started upstream.
     const clientFailure = (res as OwnedResponse)[CLIENT_FAILURE];
     if (clientFailure !== undefined) throw clientFailure;
+    // Checked again just before the upstream is asked: the stages above may have waited (a Redis rate
+    // limit, a replayable body arriving, a credential fetch), and a revocation or lockdown made meanwhile
+    // must stop this request, not only the next one. Nothing awaits between here and dispatch.
+    recheckAfterWait(runtime.state, principal, selected.service.name, plan.ref, runtime.limits.stateStaleAfterMs, runtime.nowMs());
     upstreamStartedAt = performance.now();
     untrack = runtime.killSwitch.track({ agent: principal.agent.name, sessions: sessionChain(runtime, principal.session?.id ?? null), service: selected.service.name, credential: plan.ref, res });
     const result = await forwardWithRotation({

@@ -78,10 +78,25 @@ export interface SessionOutcome {
   readonly session: SessionRecord | null;
 }
 
-export async function serveSessions(req: IncomingMessage, res: ServerResponse, path: string, principal: Principal, state: GovernanceState, secrets: SecretIndex, requestId: string, now: number): Promise<SessionOutcome> {
+/**
+ * `recheck`: the caller's revocations and session, checked again once the body has arrived (it may take
+ * up to limits.request_timeout), so a session is never minted from a principal revoked meanwhile.
+ */
+export async function serveSessions(
+  req: IncomingMessage,
+  res: ServerResponse,
+  path: string,
+  principal: Principal,
+  state: GovernanceState,
+  secrets: SecretIndex,
+  requestId: string,
+  now: number,
+  recheck: () => void,
+): Promise<SessionOutcome> {
   if (path === SESSIONS_PATH) {
     if (req.method !== 'POST') throw new AirlockError('method_not_allowed', `${SESSIONS_PATH} answers POST.`, { headers: { allow: 'POST' } });
     const request = parseSessionRequest(await readJson(req, secrets));
+    recheck();
     const minted = mintSession(principal.agent, principal.session, request, now);
     await state.record({ type: 'session.created', session: minted.record });
     sendJson(res, 201, { session_token: minted.token, ...describe(minted.record) }, requestId);

@@ -48,6 +48,7 @@ describe('human approval', () => {
   const asyncer = generateAgentToken();
   const asyncQuick = generateAgentToken();
   const plain = generateAgentToken();
+  const switcher = generateAgentToken();
   const alice = generateAgentToken();
   const bob = generateAgentToken();
   const agentSeen: string[] = [];
@@ -89,6 +90,12 @@ describe('human approval', () => {
               { method: 'GET', path: '/v1/balance', scope: 'balance:read' },
             ],
           },
+          ...Object.fromEntries(
+            ['pay-test', 'pay-live'].map((name) => [
+              name,
+              { upstream: upstream.url, hosts: [`${name}.internal`], credential: { secret: 'env:PAY_KEY', inject: 'bearer' }, routes: [{ method: 'POST', path: '/v1/refunds', scope: 'refunds:write' }] },
+            ]),
+          ),
         },
         agents: {
           holder: { tokens: [holder.hash], credentials: [grant({ require_approval: true, approval_mode: 'hold', approval_timeout: 20 })] },
@@ -96,6 +103,11 @@ describe('human approval', () => {
           asyncer: { tokens: [asyncer.hash], credentials: [grant({ require_approval: true, approval_mode: 'async', approval_timeout: 60 })] },
           'async-quick': { tokens: [asyncQuick.hash], credentials: [grant({ require_approval: true, approval_mode: 'async', approval_timeout: 1 })] },
           plain: { tokens: [plain.hash], credentials: [{ service: 'pay', max_scope: ['charges:write', 'balance:read'] }] },
+          // Two accounts of one API, selected by Host (no prefix in the path), for the approval-binding test.
+          switcher: {
+            tokens: [switcher.hash],
+            credentials: ['pay-test', 'pay-live'].map((service) => ({ service, max_scope: ['refunds:write'], require_approval: true, approval_mode: 'async', approval_timeout: 60 })),
+          },
         },
       },
       { env: { PAY_KEY: payKey } },
@@ -115,11 +127,12 @@ describe('human approval', () => {
     if (configDir !== undefined) rmSync(configDir, { recursive: true, force: true });
   });
 
-  function call(token: string, path: string, options: { body?: string; method?: string; approval?: string; timeoutMs?: number } = {}): Promise<SentResponse> {
+  function call(token: string, path: string, options: { body?: string; method?: string; approval?: string; timeoutMs?: number; host?: string } = {}): Promise<SentResponse> {
     return sendRequest(`${proxy.url}${path}`, {
       method: options.method ?? 'POST',
       headers: {
         authorization: `Bearer ${token}`,
+        ...(options.host === undefined ? {} : { host: options.host }),
         ...(options.body === undefined ? {} : { 'content-type': 'application/json' }),
         ...(options.approval === undefined ? {} : { 'x-airlock-approval': options.approval }),
       },
@@ -433,6 +446,22 @@ describe('human approval', () => {
     const answers = await Promise.all(held);
     const records = await Promise.all(answers.map((a) => auditOf(a)));
     records.forEach((record, n) => expect(record).toMatchObject({ status: 200, approval: idOf(n), approver: 'alice', approval_reason: `bulk ${n}` }));
+  });
+
+  // Found by review: the binding hashed agent, method, path, query and body, and a service selected by
+  // Host has no prefix in its path; an approval shown for the test account sent the request to live.
+  it('an approval is good on the service it was asked for only, not on another with the same path', async () => {
+    const body = '{"amount":100}';
+    const { approval_id: id } = expectProblem<PendingProblem>(await call(switcher.token, '/v1/refunds', { body, host: 'pay-test.internal' }), 202, 'approval_pending');
+    expect((await decide(id, 'approve', 'refund on the test account')).status).toBe(200);
+    const before = upstream.requests.length;
+    const elsewhere = expectProblem(await call(switcher.token, '/v1/refunds', { body, host: 'pay-live.internal', approval: id }), 403, 'approval_denied');
+    expect(elsewhere.detail).toContain('different request');
+    expect(upstream.requests.length).toBe(before);
+    // On the service it was given for, it is still good, once.
+    const used = await call(switcher.token, '/v1/refunds', { body, host: 'pay-test.internal', approval: id });
+    expect(used.status, used.text).toBe(200);
+    expect(upstream.requests.length).toBe(before + 1);
   });
 
   it('the webhook receives a JSON POST per pending approval, with a Slack-compatible text', async () => {

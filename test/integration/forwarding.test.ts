@@ -14,6 +14,7 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildConfig } from '../../src/config/load-config.js';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
@@ -111,6 +112,13 @@ describe('forwarding', () => {
   let upstream: Upstream;
   let silent: Upstream;
   let tls: { server: HttpsServer; url: string; targets: string[]; authorizations: string[] } | null = null;
+  /** Answers every request with Transfer-Encoding: gzip, chunked: the key, compressed, past a redactor that read it as plain. */
+  const transferCoded = createNetServer((socket) => {
+    socket.once('data', () => {
+      const body = gzipSync(Buffer.from(`{"echo":"${key}"}`));
+      socket.end(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n${body.length.toString(16)}\r\n${body.toString('latin1')}\r\n0\r\n\r\n`, 'latin1');
+    });
+  });
   let certDir: string;
   let caFile = '';
   let proxy: ProxyFixture;
@@ -182,6 +190,10 @@ describe('forwarding', () => {
       'byname-private': { upstream: `http://localhost:${upstream.port}`, allow_private: true, credential, routes },
     };
 
+    transferCoded.listen(0, '127.0.0.1');
+    await once(transferCoded, 'listening');
+    services['transfer-coded'] = { upstream: `http://127.0.0.1:${(transferCoded.address() as AddressInfo).port}`, credential, routes };
+
     certDir = tempDir('airlock-tls-');
     if (HAVE_OPENSSL) {
       const files = makeCertificates(certDir);
@@ -210,7 +222,7 @@ describe('forwarding', () => {
 
   afterAll(async () => {
     await proxy?.close();
-    await Promise.all([upstream?.close(), silent?.close()]);
+    await Promise.all([upstream?.close(), silent?.close(), new Promise<void>((resolve) => transferCoded.close(() => resolve()))]);
     if (tls !== null) {
       tls.server.closeAllConnections();
       await new Promise<void>((resolve) => tls?.server.close(() => resolve()));
@@ -436,6 +448,16 @@ describe('forwarding', () => {
       const attempt = startProxy({ services: { api: { upstream: `http://127.0.0.1:${upstream.port}`, credential, routes } } }, { env: { FWD_KEY: key, NODE_TLS_REJECT_UNAUTHORIZED: '0' } });
       await expect(attempt).rejects.toThrow(/does not start:\n  - NODE_TLS_REJECT_UNAUTHORIZED=0 is set.*Unset it; to trust a private CA, name it: a service's ca:/s);
     });
+  });
+
+  // Found by review: undici removes only the chunked framing, and Transfer-Encoding is hop-by-hop, so a
+  // "gzip, chunked" body reached the redactor compressed and the agent could gunzip the key out of it.
+  it('refuses a response with a transfer-coding other than chunked: 502 unscannable_response, no byte of it relayed', async () => {
+    const response = await call('/transfer-coded/v1/anything');
+    expect(response.status, response.text).toBe(502);
+    expect(response.json<Problem>()).toMatchObject({ code: 'unscannable_response' });
+    expect(response.json<Problem>().detail).toContain('transfer-coding');
+    expect(response.text).not.toContain('echo');
   });
 
   describe('egress guard', () => {

@@ -43,6 +43,7 @@ describe('kill switch', () => {
   const beta = generateAgentToken();
   const gamma = generateAgentToken();
   const oncall = generateAgentToken();
+  const delta = generateAgentToken();
   const sessionTokens: string[] = [];
   const agentSeen: string[] = [];
   const cliSeen: string[] = [];
@@ -73,11 +74,18 @@ describe('kill switch', () => {
           credential: { secret: 'env:OTHER_KEY', inject: 'bearer' },
           routes: [{ method: 'GET', path: '/v1/ping', scope: 'ping:read' }],
         },
+        // retry_on makes a small body wait to be read whole (it may be replayed) before anything is sent.
+        replayable: {
+          upstream: other.url,
+          credential: { secret: 'env:OTHER_KEY', inject: 'bearer', retry_on: [401] },
+          routes: [{ method: 'POST', path: '/v1/jobs', scope: 'jobs:write' }],
+        },
       },
       agents: {
         alpha: { tokens: [alpha.hash], credentials: [{ service: 'llm', max_scope: ['*'] }, { service: 'other', max_scope: ['*'] }] },
         beta: { tokens: [beta.hash], credentials: [{ service: 'llm', max_scope: ['*'] }, { service: 'other', max_scope: ['*'] }] },
         gamma: { tokens: [gamma.hash], credentials: [{ service: 'llm', max_scope: ['*'], require_approval: true, approval_timeout: 20 }] },
+        delta: { tokens: [delta.hash], credentials: [{ service: 'replayable', max_scope: ['*'] }] },
       },
     };
   }
@@ -92,6 +100,29 @@ describe('kill switch', () => {
     admin = adminClient(() => proxy.airlock.adminUrl as string, oncall.token);
     configDir = tempDir('airlock-kill-cli-');
     cliConfig = writeConfigFile(configDir, { admin: { listen: `127.0.0.1:${port}`, tokens: [oncall.hash] } });
+  });
+
+  // Found by review: revocations were checked before the stages that may wait (a Redis rate limit, a
+  // replayable body arriving, a credential fetch) and not after, so a request whose agent was revoked
+  // meanwhile was still sent upstream with the real credential. They are checked again just before.
+  it('a request whose body was still arriving when its agent was revoked is refused, not sent upstream', async () => {
+    const before = other.requests.length;
+    const body = '{"job":"nightly-report"}';
+    const socket = connect(Number(new URL(proxy.url).port), '127.0.0.1');
+    const chunks: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+    socket.write(`POST /replayable/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${delta.token}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body.slice(0, 5)}`);
+    await sleep(150);
+    await change('POST', '/v1/agents/delta/revoke', { reason: 'revoked while its request was arriving' }, '/v1/agents/:name/revoke');
+    socket.end(body.slice(5));
+    await closed;
+    const answer = parseResponse(Buffer.concat(chunks).toString('utf8'));
+    agentSeen.push(answer.raw);
+    expect(answer.status, answer.raw).toBe(401);
+    expect(answer.raw).toContain('Agent delta was revoked');
+    expect(other.requests.length).toBe(before);
+    await change('POST', '/v1/agents/delta/restore', {}, '/v1/agents/:name/restore');
   });
 
   afterAll(async () => {

@@ -8,7 +8,7 @@
  */
 import OpenAI from 'openai';
 import { existsSync, readFileSync } from 'node:fs';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
@@ -293,6 +293,35 @@ describe('task sessions', () => {
     expect(stored).not.toContain(zsp.token);
     expect(stored).not.toContain(openaiKey);
     expect(stored).not.toContain(Buffer.from(openaiKey).toString('base64'));
+  });
+
+  // Found by review: a child minted while its parent was being ended (the mint's body still arriving)
+  // was created after the end had cascaded, and lived on. The caller is checked again once the body is
+  // in, and a session whose parent is gone is refused wherever it is used.
+  it('a child cannot be minted from a parent ended while the mint request was still arriving', async () => {
+    const parent = await mint(bot.token, { scopes: { openai: ['files:*'] }, ttl_seconds: 300, justification: 'parent that ends mid-mint' });
+    const body = JSON.stringify({ scopes: { openai: ['files:read'] }, justification: 'child racing the end' });
+    const slow = httpRequest(`${proxy.url}/_airlock/sessions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${parent.session_token}`, 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) },
+    });
+    const answered = new Promise<{ status: number; text: string }>((resolve, reject) => {
+      slow.on('response', (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+      });
+      slow.on('error', reject);
+    });
+    slow.write(body.slice(0, 10));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect((await call(parent.session_token, 'DELETE', '/_airlock/sessions/current')).status).toBe(204);
+    slow.end(body.slice(10));
+    const result = await answered;
+    agentSeen.push(result.text);
+    expect(result.status, result.text).toBe(401);
+    expect((JSON.parse(result.text) as Problem).code).toBe('unauthenticated');
+    expect(result.text).toContain('ended while the request waited');
   });
 
   it('a child session minted with a session token narrows its parent, never widens it, never outlives it', async () => {
