@@ -45,9 +45,11 @@ export function guardRequestSecrets(index: SecretIndex, target: string, rawHeade
   let carried = target;
   let elsewhere = target;
   for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
     const value = rawHeaders[i + 1] as string;
-    carried += `\n${value}`;
-    if (!TOKEN_CARRIER_HEADERS.has((rawHeaders[i] as string).toLowerCase())) elsewhere += `\n${value}`;
+    // Names too: node takes a token or a key as a header name, and the name is forwarded (found by review).
+    carried += `\n${name}\n${value}`;
+    elsewhere += TOKEN_CARRIER_HEADERS.has(name.toLowerCase()) ? `\n${name}` : `\n${name}\n${value}`;
   }
   const ref = SecretDetector.findIn(index, carried);
   if (ref !== null) throw carriesManagedSecret(ref);

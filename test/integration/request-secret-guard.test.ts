@@ -262,6 +262,7 @@ describe('an agent holding a real managed key is refused, and the key is not for
       [...Buffer.from(key)].map((b) => `%${b.toString(16).padStart(2, '0')}`).map((e) => (upper ? e.toUpperCase() : e)).join('');
     const cases: Array<[string, () => { path: string; headers?: Record<string, string> }]> = [
       ['an X-Debug header', () => ({ path: '/openai/v1/models', headers: { 'x-debug': key } })],
+      ['a header name (found by review: names are forwarded too)', () => ({ path: '/openai/v1/models', headers: { [key]: '1' } })],
       ['its own upstream-style Authorization (agent token in x-api-key)', () => ({ path: '/openai/v1/models', headers: { authorization: `Bearer ${key}` } })],
       ['a Basic composite in a custom header', () => ({ path: '/openai/v1/models', headers: { 'x-upstream-auth': `Basic ${Buffer.from(`api:${key}`).toString('base64')}` } })],
       ['the query', () => ({ path: `/openai/v1/models?api_key=${key}` })],
@@ -411,6 +412,8 @@ describe('an agent holding a real managed key is refused, and the key is not for
       ['the query string, second parameter', (token: string) => ({ path: `/openai/v1/models?a=1&access_token=${token}`, headers: {} })],
       ['a custom header', (token: string) => ({ path: '/openai/v1/models', headers: { 'x-debug': token } })],
       ['a cookie', (token: string) => ({ path: '/openai/v1/models', headers: { cookie: `session=${token}` } })],
+      // Found by review: node accepts a token as a header name, and names are forwarded.
+      ['a header name', (token: string) => ({ path: '/openai/v1/models', headers: { [token]: '1' } })],
     ] as const)('in %s: 400 invalid_request, nothing forwarded', async (_name, build) => {
       const { path, headers } = build(agent.token);
       const { result, wire } = await tapDuring(() => send(path, { method: 'GET', headers }));
