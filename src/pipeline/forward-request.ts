@@ -142,7 +142,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     const contentLength = headers['content-length'];
     const refusal = this.#writer.start(
       statusCode,
-      relayHeaders(headers, requestId, service.upstream, agentPrefix),
+      relayHeaders(headers, requestId, service.upstream, agentPrefix, this.#input.matcher),
       headers['content-encoding'],
       Array.isArray(contentLength) ? undefined : contentLength,
       this.#input.capture.has(statusCode),

@@ -4,6 +4,7 @@
  * own header dropped, and x-airlock-request-id added. Returned flat, as res.writeHead takes repeats.
  */
 import { connectionListedInObject, HOP_BY_HOP_HEADERS } from './hop-by-hop.js';
+import type { RedactionMatcher } from '../redaction/redaction-matcher.js';
 import { rewriteLocation } from './rewrite-location.js';
 import type { UpstreamTarget } from './upstream-target.js';
 
@@ -11,7 +12,13 @@ export const REQUEST_ID_HEADER = 'x-airlock-request-id';
 
 export type UpstreamHeaders = Readonly<Record<string, string | string[] | undefined>>;
 
-export function relayHeaders(headers: UpstreamHeaders, requestId: string, upstream: UpstreamTarget, agentPrefix: string): string[] {
+/**
+ * `matcher`: what the response's redaction masks. A Location holding any of it is
+ * relayed as sent, not rewritten, so the header scan masks what the upstream wrote: rewriting parses
+ * and re-serializes the URL (`'` becomes %27, Latin-1 becomes UTF-8 escapes), which turned a form of
+ * the secret the scan knows into one it does not (found by review).
+ */
+export function relayHeaders(headers: UpstreamHeaders, requestId: string, upstream: UpstreamTarget, agentPrefix: string, matcher: RedactionMatcher): string[] {
   const listed = connectionListedInObject(headers);
   const out: string[] = [];
   for (const name in headers) {
@@ -19,7 +26,7 @@ export function relayHeaders(headers: UpstreamHeaders, requestId: string, upstre
     if (value === undefined || HOP_BY_HOP_HEADERS.has(name) || listed.has(name) || name === REQUEST_ID_HEADER) continue;
     if (name === 'location') {
       const first = Array.isArray(value) ? value[0] : value;
-      if (first !== undefined) out.push(name, rewriteLocation(first, upstream, agentPrefix));
+      if (first !== undefined) out.push(name, matcher.clearOfText(first, 'latin1') ? rewriteLocation(first, upstream, agentPrefix) : first);
       continue;
     }
     if (Array.isArray(value)) for (const v of value) out.push(name, v);

@@ -20,7 +20,7 @@ import { buildConfig } from '../../src/config/load-config.js';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import type { AuditRecord } from '../../src/observability/audit-record.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
-import { canary } from '../helpers/canary.js';
+import { canary, plainCanary } from '../helpers/canary.js';
 import { rawRequest } from '../helpers/raw-http.js';
 import { sendRequest, type Problem, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
@@ -112,6 +112,16 @@ describe('forwarding', () => {
   let upstream: Upstream;
   let silent: Upstream;
   let tls: { server: HttpsServer; url: string; targets: string[]; authorizations: string[] } | null = null;
+  /** A key with characters a URL parser re-encodes in a query ('), injected as a query parameter. */
+  const quotedKey = `${plainCanary('quoted')}'q`;
+  /** Redirects to a same-origin URL that keeps the query it received, the injected key with it. */
+  const redirecting = createNetServer((socket) => {
+    socket.once('data', (chunk: Buffer) => {
+      const target = chunk.toString('latin1').split(' ')[1] ?? '/';
+      const query = target.includes('?') ? target.slice(target.indexOf('?')) : '';
+      socket.end(`HTTP/1.1 301 Moved Permanently\r\nLocation: /v1/items/${query}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`, 'latin1');
+    });
+  });
   /** Answers every request with Transfer-Encoding: gzip, chunked: the key, compressed, past a redactor that read it as plain. */
   const transferCoded = createNetServer((socket) => {
     socket.once('data', () => {
@@ -190,6 +200,9 @@ describe('forwarding', () => {
       'byname-private': { upstream: `http://localhost:${upstream.port}`, allow_private: true, credential, routes },
     };
 
+    redirecting.listen(0, '127.0.0.1');
+    await once(redirecting, 'listening');
+    services['redirecting'] = { upstream: `http://127.0.0.1:${(redirecting.address() as AddressInfo).port}`, credential: { secret: 'env:QUOTED_KEY', inject: { query: 'api_key' } }, routes };
     transferCoded.listen(0, '127.0.0.1');
     await once(transferCoded, 'listening');
     services['transfer-coded'] = { upstream: `http://127.0.0.1:${(transferCoded.address() as AddressInfo).port}`, credential, routes };
@@ -216,13 +229,13 @@ describe('forwarding', () => {
 
     proxy = await startProxy(
       { services, agents: { bot: { tokens: [agent.hash], credentials: Object.keys(services).map((service) => ({ service, max_scope: ['*'] })) } } },
-      { env: { FWD_KEY: key } },
+      { env: { FWD_KEY: key, QUOTED_KEY: quotedKey } },
     );
   });
 
   afterAll(async () => {
     await proxy?.close();
-    await Promise.all([upstream?.close(), silent?.close(), new Promise<void>((resolve) => transferCoded.close(() => resolve()))]);
+    await Promise.all([upstream?.close(), silent?.close(), ...[transferCoded, redirecting].map((server) => new Promise<void>((resolve) => server.close(() => resolve())))]);
     if (tls !== null) {
       tls.server.closeAllConnections();
       await new Promise<void>((resolve) => tls?.server.close(() => resolve()));
@@ -448,6 +461,16 @@ describe('forwarding', () => {
       const attempt = startProxy({ services: { api: { upstream: `http://127.0.0.1:${upstream.port}`, credential, routes } } }, { env: { FWD_KEY: key, NODE_TLS_REJECT_UNAUTHORIZED: '0' } });
       await expect(attempt).rejects.toThrow(/does not start:\n  - NODE_TLS_REJECT_UNAUTHORIZED=0 is set.*Unset it; to trust a private CA, name it: a service's ca:/s);
     });
+  });
+
+  // Found by review: a same-origin Location was rewritten (parsed and re-serialized) before the header
+  // scan, and the parser re-encodes ' as %27 in a query: the scan then knew no form of what it saw.
+  it('a same-origin redirect that echoes the injected key is relayed with the key masked, not re-encoded past the scan', async () => {
+    const response = await call('/redirecting/v1/items');
+    expect(response.status).toBe(301);
+    const location = String(response.headers['location']);
+    expect(location).toContain('[REDACTED]');
+    assertNoLeak([quotedKey], [{ name: 'Location', text: location }]);
   });
 
   // Found by review: undici removes only the chunked framing, and Transfer-Encoding is hop-by-hop, so a
