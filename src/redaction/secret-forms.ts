@@ -1,10 +1,14 @@
 /**
  * The byte strings a secret can appear as when an upstream hands it back: raw; base64 in the standard
  * and URL alphabets at each of the three alignments it can have inside a longer payload (RFC 4648 4/5);
- * percent-encoded with upper- and lower-case hex, minimally (encodeURIComponent) and fully (RFC 3986
- * 2.1); JSON-escaped as JSON.stringify writes it, with "\/" (RFC 8259 7 allows it; PHP writes it), with
- * every non-alphanumeric character as \uXXXX (Go escapes <, >, &) and with every character as \uXXXX,
- * each in both hex cases; and hex of the UTF-8 bytes in both cases.
+ * percent-encoded with upper- and lower-case hex, minimally (encodeURIComponent), with only RFC 3986's
+ * unreserved characters left (Go's QueryEscape, Python's quote, PHP's rawurlencode also escape
+ * !'()*) and fully (RFC 3986 2.1); JSON-escaped as JSON.stringify writes it, with "\/" (RFC 8259 7
+ * allows it; PHP writes it), with only <, >, & and U+2028/U+2029 as \uXXXX (Go's json.Marshal), with
+ * only non-ASCII as \uXXXX (Python's ensure_ascii, PHP's json_encode, also with "\/"), with every
+ * non-alphanumeric character as \uXXXX and with every character as \uXXXX, each in both hex cases;
+ * and hex of the UTF-8 bytes in both cases. The library styles were found missing by review: a secret
+ * with one of those characters, echoed by such an upstream, matched no form.
  *
  * Base64 cores holding "+" or "/" also come JSON-escaped ("\/") and percent-encoded (%2B, %2F).
  *
@@ -48,6 +52,23 @@ function unicodeEscaped(value: string, escapeAll: boolean, upper: boolean): stri
   return out;
 }
 
+/** `text` with each character `pick` selects written as \uXXXX (UTF-16 units, as JSON escapes them). */
+function escapeSome(text: string, pick: RegExp, upper: boolean): string {
+  return text.replace(pick, (ch) => {
+    let out = '';
+    for (let i = 0; i < ch.length; i++) {
+      const hex = ch.charCodeAt(i).toString(16).padStart(4, '0');
+      out += `\\u${upper ? hex.toUpperCase() : hex}`;
+    }
+    return out;
+  });
+}
+
+/** RFC 3986 2.3: only ALPHA, DIGIT and -._~ left as they are. */
+function unreservedOnly(minimal: string): string {
+  return minimal.replace(/[!'()*]/g, (ch) => `%${ch.charCodeAt(0).toString(16).toUpperCase()}`);
+}
+
 function percentAll(bytes: Buffer, upper: boolean): string {
   let out = '';
   for (const byte of bytes) {
@@ -89,6 +110,13 @@ function formsOfExactly(value: string): Buffer[] {
     percentAll(bytes, false),
     json,
     json.replace(/\//g, '\\/'),
+    escapeSome(json, /[<>&\u2028\u2029]/g, false),
+    escapeSome(json, /[<>&\u2028\u2029]/g, true),
+    escapeSome(json, /[^\x00-\x7f]/g, false),
+    escapeSome(json, /[^\x00-\x7f]/g, true),
+    escapeSome(json, /[^\x00-\x7f]/g, false).replace(/\//g, '\\/'),
+    unreservedOnly(minimal),
+    unreservedOnly(minimal).replace(/%[0-9A-F]{2}/g, (escape) => escape.toLowerCase()),
     unicodeEscaped(value, false, false),
     unicodeEscaped(value, false, true),
     unicodeEscaped(value, true, false),
