@@ -141,7 +141,14 @@ export class SseDeltaRedactor {
   #window(path: string): PathWindow {
     let window = this.#windows.get(path);
     if (window === undefined) {
-      if (this.#windows.size >= MAX_PATHS) this.#windows.delete(this.#windows.keys().next().value as string);
+      if (this.#windows.size >= MAX_PATHS) {
+        // The oldest path is forgotten to bound memory; a partial secret it still holds back is masked
+        // first, or the next flush would release it (found by review: 256 other paths in one event
+        // evicted the half of a key held back, and both halves left).
+        const oldest = this.#windows.keys().next().value as string;
+        this.#maskLivePartial(this.#windows.get(oldest) as PathWindow);
+        this.#windows.delete(oldest);
+      }
       window = { segments: [], end: 0, handled: new Set() };
       this.#windows.set(path, window);
     }
@@ -194,6 +201,17 @@ export class SseDeltaRedactor {
     if (touched) this.redactions++;
   }
 
+  /** Masks the partial secret a path still holds back (MIN_HOLD characters or more, not yet sent). */
+  #maskLivePartial(window: PathWindow, partial = this.#livePartial(window)): void {
+    if (partial < MIN_HOLD) return;
+    const lastSegment = window.segments[window.segments.length - 1];
+    if (lastSegment === undefined || lastSegment.event.emitted) return;
+    const key = `${window.end - partial}:${window.end}`;
+    if (window.handled.has(key)) return;
+    window.handled.add(key);
+    this.#mask(window, window.end - partial, window.end);
+  }
+
   /** Characters at the end of a path's stream that could still begin a secret. */
   #livePartial(window: PathWindow): number {
     const text = window.segments.map((s) => s.leaf.text).join('');
@@ -212,11 +230,7 @@ export class SseDeltaRedactor {
       if (lastSegment === undefined || lastSegment.event.emitted) continue;
       if (final || this.#queue.length > MAX_HELD_EVENTS || this.#queuedBytes > MAX_HELD_BYTES) {
         // Nothing more will come (or too much is held): a live partial is masked, never released.
-        const key = `${window.end - partial}:${window.end}`;
-        if (!window.handled.has(key)) {
-          window.handled.add(key);
-          this.#mask(window, window.end - partial, window.end);
-        }
+        this.#maskLivePartial(window, partial);
       } else {
         live = true;
       }

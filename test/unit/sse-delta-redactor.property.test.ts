@@ -87,6 +87,25 @@ describe('SSE delta redactor', () => {
     );
   });
 
+  // Found by review: the redactor follows at most 256 JSON paths; an event with 256 other paths evicted
+  // the path holding the first half of a key back, its events were released, and the second half began
+  // a fresh window: the whole key left. A held partial is now masked before its path is forgotten.
+  it('masks a partial key held on a path that 256 other paths push out, rather than releasing it', () => {
+    const secret = 'Zq8vK2mN7pX4wR9t';
+    const redactor = new SseDeltaRedactor(new NeedleSet(formsOf(secret)));
+    const many = JSON.stringify({ x: Array.from({ length: 256 }, () => 'z') });
+    const stream = `data: {"d":"${secret.slice(0, 8)}"}\n\ndata: ${many}\n\ndata: {"d":"${secret.slice(8)}"}\n\n`;
+    const out = Buffer.concat([redactor.push(Buffer.from(stream, 'utf8')), redactor.end()]).toString('utf8');
+    const contents = out
+      .split('\n\n')
+      .filter((event) => event.startsWith('data: {"d"'))
+      .map((event) => (JSON.parse(event.slice(6)) as { d: string }).d)
+      .join('');
+    expect(contents).not.toContain(secret);
+    expect(contents).not.toContain(secret.slice(0, 8));
+    expect(contents).toContain('[REDACTED]');
+  });
+
   it('passes events with no secret through byte for byte, one at a time', () => {
     const redactor = new SseDeltaRedactor(new NeedleSet(formsOf('sk-canary-abcdefghijklmnop')));
     const event = Buffer.from('event: message\ndata: {"choices":[{"delta":{"content":"hello"}}]}\n\n');
