@@ -8,8 +8,8 @@
  * - iss, aud, exp and nbf are checked (with 30 s of clock tolerance), then sub and the configured claims.
  * - A token that verified is cached by its hash until it expires, so the request path pays for a
  *   signature check once per token, not once per request.
- * Candidates are the agents whose issuer equals the token's (unverified) iss; the first whose keys,
- * audience, subject and claims all match wins. Config validation keeps two agents from matching the same.
+ * Candidates are the agents whose issuer equals the token's (unverified) iss; the one whose keys,
+ * audience, subject and claims all match is the agent, and a token that more than one matches is refused.
  */
 import { createHash, createPublicKey } from 'node:crypto';
 import { createRemoteJWKSet, decodeJwt, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type KeyObject } from 'jose';
@@ -71,6 +71,7 @@ export class JwtVerifier {
     const candidates = issuer === undefined ? undefined : this.#byIssuer.get(issuer);
     if (candidates === undefined) return { agent: null, reason: 'no agent accepts JWTs from this issuer' };
     let reason = 'no agent accepts this JWT';
+    const matched: Array<{ candidate: Candidate; payload: JWTPayload }> = [];
     for (const candidate of candidates) {
       const payload = await this.#verifyFor(candidate, token).catch((error: unknown) => {
         reason = `the JWT was refused: ${(error as { code?: string }).code ?? (error as Error).message}`;
@@ -82,15 +83,24 @@ export class JwtVerifier {
         reason = mismatch;
         continue;
       }
-      // Cached no longer than the token is acceptable: its exp, and its max_token_age when one is set.
-      let expiresAt = typeof payload.exp === 'number' ? (payload.exp + CLOCK_TOLERANCE_S) * 1000 : this.#now() + 60_000;
-      if (candidate.spec.max_token_age !== undefined && typeof payload.iat === 'number') {
-        expiresAt = Math.min(expiresAt, (payload.iat + candidate.spec.max_token_age + CLOCK_TOLERANCE_S) * 1000);
-      }
-      this.#cache.set(key, { agent: candidate.agent, expiresAt });
-      return { agent: candidate.agent, reason: 'verified' };
+      matched.push({ candidate, payload });
     }
-    return { agent: null, reason };
+    // One token names one agent. Config validation refuses two agents with the same rules, but rules
+    // that differ can still both match (claims {repo} and {repo, ref}; an aud list naming both
+    // audiences); the first listed then took every such token, silently (found by review).
+    if (matched.length > 1) {
+      return { agent: null, reason: `the JWT matches more than one agent (${matched.map((m) => m.candidate.agent).join(', ')}); narrow their subject or claims so that a token names one` };
+    }
+    const only = matched[0];
+    if (only === undefined) return { agent: null, reason };
+    const { candidate, payload } = only;
+    // Cached no longer than the token is acceptable: its exp, and its max_token_age when one is set.
+    let expiresAt = typeof payload.exp === 'number' ? (payload.exp + CLOCK_TOLERANCE_S) * 1000 : this.#now() + 60_000;
+    if (candidate.spec.max_token_age !== undefined && typeof payload.iat === 'number') {
+      expiresAt = Math.min(expiresAt, (payload.iat + candidate.spec.max_token_age + CLOCK_TOLERANCE_S) * 1000);
+    }
+    this.#cache.set(key, { agent: candidate.agent, expiresAt });
+    return { agent: candidate.agent, reason: 'verified' };
   }
 
   async #verifyFor(candidate: Candidate, token: string): Promise<JWTPayload> {

@@ -29,6 +29,7 @@ const SUB = {
   ec: 'system:serviceaccount:billing:ec',
   aged: 'system:serviceaccount:billing:aged',
   jwks: 'repo:example/airlock:ref:refs/heads/main',
+  ci: 'system:serviceaccount:ci:runner',
 } as const;
 
 interface KeyPair {
@@ -98,6 +99,9 @@ describe('JWT agents (workload identity)', () => {
           pinned: { jwt: jwt(SUB.pinned, { keys: [rsaPem, ecPem], algorithms: ['RS256'] }), credentials: [{ service: 'api', max_scope: ['*'] }] },
           'ec-agent': { jwt: jwt(SUB.ec, { keys: [ecPem], algorithms: ['ES256'] }), credentials: [{ service: 'api', max_scope: ['*'] }] },
           aged: { jwt: jwt(SUB.aged, { max_token_age: 1 }), credentials: [{ service: 'api', max_scope: ['*'] }] },
+          // Rules that differ, yet both match a main-branch token of repository org/x.
+          reader: { jwt: jwt(SUB.ci, { claims: { repository: 'org/x' } }), credentials: [{ service: 'api', max_scope: ['models:read'] }] },
+          deployer: { jwt: jwt(SUB.ci, { claims: { repository: 'org/x', ref: 'refs/heads/main' } }), credentials: [{ service: 'api', max_scope: ['*'] }] },
           'ci-agent': {
             jwt: { issuer: JWKS_ISSUER, audience: AUDIENCE, subject: SUB.jwks, jwks_url: `${jwksServer.url}/.well-known/jwks.json`, algorithms: ['RS256'] },
             credentials: [{ service: 'api', max_scope: ['*'] }],
@@ -253,6 +257,18 @@ describe('JWT agents (workload identity)', () => {
     // And the cached verdict of one token is not the other's.
     expect((await present(one, '/api/v1/chat', 'POST')).status).toBe(403);
     expect((await present(two)).status).toBe(403);
+  });
+
+  // Found by review: the first matching agent in the config took every token that several matched, so
+  // `deployer` could never log in and its tokens ran as `reader`. One token must name one agent.
+  it('refuses (401) a JWT that two agents both accept, naming them; a token only one accepts is that agent', async () => {
+    const both = await sign({ sub: SUB.ci, repository: 'org/x', ref: 'refs/heads/main' });
+    const ambiguous = await present(both);
+    expect(ambiguous.status, ambiguous.text).toBe(401);
+    expect(ambiguous.json<Problem>().detail).toContain('matches more than one agent (reader, deployer)');
+    const readerOnly = await present(await sign({ sub: SUB.ci, repository: 'org/x', ref: 'refs/heads/feature' }));
+    expect(readerOnly.status, readerOnly.text).toBe(200);
+    expect(await agentOf(readerOnly)).toBe('reader');
   });
 
   it('a JWT agent can mint a task session (and the session is its own)', async () => {
