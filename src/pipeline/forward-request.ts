@@ -184,7 +184,8 @@ function unreadableTransferCoding(value: string | string[] | undefined, service:
   if (value === undefined) return null;
   const codings = (Array.isArray(value) ? value.join(',') : value).split(',').map((coding) => coding.trim().toLowerCase());
   if (codings.every((coding) => coding === 'chunked' || coding === '')) return null;
-  return new AirlockError('unscannable_response', `The upstream of ${service} sent its response with a transfer-coding Airlock cannot read through (${codings.join(', ')}), so it could not be checked for secrets and was not relayed.`);
+  // The header's value is not quoted: it is the upstream's, and an agent's error must hold only our words.
+  return new AirlockError('unscannable_response', `The upstream of ${service} sent its response with a transfer-coding other than chunked, which Airlock cannot read through, so it could not be checked for secrets and was not relayed.`);
 }
 
 export function forwardRequest(input: ForwardInput): Promise<ForwardResult> {
