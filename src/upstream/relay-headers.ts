@@ -30,8 +30,10 @@ export function relayHeaders(headers: UpstreamHeaders, requestId: string, upstre
       const first = Array.isArray(value) ? value[0] : value;
       if (first !== undefined) {
         const rewritten = rewriteLocation(first, upstream, agentPrefix);
-        // Rewritten (and then masked by the header scan) unless rewriting hid a form the original shows.
-        out.push(name, matcher.clearOfText(first, 'latin1') || !matcher.clearOfText(rewritten, 'latin1') ? rewritten : first);
+        // Rewritten (and then masked by the header scan) unless rewriting hid something the scan finds in
+        // the original. clearOfText answers "surely nothing" or "scan to be sure", so a full scan decides.
+        const hidden = rewritten !== first && !matcher.clearOfText(first, 'latin1') && holdsMatch(matcher, first) && !holdsMatch(matcher, rewritten);
+        out.push(name, hidden ? first : rewritten);
       }
       continue;
     }
@@ -40,4 +42,11 @@ export function relayHeaders(headers: UpstreamHeaders, requestId: string, upstre
   }
   out.push(REQUEST_ID_HEADER, requestId);
   return out;
+}
+
+/** Whether the header scan would mask anything in `value` (as a header value: Latin-1 bytes). */
+function holdsMatch(matcher: RedactionMatcher, value: string): boolean {
+  const spans: number[] = [];
+  matcher.scan(Buffer.from(value, 'latin1'), 0, true, spans, false);
+  return spans.length > 0;
 }
