@@ -89,7 +89,8 @@ export class JwtVerifier {
     // that differ can still both match (claims {repo} and {repo, ref}; an aud list naming both
     // audiences); the first listed then took every such token, silently (found by review).
     if (matched.length > 1) {
-      return { agent: null, reason: `the JWT matches more than one agent (${matched.map((m) => m.candidate.agent).join(', ')}); narrow their subject or claims so that a token names one` };
+      // The caller learns no agent names; the operator finds them with `airlock explain` or the config.
+      return { agent: null, reason: "the JWT matches more than one agent's rules; an operator narrows their subject or claims so that a token names one" };
     }
     const only = matched[0];
     if (only === undefined) return { agent: null, reason };
