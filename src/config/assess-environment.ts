@@ -14,6 +14,8 @@
  *   and with them anyone holding a capture of the traffic reads the injected keys.
  */
 
+import { escapeRegExp } from '../redaction/key-patterns.js';
+
 export interface EnvironmentInput {
   readonly env: Readonly<Record<string, string | undefined>>;
   /** node's own flags (process.execArgv), when known. */
@@ -67,6 +69,6 @@ function debugEnables(value: string, namespace: string): boolean {
 
 function wildcardMatches(pattern: string, name: string, flags: string): boolean {
   if (pattern === '') return false;
-  const source = pattern.replace(/[|\\{}()[\]^$+?.]/g, '\\$&').replaceAll('*', '.*');
+  const source = pattern.split('*').map(escapeRegExp).join('.*');
   return new RegExp(`^${source}$`, flags).test(name);
 }

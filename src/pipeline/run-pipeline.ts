@@ -179,7 +179,7 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
       record.approval = approved.id;
       record.approver = approved.approver;
       record.approval_reason = approved.reason;
-      recheckAfterWait(runtime.state, principal, selected.service.name, plan.ref, runtime.limits.stateStaleAfterMs, runtime.nowMs());
+      // Revocations are checked again below, before the upstream is asked, as after every wait.
     } else if (plan.retryOn.size > 0 && stream !== null && Number(req.headers['content-length'] ?? NaN) <= REPLAYABLE_BODY_BYTES) {
       // A small body is kept so the request can be replayed with a rotated credential.
       body = await collectBody(stream, REPLAYABLE_BODY_BYTES);
