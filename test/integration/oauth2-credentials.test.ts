@@ -252,7 +252,7 @@ describe('an oauth2: credential', () => {
     const text = posted.body.toString('utf8');
     seen.push(text);
     expect(JSON.parse(text)).toMatchObject({ type: 'airlock.approval.pending', path: '/crm/v1/escalations/[REDACTED]' });
-    expect(text).not.toContain(basicId);
+    assertNoLeak([basicId], [{ name: 'approval webhook', text }]);
   });
 
   it('reuses the cached token for later requests', async () => {

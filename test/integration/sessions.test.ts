@@ -314,10 +314,15 @@ describe('task sessions', () => {
       slow.on('error', reject);
     });
     slow.write(body.slice(0, 10));
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    expect((await call(parent.session_token, 'DELETE', '/_airlock/sessions/current')).status).toBe(204);
-    slow.end(body.slice(10));
-    const result = await answered;
+    let result: { status: number; text: string };
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect((await call(parent.session_token, 'DELETE', '/_airlock/sessions/current')).status).toBe(204);
+      slow.end(body.slice(10));
+      result = await answered;
+    } finally {
+      slow.destroy();
+    }
     agentSeen.push(result.text);
     expect(result.status, result.text).toBe(401);
     expect((JSON.parse(result.text) as Problem).code).toBe('unauthenticated');

@@ -306,7 +306,7 @@ describe('a vault: credential with each auth method', () => {
   it("node-vault's debug log stays silent even when DEBUG enables it: a login's JWT never reaches stderr", async () => {
     vault.resetObservations();
     // The very `debug` node-vault uses, switched on for it as DEBUG=node-vault would at start-up.
-    const debug = createRequire(createRequire(import.meta.url).resolve('node-vault'))('debug') as { enable(namespaces: string): void; disable(): string };
+    const debug = createRequire(createRequire(import.meta.url).resolve('node-vault'))('debug') as { (namespace: string): (text: string) => void; enable(namespaces: string): void; disable(): string };
     const previous = debug.disable();
     debug.enable('node-vault');
     const written: string[] = [];
@@ -316,6 +316,9 @@ describe('a vault: credential with each auth method', () => {
       return true;
     }) as typeof process.stderr.write;
     try {
+      // The capture hears node-vault's debug output when it is on: a probe in its namespace.
+      debug('node-vault')('capture-probe');
+      expect(written.join('')).toContain('capture-probe');
       const proxy = await kubernetesProxy('airlock-k8s-debug-');
       const response = await call(proxy, 'stripe');
       expect(response.status, response.text).toBe(200);
