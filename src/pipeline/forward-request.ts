@@ -70,7 +70,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     this.#input = input;
     this.#resolve = resolve;
     this.#reject = reject;
-    this.#writer = new RedactingResponseWriter(input.res, input.matcher, input.service.redaction.limits, this, input.outbound.method);
+    this.#writer = new RedactingResponseWriter(input.res, input.matcher, input.service, input.agentPrefix, this, input.outbound.method);
     input.res.on('close', this.#onAgentClose);
   }
 
@@ -142,7 +142,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     const contentLength = headers['content-length'];
     const refusal = this.#writer.start(
       statusCode,
-      relayHeaders(headers, requestId, service.upstream, agentPrefix, this.#input.matcher),
+      relayHeaders(headers, requestId),
       headers['content-encoding'],
       Array.isArray(contentLength) ? undefined : contentLength,
       this.#input.capture.has(statusCode),

@@ -25,6 +25,8 @@ import { SseDeltaRedactor } from '../redaction/sse-delta-redactor.js';
 import { StreamRedactor } from '../redaction/stream-redactor.js';
 import { HOP_BY_HOP_HEADERS } from '../upstream/hop-by-hop.js';
 import { REQUEST_ID_HEADER } from '../upstream/relay-headers.js';
+import { rewriteLocation } from '../upstream/rewrite-location.js';
+import type { UpstreamTarget } from '../upstream/upstream-target.js';
 
 /** Bodies announced at or under this size are buffered so their Content-Length stays exact. */
 export const BUFFERED_BODY_LIMIT = 64 * 1024;
@@ -102,15 +104,34 @@ export function redactHeaderValues(pairs: string[], matcher: RedactionMatcher): 
   for (let i = 1; i < pairs.length; i += 2) {
     // Airlock's own request id (the upstream's was dropped): a random UUID whose hex tail would, about
     // once in 30,000 responses, look like the start of a secret's hex form and be masked as a partial.
-    if (pairs[i - 1] === REQUEST_ID_HEADER || matcher.clearOfText(pairs[i] as string, 'latin1')) continue;
-    const redactor = new StreamRedactor(matcher);
-    const output = redactor.whole(Buffer.from(pairs[i] as string, 'latin1'));
-    if (redactor.redactions > 0) {
-      pairs[i] = output.toString('latin1');
-      count += redactor.redactions;
-    }
+    if (pairs[i - 1] !== REQUEST_ID_HEADER) count += redactHeaderValue(pairs, i, matcher);
   }
   return count;
+}
+
+function redactHeaderValue(pairs: string[], i: number, matcher: RedactionMatcher): number {
+  if (matcher.clearOfText(pairs[i] as string, 'latin1')) return 0;
+  const redactor = new StreamRedactor(matcher);
+  const output = redactor.whole(Buffer.from(pairs[i] as string, 'latin1'));
+  if (redactor.redactions > 0) pairs[i] = output.toString('latin1');
+  return redactor.redactions;
+}
+
+/**
+ * A same-origin Location, already masked as the upstream wrote it, is rewritten to the agent's view of
+ * the service and scanned once more. Masking comes first because rewriting parses and re-serializes the
+ * URL (' becomes %27, Latin-1 becomes UTF-8 escapes), which can turn a form of the secret the scan knows
+ * into one it does not (found by review); the second scan catches a form that re-encoding completed.
+ */
+function relocate(pairs: string[], matcher: RedactionMatcher, upstream: UpstreamTarget, agentPrefix: string): number {
+  for (let i = 0; i < pairs.length; i += 2) {
+    if (pairs[i] !== 'location') continue;
+    const rewritten = rewriteLocation(pairs[i + 1] as string, upstream, agentPrefix);
+    if (rewritten === pairs[i + 1]) return 0;
+    pairs[i + 1] = rewritten;
+    return redactHeaderValue(pairs, i + 1, matcher);
+  }
+  return 0;
 }
 
 function isEventStream(pairs: readonly string[]): boolean {
@@ -130,6 +151,8 @@ export class RedactingResponseWriter {
   readonly #res: ServerResponse;
   readonly #matcher: RedactionMatcher;
   readonly #limits: RedactionLimits;
+  readonly #upstream: UpstreamTarget;
+  readonly #agentPrefix: string;
   readonly #hooks: WriterHooks;
   readonly #bodyless: boolean;
   #mode: 'headers-only' | 'buffer' | 'stream' | 'capture' = 'stream';
@@ -159,10 +182,16 @@ export class RedactingResponseWriter {
   /** Body bytes written to the agent. */
   bytesSent = 0;
 
-  constructor(res: ServerResponse, matcher: RedactionMatcher, limits: RedactionLimits, hooks: WriterHooks, method: string) {
+  /**
+   * `service` gives the limits and, with `agentPrefix`, where a same-origin Location is pointed back to
+   * (rewrite-location.ts).
+   */
+  constructor(res: ServerResponse, matcher: RedactionMatcher, service: ServicePolicy, agentPrefix: string, hooks: WriterHooks, method: string) {
     this.#res = res;
     this.#matcher = matcher;
-    this.#limits = limits;
+    this.#limits = service.redaction.limits;
+    this.#upstream = service.upstream;
+    this.#agentPrefix = agentPrefix;
     this.#hooks = hooks;
     this.#bodyless = method === 'HEAD';
     this.#redactor = new StreamRedactor(matcher);
@@ -214,7 +243,7 @@ export class RedactingResponseWriter {
       this.#contentEncoding = contentEncoding;
       return null;
     }
-    this.redactions += redactHeaderValues(pairs, this.#matcher);
+    this.redactions += redactHeaderValues(pairs, this.#matcher) + relocate(pairs, this.#matcher, this.#upstream, this.#agentPrefix);
     if (this.#bodylessStatus(status)) {
       this.#mode = 'headers-only';
       this.#headers = pairs;
@@ -486,9 +515,9 @@ export function responseMatcher(catalog: SecretCatalog, service: ServicePolicy, 
 }
 
 /** Sends a captured response to the agent after all, through the same redaction as any response. */
-export function replayCaptured(res: ServerResponse, captured: CapturedResponse, matcher: RedactionMatcher, limits: RedactionLimits, method: string): Promise<{ redactions: number; bytesSent: number; outcome: WriterOutcome }> {
+export function replayCaptured(res: ServerResponse, captured: CapturedResponse, matcher: RedactionMatcher, service: ServicePolicy, agentPrefix: string, method: string): Promise<{ redactions: number; bytesSent: number; outcome: WriterOutcome }> {
   return new Promise((resolve) => {
-    const writer = new RedactingResponseWriter(res, matcher, limits, {
+    const writer = new RedactingResponseWriter(res, matcher, service, agentPrefix, {
       pauseUpstream: () => undefined,
       resumeUpstream: () => undefined,
       abortUpstream: () => undefined,

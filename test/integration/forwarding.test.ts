@@ -117,13 +117,18 @@ describe('forwarding', () => {
    * UTF-8 bytes of it (read as Latin-1 from the header) into escapes of no form the scan knows.
    */
   const quotedKey = `${plainCanary('quoted')}'é`;
-  /** Redirects to a same-origin URL holding the query it received, decoded to raw bytes, the key with it. */
+  /**
+   * Redirects to a same-origin URL holding the query it received, decoded to raw bytes, the key with it.
+   * Under /v1/twice the Location also repeats the key as it was sent (percent-encoded), a copy that
+   * rewriting to the proxy prefix keeps in a form the scan knows.
+   */
   const redirecting = createNetServer((socket) => {
     socket.once('data', (chunk: Buffer) => {
       const target = chunk.toString('latin1').split(' ')[1] ?? '/';
       const query = target.includes('?') ? target.slice(target.indexOf('?')) : '';
       const raw = Buffer.from(query.replace(/%([0-9A-Fa-f]{2})/g, (_escape, hex: string) => String.fromCharCode(parseInt(hex, 16))), 'latin1');
-      socket.end(Buffer.concat([Buffer.from('HTTP/1.1 301 Moved Permanently\r\nLocation: /v1/items/', 'latin1'), raw, Buffer.from('\r\nContent-Length: 0\r\nConnection: close\r\n\r\n', 'latin1')]));
+      const again = target.startsWith('/v1/twice') ? `&again=${query.slice(query.indexOf('=') + 1)}` : '';
+      socket.end(Buffer.concat([Buffer.from('HTTP/1.1 301 Moved Permanently\r\nLocation: /v1/items/', 'latin1'), raw, Buffer.from(`${again}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`, 'latin1')]));
     });
   });
   /** Answers every request with Transfer-Encoding: gzip, chunked: the key, compressed, past a redactor that read it as plain. */
@@ -475,6 +480,19 @@ describe('forwarding', () => {
     const location = String(response.headers['location']);
     expect(location).toContain('[REDACTED]');
     assertNoLeak([quotedKey], [{ name: 'Location', text: location }]);
+  });
+
+  // Found by review (a known limit until then): with the key echoed twice, once in a form rewriting keeps
+  // and once in one it re-encodes, the Location was rewritten first and the second copy went out. It is
+  // now masked as the upstream wrote it, then rewritten, then scanned again.
+  it('a same-origin redirect that echoes the key twice, raw and as sent, is rewritten to the prefix with both copies masked and counted', async () => {
+    const response = await call('/redirecting/v1/twice');
+    expect(response.status).toBe(301);
+    const location = String(response.headers['location']);
+    expect(location.startsWith('/redirecting/v1/items/')).toBe(true);
+    expect(location.split('[REDACTED]').length - 1).toBe(2);
+    assertNoLeak([quotedKey], [{ name: 'Location', text: location }]);
+    expect(await auditFor(response.headers['x-airlock-request-id'])).toMatchObject({ status: 301, redactions: 2 });
   });
 
   // Found by review: undici removes only the chunked framing, and Transfer-Encoding is hop-by-hop, so a
