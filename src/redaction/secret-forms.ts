@@ -36,23 +36,10 @@ function base64Cores(bytes: Buffer): string[] {
   return cores;
 }
 
-function unicodeEscaped(value: string, escapeAll: boolean, upper: boolean): string {
-  let out = '';
-  for (const ch of value) {
-    if (!escapeAll && /[A-Za-z0-9]/.test(ch)) {
-      out += ch;
-      continue;
-    }
-    // Astral characters are written as their UTF-16 surrogate pair, as JSON requires.
-    for (let i = 0; i < ch.length; i++) {
-      const hex = ch.charCodeAt(i).toString(16).padStart(4, '0');
-      out += `\\u${upper ? hex.toUpperCase() : hex}`;
-    }
-  }
-  return out;
-}
-
-/** `text` with each character `pick` selects written as \uXXXX (UTF-16 units, as JSON escapes them). */
+/**
+ * `text` with each character `pick` selects written as \uXXXX (UTF-16 units, as JSON escapes them: an
+ * astral character as its surrogate pair). With the u flag, `pick` matches whole code points.
+ */
 function escapeSome(text: string, pick: RegExp, upper: boolean): string {
   return text.replace(pick, (ch) => {
     let out = '';
@@ -117,10 +104,10 @@ function formsOfExactly(value: string): Buffer[] {
     escapeSome(json, /[^\x00-\x7f]/g, false).replace(/\//g, '\\/'),
     unreservedOnly(minimal),
     unreservedOnly(minimal).replace(/%[0-9A-F]{2}/g, (escape) => escape.toLowerCase()),
-    unicodeEscaped(value, false, false),
-    unicodeEscaped(value, false, true),
-    unicodeEscaped(value, true, false),
-    unicodeEscaped(value, true, true),
+    escapeSome(value, /[^A-Za-z0-9]/gu, false),
+    escapeSome(value, /[^A-Za-z0-9]/gu, true),
+    escapeSome(value, /[^]/gu, false),
+    escapeSome(value, /[^]/gu, true),
     bytes.toString('hex'),
     bytes.toString('hex').toUpperCase(),
   ];
