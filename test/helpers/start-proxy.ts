@@ -40,16 +40,27 @@ export function tempDir(prefix = 'airlock-test-'): string {
 export async function startProxy(input: Record<string, unknown>, options: ProxyOptions = {}): Promise<ProxyFixture> {
   const ownDir = options.dataDir === undefined;
   const dataDir = options.dataDir ?? tempDir();
+  // A proxy that does not start (many tests expect that) leaves no temporary directory behind.
+  const abandon = (): void => {
+    if (ownDir) rmSync(dataDir, { recursive: true, force: true });
+  };
   const built = buildConfig({ listen: '127.0.0.1:0', data_dir: dataDir, ...input }, { baseDir: dataDir });
   if (built.config === null) {
+    abandon();
     throw new Error(`test config is invalid:\n${built.problems.map((p) => formatProblem(p, null)).join('\n')}`);
   }
   const config = built.config;
   const logLines: string[] = [];
-  const airlock = await startAirlock(config, {
-    env: options.env ?? {},
-    logDestination: { write: (line: string) => void logLines.push(line) },
-  });
+  let airlock: RunningAirlock;
+  try {
+    airlock = await startAirlock(config, {
+      env: options.env ?? {},
+      logDestination: { write: (line: string) => void logLines.push(line) },
+    });
+  } catch (error) {
+    abandon();
+    throw error;
+  }
   const auditText = (): string => {
     try {
       return readFileSync(config.audit.file, 'utf8');
