@@ -5,6 +5,7 @@
 import { parseArgs } from 'node:util';
 import { formatProblem } from '../config/config-problem.js';
 import { loadConfigFile } from '../config/load-config.js';
+import { unwritableDirProblems } from '../config/probe-writable-dirs.js';
 import type { CliIo } from './cli-io.js';
 import { configPath } from './locate-config.js';
 
@@ -12,8 +13,11 @@ export async function checkCommand(io: CliIo): Promise<number> {
   const { values } = parseArgs({ args: [...io.args], options: { config: { type: 'string' }, strict: { type: 'boolean', default: false } }, allowPositionals: false });
   const file = configPath(io, values.config);
   const loaded = loadConfigFile(file);
-  const failing = loaded.problems.filter((p) => p.severity === 'error' || (values.strict && p.strict === true));
-  for (const problem of loaded.problems) {
+  // A valid config is also asked whether Airlock can write where it says (serve's first step).
+  const probed = loaded.config === null ? [] : unwritableDirProblems(loaded.config).map((p) => ({ ...p, ...loaded.locate?.(p.path) }));
+  const problems = [...loaded.problems, ...probed];
+  const failing = problems.filter((p) => p.severity === 'error' || (values.strict && p.strict === true));
+  for (const problem of problems) {
     const shown = problem.severity === 'warning' && values.strict && problem.strict === true ? { ...problem, severity: 'error' as const } : problem;
     io.stderr.write(`${formatProblem(shown, file)}\n`);
   }
@@ -24,7 +28,7 @@ export async function checkCommand(io: CliIo): Promise<number> {
   const config = loaded.config;
   if (config === null) return 1;
   const count = (n: number, noun: string): string => `${n} ${noun}${n === 1 ? '' : 's'}`;
-  const warnings = loaded.problems.length;
+  const warnings = problems.length;
   const services = Object.keys(config.services).length;
   const agents = Object.keys(config.agents).length;
   io.stdout.write(`${file}: OK (${count(services, 'service')}, ${count(agents, 'agent')}${warnings > 0 ? `, ${count(warnings, 'warning')}` : ''})\n`);

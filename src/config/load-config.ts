@@ -18,9 +18,11 @@ export interface LoadedConfig {
   /** Null when any problem is an error. */
   readonly config: AirlockConfig | null;
   readonly problems: readonly ConfigProblem[];
+  /** Where a YAML path is in the file, for problems found later (check's file-system probe). */
+  readonly locate?: Locate;
 }
 
-type Locate = (path: ProblemPath) => { line: number; column: number } | undefined;
+export type Locate = (path: ProblemPath) => { line: number; column: number } | undefined;
 
 export function loadConfigFile(file: string): LoadedConfig {
   const absolute = resolve(file);
@@ -69,7 +71,7 @@ export function parseConfigText(text: string, file: string): LoadedConfig {
   } catch (error) {
     return { config: null, problems: [{ severity: 'error', path: [], message: `YAML: ${(error as Error).message.split('\n')[0]}` }] };
   }
-  return buildConfig(input, { baseDir: dirname(file), source: file, locate });
+  return { ...buildConfig(input, { baseDir: dirname(file), source: file, locate }), locate };
 }
 
 /** The name of the mapping key that starts at `offset` (the library's duplicate-key error points there, unnamed). */

@@ -12,6 +12,22 @@ import { lstatSync, mkdirSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 
 export function makePrivateDir(dir: string): void {
+  for (const path of missingDirs(dir)) {
+    try {
+      mkdirSync(path, { mode: 0o700 });
+    } catch (error) {
+      // Made meanwhile (another worker starting at the same time): as good as made here, if it is a
+      // directory; a file that appeared there is not.
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || !statSync(path).isDirectory()) throw error;
+    }
+  }
+}
+
+/**
+ * The directories `mkdir -p dir` would make, outermost first (none when dir is a directory); throws, as
+ * mkdir would fail (EEXIST, ENOTDIR), when a file or a link to nothing is in the way. Reads only.
+ */
+export function missingDirs(dir: string): string[] {
   const missing: string[] = [];
   for (let current = resolve(dir); ; ) {
     const found = statSync(current, { throwIfNoEntry: false });
@@ -29,13 +45,5 @@ export function makePrivateDir(dir: string): void {
     if (parent === current) break;
     current = parent;
   }
-  for (const path of missing.reverse()) {
-    try {
-      mkdirSync(path, { mode: 0o700 });
-    } catch (error) {
-      // Made meanwhile (another worker starting at the same time): as good as made here, if it is a
-      // directory; a file that appeared there is not.
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || !statSync(path).isDirectory()) throw error;
-    }
-  }
+  return missing.reverse();
 }

@@ -460,6 +460,35 @@ describe('airlock check', () => {
     expect(result.err()).not.toMatch(/\berror at\b/);
   });
 
+  // serve's first step is making data_dir; a config that validated could still fail there.
+  it('says when data_dir or the audit log cannot be made, with the line, and exits 1; reads only', async () => {
+    const dir = scratch();
+    writeFileSync(join(dir, 'in-the-way'), 'a file, not a directory');
+    const yaml = `listen: 127.0.0.1:0
+data_dir: ./in-the-way/data
+audit: {file: ${join(dir, 'in-the-way', 'audit.jsonl')}}
+services: {}
+agents: {}
+`;
+    const file = join(dir, 'airlock.yaml');
+    writeFileSync(file, yaml);
+    const result = await run(['check', '--config', file]);
+    expect(result.code).toBe(1);
+    const dataDir = locationOf(yaml, 'data_dir: ./in-the-way', 1);
+    expect(result.err()).toContain(`${file}:${dataDir.line}:${dataDir.column}: error at data_dir: data_dir ${join(dir, 'in-the-way', 'data')} cannot be made: a file or a broken symbolic link is in the way`);
+    expect(result.err()).toContain('set data_dir to a directory Airlock can write');
+    expect(result.err()).toMatch(/error at audit\.file: the audit log's directory .* cannot be made/);
+    expect(result.err()).toContain(`${file}: 2 problems to fix.`);
+    expect(readdirSync(dir).sort()).toEqual(['airlock.yaml', 'in-the-way']);
+  });
+
+  it('passes a data_dir that does not exist yet, making nothing', async () => {
+    const { file, dir } = writeConfig('listen: 127.0.0.1:0\ndata_dir: ./not/yet/there\nservices: {}\nagents: {}\n');
+    const result = await run(['check', '--config', file]);
+    expect(result.code, result.err()).toBe(0);
+    expect(readdirSync(dir)).toEqual(['airlock.yaml']);
+  });
+
   const tokenHash = generateAgentToken().hash;
   const BROKEN = `listen: 127.0.0.1:7800
 data-dir: ./data

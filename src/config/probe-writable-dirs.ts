@@ -1,0 +1,62 @@
+/**
+ * What `airlock check` asks of the file system, reading only: can Airlock make (or use) data_dir and the
+ * audit log's directory? A config that validated could still fail `airlock serve` at its first step
+ * with "data_dir ... cannot be made"; check now says so first, with the same advice.
+ */
+import { accessSync, constants, statSync, type Stats } from 'node:fs';
+import { dirname } from 'node:path';
+import { missingDirs } from '../state/make-private-dir.js';
+import type { ConfigProblem, ProblemPath } from './config-problem.js';
+import type { AirlockConfig } from './types.js';
+
+export function unwritableDirProblems(config: AirlockConfig): ConfigProblem[] {
+  const problems: ConfigProblem[] = [];
+  const dataDir = dirProblem(config.data_dir);
+  if (dataDir !== null) problems.push(problem(['data_dir'], `data_dir ${config.data_dir} ${dataDir}; set data_dir to a directory Airlock can write`));
+  const audit = config.audit.file;
+  // /dev/null or a FIFO to a collector: written as it is, never rotated, so its directory is not Airlock's.
+  const existing = statOrNothing(audit);
+  if (existing !== undefined && !existing.isFile()) return problems;
+  const auditDir = dirname(audit);
+  if (auditDir !== config.data_dir) {
+    const why = dirProblem(auditDir);
+    if (why !== null) problems.push(problem(['audit', 'file'], `the audit log's directory ${auditDir} ${why}; set audit.file to a path Airlock can write`));
+  }
+  if (existing !== undefined && !writable(audit)) problems.push(problem(['audit', 'file'], `the audit log ${audit} exists and this user may not write it; fix its owner or mode, or set audit.file elsewhere`));
+  return problems;
+}
+
+function problem(path: ProblemPath, message: string): ConfigProblem {
+  return { severity: 'error', path, message };
+}
+
+/** Why Airlock could not make or write `dir` (as makePrivateDir would be asked to), or null. */
+function dirProblem(dir: string): string | null {
+  let missing: string[];
+  try {
+    missing = missingDirs(dir);
+  } catch {
+    return 'cannot be made: a file or a broken symbolic link is in the way (it or a parent is not a directory)';
+  }
+  const nearest = missing.length === 0 ? dir : dirname(missing[0] as string);
+  if (writable(nearest)) return null;
+  return missing.length === 0 ? 'exists and this user may not write in it' : `cannot be made: this user may not create directories in ${nearest}`;
+}
+
+/** ENOTDIR (a file where a parent directory should be) reads as nothing there; dirProblem says why. */
+function statOrNothing(path: string): Stats | undefined {
+  try {
+    return statSync(path, { throwIfNoEntry: false });
+  } catch {
+    return undefined;
+  }
+}
+
+function writable(path: string): boolean {
+  try {
+    accessSync(path, constants.W_OK | constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
