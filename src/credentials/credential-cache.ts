@@ -9,7 +9,8 @@
  * - forced: `refresh` asks the source for a new value (a new Vault lease, a new OAuth2 token), not the
  *   one it keeps; an ordinary fetch under way is not taken for it;
  * - last known good: while the source fails, the last value is served up to `max_staleness` after it
- *   was fetched (never past its own expiry), retried with exponential backoff in the background;
+ *   was fetched (never past its own expiry), retried with exponential backoff in the background; not
+ *   when the source answers that the value was withdrawn (CredentialWithdrawn): that is dropped at once;
  * - fail closed: past that, or with no value at all, the request gets 503 credential_unavailable, and
  *   a failing source is not asked again before its backoff ends (no retry storm).
  * `status()` exposes health and staleness per reference (for the admin API and metrics), never values.
@@ -17,7 +18,7 @@
 import { LRUCache } from 'lru-cache';
 import { AirlockError } from '../errors.js';
 import { EXPIRY_MARGIN_MS, type Credential } from './credential.js';
-import type { FetchOptions } from './secret-source.js';
+import { CredentialWithdrawn, type FetchOptions } from './secret-source.js';
 
 export interface CachePolicy {
   /** Fresh life of a fetched value, ms. */
@@ -260,6 +261,8 @@ export class CredentialCache {
       const entry: Entry = previous ?? { credential: null, fetchedAt: 0, refreshAt: 0, freshUntil: 0, usableUntil: 0, lastError: null, failures: 0, retryAfter: 0 };
       entry.lastError = failure;
       entry.failures = failures;
+      // The store said the value is gone (secret-source.ts): nothing is served as last known good.
+      if (error instanceof CredentialWithdrawn) entry.credential = null;
       entry.retryAfter = now + Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (failures - 1));
       this.#entries.set(ref, entry);
       // A last known good value still inside its staleness bound keeps serving.

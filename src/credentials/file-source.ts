@@ -10,7 +10,7 @@ import { AirlockError } from '../errors.js';
 import { Credential } from './credential.js';
 import { EncryptedSecretFile, type SecretEntry } from './encrypted-secret-file.js';
 import { loadMasterKey } from './master-key.js';
-import type { SecretSource } from './secret-source.js';
+import { CredentialWithdrawn, type SecretSource } from './secret-source.js';
 
 export interface FileSourceOptions {
   dataDir: string;
@@ -79,7 +79,7 @@ export function createFileSource(options: FileSourceOptions): SecretSource {
       }
       const entry = current.entries.get(name);
       if (entry === undefined) {
-        throw new AirlockError('credential_unavailable', `The credential ${ref} is not set yet. An operator runs \`npx airlock secrets set ${name}\` (value on stdin) and retries; no restart is needed.`);
+        throw new CredentialWithdrawn(`The credential ${ref} is not set. An operator runs \`npx airlock secrets set ${name}\` (value on stdin) and retries; no restart is needed.`);
       }
       return new Credential(ref, entry.value, entry.updatedAt);
     },

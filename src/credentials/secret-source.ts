@@ -3,7 +3,20 @@
  * A source that cannot produce the value throws AirlockError('credential_unavailable') with a detail
  * that says how to fix it, and never includes the value.
  */
+import { AirlockError } from '../errors.js';
 import type { Credential } from './credential.js';
+
+/**
+ * The store answered, and the answer is that the value is gone or no longer Airlock's to read (removed
+ * with `airlock secrets rm`, deleted in Vault, the Vault policy withdrawn). Unlike an outage, this is an
+ * operator's decision: the last known good value is dropped, not served for max_staleness (found by
+ * review: a removed secret was still injected for up to 15 minutes).
+ */
+export class CredentialWithdrawn extends AirlockError {
+  constructor(detail: string, options: { cause?: unknown } = {}) {
+    super('credential_unavailable', detail, options);
+  }
+}
 
 export interface FetchOptions {
   /**

@@ -13,6 +13,7 @@ import type { Logger } from 'pino';
 import { LONGEST_TIMER_MS, type VaultSpec } from '../config/schema.js';
 import type { DeepReadonly } from '../config/types.js';
 import { AirlockError } from '../errors.js';
+import { CredentialWithdrawn } from './secret-source.js';
 import { createVaultTransport, type VaultTransport } from './vault-transport.js';
 
 type VaultClient = ReturnType<typeof createVaultClient>;
@@ -93,8 +94,9 @@ export class VaultSession {
   /** An AirlockError for a failed call, without Vault's own words (those go to the log as the cause). */
   failure(error: unknown, ref: string): AirlockError {
     const status = vaultStatus(error);
-    if (status === 404) return new AirlockError('credential_unavailable', `The credential ${ref} is not in Vault (no secret at that path); an operator writes it or fixes the reference.`, { cause: error });
-    if (status === 403) return new AirlockError('credential_unavailable', `Vault refused to give Airlock the credential ${ref} (permission denied); check the policy of Airlock's Vault role.`, { cause: error });
+    // Vault's answer, not an outage: the secret was deleted, or Airlock's policy no longer covers it.
+    if (status === 404) return new CredentialWithdrawn(`The credential ${ref} is not in Vault (no secret at that path); an operator writes it or fixes the reference.`, { cause: error });
+    if (status === 403) return new CredentialWithdrawn(`Vault refused to give Airlock the credential ${ref} (permission denied); check the policy of Airlock's Vault role.`, { cause: error });
     if (status !== null) return new AirlockError('credential_unavailable', `Vault answered ${status} when asked for the credential ${ref}.`, { cause: error });
     return new AirlockError('credential_unavailable', `Vault at ${this.address} did not answer in time or is unreachable while fetching ${ref}.`, { cause: error });
   }
