@@ -283,6 +283,7 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
   const consoleUrl = (): string | null => (config.admin === null ? null : (config.admin.public_url ?? durable.boundAdminUrl));
   const approvals = new ApprovalBroker(state, {
     maxPending: config.approvals.max_pending,
+    maxPendingPerAgent: config.approvals.max_pending_per_agent,
     consoleUrl,
     notify: createApprovalNotifier(
       config.approvals.webhook,

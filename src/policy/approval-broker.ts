@@ -38,6 +38,8 @@ export interface ApprovalGrant {
 
 export interface ApprovalBrokerOptions {
   readonly maxPending: number;
+  /** One agent's share (found by review: one agent's 1,000 requests left every other agent's approvals refused). */
+  readonly maxPendingPerAgent: number;
   /** Where approvers reach the console (admin.public_url, else the bound admin listener), once known. */
   readonly consoleUrl: () => string | null;
   readonly notify: (approval: ApprovalRecord) => void;
@@ -57,9 +59,12 @@ export class ApprovalBroker {
     this.#now = options.now ?? Date.now;
   }
 
-  pendingCount(): number {
+  /** Approvals waiting for a decision (of one agent, when named). */
+  pendingCount(agent?: string): number {
     const now = this.#now();
-    return this.#state.approvals().filter((a) => a.status === 'pending' && a.expiresAt > now).length;
+    let count = 0;
+    for (const a of this.#state.approvals()) if (a.status === 'pending' && a.expiresAt > now && (agent === undefined || a.agent === agent)) count++;
+    return count;
   }
 
   consoleLink(id: string): string | null {
@@ -70,6 +75,9 @@ export class ApprovalBroker {
   async #create(request: ApprovalRequest): Promise<ApprovalRecord> {
     if (this.pendingCount() >= this.#options.maxPending) {
       throw new AirlockError('rate_limited', `${this.#options.maxPending} approvals are already pending (approvals.max_pending); retry later.`, { headers: { 'retry-after': '30' } });
+    }
+    if (this.pendingCount(request.agent) >= this.#options.maxPendingPerAgent) {
+      throw new AirlockError('rate_limited', `Agent ${request.agent} already has ${this.#options.maxPendingPerAgent} approvals pending (approvals.max_pending_per_agent); retry once some are decided or expire.`, { headers: { 'retry-after': '30' } });
     }
     const now = this.#now();
     const approval: ApprovalRecord = {

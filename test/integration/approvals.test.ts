@@ -668,3 +668,45 @@ it('points at the admin listener that is actually bound, or is left out', async 
     expect(upstream.requests.length).toBe(0);
   });
 });
+
+// Found by review: max_pending was counted over all agents, so one agent's burst of approval-needing
+// requests left every other agent's refused with 429 for as long as approval_timeout.
+describe('human approval: max_pending_per_agent', () => {
+  const greedy = generateAgentToken();
+  const other = generateAgentToken();
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+  const grant = { service: 'pay', max_scope: ['*'], require_approval: true, approval_mode: 'async' };
+
+  beforeAll(async () => {
+    upstream = await startUpstream();
+    proxy = await startProxy(
+      {
+        approvals: { max_pending: 10, max_pending_per_agent: 2 },
+        services: { pay: { upstream: upstream.url, credential: { secret: 'env:PAY_KEY' }, routes: [{ method: 'POST', path: '/v1/refunds', scope: 'refunds:write' }] } },
+        agents: { greedy: { tokens: [greedy.hash], credentials: [grant] }, other: { tokens: [other.hash], credentials: [grant] } },
+      },
+      { env: { PAY_KEY: canary('pay-per-agent') } },
+    );
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+  });
+
+  const ask = (token: string, n: number): Promise<SentResponse> =>
+    sendRequest(`${proxy.url}/pay/v1/refunds`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: JSON.stringify({ n }) });
+
+  it("refuses one agent's third pending approval with 429, naming the setting, while another agent still gets 202", async () => {
+    expect((await ask(greedy.token, 1)).status).toBe(202);
+    expect((await ask(greedy.token, 2)).status).toBe(202);
+    const refused = await ask(greedy.token, 3);
+    expect(refused.status, refused.text).toBe(429);
+    expect(refused.json<Problem>()).toMatchObject({ code: 'rate_limited' });
+    expect(refused.json<Problem>().detail).toContain('Agent greedy already has 2 approvals pending (approvals.max_pending_per_agent)');
+    expect(refused.headers['retry-after']).toBe('30');
+    expect((await ask(other.token, 1)).status).toBe(202);
+    expect(upstream.requests.length).toBe(0);
+  });
+});
