@@ -357,6 +357,7 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
       maxHeaders: config.limits.max_headers,
       maxBodyBytes: config.limits.max_body_bytes,
       maxApprovalBodyBytes: config.approvals.max_body_bytes,
+      maxSessionsPerAgent: config.limits.max_sessions_per_agent,
       stateStaleAfterMs: durable.staleAfterMs,
     }),
     readiness: () => {

@@ -255,6 +255,7 @@ const limitsSpec = z.strictObject({
   headers_timeout: timerSeconds.default(10).describe('time allowed to send the request headers (slowloris guard)'),
   request_timeout: timerSeconds.default(300).describe('time allowed to send the whole request'),
   keep_alive_timeout: timerSeconds.default(5).describe('idle time before an agent connection is closed'),
+  max_sessions_per_agent: z.number().int().positive().default(1000).describe("live task sessions one agent may hold at once; minting another is refused with 429 until one ends or expires"),
 });
 
 const defaultLimits = {
@@ -264,6 +265,7 @@ const defaultLimits = {
   headers_timeout: 10,
   request_timeout: 300,
   keep_alive_timeout: 5,
+  max_sessions_per_agent: 1000,
 };
 
 /** A secret used to reach a secret store itself: only the proxy's environment or the embedded file. */

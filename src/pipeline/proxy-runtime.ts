@@ -48,7 +48,7 @@ export interface ProxyRuntime {
   readonly concurrency: ConcurrencyGate;
   readonly anomalies: AnomalyDetector;
   readonly respondToAnomaly: (event: AnomalyEvent) => void;
-  readonly limits: { readonly maxHeaders: number; readonly maxBodyBytes: number; readonly maxApprovalBodyBytes: number; readonly stateStaleAfterMs: number };
+  readonly limits: { readonly maxHeaders: number; readonly maxBodyBytes: number; readonly maxApprovalBodyBytes: number; readonly maxSessionsPerAgent: number; readonly stateStaleAfterMs: number };
   readonly readiness: () => Readiness;
   /** Requests being served on this runtime (a reloaded-away runtime is closed when it reaches 0). */
   readonly inflight: { enter(): void; leave(): void };

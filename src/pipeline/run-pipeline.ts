@@ -129,7 +129,7 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
     guardRequestSecrets(managedSecrets, decodedTarget(req.url ?? '', target), req.rawHeaders);
 
     if (isSessionsPath(target.path)) {
-      const outcome = await serveSessions(req, res, target.path, principal, runtime.state, managedSecrets, record.request_id, runtime.nowMs(), () =>
+      const outcome = await serveSessions(req, res, target.path, principal, runtime.state, managedSecrets, record.request_id, runtime.nowMs(), runtime.limits.maxSessionsPerAgent, () =>
         recheckPrincipalAfterWait(runtime.state, principal, runtime.limits.stateStaleAfterMs, runtime.nowMs()),
       );
       record.decision = 'allow';

@@ -81,6 +81,8 @@ export interface SessionOutcome {
 /**
  * `recheck`: the caller's revocations and session, checked again once the body has arrived (it may take
  * up to limits.request_timeout), so a session is never minted from a principal revoked meanwhile.
+ * `maxLive`: limits.max_sessions_per_agent. Found by review: minting was unbounded (it comes before any
+ * rate limit), and each session is kept in memory, in the state file or Redis, until it expires.
  */
 export async function serveSessions(
   req: IncomingMessage,
@@ -91,12 +93,17 @@ export async function serveSessions(
   secrets: SecretIndex,
   requestId: string,
   now: number,
+  maxLive: number,
   recheck: () => void,
 ): Promise<SessionOutcome> {
   if (path === SESSIONS_PATH) {
     if (req.method !== 'POST') throw new AirlockError('method_not_allowed', `${SESSIONS_PATH} answers POST.`, { headers: { allow: 'POST' } });
     const request = parseSessionRequest(await readJson(req, secrets));
     recheck();
+    const live = state.sessions().filter((s) => s.agent === principal.agent.name).length;
+    if (live >= maxLive) {
+      throw new AirlockError('rate_limited', `Agent ${principal.agent.name} already holds ${maxLive} live sessions (limits.max_sessions_per_agent); end one (DELETE ${CURRENT_PATH}) or let it expire, then retry.`, { headers: { 'retry-after': '60' } });
+    }
     const minted = mintSession(principal.agent, principal.session, request, now);
     await state.record({ type: 'session.created', session: minted.record });
     sendJson(res, 201, { session_token: minted.token, ...describe(minted.record) }, requestId);

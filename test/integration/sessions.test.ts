@@ -522,3 +522,55 @@ describe('task sessions', () => {
     assertNoLeak([openaiKey, billingKey], [{ name: 'agent responses', text: agentSeen.join('\n') }]);
   });
 });
+
+// Found by review: minting comes before any rate limit, and each session is kept (memory, state file or
+// Redis) until it expires, so an agent could mint without bound.
+describe('limits.max_sessions_per_agent', () => {
+  const busy = generateAgentToken();
+  const calm = generateAgentToken();
+  const key = canary('sessions-cap');
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+  const grant = { service: 'api', max_scope: ['*'], max_ttl: 600 };
+
+  beforeAll(async () => {
+    upstream = await startUpstream();
+    proxy = await startProxy(
+      {
+        limits: { max_sessions_per_agent: 2 },
+        services: { api: { upstream: upstream.url, credential: { secret: 'env:CAP_KEY' }, routes: [{ method: 'GET', path: '/v1/*', scope: 'api:read' }] } },
+        agents: { busy: { tokens: [busy.hash], credentials: [grant] }, calm: { tokens: [calm.hash], credentials: [grant] } },
+      },
+      { env: { CAP_KEY: key } },
+    );
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+  });
+
+  const mint = (token: string): Promise<SentResponse> =>
+    sendRequest(`${proxy.url}/_airlock/sessions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ scopes: { api: ['api:read'] }, ttl_seconds: 300, justification: 'cap test' }),
+    });
+
+  it("refuses an agent's third live session with 429 until one ends; another agent is not affected", async () => {
+    const first = await mint(busy.token);
+    expect(first.status, first.text).toBe(201);
+    expect((await mint(busy.token)).status).toBe(201);
+    const refused = await mint(busy.token);
+    expect(refused.status, refused.text).toBe(429);
+    expect(refused.json<Problem>()).toMatchObject({ code: 'rate_limited' });
+    expect(refused.json<Problem>().detail).toContain('Agent busy already holds 2 live sessions (limits.max_sessions_per_agent)');
+    expect((await mint(calm.token)).status).toBe(201);
+    const token = first.json<{ session_token: string }>().session_token;
+    const ended = await sendRequest(`${proxy.url}/_airlock/sessions/current`, { method: 'DELETE', headers: { authorization: `Bearer ${token}` } });
+    expect(ended.status).toBe(204);
+    const again = await mint(busy.token);
+    expect(again.status, again.text).toBe(201);
+    assertNoLeak([key], [{ name: 'answers', text: [first, refused, again].map((r) => r.text).join('\n') }]);
+  });
+});
