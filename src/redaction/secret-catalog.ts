@@ -4,7 +4,8 @@
  * Values arrive as the resolver hands credentials out (and at start-up, when every configured reference
  * is resolved once so that scope "service"/"all" and the request guard know secrets before their first
  * use). A reference keeps its current value and the two before it, so an upstream that echoes a key
- * that was just rotated out is still scrubbed. Matchers are built lazily per scope and cached until a
+ * that was just rotated out is still scrubbed, and any earlier one that has not yet expired (an OAuth2
+ * token or a Vault lease replaced early is still good upstream until its own end), up to a bound. Matchers are built lazily per scope and cached until a
  * value changes; the request path only looks them up.
  */
 import type { Credential } from '../credentials/credential.js';
@@ -17,6 +18,18 @@ import { StreamRedactor } from './stream-redactor.js';
 /** Values shorter than this are never accepted for injection (resolve-credential.ts) nor scanned. */
 export const MIN_SECRET_LENGTH = 8;
 const KEPT_PREVIOUS_VALUES = 2;
+/**
+ * Values kept per reference at most, live ones included. Found by review: a retry_on status an agent
+ * can provoke forces a new token every few seconds at first, and with only two kept the first token,
+ * valid for another hour, was no longer scrubbed. Forced fetches back off to one per 5 minutes.
+ */
+const MAX_VALUES_PER_REF = 32;
+
+interface KnownValue {
+  readonly value: string;
+  /** Its expiry: kept while live. 0 for a value without one (a static key), kept by count alone. */
+  readonly until: number;
+}
 const MAX_CACHED_MATCHERS = 256;
 
 /** A cache key and the references an index leaves out (SecretCatalog.index). */
@@ -32,9 +45,14 @@ export interface SecretIndex {
 }
 
 export class SecretCatalog {
-  readonly #values = new Map<string, string[]>();
+  readonly #values = new Map<string, KnownValue[]>();
   readonly #cache = new Map<string, SecretIndex>();
+  readonly #now: () => number;
   #version = 0;
+
+  constructor(options: { now?: () => number } = {}) {
+    this.#now = options.now ?? Date.now;
+  }
 
   get version(): number {
     return this.#version;
@@ -46,8 +64,11 @@ export class SecretCatalog {
     if (credential.length < MIN_SECRET_LENGTH || !credential.wellFormed) return;
     const value = credential.reveal();
     const known = this.#values.get(credential.ref) ?? [];
-    if (known[0] === value) return;
-    this.#values.set(credential.ref, [value, ...known.filter((v) => v !== value)].slice(0, 1 + KEPT_PREVIOUS_VALUES));
+    if (known[0]?.value === value) return;
+    const now = this.#now();
+    const earlier = known.filter((k) => k.value !== value);
+    const kept = earlier.filter((k, i) => i < KEPT_PREVIOUS_VALUES || k.until > now);
+    this.#values.set(credential.ref, [{ value, until: credential.expiresAt ?? 0 }, ...kept].slice(0, MAX_VALUES_PER_REF));
     this.#version++;
     this.#cache.clear();
   }
@@ -69,7 +90,7 @@ export class SecretCatalog {
     const forms: Buffer[] = [];
     for (const ref of refs ?? this.#values.keys()) {
       if (except?.has(ref) === true) continue;
-      for (const value of this.#values.get(ref) ?? []) {
+      for (const { value } of this.#values.get(ref) ?? []) {
         for (const form of formsOf(value)) {
           const text = form.toString('latin1');
           if (!refOfForm.has(text)) refOfForm.set(text, ref);
