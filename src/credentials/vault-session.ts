@@ -76,18 +76,33 @@ export class VaultSession {
     this.#client.catch(() => undefined);
   }
 
-  /** Runs a Vault call with a valid token; after a 403 it logs in again once and retries. */
+  /**
+   * Runs a Vault call with a valid token; after a 403 from a token Vault no longer honours it logs in
+   * again once and retries. A 403 is also what a policy that does not cover the path answers: asking
+   * Vault which it is costs one lookup (found by review: a login per denied read spent an AppRole
+   * secret_id use, and left a token behind, every time the cache asked again).
+   */
   async call<T>(operation: (client: VaultClient) => Promise<T>): Promise<T> {
     await this.#ensureLoggedIn();
     const client = await this.#client;
     try {
       return await operation(client);
     } catch (error) {
-      if (vaultStatus(error) !== 403) throw error;
+      if (vaultStatus(error) !== 403 || (await this.#tokenHonoured(client))) throw error;
       this.#logger.warn({ vault: this.address }, 'vault refused the token (403); logging in again');
       this.#authenticated = false;
       await this.#ensureLoggedIn();
       return await operation(client);
+    }
+  }
+
+  /** Whether Vault still accepts the token (a lookup of itself); a failure other than 403 is not a no. */
+  async #tokenHonoured(client: VaultClient): Promise<boolean> {
+    try {
+      await client.tokenLookupSelf();
+      return true;
+    } catch (error) {
+      return vaultStatus(error) !== 403;
     }
   }
 

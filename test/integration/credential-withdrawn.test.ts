@@ -22,6 +22,9 @@ import { startVaultServer, type VaultServer } from '../support/vault-server.js';
 const agent = generateAgentToken();
 const fileKey = canary('withdrawn-file');
 const vaultKey = canary('withdrawn-vault');
+const deniedKey = canary('withdrawn-denied');
+const roleId = canary('withdrawn-role-id');
+const secretId = canary('withdrawn-secret-id');
 const seen: string[] = [];
 const routes = [{ method: 'GET', path: '/v1/*', scope: 'api:call' }];
 
@@ -44,20 +47,23 @@ beforeAll(async () => {
   upstream = await startUpstream();
   vault = await startVaultServer();
   vault.putSecret('secret', 'withdrawn', { api_key: vaultKey });
+  vault.putSecret('secret', 'denied', { api_key: deniedKey });
+  vault.addAppRole(roleId, secretId);
   const dataDir = tempDir();
   const masterKey = loadMasterKey({ dataDir, env: {}, create: true }) as Buffer;
   new EncryptedSecretFile(dataDir, masterKey).set('stored', fileKey, new Date());
   proxy = await startProxy(
     {
       // The default max_staleness (900 s) would keep a merely unreachable value for the whole test.
-      secrets: { vault: { address: vault.url, timeout: 2, auth: { method: 'token', token: 'env:VAULT_TOKEN' } } },
+      secrets: { vault: { address: vault.url, timeout: 2, auth: { method: 'approle', role_id: 'env:ROLE_ID', secret_id: 'env:SECRET_ID' } } },
       services: {
         filed: { upstream: upstream.url, credential: { secret: 'file:stored', inject: 'bearer', ttl: 1 }, routes },
         vaulted: { upstream: upstream.url, credential: { secret: 'vault:secret/withdrawn#api_key', inject: 'bearer', ttl: 1 }, routes },
+        denied: { upstream: upstream.url, credential: { secret: 'vault:secret/denied#api_key', inject: 'bearer', ttl: 1 }, routes },
       },
-      agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'filed', max_scope: ['*'] }, { service: 'vaulted', max_scope: ['*'] }] } },
+      agents: { bot: { tokens: [agent.hash], credentials: ['filed', 'vaulted', 'denied'].map((service) => ({ service, max_scope: ['*'] })) } },
     },
-    { dataDir, env: { VAULT_TOKEN: vault.createToken() } },
+    { dataDir, env: { ROLE_ID: roleId, SECRET_ID: secretId } },
   );
 });
 
@@ -97,6 +103,26 @@ describe('a withdrawn secret is not served as last known good', () => {
     expect(injected(vaultKey)).toBe(sentBefore);
   });
 
+  it('vault: after the policy stops covering the path (403), requests get 503, and the denied reads do not log in again each time', async () => {
+    expect((await call('denied')).status).toBe(200);
+    vault.denyRead('secret', 'denied');
+    const refused = await eventually('a 503 after the denial', async () => {
+      const response = await call('denied');
+      return response.status === 503 ? response : undefined;
+    }, 8_000, 100);
+    expect(refused.json<Problem>().detail).toContain('permission denied');
+    const logins = vault.count('approle-login');
+    const sentBefore = injected(deniedKey);
+    // Past a few of the cache's backoff steps (0.5, 1, 2 s): each lets one read through to Vault.
+    for (let i = 0; i < 8; i++) {
+      expect((await call('denied')).status).toBe(503);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    expect(vault.count('approle-login')).toBe(logins);
+    expect(injected(deniedKey)).toBe(sentBefore);
+    vault.denyRead('secret', 'denied', false);
+  });
+
   it('vault: a store that cannot be reached still serves the last known good value (max_staleness)', async () => {
     vault.putSecret('secret', 'withdrawn', { api_key: vaultKey });
     await eventually('the value written again is served', async () => (await call('vaulted')).status === 200, 8_000, 100);
@@ -113,7 +139,7 @@ describe('a withdrawn secret is not served as last known good', () => {
   });
 
   it('leaves no trace of either key in responses, logs or audit', () => {
-    assertNoLeak([fileKey, vaultKey, agent.token], [
+    assertNoLeak([fileKey, vaultKey, deniedKey, roleId, secretId, agent.token, ...vault.issuedTokens()], [
       { name: 'responses', text: seen.join('\n') },
       { name: 'log', text: proxy.logLines.join('') },
       { name: 'audit', text: proxy.auditText() },

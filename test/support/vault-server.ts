@@ -41,7 +41,9 @@
  * route entry not found.`; when sealed every path but sys/health is 503 {"errors":["Vault is sealed"]}.
  *
  * Deviations from a real Vault, chosen for tests:
- *  - No policies: any live token may do anything. The policy names are only echoed back.
+ *  - No policies: any live token may do anything. The policy names are only echoed back. `denyRead(mount,
+ *    path)` makes reads of one KV path answer 403 "permission denied" to every token, as a policy that
+ *    no longer covers it would.
  *  - Namespaces are not separate worlds. `requireNamespace` makes every request but sys/health whose
  *    X-Vault-Namespace differs answer 403 "permission denied" (a real Vault would say 403 for a token from
  *    another namespace, but 404 "namespace not found" for a namespace that does not exist).
@@ -220,6 +222,8 @@ export interface VaultServer {
   putSecret(mount: string, path: string, data: Record<string, unknown>): number;
   /** Soft-deletes the latest version like `vault kv delete`. */
   deleteSecret(mount: string, path: string): void;
+  /** Reads of this KV path answer 403 "permission denied" to every token (a withdrawn policy); false lifts it. */
+  denyRead(mount: string, path: string, denied?: boolean): void;
   getSecret(mount: string, path: string, version?: number): Record<string, unknown> | undefined;
 
   addLeaseRole(path: string, generate: () => Record<string, unknown>, options?: LeaseRoleOptions): void;
@@ -409,6 +413,7 @@ export async function startVaultServer(options: VaultServerOptions = {}): Promis
   ]);
   const authRoles = new Map<string, AuthRole>(); // key: mount \0 role_id|role
   const kvMounts = new Set<string>((options.kvMounts ?? ['secret']).map(trimSlashes));
+  const deniedReads = new Set<string>();
   const kv = new Map<string, KvSecret>(); // key: mount \0 path
   const leaseRoles = new Map<string, LeaseRole>();
   const leaseTable = new Map<string, LeaseEntry>();
@@ -599,6 +604,7 @@ export async function startVaultServer(options: VaultServerOptions = {}): Promis
         self.revoked = true;
         return { status: 204 };
       case 'kv-read':
+        if (deniedReads.has(`${route.mount}\0${trimSlashes(route.path)}`)) throw new HttpError(403, [PERMISSION_DENIED]);
         return kvRead(route.mount, route.path, ctx.query);
       case 'kv-write':
         return kvWrite(route.mount, route.path, parseJson(ctx.rawBody));
@@ -1158,6 +1164,11 @@ export async function startVaultServer(options: VaultServerOptions = {}): Promis
     },
     deleteSecret(mount, path) {
       deleteLatest(trimSlashes(mount), path);
+    },
+    denyRead(mount, path, denied = true) {
+      const key = `${trimSlashes(mount)}\0${trimSlashes(path)}`;
+      if (denied) deniedReads.add(key);
+      else deniedReads.delete(key);
     },
     getSecret(mount, path, wanted) {
       const secret = kv.get(`${trimSlashes(mount)}\0${trimSlashes(path)}`);
