@@ -41,7 +41,7 @@ import type { AnomalyDetector } from '../policy/anomaly-detector.js';
 import type { ApprovalBroker } from '../policy/approval-broker.js';
 import { allSecretRefs, type Policy } from '../policy/compile-policy.js';
 import { canonicalizeTarget } from '../pipeline/canonicalize-target.js';
-import { rawProblemResponse, sendProblem } from '../pipeline/send-problem.js';
+import { sendProblem, sendRawProblem } from '../pipeline/send-problem.js';
 import { refuseClientErrors } from '../ingress/create-listener.js';
 import type { GuardScope, SecretCatalog } from '../redaction/secret-catalog.js';
 import { SecretDetector } from '../redaction/secret-detector.js';
@@ -572,6 +572,6 @@ export function createAdminServer(currentContext: () => AdminContext): Server {
     });
   });
   // Malformed HTTP, an oversized header, a request too slow: a problem body like every other admin error.
-  refuseClientErrors(server, (socket, failure) => socket.end(rawProblemResponse(failure, randomUUID(), (text) => currentContext().catalog.scrub(text))), ADMIN_LISTENER_BOUNDS);
+  refuseClientErrors(server, (socket, failure) => sendRawProblem(socket, failure, randomUUID(), (text) => currentContext().catalog.scrub(text)), ADMIN_LISTENER_BOUNDS);
   return server;
 }

@@ -42,7 +42,7 @@ import { auditAnswered, auditRequest, logRequest, observeRequest, stampDuration 
 import type { RequestTrace } from '../observability/tracing.js';
 import { resolveCredential } from './resolve-credential.js';
 import { selectService, type ListenerBinding } from './select-service.js';
-import { rawProblemResponse, sendProblem } from './send-problem.js';
+import { sendProblem, sendRawProblem } from './send-problem.js';
 import { isReservedPath, serveReserved } from './serve-reserved.js';
 import { isSessionsPath, serveSessions } from './serve-sessions.js';
 
@@ -336,7 +336,7 @@ export function createRawRefusalHandler(currentRuntime: () => ProxyRuntime): (so
       // abandoned before its first byte when it has not started (a framing error in the first packet
       // is reported after the pipeline may already have dispatched), and cut at once when it has.
       owner[BODY]?.destroy(failure);
-      if (socket.writable && !owner.headersSent) socket.end(rawProblemResponse(failure, owned.request_id, (text) => currentRuntime().catalog.scrub(text)));
+      if (socket.writable && !owner.headersSent) sendRawProblem(socket, failure, owned.request_id, (text) => currentRuntime().catalog.scrub(text));
       else socket.destroy();
       return;
     }
@@ -353,7 +353,7 @@ export function createRawRefusalHandler(currentRuntime: () => ProxyRuntime): (so
       const answer = audited || !runtime.audit.failsClosed ? failure : auditUnavailable();
       record.code = answer.code;
       record.status = answer.status;
-      if (socket.writable) socket.end(rawProblemResponse(answer, record.request_id, (text) => runtime.catalog.scrub(text)));
+      if (socket.writable) sendRawProblem(socket, answer, record.request_id, (text) => runtime.catalog.scrub(text));
       else socket.destroy();
       runtime.metrics.countRequest('none', 'none', 'deny', answer.code, record.duration_ms / 1000);
       logRequest(runtime, record, audited);

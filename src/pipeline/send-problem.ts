@@ -9,6 +9,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { AirlockError, problemBody } from '../errors.js';
 import { REQUEST_ID_HEADER } from '../upstream/relay-headers.js';
 
@@ -42,8 +43,24 @@ export function sendProblem(res: ServerResponse, error: AirlockError, requestId:
   res.end(body);
 }
 
+/** How long a refused socket may take to read its answer before it is destroyed. */
+const RAW_ANSWER_GRACE_MS = 1000;
+
+/**
+ * Answers on a socket node's HTTP server no longer manages (a parse failure, CONNECT, an Upgrade, a
+ * request timed out) and closes it. `end` alone only half-closes: found by review, a client that read
+ * the answer and never closed its side held the socket (and a file descriptor) for good, since none of
+ * the server's timeouts applies any more, and a single such socket kept shutdown waiting.
+ */
+export function sendRawProblem(socket: Duplex, error: AirlockError, requestId: string, scrub: (text: string) => string): void {
+  socket.end(rawProblemResponse(error, requestId, scrub));
+  const timer = setTimeout(() => socket.destroy(), RAW_ANSWER_GRACE_MS);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
+}
+
 /** A complete HTTP/1.1 response for a socket without a parsed request; the connection is closed after. */
-export function rawProblemResponse(error: AirlockError, requestId: string, scrub: (text: string) => string): string {
+function rawProblemResponse(error: AirlockError, requestId: string, scrub: (text: string) => string): string {
   const body = problemText(error, requestId, scrub);
   const extra = Object.entries(error.headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
   return (

@@ -4,7 +4,7 @@
  * CONNECT (405), protocol upgrades, and a request framed by both Content-Length and
  * Transfer-Encoding (400, request smuggling). None of them reaches the upstream.
  */
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
@@ -201,4 +201,61 @@ describe('listener limits', () => {
       { name: 'audit', text: proxy.auditText() },
     ]);
   });
+});
+
+// Found by review: a refusal on the raw socket (CONNECT, Upgrade, a parse failure, a request timed
+// out) was written with end(), a half-close. node's timeouts no longer cover such a socket, so a client
+// that read the answer and never closed its side held it (and a file descriptor) for good, and one such
+// socket kept shutdown waiting for shutdown_timeout.
+describe('listener limits: refused sockets are closed', () => {
+  const agent = generateAgentToken();
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+
+  beforeAll(async () => {
+    upstream = await startUpstream();
+    proxy = await startProxy({
+      limits: { headers_timeout: 1, request_timeout: 2 },
+      shutdown_timeout: 60,
+      services: { svc: { upstream: upstream.url, credential: { secret: 'env:HOLD_KEY' }, routes: [{ method: 'GET', path: '/v1/*', scope: 'api:call' }] } },
+      agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'svc', max_scope: ['*'] }] } },
+    }, { env: { HOLD_KEY: canary('held-sockets') } });
+  });
+
+  afterAll(async () => {
+    await upstream?.close();
+  });
+
+  /** Sends `text` (or nothing) and never closes its side; resolves with the answer once the server ends its side. */
+  function holdOpen(text: string | null): Promise<{ answer: string; socket: Socket }> {
+    return new Promise((resolve, reject) => {
+      const port = Number(new URL(proxy.url).port);
+      const socket = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+      let answer = '';
+      socket.on('error', () => undefined);
+      socket.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
+      socket.once('end', () => resolve({ answer, socket }));
+      socket.once('connect', () => {
+        if (text !== null) socket.write(text);
+      });
+      setTimeout(() => reject(new Error(`no answer to ${JSON.stringify(text)}`)), 5_000).unref();
+    });
+  }
+
+  it('CONNECT, an Upgrade and a request that never came are answered, then closed by the proxy; shutdown does not wait for them', async () => {
+    const held = await Promise.all([
+      holdOpen(`CONNECT 127.0.0.1:${upstream.port} HTTP/1.1\r\nHost: 127.0.0.1:${upstream.port}\r\n\r\n`),
+      holdOpen(`GET /svc/v1/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${agent.token}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`),
+      holdOpen(null),
+    ]);
+    expect(held.map((h) => parseResponse(h.answer).status)).toEqual([405, 400, 408]);
+    // Past the proxy's grace of a second its side is gone, not merely half-closed (node's timeouts no
+    // longer cover such sockets, so a half-closed one stayed until the client closed it): shutdown,
+    // which waits for every connection up to shutdown_timeout (60 s here), has none left to wait for.
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    const started = Date.now();
+    await proxy.close();
+    expect(Date.now() - started).toBeLessThan(5_000);
+    for (const h of held) h.socket.destroy();
+  }, 20_000);
 });
