@@ -27,6 +27,7 @@ export async function runClusterPrimary(io: CliIo, config: AirlockConfig, count:
   let stopping = false;
   const failures = new Map<string, number>();
   const workers = new Map<string, Worker>();
+  const restarts = new Set<NodeJS.Timeout>();
   const fork = (id: string): void => {
     const worker = cluster.fork({ AIRLOCK_WORKER_ID: id });
     workers.set(id, worker);
@@ -37,9 +38,13 @@ export async function runClusterPrimary(io: CliIo, config: AirlockConfig, count:
       failures.set(id, n);
       const delay = Math.min(30_000, 500 * 2 ** (n - 1));
       io.stderr.write(`worker ${id} exited (${signal ?? `code ${code}`}); restarting it in ${delay} ms\n`);
-      setTimeout(() => {
+      // Not unref'd: with every worker down at once (found by review: two killed together) it is the only
+      // thing keeping the primary alive, which otherwise exited instead of restarting them. Cleared on stop.
+      const restart = setTimeout(() => {
+        restarts.delete(restart);
         if (!stopping) fork(id);
-      }, delay).unref();
+      }, delay);
+      restarts.add(restart);
     });
     worker.on('listening', () => failures.set(id, 0));
     // A Worker emits 'error' when a send fails or the fork itself does: unheard, it ended the primary and
@@ -55,6 +60,7 @@ export async function runClusterPrimary(io: CliIo, config: AirlockConfig, count:
   });
   const signal = await io.stopRequested;
   stopping = true;
+  for (const restart of restarts) clearTimeout(restart);
   stopReload?.();
   io.stderr.write(`${signal} received: asking ${workers.size} workers to drain (up to ${config.shutdown_timeout} s)\n`);
   const exits = [...workers.values()].map((worker) => new Promise<void>((resolve) => worker.once('exit', () => resolve())));

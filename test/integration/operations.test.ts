@@ -12,7 +12,7 @@
  *  - /_airlock/health (liveness) and /_airlock/ready (readiness: audit, shared state, credentials).
  * Every credential is a unique canary, checked against responses, logs, stdout/stderr and audit files.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import { connect } from 'node:net';
@@ -1068,14 +1068,32 @@ describe.skipIf(!haveRedis)('cluster mode: workers: 2 sharing state through Redi
     expect(denials[1]).toBeGreaterThan(0);
   });
 
+  // Found by review: the restart timer was unref'd, so with every worker dead at once nothing kept the
+  // primary alive and it exited (code 13) instead of restarting them.
+  it('restarts its workers when every one dies at once, and serves again', async () => {
+    const workerPids = execFileSync('pgrep', ['-P', String(airlock.child.pid)]).toString().trim().split('\n').map(Number);
+    expect(workerPids).toHaveLength(2);
+    for (const pid of workerPids) process.kill(pid, 'SIGKILL');
+    await eventually('both workers restarted', () => (airlock.stderr().match(/worker \d exited \(SIGKILL\); restarting it/g)?.length ?? 0) >= 2, 10_000);
+    // (bot is revoked by the test before: the health endpoint shows the listener is served again.)
+    await eventually('the listener served by a restarted worker', async () => (await sendRequest(`${airlock.url}/_airlock/health`).catch(() => null))?.status === 200, 15_000, 200);
+    const refused = await call(`${airlock.url}/api/v1/items`, bot.token);
+    seen.push(refused.text);
+    expect(refused.status).toBe(401);
+    const now = execFileSync('pgrep', ['-P', String(airlock.child.pid)]).toString().trim().split('\n').map(Number);
+    expect(now).toHaveLength(2);
+    expect(now.some((pid) => workerPids.includes(pid))).toBe(false);
+  }, 30_000);
+
   it('SIGTERM stops both workers and the primary exits 0', async () => {
+    const stderrBefore = airlock.stderr().length;
     const sigtermAt = Date.now();
     airlock.child.kill('SIGTERM');
     const exit = await airlock.exited;
     console.info(`[operations] cluster SIGTERM: primary exit ${exit.code} after ${exit.at - sigtermAt} ms`);
     expect(exit.code, airlock.stderr()).toBe(0);
     expect(airlock.stderr()).toContain('SIGTERM received: asking 2 workers to drain');
-    expect(airlock.stderr()).not.toMatch(/worker \d exited .* restarting/);
+    expect(airlock.stderr().slice(stderrBefore)).not.toMatch(/worker \d exited .* restarting/);
     for (const worker of [1, 2]) expect(readAudit(auditFile(worker)).at(-1)).toMatchObject({ actor: 'airlock', route: 'airlock:stop' });
     for (const worker of [1, 2]) {
       const verify = await runCliCapture(['audit', 'verify', auditFile(worker)], {}, []);
