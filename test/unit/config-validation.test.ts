@@ -91,7 +91,9 @@ describe('a valid config', () => {
       headers_timeout: 10,
       request_timeout: 300,
       keep_alive_timeout: 5,
+      max_sessions_per_agent: 1000,
     });
+    expect(config.approvals).toMatchObject({ max_pending: 1000, max_pending_per_agent: 100 });
     const openai = config.services['openai'];
     expect(openai).toMatchObject({
       name: 'openai',
