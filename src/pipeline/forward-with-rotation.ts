@@ -1,8 +1,8 @@
 /**
  * Stage 8, with dual-credential overlap: inject, forward, and when the upstream answers a status the
  * credential lists in retry_on (typically 401, a key rotated out upstream) for a request that can be
- * replayed, fetch the credential again; if it changed, inject the new value and forward once more; if
- * not, relay the held answer as it came (redacted like any response).
+ * replayed, fetch the credential again; if it changed and is usable (the check of stage 6), inject the
+ * new value and forward once more; if not, relay the held answer as it came (redacted like any response).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
@@ -17,6 +17,7 @@ import type { CanonicalTarget } from './canonicalize-target.js';
 import { forwardRequest, type ForwardResult } from './forward-request.js';
 import { injectCredential } from './inject-credential.js';
 import { replayCaptured, responseMatcher } from './redact-response.js';
+import { usableCredential } from './resolve-credential.js';
 
 const NO_CAPTURE: ReadonlySet<number> = new Set();
 const RETRY_MIN_AGE_MS = 2_000;
@@ -91,8 +92,14 @@ export async function forwardWithRotation(input: RotationInput): Promise<Rotatio
   const replayable = plan.retryOn.size > 0 && (body === null || Buffer.isBuffer(body));
   const first = await send(input, input.credential, replayable ? plan.retryOn : NO_CAPTURE);
   if (first.captured === null) return { forwarded: first, rotated: null };
-  // One forced refetch per reference every few seconds, whatever the number of refused requests.
-  const fresh = await input.broker.refresh(plan.ref, RETRY_MIN_AGE_MS).catch(() => null);
+  // One forced refetch per reference every few seconds, whatever the number of refused requests. A
+  // rotated value that fails the check every other injection passes (too short for the catalogue to
+  // register, or not well-formed text) is a failed refresh: injecting it would let a replay's echo of
+  // it reach the agent unmasked, so the held first answer is relayed instead.
+  const fresh = await input.broker
+    .refresh(plan.ref, RETRY_MIN_AGE_MS)
+    .then((credential) => usableCredential(plan, credential))
+    .catch(() => null);
   if (fresh !== null && !fresh.sameValueAs(input.credential)) {
     return { forwarded: await send(input, fresh, NO_CAPTURE), rotated: { from: input.credential.generation, to: fresh } };
   }

@@ -19,13 +19,13 @@ export function resolveCredential(broker: CredentialBroker, plan: CredentialPlan
   }
   if (found instanceof Promise) {
     return found.then(
-      (credential) => usable(plan, credential),
+      (credential) => usableCredential(plan, credential),
       (error: unknown) => {
         throw unreadable(plan, error);
       },
     );
   }
-  return usable(plan, found);
+  return usableCredential(plan, found);
 }
 
 function unreadable(plan: CredentialPlan, error: unknown): AirlockError {
@@ -33,7 +33,12 @@ function unreadable(plan: CredentialPlan, error: unknown): AirlockError {
   return new AirlockError('credential_unavailable', `The credential ${plan.ref} could not be read from its source; the request was not sent. See the proxy log.`, { cause: error });
 }
 
-function usable(plan: CredentialPlan, credential: Credential): Credential {
+/**
+ * The one test of whether a value may be injected, shared with the retry_on refetch in
+ * forward-with-rotation.ts: a value the redaction catalogue will not register (under MIN_SECRET_LENGTH,
+ * or with an unpaired surrogate) would be sent upstream and then echoed back unmasked (invariant 1).
+ */
+export function usableCredential(plan: CredentialPlan, credential: Credential): Credential {
   if (credential.length < MIN_SECRET_LENGTH) {
     throw new AirlockError('credential_unavailable', `The credential ${plan.ref} is shorter than ${MIN_SECRET_LENGTH} characters; Airlock refuses secrets it cannot reliably redact. Set the real value.`);
   }
