@@ -29,6 +29,20 @@ export class GovernanceState {
   readonly #revocations = new Map<string, Revocation>();
   readonly #approvals = new Map<string, ApprovalRecord>();
   readonly #listeners = new Set<(event: GovernanceEvent) => void>();
+  /**
+   * Agent -> when it was last restored: its sessions created at or before are void. Revoking an agent
+   * ended only the sessions the revoking replica knew; one minted on another replica within a round trip
+   * (or during a partition) survived and was usable once the agent was restored (review finding:
+   * revocation cascade). Kept in the lift's tombstone, so a reload or a new replica applies it too; not
+   * cleared by a resync, since it only ever grows.
+   */
+  readonly #restoredAt = new Map<string, number>();
+  /**
+   * Events applied while a snapshot is being read (start, resync), or null: applied again on top of the
+   * snapshot. A resync cleared the maps and replayed the snapshot, so an event heard meanwhile was lost
+   * and a session ended elsewhere during a reload came back (review finding: resync race).
+   */
+  #heard: GovernanceEvent[] | null = null;
   /** Restrictions applied here that the backend could not keep yet: written first when it is back. */
   readonly #unsaved: GovernanceEvent[] = [];
   #resyncs: Promise<void> = Promise.resolve();
@@ -42,14 +56,21 @@ export class GovernanceState {
 
   /** Replays what the backend kept, compacts it to the live state, and starts hearing other replicas. */
   async start(): Promise<void> {
-    for (const event of (await this.#backend.load()).filter((e) => this.#usable(e))) this.#apply(event);
-    await this.#backend.compact(this.#liveEvents());
+    // Heard before the snapshot is read, so that nothing published while it is read is missed (#heard).
     this.#backend.subscribe((event) => {
       // Thrown, so that the backend reloads the state rather than go on without what it may have meant.
       if (!this.#wellFormed(event)) throw new Error('a governance event without the fields it needs');
-      this.#apply(event);
+      this.#applyNow(event);
       this.#notify(event);
     });
+    this.#heard = [];
+    try {
+      for (const event of (await this.#backend.load()).filter((e) => this.#usable(e))) this.#apply(event);
+      for (const event of this.#heard) this.#apply(event);
+    } finally {
+      this.#heard = null;
+    }
+    await this.#backend.compact(this.#liveEvents());
     // One resync at a time: two at once could each write, then drop, the same queued event. A failed
     // one rejects: the backend keeps counting itself cut off (toward stale_after) and tries again.
     this.#backend.onReconnect(() => {
@@ -82,7 +103,7 @@ export class GovernanceState {
     const restricts = event.type === 'revocation.added' || event.type === 'session.ended';
     const cascade: GovernanceEvent[] = (ended === null ? [] : this.#descendants(ended)).map((id) => ({ type: 'session.ended', id, reason: 'a session it was narrowed from ended', at }));
     if (restricts) {
-      this.#apply(event);
+      this.#applyNow(event);
       this.#notify(event);
     }
     let outcome: RecordOutcome = 'kept';
@@ -96,7 +117,7 @@ export class GovernanceState {
       outcome = 'pending';
     }
     if (!restricts) {
-      this.#apply(event);
+      this.#applyNow(event);
       this.#notify(event);
     }
     // Revoking an agent ends its sessions for good: restoring the agent must not revive sessions that
@@ -125,17 +146,27 @@ export class GovernanceState {
       await this.#backend.append(this.#unsaved[0] as GovernanceEvent);
       this.#unsaved.shift();
     }
-    const events = (await this.#backend.load()).filter((event) => this.#usable(event));
-    const kept = new Set<string>();
-    for (const event of events) {
-      if (event.type === 'revocation.added') kept.add(revocationKey(event.revocation.kind, event.revocation.target));
-      if (event.type === 'revocation.lifted') kept.add(revocationKey(event.kind, event.target));
-    }
-    const lost = [...this.#revocations.entries()].filter(([key]) => !kept.has(key)).map(([, revocation]) => revocation);
-    if (lost.length > 0) {
-      this.#logger?.warn({ revocations: lost.map((r) => `${r.kind} ${r.target}`) }, 'shared state came back without revocations this replica holds (a Redis restart without persistence?); writing them back');
-      for (const revocation of lost) await this.#backend.append({ type: 'revocation.added', revocation });
-      events.push(...lost.map((revocation): GovernanceEvent => ({ type: 'revocation.added', revocation })));
+    const held = [...this.#revocations.entries()];
+    this.#heard = [];
+    let events: GovernanceEvent[];
+    let heard: GovernanceEvent[];
+    try {
+      events = (await this.#backend.load()).filter((event) => this.#usable(event));
+      const kept = new Set<string>();
+      for (const event of [...events, ...this.#heard]) {
+        if (event.type === 'revocation.added') kept.add(revocationKey(event.revocation.kind, event.revocation.target));
+        if (event.type === 'revocation.lifted') kept.add(revocationKey(event.kind, event.target));
+      }
+      // Only what was held before the snapshot was read: one heard (or lifted) meanwhile is not lost.
+      const lost = held.filter(([key]) => !kept.has(key)).map(([, revocation]) => revocation);
+      if (lost.length > 0) {
+        this.#logger?.warn({ revocations: lost.map((r) => `${r.kind} ${r.target}`) }, 'shared state came back without revocations this replica holds (a Redis restart without persistence?); writing them back');
+        for (const revocation of lost) await this.#backend.append({ type: 'revocation.added', revocation });
+        events.push(...lost.map((revocation): GovernanceEvent => ({ type: 'revocation.added', revocation })));
+      }
+      heard = this.#heard;
+    } finally {
+      this.#heard = null;
     }
     const known = new Set(this.#revocations.keys());
     this.#sessions.clear();
@@ -144,6 +175,8 @@ export class GovernanceState {
     this.#revocations.clear();
     this.#approvals.clear();
     for (const event of events) this.#apply(event);
+    // Newer than the snapshot, or as new: applied again, in the order they were (#heard).
+    for (const event of heard) this.#apply(event);
     for (const event of events) {
       if (event.type === 'revocation.added' && !known.has(revocationKey(event.revocation.kind, event.revocation.target))) this.#notify(event);
       if (event.type === 'approval.created' && event.approval.status !== 'pending') {
@@ -241,10 +274,18 @@ export class GovernanceState {
     return false;
   }
 
+  /** Applies an event as it happens (heard, or made here); remembered while a snapshot is read (#heard). */
+  #applyNow(event: GovernanceEvent): void {
+    this.#apply(event);
+    this.#heard?.push(event);
+  }
+
   #apply(event: GovernanceEvent): void {
     switch (event.type) {
       case 'session.created': {
         const session = event.session;
+        // Minted before its agent was last restored: on a replica that had not heard of the revocation.
+        if (session.createdAt <= (this.#restoredAt.get(session.agent) ?? -Infinity)) return;
         this.#sessions.set(session.id, session);
         this.#sessionByToken.set(session.tokenHash, session.id);
         if (session.parent !== null) {
@@ -263,6 +304,7 @@ export class GovernanceState {
         return;
       case 'revocation.lifted':
         this.#revocations.delete(revocationKey(event.kind, event.target));
+        if (event.kind === 'agent') this.#voidSessionsBefore(event.target, Number.isFinite(event.at) ? event.at : this.#now());
         return;
       case 'approval.created':
         this.#approvals.set(event.approval.id, event.approval);
@@ -282,6 +324,14 @@ export class GovernanceState {
         this.#approvals.set(event.id, { ...approval, status: event.type === 'approval.consumed' ? 'consumed' : 'expired' });
         return;
       }
+    }
+  }
+
+  /** Restoring an agent: what it minted until then is void (#restoredAt), on every replica. */
+  #voidSessionsBefore(agent: string, at: number): void {
+    this.#restoredAt.set(agent, Math.max(at, this.#restoredAt.get(agent) ?? -Infinity));
+    for (const session of [...this.#sessions.values()]) {
+      if (session.agent === agent && session.createdAt <= at) this.#endSession(session.id);
     }
   }
 

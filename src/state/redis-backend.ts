@@ -18,8 +18,15 @@ import { StateConflictError, type StateBackend } from './state-backend.js';
 export { StateConflictError };
 
 const APPROVAL_KEPT_MS = 24 * 3600 * 1000;
-/** How often a replica checks that Redis still keeps writes (#checkWritable). */
+/** How often a replica checks that Redis still keeps writes (#checkWritable) and still delivers events (#checkSubscribed). */
 const PROBE_MS = 1_000;
+/** How long a command (a probe's PING or write included) may go unanswered before it counts as failed. */
+const COMMAND_TIMEOUT_MS = 2_000;
+/**
+ * TCP keepalive on both connections: a flow dropped without a RST (a NAT or firewall forgetting it) is
+ * also noticed by the kernel, not only by the probes (review finding: subscriber black hole).
+ */
+const KEEPALIVE_MS = 5_000;
 
 /** Compare-and-set on an approval's status: returns 1 on success, 0 when absent, -1 when the status is not one of ARGV[1]. */
 const UPDATE_APPROVAL = `
@@ -68,6 +75,9 @@ export class RedisStateBackend implements StateBackend {
   #losses = 0;
   #probe: NodeJS.Timeout | null = null;
   #probing = false;
+  #pinging = false;
+  /** When the last PING the subscription answered was sent: every event published before it was heard. */
+  #subscriberHeardAt = 0;
 
   constructor(options: RedisBackendOptions) {
     this.#prefix = options.prefix;
@@ -80,7 +90,8 @@ export class RedisStateBackend implements StateBackend {
       connectTimeout: 2_000,
       // A Redis that accepts connections but stops answering must fail commands, not hold every request
       // that needs a rate token or a shared token (the outage then counts toward state.stale_after).
-      commandTimeout: 2_000,
+      commandTimeout: COMMAND_TIMEOUT_MS,
+      keepAlive: KEEPALIVE_MS,
       retryStrategy: (attempt: number) => Math.min(2_000, 100 * attempt),
     };
     this.#client = new Redis(options.url, common);
@@ -167,7 +178,9 @@ export class RedisStateBackend implements StateBackend {
         try {
           // ioredis says 'ready' before it subscribes again; a PING on the subscription connection
           // answers after that SUBSCRIBE, so the snapshot below cannot miss an event published between.
+          const pingedAt = this.#now();
           await this.#subscriber.ping();
+          this.#subscriberHeardAt = pingedAt;
           // And Redis keeps writes again (see #checkWritable).
           await this.#writeProbe();
           for (const listener of this.#reconnectListeners) await listener();
@@ -194,8 +207,43 @@ export class RedisStateBackend implements StateBackend {
     await this.#client.connect();
     await this.#subscriber.connect();
     await this.#subscriber.subscribe(this.#channel);
-    this.#probe = setInterval(() => void this.#checkWritable(), PROBE_MS);
+    this.#subscriberHeardAt = this.#now();
+    this.#probe = setInterval(() => {
+      void this.#checkWritable();
+      void this.#checkSubscribed();
+    }, PROBE_MS);
     this.#probe.unref();
+  }
+
+  /**
+   * The subscription can be lost while its connection stays open: a NAT or firewall that drops the flow
+   * without a RST leaves ioredis 'ready' and no event arriving, and the replica missed every revocation
+   * while counting itself fresh, never refusing after stale_after (review finding: subscriber black
+   * hole). So the subscription is checked on the write probe's cadence: Redis answers a PING on it after
+   * every message published before, and one not answered within the command timeout counts as losing the
+   * connection, from the last PING answered (events since may be missing). The connection is then
+   * dropped, so that ioredis connects and subscribes again; its 'ready' reloads the state. A replica thus
+   * misses events for at most PROBE_MS + COMMAND_TIMEOUT_MS before it counts as cut off.
+   */
+  async #checkSubscribed(): Promise<void> {
+    if (this.#pinging || this.#subscriber.status !== 'ready') return;
+    this.#pinging = true;
+    const sentAt = this.#now();
+    try {
+      await this.#subscriber.ping();
+      this.#subscriberHeardAt = sentAt;
+    } catch (error) {
+      // Closed meanwhile: the 'close' handler counted that.
+      if (this.#subscriber.status !== 'ready') return;
+      this.#losses++;
+      if (this.#subscriberDownSince === null && this.#everReady) {
+        this.#subscriberDownSince = this.#subscriberHeardAt;
+        this.#logger.warn({ err: error }, 'the redis subscription does not answer; events from other replicas may be missed, reconnecting it');
+      }
+      this.#subscriber.disconnect(true);
+    } finally {
+      this.#pinging = false;
+    }
   }
 
   /**
