@@ -87,9 +87,16 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
     // their own expiry minus a skew; the rest use secrets.cache.ttl.
     const ttlMs =
       own?.ttl !== undefined ? own.ttl * 1000 : kind === 'env' || kind === 'oauth2' || kind === 'vault-lease' ? FOREVER_MS : kind === 'file' ? 1000 : cacheDefaults.ttl * 1000;
-    const maxStalenessMs = Math.max(ttlMs, (own?.maxStaleness ?? (kind === 'env' ? FOREVER_MS / 1000 : cacheDefaults.max_staleness)) * 1000);
+    const stalenessMs = (own?.maxStaleness ?? (kind === 'env' ? FOREVER_MS / 1000 : cacheDefaults.max_staleness)) * 1000;
+    // A value is servable at least as long as it is fresh; but an oauth2: token's "until its expiry" is
+    // no duration to raise the operator's max_staleness to (that served a token without expires_in for
+    // a year). Every token has an expiry (oauth2-source.ts gives one without expires_in its ttl), and
+    // the cache serves nothing past it. Vault leases keep the old rule: their expiry is always Vault's.
+    const maxStalenessMs = kind === 'oauth2' && own?.ttl === undefined ? stalenessMs : Math.max(ttlMs, stalenessMs);
     return { ttlMs, maxStalenessMs };
   };
+  /** How long a token whose answer gives no usable expires_in is taken to live: its ttl, else secrets.cache.ttl. */
+  const lifetimeWithoutExpiry = (ref: string): number => (overrides.get(ref)?.ttl ?? cacheDefaults.ttl) * 1000;
 
   // Store logins and OAuth2 clients read their own credentials through the broker too (cached, and
   // scrubbed from every output like any secret); revealing them is this layer's job.
@@ -104,13 +111,13 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
   const vaultConfig = config.secrets.vault;
   const vault = vaultConfig === undefined ? null : new VaultSession(vaultConfig, resolveValue, logger);
   const leases = vault === null || vaultConfig === undefined ? null : createVaultLeaseSource(vault, logger, { now, rotationGraceMs: vaultConfig.rotation_grace * 1000 });
-  const oauth2 = createOAuth2Source(config.secrets.oauth2, resolveValue, now);
+  const oauth2 = createOAuth2Source(config.secrets.oauth2, resolveValue, lifetimeWithoutExpiry, now);
 
   /** Where the token in use is kept: Redis for every replica (sealed under the shared master key), else this process. */
   const oauth2Tokens = (): SecretSource => {
     const shared = options.sharedTokens;
     if (shared === undefined) return createKeptTokenSource(oauth2, now);
-    const lockedFetch = createSharedTokenSource(oauth2, shared.redis, shared.prefix, shared.masterKey, now);
+    const lockedFetch = createSharedTokenSource(oauth2, config.secrets.oauth2, shared.redis, shared.prefix, shared.masterKey, now);
     return shared.masterKey === null ? createKeptTokenSource(lockedFetch, now) : lockedFetch;
   };
 

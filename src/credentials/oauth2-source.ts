@@ -3,7 +3,9 @@
  * under secrets.oauth2.NAME. The client id and secret are themselves references (env:, file:, vault:).
  *
  * The cache in front of this source keeps the token until `expires_in` minus a skew and refreshes it
- * ahead, one fetch at a time, so a burst of requests causes exactly one token request. An answer that
+ * ahead, one fetch at a time, so a burst of requests causes exactly one token request. An answer
+ * without a finite positive `expires_in` (RFC 6749 5.1 makes it optional) is taken to live the
+ * credential's ttl, and no answer is believed past MAX_EXPIRES_IN_S. An answer that
  * says the client itself is wrong (invalid_client, invalid_grant, unauthorized_client, invalid_scope;
  * RFC 6749 5.2) is a clear 503 at once, and the cache's backoff keeps a burst from becoming a retry
  * storm. The token endpoint's own words never reach agents.
@@ -15,6 +17,15 @@ import { AirlockError } from '../errors.js';
 import { Credential } from './credential.js';
 import { readStoreAnswer, storeAgent } from './read-store-answer.js';
 import type { SecretSource } from './secret-source.js';
+
+/**
+ * The longest `expires_in` believed, in seconds: a day, the longest default among common token
+ * endpoints (Auth0 issues 24 h access tokens; Entra ID, Google and Okta 1 h). Believing a longer one
+ * saves at most one token request a day, while a bogus huge value would keep a token its client has
+ * since lost (revoked, re-scoped) in use for years, and overflow to Infinity (1e306 s in ms), which
+ * Redis refuses as a PX and JSON writes as null in a sealed record's bound data.
+ */
+const MAX_EXPIRES_IN_S = 86_400;
 
 /** RFC 6749 5.2 errors that no retry will fix. */
 const CLIENT_ERRORS: ReadonlySet<string> = new Set(['invalid_client', 'invalid_grant', 'unauthorized_client', 'invalid_scope', 'unsupported_grant_type', 'invalid_request']);
@@ -37,7 +48,16 @@ export interface OAuth2Source extends SecretSource {
   close(): Promise<void>;
 }
 
-export function createOAuth2Source(clients: Readonly<Record<string, DeepReadonly<OAuth2ClientSpec>>>, resolve: ReferenceResolver, now: () => number = Date.now): OAuth2Source {
+/**
+ * `lifetimeWithoutExpiry`: how long, in ms, a token whose answer gives no usable `expires_in` is taken to
+ * live (the credential's ttl, else secrets.cache.ttl: the broker knows which).
+ */
+export function createOAuth2Source(
+  clients: Readonly<Record<string, DeepReadonly<OAuth2ClientSpec>>>,
+  resolve: ReferenceResolver,
+  lifetimeWithoutExpiry: (ref: string) => number,
+  now: () => number = Date.now,
+): OAuth2Source {
   const agents = new Map<string, Agent>();
   const agentFor = (name: string, client: DeepReadonly<OAuth2ClientSpec>): Agent => {
     let agent = agents.get(name);
@@ -86,10 +106,13 @@ export function createOAuth2Source(clients: Readonly<Record<string, DeepReadonly
         throw new AirlockError('credential_unavailable', `The token endpoint of OAuth2 client ${name} answered ${status} without an access token (${ref}).`);
       }
       const expiresIn = typeof body.expires_in === 'number' ? body.expires_in : typeof body.expires_in === 'string' ? Number(body.expires_in) : NaN;
-      // No expires_in (RFC 6749 5.1 makes it optional): trust the cache TTL alone.
-      const expiresAt = Number.isFinite(expiresIn) && expiresIn > 0 ? requestedAt + (expiresIn - client.refresh_skew) * 1000 : null;
+      // No usable expires_in (missing, 0, negative, not a number, or 1e400, which JSON.parse makes
+      // Infinity): the token is taken to live the credential's ttl, so it is fetched again like any
+      // cached value and, while the endpoint fails, never served past that (nor past max_staleness).
+      // Never "no expiry": that kept a token for a year, whatever max_staleness said.
+      const lifetimeMs = Number.isFinite(expiresIn) && expiresIn > 0 ? (Math.min(expiresIn, MAX_EXPIRES_IN_S) - client.refresh_skew) * 1000 : lifetimeWithoutExpiry(ref);
       // The generation names the token by when it was issued: nothing derived from the token itself.
-      return new Credential(ref, body.access_token, `issued ${new Date(requestedAt).toISOString()}`, expiresAt === null ? null : Math.max(requestedAt + 1000, expiresAt));
+      return new Credential(ref, body.access_token, `issued ${new Date(requestedAt).toISOString()}`, requestedAt + Math.max(1000, lifetimeMs));
     },
     async close() {
       await Promise.all([...agents.values()].map((agent) => agent.close()));
