@@ -1,12 +1,17 @@
 /**
  * `airlock secrets set NAME` (value from stdin; hidden when typed at a terminal), `secrets list`
  * (names only, never values), `secrets rm NAME`. The store is data_dir/secrets.json, AES-256-GCM.
+ *
+ * A name, a reference or an option this command refuses is never repeated, and a name that looks like a
+ * key is never printed: what is typed where a name goes may be the key itself (the rule of
+ * secret-ref.ts, and of config problems; DESIGN.md invariant 1 counts CLI output).
  */
 import { parseArgs } from 'node:util';
+import { looksLikeKey } from '../config/load-config.js';
 import type { AirlockConfig } from '../config/types.js';
 import { EncryptedSecretFile } from '../credentials/encrypted-secret-file.js';
 import { loadMasterKey, MASTER_KEY_FILE } from '../credentials/master-key.js';
-import { parseSecretRef, SECRET_NAME } from '../credentials/secret-ref.js';
+import { parseSecretRef, SECRET_NAME, SECRET_REF_KINDS } from '../credentials/secret-ref.js';
 import { headerValueFault } from '../injection/injector.js';
 import { AdminCallError, callAdmin, reportRefusal } from './admin-client.js';
 import { MIN_SECRET_LENGTH } from '../redaction/secret-catalog.js';
@@ -15,11 +20,31 @@ import { loadConfigOrReport } from './locate-config.js';
 
 const USAGE = 'usage: airlock secrets set NAME | secrets list | secrets rm NAME | secrets rotate REF   [--config FILE]';
 
+const NOT_REPEATED = 'not repeated here: it may be a key';
+const KEY_LIKE = 'starts like a key (sk-, ghp_, AKIA, ...) or holds an Airlock token';
+const NAME_RULE = 'a secret name is letters, digits, _ . - (up to 128), starting with a letter or digit; the value goes on stdin, e.g.  printf %s "$KEY" | npx airlock secrets set openai';
+
+/**
+ * node's parseArgs names the option it did not know in its error ("Unknown option '--sk_live_…'"), and
+ * the CLI prints parse errors as they are: say what is wrong, and what to do, without the text.
+ */
+function parseSecretsArgs(args: readonly string[]): { config: string | undefined; positionals: string[] } {
+  try {
+    const { values, positionals } = parseArgs({ args: [...args], options: { config: { type: 'string' } }, allowPositionals: true });
+    return { config: values.config, positionals };
+  } catch (error) {
+    const code = (error as { code?: string }).code ?? '';
+    if (!code.startsWith('ERR_PARSE_ARGS')) throw error;
+    const what = code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? `an option it does not know was given (${NOT_REPEATED})` : `an option was given in a form it does not take (${NOT_REPEATED})`;
+    throw new UsageError(`airlock secrets: ${what}; its one option is --config FILE.\n${USAGE}`);
+  }
+}
+
 export async function secretsCommand(io: CliIo): Promise<number> {
-  const { values, positionals } = parseArgs({ args: [...io.args], options: { config: { type: 'string' } }, allowPositionals: true });
+  const { config: configFile, positionals } = parseSecretsArgs(io.args);
   const [action, name, ...extra] = positionals;
   if (action === undefined || extra.length > 0) throw new UsageError(USAGE);
-  const loaded = loadConfigOrReport(io, values.config);
+  const loaded = loadConfigOrReport(io, configFile);
   if (loaded === null) return 1;
   const config = loaded.config;
   switch (action) {
@@ -31,7 +56,7 @@ export async function secretsCommand(io: CliIo): Promise<number> {
       return listSecrets(io, config);
     case 'rm':
     case 'remove':
-      return removeSecret(io, config, requireName(name));
+      return removeSecret(io, config, requireName(name, { keyLike: 'allowed' }));
     case 'rotate':
       if (name === undefined) throw new UsageError(USAGE);
       return rotateSecret(io, config, name);
@@ -40,10 +65,20 @@ export async function secretsCommand(io: CliIo): Promise<number> {
   }
 }
 
-function requireName(name: string | undefined): string {
+/**
+ * The secret name given, or a usage error that does not repeat it. `rm` takes a name that looks like a
+ * key (one stored before such names were refused must be removable) but never prints it.
+ */
+function requireName(name: string | undefined, options: { keyLike: 'refused' | 'allowed' } = { keyLike: 'refused' }): string {
   if (name === undefined) throw new UsageError(USAGE);
-  if (!SECRET_NAME.test(name)) throw new UsageError(`"${name}" is not a secret name: letters, digits, _ . - (up to 128), starting with a letter or digit`);
+  if (!SECRET_NAME.test(name)) throw new UsageError(`That is not a secret name (${NOT_REPEATED}): ${NAME_RULE}`);
+  if (options.keyLike === 'refused' && looksLikeKey(name)) throw new UsageError(`That name ${KEY_LIKE}, so it is refused (${NOT_REPEATED}). Name the secret for what it is; ${NAME_RULE}`);
   return name;
+}
+
+/** A stored or referenced name as printed: one that looks like a key is not. */
+function shown(name: string): string {
+  return looksLikeKey(name) ? '(a name that looks like a key, not shown)' : name;
 }
 
 /** The file: references in the config, by secret name, with where they are used. */
@@ -131,26 +166,26 @@ async function listSecrets(io: CliIo, config: AirlockConfig): Promise<number> {
   if (stored.length === 0) io.stdout.write('No secrets stored yet.\n');
   for (const entry of [...stored].sort((a, b) => a.name.localeCompare(b.name))) {
     const used = refs.get(entry.name);
-    io.stdout.write(`${entry.name}\t${entry.updatedAt ?? '-'}\t${used === undefined ? 'unused' : `used by ${used.join(', ')}`}${entry.damaged ? '\tDAMAGED: does not decrypt' : ''}\n`);
+    io.stdout.write(`${shown(entry.name)}\t${entry.updatedAt ?? '-'}\t${used === undefined ? 'unused' : `used by ${used.join(', ')}`}${entry.damaged ? '\tDAMAGED: does not decrypt' : ''}\n`);
   }
   const damaged = stored.filter((entry) => entry.damaged).map((entry) => entry.name);
   if (damaged.length > 0) {
     // The proxy refuses the whole file while one entry is damaged (it cannot tell an edit from an attack).
-    io.stderr.write(`Damaged (the file was edited, or an entry moved): ${damaged.join(', ')}. Until they are set again, a running Airlock cannot read any file: secret. Set each again: npx airlock secrets set ${damaged[0]}\n`);
+    io.stderr.write(`Damaged (the file was edited, or an entry moved): ${damaged.map(shown).join(', ')}. Until they are set again, a running Airlock cannot read any file: secret. Set each again: npx airlock secrets set ${shown(damaged[0] as string)}\n`);
   }
   const names = new Set(stored.map((entry) => entry.name));
   const missing = [...refs.keys()].filter((name) => !names.has(name)).sort();
-  if (missing.length > 0) io.stdout.write(`\nNot set yet (requests that need them get 503): ${missing.join(', ')}\n  npx airlock secrets set ${missing[0]}\n`);
+  if (missing.length > 0) io.stdout.write(`\nNot set yet (requests that need them get 503): ${missing.map(shown).join(', ')}\n  npx airlock secrets set ${shown(missing[0] as string)}\n`);
   return damaged.length > 0 ? 1 : 0;
 }
 
 async function removeSecret(io: CliIo, config: AirlockConfig, name: string): Promise<number> {
   const key = loadMasterKey({ dataDir: config.data_dir, env: io.env, create: false });
   if (key === null || !new EncryptedSecretFile(config.data_dir, key).remove(name)) {
-    io.stderr.write(`No secret named ${name} is stored.\n`);
+    io.stderr.write(`No secret named ${shown(name)} is stored.\n`);
     return 1;
   }
-  io.stdout.write(`Removed secret ${name}. Requests that use file:${name} now get 503 credential_unavailable.\n`);
+  io.stdout.write(`Removed secret ${shown(name)}. Requests that use ${looksLikeKey(name) ? 'it' : `file:${name}`} now get 503 credential_unavailable.\n`);
   return 0;
 }
 
@@ -161,8 +196,15 @@ async function removeSecret(io: CliIo, config: AirlockConfig, name: string): Pro
  */
 async function rotateSecret(io: CliIo, config: AirlockConfig, refOrName: string): Promise<number> {
   const ref = refOrName.includes(':') ? refOrName : `file:${refOrName}`;
+  const kind = ref.slice(0, ref.indexOf(':'));
+  // parseSecretRef repeats an unknown kind, which is whatever came before the first colon.
+  if (!(SECRET_REF_KINDS as readonly string[]).includes(kind)) {
+    throw new UsageError(`That is not a secret reference (${NOT_REPEATED}): give a file: secret's name, or a reference the config uses: ${SECRET_REF_KINDS.map((k) => `${k}:`).join(', ')}.`);
+  }
   const parsed = parseSecretRef(ref);
-  if (!parsed.ok) throw new UsageError(`${ref}: ${parsed.problem}`);
+  if (!parsed.ok) throw new UsageError(`That reference is refused (${NOT_REPEATED}): ${parsed.problem}.`);
+  // A well-formed reference may still hold a key (vault:secret/sk_live_…#f): not sent, not repeated.
+  if (parsed.ref.name.split(/[/#]/).some(looksLikeKey)) throw new UsageError(`A part of that reference ${KEY_LIKE}, so it is refused (${NOT_REPEATED}). Give the reference as the config writes it, e.g. vault:secret/stripe#api_key.`);
   if (parsed.ref.kind === 'file') {
     const stored = await setSecret(io, config, requireName(parsed.ref.name));
     if (stored !== 0) return stored;

@@ -92,16 +92,23 @@ function keyAt(document: Document, offset: number): string | null {
 /**
  * Whether a key may be repeated in a problem: a config name (a service, an agent, a header name), not
  * something that may be a pasted key (config problems reach the terminal and, on a reload, the log), the
- * rule the secret references and upstreams follow. Plain names only, and none that starts like a known
- * key shape (sk-, ghp_, AKIA, ...) or holds an Airlock token.
+ * rule the secret references and upstreams follow. Plain names only, and none that looks like a key.
  */
 function sayableKey(key: string): boolean {
-  if (!/^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/.test(key) || TOKEN_IN_TEXT.test(key)) return false;
+  return /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/.test(key) && !looksLikeKey(key);
+}
+
+/**
+ * Whether text starts like a known key shape (sk-, ghp_, AKIA, ...) or holds an Airlock token: such
+ * text is never taken for a name, nor repeated (here, and by `airlock secrets` for secret names).
+ */
+export function looksLikeKey(text: string): boolean {
+  if (TOKEN_IN_TEXT.test(text)) return true;
   for (const name of BUILTIN_RULE_NAMES) {
     const rule = BUILTIN_RULES[name];
-    if (rule.kind === 'run' && rule.prefixes.some((prefix) => key.startsWith(prefix.toString('utf8')))) return false;
+    if (rule.kind === 'run' && rule.prefixes.some((prefix) => text.startsWith(prefix.toString('utf8')))) return true;
   }
-  return true;
+  return false;
 }
 
 export interface BuildOptions {
