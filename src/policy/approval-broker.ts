@@ -50,8 +50,6 @@ export class ApprovalBroker {
   readonly #state: GovernanceState;
   readonly #options: ApprovalBrokerOptions;
   readonly #now: () => number;
-  /** Approvals being redeemed right now: a second redemption loses (single use). */
-  readonly #redeeming = new Set<string>();
 
   constructor(state: GovernanceState, options: ApprovalBrokerOptions) {
     this.#state = state;
@@ -172,15 +170,12 @@ export class ApprovalBroker {
     }
     if (approval.status === 'consumed') throw new AirlockError('approval_denied', `Approval ${approval.id} was already used; an approval is good for one request.`);
     if (approval.status !== 'approved' || approval.expiresAt <= this.#now()) throw new AirlockError('approval_timeout', `Approval ${approval.id} expired.`);
-    if (this.#redeeming.has(approval.id)) throw new AirlockError('approval_denied', `Approval ${approval.id} is being used by another request; an approval is good for one request.`);
-    this.#redeeming.add(approval.id);
+    // Single use: the state takes the change only from "approved", one at a time (#claimTransition).
     try {
       await this.#state.record({ type: 'approval.consumed', id: approval.id, at: this.#now() });
     } catch (error) {
-      if (error instanceof StateConflictError) throw new AirlockError('approval_denied', `Approval ${approval.id} was already used (on another replica); an approval is good for one request.`);
+      if (error instanceof StateConflictError) throw new AirlockError('approval_denied', `Approval ${approval.id} was already used, or is being used, by another request; an approval is good for one request.`);
       throw error;
-    } finally {
-      this.#redeeming.delete(approval.id);
     }
     return { id: approval.id, approver: approval.decidedBy ?? 'unknown', reason: approval.reason ?? '' };
   }
@@ -194,7 +189,7 @@ export class ApprovalBroker {
     try {
       await this.#state.record({ type: 'approval.decided', id, decision, by, reason, at: this.#now() });
     } catch (error) {
-      if (error instanceof StateConflictError) throw new AirlockError('invalid_request', `Approval ${id} was already decided (on another replica).`);
+      if (error instanceof StateConflictError) throw new AirlockError('invalid_request', `Approval ${id} was already decided, or is being decided, by another approver.`);
       throw error;
     }
     return this.#state.approval(id) as ApprovalRecord;

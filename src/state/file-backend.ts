@@ -38,14 +38,31 @@ export class FileStateBackend implements StateBackend {
     return events;
   }
 
+  /**
+   * One whole line or nothing. A write can be short (a disk that fills up takes what fits and says so
+   * only through the count): found by review, the torn line then had the next event appended to it, and
+   * a restart dropped both. So the rest is written until done, and on a failure the file is cut back to
+   * where the line began, so that the event can be written again whole (GovernanceState retries).
+   */
   append(event: GovernanceEvent): Promise<void> {
-    const line = `${JSON.stringify(event)}\n`;
+    const line = Buffer.from(`${JSON.stringify(event)}\n`, 'utf8');
     const write = this.#queue.then(async () => {
       if (this.#handle === null) {
         makePrivateDir(dirname(this.#file));
         this.#handle = await open(this.#file, 'a', 0o600);
       }
-      await this.#handle.write(line);
+      const handle = this.#handle;
+      const start = (await handle.stat()).size;
+      try {
+        for (let done = 0; done < line.length; ) {
+          const { bytesWritten } = await handle.write(line, done, line.length - done);
+          if (bytesWritten === 0) throw new Error(`${this.#file}: the disk took none of a write (full?)`);
+          done += bytesWritten;
+        }
+      } catch (error) {
+        await handle.truncate(start).catch(() => undefined);
+        throw error;
+      }
     });
     this.#queue = write.catch(() => undefined);
     return write;

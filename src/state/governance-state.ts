@@ -13,8 +13,12 @@ import { StateConflictError, type StateBackend } from './state-backend.js';
 /** What became of a change: kept in the backend, or (a restriction while it is unreachable) only here for now. */
 export type RecordOutcome = 'kept' | 'pending';
 
-/** Decided approvals kept for the console's history. */
+/** Decided (or expired) approvals kept for the console's history. */
 const DECIDED_APPROVALS_KEPT = 500;
+/** Expired sessions are swept out of memory once the map holds this many, then at twice what is left. */
+const SWEEP_FLOOR = 1_000;
+/** How often restrictions the backend could not keep are written again (#flushUnsaved). */
+const FLUSH_RETRY_MS = 1_000;
 
 function revocationKey(kind: RevocationKind, target: string): string {
   return `${kind}\u0000${target}`;
@@ -45,6 +49,13 @@ export class GovernanceState {
   #heard: GovernanceEvent[] | null = null;
   /** Restrictions applied here that the backend could not keep yet: written first when it is back. */
   readonly #unsaved: GovernanceEvent[] = [];
+  /** The write of #unsaved under way, if any (one at a time: two would each write, then drop, an event). */
+  #flushing: Promise<void> | null = null;
+  #flushRetry: NodeJS.Timeout | null = null;
+  /** Approvals with a decision or a use being kept right now (#claimTransition). */
+  readonly #transitioning = new Set<string>();
+  /** Sessions in the map past which expired ones are swept out (#sweepExpired). */
+  #sweepAt = SWEEP_FLOOR;
   #resyncs: Promise<void> = Promise.resolve();
   readonly #logger: Pick<Logger, 'warn'> | null;
 
@@ -98,6 +109,34 @@ export class GovernanceState {
    * and fails with state_unavailable when it cannot be.
    */
   async record(event: GovernanceEvent): Promise<RecordOutcome> {
+    const transition = this.#claimTransition(event);
+    try {
+      return await this.#record(event);
+    } finally {
+      if (transition !== null) this.#transitioning.delete(transition);
+    }
+  }
+
+  /**
+   * An approval is decided once and used once, whatever the backend: the change must find the approval
+   * in the status it leaves (pending to decide, approved to use) with no other change of it under way,
+   * else StateConflictError. Redis also checks in Lua, across replicas; here it covers the file backend,
+   * and every config generation of this process (found by review: the guard lived in each generation's
+   * approval broker, so two requests on either side of a reload both used one approval, and two approvers
+   * deciding at once were both told they had).
+   */
+  #claimTransition(event: GovernanceEvent): string | null {
+    if (event.type !== 'approval.decided' && event.type !== 'approval.consumed') return null;
+    const approval = this.#approvals.get(event.id);
+    const from = event.type === 'approval.decided' ? 'pending' : 'approved';
+    if (approval === undefined || approval.status !== from || this.#transitioning.has(event.id)) {
+      throw new StateConflictError(`approval ${event.id} is not ${from}, or is being changed`);
+    }
+    this.#transitioning.add(event.id);
+    return event.id;
+  }
+
+  async #record(event: GovernanceEvent): Promise<RecordOutcome> {
     const ended = event.type === 'session.ended' ? event.id : event.type === 'revocation.added' && event.revocation.kind === 'session' ? event.revocation.target : null;
     const at = event.type === 'session.ended' ? event.at : event.type === 'revocation.added' ? event.revocation.at : 0;
     const restricts = event.type === 'revocation.added' || event.type === 'session.ended';
@@ -108,16 +147,23 @@ export class GovernanceState {
     }
     let outcome: RecordOutcome = 'kept';
     try {
+      // What could not be kept before goes first, in order: a later event must not be kept without it
+      // (found by review: with the file backend nothing wrote it again, and a restart lost it).
+      await this.#flushUnsaved();
       await this.#backend.append(event);
       for (const next of cascade) await this.#backend.append(next);
     } catch (error) {
       if (!restricts || error instanceof StateConflictError) throw unavailable(error);
       this.#unsaved.push(event, ...cascade);
       this.#logger?.warn({ err: error, event: event.type }, 'shared state is unreachable: the restriction holds on this replica now and is written to shared state when it is back');
+      this.#retryFlush();
       outcome = 'pending';
     }
     if (!restricts) {
       this.#applyNow(event);
+      // Applied: the approval is in its new status, which guards it from here on. Released before the
+      // listeners hear it, since a held request uses its approval as soon as it hears of the decision.
+      if (event.type === 'approval.decided' || event.type === 'approval.consumed') this.#transitioning.delete(event.id);
       this.#notify(event);
     }
     // Revoking an agent ends its sessions for good: restoring the agent must not revive sessions that
@@ -141,11 +187,37 @@ export class GovernanceState {
    * the revocations the backend lost (absent, and not lifted: a Redis that restarted without its data
    * must not un-revoke anyone), and tell listeners what was revoked meanwhile.
    */
+  /** Writes the restrictions the backend could not keep, in order; one flush at a time. */
+  #flushUnsaved(): Promise<void> {
+    if (this.#unsaved.length === 0) return Promise.resolve();
+    this.#flushing ??= (async () => {
+      try {
+        while (this.#unsaved.length > 0) {
+          await this.#backend.append(this.#unsaved[0] as GovernanceEvent);
+          this.#unsaved.shift();
+        }
+      } finally {
+        this.#flushing = null;
+      }
+    })();
+    return this.#flushing;
+  }
+
+  /**
+   * Tries #flushUnsaved again every second until it succeeds. A Redis backend also flushes on
+   * reconnecting; the file backend has no such moment (a full disk that frees up says nothing).
+   */
+  #retryFlush(): void {
+    if (this.#flushRetry !== null) return;
+    this.#flushRetry = setTimeout(() => {
+      this.#flushRetry = null;
+      this.#flushUnsaved().catch(() => this.#retryFlush());
+    }, FLUSH_RETRY_MS);
+    this.#flushRetry.unref();
+  }
+
   async #resync(): Promise<void> {
-    while (this.#unsaved.length > 0) {
-      await this.#backend.append(this.#unsaved[0] as GovernanceEvent);
-      this.#unsaved.shift();
-    }
+    await this.#flushUnsaved();
     const held = [...this.#revocations.entries()];
     this.#heard = [];
     let events: GovernanceEvent[];
@@ -230,6 +302,8 @@ export class GovernanceState {
   }
 
   async close(): Promise<void> {
+    if (this.#flushRetry !== null) clearTimeout(this.#flushRetry);
+    this.#flushRetry = null;
     this.#listeners.clear();
     await this.#backend.close();
   }
@@ -288,6 +362,7 @@ export class GovernanceState {
         if (session.createdAt <= (this.#restoredAt.get(session.agent) ?? -Infinity)) return;
         this.#sessions.set(session.id, session);
         this.#sessionByToken.set(session.tokenHash, session.id);
+        if (this.#sessions.size >= this.#sweepAt) this.#sweepExpired();
         if (session.parent !== null) {
           const siblings = this.#children.get(session.parent) ?? new Set<string>();
           siblings.add(session.id);
@@ -347,8 +422,29 @@ export class GovernanceState {
     for (const child of children ?? []) this.#endSession(child);
   }
 
+  /**
+   * Forgets expired sessions (found by review: they stayed in memory until a restart, and an agent could
+   * mint short ones without end). Amortized: a sweep only when the map has doubled since the last.
+   */
+  #sweepExpired(): void {
+    const now = this.#now();
+    for (const session of [...this.#sessions.values()]) {
+      if (session.expiresAt > now) continue;
+      this.#sessions.delete(session.id);
+      this.#sessionByToken.delete(session.tokenHash);
+      this.#children.delete(session.id);
+    }
+    this.#sweepAt = Math.max(SWEEP_FLOOR, 2 * this.#sessions.size);
+  }
+
+  /**
+   * Keeps the newest DECIDED_APPROVALS_KEPT of the approvals that are over: decided, consumed, or past
+   * their expiry undecided (found by review: an async approval nobody decided was never marked expired,
+   * so those were kept for ever, and across restarts).
+   */
   #trimApprovals(): void {
-    const decided = [...this.#approvals.values()].filter((a) => a.status !== 'pending' && a.status !== 'approved');
+    const now = this.#now();
+    const decided = [...this.#approvals.values()].filter((a) => (a.status !== 'pending' && a.status !== 'approved') || a.expiresAt <= now);
     if (decided.length <= DECIDED_APPROVALS_KEPT) return;
     decided.sort((a, b) => a.createdAt - b.createdAt);
     for (const old of decided.slice(0, decided.length - DECIDED_APPROVALS_KEPT)) this.#approvals.delete(old.id);

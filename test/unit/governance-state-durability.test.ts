@@ -1,0 +1,172 @@
+/**
+ * The embedded state backend when its writes fail. Found by review: a revocation that could not be
+ * written (a full disk, an I/O error) held in memory only, was never written again, and a restart
+ * brought the agent back; a write cut short by a full disk left a torn line that the next event was
+ * appended to, and a restart dropped both. Real GovernanceState over the real FileStateBackend, on a
+ * real file (and, for the full disk, a real 8 KiB tmpfs).
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { AirlockError } from '../../src/errors.js';
+import { ApprovalBroker } from '../../src/policy/approval-broker.js';
+import { FileStateBackend } from '../../src/state/file-backend.js';
+import type { GovernanceEvent } from '../../src/state/governance-records.js';
+import { GovernanceState } from '../../src/state/governance-state.js';
+import { eventually } from '../helpers/operator.js';
+import { tempDir } from '../helpers/start-proxy.js';
+
+function revoke(target: string, reason = 'compromised'): GovernanceEvent {
+  return { type: 'revocation.added', revocation: { kind: 'agent', target, reason, by: 'oncall', at: Date.now() } };
+}
+
+async function started(file: string): Promise<GovernanceState> {
+  const state = new GovernanceState(new FileStateBackend(file));
+  await state.start();
+  return state;
+}
+
+describe('GovernanceState over the file backend, when writes fail', () => {
+  it('a revocation that could not be written holds at once, is written once the file can be, and survives a restart', async () => {
+    const file = join(tempDir('state-durability-'), 'state.jsonl');
+    const state = await started(file);
+    // A directory where the file is: every append fails (as a full disk or an I/O error would).
+    rmSync(file, { force: true });
+    mkdirSync(file);
+    expect(await state.record(revoke('bot'))).toBe('pending');
+    expect(state.revocation('agent', 'bot')).not.toBeNull();
+    rmdirSync(file);
+    // Nothing else happens: the retry alone writes it.
+    await eventually('the revocation written', () => existsSync(file) && readFileSync(file, 'utf8').includes('"target":"bot"'), 5_000, 50);
+    await state.close();
+    const restarted = await started(file);
+    expect(restarted.revocation('agent', 'bot')).not.toBeNull();
+    await restarted.close();
+  });
+
+  it('keeps order: while an unwritten restriction cannot be written a grant is refused, and once it can, it is written before what follows', async () => {
+    const file = join(tempDir('state-durability-'), 'state.jsonl');
+    const state = await started(file);
+    rmSync(file, { force: true });
+    mkdirSync(file);
+    expect(await state.record(revoke('first'))).toBe('pending');
+    const lift: GovernanceEvent = { type: 'revocation.lifted', kind: 'agent', target: 'other', by: 'oncall', at: Date.now() };
+    const refused = await state.record(lift).then(() => null, (error: unknown) => error);
+    expect(refused).toBeInstanceOf(AirlockError);
+    expect((refused as AirlockError).code).toBe('state_unavailable');
+    rmdirSync(file);
+    expect(await state.record(revoke('second'))).toBe('kept');
+    const targets = readFileSync(file, 'utf8').trim().split('\n').map((line) => (JSON.parse(line) as { revocation?: { target: string } }).revocation?.target);
+    expect(targets).toEqual(['first', 'second']);
+    await state.close();
+  });
+});
+
+/** An 8 KiB tmpfs needs root (mount); skipped loudly otherwise. */
+function mountTinyDisk(): string | null {
+  const dir = mkdtempSync(join(tmpdir(), 'airlock-tiny-disk-'));
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8k', 'tmpfs', dir], { stdio: 'ignore' });
+    return dir;
+  } catch {
+    rmSync(dir, { recursive: true, force: true });
+    return null;
+  }
+}
+
+const disk = mountTinyDisk();
+if (disk === null) console.warn('SKIPPED: the full-disk state test needs to mount a tmpfs (run as root, as CI does)');
+
+describe.skipIf(disk === null)('GovernanceState over the file backend on a disk that fills up', () => {
+  afterAll(() => {
+    if (disk === null) return;
+    execFileSync('umount', [disk]);
+    rmSync(disk, { recursive: true, force: true });
+  });
+
+  it('leaves no torn line, writes what the full disk refused once there is room, and a restart has every revocation', async () => {
+    const root = disk as string;
+    // One of the two pages taken: the state file gets the other.
+    writeFileSync(join(root, 'filler'), Buffer.alloc(4096));
+    const file = join(root, 'state.jsonl');
+    const state = await started(file);
+    const reason = 'x'.repeat(300);
+    const targets: string[] = [];
+    let outcome = 'kept';
+    for (let i = 0; i < 40 && outcome === 'kept'; i++) {
+      targets.push(`agent-${i}`);
+      outcome = await state.record(revoke(`agent-${i}`, reason));
+    }
+    expect(outcome).toBe('pending');
+    // Whole lines only, though the last write was cut short by the disk.
+    const text = readFileSync(file, 'utf8');
+    expect(text.endsWith('\n')).toBe(true);
+    for (const line of text.trim().split('\n')) expect(() => JSON.parse(line) as unknown).not.toThrow();
+    rmSync(join(root, 'filler'));
+    const last = targets.at(-1) as string;
+    await eventually('the refused revocation written', () => readFileSync(file, 'utf8').includes(`"target":"${last}"`), 5_000, 50);
+    await state.close();
+    // Restarted from a copy on an ordinary disk: start-up compacts into a new file, which the tiny one has no room for.
+    const copy = join(tempDir('state-durability-'), 'state.jsonl');
+    writeFileSync(copy, readFileSync(file));
+    const restarted = await started(copy);
+    for (const target of targets) expect(restarted.revocation('agent', target), target).not.toBeNull();
+    await restarted.close();
+  });
+});
+
+// Found by review: an async approval nobody decided was never marked expired, and only decided ones were
+// trimmed, so an agent's approval-needing requests grew the state (and the state file) for ever.
+describe('GovernanceState keeps what is over bounded', () => {
+  it('approvals past their expiry, undecided, are trimmed like decided ones (the newest 500 kept)', async () => {
+    let now = 1_000_000;
+    const state = new GovernanceState(new FileStateBackend(join(tempDir('state-growth-'), 'state.jsonl')), () => now);
+    await state.start();
+    const create = async (n: number): Promise<void> => {
+      await state.record({
+        type: 'approval.created',
+        approval: { id: `apr_${n}`, agent: 'bot', service: 'pay', route: 'POST /v1/refunds', scope: 'refunds:write', method: 'POST', path: '/v1/refunds', binding: `b${n}`, session: null, justification: null, taskId: null, mode: 'async', createdAt: now, expiresAt: now + 60_000, status: 'pending', decidedBy: null, reason: null, decidedAt: null },
+      });
+    };
+    for (let n = 0; n < 600; n++) await create(n);
+    now += 120_000;
+    for (let n = 600; n < 1200; n++) await create(n);
+    const kept = state.approvals();
+    expect(kept).toHaveLength(1100);
+    // Every live one is kept, and of the expired the newest.
+    expect(kept.filter((a) => a.expiresAt > now)).toHaveLength(600);
+    expect(kept.some((a) => a.id === 'apr_0')).toBe(false);
+    expect(kept.some((a) => a.id === 'apr_599')).toBe(true);
+    await state.close();
+  });
+});
+
+// Found by review: the single-use guard lived in each config generation's approval broker and the file
+// backend has no compare-and-set, so two requests on either side of a reload both used one approval
+// (two refunds reached the upstream), and two approvers deciding at once were both told they had.
+describe('an approval is decided once and used once, across brokers', () => {
+  it('two brokers over one state (two config generations): concurrent decisions and uses, one wins each', async () => {
+    const state = await started(join(tempDir('state-approvals-'), 'state.jsonl'));
+    const options = { maxPending: 10, maxPendingPerAgent: 10, consoleUrl: () => null, notify: () => undefined };
+    const older = new ApprovalBroker(state, options);
+    const newer = new ApprovalBroker(state, options);
+    const now = Date.now();
+    await state.record({
+      type: 'approval.created',
+      approval: { id: 'apr_once', agent: 'bot', service: 'pay', route: 'POST /v1/refunds', scope: 'refunds:write', method: 'POST', path: '/v1/refunds', binding: 'b', session: null, justification: null, taskId: null, mode: 'async', createdAt: now, expiresAt: now + 60_000, status: 'pending', decidedBy: null, reason: null, decidedAt: null },
+    });
+    const decisions = await Promise.allSettled([older.decide('apr_once', 'approved', 'alice', 'ok'), newer.decide('apr_once', 'denied', 'bob', 'no')]);
+    expect(decisions.filter((d) => d.status === 'fulfilled')).toHaveLength(1);
+    const lost = decisions.find((d) => d.status === 'rejected') as PromiseRejectedResult;
+    expect((lost.reason as AirlockError).detail).toContain('already decided, or is being decided');
+    // The first to ask holds the change from its first step: the approval is approved, by alice.
+    expect(state.approval('apr_once')).toMatchObject({ status: 'approved', decidedBy: 'alice' });
+    const uses = await Promise.allSettled([older.redeem('apr_once', 'b', 'bot'), newer.redeem('apr_once', 'b', 'bot'), older.redeem('apr_once', 'b', 'bot')]);
+    expect(uses.filter((u) => u.status === 'fulfilled')).toHaveLength(1);
+    for (const use of uses.filter((u) => u.status === 'rejected') as PromiseRejectedResult[]) expect((use.reason as AirlockError).code).toBe('approval_denied');
+    expect(state.approval('apr_once')?.status).toBe('consumed');
+    await state.close();
+  });
+});
