@@ -14,7 +14,8 @@
  * the proxy hop and the upstream call. Attributes are an allowlist: method, canonical path (never the
  * query), route template, status, and airlock.* decisions; no header value and no credential, ever (the
  * paths, which come from the request, pass the secret catalogue's scrub, as log lines and audit do).
- * When tracing is off, the agent's traceparent passes through untouched.
+ * When tracing is off, the agent's traceparent passes through untouched; when on, the agent's tracestate
+ * is dropped, never exported (parentOf says why).
  */
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span, type TextMapGetter, type Tracer } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
@@ -168,6 +169,26 @@ export async function createTracing(options: TracingOptions): Promise<Tracing> {
   };
 }
 
+/**
+ * The agent's trace context, continued by its trace id, span id and flags only. Its `tracestate` is
+ * dropped: the SDK copies a parent's trace state onto every child span and the OTLP exporter sends it
+ * as it came, so whatever a caller wrote there (a managed secret, its own alk_ token, before Airlock has
+ * even authenticated it) would reach the collector unscrubbed (DESIGN.md invariant 1; spans are
+ * observed by allowlist, style 8). Its values are the caller's free text (W3C Trace Context 3.3.1.3.2:
+ * printable ASCII but "," and "="), so no shape check can vouch for them. The upstream, which sees our
+ * CLIENT span as its parent, gets no agent trace state either (it is carried by that span's context).
+ *
+ * The sampled flag is honoured for every caller, authenticated or not: the sampler decides when the
+ * span starts, before authentication has run, and parent-based sampling is what telemetry.sampling
+ * promises. What a caller gains by setting it is bounded: a span per request it makes, holding only the
+ * allowlisted attributes, and the BatchSpanProcessor's fixed queue drops spans rather than grow.
+ */
+function parentOf(propagator: W3CTraceContextPropagator, req: IncomingMessage): Context {
+  const extracted = trace.getSpanContext(propagator.extract(ROOT_CONTEXT, req.headers, headerGetter));
+  if (extracted === undefined) return ROOT_CONTEXT;
+  return trace.setSpanContext(ROOT_CONTEXT, { traceId: extracted.traceId, spanId: extracted.spanId, traceFlags: extracted.traceFlags, isRemote: true });
+}
+
 class LiveTrace implements RequestTrace {
   readonly #tracer: Tracer;
   readonly #propagator: W3CTraceContextPropagator;
@@ -180,7 +201,7 @@ class LiveTrace implements RequestTrace {
     this.#tracer = tracer;
     this.#propagator = propagator;
     this.#scrub = scrub;
-    const parent = propagator.extract(ROOT_CONTEXT, req.headers, headerGetter);
+    const parent = parentOf(propagator, req);
     this.#span = tracer.startSpan(
       req.method ?? 'HTTP',
       {
