@@ -434,11 +434,39 @@ async function lastAuditRecords(file: string, count: number): Promise<AuditRecor
 }
 
 /**
+ * What outlives one request on the admin listener: the context in force now (a reload replaces it) and
+ * the audit streams open on it.
+ */
+interface AdminListener {
+  readonly currentContext: () => AdminContext;
+  readonly streams: Set<ServerResponse>;
+}
+
+/**
+ * A reader this far behind is not following the feed: its stream is ended rather than buffered for
+ * (res.write queues in memory whatever the socket cannot take, so a reader that stops reading grew the
+ * proxy by every record written, without bound). The console reconnects, replaying the last records.
+ */
+const AUDIT_STREAM_BACKLOG_BYTES = 1024 * 1024;
+/** How long an ended stream's backlog may take to reach its reader before the connection is cut. */
+const AUDIT_STREAM_DRAIN_MS = 10_000;
+/** Streams open at once on one admin listener (a console tab holds one): each may hold a backlog. */
+const MAX_AUDIT_STREAMS = 32;
+const AUDIT_STREAM_KEEP_ALIVE_MS = 15_000;
+
+/**
  * Server-sent events (WHATWG HTML 9.2): one `audit` event per record with the request id as its `id`,
  * `?replay=N` (up to 1000) first sends the last N records already written; a comment every 15 s keeps
  * intermediaries from timing the stream out.
+ *
+ * The stream ends (cleanly: the reader gets what was queued, then the end) when its reader falls
+ * AUDIT_STREAM_BACKLOG_BYTES behind, and when its admin token is no longer listed under admin.tokens: the
+ * token was checked when the stream opened, and a reload that removes it must cut off what it still
+ * reads, as it cuts off every call it would make. The check runs before each write (a reload writes its
+ * own airlock:reload record, so it is noticed at once), against the current directory, hashing the token
+ * again only when a reload replaced the directory.
  */
-async function streamAudit(context: AdminContext, call: AdminCall): Promise<void> {
+async function streamAudit(context: AdminContext, call: AdminCall, listener: AdminListener): Promise<void> {
   const { res } = call;
   const replay = countParameter(call.query, 'replay', 0, 0, 1000);
   const headers = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', [REQUEST_ID_HEADER]: call.requestId };
@@ -447,19 +475,57 @@ async function streamAudit(context: AdminContext, call: AdminCall): Promise<void
     res.end();
     return;
   }
+  if (listener.streams.size >= MAX_AUDIT_STREAMS) {
+    throw new AirlockError('rate_limited', `At most ${MAX_AUDIT_STREAMS} audit streams are open at once on this admin listener; close one (each console tab holds one) and retry.`, {
+      headers: { 'retry-after': String(AUDIT_STREAM_KEEP_ALIVE_MS / 1000) },
+    });
+  }
+  listener.streams.add(res);
   res.writeHead(200, { ...headers, connection: 'keep-alive' });
   res.write(': airlock audit feed\n\n');
-  const send = (record: AuditRecord): void => {
-    res.write(`id: ${record.request_id}\nevent: audit\ndata: ${context.catalog.scrub(JSON.stringify(record))}\n\n`);
-  };
-  // Subscribe first so nothing written during the replay is missed (the console drops duplicates by id).
-  const unsubscribe = context.audit.subscribe(send);
-  const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
+  let admitted = context.directory;
+  let ended = false;
+  let unsubscribe: () => void = () => undefined;
+  const keepAlive = setInterval(() => write(': keep-alive\n\n'), AUDIT_STREAM_KEEP_ALIVE_MS);
   keepAlive.unref();
-  res.on('close', () => {
+  const stop = (): void => {
+    ended = true;
     clearInterval(keepAlive);
     unsubscribe();
+  };
+  res.on('close', () => {
+    stop();
+    listener.streams.delete(res);
   });
+  function end(why: string): void {
+    stop();
+    context.logger.warn({ actor: call.actor, request_id: call.requestId, backlog_bytes: res.writableLength }, `audit stream ended: ${why}`);
+    res.end();
+    // A reader that does not read at all would hold the backlog (and the connection) for ever.
+    const cut = setTimeout(() => res.destroy(), AUDIT_STREAM_DRAIN_MS);
+    cut.unref();
+    res.once('close', () => clearTimeout(cut));
+  }
+  function stillAdmitted(): boolean {
+    const directory = listener.currentContext().directory;
+    if (directory === admitted) return true;
+    try {
+      authenticateAdmin(call.req.rawHeaders, directory);
+    } catch {
+      return false;
+    }
+    admitted = directory;
+    return true;
+  }
+  function write(text: string): void {
+    if (ended) return;
+    if (!stillAdmitted()) return end('its admin token is no longer listed under admin.tokens');
+    if (res.writableLength > AUDIT_STREAM_BACKLOG_BYTES) return end(`the reader fell more than ${AUDIT_STREAM_BACKLOG_BYTES} bytes behind; it may reconnect with ?replay=N`);
+    res.write(text);
+  }
+  const send = (record: AuditRecord): void => write(`id: ${record.request_id}\nevent: audit\ndata: ${context.catalog.scrub(JSON.stringify(record))}\n\n`);
+  // Subscribe first so nothing written during the replay is missed (the console drops duplicates by id).
+  unsubscribe = context.audit.subscribe(send);
   for (const record of await lastAuditRecords(context.audit.file, replay)) send(record);
 }
 
@@ -485,7 +551,7 @@ function serveConsole(res: ServerResponse, file: string): void {
   res.end(body);
 }
 
-async function handle(context: AdminContext, req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> {
+async function handle(context: AdminContext, listener: AdminListener, req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> {
   // Held to the agent listener's canonical form: "..", "//", encoded slashes and the like are refused
   // rather than resolved (a WHATWG URL would read "/v1/x/../health" as /v1/health and "//v1/health" as a host).
   const target = canonicalizeTarget(originForm(req.url ?? '/'));
@@ -516,7 +582,7 @@ async function handle(context: AdminContext, req: IncomingMessage, res: ServerRe
   if (asGet !== 'GET') context.audit.assertWritable();
   if (path === '/v1/audit/stream') {
     if (asGet !== 'GET') throw methodNotAllowed(path, ['GET']);
-    return streamAudit(context, { req, res, requestId, actor, params: {}, query });
+    return streamAudit(context, { req, res, requestId, actor, params: {}, query }, listener);
   }
   const allowed = new Set<string>();
   for (const candidate of ROUTES) {
@@ -562,10 +628,11 @@ const ADMIN_LISTENER_BOUNDS = { headerBytes: "16 KiB, node's default, for the ad
 
 /** `currentContext` is read per request, so a reload's new policy and broker are what the API sees. */
 export function createAdminServer(currentContext: () => AdminContext): Server {
+  const listener: AdminListener = { currentContext, streams: new Set() };
   const server = createServer({ requireHostHeader: true, headersTimeout: ADMIN_HEADERS_TIMEOUT_MS, requestTimeout: ADMIN_REQUEST_TIMEOUT_MS }, function handleAdminRequest(req, res) {
     const requestId = randomUUID();
     const context = currentContext();
-    handle(context, req, res, requestId).catch((error: unknown) => {
+    handle(context, listener, req, res, requestId).catch((error: unknown) => {
       const failure = asAirlockError(error);
       if (failure.code === 'internal_error') context.logger.error({ err: error, request_id: requestId }, 'admin request failed');
       sendProblem(res, failure, requestId, !req.complete, (text) => context.catalog.scrub(text));
