@@ -53,11 +53,15 @@ export interface AuditLogOptions {
   readonly logger: Logger | null;
   /** Called once per failed write, and once per record that could not be serialized (metrics). */
   readonly onWriteFailure?: () => void;
+  /** Called with the number of records dropped from the webhook's queue each time it overflows (metrics). */
+  readonly onWebhookDrop?: (count: number) => void;
   /** How long an answered request's record may wait for company; AFTER_ANSWER_WINDOW_MS by default. */
   readonly windowMs?: number;
 }
 
 const WEBHOOK_BATCH = 100;
+/** Records waiting for the webhook; beyond this the oldest are dropped (they are in the file). */
+const WEBHOOK_QUEUE = 10 * WEBHOOK_BATCH;
 /**
  * How long the record of an answered request may wait for others to share its write. Batching by
  * event-loop turn alone still meant a write per request at one connection (one request per turn), on
@@ -85,6 +89,9 @@ export class AuditLog {
    * would rename it, and /dev/null renamed by a root process breaks the whole machine.
    */
   #rotatable = true;
+  /** The device and inode #fd is open on: the path must still name them (#reopenIfMoved). */
+  #dev = 0;
+  #ino = 0;
   #lastHash = GENESIS;
   #queue: Pending[] = [];
   /** The end-of-turn write, when a pending record's answer waits for it. */
@@ -95,6 +102,8 @@ export class AuditLog {
   #closed = false;
   readonly #listeners = new Set<(record: AuditRecord) => void>();
   #outbox: string[] = [];
+  /** Records dropped from the outbox since it last emptied (one drop episode); 0 when none. */
+  #webhookDropped = 0;
   /**
    * Every write's lines, encoded and sealed in a buffer kept between writes. #flush builds, writes and
    * empties it in one synchronous pass, and nothing it calls meanwhile (the write-failure hook, the
@@ -122,7 +131,40 @@ export class AuditLog {
     this.#fd = fd;
     this.#size = info.size;
     this.#rotatable = info.isFile();
+    this.#dev = info.dev;
+    this.#ino = info.ino;
     return fd;
+  }
+
+  /**
+   * Before each batch: the open file must still be the one at the path. One removed (rm, or a log
+   * shipper that moves files away without telling Airlock) or replaced while open would otherwise take
+   * every later record into an unlinked inode or a file nobody reads, with health saying "writable", and
+   * a restart would begin a fresh chain at genesis. So the path is opened again (created afresh when it is
+   * gone) and the chain continues from the last hash written, as after a rotation, never from the new
+   * file's tail, which may be anyone's: `audit verify` then shows the first record following a hash that
+   * is in no file given (the removed records), and verifies a renamed-away file followed by the new one
+   * as one chain. Requests are not refused for it: every record from here on is written and chained, and
+   * the removal is visible (verify, and this error log line), so a refusal would protect nothing. When the
+   * path cannot be opened (its directory is gone too), the write fails and audit.on_failure applies (503
+   * audit_unavailable) until it can.
+   *
+   * One stat of the path per batch, not per request: ~1.7 us on a local disk (a 400-byte write is ~1.5
+   * us), measured in a loop of 200,000. The path naming the same device and inode proves the open file
+   * still has a link there, so no fstat is needed. Only regular files: /dev/null and a FIFO are not
+   * rotated or replaced by Airlock, and reopening a FIFO blocks until a reader comes.
+   */
+  #reopenIfMoved(): void {
+    if (!this.#rotatable) return;
+    const info = statSync(this.file, { throwIfNoEntry: false });
+    if (info !== undefined && info.dev === this.#dev && info.ino === this.#ino) return;
+    this.#closeFile();
+    this.#openFile();
+    this.#say(
+      'error',
+      { file: this.file, head: this.#lastHash },
+      `the audit file was ${info === undefined ? 'removed' : 'replaced'} while Airlock had it open; writing on at the path, the hash chain continuing from the last record written (head). The records written before are only where the old file went, if anywhere; \`airlock audit verify\` shows the break.`,
+    );
   }
 
   /** The hash of the last record on disk, read from the file's tail (never the whole file). */
@@ -259,6 +301,7 @@ export class AuditLog {
         const data = lines.bytes;
         // Reopened after a failed write before the size check: the file at that path may be another now.
         if (this.#fd === null) this.#openFile();
+        else this.#reopenIfMoved();
         this.#rotateIfNeeded(data.length);
         const fd = this.#fd ?? this.#openFile();
         while (written < data.length) written += writeSync(fd, data, written, data.length - written);
@@ -376,11 +419,26 @@ export class AuditLog {
     if (this.#options.webhook !== null) {
       this.#outbox.push(...lines);
       // Bounded: a webhook that is down must not grow memory without end (the file is the record).
-      if (this.#outbox.length > 10 * WEBHOOK_BATCH) this.#outbox.splice(0, this.#outbox.length - 10 * WEBHOOK_BATCH);
+      if (this.#outbox.length > WEBHOOK_QUEUE) this.#dropOldest(this.#outbox.length - WEBHOOK_QUEUE);
       this.#shipping ??= this.#ship().finally(() => {
         this.#shipping = null;
       });
     }
+  }
+
+  /**
+   * Drops the oldest queued webhook records, counted each time, and said once per episode (from the first
+   * drop until the queue next empties) rather than per batch: a webhook down under load would otherwise
+   * log a line per audit write. Said at all because the webhook's copy is the one kept out of the writer's
+   * reach (`audit verify --head` takes its last hash), and it had gaps nobody was told of.
+   */
+  #dropOldest(count: number): void {
+    this.#outbox.splice(0, count);
+    if (this.#webhookDropped === 0) {
+      this.#say('warn', { records: count, queue: WEBHOOK_QUEUE }, `the audit webhook is ${WEBHOOK_QUEUE} records behind; the oldest are dropped from its copy (they are in the audit file), counted in airlock_audit_webhook_dropped_total, and totalled here when it catches up`);
+    }
+    this.#webhookDropped += count;
+    this.#options.onWebhookDrop?.(count);
   }
 
   /** Copies records to audit.webhook in batches (a JSON array of records), best effort. */
@@ -395,6 +453,10 @@ export class AuditLog {
       } catch (error) {
         this.#say('warn', { err: error, records: batch.length }, 'audit webhook unreachable; the batch is only in the file');
       }
+    }
+    if (this.#webhookDropped > 0) {
+      this.#say('warn', { records: this.#webhookDropped }, 'the audit webhook caught up; records were dropped from its copy while it was behind (they are in the audit file)');
+      this.#webhookDropped = 0;
     }
   }
 
