@@ -258,7 +258,7 @@ async function revoke(context: AdminContext, call: AdminCall, kind: RevocationKi
         ? { note: `No live session ${target} is known to this replica. The revocation is kept: it ends the session if one with this id exists on another replica or is minted there (shared state), and does nothing otherwise.` }
         : {}),
       // Shared state unreachable: enforced here now, by the other replicas once it is back.
-      ...(outcome === 'pending' ? { propagation: 'pending: shared state (Redis) is unreachable; this replica enforces the revocation now and writes it to Redis, for the other replicas, when it is back' } : {}),
+      ...(outcome === 'pending' ? { propagation: 'pending: the state store could not keep it (Redis unreachable, or the state file not writable); this process enforces the revocation now and writes it to the store as soon as it can (retried every second), for the other replicas and for restarts' } : {}),
     },
   );
 }
