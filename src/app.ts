@@ -365,11 +365,16 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
       let ready = true;
       checks['audit'] = audit.healthy ? 'writable' : config.audit.on_failure === 'log' ? 'failing (on_failure: log)' : 'failing';
       if (!audit.healthy && config.audit.on_failure === 'refuse') ready = false;
+      // States and counts only: /_airlock/ready answers anyone who reaches the agent listener, with no
+      // token, and it named the failing credential references and how long Redis had been down (found
+      // by review). The admin API names the credentials and their errors (/v1/credentials); the log
+      // says when Redis was lost and when it is back (redis-backend.ts).
       const since = state.unreachableSince;
-      checks['state'] = redis === null ? 'embedded' : since === null ? 'redis reachable' : `redis unreachable for ${Math.round((nowMs() - since) / 1000)} s`;
+      checks['state'] = redis === null ? 'embedded' : since === null ? 'redis reachable' : 'redis unreachable';
       if (since !== null && nowMs() - since > durable.staleAfterMs) ready = false;
-      const failing = secrets.status().filter((c) => c.failing).map((c) => c.ref);
-      checks['credentials'] = failing.length === 0 ? 'ok' : `failing: ${failing.join(', ')}`;
+      let failing = 0;
+      for (const credential of secrets.status()) if (credential.failing) failing++;
+      checks['credentials'] = failing === 0 ? 'ok' : `failing (${failing})`;
       return { ready, checks };
     },
     inflight: {
@@ -486,6 +491,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
     webhook: config.audit.webhook ?? null,
     logger,
     onWriteFailure: () => metrics.auditWriteFailures.inc(),
+    onWebhookDrop: (count) => metrics.auditWebhookDropped.inc(count),
   });
   await audit.open();
   const state = new GovernanceState(redis ?? new FileStateBackend(join(config.data_dir, 'state.jsonl')), nowMs, logger);

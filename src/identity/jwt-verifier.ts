@@ -28,13 +28,24 @@ interface Candidate {
 
 export interface JwtVerdict {
   readonly agent: string | null;
-  /** Why no agent accepted it (for logs and the 401 detail; never the token). */
+  /**
+   * Why no agent accepted it, for the operator (the log line and the audit record), never for the
+   * caller: it says whether an issuer is configured and which claims are checked in what order, which
+   * tells an unauthenticated caller how to shape a forgery (found by review). Never the token.
+   */
   readonly reason: string;
+  /** Of an accepted token: its issuer and subject, what a session minted with it records (SessionMinter). */
+  readonly issuer: string | null;
+  readonly subject: string | null;
+}
+
+function refusedVerdict(reason: string): JwtVerdict {
+  return { agent: null, reason, issuer: null, subject: null };
 }
 
 export class JwtVerifier {
   readonly #byIssuer = new Map<string, Candidate[]>();
-  readonly #cache = new LRUCache<string, { agent: string; expiresAt: number }>({ max: 10_000 });
+  readonly #cache = new LRUCache<string, { agent: string; issuer: string; subject: string | null; expiresAt: number }>({ max: 10_000 });
   readonly #now: () => number;
 
   constructor(agents: ReadonlyArray<{ readonly name: string; readonly jwt?: DeepReadonly<JwtSpec> | undefined }>, now: () => number = Date.now) {
@@ -61,26 +72,36 @@ export class JwtVerifier {
   async verify(token: string): Promise<JwtVerdict> {
     const key = createHash('sha256').update(token).digest('base64url');
     const cached = this.#cache.get(key);
-    if (cached !== undefined && cached.expiresAt > this.#now()) return { agent: cached.agent, reason: 'cached' };
+    if (cached !== undefined && cached.expiresAt > this.#now()) return { agent: cached.agent, reason: 'cached', issuer: cached.issuer, subject: cached.subject };
     let issuer: string | undefined;
     try {
       issuer = decodeJwt(token).iss;
     } catch {
-      return { agent: null, reason: 'the JWT cannot be decoded' };
+      return refusedVerdict('the JWT cannot be decoded');
     }
     const candidates = issuer === undefined ? undefined : this.#byIssuer.get(issuer);
-    if (candidates === undefined) return { agent: null, reason: 'no agent accepts JWTs from this issuer' };
+    if (issuer === undefined || candidates === undefined) return refusedVerdict('no agent accepts JWTs from this issuer');
+    // The reason kept is that of the candidate the token came closest to (verified, then its subject
+    // matched, then a claim did not): with several agents on one issuer, the last one's reason ("another
+    // subject") hid the claim that failed for the agent the token was meant for.
     let reason = 'no agent accepts this JWT';
+    let closest = 0;
+    const note = (closeness: number, why: string): void => {
+      if (closeness < closest) return;
+      closest = closeness;
+      reason = why;
+    };
     const matched: Array<{ candidate: Candidate; payload: JWTPayload }> = [];
     for (const candidate of candidates) {
       const payload = await this.#verifyFor(candidate, token).catch((error: unknown) => {
-        reason = `the JWT was refused: ${(error as { code?: string }).code ?? (error as Error).message}`;
+        // The code, not jose's message: some messages repeat what the token says (a "crit" parameter's name).
+        note(1, `the JWT was refused: ${(error as { code?: string }).code ?? (error as Error).message}`);
         return null;
       });
       if (payload === null) continue;
       const mismatch = this.#claimsMismatch(candidate.spec, payload);
       if (mismatch !== null) {
-        reason = mismatch;
+        note(candidate.spec.subject === undefined || payload.sub === candidate.spec.subject ? 3 : 2, mismatch);
         continue;
       }
       matched.push({ candidate, payload });
@@ -90,18 +111,19 @@ export class JwtVerifier {
     // audiences); the first listed then took every such token, silently (found by review).
     if (matched.length > 1) {
       // The caller learns no agent names; the operator finds them with `airlock explain` or the config.
-      return { agent: null, reason: "the JWT matches more than one agent's rules; an operator narrows their subject or claims so that a token names one" };
+      return refusedVerdict("the JWT matches more than one agent's rules; an operator narrows their subject or claims so that a token names one");
     }
     const only = matched[0];
-    if (only === undefined) return { agent: null, reason };
+    if (only === undefined) return refusedVerdict(reason);
     const { candidate, payload } = only;
     // Cached no longer than the token is acceptable: its exp, and its max_token_age when one is set.
     let expiresAt = typeof payload.exp === 'number' ? (payload.exp + CLOCK_TOLERANCE_S) * 1000 : this.#now() + 60_000;
     if (candidate.spec.max_token_age !== undefined && typeof payload.iat === 'number') {
       expiresAt = Math.min(expiresAt, (payload.iat + candidate.spec.max_token_age + CLOCK_TOLERANCE_S) * 1000);
     }
-    this.#cache.set(key, { agent: candidate.agent, expiresAt });
-    return { agent: candidate.agent, reason: 'verified' };
+    const subject = typeof payload.sub === 'string' ? payload.sub : null;
+    this.#cache.set(key, { agent: candidate.agent, issuer, subject, expiresAt });
+    return { agent: candidate.agent, reason: 'verified', issuer, subject };
   }
 
   async #verifyFor(candidate: Candidate, token: string): Promise<JWTPayload> {

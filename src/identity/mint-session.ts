@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { AirlockError } from '../errors.js';
 import type { AgentPolicy } from '../policy/compile-policy.js';
 import { compileScopeGrant, grantingEntry, type ScopeGrant } from '../policy/scope-grant.js';
-import type { SessionRecord } from '../state/governance-records.js';
+import type { SessionMinter, SessionRecord } from '../state/governance-records.js';
 import { generateSessionToken } from './agent-token.js';
 
 export interface SessionRequest {
@@ -87,7 +87,12 @@ export interface MintedSession {
   readonly record: SessionRecord;
 }
 
-export function mintSession(agent: AgentPolicy, parent: SessionRecord | null, request: SessionRequest, now: number): MintedSession {
+/**
+ * `minter`: the credential the caller presented (Principal.credential), kept in the record so the
+ * session ends when that credential is taken away (authenticate-agent.ts sessionStanding). A child's is
+ * its parent session.
+ */
+export function mintSession(agent: AgentPolicy, parent: SessionRecord | null, request: SessionRequest, now: number, minter?: SessionMinter): MintedSession {
   let maxTtl = Infinity;
   for (const [service, scopes] of Object.entries(request.scopes)) {
     const grant = agent.grants.get(service);
@@ -120,6 +125,7 @@ export function mintSession(agent: AgentPolicy, parent: SessionRecord | null, re
     taskId: request.taskId,
     createdAt: now,
     expiresAt: now + ttl * 1000,
+    ...(parent !== null ? { mintedBy: { kind: 'session', session: parent.id } } : minter === undefined ? {} : { mintedBy: minter }),
   };
   return { token: token.token, record };
 }

@@ -3,7 +3,8 @@
  *  - an agent token (alk_), looked up by its SHA-256, so the comparison never touches the token bytes
  *    and a config leak gives nothing to present;
  *  - a task session token (als_), looked up by its hash in the governance state: the session's agent,
- *    narrowed to the session's scopes until it expires or is ended;
+ *    narrowed to the session's scopes until it expires or is ended, and only while the credential that
+ *    minted it is still accepted and its grants' max_ttl still allows its age (sessionStanding);
  *  - a workload JWT, verified against the agents that accept its issuer (jwt-verifier.ts).
  */
 import { AirlockError } from '../errors.js';
@@ -11,7 +12,7 @@ import type { JwtVerifier } from '../identity/jwt-verifier.js';
 import { scanForAgentToken } from '../identity/token-carriers.js';
 import type { TokenHashes } from '../identity/token-hashes.js';
 import type { AgentPolicy, Policy } from '../policy/compile-policy.js';
-import type { SessionRecord } from '../state/governance-records.js';
+import type { SessionMinter, SessionRecord } from '../state/governance-records.js';
 import type { GovernanceState } from '../state/governance-state.js';
 
 export interface Principal {
@@ -19,14 +20,46 @@ export interface Principal {
   /** The task session the call is made under, or null for the agent's own token or a JWT. */
   readonly session: SessionRecord | null;
   readonly via: 'token' | 'session' | 'jwt';
+  /**
+   * The credential presented (its hash, or a JWT's issuer and subject; never the credential): what a
+   * session minted by this caller records, and what is checked again after a wait. Absent only for a
+   * principal no credential was presented for (`airlock explain`).
+   */
+  readonly credential?: SessionMinter;
 }
 
-function refused(detail: string, error: string | null): AirlockError {
-  return new AirlockError('unauthenticated', detail, { headers: { 'www-authenticate': error === null ? 'Bearer realm="airlock"' : `Bearer realm="airlock", error="${error}"` } });
+/**
+ * Why a credential was refused, for the operator: it becomes the audit record's reason and the log
+ * line's err (run-pipeline.ts refuse), never the caller's detail (an AirlockError's cause is never sent).
+ */
+export class AuthenticationFailure extends Error {
+  override readonly name = 'AuthenticationFailure';
 }
+
+function refused(detail: string, error: string | null, reason?: string): AirlockError {
+  return new AirlockError('unauthenticated', detail, {
+    headers: { 'www-authenticate': error === null ? 'Bearer realm="airlock"' : `Bearer realm="airlock", error="${error}"` },
+    ...(reason === undefined ? {} : { cause: new AuthenticationFailure(reason) }),
+  });
+}
+
+/**
+ * One detail for every refused JWT. The specific reason (no agent for that issuer, which claim did not
+ * match) told an unauthenticated caller whether an issuer is configured and which claims the policy
+ * checks in what order (found by review); it goes to the audit record and the log instead.
+ */
+const JWT_REFUSED =
+  'The workload JWT was not accepted (its signature, issuer, audience, lifetime, subject or claims do not match an agent). An operator finds the reason in the audit record of this request id.';
 
 /** Synchronous for agent and session tokens; a promise only for a workload JWT (its verification may fetch keys). */
-export function authenticateAgent(rawHeaders: readonly string[], policy: Policy, state: GovernanceState, jwt: JwtVerifier, hashes: TokenHashes): Principal | Promise<Principal> {
+export function authenticateAgent(
+  rawHeaders: readonly string[],
+  policy: Policy,
+  state: GovernanceState,
+  jwt: JwtVerifier,
+  hashes: TokenHashes,
+  now: number,
+): Principal | Promise<Principal> {
   const scan = scanForAgentToken(rawHeaders, jwt.enabled);
   switch (scan.kind) {
     case 'none':
@@ -39,9 +72,10 @@ export function authenticateAgent(rawHeaders: readonly string[], policy: Policy,
       break;
   }
   if (scan.type === 'agent') {
-    const agent = policy.agentByTokenHash.get(hashes.of(scan.token));
+    const tokenHash = hashes.of(scan.token);
+    const agent = policy.agentByTokenHash.get(tokenHash);
     if (agent === undefined) throw refused('The Airlock agent token is not known to this proxy (mistyped, or its hash is not in the config).', 'invalid_token');
-    return { agent, session: null, via: 'token' };
+    return { agent, session: null, via: 'token', credential: { kind: 'token', tokenHash } };
   }
   if (scan.type === 'session') {
     const session = state.sessionByTokenHash(hashes.of(scan.token));
@@ -49,7 +83,9 @@ export function authenticateAgent(rawHeaders: readonly string[], policy: Policy,
     if (session === null || agent === undefined) {
       throw refused('The session token is not valid: it expired, was ended or revoked, or never existed. Mint a new one with POST /_airlock/sessions.', 'invalid_token');
     }
-    return { agent, session, via: 'session' };
+    const lapsed = sessionStanding(session, agent, policy, state, now);
+    if (lapsed !== null) throw refused(lapsed, 'invalid_token');
+    return { agent, session, via: 'session', credential: { kind: 'session', session: session.id } };
   }
   return authenticateJwt(scan.token, policy, jwt);
 }
@@ -57,6 +93,81 @@ export function authenticateAgent(rawHeaders: readonly string[], policy: Policy,
 async function authenticateJwt(token: string, policy: Policy, jwt: JwtVerifier): Promise<Principal> {
   const verdict = await jwt.verify(token);
   const agent = verdict.agent === null ? undefined : policy.agentByName.get(verdict.agent);
-  if (agent === undefined) throw refused(`The workload JWT was not accepted: ${verdict.reason}.`, 'invalid_token');
-  return { agent, session: null, via: 'jwt' };
+  if (agent === undefined || verdict.issuer === null) throw refused(JWT_REFUSED, 'invalid_token', `workload JWT refused: ${verdict.reason}`);
+  return { agent, session: null, via: 'jwt', credential: { kind: 'jwt', issuer: verdict.issuer, subject: verdict.subject } };
+}
+
+/** Whether the agent named still accepts this credential under `policy` (its token listed, its JWT issuer and subject). */
+function accepts(policy: Policy, agent: string, minter: SessionMinter): boolean {
+  switch (minter.kind) {
+    case 'token':
+      return policy.agentByTokenHash.get(minter.tokenHash)?.name === agent;
+    case 'jwt': {
+      const spec = policy.agentSpecs.get(agent)?.jwt;
+      return spec !== undefined && spec.issuer === minter.issuer && (spec.subject === undefined || spec.subject === minter.subject);
+    }
+    case 'session':
+      // A child's standing is its parent's, walked by sessionStanding.
+      return true;
+    default:
+      // Shared state is written by other replicas (and anyone with access to Redis): a minter this
+      // version does not know is refused, not trusted.
+      return false;
+  }
+}
+
+/** Sessions walked up from a child (as run-pipeline.ts sessionChain): attenuation is never this deep. */
+const MAX_CHAIN = 32;
+
+/**
+ * Null while the session (and each session it was narrowed from) stands under `policy`; otherwise why
+ * not, for the caller (who holds the session). Two rules, found by review:
+ *  - the credential that minted it is still one of its agent's: a leaked token rotated out of the config
+ *    ends the sessions it minted, across restarts (they are kept in the state file or Redis);
+ *  - it is not older than the smallest max_ttl its grants now have: lowering max_ttl shortens the
+ *    sessions minted under the old one.
+ * Sessions minted before records carried `mintedBy` are not checked for the first rule: they keep
+ * working until they expire (at most the max_ttl of the version that minted them).
+ */
+export function sessionStanding(session: SessionRecord, agent: AgentPolicy, policy: Policy, state: GovernanceState, now: number): string | null {
+  let current: SessionRecord | null = session;
+  for (let depth = 0; current !== null && depth < MAX_CHAIN; depth++) {
+    const minter = current.mintedBy;
+    if (minter !== undefined && !accepts(policy, agent.name, minter)) {
+      return `Session ${current.id} was minted with a credential agent ${agent.name} no longer accepts (an agent token removed from the config, or a changed JWT issuer or subject), so its sessions ended with it. Mint a new session with a current credential.`;
+    }
+    let maxTtl = Infinity;
+    for (const service of Object.keys(current.scopes)) {
+      const grant = agent.grants.get(service);
+      if (grant !== undefined && grant.config.max_ttl < maxTtl) maxTtl = grant.config.max_ttl;
+    }
+    if (current.createdAt + maxTtl * 1000 <= now) {
+      return `Session ${current.id} is older than the max_ttl of ${maxTtl} seconds its grants now allow; mint a new one with POST /_airlock/sessions.`;
+    }
+    // A parent gone from the state is checkPrincipalRevocations' to refuse (check-revocations.ts).
+    current = current.parent === null ? null : state.session(current.parent);
+  }
+  return null;
+}
+
+/**
+ * The caller again, under `policy` (the configuration in force now): after a wait (a held approval) a
+ * reload may have removed the agent or the token it called with, or ended what its session stands on.
+ * Returns the principal bound to the current policy's agent, or throws 401.
+ */
+export function authenticateAgain(principal: Principal, policy: Policy, state: GovernanceState, now: number): Principal {
+  const name = principal.agent.name;
+  const agent = policy.agentByName.get(name);
+  if (agent === undefined) {
+    throw refused(`Agent ${name} was removed from the configuration while the request waited; it was not sent.`, 'invalid_token');
+  }
+  if (principal.session !== null) {
+    const session = state.session(principal.session.id);
+    if (session === null) throw refused(`Session ${principal.session.id} ended while the request waited; it was not sent.`, 'invalid_token');
+    const lapsed = sessionStanding(session, agent, policy, state, now);
+    if (lapsed !== null) throw refused(`The configuration changed while the request waited, and it was not sent: ${lapsed}`, 'invalid_token');
+  } else if (principal.credential !== undefined && !accepts(policy, name, principal.credential)) {
+    throw refused(`Agent ${name} no longer accepts the credential this request was made with: the configuration changed while the request waited. It was not sent.`, 'invalid_token');
+  }
+  return agent === principal.agent ? principal : { ...principal, agent };
 }

@@ -4,13 +4,21 @@
  * within approvals.max_body_bytes), and either waits for the decision (hold) or is answered 202 with an
  * approval id (async). A retry carrying `x-airlock-approval: <id>` redeems an approval given for this
  * exact request, once.
+ *
+ * A held request waits minutes; a reload meanwhile may take away what it was authorized on, so once
+ * approved it is authorized again under the configuration then in force (authorizeAfterApproval).
  */
 import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
+import { AirlockError } from '../errors.js';
 import type { ApprovalBroker, ApprovalGrant } from '../policy/approval-broker.js';
-import type { GrantPolicy, ServicePolicy } from '../policy/compile-policy.js';
+import type { CredentialPlan, GrantPolicy, Policy, ServicePolicy } from '../policy/compile-policy.js';
 import type { CompiledRoute } from '../policy/route-table.js';
-import type { Principal } from './authenticate-agent.js';
+import type { GovernanceState } from '../state/governance-state.js';
+import { authenticateAgain, type Principal } from './authenticate-agent.js';
+import { authorizeScope } from './authorize-scope.js';
+import { matchRoute } from './match-route.js';
+import { selectService, type ListenerBinding } from './select-service.js';
 
 export const APPROVAL_HEADER = 'x-airlock-approval';
 
@@ -64,4 +72,59 @@ export async function awaitApproval(broker: ApprovalBroker, req: IncomingMessage
   } as const;
   if (request.mode === 'async') return broker.submit(request);
   return broker.hold(request, signal);
+}
+
+const RELOADED = 'The configuration was reloaded while the request waited for approval';
+
+/** What a request was authorized on before it waited, and what it is forwarded with after. */
+export interface AuthorizedRequest {
+  readonly principal: Principal;
+  readonly service: ServicePolicy;
+  /** The path the service's routes matched (prefix removed). */
+  readonly servicePath: string;
+  readonly plan: CredentialPlan;
+  readonly method: string;
+  /** Canonical path as the agent sent it (prefix included). */
+  readonly path: string;
+}
+
+/**
+ * The stages from authenticate to authorize once more, under `policy`, the configuration in force when
+ * the approval came: found by review, a request held for approval was forwarded under the configuration
+ * it arrived in, after a reload had removed its agent, grant or scope, or moved the service to another
+ * upstream or credential. The request still goes to the upstream origin (and base path) and with the
+ * credential reference it was approved for, or not at all: an approver said yes to that.
+ */
+export function authorizeAfterApproval(
+  held: AuthorizedRequest,
+  policy: Policy,
+  state: GovernanceState,
+  binding: ListenerBinding,
+  rawHeaders: readonly string[],
+  now: number,
+): void {
+  const principal = authenticateAgain(held.principal, policy, state, now);
+  const name = held.service.name;
+  let plan: CredentialPlan;
+  let service: ServicePolicy;
+  try {
+    const selected = selectService(policy, binding, rawHeaders, held.path);
+    if (selected.service.name !== name || selected.path !== held.servicePath) {
+      throw new AirlockError('scope_denied', `${held.path} no longer selects service ${name}.`);
+    }
+    service = selected.service;
+    const grant = authorizeScope(principal, service, matchRoute(service, held.method, selected.path));
+    plan = grant.credential ?? service.credential;
+  } catch (error) {
+    // The stage's own detail (what is missing, what an operator adds), said to be about the reload.
+    if (!(error instanceof AirlockError)) throw error;
+    throw new AirlockError(error.code, `${RELOADED}: ${error.detail} It was not sent.`, { headers: { ...error.headers } });
+  }
+  const before = held.service.upstream;
+  if (service.upstream.origin !== before.origin || service.upstream.basePath !== before.basePath) {
+    throw new AirlockError('scope_denied', `${RELOADED}, and service ${name} now has another upstream than the one the approval was given for; it was not sent. Send it again to ask for a new approval.`);
+  }
+  if (plan.ref !== held.plan.ref) {
+    throw new AirlockError('scope_denied', `${RELOADED}, and this call to service ${name} now uses another credential than the one the approval was given for; it was not sent. Send it again to ask for a new approval.`);
+  }
 }

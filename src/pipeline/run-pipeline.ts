@@ -5,7 +5,12 @@
  *   agent ─▶ canonicalize ─▶ authenticate ─▶ revoked? ─▶ guard secrets ─▶ select service ─▶ match route ─▶ authorize ─▶ suspended? ─▶ rate limit ─▶ approval ─▶ resolve credential ─▶ inject ─▶ forward ─▶ redact & stream ─▶ agent
  *              400 ◀─┘          401 ◀─┘      401/503 ◀─┘    400 ◀─┘          404 ◀─┘        403/405 ◀─┘    403 ◀─┘      503 ◀─┘      429 ◀─┘   202/403 ◀─┘      503 ◀─┘                     502/504 ◀─┘      502 ◀─┘
  *   every exit ─▶ audit record + log line + metrics + trace + anomaly detector
- *                 (a record that cannot be written turns the answer into 503 audit_unavailable)
+ *                 (a record that cannot be written turns the answer into 503 audit_unavailable;
+ *                  the path it records has agent and session tokens masked: pathForRecord)
+ *
+ *   approval (hold) ─▶ reloaded meanwhile? ─▶ authenticate, select service, match route, authorize again
+ *                      under the config now in force; same upstream and credential reference, or refused
+ *                      401/403 ◀─┘ (authorizeAfterApproval)
  *
  *   /_airlock/health answers before authentication; /_airlock/sessions (task sessions) after the
  *   revocation check, in place of service selection.
@@ -26,11 +31,12 @@ import type { AuditRecord } from '../observability/audit-record.js';
 import type { AgentPolicy, CredentialPlan, Policy, ServicePolicy } from '../policy/compile-policy.js';
 import type { CompiledRoute } from '../policy/route-table.js';
 import { grantingEntry } from '../policy/scope-grant.js';
+import { TOKEN_IN_TEXT } from '../identity/agent-token.js';
 import { upstreamPath } from '../upstream/upstream-target.js';
-import { authenticateAgent } from './authenticate-agent.js';
-import { approvalRequired, awaitApproval } from './await-approval.js';
+import { AuthenticationFailure, authenticateAgent } from './authenticate-agent.js';
+import { approvalRequired, authorizeAfterApproval, awaitApproval } from './await-approval.js';
 import { authorizeScope } from './authorize-scope.js';
-import { canonicalizeTarget } from './canonicalize-target.js';
+import { canonicalizeTarget, type CanonicalTarget } from './canonicalize-target.js';
 import { checkRateLimit } from './check-rate-limit.js';
 import { checkPrincipalRevocations, checkStateFresh, checkTargetRevocations, recheckAfterWait, recheckPrincipalAfterWait } from './check-revocations.js';
 import type { ForwardResult } from './forward-request.js';
@@ -48,7 +54,8 @@ import { isSessionsPath, serveSessions } from './serve-sessions.js';
 
 /**
  * `currentRuntime` is read once per request: a request runs start to end on the configuration it
- * arrived under, even when a reload swaps in a new one meanwhile.
+ * arrived under, even when a reload swaps in a new one meanwhile. The one exception is a request held
+ * for approval, which is authorized again under the configuration in force when the approval came.
  */
 /**
  * The audit record of the request a response belongs to, and the failure node's parser reported on its
@@ -73,7 +80,7 @@ function applyClientFailure(res: ServerResponse, record: AuditRecord): void {
 
 export function createRequestHandler(currentRuntime: () => ProxyRuntime, binding: ListenerBinding): (req: IncomingMessage, res: ServerResponse) => void {
   return function handleAgentRequest(req, res) {
-    void serveAgentRequest(currentRuntime(), binding, req, res);
+    void serveAgentRequest(currentRuntime(), currentRuntime, binding, req, res);
   };
 }
 
@@ -84,10 +91,10 @@ const NOTHING = (): void => undefined;
  * The pipeline, counted in flight. A throw that escaped the pipeline's own error handling is a bug:
  * logged, and the connection closed. (try/finally rather than .catch().finally(): no closures per request.)
  */
-async function serveAgentRequest(runtime: ProxyRuntime, binding: ListenerBinding, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function serveAgentRequest(runtime: ProxyRuntime, currentRuntime: () => ProxyRuntime, binding: ListenerBinding, req: IncomingMessage, res: ServerResponse): Promise<void> {
   runtime.inflight.enter();
   try {
-    await runPipeline(runtime, binding, req, res);
+    await runPipeline(runtime, currentRuntime, binding, req, res);
   } catch (error) {
     runtime.logger.error({ err: error }, 'request pipeline failed outside its error handling');
     res.destroy();
@@ -96,7 +103,7 @@ async function serveAgentRequest(runtime: ProxyRuntime, binding: ListenerBinding
   }
 }
 
-async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRuntime, binding: ListenerBinding, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const startedAt = performance.now();
   const record = newRecord(runtime, req.method ?? null, req.socket.remoteAddress);
   (res as OwnedResponse)[RECORD] = record;
@@ -108,15 +115,21 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
   let untrack = NOTHING;
   let releaseSlot = NOTHING;
   try {
-    record.path = rawPathForAudit(req.url ?? '');
-    checkRequestShape(req, runtime.limits.maxHeaders);
-    const target = canonicalizeTarget(req.url ?? '');
-    record.path = target.path;
+    let target: CanonicalTarget;
+    try {
+      checkRequestShape(req, runtime.limits.maxHeaders);
+      target = canonicalizeTarget(req.url ?? '');
+    } catch (error) {
+      // Until the path is canonical the record keeps what was sent (rawPathForAudit).
+      record.path = rawPathForAudit(req.url ?? '', runtime.catalog);
+      throw error;
+    }
+    record.path = pathForRecord(target.path);
     if (isReservedPath(target.path) && !isSessionsPath(target.path)) return serveReserved(req, res, target.path, record.request_id, runtime.readiness);
 
     // Stages that usually answer at once return a value, not a promise; only a promise is awaited
     // (each await is a suspension and a microtask per request).
-    const authenticated = authenticateAgent(req.rawHeaders, runtime.policy, runtime.state, runtime.jwt, runtime.tokenHashes);
+    const authenticated = authenticateAgent(req.rawHeaders, runtime.policy, runtime.state, runtime.jwt, runtime.tokenHashes, runtime.nowMs());
     const principal = authenticated instanceof Promise ? await authenticated : authenticated;
     record.agent = principal.agent.name;
     record.session = principal.session?.id ?? null;
@@ -179,6 +192,20 @@ async function runPipeline(runtime: ProxyRuntime, binding: ListenerBinding, req:
       record.approval = approved.id;
       record.approver = approved.approver;
       record.approval_reason = approved.reason;
+      // A reload while the request was held may have taken away what it was authorized on (found by
+      // review): it is authorized again under the config now in force. It still runs on this runtime
+      // (pools, credential store), which the check keeps to the same upstream and credential reference.
+      const latest = currentRuntime();
+      if (latest !== runtime) {
+        authorizeAfterApproval(
+          { principal, service: selected.service, servicePath: selected.path, plan, method: req.method ?? '', path: target.path },
+          latest.policy,
+          latest.state,
+          binding,
+          req.rawHeaders,
+          runtime.nowMs(),
+        );
+      }
       // Revocations are checked again below, before the upstream is asked, as after every wait.
     } else if (plan.retryOn.size > 0 && stream !== null && Number(req.headers['content-length'] ?? NaN) <= REPLAYABLE_BODY_BYTES) {
       // A small body is kept so the request can be replayed with a rotated credential.
@@ -299,6 +326,8 @@ async function refuse(
   record.code = failure.code;
   record.status = failure.status;
   if (failure.credentialRef !== null) record.credential = failure.credentialRef;
+  // Why a credential was refused, which the caller is not told (authenticate-agent.ts): the operator's.
+  if (failure.cause instanceof AuthenticationFailure) record.reason = failure.cause.message;
   applyClientFailure(res, record);
   const audited = await auditRequest(runtime, record, startedAt);
   let answer = failure;
@@ -417,10 +446,38 @@ async function collectBody(body: Readable, limit: number): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-/** Until the path is canonical the audit keeps what was sent (no query: values there may be secrets). */
-function rawPathForAudit(target: string): string {
+/**
+ * The path as records keep it: the audit record, the log line and the span's url.path all read
+ * record.path. An agent or session token in it is masked (prefix kept, so the operator sees what it
+ * was): such a request is refused (401, or 400 by guardRequestSecrets), but its record kept the token
+ * as sent (found by review). A test for "alk_"/"als_" first: most paths have no token, and skip the regex
+ * ("al" alone is in many paths, /api/small among them).
+ */
+function pathForRecord(path: string): string {
+  return (path.includes('alk_') || path.includes('als_')) && TOKEN_IN_TEXT.test(path) ? path.replace(TOKEN_RUNS, '$1[REDACTED]') : path;
+}
+
+/**
+ * A token and the whole base64url run it is part of: "alk_alk_<43>" must not leave the token's tail.
+ * (TOKEN_IN_TEXT finds the shape; global, for replace.)
+ */
+const TOKEN_RUNS = /(al[ks]_)[A-Za-z0-9_-]{43,}/g;
+
+/** An escape of an unreserved character (RFC 3986 2.3), which spells that character. */
+const UNRESERVED_ESCAPE = /%(2[DdEe]|3[0-9]|4[1-9A-Fa-f]|5[0-9Aa]|5[Ff]|6[1-9A-Fa-f]|7[0-9Aa]|7[Ee])/g;
+
+/**
+ * Until the path is canonical the record keeps what was sent (no query: values there may be secrets),
+ * cut at 512 characters. Masked and scrubbed before the cut (invariant 1; found by review): the scrub
+ * of the audit line and the log line comes after, and cannot recognize the part of a secret left in
+ * front of the cut. Escapes of unreserved characters are read first, as canonicalization would, so a key
+ * or token spelled with them ("%73k-...") is recognized too.
+ */
+function rawPathForAudit(target: string, catalog: Pick<ProxyRuntime['catalog'], 'scrub'>): string {
   const questionMark = target.indexOf('?');
-  const path = questionMark === -1 ? target : target.slice(0, questionMark);
+  let path = questionMark === -1 ? target : target.slice(0, questionMark);
+  if (path.includes('%')) path = path.replace(UNRESERVED_ESCAPE, (escape) => String.fromCharCode(parseInt(escape.slice(1), 16)));
+  path = catalog.scrub(pathForRecord(path));
   return path.length > 512 ? `${path.slice(0, 512)}...` : path;
 }
 

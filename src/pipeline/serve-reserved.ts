@@ -5,6 +5,9 @@
  *   /_airlock/ready   readiness: the audit log is writable and shared state (Redis) is reachable;
  *                     503 with what is wrong otherwise. Credential stores are reported, not required:
  *                     one failing store makes its services answer 503, not the whole proxy unready.
+ * Anyone who reaches an agent listener may ask, without a token: the answers say states and counts
+ * ("failing (2)", "redis unreachable"), never a credential reference or an outage's details (found by
+ * review: they named env:PROD_STRIPE_LIVE_KEY). Those are on the admin API, behind its tokens.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { AirlockError } from '../errors.js';
@@ -18,6 +21,7 @@ export function isReservedPath(path: string): boolean {
 
 export interface Readiness {
   readonly ready: boolean;
+  /** Check name -> its state, as unauthenticated callers may see it (no references, no details). */
   readonly checks: Readonly<Record<string, string>>;
 }
 

@@ -104,7 +104,7 @@ export async function serveSessions(
     if (live >= maxLive) {
       throw new AirlockError('rate_limited', `Agent ${principal.agent.name} already holds ${maxLive} live sessions (limits.max_sessions_per_agent); end one (DELETE ${CURRENT_PATH}) or let it expire, then retry.`, { headers: { 'retry-after': '60' } });
     }
-    const minted = mintSession(principal.agent, principal.session, request, now);
+    const minted = mintSession(principal.agent, principal.session, request, now, principal.credential);
     await state.record({ type: 'session.created', session: minted.record });
     sendJson(res, 201, { session_token: minted.token, ...describe(minted.record) }, requestId);
     return { status: 201, route: SESSIONS_PATH, session: minted.record };

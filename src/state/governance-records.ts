@@ -19,7 +19,24 @@ export interface SessionRecord {
   readonly taskId: string | null;
   readonly createdAt: number;
   readonly expiresAt: number;
+  /**
+   * The credential that minted it, so that taking that credential away (a leaked token rotated out of
+   * the config, a JWT issuer or subject no longer accepted) ends the session too (found by review:
+   * sessions outlived the token that minted them, across restarts). Hashes and names only, never a
+   * token. Optional: sessions minted before this field existed have none, and keep working until they
+   * expire (authenticate-agent.ts).
+   */
+  readonly mintedBy?: SessionMinter;
 }
+
+/** What authenticated the caller that minted a session. */
+export type SessionMinter =
+  /** An agent token: sha256: of the alk_ token, as the config lists it. */
+  | { readonly kind: 'token'; readonly tokenHash: string }
+  /** A workload JWT: its issuer and subject (not the JWT). */
+  | { readonly kind: 'jwt'; readonly issuer: string; readonly subject: string | null }
+  /** A session token (attenuation): the parent session's id. */
+  | { readonly kind: 'session'; readonly session: string };
 
 export type RevocationKind = 'agent' | 'session' | 'credential' | 'service' | 'all';
 /** Every kind, for checking what arrives from outside (the admin API, the CLI, shared state). */

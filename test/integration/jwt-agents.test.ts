@@ -41,6 +41,10 @@ function b64url(value: unknown): string {
   return Buffer.from(JSON.stringify(value), 'utf8').toString('base64url');
 }
 
+/** What every caller whose JWT is refused is told, whatever the reason. */
+const JWT_REFUSED =
+  'The workload JWT was not accepted (its signature, issuer, audience, lifetime, subject or claims do not match an agent). An operator finds the reason in the audit record of this request id.';
+
 function nowSeconds(): number {
   return Math.floor(Date.now() / 1000);
 }
@@ -142,6 +146,13 @@ describe('JWT agents (workload identity)', () => {
     expect(problem.code, what).toBe('unauthenticated');
     expect(response.headers['www-authenticate'], what).toContain('error="invalid_token"');
     return problem;
+  }
+
+  /** The audit record's reason for a refused request: the operator's view of why. */
+  async function reasonOf(response: SentResponse): Promise<string | null> {
+    const id = response.headers['x-airlock-request-id'];
+    const record = await eventually(`the audit record of ${String(id)}`, () => proxy.auditRecords().find((r) => r.request_id === id));
+    return record.reason;
   }
 
   async function agentOf(response: SentResponse): Promise<string | null> {
@@ -265,11 +276,43 @@ describe('JWT agents (workload identity)', () => {
     const both = await sign({ sub: SUB.ci, repository: 'org/x', ref: 'refs/heads/main' });
     const ambiguous = await present(both);
     expect(ambiguous.status, ambiguous.text).toBe(401);
-    expect(ambiguous.json<Problem>().detail).toContain("matches more than one agent's rules");
+    expect(ambiguous.json<Problem>().detail).toBe(JWT_REFUSED);
     expect(ambiguous.text).not.toContain('deployer');
+    // The operator learns why, from the audit record.
+    expect(await reasonOf(ambiguous)).toContain("matches more than one agent's rules");
     const readerOnly = await present(await sign({ sub: SUB.ci, repository: 'org/x', ref: 'refs/heads/feature' }));
     expect(readerOnly.status, readerOnly.text).toBe(200);
     expect(await agentOf(readerOnly)).toBe('reader');
+  });
+
+  // Found by review: the 401 detail told an unauthenticated caller whether an issuer is configured, and
+  // which claim failed (so in what order the policy checks them). One fixed detail now; the reason is
+  // the operator's, in the audit record and the log line.
+  it('every refused JWT gets one fixed detail; the specific reason is in the audit record and the log only', async () => {
+    const forged = (iss: string): string => {
+      const token = `${b64url({ alg: 'RS256', typ: 'JWT' })}.${b64url({ iss, aud: AUDIENCE, sub: SUB.claimed, exp: nowSeconds() + 600 })}.${'A'.repeat(342)}`;
+      jwts.push(token);
+      return token;
+    };
+    const cases: Array<[string, string, string]> = [
+      ['forged, an issuer no agent accepts', forged('https://evil.example.test'), 'no agent accepts JWTs from this issuer'],
+      ['forged, the configured issuer', forged(ISSUER), 'the JWT was refused'],
+      ['signed, a required claim of another value', await sign({ sub: SUB.claimed, team: 'sales', env: 'prod' }), 'the JWT claim team does not match'],
+      ['signed, the first claim right and the second wrong', await sign({ sub: SUB.claimed, team: 'billing', env: 'dev' }), 'the JWT claim env does not match'],
+      ['signed, another subject', await sign({ sub: 'system:serviceaccount:billing:intruder' }), 'the JWT subject is not the one this agent accepts'],
+      ['signed for another audience', await sign({ aud: 'someone-else' }), 'the JWT was refused'],
+    ];
+    for (const [what, token, reason] of cases) {
+      const response = await present(token);
+      const problem = expectRefused(response, what);
+      expect(problem.detail, what).toBe(JWT_REFUSED);
+      expect(problem.error.message, what).toBe(JWT_REFUSED);
+      expect(response.text, what).not.toMatch(/issuer is|claim (team|env)|subject is/);
+      expect(await reasonOf(response), what).toContain(reason);
+      const id = String(response.headers['x-airlock-request-id']);
+      const line = await eventually(`the log line of ${id}`, () => proxy.logRecords().find((l) => l['request_id'] === id));
+      expect(JSON.stringify(line['err']), what).toContain(reason);
+    }
   });
 
   it('a JWT agent can mint a task session (and the session is its own)', async () => {

@@ -141,7 +141,7 @@ describe.skipIf(!available)('shared state through Redis under network faults', (
     expectProblem(refused, 503, 'state_unavailable');
     expect(servedFor).toBeLessThan(SILENT_SUBSCRIPTION_BOUND_MS);
     expectProblem(await call(a, mu.token), 503, 'state_unavailable');
-    expect(await ready(a)).toMatchObject({ status: 503, state: expect.stringMatching(/^redis unreachable for \d+ s$/) });
+    expect(await ready(a)).toMatchObject({ status: 503, state: 'redis unreachable' });
     expect(logged(a, 'the redis subscription does not answer; events from other replicas may be missed, reconnecting it')).toBe(1);
 
     // The path heals: A connects and subscribes again, reloads, and has caught up with the revocation.

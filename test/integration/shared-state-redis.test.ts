@@ -959,7 +959,7 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
           return answer.body.checks['state'] !== 'redis reachable' ? answer : undefined;
         }, 500, 5);
         expect(lossSeen.status).toBe(200);
-        expect(lossSeen.body.checks['state']).toMatch(/^redis unreachable for \d+ s$/);
+        expect(lossSeen.body.checks['state']).toBe('redis unreachable');
         // A revocation made on A while Redis is down.
         outage.change = await adminA.call('POST', '/v1/agents/delta/revoke', { reason: 'during the outage' });
         outage.onA = (await call(a, delta.token, '/llm/v1/ping')).status;
@@ -976,7 +976,7 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
             return answer.status === 503 ? answer : undefined;
           }, 6_000);
           expect(notReady.body.status).toBe('not_ready');
-          expect(notReady.body.checks['state']).toMatch(/^redis unreachable for \d+ s$/);
+          expect(notReady.body.checks['state']).toBe('redis unreachable');
           await eventually(`replica ${name} refusing with state_unavailable`, () => samples.some((s) => s.on === name && s.code === 'state_unavailable'), 3_000);
         }
         const direct = await call(a, alpha.token, '/llm/v1/ping');
