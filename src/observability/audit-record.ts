@@ -44,6 +44,7 @@ export interface AuditRecord {
   approval_reason: string | null;
   /** For admin API changes: who made them (the admin token's name) and why. */
   actor: string | null;
+  /** Why: an admin change's reason, an anomaly's evidence, or why a JWT was refused (its caller is not told). */
   reason: string | null;
   client: string | null;
   /** True when the response was cut short (upstream failure mid-body or the agent went away). */
