@@ -475,9 +475,15 @@ const UNRESERVED_ESCAPE = /%(2[DdEe]|3[0-9]|4[1-9A-Fa-f]|5[0-9Aa]|5[Ff]|6[1-9A-F
  */
 function rawPathForAudit(target: string, catalog: Pick<ProxyRuntime['catalog'], 'scrub'>): string {
   const questionMark = target.indexOf('?');
-  let path = questionMark === -1 ? target : target.slice(0, questionMark);
-  if (path.includes('%')) path = path.replace(UNRESERVED_ESCAPE, (escape) => String.fromCharCode(parseInt(escape.slice(1), 16)));
-  path = catalog.scrub(pathForRecord(path));
+  const sent = questionMark === -1 ? target : target.slice(0, questionMark);
+  let path = catalog.scrub(pathForRecord(sent));
+  if (sent.includes('%')) {
+    // The path as sent, for the forensic record, unless decoding its escapes spells out a secret or a
+    // token (%73k-live-...): then the decoded path, masked.
+    const decoded = sent.replace(UNRESERVED_ESCAPE, (escape) => String.fromCharCode(parseInt(escape.slice(1), 16)));
+    const masked = catalog.scrub(pathForRecord(decoded));
+    if (masked !== decoded) path = masked;
+  }
   return path.length > 512 ? `${path.slice(0, 512)}...` : path;
 }
 
