@@ -1,6 +1,7 @@
 /**
  * `airlock audit verify [FILE...]`: checks the audit hash chain and names the first bad line. With no
- * file, the config's audit file and its rotated predecessors (oldest first) are verified as one chain.
+ * file, the config's audit file and its rotated predecessors (oldest first) are verified as one chain
+ * (and each worker's as another: see below).
  *
  * A hash chain proves every link, not its two ends. The start: a log whose first record chains to
  * GENESIS is whole from its beginning; with `--complete` (implied for the configured files while fewer
@@ -8,15 +9,34 @@
  * first lines were deleted. The end: lines cut from the tail leave an intact shorter chain, so
  * `--head HASH` (the `audit_head` of the admin API's /v1/health, or the last record the webhook copy
  * received, kept where the log's writer cannot reach) must be the last record's hash.
- * Exit 0 when intact, 2 when broken, 1 on a usage or read error.
+ *
+ * With `workers` above 1 each worker writes its own file (audit.w<N>.jsonl, run-cluster.ts), each its own
+ * chain with one writer. With no file given, verify finds every chain next to the configured file (the
+ * file itself, every audit.w<N>.jsonl, and w1..wN for a numeric `workers`), each with its rotated copies,
+ * and checks and reports each one: before, it read audit.jsonl alone, and said OK for a stale single-
+ * process log while the workers' logs were broken (found by review).
+ * Exit 0 when intact, 2 when broken (any chain), 1 on a usage or read error.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { basename, dirname, extname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { GENESIS, verifyChain } from '../observability/audit-chain.js';
 import { UsageError, type CliIo } from './cli-io.js';
 import { loadConfigOrReport } from './locate-config.js';
+import { workerAuditPath } from './run-cluster.js';
 
-const USAGE = 'usage: airlock audit verify [FILE...]   (oldest first; default: the configured audit file and its rotated copies)  [--config FILE] [--complete] [--head HASH]';
+const USAGE = 'usage: airlock audit verify [FILE...]   (oldest first; default: the configured audit file and its rotated copies, and every worker\'s)  [--config FILE] [--complete] [--head HASH]';
+
+/** One hash chain: its files oldest first; `label` names it when there are several. */
+interface Chain {
+  readonly label: string;
+  readonly paths: readonly string[];
+  readonly complete: boolean;
+  /** Said when its newest file cannot be read because it does not exist. */
+  readonly whenMissing?: string;
+}
+
+type Outcome = { readonly result: 'ok' | 'broken'; readonly text: string } | { readonly result: 'unreadable'; readonly text: string };
 
 export async function auditCommand(io: CliIo): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -27,50 +47,130 @@ export async function auditCommand(io: CliIo): Promise<number> {
   const [action, ...files] = positionals;
   if (action !== 'verify') throw new UsageError(USAGE);
   const head = values.head?.toLowerCase();
-  if (head !== undefined && !/^[0-9a-f]{16,64}$/.test(head)) throw new UsageError(`--head takes a record hash (16 to 64 hex digits), not ${JSON.stringify(values.head)}.\n${USAGE}`);
-  let paths = files;
-  let complete = values.complete;
-  if (paths.length === 0) {
+  // Not repeated: what is typed where a hash goes may be a key (run-cli.ts).
+  if (head !== undefined && !/^[0-9a-f]{16,64}$/.test(head)) throw new UsageError(`--head takes a record hash (16 to 64 hex digits); what was given is not one (not repeated here: it may be a key).\n${USAGE}`);
+  let chains: Chain[];
+  if (files.length > 0) {
+    chains = [{ label: files[files.length - 1] as string, paths: files, complete: values.complete }];
+  } else {
     const loaded = loadConfigOrReport(io, values.config);
     if (loaded === null) return 1;
-    const { file: base, keep } = loaded.config.audit;
-    const rotated: string[] = [];
-    for (let n = 1; n <= 1000 && existsSync(`${base}.${n}`); n++) rotated.unshift(`${base}.${n}`);
-    paths = [...rotated, base];
-    // Fewer copies than `keep`: rotation has never dropped one, so the log must start at its beginning.
-    if (keep >= 1 && rotated.length < keep) complete = true;
+    const { file, keep } = loaded.config.audit;
+    chains = configuredChains(file, loaded.config.workers, keep, values.complete);
   }
+  if (chains.length === 1) {
+    const outcome = checkChain(chains[0] as Chain, head);
+    (outcome.result === 'unreadable' ? io.stderr : io.stdout).write(`${outcome.text}\n`);
+    return outcome.result === 'ok' ? 0 : outcome.result === 'broken' ? 2 : 1;
+  }
+  if (head !== undefined) {
+    throw new UsageError(
+      `--head is the last hash of one chain, and there are ${chains.length} here (one per worker: ${chains.map((c) => c.label).join(', ')}); give the files of the one it belongs to, oldest first, e.g.  airlock audit verify ${[...(chains[1] as Chain).paths].join(' ')} --head HASH\n${USAGE}`,
+    );
+  }
+  io.stdout.write(`${chains.length} audit hash chains, one per process that wrote them (with workers above 1, each worker writes its own file):\n`);
+  const broken: string[] = [];
+  const unreadable: string[] = [];
+  for (const chain of chains) {
+    const outcome = checkChain(chain, head);
+    if (outcome.result === 'unreadable') {
+      unreadable.push(chain.label);
+      io.stderr.write(`${chain.label}: ${outcome.text}\n`);
+      io.stdout.write(`  ${chain.label}: NOT CHECKED (it cannot be read; see stderr)\n`);
+      continue;
+    }
+    if (outcome.result === 'broken') broken.push(chain.label);
+    io.stdout.write(`  ${chain.label}: ${outcome.text}\n`);
+  }
+  if (broken.length > 0) {
+    io.stdout.write(`BROKEN: ${broken.length} of ${chains.length} chains (${broken.join(', ')}).\n`);
+    return 2;
+  }
+  if (unreadable.length > 0) {
+    io.stdout.write(`NOT VERIFIED: ${unreadable.length} of ${chains.length} chains could not be read (${unreadable.join(', ')}); the others are intact.\n`);
+    return 1;
+  }
+  io.stdout.write(`OK: all ${chains.length} chains are intact.\n`);
+  return 0;
+}
+
+/**
+ * The chains next to the configured audit file: the file itself (when it exists, when `workers` is 1,
+ * or when there is nothing else), every worker's audit.w<N>.jsonl found, and w1..wN for a numeric
+ * `workers` above 1 (a worker's whole log removed is then a file that cannot be read, not a chain
+ * missing from the report). Each comes with its rotated copies, oldest first.
+ */
+function configuredChains(base: string, workers: number | 'auto', keep: number, completeFlag: boolean): Chain[] {
+  const ext = extname(base);
+  const stem = basename(base, ext);
+  const pattern = new RegExp(`^${escapeRegExp(stem)}\\.w([1-9][0-9]{0,5})${escapeRegExp(ext)}(?:\\.[1-9][0-9]*)?$`);
+  const ids = new Set<number>();
+  let names: string[] = [];
+  try {
+    names = readdirSync(dirname(base));
+  } catch {
+    // No data_dir yet: the configured file alone, which then cannot be read, as before.
+  }
+  for (const name of names) {
+    const id = pattern.exec(name)?.[1];
+    if (id !== undefined) ids.add(Number(id));
+  }
+  const configured = typeof workers === 'number' && workers > 1 ? workers : 0;
+  for (let id = 1; id <= configured; id++) ids.add(id);
+  const chain = (file: string, label: string, whenMissing?: string): Chain => {
+    const rotated: string[] = [];
+    for (let n = 1; n <= 1000 && existsSync(`${file}.${n}`); n++) rotated.unshift(`${file}.${n}`);
+    // Fewer copies than `keep`: rotation has never dropped one, so the log must start at its beginning.
+    return { label, paths: [...rotated, file], complete: completeFlag || (keep >= 1 && rotated.length < keep), ...(whenMissing === undefined ? {} : { whenMissing }) };
+  };
+  const chains: Chain[] = [];
+  if (ids.size === 0 || workers === 1 || existsSync(base) || existsSync(`${base}.1`)) chains.push(chain(base, basename(base)));
+  for (const id of [...ids].sort((a, b) => a - b)) {
+    const file = workerAuditPath(base, String(id));
+    const whenMissing =
+      id <= configured
+        ? `worker ${id} of workers: ${configured} has written no audit log there: it has not run since \`workers\` was raised, or its log was removed`
+        : `worker ${id}'s rotated copies are there but its current file is not: it was removed, or a rotation is under way (run verify again)`;
+    chains.push(chain(file, basename(file), whenMissing));
+  }
+  return chains;
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/** Verifies one chain and its two ends; the text is the line to print (stderr when unreadable). */
+function checkChain(chain: Chain, head: string | undefined): Outcome {
+  const { paths, complete } = chain;
   const inputs: Array<{ name: string; text: string }> = [];
   for (const path of paths) {
     try {
       inputs.push({ name: path, text: readFileSync(path, 'utf8') });
     } catch (error) {
-      io.stderr.write(`cannot read ${path}: ${(error as Error).message}\n`);
-      return 1;
+      const missing = (error as NodeJS.ErrnoException).code === 'ENOENT' && chain.whenMissing !== undefined;
+      return { result: 'unreadable', text: `cannot read ${path}: ${missing ? `it does not exist (${chain.whenMissing})` : (error as Error).message}` };
     }
   }
   const verdict = verifyChain(inputs);
-  if (!verdict.ok) {
-    io.stdout.write(`BROKEN at ${verdict.file} line ${verdict.line}: ${verdict.problem}. The ${verdict.records} records before it verify.\n`);
-    return 2;
-  }
+  if (!verdict.ok) return { result: 'broken', text: `BROKEN at ${verdict.file} line ${verdict.line}: ${verdict.problem}. The ${verdict.records} records before it verify.` };
   const first = paths[0] as string;
   const last = paths[paths.length - 1] as string;
   if (complete && verdict.records > 0 && verdict.firstPrev !== GENESIS) {
-    io.stdout.write(
-      `BROKEN at ${first} line 1: the first record follows a record (hash ${verdict.firstPrev.slice(0, 16)}...) that is in none of these files, but the log should start at its beginning: its first lines were deleted, or an older rotated file is missing (pass it first).\n`,
-    );
-    return 2;
+    return {
+      result: 'broken',
+      text: `BROKEN at ${first} line 1: the first record follows a record (hash ${verdict.firstPrev.slice(0, 16)}...) that is in none of these files, but the log should start at its beginning: its first lines were deleted, or an older rotated file is missing (pass it first).`,
+    };
   }
   if (head !== undefined && !verdict.lastHash.startsWith(head)) {
-    io.stdout.write(
-      `BROKEN at the end of ${last}: the last record's hash is ${verdict.lastHash.slice(0, 16)}..., not the expected head ${head.slice(0, 16)}...: records after it were cut off (or these are not the latest files).\n`,
-    );
-    return 2;
+    return {
+      result: 'broken',
+      text: `BROKEN at the end of ${last}: the last record's hash is ${verdict.lastHash.slice(0, 16)}..., not the expected head ${head.slice(0, 16)}...: records after it were cut off (or these are not the latest files).`,
+    };
   }
   const start = verdict.firstPrev === GENESIS ? 'from the beginning of the log' : `from a record that follows hash ${verdict.firstPrev.slice(0, 16)}... (an earlier file not given here)`;
-  io.stdout.write(
-    `OK: ${verdict.records} record${verdict.records === 1 ? '' : 's'} in ${paths.length} file${paths.length === 1 ? '' : 's'}, the hash chain is intact ${start} to the last hash ${verdict.lastHash.slice(0, 16)}...${head === undefined ? '' : ', the expected head'}.\n`,
-  );
-  return 0;
+  return {
+    result: 'ok',
+    text: `OK: ${verdict.records} record${verdict.records === 1 ? '' : 's'} in ${paths.length} file${paths.length === 1 ? '' : 's'}, the hash chain is intact ${start} to the last hash ${verdict.lastHash.slice(0, 16)}...${head === undefined ? '' : ', the expected head'}.`,
+  };
 }
