@@ -4,18 +4,21 @@
  *
  * Operations: SIGHUP (and, with reload.watch, a change of the config file) reloads the config: it is
  * validated, and on success replaces the running one while requests in flight finish on the old; on
- * failure the old stays, with the problems logged. SIGTERM stops accepting, lets requests in flight
+ * failure the old stays, with the problems logged; a SIGHUP received while starting is applied once
+ * started (main.ts holds it). SIGTERM stops accepting, lets requests in flight
  * (streams included) finish up to shutdown_timeout, flushes the audit log and revokes dynamic leases.
  * With `workers` above 1 the process becomes a cluster primary (run-cluster.ts).
  */
-import { watch } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readFileSync, realpathSync, watch, type FSWatcher } from 'node:fs';
 import cluster from 'node:cluster';
+import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Registry } from 'prom-client';
 import { startAirlock, type RunningAirlock } from '../app.js';
 import { environmentProblems } from '../config/assess-environment.js';
 import { formatProblem } from '../config/config-problem.js';
-import { loadConfigFile } from '../config/load-config.js';
+import { loadConfigFile, parseConfigText } from '../config/load-config.js';
 import type { AirlockConfig } from '../config/types.js';
 import { EncryptedSecretFile } from '../credentials/encrypted-secret-file.js';
 import { loadMasterKey } from '../credentials/master-key.js';
@@ -28,6 +31,10 @@ import { runClusterPrimary, workerAuditFile, workerCount } from './run-cluster.j
 
 export async function serveCommand(io: CliIo): Promise<number> {
   const { values } = parseArgs({ args: [...io.args], options: { config: { type: 'string' } }, allowPositionals: false });
+  const file = configPath(io, values.config);
+  // Read before the load: a change between the two is then seen once the watch starts (a reload of the
+  // same content at worst), never missed.
+  const startedFrom = contentDigest(readConfigText(file));
   const loaded = loadConfigOrReport(io, values.config);
   if (loaded === null) return 1;
   let { config } = loaded;
@@ -63,7 +70,7 @@ export async function serveCommand(io: CliIo): Promise<number> {
       ...(primary === undefined ? {} : { clusterMetrics: (registry: Registry) => clusterMetricsText(registry, primary) }),
     });
     if (workerId === undefined) io.stderr.write(summary(config, airlock.url, airlock.serviceUrls, airlock.adminUrl, io.env, io.nodeFlags));
-    const stopWatching = watchForReloads(io, configPath(io, values.config), config, airlock, workerId);
+    const stopWatching = watchForReloads(io, file, config, airlock, workerId, startedFrom);
     const signal = await io.stopRequested;
     stopWatching();
     io.stderr.write(`\n${signal} received: finishing in-flight requests (up to ${config.shutdown_timeout} s) and stopping.\n`);
@@ -74,13 +81,52 @@ export async function serveCommand(io: CliIo): Promise<number> {
   }
 }
 
-/** SIGHUP, and (reload.watch) changes of the config file, debounced. */
-function watchForReloads(io: CliIo, file: string, initial: AirlockConfig, airlock: RunningAirlock, workerId: string | undefined): () => void {
+/** Events closer together than this are one change (an editor's write, rename and chmod). */
+const SETTLE_MS = 300;
+/** ...but a directory that never goes quiet (the audit log beside the config) is still looked at this often. */
+const SETTLE_AT_MOST_MS = 1_000;
+
+function readConfigText(file: string): string | null {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return null;
+  }
+}
+
+function contentDigest(text: string | null): string | null {
+  return text === null ? null : createHash('sha256').update(text).digest('hex');
+}
+
+/**
+ * SIGHUP, and (reload.watch) changes of the config file's content.
+ *
+ * Any event in the file's directory leads to a look at the file, and a reload only when what it reads
+ * has changed (a digest of the content). Events naming the file are not enough: a Kubernetes ConfigMap
+ * volume mounts the file as airlock.yaml -> ..data/airlock.yaml and updates it by renaming a new
+ * `..data` symlink over the old one (atomic, one event naming `..data` only), so the file's own name is
+ * never in an event (found by review). The directory of the file's resolved target is watched too, and
+ * followed when a swap moves it, so a config symlinked to a file elsewhere and edited there is seen.
+ * Comparing content also keeps a `touch`, or the audit log written beside the config, from reloading.
+ */
+function watchForReloads(io: CliIo, file: string, initial: AirlockConfig, airlock: RunningAirlock, workerId: string | undefined, startedFrom: string | null): () => void {
   let pending: NodeJS.Timeout | null = null;
+  let firstEventAt = 0;
+  let stopped = false;
+  let lastSeen = startedFrom;
   let running = Promise.resolve();
-  const reload = (why: string): void => {
+  const directory = dirname(file);
+  const watchers = new Map<string, FSWatcher>();
+
+  const reload = (why: string, onlyIfChanged: boolean): void => {
     running = running.then(async () => {
-      const next = loadConfigFile(file);
+      const text = readConfigText(file);
+      const digest = contentDigest(text);
+      if (initial.reload.watch) followTarget();
+      // Unreadable mid-swap (an editor's delete then write): the next event looks again.
+      if (onlyIfChanged && (digest === null || digest === lastSeen)) return;
+      if (digest !== null) lastSeen = digest;
+      const next = text === null ? loadConfigFile(file) : parseConfigText(text, file);
       if (next.config === null) {
         airlock.metrics.reloads.inc({ result: 'invalid' });
         airlock.logger.error({ reason: why, problems: next.problems.filter((p) => p.severity === 'error').map((p) => formatProblem(p, file)) }, 'config reload failed: the new file has problems; the running config stays');
@@ -93,26 +139,66 @@ function watchForReloads(io: CliIo, file: string, initial: AirlockConfig, airloc
       airlock.logger.error({ err: error, reason: why }, "config reload ended in an error; if a 'config reloaded' line came before it, the new config is in force");
     });
   };
-  const stopSignal = io.onReloadRequested?.(() => reload('SIGHUP')) ?? (() => undefined);
-  let watcher: ReturnType<typeof watch> | null = null;
-  if (initial.reload.watch) {
+
+  /** Debounced, with a bound: events that never stop still lead to a look every SETTLE_AT_MOST_MS. */
+  const changed = (): void => {
+    if (stopped) return;
+    const now = Date.now();
+    if (pending === null) firstEventAt = now;
+    else clearTimeout(pending);
+    pending = setTimeout(
+      () => {
+        pending = null;
+        reload('the config file changed', true);
+      },
+      Math.max(0, Math.min(SETTLE_MS, firstEventAt + SETTLE_AT_MOST_MS - now)),
+    );
+  };
+
+  const watchDirectory = (path: string): void => {
+    if (stopped || watchers.has(path)) return;
     try {
-      // Editors replace files (rename), so the directory is watched, filtered to the file's name.
-      const directory = file.slice(0, file.lastIndexOf('/')) || '.';
-      const name = file.slice(file.lastIndexOf('/') + 1);
-      watcher = watch(directory, (_event, changed) => {
-        if (changed !== null && changed !== name) return;
-        if (pending !== null) clearTimeout(pending);
-        pending = setTimeout(() => reload('the config file changed'), 300);
+      const watcher = watch(path, changed);
+      // A directory removed (a ConfigMap's old ..<timestamp> directory) ends its watch, nothing more.
+      watcher.on('error', () => {
+        watcher.close();
+        if (watchers.get(path) === watcher) watchers.delete(path);
       });
-      watcher.on('error', () => undefined);
+      watchers.set(path, watcher);
     } catch {
-      watcher = null;
+      // Not watchable (gone already, or no inotify watches left): SIGHUP still reloads.
     }
+  };
+
+  /** Watches the directory the file resolves into, and stops watching the one it resolved into before. */
+  function followTarget(): void {
+    let target: string;
+    try {
+      target = dirname(realpathSync(file));
+    } catch {
+      return;
+    }
+    for (const [path, watcher] of watchers) {
+      if (path !== directory && path !== target) {
+        watcher.close();
+        watchers.delete(path);
+      }
+    }
+    watchDirectory(target);
+  }
+
+  const stopSignal = io.onReloadRequested?.(() => reload('SIGHUP', false)) ?? (() => undefined);
+  if (initial.reload.watch) {
+    watchDirectory(directory);
+    followTarget();
+    // A change made while Airlock was starting (after the file was read, before the watch) is seen now.
+    reload('the config file changed while Airlock was starting', true);
   }
   return () => {
+    stopped = true;
     stopSignal();
-    watcher?.close();
+    for (const watcher of watchers.values()) watcher.close();
+    watchers.clear();
     if (pending !== null) clearTimeout(pending);
   };
 }
