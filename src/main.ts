@@ -3,16 +3,43 @@
  * The only file that touches `process`: arguments, environment, standard streams, signals, exit code.
  */
 import cluster from 'node:cluster';
-import { runCli } from './cli/run-cli.js';
 
+// stderr's reader gone too (2>&1 into a log shipper that exited): there is nowhere left to say so, and
+// an unhandled 'error' event would end the process (serve reports a failed stdout on stderr).
+process.stderr.on('error', () => undefined);
+
+// SIGHUP asks `serve` to reload its config, but node's default for it ends the process, and serve could
+// only listen for it once the proxy was up: a SIGHUP during start-up (a slow credential store at warm-up;
+// the cluster primary passing a reload on to a worker still starting) killed it (found by review). So
+// the handler is installed first, before the CLI's modules load (hence the dynamic import below), and a
+// request that comes before serve listens is kept and applied once it does: the operator who sent it
+// changed the file, and the proxy may have read the file before that change. Applying it is a reload of
+// a validated file, which at worst re-applies the config already running. Other commands keep the
+// default (a terminal hanging up ends `secrets set` at its prompt, rather than leaving it to store half
+// a value).
+const reloadListeners = new Set<() => void>();
+let reloadQueued = false;
+/** A listener was registered once: with none now, serve is stopping, and a reload has nothing to do. */
+let reloadsHeard = false;
+if (process.argv[2] === 'serve') {
+  process.on('SIGHUP', () => {
+    if (reloadListeners.size === 0) {
+      if (reloadsHeard) return;
+      if (!reloadQueued) process.stderr.write('SIGHUP received while Airlock is starting: the config is reloaded as soon as it has started.\n');
+      reloadQueued = true;
+      return;
+    }
+    for (const listener of reloadListeners) listener();
+  });
+}
+
+// Before the CLI's modules load too, for the same reason: a stop asked for while they load is kept.
 const stopRequested = new Promise<string>((resolve) => {
   process.once('SIGINT', () => resolve('SIGINT'));
   process.once('SIGTERM', () => resolve('SIGTERM'));
 });
 
-// stderr's reader gone too (2>&1 into a log shipper that exited): there is nowhere left to say so, and
-// an unhandled 'error' event would end the process (serve reports a failed stdout on stderr).
-process.stderr.on('error', () => undefined);
+const { runCli } = await import('./cli/run-cli.js');
 
 // stdout's failures. A reader gone away (`airlock demo | head`, EPIPE) no longer wants the output: the
 // command finishes its work (the demo removes its temporary data_dir) with its lines dropped, where the
@@ -39,8 +66,13 @@ const code = await runCli({
     stdoutListeners.push(listener);
   },
   onReloadRequested(listener) {
-    process.on('SIGHUP', listener);
-    return () => process.off('SIGHUP', listener);
+    reloadListeners.add(listener);
+    reloadsHeard = true;
+    if (reloadQueued) {
+      reloadQueued = false;
+      listener();
+    }
+    return () => void reloadListeners.delete(listener);
   },
   ...(cluster.isWorker
     ? {
