@@ -1,5 +1,10 @@
 /**
  * `airlock <command>`: dispatch to one file per command. Returns the exit code.
+ *
+ * What is refused here (an unknown command, an option a command does not know, an argument it does not
+ * take) is never repeated: it may be a key pasted in the wrong place, and the terminal, a CI log or a
+ * shell history collector would keep it (DESIGN.md invariant 1 counts CLI output; secrets-command.ts
+ * follows the same rule). A near miss of a command's name is answered with the command's own name.
  */
 import { UsageError, type CliIo } from './cli-io.js';
 import { checkCommand } from './check-command.js';
@@ -12,6 +17,8 @@ import { explainCommand } from './explain-command.js';
 import { secretsCommand } from './secrets-command.js';
 import { serveCommand } from './serve-command.js';
 import { tokenCommand } from './token-command.js';
+
+const NOT_REPEATED = 'not repeated here: it may be a key';
 
 const COMMANDS: Readonly<Record<string, { run: (io: CliIo) => Promise<number>; summary: string }>> = {
   serve: { run: serveCommand, summary: 'serve [--config F]                 run the proxy' },
@@ -44,7 +51,8 @@ export async function runCli(io: CliIo): Promise<number> {
   }
   const command = COMMANDS[name];
   if (command === undefined) {
-    io.stderr.write(`unknown command "${name}"\n\n${usage()}`);
+    const near = nearestCommand(name);
+    io.stderr.write(`That is not an airlock command (${NOT_REPEATED}).${near === null ? '' : ` Did you mean \`airlock ${near}\`?`}\n\n${usage()}`);
     return 1;
   }
   const commandUsage = `usage: airlock ${command.summary.replace(/\s{2,}/, '\n  ')}\n(the README's CLI table has every option)\n`;
@@ -55,11 +63,60 @@ export async function runCli(io: CliIo): Promise<number> {
   try {
     return await command.run({ ...io, args: rest });
   } catch (error) {
-    if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      io.stderr.write(`${(error as Error).message}\n${(error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') ? commandUsage : ''}`);
+    const code = (error as { code?: string }).code;
+    if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) {
+      io.stderr.write(`airlock ${name}: ${parseProblem(code, (error as Error).message)}\n${commandUsage}`);
+      return 1;
+    }
+    if (error instanceof UsageError) {
+      io.stderr.write(`${error.message}\n`);
       return 1;
     }
     io.stderr.write(`airlock ${name}: ${(error as Error).message}\n`);
     return 1;
   }
+}
+
+/**
+ * node's parseArgs errors repeat what they refuse ("Unknown option '--sk_live_…'", "Unexpected argument
+ * '…'"): said here without it. A missing or unwanted value names the option as the command defines it
+ * (parseArgs builds that text from its own option table, never from the input), which is kept.
+ */
+function parseProblem(code: string, message: string): string {
+  switch (code) {
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
+      return `an option it does not know was given (${NOT_REPEATED}); its options are below.`;
+    case 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL':
+      return `an argument it does not take was given (${NOT_REPEATED}); it takes only the options below.`;
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE': {
+      const option = /^Option '(?:-[A-Za-z], )?(--[a-z][a-z0-9-]*)/.exec(message)?.[1];
+      return `${option === undefined ? 'an option' : `the option ${option}`} is missing its value, or was given one it does not take (${NOT_REPEATED}); a value that starts with a dash is written --option=VALUE.`;
+    }
+    default:
+      return `its arguments could not be read (${NOT_REPEATED}).`;
+  }
+}
+
+/** The command a mistyped name was most likely meant to be (at most two edits away), else null. */
+function nearestCommand(typed: string): string | null {
+  if (typed.length > 16) return null;
+  let best: { name: string; distance: number } | null = null;
+  for (const name of Object.keys(COMMANDS)) {
+    const distance = editDistance(typed.toLowerCase(), name);
+    if (distance <= 2 && distance < name.length && (best === null || distance < best.distance)) best = { name, distance };
+  }
+  return best?.name ?? null;
+}
+
+/** Levenshtein distance (insertions, deletions, substitutions), for names of a few letters. */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min((row[j] as number) + 1, (next[j - 1] as number) + 1, (row[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    row = next;
+  }
+  return row[b.length] as number;
 }

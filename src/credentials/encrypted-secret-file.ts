@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { looksLikeKey } from '../config/load-config.js';
 import { openText, sealText } from './seal-text.js';
 import { makePrivateDir } from '../state/make-private-dir.js';
 
@@ -62,6 +63,13 @@ export class EncryptedSecretFile {
       try {
         entries.set(name, { value: open(this.#key, `secret:${name}`, sealed), updatedAt: sealed.updated_at ?? null });
       } catch {
+        // A name that looks like a key (one stored before `secrets set` refused such names, or a key pasted
+        // where the name went) is not repeated: this message reaches the terminal and the log.
+        if (looksLikeKey(name)) {
+          throw new SecretFileError(
+            `a secret in ${this.path} whose name looks like a key (not repeated here) does not decrypt: the file was edited or its entry moved; \`npx airlock secrets list\` marks it DAMAGED; remove it with \`npx airlock secrets rm\` and that name, and store the key under a plain name`,
+          );
+        }
         throw new SecretFileError(`secret "${name}" in ${this.path} does not decrypt: the file was edited or its entry moved; set it again with \`npx airlock secrets set ${name}\``);
       }
     }
