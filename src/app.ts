@@ -46,6 +46,7 @@ import { createRawRefusalHandler, createRequestHandler, newRecord } from './pipe
 import type { ListenerBinding } from './pipeline/select-service.js';
 import { SecretCatalog, type GuardScope } from './redaction/secret-catalog.js';
 import { FileStateBackend } from './state/file-backend.js';
+import type { GovernanceEvent } from './state/governance-records.js';
 import { GovernanceState } from './state/governance-state.js';
 import { MemoryRateLimiter } from './state/memory-rate-limiter.js';
 import type { RedisStateBackend } from './state/redis-backend.js';
@@ -66,6 +67,15 @@ export interface AirlockOptions {
   readonly nodeFlags?: readonly string[];
   /** Under `workers`: builds the /metrics text of the whole cluster from this worker's registry. */
   readonly clusterMetrics?: (registry: Registry) => () => Promise<string>;
+  /**
+   * Under `workers`: passes restrictions this worker could not write to Redis to the other workers, and
+   * hears theirs (run-cluster.ts restrictionChannel).
+   */
+  readonly clusterRestrictions?: {
+    publish(event: GovernanceEvent): void;
+    /** What arrives is checked by GovernanceState.adopt, not trusted. */
+    onRelayed(listener: (event: unknown) => void): () => void;
+  } | null;
 }
 
 export type ReloadResult = { readonly ok: true } | { readonly ok: false; readonly reason: string };
@@ -496,6 +506,14 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
   await audit.open();
   const state = new GovernanceState(redis ?? new FileStateBackend(join(config.data_dir, 'state.jsonl')), nowMs, logger);
   await state.start();
+  // Under workers, a restriction one worker could not write to Redis holds on every worker (run-cluster.ts).
+  const restrictions = options.clusterRestrictions ?? null;
+  let stopRelay = (): void => undefined;
+  if (restrictions !== null) {
+    state.onUnsaved((event) => restrictions.publish(event));
+    const stopHearing = restrictions.onRelayed((event) => state.adopt(event));
+    stopRelay = () => void stopHearing();
+  }
   const staleAfterMs = config.state.type === 'redis' ? config.state.stale_after * 1000 : Infinity;
 
   const durable: Durable = {
@@ -619,6 +637,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
         await durable.inflight.settled(2_000);
         await lifecycleRecord(current.runtime, 'airlock:stop', 'Airlock stopped');
         await closeGeneration(current, durable, true, true);
+        stopRelay();
         await state.close();
         await audit.close();
         logger.info('airlock stopped');

@@ -4,12 +4,17 @@
  * passes SIGHUP (reload) on, and on SIGTERM asks every worker to drain and waits for them. Workers
  * share governance state and rate limits through Redis (config validation requires state type redis);
  * each writes its own audit file (audit.w<N>.jsonl), so each hash chain has one writer.
+ *
+ * Restrictions made while Redis is unreachable (a revocation, a session ended) hold at once only on the
+ * worker that took the admin call, which queues them for Redis (governance-state.ts). The primary relays
+ * them to the other workers over the cluster IPC (serveRestrictionRelay), so the kill switch holds on
+ * every worker during an outage, and lives on in them if the first one dies before Redis is back.
  */
 import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { basename, dirname, extname, join } from 'node:path';
 import type { AirlockConfig } from '../config/types.js';
-import { serveClusterMetrics } from '../observability/cluster-metrics.js';
+import { serveClusterMetrics, type PrimaryChannel } from '../observability/cluster-metrics.js';
 import type { CliIo } from './cli-io.js';
 
 export function workerCount(workers: number | 'auto'): number {
@@ -18,9 +23,13 @@ export function workerCount(workers: number | 'auto'): number {
 
 /** The audit file of one worker: audit.jsonl -> audit.w2.jsonl. */
 export function workerAuditFile(config: AirlockConfig, workerId: string): AirlockConfig {
-  const file = config.audit.file;
+  return Object.freeze({ ...config, audit: Object.freeze({ ...config.audit, file: workerAuditPath(config.audit.file, workerId) }) });
+}
+
+/** audit.jsonl -> audit.w2.jsonl; `airlock audit verify` finds the workers' files by this name. */
+export function workerAuditPath(file: string, workerId: string): string {
   const ext = extname(file);
-  return Object.freeze({ ...config, audit: Object.freeze({ ...config.audit, file: join(dirname(file), `${basename(file, ext)}.w${workerId}${ext}`) }) });
+  return join(dirname(file), `${basename(file, ext)}.w${workerId}${ext}`);
 }
 
 export async function runClusterPrimary(io: CliIo, config: AirlockConfig, count: number): Promise<number> {
@@ -28,11 +37,23 @@ export async function runClusterPrimary(io: CliIo, config: AirlockConfig, count:
   const failures = new Map<string, number>();
   const workers = new Map<string, Worker>();
   const restarts = new Set<NodeJS.Timeout>();
+  // Workers that have started listening, and those still starting that a reload was asked of meanwhile.
+  // A worker is signalled only once it listens: before its main.ts installs a SIGHUP handler, node's
+  // default for the signal ends it (found by review: a reload during start-up killed the workers). One
+  // still starting may have read the file before the change, so it gets its SIGHUP when it listens.
+  const listening = new Set<string>();
+  const reloadOnListening = new Set<string>();
   const fork = (id: string): void => {
     const worker = cluster.fork({ AIRLOCK_WORKER_ID: id });
     workers.set(id, worker);
+    listening.delete(id);
+    reloadOnListening.delete(id);
     worker.on('exit', (code, signal) => {
-      workers.delete(id);
+      if (workers.get(id) === worker) {
+        workers.delete(id);
+        listening.delete(id);
+        reloadOnListening.delete(id);
+      }
       if (stopping) return;
       const n = (failures.get(id) ?? 0) + 1;
       failures.set(id, n);
@@ -46,17 +67,27 @@ export async function runClusterPrimary(io: CliIo, config: AirlockConfig, count:
       }, delay);
       restarts.add(restart);
     });
-    worker.on('listening', () => failures.set(id, 0));
+    worker.on('listening', () => {
+      failures.set(id, 0);
+      // 'listening' comes once per listener (agent, admin, a service's own): the first one counts.
+      if (listening.has(id)) return;
+      listening.add(id);
+      if (reloadOnListening.delete(id) && !stopping) worker.process.kill('SIGHUP');
+    });
     // A Worker emits 'error' when a send fails or the fork itself does: unheard, it ended the primary and
     // with it every worker. 'exit' (above) restarts a worker that is gone.
     worker.on('error', (error) => io.stderr.write(`worker ${id}: ${error.message}\n`));
   };
   // Any worker answering /metrics asks here for the sum over all workers.
   const stopMetrics = serveClusterMetrics();
+  const stopRelay = serveRestrictionRelay();
   for (let i = 1; i <= count; i++) fork(String(i));
   io.stderr.write(`Airlock cluster: ${count} workers on ${config.listen}${config.admin === null ? '' : `, admin ${config.admin.listen}`}\n`);
   const stopReload = io.onReloadRequested?.(() => {
-    for (const worker of workers.values()) worker.process.kill('SIGHUP');
+    for (const [id, worker] of workers) {
+      if (listening.has(id)) worker.process.kill('SIGHUP');
+      else reloadOnListening.add(id);
+    }
   });
   const signal = await io.stopRequested;
   stopping = true;
@@ -71,5 +102,64 @@ export async function runClusterPrimary(io: CliIo, config: AirlockConfig, count:
   await Promise.all(exits);
   clearTimeout(hard);
   stopMetrics();
+  stopRelay();
   return 0;
+}
+
+/** The IPC message a worker sends with a restriction it could not write to Redis, and the primary passes on. */
+export const RESTRICTION_MESSAGE = 'airlock:cluster-restriction';
+/** Only events that take access away travel this way: one that grants must be kept in Redis first. */
+const RELAYED_EVENTS: ReadonlySet<string> = new Set(['revocation.added', 'session.ended']);
+
+export interface RestrictionMessage {
+  readonly type: typeof RESTRICTION_MESSAGE;
+  /** A governance event (governance-records.ts) of a type in RELAYED_EVENTS. */
+  readonly event: { readonly type: string } & Record<string, unknown>;
+}
+
+export function isRestrictionMessage(message: unknown): message is RestrictionMessage {
+  if (typeof message !== 'object' || message === null) return false;
+  const { type, event } = message as { type?: unknown; event?: unknown };
+  return type === RESTRICTION_MESSAGE && typeof event === 'object' && event !== null && RELAYED_EVENTS.has(String((event as { type?: unknown }).type));
+}
+
+/**
+ * In the primary: every restriction a worker sends is passed on to every other worker still connected.
+ * The sender is left out (it holds the restriction already), so nothing echoes. Nothing is kept here:
+ * a worker forked later loads the state from Redis, and replaying an old revocation to it could undo a
+ * restore made since. Returns how to stop.
+ */
+export function serveRestrictionRelay(): () => void {
+  const onMessage = (from: Worker, message: unknown): void => {
+    if (!isRestrictionMessage(message)) return;
+    const relayed: RestrictionMessage = { type: RESTRICTION_MESSAGE, event: message.event };
+    for (const worker of Object.values(cluster.workers ?? {})) {
+      // With a callback, a send on a channel closing under it reports there instead of emitting 'error'.
+      if (worker !== undefined && worker !== from && worker.isConnected()) worker.send(relayed, () => undefined);
+    }
+  };
+  cluster.on('message', onMessage);
+  return () => cluster.off('message', onMessage);
+}
+
+/**
+ * In a worker: the two ends the governance state needs (see the report of this change for the hook in
+ * app.ts and governance-state.ts): `publish` sends a restriction it could not write to Redis to the
+ * primary; `onRelayed` hears those other workers sent. Returns null outside a cluster.
+ */
+export function restrictionChannel(primary: PrimaryChannel | undefined): {
+  publish(event: RestrictionMessage['event']): void;
+  onRelayed(listener: (event: RestrictionMessage['event']) => void): () => void;
+} | null {
+  if (primary === undefined) return null;
+  return {
+    publish(event) {
+      if (RELAYED_EVENTS.has(event.type)) primary.send({ type: RESTRICTION_MESSAGE, event });
+    },
+    onRelayed(listener) {
+      return primary.onMessage((message) => {
+        if (isRestrictionMessage(message)) listener(message.event);
+      });
+    },
+  };
 }

@@ -27,7 +27,7 @@ import { BatchedLineSink } from '../observability/batched-line-sink.js';
 import { clusterMetricsText } from '../observability/cluster-metrics.js';
 import type { CliIo } from './cli-io.js';
 import { configPath, loadConfigOrReport } from './locate-config.js';
-import { runClusterPrimary, workerAuditFile, workerCount } from './run-cluster.js';
+import { restrictionChannel, runClusterPrimary, workerAuditFile, workerCount } from './run-cluster.js';
 
 export async function serveCommand(io: CliIo): Promise<number> {
   const { values } = parseArgs({ args: [...io.args], options: { config: { type: 'string' } }, allowPositionals: false });
@@ -67,7 +67,7 @@ export async function serveCommand(io: CliIo): Promise<number> {
       env: io.env,
       ...(io.nodeFlags === undefined ? {} : { nodeFlags: io.nodeFlags }),
       logDestination: logSink,
-      ...(primary === undefined ? {} : { clusterMetrics: (registry: Registry) => clusterMetricsText(registry, primary) }),
+      ...(primary === undefined ? {} : { clusterMetrics: (registry: Registry) => clusterMetricsText(registry, primary), clusterRestrictions: restrictionChannel(primary) }),
     });
     if (workerId === undefined) io.stderr.write(summary(config, airlock.url, airlock.serviceUrls, airlock.adminUrl, io.env, io.nodeFlags));
     const stopWatching = watchForReloads(io, file, config, airlock, workerId, startedFrom);

@@ -49,6 +49,8 @@ export class GovernanceState {
   #heard: GovernanceEvent[] | null = null;
   /** Restrictions applied here that the backend could not keep yet: written first when it is back. */
   readonly #unsaved: GovernanceEvent[] = [];
+  /** Hear each restriction made here that the backend could not keep (onUnsaved). */
+  readonly #unsavedListeners = new Set<(event: GovernanceEvent) => void>();
   /** The write of #unsaved under way, if any (one at a time: two would each write, then drop, an event). */
   #flushing: Promise<void> | null = null;
   #flushRetry: NodeJS.Timeout | null = null;
@@ -155,6 +157,15 @@ export class GovernanceState {
     } catch (error) {
       if (!restricts || error instanceof StateConflictError) throw unavailable(error);
       this.#unsaved.push(event, ...cascade);
+      for (const listener of this.#unsavedListeners) {
+        for (const unsaved of [event, ...cascade]) {
+          try {
+            listener(unsaved);
+          } catch {
+            // Passing it on is best effort; it holds here and is written when the backend is back.
+          }
+        }
+      }
       this.#logger?.warn({ err: error, event: event.type }, 'shared state is unreachable: the restriction holds on this replica now and is written to shared state when it is back');
       this.#retryFlush();
       outcome = 'pending';
@@ -255,6 +266,31 @@ export class GovernanceState {
         this.#notify({ type: 'approval.decided', id: event.approval.id, decision: event.approval.status === 'denied' ? 'denied' : 'approved', by: event.approval.decidedBy ?? '', reason: event.approval.reason ?? '', at: event.approval.decidedAt ?? 0 });
       }
     }
+  }
+
+  /**
+   * Hears each restriction made here that the backend could not keep (a cluster worker passes it to the
+   * other workers while Redis is unreachable: run-cluster.ts). Not those adopted from elsewhere.
+   */
+  onUnsaved(listener: (event: GovernanceEvent) => void): () => void {
+    this.#unsavedListeners.add(listener);
+    return () => this.#unsavedListeners.delete(listener);
+  }
+
+  /**
+   * A restriction another worker of this cluster made but could not keep (found by review: during a
+   * Redis outage only the worker that took the admin call enforced a revocation, and its death lost it):
+   * held here at once, as if made here, and queued to be written when the backend is back. Only what
+   * takes access away is adopted; anything else, or anything malformed, is ignored.
+   */
+  adopt(candidate: unknown): void {
+    const event = candidate as GovernanceEvent;
+    if (typeof candidate !== 'object' || candidate === null || (event.type !== 'revocation.added' && event.type !== 'session.ended')) return;
+    if (!this.#wellFormed(event) || (event.type === 'session.ended' && (typeof event.id !== 'string' || typeof event.at !== 'number'))) return;
+    this.#applyNow(event);
+    this.#notify(event);
+    this.#unsaved.push(event);
+    this.#retryFlush();
   }
 
   onEvent(listener: (event: GovernanceEvent) => void): () => void {

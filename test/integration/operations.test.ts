@@ -1068,6 +1068,36 @@ describe.skipIf(!haveRedis)('cluster mode: workers: 2 sharing state through Redi
     expect(denials[1]).toBeGreaterThan(0);
   });
 
+  // Found by review: while Redis was unreachable a revocation held only on the worker that took the
+  // admin call; the other kept serving the agent until state.stale_after. The primary now relays it.
+  it('a revocation made while Redis is down holds on every worker at once', async () => {
+    const admin = adminClient(() => airlock.adminUrl as string, oncall.token);
+    expect((await admin.call('POST', '/v1/agents/bot/restore')).status).toBe(200);
+    await eventually('bot served again on both workers', async () => {
+      const answers = await Promise.all(Array.from({ length: 6 }, () => call(`${airlock.url}/api/v1/items`, bot.token)));
+      return answers.every((a) => a.status === 200) ? true : undefined;
+    }, 5_000, 100);
+    await redis.kill();
+    try {
+      const revoked = await admin.call('POST', '/v1/agents/bot/revoke', { reason: 'outage drill' });
+      seen.push(...admin.seen);
+      expect(revoked.status).toBe(200);
+      expect(revoked.json<{ propagation?: string }>().propagation).toContain('pending');
+      await sleep(200);
+      const answers: Answer[] = [];
+      // A new connection each (round-robin over the workers), well within stale_after.
+      for (let i = 0; i < 16; i++) answers.push(await call(`${airlock.url}/api/v1/items`, bot.token));
+      seen.push(...answers.map((a) => a.text));
+      expect(answers.map((a) => a.status)).toEqual(Array.from({ length: 16 }, () => 401));
+    } finally {
+      await redis.start();
+    }
+    await eventually('both workers ready again', async () => {
+      const answers = await Promise.all(Array.from({ length: 6 }, () => sendRequest(`${airlock.url}/_airlock/ready`).catch(() => null)));
+      return answers.every((a) => a?.status === 200) ? true : undefined;
+    }, 15_000, 200);
+  }, 40_000);
+
   // Found by review: the restart timer was unref'd, so with every worker dead at once nothing kept the
   // primary alive and it exited (code 13) instead of restarting them.
   it('restarts its workers when every one dies at once, and serves again', async () => {
