@@ -57,6 +57,9 @@ export async function auditCommand(io: CliIo): Promise<number> {
     if (loaded === null) return 1;
     const { file, keep } = loaded.config.audit;
     chains = configuredChains(file, loaded.config.workers, keep, values.complete);
+    // One process writes now (workers: 1): --head is that chain's, whatever worker files an earlier run
+    // with more workers left behind (found by review: the README's workflow became a usage error).
+    if (head !== undefined && loaded.config.workers === 1) chains = chains.filter((c) => c.label === basename(file));
   }
   if (chains.length === 1) {
     const outcome = checkChain(chains[0] as Chain, head);

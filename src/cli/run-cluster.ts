@@ -143,9 +143,9 @@ export function serveRestrictionRelay(): () => void {
 }
 
 /**
- * In a worker: the two ends the governance state needs (see the report of this change for the hook in
- * app.ts and governance-state.ts): `publish` sends a restriction it could not write to Redis to the
- * primary; `onRelayed` hears those other workers sent. Returns null outside a cluster.
+ * In a worker: the two ends the governance state needs (wired in app.ts to GovernanceState.onUnsaved
+ * and GovernanceState.adopt): `publish` sends a restriction it could not write to Redis to the primary;
+ * `onRelayed` hears those other workers sent. Returns null outside a cluster.
  */
 export function restrictionChannel(primary: PrimaryChannel | undefined): {
   publish(event: RestrictionMessage['event']): void;

@@ -53,7 +53,7 @@ export interface AuditLogOptions {
   readonly logger: Logger | null;
   /** Called once per failed write, and once per record that could not be serialized (metrics). */
   readonly onWriteFailure?: () => void;
-  /** Called with the number of records dropped from the webhook's queue each time it overflows (metrics). */
+  /** Called with the number of records missing from the webhook's copy: dropped from its full queue, or in a batch it refused or never got (metrics). */
   readonly onWebhookDrop?: (count: number) => void;
   /** How long an answered request's record may wait for company; AFTER_ANSWER_WINDOW_MS by default. */
   readonly windowMs?: number;
@@ -449,9 +449,14 @@ export class AuditLog {
       try {
         const response = await request(webhook, { method: 'POST', headers: { 'content-type': 'application/json' }, body: `[${batch.join(',')}]`, headersTimeout: 5_000, bodyTimeout: 5_000 });
         await response.body.dump();
-        if (response.statusCode >= 300) this.#say('warn', { status: response.statusCode, records: batch.length }, 'audit webhook refused a batch');
+        if (response.statusCode >= 300) {
+          this.#say('warn', { status: response.statusCode, records: batch.length }, 'audit webhook refused a batch');
+          this.#options.onWebhookDrop?.(batch.length);
+        }
       } catch (error) {
         this.#say('warn', { err: error, records: batch.length }, 'audit webhook unreachable; the batch is only in the file');
+        // Not sent again: counted as missing from the webhook's copy, like records dropped from the queue.
+        this.#options.onWebhookDrop?.(batch.length);
       }
     }
     if (this.#webhookDropped > 0) {

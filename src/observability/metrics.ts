@@ -159,7 +159,7 @@ export function createMetrics(): Metrics {
       registers,
     }),
     auditWriteFailures: new Counter({ name: 'airlock_audit_write_failures_total', help: 'Audit writes, or single records, that failed (a failed write refuses new requests until one succeeds, unless audit.on_failure is log).', registers }),
-    auditWebhookDropped: new Counter({ name: 'airlock_audit_webhook_dropped_total', help: 'Audit records left out of the audit.webhook copy because the webhook fell 1,000 records behind (they are in the audit file).', registers }),
+    auditWebhookDropped: new Counter({ name: 'airlock_audit_webhook_dropped_total', help: 'Audit records missing from the audit.webhook copy: dropped while it was 1,000 records behind, or in a batch it refused or could not be sent (they are in the audit file).', registers }),
     reloads: new Counter({ name: 'airlock_config_reloads_total', help: 'Configuration reloads, by result (success, invalid, refused: needs a restart).', labelNames: ['result'], registers }),
     anomalies: new Counter({ name: 'airlock_anomalies_total', help: 'Anomaly events raised, by rule and action (alert or suspend).', labelNames: ['rule', 'action'], registers }),
     bind(live) {

@@ -106,6 +106,12 @@ export async function serveSessions(
     }
     const minted = mintSession(principal.agent, principal.session, request, now, principal.credential);
     await state.record({ type: 'session.created', session: minted.record });
+    // Kept, but not taken: minted at the moment its agent was restored (within the clocks' skew between
+    // replicas), it counts as minted before the restore and is void everywhere. A 201 would hand out a
+    // token that never works (found by review).
+    if (state.session(minted.record.id) === null) {
+      throw new AirlockError('state_unavailable', `The session was not kept: agent ${principal.agent.name} was restored at the same moment. Mint it again.`, { headers: { 'retry-after': '1' } });
+    }
     sendJson(res, 201, { session_token: minted.token, ...describe(minted.record) }, requestId);
     return { status: 201, route: SESSIONS_PATH, session: minted.record };
   }

@@ -64,7 +64,12 @@ export class SecretCatalog {
     if (credential.length < MIN_SECRET_LENGTH || !credential.wellFormed) return;
     const value = credential.reveal();
     const known = this.#values.get(credential.ref) ?? [];
-    if (known[0]?.value === value) return;
+    if (known[0]?.value === value) {
+      // The same value again, with a later expiry (a renewed Vault lease): kept known until then.
+      const until = credential.expiresAt ?? 0;
+      if (until > known[0].until) known[0] = { value, until };
+      return;
+    }
     const now = this.#now();
     const earlier = known.filter((k) => k.value !== value);
     const kept = earlier.filter((k, i) => i < KEPT_PREVIOUS_VALUES || k.until > now);

@@ -55,7 +55,7 @@ export class GovernanceState {
   #flushing: Promise<void> | null = null;
   #flushRetry: NodeJS.Timeout | null = null;
   /** Approvals with a decision or a use being kept right now (#claimTransition). */
-  readonly #transitioning = new Set<string>();
+  readonly #transitioning = new Map<string, symbol>();
   /** Sessions in the map past which expired ones are swept out (#sweepExpired). */
   #sweepAt = SWEEP_FLOOR;
   #resyncs: Promise<void> = Promise.resolve();
@@ -111,12 +111,21 @@ export class GovernanceState {
    * and fails with state_unavailable when it cannot be.
    */
   async record(event: GovernanceEvent): Promise<RecordOutcome> {
-    const transition = this.#claimTransition(event);
+    const claim = this.#claimTransition(event);
     try {
       return await this.#record(event);
     } finally {
-      if (transition !== null) this.#transitioning.delete(transition);
+      if (claim !== null) this.#release(claim.id, claim.owner);
     }
+  }
+
+  /**
+   * Released by its owner only: a decision releases its claim once applied, and the held request it
+   * wakes claims the same approval to use it; the decision's late release must not drop that claim
+   * (found by review: a concurrent redeem then used the approval a second time).
+   */
+  #release(id: string, owner: symbol): void {
+    if (this.#transitioning.get(id) === owner) this.#transitioning.delete(id);
   }
 
   /**
@@ -127,15 +136,16 @@ export class GovernanceState {
    * approval broker, so two requests on either side of a reload both used one approval, and two approvers
    * deciding at once were both told they had).
    */
-  #claimTransition(event: GovernanceEvent): string | null {
+  #claimTransition(event: GovernanceEvent): { readonly id: string; readonly owner: symbol } | null {
     if (event.type !== 'approval.decided' && event.type !== 'approval.consumed') return null;
     const approval = this.#approvals.get(event.id);
     const from = event.type === 'approval.decided' ? 'pending' : 'approved';
     if (approval === undefined || approval.status !== from || this.#transitioning.has(event.id)) {
       throw new StateConflictError(`approval ${event.id} is not ${from}, or is being changed`);
     }
-    this.#transitioning.add(event.id);
-    return event.id;
+    const owner = Symbol(event.id);
+    this.#transitioning.set(event.id, owner);
+    return { id: event.id, owner };
   }
 
   async #record(event: GovernanceEvent): Promise<RecordOutcome> {
@@ -193,11 +203,6 @@ export class GovernanceState {
     return out;
   }
 
-  /**
-   * After a reconnection: write what could not be kept meanwhile, rebuild from the backend, put back
-   * the revocations the backend lost (absent, and not lifted: a Redis that restarted without its data
-   * must not un-revoke anyone), and tell listeners what was revoked meanwhile.
-   */
   /** Writes the restrictions the backend could not keep, in order; one flush at a time. */
   #flushUnsaved(): Promise<void> {
     if (this.#unsaved.length === 0) return Promise.resolve();
@@ -227,6 +232,11 @@ export class GovernanceState {
     this.#flushRetry.unref();
   }
 
+  /**
+   * After a reconnection: write what could not be kept meanwhile, rebuild from the backend, put back
+   * the revocations the backend lost (absent, and not lifted: a Redis that restarted without its data
+   * must not un-revoke anyone), and tell listeners what was revoked meanwhile.
+   */
   async #resync(): Promise<void> {
     await this.#flushUnsaved();
     const held = [...this.#revocations.entries()];
@@ -340,6 +350,11 @@ export class GovernanceState {
   async close(): Promise<void> {
     if (this.#flushRetry !== null) clearTimeout(this.#flushRetry);
     this.#flushRetry = null;
+    // One last try: what is still unwritten is lost with this process (found by review), so say what.
+    await this.#flushUnsaved().catch(() => undefined);
+    if (this.#unsaved.length > 0) {
+      this.#logger?.warn({ events: this.#unsaved.map((e) => (e.type === 'revocation.added' ? `revocation ${e.revocation.kind} ${e.revocation.target}` : e.type)) }, 'stopping with restrictions the state store never took: they held here until now, and are lost; make them again');
+    }
     this.#listeners.clear();
     await this.#backend.close();
   }

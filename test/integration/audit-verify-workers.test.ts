@@ -151,6 +151,19 @@ describe('audit verify finds and checks every worker chain', () => {
     expect(run.stderr).toContain('--head is the last hash of one chain, and there are 3 here');
   });
 
+  // Found by review: back to one process, the files an earlier cluster run left made --head a usage error.
+  it('with workers: 1, --head checks audit.jsonl, whatever worker files an earlier run left', async () => {
+    const single = join(dataDir, 'airlock-single.yaml');
+    writeFileSync(single, JSON.stringify({ data_dir: dataDir, audit: { max_bytes: MAX_BYTES, keep: KEEP } }));
+    const lines = readFileSync(join(dataDir, 'audit.jsonl'), 'utf8').trim().split('\n');
+    const last = (JSON.parse(lines.at(-1) as string) as { hash: string }).hash;
+    const run = await cli(['audit', 'verify', '--config', single, '--head', last]);
+    expect(run.code, run.stdout + run.stderr).toBe(0);
+    expect(run.stdout).toContain('OK');
+    const wrong = await cli(['audit', 'verify', '--config', single, '--head', 'b'.repeat(64)]);
+    expect(wrong.code).toBe(2);
+  });
+
   it('a --head that is not a hash is not repeated (it may be a key)', async () => {
     const pasted = canary('audit-head');
     const run = await cli(['audit', 'verify', join(dataDir, 'audit.jsonl'), '--head', pasted]);

@@ -97,6 +97,33 @@ describe('an audit webhook that stalls', () => {
     await eventually('the second episode said', () => warnings(lines, BEHIND).length === 2);
   });
 
+  // Found by review: only queue overflow was counted; a batch the webhook refused or never got is just
+  // as missing from its copy.
+  it('counts the records of batches the webhook refuses or never gets', async () => {
+    const refusing = await startUpstream((_req, res) => {
+      res.writeHead(503);
+      res.end();
+    });
+    closers.push(() => refusing.close());
+    for (const webhook of [`${refusing.url}/sink`, 'http://127.0.0.1:9/sink']) {
+      const metrics = createMetrics();
+      const log = new AuditLog({
+        file: join(tempDir('audit-webhook-drops-'), 'audit.jsonl'),
+        secrets: new SecretCatalog(),
+        onFailure: 'refuse',
+        maxBytes: 0,
+        keep: 0,
+        webhook,
+        logger: null,
+        onWebhookDrop: (count) => metrics.auditWebhookDropped.inc(count),
+      });
+      await log.open();
+      await Promise.all(Array.from({ length: 250 }, (_, i) => log.append(record(`/lost/${i}`))));
+      await log.close();
+      expect((await metrics.auditWebhookDropped.get()).values[0]?.value, webhook).toBe(250);
+    }
+  });
+
   it('says so from a running proxy whose audit.webhook stalls, and exposes the counter', async () => {
     const key = canary('webhook-drop-key');
     const agent = generateAgentToken();

@@ -170,3 +170,29 @@ describe('an approval is decided once and used once, across brokers', () => {
     await state.close();
   });
 });
+
+// Found by review of the change above: a decision released its claim after waking the held request,
+// whose use of the approval had claimed it meanwhile, so a concurrent redeem of the same id used it again.
+describe('a held request woken by its approval keeps its claim', () => {
+  it('hold, decide, and a redeem right after: the approval is used once', async () => {
+    const state = await started(join(tempDir('state-approvals-'), 'state.jsonl'));
+    const broker = new ApprovalBroker(state, { maxPending: 10, maxPendingPerAgent: 10, consoleUrl: () => null, notify: () => undefined });
+    let id = '';
+    const notified = new Promise<void>((resolve) => {
+      state.onEvent((event) => {
+        if (event.type === 'approval.created') {
+          id = event.approval.id;
+          resolve();
+        }
+      });
+    });
+    const request = { agent: 'bot', service: 'pay', route: 'POST /v1/refunds', scope: 'refunds:write', method: 'POST', path: '/v1/refunds', binding: 'b', session: null, justification: null, taskId: null, mode: 'hold' as const, timeoutMs: 5_000 };
+    const held = broker.hold(request, new AbortController().signal);
+    await notified;
+    await broker.decide(id, 'approved', 'alice', 'ok');
+    const again = await broker.redeem(id, 'b', 'bot').then(() => 'used', (error: unknown) => (error as AirlockError).code);
+    expect(await held).toMatchObject({ id, approver: 'alice' });
+    expect(again).toBe('approval_denied');
+    await state.close();
+  });
+});

@@ -38,6 +38,20 @@ describe('SecretCatalog retention', () => {
     expect([...tokens, next].map((t) => masked(catalog, t))).toEqual([false, false, false, true, true, true]);
   });
 
+  // Found by review: the first expiry stuck, so a lease renewed (same value, later end) and then
+  // replaced early was forgotten at its first expiry while still good upstream.
+  it('a value seen again with a later expiry (a renewed lease) is kept until the later one', () => {
+    let now = 1_000_000;
+    const catalog = new SecretCatalog({ now: () => now });
+    const lease = canary('lease-renewed');
+    catalog.remember(new Credential('vault-lease:db#password', lease, null, now + HOUR));
+    catalog.remember(new Credential('vault-lease:db#password', lease, null, now + 3 * HOUR));
+    now += 2 * HOUR;
+    const later = [1, 2, 3].map((n) => canary(`lease-next-${n}`));
+    for (const value of later) catalog.remember(new Credential('vault-lease:db#password', value, null, now + HOUR));
+    expect(masked(catalog, lease)).toBe(true);
+  });
+
   it('keeps at most 32 values of one reference, the newest', () => {
     const now = 1_000_000;
     const catalog = new SecretCatalog({ now: () => now });
