@@ -7,7 +7,7 @@
  * secret-ref.ts, and of config problems; DESIGN.md invariant 1 counts CLI output).
  */
 import { parseArgs } from 'node:util';
-import { looksLikeKey } from '../config/load-config.js';
+import { looksLikeKey } from '../redaction/key-patterns.js';
 import type { AirlockConfig } from '../config/types.js';
 import { EncryptedSecretFile } from '../credentials/encrypted-secret-file.js';
 import { loadMasterKey, MASTER_KEY_FILE } from '../credentials/master-key.js';

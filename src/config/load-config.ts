@@ -9,8 +9,7 @@ import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Documen
 import type { z } from 'zod';
 import { formatPath, type ConfigProblem, type ProblemPath } from './config-problem.js';
 import { configSchema, type ParsedConfig } from './schema.js';
-import { TOKEN_IN_TEXT } from '../identity/agent-token.js';
-import { BUILTIN_RULE_NAMES, BUILTIN_RULES } from '../redaction/key-patterns.js';
+import { looksLikeKey } from '../redaction/key-patterns.js';
 import type { AgentConfig, AirlockConfig, ServiceConfig } from './types.js';
 import { defaultPrefix, validateConfig } from './validate-config.js';
 
@@ -98,18 +97,6 @@ function sayableKey(key: string): boolean {
   return /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/.test(key) && !looksLikeKey(key);
 }
 
-/**
- * Whether text starts like a known key shape (sk-, ghp_, AKIA, ...) or holds an Airlock token: such
- * text is never taken for a name, nor repeated (here, and by `airlock secrets` for secret names).
- */
-export function looksLikeKey(text: string): boolean {
-  if (TOKEN_IN_TEXT.test(text)) return true;
-  for (const name of BUILTIN_RULE_NAMES) {
-    const rule = BUILTIN_RULES[name];
-    if (rule.kind === 'run' && rule.prefixes.some((prefix) => text.startsWith(prefix.toString('utf8')))) return true;
-  }
-  return false;
-}
 
 export interface BuildOptions {
   /** Directory that relative paths in the config are resolved against. */

@@ -6,6 +6,7 @@
  *   vault-lease:PATH#FIELD           a field of a Vault dynamic secret (a lease), e.g. database/creds/ro#password
  *   oauth2:NAME                      an access token from the OAuth2 client declared under secrets.oauth2.NAME
  */
+import { looksLikeKey } from '../redaction/key-patterns.js';
 
 export const SECRET_REF_KINDS = ['env', 'file', 'vault', 'vault-lease', 'oauth2'] as const;
 export type SecretRefKind = (typeof SECRET_REF_KINDS)[number];
@@ -37,7 +38,9 @@ export function parseSecretRef(text: string): ParsedSecretRef {
   const kind = colon === -1 ? '' : text.slice(0, colon);
   const name = colon === -1 ? '' : text.slice(colon + 1);
   if (!(SECRET_REF_KINDS as readonly string[]).includes(kind)) {
-    return { ok: false, problem: `unknown secret source "${kind}"; use one of ${SECRET_REF_KINDS.map((k) => `${k}:`).join(', ')}` };
+    // Named only when it is plainly a word: what comes before a colon may be a pasted key.
+    const said = /^[A-Za-z][A-Za-z0-9-]{0,15}$/.test(kind) && !looksLikeKey(kind) ? ` "${kind}"` : ' (not repeated here: it may be a key)';
+    return { ok: false, problem: `unknown secret source${said}; use one of ${SECRET_REF_KINDS.map((k) => `${k}:`).join(', ')}` };
   }
   // The name is not repeated: one that is not a name may be a key pasted where the name goes.
   if (kind === 'env' && !ENV_NAME.test(name)) return { ok: false, problem: 'what follows env: is not an environment variable name (letters, digits and _, not starting with a digit)' };
@@ -51,5 +54,10 @@ export function parseSecretRef(text: string): ParsedSecretRef {
     return { ok: false, problem: 'what follows vault-lease: is not PATH#FIELD, e.g. vault-lease:database/creds/readonly#password' };
   }
   if (kind === 'oauth2' && !OAUTH2_NAME.test(name)) return { ok: false, problem: 'what follows oauth2: is not an OAuth2 client name from secrets.oauth2' };
+  // A reference is printed wherever the credential is named (audit records, metrics labels, admin and
+  // CLI output), so one that is itself a key pasted where the name goes would be printed everywhere.
+  if (name.split(/[/#]/).some(looksLikeKey)) {
+    return { ok: false, problem: `what follows ${kind}: starts like a key (sk-, ghp_, AKIA, ...) or holds an Airlock token, so it is refused (not repeated here); name the secret for what it is, and put the value in the store` };
+  }
   return { ok: true, ref: Object.freeze({ kind: kind as SecretRefKind, name, text }) };
 }

@@ -13,6 +13,7 @@
  * (RFC 7468 labels ending in "PRIVATE KEY").
  */
 
+import { TOKEN_IN_TEXT } from '../identity/agent-token.js';
 import { PrefixFilter } from './prefix-filter.js';
 
 export interface RunRule {
@@ -314,3 +315,15 @@ function scanBlock(data: Buffer, at: number, final: boolean, out: number[], note
   return end;
 }
 
+/**
+ * Whether text starts like a known key shape (sk-, ghp_, AKIA, ...) or holds an Airlock token: such
+ * text is never taken for a name, nor repeated (config problems, secret references, `airlock secrets`).
+ */
+export function looksLikeKey(text: string): boolean {
+  if (TOKEN_IN_TEXT.test(text)) return true;
+  for (const name of BUILTIN_RULE_NAMES) {
+    const rule = BUILTIN_RULES[name];
+    if (rule.kind === 'run' && rule.prefixes.some((prefix) => text.startsWith(prefix.toString('utf8')))) return true;
+  }
+  return false;
+}

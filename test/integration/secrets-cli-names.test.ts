@@ -4,7 +4,7 @@
  * and were stored before this rule (or are referenced by the config) are never printed by list or rm.
  */
 import { randomBytes } from 'node:crypto';
-import { rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { CliIo } from '../../src/cli/cli-io.js';
@@ -116,6 +116,13 @@ describe('airlock secrets never repeats a key typed where a name goes', () => {
         agents: {},
       }),
     );
+    // A config that references a key-shaped name is refused as a whole now (secret-ref.ts), unrepeated.
+    const refused = await cli(['secrets', 'list', '--config', file]);
+    expect(refused.code).toBe(1);
+    expect(refused.err).toContain('starts like a key');
+    expect(refused.out + refused.err).not.toContain(referenced);
+    writeFileSync(file, readFileSync(file, 'utf8').replace(`file:${referenced}`, 'file:github-token'));
+
     // As an earlier version let `secrets set` store it.
     const masterKey = loadMasterKey({ dataDir: dir, env: {}, create: true });
     if (masterKey === null) throw new Error('no master key');
@@ -125,7 +132,7 @@ describe('airlock secrets never repeats a key typed where a name goes', () => {
     const listed = await cli(['secrets', 'list', '--config', file]);
     expect(listed.out).toContain('openai');
     expect(listed.out).toContain('(a name that looks like a key, not shown)');
-    expect(listed.out).toContain('Not set yet');
+    expect(listed.out).toContain('Not set yet (requests that need them get 503): github-token');
 
     const removed = await cli(['secrets', 'rm', keys.github, '--config', file]);
     expect(removed.code, removed.err).toBe(0);
