@@ -56,6 +56,27 @@ function unreservedOnly(minimal: string): string {
   return minimal.replace(/[!'()*]/g, (ch) => `%${ch.charCodeAt(0).toString(16).toUpperCase()}`);
 }
 
+/**
+ * application/x-www-form-urlencoded as libraries write it: ASCII letters, digits and the bytes in
+ * `raw` as they are, a space as "+", every other byte %XX. `*-._`: WHATWG URLSearchParams (what an
+ * upstream's `new URL(...).searchParams` writes) and Java's URLEncoder; `-._~`: Python's quote_plus;
+ * `-._`: PHP's urlencode. Found by review: a query-injected secret holding "~" (Azure AD client secrets
+ * do) echoed back through URLSearchParams as %7E matched no form.
+ */
+function formEncoded(bytes: Buffer, raw: string, upper: boolean): string {
+  let out = '';
+  for (const byte of bytes) {
+    const ch = String.fromCharCode(byte);
+    if ((byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a) || raw.includes(ch)) out += ch;
+    else if (byte === 0x20) out += '+';
+    else {
+      const hex = byte.toString(16).padStart(2, '0');
+      out += `%${upper ? hex.toUpperCase() : hex}`;
+    }
+  }
+  return out;
+}
+
 function percentAll(bytes: Buffer, upper: boolean): string {
   let out = '';
   for (const byte of bytes) {
@@ -104,6 +125,7 @@ function formsOfExactly(value: string): Buffer[] {
     escapeSome(json, /[^\x00-\x7f]/g, false).replace(/\//g, '\\/'),
     unreservedOnly(minimal),
     unreservedOnly(minimal).replace(/%[0-9A-F]{2}/g, (escape) => escape.toLowerCase()),
+    ...['*-._', '-._~', '-._'].flatMap((raw) => [formEncoded(bytes, raw, true), formEncoded(bytes, raw, false)]),
     escapeSome(value, /[^A-Za-z0-9]/gu, false),
     escapeSome(value, /[^A-Za-z0-9]/gu, true),
     escapeSome(value, /[^]/gu, false),

@@ -16,6 +16,10 @@ const echoes: Array<[string, string, string]> = [
   ["PHP's json_encode (non-ASCII escaped, and \\/)", 'Pä/sswort-2024!x', 'P\\u00e4\\/sswort-2024!x'],
   ["Go's QueryEscape, Python's quote (only unreserved left)", "Tr0ub4dor!x9Q'z(1)*", 'Tr0ub4dor%21x9Q%27z%281%29%2A'],
   ['the same, lower-case hex', 'Tr0ub4dor*x9Qz', 'Tr0ub4dor%2ax9Qz'],
+  // Found by review: form encoding (space as +, ~ escaped) matched no form.
+  ['WHATWG URLSearchParams and Java URLEncoder (form encoding)', 'AbcDEF8Q~xyz+/=a b', new URLSearchParams({ k: 'AbcDEF8Q~xyz+/=a b' }).toString().slice(2)],
+  ["Python's quote_plus (~ kept, space as +)", 'AbcDEF8Q~xyz/=a b', 'AbcDEF8Q~xyz%2F%3Da+b'],
+  ["PHP's urlencode (~ escaped, * escaped)", 'Ab*cD~ef 9Qz', 'Ab%2AcD%7Eef+9Qz'],
 ];
 
 describe('forms of a secret as libraries echo it', () => {
