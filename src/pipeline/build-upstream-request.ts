@@ -67,9 +67,13 @@ export function buildUpstreamRequest(input: UpstreamRequestInput): OutboundReque
   const listed = connectionListedHeaders(raw);
   for (let i = 0; i < raw.length; i += 2) {
     const name = (raw[i] as string).toLowerCase();
-    if (HOP_BY_HOP_HEADERS.has(name) || TOKEN_CARRIER_HEADERS.has(name) || DROPPED_HEADERS.has(name) || listed.has(name)) continue;
-    if (name.startsWith('x-forwarded-')) continue;
-    if (name === 'accept-encoding') {
+    // Checked as CGI-style servers read it (Rack/Puma, PHP-CGI, older gunicorn: "_" and "-" are one
+    // variable; CVE-2024-45614): x_forwarded_for or x_api_key would otherwise pass as a different name and
+    // overwrite what Airlock set (found by review).
+    const key = name.includes('_') ? name.replaceAll('_', '-') : name;
+    if (HOP_BY_HOP_HEADERS.has(key) || TOKEN_CARRIER_HEADERS.has(key) || DROPPED_HEADERS.has(key) || listed.has(key)) continue;
+    if (key.startsWith('x-forwarded-')) continue;
+    if (key === 'accept-encoding') {
       const accepted = decodableAcceptEncoding(raw[i + 1] as string);
       if (accepted !== null) outbound.addHeader(name, accepted);
       continue;

@@ -21,12 +21,17 @@ export class OutboundRequest {
     this.headers.push(name, value);
   }
 
-  /** Removes every copy of a header; `name` is lower case. */
+  /**
+   * Removes every copy of a header, spelled with "_" for "-" too (CGI-style servers read both as one:
+   * an agent's x_api_key next to the injected x-api-key overwrote it; CVE-2024-45614). `name` is lower
+   * case.
+   */
   removeHeader(name: string): void {
     const headers = this.headers;
     let write = 0;
     for (let read = 0; read < headers.length; read += 2) {
-      if (headers[read] === name) continue;
+      const present = headers[read] as string;
+      if (present === name || (present.includes('_') && present.replaceAll('_', '-') === name)) continue;
       headers[write] = headers[read] as string;
       headers[write + 1] = headers[read + 1] as string;
       write += 2;

@@ -4,7 +4,9 @@
  * space, "&" or ";" separated) and leaves every other byte of the query as the agent sent it.
  */
 import { describe, expect, it } from 'vitest';
+import { buildUpstreamRequest } from '../../src/pipeline/build-upstream-request.js';
 import { OutboundRequest } from '../../src/upstream/outbound-request.js';
+import { parseUpstream, type UpstreamTarget } from '../../src/upstream/upstream-target.js';
 
 function strip(query: string | null, key: string): string | null {
   const request = new OutboundRequest('GET', '/v1/x', query);
@@ -128,9 +130,37 @@ describe('headers', () => {
     expect(request.headers).toEqual(['accept', 'json', 'x-api-key', 'k']);
   });
 
+  // Found by review: CGI-style servers (Rack/Puma, PHP-CGI) read "_" and "-" as one (CVE-2024-45614), so
+  // an agent's x_custom_key next to the injected x-custom-key overwrote or joined it.
+  it('setHeader replaces the spellings with "_" for "-" too', () => {
+    const request = requestWith(['x_custom_key', 'AGENT'], ['X_Custom-Key'.toLowerCase(), 'AGENT2'], ['x_other', 'kept']);
+    request.setHeader('x-custom-key', 'Token real');
+    expect(request.headers).toEqual(['x_other', 'kept', 'x-custom-key', 'Token real']);
+  });
+
   it('a header name that equals another header value is not confused with it', () => {
     const request = requestWith(['x-a', 'authorization'], ['authorization', 'x-a']);
     request.removeHeader('authorization');
     expect(request.headers).toEqual(['x-a', 'authorization']);
+  });
+});
+
+function upstreamOf(text: string): UpstreamTarget {
+  const parsed = parseUpstream(text);
+  if (!parsed.ok) throw new Error(parsed.problem);
+  return parsed.target;
+}
+
+describe('buildUpstreamRequest: agent headers spelled with "_"', () => {
+  it('drops a token carrier, a hop-by-hop header or an X-Forwarded-* spelled with "_", and keeps other names', () => {
+    const outbound = buildUpstreamRequest({
+      method: 'GET',
+      rawHeaders: ['x_forwarded_for', '1.2.3.4', 'X_API_KEY', 'alk_agent', 'proxy_authorization', 'Basic x', 'transfer_encoding', 'chunked', 'x_request_id', 'r1', 'accept', 'json'],
+      upstream: upstreamOf('http://127.0.0.1:9000'),
+      path: '/v1/x',
+      query: null,
+      clientAddress: '10.0.0.1',
+    });
+    expect(outbound.headers).toEqual(['x_request_id', 'r1', 'accept', 'json', 'x-forwarded-for', '10.0.0.1']);
   });
 });
