@@ -28,6 +28,7 @@ const PRIVATE = buildList([
   ['192.168.0.0', 16, 'ipv4'],
   ['100.64.0.0', 10, 'ipv4'], // RFC 6598 shared address space (CGNAT)
   ['fc00::', 7, 'ipv6'], // RFC 4193 unique local
+  ['fec0::', 10, 'ipv6'], // RFC 3879 deprecated site-local, still routed inside some networks
 ]);
 const RESERVED = buildList([
   ['0.0.0.0', 8, 'ipv4'],
@@ -36,11 +37,13 @@ const RESERVED = buildList([
   ['198.18.0.0', 15, 'ipv4'],
   ['198.51.100.0', 24, 'ipv4'],
   ['203.0.113.0', 24, 'ipv4'],
+  ['192.88.99.0', 24, 'ipv4'], // RFC 7526 deprecated 6to4 relay anycast
   ['224.0.0.0', 4, 'ipv4'],
   ['240.0.0.0', 4, 'ipv4'],
   ['::', 128, 'ipv6'],
   ['100::', 64, 'ipv6'],
   ['2001:db8::', 32, 'ipv6'],
+  ['2001:10::', 28, 'ipv6'], // RFC 4843 ORCHID
   ['ff00::', 8, 'ipv6'],
 ]);
 
@@ -83,12 +86,14 @@ function startsWith(bytes: Uint8Array, prefix: readonly number[]): boolean {
 
 /**
  * IPv6 forms whose packets really go to an IPv4 address: IPv4-mapped ::ffff:0:0/96 and the deprecated
- * IPv4-compatible ::/96 (RFC 4291 2.5.5), NAT64 64:ff9b::/96 (RFC 6052) and 64:ff9b:1::/48 (RFC 8215),
- * and 6to4 2002::/16 (RFC 3056). Classified by the IPv4 address they carry.
+ * IPv4-compatible ::/96 (RFC 4291 2.5.5), IPv4-translated ::ffff:0:0:0/96 (RFC 6145, behind an SIIT
+ * translator; found by review), NAT64 64:ff9b::/96 (RFC 6052) and 64:ff9b:1::/48 (RFC 8215), and 6to4
+ * 2002::/16 (RFC 3056). Classified by the IPv4 address they carry.
  */
 function embeddedIPv4(bytes: Uint8Array): string | null {
   const zeros10 = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
   if (startsWith(bytes, [...zeros10, 0xff, 0xff])) return dottedFrom(bytes, 12);
+  if (startsWith(bytes, [0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0])) return dottedFrom(bytes, 12);
   if (startsWith(bytes, [...zeros10, 0, 0]) && (bytes[12] !== 0 || bytes[13] !== 0)) return dottedFrom(bytes, 12);
   if (startsWith(bytes, [0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0])) return dottedFrom(bytes, 12);
   if (startsWith(bytes, [0x00, 0x64, 0xff, 0x9b, 0x00, 0x01])) return dottedFrom(bytes, 12);

@@ -42,6 +42,14 @@ const TABLE: Array<[string, AddressClass]> = [
   ['::ffff:a9fe:a9fe', 'metadata'],
   ['::FFFF:A9FE:A9FE', 'metadata'],
   ['::ffff:8.8.8.8', 'public'],
+  // IPv4-translated (RFC 6145; found by review: classified public)
+  ['::ffff:0:a9fe:a9fe', 'metadata'],
+  ['::ffff:0:7f00:1', 'loopback'],
+  ['::ffff:0:808:808', 'public'],
+  // deprecated site-local (RFC 3879), 6to4 relay anycast (RFC 7526), ORCHID (RFC 4843)
+  ['fec0::1', 'private'],
+  ['192.88.99.1', 'reserved'],
+  ['2001:10::1', 'reserved'],
   // NAT64 (RFC 6052 well-known prefix)
   ['64:ff9b::10.0.0.1', 'private'],
   ['64:ff9b::a00:1', 'private'],
