@@ -1,4 +1,8 @@
-/** Authorization: Bearer <secret> (RFC 6750 2.1). */
+/**
+ * Authorization: Bearer <secret> (RFC 6750 2.1). An access_token query parameter, the other way RFC
+ * 6750 (2.3) lets a client send a bearer token, is removed: an upstream that reads it would act as
+ * whoever the agent named there while the audit names the injected credential (found by review).
+ */
 import type { Injector } from './injector.js';
 import { assertHeaderSafe } from './injector.js';
 
@@ -8,6 +12,7 @@ export function createBearerInjector(): Injector {
     inject(request, credential) {
       const secret = credential.reveal();
       assertHeaderSafe(secret, credential);
+      request.removeQueryKey('access_token');
       request.setHeader('authorization', `Bearer ${secret}`);
     },
   };

@@ -85,6 +85,7 @@ describe('an agent cannot override or smuggle the injected credential', () => {
     4: canary('ovr-evil4'),
     5: canary('ovr-evil5'),
     6: canary('ovr-evil6'),
+    7: canary('ovr-evil7'),
     q1: canary('ovr-evilq1'),
     q2: canary('ovr-evilq2'),
     alone: canary('ovr-evilalone'),
@@ -212,6 +213,13 @@ describe('an agent cannot override or smuggle the injected credential', () => {
       expect(seen.header('authorization')).toEqual([`Bearer ${keys.bearer}`]);
       expect(seen.header('proxy-authorization')).toEqual([]);
       expect(evilHeaders(seen)).toEqual([]);
+    });
+
+    // Found by review: RFC 6750 2.3's other way to send a bearer token, which an upstream may prefer.
+    it.each(['access_token', 'ACCESS_TOKEN', 'access%5Ftoken', 'access_token[]'])('its own key as %s in the query is removed', async (name) => {
+      const { seen } = await send('GET', `/bearer/v1/models?${name}=${EVIL[7]}&keep=1`, [['Authorization', `Bearer ${agent.token}`]]);
+      expect(seen.target).toBe('/v1/models?keep=1');
+      expect(seen.header('authorization')).toEqual([`Bearer ${keys.bearer}`]);
     });
   });
 
