@@ -6,7 +6,7 @@
  */
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import { AuditLog } from '../../src/observability/audit-log.js';
@@ -39,6 +39,20 @@ function record(path: string): AuditRecord {
   return r;
 }
 
+/** An audit log copying to `webhook`, wired as the composition root wires it (app.ts): the drop hook feeds the counter. */
+function webhookAuditLog(webhook: string, metrics: ReturnType<typeof createMetrics>, logger: Logger | null): AuditLog {
+  return new AuditLog({
+    file: join(tempDir('audit-webhook-drops-'), 'audit.jsonl'),
+    secrets: new SecretCatalog(),
+    onFailure: 'refuse',
+    maxBytes: 0,
+    keep: 0,
+    webhook,
+    logger,
+    onWebhookDrop: (count) => metrics.auditWebhookDropped.inc(count),
+  });
+}
+
 function warnings(lines: readonly string[], start: string): Array<Record<string, unknown>> {
   return lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => String(l['msg']).startsWith(start));
 }
@@ -58,17 +72,7 @@ describe('an audit webhook that stalls', () => {
     closers.push(() => webhook.upstream.close());
     const lines: string[] = [];
     const metrics = createMetrics();
-    // Wired as the composition root wires it (app.ts): the drop hook feeds the counter.
-    const log = new AuditLog({
-      file: join(tempDir('audit-webhook-drops-'), 'audit.jsonl'),
-      secrets: new SecretCatalog(),
-      onFailure: 'refuse',
-      maxBytes: 0,
-      keep: 0,
-      webhook: `${webhook.upstream.url}/sink`,
-      logger: pino({ level: 'info' }, { write: (line: string) => void lines.push(line) }),
-      onWebhookDrop: (count) => metrics.auditWebhookDropped.inc(count),
-    });
+    const log = webhookAuditLog(`${webhook.upstream.url}/sink`, metrics, pino({ level: 'info' }, { write: (line: string) => void lines.push(line) }));
     await log.open();
     closers.push(() => log.close());
     // Released before the log closes (closers run last first): close waits for the copy to be shipped.
@@ -107,16 +111,7 @@ describe('an audit webhook that stalls', () => {
     closers.push(() => refusing.close());
     for (const webhook of [`${refusing.url}/sink`, 'http://127.0.0.1:9/sink']) {
       const metrics = createMetrics();
-      const log = new AuditLog({
-        file: join(tempDir('audit-webhook-drops-'), 'audit.jsonl'),
-        secrets: new SecretCatalog(),
-        onFailure: 'refuse',
-        maxBytes: 0,
-        keep: 0,
-        webhook,
-        logger: null,
-        onWebhookDrop: (count) => metrics.auditWebhookDropped.inc(count),
-      });
+      const log = webhookAuditLog(webhook, metrics, null);
       await log.open();
       await Promise.all(Array.from({ length: 250 }, (_, i) => log.append(record(`/lost/${i}`))));
       await log.close();

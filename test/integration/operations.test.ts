@@ -27,6 +27,7 @@ import type { AuditRecord } from '../../src/observability/audit-record.js';
 import { assertNoLeak, type Surface } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
 import { adminClient, eventually, freePort, runCliCapture, sleep } from '../helpers/operator.js';
+import { DIST_MAIN, spawnServe } from '../helpers/spawn-serve.js';
 import { sendRequest } from '../helpers/send-request.js';
 import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js';
@@ -34,7 +35,6 @@ import { openStream } from '../helpers/open-stream.js';
 import { redisAvailable, startRedisServer, type RedisServer } from '../support/redis-server.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
-const DIST_MAIN = resolve(REPO, 'dist/main.js');
 
 /** Upper bound of every load loop, whatever happens to the test that started it. */
 const LOAD_HARD_CAP_MS = 15_000;
@@ -289,49 +289,22 @@ const children: ChildProcess[] = [];
  * "airlock listening" log line per worker.
  */
 async function serve(configFile: string, env: Record<string, string>, workers = 1): Promise<Served> {
-  expect(existsSync(DIST_MAIN), `${DIST_MAIN} is missing: run \`npx tsc -p tsconfig.build.json\` (npm test does)`).toBe(true);
-  const child = spawn(process.execPath, [DIST_MAIN, 'serve', '--config', configFile], {
-    cwd: resolve(configFile, '..'),
-    env: { PATH: process.env['PATH'] ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true,
-  });
+  const spawned = spawnServe(configFile, env, { cwd: resolve(configFile, '..') });
+  const { child, logs, exited } = spawned;
   children.push(child);
-  let out = '';
-  let err = '';
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
-  let running = true;
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((r) =>
-    child.once('exit', (code, signal) => {
-      running = false;
-      r({ code, signal, at: Date.now() });
-    }),
-  );
-  const logs = (): Array<Record<string, unknown>> =>
-    out
-      .split('\n')
-      .filter((line) => line.startsWith('{'))
-      .map((line) => {
-        try {
-          return JSON.parse(line) as Record<string, unknown>;
-        } catch {
-          return { unparsable: line };
-        }
-      });
   const listening = await eventually(
     'the spawned Airlock to listen',
     () => {
-      if (!running) throw new Error(`airlock serve exited early:\n${err}\n${out}`);
+      if (!spawned.isRunning()) throw new Error(`airlock serve exited early:\n${spawned.err()}\n${spawned.out()}`);
       const lines = logs().filter((l) => l['msg'] === 'airlock listening');
       if (lines.length < workers) return undefined;
-      if (workers === 1 && !/Airlock is listening on http:\/\/\S+/.test(err)) return undefined;
+      if (workers === 1 && !/Airlock is listening on http:\/\/\S+/.test(spawned.err())) return undefined;
       return lines;
     },
     15_000,
   );
   const first = listening[0] as Record<string, unknown>;
-  const fromSummary = /Airlock is listening on (http:\/\/\S+)/.exec(err)?.[1];
+  const fromSummary = /Airlock is listening on (http:\/\/\S+)/.exec(spawned.err())?.[1];
   const url = workers === 1 ? (fromSummary as string) : (first['url'] as string);
   // Also a round trip: by then the process has installed its signal handlers.
   await eventually('the health endpoint', async () => (await sendRequest(`${url}/_airlock/health`).catch(() => null))?.status === 200, 10_000);
@@ -340,11 +313,11 @@ async function serve(configFile: string, env: Record<string, string>, workers = 
     pid: child.pid as number,
     url,
     adminUrl: (first['admin'] as string | null) ?? null,
-    stdout: () => out,
-    stderr: () => err,
+    stdout: spawned.out,
+    stderr: spawned.err,
     logs,
     exited,
-    isRunning: () => running,
+    isRunning: spawned.isRunning,
   };
 }
 

@@ -10,58 +10,28 @@
  * Spawns the built binary (`node dist/main.js serve`); the slow store is a real OAuth2 token endpoint
  * that holds its answers (test/support/oauth2-server.ts), so start-up waits out the warm-up.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
 import { eventually, sleep } from '../helpers/operator.js';
 import { sendRequest } from '../helpers/send-request.js';
+import { spawnServe, type SpawnedServe } from '../helpers/spawn-serve.js';
 import { tempDir } from '../helpers/start-proxy.js';
 import { startOAuth2Server, type OAuth2Server } from '../support/oauth2-server.js';
 import { redisAvailable, startRedisServer, type RedisServer } from '../support/redis-server.js';
 
-const DIST_MAIN = resolve(fileURLToPath(new URL('../..', import.meta.url)), 'dist/main.js');
+const spawned: SpawnedServe[] = [];
 
-interface Spawned {
-  readonly child: ChildProcess;
-  out(): string;
-  err(): string;
-  logs(): Array<Record<string, unknown>>;
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-const spawned: Spawned[] = [];
-
-function serve(configFile: string, env: Record<string, string>): Spawned {
-  expect(existsSync(DIST_MAIN), `${DIST_MAIN} is missing: run \`npm run build\` (npm test does)`).toBe(true);
-  // Its own process group, so that a cluster's workers are ended with it.
-  const child = spawn(process.execPath, [DIST_MAIN, 'serve', '--config', configFile], { env: { PATH: process.env['PATH'] ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-  let out = '';
-  let err = '';
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })));
-  const logs = (): Array<Record<string, unknown>> =>
-    out
-      .split('\n')
-      .filter((line) => line.startsWith('{'))
-      .map((line) => {
-        try {
-          return JSON.parse(line) as Record<string, unknown>;
-        } catch {
-          return {};
-        }
-      });
-  const running: Spawned = { child, out: () => out, err: () => err, logs, exited };
+function serve(configFile: string, env: Record<string, string>): SpawnedServe {
+  const running = spawnServe(configFile, env);
   spawned.push(running);
   return running;
 }
 
-async function stopGroup(running: Spawned): Promise<void> {
+async function stopGroup(running: SpawnedServe): Promise<void> {
   const { child } = running;
   if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
   try {
@@ -123,6 +93,24 @@ describe('SIGHUP during start-up', () => {
 
   const env = { STARTUP_CLIENT_ID: clientId, STARTUP_CLIENT_SECRET: clientSecret };
 
+  /**
+   * Both workers of a cluster listen, finished the reload (each asked by a SIGHUP of its own when
+   * `asked`), and answer under the new config; no worker died on the way.
+   */
+  async function bothWorkersReloaded(airlock: SpawnedServe, asked: boolean): Promise<void> {
+    const listening = await eventually('both workers to listen', () => {
+      if (airlock.child.exitCode !== null) throw new Error(`the primary ended:\n${airlock.err()}`);
+      const lines = airlock.logs().filter((l) => l['msg'] === 'airlock listening');
+      return lines.length >= 2 ? lines : undefined;
+    }, 20_000);
+    const url = (listening[0] as Record<string, unknown>)['url'] as string;
+    if (asked) await eventually('both workers to be asked to reload', () => airlock.logs().filter((l) => l['msg'] === 'config reload requested' && l['reason'] === 'SIGHUP').length >= 2, 10_000);
+    await eventually('both workers to finish reloading', () => airlock.logs().filter((l) => String(l['msg']).startsWith('config reloaded')).length >= 2, 10_000);
+    // Several requests, so both workers (the kernel spreads connections) are likely asked; each answers v2.
+    for (let i = 0; i < 6; i++) expect(await code(url)).toBe('scope_denied');
+    expect(airlock.err()).not.toMatch(/worker \d+ exited/);
+  }
+
   async function code(url: string): Promise<string | undefined> {
     const response = await sendRequest(`${url}/crm/v1/b`, { headers: { authorization: `Bearer ${agent.token}` } });
     return (JSON.parse(response.text) as { code?: string }).code;
@@ -179,17 +167,7 @@ describe('SIGHUP during start-up', () => {
     writeFileSync(file, config(2, extra));
     airlock.child.kill('SIGHUP');
 
-    const listening = await eventually('both workers to listen', () => {
-      if (airlock.child.exitCode !== null) throw new Error(`the primary ended:\n${airlock.err()}`);
-      const lines = airlock.logs().filter((l) => l['msg'] === 'airlock listening');
-      return lines.length >= 2 ? lines : undefined;
-    }, 20_000);
-    const url = (listening[0] as Record<string, unknown>)['url'] as string;
-    await eventually('both workers to be asked to reload', () => airlock.logs().filter((l) => l['msg'] === 'config reload requested' && l['reason'] === 'SIGHUP').length >= 2, 10_000);
-    await eventually('both workers to finish reloading', () => airlock.logs().filter((l) => String(l['msg']).startsWith('config reloaded')).length >= 2, 10_000);
-    // Several requests, so both workers (the kernel spreads connections) are likely asked; each answers v2.
-    for (let i = 0; i < 6; i++) expect(await code(url)).toBe('scope_denied');
-    expect(airlock.err()).not.toMatch(/worker \d+ exited/);
+    await bothWorkersReloaded(airlock, true);
 
     process.kill(-(airlock.child.pid as number), 'SIGTERM');
     expect((await airlock.exited).code, airlock.err()).toBe(0);
@@ -212,15 +190,7 @@ describe('SIGHUP during start-up', () => {
     writeFileSync(file, config(2, extra));
     airlock.child.kill('SIGHUP');
 
-    const listening = await eventually('both workers to listen', () => {
-      if (airlock.child.exitCode !== null) throw new Error(`the primary ended:\n${airlock.err()}`);
-      const lines = airlock.logs().filter((l) => l['msg'] === 'airlock listening');
-      return lines.length >= 2 ? lines : undefined;
-    }, 20_000);
-    const url = (listening[0] as Record<string, unknown>)['url'] as string;
-    await eventually('both workers to finish reloading', () => airlock.logs().filter((l) => String(l['msg']).startsWith('config reloaded')).length >= 2, 10_000);
-    for (let i = 0; i < 6; i++) expect(await code(url)).toBe('scope_denied');
-    expect(airlock.err()).not.toMatch(/worker \d+ exited/);
+    await bothWorkersReloaded(airlock, false);
 
     process.kill(-(airlock.child.pid as number), 'SIGTERM');
     expect((await airlock.exited).code, airlock.err()).toBe(0);
