@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
-import { eventually } from '../helpers/operator.js';
+import { eventually, sleep } from '../helpers/operator.js';
 import { sendRequest, type Problem, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
 import { echoHandler, startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js';
@@ -362,7 +362,9 @@ describe('task sessions', () => {
 
   it('expires: ttl_seconds 1 works at once, then 401 unauthenticated', async () => {
     const session = await mint(bot.token, { scopes: { openai: ['models:read'] }, ttl_seconds: 1, justification: 'one second' });
-    // TTLs are whole seconds, so a session with less than a second left cannot have a child.
+    // TTLs are whole seconds, so a session with less than a second left cannot have a child. (A child
+    // asked for within the millisecond its parent was minted would still find a whole second left.)
+    await sleep(5);
     const child = expectProblem(await mintRaw(session.session_token, { scopes: { openai: ['models:read'] }, justification: 'child of a short session' }), 403, 'scope_denied');
     expect(child.detail).toContain('no time left');
     const first = await call(session.session_token, 'GET', '/openai/v1/models');
