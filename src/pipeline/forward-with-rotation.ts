@@ -62,6 +62,10 @@ async function send(input: RotationInput, injected: Credential, capture: Readonl
     query: input.target.query,
     clientAddress: req.socket.remoteAddress,
   });
+  // Every place a credential of this service goes, not only this one's (compile-policy.ts injectionTargets).
+  const targets = input.service.injectionTargets;
+  for (const name of targets.headers) outbound.removeHeader(name);
+  for (const key of targets.queryKeys) outbound.removeQueryKey(key);
   injectCredential(outbound, input.plan, injected);
   // The body may already have been refused (a managed secret in it, or too large) while we waited.
   if (body !== null && !Buffer.isBuffer(body) && body.errored !== null) throw body.errored;

@@ -41,6 +41,13 @@ export interface ServicePolicy {
   readonly routes: RouteTable;
   readonly credential: CredentialPlan;
   readonly redaction: ServiceRedaction;
+  /**
+   * Where any credential of this service goes (its own and its grants' overrides): header names and
+   * query keys. An agent's copy of each is removed before injection, whichever credential this request
+   * injects (found by review: a grant that injects as bearer let the agent's own ?api_key= through to
+   * a service whose own credential is that query key).
+   */
+  readonly injectionTargets: { readonly headers: readonly string[]; readonly queryKeys: readonly string[] };
 }
 
 export interface GrantPolicy {
@@ -80,6 +87,21 @@ function compileCredential(spec: DeepReadonly<CredentialSpec>): CredentialPlan {
     ttl: spec.ttl,
     maxStaleness: spec.max_staleness,
   });
+}
+
+function compileInjectionTargets(service: ServiceConfig, config: AirlockConfig): ServicePolicy['injectionTargets'] {
+  const specs = [service.credential.inject];
+  for (const agent of Object.values(config.agents)) {
+    for (const grant of agent.credentials) if (grant.service === service.name && grant.credential !== undefined) specs.push(grant.credential.inject);
+  }
+  const headers = new Set<string>();
+  const queryKeys = new Set<string>();
+  for (const spec of specs as ReadonlyArray<CredentialSpec['inject']>) {
+    // bearer and basic go in Authorization, a token carrier every request has removed already.
+    if (typeof spec === 'object' && 'header' in spec) headers.add(spec.header.toLowerCase());
+    if (typeof spec === 'object' && 'query' in spec) queryKeys.add(spec.query);
+  }
+  return Object.freeze({ headers: Object.freeze([...headers]), queryKeys: Object.freeze([...queryKeys]) });
 }
 
 function compileRedaction(service: ServiceConfig, config: AirlockConfig): ServiceRedaction {
@@ -146,6 +168,7 @@ export function compilePolicy(config: AirlockConfig): Policy {
       routes: compileRouteTable(service.routes as RouteSpecList),
       credential: compileCredential(service.credential),
       redaction: compileRedaction(service, config),
+      injectionTargets: compileInjectionTargets(service, config),
     });
     services.push(compiled);
     serviceByName.set(service.name, compiled);
