@@ -1,16 +1,19 @@
 /**
  * The agent's request body as undici will read it: null when there is none, else a pass-through that
  * counts bytes (413 past the limit) and watches for managed secrets (400, the secret not forwarded:
- * only bytes that cannot be part of one leave, see guard-request-secrets.ts). The pass-through also
+ * only bytes that cannot be part of one leave, see guard-request-secrets.ts) and, in a form body, for a
+ * method override key (400, FormOverrideWatch). The pass-through also
  * isolates the socket: when an upstream fails, undici destroys the stream it was reading, and that
  * must not be the agent's connection, which still has to carry the 502.
  */
 import type { IncomingMessage } from 'node:http';
 import { Transform, type TransformCallback } from 'node:stream';
 import { AirlockError } from '../errors.js';
+import { METHOD_OVERRIDE_QUERY_KEYS } from '../pipeline/build-upstream-request.js';
 import { carriesManagedSecret } from '../pipeline/guard-request-secrets.js';
 import type { SecretIndex } from '../redaction/secret-catalog.js';
 import { SecretDetector } from '../redaction/secret-detector.js';
+import { formKeyName } from '../upstream/outbound-request.js';
 
 export function hasRequestBody(req: IncomingMessage): boolean {
   const length = req.headers['content-length'];
@@ -26,20 +29,71 @@ function secretInBody(ref: string): AirlockError {
   return carriesManagedSecret(ref, 'request body');
 }
 
+/** Longer keys are not read: every override key fits, percent-encoded whole, well within it. */
+const FORM_KEY_LIMIT = 256;
+const OVERRIDE_KEYS: ReadonlySet<string> = new Set(METHOD_OVERRIDE_QUERY_KEYS);
+
+/**
+ * The keys of an application/x-www-form-urlencoded body, read as they stream. Rack::MethodOverride (in
+ * Rails' default stack), Laravel and Symfony read `_method` from a POST form body and run that method
+ * instead, so a grant for POST would run DELETE while the audit said POST (found by review). Such a key
+ * is refused, as the same key in the query is removed (build-upstream-request.ts).
+ */
+class FormOverrideWatch {
+  #key = '';
+  #inKey = true;
+
+  /** True once a key naming a method override has been read whole. */
+  push(chunk: Buffer): boolean {
+    for (let i = 0; i < chunk.length; i++) {
+      const byte = chunk[i] as number;
+      if (byte === 0x26 || byte === 0x3b) {
+        // "&" (and ";", which some parsers also split on) ends a pair; a key without "=" counts too.
+        if (this.#inKey && this.#overrides()) return true;
+        this.#inKey = true;
+        this.#key = '';
+      } else if (this.#inKey) {
+        if (byte === 0x3d) {
+          if (this.#overrides()) return true;
+          this.#inKey = false;
+        } else if (this.#key.length < FORM_KEY_LIMIT) {
+          this.#key += String.fromCharCode(byte);
+        }
+      }
+    }
+    return false;
+  }
+
+  end(): boolean {
+    return this.#inKey && this.#overrides();
+  }
+
+  #overrides(): boolean {
+    return this.#key !== '' && OVERRIDE_KEYS.has(formKeyName(this.#key));
+  }
+}
+
+function overrideInBody(): AirlockError {
+  return new AirlockError('invalid_request', 'The form body carries a method override (_method or the like), which some frameworks would run instead of the method that was authorized; send the request with the method you mean.');
+}
+
 class BodyGuard extends Transform {
   readonly #limit: number;
   readonly #detector: SecretDetector | null;
+  readonly #form: FormOverrideWatch | null;
   #seen = 0;
 
-  constructor(limit: number, detector: SecretDetector | null) {
+  constructor(limit: number, detector: SecretDetector | null, form: FormOverrideWatch | null) {
     super();
     this.#limit = limit;
     this.#detector = detector;
+    this.#form = form;
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.#seen += chunk.length;
     if (this.#seen > this.#limit) return callback(tooLarge(this.#limit));
+    if (this.#form?.push(chunk) === true) return callback(overrideInBody());
     if (this.#detector === null) return callback(null, chunk);
     const step = this.#detector.push(chunk);
     if (step.found !== null) return callback(secretInBody(step.found));
@@ -47,6 +101,7 @@ class BodyGuard extends Transform {
   }
 
   override _flush(callback: TransformCallback): void {
+    if (this.#form?.end() === true) return callback(overrideInBody());
     if (this.#detector === null) return callback();
     const step = this.#detector.end();
     if (step.found !== null) return callback(secretInBody(step.found));
@@ -60,7 +115,8 @@ export function requestBody(req: IncomingMessage, limit: number, secrets: Secret
   const declared = Number(req.headers['content-length']);
   if (Number.isFinite(declared) && declared > limit) throw tooLarge(limit);
   const detector = secrets === null || secrets.matcher.needles.size === 0 ? null : new SecretDetector(secrets);
-  const body = new BodyGuard(limit, detector);
+  const form = /^\s*application\/x-www-form-urlencoded/i.test(req.headers['content-type'] ?? '') ? new FormOverrideWatch() : null;
+  const body = new BodyGuard(limit, detector, form);
   req.on('error', function agentUploadFailed(error) {
     body.destroy(error);
   });

@@ -63,7 +63,7 @@ export class OutboundRequest {
     const kept: string[] = [];
     for (let i = 0; i < pieces.length; i += 2) {
       const part = pieces[i] as string;
-      if (baseKey(decodedQueryKey(part)).toLowerCase() === wanted) continue;
+      if (formKeyName(part) === wanted) continue;
       if (kept.length > 0) kept.push((pieces[i - 1] as string | undefined) ?? '&');
       kept.push(part);
     }
@@ -82,6 +82,11 @@ export class OutboundRequest {
 }
 
 /** PHP, Rails and qs read "key[]" and "key[0]" as the parameter "key": strip bracket suffixes too. */
+/** The name a form or query pair's key is read as: decoded, without a [] or [0] suffix, lower case. */
+export function formKeyName(part: string): string {
+  return baseKey(decodedQueryKey(part)).toLowerCase();
+}
+
 function baseKey(key: string): string {
   const bracket = key.indexOf('[');
   return bracket > 0 ? key.slice(0, bracket) : key;

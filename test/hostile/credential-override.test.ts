@@ -342,6 +342,33 @@ describe('an agent cannot override or smuggle the injected credential', () => {
       expect(queryPairs(seen.target).map(([name]) => name.toLowerCase())).not.toContain('_method');
     });
 
+    // Found by review: Rack::MethodOverride, Laravel and Symfony read _method from a POST form body too.
+    it.each([
+      'a=1&_method=DELETE',
+      '_method=DELETE',
+      '%5Fmethod=PUT&a=1',
+      'a=1;_METHOD=delete',
+      'X-HTTP-Method-Override=DELETE',
+      '_method[]=DELETE',
+      '_method',
+    ])('refuses a form body carrying %s with 400, and the upstream completes no request', async (form) => {
+      const before = upstream.requests.length;
+      const response = await exchange('POST', '/bearer/v1/things', [...auth, ['Content-Type', 'application/x-www-form-urlencoded']], form);
+      expect(response.status, response.body).toBe(400);
+      expect(response.body).toContain('method override');
+      expect(upstream.requests.length).toBe(before);
+    });
+
+    it.each(['a=_method', 'note=x-http-method-override&b=2', '_methods=DELETE'])('forwards a form body where %s is only a value or another key', async (form) => {
+      const { seen } = await send('POST', '/bearer/v1/things', [...auth, ['Content-Type', 'application/x-www-form-urlencoded']], form);
+      expect(seen.body.toString('utf8')).toBe(form);
+    });
+
+    it('forwards _method in a JSON body (no framework reads a JSON key as an override)', async () => {
+      const { seen } = await send('POST', '/bearer/v1/things', [...auth, ['Content-Type', 'application/json']], '{"_method":"DELETE"}');
+      expect(seen.method).toBe('POST');
+    });
+
     it('strips override keys and keeps the credential on a query-injected service', async () => {
       const { seen } = await send('POST', `/query/v1/things?_method=DELETE&key=${EVIL.q1}&a=1`, auth, '{}');
       expect(seen.method).toBe('POST');
