@@ -1065,9 +1065,11 @@ describe.skipIf(!haveRedis)('cluster mode: workers: 2 sharing state through Redi
     } finally {
       await redis.start();
     }
-    await eventually('both workers ready again', async () => {
-      const answers = await Promise.all(Array.from({ length: 6 }, () => sendRequest(`${airlock.url}/_airlock/ready`).catch(() => null)));
-      return answers.every((a) => a?.status === 200) ? true : undefined;
+    // Ready alone would not say it (a replica stays ready for stale_after): each worker has reloaded, its
+    // held revocation written to Redis first, once its state reads "redis reachable" again.
+    await eventually('both workers back on Redis, the revocation written', async () => {
+      const answers = await Promise.all(Array.from({ length: 8 }, () => sendRequest(`${airlock.url}/_airlock/ready`).catch(() => null)));
+      return answers.every((a) => a?.status === 200 && a.json<{ checks: Record<string, string> }>().checks['state'] === 'redis reachable') ? true : undefined;
     }, 15_000, 200);
   }, 40_000);
 
