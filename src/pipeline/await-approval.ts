@@ -30,11 +30,13 @@ export function approvalRequired(grant: GrantPolicy, route: CompiledRoute): bool
  * What an approval is good for: this agent, this service, this method, this canonical path, this query,
  * this body. The service is part of it because the path alone does not name one: services on their own
  * listener or selected by Host have no prefix, and an approval shown for a test account must not send
- * the same request to the live one (found by review).
+ * the same request to the live one (found by review). And the task session it was asked under (none for
+ * the agent's own token or a JWT): the approver saw that session's justification, so the approval is
+ * not good under another session or without one (found by review).
  */
-export function approvalBinding(agent: string, service: string, method: string, path: string, query: string | null, body: Buffer | null): string {
+export function approvalBinding(agent: string, session: string | null, service: string, method: string, path: string, query: string | null, body: Buffer | null): string {
   const hash = createHash('sha256');
-  for (const part of [agent, service, method, path, query ?? '']) hash.update(part, 'utf8').update('\u0000');
+  for (const part of [agent, session ?? '', service, method, path, query ?? '']) hash.update(part, 'utf8').update('\u0000');
   hash.update(createHash('sha256').update(body ?? Buffer.alloc(0)).digest());
   return `sha256:${hash.digest('hex')}`;
 }
@@ -52,7 +54,7 @@ export interface ApprovalContext {
 }
 
 export async function awaitApproval(broker: ApprovalBroker, req: IncomingMessage, context: ApprovalContext, signal: AbortSignal): Promise<ApprovalGrant> {
-  const binding = approvalBinding(context.principal.agent.name, context.service.name, context.method, context.path, context.query, context.body);
+  const binding = approvalBinding(context.principal.agent.name, context.principal.session?.id ?? null, context.service.name, context.method, context.path, context.query, context.body);
   const presented = req.headers[APPROVAL_HEADER];
   if (typeof presented === 'string' && presented !== '') return broker.redeem(presented.trim(), binding, context.principal.agent.name);
   const session = context.principal.session;

@@ -311,6 +311,30 @@ describe('human approval', () => {
     expect(upstream.requests.length).toBe(before + 1);
   });
 
+  // Found by review: the binding left out the session, so an approval asked (and shown to the approver)
+  // under a task session could be used with the agent's own token or another session.
+  it('async: an approval asked under a task session is good under that session only', async () => {
+    const minted = await sendRequest(`${proxy.url}/_airlock/sessions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${asyncer.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ scopes: { pay: ['refunds:write'] }, ttl_seconds: 300, justification: 'refund under a session' }),
+    });
+    expect(minted.status, minted.text).toBe(201);
+    const session = minted.json<{ session_token: string }>().session_token;
+    sessionTokens.push(session);
+    const body = '{"charge":"ch_session","amount":5}';
+    const first = await call(session, '/pay/v1/refunds/re_session_bound', { body });
+    const { approval_id: id } = expectProblem<PendingProblem>(first, 202, 'approval_pending');
+    expect((await decide(id, 'approve', 'five under the session')).status).toBe(200);
+    const before = upstream.requests.length;
+    const ownToken = await call(asyncer.token, '/pay/v1/refunds/re_session_bound', { body, approval: id });
+    expect(expectProblem(ownToken, 403, 'approval_denied').detail).toContain('different request');
+    expect(upstream.requests.length).toBe(before);
+    const underSession = await call(session, '/pay/v1/refunds/re_session_bound', { body, approval: id });
+    expect(underSession.status, underSession.text).toBe(200);
+    expect(upstream.requests.length).toBe(before + 1);
+  });
+
   it('async: an approval replayed on a different body, path or query is refused (403) and nothing is forwarded', async () => {
     const body = '{"charge":"ch_bound","amount":10}';
     const first = await call(asyncer.token, '/pay/v1/refunds/re_bound', { body });
@@ -594,7 +618,7 @@ describe('human approval', () => {
     await proxy.waitForAudit(1);
     const webhookText = webhook.requests.map((r) => `${r.rawHeaders.join('\n')}\n${r.body.toString('utf8')}`).join('\n');
     const tokens = [holder.token, quick.token, asyncer.token, asyncQuick.token, plain.token, alice.token, bob.token, ...sessionTokens];
-    expect(sessionTokens.length).toBe(1);
+    expect(sessionTokens.length).toBe(2);
     assertNoLeak([payKey, ...tokens], [
       { name: 'log', text: proxy.logLines.join('') },
       { name: 'audit', text: proxy.auditText() },
