@@ -21,6 +21,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, extname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { GENESIS, verifyChain } from '../observability/audit-chain.js';
+import { escapeRegExp } from '../redaction/key-patterns.js';
 import { UsageError, type CliIo } from './cli-io.js';
 import { loadConfigOrReport } from './locate-config.js';
 import { workerAuditPath } from './run-cluster.js';
@@ -137,10 +138,6 @@ function configuredChains(base: string, workers: number | 'auto', keep: number, 
     chains.push(chain(file, basename(file), whenMissing));
   }
   return chains;
-}
-
-function escapeRegExp(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 /** Verifies one chain and its two ends; the text is the line to print (stderr when unreadable). */

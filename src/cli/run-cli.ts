@@ -6,6 +6,7 @@
  * shell history collector would keep it (DESIGN.md invariant 1 counts CLI output; secrets-command.ts
  * follows the same rule). A near miss of a command's name is answered with the command's own name.
  */
+import { editDistance } from '../config/load-config.js';
 import { UsageError, type CliIo } from './cli-io.js';
 import { checkCommand } from './check-command.js';
 import { anomaliesCommand } from './anomalies-command.js';
@@ -106,17 +107,4 @@ function nearestCommand(typed: string): string | null {
     if (distance <= 2 && distance < name.length && (best === null || distance < best.distance)) best = { name, distance };
   }
   return best?.name ?? null;
-}
-
-/** Levenshtein distance (insertions, deletions, substitutions), for names of a few letters. */
-function editDistance(a: string, b: string): number {
-  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const next = [i];
-    for (let j = 1; j <= b.length; j++) {
-      next[j] = Math.min((row[j] as number) + 1, (next[j - 1] as number) + 1, (row[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    row = next;
-  }
-  return row[b.length] as number;
 }

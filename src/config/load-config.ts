@@ -279,7 +279,8 @@ function unwrap(def: SchemaDef): SchemaDef[] {
   return [def];
 }
 
-function editDistance(a: string, b: string): number {
+/** Levenshtein distance (insertions, deletions, substitutions): "did you mean" for config keys and CLI commands. */
+export function editDistance(a: string, b: string): number {
   const row = Array.from({ length: b.length + 1 }, (_, i) => i);
   for (let i = 1; i <= a.length; i++) {
     let previous = row[0] as number;

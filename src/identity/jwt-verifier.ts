@@ -95,7 +95,8 @@ export class JwtVerifier {
     for (const candidate of candidates) {
       const payload = await this.#verifyFor(candidate, token).catch((error: unknown) => {
         // The code, not jose's message: some messages repeat what the token says (a "crit" parameter's name).
-        note(1, `the JWT was refused: ${(error as { code?: string }).code ?? (error as Error).message}`);
+        // No code (a TypeError, a key fetch that failed oddly): a fixed text, never a message that may quote the token.
+        note(1, `the JWT was refused: ${(error as { code?: string }).code ?? 'its verification failed'}`);
         return null;
       });
       if (payload === null) continue;
