@@ -29,6 +29,12 @@ function secretInBody(ref: string): AirlockError {
   return carriesManagedSecret(ref, 'request body');
 }
 
+/** Watches a body for a method override as it streams: true once one is found. */
+interface OverrideWatch {
+  push(chunk: Buffer): boolean;
+  end(): boolean;
+}
+
 /** Longer keys are not read: every override key fits, percent-encoded whole, well within it. */
 const FORM_KEY_LIMIT = 256;
 const OVERRIDE_KEYS: ReadonlySet<string> = new Set(METHOD_OVERRIDE_QUERY_KEYS);
@@ -39,7 +45,7 @@ const OVERRIDE_KEYS: ReadonlySet<string> = new Set(METHOD_OVERRIDE_QUERY_KEYS);
  * instead, so a grant for POST would run DELETE while the audit said POST (found by review). Such a key
  * is refused, as the same key in the query is removed (build-upstream-request.ts).
  */
-class FormOverrideWatch {
+class FormOverrideWatch implements OverrideWatch {
   #key = '';
   #inKey = true;
 
@@ -73,6 +79,54 @@ class FormOverrideWatch {
   }
 }
 
+/**
+ * The same override named as a field of a multipart body (Content-Disposition: form-data;
+ * name="_method") or as a key of a JSON body (Laravel reads JSON input as the request's fields), searched
+ * as the body streams: Buffer#indexOf over each chunk, and the few bytes across a chunk boundary checked
+ * on their own, so a large body is not copied. `_method` only: it is the one name those frameworks read
+ * from a body. A JSON key spelled with escapes ("\u005fmethod") is not recognized.
+ */
+class LiteralOverrideWatch implements OverrideWatch {
+  readonly #needles: readonly Buffer[];
+  readonly #keep: number;
+  #carry: Buffer = Buffer.alloc(0);
+
+  constructor(needles: readonly string[]) {
+    this.#needles = needles.map((n) => Buffer.from(n, 'latin1'));
+    this.#keep = Math.max(...this.#needles.map((n) => n.length)) - 1;
+  }
+
+  push(chunk: Buffer): boolean {
+    if (this.#carry.length > 0) {
+      const seam = Buffer.concat([this.#carry, chunk.subarray(0, this.#keep)]);
+      if (this.#needles.some((needle) => seam.includes(needle))) return true;
+    }
+    if (this.#needles.some((needle) => chunk.includes(needle))) return true;
+    const tail = chunk.length >= this.#keep ? chunk.subarray(chunk.length - this.#keep) : Buffer.concat([this.#carry, chunk]);
+    this.#carry = tail.length > this.#keep ? tail.subarray(tail.length - this.#keep) : tail;
+    return false;
+  }
+
+  end(): boolean {
+    return false;
+  }
+}
+
+const MULTIPART_OVERRIDES = ['name="_method"', 'name=_method'];
+const JSON_OVERRIDES = ['"_method"'];
+
+/**
+ * Which watch a body gets by its Content-Type. None given is read as a form too: Rack parses a POST
+ * without a Content-Type as one (found by the owner's review: the override passed that way).
+ */
+function overrideWatchFor(contentType: string | undefined): OverrideWatch | null {
+  const type = (contentType ?? '').trim().toLowerCase();
+  if (type === '' || type.startsWith('application/x-www-form-urlencoded')) return new FormOverrideWatch();
+  if (type.startsWith('multipart/form-data')) return new LiteralOverrideWatch(MULTIPART_OVERRIDES);
+  if (type.startsWith('application/json') || /^application\/[a-z0-9.+-]*\+json/.test(type)) return new LiteralOverrideWatch(JSON_OVERRIDES);
+  return null;
+}
+
 function overrideInBody(): AirlockError {
   return new AirlockError('invalid_request', 'The form body carries a method override (_method or the like), which some frameworks would run instead of the method that was authorized; send the request with the method you mean.');
 }
@@ -80,10 +134,10 @@ function overrideInBody(): AirlockError {
 class BodyGuard extends Transform {
   readonly #limit: number;
   readonly #detector: SecretDetector | null;
-  readonly #form: FormOverrideWatch | null;
+  readonly #form: OverrideWatch | null;
   #seen = 0;
 
-  constructor(limit: number, detector: SecretDetector | null, form: FormOverrideWatch | null) {
+  constructor(limit: number, detector: SecretDetector | null, form: OverrideWatch | null) {
     super();
     this.#limit = limit;
     this.#detector = detector;
@@ -115,7 +169,7 @@ export function requestBody(req: IncomingMessage, limit: number, secrets: Secret
   const declared = Number(req.headers['content-length']);
   if (Number.isFinite(declared) && declared > limit) throw tooLarge(limit);
   const detector = secrets === null || secrets.matcher.needles.size === 0 ? null : new SecretDetector(secrets);
-  const form = /^\s*application\/x-www-form-urlencoded/i.test(req.headers['content-type'] ?? '') ? new FormOverrideWatch() : null;
+  const form = overrideWatchFor(req.headers['content-type']);
   const body = new BodyGuard(limit, detector, form);
   req.on('error', function agentUploadFailed(error) {
     body.destroy(error);

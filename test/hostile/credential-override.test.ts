@@ -364,9 +364,25 @@ describe('an agent cannot override or smuggle the injected credential', () => {
       expect(seen.body.toString('utf8')).toBe(form);
     });
 
-    it('forwards _method in a JSON body (no framework reads a JSON key as an override)', async () => {
-      const { seen } = await send('POST', '/bearer/v1/things', [...auth, ['Content-Type', 'application/json']], '{"_method":"DELETE"}');
+    // Found by the owner's review: Rack reads a POST without a Content-Type as a form, and multipart
+    // fields too; Laravel reads JSON input as the request's fields.
+    it.each<[string, HeaderLines, string]>([
+      ['no Content-Type', [], 'a=1&_method=DELETE'],
+      ['multipart/form-data', [['Content-Type', 'multipart/form-data; boundary=XyZ']], '--XyZ\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--XyZ--\r\n'],
+      ['application/json', [['Content-Type', 'application/json']], '{"amount":5,"_method":"DELETE"}'],
+    ])('refuses _method in a body with %s (400), nothing forwarded', async (_type, headers, body) => {
+      const before = upstream.requests.length;
+      const response = await exchange('POST', '/bearer/v1/things', [...auth, ...headers], body);
+      expect(response.status, response.body).toBe(400);
+      expect(response.body).toContain('method override');
+      expect(upstream.requests.length).toBe(before);
+    });
+
+    it('forwards a JSON body whose keys only resemble an override', async () => {
+      const body = '{"method":"DELETE","_methods":1,"x_method":"PUT"}';
+      const { seen } = await send('POST', '/bearer/v1/things', [...auth, ['Content-Type', 'application/json']], body);
       expect(seen.method).toBe('POST');
+      expect(seen.body.toString('utf8')).toBe(body);
     });
 
     it('strips override keys and keeps the credential on a query-injected service', async () => {
