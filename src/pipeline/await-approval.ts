@@ -120,7 +120,12 @@ export function authorizeAfterApproval(
   } catch (error) {
     // The stage's own detail (what is missing, what an operator adds), said to be about the reload.
     if (!(error instanceof AirlockError)) throw error;
-    throw new AirlockError(error.code, `${RELOADED}: ${error.detail} It was not sent.`, { headers: { ...error.headers } });
+    throw new AirlockError(error.code, `${RELOADED}: ${error.detail} It was not sent.`, {
+      headers: { ...error.headers },
+      extensions: { ...error.extensions },
+      ...(error.credentialRef === null ? {} : { credentialRef: error.credentialRef }),
+      cause: error,
+    });
   }
   const before = held.service.upstream;
   if (service.upstream.origin !== before.origin || service.upstream.basePath !== before.basePath) {

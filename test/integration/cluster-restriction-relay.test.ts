@@ -28,7 +28,7 @@ if (cluster.isPrimary) {
   for (const worker of workers) {
     worker.on('message', (message) => {
       if (message?.kind === 'ready' && ++ready === workers.length) workers[0].send({ kind: 'go' });
-      if (message?.kind === 'sent') setTimeout(() => { for (const w of workers) w.send({ kind: 'report?' }); }, 300);
+      if (message?.kind === 'sent') setTimeout(() => { for (const w of workers) w.send({ kind: 'report?' }); }, 1000);
       if (message?.kind === 'report') {
         reports[message.worker] = message.heard;
         if (Object.keys(reports).length === workers.length) {
