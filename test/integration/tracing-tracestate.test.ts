@@ -85,6 +85,9 @@ describe('an agent tracestate under OTLP export', () => {
     const forwarded = upstream.requests.find((r) => r.target === '/v1/things?n=1');
     expect(forwarded?.header('traceparent')[0]).toContain(withToken.traceId);
     expect(forwarded?.header('tracestate')).toEqual([]);
-    expect(receiver.bodies.join('\n')).not.toContain('"traceState":"v');
+    // Every exported span's traceState is empty: key-shaped values would be masked by the scrub and
+    // slip past the leak check above, so the field itself is checked (found by the owner's review).
+    const states = receiver.bodies.flatMap((body) => [...body.matchAll(/"traceState":"([^"]*)"/g)].map((m) => m[1]));
+    expect(states.filter((state) => state !== '')).toEqual([]);
   });
 });
