@@ -11,6 +11,7 @@
  * forms). The query is kept as sent: it is not matched, only forwarded.
  */
 import { AirlockError } from '../errors.js';
+import { isUnreserved } from '../ingress/percent-escapes.js';
 
 export interface CanonicalTarget {
   /** Canonical path, starts with "/". */
@@ -20,12 +21,6 @@ export interface CanonicalTarget {
 }
 
 const HEX = '0123456789ABCDEF';
-
-function isUnreserved(byte: number): boolean {
-  return (
-    (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a) || (byte >= 0x30 && byte <= 0x39) || byte === 0x2d || byte === 0x2e || byte === 0x5f || byte === 0x7e
-  );
-}
 
 function hexValue(code: number): number {
   if (code >= 0x30 && code <= 0x39) return code - 0x30;

@@ -26,6 +26,7 @@ import type { Readable } from 'node:stream';
 import type { Duplex } from 'node:stream';
 import type { Credential } from '../credentials/credential.js';
 import { AirlockError, asAirlockError, type ErrorCode } from '../errors.js';
+import { decodeUnreservedEscapes } from '../ingress/percent-escapes.js';
 import { requestBody } from '../ingress/request-body.js';
 import type { AuditRecord } from '../observability/audit-record.js';
 import type { AgentPolicy, CredentialPlan, Policy, ServicePolicy } from '../policy/compile-policy.js';
@@ -463,9 +464,6 @@ function pathForRecord(path: string): string {
  */
 const TOKEN_RUNS = /(al[ks]_)[A-Za-z0-9_-]{43,}/g;
 
-/** An escape of an unreserved character (RFC 3986 2.3), which spells that character. */
-const UNRESERVED_ESCAPE = /%(2[DdEe]|3[0-9]|4[1-9A-Fa-f]|5[0-9Aa]|5[Ff]|6[1-9A-Fa-f]|7[0-9Aa]|7[Ee])/g;
-
 /**
  * Until the path is canonical the record keeps what was sent (no query: values there may be secrets),
  * cut at 512 characters. Masked and scrubbed before the cut (invariant 1; found by review): the scrub
@@ -480,7 +478,7 @@ function rawPathForAudit(target: string, catalog: Pick<ProxyRuntime['catalog'], 
   if (sent.includes('%')) {
     // The path as sent, for the forensic record, unless decoding its escapes spells out a secret or a
     // token (%73k-live-...): then the decoded path, masked.
-    const decoded = sent.replace(UNRESERVED_ESCAPE, (escape) => String.fromCharCode(parseInt(escape.slice(1), 16)));
+    const decoded = decodeUnreservedEscapes(sent);
     const masked = catalog.scrub(pathForRecord(decoded));
     if (masked !== decoded) path = masked;
   }

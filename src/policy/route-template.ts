@@ -6,6 +6,7 @@
  * held to the same canonical form the request path is canonicalized to, so a template that could never
  * match (a dot segment, a lower-case escape, an empty segment) is a config error, not a silent deny.
  */
+import { escapesUnreserved } from '../ingress/percent-escapes.js';
 
 export type RouteSegment =
   | { readonly kind: 'literal'; readonly value: string }
@@ -17,7 +18,6 @@ export type ParsedTemplate = { ok: true; segments: readonly RouteSegment[] } | {
 /** RFC 3986 pchar minus ";" (refused in request paths) and "%" (checked separately). */
 const LITERAL_SEGMENT = /^(?:[A-Za-z0-9\-._~!$&'()*+,=:@]|%[0-9A-F]{2})+$/;
 const PARAM_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-const UNRESERVED_ESCAPE = /%(4[1-9A-F]|5[0-9A]|6[1-9A-F]|7[0-9A]|3[0-9]|2D|2E|5F|7E)/;
 
 export function parseRouteTemplate(template: string): ParsedTemplate {
   if (!template.startsWith('/')) return { ok: false, problem: 'a route path starts with "/"' };
@@ -43,7 +43,7 @@ export function parseRouteTemplate(template: string): ParsedTemplate {
       return { ok: false, problem: `segment "${part}" has characters a canonical path cannot hold (write escapes as %XX with upper-case hex; ";" is refused)` };
     }
     if (part.includes('*')) return { ok: false, problem: `"*" must be a whole segment, not part of "${part}"` };
-    if (UNRESERVED_ESCAPE.test(part)) {
+    if (escapesUnreserved(part)) {
       return { ok: false, problem: `segment "${part}" escapes an unreserved character; write it literally (RFC 3986 6.2.2.2)` };
     }
     segments.push({ kind: 'literal', value: part });

@@ -1,0 +1,36 @@
+/**
+ * Percent-escapes of unreserved characters (RFC 3986 2.3: ALPHA / DIGIT / "-" / "." / "_" / "~"), which
+ * spell the character itself (6.2.2.2). Canonicalization decodes them (canonicalize-target.ts); route
+ * templates may not hold them, since a canonical path never does (route-template.ts); the audit record
+ * of a target refused before canonicalization reads them as canonicalization would (run-pipeline.ts).
+ * One definition, so the three cannot disagree on what counts.
+ */
+
+/** RFC 3986 2.3: ALPHA / DIGIT / "-" / "." / "_" / "~". */
+export function isUnreserved(byte: number): boolean {
+  return (
+    (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a) || (byte >= 0x30 && byte <= 0x39) || byte === 0x2d || byte === 0x2e || byte === 0x5f || byte === 0x7e
+  );
+}
+
+/** An escape of an unreserved character, either hex case: it spells that character (RFC 3986 6.2.2.2). */
+const UNRESERVED_ESCAPE = /%(2[DdEe]|3[0-9]|4[1-9A-Fa-f]|5[0-9Aa]|5[Ff]|6[1-9A-Fa-f]|7[0-9Aa]|7[Ee])/g;
+
+/**
+ * The text with escapes of unreserved characters decoded, as canonicalization decodes them, and
+ * nothing else checked: for the places that must read a path as canonicalization would before (or
+ * without) canonicalizing it, such as the audit record of a refused target.
+ */
+export function decodeUnreservedEscapes(text: string): string {
+  return text.includes('%') ? text.replace(UNRESERVED_ESCAPE, decodeEscape) : text;
+}
+
+/** Whether the text escapes an unreserved character, which a canonical path never does. */
+export function escapesUnreserved(text: string): boolean {
+  UNRESERVED_ESCAPE.lastIndex = 0;
+  return UNRESERVED_ESCAPE.test(text);
+}
+
+function decodeEscape(escape: string): string {
+  return String.fromCharCode(parseInt(escape.slice(1), 16));
+}
