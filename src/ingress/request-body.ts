@@ -84,24 +84,32 @@ class FormOverrideWatch implements OverrideWatch {
  * name="_method") or as a key of a JSON body (Laravel reads JSON input as the request's fields), searched
  * as the body streams: Buffer#indexOf over each chunk, and the few bytes across a chunk boundary checked
  * on their own, so a large body is not copied. `_method` only: it is the one name those frameworks read
- * from a body. A JSON key spelled with escapes ("\u005fmethod") is not recognized.
+ * from a body.
+ *
+ * In JSON, any character of the key may be written as a \u escape ("\u005fmethod", "_m\u0065thod"),
+ * which the upstream's parser reads as the same key (RFC 8259 7). Encoders escape control characters,
+ * quotes, backslash, "<>&'" and non-ASCII, never a lower-case letter or "_", so an escape of one of the
+ * key's characters is refused wherever it appears (found by the owner's review of the first version,
+ * which saw only the key written plainly).
  */
 class LiteralOverrideWatch implements OverrideWatch {
   readonly #needles: readonly Buffer[];
+  readonly #escapes: boolean;
   readonly #keep: number;
   #carry: Buffer = Buffer.alloc(0);
 
-  constructor(needles: readonly string[]) {
+  constructor(needles: readonly string[], escapes: boolean) {
     this.#needles = needles.map((n) => Buffer.from(n, 'latin1'));
-    this.#keep = Math.max(...this.#needles.map((n) => n.length)) - 1;
+    this.#escapes = escapes;
+    this.#keep = Math.max(JSON_ESCAPE_LENGTH, ...this.#needles.map((n) => n.length)) - 1;
   }
 
   push(chunk: Buffer): boolean {
     if (this.#carry.length > 0) {
       const seam = Buffer.concat([this.#carry, chunk.subarray(0, this.#keep)]);
-      if (this.#needles.some((needle) => seam.includes(needle))) return true;
+      if (this.#holds(seam)) return true;
     }
-    if (this.#needles.some((needle) => chunk.includes(needle))) return true;
+    if (this.#holds(chunk)) return true;
     const tail = chunk.length >= this.#keep ? chunk.subarray(chunk.length - this.#keep) : Buffer.concat([this.#carry, chunk]);
     this.#carry = tail.length > this.#keep ? tail.subarray(tail.length - this.#keep) : tail;
     return false;
@@ -110,10 +118,25 @@ class LiteralOverrideWatch implements OverrideWatch {
   end(): boolean {
     return false;
   }
+
+  #holds(bytes: Buffer): boolean {
+    if (this.#needles.some((needle) => bytes.includes(needle))) return true;
+    if (!this.#escapes) return false;
+    // "\u00" then two hex digits; one that does not end within these bytes is seen across the next seam.
+    for (let at = bytes.indexOf(ESCAPE_START); at !== -1 && at + JSON_ESCAPE_LENGTH <= bytes.length; at = bytes.indexOf(ESCAPE_START, at + 1)) {
+      const code = Number.parseInt(bytes.toString('latin1', at + 4, at + 6), 16);
+      if (OVERRIDE_KEY_CHARS.has(code)) return true;
+    }
+    return false;
+  }
 }
 
 const MULTIPART_OVERRIDES = ['name="_method"', 'name=_method'];
 const JSON_OVERRIDES = ['"_method"'];
+/** "\u00XX": the escapes that can spell a character of "_method". */
+const ESCAPE_START = Buffer.from('\\u00', 'latin1');
+const JSON_ESCAPE_LENGTH = 6;
+const OVERRIDE_KEY_CHARS: ReadonlySet<number> = new Set([...'_method'].map((char) => char.charCodeAt(0)));
 
 /**
  * Which watch a body gets by its Content-Type. None given is read as a form too: Rack parses a POST
@@ -122,8 +145,8 @@ const JSON_OVERRIDES = ['"_method"'];
 function overrideWatchFor(contentType: string | undefined): OverrideWatch | null {
   const type = (contentType ?? '').trim().toLowerCase();
   if (type === '' || type.startsWith('application/x-www-form-urlencoded')) return new FormOverrideWatch();
-  if (type.startsWith('multipart/form-data')) return new LiteralOverrideWatch(MULTIPART_OVERRIDES);
-  if (type.startsWith('application/json') || /^application\/[a-z0-9.+-]*\+json/.test(type)) return new LiteralOverrideWatch(JSON_OVERRIDES);
+  if (type.startsWith('multipart/form-data')) return new LiteralOverrideWatch(MULTIPART_OVERRIDES, false);
+  if (type.startsWith('application/json') || /^application\/[a-z0-9.+-]*\+json/.test(type)) return new LiteralOverrideWatch(JSON_OVERRIDES, true);
   return null;
 }
 

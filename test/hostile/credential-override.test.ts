@@ -14,6 +14,7 @@
  * file ends with a leak scan of every canary over responses, logs and audit, and hostileWatch (no
  * unhandled rejection or uncaught exception, event-loop p99 under 100 ms).
  */
+import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import type { AuditRecord } from '../../src/observability/audit-record.js';
@@ -376,6 +377,50 @@ describe('an agent cannot override or smuggle the injected credential', () => {
       expect(response.status, response.body).toBe(400);
       expect(response.body).toContain('method override');
       expect(upstream.requests.length).toBe(before);
+    });
+
+    // Found by the owner's review of this stop: a JSON parser reads "\u005fmethod" as "_method".
+    it.each([
+      ['the underscore escaped', '{"amount":5,"\\u005fmethod":"DELETE"}'],
+      ['in upper-case hex', '{"\\u005Fmethod":"DELETE"}'],
+      ['a letter escaped', '{"_m\\u0065thod":"DELETE"}'],
+      ['every character escaped', `{"${[...'_method'].map((c) => `\\u00${c.charCodeAt(0).toString(16)}`).join('')}":"DELETE"}`],
+    ])('refuses a JSON key _method spelled with escapes (%s): 400, nothing forwarded', async (_how, body) => {
+      expect(JSON.parse(body)).toHaveProperty('_method', 'DELETE');
+      const before = upstream.requests.length;
+      const response = await exchange('POST', '/bearer/v1/things', [...auth, ['Content-Type', 'application/json']], body);
+      expect(response.status, response.body).toBe(400);
+      expect(response.body).toContain('method override');
+      expect(upstream.requests.length).toBe(before);
+    });
+
+    it('refuses an escaped _method whose escape is split across two writes of the body', async () => {
+      const before = upstream.requests.length;
+      const parts = ['{"amount":5,"\\u0', '05fmethod":"DELETE"}'];
+      const response = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const request = httpRequest(`${proxy.url}/bearer/v1/things`, { method: 'POST', headers: { authorization: auth[0]?.[1] ?? '', 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(parts.join(''))) } }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (chunk: Buffer) => chunks.push(chunk));
+          res.on('end', () => {
+            const body = Buffer.concat(chunks).toString('utf8');
+            responses.push(`${JSON.stringify(res.headers)}\n${body}`);
+            resolve({ status: res.statusCode ?? 0, body });
+          });
+        });
+        request.on('error', reject);
+        request.write(parts[0]);
+        setTimeout(() => request.end(parts[1]), 50);
+      });
+      expect(response.status, response.body).toBe(400);
+      expect(response.body).toContain('method override');
+      expect(upstream.requests.length).toBe(before);
+    });
+
+    it('forwards JSON with the escapes encoders do write (non-ASCII, HTML-safe, control characters)', async () => {
+      const body = '{"name":"caf\\u00e9","html":"\\u003cb\\u003e \\u0026 \\u0027","tab":"\\u0009","method":"\\u00e9"}';
+      const { seen } = await send('POST', '/bearer/v1/things', [...auth, ['Content-Type', 'application/json']], body);
+      expect(seen.method).toBe('POST');
+      expect(seen.body.toString('utf8')).toBe(body);
     });
 
     it('forwards a JSON body whose keys only resemble an override', async () => {
