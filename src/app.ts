@@ -360,6 +360,7 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
     killSwitch: durable.killSwitch,
     rateLimiter: durable.rateLimiter,
     concurrency: durable.concurrency,
+    sessionMints: previous?.runtime.sessionMints ?? new ConcurrencyGate(),
     anomalies: durable.anomalies,
     respondToAnomaly: createAnomalyResponder({ state, logger, counter: metrics.anomalies, webhook: config.anomalies.webhook ?? null, scrub: (text) => catalog.scrub(text), audit: auditAnomaly }),
     tracing,

@@ -46,6 +46,11 @@ export interface ProxyRuntime {
   readonly killSwitch: KillSwitch;
   readonly rateLimiter: RateLimiter;
   readonly concurrency: ConcurrencyGate;
+  /**
+   * Session mints under way, by agent, for limits.max_sessions_per_agent (serve-sessions.ts). One per
+   * app, handed from each generation to the next (app.ts), so a reload mid-mint does not forget them.
+   */
+  readonly sessionMints: ConcurrencyGate;
   readonly anomalies: AnomalyDetector;
   readonly respondToAnomaly: (event: AnomalyEvent) => void;
   readonly limits: { readonly maxHeaders: number; readonly maxBodyBytes: number; readonly maxApprovalBodyBytes: number; readonly maxSessionsPerAgent: number; readonly stateStaleAfterMs: number };

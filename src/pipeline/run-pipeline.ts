@@ -143,7 +143,7 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
     guardRequestSecrets(managedSecrets, decodedTarget(req.url ?? '', target), req.rawHeaders);
 
     if (isSessionsPath(target.path)) {
-      const outcome = await serveSessions(req, res, target.path, principal, runtime.state, managedSecrets, record.request_id, runtime.nowMs(), runtime.limits.maxSessionsPerAgent, () =>
+      const outcome = await serveSessions(req, res, target.path, principal, runtime.state, managedSecrets, record.request_id, runtime.nowMs(), runtime.limits.maxSessionsPerAgent, runtime.sessionMints, () =>
         recheckPrincipalAfterWait(runtime.state, principal, runtime.limits.stateStaleAfterMs, runtime.nowMs()),
       );
       record.decision = 'allow';

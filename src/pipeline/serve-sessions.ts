@@ -10,6 +10,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { AirlockError } from '../errors.js';
 import { TOKEN_IN_TEXT } from '../identity/agent-token.js';
 import { mintSession, parseSessionRequest } from '../identity/mint-session.js';
+import type { ConcurrencyGate } from '../policy/rate-limiter.js';
 import type { SecretIndex } from '../redaction/secret-catalog.js';
 import { SecretDetector } from '../redaction/secret-detector.js';
 import type { SessionRecord } from '../state/governance-records.js';
@@ -83,6 +84,12 @@ export interface SessionOutcome {
  * up to limits.request_timeout), so a session is never minted from a principal revoked meanwhile.
  * `maxLive`: limits.max_sessions_per_agent. Found by review: minting was unbounded (it comes before any
  * rate limit), and each session is kept in memory, in the state file or Redis, until it expires.
+ * `minting`: the mints under way, by agent. A session counts once kept, after an await, so concurrent
+ * mints all passed the check before any was kept and the cap was exceeded by their number (found by
+ * review): each mint takes a place, synchronously with the check, until it is kept or fails. The cap is
+ * exact within one replica only: replicas sharing Redis each count their own mints under way, and see
+ * another's sessions only once they arrive through Redis, so N replicas minting for one agent at the
+ * same moment may keep up to N times the cap (still a bound on what is kept).
  */
 export async function serveSessions(
   req: IncomingMessage,
@@ -94,6 +101,7 @@ export async function serveSessions(
   requestId: string,
   now: number,
   maxLive: number,
+  minting: ConcurrencyGate,
   recheck: () => void,
 ): Promise<SessionOutcome> {
   if (path === SESSIONS_PATH) {
@@ -101,19 +109,27 @@ export async function serveSessions(
     const request = parseSessionRequest(await readJson(req, secrets));
     recheck();
     const live = state.sessions().filter((s) => s.agent === principal.agent.name).length;
-    if (live >= maxLive) {
+    // Places left once the live sessions are counted; null when the mints under way take them all.
+    const release = minting.enter(principal.agent.name, maxLive - live);
+    if (release === null) {
       throw new AirlockError('rate_limited', `Agent ${principal.agent.name} already holds ${maxLive} live sessions (limits.max_sessions_per_agent); end one (DELETE ${CURRENT_PATH}) or let it expire, then retry.`, { headers: { 'retry-after': '60' } });
     }
-    const minted = mintSession(principal.agent, principal.session, request, now, principal.credential);
-    await state.record({ type: 'session.created', session: minted.record });
-    // Kept, but not taken: minted at the moment its agent was restored (within the clocks' skew between
-    // replicas), it counts as minted before the restore and is void everywhere. A 201 would hand out a
-    // token that never works (found by review).
-    if (state.session(minted.record.id) === null) {
-      throw new AirlockError('state_unavailable', `The session was not kept: agent ${principal.agent.name} was restored at the same moment. Mint it again.`, { headers: { 'retry-after': '1' } });
+    try {
+      const minted = mintSession(principal.agent, principal.session, request, now, principal.credential);
+      // Released only once this resolves: a kept session is applied before record() resolves
+      // (governance-state.ts), so from then on state.sessions() counts it instead.
+      await state.record({ type: 'session.created', session: minted.record });
+      // Kept, but not taken: minted at the moment its agent was restored (within the clocks' skew between
+      // replicas), it counts as minted before the restore and is void everywhere. A 201 would hand out a
+      // token that never works (found by review).
+      if (state.session(minted.record.id) === null) {
+        throw new AirlockError('state_unavailable', `The session was not kept: agent ${principal.agent.name} was restored at the same moment. Mint it again.`, { headers: { 'retry-after': '1' } });
+      }
+      sendJson(res, 201, { session_token: minted.token, ...describe(minted.record) }, requestId);
+      return { status: 201, route: SESSIONS_PATH, session: minted.record };
+    } finally {
+      release();
     }
-    sendJson(res, 201, { session_token: minted.token, ...describe(minted.record) }, requestId);
-    return { status: 201, route: SESSIONS_PATH, session: minted.record };
   }
   const session = principal.session;
   if (session === null) throw new AirlockError('invalid_request', `${CURRENT_PATH} is about the session you call with; send a session token (als_...).`);
