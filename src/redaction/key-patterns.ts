@@ -316,14 +316,21 @@ function scanBlock(data: Buffer, at: number, final: boolean, out: number[], note
 }
 
 /**
- * Whether text starts like a known key shape (sk-, ghp_, AKIA, ...) or holds an Airlock token: such
- * text is never taken for a name, nor repeated (config problems, secret references, `airlock secrets`).
+ * Whether text holds a key the built-in rules would mask (sk-, ghp_, AKIA, ... followed by at least the
+ * rule's shortest run of its characters, or a PEM private key block) or an Airlock token: such text is
+ * never taken for a name, nor repeated (config problems, secret references, `airlock secrets`).
+ *
+ * Judged by the redactor's own scan of the rules, so text is refused exactly when output holding it
+ * would be masked: a prefix alone refused plain names such as sk-prod, AKIA_X or ghp_notes (found by
+ * review). It errs towards "a key" where it can without refusing names: the whole text is scanned, not
+ * only its start (NAME=sk-... is refused too), and a PEM block counts. It keeps the redactor's word
+ * boundary, or task-scheduler-service-token and risk-engine-api-credentials would be refused as sk- keys.
+ * A fresh RuleSet each time, as no module state may be mutable and a RuleSet keeps scratch state; these
+ * checks are rare (config load, the CLI), and without SIMD no WebAssembly module is built for them.
  */
 export function looksLikeKey(text: string): boolean {
   if (TOKEN_IN_TEXT.test(text)) return true;
-  for (const name of BUILTIN_RULE_NAMES) {
-    const rule = BUILTIN_RULES[name];
-    if (rule.kind === 'run' && rule.prefixes.some((prefix) => text.startsWith(prefix.toString('utf8')))) return true;
-  }
-  return false;
+  const found: number[] = [];
+  new RuleSet(BUILTIN_RULE_NAMES.map((name) => BUILTIN_RULES[name]), { simd: false }).scan(Buffer.from(text, 'utf8'), -1, true, found);
+  return found.length > 0;
 }

@@ -1,0 +1,68 @@
+/**
+ * looksLikeKey: what is never taken for a name nor repeated. Text is refused when the built-in key
+ * shapes would mask it (a prefix followed by at least the rule's shortest run) or it holds an Airlock
+ * token; a prefix followed by a short run is an ordinary name (found by review: sk-prod, AKIA_X and
+ * ghp_notes were refused as keys).
+ */
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { generateAgentToken } from '../../src/identity/agent-token.js';
+import { looksLikeKey } from '../../src/redaction/key-patterns.js';
+import { canary } from '../helpers/canary.js';
+
+const UPPER_DIGITS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789';
+const ALNUM = `${UPPER_DIGITS}abcdefghijklmnopqrstuvwxyz`;
+
+/** A unique run of `length` characters from `alphabet`: every key below is a canary. */
+function run(alphabet: string, length: number): string {
+  return [...randomBytes(length)].map((b) => alphabet[b % alphabet.length]).join('');
+}
+
+describe('looksLikeKey', () => {
+  it.each([
+    'sk-prod',
+    'sk-prod-billing',
+    'sk_live_notes',
+    'AKIA_X',
+    'AKIA-rotation-notes',
+    'ASIA_session',
+    'ghp_notes',
+    'github_pat_readme',
+    'github-token',
+    'GITHUB_TOKEN',
+    'OPENAI_API_KEY',
+    'openai-key',
+    'stripe_live_key',
+    'xoxb-bot',
+    'AIza-maps',
+    'alk_notes',
+    // The redactor's word boundary: sk- inside a word is no key (21+ characters follow each).
+    'task-scheduler-service-token',
+    'risk-engine-api-credentials',
+    'secret/stripe',
+    'api_key',
+  ])('%s is a name', (name) => {
+    expect(looksLikeKey(name)).toBe(false);
+  });
+
+  const agent = generateAgentToken().token;
+  it.each([
+    ['a full-length OpenAI project key', `sk-proj-${run(ALNUM, 48)}`],
+    ['a canary sk- key', canary('looks-like-key')],
+    ['an OpenAI key with the shortest run masked', `sk-${run(ALNUM, 20)}`],
+    ['a Stripe live secret key', `sk_live_${run(ALNUM, 24)}`],
+    ['a Stripe restricted key', `rk_live_${run(ALNUM, 24)}`],
+    ['an AWS access key id', `AKIA${run(UPPER_DIGITS, 16)}`],
+    ['an AWS temporary access key id', `ASIA${run(UPPER_DIGITS, 16)}`],
+    ['a GitHub classic token', `ghp_${run(ALNUM, 36)}`],
+    ['a GitHub fine-grained token', `github_pat_${run(ALNUM, 22)}_${run(ALNUM, 59)}`],
+    ['a Slack bot token', `xoxb-${run('0123456789', 12)}-${run(ALNUM, 24)}`],
+    ['a Google API key', `AIza${run(ALNUM, 35)}`],
+    ['an Airlock agent token', agent],
+    ['an Airlock token inside a word', `key${agent}`],
+    ['a key after NAME=', `OPENAI_API_KEY=sk-proj-${run(ALNUM, 48)}`],
+    ['a PEM private key header', `-----BEGIN PRIVATE KEY-----${run(ALNUM, 20)}`],
+  ])('%s is refused', (_what, key) => {
+    expect(looksLikeKey(key)).toBe(true);
+  });
+});
