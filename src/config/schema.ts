@@ -168,6 +168,11 @@ const serviceSpec = z.strictObject({
   ca: z.string().optional().describe('PEM file of extra CA certificates trusted for this upstream, besides the system CAs'),
   max_connections: z.number().int().positive().default(64).describe('upper bound of open connections to the upstream'),
   max_body_bytes: z.number().int().positive().optional().describe('request body limit for this service; default limits.max_body_bytes'),
+  strip_headers: z
+    .array(headerName)
+    .default([])
+    .describe('request headers removed before forwarding, besides those Airlock always removes: credentials of another kind an agent may send along (Cookie, X-Auth-Token)'),
+  strip_query: z.array(z.string().min(1)).default([]).describe('query keys removed before forwarding (key[] and key[0] too), besides the credential\'s own'),
   timeouts: timeoutsSpec.default({ connect: 10, headers: 60, body: 300 }),
   credential: credentialSpec,
   redact: redactSpec.default({

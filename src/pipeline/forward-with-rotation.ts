@@ -62,8 +62,9 @@ async function send(input: RotationInput, injected: Credential, capture: Readonl
     query: input.target.query,
     clientAddress: req.socket.remoteAddress,
   });
-  // Every place a credential of this service goes, not only this one's (compile-policy.ts injectionTargets).
-  const targets = input.service.injectionTargets;
+  // Every place a credential of this service goes, not only this one's, and the service's strip lists
+  // (compile-policy.ts strippedFromAgent).
+  const targets = input.service.strippedFromAgent;
   for (const name of targets.headers) outbound.removeHeader(name);
   for (const key of targets.queryKeys) outbound.removeQueryKey(key);
   injectCredential(outbound, input.plan, injected);

@@ -42,12 +42,12 @@ export interface ServicePolicy {
   readonly credential: CredentialPlan;
   readonly redaction: ServiceRedaction;
   /**
-   * Where any credential of this service goes (its own and its grants' overrides): header names and
-   * query keys. An agent's copy of each is removed before injection, whichever credential this request
-   * injects (found by review: a grant that injects as bearer let the agent's own ?api_key= through to
-   * a service whose own credential is that query key).
+   * Header names and query keys removed from the agent's request before injection: where any credential
+   * of this service goes (its own and its grants' overrides), whichever credential this request injects
+   * (found by review: a grant that injects as bearer let the agent's own ?api_key= through to a service
+   * whose own credential is that query key), and the service's `strip_headers` and `strip_query`.
    */
-  readonly injectionTargets: { readonly headers: readonly string[]; readonly queryKeys: readonly string[] };
+  readonly strippedFromAgent: { readonly headers: readonly string[]; readonly queryKeys: readonly string[] };
 }
 
 export interface GrantPolicy {
@@ -89,13 +89,13 @@ function compileCredential(spec: DeepReadonly<CredentialSpec>): CredentialPlan {
   });
 }
 
-function compileInjectionTargets(service: ServiceConfig, config: AirlockConfig): ServicePolicy['injectionTargets'] {
+function compileStrippedFromAgent(service: ServiceConfig, config: AirlockConfig): ServicePolicy['strippedFromAgent'] {
   const specs = [service.credential.inject];
   for (const agent of Object.values(config.agents)) {
     for (const grant of agent.credentials) if (grant.service === service.name && grant.credential !== undefined) specs.push(grant.credential.inject);
   }
-  const headers = new Set<string>();
-  const queryKeys = new Set<string>();
+  const headers = new Set<string>(service.strip_headers.map((name) => name.toLowerCase()));
+  const queryKeys = new Set<string>(service.strip_query);
   for (const spec of specs as ReadonlyArray<CredentialSpec['inject']>) {
     // bearer and basic go in Authorization, a token carrier every request has removed already.
     if (typeof spec === 'object' && 'header' in spec) headers.add(spec.header.toLowerCase());
@@ -168,7 +168,7 @@ export function compilePolicy(config: AirlockConfig): Policy {
       routes: compileRouteTable(service.routes as RouteSpecList),
       credential: compileCredential(service.credential),
       redaction: compileRedaction(service, config),
-      injectionTargets: compileInjectionTargets(service, config),
+      strippedFromAgent: compileStrippedFromAgent(service, config),
     });
     services.push(compiled);
     serviceByName.set(service.name, compiled);
