@@ -12,12 +12,40 @@
  * audience, subject and claims all match is the agent, and a token that more than one matches is refused.
  */
 import { createHash, createPublicKey } from 'node:crypto';
-import { createRemoteJWKSet, decodeJwt, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type KeyObject } from 'jose';
+import { createRemoteJWKSet, customFetch, decodeJwt, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type KeyObject } from 'jose';
 import { LRUCache } from 'lru-cache';
 import type { JwtSpec } from '../config/schema.js';
 import type { DeepReadonly } from '../config/types.js';
 
 const CLOCK_TOLERANCE_S = 30;
+
+/**
+ * A JWKS is a few public keys (a Kubernetes issuer's is ~2 KB). jose reads the whole answer before
+ * parsing it, so an endpoint that answered with an endless or huge body (compromised, or a wrong URL
+ * pointing at a download) would be buffered whole in the proxy's memory; past this it is refused, read
+ * no further, and the JWT fails verification (401), as when the endpoint is down.
+ */
+const JWKS_MAX_BYTES = 256 * 1024;
+
+/** jose's fetch with a byte cap on the answer (the options, redirect: manual included, passed as given). */
+async function fetchBoundedJwks(url: string, options: RequestInit): Promise<Response> {
+  const response = await fetch(url, options);
+  if (Number(response.headers.get('content-length')) > JWKS_MAX_BYTES) {
+    await response.body?.cancel();
+    throw new Error(`the JWKS at ${url} is larger than ${JWKS_MAX_BYTES} bytes`);
+  }
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  if (response.body !== null) {
+    // Leaving the loop early cancels the stream, so the rest is never read.
+    for await (const chunk of response.body) {
+      total += chunk.byteLength;
+      if (total > JWKS_MAX_BYTES) throw new Error(`the JWKS at ${url} is larger than ${JWKS_MAX_BYTES} bytes`);
+      chunks.push(chunk);
+    }
+  }
+  return new Response(Buffer.concat(chunks), { status: response.status, statusText: response.statusText, headers: response.headers });
+}
 
 interface Candidate {
   readonly agent: string;
@@ -57,7 +85,7 @@ export class JwtVerifier {
         agent: agent.name,
         spec,
         keys: spec.keys.map((pem) => createPublicKey(pem)),
-        jwks: spec.jwks_url === undefined ? null : createRemoteJWKSet(new URL(spec.jwks_url), { timeoutDuration: 5_000, cooldownDuration: 30_000 }),
+        jwks: spec.jwks_url === undefined ? null : createRemoteJWKSet(new URL(spec.jwks_url), { timeoutDuration: 5_000, cooldownDuration: 30_000, [customFetch]: fetchBoundedJwks }),
       };
       const list = this.#byIssuer.get(spec.issuer) ?? [];
       list.push(candidate);
