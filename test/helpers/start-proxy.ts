@@ -31,6 +31,8 @@ export interface ProxyOptions {
   env?: Record<string, string>;
   /** Reuse a data_dir (e.g. one a CLI test wrote secrets into); default a fresh temporary one. */
   dataDir?: string;
+  /** The proxy's clock (AirlockOptions.now): a test moves it on so that time passes without a wait. */
+  now?: () => Date;
 }
 
 export function tempDir(prefix = 'airlock-test-'): string {
@@ -56,6 +58,7 @@ export async function startProxy(input: Record<string, unknown>, options: ProxyO
     airlock = await startAirlock(config, {
       env: options.env ?? {},
       logDestination: { write: (line: string) => void logLines.push(line) },
+      ...(options.now === undefined ? {} : { now: options.now }),
     });
   } catch (error) {
     abandon();

@@ -9,11 +9,14 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { EncryptedSecretFile, SecretFileError } from '../../src/credentials/encrypted-secret-file.js';
-import { assertNoLeak } from '../helpers/assert-no-leak.js';
+import { EncryptedSecretFile } from '../../src/credentials/encrypted-secret-file.js';
+import { generateAgentToken } from '../../src/identity/agent-token.js';
+import { assertNoLeak, type Surface } from '../helpers/assert-no-leak.js';
 import { canary, plainCanary } from '../helpers/canary.js';
-import { runCliCapture } from '../helpers/operator.js';
-import { tempDir } from '../helpers/start-proxy.js';
+import { runCliCapture, writeConfigFile, type CliRun } from '../helpers/operator.js';
+import { sendRequest, type Problem, type SentResponse } from '../helpers/send-request.js';
+import { startProxy, tempDir } from '../helpers/start-proxy.js';
+import { startUpstream } from '../helpers/start-upstream.js';
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -66,39 +69,89 @@ describe('airlock (dispatch) does not repeat what it refuses', () => {
 });
 
 describe('the secrets file: an entry that does not decrypt', () => {
-  function damagedStore(names: readonly string[]): EncryptedSecretFile {
+  const agent = generateAgentToken();
+
+  /** A data_dir whose secrets file holds `names`, the first two with their ciphertexts swapped. */
+  function damagedStore(names: readonly string[]): { dir: string; masterKey: string; values: string[] } {
     const dir = tempDir('airlock-refused-secrets-');
     dirs.push(dir);
-    const store = new EncryptedSecretFile(dir, randomBytes(32));
-    for (const name of names) store.set(name, canary(`value-${names.indexOf(name)}`), new Date());
+    const key = randomBytes(32);
+    const store = new EncryptedSecretFile(dir, key);
+    const values = names.map((_name, index) => canary(`value-${index}`));
+    names.forEach((name, index) => store.set(name, values[index] as string, new Date()));
     // Swap the two entries' ciphertexts: each is sealed with its own name, so neither decrypts.
     const document = JSON.parse(readFileSync(join(dir, 'secrets.json'), 'utf8')) as { secrets: Record<string, unknown> };
     const [a, b] = names as [string, string];
     [document.secrets[a], document.secrets[b]] = [document.secrets[b], document.secrets[a]];
     writeFileSync(join(dir, 'secrets.json'), JSON.stringify(document));
-    return store;
+    return { dir, masterKey: key.toString('hex'), values };
   }
 
-  function readAllError(store: EncryptedSecretFile): string {
+  /**
+   * What people see of it: the operator's `airlock secrets list` (the real CLI), and an agent's request
+   * through a real Airlock on that data_dir to a service whose credential is file:`wanted`.
+   */
+  async function seenOf(damaged: { dir: string; masterKey: string }, wanted: string): Promise<{ list: CliRun; response: SentResponse; upstreamCalls: number; surfaces: Surface[] }> {
+    const env = { AIRLOCK_MASTER_KEY: damaged.masterKey };
+    const configFile = writeConfigFile(damaged.dir, { listen: '127.0.0.1:0', data_dir: damaged.dir, services: {}, agents: {} });
+    const list = await runCliCapture(['secrets', 'list', '--config', configFile], env, []);
+    const upstream = await startUpstream();
+    const proxy = await startProxy(
+      {
+        services: { api: { upstream: upstream.url, credential: { secret: `file:${wanted}`, inject: 'bearer' }, routes: [{ method: 'GET', path: '/v1/*', scope: 'api:call' }] } },
+        agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'api', max_scope: ['*'] }] } },
+      },
+      { dataDir: damaged.dir, env },
+    );
     try {
-      store.readAll();
-    } catch (error) {
-      expect(error).toBeInstanceOf(SecretFileError);
-      return (error as Error).message;
+      const response = await sendRequest(`${proxy.url}/api/v1/items`, { headers: { authorization: `Bearer ${agent.token}` } });
+      return {
+        list,
+        response,
+        upstreamCalls: upstream.requests.length,
+        surfaces: [
+          { name: 'secrets list stdout', text: list.stdout },
+          { name: 'secrets list stderr', text: list.stderr },
+          { name: 'response', text: `${JSON.stringify(response.headers)}\n${response.text}` },
+          { name: 'proxy log', text: proxy.logLines.join('') },
+          { name: 'audit', text: proxy.auditText() },
+        ],
+      };
+    } finally {
+      await proxy.close();
+      await upstream.close();
     }
-    throw new Error('readAll did not refuse the damaged file');
   }
 
-  it('whose name looks like a key is not named, and the message says how to find and remove it', () => {
+  it('whose name looks like a key is not named to the operator or the agent; both are told how to find and remove it', async () => {
     const keyName = canary('secret-name');
-    const message = readAllError(damagedStore([keyName, 'plain-name']));
-    expect(message).toContain('whose name looks like a key (not repeated here) does not decrypt');
-    expect(message).toContain('`npx airlock secrets list` marks it DAMAGED');
-    assertNoLeak([keyName], [{ name: 'error', text: message }]);
+    const damaged = damagedStore([keyName, 'plain-name']);
+    const { list, response, upstreamCalls, surfaces } = await seenOf(damaged, 'plain-name');
+    expect(list.code).toBe(1);
+    expect(list.stdout).toMatch(/^\(a name that looks like a key, not shown\)\t.*\tDAMAGED: does not decrypt$/m);
+    expect(list.stdout).toMatch(/^plain-name\t.*\tDAMAGED: does not decrypt$/m);
+    expect(list.stderr).toContain('Damaged (the file was edited, or an entry moved): (a name that looks like a key, not shown), plain-name.');
+    // The whole file is refused while an entry is damaged: the agent gets 503 and nothing is sent upstream.
+    expect(response.status).toBe(503);
+    expect(response.json<Problem>().code).toBe('credential_unavailable');
+    expect(response.json<Problem>().detail).toContain('whose name looks like a key (not repeated here) does not decrypt');
+    expect(response.json<Problem>().detail).toContain('`npx airlock secrets list` marks it DAMAGED');
+    expect(upstreamCalls).toBe(0);
+    assertNoLeak([keyName, damaged.masterKey, agent.token, ...damaged.values], surfaces);
   });
 
-  it('with a plain name is still named, with the command that sets it again', () => {
-    const message = readAllError(damagedStore(['openai', 'github']));
-    expect(message).toMatch(/^secret "openai" in .* does not decrypt: .* `npx airlock secrets set openai`$/);
+  it('with a plain name is still named, with the command that sets it again', async () => {
+    const damaged = damagedStore(['openai', 'github']);
+    const { list, response, upstreamCalls, surfaces } = await seenOf(damaged, 'openai');
+    expect(list.code).toBe(1);
+    expect(list.stdout).toMatch(/^github\t.*\tDAMAGED: does not decrypt$/m);
+    expect(list.stdout).toMatch(/^openai\t.*\tDAMAGED: does not decrypt$/m);
+    expect(list.stderr).toContain('Damaged (the file was edited, or an entry moved): openai, github.');
+    expect(list.stderr).toContain('Set each again: npx airlock secrets set openai');
+    expect(response.status).toBe(503);
+    expect(response.json<Problem>().code).toBe('credential_unavailable');
+    expect(response.json<Problem>().detail).toMatch(/secret "openai" in .* does not decrypt: .* `npx airlock secrets set openai`/);
+    expect(upstreamCalls).toBe(0);
+    assertNoLeak([damaged.masterKey, agent.token, ...damaged.values], surfaces);
   });
 });

@@ -126,13 +126,22 @@ describe('a withdrawn secret is not served as last known good', () => {
   it('vault: a store that cannot be reached still serves the last known good value (max_staleness)', async () => {
     vault.putSecret('secret', 'withdrawn', { api_key: vaultKey });
     await eventually('the value written again is served', async () => (await call('vaulted')).status === 200, 8_000, 100);
-    await vault.setDown(true, 'refuse');
+    const dropped = vault.droppedConnections;
+    const answered = vault.requests.length;
+    // 'reset': the port stays bound and each connection Airlock opens is cut at once (and counted).
+    await vault.setDown(true, 'reset');
     try {
-      // Past the 1 s ttl the cache asks Vault, which refuses connections: an outage, not a withdrawal.
-      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      // Past the 1 s ttl the cache asks Vault, which cannot be reached: an outage, not a withdrawal. Each
+      // request meanwhile is served the last known good value.
+      await eventually('Airlock to ask Vault during the outage', async () => {
+        expect((await call('vaulted')).status).toBe(200);
+        return vault.droppedConnections > dropped;
+      }, 8_000, 100);
       const sentBefore = injected(vaultKey);
       for (let i = 0; i < 3; i++) expect((await call('vaulted')).status).toBe(200);
       expect(injected(vaultKey)).toBe(sentBefore + 3);
+      // Vault answered nothing during the outage: the value sent is the one read before it.
+      expect(vault.requests.length).toBe(answered);
     } finally {
       await vault.setDown(false);
     }

@@ -78,11 +78,16 @@ function rig(tokenUrl: string, credential: Record<string, unknown> = {}): Rig {
   };
 }
 
-/** A token endpoint answering `expires_in` written as raw JSON text (undefined: left out), or 503 when down. */
-async function rawEndpoint(): Promise<{ url: string; expiresIn: string | undefined; down: boolean; requests(): number }> {
-  const state = { url: '', expiresIn: undefined as string | undefined, down: false, requests: () => upstream.requests.length };
+/**
+ * A token endpoint answering `expires_in` written as raw JSON text (undefined: left out), or 503 when down.
+ * `answered` is the status of each request it got, in order.
+ */
+async function rawEndpoint(): Promise<{ url: string; expiresIn: string | undefined; down: boolean; requests(): number; readonly answered: number[]; readonly upstream: Upstream }> {
+  const state = { expiresIn: undefined as string | undefined, down: false };
+  const answered: number[] = [];
   const upstream = await startUpstream((_req, res) => {
     if (state.down) {
+      answered.push(503);
       res.writeHead(503, { 'content-type': 'application/json' });
       res.end('{"error":"temporarily_unavailable"}');
       return;
@@ -90,12 +95,12 @@ async function rawEndpoint(): Promise<{ url: string; expiresIn: string | undefin
     const token = canary('lifetime-at');
     minted.push(token);
     const body = `{"access_token":${JSON.stringify(token)},"token_type":"Bearer"${state.expiresIn === undefined ? '' : `,"expires_in":${state.expiresIn}`}}`;
+    answered.push(200);
     res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
     res.end(body);
   });
   servers.push(upstream);
-  state.url = `${upstream.url}/token`;
-  return state;
+  return Object.assign(state, { url: `${upstream.url}/token`, requests: () => upstream.requests.length, answered, upstream });
 }
 
 afterEach(async () => {
@@ -118,7 +123,7 @@ describe('an answer without a finite positive expires_in', () => {
     ['not a number', '"soon"'],
     ['1e400 (Infinity once parsed)', '1e400'],
   ] as const) {
-    it(`${label}: the token lives secrets.cache.ttl, then is fetched again; with the endpoint down, 503 past it`, async () => {
+    it(`${label}: the token lives secrets.cache.ttl, then is fetched again`, async () => {
       const endpoint = await rawEndpoint();
       endpoint.expiresIn = raw;
       const { advance, token } = rig(endpoint.url, { max_staleness: 60 });
@@ -130,10 +135,34 @@ describe('an answer without a finite positive expires_in', () => {
       const second = await token();
       expect(second).not.toBe(first);
       expect(endpoint.requests()).toBe(2);
-      // The endpoint fails: the token is not served past its assumed end, let alone for 30 days.
+    });
+
+    // On its own (not after a refetch that would already fail if the token outlived its assumed end), and
+    // under secrets.cache.max_staleness (900 s), which alone would let the token be served three times as long.
+    it(`${label}: with the endpoint down, the token is served until its assumed end, then 503 whatever time has passed`, async () => {
+      const endpoint = await rawEndpoint();
+      endpoint.expiresIn = raw;
+      const { advance, token } = rig(endpoint.url);
+      const first = await token();
+      expect(endpoint.answered).toEqual([200]);
       endpoint.down = true;
+      advance(60_000);
+      expect(await token()).toBe(first);
+      // Within its life the endpoint is not asked, down or not.
+      expect(endpoint.answered).toEqual([200]);
+      // 301 s after it was fetched: past its assumed end (secrets.cache.ttl, 300 s), well inside max_staleness.
+      advance(241_000);
+      await expect(token()).rejects.toMatchObject({ code: 'credential_unavailable', detail: expect.stringContaining('answered 503 without an access token') });
+      // The broker asked the endpoint at that moment, once, rather than serving the token it had.
+      expect(endpoint.answered).toEqual([200, 503]);
       advance(30 * DAY);
       await expect(token()).rejects.toMatchObject({ code: 'credential_unavailable' });
+      expect(endpoint.answered).toEqual([200, 503, 503]);
+      for (const request of endpoint.upstream.requests) {
+        expect(request.method).toBe('POST');
+        expect(request.target).toBe('/token');
+        expect(new URLSearchParams(request.body.toString('utf8')).get('grant_type')).toBe('client_credentials');
+      }
     });
   }
 

@@ -8,6 +8,8 @@
  *    narrowed from it; sessions minted with the agent's other tokens are not affected;
  *  - a session older than the smallest max_ttl its grants now have is refused (401).
  * Real proxies, real upstream, reloads through RunningAirlock.reload and a restart on the same data_dir.
+ * The proxies run on a clock the test moves on (AirlockOptions.now), so sessions age without a wait
+ * and a loaded machine's pace decides nothing.
  */
 import { generateKeyPairSync } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -19,7 +21,6 @@ import { buildConfig } from '../../src/config/load-config.js';
 import { generateAgentToken, generateSessionToken } from '../../src/identity/agent-token.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
-import { sleep } from '../helpers/operator.js';
 import { sendRequest, type Problem, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
@@ -52,6 +53,12 @@ describe('a session stands only while its minting credential and max_ttl do', ()
     };
   }
 
+  /** The proxies' clock: the real one, moved on by `skewMs`. */
+  let skewMs = 0;
+  const clock = (): Date => new Date(Date.now() + skewMs);
+
+  const start = (next: Record<string, unknown>): Promise<ProxyFixture> => startProxy(next, { dataDir, env: { STANDING_KEY: serviceKey }, now: clock });
+
   async function reload(next: Record<string, unknown>): Promise<void> {
     const built = buildConfig({ listen: '127.0.0.1:0', data_dir: dataDir, ...next }, { baseDir: dataDir });
     if (built.config === null) throw new Error(built.problems.map((p) => formatProblem(p, null)).join('\n'));
@@ -61,12 +68,12 @@ describe('a session stands only while its minting credential and max_ttl do', ()
   async function restart(next: Record<string, unknown>): Promise<void> {
     logs.push(proxy.logLines.join(''));
     await proxy.close();
-    proxy = await startProxy(next, { dataDir, env: { STANDING_KEY: serviceKey } });
+    proxy = await start(next);
   }
 
   beforeAll(async () => {
     upstream = await startUpstream();
-    proxy = await startProxy(input([leaked.hash, kept.hash], 600), { dataDir, env: { STANDING_KEY: serviceKey } });
+    proxy = await start(input([leaked.hash, kept.hash], 600));
   });
 
   afterAll(async () => {
@@ -167,16 +174,20 @@ describe('a session stands only while its minting credential and max_ttl do', ()
     await reload(input([kept.hash], 600));
     const older = await mint(kept.token, 300);
     expect((await call(older)).status).toBe(200);
-    await sleep(1_200);
-    await reload(input([kept.hash], 1));
+    // Two minutes pass on the proxy's clock: `older` is 120 s old, within its own ttl of 300 s.
+    skewMs += 120_000;
+    expect((await call(older)).status).toBe(200);
+    await reload(input([kept.hash], 60));
     const refused = expectRefused(await call(older), 'a session older than the new max_ttl');
-    expect(refused.detail).toContain('max_ttl of 1 seconds');
-    const younger = await mint(kept.token, 1);
+    expect(refused.detail).toContain('max_ttl of 60 seconds');
+    // Minted now, it is as old as the real time this test takes from here: far below a minute.
+    const younger = await mint(kept.token, 60);
     expect((await call(younger)).status).toBe(200);
     // And after a restart under the lowered max_ttl.
     audits.push(proxy.auditText());
-    await restart(input([kept.hash], 1));
+    await restart(input([kept.hash], 60));
     expectRefused(await call(older), 'after a restart');
+    expect((await call(younger)).status).toBe(200);
   });
 
   it('a session minted before sessions recorded their minting credential keeps working until it expires', async () => {

@@ -1,15 +1,17 @@
 /**
  * Secrets at rest (seal-text.ts, used by the embedded secrets file and the OAuth2 tokens replicas share
  * through Redis): what was sealed opens with the same key and associated data, and with nothing else;
- * and in the secrets file, an entry moved under another name does not decrypt.
+ * and in the secrets file, an entry moved under another name does not decrypt, and `airlock secrets list`
+ * (the real CLI) says which entries are damaged and what to do, without a value.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { EncryptedSecretFile, SecretFileError } from '../../src/credentials/encrypted-secret-file.js';
 import { openText, sealText } from '../../src/credentials/seal-text.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { plainCanary } from '../helpers/canary.js';
+import { runCliCapture, writeConfigFile } from '../helpers/operator.js';
 import { tempDir } from '../helpers/start-proxy.js';
 
 describe('sealText / openText', () => {
@@ -41,7 +43,7 @@ describe('sealText / openText', () => {
 });
 
 describe('the embedded secrets file', () => {
-  it('refuses an entry moved under another name, naming the entry', () => {
+  it('refuses an entry moved under another name, naming the entry; `airlock secrets list` marks both and says what to do', async () => {
     const dir = tempDir('seal-file-');
     const key = randomBytes(32);
     const file = new EncryptedSecretFile(dir, key);
@@ -61,7 +63,22 @@ describe('the embedded secrets file', () => {
     }
     expect(thrown).toBeInstanceOf(SecretFileError);
     expect(String((thrown as Error).message)).toMatch(/secret "(openai|github)" .* does not decrypt/);
-    assertNoLeak([openai, github], [{ name: 'error', text: String((thrown as Error).message) }, { name: 'file', text: readFileSync(file.path, 'utf8') }]);
+    // What the operator sees: the real CLI on that data_dir, with that master key.
+    const masterKey = key.toString('hex');
+    const configFile = writeConfigFile(dir, { listen: '127.0.0.1:0', data_dir: dir, services: {}, agents: {} });
+    const listed = await runCliCapture(['secrets', 'list', '--config', configFile], { AIRLOCK_MASTER_KEY: masterKey }, []);
+    expect(listed.code).toBe(1);
+    expect(listed.stdout).toMatch(/^github\t.*\tDAMAGED: does not decrypt$/m);
+    expect(listed.stdout).toMatch(/^openai\t.*\tDAMAGED: does not decrypt$/m);
+    expect(listed.stderr).toContain('Damaged (the file was edited, or an entry moved): openai, github. Until they are set again, a running Airlock cannot read any file: secret.');
+    expect(listed.stderr).toContain('Set each again: npx airlock secrets set openai');
+    assertNoLeak([openai, github, masterKey], [
+      { name: 'error', text: String((thrown as Error).message) },
+      { name: 'file', text: readFileSync(file.path, 'utf8') },
+      { name: 'secrets list stdout', text: listed.stdout },
+      { name: 'secrets list stderr', text: listed.stderr },
+    ]);
+    rmSync(dir, { recursive: true, force: true });
   });
 
   // Found by probing the CLI: `null` in secrets.json gave "Cannot read properties of null (reading 'format')".
