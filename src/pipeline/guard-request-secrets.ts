@@ -43,17 +43,19 @@ function decodeEscape(_escape: string, hex: string): string {
 
 export function guardRequestSecrets(index: SecretIndex, target: string, rawHeaders: readonly string[]): void {
   let carried = target;
-  let elsewhere = target;
+  // A token cannot span the pieces (none of its characters is a line break), so each piece is tested on
+  // its own rather than joined into a second string.
+  let misplacedToken = TOKEN_IN_TEXT.test(target);
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i] as string;
     const value = rawHeaders[i + 1] as string;
     // Names too: node takes a token or a key as a header name, and the name is forwarded (found by review).
     carried += `\n${name}\n${value}`;
-    elsewhere += TOKEN_CARRIER_HEADERS.has(name.toLowerCase()) ? `\n${name}` : `\n${name}\n${value}`;
+    if (!misplacedToken) misplacedToken = TOKEN_IN_TEXT.test(name) || (!TOKEN_CARRIER_HEADERS.has(name.toLowerCase()) && TOKEN_IN_TEXT.test(value));
   }
   const ref = SecretDetector.findIn(index, carried);
   if (ref !== null) throw carriesManagedSecret(ref);
-  if (TOKEN_IN_TEXT.test(elsewhere)) {
+  if (misplacedToken) {
     throw new AirlockError('invalid_request', 'An Airlock agent or session token appears in the query string or in a header that is not an API-key header; it would be forwarded upstream. Send it only as the API key (Authorization, x-api-key, api-key).');
   }
 }
