@@ -21,6 +21,7 @@ import type { Registry } from 'prom-client';
 import type { Pool } from 'undici';
 import { createAdminServer, type AdminChange, type AdminContext } from './admin/admin-api.js';
 import { adminDirectory } from './admin/authenticate-admin.js';
+import { workerCount } from './cli/run-cluster.js';
 import { parseListen } from './config/schema.js';
 import type { AirlockConfig } from './config/types.js';
 import { createCredentialBroker, type CredentialBroker } from './credentials/credential-broker.js';
@@ -51,6 +52,7 @@ import { GovernanceState } from './state/governance-state.js';
 import { MemoryRateLimiter } from './state/memory-rate-limiter.js';
 import type { RedisStateBackend } from './state/redis-backend.js';
 import { RedisRateLimiter } from './state/redis-rate-limiter.js';
+import { otherWorkerOwners, restrictionFileOwner, UnsavedRestrictionFiles } from './state/unsaved-restriction-files.js';
 import { createOriginPool } from './upstream/origin-pool.js';
 import { environmentProblems } from './config/assess-environment.js';
 import { makePrivateDir } from './state/make-private-dir.js';
@@ -505,7 +507,16 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
     onWebhookDrop: (count) => metrics.auditWebhookDropped.inc(count),
   });
   await audit.open();
-  const state = new GovernanceState(redis ?? new FileStateBackend(join(config.data_dir, 'state.jsonl')), nowMs, logger);
+  // Restrictions the store cannot take yet are kept in data_dir too, one file per worker (a single
+  // process is "main"), and whatever a stopped process left there is enforced again at start.
+  const restrictionOwner = restrictionFileOwner(options.clusterRestrictions == null ? undefined : options.env['AIRLOCK_WORKER_ID']);
+  const unsavedRestrictions = new UnsavedRestrictionFiles({
+    dir: join(config.data_dir, 'unsaved-restrictions'),
+    owner: restrictionOwner,
+    liveOwners: otherWorkerOwners(restrictionOwner, workerCount(config.workers)),
+    logger,
+  });
+  const state = new GovernanceState(redis ?? new FileStateBackend(join(config.data_dir, 'state.jsonl')), nowMs, logger, unsavedRestrictions);
   await state.start();
   // Under workers, a restriction one worker could not write to Redis holds on every worker (run-cluster.ts).
   const restrictions = options.clusterRestrictions ?? null;

@@ -8,7 +8,9 @@
  * Restrictions made while Redis is unreachable (a revocation, a session ended) hold at once only on the
  * worker that took the admin call, which queues them for Redis (governance-state.ts). The primary relays
  * them to the other workers over the cluster IPC (serveRestrictionRelay), so the kill switch holds on
- * every worker during an outage, and lives on in them if the first one dies before Redis is back.
+ * every worker during an outage, and lives on in them if the first one dies before Redis is back. Each
+ * worker also keeps them in data_dir (w<N>.jsonl, state/unsaved-restriction-files.ts), so they survive
+ * every worker, and the primary, stopping: the next worker to start enforces and writes them.
  */
 import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
@@ -126,8 +128,8 @@ export function isRestrictionMessage(message: unknown): message is RestrictionMe
 /**
  * In the primary: every restriction a worker sends is passed on to every other worker still connected.
  * The sender is left out (it holds the restriction already), so nothing echoes. Nothing is kept here:
- * a worker forked later loads the state from Redis, and replaying an old revocation to it could undo a
- * restore made since. Returns how to stop.
+ * a worker forked later loads the state from Redis (and what the workers still keep in data_dir), and
+ * replaying an old revocation to it could undo a restore made since. Returns how to stop.
  */
 export function serveRestrictionRelay(): () => void {
   const onMessage = (from: Worker, message: unknown): void => {

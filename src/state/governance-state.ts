@@ -9,6 +9,7 @@ import { REVOCATION_KINDS, type ApprovalRecord, type GovernanceEvent, type Revoc
 import type { Logger } from 'pino';
 import { AirlockError } from '../errors.js';
 import { StateConflictError, type StateBackend } from './state-backend.js';
+import type { UnsavedRestrictionFiles } from './unsaved-restriction-files.js';
 
 /** What became of a change: kept in the backend, or (a restriction while it is unreachable) only here for now. */
 export type RecordOutcome = 'kept' | 'pending';
@@ -47,7 +48,7 @@ export class GovernanceState {
    * and a session ended elsewhere during a reload came back (review finding: resync race).
    */
   #heard: GovernanceEvent[] | null = null;
-  /** Restrictions applied here that the backend could not keep yet: written first when it is back. */
+  /** Restrictions applied here that the backend could not keep yet: written first when it is back (and meanwhile kept on disk, #kept). */
   readonly #unsaved: GovernanceEvent[] = [];
   /** Hear each restriction made here that the backend could not keep (onUnsaved). */
   readonly #unsavedListeners = new Set<(event: GovernanceEvent) => void>();
@@ -60,11 +61,18 @@ export class GovernanceState {
   #sweepAt = SWEEP_FLOOR;
   #resyncs: Promise<void> = Promise.resolve();
   readonly #logger: Pick<Logger, 'warn'> | null;
+  /**
+   * Where #unsaved is also kept on disk, or null (tests of the state alone). In memory only, a
+   * restriction made while the store was unreachable was lost when every process holding it stopped
+   * before the store was back, and the revoked agent worked again after a restart (fail open).
+   */
+  readonly #kept: UnsavedRestrictionFiles | null;
 
-  constructor(backend: StateBackend, now: () => number = Date.now, logger: Pick<Logger, 'warn'> | null = null) {
+  constructor(backend: StateBackend, now: () => number = Date.now, logger: Pick<Logger, 'warn'> | null = null, kept: UnsavedRestrictionFiles | null = null) {
     this.#backend = backend;
     this.#now = now;
     this.#logger = logger;
+    this.#kept = kept;
   }
 
   /** Replays what the backend kept, compacts it to the live state, and starts hearing other replicas. */
@@ -84,6 +92,7 @@ export class GovernanceState {
       this.#heard = null;
     }
     await this.#backend.compact(this.#liveEvents());
+    await this.#replayKept();
     // One resync at a time: two at once could each write, then drop, the same queued event. A failed
     // one rejects: the backend keeps counting itself cut off (toward stale_after) and tries again.
     this.#backend.onReconnect(() => {
@@ -113,7 +122,11 @@ export class GovernanceState {
   async record(event: GovernanceEvent): Promise<RecordOutcome> {
     const claim = this.#claimTransition(event);
     try {
-      return await this.#record(event);
+      const outcome = await this.#record(event);
+      // On disk (with the sessions it ended) before the caller hears 'pending': from then on it
+      // outlives this process. Once, here, not per session ended: one write holds them all.
+      if (outcome === 'pending') await this.#keepUnsaved();
+      return outcome;
     } finally {
       if (claim !== null) this.#release(claim.id, claim.owner);
     }
@@ -191,7 +204,7 @@ export class GovernanceState {
     // were minted before (a compromised agent may have minted long ones).
     if (event.type === 'revocation.added' && event.revocation.kind === 'agent') {
       for (const session of this.sessions().filter((s) => s.agent === event.revocation.target && s.parent === null)) {
-        if ((await this.record({ type: 'session.ended', id: session.id, reason: 'its agent was revoked', at })) === 'pending') outcome = 'pending';
+        if ((await this.#record({ type: 'session.ended', id: session.id, reason: 'its agent was revoked', at })) === 'pending') outcome = 'pending';
       }
     }
     return outcome;
@@ -207,16 +220,52 @@ export class GovernanceState {
   #flushUnsaved(): Promise<void> {
     if (this.#unsaved.length === 0) return Promise.resolve();
     this.#flushing ??= (async () => {
+      let written = 0;
       try {
         while (this.#unsaved.length > 0) {
           await this.#backend.append(this.#unsaved[0] as GovernanceEvent);
           this.#unsaved.shift();
+          written++;
         }
       } finally {
         this.#flushing = null;
+        // Only after the store has them: the file goes (or shrinks) once nothing in it would be lost.
+        if (written > 0) void this.#keepUnsaved();
       }
     })();
     return this.#flushing;
+  }
+
+  /** Makes the file on disk hold #unsaved (removed when empty); whether it does. Never rejects. */
+  #keepUnsaved(): Promise<boolean> {
+    return this.#kept === null ? Promise.resolve(false) : this.#kept.save(this.#unsaved);
+  }
+
+  /**
+   * Restrictions kept on disk by processes that stopped before the store took them (or by workers of
+   * this node that still hold them): held here at once, before any request is served, and written to
+   * the store now (or, when it cannot take them, as soon as it can: #retryFlush, a reconnection).
+   */
+  async #replayKept(): Promise<void> {
+    if (this.#kept === null) return;
+    const replayed: GovernanceEvent[] = [];
+    for (const candidate of await this.#kept.load()) {
+      const event = this.#restriction(candidate);
+      if (event === null) {
+        this.#logger?.warn({ file: this.#kept.file }, 'a record kept among the unsaved restrictions is not a revocation or a session end; it was skipped');
+        continue;
+      }
+      this.#applyNow(event);
+      this.#notify(event);
+      replayed.push(event);
+    }
+    this.#unsaved.push(...replayed);
+    if (replayed.length > 0) {
+      this.#logger?.warn({ restrictions: replayed.map(restrictionLabel) }, 'restrictions kept on disk while the state store could not take them (by a process that stopped, or another worker): they hold now and are written to the state store');
+    }
+    // Rewrites this process's file with them, or, with nothing to keep, removes the files it inherited.
+    await this.#keepUnsaved();
+    if (this.#unsaved.length > 0) await this.#flushUnsaved().catch(() => this.#retryFlush());
   }
 
   /**
@@ -294,13 +343,22 @@ export class GovernanceState {
    * takes access away is adopted; anything else, or anything malformed, is ignored.
    */
   adopt(candidate: unknown): void {
-    const event = candidate as GovernanceEvent;
-    if (typeof candidate !== 'object' || candidate === null || (event.type !== 'revocation.added' && event.type !== 'session.ended')) return;
-    if (!this.#wellFormed(event) || (event.type === 'session.ended' && (typeof event.id !== 'string' || typeof event.at !== 'number'))) return;
+    const event = this.#restriction(candidate);
+    if (event === null) return;
     this.#applyNow(event);
     this.#notify(event);
     this.#unsaved.push(event);
+    // Kept on this worker's file too: the one that sent it may be the next to die.
+    void this.#keepUnsaved();
     this.#retryFlush();
+  }
+
+  /** The candidate if it is a well-formed event that takes access away (a revocation, a session end), else null. */
+  #restriction(candidate: unknown): GovernanceEvent | null {
+    const event = candidate as GovernanceEvent;
+    if (typeof candidate !== 'object' || candidate === null || (event.type !== 'revocation.added' && event.type !== 'session.ended')) return null;
+    if (!this.#wellFormed(event) || (event.type === 'session.ended' && (typeof event.id !== 'string' || typeof event.at !== 'number'))) return null;
+    return event;
   }
 
   onEvent(listener: (event: GovernanceEvent) => void): () => void {
@@ -350,10 +408,15 @@ export class GovernanceState {
   async close(): Promise<void> {
     if (this.#flushRetry !== null) clearTimeout(this.#flushRetry);
     this.#flushRetry = null;
-    // One last try: what is still unwritten is lost with this process (found by review), so say what.
+    // One last try; what is still unwritten stays in the file on disk for the next process, if it could
+    // be written there, and is otherwise lost with this process (found by review), so say which.
     await this.#flushUnsaved().catch(() => undefined);
+    const kept = await this.#keepUnsaved();
+    await this.#kept?.close();
     if (this.#unsaved.length > 0) {
-      this.#logger?.warn({ events: this.#unsaved.map((e) => (e.type === 'revocation.added' ? `revocation ${e.revocation.kind} ${e.revocation.target}` : e.type)) }, 'stopping with restrictions the state store never took: they held here until now, and are lost; make them again');
+      const events = this.#unsaved.map(restrictionLabel);
+      if (kept) this.#logger?.warn({ events, kept_in: this.#kept?.file }, 'stopping with restrictions the state store never took: they are kept on disk, and the next Airlock started on this data_dir enforces them and writes them to the store');
+      else this.#logger?.warn({ events }, 'stopping with restrictions the state store never took: they held here until now, and are lost; make them again');
     }
     this.#listeners.clear();
     await this.#backend.close();
@@ -509,6 +572,13 @@ export class GovernanceState {
     for (const approval of this.approvals()) events.push({ type: 'approval.created', approval });
     return events;
   }
+}
+
+/** A restriction for a log line: what it revokes, or which session ended (ids and names only). */
+function restrictionLabel(event: GovernanceEvent): string {
+  if (event.type === 'revocation.added') return `revocation ${event.revocation.kind} ${event.revocation.target}`;
+  if (event.type === 'session.ended') return `session ${event.id} ended`;
+  return event.type;
 }
 
 /** A backend write that failed for want of the backend (not a conflict): the change is refused, 503. */
