@@ -22,7 +22,7 @@ export function unwritableDirProblems(config: AirlockConfig): ConfigProblem[] {
     const why = dirProblem(auditDir);
     if (why !== null) problems.push(problem(['audit', 'file'], `the audit log's directory ${auditDir} ${why}; set audit.file to a path Airlock can write`));
   }
-  if (existing !== undefined && !writable(audit)) problems.push(problem(['audit', 'file'], `the audit log ${audit} exists and this user may not write it; fix its owner or mode, or set audit.file elsewhere`));
+  if (existing !== undefined && !writable(audit, constants.W_OK)) problems.push(problem(['audit', 'file'], `the audit log ${audit} exists and this user may not write it; fix its owner or mode, or set audit.file elsewhere`));
   return problems;
 }
 
@@ -52,9 +52,14 @@ function statOrNothing(path: string): Stats | undefined {
   }
 }
 
-function writable(path: string): boolean {
+/**
+ * A directory needs write and search (x) permission to make files in it; a file only write permission
+ * (found by a walkthrough: W_OK | X_OK on the audit log refused every existing 0600 log, since a file
+ * has no x bit, so `check` failed once Airlock had run).
+ */
+function writable(path: string, mode: number = constants.W_OK | constants.X_OK): boolean {
   try {
-    accessSync(path, constants.W_OK | constants.X_OK);
+    accessSync(path, mode);
     return true;
   } catch {
     return false;

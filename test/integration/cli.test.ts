@@ -489,6 +489,17 @@ agents: {}
     expect(readdirSync(dir)).toEqual(['airlock.yaml']);
   });
 
+  // Found by a walkthrough: the probe asked for search (x) permission on the audit log itself, which
+  // a 0600 file never has, so check failed on every data_dir Airlock had already written.
+  it('passes a data_dir Airlock has written, its audit log 0600 as serve leaves it', async () => {
+    const { file, dir } = writeConfig('listen: 127.0.0.1:0\ndata_dir: ./data\nservices: {}\nagents: {}\n');
+    mkdirSync(join(dir, 'data'), { mode: 0o700 });
+    writeFileSync(join(dir, 'data', 'audit.jsonl'), '', { mode: 0o600 });
+    const result = await run(['check', '--config', file]);
+    expect(result.code, result.err()).toBe(0);
+    expect(result.err()).not.toContain('may not write');
+  });
+
   const tokenHash = generateAgentToken().hash;
   const BROKEN = `listen: 127.0.0.1:7800
 data-dir: ./data
