@@ -151,7 +151,7 @@ function overrideWatchFor(contentType: string | undefined): OverrideWatch | null
 }
 
 function overrideInBody(): AirlockError {
-  return new AirlockError('invalid_request', 'The form body carries a method override (_method or the like), which some frameworks would run instead of the method that was authorized; send the request with the method you mean.');
+  return new AirlockError('invalid_request', 'The request body carries a method override (_method or the like), which some frameworks would run instead of the method that was authorized; send the request with the method you mean.');
 }
 
 class BodyGuard extends Transform {
@@ -170,18 +170,20 @@ class BodyGuard extends Transform {
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.#seen += chunk.length;
     if (this.#seen > this.#limit) return callback(tooLarge(this.#limit));
+    // A managed secret first: its refusal names the credential, which the operator must rotate, and a
+    // body may hold both (a key written in \u escapes also trips the JSON override watch).
+    const step = this.#detector?.push(chunk) ?? null;
+    if (step !== null && step.found !== null) return callback(secretInBody(step.found));
     if (this.#form?.push(chunk) === true) return callback(overrideInBody());
-    if (this.#detector === null) return callback(null, chunk);
-    const step = this.#detector.push(chunk);
-    if (step.found !== null) return callback(secretInBody(step.found));
+    if (step === null) return callback(null, chunk);
     callback(null, step.forward.length === 0 ? undefined : step.forward);
   }
 
   override _flush(callback: TransformCallback): void {
+    const step = this.#detector?.end() ?? null;
+    if (step !== null && step.found !== null) return callback(secretInBody(step.found));
     if (this.#form?.end() === true) return callback(overrideInBody());
-    if (this.#detector === null) return callback();
-    const step = this.#detector.end();
-    if (step.found !== null) return callback(secretInBody(step.found));
+    if (step === null) return callback();
     callback(null, step.forward.length === 0 ? undefined : step.forward);
   }
 }
