@@ -5,7 +5,8 @@
  * no inline script or style anywhere, and everything the API returns is rendered with textContent and
  * createElement, never as markup: an agent name, path or reason cannot inject anything into the page.
  * The API returns no secret values (credentials are described by reference and generation, sessions
- * without their tokens, approvals without the request's query or body) and nothing here adds one.
+ * without their tokens, approvals with a preview of the request's query and body in which Airlock
+ * masked secrets, key shapes and tokens before cutting it) and nothing here adds one.
  *
  * The admin token is asked for once and kept in sessionStorage (this tab only) until "Forget token".
  * Lists refresh every 2 s and on demand; rows are keyed, so a reason being typed survives a refresh.
@@ -198,6 +199,53 @@
     return Object.entries(scopes ?? {})
       .map(([service, list]) => `${service}: ${list.join(', ')}`)
       .join('; ');
+  }
+
+  /** Characters of the query and body shown before the preview is opened. */
+  const PREVIEW_START = 80;
+
+  /** @param {string} text */
+  function startOf(text) {
+    const chars = Array.from(text.replace(/\s+/g, ' ').trim());
+    return chars.length > PREVIEW_START ? `${chars.slice(0, PREVIEW_START).join('')}…` : chars.join('');
+  }
+
+  /**
+   * An approval's preview of its request (the admin API's `preview`: masked by Airlock before it was
+   * cut): one compact line per part ("body: 2,048 bytes application/json {"amount": …"), and a toggle
+   * that shows the query and body whole. A button with aria-expanded, not <details>, so that the
+   * history's own <details> keeps the one summary. Null when there is nothing to show (no preview asked,
+   * an approval from an earlier version, or a call without query and body).
+   * @param {any} preview
+   * @returns {HTMLElement | null}
+   */
+  function previewBlock(preview) {
+    if (!preview || typeof preview !== 'object') return null;
+    const query = typeof preview.query === 'string' ? preview.query : null;
+    const body = typeof preview.body === 'string' ? preview.body : null;
+    const bytes = typeof preview.body_bytes === 'number' ? preview.body_bytes : 0;
+    const type = typeof preview.content_type === 'string' ? ` ${preview.content_type}` : '';
+    if (query === null && bytes === 0) return null;
+    const lines = el('div', { className: 'preview-lines mono' });
+    if (query !== null) lines.append(el('div', { text: `query: ${startOf(query)}` }));
+    if (bytes > 0) lines.append(el('div', { text: `body: ${bytes.toLocaleString('en-US')} bytes${type}${body === null ? ' (not text, not shown)' : `  ${startOf(body)}`}` }));
+    const block = el('div', { className: 'preview', 'data-testid': 'approval-preview' }, lines);
+    if (query === null && body === null) return block;
+    const full = el('div', { className: 'preview-full', hidden: true });
+    if (query !== null) full.append(el('div', { className: 'muted', text: 'Query' }), el('pre', { className: 'mono', 'data-testid': 'approval-preview-query', text: query }));
+    if (body !== null) {
+      const label = preview.truncated === true ? `Body (the first part of ${bytes.toLocaleString('en-US')} bytes)` : 'Body';
+      full.append(el('div', { className: 'muted', text: label }), el('pre', { className: 'mono', 'data-testid': 'approval-preview-body', text: body }));
+    }
+    const toggle = /** @type {HTMLButtonElement} */ (el('button', { type: 'button', className: 'preview-toggle', 'aria-expanded': 'false', 'data-testid': 'approval-preview-toggle', text: 'Show query and body' }));
+    toggle.addEventListener('click', () => {
+      const open = full.hidden;
+      full.hidden = !open;
+      toggle.setAttribute('aria-expanded', String(open));
+      toggle.textContent = open ? 'Hide query and body' : 'Show query and body';
+    });
+    block.append(toggle, full);
+    return block;
   }
 
   // ---- the admin API ----
@@ -411,7 +459,7 @@
     const cells = {
       agent: el('th', { scope: 'row' }),
       service: el('td'),
-      request: el('td', { className: 'mono', id: describedBy }),
+      request: el('span', { id: describedBy }),
       scope: el('td'),
       justification: el('td'),
       task: el('td'),
@@ -426,7 +474,9 @@
     approve.addEventListener('click', () => void decide(a, 'approve', reason, [approve, deny]));
     deny.addEventListener('click', () => void decide(a, 'deny', reason, [approve, deny]));
     const row = el('tr', { id: `approval-${a.id}`, 'data-testid': 'approval-row', 'data-approval-id': a.id });
-    row.append(...Object.values(cells), el('td', { className: 'actions' }, reason, approve, deny));
+    // The preview never changes once the approval exists: built here, so an opened one stays open.
+    const { agent, service, request, ...rest } = cells;
+    row.append(agent, service, el('td', { className: 'mono' }, request, previewBlock(a.preview)), ...Object.values(rest), el('td', { className: 'actions' }, reason, approve, deny));
     parts.set(row, cells);
     return row;
   }
@@ -466,7 +516,7 @@
     const cells = {
       outcome: el('td'),
       agent: el('th', { scope: 'row' }),
-      request: el('td', { className: 'mono' }),
+      request: el('span'),
       scope: el('td'),
       by: el('td'),
       reason: el('td'),
@@ -474,7 +524,8 @@
       asked: el('td'),
     };
     const row = el('tr', { id: `approval-${a.id}`, 'data-testid': 'history-row', 'data-approval-id': a.id });
-    row.append(...Object.values(cells));
+    const { outcome, agent, request, ...rest } = cells;
+    row.append(outcome, agent, el('td', { className: 'mono' }, request, previewBlock(a.preview)), ...Object.values(rest));
     parts.set(row, cells);
     return row;
   }

@@ -306,6 +306,8 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
       },
       (text) => catalog.scrub(text),
     ),
+    // The catalogue outlives generations: the scrub knows every value learnt, whichever config asked.
+    preview: { bytes: config.approvals.preview_bytes, scrub: (text) => catalog.scrub(text) },
     now: nowMs,
   });
 

@@ -3,9 +3,10 @@
  * network). JSON in and out; errors are the same RFC 9457 problems as on the agent side. Every API call
  * needs an admin token; the console's static files do not (the page asks for the token and sends it
  * with each call). Nothing returned holds a secret value: credentials are described by reference and
- * generation, sessions without their tokens, approvals without the request's query or body; every JSON
- * answer also passes the secret catalogue's scrubber as a backstop. Changes are audited with the admin
- * token's name as `actor`.
+ * generation, sessions without their tokens, approvals with a preview of the request's query and body
+ * in which secrets, key shapes and Airlock tokens were masked before it was cut (preview-request.ts);
+ * every JSON answer also passes the secret catalogue's scrubber as a backstop. Changes are audited with
+ * the admin token's name as `actor`.
  *
  *   GET  /v1/health                          audit log, credentials, pending approvals, lockdown
  *   GET  /v1/credentials                     per reference: state, generation, age, failures
@@ -15,7 +16,7 @@
  *   POST /v1/agents/:name/restore            lift it
  *   GET  /v1/sessions                        live task sessions
  *   POST /v1/sessions/:id/revoke             {"reason"}
- *   GET  /v1/approvals[?status=pending]      approvals, newest last
+ *   GET  /v1/approvals[?status=pending]      approvals, newest last, each with its preview (query, body)
  *   POST /v1/approvals/:id/approve|deny      {"reason"}
  *   GET  /v1/anomalies[?agent=&limit=]       recent anomaly events with their evidence
  *   GET  /v1/revocations                     what is revoked, by whom, why
@@ -39,6 +40,7 @@ import type { AuditLog } from '../observability/audit-log.js';
 import type { AuditRecord } from '../observability/audit-record.js';
 import type { AnomalyDetector } from '../policy/anomaly-detector.js';
 import type { ApprovalBroker } from '../policy/approval-broker.js';
+import { previewView } from '../policy/preview-request.js';
 import { allSecretRefs, type Policy } from '../policy/compile-policy.js';
 import { canonicalizeTarget } from '../pipeline/canonicalize-target.js';
 import { sendProblem, sendRawProblem } from '../pipeline/send-problem.js';
@@ -187,6 +189,7 @@ function approvalView(approval: ApprovalRecord, now: number): Record<string, unk
     decided_by: approval.decidedBy,
     reason: approval.reason,
     decided_at: iso(approval.decidedAt),
+    preview: previewView(approval),
   };
 }
 

@@ -1,7 +1,8 @@
 /**
  * `airlock approvals list [--all]` / `approve ID --reason TEXT` / `deny ID --reason TEXT`: decide on
  * pending approvals of a running Airlock through its admin API. The approver recorded is the admin
- * token's name.
+ * token's name. The list shows, under each approval, the start of its query and body as the admin API
+ * previews them (masked there; the console shows the whole preview).
  */
 import { parseArgs } from 'node:util';
 import { AdminCallError, callAdmin, reportRefusal } from './admin-client.js';
@@ -31,6 +32,7 @@ export async function approvalsCommand(io: CliIo): Promise<number> {
           `${String(a['id'])}  ${String(a['status']).padEnd(8)}  ${String(a['agent'])}  ${String(a['method'])} ${String(a['path'])}  (${String(a['service'])}, ${String(a['scope'])})` +
             `${a['justification'] ? `  "${String(a['justification'])}"` : ''}  until ${String(a['expires_at'])}${a['decided_by'] ? `  by ${String(a['decided_by'])}` : ''}\n`,
         );
+        for (const line of previewLines(a['preview'])) io.stdout.write(`    ${line}\n`);
       }
       return 0;
     }
@@ -50,4 +52,35 @@ export async function approvalsCommand(io: CliIo): Promise<number> {
     throw error;
   }
   throw new UsageError(USAGE);
+}
+
+/** Characters of the query and of the body shown in the list. */
+const SUMMARY_CHARS = 80;
+
+/**
+ * "query: confirm=true&..." and "body: 2,048 bytes application/json  {"amount": ...": one line each, or
+ * none (no preview: approvals.preview_bytes 0, or an approval made by an earlier version).
+ */
+function previewLines(preview: unknown): string[] {
+  if (typeof preview !== 'object' || preview === null) return [];
+  const p = preview as Record<string, unknown>;
+  const lines: string[] = [];
+  if (typeof p['query'] === 'string') lines.push(`query: ${oneLine(p['query'])}`);
+  const bytes = typeof p['body_bytes'] === 'number' ? p['body_bytes'] : 0;
+  if (bytes > 0) {
+    const type = typeof p['content_type'] === 'string' ? ` ${oneLine(p['content_type'])}` : '';
+    const body = typeof p['body'] === 'string' ? `  ${oneLine(p['body'])}` : '  (not text, not shown)';
+    lines.push(`body: ${bytes.toLocaleString('en-US')} bytes${type}${body}`);
+  }
+  return lines;
+}
+
+/**
+ * Whitespace runs as one space, cut at SUMMARY_CHARS with "…". The preview was masked before the admin
+ * API cut it, and comes with control characters escaped; any left (a record from elsewhere in shared
+ * state) are shown as "?", so a terminal shows only what the text says.
+ */
+function oneLine(text: string): string {
+  const chars = Array.from(text.replace(/\s+/g, ' ').replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069]/g, '?').trim());
+  return chars.length > SUMMARY_CHARS ? `${chars.slice(0, SUMMARY_CHARS).join('')}…` : chars.join('');
 }

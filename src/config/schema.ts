@@ -352,6 +352,13 @@ const approvalsSpec = z.strictObject({
   max_body_bytes: z.number().int().positive().default(1024 * 1024).describe('largest request body held while it waits for approval'),
   max_pending: z.number().int().positive().default(1000).describe('pending approvals at once; more are refused with 429'),
   max_pending_per_agent: z.number().int().positive().default(100).describe("pending approvals of one agent at once; more of that agent's are refused with 429, so one agent cannot use up max_pending for all"),
+  preview_bytes: z
+    .number()
+    .int()
+    .min(0)
+    .max(65536, 'at most 65536: each pending approval keeps its preview in the governance state (and Redis)')
+    .default(2048)
+    .describe("how much of a held request's body approvers see (console, admin API, CLI, webhook), secrets and tokens masked; 0 = no preview of query or body"),
 });
 
 const anomalyAction = z.enum(['alert', 'suspend']).describe('alert: log, audit, metric, webhook; suspend: also revoke the agent (the kill switch) until an admin restores it');
@@ -442,7 +449,7 @@ export const configSchema = z.strictObject({
   limits: limitsSpec.default(defaultLimits),
   secrets: secretsSpec.default({ cache: { ttl: 300, max_staleness: 900 }, oauth2: {} }),
   admin: adminSpec.optional().describe('the admin API (absent: no admin listener)'),
-  approvals: approvalsSpec.default({ max_body_bytes: 1024 * 1024, max_pending: 1000, max_pending_per_agent: 100 }),
+  approvals: approvalsSpec.default({ max_body_bytes: 1024 * 1024, max_pending: 1000, max_pending_per_agent: 100, preview_bytes: 2048 }),
   state: stateSpec.default({ type: 'memory' }),
   workers: z
     .union([z.number().int().min(1).max(256), z.literal('auto')])

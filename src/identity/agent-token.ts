@@ -14,6 +14,21 @@ export const SESSION_TOKEN_PATTERN = /^als_[A-Za-z0-9_-]{43}$/;
  * (journals_ + 43 such characters) is the cheaper mistake.
  */
 export const TOKEN_IN_TEXT = /al[ks]_[A-Za-z0-9_-]{43}/;
+/**
+ * A token and the whole base64url run it is part of: "alk_alk_<43>" must not leave the token's tail.
+ * (TOKEN_IN_TEXT finds the shape; global, for replace.)
+ */
+const TOKEN_RUNS = /(al[ks]_)[A-Za-z0-9_-]{43,}/g;
+
+/**
+ * The text with every agent or session token masked, prefix kept so a reader sees what it was: for
+ * text that is kept or shown (a recorded path, an approval's preview). A test for "alk_"/"als_" first:
+ * most text has no token, and skips the regex ("al" alone is in many paths, /api/small among them).
+ */
+export function maskAgentTokens(text: string): string {
+  return (text.includes('alk_') || text.includes('als_')) && TOKEN_IN_TEXT.test(text) ? text.replace(TOKEN_RUNS, '$1[REDACTED]') : text;
+}
+
 /** A compact JWS (RFC 7515 7.1): three base64url parts, the header starting {" (eyJ). */
 export const JWT_PATTERN = /^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 

@@ -58,6 +58,7 @@ export async function awaitApproval(broker: ApprovalBroker, req: IncomingMessage
   const presented = req.headers[APPROVAL_HEADER];
   if (typeof presented === 'string' && presented !== '') return broker.redeem(presented.trim(), binding, context.principal.agent.name);
   const session = context.principal.session;
+  const contentType = req.headers['content-type'];
   const request = {
     agent: context.principal.agent.name,
     service: context.service.name,
@@ -71,6 +72,13 @@ export async function awaitApproval(broker: ApprovalBroker, req: IncomingMessage
     taskId: session?.taskId ?? null,
     mode: context.grant.config.approval_mode,
     timeoutMs: context.grant.config.approval_timeout * 1000,
+    // What the approver is shown of the query and body (preview-request.ts masks it, then cuts it).
+    content: {
+      query: context.query,
+      contentType: contentType === undefined || contentType === '' ? null : contentType,
+      body: context.body,
+      shapes: context.service.redaction.rules,
+    },
   } as const;
   if (request.mode === 'async') return broker.submit(request);
   return broker.hold(request, signal);

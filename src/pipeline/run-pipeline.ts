@@ -32,7 +32,7 @@ import type { AuditRecord } from '../observability/audit-record.js';
 import type { AgentPolicy, CredentialPlan, Policy, ServicePolicy } from '../policy/compile-policy.js';
 import type { CompiledRoute } from '../policy/route-table.js';
 import { grantingEntry } from '../policy/scope-grant.js';
-import { TOKEN_IN_TEXT } from '../identity/agent-token.js';
+import { maskAgentTokens } from '../identity/agent-token.js';
 import { upstreamPath } from '../upstream/upstream-target.js';
 import { AuthenticationFailure, authenticateAgent } from './authenticate-agent.js';
 import { approvalRequired, authorizeAfterApproval, awaitApproval } from './await-approval.js';
@@ -451,18 +451,11 @@ async function collectBody(body: Readable, limit: number): Promise<Buffer> {
  * The path as records keep it: the audit record, the log line and the span's url.path all read
  * record.path. An agent or session token in it is masked (prefix kept, so the operator sees what it
  * was): such a request is refused (401, or 400 by guardRequestSecrets), but its record kept the token
- * as sent (found by review). A test for "alk_"/"als_" first: most paths have no token, and skip the regex
- * ("al" alone is in many paths, /api/small among them).
+ * as sent (found by review).
  */
 function pathForRecord(path: string): string {
-  return (path.includes('alk_') || path.includes('als_')) && TOKEN_IN_TEXT.test(path) ? path.replace(TOKEN_RUNS, '$1[REDACTED]') : path;
+  return maskAgentTokens(path);
 }
-
-/**
- * A token and the whole base64url run it is part of: "alk_alk_<43>" must not leave the token's tail.
- * (TOKEN_IN_TEXT finds the shape; global, for replace.)
- */
-const TOKEN_RUNS = /(al[ks]_)[A-Za-z0-9_-]{43,}/g;
 
 /**
  * Until the path is canonical the record keeps what was sent (no query: values there may be secrets),

@@ -7,13 +7,15 @@
  * - async: the agent gets 202 with the approval id and the console URL, and retries the same request
  *   with `x-airlock-approval: <id>` once it is approved.
  * A denial is 403 approval_denied, a timeout 403 approval_timeout; approver and reason go into the
- * audit record of the request.
+ * audit record of the request. The approver sees a preview of the query and body, masked then cut
+ * (preview-request.ts), made once when the approval is created and kept with it.
  */
 import { randomBytes } from 'node:crypto';
 import { AirlockError } from '../errors.js';
-import type { ApprovalRecord } from '../state/governance-records.js';
+import type { ApprovalPreview, ApprovalRecord } from '../state/governance-records.js';
 import type { GovernanceState } from '../state/governance-state.js';
 import { StateConflictError } from '../state/state-backend.js';
+import { createRequestPreviewer, type PreviewOptions, type RequestContent } from './preview-request.js';
 
 export interface ApprovalRequest {
   readonly agent: string;
@@ -28,6 +30,8 @@ export interface ApprovalRequest {
   readonly taskId: string | null;
   readonly mode: 'hold' | 'async';
   readonly timeoutMs: number;
+  /** What the preview is made from; none: no preview. */
+  readonly content?: RequestContent;
 }
 
 export interface ApprovalGrant {
@@ -43,6 +47,12 @@ export interface ApprovalBrokerOptions {
   /** Where approvers reach the console (admin.public_url, else the bound admin listener), once known. */
   readonly consoleUrl: () => string | null;
   readonly notify: (approval: ApprovalRecord) => void;
+  /**
+   * approvals.preview_bytes and the secret catalogue's scrub; none: no preview. The preview is made
+   * once, when the approval is created, so an approval that outlives a reload keeps the one made under
+   * the configuration it was asked under; every output of it passes the catalogue's scrub again then.
+   */
+  readonly preview?: PreviewOptions;
   readonly now?: () => number;
 }
 
@@ -50,11 +60,13 @@ export class ApprovalBroker {
   readonly #state: GovernanceState;
   readonly #options: ApprovalBrokerOptions;
   readonly #now: () => number;
+  readonly #preview: (content: RequestContent) => ApprovalPreview | null;
 
   constructor(state: GovernanceState, options: ApprovalBrokerOptions) {
     this.#state = state;
     this.#options = options;
     this.#now = options.now ?? Date.now;
+    this.#preview = createRequestPreviewer(options.preview ?? { bytes: 0, scrub: (text) => text });
   }
 
   /** Approvals waiting for a decision (of one agent, when named). */
@@ -97,6 +109,7 @@ export class ApprovalBroker {
       decidedBy: null,
       reason: null,
       decidedAt: null,
+      preview: request.content === undefined ? null : this.#preview(request.content),
     };
     await this.#state.record({ type: 'approval.created', approval });
     this.#options.notify(approval);

@@ -3,7 +3,7 @@
  * is the result of applying events in order, so the same events give the same state on every replica
  * (the embedded backend replays them from a file at start; the Redis backend also fans them out).
  * Records never hold a secret: session tokens are kept as hashes, approvals hold a hash of the request
- * they approve, not its query or body.
+ * they approve and, for the approver, a preview of its query and body masked before it was cut.
  */
 
 export interface SessionRecord {
@@ -74,6 +74,26 @@ export interface ApprovalRecord {
   readonly decidedBy: string | null;
   readonly reason: string | null;
   readonly decidedAt: number | null;
+  /**
+   * What the approver is shown of the query and body (policy/preview-request.ts); null when
+   * approvals.preview_bytes is 0. Absent in records written by earlier versions: read as null.
+   */
+  readonly preview?: ApprovalPreview | null;
+}
+
+/**
+ * The request's query and body as an approver sees them: managed secrets, key shapes and Airlock tokens
+ * masked in the whole text first, then cut (a cut never leaves the front of a secret unmasked).
+ */
+export interface ApprovalPreview {
+  readonly query: string | null;
+  readonly contentType: string | null;
+  /** The body's whole size, shown or not. */
+  readonly bodyBytes: number;
+  /** Text only when the body is text (by content type, or valid UTF-8 when none is given); else null. */
+  readonly body: string | null;
+  /** The body text was cut at approvals.preview_bytes. */
+  readonly truncated: boolean;
 }
 
 export type GovernanceEvent =

@@ -284,6 +284,47 @@ describe.skipIf(!haveChromium)('console in headless Chromium', () => {
     await page.close();
   });
 
+  it("shows a held request's query and body, masked, collapsed to a line and whole on demand, pending and decided", async () => {
+    const noteKey = canary('console-note');
+    const body = JSON.stringify({ amount: 5000, currency: 'usd', note: noteKey, token: payBot.token });
+    const held = fetch(`${proxy.url}${CHARGES_PATH}?confirm=true&api_key=${noteKey}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${payBot.token}`, 'content-type': 'application/json' },
+      body,
+      signal: AbortSignal.timeout(25_000),
+    });
+    held.catch(() => undefined);
+    const { page, errors } = await openPage();
+    await signIn(page);
+    const row = page.getByTestId('approval-row').filter({ hasText: 'confirm=true' });
+    await row.waitFor({ state: 'visible' });
+    const id = (await row.getAttribute('data-approval-id')) as string;
+    const preview = row.getByTestId('approval-preview');
+    const line = (await preview.textContent()) ?? '';
+    expect(line).toContain('query: confirm=true&api_key=[REDACTED]');
+    expect(line).toContain(`body: ${Buffer.byteLength(body)} bytes application/json  {"amount":5000,"currency":"usd","note":"[REDACTED]"`);
+    expect(await row.getByTestId('approval-preview-body').isHidden()).toBe(true);
+    await row.getByTestId('approval-preview-toggle').click();
+    expect(await row.getByTestId('approval-preview-toggle').getAttribute('aria-expanded')).toBe('true');
+    expect(await row.getByTestId('approval-preview-query').textContent()).toBe('confirm=true&api_key=[REDACTED]');
+    expect(await row.getByTestId('approval-preview-body').textContent()).toBe('{"amount":5000,"currency":"usd","note":"[REDACTED]","token":"alk_[REDACTED]"}');
+    // Opened, it stays open across the 2 s refresh (the row is kept, not rebuilt): refreshes run one after
+    // another, so the second answer to come means the first was rendered.
+    for (let i = 0; i < 2; i++) await page.waitForResponse((response) => response.url().endsWith('/v1/approvals'));
+    expect(await row.getByTestId('approval-preview-body').isVisible()).toBe(true);
+    assertNoLeak([key, noteKey, payBot.token], [{ name: 'console page HTML', text: await page.content() }]);
+
+    await row.getByTestId('approval-deny').click();
+    expect((await held).status).toBe(403);
+    await page.getByTestId('approvals-history').locator('summary').click();
+    const decided = page.getByTestId('history-row').and(page.locator(`#approval-${id}`));
+    await decided.waitFor({ state: 'visible' });
+    expect(await decided.getByTestId('approval-preview').textContent()).toContain('"amount":5000');
+    assertNoLeak([key, noteKey, payBot.token], [{ name: 'console page HTML', text: await page.content() }]);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
   it('a wrong admin token shows an error and no data', async () => {
     const { page, errors } = await openPage();
     await page.getByTestId('token-input').fill(generateAgentToken().token);

@@ -1,0 +1,202 @@
+/**
+ * What an approver is shown of a held request besides its method and path: the query, the content type
+ * and the body, so that approving `POST /v1/charges` is a decision about an amount, not a rubber stamp.
+ *
+ * The preview leaves the process (admin API, console, CLI, webhook and its Slack text) and is kept in
+ * the governance state, so it is masked before it is kept (DESIGN.md invariant 1), and masked whole
+ * before it is cut: each output's backstop scrub comes after the cut and cannot recognize the front of
+ * a secret left in front of it (as with run-pipeline.ts's raw path before its 512 character cut).
+ * Masked are:
+ *  - Airlock agent and session tokens, and compact JWS (a workload identity): an agent may send its own
+ *    credential in a body, which is forwarded by design, but no approver or chat channel should read it;
+ *  - every value the secret catalogue knows, in each of its encodings (the scrub of logs and audit);
+ *  - key shapes: the built-in ones whatever the service's redact settings (this text goes to people and
+ *    chat, where a false positive costs a glance and a miss costs a key), and the service's own rules.
+ * Escapes of unreserved characters (%73k-..., \u0073k-...) are read as well, as canonicalization reads
+ * a path, so a key spelled with them is recognized; only those, so that reading them cannot change what
+ * the approver takes for the request's structure (%26, \u0022 stay as sent).
+ * Control and bidirectional-formatting characters are shown as \uXXXX: the text is read in terminals and
+ * chat, where they could hide or reorder what the approver sees.
+ */
+import { maskAgentTokens } from '../identity/agent-token.js';
+import { decodeUnreservedEscapes } from '../ingress/percent-escapes.js';
+import { BUILTIN_RULES, type KeyRule } from '../redaction/key-patterns.js';
+import { NeedleSet } from '../redaction/needle-set.js';
+import { RedactionMatcher } from '../redaction/redaction-matcher.js';
+import { StreamRedactor } from '../redaction/stream-redactor.js';
+import type { ApprovalPreview, ApprovalRecord } from '../state/governance-records.js';
+
+/** The query and the content type are cut at these many characters (the body at approvals.preview_bytes). */
+export const PREVIEW_QUERY_CHARS = 512;
+export const PREVIEW_CONTENT_TYPE_CHARS = 128;
+const MARKER = '[REDACTED]';
+
+/** The parts of a held request a preview is made from. */
+export interface RequestContent {
+  /** As sent, without the "?". */
+  readonly query: string | null;
+  readonly contentType: string | null;
+  /** Whole: held within approvals.max_body_bytes. */
+  readonly body: Buffer | null;
+  /** The service's key-shape rules (its redact settings), masked besides the built-in ones. */
+  readonly shapes: readonly KeyRule[];
+}
+
+export interface PreviewOptions {
+  /** approvals.preview_bytes: where the body text is cut, in UTF-8 bytes; 0: no preview. */
+  readonly bytes: number;
+  /** The secret catalogue's scrub: every value it knows, in every form. */
+  readonly scrub: (text: string) => string;
+}
+
+/**
+ * A previewer for one configuration generation. The shape matcher of each service's rules is built on
+ * its first approval and kept (the rules array is the compiled policy's, one per service).
+ */
+export function createRequestPreviewer(options: PreviewOptions): (content: RequestContent) => ApprovalPreview | null {
+  const matchers = new WeakMap<readonly KeyRule[], RedactionMatcher>();
+  const shapesFor = (rules: readonly KeyRule[]): RedactionMatcher => {
+    let matcher = matchers.get(rules);
+    if (matcher === undefined) {
+      matcher = new RedactionMatcher(new NeedleSet([]), [...new Set([...Object.values(BUILTIN_RULES), ...rules])]);
+      matchers.set(rules, matcher);
+    }
+    return matcher;
+  };
+  return function previewRequest(content) {
+    if (options.bytes <= 0) return null;
+    const shapes = shapesFor(content.shapes);
+    const show = (text: string): string => escapeHidden(maskWhole(text, (t) => maskShapes(shapes, options.scrub(maskCredentials(t)))));
+    try {
+      const bodyBytes = content.body?.length ?? 0;
+      const text = bodyBytes === 0 ? null : bodyText(content.body as Buffer, content.contentType);
+      const body = text === null ? null : show(text);
+      const cut = body === null ? null : cutText(body, options.bytes, utf8Length);
+      return {
+        query: content.query === null ? null : capped(show(content.query), PREVIEW_QUERY_CHARS),
+        contentType: content.contentType === null ? null : capped(show(content.contentType), PREVIEW_CONTENT_TYPE_CHARS),
+        bodyBytes,
+        body: cut ?? body,
+        truncated: cut !== null,
+      };
+    } catch {
+      // A scrub that fails: the approver sees no preview rather than an unchecked one (the same scrub
+      // failing fails the request's log line and audit record, which is where it is reported).
+      return null;
+    }
+  };
+}
+
+/** A record's preview, or null: none asked (preview_bytes 0), an earlier version's record, or one malformed in shared state. */
+export function previewOf(approval: ApprovalRecord): ApprovalPreview | null {
+  const preview = approval.preview as unknown;
+  if (typeof preview !== 'object' || preview === null) return null;
+  const p = preview as Record<string, unknown>;
+  if (typeof p['bodyBytes'] !== 'number' || typeof p['truncated'] !== 'boolean') return null;
+  const text = (value: unknown): string | null => (typeof value === 'string' ? value : null);
+  return { query: text(p['query']), contentType: text(p['contentType']), bodyBytes: p['bodyBytes'], body: text(p['body']), truncated: p['truncated'] };
+}
+
+/** The preview as the admin API and the webhook show it. */
+export function previewView(approval: ApprovalRecord): Record<string, unknown> | null {
+  const preview = previewOf(approval);
+  if (preview === null) return null;
+  return { query: preview.query, content_type: preview.contentType, body_bytes: preview.bodyBytes, body: preview.body, truncated: preview.truncated };
+}
+
+/**
+ * The body as text, or null: text when its content type says so (JSON, XML, forms, text/*) or, with
+ * none, when it reads as UTF-8 without NULs; in either case only when it is valid UTF-8. Anything else
+ * (an image, a multipart upload) is shown by size and content type alone.
+ */
+function bodyText(body: Buffer, contentType: string | null): string | null {
+  if (contentType !== null && !textLike(contentType)) return null;
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(body);
+  } catch {
+    return null;
+  }
+  return contentType === null && text.includes('\u0000') ? null : text;
+}
+
+function textLike(contentType: string): boolean {
+  const media = (contentType.split(';')[0] ?? '').trim().toLowerCase();
+  const slash = media.indexOf('/');
+  if (slash === -1) return false;
+  const type = media.slice(0, slash);
+  const subtype = media.slice(slash + 1);
+  if (type === 'text') return true;
+  return subtype === 'json' || subtype.endsWith('+json') || subtype === 'xml' || subtype.endsWith('+xml') || (type === 'application' && subtype === 'x-www-form-urlencoded');
+}
+
+/**
+ * Masked as sent; and when reading escapes of unreserved characters reveals something to mask, the text
+ * so read, masked (as run-pipeline.ts's raw path in the audit record).
+ */
+function maskWhole(text: string, mask: (text: string) => string): string {
+  const masked = mask(text);
+  const read = readUnreservedEscapes(text);
+  if (read === text) return masked;
+  const maskedRead = mask(read);
+  return maskedRead === read ? masked : maskedRead;
+}
+
+/** JSON's \u00XX escapes of unreserved characters (RFC 3986 2.3), as percent-escapes.ts reads %XX ones. */
+const JSON_UNRESERVED_ESCAPE = /\\u00(2[DdEe]|3[0-9]|4[1-9A-Fa-f]|5[0-9Aa]|5[Ff]|6[1-9A-Fa-f]|7[0-9Aa]|7[Ee])/g;
+
+function readUnreservedEscapes(text: string): string {
+  const read = decodeUnreservedEscapes(text);
+  return read.includes('\\u') ? read.replace(JSON_UNRESERVED_ESCAPE, (_escape, hex: string) => String.fromCharCode(parseInt(hex, 16))) : read;
+}
+
+/** A compact JWS or JWT (RFC 7515 7.1): header {" (eyJ), payload, signature (empty when unsigned). */
+const JWS_RUNS = /eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*/g;
+
+function maskCredentials(text: string): string {
+  const masked = maskAgentTokens(text);
+  return masked.includes('eyJ') ? masked.replace(JWS_RUNS, MARKER) : masked;
+}
+
+function maskShapes(matcher: RedactionMatcher, text: string): string {
+  if (matcher.rules.surelyAbsentFrom(text)) return text;
+  const redactor = new StreamRedactor(matcher);
+  const output = redactor.whole(Buffer.from(text, 'utf8'));
+  return redactor.redactions === 0 ? text : output.toString('utf8');
+}
+
+/** C0 and C1 controls but tab and line ends, and the characters that hide or reorder text (Unicode bidi, zero-width). */
+const HIDDEN = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g;
+
+function escapeHidden(text: string): string {
+  return text.replace(HIDDEN, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+function capped(text: string, chars: number): string {
+  const cut = cutText(text, chars, () => 1);
+  return cut === null ? text : `${cut}...`;
+}
+
+function utf8Length(codePoint: number): number {
+  return codePoint < 0x80 ? 1 : codePoint < 0x800 ? 2 : codePoint < 0x10000 ? 3 : 4;
+}
+
+/**
+ * The longest start of `text` within `limit` (as `size` counts each character), or null when all of it
+ * fits. Cut between characters, never inside a surrogate pair, and never inside a "[REDACTED]" marker
+ * (the text is masked already: a cut can only shorten a marker, but a half marker reads as data).
+ */
+function cutText(text: string, limit: number, size: (codePoint: number) => number): string | null {
+  let used = 0;
+  let end = 0;
+  for (const char of text) {
+    used += size(char.codePointAt(0) as number);
+    if (used > limit) {
+      const marker = text.lastIndexOf(MARKER, end);
+      if (marker !== -1 && marker < end && marker + MARKER.length > end) end = marker;
+      return text.slice(0, end);
+    }
+    end += char.length;
+  }
+  return null;
+}

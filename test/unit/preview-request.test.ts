@@ -1,0 +1,180 @@
+/**
+ * The approval preview (policy/preview-request.ts): what an approver is shown of a held request's query
+ * and body. Masked whole first (managed secrets through the catalogue's scrub, key shapes, Airlock
+ * tokens, JWS), cut after, on a character boundary; text only for text; null when preview_bytes is 0
+ * and for records written before previews existed. The config key's bounds too.
+ */
+import { rmSync } from 'node:fs';
+import { afterAll, describe, expect, it } from 'vitest';
+import { buildConfig } from '../../src/config/load-config.js';
+import { Credential } from '../../src/credentials/credential.js';
+import { generateAgentToken, generateSessionToken } from '../../src/identity/agent-token.js';
+import { createRequestPreviewer, previewOf, previewView, type RequestContent } from '../../src/policy/preview-request.js';
+import { customRule } from '../../src/redaction/key-patterns.js';
+import { SecretCatalog } from '../../src/redaction/secret-catalog.js';
+import type { ApprovalRecord } from '../../src/state/governance-records.js';
+import { findLeaks } from '../helpers/assert-no-leak.js';
+import { canary, plainCanary } from '../helpers/canary.js';
+import { tempDir } from '../helpers/start-proxy.js';
+
+const json = 'application/json';
+
+function content(body: string | Buffer | null, contentType: string | null = json, query: string | null = null, extra: Partial<RequestContent> = {}): RequestContent {
+  return { query, contentType, body: body === null ? null : Buffer.isBuffer(body) ? body : Buffer.from(body, 'utf8'), shapes: [], ...extra };
+}
+
+function previewer(bytes = 2048, catalog = new SecretCatalog()): ReturnType<typeof createRequestPreviewer> {
+  return createRequestPreviewer({ bytes, scrub: (text) => catalog.scrub(text) });
+}
+
+describe('what the approver sees', () => {
+  it('a JSON body and a query: amounts shown; key-shaped values, the agent token and a JWS masked', () => {
+    const note = canary('note');
+    const apiKey = canary('query-key');
+    const agent = generateAgentToken().token;
+    const session = generateSessionToken().token;
+    const jws = 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib3QifQ.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg';
+    const body = JSON.stringify({ amount: 5000, currency: 'usd', note, token: agent, session, identity: jws });
+    const preview = previewer()(content(body, 'application/json; charset=utf-8', `confirm=true&api_key=${apiKey}`));
+    expect(preview).toEqual({
+      query: 'confirm=true&api_key=[REDACTED]',
+      contentType: 'application/json; charset=utf-8',
+      bodyBytes: Buffer.byteLength(body),
+      body: '{"amount":5000,"currency":"usd","note":"[REDACTED]","token":"alk_[REDACTED]","session":"als_[REDACTED]","identity":"[REDACTED]"}',
+      truncated: false,
+    });
+  });
+
+  it('a value the catalogue knows (no key shape) is masked, in its encodings too', () => {
+    const catalog = new SecretCatalog();
+    const value = plainCanary('managed');
+    catalog.remember(new Credential('oauth2:crm#client_id', value));
+    const preview = previewer(2048, catalog)(content(`{"client":"${value}","b64":"${Buffer.from(value).toString('base64')}"}`, json, `id=${value}`));
+    expect(preview?.body).toMatch(/^\{"client":"\[REDACTED\]","b64":"\[REDACTED\][A-Za-z0-9+/=]{0,3}"\}$/);
+    expect(preview?.query).toBe('id=[REDACTED]');
+    expect(findLeaks([value], [{ name: 'preview', text: JSON.stringify(preview) }])).toEqual([]);
+  });
+
+  it('a key spelled with escapes of unreserved characters is masked (%73k-..., \\u0073k-...)', () => {
+    const key = canary('escaped');
+    const percent = `%73${key.slice(1)}`;
+    const unicode = `\\u0073${key.slice(1)}`;
+    const preview = previewer()(content(`{"a":"${unicode}","b":1}`, json, `k=${percent}&confirm=true`));
+    expect(preview?.query).toBe('k=[REDACTED]&confirm=true');
+    expect(preview?.body).toBe('{"a":"[REDACTED]","b":1}');
+    // Escapes of anything else stay as sent: reading them could change what the approver takes for the structure.
+    expect(previewer()(content('{"note":"a\\u0022,\\u0022amount\\u0022:1"}'))?.body).toBe('{"note":"a\\u0022,\\u0022amount\\u0022:1"}');
+    expect(previewer()(content(null, null, 'note=x%26amount%3D1'))?.query).toBe('note=x%26amount%3D1');
+  });
+
+  it("the service's own key shapes are masked besides the built-in ones", () => {
+    const shapes = [customRule('acme', 'acme_', 'a-z0-9', 16, 64)];
+    const preview = previewer()(content('{"k":"acme_0123456789abcdef0123"}', json, null, { shapes }));
+    expect(preview?.body).toBe('{"k":"[REDACTED]"}');
+  });
+
+  it('control and bidi characters are shown escaped, so a terminal or chat shows what the text says', () => {
+    const preview = previewer()(content('{"to":"alice\u202e0005\u202c","x":"\u001b[2J"}\n'));
+    expect(preview?.body).toBe('{"to":"alice\\u202e0005\\u202c","x":"\\u001b[2J"}\n');
+  });
+});
+
+describe('scrub first, cut after', () => {
+  it('a body longer than preview_bytes is cut there, and a key across the cut leaves no front part', () => {
+    const key = canary('across');
+    const head = '{"pad":"' + 'x'.repeat(75) + '","key":"';
+    const body = `${head}${key}","amount":5000}`;
+    // The cut (100 bytes) falls inside the key, 8 bytes into it.
+    expect(head.length).toBeLessThan(100);
+    expect(head.length + key.length).toBeGreaterThan(100);
+    const preview = previewer(100)(content(body));
+    expect(preview).toMatchObject({ bodyBytes: Buffer.byteLength(body), truncated: true });
+    expect(preview?.body).toBe(head);
+    for (let n = 3; n <= key.length; n++) expect(preview?.body).not.toContain(key.slice(0, n));
+  });
+
+  it('a cut never splits a character, nor a "[REDACTED]" marker', () => {
+    const body = 'é'.repeat(60); // 120 bytes
+    const preview = previewer(51)(content(body, 'text/plain'));
+    expect(preview?.body).toBe('é'.repeat(25));
+    expect(preview?.truncated).toBe(true);
+    const emoji = previewer(6)(content('ab😀cd', 'text/plain'));
+    expect(emoji?.body).toBe('ab😀');
+    const marked = previewer(12)(content(`ab ${canary('marker')} cd`, 'text/plain'));
+    expect(marked?.body).toBe('ab ');
+  });
+
+  it('the query is cut at 512 characters and the content type at 128, after masking', () => {
+    const key = canary('long-query');
+    const query = `${'q'.repeat(400)}&k=${key}`;
+    const preview = previewer()(content(null, `text/plain; x=${'y'.repeat(200)}`, query));
+    expect(preview?.query).toBe(`${'q'.repeat(400)}&k=[REDACTED]`);
+    expect(previewer()(content(null, null, `${'q'.repeat(508)}&k=${key}`))?.query).toBe(`${'q'.repeat(508)}&k=...`);
+    expect(preview?.contentType).toBe(`text/plain; x=${'y'.repeat(114)}...`);
+  });
+});
+
+describe('text or not', () => {
+  const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.alloc(100, 0xff)]);
+
+  it.each([
+    ['application/json', '{"a":1}', true],
+    ['application/vnd.api+json', '{"a":1}', true],
+    ['text/csv', 'a,b\n1,2', true],
+    ['application/x-www-form-urlencoded', 'amount=5000&currency=usd', true],
+    ['application/xml', '<a>1</a>', true],
+    ['application/soap+xml', '<a>1</a>', true],
+    ['application/octet-stream', 'hello', false],
+    ['multipart/form-data; boundary=x', '--x\r\n', false],
+    ['image/png', png, false],
+    ['application/json', png, false],
+    [null, 'plain words', true],
+    [null, png, false],
+    [null, 'nul\u0000inside', false],
+  ] as const)('%s %#: text %s', (type, body, text) => {
+    const preview = previewer()(content(body, type));
+    const bytes = Buffer.isBuffer(body) ? body.length : Buffer.byteLength(body);
+    expect(preview).toMatchObject({ contentType: type, bodyBytes: bytes, truncated: false });
+    expect(preview?.body).toBe(text ? body : null);
+  });
+
+  it('no body: body null, 0 bytes; a query alone is still shown', () => {
+    expect(previewer()(content(null, null, 'confirm=true'))).toEqual({ query: 'confirm=true', contentType: null, bodyBytes: 0, body: null, truncated: false });
+  });
+});
+
+describe('no preview', () => {
+  it('preview_bytes 0: null', () => {
+    expect(previewer(0)(content('{"amount":5000}', json, 'confirm=true'))).toBeNull();
+  });
+
+  it('a scrub that fails: null, never the unchecked text', () => {
+    const failing = createRequestPreviewer({ bytes: 2048, scrub: () => { throw new Error('broken'); } });
+    expect(failing(content('{"amount":5000}'))).toBeNull();
+  });
+
+  it('a record written by an earlier version (no preview field), or a malformed one: null', () => {
+    const record = { id: 'apr_x', agent: 'a', service: 's', route: '/r', scope: 's:w', method: 'POST', path: '/r', binding: 'b', session: null, justification: null, taskId: null, mode: 'hold', createdAt: 0, expiresAt: 1, status: 'pending', decidedBy: null, reason: null, decidedAt: null } satisfies ApprovalRecord;
+    expect(previewOf(record)).toBeNull();
+    expect(previewView(record)).toBeNull();
+    expect(previewView({ ...record, preview: 'text' as never })).toBeNull();
+    expect(previewView({ ...record, preview: { query: 'q=1', contentType: null, bodyBytes: 2, body: '{}', truncated: false } })).toEqual({ query: 'q=1', content_type: null, body_bytes: 2, body: '{}', truncated: false });
+  });
+});
+
+describe('approvals.preview_bytes', () => {
+  const baseDir = tempDir('airlock-preview-config-');
+  afterAll(() => rmSync(baseDir, { recursive: true, force: true }));
+  const minimal = (approvals: Record<string, unknown> | undefined): unknown => ({ ...(approvals === undefined ? {} : { approvals }), services: {}, agents: {} });
+
+  it('defaults to 2048; 0 is allowed; negative, fractional or over 65536 is refused', () => {
+    expect(buildConfig(minimal(undefined), { baseDir }).config?.approvals.preview_bytes).toBe(2048);
+    expect(buildConfig(minimal({ webhook: 'https://hooks.example.com/x' }), { baseDir }).config?.approvals.preview_bytes).toBe(2048);
+    expect(buildConfig(minimal({ preview_bytes: 0 }), { baseDir }).config?.approvals.preview_bytes).toBe(0);
+    for (const bad of [-1, 1.5, 65537]) {
+      const loaded = buildConfig(minimal({ preview_bytes: bad }), { baseDir });
+      expect(loaded.config).toBeNull();
+      expect(loaded.problems.map((p) => p.path.join('.'))).toContain('approvals.preview_bytes');
+    }
+  });
+});
