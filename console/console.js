@@ -204,10 +204,10 @@
   /** Characters of the query and body shown before the preview is opened. */
   const PREVIEW_START = 80;
 
-  /** @param {string} text */
-  function startOf(text) {
+  /** The text on one line, cut to its first `max` characters (code points) with an ellipsis. @param {string} text @param {number} [max] */
+  function startOf(text, max = PREVIEW_START) {
     const chars = Array.from(text.replace(/\s+/g, ' ').trim());
-    return chars.length > PREVIEW_START ? `${chars.slice(0, PREVIEW_START).join('')}…` : chars.join('');
+    return chars.length > max ? `${chars.slice(0, max).join('')}…` : chars.join('');
   }
 
   /**
@@ -712,18 +712,21 @@
 
   const KIND_LABELS = { agent: 'agent', session: 'session', credential: 'credential', service: 'service suspended', all: 'lockdown' };
 
+  /**
+   * Kinds the admin API refuses to lift (POST /v1/revocations/lift answers 400): revoking a session ends
+   * it and the sessions narrowed from it, so there is nothing to bring back. Such rows say so instead of
+   * offering a Lift that can only fail.
+   */
+  const NOT_LIFTABLE = { session: 'Ended for good: a revoked session cannot be restored; the agent mints a new one.' };
+
   function renderRevocations(list) {
     syncRows(ui.revocationsBody, list, (r) => `${r.kind}\n${r.target}`, createRevocationRow, updateRevocationRow);
     setHidden(ui.revocationsEmpty, list.length !== 0);
   }
 
   function createRevocationRow(r) {
-    const lift = /** @type {HTMLButtonElement} */ (el('button', { type: 'button', 'data-testid': 'revocation-lift', text: r.kind === 'all' ? 'Lift lockdown' : 'Lift' }));
-    lift.addEventListener('click', async () => {
-      lift.disabled = true;
-      await change('POST', '/v1/revocations/lift', { kind: r.kind, target: r.target }, r.kind === 'all' ? 'Lifted the lockdown.' : `Lifted the revocation of ${r.kind} ${r.target}.`);
-      lift.disabled = false;
-    });
+    const final = Object.hasOwn(NOT_LIFTABLE, r.kind) ? NOT_LIFTABLE[r.kind] : null;
+    const action = final !== null ? el('span', { className: 'muted', 'data-testid': 'revocation-final', text: final }) : liftButton(r);
     const cells = {
       kind: el('td', { text: KIND_LABELS[r.kind] ?? r.kind }),
       target: el('th', { scope: 'row', className: 'mono', text: r.target }),
@@ -732,9 +735,19 @@
       at: el('td'),
     };
     const row = el('tr', { 'data-testid': 'revocation-row', 'data-kind': r.kind, 'data-target': r.target });
-    row.append(...Object.values(cells), el('td', { className: 'actions' }, lift));
+    row.append(...Object.values(cells), el('td', { className: 'actions' }, action));
     parts.set(row, cells);
     return row;
+  }
+
+  function liftButton(r) {
+    const lift = /** @type {HTMLButtonElement} */ (el('button', { type: 'button', 'data-testid': 'revocation-lift', text: r.kind === 'all' ? 'Lift lockdown' : 'Lift' }));
+    lift.addEventListener('click', async () => {
+      lift.disabled = true;
+      await change('POST', '/v1/revocations/lift', { kind: r.kind, target: r.target }, r.kind === 'all' ? 'Lifted the lockdown.' : `Lifted the revocation of ${r.kind} ${r.target}.`);
+      lift.disabled = false;
+    });
+    return lift;
   }
 
   function updateRevocationRow(row, r) {
@@ -968,12 +981,48 @@
       if (auditSeen.has(id)) return;
       auditSeen.add(id);
     }
-    ui.auditBody.prepend(auditRow(record));
+    // Newest first by `time`, which is when the request started: a slow request's record is written
+    // when it ends, after records of requests that started later, so it goes below them, not on top.
+    // Equal times keep arrival order (the later arrival above).
+    const row = auditRow(record);
+    const when = auditTimeOf(record);
+    parts.set(row, { when });
+    let before = ui.auditBody.firstElementChild;
+    while (before !== null && parts.get(before).when > when) before = before.nextElementSibling;
+    ui.auditBody.insertBefore(row, before);
     while (ui.auditBody.children.length > AUDIT_MAX) {
       const last = /** @type {HTMLElement} */ (ui.auditBody.lastElementChild);
       auditSeen.delete(last.dataset['requestId'] ?? '');
       last.remove();
     }
+  }
+
+  /** A record's time in ms; one without a readable time (none is written so) goes on top, as it arrived. */
+  function auditTimeOf(record) {
+    const ms = typeof record.time === 'string' ? Date.parse(record.time) : Number.NaN;
+    return Number.isNaN(ms) ? Number.POSITIVE_INFINITY : ms;
+  }
+
+  /** Characters of a record's reason shown in the feed; a longer reason is cut, whole in its title. */
+  const REASON_START = 120;
+
+  /**
+   * The Path cell. A record without a path is not an agent's request but an event: an anomaly
+   * (`anomaly:<rule>`, the evidence in `reason`) or Airlock's own start, reload or stop (`airlock:start`…,
+   * what happened in `reason`). It shows the route and the start of the reason, so these rows say what
+   * they are rather than "—".
+   */
+  function auditPathCell(record) {
+    const path = typeof record.path === 'string' && record.path !== '' ? record.path : null;
+    const route = typeof record.route === 'string' && record.route !== '' ? record.route : null;
+    if (path !== null || route === null) return el('td', { className: 'mono', 'data-testid': 'audit-path', text: path ?? '—' });
+    const cell = el('td', { 'data-testid': 'audit-path' }, el('span', { className: route.startsWith('anomaly:') ? 'mono state-warn' : 'mono', 'data-testid': 'audit-route', text: route }));
+    const reason = typeof record.reason === 'string' ? record.reason.trim() : '';
+    if (reason !== '') {
+      const shown = startOf(reason, REASON_START);
+      cell.append(' ', el('span', { className: 'muted', 'data-testid': 'audit-reason', title: shown === reason ? null : reason, text: shown }));
+    }
+    return cell;
   }
 
   function auditRow(record) {
@@ -988,7 +1037,7 @@
       time,
       el('td', { text: text(record.agent) }),
       el('td', { text: text(record.method) }),
-      el('td', { className: 'mono', text: text(record.path) }),
+      auditPathCell(record),
       decision,
       el('td', { text: text(record.code) }),
       el('td', { text: text(record.status) }),

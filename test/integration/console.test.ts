@@ -14,7 +14,7 @@ import { generateAgentToken } from '../../src/identity/agent-token.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
-import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
+import { okHandler, startUpstream, type Upstream } from '../helpers/start-upstream.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const haveChromium = existsSync(CHROMIUM);
@@ -92,14 +92,14 @@ describe.skipIf(!haveChromium)('console in headless Chromium', () => {
     await upstream?.close();
   });
 
-  async function openPage(path = '/'): Promise<OpenedPage> {
+  async function openPage(path = '/', base = adminUrl): Promise<OpenedPage> {
     const page = await context.newPage();
     const errors: string[] = [];
     page.on('console', (message) => {
       if (message.type() === 'error') errors.push(`console: ${message.text()}`);
     });
     page.on('pageerror', (error) => errors.push(`pageerror: ${error.message}`));
-    const response = await page.goto(`${adminUrl}${path}`, { waitUntil: 'load' });
+    const response = await page.goto(`${base}${path}`, { waitUntil: 'load' });
     expect(response?.status()).toBe(200);
     return { page, errors };
   }
@@ -345,5 +345,184 @@ describe.skipIf(!haveChromium)('console in headless Chromium', () => {
     expect(await page.locator('#app tbody tr').count()).toBe(0);
     await assertNoCanary(page);
     await page.close();
+  });
+
+  describe('with an Airlock of its own: a slow upstream, anomaly alerts, task sessions', () => {
+    const reader = generateAgentToken();
+    const prober = generateAgentToken();
+    /** Requests to /v1/things/slow wait for the test to let them through. */
+    const slowRequests: Array<() => void> = [];
+    let slowArrived: () => void = () => undefined;
+    let ownUpstream: Upstream;
+    let own: ProxyFixture;
+    let ownAdminUrl: string;
+
+    beforeAll(async () => {
+      ownUpstream = await startUpstream((req, res, recorded) => {
+        if (recorded.target !== '/v1/things/slow') return okHandler(req, res);
+        slowRequests.push(() => okHandler(req, res));
+        slowArrived();
+      });
+      own = await startProxy(
+        {
+          services: {
+            things: { upstream: ownUpstream.url, credential: { secret: 'env:THINGS_KEY' }, routes: [{ method: 'GET', path: '/v1/things/:id', scope: 'things:read' }] },
+          },
+          agents: {
+            'read-bot': { tokens: [reader.hash], credentials: [{ service: 'things', max_scope: ['things:read'], max_ttl: 600 }] },
+            'probe-bot': { tokens: [prober.hash], credentials: [{ service: 'things', max_scope: ['things:read'] }] },
+          },
+          admin: { listen: '127.0.0.1:0', tokens: [{ name: 'alice', hash: admin.hash }] },
+          // Three denials in a minute raise an alert (not a suspension), so the feed gets an anomaly record.
+          anomalies: { denial_burst: { count: 3, window: 60, action: 'alert' } },
+        },
+        { env: { THINGS_KEY: key } },
+      );
+      ownAdminUrl = own.airlock.adminUrl as string;
+    });
+
+    afterAll(async () => {
+      for (const release of slowRequests.splice(0)) release();
+      await own?.close();
+      await ownUpstream?.close();
+    });
+
+    function ownRead(id: string, token = reader.token): Promise<Response> {
+      return fetch(`${own.url}/things/v1/things/${id}`, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(10_000) });
+    }
+
+    /** The request ids of the feed's rows, top to bottom, and the times they show (datetime). */
+    async function feedRows(page: Page): Promise<Array<{ id: string; time: string }>> {
+      return page.getByTestId('audit-row').evaluateAll((rows) =>
+        rows.map((row) => ({ id: row.getAttribute('data-request-id') ?? '', time: row.querySelector('time')?.getAttribute('datetime') ?? '' })),
+      );
+    }
+
+    it("orders the live feed newest first by the records' time, not by when they were written", async () => {
+      const { page, errors } = await openPage('/', ownAdminUrl);
+      await signIn(page);
+      await page.getByTestId('audit-state').filter({ hasText: '(live)' }).waitFor({ state: 'visible' });
+
+      // A slow request starts first and is written last; a quick one starts after it and is written first.
+      const arrived = new Promise<void>((resolve) => (slowArrived = resolve));
+      const slow = ownRead('slow');
+      await arrived;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const quick = await ownRead('quick');
+      expect(quick.status).toBe(200);
+      const quickId = quick.headers.get('x-airlock-request-id') as string;
+      await page.locator(`tr[data-testid="audit-row"][data-request-id="${quickId}"]`).waitFor({ state: 'visible' });
+
+      for (const release of slowRequests.splice(0)) release();
+      const slowResponse = await slow;
+      expect(slowResponse.status).toBe(200);
+      const slowId = slowResponse.headers.get('x-airlock-request-id') as string;
+      await page.locator(`tr[data-testid="audit-row"][data-request-id="${slowId}"]`).waitFor({ state: 'visible' });
+
+      const records = own.auditRecords();
+      const slowRecord = records.find((r) => r.request_id === slowId);
+      const quickRecord = records.find((r) => r.request_id === quickId);
+      // What makes the case: written after, yet started before.
+      expect(records.indexOf(slowRecord as (typeof records)[number])).toBeGreaterThan(records.indexOf(quickRecord as (typeof records)[number]));
+      expect(Date.parse(slowRecord?.time as string)).toBeLessThan(Date.parse(quickRecord?.time as string));
+
+      const rows = await feedRows(page);
+      const ids = rows.map((row) => row.id);
+      expect(ids.indexOf(quickId)).toBeGreaterThanOrEqual(0);
+      expect(ids.indexOf(quickId)).toBeLessThan(ids.indexOf(slowId));
+      // The whole feed (replayed records included) reads newest first.
+      const times = rows.map((row) => Date.parse(row.time));
+      expect(times).toEqual([...times].sort((a, b) => b - a));
+
+      await assertNoCanary(page);
+      expect(errors).toEqual([]);
+      await page.close();
+    });
+
+    it("shows an anomaly's rule and evidence and Airlock's start and reload in the feed, where a request shows its path", async () => {
+      const { page, errors } = await openPage('/', ownAdminUrl);
+      await signIn(page);
+      await page.getByTestId('audit-state').filter({ hasText: '(live)' }).waitFor({ state: 'visible' });
+
+      // The start record is replayed (the feed opens with the last 50 records).
+      const start = page.getByTestId('audit-row').filter({ has: page.getByTestId('audit-route').filter({ hasText: /^airlock:start$/ }) });
+      await start.waitFor({ state: 'visible' });
+      expect(await start.getByTestId('audit-reason').textContent()).toMatch(/^Airlock .* started on http:\/\/127\.0\.0\.1:\d+$/);
+      expect(await start.locator('td').last().textContent()).toBe('airlock');
+
+      // Three routes it has no grant for: a denial burst, raised as an alert.
+      for (const id of ['a', 'b', 'c']) expect((await fetch(`${own.url}/things/v1/other/${id}`, { headers: { authorization: `Bearer ${prober.token}` } })).status).toBe(403);
+      const anomaly = page.getByTestId('audit-row').filter({ has: page.getByTestId('audit-route').filter({ hasText: /^anomaly:denial_burst$/ }) });
+      await anomaly.waitFor({ state: 'visible' });
+      const record = own.auditRecords().find((r) => r.route === 'anomaly:denial_burst');
+      expect(record?.path).toBeNull();
+      const reason = record?.reason as string;
+      expect(reason).toBeTruthy();
+      const shown = (await anomaly.getByTestId('audit-reason').textContent()) ?? '';
+      expect(shown.length).toBeLessThanOrEqual(121);
+      expect(reason.startsWith(shown.replace(/…$/, ''))).toBe(true);
+      const anomalyText = (await anomaly.textContent()) ?? '';
+      for (const expected of ['probe-bot', 'anomaly:denial_burst', 'anomaly-detector']) expect(anomalyText).toContain(expected);
+
+      expect(await own.airlock.reload(own.config)).toEqual({ ok: true });
+      const reload = page.getByTestId('audit-row').filter({ has: page.getByTestId('audit-route').filter({ hasText: /^airlock:reload$/ }) });
+      await reload.waitFor({ state: 'visible' });
+      expect(await reload.getByTestId('audit-reason').textContent()).toContain('configuration reloaded');
+
+      // A request's row still shows its path, and no route or reason.
+      const denied = page.getByTestId('audit-row').filter({ hasText: '/things/v1/other/c' });
+      await denied.waitFor({ state: 'visible' });
+      expect(await denied.getByTestId('audit-path').textContent()).toBe('/things/v1/other/c');
+      expect(await denied.getByTestId('audit-route').count()).toBe(0);
+
+      await assertNoCanary(page);
+      expect(errors).toEqual([]);
+      await page.close();
+    });
+
+    it('a revoked session is shown as ended for good, with no Lift; an agent revocation keeps its Lift', async () => {
+      const minted = await fetch(`${own.url}/_airlock/sessions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${reader.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ scopes: { things: ['things:read'] }, ttl_seconds: 300, justification: 'console check' }),
+      });
+      expect(minted.status).toBe(201);
+      const sessionId = ((await minted.json()) as { session_id: string }).session_id;
+
+      const { page, errors } = await openPage('/', ownAdminUrl);
+      await signIn(page);
+      const session = page.locator(`tr[data-testid="session-row"][data-session="${sessionId}"]`);
+      await session.waitFor({ state: 'visible' });
+      await session.getByTestId('session-revoke').click();
+      await session.getByTestId('session-revoke-reason').fill('task done');
+      await session.getByTestId('session-revoke-confirm').click();
+
+      const revoked = page.locator(`tr[data-testid="revocation-row"][data-kind="session"][data-target="${sessionId}"]`);
+      await revoked.waitFor({ state: 'visible' });
+      expect(await revoked.getByTestId('revocation-lift').count()).toBe(0);
+      expect(await revoked.getByTestId('revocation-final').textContent()).toContain('Ended for good');
+      // Which is what the admin API says of lifting it.
+      const lift = await fetch(`${ownAdminUrl}/v1/revocations/lift`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${admin.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ kind: 'session', target: sessionId }),
+      });
+      expect(lift.status).toBe(400);
+
+      // Kinds that can be lifted still offer it.
+      const agent = page.locator('tr[data-agent="probe-bot"]');
+      await agent.getByTestId('agent-revoke').click();
+      await agent.getByTestId('agent-revoke-confirm').click();
+      const agentRevocation = page.locator('tr[data-testid="revocation-row"][data-kind="agent"][data-target="probe-bot"]');
+      await agentRevocation.waitFor({ state: 'visible' });
+      expect(await agentRevocation.getByTestId('revocation-final').count()).toBe(0);
+      await agentRevocation.getByTestId('revocation-lift').click();
+      await agentRevocation.waitFor({ state: 'detached' });
+      expect(await statusText(page)).toContain('Lifted the revocation of agent probe-bot');
+
+      await assertNoCanary(page);
+      expect(errors).toEqual([]);
+      await page.close();
+    });
   });
 });
