@@ -104,6 +104,35 @@ export function problemBody(error: AirlockError, requestId: string): ProblemBody
   };
 }
 
+/**
+ * What the operator is told about a refusal and its caller is not: who revoked an agent and why, which
+ * file a store is and which of its entries is damaged, where Vault is. The agent suspected of a prompt
+ * injection must not read the incident's reason, nor an agent learn data_dir's path or the names of
+ * other secrets (found by a fresh-user walkthrough). It rides as an AirlockError's `cause`, which no
+ * agent is sent: run-pipeline.ts refuse makes it the audit record's `reason`, and the request's log
+ * line carries it as `err`. The agent's detail says what happened and where the operator looks.
+ */
+export class OperatorReason extends Error {
+  override readonly name: string = 'OperatorReason';
+}
+
+/** The fixed pointer an agent's detail ends with when the why is the operator's (OperatorReason). */
+export const OPERATOR_FINDS_WHY = 'An operator finds why in the audit record and the proxy log under this request id.';
+
+/**
+ * The first OperatorReason in an error's cause chain, or null: a refusal re-said by the credential cache
+ * (stale past max_staleness) or after a reload (await-approval.ts) keeps the reason of the one it wraps.
+ */
+export function operatorReason(error: unknown): string | null {
+  let current: unknown = error;
+  // A few links: a cause chain is a handful deep here, and a cycle must not spin.
+  for (let depth = 0; depth < 8 && current instanceof Error; depth++) {
+    if (current instanceof OperatorReason) return current.message;
+    current = current.cause;
+  }
+  return null;
+}
+
 /** Anything that is not an AirlockError is a bug: agents see a fixed message, logs keep the cause. */
 export function asAirlockError(error: unknown): AirlockError {
   if (error instanceof AirlockError) return error;

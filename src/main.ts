@@ -61,9 +61,14 @@ const code = await runCli({
   stderr: process.stderr,
   stdin: process.stdin,
   nodeFlags: process.execArgv,
+  pid: process.pid,
   stopRequested,
   onStdoutError(listener) {
     stdoutListeners.push(listener);
+  },
+  async stdoutSettled() {
+    await new Promise((resolve) => setImmediate(resolve));
+    return stdoutFailure;
   },
   onReloadRequested(listener) {
     reloadListeners.add(listener);

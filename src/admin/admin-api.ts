@@ -267,7 +267,7 @@ async function revoke(context: AdminContext, call: AdminCall, kind: RevocationKi
 }
 
 async function lift(context: AdminContext, call: AdminCall, kind: RevocationKind, target: string, routeTemplate: string): Promise<unknown> {
-  if (context.state.revocation(kind, target) === null) throw new AirlockError('not_found', `Nothing is revoked for ${kind} ${target}.`);
+  if (context.state.revocation(kind, target) === null) throw new AirlockError('not_found', kind === 'all' ? 'No lockdown is in force.' : `Nothing is revoked for ${kind} ${target}.`);
   // Revoking a session ends it (and the sessions narrowed from it), like revoking a Vault token: there
   // is nothing to bring back, and saying "restored" would be a lie.
   if (kind === 'session') {

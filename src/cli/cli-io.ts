@@ -22,6 +22,13 @@ export interface CliIo {
   readonly onReloadRequested?: (listener: () => void) => () => void;
   /** Registers a listener for errors of stdout (EPIPE once its reader is gone); absent in tests. */
   readonly onStdoutError?: (listener: (error: NodeJS.ErrnoException) => void) => void;
+  /**
+   * Settles once what was written to stdout so far has been tried (a failed write is reported a tick
+   * later), with the first failure or null; absent in tests. main.ts still reports the failure itself.
+   */
+  readonly stdoutSettled?: () => Promise<NodeJS.ErrnoException | null>;
+  /** This process's id, for `kill -HUP` (npm start's pid is a shell's, which SIGHUP ends); absent in tests. */
+  readonly pid?: number;
   /** The flags node itself was started with (process.execArgv); absent where unknown (tests). */
   readonly nodeFlags?: readonly string[];
   /** In a cluster worker: the IPC channel to the primary (cluster-wide /metrics). */

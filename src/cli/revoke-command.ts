@@ -28,7 +28,8 @@ async function change(io: CliIo, verb: 'revoke' | 'restore'): Promise<number> {
   const body = { kind, target: kind === 'all' ? '*' : target, reason: values.reason ?? '' };
   try {
     const answer = await callAdmin(io, loaded.config, 'POST', verb === 'revoke' ? '/v1/revocations' : '/v1/revocations/lift', body);
-    if (answer.status !== 200) return reportRefusal(io, answer, `${verb === 'revoke' ? 'Revoking' : 'Restoring'} ${kind} ${target ?? ''}`);
+    // `all` is the lockdown: it has no target to name (found by a fresh-user walkthrough: "Restoring all  was refused").
+    if (answer.status !== 200) return reportRefusal(io, answer, `${verb === 'revoke' ? 'Revoking' : 'Restoring'} ${kind === 'all' ? 'all (the lockdown)' : `${kind} ${target}`}`);
     io.stdout.write(
       verb === 'revoke'
         ? `Revoked ${kind}${kind === 'all' ? ' (lockdown)' : ` ${target}`}: effective on the next request; streams in flight were ended.\n`

@@ -8,6 +8,7 @@
  */
 import { parseArgs } from 'node:util';
 import { looksLikeKey } from '../redaction/key-patterns.js';
+import { localSecretReferences } from '../config/secret-references.js';
 import type { AirlockConfig } from '../config/types.js';
 import { EncryptedSecretFile } from '../credentials/encrypted-secret-file.js';
 import { loadMasterKey, MASTER_KEY_FILE } from '../credentials/master-key.js';
@@ -81,21 +82,14 @@ function shown(name: string): string {
   return looksLikeKey(name) ? '(a name that looks like a key, not shown)' : name;
 }
 
-/** The file: references in the config, by secret name, with where they are used. */
-function fileRefs(config: AirlockConfig): Map<string, string[]> {
-  const refs = new Map<string, string[]>();
-  const note = (secret: string, where: string): void => {
-    const parsed = parseSecretRef(secret);
-    if (!parsed.ok || parsed.ref.kind !== 'file') return;
-    refs.set(parsed.ref.name, [...(refs.get(parsed.ref.name) ?? []), where]);
-  };
-  for (const service of Object.values(config.services)) note(service.credential.secret, `services.${service.name}.credential`);
-  for (const agent of Object.values(config.agents)) {
-    agent.credentials.forEach((grant, index) => {
-      if (grant.credential !== undefined) note(grant.credential.secret, `agents.${agent.name}.credentials[${index}].credential`);
-    });
-  }
-  return refs;
+/** The file: references in the config (credentials, a Vault login, OAuth2 clients), by secret name, with where they are used. */
+function fileRefs(config: AirlockConfig): Map<string, readonly string[]> {
+  return new Map(localSecretReferences(config).filter((r) => r.kind === 'file').map((r) => [r.name, r.usedBy]));
+}
+
+/** "name (where, where)", for a list of references on one line. */
+function namedWithUse(name: string, usedBy: readonly string[]): string {
+  return `${shown(name)} (${usedBy.join(', ')})`;
 }
 
 async function readValue(io: CliIo, name: string): Promise<string> {
@@ -124,10 +118,11 @@ async function readValue(io: CliIo, name: string): Promise<string> {
   return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
 }
 
-async function setSecret(io: CliIo, config: AirlockConfig, name: string): Promise<number> {
+/** `command` is what the operator ran (`set NAME`, `rotate file:NAME`), to be suggested again as it was. */
+async function setSecret(io: CliIo, config: AirlockConfig, name: string, command = `set ${name}`): Promise<number> {
   const value = await readValue(io, name);
   if (value.length === 0) {
-    io.stderr.write(`No value read for ${name}; pipe it in, e.g.  printf %s "$KEY" | npx airlock secrets set ${name}\n`);
+    io.stderr.write(`No value read for ${name}; pipe it in, e.g.  printf %s "$KEY" | npx airlock secrets ${command}\n`);
     return 1;
   }
   if (value.length < MIN_SECRET_LENGTH) {
@@ -170,12 +165,14 @@ async function listSecrets(io: CliIo, config: AirlockConfig): Promise<number> {
   }
   const damaged = stored.filter((entry) => entry.damaged).map((entry) => entry.name);
   if (damaged.length > 0) {
-    // The proxy refuses the whole file while one entry is damaged (it cannot tell an edit from an attack).
-    io.stderr.write(`Damaged (the file was edited, or an entry moved): ${damaged.map(shown).join(', ')}. Until they are set again, a running Airlock cannot read any file: secret. Set each again: npx airlock secrets set ${shown(damaged[0] as string)}\n`);
+    // The proxy serves the other entries; a damaged one is refused by name (credentials/file-source.ts).
+    io.stderr.write(`Damaged (the file was edited, or an entry moved): ${damaged.map(shown).join(', ')}. Until each is set again, a running Airlock answers requests that need it with 503; the other file: secrets are served. Set each again: npx airlock secrets set ${shown(damaged[0] as string)}\n`);
   }
   const names = new Set(stored.map((entry) => entry.name));
   const missing = [...refs.keys()].filter((name) => !names.has(name)).sort();
-  if (missing.length > 0) io.stdout.write(`\nNot set yet (requests that need them get 503): ${missing.map(shown).join(', ')}\n  npx airlock secrets set ${shown(missing[0] as string)}\n`);
+  if (missing.length > 0) io.stdout.write(`\nNot set yet (requests that need them get 503): ${missing.map((name) => namedWithUse(name, refs.get(name) ?? [])).join(', ')}\n  npx airlock secrets set ${shown(missing[0] as string)}\n`);
+  const fromEnv = localSecretReferences(config).filter((r) => r.kind === 'env');
+  if (fromEnv.length > 0) io.stdout.write(`\nRead from Airlock's environment, not stored here: ${fromEnv.map((r) => namedWithUse(r.name, r.usedBy)).join(', ')}\n`);
   return damaged.length > 0 ? 1 : 0;
 }
 
@@ -206,7 +203,7 @@ async function rotateSecret(io: CliIo, config: AirlockConfig, refOrName: string)
   // A well-formed reference may still hold a key (vault:secret/sk_live_…#f): not sent, not repeated.
   if (parsed.ref.name.split(/[/#]/).some(looksLikeKey)) throw new UsageError(`A part of that reference ${KEY_LIKE}, so it is refused (${NOT_REPEATED}). Give the reference as the config writes it, e.g. vault:secret/stripe#api_key.`);
   if (parsed.ref.kind === 'file') {
-    const stored = await setSecret(io, config, requireName(parsed.ref.name));
+    const stored = await setSecret(io, config, requireName(parsed.ref.name), `rotate ${refOrName}`);
     if (stored !== 0) return stored;
   }
   if (config.admin === null) {

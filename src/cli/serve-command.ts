@@ -19,10 +19,10 @@ import { startAirlock, type RunningAirlock } from '../app.js';
 import { environmentProblems } from '../config/assess-environment.js';
 import { formatProblem } from '../config/config-problem.js';
 import { loadConfigFile, parseConfigText } from '../config/load-config.js';
+import { localSecretReferences, type LocalSecretReference } from '../config/secret-references.js';
 import type { AirlockConfig } from '../config/types.js';
-import { EncryptedSecretFile } from '../credentials/encrypted-secret-file.js';
+import { EncryptedSecretFile, shownSecretName } from '../credentials/encrypted-secret-file.js';
 import { loadMasterKey } from '../credentials/master-key.js';
-import { parseSecretRef } from '../credentials/secret-ref.js';
 import { BatchedLineSink } from '../observability/batched-line-sink.js';
 import { clusterMetricsText } from '../observability/cluster-metrics.js';
 import type { CliIo } from './cli-io.js';
@@ -69,7 +69,7 @@ export async function serveCommand(io: CliIo): Promise<number> {
       logDestination: logSink,
       ...(primary === undefined ? {} : { clusterMetrics: (registry: Registry) => clusterMetricsText(registry, primary), clusterRestrictions: restrictionChannel(primary) }),
     });
-    if (workerId === undefined) io.stderr.write(summary(config, airlock.url, airlock.serviceUrls, airlock.adminUrl, io.env, io.nodeFlags));
+    if (workerId === undefined) io.stderr.write(summary(config, airlock.url, airlock.serviceUrls, airlock.adminUrl, io));
     const stopWatching = watchForReloads(io, file, config, airlock, workerId, startedFrom);
     const signal = await io.stopRequested;
     stopWatching();
@@ -203,8 +203,8 @@ function watchForReloads(io: CliIo, file: string, initial: AirlockConfig, airloc
   };
 }
 
-function missingSecrets(config: AirlockConfig, env: CliIo['env']): string[] {
-  const missing = new Set<string>();
+/** The env: and file: references (credentials, a Vault login, OAuth2 clients) with no value yet. */
+function missingSecrets(config: AirlockConfig, env: CliIo['env']): LocalSecretReference[] {
   let stored: Set<string>;
   try {
     const key = loadMasterKey({ dataDir: config.data_dir, env, create: false });
@@ -212,17 +212,33 @@ function missingSecrets(config: AirlockConfig, env: CliIo['env']): string[] {
   } catch {
     stored = new Set();
   }
-  const refs = [
-    ...Object.values(config.services).map((s) => s.credential.secret),
-    ...Object.values(config.agents).flatMap((a) => a.credentials.flatMap((g) => (g.credential === undefined ? [] : [g.credential.secret]))),
-  ];
-  for (const text of refs) {
-    const parsed = parseSecretRef(text);
-    if (!parsed.ok) continue;
-    if (parsed.ref.kind === 'file' && !stored.has(parsed.ref.name)) missing.add(text);
-    if (parsed.ref.kind === 'env' && (env[parsed.ref.name] ?? '') === '') missing.add(text);
+  return localSecretReferences(config).filter((ref) => (ref.kind === 'file' ? !stored.has(ref.name) : (env[ref.name] ?? '') === ''));
+}
+
+/**
+ * Entries of the secrets file that do not decrypt (edited, or moved), named as `secrets list` names
+ * them, with where the config uses them: a running Airlock refuses requests that need them (file-source.ts).
+ */
+function damagedSecrets(config: AirlockConfig, env: CliIo['env']): { shown: string[]; firstPlain: string | null } {
+  let inventory: ReturnType<EncryptedSecretFile['inventory']>;
+  try {
+    const key = loadMasterKey({ dataDir: config.data_dir, env, create: false });
+    inventory = key === null ? [] : new EncryptedSecretFile(config.data_dir, key).inventory();
+  } catch {
+    // A file that cannot be read at all is the proxy's to log (its credentials are not available yet).
+    return { shown: [], firstPlain: null };
   }
-  return [...missing];
+  const used = new Map(localSecretReferences(config).filter((r) => r.kind === 'file').map((r) => [r.name, r.usedBy]));
+  const damaged = inventory.filter((entry) => entry.damaged).map((entry) => entry.name);
+  return {
+    shown: damaged.map((name) => `${shownSecretName(name)} (${used.get(name)?.join(', ') ?? 'unused'})`),
+    firstPlain: damaged.find((name) => shownSecretName(name) === name) ?? null,
+  };
+}
+
+/** "openai (services.openai.credential), VAULT_ROLE_ID (secrets.vault.auth.role_id)" */
+function namedWithUse(refs: readonly LocalSecretReference[]): string {
+  return refs.map((ref) => `${ref.name} (${ref.usedBy.join(', ')})`).join(', ');
 }
 
 /**
@@ -239,9 +255,11 @@ function memoryReducerOn(nodeFlags: readonly string[]): boolean {
   return !nodeFlags.some((flag) => off.has(flag.replaceAll('_', '-')));
 }
 
-function summary(config: AirlockConfig, url: string, serviceUrls: Readonly<Record<string, string>>, adminUrl: string | null, env: CliIo['env'], nodeFlags: CliIo['nodeFlags']): string {
+function summary(config: AirlockConfig, url: string, serviceUrls: Readonly<Record<string, string>>, adminUrl: string | null, io: CliIo): string {
+  const { env, nodeFlags, pid } = io;
   const services = Object.values(config.services);
-  const lines = ['', `Airlock is listening on ${url}`];
+  // node's own pid: under `npm start`, SIGHUP sent to npm's shell ends it rather than reloading.
+  const lines = ['', `Airlock is listening on ${url}${pid === undefined ? '' : `  (pid ${pid}; \`kill -HUP ${pid}\` reloads the config)`}`];
   for (const service of services) {
     const own = serviceUrls[service.name];
     lines.push(`  ${service.name.padEnd(12)} ${url}${service.prefix}/...${own === undefined ? '' : `   and ${own}/... (own listener)`}  ->  ${service.upstream}`);
@@ -252,12 +270,20 @@ function summary(config: AirlockConfig, url: string, serviceUrls: Readonly<Recor
   lines.push(`  audit log    ${config.audit.file}`);
   const next: string[] = [];
   const tokenless = Object.values(config.agents).filter((a) => a.tokens.length === 0).map((a) => a.name);
-  if (tokenless.length > 0) next.push(`Give agent ${tokenless.join(', ')} a token: \`npx airlock token\`, paste the sha256 line into its tokens list, restart.`);
+  if (tokenless.length > 0) {
+    const applied = config.reload.watch ? 'this Airlock applies the saved file within about a second' : `then \`kill -HUP ${pid ?? '<pid>'}\` reloads it`;
+    next.push(`Give agent ${tokenless.join(', ')} a token: \`npx airlock token\`, paste the sha256 line into its tokens list; ${applied}.`);
+  }
   const missing = missingSecrets(config, env);
-  const fileMissing = missing.filter((r) => r.startsWith('file:')).map((r) => r.slice(5));
-  const envMissing = missing.filter((r) => r.startsWith('env:')).map((r) => r.slice(4));
-  if (fileMissing.length > 0) next.push(`Store the upstream keys: \`npx airlock secrets set ${fileMissing[0]}\` (value on stdin); not set yet: ${fileMissing.join(', ')}.`);
-  if (envMissing.length > 0) next.push(`Set these environment variables and restart: ${envMissing.join(', ')}.`);
+  const fileMissing = missing.filter((r) => r.kind === 'file');
+  const envMissing = missing.filter((r) => r.kind === 'env');
+  if (fileMissing.length > 0) next.push(`Store the secrets: \`npx airlock secrets set ${fileMissing[0]?.name}\` (value on stdin); not set yet: ${namedWithUse(fileMissing)}.`);
+  if (envMissing.length > 0) next.push(`Set these environment variables and restart: ${namedWithUse(envMissing)}.`);
+  const damaged = damagedSecrets(config, env);
+  if (damaged.shown.length > 0) {
+    const command = damaged.firstPlain === null ? '' : ` \`npx airlock secrets set ${damaged.firstPlain}\` (value on stdin);`;
+    next.push(`Set again the secrets whose entries do not decrypt (the file was edited, or an entry moved): ${damaged.shown.join(', ')}. Requests that need them get 503 until then; the other secrets are served.${command} \`npx airlock secrets list\` marks them DAMAGED.`);
+  }
   const first = services[0];
   if (first !== undefined) next.push(`Point an SDK at ${url}${first.prefix} (plus the API's version path, e.g. /v1) with the alk_ token as its API key.`);
   next.push(`Check a decision without calling upstream: \`npx airlock explain --agent NAME GET ${first === undefined ? '/service/path' : `${first.prefix}/v1/models`}\`.`);

@@ -12,13 +12,18 @@ export async function tokenCommand(io: CliIo): Promise<number> {
   if (io.args.length > 0) throw new UsageError(`usage: airlock token   (no arguments: it prints a new token and its hash; put the hash under the agent's tokens in the config); got ${io.args.length} argument(s)`);
   const pair = generateAgentToken();
   io.stdout.write(`${pair.token}\n${pair.hash}\n`);
+  // A token that never reached stdout (a full disk) must not have its hash pasted into a config: the
+  // snippet would admit a token nobody holds. main.ts says what failed, and exits 1 (EPIPE: a reader
+  // that went away, 0).
+  if ((await io.stdoutSettled?.()) != null) return 0;
   io.stderr.write(
     [
       '',
       'The first line is the agent token: give it to the agent as its API key. It is shown only once.',
       'The second line is its hash: add it to the agent in your config, for example',
       `  agents:\n    support-bot:\n      tokens: ["${pair.hash}"]`,
-      'then restart Airlock (`npx airlock check` first if you like).',
+      'and save: a running Airlock applies it within about a second (with reload.watch, the default; otherwise',
+      '`kill -HUP` its pid, shown in its start-up summary). `npx airlock check` shows any problem with the edit.',
       '',
     ].join('\n'),
   );

@@ -124,7 +124,20 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
   const sources: Readonly<Record<SecretRefKind, SecretSource>> = {
     env: createEnvSource(options.env),
     // The cache above already limits how often the file is read; the source itself re-stats on every fetch.
-    file: createFileSource({ dataDir: config.data_dir, env: options.env, now, recheckMs: 0 }),
+    file: createFileSource({
+      dataDir: config.data_dir,
+      env: options.env,
+      now,
+      recheckMs: 0,
+      // Said when the file is first read (start-up warms every configured secret, app.ts) and again when it
+      // changes, so the operator learns of the damage before an agent does; names as `secrets list` prints them.
+      onDamaged(names, path) {
+        logger.warn(
+          { secrets_file: path, damaged: names },
+          'entries of the secrets file do not decrypt (the file was edited, or an entry moved): requests that need them get 503 credential_unavailable (once a value fetched before is past its max_staleness), the other file: secrets are served; set each again with `npx airlock secrets set NAME` (`npx airlock secrets list` marks them DAMAGED)',
+        );
+      },
+    }),
     vault: vault === null ? unconfigured('vault', 'secrets.vault') : createVaultKvSource(vault),
     'vault-lease': leases ?? unconfigured('vault-lease', 'secrets.vault'),
     oauth2: oauth2Tokens(),

@@ -16,7 +16,7 @@
  * `status()` exposes health and staleness per reference (for the admin API and metrics), never values.
  */
 import { LRUCache } from 'lru-cache';
-import { AirlockError } from '../errors.js';
+import { AirlockError, operatorReason } from '../errors.js';
 import { EXPIRY_MARGIN_MS, type Credential } from './credential.js';
 import { CredentialWithdrawn, type FetchOptions } from './secret-source.js';
 
@@ -37,6 +37,7 @@ export interface CredentialStatus {
   readonly servableForSeconds: number | null;
   readonly failing: boolean;
   readonly consecutiveFailures: number;
+  /** For operators (the admin API): the reason the agent is not told when there is one (errors.ts OperatorReason), else the detail. */
   readonly lastError: string | null;
 }
 
@@ -208,7 +209,7 @@ export class CredentialCache {
         servableForSeconds: credential === null ? null : Math.max(0, Math.round(((state === 'fresh' ? entry.freshUntil : entry.usableUntil) - now) / 1000)),
         failing: entry.lastError !== null,
         consecutiveFailures: entry.failures,
-        lastError: entry.lastError?.detail ?? null,
+        lastError: entry.lastError === null ? null : (operatorReason(entry.lastError) ?? entry.lastError.detail),
       });
     }
     return out.sort((a, b) => a.ref.localeCompare(b.ref));

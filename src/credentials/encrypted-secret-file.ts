@@ -32,6 +32,14 @@ export class SecretFileError extends Error {
   override name = 'SecretFileError';
 }
 
+/**
+ * A secret's name as Airlock prints it to operators (`secrets list`, the proxy's warning of damaged
+ * entries): a name that looks like a key may be the key itself, so it is not repeated.
+ */
+export function shownSecretName(name: string): string {
+  return looksLikeKey(name) ? '(a name that looks like a key, not shown)' : name;
+}
+
 function seal(key: Buffer, aad: string, plaintext: string): SealedValue {
   return sealText(key, Buffer.from(aad, 'utf8'), plaintext);
 }
@@ -54,31 +62,49 @@ export class EncryptedSecretFile {
     this.#key = key;
   }
 
-  /** Decrypts every entry; a missing file is an empty store. */
+  /** Decrypts every entry, refusing the file when one is damaged; a missing file is an empty store. */
   readAll(): Map<string, SecretEntry> {
-    const document = this.#readDocument();
-    const entries = new Map<string, SecretEntry>();
-    if (document === null) return entries;
-    for (const [name, sealed] of Object.entries(document.secrets)) {
-      try {
-        entries.set(name, { value: open(this.#key, `secret:${name}`, sealed), updatedAt: sealed.updated_at ?? null });
-      } catch {
-        // A name that looks like a key (one stored before `secrets set` refused such names, or a key pasted
-        // where the name went) is not repeated: this message reaches the terminal and the log.
-        if (looksLikeKey(name)) {
-          throw new SecretFileError(
-            `a secret in ${this.path} whose name looks like a key (not repeated here) does not decrypt: the file was edited or its entry moved; \`npx airlock secrets list\` marks it DAMAGED; remove it with \`npx airlock secrets rm\` and that name, and store the key under a plain name`,
-          );
-        }
-        throw new SecretFileError(`secret "${name}" in ${this.path} does not decrypt: the file was edited or its entry moved; set it again with \`npx airlock secrets set ${name}\``);
-      }
-    }
+    const { entries, damaged } = this.readIntact();
+    const first = damaged.values().next();
+    if (first.done !== true) throw new SecretFileError(first.value);
     return entries;
   }
 
   /**
+   * Every entry that decrypts, and for each that does not (edited, or moved under another name) what to
+   * tell the operator, by name. What the proxy reads (file-source.ts): one damaged entry costs its own
+   * name only, not every file: secret (found by a fresh-user walkthrough). A missing file is an empty
+   * store; a file that is not a secrets file, or that the master key does not open, throws.
+   */
+  readIntact(): { readonly entries: Map<string, SecretEntry>; readonly damaged: Map<string, string> } {
+    const document = this.#readDocument();
+    const entries = new Map<string, SecretEntry>();
+    const damaged = new Map<string, string>();
+    if (document === null) return { entries, damaged };
+    for (const [name, sealed] of Object.entries(document.secrets)) {
+      try {
+        entries.set(name, { value: open(this.#key, `secret:${name}`, sealed), updatedAt: sealed.updated_at ?? null });
+      } catch {
+        damaged.set(name, this.#damagedProblem(name));
+      }
+    }
+    return { entries, damaged };
+  }
+
+  /**
+   * A name that looks like a key (one stored before `secrets set` refused such names, or a key pasted
+   * where the name went) is not repeated: this message reaches the terminal, the log and the audit record.
+   */
+  #damagedProblem(name: string): string {
+    if (looksLikeKey(name)) {
+      return `a secret in ${this.path} whose name looks like a key (not repeated here) does not decrypt: the file was edited or its entry moved; \`npx airlock secrets list\` marks it DAMAGED; remove it with \`npx airlock secrets rm\` and that name, and store the key under a plain name`;
+    }
+    return `secret "${name}" in ${this.path} does not decrypt: the file was edited or its entry moved; set it again with \`npx airlock secrets set ${name}\``;
+  }
+
+  /**
    * Every entry's name and date, and whether it decrypts, for `secrets list`: one damaged entry does not
-   * hide the others (readAll, which the proxy uses, refuses the whole file instead).
+   * hide the others.
    */
   inventory(): Array<{ readonly name: string; readonly updatedAt: string | null; readonly damaged: boolean }> {
     const document = this.#readDocument();

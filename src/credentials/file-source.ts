@@ -4,11 +4,24 @@
  * The running proxy picks up `npx airlock secrets set` without a restart: the file is re-read when its
  * size, mtime or inode changes, checked at most once per `recheckMs` so the request path does not
  * stat the disk on every call.
+ *
+ * An entry that does not decrypt (the file was edited, or the entry moved under another name) costs its
+ * own name only: the other entries are served, and a request that needs it gets 503 (found by a
+ * fresh-user walkthrough: one damaged entry made every file: secret unavailable). Like a file that
+ * cannot be read at all, a damaged entry is a fault, not an operator's withdrawal (that is `secrets rm`,
+ * CredentialWithdrawn): a value fetched before the damage keeps serving up to its max_staleness
+ * (credential-cache.ts), with the failure logged and shown in the admin API meanwhile. What is served
+ * then is the value an operator set, never one an edit chose (the name is the ciphertext's additional
+ * data, so an entry moved under this name does not decrypt as it), and dropping it at once would turn a
+ * slip of an editor into an outage.
+ *
+ * What the agent is told is fixed; the file's path, the entry's name and what to run are the operator's
+ * (an OperatorReason: the audit record's reason and the log line), as they name data_dir and other secrets.
  */
 import { stat } from 'node:fs/promises';
-import { AirlockError } from '../errors.js';
+import { AirlockError, OPERATOR_FINDS_WHY, OperatorReason } from '../errors.js';
 import { Credential } from './credential.js';
-import { EncryptedSecretFile, type SecretEntry } from './encrypted-secret-file.js';
+import { EncryptedSecretFile, shownSecretName, type SecretEntry } from './encrypted-secret-file.js';
 import { loadMasterKey } from './master-key.js';
 import { CredentialWithdrawn, type SecretSource } from './secret-source.js';
 
@@ -17,12 +30,25 @@ export interface FileSourceOptions {
   env: Readonly<Record<string, string | undefined>>;
   recheckMs?: number;
   now?: () => number;
+  /**
+   * Called when a read of the file finds entries that do not decrypt (at start-up, and again whenever the
+   * file changes and some still do not): their names as `secrets list` prints them, and the file.
+   */
+  onDamaged?: (shownNames: readonly string[], path: string) => void;
 }
 
 interface Snapshot {
   stamp: string;
   entries: Map<string, SecretEntry> | null;
+  /** Entries that do not decrypt: what to tell the operator, by name. */
+  damaged: ReadonlyMap<string, string>;
   problem: string | null;
+}
+
+function unavailable(ref: string, operatorReason: string): AirlockError {
+  return new AirlockError('credential_unavailable', `The credential ${ref} is unavailable: its store could not be read, and the request was not sent. ${OPERATOR_FINDS_WHY}`, {
+    cause: new OperatorReason(operatorReason),
+  });
 }
 
 export function createFileSource(options: FileSourceOptions): SecretSource {
@@ -47,17 +73,20 @@ export function createFileSource(options: FileSourceOptions): SecretSource {
     try {
       key = loadMasterKey({ dataDir: options.dataDir, env: options.env, create: false });
     } catch (error) {
-      return { stamp: 'key-error', entries: null, problem: (error as Error).message };
+      return { stamp: 'key-error', entries: null, damaged: new Map(), problem: (error as Error).message };
     }
-    if (key === null) return { stamp: 'no-key', entries: new Map(), problem: null };
+    if (key === null) return { stamp: 'no-key', entries: new Map(), damaged: new Map(), problem: null };
     const file = new EncryptedSecretFile(options.dataDir, key);
     const stamp = await currentStamp(file.path);
     if (snapshot !== null && snapshot.stamp === stamp) return snapshot;
+    let read: ReturnType<EncryptedSecretFile['readIntact']>;
     try {
-      return { stamp, entries: file.readAll(), problem: null };
+      read = file.readIntact();
     } catch (error) {
-      return { stamp, entries: null, problem: (error as Error).message };
+      return { stamp, entries: null, damaged: new Map(), problem: (error as Error).message };
     }
+    if (read.damaged.size > 0) options.onDamaged?.([...read.damaged.keys()].map(shownSecretName), file.path);
+    return { stamp, entries: read.entries, damaged: read.damaged, problem: null };
   }
 
   async function fresh(): Promise<Snapshot> {
@@ -74,9 +103,9 @@ export function createFileSource(options: FileSourceOptions): SecretSource {
   return {
     async fetchSecret(name, ref) {
       const current = await fresh();
-      if (current.entries === null) {
-        throw new AirlockError('credential_unavailable', `The credential ${ref} is not available: the secrets file cannot be read (${current.problem ?? 'unknown problem'}).`);
-      }
+      if (current.entries === null) throw unavailable(ref, `The credential ${ref} is not available: the secrets file cannot be read (${current.problem ?? 'unknown problem'}).`);
+      const damage = current.damaged.get(name);
+      if (damage !== undefined) throw unavailable(ref, `The credential ${ref} is not available: ${damage}.`);
       const entry = current.entries.get(name);
       if (entry === undefined) {
         throw new CredentialWithdrawn(`The credential ${ref} is not set. An operator runs \`npx airlock secrets set ${name}\` (value on stdin) and retries; no restart is needed.`);

@@ -12,7 +12,7 @@ import type createVaultClient from 'node-vault';
 import type { Logger } from 'pino';
 import { LONGEST_TIMER_MS, type VaultSpec } from '../config/schema.js';
 import type { DeepReadonly } from '../config/types.js';
-import { AirlockError } from '../errors.js';
+import { AirlockError, OPERATOR_FINDS_WHY, OperatorReason } from '../errors.js';
 import { CredentialWithdrawn } from './secret-source.js';
 import { createVaultTransport, type VaultTransport } from './vault-transport.js';
 
@@ -113,7 +113,10 @@ export class VaultSession {
     if (status === 404) return new CredentialWithdrawn(`The credential ${ref} is not in Vault (no secret at that path); an operator writes it or fixes the reference.`, { cause: error });
     if (status === 403) return new CredentialWithdrawn(`Vault refused to give Airlock the credential ${ref} (permission denied); check the policy of Airlock's Vault role.`, { cause: error });
     if (status !== null) return new AirlockError('credential_unavailable', `Vault answered ${status} when asked for the credential ${ref}.`, { cause: error });
-    return new AirlockError('credential_unavailable', `Vault at ${this.address} did not answer in time or is unreachable while fetching ${ref}.`, { cause: error });
+    // Where Vault is, is the operator's to know (errors.ts OperatorReason), not the agent's.
+    return new AirlockError('credential_unavailable', `Vault did not answer in time or is unreachable while fetching ${ref}. ${OPERATOR_FINDS_WHY}`, {
+      cause: new OperatorReason(`Vault at ${this.address} did not answer in time or is unreachable while fetching ${ref}`, { cause: error }),
+    });
   }
 
   async close(): Promise<void> {
@@ -162,8 +165,8 @@ export class VaultSession {
       const status = vaultStatus(error);
       throw new AirlockError(
         'credential_unavailable',
-        status === null ? `Vault at ${this.address} did not answer Airlock's login.` : `Vault refused Airlock's ${auth.method} login (status ${status}); check the credentials under secrets.vault.auth.`,
-        { cause: error },
+        status === null ? `Vault did not answer Airlock's login. ${OPERATOR_FINDS_WHY}` : `Vault refused Airlock's ${auth.method} login (status ${status}); check the credentials under secrets.vault.auth.`,
+        { cause: status === null ? new OperatorReason(`Vault at ${this.address} did not answer Airlock's login`, { cause: error }) : error },
       );
     }
     this.#authenticated = true;

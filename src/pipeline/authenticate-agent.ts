@@ -7,7 +7,7 @@
  *    minted it is still accepted and its grants' max_ttl still allows its age (sessionStanding);
  *  - a workload JWT, verified against the agents that accept its issuer (jwt-verifier.ts).
  */
-import { AirlockError } from '../errors.js';
+import { AirlockError, OperatorReason } from '../errors.js';
 import type { JwtVerifier } from '../identity/jwt-verifier.js';
 import { scanForAgentToken } from '../identity/token-carriers.js';
 import type { TokenHashes } from '../identity/token-hashes.js';
@@ -32,7 +32,7 @@ export interface Principal {
  * Why a credential was refused, for the operator: it becomes the audit record's reason and the log
  * line's err (run-pipeline.ts refuse), never the caller's detail (an AirlockError's cause is never sent).
  */
-export class AuthenticationFailure extends Error {
+export class AuthenticationFailure extends OperatorReason {
   override readonly name = 'AuthenticationFailure';
 }
 

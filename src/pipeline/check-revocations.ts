@@ -3,13 +3,23 @@
  * through Redis when scaled out) and are looked up in memory on every request, so they take effect on
  * the very next one; streams already flowing are ended by the kill switch (policy/kill-switch.ts).
  */
-import { AirlockError } from '../errors.js';
+import { AirlockError, OPERATOR_FINDS_WHY, OperatorReason } from '../errors.js';
+import type { Revocation } from '../state/governance-records.js';
 import type { GovernanceState } from '../state/governance-state.js';
 import type { Principal } from './authenticate-agent.js';
 
-function who(by: string, reason: string): string {
-  return `by ${by}${reason === '' ? '' : `: ${reason}`}`;
+/**
+ * Who made a revocation and why are the operators' (admin API GET /v1/revocations, the audit record's
+ * reason, the log line), never the refused agent's: the agent an incident is about would read the
+ * incident's reason and its responder's name (found by a fresh-user walkthrough). The agent's detail
+ * says what happened and what to do, in words fixed here; it does not say who, not even "an operator":
+ * the anomaly detector revokes agents too (respond-to-anomaly.ts).
+ */
+function revokedBecause(what: string, revocation: Revocation): OperatorReason {
+  return new OperatorReason(`${what} (by ${revocation.by}${revocation.reason === '' ? '' : `: ${revocation.reason}`})`);
 }
+
+const INVALID_TOKEN = Object.freeze({ 'www-authenticate': 'Bearer realm="airlock", error="invalid_token"' });
 
 /**
  * Shared state (Redis) unreachable past state.stale_after: what this replica knows may be out of date
@@ -25,25 +35,34 @@ export function checkStateFresh(state: GovernanceState, staleAfterMs: number, no
 /** Lockdown, a revoked agent, a revoked session (or an ancestor of it). */
 export function checkPrincipalRevocations(state: GovernanceState, principal: Principal): void {
   const lockdown = state.revocation('all', '*');
-  if (lockdown !== null) throw new AirlockError('locked_down', `Airlock is locked down (${who(lockdown.by, lockdown.reason)}); no request is forwarded until an operator lifts it.`);
+  if (lockdown !== null) {
+    throw new AirlockError('locked_down', `Airlock is locked down; no request is forwarded until an operator lifts it. ${OPERATOR_FINDS_WHY}`, {
+      cause: revokedBecause('Airlock is locked down', lockdown),
+    });
+  }
   const agent = state.revocation('agent', principal.agent.name);
   if (agent !== null) {
-    throw new AirlockError('unauthenticated', `Agent ${principal.agent.name} was revoked (${who(agent.by, agent.reason)}); its tokens and sessions are refused until an operator restores it.`, {
-      headers: { 'www-authenticate': 'Bearer realm="airlock", error="invalid_token"' },
+    const name = principal.agent.name;
+    throw new AirlockError('unauthenticated', `Agent ${name} was revoked; its tokens and sessions are refused until an operator restores it: ask one to. ${OPERATOR_FINDS_WHY}`, {
+      headers: INVALID_TOKEN,
+      cause: revokedBecause(`Agent ${name} was revoked`, agent),
     });
   }
   for (let session = principal.session; session !== null; ) {
     const revoked = state.revocation('session', session.id);
-    if (revoked !== null) throw new AirlockError('unauthenticated', `Session ${session.id} was revoked (${who(revoked.by, revoked.reason)}).`, { headers: { 'www-authenticate': 'Bearer realm="airlock", error="invalid_token"' } });
+    if (revoked !== null) {
+      throw new AirlockError('unauthenticated', `Session ${session.id} was revoked, and with it the sessions narrowed from it. ${OPERATOR_FINDS_WHY}`, {
+        headers: INVALID_TOKEN,
+        cause: revokedBecause(`Session ${session.id} was revoked`, revoked),
+      });
+    }
     if (session.parent === null) break;
     const parent = state.session(session.parent);
     // A session never outlives the one it was narrowed from (its expiry is capped by the parent's): a
     // parent gone from the state was ended or revoked, so its children end with it. Without this, a
     // child minted while the parent was being revoked (its request body still arriving) lived on.
     if (parent === null) {
-      throw new AirlockError('unauthenticated', `Session ${session.id} was narrowed from session ${session.parent}, which has ended or was revoked; its sessions end with it.`, {
-        headers: { 'www-authenticate': 'Bearer realm="airlock", error="invalid_token"' },
-      });
+      throw new AirlockError('unauthenticated', `Session ${session.id} was narrowed from session ${session.parent}, which has ended or was revoked; its sessions end with it.`, { headers: INVALID_TOKEN });
     }
     session = parent;
   }
@@ -63,7 +82,7 @@ export function recheckPrincipalAfterWait(state: GovernanceState, principal: Pri
   // Shared state may have gone away during the wait: what this replica knows could then be out of date.
   checkStateFresh(state, staleAfterMs, now);
   if (principal.session !== null && state.session(principal.session.id) === null) {
-    throw new AirlockError('unauthenticated', `Session ${principal.session.id} ended while the request waited; it was not sent.`, { headers: { 'www-authenticate': 'Bearer realm="airlock", error="invalid_token"' } });
+    throw new AirlockError('unauthenticated', `Session ${principal.session.id} ended while the request waited; it was not sent.`, { headers: INVALID_TOKEN });
   }
   checkPrincipalRevocations(state, principal);
 }
@@ -71,7 +90,16 @@ export function recheckPrincipalAfterWait(state: GovernanceState, principal: Pri
 /** A suspended service, a revoked credential reference. */
 export function checkTargetRevocations(state: GovernanceState, service: string, credentialRef: string): void {
   const suspended = state.revocation('service', service);
-  if (suspended !== null) throw new AirlockError('service_suspended', `Service ${service} is suspended (${who(suspended.by, suspended.reason)}).`);
+  if (suspended !== null) {
+    throw new AirlockError('service_suspended', `Service ${service} is suspended; requests to it are refused until an operator lifts the suspension. ${OPERATOR_FINDS_WHY}`, {
+      cause: revokedBecause(`Service ${service} is suspended`, suspended),
+    });
+  }
   const revoked = state.revocation('credential', credentialRef);
-  if (revoked !== null) throw new AirlockError('credential_revoked', `The credential ${credentialRef} is revoked (${who(revoked.by, revoked.reason)}); requests that need it are refused until it is rotated and restored.`, { credentialRef });
+  if (revoked !== null) {
+    throw new AirlockError('credential_revoked', `The credential ${credentialRef} is revoked; requests that need it are refused until it is rotated and restored. ${OPERATOR_FINDS_WHY}`, {
+      credentialRef,
+      cause: revokedBecause(`The credential ${credentialRef} is revoked`, revoked),
+    });
+  }
 }

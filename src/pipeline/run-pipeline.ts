@@ -25,7 +25,7 @@ import { METHODS, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Duplex } from 'node:stream';
 import type { Credential } from '../credentials/credential.js';
-import { AirlockError, asAirlockError, type ErrorCode } from '../errors.js';
+import { AirlockError, asAirlockError, operatorReason, type ErrorCode } from '../errors.js';
 import { decodeUnreservedEscapes } from '../ingress/percent-escapes.js';
 import { requestBody } from '../ingress/request-body.js';
 import type { AuditRecord } from '../observability/audit-record.js';
@@ -34,7 +34,7 @@ import type { CompiledRoute } from '../policy/route-table.js';
 import { grantingEntry } from '../policy/scope-grant.js';
 import { maskAgentTokens } from '../identity/agent-token.js';
 import { upstreamPath } from '../upstream/upstream-target.js';
-import { AuthenticationFailure, authenticateAgent } from './authenticate-agent.js';
+import { authenticateAgent } from './authenticate-agent.js';
 import { approvalRequired, authorizeAfterApproval, awaitApproval } from './await-approval.js';
 import { authorizeScope } from './authorize-scope.js';
 import { canonicalizeTarget, type CanonicalTarget } from './canonicalize-target.js';
@@ -327,8 +327,10 @@ async function refuse(
   record.code = failure.code;
   record.status = failure.status;
   if (failure.credentialRef !== null) record.credential = failure.credentialRef;
-  // Why a credential was refused, which the caller is not told (authenticate-agent.ts): the operator's.
-  if (failure.cause instanceof AuthenticationFailure) record.reason = failure.cause.message;
+  // What the caller is not told (who revoked it and why, which store entry failed; errors.ts
+  // OperatorReason): the operator's, in the record; the log line has it as the cause.
+  const reason = operatorReason(failure);
+  if (reason !== null) record.reason = reason;
   applyClientFailure(res, record);
   const audited = await auditRequest(runtime, record, startedAt);
   let answer = failure;
@@ -527,8 +529,11 @@ export interface Explanation {
   readonly upstreamTarget: string | null;
 }
 
-/** The decision for a request, by the same stages as the live path, with the agent given by name. */
-export function explainRequest(policy: Policy, agentName: string, method: string, target: string, host: string | null): Explanation {
+/**
+ * The decision for a request arriving on the listener `binding` names (the shared one unless a service's
+ * own), by the same stages as the live path, with the agent given by name.
+ */
+export function explainRequest(policy: Policy, agentName: string, method: string, target: string, host: string | null, binding: ListenerBinding = { kind: 'shared' }): Explanation {
   let agent: AgentPolicy | null = null;
   let service: ServicePolicy | null = null;
   let route: CompiledRoute | null = null;
@@ -544,7 +549,7 @@ export function explainRequest(policy: Policy, agentName: string, method: string
     if (agent === null) {
       throw new AirlockError('unauthenticated', `No agent named ${agentName}; agents are: ${[...policy.agentByName.keys()].join(', ') || '(none)'}.`);
     }
-    const selected = selectService(policy, { kind: 'shared' }, host === null ? [] : ['host', host], canonical.path);
+    const selected = selectService(policy, binding, host === null ? [] : ['host', host], canonical.path);
     service = selected.service;
     route = matchRoute(service, method.toUpperCase(), selected.path);
     const grant = authorizeScope({ agent, session: null, via: 'token' }, service, route);

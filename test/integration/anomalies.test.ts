@@ -166,8 +166,13 @@ describe('anomaly detection end to end', () => {
     expect(next.status, next.text).toBe(401);
     const problem = next.json<Problem>();
     expect(problem.code).toBe('unauthenticated');
-    expect(problem.detail).toContain('anomaly-detector');
-    expect(problem.detail).toContain('denial_burst');
+    // Which rule tripped, and that the detector did it, are the operators' (the audit record's reason):
+    // an agent that probes would learn what to stay under.
+    expect(problem.detail).toContain('Agent prober was revoked;');
+    expect(next.text).not.toContain('anomaly-detector');
+    expect(next.text).not.toContain('denial_burst');
+    const refusal = await eventually('the refusal record', () => proxy.auditRecords().find((r) => r.request_id === next.headers['x-airlock-request-id']));
+    expect(refusal.reason).toContain('Agent prober was revoked (by anomaly-detector: anomaly denial_burst');
     expect(llm.requests.length).toBe(forwardedBefore);
     // And the one after that.
     expect((await call(prober.token, '/llm/v1/models')).status).toBe(401);

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { EncryptedSecretFile } from '../../src/credentials/encrypted-secret-file.js';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
+import type { AuditRecord } from '../../src/observability/audit-record.js';
 import { assertNoLeak, type Surface } from '../helpers/assert-no-leak.js';
 import { canary, plainCanary } from '../helpers/canary.js';
 import { runCliCapture, writeConfigFile, type CliRun } from '../helpers/operator.js';
@@ -24,6 +25,9 @@ afterAll(() => {
 });
 
 const NOT_REPEATED = 'not repeated here: it may be a key';
+/** What an agent is told of a file: secret it cannot have (credentials/file-source.ts): no path, no other name. */
+const UNAVAILABLE = (name: string): string =>
+  `The credential file:${name} is unavailable: its store could not be read, and the request was not sent. An operator finds why in the audit record and the proxy log under this request id.`;
 
 describe('airlock (dispatch) does not repeat what it refuses', () => {
   it('an unknown command: neither a key-shaped one nor any other is printed; a near miss is answered with the command meant', async () => {
@@ -91,7 +95,7 @@ describe('the secrets file: an entry that does not decrypt', () => {
    * What people see of it: the operator's `airlock secrets list` (the real CLI), and an agent's request
    * through a real Airlock on that data_dir to a service whose credential is file:`wanted`.
    */
-  async function seenOf(damaged: { dir: string; masterKey: string }, wanted: string): Promise<{ list: CliRun; response: SentResponse; upstreamCalls: number; surfaces: Surface[] }> {
+  async function seenOf(damaged: { dir: string; masterKey: string }, wanted: string): Promise<{ list: CliRun; response: SentResponse; record: AuditRecord | undefined; upstreamCalls: number; surfaces: Surface[] }> {
     const env = { AIRLOCK_MASTER_KEY: damaged.masterKey };
     const configFile = writeConfigFile(damaged.dir, { listen: '127.0.0.1:0', data_dir: damaged.dir, services: {}, agents: {} });
     const list = await runCliCapture(['secrets', 'list', '--config', configFile], env, []);
@@ -105,9 +109,11 @@ describe('the secrets file: an entry that does not decrypt', () => {
     );
     try {
       const response = await sendRequest(`${proxy.url}/api/v1/items`, { headers: { authorization: `Bearer ${agent.token}` } });
+      await proxy.waitForAudit(1);
       return {
         list,
         response,
+        record: proxy.auditRecords().find((r) => r.request_id === response.headers['x-airlock-request-id']),
         upstreamCalls: upstream.requests.length,
         surfaces: [
           { name: 'secrets list stdout', text: list.stdout },
@@ -126,23 +132,24 @@ describe('the secrets file: an entry that does not decrypt', () => {
   it('whose name looks like a key is not named to the operator or the agent; both are told how to find and remove it', async () => {
     const keyName = canary('secret-name');
     const damaged = damagedStore([keyName, 'plain-name']);
-    const { list, response, upstreamCalls, surfaces } = await seenOf(damaged, 'plain-name');
+    const { list, response, record, upstreamCalls, surfaces } = await seenOf(damaged, 'plain-name');
     expect(list.code).toBe(1);
     expect(list.stdout).toMatch(/^\(a name that looks like a key, not shown\)\t.*\tDAMAGED: does not decrypt$/m);
     expect(list.stdout).toMatch(/^plain-name\t.*\tDAMAGED: does not decrypt$/m);
     expect(list.stderr).toContain('Damaged (the file was edited, or an entry moved): (a name that looks like a key, not shown), plain-name.');
-    // The whole file is refused while an entry is damaged: the agent gets 503 and nothing is sent upstream.
+    // The entry the request needs is damaged: the agent gets 503 with a fixed detail, and nothing is sent
+    // upstream; the audit record names the entry and says what to run.
     expect(response.status).toBe(503);
     expect(response.json<Problem>().code).toBe('credential_unavailable');
-    expect(response.json<Problem>().detail).toContain('whose name looks like a key (not repeated here) does not decrypt');
-    expect(response.json<Problem>().detail).toContain('`npx airlock secrets list` marks it DAMAGED');
+    expect(response.json<Problem>().detail).toBe(UNAVAILABLE('plain-name'));
+    expect(record?.reason).toMatch(/secret "plain-name" in .* does not decrypt: .* `npx airlock secrets set plain-name`/);
     expect(upstreamCalls).toBe(0);
     assertNoLeak([keyName, damaged.masterKey, agent.token, ...damaged.values], surfaces);
   });
 
   it('with a plain name is still named, with the command that sets it again', async () => {
     const damaged = damagedStore(['openai', 'github']);
-    const { list, response, upstreamCalls, surfaces } = await seenOf(damaged, 'openai');
+    const { list, response, record, upstreamCalls, surfaces } = await seenOf(damaged, 'openai');
     expect(list.code).toBe(1);
     expect(list.stdout).toMatch(/^github\t.*\tDAMAGED: does not decrypt$/m);
     expect(list.stdout).toMatch(/^openai\t.*\tDAMAGED: does not decrypt$/m);
@@ -150,7 +157,8 @@ describe('the secrets file: an entry that does not decrypt', () => {
     expect(list.stderr).toContain('Set each again: npx airlock secrets set openai');
     expect(response.status).toBe(503);
     expect(response.json<Problem>().code).toBe('credential_unavailable');
-    expect(response.json<Problem>().detail).toMatch(/secret "openai" in .* does not decrypt: .* `npx airlock secrets set openai`/);
+    expect(response.json<Problem>().detail).toBe(UNAVAILABLE('openai'));
+    expect(record?.reason).toMatch(/secret "openai" in .* does not decrypt: .* `npx airlock secrets set openai`/);
     expect(upstreamCalls).toBe(0);
     assertNoLeak([damaged.masterKey, agent.token, ...damaged.values], surfaces);
   });

@@ -19,6 +19,8 @@ import { loadMasterKey, MASTER_KEY_FILE } from '../../src/credentials/master-key
 import { generateAgentToken, hashAgentToken } from '../../src/identity/agent-token.js';
 import { assertNoLeak, findLeaks } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
+import { eventually } from '../helpers/operator.js';
+import { spawnServe } from '../helpers/spawn-serve.js';
 import { tempDir } from '../helpers/start-proxy.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
@@ -353,7 +355,7 @@ describe('airlock secrets', () => {
     const out = listed.out();
     expect(out).toMatch(/^openai\t\d{4}-\d\d-\d\dT[^\t]+\tused by services\.openai\.credential$/m);
     expect(out).toMatch(/^spare\t[^\t]+\tunused$/m);
-    expect(out).toContain('Not set yet (requests that need them get 503): github');
+    expect(out).toContain('Not set yet (requests that need them get 503): github (services.github.credential)\n');
     expect(out).toContain('npx airlock secrets set github');
     assertNoLeak([openai, spare], [
       { name: 'stdout', text: listed.out() },
@@ -366,7 +368,7 @@ describe('airlock secrets', () => {
     const listed = await run(['secrets', 'list', '--config', file]);
     expect(listed.code).toBe(0);
     expect(listed.out()).toContain('No secrets stored yet.');
-    expect(listed.out()).toContain('Not set yet (requests that need them get 503): github, openai');
+    expect(listed.out()).toContain('Not set yet (requests that need them get 503): github (services.github.credential), openai (services.openai.credential)\n');
     // Listing does not create a key.
     expect(existsSync(join(dataDir, MASTER_KEY_FILE))).toBe(false);
   });
@@ -436,12 +438,42 @@ describe('airlock secrets', () => {
 
     const listed = await run(['secrets', 'list', '--config', file]);
     expect(listed.out()).not.toMatch(/^openai\t/m);
-    expect(listed.out()).toContain('Not set yet (requests that need them get 503): openai');
+    expect(listed.out()).toContain('Not set yet (requests that need them get 503): openai (services.openai.credential)\n');
 
     const again = await run(['secrets', 'rm', 'openai', '--config', file]);
     expect(again.code).toBe(1);
     expect(again.err()).toContain('No secret named openai is stored.');
     assertNoLeak([openai, github], [{ name: 'output', text: removed.out() + removed.err() + listed.out() + listed.err() + again.out() + again.err() }]);
+  });
+
+  // Found by a fresh-user walkthrough: list and set knew only the credentials' references, so the
+  // example config's Vault login secret was never "not set yet", and its env: variables went unnamed.
+  it('list names every file: and env: reference, Vault logins and OAuth2 clients included, with what uses each', async () => {
+    const dir = scratch();
+    const file = join(dir, 'airlock.yaml');
+    writeFileSync(file, readFileSync(resolve(REPO, 'config/airlock.example.yaml'), 'utf8'));
+    const listed = await run(['secrets', 'list', '--config', file]);
+    expect(listed.code, listed.err()).toBe(0);
+    const notSet = /^Not set yet \(requests that need them get 503\): (.*)$/m.exec(listed.out())?.[1] ?? '';
+    expect(notSet).toContain('vault-secret-id (secrets.vault.auth.secret_id)');
+    const fromEnv = /^Read from Airlock's environment, not stored here: (.*)$/m.exec(listed.out())?.[1] ?? '';
+    expect(fromEnv).toContain('VAULT_ROLE_ID (secrets.vault.auth.role_id)');
+    expect(fromEnv).toContain('CRM_CLIENT_ID (secrets.oauth2.crm.client_id)');
+    expect(fromEnv).toContain('OPENAI_API_KEY (services.openai.credential)');
+
+    const set = await run(['secrets', 'set', 'vault-secret-id', '--config', file], { stdin: stdinOf(canary('secret-id')) });
+    expect(set.code, set.err()).toBe(0);
+    expect(set.out()).toContain('Used by secrets.vault.auth.secret_id; a running Airlock picks it up within a second.');
+    expect((await run(['secrets', 'list', '--config', file])).out()).not.toContain('vault-secret-id (secrets');
+  });
+
+  it('rotate without a value on stdin suggests rotate again, not set', async () => {
+    const { file } = writeConfig(SECRETS_CONFIG);
+    const result = await run(['secrets', 'rotate', 'file:openai', '--config', file], { stdin: [] });
+    expect(result.code).toBe(1);
+    expect(result.err()).toContain('No value read for openai; pipe it in, e.g.  printf %s "$KEY" | npx airlock secrets rotate file:openai\n');
+    const set = await run(['secrets', 'set', 'openai', '--config', file], { stdin: [] });
+    expect(set.err()).toContain('| npx airlock secrets set openai\n');
   });
 
   it('a bad sub-command is a usage error', async () => {
@@ -769,6 +801,42 @@ describe('airlock explain', () => {
     expect(result.out()).toContain(`DENY   ${method} /stripe/v1/charges/ch_1  ->  ${answer}`);
   });
 
+  // Found by a fresh-user walkthrough: a request sent to stripe's own listener (127.0.0.1:7711, no
+  // prefix) could not be explained; every explanation was of the shared listener.
+  it('--listen ADDR explains a request that arrives on a service\'s own listener, without its prefix', async () => {
+    const stripe = shipped.services['stripe'];
+    expect(stripe?.listen).toBe('127.0.0.1:7711');
+    const allowed = await run(['explain', '--agent', 'support-bot', '--listen', '127.0.0.1:7711', '--config', SHIPPED_CONFIG, 'GET', '/v1/charges/ch_1']);
+    expect(allowed.code, allowed.out()).toBe(0);
+    expect(allowed.out()).toContain('ALLOW  GET /v1/charges/ch_1');
+    expect(allowed.out()).toContain('service     stripe (own listener 127.0.0.1:7711, upstream https://api.stripe.com)');
+    expect(allowed.out()).toContain('forwards    GET https://api.stripe.com/v1/charges/ch_1');
+    // The live answer there: the service is found, and the scope decides.
+    const denied = await run(['explain', '--agent', 'support-bot', '--listen', '127.0.0.1:7711', '--config', SHIPPED_CONFIG, 'GET', '/v1/balance']);
+    expect(denied.code).toBe(2);
+    expect(denied.out()).toContain('DENY   GET /v1/balance  ->  403 scope_denied');
+    // The shared listener, named or not, has no service at /v1.
+    for (const listen of [['--listen', '127.0.0.1:7700'], []]) {
+      const shared = await run(['explain', '--agent', 'support-bot', ...listen, '--config', SHIPPED_CONFIG, 'GET', '/v1/balance']);
+      expect(shared.code).toBe(2);
+      expect(shared.out()).toContain('->  404 unknown_service');
+    }
+  });
+
+  it('--host naming a service\'s own listener explains the shared listener, and points to --listen', async () => {
+    const result = await run(['explain', '--agent', 'support-bot', '--host', '127.0.0.1:7711', '--config', SHIPPED_CONFIG, 'GET', '/v1/balance']);
+    expect(result.code).toBe(2);
+    expect(result.out()).toContain('->  404 unknown_service');
+    expect(result.out()).toContain("note        127.0.0.1:7711 is service stripe's own listener; --host is a Host header on the shared listener. For a request sent to 127.0.0.1:7711: --listen 127.0.0.1:7711");
+  });
+
+  it('--listen naming no listener exits 1 with the config\'s listeners, not repeating what was typed', async () => {
+    const result = await run(['explain', '--agent', 'support-bot', '--listen', '10.9.8.7:4321', '--config', SHIPPED_CONFIG, 'GET', '/v1/balance']);
+    expect(result.code).toBe(1);
+    expect(result.out()).toBe('');
+    expect(result.err()).toBe('--listen names no listener of this config; its listeners are: 127.0.0.1:7700 (shared: services by prefix or Host), 127.0.0.1:7711 (service stripe alone).\n');
+  });
+
   it('without --agent is a usage error', async () => {
     const result = await run(['explain', '--config', SHIPPED_CONFIG, 'GET', '/stripe/v1/charges']);
     expect(result.code).toBe(1);
@@ -808,9 +876,10 @@ agents:
     expect(err).toContain(`health       ${url}/_airlock/health`);
     expect(err).toContain(`config       ${file}`);
     expect(err).toContain(`audit log    ${join(dataDir, 'audit.jsonl')}`);
-    expect(err).toContain('Give agent newbie a token: `npx airlock token`');
-    expect(err).toContain('Store the upstream keys: `npx airlock secrets set openai` (value on stdin); not set yet: openai.');
-    expect(err).toContain('Set these environment variables and restart: CRM_TOKEN_FOR_TEST.');
+    // reload.watch is on by default: a saved token applies without a restart.
+    expect(err).toContain('Give agent newbie a token: `npx airlock token`, paste the sha256 line into its tokens list; this Airlock applies the saved file within about a second.');
+    expect(err).toContain('Store the secrets: `npx airlock secrets set openai` (value on stdin); not set yet: openai (services.openai.credential).');
+    expect(err).toContain('Set these environment variables and restart: CRM_TOKEN_FOR_TEST (services.crm.credential).');
 
     const health = await fetch(`${url}/_airlock/health`);
     expect(health.status).toBe(200);
@@ -850,6 +919,51 @@ agents:
     }
   });
 
+  // Found by a fresh-user walkthrough: the next steps named only the credentials' references, not the
+  // secrets a Vault login or an OAuth2 client reads, which then fail only once a request needs them.
+  it('names the secrets of Vault logins and OAuth2 clients too, with what uses each; its pid and how to reload', async () => {
+    const { file } = writeConfig(`listen: 127.0.0.1:0
+data_dir: ./data
+log: {level: silent}
+reload: {watch: false}
+secrets:
+  vault:
+    address: http://127.0.0.1:9
+    auth: {method: approle, role_id: env:VAULT_ROLE_ID_FOR_TEST, secret_id: file:vault-secret-id}
+  oauth2:
+    crm:
+      token_url: http://127.0.0.1:9/token
+      client_id: env:CRM_CLIENT_ID_FOR_TEST
+      client_secret: file:crm-client-secret
+services:
+  stripe:
+    upstream: http://127.0.0.1:9
+    credential: {secret: "vault:secret/stripe#api_key"}
+    routes:
+      - {method: GET, path: /v1/balance, scope: balance:read}
+  crm:
+    upstream: http://127.0.0.1:9
+    credential: {secret: oauth2:crm}
+    routes:
+      - {method: GET, path: /v1/tickets, scope: tickets:read}
+agents:
+  newbie:
+    credentials:
+      - {service: stripe, max_scope: [balance:read]}
+`);
+    const cli = cliIo(['serve', '--config', file]);
+    const exit = runCli({ ...cli.io, pid: 4242 });
+    await summaryPrinted(cli);
+    cli.stop('SIGTERM');
+    expect(await exit).toBe(0);
+    const err = cli.err();
+    expect(err).toMatch(/^Airlock is listening on http:\/\/127\.0\.0\.1:\d+ {2}\(pid 4242; `kill -HUP 4242` reloads the config\)$/m);
+    expect(err).toContain('Store the secrets: `npx airlock secrets set vault-secret-id` (value on stdin); not set yet: vault-secret-id (secrets.vault.auth.secret_id), crm-client-secret (secrets.oauth2.crm.client_secret).');
+    expect(err).toContain('Set these environment variables and restart: VAULT_ROLE_ID_FOR_TEST (secrets.vault.auth.role_id), CRM_CLIENT_ID_FOR_TEST (secrets.oauth2.crm.client_id).');
+    // Without reload.watch, a saved file waits for SIGHUP.
+    expect(err).toContain('paste the sha256 line into its tokens list; then `kill -HUP 4242` reloads it.');
+  });
+
   it('does not list secrets that are set, nor agents that have tokens', async () => {
     const { file, dataDir } = writeConfig(SECRETS_CONFIG);
     expect((await run(['secrets', 'set', 'openai', '--config', file], { stdin: stdinOf(canary('openai')) })).code).toBe(0);
@@ -859,8 +973,8 @@ agents:
     await summaryPrinted(cli);
     cli.stop('SIGINT');
     expect(await exit).toBe(0);
-    expect(cli.err()).toContain('not set yet: github.');
-    expect(cli.err()).not.toContain('not set yet: openai');
+    expect(cli.err()).toContain('not set yet: github (services.github.credential).');
+    expect(cli.err()).not.toContain('openai (services.openai.credential)');
     expect(cli.err()).not.toContain('Give agent');
   });
 
@@ -1000,6 +1114,35 @@ describe('airlock (dispatch)', () => {
   });
 });
 
+// Found by a fresh-user walkthrough: --config was taken by most commands but shown by few, while
+// `--help` says the README's CLI table has every option.
+describe('every option is in --help and in the README\'s CLI table', () => {
+  const readme = readFileSync(resolve(REPO, 'README.md'), 'utf8');
+  const table = readme.slice(readme.indexOf('\n## CLI\n'), readme.indexOf('\n## Errors\n')).split('\n').filter((line) => line.startsWith('| `npx airlock '));
+  it.each([
+    ['serve', true],
+    ['check', true],
+    ['token', false],
+    ['secrets', true],
+    ['explain', true],
+    ['approvals', true],
+    ['revoke', true],
+    ['restore', true],
+    ['anomalies', true],
+    ['audit', true],
+    ['demo', false],
+  ])('%s', async (command, takesConfig) => {
+    const help = await run([command, '--help']);
+    expect(help.code).toBe(0);
+    const options = new Set(help.out().match(/--[a-z][a-z-]*/g) ?? []);
+    expect(options.has('--config'), help.out()).toBe(takesConfig);
+    // restore shares the revoke row.
+    const rows = table.filter((line) => line.startsWith(`| \`npx airlock ${command === 'restore' ? 'revoke' : command}`)).join('\n');
+    expect(rows, `no README CLI row for ${command}`).not.toBe('');
+    for (const option of options) expect(rows, `${option} of ${command}`).toContain(option);
+  });
+});
+
 describe('the built binary', () => {
   it('node dist/main.js token prints a token pair; check on a broken config exits 1', () => {
     expect(existsSync(DIST_MAIN), `${DIST_MAIN} is missing: run \`npm run build\` (npm test does)`).toBe(true);
@@ -1038,14 +1181,34 @@ describe('the built binary', () => {
     expect(readdirSync(tmp).filter((name) => name.startsWith('airlock-demo-'))).toEqual([]);
   }, 30_000);
 
+  // Found by a fresh-user walkthrough: `kill -HUP` sent to `npm start`'s shell ended it; the summary
+  // now names node's own pid, and that pid reloads.
+  it('serve names its own pid in the summary, and kill -HUP of that pid reloads without stopping it', async () => {
+    const { file } = writeConfig('listen: 127.0.0.1:0\ndata_dir: ./data\nreload: {watch: false}\nservices: {}\nagents: {}\n');
+    const serve = spawnServe(file, {});
+    try {
+      await eventually('the summary', () => /Airlock is listening on \S+ {2}\(pid \d+;/.test(serve.err()) || !serve.isRunning(), 15_000);
+      expect(serve.err()).toContain(`(pid ${serve.child.pid}; \`kill -HUP ${serve.child.pid}\` reloads the config)`);
+      process.kill(serve.child.pid as number, 'SIGHUP');
+      await eventually('the reload', () => serve.logs().some((l) => l['msg'] === 'config reload requested' && l['reason'] === 'SIGHUP') || !serve.isRunning());
+      expect(serve.isRunning()).toBe(true);
+    } finally {
+      serve.child.kill('SIGTERM');
+      await serve.exited;
+    }
+  }, 30_000);
+
   it.skipIf(!existsSync('/dev/full'))('output that cannot be written (stdout on a full disk) is said on stderr and exits 1, not 0', () => {
     const full = openSync('/dev/full', 'w');
     try {
       const token = spawnSync(process.execPath, [DIST_MAIN, 'token'], { cwd: scratch(), env: { PATH: process.env['PATH'] ?? '' }, stdio: ['ignore', full, 'pipe'], encoding: 'utf8', timeout: 20_000 });
       expect(token.status, token.stderr).toBe(1);
       expect(token.stderr).toContain('airlock: the output to stdout could not be written (ENOSPC); what it printed is incomplete.');
-      // The token itself went only to stdout; stderr names no token.
+      // The token itself went only to stdout; stderr names no token, nor the hash of the token nobody
+      // saw (found by a fresh-user walkthrough: the config snippet was printed all the same).
       expect(token.stderr).not.toMatch(/alk_[A-Za-z0-9_-]{43}/);
+      expect(token.stderr).not.toContain('sha256:');
+      expect(token.stderr).not.toContain('tokens:');
     } finally {
       closeSync(full);
     }

@@ -1030,13 +1030,17 @@ describe.skipIf(!haveRedis)('cluster mode: workers: 2 sharing state through Redi
     for (let i = 0; i < 20; i++) answers.push(await call(`${airlock.url}/api/v1/items`, bot.token));
     seen.push(...answers.map((a) => a.text));
     expect(answers.map((a) => a.status)).toEqual(Array.from({ length: 20 }, () => 401));
-    expect(answers[0]?.text).toContain('cluster drill');
+    // The agent reads that it was revoked; who and why are in the audit records (below).
+    expect(answers[0]?.text).toContain('Agent bot was revoked;');
+    expect(answers[0]?.text).not.toContain('cluster drill');
     // Both workers refused some of them (each wrote denials into its own file).
     const denials = await eventually('the denials audited', () => {
       const counts = [1, 2].map((w, i) => readAudit(auditFile(w)).slice(marks[i]).filter((r) => r.path === '/api/v1/items' && r.decision === 'deny' && r.code === 'unauthenticated').length);
       return counts[0]! + counts[1]! >= 20 ? counts : undefined;
     });
     console.info(`[operations] cluster revocation: 20/20 refused; worker 1 refused ${denials[0]}, worker 2 refused ${denials[1]}`);
+    const refusals = [1, 2].flatMap((w, i) => readAudit(auditFile(w)).slice(marks[i]).filter((r) => r.path === '/api/v1/items' && r.code === 'unauthenticated'));
+    expect(refusals.every((r) => r.reason === 'Agent bot was revoked (by oncall: cluster drill)')).toBe(true);
     expect(denials[0]).toBeGreaterThan(0);
     expect(denials[1]).toBeGreaterThan(0);
   });

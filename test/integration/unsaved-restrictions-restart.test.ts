@@ -207,7 +207,9 @@ describe.skipIf(!haveRedis)('a revocation made while Redis is down outlives ever
     expect(await statuses()).toEqual(new Array(8).fill(401));
     const refusal = (await call(agentUrl, bot.token)) as SentResponse;
     expect(refusal.json<Problem>().code).toBe('unauthenticated');
-    expect(refusal.text).toContain('outage drill');
+    // The kept revocation is the one enforced: the agent reads that it was revoked, Redis (below) has who and why.
+    expect(refusal.json<Problem>().detail).toContain('Agent bot was revoked;');
+    expect(refusal.text).not.toContain('outage drill');
     const inRedis = await eventually('the revocation in Redis', async () => {
       const all = await revocationsInRedis(redis.url, prefix);
       return all['agent\u0000bot'] === undefined ? undefined : all;
@@ -287,7 +289,9 @@ describe.skipIf(!haveRedis)('unsaved-restriction files in one process', () => {
     const proxy = await start(dataDir, prefix);
     const refused = await call(proxy.url, bot.token);
     expect(refused?.status).toBe(401);
-    expect(refused?.text).toContain('revoked by a worker that died');
+    expect(refused?.json<Problem>().detail).toContain('Agent bot was revoked;');
+    const record = await eventually('the refusal record', () => proxy.auditRecords().find((r) => r.request_id === refused?.headers['x-airlock-request-id']), 5_000, 20);
+    expect(record.reason).toBe('Agent bot was revoked (by oncall: revoked by a worker that died)');
     expect((await call(proxy.url, other.token))?.status).toBe(200);
     expect(proxy.logRecords().some((l) => String(l['msg']).startsWith('the last line of an unsaved-restrictions file is torn') && l['file'] === join(keptDir, 'w5.jsonl') && l['line'] === 2)).toBe(true);
     const inRedis = await revocationsInRedis(redis.url, prefix);

@@ -726,7 +726,11 @@ describe('Vault slower than secrets.vault.timeout', () => {
     for (const response of burst) {
       const problem = expectProblem(response, 'credential_unavailable');
       expect(problem.detail).toMatch(/did not answer in time or is unreachable/);
+      // Where Vault is, is the operator's: in the audit record's reason, not in the agent's answer.
+      expect(response.text).not.toContain(vault.url.replace(/^https?:\/\//, ''));
     }
+    const record = await auditOf(proxy, burst[0] as SentResponse);
+    expect(record.reason).toContain(`Vault at ${vault.url} did not answer in time or is unreachable`);
     // Single flight: the 40 requests shared one read (no pile-up on a struggling Vault).
     expect(vault.count('kv-read')).toBeGreaterThanOrEqual(1);
     expect(vault.count('kv-read')).toBeLessThanOrEqual(2);

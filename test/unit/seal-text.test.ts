@@ -70,7 +70,7 @@ describe('the embedded secrets file', () => {
     expect(listed.code).toBe(1);
     expect(listed.stdout).toMatch(/^github\t.*\tDAMAGED: does not decrypt$/m);
     expect(listed.stdout).toMatch(/^openai\t.*\tDAMAGED: does not decrypt$/m);
-    expect(listed.stderr).toContain('Damaged (the file was edited, or an entry moved): openai, github. Until they are set again, a running Airlock cannot read any file: secret.');
+    expect(listed.stderr).toContain('Damaged (the file was edited, or an entry moved): openai, github. Until each is set again, a running Airlock answers requests that need it with 503; the other file: secrets are served.');
     expect(listed.stderr).toContain('Set each again: npx airlock secrets set openai');
     assertNoLeak([openai, github, masterKey], [
       { name: 'error', text: String((thrown as Error).message) },
