@@ -160,7 +160,12 @@ export class EncryptedSecretFile {
     try {
       if (open(this.#key, 'key-check', document.key_check) !== KEY_CHECK) throw new Error('key check mismatch');
     } catch {
-      throw new SecretFileError(`the master key does not open ${this.path}: set AIRLOCK_MASTER_KEY to the key it was written with, or restore ${join(dirname(this.path), 'master.key')}`);
+      // The key's origin is not known here; the message covers both, as AIRLOCK_MASTER_KEY overrides the
+      // file (found by a walkthrough: "restore master.key" did nothing while the variable was set).
+      const keyFile = join(dirname(this.path), 'master.key');
+      throw new SecretFileError(
+        `the master key does not open ${this.path}: if AIRLOCK_MASTER_KEY is set, it is used instead of ${keyFile}: set it to the key the file was written with, or unset it to use ${keyFile}; otherwise restore ${keyFile} from a backup`,
+      );
     }
     return document;
   }

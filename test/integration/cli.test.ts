@@ -220,7 +220,7 @@ describe('airlock secrets', () => {
 
     const listed = await run(['secrets', 'list', '--config', file], { env: { AIRLOCK_MASTER_KEY: otherKey.toString('hex') } });
     expect(listed.code).toBe(1);
-    expect(listed.err()).toMatch(/the master key does not open .*secrets\.json: set AIRLOCK_MASTER_KEY to the key it was written with/);
+    expect(listed.err()).toMatch(/the master key does not open .*secrets\.json: if AIRLOCK_MASTER_KEY is set, it is used instead of .*master\.key: set it to the key the file was written with, or unset it to use .*master\.key/);
     // Nor can another key add to it (which would leave a file no single key opens).
     const setWithOther = await run(['secrets', 'set', 'github', '--config', file], { env: { AIRLOCK_MASTER_KEY: otherKey.toString('hex') }, stdin: stdinOf(canary('gh')) });
     expect(setWithOther.code).toBe(1);
