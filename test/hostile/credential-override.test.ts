@@ -14,12 +14,13 @@
  * file ends with a leak scan of every canary over responses, logs and audit, and hostileWatch (no
  * unhandled rejection or uncaught exception, event-loop p99 under 100 ms).
  */
-import { request as httpRequest } from 'node:http';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import type { AuditRecord } from '../../src/observability/audit-record.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
+import { eventually } from '../helpers/operator.js';
 import { rawRequest, type RawResponse } from '../helpers/raw-http.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js';
@@ -415,6 +416,85 @@ describe('an agent cannot override or smuggle the injected credential', () => {
       expect(response.body).toContain('method override');
       expect(upstream.requests.length).toBe(before);
     });
+
+    // The case above writes twice 50 ms apart, which the proxy may still read as one. Here each split is
+    // certain: the body is chunked, and its second part is written only once the first has reached the
+    // upstream, so the proxy read the first part on its own, found nothing, and forwarded it. One request
+    // per position inside "\u005fmethod" (from where the first part holds the whole escape, that part
+    // alone is refused, and the second may never be written).
+    const escapedKey = '"\\u005fmethod"';
+    it.each(Array.from({ length: escapedKey.length - 1 }, (_, i) => i + 1))(
+      'refuses an escaped _method whose key is split after its character %i, the parts read one at a time',
+      async (split) => {
+        const needle = escapedKey;
+        const head = '{"amount":5,"note":"split",';
+        const tail = ':"DELETE"}';
+        expect(JSON.parse(`${head}${needle}${tail}`)).toHaveProperty('_method', 'DELETE');
+        const first = `${head}${needle.slice(0, split)}`;
+        const second = `${needle.slice(split)}${tail}`;
+        const firstHoldsTheEscape = first.includes('\\u005f');
+        /** Body bytes the upstream got of each request as they arrive (its record is made only at the end). */
+        const arrivals: Array<{ bytes: number }> = [];
+        const onRequest = (req: IncomingMessage): void => {
+          const arrival = { bytes: 0 };
+          arrivals.push(arrival);
+          req.on('data', (chunk: Buffer) => (arrival.bytes += chunk.length));
+        };
+        upstream.server.on('request', onRequest);
+        const before = upstream.requests.length;
+        try {
+          const outcome = await new Promise<{ status: number; body: string; firstForwarded: boolean; secondWritten: boolean }>((resolve, reject) => {
+            let answered = false;
+            let firstForwarded = false;
+            let secondWritten = false;
+            const timer = setTimeout(() => {
+              request.destroy();
+              reject(new Error('no answer within 10 s'));
+            }, 10_000);
+            const request = httpRequest(
+              `${proxy.url}/bearer/v1/things`,
+              { method: 'POST', agent: false, headers: { authorization: auth[0]?.[1] ?? '', 'content-type': 'application/json', 'transfer-encoding': 'chunked' } },
+              (res) => {
+                answered = true;
+                const chunks: Buffer[] = [];
+                res.on('data', (chunk: Buffer) => chunks.push(chunk));
+                res.on('end', () => {
+                  clearTimeout(timer);
+                  const body = Buffer.concat(chunks).toString('utf8');
+                  responses.push(`${JSON.stringify(res.headers)}\n${body}`);
+                  request.destroy();
+                  resolve({ status: res.statusCode ?? 0, body, firstForwarded, secondWritten });
+                });
+              },
+            );
+            // Once answered, the proxy may close the connection under the rest of the upload.
+            request.on('error', (error) => {
+              if (!answered) reject(error);
+            });
+            request.write(first);
+            eventually('the first part at the upstream, or an answer', () => (arrivals[0]?.bytes ?? 0) > 0 || answered, 5_000, 2).then(() => {
+              firstForwarded = (arrivals[0]?.bytes ?? 0) > 0;
+              if (answered) return;
+              secondWritten = true;
+              request.end(second);
+            }, (error: unknown) => {
+              clearTimeout(timer);
+              request.destroy();
+              reject(error as Error);
+            });
+          });
+          expect(outcome.status, outcome.body).toBe(400);
+          expect(outcome.body).toContain('method override');
+          // A first part without the whole escape passed the watch on its own (it reached the upstream
+          // before the second was written): the refusal came from reading the second part.
+          if (!firstHoldsTheEscape) expect(outcome.firstForwarded && outcome.secondWritten).toBe(true);
+          // Whatever part of the body reached the upstream, no request was completed there.
+          expect(upstream.requests.length).toBe(before);
+        } finally {
+          upstream.server.off('request', onRequest);
+        }
+      },
+    );
 
     it('forwards JSON with the escapes encoders do write (non-ASCII, HTML-safe, control characters)', async () => {
       const body = '{"name":"caf\\u00e9","html":"\\u003cb\\u003e \\u0026 \\u0027","tab":"\\u0009","method":"\\u00e9"}';

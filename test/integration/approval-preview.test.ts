@@ -13,8 +13,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import { assertNoLeak, findLeaks } from '../helpers/assert-no-leak.js';
-import { canary } from '../helpers/canary.js';
-import { adminClient, eventually, freePort, runCliCapture, writeConfigFile, type AdminClient } from '../helpers/operator.js';
+import { canary, plainCanary } from '../helpers/canary.js';
+import { adminClient, eventually, runCliCapture, writeConfigFile, type AdminClient } from '../helpers/operator.js';
 import { sendRequest, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
@@ -36,6 +36,11 @@ interface ApprovalView {
 }
 
 const PREVIEW_BYTES = 2048;
+
+/** The CLI's config: the admin listener at the address it was bound to (the proxy's is on port 0). */
+function cliAdminSpec(proxy: ProxyFixture, adminSpec: { listen: string; tokens: unknown[] }): Record<string, unknown> {
+  return { ...adminSpec, listen: new URL(proxy.airlock.adminUrl as string).host };
+}
 
 function call(base: string, token: string, path: string, body: string | Buffer, contentType: string): Promise<SentResponse> {
   return sendRequest(`${base}${path}`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': contentType }, body, timeoutMs: 15_000 });
@@ -59,7 +64,7 @@ describe('approval preview', () => {
   beforeAll(async () => {
     upstream = await startUpstream();
     webhook = await startUpstream();
-    const adminSpec = { listen: `127.0.0.1:${await freePort()}`, tokens: [{ name: 'alice', hash: alice.hash }] };
+    const adminSpec = { listen: '127.0.0.1:0', tokens: [{ name: 'alice', hash: alice.hash }] };
     proxy = await startProxy(
       {
         admin: adminSpec,
@@ -80,7 +85,7 @@ describe('approval preview', () => {
     );
     admin = adminClient(() => proxy.airlock.adminUrl as string, alice.token);
     configDir = tempDir('airlock-preview-cli-');
-    cliConfig = writeConfigFile(configDir, { admin: adminSpec });
+    cliConfig = writeConfigFile(configDir, { admin: cliAdminSpec(proxy, adminSpec) });
   });
 
   afterAll(async () => {
@@ -195,7 +200,8 @@ describe('approval preview', () => {
 describe('approval preview: approvals.preview_bytes 0', () => {
   const holder = generateAgentToken();
   const alice = generateAgentToken();
-  const key = canary('no-preview');
+  // Shaped like no key: were the body shown, shape masking would not hide it, so the leak check below can fail.
+  const key = plainCanary('no-preview');
   let upstream: Upstream;
   let webhook: Upstream;
   let proxy: ProxyFixture;
@@ -246,10 +252,10 @@ describe('approval preview: an approval written by an earlier version', () => {
     // As versions before the preview wrote it: no `preview` field.
     const approval = { id: 'apr_from_before', agent: 'holder', service: 'pay', route: '/v1/charges', scope: 'charges:write', method: 'POST', path: '/pay/v1/charges', binding: 'sha256:00', session: null, justification: null, taskId: null, mode: 'async', createdAt: now, expiresAt: now + 600_000, status: 'pending', decidedBy: null, reason: null, decidedAt: null };
     writeFileSync(join(dataDir, 'state.jsonl'), `${JSON.stringify({ type: 'approval.created', approval })}\n`, { mode: 0o600 });
-    const adminSpec = { listen: `127.0.0.1:${await freePort()}`, tokens: [{ name: 'alice', hash: alice.hash }] };
+    const adminSpec = { listen: '127.0.0.1:0', tokens: [{ name: 'alice', hash: alice.hash }] };
     proxy = await startProxy({ admin: adminSpec, services: {}, agents: {} }, { dataDir });
     configDir = tempDir('airlock-preview-old-cli-');
-    writeConfigFile(configDir, { admin: adminSpec });
+    writeConfigFile(configDir, { admin: cliAdminSpec(proxy, adminSpec) });
   });
 
   afterAll(async () => {

@@ -656,12 +656,15 @@ describe('human approval: max_pending, and the console link without admin.public
     await upstream?.close();
   });
 
-it('points at the admin listener that is actually bound, or is left out', async () => {
+  it('points at the admin listener that is actually bound (port 0 resolved to the real port)', async () => {
     const response = await sendRequest(`${proxy.url}/pay/v1/refunds`, { method: 'POST', headers: { authorization: `Bearer ${agent.token}` }, body: '{}' });
     expect(response.status, response.text).toBe(202);
     const problem = response.json<PendingProblem>();
     expect(problem.approval_id).toMatch(/^apr_/);
-    expect([undefined, `${proxy.airlock.adminUrl as string}/#approval-${problem.approval_id}`]).toContain(problem.console_url);
+    const bound = new URL(proxy.airlock.adminUrl as string);
+    expect(bound.hostname).toBe('127.0.0.1');
+    expect(Number(bound.port)).toBeGreaterThan(0);
+    expect(problem.console_url).toBe(`http://127.0.0.1:${bound.port}/#approval-${problem.approval_id}`);
   });
 
   it('refuses a new approval with 429 rate_limited while approvals.max_pending are pending', async () => {
@@ -689,6 +692,43 @@ it('points at the admin listener that is actually bound, or is left out', async 
     const denied = await adminCall('POST', `/v1/approvals/${pending[0]?.id as string}/deny`, '{"reason":"make room"}');
     expect(denied.status, denied.text).toBe(200);
     expect((await ask(9)).status).toBe(202);
+    expect(upstream.requests.length).toBe(0);
+  });
+});
+
+describe('human approval: the console link of an admin listener bound on 0.0.0.0, without admin.public_url', () => {
+  const agent = generateAgentToken();
+  const adminToken = generateAgentToken();
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+
+  beforeAll(async () => {
+    upstream = await startUpstream();
+    proxy = await startProxy(
+      {
+        admin: { listen: '0.0.0.0:0', tokens: [adminToken.hash] },
+        services: { pay: { upstream: upstream.url, credential: { secret: 'env:PAY_KEY' }, routes: [{ method: 'POST', path: '/v1/refunds', scope: 'refunds:write' }] } },
+        agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'pay', max_scope: ['*'], require_approval: true, approval_mode: 'async' }] } },
+      },
+      { env: { PAY_KEY: canary('pay-wildcard') } },
+    );
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+  });
+
+  it('shows the wildcard bind as loopback: http://127.0.0.1:<bound port>', async () => {
+    const bound = new URL(proxy.airlock.adminUrl as string);
+    // The listener itself is on every interface, at a real port.
+    expect(bound.hostname).toBe('0.0.0.0');
+    expect(Number(bound.port)).toBeGreaterThan(0);
+    const response = await sendRequest(`${proxy.url}/pay/v1/refunds`, { method: 'POST', headers: { authorization: `Bearer ${agent.token}` }, body: '{}' });
+    expect(response.status, response.text).toBe(202);
+    const problem = response.json<PendingProblem>();
+    expect(problem.approval_id).toMatch(/^apr_/);
+    expect(problem.console_url).toBe(`http://127.0.0.1:${bound.port}/#approval-${problem.approval_id}`);
     expect(upstream.requests.length).toBe(0);
   });
 });

@@ -7,6 +7,7 @@
  * Real parts: a real Airlock (startProxy) in front of a recording upstream; the file source's real
  * encrypted file; the real node-vault client against the Vault stand-in (test/support/vault-server.ts).
  */
+import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EncryptedSecretFile } from '../../src/credentials/encrypted-secret-file.js';
 import { loadMasterKey } from '../../src/credentials/master-key.js';
@@ -31,6 +32,8 @@ const routes = [{ method: 'GET', path: '/v1/*', scope: 'api:call' }];
 let upstream: Upstream;
 let vault: VaultServer;
 let proxy: ProxyFixture;
+/** The proxy's data_dir, made here (startProxy removes only a directory it made itself). */
+let dataDir: string | undefined;
 
 async function call(service: string): Promise<SentResponse> {
   const response = await sendRequest(`${proxy.url}/${service}/v1/items`, { headers: { authorization: `Bearer ${agent.token}` } });
@@ -49,7 +52,7 @@ beforeAll(async () => {
   vault.putSecret('secret', 'withdrawn', { api_key: vaultKey });
   vault.putSecret('secret', 'denied', { api_key: deniedKey });
   vault.addAppRole(roleId, secretId);
-  const dataDir = tempDir();
+  dataDir = tempDir();
   const masterKey = loadMasterKey({ dataDir, env: {}, create: true }) as Buffer;
   new EncryptedSecretFile(dataDir, masterKey).set('stored', fileKey, new Date());
   proxy = await startProxy(
@@ -71,6 +74,7 @@ afterAll(async () => {
   await proxy?.close();
   await vault?.close();
   await upstream?.close();
+  if (dataDir !== undefined) rmSync(dataDir, { recursive: true, force: true });
 });
 
 describe('a withdrawn secret is not served as last known good', () => {

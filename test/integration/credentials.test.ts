@@ -3,7 +3,7 @@
  * picks up `airlock secrets set` without a restart), a grant's own credential, every injector kind,
  * and the 503s for a secret that is missing or too short, which never send the request upstream.
  */
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CliIo } from '../../src/cli/cli-io.js';
@@ -114,6 +114,8 @@ describe('credentials', () => {
   afterAll(async () => {
     await proxy?.close();
     await upstream?.close();
+    // Passed to startProxy, which removes only a data_dir it made itself.
+    if (dataDir !== undefined) rmSync(dataDir, { recursive: true, force: true });
   });
 
   async function call(path: string, token = agent.token, headers: Record<string, string> = {}): Promise<SentResponse> {

@@ -19,7 +19,7 @@ import { generateAgentToken } from '../../src/identity/agent-token.js';
 import type { AuditRecord } from '../../src/observability/audit-record.js';
 import { assertNoLeak, type Surface } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
-import { adminClient, eventually, freePort, sleep, writeConfigFile } from '../helpers/operator.js';
+import { adminClient, eventually, writeConfigFile } from '../helpers/operator.js';
 import { sendRequest, type Problem, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
@@ -61,9 +61,10 @@ function moveEntry(store: Store, from: string, names: readonly string[]): void {
   writeFileSync(store.file.path, JSON.stringify(document));
 }
 
-function proxyConfig(upstream: Upstream, agentHash: string, adminPort: number, adminHash: string, stripeCredential: Record<string, unknown> = {}): Record<string, unknown> {
+/** The admin listener on port 0: tests reach it at the address it was bound to (proxy.airlock.adminUrl). */
+function proxyConfig(upstream: Upstream, agentHash: string, adminHash: string, stripeCredential: Record<string, unknown> = {}): Record<string, unknown> {
   return {
-    admin: { listen: `127.0.0.1:${adminPort}`, tokens: [{ name: 'oncall', hash: adminHash }] },
+    admin: { listen: '127.0.0.1:0', tokens: [{ name: 'oncall', hash: adminHash }] },
     services: {
       openai: { upstream: upstream.url, credential: { secret: 'file:openai', inject: 'bearer' }, routes: [{ method: 'GET', path: '/v1/*', scope: 'call' }] },
       stripe: { upstream: upstream.url, credential: { secret: 'file:stripe', inject: 'bearer', ...stripeCredential }, routes: [{ method: 'GET', path: '/v1/*', scope: 'call' }] },
@@ -89,7 +90,7 @@ describe('a damaged entry in the secrets file', () => {
     const upstream = await startUpstream();
     const agent = generateAgentToken();
     const adminToken = generateAgentToken();
-    const proxy = await startProxy(proxyConfig(upstream, agent.hash, await freePort(), adminToken.hash), { dataDir: store.dir, env: { AIRLOCK_MASTER_KEY: store.key.toString('hex') } });
+    const proxy = await startProxy(proxyConfig(upstream, agent.hash, adminToken.hash), { dataDir: store.dir, env: { AIRLOCK_MASTER_KEY: store.key.toString('hex') } });
     const admin = adminClient(() => proxy.airlock.adminUrl as string, adminToken.token);
     try {
       const call = (service: string): Promise<SentResponse> => sendRequest(`${proxy.url}/${service}/v1/items`, { headers: { authorization: `Bearer ${agent.token}` } });
@@ -143,17 +144,29 @@ describe('a damaged entry in the secrets file', () => {
     const agent = generateAgentToken();
     const adminToken = generateAgentToken();
     // file: values are fetched again each second (their ttl); the last good one is kept 5 s.
-    const proxy = await startProxy(proxyConfig(upstream, agent.hash, await freePort(), adminToken.hash, { max_staleness: 5 }), { dataDir: store.dir, env: { AIRLOCK_MASTER_KEY: store.key.toString('hex') } });
+    const proxy = await startProxy(proxyConfig(upstream, agent.hash, adminToken.hash, { max_staleness: 5 }), { dataDir: store.dir, env: { AIRLOCK_MASTER_KEY: store.key.toString('hex') } });
+    const admin = adminClient(() => proxy.airlock.adminUrl as string, adminToken.token);
     try {
       const call = (service: string): Promise<SentResponse> => sendRequest(`${proxy.url}/${service}/v1/items`, { headers: { authorization: `Bearer ${agent.token}` } });
-      expect((await call('stripe')).status).toBe(200);
+      const servesTheOldValue = async (): Promise<void> => {
+        const answer = await call('stripe');
+        expect(answer.status, answer.text).toBe(200);
+        expect(upstream.requests.at(-1)?.header('authorization')).toEqual([`Bearer ${store.values['stripe']}`]);
+      };
+      const damageLogged = (): boolean => proxy.logRecords().some((l) => String(l['msg']).startsWith(WARNING) && JSON.stringify(l['damaged']) === '["stripe"]');
+      await servesTheOldValue();
+      expect(damageLogged()).toBe(false);
       moveEntry(store, 'github', ['stripe']);
-      await sleep(1_200);
-      const stale = await call('stripe');
-      expect(stale.status, stale.text).toBe(200);
-      expect(upstream.requests.at(-1)?.header('authorization')).toEqual([`Bearer ${store.values['stripe']}`]);
-      // The file changed: the proxy says which entry is damaged.
-      await eventually('the damage logged', () => proxy.logRecords().some((l) => String(l['msg']).startsWith(WARNING) && JSON.stringify(l['damaged']) === '["stripe"]'));
+      // The value is fetched again only when a request needs it (past 3/4 of its 1 s ttl): requests keep
+      // coming until a refetch has read the damaged file, which is when the proxy names the entry.
+      await eventually('the damage logged (a refetch read the damaged entry)', async () => {
+        await servesTheOldValue();
+        return damageLogged();
+      }, 5_000, 100);
+      // That refetch failed: the admin API says so, and the value fetched before is still what is served.
+      const status = (await admin.call('GET', '/v1/credentials')).json<{ credentials: Array<Record<string, unknown>> }>().credentials.find((c) => c['ref'] === 'file:stripe');
+      expect(status).toMatchObject({ failing: true });
+      await servesTheOldValue();
 
       const refused = await eventually('stripe refused past its max_staleness', async () => {
         const answer = await call('stripe');
@@ -198,9 +211,15 @@ describe('a damaged entry in the secrets file', () => {
       stopRequested: new Promise<string>((resolve) => (stop = resolve)),
     };
     const exit = runCli(io);
-    await eventually('the summary', () => stderr.includes('Stop with Ctrl-C.'), 10_000, 10);
-    stop('SIGTERM');
-    expect(await exit).toBe(0);
+    let code: number;
+    try {
+      await eventually('the summary', () => stderr.includes('Stop with Ctrl-C.'), 10_000, 10);
+    } finally {
+      // Stopped whatever happened above, so a timeout does not leave it listening.
+      stop('SIGTERM');
+      code = await exit;
+    }
+    expect(code).toBe(0);
     expect(stderr).toContain(
       `Set again the secrets whose entries do not decrypt (the file was edited, or an entry moved): stripe (services.stripe.credential), ${KEY_LIKE_SHOWN} (unused). Requests that need them get 503 until then; the other secrets are served. \`npx airlock secrets set stripe\` (value on stdin); \`npx airlock secrets list\` marks them DAMAGED.`,
     );

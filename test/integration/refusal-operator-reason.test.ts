@@ -11,7 +11,7 @@ import { generateAgentToken } from '../../src/identity/agent-token.js';
 import type { AuditRecord } from '../../src/observability/audit-record.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
-import { adminClient, eventually, freePort, type AdminClient } from '../helpers/operator.js';
+import { adminClient, eventually, type AdminClient } from '../helpers/operator.js';
 import { sendRequest, type Problem, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
@@ -35,7 +35,7 @@ describe('a refusal for a revocation tells the agent what happened, and the oper
     upstream = await startUpstream();
     proxy = await startProxy(
       {
-        admin: { listen: `127.0.0.1:${await freePort()}`, tokens: [{ name: ADMIN, hash: adminToken.hash }] },
+        admin: { listen: '127.0.0.1:0', tokens: [{ name: ADMIN, hash: adminToken.hash }] },
         services: { api: { upstream: upstream.url, credential: { secret: 'env:API_KEY', inject: 'bearer' }, routes: [{ method: 'GET', path: '/v1/ping', scope: 'ping:read' }] } },
         agents: {
           'support-bot': { tokens: [bot.hash], credentials: [{ service: 'api', max_scope: ['*'] }] },

@@ -73,6 +73,22 @@ describe('strip_headers and strip_query', () => {
     expect(seen.header('authorization')).toEqual([`Bearer ${key}`]);
   });
 
+  // The README's promise: a query key percent-encoded, or behind ";" (which some frameworks split on).
+  it.each([
+    ['percent-encoded (api%5Fkey)', `/api/v1/items?api%5Fkey=${queryKey}&a=1`, '/v1/items?a=1'],
+    ['percent-encoded, other case (API%5fKEY)', `/api/v1/items?a=1&API%5fKEY=${queryKey}`, '/v1/items?a=1'],
+    ['after a ";" separator', `/api/v1/items?a=1;api_key=${queryKey}`, '/v1/items?a=1'],
+    ['after ";", then more pairs', `/api/v1/items?a=1;api_key=${queryKey}&b=2`, '/v1/items?a=1&b=2'],
+  ])('removes a strip_query key %s', async (_how, target, forwarded) => {
+    const before = upstream.requests.length;
+    const answer = await get(target, {});
+    expect(answer.status, answer.text).toBe(200);
+    expect(upstream.requests.length).toBe(before + 1);
+    const seen = upstream.requests[before]!;
+    expect(seen.target).not.toContain(queryKey);
+    expect(seen.target).toBe(forwarded);
+  });
+
   it('a service without the lists forwards those headers and keys as before (nothing is stripped by default)', async () => {
     const before = upstream.requests.length;
     const answer = await get('/plain/v1/items?api_key=visible-by-default&a=1', { cookie: 'session=visible-by-default' });

@@ -4,9 +4,9 @@
  * Here the state is loaded from a file that holds the child but not its parent, as a replica could find
  * it; the real state and the real check.
  */
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { AirlockError, operatorReason } from '../../src/errors.js';
 import type { Principal } from '../../src/pipeline/authenticate-agent.js';
 import { checkPrincipalRevocations, checkTargetRevocations } from '../../src/pipeline/check-revocations.js';
@@ -21,10 +21,21 @@ function session(id: string, parent: string | null): SessionRecord {
   return { id, tokenHash: `sha256:${id.padEnd(64, '0').slice(0, 64)}`, agent: 'bot', parent, scopes: { api: ['read'] }, justification: 'test', taskId: null, createdAt: now, expiresAt: now + 600_000 };
 }
 
+/** Every state opened here and its directory: closed and removed once the file is done. */
+const opened: Array<{ dir: string; state: GovernanceState }> = [];
+afterAll(async () => {
+  for (const { dir, state } of opened) {
+    await state.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 async function stateWith(sessions: SessionRecord[]): Promise<GovernanceState> {
-  const file = join(tempDir('check-revocations-'), 'state.jsonl');
+  const dir = tempDir('check-revocations-');
+  const file = join(dir, 'state.jsonl');
   writeFileSync(file, sessions.map((s) => `${JSON.stringify({ type: 'session.created', session: s })}\n`).join(''));
   const state = new GovernanceState(new FileStateBackend(file));
+  opened.push({ dir, state });
   await state.start();
   return state;
 }

@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
-import { looksLikeKey } from '../../src/redaction/key-patterns.js';
+import { BUILTIN_RULE_NAMES, BUILTIN_RULES, looksLikeKey, type RunRule } from '../../src/redaction/key-patterns.js';
 import { canary } from '../helpers/canary.js';
 
 const UPPER_DIGITS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789';
@@ -17,6 +17,22 @@ const ALNUM = `${UPPER_DIGITS}abcdefghijklmnopqrstuvwxyz`;
 function run(alphabet: string, length: number): string {
   return [...randomBytes(length)].map((b) => alphabet[b % alphabet.length]).join('');
 }
+
+/**
+ * Every built-in run rule and prefix, with the rule's own minimum (read from BUILTIN_RULES, so the cases
+ * follow the rules) and the letters and digits its run accepts (no "-" or "_": a run of them could hold
+ * another rule's prefix, or end a word early).
+ */
+const RUN_RULES = BUILTIN_RULE_NAMES.map((name) => BUILTIN_RULES[name])
+  .filter((rule): rule is RunRule => rule.kind === 'run')
+  .flatMap((rule) =>
+    rule.prefixes.map((prefix) => ({
+      rule: rule.name,
+      prefix: prefix.toString('utf8'),
+      minRun: rule.minRun,
+      alphabet: [...ALNUM].filter((char) => rule.charset[char.charCodeAt(0)] === 1).join(''),
+    })),
+  );
 
 describe('looksLikeKey', () => {
   it.each([
@@ -64,5 +80,22 @@ describe('looksLikeKey', () => {
     ['a PEM private key header', `-----BEGIN PRIVATE KEY-----${run(ALNUM, 20)}`],
   ])('%s is refused', (_what, key) => {
     expect(looksLikeKey(key)).toBe(true);
+  });
+
+  it('the boundary cases below cover every built-in run rule, sk- and AIza among them', () => {
+    const runRules = BUILTIN_RULE_NAMES.filter((name) => BUILTIN_RULES[name].kind === 'run');
+    expect(runRules.length).toBeGreaterThan(0);
+    expect(new Set(RUN_RULES.map((r) => r.rule))).toEqual(new Set(runRules));
+    expect(RUN_RULES.map((r) => r.prefix)).toEqual(expect.arrayContaining(['sk-', 'AIza']));
+    for (const { alphabet } of RUN_RULES) expect(alphabet.length).toBeGreaterThanOrEqual(10);
+  });
+
+  // The boundary: one character short of the rule's shortest run is a name; the shortest run itself is a key.
+  it.each(RUN_RULES.map((r) => [`${r.prefix} + ${r.minRun - 1} characters (${r.rule})`, r] as const))('%s is a name', (_what, { prefix, minRun, alphabet }) => {
+    expect(looksLikeKey(`${prefix}${run(alphabet, minRun - 1)}`)).toBe(false);
+  });
+
+  it.each(RUN_RULES.map((r) => [`${r.prefix} + ${r.minRun} characters (${r.rule})`, r] as const))('%s is refused', (_what, { prefix, minRun, alphabet }) => {
+    expect(looksLikeKey(`${prefix}${run(alphabet, minRun)}`)).toBe(true);
   });
 });

@@ -45,48 +45,55 @@ describe('sealText / openText', () => {
 describe('the embedded secrets file', () => {
   it('refuses an entry moved under another name, naming the entry; `airlock secrets list` marks both and says what to do', async () => {
     const dir = tempDir('seal-file-');
-    const key = randomBytes(32);
-    const file = new EncryptedSecretFile(dir, key);
-    const openai = plainCanary('openai');
-    const github = plainCanary('github');
-    file.set('openai', openai, new Date());
-    file.set('github', github, new Date());
-    expect(new Map([...file.readAll()].map(([name, entry]) => [name, entry.value]))).toEqual(new Map([['github', github], ['openai', openai]]));
-    const document = JSON.parse(readFileSync(file.path, 'utf8')) as { secrets: Record<string, unknown> };
-    [document.secrets['openai'], document.secrets['github']] = [document.secrets['github'], document.secrets['openai']];
-    writeFileSync(file.path, JSON.stringify(document));
-    let thrown: unknown;
     try {
-      file.readAll();
-    } catch (error) {
-      thrown = error;
+      const key = randomBytes(32);
+      const file = new EncryptedSecretFile(dir, key);
+      const openai = plainCanary('openai');
+      const github = plainCanary('github');
+      file.set('openai', openai, new Date());
+      file.set('github', github, new Date());
+      expect(new Map([...file.readAll()].map(([name, entry]) => [name, entry.value]))).toEqual(new Map([['github', github], ['openai', openai]]));
+      const document = JSON.parse(readFileSync(file.path, 'utf8')) as { secrets: Record<string, unknown> };
+      [document.secrets['openai'], document.secrets['github']] = [document.secrets['github'], document.secrets['openai']];
+      writeFileSync(file.path, JSON.stringify(document));
+      let thrown: unknown;
+      try {
+        file.readAll();
+      } catch (error) {
+        thrown = error;
+      }
+      expect(thrown).toBeInstanceOf(SecretFileError);
+      expect(String((thrown as Error).message)).toMatch(/secret "(openai|github)" .* does not decrypt/);
+      // What the operator sees: the real CLI on that data_dir, with that master key.
+      const masterKey = key.toString('hex');
+      const configFile = writeConfigFile(dir, { listen: '127.0.0.1:0', data_dir: dir, services: {}, agents: {} });
+      const listed = await runCliCapture(['secrets', 'list', '--config', configFile], { AIRLOCK_MASTER_KEY: masterKey }, []);
+      expect(listed.code).toBe(1);
+      expect(listed.stdout).toMatch(/^github\t.*\tDAMAGED: does not decrypt$/m);
+      expect(listed.stdout).toMatch(/^openai\t.*\tDAMAGED: does not decrypt$/m);
+      expect(listed.stderr).toContain('Damaged (the file was edited, or an entry moved): openai, github. Until each is set again, a running Airlock answers requests that need it with 503; the other file: secrets are served.');
+      expect(listed.stderr).toContain('Set each again: npx airlock secrets set openai');
+      assertNoLeak([openai, github, masterKey], [
+        { name: 'error', text: String((thrown as Error).message) },
+        { name: 'file', text: readFileSync(file.path, 'utf8') },
+        { name: 'secrets list stdout', text: listed.stdout },
+        { name: 'secrets list stderr', text: listed.stderr },
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
-    expect(thrown).toBeInstanceOf(SecretFileError);
-    expect(String((thrown as Error).message)).toMatch(/secret "(openai|github)" .* does not decrypt/);
-    // What the operator sees: the real CLI on that data_dir, with that master key.
-    const masterKey = key.toString('hex');
-    const configFile = writeConfigFile(dir, { listen: '127.0.0.1:0', data_dir: dir, services: {}, agents: {} });
-    const listed = await runCliCapture(['secrets', 'list', '--config', configFile], { AIRLOCK_MASTER_KEY: masterKey }, []);
-    expect(listed.code).toBe(1);
-    expect(listed.stdout).toMatch(/^github\t.*\tDAMAGED: does not decrypt$/m);
-    expect(listed.stdout).toMatch(/^openai\t.*\tDAMAGED: does not decrypt$/m);
-    expect(listed.stderr).toContain('Damaged (the file was edited, or an entry moved): openai, github. Until each is set again, a running Airlock answers requests that need it with 503; the other file: secrets are served.');
-    expect(listed.stderr).toContain('Set each again: npx airlock secrets set openai');
-    assertNoLeak([openai, github, masterKey], [
-      { name: 'error', text: String((thrown as Error).message) },
-      { name: 'file', text: readFileSync(file.path, 'utf8') },
-      { name: 'secrets list stdout', text: listed.stdout },
-      { name: 'secrets list stderr', text: listed.stderr },
-    ]);
-    rmSync(dir, { recursive: true, force: true });
   });
 
   // Found by probing the CLI: `null` in secrets.json gave "Cannot read properties of null (reading 'format')".
   it.each([['null'], ['42'], ['[]'], ['{"format":"airlock-secrets/1","secrets":null,"key_check":"x"}']])('refuses %s as not a secrets file, saying what to do', (text) => {
     const dir = tempDir('seal-file-');
-    const file = new EncryptedSecretFile(dir, randomBytes(32));
-    writeFileSync(file.path, text);
-    expect(() => file.readAll()).toThrow(SecretFileError);
-    expect(() => file.readAll()).toThrow(/is not an Airlock secrets file .*restore it from a backup/);
+    try {
+      const file = new EncryptedSecretFile(dir, randomBytes(32));
+      writeFileSync(file.path, text);
+      expect(() => file.readAll()).toThrow(SecretFileError);
+      expect(() => file.readAll()).toThrow(/is not an Airlock secrets file .*restore it from a backup/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
