@@ -43,6 +43,14 @@ export class GovernanceState {
    */
   readonly #restoredAt = new Map<string, number>();
   /**
+   * When each revocation was last lifted (kind and target), from lifts applied or loaded (Redis keeps
+   * them as tombstones). A revocation replayed from disk, relayed by another worker or queued during an
+   * outage that is older than a lift is not revived: found by review, a host that stopped during an
+   * outage with a revocation on disk re-revoked, on its next start, an agent an operator had restored
+   * since, on every replica.
+   */
+  readonly #liftedAt = new Map<string, number>();
+  /**
    * Events applied while a snapshot is being read (start, resync), or null: applied again on top of the
    * snapshot. A resync cleared the maps and replayed the snapshot, so an event heard meanwhile was lost
    * and a session ended elsewhere during a reload came back (review finding: resync race).
@@ -223,7 +231,9 @@ export class GovernanceState {
       let written = 0;
       try {
         while (this.#unsaved.length > 0) {
-          await this.#backend.append(this.#unsaved[0] as GovernanceEvent);
+          const event = this.#unsaved[0] as GovernanceEvent;
+          // Lifted since (a lift heard meanwhile): writing it would revive it on every replica.
+          if (!this.#liftedSince(event)) await this.#backend.append(event);
           this.#unsaved.shift();
           written++;
         }
@@ -253,6 +263,10 @@ export class GovernanceState {
       const event = this.#restriction(candidate);
       if (event === null) {
         this.#logger?.warn({ file: this.#kept.file }, 'a record kept among the unsaved restrictions is not a revocation or a session end; it was skipped');
+        continue;
+      }
+      if (this.#liftedSince(event)) {
+        this.#logger?.warn({ restriction: restrictionLabel(event) }, 'a revocation kept on disk was lifted since (a later restore in the state store); it is not revived');
         continue;
       }
       this.#applyNow(event);
@@ -344,13 +358,22 @@ export class GovernanceState {
    */
   adopt(candidate: unknown): void {
     const event = this.#restriction(candidate);
-    if (event === null) return;
+    if (event === null || this.#liftedSince(event)) return;
     this.#applyNow(event);
     this.#notify(event);
     this.#unsaved.push(event);
     // Kept on this worker's file too: the one that sent it may be the next to die.
     void this.#keepUnsaved();
     this.#retryFlush();
+  }
+
+  /**
+   * A revocation an operator lifted after it was made (strictly later: at the same millisecond the
+   * revocation stands, failing closed).
+   */
+  #liftedSince(event: GovernanceEvent): boolean {
+    if (event.type !== 'revocation.added') return false;
+    return (this.#liftedAt.get(revocationKey(event.revocation.kind, event.revocation.target)) ?? -Infinity) > event.revocation.at;
   }
 
   /** The candidate if it is a well-formed event that takes access away (a revocation, a session end), else null. */
@@ -491,10 +514,13 @@ export class GovernanceState {
         this.#revocations.set(revocationKey(event.revocation.kind, event.revocation.target), event.revocation);
         if (event.revocation.kind === 'session') this.#endSession(event.revocation.target);
         return;
-      case 'revocation.lifted':
-        this.#revocations.delete(revocationKey(event.kind, event.target));
+      case 'revocation.lifted': {
+        const key = revocationKey(event.kind, event.target);
+        this.#revocations.delete(key);
+        if (Number.isFinite(event.at)) this.#liftedAt.set(key, Math.max(event.at, this.#liftedAt.get(key) ?? -Infinity));
         if (event.kind === 'agent') this.#voidSessionsBefore(event.target, Number.isFinite(event.at) ? event.at : this.#now());
         return;
+      }
       case 'approval.created':
         this.#approvals.set(event.approval.id, event.approval);
         this.#trimApprovals();
