@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util';
 import { looksLikeKey } from '../redaction/key-patterns.js';
 import { localSecretReferences } from '../config/secret-references.js';
 import type { AirlockConfig } from '../config/types.js';
-import { EncryptedSecretFile } from '../credentials/encrypted-secret-file.js';
+import { EncryptedSecretFile, shownSecretName } from '../credentials/encrypted-secret-file.js';
 import { loadMasterKey, MASTER_KEY_FILE } from '../credentials/master-key.js';
 import { parseSecretRef, SECRET_NAME, SECRET_REF_KINDS } from '../credentials/secret-ref.js';
 import { headerValueFault } from '../injection/injector.js';
@@ -77,11 +77,6 @@ function requireName(name: string | undefined, options: { keyLike: 'refused' | '
   return name;
 }
 
-/** A stored or referenced name as printed: one that looks like a key is not. */
-function shown(name: string): string {
-  return looksLikeKey(name) ? '(a name that looks like a key, not shown)' : name;
-}
-
 /** The file: references in the config (credentials, a Vault login, OAuth2 clients), by secret name, with where they are used. */
 function fileRefs(config: AirlockConfig): Map<string, readonly string[]> {
   return new Map(localSecretReferences(config).filter((r) => r.kind === 'file').map((r) => [r.name, r.usedBy]));
@@ -89,7 +84,7 @@ function fileRefs(config: AirlockConfig): Map<string, readonly string[]> {
 
 /** "name (where, where)", for a list of references on one line. */
 function namedWithUse(name: string, usedBy: readonly string[]): string {
-  return `${shown(name)} (${usedBy.join(', ')})`;
+  return `${shownSecretName(name)} (${usedBy.join(', ')})`;
 }
 
 async function readValue(io: CliIo, name: string): Promise<string> {
@@ -161,16 +156,16 @@ async function listSecrets(io: CliIo, config: AirlockConfig): Promise<number> {
   if (stored.length === 0) io.stdout.write('No secrets stored yet.\n');
   for (const entry of [...stored].sort((a, b) => a.name.localeCompare(b.name))) {
     const used = refs.get(entry.name);
-    io.stdout.write(`${shown(entry.name)}\t${entry.updatedAt ?? '-'}\t${used === undefined ? 'unused' : `used by ${used.join(', ')}`}${entry.damaged ? '\tDAMAGED: does not decrypt' : ''}\n`);
+    io.stdout.write(`${shownSecretName(entry.name)}\t${entry.updatedAt ?? '-'}\t${used === undefined ? 'unused' : `used by ${used.join(', ')}`}${entry.damaged ? '\tDAMAGED: does not decrypt' : ''}\n`);
   }
   const damaged = stored.filter((entry) => entry.damaged).map((entry) => entry.name);
   if (damaged.length > 0) {
     // The proxy serves the other entries; a damaged one is refused by name (credentials/file-source.ts).
-    io.stderr.write(`Damaged (the file was edited, or an entry moved): ${damaged.map(shown).join(', ')}. Until each is set again, a running Airlock answers requests that need it with 503; the other file: secrets are served. Set each again: npx airlock secrets set ${shown(damaged[0] as string)}\n`);
+    io.stderr.write(`Damaged (the file was edited, or an entry moved): ${damaged.map(shownSecretName).join(', ')}. Until each is set again, a running Airlock answers requests that need it with 503; the other file: secrets are served. Set each again: npx airlock secrets set ${shownSecretName(damaged[0] as string)}\n`);
   }
   const names = new Set(stored.map((entry) => entry.name));
   const missing = [...refs.keys()].filter((name) => !names.has(name)).sort();
-  if (missing.length > 0) io.stdout.write(`\nNot set yet (requests that need them get 503): ${missing.map((name) => namedWithUse(name, refs.get(name) ?? [])).join(', ')}\n  npx airlock secrets set ${shown(missing[0] as string)}\n`);
+  if (missing.length > 0) io.stdout.write(`\nNot set yet (requests that need them get 503): ${missing.map((name) => namedWithUse(name, refs.get(name) ?? [])).join(', ')}\n  npx airlock secrets set ${shownSecretName(missing[0] as string)}\n`);
   const fromEnv = localSecretReferences(config).filter((r) => r.kind === 'env');
   if (fromEnv.length > 0) io.stdout.write(`\nRead from Airlock's environment, not stored here: ${fromEnv.map((r) => namedWithUse(r.name, r.usedBy)).join(', ')}\n`);
   return damaged.length > 0 ? 1 : 0;
@@ -179,10 +174,10 @@ async function listSecrets(io: CliIo, config: AirlockConfig): Promise<number> {
 async function removeSecret(io: CliIo, config: AirlockConfig, name: string): Promise<number> {
   const key = loadMasterKey({ dataDir: config.data_dir, env: io.env, create: false });
   if (key === null || !new EncryptedSecretFile(config.data_dir, key).remove(name)) {
-    io.stderr.write(`No secret named ${shown(name)} is stored.\n`);
+    io.stderr.write(`No secret named ${shownSecretName(name)} is stored.\n`);
     return 1;
   }
-  io.stdout.write(`Removed secret ${shown(name)}. Requests that use ${looksLikeKey(name) ? 'it' : `file:${name}`} now get 503 credential_unavailable.\n`);
+  io.stdout.write(`Removed secret ${shownSecretName(name)}. Requests that use ${looksLikeKey(name) ? 'it' : `file:${name}`} now get 503 credential_unavailable.\n`);
   return 0;
 }
 

@@ -172,7 +172,14 @@ const serviceSpec = z.strictObject({
     .array(headerName)
     .default([])
     .describe('request headers removed before forwarding, besides those Airlock always removes: credentials of another kind an agent may send along (Cookie, X-Auth-Token)'),
-  strip_query: z.array(z.string().min(1)).default([]).describe('query keys removed before forwarding (key[] and key[0] too), besides the credential\'s own'),
+  strip_query: z
+    .array(
+      // A key as a form parser names it: brackets are read off ("key[]" is "key"), and "=", "&", ";", "?", "#"
+      // end or split a key, so an entry holding one could never match (found by review: accepted silently).
+      z.string().regex(/^[^[\]=&;?#\s]+$/, { error: 'a query key, without [ ] = & ; ? # or spaces (key[] and key[0] are removed with key)' }),
+    )
+    .default([])
+    .describe('query keys removed before forwarding (key[] and key[0] too), besides the credential\'s own'),
   timeouts: timeoutsSpec.default({ connect: 10, headers: 60, body: 300 }),
   credential: credentialSpec,
   redact: redactSpec.default({
