@@ -13,8 +13,17 @@ export function isUnreserved(byte: number): boolean {
   );
 }
 
-/** An escape of an unreserved character, either hex case: it spells that character (RFC 3986 6.2.2.2). */
-const UNRESERVED_ESCAPE = /%(2[DdEe]|3[0-9]|4[1-9A-Fa-f]|5[0-9Aa]|5[Ff]|6[1-9A-Fa-f]|7[0-9Aa]|7[Ee])/g;
+/**
+ * The two hex digits of an unreserved character, either case, as a RegExp source with one capture
+ * group: the one definition of which escapes spell one, whatever introduces them (%XX here, JSON's
+ * \u00XX in preview-request.ts).
+ */
+export const UNRESERVED_HEX = '(2[DdEe]|3[0-9]|4[1-9A-Fa-f]|5[0-9Aa]|5[Ff]|6[1-9A-Fa-f]|7[0-9Aa]|7[Ee])';
+
+/** An escape of an unreserved character: it spells that character (RFC 3986 6.2.2.2). Global, for replace. */
+const UNRESERVED_ESCAPE = new RegExp(`%${UNRESERVED_HEX}`, 'g');
+/** The same, not global: test() on it keeps no position between calls (lastIndex is unused). */
+const ANY_UNRESERVED_ESCAPE = new RegExp(UNRESERVED_ESCAPE.source);
 
 /**
  * The text with escapes of unreserved characters decoded, as canonicalization decodes them, and
@@ -27,10 +36,10 @@ export function decodeUnreservedEscapes(text: string): string {
 
 /** Whether the text escapes an unreserved character, which a canonical path never does. */
 export function escapesUnreserved(text: string): boolean {
-  UNRESERVED_ESCAPE.lastIndex = 0;
-  return UNRESERVED_ESCAPE.test(text);
+  return ANY_UNRESERVED_ESCAPE.test(text);
 }
 
-function decodeEscape(escape: string): string {
-  return String.fromCharCode(parseInt(escape.slice(1), 16));
+/** A replace callback for an escape matched with UNRESERVED_HEX: the character its hex digits spell. */
+export function decodeEscape(_escape: string, hex: string): string {
+  return String.fromCharCode(parseInt(hex, 16));
 }

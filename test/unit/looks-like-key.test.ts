@@ -78,6 +78,7 @@ describe('looksLikeKey', () => {
     ['an Airlock token inside a word', `key${agent}`],
     ['a key after NAME=', `OPENAI_API_KEY=sk-proj-${run(ALNUM, 48)}`],
     ['a PEM private key header', `-----BEGIN PRIVATE KEY-----${run(ALNUM, 20)}`],
+    ['a PEM private key block after other text', `key: -----BEGIN RSA PRIVATE KEY-----\n${run(ALNUM, 64)}\n-----END RSA PRIVATE KEY-----`],
   ])('%s is refused', (_what, key) => {
     expect(looksLikeKey(key)).toBe(true);
   });
@@ -97,5 +98,11 @@ describe('looksLikeKey', () => {
 
   it.each(RUN_RULES.map((r) => [`${r.prefix} + ${r.minRun} characters (${r.rule})`, r] as const))('%s is refused', (_what, { prefix, minRun, alphabet }) => {
     expect(looksLikeKey(`${prefix}${run(alphabet, minRun)}`)).toBe(true);
+  });
+
+  // Text without any rule's start is answered before a scan (on the request path): a key anywhere in it still has its start.
+  it.each(RUN_RULES.map((r) => [`${r.prefix} + ${r.minRun} characters (${r.rule})`, r] as const))('%s after other text is refused', (_what, { prefix, minRun, alphabet }) => {
+    expect(looksLikeKey(`KEY=${prefix}${run(alphabet, minRun)}`)).toBe(true);
+    expect(looksLikeKey(`notes about a key: ${prefix}${run(alphabet, minRun)} (rotated)`)).toBe(true);
   });
 });

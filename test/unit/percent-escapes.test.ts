@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeUnreservedEscapes, escapesUnreserved, isUnreserved } from '../../src/ingress/percent-escapes.js';
+import { decodeUnreservedEscapes, escapesUnreserved, isUnreserved, UNRESERVED_HEX } from '../../src/ingress/percent-escapes.js';
 import { canonicalizeTarget } from '../../src/pipeline/canonicalize-target.js';
 import { parseRouteTemplate } from '../../src/policy/route-template.js';
 
@@ -28,5 +28,19 @@ describe('escapes of unreserved characters (RFC 3986 2.3, 6.2.2.2)', () => {
 
   it('the test is repeatable (no state left between calls by the global regular expression)', () => {
     for (let i = 0; i < 3; i++) expect(escapesUnreserved('/a/%41')).toBe(true);
+    // A short text after a long one, and after decoding (which uses the global expression).
+    expect(escapesUnreserved('/a/long/path/%41')).toBe(true);
+    expect(escapesUnreserved('%41')).toBe(true);
+    expect(decodeUnreservedEscapes('/a/long/path/%41/%7e')).toBe('/a/long/path/A/~');
+    expect(escapesUnreserved('%7e')).toBe(true);
+  });
+
+  it('UNRESERVED_HEX (also read as \\u00XX by the approval preview) spells exactly the unreserved bytes, in either hex case', () => {
+    const hex = new RegExp(`^${UNRESERVED_HEX}$`);
+    for (let byte = 0; byte < 256; byte++) {
+      const digits = byte.toString(16).padStart(2, '0');
+      expect(hex.test(digits.toUpperCase()), digits).toBe(isUnreserved(byte));
+      expect(hex.test(digits.toLowerCase()), digits).toBe(isUnreserved(byte));
+    }
   });
 });

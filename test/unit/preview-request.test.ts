@@ -1,15 +1,17 @@
 /**
  * The approval preview (policy/preview-request.ts): what an approver is shown of a held request's query
- * and body. Masked whole first (managed secrets through the catalogue's scrub, key shapes, Airlock
- * tokens, JWS), cut after, on a character boundary; text only for text; null when preview_bytes is 0
- * and for records written before previews existed. The config key's bounds too.
+ * and body. Masked first (managed secrets through the catalogue's scrub, key shapes, Airlock tokens,
+ * JWS), cut after, on a character boundary, so a secret across the cut leaves nothing; text only for
+ * text; null when preview_bytes is 0 and for records written before previews existed. The config key's
+ * bounds too. A long body is masked in a window past the cut (PREVIEW_MASK_MARGIN), never so that the
+ * window's end, where a secret may be cut in two, can come into view.
  */
 import { rmSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildConfig } from '../../src/config/load-config.js';
 import { Credential } from '../../src/credentials/credential.js';
 import { generateAgentToken, generateSessionToken } from '../../src/identity/agent-token.js';
-import { createRequestPreviewer, previewOf, previewView, type RequestContent } from '../../src/policy/preview-request.js';
+import { createRequestPreviewer, PREVIEW_MASK_MARGIN, previewOf, previewView, type RequestContent } from '../../src/policy/preview-request.js';
 import { customRule } from '../../src/redaction/key-patterns.js';
 import { SecretCatalog } from '../../src/redaction/secret-catalog.js';
 import type { ApprovalRecord } from '../../src/state/governance-records.js';
@@ -111,6 +113,70 @@ describe('scrub first, cut after', () => {
     expect(preview?.query).toBe(`${'q'.repeat(400)}&k=[REDACTED]`);
     expect(previewer()(content(null, null, `${'q'.repeat(508)}&k=${key}`))?.query).toBe(`${'q'.repeat(508)}&k=...`);
     expect(preview?.contentType).toBe(`text/plain; x=${'y'.repeat(114)}...`);
+  });
+});
+
+describe('a long body: masked in a window past the cut, not whole', () => {
+  const MiB = 1024 * 1024;
+  /** `head`, then "x" up to `length` characters. */
+  const padded = (head: string, length: number): string => head + 'x'.repeat(length - head.length);
+  const prefixesOf = (secret: string, from = 8): string[] => Array.from({ length: secret.length - from + 1 }, (_, i) => secret.slice(0, from + i));
+
+  it('1 MiB with a key at its start: the key masked, the rest cut, truncated', () => {
+    const key = canary('huge-start');
+    const body = padded(`{"key":"${key}","pad":"`, MiB);
+    const preview = previewer(100)(content(body));
+    expect(preview).toEqual({ query: null, contentType: json, bodyBytes: MiB, body: padded('{"key":"[REDACTED]","pad":"', 100), truncated: true });
+  });
+
+  it('1 MiB with a key across the cut: no front part of it shown', () => {
+    const key = canary('huge-across');
+    const head = `${padded('{"pad":"', 88)}","k":"`;
+    expect(head.length).toBeLessThan(100);
+    expect(head.length + key.length).toBeGreaterThan(100);
+    const preview = previewer(100)(content(padded(`${head}${key}","more":"`, MiB)));
+    expect(preview).toMatchObject({ bodyBytes: MiB, body: head, truncated: true });
+    for (let n = 3; n <= key.length; n++) expect(preview?.body).not.toContain(key.slice(0, n));
+  });
+
+  /**
+   * Four values the catalogue masks (over 8000 characters each, masked to 10) and a space after each
+   * fill the window of a 100-byte preview but its last 24 characters: masked, the window is under 100
+   * bytes, so masking alone would bring its end into view, where a value can be cut in two. `tail`
+   * gets the 24 characters' room.
+   */
+  function afterMaskedValues(tail: (room: number) => string): { catalog: SecretCatalog; body: string; bulk: string; end: number } {
+    const end = 100 + PREVIEW_MASK_MARGIN;
+    const catalog = new SecretCatalog();
+    const bulk = padded(plainCanary('bulk'), (end - 24) / 4 - 1);
+    catalog.remember(new Credential('vault:secret/bulk#v', bulk));
+    const head = `${bulk} `.repeat(4);
+    expect(end - head.length).toBe(24);
+    return { catalog, body: head + tail(end - head.length), bulk, end };
+  }
+
+  it('masking that shrinks a window under preview_bytes: the text past the window still counts, truncated', () => {
+    const { catalog, body, bulk, end } = afterMaskedValues((room) => 'x'.repeat(room + 200));
+    expect(body.length).toBe(end + 200);
+    const preview = previewer(100, catalog)(content(body));
+    expect(preview).toEqual({ query: null, contentType: json, bodyBytes: body.length, body: padded('[REDACTED] '.repeat(4), 100), truncated: true });
+    expect(findLeaks([bulk], [{ name: 'preview', text: JSON.stringify(preview) }])).toEqual([]);
+  });
+
+  it("a token across the window's end, after masked values brought it into view: masked whole, not shown in part", () => {
+    // Cut 19 characters in (alk_ and 15), an agent token is no token (43 after alk_): only the whole body shows it is one.
+    const token = generateAgentToken().token;
+    const { catalog, body } = afterMaskedValues((room) => `${'x'.repeat(room - 20)} ${token} and so on`);
+    const preview = previewer(100, catalog)(content(body));
+    expect(preview).toEqual({ query: null, contentType: json, bodyBytes: body.length, body: `${'[REDACTED] '.repeat(4)}xxxx alk_[REDACTED] and so on`, truncated: false });
+    for (const part of prefixesOf(token.slice(4), 4)) expect(preview?.body).not.toContain(part);
+  });
+
+  it('a body longer than the window whose whole masked text fits: shown whole, not truncated', () => {
+    const { catalog, body, end } = afterMaskedValues((room) => 'x'.repeat(room + 10));
+    expect(body.length).toBe(end + 10);
+    const preview = previewer(100, catalog)(content(body));
+    expect(preview).toMatchObject({ body: `${'[REDACTED] '.repeat(4)}${'x'.repeat(34)}`, truncated: false });
   });
 });
 
