@@ -90,13 +90,21 @@ class FormOverrideWatch implements OverrideWatch {
  * which the upstream's parser reads as the same key (RFC 8259 7). Encoders escape control characters,
  * quotes, backslash, "<>&'" and non-ASCII, never a lower-case letter or "_", so an escape of one of the
  * key's characters is refused wherever it appears (found by the owner's review of the first version,
- * which saw only the key written plainly).
+ * which saw only the key written plainly). Only a real escape counts: "\\" is the escape for a backslash
+ * (RFC 8259 7), so the backslash of "\u0065" preceded by an odd run of backslashes is the second half of
+ * one, and the text is the six characters `\u0065`, as JSON.stringify writes a regex or code that holds
+ * them (found by review: such a prompt was refused). A run can cross chunk boundaries, so the parity of
+ * the backslashes ending the data so far, and of those ending just before the carry, is kept.
  */
 class LiteralOverrideWatch implements OverrideWatch {
   readonly #needles: readonly Buffer[];
   readonly #escapes: boolean;
   readonly #keep: number;
   #carry: Buffer = Buffer.alloc(0);
+  /** An odd number of backslashes ends the data so far: a backslash first in the next chunk is escaped. */
+  #oddAtEnd = false;
+  /** An odd number of backslashes ends just before the carry's first byte (the seam's first byte). */
+  #oddBeforeCarry = false;
 
   constructor(needles: readonly string[], escapes: boolean) {
     this.#needles = needles.map((n) => Buffer.from(n, 'latin1'));
@@ -107,11 +115,22 @@ class LiteralOverrideWatch implements OverrideWatch {
   push(chunk: Buffer): boolean {
     if (this.#carry.length > 0) {
       const seam = Buffer.concat([this.#carry, chunk.subarray(0, this.#keep)]);
-      if (this.#holds(seam)) return true;
+      if (this.#holds(seam, this.#oddBeforeCarry)) return true;
     }
-    if (this.#holds(chunk)) return true;
-    const tail = chunk.length >= this.#keep ? chunk.subarray(chunk.length - this.#keep) : Buffer.concat([this.#carry, chunk]);
-    this.#carry = tail.length > this.#keep ? tail.subarray(tail.length - this.#keep) : tail;
+    if (this.#holds(chunk, this.#oddAtEnd)) return true;
+    if (chunk.length >= this.#keep) {
+      const from = chunk.length - this.#keep;
+      if (this.#escapes) this.#oddBeforeCarry = oddBackslashesBefore(chunk, from, this.#oddAtEnd);
+      this.#carry = chunk.subarray(from);
+    } else {
+      // The new carry is the end of the old one and this chunk: the run before it may reach back into
+      // the old carry, and past its start.
+      const joined = Buffer.concat([this.#carry, chunk]);
+      const from = Math.max(0, joined.length - this.#keep);
+      if (this.#escapes) this.#oddBeforeCarry = oddBackslashesBefore(joined, from, this.#oddBeforeCarry);
+      this.#carry = joined.subarray(from);
+    }
+    if (this.#escapes) this.#oddAtEnd = oddBackslashesBefore(chunk, chunk.length, this.#oddAtEnd);
     return false;
   }
 
@@ -119,11 +138,13 @@ class LiteralOverrideWatch implements OverrideWatch {
     return false;
   }
 
-  #holds(bytes: Buffer): boolean {
+  /** `oddBefore`: whether an odd number of backslashes ends just before `bytes` in the body. */
+  #holds(bytes: Buffer, oddBefore: boolean): boolean {
     if (this.#needles.some((needle) => bytes.includes(needle))) return true;
     if (!this.#escapes) return false;
     // "\u00" then two hex digits; one that does not end within these bytes is seen across the next seam.
     for (let at = bytes.indexOf(ESCAPE_START); at !== -1 && at + JSON_ESCAPE_LENGTH <= bytes.length; at = bytes.indexOf(ESCAPE_START, at + 1)) {
+      if (oddBackslashesBefore(bytes, at, oddBefore)) continue;
       const code = Number.parseInt(bytes.toString('latin1', at + 4, at + 6), 16);
       if (OVERRIDE_KEY_CHARS.has(code)) return true;
     }
@@ -131,11 +152,50 @@ class LiteralOverrideWatch implements OverrideWatch {
   }
 }
 
+/**
+ * Whether the run of backslashes ending just before `end` in `bytes` is odd, counting `oddBefore` (the
+ * same for the bytes before `bytes`) when the run reaches back to the start. A short run is walked; a
+ * longer one is measured by runStart, so a body of backslashes is never walked byte by byte in JS.
+ */
+function oddBackslashesBefore(bytes: Buffer, end: number, oddBefore: boolean): boolean {
+  let at = end;
+  const floor = Math.max(0, end - SHORT_RUN);
+  while (at > floor && bytes[at - 1] === BACKSLASH) at--;
+  if (at === floor && bytes[at - 1] === BACKSLASH) at = runStart(bytes, at, end);
+  const odd = (end - at) % 2 === 1;
+  return at === 0 ? odd !== oddBefore : odd;
+}
+
+/**
+ * Where the run of backslashes through bytes[from, end) starts: native compares of the bytes before it
+ * against as many of its own, the step doubling while they match, then halving (a few compares for a
+ * run of any length). end - from is a power of two (SHORT_RUN), so every step is one too, and the
+ * halving reaches 1, its sizes adding up to all that a failed step can have left.
+ */
+function runStart(bytes: Buffer, from: number, end: number): number {
+  let at = from;
+  let step = end - at;
+  while (at > 0) {
+    const size = Math.min(step, at);
+    if (bytes.compare(bytes, at, at + size, at - size, at) !== 0) break;
+    at -= size;
+    step *= 2;
+  }
+  // Fewer than `step` backslashes are left before `at`: taken greatest first.
+  for (let size = step >> 1; size > 0; size >>= 1) {
+    if (size <= at && bytes[at - 1] === BACKSLASH && bytes.compare(bytes, at, at + size, at - size, at) === 0) at -= size;
+  }
+  return at;
+}
+
 const MULTIPART_OVERRIDES = ['name="_method"', 'name=_method'];
 const JSON_OVERRIDES = ['"_method"'];
 /** "\u00XX": the escapes that can spell a character of "_method". */
 const ESCAPE_START = Buffer.from('\\u00', 'latin1');
 const JSON_ESCAPE_LENGTH = 6;
+const BACKSLASH = 0x5c;
+/** Backslashes walked before a run is measured by runStart: a power of two, as runStart needs. */
+const SHORT_RUN = 16;
 const OVERRIDE_KEY_CHARS: ReadonlySet<number> = new Set([...'_method'].map((char) => char.charCodeAt(0)));
 
 /**

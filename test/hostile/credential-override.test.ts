@@ -417,11 +417,76 @@ describe('an agent cannot override or smuggle the injected credential', () => {
       expect(upstream.requests.length).toBe(before);
     });
 
-    // The case above writes twice 50 ms apart, which the proxy may still read as one. Here each split is
-    // certain: the body is chunked, and its second part is written only once the first has reached the
-    // upstream, so the proxy read the first part on its own, found nothing, and forwarded it. One request
-    // per position inside "\u005fmethod" (from where the first part holds the whole escape, that part
-    // alone is refused, and the second may never be written).
+    /**
+     * Sends a JSON body in parts, each certainly read on its own: the body is chunked, and each part after
+     * the first is written only once the upstream has received more of the body (so the proxy read the
+     * parts before alone, found nothing, and forwarded them), or not at all once the proxy has answered.
+     * `written` counts the parts written: all of them only when every part but the last passed the watch.
+     */
+    async function sendInParts(parts: readonly string[]): Promise<{ status: number; body: string; requestId: string | undefined; written: number }> {
+      /** Body bytes the upstream got of each request as they arrive (its record is made only at the end). */
+      const arrivals: Array<{ bytes: number }> = [];
+      const onRequest = (req: IncomingMessage): void => {
+        const arrival = { bytes: 0 };
+        arrivals.push(arrival);
+        req.on('data', (chunk: Buffer) => (arrival.bytes += chunk.length));
+      };
+      upstream.server.on('request', onRequest);
+      try {
+        return await new Promise((resolve, reject) => {
+          let answered = false;
+          let written = 0;
+          const timer = setTimeout(() => {
+            request.destroy();
+            reject(new Error('no answer within 10 s'));
+          }, 10_000);
+          const request = httpRequest(
+            `${proxy.url}/bearer/v1/things`,
+            { method: 'POST', agent: false, headers: { authorization: auth[0]?.[1] ?? '', 'content-type': 'application/json', 'transfer-encoding': 'chunked' } },
+            (res) => {
+              answered = true;
+              const chunks: Buffer[] = [];
+              res.on('data', (chunk: Buffer) => chunks.push(chunk));
+              res.on('end', () => {
+                clearTimeout(timer);
+                const body = Buffer.concat(chunks).toString('utf8');
+                responses.push(`${JSON.stringify(res.headers)}\n${body}`);
+                request.destroy();
+                const requestId = res.headers['x-airlock-request-id'];
+                resolve({ status: res.statusCode ?? 0, body, requestId: typeof requestId === 'string' ? requestId : undefined, written });
+              });
+            },
+          );
+          // Once answered, the proxy may close the connection under the rest of the upload.
+          request.on('error', (error) => {
+            if (!answered) reject(error);
+          });
+          const writeFrom = (index: number): void => {
+            const arrived = arrivals[0]?.bytes ?? 0;
+            written = index + 1;
+            if (index === parts.length - 1) {
+              request.end(parts[index]);
+              return;
+            }
+            request.write(parts[index]);
+            eventually(`part ${index + 1} at the upstream, or an answer`, () => (arrivals[0]?.bytes ?? 0) > arrived || answered, 5_000, 2).then(() => {
+              if (!answered) writeFrom(index + 1);
+            }, (error: unknown) => {
+              clearTimeout(timer);
+              request.destroy();
+              reject(error as Error);
+            });
+          };
+          writeFrom(0);
+        });
+      } finally {
+        upstream.server.off('request', onRequest);
+      }
+    }
+
+    // The case above writes twice 50 ms apart, which the proxy may still read as one; here each split is
+    // certain (sendInParts). One request per position inside "\u005fmethod" (from where the first part
+    // holds the whole escape, that part alone is refused, and the second may never be written).
     const escapedKey = '"\\u005fmethod"';
     it.each(Array.from({ length: escapedKey.length - 1 }, (_, i) => i + 1))(
       'refuses an escaped _method whose key is split after its character %i, the parts read one at a time',
@@ -433,68 +498,130 @@ describe('an agent cannot override or smuggle the injected credential', () => {
         const first = `${head}${needle.slice(0, split)}`;
         const second = `${needle.slice(split)}${tail}`;
         const firstHoldsTheEscape = first.includes('\\u005f');
-        /** Body bytes the upstream got of each request as they arrive (its record is made only at the end). */
-        const arrivals: Array<{ bytes: number }> = [];
-        const onRequest = (req: IncomingMessage): void => {
-          const arrival = { bytes: 0 };
-          arrivals.push(arrival);
-          req.on('data', (chunk: Buffer) => (arrival.bytes += chunk.length));
-        };
-        upstream.server.on('request', onRequest);
         const before = upstream.requests.length;
-        try {
-          const outcome = await new Promise<{ status: number; body: string; firstForwarded: boolean; secondWritten: boolean }>((resolve, reject) => {
-            let answered = false;
-            let firstForwarded = false;
-            let secondWritten = false;
-            const timer = setTimeout(() => {
-              request.destroy();
-              reject(new Error('no answer within 10 s'));
-            }, 10_000);
-            const request = httpRequest(
-              `${proxy.url}/bearer/v1/things`,
-              { method: 'POST', agent: false, headers: { authorization: auth[0]?.[1] ?? '', 'content-type': 'application/json', 'transfer-encoding': 'chunked' } },
-              (res) => {
-                answered = true;
-                const chunks: Buffer[] = [];
-                res.on('data', (chunk: Buffer) => chunks.push(chunk));
-                res.on('end', () => {
-                  clearTimeout(timer);
-                  const body = Buffer.concat(chunks).toString('utf8');
-                  responses.push(`${JSON.stringify(res.headers)}\n${body}`);
-                  request.destroy();
-                  resolve({ status: res.statusCode ?? 0, body, firstForwarded, secondWritten });
-                });
-              },
-            );
-            // Once answered, the proxy may close the connection under the rest of the upload.
-            request.on('error', (error) => {
-              if (!answered) reject(error);
-            });
-            request.write(first);
-            eventually('the first part at the upstream, or an answer', () => (arrivals[0]?.bytes ?? 0) > 0 || answered, 5_000, 2).then(() => {
-              firstForwarded = (arrivals[0]?.bytes ?? 0) > 0;
-              if (answered) return;
-              secondWritten = true;
-              request.end(second);
-            }, (error: unknown) => {
-              clearTimeout(timer);
-              request.destroy();
-              reject(error as Error);
-            });
-          });
-          expect(outcome.status, outcome.body).toBe(400);
-          expect(outcome.body).toContain('method override');
-          // A first part without the whole escape passed the watch on its own (it reached the upstream
-          // before the second was written): the refusal came from reading the second part.
-          if (!firstHoldsTheEscape) expect(outcome.firstForwarded && outcome.secondWritten).toBe(true);
-          // Whatever part of the body reached the upstream, no request was completed there.
-          expect(upstream.requests.length).toBe(before);
-        } finally {
-          upstream.server.off('request', onRequest);
-        }
+        const outcome = await sendInParts([first, second]);
+        expect(outcome.status, outcome.body).toBe(400);
+        expect(outcome.body).toContain('method override');
+        // A first part without the whole escape passed the watch on its own (it reached the upstream
+        // before the second was written): the refusal came from reading the second part.
+        if (!firstHoldsTheEscape) expect(outcome.written).toBe(2);
+        // Whatever part of the body reached the upstream, no request was completed there.
+        expect(upstream.requests.length).toBe(before);
       },
     );
+
+    // Found by review: "\\" is the escape for a backslash (RFC 8259 7), so the characters \u0065 after
+    // one are text, not an escape: JSON.stringify writes them so for a prompt holding a regex or code, and
+    // such a body was refused. Each value below holds a backslash then "u00" and the hex of a character
+    // of _method, behind runs of one, two and five backslashes once encoded (the last longer than the
+    // bytes the watch carries across a chunk boundary).
+    type EscapeCase = [how: string, body: string, parsed: Record<string, string>];
+    const literalEscapes = (
+      [
+        ['a regex in a prompt', { prompt: 'in regex write \\u0065 for e' }],
+        ['one backslash before u005f', { p: '\\u005fmethod' }],
+        ['two backslashes before u005f', { p: '\\\\u005fmethod' }],
+        ['five backslashes before u005f', { p: `${'\\'.repeat(5)}u005fmethod` }],
+        ['in a key, and after a run of three', { '\\u005fmethod': 'DELETE', n: '\\\\\\u0065' }],
+      ] as Array<[string, Record<string, string>]>
+    ).map(([how, value]): EscapeCase => [how, JSON.stringify(value), value]);
+    /** Parsed back, the body's strings still hold the six characters: the parser read no escape there. */
+    function expectNoEscape(body: string, value: Record<string, string>): void {
+      expect(Object.entries(value).flat().join('\n')).toMatch(/\\u00(5f|65)/);
+      expect(JSON.parse(body)).toEqual(value);
+    }
+
+    it.each(literalEscapes)('forwards JSON whose text holds an escaped backslash then u00XX (%s), byte for byte', async (_how, body, value) => {
+      expectNoEscape(body, value);
+      const { seen } = await send('POST', '/bearer/v1/things', [...auth, ['Content-Type', 'application/json']], body);
+      expect(seen.method).toBe('POST');
+      expect(seen.body.toString('utf8')).toBe(body);
+    });
+
+    /**
+     * A real escape after escaped backslashes: the parser reads each "\\" as a backslash, then the escape
+     * as a character of _method (each body's parse is checked against what it must yield).
+     */
+    const realEscapes: EscapeCase[] = [
+      ['"\\\\\\u0065" (an escaped backslash, then e escaped)', '{"p":"\\\\\\u0065"}', { p: '\\e' }],
+      ['two escaped backslashes, then _ escaped, in a key', '{"\\\\\\\\\\u005fmethod":"DELETE"}', { '\\\\_method': 'DELETE' }],
+      ['five escaped backslashes, then e escaped', `{"p":"${'\\'.repeat(10)}\\u0065"}`, { p: `${'\\'.repeat(5)}e` }],
+    ];
+
+    it.each(realEscapes)('refuses a real escape after escaped backslashes (%s): 400, nothing forwarded', async (_how, body, parsed) => {
+      expect(JSON.parse(body)).toEqual(parsed);
+      const before = upstream.requests.length;
+      const response = await exchange('POST', '/bearer/v1/things', [...auth, ['Content-Type', 'application/json']], body);
+      expect(response.status, response.body).toBe(400);
+      expect(response.body).toContain('method override');
+      expect(upstream.requests.length).toBe(before);
+    });
+
+    // The parity of a run of backslashes must hold across a chunk boundary: each body above split at
+    // every position, the parts read one at a time (sendInParts).
+    const everySplit = (cases: readonly EscapeCase[]): Array<[string, number, string, Record<string, string>]> =>
+      cases.flatMap(([how, body, parsed]) => Array.from({ length: body.length - 1 }, (_, i): [string, number, string, Record<string, string>] => [how, i + 1, body, parsed]));
+
+    it.each(everySplit(literalEscapes))('forwards JSON with an escaped backslash then u00XX (%s) split after its byte %i, byte for byte', async (_how, split, body, value) => {
+      expectNoEscape(body, value);
+      const before = upstream.requests.length;
+      const outcome = await sendInParts([body.slice(0, split), body.slice(split)]);
+      expect(outcome.status, outcome.body).toBe(200);
+      // The split was real: the first part reached the upstream before the second was written.
+      expect(outcome.written).toBe(2);
+      expect(upstream.requests.length).toBe(before + 1);
+      const seen = upstream.requests[before] as RecordedRequest;
+      expect(seen.method).toBe('POST');
+      expect(seen.body.toString('utf8')).toBe(body);
+      expect(outcome.requestId).toBeDefined();
+      expect(await auditRecordOf(proxy, outcome.requestId as string)).toMatchObject({ decision: 'allow', method: 'POST', status: 200 });
+    });
+
+    it.each(everySplit(realEscapes))('refuses a real escape after escaped backslashes (%s) split after its byte %i', async (_how, split, body, parsed) => {
+      expect(JSON.parse(body)).toEqual(parsed);
+      const first = body.slice(0, split);
+      // The real escape is the body's last "\u00"; a first part holding all of it is refused on its own.
+      const firstHoldsTheEscape = first.length >= body.lastIndexOf('\\u00') + 6;
+      const before = upstream.requests.length;
+      const outcome = await sendInParts([first, body.slice(split)]);
+      expect(outcome.status, outcome.body).toBe(400);
+      expect(outcome.body).toContain('method override');
+      if (!firstHoldsTheEscape) expect(outcome.written).toBe(2);
+      expect(upstream.requests.length).toBe(before);
+    });
+
+    // A run of backslashes longer than the bytes the watch carries across a boundary, in three parts:
+    // the first ends inside the run, the second lies inside it (short, or longer than the carry), and
+    // the third starts at or inside the escape-like "\u00XX" that follows, so the parity must be carried
+    // through the middle part to the third (its own bytes and the seam). Twenty backslashes before
+    // "u005f" are ten escaped ones (forwarded); twenty before a "\u0065" leave that escape real (refused).
+    const longRun: Array<[string, string, Record<string, string>, number]> = [
+      ['forwards', JSON.stringify({ p: `${'\\'.repeat(10)}u005fmethod` }), { p: `${'\\'.repeat(10)}u005fmethod` }, 200],
+      ['refuses', `{"p":"${'\\'.repeat(20)}\\u0065"}`, { p: `${'\\'.repeat(10)}e` }, 400],
+    ];
+    it.each(
+      longRun.flatMap(([what, body, parsed, status]) => {
+        const escape = body.lastIndexOf('\\u00');
+        const runStart = body.indexOf('\\');
+        return [escape, escape + 1, escape + 4].flatMap((second) =>
+          Array.from({ length: Math.min(second - 1, escape) - runStart }, (_, i): [string, number, number, string, Record<string, string>, number] => [what, runStart + 1 + i, second, body, parsed, status]),
+        );
+      }),
+    )('%s JSON whose run of backslashes before u00XX is split after its bytes %i and %i (three parts)', async (_what, first, second, body, parsed, status) => {
+      expect(JSON.parse(body)).toEqual(parsed);
+      const before = upstream.requests.length;
+      const outcome = await sendInParts([body.slice(0, first), body.slice(first, second), body.slice(second)]);
+      expect(outcome.status, outcome.body).toBe(status);
+      // Every part was read on its own: the verdict came from reading the third.
+      expect(outcome.written).toBe(3);
+      if (status === 400) {
+        expect(outcome.body).toContain('method override');
+        expect(upstream.requests.length).toBe(before);
+      } else {
+        expect(upstream.requests.length).toBe(before + 1);
+        expect((upstream.requests[before] as RecordedRequest).body.toString('utf8')).toBe(body);
+      }
+    });
 
     it('forwards JSON with the escapes encoders do write (non-ASCII, HTML-safe, control characters)', async () => {
       const body = '{"name":"caf\\u00e9","html":"\\u003cb\\u003e \\u0026 \\u0027","tab":"\\u0009","method":"\\u00e9"}';
