@@ -140,8 +140,14 @@ class LiteralOverrideWatch implements OverrideWatch {
 
   /** `oddBefore`: whether an odd number of backslashes ends just before `bytes` in the body. */
   #holds(bytes: Buffer, oddBefore: boolean): boolean {
-    if (this.#needles.some((needle) => bytes.includes(needle))) return true;
-    if (!this.#escapes) return false;
+    if (!this.#escapes) return this.#needles.some((needle) => bytes.includes(needle));
+    // JSON: a quote after an odd run of backslashes is text inside a string (\"), not the start of a key
+    // ({"note":"say \"_method\""} was refused; found by the owner's review), so the same parity as below.
+    for (const needle of this.#needles) {
+      for (let at = bytes.indexOf(needle); at !== -1; at = bytes.indexOf(needle, at + 1)) {
+        if (!oddBackslashesBefore(bytes, at, oddBefore)) return true;
+      }
+    }
     // "\u00" then two hex digits; one that does not end within these bytes is seen across the next seam.
     for (let at = bytes.indexOf(ESCAPE_START); at !== -1 && at + JSON_ESCAPE_LENGTH <= bytes.length; at = bytes.indexOf(ESCAPE_START, at + 1)) {
       if (oddBackslashesBefore(bytes, at, oddBefore)) continue;

@@ -525,6 +525,32 @@ describe('an agent cannot override or smuggle the injected credential', () => {
         ['in a key, and after a run of three', { '\\u005fmethod': 'DELETE', n: '\\\\\\u0065' }],
       ] as Array<[string, Record<string, string>]>
     ).map(([how, value]): EscapeCase => [how, JSON.stringify(value), value]);
+    // The same for the key itself: a quote after a backslash is text, so "_method" quoted inside a
+    // string value is no key (found by the owner's review: refused before).
+    const quotedInText = [
+      ['a value ending in a quote and _method', { note: 'say "_method' }],
+      ['after an escaped backslash and an escaped quote', { note: 'x\\"_method' }],
+    ].map(([how, value]) => [how, JSON.stringify(value), value] as [string, string, Record<string, string>]);
+
+    it.each(quotedInText)('forwards JSON whose value quotes "_method" with escaped quotes (%s), byte for byte', async (_how, body, value) => {
+      // The bytes "_method" (quote, name, quote) are in the body, its first quote escaped.
+      expect(body).toContain('\\"_method"');
+      expect(JSON.parse(body)).toEqual(value);
+      const { seen } = await send('POST', '/bearer/v1/things', [...auth, ['Content-Type', 'application/json']], body);
+      expect(seen.body.toString('utf8')).toBe(body);
+    });
+
+    it.each(quotedInText.flatMap(([how, body]) => Array.from({ length: body.length - 1 }, (_, i) => [how, i + 1, body] as [string, number, string])))(
+      'forwards JSON quoting "_method" in a value (%s) split after its byte %i',
+      async (_how, split, body) => {
+        const before = upstream.requests.length;
+        const outcome = await sendInParts([body.slice(0, split), body.slice(split)]);
+        expect(outcome.status, outcome.body).toBe(200);
+        expect(upstream.requests.length).toBe(before + 1);
+        expect((upstream.requests[before] as RecordedRequest).body.toString('utf8')).toBe(body);
+      },
+    );
+
     /** Parsed back, the body's strings still hold the six characters: the parser read no escape there. */
     function expectNoEscape(body: string, value: Record<string, string>): void {
       expect(Object.entries(value).flat().join('\n')).toMatch(/\\u00(5f|65)/);
