@@ -632,6 +632,19 @@ describe('human approval', () => {
   });
 });
 
+/** A proxy whose agent `bot` needs an async approval for POST /pay/v1/refunds, its admin listener on `adminListen`. */
+function startRefundProxy(upstream: Upstream, agent: { hash: string }, adminToken: { hash: string }, adminListen: string, extra: Record<string, unknown> = {}): Promise<ProxyFixture> {
+  return startProxy(
+    {
+      admin: { listen: adminListen, tokens: [adminToken.hash] },
+      services: { pay: { upstream: upstream.url, credential: { secret: 'env:PAY_KEY' }, routes: [{ method: 'POST', path: '/v1/refunds', scope: 'refunds:write' }] } },
+      agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'pay', max_scope: ['*'], require_approval: true, approval_mode: 'async' }] } },
+      ...extra,
+    },
+    { env: { PAY_KEY: canary(`pay-${adminListen}`) } },
+  );
+}
+
 describe('human approval: max_pending, and the console link without admin.public_url', () => {
   const agent = generateAgentToken();
   const adminToken = generateAgentToken();
@@ -640,15 +653,7 @@ describe('human approval: max_pending, and the console link without admin.public
 
   beforeAll(async () => {
     upstream = await startUpstream();
-    proxy = await startProxy(
-      {
-        admin: { listen: '127.0.0.1:0', tokens: [adminToken.hash] },
-        approvals: { max_pending: 2 },
-        services: { pay: { upstream: upstream.url, credential: { secret: 'env:PAY_KEY' }, routes: [{ method: 'POST', path: '/v1/refunds', scope: 'refunds:write' }] } },
-        agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'pay', max_scope: ['*'], require_approval: true, approval_mode: 'async' }] } },
-      },
-      { env: { PAY_KEY: canary('pay-port0') } },
-    );
+    proxy = await startRefundProxy(upstream, agent, adminToken, '127.0.0.1:0', { approvals: { max_pending: 2 } });
   });
 
   afterAll(async () => {
@@ -704,14 +709,7 @@ describe('human approval: the console link of an admin listener bound on 0.0.0.0
 
   beforeAll(async () => {
     upstream = await startUpstream();
-    proxy = await startProxy(
-      {
-        admin: { listen: '0.0.0.0:0', tokens: [adminToken.hash] },
-        services: { pay: { upstream: upstream.url, credential: { secret: 'env:PAY_KEY' }, routes: [{ method: 'POST', path: '/v1/refunds', scope: 'refunds:write' }] } },
-        agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'pay', max_scope: ['*'], require_approval: true, approval_mode: 'async' }] } },
-      },
-      { env: { PAY_KEY: canary('pay-wildcard') } },
-    );
+    proxy = await startRefundProxy(upstream, agent, adminToken, '0.0.0.0:0');
   });
 
   afterAll(async () => {
