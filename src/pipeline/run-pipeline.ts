@@ -470,10 +470,11 @@ function rawPathForAudit(target: string, catalog: Pick<ProxyRuntime['catalog'], 
   const questionMark = target.indexOf('?');
   const sent = questionMark === -1 ? target : target.slice(0, questionMark);
   let path = catalog.scrub(pathForRecord(sent));
-  if (sent.includes('%')) {
+  if (path.includes('%')) {
     // The path as sent, for the forensic record, unless decoding its escapes spells out a secret or a
-    // token (%73k-live-...): then the decoded path, masked.
-    const decoded = decodeUnreservedEscapes(sent);
+    // token (%73k-live-...): then the decoded path, masked. Decoded from the path already masked as sent
+    // (as the approval preview reads its text), so what was masked as sent stays masked.
+    const decoded = decodeUnreservedEscapes(path);
     const masked = catalog.scrub(pathForRecord(decoded));
     if (masked !== decoded) path = masked;
   }

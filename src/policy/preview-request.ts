@@ -152,13 +152,16 @@ function textLike(contentType: string): boolean {
 }
 
 /**
- * Masked as sent; and when reading escapes of unreserved characters reveals something to mask, the text
- * so read, masked (as run-pipeline.ts's raw path in the audit record).
+ * Masked as sent; and when reading escapes of unreserved characters in that masked text reveals more to
+ * mask, the text so read, masked again. Read from the masked text, not the text as sent (found by the
+ * owner's review): a value sent fully escaped ("\u0077\u004a...\u002f") is masked as sent, but read
+ * back it is a mixed form no catalogue form matches, and it was shown when something else in the body
+ * (a %61lk_ token) made the read text the one kept.
  */
 function maskWhole(text: string, mask: (text: string) => string): string {
   const masked = mask(text);
-  const read = readUnreservedEscapes(text);
-  if (read === text) return masked;
+  const read = readUnreservedEscapes(masked);
+  if (read === masked) return masked;
   const maskedRead = mask(read);
   return maskedRead === read ? masked : maskedRead;
 }

@@ -57,6 +57,19 @@ describe('what the approver sees', () => {
     expect(findLeaks([value], [{ name: 'preview', text: JSON.stringify(preview) }])).toEqual([]);
   });
 
+  // Found by the owner's review: the text read through its escapes was kept whole when it revealed a
+  // token, and a managed value sent fully \u-escaped (masked as sent) came back as a mixed form.
+  it('a managed value sent fully \\u-escaped stays masked beside an escaped token', () => {
+    // A scrub that knows the value as written and fully \u-escaped, not the mixed form reading the
+    // unreserved escapes makes of it: what is masked as sent must stay masked, whichever text is kept.
+    const value = `${plainCanary('escaped')}/+=`;
+    const escaped = [...value].map((c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`).join('');
+    const scrub = (text: string): string => text.replaceAll(value, '[REDACTED]').replaceAll(escaped, '[REDACTED]');
+    const token = generateAgentToken().token;
+    const preview = createRequestPreviewer({ bytes: 4096, scrub })(content(`{"k":"${escaped}","t":"%61${token.slice(1)}"}`, json));
+    expect(preview?.body).toBe('{"k":"[REDACTED]","t":"alk_[REDACTED]"}');
+  });
+
   it('a key spelled with escapes of unreserved characters is masked (%73k-..., \\u0073k-...)', () => {
     const key = canary('escaped');
     const percent = `%73${key.slice(1)}`;
