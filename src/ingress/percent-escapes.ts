@@ -39,7 +39,10 @@ export function escapesUnreserved(text: string): boolean {
   return ANY_UNRESERVED_ESCAPE.test(text);
 }
 
-/** A replace callback for an escape matched with UNRESERVED_HEX: the character its hex digits spell. */
+/** Every %XX escape, either hex case (for replace with decodeEscape). */
+export const PERCENT_ESCAPE = /%([0-9A-Fa-f]{2})/g;
+
+/** A replace callback for an escape: the character its hex digits spell (a byte read as Latin-1). */
 export function decodeEscape(_escape: string, hex: string): string {
   return String.fromCharCode(parseInt(hex, 16));
 }

@@ -106,10 +106,10 @@ class LiteralOverrideWatch implements OverrideWatch {
   /** An odd number of backslashes ends just before the carry's first byte (the seam's first byte). */
   #oddBeforeCarry = false;
 
-  constructor(needles: readonly string[], escapes: boolean) {
-    this.#needles = needles.map((n) => Buffer.from(n, 'latin1'));
+  constructor(needles: readonly Buffer[], escapes: boolean) {
+    this.#needles = needles;
     this.#escapes = escapes;
-    this.#keep = Math.max(JSON_ESCAPE_LENGTH, ...this.#needles.map((n) => n.length)) - 1;
+    this.#keep = Math.max(JSON_ESCAPE_LENGTH, ...needles.map((n) => n.length)) - 1;
   }
 
   push(chunk: Buffer): boolean {
@@ -160,48 +160,24 @@ class LiteralOverrideWatch implements OverrideWatch {
 
 /**
  * Whether the run of backslashes ending just before `end` in `bytes` is odd, counting `oddBefore` (the
- * same for the bytes before `bytes`) when the run reaches back to the start. A short run is walked; a
- * longer one is measured by runStart, so a body of backslashes is never walked byte by byte in JS.
+ * same for the bytes before `bytes`) when the run reaches back to the start. A plain walk: each run
+ * walked ends right before one match or the chunk's end, so runs are not walked twice and a body costs
+ * time in proportion to its length.
  */
 function oddBackslashesBefore(bytes: Buffer, end: number, oddBefore: boolean): boolean {
   let at = end;
-  const floor = Math.max(0, end - SHORT_RUN);
-  while (at > floor && bytes[at - 1] === BACKSLASH) at--;
-  if (at === floor && bytes[at - 1] === BACKSLASH) at = runStart(bytes, at, end);
+  while (at > 0 && bytes[at - 1] === BACKSLASH) at--;
   const odd = (end - at) % 2 === 1;
   return at === 0 ? odd !== oddBefore : odd;
 }
 
-/**
- * Where the run of backslashes through bytes[from, end) starts: native compares of the bytes before it
- * against as many of its own, the step doubling while they match, then halving (a few compares for a
- * run of any length). end - from is a power of two (SHORT_RUN), so every step is one too, and the
- * halving reaches 1, its sizes adding up to all that a failed step can have left.
- */
-function runStart(bytes: Buffer, from: number, end: number): number {
-  let at = from;
-  let step = end - at;
-  while (at > 0) {
-    const size = Math.min(step, at);
-    if (bytes.compare(bytes, at, at + size, at - size, at) !== 0) break;
-    at -= size;
-    step *= 2;
-  }
-  // Fewer than `step` backslashes are left before `at`: taken greatest first.
-  for (let size = step >> 1; size > 0; size >>= 1) {
-    if (size <= at && bytes[at - 1] === BACKSLASH && bytes.compare(bytes, at, at + size, at - size, at) === 0) at -= size;
-  }
-  return at;
-}
-
-const MULTIPART_OVERRIDES = ['name="_method"', 'name=_method'];
-const JSON_OVERRIDES = ['"_method"'];
+/** Built once: every JSON or multipart request body gets a watch over them. */
+const MULTIPART_OVERRIDES: readonly Buffer[] = ['name="_method"', 'name=_method'].map((n) => Buffer.from(n, 'latin1'));
+const JSON_OVERRIDES: readonly Buffer[] = [Buffer.from('"_method"', 'latin1')];
 /** "\u00XX": the escapes that can spell a character of "_method". */
 const ESCAPE_START = Buffer.from('\\u00', 'latin1');
 const JSON_ESCAPE_LENGTH = 6;
 const BACKSLASH = 0x5c;
-/** Backslashes walked before a run is measured by runStart: a power of two, as runStart needs. */
-const SHORT_RUN = 16;
 const OVERRIDE_KEY_CHARS: ReadonlySet<number> = new Set([...'_method'].map((char) => char.charCodeAt(0)));
 
 /**

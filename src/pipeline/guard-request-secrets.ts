@@ -8,6 +8,7 @@
  * The body gets the first check while it streams (request-body.ts), holding back only the bytes of a
  * live partial match, so no byte of a secret is forwarded before it is recognized.
  */
+import { decodeEscape, PERCENT_ESCAPE } from '../ingress/percent-escapes.js';
 import { AirlockError } from '../errors.js';
 import { TOKEN_IN_TEXT } from '../identity/agent-token.js';
 import { TOKEN_CARRIER_HEADERS } from '../identity/token-carriers.js';
@@ -30,15 +31,9 @@ export function decodedTarget(target: string, canonical: CanonicalTarget): strin
   const questionMark = target.indexOf('?');
   const sentPath = questionMark === -1 ? target : target.slice(0, questionMark);
   if (canonical.path !== sentPath) text += `\n${canonical.path}`;
+  // Each escape as its byte, read as Latin-1: the secrets' forms are compared as bytes (ASCII keys exactly).
   if (canonical.query !== null && canonical.query.includes('%')) text += `\n${canonical.query.replace(PERCENT_ESCAPE, decodeEscape)}`;
   return text;
-}
-
-const PERCENT_ESCAPE = /%([0-9A-Fa-f]{2})/g;
-
-/** One escape as its byte, read as Latin-1: the secrets' forms are compared as bytes (ASCII keys exactly). */
-function decodeEscape(_escape: string, hex: string): string {
-  return String.fromCharCode(parseInt(hex, 16));
 }
 
 export function guardRequestSecrets(index: SecretIndex, target: string, rawHeaders: readonly string[]): void {
