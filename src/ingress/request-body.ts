@@ -172,7 +172,10 @@ function oddBackslashesBefore(bytes: Buffer, end: number, oddBefore: boolean): b
 }
 
 /** Built once: every JSON or multipart request body gets a watch over them. */
-const MULTIPART_OVERRIDES: readonly Buffer[] = ['name="_method"', 'name=_method'].map((n) => Buffer.from(n, 'latin1'));
+// Not `name="_method"` as written: Rack reads the parameter name case-insensitively and with spaces
+// around "=" (NAME="_method", name= "_method"; found by the owner's review), so the field's value as it
+// follows either spelling is looked for. A file part holding those bytes is refused too (fails closed).
+const MULTIPART_OVERRIDES: readonly Buffer[] = ['"_method"', '=_method'].map((n) => Buffer.from(n, 'latin1'));
 const JSON_OVERRIDES: readonly Buffer[] = [Buffer.from('"_method"', 'latin1')];
 /** "\u00XX": the escapes that can spell a character of "_method". */
 const ESCAPE_START = Buffer.from('\\u00', 'latin1');

@@ -371,6 +371,8 @@ describe('an agent cannot override or smuggle the injected credential', () => {
     it.each<[string, HeaderLines, string]>([
       ['no Content-Type', [], 'a=1&_method=DELETE'],
       ['multipart/form-data', [['Content-Type', 'multipart/form-data; boundary=XyZ']], '--XyZ\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--XyZ--\r\n'],
+      ['multipart/form-data, NAME in capitals', [['Content-Type', 'multipart/form-data; boundary=XyZ']], '--XyZ\r\nContent-Disposition: form-data; NAME="_method"\r\n\r\nDELETE\r\n--XyZ--\r\n'],
+      ['multipart/form-data, a space after =', [['Content-Type', 'multipart/form-data; boundary=XyZ']], '--XyZ\r\nContent-Disposition: form-data; name= "_method"\r\n\r\nDELETE\r\n--XyZ--\r\n'],
       ['application/json', [['Content-Type', 'application/json']], '{"amount":5,"_method":"DELETE"}'],
     ])('refuses _method in a body with %s (400), nothing forwarded', async (_type, headers, body) => {
       const before = upstream.requests.length;
