@@ -233,6 +233,8 @@ describe('approval preview: approvals.preview_bytes 0', () => {
     const payload = JSON.parse(hook.body.toString('utf8')) as { preview: unknown; text: string };
     expect(payload.preview).toBeNull();
     expect(payload.text).not.toContain('Body');
+    // No query either: 0 turns off the preview of both (the path shown is the canonical one, no query).
+    expect(payload.text).not.toContain('confirm=true');
     expect((await admin.call('POST', `/v1/approvals/${approval.id}/deny`, { reason: 'no' })).status).toBe(200);
     expect((await held).status).toBe(403);
     expect(findLeaks([key], [{ name: 'admin', text: admin.seen.join('\n') }, { name: 'webhook', text: hook.body.toString('utf8') }])).toEqual([]);
