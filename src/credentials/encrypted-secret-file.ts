@@ -1,15 +1,15 @@
 /**
  * The embedded secrets file, data_dir/secrets.json: one AES-256-GCM ciphertext per secret (seal-text.ts),
  * each with a fresh 96-bit IV and the secret's name as additional authenticated data, so a ciphertext
- * moved under another name fails to decrypt. Writes go to a temporary file that is renamed
+ * moved under another name fails to decrypt. Writes go to a temporary file that is synced and renamed
  * over the old one, so a crash never leaves half a file.
  */
-import { randomBytes } from 'node:crypto';
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { looksLikeKey } from '../redaction/key-patterns.js';
 import { openText, sealText } from './seal-text.js';
 import { makePrivateDir } from '../state/make-private-dir.js';
+import { replaceFileSync } from '../state/write-durably.js';
 
 export const SECRETS_FILE = 'secrets.json';
 const FORMAT = 'airlock-secrets/1';
@@ -172,8 +172,6 @@ export class EncryptedSecretFile {
 
   #write(document: SecretsDocument): void {
     makePrivateDir(dirname(this.path));
-    const temporary = `${this.path}.${randomBytes(6).toString('hex')}.tmp`;
-    writeFileSync(temporary, `${JSON.stringify(document, null, 2)}\n`, { mode: 0o600 });
-    renameSync(temporary, this.path);
+    replaceFileSync(this.path, `${JSON.stringify(document, null, 2)}\n`);
   }
 }

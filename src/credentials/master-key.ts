@@ -4,10 +4,11 @@
  * Like ssh with private keys, a key file readable by group or others is refused.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { SECRETS_FILE } from './encrypted-secret-file.js';
 import { makePrivateDir } from '../state/make-private-dir.js';
+import { createFileSync } from '../state/write-durably.js';
 
 export const MASTER_KEY_FILE = 'master.key';
 
@@ -53,7 +54,8 @@ export function loadMasterKey(options: MasterKeyOptions): Buffer | null {
     if (!options.create) return null;
     makePrivateDir(options.dataDir);
     const key = randomBytes(32);
-    writeFileSync(path, `${key.toString('base64')}\n`, { mode: 0o600, flag: 'wx' });
+    // Synced before the secrets it opens are written: a key lost to a power cut loses them all.
+    createFileSync(path, `${key.toString('base64')}\n`);
     return key;
   }
   if ((mode & 0o077) !== 0) {

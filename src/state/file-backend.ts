@@ -1,13 +1,13 @@
 /**
  * The embedded state backend: governance events as JSON lines in data_dir/state.jsonl (mode 0600),
- * appended in order, replayed at start-up and compacted to the live state (temporary file + rename).
+ * appended in order, replayed at start-up and compacted to the live state (write-durably.ts: a synced temporary file renamed into place).
  */
-import { open, readFile, rename, writeFile, type FileHandle } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
+import { open, readFile, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { GovernanceEvent } from './governance-records.js';
 import type { StateBackend } from './state-backend.js';
 import { makePrivateDir } from './make-private-dir.js';
+import { replaceFile } from './write-durably.js';
 
 export class FileStateBackend implements StateBackend {
   readonly #file: string;
@@ -85,9 +85,7 @@ export class FileStateBackend implements StateBackend {
       await this.#handle?.close();
       this.#handle = null;
       makePrivateDir(dirname(this.#file));
-      const temporary = `${this.#file}.${randomBytes(6).toString('hex')}.tmp`;
-      await writeFile(temporary, events.map((e) => `${JSON.stringify(e)}\n`).join(''), { mode: 0o600 });
-      await rename(temporary, this.#file);
+      await replaceFile(this.#file, events.map((e) => `${JSON.stringify(e)}\n`).join(''));
     });
     this.#queue = rewrite.catch(() => undefined);
     return rewrite;
