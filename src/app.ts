@@ -21,7 +21,7 @@ import type { Registry } from 'prom-client';
 import type { Pool } from 'undici';
 import { createAdminServer, type AdminChange, type AdminContext } from './admin/admin-api.js';
 import { adminDirectory } from './admin/authenticate-admin.js';
-import { workerCount } from './cli/run-cluster.js';
+import { workerCount } from './config/worker-count.js';
 import { parseListen } from './config/schema.js';
 import type { AirlockConfig } from './config/types.js';
 import { createCredentialBroker, type CredentialBroker } from './credentials/credential-broker.js';

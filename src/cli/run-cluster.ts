@@ -13,15 +13,10 @@
  * every worker, and the primary, stopping: the next worker to start enforces and writes them.
  */
 import cluster, { type Worker } from 'node:cluster';
-import { availableParallelism } from 'node:os';
 import { basename, dirname, extname, join } from 'node:path';
 import type { AirlockConfig } from '../config/types.js';
 import { serveClusterMetrics, type PrimaryChannel } from '../observability/cluster-metrics.js';
 import type { CliIo } from './cli-io.js';
-
-export function workerCount(workers: number | 'auto'): number {
-  return workers === 'auto' ? availableParallelism() : workers;
-}
 
 /** The audit file of one worker: audit.jsonl -> audit.w2.jsonl. */
 export function workerAuditFile(config: AirlockConfig, workerId: string): AirlockConfig {

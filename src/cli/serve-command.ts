@@ -27,7 +27,8 @@ import { BatchedLineSink } from '../observability/batched-line-sink.js';
 import { clusterMetricsText } from '../observability/cluster-metrics.js';
 import type { CliIo } from './cli-io.js';
 import { configPath, loadConfigOrReport } from './locate-config.js';
-import { restrictionChannel, runClusterPrimary, workerAuditFile, workerCount } from './run-cluster.js';
+import { restrictionChannel, runClusterPrimary, workerAuditFile } from './run-cluster.js';
+import { workerCount } from '../config/worker-count.js';
 
 export async function serveCommand(io: CliIo): Promise<number> {
   const { values } = parseArgs({ args: [...io.args], options: { config: { type: 'string' } }, allowPositionals: false });

@@ -7,7 +7,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { workerCount } from '../../src/cli/run-cluster.js';
+import { workerCount } from '../../src/config/worker-count.js';
 import { formatPath } from '../../src/config/config-problem.js';
 import { buildConfig, parseConfigText, type LoadedConfig } from '../../src/config/load-config.js';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
