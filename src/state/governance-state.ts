@@ -224,16 +224,28 @@ export class GovernanceState {
     return out;
   }
 
-  /** Writes the restrictions the backend could not keep, in order; one flush at a time. */
+  /**
+   * Writes the restrictions the backend could not keep, in order; one flush at a time. A revocation
+   * lifted since is dropped instead: writing it would revive it on every replica.
+   */
   #flushUnsaved(): Promise<void> {
     if (this.#unsaved.length === 0) return Promise.resolve();
     this.#flushing ??= (async () => {
       let written = 0;
       try {
+        // Cut off, this replica heard no lift made elsewhere meanwhile, so it learns the store's lifts
+        // before it writes (found by review: a revocation queued here was written back over an operator's
+        // later lift on another replica, and the agent stayed revoked everywhere until lifted again). The
+        // retry timer can get here before the reconnection's resync does, so it is done here, not there.
+        // A backend that never lost touch (or the file backend, one process) delivered every lift already.
+        if (this.#backend.downSince !== null && this.#unsaved.some((event) => event.type === 'revocation.added')) this.#learnLifts(await this.#backend.load());
         while (this.#unsaved.length > 0) {
           const event = this.#unsaved[0] as GovernanceEvent;
-          // Lifted since (a lift heard meanwhile): writing it would revive it on every replica.
-          if (!this.#liftedSince(event)) await this.#backend.append(event);
+          if (this.#liftedSince(event)) {
+            this.#logger?.warn({ restriction: restrictionLabel(event) }, 'a revocation made while the state store could not take it was lifted since (a later lift in the state store); it is dropped, not written back');
+          } else {
+            await this.#backend.append(event);
+          }
           this.#unsaved.shift();
           written++;
         }
@@ -244,6 +256,25 @@ export class GovernanceState {
       }
     })();
     return this.#flushing;
+  }
+
+  /**
+   * The lifts (tombstones) among what the store returned, taken in as far as they are newer than what
+   * this replica knows: each lift's time (#liftedAt), a revocation held here that is older than the lift
+   * no longer held (the lift wins here too, as it does on the replicas that heard it), and an agent's
+   * sessions minted before its restore void (#restoredAt). A revocation at the lift's millisecond or later
+   * stands (fail closed). The maps are changed directly, not through #applyNow: a snapshot read meanwhile
+   * (#heard) already holds these tombstones, and re-applying a lift after it would drop a newer revocation.
+   */
+  #learnLifts(stored: readonly GovernanceEvent[]): void {
+    for (const event of stored) {
+      if (event.type !== 'revocation.lifted' || !REVOCATION_KINDS.has(event.kind) || typeof event.target !== 'string' || typeof event.at !== 'number' || !Number.isFinite(event.at)) continue;
+      const key = revocationKey(event.kind, event.target);
+      this.#liftedAt.set(key, Math.max(event.at, this.#liftedAt.get(key) ?? -Infinity));
+      const held = this.#revocations.get(key);
+      if (held !== undefined && held.at < event.at) this.#revocations.delete(key);
+      if (event.kind === 'agent') this.#voidSessionsBefore(event.target, event.at);
+    }
   }
 
   /** Makes the file on disk hold #unsaved (removed when empty); whether it does. Never rejects. */
@@ -296,7 +327,8 @@ export class GovernanceState {
   }
 
   /**
-   * After a reconnection: write what could not be kept meanwhile, rebuild from the backend, put back
+   * After a reconnection: write what could not be kept meanwhile (less what was lifted elsewhere
+   * meanwhile: #flushUnsaved reads the store's lifts first), rebuild from the backend, put back
    * the revocations the backend lost (absent, and not lifted: a Redis that restarted without its data
    * must not un-revoke anyone), and tell listeners what was revoked meanwhile.
    */
