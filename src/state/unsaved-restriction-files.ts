@@ -20,15 +20,17 @@
  * What is written is the governance events themselves: names, session ids, reasons, who and when. No
  * token and no secret (a session's token hash is not in a session.ended event either).
  */
-import { open, readdir, readFile, rename, unlink } from 'node:fs/promises';
+import { readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { GovernanceEvent } from './governance-records.js';
 import { makePrivateDir } from './make-private-dir.js';
+import { replaceFile, syncDir } from './write-durably.js';
 
 /** The files this module writes: main.jsonl, w1.jsonl, ... (anything else in the directory is ignored). */
 const FILE_NAME = /^(main|w[1-9][0-9]*)\.jsonl$/;
-const TEMPORARY_NAME = /^(main|w[1-9][0-9]*)\.jsonl\.tmp$/;
+/** write-durably.ts's temporary files, <file>.<12 hex digits>.tmp, and <file>.tmp of earlier versions. */
+const TEMPORARY_NAME = /^(main|w[1-9][0-9]*)\.jsonl(?:\.[0-9a-f]{12})?\.tmp$/;
 /** How soon a write that failed is tried again (as GovernanceState retries the store). */
 const RETRY_MS = 1_000;
 
@@ -195,21 +197,10 @@ export class UnsavedRestrictionFiles {
     this.#retry.unref();
   }
 
-  /** The whole list, to a temporary file made here (0600), synced, then renamed over the file. */
+  /** The whole list, through a synced temporary file renamed over the file (write-durably.ts). */
   async #write(events: readonly GovernanceEvent[]): Promise<void> {
     makePrivateDir(this.#dir);
-    const temporary = `${this.#file}.tmp`;
-    await unlink(temporary).catch(() => undefined);
-    // 'wx': made by this call with this mode, not an older file (or a link) that was in the way.
-    const handle = await open(temporary, 'wx', 0o600);
-    try {
-      await handle.writeFile(events.map((event) => `${JSON.stringify(event)}\n`).join(''), 'utf8');
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temporary, this.#file);
-    await this.#syncDir();
+    await replaceFile(this.#file, events.map((event) => `${JSON.stringify(event)}\n`).join(''));
   }
 
   /** Everything is in the store: this process's file goes, and with it the files it inherited. */
@@ -222,17 +213,7 @@ export class UnsavedRestrictionFiles {
       }
       this.#inherited.delete(path);
     }
-    await this.#syncDir();
-  }
-
-  /** The rename or removal itself survives a power cut only once the directory is synced (best effort). */
-  async #syncDir(): Promise<void> {
-    try {
-      const handle = await open(this.#dir, 'r');
-      await handle.sync().finally(() => handle.close());
-    } catch {
-      // Not every file system lets a directory be synced; the rename is still atomic.
-    }
+    await syncDir(this.#dir);
   }
 }
 

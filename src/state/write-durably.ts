@@ -18,13 +18,8 @@ import { randomBytes } from 'node:crypto';
 import { dirname } from 'node:path';
 
 /** A temporary name beside the target, so the rename stays on one file system. */
-export function temporaryName(path: string): string {
+function temporaryName(path: string): string {
   return `${path}.${randomBytes(6).toString('hex')}.tmp`;
-}
-
-/** The names temporaryName makes for a file called `base` (to clear those a crash left behind). */
-export function isTemporaryOf(base: string, name: string): boolean {
-  return name.startsWith(`${base}.`) && /^\.[0-9a-f]{12}\.tmp$/.test(name.slice(base.length));
 }
 
 /** Replaces path's contents with text, atomically and durably. */

@@ -283,7 +283,8 @@ describe.skipIf(!haveRedis)('unsaved-restriction files in one process', () => {
     // Worker 5 of an earlier `workers: 5`, which died mid-write (a crash can tear only a hand-made or
     // damaged file: Airlock renames whole files into place, but the reader does not count on that).
     writeFileSync(join(keptDir, 'w5.jsonl'), `${JSON.stringify(revocation)}\n{"type":"revocation.added","revocation":{"kind":"ag`, { mode: 0o600 });
-    writeFileSync(join(keptDir, 'w5.jsonl.tmp'), '{"type":"revo', { mode: 0o600 });
+    writeFileSync(join(keptDir, 'w5.jsonl.0123456789ab.tmp'), '{"type":"revo', { mode: 0o600 });
+    writeFileSync(join(keptDir, 'w5.jsonl.tmp'), '{"type":"revo', { mode: 0o600 }); // as earlier versions named it
     const prefix = `kept-stale-${Date.now()}:`;
 
     const proxy = await start(dataDir, prefix);
