@@ -11,8 +11,12 @@ import { BlockList, isIPv4, isIPv6 } from 'node:net';
 
 export type AddressClass = 'public' | 'loopback' | 'private' | 'link-local' | 'metadata' | 'reserved';
 
-/** Metadata endpoints: AWS (also ECS 169.254.170.2 and IPv6 fd00:ec2::254), GCP, Azure (wireserver), Alibaba. */
-const METADATA = new Set(['169.254.169.254', '169.254.170.2', '100.100.100.200', '168.63.129.16', 'fd00:ec2:0:0:0:0:0:254']);
+/**
+ * Metadata endpoints: AWS (also ECS 169.254.170.2 and IPv6 fd00:ec2::254), GCP (also IPv6 fd20:ce::254, on
+ * IPv6-only and dual-stack instances), Azure (wireserver), Alibaba. The IPv6 ones lie in fc00::/7, which
+ * an IP literal may name without allow_private; as metadata they need it (found by review).
+ */
+const METADATA = new Set(['169.254.169.254', '169.254.170.2', '100.100.100.200', '168.63.129.16', 'fd00:ec2:0:0:0:0:0:254', 'fd20:ce:0:0:0:0:0:254']);
 
 function buildList(entries: ReadonlyArray<readonly [string, number, 'ipv4' | 'ipv6']>): BlockList {
   const list = new BlockList();

@@ -315,7 +315,7 @@ describe('cross-field rules (validate-config.ts)', () => {
     },
     { rule: 'port 0 twice is fine (each gets its own port)', input: { listen: '127.0.0.1:0', services: { one: service({ listen: '127.0.0.1:0' }) } }, expected: [] },
     { rule: 'same port on different explicit hosts is fine', input: { services: { one: service({ listen: '127.0.0.1:7711' }), two: service({ listen: '127.0.0.2:7711' }) } }, expected: [] },
-    ...['169.254.169.254', '169.254.10.1', '[fd00:ec2::254]', '[fe80::1]', '[::ffff:169.254.169.254]', '100.100.100.200'].map((host) => ({
+    ...['169.254.169.254', '169.254.10.1', '[fd00:ec2::254]', '[fd20:ce::254]', '[fe80::1]', '[::ffff:169.254.169.254]', '100.100.100.200'].map((host) => ({
       rule: `a ${host} upstream literal without allow_private`,
       input: { services: { api: service({ upstream: `https://${host}` }) } },
       expected: [{ severity: 'error' as const, path: 'services.api.upstream', message: /is a link-local or cloud metadata address; set allow_private: true/ }],

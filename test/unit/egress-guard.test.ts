@@ -32,6 +32,8 @@ const TABLE: Array<[string, AddressClass]> = [
   ['100.100.100.200', 'metadata'],
   ['168.63.129.16', 'metadata'],
   ['fd00:ec2::254', 'metadata'],
+  ['fd20:ce::254', 'metadata'],
+  ['fd20:00ce:0:0::0254', 'metadata'],
   ['FD00:EC2::254', 'metadata'],
   // IPv4-mapped IPv6, dotted and hex
   ['::ffff:127.0.0.1', 'loopback'],
