@@ -98,15 +98,36 @@ function isZlibWrapped(head: Buffer): boolean {
   return head.length >= 2 && ((head[0] as number) & 0x0f) === 8 && (((head[0] as number) << 8) | (head[1] as number)) % 31 === 0;
 }
 
-/** Scans header values in place (flat name/value list); returns the number of replacements. */
+/**
+ * Scans headers in place (flat name/value list); returns the number of replacements. A value is masked
+ * where a secret shows; a header whose NAME holds one is dropped, name and value, since a name cannot
+ * carry the marker (RFC 9110 5.1: a token) and an upstream that echoes input into a header name
+ * (`x-<hex of the key>: 1`) would otherwise hand the secret over (found by review). Names arrive lower
+ * case (undici), so a secret's mixed-case form is matched only where its lower case is a form too (hex).
+ */
 export function redactHeaderValues(pairs: string[], matcher: RedactionMatcher): number {
   let count = 0;
   for (let i = 1; i < pairs.length; i += 2) {
     // Airlock's own request id (the upstream's was dropped): a random UUID whose hex tail would, about
     // once in 30,000 responses, look like the start of a secret's hex form and be masked as a partial.
-    if (pairs[i - 1] !== REQUEST_ID_HEADER) count += redactHeaderValue(pairs, i, matcher);
+    if (pairs[i - 1] === REQUEST_ID_HEADER) continue;
+    const inName = matcher.clearOfText(pairs[i - 1] as string, 'latin1') ? 0 : redactedCount(pairs[i - 1] as string, matcher);
+    if (inName > 0) {
+      pairs.splice(i - 1, 2);
+      i -= 2;
+      count += inName;
+      continue;
+    }
+    count += redactHeaderValue(pairs, i, matcher);
   }
   return count;
+}
+
+/** How many replacements masking `text` would make. */
+function redactedCount(text: string, matcher: RedactionMatcher): number {
+  const redactor = new StreamRedactor(matcher);
+  redactor.whole(Buffer.from(text, 'latin1'));
+  return redactor.redactions;
 }
 
 function redactHeaderValue(pairs: string[], i: number, matcher: RedactionMatcher): number {

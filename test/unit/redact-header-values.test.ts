@@ -33,4 +33,12 @@ describe('redactHeaderValues', () => {
     assertNoLeak([secret], [{ name: 'headers', text: pairs.join('\n') }]);
     expect(pairs[3]).toBe('key=[REDACTED]');
   });
+
+  it('drops a header whose name holds a form of the secret (a name cannot carry the marker), keeping the others', () => {
+    const hex = Buffer.from(secret, 'utf8').toString('hex');
+    const pairs = ['x-before', 'kept', `x-${hex}`, '1', `x-partial-${hex.slice(0, 10)}`, '2', 'x-after', 'kept too'];
+    expect(redactHeaderValues(pairs, matcher)).toBe(2);
+    expect(pairs).toEqual(['x-before', 'kept', 'x-after', 'kept too']);
+    assertNoLeak([secret], [{ name: 'headers', text: pairs.join('\n') }]);
+  });
 });
