@@ -5,6 +5,7 @@
  * previews them (masked there; the console shows the whole preview).
  */
 import { parseArgs } from 'node:util';
+import { HIDDEN_CHARACTERS } from '../policy/hidden-characters.js';
 import { AdminCallError, callAdmin, reportRefusal } from './admin-client.js';
 import { UsageError, type CliIo } from './cli-io.js';
 import { loadConfigOrReport } from './locate-config.js';
@@ -78,9 +79,10 @@ function previewLines(preview: unknown): string[] {
 /**
  * Whitespace runs as one space, cut at SUMMARY_CHARS with "…". The preview was masked before the admin
  * API cut it, and comes with control characters escaped; any left (a record from elsewhere in shared
- * state) are shown as "?", so a terminal shows only what the text says.
+ * state) are shown as "?" (the preview's set, hidden-characters.ts), so a terminal shows only what the
+ * text says.
  */
 function oneLine(text: string): string {
-  const chars = Array.from(text.replace(/\s+/g, ' ').replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069]/g, '?').trim());
+  const chars = Array.from(text.replace(/\s+/g, ' ').replace(HIDDEN_CHARACTERS, '?').trim());
   return chars.length > SUMMARY_CHARS ? `${chars.slice(0, SUMMARY_CHARS).join('')}…` : chars.join('');
 }

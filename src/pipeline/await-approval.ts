@@ -78,6 +78,7 @@ export async function awaitApproval(broker: ApprovalBroker, req: IncomingMessage
       contentType: contentType === undefined || contentType === '' ? null : contentType,
       body: context.body,
       shapes: context.service.redaction.rules,
+      strippedQueryKeys: context.service.strippedFromAgent.queryKeys,
     },
   } as const;
   if (request.mode === 'async') return broker.submit(request);

@@ -10,14 +10,20 @@
  * Masked are:
  *  - Airlock agent and session tokens, and compact JWS (a workload identity): an agent may send its own
  *    credential in a body, which is forwarded by design, but no approver or chat channel should read it;
+ *  - a token's base64 copy (either alphabet, padded or not), with the whole base64 run it is part of:
+ *    an HTTP Basic value made of one ("user:alk_...", ":alk_...", "alk_...:") is as much the credential;
+ *  - in the query, the values of the keys the forwarded request loses (the service's strip_query and the
+ *    query keys its credentials are injected as, compile-policy.ts strippedFromAgent): credentials the
+ *    agent should not send on, so not ones to show either; the key stays, so the approver sees that one
+ *    was sent;
  *  - every value the secret catalogue knows, in each of its encodings (the scrub of logs and audit);
  *  - key shapes: the built-in ones whatever the service's redact settings (this text goes to people and
  *    chat, where a false positive costs a glance and a miss costs a key), and the service's own rules.
  * Escapes of unreserved characters (%73k-..., \u0073k-...) are read as well, as canonicalization reads
  * a path, so a key spelled with them is recognized; only those, so that reading them cannot change what
  * the approver takes for the request's structure (%26, \u0022 stay as sent).
- * Control and bidirectional-formatting characters are shown as \uXXXX: the text is read in terminals and
- * chat, where they could hide or reorder what the approver sees.
+ * Control and bidirectional-formatting characters (hidden-characters.ts) are shown as \uXXXX: the text
+ * is read in terminals and chat, where they could hide or reorder what the approver sees.
  *
  * A long body is masked in a window past the cut, not whole (bodyPreview): a held body may be
  * approvals.max_body_bytes (1 MiB), masking costs 5 to 20 ms a MiB, synchronously, and one agent may
@@ -31,6 +37,8 @@ import { NeedleSet } from '../redaction/needle-set.js';
 import { RedactionMatcher } from '../redaction/redaction-matcher.js';
 import { StreamRedactor } from '../redaction/stream-redactor.js';
 import type { ApprovalPreview, ApprovalRecord } from '../state/governance-records.js';
+import { OutboundRequest, QUERY_PAIR_SEPARATORS } from '../upstream/outbound-request.js';
+import { HIDDEN_CHARACTERS } from './hidden-characters.js';
 
 /** The query and the content type are cut at these many characters (the body at approvals.preview_bytes). */
 export const PREVIEW_QUERY_CHARS = 512;
@@ -50,8 +58,10 @@ const MARKER = '[REDACTED]';
  *    most 266 in all), masked at the window's end too once it has its shortest run; a PEM block is
  *    masked to the window's end when it does not close in it (key-patterns.ts fails closed), so only
  *    its BEGIN line (at most 75 characters) must fit;
- *  - an agent or session token, 47 characters (masked from there however long its run); a JWS, sent
- *    in a header (8 to 16 KiB at most upstream) and masked once both its dots are in.
+ *  - an agent or session token, 47 characters (masked from there however long its run); its base64
+ *    copy, at most 66 characters (masked with the whole run it is in; of a run longer than the margin,
+ *    what lies before a copy that is past the window may be shown: it holds nothing of the token); a
+ *    JWS, sent in a header (8 to 16 KiB at most upstream) and masked once both its dots are in.
  * A form longer than this (a value over 5461 bytes sent in its \uXXXX form) that crosses the window's
  * end, where the cut reaches (after masking shortened what is before it), may be shown in part: the
  * price of not masking 1 MiB for each preview.
@@ -67,6 +77,8 @@ export interface RequestContent {
   readonly body: Buffer | null;
   /** The service's key-shape rules (its redact settings), masked besides the built-in ones. */
   readonly shapes: readonly KeyRule[];
+  /** Query keys the forwarded request loses (ServicePolicy.strippedFromAgent.queryKeys): their values are masked. */
+  readonly strippedQueryKeys: readonly string[];
 }
 
 export interface PreviewOptions {
@@ -99,7 +111,7 @@ export function createRequestPreviewer(options: PreviewOptions): (content: Reque
       const bodyBytes = content.body?.length ?? 0;
       const body = bodyBytes === 0 || !isText(content.body as Buffer, content.contentType) ? null : bodyPreview(content.body as Buffer, options.bytes, mask);
       return {
-        query: content.query === null ? null : capped(show(content.query), PREVIEW_QUERY_CHARS),
+        query: content.query === null ? null : capped(show(maskStrippedValues(content.query, content.strippedQueryKeys)), PREVIEW_QUERY_CHARS),
         contentType: content.contentType === null ? null : capped(show(content.contentType), PREVIEW_CONTENT_TYPE_CHARS),
         bodyBytes,
         body: body?.text ?? null,
@@ -179,7 +191,125 @@ const JWS_RUNS = /eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*/g;
 
 function maskCredentials(text: string): string {
   const masked = maskAgentTokens(text);
-  return masked.includes('eyJ') ? masked.replace(JWS_RUNS, MARKER) : masked;
+  return maskBase64Tokens(masked.includes('eyJ') ? masked.replace(JWS_RUNS, MARKER) : masked);
+}
+
+/**
+ * A token's base64 copy: base64 of "alk_" (or "als_") has, at each of the three places it can start in
+ * a 3-byte group, characters that no other byte changes ("YWxrX", "Fsa1", "hbGtf"), so a text holding
+ * none of the six has no copy, and most text is passed over with six searches. `tokenAt`: where, from
+ * the first of them, the character holding the token's first bit is, and how many bits of it come before.
+ */
+const BASE64_TOKEN_STARTS = (['alk_', 'als_'] as const).flatMap((prefix) =>
+  [0, 1, 2].map((offset) => {
+    const first = Math.ceil((4 * offset) / 3);
+    const encoded = Buffer.concat([Buffer.alloc(offset), Buffer.from(prefix, 'latin1')]).toString('base64');
+    const tokenBit = 8 * (offset + prefix.length) - 6 * first;
+    return { fixed: encoded.slice(first, Math.floor((4 * (offset + prefix.length)) / 3)), tokenAt: Math.floor(tokenBit / 6), skipBits: tokenBit % 6 };
+  }),
+);
+
+/**
+ * A base64 run: either alphabet; "+" and "/" also as a query or form escapes them (%2B, %2F) and as JSON
+ * may ("\\/"), as the character carrying a token's last bits can be one of them (a non-ASCII byte after
+ * it), and the run split there leaves no piece holding the token whole; its padding taken with it.
+ */
+const BASE64_RUNS = /(?:[A-Za-z0-9+/_-]|%2[BbFf]|\\\/)+(?:=|%3[Dd]){0,2}/g;
+
+/** The run with its escapes read and its padding dropped: base64 characters only. */
+function base64Of(run: string): string {
+  return /[%\\=]/.test(run) ? run.replace(/%2[Bb]/g, '+').replace(/%2[Ff]|\\\//g, '/').replace(/%3[Dd]|=/g, '') : run;
+}
+
+/** The 6 bits each base64 character stands for, either alphabet; -1: not one. */
+const SEXTETS = (() => {
+  const sextets = new Int8Array(128).fill(-1);
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+  for (let i = 0; i < alphabet.length; i++) sextets[alphabet.charCodeAt(i)] = i;
+  sextets[0x2b] = sextets[0x2d] = 62; // "+" "-"
+  sextets[0x2f] = sextets[0x5f] = 63; // "/" "_"
+  return sextets;
+})();
+
+/** Base64 of a prefix and the 43 characters after it: the shortest run that can hold a copy. */
+const SHORTEST_COPY = Math.ceil((4 * 47) / 3);
+
+/**
+ * Each base64 run that holds, where a starting pattern marks it, "alk_" or "als_" and 43 characters of
+ * the token alphabet (a whole token, as maskAgentTokens asks), masked whole: the Basic value's user
+ * name or password around a token is as much the credential. The alignment is read from where the
+ * pattern is, not from where the run starts, so a copy glued to other characters still decodes.
+ * Linear: one pass for the runs, and per run six searches and, from each pattern found, a decode that
+ * stops at the first byte outside the token alphabet (at most 58 characters).
+ */
+function maskBase64Tokens(text: string): string {
+  if (!BASE64_TOKEN_STARTS.some((start) => text.includes(start.fixed))) return text;
+  return text.replace(BASE64_RUNS, (run) => (run.length >= SHORTEST_COPY && holdsBase64Token(base64Of(run)) ? MARKER : run));
+}
+
+function holdsBase64Token(run: string): boolean {
+  for (const { fixed, tokenAt, skipBits } of BASE64_TOKEN_STARTS) {
+    for (let at = run.indexOf(fixed); at !== -1; at = run.indexOf(fixed, at + 1)) {
+      if (tokenFollows(run, at + tokenAt, skipBits)) return true;
+    }
+  }
+  return false;
+}
+
+/** Whether the 43 bytes that start `skipBits` into run[from] are all of the token alphabet. */
+function tokenFollows(run: string, from: number, skipBits: number): boolean {
+  let bits = 0;
+  let held = 0;
+  let bytes = 0;
+  for (let i = from; bytes < 43; i++) {
+    if (i >= run.length) return false;
+    const sextet = SEXTETS[run.charCodeAt(i)] ?? -1;
+    if (sextet === -1) return false;
+    if (i === from) {
+      bits = sextet & ((1 << (6 - skipBits)) - 1);
+      held = 6 - skipBits;
+    } else {
+      bits = (bits << 6) | sextet;
+      held += 6;
+    }
+    if (held >= 8) {
+      held -= 8;
+      const byte = bits >> held;
+      bits &= (1 << held) - 1;
+      const token = (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a) || (byte >= 0x30 && byte <= 0x39) || byte === 0x2d || byte === 0x5f;
+      if (!token) return false;
+      bytes++;
+    }
+  }
+  return true;
+}
+
+/**
+ * The query with the value of each pair the forwarded request's strip removes masked, the key kept. The
+ * query is split into pairs as removeQueryKey splits it, and each pair is put to removeQueryKey itself
+ * (outbound-request.ts), not to a copy of its matching: every spelling the strip removes ("KEY",
+ * "key[]", "k%65y", after ";", and any it comes to read) is masked, and nothing it leaves. On the query
+ * as sent, before the rest of masking, as the strip works on it.
+ */
+function maskStrippedValues(query: string, keys: readonly string[]): string {
+  if (keys.length === 0 || query === '') return query;
+  const pieces = query.split(QUERY_PAIR_SEPARATORS);
+  for (let i = 0; i < pieces.length; i += 2) {
+    const part = pieces[i] as string;
+    const eq = part.indexOf('=');
+    if (eq !== -1 && eq < part.length - 1 && strippedPair(part, keys)) pieces[i] = `${part.slice(0, eq + 1)}${MARKER}`;
+  }
+  return pieces.join('');
+}
+
+/** Whether the strip of one of `keys` removes this pair (which holds no separator) from a forwarded query. */
+function strippedPair(pair: string, keys: readonly string[]): boolean {
+  const request = new OutboundRequest('GET', '/', pair);
+  for (const key of keys) {
+    request.removeQueryKey(key);
+    if (request.query === null) return true;
+  }
+  return false;
 }
 
 function maskShapes(matcher: RedactionMatcher, text: string): string {
@@ -236,11 +366,8 @@ function occurrences(text: string, part: string): number {
   return count;
 }
 
-/** C0 and C1 controls but tab and line ends, and the characters that hide or reorder text (Unicode bidi, zero-width). */
-const HIDDEN = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g;
-
 function escapeHidden(text: string): string {
-  return text.replace(HIDDEN, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return text.replace(HIDDEN_CHARACTERS, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 function capped(text: string, chars: number): string {

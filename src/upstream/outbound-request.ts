@@ -59,7 +59,7 @@ export class OutboundRequest {
   removeQueryKey(key: string): void {
     if (this.query === null || this.query === '') return;
     const wanted = key.toLowerCase();
-    const pieces = this.query.split(/([&;])/);
+    const pieces = this.query.split(QUERY_PAIR_SEPARATORS);
     const kept: string[] = [];
     for (let i = 0; i < pieces.length; i += 2) {
       const part = pieces[i] as string;
@@ -80,6 +80,13 @@ export class OutboundRequest {
     return this.query === null ? this.path : `${this.path}?${this.query}`;
   }
 }
+
+/**
+ * Where a query splits into pairs, as removeQueryKey splits it ("&" and ";"), the separators captured:
+ * the approval preview splits a query with it and masks the value of each pair removeQueryKey removes
+ * (preview-request.ts).
+ */
+export const QUERY_PAIR_SEPARATORS = /([&;])/;
 
 /** PHP, Rails and qs read "key[]" and "key[0]" as the parameter "key": strip bracket suffixes too. */
 /** The name a form or query pair's key is read as: decoded, without a [] or [0] suffix, lower case. */

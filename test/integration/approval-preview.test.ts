@@ -6,7 +6,9 @@
  * described by size and type; preview_bytes 0: no preview; an approval an earlier version wrote to the
  * state file (no preview field) shows none, in the admin API and the CLI; through Redis, the other replica shows the
  * same preview, before and after a decision rewrites the record. The request itself still goes
- * upstream exactly as sent once approved.
+ * upstream exactly as sent once approved. A token's base64 copy (an HTTP Basic value) is masked in the
+ * preview, and so are the values of the service's strip_query keys (their keys shown); the CLI shows a
+ * hidden character a preview from elsewhere in shared state still holds as "?".
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -73,6 +75,7 @@ describe('approval preview', () => {
           pay: {
             upstream: upstream.url,
             credential: { secret: 'env:PAY_KEY', inject: 'bearer' },
+            strip_query: ['signature'],
             routes: [
               { method: 'POST', path: '/v1/charges', scope: 'charges:write', require_approval: true },
               { method: 'POST', path: '/v1/files', scope: 'charges:write', require_approval: true },
@@ -157,6 +160,31 @@ describe('approval preview', () => {
     expect(seen?.target).toBe(`/v1/charges?confirm=true&api_key=${queryKey}`);
 
     assertNoLeak([queryKey, noteKey, holder.token, payKey], surfaces());
+  });
+
+  it("a token's base64 copy (a Basic value) and a strip_query value: masked in the preview, keys shown", async () => {
+    // Shaped like no key, so only the strip_query masking can hide it.
+    const signature = plainCanary('signature');
+    const basic = Buffer.from(`holder:${holder.token}`).toString('base64');
+    const body = `{"amount": 6100, "upstream_auth": "Basic ${basic}", "token_b64": "${Buffer.from(holder.token).toString('base64url')}"}`;
+    const held = call(proxy.url, holder.token, `/pay/v1/charges?confirm=b64&Signature[]=${signature}`, body, 'application/json');
+    held.catch(() => undefined);
+    const approval = await eventually('the base64 approval', async () => {
+      const list = (await admin.call('GET', '/v1/approvals?status=pending')).json<{ approvals: ApprovalView[] }>().approvals;
+      return list.find((a) => a.preview?.query?.startsWith('confirm=b64') === true);
+    });
+    expect(approval.preview).toEqual({
+      query: 'confirm=b64&Signature[]=[REDACTED]',
+      content_type: 'application/json',
+      body_bytes: Buffer.byteLength(body),
+      body: '{"amount": 6100, "upstream_auth": "Basic [REDACTED]", "token_b64": "[REDACTED]"}',
+      truncated: false,
+    });
+    await eventually('the announcement', () => webhook.requests.find((r) => r.body.toString('utf8').includes(approval.id)));
+    await decide(approval.id, 'deny');
+    expect((await held).status).toBe(403);
+    // In any form (base64 at each alignment, either alphabet, among others), on every surface.
+    assertNoLeak([holder.token, signature], surfaces());
   });
 
   it('a body longer than preview_bytes is cut there; a key across the cut is not partly shown', async () => {
@@ -274,6 +302,40 @@ describe('approval preview: an approval written by an earlier version', () => {
     expect(cli.code, cli.stderr).toBe(0);
     expect(cli.stdout.trim().split('\n')).toHaveLength(1);
     expect(cli.stdout).toContain('apr_from_before');
+  });
+});
+
+describe('approval preview: hidden characters left in a preview from elsewhere in shared state', () => {
+  const alice = generateAgentToken();
+  let proxy: ProxyFixture;
+  let dataDir: string;
+  let configDir: string;
+
+  beforeAll(async () => {
+    dataDir = tempDir('airlock-preview-hidden-');
+    mkdirSync(dataDir, { recursive: true });
+    const now = Date.now();
+    // Not escaped, as a preview made elsewhere (another version, another writer of the state) may be.
+    const preview = { query: 'to=alice\u2060bob', contentType: 'text/plain', bodyBytes: 16, body: 'pay\u2061me\ufeffnow\u2064\u2065\u202e', truncated: false };
+    const approval = { id: 'apr_hidden', agent: 'holder', service: 'pay', route: '/v1/charges', scope: 'charges:write', method: 'POST', path: '/pay/v1/charges', binding: 'sha256:00', session: null, justification: null, taskId: null, mode: 'async', createdAt: now, expiresAt: now + 600_000, status: 'pending', decidedBy: null, reason: null, decidedAt: null, preview };
+    writeFileSync(join(dataDir, 'state.jsonl'), `${JSON.stringify({ type: 'approval.created', approval })}\n`, { mode: 0o600 });
+    const adminSpec = { listen: '127.0.0.1:0', tokens: [{ name: 'alice', hash: alice.hash }] };
+    proxy = await startProxy({ admin: adminSpec, services: {}, agents: {} }, { dataDir });
+    configDir = tempDir('airlock-preview-hidden-cli-');
+    writeConfigFile(configDir, { admin: cliAdminSpec(proxy, adminSpec) });
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    for (const dir of [dataDir, configDir]) if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("the CLI's list shows each as \"?\" (the BOM, whitespace to JavaScript, as a space), the preview's own set", async () => {
+    const cli = await runCliCapture(['approvals', 'list', '--config', join(configDir, 'airlock.yaml')], { AIRLOCK_ADMIN_TOKEN: alice.token }, []);
+    expect(cli.code, cli.stderr).toBe(0);
+    const lines = cli.stdout.split('\n');
+    expect(lines[1]).toBe('    query: to=alice?bob');
+    expect(lines[2]).toBe('    body: 16 bytes text/plain  pay?me now???');
   });
 });
 

@@ -6,6 +6,7 @@
  * bounds too. A long body is masked in a window past the cut (PREVIEW_MASK_MARGIN), never so that the
  * window's end, where a secret may be cut in two, can come into view.
  */
+import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildConfig } from '../../src/config/load-config.js';
@@ -15,14 +16,15 @@ import { createRequestPreviewer, PREVIEW_MASK_MARGIN, previewOf, previewView, ty
 import { customRule } from '../../src/redaction/key-patterns.js';
 import { SecretCatalog } from '../../src/redaction/secret-catalog.js';
 import type { ApprovalRecord } from '../../src/state/governance-records.js';
+import { OutboundRequest } from '../../src/upstream/outbound-request.js';
 import { findLeaks } from '../helpers/assert-no-leak.js';
 import { canary, plainCanary } from '../helpers/canary.js';
 import { tempDir } from '../helpers/start-proxy.js';
 
 const json = 'application/json';
 
-function content(body: string | Buffer | null, contentType: string | null = json, query: string | null = null, extra: Partial<RequestContent> = {}): RequestContent {
-  return { query, contentType, body: body === null ? null : Buffer.isBuffer(body) ? body : Buffer.from(body, 'utf8'), shapes: [], ...extra };
+function content(body: string | Buffer | null, contentType: string | null = json, query: string | null = null, extra: Partial<Pick<RequestContent, 'shapes' | 'strippedQueryKeys'>> = {}): RequestContent {
+  return { query, contentType, body: body === null ? null : Buffer.isBuffer(body) ? body : Buffer.from(body, 'utf8'), shapes: extra.shapes ?? [], strippedQueryKeys: extra.strippedQueryKeys ?? [] };
 }
 
 function previewer(bytes = 2048, catalog = new SecretCatalog()): ReturnType<typeof createRequestPreviewer> {
@@ -91,6 +93,106 @@ describe('what the approver sees', () => {
   it('control and bidi characters are shown escaped, so a terminal or chat shows what the text says', () => {
     const preview = previewer()(content('{"to":"alice\u202e0005\u202c","x":"\u001b[2J"}\n'));
     expect(preview?.body).toBe('{"to":"alice\\u202e0005\\u202c","x":"\\u001b[2J"}\n');
+    // The word joiner, invisible operators and the BOM / zero-width no-break space too (the set the CLI shares).
+    expect(previewer()(content('a\u2060b\u2063c\u2065d\ufeffe', 'text/plain'))?.body).toBe('a\\u2060b\\u2063c\\u2065d\\ufeffe');
+  });
+});
+
+describe("a token's base64 copy", () => {
+  it('an HTTP Basic value of a token, in each place a Basic value puts it, either alphabet, padded or not: masked whole', () => {
+    for (const [label, around] of [
+      ['alone', (t: string) => t],
+      ['user:token', (t: string) => `user:${t}`],
+      [':token', (t: string) => `:${t}`],
+      ['token:', (t: string) => `${t}:`],
+    ] as const) {
+      const token = generateAgentToken().token;
+      const value = Buffer.from(around(token));
+      for (const encoded of [value.toString('base64'), value.toString('base64').replace(/=+$/, ''), value.toString('base64url')]) {
+        const body = JSON.stringify({ amount: 5000, auth: `Basic ${encoded}` });
+        const preview = previewer()(content(body, json, `auth=${encodeURIComponent(encoded)}&confirm=true`));
+        expect(preview?.body, `${label} ${encoded}`).toBe('{"amount":5000,"auth":"Basic [REDACTED]"}');
+        expect(preview?.query, `${label} ${encoded}`).toBe('auth=[REDACTED]&confirm=true');
+        expect(findLeaks([token], [{ name: 'preview', text: JSON.stringify(preview) }])).toEqual([]);
+      }
+    }
+  });
+
+  it('whatever bytes come before and after the token, at each alignment: no form of it left', () => {
+    for (let i = 0; i < 60; i++) {
+      const token = (i % 2 === 0 ? generateAgentToken() : generateSessionToken()).token;
+      const value = Buffer.concat([randomBytes(i % 6), Buffer.from(token), randomBytes(i % 4)]);
+      const encoded = i % 3 === 0 ? value.toString('base64url') : value.toString('base64');
+      const preview = previewer()(content(`{"v":"${encoded}"}`, json, `v=${encodeURIComponent(encoded)}`));
+      expect(preview?.body, encoded).toBe('{"v":"[REDACTED]"}');
+      expect(preview?.query, encoded).toBe('v=[REDACTED]');
+    }
+  });
+
+  it('a session token, and a copy glued to other characters: masked', () => {
+    const session = generateSessionToken().token;
+    const token = generateAgentToken().token;
+    const body = `{"s":"${Buffer.from(session).toString('base64url')}","g":"xyz${Buffer.from(token).toString('base64')}"}`;
+    const preview = previewer()(content(body));
+    expect(preview?.body).toBe('{"s":"[REDACTED]","g":"[REDACTED]"}');
+    expect(findLeaks([token, session], [{ name: 'preview', text: JSON.stringify(preview) }])).toEqual([]);
+  });
+
+  it('"+" and "/" escaped as a query escapes them (%2B, %2F) or as JSON may ("\\/"): the run is still one, masked whole', () => {
+    // A user name whose base64 is "+/+/", then the token; and a token ending in "o" followed by a byte
+    // over 0xef, whose base64 carries the token's last bits in a "/": split there, no piece holds it whole.
+    let token = generateAgentToken().token;
+    while (!token.endsWith('o')) token = generateAgentToken().token;
+    for (const value of [Buffer.concat([Buffer.from([0xfb, 0xff, 0xbf]), Buffer.from(`:${token}`)]), Buffer.concat([Buffer.from(token), Buffer.from([0xff, 0xff, 0xff])])]) {
+      const encoded = value.toString('base64');
+      expect(encoded).toContain('/');
+      const preview = previewer()(content(`{"auth":"Basic ${encoded.replaceAll('/', '\\/')}"}`, json, `auth=${encodeURIComponent(encoded)}&confirm=true`));
+      expect(preview?.body).toBe('{"auth":"Basic [REDACTED]"}');
+      expect(preview?.query).toBe('auth=[REDACTED]&confirm=true');
+      expect(findLeaks([token], [{ name: 'preview', text: JSON.stringify(preview) }])).toEqual([]);
+    }
+  });
+
+  it('base64 that holds no whole token is shown: a short alk_, another text, the patterns alone', () => {
+    const short = Buffer.from('alk_short').toString('base64');
+    const other = Buffer.from(`user:${'p'.repeat(60)}`).toString('base64');
+    const body = `{"a":"${short}","b":"${other}","c":"YWxrX Fsa1 hbGtf ${'YWxrX'.repeat(20)}"}`;
+    expect(previewer(8192)(content(body))?.body).toBe(body);
+  });
+
+  it('a copy across the cut leaves nothing of it', () => {
+    const token = generateAgentToken().token;
+    const encoded = Buffer.from(`user:${token}`).toString('base64');
+    const head = `{"pad":"${'x'.repeat(70)}","auth":"Basic `;
+    expect(head.length).toBeLessThan(100);
+    const preview = previewer(100)(content(`${head}${encoded}","amount":5000}`));
+    expect(preview).toMatchObject({ body: head, truncated: true });
+    for (let n = 4; n <= encoded.length; n++) expect(preview?.body).not.toContain(encoded.slice(0, n));
+  });
+});
+
+describe("the values of the service's stripped query keys", () => {
+  /** The query as the forwarded request sends it, stripped of `keys` (outbound-request.ts). */
+  function forwarded(query: string, keys: readonly string[]): string | null {
+    const request = new OutboundRequest('GET', '/x', query);
+    for (const key of keys) request.removeQueryKey(key);
+    return request.query;
+  }
+
+  it('masked, key kept, in every spelling the strip removes; other pairs as sent', () => {
+    const value = plainCanary('stripped');
+    const keys = ['api_key', 'Sig'];
+    const query = `confirm=true&api_key=${value}&API_KEY=${value};api%5Fkey[]=${value}&Api_Key%5B0%5D=${value}&sig=${value}&note=api_key&api_key&sig=&signature=1`;
+    const preview = previewer()(content(null, null, query, { strippedQueryKeys: keys }));
+    expect(preview?.query).toBe('confirm=true&api_key=[REDACTED]&API_KEY=[REDACTED];api%5Fkey[]=[REDACTED]&Api_Key%5B0%5D=[REDACTED]&sig=[REDACTED]&note=api_key&api_key&sig=&signature=1');
+    expect(findLeaks([value], [{ name: 'preview', text: JSON.stringify(preview) }])).toEqual([]);
+    // The pairs masked are the pairs the forwarded request loses, and no other.
+    expect(forwarded(query, keys)).toBe('confirm=true&note=api_key&signature=1');
+    expect(forwarded(preview?.query as string, keys)).toBe('confirm=true&note=api_key&signature=1');
+  });
+
+  it('no stripped keys: the query as sent', () => {
+    expect(previewer()(content(null, null, 'api_key=visible&confirm=true'))?.query).toBe('api_key=visible&confirm=true');
   });
 });
 
@@ -183,6 +285,15 @@ describe('a long body: masked in a window past the cut, not whole', () => {
     const preview = previewer(100, catalog)(content(body));
     expect(preview).toEqual({ query: null, contentType: json, bodyBytes: body.length, body: `${'[REDACTED] '.repeat(4)}xxxx alk_[REDACTED] and so on`, truncated: false });
     for (const part of prefixesOf(token.slice(4), 4)) expect(preview?.body).not.toContain(part);
+  });
+
+  it("a token's base64 copy across the window's end, after masked values brought it into view: masked whole, not shown in part", () => {
+    const token = generateAgentToken().token;
+    const encoded = Buffer.from(`user:${token}`).toString('base64');
+    const { catalog, body } = afterMaskedValues((room) => `${'x'.repeat(room - 20)} Basic ${encoded} and so on`);
+    const preview = previewer(100, catalog)(content(body));
+    expect(preview).toEqual({ query: null, contentType: json, bodyBytes: body.length, body: `${'[REDACTED] '.repeat(4)}xxxx Basic [REDACTED] and so on`, truncated: false });
+    for (const part of prefixesOf(encoded, 4)) expect(preview?.body).not.toContain(part);
   });
 
   it('a body longer than the window whose whole masked text fits: shown whole, not truncated', () => {
