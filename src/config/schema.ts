@@ -176,10 +176,11 @@ const serviceSpec = z.strictObject({
     .array(
       // A key as a form parser names it: brackets are read off ("key[]" is "key"), and "=", "&", ";", "?", "#"
       // end or split a key, so an entry holding one could never match (found by review: accepted silently).
-      z.string().regex(/^[^[\]=&;?#\s]+$/, { error: 'a query key, without [ ] = & ; ? # or spaces (key[] and key[0] are removed with key)' }),
+      // Control characters too: a name is cut at NUL (PHP), so "a\u0000b" would remove every "a".
+      z.string().regex(/^[^[\]=&;?#\s\x00-\x1f\x7f]+$/, { error: 'a query key, without [ ] = & ; ? #, spaces or control characters (key[] and key[0] are removed with key)' }),
     )
     .default([])
-    .describe('query keys removed before forwarding (key[] and key[0] too), besides the credential\'s own'),
+    .describe('query keys removed before forwarding (key[], key[0] and every spelling a framework reads as the key, such as session.key for session_key in PHP), besides the credential\'s own'),
   timeouts: timeoutsSpec.default({ connect: 10, headers: 60, body: 300 }),
   credential: credentialSpec,
   redact: redactSpec.default({

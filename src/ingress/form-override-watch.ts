@@ -3,22 +3,32 @@
  * stream, for a method override key (override-watch.ts).
  */
 import { METHOD_OVERRIDE_QUERY_KEYS } from '../pipeline/build-upstream-request.js';
-import { formKeyName } from '../upstream/outbound-request.js';
+import { formKeyNames, queryKeyNames } from '../upstream/outbound-request.js';
 import type { OverrideWatch } from './override-watch.js';
 
-/** Longer keys are not read: every override key fits, percent-encoded whole, well within it. */
+/**
+ * Longer keys are not read past it: every override key fits, percent-encoded whole, well within it. What
+ * formKeyNames reads past before a name (leading whitespace and brackets, "+" and their escapes
+ * included) can be longer, so it is dropped from a key that reaches the limit, and reading goes on:
+ * "+" repeated 300 times before "_method" is still `_method` to PHP.
+ */
 const FORM_KEY_LIMIT = 256;
-const OVERRIDE_KEYS: ReadonlySet<string> = new Set(METHOD_OVERRIDE_QUERY_KEYS);
+const LEADING_FILLER = /^(?:[+\t\n\v\f\r [\]]|%(?:20|0[9A-Da-d]|5[BDbd]))+/;
+const OVERRIDE_KEYS: ReadonlySet<string> = new Set(METHOD_OVERRIDE_QUERY_KEYS.flatMap(queryKeyNames));
 
 /**
  * The keys of an application/x-www-form-urlencoded body, read as they stream. Rack::MethodOverride (in
  * Rails' default stack), Laravel and Symfony read `_method` from a POST form body and run that method
  * instead, so a grant for POST would run DELETE while the audit said POST (found by review). Such a key
- * is refused, as the same key in the query is removed (build-upstream-request.ts).
+ * is refused, as the same key in the query is removed (build-upstream-request.ts). Keys are compared as
+ * formKeyNames reads them, in any case (Slim reads `_METHOD`) and in every spelling a parser reads as
+ * the override (".method" and " _method" to PHP, "[_method]" to Rack 2.2 and qs; found by review).
  */
 export class FormOverrideWatch implements OverrideWatch {
   #key = '';
   #inKey = true;
+  /** The key reached FORM_KEY_LIMIT with no leading filler left to drop: the rest of it is not read. */
+  #full = false;
 
   /** True once a key naming a method override has been read whole. */
   push(chunk: Buffer): boolean {
@@ -29,12 +39,17 @@ export class FormOverrideWatch implements OverrideWatch {
         if (this.#inKey && this.#overrides()) return true;
         this.#inKey = true;
         this.#key = '';
+        this.#full = false;
       } else if (this.#inKey) {
         if (byte === 0x3d) {
           if (this.#overrides()) return true;
           this.#inKey = false;
-        } else if (this.#key.length < FORM_KEY_LIMIT) {
-          this.#key += String.fromCharCode(byte);
+        } else if (!this.#full) {
+          if (this.#key.length >= FORM_KEY_LIMIT) {
+            this.#key = this.#key.replace(LEADING_FILLER, '');
+            this.#full = this.#key.length >= FORM_KEY_LIMIT;
+          }
+          if (!this.#full) this.#key += String.fromCharCode(byte);
         }
       }
     }
@@ -46,7 +61,7 @@ export class FormOverrideWatch implements OverrideWatch {
   }
 
   #overrides(): boolean {
-    return this.#key !== '' && OVERRIDE_KEYS.has(formKeyName(this.#key));
+    return this.#key !== '' && formKeyNames(this.#key).some((name) => OVERRIDE_KEYS.has(name));
   }
 }
 

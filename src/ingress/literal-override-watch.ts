@@ -3,28 +3,25 @@
  */
 import type { OverrideWatch } from './override-watch.js';
 
-/** Built once: every JSON or multipart request body gets a watch over them. */
-// Not `name="_method"` as written: Rack reads the parameter name case-insensitively and with spaces
-// around "=" (NAME="_method", name= "_method"; found by the owner's review), so the field's value as it
-// follows either spelling is looked for. A file part holding those bytes is refused too (fails closed).
-export const MULTIPART_OVERRIDES: readonly Buffer[] = ['"_method"', '=_method'].map((n) => Buffer.from(n, 'latin1'));
+/** Built once: every JSON request body gets a watch over them. */
 export const JSON_OVERRIDES: readonly Buffer[] = [Buffer.from('"_method"', 'latin1')];
-/** "\u00XX": the escapes that can spell a character of "_method". */
+/** "\u00XX": the escapes that can spell a character of "_method", in either case (Slim reads `_METHOD`). */
 const ESCAPE_START = Buffer.from('\\u00', 'latin1');
 const JSON_ESCAPE_LENGTH = 6;
 const BACKSLASH = 0x5c;
-const OVERRIDE_KEY_CHARS: ReadonlySet<number> = new Set([...'_method'].map((char) => char.charCodeAt(0)));
+const OVERRIDE_KEY_CHARS: ReadonlySet<number> = new Set([...'_methodMETHOD'].map((char) => char.charCodeAt(0)));
 
 /**
  * The same override named as a field of a multipart body (Content-Disposition: form-data;
  * name="_method") or as a key of a JSON body (Laravel reads JSON input as the request's fields), searched
  * as the body streams: Buffer#indexOf over each chunk, and the few bytes across a chunk boundary checked
  * on their own, so a large body is not copied. `_method` only: it is the one name those frameworks read
- * from a body.
+ * from a body. In JSON it is matched in any case: Slim 4's MethodOverrideMiddleware reads `_METHOD` from
+ * the parsed body (`{"_METHOD":"DELETE"}` was forwarded; found by review).
  *
  * In JSON, any character of the key may be written as a \u escape ("\u005fmethod", "_m\u0065thod"),
  * which the upstream's parser reads as the same key (RFC 8259 7). Encoders escape control characters,
- * quotes, backslash, "<>&'" and non-ASCII, never a lower-case letter or "_", so an escape of one of the
+ * quotes, backslash, "<>&'" and non-ASCII, never an ASCII letter or "_", so an escape of one of the
  * key's characters is refused wherever it appears (found by the owner's review of the first version,
  * which saw only the key written plainly). Only a real escape counts: "\\" is the escape for a backslash
  * (RFC 8259 7), so the backslash of "\u0065" preceded by an odd run of backslashes is the second half of
@@ -80,7 +77,7 @@ export class LiteralOverrideWatch implements OverrideWatch {
     // JSON: a quote after an odd run of backslashes is text inside a string (\"), not the start of a key
     // ({"note":"say \"_method\""} was refused; found by the owner's review), so the same parity as below.
     for (const needle of this.#needles) {
-      for (let at = bytes.indexOf(needle); at !== -1; at = bytes.indexOf(needle, at + 1)) {
+      for (let at = indexIgnoringCase(bytes, needle, 0); at !== -1; at = indexIgnoringCase(bytes, needle, at + 1)) {
         if (!oddBackslashesBefore(bytes, at, oddBefore)) return true;
       }
     }
@@ -105,4 +102,29 @@ function oddBackslashesBefore(bytes: Buffer, end: number, oddBefore: boolean): b
   while (at > 0 && bytes[at - 1] === BACKSLASH) at--;
   const odd = (end - at) % 2 === 1;
   return at === 0 ? odd !== oddBefore : odd;
+}
+
+/**
+ * Where `needle` (lower case) next occurs in `bytes` from `from`, its ASCII letters matched in either
+ * case (the JSON key, see OVERRIDE_KEY_CHARS). Found by Buffer#indexOf of the needle's caseless start
+ * ('"_' of '"_method"'), then compared byte by byte, so a body is not copied or lower-cased whole.
+ */
+function indexIgnoringCase(bytes: Buffer, needle: Buffer, from: number): number {
+  let lead = 0;
+  while (lead < needle.length && !isLowerCaseLetter(needle[lead] as number)) lead++;
+  const start = needle.subarray(0, lead);
+  for (let at = lead === 0 ? from : bytes.indexOf(start, from); at !== -1 && at + needle.length <= bytes.length; at = lead === 0 ? at + 1 : bytes.indexOf(start, at + 1)) {
+    let same = true;
+    for (let i = lead; i < needle.length && same; i++) {
+      const wanted = needle[i] as number;
+      const byte = bytes[at + i] as number;
+      same = isLowerCaseLetter(wanted) ? (byte | 0x20) === wanted : byte === wanted;
+    }
+    if (same) return at;
+  }
+  return -1;
+}
+
+function isLowerCaseLetter(byte: number): boolean {
+  return byte >= 0x61 && byte <= 0x7a;
 }

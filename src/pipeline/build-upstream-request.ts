@@ -1,7 +1,8 @@
 /**
  * Stage 7a: the upstream request before injection. Headers are copied from node's rawHeaders (so
  * repeats are all seen) minus everything an agent must not control:
- *  - hop-by-hop headers and every header named in Connection (RFC 9110 7.6.1);
+ *  - hop-by-hop headers and every header named in Connection (RFC 9110 7.6.1); a request whose
+ *    Connection names Host or a Content-* field is refused instead (checkConnectionOptions);
  *  - every agent-token carrier (Authorization, x-api-key, ...), whatever it holds;
  *  - Host (undici sets the upstream's), Expect (handled by this hop);
  *  - X-Forwarded-*, Forwarded, X-Real-IP: Airlock sets its own X-Forwarded-For;
@@ -12,6 +13,7 @@
  *  - Accept-Encoding codings Airlock could not decode (and therefore could not scan).
  * The forwarded path is the upstream base path plus the authorized canonical path, byte for byte.
  */
+import { AirlockError } from '../errors.js';
 import { TOKEN_CARRIER_HEADERS } from '../identity/token-carriers.js';
 import { connectionListedHeaders, HOP_BY_HOP_HEADERS } from '../upstream/hop-by-hop.js';
 import { OutboundRequest } from '../upstream/outbound-request.js';
@@ -58,6 +60,35 @@ export function decodableAcceptEncoding(value: string): string | null {
 
 export const METHOD_OVERRIDE_QUERY_KEYS: readonly string[] = ['_method', 'x-http-method-override', 'x-http-method', 'x-method-override'];
 
+/**
+ * Refuses a Connection header naming Host or a Content-* field. RFC 9110 7.6.1: a sender must not list
+ * a field meant for every recipient of the content, and a proxy removes whatever is listed. Removing
+ * Content-Type after the body was checked by it (override-watch.ts picks its watch by Content-Type)
+ * sent the upstream a body it read another way: `Connection: content-type` with `Content-Type:
+ * application/json` and the body `_method=DELETE` reached Rack with no Content-Type, which parsed it as
+ * a form and ran DELETE (found by review). Content-Length and Content-Encoding frame and code the body
+ * that was checked, and an HTTP/1.1 request without Host is invalid (RFC 9112 3.2), so none of them is
+ * dropped silently either. Hop-by-hop fields (Transfer-Encoding, TE, Upgrade) and headers Airlock removes
+ * or replaces anyway (Authorization and the other token carriers: the injected credential is set after)
+ * may be listed: removing them changes nothing the upstream reads. Names are compared with "_" read as
+ * "-", as the header loop below compares them.
+ */
+export function checkConnectionOptions(listed: ReadonlySet<string>): void {
+  for (const option of listed) {
+    const name = option.replaceAll('_', '-');
+    if (name === 'host' || name.startsWith('content-')) {
+      // Named back only when it is a field name we know: the rest is the agent's text, which a detail never repeats.
+      const shown = KNOWN_CONTENT_FIELDS.test(name) ? name : 'a Content-* field';
+      throw new AirlockError(
+        'invalid_request',
+        `The Connection header lists ${shown}, a field meant for every recipient of the message (RFC 9110 section 7.6.1), which would be removed before forwarding; send the request without naming it in Connection.`,
+      );
+    }
+  }
+}
+
+const KNOWN_CONTENT_FIELDS = /^(host|content-(type|length|encoding|language|location|range|md5|digest|disposition))$/;
+
 export interface UpstreamRequestInput {
   readonly method: string;
   readonly rawHeaders: readonly string[];
@@ -72,6 +103,7 @@ export function buildUpstreamRequest(input: UpstreamRequestInput): OutboundReque
   const outbound = new OutboundRequest(input.method, upstreamPath(input.upstream, input.path), input.query);
   const raw = input.rawHeaders;
   const listed = connectionListedHeaders(raw);
+  checkConnectionOptions(listed);
   for (let i = 0; i < raw.length; i += 2) {
     const name = (raw[i] as string).toLowerCase();
     // Checked as CGI-style servers read it (Rack/Puma, PHP-CGI, older gunicorn: "_" and "-" are one
@@ -79,6 +111,10 @@ export function buildUpstreamRequest(input: UpstreamRequestInput): OutboundReque
     // overwrite what Airlock set (found by review).
     const key = name.includes('_') ? name.replaceAll('_', '-') : name;
     if (HOP_BY_HOP_HEADERS.has(key) || TOKEN_CARRIER_HEADERS.has(key) || DROPPED_HEADERS.has(key) || listed.has(key)) continue;
+    // Content_Type or Content_Length: a CGI-style server reads it as CONTENT_TYPE, beside or before the
+    // real one (Puma before 6.4.2 joins the two, and Rack reads the first), while the body was checked
+    // by the Content-Type node read (override-watch.ts). No client sends it; dropped.
+    if (key !== name && key.startsWith('content-')) continue;
     if (key.startsWith('x-forwarded-')) continue;
     if (key === 'accept-encoding') {
       const accepted = decodableAcceptEncoding(raw[i + 1] as string);

@@ -51,19 +51,20 @@ export class OutboundRequest {
   }
 
   /**
-   * Removes every query parameter whose decoded key equals `key` ignoring case (also as "key[]" or
-   * "key[0]", which PHP, Rails and qs read as the same parameter). Both "&" and ";" are
-   * treated as separators here, because some frameworks split on ";" (query parameter pollution):
-   * a stripped key must not survive behind a separator we did not consider.
+   * Removes every query parameter a mainstream parser reads as `key`, ignoring case: every spelling
+   * formKeyNames knows ("key[]", "key[0]", "[key]", "k%65y", " key", "key%00x", and for "a_key" also
+   * "a.key" and "a[key", as PHP names them). Both "&" and ";" are treated as separators here, because
+   * some frameworks split on ";" (query parameter pollution): a stripped key must not survive behind a
+   * separator we did not consider.
    */
   removeQueryKey(key: string): void {
     if (this.query === null || this.query === '') return;
-    const wanted = key.toLowerCase();
+    const wanted = queryKeyNames(key);
     const pieces = this.query.split(QUERY_PAIR_SEPARATORS);
     const kept: string[] = [];
     for (let i = 0; i < pieces.length; i += 2) {
       const part = pieces[i] as string;
-      if (formKeyName(part) === wanted) continue;
+      if (formKeyNames(part).some((name) => wanted.includes(name))) continue;
       if (kept.length > 0) kept.push((pieces[i - 1] as string | undefined) ?? '&');
       kept.push(part);
     }
@@ -88,15 +89,69 @@ export class OutboundRequest {
  */
 export const QUERY_PAIR_SEPARATORS = /([&;])/;
 
-/** PHP, Rails and qs read "key[]" and "key[0]" as the parameter "key": strip bracket suffixes too. */
-/** The name a form or query pair's key is read as: decoded, without a [] or [0] suffix, lower case. */
-export function formKeyName(part: string): string {
-  return baseKey(decodedQueryKey(part)).toLowerCase();
+/**
+ * The names a form or query pair's key (`key=value`, or `key` alone) is read as, lower case: decoded
+ * ("+" is a space, %XX escapes), then named by queryKeyNames. Key comparisons go through this (method
+ * override keys in the query and in a form body, strip_query keys, agent copies of an injected query
+ * key), so a spelling that one framework reads as the key cannot pass as another name.
+ */
+export function formKeyNames(part: string): readonly string[] {
+  return queryKeyNames(decodedQueryKey(part));
 }
 
-function baseKey(key: string): string {
-  const bracket = key.indexOf('[');
-  return bracket > 0 ? key.slice(0, bracket) : key;
+/** The first of formKeyNames (the one Rack, qs and Rails give it), or "" when no parser names it. */
+export function formKeyName(part: string): string {
+  return formKeyNames(part)[0] ?? '';
+}
+
+/** ASCII whitespace before a name, dropped for every reading (PHP drops leading spaces). */
+const LEADING_WHITESPACE = /^[\t\n\v\f\r ]+/;
+/** A character some reading drops, cuts at or replaces: NUL, whitespace, brackets, ".". */
+const NAME_CHANGING = /[\0\t\n\v\f\r .[\]]/;
+/** bracketName's reading: past leading whitespace and brackets, the name up to the next bracket. */
+const BRACKETED_NAME = /^[\t\n\v\f\r [\]]*([^[\]]*)/;
+
+/**
+ * The names mainstream parsers give the parameter a decoded key sets, lower case: compared ignoring
+ * case, since Slim reads `_METHOD` where Rack and Symfony read `_method`. A key given in config
+ * (strip_query, a query credential's key) is read the same way, so both sides of a comparison agree.
+ * Found by review (PHP 8.2 with Symfony, Rack 2.2 and 3.2, qs), each spelling reaching the framework as
+ * `_method` while the earlier single decoded name did not match it:
+ *  - PHP reads a name as a C string (cut at NUL: "_method%00x") and drops leading spaces (" _method");
+ *    any leading whitespace is dropped here, for every reading.
+ *  - bracketName: a "key[]" or "key[0]" suffix names "key" (PHP, Rack, qs), and a leading bracket run
+ *    is read past ("[_method]" is `_method` to Rack 2.2's normalize_params and to qs).
+ *  - phpName: PHP's php_register_variable_ex turns "." and " " into "_" (".method", "%2Emethod").
+ * Distinct names stay distinct: "payment_method", "method" and "_methods" are none of them `_method`.
+ */
+export function queryKeyNames(key: string): readonly string[] {
+  // Most keys hold none of the characters any reading changes: one name, the key itself.
+  if (!NAME_CHANGING.test(key)) return key === '' ? [] : [key.toLowerCase()];
+  const nul = key.indexOf('\0');
+  const name = (nul === -1 ? key : key.slice(0, nul)).replace(LEADING_WHITESPACE, '');
+  const bracketed = bracketName(name).toLowerCase();
+  const php = phpName(name).toLowerCase();
+  if (php === bracketed || php === '') return bracketed === '' ? [] : [bracketed];
+  return bracketed === '' ? [php] : [bracketed, php];
+}
+
+/** Rack 2.2 (`\A[\[\]]*([^\[\]]+)\]*`), qs and Rails: past leading brackets, up to the next bracket. */
+function bracketName(name: string): string {
+  return (BRACKETED_NAME.exec(name) as RegExpExecArray)[1] as string;
+}
+
+/**
+ * PHP's name (php_register_variable_ex, main/php_variables.c): "." and " " become "_" up to the first
+ * "["; a name that starts with "[" is dropped (""); a "[" closed by a later "]" starts an index, so the
+ * name ends there; a "[" that no "]" closes becomes "_", and so do " ", "." and "[" after it ("a[b.c"
+ * is `a_b_c`: `session[key` reaches PHP as `session_key`).
+ */
+function phpName(name: string): string {
+  const open = name.indexOf('[');
+  const head = (open === -1 ? name : name.slice(0, open)).replace(/[ .]/g, '_');
+  if (open === -1 || head === '') return head;
+  const rest = name.slice(open + 1);
+  return rest.includes(']') ? head : `${head}_${rest.replace(/[ .[]/g, '_')}`;
 }
 
 /** application/x-www-form-urlencoded key decoding ("+" is a space), lenient on bad escapes. */

@@ -4,8 +4,9 @@
  * space, "&" or ";" separated) and leaves every other byte of the query as the agent sent it.
  */
 import { describe, expect, it } from 'vitest';
+import { AirlockError } from '../../src/errors.js';
 import { buildUpstreamRequest } from '../../src/pipeline/build-upstream-request.js';
-import { OutboundRequest } from '../../src/upstream/outbound-request.js';
+import { formKeyNames, OutboundRequest, queryKeyNames } from '../../src/upstream/outbound-request.js';
 import { parseUpstream, type UpstreamTarget } from '../../src/upstream/upstream-target.js';
 
 function strip(query: string | null, key: string): string | null {
@@ -162,5 +163,117 @@ describe('buildUpstreamRequest: agent headers spelled with "_"', () => {
       clientAddress: '10.0.0.1',
     });
     expect(outbound.headers).toEqual(['x_request_id', 'r1', 'accept', 'json', 'x-forwarded-for', '10.0.0.1']);
+  });
+});
+
+// Found by review (PHP 8.2 with Symfony, Rack 2.2 and 3.2, qs): spellings each parser reads as `_method`,
+// or as a stripped key, that the single decoded name did not match. Names are lower case; PHP's reading
+// comes second when it differs.
+describe('formKeyNames: the names parsers read a key as', () => {
+  it.each<[string, string[]]>([
+    ['_method=DELETE', ['_method']],
+    ['_METHOD=DELETE', ['_method']],
+    ['.method=DELETE', ['.method', '_method']],
+    ['%2Emethod=DELETE', ['.method', '_method']],
+    ['+_method=DELETE', ['_method']],
+    ['%20_method=DELETE', ['_method']],
+    ['%09_method=DELETE', ['_method']],
+    ['_method%00=DELETE', ['_method']],
+    ['_method%00anything=DELETE', ['_method']],
+    ['[_method]=DELETE', ['_method']],
+    ['%5B_method%5D=DELETE', ['_method']],
+    ['[[_method]]=DELETE', ['_method']],
+    ['_method]=DELETE', ['_method', '_method]']],
+    ['_method[]=DELETE', ['_method']],
+    ['_method[0]=DELETE', ['_method']],
+    ['session.key=s', ['session.key', 'session_key']],
+    ['session[key=s', ['session', 'session_key']],
+    ['session[key]=s', ['session']],
+    ['a[b.c=1', ['a', 'a_b_c']],
+    // distinct names stay distinct
+    ['payment_method=pm_x', ['payment_method']],
+    ['payment.method=pm_x', ['payment.method', 'payment_method']],
+    ['method=flickr.photos.search', ['method']],
+    ['methods=1', ['methods']],
+    ['_methods=1', ['_methods']],
+    ['.methods=1', ['.methods', '_methods']],
+    ['method.=1', ['method.', 'method_']],
+    ['%00_method=1', []],
+    ['[]=1', []],
+    ['=1', []],
+  ])('%j -> %j', (part, names) => {
+    expect(formKeyNames(part)).toEqual(names);
+  });
+});
+
+describe('removeQueryKey: every spelling a parser reads as the key', () => {
+  it.each([
+    // _method as PHP (Symfony, Laravel) reads it
+    ['.method=DELETE&a=1', '_method', 'a=1'],
+    ['%2Emethod=DELETE&a=1', '_method', 'a=1'],
+    ['%2emethod=DELETE', '_method', null],
+    ['+_method=DELETE&a=1', '_method', 'a=1'],
+    ['%20_method=DELETE&a=1', '_method', 'a=1'],
+    ['a=1&_method%00=DELETE', '_method', 'a=1'],
+    ['a=1;_method%00x=DELETE', '_method', 'a=1'],
+    // as Rack 2.2 and qs read it, and as Slim reads it (any case)
+    ['[_method]=DELETE&a=1', '_method', 'a=1'],
+    ['%5B_method%5D=DELETE&a=1', '_method', 'a=1'],
+    ['_method]=DELETE&a=1', '_method', 'a=1'],
+    ['_METHOD=DELETE&a=1', '_method', 'a=1'],
+    // a stripped key: PHP reads "session.key", "session key" and "session[key" as session_key
+    ['session.key=s&a=1', 'session_key', 'a=1'],
+    ['session+key=s&a=1', 'session_key', 'a=1'],
+    ['session[key=s&a=1', 'session_key', 'a=1'],
+    ['session%5Bkey=s&a=1', 'session_key', 'a=1'],
+    ['session_key=s&a=1', 'session.key', 'a=1'],
+    ['a=1&%20session_key=s', 'session_key', 'a=1'],
+    // names that are not the key stay, byte for byte
+    ['payment_method=pm_x&method=flickr.photos.search&methods=1&_methods=2&x_method=3&payment.method=4&method.=5&a=_method', '_method', 'payment_method=pm_x&method=flickr.photos.search&methods=1&_methods=2&x_method=3&payment.method=4&method.=5&a=_method'],
+    ['sessionkey=s&session-key=t&session=u&key=v&session[key]=w', 'session_key', 'sessionkey=s&session-key=t&session=u&key=v&session[key]=w'],
+  ] as Array<[string, string, string | null]>)('%j without %s -> %j', (query, key, expected) => {
+    expect(strip(query, key)).toBe(expected);
+  });
+
+  it('queryKeyNames reads a configured key as a request key is read', () => {
+    expect(queryKeyNames('session.key')).toEqual(['session.key', 'session_key']);
+    expect(queryKeyNames('_method')).toEqual(['_method']);
+    expect(queryKeyNames('API_KEY')).toEqual(['api_key']);
+  });
+});
+
+describe('buildUpstreamRequest: Connection naming a field meant for every recipient', () => {
+  function build(rawHeaders: string[]): OutboundRequest {
+    return buildUpstreamRequest({ method: 'POST', rawHeaders, upstream: upstreamOf('http://127.0.0.1:9000'), path: '/v1/x', query: null, clientAddress: undefined });
+  }
+
+  // Found by review: "Connection: content-type" removed the Content-Type the body was checked by, and
+  // Rack read the JSON-typed body "_method=DELETE" as a form.
+  it.each(['content-type', 'Content-Type', 'keep-alive, content-type', 'content-length', 'Content-Encoding', 'content-md5', 'host', 'content_type'])('refuses Connection: %s (400 invalid_request)', (listed) => {
+    let thrown: unknown = null;
+    try {
+      build(['Content-Type', 'application/json', 'Connection', listed]);
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toBeInstanceOf(AirlockError);
+    expect((thrown as AirlockError).code).toBe('invalid_request');
+    expect((thrown as AirlockError).detail).toContain('Connection');
+    expect((thrown as AirlockError).detail).toContain(listed.split(',').pop()?.trim().toLowerCase().replaceAll('_', '-'));
+  });
+
+  it('does not repeat an unknown Content-* name the agent wrote (it could be anything)', () => {
+    expect(() => build(['Connection', 'content-alk_secretish'])).toThrow(/lists a Content-\* field,/);
+  });
+
+  it.each(['keep-alive', 'close', 'authorization', 'x-api-key', 'transfer-encoding', 'te', 'upgrade', 'x-foo'])('still accepts Connection: %s, and drops what it names', (listed) => {
+    const outbound = build(['Content-Type', 'application/json', 'Connection', listed, 'x-foo', '1']);
+    expect(outbound.headers.slice(0, 2)).toEqual(['content-type', 'application/json']);
+    expect(outbound.hasHeader('x-foo')).toBe(listed !== 'x-foo');
+  });
+
+  it('drops Content_Type and Content_Length, which CGI-style servers read as CONTENT_TYPE and CONTENT_LENGTH', () => {
+    const outbound = build(['Content_Type', 'application/x-www-form-urlencoded', 'Content-Type', 'application/json', 'content_length', '5', 'x_request_id', 'r1']);
+    expect(outbound.headers).toEqual(['content-type', 'application/json', 'x_request_id', 'r1']);
   });
 });
