@@ -28,6 +28,8 @@ import type { Credential } from '../credentials/credential.js';
 import { AirlockError, asAirlockError, operatorReason, type ErrorCode } from '../errors.js';
 import { decodeUnreservedEscapes } from '../ingress/percent-escapes.js';
 import { requestBody } from '../ingress/request-body.js';
+import { connectionListedHeaders } from '../upstream/hop-by-hop.js';
+import { checkConnectionOptions } from './build-upstream-request.js';
 import type { AuditRecord } from '../observability/audit-record.js';
 import type { AgentPolicy, CredentialPlan, Policy, ServicePolicy } from '../policy/compile-policy.js';
 import type { CompiledRoute } from '../policy/route-table.js';
@@ -509,6 +511,9 @@ function checkRequestShape(req: IncomingMessage, maxHeaders: number): void {
   if (codings !== undefined && codings.split(',').some((c) => c.trim().toLowerCase() !== 'chunked')) {
     throw new AirlockError('invalid_request', `Transfer-Encoding "${codings}" is not supported; send the body with Content-Length or plain chunked framing.`);
   }
+  // Before authentication and any approval: a held request would otherwise be shown to an approver and
+  // refused only when forwarded (buildUpstreamRequest checks again, for its other callers).
+  if (req.headers.connection !== undefined) checkConnectionOptions(connectionListedHeaders(raw));
   const expectation = req.headers.expect;
   if (expectation !== undefined && expectation.trim().toLowerCase() !== '100-continue') {
     // RFC 9110 10.1.1: only 100-continue is defined; a server MAY answer others with 417.
