@@ -5,6 +5,9 @@
  */
 import type { Injector } from './injector.js';
 import { assertHeaderSafe } from './injector.js';
+import { queryKeyNameSet } from '../upstream/outbound-request.js';
+
+const ACCESS_TOKEN_NAMES = queryKeyNameSet(['access_token']);
 
 export function createBearerInjector(): Injector {
   return {
@@ -12,7 +15,7 @@ export function createBearerInjector(): Injector {
     inject(request, credential) {
       const secret = credential.reveal();
       assertHeaderSafe(secret, credential);
-      request.removeQueryKey('access_token');
+      request.removeQueryKeys(ACCESS_TOKEN_NAMES);
       request.setHeader('authorization', `Bearer ${secret}`);
     },
   };

@@ -16,7 +16,7 @@
 import { AirlockError } from '../errors.js';
 import { TOKEN_CARRIER_HEADERS } from '../identity/token-carriers.js';
 import { connectionListedHeaders, HOP_BY_HOP_HEADERS } from '../upstream/hop-by-hop.js';
-import { OutboundRequest } from '../upstream/outbound-request.js';
+import { OutboundRequest, queryKeyNameSet } from '../upstream/outbound-request.js';
 import { upstreamPath, type UpstreamTarget } from '../upstream/upstream-target.js';
 
 const DROPPED_HEADERS: ReadonlySet<string> = new Set([
@@ -59,6 +59,7 @@ export function decodableAcceptEncoding(value: string): string | null {
 }
 
 export const METHOD_OVERRIDE_QUERY_KEYS: readonly string[] = ['_method', 'x-http-method-override', 'x-http-method', 'x-method-override'];
+const METHOD_OVERRIDE_NAMES = queryKeyNameSet(METHOD_OVERRIDE_QUERY_KEYS);
 
 /**
  * Refuses a Connection header naming Host or a Content-* field. RFC 9110 7.6.1: a sender must not list
@@ -124,6 +125,6 @@ export function buildUpstreamRequest(input: UpstreamRequestInput): OutboundReque
     outbound.addHeader(name, raw[i + 1] as string);
   }
   if (input.clientAddress !== undefined) outbound.addHeader('x-forwarded-for', input.clientAddress);
-  for (const key of METHOD_OVERRIDE_QUERY_KEYS) outbound.removeQueryKey(key);
+  outbound.removeQueryKeys(METHOD_OVERRIDE_NAMES);
   return outbound;
 }

@@ -66,7 +66,7 @@ async function send(input: RotationInput, injected: Credential, capture: Readonl
   // (compile-policy.ts strippedFromAgent).
   const targets = input.service.strippedFromAgent;
   for (const name of targets.headers) outbound.removeHeader(name);
-  for (const key of targets.queryKeys) outbound.removeQueryKey(key);
+  outbound.removeQueryKeys(targets.queryKeyNames);
   injectCredential(outbound, input.plan, injected);
   // The body may already have been refused (a managed secret in it, or too large) while we waited.
   if (body !== null && !Buffer.isBuffer(body) && body.errored !== null) throw body.errored;

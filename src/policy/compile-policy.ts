@@ -7,6 +7,7 @@ import type { AgentConfig, AirlockConfig, DeepReadonly, ServiceConfig } from '..
 import type { CredentialSpec, GrantSpec } from '../config/schema.js';
 import { buildInjector } from '../injection/build-injector.js';
 import type { Injector } from '../injection/injector.js';
+import { queryKeyNameSet } from '../upstream/outbound-request.js';
 import { parseUpstream, type UpstreamTarget } from '../upstream/upstream-target.js';
 import type { BucketShape } from './rate-limiter.js';
 import { compileRouteTable, type RouteTable } from './route-table.js';
@@ -47,7 +48,8 @@ export interface ServicePolicy {
    * (found by review: a grant that injects as bearer let the agent's own ?api_key= through to a service
    * whose own credential is that query key), and the service's `strip_headers` and `strip_query`.
    */
-  readonly strippedFromAgent: { readonly headers: readonly string[]; readonly queryKeys: readonly string[] };
+  /** queryKeyNames: every name the query keys are read as, for OutboundRequest.removeQueryKeys (one pass). */
+  readonly strippedFromAgent: { readonly headers: readonly string[]; readonly queryKeys: readonly string[]; readonly queryKeyNames: ReadonlySet<string> };
 }
 
 export interface GrantPolicy {
@@ -101,7 +103,7 @@ function compileStrippedFromAgent(service: ServiceConfig, config: AirlockConfig)
     if (typeof spec === 'object' && 'header' in spec) headers.add(spec.header.toLowerCase());
     if (typeof spec === 'object' && 'query' in spec) queryKeys.add(spec.query);
   }
-  return Object.freeze({ headers: Object.freeze([...headers]), queryKeys: Object.freeze([...queryKeys]) });
+  return Object.freeze({ headers: Object.freeze([...headers]), queryKeys: Object.freeze([...queryKeys]), queryKeyNames: queryKeyNameSet(queryKeys) });
 }
 
 function compileRedaction(service: ServiceConfig, config: AirlockConfig): ServiceRedaction {

@@ -58,17 +58,29 @@ export class OutboundRequest {
    * separator we did not consider.
    */
   removeQueryKey(key: string): void {
-    if (this.query === null || this.query === '') return;
-    const wanted = queryKeyNames(key);
+    this.removeQueryKeys(queryKeyNameSet([key]));
+  }
+
+  /**
+   * removeQueryKey for several keys in one pass over the query, each pair's names read once: `names` is
+   * queryKeyNameSet of the keys, built once (with the policy, or at load) rather than per request.
+   */
+  removeQueryKeys(names: ReadonlySet<string>): void {
+    if (this.query === null || this.query === '' || names.size === 0) return;
     const pieces = this.query.split(QUERY_PAIR_SEPARATORS);
-    const kept: string[] = [];
+    let kept: string[] | null = null;
     for (let i = 0; i < pieces.length; i += 2) {
       const part = pieces[i] as string;
-      if (formKeyNames(part).some((name) => wanted.includes(name))) continue;
+      if (formKeyNames(part).some((name) => names.has(name))) {
+        // The first removal starts the list of kept pairs; a query with nothing to remove is left as it is.
+        kept ??= pieces.slice(0, Math.max(0, i - 1));
+        continue;
+      }
+      if (kept === null) continue;
       if (kept.length > 0) kept.push((pieces[i - 1] as string | undefined) ?? '&');
       kept.push(part);
     }
-    this.query = kept.length === 0 ? null : kept.join('');
+    if (kept !== null) this.query = kept.length === 0 ? null : kept.join('');
   }
 
   appendQueryParam(key: string, value: string): void {
@@ -97,6 +109,13 @@ export const QUERY_PAIR_SEPARATORS = /([&;])/;
  */
 export function formKeyNames(part: string): readonly string[] {
   return queryKeyNames(decodedQueryKey(part));
+}
+
+/** Every name queryKeyNames gives each of `keys`: what removeQueryKeys compares a pair's names with. */
+export function queryKeyNameSet(keys: Iterable<string>): ReadonlySet<string> {
+  const names = new Set<string>();
+  for (const key of keys) for (const name of queryKeyNames(key)) names.add(name);
+  return names;
 }
 
 /** The first of formKeyNames (the one Rack, qs and Rails give it), or "" when no parser names it. */

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { AirlockError } from '../../src/errors.js';
 import { buildUpstreamRequest } from '../../src/pipeline/build-upstream-request.js';
-import { formKeyNames, OutboundRequest, queryKeyNames } from '../../src/upstream/outbound-request.js';
+import { formKeyNames, OutboundRequest, queryKeyNames, queryKeyNameSet } from '../../src/upstream/outbound-request.js';
 import { parseUpstream, type UpstreamTarget } from '../../src/upstream/upstream-target.js';
 
 function strip(query: string | null, key: string): string | null {
@@ -71,6 +71,33 @@ describe('removeQueryKey', () => {
     request.removeQueryKey('key');
     expect(request.target()).toBe('/base/v1/x');
     expect(new OutboundRequest('GET', '/v1/x', '').target()).toBe('/v1/x?');
+  });
+});
+
+describe('removeQueryKeys: several keys in one pass', () => {
+  const keys = ['_method', 'api_key', 'session_key', 'access_token'];
+  const queries = [
+    'a=1&_method=DELETE&b=2;API_KEY=x&session.key=s&c=3',
+    '_method=x',
+    '_method=x&api_key=y',
+    'a=1&b=2',
+    'a=1;b=2&&c',
+    '&_method=x&',
+    'x=1&access_token=t;y=2&api_key[]=k',
+    '',
+  ];
+  it.each(queries)('%j: the same as removing each key in turn', (query) => {
+    const one = new OutboundRequest('GET', '/p', query);
+    for (const key of keys) one.removeQueryKey(key);
+    const all = new OutboundRequest('GET', '/p', query);
+    all.removeQueryKeys(queryKeyNameSet(keys));
+    expect(all.target()).toBe(one.target());
+  });
+
+  it('leaves a query with none of the keys exactly as sent', () => {
+    const request = new OutboundRequest('GET', '/p', 'b=2;a=1&&c=%20');
+    request.removeQueryKeys(queryKeyNameSet(keys));
+    expect(request.target()).toBe('/p?b=2;a=1&&c=%20');
   });
 });
 
