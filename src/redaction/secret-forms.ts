@@ -125,6 +125,8 @@ function formsOfExactly(value: string): Buffer[] {
     escapeSome(json, /[^\x00-\x7f]/g, false).replace(/\//g, '\\/'),
     unreservedOnly(minimal),
     unreservedOnly(minimal).replace(/%[0-9A-F]{2}/g, (escape) => escape.toLowerCase()),
+    // Python's urllib.parse.quote with its default safe='/': "/" left as it is (found by review).
+    unreservedOnly(minimal).replace(/%2F/g, '/'),
     ...['*-._', '-._~', '-._'].flatMap((raw) => [formEncoded(bytes, raw, true), formEncoded(bytes, raw, false)]),
     escapeSome(value, /[^A-Za-z0-9]/gu, false),
     escapeSome(value, /[^A-Za-z0-9]/gu, true),
