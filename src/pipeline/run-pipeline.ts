@@ -511,6 +511,12 @@ function checkRequestShape(req: IncomingMessage, maxHeaders: number): void {
   if (codings !== undefined && codings.split(',').some((c) => c.trim().toLowerCase() !== 'chunked')) {
     throw new AirlockError('invalid_request', `Transfer-Encoding "${codings}" is not supported; send the body with Content-Length or plain chunked framing.`);
   }
+  // Content-Type is a singleton (RFC 9110 8.3): node keeps the first copy, which picks the body's override
+  // watch (override-watch.ts), while an upstream that takes the last (or joins them) could read the body
+  // as another type, unchecked (found by the owner's review). Both copies would be forwarded, so refuse.
+  if (req.headers['content-type'] !== undefined && repeatsField(raw, 'content-type')) {
+    throw new AirlockError('invalid_request', 'The request carries more than one Content-Type header; send exactly one.');
+  }
   // Before authentication and any approval: a held request would otherwise be shown to an approver and
   // refused only when forwarded (buildUpstreamRequest checks again, for its other callers).
   if (req.headers.connection !== undefined) checkConnectionOptions(connectionListedHeaders(raw));
@@ -519,6 +525,16 @@ function checkRequestShape(req: IncomingMessage, maxHeaders: number): void {
     // RFC 9110 10.1.1: only 100-continue is defined; a server MAY answer others with 417.
     throw new AirlockError('invalid_request', `Expect: ${expectation} is not supported; only "Expect: 100-continue" is.`);
   }
+}
+
+/** Whether the raw header list names `lowerName` more than once (any case). */
+function repeatsField(raw: readonly string[], lowerName: string): boolean {
+  let seen = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    if (name.length === lowerName.length && name.toLowerCase() === lowerName && ++seen > 1) return true;
+  }
+  return false;
 }
 
 export interface Explanation {

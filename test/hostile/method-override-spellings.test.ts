@@ -149,6 +149,11 @@ describe('method overrides and stripped keys in every spelling a parser reads', 
       expect(detail).toContain('Connection');
     });
 
+    it('refuses two Content-Type headers (node reads the first; an upstream may read the last as a form)', async () => {
+      const detail = await refused('/bearer/v1/things', [['Content-Type', 'application/json'], ['content-type', 'application/x-www-form-urlencoded']], '_method=DELETE', 'invalid_request', null);
+      expect(detail).toContain('more than one Content-Type');
+    });
+
     it('still forwards Connection naming a header Airlock may drop (x-foo), Content-Type kept', async () => {
       const seen = await forwarded('/bearer/v1/things', [['Content-Type', 'application/json'], ['Connection', 'x-foo'], ['X-Foo', '1']], '{"a":1}');
       expect(seen.header('content-type')).toEqual(['application/json']);
