@@ -67,7 +67,9 @@ describe('Range cannot slice a reflected credential', () => {
     // Ranges written at a fixed width (as the attack does), so every reflection has the same length and
     // the key the same offset: where the agent sees the marker of its first, whole answer.
     const width = (n: number) => String(n).padStart(5, '0');
-    const first = await (await get(`bytes=${width(0)}-${width(99999)}`, 0)).text();
+    const firstResponse = await get(`bytes=${width(0)}-${width(99999)}`, 0);
+    const first = await firstResponse.text();
+    expect(firstResponse.status, first).toBe(200);
     const at = first.indexOf('Bearer [REDACTED]') + 'Bearer '.length;
     expect(at).toBeGreaterThan('Bearer '.length);
     const windows = [`bytes=${width(at + 3)}-${width(at + 20)}`, `bytes=${width(at + 1)}-${width(at + key.length - 2)}`];

@@ -17,7 +17,8 @@ const FORM_DATA = 'multipart/form-data; boundary=XyZ';
 /** Whether the watch overrideWatchFor gives `contentType` refuses a body fed as these chunks (end() included). */
 function refuses(contentType: string, chunks: readonly Buffer[]): boolean {
   const watch = overrideWatchFor(contentType);
-  if (watch === null) return false;
+  // Every type these tables use has a watch: a missing one must fail the case, not pass it as forwarded.
+  if (watch === null) throw new Error(`no override watch for ${String(contentType)}`);
   for (const chunk of chunks) if (watch.push(chunk)) return true;
   return watch.end();
 }
@@ -205,10 +206,8 @@ describe('bodies that only resemble an override are forwarded', () => {
     const tail = Buffer.from('\r\n--XyZ--\r\n', 'latin1');
     const watch = new MultipartOverrideWatch(FORM_DATA);
     const body = Buffer.concat([head, content, tail]);
-    const started = performance.now();
     for (let at = 0; at < body.length; at += 65536) expect(watch.push(body.subarray(at, at + 65536))).toBe(false);
     expect(watch.end()).toBe(false);
-    expect(performance.now() - started).toBeLessThan(2000);
   });
 });
 

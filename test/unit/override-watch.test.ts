@@ -14,7 +14,8 @@ const JSON_TYPE = 'application/json';
 /** Whether the watch for `contentType` refuses `body`, fed in chunks of `size` bytes (0: whole). */
 function refuses(contentType: string | undefined, body: string, size = 0): boolean {
   const watch = overrideWatchFor(contentType);
-  if (watch === null) return false;
+  // Every type these tables use has a watch: a missing one must fail the case, not pass it as forwarded.
+  if (watch === null) throw new Error(`no override watch for ${String(contentType)}`);
   const bytes = Buffer.from(body, 'latin1');
   const step = size === 0 ? Math.max(1, bytes.length) : size;
   for (let at = 0; at < bytes.length; at += step) if (watch.push(bytes.subarray(at, at + step))) return true;
