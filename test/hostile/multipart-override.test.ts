@@ -118,6 +118,10 @@ describe('a method override named as a multipart field is refused', () => {
         },
       );
       request.on('error', reject);
+      // Two writes 30 ms apart are read apart nearly always, not surely (the first part may be held whole
+      // by the body's secret check, so its arrival upstream cannot be waited for); the seams themselves
+      // are proven at every offset in test/unit/multipart-override-watch.test.ts. This case shows the
+      // chain through the proxy: chunked upload, watch, 400, nothing forwarded.
       request.write(body.subarray(0, cut));
       setTimeout(() => request.end(body.subarray(cut)), 30);
     });
