@@ -10,9 +10,11 @@ import { canary } from '../helpers/canary.js';
 import { eventually } from '../helpers/operator.js';
 import { rawRequest } from '../helpers/raw-http.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
+import { hostileWatch } from './support/hostile-watch.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
 
 describe('a secret echoed into a response header name', () => {
+  const watch = hostileWatch();
   const key = canary('header-name');
   const agent = generateAgentToken();
   let upstream: Upstream;
@@ -40,6 +42,7 @@ describe('a secret echoed into a response header name', () => {
       },
       { env: { ECHO_KEY: key } },
     );
+    watch.start();
   });
 
   afterAll(async () => {
@@ -68,4 +71,8 @@ describe('a secret echoed into a response header name', () => {
       ).toEqual([]);
     });
   }
+
+  it('the proxy stayed healthy (no unhandled rejection or uncaught exception, event loop responsive)', () => {
+    watch.assertHealthy();
+  });
 });

@@ -12,6 +12,7 @@ import { generateAgentToken } from '../../src/identity/agent-token.js';
 import { findLeaks } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
+import { hostileWatch } from './support/hostile-watch.js';
 import { startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js';
 
 /** Reflects the request's headers as JSON and serves byte ranges of that reflection (single ranges). */
@@ -30,6 +31,7 @@ function reflectingRangeServer(req: IncomingMessage, res: ServerResponse): void 
 }
 
 describe('Range cannot slice a reflected credential', () => {
+  const watch = hostileWatch();
   const key = canary('range-slice');
   const agent = generateAgentToken();
   const seen: RecordedRequest[] = [];
@@ -54,6 +56,7 @@ describe('Range cannot slice a reflected credential', () => {
       },
       { env: { ECHO_KEY: key } },
     );
+    watch.start();
   });
 
   afterAll(async () => {
@@ -94,5 +97,9 @@ describe('Range cannot slice a reflected credential', () => {
     const fragments = [key, key.slice(3, 21), key.slice(1, -1)];
     expect(findLeaks(fragments, bodies.map((text, i) => ({ name: `response ${i}`, text })))).toEqual([]);
     expect(findLeaks([key], [{ name: 'logs', text: proxy.logLines.join('\n') }, { name: 'audit', text: proxy.auditText() }])).toEqual([]);
+  });
+
+  it('the proxy stayed healthy (no unhandled rejection or uncaught exception, event loop responsive)', () => {
+    watch.assertHealthy();
   });
 });
