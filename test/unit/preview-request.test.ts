@@ -191,6 +191,15 @@ describe("the values of the service's stripped query keys", () => {
     expect(forwarded(preview?.query as string, keys)).toBe('confirm=true&note=api_key&signature=1');
   });
 
+  it('the spellings PHP and Rack read as the key are masked too, as the strip removes them', () => {
+    const value = plainCanary('stripped-php');
+    const query = `a=1&api.key=${value}&[api_key]=${value}&%20api_key=${value}&api_key%00x=${value}&+api_key=${value}&api[key=${value}&apikey=kept`;
+    const preview = previewer()(content(null, null, query, { strippedQueryKeys: ['api_key'] }));
+    expect(preview?.query).toBe('a=1&api.key=[REDACTED]&[api_key]=[REDACTED]&%20api_key=[REDACTED]&api_key%00x=[REDACTED]&+api_key=[REDACTED]&api[key=[REDACTED]&apikey=kept');
+    expect(findLeaks([value], [{ name: 'preview', text: JSON.stringify(preview) }])).toEqual([]);
+    expect(forwarded(query, ['api_key'])).toBe('a=1&apikey=kept');
+  });
+
   it('no stripped keys: the query as sent', () => {
     expect(previewer()(content(null, null, 'api_key=visible&confirm=true'))?.query).toBe('api_key=visible&confirm=true');
   });
