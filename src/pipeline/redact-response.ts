@@ -103,7 +103,7 @@ function isZlibWrapped(head: Buffer): boolean {
  * where a secret shows; a header whose NAME holds one is dropped, name and value, since a name cannot
  * carry the marker (RFC 9110 5.1: a token) and an upstream that echoes input into a header name
  * (`x-<hex of the key>: 1`) would otherwise hand the secret over (found by review). Names arrive lower
- * case (undici), so a secret's mixed-case form is matched only where its lower case is a form too (hex).
+ * case (undici), so they are compared with the forms folded to lower case too (nameHoldsSecret).
  */
 export function redactHeaderValues(pairs: string[], matcher: RedactionMatcher): number {
   let count = 0;
@@ -111,11 +111,11 @@ export function redactHeaderValues(pairs: string[], matcher: RedactionMatcher): 
     // Airlock's own request id (the upstream's was dropped): a random UUID whose hex tail would, about
     // once in 30,000 responses, look like the start of a secret's hex form and be masked as a partial.
     if (pairs[i - 1] === REQUEST_ID_HEADER) continue;
-    const inName = matcher.clearOfText(pairs[i - 1] as string, 'latin1') ? 0 : redactedCount(pairs[i - 1] as string, matcher);
-    if (inName > 0) {
+    const name = pairs[i - 1] as string;
+    if (matcher.nameHoldsSecret(name) || (!matcher.clearOfText(name, 'latin1') && redactedCount(name, matcher) > 0)) {
       pairs.splice(i - 1, 2);
       i -= 2;
-      count += inName;
+      count += 1;
       continue;
     }
     count += redactHeaderValue(pairs, i, matcher);

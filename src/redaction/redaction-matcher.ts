@@ -29,6 +29,28 @@ export class RedactionMatcher {
     this.#jointSearch = options.jointSearch ?? true;
   }
 
+  /** The needles in lower case, for header names (nameHoldsSecret); built on first use. */
+  #folded: NeedleSet | undefined;
+
+  /**
+   * Whether a header or trailer name, which undici hands over in lower case, holds a secret's form (or
+   * its first MIN_MASKED_PARTIAL+ bytes at the end): compared with the forms folded to lower case, since a
+   * mixed-case key echoed into a name arrives folded and would match no form as it is (found by the
+   * owner's review). A name cannot carry the marker, so the caller drops the header. Names are short
+   * (RFC 9110 5.1 tokens); the folded set is built once per matcher. Key shapes are not folded: a shape
+   * rule still sees the name as it is (the caller's clearOfText).
+   */
+  nameHoldsSecret(name: string): boolean {
+    if (this.needles.size === 0) return false;
+    this.#folded ??= new NeedleSet(this.needles.needles.map((needle) => Buffer.from(needle.toString('latin1').toLowerCase(), 'latin1')));
+    // Nearly every name is clear, answered from the string itself without encoding it.
+    if (this.#folded.surelyAbsentFrom(name, MIN_MASKED_PARTIAL)) return false;
+    const bytes = Buffer.from(name, 'latin1');
+    const found: number[] = [];
+    this.#folded.findMatches(bytes, found);
+    return found.length > 0 || this.#folded.partialSuffix(bytes) >= MIN_MASKED_PARTIAL;
+  }
+
   get empty(): boolean {
     return this.needles.size === 0 && this.rules.size === 0;
   }

@@ -41,4 +41,14 @@ describe('redactHeaderValues', () => {
     expect(pairs).toEqual(['x-before', 'kept', 'x-after', 'kept too']);
     assertNoLeak([secret], [{ name: 'headers', text: pairs.join('\n') }]);
   });
+
+  it('drops a name holding a mixed-case secret (or its base64) as undici hands it over, folded to lower case', () => {
+    const mixed = `${canary('header-mixed')}QwErTyUiOp`;
+    const folding = new RedactionMatcher(new NeedleSet(formsOf(mixed)), []);
+    const base64 = Buffer.from(mixed, 'utf8').toString('base64').replace(/=+$/, '');
+    const pairs = ['x-kept', 'a', `x-${mixed.toLowerCase()}`, '1', `x-b-${base64.toLowerCase()}`, '2', 'x-partial-' + mixed.slice(0, 6).toLowerCase(), '3'];
+    expect(redactHeaderValues(pairs, folding)).toBe(3);
+    expect(pairs).toEqual(['x-kept', 'a']);
+    assertNoLeak([mixed, mixed.toLowerCase()], [{ name: 'headers', text: pairs.join('\n') }]);
+  });
 });
