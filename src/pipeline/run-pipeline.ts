@@ -27,7 +27,7 @@ import type { Duplex } from 'node:stream';
 import type { Credential } from '../credentials/credential.js';
 import { AirlockError, asAirlockError, operatorReason, type ErrorCode } from '../errors.js';
 import { decodeUnreservedEscapes } from '../ingress/percent-escapes.js';
-import { requestBody } from '../ingress/request-body.js';
+import { hasRequestBody, requestBody } from '../ingress/request-body.js';
 import { connectionListedHeaders } from '../upstream/hop-by-hop.js';
 import { checkConnectionOptions } from './build-upstream-request.js';
 import type { AuditRecord } from '../observability/audit-record.js';
@@ -516,6 +516,13 @@ function checkRequestShape(req: IncomingMessage, maxHeaders: number): void {
   // as another type, unchecked (found by the owner's review). Both copies would be forwarded, so refuse.
   if (req.headers['content-type'] !== undefined && repeatsField(raw, 'content-type')) {
     throw new AirlockError('invalid_request', 'The request carries more than one Content-Type header; send exactly one.');
+  }
+  // A coded body (gzip, deflate, br) is read by the secret check and the override watches as its coded
+  // bytes, while an upstream that decodes it (Express's body-parser does by default) would run the
+  // `_method` inside, or receive a managed secret, unchecked (found by the owner's review). Fail closed.
+  const coding = req.headers['content-encoding'];
+  if (coding !== undefined && coding.trim().toLowerCase() !== 'identity' && hasRequestBody(req)) {
+    throw new AirlockError('invalid_request', 'Compressed request bodies (Content-Encoding) are not accepted: Airlock could not check them for secrets and method overrides. Send the body uncompressed.');
   }
   // Before authentication and any approval: a held request would otherwise be shown to an approver and
   // refused only when forwarded (buildUpstreamRequest checks again, for its other callers).

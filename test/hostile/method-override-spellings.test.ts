@@ -11,6 +11,7 @@
  * A refusal is a 400 problem and the upstream completes no request; benign keys that only resemble an
  * override (payment_method, method, {"method":"card"}) are forwarded byte for byte.
  */
+import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
@@ -147,6 +148,23 @@ describe('method overrides and stripped keys in every spelling a parser reads', 
       // that needs approval is never shown to an approver first.
       const detail = await refused('/bearer/v1/things', [['Content-Type', 'application/json'], ['Connection', listed]], '_method=DELETE', 'invalid_request', null);
       expect(detail).toContain('Connection');
+    });
+
+    it.each(['gzip', 'deflate', 'br', 'GZIP, identity'])('refuses a request body coded %s (its _method or secret could not be checked)', async (coding) => {
+      const body = coding === 'br' ? brotliCompressSync('_method=DELETE') : coding === 'deflate' ? deflateSync('_method=DELETE') : gzipSync('_method=DELETE');
+      const before = upstream.requests.length;
+      const lines = ['POST /bearer/v1/things HTTP/1.1', 'Host: 127.0.0.1', 'Connection: close', `Authorization: Bearer ${agent.token}`, `Content-Type: application/x-www-form-urlencoded`, `Content-Encoding: ${coding}`, `Content-Length: ${body.length}`];
+      const response = await rawRequest(proxy.url, Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1'), body]));
+      responses.push(response.raw);
+      const problem = expectProblem({ status: response.status, contentType: response.headers['content-type']?.[0], body: response.body }, 400, 'invalid_request');
+      expect(problem.detail).toContain('Compressed request bodies');
+      expect(await auditRecordOf(proxy, problem.request_id)).toMatchObject({ agent: null, code: 'invalid_request', status: 400, upstream_status: null });
+      expect(upstream.requests.length).toBe(before);
+    });
+
+    it('forwards a body declared Content-Encoding: identity, as sent', async () => {
+      const seen = await forwarded('/bearer/v1/things', [['Content-Type', 'application/json'], ['Content-Encoding', 'identity']], '{"a":1}');
+      expect(seen.body.toString()).toBe('{"a":1}');
     });
 
     it('refuses two Content-Type headers (node reads the first; an upstream may read the last as a form)', async () => {
