@@ -62,10 +62,25 @@ export function createFileSync(path: string, text: string): void {
   const temporary = writeTemporarySync(path, text);
   try {
     linkSync(temporary, path);
+  } catch (error) {
+    // A file system without hard links (some SMB and FUSE volumes; found by the owner's review): made in
+    // place with `wx` instead, which still never replaces another process's file, then synced.
+    if (!['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS'].includes((error as NodeJS.ErrnoException).code ?? '')) throw error;
+    writeInPlaceSync(path, text);
   } finally {
     unlinkQuietly(temporary);
   }
   syncDirSync(dirname(path));
+}
+
+function writeInPlaceSync(path: string, text: string): void {
+  const fd = openSync(path, 'wx', 0o600);
+  try {
+    writeAllSync(fd, Buffer.from(text, 'utf8'), path);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** A rename or removal survives a power cut once its directory is synced (best effort). */
@@ -94,12 +109,7 @@ function writeTemporarySync(path: string, text: string): string {
   const temporary = temporaryName(path);
   const fd = openSync(temporary, 'wx', 0o600);
   try {
-    const bytes = Buffer.from(text, 'utf8');
-    for (let done = 0; done < bytes.length; ) {
-      const written = writeSync(fd, bytes, done, bytes.length - done);
-      if (written === 0) throw new Error(`${temporary}: the disk took none of a write (full?)`);
-      done += written;
-    }
+    writeAllSync(fd, Buffer.from(text, 'utf8'), temporary);
     fsyncSync(fd);
   } catch (error) {
     closeSync(fd);
@@ -108,6 +118,14 @@ function writeTemporarySync(path: string, text: string): string {
   }
   closeSync(fd);
   return temporary;
+}
+
+function writeAllSync(fd: number, bytes: Buffer, path: string): void {
+  for (let done = 0; done < bytes.length; ) {
+    const written = writeSync(fd, bytes, done, bytes.length - done);
+    if (written === 0) throw new Error(`${path}: the disk took none of a write (full?)`);
+    done += written;
+  }
 }
 
 function unlinkQuietly(path: string): void {
