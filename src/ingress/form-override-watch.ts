@@ -2,8 +2,8 @@
  * The keys of an application/x-www-form-urlencoded body (or one without a Content-Type), read as they
  * stream, for a method override key (override-watch.ts).
  */
-import { METHOD_OVERRIDE_QUERY_KEYS } from '../pipeline/build-upstream-request.js';
-import { formKeyNames, queryKeyNames } from '../upstream/outbound-request.js';
+import { METHOD_OVERRIDE_NAMES } from '../pipeline/build-upstream-request.js';
+import { formKeyNames } from '../upstream/outbound-request.js';
 import type { OverrideWatch } from './override-watch.js';
 
 /**
@@ -14,7 +14,6 @@ import type { OverrideWatch } from './override-watch.js';
  */
 const FORM_KEY_LIMIT = 256;
 const LEADING_FILLER = /^(?:[+\t\n\v\f\r [\]]|%(?:20|0[9A-Da-d]|5[BDbd]))+/;
-const OVERRIDE_KEYS: ReadonlySet<string> = new Set(METHOD_OVERRIDE_QUERY_KEYS.flatMap(queryKeyNames));
 
 /**
  * The keys of an application/x-www-form-urlencoded body, read as they stream. Rack::MethodOverride (in
@@ -61,7 +60,7 @@ export class FormOverrideWatch implements OverrideWatch {
   }
 
   #overrides(): boolean {
-    return this.#key !== '' && formKeyNames(this.#key).some((name) => OVERRIDE_KEYS.has(name));
+    return this.#key !== '' && formKeyNames(this.#key).some((name) => METHOD_OVERRIDE_NAMES.has(name));
   }
 }
 

@@ -2,7 +2,7 @@
  * The fields of a multipart body (every multipart/* type), read as they stream, for a method override
  * named as a field (override-watch.ts).
  */
-import { METHOD_OVERRIDE_QUERY_KEYS } from '../pipeline/build-upstream-request.js';
+import { METHOD_OVERRIDE_NAMES } from '../pipeline/build-upstream-request.js';
 import { queryKeyNames } from '../upstream/outbound-request.js';
 import type { OverrideWatch } from './override-watch.js';
 
@@ -24,14 +24,6 @@ const NAMES_PER_SECTION_LIMIT = 16;
  * cut; no client names a field with hundreds of characters.
  */
 const NAME_READING_LIMIT = 512;
-
-/**
- * The override names, as queryKeyNames reads them (lower case), the same set the form watch refuses and
- * the query loses. `_method` is the one the frameworks above read from a body; the header-style names
- * (X-HTTP-Method-Override and the like) are refused as field names too: no ordinary form names a field
- * so, and Express's method-override runs whatever field its getter is told to read.
- */
-const OVERRIDE_NAMES: ReadonlySet<string> = new Set(METHOD_OVERRIDE_QUERY_KEYS.flatMap(queryKeyNames));
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -297,7 +289,10 @@ function headerSectionRefused(section: Buffer, boundary: Buffer): boolean {
   if (!wellFormed) return true;
   for (const text of headerTexts(section)) {
     const names = fieldNamesIn(text);
-    if (names === null || names.some((name) => queryKeyNames(name).some((read) => OVERRIDE_NAMES.has(read)))) return true;
+    // The set the form watch refuses and the query loses: `_method` is what the frameworks read from a
+    // body; the header-style names are refused as field names too (no ordinary form uses them, and
+    // Express's method-override reads whichever field it is told to).
+    if (names === null || names.some((name) => queryKeyNames(name).some((read) => METHOD_OVERRIDE_NAMES.has(read)))) return true;
   }
   return false;
 }

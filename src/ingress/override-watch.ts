@@ -5,7 +5,7 @@
  * watch, which reads the body as it streams to the upstream (request-body.ts refuses it with 400).
  */
 import { FormOverrideWatch } from './form-override-watch.js';
-import { JSON_OVERRIDES, LiteralOverrideWatch } from './literal-override-watch.js';
+import { JsonOverrideWatch } from './json-override-watch.js';
 import { MultipartOverrideWatch } from './multipart-override-watch.js';
 
 /** Watches a body for a method override as it streams: true once one is found. */
@@ -26,7 +26,7 @@ export function overrideWatchFor(contentType: string | undefined): OverrideWatch
   const type = (contentType ?? '').trim().toLowerCase();
   const byMediaType = watchByMediaType(type, (contentType ?? '').trim());
   if (!type.includes('json')) return byMediaType;
-  const json = new LiteralOverrideWatch(JSON_OVERRIDES, true);
+  const json = new JsonOverrideWatch();
   return byMediaType === null ? json : new BothWatches(byMediaType, json);
 }
 

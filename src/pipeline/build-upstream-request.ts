@@ -59,7 +59,8 @@ export function decodableAcceptEncoding(value: string): string | null {
 }
 
 export const METHOD_OVERRIDE_QUERY_KEYS: readonly string[] = ['_method', 'x-http-method-override', 'x-http-method', 'x-method-override'];
-const METHOD_OVERRIDE_NAMES = queryKeyNameSet(METHOD_OVERRIDE_QUERY_KEYS);
+/** Every name a parser may read the override keys as (queryKeyNames): one set for the query and the body watches. */
+export const METHOD_OVERRIDE_NAMES = queryKeyNameSet(METHOD_OVERRIDE_QUERY_KEYS);
 
 /**
  * Refuses a Connection header naming Host or a Content-* field. RFC 9110 7.6.1: a sender must not list

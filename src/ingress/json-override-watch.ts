@@ -1,10 +1,10 @@
 /**
- * A method override named in a JSON or multipart body, found by the bytes that name it (override-watch.ts).
+ * A method override named in a JSON body, found by the bytes that name it (override-watch.ts).
  */
 import type { OverrideWatch } from './override-watch.js';
 
 /** Built once: every JSON request body gets a watch over them. */
-export const JSON_OVERRIDES: readonly Buffer[] = [Buffer.from('"_method"', 'latin1')];
+const JSON_OVERRIDES: readonly Buffer[] = [Buffer.from('"_method"', 'latin1')];
 /** "\u00XX": the escapes that can spell a character of "_method", in either case (Slim reads `_METHOD`). */
 const ESCAPE_START = Buffer.from('\\u00', 'latin1');
 const JSON_ESCAPE_LENGTH = 6;
@@ -12,11 +12,10 @@ const BACKSLASH = 0x5c;
 const OVERRIDE_KEY_CHARS: ReadonlySet<number> = new Set([...'_methodMETHOD'].map((char) => char.charCodeAt(0)));
 
 /**
- * The same override named as a field of a multipart body (Content-Disposition: form-data;
- * name="_method") or as a key of a JSON body (Laravel reads JSON input as the request's fields), searched
+ * The override named as a key of a JSON body (Laravel reads JSON input as the request's fields), searched
  * as the body streams: Buffer#indexOf over each chunk, and the few bytes across a chunk boundary checked
  * on their own, so a large body is not copied. `_method` only: it is the one name those frameworks read
- * from a body. In JSON it is matched in any case: Slim 4's MethodOverrideMiddleware reads `_METHOD` from
+ * from a body. It is matched in any case: Slim 4's MethodOverrideMiddleware reads `_METHOD` from
  * the parsed body (`{"_METHOD":"DELETE"}` was forwarded; found by review).
  *
  * In JSON, any character of the key may be written as a \u escape ("\u005fmethod", "_m\u0065thod"),
@@ -29,21 +28,14 @@ const OVERRIDE_KEY_CHARS: ReadonlySet<number> = new Set([...'_methodMETHOD'].map
  * them (found by review: such a prompt was refused). A run can cross chunk boundaries, so the parity of
  * the backslashes ending the data so far, and of those ending just before the carry, is kept.
  */
-export class LiteralOverrideWatch implements OverrideWatch {
-  readonly #needles: readonly Buffer[];
-  readonly #escapes: boolean;
-  readonly #keep: number;
+export class JsonOverrideWatch implements OverrideWatch {
+  readonly #needles: readonly Buffer[] = JSON_OVERRIDES;
+  readonly #keep = Math.max(JSON_ESCAPE_LENGTH, ...JSON_OVERRIDES.map((n) => n.length)) - 1;
   #carry: Buffer = Buffer.alloc(0);
   /** An odd number of backslashes ends the data so far: a backslash first in the next chunk is escaped. */
   #oddAtEnd = false;
   /** An odd number of backslashes ends just before the carry's first byte (the seam's first byte). */
   #oddBeforeCarry = false;
-
-  constructor(needles: readonly Buffer[], escapes: boolean) {
-    this.#needles = needles;
-    this.#escapes = escapes;
-    this.#keep = Math.max(JSON_ESCAPE_LENGTH, ...needles.map((n) => n.length)) - 1;
-  }
 
   push(chunk: Buffer): boolean {
     if (this.#carry.length > 0) {
@@ -53,17 +45,17 @@ export class LiteralOverrideWatch implements OverrideWatch {
     if (this.#holds(chunk, this.#oddAtEnd)) return true;
     if (chunk.length >= this.#keep) {
       const from = chunk.length - this.#keep;
-      if (this.#escapes) this.#oddBeforeCarry = oddBackslashesBefore(chunk, from, this.#oddAtEnd);
+      this.#oddBeforeCarry = oddBackslashesBefore(chunk, from, this.#oddAtEnd);
       this.#carry = chunk.subarray(from);
     } else {
       // The new carry is the end of the old one and this chunk: the run before it may reach back into
       // the old carry, and past its start.
       const joined = Buffer.concat([this.#carry, chunk]);
       const from = Math.max(0, joined.length - this.#keep);
-      if (this.#escapes) this.#oddBeforeCarry = oddBackslashesBefore(joined, from, this.#oddBeforeCarry);
+      this.#oddBeforeCarry = oddBackslashesBefore(joined, from, this.#oddBeforeCarry);
       this.#carry = joined.subarray(from);
     }
-    if (this.#escapes) this.#oddAtEnd = oddBackslashesBefore(chunk, chunk.length, this.#oddAtEnd);
+    this.#oddAtEnd = oddBackslashesBefore(chunk, chunk.length, this.#oddAtEnd);
     return false;
   }
 
@@ -73,7 +65,6 @@ export class LiteralOverrideWatch implements OverrideWatch {
 
   /** `oddBefore`: whether an odd number of backslashes ends just before `bytes` in the body. */
   #holds(bytes: Buffer, oddBefore: boolean): boolean {
-    if (!this.#escapes) return this.#needles.some((needle) => bytes.includes(needle));
     // JSON: a quote after an odd run of backslashes is text inside a string (\"), not the start of a key
     // ({"note":"say \"_method\""} was refused; found by the owner's review), so the same parity as below.
     for (const needle of this.#needles) {
