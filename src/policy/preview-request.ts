@@ -37,7 +37,7 @@ import { NeedleSet } from '../redaction/needle-set.js';
 import { RedactionMatcher } from '../redaction/redaction-matcher.js';
 import { StreamRedactor } from '../redaction/stream-redactor.js';
 import type { ApprovalPreview, ApprovalRecord } from '../state/governance-records.js';
-import { OutboundRequest, QUERY_PAIR_SEPARATORS } from '../upstream/outbound-request.js';
+import { OutboundRequest, QUERY_PAIR_SEPARATORS, queryKeyNameSet } from '../upstream/outbound-request.js';
 import { HIDDEN_CHARACTERS } from './hidden-characters.js';
 
 /** The query and the content type are cut at these many characters (the body at approvals.preview_bytes). */
@@ -286,30 +286,28 @@ function tokenFollows(run: string, from: number, skipBits: number): boolean {
 
 /**
  * The query with the value of each pair the forwarded request's strip removes masked, the key kept. The
- * query is split into pairs as removeQueryKey splits it, and each pair is put to removeQueryKey itself
+ * query is split into pairs as removeQueryKeys splits it, and each pair is put to removeQueryKeys itself
  * (outbound-request.ts), not to a copy of its matching: every spelling the strip removes ("KEY",
  * "key[]", "k%65y", after ";", and any it comes to read) is masked, and nothing it leaves. On the query
  * as sent, before the rest of masking, as the strip works on it.
  */
 function maskStrippedValues(query: string, keys: readonly string[]): string {
   if (keys.length === 0 || query === '') return query;
+  const names = queryKeyNameSet(keys);
   const pieces = query.split(QUERY_PAIR_SEPARATORS);
   for (let i = 0; i < pieces.length; i += 2) {
     const part = pieces[i] as string;
     const eq = part.indexOf('=');
-    if (eq !== -1 && eq < part.length - 1 && strippedPair(part, keys)) pieces[i] = `${part.slice(0, eq + 1)}${MARKER}`;
+    if (eq !== -1 && eq < part.length - 1 && strippedPair(part, names)) pieces[i] = `${part.slice(0, eq + 1)}${MARKER}`;
   }
   return pieces.join('');
 }
 
-/** Whether the strip of one of `keys` removes this pair (which holds no separator) from a forwarded query. */
-function strippedPair(pair: string, keys: readonly string[]): boolean {
+/** Whether the strip (removeQueryKeys over `names`) removes this pair (which holds no separator) from a forwarded query. */
+function strippedPair(pair: string, names: ReadonlySet<string>): boolean {
   const request = new OutboundRequest('GET', '/', pair);
-  for (const key of keys) {
-    request.removeQueryKey(key);
-    if (request.query === null) return true;
-  }
-  return false;
+  request.removeQueryKeys(names);
+  return request.query === null;
 }
 
 function maskShapes(matcher: RedactionMatcher, text: string): string {
