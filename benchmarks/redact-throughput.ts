@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { BUILTIN_RULES, BUILTIN_RULE_NAMES } from '../src/redaction/key-patterns.js';
 import { NeedleSet } from '../src/redaction/needle-set.js';
 import { RedactionMatcher } from '../src/redaction/redaction-matcher.js';
-import { formsOf } from '../src/redaction/secret-forms.js';
+import { secretForms } from '../src/redaction/secret-forms.js';
 import { StreamRedactor } from '../src/redaction/stream-redactor.js';
 
 const CHUNK = 64 * 1024;
@@ -66,7 +66,7 @@ console.log(`redaction throughput, ${TOTAL / 1024 / 1024} MiB per run in ${CHUNK
 console.log('scenario                       needles  search    MB/s   goal');
 let failed = false;
 for (const [label, secrets, rules] of scenarios) {
-  const matcher = new RedactionMatcher(new NeedleSet(secrets.flatMap(formsOf)), rules ? BUILTIN_RULE_NAMES.map((n) => BUILTIN_RULES[n]) : []);
+  const matcher = new RedactionMatcher(new NeedleSet(secrets.flatMap((s) => secretForms(s))), rules ? BUILTIN_RULE_NAMES.map((n) => BUILTIN_RULES[n]) : []);
   process.stdout.write(`${label.padEnd(30)} `);
   const result = measure(label, matcher, data);
   const goal = goals[label];

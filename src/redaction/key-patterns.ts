@@ -77,7 +77,8 @@ const MAX_LABEL = 48;
 /** A 16384-bit RSA key in PEM is about 12.7 KB; nothing legitimate keeps a block open longer. */
 export const MAX_BLOCK = 64 * 1024;
 
-function isWordByte(byte: number): boolean {
+/** ASCII letters and digits. */
+export function isWordByte(byte: number): boolean {
   return (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a);
 }
 

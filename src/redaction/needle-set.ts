@@ -8,12 +8,19 @@
  *    form, and 2 GB/s against 0.4 for an 8-character password's forms;
  *  - few needles where WebAssembly cannot run: Buffer#indexOf per needle, node's native
  *    Boyer-Moore-Horspool search, which skips ahead by up to the needle length;
- *  - many needles: sampled q-gram hashing. Every needle is at least `window` bytes long; index each
- *    q-gram of the last `window` bytes of every needle (the random tail of a key, not a shared
- *    "sk-proj-" prefix) and probe the text only every `window - q + 1` bytes. Any occurrence of a
+ *  - many needles: sampled q-gram hashing. Every head (below) is at least `window` bytes long; index
+ *    each q-gram of the last `window` bytes of every head (its most random part: a shared "sk-proj-"
+ *    prefix comes first) and probe the text only every `window - q + 1` bytes. Any occurrence of a
  *    needle covers a window in which exactly one probe position lands with its whole q-gram, so every
  *    occurrence is found with ~1/stride hash probes per byte, then verified byte for byte. Memory is
  *    linear in the total needle length, unlike a dense Aho-Corasick table.
+ *
+ * Pieces: a needle may carry a head (secret-forms.ts), the leading bytes a piece of it must match.
+ * Every search looks for heads (a whole needle begins with its head), and each head found is settled
+ * where it stands: the whole needle there is a match; otherwise the piece is masked from its start
+ * through the run of key-like bytes after it, up to the needle's length, whether or not those bytes
+ * continue the needle (so the marker's extent tells a guesser nothing). When that run reaches the end
+ * of data that is not final, the piece is left undecided and the caller holds it back.
  *
  * `partialSuffix` answers what the streaming redactor must hold back at a chunk end: the longest
  * suffix of the data that is a proper prefix of some needle (binary search in the sorted needles,
@@ -23,7 +30,7 @@
  * values: clean nearly always) from the string itself, without encoding it to bytes first.
  */
 
-import { escapeRegExp } from './key-patterns.js';
+import { escapeRegExp, isWordByte } from './key-patterns.js';
 import { PrefixFilter } from './prefix-filter.js';
 
 export type SearchStrategy = 'filter' | 'indexOf' | 'sampled';
@@ -71,19 +78,31 @@ function hash4(data: Uint8Array, i: number): number {
   return h ^ (h >>> 16);
 }
 
+/** A needle and the leading bytes a piece of it must match (its length, or no head: pieces are not masked). */
+export interface HeadedNeedle {
+  readonly bytes: Buffer;
+  readonly head: number;
+}
+
 export class NeedleSet {
   /** Sorted byte-wise, deduplicated. */
   readonly needles: readonly Buffer[];
+  /** heads[i]: the bytes of needles[i] a piece must match (needles[i].length: none). */
+  readonly heads: readonly number[];
   readonly minLength: number;
+  /** The shortest head: nothing shorter can hold a match or a piece. */
+  readonly minHead: number;
   readonly maxLength: number;
   readonly strategy: SearchStrategy;
   readonly #firstTwo = new Uint8Array(65536);
   readonly #first = new Uint8Array(256);
-  /** Needles by their first two bytes, for the short-data pass. */
-  readonly #byFirstTwo = new Map<number, Buffer[]>();
+  /** Indexes of the needles by their first two bytes. */
+  readonly #byFirstTwo = new Map<number, number[]>();
   /** The needles as strings, by their first two characters, when every needle is ASCII of 2+ bytes. */
   readonly #textByFirstTwo: Map<number, string[]> | null;
-  /** Any needle, as a RegExp over a string's characters; null outside TEXT_FINDER_MAX_* (or not ASCII). */
+  /** Their heads likewise (a needle without pieces: itself). */
+  readonly #textHeadsByFirstTwo: Map<number, string[]> | null;
+  /** Any head, as a RegExp over a string's characters; null outside TEXT_FINDER_MAX_* (or not ASCII). */
   readonly #textFinder: RegExp | null;
   /** 1 for every byte that occurs anywhere in a needle: a text ending in any other byte has no partial. */
   readonly #anywhere = new Uint8Array(256);
@@ -102,31 +121,44 @@ export class NeedleSet {
   /** Candidate positions of the Buffer being searched; reused, as findMatches runs to its end synchronously. */
   readonly #positions: number[] = [];
 
-  constructor(input: readonly Buffer[], strategy?: SearchStrategy) {
-    const unique = new Map<string, Buffer>();
-    for (const needle of input) if (needle.length > 0) unique.set(needle.toString('latin1'), needle);
-    const needles = [...unique.values()].sort(Buffer.compare);
+  constructor(input: readonly (Buffer | HeadedNeedle)[], strategy?: SearchStrategy) {
+    // The same bytes twice (a form two secrets share) keep the shorter head.
+    const unique = new Map<string, HeadedNeedle>();
+    for (const item of input) {
+      const needle = Buffer.isBuffer(item) ? { bytes: item, head: item.length } : item;
+      if (needle.bytes.length === 0) continue;
+      const head = Math.min(needle.bytes.length, Math.max(2, needle.head));
+      const key = needle.bytes.toString('latin1');
+      const seen = unique.get(key);
+      if (seen === undefined || head < seen.head) unique.set(key, { bytes: needle.bytes, head });
+    }
+    const sorted = [...unique.values()].sort((a, b) => Buffer.compare(a.bytes, b.bytes));
+    const needles = sorted.map((n) => n.bytes);
     this.needles = needles;
+    this.heads = sorted.map((n) => Math.min(n.head, n.bytes.length));
     this.minLength = needles.reduce((min, n) => Math.min(min, n.length), Infinity);
+    this.minHead = this.heads.reduce((min, h) => Math.min(min, h), Infinity);
     this.maxLength = needles.reduce((max, n) => Math.max(max, n.length), 0);
-    for (const needle of needles) {
+    needles.forEach((needle, i) => {
       for (const byte of needle) this.#anywhere[byte] = 1;
       this.#first[needle[0] as number] = 1;
       if (needle.length > 1) {
         const key = ((needle[0] as number) << 8) | (needle[1] as number);
         this.#firstTwo[key] = 1;
         const list = this.#byFirstTwo.get(key) ?? [];
-        list.push(needle);
+        list.push(i);
         this.#byFirstTwo.set(key, list);
       }
-    }
+    });
     const ascii = needles.every((needle) => needle.length > 1 && needle.every((byte) => byte < 0x80));
-    this.#textByFirstTwo = ascii ? new Map([...this.#byFirstTwo].map(([key, list]) => [key, list.map((n) => n.toString('latin1'))])) : null;
+    const headText = (i: number): string => (needles[i] as Buffer).toString('latin1', 0, this.heads[i]);
+    this.#textByFirstTwo = ascii ? new Map([...this.#byFirstTwo].map(([key, list]) => [key, list.map((i) => (needles[i] as Buffer).toString('latin1'))])) : null;
+    this.#textHeadsByFirstTwo = ascii ? new Map([...this.#byFirstTwo].map(([key, list]) => [key, [...new Set(list.map(headText))]])) : null;
     const totalBytes = needles.reduce((sum, n) => sum + n.length, 0);
     const searchable = ascii && needles.length > 0 && this.maxLength <= TEXT_FINDER_MAX_NEEDLE_BYTES && totalBytes <= TEXT_FINDER_MAX_TOTAL_BYTES;
-    this.#textFinder = searchable ? new RegExp(needles.map((n) => escapeRegExp(n.toString('latin1'))).join('|')) : null;
-    this.strategy = strategy ?? defaultStrategy(needles.length, this.minLength);
-    if (this.strategy === 'filter' && this.minLength < 2) throw new Error('the filter strategy needs needles of at least 2 bytes');
+    this.#textFinder = searchable ? new RegExp([...new Set(needles.map((_, i) => headText(i)))].map(escapeRegExp).join('|')) : null;
+    this.strategy = strategy ?? defaultStrategy(needles.length, this.minHead);
+    if (this.strategy === 'filter' && this.minHead < 2) throw new Error('the filter strategy needs needles of at least 2 bytes');
     if (this.strategy === 'sampled') this.#buildSampled();
   }
 
@@ -135,9 +167,12 @@ export class NeedleSet {
   }
 
   #buildSampled(): void {
-    if (this.minLength < 8) throw new Error('the sampled strategy needs needles of at least 8 bytes');
-    const window = Math.min(this.minLength, 32);
-    const q = window >= 16 ? 8 : 4;
+    if (this.minHead < 8) throw new Error('the sampled strategy needs needles (heads) of at least 8 bytes');
+    // The windows lie in the heads: every occurrence of a needle or of a piece covers its head.
+    const window = Math.min(this.minHead, 32);
+    // A head is often 16 bytes (8 characters past a vendor prefix); 4-grams there probe every 13 bytes
+    // instead of every 9, and stay selective enough (npm run bench:redact).
+    const q = window >= 24 ? 8 : 4;
     this.#q = q;
     this.#stride = window - q + 1;
     const perNeedle = window - q + 1;
@@ -153,7 +188,7 @@ export class NeedleSet {
     const hash = q === 8 ? hash8 : hash4;
     let c = 0;
     this.needles.forEach((needle, j) => {
-      const windowStart = needle.length - window;
+      const windowStart = (this.heads[j] as number) - window;
       for (let o = 0; o < perNeedle; o++) {
         const offset = windowStart + o;
         const h = hash(needle, offset);
@@ -173,26 +208,32 @@ export class NeedleSet {
    * over these needles and other prefixes, and hand its candidates to findAt.
    */
   filters(data: Buffer): boolean {
-    return this.strategy === 'filter' && this.needles.length > 0 && data.length > SHORT_DATA && data.length >= this.minLength && PrefixFilter.available;
+    return this.strategy === 'filter' && this.needles.length > 0 && data.length > SHORT_DATA && data.length >= this.minHead && PrefixFilter.available;
   }
 
-  /** Appends [start, end) of every occurrence of every needle in `data` to `out`. */
-  findMatches(data: Buffer, out: number[]): void {
-    if (this.needles.length === 0 || data.length < this.minLength) return;
-    if (data.length <= SHORT_DATA && this.minLength >= 2) return this.#findInShort(data, out);
+  /**
+   * Appends [start, end) of every occurrence of every needle in `data` to `out`, and of every piece
+   * decided. Returns the start of the earliest piece that more data could still extend (never when
+   * `final`), or -1: the caller holds back from there.
+   */
+  findMatches(data: Buffer, out: number[], final = true): number {
+    if (this.needles.length === 0 || data.length < this.minHead) return -1;
+    if (data.length <= SHORT_DATA && this.minHead >= 2) return this.#findInShort(data, out, final);
     if (this.strategy === 'filter') {
       if (this.#filter === undefined) this.#filter = PrefixFilter.create(this.needles);
-      if (this.#filter !== null) return this.#findFiltered(this.#filter, data, out);
+      if (this.#filter !== null) return this.#findFiltered(this.#filter, data, out, final);
     }
+    let live = -1;
     if (this.strategy !== 'sampled') {
-      for (const needle of this.needles) {
-        let at = data.indexOf(needle);
+      this.needles.forEach((needle, i) => {
+        const head = needle.subarray(0, this.heads[i]);
+        let at = data.indexOf(head);
         while (at !== -1) {
-          out.push(at, at + needle.length);
-          at = data.indexOf(needle, at + 1);
+          live = earliest(live, this.#settle(data, at, i, out, final));
+          at = data.indexOf(head, at + 1);
         }
-      }
-      return;
+      });
+      return live;
     }
     const q = this.#q;
     const stride = this.#stride;
@@ -205,54 +246,95 @@ export class NeedleSet {
     const needles = this.needles;
     const n = data.length;
     const hash = q === 8 ? hash8 : hash4;
+    const heads = this.heads;
     for (let p = 0; p + q <= n; p += stride) {
       const h = hash(data, p);
       for (let c = buckets[h & mask] as number; c !== -1; c = next[c] as number) {
         if (candHash[c] !== h) continue;
-        const needle = needles[candNeedle[c] as number] as Buffer;
+        const j = candNeedle[c] as number;
+        const needle = needles[j] as Buffer;
+        const head = heads[j] as number;
         const start = p - (candOffset[c] as number);
-        const end = start + needle.length;
-        if (start < 0 || end > n) continue;
-        if (data.compare(needle, 0, needle.length, start, end) === 0) out.push(start, end);
+        if (start < 0 || start + head > n || data.compare(needle, 0, head, start, start + head) !== 0) continue;
+        live = earliest(live, this.#settle(data, start, j, out, final));
       }
     }
+    return live;
   }
 
-  #findFiltered(filter: PrefixFilter, data: Buffer, out: number[]): void {
+  #findFiltered(filter: PrefixFilter, data: Buffer, out: number[], final: boolean): number {
     const positions = this.#positions;
     positions.length = 0;
     filter.candidates(data, positions);
-    this.findAt(data, positions, out);
+    return this.findAt(data, positions, out, final);
   }
 
   /**
    * findMatches, given ascending `candidates` from a prefix filter over (at least) these needles: every
    * position where a needle starts is among them, and each is verified byte for byte.
    */
-  findAt(data: Buffer, candidates: readonly number[], out: number[]): void {
+  findAt(data: Buffer, candidates: readonly number[], out: number[], final = true): number {
     const n = data.length;
+    let live = -1;
     for (const p of candidates) {
       if (p + 1 >= n) continue;
       const key = ((data[p] as number) << 8) | (data[p + 1] as number);
       if (this.#firstTwo[key] === 0) continue;
-      for (const needle of this.#byFirstTwo.get(key) as Buffer[]) {
-        const end = p + needle.length;
-        if (end <= n && data.compare(needle, 0, needle.length, p, end) === 0) out.push(p, end);
-      }
+      live = earliest(live, this.#settleAt(data, p, key, out, final));
     }
+    return live;
   }
 
-  #findInShort(data: Buffer, out: number[]): void {
+  #findInShort(data: Buffer, out: number[], final: boolean): number {
     const n = data.length;
     const firstTwo = this.#firstTwo;
-    for (let p = 0, last = n - this.minLength; p <= last; p++) {
+    let live = -1;
+    for (let p = 0, last = n - this.minHead; p <= last; p++) {
       const key = ((data[p] as number) << 8) | (data[p + 1] as number);
       if (firstTwo[key] === 0) continue;
-      for (const needle of this.#byFirstTwo.get(key) as Buffer[]) {
-        const end = p + needle.length;
-        if (end <= n && data.compare(needle, 0, needle.length, p, end) === 0) out.push(p, end);
-      }
+      live = earliest(live, this.#settleAt(data, p, key, out, final));
     }
+    return live;
+  }
+
+  /** Every needle starting with the two bytes `key` whose head is at `p`, settled (#settle). */
+  #settleAt(data: Buffer, p: number, key: number, out: number[], final: boolean): number {
+    const n = data.length;
+    let live = -1;
+    for (const i of this.#byFirstTwo.get(key) as number[]) {
+      const needle = this.needles[i] as Buffer;
+      const head = this.heads[i] as number;
+      if (p + head > n || data.compare(needle, 0, head, p, p + head) !== 0) continue;
+      live = earliest(live, this.#settle(data, p, i, out, final));
+    }
+    return live;
+  }
+
+  /**
+   * Needle i's head is at `p`. The whole needle there is a match. Otherwise the piece is masked from
+   * `p` through the bytes that go on like a key (letters, digits, any byte of the needle), up to the
+   * needle's length: the extent does not depend on where the piece stops matching, so an agent that
+   * makes a reflecting upstream echo its guesses learns nothing from the marker past the head. When
+   * that run reaches the end of data more may follow (not `final`), the piece is undecided: returns p.
+   */
+  #settle(data: Buffer, p: number, i: number, out: number[], final: boolean): number {
+    const needle = this.needles[i] as Buffer;
+    const n = data.length;
+    const whole = p + needle.length;
+    if (whole <= n && data.compare(needle, this.heads[i], needle.length, p + (this.heads[i] as number), whole) === 0) {
+      out.push(p, whole);
+      return -1;
+    }
+    const limit = Math.min(whole, n);
+    let end = p + (this.heads[i] as number);
+    while (end < limit) {
+      const byte = data[end] as number;
+      if (!isWordByte(byte) && needle.indexOf(byte) === -1) break;
+      end++;
+    }
+    if (end === n && end < whole && !final) return p;
+    out.push(p, end);
+    return -1;
   }
 
   /**
@@ -270,17 +352,17 @@ export class NeedleSet {
       // Outside the pattern's bounds a long string is left to the byte scanner.
       if (this.#textFinder === null || this.#textFinder.test(text)) return false;
     } else {
-      for (let p = 0, last = n - this.minLength; p <= last; p++) {
-        const list = this.#textCandidates(text, p);
+      for (let p = 0, last = n - this.minHead; p <= last; p++) {
+        const list = this.#textCandidates(text, p, this.#textHeadsByFirstTwo);
         if (list === undefined) continue;
-        for (const needle of list) if (text.startsWith(needle, p)) return false;
+        for (const head of list) if (text.startsWith(head, p)) return false;
       }
     }
     // A suffix that starts a needle ends in a character of that needle; log lines and audit records end
     // in "}" or a newline, which few secrets hold.
     if (n === 0 || this.#anywhere[text.charCodeAt(n - 1) & 0xff] === 0) return true;
     for (let p = Math.max(0, n - this.maxLength + 1), last = n - minPartial; p <= last; p++) {
-      const list = this.#textCandidates(text, p);
+      const list = this.#textCandidates(text, p, this.#textByFirstTwo);
       if (list === undefined) continue;
       const tail = text.slice(p);
       for (const needle of list) if (needle.length > tail.length && needle.startsWith(tail)) return false;
@@ -288,12 +370,12 @@ export class NeedleSet {
     return true;
   }
 
-  /** The needles that start with text[p] text[p+1] (both ASCII), if any. */
-  #textCandidates(text: string, p: number): string[] | undefined {
+  /** The strings of `byFirstTwo` (needles or heads) that start with text[p] text[p+1] (both ASCII), if any. */
+  #textCandidates(text: string, p: number, byFirstTwo: Map<number, string[]> | null): string[] | undefined {
     const c0 = text.charCodeAt(p);
     const c1 = text.charCodeAt(p + 1);
     if (c0 > 0x7f || c1 > 0x7f || this.#firstTwo[(c0 << 8) | c1] === 0) return undefined;
-    return this.#textByFirstTwo?.get((c0 << 8) | c1);
+    return byFirstTwo?.get((c0 << 8) | c1);
   }
 
   /** Length of the longest suffix of `data` that is a proper prefix of some needle (0 if none). */
@@ -325,6 +407,12 @@ export class NeedleSet {
     }
     return false;
   }
+}
+
+/** The earlier of two undecided starts (-1: none). */
+function earliest(a: number, b: number): number {
+  if (a === -1) return b;
+  return b === -1 ? a : Math.min(a, b);
 }
 
 function defaultStrategy(count: number, minLength: number): SearchStrategy {

@@ -42,7 +42,9 @@ export class RedactionMatcher {
    */
   nameHoldsSecret(name: string): boolean {
     if (this.needles.size === 0) return false;
-    this.#folded ??= new NeedleSet(this.needles.needles.map((needle) => Buffer.from(needle.toString('latin1').toLowerCase(), 'latin1')));
+    this.#folded ??= new NeedleSet(
+      this.needles.needles.map((needle, i) => ({ bytes: Buffer.from(needle.toString('latin1').toLowerCase(), 'latin1'), head: this.needles.heads[i] as number })),
+    );
     // Nearly every name is clear, answered from the string itself without encoding it.
     if (this.#folded.surelyAbsentFrom(name, MIN_MASKED_PARTIAL)) return false;
     const bytes = Buffer.from(name, 'latin1');
@@ -92,20 +94,21 @@ export class RedactionMatcher {
   }
 
   /**
-   * Complete matches as [start, end) pairs, and how many trailing bytes must be held back because more
-   * data could turn them into a match.
+   * Complete matches (and pieces, needle-set.ts) as [start, end) pairs, and how many trailing bytes must
+   * be held back because more data could turn them into a match or lengthen a piece.
    */
   scan(data: Buffer, before: number, final: boolean, out: number[], maskPartialAtEnd = true): number {
     let rules: number;
+    let piece: number;
     const joint = this.#jointFilter(data);
     if (joint !== null) {
       const candidates = this.#candidates;
       candidates.length = 0;
       joint.candidates(data, candidates);
-      this.needles.findAt(data, candidates, out);
+      piece = this.needles.findAt(data, candidates, out, final);
       rules = this.rules.scan(data, before, final, out, candidates).livePartial;
     } else {
-      this.needles.findMatches(data, out);
+      piece = this.needles.findMatches(data, out, final);
       rules = this.rules.size === 0 ? -1 : this.rules.scan(data, before, final, out).livePartial;
     }
     if (final) {
@@ -115,7 +118,7 @@ export class RedactionMatcher {
       if (partial >= MIN_MASKED_PARTIAL) out.push(data.length - partial, data.length);
       return 0;
     }
-    const heldFrom = Math.min(data.length - this.needles.partialSuffix(data), rules === -1 ? data.length : rules);
+    const heldFrom = Math.min(data.length - this.needles.partialSuffix(data), rules === -1 ? data.length : rules, piece === -1 ? data.length : piece);
     return data.length - heldFrom;
   }
 }

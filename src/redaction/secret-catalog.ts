@@ -12,7 +12,7 @@ import type { Credential } from '../credentials/credential.js';
 import type { KeyRule } from './key-patterns.js';
 import { NeedleSet } from './needle-set.js';
 import { RedactionMatcher } from './redaction-matcher.js';
-import { formsOf } from './secret-forms.js';
+import { secretForms, type SecretForm } from './secret-forms.js';
 import { StreamRedactor } from './stream-redactor.js';
 
 /** Values shorter than this are never accepted for injection (resolve-credential.ts) nor scanned. */
@@ -92,12 +92,12 @@ export class SecretCatalog {
     const cached = this.#cache.get(key);
     if (cached !== undefined) return cached;
     const refOfForm = new Map<string, string>();
-    const forms: Buffer[] = [];
+    const forms: SecretForm[] = [];
     for (const ref of refs ?? this.#values.keys()) {
       if (except?.has(ref) === true) continue;
       for (const { value } of this.#values.get(ref) ?? []) {
-        for (const form of formsOf(value)) {
-          const text = form.toString('latin1');
+        for (const form of secretForms(value)) {
+          const text = form.bytes.toString('latin1');
           if (!refOfForm.has(text)) refOfForm.set(text, ref);
           forms.push(form);
         }

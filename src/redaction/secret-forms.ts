@@ -15,26 +15,21 @@
  * For base64 only the characters fully determined by the secret's own bytes are used: the one or two
  * characters at each edge also carry bits of the neighbouring bytes, so they differ from payload to
  * payload. Masking the determined core leaves at most a few bits of the first and last byte.
+ *
+ * Pieces: an upstream that shows a secret cut short (an error page printing the request URL to a fixed
+ * width, a log line clipped at a column) shows the start of one of its forms followed by other text,
+ * which no whole form matches, and an agent can pad its request so the cut falls late in the key. So
+ * each form also has a head: its published vendor prefix (`sk-proj-`, `github_pat_`, a JWT's header
+ * and claims) and then PIECE_CHARS characters of the secret in that form's encoding. A piece is masked
+ * from the head on, through the run of key-like bytes that follows, up to the form's length, whether
+ * or not those bytes continue the key (needle-set.ts): so fewer than PIECE_CHARS characters past the
+ * prefix can show, and the marker's extent says nothing about how far a guess matched.
  */
+
+import { BUILTIN_RULES } from './key-patterns.js';
 
 /** Forms shorter than this would match ordinary text; every form of an 8-character secret is longer. */
 export const MIN_FORM_BYTES = 8;
-
-function base64Cores(bytes: Buffer): string[] {
-  const cores: string[] = [];
-  for (let shift = 0; shift < 3; shift++) {
-    const encoded = Buffer.concat([Buffer.alloc(shift), bytes]).toString('base64');
-    const core = encoded.slice(Math.ceil((shift * 4) / 3), Math.floor(((shift + bytes.length) * 4) / 3));
-    cores.push(core, core.replace(/\+/g, '-').replace(/\//g, '_'));
-    // A base64 value echoed inside JSON by PHP ("\/") or form-encoded (%2B, %2F): an upstream that
-    // reflects Airlock's own Basic header writes it so.
-    if (/[+/]/.test(core)) {
-      cores.push(core.replace(/\//g, '\\/'));
-      cores.push(core.replace(/\+/g, '%2B').replace(/\//g, '%2F'), core.replace(/\+/g, '%2b').replace(/\//g, '%2f'));
-    }
-  }
-  return cores;
-}
 
 /**
  * `text` with each character `pick` selects written as \uXXXX (UTF-16 units, as JSON escapes them: an
@@ -87,6 +82,122 @@ function percentAll(bytes: Buffer, upper: boolean): string {
 }
 
 /**
+ * Characters of a secret past its vendor prefix that a piece must hold to be masked. 8: the shortest
+ * secret Airlock injects (MIN_SECRET_LENGTH), so a piece of a short secret is the whole of it; fewer
+ * would match ordinary text (the start of a low-entropy value is a word).
+ */
+export const PIECE_CHARS = 8;
+
+/** A form, and how many of its leading bytes a piece of it must match (its length: pieces are not masked). */
+export interface SecretForm {
+  readonly bytes: Buffer;
+  readonly head: number;
+}
+
+/**
+ * Literal prefixes of the built-in key shapes that the lower-case rule below does not cover (AKIA,
+ * AIza): the same in every key of the vendor, so public.
+ */
+const SHAPE_PREFIXES: readonly string[] = Object.values(BUILTIN_RULES).flatMap((rule) =>
+  rule.kind === 'run' ? rule.prefixes.map((prefix) => prefix.toString('latin1')) : [],
+);
+/**
+ * Lower-case words, each ending in a separator, as vendors write their prefixes (`sk-proj-`,
+ * `sk-ant-api03-`, `github_pat_`, `glpat-`, `hvs.`, `xoxb-`). A random value that happens to start so
+ * gives up those few characters.
+ */
+const WORD = /[a-z]{2,10}[0-9]{0,2}[-_.]/y;
+/**
+ * Characters a word prefix must leave after it: a vendor's key goes on for 20 to 100 more, while a
+ * passphrase (`correct-horse-battery-staple`) is words throughout and must not become all prefix.
+ */
+const MIN_AFTER_WORDS = 2 * 8;
+/** A JWT (RFC 7519): header and claims are shared by every token of an issuer; only the signature is the secret part. */
+const JWT = /^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+$/;
+
+/** The leading characters of `value` every key of its kind shares. */
+export function publicPrefixOf(value: string): string {
+  if (JWT.test(value)) return value.slice(0, value.lastIndexOf('.') + 1);
+  let prefix = '';
+  WORD.lastIndex = 0;
+  while (WORD.exec(value) !== null && value.length - WORD.lastIndex >= MIN_AFTER_WORDS) prefix = value.slice(0, WORD.lastIndex);
+  for (const shape of SHAPE_PREFIXES) if (shape.length > prefix.length && value.startsWith(shape)) prefix = shape;
+  return prefix;
+}
+
+/** One way an upstream writes a value, and how many bytes it writes per character (at most, or on average for base64). */
+interface Style {
+  readonly encode: (value: string) => string;
+  readonly bytesPerChar: number;
+}
+
+const utf8 = (value: string): Buffer => Buffer.from(value, 'utf8');
+const json = (value: string): string => JSON.stringify(value).slice(1, -1);
+const lowerEscapes = (text: string): string => text.replace(/%[0-9A-F]{2}/g, (escape) => escape.toLowerCase());
+
+/**
+ * The base64 core of a value at one alignment inside a longer payload: only the characters its own
+ * bytes determine.
+ */
+function base64Core(shift: number): (value: string) => string {
+  return function core(value: string): string {
+    const bytes = utf8(value);
+    const encoded = Buffer.concat([Buffer.alloc(shift), bytes]).toString('base64');
+    return encoded.slice(Math.ceil((shift * 4) / 3), Math.floor(((shift + bytes.length) * 4) / 3));
+  };
+}
+
+/**
+ * Each core in the standard and URL alphabets, and as an upstream that reflects Airlock's own Basic
+ * header writes it inside JSON (PHP's "\/") or form-encoded (%2B, %2F); the last three are the core
+ * itself, deduplicated away, when it holds neither "+" nor "/".
+ */
+const BASE64_STYLES: readonly Style[] = [0, 1, 2].flatMap((shift): Style[] => {
+  const core = base64Core(shift);
+  // 4 characters for 3 bytes.
+  const bytesPerChar = 4 / 3;
+  return [
+    { encode: core, bytesPerChar },
+    { encode: (value) => core(value).replace(/\+/g, '-').replace(/\//g, '_'), bytesPerChar },
+    { encode: (value) => core(value).replace(/\//g, '\\/'), bytesPerChar },
+    { encode: (value) => core(value).replace(/\+/g, '%2B').replace(/\//g, '%2F'), bytesPerChar },
+    { encode: (value) => core(value).replace(/\+/g, '%2b').replace(/\//g, '%2f'), bytesPerChar },
+  ];
+});
+
+const STYLES: readonly Style[] = [
+  { encode: (value) => value, bytesPerChar: 1 },
+  ...BASE64_STYLES,
+  { encode: (value) => encodeURIComponent(value), bytesPerChar: 1 },
+  { encode: (value) => lowerEscapes(encodeURIComponent(value)), bytesPerChar: 1 },
+  { encode: (value) => percentAll(utf8(value), true), bytesPerChar: 3 },
+  { encode: (value) => percentAll(utf8(value), false), bytesPerChar: 3 },
+  { encode: json, bytesPerChar: 1 },
+  { encode: (value) => json(value).replace(/\//g, '\\/'), bytesPerChar: 1 },
+  { encode: (value) => escapeSome(json(value), /[<>&\u2028\u2029]/g, false), bytesPerChar: 1 },
+  { encode: (value) => escapeSome(json(value), /[<>&\u2028\u2029]/g, true), bytesPerChar: 1 },
+  { encode: (value) => escapeSome(json(value), /[^\x00-\x7f]/g, false), bytesPerChar: 1 },
+  { encode: (value) => escapeSome(json(value), /[^\x00-\x7f]/g, true), bytesPerChar: 1 },
+  { encode: (value) => escapeSome(json(value), /[^\x00-\x7f]/g, false).replace(/\//g, '\\/'), bytesPerChar: 1 },
+  { encode: (value) => unreservedOnly(encodeURIComponent(value)), bytesPerChar: 1 },
+  { encode: (value) => lowerEscapes(unreservedOnly(encodeURIComponent(value))), bytesPerChar: 1 },
+  // Python's urllib.parse.quote with its default safe='/': "/" left as it is (found by review).
+  { encode: (value) => unreservedOnly(encodeURIComponent(value)).replace(/%2F/g, '/'), bytesPerChar: 1 },
+  ...['*-._', '-._~', '-._'].flatMap((raw): Style[] => [
+    { encode: (value) => formEncoded(utf8(value), raw, true), bytesPerChar: 1 },
+    { encode: (value) => formEncoded(utf8(value), raw, false), bytesPerChar: 1 },
+  ]),
+  { encode: (value) => escapeSome(value, /[^A-Za-z0-9]/gu, false), bytesPerChar: 1 },
+  { encode: (value) => escapeSome(value, /[^A-Za-z0-9]/gu, true), bytesPerChar: 1 },
+  // Hex, full percent-encoding and \uXXXX for every character write 2, 3 and 6 bytes a character: a
+  // head of 8 bytes there would be 1 to 4 characters, found in ordinary text (a hash, a UUID).
+  { encode: (value) => escapeSome(value, /[^]/gu, false), bytesPerChar: 6 },
+  { encode: (value) => escapeSome(value, /[^]/gu, true), bytesPerChar: 6 },
+  { encode: (value) => utf8(value).toString('hex'), bytesPerChar: 2 },
+  { encode: (value) => utf8(value).toString('hex').toUpperCase(), bytesPerChar: 2 },
+];
+
+/**
  * Every form of a secret as bytes, deduplicated, none shorter than MIN_FORM_BYTES; for a value with
  * whitespace at an edge (a key pasted with a trailing space, a Vault value written from a file with
  * its newline), the forms of the value without it too: an injected header loses it on the wire (leading
@@ -94,53 +205,36 @@ function percentAll(bytes: Buffer, upper: boolean): string {
  * header echoes the trimmed value.
  */
 export function formsOf(value: string): Buffer[] {
+  return secretForms(value).map((form) => form.bytes);
+}
+
+/** formsOf, each with its head. */
+export function secretForms(value: string): SecretForm[] {
   const trimmed = value.trim();
   if (trimmed === value || trimmed.length === 0) return formsOfExactly(value);
   const seen = new Set<string>();
   return [...formsOfExactly(value), ...formsOfExactly(trimmed)].filter((form) => {
-    const key = form.toString('latin1');
+    const key = form.bytes.toString('latin1');
     if (seen.has(key)) return false;
     seen.add(key);
     return true;
   });
 }
 
-function formsOfExactly(value: string): Buffer[] {
-  const bytes = Buffer.from(value, 'utf8');
-  const minimal = encodeURIComponent(value);
-  const json = JSON.stringify(value).slice(1, -1);
-  const texts = [
-    value,
-    ...base64Cores(bytes),
-    minimal,
-    minimal.replace(/%[0-9A-F]{2}/g, (escape) => escape.toLowerCase()),
-    percentAll(bytes, true),
-    percentAll(bytes, false),
-    json,
-    json.replace(/\//g, '\\/'),
-    escapeSome(json, /[<>&\u2028\u2029]/g, false),
-    escapeSome(json, /[<>&\u2028\u2029]/g, true),
-    escapeSome(json, /[^\x00-\x7f]/g, false),
-    escapeSome(json, /[^\x00-\x7f]/g, true),
-    escapeSome(json, /[^\x00-\x7f]/g, false).replace(/\//g, '\\/'),
-    unreservedOnly(minimal),
-    unreservedOnly(minimal).replace(/%[0-9A-F]{2}/g, (escape) => escape.toLowerCase()),
-    // Python's urllib.parse.quote with its default safe='/': "/" left as it is (found by review).
-    unreservedOnly(minimal).replace(/%2F/g, '/'),
-    ...['*-._', '-._~', '-._'].flatMap((raw) => [formEncoded(bytes, raw, true), formEncoded(bytes, raw, false)]),
-    escapeSome(value, /[^A-Za-z0-9]/gu, false),
-    escapeSome(value, /[^A-Za-z0-9]/gu, true),
-    escapeSome(value, /[^]/gu, false),
-    escapeSome(value, /[^]/gu, true),
-    bytes.toString('hex'),
-    bytes.toString('hex').toUpperCase(),
-  ];
+function formsOfExactly(value: string): SecretForm[] {
+  const prefix = publicPrefixOf(value);
   const seen = new Set<string>();
-  const forms: Buffer[] = [];
-  for (const text of texts) {
+  const forms: SecretForm[] = [];
+  for (const style of STYLES) {
+    const text = style.encode(value);
     if (text.length < MIN_FORM_BYTES || seen.has(text)) continue;
     seen.add(text);
-    forms.push(Buffer.from(text, 'utf8'));
+    const bytes = Buffer.from(text, 'utf8');
+    // Every style encodes a value's start from that start alone (a base64 core's leading characters
+    // too), so the prefix's encoding begins the form; checked, not assumed.
+    const lead = prefix === '' ? '' : style.encode(prefix);
+    const leadBytes = text.startsWith(lead) ? Buffer.byteLength(lead, 'utf8') : 0;
+    forms.push({ bytes, head: Math.min(bytes.length, leadBytes + Math.ceil(PIECE_CHARS * style.bytesPerChar)) });
   }
   return forms;
 }

@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { BUILTIN_RULE_NAMES, BUILTIN_RULES } from '../../src/redaction/key-patterns.js';
 import { NeedleSet } from '../../src/redaction/needle-set.js';
 import { RedactionMatcher } from '../../src/redaction/redaction-matcher.js';
-import { formsOf } from '../../src/redaction/secret-forms.js';
+import { formsOf, secretForms } from '../../src/redaction/secret-forms.js';
 import { StreamRedactor } from '../../src/redaction/stream-redactor.js';
 import { plainCanary } from '../helpers/canary.js';
 import { plantedText, secretArb, type Plant } from '../helpers/planted-secrets.js';
@@ -42,7 +42,7 @@ describe('matcher string fast path', () => {
         fc.boolean(),
         fc.constantFrom('utf8' as const, 'latin1' as const),
         (secrets, plan, withRules, encoding) => {
-          const matcher = new RedactionMatcher(new NeedleSet(secrets.flatMap((s) => formsOf(s))), withRules ? RULES : []);
+          const matcher = new RedactionMatcher(new NeedleSet(secrets.flatMap((s) => secretForms(s))), withRules ? RULES : []);
           const text = plantedText(secrets.flatMap((s) => formsOf(s)).map((f) => f.toString(encoding)), plan);
           const masked = maskedBytes(matcher, text, encoding);
           if (masked > 0) dirty++;
@@ -63,7 +63,7 @@ describe('matcher string fast path', () => {
     fc.assert(
       fc.property(fc.array(secretArb, { minLength: 1, maxLength: 2 }), fc.array(fc.tuple(fillerArb, fc.nat(), fc.constantFrom<Plant>('none', 'whole', 'prefix')), { minLength: 1, maxLength: 5 }), (secrets, plan) => {
         const forms = secrets.flatMap((s) => formsOf(s));
-        const matcher = new RedactionMatcher(new NeedleSet(forms), []);
+        const matcher = new RedactionMatcher(new NeedleSet(secrets.flatMap((s) => secretForms(s))), []);
         const text = plantedText(forms.map((f) => f.toString('latin1')), plan);
         const found: number[] = [];
         matcher.needles.findMatches(Buffer.from(text, 'latin1'), found);

@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { Credential } from '../../src/credentials/credential.js';
 import { SecretCatalog } from '../../src/redaction/secret-catalog.js';
-import { formsOf } from '../../src/redaction/secret-forms.js';
+import { formsOf, PIECE_CHARS, publicPrefixOf, secretForms } from '../../src/redaction/secret-forms.js';
 
 const echoes: Array<[string, string, string]> = [
   ["Go's json.Marshal (<, >, & as \\u00XX)", 'Xk7&q-Zr92!mP<z>', 'Xk7\\u0026q-Zr92!mP\\u003cz\\u003e'],
@@ -32,5 +32,53 @@ describe('forms of a secret as libraries echo it', () => {
     catalog.remember(new Credential('env:LIBRARY_KEY', secret));
     const scrubbed = catalog.scrub(`{"echo":"${echoed}","ok":true}`);
     expect(scrubbed).toBe('{"echo":"[REDACTED]","ok":true}');
+  });
+});
+
+describe('heads: what a piece of a form must hold to be masked', () => {
+  const jwt = `eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJodHRwczovL2lkcC5leGFtcGxlIn0.${'Q'.repeat(20)}x7Kp2Zr9mWq4Tv`;
+  it.each([
+    ['a vendor prefix in lower-case words', 'sk-proj-Zr92mPq7XkLw4Tb8', 'sk-proj-'],
+    ['several words and a version', 'sk-ant-api03-Zr92mPq7XkLw4Tb8', 'sk-ant-api03-'],
+    ['a dotted prefix (Vault)', 'hvs.CAESIZr92mPq7XkLw4Tb8', 'hvs.'],
+    ['a built-in shape prefix in capitals', 'AKIAZR92MPQ7XKLW4TB8', 'AKIA'],
+    ["a JWT: header and claims are the issuer's", jwt, jwt.slice(0, jwt.lastIndexOf('.') + 1)],
+    ['no prefix: a random value', 'Zr92mPq7XkLw4Tb8Vn3c', ''],
+    ['capitals or digits first are not a word prefix', 'Ab-Zr92mPq7XkLw4Tb8', ''],
+    ['a passphrase keeps 16 characters past its prefix', 'correct-horse-battery-staple', 'correct-'],
+  ])('%s', (_what, secret, prefix) => {
+    expect(publicPrefixOf(secret)).toBe(prefix);
+    const raw = secretForms(secret).find((form) => form.bytes.toString('utf8') === secret);
+    expect(raw?.head).toBe(prefix.length + PIECE_CHARS);
+  });
+
+  it('is counted in characters of the secret, whatever bytes the form writes a character as', () => {
+    const secret = 'Zr92mPq7XkLw4Tb8Vn3c';
+    const headOf = (text: string): number | undefined => secretForms(secret).find((form) => form.bytes.toString('utf8') === text)?.head;
+    expect(headOf(Buffer.from(secret).toString('hex'))).toBe(2 * PIECE_CHARS);
+    expect(headOf([...secret].map((ch) => `%${ch.charCodeAt(0).toString(16).toUpperCase()}`).join(''))).toBe(3 * PIECE_CHARS);
+    expect(headOf([...secret].map((ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`).join(''))).toBe(6 * PIECE_CHARS);
+  });
+
+  it('is the whole form when the secret has no more than PIECE_CHARS characters past its prefix', () => {
+    for (const form of secretForms('AKIAZR92MPQ7')) expect(form.head).toBe(form.bytes.length);
+    for (const form of secretForms('Zr92mPq7')) expect(form.head).toBe(form.bytes.length);
+  });
+
+  it('masks a piece cut short in a body, through the key-like bytes after it, and keeps the vendor prefix alone', () => {
+    const secret = 'sk-proj-Zr92mPq7XkLw4Tb8Vn3c';
+    const catalog = new SecretCatalog();
+    catalog.remember(new Credential('env:PIECE_KEY', secret));
+    expect(catalog.scrub(`<p>GET /v1?key=${secret.slice(0, 20)}...</p>`)).toBe('<p>GET /v1?key=[REDACTED]...</p>');
+    expect(catalog.scrub(`{"key":"${secret.slice(0, 16)}","n":1}`)).toBe('{"key":"[REDACTED]","n":1}');
+    // A right and a wrong next character read the same: the marker's extent answers no guess.
+    expect(catalog.scrub(`{"q":"${secret.slice(0, 16)}Qzz"}`)).toBe('{"q":"[REDACTED]"}');
+    // Fewer than PIECE_CHARS past the prefix, or the prefix alone (an SDK's error text), stay.
+    const advice = `use a key like ${secret.slice(0, 15)}, not sk-proj- alone`;
+    expect(catalog.scrub(advice)).toBe(advice);
+    // A base64 core of the key cut short, as an echoed Basic header would be: the characters that
+    // encode "user:" are not the key's and stay.
+    const basic = Buffer.from(`user:${secret}`).toString('base64');
+    expect(catalog.scrub(`auth=${basic.slice(0, 30)}; done`)).toBe(`auth=${basic.slice(0, 7)}[REDACTED]; done`);
   });
 });

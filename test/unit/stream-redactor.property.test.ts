@@ -1,21 +1,41 @@
 /**
  * Property tests of the streaming redactor: for random bodies with secrets planted in every encoding
  * and random chunkings, the output never contains a secret form and equals the input with exactly the
- * matched spans replaced, computed by a naive whole-body oracle independent of the scanner.
+ * matched spans replaced, computed by a naive whole-body oracle independent of the scanner. With heads
+ * (secretForms), a form cut short and followed by other text is masked from its head through the run
+ * of key-like bytes after it, up to the form's length, whatever the chunking.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { NeedleSet, type SearchStrategy } from '../../src/redaction/needle-set.js';
 import { PrefixFilter } from '../../src/redaction/prefix-filter.js';
 import { MIN_MASKED_PARTIAL, RedactionMatcher } from '../../src/redaction/redaction-matcher.js';
-import { formsOf } from '../../src/redaction/secret-forms.js';
+import { formsOf, secretForms, type SecretForm } from '../../src/redaction/secret-forms.js';
 import { REDACTION_MARKER, StreamRedactor } from '../../src/redaction/stream-redactor.js';
 
-/** Whole-body reference: mask every occurrence of every form, plus a 4+ byte partial form at the very end. */
-function oracle(input: Buffer, forms: readonly Buffer[]): Buffer {
+function isAlphanumeric(byte: number): boolean {
+  return /[A-Za-z0-9]/.test(String.fromCharCode(byte));
+}
+
+/**
+ * Whole-body reference: mask every occurrence of every form, every piece (a form's head where the whole
+ * form is not: through the bytes after it that are letters, digits or bytes of the form, up to the
+ * form's length), plus a 4+ byte partial form at the very end.
+ */
+function oracle(input: Buffer, headed: readonly SecretForm[]): Buffer {
+  const forms = headed.map((form) => form.bytes);
   const mask = new Uint8Array(input.length);
-  for (const form of forms) {
-    for (let at = input.indexOf(form); at !== -1; at = input.indexOf(form, at + 1)) mask.fill(1, at, at + form.length);
+  for (const { bytes: form, head } of headed) {
+    const start = form.subarray(0, head);
+    for (let at = input.indexOf(start); at !== -1; at = input.indexOf(start, at + 1)) {
+      if (input.subarray(at, at + form.length).equals(form)) {
+        mask.fill(1, at, at + form.length);
+        continue;
+      }
+      let end = at + head;
+      while (end < Math.min(at + form.length, input.length) && (isAlphanumeric(input[end] as number) || form.includes(input[end] as number))) end++;
+      mask.fill(1, at, end);
+    }
   }
   let partial = 0;
   for (const form of forms) {
@@ -59,40 +79,48 @@ const secretArb = fc.stringMatching(/^[A-Za-z0-9_\-+/=:.~!$]{8,48}$/);
 const fillerArb = fc.uint8Array({ minLength: 0, maxLength: 80 }).map((bytes) => Buffer.from(bytes));
 const textFillerArb = fc.string({ maxLength: 60 }).map((s) => Buffer.from(s, 'utf8'));
 
+const WHOLE_FORMS = (secret: string): SecretForm[] => formsOf(secret).map((bytes) => ({ bytes, head: bytes.length }));
+
 for (const strategy of ['filter', 'indexOf', 'sampled'] as SearchStrategy[]) {
   describe(`stream redactor (${strategy} search)`, () => {
     // A 'filter' NeedleSet without WebAssembly falls back to indexOf: this run would repeat another.
     if (strategy === 'filter') it('has WebAssembly to run the filter', () => expect(PrefixFilter.available).toBe(true));
-    it('equals the whole-body oracle for any chunking and leaks no form', () => {
-      fc.assert(
-        fc.property(
-          fc.array(secretArb, { minLength: 1, maxLength: 4 }),
-          fc.array(fc.tuple(fc.oneof(fillerArb, textFillerArb), fc.nat(), fc.boolean()), { minLength: 1, maxLength: 8 }),
-          fc.array(fc.nat(), { maxLength: 12 }),
-          // Long inputs take the strategy's search, short ones the one-pass filter; 16,370 bytes of lead
-          // put forms across the prefix filter's 16 KiB windows.
-          fc.constantFrom(0, 1100, 16_370),
-          (secrets, plan, cuts, lead) => {
-            const forms = secrets.flatMap((s) => formsOf(s));
-            // The sampled strategy needs >= 8-byte needles, which formsOf guarantees.
-            const matcher = new RedactionMatcher(new NeedleSet(forms, strategy), []);
-            const pieces: Buffer[] = [Buffer.alloc(lead, 'q')];
-            for (const [filler, pick, truncate] of plan) {
-              pieces.push(filler);
-              const form = forms[pick % forms.length] as Buffer;
-              pieces.push(truncate ? form.subarray(0, Math.max(1, (pick % form.length) + 1)) : form);
-            }
-            const input = Buffer.concat(pieces);
-            const output = redactInChunks(matcher, input, cuts);
-            expect(output.equals(oracle(input, forms))).toBe(true);
-            for (const form of forms) expect(output.includes(form)).toBe(false);
-            // A whole value (header, buffered body) scanned once gives the same bytes.
-            expect(new StreamRedactor(matcher).whole(input).equals(output)).toBe(true);
-          },
-        ),
-        { numRuns: Number(process.env["FC_RUNS"] ?? 400) },
-      );
-    });
+    for (const [what, formsWith] of [
+      ['whole forms', WHOLE_FORMS],
+      ['forms and pieces', secretForms],
+    ] as const) {
+      it(`equals the whole-body oracle for any chunking and leaks no form (${what})`, () => {
+        fc.assert(
+          fc.property(
+            fc.array(secretArb, { minLength: 1, maxLength: 4 }),
+            fc.array(fc.tuple(fc.oneof(fillerArb, textFillerArb), fc.nat(), fc.boolean()), { minLength: 1, maxLength: 8 }),
+            fc.array(fc.nat(), { maxLength: 12 }),
+            // Long inputs take the strategy's search, short ones the one-pass filter; 16,370 bytes of lead
+            // put forms across the prefix filter's 16 KiB windows.
+            fc.constantFrom(0, 1100, 16_370),
+            (secrets, plan, cuts, lead) => {
+              const headed = secrets.flatMap((s) => formsWith(s));
+              const forms = headed.map((form) => form.bytes);
+              // The sampled strategy needs >= 8-byte needles and heads, which secretForms guarantees.
+              const matcher = new RedactionMatcher(new NeedleSet(headed, strategy), []);
+              const pieces: Buffer[] = [Buffer.alloc(lead, 'q')];
+              for (const [filler, pick, truncate] of plan) {
+                pieces.push(filler);
+                const form = forms[pick % forms.length] as Buffer;
+                pieces.push(truncate ? form.subarray(0, Math.max(1, (pick % form.length) + 1)) : form);
+              }
+              const input = Buffer.concat(pieces);
+              const output = redactInChunks(matcher, input, cuts);
+              expect(output.equals(oracle(input, headed))).toBe(true);
+              for (const form of forms) expect(output.includes(form)).toBe(false);
+              // A whole value (header, buffered body) scanned once gives the same bytes.
+              expect(new StreamRedactor(matcher).whole(input).equals(output)).toBe(true);
+            },
+          ),
+          { numRuns: Number(process.env["FC_RUNS"] ?? 400) },
+        );
+      });
+    }
   });
 }
 
