@@ -84,6 +84,17 @@ export interface HeadedNeedle {
   readonly head: number;
 }
 
+/** Bytes that end a piece's run even when its needle holds them: whitespace, controls, quotes, brackets, separators. */
+const DELIMITERS = delimiterTable();
+
+function delimiterTable(): Uint8Array {
+  const table = new Uint8Array(256);
+  for (let byte = 0; byte <= 0x20; byte++) table[byte] = 1;
+  for (const ch of `"'\`<>{}[](),;&`) table[ch.charCodeAt(0)] = 1;
+  table[0x7f] = 1;
+  return table;
+}
+
 export class NeedleSet {
   /** Sorted byte-wise, deduplicated. */
   readonly needles: readonly Buffer[];
@@ -311,25 +322,29 @@ export class NeedleSet {
   }
 
   /**
-   * Needle i's head is at `p`. The whole needle there is a match. Otherwise the piece is masked from
-   * `p` through the bytes that go on like a key (letters, digits, any byte of the needle), up to the
-   * needle's length: the extent does not depend on where the piece stops matching, so an agent that
-   * makes a reflecting upstream echo its guesses learns nothing from the marker past the head. When
-   * that run reaches the end of data more may follow (not `final`), the piece is undecided: returns p.
+   * Needle i's head is at `p`. The whole needle there is a match. Otherwise the piece is masked through
+   * as much of the needle as matches there and then through the bytes that go on like a key (letters,
+   * digits, the needle's other bytes), up to the needle's length: a right and a wrong guess at the next
+   * character read the same, so an agent that makes a reflecting upstream echo its guesses learns
+   * nothing from the marker past the head. Delimiters (quotes, brackets, commas, whitespace) end the run
+   * even when the needle holds them, so a piece inside a JSON string or an HTML attribute does not eat
+   * what closes it; only where the needle itself goes on through one is it masked. When the piece
+   * reaches the end of data more may follow (not `final`), it is undecided: returns p.
    */
   #settle(data: Buffer, p: number, i: number, out: number[], final: boolean): number {
     const needle = this.needles[i] as Buffer;
     const n = data.length;
     const whole = p + needle.length;
-    if (whole <= n && data.compare(needle, this.heads[i], needle.length, p + (this.heads[i] as number), whole) === 0) {
+    const limit = Math.min(whole, n);
+    let end = p + (this.heads[i] as number);
+    while (end < limit && data[end] === needle[end - p]) end++;
+    if (end === whole) {
       out.push(p, whole);
       return -1;
     }
-    const limit = Math.min(whole, n);
-    let end = p + (this.heads[i] as number);
     while (end < limit) {
       const byte = data[end] as number;
-      if (!isWordByte(byte) && needle.indexOf(byte) === -1) break;
+      if (!isWordByte(byte) && (DELIMITERS[byte] === 1 || needle.indexOf(byte) === -1)) break;
       end++;
     }
     if (end === n && end < whole && !final) return p;

@@ -13,14 +13,18 @@ import { MIN_MASKED_PARTIAL, RedactionMatcher } from '../../src/redaction/redact
 import { formsOf, secretForms, type SecretForm } from '../../src/redaction/secret-forms.js';
 import { REDACTION_MARKER, StreamRedactor } from '../../src/redaction/stream-redactor.js';
 
+/** What ends a piece's run though its form holds it (needle-set.ts). */
+const DELIMITERS = `"'\`<>{}[](),;&\x7f${Array.from({ length: 33 }, (_, i) => String.fromCharCode(i)).join('')}`;
+
 function isAlphanumeric(byte: number): boolean {
   return /[A-Za-z0-9]/.test(String.fromCharCode(byte));
 }
 
 /**
  * Whole-body reference: mask every occurrence of every form, every piece (a form's head where the whole
- * form is not: through the bytes after it that are letters, digits or bytes of the form, up to the
- * form's length), plus a 4+ byte partial form at the very end.
+ * form is not: through as much of the form as follows, then the bytes that are letters, digits or
+ * bytes of the form other than delimiters, up to the form's length), plus a 4+ byte partial form at
+ * the very end.
  */
 function oracle(input: Buffer, headed: readonly SecretForm[]): Buffer {
   const forms = headed.map((form) => form.bytes);
@@ -32,8 +36,10 @@ function oracle(input: Buffer, headed: readonly SecretForm[]): Buffer {
         mask.fill(1, at, at + form.length);
         continue;
       }
+      const limit = Math.min(at + form.length, input.length);
       let end = at + head;
-      while (end < Math.min(at + form.length, input.length) && (isAlphanumeric(input[end] as number) || form.includes(input[end] as number))) end++;
+      while (end < limit && input[end] === form[end - at]) end++;
+      while (end < limit && (isAlphanumeric(input[end] as number) || (form.includes(input[end] as number) && !DELIMITERS.includes(String.fromCharCode(input[end] as number))))) end++;
       mask.fill(1, at, end);
     }
   }
@@ -75,7 +81,8 @@ function redactInChunks(matcher: RedactionMatcher, input: Buffer, cuts: number[]
   return Buffer.concat(out);
 }
 
-const secretArb = fc.stringMatching(/^[A-Za-z0-9_\-+/=:.~!$]{8,48}$/);
+// Quotes, commas, spaces and brackets too: a piece's run stops at them unless its form goes on there.
+const secretArb = fc.oneof(fc.stringMatching(/^[A-Za-z0-9_\-+/=:.~!$]{8,48}$/), fc.stringMatching(/^[A-Za-z0-9_\-+/=:.~!$" ,<}]{8,48}$/));
 const fillerArb = fc.uint8Array({ minLength: 0, maxLength: 80 }).map((bytes) => Buffer.from(bytes));
 const textFillerArb = fc.string({ maxLength: 60 }).map((s) => Buffer.from(s, 'utf8'));
 
