@@ -10,6 +10,7 @@ import type { Duplex } from 'node:stream';
 import type { LimitsSpec } from '../config/schema.js';
 import type { DeepReadonly } from '../config/types.js';
 import { AirlockError } from '../errors.js';
+import { holdContinue } from './expect-continue.js';
 
 export interface ListenerHandlers {
   onRequest: (req: IncomingMessage, res: ServerResponse) => void;
@@ -77,6 +78,10 @@ export function createListener(limits: DeepReadonly<LimitsSpec>, handlers: Liste
   // An Expect other than 100-continue: node would answer 417 by itself; the pipeline refuses it with a
   // problem and an audit record instead (checkRequestShape).
   server.on('checkExpectation', handlers.onRequest);
+  server.on('checkContinue', function continueOnceAuthorized(req: IncomingMessage, res: ServerResponse) {
+    holdContinue(res);
+    handlers.onRequest(req, res);
+  });
   server.on('connect', function refuseConnect(_req: IncomingMessage, socket: Duplex) {
     handlers.onRefusal(socket, new AirlockError('method_not_allowed', 'CONNECT is never accepted: Airlock is not a forward proxy. Point your SDK base URL at it instead.'), 'CONNECT');
   });

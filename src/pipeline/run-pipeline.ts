@@ -17,6 +17,7 @@
  *   forward ─▶ an upstream status listed in the credential's retry_on (e.g. 401), on a replayable request
  *            ─▶ fetch the credential again ─▶ changed: inject and forward once more │ unchanged: relay the held answer
  *   while a response streams, a revocation of its agent, session, service or credential ends it (kill switch).
+ *   Expect: 100-continue is answered once the request is allowed (after the rate limit), when the body is first read: a refused client never uploads it.
  *
  * `explainRequest` walks the same decision stages for `airlock explain`, without a network or a secret.
  */
@@ -27,6 +28,7 @@ import type { Duplex } from 'node:stream';
 import type { Credential } from '../credentials/credential.js';
 import { AirlockError, asAirlockError, operatorReason, type ErrorCode } from '../errors.js';
 import { decodeUnreservedEscapes } from '../ingress/percent-escapes.js';
+import { sendContinue } from '../ingress/expect-continue.js';
 import { hasRequestBody, requestBody } from '../ingress/request-body.js';
 import { connectionListedHeaders } from '../upstream/hop-by-hop.js';
 import { checkConnectionOptions } from './build-upstream-request.js';
@@ -145,6 +147,7 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
     guardRequestSecrets(managedSecrets, decodedTarget(req.url ?? '', target), req.rawHeaders);
 
     if (isSessionsPath(target.path)) {
+      sendContinue(res);
       const outcome = await serveSessions(req, res, target.path, principal, runtime.state, managedSecrets, record.request_id, runtime.nowMs(), runtime.limits.maxSessionsPerAgent, runtime.sessionMints, () =>
         recheckPrincipalAfterWait(runtime.state, principal, runtime.limits.stateStaleAfterMs, runtime.nowMs()),
       );
@@ -180,6 +183,9 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
 
     runtime.audit.assertWritable();
     const stream = requestBody(req, selected.service.config.max_body_bytes ?? runtime.limits.maxBodyBytes, managedSecrets);
+    // Authorized, and not too large by its Content-Length: a client waiting on Expect: 100-continue may
+    // send its body now, not before (expect-continue.ts).
+    sendContinue(res);
     if (stream !== null) (res as OwnedResponse)[BODY] = stream;
     let body: Readable | Buffer | null = stream;
 
