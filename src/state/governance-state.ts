@@ -20,6 +20,14 @@ const DECIDED_APPROVALS_KEPT = 500;
 const SWEEP_FLOOR = 1_000;
 /** How often restrictions the backend could not keep are written again (#flushUnsaved). */
 const FLUSH_RETRY_MS = 1_000;
+/**
+ * How much later than a revocation a lift must be to win over it when the revocation was made where
+ * the lift was not heard (an outage, a file replayed, another worker's relay): the two times come from
+ * two replicas' clocks. NTP keeps them within milliseconds; one drifted by seconds must not let an
+ * earlier lift undo an incident's revocation made after it. Within the margin the revocation stands
+ * (fail closed) and has to be lifted again.
+ */
+export const LIFT_MARGIN_MS = 5_000;
 
 function revocationKey(kind: RevocationKind, target: string): string {
   return `${kind}\u0000${target}`;
@@ -262,8 +270,8 @@ export class GovernanceState {
    * The lifts (tombstones) among what the store returned, taken in as far as they are newer than what
    * this replica knows: each lift's time (#liftedAt), a revocation held here that is older than the lift
    * no longer held (the lift wins here too, as it does on the replicas that heard it), and an agent's
-   * sessions minted before its restore void (#restoredAt). A revocation at the lift's millisecond or later
-   * stands (fail closed). The maps are changed directly, not through #applyNow: a snapshot read meanwhile
+   * sessions minted before its restore void (#restoredAt). A revocation less than LIFT_MARGIN_MS before
+   * the lift, or later, stands (fail closed). The maps are changed directly, not through #applyNow: a snapshot read meanwhile
    * (#heard) already holds these tombstones, and re-applying a lift after it would drop a newer revocation.
    */
   #learnLifts(stored: readonly GovernanceEvent[]): void {
@@ -272,7 +280,7 @@ export class GovernanceState {
       const key = revocationKey(event.kind, event.target);
       this.#liftedAt.set(key, Math.max(event.at, this.#liftedAt.get(key) ?? -Infinity));
       const held = this.#revocations.get(key);
-      if (held !== undefined && held.at < event.at) this.#revocations.delete(key);
+      if (held !== undefined && held.at + LIFT_MARGIN_MS < event.at) this.#revocations.delete(key);
       if (event.kind === 'agent') this.#voidSessionsBefore(event.target, event.at);
     }
   }
@@ -400,12 +408,12 @@ export class GovernanceState {
   }
 
   /**
-   * A revocation an operator lifted after it was made (strictly later: at the same millisecond the
-   * revocation stands, failing closed).
+   * A revocation an operator lifted after it was made: more than LIFT_MARGIN_MS later, as the two times
+   * may come from two replicas' clocks (closer, the revocation stands, failing closed).
    */
   #liftedSince(event: GovernanceEvent): boolean {
     if (event.type !== 'revocation.added') return false;
-    return (this.#liftedAt.get(revocationKey(event.revocation.kind, event.revocation.target)) ?? -Infinity) > event.revocation.at;
+    return (this.#liftedAt.get(revocationKey(event.revocation.kind, event.revocation.target)) ?? -Infinity) > event.revocation.at + LIFT_MARGIN_MS;
   }
 
   /** The candidate if it is a well-formed event that takes access away (a revocation, a session end), else null. */

@@ -4,7 +4,8 @@
  * store had learnt meanwhile, so the revocation went back into Redis over the later lift and the agent
  * stayed revoked on every replica until lifted again. A now reads the store's lifts first: the later
  * lift wins everywhere (Redis, A, B, and A's unsaved-restrictions file), while a lift made before the
- * revocation, or at the same millisecond, does not undo it (fail closed). Also when the queue is written
+ * revocation, at the same millisecond, or up to LIFT_MARGIN_MS after it by B's clock (A's may be behind),
+ * does not undo it (fail closed). Also when the queue is written
  * by the once-a-second retry rather than by the reconnection's reload (the subscription still away).
  *
  * Two replicas on one real redis-server, A through a TCP relay the test partitions (test/support/tcp-relay.ts),
@@ -15,6 +16,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
+import { LIFT_MARGIN_MS } from '../../src/state/governance-state.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
 import { adminClient, eventually, sleep, type AdminClient } from '../helpers/operator.js';
@@ -33,7 +35,7 @@ const available = redisAvailable();
 describe.skipIf(!available)('a lift made on another replica while this one was cut off from Redis', () => {
   const llmKey = canary('lift-outage-llm');
   const oncall = generateAgentToken();
-  const agents = { later: generateAgentToken(), earlier: generateAgentToken(), tie: generateAgentToken(), halfway: generateAgentToken() };
+  const agents = { later: generateAgentToken(), earlier: generateAgentToken(), tie: generateAgentToken(), skewed: generateAgentToken(), halfway: generateAgentToken() };
   const proxies: ProxyFixture[] = [];
   const seen: string[] = [];
   /** The replicas' clock: real time moved on by `skew`, or held at `frozen`. */
@@ -211,6 +213,31 @@ describe.skipIf(!available)('a lift made on another replica while this one was c
     expect(await status(a, 'tie')).toBe(401);
     await eventually('B refusing the agent', async () => (await status(b, 'tie')) === 401, 3_000);
     await eventually("A's unsaved-restrictions file removed", () => !existsSync(unsavedFile()), 3_000);
+  });
+
+  it(`lifted on B ${LIFT_MARGIN_MS} ms after A revoked it, by the clocks: A's may be behind, so the revocation stands`, async () => {
+    expect(await status(a, 'skewed')).toBe(200);
+    await cutOffA();
+
+    const revokedAt = Date.now() + skew;
+    frozen = revokedAt;
+    try {
+      await revoke(adminA, 'skewed', 'revoked on A, its clock perhaps behind');
+      frozen = revokedAt + LIFT_MARGIN_MS;
+      await revoke(adminB, 'skewed', 'revoked on B');
+      await restore(adminB, 'skewed');
+    } finally {
+      frozen = null;
+    }
+    skew += STEP_MS;
+    expect(await status(b, 'skewed')).toBe(200);
+
+    await reconnectA();
+
+    const stored = await inRedis('skewed');
+    expect(stored.revocation).toMatchObject({ kind: 'agent', target: 'skewed', reason: 'revoked on A, its clock perhaps behind', at: revokedAt });
+    expect(await status(a, 'skewed')).toBe(401);
+    await eventually('B refusing the agent', async () => (await status(b, 'skewed')) === 401, 3_000);
   });
 
   // The queue is also written every second (the retry timer), and that can come first: here A's command

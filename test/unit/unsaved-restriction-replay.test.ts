@@ -1,8 +1,9 @@
 /**
  * A revocation kept on disk by a process that stopped during a state-store outage is replayed at the
  * next start, unless an operator lifted it since (found by review: the replay revived it on every
- * replica, a stale `all` would have locked the whole fleet down). Last writer wins by time; at the same
- * millisecond the revocation stands (fail closed). Real files, the real embedded backend.
+ * replica, a stale `all` would have locked the whole fleet down). Last writer wins by time, with a lift
+ * winning only when it is more than LIFT_MARGIN_MS later (the two times may come from two replicas'
+ * clocks); closer, the revocation stands (fail closed). Real files, the real embedded backend.
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { GovernanceEvent } from '../../src/state/governance-records.js';
 import { FileStateBackend } from '../../src/state/file-backend.js';
-import { GovernanceState } from '../../src/state/governance-state.js';
+import { GovernanceState, LIFT_MARGIN_MS } from '../../src/state/governance-state.js';
 import { UnsavedRestrictionFiles } from '../../src/state/unsaved-restriction-files.js';
 
 const dirs: string[] = [];
@@ -39,7 +40,7 @@ describe('replaying kept revocations against later lifts', () => {
   const lift = (at: number): GovernanceEvent => ({ type: 'revocation.lifted', kind: 'agent', target: 'bot', by: 'ops', at });
 
   it('a revocation lifted after it was made is not revived, nor written back to the store', async () => {
-    const { state, dir } = await startWith([revoke(1_000), lift(2_000)], [revoke(1_000)]);
+    const { state, dir } = await startWith([revoke(1_000), lift(1_001 + LIFT_MARGIN_MS)], [revoke(1_000)]);
     expect(state.revocation('agent', 'bot')).toBeNull();
     await state.close();
     const stored = readFileSync(join(dir, 'state.jsonl'), 'utf8').split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as GovernanceEvent);
@@ -60,12 +61,19 @@ describe('replaying kept revocations against later lifts', () => {
     await state.close();
   });
 
+  it('nor does a lift up to LIFT_MARGIN_MS later: a replica whose clock is that far behind could have revoked after it', async () => {
+    const { state } = await startWith([revoke(1_000), lift(2_000 + LIFT_MARGIN_MS)], [revoke(2_000)]);
+    expect(state.revocation('agent', 'bot')).toMatchObject({ at: 2_000 });
+    await state.close();
+  });
+
   it('a worker relaying a revocation lifted since is not heard (adopt)', async () => {
-    const { state } = await startWith([revoke(1_000), lift(2_000)], []);
-    state.adopt(revoke(1_500));
+    const liftAt = 8_000;
+    const { state } = await startWith([revoke(1_000), lift(liftAt)], []);
+    state.adopt(revoke(liftAt - LIFT_MARGIN_MS - 1));
     expect(state.revocation('agent', 'bot')).toBeNull();
-    state.adopt(revoke(2_500));
-    expect(state.revocation('agent', 'bot')).toMatchObject({ at: 2_500 });
+    state.adopt(revoke(liftAt - LIFT_MARGIN_MS));
+    expect(state.revocation('agent', 'bot')).toMatchObject({ at: liftAt - LIFT_MARGIN_MS });
     await state.close();
   });
 });
