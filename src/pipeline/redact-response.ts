@@ -21,7 +21,7 @@ import { AirlockError } from '../errors.js';
 import type { ServicePolicy } from '../policy/compile-policy.js';
 import type { RedactionMatcher } from '../redaction/redaction-matcher.js';
 import type { SecretCatalog } from '../redaction/secret-catalog.js';
-import { SseDeltaRedactor } from '../redaction/sse-delta-redactor.js';
+import { SseDeltaRedactor, type EventFraming } from '../redaction/sse-delta-redactor.js';
 import { StreamRedactor } from '../redaction/stream-redactor.js';
 import { HOP_BY_HOP_HEADERS } from '../upstream/hop-by-hop.js';
 import { REQUEST_ID_HEADER } from '../upstream/relay-headers.js';
@@ -155,11 +155,21 @@ function relocate(pairs: string[], matcher: RedactionMatcher, upstream: Upstream
   return 0;
 }
 
-function isEventStream(pairs: readonly string[]): boolean {
+/** Media types of one JSON value per line: NDJSON (Ollama's streams), JSON Lines. */
+const JSON_LINES = /^application\/(?:x-)?(?:ndjson|jsonl|json-lines|jsonlines)\s*(?:;|$)/;
+
+/**
+ * How a streamed body's events are framed, for the layer that joins a secret spread over them
+ * (sse-delta-redactor.ts): SSE, one JSON value per line, or neither (null).
+ */
+function eventFramingOf(pairs: readonly string[]): EventFraming | null {
   for (let i = 0; i < pairs.length; i += 2) {
-    if (pairs[i] === 'content-type' && (pairs[i + 1] as string).toLowerCase().includes('text/event-stream')) return true;
+    if (pairs[i] !== 'content-type') continue;
+    const type = (pairs[i + 1] as string).toLowerCase().trim();
+    if (type.includes('text/event-stream')) return 'sse';
+    if (JSON_LINES.test(type)) return 'lines';
   }
-  return false;
+  return null;
 }
 
 function withoutHeaders(pairs: readonly string[], drop: (name: string) => boolean): string[] {
@@ -192,7 +202,7 @@ export class RedactingResponseWriter {
    */
   #redactedParts: Buffer[] = [];
   #redactor: StreamRedactor;
-  /** For text/event-stream: secrets spread over events (an LLM repeating a key token by token). */
+  /** For text/event-stream and NDJSON: secrets spread over events (an LLM repeating a key token by token). */
   #events: SseDeltaRedactor | null = null;
   #decoder: Transform | null = null;
   #encodedBytes = 0;
@@ -270,7 +280,8 @@ export class RedactingResponseWriter {
       this.#headers = pairs;
       return null;
     }
-    if (isEventStream(pairs) && this.#matcher.needles.size > 0) this.#events = new SseDeltaRedactor(this.#matcher.needles);
+    const framing = this.#matcher.needles.size > 0 ? eventFramingOf(pairs) : null;
+    if (framing !== null) this.#events = new SseDeltaRedactor(this.#matcher.needles, framing);
     const coding = contentCodingOf(contentEncoding);
     if (coding === null) {
       return unscannable(`The upstream sent a body with Content-Encoding "${String(contentEncoding)}", which Airlock cannot decode and therefore cannot scan for secrets; it was not passed on.`);

@@ -84,14 +84,20 @@ export interface HeadedNeedle {
   readonly head: number;
 }
 
-/** Bytes that end a piece's run even when its needle holds them: whitespace, controls, quotes, brackets, separators. */
-const DELIMITERS = delimiterTable();
+/**
+ * The bytes a piece's run goes on over past what matches its needle: letters, digits and the
+ * punctuation of keys and their encodings (base64's +/=, base64url's -_, percent and \u escapes, ~).
+ * One alphabet for every needle: were it the needle's own bytes, a guess at a character the key does
+ * not hold would end the run and tell the agent which punctuation the key holds (found by review).
+ * Quotes, brackets, commas, &, dots and whitespace end it, so a masked piece keeps what closes its
+ * JSON string or attribute, and the "..." a page prints where it cut.
+ */
+const RUN_BYTES = runByteTable();
 
-function delimiterTable(): Uint8Array {
+function runByteTable(): Uint8Array {
   const table = new Uint8Array(256);
-  for (let byte = 0; byte <= 0x20; byte++) table[byte] = 1;
-  for (const ch of `"'\`<>{}[](),;&`) table[ch.charCodeAt(0)] = 1;
-  table[0x7f] = 1;
+  for (let byte = 0; byte < 256; byte++) if (isWordByte(byte)) table[byte] = 1;
+  for (const ch of '-_~+/=%\\') table[ch.charCodeAt(0)] = 1;
   return table;
 }
 
@@ -323,13 +329,10 @@ export class NeedleSet {
 
   /**
    * Needle i's head is at `p`. The whole needle there is a match. Otherwise the piece is masked through
-   * as much of the needle as matches there and then through the bytes that go on like a key (letters,
-   * digits, the needle's other bytes), up to the needle's length: a right and a wrong guess at the next
-   * character read the same, so an agent that makes a reflecting upstream echo its guesses learns
-   * nothing from the marker past the head. Delimiters (quotes, brackets, commas, whitespace) end the run
-   * even when the needle holds them, so a piece inside a JSON string or an HTML attribute does not eat
-   * what closes it; only where the needle itself goes on through one is it masked. When the piece
-   * reaches the end of data more may follow (not `final`), it is undecided: returns p.
+   * as much of the needle as matches there and then through the key-like bytes after it (RUN_BYTES), up
+   * to the needle's length: a right and a wrong guess at the next character read the same, so an agent
+   * that makes a reflecting upstream echo its guesses learns nothing from the marker past the head.
+   * When the piece reaches the end of data more may follow (not `final`), it is undecided: returns p.
    */
   #settle(data: Buffer, p: number, i: number, out: number[], final: boolean): number {
     const needle = this.needles[i] as Buffer;
@@ -342,11 +345,7 @@ export class NeedleSet {
       out.push(p, whole);
       return -1;
     }
-    while (end < limit) {
-      const byte = data[end] as number;
-      if (!isWordByte(byte) && (DELIMITERS[byte] === 1 || needle.indexOf(byte) === -1)) break;
-      end++;
-    }
+    while (end < limit && RUN_BYTES[data[end] as number] === 1) end++;
     if (end === n && end < whole && !final) return p;
     out.push(p, end);
     return -1;

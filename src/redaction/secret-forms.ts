@@ -19,11 +19,12 @@
  * Pieces: an upstream that shows a secret cut short (an error page printing the request URL to a fixed
  * width, a log line clipped at a column) shows the start of one of its forms followed by other text,
  * which no whole form matches, and an agent can pad its request so the cut falls late in the key. So
- * each form also has a head: its published vendor prefix (`sk-proj-`, `github_pat_`, a JWT's header
- * and claims) and then PIECE_CHARS characters of the secret in that form's encoding. A piece is masked
- * from the head on, through the run of key-like bytes that follows, up to the form's length, whether
- * or not those bytes continue the key (needle-set.ts): so fewer than PIECE_CHARS characters past the
- * prefix can show, and the marker's extent says nothing about how far a guess matched.
+ * each form also has a head: where its secret part starts (publicPrefixOf: after a published vendor
+ * prefix or a JWT's header and claims) and then PIECE_CHARS characters of the secret in that form's
+ * encoding. A piece is masked from the head on, through as much of the form as matches and the run of
+ * key-like bytes that follows, up to the form's length, whether or not those bytes continue the key
+ * (needle-set.ts): so fewer than PIECE_CHARS characters past the prefix can show, and the marker's
+ * extent says nothing about how far a guess matched.
  */
 
 import { BUILTIN_RULES } from './key-patterns.js';
@@ -95,34 +96,43 @@ export interface SecretForm {
 }
 
 /**
- * Literal prefixes of the built-in key shapes that the lower-case rule below does not cover (AKIA,
- * AIza): the same in every key of the vendor, so public.
+ * Published prefixes of key formats: the built-in shapes' own (key-patterns.ts) and those vendors
+ * document for their key kinds. The same in every key of the vendor, so public: never part of a head's
+ * 8 characters. A list, not a rule: a rule for "lower-case words and a separator" made the first words
+ * of a passphrase public too (found by review).
  */
-const SHAPE_PREFIXES: readonly string[] = Object.values(BUILTIN_RULES).flatMap((rule) =>
-  rule.kind === 'run' ? rule.prefixes.map((prefix) => prefix.toString('latin1')) : [],
-);
-/**
- * Lower-case words, each ending in a separator, as vendors write their prefixes (`sk-proj-`,
- * `sk-ant-api03-`, `github_pat_`, `glpat-`, `hvs.`, `xoxb-`). A random value that happens to start so
- * gives up those few characters.
- */
-const WORD = /[a-z]{2,10}[0-9]{0,2}[-_.]/y;
-/**
- * Characters a word prefix must leave after it: a vendor's key goes on for 20 to 100 more, while a
- * passphrase (`correct-horse-battery-staple`) is words throughout and must not become all prefix.
- */
-const MIN_AFTER_WORDS = 2 * 8;
+const VENDOR_PREFIXES: readonly string[] = [
+  ...Object.values(BUILTIN_RULES).flatMap((rule) => (rule.kind === 'run' ? rule.prefixes.map((prefix) => prefix.toString('latin1')) : [])),
+  ...['sk-proj-', 'sk-svcacct-', 'sk-admin-', 'sk-ant-api03-', 'sk-ant-admin01-', 'sk-ant-oat01-', 'sk-or-v1-', 'sk_test_', 'rk_test_', 'pk_live_', 'pk_test_', 'whsec_'],
+  ...['glpat-', 'hvs.', 'hvb.', 'hvr.', 'npm_', 'pypi-', 'dop_v1_', 'shpat_', 'gsk_', 'hf_', 'r8_', 'pplx-', 'xai-', 'lin_api_', 'ya29.'],
+];
 /** A JWT (RFC 7519): header and claims are shared by every token of an issuer; only the signature is the secret part. */
 const JWT = /^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+$/;
 
-/** The leading characters of `value` every key of its kind shares. */
-export function publicPrefixOf(value: string): string {
-  if (JWT.test(value)) return value.slice(0, value.lastIndexOf('.') + 1);
-  let prefix = '';
-  WORD.lastIndex = 0;
-  while (WORD.exec(value) !== null && value.length - WORD.lastIndex >= MIN_AFTER_WORDS) prefix = value.slice(0, WORD.lastIndex);
-  for (const shape of SHAPE_PREFIXES) if (shape.length > prefix.length && value.startsWith(shape)) prefix = shape;
-  return prefix;
+/** How many of lower-case letters, upper-case letters and digits `text` holds (0 to 3). */
+function kindsIn(text: string): number {
+  return Number(/[a-z]/.test(text)) + Number(/[A-Z]/.test(text)) + Number(/[0-9]/.test(text));
+}
+
+/**
+ * Where a secret's head starts: after a published vendor prefix (or a JWT's header and claims), and
+ * past up to PIECE_CHARS more characters until the next PIECE_CHARS mix two kinds of character. Eight
+ * characters of one kind (`correct `, `administ`, `12345678`, an unlisted vendor's `acme_liv`) are a
+ * word or a number that ordinary text holds: masked wherever it appeared, a piece would eat responses
+ * that never saw the secret (found by review). null: no such place, and the secret has no head (its
+ * forms are masked whole only).
+ */
+export function publicPrefixOf(value: string): string | null {
+  let known = '';
+  if (JWT.test(value)) known = value.slice(0, value.lastIndexOf('.') + 1);
+  else for (const prefix of VENDOR_PREFIXES) if (prefix.length > known.length && value.length > prefix.length && value.startsWith(prefix)) known = prefix;
+  for (let at = known.length; at <= known.length + PIECE_CHARS && at + PIECE_CHARS <= value.length; at++) {
+    // Never between the halves of a surrogate pair: the prefix is encoded on its own (formsOfExactly).
+    const code = value.charCodeAt(at);
+    if (code >= 0xdc00 && code <= 0xdfff) continue;
+    if (kindsIn(value.slice(at, at + PIECE_CHARS)) >= 2) return value.slice(0, at);
+  }
+  return null;
 }
 
 /** One way an upstream writes a value, and how many bytes it writes per character (at most, or on average for base64). */
@@ -230,6 +240,10 @@ function formsOfExactly(value: string): SecretForm[] {
     if (text.length < MIN_FORM_BYTES || seen.has(text)) continue;
     seen.add(text);
     const bytes = Buffer.from(text, 'utf8');
+    if (prefix === null) {
+      forms.push({ bytes, head: bytes.length });
+      continue;
+    }
     // Every style encodes a value's start from that start alone (a base64 core's leading characters
     // too), so the prefix's encoding begins the form; checked, not assumed.
     const lead = prefix === '' ? '' : style.encode(prefix);

@@ -5,12 +5,14 @@
  *
  * This layer reads text/event-stream events whose data is JSON, follows every string field by its JSON
  * path ("choices.0.delta.content", "delta.text", tool-call arguments ...) across events, and scans the
- * concatenation. An event is held back while a path ends with a live partial secret of MIN_HOLD or
+ * concatenation. An event whose data is plain text is one string, followed across events as the path
+ * "$data" (a server streaming raw tokens). The same holds for the lines of an NDJSON stream (Ollama's
+ * /api/chat, JSON Lines: framing 'lines'), each line a JSON value. An event is held back while a path ends with a live partial secret of MIN_HOLD or
  * more characters, so the rest of the secret can still be masked in it; a match is masked in every held
  * event it touches ("[REDACTED]" where it starts, nothing where it continues) and those events are
  * re-serialized. At most MIN_HOLD - 1 characters of a secret can leave in an event already sent, the
- * same bound the byte scanner keeps at the end of a stream. Events that are not JSON pass untouched
- * (in order). Incomplete events are held until their blank line, which is when a client would
+ * same bound the byte scanner keeps at the end of a stream. Lines that are not JSON, and events
+ * without data, pass untouched (in order). Incomplete events are held until their blank line, which is when a client would
  * dispatch them anyway (WHATWG HTML 9.2.6).
  */
 import type { NeedleSet } from './needle-set.js';
@@ -30,10 +32,22 @@ interface Leaf {
   masks: Array<{ from: number; to: number; marker: boolean }>;
 }
 
+/** How events are framed: SSE (a blank line ends each) or one JSON value per line (NDJSON, JSON Lines). */
+export type EventFraming = 'sse' | 'lines';
+
+/**
+ * How an event is written again once masked: an SSE event with JSON data or with text data (`lines`
+ * are its lines, the non-data ones kept), a JSON line (`ending` its line break), or as it came.
+ */
+type EventForm = 'sse-json' | 'sse-text' | 'line-json' | 'raw';
+
 interface QueuedEvent {
   readonly raw: Buffer;
-  readonly lines: readonly string[] | null;
+  readonly form: EventForm;
+  readonly lines: readonly string[];
+  /** The parsed JSON value, or for 'sse-text' the holder of its one leaf ({ data }). */
   readonly json: unknown;
+  readonly ending: string;
   readonly leaves: Leaf[];
   emitted: boolean;
 }
@@ -51,9 +65,20 @@ interface PathWindow {
   end: number;
   /** Matches already masked, as "start:end" absolute positions. */
   handled: Set<string>;
+  /**
+   * Absolute start of a piece of a secret (needle-set.ts) whose run reaches the end of the text so
+   * far, -1 if none: held like a partial secret, so that whether a later delta goes on with the key
+   * (a right guess) or not (a wrong one) changes neither the marker nor when events leave (found by
+   * review: masked at once, a wrong guess's events left and a right one's were held).
+   */
+  pieceFrom: number;
 }
 
-function findTerminator(data: Buffer, from: number): { at: number; length: number } | null {
+function findTerminator(data: Buffer, from: number, framing: EventFraming): { at: number; length: number } | null {
+  if (framing === 'lines') {
+    const at = data.indexOf(0x0a, from);
+    return at === -1 ? null : { at, length: 1 };
+  }
   for (let i = from; i < data.length; i++) {
     const c = data[i];
     if (c === 0x0a && data[i + 1] === 0x0a) return { at: i, length: 2 };
@@ -88,15 +113,18 @@ export class SseDeltaRedactor {
   readonly #windows = new Map<string, PathWindow>();
   redactions = 0;
 
-  constructor(needles: NeedleSet) {
+  readonly #framing: EventFraming;
+
+  constructor(needles: NeedleSet, framing: EventFraming = 'sse') {
     this.#needles = needles;
+    this.#framing = framing;
   }
 
   push(chunk: Buffer): Buffer {
     if (this.#needles.size === 0) return chunk;
     const data = this.#partial.length === 0 ? chunk : Buffer.concat([this.#partial, chunk]);
     let start = 0;
-    for (let found = findTerminator(data, 0); found !== null; found = findTerminator(data, start)) {
+    for (let found = findTerminator(data, 0, this.#framing); found !== null; found = findTerminator(data, start, this.#framing)) {
       const end = found.at + found.length;
       this.#accept(data.subarray(start, end));
       start = end;
@@ -114,24 +142,13 @@ export class SseDeltaRedactor {
   }
 
   #accept(raw: Buffer): void {
-    const text = raw.toString('utf8');
-    const lines = text.split(/\r\n|\r|\n/);
-    const data = lines.filter((l) => l.startsWith('data:')).map((l) => (l.startsWith('data: ') ? l.slice(6) : l.slice(5)));
-    let json: unknown = null;
-    const joined = data.join('\n');
-    if (data.length > 0 && (joined.startsWith('{') || joined.startsWith('['))) {
-      try {
-        json = JSON.parse(joined);
-      } catch {
-        json = null;
-      }
-    }
-    const event: QueuedEvent = { raw: Buffer.from(raw), lines: json === null ? null : lines, json, leaves: [], emitted: false };
+    const event = this.#framing === 'lines' ? jsonLine(raw) : sseEvent(raw);
     this.#queue.push(event);
     this.#queuedBytes += raw.length;
-    if (json === null) return;
+    if (event.form === 'raw') return;
     const leaves: Array<{ path: string; leaf: Leaf }> = [];
-    collectLeaves(json, '$', leaves);
+    if (event.form === 'sse-text') leaves.push({ path: '$data', leaf: { holder: event.json as Record<string, unknown>, key: 'data', text: (event.json as { data: string }).data, masks: [] } });
+    else collectLeaves(event.json, '$', leaves);
     for (const { path, leaf } of leaves) {
       event.leaves.push(leaf);
       this.#append(path, event, leaf);
@@ -149,7 +166,7 @@ export class SseDeltaRedactor {
         this.#maskLivePartial(this.#windows.get(oldest) as PathWindow);
         this.#windows.delete(oldest);
       }
-      window = { segments: [], end: 0, handled: new Set() };
+      window = { segments: [], end: 0, handled: new Set(), pieceFrom: -1 };
       this.#windows.set(path, window);
     }
     return window;
@@ -170,7 +187,8 @@ export class SseDeltaRedactor {
     const text = window.segments.map((s) => s.leaf.text).join('');
     const bytes = Buffer.from(text, 'utf8');
     const spans: number[] = [];
-    this.#needles.findMatches(bytes, spans);
+    const piece = this.#needles.findMatches(bytes, spans, false);
+    window.pieceFrom = piece === -1 ? -1 : base + bytes.subarray(0, piece).toString('utf8').length;
     for (let i = 0; i < spans.length; i += 2) {
       const from = base + bytes.subarray(0, spans[i] as number).toString('utf8').length;
       const to = base + bytes.subarray(0, spans[i + 1] as number).toString('utf8').length;
@@ -212,12 +230,13 @@ export class SseDeltaRedactor {
     this.#mask(window, window.end - partial, window.end);
   }
 
-  /** Characters at the end of a path's stream that could still begin a secret. */
+  /** Characters at the end of a path's stream that could still begin a secret, or go on with a piece of one. */
   #livePartial(window: PathWindow): number {
     const text = window.segments.map((s) => s.leaf.text).join('');
     const bytes = Buffer.from(text, 'utf8');
     const partialBytes = this.#needles.partialSuffix(bytes);
-    return partialBytes === 0 ? 0 : bytes.subarray(bytes.length - partialBytes).toString('utf8').length;
+    const partial = partialBytes === 0 ? 0 : bytes.subarray(bytes.length - partialBytes).toString('utf8').length;
+    return window.pieceFrom === -1 ? partial : Math.max(partial, window.end - window.pieceFrom);
   }
 
   #flush(final: boolean): Buffer {
@@ -247,7 +266,7 @@ export class SseDeltaRedactor {
   }
 
   #render(event: QueuedEvent): Buffer {
-    if (event.json === null || event.lines === null || !event.leaves.some((leaf) => leaf.masks.length > 0)) return event.raw;
+    if (event.form === 'raw' || !event.leaves.some((leaf) => leaf.masks.length > 0)) return event.raw;
     for (const leaf of event.leaves) {
       if (leaf.masks.length === 0) continue;
       const masks = [...leaf.masks].sort((a, b) => a.from - b.from);
@@ -261,7 +280,40 @@ export class SseDeltaRedactor {
       text += leaf.text.slice(pos);
       (leaf.holder as Record<string | number, unknown>)[leaf.key] = text;
     }
+    if (event.form === 'line-json') return Buffer.from(`${JSON.stringify(event.json)}${event.ending}`, 'utf8');
     const others = event.lines.filter((line) => line !== '' && !line.startsWith('data:'));
-    return Buffer.from(`${[...others, `data: ${JSON.stringify(event.json)}`].join('\n')}\n\n`, 'utf8');
+    const data = event.form === 'sse-json' ? [`data: ${JSON.stringify(event.json)}`] : (event.json as { data: string }).data.split('\n').map((line) => `data: ${line}`);
+    return Buffer.from(`${[...others, ...data].join('\n')}\n\n`, 'utf8');
+  }
+}
+
+/** An SSE event: its data as JSON when it parses, else as text; 'raw' when it has no data line. */
+function sseEvent(raw: Buffer): QueuedEvent {
+  const text = raw.toString('utf8');
+  const lines = text.split(/\r\n|\r|\n/);
+  const data = lines.filter((l) => l.startsWith('data:')).map((l) => (l.startsWith('data: ') ? l.slice(6) : l.slice(5)));
+  const base = { raw: Buffer.from(raw), lines, ending: '', leaves: [], emitted: false };
+  if (data.length === 0) return { ...base, form: 'raw', json: null };
+  const joined = data.join('\n');
+  const json = parsedJson(joined);
+  return json === undefined ? { ...base, form: 'sse-text', json: { data: joined } } : { ...base, form: 'sse-json', json };
+}
+
+/** One line of an NDJSON stream: a JSON object or array, else passed as it came. */
+function jsonLine(raw: Buffer): QueuedEvent {
+  const text = raw.toString('utf8');
+  const body = text.replace(/\r?\n$/, '');
+  const json = parsedJson(body);
+  return { raw: Buffer.from(raw), form: json === undefined ? 'raw' : 'line-json', lines: [], json: json ?? null, ending: text.slice(body.length), leaves: [], emitted: false };
+}
+
+/** `text` parsed, when it is a JSON object or array; undefined otherwise. */
+function parsedJson(text: string): unknown {
+  const start = text.trimStart();
+  if (!start.startsWith('{') && !start.startsWith('[')) return undefined;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return undefined;
   }
 }

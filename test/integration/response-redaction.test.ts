@@ -414,6 +414,23 @@ describe('response redaction', () => {
           res.end(writes[1]);
           return;
         }
+        case '/v1/stream-split': {
+          // The key spread over three events of a stream that is not JSON-in-SSE, with pauses between
+          // (streamed, chunked): plain-text SSE events, or the lines of an NDJSON stream as Ollama's
+          // /api/chat writes them.
+          const pieces = [`key: ${key.slice(0, 6)}`, key.slice(6, 20), `${key.slice(20)}, done`];
+          const ndjson = query.get('kind') === 'ndjson';
+          const writes = ndjson
+            ? [...pieces.map((content) => `${JSON.stringify({ model: 'llama3', message: { role: 'assistant', content }, done: false })}\n`), '{"done":true}\n']
+            : [...pieces.map((text) => `data: ${text}\n\n`), 'data: [DONE]\n\n'];
+          res.writeHead(200, { 'content-type': ndjson ? 'application/x-ndjson' : 'text/event-stream' });
+          for (const [i, write] of writes.entries()) {
+            if (i > 0) await sleep(30);
+            res.write(write);
+          }
+          res.end();
+          return;
+        }
         case '/v1/redirect':
           res.writeHead(302, { location: `/${service}/v1/landing?api_key=${key}&page=2`, 'content-length': 0 });
           res.end();
@@ -709,6 +726,24 @@ describe('response redaction', () => {
         expect(seen.text.endsWith('data: [DONE]\n\n')).toBe(true);
         expect(seen.headers['content-md5'], 'the digest of the unmasked body is dropped').toBeUndefined();
         expectNoLeakIn(seen, key);
+      }
+    });
+  });
+
+  describe('a key spread over plain-text events or NDJSON lines (streamed)', () => {
+    it.each(['sse', 'ndjson'] as const)('%s: the pieces join and the agent sees one [REDACTED]', async (kind) => {
+      for (const service of ['echo', 'plain'] as const) {
+        const key = KEYS[service];
+        const seen = await ask(service, `/v1/stream-split?kind=${kind}`);
+        expect(seen.status).toBe(200);
+        expect(seen.cleanEnd).toBe(true);
+        const contents =
+          kind === 'sse'
+            ? seen.text.split('\n\n').filter((event) => event.startsWith('data: ')).map((event) => event.slice(6))
+            : seen.text.split('\n').filter((line) => line.includes('"message"')).map((line) => (JSON.parse(line) as { message: { content: string } }).message.content);
+        expect(contents.join('|')).toBe(kind === 'sse' ? `key: ${MARKER}||, done|[DONE]` : `key: ${MARKER}||, done`);
+        expectNoLeakIn(seen, key);
+        expect((await auditOf(seen)).redactions).toBe(1);
       }
     });
   });

@@ -7,8 +7,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { NeedleSet } from '../../src/redaction/needle-set.js';
-import { SseDeltaRedactor } from '../../src/redaction/sse-delta-redactor.js';
-import { formsOf } from '../../src/redaction/secret-forms.js';
+import { SseDeltaRedactor, type EventFraming } from '../../src/redaction/sse-delta-redactor.js';
+import { formsOf, secretForms } from '../../src/redaction/secret-forms.js';
 
 function reassemble(output: string): { content: string; other: string[] } {
   let content = '';
@@ -104,6 +104,49 @@ describe('SSE delta redactor', () => {
     expect(contents).not.toContain(secret);
     expect(contents).not.toContain(secret.slice(0, 8));
     expect(contents).toContain('[REDACTED]');
+  });
+
+  /** What each push (one event each) and the end give back, with pieces masked (secretForms). */
+  function perPush(secret: string, events: readonly string[], framing: EventFraming = 'sse'): string[] {
+    const redactor = new SseDeltaRedactor(new NeedleSet(secretForms(secret)), framing);
+    return [...events.map((event) => redactor.push(Buffer.from(event, 'utf8')).toString('utf8')), redactor.end().toString('utf8')];
+  }
+  const delta = (text: string): string => `data: ${JSON.stringify({ choices: [{ delta: { content: text } }] })}\n\n`;
+  const KEY = 'sk-proj-Ab3dEf6hIj9lMn2pQr5tUv8x';
+
+  // Found by review: pieces were masked as soon as seen, so a delta going on with the key after its
+  // head (a right guess) was held while a wrong one left at once, and a later delta of the run got a
+  // marker of its own: the timing and the markers read the key one guess at a time.
+  it('a right and a wrong guess after the head give the same events at the same pushes', () => {
+    const head = KEY.slice(0, 16);
+    const right = KEY.charAt(16);
+    const outputs = [right, right === 'Q' ? 'W' : 'Q'].map((guess) => perPush(KEY, [delta(head.slice(0, 12)), delta(`${head.slice(12)}${guess}`), delta('zz'), delta(' done')]));
+    expect(outputs[1]).toEqual(outputs[0]);
+    const joined = (outputs[0] as string[]).join('');
+    expect(joined).not.toContain(head);
+    expect(joined).toContain('[REDACTED]');
+    expect(joined).toContain(' done');
+  });
+
+  it('joins plain-text events: a key spread over them is masked, the rest kept', () => {
+    const out = perPush(KEY, ['event: token\ndata: key is sk-proj-Ab3d\n\n', `data: ${KEY.slice(12)}\n\n`, 'data: , thanks\n\n']).join('');
+    expect(out).not.toContain(KEY.slice(0, 12));
+    expect(out).not.toContain(KEY.slice(12));
+    expect(out).toContain('event: token\ndata: key is [REDACTED]\n\n');
+    expect(out).toContain('data: , thanks\n\n');
+  });
+
+  it('joins the lines of an NDJSON stream (framing lines): a key spread over them is masked', () => {
+    const line = (text: string): string => `${JSON.stringify({ model: 'llama', message: { role: 'assistant', content: text }, done: false })}\n`;
+    const out = perPush(KEY, [line('your key: sk-proj-'), line(KEY.slice(8, 20)), line(`${KEY.slice(20)}!`), 'not json\n'], 'lines').join('');
+    expect(out).not.toContain(KEY.slice(8, 20));
+    expect(out).not.toContain(KEY.slice(20));
+    const contents = out
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => (JSON.parse(l) as { message: { content: string } }).message.content);
+    expect(contents.join('')).toBe('your key: [REDACTED]!');
+    expect(out.endsWith('not json\n')).toBe(true);
   });
 
   it('passes events with no secret through byte for byte, one at a time', () => {

@@ -13,18 +13,15 @@ import { MIN_MASKED_PARTIAL, RedactionMatcher } from '../../src/redaction/redact
 import { formsOf, secretForms, type SecretForm } from '../../src/redaction/secret-forms.js';
 import { REDACTION_MARKER, StreamRedactor } from '../../src/redaction/stream-redactor.js';
 
-/** What ends a piece's run though its form holds it (needle-set.ts). */
-const DELIMITERS = `"'\`<>{}[](),;&\x7f${Array.from({ length: 33 }, (_, i) => String.fromCharCode(i)).join('')}`;
-
-function isAlphanumeric(byte: number): boolean {
-  return /[A-Za-z0-9]/.test(String.fromCharCode(byte));
+/** What a piece's run goes on over past what matches its form (needle-set.ts): one alphabet for all. */
+function isRunByte(byte: number): boolean {
+  return /[A-Za-z0-9\-_~+/=%\\]/.test(String.fromCharCode(byte));
 }
 
 /**
  * Whole-body reference: mask every occurrence of every form, every piece (a form's head where the whole
- * form is not: through as much of the form as follows, then the bytes that are letters, digits or
- * bytes of the form other than delimiters, up to the form's length), plus a 4+ byte partial form at
- * the very end.
+ * form is not: through as much of the form as follows, then the letters, digits and key punctuation
+ * after it, up to the form's length), plus a 4+ byte partial form at the very end.
  */
 function oracle(input: Buffer, headed: readonly SecretForm[]): Buffer {
   const forms = headed.map((form) => form.bytes);
@@ -39,7 +36,7 @@ function oracle(input: Buffer, headed: readonly SecretForm[]): Buffer {
       const limit = Math.min(at + form.length, input.length);
       let end = at + head;
       while (end < limit && input[end] === form[end - at]) end++;
-      while (end < limit && (isAlphanumeric(input[end] as number) || (form.includes(input[end] as number) && !DELIMITERS.includes(String.fromCharCode(input[end] as number))))) end++;
+      while (end < limit && isRunByte(input[end] as number)) end++;
       mask.fill(1, at, end);
     }
   }
