@@ -7,8 +7,8 @@
  * differently is refused instead of guessed at - dot segments raw or encoded, "//", encoded "/" and
  * "\" (CVE-2021-22911-style path confusion, Envoy's path_with_escaped_slashes_action), raw "\", ";"
  * and its escape %3B (matrix parameters, Tomcat's ..;/ CVE-2020-1938 family), "%25" (double encoding), control
- * characters, invalid or overlong UTF-8, and characters that NFKC-normalize to "/", "\" or "." (fullwidth
- * forms). The query is kept as sent: it is not matched, only forwarded.
+ * characters, invalid or overlong UTF-8, characters that NFKC-normalize to "/", "\" or "." (fullwidth
+ * forms), and slash look-alikes that NFKC keeps (U+2215 and kin). The query is kept as sent: it is not matched, only forwarded.
  */
 import { AirlockError } from '../errors.js';
 import { isUnreserved } from '../ingress/percent-escapes.js';
@@ -92,6 +92,14 @@ export function canonicalizeTarget(target: string): CanonicalTarget {
   return { path, query };
 }
 
+/**
+ * Slashes that NFKC leaves as they are but Windows' "best fit" conversions and some servers' Unicode
+ * folding turn into "/" or "\\" (the WorstFit research, 2025; U+2215 in IIS path confusion): U+2215
+ * DIVISION SLASH, U+2044 FRACTION SLASH, U+29F8 BIG SOLIDUS, U+2216 SET MINUS, U+29F9 BIG REVERSE
+ * SOLIDUS. No API path needs them.
+ */
+const SLASH_LOOKALIKES = /[\u2215\u2044\u29f8\u2216\u29f9]/;
+
 function checkUnicode(path: string): void {
   const bytes: number[] = [];
   for (let i = 0; i < path.length; i++) {
@@ -108,6 +116,9 @@ function checkUnicode(path: string): void {
     decoded = utf8.decode(Uint8Array.from(bytes));
   } catch {
     reject('The request path is not valid UTF-8 once decoded (overlong or truncated sequences are refused).');
+  }
+  if (SLASH_LOOKALIKES.test(decoded)) {
+    reject('The request path contains a character that looks like "/" or "\\" (division slash, fraction slash, set minus, big solidus); some servers map them to "/" and "\\", so they are refused.');
   }
   for (const segment of decoded.split('/')) {
     const normalized = segment.normalize('NFKC');

@@ -167,6 +167,13 @@ const HOSTILE: readonly HostileCase[] = [
   { label: 'fullwidth "\\" %ef%bc%bc', target: '/openai/v1/a%ef%bc%bcb' },
   { label: 'fullwidth "%" %ef%bc%85', target: '/openai/v1/a%ef%bc%852e' },
   { label: 'fullwidth ";" %ef%bc%9b', target: '/openai/v1/a%ef%bc%9bb' },
+  // Slashes NFKC keeps but best-fit conversions map to "/" or "\" (found by review).
+  { label: 'division slash U+2215 %e2%88%95', target: '/openai/v1/a%e2%88%95..%e2%88%95admin' },
+  { label: 'fraction slash U+2044 %e2%81%84', target: '/openai/v1/a%e2%81%84b' },
+  { label: 'big solidus U+29F8 %e2%a7%b8', target: '/openai/v1/a%e2%a7%b8b' },
+  { label: 'set minus U+2216 %e2%88%96', target: '/openai/v1/a%e2%88%96b' },
+  { label: 'big reverse solidus U+29F9 %e2%a7%b9', target: '/openai/v1/a%e2%a7%b9b' },
+  { label: 'raw UTF-8 division slash', target: `/openai/v1/a${utf8Bytes('\u2215')}b` },
   { label: 'two dot leader U+2025', target: '/openai/v1/%e2%80%a5/x' },
   { label: 'small full stops U+FE52', target: '/openai/v1/%ef%b9%92%ef%b9%92/x' },
   // Not origin-form.
