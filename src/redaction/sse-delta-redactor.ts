@@ -5,22 +5,31 @@
  *
  * This layer reads text/event-stream events whose data is JSON, follows every string field by its JSON
  * path ("choices.0.delta.content", "delta.text", tool-call arguments ...) across events, and scans the
- * concatenation. An event whose data is plain text is one string, followed across events as the path
- * "$data" (a server streaming raw tokens). The same holds for the lines of an NDJSON stream (Ollama's
- * /api/chat, JSON Lines: framing 'lines'), each line a JSON value. An event is held back while a path ends with a live partial secret of MIN_HOLD or
- * more characters, so the rest of the secret can still be masked in it; a match is masked in every held
- * event it touches ("[REDACTED]" where it starts, nothing where it continues) and those events are
- * re-serialized. At most MIN_HOLD - 1 characters of a secret can leave in an event already sent, the
- * same bound the byte scanner keeps at the end of a stream. Lines that are not JSON, and events
- * without data, pass untouched (in order). Incomplete events are held until their blank line, which is when a client would
- * dispatch them anyway (WHATWG HTML 9.2.6).
+ * concatenation. Data that is a JSON string is followed as the path "$"; data that is not JSON is one
+ * string, followed as "$data" (a server streaming raw tokens). The same holds for the lines of an
+ * NDJSON stream (Ollama's /api/chat, JSON Lines: framing 'lines'), each line a JSON value.
+ *
+ * An event is held back while a path ends with a live partial secret of MIN_HOLD or more characters
+ * (or a piece of one whose run may go on), so the rest of the secret can still be masked in it; a match
+ * is masked in every held event it touches ("[REDACTED]" where it starts, nothing where it continues)
+ * and those events are re-serialized. At most MIN_HOLD - 1 characters of a secret can leave in an event
+ * already sent, the same bound the byte scanner keeps at the end of a stream. Lines that are not JSON,
+ * and events without data, pass untouched (in order). Events are split as WHATWG HTML 9.2.6 splits them
+ * (lines end in CRLF, LF or CR; an empty line ends an event; a leading BOM is skipped), and an event
+ * that is not finished is held until its end, which is when a client would dispatch it anyway; one that
+ * grows past MAX_EVENT_BYTES is let through as it came (the byte scanner has seen it) rather than held
+ * without bound. A stream's last event counts even without its terminator.
  */
 import type { NeedleSet } from './needle-set.js';
 
 const MIN_HOLD = 4;
 const MAX_HELD_EVENTS = 256;
 const MAX_HELD_BYTES = 1024 * 1024;
+/** An event (or line) still open past this many bytes is let through unjoined (see the header). */
+const MAX_EVENT_BYTES = 1024 * 1024;
 const MAX_PATHS = 256;
+const LF = 0x0a;
+const CR = 0x0d;
 const MARKER = '[REDACTED]';
 const EMPTY = Buffer.alloc(0);
 
@@ -45,9 +54,11 @@ interface QueuedEvent {
   readonly raw: Buffer;
   readonly form: EventForm;
   readonly lines: readonly string[];
-  /** The parsed JSON value, or for 'sse-text' the holder of its one leaf ({ data }). */
-  readonly json: unknown;
+  /** The holder of the parsed JSON value ({ $: value }), or for 'sse-text' of its text ({ data }). */
+  readonly json: { $?: unknown; data?: string };
+  /** The line break the event's own lines end in (SSE), or its line's (NDJSON); a leading BOM kept. */
   readonly ending: string;
+  readonly bom: string;
   readonly leaves: Leaf[];
   emitted: boolean;
 }
@@ -72,23 +83,8 @@ interface PathWindow {
    * review: masked at once, a wrong guess's events left and a right one's were held).
    */
   pieceFrom: number;
-}
-
-function findTerminator(data: Buffer, from: number, framing: EventFraming): { at: number; length: number } | null {
-  if (framing === 'lines') {
-    const at = data.indexOf(0x0a, from);
-    return at === -1 ? null : { at, length: 1 };
-  }
-  for (let i = from; i < data.length; i++) {
-    const c = data[i];
-    if (c === 0x0a && data[i + 1] === 0x0a) return { at: i, length: 2 };
-    if (c === 0x0d) {
-      if (data[i + 1] === 0x0a && data[i + 2] === 0x0d && data[i + 3] === 0x0a) return { at: i, length: 4 };
-      if (data[i + 1] === 0x0d) return { at: i, length: 2 };
-      if (data[i + 1] === 0x0a && data[i + 2] === 0x0a) return { at: i, length: 3 };
-    }
-  }
-  return null;
+  /** Characters at the end still held back (#livePartial), computed by #scan when the text changes. */
+  live: number;
 }
 
 function collectLeaves(value: unknown, path: string, out: Array<{ path: string; leaf: Leaf }>): void {
@@ -107,7 +103,17 @@ function collectLeaves(value: unknown, path: string, out: Array<{ path: string; 
 
 export class SseDeltaRedactor {
   readonly #needles: NeedleSet;
-  #partial: Buffer = EMPTY;
+  /** Bytes of the event not yet finished, as they came (joined only once it ends). */
+  #open: Buffer[] = [];
+  #openBytes = 0;
+  /** SSE line state across chunks: at the start of a line; a CR ended the last chunk (its LF may follow). */
+  #atLineStart = true;
+  #crPending = false;
+  /** Whether that pending CR was an empty line, ending the event. */
+  #crEndsEvent = false;
+  /** The open event grew past MAX_EVENT_BYTES: its bytes go through as they come until it ends. */
+  #oversized = false;
+  #first = true;
   readonly #queue: QueuedEvent[] = [];
   #queuedBytes = 0;
   readonly #windows = new Map<string, PathWindow>();
@@ -122,33 +128,104 @@ export class SseDeltaRedactor {
 
   push(chunk: Buffer): Buffer {
     if (this.#needles.size === 0) return chunk;
-    const data = this.#partial.length === 0 ? chunk : Buffer.concat([this.#partial, chunk]);
+    const out: Buffer[] = [];
     let start = 0;
-    for (let found = findTerminator(data, 0, this.#framing); found !== null; found = findTerminator(data, start, this.#framing)) {
-      const end = found.at + found.length;
-      this.#accept(data.subarray(start, end));
+    for (const end of this.#eventEnds(chunk)) {
+      this.#close(chunk.subarray(start, end), out);
       start = end;
     }
-    this.#partial = start === data.length ? EMPTY : Buffer.from(data.subarray(start));
-    return this.#flush(false);
+    if (start < chunk.length) this.#keepOpen(chunk.subarray(start), out);
+    out.push(this.#flush(false));
+    return out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out);
   }
 
   end(): Buffer {
     if (this.#needles.size === 0) return EMPTY;
-    const tail = this.#partial;
-    this.#partial = EMPTY;
-    const out = this.#flush(true);
-    return tail.length === 0 ? out : Buffer.concat([out, tail]);
+    const out: Buffer[] = [];
+    // A last event without its terminator still counts (found by review: its text went out unjoined).
+    if (this.#openBytes > 0) this.#close(EMPTY, out);
+    out.push(this.#flush(true));
+    return out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out);
+  }
+
+  /**
+   * Offsets in `chunk` just past each event's end: a line's LF for NDJSON; for SSE an empty line, lines
+   * ending in CRLF, LF or CR (WHATWG HTML 9.2.6), a CR at a chunk's end decided by the next byte.
+   */
+  #eventEnds(chunk: Buffer): number[] {
+    const ends: number[] = [];
+    if (this.#framing === 'lines') {
+      for (let at = chunk.indexOf(LF); at !== -1; at = chunk.indexOf(LF, at + 1)) ends.push(at + 1);
+      return ends;
+    }
+    for (let i = 0; i < chunk.length; i++) {
+      const byte = chunk[i] as number;
+      if (this.#crPending) {
+        this.#crPending = false;
+        if (byte === LF) {
+          if (this.#crEndsEvent) ends.push(i + 1);
+          continue;
+        }
+        if (this.#crEndsEvent) ends.push(i);
+      }
+      if (byte === CR) {
+        this.#crEndsEvent = this.#atLineStart;
+        this.#atLineStart = true;
+        if (i + 1 < chunk.length) {
+          if (chunk[i + 1] === LF) i++;
+          if (this.#crEndsEvent) ends.push(i + 1);
+        } else {
+          this.#crPending = true;
+        }
+      } else if (byte === LF) {
+        if (this.#atLineStart) ends.push(i + 1);
+        this.#atLineStart = true;
+      } else {
+        this.#atLineStart = false;
+      }
+    }
+    return ends;
+  }
+
+  /** The rest of an open event (`tail`, possibly empty) has come: it is taken in, or let through if oversized. */
+  #close(tail: Buffer, out: Buffer[]): void {
+    if (this.#oversized) {
+      this.#oversized = false;
+      out.push(tail);
+      return;
+    }
+    const raw = this.#openBytes === 0 ? Buffer.from(tail) : Buffer.concat([...this.#open, tail]);
+    this.#open = [];
+    this.#openBytes = 0;
+    this.#accept(raw);
+  }
+
+  #keepOpen(bytes: Buffer, out: Buffer[]): void {
+    if (this.#oversized) {
+      out.push(bytes);
+      return;
+    }
+    this.#open.push(Buffer.from(bytes));
+    this.#openBytes += bytes.length;
+    if (this.#openBytes <= MAX_EVENT_BYTES) return;
+    // Held without bound, an event that never ends would cost memory and, rescanned, time: everything
+    // queued goes out (live partials masked, as at the end of a stream), then this event as it came.
+    out.push(this.#flush(true));
+    out.push(...this.#open);
+    this.#open = [];
+    this.#openBytes = 0;
+    this.#oversized = true;
   }
 
   #accept(raw: Buffer): void {
-    const event = this.#framing === 'lines' ? jsonLine(raw) : sseEvent(raw);
+    const event = this.#framing === 'lines' ? jsonLine(raw) : sseEvent(raw, this.#first);
+    this.#first = false;
     this.#queue.push(event);
     this.#queuedBytes += raw.length;
     if (event.form === 'raw') return;
     const leaves: Array<{ path: string; leaf: Leaf }> = [];
-    if (event.form === 'sse-text') leaves.push({ path: '$data', leaf: { holder: event.json as Record<string, unknown>, key: 'data', text: (event.json as { data: string }).data, masks: [] } });
-    else collectLeaves(event.json, '$', leaves);
+    if (event.form === 'sse-text') leaves.push({ path: '$data', leaf: { holder: event.json, key: 'data', text: event.json.data ?? '', masks: [] } });
+    else collectLeaves(event.json, '', leaves);
     for (const { path, leaf } of leaves) {
       event.leaves.push(leaf);
       this.#append(path, event, leaf);
@@ -157,19 +234,35 @@ export class SseDeltaRedactor {
 
   #window(path: string): PathWindow {
     let window = this.#windows.get(path);
-    if (window === undefined) {
-      if (this.#windows.size >= MAX_PATHS) {
-        // The oldest path is forgotten to bound memory; a partial secret it still holds back is masked
-        // first, or the next flush would release it (found by review: 256 other paths in one event
-        // evicted the half of a key held back, and both halves left).
-        const oldest = this.#windows.keys().next().value as string;
-        this.#maskLivePartial(this.#windows.get(oldest) as PathWindow);
-        this.#windows.delete(oldest);
-      }
-      window = { segments: [], end: 0, handled: new Set(), pieceFrom: -1 };
+    if (window !== undefined) {
+      // Most recently used last: eviction takes the least recently used.
+      this.#windows.delete(path);
       this.#windows.set(path, window);
+      return window;
     }
+    if (this.#windows.size >= MAX_PATHS) this.#evict();
+    window = { segments: [], end: 0, handled: new Set(), pieceFrom: -1, live: 0 };
+    this.#windows.set(path, window);
     return window;
+  }
+
+  /**
+   * Forgets a path to bound memory: the least recently used one holding nothing back, else the least
+   * recently used, its held partial masked first (found by review: 256 other paths evicted the half of
+   * a key held back, and both halves left; then that a live path went first while idle ones stayed).
+   * A key's rest arriving on a path forgotten while live starts a new window and is not joined: only
+   * 256 paths live at once reach that.
+   */
+  #evict(): void {
+    for (const [path, window] of this.#windows) {
+      if (window.live < MIN_HOLD) {
+        this.#windows.delete(path);
+        return;
+      }
+    }
+    const [path, window] = this.#windows.entries().next().value as [string, PathWindow];
+    this.#maskLivePartial(window);
+    this.#windows.delete(path);
   }
 
   #append(path: string, event: QueuedEvent, leaf: Leaf): void {
@@ -189,6 +282,9 @@ export class SseDeltaRedactor {
     const spans: number[] = [];
     const piece = this.#needles.findMatches(bytes, spans, false);
     window.pieceFrom = piece === -1 ? -1 : base + bytes.subarray(0, piece).toString('utf8').length;
+    const partialBytes = this.#needles.partialSuffix(bytes);
+    const partial = partialBytes === 0 ? 0 : bytes.subarray(bytes.length - partialBytes).toString('utf8').length;
+    window.live = window.pieceFrom === -1 ? partial : Math.max(partial, window.end - window.pieceFrom);
     for (let i = 0; i < spans.length; i += 2) {
       const from = base + bytes.subarray(0, spans[i] as number).toString('utf8').length;
       const to = base + bytes.subarray(0, spans[i + 1] as number).toString('utf8').length;
@@ -220,7 +316,7 @@ export class SseDeltaRedactor {
   }
 
   /** Masks the partial secret a path still holds back (MIN_HOLD characters or more, not yet sent). */
-  #maskLivePartial(window: PathWindow, partial = this.#livePartial(window)): void {
+  #maskLivePartial(window: PathWindow, partial = window.live): void {
     if (partial < MIN_HOLD) return;
     const lastSegment = window.segments[window.segments.length - 1];
     if (lastSegment === undefined || lastSegment.event.emitted) return;
@@ -230,20 +326,11 @@ export class SseDeltaRedactor {
     this.#mask(window, window.end - partial, window.end);
   }
 
-  /** Characters at the end of a path's stream that could still begin a secret, or go on with a piece of one. */
-  #livePartial(window: PathWindow): number {
-    const text = window.segments.map((s) => s.leaf.text).join('');
-    const bytes = Buffer.from(text, 'utf8');
-    const partialBytes = this.#needles.partialSuffix(bytes);
-    const partial = partialBytes === 0 ? 0 : bytes.subarray(bytes.length - partialBytes).toString('utf8').length;
-    return window.pieceFrom === -1 ? partial : Math.max(partial, window.end - window.pieceFrom);
-  }
-
   #flush(final: boolean): Buffer {
     if (this.#queue.length === 0) return EMPTY;
     let live = false;
     for (const window of this.#windows.values()) {
-      const partial = this.#livePartial(window);
+      const partial = window.live;
       if (partial < MIN_HOLD) continue;
       const lastSegment = window.segments[window.segments.length - 1];
       if (lastSegment === undefined || lastSegment.event.emitted) continue;
@@ -280,39 +367,63 @@ export class SseDeltaRedactor {
       text += leaf.text.slice(pos);
       (leaf.holder as Record<string | number, unknown>)[leaf.key] = text;
     }
-    if (event.form === 'line-json') return Buffer.from(`${JSON.stringify(event.json)}${event.ending}`, 'utf8');
-    const others = event.lines.filter((line) => line !== '' && !line.startsWith('data:'));
-    const data = event.form === 'sse-json' ? [`data: ${JSON.stringify(event.json)}`] : (event.json as { data: string }).data.split('\n').map((line) => `data: ${line}`);
-    return Buffer.from(`${[...others, ...data].join('\n')}\n\n`, 'utf8');
+    if (event.form === 'line-json') return Buffer.from(`${JSON.stringify(event.json.$)}${event.ending}`, 'utf8');
+    // The event's own lines in their order and line breaks, its data lines replaced where the first stood.
+    const data = event.form === 'sse-json' ? [`data: ${JSON.stringify(event.json.$)}`] : (event.json.data ?? '').split('\n').map((line) => `data: ${line}`);
+    const lines: string[] = [];
+    let placed = false;
+    for (const line of event.lines) {
+      if (!isDataLine(line)) lines.push(line);
+      else if (!placed) {
+        lines.push(...data);
+        placed = true;
+      }
+    }
+    return Buffer.from(`${event.bom}${lines.join(event.ending)}`, 'utf8');
   }
 }
 
-/** An SSE event: its data as JSON when it parses, else as text; 'raw' when it has no data line. */
-function sseEvent(raw: Buffer): QueuedEvent {
-  const text = raw.toString('utf8');
+/** A data field's line (WHATWG HTML 9.2.6: "data" alone is the field with an empty value). */
+function isDataLine(line: string): boolean {
+  return line === 'data' || line.startsWith('data:');
+}
+
+/**
+ * An SSE event: its data as JSON when it parses (an object, an array or a string), else as text; 'raw'
+ * when it has no data line. The stream's first event loses a leading BOM as a client's parser does.
+ */
+function sseEvent(raw: Buffer, first: boolean): QueuedEvent {
+  let text = raw.toString('utf8');
+  const bom = first && text.startsWith('\uFEFF') ? '\uFEFF' : '';
+  if (bom !== '') text = text.slice(1);
   const lines = text.split(/\r\n|\r|\n/);
-  const data = lines.filter((l) => l.startsWith('data:')).map((l) => (l.startsWith('data: ') ? l.slice(6) : l.slice(5)));
-  const base = { raw: Buffer.from(raw), lines, ending: '', leaves: [], emitted: false };
-  if (data.length === 0) return { ...base, form: 'raw', json: null };
+  const ending = /\r\n|\r|\n/.exec(text)?.[0] ?? '\n';
+  const data = lines.filter(isDataLine).map((l) => (l.startsWith('data: ') ? l.slice(6) : l.slice(5)));
+  const base = { raw: Buffer.from(raw), lines, ending, bom, leaves: [], emitted: false };
+  if (data.length === 0) return { ...base, form: 'raw', json: {} };
   const joined = data.join('\n');
   const json = parsedJson(joined);
   return json === undefined ? { ...base, form: 'sse-text', json: { data: joined } } : { ...base, form: 'sse-json', json };
 }
 
-/** One line of an NDJSON stream: a JSON object or array, else passed as it came. */
+/** One line of an NDJSON stream: a JSON object, array or string, else passed as it came. */
 function jsonLine(raw: Buffer): QueuedEvent {
   const text = raw.toString('utf8');
   const body = text.replace(/\r?\n$/, '');
   const json = parsedJson(body);
-  return { raw: Buffer.from(raw), form: json === undefined ? 'raw' : 'line-json', lines: [], json: json ?? null, ending: text.slice(body.length), leaves: [], emitted: false };
+  return { raw: Buffer.from(raw), form: json === undefined ? 'raw' : 'line-json', lines: [], json: json ?? {}, ending: text.slice(body.length), bom: '', leaves: [], emitted: false };
 }
 
-/** `text` parsed, when it is a JSON object or array; undefined otherwise. */
-function parsedJson(text: string): unknown {
+/**
+ * `text` parsed into a holder ({ $: value }), when it is a JSON object, array or string (found by
+ * review: data that was a JSON string was read as text, quotes and all, and never joined); undefined
+ * otherwise.
+ */
+function parsedJson(text: string): { $: unknown } | undefined {
   const start = text.trimStart();
-  if (!start.startsWith('{') && !start.startsWith('[')) return undefined;
+  if (!start.startsWith('{') && !start.startsWith('[') && !start.startsWith('"')) return undefined;
   try {
-    return JSON.parse(text) as unknown;
+    return { $: JSON.parse(text) as unknown };
   } catch {
     return undefined;
   }

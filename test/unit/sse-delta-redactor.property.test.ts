@@ -149,6 +149,110 @@ describe('SSE delta redactor', () => {
     expect(out.endsWith('not json\n')).toBe(true);
   });
 
+  // Found by the second review of the joining layer.
+  describe('framing as clients read it', () => {
+    const halves = [KEY.slice(0, 12), KEY.slice(12)];
+
+    it('a last NDJSON line or SSE event without its terminator is joined too', () => {
+      const line = (text: string): string => JSON.stringify({ message: { content: text } });
+      const ndjson = perPush(KEY, [`${line(halves[0] as string)}\n`, line(halves[1] as string)], 'lines').join('');
+      expect(ndjson).not.toContain(halves[1]);
+      expect(ndjson.endsWith('"}}')).toBe(true);
+      const sse = perPush(KEY, [delta(halves[0] as string), delta(halves[1] as string).trimEnd()]).join('');
+      expect(sse).not.toContain(halves[1]);
+    });
+
+    it('data that is a JSON string is joined, in SSE and in NDJSON', () => {
+      const sse = perPush(KEY, [`data: ${JSON.stringify(halves[0])}\n\n`, `data: ${JSON.stringify(halves[1])}\n\n`]).join('');
+      expect(sse).not.toContain(halves[0]);
+      expect(sse).not.toContain(halves[1]);
+      expect(sse).toContain('data: "[REDACTED]"');
+      const ndjson = perPush(KEY, [`${JSON.stringify(halves[0])}\n`, `${JSON.stringify(halves[1])}\n`], 'lines').join('');
+      expect(ndjson).not.toContain(halves[1]);
+    });
+
+    it.each([
+      ['a leading BOM', '\uFEFF', '\n\n'],
+      ['LF then CRLF', '', '\n\r\n'],
+      ['LF then CR', '', '\n\r'],
+      ['CRLF then CR', '', '\r\n\r'],
+    ])('events ended as WHATWG reads them (%s) are split and joined', (_what, bom, end) => {
+      const events = [`${bom}data: {"d":"${halves[0]}"}${end}`, `data: {"d":"${halves[1]}"}${end}`, `data: {"d":"after"}${end}`];
+      const out = perPush(KEY, events).join('');
+      expect(out).not.toContain(halves[0]);
+      expect(out).not.toContain(halves[1]);
+      expect(out).toContain('[REDACTED]');
+      expect(out).toContain('after');
+    });
+
+    it('a CR at the end of one chunk and its LF at the start of the next end the event once', () => {
+      const out = perPush(KEY, [`data: {"d":"${halves[0]}"}\r\n\r`, `\ndata: {"d":"${halves[1]}"}\r\n\r\n`]).join('');
+      expect(out).not.toContain(halves[1]);
+      expect(out.split('\r\n\r\n').length).toBe(3);
+    });
+
+    it('a key spread over a path that 300 other paths follow, between its halves, is still joined', () => {
+      const many = Array.from({ length: 300 }, (_, i) => `${JSON.stringify({ [`k${i}`]: 'x' })}\n`);
+      const out = perPush(KEY, [`${JSON.stringify({ d: halves[0] })}\n`, ...many, `${JSON.stringify({ d: halves[1] })}\n`], 'lines').join('');
+      expect(out).not.toContain(halves[1]);
+    });
+
+    it('a masked event keeps its line breaks, its other fields where they were, and a bare data line', () => {
+      const events = [`id: 1\r\nevent: token\r\ndata: {"d":"${halves[0]}"}\r\nretry: 5\r\n\r\n`, `data: {"d":"${halves[1]}"}\r\n\r\n`];
+      const out = perPush(KEY, events).join('');
+      expect(out.startsWith('id: 1\r\nevent: token\r\ndata: {"d":"[REDACTED]"}\r\nretry: 5\r\n\r\n')).toBe(true);
+      const bare = perPush(KEY, [`data\ndata: ${halves[0]}\n\n`, `data: ${halves[1]}\n\n`]).join('');
+      expect(bare.startsWith('data: \ndata: [REDACTED]\n\n')).toBe(true);
+    });
+
+    it('any stream, in any chunking: without a key byte for byte as it came; with one, the same bytes whatever the chunking', () => {
+      const lineArb = fc.oneof(
+        fc.constantFrom('', 'data', ': ping', 'event: token', 'id: 7', 'retry: 10'),
+        fc.string({ maxLength: 12 }).map((text) => `data: ${text.replace(/[\r\n]/g, ' ')}`),
+        fc.string({ maxLength: 12 }).map((text) => `data: ${JSON.stringify({ d: text })}`),
+      );
+      fc.assert(
+        fc.property(
+          fc.array(fc.tuple(lineArb, fc.constantFrom('\n', '\r\n', '\r')), { maxLength: 20 }),
+          fc.array(fc.nat(), { maxLength: 8 }),
+          fc.nat(40),
+          fc.boolean(),
+          (lines, cuts, at, withKey) => {
+            const body = lines.map(([line, end]) => line + end);
+            if (withKey) body.splice(Math.min(at, body.length), 0, `data: {"d":"${halves[0]}"}\n\n`, `data: {"d":"${halves[1]}"}\n\n`);
+            const input = Buffer.from(`\uFEFF${body.join('')}`, 'utf8');
+            const run = (points: number[]): string => {
+              const redactor = new SseDeltaRedactor(new NeedleSet(secretForms(KEY)));
+              const out: Buffer[] = [];
+              let previous = 0;
+              for (const cut of [...new Set(points.map((c) => c % (input.length + 1)))].sort((a, b) => a - b)) {
+                out.push(redactor.push(input.subarray(previous, cut)));
+                previous = cut;
+              }
+              out.push(redactor.push(input.subarray(previous)), redactor.end());
+              return Buffer.concat(out).toString('utf8');
+            };
+            const chunked = run(cuts);
+            if (!withKey) expect(chunked).toBe(input.toString('utf8'));
+            else expect(chunked).toBe(run([]));
+          },
+        ),
+        { numRuns: Number(process.env['FC_RUNS'] ?? 300) },
+      );
+    });
+
+    it('an event that never ends is let through once past 1 MiB, in time linear in its size', () => {
+      const redactor = new SseDeltaRedactor(new NeedleSet(secretForms(KEY)));
+      const chunk = Buffer.alloc(64 * 1024, 'a');
+      const out: Buffer[] = [redactor.push(Buffer.from('data: '))];
+      for (let i = 0; i < 64; i++) out.push(redactor.push(chunk));
+      out.push(redactor.push(Buffer.from('\n\ndata: {"d":"next"}\n\n')), redactor.end());
+      // Past the limit the bytes go through as they come, not held to the end.
+      expect(out.slice(0, 20).reduce((sum, b) => sum + b.length, 0)).toBeGreaterThan(1024 * 1024);
+      expect(Buffer.concat(out).toString('latin1')).toBe(`data: ${'a'.repeat(64 * 64 * 1024)}\n\ndata: {"d":"next"}\n\n`);
+    });
+  });
+
   it('passes events with no secret through byte for byte, one at a time', () => {
     const redactor = new SseDeltaRedactor(new NeedleSet(formsOf('sk-canary-abcdefghijklmnop')));
     const event = Buffer.from('event: message\ndata: {"choices":[{"delta":{"content":"hello"}}]}\n\n');
