@@ -31,6 +31,18 @@ function reassemble(output: string): { content: string; other: string[] } {
   return { content, other };
 }
 
+/** What `redactor` gives back for `input` pushed in the pieces `cuts` marks (taken modulo its length), then ended. */
+function inChunks(redactor: SseDeltaRedactor, input: Buffer, cuts: readonly number[]): string {
+  const out: Buffer[] = [];
+  let previous = 0;
+  for (const cut of [...new Set(cuts.map((c) => c % (input.length + 1)))].sort((a, b) => a - b)) {
+    out.push(redactor.push(input.subarray(previous, cut)));
+    previous = cut;
+  }
+  out.push(redactor.push(input.subarray(previous)), redactor.end());
+  return Buffer.concat(out).toString('utf8');
+}
+
 /** How many times `needle` occurs in `text`, overlaps included. */
 function occurrences(text: string, needle: string): number {
   let count = 0;
@@ -60,15 +72,7 @@ describe('SSE delta redactor', () => {
           const stream =
             pieces.map((p, i) => `id: ${i}\ndata: ${JSON.stringify({ id: `c${i}`, choices: [{ index: 0, delta: { content: p } }] })}\n\n`).join('') + 'data: [DONE]\n\n';
           const input = Buffer.from(stream, 'utf8');
-          const redactor = new SseDeltaRedactor(new NeedleSet(formsOf(secret)));
-          const out: Buffer[] = [];
-          let previous = 0;
-          for (const cut of [...new Set(cuts.map((c) => c % (input.length + 1)))].sort((a, b) => a - b)) {
-            out.push(redactor.push(input.subarray(previous, cut)));
-            previous = cut;
-          }
-          out.push(redactor.push(input.subarray(previous)), redactor.end());
-          const { content, other } = reassemble(Buffer.concat(out).toString('utf8'));
+          const { content, other } = reassemble(inChunks(new SseDeltaRedactor(new NeedleSet(formsOf(secret))), input, cuts));
           // At most MIN_HOLD - 1 = 3 characters of the secret may have left before it was recognizable.
           // The text around it may hold a slice of the secret by chance (fast-check found `before` =
           // "opertyIs" for "sk-opertyIsAaa..."): a slice may appear as often as the text around holds it.
@@ -221,17 +225,7 @@ describe('SSE delta redactor', () => {
             const body = lines.map(([line, end]) => line + end);
             if (withKey) body.splice(Math.min(at, body.length), 0, `data: {"d":"${halves[0]}"}\n\n`, `data: {"d":"${halves[1]}"}\n\n`);
             const input = Buffer.from(`\uFEFF${body.join('')}`, 'utf8');
-            const run = (points: number[]): string => {
-              const redactor = new SseDeltaRedactor(new NeedleSet(secretForms(KEY)));
-              const out: Buffer[] = [];
-              let previous = 0;
-              for (const cut of [...new Set(points.map((c) => c % (input.length + 1)))].sort((a, b) => a - b)) {
-                out.push(redactor.push(input.subarray(previous, cut)));
-                previous = cut;
-              }
-              out.push(redactor.push(input.subarray(previous)), redactor.end());
-              return Buffer.concat(out).toString('utf8');
-            };
+            const run = (points: number[]): string => inChunks(new SseDeltaRedactor(new NeedleSet(secretForms(KEY))), input, points);
             const chunked = run(cuts);
             if (!withKey) expect(chunked).toBe(input.toString('utf8'));
             else expect(chunked).toBe(run([]));
