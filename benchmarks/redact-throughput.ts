@@ -2,6 +2,9 @@
  * npm run bench:redact - redaction scanner throughput, MB/s on one core, for:
  *   1 credential with all its encodings, 10 credentials, 1,000 credentials, and the built-in key shapes.
  * Goals (issue 3): >= 1 GB/s for one credential, >= 300 MB/s for 1,000.
+ * Then the event-joining layer's memory: heap still held after an NDJSON stream of 255 lines of 256 KiB,
+ * each on its own JSON path, has been sent (bounded by a window per path, not the events; with
+ * `node --expose-gc` the figure is exact, without it an upper bound).
  *
  * The corpus is JSON-like text with no secret in it (the common case: the scanner's job is to find
  * nothing fast), streamed in 64 KiB chunks through the same StreamRedactor the proxy uses.
@@ -11,6 +14,7 @@ import { BUILTIN_RULES, BUILTIN_RULE_NAMES } from '../src/redaction/key-patterns
 import { NeedleSet } from '../src/redaction/needle-set.js';
 import { RedactionMatcher } from '../src/redaction/redaction-matcher.js';
 import { secretForms } from '../src/redaction/secret-forms.js';
+import { SseDeltaRedactor } from '../src/redaction/sse-delta-redactor.js';
 import { StreamRedactor } from '../src/redaction/stream-redactor.js';
 
 const CHUNK = 64 * 1024;
@@ -74,4 +78,19 @@ for (const [label, secrets, rules] of scenarios) {
   if (goal !== undefined && result.mbPerSecond < goal) failed = true;
   console.log(`${String(result.needles).padStart(7)}  ${result.strategy.padEnd(8)} ${result.mbPerSecond.toFixed(0).padStart(6)}   ${verdict}`);
 }
+
+/** Heap held by an event-joining layer once a stream of big events on distinct paths has been sent. */
+function sseRetention(): number {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  const redactor = new SseDeltaRedactor(new NeedleSet(secretForms(secret())), 'lines');
+  const value = 'z'.repeat(256 * 1024);
+  gc?.();
+  const before = process.memoryUsage().heapUsed;
+  for (let i = 0; i < 255; i++) redactor.push(Buffer.from(`${JSON.stringify({ [`k${i}`]: value })}\n`));
+  gc?.();
+  const held = process.memoryUsage().heapUsed - before;
+  redactor.end();
+  return held;
+}
+console.log(`\nevent joining: heap held after 255 sent lines of 256 KiB on distinct paths: ${(sseRetention() / 1024 / 1024).toFixed(1)} MiB`);
 process.exitCode = failed ? 1 : 0;
