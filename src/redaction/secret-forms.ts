@@ -109,15 +109,20 @@ const VENDOR_PREFIXES: readonly string[] = [
 /** A JWT (RFC 7519): header and claims are shared by every token of an issuer; only the signature is the secret part. */
 const JWT = /^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+$/;
 
-/** How many of lower-case letters, upper-case letters and digits `text` holds (0 to 3). */
+/**
+ * How many of lower-case letters, upper-case letters and digits `text` holds at least two of (0 to
+ * 3). Two of each of two kinds: one capital or one digit is a word (`Password`, `e_live_Z`; found by
+ * review: `Password123!`'s head masked "Password must be set").
+ */
 function kindsIn(text: string): number {
-  return Number(/[a-z]/.test(text)) + Number(/[A-Z]/.test(text)) + Number(/[0-9]/.test(text));
+  const twice = (pattern: RegExp): number => Number((text.match(pattern) ?? []).length >= 2);
+  return twice(/[a-z]/g) + twice(/[A-Z]/g) + twice(/[0-9]/g);
 }
 
 /**
  * Where a secret's head starts: after a published vendor prefix (or a JWT's header and claims), and
- * past up to PIECE_CHARS more characters until the next PIECE_CHARS mix two kinds of character. Eight
- * characters of one kind (`correct `, `administ`, `12345678`, an unlisted vendor's `acme_liv`) are a
+ * past up to PIECE_CHARS more characters until the next PIECE_CHARS mix two kinds of character (two of
+ * each). Eight characters of one kind (`correct `, `administ`, `12345678`, an unlisted vendor's `acme_liv`) are a
  * word or a number that ordinary text holds: masked wherever it appeared, a piece would eat responses
  * that never saw the secret (found by review). null: no such place, and the secret has no head (its
  * forms are masked whole only).
@@ -135,10 +140,9 @@ export function publicPrefixOf(value: string): string | null {
   return null;
 }
 
-/** One way an upstream writes a value, and how many bytes it writes per character (at most, or on average for base64). */
+/** One way an upstream writes a value. Each writes a value's start from that start alone. */
 interface Style {
   readonly encode: (value: string) => string;
-  readonly bytesPerChar: number;
 }
 
 const utf8 = (value: string): Buffer => Buffer.from(value, 'utf8');
@@ -164,47 +168,43 @@ function base64Core(shift: number): (value: string) => string {
  */
 const BASE64_STYLES: readonly Style[] = [0, 1, 2].flatMap((shift): Style[] => {
   const core = base64Core(shift);
-  // 4 characters for 3 bytes.
-  const bytesPerChar = 4 / 3;
   return [
-    { encode: core, bytesPerChar },
-    { encode: (value) => core(value).replace(/\+/g, '-').replace(/\//g, '_'), bytesPerChar },
-    { encode: (value) => core(value).replace(/\//g, '\\/'), bytesPerChar },
-    { encode: (value) => core(value).replace(/\+/g, '%2B').replace(/\//g, '%2F'), bytesPerChar },
-    { encode: (value) => core(value).replace(/\+/g, '%2b').replace(/\//g, '%2f'), bytesPerChar },
+    { encode: core },
+    { encode: (value) => core(value).replace(/\+/g, '-').replace(/\//g, '_') },
+    { encode: (value) => core(value).replace(/\//g, '\\/') },
+    { encode: (value) => core(value).replace(/\+/g, '%2B').replace(/\//g, '%2F') },
+    { encode: (value) => core(value).replace(/\+/g, '%2b').replace(/\//g, '%2f') },
   ];
 });
 
 const STYLES: readonly Style[] = [
-  { encode: (value) => value, bytesPerChar: 1 },
+  { encode: (value) => value },
   ...BASE64_STYLES,
-  { encode: (value) => encodeURIComponent(value), bytesPerChar: 1 },
-  { encode: (value) => lowerEscapes(encodeURIComponent(value)), bytesPerChar: 1 },
-  { encode: (value) => percentAll(utf8(value), true), bytesPerChar: 3 },
-  { encode: (value) => percentAll(utf8(value), false), bytesPerChar: 3 },
-  { encode: json, bytesPerChar: 1 },
-  { encode: (value) => json(value).replace(/\//g, '\\/'), bytesPerChar: 1 },
-  { encode: (value) => escapeSome(json(value), /[<>&\u2028\u2029]/g, false), bytesPerChar: 1 },
-  { encode: (value) => escapeSome(json(value), /[<>&\u2028\u2029]/g, true), bytesPerChar: 1 },
-  { encode: (value) => escapeSome(json(value), /[^\x00-\x7f]/g, false), bytesPerChar: 1 },
-  { encode: (value) => escapeSome(json(value), /[^\x00-\x7f]/g, true), bytesPerChar: 1 },
-  { encode: (value) => escapeSome(json(value), /[^\x00-\x7f]/g, false).replace(/\//g, '\\/'), bytesPerChar: 1 },
-  { encode: (value) => unreservedOnly(encodeURIComponent(value)), bytesPerChar: 1 },
-  { encode: (value) => lowerEscapes(unreservedOnly(encodeURIComponent(value))), bytesPerChar: 1 },
+  { encode: (value) => encodeURIComponent(value) },
+  { encode: (value) => lowerEscapes(encodeURIComponent(value)) },
+  { encode: (value) => percentAll(utf8(value), true) },
+  { encode: (value) => percentAll(utf8(value), false) },
+  { encode: json },
+  { encode: (value) => json(value).replace(/\//g, '\\/') },
+  { encode: (value) => escapeSome(json(value), /[<>&\u2028\u2029]/g, false) },
+  { encode: (value) => escapeSome(json(value), /[<>&\u2028\u2029]/g, true) },
+  { encode: (value) => escapeSome(json(value), /[^\x00-\x7f]/g, false) },
+  { encode: (value) => escapeSome(json(value), /[^\x00-\x7f]/g, true) },
+  { encode: (value) => escapeSome(json(value), /[^\x00-\x7f]/g, false).replace(/\//g, '\\/') },
+  { encode: (value) => unreservedOnly(encodeURIComponent(value)) },
+  { encode: (value) => lowerEscapes(unreservedOnly(encodeURIComponent(value))) },
   // Python's urllib.parse.quote with its default safe='/': "/" left as it is (found by review).
-  { encode: (value) => unreservedOnly(encodeURIComponent(value)).replace(/%2F/g, '/'), bytesPerChar: 1 },
+  { encode: (value) => unreservedOnly(encodeURIComponent(value)).replace(/%2F/g, '/') },
   ...['*-._', '-._~', '-._'].flatMap((raw): Style[] => [
-    { encode: (value) => formEncoded(utf8(value), raw, true), bytesPerChar: 1 },
-    { encode: (value) => formEncoded(utf8(value), raw, false), bytesPerChar: 1 },
+    { encode: (value) => formEncoded(utf8(value), raw, true) },
+    { encode: (value) => formEncoded(utf8(value), raw, false) },
   ]),
-  { encode: (value) => escapeSome(value, /[^A-Za-z0-9]/gu, false), bytesPerChar: 1 },
-  { encode: (value) => escapeSome(value, /[^A-Za-z0-9]/gu, true), bytesPerChar: 1 },
-  // Hex, full percent-encoding and \uXXXX for every character write 2, 3 and 6 bytes a character: a
-  // head of 8 bytes there would be 1 to 4 characters, found in ordinary text (a hash, a UUID).
-  { encode: (value) => escapeSome(value, /[^]/gu, false), bytesPerChar: 6 },
-  { encode: (value) => escapeSome(value, /[^]/gu, true), bytesPerChar: 6 },
-  { encode: (value) => utf8(value).toString('hex'), bytesPerChar: 2 },
-  { encode: (value) => utf8(value).toString('hex').toUpperCase(), bytesPerChar: 2 },
+  { encode: (value) => escapeSome(value, /[^A-Za-z0-9]/gu, false) },
+  { encode: (value) => escapeSome(value, /[^A-Za-z0-9]/gu, true) },
+  { encode: (value) => escapeSome(value, /[^]/gu, false) },
+  { encode: (value) => escapeSome(value, /[^]/gu, true) },
+  { encode: (value) => utf8(value).toString('hex') },
+  { encode: (value) => utf8(value).toString('hex').toUpperCase() },
 ];
 
 /**
@@ -233,6 +233,9 @@ export function secretForms(value: string): SecretForm[] {
 
 function formsOfExactly(value: string): SecretForm[] {
   const prefix = publicPrefixOf(value);
+  // The prefix and PIECE_CHARS characters of the secret, never cut between the halves of a pair.
+  let headEnd = prefix === null ? 0 : prefix.length + PIECE_CHARS;
+  if (isHighSurrogate(value.charCodeAt(headEnd - 1))) headEnd++;
   const seen = new Set<string>();
   const forms: SecretForm[] = [];
   for (const style of STYLES) {
@@ -240,15 +243,16 @@ function formsOfExactly(value: string): SecretForm[] {
     if (text.length < MIN_FORM_BYTES || seen.has(text)) continue;
     seen.add(text);
     const bytes = Buffer.from(text, 'utf8');
-    if (prefix === null) {
-      forms.push({ bytes, head: bytes.length });
-      continue;
-    }
-    // Every style encodes a value's start from that start alone (a base64 core's leading characters
-    // too), so the prefix's encoding begins the form; checked, not assumed.
-    const lead = prefix === '' ? '' : style.encode(prefix);
-    const leadBytes = text.startsWith(lead) ? Buffer.byteLength(lead, 'utf8') : 0;
-    forms.push({ bytes, head: Math.min(bytes.length, leadBytes + Math.ceil(PIECE_CHARS * style.bytesPerChar)) });
+    // The head is exactly what the style writes for those characters (found by review: counted as 8
+    // bytes, or 8 bytes a character, a form escaping punctuation or holding non-ASCII got a head of
+    // public characters alone, `\u0020sk\u002dp`, which every such key shares). Checked to begin the
+    // form; when it does not, the form gets no head.
+    const head = prefix === null ? '' : style.encode(value.slice(0, headEnd));
+    forms.push({ bytes, head: head !== '' && text.startsWith(head) ? Math.min(bytes.length, Buffer.byteLength(head, 'utf8')) : bytes.length });
   }
   return forms;
+}
+
+function isHighSurrogate(code: number): boolean {
+  return code >= 0xd800 && code <= 0xdbff;
 }

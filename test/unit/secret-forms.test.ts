@@ -4,6 +4,7 @@
  * reached the agent whole. Each echo is scrubbed by the real catalogue, in a JSON body as an upstream
  * would send it.
  */
+import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { Credential } from '../../src/credentials/credential.js';
 import { SecretCatalog } from '../../src/redaction/secret-catalog.js';
@@ -40,12 +41,12 @@ describe('heads: what a piece of a form must hold to be masked', () => {
   it.each([
     ['a vendor prefix in lower-case words', 'sk-proj-Zr92mPq7XkLw4Tb8', 'sk-proj-'],
     ['several words and a version', 'sk-ant-api03-Zr92mPq7XkLw4Tb8', 'sk-ant-api03-'],
-    ['a dotted prefix (Vault)', 'hvs.CAESIZr92mPq7XkLw4Tb8', 'hvs.'],
+    ['a dotted prefix (Vault)', 'hvs.Ab3dE5gH7jK9mN1pQ3sT', 'hvs.'],
     ['a built-in shape prefix in capitals', 'AKIAZR92MPQ7XKLW4TB8', 'AKIA'],
     ["a JWT: header and claims are the issuer's", jwt, jwt.slice(0, jwt.lastIndexOf('.') + 1)],
     ['no prefix: a random value', 'Zr92mPq7XkLw4Tb8Vn3c', ''],
     ['capitals or digits first are not a word prefix', 'Ab-Zr92mPq7XkLw4Tb8', ''],
-    ['an unlisted vendor prefix counts until 8 characters mix two kinds', 'acme_live_Zr92mPq7XkLw', 'acm'],
+    ['an unlisted vendor prefix counts until 8 characters hold two of each of two kinds', 'acme_live_Zr92mPq7XkLw', 'acme_l'],
   ])('%s', (_what, secret, prefix) => {
     expect(publicPrefixOf(secret)).toBe(prefix);
     const raw = secretForms(secret).find((form) => form.bytes.toString('utf8') === secret);
@@ -56,6 +57,7 @@ describe('heads: what a piece of a form must hold to be masked', () => {
     ['a passphrase', 'correct horse battery staple', 'Your answer is correct and the result is final.'],
     ['words and a year', 'administrator-password-2024', '{"role":"administrator"}'],
     ['a number', '12345678901234567890', '{"id":1234567890123,"n":12345678}'],
+
   ])('%s has no head: eight characters of one kind are in ordinary text (found by review)', (_what, secret, text) => {
     expect(publicPrefixOf(secret)).toBeNull();
     for (const form of secretForms(secret)) expect(form.head).toBe(form.bytes.length);
@@ -65,8 +67,35 @@ describe('heads: what a piece of a form must hold to be masked', () => {
     expect(catalog.scrub(`x ${secret} y`)).toBe('x [REDACTED] y');
   });
 
+  it.each([
+    ['a capitalised word and a number (found by review)', 'Password123!', 'Password12', '{"error":"Password must be set","hint":"Passwords expire"}'],
+    ['a word and a year', 'Postgres2024!', 'Postgres20', 'Connect to Postgres 16 with Postgres2 drivers'],
+  ])('%s: the head starts where two of each of two kinds do, so the word alone is left', (_what, secret, head, text) => {
+    const raw = secretForms(secret).find((form) => form.bytes.toString('utf8') === secret);
+    expect(raw?.bytes.subarray(0, raw.head).toString('utf8')).toBe(head);
+    const catalog = new SecretCatalog();
+    catalog.remember(new Credential('env:WORD_KEY', secret));
+    expect(catalog.scrub(text)).toBe(text);
+    expect(catalog.scrub(`{"p":"${head}zz"}`)).toBe('{"p":"[REDACTED]"}');
+  });
+
+  it.each([
+    ['pasted with a leading space', (random: string) => ` sk-proj-${random}`],
+    ['with punctuation every escaping form writes long', (random: string) => `p@ss/word+${random}`],
+  ])('heads hold characters of the secret in every form, %s (found by review: a head could be public characters alone)', (_what, shape) => {
+    const keys = Array.from({ length: 20 }, () => shape(randomBytes(18).toString('base64url')));
+    for (const [i, key] of keys.entries()) {
+      const heads = secretForms(key)
+        .filter((form) => form.head < form.bytes.length)
+        .map((form) => form.bytes.subarray(0, form.head));
+      for (const other of keys.slice(i + 1)) {
+        for (const form of secretForms(other)) expect(heads.some((head) => form.bytes.subarray(0, head.length).equals(head))).toBe(false);
+      }
+    }
+  });
+
   it('never starts a head between the halves of a surrogate pair (found by the scrub property test: the prefix is encoded alone)', () => {
-    const secret = 'a\u{1F600}bcdefgHij2kLm';
+    const secret = 'a\u{1F600}AbcdefGhij2kLm';
     expect(() => secretForms(secret)).not.toThrow();
     const prefix = publicPrefixOf(secret);
     expect(prefix).toBe('a\u{1F600}');
