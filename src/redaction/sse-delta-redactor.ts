@@ -5,7 +5,7 @@
  *
  * This layer reads text/event-stream events whose data is JSON, follows every string field by its JSON
  * path ("choices.0.delta.content", "delta.text", tool-call arguments ...) across events, and scans the
- * concatenation. Data that is a JSON string is followed as the path "$"; data that is not JSON is one
+ * concatenation. Data that is a JSON string is followed as the path ".$"; data that is not JSON is one
  * string, followed as "$data" (a server streaming raw tokens). The same holds for the lines of an
  * NDJSON stream (Ollama's /api/chat, JSON Lines: framing 'lines'), each line a JSON value.
  *
@@ -14,13 +14,16 @@
  * is masked in every held event it touches ("[REDACTED]" where it starts, nothing where it continues)
  * and those events are re-serialized. At most MIN_HOLD - 1 characters of a secret can leave in an event
  * already sent, the same bound the byte scanner keeps at the end of a stream. Lines that are not JSON,
- * and events without data, pass untouched (in order). Events are split as WHATWG HTML 9.2.6 splits them
+ * and events without data, pass untouched (in order). Events are split (split-events.ts) as WHATWG HTML 9.2.6 splits them
  * (lines end in CRLF, LF or CR; an empty line ends an event; a leading BOM is skipped), and an event
  * that is not finished is held until its end, which is when a client would dispatch it anyway; one that
  * grows past MAX_EVENT_BYTES is let through as it came (the byte scanner has seen it) rather than held
  * without bound. A stream's last event counts even without its terminator.
  */
 import type { NeedleSet } from './needle-set.js';
+import { EventSplitter, parseEvent, serializeEvent, type EventFraming, type ParsedEvent } from './split-events.js';
+
+export type { EventFraming } from './split-events.js';
 
 const MIN_HOLD = 4;
 const MAX_HELD_EVENTS = 256;
@@ -28,8 +31,6 @@ const MAX_HELD_BYTES = 1024 * 1024;
 /** An event (or line) still open past this many bytes is let through unjoined (see the header). */
 const MAX_EVENT_BYTES = 1024 * 1024;
 const MAX_PATHS = 256;
-const LF = 0x0a;
-const CR = 0x0d;
 const MARKER = '[REDACTED]';
 const EMPTY = Buffer.alloc(0);
 
@@ -41,24 +42,7 @@ interface Leaf {
   masks: Array<{ from: number; to: number; marker: boolean }>;
 }
 
-/** How events are framed: SSE (a blank line ends each) or one JSON value per line (NDJSON, JSON Lines). */
-export type EventFraming = 'sse' | 'lines';
-
-/**
- * How an event is written again once masked: an SSE event with JSON data or with text data (`lines`
- * are its lines, the non-data ones kept), a JSON line (`ending` its line break), or as it came.
- */
-type EventForm = 'sse-json' | 'sse-text' | 'line-json' | 'raw';
-
-interface QueuedEvent {
-  readonly raw: Buffer;
-  readonly form: EventForm;
-  readonly lines: readonly string[];
-  /** The holder of the parsed JSON value ({ $: value }), or for 'sse-text' of its text ({ data }). */
-  readonly json: { $?: unknown; data?: string };
-  /** The line break the event's own lines end in (SSE), or its line's (NDJSON); a leading BOM kept. */
-  readonly ending: string;
-  readonly bom: string;
+interface QueuedEvent extends ParsedEvent {
   readonly leaves: Leaf[];
   emitted: boolean;
 }
@@ -83,22 +67,28 @@ interface PathWindow {
    * review: masked at once, a wrong guess's events left and a right one's were held).
    */
   pieceFrom: number;
-  /** Characters at the end still held back (#livePartial), computed by #scan when the text changes. */
+  /** Characters at the end still held back (a partial secret or a live piece), computed by #scan when the text changes. */
   live: number;
 }
 
-function collectLeaves(value: unknown, path: string, out: Array<{ path: string; leaf: Leaf }>): void {
+/** JSON nested deeper than this is not followed (the walk recurses). */
+const MAX_DEPTH = 64;
+
+/** The string fields of `value` by JSON path, into `out`; false when it nests deeper than MAX_DEPTH. */
+function collectLeaves(value: unknown, path: string, out: Array<{ path: string; leaf: Leaf }>, depth: number): boolean {
+  if (depth > MAX_DEPTH) return false;
   if (Array.isArray(value)) {
-    value.forEach((item, index) => {
+    for (const [index, item] of value.entries()) {
       if (typeof item === 'string') out.push({ path: `${path}.${index}`, leaf: { holder: value, key: index, text: item, masks: [] } });
-      else collectLeaves(item, `${path}.${index}`, out);
-    });
+      else if (!collectLeaves(item, `${path}.${index}`, out, depth + 1)) return false;
+    }
   } else if (value !== null && typeof value === 'object') {
     for (const [key, item] of Object.entries(value as Record<string, unknown>)) {
       if (typeof item === 'string') out.push({ path: `${path}.${key}`, leaf: { holder: value as Record<string, unknown>, key, text: item, masks: [] } });
-      else collectLeaves(item, `${path}.${key}`, out);
+      else if (!collectLeaves(item, `${path}.${key}`, out, depth + 1)) return false;
     }
   }
+  return true;
 }
 
 export class SseDeltaRedactor {
@@ -106,14 +96,10 @@ export class SseDeltaRedactor {
   /** Bytes of the event not yet finished, as they came (joined only once it ends). */
   #open: Buffer[] = [];
   #openBytes = 0;
-  /** SSE line state across chunks: at the start of a line; a CR ended the last chunk (its LF may follow). */
-  #atLineStart = true;
-  #crPending = false;
-  /** Whether that pending CR was an empty line, ending the event. */
-  #crEndsEvent = false;
   /** The open event grew past MAX_EVENT_BYTES: its bytes go through as they come until it ends. */
   #oversized = false;
   #first = true;
+  readonly #splitter: EventSplitter;
   readonly #queue: QueuedEvent[] = [];
   #queuedBytes = 0;
   readonly #windows = new Map<string, PathWindow>();
@@ -128,13 +114,14 @@ export class SseDeltaRedactor {
   constructor(needles: NeedleSet, framing: EventFraming = 'sse') {
     this.#needles = needles;
     this.#framing = framing;
+    this.#splitter = new EventSplitter(framing);
   }
 
   push(chunk: Buffer): Buffer {
     if (this.#needles.size === 0) return chunk;
     const out: Buffer[] = [];
     let start = 0;
-    for (const end of this.#eventEnds(chunk)) {
+    for (const end of this.#splitter.ends(chunk)) {
       this.#close(chunk.subarray(start, end), out);
       start = end;
     }
@@ -150,45 +137,6 @@ export class SseDeltaRedactor {
     if (this.#openBytes > 0) this.#close(EMPTY, out);
     out.push(this.#flush(true));
     return out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out);
-  }
-
-  /**
-   * Offsets in `chunk` just past each event's end: a line's LF for NDJSON; for SSE an empty line, lines
-   * ending in CRLF, LF or CR (WHATWG HTML 9.2.6), a CR at a chunk's end decided by the next byte.
-   */
-  #eventEnds(chunk: Buffer): number[] {
-    const ends: number[] = [];
-    if (this.#framing === 'lines') {
-      for (let at = chunk.indexOf(LF); at !== -1; at = chunk.indexOf(LF, at + 1)) ends.push(at + 1);
-      return ends;
-    }
-    for (let i = 0; i < chunk.length; i++) {
-      const byte = chunk[i] as number;
-      if (this.#crPending) {
-        this.#crPending = false;
-        if (byte === LF) {
-          if (this.#crEndsEvent) ends.push(i + 1);
-          continue;
-        }
-        if (this.#crEndsEvent) ends.push(i);
-      }
-      if (byte === CR) {
-        this.#crEndsEvent = this.#atLineStart;
-        this.#atLineStart = true;
-        if (i + 1 < chunk.length) {
-          if (chunk[i + 1] === LF) i++;
-          if (this.#crEndsEvent) ends.push(i + 1);
-        } else {
-          this.#crPending = true;
-        }
-      } else if (byte === LF) {
-        if (this.#atLineStart) ends.push(i + 1);
-        this.#atLineStart = true;
-      } else {
-        this.#atLineStart = false;
-      }
-    }
-    return ends;
   }
 
   /** The rest of an open event (`tail`, possibly empty) has come: it is taken in, or let through if oversized. */
@@ -222,14 +170,17 @@ export class SseDeltaRedactor {
   }
 
   #accept(raw: Buffer): void {
-    const event = this.#framing === 'lines' ? jsonLine(raw) : sseEvent(raw, this.#first);
+    const parsed = parseEvent(raw, this.#framing, this.#first);
     this.#first = false;
+    const leaves: Array<{ path: string; leaf: Leaf }> = [];
+    if (parsed.form === 'sse-text') leaves.push({ path: '$data', leaf: { holder: parsed.json, key: 'data', text: parsed.json.data ?? '', masks: [] } });
+    // JSON nested past MAX_DEPTH is left to the byte scanner (found by review: walking 200,000 nested
+    // arrays overflowed the stack and cut the stream).
+    const deep = parsed.form !== 'raw' && parsed.form !== 'sse-text' && !collectLeaves(parsed.json, '', leaves, 0);
+    const event: QueuedEvent = { ...parsed, form: deep ? 'raw' : parsed.form, leaves: [], emitted: false };
     this.#queue.push(event);
     this.#queuedBytes += raw.length;
     if (event.form === 'raw') return;
-    const leaves: Array<{ path: string; leaf: Leaf }> = [];
-    if (event.form === 'sse-text') leaves.push({ path: '$data', leaf: { holder: event.json, key: 'data', text: event.json.data ?? '', masks: [] } });
-    else collectLeaves(event.json, '', leaves);
     for (const { path, leaf } of leaves) {
       event.leaves.push(leaf);
       this.#append(path, event, leaf);
@@ -386,64 +337,6 @@ export class SseDeltaRedactor {
       text += leaf.text.slice(pos);
       (leaf.holder as Record<string | number, unknown>)[leaf.key] = text;
     }
-    if (event.form === 'line-json') return Buffer.from(`${JSON.stringify(event.json.$)}${event.ending}`, 'utf8');
-    // The event's own lines in their order and line breaks, its data lines replaced where the first stood.
-    const data = event.form === 'sse-json' ? [`data: ${JSON.stringify(event.json.$)}`] : (event.json.data ?? '').split('\n').map((line) => `data: ${line}`);
-    const lines: string[] = [];
-    let placed = false;
-    for (const line of event.lines) {
-      if (!isDataLine(line)) lines.push(line);
-      else if (!placed) {
-        lines.push(...data);
-        placed = true;
-      }
-    }
-    return Buffer.from(`${event.bom}${lines.join(event.ending)}`, 'utf8');
-  }
-}
-
-/** A data field's line (WHATWG HTML 9.2.6: "data" alone is the field with an empty value). */
-function isDataLine(line: string): boolean {
-  return line === 'data' || line.startsWith('data:');
-}
-
-/**
- * An SSE event: its data as JSON when it parses (an object, an array or a string), else as text; 'raw'
- * when it has no data line. The stream's first event loses a leading BOM as a client's parser does.
- */
-function sseEvent(raw: Buffer, first: boolean): QueuedEvent {
-  let text = raw.toString('utf8');
-  const bom = first && text.startsWith('\uFEFF') ? '\uFEFF' : '';
-  if (bom !== '') text = text.slice(1);
-  const lines = text.split(/\r\n|\r|\n/);
-  const ending = /\r\n|\r|\n/.exec(text)?.[0] ?? '\n';
-  const data = lines.filter(isDataLine).map((l) => (l.startsWith('data: ') ? l.slice(6) : l.slice(5)));
-  const base = { raw: Buffer.from(raw), lines, ending, bom, leaves: [], emitted: false };
-  if (data.length === 0) return { ...base, form: 'raw', json: {} };
-  const joined = data.join('\n');
-  const json = parsedJson(joined);
-  return json === undefined ? { ...base, form: 'sse-text', json: { data: joined } } : { ...base, form: 'sse-json', json };
-}
-
-/** One line of an NDJSON stream: a JSON object, array or string, else passed as it came. */
-function jsonLine(raw: Buffer): QueuedEvent {
-  const text = raw.toString('utf8');
-  const body = text.replace(/\r?\n$/, '');
-  const json = parsedJson(body);
-  return { raw: Buffer.from(raw), form: json === undefined ? 'raw' : 'line-json', lines: [], json: json ?? {}, ending: text.slice(body.length), bom: '', leaves: [], emitted: false };
-}
-
-/**
- * `text` parsed into a holder ({ $: value }), when it is a JSON object, array or string (found by
- * review: data that was a JSON string was read as text, quotes and all, and never joined); undefined
- * otherwise.
- */
-function parsedJson(text: string): { $: unknown } | undefined {
-  const start = text.trimStart();
-  if (!start.startsWith('{') && !start.startsWith('[') && !start.startsWith('"')) return undefined;
-  try {
-    return { $: JSON.parse(text) as unknown };
-  } catch {
-    return undefined;
+    return serializeEvent(event);
   }
 }

@@ -235,6 +235,11 @@ describe('SSE delta redactor', () => {
       );
     });
 
+    it('JSON nested deeper than the walk follows passes as it came (found by review: it overflowed the stack)', () => {
+      const deep = `data: ${'['.repeat(100_000)}${']'.repeat(100_000)}\n\n`;
+      expect(perPush(KEY, [deep, delta('after')]).join('')).toBe(deep + delta('after'));
+    });
+
     it('an event that never ends is let through once past 1 MiB, in time linear in its size', () => {
       const redactor = new SseDeltaRedactor(new NeedleSet(secretForms(KEY)));
       const chunk = Buffer.alloc(64 * 1024, 'a');
