@@ -31,12 +31,12 @@ interface Exchange {
 
 /**
  * Sends the head of a request with `Expect: 100-continue`, and its body only once "100 Continue"
- * arrives; resolves with the final response when the connection closes (every request says close, or
- * the proxy does), failing after 5 s.
+ * arrives; resolves with the final response when the connection closes (the request says close, or,
+ * `keepAlive`, the proxy must), failing after 5 s.
  */
-function expectContinue(url: string, method: string, target: string, headers: Record<string, string>, body: string): Promise<Exchange> {
+function expectContinue(url: string, method: string, target: string, headers: Record<string, string>, body: string, keepAlive: boolean): Promise<Exchange> {
   const { hostname, port } = new URL(url);
-  const lines = [`${method} ${target} HTTP/1.1`, 'Host: 127.0.0.1', 'Connection: close', 'Expect: 100-continue', `Content-Length: ${Buffer.byteLength(body)}`];
+  const lines = [`${method} ${target} HTTP/1.1`, 'Host: 127.0.0.1', ...(keepAlive ? [] : ['Connection: close']), 'Expect: 100-continue', `Content-Length: ${Buffer.byteLength(body)}`];
   for (const [name, value] of Object.entries(headers)) lines.push(`${name}: ${value}`);
   return new Promise((resolve, reject) => {
     const socket: Socket = connect(Number(port), hostname);
@@ -105,8 +105,8 @@ describe('Expect: 100-continue is answered once the request is allowed', () => {
     await upstream?.close();
   });
 
-  async function send(target: string, token: string, body: string, method = 'POST'): Promise<Exchange> {
-    const exchange = await expectContinue(proxy.url, method, target, { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body);
+  async function send(target: string, token: string, body: string, keepAlive = false): Promise<Exchange> {
+    const exchange = await expectContinue(proxy.url, 'POST', target, { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body, keepAlive);
     answers.push(exchange.response.raw);
     return exchange;
   }
@@ -127,9 +127,10 @@ describe('Expect: 100-continue is answered once the request is allowed', () => {
     ['an unknown token', () => stranger.token, '/api/v1/items', '{"a":1}', 401, 'unauthenticated'],
     ['a scope the agent does not hold', () => agent.token, '/api/v1/admin', '{"a":1}', 403, 'scope_denied'],
     ['a Content-Length over max_body_bytes', () => agent.token, '/api/v1/items', 'x'.repeat(65), 413, 'payload_too_large'],
-  ])('%s: refused without a 100, the body never sent, the connection closed', async (_what, token, target, body, status, code) => {
+  ])('%s: refused without a 100, the body never sent, the connection closed though the client asked to keep it', async (_what, token, target, body, status, code) => {
     const before = upstream.requests.length;
-    const { continued, sentBody, response } = await send(target, token(), body);
+    // Keep-alive: only the proxy closing the connection ends the exchange (else it fails after 5 s).
+    const { continued, sentBody, response } = await send(target, token(), body, true);
     expect(continued).toBe(false);
     expect(sentBody).toBe(false);
     expect(response.status).toBe(status);
