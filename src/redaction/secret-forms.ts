@@ -128,10 +128,15 @@ function kindsIn(text: string): number {
  * forms are masked whole only).
  */
 export function publicPrefixOf(value: string): string | null {
-  let known = '';
-  if (JWT.test(value)) known = value.slice(0, value.lastIndexOf('.') + 1);
-  else for (const prefix of VENDOR_PREFIXES) if (prefix.length > known.length && value.length > prefix.length && value.startsWith(prefix)) known = prefix;
-  for (let at = known.length; at <= known.length + PIECE_CHARS && at + PIECE_CHARS <= value.length; at++) {
+  // Whitespace a value was stored with (a pasted key's leading space) comes before its vendor prefix
+  // (found by review: " sk-proj-..." matched no prefix, and its head held two random characters).
+  const space = value.length - value.trimStart().length;
+  const rest = value.slice(space);
+  let known = 0;
+  if (JWT.test(rest.trimEnd())) known = rest.lastIndexOf('.') + 1;
+  else for (const prefix of VENDOR_PREFIXES) if (prefix.length > known && rest.length > prefix.length && rest.startsWith(prefix)) known = prefix.length;
+  known += space;
+  for (let at = known; at <= known + PIECE_CHARS && at + PIECE_CHARS <= value.length; at++) {
     // Never between the halves of a surrogate pair: the prefix is encoded on its own (formsOfExactly).
     const code = value.charCodeAt(at);
     if (code >= 0xdc00 && code <= 0xdfff) continue;

@@ -81,9 +81,9 @@ describe('heads: what a piece of a form must hold to be masked', () => {
 
   it.each([
     ['pasted with a leading space', (random: string) => ` sk-proj-${random}`],
-    ['with punctuation every escaping form writes long', (random: string) => `p@ss/word+${random}`],
+    ['with punctuation every escaping form writes long', (random: string) => `${random.slice(0, 2)}@${random.slice(2, 4)}/${random.slice(4)}`],
   ])('heads hold characters of the secret in every form, %s (found by review: a head could be public characters alone)', (_what, shape) => {
-    const keys = Array.from({ length: 20 }, () => shape(randomBytes(18).toString('base64url')));
+    const keys = Array.from({ length: 40 }, () => shape(randomBytes(18).toString('base64url')));
     for (const [i, key] of keys.entries()) {
       const heads = secretForms(key)
         .filter((form) => form.head < form.bytes.length)
