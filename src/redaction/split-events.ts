@@ -2,7 +2,7 @@
  * Splitting a streamed body into events and reading each, for the layer that joins a secret spread over
  * them (sse-delta-redactor.ts): text/event-stream as WHATWG HTML 9.2.6 reads it (lines end in CRLF, LF
  * or CR; an empty line ends an event; the first event loses a leading BOM), or one JSON value per line
- * (NDJSON, JSON Lines); and writing a masked event again with its lines in their order and line breaks.
+ * (NDJSON, JSON Lines, RFC 7464 JSON text sequences); and writing a masked event again with its lines in their order and line breaks.
  */
 
 const LF = 0x0a;
@@ -26,7 +26,7 @@ export interface ParsedEvent {
   readonly json: { $?: unknown; data?: string };
   /** The line break the event's own lines end in (SSE), or its line's (NDJSON). */
   readonly ending: string;
-  /** A leading BOM the stream's first event had, written back with it. */
+  /** A leading BOM the stream's first event had, or a JSON text sequence's RS: written back with it. */
   readonly bom: string;
 }
 
@@ -90,7 +90,7 @@ export function parseEvent(raw: Buffer, framing: EventFraming, first: boolean): 
 
 /** A masked event written again (its JSON holder or text already changed in place). */
 export function serializeEvent(event: ParsedEvent): Buffer {
-  if (event.form === 'line-json') return Buffer.from(`${JSON.stringify(event.json.$)}${event.ending}`, 'utf8');
+  if (event.form === 'line-json') return Buffer.from(`${event.bom}${JSON.stringify(event.json.$)}${event.ending}`, 'utf8');
   // The event's own lines in their order and line breaks, its data lines replaced where the first stood.
   const data = event.form === 'sse-json' ? [`data: ${JSON.stringify(event.json.$)}`] : (event.json.data ?? '').split('\n').map((line) => `data: ${line}`);
   const lines: string[] = [];
@@ -128,12 +128,16 @@ function sseEvent(raw: Buffer, first: boolean): ParsedEvent {
   return json === undefined ? { ...base, form: 'sse-text', json: { data: joined } } : { ...base, form: 'sse-json', json };
 }
 
-/** One line of an NDJSON stream: a JSON object, array or string, else passed as it came. */
+/**
+ * One line of an NDJSON stream: a JSON object, array or string, else passed as it came. A JSON text
+ * sequence's record starts with RS (RFC 7464 2.2), kept in `bom` and written back.
+ */
 function jsonLine(raw: Buffer): ParsedEvent {
   const text = raw.toString('utf8');
-  const body = text.replace(/\r?\n$/, '');
+  const lead = text.startsWith('\x1e') ? '\x1e' : '';
+  const body = text.slice(lead.length).replace(/\r?\n$/, '');
   const json = parsedJson(body);
-  return { raw: Buffer.from(raw), form: json === undefined ? 'raw' : 'line-json', lines: [], json: json ?? {}, ending: text.slice(body.length), bom: '' };
+  return { raw: Buffer.from(raw), form: json === undefined ? 'raw' : 'line-json', lines: [], json: json ?? {}, ending: text.slice(lead.length + body.length), bom: lead };
 }
 
 /**

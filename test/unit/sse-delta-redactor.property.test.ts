@@ -166,6 +166,12 @@ describe('SSE delta redactor', () => {
       expect(sse).not.toContain(halves[1]);
     });
 
+    it('a JSON text sequence (RFC 7464: RS before each record) is joined, its RS kept', () => {
+      const record = (text: string): string => `\x1e${JSON.stringify({ d: text })}\n`;
+      const out = perPush(KEY, [record(halves[0] as string), record(halves[1] as string), record('after')], 'lines').join('');
+      expect(out).toBe(`\x1e{"d":"[REDACTED]"}\n\x1e{"d":""}\n${record('after')}`);
+    });
+
     it('data that is a JSON string is joined, in SSE and in NDJSON', () => {
       const sse = perPush(KEY, [`data: ${JSON.stringify(halves[0])}\n\n`, `data: ${JSON.stringify(halves[1])}\n\n`]).join('');
       expect(sse).not.toContain(halves[0]);
