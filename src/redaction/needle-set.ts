@@ -372,47 +372,16 @@ export class NeedleSet {
         for (const head of list) if (text.startsWith(head, p)) return false;
       }
     }
-    // A suffix that starts a needle (or an open piece, openPiece) ends in a character of that needle or
-    // a key-like byte; log lines and audit records end in "}" or a newline, which are neither.
-    if (n === 0) return true;
-    const lastCode = text.charCodeAt(n - 1);
-    if (this.#anywhere[lastCode & 0xff] === 0 && (lastCode > 0xff || RUN_BYTES[lastCode] === 0)) return true;
+    // A suffix that starts a needle ends in a character of that needle; log lines and audit records end
+    // in "}" or a newline, which few secrets hold.
+    if (n === 0 || this.#anywhere[text.charCodeAt(n - 1) & 0xff] === 0) return true;
     for (let p = Math.max(0, n - this.maxLength + 1), last = n - minPartial; p <= last; p++) {
       const list = this.#textCandidates(text, p, this.#textByFirstTwo);
       if (list === undefined) continue;
       const tail = text.slice(p);
-      // A proper prefix of a needle, or one that starts with minPartial of its characters (an open piece).
-      for (const needle of list) if (needle.length > tail.length && needle.startsWith(tail.slice(0, minPartial))) return false;
+      for (const needle of list) if (needle.length > tail.length && needle.startsWith(tail)) return false;
     }
     return true;
-  }
-
-  /**
-   * Length of the longest suffix of `data` that starts with `min` (at least 2) or more bytes of a needle
-   * with a head and goes on to the end, past what matches, with key-like bytes (RUN_BYTES), shorter than
-   * the needle: an open piece. At the end of a stream it is masked as a partial secret is, whether or not its last
-   * characters match, so that an agent making an upstream echo guesses at the end of a body learns
-   * nothing from which of them are masked (found by review: a proper prefix of a form was masked there
-   * and a wrong guess was not, which read a head one character at a time). 0 if none.
-   */
-  openPiece(data: Buffer, min: number): number {
-    const n = data.length;
-    if (this.needles.length === 0 || n < min || min < 2) return 0;
-    for (let p = Math.max(0, n - this.maxLength + 1), last = n - min; p <= last; p++) {
-      const key = ((data[p] as number) << 8) | (data[p + 1] as number);
-      if (this.#firstTwo[key] === 0) continue;
-      for (const i of this.#byFirstTwo.get(key) as number[]) {
-        const needle = this.needles[i] as Buffer;
-        // A needle without a head (a secret that starts like a word) has no pieces, open or not.
-        if (n - p >= needle.length || this.heads[i] === needle.length) continue;
-        let end = p;
-        while (end < n && data[end] === needle[end - p]) end++;
-        if (end - p < min) continue;
-        while (end < n && RUN_BYTES[data[end] as number] === 1) end++;
-        if (end === n) return n - p;
-      }
-    }
-    return 0;
   }
 
   /** The strings of `byFirstTwo` (needles or heads) that start with text[p] text[p+1] (both ASCII), if any. */

@@ -50,7 +50,7 @@ export class RedactionMatcher {
     const bytes = Buffer.from(name, 'latin1');
     const found: number[] = [];
     this.#folded.findMatches(bytes, found);
-    return found.length > 0 || this.#folded.partialSuffix(bytes) >= MIN_MASKED_PARTIAL || this.#folded.openPiece(bytes, MIN_MASKED_PARTIAL) > 0;
+    return found.length > 0 || this.#folded.partialSuffix(bytes) >= MIN_MASKED_PARTIAL;
   }
 
   get empty(): boolean {
@@ -73,7 +73,7 @@ export class RedactionMatcher {
     if (this.rules.size > 0) return false;
     const found: number[] = [];
     this.needles.findMatches(data, found);
-    return found.length === 0 && this.needles.partialSuffix(data) < MIN_MASKED_PARTIAL && this.needles.openPiece(data, MIN_MASKED_PARTIAL) === 0;
+    return found.length === 0 && this.needles.partialSuffix(data) < MIN_MASKED_PARTIAL;
   }
 
   /**
@@ -113,14 +113,12 @@ export class RedactionMatcher {
     }
     if (final) {
       if (!maskPartialAtEnd) return 0;
-      // Nothing more will come: a held partial secret of 4+ bytes is masked, never flushed, and so is an
-      // open piece (a form's first 4+ bytes and key-like bytes to the end), matching or not.
-      const partial = Math.max(this.needles.partialSuffix(data), this.needles.openPiece(data, MIN_MASKED_PARTIAL));
+      // Nothing more will come: a held partial secret of 4+ bytes is masked, never flushed.
+      const partial = this.needles.partialSuffix(data);
       if (partial >= MIN_MASKED_PARTIAL) out.push(data.length - partial, data.length);
       return 0;
     }
-    const partial = Math.max(this.needles.partialSuffix(data), this.needles.openPiece(data, MIN_MASKED_PARTIAL));
-    const heldFrom = Math.min(data.length - partial, rules === -1 ? data.length : rules, piece === -1 ? data.length : piece);
+    const heldFrom = Math.min(data.length - this.needles.partialSuffix(data), rules === -1 ? data.length : rules, piece === -1 ? data.length : piece);
     return data.length - heldFrom;
   }
 }

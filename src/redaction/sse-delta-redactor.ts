@@ -238,7 +238,7 @@ export class SseDeltaRedactor {
     const spans: number[] = [];
     const piece = this.#needles.findMatches(bytes, spans, false);
     window.pieceFrom = piece === -1 ? -1 : base + bytes.subarray(0, piece).toString('utf8').length;
-    const partialBytes = Math.max(this.#needles.partialSuffix(bytes), this.#needles.openPiece(bytes, MIN_HOLD));
+    const partialBytes = this.#needles.partialSuffix(bytes);
     const partial = partialBytes === 0 ? 0 : bytes.subarray(bytes.length - partialBytes).toString('utf8').length;
     window.live = window.pieceFrom === -1 ? partial : Math.max(partial, window.end - window.pieceFrom);
     for (let i = 0; i < spans.length; i += 2) {
