@@ -155,8 +155,11 @@ function relocate(pairs: string[], matcher: RedactionMatcher, upstream: Upstream
   return 0;
 }
 
-/** Media types of one JSON value per line: NDJSON (Ollama's streams), JSON Lines, LDJSON, JSON text sequences (RFC 7464). */
-const JSON_LINES = /^application\/(?:x-)?(?:ndjson|jsonl|json-lines|jsonlines|ldjson|json-seq)\s*(?:;|$)/;
+/**
+ * Media types of one JSON value per line: NDJSON (Ollama's streams), JSON Lines, LDJSON, JSON text
+ * sequences (RFC 7464, `application/geo+json-seq` too; a record printed over several lines is not joined).
+ */
+const JSON_LINES = /^application\/(?:(?:x-)?(?:ndjson|jsonl|json-lines|jsonlines|ldjson)|(?:[\w.-]+\+)?json-seq)\s*(?:;|$)/;
 
 /**
  * How a streamed body's events are framed, for the layer that joins a secret spread over them
