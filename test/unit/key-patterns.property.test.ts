@@ -6,6 +6,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { pushInChunks } from '../helpers/push-in-chunks.js';
 import { BUILTIN_RULE_NAMES, BUILTIN_RULES } from '../../src/redaction/key-patterns.js';
 import { NeedleSet } from '../../src/redaction/needle-set.js';
 import { RedactionMatcher } from '../../src/redaction/redaction-matcher.js';
@@ -23,15 +24,7 @@ const pieceArb = fc.oneof(
 );
 
 function inChunks(input: Buffer, cuts: number[]): Buffer {
-  const redactor = new StreamRedactor(matcher);
-  const out: Buffer[] = [];
-  let previous = 0;
-  for (const cut of [...new Set(cuts.map((c) => c % (input.length + 1)))].sort((a, b) => a - b)) {
-    out.push(redactor.push(input.subarray(previous, cut)));
-    previous = cut;
-  }
-  out.push(redactor.push(input.subarray(previous)), redactor.end());
-  return Buffer.concat(out);
+  return pushInChunks(new StreamRedactor(matcher), input, cuts);
 }
 
 describe('key shapes under any chunking', () => {

@@ -6,6 +6,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { pushInChunks } from '../helpers/push-in-chunks.js';
 import { NeedleSet } from '../../src/redaction/needle-set.js';
 import { SseDeltaRedactor, type EventFraming } from '../../src/redaction/sse-delta-redactor.js';
 import { formsOf, secretForms } from '../../src/redaction/secret-forms.js';
@@ -31,16 +32,9 @@ function reassemble(output: string): { content: string; other: string[] } {
   return { content, other };
 }
 
-/** What `redactor` gives back for `input` pushed in the pieces `cuts` marks (taken modulo its length), then ended. */
+/** What `redactor` gives back for `input` pushed in the pieces `cuts` marks, then ended. */
 function inChunks(redactor: SseDeltaRedactor, input: Buffer, cuts: readonly number[]): string {
-  const out: Buffer[] = [];
-  let previous = 0;
-  for (const cut of [...new Set(cuts.map((c) => c % (input.length + 1)))].sort((a, b) => a - b)) {
-    out.push(redactor.push(input.subarray(previous, cut)));
-    previous = cut;
-  }
-  out.push(redactor.push(input.subarray(previous)), redactor.end());
-  return Buffer.concat(out).toString('utf8');
+  return pushInChunks(redactor, input, cuts).toString('utf8');
 }
 
 /** How many times `needle` occurs in `text`, overlaps included. */

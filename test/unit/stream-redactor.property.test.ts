@@ -7,6 +7,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { pushInChunks } from '../helpers/push-in-chunks.js';
 import { NeedleSet, type SearchStrategy } from '../../src/redaction/needle-set.js';
 import { PrefixFilter } from '../../src/redaction/prefix-filter.js';
 import { MIN_MASKED_PARTIAL, RedactionMatcher } from '../../src/redaction/redaction-matcher.js';
@@ -66,16 +67,7 @@ function oracle(input: Buffer, headed: readonly SecretForm[]): Buffer {
 }
 
 function redactInChunks(matcher: RedactionMatcher, input: Buffer, cuts: number[]): Buffer {
-  const redactor = new StreamRedactor(matcher);
-  const out: Buffer[] = [];
-  let previous = 0;
-  for (const cut of [...new Set(cuts.map((c) => c % (input.length + 1)))].sort((a, b) => a - b)) {
-    out.push(redactor.push(input.subarray(previous, cut)));
-    previous = cut;
-  }
-  out.push(redactor.push(input.subarray(previous)));
-  out.push(redactor.end());
-  return Buffer.concat(out);
+  return pushInChunks(new StreamRedactor(matcher), input, cuts);
 }
 
 // Quotes, commas, spaces and brackets too: a piece's run stops at them unless its form goes on there.
