@@ -2,8 +2,10 @@
  * Splitting a streamed body into events and reading each, for the layer that joins a secret spread over
  * them (sse-delta-redactor.ts): text/event-stream as WHATWG HTML 9.2.6 reads it (lines end in CRLF, LF
  * or CR; an empty line ends an event; the first event loses a leading BOM), or one JSON value per line
- * (NDJSON, JSON Lines, RFC 7464 JSON text sequences); and writing a masked event again with its lines in their order and line breaks.
+ * (NDJSON, JSON Lines, RFC 7464 JSON text sequences); and writing a masked event again byte for byte as
+ * it came but for the data it was given: its lines, fields and line breaks where they were.
  */
+import { jsonStringFields, type JsonStringField } from './json-string-fields.js';
 
 const LF = 0x0a;
 const CR = 0x0d;
@@ -12,8 +14,8 @@ const CR = 0x0d;
 export type EventFraming = 'sse' | 'lines';
 
 /**
- * How an event is written again once masked: an SSE event with JSON data or with text data (`lines`
- * are its lines, the non-data ones kept), a JSON line (`ending` its line break), or as it came.
+ * What an event's data is: JSON (an SSE event's data, or a line), text (an SSE event whose data is not
+ * JSON), or nothing to follow ('raw': no data line, not JSON, or JSON nested too deep to walk).
  */
 export type EventForm = 'sse-json' | 'sse-text' | 'line-json' | 'raw';
 
@@ -21,10 +23,14 @@ export type EventForm = 'sse-json' | 'sse-text' | 'line-json' | 'raw';
 export interface ParsedEvent {
   readonly raw: Buffer;
   readonly form: EventForm;
+  /** An SSE event's lines, and the line break after each but the last (breaks.length = lines.length - 1). */
   readonly lines: readonly string[];
-  /** The holder of the parsed JSON value ({ $: value }), or for 'sse-text' of its text ({ data }). */
-  readonly json: { $?: unknown; data?: string };
-  /** The line break the event's own lines end in (SSE), or its line's (NDJSON). */
+  readonly breaks: readonly string[];
+  /** The data: an SSE event's data lines joined by LF (WHATWG), or a line's JSON text. */
+  readonly source: string;
+  /** The string values of JSON data, with where each stands in `source`; empty for other forms. */
+  readonly fields: readonly JsonStringField[];
+  /** A JSON line's line break. */
   readonly ending: string;
   /** A leading BOM the stream's first event had, or a JSON text sequence's RS: written back with it. */
   readonly bom: string;
@@ -83,32 +89,53 @@ export class EventSplitter {
   }
 }
 
-/** The event in `raw` (the stream's first when `first`). */
-export function parseEvent(raw: Buffer, framing: EventFraming, first: boolean): ParsedEvent {
-  return framing === 'lines' ? jsonLine(raw) : sseEvent(raw, first);
+/**
+ * The event in `raw` (the stream's first when `first`); JSON nested deeper than `maxDepth` containers is
+ * 'raw', left to the byte scanner (found by review: a recursive walk of 200,000 nested arrays overflowed
+ * the stack and cut the stream).
+ */
+export function parseEvent(raw: Buffer, framing: EventFraming, first: boolean, maxDepth: number): ParsedEvent {
+  const event = framing === 'lines' ? jsonLine(raw) : sseEvent(raw, first);
+  if (event.form !== 'sse-json' && event.form !== 'line-json') return event;
+  const fields = jsonStringFields(event.source, maxDepth);
+  return fields === null ? { ...event, form: 'raw' } : { ...event, fields };
 }
 
-/** A masked event written again (its JSON holder or text already changed in place). */
-export function serializeEvent(event: ParsedEvent): Buffer {
-  if (event.form === 'line-json') return Buffer.from(`${event.bom}${JSON.stringify(event.json.$)}${event.ending}`, 'utf8');
-  // The event's own lines in their order and line breaks, its data lines replaced where the first stood.
-  const data = event.form === 'sse-json' ? [`data: ${JSON.stringify(event.json.$)}`] : (event.json.data ?? '').split('\n').map((line) => `data: ${line}`);
-  const lines: string[] = [];
-  let placed = false;
-  for (const line of event.lines) {
-    if (!isDataLine(line)) lines.push(line);
-    else if (!placed) {
-      lines.push(...data);
-      placed = true;
+/**
+ * The event written again with `data` in place of its data (`source` with masks applied): a JSON line's
+ * RS, BOM and line break around it; an SSE event's lines and line breaks as they were, each data line
+ * given the next line of `data` after its own "data:" or "data: ". A mask never adds a line break, nor
+ * removes one from JSON data (a string token holds none), so every byte outside the masks is as it came;
+ * where a mask spans a line break of text data, the data lines left over are dropped.
+ */
+export function serializeEvent(event: ParsedEvent, data: string): Buffer {
+  if (event.form === 'line-json') return Buffer.from(`${event.bom}${data}${event.ending}`, 'utf8');
+  const values = data.split('\n');
+  let next = 0;
+  const kept: Array<[line: string, lineBreak: string]> = [];
+  for (const [index, line] of event.lines.entries()) {
+    const lineBreak = event.breaks[index] ?? '';
+    if (!isDataLine(line)) {
+      kept.push([line, lineBreak]);
+      continue;
     }
+    const value = values[next++];
+    if (value === undefined) {
+      // A dropped last line leaves the line before it unterminated, as the event's last line was.
+      if (lineBreak === '' && kept.length > 0) (kept[kept.length - 1] as [string, string])[1] = '';
+      continue;
+    }
+    kept.push([line === 'data' && value === '' ? line : `${line.startsWith('data: ') ? 'data: ' : 'data:'}${value}`, lineBreak]);
   }
-  return Buffer.from(`${event.bom}${lines.join(event.ending)}`, 'utf8');
+  return Buffer.from(`${event.bom}${kept.map(([line, lineBreak]) => line + lineBreak).join('')}`, 'utf8');
 }
 
 /** A data field's line (WHATWG HTML 9.2.6: "data" alone is the field with an empty value). */
 function isDataLine(line: string): boolean {
   return line === 'data' || line.startsWith('data:');
 }
+
+const LINE_BREAK = /\r\n|\r|\n/g;
 
 /**
  * An SSE event: its data as JSON when it parses (an object, an array or a string), else as text; 'raw'
@@ -118,14 +145,13 @@ function sseEvent(raw: Buffer, first: boolean): ParsedEvent {
   let text = raw.toString('utf8');
   const bom = first && text.startsWith('\uFEFF') ? '\uFEFF' : '';
   if (bom !== '') text = text.slice(1);
-  const lines = text.split(/\r\n|\r|\n/);
-  const ending = /\r\n|\r|\n/.exec(text)?.[0] ?? '\n';
+  const lines = text.split(LINE_BREAK);
+  const breaks = text.match(LINE_BREAK) ?? [];
   const data = lines.filter(isDataLine).map((l) => (l.startsWith('data: ') ? l.slice(6) : l.slice(5)));
-  const base = { raw: Buffer.from(raw), lines, ending, bom };
-  if (data.length === 0) return { ...base, form: 'raw', json: {} };
-  const joined = data.join('\n');
-  const json = parsedJson(joined);
-  return json === undefined ? { ...base, form: 'sse-text', json: { data: joined } } : { ...base, form: 'sse-json', json };
+  const base = { raw: Buffer.from(raw), lines, breaks, fields: [], ending: '', bom };
+  if (data.length === 0) return { ...base, form: 'raw', source: '' };
+  const source = data.join('\n');
+  return { ...base, form: isJson(source) ? 'sse-json' : 'sse-text', source };
 }
 
 /**
@@ -135,22 +161,21 @@ function sseEvent(raw: Buffer, first: boolean): ParsedEvent {
 function jsonLine(raw: Buffer): ParsedEvent {
   const text = raw.toString('utf8');
   const lead = text.startsWith('\x1e') ? '\x1e' : '';
-  const body = text.slice(lead.length).replace(/\r?\n$/, '');
-  const json = parsedJson(body);
-  return { raw: Buffer.from(raw), form: json === undefined ? 'raw' : 'line-json', lines: [], json: json ?? {}, ending: text.slice(lead.length + body.length), bom: lead };
+  const source = text.slice(lead.length).replace(/\r?\n$/, '');
+  return { raw: Buffer.from(raw), form: isJson(source) ? 'line-json' : 'raw', lines: [], breaks: [], source, fields: [], ending: text.slice(lead.length + source.length), bom: lead };
 }
 
 /**
- * `text` parsed into a holder ({ $: value }), when it is a JSON object, array or string (found by
- * review: data that was a JSON string was read as text, quotes and all, and never joined); undefined
- * otherwise.
+ * Whether `text` is a JSON object, array or string (found by review: data that was a JSON string was
+ * read as text, quotes and all, and never joined); numbers and literals are followed as text.
  */
-function parsedJson(text: string): { $: unknown } | undefined {
+function isJson(text: string): boolean {
   const start = text.trimStart();
-  if (!start.startsWith('{') && !start.startsWith('[') && !start.startsWith('"')) return undefined;
+  if (!start.startsWith('{') && !start.startsWith('[') && !start.startsWith('"')) return false;
   try {
-    return { $: JSON.parse(text) as unknown };
+    JSON.parse(text);
+    return true;
   } catch {
-    return undefined;
+    return false;
   }
 }

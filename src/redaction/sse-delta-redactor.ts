@@ -12,7 +12,7 @@
  * An event is held back while a path ends with a live partial secret of MIN_HOLD or more characters
  * (or a piece of one whose run may go on), so the rest of the secret can still be masked in it; a match
  * is masked in every held event it touches ("[REDACTED]" where it starts, nothing where it continues)
- * and those events are re-serialized. At most MIN_HOLD - 1 characters of a secret can leave in an event
+ * and those events are written again with only the masked strings changed (split-events.ts). At most MIN_HOLD - 1 characters of a secret can leave in an event
  * already sent, the same bound the byte scanner keeps at the end of a stream. Lines that are not JSON,
  * and events without data, pass untouched (in order). Events are split (split-events.ts) as WHATWG HTML 9.2.6 splits them
  * (lines end in CRLF, LF or CR; an empty line ends an event; a leading BOM is skipped), and an event
@@ -35,9 +35,10 @@ const MARKER = '[REDACTED]';
 const EMPTY = Buffer.alloc(0);
 
 interface Leaf {
-  readonly holder: Record<string, unknown> | unknown[];
-  readonly key: string | number;
   readonly text: string;
+  /** Where the string's token stands in the event's JSON text (split-events.ts `source`); -1 for text data. */
+  readonly start: number;
+  readonly end: number;
   /** Character ranges to mask, and whether the marker goes there (where a match starts). */
   masks: Array<{ from: number; to: number; marker: boolean }>;
 }
@@ -71,25 +72,8 @@ interface PathWindow {
   live: number;
 }
 
-/** JSON nested deeper than this is not followed (the walk recurses). */
+/** JSON nested deeper than this many containers is not followed (split-events.ts parseEvent). */
 const MAX_DEPTH = 64;
-
-/** The string fields of `value` by JSON path, into `out`; false when it nests deeper than MAX_DEPTH. */
-function collectLeaves(value: unknown, path: string, out: Array<{ path: string; leaf: Leaf }>, depth: number): boolean {
-  if (depth > MAX_DEPTH) return false;
-  if (Array.isArray(value)) {
-    for (const [index, item] of value.entries()) {
-      if (typeof item === 'string') out.push({ path: `${path}.${index}`, leaf: { holder: value, key: index, text: item, masks: [] } });
-      else if (!collectLeaves(item, `${path}.${index}`, out, depth + 1)) return false;
-    }
-  } else if (value !== null && typeof value === 'object') {
-    for (const [key, item] of Object.entries(value as Record<string, unknown>)) {
-      if (typeof item === 'string') out.push({ path: `${path}.${key}`, leaf: { holder: value as Record<string, unknown>, key, text: item, masks: [] } });
-      else if (!collectLeaves(item, `${path}.${key}`, out, depth + 1)) return false;
-    }
-  }
-  return true;
-}
 
 export class SseDeltaRedactor {
   readonly #needles: NeedleSet;
@@ -106,7 +90,7 @@ export class SseDeltaRedactor {
   /** Paths given text since the last flush: compacted once their events are sent (#compact). */
   readonly #touched = new Set<PathWindow>();
   /** Stands for the sent events a compacted path's text came from. */
-  readonly #sent: QueuedEvent = { raw: EMPTY, form: 'raw', lines: [], json: {}, ending: '', bom: '', leaves: [], emitted: true };
+  readonly #sent: QueuedEvent = { raw: EMPTY, form: 'raw', lines: [], breaks: [], source: '', fields: [], ending: '', bom: '', leaves: [], emitted: true };
   redactions = 0;
 
   readonly #framing: EventFraming;
@@ -170,21 +154,21 @@ export class SseDeltaRedactor {
   }
 
   #accept(raw: Buffer): void {
-    const parsed = parseEvent(raw, this.#framing, this.#first);
+    const event: QueuedEvent = { ...parseEvent(raw, this.#framing, this.#first, MAX_DEPTH), leaves: [], emitted: false };
     this.#first = false;
-    const leaves: Array<{ path: string; leaf: Leaf }> = [];
-    if (parsed.form === 'sse-text') leaves.push({ path: '$data', leaf: { holder: parsed.json, key: 'data', text: parsed.json.data ?? '', masks: [] } });
-    // JSON nested past MAX_DEPTH is left to the byte scanner (found by review: walking 200,000 nested
-    // arrays overflowed the stack and cut the stream).
-    const deep = parsed.form !== 'raw' && parsed.form !== 'sse-text' && !collectLeaves(parsed.json, '', leaves, 0);
-    const event: QueuedEvent = { ...parsed, form: deep ? 'raw' : parsed.form, leaves: [], emitted: false };
     this.#queue.push(event);
     this.#queuedBytes += raw.length;
     if (event.form === 'raw') return;
-    for (const { path, leaf } of leaves) {
-      event.leaves.push(leaf);
-      this.#append(path, event, leaf);
+    if (event.form === 'sse-text') {
+      this.#follow('$data', event, { text: event.source, start: -1, end: -1, masks: [] });
+      return;
     }
+    for (const field of event.fields) this.#follow(field.path, event, { text: field.text, start: field.start, end: field.end, masks: [] });
+  }
+
+  #follow(path: string, event: QueuedEvent, leaf: Leaf): void {
+    event.leaves.push(leaf);
+    this.#append(path, event, leaf);
   }
 
   #window(path: string): PathWindow {
@@ -319,24 +303,32 @@ export class SseDeltaRedactor {
     const text = window.segments.map((segment) => segment.leaf.text).join('');
     // A copy, not a slice: V8 keeps a slice's whole parent string alive.
     const tail = Buffer.from(text.slice(Math.max(0, text.length - this.#needles.maxLength)), 'utf8').toString('utf8');
-    window.segments = [{ event: this.#sent, leaf: { holder: {}, key: 'sent', text: tail, masks: [] }, at: window.end - tail.length }];
+    window.segments = [{ event: this.#sent, leaf: { text: tail, start: -1, end: -1, masks: [] }, at: window.end - tail.length }];
   }
 
   #render(event: QueuedEvent): Buffer {
     if (event.form === 'raw' || !event.leaves.some((leaf) => leaf.masks.length > 0)) return event.raw;
-    for (const leaf of event.leaves) {
-      if (leaf.masks.length === 0) continue;
-      const masks = [...leaf.masks].sort((a, b) => a.from - b.from);
-      let text = '';
-      let pos = 0;
-      for (const mask of masks) {
-        if (mask.from > pos) text += leaf.text.slice(pos, mask.from);
-        if (mask.marker && mask.to > pos && !text.endsWith(MARKER)) text += MARKER;
-        pos = Math.max(pos, mask.to);
-      }
-      text += leaf.text.slice(pos);
-      (leaf.holder as Record<string | number, unknown>)[leaf.key] = text;
+    if (event.form === 'sse-text') return serializeEvent(event, masked(event.leaves[0] as Leaf));
+    // Only the tokens of masked strings change (json-string-fields.ts says why); from the last, so
+    // that the earlier positions still hold.
+    let data = event.source;
+    for (let i = event.leaves.length - 1; i >= 0; i--) {
+      const leaf = event.leaves[i] as Leaf;
+      if (leaf.masks.length > 0) data = `${data.slice(0, leaf.start)}${JSON.stringify(masked(leaf))}${data.slice(leaf.end)}`;
     }
-    return serializeEvent(event);
+    return serializeEvent(event, data);
   }
+}
+
+/** A leaf's text with its masks applied: the marker where a match starts, nothing where one goes on. */
+function masked(leaf: Leaf): string {
+  const masks = [...leaf.masks].sort((a, b) => a.from - b.from);
+  let text = '';
+  let pos = 0;
+  for (const mask of masks) {
+    if (mask.from > pos) text += leaf.text.slice(pos, mask.from);
+    if (mask.marker && mask.to > pos && !text.endsWith(MARKER)) text += MARKER;
+    pos = Math.max(pos, mask.to);
+  }
+  return text + leaf.text.slice(pos);
 }

@@ -206,7 +206,24 @@ describe('SSE delta redactor', () => {
       const out = perPush(KEY, events).join('');
       expect(out.startsWith('id: 1\r\nevent: token\r\ndata: {"d":"[REDACTED]"}\r\nretry: 5\r\n\r\n')).toBe(true);
       const bare = perPush(KEY, [`data\ndata: ${halves[0]}\n\n`, `data: ${halves[1]}\n\n`]).join('');
-      expect(bare.startsWith('data: \ndata: [REDACTED]\n\n')).toBe(true);
+      expect(bare.startsWith('data\ndata: [REDACTED]\n\n')).toBe(true);
+    });
+
+    // Masked events used to be parsed and written with JSON.stringify: numbers past double precision
+    // lost digits, integer-like keys moved first, a duplicate key's first value and the spacing went.
+    it('a masked event changes only the strings masked: numbers, key order, duplicates, escapes and spacing stay', () => {
+      const rest = '"n": 12345678901234567890, "f": 1.50, "b": "caf\\u00e9 \\/", "1": "x", "b": "again"';
+      const [first, second] = [`{ "d" : "${halves[0]}", ${rest} }`, `{"d":"${halves[1]}",\t${rest}}`];
+      const sse = perPush(KEY, [`id: 1\ndata:${first}\n\n`, `data: ${second}\n\n`]).join('');
+      expect(sse).toBe(`id: 1\ndata:${first.replace(halves[0] as string, '[REDACTED]')}\n\ndata: ${second.replace(halves[1] as string, '')}\n\n`);
+      const lines = perPush(KEY, [`\x1e${first}\r\n`, `\x1e${second}\n`], 'lines').join('');
+      expect(lines).toBe(`\x1e${first.replace(halves[0] as string, '[REDACTED]')}\r\n\x1e${second.replace(halves[1] as string, '')}\n`);
+    });
+
+    it('a key in a string given with escapes is masked there, its token written plainly', () => {
+      const escaped = [...(halves[1] as string)].map((c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`).join('');
+      const out = perPush(KEY, [`data: {"d":"${halves[0]}","n":1e400}\n\n`, `data: {"d":"${escaped}ok","n":-0}\n\n`]).join('');
+      expect(out).toBe(`data: {"d":"[REDACTED]","n":1e400}\n\ndata: {"d":"ok","n":-0}\n\n`);
     });
 
     it('any stream, in any chunking: without a key byte for byte as it came; with one, the same bytes whatever the chunking', () => {

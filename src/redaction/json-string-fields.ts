@@ -1,0 +1,99 @@
+/**
+ * The string values of a JSON text, each with its JSON path and where its token stands in the text, so
+ * that a masked event can be written again by replacing those tokens alone. Parsing the event and
+ * writing it with JSON.stringify changed what the client reads beyond the mask: numbers past double
+ * precision lost digits (an id of 12345678901234567890 came out as 12345678901234567000), integer-like
+ * keys moved ahead of the others (ECMA-262 OrdinaryOwnPropertyKeys), a duplicate key's first value
+ * vanished, and escapes and spacing were rewritten.
+ *
+ * The text must already have parsed with JSON.parse: this walk assumes valid JSON (RFC 8259) and only
+ * tracks where values start and end.
+ */
+
+export interface JsonStringField {
+  /** ".$" for the top-level value, then ".key" and ".index" per step (as sse-delta-redactor.ts follows paths). */
+  readonly path: string;
+  /** The decoded string. */
+  readonly text: string;
+  /** The token, quotes included: [start, end) in the JSON text. */
+  readonly start: number;
+  readonly end: number;
+}
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+
+interface Container {
+  readonly path: string;
+  readonly array: boolean;
+  /** The element's index (arrays) or the member's key (objects) the next value is found at. */
+  index: number;
+  key: string;
+  /** In an object, whether the next string is a member's name. */
+  expectingKey: boolean;
+}
+
+/** Where the string token starting at `start` (its opening quote) ends, just past its closing quote. */
+function stringEnd(text: string, start: number): number {
+  for (let i = start + 1; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code === BACKSLASH) i++;
+    else if (code === QUOTE) return i + 1;
+  }
+  return text.length;
+}
+
+function decode(token: string): string {
+  return token.includes('\\') ? (JSON.parse(token) as string) : token.slice(1, -1);
+}
+
+/**
+ * The string values of `text` (valid JSON) in document order, or null when it nests deeper than
+ * `maxDepth` (the caller lets such an event pass as it came). A key given twice yields both values.
+ */
+export function jsonStringFields(text: string, maxDepth: number): JsonStringField[] | null {
+  const fields: JsonStringField[] = [];
+  const stack: Container[] = [];
+  const here = (): string => {
+    const top = stack[stack.length - 1];
+    if (top === undefined) return '.$';
+    return top.array ? `${top.path}.${top.index}` : `${top.path}.${top.key}`;
+  };
+  for (let i = 0; i < text.length; i++) {
+    const char = text[i];
+    switch (char) {
+      case '{':
+      case '[':
+        if (stack.length >= maxDepth) return null;
+        stack.push({ path: here(), array: char === '[', index: 0, key: '', expectingKey: char === '{' });
+        break;
+      case '}':
+      case ']':
+        stack.pop();
+        break;
+      case ',': {
+        const top = stack[stack.length - 1] as Container;
+        if (top.array) top.index++;
+        else top.expectingKey = true;
+        break;
+      }
+      case '"': {
+        const end = stringEnd(text, i);
+        const token = text.slice(i, end);
+        const top = stack[stack.length - 1];
+        if (top !== undefined && top.expectingKey) {
+          top.key = decode(token);
+          top.expectingKey = false;
+        } else {
+          fields.push({ path: here(), text: decode(token), start: i, end });
+        }
+        i = end - 1;
+        break;
+      }
+      default:
+        // Whitespace, ':', and the characters of numbers, true, false and null.
+        break;
+    }
+  }
+  return fields;
+}

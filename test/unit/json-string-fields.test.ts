@@ -1,0 +1,91 @@
+/**
+ * The walk that finds a JSON text's string values and their tokens (json-string-fields.ts), and the
+ * event reader and writer built on it (split-events.ts): a masked event is written again by replacing
+ * string tokens alone, so what the walk finds must be exactly the strings JSON.parse reads, each at the
+ * place it stands, and an event written back with its own data must be the bytes it came as.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { jsonStringFields } from '../../src/redaction/json-string-fields.js';
+import { parseEvent, serializeEvent } from '../../src/redaction/split-events.js';
+
+/** The string values of a parsed JSON value with their paths, as the walk names them. */
+function stringsOf(value: unknown, path: string, out: string[]): string[] {
+  if (typeof value === 'string') out.push(`${path}=${value}`);
+  else if (Array.isArray(value)) value.forEach((item, index) => stringsOf(item, `${path}.${index}`, out));
+  else if (value !== null && typeof value === 'object') for (const [key, item] of Object.entries(value)) stringsOf(item, `${path}.${key}`, out);
+  return out;
+}
+
+const RUNS = Number(process.env['FC_RUNS'] ?? 300);
+
+describe('JSON string fields', () => {
+  it.each([
+    ['"a"', [['.$', 'a', 0, 3]]],
+    ['{"k":"v","n":[1,"x",{"z":"\\u0041\\"b"}]}', [['.$.k', 'v', 5, 8], ['.$.n.1', 'x', 16, 19], ['.$.n.2.z', 'A"b', 25, 36]]],
+    ['{ "a" : 12345678901234567890 , "b":"\\\\" }', [['.$.b', '\\', 35, 39]]],
+    ['{"d":"x","d":"y"}', [['.$.d', 'x', 5, 8], ['.$.d', 'y', 13, 16]]],
+    ['[[],{},"",true,null]', [['.$.2', '', 7, 9]]],
+  ])('%s', (text, expected) => {
+    const fields = jsonStringFields(text, 64);
+    expect(fields?.map((f) => [f.path, f.text, f.start, f.end])).toEqual(expected);
+  });
+
+  it('stops at the depth asked: deeper JSON gives null, not a stack overflow', () => {
+    expect(jsonStringFields(`${'['.repeat(64)}"x"${']'.repeat(64)}`, 64)).toHaveLength(1);
+    expect(jsonStringFields(`${'['.repeat(65)}"x"${']'.repeat(65)}`, 64)).toBeNull();
+    expect(jsonStringFields(`${'['.repeat(200_000)}${']'.repeat(200_000)}`, 64)).toBeNull();
+  });
+
+  it('any JSON, in any spacing: the strings JSON.parse reads, each token where it stands', () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), fc.constantFrom(undefined, 1, '\t', ' \r\n'), (value, space) => {
+        const text = JSON.stringify(value, null, space);
+        const fields = jsonStringFields(text, 1000) ?? [];
+        for (const field of fields) expect(JSON.parse(text.slice(field.start, field.end))).toBe(field.text);
+        // fc.jsonValue has no duplicate keys: the same strings at the same paths as the parsed value.
+        expect(fields.map((f) => `${f.path}=${f.text}`).sort()).toEqual(stringsOf(JSON.parse(text), '.$', []).sort());
+      }),
+      { numRuns: RUNS },
+    );
+  });
+});
+
+describe('events written again', () => {
+  const line = fc.oneof(
+    fc.constantFrom('', 'data', 'data:', ': ping', 'event: token', 'id: 7', 'retry: 10'),
+    fc.string({ maxLength: 12 }).map((text) => `data: ${text.replace(/[\r\n]/g, ' ')}`),
+    fc.string({ maxLength: 12 }).map((text) => `data:${text.replace(/[\r\n]/g, ' ')}`),
+    fc.jsonValue({ maxDepth: 2 }).map((value) => `data: ${JSON.stringify(value)}`),
+  );
+
+  it('an SSE event with its own data is the bytes it came as, BOM, fields and line breaks included', () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(line, fc.constantFrom('\n', '\r\n', '\r')), { maxLength: 8 }), fc.boolean(), (lines, bom) => {
+        const raw = Buffer.from(`${bom ? '\uFEFF' : ''}${lines.map(([text, end]) => text + end).join('')}`, 'utf8');
+        const event = parseEvent(raw, 'sse', true, 64);
+        if (event.form === 'raw') return;
+        expect(serializeEvent(event, event.source).equals(raw)).toBe(true);
+      }),
+      { numRuns: RUNS },
+    );
+  });
+
+  it('a JSON line with its own data is the bytes it came as, RS and line break included', () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), fc.constantFrom('', '\x1e'), fc.constantFrom('', '\n', '\r\n'), fc.constantFrom(undefined, 1), (value, rs, end, space) => {
+        const raw = Buffer.from(`${rs}${JSON.stringify(value, null, space)?.replace(/\n/g, ' ') ?? 'null'}${end}`, 'utf8');
+        const event = parseEvent(raw, 'lines', false, 64);
+        if (event.form === 'raw') return;
+        expect(serializeEvent(event, event.source).equals(raw)).toBe(true);
+      }),
+      { numRuns: RUNS },
+    );
+  });
+
+  it('text data masked over a line break drops the data line left over, and nothing else', () => {
+    const event = parseEvent(Buffer.from('event: t\ndata: ab\ndata: cd\nid: 1\n\n'), 'sse', false, 64);
+    expect(event.form).toBe('sse-text');
+    expect(serializeEvent(event, 'a[REDACTED]d').toString()).toBe('event: t\ndata: a[REDACTED]d\nid: 1\n\n');
+  });
+});
