@@ -2,9 +2,10 @@
  * npm run bench:redact - redaction scanner throughput, MB/s on one core, for:
  *   1 credential with all its encodings, 10 credentials, 1,000 credentials, and the built-in key shapes.
  * Goals (issue 3): >= 1 GB/s for one credential, >= 300 MB/s for 1,000.
- * Then the event-joining layer's memory: heap still held after an NDJSON stream of 255 lines of 256 KiB,
- * each on its own JSON path, has been sent (bounded by a window per path, not the events; with
- * `node --expose-gc` the figure is exact, without it an upper bound).
+ * Then the event-joining layer: its cost per event of an OpenAI-style chat stream (six string fields
+ * followed per event, no secret in them), and its memory: heap still held after an NDJSON stream of 255
+ * lines of 256 KiB, each on its own JSON path, has been sent (bounded by a window per path, not the
+ * events; with `node --expose-gc` the figure is exact, without it an upper bound).
  *
  * The corpus is JSON-like text with no secret in it (the common case: the scanner's job is to find
  * nothing fast), streamed in 64 KiB chunks through the same StreamRedactor the proxy uses.
@@ -94,5 +95,22 @@ function sseRetention(): number {
   redactor.end();
   return held;
 }
-console.log(`\nevent joining: heap held after 255 sent lines of 256 KiB on distinct paths: ${(sseRetention() / 1024 / 1024).toFixed(1)} MiB`);
+/** Microseconds per event of an OpenAI-style chat stream through the event-joining layer (median of 5 runs). */
+function sseEventCost(): number {
+  const words = 'The quick brown fox jumps over the lazy dog'.split(' ');
+  const events = Array.from({ length: 20_000 }, (_, i) =>
+    Buffer.from(`data: ${JSON.stringify({ id: 'chatcmpl-9x7Yabc123', object: 'chat.completion.chunk', created: 1_700_000_000 + i, model: 'gpt-4o-2024-08-06', system_fingerprint: 'fp_44709d6fcb', choices: [{ index: 0, delta: { content: ` ${words[i % words.length]}` }, logprobs: null, finish_reason: null }] })}\n\n`),
+  );
+  const runs: number[] = [];
+  for (let run = 0; run < 5; run++) {
+    const redactor = new SseDeltaRedactor(new NeedleSet(secretForms(secret())));
+    const start = process.hrtime.bigint();
+    for (const event of events) redactor.push(event);
+    redactor.end();
+    runs.push(Number(process.hrtime.bigint() - start) / events.length / 1000);
+  }
+  return runs.sort((a, b) => a - b)[2] as number;
+}
+console.log(`\nevent joining: ${sseEventCost().toFixed(1)} µs per event of an OpenAI-style chat stream`);
+console.log(`event joining: heap held after 255 sent lines of 256 KiB on distinct paths: ${(sseRetention() / 1024 / 1024).toFixed(1)} MiB`);
 process.exitCode = failed ? 1 : 0;

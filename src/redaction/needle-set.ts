@@ -375,7 +375,12 @@ export class NeedleSet {
     // A suffix that starts a needle ends in a character of that needle; log lines and audit records end
     // in "}" or a newline, which few secrets hold.
     if (n === 0 || this.#anywhere[text.charCodeAt(n - 1) & 0xff] === 0) return true;
-    for (let p = Math.max(0, n - this.maxLength + 1), last = n - minPartial; p <= last; p++) {
+    // And every character of it is one some needle holds: the suffixes to try start after the last
+    // character no needle holds (a space, a quote), not maxLength back (the joined text of an SSE
+    // delta's path is a form's length or more, and trying each position was most of an event's cost).
+    let from = n - 1;
+    for (const lowest = Math.max(0, n - this.maxLength + 1); from > lowest && this.#anywhere[text.charCodeAt(from - 1) & 0xff] !== 0; ) from--;
+    for (let p = from, last = n - minPartial; p <= last; p++) {
       const list = this.#textCandidates(text, p, this.#textByFirstTwo);
       if (list === undefined) continue;
       const tail = text.slice(p);

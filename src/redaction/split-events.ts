@@ -145,8 +145,9 @@ function sseEvent(raw: Buffer, first: boolean): ParsedEvent {
   let text = raw.toString('utf8');
   const bom = first && text.startsWith('\uFEFF') ? '\uFEFF' : '';
   if (bom !== '') text = text.slice(1);
-  const lines = text.split(LINE_BREAK);
-  const breaks = text.match(LINE_BREAK) ?? [];
+  // Most servers end lines in LF alone: split without the regular expression then.
+  const lines = text.includes('\r') ? text.split(LINE_BREAK) : text.split('\n');
+  const breaks = text.includes('\r') ? (text.match(LINE_BREAK) ?? []) : new Array<string>(lines.length - 1).fill('\n');
   const data = lines.filter(isDataLine).map((l) => (l.startsWith('data: ') ? l.slice(6) : l.slice(5)));
   const base = { raw: Buffer.from(raw), lines, breaks, fields: [], ending: '', bom };
   if (data.length === 0) return { ...base, form: 'raw', source: '' };

@@ -70,6 +70,13 @@ interface PathWindow {
   pieceFrom: number;
   /** Characters at the end still held back (a partial secret or a live piece), computed by #scan when the text changes. */
   live: number;
+  /**
+   * The text so far holds no head and no end of MIN_HOLD characters that could start a form (what
+   * surelyAbsentFrom says), and its last MIN_HOLD - 1 characters: then only those and the new text can
+   * hold anything new, as a head that the new text completes starts in them.
+   */
+  clean: boolean;
+  lastChars: string;
 }
 
 /** JSON nested deeper than this many containers is not followed (split-events.ts parseEvent). */
@@ -180,7 +187,7 @@ export class SseDeltaRedactor {
       return window;
     }
     if (this.#windows.size >= MAX_PATHS) this.#evict();
-    window = { segments: [], end: 0, handled: new Set(), pieceFrom: -1, live: 0 };
+    window = { segments: [], end: 0, handled: new Set(), pieceFrom: -1, live: 0, clean: true, lastChars: '' };
     this.#windows.set(path, window);
     return window;
   }
@@ -212,12 +219,17 @@ export class SseDeltaRedactor {
     // Keep only what a match reaching into the newest text could still touch.
     const keepFrom = window.end - leaf.text.length - this.#needles.maxLength;
     while (window.segments.length > 1 && (window.segments[1] as Segment).at <= keepFrom) window.segments.shift();
-    this.#scan(window);
+    this.#scan(window, leaf.text);
   }
 
-  #scan(window: PathWindow): void {
+  #scan(window: PathWindow, added: string): void {
+    // Nearly every delta holds nothing of a secret: said from the string, without encoding the path's
+    // text to bytes and searching it all again (most of an event's cost when a path's values repeat).
+    if (window.clean && this.#surelyAbsent(window, window.lastChars + added)) return;
     const base = (window.segments[0] as Segment).at;
     const text = window.segments.map((s) => s.leaf.text).join('');
+    if (this.#surelyAbsent(window, text)) return;
+    window.clean = false;
     const bytes = Buffer.from(text, 'utf8');
     const spans: number[] = [];
     const piece = this.#needles.findMatches(bytes, spans, false);
@@ -234,6 +246,20 @@ export class SseDeltaRedactor {
       if (window.handled.size > 64) window.handled.delete(window.handled.values().next().value as string);
       this.#mask(window, from, to);
     }
+  }
+
+  /**
+   * Whether `text` (the path's text, or its clean last characters and what was added) surely holds
+   * nothing of a secret; then nothing is held back: no head, so no match and no piece, and no end of
+   * MIN_HOLD characters or more that could start a form.
+   */
+  #surelyAbsent(window: PathWindow, text: string): boolean {
+    if (!this.#needles.surelyAbsentFrom(text, MIN_HOLD)) return false;
+    window.clean = true;
+    window.lastChars = text.slice(-(MIN_HOLD - 1));
+    window.pieceFrom = -1;
+    window.live = 0;
+    return true;
   }
 
   /** Masks [from, to) (absolute) in every held segment it touches. */
@@ -300,9 +326,10 @@ export class SseDeltaRedactor {
    * 180 MiB after everything had been sent).
    */
   #compact(window: PathWindow): void {
-    const text = window.segments.map((segment) => segment.leaf.text).join('');
-    // A copy, not a slice: V8 keeps a slice's whole parent string alive.
-    const tail = Buffer.from(text.slice(Math.max(0, text.length - this.#needles.maxLength)), 'utf8').toString('utf8');
+    // A clean path needs only its last characters (PathWindow.clean), a string of its own already.
+    // Otherwise a copy, not a slice: V8 keeps a slice's whole parent string alive.
+    const text = window.clean ? window.lastChars : window.segments.map((segment) => segment.leaf.text).join('');
+    const tail = window.clean ? text : Buffer.from(text.slice(Math.max(0, text.length - this.#needles.maxLength)), 'utf8').toString('utf8');
     window.segments = [{ event: this.#sent, leaf: { text: tail, start: -1, end: -1, masks: [] }, at: window.end - tail.length }];
   }
 
