@@ -31,6 +31,15 @@ interface Container {
   key: string;
   /** In an object, whether the next string is a member's name. */
   expectingKey: boolean;
+  /** In an object: each member's key and the first of `fields` its value gave (a repeated key is re-pathed at the close). */
+  members: Array<{ key: string; from: number }>;
+}
+
+interface MutableField {
+  path: string;
+  readonly text: string;
+  readonly start: number;
+  readonly end: number;
 }
 
 /** Where the string token starting at `start` (its opening quote) ends, just past its closing quote. */
@@ -47,12 +56,38 @@ function decode(token: string): string {
   return token.includes('\\') ? (JSON.parse(token) as string) : token.slice(1, -1);
 }
 
+/** Marks the path of a value a later member of the same key replaces (see EARLIER). */
+export const EARLIER = '\u0000earlier';
+
+/**
+ * A key given twice in an object: JSON.parse, Python's json, Go's encoding/json and Jackson keep the
+ * last value, so the last one's strings keep the member's path, and the strings of the values before it
+ * go on the path with EARLIER after the key (followed too, apart). Found by review: following every
+ * value on one path put `"content":" "` between two halves of a key, in the joined text but not in
+ * what a client read, and neither half was masked.
+ */
+function repathRepeatedKeys(container: Container, fields: MutableField[]): void {
+  if (container.members.length < 2) return;
+  const last = new Map<string, number>();
+  for (const [index, member] of container.members.entries()) last.set(member.key, index);
+  if (last.size === container.members.length) return;
+  for (const [index, member] of container.members.entries()) {
+    if (last.get(member.key) === index) continue;
+    const to = (container.members[index + 1] as { from: number } | undefined)?.from ?? fields.length;
+    const memberPath = `${container.path}.${member.key}`;
+    for (let f = member.from; f < to; f++) {
+      const field = fields[f] as MutableField;
+      field.path = `${memberPath}${EARLIER}${field.path.slice(memberPath.length)}`;
+    }
+  }
+}
+
 /**
  * The string values of `text` (valid JSON) in document order, or null when it nests deeper than
- * `maxDepth` (the caller lets such an event pass as it came). A key given twice yields both values.
+ * `maxDepth` (the caller lets such an event pass as it came).
  */
 export function jsonStringFields(text: string, maxDepth: number): JsonStringField[] | null {
-  const fields: JsonStringField[] = [];
+  const fields: MutableField[] = [];
   const stack: Container[] = [];
   const here = (): string => {
     const top = stack[stack.length - 1];
@@ -65,12 +100,14 @@ export function jsonStringFields(text: string, maxDepth: number): JsonStringFiel
       case '{':
       case '[':
         if (stack.length >= maxDepth) return null;
-        stack.push({ path: here(), array: char === '[', index: 0, key: '', expectingKey: char === '{' });
+        stack.push({ path: here(), array: char === '[', index: 0, key: '', expectingKey: char === '{', members: [] });
         break;
       case '}':
-      case ']':
-        stack.pop();
+      case ']': {
+        const closed = stack.pop() as Container;
+        if (!closed.array) repathRepeatedKeys(closed, fields);
         break;
+      }
       case ',': {
         const top = stack[stack.length - 1] as Container;
         if (top.array) top.index++;
@@ -84,6 +121,7 @@ export function jsonStringFields(text: string, maxDepth: number): JsonStringFiel
         if (top !== undefined && top.expectingKey) {
           top.key = decode(token);
           top.expectingKey = false;
+          top.members.push({ key: top.key, from: fields.length });
         } else {
           fields.push({ path: here(), text: decode(token), start: i, end });
         }

@@ -105,8 +105,10 @@ export function parseEvent(raw: Buffer, framing: EventFraming, first: boolean, m
  * The event written again with `data` in place of its data (`source` with masks applied): a JSON line's
  * RS, BOM and line break around it; an SSE event's lines and line breaks as they were, each data line
  * given the next line of `data` after its own "data:" or "data: ". A mask never adds a line break, nor
- * removes one from JSON data (a string token holds none), so every byte outside the masks is as it came;
- * where a mask spans a line break of text data, the data lines left over are dropped.
+ * removes one from JSON data (a string token holds none), so every byte outside the masks is as it came,
+ * but for bytes that are not UTF-8: decoded, they come out as U+FFFD, as a client's decoder (WHATWG
+ * Encoding, which EventSource and fetch use) reads them anyway. Where a mask spans a line break of text
+ * data, the data lines left over are dropped.
  */
 export function serializeEvent(event: ParsedEvent, data: string): Buffer {
   if (event.form === 'line-json') return Buffer.from(`${event.bom}${data}${event.ending}`, 'utf8');

@@ -336,14 +336,17 @@ export class SseDeltaRedactor {
   #render(event: QueuedEvent): Buffer {
     if (event.form === 'raw' || !event.leaves.some((leaf) => leaf.masks.length > 0)) return event.raw;
     if (event.form === 'sse-text') return serializeEvent(event, masked(event.leaves[0] as Leaf));
-    // Only the tokens of masked strings change (json-string-fields.ts says why); from the last, so
-    // that the earlier positions still hold.
-    let data = event.source;
-    for (let i = event.leaves.length - 1; i >= 0; i--) {
-      const leaf = event.leaves[i] as Leaf;
-      if (leaf.masks.length > 0) data = `${data.slice(0, leaf.start)}${JSON.stringify(masked(leaf))}${data.slice(leaf.end)}`;
+    // Only the tokens of masked strings change (json-string-fields.ts says why), in one pass (found by
+    // review: splicing each into the whole text took 126 s for 111,111 masked strings in a 1 MB event).
+    const parts: string[] = [];
+    let from = 0;
+    for (const leaf of event.leaves) {
+      if (leaf.masks.length === 0) continue;
+      parts.push(event.source.slice(from, leaf.start), JSON.stringify(masked(leaf)));
+      from = leaf.end;
     }
-    return serializeEvent(event, data);
+    parts.push(event.source.slice(from));
+    return serializeEvent(event, parts.join(''));
   }
 }
 

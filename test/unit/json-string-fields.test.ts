@@ -6,7 +6,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { jsonStringFields } from '../../src/redaction/json-string-fields.js';
+import { EARLIER, jsonStringFields } from '../../src/redaction/json-string-fields.js';
 import { parseEvent, serializeEvent } from '../../src/redaction/split-events.js';
 
 /** The string values of a parsed JSON value with their paths, as the walk names them. */
@@ -24,11 +24,29 @@ describe('JSON string fields', () => {
     ['"a"', [['.$', 'a', 0, 3]]],
     ['{"k":"v","n":[1,"x",{"z":"\\u0041\\"b"}]}', [['.$.k', 'v', 5, 8], ['.$.n.1', 'x', 16, 19], ['.$.n.2.z', 'A"b', 25, 36]]],
     ['{ "a" : 12345678901234567890 , "b":"\\\\" }', [['.$.b', '\\', 35, 39]]],
-    ['{"d":"x","d":"y"}', [['.$.d', 'x', 5, 8], ['.$.d', 'y', 13, 16]]],
+    ['{"d":"x","d":"y"}', [[`.$.d${EARLIER}`, 'x', 5, 8], ['.$.d', 'y', 13, 16]]],
+    ['{"c":{"t":"a"},"e":"z","c":{"t":"b","t":"c"}}', [[`.$.c${EARLIER}.t`, 'a', 10, 13], ['.$.e', 'z', 19, 22], [`.$.c.t${EARLIER}`, 'b', 32, 35], ['.$.c.t', 'c', 40, 43]]],
     ['[[],{},"",true,null]', [['.$.2', '', 7, 9]]],
   ])('%s', (text, expected) => {
     const fields = jsonStringFields(text, 64);
     expect(fields?.map((f) => [f.path, f.text, f.start, f.end])).toEqual(expected);
+  });
+
+  // Found by review: every value of a repeated key was followed on one path, so an earlier value a
+  // client never reads sat between two halves of a key in the joined text.
+  it('a key given twice: the strings JSON.parse keeps at their paths, the others apart', () => {
+    const member = fc.tuple(fc.constantFrom('a', 'b', 'c'), fc.oneof(fc.string({ maxLength: 4 }), fc.constant(null)));
+    const object = fc.array(member, { maxLength: 6 }).map((members) => `{${members.map(([key, value]) => `${JSON.stringify(key)}:${JSON.stringify(value)}`).join(',')}}`);
+    fc.assert(
+      fc.property(fc.array(fc.oneof(object, object.map((inner) => `{"a":${inner},"a":${inner}}`)), { maxLength: 3 }), (objects) => {
+        const text = `[${objects.join(',')}]`;
+        const fields = jsonStringFields(text, 64) ?? [];
+        const kept = fields.filter((f) => !f.path.includes(EARLIER)).map((f) => `${f.path}=${f.text}`);
+        expect(kept.sort()).toEqual(stringsOf(JSON.parse(text), '.$', []).sort());
+        for (const field of fields) expect(JSON.parse(text.slice(field.start, field.end))).toBe(field.text);
+      }),
+      { numRuns: RUNS },
+    );
   });
 
   it('stops at the depth asked: deeper JSON gives null, not a stack overflow', () => {
