@@ -68,6 +68,12 @@ export class FileStateBackend implements StateBackend {
     return write;
   }
 
+  /** One process, one file: no other replica lifts meanwhile, and GovernanceState checked its own lifts. */
+  async appendUnlessLifted(event: GovernanceEvent): Promise<boolean> {
+    await this.append(event);
+    return true;
+  }
+
   subscribe(): void {
     // One process, one file: nobody else appends.
   }

@@ -251,8 +251,13 @@ export class GovernanceState {
           const event = this.#unsaved[0] as GovernanceEvent;
           if (this.#liftedSince(event)) {
             this.#logger?.warn({ restriction: restrictionLabel(event) }, 'a revocation made while the state store could not take it was lifted since (a later lift in the state store); it is dropped, not written back');
-          } else {
+          } else if (event.type !== 'revocation.added') {
             await this.#backend.append(event);
+          } else if (!(await this.#backend.appendUnlessLifted(event, LIFT_MARGIN_MS))) {
+            // Lifted on another replica after the read above (found by review: written with a plain
+            // write, the revocation went back over that lift). The lift is taken in as the others were.
+            this.#learnLifts(await this.#backend.load());
+            this.#logger?.warn({ restriction: restrictionLabel(event) }, 'a revocation made while the state store could not take it was lifted meanwhile on another replica; it is dropped, not written back');
           }
           this.#unsaved.shift();
           written++;

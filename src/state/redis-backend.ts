@@ -44,6 +44,25 @@ redis.call('SET', KEYS[1], cjson.encode(approval), 'KEEPTTL')
 return 1
 `;
 
+/**
+ * A revocation written back after an outage, unless the lifts hash holds a lift of it made more than
+ * ARGV[4] ms after it (ARGV[3]): 0 then, nothing written. KEYS: revocations, lifted, the session's key
+ * (deleted when ARGV[5] is "1"); ARGV[1] the field, ARGV[2] the record, ARGV[6..7] channel and message.
+ * A lift that cannot be read does not stop the write (fail closed).
+ */
+const REVOKE_UNLESS_LIFTED = `
+local lifted = redis.call('HGET', KEYS[2], ARGV[1])
+if lifted then
+  local ok, record = pcall(cjson.decode, lifted)
+  if ok and type(record) == 'table' and type(record.at) == 'number' and record.at > tonumber(ARGV[3]) + tonumber(ARGV[4]) then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[2], ARGV[1])
+if ARGV[5] == '1' then redis.call('DEL', KEYS[3]) end
+redis.call('PUBLISH', ARGV[6], ARGV[7])
+return 1
+`;
+
 export interface RedisBackendOptions {
   readonly url: string;
   readonly prefix: string;
@@ -97,6 +116,7 @@ export class RedisStateBackend implements StateBackend {
     this.#client = new Redis(options.url, common);
     this.#subscriber = new Redis(options.url, { ...common, maxRetriesPerRequest: null });
     this.#client.defineCommand('airlockUpdateApproval', { numberOfKeys: 1, lua: UPDATE_APPROVAL });
+    this.#client.defineCommand('airlockRevokeUnlessLifted', { numberOfKeys: 3, lua: REVOKE_UNLESS_LIFTED });
     this.#client.on('error', (error: Error) => this.#logger.debug({ err: error }, 'redis state client error'));
     this.#subscriber.on('error', (error: Error) => this.#logger.debug({ err: error }, 'redis subscriber error'));
     this.#client.on('close', () => {
@@ -355,6 +375,32 @@ export class RedisStateBackend implements StateBackend {
     } catch (error) {
       // A write refused by a Redis that is up: the same as a failed probe (a lost race on an approval is not).
       if (!(error instanceof StateConflictError) && this.#client.status === 'ready') this.#markLost(error);
+      throw error;
+    }
+  }
+
+  async appendUnlessLifted(event: Extract<GovernanceEvent, { type: 'revocation.added' }>, liftMarginMs: number): Promise<boolean> {
+    const p = this.#prefix;
+    const { kind, target, at } = event.revocation;
+    const field = `${kind}\u0000${target}`;
+    const session = kind === 'session';
+    try {
+      const written = await (this.#client as unknown as { airlockRevokeUnlessLifted(...args: string[]): Promise<number> }).airlockRevokeUnlessLifted(
+        `${p}revocations`,
+        `${p}lifted`,
+        // An unused key when no session is named: a script declares every key it may touch.
+        session ? `${p}session:${target}` : `${p}lifted`,
+        field,
+        JSON.stringify(event.revocation),
+        String(at),
+        String(liftMarginMs),
+        session ? '1' : '0',
+        this.#channel,
+        JSON.stringify({ origin: this.#origin, event } satisfies Envelope),
+      );
+      return written === 1;
+    } catch (error) {
+      if (this.#client.status === 'ready') this.#markLost(error);
       throw error;
     }
   }

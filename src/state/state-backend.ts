@@ -19,6 +19,13 @@ export interface StateBackend {
   load(): Promise<GovernanceEvent[]>;
   /** Keeps an event (and tells other replicas). Rejects when it could not be kept: the change is refused. */
   append(event: GovernanceEvent): Promise<void>;
+  /**
+   * Keeps a revocation made while the store could not take it, unless the store holds a lift of it
+   * made more than `liftMarginMs` after it: then nothing is written and it resolves false. One step in
+   * the store, so that a lift another replica makes between this replica's read of the lifts and its
+   * write is not overwritten (governance-state.ts #flushUnsaved).
+   */
+  appendUnlessLifted(event: Extract<GovernanceEvent, { type: 'revocation.added' }>, liftMarginMs: number): Promise<boolean>;
   /** Events other replicas appended; the embedded backend has none. */
   subscribe(listener: (event: GovernanceEvent) => void): void;
   /** Rewrites what is kept as the given, smaller set of events (drops ended history). */
