@@ -56,6 +56,9 @@ function decode(token: string): string {
   return token.includes('\\') ? (JSON.parse(token) as string) : token.slice(1, -1);
 }
 
+/** Up to this many members, an object's repeated keys are found by comparing each pair. */
+const PAIRWISE_MAX = 16;
+
 /** Marks the path of a value a later member of the same key replaces (see EARLIER). */
 export const EARLIER = '\u0000earlier';
 
@@ -67,13 +70,16 @@ export const EARLIER = '\u0000earlier';
  * what a client read, and neither half was masked.
  */
 function repathRepeatedKeys(container: Container, fields: MutableField[]): void {
-  if (container.members.length < 2) return;
-  const last = new Map<string, number>();
-  for (const [index, member] of container.members.entries()) last.set(member.key, index);
-  if (last.size === container.members.length) return;
-  for (const [index, member] of container.members.entries()) {
-    if (last.get(member.key) === index) continue;
-    const to = (container.members[index + 1] as { from: number } | undefined)?.from ?? fields.length;
+  const { members } = container;
+  // Objects in events have a few members: comparing each pair costs less than a Map built per object,
+  // up to a bound (an upstream's object of 100,000 members would take billions of comparisons).
+  const lastIndex = members.length > PAIRWISE_MAX ? new Map(members.map((member, index) => [member.key, index])) : null;
+  for (let index = 0; index < members.length - 1; index++) {
+    const member = members[index] as { key: string; from: number };
+    let replaced = lastIndex !== null && lastIndex.get(member.key) !== index;
+    for (let later = index + 1; lastIndex === null && later < members.length && !replaced; later++) replaced = (members[later] as { key: string }).key === member.key;
+    if (!replaced) continue;
+    const to = (members[index + 1] as { from: number }).from;
     const memberPath = `${container.path}.${member.key}`;
     for (let f = member.from; f < to; f++) {
       const field = fields[f] as MutableField;
