@@ -48,13 +48,16 @@ return 1
  * A revocation written back after an outage, unless the lifts hash holds a lift of it made more than
  * ARGV[4] ms after it (ARGV[3]): 0 then, nothing written. KEYS: revocations, lifted, the session's key
  * (deleted when ARGV[5] is "1"); ARGV[1] the field, ARGV[2] the record, ARGV[6..7] channel and message.
- * A lift that cannot be read does not stop the write (fail closed).
+ * A lift or a revocation time that cannot be read does not stop the write (fail closed), nor does a
+ * lift time that is not finite: Redis's cjson reads 1e400 and Infinity, which JSON.parse refuses and
+ * GovernanceState skips (found by review: such a tombstone kept every revocation of its target out).
  */
 const REVOKE_UNLESS_LIFTED = `
 local lifted = redis.call('HGET', KEYS[2], ARGV[1])
-if lifted then
+local at = tonumber(ARGV[3])
+if lifted and at then
   local ok, record = pcall(cjson.decode, lifted)
-  if ok and type(record) == 'table' and type(record.at) == 'number' and record.at > tonumber(ARGV[3]) + tonumber(ARGV[4]) then return 0 end
+  if ok and type(record) == 'table' and type(record.at) == 'number' and record.at < math.huge and record.at > at + tonumber(ARGV[4]) then return 0 end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HDEL', KEYS[2], ARGV[1])
