@@ -36,6 +36,7 @@ import { parseSecretRef } from '../credentials/secret-ref.js';
 import { open } from 'node:fs/promises';
 import { AirlockError, asAirlockError } from '../errors.js';
 import { TOKEN_IN_TEXT } from '../identity/agent-token.js';
+import { SESSION_ID } from '../identity/mint-session.js';
 import type { AuditLog } from '../observability/audit-log.js';
 import type { AuditRecord } from '../observability/audit-record.js';
 import type { AnomalyDetector } from '../policy/anomaly-detector.js';
@@ -46,6 +47,7 @@ import { canonicalizeTarget } from '../pipeline/canonicalize-target.js';
 import { sendProblem, sendRawProblem } from '../pipeline/send-problem.js';
 import { refuseClientErrors } from '../ingress/create-listener.js';
 import type { GuardScope, SecretCatalog } from '../redaction/secret-catalog.js';
+import { looksLikeKey } from '../redaction/key-patterns.js';
 import { SecretDetector } from '../redaction/secret-detector.js';
 import { REVOCATION_KINDS, type ApprovalRecord, type RevocationKind, type SessionRecord } from '../state/governance-records.js';
 import type { GovernanceState } from '../state/governance-state.js';
@@ -230,6 +232,20 @@ async function change(context: AdminContext, call: AdminCall, what: Omit<AdminCh
   return body;
 }
 
+const APPROVAL_STATUSES: readonly string[] = ['pending', 'approved', 'denied', 'expired', 'consumed'] satisfies readonly ApprovalRecord['status'][];
+
+/**
+ * A revocation's target that cannot name anything (found by review: any string was kept, and repeated
+ * in the state file, the audit log, logs, admin output and the CLI): a key pasted by mistake is refused
+ * without being repeated (it would otherwise be copied to every replica), and a session's target must
+ * be a session id, as sessions are revoked by ids they may not have been minted with yet (another
+ * replica), so it cannot be checked against the live ones.
+ */
+function refuseOddTarget(kind: string, target: string): void {
+  if (looksLikeKey(target)) throw new AirlockError('invalid_request', 'The target looks like an API key or token, so it is neither kept nor repeated here; a revocation names an agent, a session id, a credential reference (env:NAME, file:NAME, vault:...) or a service.');
+  if (kind === 'session' && !SESSION_ID.test(target)) throw new AirlockError('invalid_request', 'A session is named by its id: "ses_" and 16 letters, digits, "-" or "_", as GET /v1/agents, the audit record\'s "session" and the mint response show.');
+}
+
 async function revoke(context: AdminContext, call: AdminCall, kind: RevocationKind, target: string, reason: string, routeTemplate: string): Promise<unknown> {
   if (kind === 'agent' && !context.policy.agentByName.has(target)) throw new AirlockError('not_found', `There is no agent named ${target}.`);
   if (kind === 'service' && !context.policy.serviceByName.has(target)) throw new AirlockError('not_found', `There is no service named ${target}.`);
@@ -366,6 +382,8 @@ const ROUTES: readonly Route[] = [
   route('GET', '/v1/approvals', async (context, call) => {
     const now = context.now();
     const wanted = call.query.get('status');
+    // A mistyped filter ("Pending") matched nothing and told the operator nothing waited (found by review).
+    if (wanted !== null && !APPROVAL_STATUSES.includes(wanted)) throw new AirlockError('invalid_request', `status is one of ${APPROVAL_STATUSES.join(', ')}.`);
     const list = context.state.approvals().map((a) => approvalView(a, now));
     return { approvals: wanted === null ? list : list.filter((a) => a['status'] === wanted) };
   }),
@@ -387,6 +405,7 @@ const ROUTES: readonly Route[] = [
     if (typeof kind !== 'string' || !REVOCATION_KINDS.has(kind) || typeof target !== 'string' || target === '') {
       throw new AirlockError('invalid_request', 'Send {"kind": "agent"|"session"|"credential"|"service"|"all", "target": "...", "reason": "..."}.');
     }
+    refuseOddTarget(kind, target);
     return revoke(context, call, kind as RevocationKind, target, reasonOf(body), '/v1/revocations');
   }),
   route('POST', '/v1/revocations/lift', async (context, call) => {
@@ -396,6 +415,7 @@ const ROUTES: readonly Route[] = [
     if (typeof kind !== 'string' || !REVOCATION_KINDS.has(kind) || typeof target !== 'string') {
       throw new AirlockError('invalid_request', 'Send {"kind": "...", "target": "..."}.');
     }
+    refuseOddTarget(kind, target);
     return lift(context, call, kind as RevocationKind, target, '/v1/revocations/lift');
   }),
 ];

@@ -31,7 +31,7 @@ export async function approvalsCommand(io: CliIo): Promise<number> {
       for (const a of approvals) {
         io.stdout.write(
           `${String(a['id'])}  ${String(a['status']).padEnd(8)}  ${String(a['agent'])}  ${String(a['method'])} ${String(a['path'])}  (${String(a['service'])}, ${String(a['scope'])})` +
-            `${a['justification'] ? `  "${String(a['justification'])}"` : ''}  until ${String(a['expires_at'])}${a['decided_by'] ? `  by ${String(a['decided_by'])}` : ''}\n`,
+            `${a['justification'] ? `  "${oneLine(String(a['justification']), JUSTIFICATION_CHARS)}"` : ''}  until ${String(a['expires_at'])}${a['decided_by'] ? `  by ${String(a['decided_by'])}` : ''}\n`,
         );
         for (const line of previewLines(a['preview'])) io.stdout.write(`    ${line}\n`);
       }
@@ -57,6 +57,8 @@ export async function approvalsCommand(io: CliIo): Promise<number> {
 
 /** Characters of the query and of the body shown in the list. */
 const SUMMARY_CHARS = 80;
+/** Characters of a justification shown in the list (the console shows it whole). */
+const JUSTIFICATION_CHARS = 300;
 
 /**
  * "query: confirm=true&..." and "body: 2,048 bytes application/json  {"amount": ...": one line each, or
@@ -77,12 +79,13 @@ function previewLines(preview: unknown): string[] {
 }
 
 /**
- * Whitespace runs as one space, cut at SUMMARY_CHARS with "…". The preview was masked before the admin
+ * Whitespace runs as one space, cut at `limit` characters with "…" (a session's justification goes
+ * through here too: found by review, its line breaks printed a fake "approved" line under it). The preview was masked before the admin
  * API cut it, and comes with control characters escaped; any left (a record from elsewhere in shared
  * state) are shown as "?" (the preview's set, hidden-characters.ts), so a terminal shows only what the
  * text says.
  */
-function oneLine(text: string): string {
+function oneLine(text: string, limit = SUMMARY_CHARS): string {
   const chars = Array.from(text.replace(/\s+/g, ' ').replace(HIDDEN_CHARACTERS, '?').trim());
-  return chars.length > SUMMARY_CHARS ? `${chars.slice(0, SUMMARY_CHARS).join('')}…` : chars.join('');
+  return chars.length > limit ? `${chars.slice(0, limit).join('')}…` : chars.join('');
 }

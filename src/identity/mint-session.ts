@@ -10,6 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { AirlockError } from '../errors.js';
 import type { AgentPolicy } from '../policy/compile-policy.js';
+import { HIDDEN_CHARACTERS } from '../policy/hidden-characters.js';
 import { compileScopeGrant, grantingEntry, type ScopeGrant } from '../policy/scope-grant.js';
 import type { SessionMinter, SessionRecord } from '../state/governance-records.js';
 import { generateSessionToken } from './agent-token.js';
@@ -22,6 +23,8 @@ export interface SessionRequest {
 }
 
 const MAX_JUSTIFICATION = 1000;
+/** A session's id: "ses_" and 16 base64url characters (12 random bytes); the admin API refuses others. */
+export const SESSION_ID = /^ses_[A-Za-z0-9_-]{16}$/;
 const TASK_ID = /^[A-Za-z0-9_.:/#-]{1,200}$/;
 const SCOPE_PATTERN = /^[A-Za-z0-9_.:*-]+$/;
 
@@ -54,6 +57,13 @@ export function parseSessionRequest(body: unknown): SessionRequest {
   const justification = input['justification'];
   if (typeof justification !== 'string' || justification.trim() === '') throw bad('"justification" is required: say what the task is, for the audit trail.');
   if (justification.length > MAX_JUSTIFICATION) throw bad(`"justification" is limited to ${MAX_JUSTIFICATION} characters.`);
+  // An approver reads it in a terminal (airlock approvals list), the console and chat (the approval
+  // webhook): an escape sequence or a bidi override there would show them what the agent chose, a
+  // fake "approved" line or reordered words (found by review). Such characters have no place in it.
+  const hidden = justification.search(HIDDEN_CHARACTERS);
+  if (hidden !== -1) {
+    throw bad(`"justification" holds U+${justification.charCodeAt(hidden).toString(16).toUpperCase().padStart(4, '0')} at character ${hidden + 1}, a control, zero-width or bidirectional-formatting character that can change what an approver sees; send plain text (line breaks and tabs are fine).`);
+  }
   const taskId = input['task_id'];
   if (taskId !== undefined && (typeof taskId !== 'string' || !TASK_ID.test(taskId))) throw bad('"task_id" is up to 200 characters of letters, digits and _ . : / # -.');
   return { scopes: parsedScopes, ttlSeconds: typeof ttl === 'number' ? ttl : null, justification: justification.trim(), taskId: typeof taskId === 'string' ? taskId : null };
@@ -116,6 +126,7 @@ export function mintSession(agent: AgentPolicy, parent: SessionRecord | null, re
   if (ttl <= 0) throw new AirlockError('scope_denied', 'The parent session has no time left.');
   const token = generateSessionToken();
   const record: SessionRecord = {
+    // SESSION_ID describes this.
     id: `ses_${randomBytes(12).toString('base64url')}`,
     tokenHash: token.hash,
     agent: agent.name,

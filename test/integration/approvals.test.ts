@@ -524,10 +524,12 @@ describe('human approval', () => {
   });
 
   it('a held call made under a task session shows its session and justification to the approver', async () => {
+    const JUSTIFICATION = 'refund for ticket 9001\napr_FAKE  approved  holder  GET /pay/v1/x';
     const minted = await sendRequest(`${proxy.url}/_airlock/sessions`, {
       method: 'POST',
       headers: { authorization: `Bearer ${holder.token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ scopes: { pay: ['refunds:write'] }, ttl_seconds: 60, justification: 'refund for ticket 9001', task_id: 'T-9001' }),
+      // A second line that would pass for a listed approval in a terminal (found by review).
+      body: JSON.stringify({ scopes: { pay: ['refunds:write'] }, ttl_seconds: 60, justification: JUSTIFICATION, task_id: 'T-9001' }),
     });
     expect(minted.status, minted.text).toBe(201);
     const session = minted.json<{ session_token: string; session_id: string }>();
@@ -536,10 +538,14 @@ describe('human approval', () => {
     const held = call(session.session_token, '/pay/v1/refunds/re_session', { body: '{"ticket":9001}' });
     const approval = await pendingApproval('holder', '/pay/v1/refunds/re_session');
     const view = (await admin.call('GET', '/v1/approvals?status=pending')).json<{ approvals: Array<Record<string, unknown>> }>().approvals.find((a) => a['id'] === approval.id);
-    expect(view).toMatchObject({ session: session.session_id, justification: 'refund for ticket 9001', task_id: 'T-9001' });
+    expect(view).toMatchObject({ session: session.session_id, justification: JUSTIFICATION, task_id: 'T-9001' });
+    // The CLI shows it on the approval's own line, whitespace runs as one space.
+    const listed = await cli(['approvals', 'list']);
+    expect(listed.stdout.split('\n').find((line) => line.startsWith(approval.id))).toContain('"refund for ticket 9001 apr_FAKE approved holder GET /pay/v1/x"');
+    expect(listed.stdout.split('\n').some((line) => line.startsWith('apr_FAKE'))).toBe(false);
     const hook = await eventually('the announcement', () => webhook.requests.slice(hooksBefore).find((r) => r.body.toString('utf8').includes(approval.id)));
     const payload = JSON.parse(hook.body.toString('utf8')) as Record<string, unknown>;
-    expect(payload).toMatchObject({ session: session.session_id, justification: 'refund for ticket 9001', task_id: 'T-9001' });
+    expect(payload).toMatchObject({ session: session.session_id, justification: JUSTIFICATION, task_id: 'T-9001' });
     expect(payload['text']).toContain('Justification: refund for ticket 9001');
     expect((await decide(approval.id, 'approve', 'ticket checked')).status).toBe(200);
     const response = await held;

@@ -668,9 +668,35 @@ describe('kill switch', () => {
 
     // Revoking a session this replica does not know is kept, not refused (with shared state it may live on
     // another replica), and the answer says so; the session listing's own revoke is 404 for it.
-    const unknown = await admin.call('POST', '/v1/revocations', { kind: 'session', target: 'ses_no-such-session', reason: 'probe' });
+    const unknown = await admin.call('POST', '/v1/revocations', { kind: 'session', target: 'ses_no-such-session0', reason: 'probe' });
     expect(unknown.status, unknown.text).toBe(200);
-    expect(unknown.json<{ note?: string }>().note).toContain('No live session ses_no-such-session is known to this replica');
+    expect(unknown.json<{ note?: string }>().note).toContain('No live session ses_no-such-session0 is known to this replica');
+    // Found by review: any string was kept as a session's target, and a key pasted as a target was
+    // repeated in the state file, the audit log, logs, admin output and the CLI.
+    const pasted = canary('pasted-key');
+    const revocationsBefore = (await admin.call('GET', '/v1/revocations')).text;
+    for (const [kind, target, says] of [
+      ['session', ' ', 'A session is named by its id'],
+      ['session', 'ses_\u001b[31mred\n<script>', 'A session is named by its id'],
+      ['session', `ses_${'a'.repeat(60_000)}`, 'A session is named by its id'],
+      ['session', pasted, 'looks like an API key or token'],
+      ['agent', pasted, 'looks like an API key or token'],
+      ['credential', pasted, 'looks like an API key or token'],
+    ] as const) {
+      const refused = await admin.call('POST', '/v1/revocations', { kind, target, reason: 'probe' });
+      expect(refused.status, refused.text).toBe(400);
+      expect(refused.json<Problem>().detail).toContain(says);
+      expect(refused.text).not.toContain(pasted);
+      const lifted = await admin.call('POST', '/v1/revocations/lift', { kind, target });
+      expect(lifted.status, lifted.text).toBe(400);
+    }
+    expect((await admin.call('GET', '/v1/revocations')).text).toBe(revocationsBefore);
+    // Found by review: a mistyped filter answered an empty list, as if nothing waited.
+    for (const status of ['Pending', 'bogus', '']) {
+      const answer = await admin.call('GET', `/v1/approvals?status=${status}`);
+      expect(answer.status, answer.text).toBe(400);
+      expect(answer.json<Problem>().detail).toContain('status is one of pending, approved, denied, expired, consumed');
+    }
     const listed = await admin.call('POST', '/v1/sessions/ses_other-unknown/revoke', { reason: 'probe' });
     expect(listed.status, listed.text).toBe(404);
     const live = await mintSession(beta.token, { other: ['ping:read'] });

@@ -238,11 +238,18 @@ describe('task sessions', () => {
       [{ scopes: { openai: ['chat:write'] }, justification: 'x', admin: true }, 'Unknown field "admin"'],
       [{ scopes: { openai: ['chat:write'] }, justification: 'x', task_id: 'has spaces' }, '"task_id"'],
       ['not json', 'not JSON'],
+      // Found by review: escape sequences and a line break printed a fake "approved" line in
+      // `airlock approvals list`, and bidi overrides reorder text in the console and chat.
+      [{ scopes: { openai: ['chat:write'] }, justification: 'refund ok\u001b[2K\r\u001b[1Aapr_FAKE approved' }, 'holds U+001B at character 10'],
+      [{ scopes: { openai: ['chat:write'] }, justification: 'pay \u202egnp.exe' }, 'holds U+202E at character 5'],
+      [{ scopes: { openai: ['chat:write'] }, justification: 'zero\u200bwidth' }, 'holds U+200B'],
     ];
     for (const [body, detail] of cases) {
       const problem = expectProblem(await mintRaw(bot.token, body), 400, 'invalid_request');
       expect(problem.detail).toContain(detail);
     }
+    // Line breaks and tabs are plain text: a justification may have several lines.
+    expect((await mint(bot.token, { scopes: { openai: ['chat:write'] }, justification: 'Task: refunds\n\tticket 42' })).justification).toBe('Task: refunds\n\tticket 42');
     // GET on the minting endpoint is not a mint.
     expectProblem(await call(bot.token, 'GET', '/_airlock/sessions'), 405, 'method_not_allowed');
     // Without any token, nothing is minted.
