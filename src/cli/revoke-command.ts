@@ -6,6 +6,7 @@
  * responses streaming under what is revoked are ended.
  */
 import { parseArgs } from 'node:util';
+import { looksLikeKey } from '../redaction/key-patterns.js';
 import { REVOCATION_KINDS } from '../state/governance-records.js';
 import { AdminCallError, callAdmin, reportRefusal } from './admin-client.js';
 import { UsageError, type CliIo } from './cli-io.js';
@@ -29,7 +30,9 @@ async function change(io: CliIo, verb: 'revoke' | 'restore'): Promise<number> {
   try {
     const answer = await callAdmin(io, loaded.config, 'POST', verb === 'revoke' ? '/v1/revocations' : '/v1/revocations/lift', body);
     // `all` is the lockdown: it has no target to name (found by a fresh-user walkthrough: "Restoring all  was refused").
-    if (answer.status !== 200) return reportRefusal(io, answer, `${verb === 'revoke' ? 'Revoking' : 'Restoring'} ${kind === 'all' ? 'all (the lockdown)' : `${kind} ${target}`}`);
+    // A target that looks like a key (pasted by mistake) is not printed back either (found by review).
+    const named = kind === 'all' ? 'all (the lockdown)' : looksLikeKey(target ?? '') ? `${kind} (a target that looks like a key)` : `${kind} ${target}`;
+    if (answer.status !== 200) return reportRefusal(io, answer, `${verb === 'revoke' ? 'Revoking' : 'Restoring'} ${named}`);
     io.stdout.write(
       verb === 'revoke'
         ? `Revoked ${kind}${kind === 'all' ? ' (lockdown)' : ` ${target}`}: effective on the next request; streams in flight were ended.\n`

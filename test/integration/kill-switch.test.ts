@@ -494,6 +494,14 @@ describe('kill switch', () => {
     const again = await cli(['restore', 'credential', 'env:OTHER_KEY']);
     expect(again.code).toBe(1);
     expect(again.stderr).toContain('(404)');
+    // A key pasted where the reference goes is refused, and printed back nowhere (found by review).
+    const pasted = canary('cli-pasted');
+    for (const args of [['revoke', 'credential', pasted, '--reason', 'oops'], ['restore', 'session', pasted]]) {
+      const refused = await cli(args);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain('looks like an API key or token');
+      expect(refused.stdout + refused.stderr).not.toContain(pasted);
+    }
   });
 
   it('the CLI revokes a session (401 unauthenticated); other sessions and the agent go on', async () => {
