@@ -270,10 +270,40 @@ function restartOnlyChanges(before: AirlockConfig, after: AirlockConfig): string
   return changed;
 }
 
+/** What a generation being built owns so far: closed again when building it fails. */
+interface GenerationParts {
+  pools?: ReadonlyMap<string, Pool>;
+  secrets?: CredentialBroker;
+  tracing?: Tracing;
+}
+
+/**
+ * A generation from a config, or, when building it fails, nothing left behind (found by review: a
+ * reload that failed after its broker had taken Vault leases left them renewed for ever and never
+ * revoked, with its pools and token timers, once per failed save of the file).
+ */
 async function buildGeneration(config: AirlockConfig, durable: Durable, previous: Generation | null): Promise<Generation> {
+  const parts: GenerationParts = {};
+  try {
+    return await assembleGeneration(config, durable, previous, parts);
+  } catch (error) {
+    const steps: Array<() => Promise<unknown>> = [
+      () => Promise.all([...(parts.pools?.values() ?? [])].map((pool) => pool.destroy())),
+      () => parts.secrets?.close() ?? Promise.resolve(),
+      () => (parts.tracing === undefined || parts.tracing === previous?.tracing ? Promise.resolve() : parts.tracing.shutdown()),
+    ];
+    for (const step of steps) await step().catch((cleanup: unknown) => durable.logger.warn({ err: cleanup }, 'closing what a configuration that failed to build had opened failed'));
+    throw error;
+  }
+}
+
+async function assembleGeneration(config: AirlockConfig, durable: Durable, previous: Generation | null, parts: GenerationParts): Promise<Generation> {
   const { nowMs, logger, metrics, catalog, state, audit, redis } = durable;
   const policy = compilePolicy(config);
+  // Before anything that holds resources: the keys are parsed here (the schema checked them too).
+  const jwt = new JwtVerifier(Object.values(config.agents), nowMs);
   const pools = new Map<string, Pool>();
+  parts.pools = pools;
   for (const service of policy.services) pools.set(service.name, createOriginPool(service.config, service.upstream));
 
   const secrets = createCredentialBroker(config, {
@@ -286,10 +316,12 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
       ? {}
       : { sharedTokens: { redis: redis.client, prefix: config.state.prefix, masterKey: sharedMasterKey(config.data_dir, durable.env, logger) } }),
   });
+  parts.secrets = secrets;
   await warmCatalog(secrets, allSecretRefs(policy), logger);
 
   const sameTelemetry = previous !== null && JSON.stringify(previous.config.telemetry) === JSON.stringify(config.telemetry);
   const tracing = sameTelemetry ? previous.tracing : await createTracing({ telemetry: config.telemetry, env: durable.env, version: AIRLOCK_VERSION, onEnvProblem: (message) => logger.warn(message), scrub: (text) => catalog.scrub(text) });
+  parts.tracing = tracing;
 
   // The console's address: admin.public_url, else the admin listener as bound.
   const consoleUrl = (): string | null => (config.admin === null ? null : (config.admin.public_url ?? durable.boundAdminUrl));
@@ -358,7 +390,7 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
     logger,
     requestLog: durable.requestLog,
     state,
-    jwt: new JwtVerifier(Object.values(config.agents), nowMs),
+    jwt,
     tokenHashes: durable.tokenHashes,
     approvals,
     killSwitch: durable.killSwitch,

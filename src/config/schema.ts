@@ -5,6 +5,7 @@
  * This file only checks shapes; cross-field rules (unique prefixes, grants naming real services, ...)
  * live in validate-config.ts so that every problem is reported in one pass.
  */
+import { createPublicKey } from 'node:crypto';
 import { z } from 'zod';
 import { parseSecretRef } from '../credentials/secret-ref.js';
 import { injectorProblems } from '../injection/build-injector.js';
@@ -238,6 +239,28 @@ const tokenHash = z
 
 const jwtAlgorithm = z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA']);
 
+/**
+ * A key node can read as a public key, checked here so that `airlock check` and a reload refuse it with
+ * its path (found by review: a key that did not parse passed check, and a reload failed only after it
+ * had built pools and taken Vault leases, with crypto's message and no path). A private key is refused
+ * rather than used for its public half: it does not belong in a config file. The value is not repeated.
+ */
+const publicKeyPem = z
+  .string()
+  .min(1)
+  .refine((pem) => !/PRIVATE KEY/.test(pem), { error: 'a private key: give its public key (openssl pkey -in key.pem -pubout)' })
+  .refine(
+    (pem) => {
+      try {
+        createPublicKey(pem);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    { error: 'not a public key node can read: a PEM block such as -----BEGIN PUBLIC KEY----- (SPKI) or a certificate' },
+  );
+
 const jwtSpec = z
   .strictObject({
     issuer: z.string().min(1).describe('required iss claim'),
@@ -245,7 +268,7 @@ const jwtSpec = z
     subject: z.string().min(1).optional().describe('required sub claim'),
     claims: z.record(z.string(), z.string()).default({}).describe('further claims that must equal these strings'),
     jwks_url: z.string().regex(/^https?:\/\//, { error: 'an http(s) URL' }).optional().describe("the issuer's JWKS endpoint"),
-    keys: z.array(z.string().min(1)).default([]).describe('PEM public keys (SPKI), instead of or besides jwks_url'),
+    keys: z.array(publicKeyPem).default([]).describe('PEM public keys (SPKI), instead of or besides jwks_url'),
     algorithms: z
       .array(jwtAlgorithm)
       .min(1)

@@ -3,6 +3,7 @@
  * (YAML text -> the same, with line and column). Every cross-field rule of validate-config.ts is planted
  * alone in an otherwise clean config, and the test asserts the exact list of problems that comes back.
  */
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -344,6 +345,24 @@ describe('cross-field rules (validate-config.ts)', () => {
         { severity: 'warning', path: 'secrets.vault.address', message: /^plain http to vault\.internal, off this machine: Airlock's Vault token and every secret it reads/, strict: true },
         { severity: 'warning', path: 'secrets.oauth2.crm.token_url', message: /^plain http to login\.example\.com, off this machine: the client secret and every token issued/, strict: true },
         { severity: 'warning', path: 'agents.bot.jwt.jwks_url', message: /^plain http to issuer\.example\.com, off this machine: anyone on the network path can swap in signing keys and forge tokens that authenticate as bot/, strict: true },
+      ],
+    },
+    {
+      // Found by review: a key that did not parse passed check, and a reload failed only after it had
+      // taken Vault leases, with crypto's message and no path.
+      rule: 'a JWT key that is not a public key, or is a private one (not repeated)',
+      input: {
+        services: { api: service() },
+        agents: {
+          bot: {
+            jwt: { issuer: 'https://issuer.example.com', audience: 'airlock', keys: ['not a pem key', generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }), generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' })] },
+            credentials: [g('api', ['items:read'])],
+          },
+        },
+      },
+      expected: [
+        { severity: 'error', path: 'agents.bot.jwt.keys[0]', message: /^not a public key node can read: a PEM block such as -----BEGIN PUBLIC KEY-----/ },
+        { severity: 'error', path: 'agents.bot.jwt.keys[1]', message: /^a private key: give its public key \(openssl pkey -in key\.pem -pubout\)$/ },
       ],
     },
     {
