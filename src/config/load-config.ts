@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node as YamlNode } from 'yaml';
 import type { z } from 'zod';
-import { formatPath, type ConfigProblem, type ProblemPath } from './config-problem.js';
+import { formatPath, sayableProblem, type ConfigProblem, type ProblemPath } from './config-problem.js';
 import { configSchema, type ParsedConfig } from './schema.js';
 import { looksLikeKey } from '../redaction/key-patterns.js';
 import type { AgentConfig, AirlockConfig, ServiceConfig } from './types.js';
@@ -52,7 +52,7 @@ export function parseConfigText(text: string, file: string): LoadedConfig {
               ? // The library's own text advises a function of its API; the operator needs to know what to change.
                 'YAML: the file holds more than one document (a "---" line after the first content); Airlock reads one: remove the "---" and merge the parts into one mapping'
               : `YAML: ${e.message.split('\n')[0]}`;
-        return pos === undefined ? { severity: 'error' as const, path: [], message } : { severity: 'error' as const, path: [], message, line: pos.line, column: pos.col };
+        return sayableProblem(pos === undefined ? { severity: 'error' as const, path: [], message } : { severity: 'error' as const, path: [], message, line: pos.line, column: pos.col });
       }),
     };
   }
@@ -68,7 +68,7 @@ export function parseConfigText(text: string, file: string): LoadedConfig {
     // the library allows (its guard against "billion laughs" documents).
     input = document.toJS() ?? {};
   } catch (error) {
-    return { config: null, problems: [{ severity: 'error', path: [], message: `YAML: ${(error as Error).message.split('\n')[0]}` }] };
+    return { config: null, problems: [sayableProblem({ severity: 'error', path: [], message: `YAML: ${(error as Error).message.split('\n')[0]}` })] };
   }
   return { ...buildConfig(input, { baseDir: dirname(file), source: file, locate }), locate };
 }
@@ -112,8 +112,12 @@ export function buildConfig(input: unknown, options: BuildOptions): LoadedConfig
     const place = locate(problem.path);
     return place === undefined ? problem : { ...problem, line: place.line, column: place.column };
   };
+  // Placed by their paths as written, then masked (sayableProblem).
   const inFileOrder = (problems: ConfigProblem[]): ConfigProblem[] =>
-    problems.map(withPlace).sort((a, b) => (a.line ?? Infinity) - (b.line ?? Infinity) || (a.column ?? 0) - (b.column ?? 0));
+    problems
+      .map(withPlace)
+      .sort((a, b) => (a.line ?? Infinity) - (b.line ?? Infinity) || (a.column ?? 0) - (b.column ?? 0))
+      .map(sayableProblem);
   const resolvePath = (written: string): string => (isAbsolute(written) ? written : resolve(options.baseDir, written));
   const parsed = configSchema.safeParse(input);
   if (parsed.success) {

@@ -13,7 +13,7 @@
  * (RFC 7468 labels ending in "PRIVATE KEY").
  */
 
-import { TOKEN_IN_TEXT } from '../identity/agent-token.js';
+import { maskAgentTokens, TOKEN_IN_TEXT } from '../identity/agent-token.js';
 import { PrefixFilter } from './prefix-filter.js';
 
 export interface RunRule {
@@ -349,4 +349,32 @@ export function looksLikeKey(text: string): boolean {
   const found: number[] = [];
   new RuleSet(BUILTIN_RULE_NAMES.map((name) => BUILTIN_RULES[name]), { simd: false }).scan(Buffer.from(text, 'utf8'), -1, true, found);
   return found.length > 0;
+}
+
+/**
+ * `text` with every part looksLikeKey would find (a built-in key shape, a PEM private key block, an
+ * Airlock token) replaced by `marker`: for text made of what an operator wrote, shown back to them and
+ * logged (config problems; found by review: a pasted key named as an unknown key, or an upstream that
+ * "is not a URL", was printed whole by `airlock check` and the reload log).
+ */
+export function maskKeyShapes(text: string, marker: string): string {
+  const untokened = maskAgentTokens(text).replace(/al[ks]_\[REDACTED\]/g, marker);
+  if (!BUILTIN_START.test(untokened)) return untokened;
+  const bytes = Buffer.from(untokened, 'utf8');
+  const found: number[] = [];
+  new RuleSet(BUILTIN_RULE_NAMES.map((name) => BUILTIN_RULES[name]), { simd: false }).scan(bytes, -1, true, found);
+  if (found.length === 0) return untokened;
+  const spans: Array<[number, number]> = [];
+  for (let i = 0; i < found.length; i += 2) spans.push([found[i] as number, found[i + 1] as number]);
+  spans.sort((a, b) => a[0] - b[0]);
+  const parts: Buffer[] = [];
+  let at = 0;
+  for (const [from, to] of spans) {
+    if (to <= at) continue;
+    // An overlapping span extends the one masked before it.
+    if (from >= at) parts.push(bytes.subarray(at, from), Buffer.from(marker, 'utf8'));
+    at = to;
+  }
+  parts.push(bytes.subarray(at));
+  return Buffer.concat(parts).toString('utf8');
 }

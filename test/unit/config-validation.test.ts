@@ -662,6 +662,22 @@ describe('a value pasted in the wrong place is not repeated in its problem', () 
     expect(JSON.stringify(built.problems)).not.toContain('PASTEDKEY');
   });
 
+  // Found by review: every other problem that quotes what was written printed a pasted key whole.
+  it.each([
+    ['an unknown key named by it', (): LoadedConfig => build({ services: { api: service({ credential: { secret: 'env:K', [pasted]: true } }) } })],
+    ['an upstream that is it', (): LoadedConfig => build({ services: { api: service({ upstream: pasted }) } })],
+    ['a grant naming it as its service', (): LoadedConfig => build({ services: { api: service() }, agents: { bot: agent([generateAgentToken().hash], [{ service: pasted, max_scope: ['items:read'] }]) } })],
+    ['a YAML alias named by it', (): LoadedConfig => parseConfigText(`services: *${pasted}\n`, join(baseDir, 'airlock.yaml'))],
+    ['an Airlock token as a key', (): LoadedConfig => build({ services: { api: service({ [generateAgentToken().token]: 1 }) } })],
+  ])('%s: the problem says so, the value masked', (_what, load) => {
+    const loaded = load();
+    expect(loaded.problems.length).toBeGreaterThan(0);
+    const text = JSON.stringify(loaded.problems);
+    expect(text).not.toContain('PASTEDKEY');
+    expect(text).not.toMatch(/al[ks]_[A-Za-z0-9_-]{43}/);
+    expect(text).toContain('[a value that looks like a key]');
+  });
+
   it('an upstream with user:password that does not parse', () => {
     const built = build({ services: { api: service({ upstream: `https://user:${pasted}@exa mple.com` }) } });
     expect(built.problems.some((p) => /is not a URL/.test(p.message))).toBe(true);
