@@ -312,6 +312,8 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
     logger,
     plans: allCredentialPlans(policy),
     onCacheEvent: (event) => metrics.credentialCache.inc({ result: event }),
+    // The last good values go on across a reload (a store down at that moment must not turn them into 503s).
+    ...(previous === null ? {} : { previous: { broker: previous.secrets, config: previous.config } }),
     ...(redis === null || config.state.type !== 'redis'
       ? {}
       : { sharedTokens: { redis: redis.client, prefix: config.state.prefix, masterKey: sharedMasterKey(config.data_dir, durable.env, logger) } }),

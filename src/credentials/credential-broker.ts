@@ -44,6 +44,8 @@ export interface CredentialBroker {
    */
   refresh(ref: string, minAgeMs?: number): Promise<Credential>;
   status(): CredentialStatus[];
+  /** The last value fetched for a reference and when, for the broker of the next configuration (BrokerOptions.previous). */
+  lastGood(ref: string): { readonly credential: Credential; readonly fetchedAt: number } | null;
   close(): Promise<void>;
 }
 
@@ -55,6 +57,11 @@ export interface BrokerOptions {
   readonly now?: () => number;
   /** Cache hits, stale serves, misses and failed fetches (metrics). */
   readonly onCacheEvent?: (event: 'hit' | 'stale' | 'miss' | 'refresh_failure') => void;
+  /**
+   * The broker of the configuration this one replaces, and that configuration: its last good values of
+   * `vault:` and `oauth2:` references whose store is configured alike are taken over (seedFrom).
+   */
+  readonly previous?: { readonly broker: CredentialBroker; readonly config: AirlockConfig };
   /** Replicas sharing OAuth2 tokens through Redis (a distributed single flight). */
   readonly sharedTokens?: { readonly redis: Redis; readonly prefix: string; readonly masterKey: Buffer | null };
 }
@@ -159,6 +166,8 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
     },
   );
 
+  if (options.previous !== undefined) seedFrom(cache, options.previous, config, options.plans);
+
   /**
    * Every field of a Vault path comes from one lease. When a refresh of one field took a new lease, the
    * other fields cached from the old one are fetched again at once: the old lease is revoked after its
@@ -204,6 +213,9 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
     status() {
       return cache.status();
     },
+    lastGood(ref) {
+      return cache.lastGood(ref);
+    },
     async close() {
       // Leases are revoked through the Vault session, so it closes after them.
       await leases?.close();
@@ -212,4 +224,27 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
     },
   };
   return broker;
+}
+
+/**
+ * A reload builds a new broker with an empty cache; without this, a reload during a store outage threw
+ * away every last known good value, and requests the running configuration served got 503 from then on
+ * (found by review). Taken over: `vault:` and `oauth2:` values whose store is configured exactly as
+ * before (a Vault address, namespace or login changed, or a client changed, means values from elsewhere),
+ * each served under the new configuration's ttl and max_staleness counted from when it was fetched.
+ * Not taken over: `vault-lease:` values (their lease belongs to the old broker, which revokes it when it
+ * retires), and `env:`/`file:` ones (read locally again at once).
+ */
+function seedFrom(cache: CredentialCache, previous: { readonly broker: CredentialBroker; readonly config: AirlockConfig }, config: AirlockConfig, plans: readonly CredentialPlan[]): void {
+  const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+  const vaultAlike = same(previous.config.secrets.vault, config.secrets.vault);
+  for (const ref of new Set(plans.map((plan) => plan.ref))) {
+    const parsed = parseSecretRef(ref);
+    if (!parsed.ok) continue;
+    const { kind, name } = parsed.ref;
+    const alike = kind === 'vault' ? vaultAlike : kind === 'oauth2' ? same(previous.config.secrets.oauth2[name], config.secrets.oauth2[name]) && vaultAlike : false;
+    if (!alike) continue;
+    const last = previous.broker.lastGood(ref);
+    if (last !== null) cache.seed(ref, last.credential, last.fetchedAt);
+  }
 }

@@ -215,6 +215,34 @@ export class CredentialCache {
     return out.sort((a, b) => a.ref.localeCompare(b.ref));
   }
 
+  /** The last value fetched for `ref` and when, if one is held (withdrawn values are not). */
+  lastGood(ref: string): { readonly credential: Credential; readonly fetchedAt: number } | null {
+    const entry = this.#entries.peek(ref);
+    return entry?.credential == null ? null : { credential: entry.credential, fetchedAt: entry.fetchedAt };
+  }
+
+  /**
+   * Takes a value another cache fetched (a previous configuration's) as if fetched here at `fetchedAt`,
+   * under this cache's policy: it is served while that policy's bounds, counted from then, allow, and
+   * refreshed in the background as any value is. Nothing is taken over a value this cache holds.
+   */
+  seed(ref: string, credential: Credential, fetchedAt: number): void {
+    if (this.#entries.has(ref)) return;
+    const policy = this.#policyOf(ref);
+    const expiry = credential.expiresAt === null ? Infinity : credential.expiresAt - EXPIRY_MARGIN_MS;
+    const freshUntil = Math.min(fetchedAt + policy.ttlMs, expiry);
+    this.#entries.set(ref, {
+      credential,
+      fetchedAt,
+      refreshAt: fetchedAt + Math.max(0, freshUntil - fetchedAt) * REFRESH_AHEAD,
+      freshUntil,
+      usableUntil: Math.min(fetchedAt + policy.maxStalenessMs, credential.expiresAt ?? Infinity),
+      lastError: null,
+      failures: 0,
+      retryAfter: 0,
+    });
+  }
+
   #background(ref: string, entry: Entry, now: number): void {
     if (this.#inflight.has(ref) || now < entry.retryAfter) return;
     this.#load(ref, false).catch((error: unknown) => this.#onBackgroundError(ref, error as AirlockError));
