@@ -236,14 +236,23 @@ const APPROVAL_STATUSES: readonly string[] = ['pending', 'approved', 'denied', '
 
 /**
  * A revocation's target that cannot name anything (found by review: any string was kept, and repeated
- * in the state file, the audit log, logs, admin output and the CLI): a key pasted by mistake is refused
- * without being repeated (it would otherwise be copied to every replica), and a session's target must
- * be a session id, as sessions are revoked by ids they may not have been minted with yet (another
- * replica), so it cannot be checked against the live ones.
+ * in the state file, the audit log, logs, admin output and the CLI). A session's target must be a
+ * session id: sessions are revoked by ids this replica may not know yet (another replica's), so it
+ * cannot be checked against the live ones. Otherwise a target that names what it should (an agent, a
+ * service or a credential reference of the policy; for a lift, a revocation in force) is taken whatever
+ * it looks like: config names such as sk-support-triage-bot-prod or ASIAPACIFICSALESBOT01 match key
+ * shapes, and refusing them left such an agent impossible to revoke, or to restore once the anomaly
+ * detector had suspended it (found by review). Any other target that looks like a key was pasted by
+ * mistake: refused without being repeated, as it would otherwise be copied to every replica.
  */
-function refuseOddTarget(kind: string, target: string): void {
-  if (looksLikeKey(target)) throw new AirlockError('invalid_request', 'The target looks like an API key or token, so it is neither kept nor repeated here; a revocation names an agent, a session id, a credential reference (env:NAME, file:NAME, vault:...) or a service.');
+function refuseOddTarget(context: AdminContext, kind: string, target: string, lifting: boolean): void {
+  if (lifting && context.state.revocation(kind as RevocationKind, target) !== null) return;
   if (kind === 'session' && !SESSION_ID.test(target)) throw new AirlockError('invalid_request', 'A session is named by its id: "ses_" and 16 letters, digits, "-" or "_", as GET /v1/agents, the audit record\'s "session" and the mint response show.');
+  const named =
+    (kind === 'agent' && context.policy.agentByName.has(target)) ||
+    (kind === 'service' && context.policy.serviceByName.has(target)) ||
+    (kind === 'credential' && allSecretRefs(context.policy).includes(target));
+  if (!named && looksLikeKey(target)) throw new AirlockError('invalid_request', 'The target looks like an API key or token and names nothing revoked or configured, so it is neither kept nor repeated here; a revocation names an agent, a session id, a credential reference (env:NAME, file:NAME, vault:...) or a service.');
 }
 
 async function revoke(context: AdminContext, call: AdminCall, kind: RevocationKind, target: string, reason: string, routeTemplate: string): Promise<unknown> {
@@ -405,7 +414,7 @@ const ROUTES: readonly Route[] = [
     if (typeof kind !== 'string' || !REVOCATION_KINDS.has(kind) || typeof target !== 'string' || target === '') {
       throw new AirlockError('invalid_request', 'Send {"kind": "agent"|"session"|"credential"|"service"|"all", "target": "...", "reason": "..."}.');
     }
-    refuseOddTarget(kind, target);
+    refuseOddTarget(context, kind, target, false);
     return revoke(context, call, kind as RevocationKind, target, reasonOf(body), '/v1/revocations');
   }),
   route('POST', '/v1/revocations/lift', async (context, call) => {
@@ -415,7 +424,7 @@ const ROUTES: readonly Route[] = [
     if (typeof kind !== 'string' || !REVOCATION_KINDS.has(kind) || typeof target !== 'string') {
       throw new AirlockError('invalid_request', 'Send {"kind": "...", "target": "..."}.');
     }
-    refuseOddTarget(kind, target);
+    refuseOddTarget(context, kind, target, true);
     return lift(context, call, kind as RevocationKind, target, '/v1/revocations/lift');
   }),
 ];

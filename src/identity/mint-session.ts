@@ -60,9 +60,10 @@ export function parseSessionRequest(body: unknown): SessionRequest {
   // An approver reads it in a terminal (airlock approvals list), the console and chat (the approval
   // webhook): an escape sequence or a bidi override there would show them what the agent chose, a
   // fake "approved" line or reordered words (found by review). Such characters have no place in it.
-  const hidden = justification.search(HIDDEN_CHARACTERS);
+  // U+2028 and U+2029 are line breaks, shown as one space like the others.
+  const hidden = justification.replace(/[\u2028\u2029]/g, '\n').search(HIDDEN_CHARACTERS);
   if (hidden !== -1) {
-    throw bad(`"justification" holds U+${justification.charCodeAt(hidden).toString(16).toUpperCase().padStart(4, '0')} at character ${hidden + 1}, a control, zero-width or bidirectional-formatting character that can change what an approver sees; send plain text (line breaks and tabs are fine).`);
+    throw bad(`"justification" holds U+${(justification.codePointAt(hidden) ?? 0).toString(16).toUpperCase().padStart(4, '0')} at character ${hidden + 1}, a control, zero-width, invisible or bidirectional-formatting character that can change what an approver sees; send plain text (line breaks and tabs are fine).`);
   }
   const taskId = input['task_id'];
   if (taskId !== undefined && (typeof taskId !== 'string' || !TASK_ID.test(taskId))) throw bad('"task_id" is up to 200 characters of letters, digits and _ . : / # -.');

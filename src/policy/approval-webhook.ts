@@ -41,7 +41,9 @@ export function createApprovalNotifier(
       preview: previewView(approval),
       text:
         `Airlock: agent *${approval.agent}* asks to call \`${approval.method} ${approval.path}\` on ${approval.service} (scope ${approval.scope})` +
-        `${approval.justification === null ? '' : `. Justification: ${approval.justification}`}${previewText(preview)}. Approval ${approval.id}` +
+        // Agent-sent text, as the preview is (found by review: raw, its line breaks, *bold* and
+        // <!channel> drew a fake "Approved by" line, pinged the channel and dressed a link).
+        `${approval.justification === null ? '' : `. Justification: ${snippet(approval.justification)}`}${previewText(preview)}. Approval ${approval.id}` +
         `${link === null ? '' : `: ${link}`} (or \`npx airlock approvals approve ${approval.id}\`).`,
     };
     postWebhook(webhook, body, scrub, logger, `approval ${approval.id}`);

@@ -365,7 +365,8 @@ function occurrences(text: string, part: string): number {
 }
 
 function escapeHidden(text: string): string {
-  return text.replace(HIDDEN_CHARACTERS, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  // Each UTF-16 unit: a tag character is a surrogate pair, shown as both its halves.
+  return text.replace(HIDDEN_CHARACTERS, (match) => Array.from({ length: match.length }, (_, i) => `\\u${match.charCodeAt(i).toString(16).padStart(4, '0')}`).join(''));
 }
 
 function capped(text: string, chars: number): string {

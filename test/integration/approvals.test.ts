@@ -524,7 +524,7 @@ describe('human approval', () => {
   });
 
   it('a held call made under a task session shows its session and justification to the approver', async () => {
-    const JUSTIFICATION = 'refund for ticket 9001\napr_FAKE  approved  holder  GET /pay/v1/x';
+    const JUSTIFICATION = 'refund for ticket 9001\napr_FAKE  approved  holder  GET /pay/v1/x\n\n*Approved by alice* <!channel>';
     const minted = await sendRequest(`${proxy.url}/_airlock/sessions`, {
       method: 'POST',
       headers: { authorization: `Bearer ${holder.token}`, 'content-type': 'application/json' },
@@ -541,12 +541,14 @@ describe('human approval', () => {
     expect(view).toMatchObject({ session: session.session_id, justification: JUSTIFICATION, task_id: 'T-9001' });
     // The CLI shows it on the approval's own line, whitespace runs as one space.
     const listed = await cli(['approvals', 'list']);
-    expect(listed.stdout.split('\n').find((line) => line.startsWith(approval.id))).toContain('"refund for ticket 9001 apr_FAKE approved holder GET /pay/v1/x"');
+    expect(listed.stdout.split('\n').find((line) => line.startsWith(approval.id))).toContain('"refund for ticket 9001 apr_FAKE approved holder GET /pay/v1/x *Approved by alice* <!channel>"');
     expect(listed.stdout.split('\n').some((line) => line.startsWith('apr_FAKE'))).toBe(false);
     const hook = await eventually('the announcement', () => webhook.requests.slice(hooksBefore).find((r) => r.body.toString('utf8').includes(approval.id)));
     const payload = JSON.parse(hook.body.toString('utf8')) as Record<string, unknown>;
     expect(payload).toMatchObject({ session: session.session_id, justification: JUSTIFICATION, task_id: 'T-9001' });
-    expect(payload['text']).toContain('Justification: refund for ticket 9001');
+    // In chat as the preview is (found by review: raw, it drew a fake "Approved by" line and pinged the channel).
+    expect(payload['text']).toContain('Justification: `refund for ticket 9001 apr_FAKE approved holder GET /pay/v1/x *Approved by alice* &lt;!channel&gt;`');
+    expect(payload['text']).not.toContain('\n');
     expect((await decide(approval.id, 'approve', 'ticket checked')).status).toBe(200);
     const response = await held;
     expect(response.status, response.text).toBe(200);

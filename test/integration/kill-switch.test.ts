@@ -44,6 +44,7 @@ describe('kill switch', () => {
   const gamma = generateAgentToken();
   const oncall = generateAgentToken();
   const delta = generateAgentToken();
+  const keyNamed = generateAgentToken();
   const sessionTokens: string[] = [];
   const agentSeen: string[] = [];
   const cliSeen: string[] = [];
@@ -86,6 +87,8 @@ describe('kill switch', () => {
         beta: { tokens: [beta.hash], credentials: [{ service: 'llm', max_scope: ['*'] }, { service: 'other', max_scope: ['*'] }] },
         gamma: { tokens: [gamma.hash], credentials: [{ service: 'llm', max_scope: ['*'], require_approval: true, approval_timeout: 20 }] },
         delta: { tokens: [delta.hash], credentials: [{ service: 'replayable', max_scope: ['*'] }] },
+        // A name that matches a key shape (AWS's ASIA + 16): revoked and restored by its name all the same.
+        ASIAPACIFICSALESBOT01: { tokens: [keyNamed.hash], credentials: [{ service: 'other', max_scope: ['*'] }] },
       },
     };
   }
@@ -496,7 +499,7 @@ describe('kill switch', () => {
     expect(again.stderr).toContain('(404)');
     // A key pasted where the reference goes is refused, and printed back nowhere (found by review).
     const pasted = canary('cli-pasted');
-    for (const args of [['revoke', 'credential', pasted, '--reason', 'oops'], ['restore', 'session', pasted]]) {
+    for (const args of [['revoke', 'credential', pasted, '--reason', 'oops'], ['restore', 'agent', pasted]]) {
       const refused = await cli(args);
       expect(refused.code).toBe(1);
       expect(refused.stderr).toContain('looks like an API key or token');
@@ -687,7 +690,7 @@ describe('kill switch', () => {
       ['session', ' ', 'A session is named by its id'],
       ['session', 'ses_\u001b[31mred\n<script>', 'A session is named by its id'],
       ['session', `ses_${'a'.repeat(60_000)}`, 'A session is named by its id'],
-      ['session', pasted, 'looks like an API key or token'],
+      ['session', pasted, 'A session is named by its id'],
       ['agent', pasted, 'looks like an API key or token'],
       ['credential', pasted, 'looks like an API key or token'],
     ] as const) {
@@ -699,6 +702,12 @@ describe('kill switch', () => {
       expect(lifted.status, lifted.text).toBe(400);
     }
     expect((await admin.call('GET', '/v1/revocations')).text).toBe(revocationsBefore);
+    // Found by review: an agent whose configured name looks like a key could be neither revoked nor,
+    // once suspended, restored. A target that names what it should is taken whatever it looks like.
+    expect((await admin.call('POST', '/v1/revocations', { kind: 'agent', target: 'ASIAPACIFICSALESBOT01', reason: 'probe' })).status).toBe(200);
+    expect((await call(keyNamed.token, '/other/v1/ping')).status).toBe(401);
+    expect((await admin.call('POST', '/v1/revocations/lift', { kind: 'agent', target: 'ASIAPACIFICSALESBOT01' })).status).toBe(200);
+    expect((await call(keyNamed.token, '/other/v1/ping')).status).toBe(200);
     // Found by review: a mistyped filter answered an empty list, as if nothing waited.
     for (const status of ['Pending', 'bogus', '']) {
       const answer = await admin.call('GET', `/v1/approvals?status=${status}`);

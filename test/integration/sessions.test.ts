@@ -243,13 +243,19 @@ describe('task sessions', () => {
       [{ scopes: { openai: ['chat:write'] }, justification: 'refund ok\u001b[2K\r\u001b[1Aapr_FAKE approved' }, 'holds U+001B at character 10'],
       [{ scopes: { openai: ['chat:write'] }, justification: 'pay \u202egnp.exe' }, 'holds U+202E at character 5'],
       [{ scopes: { openai: ['chat:write'] }, justification: 'zero\u200bwidth' }, 'holds U+200B'],
+      // Invisible too (found by review): a soft hyphen, a Hangul filler, a tag character (two UTF-16 units).
+      [{ scopes: { openai: ['chat:write'] }, justification: 'soft\u00adhyphen' }, 'holds U+00AD'],
+      [{ scopes: { openai: ['chat:write'] }, justification: 'filler \u3164' }, 'holds U+3164'],
+      [{ scopes: { openai: ['chat:write'] }, justification: 'tag \u{e0041}\u{e0042}' }, 'holds U+E0041 at character 5'],
     ];
     for (const [body, detail] of cases) {
       const problem = expectProblem(await mintRaw(bot.token, body), 400, 'invalid_request');
       expect(problem.detail).toContain(detail);
     }
     // Line breaks and tabs are plain text: a justification may have several lines.
-    expect((await mint(bot.token, { scopes: { openai: ['chat:write'] }, justification: 'Task: refunds\n\tticket 42' })).justification).toBe('Task: refunds\n\tticket 42');
+    for (const text of ['Task: refunds\n\tticket 42', 'line\r\nbreaks \u2028 and \u2029 separators']) {
+      expect((await mint(bot.token, { scopes: { openai: ['chat:write'] }, justification: text })).justification).toBe(text);
+    }
     // GET on the minting endpoint is not a mint.
     expectProblem(await call(bot.token, 'GET', '/_airlock/sessions'), 405, 'method_not_allowed');
     // Without any token, nothing is minted.

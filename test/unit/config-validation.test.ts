@@ -678,6 +678,15 @@ describe('a value pasted in the wrong place is not repeated in its problem', () 
     expect(text).toContain('[a value that looks like a key]');
   });
 
+  // Found by review: masking the path before the problem is placed puts it on its parent's line.
+  it('a masked problem still points at the line and column of what it is about', () => {
+    const text = `services:\n  api:\n    upstream: https://api.example.com\n    credential:\n      secret: env:K\n      inject: bearer\n      ${pasted}: true\n    routes: []\n`;
+    const loaded = parseConfigText(text, join(baseDir, 'airlock.yaml'));
+    const problem = loaded.problems.find((p) => p.message.includes('[a value that looks like a key]'));
+    expect(problem, JSON.stringify(loaded.problems)).toMatchObject({ line: 7, column: 7 });
+    expect(JSON.stringify(loaded.problems)).not.toContain('PASTEDKEY');
+  });
+
   it('an upstream with user:password that does not parse', () => {
     const built = build({ services: { api: service({ upstream: `https://user:${pasted}@exa mple.com` }) } });
     expect(built.problems.some((p) => /is not a URL/.test(p.message))).toBe(true);

@@ -95,6 +95,8 @@ describe('what the approver sees', () => {
     expect(preview?.body).toBe('{"to":"alice\\u202e0005\\u202c","x":"\\u001b[2J"}\n');
     // The word joiner, invisible operators and the BOM / zero-width no-break space too (the set the CLI shares).
     expect(previewer()(content('a\u2060b\u2063c\u2065d\ufeffe', 'text/plain'))?.body).toBe('a\\u2060b\\u2063c\\u2065d\\ufeffe');
+    // Found by review: blank-looking and tag characters (a tag is two UTF-16 units, both shown).
+    expect(previewer()(content('soft\u00adhy \u3164 tag\u{e0041}!', 'text/plain'))?.body).toBe('soft\\u00adhy \\u3164 tag\\udb40\\udc41!');
   });
 });
 
