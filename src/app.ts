@@ -664,6 +664,9 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
         logger.error({ err: error }, 'config reload failed; the running config stays');
         return { ok: false, reason: (error as Error).message };
       }
+      // Nothing awaited between these and the switch: what the running broker learnt while this one was
+      // built (a rotate, a withdrawal) is what the new one starts from.
+      fresh.secrets.adoptLatest();
       const previous = current;
       current = fresh;
       logger.level = next.log.level;

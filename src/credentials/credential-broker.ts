@@ -46,6 +46,14 @@ export interface CredentialBroker {
   status(): CredentialStatus[];
   /** The last value fetched for a reference and when, for the broker of the next configuration (BrokerOptions.previous). */
   lastGood(ref: string): { readonly credential: Credential; readonly fetchedAt: number } | null;
+  /**
+   * Called as this broker's configuration takes over from the previous one: the values taken from the
+   * previous broker when this one was built are taken again as that broker holds them now. While this
+   * configuration was built (seconds, with a slow store), the running one went on: an operator's rotate
+   * or a withdrawal reached the previous broker only (found by review: the old value came back, for up
+   * to its ttl). Called with nothing in between it and the switch; then the previous broker is let go.
+   */
+  adoptLatest(): void;
   close(): Promise<void>;
 }
 
@@ -121,8 +129,12 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
   const oauth2 = createOAuth2Source(config.secrets.oauth2, resolveValue, lifetimeWithoutExpiry, now);
 
   /** Where the token in use is kept: Redis for every replica (sealed under the shared master key), else this process. */
+  // Read once here: a closure that named `options` would keep it, and with it the previous broker
+  // (options.previous) and that one's previous, alive for as long as this broker (found by review:
+  // 300 reloads, 26 -> 286 MB of heap).
+  const sharedTokens = options.sharedTokens;
   const oauth2Tokens = (): SecretSource => {
-    const shared = options.sharedTokens;
+    const shared = sharedTokens;
     if (shared === undefined) return createKeptTokenSource(oauth2, now);
     const lockedFetch = createSharedTokenSource(oauth2, config.secrets.oauth2, shared.redis, shared.prefix, shared.masterKey, now);
     return shared.masterKey === null ? createKeptTokenSource(lockedFetch, now) : lockedFetch;
@@ -166,7 +178,9 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
     },
   );
 
-  if (options.previous !== undefined) seedFrom(cache, options.previous, config, options.plans);
+  /** The previous configuration's broker, until the values taken from it are checked once more (`adoptLatest`). */
+  let handover = options.previous ?? null;
+  const handoverRefs = handover === null ? [] : seedFrom(cache, handover, config, options.plans);
 
   /**
    * Every field of a Vault path comes from one lease. When a refresh of one field took a new lease, the
@@ -216,6 +230,11 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
     lastGood(ref) {
       return cache.lastGood(ref);
     },
+    adoptLatest() {
+      if (handover === null) return;
+      for (const ref of handoverRefs) cache.reseed(ref, handover.broker.lastGood(ref));
+      handover = null;
+    },
     async close() {
       // Leases are revoked through the Vault session, so it closes after them.
       await leases?.close();
@@ -235,7 +254,8 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
  * Not taken over: `vault-lease:` values (their lease belongs to the old broker, which revokes it when it
  * retires), and `env:`/`file:` ones (read locally again at once).
  */
-function seedFrom(cache: CredentialCache, previous: { readonly broker: CredentialBroker; readonly config: AirlockConfig }, config: AirlockConfig, plans: readonly CredentialPlan[]): void {
+function seedFrom(cache: CredentialCache, previous: { readonly broker: CredentialBroker; readonly config: AirlockConfig }, config: AirlockConfig, plans: readonly CredentialPlan[]): string[] {
+  const taken: string[] = [];
   const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
   const vaultAlike = same(previous.config.secrets.vault, config.secrets.vault);
   for (const ref of new Set(plans.map((plan) => plan.ref))) {
@@ -246,5 +266,7 @@ function seedFrom(cache: CredentialCache, previous: { readonly broker: Credentia
     if (!alike) continue;
     const last = previous.broker.lastGood(ref);
     if (last !== null) cache.seed(ref, last.credential, last.fetchedAt);
+    taken.push(ref);
   }
+  return taken;
 }

@@ -87,6 +87,8 @@ export class CredentialCache {
   readonly #policyOf: (ref: string) => CachePolicy;
   readonly #now: () => number;
   readonly #entries = new LRUCache<string, Entry>({ max: MAX_ENTRIES });
+  /** Values taken from another cache (seed), until reseed settles them. */
+  readonly #seeded = new Map<string, Credential>();
   readonly #inflight = new Map<string, Flight>();
   readonly #unchangedAt = new LRUCache<string, number>({ max: MAX_ENTRIES });
   readonly #forced = new LRUCache<string, Forced>({ max: MAX_ENTRIES });
@@ -228,6 +230,7 @@ export class CredentialCache {
    */
   seed(ref: string, credential: Credential, fetchedAt: number): void {
     if (this.#entries.has(ref)) return;
+    this.#seeded.set(ref, credential);
     const policy = this.#policyOf(ref);
     const expiry = credential.expiresAt === null ? Infinity : credential.expiresAt - EXPIRY_MARGIN_MS;
     const freshUntil = Math.min(fetchedAt + policy.ttlMs, expiry);
@@ -241,6 +244,22 @@ export class CredentialCache {
       failures: 0,
       retryAfter: 0,
     });
+  }
+
+  /**
+   * The value a seed came from, as it is now (`last`): taken again if it changed, dropped if it is gone
+   * (withdrawn), unless this cache fetched a value of its own since; either way the seed is settled.
+   */
+  reseed(ref: string, last: { readonly credential: Credential; readonly fetchedAt: number } | null): void {
+    const seeded = this.#seeded.get(ref);
+    this.#seeded.delete(ref);
+    const entry = this.#entries.peek(ref);
+    // A value this cache fetched itself, or a failure it met, is its own: kept.
+    if (entry === undefined ? seeded !== undefined : entry.credential !== (seeded ?? null) || entry.lastError !== null) return;
+    if (last !== null && entry !== undefined && last.credential === entry.credential && last.fetchedAt === entry.fetchedAt) return;
+    this.#entries.delete(ref);
+    if (last !== null) this.seed(ref, last.credential, last.fetchedAt);
+    this.#seeded.delete(ref);
   }
 
   #background(ref: string, entry: Entry, now: number): void {

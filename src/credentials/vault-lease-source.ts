@@ -170,6 +170,9 @@ export function createVaultLeaseSource(session: VaultSession, logger: Logger, op
     },
     async close() {
       closed = true;
+      // A lease still being taken is waited for, so that it is revoked with the others (found by
+      // review: one that arrived after close took the list was never revoked, and ran to its TTL).
+      await Promise.allSettled([...acquiring.values()]);
       const all = [...leases.values(), ...retiring.values()];
       for (const timer of retiring.keys()) clearTimeout(timer);
       retiring.clear();

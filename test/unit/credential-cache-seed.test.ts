@@ -57,4 +57,52 @@ describe('a value handed over by the previous configuration', () => {
     clock += 1;
     expect(cache.get(REF)).toBe(own);
   });
+
+  // Found by review: values were taken when the new configuration's broker was built; a rotate or a
+  // withdrawal that reached the running broker meanwhile was lost, and the old value came back.
+  describe('settled again at the switch (reseed)', () => {
+    function upStore(value: Credential): { cache: CredentialCache; fetches: () => number } {
+      let fetches = 0;
+      const cache = new CredentialCache(
+        async () => {
+          fetches++;
+          return value;
+        },
+        () => ({ ttlMs: 60_000, maxStalenessMs: 600_000 }),
+        { now: () => 1_000_000 },
+      );
+      return { cache, fetches: () => fetches };
+    }
+
+    it('a value rotated meanwhile is the one served', () => {
+      const { cache, fetches } = upStore(new Credential(REF, canary('from-store'), '9'));
+      const v1 = new Credential(REF, canary('v1'), '1');
+      const v2 = new Credential(REF, canary('v2'), '2');
+      cache.seed(REF, v1, 999_000);
+      cache.reseed(REF, { credential: v2, fetchedAt: 999_500 });
+      expect(cache.get(REF)).toBe(v2);
+      expect(fetches()).toBe(0);
+    });
+
+    it('a value withdrawn meanwhile is not served: the store is asked', async () => {
+      const fromStore = new Credential(REF, canary('from-store'), '9');
+      const { cache, fetches } = upStore(fromStore);
+      cache.seed(REF, new Credential(REF, canary('gone'), '1'), 999_000);
+      cache.reseed(REF, null);
+      expect(await cache.get(REF)).toBe(fromStore);
+      expect(fetches()).toBe(1);
+    });
+
+    it('a value the previous broker learnt after a seed-less start is taken; one this cache fetched is kept', async () => {
+      const own = new Credential(REF, canary('own'), '5');
+      const { cache } = upStore(own);
+      const learnt = new Credential(REF, canary('learnt'), '4');
+      cache.reseed(REF, { credential: learnt, fetchedAt: 999_900 });
+      expect(cache.get(REF)).toBe(learnt);
+      const other = upStore(own);
+      expect(await other.cache.get(REF)).toBe(own);
+      other.cache.reseed(REF, { credential: learnt, fetchedAt: 999_900 });
+      expect(other.cache.get(REF)).toBe(own);
+    });
+  });
 });
