@@ -68,4 +68,35 @@ describe('a reload that fails while it is built', () => {
       { name: 'logs', text: proxy.logLines.join('\n') },
     ]);
   });
+
+  // Found by review: a build's fetch of a value gives up after 2 s, but its Vault request (timeout 5 s)
+  // goes on, and a lease Vault granted after the failed build had closed its broker was never revoked.
+  it('a lease Vault grants after the failed build gave up waiting is revoked too', async () => {
+    const slow = await startVaultServer();
+    slow.addLeaseRole('database/creds/ro', () => {
+      const password = canary(`slow-${passwords.length}`);
+      passwords.push(password);
+      return { username: 'u', password };
+    }, { ttl: 30, maxTtl: 3600 });
+    const patient = await startProxy(
+      {
+        secrets: { vault: { address: slow.url, timeout: 5, auth: { method: 'token', token: 'env:VAULT_TOKEN' } } },
+        services: { db: { upstream: upstream.url, credential: { secret: 'vault-lease:database/creds/ro#password', inject: 'bearer' }, routes: [{ method: 'GET', path: '/v1/*', scope: 'db:read' }] } },
+        agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'db', max_scope: ['*'] }] } },
+      },
+      { env: { VAULT_TOKEN: slow.createToken() } },
+    );
+    try {
+      expect(slow.leases()).toHaveLength(1);
+      slow.setDelay(2_500);
+      const result = await patient.airlock.reload({ ...patient.config, approvals: undefined } as unknown as AirlockConfig);
+      expect(result.ok).toBe(false);
+      await eventually('the late lease to be granted and revoked', () => slow.leases().length === 2 && slow.leases()[1]?.revoked === true, 8_000);
+      expect(slow.leases()[0]?.revoked).toBe(false);
+    } finally {
+      slow.setDelay(0);
+      await patient.close();
+      await slow.close();
+    }
+  }, 20_000);
 });
