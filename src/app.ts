@@ -297,6 +297,16 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
   }
 }
 
+/**
+ * Tracing for a config, its callbacks made here rather than in assembleGeneration: a tracer outlives the
+ * generation that made it (kept while the telemetry config is unchanged), and closures made there would
+ * keep that generation, its broker and the values it cached, alive with it (found by review).
+ */
+function tracingFor(config: AirlockConfig, durable: Durable): Promise<Tracing> {
+  const { logger, catalog } = durable;
+  return createTracing({ telemetry: config.telemetry, env: durable.env, version: AIRLOCK_VERSION, onEnvProblem: (message) => logger.warn(message), scrub: (text) => catalog.scrub(text) });
+}
+
 async function assembleGeneration(config: AirlockConfig, durable: Durable, previous: Generation | null, parts: GenerationParts): Promise<Generation> {
   const { nowMs, logger, metrics, catalog, state, audit, redis } = durable;
   const policy = compilePolicy(config);
@@ -322,7 +332,7 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
   await warmCatalog(secrets, allSecretRefs(policy), logger);
 
   const sameTelemetry = previous !== null && JSON.stringify(previous.config.telemetry) === JSON.stringify(config.telemetry);
-  const tracing = sameTelemetry ? previous.tracing : await createTracing({ telemetry: config.telemetry, env: durable.env, version: AIRLOCK_VERSION, onEnvProblem: (message) => logger.warn(message), scrub: (text) => catalog.scrub(text) });
+  const tracing = sameTelemetry ? previous.tracing : await tracingFor(config, durable);
   parts.tracing = tracing;
 
   // The console's address: admin.public_url, else the admin listener as bound.

@@ -247,18 +247,23 @@ export class CredentialCache {
   }
 
   /**
-   * The value a seed came from, as it is now (`last`): taken again if it changed, dropped if it is gone
-   * (withdrawn), unless this cache fetched a value of its own since; either way the seed is settled.
+   * Settles a value taken from another cache (seed) against that cache's value now (`last`): the newer
+   * of the two by fetch time is kept, so an operator's rotate there wins over a refresh made here before
+   * it, and a fetch here after it wins over it (found by review: a refresh the new cache made during the
+   * build, or a passing failure it met, kept the old value over a rotate). Gone there (withdrawn), the
+   * value is dropped here and the next request asks the store (fail closed).
    */
   reseed(ref: string, last: { readonly credential: Credential; readonly fetchedAt: number } | null): void {
     const seeded = this.#seeded.get(ref);
     this.#seeded.delete(ref);
     const entry = this.#entries.peek(ref);
-    // A value this cache fetched itself, or a failure it met, is its own: kept.
-    if (entry === undefined ? seeded !== undefined : entry.credential !== (seeded ?? null) || entry.lastError !== null) return;
-    if (last !== null && entry !== undefined && last.credential === entry.credential && last.fetchedAt === entry.fetchedAt) return;
+    if (last === null) {
+      if (seeded !== undefined) this.#entries.delete(ref);
+      return;
+    }
+    if (entry?.credential != null && entry.fetchedAt >= last.fetchedAt) return;
     this.#entries.delete(ref);
-    if (last !== null) this.seed(ref, last.credential, last.fetchedAt);
+    this.seed(ref, last.credential, last.fetchedAt);
     this.#seeded.delete(ref);
   }
 
@@ -283,9 +288,14 @@ export class CredentialCache {
 
   async #fetchAndStore(ref: string, forced: boolean, current: boolean): Promise<Credential> {
     const policy = this.#policyOf(ref);
+    const startedAt = this.#now();
     try {
       const credential = await this.#fetch(ref, forced ? { forced: true, replacing: this.#entries.get(ref)?.credential ?? null } : current ? { current: true } : {});
       const now = this.#now();
+      // A value fetched later than this one began was settled in meanwhile (reseed, at a reload's switch:
+      // an operator's rotate): this answer may predate it, and does not replace it (found by review).
+      const settled = this.#entries.peek(ref);
+      if (!forced && settled?.credential != null && settled.fetchedAt > startedAt) return settled.credential;
       const expiry = credential.expiresAt === null ? Infinity : credential.expiresAt - EXPIRY_MARGIN_MS;
       const freshUntil = Math.min(now + policy.ttlMs, expiry);
       this.#entries.set(ref, {

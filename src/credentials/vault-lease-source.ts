@@ -157,6 +157,8 @@ export function createVaultLeaseSource(session: VaultSession, logger: Logger, op
 
   return {
     async fetchSecret(name, ref, options) {
+      // Closed (its configuration retired or failed to build): no new lease nobody would revoke.
+      if (closed) throw new AirlockError('credential_unavailable', `The configuration that fetched ${ref} has been replaced; the request was not sent.`);
       const { path, field } = splitVaultName(name);
       const lease = await current(path, ref, options?.forced === true);
       const value = lease.data[field];
@@ -170,15 +172,27 @@ export function createVaultLeaseSource(session: VaultSession, logger: Logger, op
     },
     async close() {
       closed = true;
-      // A lease still being taken is waited for, so that it is revoked with the others (found by
-      // review: one that arrived after close took the list was never revoked, and ran to its TTL).
-      await Promise.allSettled([...acquiring.values()]);
+      const pending = [...acquiring.values()];
       const all = [...leases.values(), ...retiring.values()];
       for (const timer of retiring.keys()) clearTimeout(timer);
       retiring.clear();
       leases.clear();
       for (const lease of all) if (lease.timer !== null) clearTimeout(lease.timer);
-      await Promise.all(all.map((lease) => revoke(lease, 'shutdown')));
+      // The leases held are revoked at once; one still being taken as it arrives (found by review: one
+      // that arrived after close took the list was never revoked, and ran to its TTL; waiting for it
+      // first held back the others' revocation for as long as Vault took to answer).
+      await Promise.all([
+        ...all.map((lease) => revoke(lease, 'shutdown')),
+        ...pending.map((taking) =>
+          taking.then(
+            (lease) => {
+              leases.delete([...leases.entries()].find(([, held]) => held === lease)?.[0] ?? '');
+              return revoke(lease, 'shutdown');
+            },
+            () => undefined,
+          ),
+        ),
+      ]);
     },
   };
 }

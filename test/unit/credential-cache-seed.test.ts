@@ -105,4 +105,82 @@ describe('a value handed over by the previous configuration', () => {
       expect(other.cache.get(REF)).toBe(own);
     });
   });
+
+  // Found by review of the first version of reseed: it kept what the new cache held whenever that cache
+  // had refreshed the value itself or met a passing failure, and a fetch in flight at the switch landed
+  // over the settled value afterwards.
+  describe('the newer value by fetch time wins, whatever happened to the new cache meanwhile', () => {
+    function controlled(): { cache: CredentialCache; advance: (ms: number) => void; answer: (value: Credential | Error) => void; fetches: () => number } {
+      let clock = 1_000_000;
+      let fetches = 0;
+      let resolveNext: ((value: Credential | Error) => void) | null = null;
+      const cache = new CredentialCache(
+        () => {
+          fetches++;
+          return new Promise<Credential>((resolve, reject) => {
+            resolveNext = (value) => (value instanceof Error ? reject(value) : resolve(value));
+          });
+        },
+        () => ({ ttlMs: 60_000, maxStalenessMs: 600_000 }),
+        { now: () => clock },
+      );
+      return {
+        cache,
+        advance: (ms) => (clock += ms),
+        answer: (value) => {
+          const resolve = resolveNext;
+          resolveNext = null;
+          resolve?.(value);
+        },
+        fetches: () => fetches,
+      };
+    }
+    const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+    it('a refresh the new cache made before an operator rotated there does not keep the old value', async () => {
+      const store = controlled();
+      const v1 = new Credential(REF, canary('v1'), '1');
+      const v2 = new Credential(REF, canary('v2'), '2');
+      store.cache.seed(REF, v1, 1_000_000 - 50_000);
+      expect(store.cache.get(REF)).toBe(v1);
+      // The store still had the old value: a new Credential of it, fetched here.
+      const v1Again = new Credential(REF, canary('v1-again'), '1');
+      store.answer(v1Again);
+      await tick();
+      expect(store.fetches()).toBe(1);
+      expect(store.cache.get(REF)).toBe(v1Again);
+      store.advance(1_000);
+      store.cache.reseed(REF, { credential: v2, fetchedAt: 1_000_500 });
+      expect(store.cache.get(REF)).toBe(v2);
+    });
+
+    it('after a passing failure here, a rotate there is taken, and a withdrawal there drops the value', async () => {
+      for (const last of ['rotated', 'withdrawn'] as const) {
+        const store = controlled();
+        const v1 = new Credential(REF, canary('v1'), '1');
+        const v2 = new Credential(REF, canary('v2'), '2');
+        store.cache.seed(REF, v1, 1_000_000 - 50_000);
+        expect(store.cache.get(REF)).toBe(v1);
+        store.answer(new AirlockError('credential_unavailable', 'Vault hiccup'));
+        await tick();
+        store.advance(100);
+        store.cache.reseed(REF, last === 'rotated' ? { credential: v2, fetchedAt: 1_000_050 } : null);
+        if (last === 'rotated') expect(store.cache.get(REF)).toBe(v2);
+        else expect(store.cache.get(REF)).toBeInstanceOf(Promise);
+      }
+    });
+
+    it('a fetch in flight at the switch, begun before the rotate, does not land over it', async () => {
+      const store = controlled();
+      const v1 = new Credential(REF, canary('v1'), '1');
+      const v2 = new Credential(REF, canary('v2'), '2');
+      store.cache.seed(REF, v1, 1_000_000 - 50_000);
+      expect(store.cache.get(REF)).toBe(v1);
+      store.advance(200);
+      store.cache.reseed(REF, { credential: v2, fetchedAt: 1_000_100 });
+      store.answer(v1);
+      await tick();
+      expect(store.cache.get(REF)).toBe(v2);
+    });
+  });
 });
