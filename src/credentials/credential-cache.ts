@@ -50,6 +50,8 @@ interface Entry {
   lastError: AirlockError | null;
   failures: number;
   retryAfter: number;
+  /** The source answered that the value is gone (CredentialWithdrawn): no value from elsewhere replaces that. */
+  withdrawn?: boolean;
 }
 
 const REFRESH_AHEAD = 0.75;
@@ -261,6 +263,9 @@ export class CredentialCache {
       if (seeded !== undefined) this.#entries.delete(ref);
       return;
     }
+    // This cache's own store said the value is gone: that stands (found by review: the previous
+    // broker, which never asked again, still held it, and it was taken back).
+    if (entry?.withdrawn === true) return;
     if (entry?.credential != null && entry.fetchedAt >= last.fetchedAt) return;
     this.#entries.delete(ref);
     this.seed(ref, last.credential, last.fetchedAt);
@@ -320,7 +325,10 @@ export class CredentialCache {
       entry.lastError = failure;
       entry.failures = failures;
       // The store said the value is gone (secret-source.ts): nothing is served as last known good.
-      if (error instanceof CredentialWithdrawn) entry.credential = null;
+      if (error instanceof CredentialWithdrawn) {
+        entry.credential = null;
+        entry.withdrawn = true;
+      }
       entry.retryAfter = now + Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (failures - 1));
       this.#entries.set(ref, entry);
       // A last known good value still inside its staleness bound keeps serving.

@@ -186,6 +186,8 @@ export function createVaultLeaseSource(session: VaultSession, logger: Logger, op
         ...pending.map((taking) =>
           taking.then(
             (lease) => {
+              // Taken just before close read the list: revoked with the held ones already.
+              if (all.includes(lease)) return undefined;
               leases.delete([...leases.entries()].find(([, held]) => held === lease)?.[0] ?? '');
               return revoke(lease, 'shutdown');
             },

@@ -7,6 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { CredentialCache } from '../../src/credentials/credential-cache.js';
 import { Credential } from '../../src/credentials/credential.js';
+import { CredentialWithdrawn } from '../../src/credentials/secret-source.js';
 import { AirlockError } from '../../src/errors.js';
 import { canary } from '../helpers/canary.js';
 
@@ -168,6 +169,19 @@ describe('a value handed over by the previous configuration', () => {
         if (last === 'rotated') expect(store.cache.get(REF)).toBe(v2);
         else expect(store.cache.get(REF)).toBeInstanceOf(Promise);
       }
+    });
+
+    // Found by review of 22d10a4: a withdrawal the new cache met itself was undone by the older value the
+    // previous broker still held.
+    it('a withdrawal this cache met itself stands against the older value taken over', async () => {
+      const store = controlled();
+      const v1 = new Credential(REF, canary('v1'), '1');
+      store.cache.seed(REF, v1, 1_000_000 - 50_000);
+      expect(store.cache.get(REF)).toBe(v1);
+      store.answer(new CredentialWithdrawn('deleted in Vault'));
+      await tick();
+      store.cache.reseed(REF, { credential: v1, fetchedAt: 1_000_000 - 50_000 });
+      await expect(Promise.resolve().then(() => store.cache.get(REF))).rejects.toMatchObject({ code: 'credential_unavailable' });
     });
 
     it('a fetch in flight at the switch, begun before the rotate, does not land over it', async () => {
