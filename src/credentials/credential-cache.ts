@@ -84,6 +84,22 @@ interface Flight {
   readonly forced: boolean;
 }
 
+/** The entry of a value fetched at `fetchedAt` (here, or by the cache it was taken from), under `policy`. */
+function fetchedEntry(credential: Credential, fetchedAt: number, policy: CachePolicy): Entry {
+  const expiry = credential.expiresAt === null ? Infinity : credential.expiresAt - EXPIRY_MARGIN_MS;
+  const freshUntil = Math.min(fetchedAt + policy.ttlMs, expiry);
+  return {
+    credential,
+    fetchedAt,
+    refreshAt: fetchedAt + Math.max(0, freshUntil - fetchedAt) * REFRESH_AHEAD,
+    freshUntil,
+    usableUntil: Math.min(fetchedAt + policy.maxStalenessMs, credential.expiresAt ?? Infinity),
+    lastError: null,
+    failures: 0,
+    retryAfter: 0,
+  };
+}
+
 export class CredentialCache {
   readonly #fetch: SecretFetcher;
   readonly #policyOf: (ref: string) => CachePolicy;
@@ -233,19 +249,7 @@ export class CredentialCache {
   seed(ref: string, credential: Credential, fetchedAt: number): void {
     if (this.#entries.has(ref)) return;
     this.#seeded.set(ref, credential);
-    const policy = this.#policyOf(ref);
-    const expiry = credential.expiresAt === null ? Infinity : credential.expiresAt - EXPIRY_MARGIN_MS;
-    const freshUntil = Math.min(fetchedAt + policy.ttlMs, expiry);
-    this.#entries.set(ref, {
-      credential,
-      fetchedAt,
-      refreshAt: fetchedAt + Math.max(0, freshUntil - fetchedAt) * REFRESH_AHEAD,
-      freshUntil,
-      usableUntil: Math.min(fetchedAt + policy.maxStalenessMs, credential.expiresAt ?? Infinity),
-      lastError: null,
-      failures: 0,
-      retryAfter: 0,
-    });
+    this.#entries.set(ref, fetchedEntry(credential, fetchedAt, this.#policyOf(ref)));
   }
 
   /**
@@ -301,18 +305,7 @@ export class CredentialCache {
       // an operator's rotate): this answer may predate it, and does not replace it (found by review).
       const settled = this.#entries.peek(ref);
       if (!forced && settled?.credential != null && settled.fetchedAt > startedAt) return settled.credential;
-      const expiry = credential.expiresAt === null ? Infinity : credential.expiresAt - EXPIRY_MARGIN_MS;
-      const freshUntil = Math.min(now + policy.ttlMs, expiry);
-      this.#entries.set(ref, {
-        credential,
-        fetchedAt: now,
-        refreshAt: now + Math.max(0, freshUntil - now) * REFRESH_AHEAD,
-        freshUntil,
-        usableUntil: Math.min(now + policy.maxStalenessMs, credential.expiresAt ?? Infinity),
-        lastError: null,
-        failures: 0,
-        retryAfter: 0,
-      });
+      this.#entries.set(ref, fetchedEntry(credential, now, policy));
       return credential;
     } catch (error) {
       const failure =

@@ -188,7 +188,7 @@ export function createVaultLeaseSource(session: VaultSession, logger: Logger, op
             (lease) => {
               // Taken just before close read the list: revoked with the held ones already.
               if (all.includes(lease)) return undefined;
-              leases.delete([...leases.entries()].find(([, held]) => held === lease)?.[0] ?? '');
+              for (const [path, held] of leases) if (held === lease) leases.delete(path);
               return revoke(lease, 'shutdown');
             },
             () => undefined,
