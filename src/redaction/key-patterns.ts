@@ -345,10 +345,19 @@ const BUILTIN_START = new RegExp(
  */
 export function looksLikeKey(text: string): boolean {
   if (TOKEN_IN_TEXT.test(text)) return true;
-  if (!BUILTIN_START.test(text)) return false;
-  const found: number[] = [];
-  new RuleSet(BUILTIN_RULE_NAMES.map((name) => BUILTIN_RULES[name]), { simd: false }).scan(Buffer.from(text, 'utf8'), -1, true, found);
-  return found.length > 0;
+  return (builtinKeySpans(text)?.spans.length ?? 0) > 0;
+}
+
+/**
+ * [start, end) byte pairs of every built-in key shape in the UTF-8 bytes of `text`, with those bytes;
+ * null at once, with nothing encoded, when no rule's start is in it (most names on the request path).
+ */
+function builtinKeySpans(text: string): { bytes: Buffer; spans: number[] } | null {
+  if (!BUILTIN_START.test(text)) return null;
+  const bytes = Buffer.from(text, 'utf8');
+  const spans: number[] = [];
+  new RuleSet(BUILTIN_RULE_NAMES.map((name) => BUILTIN_RULES[name]), { simd: false }).scan(bytes, -1, true, spans);
+  return { bytes, spans };
 }
 
 /**
@@ -359,11 +368,9 @@ export function looksLikeKey(text: string): boolean {
  */
 export function maskKeyShapes(text: string, marker: string): string {
   const untokened = maskAgentTokens(text).replace(/al[ks]_\[REDACTED\]/g, marker);
-  if (!BUILTIN_START.test(untokened)) return untokened;
-  const bytes = Buffer.from(untokened, 'utf8');
-  const found: number[] = [];
-  new RuleSet(BUILTIN_RULE_NAMES.map((name) => BUILTIN_RULES[name]), { simd: false }).scan(bytes, -1, true, found);
-  if (found.length === 0) return untokened;
+  const scanned = builtinKeySpans(untokened);
+  if (scanned === null || scanned.spans.length === 0) return untokened;
+  const { bytes, spans: found } = scanned;
   const spans: Array<[number, number]> = [];
   for (let i = 0; i < found.length; i += 2) spans.push([found[i] as number, found[i + 1] as number]);
   spans.sort((a, b) => a[0] - b[0]);
