@@ -45,6 +45,8 @@ describe('kill switch', () => {
   const oncall = generateAgentToken();
   const delta = generateAgentToken();
   const keyNamed = generateAgentToken();
+  /** Keys pasted as revocation targets (refused): in no log, audit record, state file or output either. */
+  const pastedTargets: string[] = [];
   const sessionTokens: string[] = [];
   const agentSeen: string[] = [];
   const cliSeen: string[] = [];
@@ -499,6 +501,7 @@ describe('kill switch', () => {
     expect(again.stderr).toContain('(404)');
     // A key pasted where the reference goes is refused, and printed back nowhere (found by review).
     const pasted = canary('cli-pasted');
+    pastedTargets.push(pasted);
     for (const args of [['revoke', 'credential', pasted, '--reason', 'oops'], ['restore', 'agent', pasted]]) {
       const refused = await cli(args);
       expect(refused.code).toBe(1);
@@ -685,6 +688,7 @@ describe('kill switch', () => {
     // Found by review: any string was kept as a session's target, and a key pasted as a target was
     // repeated in the state file, the audit log, logs, admin output and the CLI.
     const pasted = canary('pasted-key');
+    pastedTargets.push(pasted);
     const revocationsBefore = (await admin.call('GET', '/v1/revocations')).text;
     for (const [kind, target, says] of [
       ['session', ' ', 'A session is named by its id'],
@@ -809,7 +813,7 @@ describe('kill switch', () => {
   });
 
   it('no secret reaches logs, audit, admin or CLI output, or the agents', async () => {
-    const canaries = [llmKey, otherKey, alpha.token, beta.token, gamma.token, oncall.token, ...sessionTokens];
+    const canaries = [llmKey, otherKey, alpha.token, beta.token, gamma.token, oncall.token, keyNamed.token, ...sessionTokens];
     assertNoLeak(canaries, [
       { name: 'log', text: proxy.logLines.join('') },
       { name: 'audit', text: proxy.auditText() },
@@ -817,5 +821,14 @@ describe('kill switch', () => {
       { name: 'CLI output', text: cliSeen.join('\n') },
     ]);
     assertNoLeak([llmKey, otherKey], [{ name: 'agent responses', text: agentSeen.join('\n') }]);
+    expect(pastedTargets).toHaveLength(2);
+    const statePath = join(proxy.dataDir, 'state.jsonl');
+    assertNoLeak(pastedTargets, [
+      { name: 'log', text: proxy.logLines.join('') },
+      { name: 'audit', text: proxy.auditText() },
+      { name: 'state', text: existsSync(statePath) ? readFileSync(statePath, 'utf8') : '' },
+      { name: 'admin responses', text: admin.seen.join('\n') },
+      { name: 'CLI output', text: cliSeen.join('\n') },
+    ]);
   });
 });
