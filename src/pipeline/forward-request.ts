@@ -70,7 +70,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     this.#input = input;
     this.#resolve = resolve;
     this.#reject = reject;
-    this.#writer = new RedactingResponseWriter(input.res, input.matcher, input.service, input.agentPrefix, this, input.outbound.method);
+    this.#writer = new RedactingResponseWriter(input.res, input.matcher, input.service, input.agentPrefix, this, input.outbound);
     input.res.on('close', this.#onAgentClose);
   }
 

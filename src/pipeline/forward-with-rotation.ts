@@ -108,7 +108,7 @@ export async function forwardWithRotation(input: RotationInput): Promise<Rotatio
   if (fresh !== null && !fresh.sameValueAs(input.credential)) {
     return { forwarded: await send(input, fresh, NO_CAPTURE), rotated: { from: input.credential.generation, to: fresh } };
   }
-  const replay = await replayCaptured(input.res, first.captured, responseMatcher(input.catalog, input.service, plan.ref), input.service, input.agentPrefix, req.method ?? '');
+  const replay = await replayCaptured(input.res, first.captured, responseMatcher(input.catalog, input.service, plan.ref), input.service, input.agentPrefix, { method: req.method ?? '', path: input.servicePath });
   if (replay.outcome.kind === 'refused') throw replay.outcome.error;
   return {
     forwarded: { upstreamStatus: first.captured.status, complete: true, failure: null, agentAborted: false, redactions: replay.redactions, responseBytes: replay.bytesSent, captured: null },

@@ -1,17 +1,22 @@
 /**
  * Splitting a streamed body into events and reading each, for the layer that joins a secret spread over
  * them (sse-delta-redactor.ts): text/event-stream as WHATWG HTML 9.2.6 reads it (lines end in CRLF, LF
- * or CR; an empty line ends an event; the first event loses a leading BOM), or one JSON value per line
- * (NDJSON, JSON Lines, RFC 7464 JSON text sequences); and writing a masked event again byte for byte as
- * it came but for the data it was given: its lines, fields and line breaks where they were.
+ * or CR; an empty line ends an event; the first event loses a leading BOM), one JSON value per line
+ * (NDJSON, JSON Lines), the records of a JSON text sequence (RFC 7464, over one line or several), or the
+ * elements of one streamed JSON array (json-value-splitter.ts); and writing a masked event again byte
+ * for byte as it came but for the data it was given: its lines, fields and line breaks where they were.
  */
+import { JsonValueSplitter } from './json-value-splitter.js';
 import { jsonStringFields, type JsonStringField } from './json-string-fields.js';
 
 const LF = 0x0a;
 const CR = 0x0d;
 
-/** How events are framed: SSE (a blank line ends each) or one JSON value per line (NDJSON, JSON Lines). */
-export type EventFraming = 'sse' | 'lines';
+/**
+ * How events are framed: SSE (a blank line ends each), one JSON value per line (NDJSON, JSON Lines), JSON
+ * text sequence records ('seq'), or the elements of a streamed JSON array ('array').
+ */
+export type EventFraming = 'sse' | 'lines' | 'seq' | 'array';
 
 /**
  * What an event's data is: JSON (an SSE event's data, or a line), text (an SSE event whose data is not
@@ -32,7 +37,10 @@ export interface ParsedEvent {
   readonly fields: readonly JsonStringField[];
   /** A JSON line's line break. */
   readonly ending: string;
-  /** A leading BOM the stream's first event had, or a JSON text sequence's RS: written back with it. */
+  /**
+   * What is written before the data: a leading BOM the stream's first event had, a JSON text sequence's
+   * RS, or an array element's `[` or comma and the spaces around it.
+   */
   readonly bom: string;
 }
 
@@ -45,15 +53,25 @@ export class EventSplitter {
   /** Whether that pending CR was an empty line, ending the event. */
   #crEndsEvent = false;
 
+  readonly #values: JsonValueSplitter | null;
+
   constructor(framing: EventFraming) {
     this.#framing = framing;
+    this.#values = framing === 'seq' || framing === 'array' ? new JsonValueSplitter(framing) : null;
+  }
+
+  /** The rest of the body is not made of events to follow (json-value-splitter.ts): let it through. */
+  get passing(): boolean {
+    return this.#values?.passing ?? false;
   }
 
   /**
-   * Offsets in `chunk` just past each event's end: a line's LF for NDJSON; for SSE an empty line, lines
-   * ending in CRLF, LF or CR (WHATWG HTML 9.2.6), a CR at a chunk's end decided by the next byte.
+   * Offsets in `chunk` just past each event's end: a line's LF for NDJSON; a record's or an element's
+   * end (json-value-splitter.ts); for SSE an empty line, lines ending in CRLF, LF or CR (WHATWG HTML
+   * 9.2.6), a CR at a chunk's end decided by the next byte.
    */
   ends(chunk: Buffer): number[] {
+    if (this.#values !== null) return this.#values.ends(chunk);
     const ends: number[] = [];
     if (this.#framing === 'lines') {
       for (let at = chunk.indexOf(LF); at !== -1; at = chunk.indexOf(LF, at + 1)) ends.push(at + 1);
@@ -95,7 +113,7 @@ export class EventSplitter {
  * the stack and cut the stream).
  */
 export function parseEvent(raw: Buffer, framing: EventFraming, first: boolean, maxDepth: number): ParsedEvent {
-  const event = framing === 'lines' ? jsonLine(raw) : sseEvent(raw, first);
+  const event = framing === 'sse' ? sseEvent(raw, first) : framing === 'array' ? arrayElement(raw, first) : jsonLine(raw);
   if (event.form !== 'sse-json' && event.form !== 'line-json') return event;
   const fields = jsonStringFields(event.source, maxDepth);
   return fields === null ? { ...event, form: 'raw' } : { ...event, fields };
@@ -166,6 +184,21 @@ function jsonLine(raw: Buffer): ParsedEvent {
   const lead = text.startsWith('\x1e') ? '\x1e' : '';
   const source = text.slice(lead.length).replace(/\r?\n$/, '');
   return { raw: Buffer.from(raw), form: isJson(source) ? 'line-json' : 'raw', lines: [], breaks: [], source, fields: [], ending: text.slice(lead.length + source.length), bom: lead };
+}
+
+/** Before an array's first element, its `[`; before the others, their comma; spaces around either. */
+const FIRST_ELEMENT_LEAD = /^[ \t\r\n]*\[[ \t\r\n]*/;
+const ELEMENT_LEAD = /^[ \t\r\n]*,[ \t\r\n]*/;
+
+/**
+ * One element of a streamed JSON array, with what came before it (`[` or a comma) kept in `bom`; the
+ * splitter ends an element where its value closes, so nothing of the array follows it.
+ */
+function arrayElement(raw: Buffer, first: boolean): ParsedEvent {
+  const text = raw.toString('utf8');
+  const lead = (first ? FIRST_ELEMENT_LEAD : ELEMENT_LEAD).exec(text)?.[0] ?? '';
+  const source = text.slice(lead.length);
+  return { raw: Buffer.from(raw), form: lead !== '' && isJson(source) ? 'line-json' : 'raw', lines: [], breaks: [], source, fields: [], ending: '', bom: lead };
 }
 
 /**

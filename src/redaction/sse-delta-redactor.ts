@@ -7,7 +7,9 @@
  * path ("choices.0.delta.content", "delta.text", tool-call arguments ...) across events, and scans the
  * concatenation. Data that is a JSON string is followed as the path ".$"; data that is not JSON is one
  * string, followed as "$data" (a server streaming raw tokens). The same holds for the lines of an
- * NDJSON stream (Ollama's /api/chat, JSON Lines: framing 'lines'), each line a JSON value.
+ * NDJSON stream (Ollama's /api/chat, JSON Lines: framing 'lines'), each line a JSON value, the records
+ * of a JSON text sequence ('seq') and the elements of a streamed JSON array ('array': Gemini without
+ * `alt=sse`), each element followed from its own root.
  *
  * An event is held back while a path ends with a live partial secret of MIN_HOLD or more characters
  * (or a piece of one whose run may go on), so the rest of the secret can still be masked in it; a match
@@ -89,6 +91,8 @@ export class SseDeltaRedactor {
   #openBytes = 0;
   /** The open event grew past MAX_EVENT_BYTES: its bytes go through as they come until it ends. */
   #oversized = false;
+  /** The splitter found the rest of the body is not events (EventSplitter.passing): it goes through. */
+  #passing = false;
   #first = true;
   readonly #splitter: EventSplitter;
   readonly #queue: QueuedEvent[] = [];
@@ -109,20 +113,39 @@ export class SseDeltaRedactor {
   }
 
   push(chunk: Buffer): Buffer {
-    if (this.#needles.size === 0) return chunk;
+    if (this.#needles.size === 0 || this.#passing) return chunk;
     const out: Buffer[] = [];
     let start = 0;
     for (const end of this.#splitter.ends(chunk)) {
       this.#close(chunk.subarray(start, end), out);
       start = end;
     }
+    if (this.#splitter.passing) {
+      this.#pass(chunk.subarray(start), out);
+      return Buffer.concat(out);
+    }
     if (start < chunk.length) this.#keepOpen(chunk.subarray(start), out);
     out.push(this.#flush(false));
     return out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out);
   }
 
+  /**
+   * The rest of the body is not events (a streamed array closed, or a body that was not one): what is
+   * queued goes out, live partials masked as at a stream's end, then the open bytes and `rest` as they
+   * came, and everything after them.
+   */
+  #pass(rest: Buffer, out: Buffer[]): void {
+    this.#passing = true;
+    out.push(this.#flush(true));
+    if (!this.#oversized) out.push(...this.#open);
+    this.#open = [];
+    this.#openBytes = 0;
+    this.#oversized = false;
+    out.push(rest);
+  }
+
   end(): Buffer {
-    if (this.#needles.size === 0) return EMPTY;
+    if (this.#needles.size === 0 || this.#passing) return EMPTY;
     const out: Buffer[] = [];
     // A last event without its terminator still counts (found by review: its text went out unjoined).
     if (this.#openBytes > 0) this.#close(EMPTY, out);

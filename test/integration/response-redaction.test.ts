@@ -414,16 +414,26 @@ describe('response redaction', () => {
           res.end(writes[1]);
           return;
         }
-        case '/v1/stream-split': {
+        case '/v1/stream-split':
+        case '/v1/models/gemini:streamGenerateContent': {
           // The key spread over three events of a stream that is not JSON-in-SSE, with pauses between
           // (streamed, chunked): plain-text SSE events, or the lines of an NDJSON stream as Ollama's
           // /api/chat writes them.
+          // Or Gemini's streamGenerateContent without alt=sse (one JSON array, an element per write), or
+          // a JSON text sequence pretty-printed as `jq --seq` writes it.
           const pieces = [`key: ${key.slice(0, 6)}`, key.slice(6, 20), `${key.slice(20)}, done`];
-          const ndjson = query.get('kind') === 'ndjson';
-          const writes = ndjson
-            ? [...pieces.map((content) => `${JSON.stringify({ model: 'llama3', message: { role: 'assistant', content }, done: false })}\n`), '{"done":true}\n']
-            : [...pieces.map((text) => `data: ${text}\n\n`), 'data: [DONE]\n\n'];
-          res.writeHead(200, { 'content-type': ndjson ? 'application/x-ndjson' : 'text/event-stream' });
+          const kind = query.get('kind');
+          const candidate = (text: string): string => JSON.stringify({ candidates: [{ content: { parts: [{ text }], role: 'model' }, index: 0 }] }, null, 2);
+          const writes =
+            kind === 'ndjson'
+              ? [...pieces.map((content) => `${JSON.stringify({ model: 'llama3', message: { role: 'assistant', content }, done: false })}\n`), '{"done":true}\n']
+              : kind === 'gemini'
+                ? [...pieces.map((text, i) => `${i === 0 ? '[' : ',\r\n'}${candidate(text)}\n`), ']']
+                : kind === 'json-seq'
+                  ? pieces.map((text) => `\x1e${JSON.stringify({ text }, null, 2)}\n`)
+                  : [...pieces.map((text) => `data: ${text}\n\n`), 'data: [DONE]\n\n'];
+          const types: Record<string, string> = { ndjson: 'application/x-ndjson', gemini: 'application/json; charset=UTF-8', 'json-seq': 'application/json-seq' };
+          res.writeHead(200, { 'content-type': types[kind ?? ''] ?? 'text/event-stream' });
           for (const [i, write] of writes.entries()) {
             if (i > 0) await sleep(30);
             res.write(write);
@@ -730,18 +740,29 @@ describe('response redaction', () => {
     });
   });
 
-  describe('a key spread over plain-text events or NDJSON lines (streamed)', () => {
-    it.each(['sse', 'ndjson'] as const)('%s: the pieces join and the agent sees one [REDACTED]', async (kind) => {
+  /** The text pieces a client of each streaming format reads from `text`. */
+  function streamedContents(kind: 'sse' | 'ndjson' | 'gemini' | 'json-seq', text: string): string[] {
+    switch (kind) {
+      case 'sse':
+        return text.split('\n\n').filter((event) => event.startsWith('data: ')).map((event) => event.slice(6));
+      case 'ndjson':
+        return text.split('\n').filter((line) => line.includes('"message"')).map((line) => (JSON.parse(line) as { message: { content: string } }).message.content);
+      case 'gemini':
+        return (JSON.parse(text) as Array<{ candidates: Array<{ content: { parts: Array<{ text: string }> } }> }>).map((chunk) => chunk.candidates[0]?.content.parts[0]?.text ?? '?');
+      case 'json-seq':
+        return text.split('\x1e').filter((record) => record !== '').map((record) => (JSON.parse(record) as { text: string }).text);
+    }
+  }
+
+  describe('a key spread over plain-text events, NDJSON lines, a streamed JSON array or JSON text sequence records (streamed)', () => {
+    it.each(['sse', 'ndjson', 'gemini', 'json-seq'] as const)('%s: the pieces join and the agent sees one [REDACTED]', async (kind) => {
       for (const service of ['echo', 'plain'] as const) {
         const key = KEYS[service];
-        const seen = await ask(service, `/v1/stream-split?kind=${kind}`);
+        // Gemini's array is joined as the answer of a streaming custom method (README, known limits).
+        const seen = await ask(service, kind === 'gemini' ? '/v1/models/gemini:streamGenerateContent?kind=gemini' : `/v1/stream-split?kind=${kind}`);
         expect(seen.status).toBe(200);
         expect(seen.cleanEnd).toBe(true);
-        const contents =
-          kind === 'sse'
-            ? seen.text.split('\n\n').filter((event) => event.startsWith('data: ')).map((event) => event.slice(6))
-            : seen.text.split('\n').filter((line) => line.includes('"message"')).map((line) => (JSON.parse(line) as { message: { content: string } }).message.content);
-        expect(contents.join('|')).toBe(kind === 'sse' ? `key: ${MARKER}||, done|[DONE]` : `key: ${MARKER}||, done`);
+        expect(streamedContents(kind, seen.text).join('|')).toBe(kind === 'sse' ? `key: ${MARKER}||, done|[DONE]` : `key: ${MARKER}||, done`);
         expectNoLeakIn(seen, key);
         expect((await auditOf(seen)).redactions).toBe(1);
       }

@@ -166,6 +166,82 @@ describe('SSE delta redactor', () => {
       expect(out).toBe(`\x1e{"d":"[REDACTED]"}\n\x1e{"d":""}\n${record('after')}`);
     });
 
+    // Was a documented gap: each line of a record `jq --seq` prints over several lines was read alone.
+    it('a JSON text sequence record printed over several lines is joined (framing seq), byte for byte but the masks', () => {
+      const record = (text: string): string => `\x1e${JSON.stringify({ d: text, n: 1 }, null, 2)}\n`;
+      const out = perPush(KEY, [record(halves[0] as string), record(halves[1] as string), record('after')], 'seq');
+      expect(out.join('')).toBe(`${record('[REDACTED]')}${record('')}${record('after')}`);
+      // A record is let out when its LF comes, not held for the next record's RS.
+      const redactor = new SseDeltaRedactor(new NeedleSet(secretForms(KEY)), 'seq');
+      expect(redactor.push(Buffer.from(record('hello'))).toString()).toBe(record('hello'));
+    });
+
+    it('a JSON text sequence: an RS ends a record cut short, and the records after it are joined', () => {
+      const record = (text: string): string => `\x1e${JSON.stringify({ d: text })}\n`;
+      const out = perPush(KEY, ['\x1e{"cut": [1, \n', record(halves[0] as string), record(halves[1] as string)], 'seq').join('');
+      expect(out).toBe(`\x1e{"cut": [1, \n\x1e{"d":"[REDACTED]"}\n\x1e{"d":""}\n`);
+    });
+
+    describe('a JSON array streamed element by element (framing array: Gemini without alt=sse)', () => {
+      const element = (text: string): string => JSON.stringify({ candidates: [{ content: { parts: [{ text }], role: 'model' } }] }, null, 2);
+      const gemini = (texts: readonly string[]): string[] => [`[${element(texts[0] as string)}\n`, ...texts.slice(1).map((t) => `,\r\n${element(t)}\n`), ']'];
+
+      it('a key spread over elements is masked; every other byte is as it came', () => {
+        const out = perPush(KEY, gemini(['your key: ', halves[0] as string, halves[1] as string, ' ok']), 'array').join('');
+        expect(out).toBe(gemini(['your key: ', '[REDACTED]', '', ' ok']).join(''));
+      });
+
+      it('an element leaves when it closes, not held for the comma the next chunk opens with', () => {
+        const redactor = new SseDeltaRedactor(new NeedleSet(secretForms(KEY)), 'array');
+        const first = `[${element('hello')}`;
+        expect(redactor.push(Buffer.from(first)).toString()).toBe(first);
+        expect(redactor.push(Buffer.from(`,${element('world')}`)).toString()).toBe(`,${element('world')}`);
+        expect(redactor.push(Buffer.from('\n]\n')).toString()).toBe('\n]\n');
+        expect(redactor.end().length).toBe(0);
+      });
+
+      it('elements that are strings, numbers, literals and arrays are split where they end', () => {
+        const out = perPush(KEY, [`[ ${JSON.stringify(halves[0])} , 1.5e3, true, ["x"], `, `${JSON.stringify(halves[1])}, null ]`], 'array').join('');
+        expect(out).toBe(`[ "[REDACTED]" , 1.5e3, true, ["x"], "", null ]`);
+      });
+
+      it('a body that is not an array, or what follows the array, goes through as it comes', () => {
+        const object = new SseDeltaRedactor(new NeedleSet(secretForms(KEY)), 'array');
+        const body = `{"d": "${halves[0]}"`;
+        expect(object.push(Buffer.from(body)).toString()).toBe(body);
+        expect(object.push(Buffer.from(`, "e": "${halves[1]}"}`)).toString()).toBe(`, "e": "${halves[1]}"}`);
+        const after = perPush(KEY, [`[{"d":"${halves[0]}"}] {"d":`, `"${halves[1]}"}`], 'array').join('');
+        // The half still held when the array closed is masked, as at a stream's end.
+        expect(after).toBe(`[{"d":"[REDACTED]"}] {"d":"${halves[1]}"}`);
+      });
+
+      it('any array, in any chunking and spacing: without a key byte for byte as it came; with one, the same bytes whatever the chunking', () => {
+        fc.assert(
+          fc.property(
+            fc.array(fc.jsonValue({ maxDepth: 3 }), { maxLength: 8 }),
+            fc.constantFrom(undefined, 1, 2, '\t'),
+            fc.array(fc.nat(), { maxLength: 8 }),
+            fc.nat(8),
+            fc.boolean(),
+            (values, indent, cuts, at, withKey) => {
+              const elements: unknown[] = [...values];
+              if (withKey) elements.splice(Math.min(at, elements.length), 0, { d: halves[0] }, { d: halves[1] });
+              const input = Buffer.from(`${JSON.stringify(elements, null, indent)}\n`, 'utf8');
+              const run = (points: number[]): string => inChunks(new SseDeltaRedactor(new NeedleSet(secretForms(KEY)), 'array'), input, points);
+              const chunked = run(cuts);
+              if (!withKey) expect(chunked).toBe(input.toString('utf8'));
+              else {
+                expect(chunked).toBe(run([]));
+                expect(chunked).not.toContain(halves[1]);
+                expect(JSON.parse(chunked)).toHaveLength(elements.length);
+              }
+            },
+          ),
+          { numRuns: Number(process.env['FC_RUNS'] ?? 300) },
+        );
+      });
+    });
+
     it('data that is a JSON string is joined, in SSE and in NDJSON', () => {
       const sse = perPush(KEY, [`data: ${JSON.stringify(halves[0])}\n\n`, `data: ${JSON.stringify(halves[1])}\n\n`]).join('');
       expect(sse).not.toContain(halves[0]);
