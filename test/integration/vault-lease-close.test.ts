@@ -1,0 +1,105 @@
+/**
+ * What a lease source does with its leases when its configuration is retired (a reload, a failed build,
+ * shutdown): the real VaultSession and lease source against the fake Vault on loopback. Pinned here
+ * because the reviews that shaped `close()` found (stop 27): a lease Vault granted after close read its
+ * list was never revoked; waiting for it first held back the revocation of the leases already held for
+ * as long as Vault took to answer; and a lease taken just before close read its list was revoked twice.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { pino } from 'pino';
+import { createVaultLeaseSource, type VaultLeaseSource } from '../../src/credentials/vault-lease-source.js';
+import { VaultSession } from '../../src/credentials/vault-session.js';
+import { assertNoLeak } from '../helpers/assert-no-leak.js';
+import { canary } from '../helpers/canary.js';
+import { eventually } from '../helpers/operator.js';
+import { startVaultServer, type VaultServer } from '../support/vault-server.js';
+
+const ROLE = 'database/creds/ro';
+
+let vault: VaultServer;
+let session: VaultSession;
+let logLines: string[];
+const passwords: string[] = [];
+
+/** The lease source under test; `onLine` sees each log line as it is written (synchronously). */
+function leaseSource(onLine: (line: string) => void = () => undefined): VaultLeaseSource {
+  const logger = pino({ level: 'info' }, {
+    write(line: string) {
+      logLines.push(line);
+      onLine(line);
+    },
+  });
+  const token = vault.createToken();
+  session = new VaultSession({ address: vault.url, timeout: 5, rotation_grace: 60, auth: { method: 'token', token: 'env:VAULT_TOKEN' } } as never, () => Promise.resolve(token), logger);
+  return createVaultLeaseSource(session, logger, { rotationGraceMs: 60_000 });
+}
+
+/** How many times each lease was revoked, from the source's own log lines (Vault's records keep no body). */
+function revokesById(): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const line of logLines) {
+    const record = JSON.parse(line) as { msg?: string; lease?: string };
+    if (record.msg !== 'revoked vault lease' || record.lease === undefined) continue;
+    counts.set(record.lease, (counts.get(record.lease) ?? 0) + 1);
+  }
+  return counts;
+}
+
+beforeEach(async () => {
+  logLines = [];
+  vault = await startVaultServer();
+  for (const path of [ROLE, 'database/creds/rw']) {
+    vault.addLeaseRole(path, () => {
+      const password = canary(`lease-password-${passwords.length}`);
+      passwords.push(password);
+      return { username: 'airlock', password };
+    });
+  }
+});
+
+afterEach(async () => {
+  await session.close();
+  await vault.close();
+  assertNoLeak(passwords, [{ name: 'log', text: logLines.join('') }]);
+});
+
+describe('closing a Vault lease source', () => {
+  it('revokes the leases it holds at once, without waiting for a lease Vault is still granting, and that one as it arrives', async () => {
+    const source = leaseSource();
+    await source.fetchSecret(`${ROLE}#password`, `vault-lease:${ROLE}#password`);
+    expect(vault.leases()).toHaveLength(1);
+    vault.setDelay(1_500);
+    const slow = source.fetchSecret('database/creds/rw#password', 'vault-lease:database/creds/rw#password').catch((error: unknown) => error);
+    await eventually('the slow lease read to reach Vault', () => vault.requests.some((r) => r.path.endsWith('/database/creds/rw')));
+    vault.setDelay(0);
+    const closing = source.close();
+    const held = vault.leases()[0];
+    await eventually('the held lease to be revoked', () => vault.leases().find((lease) => lease.id === held?.id)?.revoked === true, 1_000, 10);
+    // Revoked while Vault was still answering the other read: close did not wait for it first.
+    expect(vault.leases().filter((lease) => lease.path === 'database/creds/rw')).toHaveLength(0);
+    await closing;
+    const late = vault.leases().find((lease) => lease.path === 'database/creds/rw');
+    expect(late?.revoked, 'the lease granted after close read its list is revoked too').toBe(true);
+    expect(await slow, 'the read in flight still answered').not.toBeInstanceOf(Error);
+    expect([...revokesById().values()]).toEqual([1, 1]);
+    expect(vault.count('lease-revoke')).toBe(2);
+    await expect(source.fetchSecret(`${ROLE}#password`, `vault-lease:${ROLE}#password`)).rejects.toMatchObject({ code: 'credential_unavailable' });
+  });
+
+  it('a lease taken just before close read its list is revoked once, not twice', async () => {
+    let source: VaultLeaseSource | null = null;
+    let closing: Promise<void> | null = null;
+    // Close runs inside the log call that follows the lease's arrival: the lease is held and still
+    // being taken at once, the moment the dedupe in close() exists for.
+    source = leaseSource((line) => {
+      if (closing === null && line.includes('obtained vault lease')) closing = source?.close() ?? null;
+    });
+    await source.fetchSecret(`${ROLE}#password`, `vault-lease:${ROLE}#password`);
+    expect(closing).not.toBeNull();
+    await closing;
+    expect(vault.leases()).toHaveLength(1);
+    expect(vault.leases()[0]?.revoked).toBe(true);
+    expect([...revokesById().values()]).toEqual([1]);
+    expect(vault.count('lease-revoke')).toBe(1);
+  });
+});
