@@ -111,15 +111,20 @@ export function createVaultLeaseSource(session: VaultSession, logger: Logger, op
     if (typeof response.lease_id !== 'string' || response.lease_id === '' || response.data === undefined) {
       throw new AirlockError('credential_unavailable', `Vault's answer for ${ref} is not a lease (no lease_id); use vault: for static KV secrets.`);
     }
+    // Vault gives a dynamic secret's lease its role's or mount's TTL, never 0. An answer without one (a
+    // plugin's, something in front of Vault) would count as expired at once and take a new lease, a new
+    // database user, for every request: it is kept instead until it is refused or rotated (`forced`).
+    const duration = response.lease_duration ?? 0;
     const lease: Lease = {
       id: response.lease_id,
       data: response.data,
-      grantedMs: (response.lease_duration ?? 0) * 1000,
-      expiresAt: now() + (response.lease_duration ?? 0) * 1000,
-      renewable: response.renewable === true && (response.lease_duration ?? 0) > 0,
+      grantedMs: duration > 0 ? duration * 1000 : Infinity,
+      expiresAt: duration > 0 ? now() + duration * 1000 : Infinity,
+      renewable: response.renewable === true && duration > 0,
       timer: null,
       failures: 0,
     };
+    if (duration <= 0) logger.warn({ lease: lease.id }, 'vault gave the lease no duration; it is kept until refused or rotated');
     const previous = leases.get(path);
     leases.set(path, lease);
     schedule(path, lease);
@@ -145,7 +150,7 @@ export function createVaultLeaseSource(session: VaultSession, logger: Logger, op
     // A renewable lease is kept and extended by its timer; only one Vault will no longer extend (or one
     // whose renewals keep failing, down to a tenth of its life) is replaced ahead of its end.
     const keepUntil = lease === undefined ? 0 : lease.renewable ? lease.grantedMs / 10 : lease.grantedMs / 3;
-    if (!forced && lease !== undefined && remaining(lease) > keepUntil) return Promise.resolve(lease);
+    if (!forced && lease !== undefined && (lease.expiresAt === Infinity || remaining(lease) > keepUntil)) return Promise.resolve(lease);
     // A lease being taken already replaces the current one, so a forced fetch joins it too.
     let pending = acquiring.get(path);
     if (pending === undefined) {
@@ -165,7 +170,7 @@ export function createVaultLeaseSource(session: VaultSession, logger: Logger, op
       if (typeof value !== 'string' || value === '') {
         throw new AirlockError('credential_unavailable', `The Vault lease behind ${ref} has no non-empty string field "${field}".`);
       }
-      return new Credential(ref, value, lease.id.slice(lease.id.lastIndexOf('/') + 1), lease.expiresAt);
+      return new Credential(ref, value, lease.id.slice(lease.id.lastIndexOf('/') + 1), lease.expiresAt === Infinity ? null : lease.expiresAt);
     },
     leaseCount() {
       return leases.size;

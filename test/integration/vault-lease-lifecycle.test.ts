@@ -1,9 +1,12 @@
 /**
- * What a lease source does with its leases when its configuration is retired (a reload, a failed build,
- * shutdown): the real VaultSession and lease source against the fake Vault on loopback. Pinned here
- * because the reviews that shaped `close()` found (stop 27): a lease Vault granted after close read its
- * list was never revoked; waiting for it first held back the revocation of the leases already held for
- * as long as Vault took to answer; and a lease taken just before close read its list was revoked twice.
+ * The lease source's own decisions, with the real VaultSession against the fake Vault on loopback:
+ * - what it does with its leases when its configuration is retired (a reload, a failed build,
+ *   shutdown). Pinned because the reviews that shaped `close()` found (stop 27): a lease Vault granted
+ *   after close read its list was never revoked; waiting for it first held back the revocation of the
+ *   leases already held for as long as Vault took to answer; and a lease taken just before close read
+ *   its list was revoked twice;
+ * - a lease Vault gives no duration (found in stop 27, left then): it counted as expired at once, and
+ *   every request took a new lease (a new database user).
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
@@ -101,5 +104,26 @@ describe('closing a Vault lease source', () => {
     expect(vault.leases()[0]?.revoked).toBe(true);
     expect([...revokesById().values()]).toEqual([1]);
     expect(vault.count('lease-revoke')).toBe(1);
+  });
+});
+
+describe('a lease Vault gives no duration', () => {
+  it('is kept for every request, not taken anew each time, until a forced fetch replaces it', async () => {
+    vault.addLeaseRole('database/creds/forever', () => {
+      const password = canary(`lease-password-${passwords.length}`);
+      passwords.push(password);
+      return { password };
+    }, { ttl: 0, renewable: false });
+    const source = leaseSource();
+    const ref = 'vault-lease:database/creds/forever#password';
+    const first = await source.fetchSecret('database/creds/forever#password', ref);
+    for (let i = 0; i < 4; i++) expect((await source.fetchSecret('database/creds/forever#password', ref)).sameValueAs(first)).toBe(true);
+    expect(vault.leases()).toHaveLength(1);
+    expect(first.expiresAt, 'no expiry known: the cache ttl applies').toBeNull();
+    expect(logLines.some((line) => line.includes('vault gave the lease no duration'))).toBe(true);
+    const forced = await source.fetchSecret('database/creds/forever#password', ref, { forced: true });
+    expect(forced.sameValueAs(first)).toBe(false);
+    expect(vault.leases()).toHaveLength(2);
+    await source.close();
   });
 });
