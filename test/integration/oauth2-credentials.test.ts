@@ -19,6 +19,7 @@ import { runCli } from '../../src/cli/run-cli.js';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
+import { eventually, sleep } from '../helpers/operator.js';
 import { sendRequest, type Problem, type SendOptions, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, tempDir, type ProxyFixture, type ProxyOptions } from '../helpers/start-proxy.js';
 import { refusingHandler, startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js';
@@ -40,20 +41,6 @@ function plant(label: string, suffix = ''): string {
   const value = `${canary(label)}${suffix}`;
   planted.push(value);
   return value;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-async function eventually<T>(what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 8_000, everyMs = 100): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
 }
 
 async function tokenServer(): Promise<OAuth2Server> {

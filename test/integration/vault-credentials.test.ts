@@ -28,6 +28,7 @@ import { generateAgentToken } from '../../src/identity/agent-token.js';
 import type { AuditRecord } from '../../src/observability/audit-record.js';
 import { assertNoLeak, type Surface } from '../helpers/assert-no-leak.js';
 import { canary, plainCanary } from '../helpers/canary.js';
+import { eventually, sleep } from '../helpers/operator.js';
 import { sendRequest, type Problem, type SendOptions, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, tempDir, type ProxyFixture, type ProxyOptions } from '../helpers/start-proxy.js';
 import { startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js';
@@ -67,21 +68,6 @@ function scratch(prefix: string): string {
   const dir = tempDir(prefix);
   dirs.push(dir);
   return dir;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Polls `probe` until it returns something other than undefined/false, or fails after the deadline. */
-async function eventually<T>(what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 8_000, everyMs = 100): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
 }
 
 function service(upstream: Upstream, secret: string, credential: Record<string, unknown> = {}): Record<string, unknown> {
@@ -472,7 +458,7 @@ describe('a vault: credential with each auth method', () => {
       ['broken', 'credential_unavailable', 503],
       ['stripe', null, 200],
     ]);
-    await eventually('both request log lines', () => proxy.logRecords().filter((line) => line['msg'] === 'request').length >= 2);
+    await eventually('both request log lines', () => proxy.logRecords().filter((line) => line['msg'] === 'request').length >= 2, 8_000, 100);
   });
 
   it('leaks no Vault canary into responses, logs, audit or CLI output', () => {
