@@ -179,19 +179,20 @@ export interface AnsweredRequest {
 /**
  * How a streamed body's events are framed, for the layer that joins a secret spread over them
  * (sse-delta-redactor.ts): SSE, one JSON value per line, JSON text sequence records, the elements of a
- * JSON array (`tokenArray`: the answer of a streaming custom method, sent without a length), or neither
- * (null). Other JSON arrays are answers, not streams of tokens: following every string of every element
- * costs ~30 MB/s against the byte scan's GB/s (a 370 KB GitHub issue list took 11 ms), for pieces of a
- * key that only a model repeating one token by token would spread over elements.
+ * JSON array (the answer, sent without a length, to `path` when it names a streaming custom method;
+ * `path` is null for a body of known length), or neither (null). Other JSON arrays are answers, not
+ * streams of tokens: following every string of every element costs ~30 MB/s against the byte scan's
+ * GB/s (a 370 KB GitHub issue list took 11 ms), for pieces of a key that only a model repeating one
+ * token by token would spread over elements.
  */
-function eventFramingOf(pairs: readonly string[], tokenArray: boolean): EventFraming | null {
+function eventFramingOf(pairs: readonly string[], path: string | null): EventFraming | null {
   for (let i = 0; i < pairs.length; i += 2) {
     if (pairs[i] !== 'content-type') continue;
     const type = (pairs[i + 1] as string).toLowerCase().trim();
     if (type.includes('text/event-stream')) return 'sse';
     if (JSON_LINES.test(type)) return 'lines';
     if (JSON_SEQ.test(type)) return 'seq';
-    if (tokenArray && JSON_TYPE.test(type)) return 'array';
+    if (path !== null && JSON_TYPE.test(type) && STREAMING_CUSTOM_METHOD.test(path)) return 'array';
   }
   return null;
 }
@@ -210,8 +211,8 @@ export class RedactingResponseWriter {
   readonly #agentPrefix: string;
   readonly #hooks: WriterHooks;
   readonly #bodyless: boolean;
-  /** The request called a streaming custom method (STREAMING_CUSTOM_METHOD). */
-  readonly #streamingMethod: boolean;
+  /** The path the request was forwarded to (STREAMING_CUSTOM_METHOD is tested only for JSON streamed back). */
+  readonly #path: string;
   #mode: 'headers-only' | 'buffer' | 'stream' | 'capture' = 'stream';
   #contentEncoding: string | string[] | undefined;
   #coding: ContentCoding = 'identity';
@@ -251,7 +252,7 @@ export class RedactingResponseWriter {
     this.#agentPrefix = agentPrefix;
     this.#hooks = hooks;
     this.#bodyless = request.method === 'HEAD';
-    this.#streamingMethod = STREAMING_CUSTOM_METHOD.test(request.path);
+    this.#path = request.path;
     this.#redactor = new StreamRedactor(matcher);
     res.on('drain', this.#onAgentDrain);
   }
@@ -307,7 +308,7 @@ export class RedactingResponseWriter {
       this.#headers = pairs;
       return null;
     }
-    const framing = this.#matcher.needles.size > 0 ? eventFramingOf(pairs, this.#streamingMethod && contentLength === undefined) : null;
+    const framing = this.#matcher.needles.size > 0 ? eventFramingOf(pairs, contentLength === undefined ? this.#path : null) : null;
     if (framing !== null) this.#events = new SseDeltaRedactor(this.#matcher.needles, framing);
     const coding = contentCodingOf(contentEncoding);
     if (coding === null) {
