@@ -538,12 +538,37 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
     config.state.type === 'redis'
       ? new (await import('./state/redis-backend.js')).RedisStateBackend({ url: config.state.url, prefix: config.state.prefix, logger, now: nowMs })
       : null;
+  // What start-up has opened, closed again (the last first) when a later step fails (found in stop 27:
+  // a first configuration that failed to build left the audit log, the state store and the Redis
+  // connection open; the CLI exits then, but code embedding startAirlock went on holding them).
+  const opened: Array<() => Promise<void> | void> = [];
+  const unwind = async (error: unknown): Promise<never> => {
+    for (const close of opened.reverse()) await Promise.resolve().then(close).catch(() => undefined);
+    throw error;
+  };
   if (redis !== null) {
     await redis.connect().catch(async (error: unknown) => {
       await redis.close();
       throw new Error(`cannot reach Redis at ${config.state.type === 'redis' ? config.state.url.replace(/\/\/[^@]*@/, '//***@') : ''}: ${(error as Error).message}; start it or fix state.url`);
     });
+    opened.push(() => redis.close());
   }
+  return startOpened(config, options, { nowMs, catalog, logger, requestLog, metrics, redis }, opened).catch(unwind);
+}
+
+/** What startAirlock has made before the data directory is touched. */
+interface EarlyParts {
+  readonly nowMs: () => number;
+  readonly catalog: SecretCatalog;
+  readonly logger: Logger;
+  readonly requestLog: RequestLog;
+  readonly metrics: Metrics;
+  readonly redis: RedisStateBackend | null;
+}
+
+/** The rest of start-up; each thing opened is added to `opened`, for startAirlock to close on a failure. */
+async function startOpened(config: AirlockConfig, options: AirlockOptions, early: EarlyParts, opened: Array<() => Promise<void> | void>): Promise<RunningAirlock> {
+  const { nowMs, catalog, logger, requestLog, metrics, redis } = early;
   prepareDataDir(config.data_dir);
   const audit = new AuditLog({
     file: config.audit.file,
@@ -557,6 +582,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
     onWebhookDrop: (count) => metrics.auditWebhookDropped.inc(count),
   });
   await audit.open();
+  opened.push(() => audit.close());
   // Restrictions the store cannot take yet are kept in data_dir too, one file per worker (a single
   // process is "main"), and whatever a stopped process left there is enforced again at start.
   const restrictionOwner = restrictionFileOwner(options.clusterRestrictions == null ? undefined : options.env['AIRLOCK_WORKER_ID']);
@@ -567,6 +593,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
     logger,
   });
   const state = new GovernanceState(redis ?? new FileStateBackend(join(config.data_dir, 'state.jsonl')), nowMs, logger, unsavedRestrictions);
+  opened.push(() => state.close());
   await state.start();
   // Under workers, a restriction one worker could not write to Redis holds on every worker (run-cluster.ts).
   const restrictions = options.clusterRestrictions ?? null;
@@ -575,6 +602,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
     state.onUnsaved((event) => restrictions.publish(event));
     const stopHearing = restrictions.onRelayed((event) => state.adopt(event));
     stopRelay = () => void stopHearing();
+    opened.push(stopRelay);
   }
   const staleAfterMs = config.state.type === 'redis' ? config.state.stale_after * 1000 : Infinity;
 
@@ -605,6 +633,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
   };
 
   let current = await buildGeneration(config, durable, null);
+  opened.push(() => closeGeneration(current, durable, true, true));
   const currentRuntime = (): ProxyRuntime => current.runtime;
   metrics.bind({
     credentials: () => current.secrets.status(),
@@ -623,27 +652,20 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
   const serviceUrls: Record<string, string> = {};
   let url = '';
   let adminUrl: string | null = null;
-  try {
-    for (const entry of bindings) {
-      const server = createListener(config.limits, { onRequest: createRequestHandler(currentRuntime, entry.binding), onRefusal });
-      const bound = await listen(server, entry.address, logger);
-      listeners.push(server);
-      if (entry.service === null) url = bound;
-      else serviceUrls[entry.service] = bound;
-    }
-    if (config.admin !== null) {
-      const server = createAdminServer(() => current.admin as AdminContext);
-      adminUrl = await listen(server, config.admin.listen, logger);
-      listeners.push(server);
-      // A wildcard bind is reachable on loopback at least; admin.public_url is the way to say more.
-      durable.boundAdminUrl = adminUrl.replace('//0.0.0.0:', '//127.0.0.1:').replace('//[::]:', '//[::1]:');
-    }
-  } catch (error) {
-    await Promise.all(listeners.map((server) => closeServer(server, 0)));
-    await closeGeneration(current, durable, true, true);
-    await state.close();
-    await audit.close();
-    throw error;
+  opened.push(() => Promise.all(listeners.map((server) => closeServer(server, 0))).then(() => undefined));
+  for (const entry of bindings) {
+    const server = createListener(config.limits, { onRequest: createRequestHandler(currentRuntime, entry.binding), onRefusal });
+    const bound = await listen(server, entry.address, logger);
+    listeners.push(server);
+    if (entry.service === null) url = bound;
+    else serviceUrls[entry.service] = bound;
+  }
+  if (config.admin !== null) {
+    const server = createAdminServer(() => current.admin as AdminContext);
+    adminUrl = await listen(server, config.admin.listen, logger);
+    listeners.push(server);
+    // A wildcard bind is reachable on loopback at least; admin.public_url is the way to say more.
+    durable.boundAdminUrl = adminUrl.replace('//0.0.0.0:', '//127.0.0.1:').replace('//[::]:', '//[::1]:');
   }
 
   logger.info({ url, services: serviceUrls, admin: adminUrl, agents: current.policy.agentByName.size }, 'airlock listening');
