@@ -165,9 +165,10 @@ const JSON_TYPE = /^application\/(?:[\w.-]+\+)?json\s*(?:;|$)/;
 /**
  * A streaming custom method in Google's REST style (AIP-136: the last segment's `:verb`): Gemini's
  * `:streamGenerateContent`, Vertex AI's `:streamRawPredict` and `:serverStreamingPredict`. Without
- * `alt=sse` they answer with one JSON array written element by element.
+ * `alt=sse` they answer with one JSON array written element by element. The colon may come escaped
+ * (`%3A`, which canonical paths keep as sent and Google's front end decodes: found by review).
  */
-const STREAMING_CUSTOM_METHOD = /:[A-Za-z]*[Ss]tream[A-Za-z]*$/;
+const STREAMING_CUSTOM_METHOD = /(?::|%3[Aa])(?:[Ss]tream|[a-z][A-Za-z]*Stream)[A-Za-z]*$/;
 
 /** The request a response answers, as far as reading the response needs it. */
 export interface AnsweredRequest {
@@ -179,20 +180,19 @@ export interface AnsweredRequest {
 /**
  * How a streamed body's events are framed, for the layer that joins a secret spread over them
  * (sse-delta-redactor.ts): SSE, one JSON value per line, JSON text sequence records, the elements of a
- * JSON array (the answer, sent without a length, to `path` when it names a streaming custom method;
- * `path` is null for a body of known length), or neither (null). Other JSON arrays are answers, not
- * streams of tokens: following every string of every element costs ~30 MB/s against the byte scan's
- * GB/s (a 370 KB GitHub issue list took 11 ms), for pieces of a key that only a model repeating one
- * token by token would spread over elements.
+ * JSON array (the answer to `path` when it names a streaming custom method), or neither (null). Other
+ * JSON arrays are answers, not streams of tokens: following every string of every element costs ~10-30
+ * MB/s against the byte scan's GB/s (a 370 KB GitHub issue list took 11 ms), for pieces of a key that
+ * only a model repeating one token by token would spread over elements.
  */
-function eventFramingOf(pairs: readonly string[], path: string | null): EventFraming | null {
+function eventFramingOf(pairs: readonly string[], path: string): EventFraming | null {
   for (let i = 0; i < pairs.length; i += 2) {
     if (pairs[i] !== 'content-type') continue;
     const type = (pairs[i + 1] as string).toLowerCase().trim();
     if (type.includes('text/event-stream')) return 'sse';
     if (JSON_LINES.test(type)) return 'lines';
     if (JSON_SEQ.test(type)) return 'seq';
-    if (path !== null && JSON_TYPE.test(type) && STREAMING_CUSTOM_METHOD.test(path)) return 'array';
+    if (JSON_TYPE.test(type) && STREAMING_CUSTOM_METHOD.test(path)) return 'array';
   }
   return null;
 }
@@ -211,7 +211,7 @@ export class RedactingResponseWriter {
   readonly #agentPrefix: string;
   readonly #hooks: WriterHooks;
   readonly #bodyless: boolean;
-  /** The path the request was forwarded to (STREAMING_CUSTOM_METHOD is tested only for JSON streamed back). */
+  /** The path the request was forwarded to (STREAMING_CUSTOM_METHOD is tested only for JSON answers). */
   readonly #path: string;
   #mode: 'headers-only' | 'buffer' | 'stream' | 'capture' = 'stream';
   #contentEncoding: string | string[] | undefined;
@@ -308,7 +308,7 @@ export class RedactingResponseWriter {
       this.#headers = pairs;
       return null;
     }
-    const framing = this.#matcher.needles.size > 0 ? eventFramingOf(pairs, contentLength === undefined ? this.#path : null) : null;
+    const framing = this.#matcher.needles.size > 0 ? eventFramingOf(pairs, this.#path) : null;
     if (framing !== null) this.#events = new SseDeltaRedactor(this.#matcher.needles, framing);
     const coding = contentCodingOf(contentEncoding);
     if (coding === null) {

@@ -113,7 +113,7 @@ export class EventSplitter {
  * the stack and cut the stream).
  */
 export function parseEvent(raw: Buffer, framing: EventFraming, first: boolean, maxDepth: number): ParsedEvent {
-  const event = framing === 'sse' ? sseEvent(raw, first) : framing === 'array' ? arrayElement(raw, first) : jsonLine(raw);
+  const event = framing === 'sse' ? sseEvent(raw, first) : framing === 'array' ? arrayElement(raw) : jsonLine(raw);
   if (event.form !== 'sse-json' && event.form !== 'line-json') return event;
   const fields = jsonStringFields(event.source, maxDepth);
   return fields === null ? { ...event, form: 'raw' } : { ...event, fields };
@@ -186,17 +186,20 @@ function jsonLine(raw: Buffer): ParsedEvent {
   return { raw: Buffer.from(raw), form: isJson(source) ? 'line-json' : 'raw', lines: [], breaks: [], source, fields: [], ending: text.slice(lead.length + source.length), bom: lead };
 }
 
-/** Before an array's first element, its `[`; before the others, their comma; spaces around either. */
-const FIRST_ELEMENT_LEAD = /^[ \t\r\n]*\[[ \t\r\n]*/;
-const ELEMENT_LEAD = /^[ \t\r\n]*,[ \t\r\n]*/;
+/**
+ * Before an array's first element, its `[` (and a BOM the body may open with); before the others, their
+ * comma; spaces around either. The splitter (json-value-splitter.ts) has found the element's end, so
+ * one `[` or comma is all a lead can hold.
+ */
+const ELEMENT_LEAD = /^\uFEFF?[ \t\r\n]*[[,][ \t\r\n]*/;
 
 /**
  * One element of a streamed JSON array, with what came before it (`[` or a comma) kept in `bom`; the
  * splitter ends an element where its value closes, so nothing of the array follows it.
  */
-function arrayElement(raw: Buffer, first: boolean): ParsedEvent {
+function arrayElement(raw: Buffer): ParsedEvent {
   const text = raw.toString('utf8');
-  const lead = (first ? FIRST_ELEMENT_LEAD : ELEMENT_LEAD).exec(text)?.[0] ?? '';
+  const lead = ELEMENT_LEAD.exec(text)?.[0] ?? '';
   const source = text.slice(lead.length);
   return { raw: Buffer.from(raw), form: lead !== '' && isJson(source) ? 'line-json' : 'raw', lines: [], breaks: [], source, fields: [], ending: '', bom: lead };
 }

@@ -157,6 +157,9 @@ export class SseDeltaRedactor {
   #close(tail: Buffer, out: Buffer[]): void {
     if (this.#oversized) {
       this.#oversized = false;
+      // The stream's first event, let through: the next is not the first (found by review: a streamed
+      // array's second element was read as a first one, needing a `[`, and passed unjoined).
+      this.#first = false;
       out.push(tail);
       return;
     }

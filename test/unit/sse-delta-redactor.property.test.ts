@@ -205,6 +205,22 @@ describe('SSE delta redactor', () => {
         expect(out).toBe(`[ "[REDACTED]" , 1.5e3, true, ["x"], "", null ]`);
       });
 
+      // Found by review: the element after one let through past 1 MiB was read as the array's first
+      // (needing a `[`) and passed unjoined; a BOM before the `[` turned the whole body to passing.
+      it('after a first element let through past 1 MiB, and after a BOM, the elements are still joined', () => {
+        const big = `[{"pad":"${'x'.repeat(1_200_000)}"}`;
+        const out = perPush(KEY, [big.slice(0, 600_000), big.slice(600_000), `,${element(halves[0] as string)}`, `,${element(halves[1] as string)}`, ']'], 'array').join('');
+        expect(out).toBe(`${big},${element('[REDACTED]')},${element('')}]`);
+        const bom = perPush(KEY, [`\uFEFF[${element(halves[0] as string)}`, `,${element(halves[1] as string)}]`], 'array').join('');
+        expect(bom).toBe(`\uFEFF[${element('[REDACTED]')},${element('')}]`);
+      });
+
+      it('more than 64 elements ending in one chunk: those before go through the joining, the rest as they came', () => {
+        const elements = Array.from({ length: 100 }, (_, i) => (i === 3 ? { d: halves[0] } : i === 4 ? { d: halves[1] } : { d: `e${i}` }));
+        const out = perPush(KEY, [JSON.stringify(elements)], 'array').join('');
+        expect(out).toBe(JSON.stringify(elements).replace(halves[0] as string, '[REDACTED]').replace(halves[1] as string, ''));
+      });
+
       it('a body that is not an array, or what follows the array, goes through as it comes', () => {
         const object = new SseDeltaRedactor(new NeedleSet(secretForms(KEY)), 'array');
         const body = `{"d": "${halves[0]}"`;
