@@ -2,7 +2,7 @@
  * The embedded state backend: governance events as JSON lines in data_dir/state.jsonl (mode 0600),
  * appended in order, replayed at start-up and compacted to the live state (write-durably.ts: a synced temporary file renamed into place).
  */
-import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { GovernanceEvent } from './governance-records.js';
 import type { StateBackend } from './state-backend.js';
@@ -18,22 +18,30 @@ export class FileStateBackend implements StateBackend {
     this.#file = file;
   }
 
+  /**
+   * Read line by line, not as one string (found by review: a file past V8's longest string, ~512 MiB,
+   * could not be read at all, and Airlock could not start on its data_dir).
+   */
   async load(): Promise<GovernanceEvent[]> {
-    let text: string;
+    let handle: FileHandle;
     try {
-      text = await readFile(this.#file, 'utf8');
+      handle = await open(this.#file, 'r');
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw error;
     }
     const events: GovernanceEvent[] = [];
-    for (const line of text.split('\n')) {
-      if (line.trim() === '') continue;
-      try {
-        events.push(JSON.parse(line) as GovernanceEvent);
-      } catch {
-        // A torn last line (a crash mid-write) is dropped; every earlier line is whole.
+    try {
+      for await (const line of handle.readLines({ encoding: 'utf8' })) {
+        if (line.trim() === '') continue;
+        try {
+          events.push(JSON.parse(line) as GovernanceEvent);
+        } catch {
+          // A torn last line (a crash mid-write) is dropped; every earlier line is whole.
+        }
       }
+    } finally {
+      await handle.close().catch(() => undefined);
     }
     return events;
   }

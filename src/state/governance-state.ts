@@ -21,6 +21,13 @@ const SWEEP_FLOOR = 1_000;
 /** How often restrictions the backend could not keep are written again (#flushUnsaved). */
 const FLUSH_RETRY_MS = 1_000;
 /**
+ * The backend is compacted to the live state again once this many events (and at least twice the live
+ * state's) were kept since the last time (found by review: state.jsonl was compacted only at start-up,
+ * so an agent minting and ending sessions in a loop grew it ~15 MB/s until the disk filled, and past
+ * 512 MiB the next start-up could not read it).
+ */
+const COMPACT_AFTER_EVENTS = 1_000;
+/**
  * How much later than a revocation a lift must be to win over it when the revocation was made where
  * the lift was not heard (an outage, a file replayed, another worker's relay): the two times come from
  * two replicas' clocks. NTP keeps them within milliseconds; one drifted by seconds must not let an
@@ -75,6 +82,11 @@ export class GovernanceState {
   readonly #transitioning = new Map<string, symbol>();
   /** Sessions in the map past which expired ones are swept out (#sweepExpired). */
   #sweepAt = SWEEP_FLOOR;
+  /** #record calls not yet finished: a compaction waits for none, so no event is kept but not yet applied. */
+  #recording = 0;
+  #keptSinceCompaction = 0;
+  #liveAtCompaction = 0;
+  #compacting = false;
   #resyncs: Promise<void> = Promise.resolve();
   readonly #logger: Pick<Logger, 'warn'> | null;
   /**
@@ -107,7 +119,9 @@ export class GovernanceState {
     } finally {
       this.#heard = null;
     }
-    await this.#backend.compact(this.#liveEvents());
+    const live = this.#liveEvents();
+    await this.#backend.compact(live);
+    this.#liveAtCompaction = live.length;
     await this.#replayKept();
     // One resync at a time: two at once could each write, then drop, the same queued event. A failed
     // one rejects: the backend keeps counting itself cut off (toward stale_after) and tries again.
@@ -178,6 +192,40 @@ export class GovernanceState {
   }
 
   async #record(event: GovernanceEvent): Promise<RecordOutcome> {
+    this.#recording++;
+    try {
+      return await this.#recordNow(event);
+    } finally {
+      this.#recording--;
+      this.#compactIfDue();
+    }
+  }
+
+  /**
+   * Rewrites the backend as the live state (what start-up does) once enough was kept since the last
+   * time (COMPACT_AFTER_EVENTS), when no record is half done: every event kept is applied by then, so
+   * the snapshot holds all it meant. A failure is logged; the events stay appended, and the next
+   * record tries again.
+   */
+  #compactIfDue(): void {
+    if (this.#recording > 0 || this.#compacting || this.#keptSinceCompaction < Math.max(COMPACT_AFTER_EVENTS, 2 * this.#liveAtCompaction)) return;
+    const live = this.#liveEvents();
+    this.#compacting = true;
+    this.#backend
+      .compact(live)
+      .then(
+        () => {
+          this.#keptSinceCompaction = 0;
+          this.#liveAtCompaction = live.length;
+        },
+        (error: unknown) => this.#logger?.warn({ err: error }, 'could not compact the state store; its events stay as they were appended, and compaction is tried again'),
+      )
+      .finally(() => {
+        this.#compacting = false;
+      });
+  }
+
+  async #recordNow(event: GovernanceEvent): Promise<RecordOutcome> {
     const ended = event.type === 'session.ended' ? event.id : event.type === 'revocation.added' && event.revocation.kind === 'session' ? event.revocation.target : null;
     const at = event.type === 'session.ended' ? event.at : event.type === 'revocation.added' ? event.revocation.at : 0;
     const restricts = event.type === 'revocation.added' || event.type === 'session.ended';
@@ -193,6 +241,7 @@ export class GovernanceState {
       await this.#flushUnsaved();
       await this.#backend.append(event);
       for (const next of cascade) await this.#backend.append(next);
+      this.#keptSinceCompaction += 1 + cascade.length;
     } catch (error) {
       if (!restricts || error instanceof StateConflictError) throw unavailable(error);
       this.#unsaved.push(event, ...cascade);
