@@ -160,7 +160,12 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
         record.task_id = outcome.session.taskId;
       }
       const audited = await auditRequest(runtime, record, startedAt, true);
-      observeRequest(runtime, record, trace, outcome.route);
+      // A child is minted by using its parent: observed as a use of the parent, and the child starts
+      // from where the parent was first used (found by review: a stolen session token minted a child
+      // from a new address and used that, and new_client_address never saw the parent move).
+      const parent = outcome.session?.parent ?? null;
+      observeRequest(runtime, parent === null ? record : { ...record, session: parent }, trace, outcome.route);
+      if (parent !== null && outcome.session !== null) runtime.anomalies.adoptFirstAddress(outcome.session.id, parent);
       logRequest(runtime, record, audited);
       return;
     }

@@ -167,6 +167,12 @@ export class AnomalyDetector {
     return this.#events;
   }
 
+  /** A session narrowed from `parent` counts as first used where its parent was (new_client_address). */
+  adoptFirstAddress(child: string, parent: string): void {
+    const first = this.#sessionAddress.get(parent);
+    if (first !== undefined) this.#sessionAddress.set(child, first);
+  }
+
   observe(sample: Observation): AnomalyEvent[] {
     if (!this.#spec.enabled) return [];
     const raised: AnomalyEvent[] = [];

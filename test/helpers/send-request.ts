@@ -21,6 +21,8 @@ export interface SendOptions {
   /** Body written chunk by chunk with Transfer-Encoding: chunked. */
   readonly chunks?: ReadonlyArray<Buffer | string>;
   readonly timeoutMs?: number;
+  /** The client address to send from (another loopback address, e.g. 127.0.0.2: a second client). */
+  readonly localAddress?: string;
 }
 
 export function sendRequest(url: string, options: SendOptions = {}): Promise<SentResponse> {
@@ -28,7 +30,7 @@ export function sendRequest(url: string, options: SendOptions = {}): Promise<Sen
   const headers: Record<string, string | string[] | number> = { ...(options.headers ?? {}) };
   if (options.chunks !== undefined) headers['transfer-encoding'] = 'chunked';
   return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { method: options.method ?? 'GET', headers, agent: false }, (res) => {
+    const req = httpRequest(url, { method: options.method ?? 'GET', headers, agent: false, ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }) }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
       res.on('error', fail);

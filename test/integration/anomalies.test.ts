@@ -529,3 +529,81 @@ describe('rate and volume spikes over real sockets', () => {
     expect(warnings.map((w) => w['rule']).sort()).toEqual(['rate_spike', 'volume_spike']);
   });
 });
+
+// Found by review: the mint of a child session was observed under the child's id, so a stolen session
+// token used from a new address to mint a child, and the child used from there, never looked like the
+// parent moving.
+describe('new_client_address and a session narrowed from a stolen one', () => {
+  const key = canary('anomaly-child');
+  const bot = generateAgentToken();
+  const alice = generateAgentToken();
+  const sessionTokens: string[] = [];
+  const seen: SentResponse[] = [];
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+  let admin: AdminClient;
+
+  beforeAll(async () => {
+    upstream = await startUpstream(echoHandler);
+    proxy = await startProxy(
+      {
+        admin: { listen: '127.0.0.1:0', tokens: [{ name: 'alice', hash: alice.hash }] },
+        anomalies: { new_client_address: { action: 'suspend' }, cooldown: 60 },
+        services: { echo: { upstream: upstream.url, credential: { secret: 'env:CHILD_KEY', inject: 'bearer' }, routes: [{ method: 'GET', path: '/v1/a', scope: 'a:read' }] } },
+        agents: { bot: { tokens: [bot.hash], credentials: [{ service: 'echo', max_scope: ['a:read'] }] } },
+      },
+      { env: { CHILD_KEY: key } },
+    );
+    admin = adminClient(() => proxy.airlock.adminUrl as string, alice.token);
+  });
+
+  afterAll(async () => {
+    assertNoLeak([key, bot.token, alice.token, ...sessionTokens], [
+      { name: 'agent responses', text: seen.map((r) => `${JSON.stringify(r.headers)}\n${r.text}`).join('\n') },
+      { name: 'admin answers', text: admin.seen.join('\n') },
+      { name: 'logs', text: proxy.logLines.join('') },
+      { name: 'audit', text: proxy.auditText() },
+    ]);
+    await proxy?.close();
+    await upstream?.close();
+  });
+
+  async function mint(token: string, from: string): Promise<SentResponse> {
+    const response = await sendRequest(`${proxy.url}/_airlock/sessions`, {
+      method: 'POST',
+      localAddress: from,
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      // A child's ttl defaults to what its parent has left.
+      body: JSON.stringify({ scopes: { echo: ['a:read'] }, ...(token === bot.token ? { ttl_seconds: 600 } : {}), justification: 'summarise the tickets' }),
+    });
+    if (response.status === 201) sessionTokens.push(response.json<{ session_token: string }>().session_token);
+    return response;
+  }
+
+  async function use(token: string, from: string): Promise<number> {
+    const response = await sendRequest(`${proxy.url}/echo/v1/a`, { localAddress: from, headers: { authorization: `Bearer ${token}` } });
+    seen.push(response);
+    return response.status;
+  }
+
+  it('minting a child from a second address is the parent moving: the agent is suspended', async () => {
+    const parent = (await mint(bot.token, '127.0.0.1')).json<{ session_token: string; session_id: string }>();
+    expect(await use(parent.session_token, '127.0.0.1')).toBe(200);
+    const child = await mint(parent.session_token, '127.0.0.2');
+    // The mint itself was answered (its observation comes after); nothing after it is.
+    expect(child.status, child.text).toBe(201);
+    expect(await use(child.json<{ session_token: string }>().session_token, '127.0.0.2')).toBe(401);
+    const events = (await admin.call('GET', '/v1/anomalies')).json<{ anomalies: Array<{ rule: string; evidence: Record<string, string> }> }>().anomalies;
+    expect(events.map((event) => event.rule)).toEqual(['new_client_address']);
+    expect(events[0]?.evidence).toMatchObject({ session: parent.session_id, first_address: '127.0.0.1', new_address: '127.0.0.2' });
+    expect((await admin.call('POST', '/v1/agents/bot/restore', { reason: 'test done' })).status).toBe(200);
+  });
+
+  it('a child used from where its parent was first used raises nothing', async () => {
+    const parent = (await mint(bot.token, '127.0.0.1')).json<{ session_token: string }>();
+    expect(await use(parent.session_token, '127.0.0.1')).toBe(200);
+    const child = (await mint(parent.session_token, '127.0.0.1')).json<{ session_token: string }>();
+    expect(await use(child.session_token, '127.0.0.1')).toBe(200);
+    expect((await admin.call('GET', '/v1/anomalies')).json<{ anomalies: unknown[] }>().anomalies).toHaveLength(1);
+  });
+});
