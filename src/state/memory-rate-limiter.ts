@@ -29,7 +29,9 @@ export class MemoryRateLimiter implements RateLimiter {
       bucket = { tokens: shape.capacity, updatedAt: now };
       this.#buckets.set(key, bucket);
     }
-    bucket.tokens = Math.min(shape.capacity, bucket.tokens + (now - bucket.updatedAt) * shape.refillPerMs);
+    // A clock stepped back (NTP) adds nothing and takes nothing, as the Redis script's max(0, ...) does
+    // (found by review: an hour's step back drained the bucket an hour deep and locked the agent out).
+    bucket.tokens = Math.min(shape.capacity, bucket.tokens + Math.max(0, now - bucket.updatedAt) * shape.refillPerMs);
     bucket.updatedAt = now;
     if (bucket.tokens >= 1) {
       bucket.tokens -= 1;

@@ -53,6 +53,19 @@ describe('answers known at once are not promises', () => {
     expect(refused?.headers?.['retry-after']).toMatch(/^\d+$/);
   });
 
+  // Found by review: the elapsed time went negative and drained the bucket an hour deep.
+  it('a clock stepped back an hour neither drains nor fills the in-memory bucket', () => {
+    let now = 10_000_000;
+    const limiter = new MemoryRateLimiter(() => now);
+    const shape = { capacity: 2, refillPerMs: 1 / 1000 };
+    expect(limiter.take('k', shape)).toMatchObject({ allowed: true });
+    now -= 3_600_000;
+    expect(limiter.take('k', shape)).toMatchObject({ allowed: true });
+    expect(limiter.take('k', shape)).toMatchObject({ allowed: false });
+    now += 1_000;
+    expect(limiter.take('k', shape), 'a second later, one token has come back').toMatchObject({ allowed: true });
+  });
+
   it('the concurrency limit holds a slot until it is released, synchronously', () => {
     const grant = grantWith({ requests: 1000, per: 1, concurrency: 1 });
     const limiter = new MemoryRateLimiter();
