@@ -244,7 +244,14 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
     // must stop this request, not only the next one. Nothing awaits between here and dispatch.
     recheckAfterWait(runtime.state, principal, selected.service.name, plan.ref, runtime.limits.stateStaleAfterMs, runtime.nowMs());
     upstreamStartedAt = performance.now();
-    untrack = runtime.killSwitch.track({ agent: principal.agent.name, sessions: sessionChain(runtime, principal.session?.id ?? null), service: selected.service.name, credential: plan.ref, res });
+    untrack = runtime.killSwitch.track({
+      agent: principal.agent.name,
+      sessions: sessionChain(runtime, principal.session?.id ?? null),
+      service: selected.service.name,
+      credential: plan.ref,
+      res,
+      endsInMs: principal.session === null ? null : principal.session.expiresAt - runtime.nowMs(),
+    });
     const result = await forwardWithRotation({
       req,
       res,

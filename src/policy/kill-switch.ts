@@ -1,7 +1,8 @@
 /**
  * Ends responses in flight when what they run under is revoked: an agent, a session (or one it was
  * narrowed from), a credential reference, a service, or everything (lockdown). Requests register while
- * they are being answered; a revocation event from any replica destroys the matching responses at once.
+ * they are being answered; a revocation event from any replica destroys the matching responses at once,
+ * and a response under a task session is ended when the session expires.
  */
 import type { ServerResponse } from 'node:http';
 import type { GovernanceEvent } from '../state/governance-records.js';
@@ -14,6 +15,13 @@ export interface LiveExchange {
   readonly service: string;
   readonly credential: string;
   readonly res: ServerResponse;
+  /**
+   * How long the exchange may go on, in ms from now: its session's time left (a session narrowed from
+   * another never outlives it), or null without a session. A session's expiry is no event, so a
+   * stream begun under it was not cut when it ended (found by review: a task session's stream went on
+   * after the session expired, while new requests got 401).
+   */
+  readonly endsInMs: number | null;
 }
 
 export class KillSwitch {
@@ -25,7 +33,16 @@ export class KillSwitch {
 
   track(exchange: LiveExchange): () => void {
     this.#live.add(exchange);
-    return () => this.#live.delete(exchange);
+    if (exchange.endsInMs === null) return () => this.#live.delete(exchange);
+    const expiry = setTimeout(() => {
+      this.#live.delete(exchange);
+      exchange.res.destroy();
+    }, Math.max(0, exchange.endsInMs));
+    expiry.unref();
+    return () => {
+      clearTimeout(expiry);
+      this.#live.delete(exchange);
+    };
   }
 
   get size(): number {

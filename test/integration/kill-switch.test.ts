@@ -376,6 +376,33 @@ describe('kill switch', () => {
     }
   });
 
+  // Found by review: a session's expiry is no event, so its streams went on after it (new requests 401).
+  it('a stream made with a task session ends when the session expires', async () => {
+    const response = await sendRequest(`${proxy.url}/_airlock/sessions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${beta.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ scopes: { llm: ['stream:read'] }, ttl_seconds: 1, justification: 'a one-second task' }),
+    });
+    expect(response.status, response.text).toBe(201);
+    const minted = response.json<{ session_token: string; expires_at: string }>();
+    sessionTokens.push(minted.session_token);
+    const stream = openStream(`${proxy.url}/llm/v1/stream?who=expiring`, minted.session_token);
+    const bystander = openStream(`${proxy.url}/llm/v1/stream?who=bystander-expiry`, beta.token);
+    try {
+      expect(await stream.status).toBe(200);
+      const outcome = await Promise.race([stream.ended, sleep(1_000 + STREAM_END_DEADLINE_MS).then(() => 'still streaming' as const)]);
+      expect(outcome, 'the stream outlived its session').not.toBe('still streaming');
+      expect(outcome).toMatchObject({ complete: false });
+      expect((outcome as { at: number }).at).toBeGreaterThanOrEqual(Date.parse(minted.expires_at) - 50);
+      const at = bystander.events();
+      await eventually('the agent-token stream to go on', () => bystander.events() >= at + 3, 5_000);
+      expect(bystander.isEnded()).toBe(false);
+    } finally {
+      stream.close();
+      bystander.close();
+    }
+  });
+
   it('suspending the service, revoking its credential or a lockdown ends every stream on what it covers', async () => {
     const cases: Array<{ what: string; revoke: Record<string, unknown>; lift: Record<string, unknown> }> = [
       { what: 'service', revoke: { kind: 'service', target: 'llm', reason: 'cut llm streams' }, lift: { kind: 'service', target: 'llm' } },
