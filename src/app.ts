@@ -146,7 +146,7 @@ interface Durable {
   readonly staleAfterMs: number;
   /** Set once the admin listener is bound: where the console is, for links. */
   boundAdminUrl: string | null;
-  anomalies: AnomalyDetector;
+  readonly anomalies: AnomalyDetector;
   anomaliesSpec: string;
 }
 
@@ -358,12 +358,6 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
     preview: { bytes: config.approvals.preview_bytes, scrub: (text) => catalog.scrub(text) },
     now: nowMs,
   });
-
-  const anomaliesSpec = JSON.stringify(config.anomalies);
-  if (anomaliesSpec !== durable.anomaliesSpec) {
-    durable.anomalies = new AnomalyDetector(config.anomalies);
-    durable.anomaliesSpec = anomaliesSpec;
-  }
 
   const generation: Generation = {
     config,
@@ -632,6 +626,10 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
     anomaliesSpec: JSON.stringify(config.anomalies),
   };
 
+  // A restored agent starts again with no denials counted and no cooldown (anomaly-detector.ts forgive).
+  state.onEvent((event) => {
+    if (event.type === 'revocation.lifted' && event.kind === 'agent') durable.anomalies.forgive(event.target);
+  });
   let current = await buildGeneration(config, durable, null);
   opened.push(() => closeGeneration(current, durable, true, true));
   const currentRuntime = (): ProxyRuntime => current.runtime;
@@ -703,6 +701,12 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
       // Nothing awaited between these and the switch: what the running broker learnt while this one was
       // built (a rotate, a withdrawal) is what the new one starts from.
       fresh.secrets.adoptLatest();
+      // The detector outlives configurations: new settings, what it learnt kept (anomaly-detector.ts).
+      const anomaliesSpec = JSON.stringify(next.anomalies);
+      if (anomaliesSpec !== durable.anomaliesSpec) {
+        durable.anomalies.reconfigure(next.anomalies);
+        durable.anomaliesSpec = anomaliesSpec;
+      }
       const previous = current;
       current = fresh;
       logger.level = next.log.level;

@@ -141,7 +141,7 @@ interface Subject {
 }
 
 export class AnomalyDetector {
-  readonly #spec: DeepReadonly<AnomaliesSpec>;
+  #spec: DeepReadonly<AnomaliesSpec>;
   readonly #subjects = new LRUCache<string, Subject>({ max: 10_000 });
   readonly #denials = new LRUCache<string, SecondRing>({ max: 10_000 });
   // Bounded by count through maxSize rather than max: lru-cache preallocates `max` slots up front
@@ -151,7 +151,7 @@ export class AnomalyDetector {
   readonly #events: AnomalyEvent[] = [];
   #sequence = 0;
 
-  readonly #usualHours: HoursWindow | null;
+  #usualHours: HoursWindow | null;
 
   constructor(spec: DeepReadonly<AnomaliesSpec>) {
     this.#spec = spec;
@@ -165,6 +165,31 @@ export class AnomalyDetector {
   /** The most recent events, newest last (bounded). */
   events(): readonly AnomalyEvent[] {
     return this.#events;
+  }
+
+  /**
+   * New settings from a reload, keeping what was learnt (found by review: a reload that changed any
+   * anomalies key, a webhook URL, built a new detector, and denial counts, baselines, cooldowns and
+   * session addresses started again from nothing). Counters kept over a window that changed size
+   * start again, as their seconds no longer fit.
+   */
+  reconfigure(spec: DeepReadonly<AnomaliesSpec>): void {
+    const before = this.#spec;
+    this.#spec = spec;
+    this.#usualHours = spec.off_hours === undefined ? null : parseHours(spec.off_hours.hours);
+    if (before.denial_burst.window !== spec.denial_burst.window) this.#denials.clear();
+    if (before.rate_spike.window !== spec.rate_spike.window || before.volume_spike.window !== spec.volume_spike.window) this.#subjects.clear();
+  }
+
+  /**
+   * An agent restored by an admin starts with no denials counted and no cooldown running (found by
+   * review: the 401s it got while suspended stayed counted, and the cooldown of the suspension kept a
+   * new burst of probing from suspending it again for up to `cooldown`).
+   */
+  forgive(agent: string): void {
+    this.#denials.delete(agent);
+    const prefix = `${agent}\u0000`;
+    for (const key of [...this.#lastRaised.keys()]) if (key.startsWith(prefix)) this.#lastRaised.delete(key);
   }
 
   /** A session narrowed from `parent` counts as first used where its parent was (new_client_address). */
