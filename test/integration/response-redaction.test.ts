@@ -462,10 +462,11 @@ describe('response redaction', () => {
           return;
         }
         case '/v1/trailers':
-          res.writeHead(200, { 'content-type': 'text/plain', trailer: 'x-debug-credential, x-checksum, x-airlock-request-id' });
+          res.writeHead(200, { 'content-type': 'text/plain', trailer: 'x-debug-credential, x-checksum, x-airlock-request-id, content-digest, content-md5' });
           res.write('body without secrets\n');
           // A forged x-airlock-request-id trailer: that name is exempt from the scan, so it must be dropped.
-          res.addTrailers({ 'x-debug-credential': `Bearer ${key}`, 'x-checksum': 'abc123', 'X-Airlock-Request-Id': `Bearer ${key}` });
+          // Digests of the body: of a body that may have been masked, dropped (found by review).
+          res.addTrailers({ 'x-debug-credential': `Bearer ${key}`, 'x-checksum': 'abc123', 'X-Airlock-Request-Id': `Bearer ${key}`, 'content-digest': 'sha-256=:AAAA:', 'content-md5': 'BBBB' });
           res.end();
           return;
         case '/v1/error': {
@@ -497,6 +498,11 @@ describe('response redaction', () => {
           res.end(body);
           return;
         }
+        case '/v1/empty-gzip':
+          // An empty body with a coding: empty in every coding.
+          res.writeHead(200, { 'content-type': 'text/plain', 'content-encoding': 'gzip', 'content-length': 0 });
+          res.end();
+          return;
         case '/v1/bomb-small': {
           // zeros: 8 MiB gzip to about 8 KiB (ratio ~1000); dense: 2 MiB gzip to ~48 KiB (ratio ~45).
           // Both are under the 64 KiB buffered limit encoded.
@@ -820,6 +826,8 @@ describe('response redaction', () => {
         expect(seen.trailers['x-debug-credential']).toBe(`Bearer ${MARKER}`);
         expect(seen.trailers['x-checksum']).toBe('abc123');
         expect(seen.trailers['x-airlock-request-id']).toBeUndefined();
+        expect(seen.trailers['content-digest']).toBeUndefined();
+        expect(seen.trailers['content-md5']).toBeUndefined();
         expect(seen.rawTrailers.join('\n')).not.toContain(KEYS[service]);
         expect((await auditOf(seen)).redactions).toBe(1);
       }
@@ -901,6 +909,14 @@ describe('response redaction', () => {
       expect(control.body.length).toBe(denseBomb.decoded);
       expect(control.headers['content-length']).toBe(String(denseBomb.decoded));
       expect(control.headers['content-encoding']).toBeUndefined();
+    });
+
+    // Found by review: refused with 502, while the same empty body sent chunked passed.
+    it('an empty gzip body announced with Content-Length: 0 is an empty body', async () => {
+      const seen = await ask('echo', '/v1/empty-gzip');
+      expect(seen.status).toBe(200);
+      expect(seen.text).toBe('');
+      expect(seen.headers['content-encoding']).toBeUndefined();
     });
 
     it('a small gzip bomb (8 KiB of gzip, 8 MiB of zeros) on the defaults is refused by max_ratio', async () => {
