@@ -108,10 +108,18 @@ export async function forwardWithRotation(input: RotationInput): Promise<Rotatio
   if (fresh !== null && !fresh.sameValueAs(input.credential)) {
     return { forwarded: await send(input, fresh, NO_CAPTURE), rotated: { from: input.credential.generation, to: fresh } };
   }
-  const replay = await replayCaptured(input.res, first.captured, responseMatcher(input.catalog, input.service, plan.ref), input.service, input.agentPrefix, { method: req.method ?? '', path: input.servicePath });
+  // The agent may have left while the refresh waited on its store, or leave during the replay: the
+  // record says so (found by review: a replay to an agent gone was audited complete).
+  let agentLeft = input.res.destroyed;
+  const onClose = (): void => {
+    if (!input.res.writableFinished) agentLeft = true;
+  };
+  input.res.once('close', onClose);
+  const replay = await replayCaptured(input.res, first.captured, responseMatcher(input.catalog, input.service, plan.ref), input.service, input.agentPrefix, { method: req.method ?? '', path: input.servicePath }).finally(() => input.res.off('close', onClose));
   if (replay.outcome.kind === 'refused') throw replay.outcome.error;
+  const done = replay.outcome.kind === 'done' ? replay.outcome : null;
   return {
-    forwarded: { upstreamStatus: first.captured.status, complete: true, failure: null, agentAborted: false, redactions: replay.redactions, responseBytes: replay.bytesSent, captured: null },
+    forwarded: { upstreamStatus: first.captured.status, complete: (done?.complete ?? true) && !agentLeft, failure: done?.failure ?? null, agentAborted: agentLeft, redactions: replay.redactions, responseBytes: agentLeft ? 0 : replay.bytesSent, captured: null },
     rotated: null,
   };
 }

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import { MIN_SECRET_LENGTH } from '../../src/redaction/secret-catalog.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
+import { eventually } from '../helpers/operator.js';
 import { plainCanary } from '../helpers/canary.js';
 import { sendRequest, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
@@ -17,7 +18,7 @@ import { startUpstream, type RecordedRequest, type Upstream } from '../helpers/s
 import { startVaultServer, type VaultServer } from '../support/vault-server.js';
 
 const agent = generateAgentToken();
-const first = { short: plainCanary('short-v1'), odd: plainCanary('odd-v1') };
+const first = { short: plainCanary('short-v1'), odd: plainCanary('odd-v1'), slow: plainCanary('slow-v1') };
 /** Seven characters, none of them hex, so no request id or digest can hold it by chance. */
 const shortValue = `rot${randomBytes(2).toString('hex')}`;
 const oddPrefix = plainCanary('odd-v2');
@@ -42,6 +43,7 @@ describe('retry_on [401]: a rotated value that cannot be redacted is not injecte
     vaultToken = vault.createToken();
     vault.putSecret('secret', 'short', { api_key: first.short });
     vault.putSecret('secret', 'odd', { api_key: first.odd });
+    vault.putSecret('secret', 'slow', { api_key: first.slow });
     // Keys rotated out upstream get a 401 naming them; any other key is accepted and echoed.
     upstream = await startUpstream((_req, res, recorded) => {
       const presented = bearerOf(recorded) ?? '';
@@ -58,8 +60,8 @@ describe('retry_on [401]: a rotated value that cannot be redacted is not injecte
     proxy = await startProxy(
       {
         secrets: { vault: { address: vault.url, timeout: 2, auth: { method: 'token', token: 'env:VAULT_TOKEN' } } },
-        services: { short: service('short'), odd: service('odd') },
-        agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'short', max_scope: ['*'] }, { service: 'odd', max_scope: ['*'] }] } },
+        services: { short: service('short'), odd: service('odd'), slow: service('slow') },
+        agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'short', max_scope: ['*'] }, { service: 'odd', max_scope: ['*'] }, { service: 'slow', max_scope: ['*'] }] } },
       },
       { env: { VAULT_TOKEN: vaultToken } },
     );
@@ -99,9 +101,25 @@ describe('retry_on [401]: a rotated value that cannot be redacted is not injecte
     });
   }
 
+  // Found by review: the held 401 relayed after the refresh was audited complete, whether or not the
+  // agent was still there to get it.
+  it('an agent that leaves while the refresh waits on Vault: the request is audited incomplete', async () => {
+    expect((await call('slow')).status).toBe(200);
+    refused.add(first.slow);
+    vault.setDelay(1_500);
+    try {
+      const cut = await sendRequest(`${proxy.url}/slow/v1/balance`, { headers: { authorization: `Bearer ${agent.token}` }, timeoutMs: 500 }).catch((error: Error) => error);
+      expect(cut).toBeInstanceOf(Error);
+      const record = await eventually('the audit record of the request the agent left', () => proxy.auditRecords().find((r) => r.service === 'slow' && r.upstream_status === 401), 8_000, 50);
+      expect(record).toMatchObject({ status: 401, incomplete: true, response_bytes: 0 });
+    } finally {
+      vault.setDelay(0);
+    }
+  });
+
   it('leaks no value, first or rotated, anywhere', () => {
     assertNoLeak(
-      [agent.token, vaultToken, first.short, first.odd, shortValue, oddPrefix, ...vault.issuedTokens()],
+      [agent.token, vaultToken, first.short, first.odd, first.slow, shortValue, oddPrefix, ...vault.issuedTokens()],
       [
         { name: 'agent responses', text: agentSeen.join('\n') },
         { name: 'log', text: proxy.logLines.join('') },
