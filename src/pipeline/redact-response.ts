@@ -236,6 +236,9 @@ export class RedactingResponseWriter {
   #decodedBytes = 0;
   #trailers: string[] = [];
   #done = false;
+  /** timeouts.body: how long an agent may leave its socket full (below), as the upstream may be silent. */
+  readonly #stallMs: number;
+  #stall: NodeJS.Timeout | null = null;
   redactions = 0;
   /** Body bytes written to the agent. */
   bytesSent = 0;
@@ -252,6 +255,7 @@ export class RedactingResponseWriter {
     this.#agentPrefix = agentPrefix;
     this.#hooks = hooks;
     this.#bodyless = request.method === 'HEAD';
+    this.#stallMs = service.config.timeouts.body * 1000;
     this.#path = request.path;
     this.#redactor = new StreamRedactor(matcher);
     res.on('drain', this.#onAgentDrain);
@@ -276,8 +280,24 @@ export class RedactingResponseWriter {
   }
 
   readonly #onAgentDrain = (): void => {
+    if (this.#stall !== null) clearTimeout(this.#stall);
+    this.#stall = null;
     if (this.#decoder !== null) this.#decoder.resume();
     else this.#hooks.resumeUpstream();
+  };
+
+  /**
+   * The agent has read nothing for timeouts.body while its socket was full: the response is cut and
+   * the upstream connection freed (found by review: undici's body timeout does not run while a
+   * response is paused, so agents that stopped reading held a service's connections for ever, and
+   * requests queued behind them were never answered).
+   */
+  readonly #onAgentStalled = (): void => {
+    this.#stall = null;
+    if (this.#done) return;
+    const failure = new AirlockError('request_timeout', `The agent read nothing of the response for ${this.#stallMs / 1000} s (timeouts.body of the service); the response was cut.`);
+    this.#hooks.abortUpstream(failure);
+    this.abort(failure);
   };
 
   /**
@@ -554,12 +574,18 @@ export class RedactingResponseWriter {
     if (!this.#res.write(out)) {
       if (this.#decoder !== null) this.#decoder.pause();
       else this.#hooks.pauseUpstream();
+      if (this.#stall === null && !this.#done) {
+        this.#stall = setTimeout(this.#onAgentStalled, this.#stallMs);
+        this.#stall.unref();
+      }
     }
   }
 
   #refuse(error: AirlockError): void {
     if (this.#done) return;
     this.#done = true;
+    if (this.#stall !== null) clearTimeout(this.#stall);
+    this.#stall = null;
     this.#res.off('drain', this.#onAgentDrain);
     this.#hooks.abortUpstream(error);
     this.#hooks.settle({ kind: 'refused', error });
@@ -568,6 +594,8 @@ export class RedactingResponseWriter {
   #finish(complete: boolean, failure: AirlockError | null): void {
     if (this.#done) return;
     this.#done = true;
+    if (this.#stall !== null) clearTimeout(this.#stall);
+    this.#stall = null;
     if (!complete) this.redactions += this.#redactor.redactions;
     this.#res.off('drain', this.#onAgentDrain);
     this.#hooks.settle({ kind: 'done', complete, failure });
