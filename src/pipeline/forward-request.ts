@@ -128,7 +128,8 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
   }
 
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: UpstreamHeaders): void {
-    // 1xx informational responses (RFC 9110 15.2) are this hop's business; wait for the final one.
+    // 1xx informational responses (RFC 9110 15.2: 102, 103) are this hop's business; wait for the final
+    // one. (An unsolicited 100 Continue never gets here: undici takes it for a bad response, a 502.)
     if (statusCode < 200 || this.#settled) return;
     const { requestId, service, agentPrefix } = this.#input;
     this.#status = statusCode;
@@ -163,6 +164,12 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
     if (this.#settled || error instanceof AgentWentAway) return;
+    // A 304 may carry the Content-Length its 200 would have (RFC 9110 8.6) and has no body (15.4.5);
+    // undici counts the missing body as a mismatch (found by review: such a 304 became a 502).
+    if (this.#status === 304 && (error as { code?: unknown }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
+      this.#writer.end({});
+      return;
+    }
     const failure = upstreamFailure(error, this.#input.service.name);
     if (!this.#started || !this.#writer.headersSent) {
       this.#writer.abandon();

@@ -444,6 +444,11 @@ describe('response redaction', () => {
           res.end();
           return;
         }
+        case '/v1/not-modified':
+          // RFC 9110 8.6: a 304 may send the Content-Length of the 200 it stands for; it has no body.
+          res.writeHead(304, { etag: '"v1"', 'content-length': 1234 });
+          res.end();
+          return;
         case '/v1/redirect':
           res.writeHead(302, { location: `/${service}/v1/landing?api_key=${key}&page=2`, 'content-length': 0 });
           res.end();
@@ -786,6 +791,14 @@ describe('response redaction', () => {
   });
 
   describe('response headers and trailers', () => {
+    // Found by review: undici counts the absent body as a Content-Length mismatch, and it became a 502.
+    it('a 304 with the Content-Length of the representation is relayed as a 304', async () => {
+      const seen = await ask('echo', '/v1/not-modified');
+      expect(seen.status, seen.text).toBe(304);
+      expect(seen.headers['etag']).toBe('"v1"');
+      expect(seen.text).toBe('');
+    });
+
     it('a 302 Location carrying the key in its query, to the upstream and elsewhere', async () => {
       for (const service of ['echo', 'plain'] as const) {
         const home = await ask(service, '/v1/redirect');
