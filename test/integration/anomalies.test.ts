@@ -530,6 +530,16 @@ describe('rate and volume spikes over real sockets', () => {
   });
 });
 
+/** No secret or token in what agents and admins were answered, the log or the audit file. */
+function expectNothingLeaked(secrets: string[], seen: readonly SentResponse[], admin: AdminClient, proxy: ProxyFixture): void {
+  assertNoLeak(secrets, [
+    { name: 'agent responses', text: seen.map((r) => `${JSON.stringify(r.headers)}\n${r.text}`).join('\n') },
+    { name: 'admin answers', text: admin.seen.join('\n') },
+    { name: 'logs', text: proxy.logLines.join('') },
+    { name: 'audit', text: proxy.auditText() },
+  ]);
+}
+
 // Found by review: the mint of a child session was observed under the child's id, so a stolen session
 // token used from a new address to mint a child, and the child used from there, never looked like the
 // parent moving.
@@ -558,12 +568,7 @@ describe('new_client_address and a session narrowed from a stolen one', () => {
   });
 
   afterAll(async () => {
-    assertNoLeak([key, bot.token, alice.token, ...sessionTokens], [
-      { name: 'agent responses', text: seen.map((r) => `${JSON.stringify(r.headers)}\n${r.text}`).join('\n') },
-      { name: 'admin answers', text: admin.seen.join('\n') },
-      { name: 'logs', text: proxy.logLines.join('') },
-      { name: 'audit', text: proxy.auditText() },
-    ]);
+    expectNothingLeaked([key, bot.token, alice.token, ...sessionTokens], seen, admin, proxy);
     await proxy?.close();
     await upstream?.close();
   });
@@ -653,12 +658,7 @@ describe('denial_burst across a reload and a restore', () => {
   });
 
   afterAll(async () => {
-    assertNoLeak([key, bot.token, alice.token], [
-      { name: 'agent responses', text: seen.map((r) => `${JSON.stringify(r.headers)}\n${r.text}`).join('\n') },
-      { name: 'admin answers', text: admin.seen.join('\n') },
-      { name: 'logs', text: proxy.logLines.join('') },
-      { name: 'audit', text: proxy.auditText() },
-    ]);
+    expectNothingLeaked([key, bot.token, alice.token], seen, admin, proxy);
     await proxy?.close();
     await upstream?.close();
     await hooks?.close();
