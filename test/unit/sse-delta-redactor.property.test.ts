@@ -215,10 +215,15 @@ describe('SSE delta redactor', () => {
         expect(bom).toBe(`\uFEFF[${element('[REDACTED]')},${element('')}]`);
       });
 
-      it('more than 64 elements ending in one chunk: those before go through the joining, the rest as they came', () => {
-        const elements = Array.from({ length: 100 }, (_, i) => (i === 3 ? { d: halves[0] } : i === 4 ? { d: halves[1] } : { d: `e${i}` }));
-        const out = perPush(KEY, [JSON.stringify(elements)], 'array').join('');
-        expect(out).toBe(JSON.stringify(elements).replace(halves[0] as string, '[REDACTED]').replace(halves[1] as string, ''));
+      // Found by review: a cap of 64 elements a chunk turned joining off for the rest of the body, and a
+      // key spread over later elements (a burst, a compressor's block, a buffered answer) left whole.
+      it('a key spread over elements after the first 64 of a chunk, and in later chunks, is masked', () => {
+        const elements = Array.from({ length: 100 }, (_, i) => (i === 80 ? { d: halves[0] } : i === 81 ? { d: halves[1] } : { d: `e${i}` }));
+        const text = JSON.stringify(elements);
+        expect(perPush(KEY, [text], 'array').join('')).toBe(text.replace(halves[0] as string, '[REDACTED]').replace(halves[1] as string, ''));
+        const burst = JSON.stringify(Array.from({ length: 70 }, (_, i) => ({ d: `e${i}` })));
+        const later = perPush(KEY, [burst.slice(0, -1), `,{"d":"${halves[0]}"}`, `,{"d":"${halves[1]}"}]`], 'array').join('');
+        expect(later).toBe(`${burst.slice(0, -1)},{"d":"[REDACTED]"},{"d":""}]`);
       });
 
       it('a body that is not an array, or what follows the array, goes through as it comes', () => {
