@@ -5,6 +5,7 @@
  * and a response under a task session is ended when the session expires.
  */
 import type { ServerResponse } from 'node:http';
+import { LONGEST_TIMER_MS } from '../config/schema.js';
 import type { GovernanceEvent } from '../state/governance-records.js';
 import type { GovernanceState } from '../state/governance-state.js';
 
@@ -33,7 +34,9 @@ export class KillSwitch {
 
   track(exchange: LiveExchange): () => void {
     this.#live.add(exchange);
-    if (exchange.endsInMs === null) return () => this.#live.delete(exchange);
+    // Past node's longest timer (~24.8 days) a timeout fires at once (TimeoutOverflowWarning): a session
+    // that long is not cut at its end by a timer; revoking or ending it still cuts it.
+    if (exchange.endsInMs === null || exchange.endsInMs > LONGEST_TIMER_MS) return () => this.#live.delete(exchange);
     const expiry = setTimeout(() => {
       this.#live.delete(exchange);
       exchange.res.destroy();

@@ -44,6 +44,7 @@ describe('kill switch', () => {
   const gamma = generateAgentToken();
   const oncall = generateAgentToken();
   const delta = generateAgentToken();
+  const epsilon = generateAgentToken();
   const keyNamed = generateAgentToken();
   /** Keys pasted as revocation targets (refused): in no log, audit record, state file or output either. */
   const pastedTargets: string[] = [];
@@ -89,6 +90,8 @@ describe('kill switch', () => {
         beta: { tokens: [beta.hash], credentials: [{ service: 'llm', max_scope: ['*'] }, { service: 'other', max_scope: ['*'] }] },
         gamma: { tokens: [gamma.hash], credentials: [{ service: 'llm', max_scope: ['*'], require_approval: true, approval_timeout: 20 }] },
         delta: { tokens: [delta.hash], credentials: [{ service: 'replayable', max_scope: ['*'] }] },
+        // Sessions longer than node's longest timer (~24.8 days).
+        epsilon: { tokens: [epsilon.hash], credentials: [{ service: 'llm', max_scope: ['*'], max_ttl: 40 * 86_400 }] },
         // A name that matches a key shape (AWS's ASIA + 16): revoked and restored by its name all the same.
         ASIAPACIFICSALESBOT01: { tokens: [keyNamed.hash], credentials: [{ service: 'other', max_scope: ['*'] }] },
       },
@@ -400,6 +403,26 @@ describe('kill switch', () => {
     } finally {
       stream.close();
       bystander.close();
+    }
+  });
+
+  // A timer past node's longest (2^31-1 ms) fires at once: such a session's stream was cut at its start.
+  it('a stream made with a session of 30 days is not cut', async () => {
+    const response = await sendRequest(`${proxy.url}/_airlock/sessions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${epsilon.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ scopes: { llm: ['stream:read'] }, ttl_seconds: 30 * 86_400, justification: 'a month-long task' }),
+    });
+    expect(response.status, response.text).toBe(201);
+    const minted = response.json<{ session_token: string }>();
+    sessionTokens.push(minted.session_token);
+    const stream = openStream(`${proxy.url}/llm/v1/stream?who=month`, minted.session_token);
+    try {
+      expect(await stream.status).toBe(200);
+      await eventually('ten events', () => stream.events() >= 10, 5_000);
+      expect(stream.isEnded()).toBe(false);
+    } finally {
+      stream.close();
     }
   });
 
@@ -824,7 +847,7 @@ describe('kill switch', () => {
       expect((await call(live.token, '/other/v1/ping', 'GET', third.url)).status).toBe(200);
       expectProblem(await call(doomed.token, '/other/v1/ping', 'GET', third.url), 401, 'unauthenticated');
       for (const p of [first, second, third]) {
-        assertNoLeak([...sessionTokens, alpha.token, beta.token, oncall.token, llmKey, otherKey], [
+        assertNoLeak([...sessionTokens, alpha.token, beta.token, epsilon.token, oncall.token, llmKey, otherKey], [
           { name: 'log', text: p.logLines.join('') },
           { name: 'audit', text: p.auditText() },
         ]);
