@@ -269,6 +269,7 @@ export class RedactingResponseWriter {
   abandon(): void {
     if (this.#done) return;
     this.#done = true;
+    this.#clearStall();
     this.#decoder?.destroy();
     this.#res.off('drain', this.#onAgentDrain);
   }
@@ -279,9 +280,13 @@ export class RedactingResponseWriter {
     this.#streamHead = null;
   }
 
-  readonly #onAgentDrain = (): void => {
+  #clearStall(): void {
     if (this.#stall !== null) clearTimeout(this.#stall);
     this.#stall = null;
+  }
+
+  readonly #onAgentDrain = (): void => {
+    this.#clearStall();
     if (this.#decoder !== null) this.#decoder.resume();
     else this.#hooks.resumeUpstream();
   };
@@ -584,8 +589,7 @@ export class RedactingResponseWriter {
   #refuse(error: AirlockError): void {
     if (this.#done) return;
     this.#done = true;
-    if (this.#stall !== null) clearTimeout(this.#stall);
-    this.#stall = null;
+    this.#clearStall();
     this.#res.off('drain', this.#onAgentDrain);
     this.#hooks.abortUpstream(error);
     this.#hooks.settle({ kind: 'refused', error });
@@ -594,8 +598,7 @@ export class RedactingResponseWriter {
   #finish(complete: boolean, failure: AirlockError | null): void {
     if (this.#done) return;
     this.#done = true;
-    if (this.#stall !== null) clearTimeout(this.#stall);
-    this.#stall = null;
+    this.#clearStall();
     if (!complete) this.redactions += this.#redactor.redactions;
     this.#res.off('drain', this.#onAgentDrain);
     this.#hooks.settle({ kind: 'done', complete, failure });
