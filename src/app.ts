@@ -537,7 +537,11 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
   // connection open; the CLI exits then, but code embedding startAirlock went on holding them).
   const opened: Array<() => Promise<void> | void> = [];
   const unwind = async (error: unknown): Promise<never> => {
-    for (const close of opened.reverse()) await Promise.resolve().then(close).catch(() => undefined);
+    for (const close of opened.reverse()) {
+      await Promise.resolve()
+        .then(close)
+        .catch((cleanup: unknown) => logger.warn({ err: cleanup }, 'start-up failed, and closing what it had opened failed too'));
+    }
     throw error;
   };
   if (redis !== null) {
