@@ -19,7 +19,7 @@ function revokedBecause(what: string, revocation: Revocation): OperatorReason {
   return new OperatorReason(`${what} (by ${revocation.by}${revocation.reason === '' ? '' : `: ${revocation.reason}`})`);
 }
 
-const INVALID_TOKEN = Object.freeze({ 'www-authenticate': 'Bearer realm="airlock", error="invalid_token"' });
+export const INVALID_TOKEN = Object.freeze({ 'www-authenticate': 'Bearer realm="airlock", error="invalid_token"' });
 
 /**
  * Shared state (Redis) unreachable past state.stale_after: what this replica knows may be out of date

@@ -37,14 +37,17 @@ export function auditAnswered(runtime: ProxyRuntime, record: AuditRecord, cause:
   });
 }
 
-/** Metrics and the trace's server span, from the same record the audit log got. */
-export function observeRequest(runtime: ProxyRuntime, record: AuditRecord, trace: RequestTrace, httpRoute: string | null): void {
+/**
+ * Metrics and the trace's server span, from the same record the audit log got. `screened`: the anomaly
+ * detector's request rules saw the request before it was forwarded (screen-anomalies.ts).
+ */
+export function observeRequest(runtime: ProxyRuntime, record: AuditRecord, trace: RequestTrace, httpRoute: string | null, screened: boolean): void {
   const service = record.service ?? 'none';
   const route = record.route ?? 'none';
   runtime.metrics.countRequest(service, route, record.decision, record.code ?? 'none', record.duration_ms / 1000);
   if (record.redactions > 0 && record.service !== null) runtime.metrics.redactions.inc({ service: record.service }, record.redactions);
   trace.finish(record, httpRoute);
-  if (record.agent !== null && runtime.anomalies.enabled) observeAnomalies(runtime, record, record.agent);
+  if (record.agent !== null && runtime.anomalies.enabled) observeAnomalies(runtime, record, record.agent, screened);
 }
 
 /**
@@ -52,7 +55,7 @@ export function observeRequest(runtime: ProxyRuntime, record: AuditRecord, trace
  * written and its answer sent: a failure there is logged and must not cost the request its audit record
  * or its answer.
  */
-function observeAnomalies(runtime: ProxyRuntime, record: AuditRecord, agent: string): void {
+function observeAnomalies(runtime: ProxyRuntime, record: AuditRecord, agent: string, screened: boolean): void {
   try {
     const events = runtime.anomalies.observe({
       // When the request ended: now (Date.parse of record.time took ~0.3 µs per request).
@@ -65,6 +68,7 @@ function observeAnomalies(runtime: ProxyRuntime, record: AuditRecord, agent: str
       client: record.client,
       status: record.status,
       responseBytes: record.response_bytes,
+      screened,
     });
     for (const event of events) runtime.respondToAnomaly(event);
   } catch (error) {

@@ -2,8 +2,8 @@
  * The request lifecycle. This file draws it and calls the stages in this order; no other place decides
  * the order (DESIGN.md section 3).
  *
- *   agent ─▶ canonicalize ─▶ authenticate ─▶ revoked? ─▶ guard secrets ─▶ select service ─▶ match route ─▶ authorize ─▶ suspended? ─▶ rate limit ─▶ approval ─▶ resolve credential ─▶ inject ─▶ forward ─▶ redact & stream ─▶ agent
- *              400 ◀─┘          401 ◀─┘      401/503 ◀─┘    400 ◀─┘          404 ◀─┘        403/405 ◀─┘    403 ◀─┘      503 ◀─┘      429 ◀─┘   202/403 ◀─┘      503 ◀─┘                     502/504 ◀─┘      502 ◀─┘
+ *   agent ─▶ canonicalize ─▶ authenticate ─▶ revoked? ─▶ guard secrets ─▶ select service ─▶ match route ─▶ authorize ─▶ suspended? ─▶ rate limit ─▶ anomalies ─▶ approval ─▶ resolve credential ─▶ inject ─▶ forward ─▶ redact & stream ─▶ agent
+ *              400 ◀─┘          401 ◀─┘      401/503 ◀─┘    400 ◀─┘          404 ◀─┘        403/405 ◀─┘    403 ◀─┘      503 ◀─┘      429 ◀─┘    401 ◀─┘     202/403 ◀─┘      503 ◀─┘                     502/504 ◀─┘      502 ◀─┘
  *   every exit ─▶ audit record + log line + metrics + trace + anomaly detector
  *                 (a record that cannot be written turns the answer into 503 audit_unavailable;
  *                  the path it records has agent and session tokens masked: pathForRecord)
@@ -52,6 +52,7 @@ import type { ProxyRuntime } from './proxy-runtime.js';
 import { auditAnswered, auditRequest, logRequest, observeRequest, stampDuration } from './record-outcome.js';
 import type { RequestTrace } from '../observability/tracing.js';
 import { resolveCredential } from './resolve-credential.js';
+import { screenAnomalies } from './screen-anomalies.js';
 import { selectService, type ListenerBinding } from './select-service.js';
 import { sendProblem, sendRawProblem } from './send-problem.js';
 import { isReservedPath, serveReserved } from './serve-reserved.js';
@@ -119,6 +120,7 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
   let upstreamStartedAt = 0;
   let untrack = NOTHING;
   let releaseSlot = NOTHING;
+  let screened = false;
   try {
     let target: CanonicalTarget;
     try {
@@ -147,6 +149,11 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
     guardRequestSecrets(managedSecrets, decodedTarget(req.url ?? '', target), req.rawHeaders);
 
     if (isSessionsPath(target.path)) {
+      // A use of the session the call is made with (a child's mint among them: found by review, a
+      // stolen session token minted a child from a new address and used that). The child then starts
+      // from where its parent was first used.
+      screened = true;
+      screenAnomalies(runtime, principal, record);
       sendContinue(res);
       const outcome = await serveSessions(req, res, target.path, principal, runtime.state, managedSecrets, record.request_id, runtime.nowMs(), runtime.limits.maxSessionsPerAgent, runtime.sessionMints, () =>
         recheckPrincipalAfterWait(runtime.state, principal, runtime.limits.stateStaleAfterMs, runtime.nowMs()),
@@ -160,11 +167,8 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
         record.task_id = outcome.session.taskId;
       }
       const audited = await auditRequest(runtime, record, startedAt, true);
-      // A child is minted by using its parent: observed as a use of the parent, and the child starts
-      // from where the parent was first used (found by review: a stolen session token minted a child
-      // from a new address and used that, and new_client_address never saw the parent move).
+      observeRequest(runtime, record, trace, outcome.route, true);
       const parent = outcome.session?.parent ?? null;
-      observeRequest(runtime, parent === null ? record : { ...record, session: parent }, trace, outcome.route);
       if (parent !== null && outcome.session !== null) runtime.anomalies.adoptFirstAddress(outcome.session.id, parent);
       logRequest(runtime, record, audited);
       return;
@@ -184,6 +188,9 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
     checkTargetRevocations(runtime.state, selected.service.name, plan.ref);
     const slot = checkRateLimit(runtime.rateLimiter, runtime.concurrency, principal.agent.name, grant);
     releaseSlot = slot instanceof Promise ? await slot : slot;
+    // From here the request rules have seen the request, even one they refuse.
+    screened = true;
+    screenAnomalies(runtime, principal, record);
     record.decision = 'allow';
 
     runtime.audit.assertWritable();
@@ -277,7 +284,7 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
   } catch (error) {
     untrack();
     releaseSlot();
-    await refuse(runtime, req, res, record, asAirlockError(error), startedAt, trace, httpRoute);
+    await refuse(runtime, req, res, record, asAirlockError(error), startedAt, trace, httpRoute, screened);
     return;
   }
   untrack();
@@ -293,7 +300,7 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
   applyClientFailure(res, record);
   // Counted before the audit write: whoever reads the audit line finds the metrics up to date.
   stampDuration(record, startedAt);
-  observeRequest(runtime, record, trace, httpRoute);
+  observeRequest(runtime, record, trace, httpRoute, screened);
   auditAnswered(runtime, record, forwarded.failure?.cause);
 }
 
@@ -343,6 +350,7 @@ async function refuse(
   startedAt: number,
   trace: RequestTrace,
   httpRoute: string | null,
+  screened: boolean,
 ): Promise<void> {
   record.code = failure.code;
   record.status = failure.status;
@@ -362,7 +370,7 @@ async function refuse(
   if (res.destroyed) record.status = null;
   // Observed before answering: a denial that trips the anomaly detector suspends the agent before the
   // agent can see this answer and send its next request.
-  observeRequest(runtime, record, trace, httpRoute);
+  observeRequest(runtime, record, trace, httpRoute, screened);
   // A body the agent is still sending would be read and thrown away; closing is cheaper and safer.
   // (A request whose connection node's parser refused was already answered on the socket.)
   if ((res as OwnedResponse)[CLIENT_FAILURE] === undefined) sendProblem(res, answer, record.request_id, !req.complete, (text) => runtime.catalog.scrub(text));

@@ -12,6 +12,11 @@
  *   new_client_address a task session used from a second client address
  * Every structure is bounded (rings of fixed size, sets capped, LRU of sessions, a ring of events) so
  * a flood cannot grow memory; a rule raises at most one event per agent, service and cooldown.
+ *
+ * Two moments: `screen` runs the rules that need only the request (all but volume_spike and
+ * denial_burst) on an allowed request before it is forwarded, so `action: suspend` stops the very
+ * request that tripped one; `observe` runs the rest once the request has its answer, and every rule for a
+ * request that was refused before the screen (a denial is known only then).
  */
 import { LRUCache } from 'lru-cache';
 import type { AnomaliesSpec } from '../config/schema.js';
@@ -31,7 +36,8 @@ export interface AnomalyEvent {
   readonly summary: string;
 }
 
-export interface Observation {
+/** What is known of a request before it is forwarded. */
+export interface RequestSample {
   readonly at: number;
   readonly agent: string;
   readonly service: string | null;
@@ -39,8 +45,13 @@ export interface Observation {
   readonly scope: string | null;
   readonly session: string | null;
   readonly client: string | null;
+}
+
+/** A request with its answer. `screened`: `screen` already saw it, so its request rules are not run again. */
+export interface Observation extends RequestSample {
   readonly status: number | null;
   readonly responseBytes: number;
+  readonly screened?: boolean;
 }
 
 const BASELINE_SECONDS = 3600;
@@ -198,6 +209,17 @@ export class AnomalyDetector {
     if (first !== undefined) this.#sessionAddress.set(child, first);
   }
 
+  /**
+   * The request rules, on an allowed request before it is forwarded: what they raise is answered (and a
+   * `suspend` acted on) before the upstream is asked.
+   */
+  screen(sample: RequestSample): AnomalyEvent[] {
+    if (!this.#spec.enabled) return [];
+    const raised: AnomalyEvent[] = [];
+    this.#requestRules(raised, sample);
+    return raised;
+  }
+
   observe(sample: Observation): AnomalyEvent[] {
     if (!this.#spec.enabled) return [];
     const raised: AnomalyEvent[] = [];
@@ -218,6 +240,31 @@ export class AnomalyDetector {
       }
     }
 
+    const subject = sample.screened === true ? this.#subjectOf(sample) : this.#requestRules(raised, sample);
+    if (subject === null) return raised;
+    // Warm by the requests before this one, as the request rules count it.
+    const warm = subject.requests > spec.warmup.requests && sample.at - subject.since >= spec.warmup.seconds * 1000;
+    const baselineBytes = subject.bytesBaseline.perSecond(second);
+    subject.bytesRing.add(second, sample.responseBytes);
+    subject.bytesBaseline.add(second, sample.responseBytes);
+    if (warm) {
+      const volume = spec.volume_spike;
+      const bytes = subject.bytesRing.sum(second);
+      const expectedBytes = baselineBytes * volume.window;
+      if (bytes >= volume.min_bytes && bytes > volume.factor * expectedBytes) {
+        this.#raise(raised, sample, 'volume_spike', volume.action, sample.service, { bytes, window_s: volume.window, baseline_bytes: Math.round(expectedBytes), factor: volume.factor }, `${bytes} response bytes in ${volume.window} s against a baseline of ${Math.round(expectedBytes)}: exfiltration?`);
+      }
+    }
+    return raised;
+  }
+
+  /**
+   * off_hours, new_client_address, rate_spike, new_route and new_scope; the request is counted here.
+   * Returns the agent's record for the service (null for a request to no service).
+   */
+  #requestRules(raised: AnomalyEvent[], sample: RequestSample): Subject | null {
+    const second = Math.floor(sample.at / 1000);
+    const spec = this.#spec;
     if (spec.off_hours !== undefined && this.#usualHours !== null && !withinWindow(sample.at, this.#usualHours, spec.off_hours.utc_offset_minutes)) {
       this.#raise(raised, sample, 'off_hours', spec.off_hours.action, sample.service, { usual_hours: spec.off_hours.hours, utc_offset_minutes: spec.off_hours.utc_offset_minutes }, `a call at ${new Date(sample.at).toISOString()}, outside the usual hours ${spec.off_hours.hours}`);
     }
@@ -230,31 +277,13 @@ export class AnomalyDetector {
       }
     }
 
-    if (sample.service === null) return raised;
-    const subjectKey = `${sample.agent}\u0000${sample.service}`;
-    let subject = this.#subjects.get(subjectKey);
-    if (subject === undefined) {
-      subject = {
-        since: sample.at,
-        requests: 0,
-        requestRing: new SecondRing(spec.rate_spike.window),
-        bytesRing: new SecondRing(spec.volume_spike.window),
-        requestBaseline: new RateBaseline(),
-        bytesBaseline: new RateBaseline(),
-        routes: new Set(),
-        scopes: new Set(),
-      };
-      this.#subjects.set(subjectKey, subject);
-    }
+    const subject = this.#subjectOf(sample);
+    if (subject === null) return null;
     const warm = subject.requests >= spec.warmup.requests && sample.at - subject.since >= spec.warmup.seconds * 1000;
     const baselineRate = subject.requestBaseline.perSecond(second);
-    const baselineBytes = subject.bytesBaseline.perSecond(second);
-
     subject.requests++;
     subject.requestRing.add(second, 1);
-    subject.bytesRing.add(second, sample.responseBytes);
     subject.requestBaseline.add(second, 1);
-    subject.bytesBaseline.add(second, sample.responseBytes);
 
     if (warm) {
       const rule = spec.rate_spike;
@@ -262,12 +291,6 @@ export class AnomalyDetector {
       const expected = baselineRate * rule.window;
       if (recent >= rule.min_requests && recent > rule.factor * expected) {
         this.#raise(raised, sample, 'rate_spike', rule.action, sample.service, { requests: recent, window_s: rule.window, baseline: Math.round(expected * 100) / 100, factor: rule.factor }, `${recent} requests in ${rule.window} s against a baseline of ${expected.toFixed(2)}`);
-      }
-      const volume = spec.volume_spike;
-      const bytes = subject.bytesRing.sum(second);
-      const expectedBytes = baselineBytes * volume.window;
-      if (bytes >= volume.min_bytes && bytes > volume.factor * expectedBytes) {
-        this.#raise(raised, sample, 'volume_spike', volume.action, sample.service, { bytes, window_s: volume.window, baseline_bytes: Math.round(expectedBytes), factor: volume.factor }, `${bytes} response bytes in ${volume.window} s against a baseline of ${Math.round(expectedBytes)}: exfiltration?`);
       }
     }
     if (sample.route !== null && !subject.routes.has(sample.route)) {
@@ -278,11 +301,33 @@ export class AnomalyDetector {
       if (warm) this.#raise(raised, sample, 'new_scope', spec.new_scope.action, sample.service, { scope: sample.scope }, `first use of scope ${sample.scope} after the warm-up`);
       if (subject.scopes.size < MAX_KNOWN) subject.scopes.add(sample.scope);
     }
-    return raised;
+    return subject;
+  }
+
+  /** The agent's record for the service, made on first sight (null for a request to no service). */
+  #subjectOf(sample: RequestSample): Subject | null {
+    if (sample.service === null) return null;
+    const key = `${sample.agent}\u0000${sample.service}`;
+    let subject = this.#subjects.get(key);
+    if (subject === undefined) {
+      const spec = this.#spec;
+      subject = {
+        since: sample.at,
+        requests: 0,
+        requestRing: new SecondRing(spec.rate_spike.window),
+        bytesRing: new SecondRing(spec.volume_spike.window),
+        requestBaseline: new RateBaseline(),
+        bytesBaseline: new RateBaseline(),
+        routes: new Set(),
+        scopes: new Set(),
+      };
+      this.#subjects.set(key, subject);
+    }
+    return subject;
   }
 
   /** Records an event unless the same agent, service and rule raised one within the cooldown. */
-  #raise(raised: AnomalyEvent[], sample: Observation, rule: AnomalyRule, action: 'alert' | 'suspend', service: string | null, evidence: Record<string, string | number>, summary: string): void {
+  #raise(raised: AnomalyEvent[], sample: RequestSample, rule: AnomalyRule, action: 'alert' | 'suspend', service: string | null, evidence: Record<string, string | number>, summary: string): void {
     const key = `${sample.agent}\u0000${service ?? ''}\u0000${rule}`;
     const last = this.#lastRaised.get(key);
     if (last !== undefined && sample.at - last < this.#spec.cooldown * 1000) return;

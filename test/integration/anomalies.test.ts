@@ -356,6 +356,65 @@ describe('suspend and the very next request', () => {
   });
 });
 
+// Found by review: the rules that look at allowed requests ran once the request was answered, so with
+// action suspend the request that tripped one (a first call to a route) reached its upstream anyway.
+describe('suspend on a request rule, before the request is forwarded', () => {
+  const key = canary('anomaly-screen');
+  const agent = generateAgentToken();
+  const seen: SentResponse[] = [];
+  let llm: Upstream;
+  let proxy: ProxyFixture;
+
+  beforeAll(async () => {
+    llm = await startUpstream(echoHandler);
+    proxy = await startProxy(
+      {
+        anomalies: { warmup: { requests: 3, seconds: 0.001 }, new_route: { action: 'suspend' }, rate_spike: { min_requests: 1000 } },
+        services: {
+          llm: {
+            upstream: llm.url,
+            credential: { secret: 'env:SCREEN_KEY', inject: 'bearer' },
+            routes: [
+              { method: 'GET', path: '/v1/models', scope: 'models:read' },
+              { method: 'GET', path: '/v1/files/:id', scope: 'models:read' },
+            ],
+          },
+        },
+        agents: { curious: { tokens: [agent.hash], credentials: [{ service: 'llm', max_scope: ['models:read'] }] } },
+      },
+      { env: { SCREEN_KEY: key } },
+    );
+  });
+
+  afterAll(async () => {
+    assertNoLeak([key, agent.token], [...seen.map((r, i) => ({ name: `response ${i}`, text: `${JSON.stringify(r.headers)}\n${r.text}` })), { name: 'log', text: proxy.logLines.join('\n') }, { name: 'audit', text: proxy.auditText() }]);
+    await proxy?.close();
+    await llm?.close();
+  });
+
+  async function call(path: string): Promise<SentResponse> {
+    const response = await sendRequest(`${proxy.url}${path}`, { headers: { authorization: `Bearer ${agent.token}` } });
+    seen.push(response);
+    return response;
+  }
+
+  it('the first call to a new route after the warm-up is refused with 401, and the upstream never sees it', async () => {
+    for (let i = 0; i < 3; i++) expect((await call('/llm/v1/models')).status).toBe(200);
+    const tripped = await call('/llm/v1/files/f-1');
+    expect(tripped.status, tripped.text).toBe(401);
+    expect(tripped.json<Problem>().code).toBe('unauthenticated');
+    expect(llm.requests.map((r) => r.target)).toEqual(['/v1/models', '/v1/models', '/v1/models']);
+    // Suspended: the known route is refused too, until an operator restores the agent.
+    expect((await call('/llm/v1/models')).status).toBe(401);
+    expect(llm.requests).toHaveLength(3);
+    const refused = await eventually('the refusal in the audit trail', () => proxy.auditRecords().find((r) => r.request_id === tripped.headers['x-airlock-request-id']));
+    expect(refused).toMatchObject({ decision: 'deny', code: 'unauthenticated', route: '/v1/files/:id', status: 401 });
+    expect(refused.reason).toContain('new_route');
+    const event = await eventually('the anomaly record', () => proxy.auditRecords().find((r) => r.route === 'anomaly:new_route'));
+    expect(event).toMatchObject({ agent: 'curious', actor: 'anomaly-detector' });
+  });
+});
+
 /**
  * The baseline rules over real sockets. The baselines are hour-long averages, so in a test of seconds
  * the baseline is near zero and `min_requests` / `min_bytes` decide: a steady agent stays under them
@@ -593,20 +652,35 @@ describe('new_client_address and a session narrowed from a stolen one', () => {
     return response.status;
   }
 
-  it('minting a child from a second address is the parent moving: the agent is suspended', async () => {
+  it('minting a child from a second address is the parent moving: the mint is refused and the agent suspended', async () => {
     const parent = (await mint(bot.token, '127.0.0.1')).json<{ session_token: string; session_id: string }>();
     expect(await use(parent.session_token, '127.0.0.1')).toBe(200);
+    const before = upstream.requests.length;
+    // The request rules run before the mint is answered: no child token is handed out.
     const child = await mint(parent.session_token, '127.0.0.2');
-    // The mint was allowed, and is observed once answered (README: only denial_burst acts before the
-    // answer), so a request sent at once may still be let in, or be cut by the suspension as it lands.
-    expect(child.status, child.text).toBe(201);
-    const childToken = child.json<{ session_token: string }>().session_token;
-    await eventually('the agent to be suspended', async () => (await use(childToken, '127.0.0.2')) === 401, 5_000);
-    expect(await use(childToken, '127.0.0.2')).toBe(401);
+    seen.push(child);
+    expect(child.status, child.text).toBe(401);
+    expect(child.text).not.toContain('session_token');
+    expect(await use(parent.session_token, '127.0.0.1')).toBe(401);
+    expect(upstream.requests).toHaveLength(before);
     const events = (await admin.call('GET', '/v1/anomalies')).json<{ anomalies: Array<{ rule: string; evidence: Record<string, string> }> }>().anomalies;
-    // One for the mint (the parent moving); a request let in before the suspension adds one for the child.
-    expect([...new Set(events.map((event) => event.rule))]).toEqual(['new_client_address']);
+    expect(events.map((event) => event.rule)).toEqual(['new_client_address']);
     expect(events[0]?.evidence).toMatchObject({ session: parent.session_id, first_address: '127.0.0.1', new_address: '127.0.0.2' });
+    // The refusal's record names the rule for the operator; the agent's detail does not.
+    const refused = await eventually('the refused mint in the audit trail', () => proxy.auditRecords().find((r) => r.request_id === child.headers['x-airlock-request-id']));
+    expect(refused).toMatchObject({ decision: 'deny', code: 'unauthenticated', status: 401 });
+    expect(refused.reason).toContain('new_client_address');
+    expect(child.text).not.toContain('new_client_address');
+    expect((await admin.call('POST', '/v1/agents/bot/restore', { reason: 'test done' })).status).toBe(200);
+  });
+
+  it('a session used from a second address: that very request is refused, before the upstream sees it', async () => {
+    const session = (await mint(bot.token, '127.0.0.1')).json<{ session_token: string }>();
+    expect(await use(session.session_token, '127.0.0.1')).toBe(200);
+    const before = upstream.requests.length;
+    expect(await use(session.session_token, '127.0.0.3')).toBe(401);
+    expect(upstream.requests).toHaveLength(before);
+    expect(await use(bot.token, '127.0.0.1')).toBe(401);
     expect((await admin.call('POST', '/v1/agents/bot/restore', { reason: 'test done' })).status).toBe(200);
   });
 

@@ -624,3 +624,46 @@ describe('caches past their caps', () => {
     expect(call(NIGHT + MINUTE, 'agent-0').map((e) => e.rule)).toEqual(['off_hours']);
   });
 });
+
+describe('screen before forwarding, observe after the answer', () => {
+  /** Feeds a request either all at once (observe) or in two moments (screen, then observe screened). */
+  function feed(d: AnomalyDetector, twoMoments: boolean, observation: Observation): AnomalyEvent[] {
+    if (!twoMoments) return d.observe(observation);
+    return [...d.screen(observation), ...d.observe({ ...observation, screened: true })];
+  }
+
+  /** 2 h steady, then a burst, a new route and scope, one large answer, a second address and denials. */
+  function history(twoMoments: boolean): string[] {
+    const d = detector({ volume_spike: { min_bytes: 100_000 }, denial_burst: { count: 5 }, off_hours: { hours: '08:00-20:00' } });
+    const raised: AnomalyEvent[] = [];
+    let at = NOON;
+    for (let i = 0; i < 3600; i++, at += 2000) raised.push(...feed(d, twoMoments, sample(at, { session: 'ses_a', responseBytes: 500 + (i % 7) })));
+    for (let i = 0; i < 200; i++) raised.push(...feed(d, twoMoments, sample(at + i, { session: 'ses_a' })));
+    raised.push(...feed(d, twoMoments, sample(at + 300, { route: '/v1/files/:id', scope: 'files:read', session: 'ses_a' })));
+    raised.push(...feed(d, twoMoments, sample(at + 400, { responseBytes: 5_000_000, session: 'ses_a' })));
+    raised.push(...feed(d, twoMoments, sample(at + 500, { session: 'ses_a', client: '10.9.9.9' })));
+    for (let i = 0; i < 5; i++) raised.push(...feed(d, twoMoments, sample(at + 600 + i, { status: 403, route: null, scope: null })));
+    raised.push(...feed(d, twoMoments, sample(NOON + 10 * HOUR, {})));
+    return raised.map((event) => `${event.rule} ${JSON.stringify(event.evidence)}`).sort();
+  }
+
+  it('a request screened and then observed raises what one observed at once raises, and is counted once', () => {
+    const once = history(false);
+    expect(once.map((line) => line.split(' ')[0])).toEqual(['denial_burst', 'new_client_address', 'new_route', 'new_scope', 'off_hours', 'rate_spike', 'volume_spike']);
+    // Same evidence, counts included: the rate and volume windows saw each request once.
+    expect(history(true)).toEqual(once);
+  });
+
+  it('screen runs the request rules only: a denial or a large answer is seen once answered', () => {
+    const d = detector({ warmup: { requests: 1, seconds: 1 }, volume_spike: { min_bytes: 1000 }, denial_burst: { count: 1 } });
+    feed(d, true, sample(NOON));
+    const later = sample(NOON + 2000, { route: '/v1/new', status: 403, responseBytes: 50_000 });
+    expect(d.screen(later).map((e) => e.rule)).toEqual(['new_route']);
+    expect(d.observe({ ...later, screened: true }).map((e) => e.rule).sort()).toEqual(['denial_burst', 'volume_spike']);
+  });
+
+  it('switched off, screen raises nothing', () => {
+    const d = detector({ enabled: false, off_hours: { hours: '08:00-20:00' } });
+    expect(d.screen(sample(Date.UTC(2025, 0, 6, 3, 0, 0)))).toEqual([]);
+  });
+});

@@ -62,7 +62,7 @@ describe('observeRequest when anomaly detection fails', () => {
     const record = answeredRecord(runtime);
     const { trace, finished } = finishedTrace();
 
-    expect(() => observeRequest(runtime, record, trace, '/api/v1/models')).not.toThrow();
+    expect(() => observeRequest(runtime, record, trace, '/api/v1/models', true)).not.toThrow();
 
     expect(await requestsCounted(metrics)).toBe(1);
     expect(finished()).toBe(1);
@@ -86,9 +86,9 @@ describe('observeRequest when anomaly detection fails', () => {
     const { trace } = finishedTrace();
 
     const first = answeredRecord(runtime);
-    expect(() => observeRequest(runtime, first, trace, '/api/v1/models')).not.toThrow();
+    expect(() => observeRequest(runtime, first, trace, '/api/v1/models', true)).not.toThrow();
     const second = answeredRecord(runtime);
-    expect(() => observeRequest(runtime, second, trace, '/api/v1/models')).not.toThrow();
+    expect(() => observeRequest(runtime, second, trace, '/api/v1/models', true)).not.toThrow();
 
     expect(responses).toBe(1);
     expect(calls).toBe(2);
@@ -103,7 +103,7 @@ describe('observeRequest when anomaly detection fails', () => {
     let asked = 0;
     Object.defineProperty(detector, 'observe', { value: () => { asked++; return []; } });
     const { runtime, metrics } = runtimeWith(detector, () => undefined);
-    observeRequest(runtime, answeredRecord(runtime), finishedTrace().trace, null);
+    observeRequest(runtime, answeredRecord(runtime), finishedTrace().trace, null, false);
     expect(asked).toBe(0);
     expect(await requestsCounted(metrics)).toBe(1);
   });
