@@ -31,6 +31,7 @@ const CATALOG = {
   credential_revoked: { status: 503, title: 'Credential revoked' },
   locked_down: { status: 503, title: 'Airlock is locked down' },
   state_unavailable: { status: 503, title: 'Shared state unavailable' },
+  upstream_busy: { status: 503, title: 'Upstream connections busy' },
   upstream_timeout: { status: 504, title: 'Upstream timeout' },
 } as const satisfies Record<string, { status: number; title: string }>;
 

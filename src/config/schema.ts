@@ -119,6 +119,7 @@ const timeoutsSpec = z.strictObject({
   connect: timerSeconds.default(10).describe('TCP+TLS connect timeout'),
   headers: timerSeconds.default(60).describe('time to the upstream response headers'),
   body: timerSeconds.default(300).describe('longest silence between two body chunks (keep above your SSE keep-alive interval)'),
+  queue: timerSeconds.default(30).describe('longest wait for a free connection while all max_connections are busy, on top of connect; then 503 upstream_busy'),
 });
 
 const BUILTIN_PATTERN_NAMES = BUILTIN_RULE_NAMES;
@@ -182,7 +183,7 @@ const serviceSpec = z.strictObject({
     )
     .default([])
     .describe('query keys removed before forwarding (key[], key[0] and every spelling a framework reads as the key, such as session.key for session_key in PHP), besides the credential\'s own'),
-  timeouts: timeoutsSpec.default({ connect: 10, headers: 60, body: 300 }),
+  timeouts: timeoutsSpec.default({ connect: 10, headers: 60, body: 300, queue: 30 }),
   credential: credentialSpec,
   redact: redactSpec.default({
     scope: 'service',

@@ -55,6 +55,14 @@ class AgentWentAway extends Error {
   }
 }
 
+/** The request waited past its deadline for a connection, and was answered 503: it is never sent. */
+class WaitedTooLong extends Error {
+  override name = 'WaitedTooLong';
+  constructor() {
+    super('the request waited too long for a free upstream connection');
+  }
+}
+
 class ResponseRelay implements Dispatcher.DispatchHandler {
   readonly #input: ForwardInput;
   readonly #resolve: (result: ForwardResult) => void;
@@ -65,6 +73,13 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
   #started = false;
   #settled = false;
   #agentGone = false;
+  /**
+   * Runs from dispatch until undici writes the request to a connection (onRequestStart). undici has no
+   * deadline for a request queued behind a full pool (max_connections busy, e.g. with long streams):
+   * such a request waited for ever (found by review). HAProxy's `timeout queue` is the model.
+   */
+  #queueTimer: NodeJS.Timeout | null = null;
+  #waitedTooLong = false;
 
   constructor(input: ForwardInput, resolve: (result: ForwardResult) => void, reject: (error: AirlockError) => void) {
     this.#input = input;
@@ -86,8 +101,34 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     this.#finish({ upstreamStatus: this.#status, complete: false, failure: null, agentAborted: true, redactions: this.#writer.redactions, responseBytes: this.#writer.bytesSent, captured: null });
   };
 
+  /** Connecting has its own timeout; the queue's deadline comes on top of it (timeouts.queue). */
+  startQueueDeadline(): void {
+    // undici may have written it already, within dispatch, to a free connection.
+    if (this.#controller !== null || this.#settled) return;
+    const timeouts = this.#input.service.config.timeouts;
+    this.#queueTimer = setTimeout(this.#onQueueDeadline, (timeouts.queue + timeouts.connect) * 1000);
+  }
+
+  readonly #onQueueDeadline = (): void => {
+    this.#queueTimer = null;
+    if (this.#settled || this.#controller !== null) return;
+    this.#waitedTooLong = true;
+    const { service } = this.#input;
+    const { queue, connect } = service.config.timeouts;
+    this.#fail(
+      new AirlockError('upstream_busy', `Every connection to the upstream of service ${service.name} stayed busy for ${queue + connect} s (max_connections ${service.config.max_connections}, timeouts.queue); the request was not sent. Retry later, or raise max_connections.`),
+    );
+  };
+
+  #clearQueueDeadline(): void {
+    if (this.#queueTimer === null) return;
+    clearTimeout(this.#queueTimer);
+    this.#queueTimer = null;
+  }
+
   #finish(result: ForwardResult): void {
     if (this.#settled) return;
+    this.#clearQueueDeadline();
     this.#settled = true;
     this.#input.res.off('close', this.#onAgentClose);
     this.#resolve(result);
@@ -95,6 +136,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
 
   #fail(error: AirlockError): void {
     if (this.#settled) return;
+    this.#clearQueueDeadline();
     this.#settled = true;
     this.#input.res.off('close', this.#onAgentClose);
     this.#reject(error);
@@ -124,7 +166,10 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
   // undici handler.
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.#controller = controller;
+    this.#clearQueueDeadline();
+    // Aborted here, undici writes nothing of the request (client-h1.js writeH1).
     if (this.#agentGone) controller.abort(new AgentWentAway());
+    else if (this.#waitedTooLong) controller.abort(new WaitedTooLong());
   }
 
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: UpstreamHeaders): void {
@@ -163,7 +208,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
-    if (this.#settled || error instanceof AgentWentAway) return;
+    if (this.#settled || error instanceof AgentWentAway || error instanceof WaitedTooLong) return;
     // A 304 may carry the Content-Length its 200 would have (RFC 9110 8.6) and has no body (15.4.5);
     // undici counts the missing body as a mismatch (found by review: such a 304 became a 502).
     if (this.#status === 304 && (error as { code?: unknown }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
@@ -215,6 +260,7 @@ export function forwardRequest(input: ForwardInput): Promise<ForwardResult> {
         },
         relay,
       );
+      relay.startQueueDeadline();
     } catch (error) {
       relay.onResponseError(null as unknown as Dispatcher.DispatchController, error as Error);
     }

@@ -115,7 +115,7 @@ describe('a valid config', () => {
     const config = build({ limits: { max_headers: 20 }, services: { api: service({ timeouts: { headers: 5 } }) } }).config;
     expect(config?.limits.max_headers).toBe(20);
     expect(config?.limits.max_body_bytes).toBe(10 * 1024 * 1024);
-    expect(config?.services['api']?.timeouts).toEqual({ connect: 10, headers: 5, body: 300 });
+    expect(config?.services['api']?.timeouts).toEqual({ connect: 10, headers: 5, body: 300, queue: 30 });
   });
 
   it('an explicit prefix is kept', () => {
