@@ -373,6 +373,7 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
     closed: null,
   };
 
+  const mintRate = config.limits.session_mint_rate;
   // Anomaly events and admin changes go into the audit trail: who, what, why.
   const auditAnomaly = async (event: AnomalyEvent): Promise<void> => {
     const record = newRecord(runtime, null, undefined);
@@ -415,6 +416,8 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
       maxBodyBytes: config.limits.max_body_bytes,
       maxApprovalBodyBytes: config.approvals.max_body_bytes,
       maxSessionsPerAgent: config.limits.max_sessions_per_agent,
+      sessionMintBucket: Object.freeze({ capacity: mintRate.burst ?? mintRate.requests, refillPerMs: mintRate.requests / (mintRate.per * 1000) }),
+      sessionMintRate: Object.freeze({ requests: mintRate.requests, per: mintRate.per }),
       stateStaleAfterMs: durable.staleAfterMs,
     }),
     readiness: () => {

@@ -293,6 +293,14 @@ const limitsSpec = z.strictObject({
   request_timeout: timerSeconds.default(300).describe('time allowed to send the whole request'),
   keep_alive_timeout: timerSeconds.default(5).describe('idle time before an agent connection is closed'),
   max_sessions_per_agent: z.number().int().positive().default(1000).describe("live task sessions one agent may hold at once; minting another is refused with 429 until one ends or expires"),
+  session_mint_rate: z
+    .strictObject({
+      requests: z.number().int().positive().describe('task sessions one agent may mint per `per`, on average'),
+      per: durationSpec.default(1).describe('the period, e.g. 1s, 1m'),
+      burst: z.number().int().positive().optional().describe('mints allowed at once; default `requests`'),
+    })
+    .default({ requests: 600, per: 60, burst: 100 })
+    .describe('a token bucket per agent for minting task sessions (each is a durable state write); over it, 429 rate_limited with Retry-After'),
 });
 
 const defaultLimits = {
@@ -303,6 +311,7 @@ const defaultLimits = {
   request_timeout: 300,
   keep_alive_timeout: 5,
   max_sessions_per_agent: 1000,
+  session_mint_rate: { requests: 600, per: 60, burst: 100 },
 };
 
 /** A secret used to reach a secret store itself: only the proxy's environment or the embedded file. */

@@ -22,6 +22,31 @@ export function checkRateLimit(limiter: RateLimiter, gate: ConcurrencyGate, agen
   return admit(decision, gate, agent, grant, rate, bucket);
 }
 
+/**
+ * An agent's task-session mints (limits.session_mint_rate), in the same limiter, so replicas sharing
+ * Redis share the bucket. Each mint is a durable state write; without a bound an agent minting and
+ * ending sessions in a loop kept the state store writing as fast as it could (found by review).
+ */
+export function checkMintRate(limiter: RateLimiter, agent: string, bucket: BucketShape, rate: MintRate): void | Promise<void> {
+  // NUL cannot appear in a service name, so the key is apart from every grant's (compile-policy.ts).
+  const decision = limiter.take(`${agent}\u0000\u0000session-mints`, bucket);
+  if (decision instanceof Promise) return decision.then((shared) => admitMint(shared, agent, bucket, rate));
+  admitMint(decision, agent, bucket, rate);
+}
+
+export interface MintRate {
+  readonly requests: number;
+  readonly per: number;
+}
+
+function admitMint(decision: RateDecision, agent: string, bucket: BucketShape, rate: MintRate): void {
+  if (decision.allowed) return;
+  const seconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000));
+  throw new AirlockError('rate_limited', `Agent ${agent} is minting task sessions faster than ${rate.requests} per ${rate.per} s, bursts of ${bucket.capacity} (limits.session_mint_rate); retry in ${seconds} s, or reuse a session for more calls.`, {
+    headers: { 'retry-after': String(seconds) },
+  });
+}
+
 /** The limiter's decision, then the concurrency gate; `rate` and `bucket` are the grant's, known present. */
 function admit(decision: RateDecision, gate: ConcurrencyGate, agent: string, grant: GrantPolicy, rate: NonNullable<GrantPolicy['config']['rate']>, bucket: BucketShape): () => void {
   if (!decision.allowed) {

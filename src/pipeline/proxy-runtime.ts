@@ -15,7 +15,8 @@ import type { TokenHashes } from '../identity/token-hashes.js';
 import type { JwtVerifier } from '../identity/jwt-verifier.js';
 import type { AnomalyDetector, AnomalyEvent } from '../policy/anomaly-detector.js';
 import type { ApprovalBroker } from '../policy/approval-broker.js';
-import type { ConcurrencyGate, RateLimiter } from '../policy/rate-limiter.js';
+import type { BucketShape, ConcurrencyGate, RateLimiter } from '../policy/rate-limiter.js';
+import type { MintRate } from './check-rate-limit.js';
 import type { Policy } from '../policy/compile-policy.js';
 import type { KillSwitch } from '../policy/kill-switch.js';
 import type { GovernanceState } from '../state/governance-state.js';
@@ -53,7 +54,7 @@ export interface ProxyRuntime {
   readonly sessionMints: ConcurrencyGate;
   readonly anomalies: AnomalyDetector;
   readonly respondToAnomaly: (event: AnomalyEvent) => void;
-  readonly limits: { readonly maxHeaders: number; readonly maxBodyBytes: number; readonly maxApprovalBodyBytes: number; readonly maxSessionsPerAgent: number; readonly stateStaleAfterMs: number };
+  readonly limits: { readonly maxHeaders: number; readonly maxBodyBytes: number; readonly maxApprovalBodyBytes: number; readonly maxSessionsPerAgent: number; readonly sessionMintBucket: BucketShape; readonly sessionMintRate: MintRate; readonly stateStaleAfterMs: number };
   readonly readiness: () => Readiness;
   /** Requests being served on this runtime (a reloaded-away runtime is closed when it reaches 0). */
   readonly inflight: { enter(): void; leave(): void };

@@ -42,7 +42,7 @@ import { authenticateAgent } from './authenticate-agent.js';
 import { approvalRequired, authorizeAfterApproval, awaitApproval } from './await-approval.js';
 import { authorizeScope } from './authorize-scope.js';
 import { canonicalizeTarget, type CanonicalTarget } from './canonicalize-target.js';
-import { checkRateLimit } from './check-rate-limit.js';
+import { checkMintRate, checkRateLimit } from './check-rate-limit.js';
 import { checkPrincipalRevocations, checkStateFresh, checkTargetRevocations, recheckAfterWait, recheckPrincipalAfterWait } from './check-revocations.js';
 import type { ForwardResult } from './forward-request.js';
 import { forwardWithRotation } from './forward-with-rotation.js';
@@ -155,8 +155,20 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
       screened = true;
       screenAnomalies(runtime, principal, record);
       sendContinue(res);
-      const outcome = await serveSessions(req, res, target.path, principal, runtime.state, managedSecrets, record.request_id, runtime.nowMs(), runtime.limits.maxSessionsPerAgent, runtime.sessionMints, () =>
-        recheckPrincipalAfterWait(runtime.state, principal, runtime.limits.stateStaleAfterMs, runtime.nowMs()),
+      const { sessionMintBucket, sessionMintRate } = runtime.limits;
+      const outcome = await serveSessions(
+        req,
+        res,
+        target.path,
+        principal,
+        runtime.state,
+        managedSecrets,
+        record.request_id,
+        runtime.nowMs(),
+        runtime.limits.maxSessionsPerAgent,
+        runtime.sessionMints,
+        () => checkMintRate(runtime.rateLimiter, principal.agent.name, sessionMintBucket, sessionMintRate),
+        () => recheckPrincipalAfterWait(runtime.state, principal, runtime.limits.stateStaleAfterMs, runtime.nowMs()),
       );
       record.decision = 'allow';
       record.route = outcome.route;

@@ -102,10 +102,14 @@ export async function serveSessions(
   now: number,
   maxLive: number,
   minting: ConcurrencyGate,
+  checkMintRate: () => void | Promise<void>,
   recheck: () => void,
 ): Promise<SessionOutcome> {
   if (path === SESSIONS_PATH) {
     if (req.method !== 'POST') throw new AirlockError('method_not_allowed', `${SESSIONS_PATH} answers POST.`, { headers: { allow: 'POST' } });
+    // Before the body is read: a refused mint costs nothing more.
+    const admitted = checkMintRate();
+    if (admitted instanceof Promise) await admitted;
     const request = parseSessionRequest(await readJson(req, secrets));
     recheck();
     const live = state.sessions().filter((s) => s.agent === principal.agent.name).length;

@@ -26,6 +26,8 @@ describe('state.jsonl under a loop of session mints and ends', () => {
   let proxy: ProxyFixture;
 
   const config = (): Record<string, unknown> => ({
+    // The loop mints far faster than an agent is let by default (limits.session_mint_rate).
+    limits: { session_mint_rate: { requests: 100_000, per: 1 } },
     services: { api: { upstream: upstream.url, credential: { secret: 'env:COMPACTION_KEY', inject: 'bearer' }, routes: [{ method: 'GET', path: '/v1/*', scope: 'read' }] } },
     agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'api', max_scope: ['*'], max_ttl: 600 }] } },
   });

@@ -93,6 +93,7 @@ describe('a valid config', () => {
       request_timeout: 300,
       keep_alive_timeout: 5,
       max_sessions_per_agent: 1000,
+      session_mint_rate: { requests: 600, per: 60, burst: 100 },
     });
     expect(config.approvals).toMatchObject({ max_pending: 1000, max_pending_per_agent: 100 });
     const openai = config.services['openai'];
