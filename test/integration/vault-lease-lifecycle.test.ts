@@ -25,7 +25,7 @@ let logLines: string[];
 const passwords: string[] = [];
 
 /** The lease source under test; `onLine` sees each log line as it is written (synchronously). */
-function leaseSource(onLine: (line: string) => void = () => undefined): VaultLeaseSource {
+function leaseSource(onLine: (line: string) => void = () => undefined, rotationGraceMs = 60_000): VaultLeaseSource {
   const logger = pino({ level: 'info' }, {
     write(line: string) {
       logLines.push(line);
@@ -34,7 +34,7 @@ function leaseSource(onLine: (line: string) => void = () => undefined): VaultLea
   });
   const token = vault.createToken();
   session = new VaultSession({ address: vault.url, timeout: 5, rotation_grace: 60, auth: { method: 'token', token: 'env:VAULT_TOKEN' } } as never, () => Promise.resolve(token), logger);
-  return createVaultLeaseSource(session, logger, { rotationGraceMs: 60_000 });
+  return createVaultLeaseSource(session, logger, { rotationGraceMs });
 }
 
 /** How many times each lease was revoked, from the source's own log lines (Vault's records keep no body). */
@@ -108,13 +108,13 @@ describe('closing a Vault lease source', () => {
 });
 
 describe('a lease Vault gives no duration', () => {
-  it('is kept for every request, not taken anew each time, until a forced fetch replaces it', async () => {
+  it('is kept for every request, not taken anew each time, until a forced fetch replaces it; the old one is revoked after the grace, the new one at close', async () => {
     vault.addLeaseRole('database/creds/forever', () => {
       const password = canary(`lease-password-${passwords.length}`);
       passwords.push(password);
       return { password };
     }, { ttl: 0, renewable: false });
-    const source = leaseSource();
+    const source = leaseSource(undefined, 300);
     const ref = 'vault-lease:database/creds/forever#password';
     const first = await source.fetchSecret('database/creds/forever#password', ref);
     for (let i = 0; i < 4; i++) expect((await source.fetchSecret('database/creds/forever#password', ref)).sameValueAs(first)).toBe(true);
@@ -124,6 +124,15 @@ describe('a lease Vault gives no duration', () => {
     const forced = await source.fetchSecret('database/creds/forever#password', ref, { forced: true });
     expect(forced.sameValueAs(first)).toBe(false);
     expect(vault.leases()).toHaveLength(2);
+    const [old, kept] = vault.leases();
+    // Replaced, the old lease is revoked after the rotation grace like any other (it never expires on
+    // its own, so nothing else would end it); the new one is kept, and revoked at close.
+    expect(old?.revoked).toBe(false);
+    await eventually('the replaced lease to be revoked after the grace', () => vault.leases()[0]?.revoked === true, 5_000, 20);
+    expect(vault.leases()[1]?.revoked).toBe(false);
+    expect((await source.fetchSecret('database/creds/forever#password', ref)).sameValueAs(forced)).toBe(true);
     await source.close();
+    expect(vault.leases().map((lease) => lease.revoked)).toEqual([true, true]);
+    expect(revokesById()).toEqual(new Map([[old?.id, 1], [kept?.id, 1]]));
   });
 });
