@@ -5,13 +5,16 @@
  * Checked from the outside: the process's open file descriptors (/proc/self/fd) and Redis's client list.
  */
 import { once } from 'node:events';
-import { readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { createServer, type AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAirlock } from '../../src/app.js';
 import { buildConfig } from '../../src/config/load-config.js';
+import { generateAgentToken } from '../../src/identity/agent-token.js';
 import type { AirlockConfig } from '../../src/config/types.js';
+import { freePort } from '../helpers/operator.js';
 import { tempDir } from '../helpers/start-proxy.js';
 import { redisAvailable, startRedisServer, type RedisServer } from '../support/redis-server.js';
 
@@ -71,6 +74,42 @@ describe('a start-up that fails while the first configuration is built', () => {
     } finally {
       taken.close();
     }
+  });
+
+  it('an admin address already taken: the agent listener bound before it is closed again, and the files', async () => {
+    const dataDir = tempDir();
+    dirs.push(dataDir);
+    const taken = createServer();
+    taken.listen(0, '127.0.0.1');
+    await once(taken, 'listening');
+    const agentPort = await freePort();
+    const { port } = taken.address() as AddressInfo;
+    try {
+      const built = buildConfig(
+        { listen: `127.0.0.1:${agentPort}`, data_dir: dataDir, admin: { listen: `127.0.0.1:${port}`, tokens: [generateAgentToken().hash] }, services: {}, agents: {} },
+        { baseDir: dataDir },
+      );
+      if (built.config === null) throw new Error(JSON.stringify(built.problems));
+      await expect(startAirlock(built.config, { env: {}, logDestination: { write: () => undefined } })).rejects.toThrow(/cannot listen on/);
+      expect(openFilesUnder(dataDir)).toEqual([]);
+      // The agent's port is free again: something else can listen on it.
+      const again = createServer();
+      again.listen(agentPort, '127.0.0.1');
+      await once(again, 'listening');
+      again.close();
+    } finally {
+      taken.close();
+    }
+  });
+
+  it('a state file that cannot be read: the audit log opened before it is closed again', async () => {
+    const dataDir = tempDir();
+    dirs.push(dataDir);
+    // A directory where state.jsonl should be: reading it fails (EISDIR).
+    mkdirSync(join(dataDir, 'state.jsonl'));
+    const built = buildConfig({ listen: '127.0.0.1:0', data_dir: dataDir, services: {}, agents: {} }, { baseDir: dataDir });
+    await expect(startAirlock(built.config as AirlockConfig, { env: {}, logDestination: { write: () => undefined } })).rejects.toThrow();
+    expect(openFilesUnder(dataDir)).toEqual([]);
   });
 
   describe.skipIf(!redisAvailable())('with shared state in Redis', () => {
