@@ -11,15 +11,17 @@ import { generateAgentToken } from '../../src/identity/agent-token.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
 import { eventually } from '../helpers/operator.js';
-import { sendRequest, type Problem, type SentResponse } from '../helpers/send-request.js';
+import { sendRequest, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
+import { auditRecordOf, expectProblem, hostileWatch } from './support/hostile-watch.js';
 
 describe('a request waiting for a free upstream connection', () => {
   const key = canary('pool-full');
   const agent = generateAgentToken();
   const seen: SentResponse[] = [];
   const held: ServerResponse[] = [];
+  const watch = hostileWatch();
   let upstream: Upstream;
   let proxy: ProxyFixture;
 
@@ -50,6 +52,7 @@ describe('a request waiting for a free upstream connection', () => {
       },
       { env: { POOL_KEY: key } },
     );
+    watch.start();
   });
 
   afterAll(async () => {
@@ -75,14 +78,12 @@ describe('a request waiting for a free upstream connection', () => {
     const startedAt = Date.now();
     const queued = await call('/v1/quick');
     const waited = Date.now() - startedAt;
-    expect(queued.status, queued.text).toBe(503);
-    const problem = queued.json<Problem>();
-    expect(problem.code).toBe('upstream_busy');
+    const problem = expectProblem({ status: queued.status, contentType: queued.headers['content-type'] as string | undefined, body: queued.text }, 503, 'upstream_busy');
     expect(problem.detail).toContain('max_connections 1');
     // connect 1 s + queue 1 s; the bound above is loose, for a loaded machine.
     expect(waited).toBeGreaterThanOrEqual(1_900);
     expect(waited).toBeLessThan(15_000);
-    const record = await eventually('the refusal in the audit trail', () => proxy.auditRecords().find((r) => r.request_id === queued.headers['x-airlock-request-id']));
+    const record = await auditRecordOf(proxy, String(queued.headers['x-airlock-request-id']));
     expect(record).toMatchObject({ service: 'narrow', code: 'upstream_busy', status: 503, upstream_status: null });
 
     // The connection frees up: the held answer completes, the expired request is not sent after all.
@@ -105,5 +106,9 @@ describe('a request waiting for a free upstream connection', () => {
     const answer = await queued;
     expect(answer.status, answer.text).toBe(200);
     expect(answer.text).toBe('ok');
+  });
+
+  it('the proxy stayed healthy (no unhandled rejection or uncaught exception, event loop responsive)', () => {
+    watch.assertHealthy();
   });
 });
