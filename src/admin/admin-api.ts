@@ -35,7 +35,7 @@ import type { CredentialBroker } from '../credentials/credential-broker.js';
 import { parseSecretRef } from '../credentials/secret-ref.js';
 import { open } from 'node:fs/promises';
 import { AirlockError, asAirlockError } from '../errors.js';
-import { TOKEN_IN_TEXT } from '../identity/agent-token.js';
+import { holdsAgentToken, maskAgentTokens } from '../identity/agent-token.js';
 import { SESSION_ID } from '../identity/mint-session.js';
 import type { AuditLog } from '../observability/audit-log.js';
 import type { AuditRecord } from '../observability/audit-record.js';
@@ -96,15 +96,26 @@ const MAX_REASON = 1000;
 const CONSOLE_DIR = new URL('../../console/', import.meta.url);
 
 /**
- * The body of an admin change, refused when it carries a managed credential's value or an Airlock token:
- * its reason and target are kept as they are in the state file (and in the audit log, scrubbed there).
+ * The body of an admin change, refused when it carries a managed credential's value or an Airlock token
+ * (as it is or encoded): its reason and target are kept as they are in the state file (and in the audit
+ * log, scrubbed there). Once the body is in, the caller's token is checked again against the admin
+ * tokens now in force (found by review: a token a reload removed while its body was still arriving,
+ * which may take the request deadline, still made its change).
  */
-async function readJson(context: AdminContext, req: IncomingMessage): Promise<Record<string, unknown>> {
-  const body = await readJsonObject(req);
-  const text = JSON.stringify(body);
+async function readJson(context: AdminContext, call: AdminCall): Promise<Record<string, unknown>> {
+  const body = await readJsonObject(call.req);
+  call.recheck();
+  let text: string;
+  try {
+    text = JSON.stringify(body);
+  } catch (error) {
+    // Nested deeper than the stack goes: JSON.parse took it, JSON.stringify cannot (found by review: a 500).
+    if (error instanceof RangeError) throw new AirlockError('invalid_request', 'The request body is nested too deeply; send a flat object such as {"reason": "..."}.');
+    throw error;
+  }
   const ref = SecretDetector.findInBytes(context.catalog.index(context.guard.key, null, [], context.guard.exempt), Buffer.from(text, 'utf8'));
   if (ref !== null) throw new AirlockError('invalid_request', `The request carries the value of the credential ${ref}; reasons and targets are kept in the state file and the audit log. Leave the value out.`, { credentialRef: ref });
-  if (TOKEN_IN_TEXT.test(text)) throw new AirlockError('invalid_request', 'The request carries an Airlock agent or session token; reasons and targets are kept in the state file and the audit log. Name the agent or the session id instead.');
+  if (holdsAgentToken(text)) throw new AirlockError('invalid_request', 'The request carries an Airlock agent or session token; reasons and targets are kept in the state file and the audit log. Name the agent or the session id instead.');
   return body;
 }
 
@@ -202,6 +213,10 @@ interface AdminCall {
   readonly res: ServerResponse;
   readonly requestId: string;
   readonly actor: string;
+  /** The canonical path (canonicalize-target.ts): what the audit record keeps, not the raw target. */
+  readonly path: string;
+  /** Throws 401 when the caller's token is no longer an admin token (a reload removed it meanwhile). */
+  readonly recheck: () => void;
   readonly params: Readonly<Record<string, string>>;
   readonly query: URLSearchParams;
 }
@@ -227,7 +242,9 @@ function route(method: string, template: string, handler: Handler): Route {
 
 /** A change an admin made: recorded as a governance event, audited, then answered. */
 async function change(context: AdminContext, call: AdminCall, what: Omit<AdminChange, 'actor' | 'method' | 'path' | 'status' | 'route'> & { route: string }, body: unknown, status = 200): Promise<unknown> {
-  await context.auditChange({ ...what, actor: call.actor, method: call.req.method ?? '', path: (call.req.url ?? '').split('?')[0] as string, status });
+  // The canonical path, tokens masked (found by review: the raw target was kept, an absolute-form one
+  // with its user:password@ part, and escapes undecoded).
+  await context.auditChange({ ...what, actor: call.actor, method: call.req.method ?? '', path: maskAgentTokens(call.path), status });
   context.logger.info({ actor: call.actor, route: what.route, agent: what.agent, session: what.session, credential: what.credential, service: what.service, approval: what.approval, reason: what.reason }, 'admin change');
   return body;
 }
@@ -335,7 +352,7 @@ const ROUTES: readonly Route[] = [
     })),
   })),
   route('POST', '/v1/credentials/refresh', async (context, call) => {
-    const body = await readJson(context, call.req);
+    const body = await readJson(context, call);
     const ref = body['ref'];
     if (typeof ref !== 'string' || !parseSecretRef(ref).ok) throw new AirlockError('invalid_request', 'Send {"ref": "<secret reference>"}, e.g. {"ref": "vault:secret/stripe#api_key"}.');
     // Only a reference the config uses: one that a service or grant injects, or a store login's or an
@@ -380,13 +397,13 @@ const ROUTES: readonly Route[] = [
       }),
     };
   }),
-  route('POST', '/v1/agents/:name/revoke', async (context, call) => revoke(context, call, 'agent', call.params['name'] as string, reasonOf(await readJson(context, call.req)), '/v1/agents/:name/revoke')),
+  route('POST', '/v1/agents/:name/revoke', async (context, call) => revoke(context, call, 'agent', call.params['name'] as string, reasonOf(await readJson(context, call)), '/v1/agents/:name/revoke')),
   route('POST', '/v1/agents/:name/restore', async (context, call) => lift(context, call, 'agent', call.params['name'] as string, '/v1/agents/:name/restore')),
   route('GET', '/v1/sessions', async (context) => ({ sessions: context.state.sessions().map(sessionView) })),
   route('POST', '/v1/sessions/:id/revoke', async (context, call) => {
     const id = call.params['id'] as string;
     if (context.state.session(id) === null) throw new AirlockError('not_found', `There is no live session ${id} on this replica; POST /v1/revocations {"kind": "session"} revokes an id it does not know too.`);
-    return revoke(context, call, 'session', id, reasonOf(await readJson(context, call.req)), '/v1/sessions/:id/revoke');
+    return revoke(context, call, 'session', id, reasonOf(await readJson(context, call)), '/v1/sessions/:id/revoke');
   }),
   route('GET', '/v1/approvals', async (context, call) => {
     const now = context.now();
@@ -408,7 +425,7 @@ const ROUTES: readonly Route[] = [
     revocations: context.state.revocations().map((r) => ({ kind: r.kind, target: r.target, reason: r.reason, by: r.by, at: iso(r.at) })),
   })),
   route('POST', '/v1/revocations', async (context, call) => {
-    const body = await readJson(context, call.req);
+    const body = await readJson(context, call);
     const kind = body['kind'];
     const target = kind === 'all' ? (body['target'] ?? '*') : body['target'];
     if (typeof kind !== 'string' || !REVOCATION_KINDS.has(kind) || typeof target !== 'string' || target === '') {
@@ -418,7 +435,7 @@ const ROUTES: readonly Route[] = [
     return revoke(context, call, kind as RevocationKind, target, reasonOf(body), '/v1/revocations');
   }),
   route('POST', '/v1/revocations/lift', async (context, call) => {
-    const body = await readJson(context, call.req);
+    const body = await readJson(context, call);
     const kind = body['kind'];
     const target = kind === 'all' ? (body['target'] ?? '*') : body['target'];
     if (typeof kind !== 'string' || !REVOCATION_KINDS.has(kind) || typeof target !== 'string') {
@@ -431,7 +448,7 @@ const ROUTES: readonly Route[] = [
 
 async function decide(context: AdminContext, call: AdminCall, decision: 'approved' | 'denied'): Promise<unknown> {
   const id = call.params['id'] as string;
-  const reason = reasonOf(await readJson(context, call.req));
+  const reason = reasonOf(await readJson(context, call));
   const approval = await context.approvals.decide(id, decision, call.actor, reason);
   return change(
     context,
@@ -612,9 +629,10 @@ async function handle(context: AdminContext, listener: AdminListener, req: Incom
   const actor = authenticateAdmin(req.rawHeaders, context.directory);
   // A change that could not be audited is not made.
   if (asGet !== 'GET') context.audit.assertWritable();
+  const recheck = (): void => void authenticateAdmin(req.rawHeaders, listener.currentContext().directory);
   if (path === '/v1/audit/stream') {
     if (asGet !== 'GET') throw methodNotAllowed(path, ['GET']);
-    return streamAudit(context, { req, res, requestId, actor, params: {}, query }, listener);
+    return streamAudit(context, { req, res, requestId, actor, path, recheck, params: {}, query }, listener);
   }
   const allowed = new Set<string>();
   for (const candidate of ROUTES) {
@@ -628,7 +646,7 @@ async function handle(context: AdminContext, listener: AdminListener, req: Incom
     candidate.names.forEach((name, i) => {
       params[name] = decodeURIComponent(match[i + 1] as string);
     });
-    const body = await candidate.handler(context, { req, res, requestId, actor, params, query });
+    const body = await candidate.handler(context, { req, res, requestId, actor, path, recheck, params, query });
     return sendJson(res, 200, body, requestId, context.catalog);
   }
   if (allowed.size > 0) throw methodNotAllowed(path, [...allowed]);
@@ -654,6 +672,7 @@ function methodNotAllowed(path: string, methods: readonly string[]): AirlockErro
 }
 
 const ADMIN_HEADERS_TIMEOUT_MS = 10_000;
+const ADMIN_MAX_CONNECTIONS = 1024;
 const ADMIN_REQUEST_TIMEOUT_MS = 30_000;
 /** The admin listener's own bounds (not the agent listener's `limits`): node's 16 KiB of headers, fixed deadlines. */
 const ADMIN_LISTENER_BOUNDS = { headerBytes: "16 KiB, node's default, for the admin API", deadlines: `${ADMIN_HEADERS_TIMEOUT_MS / 1000} s for the headers and ${ADMIN_REQUEST_TIMEOUT_MS / 1000} s for the request, for the admin API` };
@@ -661,7 +680,9 @@ const ADMIN_LISTENER_BOUNDS = { headerBytes: "16 KiB, node's default, for the ad
 /** `currentContext` is read per request, so a reload's new policy and broker are what the API sees. */
 export function createAdminServer(currentContext: () => AdminContext): Server {
   const listener: AdminListener = { currentContext, streams: new Set() };
-  const server = createServer({ requireHostHeader: true, headersTimeout: ADMIN_HEADERS_TIMEOUT_MS, requestTimeout: ADMIN_REQUEST_TIMEOUT_MS }, function handleAdminRequest(req, res) {
+  // Deadlines are checked every second, as on the agent listener (create-listener.ts): at node's default
+  // of 30 s the 10 s header deadline held for up to ~30 s (found by review).
+  const server = createServer({ requireHostHeader: true, headersTimeout: ADMIN_HEADERS_TIMEOUT_MS, requestTimeout: ADMIN_REQUEST_TIMEOUT_MS, connectionsCheckingInterval: 1_000 }, function handleAdminRequest(req, res) {
     const requestId = randomUUID();
     const context = currentContext();
     handle(context, listener, req, res, requestId).catch((error: unknown) => {
@@ -672,5 +693,8 @@ export function createAdminServer(currentContext: () => AdminContext): Server {
   });
   // Malformed HTTP, an oversized header, a request too slow: a problem body like every other admin error.
   refuseClientErrors(server, (socket, failure) => sendRawProblem(socket, failure, randomUUID(), (text) => currentContext().catalog.scrub(text)), ADMIN_LISTENER_BOUNDS);
+  // Operators, their consoles and a scraper: a bound on sockets keeps a flood from taking the process's
+  // descriptors (connections past it are closed at once by node).
+  server.maxConnections = ADMIN_MAX_CONNECTIONS;
   return server;
 }

@@ -29,6 +29,32 @@ export function maskAgentTokens(text: string): string {
   return (text.includes('alk_') || text.includes('als_')) && TOKEN_IN_TEXT.test(text) ? text.replace(TOKEN_RUNS, '$1[REDACTED]') : text;
 }
 
+/**
+ * Whether text holds an agent or session token as it is or in a common encoding: percent-escaped,
+ * base64 or base64url (at any alignment), hex. For text an admin asks Airlock to keep (a reason, a
+ * target): the token is not known here (only its hash is), so its shape is looked for in what each run
+ * of encoded characters decodes to (found by review: the base64 of a token was kept in a reason).
+ */
+export function holdsAgentToken(text: string): boolean {
+  if (TOKEN_IN_TEXT.test(text)) return true;
+  if (text.includes('%')) {
+    try {
+      if (TOKEN_IN_TEXT.test(decodeURIComponent(text))) return true;
+    } catch {
+      // Not decodable as a whole: an escaped token is one run of valid escapes.
+      for (const run of text.match(/(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9_-])+/g) ?? []) if (TOKEN_IN_TEXT.test(decodeURIComponent(run))) return true;
+    }
+  }
+  // 47 characters of token are 63 characters of base64 (the first and last may share a group).
+  for (const run of text.match(/[A-Za-z0-9+/_-]{62,}/g) ?? []) {
+    for (let shift = 0; shift < 4; shift++) if (TOKEN_IN_TEXT.test(Buffer.from(run.slice(shift), 'base64').toString('latin1'))) return true;
+  }
+  for (const run of text.match(/[0-9A-Fa-f]{94,}/g) ?? []) {
+    for (let shift = 0; shift < 2; shift++) if (TOKEN_IN_TEXT.test(Buffer.from(run.slice(shift), 'hex').toString('latin1'))) return true;
+  }
+  return false;
+}
+
 /** A compact JWS (RFC 7515 7.1): three base64url parts, the header starting {" (eyJ). */
 export const JWT_PATTERN = /^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
