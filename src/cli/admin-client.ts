@@ -2,10 +2,11 @@
  * How CLI commands talk to a running Airlock: its admin API at admin.listen, with the admin token from
  * AIRLOCK_ADMIN_TOKEN (never from argv, where it would show in the process list and shell history).
  */
+import { isIP } from 'node:net';
 import { Client } from 'undici';
 import { parseListen } from '../config/schema.js';
-import type { AirlockConfig } from '../config/types.js';
 import type { CliIo } from './cli-io.js';
+import type { CliConfig } from './locate-config.js';
 
 export class AdminCallError extends Error {
   override name = 'AdminCallError';
@@ -16,13 +17,22 @@ export interface AdminAnswer {
   readonly body: Record<string, unknown>;
 }
 
-export async function callAdmin(io: CliIo, config: AirlockConfig, method: string, path: string, body?: unknown): Promise<AdminAnswer> {
+export async function callAdmin(io: CliIo, target: CliConfig, method: string, path: string, body?: unknown): Promise<AdminAnswer> {
+  const { config } = target;
   if (config.admin === null) throw new AdminCallError('No admin API is configured (admin.listen and admin.tokens in the config); it is how the CLI reaches a running Airlock.');
   const token = io.env['AIRLOCK_ADMIN_TOKEN'];
   if (token === undefined || token === '') throw new AdminCallError('Set AIRLOCK_ADMIN_TOKEN to an admin token (one whose sha256 is listed under admin.tokens).');
   const listen = parseListen(config.admin.listen);
   if (listen === null) throw new AdminCallError(`admin.listen ${config.admin.listen} is not HOST:PORT.`);
   const host = listen.host === '0.0.0.0' ? '127.0.0.1' : listen.host === '::' ? '[::1]' : listen.host.includes(':') ? `[${listen.host}]` : listen.host;
+  // The token goes, in the clear, wherever the config's admin.listen says. A config picked up from the
+  // current directory may be a checkout's, not the operator's (found by review: one naming another host
+  // received the token): beyond this machine, the config must be named.
+  if (target.fromCwd && !isLoopback(listen.host)) {
+    throw new AdminCallError(
+      `${target.file} (found in the current directory) names admin.listen ${config.admin.listen}, which is not this machine; the CLI sends AIRLOCK_ADMIN_TOKEN there only to a config you name: pass --config ${target.file} (or set AIRLOCK_CONFIG) if it is yours.`,
+    );
+  }
   const client = new Client(`http://${host}:${listen.port}`, { headersTimeout: 30_000, bodyTimeout: 30_000 });
   try {
     const response = await client.request({
@@ -44,6 +54,13 @@ export async function callAdmin(io: CliIo, config: AirlockConfig, method: string
   } finally {
     await client.close();
   }
+}
+
+/** Loopback names and addresses, and the wildcard binds the CLI reaches on loopback (above). */
+function isLoopback(host: string): boolean {
+  if (host === 'localhost' || host.endsWith('.localhost') || host === '0.0.0.0' || host === '::') return true;
+  if (isIP(host) === 4) return host.startsWith('127.');
+  return host === '::1';
 }
 
 /** Prints a refusal's detail and returns the exit code. */

@@ -18,7 +18,7 @@ export async function anomaliesCommand(io: CliIo): Promise<number> {
   const query = new URLSearchParams({ limit: values.limit });
   if (values.agent !== undefined) query.set('agent', values.agent);
   try {
-    const answer = await callAdmin(io, loaded.config, 'GET', `/v1/anomalies?${query.toString()}`);
+    const answer = await callAdmin(io, loaded, 'GET', `/v1/anomalies?${query.toString()}`);
     if (answer.status !== 200) return reportRefusal(io, answer, 'Listing anomalies');
     const events = (answer.body['anomalies'] as Array<Record<string, unknown>> | undefined) ?? [];
     if (values.json) {

@@ -24,7 +24,7 @@ export async function approvalsCommand(io: CliIo): Promise<number> {
   if (loaded === null) return 1;
   try {
     if (action === 'list' || action === 'ls') {
-      const answer = await callAdmin(io, loaded.config, 'GET', values.all ? '/v1/approvals' : '/v1/approvals?status=pending');
+      const answer = await callAdmin(io, loaded, 'GET', values.all ? '/v1/approvals' : '/v1/approvals?status=pending');
       if (answer.status !== 200) return reportRefusal(io, answer, 'Listing approvals');
       const approvals = (answer.body['approvals'] as Array<Record<string, unknown>> | undefined) ?? [];
       if (approvals.length === 0) io.stdout.write(values.all ? 'No approvals.\n' : 'No pending approvals.\n');
@@ -39,7 +39,7 @@ export async function approvalsCommand(io: CliIo): Promise<number> {
     }
     if (action === 'approve' || action === 'deny') {
       if (id === undefined) throw new UsageError(USAGE);
-      const answer = await callAdmin(io, loaded.config, 'POST', `/v1/approvals/${encodeURIComponent(id)}/${action}`, { reason: values.reason ?? '' });
+      const answer = await callAdmin(io, loaded, 'POST', `/v1/approvals/${encodeURIComponent(id)}/${action}`, { reason: values.reason ?? '' });
       if (answer.status !== 200) return reportRefusal(io, answer, `${action === 'approve' ? 'Approving' : 'Denying'} ${id}`);
       const approval = answer.body['approval'] as Record<string, unknown>;
       io.stdout.write(`${id} ${String(approval['status'])} by ${String(approval['decided_by'])}: ${String(approval['method'])} ${String(approval['path'])} for ${String(approval['agent'])}.\n`);

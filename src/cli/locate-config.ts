@@ -13,16 +13,32 @@ import type { CliIo } from './cli-io.js';
 export const SHIPPED_CONFIG = fileURLToPath(new URL('../../config/airlock.yaml', import.meta.url));
 
 export function configPath(io: CliIo, flag: string | undefined): string {
-  if (flag !== undefined) return resolve(io.cwd, flag);
+  return locateConfig(io, flag).file;
+}
+
+/**
+ * The file, and whether it was found in the current directory rather than named (--config,
+ * AIRLOCK_CONFIG): a checkout someone else wrote may hold one (admin-client.ts says why that matters).
+ */
+function locateConfig(io: CliIo, flag: string | undefined): { file: string; fromCwd: boolean } {
+  if (flag !== undefined) return { file: resolve(io.cwd, flag), fromCwd: false };
   const fromEnv = io.env['AIRLOCK_CONFIG'];
-  if (fromEnv !== undefined && fromEnv !== '') return resolve(io.cwd, fromEnv);
+  if (fromEnv !== undefined && fromEnv !== '') return { file: resolve(io.cwd, fromEnv), fromCwd: false };
   const local = resolve(io.cwd, 'config/airlock.yaml');
-  return existsSync(local) ? local : SHIPPED_CONFIG;
+  return existsSync(local) ? { file: local, fromCwd: true } : { file: SHIPPED_CONFIG, fromCwd: false };
+}
+
+export interface CliConfig {
+  readonly config: AirlockConfig;
+  readonly loaded: LoadedConfig;
+  readonly file: string;
+  /** Found as ./config/airlock.yaml, not named by --config or AIRLOCK_CONFIG. */
+  readonly fromCwd: boolean;
 }
 
 /** Loads the config, printing every problem; returns null (after printing) when it has errors. */
-export function loadConfigOrReport(io: CliIo, flag: string | undefined): { config: AirlockConfig; loaded: LoadedConfig } | null {
-  const file = configPath(io, flag);
+export function loadConfigOrReport(io: CliIo, flag: string | undefined): CliConfig | null {
+  const { file, fromCwd } = locateConfig(io, flag);
   const loaded = loadConfigFile(file);
   for (const problem of loaded.problems) {
     if (problem.severity === 'error') io.stderr.write(`${formatProblem(problem, file)}\n`);
@@ -32,5 +48,5 @@ export function loadConfigOrReport(io: CliIo, flag: string | undefined): { confi
     io.stderr.write(`\n${file} has ${count} problem${count === 1 ? '' : 's'}; fix ${count === 1 ? 'it' : 'them'} and run again (\`npx airlock check\` lists them).\n`);
     return null;
   }
-  return { config: loaded.config, loaded };
+  return { config: loaded.config, loaded, file, fromCwd };
 }

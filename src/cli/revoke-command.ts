@@ -28,7 +28,7 @@ async function change(io: CliIo, verb: 'revoke' | 'restore'): Promise<number> {
   if (loaded === null) return 1;
   const body = { kind, target: kind === 'all' ? '*' : target, reason: values.reason ?? '' };
   try {
-    const answer = await callAdmin(io, loaded.config, 'POST', verb === 'revoke' ? '/v1/revocations' : '/v1/revocations/lift', body);
+    const answer = await callAdmin(io, loaded, 'POST', verb === 'revoke' ? '/v1/revocations' : '/v1/revocations/lift', body);
     // `all` is the lockdown: it has no target to name (found by a fresh-user walkthrough: "Restoring all  was refused").
     // A target that looks like a key (pasted by mistake) is not printed back either (found by review).
     const named = kind === 'all' ? 'all (the lockdown)' : looksLikeKey(target ?? '') ? `${kind} (a target that looks like a key)` : `${kind} ${target}`;

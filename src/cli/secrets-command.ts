@@ -17,7 +17,7 @@ import { headerValueFault } from '../injection/injector.js';
 import { AdminCallError, callAdmin, reportRefusal } from './admin-client.js';
 import { MIN_SECRET_LENGTH } from '../redaction/secret-catalog.js';
 import { UsageError, type CliIo } from './cli-io.js';
-import { loadConfigOrReport } from './locate-config.js';
+import { loadConfigOrReport, type CliConfig } from './locate-config.js';
 
 const USAGE = 'usage: airlock secrets set NAME | secrets list | secrets rm NAME | secrets rotate REF   [--config FILE]';
 
@@ -60,7 +60,7 @@ export async function secretsCommand(io: CliIo): Promise<number> {
       return removeSecret(io, config, requireName(name, { keyLike: 'allowed' }));
     case 'rotate':
       if (name === undefined) throw new UsageError(USAGE);
-      return rotateSecret(io, config, name);
+      return rotateSecret(io, loaded, name);
     default:
       throw new UsageError(USAGE);
   }
@@ -186,7 +186,8 @@ async function removeSecret(io: CliIo, config: AirlockConfig, name: string): Pro
  * the new value is read from stdin and stored first; then the running proxy is asked, through its admin
  * API (admin.listen, token in AIRLOCK_ADMIN_TOKEN), to fetch the reference again.
  */
-async function rotateSecret(io: CliIo, config: AirlockConfig, refOrName: string): Promise<number> {
+async function rotateSecret(io: CliIo, target: CliConfig, refOrName: string): Promise<number> {
+  const config = target.config;
   const ref = refOrName.includes(':') ? refOrName : `file:${refOrName}`;
   const kind = ref.slice(0, ref.indexOf(':'));
   // parseSecretRef repeats an unknown kind, which is whatever came before the first colon.
@@ -210,7 +211,7 @@ async function rotateSecret(io: CliIo, config: AirlockConfig, refOrName: string)
     return parsed.ref.kind === 'file' ? 0 : 1;
   }
   try {
-    const answer = await callAdmin(io, config, 'POST', '/v1/credentials/refresh', { ref });
+    const answer = await callAdmin(io, target, 'POST', '/v1/credentials/refresh', { ref });
     if (answer.status !== 200) return reportRefusal(io, answer, `Rotating ${ref}`);
     const body = answer.body as { generation?: string | null; previous_generation?: string | null };
     io.stdout.write(`Airlock now uses ${ref}, generation ${body.generation ?? '(none)'}${body.previous_generation ? ` (was ${body.previous_generation})` : ''}.\n`);
