@@ -21,6 +21,7 @@ import type { Registry } from 'prom-client';
 import type { Pool } from 'undici';
 import { createAdminServer, type AdminChange, type AdminContext } from './admin/admin-api.js';
 import { adminDirectory } from './admin/authenticate-admin.js';
+import { adminHostNames } from './admin/check-admin-host.js';
 import { workerCount } from './config/worker-count.js';
 import { parseListen } from './config/schema.js';
 import type { AirlockConfig } from './config/types.js';
@@ -473,6 +474,7 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
     };
     (generation as { admin: AdminContext | null }).admin = {
       directory: adminDirectory(config.admin.tokens),
+      hosts: adminHostNames(config.admin.hosts, config.admin.public_url),
       metrics: metrics.registry,
       metricsText: durable.metricsText,
       broker: secrets,

@@ -53,9 +53,12 @@ import { REVOCATION_KINDS, type ApprovalRecord, type RevocationKind, type Sessio
 import type { GovernanceState } from '../state/governance-state.js';
 import { REQUEST_ID_HEADER } from '../upstream/relay-headers.js';
 import { authenticateAdmin, type AdminDirectory } from './authenticate-admin.js';
+import { checkAdminHost } from './check-admin-host.js';
 
 export interface AdminContext {
   readonly directory: AdminDirectory;
+  /** Host names answered besides the ones every admin listener answers to (check-admin-host.ts). */
+  readonly hosts: ReadonlySet<string>;
   /** Prometheus exposition of this instance's registry. */
   readonly metrics: Registry;
   /** The /metrics text: this registry's, or the whole cluster's under `workers` (cluster-metrics.ts). */
@@ -601,6 +604,7 @@ function serveConsole(res: ServerResponse, file: string): void {
 }
 
 async function handle(context: AdminContext, listener: AdminListener, req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> {
+  checkAdminHost(req.headers.host, context.hosts);
   // Held to the agent listener's canonical form: "..", "//", encoded slashes and the like are refused
   // rather than resolved (a WHATWG URL would read "/v1/x/../health" as /v1/health and "//v1/health" as a host).
   const target = canonicalizeTarget(originForm(req.url ?? '/'));

@@ -115,6 +115,9 @@ const routeSpec = z
     if (!template.ok) ctx.addIssue({ code: 'custom', path: ['path'], message: template.problem });
   });
 
+/** A DNS name as a Host header carries it, without scheme or port. */
+const hostName = z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/, { error: 'a host name, without scheme or port' });
+
 const timeoutsSpec = z.strictObject({
   connect: timerSeconds.default(10).describe('TCP+TLS connect timeout'),
   headers: timerSeconds.default(60).describe('time to the upstream response headers'),
@@ -163,9 +166,7 @@ const serviceSpec = z.strictObject({
     .optional()
     .describe('path prefix on the agent listener, removed before forwarding; default /<service name>'),
   listen: listenAddress.optional().describe('a listener for this service alone, no prefix (for SDKs without a base path, e.g. stripe)'),
-  hosts: z
-    .array(z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/, { error: 'a host name, without scheme or port' }))
-    .default([]).describe('Host header values that select this service, no prefix'),
+  hosts: z.array(hostName).default([]).describe('Host header values that select this service, no prefix'),
   allow_private: z.boolean().default(false).describe('allow upstream addresses that are private, loopback, link-local or cloud metadata'),
   ca: z.string().optional().describe('PEM file of extra CA certificates trusted for this upstream, besides the system CAs'),
   max_connections: z.number().int().positive().default(64).describe('upper bound of open connections to the upstream'),
@@ -380,6 +381,10 @@ const adminToken = z.union(
 );
 
 const adminSpec = z.strictObject({
+  hosts: z
+    .array(hostName)
+    .default([])
+    .describe('names the admin API and console answer to besides IP addresses, loopback names, names without a dot, .local and .internal ones and public_url\'s host (a DNS-rebinding guard)'),
   listen: listenAddress.default('127.0.0.1:7701').describe('admin API and console listener; keep it on loopback or a private network'),
   tokens: z
     .array(adminToken)

@@ -5,8 +5,10 @@
  * - the audit record of an admin change kept the raw request target (an absolute-form URL with a token
  *   in its user:password@ part, escapes undecoded): it keeps the canonical path, tokens masked;
  * - a body nested past the stack's depth was a 500 logged as a fault: it is a 400;
- * - the base64 (or hex, or escaped) form of an agent token was accepted in a reason and kept: refused.
+ * - the base64 (or hex, or escaped) form of an agent token was accepted in a reason and kept: refused;
+ * - a page on a rebound name (DNS rebinding) read /metrics: the listener answers only for its own names.
  */
+import { request } from 'node:http';
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildConfig } from '../../src/config/load-config.js';
@@ -31,7 +33,7 @@ describe('admin API hardening', () => {
 
   function config(adminTokens: Array<{ name: string; hash: string }>): Record<string, unknown> {
     return {
-      admin: { listen: `127.0.0.1:${adminPort}`, tokens: adminTokens },
+      admin: { listen: `127.0.0.1:${adminPort}`, tokens: adminTokens, hosts: ['ops.example.com'], public_url: 'https://airlock.example.org/console' },
       services: { api: { upstream: upstream.url, credential: { secret: 'env:HARDENING_KEY' }, routes: [{ method: 'GET', path: '/v1/*', scope: 'api:read' }] } },
       agents: { 'pay-bot': { tokens: [bot.hash], credentials: [{ service: 'api', max_scope: ['*'] }] } },
     };
@@ -124,5 +126,27 @@ describe('admin API hardening', () => {
     expect(answer.status, answer.text).toBe(400);
     expect(answer.json<Problem>().detail).toContain('agent or session token');
     expect((await admin.call('GET', '/v1/revocations')).json<{ revocations: unknown[] }>().revocations).toEqual([]);
+  });
+
+  /** GET `path` on the admin listener with `host` as the Host header; the status. */
+  function statusFor(host: string, path: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const call = request({ host: '127.0.0.1', port: adminPort, path, headers: { host } }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      call.on('error', reject);
+      call.end();
+    });
+  }
+
+  it.each(['evil.attacker.example', 'evil.attacker.example:PORT', 'EVIL.attacker.example.', 'airlock.example.org.evil.example'])('a name that is not Airlock\'s (%s) gets 400 for /metrics and the console', async (name) => {
+    const host = name.replace('PORT', String(adminPort));
+    expect(await statusFor(host, '/metrics')).toBe(400);
+    expect(await statusFor(host, '/')).toBe(400);
+  });
+
+  it.each(['127.0.0.1', 'localhost', 'airlock', '[::1]', 'admin.airlock.internal', 'airlock-admin.default.svc.cluster.local', 'ops.example.com', 'airlock.example.org', 'OPS.example.com.'])('%s is answered', async (name) => {
+    expect(await statusFor(`${name}:${adminPort}`, '/metrics')).toBe(200);
   });
 });

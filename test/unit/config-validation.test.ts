@@ -601,7 +601,7 @@ describe('admin.listen', () => {
   it('defaults to loopback 127.0.0.1:7701 when an admin block is given without listen', () => {
     const loaded = build({ admin: { tokens: [HASH_A] } });
     expect(loaded.problems).toEqual([]);
-    expect(loaded.config?.admin).toEqual({ listen: '127.0.0.1:7701', tokens: [HASH_A] });
+    expect(loaded.config?.admin).toEqual({ listen: '127.0.0.1:7701', tokens: [HASH_A], hosts: [] });
     // The default is its own port: no clash with the default agent listener.
     expect(loaded.config?.listen).toBe('127.0.0.1:7700');
     expect(build({ admin: { tokens: [{ name: 'oncall', hash: HASH_B }] } }).config?.admin?.listen).toBe('127.0.0.1:7701');
