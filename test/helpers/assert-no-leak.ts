@@ -52,3 +52,16 @@ export function assertNoLeak(secrets: readonly string[], surfaces: readonly Surf
   expect(surfaces.length, 'assertNoLeak needs at least one surface').toBeGreaterThan(0);
   expect(findLeaks(secrets, surfaces)).toEqual([]);
 }
+
+/** What the agent got, as one surface: each response's headers and body. */
+export function responsesSurface(responses: ReadonlyArray<{ readonly headers: unknown; readonly text: string }>): Surface {
+  return { name: 'responses', text: responses.map((r) => `${JSON.stringify(r.headers)}\n${r.text}`).join('\n') };
+}
+
+/** What a proxy under test kept: its log lines and its audit log. */
+export function proxySurfaces(proxy: { readonly logLines: readonly string[]; auditText(): string }): Surface[] {
+  return [
+    { name: 'logs', text: proxy.logLines.join('\n') },
+    { name: 'audit', text: proxy.auditText() },
+  ];
+}

@@ -65,13 +65,13 @@ export interface CliRun {
 }
 
 /** The real CLI with string streams; stdout and stderr are appended to `seen`. */
-export async function runCliCapture(args: readonly string[], env: Record<string, string>, seen: string[]): Promise<CliRun> {
+export async function runCliCapture(args: readonly string[], env: Record<string, string>, seen: string[], cwd = process.cwd()): Promise<CliRun> {
   let stdout = '';
   let stderr = '';
   const io: CliIo = {
     args,
     env,
-    cwd: process.cwd(),
+    cwd,
     stdout: { write: (text: string) => (stdout += text) },
     stderr: { write: (text: string) => (stderr += text) },
     stdin: (async function* noInput() {})(),

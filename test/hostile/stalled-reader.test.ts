@@ -10,7 +10,7 @@ import { connect, type Socket } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
-import { assertNoLeak } from '../helpers/assert-no-leak.js';
+import { assertNoLeak, proxySurfaces, responsesSurface } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
 import { eventually } from '../helpers/operator.js';
 import { sendRequest, type SentResponse } from '../helpers/send-request.js';
@@ -63,9 +63,8 @@ describe('agents that stop reading their responses', () => {
   afterAll(async () => {
     for (const socket of sockets) socket.destroy();
     assertNoLeak([key, agent.token], [
-      { name: 'responses', text: seen.map((r) => `${JSON.stringify(r.headers)}\n${r.text}`).join('\n') },
-      { name: 'logs', text: proxy.logLines.join('') },
-      { name: 'audit', text: proxy.auditText() },
+      responsesSurface(seen),
+      ...proxySurfaces(proxy),
     ]);
     await proxy?.close();
     await upstream?.close();

@@ -10,11 +10,9 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { CliIo } from '../../src/cli/cli-io.js';
-import { runCli } from '../../src/cli/run-cli.js';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
-import { writeConfigFile } from '../helpers/operator.js';
+import { runCliCapture, writeConfigFile, type CliRun } from '../helpers/operator.js';
 import { tempDir } from '../helpers/start-proxy.js';
 
 describe('the admin address the CLI sends its token to', () => {
@@ -44,25 +42,12 @@ describe('the admin address the CLI sends its token to', () => {
   });
 
   /** A checkout whose config/airlock.yaml names `listen` as its admin address; the CLI runs in it. */
-  async function runIn(listen: string, args: string[]): Promise<{ code: number; stderr: string }> {
+  function runIn(listen: string, args: string[]): Promise<CliRun> {
     const dir = tempDir('airlock-cli-cwd-');
     dirs.push(dir);
     mkdirSync(join(dir, 'config'));
     writeConfigFile(join(dir, 'config'), { listen: '127.0.0.1:0', admin: { listen, tokens: [admin.hash] }, services: {}, agents: {} });
-    let stdout = '';
-    let stderr = '';
-    const io: CliIo = {
-      args,
-      env: { AIRLOCK_ADMIN_TOKEN: admin.token },
-      cwd: dir,
-      stdout: { write: (text: string) => (stdout += text) },
-      stderr: { write: (text: string) => (stderr += text) },
-      stdin: (async function* noInput() {})(),
-      stopRequested: new Promise<string>(() => undefined),
-    };
-    const code = await runCli(io);
-    seen.push(stdout, stderr);
-    return { code, stderr };
+    return runCliCapture(args, { AIRLOCK_ADMIN_TOKEN: admin.token }, seen, dir);
   }
 
   it('a config found in the current directory naming another host gets no token: exit 1, saying to name the config', async () => {

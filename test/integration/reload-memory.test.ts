@@ -11,7 +11,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
-import { assertNoLeak } from '../helpers/assert-no-leak.js';
+import { assertNoLeak, proxySurfaces, responsesSurface } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
 import { sendRequest, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
@@ -59,8 +59,8 @@ describe('many reloads', () => {
 
   afterAll(async () => {
     assertNoLeak([apiKey, clientSecret, ...idp.issued], [
-      { name: 'responses', text: seen.map((r) => `${JSON.stringify(r.headers)}\n${r.text}`).join('\n') },
-      { name: 'logs', text: proxy.logLines.join('\n') },
+      responsesSurface(seen),
+      ...proxySurfaces(proxy),
     ]);
     await proxy?.close();
     await upstream?.close();

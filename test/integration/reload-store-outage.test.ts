@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
-import { assertNoLeak } from '../helpers/assert-no-leak.js';
+import { assertNoLeak, proxySurfaces, responsesSurface } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
 import { adminClient } from '../helpers/operator.js';
 import { sendRequest, type Problem, type SentResponse } from '../helpers/send-request.js';
@@ -41,8 +41,8 @@ describe('a reload while the credential store is down', () => {
 
   afterAll(async () => {
     assertNoLeak(secrets, [
-      { name: 'responses', text: seen.map((r) => `${JSON.stringify(r.headers)}\n${r.text}`).join('\n') },
-      { name: 'logs', text: proxy.logLines.join('\n') },
+      responsesSurface(seen),
+      ...proxySurfaces(proxy),
     ]);
     await proxy?.close();
     await upstream?.close();

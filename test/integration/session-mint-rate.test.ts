@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
-import { assertNoLeak } from '../helpers/assert-no-leak.js';
+import { assertNoLeak, proxySurfaces, responsesSurface } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
 import { eventually } from '../helpers/operator.js';
 import { sendRequest, type Problem, type SentResponse } from '../helpers/send-request.js';
@@ -38,13 +38,9 @@ describe('limits.session_mint_rate', () => {
   });
 
   afterAll(async () => {
-    const records = [
-      { name: 'logs', text: proxy.logLines.join('') },
-      { name: 'audit', text: proxy.auditText() },
-    ];
-    assertNoLeak([key, eager.token, calm.token], [{ name: 'responses', text: seen.map((r) => `${JSON.stringify(r.headers)}\n${r.text}`).join('\n') }, ...records]);
+    assertNoLeak([key, eager.token, calm.token], [responsesSurface(seen), ...proxySurfaces(proxy)]);
     // A session token is its minter's to see, in the mint's answer, and nowhere else.
-    assertNoLeak(sessionTokens, records);
+    assertNoLeak(sessionTokens, proxySurfaces(proxy));
     await proxy?.close();
     await upstream?.close();
   });

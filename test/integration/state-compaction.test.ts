@@ -9,7 +9,7 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
-import { assertNoLeak } from '../helpers/assert-no-leak.js';
+import { assertNoLeak, responsesSurface } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
 import { sendRequest, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
@@ -43,7 +43,7 @@ describe('state.jsonl under a loop of session mints and ends', () => {
     await proxy.close();
     await upstream.close();
     assertNoLeak([serviceKey, ...tokens], [
-      { name: 'responses', text: seen.map((r) => `${JSON.stringify(r.headers)}\n${r.text}`).join('\n') },
+      responsesSurface(seen),
       { name: 'logs', text: logs.join('\n') },
     ]);
   });
