@@ -124,7 +124,7 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
   };
 
   const vaultConfig = config.secrets.vault;
-  const vault = vaultConfig === undefined ? null : new VaultSession(vaultConfig, resolveValue, logger);
+  const vault = vaultConfig === undefined ? null : new VaultSession(vaultConfig, resolveValue, logger, (credential) => catalog.remember(credential));
   const leases = vault === null || vaultConfig === undefined ? null : createVaultLeaseSource(vault, logger, { now, rotationGraceMs: vaultConfig.rotation_grace * 1000 });
   const oauth2 = createOAuth2Source(config.secrets.oauth2, resolveValue, lifetimeWithoutExpiry, now);
 

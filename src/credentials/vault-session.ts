@@ -13,6 +13,7 @@ import type { Logger } from 'pino';
 import { LONGEST_TIMER_MS, type VaultSpec } from '../config/schema.js';
 import type { DeepReadonly } from '../config/types.js';
 import { AirlockError, OPERATOR_FINDS_WHY, OperatorReason } from '../errors.js';
+import { Credential } from './credential.js';
 import { CredentialWithdrawn } from './secret-source.js';
 import { createVaultTransport, type VaultTransport } from './vault-transport.js';
 
@@ -42,17 +43,25 @@ export class VaultSession {
   readonly #transport: VaultTransport;
   readonly #resolve: BootstrapResolver;
   readonly #logger: Logger;
+  /**
+   * Makes a value the session came by itself known to the scrubber (secret-catalog.ts): the token a
+   * login gave, the Kubernetes JWT it read. Vault's error text goes to the log as a failure's cause,
+   * and Vault may repeat either in it (found by review: an AppRole login's token, echoed in a 500's
+   * `errors`, reached the log; values read through the broker were already scrubbed).
+   */
+  readonly #remember: (credential: Credential) => void;
   #authenticated = false;
   #login: Promise<void> | null = null;
   #renewTimer: NodeJS.Timeout | null = null;
   #closed = false;
   readonly #random: () => number;
 
-  constructor(spec: DeepReadonly<VaultSpec>, resolve: BootstrapResolver, logger: Logger, random: () => number = Math.random) {
+  constructor(spec: DeepReadonly<VaultSpec>, resolve: BootstrapResolver, logger: Logger, remember: (credential: Credential) => void = () => undefined, random: () => number = Math.random) {
     this.#spec = spec;
     this.address = spec.address.replace(/\/$/, '');
     this.#resolve = resolve;
     this.#logger = logger;
+    this.#remember = remember;
     this.#random = random;
     // Every call goes through our transport: a deadline for the whole call and a size cap.
     this.#transport = createVaultTransport(spec.timeout, spec.ca_file);
@@ -153,10 +162,12 @@ export class VaultSession {
         } else {
           client.token = '';
           const jwt = (await readFile(auth.jwt_file, 'utf8')).trim();
+          this.#remember(new Credential('vault-session:kubernetes-jwt', jwt));
           response = (await client.kubernetesLogin({ role: auth.role, jwt, mount_point: auth.mount })) as typeof response;
         }
         if (typeof response.auth?.client_token !== 'string') throw new Error('Vault login answered without a client token');
         client.token = response.auth.client_token;
+        this.#remember(new Credential('vault-session:token', response.auth.client_token));
         ttl = response.auth.lease_duration ?? 0;
         renewable = response.auth.renewable ?? false;
       }
