@@ -7,7 +7,7 @@ import { HOP_BY_HOP_HEADERS } from '../upstream/hop-by-hop.js';
 import { createBasicInjector } from './basic-injector.js';
 import { createBearerInjector } from './bearer-injector.js';
 import { createHeaderInjector } from './header-injector.js';
-import { headerValueFault, type Injector } from './injector.js';
+import { headerInjectionFault, type Injector } from './injector.js';
 import { createQueryInjector } from './query-injector.js';
 import { parseSecretTemplate, type SecretTemplate } from './secret-template.js';
 
@@ -22,9 +22,9 @@ export function injectorProblems(spec: InjectSpec): Array<{ path: string[]; mess
     const template = parseSecretTemplate(spec.value);
     // The template's own text goes into the header as it is: a line break there failed every request
     // with a 503 that blamed the credential (found by review).
-    const fault = headerValueFault(spec.value.replaceAll('${secret}', ''));
+    const fault = headerInjectionFault(spec.value.replaceAll('${secret}', ''));
     if (!template.ok) problems.push({ path: ['value'], message: template.problem });
-    else if (fault !== null) problems.push({ path: ['value'], message: `the template contains ${fault}, which a header value cannot hold` });
+    else if (fault !== null) problems.push({ path: ['value'], message: `the template contains ${fault}; a header value cannot hold it` });
     else if (!template.template.usesSecret) problems.push({ path: ['value'], message: 'the template never uses ${secret}, so the credential would not be sent' });
   } else if ('basic' in spec) {
     const user = parseSecretTemplate(spec.basic.username);

@@ -29,8 +29,23 @@ export function headerValueFault(value: string): 'a line break or NUL' | 'a cont
   return /[\0\r\n]/.test(value) ? 'a line break or NUL' : 'a control character (such as ESC or DEL)';
 }
 
+/** A control character (as above), or anything past ASCII: one test on the common path. */
+const NOT_SENT_IN_A_HEADER = /[\0-\x08\x0a-\x1f\x7f-\uffff]/;
+
+/**
+ * Beyond headerValueFault, a value to be injected into a header must be ASCII: a character past it
+ * goes out as raw bytes (undici writes é as the one byte 0xE9, and refuses what is past U+00FF with a
+ * 502), and redaction looks for a secret's UTF-8 forms, so an upstream echoing the header reached the
+ * agent unmasked (found by review). RFC 9110 5.5: new field values are ASCII; obs-text is legacy.
+ * Query and Basic injection encode the UTF-8 bytes and are not held to this.
+ */
+export function headerInjectionFault(value: string): string | null {
+  if (!NOT_SENT_IN_A_HEADER.test(value)) return null;
+  return headerValueFault(value) ?? 'a character outside ASCII (such as é), which a header would carry as raw bytes that redaction does not look for';
+}
+
 export function assertHeaderSafe(value: string, credential: Credential): void {
-  const fault = headerValueFault(value);
+  const fault = headerInjectionFault(value);
   if (fault !== null) throw new InjectionError(`the credential ${credential.ref} contains ${fault} and cannot be sent in a header; fix the value in its store`);
 }
 
