@@ -94,10 +94,19 @@ export class VaultSession {
   async call<T>(operation: (client: VaultClient) => Promise<T>): Promise<T> {
     await this.#ensureLoggedIn();
     const client = await this.#client;
+    const sent = client.token;
     try {
       return await operation(client);
     } catch (error) {
-      if (vaultStatus(error) !== 403 || (await this.#tokenHonoured(client))) throw error;
+      if (vaultStatus(error) !== 403) throw error;
+      // Another call logged in again while this one waited for its 403: the refusal was of the old
+      // token, and asking Vault about the new one would take it for a denial by policy (found by
+      // review: the credential was reported withdrawn, its last good value dropped). Once more, as is.
+      if (client.token !== sent) {
+        await this.#ensureLoggedIn();
+        return await operation(client);
+      }
+      if (await this.#tokenHonoured(client)) throw error;
       this.#logger.warn({ vault: this.address }, 'vault refused the token (403); logging in again');
       this.#authenticated = false;
       await this.#ensureLoggedIn();
