@@ -110,7 +110,10 @@ export function createOAuth2Source(
       // Infinity): the token is taken to live the credential's ttl, so it is fetched again like any
       // cached value and, while the endpoint fails, never served past that (nor past max_staleness).
       // Never "no expiry": that kept a token for a year, whatever max_staleness said.
-      const lifetimeMs = Number.isFinite(expiresIn) && expiresIn > 0 ? (Math.min(expiresIn, MAX_EXPIRES_IN_S) - client.refresh_skew) * 1000 : lifetimeWithoutExpiry(ref);
+      // The skew takes at most half of a short token's life: at expires_in <= refresh_skew + 5 s the token
+      // was never fresh, and every request asked the endpoint for a new one (found by review).
+      const believed = Math.min(expiresIn, MAX_EXPIRES_IN_S);
+      const lifetimeMs = Number.isFinite(expiresIn) && expiresIn > 0 ? (believed - Math.min(client.refresh_skew, believed / 2)) * 1000 : lifetimeWithoutExpiry(ref);
       // The generation names the token by when it was issued: nothing derived from the token itself.
       return new Credential(ref, body.access_token, `issued ${new Date(requestedAt).toISOString()}`, requestedAt + Math.max(1000, lifetimeMs));
     },

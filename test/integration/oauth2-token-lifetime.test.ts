@@ -202,6 +202,26 @@ describe('an expires_in that is finite and positive', () => {
     advance(HOUR - 2_000_000);
     expect(await token()).not.toBe(first);
   });
+
+  // Found by review: with expires_in <= refresh_skew (30 s) + the cache's 5 s margin the token was never
+  // fresh, and each request asked the endpoint for a new one (81 token requests for 81 calls in 5 s).
+  it.each([20, 8, 2])('a short one (%i s) is used for a while, not fetched again for every request', async (seconds) => {
+    const idp = await startOAuth2Server({ clients: [{ clientId, clientSecret }], tokenFactory: () => mint() });
+    servers.push(idp);
+    idp.setExpiresIn(seconds);
+    const { advance, token } = rig(idp.tokenUrl);
+    const first = await token();
+    // Ten requests over a quarter of its life: the same token.
+    for (let i = 0; i < 10; i++) {
+      advance((seconds * 1000) / 40);
+      expect(await token()).toBe(first);
+    }
+    expect(idp.issued).toHaveLength(1);
+    // Past its life: a new one.
+    advance(seconds * 1000);
+    expect(await token()).not.toBe(first);
+    expect(idp.issued).toHaveLength(2);
+  });
 });
 
 function mint(): string {
