@@ -4,12 +4,15 @@
  * moved under another name fails to decrypt. Writes go to a temporary file that is synced and renamed
  * over the old one, so a crash never leaves half a file.
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { looksLikeKey } from '../redaction/key-patterns.js';
 import { openText, sealText } from './seal-text.js';
 import { makePrivateDir } from '../state/make-private-dir.js';
 import { replaceFileSync } from '../state/write-durably.js';
+
+/** Far above what any number of secrets makes (each entry is under a few KiB): a bound on a file put in its place. */
+const MAX_FILE_BYTES = 64 * 1024 * 1024;
 
 export const SECRETS_FILE = 'secrets.json';
 const FORMAT = 'airlock-secrets/1';
@@ -140,12 +143,23 @@ export class EncryptedSecretFile {
   }
 
   #readDocument(): SecretsDocument | null {
-    let text: string;
+    let fd: number;
     try {
-      text = readFileSync(this.path, 'utf8');
+      // Non-blocking: a FIFO put in its place would hold the read, and with it the process (the read is
+      // synchronous, on the request path once a second), until someone wrote to it (found by review).
+      fd = openSync(this.path, constants.O_RDONLY | constants.O_NONBLOCK);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw error;
+    }
+    let text: string;
+    try {
+      const stat = fstatSync(fd);
+      if (!stat.isFile()) throw new SecretFileError(`${this.path} is not a regular file; move it away and set the secrets again`);
+      if (stat.size > MAX_FILE_BYTES) throw new SecretFileError(`${this.path} is larger than ${MAX_FILE_BYTES / (1024 * 1024)} MiB, more than any secrets file Airlock writes; restore it from a backup`);
+      text = readFileSync(fd, 'utf8');
+    } finally {
+      closeSync(fd);
     }
     let document: SecretsDocument;
     try {
