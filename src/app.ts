@@ -54,6 +54,7 @@ import { MemoryRateLimiter } from './state/memory-rate-limiter.js';
 import type { RedisStateBackend } from './state/redis-backend.js';
 import { RedisRateLimiter } from './state/redis-rate-limiter.js';
 import { otherWorkerOwners, restrictionFileOwner, UnsavedRestrictionFiles } from './state/unsaved-restriction-files.js';
+import { ConnectionGate } from './upstream/connection-gate.js';
 import { createOriginPool } from './upstream/origin-pool.js';
 import { environmentProblems } from './config/assess-environment.js';
 import { makePrivateDir } from './state/make-private-dir.js';
@@ -320,6 +321,7 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
   const pools = new Map<string, Pool>();
   parts.pools = pools;
   for (const service of policy.services) pools.set(service.name, createOriginPool(service.config, service.upstream));
+  const gates = new Map(policy.services.map((service) => [service.name, new ConnectionGate(service.config.max_connections)]));
 
   const secrets = createCredentialBroker(config, {
     env: durable.env,
@@ -394,6 +396,7 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
   const runtime: ProxyRuntime = Object.freeze({
     policy,
     pools,
+    gates,
     secrets,
     catalog,
     guard,
@@ -646,7 +649,11 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
     credentials: () => current.secrets.status(),
     approvalsPending: () => current.approvals.pendingCount(),
     sessionsActive: () => state.sessions().length,
-    pools: () => [...current.pools].map(([service, pool]) => ({ service, stats: pool.stats })),
+    // Requests past max_connections wait in the service's gate, not in undici's queue (connection-gate.ts).
+    pools: () => [...current.pools].map(([service, pool]) => {
+      const stats = pool.stats;
+      return { service, stats: { connected: stats.connected, free: stats.free, pending: stats.pending, running: stats.running, queued: stats.queued + (current.runtime.gates.get(service)?.waiting ?? 0) } };
+    }),
   });
 
   const onRefusal = createRawRefusalHandler(currentRuntime);

@@ -122,7 +122,7 @@ const timeoutsSpec = z.strictObject({
   connect: timerSeconds.default(10).describe('TCP+TLS connect timeout'),
   headers: timerSeconds.default(60).describe('time to the upstream response headers'),
   body: timerSeconds.default(300).describe('longest silence between two body chunks (keep above your SSE keep-alive interval)'),
-  queue: timerSeconds.default(30).describe('longest wait for a free connection while all max_connections are busy, on top of connect; then 503 upstream_busy'),
+  queue: timerSeconds.default(30).describe('longest wait for a free connection while all max_connections are busy; then 503 upstream_busy, the request never sent'),
 });
 
 const BUILTIN_PATTERN_NAMES = BUILTIN_RULE_NAMES;

@@ -13,6 +13,7 @@ import type { Dispatcher } from 'undici';
 import { AirlockError } from '../errors.js';
 import type { ServicePolicy } from '../policy/compile-policy.js';
 import type { RedactionMatcher } from '../redaction/redaction-matcher.js';
+import type { ConnectionGate, GateWaiter } from '../upstream/connection-gate.js';
 import type { OutboundRequest } from '../upstream/outbound-request.js';
 import { relayHeaders, type UpstreamHeaders } from '../upstream/relay-headers.js';
 import { upstreamFailure } from '../upstream/upstream-errors.js';
@@ -20,6 +21,8 @@ import { RedactingResponseWriter, type CapturedResponse, type WriterOutcome } fr
 
 export interface ForwardInput {
   readonly dispatcher: Dispatcher;
+  /** The service's requests with its upstream at once (connection-gate.ts). */
+  readonly gate: ConnectionGate;
   readonly outbound: OutboundRequest;
   /** A stream, or a buffered body when the request may be replayed. */
   readonly body: Readable | Buffer | null;
@@ -55,15 +58,7 @@ class AgentWentAway extends Error {
   }
 }
 
-/** The request waited past its deadline for a connection, and was answered 503: it is never sent. */
-class WaitedTooLong extends Error {
-  override name = 'WaitedTooLong';
-  constructor() {
-    super('the request waited too long for a free upstream connection');
-  }
-}
-
-class ResponseRelay implements Dispatcher.DispatchHandler {
+class ResponseRelay implements Dispatcher.DispatchHandler, GateWaiter {
   readonly #input: ForwardInput;
   readonly #resolve: (result: ForwardResult) => void;
   readonly #reject: (error: AirlockError) => void;
@@ -73,13 +68,10 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
   #started = false;
   #settled = false;
   #agentGone = false;
-  /**
-   * Runs from dispatch until undici writes the request to a connection (onRequestStart). undici has no
-   * deadline for a request queued behind a full pool (max_connections busy, e.g. with long streams):
-   * such a request waited for ever (found by review). HAProxy's `timeout queue` is the model.
-   */
+  /** Set while the request waits for a slot of its service's gate (connection-gate.ts): its deadline. */
   #queueTimer: NodeJS.Timeout | null = null;
-  #waitedTooLong = false;
+  /** Holds one of the gate's slots: from dispatch until undici is done with the request. */
+  #holdsSlot = false;
 
   constructor(input: ForwardInput, resolve: (result: ForwardResult) => void, reject: (error: AirlockError) => void) {
     this.#input = input;
@@ -101,34 +93,70 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     this.#finish({ upstreamStatus: this.#status, complete: false, failure: null, agentAborted: true, redactions: this.#writer.redactions, responseBytes: this.#writer.bytesSent, captured: null });
   };
 
-  /** Connecting has its own timeout; the queue's deadline comes on top of it (timeouts.queue). */
-  startQueueDeadline(): void {
-    // undici may have written it already, within dispatch, to a free connection.
-    if (this.#controller !== null || this.#settled) return;
-    const timeouts = this.#input.service.config.timeouts;
-    this.#queueTimer = setTimeout(this.#onQueueDeadline, (timeouts.queue + timeouts.connect) * 1000);
+  /** Dispatches at once when the service has a free slot, else waits for one until timeouts.queue. */
+  enter(): void {
+    const { gate } = this.#input;
+    if (gate.tryEnter()) return this.#dispatch();
+    gate.wait(this);
+    this.#queueTimer = setTimeout(this.#onQueueDeadline, this.#input.service.config.timeouts.queue * 1000);
+  }
+
+  /** The gate's call: a slot is taken for this request. */
+  admit(): void {
+    this.#stopWaiting();
+    if (this.#settled) {
+      // Settled while waiting (the agent left): the slot goes to the next one.
+      this.#input.gate.leave();
+      return;
+    }
+    this.#dispatch();
   }
 
   readonly #onQueueDeadline = (): void => {
     this.#queueTimer = null;
-    if (this.#settled || this.#controller !== null) return;
-    this.#waitedTooLong = true;
+    if (this.#settled || !this.#input.gate.cancel(this)) return;
     const { service } = this.#input;
-    const { queue, connect } = service.config.timeouts;
     this.#fail(
-      new AirlockError('upstream_busy', `Every connection to the upstream of service ${service.name} stayed busy for ${queue + connect} s (max_connections ${service.config.max_connections}, timeouts.queue); the request was not sent. Retry later, or raise max_connections.`),
+      new AirlockError('upstream_busy', `Every connection to the upstream of service ${service.name} stayed busy for ${service.config.timeouts.queue} s (max_connections ${service.config.max_connections}, timeouts.queue); the request was not sent. Retry later, or raise max_connections.`),
     );
   };
 
-  #clearQueueDeadline(): void {
+  #stopWaiting(): void {
     if (this.#queueTimer === null) return;
     clearTimeout(this.#queueTimer);
     this.#queueTimer = null;
+    this.#input.gate.cancel(this);
+  }
+
+  #dispatch(): void {
+    this.#holdsSlot = true;
+    const input = this.#input;
+    try {
+      input.dispatcher.dispatch(
+        {
+          origin: input.service.upstream.origin,
+          method: input.outbound.method,
+          path: input.outbound.target(),
+          headers: input.outbound.headers,
+          body: input.body,
+        },
+        this,
+      );
+    } catch (error) {
+      this.onResponseError(null as unknown as Dispatcher.DispatchController, error as Error);
+    }
+  }
+
+  /** undici is done with the request (it ended, failed or was aborted): its slot goes back. */
+  #leaveGate(): void {
+    if (!this.#holdsSlot) return;
+    this.#holdsSlot = false;
+    this.#input.gate.leave();
   }
 
   #finish(result: ForwardResult): void {
     if (this.#settled) return;
-    this.#clearQueueDeadline();
+    this.#stopWaiting();
     this.#settled = true;
     this.#input.res.off('close', this.#onAgentClose);
     this.#resolve(result);
@@ -136,7 +164,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
 
   #fail(error: AirlockError): void {
     if (this.#settled) return;
-    this.#clearQueueDeadline();
+    this.#stopWaiting();
     this.#settled = true;
     this.#input.res.off('close', this.#onAgentClose);
     this.#reject(error);
@@ -166,10 +194,8 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
   // undici handler.
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.#controller = controller;
-    this.#clearQueueDeadline();
     // Aborted here, undici writes nothing of the request (client-h1.js writeH1).
     if (this.#agentGone) controller.abort(new AgentWentAway());
-    else if (this.#waitedTooLong) controller.abort(new WaitedTooLong());
   }
 
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: UpstreamHeaders): void {
@@ -204,11 +230,13 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(_controller: Dispatcher.DispatchController, trailers: UpstreamHeaders): void {
+    this.#leaveGate();
     if (!this.#settled) this.#writer.end(trailers);
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
-    if (this.#settled || error instanceof AgentWentAway || error instanceof WaitedTooLong) return;
+    this.#leaveGate();
+    if (this.#settled || error instanceof AgentWentAway) return;
     // A 304 may carry the Content-Length its 200 would have (RFC 9110 8.6) and has no body (15.4.5);
     // undici counts the missing body as a mismatch (found by review: such a 304 became a 502).
     if (this.#status === 304 && (error as { code?: unknown }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
@@ -249,20 +277,6 @@ export function forwardRequest(input: ForwardInput): Promise<ForwardResult> {
       relay.agentLeft();
       return;
     }
-    try {
-      input.dispatcher.dispatch(
-        {
-          origin: input.service.upstream.origin,
-          method: input.outbound.method,
-          path: input.outbound.target(),
-          headers: input.outbound.headers,
-          body: input.body,
-        },
-        relay,
-      );
-      relay.startQueueDeadline();
-    } catch (error) {
-      relay.onResponseError(null as unknown as Dispatcher.DispatchController, error as Error);
-    }
+    relay.enter();
   });
 }

@@ -7,6 +7,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
+import type { ConnectionGate } from '../upstream/connection-gate.js';
 import type { Credential } from '../credentials/credential.js';
 import type { CredentialBroker } from '../credentials/credential-broker.js';
 import type { CredentialPlan, ServicePolicy } from '../policy/compile-policy.js';
@@ -34,6 +35,7 @@ export interface RotationInput {
   readonly credential: Credential;
   readonly broker: CredentialBroker;
   readonly pool: Dispatcher;
+  readonly gate: ConnectionGate;
   /**
    * What each send's response is scanned for is looked up here per send: after a refresh the
    * catalogue knows the new value, and a replay's response (an upstream that refuses it too and echoes
@@ -75,6 +77,7 @@ async function send(input: RotationInput, injected: Credential, capture: Readonl
   try {
     result = await forwardRequest({
       dispatcher: input.pool,
+      gate: input.gate,
       outbound,
       body,
       res: input.res,

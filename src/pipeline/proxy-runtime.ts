@@ -15,6 +15,7 @@ import type { TokenHashes } from '../identity/token-hashes.js';
 import type { JwtVerifier } from '../identity/jwt-verifier.js';
 import type { AnomalyDetector, AnomalyEvent } from '../policy/anomaly-detector.js';
 import type { ApprovalBroker } from '../policy/approval-broker.js';
+import type { ConnectionGate } from '../upstream/connection-gate.js';
 import type { BucketShape, ConcurrencyGate, RateLimiter } from '../policy/rate-limiter.js';
 import type { MintRate } from './check-rate-limit.js';
 import type { Policy } from '../policy/compile-policy.js';
@@ -26,6 +27,8 @@ export interface ProxyRuntime {
   readonly policy: Policy;
   /** One pool per service, by service name. */
   readonly pools: ReadonlyMap<string, Dispatcher>;
+  /** Per service, its requests with the upstream at once, and those waiting (connection-gate.ts). */
+  readonly gates: ReadonlyMap<string, ConnectionGate>;
   readonly secrets: CredentialBroker;
   /** Every managed secret value: what responses, logs and audit are scrubbed of. */
   readonly catalog: SecretCatalog;

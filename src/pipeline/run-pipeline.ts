@@ -253,7 +253,8 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
     record.generation = credential.generation;
 
     const pool = runtime.pools.get(selected.service.name);
-    if (pool === undefined) throw new Error(`no upstream pool for service ${selected.service.name}`);
+    const gate = runtime.gates.get(selected.service.name);
+    if (pool === undefined || gate === undefined) throw new Error(`no upstream pool for service ${selected.service.name}`);
     // node's parser may have refused the rest of this request (its body framing) while the stages above
     // ran: such a request is abandoned, never started upstream.
     const clientFailure = (res as OwnedResponse)[CLIENT_FAILURE];
@@ -283,6 +284,7 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
       credential,
       broker: runtime.secrets,
       pool,
+      gate,
       catalog: runtime.catalog,
       body,
       trace,

@@ -27,6 +27,7 @@ import { NeedleSet } from '../../src/redaction/needle-set.js';
 import { RedactionMatcher } from '../../src/redaction/redaction-matcher.js';
 import { formsOf } from '../../src/redaction/secret-forms.js';
 import { OutboundRequest } from '../../src/upstream/outbound-request.js';
+import { ConnectionGate } from '../../src/upstream/connection-gate.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
@@ -120,10 +121,11 @@ describe('a fault in Airlock’s own response handling', () => {
     if (built.config === null) throw new Error(built.problems.map((p) => formatProblem(p, null)).join('\n'));
     service = compilePolicy(built.config).serviceByName.get('api') as ServicePolicy;
     pool = new Pool(upstream.url, { connections: 4 });
+    const gate = new ConnectionGate(4);
     const matcher = new FaultyMatcher(new NeedleSet(formsOf(secret)), []);
     front = createServer((req: IncomingMessage, res: ServerResponse) => {
       const path = req.url ?? '/';
-      forwardRequest({ dispatcher: pool, outbound: new OutboundRequest('GET', path, null), body: null, res, requestId: 'req-fault', service, agentPrefix: '', matcher, capture: new Set() }).then(
+      forwardRequest({ dispatcher: pool, gate, outbound: new OutboundRequest('GET', path, null), body: null, res, requestId: 'req-fault', service, agentPrefix: '', matcher, capture: new Set() }).then(
         (result) => outcomes.set(path, result),
         (error: AirlockError) => {
           outcomes.set(path, error);
