@@ -477,7 +477,7 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
     };
     (generation as { admin: AdminContext | null }).admin = {
       directory: adminDirectory(config.admin.tokens),
-      hosts: adminHostNames(config.admin.hosts, config.admin.public_url),
+      hosts: adminHostNames(config.admin.hosts, config.admin.public_url, parseListen(config.admin.listen)?.host ?? ''),
       metrics: metrics.registry,
       metricsText: durable.metricsText,
       broker: secrets,

@@ -56,9 +56,13 @@ export async function callAdmin(io: CliIo, target: CliConfig, method: string, pa
   }
 }
 
-/** Loopback names and addresses, and the wildcard binds the CLI reaches on loopback (above). */
+/**
+ * Loopback addresses, `localhost`, and the wildcard binds the CLI reaches on loopback (above). Not other
+ * names under .localhost (found by review): the resolver may ask DNS for them, and whoever answers
+ * chooses the address.
+ */
 function isLoopback(host: string): boolean {
-  if (host === 'localhost' || host.endsWith('.localhost') || host === '0.0.0.0' || host === '::') return true;
+  if (host === 'localhost' || host === '0.0.0.0' || host === '::') return true;
   if (isIP(host) === 4) return host.startsWith('127.');
   return host === '::1';
 }

@@ -154,7 +154,7 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
       // from where its parent was first used.
       screened = true;
       screenAnomalies(runtime, principal, record);
-      sendContinue(res);
+      // serveSessions answers Expect: 100-continue, once the mint rate allows a mint.
       const { sessionMintBucket, sessionMintRate } = runtime.limits;
       const outcome = await serveSessions(
         req,

@@ -8,6 +8,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { AirlockError } from '../errors.js';
+import { sendContinue } from '../ingress/expect-continue.js';
 import { TOKEN_IN_TEXT } from '../identity/agent-token.js';
 import { mintSession, parseSessionRequest } from '../identity/mint-session.js';
 import type { ConcurrencyGate } from '../policy/rate-limiter.js';
@@ -107,9 +108,11 @@ export async function serveSessions(
 ): Promise<SessionOutcome> {
   if (path === SESSIONS_PATH) {
     if (req.method !== 'POST') throw new AirlockError('method_not_allowed', `${SESSIONS_PATH} answers POST.`, { headers: { allow: 'POST' } });
-    // Before the body is read: a refused mint costs nothing more.
+    // Before the body is read, and before a client waiting on Expect: 100-continue is told to send it
+    // (found by review): a refused mint costs nothing more.
     const admitted = checkMintRate();
     if (admitted instanceof Promise) await admitted;
+    sendContinue(res);
     const request = parseSessionRequest(await readJson(req, secrets));
     recheck();
     const live = state.sessions().filter((s) => s.agent === principal.agent.name).length;
@@ -135,6 +138,7 @@ export async function serveSessions(
       release();
     }
   }
+  sendContinue(res);
   const session = principal.session;
   if (session === null) throw new AirlockError('invalid_request', `${CURRENT_PATH} is about the session you call with; send a session token (als_...).`);
   if (req.method === 'GET') {

@@ -83,6 +83,8 @@ describe('Expect: 100-continue is answered once the request is allowed', () => {
     upstream = await startUpstream(echoHandler);
     proxy = await startProxy(
       {
+        // One mint an hour: the second is refused by the rate, before its body (below).
+        limits: { session_mint_rate: { requests: 1, per: '1h' } },
         services: {
           api: {
             upstream: upstream.url,
@@ -145,6 +147,15 @@ describe('Expect: 100-continue is answered once the request is allowed', () => {
     const { continued, response } = await send('/_airlock/sessions', agent.token, JSON.stringify({ scopes: { api: ['items:write'] }, ttl_seconds: 60, justification: 'expect test' }));
     expect(continued).toBe(true);
     expect(response.status, response.body).toBe(201);
+  });
+
+  // Found by review: the 100 went out before the mint rate was checked.
+  it('a mint over limits.session_mint_rate is refused without a 100, its body never sent', async () => {
+    const { continued, sentBody, response } = await send('/_airlock/sessions', agent.token, JSON.stringify({ scopes: { api: ['items:write'] }, ttl_seconds: 60, justification: 'expect test' }), true);
+    expect(continued).toBe(false);
+    expect(sentBody).toBe(false);
+    expect(response.status, response.body).toBe(429);
+    expect((JSON.parse(response.body) as { code: string }).code).toBe('rate_limited');
   });
 
   it('no answer, log line or audit record holds the key', () => {
