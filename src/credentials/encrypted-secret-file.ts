@@ -4,12 +4,24 @@
  * moved under another name fails to decrypt. Writes go to a temporary file that is synced and renamed
  * over the old one, so a crash never leaves half a file.
  */
-import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { looksLikeKey } from '../redaction/key-patterns.js';
 import { openText, sealText } from './seal-text.js';
 import { makePrivateDir } from '../state/make-private-dir.js';
 import { replaceFileSync } from '../state/write-durably.js';
+
+const LOCK_WAIT_MS = 10_000;
+const LOCK_STALE_MS = 30_000;
+
+/** How long ago the lock was taken; 0 when it is gone (taken and given back meanwhile). */
+function lockAgeMs(lock: string): number {
+  try {
+    return Date.now() - statSync(lock).mtimeMs;
+  } catch {
+    return 0;
+  }
+}
 
 /** Far above what any number of secrets makes (each entry is under a few KiB): a bound on a file put in its place. */
 const MAX_FILE_BYTES = 64 * 1024 * 1024;
@@ -129,17 +141,54 @@ export class EncryptedSecretFile {
   }
 
   set(name: string, value: string, now: Date): void {
-    const document = this.#readDocument() ?? { format: FORMAT, key_check: seal(this.#key, 'key-check', KEY_CHECK), secrets: {} };
-    document.secrets[name] = { ...seal(this.#key, `secret:${name}`, value), updated_at: now.toISOString() };
-    this.#write(document);
+    this.#locked(() => {
+      const document = this.#readDocument() ?? { format: FORMAT, key_check: seal(this.#key, 'key-check', KEY_CHECK), secrets: {} };
+      document.secrets[name] = { ...seal(this.#key, `secret:${name}`, value), updated_at: now.toISOString() };
+      this.#write(document);
+    });
   }
 
   remove(name: string): boolean {
-    const document = this.#readDocument();
-    if (document === null || !(name in document.secrets)) return false;
-    delete document.secrets[name];
-    this.#write(document);
-    return true;
+    return this.#locked(() => {
+      const document = this.#readDocument();
+      if (document === null || !(name in document.secrets)) return false;
+      delete document.secrets[name];
+      this.#write(document);
+      return true;
+    });
+  }
+
+  /**
+   * A change is a read, a change and a rename: two `secrets set` at once each wrote the file as it read
+   * it, and one of the two secrets was lost (or a rotated-out value came back) while both printed
+   * "stored" (found by review). Changes take `secrets.json.lock` (created exclusively) in turn; one left
+   * by a process that died is taken over once it is LOCK_STALE_MS old. Readers need no lock: the rename
+   * gives them the old file or the new one whole.
+   */
+  #locked<T>(change: () => T): T {
+    makePrivateDir(dirname(this.path));
+    const lock = `${this.path}.lock`;
+    const deadline = Date.now() + LOCK_WAIT_MS;
+    for (;;) {
+      try {
+        closeSync(openSync(lock, 'wx', 0o600));
+        break;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      }
+      if (lockAgeMs(lock) > LOCK_STALE_MS) {
+        rmSync(lock, { force: true });
+        continue;
+      }
+      if (Date.now() > deadline) throw new SecretFileError(`${lock} is held by another \`airlock secrets\` command; run this one again once it is done (a lock left by one that crashed is taken over after ${LOCK_STALE_MS / 1000} s)`);
+      // A synchronous pause: the commands that change the file are synchronous, and short.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+    }
+    try {
+      return change();
+    } finally {
+      rmSync(lock, { force: true });
+    }
   }
 
   #readDocument(): SecretsDocument | null {
