@@ -4,7 +4,7 @@
  * moved under another name fails to decrypt. Writes go to a temporary file that is synced and renamed
  * over the old one, so a crash never leaves half a file.
  */
-import { closeSync, constants, fstatSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { looksLikeKey } from '../redaction/key-patterns.js';
 import { openText, sealText } from './seal-text.js';
@@ -12,16 +12,6 @@ import { makePrivateDir } from '../state/make-private-dir.js';
 import { replaceFileSync } from '../state/write-durably.js';
 
 const LOCK_WAIT_MS = 10_000;
-const LOCK_STALE_MS = 30_000;
-
-/** How long ago the lock was taken; 0 when it is gone (taken and given back meanwhile). */
-function lockAgeMs(lock: string): number {
-  try {
-    return Date.now() - statSync(lock).mtimeMs;
-  } catch {
-    return 0;
-  }
-}
 
 /** Far above what any number of secrets makes (each entry is under a few KiB): a bound on a file put in its place. */
 const MAX_FILE_BYTES = 64 * 1024 * 1024;
@@ -72,9 +62,13 @@ export class EncryptedSecretFile {
   readonly path: string;
   readonly #key: Buffer;
 
-  constructor(dataDir: string, key: Buffer) {
+  /** How long a change waits for another's lock before it gives up. */
+  readonly #lockWaitMs: number;
+
+  constructor(dataDir: string, key: Buffer, lockWaitMs = LOCK_WAIT_MS) {
     this.path = join(dataDir, SECRETS_FILE);
     this.#key = key;
+    this.#lockWaitMs = lockWaitMs;
   }
 
   /** Decrypts every entry, refusing the file when one is damaged; a missing file is an empty store. */
@@ -161,14 +155,16 @@ export class EncryptedSecretFile {
   /**
    * A change is a read, a change and a rename: two `secrets set` at once each wrote the file as it read
    * it, and one of the two secrets was lost (or a rotated-out value came back) while both printed
-   * "stored" (found by review). Changes take `secrets.json.lock` (created exclusively) in turn; one left
-   * by a process that died is taken over once it is LOCK_STALE_MS old. Readers need no lock: the rename
-   * gives them the old file or the new one whole.
+   * "stored" (found by review). Changes take `secrets.json.lock` (created exclusively) in turn. A lock
+   * is never taken over, as git never takes over index.lock: two commands judging the same lock stale
+   * could each remove the other's and both write (found by the next review). One left by a command that
+   * crashed is named in the error, for the operator to remove. Readers need no lock: the rename gives
+   * them the old file or the new one whole.
    */
   #locked<T>(change: () => T): T {
     makePrivateDir(dirname(this.path));
     const lock = `${this.path}.lock`;
-    const deadline = Date.now() + LOCK_WAIT_MS;
+    const deadline = Date.now() + this.#lockWaitMs;
     for (;;) {
       try {
         closeSync(openSync(lock, 'wx', 0o600));
@@ -176,11 +172,9 @@ export class EncryptedSecretFile {
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
       }
-      if (lockAgeMs(lock) > LOCK_STALE_MS) {
-        rmSync(lock, { force: true });
-        continue;
+      if (Date.now() > deadline) {
+        throw new SecretFileError(`${lock} exists: another \`airlock secrets\` command is changing the file, or one crashed while it did. Run this one again once the other is done; if none is running, remove ${lock} and run it again`);
       }
-      if (Date.now() > deadline) throw new SecretFileError(`${lock} is held by another \`airlock secrets\` command; run this one again once it is done (a lock left by one that crashed is taken over after ${LOCK_STALE_MS / 1000} s)`);
       // A synchronous pause: the commands that change the file are synchronous, and short.
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
     }

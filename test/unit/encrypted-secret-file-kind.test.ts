@@ -4,7 +4,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { EncryptedSecretFile, SecretFileError } from '../../src/credentials/encrypted-secret-file.js';
@@ -43,5 +43,23 @@ describe('a secrets file that is not a regular file', () => {
     const file = new EncryptedSecretFile(dir, randomBytes(32));
     mkdirSync(join(dir, 'secrets.json'));
     expect(() => file.names()).toThrow(/not a regular file/);
+  });
+});
+
+describe('the lock a change takes', () => {
+  it('a lock left behind is never taken over: the change is refused, naming the lock to remove, and the file is untouched', () => {
+    const dir = tempDir('airlock-secrets-lock-');
+    dirs.push(dir);
+    const file = new EncryptedSecretFile(dir, randomBytes(32), 200);
+    file.set('kept', canary('kept'), new Date());
+    writeFileSync(`${file.path}.lock`, '');
+    // Old enough that a takeover by age would have taken it (found by review: two takeovers raced).
+    utimesSync(`${file.path}.lock`, new Date(Date.now() - 3_600_000), new Date(Date.now() - 3_600_000));
+    expect(() => file.set('lost', canary('lost'), new Date())).toThrow(/remove .*secrets\.json\.lock/);
+    expect(file.names()).toEqual(['kept']);
+    rmSync(`${file.path}.lock`);
+    file.set('after', canary('after'), new Date());
+    expect(file.names()).toEqual(['after', 'kept']);
+    expect(existsSync(`${file.path}.lock`)).toBe(false);
   });
 });
