@@ -176,8 +176,10 @@ export class VaultSession {
         }
         if (typeof response.auth?.client_token !== 'string') throw new Error('Vault login answered without a client token');
         client.token = response.auth.client_token;
-        this.#remember(new Credential('vault-session:token', response.auth.client_token));
         ttl = response.auth.lease_duration ?? 0;
+        // With its expiry, the catalogue keeps a token known for as long as Vault honours it, past later
+        // logins (found by review: three quick reloads, each a login, and a live older token was unknown).
+        this.#remember(new Credential('vault-session:token', response.auth.client_token, null, ttl > 0 ? Date.now() + ttl * 1000 : null));
         renewable = response.auth.renewable ?? false;
       }
     } catch (error) {
