@@ -321,7 +321,16 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
   const pools = new Map<string, Pool>();
   parts.pools = pools;
   for (const service of policy.services) pools.set(service.name, createOriginPool(service.config, service.upstream));
-  const gates = new Map(policy.services.map((service) => [service.name, new ConnectionGate(service.config.max_connections)]));
+  // A service whose upstream and max_connections a reload left as they were keeps its gate: the
+  // requests still running on the old generation's pool count against the same max_connections
+  // (found by review: during a reload the upstream saw up to twice as many at once).
+  const gates = new Map(
+    policy.services.map((service) => {
+      const before = previous?.policy.serviceByName.get(service.name);
+      const kept = before !== undefined && before.upstream.origin === service.upstream.origin && before.config.max_connections === service.config.max_connections ? previous?.runtime.gates.get(service.name) : undefined;
+      return [service.name, kept ?? new ConnectionGate(service.config.max_connections)];
+    }),
+  );
 
   const secrets = createCredentialBroker(config, {
     env: durable.env,

@@ -116,6 +116,23 @@ describe('a request waiting for a free upstream connection', () => {
     expect(answer.text).toBe('ok');
   });
 
+  // Found by review: a reload made a new gate with the new pool, so the upstream saw the old
+  // generation's requests and the new one's together, up to twice max_connections.
+  it('a reload that keeps the service as it was keeps its gate: the upstream still sees one at a time', async () => {
+    const first = call('/v1/held');
+    await eventually('the third held request', () => held.length === 3);
+    expect(await proxy.airlock.reload(proxy.config)).toEqual({ ok: true });
+    const before = upstream.requests.length;
+    const queued = call('/v1/after-reload');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(upstream.requests.length).toBe(before);
+    (held[2] as ServerResponse).end('done');
+    expect((await first).status).toBe(200);
+    const answer = await queued;
+    expect(answer.status, answer.text).toBe(200);
+    expect(upstream.requests.at(-1)?.target).toBe('/v1/after-reload');
+  });
+
   it('the proxy stayed healthy (no unhandled rejection or uncaught exception, event loop responsive)', () => {
     watch.assertHealthy();
   });
