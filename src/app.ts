@@ -323,14 +323,15 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
   for (const service of policy.services) pools.set(service.name, createOriginPool(service.config, service.upstream));
   // A service whose upstream and max_connections a reload left as they were keeps its gate: the
   // requests still running on the old generation's pool count against the same max_connections
-  // (found by review: during a reload the upstream saw up to twice as many at once).
-  const gates = new Map(
-    policy.services.map((service) => {
-      const before = previous?.policy.serviceByName.get(service.name);
-      const kept = before !== undefined && before.upstream.origin === service.upstream.origin && before.config.max_connections === service.config.max_connections ? previous?.runtime.gates.get(service.name) : undefined;
-      return [service.name, kept ?? new ConnectionGate(service.config.max_connections)];
-    }),
-  );
+  // (found by review: during a reload the upstream saw up to twice as many at once). A loop, not a
+  // callback: a closure naming `previous` would put it in this function's shared context, which the
+  // runtime's closures keep, and every generation would keep the one before (reload-memory.test.ts).
+  const gates = new Map<string, ConnectionGate>();
+  for (const service of policy.services) {
+    const before = previous?.policy.serviceByName.get(service.name);
+    const kept = before !== undefined && before.upstream.origin === service.upstream.origin && before.config.max_connections === service.config.max_connections ? previous?.runtime.gates.get(service.name) : undefined;
+    gates.set(service.name, kept ?? new ConnectionGate(service.config.max_connections));
+  }
 
   const secrets = createCredentialBroker(config, {
     env: durable.env,
