@@ -53,6 +53,7 @@ import { REVOCATION_KINDS, type ApprovalRecord, type RevocationKind, type Sessio
 import type { GovernanceState } from '../state/governance-state.js';
 import { REQUEST_ID_HEADER } from '../upstream/relay-headers.js';
 import { authenticateAdmin, type AdminDirectory } from './authenticate-admin.js';
+import { boundAdminConnections } from './bound-admin-connections.js';
 import { checkAdminHost } from './check-admin-host.js';
 
 export interface AdminContext {
@@ -698,7 +699,7 @@ export function createAdminServer(currentContext: () => AdminContext): Server {
   // Malformed HTTP, an oversized header, a request too slow: a problem body like every other admin error.
   refuseClientErrors(server, (socket, failure) => sendRawProblem(socket, failure, randomUUID(), (text) => currentContext().catalog.scrub(text)), ADMIN_LISTENER_BOUNDS);
   // Operators, their consoles and a scraper: a bound on sockets keeps a flood from taking the process's
-  // descriptors (connections past it are closed at once by node).
-  server.maxConnections = ADMIN_MAX_CONNECTIONS;
+  // descriptors, and past it the oldest idle socket makes room, so a flood does not lock operators out.
+  boundAdminConnections(server, ADMIN_MAX_CONNECTIONS);
   return server;
 }
