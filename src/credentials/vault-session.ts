@@ -126,6 +126,9 @@ export class VaultSession {
 
   /** An AirlockError for a failed call, without Vault's own words (those go to the log as the cause). */
   failure(error: unknown, ref: string): AirlockError {
+    // Already said, by the login (#logIn): a refused login is not an unreachable Vault (found by review:
+    // a Kubernetes login Vault answered 400 reached the agent as "Vault did not answer").
+    if (error instanceof AirlockError) return error;
     const status = vaultStatus(error);
     // Vault's answer, not an outage: the secret was deleted, or Airlock's policy no longer covers it.
     if (status === 404) return new CredentialWithdrawn(`The credential ${ref} is not in Vault (no secret at that path); an operator writes it or fixes the reference.`, { cause: error });

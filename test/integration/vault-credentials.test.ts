@@ -328,6 +328,25 @@ describe('a vault: credential with each auth method', () => {
     expect(vault.requests.find((r) => r.endpoint === 'kubernetes-login')).toMatchObject({ path: '/v1/auth/kubernetes/login', status: 200 });
   });
 
+  it('a Kubernetes login Vault refuses (a role it does not know: 400) is reported as a refused login, not as Vault unreachable', async () => {
+    vault.resetObservations();
+    const jwtFile = join(scratch('airlock-k8s-refused-'), 'token');
+    writeFileSync(jwtFile, `${jwt}\n`);
+    const proxy = await start({
+      secrets: { vault: vaultSpec(vault, { method: 'kubernetes', role: 'no-such-role', jwt_file: jwtFile }) },
+      services: { stripe: service(upstream, 'vault:secret/stripe#api_key') },
+      agents: agents('stripe'),
+    });
+    const response = await call(proxy, 'stripe');
+    expect(response.status, response.text).toBe(503);
+    const problem = JSON.parse(response.text) as Problem;
+    expect(problem.code).toBe('credential_unavailable');
+    expect(problem.detail).toContain('Vault refused');
+    expect(problem.detail).toContain('status 400');
+    expect(problem.detail).not.toContain('did not answer');
+    expect(vault.requests.find((r) => r.endpoint === 'kubernetes-login')).toMatchObject({ status: 400 });
+  });
+
   it('sends X-Vault-Namespace on every call when a namespace is configured', async () => {
     const nsVault = await vaultServer({ requireNamespace: 'team-a' });
     const nsKey = plant('ns-key');
