@@ -1,8 +1,11 @@
 /**
  * The embedded secrets file, data_dir/secrets.json: one AES-256-GCM ciphertext per secret (seal-text.ts),
- * each with a fresh 96-bit IV and the secret's name as additional authenticated data, so a ciphertext
- * moved under another name fails to decrypt. Writes go to a temporary file that is synced and renamed
- * over the old one, so a crash never leaves half a file.
+ * each with a fresh 96-bit IV and the secret's name and `updated_at` as additional authenticated data,
+ * so a ciphertext moved under another name, or given another date, fails to decrypt. The date is the
+ * `generation` audit records show for a `file:` secret; in format 1 it was outside the AAD, so whoever
+ * could edit the file could change it (found by review). A format-1 file is still read as it was, and
+ * is rewritten as format 2, every entry re-sealed, by the next `secrets set` or `rm`. Writes go to a
+ * temporary file that is synced and renamed over the old one, so a crash never leaves half a file.
  */
 import { closeSync, constants, fstatSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -17,7 +20,9 @@ const LOCK_WAIT_MS = 10_000;
 const MAX_FILE_BYTES = 64 * 1024 * 1024;
 
 export const SECRETS_FILE = 'secrets.json';
-const FORMAT = 'airlock-secrets/1';
+const FORMAT = 'airlock-secrets/2';
+/** Entries sealed with the name alone as AAD; read, and rewritten as FORMAT by the next change. */
+const FORMAT_1 = 'airlock-secrets/1';
 const KEY_CHECK = 'airlock-key-check';
 
 interface SealedValue {
@@ -28,7 +33,7 @@ interface SealedValue {
 }
 
 interface SecretsDocument {
-  format: typeof FORMAT;
+  format: typeof FORMAT | typeof FORMAT_1;
   key_check: SealedValue;
   secrets: Record<string, SealedValue>;
 }
@@ -51,6 +56,17 @@ function seal(key: Buffer, aad: string, plaintext: string): SealedValue {
 
 function open(key: Buffer, aad: string, sealed: SealedValue): string {
   return openText(key, Buffer.from(aad, 'utf8'), sealed);
+}
+
+/** An entry's AAD: its name, and in format 2 its date (a missing or edited date fails to decrypt). */
+function entryAad(format: SecretsDocument['format'], name: string, sealed: SealedValue): string {
+  if (format === FORMAT_1) return `secret:${name}`;
+  return `secret:${name}\nupdated_at:${typeof sealed.updated_at === 'string' ? sealed.updated_at : ''}`;
+}
+
+function sealEntry(key: Buffer, name: string, value: string, updatedAt: string | undefined): SealedValue {
+  const dated: SealedValue = { iv: '', tag: '', ciphertext: '', ...(updatedAt === undefined ? {} : { updated_at: updatedAt }) };
+  return { ...seal(key, entryAad(FORMAT, name, dated), value), ...(updatedAt === undefined ? {} : { updated_at: updatedAt }) };
 }
 
 export interface SecretEntry {
@@ -92,7 +108,7 @@ export class EncryptedSecretFile {
     if (document === null) return { entries, damaged };
     for (const [name, sealed] of Object.entries(document.secrets)) {
       try {
-        entries.set(name, { value: open(this.#key, `secret:${name}`, sealed), updatedAt: sealed.updated_at ?? null });
+        entries.set(name, { value: open(this.#key, entryAad(document.format, name, sealed), sealed), updatedAt: sealed.updated_at ?? null });
       } catch {
         damaged.set(name, this.#damagedProblem(name));
       }
@@ -121,7 +137,7 @@ export class EncryptedSecretFile {
     return Object.entries(document.secrets).map(([name, sealed]) => {
       const updatedAt = typeof sealed === 'object' && sealed !== null && typeof sealed.updated_at === 'string' ? sealed.updated_at : null;
       try {
-        open(this.#key, `secret:${name}`, sealed);
+        open(this.#key, entryAad(document.format, name, sealed), sealed);
         return { name, updatedAt, damaged: false };
       } catch {
         return { name, updatedAt, damaged: true };
@@ -136,15 +152,15 @@ export class EncryptedSecretFile {
 
   set(name: string, value: string, now: Date): void {
     this.#locked(() => {
-      const document = this.#readDocument() ?? { format: FORMAT, key_check: seal(this.#key, 'key-check', KEY_CHECK), secrets: {} };
-      document.secrets[name] = { ...seal(this.#key, `secret:${name}`, value), updated_at: now.toISOString() };
+      const document = this.#resealed(this.#readDocument()) ?? { format: FORMAT, key_check: seal(this.#key, 'key-check', KEY_CHECK), secrets: {} };
+      document.secrets[name] = sealEntry(this.#key, name, value, now.toISOString());
       this.#write(document);
     });
   }
 
   remove(name: string): boolean {
     return this.#locked(() => {
-      const document = this.#readDocument();
+      const document = this.#resealed(this.#readDocument());
       if (document === null || !(name in document.secrets)) return false;
       delete document.secrets[name];
       this.#write(document);
@@ -211,7 +227,7 @@ export class EncryptedSecretFile {
       throw new SecretFileError(`${this.path} is not valid JSON; restore it from a backup or remove it and set the secrets again`);
     }
     // JSON.parse gives null, a number or an array for a file that was overwritten or truncated by hand.
-    if (document === null || typeof document !== 'object' || document.format !== FORMAT || typeof document.secrets !== 'object' || document.secrets === null || document.key_check === undefined) {
+    if (document === null || typeof document !== 'object' || (document.format !== FORMAT && document.format !== FORMAT_1) || typeof document.secrets !== 'object' || document.secrets === null || document.key_check === undefined) {
       throw new SecretFileError(`${this.path} is not an Airlock secrets file (format ${FORMAT}); restore it from a backup, or move it away and set the secrets again`);
     }
     try {
@@ -225,6 +241,22 @@ export class EncryptedSecretFile {
       );
     }
     return document;
+  }
+
+  /** A format-1 document as format 2: each entry re-sealed with its date bound (a damaged one is kept as it is, still damaged). */
+  #resealed(document: SecretsDocument | null): SecretsDocument | null {
+    if (document === null || document.format === FORMAT) return document;
+    // No prototype: a secret named __proto__ stays an entry.
+    const secrets: Record<string, SealedValue> = Object.create(null) as Record<string, SealedValue>;
+    for (const [name, sealed] of Object.entries(document.secrets)) {
+      try {
+        const updatedAt = typeof sealed.updated_at === 'string' ? sealed.updated_at : undefined;
+        secrets[name] = sealEntry(this.#key, name, open(this.#key, entryAad(FORMAT_1, name, sealed), sealed), updatedAt);
+      } catch {
+        secrets[name] = sealed;
+      }
+    }
+    return { format: FORMAT, key_check: document.key_check, secrets };
   }
 
   #write(document: SecretsDocument): void {

@@ -96,4 +96,62 @@ describe('the embedded secrets file', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  // Found by review: `updated_at`, the generation audit records show for a file: secret, was outside
+  // the AAD, so whoever could edit the file could change it (or strip it) and the entry still opened.
+  it('an entry whose date was edited or removed does not decrypt; the other entries still do', () => {
+    const dir = tempDir('seal-file-');
+    try {
+      const file = new EncryptedSecretFile(dir, randomBytes(32));
+      const [openai, github, stripe] = [plainCanary('dated-openai'), plainCanary('dated-github'), plainCanary('dated-stripe')];
+      file.set('openai', openai, new Date('2026-11-01T00:00:00Z'));
+      file.set('github', github, new Date('2026-11-02T00:00:00Z'));
+      file.set('stripe', stripe, new Date('2026-11-03T00:00:00Z'));
+      const document = JSON.parse(readFileSync(file.path, 'utf8')) as { format: string; secrets: Record<string, { updated_at?: string }> };
+      expect(document.format).toBe('airlock-secrets/2');
+      (document.secrets['openai'] as { updated_at?: string }).updated_at = '2026-12-31T00:00:00.000Z';
+      delete (document.secrets['github'] as { updated_at?: string }).updated_at;
+      writeFileSync(file.path, JSON.stringify(document));
+      const { entries, damaged } = file.readIntact();
+      expect([...damaged.keys()].sort()).toEqual(['github', 'openai']);
+      expect(entries.get('stripe')).toEqual({ value: stripe, updatedAt: '2026-11-03T00:00:00.000Z' });
+      expect(file.inventory().map((e) => [e.name, e.damaged])).toEqual([['openai', true], ['github', true], ['stripe', false]]);
+      assertNoLeak([openai, github, stripe], [{ name: 'file', text: readFileSync(file.path, 'utf8') }, { name: 'problems', text: [...damaged.values()].join('\n') }]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a format-1 file is read as it was, and the next change rewrites it as format 2 with every date bound', () => {
+    const dir = tempDir('seal-file-');
+    try {
+      const key = randomBytes(32);
+      const file = new EncryptedSecretFile(dir, key);
+      const [openai, github, fresh] = [plainCanary('v1-openai'), plainCanary('v1-github'), plainCanary('v1-fresh')];
+      // As the release before wrote it: the name alone as AAD.
+      const v1 = (name: string, value: string, updatedAt: string) => ({ ...sealText(key, Buffer.from(`secret:${name}`, 'utf8'), value), updated_at: updatedAt });
+      writeFileSync(
+        file.path,
+        JSON.stringify({
+          format: 'airlock-secrets/1',
+          key_check: sealText(key, Buffer.from('key-check', 'utf8'), 'airlock-key-check'),
+          secrets: { openai: v1('openai', openai, '2026-10-01T00:00:00.000Z'), github: v1('github', github, '2026-10-02T00:00:00.000Z') },
+        }),
+      );
+      expect(file.readAll()).toEqual(new Map([['openai', { value: openai, updatedAt: '2026-10-01T00:00:00.000Z' }], ['github', { value: github, updatedAt: '2026-10-02T00:00:00.000Z' }]]));
+      file.set('fresh', fresh, new Date('2026-11-28T00:00:00Z'));
+      const document = JSON.parse(readFileSync(file.path, 'utf8')) as { format: string; secrets: Record<string, { updated_at?: string }> };
+      expect(document.format).toBe('airlock-secrets/2');
+      // Values and dates as they were; the old entries now open only with their dates.
+      expect(file.readAll()).toEqual(new Map([['openai', { value: openai, updatedAt: '2026-10-01T00:00:00.000Z' }], ['github', { value: github, updatedAt: '2026-10-02T00:00:00.000Z' }], ['fresh', { value: fresh, updatedAt: '2026-11-28T00:00:00.000Z' }]]));
+      (document.secrets['openai'] as { updated_at?: string }).updated_at = '2026-12-31T00:00:00.000Z';
+      writeFileSync(file.path, JSON.stringify(document));
+      expect([...file.readIntact().damaged.keys()]).toEqual(['openai']);
+      // Set back to format 1, the re-sealed entries do not open either: no way back to unbound dates.
+      writeFileSync(file.path, JSON.stringify({ ...document, format: 'airlock-secrets/1' }));
+      expect([...file.readIntact().damaged.keys()].sort()).toEqual(['fresh', 'github', 'openai']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
