@@ -232,6 +232,8 @@ export class RedactingResponseWriter {
   /** For text/event-stream and NDJSON: secrets spread over events (an LLM repeating a key token by token). */
   #events: SseDeltaRedactor | null = null;
   #decoder: Transform | null = null;
+  /** A deflate body's first byte, held until a second shows whether it is zlib-wrapped (isZlibWrapped). */
+  #deflateHead: Buffer | null = null;
   #encodedBytes = 0;
   #decodedBytes = 0;
   #trailers: string[] = [];
@@ -330,14 +332,19 @@ export class RedactingResponseWriter {
     this.redactions += redactHeaderValues(pairs, this.#matcher) + relocate(pairs, this.#matcher, this.#upstream, this.#agentPrefix);
     if (this.#bodylessStatus(status)) {
       this.#mode = 'headers-only';
-      this.#headers = pairs;
+      // Digests of the body a GET would have had (HEAD) or of the stored one (304): that body was never
+      // scanned, so they would let an agent test guesses of a secret it holds offline, as streamed
+      // headers and trailers would (found by review).
+      this.#headers = withoutHeaders(pairs, (name) => DIGEST_HEADERS.has(name));
       return null;
     }
     const framing = this.#matcher.needles.size > 0 ? eventFramingOf(pairs, this.#path) : null;
     if (framing !== null) this.#events = new SseDeltaRedactor(this.#matcher.needles, framing);
     const coding = contentCodingOf(contentEncoding);
     if (coding === null) {
-      return unscannable(`The upstream sent a body with Content-Encoding "${String(contentEncoding)}", which Airlock cannot decode and therefore cannot scan for secrets; it was not passed on.`);
+      // The value is not quoted: it is the upstream's, and an agent's error holds only our words (found
+      // by review: a key shape the response scan would have masked came back in this detail).
+      return unscannable('The upstream sent a body with a Content-Encoding Airlock cannot decode (it decodes gzip, deflate and br, one at a time) and therefore cannot scan for secrets; it was not passed on.');
     }
     this.#coding = coding;
     const declared = contentLength === undefined ? NaN : Number(contentLength);
@@ -380,8 +387,15 @@ export class RedactingResponseWriter {
       this.#write(this.#eventLayer(this.#redactor.push(chunk)));
       return;
     }
-    const decoder = this.#decoder ?? this.#createDecoder(chunk);
-    if (!decoder.write(chunk)) this.#hooks.pauseUpstream();
+    let encoded = chunk;
+    if (this.#decoder === null && this.#coding === 'deflate') {
+      // Found by review: a first chunk of one byte chose raw deflate for a zlib stream, and refused it.
+      if (this.#deflateHead !== null) encoded = Buffer.concat([this.#deflateHead, chunk]);
+      this.#deflateHead = encoded.length < 2 ? encoded : null;
+      if (this.#deflateHead !== null) return;
+    }
+    const decoder = this.#decoder ?? this.#createDecoder(encoded);
+    if (!decoder.write(encoded)) this.#hooks.pauseUpstream();
   }
 
   end(trailers: Readonly<Record<string, string | string[] | undefined>>): void {
@@ -416,6 +430,7 @@ export class RedactingResponseWriter {
       return this.#finish(true, null);
     }
     if (this.#mode === 'buffer') return this.#endBuffered();
+    if (this.#decoder === null && this.#deflateHead !== null) this.#createDecoder(this.#deflateHead).write(this.#deflateHead);
     if (this.#decoder === null) return this.#endStream();
     this.#decoder.end();
   }

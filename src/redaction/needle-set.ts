@@ -93,6 +93,7 @@ export interface HeadedNeedle {
  * JSON string or attribute, and the "..." a page prints where it cut.
  */
 const RUN_BYTES = runByteTable();
+const BACKSLASH = 0x5c;
 
 function runByteTable(): Uint8Array {
   const table = new Uint8Array(256);
@@ -345,8 +346,17 @@ export class NeedleSet {
       out.push(p, whole);
       return -1;
     }
+    const matched = end;
     while (end < limit && RUN_BYTES[data[end] as number] === 1) end++;
     if (end === n && end < whole && !final) return p;
+    // A run that ends in an odd number of backslashes took the escape of the byte after it (the \ of a
+    // JSON \"): masked, the quote would close the string early and the body no longer parse (found by
+    // review). The last backslash is left; what decides it is the bytes after the run, not the key.
+    if (end < n) {
+      let slashes = 0;
+      while (end - slashes > matched && data[end - slashes - 1] === BACKSLASH) slashes++;
+      if (slashes % 2 === 1) end--;
+    }
     out.push(p, end);
     return -1;
   }
