@@ -19,7 +19,7 @@ import { brotliDecompressSync, createBrotliDecompress, createGunzip, createInfla
 import type { Transform } from 'node:stream';
 import { AirlockError } from '../errors.js';
 import type { ServicePolicy } from '../policy/compile-policy.js';
-import type { RedactionMatcher } from '../redaction/redaction-matcher.js';
+import { MIN_MASKED_PARTIAL, type RedactionMatcher } from '../redaction/redaction-matcher.js';
 import type { SecretCatalog } from '../redaction/secret-catalog.js';
 import { SseDeltaRedactor, type EventFraming } from '../redaction/sse-delta-redactor.js';
 import { StreamRedactor } from '../redaction/stream-redactor.js';
@@ -103,7 +103,8 @@ function isZlibWrapped(head: Buffer): boolean {
  * where a secret shows; a header whose NAME holds one is dropped, name and value, since a name cannot
  * carry the marker (RFC 9110 5.1: a token) and an upstream that echoes input into a header name
  * (`x-<hex of the key>: 1`) would otherwise hand the secret over (found by review). Names arrive lower
- * case (undici), so they are compared with the forms folded to lower case too (nameHoldsSecret).
+ * case (undici), so they are compared with the forms, and the key shapes, folded to lower case too
+ * (nameHoldsSecret, nameHoldsKeyShape).
  */
 export function redactHeaderValues(pairs: string[], matcher: RedactionMatcher): number {
   let count = 0;
@@ -112,7 +113,8 @@ export function redactHeaderValues(pairs: string[], matcher: RedactionMatcher): 
     // once in 30,000 responses, look like the start of a secret's hex form and be masked as a partial.
     if (pairs[i - 1] === REQUEST_ID_HEADER) continue;
     const name = pairs[i - 1] as string;
-    if (matcher.nameHoldsSecret(name) || (!matcher.clearOfText(name, 'latin1') && redactedCount(name, matcher) > 0)) {
+    // The key shapes are checked folded only: a name in lower case holds none of the upper-case ones as written.
+    if (matcher.nameHoldsSecret(name) || matcher.nameHoldsKeyShape(name) || (!matcher.textHoldsNoNeedle(name, 'latin1', MIN_MASKED_PARTIAL) && redactedCount(name, matcher) > 0)) {
       pairs.splice(i - 1, 2);
       i -= 2;
       count += 1;

@@ -2,7 +2,7 @@
  * What one response is scanned for: the forms of the secrets in its redaction scope (a NeedleSet) and
  * the enabled shape rules. Built once per scope and reused by every response until the secrets change.
  */
-import { RuleSet, type KeyRule } from './key-patterns.js';
+import { RuleSet, type KeyRule, type RunRule } from './key-patterns.js';
 import { NeedleSet } from './needle-set.js';
 import { PrefixFilter } from './prefix-filter.js';
 
@@ -31,6 +31,8 @@ export class RedactionMatcher {
 
   /** The needles in lower case, for header names (nameHoldsSecret); built on first use. */
   #folded: NeedleSet | undefined;
+  /** The run rules folded to lower case, for header names (nameHoldsKeyShape); built on first use. */
+  #foldedRules: RuleSet | undefined;
 
   /**
    * Whether a header or trailer name, which undici hands over in lower case, holds a secret's form (or
@@ -51,6 +53,20 @@ export class RedactionMatcher {
     const found: number[] = [];
     this.#folded.findMatches(bytes, found);
     return found.length > 0 || this.#folded.partialSuffix(bytes) >= MIN_MASKED_PARTIAL;
+  }
+
+  /**
+   * Whether a header or trailer name holds a key shape in any letter case. Names arrive lower case
+   * (undici): `x-akia...` is an AWS key id folded, and one upper-casing gives it back whole, yet the
+   * rules as written (AKIA, AIza) never saw it (found by review). Prefixes and runs are compared folded.
+   */
+  nameHoldsKeyShape(name: string): boolean {
+    if (this.rules.size === 0) return false;
+    this.#foldedRules ??= new RuleSet(this.rules.rules.filter((rule): rule is RunRule => rule.kind === 'run').map(foldedRule));
+    if (this.#foldedRules.surelyAbsentFrom(name)) return false;
+    const found: number[] = [];
+    this.#foldedRules.scan(Buffer.from(name, 'latin1'), -1, true, found);
+    return found.length > 0;
   }
 
   get empty(): boolean {
@@ -121,4 +137,11 @@ export class RedactionMatcher {
     const heldFrom = Math.min(data.length - this.needles.partialSuffix(data), rules === -1 ? data.length : rules, piece === -1 ? data.length : piece);
     return data.length - heldFrom;
   }
+}
+
+/** A run rule that matches its shape in lower case: prefixes folded, and each upper-case letter's lower-case twin allowed in the run. */
+function foldedRule(rule: RunRule): RunRule {
+  const charset = Uint8Array.from(rule.charset);
+  for (let byte = 0x41; byte <= 0x5a; byte++) if (rule.charset[byte] === 1) charset[byte + 0x20] = 1;
+  return Object.freeze({ ...rule, prefixes: rule.prefixes.map((prefix) => Buffer.from(prefix.toString('latin1').toLowerCase(), 'latin1')), charset });
 }

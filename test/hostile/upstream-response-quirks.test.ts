@@ -5,7 +5,9 @@
  * - a streamed deflate body whose first chunk was one byte was taken for raw deflate and refused;
  * - a masked piece of the key took the backslash of a JSON `\"` after it, and the body no longer parsed;
  * - a HEAD answer relayed the Content-Digest of the body a GET would get, which GET itself drops (a
- *   digest of a body holding the key lets an agent test guesses offline).
+ *   digest of a body holding the key lets an agent test guesses offline);
+ * - an AWS key id (or a Google key) in a header NAME passed: names arrive lower case, and the shapes as
+ *   written (AKIA, AIza) never matched; upper-casing `x-akia...` gives the key id back whole.
  */
 import { randomBytes, createHash } from 'node:crypto';
 import { deflateRawSync, deflateSync } from 'node:zlib';
@@ -23,6 +25,8 @@ const KEY = `Ab12Cd34quirks${randomBytes(16).toString('hex')}`;
 /** What the built-in github shape masks, handed out by the upstream as a new token would be. */
 const HANDED_OUT = `ghp_${randomBytes(18).toString('base64url').replace(/[-_]/g, 'x')}`;
 const TEXT = 'hello world '.repeat(10_000);
+const AWS_ID = `AKIA${randomBytes(16).toString('hex').toUpperCase().slice(0, 16)}`;
+const GOOGLE_KEY = `AIza${randomBytes(27).toString('base64url').slice(0, 35)}`;
 
 describe('upstream response quirks', () => {
   const watch = hostileWatch();
@@ -51,6 +55,9 @@ describe('upstream response quirks', () => {
         const body = `{"msg":"got ${key.slice(0, -3)}\\" done","n":1}`;
         res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
         res.end(body);
+      } else if (url === '/v1/shape-names') {
+        res.writeHead(200, { [`x-${AWS_ID}`]: '1', [`x-g-${GOOGLE_KEY}`]: '1', 'x-plain': 'kept', 'content-length': 2 });
+        res.end('ok');
       } else if (url === '/v1/digest') {
         const body = `token=${key}`;
         res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), 'content-digest': `sha-256=:${createHash('sha256').update(body).digest('base64')}:` });
@@ -71,7 +78,8 @@ describe('upstream response quirks', () => {
   });
 
   afterAll(async () => {
-    assertNoLeak([KEY, HANDED_OUT, agent.token], [responsesSurface(answers), ...proxySurfaces(proxy)]);
+    const folded = responsesSurface(answers);
+    assertNoLeak([KEY, HANDED_OUT, AWS_ID, GOOGLE_KEY, agent.token], [responsesSurface(answers), { ...folded, text: folded.text.toUpperCase() }, ...proxySurfaces(proxy)]);
     await proxy?.close();
     await upstream?.close();
   });
@@ -116,6 +124,16 @@ describe('upstream response quirks', () => {
     expect(got.status).toBe(200);
     expect(got.headers['content-digest']).toBeUndefined();
     expect(head.headers['content-digest']).toBeUndefined();
+  });
+
+  it('a header whose name holds a key shape in lower case is dropped, name and value', async () => {
+    const answer = await get('/v1/shape-names');
+    expect(answer.status).toBe(200);
+    expect(answer.headers['x-plain']).toBe('kept');
+    const names = Object.keys(answer.headers).join('\n');
+    expect(names).not.toContain(AWS_ID.toLowerCase());
+    expect(names).not.toContain(GOOGLE_KEY.toLowerCase());
+    expect(answer.text).toBe('ok');
   });
 
   it('the proxy stayed healthy (no unhandled rejection or uncaught exception, event loop responsive)', () => {
