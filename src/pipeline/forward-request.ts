@@ -34,6 +34,17 @@ export interface ForwardInput {
   readonly matcher: RedactionMatcher;
   /** Statuses whose (small) response is held back unsent, for a retry with a rotated credential. */
   readonly capture: ReadonlySet<number>;
+  /** Where the kill switch finds this relay while it runs (track-exchange.ts), to refuse it before its answer. */
+  readonly exchange: ExchangeSlot;
+}
+
+/** A relay the kill switch can stop before anything of its answer was sent. */
+export interface Interruptible {
+  interrupt(failure: AirlockError): void;
+}
+
+export interface ExchangeSlot {
+  relay: Interruptible | null;
 }
 
 export interface ForwardResult {
@@ -58,7 +69,7 @@ class AgentWentAway extends Error {
   }
 }
 
-class ResponseRelay implements Dispatcher.DispatchHandler, GateWaiter {
+class ResponseRelay implements Dispatcher.DispatchHandler, GateWaiter, Interruptible {
   readonly #input: ForwardInput;
   readonly #resolve: (result: ForwardResult) => void;
   readonly #reject: (error: AirlockError) => void;
@@ -79,6 +90,18 @@ class ResponseRelay implements Dispatcher.DispatchHandler, GateWaiter {
     this.#reject = reject;
     this.#writer = new RedactingResponseWriter(input.res, input.matcher, input.service, input.agentPrefix, this, input.outbound);
     input.res.on('close', this.#onAgentClose);
+    input.exchange.relay = this;
+  }
+
+  /**
+   * The kill switch's call, while nothing of the answer was sent (TrackedExchange checks): the upstream
+   * request is aborted (before undici writes it, if it has not yet) and the agent gets `failure`.
+   */
+  interrupt(failure: AirlockError): void {
+    if (this.#settled) return;
+    this.#controller?.abort(failure);
+    this.#writer.abandon();
+    this.#fail(failure);
   }
 
   /** The agent is gone before anything was dispatched. */
@@ -159,6 +182,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler, GateWaiter {
     this.#stopWaiting();
     this.#settled = true;
     this.#input.res.off('close', this.#onAgentClose);
+    this.#leaveSlot();
     this.#resolve(result);
   }
 
@@ -167,7 +191,12 @@ class ResponseRelay implements Dispatcher.DispatchHandler, GateWaiter {
     this.#stopWaiting();
     this.#settled = true;
     this.#input.res.off('close', this.#onAgentClose);
+    this.#leaveSlot();
     this.#reject(error);
+  }
+
+  #leaveSlot(): void {
+    if (this.#input.exchange.relay === this) this.#input.exchange.relay = null;
   }
 
   // Writer hooks.
@@ -196,6 +225,8 @@ class ResponseRelay implements Dispatcher.DispatchHandler, GateWaiter {
     this.#controller = controller;
     // Aborted here, undici writes nothing of the request (client-h1.js writeH1).
     if (this.#agentGone) controller.abort(new AgentWentAway());
+    // Interrupted between dispatch and this call: nothing of it is written either.
+    else if (this.#settled) controller.abort(new Error('the request was interrupted before it was written'));
   }
 
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: UpstreamHeaders): void {

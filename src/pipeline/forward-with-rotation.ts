@@ -15,7 +15,7 @@ import type { RequestTrace } from '../observability/tracing.js';
 import type { SecretCatalog } from '../redaction/secret-catalog.js';
 import { buildUpstreamRequest } from './build-upstream-request.js';
 import type { CanonicalTarget } from './canonicalize-target.js';
-import { forwardRequest, type ForwardResult } from './forward-request.js';
+import { forwardRequest, type ExchangeSlot, type ForwardResult } from './forward-request.js';
 import { injectCredential } from './inject-credential.js';
 import { replayCaptured, responseMatcher } from './redact-response.js';
 import { usableCredential } from './resolve-credential.js';
@@ -45,6 +45,8 @@ export interface RotationInput {
   /** A stream, or the buffered body (replayable requests and approved ones). */
   readonly body: Readable | Buffer | null;
   readonly trace: RequestTrace;
+  /** The kill switch's handle on whichever send is under way. */
+  readonly exchange: ExchangeSlot;
 }
 
 export interface RotationResult {
@@ -86,6 +88,7 @@ async function send(input: RotationInput, injected: Credential, capture: Readonl
       agentPrefix: input.agentPrefix,
       matcher: responseMatcher(input.catalog, input.service, input.plan.ref),
       capture,
+      exchange: input.exchange,
     });
   } catch (error) {
     span.end(null, (error as { code?: string }).code ?? 'error');

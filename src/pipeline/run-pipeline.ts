@@ -55,6 +55,7 @@ import { resolveCredential } from './resolve-credential.js';
 import { screenAnomalies } from './screen-anomalies.js';
 import { selectService, type ListenerBinding } from './select-service.js';
 import { sendProblem, sendRawProblem } from './send-problem.js';
+import { TrackedExchange } from './track-exchange.js';
 import { isReservedPath, serveReserved } from './serve-reserved.js';
 import { isSessionsPath, serveSessions } from './serve-sessions.js';
 
@@ -264,14 +265,8 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
     // must stop this request, not only the next one. Nothing awaits between here and dispatch.
     recheckAfterWait(runtime.state, principal, selected.service.name, plan.ref, runtime.limits.stateStaleAfterMs, runtime.nowMs());
     upstreamStartedAt = performance.now();
-    untrack = runtime.killSwitch.track({
-      agent: principal.agent.name,
-      sessions: sessionChain(runtime, principal.session?.id ?? null),
-      service: selected.service.name,
-      credential: plan.ref,
-      res,
-      endsInMs: principal.session === null ? null : principal.session.expiresAt - runtime.nowMs(),
-    });
+    const exchange = new TrackedExchange(runtime, principal, sessionChain(runtime, principal.session?.id ?? null), selected.service.name, plan.ref, res);
+    untrack = runtime.killSwitch.track(exchange);
     const result = await forwardWithRotation({
       req,
       res,
@@ -288,6 +283,7 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
       catalog: runtime.catalog,
       body,
       trace,
+      exchange,
     });
     forwarded = result.forwarded;
     if (result.rotated !== null) {

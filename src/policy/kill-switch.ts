@@ -1,8 +1,9 @@
 /**
  * Ends responses in flight when what they run under is revoked: an agent, a session (or one it was
  * narrowed from), a credential reference, a service, or everything (lockdown). Requests register while
- * they are being answered; a revocation event from any replica destroys the matching responses at once,
- * and a response under a task session is ended when the session expires.
+ * they are being answered; a revocation event from any replica ends the matching exchanges at once,
+ * and one under a task session is ended when the session expires. How an exchange ends is its own
+ * (LiveExchange.interrupt): refused with a problem while nothing of its answer was sent, cut after.
  */
 import type { ServerResponse } from 'node:http';
 import { LONGEST_TIMER_MS } from '../config/schema.js';
@@ -23,6 +24,12 @@ export interface LiveExchange {
    * after the session expired, while new requests got 401).
    */
   readonly endsInMs: number | null;
+  /**
+   * Ends the exchange now. Found by review: destroying the response while the request still waited
+   * for its upstream gave the agent a bare connection reset (which SDKs take for a network error, and
+   * retry) and the audit record no reason.
+   */
+  interrupt(): void;
 }
 
 export class KillSwitch {
@@ -39,7 +46,7 @@ export class KillSwitch {
     if (exchange.endsInMs === null || exchange.endsInMs > LONGEST_TIMER_MS) return () => this.#live.delete(exchange);
     const expiry = setTimeout(() => {
       this.#live.delete(exchange);
-      exchange.res.destroy();
+      exchange.interrupt();
     }, Math.max(0, exchange.endsInMs));
     expiry.unref();
     return () => {
@@ -67,7 +74,7 @@ export class KillSwitch {
     for (const exchange of this.#live) {
       if (!matches(exchange)) continue;
       this.#live.delete(exchange);
-      exchange.res.destroy();
+      exchange.interrupt();
     }
   }
 }

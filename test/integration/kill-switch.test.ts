@@ -23,9 +23,17 @@ import { parseResponse, rawGet, rawRequest } from '../helpers/raw-http.js';
 
 /** How long a revoked stream may keep flowing; a healthy run ends it in milliseconds. */
 const STREAM_END_DEADLINE_MS = 2_000;
+/** How long the upstream takes over /v1/slow: well past the deadline above. */
+const SLOW_ANSWER_MS = 6_000;
 
 /** An upstream event stream that sends an event every 50 ms until the connection goes away. */
 function streamingHandler(req: IncomingMessage, res: ServerResponse, recorded: RecordedRequest): void {
+  if ((req.url ?? '').startsWith('/v1/slow')) {
+    // An answer that takes its time (a long completion, not streamed).
+    const timer = setTimeout(() => res.end(`{"answer":"late","who":${JSON.stringify(recorded.target)}}`), SLOW_ANSWER_MS);
+    res.on('close', () => clearTimeout(timer));
+    return;
+  }
   if (!(req.url ?? '').startsWith('/v1/stream')) return okHandler(req, res);
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
   let n = 0;
@@ -70,6 +78,7 @@ describe('kill switch', () => {
           credential: { secret: 'env:LLM_KEY', inject: 'bearer' },
           routes: [
             { method: 'GET', path: '/v1/stream', scope: 'stream:read' },
+            { method: 'GET', path: '/v1/slow', scope: 'stream:read' },
             { method: 'POST', path: '/v1/chat', scope: 'chat:write' },
           ],
         },
@@ -404,6 +413,66 @@ describe('kill switch', () => {
       stream.close();
       bystander.close();
     }
+  });
+
+  // Found by review (a flake of shared-state-redis-faults.test.ts): a request still waiting for its
+  // upstream's answer was destroyed, a bare connection reset with no reason in the audit record.
+  describe('a request waiting for its answer when what it runs under ends', () => {
+    /** Sends `path` with `token`, waits until the upstream holds it, runs `end`, and returns the answer. */
+    async function endWhileWaiting(token: string, path: string, end: () => Promise<unknown>): Promise<{ answer: SentResponse; waitedMs: number }> {
+      const target = path.replace(/^\/llm/, '');
+      const pending = call(token, path);
+      await eventually('the upstream to hold the request', () => llm.requests.some((r) => r.target === target), 5_000);
+      const endedAt = Date.now();
+      await end();
+      const answer = await pending;
+      return { answer, waitedMs: Date.now() - endedAt };
+    }
+
+    it('an agent revoked: 401 at once, not a connection reset; the late answer is never passed on', async () => {
+      try {
+        const { answer, waitedMs } = await endWhileWaiting(alpha.token, '/llm/v1/slow?who=revoked-agent', () =>
+          change('POST', '/v1/agents/alpha/revoke', { reason: 'revoked mid-answer' }, '/v1/agents/:name/revoke'),
+        );
+        const problem = expectProblem(answer, 401, 'unauthenticated');
+        expect(problem.detail).toContain('alpha');
+        expect(answer.text).not.toContain('late');
+        expect(waitedMs).toBeLessThan(STREAM_END_DEADLINE_MS);
+        // Allowed, as it was: it reached the upstream. Its code and status say how it ended.
+        expect(await auditOf(answer)).toMatchObject({ agent: 'alpha', path: '/llm/v1/slow', code: 'unauthenticated', status: 401, decision: 'allow' });
+      } finally {
+        await change('POST', '/v1/agents/alpha/restore', {}, '/v1/agents/:name/restore');
+      }
+    });
+
+    it('its credential revoked: 503 credential_revoked, as the next request gets', async () => {
+      try {
+        const { answer } = await endWhileWaiting(beta.token, '/llm/v1/slow?who=revoked-credential', () =>
+          change('POST', '/v1/revocations', { kind: 'credential', target: 'env:LLM_KEY', reason: 'rotating mid-answer' }, '/v1/revocations'),
+        );
+        expectProblem(answer, 503, 'credential_revoked');
+        expect(await auditOf(answer)).toMatchObject({ credential: 'env:LLM_KEY', code: 'credential_revoked', status: 503 });
+      } finally {
+        await change('POST', '/v1/revocations/lift', { kind: 'credential', target: 'env:LLM_KEY' }, '/v1/revocations/lift');
+      }
+    });
+
+    it('its task session expired: 401 at the session end', async () => {
+      const response = await sendRequest(`${proxy.url}/_airlock/sessions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${beta.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ scopes: { llm: ['stream:read'] }, ttl_seconds: 1, justification: 'a one-second wait' }),
+      });
+      expect(response.status, response.text).toBe(201);
+      const minted = response.json<{ session_token: string; expires_at: string }>();
+      sessionTokens.push(minted.session_token);
+      const answer = await call(minted.session_token, '/llm/v1/slow?who=expiring-wait');
+      const at = Date.now();
+      const problem = expectProblem(answer, 401, 'unauthenticated');
+      expect(problem.detail).toMatch(/^Session ses_\S+ ended/);
+      expect(at).toBeGreaterThanOrEqual(Date.parse(minted.expires_at) - 50);
+      expect(at).toBeLessThan(Date.parse(minted.expires_at) + STREAM_END_DEADLINE_MS);
+    });
   });
 
   // A timer past node's longest (2^31-1 ms) fires at once: such a session's stream was cut at its start.

@@ -1,0 +1,62 @@
+/**
+ * A request from the moment it is sent upstream until its answer is done, as the kill switch sees it
+ * (kill-switch.ts). When what it runs under is revoked, or its session ends, while nothing of the
+ * answer has reached the agent, the agent gets the refusal its next request would get (401 for a
+ * revoked agent or ended session, 503 for a suspended service or revoked credential), audited with
+ * that code; the upstream request is aborted, and its answer never sent. Once the answer's headers are
+ * out, the only signal left is to cut the response (RFC 9112 9.6 leaves no other).
+ */
+import type { ServerResponse } from 'node:http';
+import { AirlockError, asAirlockError } from '../errors.js';
+import type { LiveExchange } from '../policy/kill-switch.js';
+import type { Principal } from './authenticate-agent.js';
+import { INVALID_TOKEN, recheckAfterWait } from './check-revocations.js';
+import type { ExchangeSlot, Interruptible } from './forward-request.js';
+import type { ProxyRuntime } from './proxy-runtime.js';
+
+/** A class, not an object of closures: one is made per forwarded request. */
+export class TrackedExchange implements LiveExchange, ExchangeSlot {
+  readonly agent: string;
+  readonly sessions: readonly string[];
+  readonly service: string;
+  readonly credential: string;
+  readonly res: ServerResponse;
+  readonly endsInMs: number | null;
+  /** The relay sending the request now (forward-request.ts), null between a refused send and its retry. */
+  relay: Interruptible | null = null;
+  readonly #runtime: ProxyRuntime;
+  readonly #principal: Principal;
+
+  constructor(runtime: ProxyRuntime, principal: Principal, sessions: readonly string[], service: string, credential: string, res: ServerResponse) {
+    this.#runtime = runtime;
+    this.#principal = principal;
+    this.agent = principal.agent.name;
+    this.sessions = sessions;
+    this.service = service;
+    this.credential = credential;
+    this.res = res;
+    this.endsInMs = principal.session === null ? null : principal.session.expiresAt - runtime.nowMs();
+  }
+
+  interrupt(): void {
+    const relay = this.relay;
+    if (relay === null || this.res.headersSent) {
+      this.res.destroy();
+      return;
+    }
+    relay.interrupt(this.#refusal());
+  }
+
+  /** What the next request would be told; a session that ended by its clock is not yet gone from state. */
+  #refusal(): AirlockError {
+    const runtime = this.#runtime;
+    try {
+      recheckAfterWait(runtime.state, this.#principal, this.service, this.credential, runtime.limits.stateStaleAfterMs, runtime.nowMs());
+    } catch (error) {
+      return asAirlockError(error);
+    }
+    const session = this.#principal.session;
+    const what = session === null ? `What agent ${this.agent}'s request ran under was revoked` : `Session ${session.id} ended`;
+    return new AirlockError('unauthenticated', `${what} while the request waited for its upstream; its answer was not passed on.`, { headers: INVALID_TOKEN });
+  }
+}
