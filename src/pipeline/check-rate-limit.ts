@@ -41,20 +41,18 @@ export interface MintRate {
 
 function admitMint(decision: RateDecision, agent: string, bucket: BucketShape, rate: MintRate): void {
   if (decision.allowed) return;
+  throw overRate(decision, (seconds) => `Agent ${agent} is minting task sessions faster than ${rate.requests} per ${rate.per} s, bursts of ${bucket.capacity} (limits.session_mint_rate); retry in ${seconds} s, or reuse a session for more calls.`);
+}
+
+/** 429 with Retry-After in whole seconds, at least 1 (RFC 9110 10.2.3: delay-seconds), which `detail` repeats. */
+function overRate(decision: RateDecision, detail: (seconds: number) => string): AirlockError {
   const seconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000));
-  throw new AirlockError('rate_limited', `Agent ${agent} is minting task sessions faster than ${rate.requests} per ${rate.per} s, bursts of ${bucket.capacity} (limits.session_mint_rate); retry in ${seconds} s, or reuse a session for more calls.`, {
-    headers: { 'retry-after': String(seconds) },
-  });
+  return new AirlockError('rate_limited', detail(seconds), { headers: { 'retry-after': String(seconds) } });
 }
 
 /** The limiter's decision, then the concurrency gate; `rate` and `bucket` are the grant's, known present. */
 function admit(decision: RateDecision, gate: ConcurrencyGate, agent: string, grant: GrantPolicy, rate: NonNullable<GrantPolicy['config']['rate']>, bucket: BucketShape): () => void {
-  if (!decision.allowed) {
-    const seconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000));
-    throw new AirlockError('rate_limited', `Agent ${agent} is over its rate on ${grant.service} (${rate.requests} per ${rate.per} s, bursts of ${bucket.capacity}); retry in ${seconds} s.`, {
-      headers: { 'retry-after': String(seconds) },
-    });
-  }
+  if (!decision.allowed) throw overRate(decision, (seconds) => `Agent ${agent} is over its rate on ${grant.service} (${rate.requests} per ${rate.per} s, bursts of ${bucket.capacity}); retry in ${seconds} s.`);
   if (rate.concurrency === undefined) return NOTHING_TO_RELEASE;
   const release = gate.enter(grant.rateKey, rate.concurrency);
   if (release === null) {
