@@ -53,7 +53,7 @@ import { REVOCATION_KINDS, type ApprovalRecord, type RevocationKind, type Sessio
 import type { GovernanceState } from '../state/governance-state.js';
 import { REQUEST_ID_HEADER } from '../upstream/relay-headers.js';
 import { authenticateAdmin, type AdminDirectory } from './authenticate-admin.js';
-import { boundAdminConnections } from './bound-admin-connections.js';
+import { AdminConnections } from './bound-admin-connections.js';
 import { checkAdminHost } from './check-admin-host.js';
 
 export interface AdminContext {
@@ -493,6 +493,8 @@ async function lastAuditRecords(file: string, count: number): Promise<AuditRecor
 interface AdminListener {
   readonly currentContext: () => AdminContext;
   readonly streams: Set<ServerResponse>;
+  /** Set once the server exists: the bound on its sockets, which keeps those of admin calls. */
+  connections: AdminConnections | null;
 }
 
 /**
@@ -632,6 +634,7 @@ async function handle(context: AdminContext, listener: AdminListener, req: Incom
     return;
   }
   const actor = authenticateAdmin(req.rawHeaders, context.directory);
+  listener.connections?.hold(res);
   // A change that could not be audited is not made.
   if (asGet !== 'GET') context.audit.assertWritable();
   const recheck = (): void => void authenticateAdmin(req.rawHeaders, listener.currentContext().directory);
@@ -684,7 +687,7 @@ const ADMIN_LISTENER_BOUNDS = { headerBytes: "16 KiB, node's default, for the ad
 
 /** `currentContext` is read per request, so a reload's new policy and broker are what the API sees. */
 export function createAdminServer(currentContext: () => AdminContext): Server {
-  const listener: AdminListener = { currentContext, streams: new Set() };
+  const listener: AdminListener = { currentContext, streams: new Set(), connections: null };
   // Deadlines are checked every second, as on the agent listener (create-listener.ts): at node's default
   // of 30 s the 10 s header deadline held for up to ~30 s (found by review).
   const server = createServer({ requireHostHeader: true, headersTimeout: ADMIN_HEADERS_TIMEOUT_MS, requestTimeout: ADMIN_REQUEST_TIMEOUT_MS, connectionsCheckingInterval: 1_000 }, function handleAdminRequest(req, res) {
@@ -700,6 +703,6 @@ export function createAdminServer(currentContext: () => AdminContext): Server {
   refuseClientErrors(server, (socket, failure) => sendRawProblem(socket, failure, randomUUID(), (text) => currentContext().catalog.scrub(text)), ADMIN_LISTENER_BOUNDS);
   // Operators, their consoles and a scraper: a bound on sockets keeps a flood from taking the process's
   // descriptors, and past it the oldest idle socket makes room, so a flood does not lock operators out.
-  boundAdminConnections(server, ADMIN_MAX_CONNECTIONS);
+  listener.connections = new AdminConnections(server, ADMIN_MAX_CONNECTIONS);
   return server;
 }

@@ -4,49 +4,59 @@
  * node's `server.maxConnections` closes every connection past the bound, so a local process holding
  * that many idle sockets locks the operator out of the admin API, the kill switch included, for as long
  * as it holds them. A per-address bound does not help: a local attacker shares 127.0.0.1 with the
- * operator. Here a connection past the bound is admitted and the oldest connection with no request
- * in progress is closed instead: an idle keep-alive socket, or one still sending its headers (a
- * slow-loris socket is no better than an idle one). A socket whose request is being answered (an
- * operator's call, a console's audit stream) is never closed to make room; only when every socket
- * is answering a request is the newcomer closed, as node would. So the descriptors stay bounded, and
- * holding a slot takes a request the admin API is answering, which takes an admin token: an
- * unauthenticated request is answered (401) at once.
+ * operator. Here a connection past the bound is admitted and the oldest connection with no admin call
+ * in progress is closed instead: an idle keep-alive socket, one still sending its headers (a
+ * slow-loris socket is no better than an idle one), or one answered without a token. A socket whose
+ * admin call is being answered (an operator's change, a console's audit stream) is never closed to
+ * make room; only when every socket is answering one is the newcomer closed, as node would. So the
+ * descriptors stay bounded, and holding a slot takes an admin token.
  */
-import type { Server } from 'node:http';
+import type { Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
-export function boundAdminConnections(server: Server, bound: number): void {
-  // Requests being answered per socket; a Map iterates in insertion order, so the first idle entry
-  // is the oldest idle socket.
-  const answering = new Map<Socket, number>();
-  server.on('connection', function admitAdminConnection(socket: Socket) {
-    if (answering.size >= bound && !closeOldestIdle(answering)) {
+export class AdminConnections {
+  /** Admin calls being answered per socket; a Map iterates in insertion order: the first idle entry is the oldest. */
+  readonly #answering = new Map<Socket, number>();
+  readonly #bound: number;
+
+  constructor(server: Server, bound: number) {
+    this.#bound = bound;
+    server.on('connection', (socket: Socket) => this.#admit(socket));
+  }
+
+  /**
+   * Called once a request has shown an admin token: its socket keeps its place until the answer is
+   * done. Only then: an answer to anyone (a 401, /metrics, the console's files) protects nothing, or a
+   * client that asks for /metrics again and again and never reads, its answers stuck unfinished, would
+   * hold its socket as an operator's call does (found by review).
+   */
+  hold(res: ServerResponse): void {
+    const socket = res.socket;
+    const count = socket === null ? undefined : this.#answering.get(socket);
+    if (socket === null || count === undefined) return;
+    this.#answering.set(socket, count + 1);
+    res.once('close', () => {
+      const now = this.#answering.get(socket);
+      if (now !== undefined) this.#answering.set(socket, now - 1);
+    });
+  }
+
+  #admit(socket: Socket): void {
+    if (this.#answering.size >= this.#bound && !this.#closeOldestIdle()) {
       socket.destroy();
       return;
     }
-    answering.set(socket, 0);
-    socket.once('close', function forgetAdminConnection() {
-      answering.delete(socket);
-    });
-  });
-  server.on('request', function countAdminRequest(req, res) {
-    const socket = req.socket;
-    const count = answering.get(socket);
-    if (count === undefined) return;
-    answering.set(socket, count + 1);
-    res.once('close', function uncountAdminRequest() {
-      const now = answering.get(socket);
-      if (now !== undefined) answering.set(socket, now - 1);
-    });
-  });
-}
-
-function closeOldestIdle(answering: Map<Socket, number>): boolean {
-  for (const [socket, count] of answering) {
-    if (count > 0) continue;
-    answering.delete(socket);
-    socket.destroy();
-    return true;
+    this.#answering.set(socket, 0);
+    socket.once('close', () => this.#answering.delete(socket));
   }
-  return false;
+
+  #closeOldestIdle(): boolean {
+    for (const [socket, count] of this.#answering) {
+      if (count > 0) continue;
+      this.#answering.delete(socket);
+      socket.destroy();
+      return true;
+    }
+    return false;
+  }
 }

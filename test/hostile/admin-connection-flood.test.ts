@@ -120,6 +120,35 @@ describe('an admin listener flooded with idle sockets', () => {
     expect(flood[oldest + 1]?.closed).toBe(false);
   });
 
+  it('a socket that asks for /metrics (no token) over and over and never reads holds no slot', async () => {
+    for (const entry of flood) entry.socket.destroy();
+    await sleep(300);
+    // Pipelined scrapes it never reads: node's writes to it back up, and its answers stay unfinished.
+    const greedy = await open();
+    let greedyClosed = false;
+    greedy.once('close', () => void (greedyClosed = true));
+    greedy.pause();
+    const scrape = `GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:${adminPort}\r\n\r\n`;
+    for (let i = 0; i < 8; i += 1) greedy.write(scrape.repeat(500));
+    await sleep(1_500);
+    const filler: Socket[] = [];
+    try {
+      // The stream, the greedy socket and BOUND - 2 idle ones: the listener is full.
+      for (let i = 0; i < BOUND - 2; i += 1) filler.push(await open());
+      await sleep(200);
+      expect(greedyClosed).toBe(false);
+      // The operator gets in: the greedy socket, oldest and answering no admin call, makes room.
+      const health = await admin.call('GET', '/v1/health');
+      expect(health.status).toBe(200);
+      // Read what reached it, to hear the close (a paused socket does not notice its peer's).
+      greedy.resume();
+      await eventually('the greedy socket to make room', () => greedyClosed, 5_000);
+    } finally {
+      greedy.destroy();
+      for (const socket of filler) socket.destroy();
+    }
+  });
+
   it('when every socket is answering a request, the newcomer is closed, as node would, and no call is cut', async () => {
     for (const entry of flood) entry.socket.destroy();
     // BOUND - 1 admin calls whose bodies are still arriving (the stream is the other socket).
