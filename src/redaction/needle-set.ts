@@ -342,20 +342,20 @@ export class NeedleSet {
     const limit = Math.min(whole, n);
     let end = p + (this.heads[i] as number);
     while (end < limit && data[end] === needle[end - p]) end++;
-    if (end === whole) {
-      out.push(p, whole);
-      return -1;
+    if (end !== whole) {
+      while (end < limit && RUN_BYTES[data[end] as number] === 1) end++;
+      if (end === n && end < whole && !final) return p;
     }
-    const matched = end;
-    while (end < limit && RUN_BYTES[data[end] as number] === 1) end++;
-    if (end === n && end < whole && !final) return p;
-    // A run that ends in an odd number of backslashes took the escape of the byte after it (the \ of a
-    // JSON \"): masked, the quote would close the string early and the body no longer parse (found by
-    // review). The last backslash is left; what decides it is the bytes after the run, not the key.
-    if (end < n) {
-      let slashes = 0;
-      while (end - slashes > matched && data[end - slashes - 1] === BACKSLASH) slashes++;
-      if (slashes % 2 === 1) end--;
+    // A mask that ends in an odd number of backslashes took the escape of the byte after it (the \ of
+    // a JSON \"): the quote left alone would close the string early, and the body no longer parse
+    // (found by review). The escaped byte is masked too. Decided by the bytes from p on alone, whether
+    // the needle matched them or not: counting only those past the match (a first fix, which left the
+    // backslash visible) answered guesses at the key's next character (found by the next review).
+    let slashes = 0;
+    while (end - slashes > p && data[end - slashes - 1] === BACKSLASH) slashes++;
+    if (slashes % 2 === 1) {
+      if (end < n) end++;
+      else if (!final) return p;
     }
     out.push(p, end);
     return -1;

@@ -3,7 +3,8 @@
  * and random chunkings, the output never contains a secret form and equals the input with exactly the
  * matched spans replaced, computed by a naive whole-body oracle independent of the scanner. With heads
  * (secretForms), a form cut short and followed by other text is masked from its head through the run
- * of key-like bytes after it, up to the form's length, whatever the chunking.
+ * of key-like bytes after it, up to the form's length (and the byte a trailing backslash escapes),
+ * whatever the chunking.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -30,14 +31,17 @@ function oracle(input: Buffer, headed: readonly SecretForm[]): Buffer {
   for (const { bytes: form, head } of headed) {
     const start = form.subarray(0, head);
     for (let at = input.indexOf(start); at !== -1; at = input.indexOf(start, at + 1)) {
-      if (input.subarray(at, at + form.length).equals(form)) {
-        mask.fill(1, at, at + form.length);
-        continue;
+      let end = at + form.length;
+      if (!input.subarray(at, end).equals(form)) {
+        const limit = Math.min(at + form.length, input.length);
+        end = at + head;
+        while (end < limit && input[end] === form[end - at]) end++;
+        while (end < limit && isRunByte(input[end] as number)) end++;
       }
-      const limit = Math.min(at + form.length, input.length);
-      let end = at + head;
-      while (end < limit && input[end] === form[end - at]) end++;
-      while (end < limit && isRunByte(input[end] as number)) end++;
+      // A mask ending in an odd number of backslashes (from `at` on) takes the escaped byte after it.
+      let slashes = 0;
+      while (end - slashes > at && input[end - slashes - 1] === 0x5c) slashes++;
+      if (slashes % 2 === 1 && end < input.length) end++;
       mask.fill(1, at, end);
     }
   }
