@@ -634,7 +634,7 @@ async function handle(context: AdminContext, listener: AdminListener, req: Incom
     return;
   }
   const actor = authenticateAdmin(req.rawHeaders, context.directory);
-  listener.connections?.hold(res);
+  listener.connections?.hold(req, res);
   // A change that could not be audited is not made.
   if (asGet !== 'GET') context.audit.assertWritable();
   const recheck = (): void => void authenticateAdmin(req.rawHeaders, listener.currentContext().directory);

@@ -11,7 +11,7 @@
  * make room; only when every socket is answering one is the newcomer closed, as node would. So the
  * descriptors stay bounded, and holding a slot takes an admin token.
  */
-import type { Server, ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
 export class AdminConnections {
@@ -30,10 +30,12 @@ export class AdminConnections {
    * client that asks for /metrics again and again and never reads, its answers stuck unfinished, would
    * hold its socket as an operator's call does (found by review).
    */
-  hold(res: ServerResponse): void {
-    const socket = res.socket;
-    const count = socket === null ? undefined : this.#answering.get(socket);
-    if (socket === null || count === undefined) return;
+  hold(req: IncomingMessage, res: ServerResponse): void {
+    // The request's socket: a response waiting behind a pipelined one has none yet (found by review:
+    // an operator's second call on a socket was never counted).
+    const socket = req.socket;
+    const count = this.#answering.get(socket);
+    if (count === undefined) return;
     this.#answering.set(socket, count + 1);
     res.once('close', () => {
       const now = this.#answering.get(socket);

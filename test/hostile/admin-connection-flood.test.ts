@@ -172,6 +172,27 @@ describe('an admin listener flooded with idle sockets', () => {
     }
   });
 
+  it('an admin call pipelined behind another on one socket keeps it too', async () => {
+    await sleep(300);
+    const piped = await open();
+    let text = '';
+    let closed = false;
+    piped.on('data', (chunk: Buffer) => void (text += chunk.toString('latin1')));
+    piped.once('close', () => void (closed = true));
+    const head = `Host: 127.0.0.1:${adminPort}\r\nAuthorization: Bearer ${operator.token}\r\n\r\n`;
+    piped.write(`GET /v1/agents HTTP/1.1\r\n${head}GET /v1/audit/stream HTTP/1.1\r\n${head}`);
+    await eventually('both answers to start', () => (text.match(/HTTP\/1\.1 200/g) ?? []).length === 2, 5_000);
+    const idle: Socket[] = [];
+    try {
+      for (let i = 0; i < FLOOD; i += 1) idle.push(await open());
+      await sleep(500);
+      expect(closed, "the pipelined audit stream was closed to make room").toBe(false);
+    } finally {
+      piped.destroy();
+      for (const socket of idle) socket.destroy();
+    }
+  });
+
   it('the process stayed healthy throughout', () => {
     watch.assertHealthy();
   });
