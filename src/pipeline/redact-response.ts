@@ -393,8 +393,9 @@ export class RedactingResponseWriter {
     if (this.#decoder === null && this.#coding === 'deflate') {
       // Found by review: a first chunk of one byte chose raw deflate for a zlib stream, and refused it.
       if (this.#deflateHead !== null) encoded = Buffer.concat([this.#deflateHead, chunk]);
-      this.#deflateHead = encoded.length < 2 ? encoded : null;
-      if (this.#deflateHead !== null) return;
+      // An empty chunk holds nothing: nothing is decoded, and an empty body stays empty.
+      this.#deflateHead = encoded.length === 1 ? encoded : null;
+      if (encoded.length < 2) return;
     }
     const decoder = this.#decoder ?? this.#createDecoder(encoded);
     if (!decoder.write(encoded)) this.#hooks.pauseUpstream();
