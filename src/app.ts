@@ -429,6 +429,7 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
       maxHeaders: config.limits.max_headers,
       maxBodyBytes: config.limits.max_body_bytes,
       maxApprovalBodyBytes: config.approvals.max_body_bytes,
+      approvalHeaders: Object.freeze(config.approvals.bind_headers.map((name) => name.toLowerCase())),
       maxSessionsPerAgent: config.limits.max_sessions_per_agent,
       sessionMintBucket: Object.freeze({ capacity: mintRate.burst ?? mintRate.requests, refillPerMs: mintRate.requests / (mintRate.per * 1000) }),
       sessionMintRate: Object.freeze({ requests: mintRate.requests, per: mintRate.per }),

@@ -393,6 +393,9 @@ const adminSpec = z.strictObject({
   public_url: z.string().regex(/^https?:\/\//, { error: 'an http(s) URL' }).optional().describe('how approvers reach the console, for links in webhooks and 202 answers'),
 });
 
+/** Headers that choose whose account a request acts on (Stripe Connect, OpenAI organisations and projects). */
+const DEFAULT_APPROVAL_HEADERS = ['stripe-account', 'stripe-context', 'openai-organization', 'openai-project'] as const;
+
 const approvalsSpec = z.strictObject({
   webhook: z.string().regex(/^https?:\/\//, { error: 'an http(s) URL' }).optional().describe('POSTed a JSON announcement (with a Slack-compatible text field) of each pending approval'),
   max_body_bytes: z.number().int().positive().default(1024 * 1024).describe('largest request body held while it waits for approval'),
@@ -405,6 +408,10 @@ const approvalsSpec = z.strictObject({
     .max(65536, 'at most 65536: each pending approval keeps its preview in the governance state (and Redis)')
     .default(2048)
     .describe("how much of a held request's body approvers see (console, admin API, CLI, webhook), secrets and tokens masked; 0 = no preview of query or body"),
+  bind_headers: z
+    .array(headerName)
+    .default([...DEFAULT_APPROVAL_HEADERS])
+    .describe('request headers an approval is bound to, beside Content-Type: an async approval redeemed with another value (or without one) is refused; the defaults pick an account or organisation'),
 });
 
 const anomalyAction = z.enum(['alert', 'suspend']).describe('alert: log, audit, metric, webhook; suspend: also revoke the agent (the kill switch) until an admin restores it');
@@ -495,7 +502,7 @@ export const configSchema = z.strictObject({
   limits: limitsSpec.default(defaultLimits),
   secrets: secretsSpec.default({ cache: { ttl: 300, max_staleness: 900 }, oauth2: {} }),
   admin: adminSpec.optional().describe('the admin API (absent: no admin listener)'),
-  approvals: approvalsSpec.default({ max_body_bytes: 1024 * 1024, max_pending: 1000, max_pending_per_agent: 100, preview_bytes: 2048 }),
+  approvals: approvalsSpec.default({ max_body_bytes: 1024 * 1024, max_pending: 1000, max_pending_per_agent: 100, preview_bytes: 2048, bind_headers: [...DEFAULT_APPROVAL_HEADERS] }),
   state: stateSpec.default({ type: 'memory' }),
   workers: z
     .union([z.number().int().min(1).max(256), z.literal('auto')])

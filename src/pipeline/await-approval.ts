@@ -33,12 +33,29 @@ export function approvalRequired(grant: GrantPolicy, route: CompiledRoute): bool
  * the same request to the live one (found by review). And the task session it was asked under (none for
  * the agent's own token or a JWT): the approver saw that session's justification, so the approval is
  * not good under another session or without one (found by review).
+ *
+ * And what the request is sent to and with (`sentWith`): the service's upstream origin and base path and
+ * the credential reference, so an async approval redeemed after a reload moved the service to another
+ * upstream or credential is refused, as a held one is (authorizeAfterApproval); its Content-Type, which
+ * says how the upstream reads the body; and the headers of approvals.bind_headers, which choose whose
+ * account it acts on (found by review: an approval given for `Stripe-Account: acct_TEST` was redeemed
+ * with the live account's).
  */
-export function approvalBinding(agent: string, session: string | null, service: string, method: string, path: string, query: string | null, body: Buffer | null): string {
+export function approvalBinding(agent: string, session: string | null, service: string, method: string, path: string, query: string | null, body: Buffer | null, sentWith: readonly string[]): string {
   const hash = createHash('sha256');
-  for (const part of [agent, session ?? '', service, method, path, query ?? '']) hash.update(part, 'utf8').update('\u0000');
+  for (const part of [agent, session ?? '', service, method, path, query ?? '', ...sentWith]) hash.update(part, 'utf8').update('\u0000');
   hash.update(createHash('sha256').update(body ?? Buffer.alloc(0)).digest());
   return `sha256:${hash.digest('hex')}`;
+}
+
+/** What approvalBinding binds beyond the request line and body; a header absent and a header empty differ. */
+function sentWith(req: IncomingMessage, context: ApprovalContext): string[] {
+  const parts = [`${context.service.upstream.origin}${context.service.upstream.basePath}`, context.plan.ref];
+  for (const name of ['content-type', ...context.boundHeaders]) {
+    const value = req.headers[name];
+    parts.push(value === undefined ? `${name}\u0001` : `${name}:${Array.isArray(value) ? value.join('\u0002') : value}`);
+  }
+  return parts;
 }
 
 export interface ApprovalContext {
@@ -51,10 +68,14 @@ export interface ApprovalContext {
   readonly path: string;
   readonly query: string | null;
   readonly body: Buffer | null;
+  /** The credential the request is to be sent with. */
+  readonly plan: CredentialPlan;
+  /** approvals.bind_headers, lower case. */
+  readonly boundHeaders: readonly string[];
 }
 
 export async function awaitApproval(broker: ApprovalBroker, req: IncomingMessage, context: ApprovalContext, signal: AbortSignal): Promise<ApprovalGrant> {
-  const binding = approvalBinding(context.principal.agent.name, context.principal.session?.id ?? null, context.service.name, context.method, context.path, context.query, context.body);
+  const binding = approvalBinding(context.principal.agent.name, context.principal.session?.id ?? null, context.service.name, context.method, context.path, context.query, context.body, sentWith(req, context));
   const presented = req.headers[APPROVAL_HEADER];
   if (typeof presented === 'string' && presented !== '') return broker.redeem(presented.trim(), binding, context.principal.agent.name);
   const session = context.principal.session;

@@ -57,7 +57,7 @@ export interface ProxyRuntime {
   readonly sessionMints: ConcurrencyGate;
   readonly anomalies: AnomalyDetector;
   readonly respondToAnomaly: (event: AnomalyEvent) => void;
-  readonly limits: { readonly maxHeaders: number; readonly maxBodyBytes: number; readonly maxApprovalBodyBytes: number; readonly maxSessionsPerAgent: number; readonly sessionMintBucket: BucketShape; readonly sessionMintRate: MintRate; readonly stateStaleAfterMs: number };
+  readonly limits: { readonly maxHeaders: number; readonly maxBodyBytes: number; readonly maxApprovalBodyBytes: number; readonly approvalHeaders: readonly string[]; readonly maxSessionsPerAgent: number; readonly sessionMintBucket: BucketShape; readonly sessionMintRate: MintRate; readonly stateStaleAfterMs: number };
   readonly readiness: () => Readiness;
   /** Requests being served on this runtime (a reloaded-away runtime is closed when it reaches 0). */
   readonly inflight: { enter(): void; leave(): void };

@@ -220,7 +220,7 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
       const approved = await awaitApproval(
         runtime.approvals,
         req,
-        { principal, service: selected.service, route, grant, method: req.method ?? '', path: target.path, query: target.query, body },
+        { principal, service: selected.service, route, grant, method: req.method ?? '', path: target.path, query: target.query, body, plan, boundHeaders: runtime.limits.approvalHeaders },
         abortSignalOf(res),
       );
       record.approval = approved.id;

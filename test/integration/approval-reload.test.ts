@@ -170,3 +170,102 @@ describe('a held request is authorized again when a reload came during the hold'
     await reload({});
   });
 });
+
+// Found by review: an async approval (202, redeemed later with x-airlock-approval) went to the upstream
+// and with the credential a reload had put in place, where a held one was refused.
+describe('an async approval redeemed after a reload', () => {
+  const keyA = canary('async-a');
+  const keyB = canary('async-b');
+  const asker = generateAgentToken();
+  const alice = generateAgentToken();
+  const agentSeen: string[] = [];
+  let upstreamA: Upstream;
+  let upstreamB: Upstream;
+  let proxy: ProxyFixture;
+  let admin: AdminClient;
+
+  function input(variant: { upstream?: 'a' | 'b'; secret?: string } = {}): Record<string, unknown> {
+    return {
+      admin: { listen: '127.0.0.1:0', tokens: [{ name: 'alice', hash: alice.hash }] },
+      services: {
+        pay: { upstream: (variant.upstream ?? 'a') === 'a' ? upstreamA.url : upstreamB.url, credential: { secret: variant.secret ?? 'env:ASYNC_KEY_A', inject: 'bearer' }, routes: [{ method: 'POST', path: '/v1/charges', scope: 'charges:write' }] },
+      },
+      agents: { asker: { tokens: [asker.hash], credentials: [{ service: 'pay', max_scope: ['charges:write'], require_approval: true, approval_mode: 'async', approval_timeout: 60 }] } },
+    };
+  }
+
+  async function reload(variant: { upstream?: 'a' | 'b'; secret?: string }): Promise<void> {
+    const built = buildConfig({ listen: '127.0.0.1:0', data_dir: proxy.dataDir, ...input(variant) }, { baseDir: proxy.dataDir });
+    if (built.config === null) throw new Error(built.problems.map((p) => formatProblem(p, null)).join('\n'));
+    expect(await proxy.airlock.reload(built.config)).toEqual({ ok: true });
+  }
+
+  beforeAll(async () => {
+    upstreamA = await startUpstream(echoHandler);
+    upstreamB = await startUpstream(echoHandler);
+    proxy = await startProxy(input(), { env: { ASYNC_KEY_A: keyA, ASYNC_KEY_B: keyB } });
+    admin = adminClient(() => proxy.airlock.adminUrl as string, alice.token);
+  });
+
+  afterAll(async () => {
+    try {
+      assertNoLeak([asker.token, alice.token, keyA, keyB], [
+        { name: 'logs', text: proxy.logLines.join('') },
+        { name: 'audit', text: proxy.auditText() },
+        { name: 'agent answers', text: agentSeen.join('\n') },
+        { name: 'admin answers', text: admin.seen.join('\n') },
+      ]);
+    } finally {
+      await proxy?.close();
+      await upstreamA?.close();
+      await upstreamB?.close();
+    }
+  });
+
+  function charge(amount: number, approval?: string): Promise<SentResponse> {
+    return sendRequest(`${proxy.url}/pay/v1/charges`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${asker.token}`, 'content-type': 'application/json', ...(approval === undefined ? {} : { 'x-airlock-approval': approval }) },
+      body: JSON.stringify({ amount }),
+    }).then((response) => {
+      agentSeen.push(`${response.status}\n${JSON.stringify(response.headers)}\n${response.text}`);
+      return response;
+    });
+  }
+
+  async function approved(amount: number): Promise<string> {
+    const asked = await charge(amount);
+    expect(asked.status, asked.text).toBe(202);
+    const id = asked.json<{ approval_id: string }>().approval_id;
+    const decided = await admin.call('POST', `/v1/approvals/${id}/approve`, { reason: 'the test account' });
+    expect(decided.status, decided.text).toBe(200);
+    return id;
+  }
+
+  for (const [what, variant] of [
+    ['another upstream', { upstream: 'b' as const }],
+    ['another credential', { secret: 'env:ASYNC_KEY_B' }],
+  ] as const) {
+    it(`refuses it after a reload gave the service ${what}, and sends nothing anywhere`, async () => {
+      const id = await approved(5000);
+      const before = upstreamA.requests.length + upstreamB.requests.length;
+      try {
+        await reload(variant);
+        const redeemed = await charge(5000, id);
+        expect(redeemed.status, redeemed.text).toBe(403);
+        expect(redeemed.json<Problem>().code).toBe('approval_denied');
+        expect(upstreamA.requests.length + upstreamB.requests.length).toBe(before);
+      } finally {
+        await reload({});
+      }
+    });
+  }
+
+  it('redeems it after a reload that changed neither', async () => {
+    const id = await approved(7);
+    await reload({});
+    const redeemed = await charge(7, id);
+    expect(redeemed.status, redeemed.text).toBe(200);
+    expect(upstreamA.requests.at(-1)?.header('authorization')).toEqual([`Bearer ${keyA}`]);
+  });
+});

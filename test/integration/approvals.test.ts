@@ -379,6 +379,40 @@ describe('human approval', () => {
     expect(upstream.requests.at(-1)?.target).toBe('/v1/refunds/re_q?dry_run=1');
   });
 
+  // Found by review: the approval was redeemed with the live account's Stripe-Account, and another Content-Type.
+  it('async: an approval is bound to Content-Type and the account headers (approvals.bind_headers)', async () => {
+    const body = '{"charge":"ch_acct","amount":25}';
+    const send = (headers: Record<string, string>, approval?: string): Promise<SentResponse> =>
+      sendRequest(`${proxy.url}/pay/v1/refunds/re_acct`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${asyncer.token}`, ...headers, ...(approval === undefined ? {} : { 'x-airlock-approval': approval }) },
+        body,
+      }).then((response) => {
+        agentSeen.push(`${response.status}\n${JSON.stringify(response.headers)}\n${response.text}`);
+        return response;
+      });
+    const asked = { 'content-type': 'application/json', 'stripe-account': 'acct_TEST', 'openai-project': 'proj_sandbox' };
+    const { approval_id: id } = expectProblem<PendingProblem>(await send(asked), 202, 'approval_pending');
+    expect((await decide(id, 'approve', 'the test account')).status).toBe(200);
+    const before = upstream.requests.length;
+    const swaps: Array<Record<string, string>> = [
+      { ...asked, 'stripe-account': 'acct_LIVE' },
+      { 'content-type': 'application/json', 'openai-project': 'proj_sandbox' }, // the account header dropped
+      { ...asked, 'openai-project': 'proj_prod' },
+      { ...asked, 'content-type': 'application/x-www-form-urlencoded' },
+    ];
+    for (const headers of swaps) {
+      const problem = expectProblem(await send(headers, id), 403, 'approval_denied');
+      expect(problem.detail, JSON.stringify(headers)).toContain('different request');
+    }
+    expect(upstream.requests.length).toBe(before);
+    // Headers outside the list (an SDK's retry count, a fresh idempotency key) may differ.
+    const exact = await send({ ...asked, 'idempotency-key': 'a-new-one', 'x-stainless-retry-count': '1' }, id);
+    expect(exact.status, exact.text).toBe(200);
+    expect(upstream.requests.at(-1)?.header('stripe-account')).toEqual(['acct_TEST']);
+    expect(upstream.requests.at(-1)?.header('content-type')).toEqual(['application/json']);
+  });
+
   it('async: concurrent retries with one approval → exactly one goes through', async () => {
     const body = '{"race":true}';
     const { approval_id: id } = expectProblem<PendingProblem>(await call(asyncer.token, '/pay/v1/refunds/re_race', { body }), 202, 'approval_pending');
