@@ -65,10 +65,12 @@ export interface JwtVerdict {
   /** Of an accepted token: its issuer and subject, what a session minted with it records (SessionMinter). */
   readonly issuer: string | null;
   readonly subject: string | null;
+  /** Of an accepted token: until when (ms) it is accepted (its exp, or iat + max_token_age), so a session it mints ends by then. */
+  readonly expiresAt: number | null;
 }
 
 function refusedVerdict(reason: string): JwtVerdict {
-  return { agent: null, reason, issuer: null, subject: null };
+  return { agent: null, reason, issuer: null, subject: null, expiresAt: null };
 }
 
 export class JwtVerifier {
@@ -100,7 +102,7 @@ export class JwtVerifier {
   async verify(token: string): Promise<JwtVerdict> {
     const key = createHash('sha256').update(token).digest('base64url');
     const cached = this.#cache.get(key);
-    if (cached !== undefined && cached.expiresAt > this.#now()) return { agent: cached.agent, reason: 'cached', issuer: cached.issuer, subject: cached.subject };
+    if (cached !== undefined && cached.expiresAt > this.#now()) return { agent: cached.agent, reason: 'cached', issuer: cached.issuer, subject: cached.subject, expiresAt: cached.expiresAt };
     let issuer: string | undefined;
     try {
       issuer = decodeJwt(token).iss;
@@ -152,7 +154,7 @@ export class JwtVerifier {
     }
     const subject = typeof payload.sub === 'string' ? payload.sub : null;
     this.#cache.set(key, { agent: candidate.agent, issuer, subject, expiresAt });
-    return { agent: candidate.agent, reason: 'verified', issuer, subject };
+    return { agent: candidate.agent, reason: 'verified', issuer, subject, expiresAt };
   }
 
   async #verifyFor(candidate: Candidate, token: string): Promise<JWTPayload> {

@@ -103,7 +103,7 @@ export interface MintedSession {
  * session ends when that credential is taken away (authenticate-agent.ts sessionStanding). A child's is
  * its parent session.
  */
-export function mintSession(agent: AgentPolicy, parent: SessionRecord | null, request: SessionRequest, now: number, minter?: SessionMinter): MintedSession {
+export function mintSession(agent: AgentPolicy, parent: SessionRecord | null, request: SessionRequest, now: number, minter?: SessionMinter, minterEndsAt?: number): MintedSession {
   let maxTtl = Infinity;
   for (const [service, scopes] of Object.entries(request.scopes)) {
     const grant = agent.grants.get(service);
@@ -120,11 +120,15 @@ export function mintSession(agent: AgentPolicy, parent: SessionRecord | null, re
   // (it would have no scopes and no end).
   if (!Number.isFinite(maxTtl)) throw bad('"scopes" must map at least one service to a list of scopes, e.g. {"openai": ["chat:write"]}.');
   const parentLeft = parent === null ? Infinity : Math.floor((parent.expiresAt - now) / 1000);
-  const allowed = Math.min(maxTtl, parentLeft);
+  // A session minted with a workload JWT ends when the JWT would no longer be accepted (found by review:
+  // a JWT with seconds left minted a session of the grant's full max_ttl).
+  const minterLeft = minterEndsAt === undefined ? Infinity : Math.floor((minterEndsAt - now) / 1000);
+  const allowed = Math.min(maxTtl, parentLeft, minterLeft);
   const ttl = request.ttlSeconds ?? allowed;
   if (ttl > maxTtl) throw new AirlockError('scope_denied', `ttl_seconds ${ttl} exceeds the grants' max_ttl of ${maxTtl} seconds.`);
   if (ttl > parentLeft) throw new AirlockError('scope_denied', `ttl_seconds ${ttl} outlives the parent session, which ends in ${parentLeft} seconds.`);
-  if (ttl <= 0) throw new AirlockError('scope_denied', 'The parent session has no time left.');
+  if (ttl > minterLeft) throw new AirlockError('scope_denied', `ttl_seconds ${ttl} outlives the workload JWT it is minted with, which is accepted for ${Math.max(0, minterLeft)} more seconds; mint it with a fresher JWT or ask for less.`);
+  if (ttl <= 0) throw new AirlockError('scope_denied', parent === null ? 'The workload JWT this session would be minted with has no time left.' : 'The parent session has no time left.');
   const token = generateSessionToken();
   const record: SessionRecord = {
     // SESSION_ID describes this.

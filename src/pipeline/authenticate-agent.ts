@@ -26,6 +26,8 @@ export interface Principal {
    * principal no credential was presented for (`airlock explain`).
    */
   readonly credential?: SessionMinter;
+  /** Until when (ms) the credential presented is accepted, when it ends by itself (a JWT's exp): a session it mints ends by then. */
+  readonly credentialEndsAt?: number;
 }
 
 /**
@@ -94,7 +96,7 @@ async function authenticateJwt(token: string, policy: Policy, jwt: JwtVerifier):
   const verdict = await jwt.verify(token);
   const agent = verdict.agent === null ? undefined : policy.agentByName.get(verdict.agent);
   if (agent === undefined || verdict.issuer === null) throw refused(JWT_REFUSED, 'invalid_token', `workload JWT refused: ${verdict.reason}`);
-  return { agent, session: null, via: 'jwt', credential: { kind: 'jwt', issuer: verdict.issuer, subject: verdict.subject } };
+  return { agent, session: null, via: 'jwt', credential: { kind: 'jwt', issuer: verdict.issuer, subject: verdict.subject }, ...(verdict.expiresAt === null ? {} : { credentialEndsAt: verdict.expiresAt }) };
 }
 
 /** Whether the agent named still accepts this credential under `policy` (its token listed, its JWT issuer and subject). */

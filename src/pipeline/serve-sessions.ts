@@ -122,7 +122,7 @@ export async function serveSessions(
       throw new AirlockError('rate_limited', `Agent ${principal.agent.name} already holds ${maxLive} live sessions (limits.max_sessions_per_agent); end one (DELETE ${CURRENT_PATH}) or let it expire, then retry.`, { headers: { 'retry-after': '60' } });
     }
     try {
-      const minted = mintSession(principal.agent, principal.session, request, now, principal.credential);
+      const minted = mintSession(principal.agent, principal.session, request, now, principal.credential, principal.credentialEndsAt);
       // Released only once this resolves: a kept session is applied before record() resolves
       // (governance-state.ts), so from then on state.sessions() counts it instead.
       await state.record({ type: 'session.created', session: minted.record });

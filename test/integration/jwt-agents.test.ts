@@ -335,6 +335,30 @@ describe('JWT agents (workload identity)', () => {
     expect(scopeBeyond.status).toBe(403);
   });
 
+  // Found by review: a JWT with seconds left minted a session of the grant's full max_ttl.
+  it('a session minted with a JWT ends when the JWT would no longer be accepted; asking for longer is refused', async () => {
+    const now = nowSeconds();
+    const token = await sign({ sub: SUB.worker2, exp: now + 20 });
+    const mint = (ttl?: number): Promise<SentResponse> =>
+      sendRequest(`${proxy.url}/_airlock/sessions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ scopes: { api: ['chat:write'] }, ...(ttl === undefined ? {} : { ttl_seconds: ttl }), justification: 'short-lived job' }),
+      }).then((response) => {
+        agentSeen.push(`${response.status}\n${JSON.stringify(response.headers)}\n${response.text}`);
+        return response;
+      });
+    const minted = await mint();
+    expect(minted.status, minted.text).toBe(201);
+    const session = minted.json<{ session_token: string; expires_at: string }>();
+    jwts.push(session.session_token);
+    // exp, plus the 30 s of clock tolerance the JWT itself is accepted with, at most.
+    expect(Date.parse(session.expires_at)).toBeLessThanOrEqual((now + 20 + 30) * 1000);
+    const longer = await mint(3600);
+    expect(longer.status, longer.text).toBe(403);
+    expect(longer.json<Problem>().detail).toContain('outlives the workload JWT it is minted with');
+  });
+
   it('a token verified (and cached) while valid is refused once its exp (plus the clock tolerance) has passed', async () => {
     // exp 28 s ago: inside the 30 s tolerance for about two more seconds.
     const now = nowSeconds();
