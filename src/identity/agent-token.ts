@@ -20,13 +20,20 @@ export const TOKEN_IN_TEXT = /al[ks]_[A-Za-z0-9_-]{43}/;
  */
 const TOKEN_RUNS = /(al[ks]_)[A-Za-z0-9_-]{43,}/g;
 
+/** A signed compact JWS inside a text: a workload JWT an agent put in its path or query. */
+const JWT_RUNS = /eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+/g;
+
 /**
- * The text with every agent or session token masked, prefix kept so a reader sees what it was: for
- * text that is kept or shown (a recorded path, an approval's preview). A test for "alk_"/"als_" first:
- * most text has no token, and skips the regex ("al" alone is in many paths, /api/small among them).
+ * The text with every agent or session token, and every signed JWT, masked, prefix kept so a reader
+ * sees what it was: for text that is kept or shown (a recorded path, an approval's preview). A JWT
+ * agent's own token in its path reached the audit record and the log line (found by review). A test
+ * for "alk_"/"als_"/"eyJ" first: most text has none, and skips the regex ("al" alone is in many paths,
+ * /api/small among them).
  */
 export function maskAgentTokens(text: string): string {
-  return (text.includes('alk_') || text.includes('als_')) && TOKEN_IN_TEXT.test(text) ? text.replace(TOKEN_RUNS, '$1[REDACTED]') : text;
+  let masked = (text.includes('alk_') || text.includes('als_')) && TOKEN_IN_TEXT.test(text) ? text.replace(TOKEN_RUNS, '$1[REDACTED]') : text;
+  if (masked.includes('eyJ')) masked = masked.replace(JWT_RUNS, 'eyJ[REDACTED]');
+  return masked;
 }
 
 /**

@@ -11,6 +11,7 @@
 import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { AirlockError } from '../errors.js';
+import { maskAgentTokens } from '../identity/agent-token.js';
 import type { ApprovalBroker, ApprovalGrant } from '../policy/approval-broker.js';
 import type { CredentialPlan, GrantPolicy, Policy, ServicePolicy } from '../policy/compile-policy.js';
 import type { CompiledRoute } from '../policy/route-table.js';
@@ -86,7 +87,8 @@ export async function awaitApproval(broker: ApprovalBroker, req: IncomingMessage
     route: context.route.template,
     scope: context.route.scope,
     method: context.method,
-    path: context.path,
+    // Shown to approvers and kept in state: a JWT an agent put in its path is masked (agent-token.ts).
+    path: maskAgentTokens(context.path),
     binding,
     session: session?.id ?? null,
     justification: session?.justification ?? null,

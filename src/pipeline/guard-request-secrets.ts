@@ -41,19 +41,48 @@ export function guardRequestSecrets(index: SecretIndex, target: string, rawHeade
   // A token cannot span the pieces (none of its characters is a line break), so each piece is tested on
   // its own rather than joined into a second string.
   let misplacedToken = TOKEN_IN_TEXT.test(target);
+  let presentedJwt = false;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i] as string;
     const value = rawHeaders[i + 1] as string;
     // Names too: node takes a token or a key as a header name, and the name is forwarded (found by review).
     carried += `\n${name}\n${value}`;
-    if (!misplacedToken) misplacedToken = TOKEN_IN_TEXT.test(name) || (!TOKEN_CARRIER_HEADERS.has(name.toLowerCase()) && TOKEN_IN_TEXT.test(value));
+    const carrier = TOKEN_CARRIER_HEADERS.has(name.toLowerCase());
+    if (carrier && value.includes('eyJ')) presentedJwt = true;
+    if (!misplacedToken) misplacedToken = TOKEN_IN_TEXT.test(name) || (!carrier && TOKEN_IN_TEXT.test(value));
   }
   const ref = SecretDetector.findIn(index, carried);
   if (ref !== null) throw carriesManagedSecret(ref);
+  if (!misplacedToken && presentedJwt) misplacedToken = jwtRepeated(target, rawHeaders);
   if (misplacedToken) {
-    throw new AirlockError('invalid_request', 'An Airlock agent or session token appears in the query string or in a header that is not an API-key header; it would be forwarded upstream. Send it only as the API key (Authorization, x-api-key, api-key).');
+    throw new AirlockError('invalid_request', 'An Airlock agent or session token (or the workload JWT sent as the API key) appears in the path, the query string or a header that is not an API-key header; it would be forwarded upstream. Send it only as the API key (Authorization, x-api-key, api-key).');
   }
 }
+
+/**
+ * Whether a JWT presented as the API key (a workload JWT) appears again in the target or in another
+ * header: forwarded there, it would hand the agent's credential to the upstream as an agent token would
+ * (found by review: it reached the upstream, and the audit record's path). Other JWTs pass: an API may
+ * take a JWT of its own in a parameter.
+ */
+function jwtRepeated(target: string, rawHeaders: readonly string[]): boolean {
+  const presented: string[] = [];
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if (!TOKEN_CARRIER_HEADERS.has((rawHeaders[i] as string).toLowerCase())) continue;
+    for (const jwt of (rawHeaders[i + 1] as string).match(JWT_IN_TEXT) ?? []) presented.push(jwt);
+  }
+  if (presented.length === 0) return false;
+  const holds = (text: string): boolean => presented.some((jwt) => text.includes(jwt));
+  if (holds(target)) return true;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    if (holds(name) || (!TOKEN_CARRIER_HEADERS.has(name.toLowerCase()) && holds(rawHeaders[i + 1] as string))) return true;
+  }
+  return false;
+}
+
+/** A signed compact JWS in a text, at least as long as a real one's three parts. */
+const JWT_IN_TEXT = /eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{16,}/g;
 
 /**
  * The refusal of a request that carries a managed credential's value (in its target or headers, or,

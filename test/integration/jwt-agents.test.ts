@@ -359,6 +359,33 @@ describe('JWT agents (workload identity)', () => {
     expect(longer.json<Problem>().detail).toContain('outlives the workload JWT it is minted with');
   });
 
+  // Found by review: a JWT agent's own JWT in its path, query or a custom header was forwarded upstream,
+  // and kept whole in the audit record's path and the log line.
+  it("a JWT agent's own JWT anywhere but the API-key header is refused (400), not forwarded, and masked in the record", async () => {
+    const token = await sign();
+    const before = upstream.requests.length;
+    const misplaced: Array<[string, Record<string, string>]> = [
+      [`/api/v1/models/${token}`, {}],
+      [`/api/v1/models?id_token=${token}`, {}],
+      ['/api/v1/models', { 'x-debug': `jwt=${token}` }],
+    ];
+    for (const [path, headers] of misplaced) {
+      const response = await sendRequest(`${proxy.url}${path}`, { headers: { authorization: `Bearer ${token}`, ...headers } });
+      agentSeen.push(`${response.status}\n${JSON.stringify(response.headers)}\n${response.text}`);
+      expect(response.status, path).toBe(400);
+      expect(response.json<Problem>().detail).toContain('the workload JWT sent as the API key');
+      const record = await eventually('its audit record', () => proxy.auditRecords().find((r) => r.request_id === response.headers['x-airlock-request-id']));
+      expect(record.path).not.toContain(token.split('.')[2]);
+    }
+    expect(upstream.requests.length).toBe(before);
+    // Another JWT in a parameter is the API's business, not the agent's credential.
+    const other = await sign({ sub: 'someone-else' });
+    const passed = await present(token, `/api/v1/models?assertion=${other}`);
+    expect(passed.status, passed.text).toBe(200);
+    // Forwarded, as the agent sent it: remove it from what the upstream-leak check below looks for.
+    jwts.splice(jwts.indexOf(other), 1);
+  });
+
   it('a token verified (and cached) while valid is refused once its exp (plus the clock tolerance) has passed', async () => {
     // exp 28 s ago: inside the 30 s tolerance for about two more seconds.
     const now = nowSeconds();

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { generateAgentToken, holdsAgentToken } from '../../src/identity/agent-token.js';
+import { generateAgentToken, holdsAgentToken, maskAgentTokens } from '../../src/identity/agent-token.js';
 
 const token = generateAgentToken().token;
 const session = `als_${randomBytes(32).toString('base64url')}`;
@@ -37,5 +37,15 @@ describe('holdsAgentToken', () => {
       'alk_short',
     ];
     for (const text of texts) expect(holdsAgentToken(text), text).toBe(false);
+  });
+});
+
+describe('maskAgentTokens', () => {
+  it('masks agent and session tokens and signed JWTs in a text kept or shown, and leaves the rest', () => {
+    const agent = generateAgentToken().token;
+    const jwt = `eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ3b3JrZXIifQ.${randomBytes(32).toString('base64url')}`;
+    const masked = maskAgentTokens(`/v1/models/${jwt}/x?t=${agent}`);
+    expect(masked).toBe('/v1/models/eyJ[REDACTED]/x?t=alk_[REDACTED]');
+    for (const text of ['/v1/models', '/v1/eyJ-not-a-jwt', '/api/small']) expect(maskAgentTokens(text)).toBe(text);
   });
 });

@@ -44,7 +44,7 @@ describe('what the approver sees', () => {
       query: 'confirm=true&api_key=[REDACTED]',
       contentType: 'application/json; charset=utf-8',
       bodyBytes: Buffer.byteLength(body),
-      body: '{"amount":5000,"currency":"usd","note":"[REDACTED]","token":"alk_[REDACTED]","session":"als_[REDACTED]","identity":"[REDACTED]"}',
+      body: '{"amount":5000,"currency":"usd","note":"[REDACTED]","token":"alk_[REDACTED]","session":"als_[REDACTED]","identity":"eyJ[REDACTED]"}',
       truncated: false,
     });
   });
