@@ -96,7 +96,8 @@ async function authenticateJwt(token: string, policy: Policy, jwt: JwtVerifier):
   const verdict = await jwt.verify(token);
   const agent = verdict.agent === null ? undefined : policy.agentByName.get(verdict.agent);
   if (agent === undefined || verdict.issuer === null) throw refused(JWT_REFUSED, 'invalid_token', `workload JWT refused: ${verdict.reason}`);
-  return { agent, session: null, via: 'jwt', credential: { kind: 'jwt', issuer: verdict.issuer, subject: verdict.subject }, ...(verdict.expiresAt === null ? {} : { credentialEndsAt: verdict.expiresAt }) };
+  const credential: SessionMinter = { kind: 'jwt', issuer: verdict.issuer, subject: verdict.subject, ...(agent.jwtRules === null ? {} : { rules: agent.jwtRules }) };
+  return { agent, session: null, via: 'jwt', credential, ...(verdict.expiresAt === null ? {} : { credentialEndsAt: verdict.expiresAt }) };
 }
 
 /** Whether the agent named still accepts this credential under `policy` (its token listed, its JWT issuer and subject). */
@@ -106,7 +107,8 @@ function accepts(policy: Policy, agent: string, minter: SessionMinter): boolean 
       return policy.agentByTokenHash.get(minter.tokenHash)?.name === agent;
     case 'jwt': {
       const spec = policy.agentSpecs.get(agent)?.jwt;
-      return spec !== undefined && spec.issuer === minter.issuer && (spec.subject === undefined || spec.subject === minter.subject);
+      if (spec === undefined || spec.issuer !== minter.issuer || (spec.subject !== undefined && spec.subject !== minter.subject)) return false;
+      return minter.rules === undefined || minter.rules === policy.agentByName.get(agent)?.jwtRules;
     }
     case 'session':
       // A child's standing is its parent's, walked by sessionStanding.
@@ -136,7 +138,7 @@ export function sessionStanding(session: SessionRecord, agent: AgentPolicy, poli
   for (let depth = 0; current !== null && depth < MAX_CHAIN; depth++) {
     const minter = current.mintedBy;
     if (minter !== undefined && !accepts(policy, agent.name, minter)) {
-      return `Session ${current.id} was minted with a credential agent ${agent.name} no longer accepts (an agent token removed from the config, or a changed JWT issuer or subject), so its sessions ended with it. Mint a new session with a current credential.`;
+      return `Session ${current.id} was minted with a credential agent ${agent.name} no longer accepts (an agent token removed from the config, or changed JWT rules: issuer, subject, audience, claims or keys), so its sessions ended with it. Mint a new session with a current credential.`;
     }
     let maxTtl = Infinity;
     for (const service of Object.keys(current.scopes)) {

@@ -3,6 +3,7 @@
  * credential plans; agents indexed by token hash with their grants. Pure (no I/O), so `explain` and the
  * proxy decide with the very same objects. The request path only looks things up.
  */
+import { createHash } from 'node:crypto';
 import type { AgentConfig, AirlockConfig, DeepReadonly, ServiceConfig } from '../config/types.js';
 import type { CredentialSpec, GrantSpec } from '../config/schema.js';
 import { buildInjector } from '../injection/build-injector.js';
@@ -69,6 +70,13 @@ export interface GrantPolicy {
 export interface AgentPolicy {
   readonly name: string;
   readonly grants: ReadonlyMap<string, GrantPolicy>;
+  /**
+   * A digest of the agent's workload-JWT rules (issuer, audience, subject, claims, keys, JWKS URL,
+   * algorithms, max_token_age), null without them. A session minted with a JWT records it, and ends
+   * once the rules differ: a key rotated out after a compromise, a narrowed claim or audience (found by
+   * review: such sessions went on while the JWT itself was refused).
+   */
+  readonly jwtRules: string | null;
 }
 
 export interface Policy {
@@ -195,7 +203,7 @@ export function compilePolicy(config: AirlockConfig): Policy {
         }),
       );
     });
-    const compiled: AgentPolicy = Object.freeze({ name: agent.name, grants });
+    const compiled: AgentPolicy = Object.freeze({ name: agent.name, grants, jwtRules: agent.jwt === undefined ? null : jwtRulesDigest(agent.jwt) });
     agentByName.set(agent.name, compiled);
     for (const hash of agent.tokens) agentByTokenHash.set(hash, compiled);
   }
@@ -205,3 +213,10 @@ export function compilePolicy(config: AirlockConfig): Policy {
 }
 
 type RouteSpecList = Parameters<typeof compileRouteTable>[0];
+
+/** Order-free: the same rules written in another order are the same rules. Hex of a SHA-256. */
+function jwtRulesDigest(jwt: NonNullable<AgentConfig['jwt']>): string {
+  const claims = Object.entries(jwt.claims).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const rules = [jwt.issuer, jwt.audience, jwt.subject ?? null, claims, jwt.jwks_url ?? null, [...jwt.keys].sort(), [...jwt.algorithms].sort(), jwt.max_token_age ?? null];
+  return createHash('sha256').update(JSON.stringify(rules), 'utf8').digest('hex');
+}

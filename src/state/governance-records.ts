@@ -33,8 +33,11 @@ export interface SessionRecord {
 export type SessionMinter =
   /** An agent token: sha256: of the alk_ token, as the config lists it. */
   | { readonly kind: 'token'; readonly tokenHash: string }
-  /** A workload JWT: its issuer and subject (not the JWT). */
-  | { readonly kind: 'jwt'; readonly issuer: string; readonly subject: string | null }
+  /**
+   * A workload JWT: its issuer and subject (not the JWT), and the digest of the agent's JWT rules it was
+   * accepted under (AgentPolicy.jwtRules; absent in sessions minted before it was recorded).
+   */
+  | { readonly kind: 'jwt'; readonly issuer: string; readonly subject: string | null; readonly rules?: string }
   /** A session token (attenuation): the parent session's id. */
   | { readonly kind: 'session'; readonly session: string };
 
