@@ -33,6 +33,7 @@ import { hasRequestBody, requestBody } from '../ingress/request-body.js';
 import { connectionListedHeaders } from '../upstream/hop-by-hop.js';
 import { checkConnectionOptions } from './build-upstream-request.js';
 import type { AuditRecord } from '../observability/audit-record.js';
+import type { GovernanceState } from '../state/governance-state.js';
 import type { AgentPolicy, CredentialPlan, Policy, ServicePolicy } from '../policy/compile-policy.js';
 import type { CompiledRoute } from '../policy/route-table.js';
 import { grantingEntry } from '../policy/scope-grant.js';
@@ -222,7 +223,10 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
         req,
         { principal, service: selected.service, route, grant, method: req.method ?? '', path: target.path, query: target.query, body, plan, boundHeaders: runtime.limits.approvalHeaders },
         abortSignalOf(res),
-      );
+      ).catch((error: unknown) => {
+        noteRefusedApproval(runtime.state, record, error);
+        throw error;
+      });
       record.approval = approved.id;
       record.approver = approved.approver;
       record.approval_reason = approved.reason;
@@ -493,6 +497,21 @@ async function collectBody(body: Readable, limit: number): Promise<Buffer> {
  * was): such a request is refused (401, or 400 by guardRequestSecrets), but its record kept the token
  * as sent (found by review).
  */
+/**
+ * The approval a refusal was about (asked and pending, denied, expired, used, or given for another
+ * request), and for a denial who denied it and why: in the audit record, as an approved request's are
+ * (found by review: a denied request could not be tied to its approval or its approver).
+ */
+function noteRefusedApproval(state: GovernanceState, record: AuditRecord, error: unknown): void {
+  const id = error instanceof AirlockError ? error.extensions['approval_id'] : undefined;
+  if (id === undefined) return;
+  record.approval = id;
+  const approval = state.approval(id);
+  if (approval?.status !== 'denied') return;
+  record.approver = approval.decidedBy;
+  record.approval_reason = approval.reason;
+}
+
 function pathForRecord(path: string): string {
   return maskAgentTokens(path);
 }

@@ -138,7 +138,7 @@ export class ApprovalBroker {
       const result = await outcome;
       if (result === 'timeout' || result === 'aborted') {
         await this.#state.record({ type: 'approval.expired', id: approval.id, at: this.#now() }).catch(() => undefined);
-        if (result === 'aborted') throw new AirlockError('approval_timeout', 'The agent went away while its request waited for approval.');
+        if (result === 'aborted') throw new AirlockError('approval_timeout', 'The agent went away while its request waited for approval.', { extensions: { approval_id: approval.id } });
         throw new AirlockError('approval_timeout', `No approver decided on ${approval.id} within ${Math.round(request.timeoutMs / 1000)} seconds; the request was not sent.`, {
           extensions: { approval_id: approval.id },
         });
@@ -167,27 +167,33 @@ export class ApprovalBroker {
     const approval = this.#state.approval(id);
     if (approval === null || approval.agent !== agent) throw new AirlockError('approval_denied', `There is no approval ${id} for this agent.`);
     if (approval.binding !== binding) {
-      throw new AirlockError('approval_denied', `Approval ${id} was given for a different request (method, path, query or body differ); an approval is good for the exact request it was asked for.`);
+      throw new AirlockError(
+        'approval_denied',
+        `Approval ${id} was given for a different request (its method, path, query, body, Content-Type or account headers differ, or the service's upstream or credential changed since); an approval is good for the exact request it was asked for.`,
+        { extensions: { approval_id: id } },
+      );
     }
     if (approval.status === 'pending') {
-      if (approval.expiresAt <= this.#now()) throw new AirlockError('approval_timeout', `Approval ${id} expired before anyone decided.`);
+      if (approval.expiresAt <= this.#now()) throw new AirlockError('approval_timeout', `Approval ${id} expired before anyone decided.`, { extensions: { approval_id: id } });
       throw new AirlockError('approval_pending', `Approval ${id} is still waiting for a human; retry later with the same header.`, { extensions: { approval_id: id }, headers: { 'retry-after': '10' } });
     }
     return this.#redeemDecided(approval, binding, agent);
   }
 
   async #redeemDecided(approval: ApprovalRecord, binding: string, agent: string): Promise<ApprovalGrant> {
-    if (approval.agent !== agent || approval.binding !== binding) throw new AirlockError('approval_denied', `Approval ${approval.id} does not match this request.`);
+    if (approval.agent !== agent || approval.binding !== binding) throw new AirlockError('approval_denied', `Approval ${approval.id} does not match this request.`, { extensions: { approval_id: approval.id } });
     if (approval.status === 'denied') {
       throw new AirlockError('approval_denied', `${approval.decidedBy ?? 'An approver'} denied the request${approval.reason ? `: ${approval.reason}` : ''}.`, { extensions: { approval_id: approval.id } });
     }
-    if (approval.status === 'consumed') throw new AirlockError('approval_denied', `Approval ${approval.id} was already used; an approval is good for one request.`);
-    if (approval.status !== 'approved' || approval.expiresAt <= this.#now()) throw new AirlockError('approval_timeout', `Approval ${approval.id} expired.`);
+    if (approval.status === 'consumed') throw new AirlockError('approval_denied', `Approval ${approval.id} was already used; an approval is good for one request.`, { extensions: { approval_id: approval.id } });
+    if (approval.status !== 'approved' || approval.expiresAt <= this.#now()) throw new AirlockError('approval_timeout', `Approval ${approval.id} expired.`, { extensions: { approval_id: approval.id } });
     // Single use: the state takes the change only from "approved", one at a time (#claimTransition).
     try {
       await this.#state.record({ type: 'approval.consumed', id: approval.id, at: this.#now() });
     } catch (error) {
-      if (error instanceof StateConflictError) throw new AirlockError('approval_denied', `Approval ${approval.id} was already used, or is being used, by another request; an approval is good for one request.`);
+      if (error instanceof StateConflictError) {
+        throw new AirlockError('approval_denied', `Approval ${approval.id} was already used, or is being used, by another request; an approval is good for one request.`, { extensions: { approval_id: approval.id } });
+      }
       throw error;
     }
     return { id: approval.id, approver: approval.decidedBy ?? 'unknown', reason: approval.reason ?? '' };

@@ -231,7 +231,8 @@ describe('human approval', () => {
     expect(problem.error.message).toBe(problem.detail);
     expect(problem.approval_id).toBe(approval.id);
     expect(upstream.requests.length).toBe(before);
-    expect(await auditOf(response)).toMatchObject({ agent: 'holder', decision: 'allow', code: 'approval_denied', status: 403, upstream_status: null });
+    // Tied to its approval, its approver and the reason (found by review: all three were null).
+    expect(await auditOf(response)).toMatchObject({ agent: 'holder', decision: 'allow', code: 'approval_denied', status: 403, upstream_status: null, approval: approval.id, approver: 'alice', approval_reason: 'amount looks wrong' });
     const change = proxy.auditRecords().find((r) => r.approval === approval.id && r.actor !== null);
     expect(change).toMatchObject({ actor: 'alice', reason: 'amount looks wrong', route: '/v1/approvals/:id/deny' });
   });
@@ -291,6 +292,7 @@ describe('human approval', () => {
     expect(pending.detail).toContain(`x-airlock-approval: ${pending.approval_id}`);
     expect(first.headers['retry-after']).toBe('10');
     expect(upstream.requests.length).toBe(before);
+    expect(await auditOf(first)).toMatchObject({ code: 'approval_pending', approval: pending.approval_id, approver: null });
     const listed = (await approvals()).find((a) => a.id === pending.approval_id);
     expect(listed).toMatchObject({ agent: 'asyncer', mode: 'async', path: '/pay/v1/refunds', status: 'pending' });
 
