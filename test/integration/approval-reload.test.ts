@@ -31,6 +31,13 @@ interface Variant {
   readonly bystander?: boolean;
 }
 
+/** Reloads `proxy` with `input` (on its own data_dir), which must be a valid config. */
+async function reloadWith(proxy: ProxyFixture, input: Record<string, unknown>): Promise<void> {
+  const built = buildConfig({ listen: '127.0.0.1:0', data_dir: proxy.dataDir, ...input }, { baseDir: proxy.dataDir });
+  if (built.config === null) throw new Error(built.problems.map((p) => formatProblem(p, null)).join('\n'));
+  expect(await proxy.airlock.reload(built.config)).toEqual({ ok: true });
+}
+
 describe('a held request is authorized again when a reload came during the hold', () => {
   const keyA = canary('hold-a');
   const keyB = canary('hold-b');
@@ -69,11 +76,7 @@ describe('a held request is authorized again when a reload came during the hold'
     };
   }
 
-  async function reload(variant: Variant): Promise<void> {
-    const built = buildConfig({ listen: '127.0.0.1:0', data_dir: proxy.dataDir, ...input(variant) }, { baseDir: proxy.dataDir });
-    if (built.config === null) throw new Error(built.problems.map((p) => formatProblem(p, null)).join('\n'));
-    expect(await proxy.airlock.reload(built.config)).toEqual({ ok: true });
-  }
+  const reload = (variant: Variant): Promise<void> => reloadWith(proxy, input(variant));
 
   beforeAll(async () => {
     upstreamA = await startUpstream(echoHandler);
@@ -194,11 +197,7 @@ describe('an async approval redeemed after a reload', () => {
     };
   }
 
-  async function reload(variant: { upstream?: 'a' | 'b'; secret?: string }): Promise<void> {
-    const built = buildConfig({ listen: '127.0.0.1:0', data_dir: proxy.dataDir, ...input(variant) }, { baseDir: proxy.dataDir });
-    if (built.config === null) throw new Error(built.problems.map((p) => formatProblem(p, null)).join('\n'));
-    expect(await proxy.airlock.reload(built.config)).toEqual({ ok: true });
-  }
+  const reload = (variant: { upstream?: 'a' | 'b'; secret?: string }): Promise<void> => reloadWith(proxy, input(variant));
 
   beforeAll(async () => {
     upstreamA = await startUpstream(echoHandler);
