@@ -4,7 +4,9 @@
  * removed its agent, its token, its grant or scope, or pointed the service at another upstream or
  * credential. Now it is authorized again under the config in force when the approval comes, and refused
  * (401, 403) with the reason when that config no longer allows it, or sends it elsewhere or with another
- * credential than the approver said yes to. Nothing reaches either upstream then.
+ * credential than the approver said yes to. Nothing reaches either upstream then. An async approval
+ * (202, redeemed by a retry) given before a reload that moved the service to another upstream or
+ * credential is refused the same way (found by a later review: it was redeemed there).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatProblem } from '../../src/config/config-problem.js';
@@ -42,6 +44,7 @@ describe('a held request is authorized again when a reload came during the hold'
   const keyA = canary('hold-a');
   const keyB = canary('hold-b');
   const holder = generateAgentToken();
+  const asker = generateAgentToken();
   const other = generateAgentToken();
   const alice = generateAgentToken();
   const agentSeen: string[] = [];
@@ -71,6 +74,8 @@ describe('a held request is authorized again when a reload came during the hold'
                 credentials: [{ service: variant.grantService ?? 'pay', max_scope: variant.scopes ?? ['refunds:write', 'balance:read'], require_approval: true, approval_mode: 'hold', approval_timeout: 30 }],
               },
             }),
+        // Async mode: 202, redeemed later with x-airlock-approval.
+        asker: { tokens: [asker.hash], credentials: [{ service: 'pay', max_scope: ['refunds:write'], require_approval: true, approval_mode: 'async', approval_timeout: 60 }] },
         ...(variant.bystander === true ? { bystander: { tokens: [generateAgentToken().hash], credentials: [{ service: 'ledger', max_scope: ['balance:read'] }] } } : {}),
       },
     };
@@ -87,7 +92,7 @@ describe('a held request is authorized again when a reload came during the hold'
 
   afterAll(async () => {
     try {
-      const tokens = [holder.token, other.token, alice.token];
+      const tokens = [holder.token, asker.token, other.token, alice.token];
       assertNoLeak([...tokens, keyA, keyB], [
         { name: 'logs', text: proxy.logLines.join('') },
         { name: 'audit', text: proxy.auditText() },
@@ -172,85 +177,35 @@ describe('a held request is authorized again when a reload came during the hold'
     expect(upstreamA.requests.at(-1)?.header('authorization')).toEqual([`Bearer ${keyA}`]);
     await reload({});
   });
-});
 
-// Found by review: an async approval (202, redeemed later with x-airlock-approval) went to the upstream
-// and with the credential a reload had put in place, where a held one was refused.
-describe('an async approval redeemed after a reload', () => {
-  const keyA = canary('async-a');
-  const keyB = canary('async-b');
-  const asker = generateAgentToken();
-  const alice = generateAgentToken();
-  const agentSeen: string[] = [];
-  let upstreamA: Upstream;
-  let upstreamB: Upstream;
-  let proxy: ProxyFixture;
-  let admin: AdminClient;
-
-  function input(variant: { upstream?: 'a' | 'b'; secret?: string } = {}): Record<string, unknown> {
-    return {
-      admin: { listen: '127.0.0.1:0', tokens: [{ name: 'alice', hash: alice.hash }] },
-      services: {
-        pay: { upstream: (variant.upstream ?? 'a') === 'a' ? upstreamA.url : upstreamB.url, credential: { secret: variant.secret ?? 'env:ASYNC_KEY_A', inject: 'bearer' }, routes: [{ method: 'POST', path: '/v1/charges', scope: 'charges:write' }] },
-      },
-      agents: { asker: { tokens: [asker.hash], credentials: [{ service: 'pay', max_scope: ['charges:write'], require_approval: true, approval_mode: 'async', approval_timeout: 60 }] } },
-    };
-  }
-
-  const reload = (variant: { upstream?: 'a' | 'b'; secret?: string }): Promise<void> => reloadWith(proxy, input(variant));
-
-  beforeAll(async () => {
-    upstreamA = await startUpstream(echoHandler);
-    upstreamB = await startUpstream(echoHandler);
-    proxy = await startProxy(input(), { env: { ASYNC_KEY_A: keyA, ASYNC_KEY_B: keyB } });
-    admin = adminClient(() => proxy.airlock.adminUrl as string, alice.token);
-  });
-
-  afterAll(async () => {
-    try {
-      assertNoLeak([asker.token, alice.token, keyA, keyB], [
-        { name: 'logs', text: proxy.logLines.join('') },
-        { name: 'audit', text: proxy.auditText() },
-        { name: 'agent answers', text: agentSeen.join('\n') },
-        { name: 'admin answers', text: admin.seen.join('\n') },
-      ]);
-    } finally {
-      await proxy?.close();
-      await upstreamA?.close();
-      await upstreamB?.close();
-    }
-  });
-
-  function charge(amount: number, approval?: string): Promise<SentResponse> {
-    return sendRequest(`${proxy.url}/pay/v1/charges`, {
+  // Found by review: an async approval went to the upstream, and with the credential, a reload had put
+  // in place, where a held request was refused.
+  function refund(id: string, approval?: string): Promise<SentResponse> {
+    return sendRequest(`${proxy.url}/pay/v1/refunds/${id}`, {
       method: 'POST',
       headers: { authorization: `Bearer ${asker.token}`, 'content-type': 'application/json', ...(approval === undefined ? {} : { 'x-airlock-approval': approval }) },
-      body: JSON.stringify({ amount }),
+      body: JSON.stringify({ refund: id, amount: 5000 }),
     }).then((response) => {
       agentSeen.push(`${response.status}\n${JSON.stringify(response.headers)}\n${response.text}`);
       return response;
     });
   }
 
-  async function approved(amount: number): Promise<string> {
-    const asked = await charge(amount);
+  async function approvedAsync(id: string): Promise<string> {
+    const asked = await refund(id);
     expect(asked.status, asked.text).toBe(202);
-    const id = asked.json<{ approval_id: string }>().approval_id;
-    const decided = await admin.call('POST', `/v1/approvals/${id}/approve`, { reason: 'the test account' });
-    expect(decided.status, decided.text).toBe(200);
-    return id;
+    const approval = asked.json<{ approval_id: string }>().approval_id;
+    await approve(approval);
+    return approval;
   }
 
-  for (const [what, variant] of [
-    ['another upstream', { upstream: 'b' as const }],
-    ['another credential', { secret: 'env:ASYNC_KEY_B' }],
-  ] as const) {
-    it(`refuses it after a reload gave the service ${what}, and sends nothing anywhere`, async () => {
-      const id = await approved(5000);
+  for (const { what, variant } of cases.filter((c) => c.variant.upstream !== undefined || c.variant.secret !== undefined)) {
+    it(`async: refuses the approved retry after a reload with ${what}, and sends nothing anywhere`, async () => {
+      const approval = await approvedAsync(`re_async_${what.length}`);
       const before = upstreamA.requests.length + upstreamB.requests.length;
       try {
         await reload(variant);
-        const redeemed = await charge(5000, id);
+        const redeemed = await refund(`re_async_${what.length}`, approval);
         expect(redeemed.status, redeemed.text).toBe(403);
         expect(redeemed.json<Problem>().code).toBe('approval_denied');
         expect(upstreamA.requests.length + upstreamB.requests.length).toBe(before);
@@ -260,11 +215,12 @@ describe('an async approval redeemed after a reload', () => {
     });
   }
 
-  it('redeems it after a reload that changed neither', async () => {
-    const id = await approved(7);
-    await reload({});
-    const redeemed = await charge(7, id);
+  it('async: redeems the approved retry after a reload that changed nothing it stands on', async () => {
+    const approval = await approvedAsync('re_async_fine');
+    await reload({ bystander: true });
+    const redeemed = await refund('re_async_fine', approval);
     expect(redeemed.status, redeemed.text).toBe(200);
     expect(upstreamA.requests.at(-1)?.header('authorization')).toEqual([`Bearer ${keyA}`]);
+    await reload({});
   });
 });
