@@ -55,7 +55,7 @@ export function guardRequestSecrets(index: SecretIndex, target: string, rawHeade
   if (ref !== null) throw carriesManagedSecret(ref);
   if (!misplacedToken && presentedJwt) misplacedToken = jwtRepeated(target, rawHeaders);
   if (misplacedToken) {
-    throw new AirlockError('invalid_request', 'An Airlock agent or session token (or the workload JWT sent as the API key) appears in the path, the query string or a header that is not an API-key header; it would be forwarded upstream. Send it only as the API key (Authorization, x-api-key, api-key).');
+    throw new AirlockError('invalid_request', 'An Airlock agent or session token appears in the query string, the path or a header that is not an API-key header (or the workload JWT sent as the API key appears there again); it would be forwarded upstream. Send it only as the API key (Authorization, x-api-key, api-key).');
   }
 }
 
