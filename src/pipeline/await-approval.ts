@@ -49,12 +49,21 @@ export function approvalBinding(agent: string, session: string | null, service: 
   return `sha256:${hash.digest('hex')}`;
 }
 
-/** What approvalBinding binds beyond the request line and body; a header absent and a header empty differ. */
+/**
+ * What approvalBinding binds beyond the request line and body; a header absent and a header empty
+ * differ. Header names are read with `_` as `-`: Rack, PHP-CGI and gunicorn read `Stripe_Account` as
+ * Stripe-Account, and it is forwarded as sent (found by review: an approval for acct_TEST redeemed
+ * with `stripe_account: acct_LIVE` added).
+ */
 function sentWith(req: IncomingMessage, context: ApprovalContext): string[] {
   const parts = [`${context.service.upstream.origin}${context.service.upstream.basePath}`, context.plan.ref];
-  for (const name of ['content-type', ...context.boundHeaders]) {
-    const value = req.headers[name];
-    parts.push(value === undefined ? `${name}\u0001` : `${name}:${Array.isArray(value) ? value.join('\u0002') : value}`);
+  const bound = ['content-type', ...context.boundHeaders];
+  const values = new Map<string, string[]>(bound.map((name) => [name, []]));
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) values.get((raw[i] as string).toLowerCase().replaceAll('_', '-'))?.push(raw[i + 1] as string);
+  for (const name of bound) {
+    const sent = values.get(name) as string[];
+    parts.push(sent.length === 0 ? `${name}\u0001` : `${name}:${sent.join('\u0002')}`);
   }
   return parts;
 }

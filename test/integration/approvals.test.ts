@@ -402,6 +402,8 @@ describe('human approval', () => {
       { 'content-type': 'application/json', 'openai-project': 'proj_sandbox' }, // the account header dropped
       { ...asked, 'openai-project': 'proj_prod' },
       { ...asked, 'content-type': 'application/x-www-form-urlencoded' },
+      // An underscore spelling, which Rack, PHP-CGI and gunicorn read as the same header.
+      { ...asked, stripe_account: 'acct_LIVE' },
     ];
     for (const headers of swaps) {
       const problem = expectProblem(await send(headers, id), 403, 'approval_denied');
