@@ -492,12 +492,6 @@ async function collectBody(body: Readable, limit: number): Promise<Buffer> {
 }
 
 /**
- * The path as records keep it: the audit record, the log line and the span's url.path all read
- * record.path. An agent or session token in it is masked (prefix kept, so the operator sees what it
- * was): such a request is refused (401, or 400 by guardRequestSecrets), but its record kept the token
- * as sent (found by review).
- */
-/**
  * The approval a refusal was about (asked and pending, denied, expired, used, or given for another
  * request), and for a denial who denied it and why: in the audit record, as an approved request's are
  * (found by review: a denied request could not be tied to its approval or its approver).
@@ -512,6 +506,12 @@ function noteRefusedApproval(state: GovernanceState, record: AuditRecord, error:
   record.approval_reason = approval.reason;
 }
 
+/**
+ * The path as records keep it: the audit record, the log line and the span's url.path all read
+ * record.path. An agent or session token, or a signed JWT, in it is masked (prefix kept, so the
+ * operator sees what it was): such a request is refused (401, or 400 by guardRequestSecrets), but its
+ * record kept the token as sent (found by review).
+ */
 function pathForRecord(path: string): string {
   return maskAgentTokens(path);
 }
