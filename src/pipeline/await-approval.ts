@@ -16,6 +16,7 @@ import type { ApprovalBroker, ApprovalGrant } from '../policy/approval-broker.js
 import type { CredentialPlan, GrantPolicy, Policy, ServicePolicy } from '../policy/compile-policy.js';
 import type { CompiledRoute } from '../policy/route-table.js';
 import type { GovernanceState } from '../state/governance-state.js';
+import { cgiHeaderName } from '../upstream/outbound-request.js';
 import { authenticateAgain, type Principal } from './authenticate-agent.js';
 import { authorizeScope } from './authorize-scope.js';
 import { matchRoute } from './match-route.js';
@@ -51,8 +52,8 @@ export function approvalBinding(agent: string, session: string | null, service: 
 
 /**
  * What approvalBinding binds beyond the request line and body; a header absent and a header empty
- * differ. Header names are read with `_` as `-`: Rack, PHP-CGI and gunicorn read `Stripe_Account` as
- * Stripe-Account, and it is forwarded as sent (found by review: an approval for acct_TEST redeemed
+ * differ. Header names are read as CGI-style servers read them (cgiHeaderName): `Stripe_Account` is
+ * Stripe-Account to Rack, PHP-CGI and gunicorn, and it is forwarded as sent (found by review: an approval for acct_TEST redeemed
  * with `stripe_account: acct_LIVE` added).
  */
 function sentWith(req: IncomingMessage, context: ApprovalContext): string[] {
@@ -60,7 +61,7 @@ function sentWith(req: IncomingMessage, context: ApprovalContext): string[] {
   const bound = ['content-type', ...context.boundHeaders];
   const values = new Map<string, string[]>(bound.map((name) => [name, []]));
   const raw = req.rawHeaders;
-  for (let i = 0; i < raw.length; i += 2) values.get((raw[i] as string).toLowerCase().replaceAll('_', '-'))?.push(raw[i + 1] as string);
+  for (let i = 0; i < raw.length; i += 2) values.get(cgiHeaderName((raw[i] as string).toLowerCase()))?.push(raw[i + 1] as string);
   for (const name of bound) {
     const sent = values.get(name) as string[];
     parts.push(sent.length === 0 ? `${name}\u0001` : `${name}:${sent.join('\u0002')}`);

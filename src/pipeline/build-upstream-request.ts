@@ -16,7 +16,7 @@
 import { AirlockError } from '../errors.js';
 import { TOKEN_CARRIER_HEADERS } from '../identity/token-carriers.js';
 import { connectionListedHeaders, HOP_BY_HOP_HEADERS } from '../upstream/hop-by-hop.js';
-import { OutboundRequest, queryKeyNameSet } from '../upstream/outbound-request.js';
+import { cgiHeaderName, OutboundRequest, queryKeyNameSet } from '../upstream/outbound-request.js';
 import { upstreamPath, type UpstreamTarget } from '../upstream/upstream-target.js';
 
 const DROPPED_HEADERS: ReadonlySet<string> = new Set([
@@ -77,7 +77,7 @@ export const METHOD_OVERRIDE_NAMES = queryKeyNameSet(METHOD_OVERRIDE_QUERY_KEYS)
  */
 export function checkConnectionOptions(listed: ReadonlySet<string>): void {
   for (const option of listed) {
-    const name = option.replaceAll('_', '-');
+    const name = cgiHeaderName(option);
     if (name === 'host' || name.startsWith('content-')) {
       // Named back only when it is a field name we know: the rest is the agent's text, which a detail never repeats.
       const shown = KNOWN_CONTENT_FIELDS.test(name) ? name : 'a Content-* field';
@@ -108,10 +108,9 @@ export function buildUpstreamRequest(input: UpstreamRequestInput): OutboundReque
   checkConnectionOptions(listed);
   for (let i = 0; i < raw.length; i += 2) {
     const name = (raw[i] as string).toLowerCase();
-    // Checked as CGI-style servers read it (Rack/Puma, PHP-CGI, older gunicorn: "_" and "-" are one
-    // variable; CVE-2024-45614): x_forwarded_for or x_api_key would otherwise pass as a different name and
-    // overwrite what Airlock set (found by review).
-    const key = name.includes('_') ? name.replaceAll('_', '-') : name;
+    // Checked as CGI-style servers read it (cgiHeaderName): x_forwarded_for or x_api_key would otherwise
+    // pass as a different name and overwrite what Airlock set (found by review).
+    const key = cgiHeaderName(name);
     if (HOP_BY_HOP_HEADERS.has(key) || TOKEN_CARRIER_HEADERS.has(key) || DROPPED_HEADERS.has(key) || listed.has(key)) continue;
     // Content_Type or Content_Length: a CGI-style server reads it as CONTENT_TYPE, beside or before the
     // real one (Puma before 6.4.2 joins the two, and Rack reads the first), while the body was checked

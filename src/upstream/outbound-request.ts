@@ -3,6 +3,15 @@
  * headers as an ordered list of lower-case name/value pairs (repeats kept, as undici takes them).
  */
 
+/**
+ * A lower-case header name as CGI-style servers read it (Rack/Puma, PHP-CGI, older gunicorn): "_" and
+ * "-" are one variable (HTTP_X_API_KEY), so x_api_key and x-api-key are one header to them
+ * (CVE-2024-45614). Every check of a header by name that the upstream will read compares this form.
+ */
+export function cgiHeaderName(name: string): string {
+  return name.includes('_') ? name.replaceAll('_', '-') : name;
+}
+
 export class OutboundRequest {
   readonly method: string;
   /** Base path of the upstream + the authorized canonical path; never re-normalized. */
@@ -31,7 +40,7 @@ export class OutboundRequest {
     let write = 0;
     for (let read = 0; read < headers.length; read += 2) {
       const present = headers[read] as string;
-      if (present === name || (present.includes('_') && present.replaceAll('_', '-') === name)) continue;
+      if (cgiHeaderName(present) === name) continue;
       headers[write] = headers[read] as string;
       headers[write + 1] = headers[read + 1] as string;
       write += 2;
