@@ -20,8 +20,11 @@ export const TOKEN_IN_TEXT = /al[ks]_[A-Za-z0-9_-]{43}/;
  */
 const TOKEN_RUNS = /(al[ks]_)[A-Za-z0-9_-]{43,}/g;
 
-/** A signed compact JWS inside a text: a workload JWT an agent put in its path or query. */
-const JWT_RUNS = /eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+/g;
+/**
+ * A signed compact JWS inside a text (a workload JWT an agent put in its path, query or a header), at
+ * least as long as a real one's three parts; global, for replace and match.
+ */
+export const JWT_IN_TEXT = /eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{16,}/g;
 
 /**
  * The text with every agent or session token, and every signed JWT, masked, prefix kept so a reader
@@ -32,7 +35,7 @@ const JWT_RUNS = /eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+/g;
  */
 export function maskAgentTokens(text: string): string {
   let masked = (text.includes('alk_') || text.includes('als_')) && TOKEN_IN_TEXT.test(text) ? text.replace(TOKEN_RUNS, '$1[REDACTED]') : text;
-  if (masked.includes('eyJ')) masked = masked.replace(JWT_RUNS, 'eyJ[REDACTED]');
+  if (masked.includes('eyJ')) masked = masked.replace(JWT_IN_TEXT, 'eyJ[REDACTED]');
   return masked;
 }
 

@@ -10,7 +10,7 @@
  */
 import { decodeEscape, PERCENT_ESCAPE } from '../ingress/percent-escapes.js';
 import { AirlockError } from '../errors.js';
-import { TOKEN_IN_TEXT } from '../identity/agent-token.js';
+import { JWT_IN_TEXT, TOKEN_IN_TEXT } from '../identity/agent-token.js';
 import { TOKEN_CARRIER_HEADERS } from '../identity/token-carriers.js';
 import type { SecretIndex } from '../redaction/secret-catalog.js';
 import { SecretDetector } from '../redaction/secret-detector.js';
@@ -80,9 +80,6 @@ function jwtRepeated(target: string, rawHeaders: readonly string[]): boolean {
   }
   return false;
 }
-
-/** A signed compact JWS in a text, at least as long as a real one's three parts. */
-const JWT_IN_TEXT = /eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{16,}/g;
 
 /**
  * The refusal of a request that carries a managed credential's value (in its target or headers, or,
