@@ -85,12 +85,11 @@ export interface HeadedNeedle {
 }
 
 /**
- * The bytes a piece's run goes on over past what matches its needle: letters, digits and the
- * punctuation of keys and their encodings (base64's +/=, base64url's -_, percent and \u escapes, ~).
- * One alphabet for every needle: were it the needle's own bytes, a guess at a character the key does
- * not hold would end the run and tell the agent which punctuation the key holds (found by review).
- * Quotes, brackets, commas, &, dots and whitespace end it, so a masked piece keeps what closes its
- * JSON string or attribute, and the "..." a page prints where it cut.
+ * The bytes a piece's run goes on over: letters, digits and the punctuation of keys and their
+ * encodings (base64's +/=, base64url's -_, percent and \u escapes, ~), and, for a needle that holds
+ * other bytes past its head, those too (runTableOf). Quotes, brackets, commas, &, dots and whitespace
+ * end it otherwise, so a masked piece keeps what closes its JSON string or attribute, and the "..." a
+ * page prints where it cut.
  */
 const RUN_BYTES = runByteTable();
 const BACKSLASH = 0x5c;
@@ -102,11 +101,43 @@ function runByteTable(): Uint8Array {
   return table;
 }
 
+/**
+ * The run alphabet of a needle: RUN_BYTES and every byte the needle holds past its head. The run never
+ * looks at which byte the needle holds where, so a right and a wrong guess at the next character read
+ * the same whatever it is. Were a byte outside RUN_BYTES to go on only where it matched (as before), a
+ * guess of "." or "!" at each offset would answer where the key holds one (found by review); now a
+ * guess tells only whether the key holds that byte somewhere past its head, one bit a byte, never its
+ * place. The price: a piece of a key that holds a quote, comma or space goes on over the ones that
+ * follow it, up to the key's length, where the old rule stopped at the first that did not match: a
+ * cut piece of such a key in a JSON body can take the quote that closes its string (the body no longer
+ * parses). Stopping at a bare quote instead would show the key's bytes after one (an echo of the raw
+ * key cut short). The needles of most keys hold nothing outside RUN_BYTES and share its table.
+ */
+function runTableOf(needle: Buffer, head: number): Uint8Array {
+  let table = RUN_BYTES;
+  for (let k = head; k < needle.length; k++) {
+    const byte = needle[k] as number;
+    if (table[byte] !== 0) continue;
+    if (table === RUN_BYTES) table = RUN_BYTES.slice();
+    table[byte] = 1;
+  }
+  return table;
+}
+
+/** True when an odd number of backslashes stands right before `at`, counted no further back than `from`. */
+function escapedAt(data: Buffer, from: number, at: number): boolean {
+  let slashes = 0;
+  while (at - slashes > from && data[at - slashes - 1] === BACKSLASH) slashes++;
+  return slashes % 2 === 1;
+}
+
 export class NeedleSet {
   /** Sorted byte-wise, deduplicated. */
   readonly needles: readonly Buffer[];
   /** heads[i]: the bytes of needles[i] a piece must match (needles[i].length: none). */
   readonly heads: readonly number[];
+  /** runs[i]: the run alphabet of needles[i] past its head (runTableOf). */
+  readonly #runs: readonly Uint8Array[];
   readonly minLength: number;
   /** The shortest head: nothing shorter can hold a match or a piece. */
   readonly minHead: number;
@@ -154,6 +185,7 @@ export class NeedleSet {
     const needles = sorted.map((n) => n.bytes);
     this.needles = needles;
     this.heads = sorted.map((n) => Math.min(n.head, n.bytes.length));
+    this.#runs = sorted.map((n, i) => runTableOf(n.bytes, this.heads[i] as number));
     this.minLength = needles.reduce((min, n) => Math.min(min, n.length), Infinity);
     this.minHead = this.heads.reduce((min, h) => Math.min(min, h), Infinity);
     this.maxLength = needles.reduce((max, n) => Math.max(max, n.length), 0);
@@ -329,21 +361,24 @@ export class NeedleSet {
   }
 
   /**
-   * Needle i's head is at `p`. The whole needle there is a match. Otherwise the piece is masked through
-   * as much of the needle as matches there and then through the key-like bytes after it (RUN_BYTES), up
-   * to the needle's length: a right and a wrong guess at the next character read the same, so an agent
-   * that makes a reflecting upstream echo its guesses learns nothing from the marker past the head.
-   * When the piece reaches the end of data more may follow (not `final`), it is undecided: returns p.
+   * Needle i's head is at `p`. The whole needle there is a match. Otherwise the piece is masked from p
+   * through the run of its needle's alphabet (runTableOf) after the head, up to the needle's length,
+   * whether or not those bytes continue the needle: a right and a wrong guess at the next character
+   * read the same, so an agent that makes a reflecting upstream echo its guesses learns nothing from
+   * the marker past the head. When the piece reaches the end of data more may follow (not `final`), it
+   * is undecided: returns p.
    */
   #settle(data: Buffer, p: number, i: number, out: number[], final: boolean): number {
     const needle = this.needles[i] as Buffer;
     const n = data.length;
+    const head = this.heads[i] as number;
     const whole = p + needle.length;
-    const limit = Math.min(whole, n);
-    let end = p + (this.heads[i] as number);
-    while (end < limit && data[end] === needle[end - p]) end++;
-    if (end !== whole) {
-      while (end < limit && RUN_BYTES[data[end] as number] === 1) end++;
+    let end = whole;
+    if (whole > n || data.compare(needle, head, needle.length, p + head, whole) !== 0) {
+      const run = this.#runs[i] as Uint8Array;
+      const limit = Math.min(whole, n);
+      end = p + head;
+      while (end < limit && run[data[end] as number] === 1) end++;
       if (end === n && end < whole && !final) return p;
     }
     // A mask that ends in an odd number of backslashes took the escape of the byte after it (the \ of
@@ -351,9 +386,7 @@ export class NeedleSet {
     // (found by review). The escaped byte is masked too. Decided by the bytes from p on alone, whether
     // the needle matched them or not: counting only those past the match (a first fix, which left the
     // backslash visible) answered guesses at the key's next character (found by the next review).
-    let slashes = 0;
-    while (end - slashes > p && data[end - slashes - 1] === BACKSLASH) slashes++;
-    if (slashes % 2 === 1) {
+    if (escapedAt(data, p, end)) {
       if (end < n) end++;
       else if (!final) return p;
     }

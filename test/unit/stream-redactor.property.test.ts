@@ -3,8 +3,8 @@
  * and random chunkings, the output never contains a secret form and equals the input with exactly the
  * matched spans replaced, computed by a naive whole-body oracle independent of the scanner. With heads
  * (secretForms), a form cut short and followed by other text is masked from its head through the run
- * of key-like bytes after it, up to the form's length (and the byte a trailing backslash escapes),
- * whatever the chunking.
+ * of key-like bytes and of bytes the form holds past its head, up to the form's length (and the byte a
+ * trailing backslash escapes), whatever the chunking.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -15,15 +15,15 @@ import { MIN_MASKED_PARTIAL, RedactionMatcher } from '../../src/redaction/redact
 import { formsOf, secretForms, type SecretForm } from '../../src/redaction/secret-forms.js';
 import { REDACTION_MARKER, StreamRedactor } from '../../src/redaction/stream-redactor.js';
 
-/** What a piece's run goes on over past what matches its form (needle-set.ts): one alphabet for all. */
-function isRunByte(byte: number): boolean {
-  return /[A-Za-z0-9\-_~+/=%\\]/.test(String.fromCharCode(byte));
+/** What a piece's run goes on over (needle-set.ts): key-like bytes, and any byte its form holds past the head. */
+function isRunByte(byte: number, form: Buffer, head: number): boolean {
+  return /[A-Za-z0-9\-_~+/=%\\]/.test(String.fromCharCode(byte)) || form.subarray(head).includes(byte);
 }
 
 /**
  * Whole-body reference: mask every occurrence of every form, every piece (a form's head where the whole
- * form is not: through as much of the form as follows, then the letters, digits and key punctuation
- * after it, up to the form's length), plus a 4+ byte partial form at the very end.
+ * form is not: through the letters, digits, key punctuation and bytes of the form past its head that
+ * follow, up to the form's length), plus a 4+ byte partial form at the very end.
  */
 function oracle(input: Buffer, headed: readonly SecretForm[]): Buffer {
   const forms = headed.map((form) => form.bytes);
@@ -35,8 +35,7 @@ function oracle(input: Buffer, headed: readonly SecretForm[]): Buffer {
       if (!input.subarray(at, end).equals(form)) {
         const limit = Math.min(at + form.length, input.length);
         end = at + head;
-        while (end < limit && input[end] === form[end - at]) end++;
-        while (end < limit && isRunByte(input[end] as number)) end++;
+        while (end < limit && isRunByte(input[end] as number, form, head)) end++;
       }
       // A mask ending in an odd number of backslashes (from `at` on) takes the escaped byte after it.
       let slashes = 0;
@@ -74,7 +73,7 @@ function redactInChunks(matcher: RedactionMatcher, input: Buffer, cuts: number[]
   return pushInChunks(new StreamRedactor(matcher), input, cuts);
 }
 
-// Quotes, commas, spaces and brackets too: a piece's run stops at them unless its form goes on there.
+// Quotes, commas, spaces and brackets too: a piece's run stops at them unless its form holds them.
 const secretArb = fc.oneof(fc.stringMatching(/^[A-Za-z0-9_\-+/=:.~!$]{8,48}$/), fc.stringMatching(/^[A-Za-z0-9_\-+/=:.~!$" ,<}]{8,48}$/));
 const fillerArb = fc.uint8Array({ minLength: 0, maxLength: 80 }).map((bytes) => Buffer.from(bytes));
 const textFillerArb = fc.string({ maxLength: 60 }).map((s) => Buffer.from(s, 'utf8'));
