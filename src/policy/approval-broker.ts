@@ -173,6 +173,15 @@ export class ApprovalBroker {
         { extensions: { approval_id: id } },
       );
     }
+    // A held request's approval is used by that request alone, as it waits. Were a retry to redeem one,
+    // an approval whose waiter went away and whose "expired" could not be written (the state store
+    // down) would stay pending, and once approved, go to whoever retried with its id: a request the
+    // approver thought was waiting and would go once (found by review).
+    if (approval.mode === 'hold') {
+      throw new AirlockError('approval_denied', `Approval ${id} was asked for a request that waited for it (approval_mode: hold); it is not redeemed by a retry. Send the request again without x-airlock-approval to ask anew.`, {
+        extensions: { approval_id: id },
+      });
+    }
     if (approval.status === 'pending') {
       if (approval.expiresAt <= this.#now()) throw new AirlockError('approval_timeout', `Approval ${id} expired before anyone decided.`, { extensions: { approval_id: id } });
       throw new AirlockError('approval_pending', `Approval ${id} is still waiting for a human; retry later with the same header.`, { extensions: { approval_id: id }, headers: { 'retry-after': '10' } });

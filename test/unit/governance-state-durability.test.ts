@@ -196,3 +196,48 @@ describe('a held request woken by its approval keeps its claim', () => {
     await state.close();
   });
 });
+
+// Found by review: a held request whose agent went away, while the state file could not be written,
+// left its approval pending (its "expired" lost); approved later, a retry carrying its id was sent.
+const fullDisk = mountTinyDisk();
+if (fullDisk === null) console.warn('SKIPPED: the held-approval full-disk test needs to mount a tmpfs (run as root, as CI does)');
+
+describe.skipIf(fullDisk === null)('a held approval whose waiter went away', () => {
+  afterAll(() => {
+    if (fullDisk === null) return;
+    execFileSync('umount', [fullDisk]);
+    rmSync(fullDisk, { recursive: true, force: true });
+  });
+
+  it('is not redeemed by a retry, even when its expiry could not be written and an approver said yes', async () => {
+    const root = fullDisk as string;
+    writeFileSync(join(root, 'filler'), Buffer.alloc(4096));
+    const file = join(root, 'state.jsonl');
+    const state = await started(file);
+    const broker = new ApprovalBroker(state, { maxPending: 10, maxPendingPerAgent: 10, consoleUrl: () => null, notify: () => undefined });
+    const ids: string[] = [];
+    state.onEvent((event) => {
+      if (event.type === 'approval.created') ids.push(event.approval.id);
+    });
+    const request = { agent: 'bot', service: 'pay', route: 'POST /v1/refunds', scope: 'refunds:write', method: 'POST', path: '/v1/refunds', binding: 'b', session: null, justification: 'x', taskId: null, mode: 'async' as const, timeoutMs: 60_000 };
+    // One async approval measures a line; the held one's justification then fills the file's page to
+    // within 30 bytes, so that its "expired" (some 80 bytes) finds the disk full.
+    expect(await broker.submit(request).catch((error: unknown) => (error as AirlockError).code)).toBe('approval_pending');
+    const line = readFileSync(file).length;
+    const agentGone = new AbortController();
+    const padded = { ...request, mode: 'hold' as const, justification: 'x'.repeat(4096 - 30 - 2 * line + 2) };
+    const held = broker.hold(padded, agentGone.signal).then(() => 'sent', (error: unknown) => (error as AirlockError).code);
+    await eventually('the held approval written', () => ids.length === 2, 5_000, 10);
+    const id = ids[1] as string;
+    expect(4096 - readFileSync(file).length).toBeLessThan(40);
+    agentGone.abort();
+    expect(await held).toBe('approval_timeout');
+    expect(state.approval(id)?.status).toBe('pending');
+    rmSync(join(root, 'filler'));
+    await broker.decide(id, 'approved', 'alice', 'looked fine');
+    const retried = await broker.redeem(id, 'b', 'bot').then(() => 'sent', (error: unknown) => (error as AirlockError).code);
+    expect(retried).toBe('approval_denied');
+    expect(state.approval(id)?.status).toBe('approved');
+    await state.close();
+  });
+});
