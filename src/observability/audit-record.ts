@@ -16,6 +16,13 @@ export interface AuditRecord {
   session: string | null;
   justification: string | null;
   task_id: string | null;
+  /**
+   * On the record of a session's mint alone: the scopes it was given, space-separated `service/scope`
+   * (RFC 6749's scope list, the service named), when it ends, and the session it was narrowed from.
+   */
+  session_scopes: string | null;
+  session_expires_at: string | null;
+  session_parent: string | null;
   service: string | null;
   method: string | null;
   /** Canonical path as the agent sent it (prefix included), no query; null when unparseable. */
@@ -59,7 +66,9 @@ export function serializeAuditRecord(record: AuditRecord, prev: string): string 
   const r = record;
   return (
     `{"time":${jsonString(r.time)},"trace_id":${jsonString(r.trace_id)},"request_id":${jsonString(r.request_id)},"agent":${jsonString(r.agent)}` +
-    `,"session":${jsonString(r.session)},"justification":${jsonString(r.justification)},"task_id":${jsonString(r.task_id)},"service":${jsonString(r.service)}` +
+    `,"session":${jsonString(r.session)},"justification":${jsonString(r.justification)},"task_id":${jsonString(r.task_id)}` +
+    `,"session_scopes":${jsonString(r.session_scopes)},"session_expires_at":${jsonString(r.session_expires_at)},"session_parent":${jsonString(r.session_parent)}` +
+    `,"service":${jsonString(r.service)}` +
     `,"method":${jsonString(r.method)},"path":${jsonString(r.path)},"route":${jsonString(r.route)},"scope":${jsonString(r.scope)}` +
     `,"decision":${jsonString(r.decision)},"code":${jsonString(r.code)},"status":${jsonNumber(r.status)},"upstream_status":${jsonNumber(r.upstream_status)}` +
     `,"response_bytes":${jsonNumber(r.response_bytes)},"duration_ms":${jsonNumber(r.duration_ms)},"credential":${jsonString(r.credential)}` +
@@ -80,6 +89,9 @@ const FIELD_KINDS: Readonly<Record<keyof AuditRecord, FieldKind>> = {
   session: 'string|null',
   justification: 'string|null',
   task_id: 'string|null',
+  session_scopes: 'string|null',
+  session_expires_at: 'string|null',
+  session_parent: 'string|null',
   service: 'string|null',
   method: 'string|null',
   path: 'string|null',

@@ -33,6 +33,7 @@ import { hasRequestBody, requestBody } from '../ingress/request-body.js';
 import { connectionListedHeaders } from '../upstream/hop-by-hop.js';
 import { checkConnectionOptions } from './build-upstream-request.js';
 import type { AuditRecord } from '../observability/audit-record.js';
+import type { SessionRecord } from '../state/governance-records.js';
 import type { GovernanceState } from '../state/governance-state.js';
 import type { AgentPolicy, CredentialPlan, Policy, ServicePolicy } from '../policy/compile-policy.js';
 import type { CompiledRoute } from '../policy/route-table.js';
@@ -179,6 +180,7 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
         record.session = outcome.session.id;
         record.justification = outcome.session.justification;
         record.task_id = outcome.session.taskId;
+        if (outcome.status === 201) noteMintedSession(record, outcome.session);
       }
       const audited = await auditRequest(runtime, record, startedAt, true);
       observeRequest(runtime, record, trace, outcome.route, true);
@@ -452,6 +454,9 @@ export function newRecord(runtime: Pick<ProxyRuntime, 'nowMs' | 'isoTime'>, meth
     session: null,
     justification: null,
     task_id: null,
+    session_scopes: null,
+    session_expires_at: null,
+    session_parent: null,
     service: null,
     method,
     path: null,
@@ -489,6 +494,20 @@ async function collectBody(body: Readable, limit: number): Promise<Buffer> {
     chunks.push(chunk as Buffer);
   }
   return Buffer.concat(chunks);
+}
+
+/**
+ * What a mint gave, in its audit record: the session's scopes, end and parent. The state keeps a session
+ * only until it ends; the audit log is where a security team reads later what an agent was allowed
+ * during a task (found by review: the record named the new session alone).
+ */
+function noteMintedSession(record: AuditRecord, session: SessionRecord): void {
+  record.session_scopes = Object.entries(session.scopes)
+    .flatMap(([service, scopes]) => scopes.map((scope) => `${service}/${scope}`))
+    .join(' ');
+  // Not runtime.isoTime: its cached minute is the requests' (iso-time.ts).
+  record.session_expires_at = new Date(session.expiresAt).toISOString();
+  record.session_parent = session.parent;
 }
 
 /**

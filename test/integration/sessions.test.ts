@@ -496,9 +496,14 @@ describe('task sessions', () => {
     });
     expect(records[2]).toMatchObject({ decision: 'deny', code: 'scope_denied', status: 403, scope: 'models:read' });
     expect(records[0]).toMatchObject({ decision: 'allow', status: 200, upstream_status: 200, credential: 'env:OPENAI_API_KEY' });
-    // The mint itself is audited with the new session's id.
+    // The mint itself is audited with the new session's id, what it was given, until when, and from
+    // which session it was narrowed; the session's other records carry none of that.
     const mintRecord = proxy.auditRecords().find((r) => r.session === child.session_id && r.route === '/_airlock/sessions');
     expect(mintRecord).toMatchObject({ status: 201, decision: 'allow', justification: 'child of audit', task_id: 'JIRA-77/1' });
+    expect(mintRecord).toMatchObject({ session_scopes: 'openai/files:read', session_expires_at: child.expires_at, session_parent: session.session_id });
+    const parentMint = proxy.auditRecords().find((r) => r.session === session.session_id && r.route === '/_airlock/sessions');
+    expect(parentMint).toMatchObject({ status: 201, session_scopes: 'openai/chat:write openai/files:*', session_expires_at: session.expires_at, session_parent: null });
+    for (const record of records) expect(record).toMatchObject({ session_scopes: null, session_expires_at: null, session_parent: null });
     // Calls with the agent's own token carry no session.
     const plain = await call(bot.token, 'GET', '/openai/v1/models');
     const plainRecord = await eventually('the plain call record', () => proxy.auditRecords().find((r) => r.request_id === plain.headers['x-airlock-request-id']));
