@@ -212,7 +212,8 @@
 
   /**
    * An approval's preview of its request (the admin API's `preview`: masked by Airlock before it was
-   * cut): one compact line per part ("body: 2,048 bytes application/json {"amount": …"), and a toggle
+   * cut): one compact line per part ("headers: stripe-account: acct_1", "body: 2,048 bytes
+   * application/json {"amount": …"), and a toggle
    * that shows the query and body whole. A button with aria-expanded, not <details>, so that the
    * history's own <details> keeps the one summary. Null when there is nothing to show (no preview asked,
    * an approval from an earlier version, or a call without query and body).
@@ -225,9 +226,12 @@
     const body = typeof preview.body === 'string' ? preview.body : null;
     const bytes = typeof preview.body_bytes === 'number' ? preview.body_bytes : 0;
     const type = typeof preview.content_type === 'string' ? ` ${preview.content_type}` : '';
-    if (query === null && bytes === 0) return null;
+    // The bound headers (approvals.bind_headers): whose account the call acts on, each value masked and cut by Airlock.
+    const headers = preview.headers && typeof preview.headers === 'object' && !Array.isArray(preview.headers) ? Object.entries(preview.headers).filter(([, value]) => typeof value === 'string') : [];
+    if (query === null && bytes === 0 && headers.length === 0) return null;
     const lines = el('div', { className: 'preview-lines mono' });
     if (query !== null) lines.append(el('div', { text: `query: ${startOf(query)}` }));
+    if (headers.length > 0) lines.append(el('div', { 'data-testid': 'approval-preview-headers', text: `headers: ${headers.map(([name, value]) => `${name}: ${value}`).join('; ')}` }));
     if (bytes > 0) lines.append(el('div', { text: `body: ${bytes.toLocaleString('en-US')} bytes${type}${body === null ? ' (not text, not shown)' : `  ${startOf(body)}`}` }));
     const block = el('div', { className: 'preview', 'data-testid': 'approval-preview' }, lines);
     if (query === null && body === null) return block;

@@ -6,6 +6,7 @@
  */
 import { parseArgs } from 'node:util';
 import { HIDDEN_CHARACTERS } from '../policy/hidden-characters.js';
+import { headerLine, headersOf } from '../policy/preview-request.js';
 import { AdminCallError, callAdmin, reportRefusal } from './admin-client.js';
 import { UsageError, type CliIo } from './cli-io.js';
 import { loadConfigOrReport } from './locate-config.js';
@@ -57,11 +58,14 @@ export async function approvalsCommand(io: CliIo): Promise<number> {
 
 /** Characters of the query and of the body shown in the list. */
 const SUMMARY_CHARS = 80;
+/** Characters of the bound headers' line (each value is at most 128). */
+const HEADERS_CHARS = 300;
 /** Characters of a justification shown in the list (the console shows it whole). */
 const JUSTIFICATION_CHARS = 300;
 
 /**
- * "query: confirm=true&..." and "body: 2,048 bytes application/json  {"amount": ...": one line each, or
+ * "query: confirm=true&...", "headers: stripe-account: acct_1..." and "body: 2,048 bytes application/json
+ * {"amount": ...": one line each, or
  * none (no preview: approvals.preview_bytes 0, or an approval made by an earlier version).
  */
 function previewLines(preview: unknown): string[] {
@@ -69,6 +73,8 @@ function previewLines(preview: unknown): string[] {
   const p = preview as Record<string, unknown>;
   const lines: string[] = [];
   if (typeof p['query'] === 'string') lines.push(`query: ${oneLine(p['query'])}`);
+  const headers = headerLine(headersOf(p['headers']));
+  if (headers !== '') lines.push(`headers: ${oneLine(headers, HEADERS_CHARS)}`);
   const bytes = typeof p['body_bytes'] === 'number' ? p['body_bytes'] : 0;
   if (bytes > 0) {
     const type = typeof p['content_type'] === 'string' ? ` ${oneLine(p['content_type'])}` : '';

@@ -407,11 +407,11 @@ const approvalsSpec = z.strictObject({
     .min(0)
     .max(65536, 'at most 65536: each pending approval keeps its preview in the governance state (and Redis)')
     .default(2048)
-    .describe("how much of a held request's body approvers see (console, admin API, CLI, webhook), secrets and tokens masked; 0 = no preview of query or body"),
+    .describe("how much of a held request's body approvers see (console, admin API, CLI, webhook), secrets and tokens masked; 0 = no preview of query, bound headers or body"),
   bind_headers: z
     .array(headerName)
     .default([...DEFAULT_APPROVAL_HEADERS])
-    .describe('request headers an approval is bound to, beside Content-Type: an async approval redeemed with another value (or without one) is refused; the defaults pick an account or organisation'),
+    .describe('request headers an approval is bound to, beside Content-Type, and shown to approvers in the preview: an async approval redeemed with another value (or without one) is refused; the defaults pick an account or organisation'),
 });
 
 const anomalyAction = z.enum(['alert', 'suspend']).describe('alert: log, audit, metric, webhook; suspend: also revoke the agent (the kill switch) until an admin restores it');

@@ -60,13 +60,23 @@ function sentWith(req: IncomingMessage, context: ApprovalContext): string[] {
   const parts = [`${context.service.upstream.origin}${context.service.upstream.basePath}`, context.plan.ref];
   const bound = ['content-type', ...context.boundHeaders];
   const values = new Map<string, string[]>(bound.map((name) => [name, []]));
-  const raw = req.rawHeaders;
-  for (let i = 0; i < raw.length; i += 2) values.get(cgiHeaderName((raw[i] as string).toLowerCase()))?.push(raw[i + 1] as string);
+  for (const [name, value] of boundHeadersSent(req, bound)) values.get(cgiHeaderName(name))?.push(value);
   for (const name of bound) {
     const sent = values.get(name) as string[];
     parts.push(sent.length === 0 ? `${name}\u0001` : `${name}:${sent.join('\u0002')}`);
   }
   return parts;
+}
+
+/** The headers of `bound` (lower case) the request carries, each as sent (name in lower case), in order. */
+function boundHeadersSent(req: IncomingMessage, bound: readonly string[]): Array<readonly [string, string]> {
+  const sent: Array<readonly [string, string]> = [];
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase();
+    if (bound.includes(cgiHeaderName(name))) sent.push([name, raw[i + 1] as string]);
+  }
+  return sent;
 }
 
 export interface ApprovalContext {
@@ -109,6 +119,8 @@ export async function awaitApproval(broker: ApprovalBroker, req: IncomingMessage
     content: {
       query: context.query,
       contentType: contentType === undefined || contentType === '' ? null : contentType,
+      // Whose account it acts on is part of what is approved (approvalBinding), so the approver sees it.
+      headers: boundHeadersSent(req, context.boundHeaders),
       body: context.body,
       shapes: context.service.redaction.rules,
       strippedQueryKeys: context.service.strippedFromAgent.queryKeys,

@@ -8,7 +8,7 @@
 import type { Logger } from 'pino';
 import { postWebhook } from '../observability/post-webhook.js';
 import type { ApprovalPreview, ApprovalRecord } from '../state/governance-records.js';
-import { previewOf, previewView } from './preview-request.js';
+import { headerLine, previewOf, previewView } from './preview-request.js';
 
 /** Characters of the query and of the body quoted in the chat message (the whole preview is in `preview`). */
 const SNIPPET_CHARS = 200;
@@ -50,10 +50,15 @@ export function createApprovalNotifier(
   };
 }
 
-/** The start of the query and body for the chat message, as inline code: ". Query: `...`. Body (N bytes, type): `...`". */
+/**
+ * The start of the query and body for the chat message, as inline code, and the bound headers (whose
+ * account it acts on): ". Query: `...`. Headers: `stripe-account: acct_...`. Body (N bytes, type): `...`".
+ */
 function previewText(preview: ApprovalPreview | null): string {
   if (preview === null) return '';
   let text = preview.query === null ? '' : `. Query: ${snippet(preview.query)}`;
+  const headers = headerLine(preview.headers);
+  if (headers !== '') text += `. Headers: ${snippet(headers)}`;
   if (preview.bodyBytes > 0) {
     const what = `${preview.bodyBytes.toLocaleString('en-US')} bytes${preview.contentType === null ? '' : `, ${slackEscaped(preview.contentType)}`}`;
     text += preview.body === null ? `. Body: ${what}, not shown` : `. Body (${what}): ${snippet(preview.body)}`;

@@ -40,9 +40,9 @@ import type { ApprovalPreview, ApprovalRecord } from '../state/governance-record
 import { OutboundRequest, QUERY_PAIR_SEPARATORS, queryKeyNameSet } from '../upstream/outbound-request.js';
 import { HIDDEN_CHARACTERS } from './hidden-characters.js';
 
-/** The query and the content type are cut at these many characters (the body at approvals.preview_bytes). */
+/** The query and each header (the content type, the bound ones) are cut at these many characters (the body at approvals.preview_bytes). */
 export const PREVIEW_QUERY_CHARS = 512;
-export const PREVIEW_CONTENT_TYPE_CHARS = 128;
+export const PREVIEW_HEADER_CHARS = 128;
 const MARKER = '[REDACTED]';
 
 /**
@@ -73,6 +73,8 @@ export interface RequestContent {
   /** As sent, without the "?". */
   readonly query: string | null;
   readonly contentType: string | null;
+  /** The headers of approvals.bind_headers the request carries: name (lower case, as sent) and value. */
+  readonly headers: ReadonlyArray<readonly [string, string]>;
   /** Whole: held within approvals.max_body_bytes. */
   readonly body: Buffer | null;
   /** The service's key-shape rules (its redact settings), masked besides the built-in ones. */
@@ -112,7 +114,8 @@ export function createRequestPreviewer(options: PreviewOptions): (content: Reque
       const body = bodyBytes === 0 || !isText(content.body as Buffer, content.contentType) ? null : bodyPreview(content.body as Buffer, options.bytes, mask);
       return {
         query: content.query === null ? null : capped(show(maskStrippedValues(content.query, content.strippedQueryKeys)), PREVIEW_QUERY_CHARS),
-        contentType: content.contentType === null ? null : capped(show(content.contentType), PREVIEW_CONTENT_TYPE_CHARS),
+        contentType: content.contentType === null ? null : capped(show(content.contentType), PREVIEW_HEADER_CHARS),
+        headers: headersShown(content.headers, show),
         bodyBytes,
         body: body?.text ?? null,
         truncated: body?.truncated ?? false,
@@ -132,14 +135,44 @@ export function previewOf(approval: ApprovalRecord): ApprovalPreview | null {
   const p = preview as Record<string, unknown>;
   if (typeof p['bodyBytes'] !== 'number' || typeof p['truncated'] !== 'boolean') return null;
   const text = (value: unknown): string | null => (typeof value === 'string' ? value : null);
-  return { query: text(p['query']), contentType: text(p['contentType']), bodyBytes: p['bodyBytes'], body: text(p['body']), truncated: p['truncated'] };
+  return { query: text(p['query']), contentType: text(p['contentType']), headers: headersOf(p['headers']), bodyBytes: p['bodyBytes'], body: text(p['body']), truncated: p['truncated'] };
+}
+
+/**
+ * The bound headers as shown: each value masked and cut at PREVIEW_HEADER_CHARS, a name sent twice
+ * joined by ", " (as RFC 9110 section 5.3 combines field lines). Names are tokens (node refuses others),
+ * cut likewise. No prototype: a header named __proto__ is a name like any other.
+ */
+function headersShown(sent: ReadonlyArray<readonly [string, string]>, show: (text: string) => string): Record<string, string> {
+  const shown = Object.create(null) as Record<string, string>;
+  for (const [name, value] of sent) {
+    const key = capped(name, PREVIEW_HEADER_CHARS);
+    const text = capped(show(value), PREVIEW_HEADER_CHARS);
+    shown[key] = key in shown ? `${shown[key]}, ${text}` : text;
+  }
+  return shown;
+}
+
+/** The bound headers on one line, as the CLI and the webhook's text show them: "stripe-account: acct_1; openai-project: proj_2" ("" for none). */
+export function headerLine(headers: Readonly<Record<string, string>>): string {
+  return Object.entries(headers)
+    .map(([name, value]) => `${name}: ${value}`)
+    .join('; ');
+}
+
+/** A kept preview's headers: strings only (shared state may hold anything); none in records made before they were shown. */
+export function headersOf(value: unknown): Record<string, string> {
+  const headers = Object.create(null) as Record<string, string>;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return headers;
+  for (const [name, text] of Object.entries(value)) if (typeof text === 'string') headers[name] = text;
+  return headers;
 }
 
 /** The preview as the admin API and the webhook show it. */
 export function previewView(approval: ApprovalRecord): Record<string, unknown> | null {
   const preview = previewOf(approval);
   if (preview === null) return null;
-  return { query: preview.query, content_type: preview.contentType, body_bytes: preview.bodyBytes, body: preview.body, truncated: preview.truncated };
+  return { query: preview.query, content_type: preview.contentType, headers: preview.headers, body_bytes: preview.bodyBytes, body: preview.body, truncated: preview.truncated };
 }
 
 /**

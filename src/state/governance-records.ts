@@ -91,6 +91,12 @@ export interface ApprovalRecord {
 export interface ApprovalPreview {
   readonly query: string | null;
   readonly contentType: string | null;
+  /**
+   * The headers of approvals.bind_headers the request carries (whose account it acts on), name in lower
+   * case as sent to value, masked and cut like the content type; several of one name joined by ", ".
+   * Absent from records made before it was shown.
+   */
+  readonly headers: Readonly<Record<string, string>>;
   /** The body's whole size, shown or not. */
   readonly bodyBytes: number;
   /** Text only when the body is text (by content type, or valid UTF-8 when none is given); else null. */

@@ -25,6 +25,7 @@ import { redisAvailable, startRedisServer, type RedisServer } from '../support/r
 interface PreviewView {
   query: string | null;
   content_type: string | null;
+  headers: Record<string, string>;
   body_bytes: number;
   body: string | null;
   truncated: boolean;
@@ -44,8 +45,8 @@ function cliAdminSpec(proxy: ProxyFixture, adminSpec: { listen: string; tokens: 
   return { ...adminSpec, listen: new URL(proxy.airlock.adminUrl as string).host };
 }
 
-function call(base: string, token: string, path: string, body: string | Buffer, contentType: string): Promise<SentResponse> {
-  return sendRequest(`${base}${path}`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': contentType }, body, timeoutMs: 15_000 });
+function call(base: string, token: string, path: string, body: string | Buffer, contentType: string, headers: Record<string, string> = {}): Promise<SentResponse> {
+  return sendRequest(`${base}${path}`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': contentType, ...headers }, body, timeoutMs: 15_000 });
 }
 
 describe('approval preview', () => {
@@ -53,6 +54,7 @@ describe('approval preview', () => {
   const queryKey = canary('query-key');
   const noteKey = canary('note-key');
   const cutKey = canary('cut-key');
+  const accountKey = canary('account-key');
   const holder = generateAgentToken();
   const alice = generateAgentToken();
   let upstream: Upstream;
@@ -125,12 +127,17 @@ describe('approval preview', () => {
   it('a held charge: the approver sees the amount and confirm=true; the keys and the agent token are masked everywhere', async () => {
     const body = `{"amount": 5000, "currency":"usd", "note": "${noteKey}", "token": "${holder.token}"}`;
     const path = '/pay/v1/charges';
-    const held = call(proxy.url, holder.token, `${path}?confirm=true&api_key=${queryKey}`, body, 'application/json');
+    // Whose account it acts on, as an agent may spell it (approvals.bind_headers; Stripe_Account is
+    // Stripe-Account to CGI-style servers), and a key where an account id belongs (a managed one would
+    // be refused before any approval is asked: guard-request-secrets.ts).
+    const accounts = { 'Stripe-Account': 'acct_1PREVIEW', Stripe_Account: 'acct_2OTHER', 'OpenAI-Project': accountKey };
+    const held = call(proxy.url, holder.token, `${path}?confirm=true&api_key=${queryKey}`, body, 'application/json', accounts);
     held.catch(() => undefined);
     const approval = await pending(path);
     expect(approval.preview).toEqual({
       query: 'confirm=true&api_key=[REDACTED]',
       content_type: 'application/json',
+      headers: { 'stripe-account': 'acct_1PREVIEW', stripe_account: 'acct_2OTHER', 'openai-project': '[REDACTED]' },
       body_bytes: Buffer.byteLength(body),
       body: '{"amount": 5000, "currency":"usd", "note": "[REDACTED]", "token": "alk_[REDACTED]"}',
       truncated: false,
@@ -141,6 +148,7 @@ describe('approval preview', () => {
     const payload = JSON.parse(hook.body.toString('utf8')) as { preview: PreviewView; text: string };
     expect(payload.preview).toEqual(approval.preview);
     expect(payload.text).toContain('Query: `confirm=true&amp;api_key=[REDACTED]`');
+    expect(payload.text).toContain('Headers: `stripe-account: acct_1PREVIEW; stripe_account: acct_2OTHER; openai-project: [REDACTED]`');
     expect(payload.text).toContain(`Body (${Buffer.byteLength(body)} bytes, application/json): \`{"amount": 5000, "currency":"usd"`);
 
     // The CLI's list: one line per part.
@@ -149,7 +157,8 @@ describe('approval preview', () => {
     const lines = listed.stdout.split('\n');
     const at = lines.findIndex((line) => line.startsWith(approval.id));
     expect(lines[at + 1]).toBe('    query: confirm=true&api_key=[REDACTED]');
-    expect(lines[at + 2]).toBe(`    body: ${Buffer.byteLength(body)} bytes application/json  {"amount": 5000, "currency":"usd", "note": "[REDACTED]", "token": "alk_[REDACTED…`);
+    expect(lines[at + 2]).toBe('    headers: stripe-account: acct_1PREVIEW; stripe_account: acct_2OTHER; openai-project: [REDACTED]');
+    expect(lines[at + 3]).toBe(`    body: ${Buffer.byteLength(body)} bytes application/json  {"amount": 5000, "currency":"usd", "note": "[REDACTED]", "token": "alk_[REDACTED…`);
 
     await decide(approval.id, 'approve');
     const response = await held;
@@ -159,7 +168,7 @@ describe('approval preview', () => {
     expect(seen?.body.toString('utf8')).toBe(body);
     expect(seen?.target).toBe(`/v1/charges?confirm=true&api_key=${queryKey}`);
 
-    assertNoLeak([queryKey, noteKey, holder.token, payKey], surfaces());
+    assertNoLeak([queryKey, noteKey, accountKey, holder.token, payKey], surfaces());
   });
 
   it("a token's base64 copy (a Basic value) and a strip_query value: masked in the preview, keys shown", async () => {
@@ -176,6 +185,7 @@ describe('approval preview', () => {
     expect(approval.preview).toEqual({
       query: 'confirm=b64&Signature[]=[REDACTED]',
       content_type: 'application/json',
+      headers: {},
       body_bytes: Buffer.byteLength(body),
       body: '{"amount": 6100, "upstream_auth": "Basic [REDACTED]", "token_b64": "[REDACTED]"}',
       truncated: false,
@@ -217,7 +227,7 @@ describe('approval preview', () => {
     const held = call(proxy.url, holder.token, path, png, 'image/png');
     held.catch(() => undefined);
     const approval = await pending(path);
-    expect(approval.preview).toEqual({ query: null, content_type: 'image/png', body_bytes: png.length, body: null, truncated: false });
+    expect(approval.preview).toEqual({ query: null, content_type: 'image/png', headers: {}, body_bytes: png.length, body: null, truncated: false });
     const listed = await runCliCapture(['approvals', 'list', '--config', cliConfig], { AIRLOCK_ADMIN_TOKEN: alice.token }, cliSeen);
     expect(listed.stdout).toContain('    body: 1,208 bytes image/png  (not text, not shown)\n');
     await decide(approval.id, 'deny');
@@ -372,9 +382,9 @@ describe.skipIf(!redisAvailable())('approval preview: shared through Redis', () 
     const adminA = adminClient(() => a.airlock.adminUrl as string, alice.token);
     const adminB = adminClient(() => b.airlock.adminUrl as string, alice.token);
     const body = '{"amount": 5000, "memo": "caf\u00e9 \u20ac / \\ \"x\"", "raw": "€ 😀"}';
-    const held = call(a.url, holder.token, '/pay/v1/charges?confirm=true', body, 'application/json');
+    const held = call(a.url, holder.token, '/pay/v1/charges?confirm=true', body, 'application/json', { 'Stripe-Account': 'acct_REDIS1' });
     held.catch(() => undefined);
-    const expected = { query: 'confirm=true', content_type: 'application/json', body_bytes: Buffer.byteLength(body), body, truncated: false };
+    const expected = { query: 'confirm=true', content_type: 'application/json', headers: { 'stripe-account': 'acct_REDIS1' }, body_bytes: Buffer.byteLength(body), body, truncated: false };
     const onB = await eventually('the approval on B', async () => (await adminB.call('GET', '/v1/approvals?status=pending')).json<{ approvals: ApprovalView[] }>().approvals[0]);
     expect(onB.preview).toEqual(expected);
     expect((await adminB.call('POST', `/v1/approvals/${onB.id}/approve`, { reason: 'ok' })).status).toBe(200);

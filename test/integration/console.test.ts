@@ -284,12 +284,12 @@ describe.skipIf(!haveChromium)('console in headless Chromium', () => {
     await page.close();
   });
 
-  it("shows a held request's query and body, masked, collapsed to a line and whole on demand, pending and decided", async () => {
+  it("shows a held request's query, account header and body, masked, collapsed to a line and whole on demand, pending and decided", async () => {
     const noteKey = canary('console-note');
     const body = JSON.stringify({ amount: 5000, currency: 'usd', note: noteKey, token: payBot.token });
     const held = fetch(`${proxy.url}${CHARGES_PATH}?confirm=true&api_key=${noteKey}`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${payBot.token}`, 'content-type': 'application/json' },
+      headers: { authorization: `Bearer ${payBot.token}`, 'content-type': 'application/json', 'stripe-account': 'acct_CONSOLE7' },
       body,
       signal: AbortSignal.timeout(25_000),
     });
@@ -302,6 +302,8 @@ describe.skipIf(!haveChromium)('console in headless Chromium', () => {
     const preview = row.getByTestId('approval-preview');
     const line = (await preview.textContent()) ?? '';
     expect(line).toContain('query: confirm=true&api_key=[REDACTED]');
+    // Whose account it acts on (approvals.bind_headers), as the approval is bound to it.
+    expect(await row.getByTestId('approval-preview-headers').textContent()).toBe('headers: stripe-account: acct_CONSOLE7');
     expect(line).toContain(`body: ${Buffer.byteLength(body)} bytes application/json  {"amount":5000,"currency":"usd","note":"[REDACTED]"`);
     expect(await row.getByTestId('approval-preview-body').isHidden()).toBe(true);
     await row.getByTestId('approval-preview-toggle').click();

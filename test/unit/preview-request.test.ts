@@ -15,7 +15,7 @@ import { generateAgentToken, generateSessionToken } from '../../src/identity/age
 import { createRequestPreviewer, PREVIEW_MASK_MARGIN, previewOf, previewView, type RequestContent } from '../../src/policy/preview-request.js';
 import { customRule } from '../../src/redaction/key-patterns.js';
 import { SecretCatalog } from '../../src/redaction/secret-catalog.js';
-import type { ApprovalRecord } from '../../src/state/governance-records.js';
+import type { ApprovalPreview, ApprovalRecord } from '../../src/state/governance-records.js';
 import { OutboundRequest } from '../../src/upstream/outbound-request.js';
 import { findLeaks } from '../helpers/assert-no-leak.js';
 import { canary, plainCanary } from '../helpers/canary.js';
@@ -23,8 +23,8 @@ import { tempDir } from '../helpers/start-proxy.js';
 
 const json = 'application/json';
 
-function content(body: string | Buffer | null, contentType: string | null = json, query: string | null = null, extra: Partial<Pick<RequestContent, 'shapes' | 'strippedQueryKeys'>> = {}): RequestContent {
-  return { query, contentType, body: body === null ? null : Buffer.isBuffer(body) ? body : Buffer.from(body, 'utf8'), shapes: extra.shapes ?? [], strippedQueryKeys: extra.strippedQueryKeys ?? [] };
+function content(body: string | Buffer | null, contentType: string | null = json, query: string | null = null, extra: Partial<Pick<RequestContent, 'shapes' | 'strippedQueryKeys' | 'headers'>> = {}): RequestContent {
+  return { query, contentType, headers: extra.headers ?? [], body: body === null ? null : Buffer.isBuffer(body) ? body : Buffer.from(body, 'utf8'), shapes: extra.shapes ?? [], strippedQueryKeys: extra.strippedQueryKeys ?? [] };
 }
 
 function previewer(bytes = 2048, catalog = new SecretCatalog()): ReturnType<typeof createRequestPreviewer> {
@@ -43,6 +43,7 @@ describe('what the approver sees', () => {
     expect(preview).toEqual({
       query: 'confirm=true&api_key=[REDACTED]',
       contentType: 'application/json; charset=utf-8',
+      headers: {},
       bodyBytes: Buffer.byteLength(body),
       body: '{"amount":5000,"currency":"usd","note":"[REDACTED]","token":"alk_[REDACTED]","session":"als_[REDACTED]","identity":"eyJ[REDACTED]"}',
       truncated: false,
@@ -97,6 +98,39 @@ describe('what the approver sees', () => {
     expect(previewer()(content('a\u2060b\u2063c\u2065d\ufeffe', 'text/plain'))?.body).toBe('a\\u2060b\\u2063c\\u2065d\\ufeffe');
     // Found by review: blank-looking and tag characters (a tag is two UTF-16 units, both shown).
     expect(previewer()(content('soft\u00adhy \u3164 tag\u{e0041}!', 'text/plain'))?.body).toBe('soft\\u00adhy \\u3164 tag\\udb40\\udc41!');
+  });
+
+  // Found by review: the approval is bound to whose account it acts on (approvals.bind_headers), but the
+  // approver was not shown it, so approving a refund did not say on which Stripe account.
+  it('the bound headers the request carries: each as sent, masked, cut, hidden characters shown, a repeated name joined', () => {
+    const leaked = canary('account-header');
+    const agent = generateAgentToken().token;
+    const catalog = new SecretCatalog();
+    catalog.remember(new Credential('env:ACCOUNT_KEY', leaked));
+    const preview = previewer(2048, catalog)(
+      content('{"amount":5000}', json, null, {
+        headers: [
+          ['stripe-account', 'acct_1LIVE'],
+          ['stripe_account', 'acct_2OTHER'],
+          ['openai-organization', `org-${leaked}`],
+          ['openai-project', `Bearer ${agent}`],
+          ['stripe-context', `ctx\u202e${'x'.repeat(300)}`],
+          ['stripe-account', 'acct_3AGAIN'],
+          ['__proto__', 'p'],
+        ],
+      }),
+    );
+    const headers = (preview as ApprovalPreview).headers;
+    expect(headers['stripe-account']).toBe('acct_1LIVE, acct_3AGAIN');
+    expect(headers['stripe_account']).toBe('acct_2OTHER');
+    expect(headers['openai-organization']).toBe('org-[REDACTED]');
+    expect(headers['openai-project']).toBe('Bearer alk_[REDACTED]');
+    expect(headers['stripe-context']?.startsWith('ctx\\u202exxx')).toBe(true);
+    expect(headers['stripe-context']?.endsWith('x...')).toBe(true);
+    expect(Array.from(headers['stripe-context'] as string).length).toBe(128 + 3);
+    expect(Object.getOwnPropertyNames(headers)).toContain('__proto__');
+    expect(previewView({ id: 'apr_y', agent: 'a', service: 's', route: '/r', scope: 's:w', method: 'POST', path: '/r', binding: 'b', session: null, justification: null, taskId: null, mode: 'hold', createdAt: 0, expiresAt: 1, status: 'pending', decidedBy: null, reason: null, decidedAt: null, preview })).toMatchObject({ headers: { 'stripe-account': 'acct_1LIVE, acct_3AGAIN' } });
+    expect(findLeaks([leaked, agent], [{ name: 'preview', text: JSON.stringify(preview) }])).toEqual([]);
   });
 });
 
@@ -252,7 +286,7 @@ describe('a long body: masked in a window past the cut, not whole', () => {
     const key = canary('huge-start');
     const body = padded(`{"key":"${key}","pad":"`, MiB);
     const preview = previewer(100)(content(body));
-    expect(preview).toEqual({ query: null, contentType: json, bodyBytes: MiB, body: padded('{"key":"[REDACTED]","pad":"', 100), truncated: true });
+    expect(preview).toEqual({ query: null, contentType: json, headers: {}, bodyBytes: MiB, body: padded('{"key":"[REDACTED]","pad":"', 100), truncated: true });
   });
 
   it('1 MiB with a key across the cut: no front part of it shown', () => {
@@ -285,7 +319,7 @@ describe('a long body: masked in a window past the cut, not whole', () => {
     const { catalog, body, bulk, end } = afterMaskedValues((room) => 'x'.repeat(room + 200));
     expect(body.length).toBe(end + 200);
     const preview = previewer(100, catalog)(content(body));
-    expect(preview).toEqual({ query: null, contentType: json, bodyBytes: body.length, body: padded('[REDACTED] '.repeat(4), 100), truncated: true });
+    expect(preview).toEqual({ query: null, contentType: json, headers: {}, bodyBytes: body.length, body: padded('[REDACTED] '.repeat(4), 100), truncated: true });
     expect(findLeaks([bulk], [{ name: 'preview', text: JSON.stringify(preview) }])).toEqual([]);
   });
 
@@ -294,7 +328,7 @@ describe('a long body: masked in a window past the cut, not whole', () => {
     const token = generateAgentToken().token;
     const { catalog, body } = afterMaskedValues((room) => `${'x'.repeat(room - 20)} ${token} and so on`);
     const preview = previewer(100, catalog)(content(body));
-    expect(preview).toEqual({ query: null, contentType: json, bodyBytes: body.length, body: `${'[REDACTED] '.repeat(4)}xxxx alk_[REDACTED] and so on`, truncated: false });
+    expect(preview).toEqual({ query: null, contentType: json, headers: {}, bodyBytes: body.length, body: `${'[REDACTED] '.repeat(4)}xxxx alk_[REDACTED] and so on`, truncated: false });
     for (const part of prefixesOf(token.slice(4), 4)) expect(preview?.body).not.toContain(part);
   });
 
@@ -303,7 +337,7 @@ describe('a long body: masked in a window past the cut, not whole', () => {
     const encoded = Buffer.from(`user:${token}`).toString('base64');
     const { catalog, body } = afterMaskedValues((room) => `${'x'.repeat(room - 20)} Basic ${encoded} and so on`);
     const preview = previewer(100, catalog)(content(body));
-    expect(preview).toEqual({ query: null, contentType: json, bodyBytes: body.length, body: `${'[REDACTED] '.repeat(4)}xxxx Basic [REDACTED] and so on`, truncated: false });
+    expect(preview).toEqual({ query: null, contentType: json, headers: {}, bodyBytes: body.length, body: `${'[REDACTED] '.repeat(4)}xxxx Basic [REDACTED] and so on`, truncated: false });
     for (const part of prefixesOf(encoded, 4)) expect(preview?.body).not.toContain(part);
   });
 
@@ -340,7 +374,7 @@ describe('text or not', () => {
   });
 
   it('no body: body null, 0 bytes; a query alone is still shown', () => {
-    expect(previewer()(content(null, null, 'confirm=true'))).toEqual({ query: 'confirm=true', contentType: null, bodyBytes: 0, body: null, truncated: false });
+    expect(previewer()(content(null, null, 'confirm=true'))).toEqual({ query: 'confirm=true', contentType: null, headers: {}, bodyBytes: 0, body: null, truncated: false });
   });
 });
 
@@ -359,7 +393,12 @@ describe('no preview', () => {
     expect(previewOf(record)).toBeNull();
     expect(previewView(record)).toBeNull();
     expect(previewView({ ...record, preview: 'text' as never })).toBeNull();
-    expect(previewView({ ...record, preview: { query: 'q=1', contentType: null, bodyBytes: 2, body: '{}', truncated: false } })).toEqual({ query: 'q=1', content_type: null, body_bytes: 2, body: '{}', truncated: false });
+    // Made before the bound headers were shown: none.
+    const earlier = { query: 'q=1', contentType: null, bodyBytes: 2, body: '{}', truncated: false };
+    expect(previewView({ ...record, preview: earlier as never })).toEqual({ query: 'q=1', content_type: null, headers: {}, body_bytes: 2, body: '{}', truncated: false });
+    // Kept in shared state, which may hold anything: strings only.
+    expect(previewView({ ...record, preview: { ...earlier, headers: { 'stripe-account': 'acct_1', odd: 7, list: ['x'] } } as never })).toMatchObject({ headers: { 'stripe-account': 'acct_1' } });
+    expect(previewView({ ...record, preview: { ...earlier, headers: ['stripe-account'] } as never })).toMatchObject({ headers: {} });
   });
 });
 
