@@ -45,6 +45,12 @@ export interface Interruptible {
 
 export interface ExchangeSlot {
   relay: Interruptible | null;
+  /**
+   * Set by the kill switch when what the request runs under ended while no relay was sending it (between
+   * an answer held for retry_on and the retry, while the credential is fetched again): no later send or
+   * replay of the held answer goes, and the agent gets this instead.
+   */
+  refusal: AirlockError | null;
 }
 
 export interface ForwardResult {
@@ -301,6 +307,10 @@ function unreadableTransferCoding(value: string | string[] | undefined, service:
 
 export function forwardRequest(input: ForwardInput): Promise<ForwardResult> {
   return new Promise<ForwardResult>((resolve, reject) => {
+    if (input.exchange.refusal !== null) {
+      reject(input.exchange.refusal);
+      return;
+    }
     const relay = new ResponseRelay(input, resolve, reject);
     // The agent may have left while earlier stages waited (a credential fetch, an approval): its
     // 'close' has already fired, so nothing is sent upstream for nobody (a POST would still execute).

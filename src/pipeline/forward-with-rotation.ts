@@ -111,6 +111,9 @@ export async function forwardWithRotation(input: RotationInput): Promise<Rotatio
     .refresh(plan.ref, RETRY_MIN_AGE_MS)
     .then((credential) => usableCredential(plan, credential))
     .catch(() => null);
+  // What the request runs under ended while the refetch waited (track-exchange.ts): neither the retry
+  // nor the held answer goes to the agent.
+  if (input.exchange.refusal !== null) throw input.exchange.refusal;
   if (fresh !== null && !fresh.sameValueAs(input.credential)) {
     return { forwarded: await send(input, fresh, NO_CAPTURE), rotated: { from: input.credential.generation, to: fresh } };
   }

@@ -3,8 +3,10 @@
  * (kill-switch.ts). When what it runs under is revoked, or its session ends, while nothing of the
  * answer has reached the agent, the agent gets the refusal its next request would get (401 for a
  * revoked agent or ended session, 503 for a suspended service or revoked credential), audited with
- * that code; the upstream request is aborted, and its answer never sent. Once the answer's headers are
- * out, the only signal left is to cut the response (RFC 9112 9.6 leaves no other).
+ * that code; the upstream request is aborted, and its answer never sent. Between an answer held for
+ * retry_on and its retry, the retry is not sent and the agent gets the refusal once the credential's
+ * refetch is back. Once the answer's headers are out, the only signal left is to cut the response
+ * (RFC 9112 9.6 leaves no other).
  */
 import type { ServerResponse } from 'node:http';
 import { AirlockError, asAirlockError } from '../errors.js';
@@ -24,6 +26,7 @@ export class TrackedExchange implements LiveExchange, ExchangeSlot {
   readonly endsInMs: number | null;
   /** The relay sending the request now (forward-request.ts), null between a refused send and its retry. */
   relay: Interruptible | null = null;
+  refusal: AirlockError | null = null;
   readonly #runtime: ProxyRuntime;
   readonly #principal: Principal;
 
@@ -39,12 +42,16 @@ export class TrackedExchange implements LiveExchange, ExchangeSlot {
   }
 
   interrupt(): void {
-    const relay = this.relay;
-    if (relay === null || this.res.headersSent) {
+    if (this.res.headersSent) {
       this.res.destroy();
       return;
     }
-    relay.interrupt(this.#refusal());
+    const relay = this.relay;
+    // Between an answer held for retry_on and its retry (the credential fetched again): the retry, or the
+    // relay of the held answer, takes the refusal instead once the fetch is back (forward-with-rotation.ts).
+    // It was a connection reset (found by review).
+    if (relay === null) this.refusal ??= this.#refusal();
+    else relay.interrupt(this.#refusal());
   }
 
   /** What the next request would be told; a session that ended by its clock is not yet gone from state. */
