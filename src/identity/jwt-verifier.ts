@@ -11,7 +11,7 @@
  * Candidates are the agents whose issuer equals the token's (unverified) iss; the one whose keys,
  * audience, subject and claims all match is the agent, and a token that more than one matches is refused.
  */
-import { createHash, createPublicKey } from 'node:crypto';
+import { createHash, createPublicKey, type KeyObject as NodeKeyObject } from 'node:crypto';
 import { createRemoteJWKSet, customFetch, decodeJwt, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type KeyObject } from 'jose';
 import { LRUCache } from 'lru-cache';
 import type { JwtSpec } from '../config/schema.js';
@@ -50,8 +50,16 @@ async function fetchBoundedJwks(url: string, options: RequestInit): Promise<Resp
 interface Candidate {
   readonly agent: string;
   readonly spec: DeepReadonly<JwtSpec>;
-  readonly keys: readonly KeyObject[];
+  readonly keys: ReadonlyArray<{ readonly key: KeyObject; readonly thumbprint: string }>;
   readonly jwks: JWTVerifyGetKey | null;
+}
+
+/**
+ * A public key's identity: SHA-256 of its SPKI DER, base64url (RFC 7638's role, for keys given as PEM):
+ * the same key in another PEM wrapping, or a certificate and its key, give the same thumbprint.
+ */
+export function keyThumbprint(key: NodeKeyObject): string {
+  return createHash('sha256').update(key.export({ type: 'spki', format: 'der' })).digest('base64url');
 }
 
 export interface JwtVerdict {
@@ -67,15 +75,17 @@ export interface JwtVerdict {
   readonly subject: string | null;
   /** Of an accepted token: until when (ms) it is accepted (its exp, or iat + max_token_age), so a session it mints ends by then. */
   readonly expiresAt: number | null;
+  /** Of an accepted token: the thumbprint of the listed key that verified it; null when the JWKS did. */
+  readonly key: string | null;
 }
 
 function refusedVerdict(reason: string): JwtVerdict {
-  return { agent: null, reason, issuer: null, subject: null, expiresAt: null };
+  return { agent: null, reason, issuer: null, subject: null, expiresAt: null, key: null };
 }
 
 export class JwtVerifier {
   readonly #byIssuer = new Map<string, Candidate[]>();
-  readonly #cache = new LRUCache<string, { agent: string; issuer: string; subject: string | null; expiresAt: number }>({ max: 10_000 });
+  readonly #cache = new LRUCache<string, { agent: string; issuer: string; subject: string | null; expiresAt: number; key: string | null }>({ max: 10_000 });
   readonly #now: () => number;
 
   constructor(agents: ReadonlyArray<{ readonly name: string; readonly jwt?: DeepReadonly<JwtSpec> | undefined }>, now: () => number = Date.now) {
@@ -86,7 +96,10 @@ export class JwtVerifier {
       const candidate: Candidate = {
         agent: agent.name,
         spec,
-        keys: spec.keys.map((pem) => createPublicKey(pem)),
+        keys: spec.keys.map((pem) => {
+          const key = createPublicKey(pem);
+          return { key, thumbprint: keyThumbprint(key) };
+        }),
         jwks: spec.jwks_url === undefined ? null : createRemoteJWKSet(new URL(spec.jwks_url), { timeoutDuration: 5_000, cooldownDuration: 30_000, [customFetch]: fetchBoundedJwks }),
       };
       const list = this.#byIssuer.get(spec.issuer) ?? [];
@@ -100,9 +113,9 @@ export class JwtVerifier {
   }
 
   async verify(token: string): Promise<JwtVerdict> {
-    const key = createHash('sha256').update(token).digest('base64url');
-    const cached = this.#cache.get(key);
-    if (cached !== undefined && cached.expiresAt > this.#now()) return { agent: cached.agent, reason: 'cached', issuer: cached.issuer, subject: cached.subject, expiresAt: cached.expiresAt };
+    const cacheKey = createHash('sha256').update(token).digest('base64url');
+    const cached = this.#cache.get(cacheKey);
+    if (cached !== undefined && cached.expiresAt > this.#now()) return { agent: cached.agent, reason: 'cached', issuer: cached.issuer, subject: cached.subject, expiresAt: cached.expiresAt, key: cached.key };
     let issuer: string | undefined;
     try {
       issuer = decodeJwt(token).iss;
@@ -121,21 +134,22 @@ export class JwtVerifier {
       closest = closeness;
       reason = why;
     };
-    const matched: Array<{ candidate: Candidate; payload: JWTPayload }> = [];
+    const matched: Array<{ candidate: Candidate; payload: JWTPayload; key: string | null }> = [];
     for (const candidate of candidates) {
-      const payload = await this.#verifyFor(candidate, token).catch((error: unknown) => {
+      const verified = await this.#verifyFor(candidate, token).catch((error: unknown) => {
         // The code, not jose's message: some messages repeat what the token says (a "crit" parameter's name).
         // No code (a TypeError, a key fetch that failed oddly): a fixed text, never a message that may quote the token.
         note(1, `the JWT was refused: ${(error as { code?: string }).code ?? 'its verification failed'}`);
         return null;
       });
-      if (payload === null) continue;
+      if (verified === null) continue;
+      const { payload, key } = verified;
       const mismatch = this.#claimsMismatch(candidate.spec, payload);
       if (mismatch !== null) {
         note(candidate.spec.subject === undefined || payload.sub === candidate.spec.subject ? 3 : 2, mismatch);
         continue;
       }
-      matched.push({ candidate, payload });
+      matched.push({ candidate, payload, key });
     }
     // One token names one agent. Config validation refuses two agents with the same rules, but rules
     // that differ can still both match (claims {repo} and {repo, ref}; an aud list naming both
@@ -146,18 +160,19 @@ export class JwtVerifier {
     }
     const only = matched[0];
     if (only === undefined) return refusedVerdict(reason);
-    const { candidate, payload } = only;
+    const { candidate, payload, key } = only;
     // Cached no longer than the token is acceptable: its exp, and its max_token_age when one is set.
     let expiresAt = typeof payload.exp === 'number' ? (payload.exp + CLOCK_TOLERANCE_S) * 1000 : this.#now() + 60_000;
     if (candidate.spec.max_token_age !== undefined && typeof payload.iat === 'number') {
       expiresAt = Math.min(expiresAt, (payload.iat + candidate.spec.max_token_age + CLOCK_TOLERANCE_S) * 1000);
     }
     const subject = typeof payload.sub === 'string' ? payload.sub : null;
-    this.#cache.set(key, { agent: candidate.agent, issuer, subject, expiresAt });
-    return { agent: candidate.agent, reason: 'verified', issuer, subject, expiresAt };
+    this.#cache.set(cacheKey, { agent: candidate.agent, issuer, subject, expiresAt, key });
+    return { agent: candidate.agent, reason: 'verified', issuer, subject, expiresAt, key };
   }
 
-  async #verifyFor(candidate: Candidate, token: string): Promise<JWTPayload> {
+  /** The verified claims, and the thumbprint of the listed key that verified them (null: the JWKS). */
+  async #verifyFor(candidate: Candidate, token: string): Promise<{ payload: JWTPayload; key: string | null }> {
     const options = {
       issuer: candidate.spec.issuer,
       audience: candidate.spec.audience,
@@ -168,14 +183,14 @@ export class JwtVerifier {
       ...(candidate.spec.max_token_age === undefined ? {} : { maxTokenAge: candidate.spec.max_token_age }),
     };
     let lastError: unknown = new Error('no key to verify with');
-    for (const key of candidate.keys) {
+    for (const { key, thumbprint } of candidate.keys) {
       try {
-        return (await jwtVerify(token, key, options)).payload;
+        return { payload: (await jwtVerify(token, key, options)).payload, key: thumbprint };
       } catch (error) {
         lastError = error;
       }
     }
-    if (candidate.jwks !== null) return (await jwtVerify(token, candidate.jwks, options)).payload;
+    if (candidate.jwks !== null) return { payload: (await jwtVerify(token, candidate.jwks, options)).payload, key: null };
     throw lastError;
   }
 

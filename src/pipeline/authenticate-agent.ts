@@ -96,7 +96,13 @@ async function authenticateJwt(token: string, policy: Policy, jwt: JwtVerifier):
   const verdict = await jwt.verify(token);
   const agent = verdict.agent === null ? undefined : policy.agentByName.get(verdict.agent);
   if (agent === undefined || verdict.issuer === null) throw refused(JWT_REFUSED, 'invalid_token', `workload JWT refused: ${verdict.reason}`);
-  const credential: SessionMinter = { kind: 'jwt', issuer: verdict.issuer, subject: verdict.subject, ...(agent.jwtRules === null ? {} : { rules: agent.jwtRules }) };
+  const credential: SessionMinter = {
+    kind: 'jwt',
+    issuer: verdict.issuer,
+    subject: verdict.subject,
+    ...(agent.jwtRules === null ? {} : { rules: agent.jwtRules }),
+    ...(verdict.key === null ? {} : { key: verdict.key }),
+  };
   return { agent, session: null, via: 'jwt', credential, ...(verdict.expiresAt === null ? {} : { credentialEndsAt: verdict.expiresAt }) };
 }
 
@@ -108,7 +114,13 @@ function accepts(policy: Policy, agent: string, minter: SessionMinter): boolean 
     case 'jwt': {
       const spec = policy.agentSpecs.get(agent)?.jwt;
       if (spec === undefined || spec.issuer !== minter.issuer || (spec.subject !== undefined && spec.subject !== minter.subject)) return false;
-      return minter.rules === undefined || minter.rules === policy.agentByName.get(agent)?.jwtRules;
+      if (minter.rules === undefined) return true;
+      const current = policy.agentByName.get(agent);
+      if (current === undefined) return false;
+      // Minted by an earlier version: its digest held the keys' PEM text.
+      if (minter.rules === current.jwtRulesWithKeys) return true;
+      // The rules as they were, and the key that verified the JWT still listed (or the JWKS verified it).
+      return minter.rules === current.jwtRules && (minter.key === undefined || current.jwtKeys.has(minter.key));
     }
     case 'session':
       // A child's standing is its parent's, walked by sessionStanding.
@@ -138,7 +150,7 @@ export function sessionStanding(session: SessionRecord, agent: AgentPolicy, poli
   for (let depth = 0; current !== null && depth < MAX_CHAIN; depth++) {
     const minter = current.mintedBy;
     if (minter !== undefined && !accepts(policy, agent.name, minter)) {
-      return `Session ${current.id} was minted with a credential agent ${agent.name} no longer accepts (an agent token removed from the config, or changed JWT rules: issuer, subject, audience, claims or keys), so its sessions ended with it. Mint a new session with a current credential.`;
+      return `Session ${current.id} was minted with a credential agent ${agent.name} no longer accepts (an agent token removed from the config, changed JWT rules: issuer, subject, audience or claims, or the key that verified the JWT removed), so its sessions ended with it. Mint a new session with a current credential.`;
     }
     let maxTtl = Infinity;
     for (const service of Object.keys(current.scopes)) {

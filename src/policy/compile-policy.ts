@@ -3,8 +3,9 @@
  * credential plans; agents indexed by token hash with their grants. Pure (no I/O), so `explain` and the
  * proxy decide with the very same objects. The request path only looks things up.
  */
-import { createHash } from 'node:crypto';
+import { createHash, createPublicKey } from 'node:crypto';
 import type { AgentConfig, AirlockConfig, DeepReadonly, ServiceConfig } from '../config/types.js';
+import { keyThumbprint } from '../identity/jwt-verifier.js';
 import type { CredentialSpec, GrantSpec } from '../config/schema.js';
 import { buildInjector } from '../injection/build-injector.js';
 import type { Injector } from '../injection/injector.js';
@@ -71,12 +72,21 @@ export interface AgentPolicy {
   readonly name: string;
   readonly grants: ReadonlyMap<string, GrantPolicy>;
   /**
-   * A digest of the agent's workload-JWT rules (issuer, audience, subject, claims, keys, JWKS URL,
-   * algorithms, max_token_age), null without them. A session minted with a JWT records it, and ends
-   * once the rules differ: a key rotated out after a compromise, a narrowed claim or audience (found by
-   * review: such sessions went on while the JWT itself was refused).
+   * A digest of the agent's workload-JWT rules but its listed keys (issuer, audience, subject, claims,
+   * JWKS URL, algorithms, max_token_age), null without them. A session minted with a JWT records it,
+   * and ends once the rules differ: a narrowed claim or audience (found by review: such sessions went
+   * on while the JWT itself was refused).
    */
   readonly jwtRules: string | null;
+  /**
+   * The SPKI thumbprints of the listed keys (keyThumbprint). A session minted with a JWT one of them
+   * verified records which, and ends once that key is no longer listed (a key rotated out after a
+   * compromise); adding a key, or writing one in another PEM wrapping, leaves it. Keys were part of the
+   * digest before, so every key rotation ended every JWT-minted session of the agent.
+   */
+  readonly jwtKeys: ReadonlySet<string>;
+  /** The digest as versions before jwtKeys wrote it (keys included), for sessions they minted. */
+  readonly jwtRulesWithKeys: string | null;
 }
 
 export interface Policy {
@@ -203,7 +213,13 @@ export function compilePolicy(config: AirlockConfig): Policy {
         }),
       );
     });
-    const compiled: AgentPolicy = Object.freeze({ name: agent.name, grants, jwtRules: agent.jwt === undefined ? null : jwtRulesDigest(agent.jwt) });
+    const compiled: AgentPolicy = Object.freeze({
+      name: agent.name,
+      grants,
+      jwtRules: agent.jwt === undefined ? null : jwtRulesDigest(agent.jwt),
+      jwtKeys: new Set(agent.jwt?.keys.map((pem) => keyThumbprint(createPublicKey(pem))) ?? []),
+      jwtRulesWithKeys: agent.jwt === undefined ? null : legacyJwtRulesDigest(agent.jwt),
+    });
     agentByName.set(agent.name, compiled);
     for (const hash of agent.tokens) agentByTokenHash.set(hash, compiled);
   }
@@ -214,8 +230,18 @@ export function compilePolicy(config: AirlockConfig): Policy {
 
 type RouteSpecList = Parameters<typeof compileRouteTable>[0];
 
-/** Order-free: the same rules written in another order are the same rules. Hex of a SHA-256. */
+/**
+ * Order-free: the same rules written in another order are the same rules. Hex of a SHA-256. Marked
+ * "v2" (keys left to jwtKeys), so that it never equals a digest of the earlier form.
+ */
 function jwtRulesDigest(jwt: NonNullable<AgentConfig['jwt']>): string {
+  const claims = Object.entries(jwt.claims).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const rules = ['v2', jwt.issuer, jwt.audience, jwt.subject ?? null, claims, jwt.jwks_url ?? null, [...jwt.algorithms].sort(), jwt.max_token_age ?? null];
+  return createHash('sha256').update(JSON.stringify(rules), 'utf8').digest('hex');
+}
+
+/** The digest sessions minted by earlier versions recorded: the keys' PEM text included. */
+function legacyJwtRulesDigest(jwt: NonNullable<AgentConfig['jwt']>): string {
   const claims = Object.entries(jwt.claims).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   const rules = [jwt.issuer, jwt.audience, jwt.subject ?? null, claims, jwt.jwks_url ?? null, [...jwt.keys].sort(), [...jwt.algorithms].sort(), jwt.max_token_age ?? null];
   return createHash('sha256').update(JSON.stringify(rules), 'utf8').digest('hex');

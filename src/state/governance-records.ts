@@ -34,10 +34,11 @@ export type SessionMinter =
   /** An agent token: sha256: of the alk_ token, as the config lists it. */
   | { readonly kind: 'token'; readonly tokenHash: string }
   /**
-   * A workload JWT: its issuer and subject (not the JWT), and the digest of the agent's JWT rules it was
-   * accepted under (AgentPolicy.jwtRules; absent in sessions minted before it was recorded).
+   * A workload JWT: its issuer and subject (not the JWT), the digest of the agent's JWT rules it was
+   * accepted under (AgentPolicy.jwtRules; absent in sessions minted before it was recorded), and the
+   * thumbprint of the listed key that verified it (absent: the JWKS did, or an earlier version minted it).
    */
-  | { readonly kind: 'jwt'; readonly issuer: string; readonly subject: string | null; readonly rules?: string }
+  | { readonly kind: 'jwt'; readonly issuer: string; readonly subject: string | null; readonly rules?: string; readonly key?: string }
   /** A session token (attenuation): the parent session's id. */
   | { readonly kind: 'session'; readonly session: string };
 
