@@ -76,15 +76,17 @@ function mountTinyDisk(): string | null {
   }
 }
 
+function unmountTinyDisk(dir: string | null): void {
+  if (dir === null) return;
+  execFileSync('umount', [dir]);
+  rmSync(dir, { recursive: true, force: true });
+}
+
 const disk = mountTinyDisk();
 if (disk === null) console.warn('SKIPPED: the full-disk state test needs to mount a tmpfs (run as root, as CI does)');
 
 describe.skipIf(disk === null)('GovernanceState over the file backend on a disk that fills up', () => {
-  afterAll(() => {
-    if (disk === null) return;
-    execFileSync('umount', [disk]);
-    rmSync(disk, { recursive: true, force: true });
-  });
+  afterAll(() => unmountTinyDisk(disk));
 
   it('leaves no torn line, writes what the full disk refused once there is room, and a restart has every revocation', async () => {
     const root = disk as string;
@@ -203,11 +205,7 @@ const fullDisk = mountTinyDisk();
 if (fullDisk === null) console.warn('SKIPPED: the held-approval full-disk test needs to mount a tmpfs (run as root, as CI does)');
 
 describe.skipIf(fullDisk === null)('a held approval whose waiter went away', () => {
-  afterAll(() => {
-    if (fullDisk === null) return;
-    execFileSync('umount', [fullDisk]);
-    rmSync(fullDisk, { recursive: true, force: true });
-  });
+  afterAll(() => unmountTinyDisk(fullDisk));
 
   it('is not redeemed by a retry, even when its expiry could not be written and an approver said yes', async () => {
     const root = fullDisk as string;
