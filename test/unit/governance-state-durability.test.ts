@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
 import { AirlockError } from '../../src/errors.js';
 import { ApprovalBroker } from '../../src/policy/approval-broker.js';
 import { FileStateBackend } from '../../src/state/file-backend.js';
@@ -212,6 +212,8 @@ describe.skipIf(fullDisk === null)('a held approval whose waiter went away', () 
     writeFileSync(join(root, 'filler'), Buffer.alloc(4096));
     const file = join(root, 'state.jsonl');
     const state = await started(file);
+    // Closed whatever happens: an open state file keeps the disk from being unmounted.
+    onTestFinished(() => state.close());
     const broker = new ApprovalBroker(state, { maxPending: 10, maxPendingPerAgent: 10, consoleUrl: () => null, notify: () => undefined });
     const ids: string[] = [];
     state.onEvent((event) => {
@@ -236,6 +238,5 @@ describe.skipIf(fullDisk === null)('a held approval whose waiter went away', () 
     const retried = await broker.redeem(id, 'b', 'bot').then(() => 'sent', (error: unknown) => (error as AirlockError).code);
     expect(retried).toBe('approval_denied');
     expect(state.approval(id)?.status).toBe('approved');
-    await state.close();
   });
 });
