@@ -56,6 +56,7 @@ import { RedisRateLimiter } from './state/redis-rate-limiter.js';
 import { otherWorkerOwners, restrictionFileOwner, UnsavedRestrictionFiles } from './state/unsaved-restriction-files.js';
 import { ConnectionGate } from './upstream/connection-gate.js';
 import { createOriginPool } from './upstream/origin-pool.js';
+import { cgiHeaderName } from './upstream/outbound-request.js';
 import { environmentProblems } from './config/assess-environment.js';
 import { makePrivateDir } from './state/make-private-dir.js';
 
@@ -429,7 +430,9 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
       maxHeaders: config.limits.max_headers,
       maxBodyBytes: config.limits.max_body_bytes,
       maxApprovalBodyBytes: config.approvals.max_body_bytes,
-      approvalHeaders: Object.freeze(config.approvals.bind_headers.map((name) => name.toLowerCase())),
+      // As the request's names are read (cgiHeaderName): a name configured as x_tenant never matched
+      // the x-tenant every sent spelling is read as, so it was neither bound nor shown (found by review).
+      approvalHeaders: Object.freeze([...new Set(config.approvals.bind_headers.map((name) => cgiHeaderName(name.toLowerCase())))]),
       maxSessionsPerAgent: config.limits.max_sessions_per_agent,
       sessionMintBucket: Object.freeze({ capacity: mintRate.burst ?? mintRate.requests, refillPerMs: mintRate.requests / (mintRate.per * 1000) }),
       sessionMintRate: Object.freeze({ requests: mintRate.requests, per: mintRate.per }),

@@ -78,7 +78,8 @@ describe('human approval', () => {
     proxy = await startProxy(
       {
         admin: adminSpec,
-        approvals: { webhook: `${webhook.url}/hook`, max_body_bytes: MAX_APPROVAL_BODY },
+        // The defaults, and a name written with an underscore and capitals, as an operator may.
+        approvals: { webhook: `${webhook.url}/hook`, max_body_bytes: MAX_APPROVAL_BODY, bind_headers: ['stripe-account', 'stripe-context', 'openai-organization', 'openai-project', 'X_Tenant'] },
         services: {
           pay: {
             upstream: upstream.url,
@@ -393,7 +394,7 @@ describe('human approval', () => {
         agentSeen.push(`${response.status}\n${JSON.stringify(response.headers)}\n${response.text}`);
         return response;
       });
-    const asked = { 'content-type': 'application/json', 'stripe-account': 'acct_TEST', 'openai-project': 'proj_sandbox' };
+    const asked = { 'content-type': 'application/json', 'stripe-account': 'acct_TEST', 'openai-project': 'proj_sandbox', 'x-tenant': 'tenant-a' };
     const { approval_id: id } = expectProblem<PendingProblem>(await send(asked), 202, 'approval_pending');
     expect((await decide(id, 'approve', 'the test account')).status).toBe(200);
     const before = upstream.requests.length;
@@ -404,6 +405,9 @@ describe('human approval', () => {
       { ...asked, 'content-type': 'application/x-www-form-urlencoded' },
       // An underscore spelling, which Rack, PHP-CGI and gunicorn read as the same header.
       { ...asked, stripe_account: 'acct_LIVE' },
+      // Configured as X_Tenant: bound as every spelling of it is read (found by review: never matched).
+      { ...asked, 'x-tenant': 'tenant-b' },
+      { ...asked, x_tenant: 'tenant-b' },
     ];
     for (const headers of swaps) {
       const problem = expectProblem(await send(headers, id), 403, 'approval_denied');
