@@ -9,7 +9,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { AirlockError } from '../errors.js';
 import { sendContinue } from '../ingress/expect-continue.js';
-import { TOKEN_IN_TEXT } from '../identity/agent-token.js';
+import { holdsAgentToken, JWT_IN_TEXT } from '../identity/agent-token.js';
 import { mintSession, parseSessionRequest } from '../identity/mint-session.js';
 import type { ConcurrencyGate } from '../policy/rate-limiter.js';
 import type { SecretIndex } from '../redaction/secret-catalog.js';
@@ -51,7 +51,11 @@ async function readJson(req: IncomingMessage, secrets: SecretIndex): Promise<unk
   const text = JSON.stringify(body) ?? '';
   const spelled = SecretDetector.findInBytes(secrets, Buffer.from(text, 'utf8'));
   if (spelled !== null) throw carriesManagedSecret(spelled);
-  if (TOKEN_IN_TEXT.test(text)) throw new AirlockError('invalid_request', 'The session request carries an Airlock agent or session token; the justification is kept in the state file and the audit log, so it must not hold one. Send the token only as the API key.');
+  // In any common encoding, and a workload JWT too: the scopes an agent names (within a pattern such as
+  // files:*), its justification and task id are kept in the state file and the audit log, where only a
+  // managed value would be scrubbed (found by review: the hex of a token, named as a scope, was kept).
+  if (holdsAgentToken(text)) throw new AirlockError('invalid_request', 'The session request carries an Airlock agent or session token (or its hex, base64 or percent-escaped form); the justification and scopes are kept in the state file and the audit log, so they must not hold one. Send the token only as the API key.');
+  if (text.search(JWT_IN_TEXT) !== -1) throw new AirlockError('invalid_request', 'The session request carries a signed JWT; the justification and scopes are kept in the state file and the audit log, so they must not hold one. Send the JWT only as the API key.');
   return body;
 }
 

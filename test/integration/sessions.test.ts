@@ -7,6 +7,7 @@
  * its id, justification and task id; no session token reaches a log line, an audit record or an upstream.
  */
 import OpenAI from 'openai';
+import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
@@ -302,8 +303,28 @@ describe('task sessions', () => {
     // An Airlock token in the justification is refused too: it would be kept in the state file and the audit log.
     const withToken = expectProblem(await mintRaw(bot.token, { scopes: { openai: ['chat:write'] }, justification: `my token is ${zsp.token}` }), 400, 'invalid_request');
     expect(withToken.detail).toContain('an Airlock agent or session token');
+    // Encoded, or named as a scope within a pattern the grant allows (files:*), and a workload JWT
+    // (found by review: the hex of a token, named as a scope, went into the audit record's session_scopes).
+    const hex = Buffer.from(zsp.token).toString('hex');
+    const jwt = `eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJjaSJ9.${Buffer.from(randomBytes(48)).toString('base64url')}`;
+    const encoded = [
+      { scopes: { openai: [`files:${hex}`] }, justification: 'read one file' },
+      { scopes: { openai: ['chat:write'] }, justification: `token ${Buffer.from(zsp.token).toString('base64url')}` },
+      { scopes: { openai: ['chat:write'] }, justification: `token ${encodeURIComponent(zsp.token).replace(/_/g, '%5F')}` },
+    ];
+    for (const body of encoded) {
+      const refused = expectProblem(await mintRaw(bot.token, body), 400, 'invalid_request');
+      expect(refused.detail).toContain('an Airlock agent or session token');
+    }
+    const withJwt = expectProblem(await mintRaw(bot.token, { scopes: { openai: [`files:${jwt}`] }, justification: 'a jwt' }), 400, 'invalid_request');
+    expect(withJwt.detail).toContain('a signed JWT');
+    const audited = proxy.auditText();
+    expect(audited).not.toContain(hex);
+    expect(audited).not.toContain(jwt);
     const stored = existsSync(stateFile) ? readFileSync(stateFile, 'utf8') : '';
     expect(stored).not.toContain(zsp.token);
+    expect(stored).not.toContain(hex);
+    expect(stored).not.toContain(jwt);
     expect(stored).not.toContain(openaiKey);
     expect(stored).not.toContain(Buffer.from(openaiKey).toString('base64'));
   });
