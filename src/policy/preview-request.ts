@@ -10,7 +10,7 @@
  * Masked are:
  *  - Airlock agent and session tokens, and compact JWS (a workload identity): an agent may send its own
  *    credential in a body, which is forwarded by design, but no approver or chat channel should read it;
- *  - a token's base64 copy (either alphabet, padded or not), with the whole base64 run it is part of:
+ *  - a token's base64 copy (either alphabet, padded or not) or hex copy, with the whole run it is part of:
  *    an HTTP Basic value made of one ("user:alk_...", ":alk_...", "alk_...:") is as much the credential;
  *  - in the query, the values of the keys the forwarded request loses (the service's strip_query and the
  *    query keys its credentials are injected as, compile-policy.ts strippedFromAgent): credentials the
@@ -30,7 +30,7 @@
  * have 100 approvals pending.
  */
 import { isUtf8 } from 'node:buffer';
-import { maskAgentTokens } from '../identity/agent-token.js';
+import { holdsAgentToken, maskAgentTokens } from '../identity/agent-token.js';
 import { decodeEscape, decodeUnreservedEscapes, UNRESERVED_HEX } from '../ingress/percent-escapes.js';
 import { BUILTIN_RULES, type KeyRule } from '../redaction/key-patterns.js';
 import { NeedleSet } from '../redaction/needle-set.js';
@@ -224,7 +224,20 @@ const JWS_RUNS = /eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*/g;
 
 function maskCredentials(text: string): string {
   const masked = maskAgentTokens(text);
-  return maskBase64Tokens(masked.includes('eyJ') ? masked.replace(JWS_RUNS, MARKER) : masked);
+  return maskHexTokens(maskBase64Tokens(masked.includes('eyJ') ? masked.replace(JWS_RUNS, MARKER) : masked));
+}
+
+/** "alk_" or "als_" in hex, either case: a text without it holds no token's hex copy. */
+const HEX_TOKEN_START = /616c(?:6b|73)5f/i;
+/** 47 characters of token are 94 hex digits. */
+const HEX_RUNS = /[0-9A-Fa-f]{94,}/g;
+
+/**
+ * A token's hex copy, masked with the whole hex run it is in, as a base64 copy is (found by review: a
+ * bound header holding one reached the preview; the request guard looks for the token as it is).
+ */
+function maskHexTokens(text: string): string {
+  return HEX_TOKEN_START.test(text) ? text.replace(HEX_RUNS, (run) => (holdsAgentToken(run) ? MARKER : run)) : text;
 }
 
 /**

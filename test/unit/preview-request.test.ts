@@ -100,6 +100,23 @@ describe('what the approver sees', () => {
     expect(previewer()(content('soft\u00adhy \u3164 tag\u{e0041}!', 'text/plain'))?.body).toBe('soft\\u00adhy \\u3164 tag\\udb40\\udc41!');
   });
 
+  // Found by review: the hex of an agent token in a bound header reached the preview (the request guard
+  // looks for the token as it is; the preview masked it raw, escaped and in base64).
+  it("a token's hex copy, in either case, in the query, a bound header and the body: masked with its run", () => {
+    const agent = generateAgentToken().token;
+    const session = generateSessionToken().token;
+    const hex = Buffer.from(agent).toString('hex');
+    const upper = Buffer.from(session).toString('hex').toUpperCase();
+    const preview = previewer()(content(`{"memo":"x${upper}y","n":1}`, json, `ref=${hex}&n=1`, { headers: [['stripe-account', `acct_${hex}`]] })) as ApprovalPreview;
+    expect(preview.query).toBe('ref=[REDACTED]&n=1');
+    expect(preview.headers['stripe-account']).toBe('acct_[REDACTED]');
+    expect(preview.body).toBe('{"memo":"x[REDACTED]y","n":1}');
+    // Hex that decodes to no token is left as it is.
+    const digest = 'ab'.repeat(64);
+    expect((previewer()(content(null, null, `sha=${digest}&p=616c6b5f`)) as ApprovalPreview).query).toBe(`sha=${digest}&p=616c6b5f`);
+    expect(findLeaks([agent, session], [{ name: 'preview', text: JSON.stringify(preview) }])).toEqual([]);
+  });
+
   // Found by review: the approval is bound to whose account it acts on (approvals.bind_headers), but the
   // approver was not shown it, so approving a refund did not say on which Stripe account.
   it('the bound headers the request carries: each as sent, masked, cut, hidden characters shown, a repeated name joined', () => {
