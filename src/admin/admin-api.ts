@@ -44,7 +44,7 @@ import type { ApprovalBroker } from '../policy/approval-broker.js';
 import { previewView } from '../policy/preview-request.js';
 import { allSecretRefs, type Policy } from '../policy/compile-policy.js';
 import { canonicalizeTarget } from '../pipeline/canonicalize-target.js';
-import { sendProblem, sendRawProblem } from '../pipeline/send-problem.js';
+import { answerRefusal, sendRawProblem } from '../pipeline/send-problem.js';
 import { refuseClientErrors } from '../ingress/create-listener.js';
 import type { GuardScope, SecretCatalog } from '../redaction/secret-catalog.js';
 import { looksLikeKey } from '../redaction/key-patterns.js';
@@ -696,7 +696,7 @@ export function createAdminServer(currentContext: () => AdminContext): Server {
     handle(context, listener, req, res, requestId).catch((error: unknown) => {
       const failure = asAirlockError(error);
       if (failure.code === 'internal_error') context.logger.error({ err: error, request_id: requestId }, 'admin request failed');
-      sendProblem(res, failure, requestId, !req.complete, (text) => context.catalog.scrub(text));
+      answerRefusal(req, res, failure, requestId, (text) => context.catalog.scrub(text));
     });
   });
   // Malformed HTTP, an oversized header, a request too slow: a problem body like every other admin error.

@@ -56,7 +56,7 @@ import type { RequestTrace } from '../observability/tracing.js';
 import { resolveCredential } from './resolve-credential.js';
 import { screenAnomalies } from './screen-anomalies.js';
 import { selectService, type ListenerBinding } from './select-service.js';
-import { sendProblem, sendRawProblem } from './send-problem.js';
+import { answerRefusal, sendRawProblem } from './send-problem.js';
 import { TrackedExchange } from './track-exchange.js';
 import { isReservedPath, serveReserved } from './serve-reserved.js';
 import { isSessionsPath, serveSessions } from './serve-sessions.js';
@@ -387,9 +387,9 @@ async function refuse(
   // Observed before answering: a denial that trips the anomaly detector suspends the agent before the
   // agent can see this answer and send its next request.
   observeRequest(runtime, record, trace, httpRoute, screened);
-  // A body the agent is still sending would be read and thrown away; closing is cheaper and safer.
-  // (A request whose connection node's parser refused was already answered on the socket.)
-  if ((res as OwnedResponse)[CLIENT_FAILURE] === undefined) sendProblem(res, answer, record.request_id, !req.complete, (text) => runtime.catalog.scrub(text));
+  // The rest of a body the agent is still sending is read and thrown away, within bounds
+  // (answerRefusal). A request whose connection node's parser refused was already answered on the socket.
+  if ((res as OwnedResponse)[CLIENT_FAILURE] === undefined) answerRefusal(req, res, answer, record.request_id, (text) => runtime.catalog.scrub(text));
   logRequest(runtime, record, audited, failure.cause);
 }
 

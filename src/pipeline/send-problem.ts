@@ -7,7 +7,7 @@
  * quote what an admin wrote (a revocation's reason), which need not be clear of every value the
  * catalogue knows.
  */
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { AirlockError, problemBody } from '../errors.js';
@@ -41,6 +41,47 @@ export function sendProblem(res: ServerResponse, error: AirlockError, requestId:
   if (closeConnection) headers['connection'] = 'close';
   res.writeHead(error.status, headers);
   res.end(body);
+}
+
+/** A refused request's body is read and thrown away up to this many bytes, and for this long (answerRefusal). */
+const DRAIN_MAX_BYTES = 16 * 1024 * 1024;
+const DRAIN_MAX_MS = 10_000;
+
+/**
+ * Answers a refused request whose body may still be arriving (refused on its headers, or part-way).
+ * Closing at once, as before, reset the connection under a client still writing, and node's HTTP
+ * clients (the SDKs' fetch) then reported a connection error (EPIPE), never the answer: found by
+ * review, a denied `files.create` read as APIConnectionError 16 times in 16, and each retry counted as
+ * one more denial. So the rest is read and thrown away, as nginx's lingering close does, and the
+ * connection kept for the next request; past DRAIN_MAX_BYTES (or a Content-Length saying so) or
+ * DRAIN_MAX_MS it is closed. A client that asked for 100-continue and got none sends no body: its
+ * connection is closed, as its next request would otherwise be read as this one's body.
+ */
+export function answerRefusal(req: IncomingMessage, res: ServerResponse, error: AirlockError, requestId: string, scrub: (text: string) => string): void {
+  const drain = !req.complete && drainable(req);
+  sendProblem(res, error, requestId, !req.complete && !drain, scrub);
+  if (drain) drainBody(req);
+}
+
+function drainable(req: IncomingMessage): boolean {
+  if (req.destroyed || req.headers.expect !== undefined) return false;
+  const declared = Number(req.headers['content-length'] ?? NaN);
+  return !(declared > DRAIN_MAX_BYTES);
+}
+
+function drainBody(req: IncomingMessage): void {
+  // From whatever read it (the body guard undici was reading): the bytes go nowhere now.
+  req.unpipe();
+  const socket = req.socket;
+  let read = 0;
+  const deadline = setTimeout(() => socket.destroy(), DRAIN_MAX_MS);
+  deadline.unref();
+  req.on('data', function discardRefusedBody(chunk: Buffer) {
+    read += chunk.length;
+    if (read > DRAIN_MAX_BYTES) socket.destroy();
+  });
+  req.once('close', () => clearTimeout(deadline));
+  req.resume();
 }
 
 /** How long a refused socket may take to read its answer before it is destroyed. */
