@@ -92,7 +92,12 @@ export interface HeadedNeedle {
  * page prints where it cut.
  */
 const RUN_BYTES = runByteTable();
+/** In a run table: the byte goes on only after an odd number of backslashes (runTableOf). */
+const ESCAPED_ONLY = 2;
 const BACKSLASH = 0x5c;
+const QUOTE = 0x22;
+const CR = 0x0d;
+const LF = 0x0a;
 
 function runByteTable(): Uint8Array {
   const table = new Uint8Array(256);
@@ -102,24 +107,25 @@ function runByteTable(): Uint8Array {
 }
 
 /**
- * The run alphabet of a needle: RUN_BYTES and every byte the needle holds past its head. The run never
- * looks at which byte the needle holds where, so a right and a wrong guess at the next character read
- * the same whatever it is. Were a byte outside RUN_BYTES to go on only where it matched (as before), a
- * guess of "." or "!" at each offset would answer where the key holds one (found by review); now a
- * guess tells only whether the key holds that byte somewhere past its head, one bit a byte, never its
- * place. The price: a piece of a key that holds a quote, comma or space goes on over the ones that
- * follow it, up to the key's length, where the old rule stopped at the first that did not match: a
- * cut piece of such a key in a JSON body can take the quote that closes its string (the body no longer
- * parses). Stopping at a bare quote instead would show the key's bytes after one (an echo of the raw
- * key cut short). The needles of most keys hold nothing outside RUN_BYTES and share its table.
+ * The run alphabet of a needle: RUN_BYTES and every byte the needle holds past its head, but for
+ * line breaks and a bare quote. The run does not look at which byte the needle holds where, so a right
+ * and a wrong guess at the next character read the same: were a byte outside RUN_BYTES to go on only
+ * where it matched (as before), a guess of "." or "!" at each offset would answer where the key holds
+ * one (found by review); now a guess tells only whether the key holds that byte somewhere past its
+ * head, one bit a byte, never its place. A quote goes on only escaped (\", as the key's JSON form
+ * writes it), and CR and LF not at all, except where the needle goes on with them (#settle's match):
+ * a run over the quote that closes a JSON string left an SSE event that no longer parsed, whose other
+ * fields were then not joined across events, and a value kept with a trailing newline ran over the
+ * line breaks after every piece of it (both found by review). So for those three bytes alone a guess
+ * placed right after them still tells a match from a mismatch; keys seldom hold them past the head.
  */
 function runTableOf(needle: Buffer, head: number): Uint8Array {
   let table = RUN_BYTES;
   for (let k = head; k < needle.length; k++) {
     const byte = needle[k] as number;
-    if (table[byte] !== 0) continue;
+    if (table[byte] !== 0 || byte === CR || byte === LF) continue;
     if (table === RUN_BYTES) table = RUN_BYTES.slice();
-    table[byte] = 1;
+    table[byte] = byte === QUOTE ? ESCAPED_ONLY : 1;
   }
   return table;
 }
@@ -362,10 +368,11 @@ export class NeedleSet {
 
   /**
    * Needle i's head is at `p`. The whole needle there is a match. Otherwise the piece is masked from p
-   * through the run of its needle's alphabet (runTableOf) after the head, up to the needle's length,
-   * whether or not those bytes continue the needle: a right and a wrong guess at the next character
-   * read the same, so an agent that makes a reflecting upstream echo its guesses learns nothing from
-   * the marker past the head. When the piece reaches the end of data more may follow (not `final`), it
+   * through as much of the needle as matches there and then the run of its needle's alphabet
+   * (runTableOf), up to the needle's length, whether or not those bytes continue the needle: a right
+   * and a wrong guess at the next character read the same, so an agent that makes a reflecting
+   * upstream echo its guesses learns nothing from the marker past the head (but at a bare quote or a
+   * line break, runTableOf). When the piece reaches the end of data more may follow (not `final`), it
    * is undecided: returns p.
    */
   #settle(data: Buffer, p: number, i: number, out: number[], final: boolean): number {
@@ -373,12 +380,16 @@ export class NeedleSet {
     const n = data.length;
     const head = this.heads[i] as number;
     const whole = p + needle.length;
-    let end = whole;
-    if (whole > n || data.compare(needle, head, needle.length, p + head, whole) !== 0) {
+    const limit = Math.min(whole, n);
+    let end = p + head;
+    while (end < limit && data[end] === needle[end - p]) end++;
+    if (end !== whole) {
       const run = this.#runs[i] as Uint8Array;
-      const limit = Math.min(whole, n);
-      end = p + head;
-      while (end < limit && run[data[end] as number] === 1) end++;
+      while (end < limit) {
+        const kind = run[data[end] as number];
+        if (kind !== 1 && (kind !== ESCAPED_ONLY || !escapedAt(data, p, end))) break;
+        end++;
+      }
       if (end === n && end < whole && !final) return p;
     }
     // A mask that ends in an odd number of backslashes took the escape of the byte after it (the \ of

@@ -22,9 +22,10 @@
  * each form also has a head: where its secret part starts (publicPrefixOf: after a published vendor
  * prefix or a JWT's header and claims) and then PIECE_CHARS characters of the secret in that form's
  * encoding. A piece is masked from the head on, through as much of the form as matches and the run of
- * key-like bytes that follows, up to the form's length, whether or not those bytes continue the key
- * (needle-set.ts): so fewer than PIECE_CHARS characters past the prefix can show, and the marker's
- * extent says nothing about how far a guess matched.
+ * key-like bytes (and of the bytes the form holds past its head) that follows, up to the form's length,
+ * whether or not those bytes continue the key (needle-set.ts runTableOf): so fewer than PIECE_CHARS
+ * characters past the prefix can show, and the marker's extent says nothing about how far a guess
+ * matched (but at a bare quote or a line break).
  */
 
 import { BUILTIN_RULES } from './key-patterns.js';

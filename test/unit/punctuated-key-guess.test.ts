@@ -3,8 +3,8 @@
  * a piece's run used to go on over such a byte only where the key held it, so a guess of "." at each
  * offset answered where the key holds one, and the key read back one guess at a time wherever it held
  * such bytes (found by review; README Known limits said so). Now the run goes on over every byte the
- * key's form holds past its head, wherever it stands: what an agent gets back depends on which bytes
- * the key holds, never on where. Here the same echoes are redacted under the key and under a key with
+ * key's form holds past its head, wherever it stands (a quote only escaped, as JSON writes it): what an
+ * agent gets back depends on which bytes the key holds, never on where, but for a bare quote. Here the same echoes are redacted under the key and under a key with
  * the same head and the same bytes in another order, and must read the same, in every form an upstream
  * may echo the guess in.
  */
@@ -13,6 +13,7 @@ import { describe, expect, it } from 'vitest';
 import { NeedleSet } from '../../src/redaction/needle-set.js';
 import { RedactionMatcher } from '../../src/redaction/redaction-matcher.js';
 import { publicPrefixOf, secretForms } from '../../src/redaction/secret-forms.js';
+import { SseDeltaRedactor } from '../../src/redaction/sse-delta-redactor.js';
 import { StreamRedactor } from '../../src/redaction/stream-redactor.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 
@@ -66,10 +67,21 @@ describe('guesses at a key holding punctuation past its head', () => {
     for (let at = HEAD_TEXT.length; at < KEY.length; at += 1) {
       for (const guess of guesses) {
         for (const [name, echo] of Object.entries(ECHOES)) {
+          // A bare quote (or line break) goes on only where the key goes on with it (needle-set.ts
+          // runTableOf): a plain-text echo holding one still tells whether what comes before it matched;
+          // escaped (JSON, a query, \u) it does not.
+          if (name === 'text' && (KEY.slice(0, at) + guess).includes('"')) continue;
           const text = echo(KEY.slice(0, at) + guess);
           expect(redact(redactors[0]!, text), `${name} at ${at}, guess ${guess}`).toBe(redact(redactors[1]!, text));
         }
       }
+    }
+  });
+
+  it('a piece in a JSON string keeps the quote that closes it: the body parses', () => {
+    for (let at = HEAD_TEXT.length + 1; at < KEY.length; at += 3) {
+      const out = redact(redactors[0]!, JSON.stringify({ m: KEY.slice(0, at), n: 1 }));
+      expect((JSON.parse(out) as { n: number }).n, out).toBe(1);
     }
   });
 
@@ -82,5 +94,37 @@ describe('guesses at a key holding punctuation past its head', () => {
       }
     }
     assertNoLeak([KEY, OTHER], [{ name: 'answers', text: seen.join('\n') }]);
+  });
+});
+
+// Found by review of the change above, which first let a piece's run go over every byte its key held:
+// a key holding a quote ran over the quote closing a JSON string (the SSE event no longer parsed, and
+// its other fields were not joined across events, so a key split in another field showed), and a value
+// kept with its trailing newline ran over the line breaks after every piece of it (two events became one).
+describe('what a piece of a key holding a quote or a newline leaves in place', () => {
+  const head = HEAD_TEXT.length;
+  const pipeline = (key: string, chunks: readonly string[]): string => {
+    const matcher = new RedactionMatcher(new NeedleSet(secretForms(key)), []);
+    const bytes = new StreamRedactor(matcher);
+    const events = new SseDeltaRedactor(matcher.needles, 'sse');
+    const out = chunks.map((chunk) => events.push(bytes.push(Buffer.from(chunk, 'utf8'))));
+    out.push(events.push(bytes.end()), events.end());
+    return Buffer.concat(out).toString('utf8');
+  };
+  const event = (data: unknown): string => `data: ${JSON.stringify(data)}\n\n`;
+
+  it('a cut piece in one field of an event leaves the event parsing, and a key split in another field is joined', () => {
+    const key = `${HEAD_TEXT}${randomBytes(6).toString('hex')}"${randomBytes(9).toString('hex')}`;
+    const out = pipeline(key, [event({ a: `cut: ${key.slice(0, head + 2)}`, b: key.slice(0, 12) }), event({ b: key.slice(12) })]);
+    expect(out).not.toContain(key.slice(-10));
+    for (const line of out.split('\n').filter((l) => l.startsWith('data: '))) expect(() => JSON.parse(line.slice(6)) as unknown, line).not.toThrow();
+    assertNoLeak([key], [{ name: 'events', text: out }]);
+  });
+
+  it('a piece of a value kept with its trailing newline stops at the line break', () => {
+    const key = `${HEAD_TEXT}${randomBytes(12).toString('hex')}\n`;
+    const matcher = new RedactionMatcher(new NeedleSet(secretForms(key)), []);
+    const out = new StreamRedactor(matcher).whole(Buffer.from(`data: ${key.slice(0, head + 2)}\n\ndata: next\n\n`)).toString('utf8');
+    expect(out).toBe('data: [REDACTED]\n\ndata: next\n\n');
   });
 });

@@ -127,15 +127,17 @@ describe('heads: what a piece of a form must hold to be masked', () => {
     expect(catalog.scrub(advice)).toBe(advice);
     // The run stops at what closes a JSON string or separates fields (above), except for a key that
     // holds those characters past its head: there it goes on over them wherever they stand, up to the
-    // key's length, so a guess cannot tell where the key holds one. Other punctuation still ends it.
+    // key's length, so a guess cannot tell where the key holds one (a bare quote aside). Other
+    // punctuation still ends it.
     const quoted = new SecretCatalog();
     const odd = 'Zr92mPq7Xk,"Lw 4Tb8Vn3c';
     quoted.remember(new Credential('env:ODD_KEY', odd));
     expect(quoted.scrub('a=Zr92mPq7Xz, b=1')).toBe('a=[REDACTED]');
     expect(quoted.scrub('a=Zr92mPq7Xk,"Lw 4T, b=1')).toBe('a=[REDACTED]');
     expect(quoted.scrub('a=Zr92mPq7Xz. b=1')).toBe('a=[REDACTED]. b=1');
-    // The price, in README Known limits: such a piece in JSON takes the quote that closes its string.
-    expect(quoted.scrub('{"q":"Zr92mPq7Xz","n":1}')).toBe('{"q":"[REDACTED]:1}');
+    // A bare quote is the one exception: it goes on only where the key does, so a JSON string keeps
+    // the quote that closes it.
+    expect(quoted.scrub('{"q":"Zr92mPq7Xz","n":1}')).toBe('{"q":"[REDACTED]","n":1}');
     // A base64 core of the key cut short, as an echoed Basic header would be: the characters that
     // encode "user:" are not the key's and stay.
     const basic = Buffer.from(`user:${secret}`).toString('base64');

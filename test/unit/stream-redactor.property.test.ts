@@ -2,9 +2,10 @@
  * Property tests of the streaming redactor: for random bodies with secrets planted in every encoding
  * and random chunkings, the output never contains a secret form and equals the input with exactly the
  * matched spans replaced, computed by a naive whole-body oracle independent of the scanner. With heads
- * (secretForms), a form cut short and followed by other text is masked from its head through the run
- * of key-like bytes and of bytes the form holds past its head, up to the form's length (and the byte a
- * trailing backslash escapes), whatever the chunking.
+ * (secretForms), a form cut short and followed by other text is masked from its head through as much
+ * of the form as follows, then the run of key-like bytes and of bytes the form holds past its head (a
+ * quote only escaped, no line break), up to the form's length (and the byte a trailing backslash
+ * escapes), whatever the chunking.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -15,15 +16,25 @@ import { MIN_MASKED_PARTIAL, RedactionMatcher } from '../../src/redaction/redact
 import { formsOf, secretForms, type SecretForm } from '../../src/redaction/secret-forms.js';
 import { REDACTION_MARKER, StreamRedactor } from '../../src/redaction/stream-redactor.js';
 
-/** What a piece's run goes on over (needle-set.ts): key-like bytes, and any byte its form holds past the head. */
-function isRunByte(byte: number, form: Buffer, head: number): boolean {
-  return /[A-Za-z0-9\-_~+/=%\\]/.test(String.fromCharCode(byte)) || form.subarray(head).includes(byte);
+/**
+ * What a piece's run goes on over (needle-set.ts): key-like bytes, and any byte its form holds past the
+ * head but CR and LF, and a quote only after an odd number of backslashes (counted back to `from`).
+ */
+function isRunByte(input: Buffer, at: number, from: number, form: Buffer, head: number): boolean {
+  const byte = input[at] as number;
+  if (/[A-Za-z0-9\-_~+/=%\\]/.test(String.fromCharCode(byte))) return true;
+  if (byte === 0x0d || byte === 0x0a || !form.subarray(head).includes(byte)) return false;
+  if (byte !== 0x22) return true;
+  let slashes = 0;
+  while (at - slashes > from && input[at - slashes - 1] === 0x5c) slashes++;
+  return slashes % 2 === 1;
 }
 
 /**
  * Whole-body reference: mask every occurrence of every form, every piece (a form's head where the whole
- * form is not: through the letters, digits, key punctuation and bytes of the form past its head that
- * follow, up to the form's length), plus a 4+ byte partial form at the very end.
+ * form is not: through as much of the form as follows, then the letters, digits, key punctuation and
+ * bytes of the form past its head that follow, up to the form's length), plus a 4+ byte partial form at
+ * the very end.
  */
 function oracle(input: Buffer, headed: readonly SecretForm[]): Buffer {
   const forms = headed.map((form) => form.bytes);
@@ -35,7 +46,8 @@ function oracle(input: Buffer, headed: readonly SecretForm[]): Buffer {
       if (!input.subarray(at, end).equals(form)) {
         const limit = Math.min(at + form.length, input.length);
         end = at + head;
-        while (end < limit && isRunByte(input[end] as number, form, head)) end++;
+        while (end < limit && input[end] === form[end - at]) end++;
+        while (end < limit && isRunByte(input, end, at, form, head)) end++;
       }
       // A mask ending in an odd number of backslashes (from `at` on) takes the escaped byte after it.
       let slashes = 0;
@@ -74,7 +86,7 @@ function redactInChunks(matcher: RedactionMatcher, input: Buffer, cuts: number[]
 }
 
 // Quotes, commas, spaces and brackets too: a piece's run stops at them unless its form holds them.
-const secretArb = fc.oneof(fc.stringMatching(/^[A-Za-z0-9_\-+/=:.~!$]{8,48}$/), fc.stringMatching(/^[A-Za-z0-9_\-+/=:.~!$" ,<}]{8,48}$/));
+const secretArb = fc.oneof(fc.stringMatching(/^[A-Za-z0-9_\-+/=:.~!$]{8,48}$/), fc.stringMatching(/^[A-Za-z0-9_\-+/=:.~!$" ,<}\n\\]{8,48}$/));
 const fillerArb = fc.uint8Array({ minLength: 0, maxLength: 80 }).map((bytes) => Buffer.from(bytes));
 const textFillerArb = fc.string({ maxLength: 60 }).map((s) => Buffer.from(s, 'utf8'));
 
