@@ -380,13 +380,14 @@ export class RedactingResponseWriter {
     this.#encodedBytes += chunk.length;
     if (this.#mode === 'buffer' || this.#mode === 'capture') {
       if (this.#encodedBytes > BUFFERED_BODY_LIMIT) return this.#refuse(unscannable('The upstream sent more body than its Content-Length announced.'));
-      if (this.#mode === 'buffer' && this.#coding === 'identity') this.#redactedParts.push(this.#redactor.push(chunk));
+      // Scanned as it comes when no event layer runs first; with one, the body is read whole at its end.
+      if (this.#mode === 'buffer' && this.#coding === 'identity' && this.#events === null) this.#redactedParts.push(this.#redactor.push(chunk));
       else this.#buffered.push(chunk);
       return;
     }
     if (this.#mode === 'headers-only') return;
     if (this.#coding === 'identity') {
-      this.#write(this.#eventLayer(this.#redactor.push(chunk)));
+      this.#write(this.#scan(chunk));
       return;
     }
     let encoded = chunk;
@@ -462,14 +463,15 @@ export class RedactingResponseWriter {
 
   #endBuffered(): void {
     let parts: Buffer[];
-    if (this.#coding === 'identity') {
+    if (this.#coding === 'identity' && this.#events === null) {
       // The same bytes as one whole() scan: the byte redactor's output does not depend on the chunking.
       parts = this.#redactedParts;
       parts.push(this.#redactor.end());
+    } else if (this.#coding === 'identity') {
       // The event layer's does: fed chunk by chunk, it lets out an event that ends in under 4 characters
       // of a secret (the streaming trade-off, README). With the whole body at hand it is fed once, and
       // masks every piece.
-      if (this.#events !== null) parts = [this.#events.push(Buffer.concat(parts))];
+      parts = [this.#scanWhole(Buffer.concat(this.#buffered))];
     } else {
       const encoded = Buffer.concat(this.#buffered);
       let body: Buffer;
@@ -478,11 +480,10 @@ export class RedactingResponseWriter {
       } catch (error) {
         return this.#refuse(error instanceof AirlockError ? error : unscannable(`The upstream's ${this.#coding} body could not be decoded, so it could not be scanned; it was not passed on.`, error));
       }
-      parts = [this.#eventLayer(this.#redactor.whole(body))];
+      parts = [this.#scanWhole(body)];
     }
     this.#buffered = [];
     this.#redactedParts = [];
-    if (this.#events !== null) parts.push(this.#events.end());
     this.redactions += this.#redactor.redactions + (this.#events?.redactions ?? 0);
     const changed = this.#coding !== 'identity' || this.#redactor.redactions > 0 || (this.#events?.redactions ?? 0) > 0;
     const headers = withoutHeaders(this.#headers, (name) => name === 'content-length' || (this.#coding !== 'identity' && name === 'content-encoding') || (changed && DIGEST_HEADERS.has(name)));
@@ -550,7 +551,7 @@ export class RedactingResponseWriter {
         return;
       }
       try {
-        this.#write(this.#eventLayer(this.#redactor.push(decoded)));
+        this.#write(this.#scan(decoded));
       } catch (error) {
         this.#fault(error);
       }
@@ -573,8 +574,7 @@ export class RedactingResponseWriter {
 
   #endStream(): void {
     if (this.#done) return;
-    const tail = this.#redactor.end();
-    this.#write(this.#events === null ? tail : Buffer.concat([this.#events.push(tail), this.#events.end()]));
+    this.#write(this.#scanEnd());
     this.#sendStreamHead();
     this.redactions += this.#redactor.redactions + (this.#events?.redactions ?? 0);
     if (this.#trailers.length > 0) {
@@ -586,8 +586,25 @@ export class RedactingResponseWriter {
     this.#finish(true, null);
   }
 
-  #eventLayer(bytes: Buffer): Buffer {
-    return this.#events === null ? bytes : this.#events.push(bytes);
+  /**
+   * The event layer first, on the events as the upstream sent them, then the byte scan on its output.
+   * The other way round (found by review), a piece of a key with its head in one event was masked by
+   * the byte scan before the event layer read it, which then joined the marker and the rest of the key
+   * across events, found no head in that, and let the rest of the key out in the events that followed.
+   */
+  #scan(chunk: Buffer): Buffer {
+    return this.#redactor.push(this.#events === null ? chunk : this.#events.push(chunk));
+  }
+
+  #scanEnd(): Buffer {
+    if (this.#events === null) return this.#redactor.end();
+    const rest = this.#redactor.push(this.#events.end());
+    return Buffer.concat([rest, this.#redactor.end()]);
+  }
+
+  /** A whole body (held, or decoded whole): the same bytes as a stream of it would end in, every piece masked. */
+  #scanWhole(body: Buffer): Buffer {
+    return this.#redactor.whole(this.#events === null ? body : Buffer.concat([this.#events.push(body), this.#events.end()]));
   }
 
   #write(out: Buffer): void {

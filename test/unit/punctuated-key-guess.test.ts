@@ -79,7 +79,9 @@ describe('guesses at a key holding punctuation past its head', () => {
   });
 
   it('a piece in a JSON string keeps the quote that closes it: the body parses', () => {
-    for (let at = HEAD_TEXT.length + 1; at < KEY.length; at += 3) {
+    for (let at = HEAD_TEXT.length + 1; at < KEY.length; at += 1) {
+      // Unless the key goes on with a quote there: the closing quote then matches it, and is masked.
+      if (KEY[at] === '"') continue;
       const out = redact(redactors[0]!, JSON.stringify({ m: KEY.slice(0, at), n: 1 }));
       expect((JSON.parse(out) as { n: number }).n, out).toBe(1);
     }

@@ -1,0 +1,70 @@
+/**
+ * A key streamed over SSE, the first event holding its head and more, the rest in the events after (a
+ * model that sends several tokens an event). Found by review: the byte scan ran before the event
+ * layer, masked the first piece, and the event layer then joined the marker with the rest of the key,
+ * found no head in that, and let the rest of the key out in the events that followed. The event layer
+ * now reads the events as the upstream sent them, and the byte scan its output.
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateAgentToken } from '../../src/identity/agent-token.js';
+import { assertNoLeak } from '../helpers/assert-no-leak.js';
+import { sleep } from '../helpers/operator.js';
+import { sendRequest } from '../helpers/send-request.js';
+import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
+import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
+
+/** A canary with a vendor prefix, so that it has a head (secret-forms.ts): the prefix, then mixed kinds. */
+const KEY = `sk-proj-Ab12Cd34${randomBytes(24).toString('base64url').replace(/[-_]/g, 'x')}`;
+const HEAD = 'sk-proj-Ab12Cd34'.length;
+
+const event = (content: string): string => `data: ${JSON.stringify({ id: 'chatcmpl-x', object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content } }] })}\n\n`;
+
+describe('a key whose first SSE event holds its head', () => {
+  const bot = generateAgentToken();
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+
+  beforeAll(async () => {
+    upstream = await startUpstream(async (req, res) => {
+      const cut = HEAD + Number(new URL(req.url ?? '/', 'http://x').searchParams.get('past') ?? '3');
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+      res.write(event(`Here: ${KEY.slice(0, cut)}`));
+      for (let i = cut; i < KEY.length; i += 4) {
+        await sleep(2);
+        res.write(event(KEY.slice(i, i + 4)));
+      }
+      res.end(`${event(' done')}data: [DONE]\n\n`);
+    });
+    proxy = await startProxy(
+      {
+        services: { llm: { upstream: upstream.url, credential: { secret: 'env:LLM_KEY', inject: 'bearer' }, routes: [{ method: 'GET', path: '/v1/stream', scope: 'read' }] } },
+        agents: { bot: { tokens: [bot.hash], credentials: [{ service: 'llm', max_scope: ['*'] }] } },
+      },
+      { env: { LLM_KEY: KEY } },
+    );
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+  });
+
+  it.each([0, 1, 3, 9])('%i characters past the head in the first event: the rest of the key does not leave in the next ones', async (past) => {
+    const answer = await sendRequest(`${proxy.url}/llm/v1/stream?past=${past}`, { headers: { authorization: `Bearer ${bot.token}` } });
+    expect(answer.status).toBe(200);
+    const text = answer.text
+      .split('\n')
+      .filter((line) => line.startsWith('data: {'))
+      .map((line) => (JSON.parse(line.slice(6)) as { choices: Array<{ delta: { content: string } }> }).choices[0]?.delta.content ?? '')
+      .join('');
+    expect(text).toContain('[REDACTED');
+    expect(text).toContain(' done');
+    // At most 3 characters of a key spread over events go out before the rest arrives (README).
+    for (let i = HEAD + 4; i + 4 <= KEY.length; i++) expect(text, `from ${i}`).not.toContain(KEY.slice(i, i + 4));
+    assertNoLeak([KEY, bot.token], [
+      { name: 'answer', text: answer.text },
+      { name: 'rebuilt deltas', text },
+    ]);
+  });
+});
