@@ -19,7 +19,9 @@ export interface AdminAnswer {
 
 export async function callAdmin(io: CliIo, target: CliConfig, method: string, path: string, body?: unknown): Promise<AdminAnswer> {
   const { config } = target;
-  if (config.admin === null) throw new AdminCallError('No admin API is configured (admin.listen and admin.tokens in the config); it is how the CLI reaches a running Airlock.');
+  if (config.admin === null) {
+    throw new AdminCallError(`No admin API is configured in ${target.file} (admin.listen and admin.tokens); it is how the CLI reaches a running Airlock. Add one (README, Admin API and console) and restart, or name the config the running Airlock uses with --config.`);
+  }
   const token = io.env['AIRLOCK_ADMIN_TOKEN'];
   if (token === undefined || token === '') throw new AdminCallError('Set AIRLOCK_ADMIN_TOKEN to an admin token (one whose sha256 is listed under admin.tokens).');
   const listen = parseListen(config.admin.listen);
