@@ -299,9 +299,11 @@ describe('forwarding', () => {
     it('over the limit with Content-Length: refused on the headers alone, before any body byte', async () => {
       const before = upstreamRequestsSeen;
       // No body follows the headers: the declared length alone must be enough to refuse (bounded wait).
+      // The client asks to close: on a kept connection the rest of a refused body is read and thrown
+      // away when it comes (answerRefusal), and this one never does.
       const response = await rawRequest(
         proxy.url,
-        `POST /small/v1/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${agent.token}\r\nContent-Length: 2048\r\n\r\n`,
+        `POST /small/v1/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${agent.token}\r\nContent-Length: 2048\r\nConnection: close\r\n\r\n`,
         5000,
       );
       surfaces.push(response.raw);
