@@ -484,7 +484,7 @@ export class RedactingResponseWriter {
     }
     this.#buffered = [];
     this.#redactedParts = [];
-    this.redactions += this.#redactor.redactions + (this.#events?.redactions ?? 0);
+    this.#countScanned();
     const changed = this.#coding !== 'identity' || this.#redactor.redactions > 0 || (this.#events?.redactions ?? 0) > 0;
     const headers = withoutHeaders(this.#headers, (name) => name === 'content-length' || (this.#coding !== 'identity' && name === 'content-encoding') || (changed && DIGEST_HEADERS.has(name)));
     let length = 0;
@@ -576,7 +576,7 @@ export class RedactingResponseWriter {
     if (this.#done) return;
     this.#write(this.#scanEnd());
     this.#sendStreamHead();
-    this.redactions += this.#redactor.redactions + (this.#events?.redactions ?? 0);
+    this.#countScanned();
     if (this.#trailers.length > 0) {
       const kept: Array<[string, string]> = [];
       for (let i = 0; i < this.#trailers.length; i += 2) kept.push([this.#trailers[i] as string, this.#trailers[i + 1] as string]);
@@ -607,6 +607,11 @@ export class RedactingResponseWriter {
     return this.#redactor.whole(this.#events === null ? body : Buffer.concat([this.#events.push(body), this.#events.end()]));
   }
 
+  /** The body's redactions, once: the byte scan's and the event layer's. */
+  #countScanned(): void {
+    this.redactions += this.#redactor.redactions + (this.#events?.redactions ?? 0);
+  }
+
   #write(out: Buffer): void {
     if (out.length === 0) return;
     this.#sendStreamHead();
@@ -634,7 +639,9 @@ export class RedactingResponseWriter {
     if (this.#done) return;
     this.#done = true;
     this.#clearStall();
-    if (!complete) this.redactions += this.#redactor.redactions;
+    // Cut short: what both layers masked in what was sent (found by review: since the event layer runs
+    // first, a key masked in an event was not counted when the stream was then cut).
+    if (!complete) this.#countScanned();
     this.#res.off('drain', this.#onAgentDrain);
     this.#hooks.settle({ kind: 'done', complete, failure });
   }

@@ -6,10 +6,11 @@
  * now reads the events as the upstream sent them, and the byte scan its output.
  */
 import { randomBytes } from 'node:crypto';
+import { get as httpGet } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
-import { sleep } from '../helpers/operator.js';
+import { eventually, sleep } from '../helpers/operator.js';
 import { sendRequest } from '../helpers/send-request.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
@@ -27,7 +28,16 @@ describe('a key whose first SSE event holds its head', () => {
 
   beforeAll(async () => {
     upstream = await startUpstream(async (req, res) => {
-      const cut = HEAD + Number(new URL(req.url ?? '/', 'http://x').searchParams.get('past') ?? '3');
+      const query = new URL(req.url ?? '/', 'http://x').searchParams;
+      if (query.has('reset')) {
+        // The whole key in one event, then the upstream's connection reset mid-stream.
+        res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+        res.write(event(`Here: ${KEY}`));
+        await sleep(20);
+        res.socket?.destroy();
+        return;
+      }
+      const cut = HEAD + Number(query.get('past') ?? '3');
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
       res.write(event(`Here: ${KEY.slice(0, cut)}`));
       for (let i = cut; i < KEY.length; i += 4) {
@@ -65,6 +75,29 @@ describe('a key whose first SSE event holds its head', () => {
     assertNoLeak([KEY, bot.token], [
       { name: 'answer', text: answer.text },
       { name: 'rebuilt deltas', text },
+    ]);
+  });
+
+  // Found by review: since the event layer runs first, a key it masked was not counted when the stream
+  // was then cut (the audit record said redactions: 0).
+  it('a stream cut after a masked event: the audit record counts the redaction and says incomplete', async () => {
+    const answer = await new Promise<{ id: string; text: string }>((resolve) => {
+      const req = httpGet(`${proxy.url}/llm/v1/stream?reset=1`, { headers: { authorization: `Bearer ${bot.token}` } }, (res) => {
+        let text = '';
+        res.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
+        res.on('error', () => undefined);
+        res.on('close', () => resolve({ id: String(res.headers['x-airlock-request-id']), text }));
+      });
+      req.on('error', () => undefined);
+    });
+    expect(answer.text).toContain('[REDACTED');
+    const record = await eventually('the audit record', () => proxy.auditRecords().find((r) => r.request_id === answer.id));
+    expect(record).toMatchObject({ incomplete: true, status: 200 });
+    expect(record.redactions).toBeGreaterThanOrEqual(1);
+    assertNoLeak([KEY, bot.token], [
+      { name: 'answer', text: answer.text },
+      { name: 'audit', text: proxy.auditText() },
+      { name: 'logs', text: proxy.logLines.join('') },
     ]);
   });
 });
