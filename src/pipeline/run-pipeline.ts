@@ -563,7 +563,29 @@ function rawPathForAudit(target: string, catalog: Pick<ProxyRuntime['catalog'], 
  * A transfer coding other than chunked (RFC 9112 6.1) would reach the upstream undecoded as the body
  * once the hop-by-hop Transfer-Encoding is removed, so it is refused.
  */
+/**
+ * Refusals of a message whose framing cannot be trusted close the connection (RFC 9112 6.1: "close the
+ * connection after processing the message"): what node read as this body's end may not be where a front
+ * end meant it, and the bytes after it would be read as a next request (found by review: a request
+ * hidden there was forwarded). answerRefusal does not keep or drain such a connection.
+ */
+const FAULTY_FRAMING = { headers: { connection: 'close' } };
+/**
+ * Set on a socket once a request on it was refused for its framing. node parses what follows in the
+ * same packet at once, and a request pipelined there reaches the pipeline before the connection closes:
+ * it is refused, never forwarded.
+ */
+const FRAMING_BROKEN = Symbol('airlock.framingBroken');
+
+function faultyFraming(req: IncomingMessage, detail: string): AirlockError {
+  (req.socket as { [FRAMING_BROKEN]?: true })[FRAMING_BROKEN] = true;
+  return new AirlockError('invalid_request', detail, FAULTY_FRAMING);
+}
+
 function checkRequestShape(req: IncomingMessage, maxHeaders: number): void {
+  if ((req.socket as { [FRAMING_BROKEN]?: true })[FRAMING_BROKEN] === true) {
+    throw new AirlockError('invalid_request', 'An earlier request on this connection was refused for its framing, so what follows it cannot be trusted as a request; open a new connection.', FAULTY_FRAMING);
+  }
   const raw = req.rawHeaders;
   if (raw.length / 2 > maxHeaders) {
     throw new AirlockError('headers_too_large', `The request has ${raw.length / 2} header fields; the limit is ${maxHeaders} (limits.max_headers).`);
@@ -571,7 +593,7 @@ function checkRequestShape(req: IncomingMessage, maxHeaders: number): void {
   // node's parser reads "GET /x" (no version, HTTP/0.9) and "HTTP/2.0" request lines, headers and all;
   // only HTTP/1.0 and 1.1 are spoken here (HTTP/2 agents are refused, README).
   if (req.httpVersionMajor !== 1) {
-    throw new AirlockError('invalid_request', `HTTP/${req.httpVersion} is not accepted; Airlock speaks HTTP/1.1 (and 1.0) to agents.`);
+    throw faultyFraming(req, `HTTP/${req.httpVersion} is not accepted; Airlock speaks HTTP/1.1 (and 1.0) to agents.`);
   }
   // Host is required of HTTP/1.1 requests (RFC 9112 3.2); node's own check would answer without a problem body or an audit record.
   if (req.httpVersionMinor === 1 && req.headers.host === undefined) {
@@ -580,10 +602,10 @@ function checkRequestShape(req: IncomingMessage, maxHeaders: number): void {
   const codings = req.headers['transfer-encoding'];
   if (codings !== undefined && req.httpVersionMinor === 0) {
     // RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message means the framing is faulty.
-    throw new AirlockError('invalid_request', 'Transfer-Encoding is not part of HTTP/1.0; send HTTP/1.1, or a Content-Length.');
+    throw faultyFraming(req, 'Transfer-Encoding is not part of HTTP/1.0; send HTTP/1.1, or a Content-Length.');
   }
   if (codings !== undefined && codings.split(',').some((c) => c.trim().toLowerCase() !== 'chunked')) {
-    throw new AirlockError('invalid_request', `Transfer-Encoding "${codings}" is not supported; send the body with Content-Length or plain chunked framing.`);
+    throw faultyFraming(req, `Transfer-Encoding "${codings}" is not supported; send the body with Content-Length or plain chunked framing.`);
   }
   // Content-Type is a singleton (RFC 9110 8.3): node keeps the first copy, which picks the body's override
   // watch (override-watch.ts), while an upstream that takes the last (or joins them) could read the body

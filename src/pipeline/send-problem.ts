@@ -58,7 +58,7 @@ const DRAIN_MAX_MS = 10_000;
  * connection is closed, as its next request would otherwise be read as this one's body.
  */
 export function answerRefusal(req: IncomingMessage, res: ServerResponse, error: AirlockError, requestId: string, scrub: (text: string) => string): void {
-  const drain = !req.complete && drainable(req);
+  const drain = !req.complete && error.headers['connection'] !== 'close' && drainable(req);
   sendProblem(res, error, requestId, !req.complete && !drain, scrub);
   if (drain) drainBody(req);
 }

@@ -47,6 +47,8 @@ describe('a request refused for faulty framing, its body still arriving', () => 
   it.each([
     ['HTTP/1.0 with Transfer-Encoding: chunked', `POST /svc/x HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\nAuthorization: Bearer ${bot.token}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n`],
     ['Transfer-Encoding: gzip, chunked', `POST /svc/x HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${bot.token}\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n`],
+    // Its body whole before the refusal, the hidden request in the same packet.
+    ['HTTP/1.0 with Transfer-Encoding, the body complete', `POST /svc/x HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\nAuthorization: Bearer ${bot.token}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n${`GET /svc/smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${bot.token}\r\n\r\n`}`],
   ])('%s: answered with Connection: close, and nothing after it is read as a request', async (_name, first) => {
     const before = upstream.requests.length;
     const got = await exchange(proxy.url, first, `0\r\n\r\n${smuggled}`);
