@@ -51,6 +51,12 @@ describe('the Airlock image and its compose wiring', () => {
     expect(dockerfile).toMatch(/^USER node$/m);
     expect(dockerfile).toMatch(/^HEALTHCHECK /m);
     expect(dockerfile).toMatch(/^FROM node:20[^\n]* AS build$/m);
+    // A command run in the container (`docker exec ... secrets set NAME`) must read the config the
+    // server runs on: the image also holds the repository's config/airlock.yaml, whose data_dir is not /data.
+    const builtIn = /^COPY docker\/airlock\.yaml (\S+)$/m.exec(dockerfile)?.[1];
+    expect(builtIn).toBe('/etc/airlock/airlock.yaml');
+    expect(/^ENV AIRLOCK_CONFIG=(\S+)$/m.exec(dockerfile)?.[1]).toBe(builtIn);
+    expect(dockerfile).not.toMatch(/^CMD .*--config/m);
     const compose = parse(readFileSync(new URL('../../docker/compose.yaml', import.meta.url), 'utf8')) as { services: Record<string, Record<string, unknown>> };
     expect(compose.services['airlock']?.['read_only']).toBe(true);
     const loaded = loadConfigFile(fileURLToPath(new URL('../../docker/airlock.yaml', import.meta.url)));
