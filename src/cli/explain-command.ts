@@ -14,6 +14,8 @@ import type { ListenerBinding } from '../pipeline/select-service.js';
 import { statusOf } from '../errors.js';
 import { UsageError, type CliIo } from './cli-io.js';
 import { loadConfigOrReport } from './locate-config.js';
+import { checkSecretPresence } from './check-secret-presence.js';
+import type { GrantPolicy } from '../policy/compile-policy.js';
 
 export async function explainCommand(io: CliIo): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -53,9 +55,15 @@ export async function explainCommand(io: CliIo): Promise<number> {
   }
   if (result.route !== null) lines.push(`  route       routes[${result.route.index}]: ${[...result.route.methods].join('|')} ${result.route.template}`);
   if (result.route !== null) lines.push(`  scope       ${result.route.scope}${result.grantedBy === null ? '' : ` (granted by "${result.grantedBy}")`}`);
-  if (result.credential !== null) lines.push(`  credential  ${result.credential.ref}, injected as ${result.credential.injector.description}`);
+  if (result.credential !== null) {
+    lines.push(`  credential  ${result.credential.ref}, injected as ${result.credential.injector.description}`);
+    lines.push(`  secret      ${checkSecretPresence(result.credential.ref, loaded.config, io.env).text}`);
+  }
+  if (result.grant !== null) lines.push(...grantTerms(result.grant));
   if (result.upstreamTarget !== null && result.service !== null) lines.push(`  forwards    ${method.toUpperCase()} ${result.service.upstream.origin}${result.upstreamTarget}`);
   lines.push(`  why         ${result.reason}`);
+  // What explain cannot see: it reads the config, not a running Airlock's state.
+  if (result.decision === 'allow') lines.push('  not seen    a running Airlock\'s revocations (kill switch), anomaly suspensions and rate budgets: `airlock revoke`/`restore`, `airlock anomalies`, admin API GET /v1/revocations');
   // `--host 127.0.0.1:7711` reads like "the request to 127.0.0.1:7711", which is a service's own
   // listener, not a Host on the shared one (found by a fresh-user walkthrough).
   const ownListener = result.code === 'unknown_service' && values.listen === undefined && values.host !== undefined ? listeners.find((l) => l.binding.kind === 'service' && sameAddress(l.address, values.host as string)) : undefined;
@@ -64,6 +72,24 @@ export async function explainCommand(io: CliIo): Promise<number> {
   }
   io.stdout.write(`${lines.join('\n')}\n`);
   return result.decision === 'allow' ? 0 : 2;
+}
+
+/** The grant's terms a caller meets beyond its scope: a human's approval, a rate limit. */
+function grantTerms(grant: GrantPolicy): string[] {
+  const terms: string[] = [];
+  const { require_approval: approval, approval_mode: mode, approval_timeout: timeout, rate } = grant.config;
+  if (approval) {
+    terms.push(
+      mode === 'hold'
+        ? `  approval    a human approves each call: the request waits for the decision, up to ${timeout} s (then 403 approval_timeout)`
+        : `  approval    a human approves each call: the first is answered 202 with an approval id, and the agent sends it again with header x-airlock-approval: <id> once approved (within ${timeout} s)`,
+    );
+  }
+  if (rate !== undefined) {
+    const burst = rate.burst ?? rate.requests;
+    terms.push(`  rate        ${rate.requests} requests per ${rate.per} s, ${burst} at once${rate.concurrency === undefined ? '' : `, ${rate.concurrency} in flight per replica`}; beyond, 429 rate_limited`);
+  }
+  return terms;
 }
 
 /** The agent listeners a config opens: the shared one, then each service's own. */

@@ -35,7 +35,7 @@ import { checkConnectionOptions } from './build-upstream-request.js';
 import type { AuditRecord } from '../observability/audit-record.js';
 import type { SessionRecord } from '../state/governance-records.js';
 import type { GovernanceState } from '../state/governance-state.js';
-import type { AgentPolicy, CredentialPlan, Policy, ServicePolicy } from '../policy/compile-policy.js';
+import type { AgentPolicy, CredentialPlan, GrantPolicy, Policy, ServicePolicy } from '../policy/compile-policy.js';
 import type { CompiledRoute } from '../policy/route-table.js';
 import { grantingEntry } from '../policy/scope-grant.js';
 import { maskAgentTokens } from '../identity/agent-token.js';
@@ -649,6 +649,8 @@ export interface Explanation {
   readonly route: CompiledRoute | null;
   /** The grant entry that holds the scope ("chat:write", "files:*", "*"). */
   readonly grantedBy: string | null;
+  /** The agent's grant for the service, when it holds the scope: its approval and rate terms. */
+  readonly grant: GrantPolicy | null;
   readonly credential: CredentialPlan | null;
   /** Path and query as they would be sent upstream (before credential injection). */
   readonly upstreamTarget: string | null;
@@ -688,11 +690,12 @@ export function explainRequest(policy: Policy, agentName: string, method: string
       service,
       route,
       grantedBy: grantingEntry(grant.scopes, route.scope),
+      grant,
       credential,
       upstreamTarget: canonical.query === null ? path : `${path}?${canonical.query}`,
     };
   } catch (error) {
     const failure = asAirlockError(error);
-    return { decision: 'deny', code: failure.code, reason: failure.detail, agent, service, route, grantedBy: null, credential: null, upstreamTarget: null };
+    return { decision: 'deny', code: failure.code, reason: failure.detail, agent, service, route, grantedBy: null, grant: null, credential: null, upstreamTarget: null };
   }
 }

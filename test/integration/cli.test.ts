@@ -844,6 +844,110 @@ describe('airlock explain', () => {
   });
 });
 
+// Found by a fresh-user walkthrough: on the shipped config, whose file: secrets are not set yet, explain
+// said ALLOW and every such request got 503; and it said nothing of approval or rate terms.
+describe('airlock explain: the secret, the grant\'s terms, and what it cannot see', () => {
+  const EXPLAIN_CONFIG = `
+listen: 127.0.0.1:0
+data_dir: ./data
+log: {level: silent}
+services:
+  openai:
+    upstream: http://127.0.0.1:9
+    credential: {secret: file:openai}
+    routes:
+      - {method: GET, path: /v1/models, scope: models:read}
+  github:
+    upstream: http://127.0.0.1:9
+    credential: {secret: file:github}
+    routes:
+      - {method: GET, path: /user, scope: user:read}
+  crm:
+    upstream: http://127.0.0.1:9
+    credential: {secret: env:CRM_KEY_FOR_EXPLAIN}
+    routes:
+      - {method: POST, path: /v1/tickets, scope: tickets:write}
+agents:
+  bot:
+    tokens: ["${generateAgentToken().hash}"]
+    credentials:
+      - {service: openai, max_scope: [models:read], rate: {requests: 5, per: 1m, burst: 2, concurrency: 3}}
+      - {service: github, max_scope: [user:read], require_approval: true, approval_timeout: 120}
+      - {service: crm, max_scope: [tickets:write], require_approval: true, approval_mode: async, approval_timeout: 600}
+`;
+
+  it('says a file: secret is not stored, then stored, then damaged, never printing its value', async () => {
+    const { file, dataDir } = writeConfig(EXPLAIN_CONFIG);
+    const explain = (): Promise<{ code: number } & CliRun> => run(['explain', '--agent', 'bot', '--config', file, 'GET', '/openai/v1/models']);
+    const missing = await explain();
+    expect(missing.code).toBe(0);
+    expect(missing.out()).toContain(`secret      file:openai is not stored in ${dataDir}: such a request gets 503 credential_unavailable; set it with  npx airlock secrets set openai`);
+
+    const openaiKey = canary('explain-openai');
+    const githubKey = canary('explain-github');
+    expect((await run(['secrets', 'set', 'openai', '--config', file], { stdin: stdinOf(openaiKey) })).code).toBe(0);
+    expect((await run(['secrets', 'set', 'github', '--config', file], { stdin: stdinOf(githubKey) })).code).toBe(0);
+    const stored = await explain();
+    expect(stored.code).toBe(0);
+    expect(stored.out()).toContain(`secret      file:openai is stored in ${dataDir} (set `);
+    expect(stored.out()).toMatch(/is stored in .* \(set \d{4}-\d\d-\d\dT[\d:.]+Z\)\n/);
+
+    // Two entries swapped in the file: each is bound to its own name, so neither decrypts.
+    const secretsPath = join(dataDir, 'secrets.json');
+    const document = JSON.parse(readFileSync(secretsPath, 'utf8')) as { secrets: Record<string, unknown> };
+    [document.secrets['openai'], document.secrets['github']] = [document.secrets['github'], document.secrets['openai']];
+    writeFileSync(secretsPath, JSON.stringify(document));
+    const damaged = await explain();
+    expect(damaged.code).toBe(0);
+    expect(damaged.out()).toContain('secret      file:openai is stored but does not decrypt (damaged): such a request gets 503 credential_unavailable; set it again with  npx airlock secrets set openai');
+    assertNoLeak([openaiKey, githubKey], [missing, stored, damaged].flatMap((r, i) => [{ name: `stdout ${i}`, text: r.out() }, { name: `stderr ${i}`, text: r.err() }]));
+  });
+
+  it('says a file: secret cannot be read when its master key is gone', async () => {
+    const { file, dataDir } = writeConfig(EXPLAIN_CONFIG);
+    expect((await run(['secrets', 'set', 'openai', '--config', file], { stdin: stdinOf(canary('explain-lost-key')) })).code).toBe(0);
+    rmSync(join(dataDir, 'master.key'));
+    const result = await run(['explain', '--agent', 'bot', '--config', file, 'GET', '/openai/v1/models']);
+    expect(result.code).toBe(0);
+    expect(result.out()).toContain(`secret      file:openai cannot be read: ${join(dataDir, 'master.key')} is missing, but`);
+
+    const other = writeConfig(EXPLAIN_CONFIG);
+    expect((await run(['secrets', 'set', 'openai', '--config', other.file], { stdin: stdinOf(canary('explain-bad-file')) })).code).toBe(0);
+    writeFileSync(join(other.dataDir, 'secrets.json'), '{"format":');
+    const unreadable = await run(['explain', '--agent', 'bot', '--config', other.file, 'GET', '/openai/v1/models']);
+    expect(unreadable.code).toBe(0);
+    expect(unreadable.out()).toContain(`secret      file:openai cannot be read: ${join(other.dataDir, 'secrets.json')} is not valid JSON; restore it from a backup`);
+  });
+
+  it('says whether an env: secret is set in this shell, and that the server reads its own environment', async () => {
+    const { file } = writeConfig(EXPLAIN_CONFIG);
+    const args = ['explain', '--agent', 'bot', '--config', file, 'POST', '/crm/v1/tickets'];
+    const unset = await run(args);
+    expect(unset.out()).toContain('secret      env:CRM_KEY_FOR_EXPLAIN is not set in this shell. Airlock reads the environment it was started in: if it is unset there too, such a request gets 503 credential_unavailable');
+    const value = canary('explain-env');
+    const set = await run(args, { env: { CRM_KEY_FOR_EXPLAIN: value } });
+    expect(set.out()).toContain('secret      env:CRM_KEY_FOR_EXPLAIN is set in this shell (Airlock reads the environment it was started in)');
+    assertNoLeak([value], [{ name: 'stdout', text: set.out() }, { name: 'stderr', text: set.err() }]);
+  });
+
+  it('names the grant\'s approval and rate terms, and what a running Airlock may still refuse', async () => {
+    const { file } = writeConfig(EXPLAIN_CONFIG);
+    const rated = await run(['explain', '--agent', 'bot', '--config', file, 'GET', '/openai/v1/models']);
+    expect(rated.out()).toContain('rate        5 requests per 60 s, 2 at once, 3 in flight per replica; beyond, 429 rate_limited');
+    expect(rated.out()).not.toContain('approval    ');
+    expect(rated.out()).toContain('not seen    a running Airlock\'s revocations (kill switch), anomaly suspensions and rate budgets');
+    const held = await run(['explain', '--agent', 'bot', '--config', file, 'GET', '/github/user']);
+    expect(held.out()).toContain('approval    a human approves each call: the request waits for the decision, up to 120 s (then 403 approval_timeout)');
+    expect(held.out()).not.toContain('rate        ');
+    const asynchronous = await run(['explain', '--agent', 'bot', '--config', file, 'POST', '/crm/v1/tickets']);
+    expect(asynchronous.out()).toContain('approval    a human approves each call: the first is answered 202 with an approval id, and the agent sends it again with header x-airlock-approval: <id> once approved (within 600 s)');
+    // A denial has no terms to meet, and nothing more a running Airlock could refuse.
+    const denied = await run(['explain', '--agent', 'bot', '--config', file, 'DELETE', '/openai/v1/models']);
+    expect(denied.code).toBe(2);
+    for (const line of ['secret      ', 'rate        ', 'not seen    ']) expect(denied.out()).not.toContain(line);
+  });
+});
+
 describe('airlock serve', () => {
   it('prints where it listens and the next steps to stderr, then stops when asked, exit 0', async () => {
     const { file, dataDir } = writeConfig(`listen: 127.0.0.1:0
