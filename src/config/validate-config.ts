@@ -33,8 +33,12 @@ function plaintextOffMachine(url: string): string | null {
   }
   if (parsed.protocol !== 'http:') return null;
   const host = parsed.hostname.replace(/^\[|\]$/g, '').toLowerCase();
-  if (host === 'localhost' || host.endsWith('.localhost') || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host)) return null;
-  return host;
+  return onThisMachine(host) ? null : host;
+}
+
+/** Loopback: 127.0.0.0/8, ::1, localhost and *.localhost (RFC 6761). A wildcard bind is every interface. */
+function onThisMachine(host: string): boolean {
+  return host === 'localhost' || host.endsWith('.localhost') || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 export function defaultPrefix(serviceName: string): string {
@@ -54,15 +58,22 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
   // which binds every interface (the second bind would fail with EADDRINUSE at start-up).
   const listeners: Array<{ host: string; port: number; owner: string }> = [];
   const wildcard = (host: string): boolean => host === '0.0.0.0' || host === '::' || host === '0:0:0:0:0:0:0:0';
-  const claimListener = (text: string, path: ProblemPath, owner: string): void => {
+  const claimListener = (text: string, path: ProblemPath, owner: string, carries: string): void => {
     const parsed = parseListen(text);
-    if (parsed === null || parsed.port === 0) return;
+    if (parsed === null) return;
     const host = parsed.host.toLowerCase();
+    // Airlock's listeners speak plain HTTP, so what an agent or an operator sends them is readable on
+    // the network path once they listen beyond this machine. Not strict: a TLS-terminating proxy or a
+    // mesh sidecar in front is a sound setup this check cannot see.
+    if (!onThisMachine(host)) {
+      warning(path, `${owner} listens on ${text}, beyond this machine, over plain HTTP: ${carries} cross the network unencrypted; keep it on loopback, or put TLS in front (a TLS-terminating proxy or a mesh sidecar; README, Security model)`);
+    }
+    if (parsed.port === 0) return;
     const previous = listeners.find((l) => l.port === parsed.port && (l.host === host || wildcard(l.host) || wildcard(host)));
     if (previous !== undefined) return error(path, `${text} clashes with ${previous.host}:${previous.port} of ${previous.owner}; give each listener its own port`);
     listeners.push({ host, port: parsed.port, owner });
   };
-  claimListener(config.listen, ['listen'], 'the agent listener (listen)');
+  claimListener(config.listen, ['listen'], 'the agent listener (listen)', 'agent tokens and request bodies');
   const checkCaFile = (file: string | undefined, path: ProblemPath): void => {
     if (file !== undefined && !existsSync(options.resolvePath(file))) error(path, `CA file ${options.resolvePath(file)} does not exist`);
   };
@@ -86,7 +97,7 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
     }
     prefixes.push({ prefix, service: name });
 
-    if (service.listen !== undefined) claimListener(service.listen, at('listen'), `service ${name}`);
+    if (service.listen !== undefined) claimListener(service.listen, at('listen'), `service ${name}`, 'agent tokens and request bodies');
 
     service.hosts.forEach((host, index) => {
       const lower = host.toLowerCase();
@@ -193,7 +204,7 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
   }
 
   if (config.admin !== undefined) {
-    claimListener(config.admin.listen, ['admin', 'listen'], 'the admin API (admin.listen)');
+    claimListener(config.admin.listen, ['admin', 'listen'], 'the admin API (admin.listen)', 'admin tokens and approval decisions');
     config.admin.tokens.forEach((entry, index) => {
       const hash = typeof entry === 'string' ? entry : entry.hash;
       const owner = tokenOwners.get(hash);

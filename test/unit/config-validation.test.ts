@@ -491,8 +491,29 @@ describe('cross-field rules (validate-config.ts)', () => {
   // A wildcard listener clashes with a specific one on the same port.
   it('a wildcard listener and a specific one on the same port clash', () => {
     expectProblems(build({ services: { one: service({ listen: '0.0.0.0:7711' }), two: service({ listen: '127.0.0.1:7711' }) } }), [
+      { severity: 'warning', path: 'services.one.listen', message: /^service one listens on 0\.0\.0\.0:7711, beyond this machine, over plain HTTP/ },
       { severity: 'error', path: 'services.two.listen', message: /clashes with 0.0.0.0:7711 of service one/ },
     ]);
+  });
+
+  // Airlock's listeners speak plain HTTP: one beyond loopback carries tokens readable on the network
+  // path. A warning, not an error, and not strict: TLS in front is a setup the config cannot show.
+  it.each([
+    ['listen', { listen: '0.0.0.0:7700' }, 'the agent listener (listen) listens on 0.0.0.0:7700', 'agent tokens and request bodies'],
+    ['listen', { listen: '[::]:7700' }, 'the agent listener (listen) listens on [::]:7700', 'agent tokens and request bodies'],
+    ['listen', { listen: '10.1.2.3:0' }, 'the agent listener (listen) listens on 10.1.2.3:0', 'agent tokens and request bodies'],
+    ['services.api.listen', { services: { api: service({ listen: '192.168.1.5:7711' }) } }, 'service api listens on 192.168.1.5:7711', 'agent tokens and request bodies'],
+    ['admin.listen', { admin: { listen: '0.0.0.0:7701', tokens: [HASH_B] } }, 'the admin API (admin.listen) listens on 0.0.0.0:7701', 'admin tokens and approval decisions'],
+  ])('warns of a plain-HTTP listener beyond loopback: %s %j', (path, input, said, carries) => {
+    const base = { services: { api: service() }, agents: { bot: agent([HASH_A], [{ service: 'api', max_scope: ['items:read'] }]) } };
+    const loaded = build({ ...base, ...input });
+    const escape = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    expectProblems(loaded, [{ severity: 'warning', path, message: new RegExp(`^${escape(said)}, beyond this machine, over plain HTTP: ${escape(carries)} cross the network unencrypted; keep it on loopback, or put TLS in front`) }]);
+  });
+
+  it.each([['127.0.0.1:7700'], ['127.9.9.9:0'], ['[::1]:7700'], ['localhost:7700'], ['airlock.localhost:7700']])('does not warn of a loopback listener: %s', (listen) => {
+    const loaded = build({ listen, services: { api: service() }, agents: { bot: agent([HASH_A], [{ service: 'api', max_scope: ['items:read'] }]) } });
+    expect(loaded.problems).toEqual([]);
   });
 });
 
