@@ -251,6 +251,16 @@ function namedWithUse(refs: readonly LocalSecretReference[]): string {
 export const NO_MEMORY_REDUCER = '--no-memory-reducer';
 
 /** V8 takes its flags with - or _ between words, and a boolean one also as --flag=false. */
+/** The anomaly rules that suspend an agent when they fire, by their names in the config. */
+function suspendingRules(config: AirlockConfig): string[] {
+  const anomalies = config.anomalies;
+  if (!anomalies.enabled) return [];
+  const rules = { rate_spike: anomalies.rate_spike, new_route: anomalies.new_route, new_scope: anomalies.new_scope, denial_burst: anomalies.denial_burst, volume_spike: anomalies.volume_spike, off_hours: anomalies.off_hours, new_client_address: anomalies.new_client_address };
+  return Object.entries(rules)
+    .filter(([, rule]) => rule?.action === 'suspend')
+    .map(([name]) => name);
+}
+
 function memoryReducerOn(nodeFlags: readonly string[]): boolean {
   const off = new Set([NO_MEMORY_REDUCER, '--memory-reducer=false']);
   return !nodeFlags.some((flag) => off.has(flag.replaceAll('_', '-')));
@@ -289,6 +299,17 @@ function summary(config: AirlockConfig, url: string, serviceUrls: Readonly<Recor
   if (first !== undefined) next.push(`Point an SDK at ${url}${first.prefix} (plus the API's version path, e.g. /v1) with the alk_ token as its API key.`);
   next.push(`Check a decision without calling upstream: \`npx airlock explain --agent NAME GET ${first === undefined ? '/service/path' : `${first.prefix}/v1/models`}\`.`);
   lines.push('', 'Next:', ...next.map((n, i) => `  ${i + 1}. ${n}`), '');
+  const suspending = suspendingRules(config);
+  if (config.admin === null && suspending.length > 0) {
+    // A suspension outlives restarts and only the admin API lifts it (README, Anomaly detection): an
+    // agent stuck on a denied route would be locked out with no command that can let it back in.
+    lines.push(
+      `Note: anomaly rule ${suspending.join(', ')} suspends an agent (anomalies.<rule>.action: suspend), and only the admin API`,
+      'lifts a suspension (`npx airlock restore agent NAME`), which this config does not configure. Add an admin block',
+      '(listen, tokens: a saved file is applied without a restart), or set the action to alert.',
+      '',
+    );
+  }
   if (nodeFlags !== undefined && memoryReducerOn(nodeFlags)) {
     lines.push(
       `Note: node was started without ${NO_MEMORY_REDUCER}. After an idle spell, large responses can cost up to twice the CPU`,

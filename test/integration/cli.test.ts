@@ -1002,6 +1002,28 @@ agents:
     await expect(fetch(`${url}/_airlock/health`)).rejects.toThrow();
   });
 
+  // Found by a fresh-user walkthrough: denial_burst suspends by default, a suspension outlives restarts,
+  // and only the admin API lifts it; the shipped config has no admin block.
+  it.each([
+    ['no admin block, the default denial_burst', '', 'denial_burst'],
+    ['no admin block, two rules set to suspend', 'anomalies: {new_route: {action: suspend}}\n', 'new_route, denial_burst'],
+    ['an admin block', `admin: {listen: "127.0.0.1:0", tokens: ["${generateAgentToken().hash}"]}\n`, null],
+    ['denial_burst set to alert', 'anomalies: {denial_burst: {action: alert}}\n', null],
+    ['anomaly detection off', 'anomalies: {enabled: false}\n', null],
+  ])('notes suspending anomaly rules that nothing can lift: %s', async (_name, extra, rules) => {
+    const { file } = writeConfig(`listen: 127.0.0.1:0\ndata_dir: ./data\nlog: {level: silent}\nservices: {}\nagents: {}\n${extra}`);
+    const cli = cliIo(['serve', '--config', file]);
+    const exit = runCli(cli.io);
+    await summaryPrinted(cli);
+    cli.stop('SIGTERM');
+    expect(await exit).toBe(0);
+    if (rules === null) {
+      expect(cli.err()).not.toContain('suspends an agent');
+    } else {
+      expect(cli.err()).toContain(`Note: anomaly rule ${rules} suspends an agent (anomalies.<rule>.action: suspend), and only the admin API\nlifts a suspension (\`npx airlock restore agent NAME\`), which this config does not configure.`);
+    }
+  });
+
   it('notes a node started without --no-memory-reducer, and says how to start it', async () => {
     const { file } = writeConfig('listen: 127.0.0.1:0\ndata_dir: ./data\nlog: {level: silent}\nservices: {}\nagents: {}\n');
     const cases = [
