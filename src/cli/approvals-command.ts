@@ -5,11 +5,11 @@
  * previews them (masked there; the console shows the whole preview).
  */
 import { parseArgs } from 'node:util';
-import { HIDDEN_CHARACTERS } from '../policy/hidden-characters.js';
 import { headerLine, headersOf } from '../policy/preview-request.js';
 import { AdminCallError, callAdmin, reportRefusal } from './admin-client.js';
 import { UsageError, type CliIo } from './cli-io.js';
 import { loadConfigOrReport } from './locate-config.js';
+import { oneLine } from './one-line.js';
 
 const USAGE = 'usage: airlock approvals list [--all] | approvals approve ID [--reason TEXT] | approvals deny ID [--reason TEXT]   [--config FILE]';
 
@@ -72,26 +72,14 @@ function previewLines(preview: unknown): string[] {
   if (typeof preview !== 'object' || preview === null) return [];
   const p = preview as Record<string, unknown>;
   const lines: string[] = [];
-  if (typeof p['query'] === 'string') lines.push(`query: ${oneLine(p['query'])}`);
+  if (typeof p['query'] === 'string') lines.push(`query: ${oneLine(p['query'], SUMMARY_CHARS)}`);
   const headers = headerLine(headersOf(p['headers']));
   if (headers !== '') lines.push(`headers: ${oneLine(headers, HEADERS_CHARS)}`);
   const bytes = typeof p['body_bytes'] === 'number' ? p['body_bytes'] : 0;
   if (bytes > 0) {
-    const type = typeof p['content_type'] === 'string' ? ` ${oneLine(p['content_type'])}` : '';
-    const body = typeof p['body'] === 'string' ? `  ${oneLine(p['body'])}` : '  (not text, not shown)';
+    const type = typeof p['content_type'] === 'string' ? ` ${oneLine(p['content_type'], SUMMARY_CHARS)}` : '';
+    const body = typeof p['body'] === 'string' ? `  ${oneLine(p['body'], SUMMARY_CHARS)}` : '  (not text, not shown)';
     lines.push(`body: ${bytes.toLocaleString('en-US')} bytes${type}${body}`);
   }
   return lines;
-}
-
-/**
- * Whitespace runs as one space, cut at `limit` characters with "…" (a session's justification goes
- * through here too: found by review, its line breaks printed a fake "approved" line under it). The preview was masked before the admin
- * API cut it, and comes with control characters escaped; any left (a record from elsewhere in shared
- * state) are shown as "?" (the preview's set, hidden-characters.ts), so a terminal shows only what the
- * text says.
- */
-function oneLine(text: string, limit = SUMMARY_CHARS): string {
-  const chars = Array.from(text.replace(/\s+/g, ' ').replace(HIDDEN_CHARACTERS, '?').trim());
-  return chars.length > limit ? `${chars.slice(0, limit).join('')}…` : chars.join('');
 }

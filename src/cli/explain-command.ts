@@ -63,7 +63,7 @@ export async function explainCommand(io: CliIo): Promise<number> {
   if (result.upstreamTarget !== null && result.service !== null) lines.push(`  forwards    ${method.toUpperCase()} ${result.service.upstream.origin}${result.upstreamTarget}`);
   lines.push(`  why         ${result.reason}`);
   // What explain cannot see: it reads the config, not a running Airlock's state.
-  if (result.decision === 'allow') lines.push('  not seen    a running Airlock\'s revocations (kill switch), anomaly suspensions and rate budgets: `airlock revoke`/`restore`, `airlock anomalies`, admin API GET /v1/revocations');
+  if (result.decision === 'allow') lines.push('  not seen    a running Airlock\'s revocations (kill switch), anomaly suspensions and rate budgets (`airlock status` shows the revocations)');
   // `--host 127.0.0.1:7711` reads like "the request to 127.0.0.1:7711", which is a service's own
   // listener, not a Host on the shared one (found by a fresh-user walkthrough).
   const ownListener = result.code === 'unknown_service' && values.listen === undefined && values.host !== undefined ? listeners.find((l) => l.binding.kind === 'service' && sameAddress(l.address, values.host as string)) : undefined;

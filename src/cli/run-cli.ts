@@ -9,6 +9,7 @@
 import { editDistance } from '../config/load-config.js';
 import { UsageError, type CliIo } from './cli-io.js';
 import { checkCommand } from './check-command.js';
+import { statusCommand } from './status-command.js';
 import { anomaliesCommand } from './anomalies-command.js';
 import { approvalsCommand } from './approvals-command.js';
 import { auditCommand } from './audit-command.js';
@@ -30,6 +31,7 @@ const COMMANDS: Readonly<Record<string, { run: (io: CliIo) => Promise<number>; s
   approvals: { run: approvalsCommand, summary: 'approvals list [--all] | approve ID | deny ID [--config F]  decide pending approvals (--reason TEXT)' },
   revoke: { run: revokeCommand, summary: 'revoke agent|session|credential|service NAME | all [--config F]  the kill switch (--reason TEXT)' },
   restore: { run: restoreCommand, summary: 'restore agent|credential|service NAME | all [--config F]  lift a revocation (a revoked session is ended for good)' },
+  status: { run: statusCommand, summary: 'status [--json] [--config F]        a running Airlock: audit, revocations, approvals, sessions, credentials' },
   anomalies: { run: anomaliesCommand, summary: 'anomalies [--agent NAME] [--limit N] [--json] [--config F]  recent anomaly events and their evidence' },
   audit: { run: auditCommand, summary: 'audit verify [FILE...] [--complete] [--head HASH] [--config F]  check the audit hash chain; names the first bad line' },
   demo: { run: demoCommand, summary: 'demo                               an offline walk-through with a stand-in upstream' },

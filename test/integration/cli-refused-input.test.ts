@@ -44,7 +44,7 @@ describe('airlock (dispatch) does not repeat what it refuses', () => {
     expect(typo.stderr).not.toContain('"serv"');
   });
 
-  it.each(['check', 'serve', 'explain', 'approvals', 'revoke', 'restore', 'anomalies', 'audit'])('%s: an unknown option and an unexpected argument are said without their text', async (command) => {
+  it.each(['check', 'serve', 'explain', 'approvals', 'revoke', 'restore', 'status', 'anomalies', 'audit'])('%s: an unknown option and an unexpected argument are said without their text', async (command) => {
     const pasted = canary(`cli-opt-${command}`);
     const option = await runCliCapture([command, `--${pasted}`], {}, []);
     expect(option.code).toBe(1);

@@ -1254,6 +1254,7 @@ describe('every option is in --help and in the README\'s CLI table', () => {
     ['approvals', true],
     ['revoke', true],
     ['restore', true],
+    ['status', true],
     ['anomalies', true],
     ['audit', true],
     ['demo', false],

@@ -1,0 +1,89 @@
+/**
+ * `airlock status [--json] [--config F]`: what a running Airlock holds right now, through its admin API:
+ * the audit log, a lockdown and the revocations in force (the kill switch, anomaly suspensions among
+ * them), pending approvals, live task sessions and each credential's state. The other commands change
+ * these; without this one an operator had no command to see them (found by a fresh-user walkthrough).
+ * Exit 0 when all is well, 2 when something needs an operator (audit failing, a lockdown, a revocation,
+ * a credential failing or missing), 1 when the admin API cannot be asked.
+ */
+import { parseArgs } from 'node:util';
+import { AdminCallError, callAdmin, reportRefusal } from './admin-client.js';
+import type { CliIo } from './cli-io.js';
+import { loadConfigOrReport } from './locate-config.js';
+import { oneLine } from './one-line.js';
+
+type View = Record<string, unknown>;
+
+/** Characters of a reason, a justification or an error shown on a line. */
+const TEXT_CHARS = 120;
+
+export async function statusCommand(io: CliIo): Promise<number> {
+  const { values } = parseArgs({ args: [...io.args], options: { config: { type: 'string' }, json: { type: 'boolean', default: false } }, allowPositionals: false });
+  const loaded = loadConfigOrReport(io, values.config);
+  if (loaded === null) return 1;
+  const answers: Record<string, View> = {};
+  try {
+    for (const [name, path] of [
+      ['health', '/v1/health'],
+      ['revocations', '/v1/revocations'],
+      ['sessions', '/v1/sessions'],
+      ['credentials', '/v1/credentials'],
+    ] as const) {
+      const answer = await callAdmin(io, loaded, 'GET', path);
+      if (answer.status !== 200) return reportRefusal(io, answer, `Asking ${path}`);
+      answers[name] = answer.body;
+    }
+  } catch (error) {
+    if (!(error instanceof AdminCallError)) throw error;
+    io.stderr.write(`${error.message}\n`);
+    return 1;
+  }
+  const health = answers['health'] as View;
+  const revocations = listOf(answers['revocations'], 'revocations');
+  const sessions = listOf(answers['sessions'], 'sessions');
+  const credentials = listOf(answers['credentials'], 'credentials');
+  const troubled = credentials.filter((c) => c['failing'] === true || c['state'] === 'missing' || c['state'] === 'expired');
+  const attention = health['audit'] !== 'writable' || health['lockdown'] === true || revocations.length > 0 || troubled.length > 0;
+  if (values.json) {
+    io.stdout.write(`${JSON.stringify({ health, revocations, sessions, credentials }, null, 2)}\n`);
+    return attention ? 2 : 0;
+  }
+  const lines: string[] = [`Airlock at admin ${loaded.config.admin?.listen ?? ''}: ${attention ? 'NEEDS ATTENTION' : 'ok'}`];
+  const head = typeof health['audit_head'] === 'string' ? ` (head ${health['audit_head'].slice(0, 12)}…)` : '';
+  lines.push(`  audit        ${health['audit'] === 'writable' ? `writable${head}` : 'FAILING: requests are refused (503 audit_unavailable) until it is writable again'}`);
+  const lockdown = revocations.find((r) => r['kind'] === 'all');
+  lines.push(`  lockdown     ${lockdown === undefined ? 'none' : `IN FORCE: every request refused (503 locked_down); ${revoked(lockdown)}; lift: npx airlock restore all`}`);
+  const others = revocations.filter((r) => r['kind'] !== 'all');
+  lines.push(`  revocations  ${others.length === 0 ? 'none' : `${others.length}; lift one with  npx airlock restore KIND TARGET`}`);
+  for (const r of others) lines.push(`    ${String(r['kind'])} ${String(r['target'])}  ${revoked(r)}`);
+  const pending = Number(health['approvals_pending'] ?? 0);
+  lines.push(`  approvals    ${pending === 0 ? 'none pending' : `${pending} pending: npx airlock approvals list`}`);
+  lines.push(`  sessions     ${sessions.length === 0 ? 'none live' : `${sessions.length} live`}`);
+  for (const s of sessions) {
+    const scopes = Object.entries((s['scopes'] as Record<string, string[]> | null) ?? {})
+      .map(([service, list]) => `${service}: ${list.join(' ')}`)
+      .join('; ');
+    const why = typeof s['justification'] === 'string' ? `  "${oneLine(s['justification'], TEXT_CHARS)}"` : '';
+    lines.push(`    ${String(s['id'])}  ${String(s['agent'])}  until ${String(s['expires_at'])}  ${oneLine(scopes, TEXT_CHARS)}${why}`);
+  }
+  lines.push(`  credentials  ${credentials.length === 0 ? 'none fetched yet' : `${credentials.length}${troubled.length === 0 ? ', all servable' : `, ${troubled.length} failing or missing`}`}`);
+  for (const c of credentials) lines.push(`    ${credentialLine(c)}`);
+  io.stdout.write(`${lines.join('\n')}\n`);
+  return attention ? 2 : 0;
+}
+
+function listOf(view: View | undefined, key: string): View[] {
+  const list = view?.[key];
+  return Array.isArray(list) ? (list as View[]) : [];
+}
+
+function revoked(r: View): string {
+  return `by ${String(r['by'])} at ${String(r['at'])}${typeof r['reason'] === 'string' && r['reason'] !== '' ? `: "${oneLine(r['reason'], TEXT_CHARS)}"` : ''}`;
+}
+
+function credentialLine(c: View): string {
+  const age = typeof c['age_seconds'] === 'number' ? `, fetched ${Math.round(c['age_seconds'])} s ago` : '';
+  const generation = c['generation'] === null || c['generation'] === undefined ? '' : `, generation ${String(c['generation'])}`;
+  const failures = c['failing'] === true ? `, FAILING (${String(c['consecutive_failures'])} in a row)${typeof c['last_error'] === 'string' ? `: ${oneLine(c['last_error'], TEXT_CHARS)}` : ''}` : '';
+  return `${String(c['ref'])}  ${String(c['state'])}${generation}${age}${failures}`;
+}

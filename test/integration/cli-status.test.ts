@@ -1,0 +1,134 @@
+/**
+ * `airlock status` against a real running Airlock through its admin API: the audit log, the lockdown,
+ * revocations (an operator's and their reasons), pending approvals, live task sessions (an agent's
+ * justification shown on one line, whatever characters it holds) and each credential's state, with
+ * exit 0 when all is well and 2 when something needs an operator. Nothing secret reaches its output.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateAgentToken } from '../../src/identity/agent-token.js';
+import { assertNoLeak } from '../helpers/assert-no-leak.js';
+import { canary } from '../helpers/canary.js';
+import { freePort, runCliCapture, writeConfigFile, type CliRun } from '../helpers/operator.js';
+import { sendRequest } from '../helpers/send-request.js';
+import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
+import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
+
+describe('airlock status', () => {
+  const llmKey = canary('status-llm');
+  const agent = generateAgentToken();
+  const alice = generateAgentToken();
+  const seen: string[] = [];
+  const runs: CliRun[] = [];
+  const sessionTokens: string[] = [];
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+  let cliConfig: string;
+
+  beforeAll(async () => {
+    upstream = await startUpstream();
+    const port = await freePort();
+    proxy = await startProxy(
+      {
+        admin: { listen: `127.0.0.1:${port}`, tokens: [{ name: 'alice', hash: alice.hash }] },
+        services: {
+          llm: { upstream: upstream.url, credential: { secret: 'env:STATUS_LLM_KEY' }, routes: [{ method: 'GET', path: '/v1/models', scope: 'models:read' }] },
+          crm: { upstream: upstream.url, credential: { secret: 'env:STATUS_CRM_KEY_UNSET' }, routes: [{ method: 'GET', path: '/v1/tickets', scope: 'tickets:read' }] },
+        },
+        agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'llm', max_scope: ['models:read'] }] } },
+      },
+      { env: { STATUS_LLM_KEY: llmKey } },
+    );
+    cliConfig = writeConfigFile(tempDir('airlock-status-cli-'), { admin: { listen: `127.0.0.1:${port}`, tokens: [alice.hash] } });
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+  });
+
+  async function status(...extra: string[]): Promise<CliRun> {
+    const run = await runCliCapture(['status', '--config', cliConfig, ...extra], { AIRLOCK_ADMIN_TOKEN: alice.token }, seen);
+    runs.push(run);
+    return run;
+  }
+
+  it('lists the credentials, the one whose secret is missing among them, and exits 2 for it', async () => {
+    const run = await status();
+    expect(run.code, run.stderr).toBe(2);
+    expect(run.stdout).toMatch(/^Airlock at admin 127\.0\.0\.1:\d+: NEEDS ATTENTION\n/);
+    expect(run.stdout).toMatch(/ {2}audit {8}writable \(head [0-9a-f]{12}…\)\n/);
+    expect(run.stdout).toContain('  lockdown     none\n');
+    expect(run.stdout).toContain('  revocations  none\n');
+    expect(run.stdout).toContain('  approvals    none pending\n');
+    expect(run.stdout).toContain('  sessions     none live\n');
+    expect(run.stdout).toContain('  credentials  2, 1 failing or missing\n');
+    expect(run.stdout).toMatch(/\n {4}env:STATUS_LLM_KEY {2}fresh, fetched \d+ s ago\n/);
+    expect(run.stdout).toMatch(/\n {4}env:STATUS_CRM_KEY_UNSET {2}missing/);
+  });
+
+  it('shows a live session on one line, its justification\'s line break as a space', async () => {
+    const minted = await sendRequest(`${proxy.url}/_airlock/sessions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${agent.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ scopes: { llm: ['models:read'] }, justification: 'triage ticket 42\nalice approved everything', ttl_seconds: 600 }),
+    });
+    expect(minted.status, minted.text).toBe(201);
+    const { session_id: sessionId, session_token: sessionToken } = minted.json<{ session_id: string; session_token: string }>();
+    sessionTokens.push(sessionToken);
+    const run = await status();
+    expect(run.stdout).toContain('  sessions     1 live\n');
+    const line = run.stdout.split('\n').find((l) => l.startsWith(`    ${sessionId}  bot  until `));
+    expect(line, run.stdout).toBeDefined();
+    expect(line).toContain('llm: models:read  "triage ticket 42 alice approved everything"');
+    expect(run.stdout).not.toContain('\nalice approved everything');
+  });
+
+  it('shows a revocation with who made it and why, and a lockdown, until each is lifted', async () => {
+    const env = { AIRLOCK_ADMIN_TOKEN: alice.token };
+    expect((await runCliCapture(['revoke', 'agent', 'bot', '--reason', 'leaked laptop\nreboot', '--config', cliConfig], env, seen)).code).toBe(0);
+    const revoked = await status();
+    expect(revoked.code).toBe(2);
+    expect(revoked.stdout).toContain('  revocations  1; lift one with  npx airlock restore KIND TARGET\n');
+    expect(revoked.stdout).toContain('  sessions     none live\n');
+    expect(revoked.stdout).toMatch(/\n {4}agent bot {2}by alice at \d{4}-\d\d-\d\dT[\d:.]+Z: "leaked laptop reboot"\n/);
+
+    expect((await runCliCapture(['revoke', 'all', '--reason', 'incident 7', '--config', cliConfig], env, seen)).code).toBe(0);
+    const locked = await status();
+    expect(locked.stdout).toMatch(/ {2}lockdown {5}IN FORCE: every request refused \(503 locked_down\); by alice at [^:]+:[^:]+:[^ ]+: "incident 7"; lift: npx airlock restore all\n/);
+    expect(locked.stdout).toContain('  revocations  1;');
+
+    expect((await runCliCapture(['restore', 'all', '--config', cliConfig], env, seen)).code).toBe(0);
+    expect((await runCliCapture(['restore', 'agent', 'bot', '--config', cliConfig], env, seen)).code).toBe(0);
+    const lifted = await status();
+    expect(lifted.stdout).toContain('  lockdown     none\n');
+    expect(lifted.stdout).toContain('  revocations  none\n');
+  });
+
+  it('--json gives every part as the admin API does', async () => {
+    const run = await status('--json');
+    const parsed = JSON.parse(run.stdout) as { health: { audit: string }; revocations: unknown[]; sessions: unknown[]; credentials: Array<{ ref: string; state: string }> };
+    expect(parsed.health.audit).toBe('writable');
+    expect(parsed.revocations).toEqual([]);
+    // Revoking bot above ended its session for good; restoring the agent does not bring it back.
+    expect(parsed.sessions).toEqual([]);
+    expect(parsed.credentials.map((c) => [c.ref, c.state]).sort()).toEqual([
+      ['env:STATUS_CRM_KEY_UNSET', 'missing'],
+      ['env:STATUS_LLM_KEY', 'fresh'],
+    ]);
+    expect(run.code).toBe(2);
+  });
+
+  it('without an admin token or an admin API, says what to do, exit 1', async () => {
+    const noToken = await runCliCapture(['status', '--config', cliConfig], {}, seen);
+    expect(noToken.code).toBe(1);
+    expect(noToken.stderr).toContain('Set AIRLOCK_ADMIN_TOKEN to an admin token');
+    const noAdmin = await runCliCapture(['status', '--config', writeConfigFile(tempDir('airlock-status-noadmin-'), {})], { AIRLOCK_ADMIN_TOKEN: alice.token }, seen);
+    expect(noAdmin.code).toBe(1);
+    expect(noAdmin.stderr).toContain('No admin API is configured in');
+  });
+
+  it('prints no secret and no token', () => {
+    expect(runs.length).toBeGreaterThanOrEqual(6);
+    assertNoLeak([llmKey, agent.token, alice.token, ...sessionTokens], [{ name: 'status output', text: runs.map((r) => `${r.stdout}\n${r.stderr}`).join('\n') }, { name: 'all CLI output', text: seen.join('\n') }]);
+  });
+});
