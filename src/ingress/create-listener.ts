@@ -10,6 +10,7 @@ import type { Duplex } from 'node:stream';
 import type { LimitsSpec } from '../config/schema.js';
 import type { DeepReadonly } from '../config/types.js';
 import { AirlockError } from '../errors.js';
+import { drainingRefusedBody } from '../pipeline/send-problem.js';
 import { holdContinue } from './expect-continue.js';
 
 export interface ListenerHandlers {
@@ -46,9 +47,10 @@ function parseFailure(error: NodeJS.ErrnoException, bounds: ListenerBounds): Air
  */
 export function refuseClientErrors(server: Server, refuse: (socket: Duplex, failure: AirlockError) => void, bounds: ListenerBounds = AGENT_LISTENER_BOUNDS): void {
   server.on('clientError', function refuseUnparsable(error: NodeJS.ErrnoException, socket: Duplex) {
-    // A reset or an already-answered socket has no one to tell.
+    // A reset or an already-answered socket has no one to tell (a refused request whose body is being
+    // drained was answered, though node has detached that answer from the socket).
     const inFlight = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
-    if (error.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent === true) {
+    if (error.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent === true || drainingRefusedBody(socket)) {
       socket.destroy();
       return;
     }

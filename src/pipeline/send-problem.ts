@@ -74,10 +74,23 @@ function drainable(req: IncomingMessage): boolean {
   return !(declared > DRAIN_MAX_BYTES);
 }
 
+/** Marks a socket whose request was answered and whose body is being read and thrown away. */
+const DRAINING = Symbol('airlock.drainingRefusedBody');
+
+/**
+ * True while a refused request's body is drained: node may then report the request as timed out
+ * (limits.request_timeout) or malformed, and the listener must close the connection rather than answer
+ * a second time (found by review: a 408 followed the 401, with a second audit record).
+ */
+export function drainingRefusedBody(socket: Duplex): boolean {
+  return (socket as { [DRAINING]?: true })[DRAINING] === true;
+}
+
 function drainBody(req: IncomingMessage): void {
   // From whatever read it (the body guard undici was reading): the bytes go nowhere now.
   req.unpipe();
   const socket = req.socket;
+  (socket as { [DRAINING]?: true })[DRAINING] = true;
   let read = 0;
   const deadline = setTimeout(() => socket.destroy(), DRAIN_MAX_MS);
   deadline.unref();
@@ -86,6 +99,7 @@ function drainBody(req: IncomingMessage): void {
     if (read > DRAIN_MAX_BYTES) socket.destroy();
   });
   req.once('close', () => clearTimeout(deadline));
+  req.once('end', () => delete (socket as { [DRAINING]?: true })[DRAINING]);
   req.resume();
 }
 
