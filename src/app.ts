@@ -9,8 +9,8 @@
  *  - a generation is what a config compiles to: policy, upstream pools, the credential broker, JWT
  *    verification, the approval broker, tracing. A reload builds a new generation from a validated
  *    config and swaps it in at once; requests already running finish on the old one, which is closed
- *    when its last request ends. A config that changes what only a restart can change (listen
- *    addresses, data_dir, audit, state, workers) is refused and the old one stays.
+ *    when its last request ends. What only a restart can change (listen addresses, data_dir, audit,
+ *    state, workers, limits) keeps its running value, and the rest of the new config applies.
  */
 import { once } from 'node:events';
 import type { Server } from 'node:http';
@@ -24,7 +24,7 @@ import { adminDirectory } from './admin/authenticate-admin.js';
 import { adminHostNames } from './admin/check-admin-host.js';
 import { workerCount } from './config/worker-count.js';
 import { parseListen } from './config/schema.js';
-import type { AirlockConfig } from './config/types.js';
+import type { AirlockConfig, ServiceConfig } from './config/types.js';
 import { createCredentialBroker, type CredentialBroker } from './credentials/credential-broker.js';
 import { loadMasterKey } from './credentials/master-key.js';
 import { TokenHashes } from './identity/token-hashes.js';
@@ -83,7 +83,8 @@ export interface AirlockOptions {
   } | null;
 }
 
-export type ReloadResult = { readonly ok: true } | { readonly ok: false; readonly reason: string };
+/** `restartNeeded`: the changed settings only a restart applies (restartOnlyChanges), kept as they run. */
+export type ReloadResult = { readonly ok: true; readonly restartNeeded?: readonly string[] } | { readonly ok: false; readonly reason: string };
 
 export interface RunningAirlock {
   /** http://host:port of the shared agent listener. */
@@ -96,7 +97,7 @@ export interface RunningAirlock {
   readonly policy: Policy;
   readonly logger: Logger;
   readonly metrics: Metrics;
-  /** Swaps in a new, already validated config; refused (the old stays) when only a restart could apply it. */
+  /** Swaps in a new, already validated config; what only a restart could apply keeps its running value. */
   reload(config: AirlockConfig): Promise<ReloadResult>;
   /** Stops accepting, lets requests in flight finish up to `deadlineMs` (default shutdown_timeout), then closes everything. */
   close(deadlineMs?: number): Promise<void>;
@@ -275,6 +276,35 @@ function restartOnlyChanges(before: AirlockConfig, after: AirlockConfig): string
   if (before.workers !== after.workers) changed.push('workers');
   if (!same(before.limits, after.limits)) changed.push('limits');
   return changed;
+}
+
+/**
+ * `after` with the settings only a restart can change kept as they run: the rest of the file applies.
+ * A whole file was refused before, so a restart-only edit left pending (limits, an admin block added)
+ * silently kept every later save out too, a scope or token removed among them (found by a fresh-user
+ * walkthrough). A service's own listener stays bound to its name (a service removed answers 404 there);
+ * a new service's `listen` waits for the restart (it is reached by its prefix until then); an admin
+ * block removed keeps its listener with no token admitted; one added waits for the restart.
+ */
+function keepRestartOnly(before: AirlockConfig, after: AirlockConfig): AirlockConfig {
+  const services: Record<string, ServiceConfig> = {};
+  for (const [name, service] of Object.entries(after.services)) {
+    const running = before.services[name]?.listen;
+    const { listen: _waits, ...rest } = service;
+    services[name] = Object.freeze(running === undefined ? rest : { ...rest, listen: running });
+  }
+  const admin = before.admin === null ? null : after.admin === null ? { ...before.admin, tokens: [] } : { ...after.admin, listen: before.admin.listen };
+  return Object.freeze({
+    ...after,
+    listen: before.listen,
+    data_dir: before.data_dir,
+    audit: before.audit,
+    state: before.state,
+    workers: before.workers,
+    limits: before.limits,
+    admin: admin === null ? null : Object.freeze(admin),
+    services: Object.freeze(services),
+  });
 }
 
 /** What a generation being built owns so far: closed again when building it fails. */
@@ -714,15 +744,10 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
     async reload(next) {
       if (closing !== null) return { ok: false, reason: 'Airlock is shutting down' };
       const changed = restartOnlyChanges(current.config, next);
-      if (changed.length > 0) {
-        metrics.reloads.inc({ result: 'refused' });
-        const reason = `the new config changes ${changed.join(', ')}, which only a restart can apply; the running config stays`;
-        logger.error({ changed }, `config reload refused: ${reason}`);
-        return { ok: false, reason };
-      }
+      const applied = changed.length === 0 ? next : keepRestartOnly(current.config, next);
       let fresh: Generation;
       try {
-        fresh = await buildGeneration(next, durable, current);
+        fresh = await buildGeneration(applied, durable, current);
       } catch (error) {
         metrics.reloads.inc({ result: 'invalid' });
         logger.error({ err: error }, 'config reload failed; the running config stays');
@@ -743,10 +768,12 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
       durable.requestLog.lines = next.log.requests;
       previous.retired = true;
       if (previous.inflight === 0) void closeGeneration(previous, durable, previous.tracing !== fresh.tracing);
-      metrics.reloads.inc({ result: 'success' });
+      metrics.reloads.inc({ result: changed.length === 0 ? 'success' : 'partial' });
       logger.info({ services: fresh.policy.services.length, agents: fresh.policy.agentByName.size }, 'config reloaded; requests in flight finish on the previous one');
-      await lifecycleRecord(fresh.runtime, 'airlock:reload', `configuration reloaded: ${fresh.policy.services.length} services, ${fresh.policy.agentByName.size} agents`);
-      return { ok: true };
+      const waiting = changed.length === 0 ? '' : `; ${changed.join(', ')} changed too, which only a restart applies: until then the running values stay`;
+      if (changed.length > 0) logger.warn({ changed }, `config reloaded except ${changed.join(', ')}: only a restart applies those, and until then the running values stay`);
+      await lifecycleRecord(fresh.runtime, 'airlock:reload', `configuration reloaded: ${fresh.policy.services.length} services, ${fresh.policy.agentByName.size} agents${waiting}`);
+      return changed.length === 0 ? { ok: true } : { ok: true, restartNeeded: changed };
     },
     close(deadlineMs) {
       closing ??= (async () => {

@@ -160,7 +160,7 @@ export function createMetrics(): Metrics {
     }),
     auditWriteFailures: new Counter({ name: 'airlock_audit_write_failures_total', help: 'Audit writes, or single records, that failed (a failed write refuses new requests until one succeeds, unless audit.on_failure is log).', registers }),
     auditWebhookDropped: new Counter({ name: 'airlock_audit_webhook_dropped_total', help: 'Audit records missing from the audit.webhook copy: dropped while it was 1,000 records behind, or in a batch it refused or could not be sent (they are in the audit file).', registers }),
-    reloads: new Counter({ name: 'airlock_config_reloads_total', help: 'Configuration reloads, by result (success, invalid, refused: needs a restart).', labelNames: ['result'], registers }),
+    reloads: new Counter({ name: 'airlock_config_reloads_total', help: 'Configuration reloads, by result (success; partial: applied but for settings only a restart applies; invalid: the running config stays).', labelNames: ['result'], registers }),
     anomalies: new Counter({ name: 'airlock_anomalies_total', help: 'Anomaly events raised, by rule and action (alert or suspend).', labelNames: ['rule', 'action'], registers }),
     bind(live) {
       sources = live;
