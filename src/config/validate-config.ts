@@ -36,6 +36,15 @@ function plaintextOffMachine(url: string): string | null {
   return onThisMachine(host) ? null : host;
 }
 
+/**
+ * Approvals are decided through the admin API (the console, `airlock approvals`, an approver's own tool
+ * called by the webhook): without one, a call that needs an approval can only wait and be refused
+ * (found by a fresh-user walkthrough: check said OK, and every such request hung for its timeout).
+ */
+function nobodyApproves(consequence: string): string {
+  return `nobody can approve: approvals are decided through the admin API (the console, \`npx airlock approvals\`), which this config does not configure, so ${consequence}; add an admin block (README, Admin API and console) (fails check --strict)`;
+}
+
 /** Loopback: 127.0.0.0/8, ::1, localhost and *.localhost (RFC 6761). A wildcard bind is every interface. */
 function onThisMachine(host: string): boolean {
   return host === 'localhost' || host.endsWith('.localhost') || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
@@ -121,6 +130,7 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
         if (first !== undefined) warning(at('routes', index), `${key} is already matched by routes[${first}] (first match wins), so this entry is never used`);
         else seen.set(key, index);
       }
+      if (route.require_approval && config.admin === undefined) warning(at('routes', index, 'require_approval'), nobodyApproves('a call to this route waits its grant\'s approval_timeout and is refused'), true);
     });
   }
 
@@ -155,6 +165,7 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
         const matchesSome = pattern === '*' || (pattern.endsWith('*') ? routeScopes.some((s) => s.startsWith(pattern.slice(0, -1))) : routeScopes.includes(pattern));
         if (!matchesSome) warning(at('credentials', index, 'max_scope', scopeIndex), `no route of ${grant.service} has a scope matching "${pattern}" (a typo?)`);
       });
+      if (grant.require_approval && config.admin === undefined) warning(at('credentials', index, 'require_approval'), nobodyApproves(`a call under this grant waits approval_timeout (${grant.approval_timeout} s) and is refused`), true);
       if (grant.credential === undefined) {
         const users = credentialUsers.get(grant.service) ?? [];
         if (!users.includes(agentName)) credentialUsers.set(grant.service, [...users, agentName]);

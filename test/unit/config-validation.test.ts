@@ -440,9 +440,20 @@ describe('cross-field rules (validate-config.ts)', () => {
       ],
     },
     {
-      rule: 'require_approval: true is accepted (approvals are available)',
-      input: { services: { api: service() }, agents: { bot: agent([HASH_A], [g('api', ['items:read'], { require_approval: true })]) } },
+      rule: 'require_approval: true is accepted with an admin API to approve through',
+      input: { admin: { tokens: [HASH_B] }, services: { api: service() }, agents: { bot: agent([HASH_A], [g('api', ['items:read'], { require_approval: true })]) } },
       expected: [],
+    },
+    {
+      rule: 'require_approval without an admin API: nobody can approve',
+      input: {
+        services: { api: service({ routes: [{ method: 'GET', path: '/v1/items', scope: 'items:read' }, { method: 'POST', path: '/v1/items', scope: 'items:read', require_approval: true }] }) },
+        agents: { bot: agent([HASH_A], [g('api', ['items:read'], { require_approval: true, approval_timeout: 90 })]) },
+      },
+      expected: [
+        { severity: 'warning', path: 'services.api.routes[1].require_approval', message: /^nobody can approve: approvals are decided through the admin API .* so a call to this route waits its grant's approval_timeout and is refused; add an admin block/, strict: true },
+        { severity: 'warning', path: 'agents.bot.credentials[0].require_approval', message: /^nobody can approve: .* so a call under this grant waits approval_timeout \(90 s\) and is refused; add an admin block .*fails check --strict/, strict: true },
+      ],
     },
     {
       rule: 'one service credential granted to two agents',
