@@ -44,11 +44,15 @@ export async function explainCommand(io: CliIo): Promise<number> {
   const result = explainRequest(policy, values.agent, method, target, values.host ?? null, binding);
   const lines: string[] = [];
   if (result.decision === 'allow') {
-    lines.push(`ALLOW  ${method.toUpperCase()} ${target}`);
+    lines.push(`ALLOW  ${method} ${target}`);
   } else {
-    lines.push(`DENY   ${method.toUpperCase()} ${target}  ->  ${result.code === null ? '' : `${statusOf(result.code)} ${result.code}`}`);
+    lines.push(`DENY   ${method} ${target}  ->  ${result.code === null ? '' : `${statusOf(result.code)} ${result.code}`}`);
   }
   lines.push(`  agent       ${values.agent}${result.agent === null ? ' (unknown)' : ''}`);
+  const spec = loaded.config.agents[values.agent];
+  if (spec !== undefined && spec.tokens.length === 0 && spec.jwt === undefined) {
+    lines.push(`  note        agent ${values.agent} has no tokens (nor jwt) yet: until one is added, every request it sends gets 401 unauthenticated (npx airlock token prints a pair)`);
+  }
   if (result.service !== null) {
     const via = binding.kind === 'service' ? `own listener ${result.service.config.listen ?? ''}` : `prefix ${result.service.prefix}`;
     lines.push(`  service     ${result.service.name} (${via}, upstream ${result.service.upstream.origin}${result.service.upstream.basePath})`);

@@ -669,8 +669,16 @@ export function explainRequest(policy: Policy, agentName: string, method: string
     agent = policy.agentByName.get(agentName) ?? null;
     // node's parser refuses a method it does not know (TRACK, FROB) before the pipeline runs: the live
     // answer is 400, not the 405 that matchRoute would give.
-    if (!METHODS.includes(method.toUpperCase())) {
-      throw new AirlockError('invalid_request', `${method.toUpperCase()} is not an HTTP method node's parser accepts; such a request is refused as malformed before any route is looked at.`);
+    if (!METHODS.includes(method)) {
+      // Methods are case-sensitive (RFC 9110 9.1): node's parser refuses `get` as it refuses FROB (found
+      // by a fresh-user walkthrough: explain said ALLOW GET for `get`, and the request got 400).
+      const upper = method.toUpperCase();
+      throw new AirlockError(
+        'invalid_request',
+        METHODS.includes(upper)
+          ? `${method} is not ${upper}: methods are case-sensitive (RFC 9110 9.1), and node's parser refuses a request with ${method} as malformed before any route is looked at. Explain ${upper} instead.`
+          : `${upper} is not an HTTP method node's parser accepts; such a request is refused as malformed before any route is looked at.`,
+      );
     }
     const canonical = canonicalizeTarget(target);
     if (agent === null) {

@@ -930,6 +930,24 @@ agents:
     assertNoLeak([value], [{ name: 'stdout', text: set.out() }, { name: 'stderr', text: set.err() }]);
   });
 
+  // Found by a fresh-user walkthrough: `get` was explained as GET and allowed; the proxy answers 400.
+  it('a lower-case method is what the live proxy answers: 400, methods being case-sensitive', async () => {
+    const { file } = writeConfig(EXPLAIN_CONFIG);
+    const result = await run(['explain', '--agent', 'bot', '--config', file, 'get', '/openai/v1/models']);
+    expect(result.code).toBe(2);
+    expect(result.out().split('\n')[0]).toBe('DENY   get /openai/v1/models  ->  400 invalid_request');
+    expect(result.out()).toContain('get is not GET: methods are case-sensitive (RFC 9110 9.1)');
+  });
+
+  it('notes an agent with no tokens: every request it sends gets 401 until one is added', async () => {
+    const { file } = writeConfig(EXPLAIN_CONFIG.replace(/tokens: \["sha256:[0-9a-f]+"\]/, 'tokens: []'));
+    const result = await run(['explain', '--agent', 'bot', '--config', file, 'GET', '/openai/v1/models']);
+    expect(result.code).toBe(0);
+    expect(result.out()).toContain('note        agent bot has no tokens (nor jwt) yet: until one is added, every request it sends gets 401 unauthenticated');
+    const withToken = await run(['explain', '--agent', 'bot', '--config', writeConfig(EXPLAIN_CONFIG).file, 'GET', '/openai/v1/models']);
+    expect(withToken.out()).not.toContain('has no tokens');
+  });
+
   it('names the grant\'s approval and rate terms, and what a running Airlock may still refuse', async () => {
     const { file } = writeConfig(EXPLAIN_CONFIG);
     const rated = await run(['explain', '--agent', 'bot', '--config', file, 'GET', '/openai/v1/models']);
