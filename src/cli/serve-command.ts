@@ -70,7 +70,11 @@ export async function serveCommand(io: CliIo): Promise<number> {
       logDestination: logSink,
       ...(primary === undefined ? {} : { clusterMetrics: (registry: Registry) => clusterMetricsText(registry, primary), clusterRestrictions: restrictionChannel(primary) }),
     });
-    if (workerId === undefined) io.stderr.write(summary(config, airlock.url, airlock.serviceUrls, airlock.adminUrl, io));
+    // The commands the summary suggests find this config by themselves only when it is the one they
+    // would find (found by a fresh-user walkthrough: started with --config, `secrets set` stored the
+    // secret in another config's data_dir); otherwise they name it.
+    const configFlag = configPath(io, undefined) === file ? '' : ` --config ${shellWord(file)}`;
+    if (workerId === undefined) io.stderr.write(summary(config, airlock.url, airlock.serviceUrls, airlock.adminUrl, io, configFlag));
     const stopWatching = watchForReloads(io, file, config, airlock, workerId, startedFrom);
     const signal = await io.stopRequested;
     stopWatching();
@@ -266,7 +270,12 @@ function memoryReducerOn(nodeFlags: readonly string[]): boolean {
   return !nodeFlags.some((flag) => off.has(flag.replaceAll('_', '-')));
 }
 
-function summary(config: AirlockConfig, url: string, serviceUrls: Readonly<Record<string, string>>, adminUrl: string | null, io: CliIo): string {
+/** A path as one shell word: quoted when it holds anything but letters, digits and `_./-`. */
+function shellWord(path: string): string {
+  return /^[A-Za-z0-9_./-]+$/.test(path) ? path : `'${path.replace(/'/g, `'\\''`)}'`;
+}
+
+function summary(config: AirlockConfig, url: string, serviceUrls: Readonly<Record<string, string>>, adminUrl: string | null, io: CliIo, configFlag: string): string {
   const { env, nodeFlags, pid } = io;
   const services = Object.values(config.services);
   // node's own pid: under `npm start`, SIGHUP sent to npm's shell ends it rather than reloading.
@@ -288,16 +297,16 @@ function summary(config: AirlockConfig, url: string, serviceUrls: Readonly<Recor
   const missing = missingSecrets(config, env);
   const fileMissing = missing.filter((r) => r.kind === 'file');
   const envMissing = missing.filter((r) => r.kind === 'env');
-  if (fileMissing.length > 0) next.push(`Store the secrets: \`npx airlock secrets set ${fileMissing[0]?.name}\` (value on stdin); not set yet: ${namedWithUse(fileMissing)}.`);
+  if (fileMissing.length > 0) next.push(`Store the secrets: \`npx airlock secrets set ${fileMissing[0]?.name}${configFlag}\` (value on stdin); not set yet: ${namedWithUse(fileMissing)}.`);
   if (envMissing.length > 0) next.push(`Set these environment variables and restart: ${namedWithUse(envMissing)}.`);
   const damaged = damagedSecrets(config, env);
   if (damaged.shown.length > 0) {
-    const command = damaged.firstPlain === null ? '' : ` \`npx airlock secrets set ${damaged.firstPlain}\` (value on stdin);`;
-    next.push(`Set again the secrets whose entries do not decrypt (the file was edited, or an entry moved): ${damaged.shown.join(', ')}. Requests that need them get 503 until then; the other secrets are served.${command} \`npx airlock secrets list\` marks them DAMAGED.`);
+    const command = damaged.firstPlain === null ? '' : ` \`npx airlock secrets set ${damaged.firstPlain}${configFlag}\` (value on stdin);`;
+    next.push(`Set again the secrets whose entries do not decrypt (the file was edited, or an entry moved): ${damaged.shown.join(', ')}. Requests that need them get 503 until then; the other secrets are served.${command} \`npx airlock secrets list${configFlag}\` marks them DAMAGED.`);
   }
   const first = services[0];
   if (first !== undefined) next.push(`Point an SDK at ${url}${first.prefix} (plus the API's version path, e.g. /v1) with the alk_ token as its API key.`);
-  next.push(`Check a decision without calling upstream: \`npx airlock explain --agent NAME GET ${first === undefined ? '/service/path' : `${first.prefix}/v1/models`}\`.`);
+  next.push(`Check a decision without calling upstream: \`npx airlock explain --agent NAME GET ${first === undefined ? '/service/path' : `${first.prefix}/v1/models`}${configFlag}\`.`);
   lines.push('', 'Next:', ...next.map((n, i) => `  ${i + 1}. ${n}`), '');
   const suspending = suspendingRules(config);
   if (config.admin === null && suspending.length > 0) {

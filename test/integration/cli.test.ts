@@ -1000,7 +1000,9 @@ agents:
     expect(err).toContain(`audit log    ${join(dataDir, 'audit.jsonl')}`);
     // reload.watch is on by default: a saved token applies without a restart.
     expect(err).toContain('Give agent newbie a token: `npx airlock token`, paste the sha256 line into its tokens list; this Airlock applies the saved file within about a second.');
-    expect(err).toContain('Store the secrets: `npx airlock secrets set openai` (value on stdin); not set yet: openai (services.openai.credential).');
+    // Named with --config, so the commands it suggests name it too (they would find another config).
+    expect(err).toContain(`Store the secrets: \`npx airlock secrets set openai --config ${file}\` (value on stdin); not set yet: openai (services.openai.credential).`);
+    expect(err).toContain(`\`npx airlock explain --agent NAME GET /openai/v1/models --config ${file}\``);
     expect(err).toContain('Set these environment variables and restart: CRM_TOKEN_FOR_TEST (services.crm.credential).');
 
     const health = await fetch(`${url}/_airlock/health`);
@@ -1039,6 +1041,22 @@ agents:
       expect(cli.err()).not.toContain('suspends an agent');
     } else {
       expect(cli.err()).toContain(`Note: anomaly rule ${rules} suspends an agent (anomalies.<rule>.action: suspend), and only the admin API\nlifts a suspension (\`npx airlock restore agent NAME\`), which this config does not configure.`);
+    }
+  });
+
+  it('suggests commands without --config when they would find the same config (./config/airlock.yaml, AIRLOCK_CONFIG)', async () => {
+    const dir = scratch();
+    mkdirSync(join(dir, 'config'));
+    const yaml = 'listen: 127.0.0.1:0\ndata_dir: ../data\nlog: {level: silent}\nservices:\n  openai:\n    upstream: http://127.0.0.1:9\n    credential: {secret: file:openai}\n    routes:\n      - {method: GET, path: /v1/models, scope: models:read}\nagents: {}\n';
+    writeFileSync(join(dir, 'config', 'airlock.yaml'), yaml);
+    for (const options of [{ cwd: dir }, { cwd: scratch(), env: { AIRLOCK_CONFIG: join(dir, 'config', 'airlock.yaml') } }]) {
+      const cli = cliIo(['serve'], options);
+      const exit = runCli(cli.io);
+      await summaryPrinted(cli);
+      cli.stop('SIGTERM');
+      expect(await exit).toBe(0);
+      expect(cli.err()).toContain('Store the secrets: `npx airlock secrets set openai` (value on stdin)');
+      expect(cli.err()).not.toContain('--config');
     }
   });
 
@@ -1102,7 +1120,7 @@ agents:
     expect(await exit).toBe(0);
     const err = cli.err();
     expect(err).toMatch(/^Airlock is listening on http:\/\/127\.0\.0\.1:\d+ {2}\(pid 4242; `kill -HUP 4242` reloads the config\)$/m);
-    expect(err).toContain('Store the secrets: `npx airlock secrets set vault-secret-id` (value on stdin); not set yet: vault-secret-id (secrets.vault.auth.secret_id), crm-client-secret (secrets.oauth2.crm.client_secret).');
+    expect(err).toContain(`Store the secrets: \`npx airlock secrets set vault-secret-id --config ${file}\` (value on stdin); not set yet: vault-secret-id (secrets.vault.auth.secret_id), crm-client-secret (secrets.oauth2.crm.client_secret).`);
     expect(err).toContain('Set these environment variables and restart: VAULT_ROLE_ID_FOR_TEST (secrets.vault.auth.role_id), CRM_CLIENT_ID_FOR_TEST (secrets.oauth2.crm.client_id).');
     // Without reload.watch, a saved file waits for SIGHUP.
     expect(err).toContain('paste the sha256 line into its tokens list; then `kill -HUP 4242` reloads it.');

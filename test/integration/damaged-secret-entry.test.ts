@@ -221,7 +221,7 @@ describe('a damaged entry in the secrets file', () => {
     }
     expect(code).toBe(0);
     expect(stderr).toContain(
-      `Set again the secrets whose entries do not decrypt (the file was edited, or an entry moved): stripe (services.stripe.credential), ${KEY_LIKE_SHOWN} (unused). Requests that need them get 503 until then; the other secrets are served. \`npx airlock secrets set stripe\` (value on stdin); \`npx airlock secrets list\` marks them DAMAGED.`,
+      `Set again the secrets whose entries do not decrypt (the file was edited, or an entry moved): stripe (services.stripe.credential), ${KEY_LIKE_SHOWN} (unused). Requests that need them get 503 until then; the other secrets are served. \`npx airlock secrets set stripe --config ${configFile}\` (value on stdin); \`npx airlock secrets list --config ${configFile}\` marks them DAMAGED.`,
     );
     const warning = stdout
       .split('\n')
