@@ -212,6 +212,19 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
     return credential;
   };
 
+  // A file: secret's health follows the file without traffic: one missing, failing or past its 1 s of
+  // freshness is read again every FILE_RECHECK_MS (a stat; a decrypt once the file changed), so the
+  // admin API, /_airlock/ready and airlock_credential_failing clear once `secrets set` stored it, and
+  // show it gone once `secrets rm` removed it (found by a fresh-user walkthrough: they
+  // stayed failing until an agent's request needed it). Other stores are asked again only by requests,
+  // with backoff: a sweep would be network calls to a store that is down.
+  const recheck = setInterval(function recheckFailingFileSecrets() {
+    for (const entry of cache.status()) {
+      if (entry.ref.startsWith('file:') && (entry.failing || entry.state !== 'fresh')) broker.refresh(entry.ref).catch(() => undefined);
+    }
+  }, FILE_RECHECK_MS);
+  recheck.unref();
+
   const broker: CredentialBroker = {
     resolve(ref) {
       const found = cache.get(ref);
@@ -236,6 +249,7 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
       handover = null;
     },
     async close() {
+      clearInterval(recheck);
       // Leases are revoked through the Vault session, so it closes after them.
       await leases?.close();
       await vault?.close();
@@ -244,6 +258,8 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
   };
   return broker;
 }
+
+const FILE_RECHECK_MS = 2_000;
 
 /**
  * A reload builds a new broker with an empty cache; without this, a reload during a store outage threw
