@@ -45,6 +45,15 @@ function nobodyApproves(consequence: string): string {
   return `nobody can approve: approvals are decided through the admin API (the console, \`npx airlock approvals\`), which this config does not configure, so ${consequence}; add an admin block (README, Admin API and console) (fails check --strict)`;
 }
 
+/** The host name of a URL, lower case, or null when it does not parse. */
+function hostOf(url: string): string | null {
+  try {
+    return new URL(url).hostname.toLowerCase();
+  } catch {
+    return null;
+  }
+}
+
 /** Loopback: 127.0.0.0/8, ::1, localhost and *.localhost (RFC 6761). A wildcard bind is every interface. */
 function onThisMachine(host: string): boolean {
   return host === 'localhost' || host.endsWith('.localhost') || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
@@ -116,6 +125,13 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
     });
 
     checkCaFile(service.ca, at('ca'));
+    // The egress guard refuses a host name that resolves to a non-public address unless allow_private
+    // says so, and `localhost` always does (RFC 6761 6.3): every request would get 502 (found by a
+    // fresh-user walkthrough). An IP literal such as 127.0.0.1 is the operator's explicit choice.
+    const upstreamHost = hostOf(service.upstream);
+    if (upstreamHost !== null && !service.allow_private && (upstreamHost === 'localhost' || upstreamHost.endsWith('.localhost'))) {
+      warning(at('upstream'), `${upstreamHost} always resolves to this machine, which the egress guard refuses for a host name unless the service sets allow_private: true, so every request would get 502; write 127.0.0.1 (an address is taken as meant) or set allow_private: true (fails check --strict)`, true);
+    }
     const plainUpstream = plaintextOffMachine(service.upstream);
     if (plainUpstream !== null) {
       warning(at('upstream'), `plain http to ${plainUpstream}, off this machine: the injected credential crosses the network unencrypted, readable by anyone on the path; use https (fails check --strict)`, true);

@@ -327,7 +327,14 @@ describe('cross-field rules (validate-config.ts)', () => {
     ...['127.0.0.1:9000', '10.0.0.5', '[::1]:8080', '192.168.1.10'].map((host) => ({ rule: `a ${host} literal is the operator's choice`, input: { services: { api: service({ upstream: `https://${host}` }) } }, expected: [] as Expected[] })),
     // Plain http: fine on this machine, a strict warning to any other host, for each thing that would
     // cross the network readable (an injected key, Vault's token and secrets, a client secret, JWKS).
-    ...['http://127.0.0.1:9000', 'http://127.8.0.1', 'http://[::1]:8080', 'http://localhost:8080', 'http://api.localhost'].map((upstream) => ({ rule: `plain http on this machine (${upstream})`, input: { services: { api: service({ upstream }) } }, expected: [] as Expected[] })),
+    ...['http://127.0.0.1:9000', 'http://127.8.0.1', 'http://[::1]:8080'].map((upstream) => ({ rule: `plain http on this machine (${upstream})`, input: { services: { api: service({ upstream }) } }, expected: [] as Expected[] })),
+    ...['http://localhost:8080', 'http://api.localhost'].map((upstream) => ({ rule: `plain http on this machine (${upstream}), with allow_private`, input: { services: { api: service({ upstream, allow_private: true }) } }, expected: [] as Expected[] })),
+    // A localhost name without allow_private: the egress guard refuses it at connect time, every time.
+    ...['http://localhost:8080', 'https://API.localhost'].map((upstream) => ({
+      rule: `a localhost name without allow_private (${upstream})`,
+      input: { services: { api: service({ upstream }) } },
+      expected: [{ severity: 'warning' as const, path: 'services.api.upstream', message: /^(localhost|api\.localhost) always resolves to this machine, which the egress guard refuses .*write 127\.0\.0\.1 .* or set allow_private: true \(fails check --strict\)$/, strict: true as const }],
+    })),
     ...['http://10.0.0.5', 'http://api.example.com', 'http://[fd00::5]:8080', 'http://127.0.0.1.nip.io'].map((upstream) => ({
       rule: `plain http off this machine (${upstream})`,
       input: { services: { api: service({ upstream }) } },
