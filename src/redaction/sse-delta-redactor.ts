@@ -263,9 +263,12 @@ export class SseDeltaRedactor {
     const partialBytes = this.#needles.partialSuffix(bytes);
     const partial = partialBytes === 0 ? 0 : bytes.subarray(bytes.length - partialBytes).toString('utf8').length;
     window.live = window.pieceFrom === -1 ? partial : Math.max(partial, window.end - window.pieceFrom);
-    for (let i = 0; i < spans.length; i += 2) {
-      const from = base + bytes.subarray(0, spans[i] as number).toString('utf8').length;
-      const to = base + bytes.subarray(0, spans[i + 1] as number).toString('utf8').length;
+    // Overlapping matches are one masked stretch, one redaction: a key and its body without the vendor
+    // prefix both match where the key is whole (secret-forms.ts).
+    const merged = mergeSpans(spans);
+    for (let i = 0; i < merged.length; i += 2) {
+      const from = base + bytes.subarray(0, merged[i] as number).toString('utf8').length;
+      const to = base + bytes.subarray(0, merged[i + 1] as number).toString('utf8').length;
       const key = `${from}:${to}`;
       if (window.handled.has(key)) continue;
       window.handled.add(key);
@@ -387,4 +390,19 @@ function masked(leaf: Leaf): string {
     pos = Math.max(pos, mask.to);
   }
   return text + leaf.text.slice(pos);
+}
+
+/** [start, end) pairs, sorted and with overlapping ones joined, as a flat array. */
+function mergeSpans(spans: readonly number[]): number[] {
+  if (spans.length <= 2) return [...spans];
+  const pairs: Array<[number, number]> = [];
+  for (let i = 0; i < spans.length; i += 2) pairs.push([spans[i] as number, spans[i + 1] as number]);
+  pairs.sort((a, b) => a[0] - b[0] || b[1] - a[1]);
+  const out: number[] = [];
+  for (const [start, end] of pairs) {
+    const last = out.length - 1;
+    if (last > 0 && start < (out[last] as number)) out[last] = Math.max(out[last] as number, end);
+    else out.push(start, end);
+  }
+  return out;
 }
