@@ -19,7 +19,12 @@ export const NEVER_FORWARDED_METHODS: ReadonlySet<string> = new Set(['TRACE', 'T
 
 export const RESERVED_PREFIX = '/_airlock';
 
-const seconds = z.number().positive().describe('a duration in seconds');
+/**
+ * Durations are whole seconds as numbers (DESIGN.md, the contract); `rate.per` alone takes units. A
+ * string here said only "expected number, received string" (found by a fresh-user walkthrough).
+ */
+const SECONDS_WITHOUT_UNIT = { error: (issue: { input?: unknown }) => (typeof issue.input === 'string' ? 'expected a number of seconds, written without a unit (30, not "30s"; 3600 for an hour)' : undefined) };
+const seconds = z.number(SECONDS_WITHOUT_UNIT).positive().describe('a duration in seconds');
 /** node's longest timer (a signed 32-bit count of ms): a longer delay fires after 1 ms instead. */
 export const LONGEST_TIMER_MS = 2 ** 31 - 1;
 /** So a configured timeout longer than this would not wait at all: the config refuses it. */
@@ -226,11 +231,11 @@ const grantSpec = z.strictObject({
       }),
     )
     .describe('scopes granted: exact names, "*" for all of the service, "files:*" for a prefix'),
-  max_ttl: z.number().int().positive().default(3600).describe('longest task session this grant may mint, in seconds'),
+  max_ttl: z.number(SECONDS_WITHOUT_UNIT).int().positive().default(3600).describe('longest task session this grant may mint, in seconds'),
   require_session: z.boolean().default(false).describe('the agent token only mints task sessions; calls need a session token (zero standing privileges)'),
   require_approval: z.boolean().default(false).describe('a human approves each call'),
   approval_mode: z.enum(['hold', 'async']).default('hold').describe('hold: the request waits for the decision; async: 202 with an approval id to retry with'),
-  approval_timeout: z.number().int().positive().max(LONGEST_TIMER_SECONDS, TIMER_BOUND).default(300).describe('seconds an approval may take (hold) or stays valid (async)'),
+  approval_timeout: z.number(SECONDS_WITHOUT_UNIT).int().positive().max(LONGEST_TIMER_SECONDS, TIMER_BOUND).default(300).describe('seconds an approval may take (hold) or stays valid (async)'),
   rate: rateSpec.optional(),
   credential: credentialSpec.optional().describe('a credential for this agent alone, instead of the service one'),
 });

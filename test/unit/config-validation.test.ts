@@ -661,6 +661,28 @@ describe('admin.listen', () => {
   });
 });
 
+// Found by a fresh-user walkthrough: `connect: 10s` said only "expected number, received string".
+describe('durations written with a unit', () => {
+  it('are refused with a message saying durations are numbers of seconds, at each path', () => {
+    expectProblems(
+      build({
+        services: { api: service({ timeouts: { connect: '10s' } }) },
+        agents: { bot: agent([HASH_A], [{ service: 'api', max_scope: ['*'], max_ttl: '1h', require_approval: true, approval_timeout: '5m' }]) },
+      }),
+      [
+        { severity: 'error', path: 'services.api.timeouts.connect', message: /^expected a number of seconds, written without a unit \(30, not "30s"; 3600 for an hour\)$/ },
+        { severity: 'error', path: 'agents.bot.credentials[0].max_ttl', message: /^expected a number of seconds, written without a unit/ },
+        { severity: 'error', path: 'agents.bot.credentials[0].approval_timeout', message: /^expected a number of seconds, written without a unit/ },
+      ],
+    );
+  });
+
+  it('a missing required duration still says "required"', () => {
+    const loaded = build({ services: { api: service() }, agents: { bot: agent([HASH_A], [{ service: 'api', max_scope: ['*'], rate: { per: 1 } }]) } });
+    expect(shown(loaded).map((p) => [p.path, p.message])).toContainEqual(['agents.bot.credentials[0].rate.requests', 'required: expected number']);
+  });
+});
+
 describe('durations Airlock waits for with a timer', () => {
   // node fires a timer longer than 2^31 - 1 ms after 1 ms: such a timeout would not wait at all.
   const longest = Math.floor((2 ** 31 - 1) / 1000);
