@@ -108,7 +108,8 @@ function writeConfig(yaml: string): { file: string; dir: string; dataDir: string
   return { file, dir, dataDir: join(dir, 'data') };
 }
 
-const SECRETS_CONFIG = `
+/** The top of a config with two file: services, openai and github; `services:` goes on after it. */
+const FILE_SERVICES = `
 listen: 127.0.0.1:0
 data_dir: ./data
 log: {level: silent}
@@ -123,7 +124,9 @@ services:
     credential: {secret: file:github}
     routes:
       - {method: GET, path: /user, scope: user:read}
-agents:
+`;
+
+const SECRETS_CONFIG = `${FILE_SERVICES}agents:
   bot:
     tokens: ["${generateAgentToken().hash}"]
     credentials:
@@ -847,22 +850,7 @@ describe('airlock explain', () => {
 // Found by a fresh-user walkthrough: on the shipped config, whose file: secrets are not set yet, explain
 // said ALLOW and every such request got 503; and it said nothing of approval or rate terms.
 describe('airlock explain: the secret, the grant\'s terms, and what it cannot see', () => {
-  const EXPLAIN_CONFIG = `
-listen: 127.0.0.1:0
-data_dir: ./data
-log: {level: silent}
-services:
-  openai:
-    upstream: http://127.0.0.1:9
-    credential: {secret: file:openai}
-    routes:
-      - {method: GET, path: /v1/models, scope: models:read}
-  github:
-    upstream: http://127.0.0.1:9
-    credential: {secret: file:github}
-    routes:
-      - {method: GET, path: /user, scope: user:read}
-  crm:
+  const EXPLAIN_CONFIG = `${FILE_SERVICES}  crm:
     upstream: http://127.0.0.1:9
     credential: {secret: env:CRM_KEY_FOR_EXPLAIN}
     routes:
