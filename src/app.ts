@@ -191,10 +191,18 @@ function prepareDataDir(dir: string): void {
   }
 }
 
+/**
+ * Connections the kernel queues for accept (capped by net.core.somaxconn). node's default, 511,
+ * overflowed under a burst (a fleet of agents reconnecting at once, the 10,000-connection test) while
+ * the event loop was busy: with SYN cookies the client then believes it is connected, and Airlock never
+ * sees that connection until it sends, which flaked the test one run in four or five.
+ */
+const LISTEN_BACKLOG = 4096;
+
 async function listen(server: Server, address: string, logger: Logger): Promise<string> {
   const parsed = parseListen(address);
   if (parsed === null) throw new Error(`invalid listen address ${address}`);
-  server.listen(parsed.port, parsed.host);
+  server.listen({ port: parsed.port, host: parsed.host, backlog: LISTEN_BACKLOG });
   try {
     // events.once rejects with the 'error' event's error (EADDRINUSE, ENOTFOUND, ...). Raced against a
     // once('error') before, that rejection won, and the hints below were never shown.
