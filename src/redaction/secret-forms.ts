@@ -129,21 +129,6 @@ function kindsIn(text: string): number {
  * forms are masked whole only).
  */
 export function publicPrefixOf(value: string): string | null {
-  const known = publishedLength(value);
-  for (let at = known; at <= known + PIECE_CHARS && at + PIECE_CHARS <= value.length; at++) {
-    // Never between the halves of a surrogate pair: the prefix is encoded on its own (formsOfExactly).
-    const code = value.charCodeAt(at);
-    if (code >= 0xdc00 && code <= 0xdfff) continue;
-    if (kindsIn(value.slice(at, at + PIECE_CHARS)) >= 2) return value.slice(0, at);
-  }
-  return null;
-}
-
-/**
- * How many characters a value starts with that every key of its kind shares: whitespace it was stored
- * with, then a published vendor prefix or a JWT's header and claims; 0 when there is none.
- */
-function publishedLength(value: string): number {
   // Whitespace a value was stored with (a pasted key's leading space) comes before its vendor prefix
   // (found by review: " sk-proj-..." matched no prefix, and its head held two random characters).
   const space = value.length - value.trimStart().length;
@@ -151,7 +136,14 @@ function publishedLength(value: string): number {
   let known = 0;
   if (JWT.test(rest.trimEnd())) known = rest.lastIndexOf('.') + 1;
   else for (const prefix of VENDOR_PREFIXES) if (prefix.length > known && rest.length > prefix.length && rest.startsWith(prefix)) known = prefix.length;
-  return known + space;
+  known += space;
+  for (let at = known; at <= known + PIECE_CHARS && at + PIECE_CHARS <= value.length; at++) {
+    // Never between the halves of a surrogate pair: the prefix is encoded on its own (formsOfExactly).
+    const code = value.charCodeAt(at);
+    if (code >= 0xdc00 && code <= 0xdfff) continue;
+    if (kindsIn(value.slice(at, at + PIECE_CHARS)) >= 2) return value.slice(0, at);
+  }
+  return null;
 }
 
 /** One way an upstream writes a value. Each writes a value's start from that start alone. */
@@ -235,23 +227,9 @@ export function formsOf(value: string): Buffer[] {
 /** formsOf, each with its head. */
 export function secretForms(value: string): SecretForm[] {
   const trimmed = value.trim();
-  // The key without its published prefix is all of its secret: an upstream that parses a key and
-  // reports its body (`project key <body> is disabled`) shows no form of the whole value (found by review).
-  const published = publishedLength(trimmed);
-  const body = published === 0 ? '' : trimmed.slice(published);
-  // As text, JSON-escaped and percent-encoded (one form for a key of letters, digits, `-` and `_`), whole
-  // only, with no head: every encoding with its head doubled the needles and made the search probe every
-  // 5 bytes instead of every 13 (`npm run bench:redact`: 1,000 credentials 1,554 -> 226 MB/s, one
-  // credential 4,042 -> 2,404). A piece of the key cut short is still masked through the whole key's
-  // heads; the body alone base64- or hex-encoded is not (README, Known limits).
-  const bodyForms = body.length >= MIN_FORM_BYTES ? [...new Set([body, json(body), encodeURIComponent(body)])].map((text) => {
-    const bytes = Buffer.from(text, 'utf8');
-    return { bytes, head: bytes.length };
-  }) : [];
-  if ((trimmed === value || trimmed.length === 0) && bodyForms.length === 0) return formsOfExactly(value);
+  if (trimmed === value || trimmed.length === 0) return formsOfExactly(value);
   const seen = new Set<string>();
-  const all = [...formsOfExactly(value), ...(trimmed === value || trimmed.length === 0 ? [] : formsOfExactly(trimmed)), ...bodyForms];
-  return all.filter((form) => {
+  return [...formsOfExactly(value), ...formsOfExactly(trimmed)].filter((form) => {
     const key = form.bytes.toString('latin1');
     if (seen.has(key)) return false;
     seen.add(key);

@@ -263,8 +263,8 @@ export class SseDeltaRedactor {
     const partialBytes = this.#needles.partialSuffix(bytes);
     const partial = partialBytes === 0 ? 0 : bytes.subarray(bytes.length - partialBytes).toString('utf8').length;
     window.live = window.pieceFrom === -1 ? partial : Math.max(partial, window.end - window.pieceFrom);
-    // Overlapping matches are one masked stretch, one redaction: a key and its body without the vendor
-    // prefix both match where the key is whole (secret-forms.ts).
+    // Overlapping matches are one masked stretch, one redaction (a value and its trimmed form, two
+    // secrets that share text): counted apart, the audit record said 2 for one marker.
     const merged = mergeSpans(spans);
     for (let i = 0; i < merged.length; i += 2) {
       const from = base + bytes.subarray(0, merged[i] as number).toString('utf8').length;

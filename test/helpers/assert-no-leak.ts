@@ -27,11 +27,6 @@ export function encodingsOf(secret: string): Array<{ form: string; value: string
       forms.push({ form: `base64url@${shift}`, value: core.replace(/\+/g, '-').replace(/\//g, '_') });
     }
   }
-  // The key without its published prefix (`sk-`, `ghp_`): all of its secret, which an upstream that
-  // reports a key's id may echo alone.
-  const separator = secret.search(/[-_]/);
-  const body = separator > 0 && separator <= 8 ? secret.slice(separator + 1) : '';
-  if (body.length >= 16) forms.push({ form: 'without its prefix', value: body });
   return forms;
 }
 
