@@ -83,14 +83,17 @@ const DRAINING = Symbol('airlock.drainingRefusedBody');
  * a second time (found by review: a 408 followed the 401, with a second audit record).
  */
 export function drainingRefusedBody(socket: Duplex): boolean {
-  return (socket as { [DRAINING]?: true })[DRAINING] === true;
+  // The request itself, not a flag: node marks it complete as it parses the packet, a tick before its
+  // 'end', and a malformed request right behind it in the same packet is owed its 400 (found by review).
+  const drained = (socket as { [DRAINING]?: IncomingMessage })[DRAINING];
+  return drained !== undefined && !drained.complete;
 }
 
 function drainBody(req: IncomingMessage): void {
   // From whatever read it (the body guard undici was reading): the bytes go nowhere now.
   req.unpipe();
   const socket = req.socket;
-  (socket as { [DRAINING]?: true })[DRAINING] = true;
+  (socket as { [DRAINING]?: IncomingMessage })[DRAINING] = req;
   let read = 0;
   const deadline = setTimeout(() => socket.destroy(), DRAIN_MAX_MS);
   deadline.unref();
@@ -99,7 +102,9 @@ function drainBody(req: IncomingMessage): void {
     if (read > DRAIN_MAX_BYTES) socket.destroy();
   });
   req.once('close', () => clearTimeout(deadline));
-  req.once('end', () => delete (socket as { [DRAINING]?: true })[DRAINING]);
+  req.once('end', () => {
+    if ((socket as { [DRAINING]?: IncomingMessage })[DRAINING] === req) delete (socket as { [DRAINING]?: IncomingMessage })[DRAINING];
+  });
   req.resume();
 }
 
