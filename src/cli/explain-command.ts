@@ -63,7 +63,7 @@ export async function explainCommand(io: CliIo): Promise<number> {
     lines.push(`  credential  ${result.credential.ref}, injected as ${result.credential.injector.description}`);
     lines.push(`  secret      ${checkSecretPresence(result.credential.ref, loaded.config, io.env).text}`);
   }
-  if (result.grant !== null) lines.push(...grantTerms(result.grant));
+  if (result.grant !== null) lines.push(...grantTerms(result.grant, result.route?.requireApproval === true));
   if (result.upstreamTarget !== null && result.service !== null) lines.push(`  forwards    ${method.toUpperCase()} ${result.service.upstream.origin}${result.upstreamTarget}`);
   lines.push(`  why         ${result.reason}`);
   // What explain cannot see: it reads the config, not a running Airlock's state.
@@ -78,11 +78,14 @@ export async function explainCommand(io: CliIo): Promise<number> {
   return result.decision === 'allow' ? 0 : 2;
 }
 
-/** The grant's terms a caller meets beyond its scope: a human's approval, a rate limit. */
-function grantTerms(grant: GrantPolicy): string[] {
+/**
+ * The terms a caller meets beyond its scope: a human's approval (the grant's, or the route's whatever
+ * the grant says, as await-approval.ts decides; found by review), a rate limit.
+ */
+function grantTerms(grant: GrantPolicy, routeApproval: boolean): string[] {
   const terms: string[] = [];
-  const { require_approval: approval, approval_mode: mode, approval_timeout: timeout, rate } = grant.config;
-  if (approval) {
+  const { require_approval: grantApproval, approval_mode: mode, approval_timeout: timeout, rate } = grant.config;
+  if (grantApproval || routeApproval) {
     terms.push(
       mode === 'hold'
         ? `  approval    a human approves each call: the request waits for the decision, up to ${timeout} s (then 403 approval_timeout)`

@@ -855,6 +855,7 @@ describe('airlock explain: the secret, the grant\'s terms, and what it cannot se
     credential: {secret: env:CRM_KEY_FOR_EXPLAIN}
     routes:
       - {method: POST, path: /v1/tickets, scope: tickets:write}
+      - {method: POST, path: /v1/refunds, scope: tickets:write, require_approval: true}
 agents:
   bot:
     tokens: ["${generateAgentToken().hash}"]
@@ -947,6 +948,11 @@ agents:
     expect(held.out()).not.toContain('rate        ');
     const asynchronous = await run(['explain', '--agent', 'bot', '--config', file, 'POST', '/crm/v1/tickets']);
     expect(asynchronous.out()).toContain('approval    a human approves each call: the first is answered 202 with an approval id, and the agent sends it again with header x-airlock-approval: <id> once approved (within 600 s)');
+    // A route's require_approval holds whatever the grant says (found by review: it was left out).
+    const routeHeld = await run(['explain', '--agent', 'bot', '--config', writeConfig(EXPLAIN_CONFIG.replace(', require_approval: true, approval_mode: async, approval_timeout: 600', '')).file, 'POST', '/crm/v1/refunds']);
+    expect(routeHeld.out()).toContain('approval    a human approves each call: the request waits for the decision, up to 300 s');
+    const routeFree = await run(['explain', '--agent', 'bot', '--config', writeConfig(EXPLAIN_CONFIG.replace(', require_approval: true, approval_mode: async, approval_timeout: 600', '')).file, 'POST', '/crm/v1/tickets']);
+    expect(routeFree.out()).not.toContain('approval    ');
     // A denial has no terms to meet, and nothing more a running Airlock could refuse.
     const denied = await run(['explain', '--agent', 'bot', '--config', file, 'DELETE', '/openai/v1/models']);
     expect(denied.code).toBe(2);
