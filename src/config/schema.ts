@@ -34,7 +34,7 @@ const TIMER_BOUND = { error: `at most ${LONGEST_TIMER_SECONDS} seconds (about 24
 const timerSeconds = seconds.max(LONGEST_TIMER_SECONDS, TIMER_BOUND);
 /** Anomaly windows are counted per second in rings sized to the window: whole seconds, at most an hour. */
 const anomalyWindow = z
-  .number()
+  .number(SECONDS_WITHOUT_UNIT)
   .int('an anomaly window is a whole number of seconds')
   .min(1)
   .max(3600, 'an anomaly window is at most 3600 s (one hour); the baseline itself spans an hour');
