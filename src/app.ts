@@ -83,7 +83,7 @@ export interface AirlockOptions {
   } | null;
 }
 
-/** `restartNeeded`: the changed settings only a restart applies (restartOnlyChanges), kept as they run. */
+/** `restartNeeded`: the changed settings only a restart applies (keepRestartOnly), kept as they run. */
 export type ReloadResult = { readonly ok: true; readonly restartNeeded?: readonly string[] } | { readonly ok: false; readonly reason: string };
 
 export interface RunningAirlock {
@@ -270,31 +270,30 @@ function sharedMasterKey(dataDir: string, env: Readonly<Record<string, string | 
   }
 }
 
-/** Settings a running process cannot change: each differing one is named. */
-function restartOnlyChanges(before: AirlockConfig, after: AirlockConfig): string[] {
-  const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
-  const listens = (c: AirlockConfig): Record<string, string | undefined> => Object.fromEntries(Object.values(c.services).map((s) => [s.name, s.listen]).filter(([, l]) => l !== undefined));
-  const changed: string[] = [];
-  if (before.listen !== after.listen) changed.push('listen');
-  if (!same(listens(before), listens(after))) changed.push('services.*.listen');
-  if (!same(before.admin?.listen ?? null, after.admin?.listen ?? null)) changed.push('admin.listen');
-  if (before.data_dir !== after.data_dir) changed.push('data_dir');
-  if (!same(before.audit, after.audit)) changed.push('audit');
-  if (!same(before.state, after.state)) changed.push('state');
-  if (before.workers !== after.workers) changed.push('workers');
-  if (!same(before.limits, after.limits)) changed.push('limits');
-  return changed;
-}
-
 /**
- * `after` with the settings only a restart can change kept as they run: the rest of the file applies.
- * A whole file was refused before, so a restart-only edit left pending (limits, an admin block added)
- * silently kept every later save out too, a scope or token removed among them (found by a fresh-user
- * walkthrough). A service's own listener stays bound to its name (a service removed answers 404 there);
- * a new service's `listen` waits for the restart (it is reached by its prefix until then); an admin
- * block removed keeps its listener with no token admitted; one added waits for the restart.
+ * `after` with the settings only a restart can change kept as they run, and the names of those that
+ * differ: the rest of the file applies. One list, so a setting named as waiting for a restart is also
+ * the one kept. A whole file was refused before, so a restart-only edit left pending (limits, an admin
+ * block added) silently kept every later save out too, a scope or token removed among them (found by a
+ * fresh-user walkthrough). A service's own listener stays bound to its name (a service removed answers
+ * 404 there); a new service's `listen` waits for the restart (it is reached by its prefix until then);
+ * an admin block removed keeps its listener with no token admitted; one added waits for the restart.
  */
-function keepRestartOnly(before: AirlockConfig, after: AirlockConfig): AirlockConfig {
+function keepRestartOnly(before: AirlockConfig, after: AirlockConfig): { config: AirlockConfig; changed: string[] } {
+  const changed: string[] = [];
+  const differs = (name: string, running: unknown, wanted: unknown): void => {
+    if (JSON.stringify(running) !== JSON.stringify(wanted)) changed.push(name);
+  };
+  const listens = (c: AirlockConfig): Record<string, string | undefined> => Object.fromEntries(Object.values(c.services).map((s) => [s.name, s.listen]).filter(([, l]) => l !== undefined));
+  differs('listen', before.listen, after.listen);
+  differs('services.*.listen', listens(before), listens(after));
+  differs('admin.listen', before.admin?.listen ?? null, after.admin?.listen ?? null);
+  differs('data_dir', before.data_dir, after.data_dir);
+  differs('audit', before.audit, after.audit);
+  differs('state', before.state, after.state);
+  differs('workers', before.workers, after.workers);
+  differs('limits', before.limits, after.limits);
+  if (changed.length === 0) return { config: after, changed };
   const services: Record<string, ServiceConfig> = {};
   for (const [name, service] of Object.entries(after.services)) {
     const running = before.services[name]?.listen;
@@ -302,7 +301,7 @@ function keepRestartOnly(before: AirlockConfig, after: AirlockConfig): AirlockCo
     services[name] = Object.freeze(running === undefined ? rest : { ...rest, listen: running });
   }
   const admin = before.admin === null ? null : after.admin === null ? { ...before.admin, tokens: [] } : { ...after.admin, listen: before.admin.listen };
-  return Object.freeze({
+  const config = Object.freeze({
     ...after,
     listen: before.listen,
     data_dir: before.data_dir,
@@ -313,6 +312,7 @@ function keepRestartOnly(before: AirlockConfig, after: AirlockConfig): AirlockCo
     admin: admin === null ? null : Object.freeze(admin),
     services: Object.freeze(services),
   });
+  return { config, changed };
 }
 
 /** What a generation being built owns so far: closed again when building it fails. */
@@ -751,8 +751,7 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
     metrics,
     async reload(next) {
       if (closing !== null) return { ok: false, reason: 'Airlock is shutting down' };
-      const changed = restartOnlyChanges(current.config, next);
-      const applied = changed.length === 0 ? next : keepRestartOnly(current.config, next);
+      const { config: applied, changed } = keepRestartOnly(current.config, next);
       let fresh: Generation;
       try {
         fresh = await buildGeneration(applied, durable, current);
