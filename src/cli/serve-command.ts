@@ -255,13 +255,11 @@ function namedWithUse(refs: readonly LocalSecretReference[]): string {
 export const NO_MEMORY_REDUCER = '--no-memory-reducer';
 
 /** V8 takes its flags with - or _ between words, and a boolean one also as --flag=false. */
-/** The anomaly rules that suspend an agent when they fire, by their names in the config. */
+/** The anomaly rules that suspend an agent when they fire, by their names in the config: every entry with an `action`, so a rule added later is counted too. */
 function suspendingRules(config: AirlockConfig): string[] {
-  const anomalies = config.anomalies;
-  if (!anomalies.enabled) return [];
-  const rules = { rate_spike: anomalies.rate_spike, new_route: anomalies.new_route, new_scope: anomalies.new_scope, denial_burst: anomalies.denial_burst, volume_spike: anomalies.volume_spike, off_hours: anomalies.off_hours, new_client_address: anomalies.new_client_address };
-  return Object.entries(rules)
-    .filter(([, rule]) => rule?.action === 'suspend')
+  if (!config.anomalies.enabled) return [];
+  return Object.entries(config.anomalies)
+    .filter(([, rule]) => typeof rule === 'object' && rule !== null && 'action' in rule && rule.action === 'suspend')
     .map(([name]) => name);
 }
 
