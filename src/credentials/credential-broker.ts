@@ -220,7 +220,11 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
   // with backoff: a sweep would be network calls to a store that is down.
   const recheck = setInterval(function recheckFailingFileSecrets() {
     for (const entry of cache.status()) {
-      if (entry.ref.startsWith('file:') && (entry.failing || entry.state !== 'fresh')) broker.refresh(entry.ref).catch(() => undefined);
+      if (entry.ref.startsWith('file:') && (entry.failing || entry.state !== 'fresh')) {
+        void cache.recheck(entry.ref).then(function rememberRechecked(credential) {
+          if (credential !== null) catalog.remember(credential);
+        });
+      }
     }
   }, FILE_RECHECK_MS);
   recheck.unref();

@@ -116,6 +116,8 @@ export class CredentialCache {
   readonly #refusedAt = new LRUCache<string, number>({ max: MAX_ENTRIES });
   readonly #onBackgroundError: (ref: string, error: AirlockError) => void;
   readonly #onEvent: (event: 'hit' | 'stale' | 'miss' | 'refresh_failure') => void;
+  /** References being read again for their health alone (`recheck`): their failures are not counted. */
+  readonly #rechecking = new Set<string>();
 
   constructor(
     fetch: SecretFetcher,
@@ -154,6 +156,25 @@ export class CredentialCache {
       return Promise.reject(this.#unavailable(ref, entry));
     }
     return this.#load(ref, false);
+  }
+
+  /**
+   * Reads a reference again for its health alone (credential-broker.ts follows file: secrets this way
+   * without traffic): the value, or null when the read failed or another was under way. A failure is
+   * recorded on the entry (`status()`), but not counted as a `refresh_failure` event, which counts what
+   * requests and refreshes met (found by review: a file: secret not yet set counted one every 2 s with
+   * no traffic at all, and an alert on that rate fired on the shipped config until every secret was set).
+   */
+  async recheck(ref: string): Promise<Credential | null> {
+    if (this.#inflight.has(ref)) return null;
+    this.#rechecking.add(ref);
+    try {
+      return await this.#load(ref, false);
+    } catch {
+      return null;
+    } finally {
+      this.#rechecking.delete(ref);
+    }
   }
 
   /**
@@ -312,7 +333,7 @@ export class CredentialCache {
     } catch (error) {
       const failure =
         error instanceof AirlockError ? error : new AirlockError('credential_unavailable', `The credential ${ref} could not be fetched from its source; the request was not sent.`, { cause: error });
-      this.#onEvent('refresh_failure');
+      if (!this.#rechecking.has(ref)) this.#onEvent('refresh_failure');
       const now = this.#now();
       const previous = this.#entries.get(ref);
       const failures = (previous?.failures ?? 0) + 1;

@@ -11,6 +11,7 @@ import { generateAgentToken } from '../../src/identity/agent-token.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
 import { adminClient, eventually, freePort, runCliCapture, writeConfigFile, type AdminClient } from '../helpers/operator.js';
+import { sendRequest } from '../helpers/send-request.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
 
@@ -18,11 +19,13 @@ interface CredentialView {
   ref: string;
   state: string;
   failing: boolean;
+  consecutive_failures: number;
 }
 
 describe('a file: secret set while Airlock runs', () => {
   const value = canary('late-file');
   const alice = generateAgentToken();
+  const bot = generateAgentToken();
   const seen: string[] = [];
   let upstream: Upstream;
   let proxy: ProxyFixture;
@@ -35,7 +38,7 @@ describe('a file: secret set while Airlock runs', () => {
     const config = {
       admin: { listen: `127.0.0.1:${port}`, tokens: [{ name: 'alice', hash: alice.hash }] },
       services: { late: { upstream: upstream.url, credential: { secret: 'file:late-key' }, routes: [{ method: 'GET', path: '/v1/items', scope: 'items:read' }] } },
-      agents: {},
+      agents: { bot: { tokens: [bot.hash], credentials: [{ service: 'late', max_scope: ['items:read'] }] } },
     };
     proxy = await startProxy(config);
     admin = adminClient(() => `http://127.0.0.1:${port}`, alice.token);
@@ -63,6 +66,25 @@ describe('a file: secret set while Airlock runs', () => {
     const answer = await admin.call('GET', '/metrics');
     return /^airlock_credential_failing\{ref="file:late-key"\} (\d+)$/m.exec(answer.text)?.[1];
   }
+
+  async function lookups(result: 'miss' | 'refresh_failure'): Promise<number> {
+    const answer = await admin.call('GET', '/metrics');
+    return Number(new RegExp(`^airlock_credential_cache_total\\{result="${result}"\\} (\\d+)$`, 'm').exec(answer.text)?.[1] ?? 0);
+  }
+
+  it("counts an agent's lookups, and not the recheck's reads of a secret not set yet", async () => {
+    const failed = await lookups('refresh_failure');
+    const missed = await lookups('miss');
+    const failures = (await lateKey())?.consecutive_failures ?? 0;
+    // Two more rechecks read the file and found no entry: recorded on the credential, not counted as lookups.
+    await eventually('two rechecks of file:late-key', async () => ((await lateKey())?.consecutive_failures ?? 0) >= failures + 2, 10_000, 100);
+    expect(await lookups('refresh_failure')).toBe(failed);
+    expect(await lookups('miss')).toBe(missed);
+    const response = await sendRequest(`${proxy.url}/late/v1/items`, { headers: { authorization: `Bearer ${bot.token}` } });
+    seen.push(response.text);
+    expect(response.status).toBe(503);
+    expect(await lookups('miss')).toBe(missed + 1);
+  });
 
   it('is failing before it is set, and fresh within seconds of `secrets set`, with no request made', async () => {
     expect(await lateKey()).toMatchObject({ state: 'missing', failing: true });
