@@ -391,8 +391,10 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
   const tracing = sameTelemetry ? previous.tracing : await tracingFor(config, durable);
   parts.tracing = tracing;
 
-  // The console's address: admin.public_url, else the admin listener as bound.
-  const consoleUrl = (): string | null => (config.admin === null ? null : (config.admin.public_url ?? durable.boundAdminUrl));
+  // The console's address: admin.public_url, else the admin listener as bound. None when no token can
+  // sign in to it: an admin block removed by a reload keeps its listener until the restart, admitting
+  // nobody (keepRestartOnly), and a link there would send approvers to a console that refuses them.
+  const consoleUrl = (): string | null => (config.admin === null || config.admin.tokens.length === 0 ? null : (config.admin.public_url ?? durable.boundAdminUrl));
   const approvals = new ApprovalBroker(state, {
     maxPending: config.approvals.max_pending,
     maxPendingPerAgent: config.approvals.max_pending_per_agent,

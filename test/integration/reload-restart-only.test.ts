@@ -78,6 +78,32 @@ describe('a reload that also changes listeners', () => {
     expect((await admin.call('GET', '/v1/health')).status).toBe(200);
   });
 
+  it('an admin block removed: answers that wait for an approval no longer link to its console', async () => {
+    const adminBlock = { listen: adminListen, tokens: [{ name: 'alice', hash: alice.hash }] };
+    const gated = (extra: Record<string, unknown>): AirlockConfig =>
+      configWith({
+        ...extra,
+        services: { api: service(), own: service({ listen: ownListen }) },
+        agents: { bot: { tokens: [bot.hash], credentials: [{ service: 'api', max_scope: ['*'], require_approval: true, approval_mode: 'async' }, { service: 'own', max_scope: ['*'] }] } },
+      });
+    interface Pending {
+      code: string;
+      approval_id: string;
+      console_url?: string;
+    }
+    expect(await proxy.airlock.reload(gated({ admin: adminBlock }))).toEqual({ ok: true });
+    const linked = await get(`${proxy.url}/api/v1/items`);
+    expect(linked.status).toBe(202);
+    expect(linked.json<Pending>().console_url).toBe(`http://${adminListen}/#approval-${linked.json<Pending>().approval_id}`);
+    expect(await proxy.airlock.reload(gated({}))).toEqual({ ok: true, restartNeeded: ['admin.listen'] });
+    // The listener is kept until the restart, but admits nobody: a link there would be a dead end.
+    const unlinked = await get(`${proxy.url}/api/v1/items`);
+    expect(unlinked.status).toBe(202);
+    expect(unlinked.json<Pending>()).toMatchObject({ code: 'approval_pending', approval_id: expect.stringMatching(/^apr_/) });
+    expect(unlinked.json<Pending>()).not.toHaveProperty('console_url');
+    expect(await proxy.airlock.reload(configWith({ admin: adminBlock, services: { api: service(), own: service({ listen: ownListen }) }, agents: agents(['api', 'own']) }))).toEqual({ ok: true });
+  });
+
   it('an admin block moved: its tokens apply on the listener it runs on', async () => {
     const carol = generateAgentToken();
     const moved = await proxy.airlock.reload(configWith({ admin: { listen: `127.0.0.1:${await freePort()}`, tokens: [{ name: 'carol', hash: carol.hash }] }, services: { api: service(), own: service({ listen: ownListen }) }, agents: agents(['api', 'own']) }));
