@@ -5,6 +5,7 @@
 import { isIP } from 'node:net';
 import { Client } from 'undici';
 import { parseListen } from '../config/schema.js';
+import { classifyAddress } from '../upstream/egress-guard.js';
 import type { CliIo } from './cli-io.js';
 import type { CliConfig } from './locate-config.js';
 
@@ -65,8 +66,7 @@ export async function callAdmin(io: CliIo, target: CliConfig, method: string, pa
  */
 function isLoopback(host: string): boolean {
   if (host === 'localhost' || host === '0.0.0.0' || host === '::') return true;
-  if (isIP(host) === 4) return host.startsWith('127.');
-  return host === '::1';
+  return isIP(host) !== 0 && classifyAddress(host) === 'loopback';
 }
 
 /** Prints a refusal's detail and returns the exit code. */

@@ -6,7 +6,8 @@
  * Checked in one pass so every problem is listed at once.
  */
 import { existsSync } from 'node:fs';
-import { literalNeedsAllowPrivate } from '../upstream/egress-guard.js';
+import { isIP } from 'node:net';
+import { classifyAddress, literalNeedsAllowPrivate } from '../upstream/egress-guard.js';
 import { parseUpstream } from '../upstream/upstream-target.js';
 import type { ConfigProblem, ProblemPath } from './config-problem.js';
 import { parseListen, type ParsedConfig } from './schema.js';
@@ -54,9 +55,13 @@ function hostOf(url: string): string | null {
   }
 }
 
-/** Loopback: 127.0.0.0/8, ::1, localhost and *.localhost (RFC 6761). A wildcard bind is every interface. */
+/**
+ * Loopback: 127.0.0.0/8 and ::1 however spelt (0:0:0:0:0:0:0:1, ::ffff:127.0.0.1; found by review: a
+ * written-out ::1 was warned about as beyond this machine), localhost and *.localhost (RFC 6761). A
+ * wildcard bind is every interface.
+ */
 function onThisMachine(host: string): boolean {
-  return host === 'localhost' || host.endsWith('.localhost') || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+  return host === 'localhost' || host.endsWith('.localhost') || (isIP(host) !== 0 && classifyAddress(host) === 'loopback');
 }
 
 export function defaultPrefix(serviceName: string): string {

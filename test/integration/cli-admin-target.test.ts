@@ -72,4 +72,23 @@ describe('the admin address the CLI sends its token to', () => {
     expect(run.code, run.stderr).toBe(0);
     expect(received.slice(before)).toEqual([`Bearer ${admin.token}`]);
   });
+
+  // Found by review: only the short spelling ::1 counted as this machine.
+  it('and one naming IPv6 loopback written out in full', async () => {
+    const catcher6 = createServer((req, res) => {
+      received.push(req.headers.authorization ?? '');
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"approvals":[]}');
+    });
+    catcher6.listen(0, '::1');
+    await once(catcher6, 'listening');
+    try {
+      const before = received.length;
+      const run = await runIn(`[0:0:0:0:0:0:0:1]:${(catcher6.address() as AddressInfo).port}`, ['approvals', 'list']);
+      expect(run.code, run.stderr).toBe(0);
+      expect(received.slice(before)).toEqual([`Bearer ${admin.token}`]);
+    } finally {
+      catcher6.close();
+    }
+  });
 });

@@ -529,7 +529,7 @@ describe('cross-field rules (validate-config.ts)', () => {
     expectProblems(loaded, [{ severity: 'warning', path, message: new RegExp(`^${escape(said)}, beyond this machine, over plain HTTP: ${escape(carries)} cross the network unencrypted; keep it on loopback, or put TLS in front`) }]);
   });
 
-  it.each([['127.0.0.1:7700'], ['127.9.9.9:0'], ['[::1]:7700'], ['localhost:7700'], ['airlock.localhost:7700']])('does not warn of a loopback listener: %s', (listen) => {
+  it.each([['127.0.0.1:7700'], ['127.9.9.9:0'], ['[::1]:7700'], ['[0:0:0:0:0:0:0:1]:7700'], ['[::ffff:127.0.0.1]:7700'], ['localhost:7700'], ['airlock.localhost:7700']])('does not warn of a loopback listener: %s', (listen) => {
     const loaded = build({ listen, services: { api: service() }, agents: { bot: agent([HASH_A], [{ service: 'api', max_scope: ['items:read'] }]) } });
     expect(loaded.problems).toEqual([]);
   });
