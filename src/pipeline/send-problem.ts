@@ -56,20 +56,46 @@ const DRAIN_MAX_MS = 10_000;
  * connection kept for the next request; past DRAIN_MAX_BYTES (or a Content-Length saying so) or
  * DRAIN_MAX_MS it is closed. A client that asked for 100-continue and got none sends no body: its
  * connection is closed, as its next request would otherwise be read as this one's body.
+ *
+ * A connection that closes after this answer (the client sent `Connection: close`, as Python's urllib
+ * does on every request, or spoke HTTP/1.0 without keep-alive) cannot be drained after it: node
+ * closes the socket once the answer is written, the unread body makes the kernel send a reset, and the
+ * client, still writing, saw a broken pipe instead of the answer (found by review: urllib's `urlopen`
+ * raised URLError EPIPE for every denied upload, never HTTPError 401). Its body is read first, within
+ * the same bounds, and then answered.
  */
 export function answerRefusal(req: IncomingMessage, res: ServerResponse, error: AirlockError, requestId: string, scrub: (text: string) => string): void {
-  const drain = !req.complete && error.headers['connection'] !== 'close' && drainable(req);
-  sendProblem(res, error, requestId, !req.complete && !drain, scrub);
-  if (drain) drainBody(req);
+  const closing = closesAfterAnswer(req);
+  if (req.complete || error.headers['connection'] === 'close' || !drainable(req, closing)) {
+    sendProblem(res, error, requestId, !req.complete, scrub);
+    return;
+  }
+  if (!closing) {
+    sendProblem(res, error, requestId, false, scrub);
+    drainBody(req, null);
+    return;
+  }
+  drainBody(req, function answerOnceRead() {
+    sendProblem(res, error, requestId, true, scrub);
+  });
+}
+
+/** Whether node closes the connection after this request's answer (RFC 9112 9.3: `close`, or HTTP/1.0 without `keep-alive`). */
+function closesAfterAnswer(req: IncomingMessage): boolean {
+  const tokens = (req.headers.connection ?? '').toLowerCase().split(',').map((token) => token.trim());
+  if (tokens.includes('close')) return true;
+  return req.httpVersion !== '1.1' && !tokens.includes('keep-alive');
 }
 
 /**
- * Only a Content-Length body of HTTP/1.1: a body framed by Transfer-Encoding may be refused because its
- * framing is faulty (HTTP/1.0 with it, RFC 9112 6.1; a coding other than chunked), and what follows
- * node's idea of its end would be read as a next request (found by review: a smuggled request forwarded).
+ * Only a Content-Length body: a body framed by Transfer-Encoding may be refused because its framing is
+ * faulty (HTTP/1.0 with it, RFC 9112 6.1; a coding other than chunked), and what follows node's idea of
+ * its end would be read as a next request (found by review: a smuggled request forwarded). A kept
+ * connection is HTTP/1.1 only; one that closes after the answer has no next request to misread.
  */
-function drainable(req: IncomingMessage): boolean {
-  if (req.destroyed || req.headers.expect !== undefined || req.httpVersion !== '1.1' || req.headers['transfer-encoding'] !== undefined) return false;
+function drainable(req: IncomingMessage, closing: boolean): boolean {
+  if (req.destroyed || req.headers.expect !== undefined || req.headers['transfer-encoding'] !== undefined) return false;
+  if (!closing && req.httpVersion !== '1.1') return false;
   const declared = Number(req.headers['content-length'] ?? NaN);
   return !(declared > DRAIN_MAX_BYTES);
 }
@@ -89,21 +115,40 @@ export function drainingRefusedBody(socket: Duplex): boolean {
   return drained !== undefined && !drained.complete;
 }
 
-function drainBody(req: IncomingMessage): void {
+/**
+ * Reads the rest of a refused request's body and throws it away. `answer`, when given, is sent once the
+ * body has ended, or at once when the bounds are passed (node then closes the connection after it);
+ * without one, the answer went first and passing a bound closes the connection.
+ */
+function drainBody(req: IncomingMessage, answer: (() => void) | null): void {
   // From whatever read it (the body guard undici was reading): the bytes go nowhere now.
   req.unpipe();
   const socket = req.socket;
   (socket as { [DRAINING]?: IncomingMessage })[DRAINING] = req;
   let read = 0;
-  const deadline = setTimeout(() => socket.destroy(), DRAIN_MAX_MS);
+  let owed = answer;
+  // A bound passed: the answer if it is still owed (node closes the connection once it is written),
+  // else the connection closes now.
+  const giveUp = (): void => {
+    if (owed === null) {
+      socket.destroy();
+      return;
+    }
+    const send = owed;
+    owed = null;
+    send();
+  };
+  const deadline = setTimeout(giveUp, DRAIN_MAX_MS);
   deadline.unref();
   req.on('data', function discardRefusedBody(chunk: Buffer) {
     read += chunk.length;
-    if (read > DRAIN_MAX_BYTES) socket.destroy();
+    if (read > DRAIN_MAX_BYTES && read - chunk.length <= DRAIN_MAX_BYTES) giveUp();
   });
   req.once('close', () => clearTimeout(deadline));
   req.once('end', () => {
+    clearTimeout(deadline);
     if ((socket as { [DRAINING]?: IncomingMessage })[DRAINING] === req) delete (socket as { [DRAINING]?: IncomingMessage })[DRAINING];
+    if (owed !== null) giveUp();
   });
   req.resume();
 }

@@ -9,6 +9,7 @@
 import OpenAI, { toFile } from 'openai';
 import { readFileSync, rmSync } from 'node:fs';
 import { Agent, request as httpRequest } from 'node:http';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
@@ -116,6 +117,64 @@ describe('a request refused while its body is still arriving', () => {
     } finally {
       agent.destroy();
     }
+  });
+
+  // Found by review: a connection that closes after the answer was answered before its body was in,
+  // node closed it, and the client still writing saw a reset (Python's urllib, which sends
+  // `Connection: close` on every request, raised URLError EPIPE, never HTTPError 401).
+  it('a client that sends Connection: close gets its 401 after the upload, never a broken pipe', async () => {
+    const outcomes: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const body = Buffer.alloc(4 * 1024 * 1024, 'd');
+      const outcome = await new Promise<string>((resolve) => {
+        const req = httpRequest(`${url}/openai/v1/files`, { method: 'POST', agent: false, headers: { authorization: `Bearer ${generateAgentToken().token}`, connection: 'close', 'content-length': body.length } }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (chunk: Buffer) => chunks.push(chunk));
+          res.on('end', () => resolve(`${res.statusCode} ${(JSON.parse(Buffer.concat(chunks).toString('utf8')) as { code?: string }).code} ${res.headers.connection}`));
+        });
+        req.on('error', (error: NodeJS.ErrnoException) => resolve(`error ${error.code}`));
+        let at = 0;
+        const next = (): void => {
+          while (at < body.length) {
+            const piece = body.subarray(at, at + 64 * 1024);
+            at += piece.length;
+            if (!req.write(piece)) return void req.once('drain', next);
+          }
+          req.end();
+        };
+        next();
+      });
+      outcomes.push(outcome);
+    }
+    expect(outcomes).toEqual(Array(4).fill('401 unauthenticated close'));
+  });
+
+  it('so does an HTTP/1.0 client', async () => {
+    const { port } = new URL(url);
+    const body = Buffer.alloc(4 * 1024 * 1024, 'e');
+    const answer = await new Promise<string>((resolve) => {
+      const socket = connect(Number(port), '127.0.0.1');
+      const received: Buffer[] = [];
+      let failure: string | null = null;
+      socket.on('data', (chunk: Buffer) => received.push(chunk));
+      socket.on('error', (error: NodeJS.ErrnoException) => {
+        failure = `error ${error.code}`;
+      });
+      // Every byte written and the answer read, with no reset on the way.
+      socket.on('close', () => resolve(failure ?? Buffer.concat(received).toString('latin1')));
+      socket.write(`POST /openai/v1/files HTTP/1.0\r\nHost: airlock\r\nAuthorization: Bearer ${generateAgentToken().token}\r\nContent-Length: ${body.length}\r\n\r\n`);
+      let at = 0;
+      const next = (): void => {
+        while (at < body.length) {
+          const piece = body.subarray(at, at + 64 * 1024);
+          at += piece.length;
+          if (!socket.write(piece)) return void socket.once('drain', next);
+        }
+      };
+      next();
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 401 /);
+    expect(answer).toContain('"code":"unauthenticated"');
   });
 
   it('a body declared larger than the bound is answered and the connection closed, as before', async () => {
