@@ -440,7 +440,7 @@ const anomaliesSpec = z.strictObject({
   denial_burst: z
     .strictObject({ count: z.number().int().min(1).default(30), window: anomalyWindow.default(60), action: anomalyAction.default('suspend') })
     .default({ count: 30, window: 60, action: 'suspend' })
-    .describe('many denials (401/403/404/405) in a window: probing'),
+    .describe('many requests refused by policy (unknown token, route, scope, service, method, missing session; not the upstream answers) in a window: probing'),
   volume_spike: z
     .strictObject({ factor: z.number().min(1).default(10), window: anomalyWindow.default(300), min_bytes: z.number().int().min(0).default(1024 * 1024), action: anomalyAction.default('alert') })
     .default({ factor: 10, window: 300, min_bytes: 1024 * 1024, action: 'alert' })

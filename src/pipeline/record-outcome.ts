@@ -66,7 +66,7 @@ function observeAnomalies(runtime: ProxyRuntime, record: AuditRecord, agent: str
       scope: record.scope,
       session: record.session,
       client: record.client,
-      status: record.status,
+      code: record.code,
       responseBytes: record.response_bytes,
       screened,
     });

@@ -7,7 +7,8 @@
  *   rate_spike         requests in the window > factor x baseline (and >= min_requests), after warm-up
  *   volume_spike       response bytes in the window > factor x baseline (and >= min_bytes), after warm-up
  *   new_route/new_scope a route or scope used for the first time, after warm-up
- *   denial_burst       denials (401/403/404/405) in the window >= count: probing (no warm-up needed)
+ *   denial_burst       Airlock's own refusals of what the policy does not give (PROBING_CODES) in the
+ *                      window >= count: probing (no warm-up needed)
  *   off_hours          a call outside the configured usual hours
  *   new_client_address a task session used from a second client address
  * Every structure is bounded (rings of fixed size, sets capped, LRU of sessions, a ring of events) so
@@ -49,7 +50,8 @@ export interface RequestSample {
 
 /** A request with its answer. `screened`: `screen` already saw it, so its request rules are not run again. */
 export interface Observation extends RequestSample {
-  readonly status: number | null;
+  /** The audit record's code: what Airlock refused the request for, or null when the upstream answered. */
+  readonly code: string | null;
   readonly responseBytes: number;
   readonly screened?: boolean;
 }
@@ -57,7 +59,13 @@ export interface Observation extends RequestSample {
 const BASELINE_SECONDS = 3600;
 const MAX_KNOWN = 1000;
 const MAX_EVENTS = 1000;
-const DENIAL_STATUSES: ReadonlySet<number> = new Set([401, 403, 404, 405]);
+/**
+ * What probing is: asking for what the policy does not give (a token it does not know, a route, scope,
+ * service or method it does not allow, a call without the session it needs). Not the upstream's own
+ * 401/403/404 (found by review: an upstream key that expired made every agent using it look like a
+ * prober, and the default action suspended them all), nor a human's decision on an approval.
+ */
+const PROBING_CODES: ReadonlySet<string> = new Set(['unauthenticated', 'route_not_allowed', 'scope_denied', 'session_required', 'unknown_service', 'method_not_allowed']);
 
 /**
  * Per-second counters over the last `size` seconds (the rule's window, whole seconds, at most an hour
@@ -227,7 +235,7 @@ export class AnomalyDetector {
     const spec = this.#spec;
 
     // Probing: denials across the agent's services, no baseline needed.
-    if (sample.status !== null && DENIAL_STATUSES.has(sample.status)) {
+    if (sample.code !== null && PROBING_CODES.has(sample.code)) {
       let ring = this.#denials.get(sample.agent);
       if (ring === undefined) {
         ring = new SecondRing(spec.denial_burst.window);
@@ -236,7 +244,18 @@ export class AnomalyDetector {
       ring.add(second, 1);
       const denials = ring.sum(second);
       if (denials >= spec.denial_burst.count) {
-        this.#raise(raised, sample, 'denial_burst', spec.denial_burst.action, null, { denials, window_s: spec.denial_burst.window, threshold: spec.denial_burst.count }, `${denials} denied requests in ${spec.denial_burst.window} s (threshold ${spec.denial_burst.count}): probing?`);
+        // The denial that crossed the threshold says what kind of probing it is (a count per code over
+        // the window would be a ring per code and agent).
+        const last = sample.route === null ? sample.code : `${sample.code} on ${sample.route}`;
+        this.#raise(
+          raised,
+          sample,
+          'denial_burst',
+          spec.denial_burst.action,
+          null,
+          { denials, window_s: spec.denial_burst.window, threshold: spec.denial_burst.count, last_code: sample.code, ...(sample.route === null ? {} : { last_route: sample.route }) },
+          `${denials} requests refused by policy in ${spec.denial_burst.window} s (threshold ${spec.denial_burst.count}), the last ${last}: probing`,
+        );
       }
     }
 

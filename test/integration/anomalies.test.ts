@@ -19,7 +19,7 @@ import { canary } from '../helpers/canary.js';
 import { adminClient, eventually, freePort, runCliCapture, sleep, writeConfigFile, type AdminClient, type CliRun } from '../helpers/operator.js';
 import { sendRequest, type Problem, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
-import { echoHandler, startUpstream, type Upstream } from '../helpers/start-upstream.js';
+import { echoHandler, refusingHandler, startUpstream, type Upstream } from '../helpers/start-upstream.js';
 
 interface AnomalyView {
   id: string;
@@ -187,7 +187,7 @@ describe('anomaly detection end to end', () => {
   it('the audit trail has the anomaly record: actor anomaly-detector, route anomaly:denial_burst, the evidence as reason', async () => {
     const record = await eventually('the anomaly audit record', () => proxy.auditRecords().find((r) => r.route === 'anomaly:denial_burst'));
     expect(record).toMatchObject({ agent: 'prober', actor: 'anomaly-detector', decision: 'deny', service: null });
-    expect(record.reason).toContain('5 denied requests in 60 s (threshold 5)');
+    expect(record.reason).toContain('5 requests refused by policy in 60 s (threshold 5), the last scope_denied on /v1/files/:id: probing');
     expect(record.reason).toContain('action suspend');
     const [event] = await anomalies('prober');
     expect(record.reason).toContain((event as AnomalyView).id);
@@ -267,7 +267,7 @@ describe('anomaly detection end to end', () => {
     expect(listed.code, listed.stderr).toBe(0);
     const lines = listed.stdout.trim().split('\n');
     expect(lines).toHaveLength(3);
-    expect(listed.stdout).toMatch(/denial_burst\s+suspend\s+prober\s+5 denied requests in 60 s/);
+    expect(listed.stdout).toMatch(/denial_burst\s+suspend\s+prober\s+5 requests refused by policy in 60 s/);
     expect(listed.stdout).toMatch(/new_route\s+alert\s+explorer\/llm\s+first use of route \/v1\/files\/:id/);
     expect(listed.stdout).toMatch(/new_scope\s+alert\s+explorer\/llm/);
 
@@ -762,6 +762,71 @@ describe('denial_burst across a reload and a restore', () => {
     expect(await call('/v1/a'), 'the fifth suspended it again, within the cooldown').toBe(401);
     const rules = (await admin.call('GET', '/v1/anomalies')).json<{ anomalies: Array<{ rule: string }> }>().anomalies.map((event) => event.rule);
     expect(rules).toEqual(['denial_burst', 'denial_burst']);
+    expect((await admin.call('POST', '/v1/agents/bot/restore', { reason: 'test done' })).status).toBe(200);
+  });
+});
+
+// Found by review: denial_burst counted every 401/403/404/405 the agent received, the upstream's own
+// among them, so an upstream key that expired (a 401 on every call) suspended every agent using it.
+describe("denial_burst counts Airlock's refusals, not the upstream's answers", () => {
+  const key = canary('anomaly-upstream-refuses');
+  const bot = generateAgentToken();
+  const alice = generateAgentToken();
+  const seen: SentResponse[] = [];
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+  let admin: AdminClient;
+
+  beforeAll(async () => {
+    upstream = await startUpstream((req, res, recorded) => {
+      if (req.url === '/v1/expired') return refusingHandler(req, res, recorded);
+      res.writeHead(404, { 'content-type': 'application/json' });
+      res.end('{"error":{"message":"No such file"}}');
+    });
+    proxy = await startProxy(
+      {
+        admin: { listen: '127.0.0.1:0', tokens: [{ name: 'alice', hash: alice.hash }] },
+        anomalies: { denial_burst: { count: 5, window: 600, action: 'suspend' } },
+        services: {
+          echo: {
+            upstream: upstream.url,
+            credential: { secret: 'env:REFUSED_KEY', inject: 'bearer' },
+            routes: [
+              { method: 'GET', path: '/v1/expired', scope: 'a:read' },
+              { method: 'GET', path: '/v1/files/:id', scope: 'a:read' },
+              { method: 'GET', path: '/v1/other', scope: 'b:read' },
+            ],
+          },
+        },
+        agents: { bot: { tokens: [bot.hash], credentials: [{ service: 'echo', max_scope: ['a:read'] }] } },
+      },
+      { env: { REFUSED_KEY: key } },
+    );
+    admin = adminClient(() => proxy.airlock.adminUrl as string, alice.token);
+  });
+
+  afterAll(async () => {
+    expectNothingLeaked([key, bot.token, alice.token], seen, admin, proxy);
+    await proxy?.close();
+    await upstream?.close();
+  });
+
+  async function call(path: string): Promise<number> {
+    const response = await sendRequest(`${proxy.url}/echo${path}`, { headers: { authorization: `Bearer ${bot.token}` } });
+    seen.push(response);
+    return response.status;
+  }
+
+  it("the upstream's 401s and 404s raise nothing; Airlock's own refusals still do, saying which", async () => {
+    for (let i = 0; i < 6; i++) expect(await call('/v1/expired')).toBe(401);
+    for (let i = 0; i < 6; i++) expect(await call(`/v1/files/file-${i}`)).toBe(404);
+    expect((await admin.call('GET', '/v1/anomalies')).json<{ anomalies: unknown[] }>().anomalies).toEqual([]);
+    expect(await call('/v1/files/file-9'), 'not suspended').toBe(404);
+    for (let i = 0; i < 5; i++) expect(await call('/v1/other')).toBe(403);
+    const events = (await admin.call('GET', '/v1/anomalies')).json<{ anomalies: AnomalyView[] }>().anomalies;
+    expect(events).toHaveLength(1);
+    expect(events[0]).toMatchObject({ rule: 'denial_burst', evidence: { denials: 5, last_code: 'scope_denied', last_route: '/v1/other' } });
+    expect(await call('/v1/expired'), 'the fifth refusal suspended the agent').toBe(401);
     expect((await admin.call('POST', '/v1/agents/bot/restore', { reason: 'test done' })).status).toBe(200);
   });
 });

@@ -29,7 +29,7 @@ function detector(anomalies: Record<string, unknown> = {}): AnomalyDetector {
 }
 
 function sample(at: number, overrides: Partial<Observation> = {}): Observation {
-  return { at, agent: 'steady-bot', service: 'llm', route: '/v1/chat', scope: 'chat:write', session: null, client: '10.0.0.7', status: 200, responseBytes: 600, ...overrides };
+  return { at, agent: 'steady-bot', service: 'llm', route: '/v1/chat', scope: 'chat:write', session: null, client: '10.0.0.7', code: null, responseBytes: 600, ...overrides };
 }
 
 interface Feed {
@@ -64,7 +64,7 @@ function steady(d: AnomalyDetector, from: number, durationMs: number, options: {
           session: 'ses_steady',
           responseBytes: 400 + ((i * 37) % 400),
           // A typo'd model now and then: one 404 in ten minutes is not probing.
-          status: i % 300 === 299 ? 404 : 200,
+          code: i % 300 === 299 ? 'route_not_allowed' : null,
         }),
       ),
     );
@@ -248,38 +248,39 @@ describe('denial_burst', () => {
     const d = detector();
     const raised: AnomalyEvent[] = [];
     for (let i = 0; i < 29; i++) {
-      raised.push(...d.observe(sample(NOON + i * 500, { status: i % 2 === 0 ? 403 : 404, route: null, scope: null })));
-      // Other failures are not denials.
-      raised.push(...d.observe(sample(NOON + i * 500 + 1, { status: i % 2 === 0 ? 429 : 502 })));
+      raised.push(...d.observe(sample(NOON + i * 500, { code: i % 2 === 0 ? 'scope_denied' : 'route_not_allowed', route: null, scope: null })));
+      // Other failures are not probing: limits, the upstream's own answers (code null: an upstream 401 or
+      // 404 is the upstream's), a human's decision on an approval.
+      for (const code of ['rate_limited', 'upstream_unreachable', null, 'approval_denied', 'approval_timeout']) raised.push(...d.observe(sample(NOON + i * 500 + 1, { code })));
     }
     expect(raised).toEqual([]);
-    const storm = d.observe(sample(NOON + 29 * 500, { status: 403 }));
+    const storm = d.observe(sample(NOON + 29 * 500, { code: 'scope_denied' }));
     expect(storm).toHaveLength(1);
-    expect(storm[0]).toMatchObject({ rule: 'denial_burst', action: 'suspend', agent: 'steady-bot', service: null, evidence: { denials: 30, window_s: 60, threshold: 30 } });
-    expect(storm[0]?.summary).toContain('30 denied requests');
+    expect(storm[0]).toMatchObject({ rule: 'denial_burst', action: 'suspend', agent: 'steady-bot', service: null, evidence: { denials: 30, window_s: 60, threshold: 30, last_code: 'scope_denied', last_route: '/v1/chat' } });
+    expect(storm[0]?.summary).toBe('30 requests refused by policy in 60 s (threshold 30), the last scope_denied on /v1/chat: probing');
   });
 
-  it('401 and 405 count; denials on several services add up for the agent', () => {
+  it('unknown tokens, services and methods count too; denials on several services add up for the agent', () => {
     const d = detector({ denial_burst: { count: 8, window: 60 } });
     const raised: AnomalyEvent[] = [];
-    const statuses = [401, 405, 403, 404];
-    for (let i = 0; i < 7; i++) raised.push(...d.observe(sample(NOON + i * 1000, { status: statuses[i % 4] as number, service: i % 2 === 0 ? 'llm' : 'crm' })));
+    const codes = ['unauthenticated', 'method_not_allowed', 'session_required', 'unknown_service'];
+    for (let i = 0; i < 7; i++) raised.push(...d.observe(sample(NOON + i * 1000, { code: codes[i % 4] as string, service: i % 2 === 0 ? 'llm' : 'crm' })));
     expect(raised).toEqual([]);
-    expect(only(d.observe(sample(NOON + 7000, { status: 403, service: 'crm' })), 'denial_burst')).toHaveLength(1);
+    expect(only(d.observe(sample(NOON + 7000, { code: 'scope_denied', service: 'crm' })), 'denial_burst')).toHaveLength(1);
     // Another agent's denials are its own.
-    expect(d.observe(sample(NOON + 8000, { status: 403, agent: 'other-bot' }))).toEqual([]);
+    expect(d.observe(sample(NOON + 8000, { code: 'scope_denied', agent: 'other-bot' }))).toEqual([]);
   });
 
   it('count and window from config: 5 in 10 s fire; denials spread wider than the window do not', () => {
     const d = detector({ denial_burst: { count: 5, window: 10, action: 'alert' } });
     const raised: AnomalyEvent[] = [];
     // One denial every 3 s for 10 minutes: never more than 4 in any 10 s.
-    for (let i = 0; i < 200; i++) raised.push(...d.observe(sample(NOON + i * 3000, { status: 404 })));
+    for (let i = 0; i < 200; i++) raised.push(...d.observe(sample(NOON + i * 3000, { code: 'scope_denied' })));
     expect(raised).toEqual([]);
     const at = NOON + 200 * 3000 + 60_000;
-    for (let i = 0; i < 4; i++) raised.push(...d.observe(sample(at + i * 2000, { status: 404 })));
+    for (let i = 0; i < 4; i++) raised.push(...d.observe(sample(at + i * 2000, { code: 'scope_denied' })));
     expect(raised).toEqual([]);
-    const fired = d.observe(sample(at + 8000, { status: 404 }));
+    const fired = d.observe(sample(at + 8000, { code: 'scope_denied' }));
     expect(fired).toHaveLength(1);
     expect(fired[0]).toMatchObject({ rule: 'denial_burst', action: 'alert', evidence: { denials: 5, window_s: 10, threshold: 5 } });
   });
@@ -304,12 +305,12 @@ describe('denial_burst', () => {
   it('a one-hour window counts denials spread over the hour', () => {
     const d = detector({ denial_burst: { count: 3, window: 3600, action: 'alert' } });
     const raised: AnomalyEvent[] = [];
-    for (const minutes of [0, 30, 59]) raised.push(...d.observe(sample(NOON + minutes * MINUTE, { status: 403 })));
+    for (const minutes of [0, 30, 59]) raised.push(...d.observe(sample(NOON + minutes * MINUTE, { code: 'scope_denied' })));
     expect(only(raised, 'denial_burst')).toHaveLength(1);
     // ...and forgets a denial once it is more than an hour old.
     const later = detector({ denial_burst: { count: 3, window: 3600, action: 'alert' } });
     const none: AnomalyEvent[] = [];
-    for (const minutes of [0, 30, 61]) none.push(...later.observe(sample(NOON + minutes * MINUTE, { status: 403 })));
+    for (const minutes of [0, 30, 61]) none.push(...later.observe(sample(NOON + minutes * MINUTE, { code: 'scope_denied' })));
     expect(only(none, 'denial_burst')).toHaveLength(0);
   });
 });
@@ -453,12 +454,12 @@ describe('cooldown', () => {
     const d = detector({ denial_burst: { count: 5, window: 60 } });
     const raised: AnomalyEvent[] = [];
     // A denial every 500 ms for 50 s: over the threshold from the 5th on.
-    for (let i = 0; i < 100; i++) raised.push(...d.observe(sample(NOON + i * 500, { status: 403 })));
+    for (let i = 0; i < 100; i++) raised.push(...d.observe(sample(NOON + i * 500, { code: 'scope_denied' })));
     expect(only(raised, 'denial_burst')).toHaveLength(1);
     const first = only(raised, 'denial_burst')[0] as AnomalyEvent;
     // Still probing past the cooldown: a second event.
     const later: AnomalyEvent[] = [];
-    for (let i = 100; i < 140; i++) later.push(...d.observe(sample(NOON + i * 500, { status: 403 })));
+    for (let i = 100; i < 140; i++) later.push(...d.observe(sample(NOON + i * 500, { code: 'scope_denied' })));
     const second = only(later, 'denial_burst');
     expect(second).toHaveLength(1);
     expect((second[0] as AnomalyEvent).at - first.at).toBeGreaterThanOrEqual(60_000);
@@ -489,7 +490,7 @@ describe('enabled: false', () => {
     const raised: AnomalyEvent[] = [];
     raised.push(...steady(d, NOON, 10 * MINUTE).events);
     for (let i = 0; i < 300; i++) {
-      raised.push(...d.observe(sample(Date.UTC(2025, 0, 6, 3) + i * 10, { status: 403, route: `/v1/r${i}`, scope: `s:${i}`, responseBytes: 10 * 1024 * 1024, session: 'ses', client: `10.0.0.${i % 250}` })));
+      raised.push(...d.observe(sample(Date.UTC(2025, 0, 6, 3) + i * 10, { code: 'scope_denied', route: `/v1/r${i}`, scope: `s:${i}`, responseBytes: 10 * 1024 * 1024, session: 'ses', client: `10.0.0.${i % 250}` })));
     }
     expect(raised).toEqual([]);
     expect(d.events()).toEqual([]);
@@ -516,7 +517,7 @@ describe('bounded memory', () => {
         scope: `scope:${(i * 31) % 10_000}`,
         session: `ses_${(i * 13) % 10_000}`,
         client: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`,
-        status: i % 3 === 0 ? 403 : 200,
+        code: i % 3 === 0 ? 'scope_denied' : null,
         responseBytes: 200 + (i % 5000),
       });
       raised += events.length;
@@ -583,7 +584,7 @@ describe('caches past their caps', () => {
   it('denial rings per agent (cap 10,000): after 30,000 agents only the newest 10,000 keep their count', () => {
     const cap = 10_000;
     const d = detector({ denial_burst: { count: 2, window: 60, action: 'alert' } });
-    const denied = (at: number, agent: string): AnomalyEvent[] => d.observe(sample(at, { agent, service: null, route: null, scope: null, status: 403 }));
+    const denied = (at: number, agent: string): AnomalyEvent[] => d.observe(sample(at, { agent, service: null, route: null, scope: null, code: 'scope_denied' }));
     // One denial each within a second; the second denial of a remembered agent is a burst of 2.
     let raised = 0;
     for (let i = 0; i < 3 * cap; i++) raised += denied(NOON + Math.floor(i / 100), `agent-${i}`).length;
@@ -642,7 +643,7 @@ describe('screen before forwarding, observe after the answer', () => {
     raised.push(...feed(d, twoMoments, sample(at + 300, { route: '/v1/files/:id', scope: 'files:read', session: 'ses_a' })));
     raised.push(...feed(d, twoMoments, sample(at + 400, { responseBytes: 5_000_000, session: 'ses_a' })));
     raised.push(...feed(d, twoMoments, sample(at + 500, { session: 'ses_a', client: '10.9.9.9' })));
-    for (let i = 0; i < 5; i++) raised.push(...feed(d, twoMoments, sample(at + 600 + i, { status: 403, route: null, scope: null })));
+    for (let i = 0; i < 5; i++) raised.push(...feed(d, twoMoments, sample(at + 600 + i, { code: 'scope_denied', route: null, scope: null })));
     raised.push(...feed(d, twoMoments, sample(NOON + 10 * HOUR, {})));
     return raised.map((event) => `${event.rule} ${JSON.stringify(event.evidence)}`).sort();
   }
@@ -657,7 +658,7 @@ describe('screen before forwarding, observe after the answer', () => {
   it('screen runs the request rules only: a denial or a large answer is seen once answered', () => {
     const d = detector({ warmup: { requests: 1, seconds: 1 }, volume_spike: { min_bytes: 1000 }, denial_burst: { count: 1 } });
     feed(d, true, sample(NOON));
-    const later = sample(NOON + 2000, { route: '/v1/new', status: 403, responseBytes: 50_000 });
+    const later = sample(NOON + 2000, { route: '/v1/new', code: 'scope_denied', responseBytes: 50_000 });
     expect(d.screen(later).map((e) => e.rule)).toEqual(['new_route']);
     expect(d.observe({ ...later, screened: true }).map((e) => e.rule).sort()).toEqual(['denial_burst', 'volume_spike']);
   });
