@@ -6,34 +6,35 @@
  * their usual exceptions instead of handing the agent a 403 body as if it were data.
  */
 
+/** `policy`: a refusal by a policy stage (isPolicyRefusal). */
 const CATALOG = {
-  approval_pending: { status: 202, title: 'Waiting for human approval' },
+  approval_pending: { status: 202, title: 'Waiting for human approval', policy: true },
   invalid_request: { status: 400, title: 'Invalid request' },
-  unauthenticated: { status: 401, title: 'Not authenticated' },
-  route_not_allowed: { status: 403, title: 'Route not allowed' },
-  scope_denied: { status: 403, title: 'Scope not granted' },
-  session_required: { status: 403, title: 'Task session required' },
-  approval_denied: { status: 403, title: 'Approval denied' },
-  approval_timeout: { status: 403, title: 'Approval timed out' },
-  unknown_service: { status: 404, title: 'Unknown service' },
-  not_found: { status: 404, title: 'Not found' },
-  method_not_allowed: { status: 405, title: 'Method not allowed' },
+  unauthenticated: { status: 401, title: 'Not authenticated', policy: true },
+  route_not_allowed: { status: 403, title: 'Route not allowed', policy: true },
+  scope_denied: { status: 403, title: 'Scope not granted', policy: true },
+  session_required: { status: 403, title: 'Task session required', policy: true },
+  approval_denied: { status: 403, title: 'Approval denied', policy: true },
+  approval_timeout: { status: 403, title: 'Approval timed out', policy: true },
+  unknown_service: { status: 404, title: 'Unknown service', policy: true },
+  not_found: { status: 404, title: 'Not found', policy: true },
+  method_not_allowed: { status: 405, title: 'Method not allowed', policy: true },
   request_timeout: { status: 408, title: 'Request timeout' },
-  payload_too_large: { status: 413, title: 'Payload too large' },
-  rate_limited: { status: 429, title: 'Rate limited' },
+  payload_too_large: { status: 413, title: 'Payload too large', policy: true },
+  rate_limited: { status: 429, title: 'Rate limited', policy: true },
   headers_too_large: { status: 431, title: 'Request header fields too large' },
   internal_error: { status: 500, title: 'Internal error' },
   upstream_unreachable: { status: 502, title: 'Upstream unreachable' },
   unscannable_response: { status: 502, title: 'Unscannable upstream response' },
   credential_unavailable: { status: 503, title: 'Credential unavailable' },
   audit_unavailable: { status: 503, title: 'Audit log unavailable' },
-  service_suspended: { status: 503, title: 'Service suspended' },
-  credential_revoked: { status: 503, title: 'Credential revoked' },
-  locked_down: { status: 503, title: 'Airlock is locked down' },
-  state_unavailable: { status: 503, title: 'Shared state unavailable' },
+  service_suspended: { status: 503, title: 'Service suspended', policy: true },
+  credential_revoked: { status: 503, title: 'Credential revoked', policy: true },
+  locked_down: { status: 503, title: 'Airlock is locked down', policy: true },
+  state_unavailable: { status: 503, title: 'Shared state unavailable', policy: true },
   upstream_busy: { status: 503, title: 'Upstream connections busy' },
   upstream_timeout: { status: 504, title: 'Upstream timeout' },
-} as const satisfies Record<string, { status: number; title: string }>;
+} as const satisfies Record<string, { status: number; title: string; policy?: true }>;
 
 export type ErrorCode = keyof typeof CATALOG;
 
@@ -45,6 +46,16 @@ export function statusOf(code: ErrorCode): number {
 
 export function titleOf(code: ErrorCode): string {
   return CATALOG[code].title;
+}
+
+/**
+ * Whether the code is a policy stage refusing the request (authentication, route, scope, session,
+ * approval, limits, revocation, lockdown, or a governance check that could not run): the audit record's
+ * `decision` is then `deny`, wherever in the lifecycle it came. The others are failures of a request
+ * the policy let through (the credential's store, the upstream, the audit log, the request's own framing).
+ */
+export function isPolicyRefusal(code: ErrorCode): boolean {
+  return 'policy' in CATALOG[code];
 }
 
 /** RFC 9457 3.1.1: a type URI that is not meant to be dereferenced; tag URIs (RFC 4151) say so by construction. */

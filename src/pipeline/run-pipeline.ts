@@ -26,7 +26,7 @@ import { METHODS, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Duplex } from 'node:stream';
 import type { Credential } from '../credentials/credential.js';
-import { AirlockError, asAirlockError, operatorReason, type ErrorCode } from '../errors.js';
+import { AirlockError, asAirlockError, isPolicyRefusal, operatorReason, type ErrorCode } from '../errors.js';
 import { decodeUnreservedEscapes } from '../ingress/percent-escapes.js';
 import { sendContinue } from '../ingress/expect-continue.js';
 import { hasRequestBody, requestBody } from '../ingress/request-body.js';
@@ -300,7 +300,13 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
   } catch (error) {
     untrack();
     releaseSlot();
-    await refuse(runtime, req, res, record, asAirlockError(error), startedAt, trace, httpRoute, screened);
+    const failure = asAirlockError(error);
+    // A policy stage after the request was authorized (its approval, a revocation or lockdown while it
+    // waited, a shared-state check that could not run) refused it as much as one before: found by
+    // review, such records said `allow`, and an audit search for denials missed them. Once the upstream
+    // was asked, `allow` stays: it saw the request, whatever the agent was then told.
+    if (upstreamStartedAt === 0 && isPolicyRefusal(failure.code)) record.decision = 'deny';
+    await refuse(runtime, req, res, record, failure, startedAt, trace, httpRoute, screened);
     return;
   }
   untrack();

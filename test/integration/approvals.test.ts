@@ -233,7 +233,7 @@ describe('human approval', () => {
     expect(problem.approval_id).toBe(approval.id);
     expect(upstream.requests.length).toBe(before);
     // Tied to its approval, its approver and the reason (found by review: all three were null).
-    expect(await auditOf(response)).toMatchObject({ agent: 'holder', decision: 'allow', code: 'approval_denied', status: 403, upstream_status: null, approval: approval.id, approver: 'alice', approval_reason: 'amount looks wrong' });
+    expect(await auditOf(response)).toMatchObject({ agent: 'holder', decision: 'deny', code: 'approval_denied', status: 403, upstream_status: null, approval: approval.id, approver: 'alice', approval_reason: 'amount looks wrong' });
     const change = proxy.auditRecords().find((r) => r.approval === approval.id && r.actor !== null);
     expect(change).toMatchObject({ actor: 'alice', reason: 'amount looks wrong', route: '/v1/approvals/:id/deny' });
   });
