@@ -95,7 +95,8 @@ export interface ApprovalContext {
   readonly boundHeaders: readonly string[];
 }
 
-export async function awaitApproval(broker: ApprovalBroker, req: IncomingMessage, context: ApprovalContext, signal: AbortSignal): Promise<ApprovalGrant> {
+/** `recheck`: the request's revocation check, run again whenever something is revoked while it is held (ApprovalBroker.hold). */
+export async function awaitApproval(broker: ApprovalBroker, req: IncomingMessage, context: ApprovalContext, signal: AbortSignal, recheck: () => void): Promise<ApprovalGrant> {
   const binding = approvalBinding(context.principal.agent.name, context.principal.session?.id ?? null, context.service.name, context.method, context.path, context.query, context.body, sentWith(req, context));
   const presented = req.headers[APPROVAL_HEADER];
   if (typeof presented === 'string' && presented !== '') return broker.redeem(presented.trim(), binding, context.principal.agent.name);
@@ -127,7 +128,7 @@ export async function awaitApproval(broker: ApprovalBroker, req: IncomingMessage
     },
   } as const;
   if (request.mode === 'async') return broker.submit(request);
-  return broker.hold(request, signal);
+  return broker.hold(request, signal, recheck);
 }
 
 const RELOADED = 'The configuration was reloaded while the request waited for approval';

@@ -225,6 +225,7 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
         req,
         { principal, service: selected.service, route, grant, method: req.method ?? '', path: target.path, query: target.query, body, plan, boundHeaders: runtime.limits.approvalHeaders },
         abortSignalOf(res),
+        () => recheckAfterWait(runtime.state, principal, selected.service.name, plan.ref, runtime.limits.stateStaleAfterMs, runtime.nowMs()),
       ).catch((error: unknown) => {
         noteRefusedApproval(runtime.state, record, error);
         throw error;

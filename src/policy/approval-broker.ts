@@ -11,7 +11,7 @@
  * (preview-request.ts), made once when the approval is created and kept with it.
  */
 import { randomBytes } from 'node:crypto';
-import { AirlockError } from '../errors.js';
+import { AirlockError, asAirlockError } from '../errors.js';
 import type { ApprovalPreview, ApprovalRecord } from '../state/governance-records.js';
 import type { GovernanceState } from '../state/governance-state.js';
 import { StateConflictError } from '../state/state-backend.js';
@@ -116,15 +116,28 @@ export class ApprovalBroker {
     return approval;
   }
 
-  /** hold mode: waits for the decision; resolves with the approval, consumed. */
-  async hold(request: ApprovalRequest, signal: AbortSignal): Promise<ApprovalGrant> {
-    let settle: (record: ApprovalRecord | 'timeout' | 'aborted') => void = () => undefined;
-    const outcome = new Promise<ApprovalRecord | 'timeout' | 'aborted'>((resolve) => {
+  /**
+   * hold mode: waits for the decision; resolves with the approval, consumed. `recheck` is the request's
+   * own revocation check (check-revocations.ts), run again on every revocation or session ending while it
+   * waits: what it throws ends the wait at once, and is the agent's answer (found by review: a held
+   * request outlived its agent's revocation, and went upstream once the agent was restored and an
+   * approver said yes).
+   */
+  async hold(request: ApprovalRequest, signal: AbortSignal, recheck: () => void): Promise<ApprovalGrant> {
+    let settle: (result: ApprovalRecord | AirlockError | 'timeout' | 'aborted') => void = () => undefined;
+    const outcome = new Promise<ApprovalRecord | AirlockError | 'timeout' | 'aborted'>((resolve) => {
       settle = resolve;
     });
     let approvalId: string | null = null;
     const unsubscribe = this.#state.onEvent((event) => {
       if (event.type === 'approval.decided' && event.id === approvalId) settle(this.#state.approval(event.id) as ApprovalRecord);
+      else if (event.type === 'revocation.added' || event.type === 'session.ended') {
+        try {
+          recheck();
+        } catch (error) {
+          settle(asAirlockError(error));
+        }
+      }
     });
     const timer = setTimeout(() => settle('timeout'), request.timeoutMs);
     const onAbort = (): void => settle('aborted');
@@ -136,6 +149,18 @@ export class ApprovalBroker {
       const now = this.#state.approval(approval.id);
       if (now !== null && now.status !== 'pending') settle(now);
       const result = await outcome;
+      if (result instanceof AirlockError) {
+        // Withdrawn already where the revocation applied (governance-state.ts); kept here too for a
+        // session that ended, which withdraws nothing by itself.
+        await this.#state.record({ type: 'approval.expired', id: approval.id, at: this.#now() }).catch(() => undefined);
+        // The revocation's own answer, tied to the approval it ended (the audit record's `approval`).
+        throw new AirlockError(result.code, result.detail, {
+          cause: result.cause,
+          headers: { ...result.headers },
+          ...(result.credentialRef === null ? {} : { credentialRef: result.credentialRef }),
+          extensions: { ...result.extensions, approval_id: approval.id },
+        });
+      }
       if (result === 'timeout' || result === 'aborted') {
         await this.#state.record({ type: 'approval.expired', id: approval.id, at: this.#now() }).catch(() => undefined);
         if (result === 'aborted') throw new AirlockError('approval_timeout', 'The agent went away while its request waited for approval.', { extensions: { approval_id: approval.id } });

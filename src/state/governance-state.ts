@@ -230,6 +230,8 @@ export class GovernanceState {
     const at = event.type === 'session.ended' ? event.at : event.type === 'revocation.added' ? event.revocation.at : 0;
     const restricts = event.type === 'revocation.added' || event.type === 'session.ended';
     const cascade: GovernanceEvent[] = (ended === null ? [] : this.#descendants(ended)).map((id) => ({ type: 'session.ended', id, reason: 'a session it was narrowed from ended', at }));
+    // Found before the revocation applies (which withdraws them here at once: #withdrawApprovals).
+    const withdrawn = event.type === 'revocation.added' ? this.#approvalsCovered(event.revocation) : [];
     if (restricts) {
       this.#applyNow(event);
       this.#notify(event);
@@ -271,6 +273,16 @@ export class GovernanceState {
       for (const session of this.sessions().filter((s) => s.agent === event.revocation.target && s.parent === null)) {
         if ((await this.#record({ type: 'session.ended', id: session.id, reason: 'its agent was revoked', at })) === 'pending') outcome = 'pending';
       }
+    }
+    // Kept as their own events, so the backend has them withdrawn too (a replica that starts later loads
+    // the approvals as kept). Each replica withdraws them on hearing the revocation; a write that fails
+    // here is logged and leaves the revocation in force.
+    for (const id of withdrawn) {
+      await this.#record({ type: 'approval.expired', id, at }).catch((error: unknown) => {
+        if (!(error instanceof StateConflictError)) {
+          this.#logger?.warn({ err: error, approval: id }, 'could not keep the withdrawal of an approval its revocation covers; it is withdrawn on every running replica');
+        }
+      });
     }
     return outcome;
   }
@@ -607,6 +619,7 @@ export class GovernanceState {
       case 'revocation.added':
         this.#revocations.set(revocationKey(event.revocation.kind, event.revocation.target), event.revocation);
         if (event.revocation.kind === 'session') this.#endSession(event.revocation.target);
+        this.#withdrawApprovals(event.revocation);
         return;
       case 'revocation.lifted': {
         const key = revocationKey(event.kind, event.target);
@@ -634,6 +647,32 @@ export class GovernanceState {
         return;
       }
     }
+  }
+
+  /**
+   * A revocation withdraws the approvals asked under what it revokes that are not used yet, pending or
+   * approved, on every replica: a restore later does not bring them back (found by review: a request
+   * held when its agent was revoked went upstream once the agent was restored and an approver said yes,
+   * and an approval could be given to an agent while it was revoked). Sessions revoked end for good in
+   * the same way. A credential's revocation is not among them: an approval does not record the
+   * reference (its binding hashes it), and a retry redeeming one is refused while it is revoked.
+   */
+  #withdrawApprovals(revocation: Revocation): void {
+    const what = revocation.kind === 'all' ? 'everything' : `${revocation.kind} ${revocation.target}`;
+    for (const id of this.#approvalsCovered(revocation)) {
+      const approval = this.#approvals.get(id) as ApprovalRecord;
+      this.#approvals.set(id, { ...approval, status: 'expired', decidedBy: revocation.by, reason: `withdrawn: ${what} was revoked`, decidedAt: revocation.at });
+    }
+  }
+
+  /** The ids of the approvals not used yet (pending or approved) that a revocation covers. */
+  #approvalsCovered({ kind, target }: Revocation): string[] {
+    const covered: string[] = [];
+    for (const approval of this.#approvals.values()) {
+      if (approval.status !== 'pending' && approval.status !== 'approved') continue;
+      if (kind === 'all' || (kind === 'agent' && approval.agent === target) || (kind === 'session' && approval.session === target) || (kind === 'service' && approval.service === target)) covered.push(approval.id);
+    }
+    return covered;
   }
 
   /** Restoring an agent: what it minted until then is void (#restoredAt), on every replica. */

@@ -444,6 +444,33 @@ describe('human approval', () => {
     expect((await decide(expiring, 'approve', 'late')).status).toBeGreaterThanOrEqual(400);
   });
 
+  // Found by review: a held request outlived its agent's revocation, and went upstream once the agent was
+  // restored and an approver said yes; an async approval could be approved for a revoked agent and
+  // redeemed after its restore.
+  it("a revocation ends the agent's held requests at once and withdraws its approvals; a restore does not bring them back", async () => {
+    const before = upstream.requests.length;
+    const held = call(holder.token, '/pay/v1/refunds/re_revoked', { body: '{"amount":5}' });
+    const heldApproval = await pendingApproval('holder', '/pay/v1/refunds/re_revoked');
+    const { approval_id: asked } = expectProblem<PendingProblem>(await call(asyncer.token, '/pay/v1/refunds/re_revoked', { body: '{"amount":6}' }), 202, 'approval_pending');
+    const { approval_id: approved } = expectProblem<PendingProblem>(await call(asyncer.token, '/pay/v1/refunds/re_approved', { body: '{"amount":7}' }), 202, 'approval_pending');
+    expect((await decide(approved, 'approve', 'fine')).status).toBe(200);
+
+    for (const agent of ['holder', 'asyncer']) expect((await admin.call('POST', '/v1/revocations', { kind: 'agent', target: agent, reason: 'suspected injection' })).status).toBe(200);
+    const answer = await held;
+    expectProblem(answer, 401, 'unauthenticated');
+    expect(await auditOf(answer)).toMatchObject({ agent: 'holder', decision: 'deny', code: 'unauthenticated', approval: heldApproval.id });
+    const all = await approvals(null);
+    for (const id of [heldApproval.id, asked, approved]) {
+      expect(all.find((a) => a.id === id)).toMatchObject({ status: 'expired', decided_by: 'alice', reason: expect.stringMatching(/^withdrawn: agent (holder|asyncer) was revoked$/) });
+    }
+
+    for (const agent of ['holder', 'asyncer']) expect((await admin.call('POST', `/v1/agents/${agent}/restore`, { reason: 'false alarm' })).status).toBe(200);
+    expect((await decide(asked, 'approve', 'after the restore')).status).toBe(400);
+    expectProblem(await call(asyncer.token, '/pay/v1/refunds/re_revoked', { body: '{"amount":6}', approval: asked }), 403, 'approval_timeout');
+    expectProblem(await call(asyncer.token, '/pay/v1/refunds/re_approved', { body: '{"amount":7}', approval: approved }), 403, 'approval_timeout');
+    expect(upstream.requests.length).toBe(before);
+  });
+
   it('route-level require_approval holds calls to that route whatever the grant says', async () => {
     const before = upstream.requests.length;
     // A route without it: straight through.

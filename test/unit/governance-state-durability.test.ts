@@ -189,7 +189,7 @@ describe('a held request woken by its approval keeps its claim', () => {
       });
     });
     const request = { agent: 'bot', service: 'pay', route: 'POST /v1/refunds', scope: 'refunds:write', method: 'POST', path: '/v1/refunds', binding: 'b', session: null, justification: null, taskId: null, mode: 'hold' as const, timeoutMs: 5_000 };
-    const held = broker.hold(request, new AbortController().signal);
+    const held = broker.hold(request, new AbortController().signal, () => undefined);
     await notified;
     await broker.decide(id, 'approved', 'alice', 'ok');
     const again = await broker.redeem(id, 'b', 'bot').then(() => 'used', (error: unknown) => (error as AirlockError).code);
@@ -226,7 +226,7 @@ describe.skipIf(fullDisk === null)('a held approval whose waiter went away', () 
     const line = readFileSync(file).length;
     const agentGone = new AbortController();
     const padded = { ...request, mode: 'hold' as const, justification: 'x'.repeat(4096 - 30 - 2 * line + 2) };
-    const held = broker.hold(padded, agentGone.signal).then(() => 'sent', (error: unknown) => (error as AirlockError).code);
+    const held = broker.hold(padded, agentGone.signal, () => undefined).then(() => 'sent', (error: unknown) => (error as AirlockError).code);
     await eventually('the held approval written', () => ids.length === 2, 5_000, 10);
     const id = ids[1] as string;
     expect(4096 - readFileSync(file).length).toBeLessThan(40);
