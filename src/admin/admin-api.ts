@@ -312,7 +312,7 @@ async function revoke(context: AdminContext, call: AdminCall, kind: RevocationKi
   );
 }
 
-async function lift(context: AdminContext, call: AdminCall, kind: RevocationKind, target: string, routeTemplate: string): Promise<unknown> {
+async function lift(context: AdminContext, call: AdminCall, kind: RevocationKind, target: string, reason: string, routeTemplate: string): Promise<unknown> {
   if (context.state.revocation(kind, target) === null) throw new AirlockError('not_found', kind === 'all' ? 'No lockdown is in force.' : `Nothing is revoked for ${kind} ${target}.`);
   // Revoking a session ends it (and the sessions narrowed from it), like revoking a Vault token: there
   // is nothing to bring back, and saying "restored" would be a lie.
@@ -323,7 +323,8 @@ async function lift(context: AdminContext, call: AdminCall, kind: RevocationKind
   return change(
     context,
     call,
-    { route: routeTemplate, agent: kind === 'agent' ? target : null, session: null, credential: kind === 'credential' ? target : null, service: kind === 'service' ? target : null, approval: null, reason: '' },
+    // The restorer's reason, when given, in the audit record as a revocation's is (found by review: it was dropped).
+    { route: routeTemplate, agent: kind === 'agent' ? target : null, session: null, credential: kind === 'credential' ? target : null, service: kind === 'service' ? target : null, approval: null, reason },
     { lifted: { kind, target, by: call.actor } },
   );
 }
@@ -402,7 +403,7 @@ const ROUTES: readonly Route[] = [
     };
   }),
   route('POST', '/v1/agents/:name/revoke', async (context, call) => revoke(context, call, 'agent', call.params['name'] as string, reasonOf(await readJson(context, call)), '/v1/agents/:name/revoke')),
-  route('POST', '/v1/agents/:name/restore', async (context, call) => lift(context, call, 'agent', call.params['name'] as string, '/v1/agents/:name/restore')),
+  route('POST', '/v1/agents/:name/restore', async (context, call) => lift(context, call, 'agent', call.params['name'] as string, reasonOf(await readJson(context, call)), '/v1/agents/:name/restore')),
   route('GET', '/v1/sessions', async (context) => ({ sessions: context.state.sessions().map(sessionView) })),
   route('POST', '/v1/sessions/:id/revoke', async (context, call) => {
     const id = call.params['id'] as string;
@@ -443,10 +444,10 @@ const ROUTES: readonly Route[] = [
     const kind = body['kind'];
     const target = kind === 'all' ? (body['target'] ?? '*') : body['target'];
     if (typeof kind !== 'string' || !REVOCATION_KINDS.has(kind) || typeof target !== 'string') {
-      throw new AirlockError('invalid_request', 'Send {"kind": "...", "target": "..."}.');
+      throw new AirlockError('invalid_request', 'Send {"kind": "...", "target": "...", "reason": "..."} (reason optional).');
     }
     refuseOddTarget(context, kind, target, true);
-    return lift(context, call, kind as RevocationKind, target, '/v1/revocations/lift');
+    return lift(context, call, kind as RevocationKind, target, reasonOf(body), '/v1/revocations/lift');
   }),
 ];
 

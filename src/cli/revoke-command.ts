@@ -1,7 +1,7 @@
 /**
  * The kill switch from the command line, through a running Airlock's admin API:
  *   airlock revoke agent NAME | session ID | credential REF | service NAME | all   --reason TEXT
- *   airlock restore agent NAME | session ID | credential REF | service NAME | all
+ *   airlock restore agent NAME | session ID | credential REF | service NAME | all   [--reason TEXT]
  * `revoke all` locks everything down; `restore` lifts a revocation. Effective on the next request;
  * responses streaming under what is revoked are ended.
  */
@@ -13,7 +13,7 @@ import { UsageError, type CliIo } from './cli-io.js';
 import { loadConfigOrReport } from './locate-config.js';
 
 function usage(verb: string): string {
-  return `usage: airlock ${verb} agent NAME | session ID | credential REF | service NAME | all${verb === 'revoke' ? '   --reason TEXT' : ''}   [--config FILE]`;
+  return `usage: airlock ${verb} agent NAME | session ID | credential REF | service NAME | all${verb === 'revoke' ? '   --reason TEXT' : '   [--reason TEXT]'}   [--config FILE]`;
 }
 
 async function change(io: CliIo, verb: 'revoke' | 'restore'): Promise<number> {
@@ -38,6 +38,12 @@ async function change(io: CliIo, verb: 'revoke' | 'restore'): Promise<number> {
         ? `Revoked ${kind}${kind === 'all' ? ' (lockdown)' : ` ${target}`}: effective on the next request; streams in flight were ended.\n`
         : `Restored ${kind}${kind === 'all' ? ' (lockdown lifted)' : ` ${target}`}.\n`,
     );
+    // What the admin API could not check or do yet (found by review: a session id mistyped read as
+    // revoked, and the live session went on): its note and a pending propagation, as it says them.
+    for (const key of ['note', 'propagation']) {
+      const said = answer.body[key];
+      if (typeof said === 'string' && said !== '') io.stderr.write(`Note: ${said}\n`);
+    }
     return 0;
   } catch (error) {
     if (error instanceof AdminCallError) {

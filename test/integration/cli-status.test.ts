@@ -118,6 +118,42 @@ describe('airlock status', () => {
     expect(run.code).toBe(2);
   });
 
+  // Found by review: a session revocation (final) left status at "needs attention" for good with a hint
+  // to restore it, which is refused; a mistyped session id read as revoked; a revoked credential read as
+  // servable; a restore's reason was dropped from the audit record.
+  it('lists revoked sessions as ended for good, notes an unknown session id, marks a revoked credential, keeps a restore reason', async () => {
+    const env = { AIRLOCK_ADMIN_TOKEN: alice.token };
+    const minted = await sendRequest(`${proxy.url}/_airlock/sessions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${agent.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ scopes: { llm: ['models:read'] }, justification: 'short task', ttl_seconds: 600 }),
+    });
+    expect(minted.status, minted.text).toBe(201);
+    const { session_id: sessionId, session_token: sessionToken } = minted.json<{ session_id: string; session_token: string }>();
+    sessionTokens.push(sessionToken);
+    const known = await runCliCapture(['revoke', 'session', sessionId, '--reason', 'task done', '--config', cliConfig], env, seen);
+    expect(known.code, known.stderr).toBe(0);
+    expect(known.stderr).toBe('');
+    const typo = await runCliCapture(['revoke', 'session', 'ses_AAAAAAAAAAAAAAAA', '--reason', 'typo', '--config', cliConfig], env, seen);
+    expect(typo.code).toBe(0);
+    expect(typo.stderr).toContain('Note: No live session ses_AAAAAAAAAAAAAAAA is known to this replica.');
+    expect((await runCliCapture(['revoke', 'credential', 'env:STATUS_LLM_KEY', '--reason', 'key in a paste', '--config', cliConfig], env, seen)).code).toBe(0);
+
+    const run = await status();
+    expect(run.stdout).toContain('  revocations  1; lift one with  npx airlock restore KIND TARGET\n');
+    expect(run.stdout).toContain('  ended        2 sessions revoked (for good: a session is not restored; the agent mints a new one)\n');
+    expect(run.stdout).toContain(`\n    session ${sessionId}  by alice at `);
+    expect(run.stdout).toMatch(/\n {4}env:STATUS_LLM_KEY {2}fresh, fetched \d+ s ago, REVOKED: refused \(503 credential_revoked\) until restored\n/);
+
+    expect((await runCliCapture(['restore', 'credential', 'env:STATUS_LLM_KEY', '--reason', 'rotated upstream', '--config', cliConfig], env, seen)).code).toBe(0);
+    const lift = proxy.auditRecords().find((r) => r.route === '/v1/revocations/lift' && r.credential === 'env:STATUS_LLM_KEY');
+    expect(lift).toMatchObject({ actor: 'alice', reason: 'rotated upstream' });
+    // Only the ended sessions are left: listed, nothing to lift.
+    const after = await status();
+    expect(after.stdout).toContain('  revocations  none\n');
+    expect(after.stdout).toContain('  ended        2 sessions revoked');
+  });
+
   it('without an admin token or an admin API, says what to do, exit 1', async () => {
     const noToken = await runCliCapture(['status', '--config', cliConfig], {}, seen);
     expect(noToken.code).toBe(1);
