@@ -8,7 +8,8 @@
  * rotated copies exist than `audit.keep`, so none can have been rotated away) anything else means its
  * first lines were deleted. The end: lines cut from the tail leave an intact shorter chain, so
  * `--head HASH` (the `audit_head` of the admin API's /v1/health, or the last record the webhook copy
- * received, kept where the log's writer cannot reach) must be the last record's hash.
+ * received, kept where the log's writer cannot reach) must be the hash of one of its records: the last,
+ * or one before it when the log grew since the head was kept.
  *
  * With `workers` above 1 each worker writes its own file (audit.w<N>.jsonl, run-cluster.ts), each its own
  * chain with one writer. With no file given, verify finds every chain next to the configured file (the
@@ -69,7 +70,7 @@ export async function auditCommand(io: CliIo): Promise<number> {
   }
   if (head !== undefined) {
     throw new UsageError(
-      `--head is the last hash of one chain, and there are ${chains.length} here (one per worker: ${chains.map((c) => c.label).join(', ')}); give the files of the one it belongs to, oldest first, e.g.  airlock audit verify ${[...(chains[1] as Chain).paths].join(' ')} --head HASH\n${USAGE}`,
+      `--head is a record hash of one chain, and there are ${chains.length} here (one per worker: ${chains.map((c) => c.label).join(', ')}); give the files of the one it belongs to, oldest first, e.g.  airlock audit verify ${[...(chains[1] as Chain).paths].join(' ')} --head HASH\n${USAGE}`,
     );
   }
   io.stdout.write(`${chains.length} audit hash chains, one per process that wrote them (with workers above 1, each worker writes its own file):\n`);
@@ -152,25 +153,36 @@ function checkChain(chain: Chain, head: string | undefined): Outcome {
       return { result: 'unreadable', text: `cannot read ${path}: ${missing ? `it does not exist (${chain.whenMissing})` : (error as Error).message}` };
     }
   }
-  const verdict = verifyChain(inputs);
+  const verdict = verifyChain(inputs, head);
   if (!verdict.ok) return { result: 'broken', text: `BROKEN at ${verdict.file} line ${verdict.line}: ${verdict.problem}. The ${verdict.records} records before it verify.` };
   const first = paths[0] as string;
   const last = paths[paths.length - 1] as string;
+  // Airlock writes airlock:start before it takes a request, so a log it wrote is never empty (found by
+  // review: a log truncated to nothing verified as "OK: 0 records ... from the beginning").
+  if (complete && verdict.records === 0) {
+    return { result: 'broken', text: `BROKEN: ${last} holds no records, but the log should start at its beginning: Airlock writes an airlock:start record before its first request, so its lines were deleted (or this is not a log Airlock wrote).` };
+  }
   if (complete && verdict.records > 0 && verdict.firstPrev !== GENESIS) {
     return {
       result: 'broken',
       text: `BROKEN at ${first} line 1: the first record follows a record (hash ${verdict.firstPrev.slice(0, 16)}...) that is in none of these files, but the log should start at its beginning: its first lines were deleted, or an older rotated file is missing (pass it first).`,
     };
   }
-  if (head !== undefined && !verdict.lastHash.startsWith(head)) {
+  // A head kept earlier must be in the chain: the log keeps growing after it (found by review: only the
+  // very last record was accepted, so yesterday's head always read as "cut off"). Missing, the records up
+  // to it were cut off, or rewritten: a chain recomputed after an edit before the head no longer holds it.
+  const sought = verdict.sought ?? null;
+  if (head !== undefined && sought === null) {
     return {
       result: 'broken',
-      text: `BROKEN at the end of ${last}: the last record's hash is ${verdict.lastHash.slice(0, 16)}..., not the expected head ${head.slice(0, 16)}...: records after it were cut off (or these are not the latest files).`,
+      text: `BROKEN: no record of ${paths.join(', ')} has the expected head ${head.slice(0, 16)}... (the last is ${verdict.lastHash.slice(0, 16)}...): the records up to it were cut off or rewritten, or these files do not reach it (pass the rotated copies that hold it, oldest first).`,
     };
   }
-  const start = verdict.firstPrev === GENESIS ? 'from the beginning of the log' : `from a record that follows hash ${verdict.firstPrev.slice(0, 16)}... (an earlier file not given here)`;
+  const start = verdict.firstPrev === GENESIS ? 'from the beginning of the log' : `from a record that follows hash ${verdict.firstPrev.slice(0, 16)}... (${paths.length === 1 ? 'a file before this one' : 'a file before these'}, not given here)`;
+  const after = sought === null ? 0 : verdict.records - sought.record;
+  const anchored = sought === null ? '' : after === 0 ? ', the expected head' : `; the expected head is record ${sought.record} (${sought.file} line ${sought.line}), and ${after} record${after === 1 ? ' was' : 's were'} written after it`;
   return {
     result: 'ok',
-    text: `OK: ${verdict.records} record${verdict.records === 1 ? '' : 's'} in ${paths.length} file${paths.length === 1 ? '' : 's'}, the hash chain is intact ${start} to the last hash ${verdict.lastHash.slice(0, 16)}...${head === undefined ? '' : ', the expected head'}.`,
+    text: `OK: ${verdict.records} record${verdict.records === 1 ? '' : 's'} in ${paths.length} file${paths.length === 1 ? '' : 's'}, the hash chain is intact ${start} to the last hash ${verdict.lastHash.slice(0, 16)}...${anchored}.`,
   };
 }

@@ -16,19 +16,28 @@ export function chainHash(prev: string, canonical: string): string {
 }
 
 export type ChainVerdict =
-  | { ok: true; records: number; lastHash: string; /** What the first record chains to: GENESIS when the log starts there. */ firstPrev: string }
+  | {
+      ok: true;
+      records: number;
+      lastHash: string;
+      /** What the first record chains to: GENESIS when the log starts there. */
+      firstPrev: string;
+      /** With `seek`: the first record whose hash starts with it (its 1-based place in the chain, file and line), or null. */
+      sought?: { readonly record: number; readonly file: string; readonly line: number } | null;
+    }
   | { ok: false; line: number; file: string; problem: string; records: number };
 
 /**
  * Verifies files in order (oldest first), continuing the chain from one to the next. The first record
  * of the first file may chain to anything (a rotated-away predecessor; the caller decides, from
  * `firstPrev`, whether the log must start at GENESIS); every later link must hold. A chain cannot see
- * its own tail cut off: the caller compares `lastHash` with a head kept elsewhere.
+ * its own tail cut off: the caller looks for a head kept elsewhere (`seek`), which must be in it.
  */
-export function verifyChain(files: ReadonlyArray<{ name: string; text: string }>): ChainVerdict {
+export function verifyChain(files: ReadonlyArray<{ name: string; text: string }>, seek?: string): ChainVerdict {
   let expectedPrev: string | null = null;
   let firstPrev = GENESIS;
   let records = 0;
+  let sought: { record: number; file: string; line: number } | null = null;
   for (const file of files) {
     const lines = file.text.split('\n');
     if (lines[lines.length - 1] === '') lines.pop();
@@ -51,7 +60,8 @@ export function verifyChain(files: ReadonlyArray<{ name: string; text: string }>
       if (records === 0) firstPrev = prev;
       expectedPrev = hash;
       records++;
+      if (seek !== undefined && sought === null && hash.startsWith(seek)) sought = { record: records, file: file.name, line: i + 1 };
     }
   }
-  return { ok: true, records, lastHash: expectedPrev ?? GENESIS, firstPrev };
+  return { ok: true, records, lastHash: expectedPrev ?? GENESIS, firstPrev, ...(seek === undefined ? {} : { sought }) };
 }

@@ -250,9 +250,51 @@ describe('audit records with task context, verified and tampered with', () => {
     const cut = tampered('tail-cut.jsonl', (lines) => lines.slice(0, -2));
     const run = await cli(['audit', 'verify', '--head', head.slice(0, 16), cut]);
     expect(run.code, run.stdout).toBe(2);
-    expect(run.stdout).toContain(`BROKEN at the end of ${cut}: the last record's hash is`);
+    expect(run.stdout).toContain(`BROKEN: no record of ${cut} has the expected head ${head.slice(0, 16)}... (the last is `);
+    expect(run.stdout).toContain('the records up to it were cut off or rewritten');
     const usage = await cli(['audit', 'verify', '--head', 'not-a-hash', auditFile]);
     expect(usage.code).toBe(1);
+  });
+
+  // Found by review: only the very last record was accepted as the head, so a head kept yesterday read as
+  // "cut off" on a log that had only grown since.
+  it('takes a head kept earlier, with records written after it, and names where it is', async () => {
+    const records = parseLines(proxy.auditText());
+    expect(records.length).toBeGreaterThan(6);
+    const kept = records[4] as Chained;
+    const run = await cli(['audit', 'verify', '--head', kept.hash, auditFile]);
+    expect(run.code, run.stdout).toBe(0);
+    expect(run.stdout).toContain(`; the expected head is record 5 (${auditFile} line 5), and ${records.length - 5} records were written after it.`);
+  });
+
+  // Found by review: the chain has no key, so whoever can write data_dir can edit a line and compute every
+  // hash after it again; only a head kept out of their reach catches that.
+  it('a chain recomputed after an edit verifies alone, and is caught by a head kept before the edit', async () => {
+    const records = parseLines(proxy.auditText());
+    const kept = records[4] as Chained;
+    let prev = GENESIS;
+    const forged = tampered('forged.jsonl', (lines) =>
+      lines.map((line, i) => {
+        const { hash: _hash, ...rest } = JSON.parse(line) as Chained;
+        const edited = { ...rest, prev, ...(i === 2 ? { path: '/forged' } : {}) };
+        prev = chainHash(prev, JSON.stringify(edited));
+        return JSON.stringify({ ...edited, hash: prev });
+      }),
+    );
+    const alone = await cli(['audit', 'verify', '--complete', forged]);
+    expect(alone.code, alone.stdout).toBe(0);
+    const anchored = await cli(['audit', 'verify', '--head', kept.hash, forged]);
+    expect(anchored.code, anchored.stdout).toBe(2);
+    expect(anchored.stdout).toContain('the records up to it were cut off or rewritten');
+  });
+
+  // Found by review: a log truncated to nothing verified as "OK: 0 records ... from the beginning".
+  it('an empty log is broken where it must start at its beginning', async () => {
+    const emptied = join(scratch, 'emptied.jsonl');
+    writeFileSync(emptied, '');
+    const run = await cli(['audit', 'verify', '--complete', emptied]);
+    expect(run.code, run.stdout).toBe(2);
+    expect(run.stdout).toContain(`BROKEN: ${emptied} holds no records, but the log should start at its beginning`);
   });
 
   it('catches an edited line (a status changed) at that line', async () => {

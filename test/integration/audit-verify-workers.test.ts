@@ -148,7 +148,7 @@ describe('audit verify finds and checks every worker chain', () => {
   it('--head with several chains is a usage error that says to give one worker\'s files', async () => {
     const run = await cli(['audit', 'verify', '--config', configFile, '--head', 'a'.repeat(64)]);
     expect(run.code).toBe(1);
-    expect(run.stderr).toContain('--head is the last hash of one chain, and there are 3 here');
+    expect(run.stderr).toContain('--head is a record hash of one chain, and there are 3 here');
   });
 
   // Found by review: back to one process, the files an earlier cluster run left made --head a usage error.
