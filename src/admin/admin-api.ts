@@ -52,7 +52,7 @@ import { SecretDetector } from '../redaction/secret-detector.js';
 import { REVOCATION_KINDS, type ApprovalRecord, type RevocationKind, type SessionRecord } from '../state/governance-records.js';
 import type { GovernanceState } from '../state/governance-state.js';
 import { REQUEST_ID_HEADER } from '../upstream/relay-headers.js';
-import { authenticateAdmin, type AdminDirectory } from './authenticate-admin.js';
+import { authenticateAdmin, presentedToAdmin, type AdminDirectory } from './authenticate-admin.js';
 import { AdminConnections } from './bound-admin-connections.js';
 import { checkAdminHost } from './check-admin-host.js';
 
@@ -634,7 +634,16 @@ async function handle(context: AdminContext, listener: AdminListener, req: Incom
     res.end(text);
     return;
   }
-  const actor = authenticateAdmin(req.rawHeaders, context.directory);
+  let actor: string;
+  try {
+    actor = authenticateAdmin(req.rawHeaders, context.directory);
+  } catch (error) {
+    context.logger.warn(
+      { request_id: requestId, method, path: context.catalog.scrub(maskAgentTokens(path)).slice(0, 512), client: req.socket.remoteAddress ?? null, presented: presentedToAdmin(req.rawHeaders, (hash) => context.policy.agentByTokenHash.get(hash)?.name) },
+      'admin API refused a call without a valid admin token',
+    );
+    throw error;
+  }
   listener.connections?.hold(req, res);
   // A change that could not be audited is not made.
   if (asGet !== 'GET') context.audit.assertWritable();

@@ -37,3 +37,19 @@ export function authenticateAdmin(rawHeaders: readonly string[], directory: Admi
   }
   return identity;
 }
+
+/**
+ * What a refused caller presented, for the operator's log line: never the token, only what it was
+ * (found by review: a refused admin call left no trace, so a compromised agent trying its token on the
+ * admin API went unseen). `agentOf` names the agent a token hash belongs to.
+ */
+export function presentedToAdmin(rawHeaders: readonly string[], agentOf: (hash: string) => string | undefined): string {
+  const values: string[] = [];
+  for (let i = 0; i < rawHeaders.length; i += 2) if ((rawHeaders[i] as string).toLowerCase() === 'authorization') values.push(rawHeaders[i + 1] as string);
+  if (values.length === 0) return 'no Authorization header';
+  if (values.length > 1) return 'more than one Authorization header';
+  const match = /^Bearer\s+(\S+)$/i.exec(values[0] as string);
+  if (match === null) return 'an Authorization header that is not Bearer <token>';
+  const agent = agentOf(hashAgentToken(match[1] as string));
+  return agent === undefined ? 'a token not listed under admin.tokens' : `the token of agent ${agent} (an agent token is never an admin token)`;
+}

@@ -683,12 +683,20 @@ describe('human approval', () => {
   });
 
   it('refuses admin calls without a valid admin token (an agent token is not one)', async () => {
+    const logged = proxy.logLines.length;
     for (const token of [null, holder.token, generateAgentToken().token]) {
       const list = await admin.call('GET', '/v1/approvals', undefined, token);
       expect(list.status).toBe(401);
       const approve = await admin.call('POST', '/v1/approvals/apr_x/approve', { reason: 'x' }, token);
       expect(approve.status).toBe(401);
     }
+    // Each refusal leaves a line for the operator saying what was presented, never the token (found by
+    // review: none was left, so an agent trying its token on the admin API went unseen).
+    const refused = proxy.logLines.slice(logged).map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => line['msg'] === 'admin API refused a call without a valid admin token');
+    expect(refused.map((line) => `${String(line['method'])} ${String(line['path'])}: ${String(line['presented'])}`)).toEqual(
+      ['no Authorization header', 'the token of agent holder (an agent token is never an admin token)', 'a token not listed under admin.tokens'].flatMap((presented) => [`GET /v1/approvals: ${presented}`, `POST /v1/approvals/apr_x/approve: ${presented}`]),
+    );
+    expect(refused.every((line) => line['level'] === 40 || line['level'] === 'warn')).toBe(true);
   });
 
   it('no secret (upstream key, agent or admin tokens) reaches logs, audit, admin or CLI output, webhooks or agents', async () => {
