@@ -48,7 +48,7 @@ import { createRawRefusalHandler, createRequestHandler, newRecord } from './pipe
 import type { ListenerBinding } from './pipeline/select-service.js';
 import { SecretCatalog, type GuardScope } from './redaction/secret-catalog.js';
 import { FileStateBackend } from './state/file-backend.js';
-import type { GovernanceEvent } from './state/governance-records.js';
+import type { GovernanceEvent, Revocation } from './state/governance-records.js';
 import { GovernanceState } from './state/governance-state.js';
 import { MemoryRateLimiter } from './state/memory-rate-limiter.js';
 import type { RedisStateBackend } from './state/redis-backend.js';
@@ -95,6 +95,8 @@ export interface RunningAirlock {
   readonly adminUrl: string | null;
   /** The policy in force (after reloads, the latest). */
   readonly policy: Policy;
+  /** The lockdown in force (`revoke all`), kept across restarts, or null. */
+  lockdown(): Revocation | null;
   readonly logger: Logger;
   readonly metrics: Metrics;
   /** Swaps in a new, already validated config; what only a restart could apply keeps its running value. */
@@ -737,6 +739,12 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
   }
 
   logger.info({ url, services: serviceUrls, admin: adminUrl, agents: current.policy.agentByName.size }, 'airlock listening');
+  // Revocations outlive restarts: a lockdown kept from before refuses every request, while the process
+  // looks healthy (found by review: nothing at start-up said so).
+  const lockdown = state.revocation('all', '*');
+  if (lockdown !== null) {
+    logger.warn({ by: lockdown.by, at: new Date(lockdown.at).toISOString(), reason: lockdown.reason }, 'a lockdown is in force: every request is refused (503 locked_down) until an admin lifts it (npx airlock restore all)');
+  }
   // The first record is Airlock's own start: it also proves the log writable before any request is
   // forwarded (a log that cannot be written is marked broken, so the first request is refused).
   await lifecycleRecord(current.runtime, 'airlock:start', `Airlock ${AIRLOCK_VERSION} started on ${url}`);
@@ -748,6 +756,9 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
     adminUrl,
     get policy() {
       return current.policy;
+    },
+    lockdown() {
+      return state.revocation('all', '*');
     },
     logger,
     metrics,

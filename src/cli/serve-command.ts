@@ -74,7 +74,7 @@ export async function serveCommand(io: CliIo): Promise<number> {
     // would find (found by a fresh-user walkthrough: started with --config, `secrets set` stored the
     // secret in another config's data_dir); otherwise they name it.
     const configFlag = configPath(io, undefined) === file ? '' : ` --config ${shellWord(file)}`;
-    if (workerId === undefined) io.stderr.write(summary(config, airlock.url, airlock.serviceUrls, airlock.adminUrl, io, configFlag));
+    if (workerId === undefined) io.stderr.write(summary(config, airlock, io, configFlag));
     const stopWatching = watchForReloads(io, file, config, airlock, workerId, startedFrom);
     const signal = await io.stopRequested;
     stopWatching();
@@ -268,12 +268,25 @@ function memoryReducerOn(nodeFlags: readonly string[]): boolean {
   return !nodeFlags.some((flag) => off.has(flag.replaceAll('_', '-')));
 }
 
+/**
+ * A request the first service's first route matches, for the explain tip (found by review: it named
+ * `GET <prefix>/v1/models` whatever the routes were); `:name` and `*` segments filled with `example`.
+ */
+function exampleRequest(service: AirlockConfig['services'][string] | undefined): string {
+  const route = service?.routes[0];
+  if (service === undefined || route === undefined) return `GET ${service?.prefix ?? '/service'}/path`;
+  const method = Array.isArray(route.method) ? (route.method[0] as string) : route.method;
+  const path = route.path.replace(/:[^/]+/g, 'example').replace(/\*$/, 'example');
+  return `${method} ${service.prefix}${path}`;
+}
+
 /** A path as one shell word: quoted when it holds anything but letters, digits and `_./-`. */
 function shellWord(path: string): string {
   return /^[A-Za-z0-9_./-]+$/.test(path) ? path : `'${path.replace(/'/g, `'\\''`)}'`;
 }
 
-function summary(config: AirlockConfig, url: string, serviceUrls: Readonly<Record<string, string>>, adminUrl: string | null, io: CliIo, configFlag: string): string {
+function summary(config: AirlockConfig, airlock: RunningAirlock, io: CliIo, configFlag: string): string {
+  const { url, serviceUrls, adminUrl } = airlock;
   const { env, nodeFlags, pid } = io;
   const services = Object.values(config.services);
   // node's own pid: under `npm start`, SIGHUP sent to npm's shell ends it rather than reloading.
@@ -304,8 +317,17 @@ function summary(config: AirlockConfig, url: string, serviceUrls: Readonly<Recor
   }
   const first = services[0];
   if (first !== undefined) next.push(`Point an SDK at ${url}${first.prefix} (plus the API's version path, e.g. /v1) with the alk_ token as its API key.`);
-  next.push(`Check a decision without calling upstream: \`npx airlock explain --agent NAME GET ${first === undefined ? '/service/path' : `${first.prefix}/v1/models`}${configFlag}\`.`);
+  next.push(`Check a decision without calling upstream: \`npx airlock explain --agent NAME ${exampleRequest(first)}${configFlag}\`.`);
   lines.push('', 'Next:', ...next.map((n, i) => `  ${i + 1}. ${n}`), '');
+  const lockdown = airlock.lockdown();
+  if (lockdown !== null) {
+    // Kept from before this start (revocations survive restarts): every request is refused.
+    lines.push(
+      `LOCKDOWN in force since ${new Date(lockdown.at).toISOString()} (by ${lockdown.by}): every request is refused (503 locked_down)`,
+      `until an admin lifts it: \`npx airlock restore all${configFlag}\` (AIRLOCK_ADMIN_TOKEN set).`,
+      '',
+    );
+  }
   const suspending = suspendingRules(config);
   if (config.admin === null && suspending.length > 0) {
     // A suspension outlives restarts and only the admin API lifts it (README, Anomaly detection): an

@@ -1038,6 +1038,40 @@ agents:
     }
   });
 
+  // Found by review: a lockdown kept from before a restart refused every request, and nothing at start-up
+  // said so; the explain tip named GET <prefix>/v1/models whatever the routes were.
+  it("says at start-up that a lockdown kept from before is in force; the explain tip is one of the config's routes", async () => {
+    const admin = generateAgentToken();
+    const { file } = writeConfig(
+      `listen: 127.0.0.1:0\ndata_dir: ./data\nlog: {level: warn}\nadmin: {listen: "127.0.0.1:0", tokens: ["${admin.hash}"]}\n` +
+        'services:\n  files:\n    upstream: http://127.0.0.1:9\n    credential: {secret: env:FILES_KEY_FOR_TEST}\n    routes:\n      - {method: [POST, PUT], path: /v2/files/:id/content, scope: files:write}\nagents: {}\n',
+    );
+    const first = cliIo(['serve', '--config', file]);
+    const firstExit = runCli(first.io);
+    await summaryPrinted(first);
+    expect(first.err()).toContain(`\`npx airlock explain --agent NAME POST /files/v2/files/example/content --config ${file}\``);
+    expect(first.err()).not.toContain('LOCKDOWN');
+    const adminUrl = /admin API {4}(http:\/\/127\.0\.0\.1:\d+)\/v1\/health/.exec(first.err())?.[1];
+    const locked = await fetch(`${adminUrl as string}/v1/revocations`, { method: 'POST', headers: { authorization: `Bearer ${admin.token}`, 'content-type': 'application/json' }, body: JSON.stringify({ kind: 'all', target: '*', reason: 'incident 12' }) });
+    expect(locked.status).toBe(200);
+    first.stop('SIGTERM');
+    expect(await firstExit).toBe(0);
+
+    const second = cliIo(['serve', '--config', file]);
+    const secondExit = runCli(second.io);
+    await summaryPrinted(second);
+    second.stop('SIGTERM');
+    expect(await secondExit).toBe(0);
+    expect(second.err()).toMatch(/\nLOCKDOWN in force since \d{4}-\d\d-\d\dT[\d:.]+Z \(by admin-token-1\): every request is refused \(503 locked_down\)\nuntil an admin lifts it: `npx airlock restore all --config /);
+    const warning = second
+      .out()
+      .split('\n')
+      .filter((line) => line !== '')
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+      .find((line) => String(line['msg']).startsWith('a lockdown is in force'));
+    expect(warning).toMatchObject({ by: 'admin-token-1', reason: 'incident 12' });
+  });
+
   it('suggests commands without --config when they would find the same config (./config/airlock.yaml, AIRLOCK_CONFIG)', async () => {
     const dir = scratch();
     mkdirSync(join(dir, 'config'));
