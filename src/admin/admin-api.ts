@@ -283,6 +283,21 @@ async function revoke(context: AdminContext, call: AdminCall, kind: RevocationKi
     throw new AirlockError('not_found', `No service or grant injects ${target}; the credentials in use are: ${allSecretRefs(context.policy).join(', ')}.`);
   }
   if (kind === 'all' && target !== '*') throw new AirlockError('invalid_request', 'A lockdown (kind "all") has target "*".');
+  // Revoked already: the revocation in force is kept as it was made, not replaced by this one (found by
+  // review: a second revoke overwrote who revoked and why, the anomaly detector's evidence among them).
+  // The call is still audited, with its own reason.
+  const standing = context.state.revocation(kind, target);
+  if (standing !== null) {
+    return change(
+      context,
+      call,
+      { route: routeTemplate, agent: kind === 'agent' ? target : null, session: kind === 'session' ? target : null, credential: kind === 'credential' ? target : null, service: kind === 'service' ? target : null, approval: null, reason },
+      {
+        revoked: { kind, target, reason: standing.reason, by: standing.by, at: iso(standing.at) },
+        note: `Already revoked by ${standing.by} at ${iso(standing.at)}; that revocation stays as it was made (its reason is kept), and this call is in the audit trail with its own.`,
+      },
+    );
+  }
   const unknownSession = kind === 'session' && context.state.session(target) === null;
   const revocation = { kind, target, reason, by: call.actor, at: context.now() };
   const outcome = await context.state.record({ type: 'revocation.added', revocation });

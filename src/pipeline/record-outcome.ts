@@ -47,7 +47,16 @@ export function observeRequest(runtime: ProxyRuntime, record: AuditRecord, trace
   runtime.metrics.countRequest(service, route, record.decision, record.code ?? 'none', record.duration_ms / 1000);
   if (record.redactions > 0 && record.service !== null) runtime.metrics.redactions.inc({ service: record.service }, record.redactions);
   trace.finish(record, httpRoute);
-  if (record.agent !== null && runtime.anomalies.enabled) observeAnomalies(runtime, record, record.agent, screened);
+  if (record.agent !== null && runtime.anomalies.enabled && !refusedAsRevoked(runtime, record, record.agent)) observeAnomalies(runtime, record, record.agent, screened);
+}
+
+/**
+ * A revoked agent's own 401s are what its revocation does, not probing: counted, they raised a
+ * denial_burst event every cooldown for as long as it stayed revoked (found by review), and a human's
+ * revocation was then shown as if the detector were suspending it again.
+ */
+function refusedAsRevoked(runtime: ProxyRuntime, record: AuditRecord, agent: string): boolean {
+  return record.code === 'unauthenticated' && runtime.state.revocation('agent', agent) !== null;
 }
 
 /**

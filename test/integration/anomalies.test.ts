@@ -786,7 +786,7 @@ describe("denial_burst counts Airlock's refusals, not the upstream's answers", (
     proxy = await startProxy(
       {
         admin: { listen: '127.0.0.1:0', tokens: [{ name: 'alice', hash: alice.hash }] },
-        anomalies: { denial_burst: { count: 5, window: 600, action: 'suspend' } },
+        anomalies: { cooldown: 1, denial_burst: { count: 5, window: 600, action: 'suspend' } },
         services: {
           echo: {
             upstream: upstream.url,
@@ -827,6 +827,11 @@ describe("denial_burst counts Airlock's refusals, not the upstream's answers", (
     expect(events).toHaveLength(1);
     expect(events[0]).toMatchObject({ rule: 'denial_burst', evidence: { denials: 5, last_code: 'scope_denied', last_route: '/v1/other' } });
     expect(await call('/v1/expired'), 'the fifth refusal suspended the agent').toBe(401);
+    // Its 401s while suspended are the suspension at work, not more probing: past the 1 s cooldown they
+    // raise nothing (found by review: an event every cooldown for as long as it stayed revoked).
+    await sleep(1100);
+    for (let i = 0; i < 6; i++) expect(await call('/v1/expired')).toBe(401);
+    expect((await admin.call('GET', '/v1/anomalies')).json<{ anomalies: unknown[] }>().anomalies).toHaveLength(1);
     expect((await admin.call('POST', '/v1/agents/bot/restore', { reason: 'test done' })).status).toBe(200);
   });
 });

@@ -224,6 +224,10 @@ describe('kill switch', () => {
     // Another agent is untouched.
     expect((await call(beta.token, '/other/v1/ping')).status).toBe(200);
 
+    // Revoked again: the first revocation stands as made (found by review: the second replaced its reason);
+    // the second call is audited with its own reason (the audit test below).
+    const again = await change('POST', '/v1/agents/alpha/revoke', { reason: 'still looks odd' }, '/v1/agents/:name/revoke');
+    expect(again.json()).toMatchObject({ revoked: { kind: 'agent', target: 'alpha', reason: 'prompt injection suspected', by: 'oncall' }, note: expect.stringMatching(/^Already revoked by oncall at \d{4}-/) });
     const agents = (await admin.call('GET', '/v1/agents')).json<{ agents: Array<Record<string, unknown>> }>().agents;
     expect(agents.find((a) => a['name'] === 'alpha')).toMatchObject({ status: 'revoked', revoked: { by: 'oncall', reason: 'prompt injection suspected' } });
     expect(agents.find((a) => a['name'] === 'beta')).toMatchObject({ status: 'active', revoked: null });
