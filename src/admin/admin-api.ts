@@ -40,7 +40,7 @@ import { SESSION_ID } from '../identity/mint-session.js';
 import type { AuditLog } from '../observability/audit-log.js';
 import type { AuditRecord } from '../observability/audit-record.js';
 import type { AnomalyDetector } from '../policy/anomaly-detector.js';
-import type { ApprovalBroker } from '../policy/approval-broker.js';
+import { APPROVAL_ID, type ApprovalBroker } from '../policy/approval-broker.js';
 import { previewView } from '../policy/preview-request.js';
 import { allSecretRefs, type Policy } from '../policy/compile-policy.js';
 import { canonicalizeTarget } from '../pipeline/canonicalize-target.js';
@@ -468,6 +468,9 @@ const ROUTES: readonly Route[] = [
 
 async function decide(context: AdminContext, call: AdminCall, decision: 'approved' | 'denied'): Promise<unknown> {
   const id = call.params['id'] as string;
+  // Not repeated when it is not an approval id: what is pasted there may be a key or a token (found by
+  // review: an agent token given as the id came back in the 404's detail).
+  if (!APPROVAL_ID.test(id)) throw new AirlockError('invalid_request', 'An approval is named by its id: "apr_" and 16 letters, digits, "-" or "_", as GET /v1/approvals and the 202 answers show; what was given is not one (not repeated here: it may be a key).');
   const reason = reasonOf(await readJson(context, call));
   const approval = await context.approvals.decide(id, decision, call.actor, reason);
   return change(

@@ -5,6 +5,7 @@
  * previews them (masked there; the console shows the whole preview).
  */
 import { parseArgs } from 'node:util';
+import { APPROVAL_ID } from '../policy/approval-broker.js';
 import { headerLine, headersOf } from '../policy/preview-request.js';
 import { AdminCallError, callAdmin, reportRefusal } from './admin-client.js';
 import { UsageError, type CliIo } from './cli-io.js';
@@ -32,7 +33,9 @@ export async function approvalsCommand(io: CliIo): Promise<number> {
       for (const a of approvals) {
         io.stdout.write(
           `${String(a['id'])}  ${String(a['status']).padEnd(8)}  ${String(a['agent'])}  ${String(a['method'])} ${String(a['path'])}  (${String(a['service'])}, ${String(a['scope'])})` +
-            `${a['justification'] ? `  "${oneLine(String(a['justification']), JUSTIFICATION_CHARS)}"` : ''}  until ${String(a['expires_at'])}${a['decided_by'] ? `  by ${String(a['decided_by'])}` : ''}\n`,
+            `${a['justification'] ? `  "${oneLine(String(a['justification']), JUSTIFICATION_CHARS)}"` : ''}  until ${String(a['expires_at'])}${a['decided_by'] ? `  by ${String(a['decided_by'])}` : ''}` +
+            // Why it was denied or withdrawn (found by review: --all showed who, not why).
+            `${typeof a['reason'] === 'string' && a['reason'] !== '' ? `: "${oneLine(a['reason'], JUSTIFICATION_CHARS)}"` : ''}\n`,
         );
         for (const line of previewLines(a['preview'])) io.stdout.write(`    ${line}\n`);
       }
@@ -40,6 +43,11 @@ export async function approvalsCommand(io: CliIo): Promise<number> {
     }
     if (action === 'approve' || action === 'deny') {
       if (id === undefined) throw new UsageError(USAGE);
+      // Not repeated when it is not an approval id (found by review): it may be a key pasted by mistake.
+      if (!APPROVAL_ID.test(id)) {
+        io.stderr.write('That is not an approval id ("apr_" and 16 letters, digits, "-" or "_": `npx airlock approvals list` shows them); not repeated here, as it may be a key.\n');
+        return 1;
+      }
       const answer = await callAdmin(io, loaded, 'POST', `/v1/approvals/${encodeURIComponent(id)}/${action}`, { reason: values.reason ?? '' });
       if (answer.status !== 200) return reportRefusal(io, answer, `${action === 'approve' ? 'Approving' : 'Denying'} ${id}`);
       const approval = answer.body['approval'] as Record<string, unknown>;

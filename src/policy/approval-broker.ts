@@ -17,6 +17,9 @@ import type { GovernanceState } from '../state/governance-state.js';
 import { StateConflictError } from '../state/state-backend.js';
 import { createRequestPreviewer, type PreviewOptions, type RequestContent } from './preview-request.js';
 
+/** An approval's id as minted below: "apr_" and 16 base64url characters (12 random bytes). */
+export const APPROVAL_ID = /^apr_[A-Za-z0-9_-]{16}$/;
+
 export interface ApprovalRequest {
   readonly agent: string;
   readonly service: string;

@@ -660,7 +660,7 @@ describe('human approval', () => {
     const twice = await cli(['approvals', 'approve', yes.id, '--reason', 'again']);
     expect(twice.code).toBe(1);
     expect(twice.stderr).toContain('already');
-    const unknown = await cli(['approvals', 'approve', 'apr_nope', '--reason', 'x']);
+    const unknown = await cli(['approvals', 'approve', 'apr_nopenopenopenope', '--reason', 'x']);
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toContain('(404)');
     const wrongToken = await cli(['approvals', 'list'], generateAgentToken().token);
@@ -669,16 +669,31 @@ describe('human approval', () => {
     const all = await cli(['approvals', 'list', '--all']);
     expect(all.code).toBe(0);
     expect(all.stdout).toContain(`${no.id}  denied`);
-    expect(all.stdout).toContain('by bob');
+    expect(all.stdout).toContain('by bob: "denied from the terminal"');
     const none = await cli(['approvals', 'list']);
     expect(none.stdout).toBe('No pending approvals.\n');
   });
 
   it('deciding an approval that does not exist is 404 not_found (not unknown_service)', async () => {
     for (const action of ['approve', 'deny']) {
-      const missing = await admin.call('POST', `/v1/approvals/apr_doesnotexist/${action}`, { reason: 'x' });
+      const missing = await admin.call('POST', `/v1/approvals/apr_doesnotexist0000/${action}`, { reason: 'x' });
       expect(missing.status, missing.text).toBe(404);
-      expect(missing.json<Problem>()).toMatchObject({ code: 'not_found', detail: 'There is no approval apr_doesnotexist.' });
+      expect(missing.json<Problem>()).toMatchObject({ code: 'not_found', detail: 'There is no approval apr_doesnotexist0000.' });
+    }
+  });
+
+  // Found by review: an agent token or a key pasted where the id goes came back in the answer and on the terminal.
+  it('an id that is not an approval id is refused without being repeated, by the admin API and the CLI', async () => {
+    const pasted = [holder.token, canary('pasted-as-approval-id')];
+    for (const id of pasted) {
+      const refused = await admin.call('POST', `/v1/approvals/${encodeURIComponent(id)}/approve`, { reason: 'x' });
+      expect(refused.status, refused.text).toBe(400);
+      expect(refused.json<Problem>().detail).toContain('An approval is named by its id: "apr_" and 16 letters');
+      expect(refused.text).not.toContain(id);
+      const run = await cli(['approvals', 'approve', id]);
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain('That is not an approval id');
+      expect(`${run.stdout}${run.stderr}`).not.toContain(id);
     }
   });
 
