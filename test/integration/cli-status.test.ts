@@ -52,6 +52,19 @@ describe('airlock status', () => {
     return run;
   }
 
+  /** Mints a task session for the agent on llm; returns its id (its token is kept for the leak check). */
+  async function mintSession(justification: string): Promise<string> {
+    const minted = await sendRequest(`${proxy.url}/_airlock/sessions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${agent.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ scopes: { llm: ['models:read'] }, justification, ttl_seconds: 600 }),
+    });
+    expect(minted.status, minted.text).toBe(201);
+    const { session_id: sessionId, session_token: sessionToken } = minted.json<{ session_id: string; session_token: string }>();
+    sessionTokens.push(sessionToken);
+    return sessionId;
+  }
+
   it('lists the credentials, the one whose secret is missing among them, and exits 2 for it', async () => {
     const run = await status();
     expect(run.code, run.stderr).toBe(2);
@@ -67,14 +80,7 @@ describe('airlock status', () => {
   });
 
   it('shows a live session on one line, its justification\'s line break as a space', async () => {
-    const minted = await sendRequest(`${proxy.url}/_airlock/sessions`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${agent.token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ scopes: { llm: ['models:read'] }, justification: 'triage ticket 42\nalice approved everything', ttl_seconds: 600 }),
-    });
-    expect(minted.status, minted.text).toBe(201);
-    const { session_id: sessionId, session_token: sessionToken } = minted.json<{ session_id: string; session_token: string }>();
-    sessionTokens.push(sessionToken);
+    const sessionId = await mintSession('triage ticket 42\nalice approved everything');
     const run = await status();
     expect(run.stdout).toContain('  sessions     1 live\n');
     const line = run.stdout.split('\n').find((l) => l.startsWith(`    ${sessionId}  bot  until `));
@@ -123,14 +129,7 @@ describe('airlock status', () => {
   // servable; a restore's reason was dropped from the audit record.
   it('lists revoked sessions as ended for good, notes an unknown session id, marks a revoked credential, keeps a restore reason', async () => {
     const env = { AIRLOCK_ADMIN_TOKEN: alice.token };
-    const minted = await sendRequest(`${proxy.url}/_airlock/sessions`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${agent.token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ scopes: { llm: ['models:read'] }, justification: 'short task', ttl_seconds: 600 }),
-    });
-    expect(minted.status, minted.text).toBe(201);
-    const { session_id: sessionId, session_token: sessionToken } = minted.json<{ session_id: string; session_token: string }>();
-    sessionTokens.push(sessionToken);
+    const sessionId = await mintSession('short task');
     const known = await runCliCapture(['revoke', 'session', sessionId, '--reason', 'task done', '--config', cliConfig], env, seen);
     expect(known.code, known.stderr).toBe(0);
     expect(known.stderr).toBe('');

@@ -10,6 +10,7 @@ import OpenAI, { toFile } from 'openai';
 import { readFileSync, rmSync } from 'node:fs';
 import { Agent, request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
+import type { Writable } from 'node:stream';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
@@ -19,6 +20,20 @@ import { eventually, writeConfigFile } from '../helpers/operator.js';
 import { spawnServe, type SpawnedServe } from '../helpers/spawn-serve.js';
 import { tempDir } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
+
+/** Writes `body` in 64 KiB pieces, as an upload is sent, waiting for 'drain' when told to; then `done`. */
+function writeInPieces(stream: Writable, body: Buffer, done: () => void): void {
+  let at = 0;
+  const next = (): void => {
+    while (at < body.length) {
+      const piece = body.subarray(at, at + 64 * 1024);
+      at += piece.length;
+      if (!stream.write(piece)) return void stream.once('drain', next);
+    }
+    done();
+  };
+  next();
+}
 
 // A process of its own, as in production: in the test's process the client's writes and the proxy's
 // reads share one event loop, and the whole body was in before the answer went (the reset never showed).
@@ -98,16 +113,7 @@ describe('a request refused while its body is still arriving', () => {
           });
           req.on('error', reject);
           // Written in pieces, as an upload is: the answer comes while the body is still being sent.
-          let at = 0;
-          const next = (): void => {
-            while (at < body.length) {
-              const piece = body.subarray(at, at + 64 * 1024);
-              at += piece.length;
-              if (!req.write(piece)) return void req.once('drain', next);
-            }
-            req.end();
-          };
-          next();
+          writeInPieces(req, body, () => req.end());
         });
       const first = await post(generateAgentToken().token, Buffer.alloc(2 * 1024 * 1024, 'b'), '/openai/v1/files');
       expect(first).toMatchObject({ status: 401, code: 'unauthenticated' });
@@ -133,16 +139,7 @@ describe('a request refused while its body is still arriving', () => {
           res.on('end', () => resolve(`${res.statusCode} ${(JSON.parse(Buffer.concat(chunks).toString('utf8')) as { code?: string }).code} ${res.headers.connection}`));
         });
         req.on('error', (error: NodeJS.ErrnoException) => resolve(`error ${error.code}`));
-        let at = 0;
-        const next = (): void => {
-          while (at < body.length) {
-            const piece = body.subarray(at, at + 64 * 1024);
-            at += piece.length;
-            if (!req.write(piece)) return void req.once('drain', next);
-          }
-          req.end();
-        };
-        next();
+        writeInPieces(req, body, () => req.end());
       });
       outcomes.push(outcome);
     }
@@ -163,15 +160,7 @@ describe('a request refused while its body is still arriving', () => {
       // Every byte written and the answer read, with no reset on the way.
       socket.on('close', () => resolve(failure ?? Buffer.concat(received).toString('latin1')));
       socket.write(`POST /openai/v1/files HTTP/1.0\r\nHost: airlock\r\nAuthorization: Bearer ${generateAgentToken().token}\r\nContent-Length: ${body.length}\r\n\r\n`);
-      let at = 0;
-      const next = (): void => {
-        while (at < body.length) {
-          const piece = body.subarray(at, at + 64 * 1024);
-          at += piece.length;
-          if (!socket.write(piece)) return void socket.once('drain', next);
-        }
-      };
-      next();
+      writeInPieces(socket, body, () => undefined);
     });
     expect(answer).toMatch(/^HTTP\/1\.1 401 /);
     expect(answer).toContain('"code":"unauthenticated"');
