@@ -20,7 +20,7 @@ const CATALOG = {
   not_found: { status: 404, title: 'Not found', policy: true },
   method_not_allowed: { status: 405, title: 'Method not allowed', policy: true },
   request_timeout: { status: 408, title: 'Request timeout' },
-  payload_too_large: { status: 413, title: 'Payload too large', policy: true },
+  payload_too_large: { status: 413, title: 'Payload too large' },
   rate_limited: { status: 429, title: 'Rate limited', policy: true },
   headers_too_large: { status: 431, title: 'Request header fields too large' },
   internal_error: { status: 500, title: 'Internal error' },
@@ -50,7 +50,7 @@ export function titleOf(code: ErrorCode): string {
 
 /**
  * Whether the code is a policy stage refusing the request (authentication, route, scope, session,
- * approval, limits, revocation, lockdown, or a governance check that could not run): the audit record's
+ * approval, rate limit, revocation, lockdown, or a governance check that could not run): the audit record's
  * `decision` is then `deny`, wherever in the lifecycle it came. The others are failures of a request
  * the policy let through (the credential's store, the upstream, the audit log, the request's own framing).
  */

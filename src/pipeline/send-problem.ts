@@ -9,6 +9,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { AirlockError, problemBody } from '../errors.js';
 import { REQUEST_ID_HEADER } from '../upstream/relay-headers.js';
@@ -58,11 +59,13 @@ const DRAIN_MAX_MS = 10_000;
  * connection is closed, as its next request would otherwise be read as this one's body.
  *
  * A connection that closes after this answer (the client sent `Connection: close`, as Python's urllib
- * does on every request, or spoke HTTP/1.0 without keep-alive) cannot be drained after it: node
- * closes the socket once the answer is written, the unread body makes the kernel send a reset, and the
- * client, still writing, saw a broken pipe instead of the answer (found by review: urllib's `urlopen`
- * raised URLError EPIPE for every denied upload, never HTTPError 401). Its body is read first, within
- * the same bounds, and then answered.
+ * does on every request, or spoke HTTP/1.0 without keep-alive) is closed the way nginx's lingering
+ * close does it: node would close the socket outright once the answer is written, the unread body made
+ * the kernel send a reset, and the client, still writing, saw a broken pipe instead of the answer (found
+ * by review: urllib's `urlopen` raised URLError EPIPE for every denied upload, never HTTPError 401). So
+ * only the sending side is closed after the answer (a FIN: the client reads the answer, and one that
+ * waits for it before sending its body is answered at once), the rest of the body is read and thrown
+ * away within the same bounds, and then the socket is closed.
  */
 export function answerRefusal(req: IncomingMessage, res: ServerResponse, error: AirlockError, requestId: string, scrub: (text: string) => string): void {
   const closing = closesAfterAnswer(req);
@@ -70,14 +73,20 @@ export function answerRefusal(req: IncomingMessage, res: ServerResponse, error: 
     sendProblem(res, error, requestId, !req.complete, scrub);
     return;
   }
-  if (!closing) {
-    sendProblem(res, error, requestId, false, scrub);
-    drainBody(req, null);
-    return;
-  }
-  drainBody(req, function answerOnceRead() {
-    sendProblem(res, error, requestId, true, scrub);
-  });
+  if (closing) lingerAfterAnswer(req.socket);
+  sendProblem(res, error, requestId, closing, scrub);
+  drainBody(req, closing);
+}
+
+/**
+ * node ends a response that closes its connection with `socket.destroySoon()` (node's _http_server.js
+ * resOnFinish): the write side ends, then the socket is destroyed. Here only the write side ends;
+ * drainBody destroys it once the body is read or a bound passes.
+ */
+function lingerAfterAnswer(socket: Socket): void {
+  (socket as Socket & { destroySoon?: () => void }).destroySoon = function closeWriteSideOnly() {
+    socket.end();
+  };
 }
 
 /** Whether node closes the connection after this request's answer (RFC 9112 9.3: `close`, or HTTP/1.0 without `keep-alive`). */
@@ -116,39 +125,25 @@ export function drainingRefusedBody(socket: Duplex): boolean {
 }
 
 /**
- * Reads the rest of a refused request's body and throws it away. `answer`, when given, is sent once the
- * body has ended, or at once when the bounds are passed (node then closes the connection after it);
- * without one, the answer went first and passing a bound closes the connection.
+ * Reads the rest of a refused request's body and throws it away, after its answer. Past a bound the
+ * connection is closed; a `closing` one is closed once the body has ended too.
  */
-function drainBody(req: IncomingMessage, answer: (() => void) | null): void {
+function drainBody(req: IncomingMessage, closing: boolean): void {
   // From whatever read it (the body guard undici was reading): the bytes go nowhere now.
   req.unpipe();
   const socket = req.socket;
   (socket as { [DRAINING]?: IncomingMessage })[DRAINING] = req;
   let read = 0;
-  let owed = answer;
-  // A bound passed: the answer if it is still owed (node closes the connection once it is written),
-  // else the connection closes now.
-  const giveUp = (): void => {
-    if (owed === null) {
-      socket.destroy();
-      return;
-    }
-    const send = owed;
-    owed = null;
-    send();
-  };
-  const deadline = setTimeout(giveUp, DRAIN_MAX_MS);
+  const deadline = setTimeout(() => socket.destroy(), DRAIN_MAX_MS);
   deadline.unref();
   req.on('data', function discardRefusedBody(chunk: Buffer) {
     read += chunk.length;
-    if (read > DRAIN_MAX_BYTES && read - chunk.length <= DRAIN_MAX_BYTES) giveUp();
+    if (read > DRAIN_MAX_BYTES) socket.destroy();
   });
   req.once('close', () => clearTimeout(deadline));
   req.once('end', () => {
-    clearTimeout(deadline);
     if ((socket as { [DRAINING]?: IncomingMessage })[DRAINING] === req) delete (socket as { [DRAINING]?: IncomingMessage })[DRAINING];
-    if (owed !== null) giveUp();
+    if (closing) socket.destroy();
   });
   req.resume();
 }
