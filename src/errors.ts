@@ -126,6 +126,13 @@ export function problemBody(error: AirlockError, requestId: string): ProblemBody
  */
 export class OperatorReason extends Error {
   override readonly name: string = 'OperatorReason';
+  /** A sign of compromise rather than a fault (an agent holding a real key): its log line is a warning. */
+  readonly alert: boolean;
+
+  constructor(message: string, options: { alert?: boolean; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.alert = options.alert ?? false;
+  }
 }
 
 /** The fixed pointer an agent's detail ends with when the why is the operator's (OperatorReason). */
@@ -136,10 +143,19 @@ export const OPERATOR_FINDS_WHY = 'An operator finds why in the audit record and
  * (stale past max_staleness) or after a reload (await-approval.ts) keeps the reason of the one it wraps.
  */
 export function operatorReason(error: unknown): string | null {
+  return firstOperatorReason(error)?.message ?? null;
+}
+
+/** Whether the first OperatorReason in an error's cause chain marks a sign of compromise (`alert`). */
+export function operatorAlert(error: unknown): boolean {
+  return firstOperatorReason(error)?.alert ?? false;
+}
+
+function firstOperatorReason(error: unknown): OperatorReason | null {
   let current: unknown = error;
   // A few links: a cause chain is a handful deep here, and a cycle must not spin.
   for (let depth = 0; depth < 8 && current instanceof Error; depth++) {
-    if (current instanceof OperatorReason) return current.message;
+    if (current instanceof OperatorReason) return current;
     current = current.cause;
   }
   return null;

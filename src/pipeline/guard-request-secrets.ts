@@ -9,7 +9,7 @@
  * live partial match, so no byte of a secret is forwarded before it is recognized.
  */
 import { decodeEscape, PERCENT_ESCAPE } from '../ingress/percent-escapes.js';
-import { AirlockError } from '../errors.js';
+import { AirlockError, OperatorReason } from '../errors.js';
 import { JWT_IN_TEXT, TOKEN_IN_TEXT } from '../identity/agent-token.js';
 import { TOKEN_CARRIER_HEADERS } from '../identity/token-carriers.js';
 import type { SecretIndex } from '../redaction/secret-catalog.js';
@@ -89,6 +89,8 @@ export function carriesManagedSecret(ref: string, where: 'request' | 'request bo
   return new AirlockError(
     'invalid_request',
     `The ${where} carries the value of the credential ${ref}, which Airlock manages; agents must not hold real keys. It was not forwarded. An operator should rotate ${ref} and find how the agent got it.`,
-    { credentialRef: ref },
+    // An agent holding a real key is an incident, not a malformed request (found by review: it was an
+    // `info` line with no reason): the record says so, and the log line is a warning.
+    { credentialRef: ref, cause: new OperatorReason(`The agent sent the value of ${ref} in its ${where}: it holds a real key. Rotate ${ref} and find how the agent got it.`, { alert: true }) },
   );
 }

@@ -3,6 +3,7 @@
  * `auditRequest` reports whether the record was written so the caller can refuse (fail closed) before
  * anything is sent; `logRequest` then logs what the agent actually got.
  */
+import { operatorAlert } from '../errors.js';
 import type { AuditRecord } from '../observability/audit-record.js';
 import type { RequestTrace } from '../observability/tracing.js';
 import type { ProxyRuntime } from './proxy-runtime.js';
@@ -86,6 +87,6 @@ function observeAnomalies(runtime: ProxyRuntime, record: AuditRecord, agent: str
 }
 
 export function logRequest(runtime: ProxyRuntime, record: AuditRecord, audited: boolean, cause?: unknown): void {
-  const level = record.code === 'internal_error' || !audited ? 'error' : (record.status ?? 0) >= 500 || record.incomplete ? 'warn' : 'info';
+  const level = record.code === 'internal_error' || !audited ? 'error' : (record.status ?? 0) >= 500 || record.incomplete || operatorAlert(cause) ? 'warn' : 'info';
   runtime.requestLog.write(level, record, audited, cause);
 }

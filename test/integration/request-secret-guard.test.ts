@@ -214,6 +214,10 @@ describe('an agent holding a real managed key is refused, and the key is not for
       expect(record.code).toBe('invalid_request');
       expect(record.status).toBe(400);
       expect(record.credential).toBe(ref);
+      // An agent holding a real key is an incident (found by review: an `info` line with no reason).
+      expect(record.reason).toMatch(new RegExp(`^The agent sent the value of ${ref.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} in its request( body)?: it holds a real key\\. Rotate `));
+      const line = proxy.logLines.map((text) => JSON.parse(text) as Record<string, unknown>).find((entry) => entry['request_id'] === record.request_id);
+      expect(line?.['level'] === 40 || line?.['level'] === 'warn', JSON.stringify(line)).toBe(true);
       return record;
     });
   }
