@@ -240,8 +240,17 @@ export class ApprovalBroker {
   async decide(id: string, decision: 'approved' | 'denied', by: string, reason: string): Promise<ApprovalRecord> {
     const approval = this.#state.approval(id);
     if (approval === null) throw new AirlockError('not_found', `There is no approval ${id}.`);
-    if (approval.status !== 'pending') throw new AirlockError('invalid_request', `Approval ${id} is already ${approval.status}.`);
-    if (approval.expiresAt <= this.#now()) throw new AirlockError('approval_timeout', `Approval ${id} expired before the decision.`);
+    // Too late, said one way whether the expiry was already recorded or not (found by review: 400 or
+    // 403 depending on timing), and saying who decided and what the agent does next.
+    const asksAgain = 'the agent sends its request again to ask anew';
+    if (approval.status === 'expired' || (approval.status === 'pending' && approval.expiresAt <= this.#now())) {
+      const why = approval.reason !== null && approval.reason.startsWith('withdrawn:') ? approval.reason : `it expired at ${new Date(approval.expiresAt).toISOString()} with no decision`;
+      throw new AirlockError('invalid_request', `Approval ${id} can no longer be decided: ${why}; ${asksAgain}.`);
+    }
+    if (approval.status !== 'pending') {
+      const decided = approval.decidedBy === null ? '' : ` by ${approval.decidedBy}${approval.decidedAt === null ? '' : ` at ${new Date(approval.decidedAt).toISOString()}`}`;
+      throw new AirlockError('invalid_request', `Approval ${id} was already decided${decided}: it is ${approval.status}.`);
+    }
     try {
       await this.#state.record({ type: 'approval.decided', id, decision, by, reason, at: this.#now() });
     } catch (error) {
