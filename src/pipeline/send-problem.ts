@@ -143,7 +143,11 @@ function drainBody(req: IncomingMessage, closing: boolean): void {
   req.once('close', () => clearTimeout(deadline));
   req.once('end', () => {
     if ((socket as { [DRAINING]?: IncomingMessage })[DRAINING] === req) delete (socket as { [DRAINING]?: IncomingMessage })[DRAINING];
-    if (closing) socket.destroy();
+    // Once the answer has left: the body can end in the same turn as the answer was written.
+    if (closing) {
+      if (socket.writableFinished) socket.destroy();
+      else socket.once('finish', () => socket.destroy());
+    }
   });
   req.resume();
 }
