@@ -28,6 +28,7 @@ export async function statusCommand(io: CliIo): Promise<number> {
       ['revocations', '/v1/revocations'],
       ['sessions', '/v1/sessions'],
       ['credentials', '/v1/credentials'],
+      ['approvals', '/v1/approvals?status=pending'],
     ] as const) {
       const answer = await callAdmin(io, loaded, 'GET', path);
       if (answer.status !== 200) return reportRefusal(io, answer, `Asking ${path}`);
@@ -42,6 +43,7 @@ export async function statusCommand(io: CliIo): Promise<number> {
   const revocations = listOf(answers['revocations'], 'revocations');
   const sessions = listOf(answers['sessions'], 'sessions');
   const credentials = listOf(answers['credentials'], 'credentials');
+  const pendingApprovals = listOf(answers['approvals'], 'approvals');
   const troubled = credentials.filter((c) => c['failing'] === true || c['state'] === 'missing' || c['state'] === 'expired');
   // A revoked session ended for good (nothing to restore): listed, but no operator's job is waiting on
   // it (found by review: one such revocation left status at "needs attention" for good, and its hint
@@ -49,7 +51,7 @@ export async function statusCommand(io: CliIo): Promise<number> {
   const liftable = revocations.filter((r) => r['kind'] !== 'session');
   const attention = health['audit'] !== 'writable' || health['lockdown'] === true || liftable.length > 0 || troubled.length > 0;
   if (values.json) {
-    io.stdout.write(`${JSON.stringify({ health, revocations, sessions, credentials }, null, 2)}\n`);
+    io.stdout.write(`${JSON.stringify({ health, revocations, approvals: pendingApprovals, sessions, credentials }, null, 2)}\n`);
     return attention ? 2 : 0;
   }
   const lines: string[] = [`Airlock at admin ${loaded.config.admin?.listen ?? ''}: ${attention ? 'NEEDS ATTENTION' : 'ok'}`];
@@ -63,8 +65,8 @@ export async function statusCommand(io: CliIo): Promise<number> {
   const ended = revocations.filter((r) => r['kind'] === 'session');
   if (ended.length > 0) lines.push(`  ended        ${ended.length} session${ended.length === 1 ? '' : 's'} revoked (for good: a session is not restored; the agent mints a new one)`);
   for (const r of ended) lines.push(`    session ${String(r['target'])}  ${revoked(r)}`);
-  const pending = Number(health['approvals_pending'] ?? 0);
-  lines.push(`  approvals    ${pending === 0 ? 'none pending' : `${pending} pending: npx airlock approvals list`}`);
+  lines.push(`  approvals    ${pendingApprovals.length === 0 ? 'none pending' : `${pendingApprovals.length} pending: decide with  npx airlock approvals approve|deny ID --reason TEXT`}`);
+  for (const a of pendingApprovals) lines.push(`    ${String(a['id'])}  ${String(a['agent'])}  ${String(a['method'])} ${oneLine(String(a['path']), TEXT_CHARS)}  until ${String(a['expires_at'])}`);
   lines.push(`  sessions     ${sessions.length === 0 ? 'none live' : `${sessions.length} live`}`);
   for (const s of sessions) {
     const scopes = Object.entries((s['scopes'] as Record<string, string[]> | null) ?? {})

@@ -31,10 +31,17 @@ describe('airlock status', () => {
       {
         admin: { listen: `127.0.0.1:${port}`, tokens: [{ name: 'alice', hash: alice.hash }] },
         services: {
-          llm: { upstream: upstream.url, credential: { secret: 'env:STATUS_LLM_KEY' }, routes: [{ method: 'GET', path: '/v1/models', scope: 'models:read' }] },
+          llm: {
+            upstream: upstream.url,
+            credential: { secret: 'env:STATUS_LLM_KEY' },
+            routes: [
+              { method: 'GET', path: '/v1/models', scope: 'models:read' },
+              { method: 'POST', path: '/v1/jobs', scope: 'models:read', require_approval: true },
+            ],
+          },
           crm: { upstream: upstream.url, credential: { secret: 'env:STATUS_CRM_KEY_UNSET' }, routes: [{ method: 'GET', path: '/v1/tickets', scope: 'tickets:read' }] },
         },
-        agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'llm', max_scope: ['models:read'] }] } },
+        agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'llm', max_scope: ['models:read'], approval_mode: 'async' }] } },
       },
       { env: { STATUS_LLM_KEY: llmKey } },
     );
@@ -77,6 +84,21 @@ describe('airlock status', () => {
     expect(run.stdout).toContain('  credentials  2, 1 failing or missing\n');
     expect(run.stdout).toMatch(/\n {4}env:STATUS_LLM_KEY {2}fresh, fetched \d+ s ago\n/);
     expect(run.stdout).toMatch(/\n {4}env:STATUS_CRM_KEY_UNSET {2}missing/);
+  });
+
+  // Found by review: only a count of pending approvals was shown, and none in --json.
+  it('lists the pending approvals, with what to run to decide them', async () => {
+    const asked = await sendRequest(`${proxy.url}/llm/v1/jobs`, { method: 'POST', headers: { authorization: `Bearer ${agent.token}`, 'content-type': 'application/json' }, body: '{"job":1}' });
+    expect(asked.status, asked.text).toBe(202);
+    const id = asked.json<{ approval_id: string }>().approval_id;
+    const run = await status();
+    expect(run.stdout).toContain('  approvals    1 pending: decide with  npx airlock approvals approve|deny ID --reason TEXT\n');
+    expect(run.stdout).toMatch(new RegExp(`\\n {4}${id} {2}bot {2}POST /llm/v1/jobs {2}until \\d{4}-`));
+    const json = JSON.parse((await status('--json')).stdout) as { approvals: Array<{ id: string }> };
+    expect(json.approvals.map((a) => a.id)).toEqual([id]);
+    const denied = await runCliCapture(['approvals', 'deny', id, '--reason', 'not now', '--config', cliConfig], { AIRLOCK_ADMIN_TOKEN: alice.token }, seen);
+    expect(denied.code, denied.stderr).toBe(0);
+    expect((await status()).stdout).toContain('  approvals    none pending\n');
   });
 
   it('shows a live session on one line, its justification\'s line break as a space', async () => {
