@@ -33,7 +33,24 @@ interface Container {
   expectingKey: boolean;
   /** In an object: each member's key and the first of `fields` its value gave (a repeated key is re-pathed at the close). */
   members: Array<{ key: string; from: number }>;
+  /** The first of `fields` found inside this container. */
+  readonly from: number;
+  /** In an object: the values of its STREAM_KEYS members that are whole numbers, as `key=value` (see STREAM_KEYS). */
+  streams: string[];
 }
+
+/**
+ * Members that say which of several streams interleaved in one event stream an object continues:
+ * OpenAI's `choices[].index` (n > 1) and `tool_calls[].index` (parallel tool calls), Gemini's
+ * `candidates[].index`, Anthropic's content block `index`, the Responses API's `output_index` and
+ * `content_index`. An object holding one is followed on a path named by its value rather than by its
+ * place in its array (or as the event's top-level value): found by review, two choices streamed chunk by
+ * chunk both sat at `choices.0`, their texts were joined into one, and a key one of them spelled out
+ * 3 characters at a time was never whole in what was scanned, while the SDK put it back together.
+ */
+const STREAM_KEYS: ReadonlySet<string> = new Set(['index', 'output_index', 'content_index']);
+const NUMBER_START = '-0123456789';
+const NUMBER_CHARS = '0123456789.eE+-';
 
 interface MutableField {
   path: string;
@@ -89,6 +106,19 @@ function repathRepeatedKeys(container: Container, fields: MutableField[]): void 
 }
 
 /**
+ * An object that names its stream (STREAM_KEYS), as an array's element or as the top-level value: its
+ * strings are followed on a path named by those values in place of its position (`choices.#index=1`).
+ */
+function repathByStream(closed: Container, parent: Container | undefined, fields: MutableField[]): void {
+  if (closed.streams.length === 0 || (parent !== undefined && !parent.array)) return;
+  const named = parent === undefined ? `.$#${closed.streams.join('#')}` : `${parent.path}.#${closed.streams.join('#')}`;
+  for (let f = closed.from; f < fields.length; f++) {
+    const field = fields[f] as MutableField;
+    if (field.path.startsWith(closed.path)) field.path = `${named}${field.path.slice(closed.path.length)}`;
+  }
+}
+
+/**
  * The string values of `text` (valid JSON) in document order, or null when it nests deeper than
  * `maxDepth` (the caller lets such an event pass as it came).
  */
@@ -106,12 +136,15 @@ export function jsonStringFields(text: string, maxDepth: number): JsonStringFiel
       case '{':
       case '[':
         if (stack.length >= maxDepth) return null;
-        stack.push({ path: here(), array: char === '[', index: 0, key: '', expectingKey: char === '{', members: [] });
+        stack.push({ path: here(), array: char === '[', index: 0, key: '', expectingKey: char === '{', members: [], from: fields.length, streams: [] });
         break;
       case '}':
       case ']': {
         const closed = stack.pop() as Container;
-        if (!closed.array) repathRepeatedKeys(closed, fields);
+        if (!closed.array) {
+          repathRepeatedKeys(closed, fields);
+          repathByStream(closed, stack[stack.length - 1], fields);
+        }
         break;
       }
       case ',': {
@@ -134,9 +167,20 @@ export function jsonStringFields(text: string, maxDepth: number): JsonStringFiel
         i = end - 1;
         break;
       }
-      default:
-        // Whitespace, ':', and the characters of numbers, true, false and null.
+      default: {
+        // Whitespace, ':', and the characters of numbers, true, false and null; a whole number that is
+        // the value of a STREAM_KEYS member is kept.
+        const top = stack[stack.length - 1];
+        if (top !== undefined && !top.array && !top.expectingKey && STREAM_KEYS.has(top.key) && char !== undefined && NUMBER_START.includes(char)) {
+          // The whole number token (sign, fraction, exponent), kept only when it is digits alone.
+          let end = i + 1;
+          while (end < text.length && NUMBER_CHARS.includes(text[end] as string)) end++;
+          const token = text.slice(i, end);
+          if (/^\d+$/.test(token)) top.streams.push(`${top.key}=${token}`);
+          i = end - 1;
+        }
         break;
+      }
     }
   }
   return fields;

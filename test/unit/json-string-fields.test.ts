@@ -27,6 +27,12 @@ describe('JSON string fields', () => {
     ['{"d":"x","d":"y"}', [[`.$.d${EARLIER}`, 'x', 5, 8], ['.$.d', 'y', 13, 16]]],
     ['{"c":{"t":"a"},"e":"z","c":{"t":"b","t":"c"}}', [[`.$.c${EARLIER}.t`, 'a', 10, 13], ['.$.e', 'z', 19, 22], [`.$.c.t${EARLIER}`, 'b', 32, 35], ['.$.c.t', 'c', 40, 43]]],
     ['[[],{},"",true,null]', [['.$.2', '', 7, 9]]],
+    // Objects that name their stream are followed by that name, wherever the number stands in them.
+    ['{"c":[{"index":1,"d":"a"},{"d":"b","index":0}]}', [['.$.c.#index=1.d', 'a', 21, 24], ['.$.c.#index=0.d', 'b', 31, 34]]],
+    ['{"c":[{"index":0,"t":[{"f":"x","index":2}]}]}', [['.$.c.#index=0.t.#index=2.f', 'x', 27, 30]]],
+    ['{"type":"d","output_index":3,"content_index":0,"delta":"x"}', [['.$#output_index=3#content_index=0.type', 'd', 8, 11], ['.$#output_index=3#content_index=0.delta', 'x', 55, 58]]],
+    // Not a whole number: followed by its place, as before.
+    ['{"c":[{"index":1.5,"d":"a"},{"index":"1","d":"b"},{"index":-1,"d":"c"}]}', [['.$.c.0.d', 'a', 23, 26], ['.$.c.1.index', '1', 37, 40], ['.$.c.1.d', 'b', 45, 48], ['.$.c.2.d', 'c', 66, 69]]],
   ])('%s', (text, expected) => {
     const fields = jsonStringFields(text, 64);
     expect(fields?.map((f) => [f.path, f.text, f.start, f.end])).toEqual(expected);
