@@ -45,7 +45,10 @@ export function sendProblem(res: ServerResponse, error: AirlockError, requestId:
 }
 
 /** A refused request's body is read and thrown away up to this many bytes, and for this long (answerRefusal). */
-const DRAIN_MAX_BYTES = 16 * 1024 * 1024;
+// 64 MiB: above the uploads the providers take in one request (OpenAI's 25 MB audio, Anthropic's 32 MB
+// requests), so a refused one of those gets its answer rather than a reset (found by review: 17 MiB read
+// as a connection error, and the SDK sent it twice more); on loopback or a LAN that is well within DRAIN_MAX_MS.
+const DRAIN_MAX_BYTES = 64 * 1024 * 1024;
 const DRAIN_MAX_MS = 10_000;
 
 /**

@@ -101,6 +101,19 @@ describe('a request refused while its body is still arriving', () => {
     expect(audit().filter((r) => r['code'] === 'scope_denied')).toHaveLength(12);
   });
 
+  // Found by review: an upload declared over 16 MiB was answered and closed under the body, and the
+  // SDK read a connection error (retrying twice). Provider uploads reach 25-32 MB.
+  it("a denied 25 MiB files.create raises the SDK's PermissionDeniedError, not a connection error", async () => {
+    const client = new OpenAI({ apiKey: bot.token, baseURL: `${url}/openai/v1`, maxRetries: 0 });
+    const file = await toFile(Buffer.alloc(25 * 1024 * 1024, 'z'), 'speech.mp3');
+    const error = await client.files.create({ file, purpose: 'batch' }).then(
+      () => null,
+      (failure: unknown) => failure,
+    );
+    expect(error instanceof OpenAI.PermissionDeniedError ? 'PermissionDeniedError' : String(error)).toBe('PermissionDeniedError');
+    expect(upstream.requests).toHaveLength(0);
+  });
+
   it('an unknown token uploading 2 MiB gets 401 on a connection kept for the next request', async () => {
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
     try {
@@ -168,7 +181,7 @@ describe('a request refused while its body is still arriving', () => {
 
   it('a body declared larger than the bound is answered and the connection closed, as before', async () => {
     const answer = await new Promise<{ status: number; connection: string | undefined }>((resolve, reject) => {
-      const req = httpRequest(`${url}/openai/v1/files`, { method: 'POST', headers: { authorization: `Bearer ${bot.token}`, 'content-length': 64 * 1024 * 1024 } }, (res) => {
+      const req = httpRequest(`${url}/openai/v1/files`, { method: 'POST', headers: { authorization: `Bearer ${bot.token}`, 'content-length': 128 * 1024 * 1024 } }, (res) => {
         res.resume();
         resolve({ status: res.statusCode ?? 0, connection: res.headers.connection });
       });
