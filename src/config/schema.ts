@@ -176,6 +176,10 @@ const serviceSpec = z.strictObject({
   ca: z.string().optional().describe('PEM file of extra CA certificates trusted for this upstream, besides the system CAs'),
   max_connections: z.number().int().positive().default(64).describe('upper bound of open connections to the upstream'),
   max_body_bytes: z.number().int().positive().optional().describe('request body limit for this service; default limits.max_body_bytes'),
+  method_overrides: z
+    .enum(['refuse', 'forward'])
+    .default('refuse')
+    .describe("refuse: a body naming a method override (`_method` in a form, a multipart field or JSON) gets 400, as Rails, Laravel, Symfony and Express would run it; forward: this upstream honours none (an LLM API, whose JSON may hold `_method` as data), so bodies are not checked for one"),
   strip_headers: z
     .array(headerName)
     .default([])

@@ -67,12 +67,13 @@ class BodyGuard extends Transform {
 }
 
 /** Throws 413 at once when Content-Length already says the body is too large. */
-export function requestBody(req: IncomingMessage, limit: number, secrets: SecretIndex | null): Transform | null {
+/** `watchOverrides`: false for a service whose upstream honours no method override (its `method_overrides: forward`). */
+export function requestBody(req: IncomingMessage, limit: number, secrets: SecretIndex | null, watchOverrides = true): Transform | null {
   if (!hasRequestBody(req)) return null;
   const declared = Number(req.headers['content-length']);
   if (Number.isFinite(declared) && declared > limit) throw tooLarge(limit);
   const detector = secrets === null || secrets.matcher.needles.size === 0 ? null : new SecretDetector(secrets);
-  const form = overrideWatchFor(req.headers['content-type']);
+  const form = watchOverrides ? overrideWatchFor(req.headers['content-type']) : null;
   const body = new BodyGuard(limit, detector, form);
   req.on('error', function agentUploadFailed(error) {
     body.destroy(error);

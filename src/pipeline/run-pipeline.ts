@@ -210,7 +210,7 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
     record.decision = 'allow';
 
     runtime.audit.assertWritable();
-    const stream = requestBody(req, selected.service.config.max_body_bytes ?? runtime.limits.maxBodyBytes, managedSecrets);
+    const stream = requestBody(req, selected.service.config.max_body_bytes ?? runtime.limits.maxBodyBytes, managedSecrets, selected.service.config.method_overrides === 'refuse');
     // Authorized, and not too large by its Content-Length: a client waiting on Expect: 100-continue may
     // send its body now, not before (expect-continue.ts).
     sendContinue(res);
