@@ -6,7 +6,10 @@
  * their usual exceptions instead of handing the agent a 403 body as if it were data.
  */
 
-/** `policy`: a refusal by a policy stage (isPolicyRefusal). */
+/**
+ * `policy`: a refusal by a policy stage (isPolicyRefusal). `final`: a 5xx that asking again will not
+ * change until an operator acts (retryHelps).
+ */
 const CATALOG = {
   approval_pending: { status: 202, title: 'Waiting for human approval', policy: true },
   invalid_request: { status: 400, title: 'Invalid request' },
@@ -25,16 +28,16 @@ const CATALOG = {
   headers_too_large: { status: 431, title: 'Request header fields too large' },
   internal_error: { status: 500, title: 'Internal error' },
   upstream_unreachable: { status: 502, title: 'Upstream unreachable' },
-  unscannable_response: { status: 502, title: 'Unscannable upstream response' },
+  unscannable_response: { status: 502, title: 'Unscannable upstream response', final: true },
   credential_unavailable: { status: 503, title: 'Credential unavailable' },
   audit_unavailable: { status: 503, title: 'Audit log unavailable' },
-  service_suspended: { status: 503, title: 'Service suspended', policy: true },
-  credential_revoked: { status: 503, title: 'Credential revoked', policy: true },
-  locked_down: { status: 503, title: 'Airlock is locked down', policy: true },
+  service_suspended: { status: 503, title: 'Service suspended', policy: true, final: true },
+  credential_revoked: { status: 503, title: 'Credential revoked', policy: true, final: true },
+  locked_down: { status: 503, title: 'Airlock is locked down', policy: true, final: true },
   state_unavailable: { status: 503, title: 'Shared state unavailable', policy: true },
   upstream_busy: { status: 503, title: 'Upstream connections busy' },
   upstream_timeout: { status: 504, title: 'Upstream timeout' },
-} as const satisfies Record<string, { status: number; title: string; policy?: true }>;
+} as const satisfies Record<string, { status: number; title: string; policy?: true; final?: true }>;
 
 export type ErrorCode = keyof typeof CATALOG;
 
@@ -46,6 +49,16 @@ export function statusOf(code: ErrorCode): number {
 
 export function titleOf(code: ErrorCode): string {
   return CATALOG[code].title;
+}
+
+/**
+ * Whether asking again may help. The openai and anthropic SDKs retry every 5xx unless the answer says
+ * `x-should-retry: false` (found by an SDK walkthrough: a lockdown's 503 was sent three times, each
+ * audited); a lockdown, a suspended service, a revoked credential and a response that cannot be scanned
+ * answer the same until an operator acts.
+ */
+export function retryHelps(code: ErrorCode): boolean {
+  return !('final' in CATALOG[code]);
 }
 
 /**

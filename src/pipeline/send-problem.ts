@@ -11,7 +11,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { AirlockError, problemBody } from '../errors.js';
+import { AirlockError, problemBody, retryHelps } from '../errors.js';
 import { REQUEST_ID_HEADER } from '../upstream/relay-headers.js';
 
 /** With a charset: @octokit/request reads bodies as text only for json, text/* or an explicit utf-8 charset. */
@@ -39,6 +39,7 @@ export function sendProblem(res: ServerResponse, error: AirlockError, requestId:
     [REQUEST_ID_HEADER]: requestId,
     ...error.headers,
   };
+  if (!retryHelps(error.code)) headers['x-should-retry'] = 'false';
   if (closeConnection) headers['connection'] = 'close';
   res.writeHead(error.status, headers);
   res.end(body);

@@ -8,6 +8,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import type { AuditRecord } from '../../src/observability/audit-record.js';
@@ -317,10 +318,24 @@ describe('kill switch', () => {
         [session.token, '/llm/v1/chat', 'POST'],
         [beta.token, '/_airlock/sessions/current', 'GET'],
       ] as const) {
-        const problem = expectProblem(await call(token, path, method), 503, 'locked_down');
+        const answer = await call(token, path, method);
+        const problem = expectProblem(answer, 503, 'locked_down');
         expect(problem.detail).toContain('Airlock is locked down; no request is forwarded until an operator lifts it.');
         expect(problem.detail).not.toContain('incident 42');
+        // The same answer until an operator acts: the SDKs that honour it do not retry (found by an SDK walkthrough).
+        expect(answer.headers['x-should-retry']).toBe('false');
       }
+      // The real openai SDK, with its default of two retries: asked once.
+      const audited = proxy.auditRecords().filter((r) => r.code === 'locked_down').length;
+      const client = new OpenAI({ apiKey: beta.token, baseURL: `${proxy.url}/llm/v1` });
+      const failure = await client.models.list().then(
+        () => null,
+        (error: unknown) => error,
+      );
+      expect(failure instanceof OpenAI.InternalServerError ? failure.status : String(failure)).toBe(503);
+      await eventually('the refusal audited', () => proxy.auditRecords().filter((r) => r.code === 'locked_down').length > audited);
+      await sleep(300);
+      expect(proxy.auditRecords().filter((r) => r.code === 'locked_down').length).toBe(audited + 1);
       expect(llm.requests.length + other.requests.length).toBe(before);
       // Health still answers, and the admin API reports the lockdown.
       expect((await sendRequest(`${proxy.url}/_airlock/health`)).status).toBe(200);
