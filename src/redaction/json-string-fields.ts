@@ -110,8 +110,13 @@ function repathRepeatedKeys(container: Container, fields: MutableField[]): void 
  * strings are followed on a path named by those values in place of its position (`choices.#index=1`).
  */
 function repathByStream(closed: Container, parent: Container | undefined, fields: MutableField[]): void {
-  if (closed.streams.length === 0 || (parent !== undefined && !parent.array)) return;
-  const named = parent === undefined ? `.$#${closed.streams.join('#')}` : `${parent.path}.#${closed.streams.join('#')}`;
+  if (parent !== undefined && !parent.array) return;
+  // An element without a stream member is its position's stream: Gemini leaves a zero `index` out, so
+  // one candidate's chunks come with and without it (found by review: followed on two paths, a key split
+  // between them was never whole in either, and the client joined it back).
+  if (parent === undefined && closed.streams.length === 0) return;
+  const streams = closed.streams.length > 0 ? closed.streams : [`index=${(parent as Container).index}`];
+  const named = parent === undefined ? `.$#${streams.join('#')}` : `${parent.path}.#${streams.join('#')}`;
   for (let f = closed.from; f < fields.length; f++) {
     const field = fields[f] as MutableField;
     if (field.path.startsWith(closed.path)) field.path = `${named}${field.path.slice(closed.path.length)}`;

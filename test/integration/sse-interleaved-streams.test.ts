@@ -39,6 +39,15 @@ const FORMATS: Record<string, { chunk: (stream: number, text: string) => Chunk; 
       return call === undefined ? null : [call.index, call.function.arguments];
     },
   },
+  // Gemini leaves a zero `index` out: candidate 0's chunks come without it, and its last one with it
+  // (found by review: followed on two paths, a key split between them reached the client whole).
+  'gemini candidates': {
+    chunk: (stream, text) => ({ candidates: [{ ...(stream === 0 && text !== ' done' ? {} : { index: stream }), content: { parts: [{ text }] } }] }),
+    read: (chunk) => {
+      const candidate = (chunk['candidates'] as Array<{ index?: number; content: { parts: Array<{ text: string }> } }>)[0];
+      return candidate === undefined ? null : [candidate.index ?? 0, candidate.content.parts[0]?.text ?? ''];
+    },
+  },
   'responses outputs': {
     chunk: (stream, text) => ({ type: 'response.function_call_arguments.delta', output_index: stream, delta: text }),
     read: (chunk) => [chunk['output_index'] as number, chunk['delta'] as string],

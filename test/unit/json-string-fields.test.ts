@@ -9,11 +9,29 @@ import { describe, expect, it } from 'vitest';
 import { EARLIER, jsonStringFields } from '../../src/redaction/json-string-fields.js';
 import { parseEvent, serializeEvent } from '../../src/redaction/split-events.js';
 
+const isObject = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === 'object' && !Array.isArray(value);
+
+/** An object's stream members, as the walk names them (json-string-fields.ts STREAM_KEYS). */
+function streamsOf(value: Record<string, unknown>): string[] {
+  return Object.entries(value)
+    .filter(([key, item]) => ['index', 'output_index', 'content_index'].includes(key) && typeof item === 'number' && /^\d+$/.test(String(item)))
+    .map(([key, item]) => `${key}=${String(item)}`);
+}
+
 /** The string values of a parsed JSON value with their paths, as the walk names them. */
 function stringsOf(value: unknown, path: string, out: string[]): string[] {
   if (typeof value === 'string') out.push(`${path}=${value}`);
-  else if (Array.isArray(value)) value.forEach((item, index) => stringsOf(item, `${path}.${index}`, out));
-  else if (value !== null && typeof value === 'object') for (const [key, item] of Object.entries(value)) stringsOf(item, `${path}.${key}`, out);
+  else if (Array.isArray(value)) {
+    value.forEach((item, index) => {
+      if (!isObject(item)) return void stringsOf(item, `${path}.${index}`, out);
+      const streams = streamsOf(item);
+      stringsOf(item, `${path}.#${(streams.length > 0 ? streams : [`index=${index}`]).join('#')}`, out);
+    });
+  } else if (isObject(value)) {
+    const streams = path === '.$' ? streamsOf(value) : [];
+    const named = streams.length > 0 ? `.$#${streams.join('#')}` : path;
+    for (const [key, item] of Object.entries(value)) stringsOf(item, `${named}.${key}`, out);
+  }
   return out;
 }
 
@@ -22,7 +40,7 @@ const RUNS = Number(process.env['FC_RUNS'] ?? 300);
 describe('JSON string fields', () => {
   it.each([
     ['"a"', [['.$', 'a', 0, 3]]],
-    ['{"k":"v","n":[1,"x",{"z":"\\u0041\\"b"}]}', [['.$.k', 'v', 5, 8], ['.$.n.1', 'x', 16, 19], ['.$.n.2.z', 'A"b', 25, 36]]],
+    ['{"k":"v","n":[1,"x",{"z":"\\u0041\\"b"}]}', [['.$.k', 'v', 5, 8], ['.$.n.1', 'x', 16, 19], ['.$.n.#index=2.z', 'A"b', 25, 36]]],
     ['{ "a" : 12345678901234567890 , "b":"\\\\" }', [['.$.b', '\\', 35, 39]]],
     ['{"d":"x","d":"y"}', [[`.$.d${EARLIER}`, 'x', 5, 8], ['.$.d', 'y', 13, 16]]],
     ['{"c":{"t":"a"},"e":"z","c":{"t":"b","t":"c"}}', [[`.$.c${EARLIER}.t`, 'a', 10, 13], ['.$.e', 'z', 19, 22], [`.$.c.t${EARLIER}`, 'b', 32, 35], ['.$.c.t', 'c', 40, 43]]],
@@ -31,8 +49,8 @@ describe('JSON string fields', () => {
     ['{"c":[{"index":1,"d":"a"},{"d":"b","index":0}]}', [['.$.c.#index=1.d', 'a', 21, 24], ['.$.c.#index=0.d', 'b', 31, 34]]],
     ['{"c":[{"index":0,"t":[{"f":"x","index":2}]}]}', [['.$.c.#index=0.t.#index=2.f', 'x', 27, 30]]],
     ['{"type":"d","output_index":3,"content_index":0,"delta":"x"}', [['.$#output_index=3#content_index=0.type', 'd', 8, 11], ['.$#output_index=3#content_index=0.delta', 'x', 55, 58]]],
-    // Not a whole number: followed by its place, as before.
-    ['{"c":[{"index":1.5,"d":"a"},{"index":"1","d":"b"},{"index":-1,"d":"c"}]}', [['.$.c.0.d', 'a', 23, 26], ['.$.c.1.index', '1', 37, 40], ['.$.c.1.d', 'b', 45, 48], ['.$.c.2.d', 'c', 66, 69]]],
+    // Not a whole number: followed by its place in the array, as the stream of that place.
+    ['{"c":[{"index":1.5,"d":"a"},{"index":"1","d":"b"},{"index":-1,"d":"c"}]}', [['.$.c.#index=0.d', 'a', 23, 26], ['.$.c.#index=1.index', '1', 37, 40], ['.$.c.#index=1.d', 'b', 45, 48], ['.$.c.#index=2.d', 'c', 66, 69]]],
   ])('%s', (text, expected) => {
     const fields = jsonStringFields(text, 64);
     expect(fields?.map((f) => [f.path, f.text, f.start, f.end])).toEqual(expected);
