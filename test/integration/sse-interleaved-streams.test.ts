@@ -39,10 +39,11 @@ const FORMATS: Record<string, { chunk: (stream: number, text: string) => Chunk; 
       return call === undefined ? null : [call.index, call.function.arguments];
     },
   },
-  // Gemini leaves a zero `index` out: candidate 0's chunks come without it, and its last one with it
-  // (found by review: followed on two paths, a key split between them reached the client whole).
+  // Gemini leaves a zero `index` out: candidate 0's chunks come with it and without it, here as the
+  // piece's first character is odd or even (found by review: followed on two paths, a key split between
+  // them reached the client whole).
   'gemini candidates': {
-    chunk: (stream, text) => ({ candidates: [{ ...(stream === 0 && text !== ' done' ? {} : { index: stream }), content: { parts: [{ text }] } }] }),
+    chunk: (stream, text) => ({ candidates: [{ ...(stream === 0 && text.charCodeAt(0) % 2 === 0 ? {} : { index: stream }), content: { parts: [{ text }] } }] }),
     read: (chunk) => {
       const candidate = (chunk['candidates'] as Array<{ index?: number; content: { parts: Array<{ text: string }> } }>)[0];
       return candidate === undefined ? null : [candidate.index ?? 0, candidate.content.parts[0]?.text ?? ''];
