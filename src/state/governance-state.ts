@@ -628,10 +628,15 @@ export class GovernanceState {
         if (event.kind === 'agent') this.#voidSessionsBefore(event.target, Number.isFinite(event.at) ? event.at : this.#now());
         return;
       }
-      case 'approval.created':
-        this.#approvals.set(event.approval.id, event.approval);
+      case 'approval.created': {
+        // Loaded while a revocation covering it is in force (revocations load first: a Redis reload
+        // after an outage, a replica starting): withdrawn as it was when the revocation came, even when
+        // the store never took its `approval.expired` (found by review: it came back approved).
+        const covering = this.#coveringRevocation(event.approval);
+        this.#approvals.set(event.approval.id, covering === null ? event.approval : withdrawnBy(event.approval, covering));
         this.#trimApprovals();
         return;
+      }
       case 'approval.decided': {
         const approval = this.#approvals.get(event.id);
         if (approval === undefined || approval.status !== 'pending') return;
@@ -658,21 +663,24 @@ export class GovernanceState {
    * reference (its binding hashes it), and a retry redeeming one is refused while it is revoked.
    */
   #withdrawApprovals(revocation: Revocation): void {
-    const what = revocation.kind === 'all' ? 'everything' : `${revocation.kind} ${revocation.target}`;
-    for (const id of this.#approvalsCovered(revocation)) {
-      const approval = this.#approvals.get(id) as ApprovalRecord;
-      this.#approvals.set(id, { ...approval, status: 'expired', decidedBy: revocation.by, reason: `withdrawn: ${what} was revoked`, decidedAt: revocation.at });
-    }
+    for (const id of this.#approvalsCovered(revocation)) this.#approvals.set(id, withdrawnBy(this.#approvals.get(id) as ApprovalRecord, revocation));
   }
 
   /** The ids of the approvals not used yet (pending or approved) that a revocation covers. */
-  #approvalsCovered({ kind, target }: Revocation): string[] {
+  #approvalsCovered(revocation: Revocation): string[] {
     const covered: string[] = [];
-    for (const approval of this.#approvals.values()) {
-      if (approval.status !== 'pending' && approval.status !== 'approved') continue;
-      if (kind === 'all' || (kind === 'agent' && approval.agent === target) || (kind === 'session' && approval.session === target) || (kind === 'service' && approval.service === target)) covered.push(approval.id);
-    }
+    for (const approval of this.#approvals.values()) if (coversApproval(revocation, approval)) covered.push(approval.id);
     return covered;
+  }
+
+  /** A revocation in force that covers an approval not used yet, or null. */
+  #coveringRevocation(approval: ApprovalRecord): Revocation | null {
+    for (const [kind, target] of [['all', '*'], ['agent', approval.agent], ['service', approval.service], ['session', approval.session]] as const) {
+      if (target === null) continue;
+      const revocation = this.#revocations.get(revocationKey(kind, target));
+      if (revocation !== undefined && coversApproval(revocation, approval)) return revocation;
+    }
+    return null;
   }
 
   /** Restoring an agent: what it minted until then is void (#restoredAt), on every replica. */
@@ -741,6 +749,18 @@ function restrictionLabel(event: GovernanceEvent): string {
 }
 
 /** A backend write that failed for want of the backend (not a conflict): the change is refused, 503. */
+/** Whether a revocation covers an approval not used yet (credentials are not recorded on approvals). */
+function coversApproval({ kind, target }: Revocation, approval: ApprovalRecord): boolean {
+  if (approval.status !== 'pending' && approval.status !== 'approved') return false;
+  return kind === 'all' || (kind === 'agent' && approval.agent === target) || (kind === 'session' && approval.session === target) || (kind === 'service' && approval.service === target);
+}
+
+/** An approval as a revocation leaves it: withdrawn, saying by whom and why. */
+function withdrawnBy(approval: ApprovalRecord, revocation: Revocation): ApprovalRecord {
+  const what = revocation.kind === 'all' ? 'everything' : `${revocation.kind} ${revocation.target}`;
+  return { ...approval, status: 'expired', decidedBy: revocation.by, reason: `withdrawn: ${what} was revoked`, decidedAt: revocation.at };
+}
+
 function unavailable(error: unknown): unknown {
   if (error instanceof StateConflictError || error instanceof AirlockError) return error;
   return new AirlockError('state_unavailable', 'Shared state (Redis) could not be written, so the change was not made. Check that Redis is reachable, then retry.', { cause: error });

@@ -240,3 +240,22 @@ describe.skipIf(fullDisk === null)('a held approval whose waiter went away', () 
     expect(state.approval(id)?.status).toBe('approved');
   });
 });
+
+// Found by review: a revocation withdraws the approvals it covers in memory, and in the store only if
+// their `approval.expired` could be written; a replica that loaded them again (a Redis reload after an
+// outage, a start) took them back as the store held them, approved, and the agent redeemed one after its
+// restore. An approval loaded while a revocation covering it is in force is withdrawn as it loads.
+describe('an approval loaded while a revocation covers it', () => {
+  it('is withdrawn, saying by whom, whatever status the store held', async () => {
+    const state = await started(join(tempDir('state-withdrawn-load-'), 'state.jsonl'));
+    const now = Date.now();
+    await state.record({ type: 'revocation.added', revocation: { kind: 'agent', target: 'bot', reason: 'incident', by: 'alice', at: now } });
+    const approval = (id: string, agent: string, status: 'pending' | 'approved') =>
+      ({ id, agent, service: 'pay', route: 'POST /v1/refunds', scope: 'refunds:write', method: 'POST', path: '/v1/refunds', binding: 'b', session: null, justification: null, taskId: null, mode: 'async', createdAt: now - 1000, expiresAt: now + 60_000, status, decidedBy: status === 'approved' ? 'carol' : null, reason: null, decidedAt: status === 'approved' ? now - 500 : null }) as const;
+    await state.record({ type: 'approval.created', approval: approval('apr_loadedapproved00', 'bot', 'approved') });
+    await state.record({ type: 'approval.created', approval: approval('apr_otheragent000000', 'other-bot', 'pending') });
+    expect(state.approval('apr_loadedapproved00')).toMatchObject({ status: 'expired', decidedBy: 'alice', reason: 'withdrawn: agent bot was revoked' });
+    expect(state.approval('apr_otheragent000000')).toMatchObject({ status: 'pending' });
+    await state.close();
+  });
+});
