@@ -335,7 +335,7 @@ function summary(config: AirlockConfig, airlock: RunningAirlock, io: CliIo, conf
     lines.push(
       `Note: anomaly rule ${suspending.join(', ')} suspends an agent (anomalies.<rule>.action: suspend), and only the admin API`,
       'lifts a suspension (`npx airlock restore agent NAME`), which this config does not configure. Add an admin block',
-      '(listen, tokens: a saved file is applied without a restart), or set the action to alert.',
+      '(listen, tokens) and restart (a reload does not open a new admin listener), or set the action to alert.',
       '',
     );
   }

@@ -1035,6 +1035,8 @@ agents:
       expect(cli.err()).not.toContain('suspends an agent');
     } else {
       expect(cli.err()).toContain(`Note: anomaly rule ${rules} suspends an agent (anomalies.<rule>.action: suspend), and only the admin API\nlifts a suspension (\`npx airlock restore agent NAME\`), which this config does not configure.`);
+      // An admin block added by a reload waits for the restart (found by review: the note said otherwise).
+      expect(cli.err()).toContain('(listen, tokens) and restart (a reload does not open a new admin listener)');
     }
   });
 
