@@ -223,7 +223,13 @@ export class ApprovalBroker {
       throw new AirlockError('approval_denied', `${approval.decidedBy ?? 'An approver'} denied the request${approval.reason ? `: ${approval.reason}` : ''}.`, { extensions: { approval_id: approval.id } });
     }
     if (approval.status === 'consumed') throw new AirlockError('approval_denied', `Approval ${approval.id} was already used; an approval is good for one request.`, { extensions: { approval_id: approval.id } });
-    if (approval.status !== 'approved' || approval.expiresAt <= this.#now()) throw new AirlockError('approval_timeout', `Approval ${approval.id} expired.`, { extensions: { approval_id: approval.id } });
+    if (approval.status !== 'approved' || approval.expiresAt <= this.#now()) {
+      // A revocation's withdrawal says so, and who revoked: "expired" alone sent agents' operators
+      // looking at clocks (the reason names the revoked agent, session, service or everything).
+      const withdrawn = approval.status === 'expired' && approval.reason !== null && approval.reason.startsWith('withdrawn:');
+      const detail = withdrawn ? `Approval ${approval.id} was ${approval.reason as string} by ${approval.decidedBy ?? 'an operator'}; ask anew once access is restored.` : `Approval ${approval.id} expired.`;
+      throw new AirlockError('approval_timeout', detail, { extensions: { approval_id: approval.id } });
+    }
     // Single use: the state takes the change only from "approved", one at a time (#claimTransition).
     try {
       await this.#state.record({ type: 'approval.consumed', id: approval.id, at: this.#now() });

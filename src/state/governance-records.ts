@@ -114,4 +114,5 @@ export type GovernanceEvent =
   | { readonly type: 'approval.created'; readonly approval: ApprovalRecord }
   | { readonly type: 'approval.decided'; readonly id: string; readonly decision: 'approved' | 'denied'; readonly by: string; readonly reason: string; readonly at: number }
   | { readonly type: 'approval.consumed'; readonly id: string; readonly at: number }
-  | { readonly type: 'approval.expired'; readonly id: string; readonly at: number };
+  /** `by` and `reason` when a revocation withdrew it (kept, so a replica loading the store can say why). */
+  | { readonly type: 'approval.expired'; readonly id: string; readonly at: number; readonly by?: string; readonly reason?: string };

@@ -228,7 +228,10 @@ export class GovernanceState {
   async #recordNow(event: GovernanceEvent): Promise<RecordOutcome> {
     const ended = event.type === 'session.ended' ? event.id : event.type === 'revocation.added' && event.revocation.kind === 'session' ? event.revocation.target : null;
     const at = event.type === 'session.ended' ? event.at : event.type === 'revocation.added' ? event.revocation.at : 0;
-    const restricts = event.type === 'revocation.added' || event.type === 'session.ended';
+    // What takes access away holds here at once and is kept until the store has it. An approval's
+    // expiry is among them (found by review: a revocation's withdrawals whose writes failed during an
+    // outage were lost, and after a restore a replica loading the store took the approval back approved).
+    const restricts = event.type === 'revocation.added' || event.type === 'session.ended' || event.type === 'approval.expired';
     const cascade: GovernanceEvent[] = (ended === null ? [] : this.#descendants(ended)).map((id) => ({ type: 'session.ended', id, reason: 'a session it was narrowed from ended', at }));
     // Found before the revocation applies (which withdraws them here at once: #withdrawApprovals).
     const withdrawn = event.type === 'revocation.added' ? this.#approvalsCovered(event.revocation) : [];
@@ -276,13 +279,16 @@ export class GovernanceState {
     }
     // Kept as their own events, so the backend has them withdrawn too (a replica that starts later loads
     // the approvals as kept). Each replica withdraws them on hearing the revocation; a write that fails
-    // here is logged and leaves the revocation in force.
+    // here is queued with the revocation and written after it when the store is back.
     for (const id of withdrawn) {
-      await this.#record({ type: 'approval.expired', id, at }).catch((error: unknown) => {
-        if (!(error instanceof StateConflictError)) {
-          this.#logger?.warn({ err: error, approval: id }, 'could not keep the withdrawal of an approval its revocation covers; it is withdrawn on every running replica');
-        }
+      const { decidedBy, reason } = this.#approvals.get(id) ?? { decidedBy: null, reason: null };
+      const withdrawal: GovernanceEvent = { type: 'approval.expired', id, at, ...(reason === null ? {} : { by: decidedBy ?? '', reason }) };
+      const kept = await this.#record(withdrawal).catch((error: unknown) => {
+        // A conflict: used or ended in the store meanwhile, which is what a withdrawal wants anyway.
+        if (!(error instanceof StateConflictError)) throw error;
+        return 'kept' as const;
       });
+      if (kept === 'pending') outcome = 'pending';
     }
     return outcome;
   }
@@ -312,6 +318,11 @@ export class GovernanceState {
           const event = this.#unsaved[0] as GovernanceEvent;
           if (this.#liftedSince(event)) {
             this.#logger?.warn({ restriction: restrictionLabel(event) }, 'a revocation made while the state store could not take it was lifted since (a later lift in the state store); it is dropped, not written back');
+          } else if (event.type === 'approval.expired') {
+            // Used, decided or expired in the store meanwhile (Redis compares and sets): nothing left to withdraw.
+            await this.#backend.append(event).catch((error: unknown) => {
+              if (!(error instanceof StateConflictError)) throw error;
+            });
           } else if (event.type !== 'revocation.added') {
             await this.#backend.append(event);
           } else if (!(await this.#backend.appendUnlessLifted(event, LIFT_MARGIN_MS))) {
@@ -482,11 +493,11 @@ export class GovernanceState {
     return (this.#liftedAt.get(revocationKey(event.revocation.kind, event.revocation.target)) ?? -Infinity) > event.revocation.at + LIFT_MARGIN_MS;
   }
 
-  /** The candidate if it is a well-formed event that takes access away (a revocation, a session end), else null. */
+  /** The candidate if it is a well-formed event that takes access away (a revocation, a session end, an approval's expiry), else null. */
   #restriction(candidate: unknown): GovernanceEvent | null {
     const event = candidate as GovernanceEvent;
-    if (typeof candidate !== 'object' || candidate === null || (event.type !== 'revocation.added' && event.type !== 'session.ended')) return null;
-    if (!this.#wellFormed(event) || (event.type === 'session.ended' && (typeof event.id !== 'string' || typeof event.at !== 'number'))) return null;
+    if (typeof candidate !== 'object' || candidate === null || (event.type !== 'revocation.added' && event.type !== 'session.ended' && event.type !== 'approval.expired')) return null;
+    if (!this.#wellFormed(event) || (event.type !== 'revocation.added' && (typeof event.id !== 'string' || typeof event.at !== 'number'))) return null;
     return event;
   }
 
@@ -648,7 +659,8 @@ export class GovernanceState {
         const approval = this.#approvals.get(event.id);
         if (approval === undefined) return;
         if (event.type === 'approval.expired' && approval.status !== 'pending' && approval.status !== 'approved') return;
-        this.#approvals.set(event.id, { ...approval, status: event.type === 'approval.consumed' ? 'consumed' : 'expired' });
+        const why = event.type === 'approval.expired' && typeof event.reason === 'string' ? { decidedBy: typeof event.by === 'string' ? event.by : null, reason: event.reason, decidedAt: event.at } : {};
+        this.#approvals.set(event.id, { ...approval, status: event.type === 'approval.consumed' ? 'consumed' : 'expired', ...why });
         return;
       }
     }
@@ -745,6 +757,7 @@ export class GovernanceState {
 function restrictionLabel(event: GovernanceEvent): string {
   if (event.type === 'revocation.added') return `revocation ${event.revocation.kind} ${event.revocation.target}`;
   if (event.type === 'session.ended') return `session ${event.id} ended`;
+  if (event.type === 'approval.expired') return `approval ${event.id} expired`;
   return event.type;
 }
 

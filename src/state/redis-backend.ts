@@ -439,7 +439,7 @@ export class RedisStateBackend implements StateBackend {
             ? ['pending', { status: event.decision, decidedBy: event.by, reason: event.reason, decidedAt: event.at }]
             : event.type === 'approval.consumed'
               ? ['approved', { status: 'consumed' }]
-              : ['pending,approved', { status: 'expired' }];
+              : ['pending,approved', { status: 'expired', ...(event.reason === undefined ? {} : { decidedBy: event.by ?? null, reason: event.reason, decidedAt: event.at }) }];
         const result = (await (this.#client as unknown as { airlockUpdateApproval(key: string, statuses: string, changes: string): Promise<number> }).airlockUpdateApproval(
           `${p}approval:${event.id}`,
           expected,

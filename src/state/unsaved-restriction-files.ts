@@ -1,5 +1,5 @@
 /**
- * Restrictions (a revocation, a session's end) that the state store has not taken yet, kept on disk
+ * Restrictions (a revocation, a session's end, an approval's expiry or withdrawal) that the state store has not taken yet, kept on disk
  * under data_dir/unsaved-restrictions/, so that they outlive the processes that hold them. Without this,
  * a revocation made while Redis was unreachable lived only in memory: if every process holding it
  * stopped before Redis was back, it was lost, and the revoked agent worked again after a restart.
@@ -17,7 +17,7 @@
  * those of the other workers, which may be running. The first two are this process's to remove once
  * everything it read is in the store; the others are left to their owners.
  *
- * What is written is the governance events themselves: names, session ids, reasons, who and when. No
+ * What is written is the governance events themselves: names, session and approval ids, reasons, who and when. No
  * token and no secret (a session's token hash is not in a session.ended event either).
  */
 import { readdir, readFile, unlink } from 'node:fs/promises';

@@ -6,7 +6,7 @@
  * real file (and, for the full disk, a real 8 KiB tmpfs).
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
@@ -232,12 +232,24 @@ describe.skipIf(fullDisk === null)('a held approval whose waiter went away', () 
     expect(4096 - readFileSync(file).length).toBeLessThan(40);
     agentGone.abort();
     expect(await held).toBe('approval_timeout');
-    expect(state.approval(id)?.status).toBe('pending');
-    rmSync(join(root, 'filler'));
-    await broker.decide(id, 'approved', 'alice', 'looked fine');
+    // Its expiry holds at once, unwritten (since an approval's expiry is kept like a revocation): an
+    // approver can no longer say yes, and the retry is refused as before.
+    expect(state.approval(id)?.status).toBe('expired');
+    expect(readFileSync(file, 'utf8')).not.toContain('"approval.expired"');
+    const decided = await broker.decide(id, 'approved', 'alice', 'looked fine').then(() => 'decided', (error: unknown) => (error as AirlockError).code);
+    expect(decided).toBe('invalid_request');
     const retried = await broker.redeem(id, 'b', 'bot').then(() => 'sent', (error: unknown) => (error as AirlockError).code);
     expect(retried).toBe('approval_denied');
-    expect(state.approval(id)?.status).toBe('approved');
+    // Room again: the retry writes it, and a restart loads it expired.
+    rmSync(join(root, 'filler'));
+    await eventually('the expiry written', () => readFileSync(file, 'utf8').includes('"approval.expired"'), 5_000, 50);
+    await state.close();
+    // Restarted from a copy: the tiny disk has no room for the rewrite a start makes.
+    const copy = join(tempDir('state-expiry-restart-'), 'state.jsonl');
+    copyFileSync(file, copy);
+    const restarted = await started(copy);
+    onTestFinished(() => restarted.close());
+    expect(restarted.approval(id)?.status).toBe('expired');
   });
 });
 
