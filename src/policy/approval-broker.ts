@@ -263,6 +263,14 @@ export class ApprovalBroker {
       if (error instanceof StateConflictError) throw new AirlockError('invalid_request', `Approval ${id} was already decided, or is being decided, by another approver.`);
       throw error;
     }
-    return this.#state.approval(id) as ApprovalRecord;
+    const decided = this.#state.approval(id) as ApprovalRecord;
+    // A revocation that landed while the decision was being written withdrew the approval, and the
+    // decision did not take (found by review: the approver was answered 200 as if it had). Not any other
+    // status: a held request may have used its approval by now (consumed).
+    if (decided.status === 'expired') {
+      const why = decided.reason !== null && decided.reason.startsWith('withdrawn:') ? decided.reason : 'it expired';
+      throw new AirlockError('invalid_request', `Approval ${id} can no longer be decided: ${why} as the decision was recorded; ${asksAgain}.`);
+    }
+    return decided;
   }
 }

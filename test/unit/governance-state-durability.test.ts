@@ -271,3 +271,25 @@ describe('an approval loaded while a revocation covers it', () => {
     await state.close();
   });
 });
+
+// Found by review: a revocation landing while an approver's decision was being written withdrew the
+// approval, the decision did not take, and the approver was answered as if it had.
+describe('a decision racing the revocation that withdraws its approval', () => {
+  it('is refused, saying the approval was withdrawn, and the approval stays withdrawn', async () => {
+    const state = await started(join(tempDir('state-decide-race-'), 'state.jsonl'));
+    onTestFinished(() => state.close());
+    const broker = new ApprovalBroker(state, { maxPending: 10, maxPendingPerAgent: 10, consoleUrl: () => null, notify: () => undefined });
+    const request = { agent: 'bot', service: 'pay', route: 'POST /v1/refunds', scope: 'refunds:write', method: 'POST', path: '/v1/refunds', binding: 'b', session: null, justification: null, taskId: null, mode: 'async' as const, timeoutMs: 60_000 };
+    const id = await broker.submit(request).catch((error: unknown) => (error as AirlockError).extensions['approval_id'] as string);
+    expect(state.approval(id)?.status).toBe('pending');
+    // The decision's write is under way when the revocation applies (a revocation holds before its own write).
+    const decided = broker.decide(id, 'approved', 'carol', 'looks right').then(() => 'decided', (error: unknown) => error as AirlockError);
+    const revoked = state.record(revoke('bot', 'incident'));
+    const refused = await decided;
+    await revoked;
+    expect(refused).toBeInstanceOf(AirlockError);
+    expect((refused as AirlockError).code).toBe('invalid_request');
+    expect((refused as AirlockError).detail).toBe(`Approval ${id} can no longer be decided: withdrawn: agent bot was revoked as the decision was recorded; the agent sends its request again to ask anew.`);
+    expect(state.approval(id)).toMatchObject({ status: 'expired', decidedBy: 'oncall' });
+  });
+});
