@@ -35,8 +35,10 @@ interface Container {
   members: Array<{ key: string; from: number }>;
   /** The first of `fields` found inside this container. */
   readonly from: number;
-  /** In an object: the values of its STREAM_KEYS members that are whole numbers, as `key=value` (see STREAM_KEYS). */
-  streams: string[];
+  /** In an object, whether the member whose value comes next is one of STREAM_KEYS (looked up once per key). */
+  streamKey: boolean;
+  /** In an object: the values of its STREAM_KEYS members that are whole numbers, as `key=value` (see STREAM_KEYS); null until one. */
+  streams: string[] | null;
 }
 
 /**
@@ -49,8 +51,15 @@ interface Container {
  * 3 characters at a time was never whole in what was scanned, while the SDK put it back together.
  */
 const STREAM_KEYS: ReadonlySet<string> = new Set(['index', 'output_index', 'content_index']);
-const NUMBER_START = '-0123456789';
 const NUMBER_CHARS = '0123456789.eE+-';
+const OPEN_BRACE = 0x7b;
+const CLOSE_BRACE = 0x7d;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACKET = 0x5d;
+const COMMA = 0x2c;
+const MINUS = 0x2d;
+const DIGIT_0 = 0x30;
+const DIGIT_9 = 0x39;
 
 interface MutableField {
   path: string;
@@ -114,9 +123,9 @@ function repathByStream(closed: Container, parent: Container | undefined, fields
   // An element without a stream member is its position's stream: Gemini leaves a zero `index` out, so
   // one candidate's chunks come with and without it (found by review: followed on two paths, a key split
   // between them was never whole in either, and the client joined it back).
-  if (parent === undefined && closed.streams.length === 0) return;
-  const streams = closed.streams.length > 0 ? closed.streams : [`index=${(parent as Container).index}`];
-  const named = parent === undefined ? `.$#${streams.join('#')}` : `${parent.path}.#${streams.join('#')}`;
+  if (parent === undefined && closed.streams === null) return;
+  const stream = closed.streams === null ? `index=${(parent as Container).index}` : closed.streams.join('#');
+  const named = parent === undefined ? `.$#${stream}` : `${parent.path}.#${stream}`;
   for (let f = closed.from; f < fields.length; f++) {
     const field = fields[f] as MutableField;
     if (field.path.startsWith(closed.path)) field.path = `${named}${field.path.slice(closed.path.length)}`;
@@ -130,63 +139,53 @@ function repathByStream(closed: Container, parent: Container | undefined, fields
 export function jsonStringFields(text: string, maxDepth: number): JsonStringField[] | null {
   const fields: MutableField[] = [];
   const stack: Container[] = [];
-  const here = (): string => {
-    const top = stack[stack.length - 1];
-    if (top === undefined) return '.$';
-    return top.array ? `${top.path}.${top.index}` : `${top.path}.${top.key}`;
-  };
+  // The innermost open container (stack's last), kept apart: read for every character of the walk.
+  let top: Container | undefined;
   for (let i = 0; i < text.length; i++) {
-    const char = text[i];
-    switch (char) {
-      case '{':
-      case '[':
-        if (stack.length >= maxDepth) return null;
-        stack.push({ path: here(), array: char === '[', index: 0, key: '', expectingKey: char === '{', members: [], from: fields.length, streams: [] });
-        break;
-      case '}':
-      case ']': {
-        const closed = stack.pop() as Container;
-        if (!closed.array) {
-          repathRepeatedKeys(closed, fields);
-          repathByStream(closed, stack[stack.length - 1], fields);
-        }
-        break;
+    const code = text.charCodeAt(i);
+    if (code === QUOTE) {
+      const end = stringEnd(text, i);
+      const token = text.slice(i, end);
+      if (top !== undefined && top.expectingKey) {
+        top.key = decode(token);
+        top.expectingKey = false;
+        top.streamKey = STREAM_KEYS.has(top.key);
+        top.members.push({ key: top.key, from: fields.length });
+      } else {
+        fields.push({ path: pathAt(top), text: decode(token), start: i, end });
       }
-      case ',': {
-        const top = stack[stack.length - 1] as Container;
-        if (top.array) top.index++;
-        else top.expectingKey = true;
-        break;
+      i = end - 1;
+    } else if (code === OPEN_BRACE || code === OPEN_BRACKET) {
+      if (stack.length >= maxDepth) return null;
+      const array = code === OPEN_BRACKET;
+      top = { path: pathAt(top), array, index: 0, key: '', expectingKey: !array, members: [], from: fields.length, streamKey: false, streams: null };
+      stack.push(top);
+    } else if (code === CLOSE_BRACE || code === CLOSE_BRACKET) {
+      const closed = stack.pop() as Container;
+      top = stack[stack.length - 1];
+      if (!closed.array) {
+        repathRepeatedKeys(closed, fields);
+        repathByStream(closed, top, fields);
       }
-      case '"': {
-        const end = stringEnd(text, i);
-        const token = text.slice(i, end);
-        const top = stack[stack.length - 1];
-        if (top !== undefined && top.expectingKey) {
-          top.key = decode(token);
-          top.expectingKey = false;
-          top.members.push({ key: top.key, from: fields.length });
-        } else {
-          fields.push({ path: here(), text: decode(token), start: i, end });
-        }
-        i = end - 1;
-        break;
-      }
-      default: {
-        // Whitespace, ':', and the characters of numbers, true, false and null; a whole number that is
-        // the value of a STREAM_KEYS member is kept.
-        const top = stack[stack.length - 1];
-        if (top !== undefined && !top.array && !top.expectingKey && STREAM_KEYS.has(top.key) && char !== undefined && NUMBER_START.includes(char)) {
-          // The whole number token (sign, fraction, exponent), kept only when it is digits alone.
-          let end = i + 1;
-          while (end < text.length && NUMBER_CHARS.includes(text[end] as string)) end++;
-          const token = text.slice(i, end);
-          if (/^\d+$/.test(token)) top.streams.push(`${top.key}=${token}`);
-          i = end - 1;
-        }
-        break;
-      }
+    } else if (code === COMMA) {
+      const container = top as Container;
+      if (container.array) container.index++;
+      else container.expectingKey = true;
+    } else if (top !== undefined && top.streamKey && !top.expectingKey && (code === MINUS || (code >= DIGIT_0 && code <= DIGIT_9))) {
+      // Whitespace, ':', and the characters of numbers, true, false and null pass; a whole number that
+      // is the value of a STREAM_KEYS member is kept (the whole token read: sign, fraction, exponent).
+      let end = i + 1;
+      while (end < text.length && NUMBER_CHARS.includes(text[end] as string)) end++;
+      const token = text.slice(i, end);
+      if (/^\d+$/.test(token)) (top.streams ??= []).push(`${top.key}=${token}`);
+      i = end - 1;
     }
   }
   return fields;
+}
+
+/** The path of a value found now: ".$" at the top level, else its container's path and its index or key. */
+function pathAt(top: Container | undefined): string {
+  if (top === undefined) return '.$';
+  return top.array ? `${top.path}.${top.index}` : `${top.path}.${top.key}`;
 }

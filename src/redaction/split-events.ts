@@ -116,7 +116,9 @@ export function parseEvent(raw: Buffer, framing: EventFraming, first: boolean, m
   const event = framing === 'sse' ? sseEvent(raw, first) : framing === 'array' ? arrayElement(raw) : jsonLine(raw);
   if (event.form !== 'sse-json' && event.form !== 'line-json') return event;
   const fields = jsonStringFields(event.source, maxDepth);
-  return fields === null ? { ...event, form: 'raw' } : { ...event, fields };
+  // Written out, not spread: one object shape for every event, made once per event on the stream's path.
+  const { raw: bytes, lines, breaks, source, ending, bom } = event;
+  return fields === null ? { raw: bytes, form: 'raw', lines, breaks, source, fields: event.fields, ending, bom } : { raw: bytes, form: event.form, lines, breaks, source, fields, ending, bom };
 }
 
 /**
@@ -166,13 +168,18 @@ function sseEvent(raw: Buffer, first: boolean): ParsedEvent {
   const bom = first && text.startsWith('\uFEFF') ? '\uFEFF' : '';
   if (bom !== '') text = text.slice(1);
   // Most servers end lines in LF alone: split without the regular expression then.
-  const lines = text.includes('\r') ? text.split(LINE_BREAK) : text.split('\n');
-  const breaks = text.includes('\r') ? (text.match(LINE_BREAK) ?? []) : new Array<string>(lines.length - 1).fill('\n');
-  const data = lines.filter(isDataLine).map((l) => (l.startsWith('data: ') ? l.slice(6) : l.slice(5)));
-  const base = { raw: Buffer.from(raw), lines, breaks, fields: [], ending: '', bom };
-  if (data.length === 0) return { ...base, form: 'raw', source: '' };
-  const source = data.join('\n');
-  return { ...base, form: isJson(source) ? 'sse-json' : 'sse-text', source };
+  const cr = text.includes('\r');
+  const lines = cr ? text.split(LINE_BREAK) : text.split('\n');
+  const breaks = cr ? (text.match(LINE_BREAK) ?? []) : new Array<string>(lines.length - 1).fill('\n');
+  // One pass, one string per event (an event is most often a single data line): no arrays built.
+  let source: string | null = null;
+  for (const line of lines) {
+    if (!isDataLine(line)) continue;
+    const value = line.startsWith('data: ') ? line.slice(6) : line.slice(5);
+    source = source === null ? value : `${source}\n${value}`;
+  }
+  const form = source === null ? 'raw' : isJson(source) ? 'sse-json' : 'sse-text';
+  return { raw: Buffer.from(raw), form, lines, breaks, source: source ?? '', fields: [], ending: '', bom };
 }
 
 /**
@@ -204,13 +211,16 @@ function arrayElement(raw: Buffer): ParsedEvent {
   return { raw: Buffer.from(raw), form: lead !== '' && isJson(source) ? 'line-json' : 'raw', lines: [], breaks: [], source, fields: [], ending: '', bom: lead };
 }
 
+/** JSON's leading whitespace (RFC 8259 2), then what opens an object, an array or a string. */
+const JSON_START = /^[ \t\n\r]*([{["])/;
+
 /**
  * Whether `text` is a JSON object, array or string (found by review: data that was a JSON string was
  * read as text, quotes and all, and never joined); numbers and literals are followed as text.
  */
 function isJson(text: string): boolean {
-  const start = text.trimStart();
-  if (!start.startsWith('{') && !start.startsWith('[') && !start.startsWith('"')) return false;
+  const first = JSON_START.exec(text)?.[1];
+  if (first === undefined) return false;
   try {
     JSON.parse(text);
     return true;

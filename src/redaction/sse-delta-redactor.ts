@@ -187,7 +187,8 @@ export class SseDeltaRedactor {
   }
 
   #accept(raw: Buffer): void {
-    const event: QueuedEvent = { ...parseEvent(raw, this.#framing, this.#first, MAX_DEPTH), leaves: [], emitted: false };
+    const { raw: bytes, form, lines, breaks, source, fields, ending, bom } = parseEvent(raw, this.#framing, this.#first, MAX_DEPTH);
+    const event: QueuedEvent = { raw: bytes, form, lines, breaks, source, fields, ending, bom, leaves: [], emitted: false };
     this.#first = false;
     this.#queue.push(event);
     this.#queuedBytes += raw.length;
