@@ -352,6 +352,8 @@ const ROUTES: readonly Route[] = [
       status: context.audit.healthy && lockdown === null ? 'ok' : 'degraded',
       audit: context.audit.healthy ? 'writable' : 'failing',
       audit_head: context.audit.head,
+      // What a failing audit log does to requests (audit.on_failure): refused, or sent unaudited.
+      audit_on_failure: context.audit.failsClosed ? 'refuse' : 'log',
       lockdown: lockdown !== null,
       approvals_pending: context.approvals.pendingCount(),
       sessions_active: context.state.sessions().length,

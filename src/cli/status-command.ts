@@ -56,7 +56,9 @@ export async function statusCommand(io: CliIo): Promise<number> {
   }
   const lines: string[] = [`Airlock at admin ${loaded.config.admin?.listen ?? ''}: ${attention ? 'NEEDS ATTENTION' : 'ok'}`];
   const head = typeof health['audit_head'] === 'string' ? ` (head ${health['audit_head'].slice(0, 12)}…)` : '';
-  lines.push(`  audit        ${health['audit'] === 'writable' ? `writable${head}` : 'FAILING: requests are refused (503 audit_unavailable) until it is writable again'}`);
+  // Under audit.on_failure: log the proxy forwards unaudited (found by review: status said refused).
+  const failing = health['audit_on_failure'] === 'log' ? 'FAILING: requests are forwarded UNAUDITED (audit.on_failure: log) until it is writable again' : 'FAILING: requests are refused (503 audit_unavailable) until it is writable again';
+  lines.push(`  audit        ${health['audit'] === 'writable' ? `writable${head}` : failing}`);
   const lockdown = revocations.find((r) => r['kind'] === 'all');
   lines.push(`  lockdown     ${lockdown === undefined ? 'none' : `IN FORCE: every request refused (503 locked_down); ${revoked(lockdown)}; lift: npx airlock restore all`}`);
   const others = liftable.filter((r) => r['kind'] !== 'all');

@@ -184,6 +184,40 @@ describe('airlock status', () => {
     expect(noAdmin.stderr).toContain('No admin API is configured in');
   });
 
+  // Found by review: with audit.on_failure: log, status said requests were refused while they were
+  // forwarded unaudited.
+  it('a failing audit log under on_failure: log says requests go on unaudited; under refuse, that they are refused', async () => {
+    for (const onFailure of ['log', 'refuse'] as const) {
+      const port = await freePort();
+      const failing = await startProxy(
+        {
+          audit: { file: '/dev/full', on_failure: onFailure },
+          admin: { listen: `127.0.0.1:${port}`, tokens: [{ name: 'alice', hash: alice.hash }] },
+          services: { llm: { upstream: upstream.url, credential: { secret: 'env:STATUS_LLM_KEY' }, routes: [{ method: 'GET', path: '/v1/models', scope: 'models:read' }] } },
+          agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'llm', max_scope: ['models:read'] }] } },
+        },
+        { env: { STATUS_LLM_KEY: llmKey } },
+      );
+      try {
+        const sent = await sendRequest(`${failing.url}/llm/v1/models`, { headers: { authorization: `Bearer ${agent.token}` } });
+        seen.push(sent.text);
+        expect(sent.status).toBe(onFailure === 'log' ? 200 : 503);
+        const config = writeConfigFile(tempDir('airlock-status-audit-'), { admin: { listen: `127.0.0.1:${port}`, tokens: [alice.hash] } });
+        const run = await runCliCapture(['status', '--config', config], { AIRLOCK_ADMIN_TOKEN: alice.token }, seen);
+        runs.push(run);
+        expect(run.code).toBe(2);
+        const line = run.stdout.split('\n').find((l) => l.startsWith('  audit '));
+        expect(line).toBe(
+          onFailure === 'log'
+            ? '  audit        FAILING: requests are forwarded UNAUDITED (audit.on_failure: log) until it is writable again'
+            : '  audit        FAILING: requests are refused (503 audit_unavailable) until it is writable again',
+        );
+      } finally {
+        await failing.close();
+      }
+    }
+  });
+
   it('prints no secret and no token', () => {
     expect(runs.length).toBeGreaterThanOrEqual(6);
     assertNoLeak([llmKey, agent.token, alice.token, ...sessionTokens], [{ name: 'status output', text: runs.map((r) => `${r.stdout}\n${r.stderr}`).join('\n') }, { name: 'all CLI output', text: seen.join('\n') }]);
