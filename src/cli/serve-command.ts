@@ -324,7 +324,10 @@ function summary(config: AirlockConfig, airlock: RunningAirlock, io: CliIo, conf
     // Kept from before this start (revocations survive restarts): every request is refused.
     lines.push(
       `LOCKDOWN in force since ${new Date(lockdown.at).toISOString()} (by ${lockdown.by}): every request is refused (503 locked_down)`,
-      `until an admin lifts it: \`npx airlock restore all${configFlag}\` (AIRLOCK_ADMIN_TOKEN set).`,
+      // Only the admin API lifts it (found by review: the tip named a command that cannot work here).
+      config.admin === null
+        ? 'until an admin lifts it, which needs the admin API: add an `admin:` block (listen, tokens) to the config, restart, then `npx airlock restore all` with AIRLOCK_ADMIN_TOKEN set.'
+        : `until an admin lifts it: \`npx airlock restore all${configFlag}\` (AIRLOCK_ADMIN_TOKEN set).`,
       '',
     );
   }

@@ -1072,6 +1072,18 @@ agents:
       .map((line) => JSON.parse(line) as Record<string, unknown>)
       .find((line) => String(line['msg']).startsWith('a lockdown is in force'));
     expect(warning).toMatchObject({ by: 'admin-token-1', reason: 'incident 12' });
+
+    // Started again without its admin block: no command can lift it until one is added (found by review:
+    // the tip named `restore all`, which needs the admin API).
+    writeFileSync(file, readFileSync(file, 'utf8').replace(/^admin: .*\n/m, ''));
+    const third = cliIo(['serve', '--config', file]);
+    const thirdExit = runCli(third.io);
+    await summaryPrinted(third);
+    third.stop('SIGTERM');
+    expect(await thirdExit).toBe(0);
+    expect(third.err()).toContain(
+      ': every request is refused (503 locked_down)\nuntil an admin lifts it, which needs the admin API: add an `admin:` block (listen, tokens) to the config, restart, then `npx airlock restore all` with AIRLOCK_ADMIN_TOKEN set.\n',
+    );
   });
 
   it('suggests commands without --config when they would find the same config (./config/airlock.yaml, AIRLOCK_CONFIG)', async () => {
