@@ -82,6 +82,8 @@ export type SecretFetcher = (ref: string, options: FetchOptions) => Promise<Cred
 interface Flight {
   readonly promise: Promise<Credential>;
   readonly forced: boolean;
+  /** Whether its failure counts as a `refresh_failure`: not for a health recheck, until a request joins it. */
+  readonly tally: { counted: boolean };
 }
 
 /** The entry of a value fetched at `fetchedAt` (here, or by the cache it was taken from), under `policy`. */
@@ -116,8 +118,6 @@ export class CredentialCache {
   readonly #refusedAt = new LRUCache<string, number>({ max: MAX_ENTRIES });
   readonly #onBackgroundError: (ref: string, error: AirlockError) => void;
   readonly #onEvent: (event: 'hit' | 'stale' | 'miss' | 'refresh_failure') => void;
-  /** References being read again for their health alone (`recheck`): their failures are not counted. */
-  readonly #rechecking = new Set<string>();
 
   constructor(
     fetch: SecretFetcher,
@@ -167,13 +167,10 @@ export class CredentialCache {
    */
   async recheck(ref: string): Promise<Credential | null> {
     if (this.#inflight.has(ref)) return null;
-    this.#rechecking.add(ref);
     try {
-      return await this.#load(ref, false);
+      return await this.#load(ref, false, false, true);
     } catch {
       return null;
-    } finally {
-      this.#rechecking.delete(ref);
     }
   }
 
@@ -304,21 +301,29 @@ export class CredentialCache {
     this.#load(ref, false).catch((error: unknown) => this.#onBackgroundError(ref, error as AirlockError));
   }
 
-  /** `current`: not forced, and the value in use is wanted rather than a new one (FetchOptions). */
-  #load(ref: string, forced: boolean, current = false): Promise<Credential> {
+  /**
+   * `current`: not forced, and the value in use is wanted rather than a new one (FetchOptions).
+   * `recheck`: for its health alone, a failure not counted (see recheck), unless a request joins it
+   * (found by review: a request that met a failure by joining a recheck's fetch was not counted).
+   */
+  #load(ref: string, forced: boolean, current = false, recheck = false): Promise<Credential> {
     const running = this.#inflight.get(ref);
-    if (running !== undefined && (running.forced || !forced)) return running.promise;
+    if (running !== undefined && (running.forced || !forced)) {
+      if (!recheck) running.tally.counted = true;
+      return running.promise;
+    }
     if (running !== undefined) {
       // An ordinary fetch under way may bring back the very value a forced one is to replace: wait for
       // it, then force (still one fetch per reference at a time; later forced callers join that one).
       return running.promise.catch(() => undefined).then(() => this.#load(ref, true));
     }
-    const promise = this.#fetchAndStore(ref, forced, current).finally(() => this.#inflight.delete(ref));
-    this.#inflight.set(ref, { promise, forced });
+    const tally = { counted: !recheck };
+    const promise = this.#fetchAndStore(ref, forced, current, tally).finally(() => this.#inflight.delete(ref));
+    this.#inflight.set(ref, { promise, forced, tally });
     return promise;
   }
 
-  async #fetchAndStore(ref: string, forced: boolean, current: boolean): Promise<Credential> {
+  async #fetchAndStore(ref: string, forced: boolean, current: boolean, tally: { readonly counted: boolean }): Promise<Credential> {
     const policy = this.#policyOf(ref);
     const startedAt = this.#now();
     try {
@@ -333,7 +338,7 @@ export class CredentialCache {
     } catch (error) {
       const failure =
         error instanceof AirlockError ? error : new AirlockError('credential_unavailable', `The credential ${ref} could not be fetched from its source; the request was not sent.`, { cause: error });
-      if (!this.#rechecking.has(ref)) this.#onEvent('refresh_failure');
+      if (tally.counted) this.#onEvent('refresh_failure');
       const now = this.#now();
       const previous = this.#entries.get(ref);
       const failures = (previous?.failures ?? 0) + 1;
