@@ -764,7 +764,10 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
     metrics,
     async reload(next) {
       if (closing !== null) return { ok: false, reason: 'Airlock is shutting down' };
-      const { config: applied, changed } = keepRestartOnly(current.config, next);
+      // Measured against what start-up bound, not the last reload's result: a partial reload's kept values
+      // are those, and a second reload compared with the first forgot a removed service's listener still
+      // bound (found by review: the service re-added without `listen` was said to need no restart).
+      const { config: applied, changed } = keepRestartOnly(config, next);
       let fresh: Generation;
       try {
         fresh = await buildGeneration(applied, durable, current);

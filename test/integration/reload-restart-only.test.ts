@@ -123,6 +123,13 @@ describe('a reload that also changes listeners', () => {
     expect(gone.json<{ code: string }>().code).toBe('unknown_service');
     expect((await get(`${proxy.url}/fresh/v1/items`)).status).toBe(200);
     await expect(sendRequest(`http://${freshListen}/v1/items`, { headers: { authorization: `Bearer ${bot.token}` } })).rejects.toThrow();
+
+    // Re-added by a later reload, without `listen`: its listener, still bound, is still its own until the
+    // restart, which is still needed (found by review: compared with the last reload, not with what is
+    // bound, this reload was said to need no restart while the port stayed bound).
+    const again = await proxy.airlock.reload(configWith({ admin: { listen: adminListen, tokens: [alice.hash] }, services: { api: service(), own: service() }, agents: agents(['api', 'own']) }));
+    expect(again).toEqual({ ok: true, restartNeeded: ['services.*.listen'] });
+    expect((await get(`${ownUrl}/v1/items`)).status).toBe(200);
   });
 
   it('leaks nothing', async () => {
