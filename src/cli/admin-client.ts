@@ -53,7 +53,11 @@ export async function callAdmin(io: CliIo, target: CliConfig, method: string, pa
     }
     return { status: response.statusCode, body: parsed };
   } catch (error) {
-    throw new AdminCallError(`No Airlock answered at admin ${config.admin.listen} (${(error as Error).message}); is it running with this config?`);
+    // A reload does not move the admin API (found by review: after admin.listen was edited and reloaded,
+    // this pointed at the new address with no word of where the running one still listens).
+    throw new AdminCallError(
+      `No Airlock answered at admin ${config.admin.listen} (${(error as Error).message}); is it running with this config? If admin.listen was changed since it started, its admin API is still at the old address until a restart (its log line "airlock listening" says where): restart it, or run this with a copy of the config that names the old address.`,
+    );
   } finally {
     await client.close();
   }

@@ -73,6 +73,21 @@ describe('the admin address the CLI sends its token to', () => {
     expect(received.slice(before)).toEqual([`Bearer ${admin.token}`]);
   });
 
+  // Found by review: after admin.listen was edited and reloaded (a reload does not move the admin API),
+  // the CLI followed the file and said only "is it running?".
+  it('nothing answering at admin.listen: says a changed admin.listen waits for a restart, and what to do', async () => {
+    const closed = createServer();
+    closed.listen(0, '127.0.0.1');
+    await once(closed, 'listening');
+    const unused = (closed.address() as AddressInfo).port;
+    closed.close();
+    await once(closed, 'close');
+    const run = await runIn(`127.0.0.1:${unused}`, ['approvals', 'list']);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain(`No Airlock answered at admin 127.0.0.1:${unused}`);
+    expect(run.stderr).toContain('If admin.listen was changed since it started, its admin API is still at the old address until a restart');
+  });
+
   // Found by review: only the short spelling ::1 counted as this machine.
   it('and one naming IPv6 loopback written out in full', async () => {
     const catcher6 = createServer((req, res) => {
