@@ -113,6 +113,8 @@ export interface ProblemBody {
   detail: string;
   code: ErrorCode;
   request_id: string;
+  /** The detail again, where SDKs that read a top-level `message` look (@anthropic-ai/sdk's APIError). */
+  message: string;
   error: { type: 'airlock_error'; code: ErrorCode; message: string };
 }
 
@@ -125,6 +127,9 @@ export function problemBody(error: AirlockError, requestId: string): ProblemBody
     detail: error.detail,
     code: error.code,
     request_id: requestId,
+    // Found by an SDK walkthrough: without it the Anthropic SDK made the whole body, JSON and all, its
+    // error's message ("403 {\"type\":…}"); with it, "403 Agent … lacks scope …", as openai's reads.
+    message: error.detail,
     error: { type: 'airlock_error', code: error.code, message: error.detail },
   };
 }

@@ -17,6 +17,11 @@ import { REQUEST_ID_HEADER } from '../upstream/relay-headers.js';
 /** With a charset: @octokit/request reads bodies as text only for json, text/* or an explicit utf-8 charset. */
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json; charset=utf-8';
 
+/** Airlock's request id under the header names provider SDKs read (sendProblem). */
+function sdkRequestIdHeaders(requestId: string): Record<string, string> {
+  return { 'x-request-id': requestId, 'request-id': requestId };
+}
+
 /** The problem's JSON, scrubbed; with its detail withheld when the scrub fails (never sent unchecked). */
 function problemText(error: AirlockError, requestId: string, scrub: (text: string) => string): string {
   try {
@@ -37,6 +42,11 @@ export function sendProblem(res: ServerResponse, error: AirlockError, requestId:
     'content-length': Buffer.byteLength(body),
     'cache-control': 'no-store',
     [REQUEST_ID_HEADER]: requestId,
+    // Also under the names the provider SDKs read into their errors' requestID (openai: x-request-id;
+    // anthropic, stripe: request-id): found by an SDK walkthrough, Airlock's own refusals left it null, and
+    // the id that finds the audit record and log line was only in a header the agent's code never reads.
+    // On answers relayed from the upstream these are the provider's own, passed on as they came.
+    ...sdkRequestIdHeaders(requestId),
     ...error.headers,
   };
   if (!retryHelps(error.code)) headers['x-should-retry'] = 'false';
@@ -181,7 +191,11 @@ function rawProblemResponse(error: AirlockError, requestId: string, scrub: (text
     `content-type: ${PROBLEM_CONTENT_TYPE}\r\n` +
     `content-length: ${Buffer.byteLength(body)}\r\n` +
     `cache-control: no-store\r\n` +
-    `${REQUEST_ID_HEADER}: ${requestId}\r\n${extra}` +
+    `${REQUEST_ID_HEADER}: ${requestId}\r\n` +
+    Object.entries(sdkRequestIdHeaders(requestId))
+      .map(([name, value]) => `${name}: ${value}\r\n`)
+      .join('') +
+    extra +
     'connection: close\r\n\r\n' +
     body
   );

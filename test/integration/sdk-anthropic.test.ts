@@ -196,8 +196,11 @@ describe('@anthropic-ai/sdk through Airlock', () => {
     expect(denied.apiMessage).toBe(
       'Agent support-bot lacks scope models:read on service anthropic. An operator grants it by adding models:read to agents.support-bot.credentials[0].max_scope.',
     );
-    expect(denied.message).toContain('lacks scope models:read');
+    // Airlock's words as the message, not the problem's JSON (the body's top-level `message`), and the
+    // SDK's requestID is Airlock's request id, which finds the audit record.
+    expect(denied.message).toBe(`403 ${denied.apiMessage as string}`);
     expect(denied.headers.get('x-airlock-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+    expect(denied.requestID).toBe(denied.headers.get('x-airlock-request-id'));
     expect(upstream.requests.length, 'a denied call never reaches the upstream').toBe(before);
   });
 

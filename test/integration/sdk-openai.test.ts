@@ -93,6 +93,10 @@ describe('openai SDK through Airlock', () => {
     );
     expect(error).toBeInstanceOf(OpenAI.PermissionDeniedError);
     expect((error as InstanceType<typeof OpenAI.PermissionDeniedError>).message).toContain('lacks scope models:read');
+    // The SDK's requestID is Airlock's request id (x-request-id), which finds the audit record.
+    const denied = error as InstanceType<typeof OpenAI.PermissionDeniedError>;
+    expect(denied.requestID).toMatch(/^[0-9a-f-]{36}$/);
+    expect(denied.requestID).toBe(denied.headers?.get('x-airlock-request-id'));
     expect(upstream.requests.length).toBe(before);
   });
 
