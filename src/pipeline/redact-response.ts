@@ -14,7 +14,7 @@
  * decompression bombs; any other Content-Encoding is refused with 502 unscannable_response, because a
  * body Airlock cannot read is a body it cannot vouch for.
  */
-import type { ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { brotliDecompressSync, createBrotliDecompress, createGunzip, createInflate, createInflateRaw, gunzipSync, inflateRawSync, inflateSync } from 'node:zlib';
 import type { Transform } from 'node:stream';
 import { AirlockError } from '../errors.js';
@@ -25,6 +25,7 @@ import { SseDeltaRedactor, type EventFraming } from '../redaction/sse-delta-reda
 import { StreamRedactor } from '../redaction/stream-redactor.js';
 import { HOP_BY_HOP_HEADERS } from '../upstream/hop-by-hop.js';
 import { REQUEST_ID_HEADER } from '../upstream/relay-headers.js';
+import { agentOrigin, rewriteLinks } from '../upstream/rewrite-link.js';
 import { rewriteLocation } from '../upstream/rewrite-location.js';
 import type { UpstreamTarget } from '../upstream/upstream-target.js';
 
@@ -141,20 +142,31 @@ function redactHeaderValue(pairs: string[], i: number, matcher: RedactionMatcher
 }
 
 /**
- * A same-origin Location, already masked as the upstream wrote it, is rewritten to the agent's view of
+ * A same-origin Location (and each Link target inside the upstream), already masked as the upstream wrote it, is rewritten to the agent's view of
  * the service and scanned once more. Masking comes first because rewriting parses and re-serializes the
  * URL (' becomes %27, Latin-1 becomes UTF-8 escapes), which can turn a form of the secret the scan knows
  * into one it does not (found by review); the second scan catches a form that re-encoding completed.
  */
-function relocate(pairs: string[], matcher: RedactionMatcher, upstream: UpstreamTarget, agentPrefix: string): number {
+function relocate(pairs: string[], matcher: RedactionMatcher, upstream: UpstreamTarget, agentPrefix: string, request: IncomingHttpHeaders): number {
+  let redactions = 0;
+  let origin: string | null | undefined;
   for (let i = 0; i < pairs.length; i += 2) {
-    if (pairs[i] !== 'location') continue;
-    const rewritten = rewriteLocation(pairs[i + 1] as string, upstream, agentPrefix);
-    if (rewritten === pairs[i + 1]) return 0;
+    const name = pairs[i];
+    if (name !== 'location' && name !== 'link') continue;
+    const value = pairs[i + 1] as string;
+    let rewritten = value;
+    if (name === 'location') {
+      rewritten = rewriteLocation(value, upstream, agentPrefix);
+    } else {
+      // Pagination links (rewrite-link.ts); the origin is worked out once, and only for a Link.
+      if (origin === undefined) origin = agentOrigin(request);
+      if (origin !== null) rewritten = rewriteLinks(value, upstream, origin, agentPrefix);
+    }
+    if (rewritten === value) continue;
     pairs[i + 1] = rewritten;
-    return redactHeaderValue(pairs, i + 1, matcher);
+    redactions += redactHeaderValue(pairs, i + 1, matcher);
   }
-  return 0;
+  return redactions;
 }
 
 /** Media types of one JSON value per line: NDJSON (Ollama's streams), JSON Lines, LDJSON. */
@@ -331,7 +343,7 @@ export class RedactingResponseWriter {
       this.#contentEncoding = contentEncoding;
       return null;
     }
-    this.redactions += redactHeaderValues(pairs, this.#matcher) + relocate(pairs, this.#matcher, this.#upstream, this.#agentPrefix);
+    this.redactions += redactHeaderValues(pairs, this.#matcher) + relocate(pairs, this.#matcher, this.#upstream, this.#agentPrefix, this.#res.req.headers);
     if (this.#bodylessStatus(status)) {
       this.#mode = 'headers-only';
       // Digests of the body a GET would have had (HEAD) or of the stored one (304): that body was never

@@ -63,6 +63,16 @@ describe('@octokit/rest through Airlock', () => {
         json(201, issue(create[1] as string, create[2] as string, 43, sent.title, sent.body ?? null));
         return;
       }
+      // Issues listed three to a page, seven in all; GitHub's next links name the repository by id.
+      const list = /^\/(?:repos\/acme\/widgets|repositories\/7)\/issues$/.exec(path);
+      if (req.method === 'GET' && list) {
+        const page = Number(new URL(req.url ?? '', 'http://x').searchParams.get('page') ?? '1');
+        const own = (n: number): string => `<${upstream.url}/repositories/7/issues?state=open&page=${n}>`;
+        const links = [...(page < 3 ? [`${own(page + 1)}; rel="next"`] : []), `${own(3)}; rel="last"`, '<https://docs.github.com/rest/issues>; rel="help"; title="see <docs>, page 1"'];
+        res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', link: links.join(', ') });
+        res.end(JSON.stringify([1, 2, 3].map((i) => (page - 1) * 3 + i).filter((n) => n <= 7).map((n) => issue('acme', 'widgets', n, `Issue ${n}`, null))));
+        return;
+      }
       json(404, { message: 'Not Found', documentation_url: 'https://docs.github.com/rest' });
     });
     proxy = await startProxy(
@@ -74,6 +84,8 @@ describe('@octokit/rest through Airlock', () => {
             routes: [
               { method: 'GET', path: '/repos/:owner/:repo/issues/:number', scope: 'issues:read' },
               { method: 'POST', path: '/repos/:owner/:repo/issues', scope: 'issues:write' },
+              { method: 'GET', path: '/repos/:owner/:repo/issues', scope: 'issues:read' },
+              { method: 'GET', path: '/repositories/:id/issues', scope: 'issues:read' },
             ],
           },
         },
@@ -121,6 +133,25 @@ describe('@octokit/rest through Airlock', () => {
     expect(seen?.body.toString('utf8')).not.toContain(agent.token);
   });
 
+  // Found by an SDK walkthrough: octokit.paginate followed GitHub's rel="next" to the upstream directly,
+  // with the agent's token. Links into the upstream now point back through Airlock, absolute (octokit
+  // puts its base URL before a relative one); others stay as they came.
+  it('paginates: every page through Airlock, its links pointing back at the service', async () => {
+    const before = upstream.requests.length;
+    const issues = await octokit().paginate(octokit().rest.issues.listForRepo, { owner: 'acme', repo: 'widgets', state: 'open' });
+    agentVisible.push(JSON.stringify(issues));
+    expect(issues.map((i) => i.number)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    const pages = upstream.requests.slice(before);
+    expect(pages.map((r) => r.target)).toEqual(['/repos/acme/widgets/issues?state=open', '/repositories/7/issues?state=open&page=2', '/repositories/7/issues?state=open&page=3']);
+    for (const page of pages) expect(page.header('authorization')).toEqual([`Bearer ${realToken}`]);
+
+    const first = await octokit().request('GET /repos/{owner}/{repo}/issues', { owner: 'acme', repo: 'widgets', state: 'open' });
+    agentVisible.push(JSON.stringify(first.headers));
+    expect(first.headers.link).toBe(
+      `<${proxy.url}/github/repositories/7/issues?state=open&page=2>; rel="next", <${proxy.url}/github/repositories/7/issues?state=open&page=3>; rel="last", <https://docs.github.com/rest/issues>; rel="help"; title="see <docs>, page 1"`,
+    );
+  });
+
   /** The refusal body as the agent can read it, whichever way octokit decoded it (text or bytes). */
   function bodyText(data: unknown): string {
     if (typeof data === 'string') return data;
@@ -159,7 +190,7 @@ describe('@octokit/rest through Airlock', () => {
   });
 
   it('leaves no trace of the token in what the agent saw, the logs or the audit', async () => {
-    await proxy.waitForAudit(4);
+    await proxy.waitForAudit(8);
     assertNoLeak([realToken], [
       { name: 'SDK-visible responses', text: agentVisible.join('\n') },
       { name: 'log', text: proxy.logLines.join('') },
@@ -169,6 +200,10 @@ describe('@octokit/rest through Airlock', () => {
     expect(records.map((r) => [r.decision, r.status, r.code, r.route])).toEqual([
       ['allow', 200, null, '/repos/:owner/:repo/issues/:number'],
       ['allow', 201, null, '/repos/:owner/:repo/issues'],
+      ['allow', 200, null, '/repos/:owner/:repo/issues'],
+      ['allow', 200, null, '/repositories/:id/issues'],
+      ['allow', 200, null, '/repositories/:id/issues'],
+      ['allow', 200, null, '/repos/:owner/:repo/issues'],
       ['deny', 403, 'route_not_allowed', null],
       ['deny', 403, 'route_not_allowed', null],
     ]);

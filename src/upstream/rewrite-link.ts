@@ -1,0 +1,80 @@
+/**
+ * Web links (RFC 8288) in an upstream's `Link` header that point back into the service's upstream are
+ * rewritten to Airlock's view of the service, as a Location is (rewrite-location.ts), so that following
+ * them goes through Airlock again and is authorized again. Found by an SDK walkthrough: octokit's
+ * `paginate` followed GitHub's `rel="next"` to api.github.com directly, with the agent's Airlock token
+ * (GitHub refused it, and the token had left for a third party).
+ *
+ * The rewritten link is absolute (`http://HOST/github/repositories/1/issues?page=2`): octokit puts its
+ * base URL before a link that is not, which a path-absolute one would then repeat the prefix of, and
+ * other clients resolve a relative one against the URL they asked, which does not hold the prefix when a
+ * service is reached by its own listener or host name. HOST is the Host the agent sent, and the scheme is
+ * https when a front that terminates TLS says so (`Forwarded: proto=https`, RFC 7239, or
+ * `X-Forwarded-Proto: https`), else http, Airlock's own listener. Both come from the agent's request, and
+ * only shape a link handed back to that same agent: nothing is sent anywhere on their word.
+ *
+ * Links to anywhere else are passed on untouched (an agent's request there carries no injected
+ * credential). A Host that is not a plain host[:port] leaves every link as it came.
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+import { rewriteLocation } from './rewrite-location.js';
+import type { UpstreamTarget } from './upstream-target.js';
+
+/** A Host header's host[:port]: a registered name, an IPv4 address, or a bracketed IPv6 literal (RFC 9110 7.2). */
+const HOST = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
+
+/** The origin the agent reached Airlock at, from its request; null when its Host cannot make one. */
+export function agentOrigin(headers: IncomingHttpHeaders): string | null {
+  const host = headers.host;
+  if (host === undefined || !HOST.test(host)) return null;
+  return `${forwardedHttps(headers) ? 'https' : 'http'}://${host}`;
+}
+
+function forwardedHttps(headers: IncomingHttpHeaders): boolean {
+  // The first hop's word: the front nearest the agent writes the first element (RFC 7239 4).
+  const forwarded = headers.forwarded?.split(',')[0];
+  if (forwarded !== undefined && /(?:^|;)\s*proto="?https"?\s*(?:;|$)/i.test(forwarded)) return true;
+  const proto = headers['x-forwarded-proto'];
+  return typeof proto === 'string' && proto.split(',')[0]?.trim().toLowerCase() === 'https';
+}
+
+/**
+ * `value` (one Link field line) with each link target inside the service's upstream rewritten to
+ * `origin` + the service's agent prefix. Targets are the `<...>` outside quoted parameters; everything
+ * else (parameters, separators, spacing) stays as it came.
+ */
+export function rewriteLinks(value: string, upstream: UpstreamTarget, origin: string, agentPrefix: string): string {
+  let out = '';
+  let quoted = false;
+  let last = 0;
+  for (let i = 0; i < value.length; i++) {
+    const char = value[i];
+    if (quoted) {
+      if (char === '\\') i++;
+      else if (char === '"') quoted = false;
+    } else if (char === '"') {
+      quoted = true;
+    } else if (char === '<') {
+      const close = value.indexOf('>', i + 1);
+      if (close === -1) break;
+      const target = value.slice(i + 1, close);
+      if (isInsideUpstream(target, upstream)) {
+        // rewriteLocation gives the agent's path of a target inside the upstream (prefix, path, query, fragment).
+        out += `${value.slice(last, i + 1)}${origin}${rewriteLocation(target, upstream, agentPrefix)}>`;
+        last = close + 1;
+      }
+      i = close;
+    }
+  }
+  return last === 0 ? value : out + value.slice(last);
+}
+
+/** Whether `target`, read against the upstream's origin, is the upstream's: its origin, under its base path. */
+function isInsideUpstream(target: string, upstream: UpstreamTarget): boolean {
+  try {
+    const url = new URL(target, `${upstream.origin}/`);
+    return url.origin === upstream.origin && (upstream.basePath === '' || url.pathname === upstream.basePath || url.pathname.startsWith(`${upstream.basePath}/`));
+  } catch {
+    return false;
+  }
+}
