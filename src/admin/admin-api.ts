@@ -43,7 +43,7 @@ import type { AnomalyDetector } from '../policy/anomaly-detector.js';
 import { APPROVAL_ID, type ApprovalBroker } from '../policy/approval-broker.js';
 import { previewView } from '../policy/preview-request.js';
 import { allSecretRefs, type Policy } from '../policy/compile-policy.js';
-import { canonicalizeTarget } from '../pipeline/canonicalize-target.js';
+import { canonicalizeTarget, ENCODED_SLASH } from '../pipeline/canonicalize-target.js';
 import { answerRefusal, sendRawProblem } from '../pipeline/send-problem.js';
 import { refuseClientErrors } from '../ingress/create-listener.js';
 import type { GuardScope, SecretCatalog } from '../redaction/secret-catalog.js';
@@ -633,6 +633,8 @@ async function handle(context: AdminContext, listener: AdminListener, req: Incom
   // rather than resolved (a WHATWG URL would read "/v1/x/../health" as /v1/health and "//v1/health" as a host).
   const target = canonicalizeTarget(originForm(req.url ?? '/'));
   const path = target.path;
+  // No admin path holds data with a slash: an encoded one is refused here, not read as "no such path".
+  if (path.includes(ENCODED_SLASH)) throw new AirlockError('invalid_request', 'The admin API has no path with an encoded slash (%2F) in it; send the path with "/".');
   const query = new URLSearchParams(target.query ?? '');
   const method = req.method ?? 'GET';
   // HEAD is GET without the content (RFC 9110 9.3.2); node sends no body for it.

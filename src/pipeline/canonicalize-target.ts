@@ -4,11 +4,17 @@
  * Only origin-form targets are accepted (RFC 9112 3.2.1). The path is then held to one canonical
  * spelling: percent-escapes of unreserved characters are decoded and other escapes upper-cased
  * (RFC 3986 6.2.2.1-2); everything that upstream servers and frameworks are known to interpret
- * differently is refused instead of guessed at - dot segments raw or encoded, "//", encoded "/" and
- * "\" (CVE-2021-22911-style path confusion, Envoy's path_with_escaped_slashes_action), raw "\", ";"
+ * differently is refused instead of guessed at - dot segments raw or encoded, "//", encoded "\"
+ * (CVE-2021-22911-style path confusion), raw "\", ";"
  * and its escape %3B (matrix parameters, Tomcat's ..;/ CVE-2020-1938 family), "%25" (double encoding), control
  * characters, invalid or overlong UTF-8, characters that NFKC-normalize to "/", "\" or "." (fullwidth
  * forms), and slash look-alikes that NFKC keeps (U+2215 and kin). The query is kept as sent: it is not matched, only forwarded.
+ *
+ * An encoded slash (%2F) is data inside a segment, as GitHub reads it (octokit sends a file's path in one
+ * segment, `contents/docs%2FREADME.md`), but upstreams disagree on whether it separates segments
+ * (Envoy's path_with_escaped_slashes_action), so the path must read safely both ways: split at each %2F
+ * too, no piece may be empty or a dot segment (so a server that decodes it gets no "//", "." or ".."),
+ * and the route stage requires both readings to select the same route (match-route.ts).
  */
 import { AirlockError } from '../errors.js';
 import { isUnreserved } from '../ingress/percent-escapes.js';
@@ -19,6 +25,9 @@ export interface CanonicalTarget {
   /** Raw query without "?", or null when there was no "?". */
   readonly query: string | null;
 }
+
+/** How an encoded slash is spelled in a canonical path (escapes are upper-cased). */
+export const ENCODED_SLASH = '%2F';
 
 const HEX = '0123456789ABCDEF';
 
@@ -63,7 +72,7 @@ export function canonicalizeTarget(target: string): CanonicalTarget {
     const low = hexValue(rawPath.charCodeAt(i + 2));
     if (high < 0 || low < 0) reject('The request path contains "%" that does not start a valid %XX escape.');
     const byte = high * 16 + low;
-    if (byte === 0x2f || byte === 0x5c) reject('The request path contains an encoded slash or backslash (%2F, %5C); upstreams disagree on whether it separates segments, so it is refused.');
+    if (byte === 0x5c) reject('The request path contains an encoded backslash (%5C); upstreams disagree on whether it separates segments, so it is refused.');
     if (byte === 0x25) reject('The request path contains "%25", an escaped "%" (double encoding); it is refused.');
     if (byte < 0x20 || byte === 0x7f) reject('The request path contains an encoded control character (such as %00); it is refused.');
     // Servlet containers decode %3B before splitting off path parameters, so "..%3B/" is Tomcat's "..;/".
@@ -87,9 +96,23 @@ export function canonicalizeTarget(target: string): CanonicalTarget {
     }
     segmentStart = i + 1;
   }
+  if (path.includes(ENCODED_SLASH)) checkEncodedSlashes(path);
 
   if (sawHighByte) checkUnicode(path);
   return { path, query };
+}
+
+/**
+ * A path read with each %2F as a separator (as a server that decodes it before routing does) must still
+ * be canonical: no empty piece (`a%2F%2Fb`, `%2Fetc`, a segment ending in %2F) and no dot piece
+ * (`..%2Fadmin`, `x%2F.%2Fy`), raw or encoded (escapes of "." were decoded above).
+ */
+function checkEncodedSlashes(path: string): void {
+  // A trailing "/" (an empty last segment) is canonical as it was; only the pieces of a segment are checked.
+  for (const piece of path.slice(1).split('/').flatMap((segment) => (segment === '' ? [] : segment.split(ENCODED_SLASH)))) {
+    if (piece === '') reject('The request path contains an encoded slash (%2F) at the start or end of a segment, or two together; read as a separator it makes an empty segment, so it is refused.');
+    if (piece === '.' || piece === '..') reject('The request path contains a dot segment between encoded slashes (such as ..%2F); read as separators they make a dot segment, so it is refused.');
+  }
 }
 
 /**

@@ -43,6 +43,9 @@ export function parseRouteTemplate(template: string): ParsedTemplate {
       return { ok: false, problem: `segment "${part}" has characters a canonical path cannot hold (write escapes as %XX with upper-case hex; ";" is refused)` };
     }
     if (part.includes('*')) return { ok: false, problem: `"*" must be a whole segment, not part of "${part}"` };
+    // Request paths may hold %2F only where both readings select the same route (match-route.ts); a
+    // literal holding one would be matched by one reading alone.
+    if (part.includes('%2F')) return { ok: false, problem: `segment "${part}" holds an encoded slash (%2F): write it as two segments, or end the route with "*" (a "*" matches paths with %2F)` };
     if (escapesUnreserved(part)) {
       return { ok: false, problem: `segment "${part}" escapes an unreserved character; write it literally (RFC 3986 6.2.2.2)` };
     }
@@ -53,9 +56,10 @@ export function parseRouteTemplate(template: string): ParsedTemplate {
 
 /**
  * Matches a canonical path (starts with "/", no empty segment except a trailing one) against segments,
- * by index scanning: no regular expression, no allocation, linear in the path length.
+ * by index scanning: no regular expression, no allocation, linear in the path length. `encodedSlash`:
+ * whether the path holds %2F at all (found once per request by the caller, not per route).
  */
-export function pathMatchesSegments(segments: readonly RouteSegment[], path: string): boolean {
+export function pathMatchesSegments(segments: readonly RouteSegment[], path: string, encodedSlash = path.includes('%2F')): boolean {
   if (segments.length === 0) return path === '/';
   let pos = 1;
   for (let i = 0; i < segments.length; i++) {
@@ -66,10 +70,17 @@ export function pathMatchesSegments(segments: readonly RouteSegment[], path: str
     const end = slash === -1 ? path.length : slash;
     if (segment.kind === 'literal') {
       if (end - pos !== segment.value.length || !path.startsWith(segment.value, pos)) return false;
-    } else if (end === pos) {
+    } else if (end === pos || (encodedSlash && hasEncodedSlash(path, pos, end))) {
+      // A `:name` is one segment whichever way %2F is read: one holding it is not matched.
       return false;
     }
     pos = end + 1;
   }
   return pos === path.length + 1;
+}
+
+/** Whether path[from, to) holds "%2F" (a canonical path upper-cases its escapes). */
+function hasEncodedSlash(path: string, from: number, to: number): boolean {
+  const at = path.indexOf('%2F', from);
+  return at !== -1 && at + 3 <= to;
 }

@@ -120,9 +120,12 @@ const HOSTILE: readonly HostileCase[] = [
   { label: '"//" at the start (protocol-relative)', target: '//openai/v1/x' },
   { label: 'trailing "//"', target: '/openai/v1/x//' },
   // Encoded separators.
-  { label: 'encoded slash %2f', target: '/openai/v1/a%2fb' },
-  { label: 'encoded slash %2F', target: '/openai/v1/a%2Fb' },
+  { label: 'encoded slash opening a segment', target: '/openai/v1/%2fetc%2fpasswd' },
+  { label: 'encoded slash closing a segment', target: '/openai/v1/a%2F' },
+  { label: 'two encoded slashes together', target: '/openai/v1/a%2F%2Fb' },
   { label: '"..%2f" traversal', target: '/openai/v1/..%2f..%2fadmin' },
+  { label: '"%2e%2e%2f" traversal, all encoded', target: '/openai/v1/x%2f%2e%2e%2f%2e%2e%2fadmin' },
+  { label: 'a single dot between encoded slashes', target: '/openai/v1/a%2F.%2Fb' },
   { label: 'encoded backslash %5c', target: '/openai/v1/a%5cb' },
   { label: 'encoded backslash %5C', target: '/openai/v1/a%5Cb' },
   { label: 'raw backslash', target: '/openai/v1/a\\b' },
@@ -343,6 +346,7 @@ describe('accepted targets are canonicalized and forwarded byte for byte', () =>
     { sent: '/openai/v1/%61%62%63', upstream: '/v1/abc', why: 'lower-case letters decoded' },
     { sent: '/openai/v1/%30%39', upstream: '/v1/09', why: 'digits decoded' },
     { sent: '/openai/v1/a%2db%5fc%7ed', upstream: '/v1/a-b_c~d', why: '"-", "_" and "~" decoded' },
+    { sent: '/openai/v1/a%2fb', upstream: '/v1/a%2Fb', why: 'an encoded slash under "*", upper-cased (read either way, "/v1/*" is the route)' },
     { sent: '/openai/v1/a%2eb', upstream: '/v1/a.b', why: 'an encoded dot inside a segment is decoded' },
     { sent: '/openai/v1/file%2Ejson', upstream: '/v1/file.json', why: 'upper-case %2E inside a segment' },
     { sent: '/openai/v1/caf%c3%a9', upstream: '/v1/caf%C3%A9', why: 'UTF-8 escapes are upper-cased, not decoded' },
@@ -443,6 +447,8 @@ describe('case and trailing-slash variants of a route path', () => {
                 // Two routes told apart by case only, with different scopes: only the lower-case one is granted.
                 { method: 'GET', path: '/v1/reports', scope: 'reports:read' },
                 { method: 'GET', path: '/v1/Reports', scope: 'reports:admin' },
+                // Before the wildcard: what a path under it reads as when an upstream decodes %2F.
+                { method: 'GET', path: '/v1/files/:id/raw', scope: 'files:raw' },
                 { method: 'GET', path: '/v1/files/*', scope: 'files:read' },
               ],
             },
@@ -474,6 +480,8 @@ describe('case and trailing-slash variants of a route path', () => {
     { method: 'GET', target: '/api/v1/files/a', forwarded: '/v1/files/a', route: '/v1/files/*', why: 'a wildcard route' },
     { method: 'GET', target: '/api/v1/files/a/', forwarded: '/v1/files/a/', route: '/v1/files/*', why: 'a trailing slash under "*" is kept, as authorized' },
     { method: 'GET', target: '/api/v1/files/A/b/', forwarded: '/v1/files/A/b/', route: '/v1/files/*', why: 'case below "*" is the agent\'s, forwarded as authorized' },
+    { method: 'GET', target: '/api/v1/files/docs%2FREADME.md', forwarded: '/v1/files/docs%2FREADME.md', route: '/v1/files/*', why: 'an encoded slash under "*": both readings select it' },
+    { method: 'GET', target: '/api/v1/files/a%2fb%2fc', forwarded: '/v1/files/a%2Fb%2Fc', route: '/v1/files/*', why: 'encoded slashes upper-cased, as every escape' },
   ])('forwards $method $target as $forwarded ($why)', async ({ method, target, forwarded, route }) => {
     const before = upstream.requests.length;
     const response = await exchange(method, target);
@@ -510,6 +518,11 @@ describe('case and trailing-slash variants of a route path', () => {
     { method: 'GET', target: '/api/v1/files/', status: 403, code: 'route_not_allowed', why: '"*" needs at least one segment; a bare trailing slash is none' },
     { method: 'DELETE', target: '/api/v1/things/42/', status: 403, code: 'route_not_allowed', why: 'trailing slash on an ungranted route' },
     { method: 'GET', target: '/api/v1/things%2F', status: 400, code: 'invalid_request', why: 'an encoded trailing slash' },
+    // Encoded slashes: a literal or :name segment never holds one; a "*" route only when both readings select it.
+    { method: 'GET', target: '/api/v1/things%2F42', status: 403, code: 'route_not_allowed', why: 'read with "/" it is a granted route, but a literal does not hold %2F' },
+    { method: 'GET', target: '/api/v1/things/4%2F2', status: 403, code: 'route_not_allowed', why: 'a :name segment does not hold %2F' },
+    { method: 'GET', target: '/api/v1/files/x%2Fraw', status: 400, code: 'invalid_request', why: 'under "*" as sent, but read with "/" it is /v1/files/:id/raw, another route with another scope' },
+    { method: 'GET', target: '/api/v1/files/%2E%2E%2Fthings', status: 400, code: 'invalid_request', why: 'a dot piece between encoded slashes' },
     { method: 'GET', target: '/api/v1/things//', status: 400, code: 'invalid_request', why: 'a doubled trailing slash' },
     { method: 'GET', target: '/api/v1/things/.', status: 400, code: 'invalid_request', why: 'a trailing dot segment' },
     // Routes that exist but are not granted: refused on scope, never read as a granted route.

@@ -88,10 +88,12 @@ function canonicalProblem(path: string): string | null {
   for (const match of path.matchAll(/%([0-9A-F]{2})/g)) {
     const byte = parseInt(match[1] as string, 16);
     if (/[A-Za-z0-9._~-]/.test(String.fromCharCode(byte))) return `escaped unreserved %${match[1]}`;
-    if ([0x2f, 0x5c, 0x25, 0x3b].includes(byte) || byte < 0x20 || byte === 0x7f) return `escaped reserved %${match[1]}`;
+    if ([0x5c, 0x25, 0x3b].includes(byte) || byte < 0x20 || byte === 0x7f) return `escaped reserved %${match[1]}`;
   }
   for (const segment of path.split('/').slice(1)) {
     if (segment === '.' || segment === '..') return 'dot segment';
+    // An encoded slash is data in a segment only where reading it as "/" leaves a canonical path too.
+    if (segment.includes('%2F') && segment.split('%2F').some((piece) => piece === '' || piece === '.' || piece === '..')) return 'empty or dot piece between encoded slashes';
   }
   return null;
 }

@@ -774,7 +774,8 @@ describe('airlock explain', () => {
   it.each([
     ['/stripe/v1/charges/%2e%2e/balance'],
     ['/stripe/v1/charges/../balance'],
-    ['/stripe/v1/charges%2Fch_1'],
+    ['/stripe/v1/charges/%2Fch_1'],
+    ['/stripe/v1/charges/ch_1%2F..%2F..%2Fbalance'],
     ['/stripe/v1/charges/ch_1;x=1'],
     ['http://evil.example/stripe/v1/charges'],
   ])('DENY invalid_request for the hostile path %s', async (target) => {

@@ -119,7 +119,7 @@ describe('the path a record keeps', () => {
   });
 
   it('a non-canonical path cut at 512 characters is scrubbed first: no part of a key across the cut is kept', async () => {
-    // "%2F" makes the path non-canonical (refused 400, and recorded as sent); the key starts 20
+    // "%2F" opening a segment makes the path non-canonical (refused 400, and recorded as sent); the key starts 20
     // characters before the cut at 512.
     const head = '/echo/%2F';
     const path = `${head}${'a'.repeat(512 - 20 - head.length)}${serviceKey}`;

@@ -63,6 +63,13 @@ describe('@octokit/rest through Airlock', () => {
         json(201, issue(create[1] as string, create[2] as string, 43, sent.title, sent.body ?? null));
         return;
       }
+      const contents = /^\/repos\/acme\/widgets\/contents\/(.+)$/.exec(path);
+      if (req.method === 'GET' && contents) {
+        // GitHub reads the file's path with %2F as "/" (the one segment octokit sends).
+        const file = decodeURIComponent(contents[1] as string);
+        json(200, { type: 'file', name: file.split('/').at(-1), path: file, encoding: 'base64', content: Buffer.from(`# ${file}\n`).toString('base64') });
+        return;
+      }
       // Issues listed three to a page, seven in all; GitHub's next links name the repository by id.
       const list = /^\/(?:repos\/acme\/widgets|repositories\/7)\/issues$/.exec(path);
       if (req.method === 'GET' && list) {
@@ -86,10 +93,11 @@ describe('@octokit/rest through Airlock', () => {
               { method: 'POST', path: '/repos/:owner/:repo/issues', scope: 'issues:write' },
               { method: 'GET', path: '/repos/:owner/:repo/issues', scope: 'issues:read' },
               { method: 'GET', path: '/repositories/:id/issues', scope: 'issues:read' },
+              { method: 'GET', path: '/repos/:owner/:repo/contents/*', scope: 'contents:read' },
             ],
           },
         },
-        agents: { 'support-bot': { tokens: [agent.hash], credentials: [{ service: 'github', max_scope: ['issues:read', 'issues:write'] }] } },
+        agents: { 'support-bot': { tokens: [agent.hash], credentials: [{ service: 'github', max_scope: ['issues:read', 'issues:write', 'contents:read'] }] } },
       },
       { env: { GITHUB_TOKEN: realToken } },
     );
@@ -131,6 +139,18 @@ describe('@octokit/rest through Airlock', () => {
     expect(seen?.header('authorization')).toEqual([`Bearer ${realToken}`]);
     expect(seen?.rawHeaders.join('\n')).not.toContain(agent.token);
     expect(seen?.body.toString('utf8')).not.toContain(agent.token);
+  });
+
+  // Found by an SDK walkthrough: octokit sends a nested file path as one segment with %2F, which Airlock
+  // refused (400) whatever the route; under a route ending in "*" both readings of it select that route.
+  it('reads a file in a subdirectory: the encoded slash octokit sends reaches GitHub as sent', async () => {
+    const { status, data } = await octokit().rest.repos.getContent({ owner: 'acme', repo: 'widgets', path: 'docs/guide/README.md' });
+    agentVisible.push(JSON.stringify(data));
+    expect(status).toBe(200);
+    expect(data).toMatchObject({ type: 'file', path: 'docs/guide/README.md' });
+    const seen = upstream.requests.at(-1);
+    expect(seen?.target).toBe('/repos/acme/widgets/contents/docs%2Fguide%2FREADME.md');
+    expect(seen?.header('authorization')).toEqual([`Bearer ${realToken}`]);
   });
 
   // Found by an SDK walkthrough: octokit.paginate followed GitHub's rel="next" to the upstream directly,
@@ -190,7 +210,7 @@ describe('@octokit/rest through Airlock', () => {
   });
 
   it('leaves no trace of the token in what the agent saw, the logs or the audit', async () => {
-    await proxy.waitForAudit(8);
+    await proxy.waitForAudit(9);
     assertNoLeak([realToken], [
       { name: 'SDK-visible responses', text: agentVisible.join('\n') },
       { name: 'log', text: proxy.logLines.join('') },
@@ -200,6 +220,7 @@ describe('@octokit/rest through Airlock', () => {
     expect(records.map((r) => [r.decision, r.status, r.code, r.route])).toEqual([
       ['allow', 200, null, '/repos/:owner/:repo/issues/:number'],
       ['allow', 201, null, '/repos/:owner/:repo/issues'],
+      ['allow', 200, null, '/repos/:owner/:repo/contents/*'],
       ['allow', 200, null, '/repos/:owner/:repo/issues'],
       ['allow', 200, null, '/repositories/:id/issues'],
       ['allow', 200, null, '/repositories/:id/issues'],

@@ -67,6 +67,12 @@ describe('canonicalizeTarget accepts and normalizes', () => {
     { target: '/a?A=%41', path: '/a', query: 'A=%41' },
     { target: '/a?x=\\', path: '/a', query: 'x=\\' },
     { target: '/%41?%41', path: '/A', query: '%41' },
+    // An encoded slash is data in its segment, upper-cased like other escapes, when the path reads
+    // safely both ways (no empty or dot piece between %2F); the route stage checks the rest.
+    { target: '/a%2fb', path: '/a%2Fb', query: null },
+    { target: '/repos/o/r/contents/docs%2FREADME.md', path: '/repos/o/r/contents/docs%2FREADME.md', query: null },
+    { target: '/a%2Fb%2Fc/', path: '/a%2Fb%2Fc/', query: null },
+    { target: '/a%2F.x%2Fx.', path: '/a%2F.x%2Fx.', query: null },
   ])('$target -> $path ? $query', ({ target, path, query }) => {
     expect(canonicalizeTarget(target)).toEqual({ path, query });
   });
@@ -113,10 +119,15 @@ describe('canonicalizeTarget refuses', () => {
     { target: '/..%3B/x', reason: /%3B/ },
     { target: '/a%3Bjsessionid=1', reason: /%3B/ },
     // Escapes of separators, of "%" itself, of control characters; malformed escapes.
-    { target: '/a%2fb', reason: /encoded slash/ },
-    { target: '/a%2Fb', reason: /encoded slash/ },
-    { target: '/a%5cb', reason: /encoded slash or backslash/ },
-    { target: '/a%5Cb', reason: /encoded slash or backslash/ },
+    { target: '/a%2F%2Fb', reason: /encoded slash \(%2F\) at the start or end of a segment, or two together/ },
+    { target: '/%2Fetc', reason: /encoded slash \(%2F\) at the start or end/ },
+    { target: '/a%2F', reason: /encoded slash \(%2F\) at the start or end/ },
+    { target: '/a%2F/b', reason: /encoded slash \(%2F\) at the start or end/ },
+    { target: '/a/..%2Fadmin', reason: /dot segment between encoded slashes/ },
+    { target: '/a%2F.%2Fb', reason: /dot segment between encoded slashes/ },
+    { target: '/a%2F%2e%2e', reason: /dot segment between encoded slashes/ },
+    { target: '/a%5cb', reason: /encoded backslash/ },
+    { target: '/a%5Cb', reason: /encoded backslash/ },
     { target: '/%252e%252e', reason: /%25/ },
     { target: '/100%25', reason: /%25/ },
     { target: '/a%00', reason: /control character/ },

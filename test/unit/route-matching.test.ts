@@ -57,6 +57,7 @@ describe('parseRouteTemplate: invalid templates are rejected with a reason', () 
     ['/v1/a?b', /characters a canonical path cannot hold/],
     ['/v1/a#b', /characters a canonical path cannot hold/],
     ['/v1/a%2fb', /characters a canonical path cannot hold .*upper-case hex/],
+    ['/v1/a%2Fb', /holds an encoded slash \(%2F\): write it as two segments, or end the route with "\*"/],
     ['/v1/a%zz', /characters a canonical path cannot hold/],
     ['/v1/%41bc', /escapes an unreserved character; write it literally/],
     ['/v1/%7E', /escapes an unreserved character/],
@@ -97,6 +98,13 @@ describe('matching a canonical path against one template', () => {
     ['/repos/:owner/:repo', '/repos/octo', false],
     ['/:a/x', '/anything/x', true],
     ['/:a/x', '/anything/y', false],
+    // an encoded slash: never in a :name segment, anywhere under a trailing *
+    ['/v1/models/:model', '/v1/models/meta%2Fllama', false],
+    ['/repos/:owner/:repo', '/repos/octo%2Fx/hello', false],
+    ['/v1/files/*', '/v1/files/docs%2FREADME.md', true],
+    ['/v1/files/*', '/v1/files/a/b%2Fc', true],
+    ['/v1/models/:model', '/v1/models/a%2F', false],
+    ['/v1/models/:model', '/v1/models/a%2', true],
     // trailing *: one or more segments
     ['/v1/files/*', '/v1/files/a', true],
     ['/v1/files/*', '/v1/files/a/b/c', true],
