@@ -383,6 +383,10 @@ async function refuse(
   const reason = operatorReason(failure);
   if (reason !== null) record.reason = reason;
   applyClientFailure(res, record);
+  // The agent went away before its answer (a held request whose caller hung up): nothing was sent, so
+  // the record says so with no status, as the log line did (found by review: the record said 403, and
+  // a security team could not tell an agent that left from an approver who never decided).
+  if (res.destroyed) record.status = null;
   const audited = await auditRequest(runtime, record, startedAt);
   let answer = failure;
   if (!audited && runtime.audit.failsClosed) {

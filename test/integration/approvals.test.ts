@@ -273,6 +273,9 @@ describe('human approval', () => {
     expect(late.status).toBeGreaterThanOrEqual(400);
     await sleep(100);
     expect(upstream.requests.length).toBe(before);
+    // Audited as refused with no answer sent (status null), apart from an approver's silence (403).
+    const record = await eventually('the abandoned request audited', () => proxy.auditRecords().find((r) => r.approval === approval.id && r.code === 'approval_timeout'));
+    expect(record).toMatchObject({ agent: 'holder', decision: 'deny', status: null, upstream_status: null });
   });
 
   it('hold: a body larger than approvals.max_body_bytes is refused (413) before anyone is asked', async () => {
