@@ -24,6 +24,7 @@ import { sendRequest, type Problem, type SentResponse } from '../helpers/send-re
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
 import { redisAvailable, startRedisServer, type RedisServer } from '../support/redis-server.js';
+import { cutOff, reconnect, stateCheck } from '../support/redis-partition.js';
 import { startTcpRelay, type TcpRelay } from '../support/tcp-relay.js';
 
 const PREFIX = 'lift-outage:';
@@ -77,10 +78,6 @@ describe.skipIf(!available)('a lift made on another replica while this one was c
     return response.status;
   }
 
-  async function stateCheck(proxy: ProxyFixture): Promise<string> {
-    const response = await sendRequest(`${proxy.url}/_airlock/ready`);
-    return response.json<{ checks: Record<string, string> }>().checks['state'] ?? '';
-  }
 
   async function inRedis(agent: string): Promise<{ revocation: Record<string, unknown> | null; lift: Record<string, unknown> | null }> {
     const [revocation, lift] = await Promise.all([inspect.hget(`${PREFIX}revocations`, `agent\u0000${agent}`), inspect.hget(`${PREFIX}lifted`, `agent\u0000${agent}`)]);
@@ -89,16 +86,7 @@ describe.skipIf(!available)('a lift made on another replica while this one was c
 
   const unsavedFile = (): string => join(a.dataDir, 'unsaved-restrictions', 'main.jsonl');
 
-  async function cutOffA(): Promise<void> {
-    relay.partition();
-    await eventually('A noticing it is cut off', async () => (await stateCheck(a)) === 'redis unreachable', 3_000);
-  }
 
-  async function reconnectA(): Promise<void> {
-    relay.heal();
-    // 'redis reachable' only once the reload (the resync, with its flush) has succeeded.
-    await eventually('A reconnected and reloaded', async () => (await stateCheck(a)) === 'redis reachable', 10_000, 50);
-  }
 
   async function revoke(admin: AdminClient, agent: string, reason: string): Promise<SentResponse> {
     const response = await admin.call('POST', `/v1/agents/${agent}/revoke`, { reason });
@@ -134,7 +122,7 @@ describe.skipIf(!available)('a lift made on another replica while this one was c
   it('lifted on B after A revoked it: once A is back the agent is revoked nowhere, and A drops it from its file and its log says so', async () => {
     expect(await status(a, 'later')).toBe(200);
     expect(await status(b, 'later')).toBe(200);
-    await cutOffA();
+    await cutOff(relay, a);
 
     // The operator's revocation reaches A only: held there now, queued, and kept on disk.
     const pending = await revoke(adminA, 'later', 'revoked on A while it was cut off');
@@ -150,7 +138,7 @@ describe.skipIf(!available)('a lift made on another replica while this one was c
     expect(await status(b, 'later')).toBe(200);
     expect((await inRedis('later')).revocation).toBeNull();
 
-    await reconnectA();
+    await reconnect(relay, a);
 
     // Not written back: Redis still has the lift, and neither replica refuses the agent.
     const stored = await inRedis('later');
@@ -165,7 +153,7 @@ describe.skipIf(!available)('a lift made on another replica while this one was c
 
   it('lifted on B before A revoked it: once A is back its revocation is in Redis and the agent is refused everywhere', async () => {
     expect(await status(a, 'earlier')).toBe(200);
-    await cutOffA();
+    await cutOff(relay, a);
 
     // First on B: revoked and lifted, before A's revocation.
     await revoke(adminB, 'earlier', 'revoked on B');
@@ -178,7 +166,7 @@ describe.skipIf(!available)('a lift made on another replica while this one was c
     expect(pending.json<{ propagation?: string }>().propagation).toContain('pending');
     expect(await status(a, 'earlier')).toBe(401);
 
-    await reconnectA();
+    await reconnect(relay, a);
 
     const stored = await inRedis('earlier');
     expect(stored.revocation).toMatchObject({ kind: 'agent', target: 'earlier', reason: 'revoked on A after the lift' });
@@ -190,7 +178,7 @@ describe.skipIf(!available)('a lift made on another replica while this one was c
 
   it('lifted on B at the very millisecond A revoked it: the revocation stands (fail closed)', async () => {
     expect(await status(a, 'tie')).toBe(200);
-    await cutOffA();
+    await cutOff(relay, a);
 
     const tieAt = Date.now() + skew;
     frozen = tieAt;
@@ -205,7 +193,7 @@ describe.skipIf(!available)('a lift made on another replica while this one was c
     expect(await status(a, 'tie')).toBe(401);
     expect(await status(b, 'tie')).toBe(200);
 
-    await reconnectA();
+    await reconnect(relay, a);
 
     const stored = await inRedis('tie');
     expect(stored.revocation).toMatchObject({ kind: 'agent', target: 'tie', reason: 'revoked on A at the same millisecond', at: tieAt });
@@ -217,7 +205,7 @@ describe.skipIf(!available)('a lift made on another replica while this one was c
 
   it(`lifted on B ${LIFT_MARGIN_MS} ms after A revoked it, by the clocks: A's may be behind, so the revocation stands`, async () => {
     expect(await status(a, 'skewed')).toBe(200);
-    await cutOffA();
+    await cutOff(relay, a);
 
     const revokedAt = Date.now() + skew;
     frozen = revokedAt;
@@ -232,7 +220,7 @@ describe.skipIf(!available)('a lift made on another replica while this one was c
     skew += STEP_MS;
     expect(await status(b, 'skewed')).toBe(200);
 
-    await reconnectA();
+    await reconnect(relay, a);
 
     const stored = await inRedis('skewed');
     expect(stored.revocation).toMatchObject({ kind: 'agent', target: 'skewed', reason: 'revoked on A, its clock perhaps behind', at: revokedAt });
@@ -244,7 +232,7 @@ describe.skipIf(!available)('a lift made on another replica while this one was c
   // connection is back while its subscription is not, so the reload (and its resync) cannot run at all.
   it('lifted on B later, A back on its command connection only: the retried write does not revive it, and A stops enforcing it', async () => {
     expect(await status(a, 'halfway')).toBe(200);
-    await cutOffA();
+    await cutOff(relay, a);
     await revoke(adminA, 'halfway', 'revoked on A while it was cut off');
     expect(await status(a, 'halfway')).toBe(401);
     skew += STEP_MS;
@@ -269,7 +257,7 @@ describe.skipIf(!available)('a lift made on another replica while this one was c
     } finally {
       hold.release();
     }
-    await reconnectA();
+    await reconnect(relay, a);
     expect((await inRedis('halfway')).revocation).toBeNull();
     expect(await status(a, 'halfway')).toBe(200);
     expect(await status(b, 'halfway')).toBe(200);

@@ -23,6 +23,7 @@ import { sendRequest, type Problem, type SentResponse } from '../helpers/send-re
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
 import { echoHandler, startUpstream, type Upstream } from '../helpers/start-upstream.js';
 import { redisAvailable, startRedisServer, type RedisServer } from '../support/redis-server.js';
+import { cutOff, reconnect } from '../support/redis-partition.js';
 import { startTcpRelay, type TcpRelay } from '../support/tcp-relay.js';
 
 const PREFIX = 'withdraw-outage:';
@@ -87,9 +88,6 @@ describe.skipIf(!redisAvailable())('approvals withdrawn by a revocation made whi
     return id;
   }
 
-  async function stateCheck(proxy: ProxyFixture): Promise<string> {
-    return (await sendRequest(`${proxy.url}/_airlock/ready`)).json<{ checks: Record<string, string> }>().checks['state'] ?? '';
-  }
 
   async function stored(id: string): Promise<Record<string, unknown> | null> {
     const raw = await inspect.get(`${PREFIX}approval:${id}`);
@@ -98,15 +96,7 @@ describe.skipIf(!redisAvailable())('approvals withdrawn by a revocation made whi
 
   const unsavedFile = (): string => join(a.dataDir, 'unsaved-restrictions', 'main.jsonl');
 
-  async function cutOffA(): Promise<void> {
-    relay.partition();
-    await eventually('A noticing it is cut off', async () => (await stateCheck(a)) === 'redis unreachable', 3_000);
-  }
 
-  async function reconnectA(): Promise<void> {
-    relay.heal();
-    await eventually('A reconnected and reloaded', async () => (await stateCheck(a)) === 'redis reachable', 10_000, 50);
-  }
 
   beforeAll(async () => {
     redis = await startRedisServer();
@@ -130,14 +120,14 @@ describe.skipIf(!redisAvailable())('approvals withdrawn by a revocation made whi
 
   it('the withdrawal reaches Redis once A is back: after a restore, a replica started then refuses the approval', async () => {
     const id = await approvedApproval('restored');
-    await cutOffA();
+    await cutOff(relay, a);
 
     const revoked = await adminA.call('POST', '/v1/agents/restored/revoke', { reason: 'leaked its token' });
     expect(revoked.status, revoked.text).toBe(200);
     expect(revoked.json<{ propagation?: string }>().propagation).toContain('pending');
     expect(await statusOn(adminA, id)).toBe('expired');
 
-    await reconnectA();
+    await reconnect(relay, a);
     await eventually('the withdrawal in Redis', async () => (await stored(id))?.['status'] === 'expired', 5_000, 50);
     await eventually("A's unsaved-restrictions file removed", () => !existsSync(unsavedFile()), 3_000);
 
@@ -154,7 +144,7 @@ describe.skipIf(!redisAvailable())('approvals withdrawn by a revocation made whi
 
   it('a withdrawal queued for an approval B used meanwhile is dropped on writing, and what A revokes next is kept at once', async () => {
     const id = await approvedApproval('raced');
-    await cutOffA();
+    await cutOff(relay, a);
     const revoked = await adminA.call('POST', '/v1/agents/raced/revoke', { reason: 'suspicious refunds' });
     expect(revoked.json<{ propagation?: string }>().propagation).toContain('pending');
 
@@ -163,7 +153,7 @@ describe.skipIf(!redisAvailable())('approvals withdrawn by a revocation made whi
     expect(used.status, used.text).toBe(200);
     expect((await stored(id))?.['status']).toBe('consumed');
 
-    await reconnectA();
+    await reconnect(relay, a);
     await eventually("A's unsaved-restrictions file removed", () => !existsSync(unsavedFile()), 5_000, 50);
     expect((await stored(id))?.['status']).toBe('consumed');
     expect(await inspect.hget(`${PREFIX}revocations`, 'agent\u0000raced')).not.toBeNull();
