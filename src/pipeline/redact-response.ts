@@ -14,7 +14,7 @@
  * decompression bombs; any other Content-Encoding is refused with 502 unscannable_response, because a
  * body Airlock cannot read is a body it cannot vouch for.
  */
-import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { brotliDecompressSync, createBrotliDecompress, createGunzip, createInflate, createInflateRaw, gunzipSync, inflateRawSync, inflateSync } from 'node:zlib';
 import type { Transform } from 'node:stream';
 import { AirlockError } from '../errors.js';
@@ -147,7 +147,7 @@ function redactHeaderValue(pairs: string[], i: number, matcher: RedactionMatcher
  * URL (' becomes %27, Latin-1 becomes UTF-8 escapes), which can turn a form of the secret the scan knows
  * into one it does not (found by review); the second scan catches a form that re-encoding completed.
  */
-function relocate(pairs: string[], matcher: RedactionMatcher, upstream: UpstreamTarget, agentPrefix: string, request: IncomingHttpHeaders): number {
+function relocate(pairs: string[], matcher: RedactionMatcher, upstream: UpstreamTarget, agentPrefix: string, request: IncomingMessage): number {
   let redactions = 0;
   let origin: string | null | undefined;
   for (let i = 0; i < pairs.length; i += 2) {
@@ -158,8 +158,9 @@ function relocate(pairs: string[], matcher: RedactionMatcher, upstream: Upstream
     if (name === 'location') {
       rewritten = rewriteLocation(value, upstream, agentPrefix);
     } else {
-      // Pagination links (rewrite-link.ts); the origin is worked out once, and only for a Link.
-      if (origin === undefined) origin = agentOrigin(request);
+      // Pagination links (rewrite-link.ts); the origin is worked out once, and only for a Link: node
+      // builds `req.headers` from the raw list on first use, which the request path otherwise never asks.
+      if (origin === undefined) origin = agentOrigin(request.headers);
       if (origin !== null) rewritten = rewriteLinks(value, upstream, origin, agentPrefix);
     }
     if (rewritten === value) continue;
@@ -343,7 +344,7 @@ export class RedactingResponseWriter {
       this.#contentEncoding = contentEncoding;
       return null;
     }
-    this.redactions += redactHeaderValues(pairs, this.#matcher) + relocate(pairs, this.#matcher, this.#upstream, this.#agentPrefix, this.#res.req.headers);
+    this.redactions += redactHeaderValues(pairs, this.#matcher) + relocate(pairs, this.#matcher, this.#upstream, this.#agentPrefix, this.#res.req);
     if (this.#bodylessStatus(status)) {
       this.#mode = 'headers-only';
       // Digests of the body a GET would have had (HEAD) or of the stored one (304): that body was never
