@@ -29,8 +29,11 @@ export interface Metrics {
   readonly reloads: Counter<'result'>;
   /** One finished request: its count and its duration, through children bound once per label set. */
   countRequest(service: string, route: string, decision: 'allow' | 'deny', code: string, seconds: number): void;
-  /** The upstream exchange of one forwarded request, through a child bound once per service. */
-  observeUpstream(service: string, seconds: number): void;
+  /**
+   * The upstream exchange of one forwarded request, through children bound once per service: its
+   * duration, and its answer's status class (0 when it gave none: cut before its status line).
+   */
+  observeUpstream(service: string, seconds: number, status: number): void;
   bind(sources: LiveSources): void;
 }
 
@@ -119,12 +122,21 @@ export function createMetrics(): Metrics {
     buckets: DURATION_BUCKETS,
     registers,
   });
+  // Found by the observability walkthrough: an upstream's own 4xx and 5xx reached airlock_requests_total
+  // as code "none", the same series as its 200s, so no upstream error rate could be drawn (an expired
+  // key's 401s among them). By class, so the label set stays six per service.
+  const upstreamResponses = new HotCounter({
+    name: 'airlock_upstream_responses_total',
+    help: 'Answers from upstreams to forwarded requests, by service and status class (1xx-5xx; "none" when cut before a status line).',
+    labelNames: ['service', 'status_class'],
+    registers,
+  });
   // Label sets are bounded by the config (services x route templates x codes). Found by the label
   // strings themselves, one Map per label, rather than by a key joined per request: building and hashing
   // that key was most of a request's metrics cost (npm run profile). The strings are the config's own
   // (service names, route templates) and the code list's, so their hashes are computed once.
   const bound = new Map<string, Map<string, Map<string, ByDecision>>>();
-  const upstreamBound = new Map<string, HistogramChild>();
+  const upstreamBound = new Map<string, UpstreamChildren>();
 
   return {
     registry,
@@ -138,13 +150,15 @@ export function createMetrics(): Metrics {
       children.count.inc();
       children.duration.observe(seconds);
     },
-    observeUpstream(service, seconds) {
-      let child = upstreamBound.get(service);
-      if (child === undefined) {
-        child = upstreamDuration.labels(service);
-        upstreamBound.set(service, child);
+    observeUpstream(service, seconds, status) {
+      let children = upstreamBound.get(service);
+      if (children === undefined) {
+        children = { duration: upstreamDuration.labels(service), byClass: STATUS_CLASSES.map((label) => upstreamResponses.labels(service, label)) };
+        upstreamBound.set(service, children);
       }
-      child.observe(seconds);
+      children.duration.observe(seconds);
+      const statusClass = Math.floor(status / 100);
+      (children.byClass[statusClass >= 1 && statusClass <= 5 ? statusClass : 0] as CounterChild).inc();
     },
     credentialCache: new Counter({
       name: 'airlock_credential_cache_total',
@@ -166,6 +180,14 @@ export function createMetrics(): Metrics {
       sources = live;
     },
   };
+}
+
+/** Index = the status's hundreds digit; 0 for no status. */
+const STATUS_CLASSES = ['none', '1xx', '2xx', '3xx', '4xx', '5xx'] as const;
+
+interface UpstreamChildren {
+  readonly duration: HistogramChild;
+  readonly byClass: readonly CounterChild[];
 }
 
 interface RequestChildren {

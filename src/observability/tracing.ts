@@ -298,9 +298,16 @@ class LiveTrace implements RequestTrace {
     if (record.code !== null) attributes['airlock.code'] = record.code;
     if (record.session !== null) attributes['airlock.session'] = record.session;
     if (record.approval !== null) attributes['airlock.approval'] = record.approval;
+    // `airlock.incomplete` marks any response cut short (the agent's hang-ups too).
+    if (record.incomplete) attributes['airlock.incomplete'] = true;
+    if (record.upstream_status !== null) attributes['airlock.upstream_status'] = record.upstream_status;
     span.setAttributes(attributes);
-    // A server span is an error only for 5xx (HTTP semantic conventions); 4xx are the client's.
-    if ((record.status ?? 0) >= 500 || record.status === null) {
+    // A server span is an error for 5xx (HTTP semantic conventions; 4xx are the client's), and for a
+    // response that failed after its status went out (a body cut by upstream_timeout under a 200):
+    // found by the observability walkthrough, such spans were UNSET while metrics and audit said
+    // upstream_timeout.
+    const failedLate = record.code !== null && record.upstream_status !== null && record.upstream_status < 400;
+    if ((record.status ?? 0) >= 500 || record.status === null || failedLate) {
       span.setAttribute('error.type', record.code ?? (record.status === null ? 'client_closed' : String(record.status)));
       span.setStatus({ code: SpanStatusCode.ERROR, message: record.code ?? undefined });
     }

@@ -312,7 +312,7 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
   }
   untrack();
   releaseSlot();
-  runtime.metrics.observeUpstream(record.service ?? 'none', (performance.now() - upstreamStartedAt) / 1000);
+  runtime.metrics.observeUpstream(record.service ?? 'none', (performance.now() - upstreamStartedAt) / 1000, forwarded.upstreamStatus);
 
   record.upstream_status = forwarded.upstreamStatus === 0 ? null : forwarded.upstreamStatus;
   record.status = record.upstream_status;

@@ -66,6 +66,6 @@ describe('the Airlock image and its compose wiring', () => {
     expect(prometheus).toContain('airlock:7701');
     const dashboard = JSON.parse(readFileSync(new URL('../../docker/grafana/dashboards/airlock.json', import.meta.url), 'utf8')) as { panels: Array<{ targets: Array<{ expr: string }> }> };
     const exprs = dashboard.panels.flatMap((p) => p.targets.map((t) => t.expr)).join('\n');
-    for (const metric of ['airlock_requests_total', 'airlock_request_duration_seconds_bucket', 'airlock_redactions_total', 'airlock_credential_cache_total', 'airlock_approvals_pending']) expect(exprs).toContain(metric);
+    for (const metric of ['airlock_requests_total', 'airlock_request_duration_seconds_bucket', 'airlock_redactions_total', 'airlock_credential_cache_total', 'airlock_approvals_pending', 'airlock_upstream_responses_total']) expect(exprs).toContain(metric);
   });
 });

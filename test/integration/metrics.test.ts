@@ -278,6 +278,19 @@ describe('GET /metrics after a scripted mix of requests', () => {
     expect(beta.requests).toHaveLength(2);
   });
 
+  // Found by the observability walkthrough: an upstream's own 4xx/5xx were code "none" like its 200s.
+  it('counts the upstream answers by status class, as the audit records have them', () => {
+    const counts = table('airlock_upstream_responses_total', (l) => `${l['service'] as string} ${l['status_class'] as string}`);
+    const answered: Record<string, number> = {};
+    for (const r of audit()) {
+      if (r.upstream_status === null) continue;
+      const key = `${r.service as string} ${Math.floor(r.upstream_status / 100)}xx`;
+      answered[key] = (answered[key] ?? 0) + 1;
+    }
+    expect(Object.keys(answered).length).toBeGreaterThan(0);
+    expect(counts).toEqual(answered);
+  });
+
   it('counts redactions per service, equal to the sum in the audit records', () => {
     const redacted = audit().filter((r) => r.redactions > 0);
     expect(redacted.length).toBe(2);

@@ -85,6 +85,13 @@ function services(upstream: Upstream, downPort: number): Record<string, unknown>
       credential: { secret: 'env:TRACE_FETCHED_KEY', inject: 'bearer', ...FETCHED_CACHE },
       routes: [{ method: 'GET', path: '/v1/models/:model', scope: 'models:read' }],
     },
+    // Its upstream answers 200 and then stalls: the body is cut after 1 s (upstream_timeout under a 200).
+    stall: {
+      upstream: upstream.url,
+      credential: { secret: 'env:TRACE_KEY', inject: 'bearer' },
+      timeouts: { connect: 10, headers: 60, body: 1, queue: 30 },
+      routes: [{ method: 'GET', path: '/v1/stall', scope: 'stall:read' }],
+    },
     // Its variable is never set: every request waits for a fetch that fails (503).
     unset: {
       upstream: upstream.url,
@@ -102,6 +109,7 @@ const agents = {
       { service: 'down', max_scope: ['*'] },
       { service: 'fetched', max_scope: ['*'] },
       { service: 'unset', max_scope: ['*'] },
+      { service: 'stall', max_scope: ['*'] },
     ],
   },
 };
@@ -148,6 +156,12 @@ function upstreamRequestFor(upstream: Upstream, marker: string): RecordedRequest
 
 /** The default neutral answer, except /v1/models/echo-key, which echoes the injected credential back. */
 function leakyHandler(req: IncomingMessage, res: ServerResponse, recorded: RecordedRequest): void {
+  if (recorded.target === '/v1/stall') {
+    // Headers and the start of a body, then nothing (the test's teardown closes the socket).
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.write('{"partial":');
+    return;
+  }
   const authorization = req.headers['authorization'] ?? '';
   const body = recorded.target.startsWith('/v1/models/echo-key') ? JSON.stringify({ seen: authorization, again: `key=${authorization.replace(/^Bearer /, '')}` }) : '{"ok":true}';
   res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
@@ -332,6 +346,17 @@ describe('traces exported over OTLP/HTTP', () => {
     expect(client?.parentSpanId).toBe(server.spanId);
     expect(client?.status.code).toBe(STATUS_CODE.ERROR);
     expect(client?.attributes).not.toHaveProperty('http.response.status_code');
+  });
+
+  // Found by the observability walkthrough: a body cut after a 200 (upstream_timeout) left the server
+  // span UNSET while the metrics and the audit record said upstream_timeout.
+  it('marks the server span of a response cut after its 200 as an error, incomplete', async () => {
+    // The status went out, then the body was cut: the client sees an aborted body.
+    await sendRequest(`${proxy.url}/stall/v1/stall`, { headers: { authorization: `Bearer ${agent.token}` } }).catch(() => undefined);
+    const requestId = await eventually('the stalled request audited', () => proxy.auditRecords().find((r) => r.route === '/v1/stall')?.request_id);
+    const server = await serverSpanOf(requestId);
+    expect(server.status.code).toBe(STATUS_CODE.ERROR);
+    expect(server.attributes).toMatchObject({ 'airlock.code': 'upstream_timeout', 'error.type': 'upstream_timeout', 'airlock.incomplete': true, 'airlock.upstream_status': 200 });
   });
 
   it('puts the task session id on the server span of a request made with a session token', async () => {
