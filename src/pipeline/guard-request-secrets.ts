@@ -31,6 +31,10 @@ export function decodedTarget(target: string, canonical: CanonicalTarget): strin
   const questionMark = target.indexOf('?');
   const sentPath = questionMark === -1 ? target : target.slice(0, questionMark);
   if (canonical.path !== sentPath) text += `\n${canonical.path}`;
+  // The path's escapes decoded too: a canonical path keeps %2F (and other reserved escapes) beside raw
+  // characters, and no form of a secret mixes an escaped "/" with a raw "+" (found by review: an
+  // AWS-shaped base64 key sent as `…%2F…+…` went upstream once %2F was accepted).
+  if (canonical.path.includes('%')) text += `\n${canonical.path.replace(PERCENT_ESCAPE, decodeEscape)}`;
   // Each escape as its byte, read as Latin-1: the secrets' forms are compared as bytes (ASCII keys exactly).
   if (canonical.query !== null && canonical.query.includes('%')) text += `\n${canonical.query.replace(PERCENT_ESCAPE, decodeEscape)}`;
   return text;

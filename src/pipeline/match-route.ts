@@ -14,7 +14,7 @@ export function matchRoute(service: ServicePolicy, method: string, path: string)
   }
   const match = findRoute(service.routes, method, path);
   if (match.kind === 'matched') {
-    if (path.includes(ENCODED_SLASH)) checkBothReadings(service, method, path, match.route);
+    checkOtherReadings(service, method, path, match.route);
     return match.route;
   }
   if (match.kind === 'wrong_method') {
@@ -22,24 +22,36 @@ export function matchRoute(service: ServicePolicy, method: string, path: string)
       headers: { allow: match.allowed.join(', ') },
     });
   }
-  const slashes = path.includes(ENCODED_SLASH) ? ' An encoded slash (%2F) is matched only by a route ending in "*": a literal or :name segment never holds one.' : '';
-  throw new AirlockError('route_not_allowed', `${method} ${path} matches no route of service ${service.name}. An operator adds it under services.${service.name}.routes with a scope if agents should call it.${slashes}`);
+  throw new AirlockError('route_not_allowed', `${method} ${path} matches no route of service ${service.name}. An operator adds it under services.${service.name}.routes with a scope if agents should call it.`);
 }
 
 /**
- * A path holding %2F is authorized only when reading each %2F as "/" (as an upstream that decodes it
- * before routing does) selects the same route: then the scope checked is the scope of what the upstream
- * serves, whichever way it reads the path (Envoy's path_with_escaped_slashes_action, CVE-2021-22911).
- * `GET /repos/o/r/contents/docs%2FREADME.md` under `/repos/:owner/:repo/contents/*` reads as
- * `.../contents/docs/README.md` under the same route; `files/x%2Fadmin` under `/files/*` is refused when
- * `/files/:id/admin` comes first.
+ * The path as upstreams may also read it: with each %2F as "/" (servers that decode it before routing;
+ * Envoy's path_with_escaped_slashes_action, CVE-2021-22911), and, under a route ending in "*", without
+ * a trailing "/" (Express, Spring before 6, redirecting Flask) and in lower case (IIS, ASP.NET). Each
+ * reading must select the same route, so the scope checked is the scope of what the upstream serves
+ * whichever way it reads the path; the path is forwarded as authorized. Found by review: `/files/x%2Fraw`
+ * under `/files/*` reached `/files/:id/raw`'s handler on a decoding upstream, and `/v1/admin/` under
+ * `/v1/*` reached `/v1/admin`'s on a lenient one, each with the catch-all's weaker scope. GitHub's
+ * `contents/docs%2FREADME.md` under `/repos/:owner/:repo/contents/*` reads as the same route every way.
+ * Only a path with %2F, or one a "*" matched, is read again (one more lookup each).
  */
-function checkBothReadings(service: ServicePolicy, method: string, path: string, route: CompiledRoute): void {
-  const decoded = findRoute(service.routes, method, path.replaceAll(ENCODED_SLASH, '/'));
-  if (decoded.kind === 'matched' && decoded.route === route) return;
-  const other = decoded.kind === 'matched' ? `route ${decoded.route.index} (${decoded.route.template})` : 'no route';
+function checkOtherReadings(service: ServicePolicy, method: string, path: string, route: CompiledRoute): void {
+  if (path.includes(ENCODED_SLASH)) sameRoute(service, method, path.replaceAll(ENCODED_SLASH, '/'), route, 'with each encoded slash (%2F) taken as "/"');
+  if (route.segments.at(-1)?.kind !== 'rest') return;
+  if (path.length > 1 && path.endsWith('/')) sameRoute(service, method, path.slice(0, -1), route, 'without its trailing "/"');
+  if (/[A-Z]/.test(path)) {
+    const lower = path.replace(/%[0-9A-F]{2}|[A-Z]+/g, (run) => (run.startsWith('%') ? run : run.toLowerCase()));
+    if (lower !== path) sameRoute(service, method, lower, route, 'in lower case');
+  }
+}
+
+function sameRoute(service: ServicePolicy, method: string, reading: string, route: CompiledRoute, how: string): void {
+  const other = findRoute(service.routes, method, reading);
+  if (other.kind === 'matched' && other.route === route) return;
+  const selected = other.kind === 'matched' ? `route ${other.route.index} (${other.route.template})` : 'no route';
   throw new AirlockError(
     'invalid_request',
-    `The path holds an encoded slash (%2F). Read as a separator, as some upstreams read it, it selects ${other} of service ${service.name}, not route ${route.index} (${route.template}); upstreams disagree on %2F, so the request is refused. Send the path with "/" in place of %2F if that is what is meant.`,
+    `Read ${how}, as some upstreams read it, this path selects ${selected} of service ${service.name}, not route ${route.index} (${route.template}) as sent; upstreams disagree, so the request is refused. Send the path as the route you mean spells it.`,
   );
 }

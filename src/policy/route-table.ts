@@ -38,9 +38,8 @@ export function compileRouteTable(specs: readonly RouteSpec[]): RouteTable {
 
 export function findRoute(table: RouteTable, method: string, path: string): RouteMatch {
   let allowed: string[] | null = null;
-  const encodedSlash = path.includes('%2F');
   for (const route of table.routes) {
-    if (!pathMatchesSegments(route.segments, path, encodedSlash)) continue;
+    if (!pathMatchesSegments(route.segments, path)) continue;
     if (route.methods.has(method)) return { kind: 'matched', route };
     allowed ??= [];
     for (const m of route.methods) if (!allowed.includes(m)) allowed.push(m);

@@ -56,10 +56,9 @@ export function parseRouteTemplate(template: string): ParsedTemplate {
 
 /**
  * Matches a canonical path (starts with "/", no empty segment except a trailing one) against segments,
- * by index scanning: no regular expression, no allocation, linear in the path length. `encodedSlash`:
- * whether the path holds %2F at all (found once per request by the caller, not per route).
+ * by index scanning: no regular expression, no allocation, linear in the path length.
  */
-export function pathMatchesSegments(segments: readonly RouteSegment[], path: string, encodedSlash = path.includes('%2F')): boolean {
+export function pathMatchesSegments(segments: readonly RouteSegment[], path: string): boolean {
   if (segments.length === 0) return path === '/';
   let pos = 1;
   for (let i = 0; i < segments.length; i++) {
@@ -70,17 +69,13 @@ export function pathMatchesSegments(segments: readonly RouteSegment[], path: str
     const end = slash === -1 ? path.length : slash;
     if (segment.kind === 'literal') {
       if (end - pos !== segment.value.length || !path.startsWith(segment.value, pos)) return false;
-    } else if (end === pos || (encodedSlash && hasEncodedSlash(path, pos, end))) {
-      // A `:name` is one segment whichever way %2F is read: one holding it is not matched.
+    } else if (end === pos) {
+      // A `:name` holds any non-empty segment, %2F and all, as an upstream that keeps %2F as data reads
+      // it (found by review: refused here, a request fell through to a later "*" with a weaker scope
+      // while the upstream served the `:name` route); match-route.ts checks the other reading.
       return false;
     }
     pos = end + 1;
   }
   return pos === path.length + 1;
-}
-
-/** Whether path[from, to) holds "%2F" (a canonical path upper-cases its escapes). */
-function hasEncodedSlash(path: string, from: number, to: number): boolean {
-  const at = path.indexOf('%2F', from);
-  return at !== -1 && at + 3 <= to;
 }

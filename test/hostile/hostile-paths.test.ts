@@ -518,11 +518,15 @@ describe('case and trailing-slash variants of a route path', () => {
     { method: 'GET', target: '/api/v1/files/', status: 403, code: 'route_not_allowed', why: '"*" needs at least one segment; a bare trailing slash is none' },
     { method: 'DELETE', target: '/api/v1/things/42/', status: 403, code: 'route_not_allowed', why: 'trailing slash on an ungranted route' },
     { method: 'GET', target: '/api/v1/things%2F', status: 400, code: 'invalid_request', why: 'an encoded trailing slash' },
-    // Encoded slashes: a literal or :name segment never holds one; a "*" route only when both readings select it.
-    { method: 'GET', target: '/api/v1/things%2F42', status: 403, code: 'route_not_allowed', why: 'read with "/" it is a granted route, but a literal does not hold %2F' },
-    { method: 'GET', target: '/api/v1/things/4%2F2', status: 403, code: 'route_not_allowed', why: 'a :name segment does not hold %2F' },
+    // Encoded slashes: every reading of the path (as sent, %2F as "/") must select the same route.
+    { method: 'GET', target: '/api/v1/things%2F42', status: 403, code: 'route_not_allowed', why: 'read with "/" it is a granted route, but as sent no route holds it' },
+    { method: 'GET', target: '/api/v1/things/4%2F2', status: 400, code: 'invalid_request', why: ':id holds 4%2F2 as sent, but read with "/" no route is selected' },
     { method: 'GET', target: '/api/v1/files/x%2Fraw', status: 400, code: 'invalid_request', why: 'under "*" as sent, but read with "/" it is /v1/files/:id/raw, another route with another scope' },
+    { method: 'GET', target: '/api/v1/files/a%2Fb/raw', status: 400, code: 'invalid_request', why: 'as sent :id holds a%2Fb (/v1/files/:id/raw, not granted), read with "/" it is "*": it fell through to "*" before review' },
     { method: 'GET', target: '/api/v1/files/%2E%2E%2Fthings', status: 400, code: 'invalid_request', why: 'a dot piece between encoded slashes' },
+    // Under "*", a trailing "/" and upper case must not select another route when an upstream ignores them.
+    { method: 'GET', target: '/api/v1/files/ab/raw/', status: 400, code: 'invalid_request', why: 'under "*", but without its trailing "/" it is /v1/files/:id/raw' },
+    { method: 'GET', target: '/api/v1/files/ab/RAW', status: 400, code: 'invalid_request', why: 'under "*", but in lower case it is /v1/files/:id/raw' },
     { method: 'GET', target: '/api/v1/things//', status: 400, code: 'invalid_request', why: 'a doubled trailing slash' },
     { method: 'GET', target: '/api/v1/things/.', status: 400, code: 'invalid_request', why: 'a trailing dot segment' },
     // Routes that exist but are not granted: refused on scope, never read as a granted route.
