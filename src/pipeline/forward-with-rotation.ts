@@ -8,6 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { ConnectionGate } from '../upstream/connection-gate.js';
+import { upstreamPath } from '../upstream/upstream-target.js';
 import type { Credential } from '../credentials/credential.js';
 import type { CredentialBroker } from '../credentials/credential-broker.js';
 import type { CredentialPlan, ServicePolicy } from '../policy/compile-policy.js';
@@ -124,7 +125,7 @@ export async function forwardWithRotation(input: RotationInput): Promise<Rotatio
     if (!input.res.writableFinished) agentLeft = true;
   };
   input.res.once('close', onClose);
-  const replay = await replayCaptured(input.res, first.captured, responseMatcher(input.catalog, input.service, plan.ref), input.service, input.agentPrefix, { method: req.method ?? '', path: input.servicePath }).finally(() => input.res.off('close', onClose));
+  const replay = await replayCaptured(input.res, first.captured, responseMatcher(input.catalog, input.service, plan.ref), input.service, input.agentPrefix, { method: req.method ?? '', path: upstreamPath(input.service.upstream, input.servicePath) }).finally(() => input.res.off('close', onClose));
   if (replay.outcome.kind === 'refused') throw replay.outcome.error;
   const done = replay.outcome.kind === 'done' ? replay.outcome : null;
   return {

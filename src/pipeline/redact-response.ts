@@ -147,21 +147,22 @@ function redactHeaderValue(pairs: string[], i: number, matcher: RedactionMatcher
  * URL (' becomes %27, Latin-1 becomes UTF-8 escapes), which can turn a form of the secret the scan knows
  * into one it does not (found by review); the second scan catches a form that re-encoding completed.
  */
-function relocate(pairs: string[], matcher: RedactionMatcher, upstream: UpstreamTarget, agentPrefix: string, request: IncomingMessage): number {
+function relocate(pairs: string[], matcher: RedactionMatcher, upstream: UpstreamTarget, agentPrefix: string, request: IncomingMessage, forwardedPath: string): number {
   let redactions = 0;
-  let origin: string | null | undefined;
+  let origin: string | undefined;
+  // Relative references resolve against the URL the request went to (RFC 3986 5.2, RFC 8288 3.2).
+  const base = `${upstream.origin}${forwardedPath}`;
   for (let i = 0; i < pairs.length; i += 2) {
     const name = pairs[i];
     if (name !== 'location' && name !== 'link') continue;
     const value = pairs[i + 1] as string;
     let rewritten = value;
     if (name === 'location') {
-      rewritten = rewriteLocation(value, upstream, agentPrefix);
+      rewritten = rewriteLocation(value, upstream, agentPrefix, base);
     } else {
-      // Pagination links (rewrite-link.ts); the origin is worked out once, and only for a Link: node
-      // builds `req.headers` from the raw list on first use, which the request path otherwise never asks.
-      if (origin === undefined) origin = agentOrigin(request.headers);
-      if (origin !== null) rewritten = rewriteLinks(value, upstream, origin, agentPrefix);
+      // Pagination links (rewrite-link.ts); the origin is worked out once, and only for a Link.
+      origin ??= agentOrigin(request.headers);
+      rewritten = rewriteLinks(value, upstream, origin, agentPrefix, base);
     }
     if (rewritten === value) continue;
     pairs[i + 1] = rewritten;
@@ -344,7 +345,7 @@ export class RedactingResponseWriter {
       this.#contentEncoding = contentEncoding;
       return null;
     }
-    this.redactions += redactHeaderValues(pairs, this.#matcher) + relocate(pairs, this.#matcher, this.#upstream, this.#agentPrefix, this.#res.req);
+    this.redactions += redactHeaderValues(pairs, this.#matcher) + relocate(pairs, this.#matcher, this.#upstream, this.#agentPrefix, this.#res.req, this.#path);
     if (this.#bodylessStatus(status)) {
       this.#mode = 'headers-only';
       // Digests of the body a GET would have had (HEAD) or of the stored one (304): that body was never

@@ -14,19 +14,26 @@
  * only shape a link handed back to that same agent: nothing is sent anywhere on their word.
  *
  * Links to anywhere else are passed on untouched (an agent's request there carries no injected
- * credential). A Host that is not a plain host[:port] leaves every link as it came.
+ * credential). Without a Host that makes an origin (HTTP/1.0, or one that is not a plain host[:port]),
+ * a link into the upstream becomes path-absolute (`/github/repositories/1/issues?page=2`): octokit then
+ * asks Airlock for the wrong path, which is refused, rather than the upstream with the agent's token
+ * (found by review: such links were passed on as the upstream wrote them).
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import { rewriteLocation } from './rewrite-location.js';
 import type { UpstreamTarget } from './upstream-target.js';
 
-/** A Host header's host[:port]: a registered name, an IPv4 address, or a bracketed IPv6 literal (RFC 9110 7.2). */
-const HOST = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
+/**
+ * A Host header's host[:port]: a name (letters, digits, ".", "-", and "_", which Docker service names
+ * hold and WHATWG URLs accept; a trailing dot too), an IPv4 address, or a bracketed IPv6 literal
+ * (RFC 9110 7.2). Nothing that could end the link or add to it: no quote, ">", ",", space, "@" or "/".
+ */
+const HOST = /^(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
 
-/** The origin the agent reached Airlock at, from its request; null when its Host cannot make one. */
-export function agentOrigin(headers: IncomingHttpHeaders): string | null {
+/** The origin the agent reached Airlock at, from its request; "" when its Host cannot make one (links become path-absolute). */
+export function agentOrigin(headers: IncomingHttpHeaders): string {
   const host = headers.host;
-  if (host === undefined || !HOST.test(host)) return null;
+  if (host === undefined || !HOST.test(host)) return '';
   return `${forwardedHttps(headers) ? 'https' : 'http'}://${host}`;
 }
 
@@ -41,9 +48,10 @@ function forwardedHttps(headers: IncomingHttpHeaders): boolean {
 /**
  * `value` (one Link field line) with each link target inside the service's upstream rewritten to
  * `origin` + the service's agent prefix. Targets are the `<...>` outside quoted parameters; everything
- * else (parameters, separators, spacing) stays as it came.
+ * else (parameters, separators, spacing) stays as it came. `base`: the upstream URL the request went to,
+ * which a relative target is resolved against (RFC 8288 3.2).
  */
-export function rewriteLinks(value: string, upstream: UpstreamTarget, origin: string, agentPrefix: string): string {
+export function rewriteLinks(value: string, upstream: UpstreamTarget, origin: string, agentPrefix: string, base = `${upstream.origin}/`): string {
   let out = '';
   let quoted = false;
   let last = 0;
@@ -58,9 +66,9 @@ export function rewriteLinks(value: string, upstream: UpstreamTarget, origin: st
       const close = value.indexOf('>', i + 1);
       if (close === -1) break;
       const target = value.slice(i + 1, close);
-      if (isInsideUpstream(target, upstream)) {
+      if (isInsideUpstream(target, upstream, base)) {
         // rewriteLocation gives the agent's path of a target inside the upstream (prefix, path, query, fragment).
-        out += `${value.slice(last, i + 1)}${origin}${rewriteLocation(target, upstream, agentPrefix)}>`;
+        out += `${value.slice(last, i + 1)}${origin}${rewriteLocation(target, upstream, agentPrefix, base)}>`;
         last = close + 1;
       }
       i = close;
@@ -70,9 +78,9 @@ export function rewriteLinks(value: string, upstream: UpstreamTarget, origin: st
 }
 
 /** Whether `target`, read against the upstream's origin, is the upstream's: its origin, under its base path. */
-function isInsideUpstream(target: string, upstream: UpstreamTarget): boolean {
+function isInsideUpstream(target: string, upstream: UpstreamTarget, base: string): boolean {
   try {
-    const url = new URL(target, `${upstream.origin}/`);
+    const url = new URL(target, base);
     return url.origin === upstream.origin && (upstream.basePath === '' || url.pathname === upstream.basePath || url.pathname.startsWith(`${upstream.basePath}/`));
   } catch {
     return false;

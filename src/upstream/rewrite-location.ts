@@ -6,17 +6,18 @@
  */
 import type { UpstreamTarget } from './upstream-target.js';
 
-export function rewriteLocation(location: string, upstream: UpstreamTarget, agentPrefix: string): string {
+/** `base`: the upstream URL the request went to, which a relative reference is resolved against (RFC 3986 5.2). */
+export function rewriteLocation(location: string, upstream: UpstreamTarget, agentPrefix: string, base = `${upstream.origin}/`): string {
   let url: URL;
   try {
-    url = new URL(location, `${upstream.origin}/`);
+    url = new URL(location, base);
   } catch {
     return location;
   }
   if (url.origin !== upstream.origin) return location;
-  const base = upstream.basePath;
-  if (base !== '' && url.pathname !== base && !url.pathname.startsWith(`${base}/`)) return location;
-  const rest = url.pathname.slice(base.length);
+  const basePath = upstream.basePath;
+  if (basePath !== '' && url.pathname !== basePath && !url.pathname.startsWith(`${basePath}/`)) return location;
+  const rest = url.pathname.slice(basePath.length);
   const path = rest === '' ? '/' : rest;
   return `${agentPrefix === '' ? path : path === '/' ? agentPrefix : agentPrefix + path}${url.search}${url.hash}`;
 }

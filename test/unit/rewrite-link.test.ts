@@ -32,6 +32,19 @@ describe('rewriteLinks', () => {
   ])('%s', (_name, target, prefix, value, expected) => {
     expect(rewriteLinks(value, target, here, prefix)).toBe(expected);
   });
+
+  it('resolves a relative target against the URL the request went to (RFC 8288 3.2)', () => {
+    const base = 'https://api.example.com/v2/items/list';
+    expect(rewriteLinks('<?page=3>; rel="last", <next>; rel="next"', based, here, '/ex', base)).toBe(`<${here}/ex/items/list?page=3>; rel="last", <${here}/ex/items/next>; rel="next"`);
+  });
+
+  // Found by review: with no origin to build (HTTP/1.0, a Host that is no plain host[:port]) links into the
+  // upstream were passed on, and octokit sent the agent's token to the upstream.
+  it('with no agent origin, makes links into the upstream path-absolute, never leaves them pointing upstream', () => {
+    expect(rewriteLinks('<https://api.github.com/repositories/1/issues?page=2>; rel="next", <https://docs.github.com/x>; rel="help"', github, '', '/github')).toBe(
+      '</github/repositories/1/issues?page=2>; rel="next", <https://docs.github.com/x>; rel="help"',
+    );
+  });
 });
 
 describe('agentOrigin', () => {
@@ -43,10 +56,12 @@ describe('agentOrigin', () => {
     ['the first hop of Forwarded only', { host: 'a.internal', forwarded: 'proto=http, proto=https' }, 'http://a.internal'],
     ['X-Forwarded-Proto', { host: 'a.internal', 'x-forwarded-proto': 'https' }, 'https://a.internal'],
     ['X-Forwarded-Proto, first value', { host: 'a.internal', 'x-forwarded-proto': 'HTTPS, http' }, 'https://a.internal'],
-    ['no Host', {}, null],
-    ['a Host with a path', { host: 'a.internal/evil' }, null],
-    ['a Host with user info', { host: 'user@a.internal' }, null],
-    ['a Host with spaces or quotes', { host: 'a.internal">' }, null],
+    ['a Docker service name (underscore) and a trailing dot', { host: 'airlock_proxy.:8080' }, 'http://airlock_proxy.:8080'],
+    ['no Host', {}, ''],
+    ['a Host with a path', { host: 'a.internal/evil' }, ''],
+    ['a Host with user info', { host: 'user@a.internal' }, ''],
+    ['a Host with spaces or quotes', { host: 'a.internal">' }, ''],
+    ['a Host with a comma', { host: 'a.internal,b' }, ''],
   ])('%s', (_name, headers, expected) => {
     expect(agentOrigin(headers)).toBe(expected);
   });
