@@ -350,8 +350,25 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
  * keep that generation, its broker and the values it cached, alive with it (found by review).
  */
 function tracingFor(config: AirlockConfig, durable: Durable): Promise<Tracing> {
-  const { logger, catalog } = durable;
-  return createTracing({ telemetry: config.telemetry, env: durable.env, version: AIRLOCK_VERSION, onEnvProblem: (message) => logger.warn(message), scrub: (text) => catalog.scrub(text) });
+  const { logger, catalog, metrics } = durable;
+  // Said at most once a minute (a collector that is down fails every batch, twice a second).
+  let warnedAt = -Infinity;
+  return createTracing({
+    telemetry: config.telemetry,
+    env: durable.env,
+    version: AIRLOCK_VERSION,
+    onEnvProblem: (message) => logger.warn(message),
+    scrub: (text) => catalog.scrub(text),
+    onExportFailure(spans, error) {
+      metrics.spansDropped.inc(spans);
+      const now = performance.now();
+      if (now - warnedAt < 60_000) return;
+      warnedAt = now;
+      // The error's own words may hold the collector's URL, userinfo and all: its name and code only.
+      const cause = error instanceof Error ? `${error.name}${(error as { code?: unknown }).code === undefined ? '' : ` (${String((error as { code?: unknown }).code)})`}` : 'unknown';
+      logger.warn({ spans, cause }, 'the OTLP collector did not take a batch of spans; they are dropped (airlock_trace_spans_dropped_total counts them; said at most once a minute). Requests are not affected: check telemetry.otlp.endpoint and the collector');
+    },
+  });
 }
 
 async function assembleGeneration(config: AirlockConfig, durable: Durable, previous: Generation | null, parts: GenerationParts): Promise<Generation> {

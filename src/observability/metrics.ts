@@ -5,6 +5,7 @@
  * raw paths, agents' input, or values. Gauges that describe live state are read when scraped.
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { AnomalyRule } from '../policy/anomaly-detector.js';
 import { HotCounter, HotHistogram, type CounterChild, type HistogramChild } from './hot-metrics.js';
 
 export type CacheEvent = 'hit' | 'stale' | 'miss' | 'refresh_failure';
@@ -26,6 +27,8 @@ export interface Metrics {
   /** Records left out of the audit.webhook copy because its queue overflowed (the file has them). */
   readonly auditWebhookDropped: Counter;
   readonly anomalies: Counter<'rule' | 'action'>;
+  /** Spans the OTLP collector did not take (down, refusing, or slower than 5 s): dropped. */
+  readonly spansDropped: Counter;
   readonly reloads: Counter<'result'>;
   /** One finished request: its count and its duration, through children bound once per label set. */
   countRequest(service: string, route: string, decision: 'allow' | 'deny', code: string, seconds: number): void;
@@ -174,13 +177,33 @@ export function createMetrics(): Metrics {
     }),
     auditWriteFailures: new Counter({ name: 'airlock_audit_write_failures_total', help: 'Audit writes, or single records, that failed (a failed write refuses new requests until one succeeds, unless audit.on_failure is log).', registers }),
     auditWebhookDropped: new Counter({ name: 'airlock_audit_webhook_dropped_total', help: 'Audit records missing from the audit.webhook copy: dropped while it was 1,000 records behind, or in a batch it refused or could not be sent (they are in the audit file).', registers }),
-    reloads: new Counter({ name: 'airlock_config_reloads_total', help: 'Configuration reloads, by result (success; partial: applied but for settings only a restart applies; invalid: the running config stays).', labelNames: ['result'], registers }),
-    anomalies: new Counter({ name: 'airlock_anomalies_total', help: 'Anomaly events raised, by rule and action (alert or suspend).', labelNames: ['rule', 'action'], registers }),
+    reloads: zeroed(new Counter({ name: 'airlock_config_reloads_total', help: 'Configuration reloads, by result (success; partial: applied but for settings only a restart applies; invalid: the running config stays).', labelNames: ['result'], registers }), [
+      { result: 'success' },
+      { result: 'partial' },
+      { result: 'invalid' },
+    ]),
+    spansDropped: new Counter({ name: 'airlock_trace_spans_dropped_total', help: 'Spans the OTLP collector did not take (it was down, refused them, or took longer than 5 s): they are dropped, not retried.', registers }),
+    anomalies: zeroed(
+      new Counter({ name: 'airlock_anomalies_total', help: 'Anomaly events raised, by rule and action (alert or suspend).', labelNames: ['rule', 'action'], registers }),
+      ANOMALY_RULES.flatMap((rule) => [{ rule, action: 'alert' }, { rule, action: 'suspend' }]),
+    ),
     bind(live) {
       sources = live;
     },
   };
 }
+
+/**
+ * A counter with its known label sets at 0 from the start (found by the observability walkthrough: a
+ * series born at 1 makes `increase(...) > 0` miss its first event on every replica).
+ */
+function zeroed<T extends string>(counter: Counter<T>, labelSets: ReadonlyArray<Partial<Record<T, string>>>): Counter<T> {
+  for (const labels of labelSets) counter.inc(labels, 0);
+  return counter;
+}
+
+/** The anomaly detector's rules: every one of AnomalyRule (the compiler checks the list is whole). */
+const ANOMALY_RULES = Object.keys({ rate_spike: 1, volume_spike: 1, new_route: 1, new_scope: 1, denial_burst: 1, off_hours: 1, new_client_address: 1 } satisfies Record<AnomalyRule, 1>) as AnomalyRule[];
 
 /** Index = the status's hundreds digit; 0 for no status. */
 const STATUS_CLASSES = ['none', '1xx', '2xx', '3xx', '4xx', '5xx'] as const;

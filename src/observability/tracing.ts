@@ -85,6 +85,8 @@ export interface TracingOptions {
    * managed key is still the server span's url.path (the catalogue's scrub, as for logs and audit).
    */
   readonly scrub: (text: string) => string;
+  /** A batch of spans the collector did not take (down, refusing, too slow): they are dropped. */
+  readonly onExportFailure?: (spans: number, error: unknown) => void;
 }
 
 /** Which traces are sampled: `ratio` of new ones; `parentBased`: a sampled or unsampled parent is followed. */
@@ -129,11 +131,21 @@ export function chooseSampler(telemetry: DeepReadonly<TelemetrySpec>, env: Traci
   return SAMPLERS['parentbased_always_on']!(arg);
 }
 
-function parseHeaderList(text: string | undefined): Record<string, string> {
+/**
+ * OTEL_EXPORTER_OTLP_HEADERS: `name=value` pairs, percent-encoded. A pair that does not decode is
+ * skipped and said, naming the variable and the pair's place but not its value, which may be a
+ * collector's credential (found by the observability walkthrough: start-up failed with "URI malformed").
+ */
+function parseHeaderList(text: string | undefined, report: (message: string) => void): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const pair of (text ?? '').split(',')) {
+  for (const [index, pair] of (text ?? '').split(',').entries()) {
     const eq = pair.indexOf('=');
-    if (eq > 0) out[decodeURIComponent(pair.slice(0, eq).trim())] = decodeURIComponent(pair.slice(eq + 1).trim());
+    if (eq <= 0) continue;
+    try {
+      out[decodeURIComponent(pair.slice(0, eq).trim())] = decodeURIComponent(pair.slice(eq + 1).trim());
+    } catch {
+      report(`OTEL_EXPORTER_OTLP_HEADERS: pair ${index + 1} is not valid percent-encoding (a "%" must start %XX); it was skipped. Encode "%" in a value as %25.`);
+    }
   }
   return out;
 }
@@ -154,10 +166,11 @@ export async function createTracing(options: TracingOptions): Promise<Tracing> {
   const { startOtlpProvider } = await import('./otlp-provider.js');
   const provider = startOtlpProvider({
     url,
-    headers: { ...parseHeaderList(env['OTEL_EXPORTER_OTLP_HEADERS']), ...(telemetry.otlp?.headers ?? {}) },
+    headers: { ...parseHeaderList(env['OTEL_EXPORTER_OTLP_HEADERS'], options.onEnvProblem ?? (() => undefined)), ...(telemetry.otlp?.headers ?? {}) },
     serviceName: telemetry.service_name ?? env['OTEL_SERVICE_NAME'] ?? 'airlock',
     version: options.version,
     sampler,
+    onExportFailure: options.onExportFailure ?? (() => undefined),
   });
   const propagator = new W3CTraceContextPropagator();
   return {

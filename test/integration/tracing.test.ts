@@ -20,7 +20,7 @@ import { generateAgentToken } from '../../src/identity/agent-token.js';
 import type { AuditRecord } from '../../src/observability/audit-record.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
-import { eventually, freePort } from '../helpers/operator.js';
+import { eventually, freePort, sleep } from '../helpers/operator.js';
 import { sendRequest, type Problem, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js';
@@ -242,6 +242,8 @@ describe('traces exported over OTLP/HTTP', () => {
       });
       expect(server.attributes).not.toHaveProperty('airlock.code');
       expect(server.resource['service.name']).toBe('airlock-under-test');
+      // Replicas and workers told apart (found by the observability walkthrough: service.name and version only).
+      expect(String(server.resource['service.instance.id'])).toMatch(/^[0-9a-f-]{36}$/);
     });
 
     it('has a CLIENT child in the one trace, and no credential.resolve span for a credential already cached', () => {
@@ -701,6 +703,45 @@ describe.each([
     await t.proxy.close();
     expect(t.receiver.requests).toEqual([]);
     expect(t.receiver.rejected).toEqual([]);
+  });
+});
+
+// Found by the observability walkthrough: a bad OTEL_EXPORTER_OTLP_HEADERS stopped start-up with
+// "URI malformed" and no word of which variable.
+describe('OTEL_EXPORTER_OTLP_HEADERS with a pair that is not valid percent-encoding', () => {
+  const secretHeader = canary('otlp-header');
+  const t = tracedProxy((receiver) => ({ env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_EXPORTER_OTLP_HEADERS: `x-good=ok,authorization=Bearer%ZZ${secretHeader}` } }));
+
+  it('starts, skips the pair saying which variable and which pair (not its value), and sends the others', async () => {
+    const warnings = t.proxy.logRecords().filter((r) => r['level'] === 'warn').map((r) => String(r['msg']));
+    expect(warnings).toContain('OTEL_EXPORTER_OTLP_HEADERS: pair 2 is not valid percent-encoding (a "%" must start %XX); it was skipped. Encode "%" in a value as %25.');
+    expect((await call(t.proxy, '/openai/v1/models/x?badheaders=1')).status).toBe(200);
+    await t.receiver.waitForSpans((s) => s.kind === SPAN_KIND.SERVER);
+    expect(t.receiver.requests.at(-1)?.headers['x-good']).toBe('ok');
+    expect(t.proxy.logLines.join('')).not.toContain(secretHeader);
+  });
+});
+
+// Found by the observability walkthrough: spans a collector did not take were dropped with no log line
+// and no metric, and a stop waited 11 s on a collector that never answered.
+describe('a collector that refuses every export', () => {
+  const t = tracedProxy(() => ({ config: { admin: { listen: '127.0.0.1:0', tokens: [generateAgentToken().hash] }, telemetry: { otlp: { endpoint: 'http://127.0.0.1:9' } } } }));
+
+  it('counts the dropped spans and says so once, requests unaffected', async () => {
+    for (let i = 0; i < 5; i++) expect((await call(t.proxy, `/openai/v1/models/x?refused=${i}`)).status).toBe(200);
+    const warning = await eventually('the dropped-spans warning', () => t.proxy.logRecords().find((r) => String(r['msg']).startsWith('the OTLP collector did not take a batch of spans')), 10_000);
+    expect(warning).toMatchObject({ level: 'warn' });
+    expect(Number(warning['spans'])).toBeGreaterThan(0);
+    const metrics = await sendRequest(`${t.proxy.airlock.adminUrl as string}/metrics`);
+    const dropped = /^airlock_trace_spans_dropped_total (\d+)$/m.exec(metrics.text);
+    expect(Number(dropped?.[1])).toBeGreaterThan(0);
+    // Known label sets start at 0, so `increase(...) > 0` sees a first event.
+    expect(metrics.text).toContain('airlock_config_reloads_total{result="invalid"} 0');
+    expect(metrics.text).toContain('airlock_anomalies_total{rule="denial_burst",action="suspend"} 0');
+    // More failures within the minute: still one line.
+    for (let i = 0; i < 3; i++) await call(t.proxy, `/openai/v1/models/x?again=${i}`);
+    await sleep(1_200);
+    expect(t.proxy.logRecords().filter((r) => String(r['msg']).startsWith('the OTLP collector did not take'))).toHaveLength(1);
   });
 });
 
