@@ -33,7 +33,7 @@ import { createListener } from './ingress/create-listener.js';
 import { AuditLog } from './observability/audit-log.js';
 import { IsoTime } from './observability/iso-time.js';
 import { createLogging, type LogDestination, type RequestLog } from './observability/logger.js';
-import { createMetrics, type Metrics } from './observability/metrics.js';
+import { createMetrics, type Metrics, type ProcessStats } from './observability/metrics.js';
 import { createTracing, type Tracing } from './observability/tracing.js';
 import { AnomalyDetector, type AnomalyEvent } from './policy/anomaly-detector.js';
 import { ApprovalBroker } from './policy/approval-broker.js';
@@ -70,6 +70,8 @@ export interface AirlockOptions {
   readonly now?: () => Date;
   /** node's own flags (process.execArgv), checked with the environment at start-up. */
   readonly nodeFlags?: readonly string[];
+  /** This process's CPU, memory and event-loop figures for /metrics (main.ts reads them from `process`). */
+  readonly processStats?: () => ProcessStats;
   /** Under `workers`: builds the /metrics text of the whole cluster from this worker's registry. */
   readonly clusterMetrics?: (registry: Registry) => () => Promise<string>;
   /**
@@ -719,6 +721,7 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
   opened.push(() => closeGeneration(current, durable, true, true));
   const currentRuntime = (): ProxyRuntime => current.runtime;
   metrics.bind({
+    ...(options.processStats === undefined ? {} : { process: options.processStats }),
     credentials: () => current.secrets.status(),
     approvalsPending: () => current.approvals.pendingCount(),
     sessionsActive: () => state.sessions().length,

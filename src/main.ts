@@ -3,6 +3,7 @@
  * The only file that touches `process`: arguments, environment, standard streams, signals, exit code.
  */
 import cluster from 'node:cluster';
+import type { ProcessStats } from './observability/metrics.js';
 
 // stderr's reader gone too (2>&1 into a log shipper that exited): there is nowhere left to say so, and
 // an unhandled 'error' event would end the process (serve reports a failed stdout on stderr).
@@ -53,6 +54,18 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
   for (const listener of stdoutListeners) listener(error);
 });
 
+const startTimeSeconds = Date.now() / 1000 - process.uptime();
+let loopBefore = performance.eventLoopUtilization();
+/** This process's figures for /metrics, read at each scrape (the event loop's since the last one). */
+function readProcessStats(): ProcessStats {
+  const cpu = process.cpuUsage();
+  const memory = process.memoryUsage();
+  const loopNow = performance.eventLoopUtilization();
+  const utilization = performance.eventLoopUtilization(loopNow, loopBefore).utilization;
+  loopBefore = loopNow;
+  return { cpuSeconds: (cpu.user + cpu.system) / 1e6, residentBytes: memory.rss, heapUsedBytes: memory.heapUsed, startTimeSeconds, eventLoopUtilization: utilization };
+}
+
 const code = await runCli({
   args: process.argv.slice(2),
   env: process.env,
@@ -62,6 +75,7 @@ const code = await runCli({
   stdin: process.stdin,
   nodeFlags: process.execArgv,
   pid: process.pid,
+  processStats: readProcessStats,
   stopRequested,
   onStdoutError(listener) {
     stdoutListeners.push(listener);

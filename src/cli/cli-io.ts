@@ -4,6 +4,7 @@
  * tests build it from strings.
  */
 import type { PrimaryChannel } from '../observability/cluster-metrics.js';
+import type { ProcessStats } from '../observability/metrics.js';
 
 export interface TextSink {
   write(text: string): unknown;
@@ -33,6 +34,8 @@ export interface CliIo {
   readonly nodeFlags?: readonly string[];
   /** In a cluster worker: the IPC channel to the primary (cluster-wide /metrics). */
   readonly primary?: PrimaryChannel;
+  /** This process's CPU, memory and event-loop figures, for /metrics; absent in tests. */
+  readonly processStats?: () => ProcessStats;
 }
 
 export class UsageError extends Error {

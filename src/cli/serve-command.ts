@@ -67,6 +67,7 @@ export async function serveCommand(io: CliIo): Promise<number> {
     const airlock = await startAirlock(config, {
       env: io.env,
       ...(io.nodeFlags === undefined ? {} : { nodeFlags: io.nodeFlags }),
+      ...(io.processStats === undefined ? {} : { processStats: io.processStats }),
       logDestination: logSink,
       ...(primary === undefined ? {} : { clusterMetrics: (registry: Registry) => clusterMetricsText(registry, primary), clusterRestrictions: restrictionChannel(primary) }),
     });

@@ -16,6 +16,18 @@ export interface LiveSources {
   approvalsPending(): number;
   sessionsActive(): number;
   pools(): ReadonlyArray<{ service: string; stats: { connected: number; free: number; pending: number; queued: number; running: number } }>;
+  /** This process's own figures (main.ts reads them; absent in tests that build Airlock in-process). */
+  process?: () => ProcessStats;
+}
+
+/** What the process_* and nodejs_* gauges report, read when scraped. */
+export interface ProcessStats {
+  readonly cpuSeconds: number;
+  readonly residentBytes: number;
+  readonly heapUsedBytes: number;
+  readonly startTimeSeconds: number;
+  /** Share of the time since the last scrape the event loop was busy, 0 to 1 (perf_hooks eventLoopUtilization). */
+  readonly eventLoopUtilization: number;
 }
 
 export interface Metrics {
@@ -103,6 +115,38 @@ export function createMetrics(): Metrics {
       }
     },
   });
+
+  // Found by the observability walkthrough: no process or runtime series, so memory and event-loop
+  // saturation could not be alerted on. Read at scrape time only (no timer, unlike prom-client's
+  // collectDefaultMetrics, whose event-loop monitor runs for the life of the process). Under `workers`
+  // the cluster's /metrics sums memory and CPU, and averages the event loop's utilization.
+  const processGauge = (name: string, help: string, aggregator: 'sum' | 'min' | 'average', read: (stats: ProcessStats) => number): void => {
+    new Gauge({
+      name,
+      help,
+      aggregator,
+      registers,
+      collect() {
+        const stats = sources?.process?.();
+        if (stats === undefined) this.reset();
+        else this.set(read(stats));
+      },
+    });
+  };
+  new Counter({
+    name: 'process_cpu_seconds_total',
+    help: 'User and system CPU time of the process, in seconds.',
+    registers,
+    collect() {
+      const stats = sources?.process?.();
+      this.reset();
+      if (stats !== undefined) this.inc(stats.cpuSeconds);
+    },
+  });
+  processGauge('process_resident_memory_bytes', 'Resident memory of the process, in bytes.', 'sum', (p) => p.residentBytes);
+  processGauge('process_start_time_seconds', 'When the process started, in seconds since the Unix epoch.', 'min', (p) => p.startTimeSeconds);
+  processGauge('nodejs_heap_used_bytes', 'V8 heap in use, in bytes.', 'sum', (p) => p.heapUsedBytes);
+  processGauge('nodejs_eventloop_utilization_ratio', 'Share of the time since the last scrape the event loop was busy (0 to 1).', 'average', (p) => p.eventLoopUtilization);
 
   // The three metrics every request touches (hot-metrics.ts says why they are not prom-client's own).
   const requests = new HotCounter({

@@ -997,6 +997,18 @@ describe.skipIf(!haveRedis)('cluster mode: workers: 2 sharing state through Redi
     }
     expect(totals).toEqual(totals.map(() => audited));
     assertNoLeak([key, bot.token], [{ name: 'metrics', text: totals.join(',') }]);
+    // The processes' own figures (found by the observability walkthrough: none), the cluster's together.
+    const scrape = await sendRequest(`http://127.0.0.1:${ports[1]}/metrics`, { headers: { connection: 'close' } });
+    const value = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(scrape.text)?.[1]);
+    expect(value('process_resident_memory_bytes')).toBeGreaterThan(2 * 20 * 1024 * 1024);
+    expect(value('nodejs_heap_used_bytes')).toBeGreaterThan(0);
+    expect(value('process_cpu_seconds_total')).toBeGreaterThan(0);
+    expect(value('process_start_time_seconds')).toBeGreaterThan(Date.now() / 1000 - 600);
+    expect(value('process_start_time_seconds')).toBeLessThanOrEqual(Date.now() / 1000);
+    const utilization = value('nodejs_eventloop_utilization_ratio');
+    expect(utilization).toBeGreaterThanOrEqual(0);
+    expect(utilization).toBeLessThanOrEqual(1);
+    expect(scrape.text).toContain('# TYPE process_cpu_seconds_total counter');
   });
 
   it('passes SIGHUP on to the workers: every worker reloads the rewritten file', async () => {
