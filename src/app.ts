@@ -458,7 +458,9 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
       route: `anomaly:${event.rule}`,
       decision: event.action === 'suspend' ? 'deny' : 'allow',
       actor: DETECTOR_IDENTITY,
-      reason: `${event.summary} (${event.id}, action ${event.action})`,
+      reason: `${event.summary} (${event.id}, action ${event.action}${typeof event.evidence['request_id'] === 'string' ? `, raised by request ${event.evidence['request_id']}` : ''})`,
+      // The trace of the request that raised it, so the record joins that trace in a dashboard.
+      trace_id: typeof event.evidence['trace_id'] === 'string' ? event.evidence['trace_id'] : null,
     });
     await auditRequest(runtime, record, performance.now());
   };

@@ -79,6 +79,8 @@ function observeAnomalies(runtime: ProxyRuntime, record: AuditRecord, agent: str
       code: record.code,
       responseBytes: record.response_bytes,
       screened,
+      requestId: record.request_id,
+      traceId: record.trace_id,
     });
     for (const event of events) runtime.respondToAnomaly(event);
   } catch (error) {

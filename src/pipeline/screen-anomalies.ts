@@ -23,6 +23,8 @@ export function screenAnomalies(runtime: ProxyRuntime, principal: Principal, rec
     scope: record.scope,
     session: principal.session?.id ?? null,
     client: record.client,
+    requestId: record.request_id,
+    traceId: record.trace_id,
   });
   let suspending = null;
   for (const event of events) {

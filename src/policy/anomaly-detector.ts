@@ -46,6 +46,9 @@ export interface RequestSample {
   readonly scope: string | null;
   readonly session: string | null;
   readonly client: string | null;
+  /** The request's audit id and trace id: the event names the request that raised it (joined in dashboards). */
+  readonly requestId?: string;
+  readonly traceId?: string | null;
 }
 
 /** A request with its answer. `screened`: `screen` already saw it, so its request rules are not run again. */
@@ -351,6 +354,9 @@ export class AnomalyDetector {
     const last = this.#lastRaised.get(key);
     if (last !== undefined && sample.at - last < this.#spec.cooldown * 1000) return;
     this.#lastRaised.set(key, sample.at);
+    // Found by the observability walkthrough: an event could not be joined to the request that raised it.
+    if (sample.requestId !== undefined) evidence['request_id'] = sample.requestId;
+    if (sample.traceId !== undefined && sample.traceId !== null) evidence['trace_id'] = sample.traceId;
     const event: AnomalyEvent = { id: `anm_${(++this.#sequence).toString(36)}_${Math.floor(sample.at / 1000).toString(36)}`, at: sample.at, rule, action, agent: sample.agent, service, evidence, summary };
     this.#events.push(event);
     if (this.#events.length > MAX_EVENTS) this.#events.shift();

@@ -275,7 +275,13 @@ describe('anomaly detection end to end', () => {
     expect(json.code, json.stderr).toBe(0);
     const events = JSON.parse(json.stdout) as AnomalyView[];
     expect(events.map((e) => e.rule).sort()).toEqual(['new_route', 'new_scope']);
-    expect(events.find((e) => e.rule === 'new_route')?.evidence).toEqual({ route: '/v1/files/:id' });
+    const newRoute = events.find((e) => e.rule === 'new_route');
+    expect(newRoute?.evidence).toEqual({ route: '/v1/files/:id', request_id: expect.stringMatching(/^[0-9a-f-]{36}$/) });
+    // Joinable (found by the observability walkthrough): the request that raised it is in the audit trail.
+    const raisedBy = proxy.auditRecords().find((r) => r.request_id === newRoute?.evidence['request_id']);
+    expect(raisedBy).toMatchObject({ agent: 'explorer', route: '/v1/files/:id' });
+    const eventRecord = proxy.auditRecords().find((r) => r.route === 'anomaly:new_route');
+    expect(eventRecord?.reason).toContain(`raised by request ${String(newRoute?.evidence['request_id'])}`);
 
     const limited = await cli(['--limit', '1']);
     expect(limited.code).toBe(0);
