@@ -52,7 +52,9 @@ export interface Metrics {
   bind(sources: LiveSources): void;
 }
 
-const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+// Up to 600 s: LLM completions and event streams run for minutes (timeouts.body is 300 s, the SDKs wait
+// 600 s); ending at 60 s put every one of them in +Inf (found by the observability walkthrough).
+const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
 
 export function createMetrics(): Metrics {
   const registry = new Registry();
