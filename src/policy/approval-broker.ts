@@ -224,10 +224,10 @@ export class ApprovalBroker {
     }
     if (approval.status === 'consumed') throw new AirlockError('approval_denied', `Approval ${approval.id} was already used; an approval is good for one request.`, { extensions: { approval_id: approval.id } });
     if (approval.status !== 'approved' || approval.expiresAt <= this.#now()) {
-      // A revocation's withdrawal says so, and who revoked: "expired" alone sent agents' operators
-      // looking at clocks (the reason names the revoked agent, session, service or everything).
+      // A revocation's withdrawal says so ("expired" alone sent agents' operators looking at clocks),
+      // naming what was revoked but not who revoked it: that is the operators' (check-revocations.ts).
       const withdrawn = approval.status === 'expired' && approval.reason !== null && approval.reason.startsWith('withdrawn:');
-      const detail = withdrawn ? `Approval ${approval.id} was ${approval.reason as string} by ${approval.decidedBy ?? 'an operator'}; ask anew once access is restored.` : `Approval ${approval.id} expired.`;
+      const detail = withdrawn ? `Approval ${approval.id} was ${approval.reason as string}; ask anew once access is restored.` : `Approval ${approval.id} expired.`;
       throw new AirlockError('approval_timeout', detail, { extensions: { approval_id: approval.id } });
     }
     // Single use: the state takes the change only from "approved", one at a time (#claimTransition).
