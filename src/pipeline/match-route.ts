@@ -40,10 +40,18 @@ function checkOtherReadings(service: ServicePolicy, method: string, path: string
   if (path.includes(ENCODED_SLASH)) sameRoute(service, method, path.replaceAll(ENCODED_SLASH, '/'), route, 'with each encoded slash (%2F) taken as "/"');
   if (route.segments.at(-1)?.kind !== 'rest') return;
   if (path.length > 1 && path.endsWith('/')) sameRoute(service, method, path.slice(0, -1), route, 'without its trailing "/"');
-  if (/[A-Z]/.test(path)) {
-    const lower = path.replace(/%[0-9A-F]{2}|[A-Z]+/g, (run) => (run.startsWith('%') ? run : run.toLowerCase()));
+  if (UPPER_CASE.test(path)) {
+    const lower = path.replace(ESCAPE_OR_UPPER, lowerOutsideEscapes);
     if (lower !== path) sameRoute(service, method, lower, route, 'in lower case');
   }
+}
+
+const UPPER_CASE = /[A-Z]/;
+/** Runs of capitals, and escapes, which keep their upper-case hex (a canonical path's spelling). */
+const ESCAPE_OR_UPPER = /%[0-9A-F]{2}|[A-Z]+/g;
+
+function lowerOutsideEscapes(run: string): string {
+  return run.startsWith('%') ? run : run.toLowerCase();
 }
 
 function sameRoute(service: ServicePolicy, method: string, reading: string, route: CompiledRoute, how: string): void {
