@@ -722,7 +722,9 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
   let current = await buildGeneration(config, durable, null);
   opened.push(() => closeGeneration(current, durable, true, true));
   const currentRuntime = (): ProxyRuntime => current.runtime;
+  const agentListeners: Array<{ listener: string; server: Server }> = [];
   metrics.bind({
+    agentConnections: () => Promise.all(agentListeners.map(({ listener, server }) => openConnections(listener, server))),
     ...(options.processStats === undefined ? {} : { process: options.processStats }),
     credentials: () => current.secrets.status(),
     approvalsPending: () => current.approvals.pendingCount(),
@@ -749,6 +751,7 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
     const server = createListener(config.limits, { onRequest: createRequestHandler(currentRuntime, entry.binding), onRefusal });
     const bound = await listen(server, entry.address, logger);
     listeners.push(server);
+    agentListeners.push({ listener: entry.service ?? 'shared', server });
     if (entry.service === null) url = bound;
     else serviceUrls[entry.service] = bound;
   }
@@ -848,6 +851,12 @@ async function lifecycleRecord(runtime: ProxyRuntime, route: string, reason: str
 }
 
 /** Stop accepting, let in-flight responses finish up to the deadline, then cut what is left. */
+function openConnections(listener: string, server: Server): Promise<{ listener: string; open: number }> {
+  return new Promise((resolve) => {
+    server.getConnections((error, open) => resolve({ listener, open: error === null ? open : 0 }));
+  });
+}
+
 async function closeServer(server: Server, deadlineMs: number): Promise<void> {
   if (!server.listening) return;
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));

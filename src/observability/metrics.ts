@@ -16,6 +16,8 @@ export interface LiveSources {
   approvalsPending(): number;
   sessionsActive(): number;
   pools(): ReadonlyArray<{ service: string; stats: { connected: number; free: number; pending: number; queued: number; running: number } }>;
+  /** Open agent connections per listener ("shared", or the service of its own listener), idle ones included. */
+  agentConnections?: () => Promise<ReadonlyArray<{ listener: string; open: number }>>;
   /** This process's own figures (main.ts reads them; absent in tests that build Airlock in-process). */
   process?: () => ProcessStats;
 }
@@ -115,6 +117,20 @@ export function createMetrics(): Metrics {
       for (const { service, stats } of sources?.pools() ?? []) {
         for (const state of ['connected', 'free', 'pending', 'queued', 'running'] as const) this.set({ service, state }, stats[state]);
       }
+    },
+  });
+
+  // Envoy's downstream_cx_active: idle keep-alive and slow clients hold connections (and file
+  // descriptors) that no request counter shows, up to limits.headers_timeout each.
+  new Gauge({
+    name: 'airlock_agent_connections',
+    help: 'Open agent connections by listener (shared, or the service of its own listener), idle ones included.',
+    labelNames: ['listener'],
+    registers,
+    async collect() {
+      const counts = (await sources?.agentConnections?.()) ?? [];
+      this.reset();
+      for (const { listener, open } of counts) this.set({ listener }, open);
     },
   });
 

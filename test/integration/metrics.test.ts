@@ -11,6 +11,7 @@
  * reports the reference failing (airlock_credential_failing 1) until Vault is back.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import type { AuditRecord } from '../../src/observability/audit-record.js';
@@ -328,6 +329,23 @@ describe('GET /metrics after a scripted mix of requests', () => {
     expect(connected('alpha')).toBeGreaterThanOrEqual(1);
     expect(connected('down')).toBe(0);
     expect(airlockAuditFailures()).toBe(0);
+  });
+
+  it('counts open agent connections, idle ones included, and lets them go when they close', async () => {
+    const scrapeAgentConnections = async (): Promise<number> => {
+      const text = (await sendRequest(`${proxy.airlock.adminUrl as string}/metrics`)).text;
+      return parseExposition(text).find((s) => s.name === 'airlock_agent_connections' && s.labels['listener'] === 'shared')?.value ?? -1;
+    };
+    const before = await scrapeAgentConnections();
+    expect(before).toBeGreaterThanOrEqual(0);
+    const { port } = new URL(proxy.url);
+    const idle = await Promise.all(Array.from({ length: 3 }, () => new Promise<Socket>((resolve, reject) => {
+      const socket = connect(Number(port), '127.0.0.1', () => resolve(socket));
+      socket.on('error', reject);
+    })));
+    await eventually('three idle connections counted', async () => (await scrapeAgentConnections()) === before + 3, 5_000, 20);
+    for (const socket of idle) socket.destroy();
+    await eventually('the closed connections no longer counted', async () => (await scrapeAgentConnections()) === before, 5_000, 20);
   });
 
   function airlockAuditFailures(): number {
