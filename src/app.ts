@@ -653,6 +653,7 @@ interface EarlyParts {
 async function startOpened(config: AirlockConfig, options: AirlockOptions, early: EarlyParts, opened: Array<() => Promise<void> | void>): Promise<RunningAirlock> {
   const { nowMs, catalog, logger, requestLog, metrics, redis } = early;
   prepareDataDir(config.data_dir);
+  const gapTime = new IsoTime();
   const audit = new AuditLog({
     file: config.audit.file,
     secrets: catalog,
@@ -663,6 +664,8 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
     logger,
     onWriteFailure: () => metrics.auditWriteFailures.inc(),
     onWebhookDrop: (count) => metrics.auditWebhookDropped.inc(count),
+    now: nowMs,
+    gapRecord: (reason) => Object.assign(newRecord({ nowMs, isoTime: gapTime }, null, undefined), { route: 'airlock:audit-gap', decision: 'allow' as const, actor: 'airlock', reason }),
   });
   await audit.open();
   opened.push(() => audit.close());
@@ -850,13 +853,14 @@ async function lifecycleRecord(runtime: ProxyRuntime, route: string, reason: str
   await auditRequest(runtime, record, performance.now());
 }
 
-/** Stop accepting, let in-flight responses finish up to the deadline, then cut what is left. */
+/** One listener's open connections (idle keep-alive ones included), for airlock_agent_connections. */
 function openConnections(listener: string, server: Server): Promise<{ listener: string; open: number }> {
   return new Promise((resolve) => {
     server.getConnections((error, open) => resolve({ listener, open: error === null ? open : 0 }));
   });
 }
 
+/** Stop accepting, let in-flight responses finish up to the deadline, then cut what is left. */
 async function closeServer(server: Server, deadlineMs: number): Promise<void> {
   if (!server.listening) return;
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));

@@ -183,6 +183,25 @@ function checkChain(chain: Chain, head: string | undefined): Outcome {
   const anchored = sought === null ? '' : after === 0 ? ', the expected head' : `; the expected head is record ${sought.record} (${sought.file} line ${sought.line}), and ${after} record${after === 1 ? ' was' : 's were'} written after it`;
   return {
     result: 'ok',
-    text: `OK: ${verdict.records} record${verdict.records === 1 ? '' : 's'} in ${paths.length} file${paths.length === 1 ? '' : 's'}, the hash chain is intact ${start} to the last hash ${verdict.lastHash.slice(0, 16)}...${anchored}.`,
+    text: `OK: ${verdict.records} record${verdict.records === 1 ? '' : 's'} in ${paths.length} file${paths.length === 1 ? '' : 's'}, the hash chain is intact ${start} to the last hash ${verdict.lastHash.slice(0, 16)}...${anchored}.${recordedGaps(inputs)}`,
   };
+}
+
+/**
+ * The airlock:audit-gap records of an intact chain, one line each: records Airlock could not write
+ * (a full or failing disk) are missing, and the chain says so rather than hiding it (audit-log.ts).
+ */
+function recordedGaps(inputs: ReadonlyArray<{ name: string; text: string }>): string {
+  const found: string[] = [];
+  for (const { name, text } of inputs) {
+    let line = 0;
+    for (const raw of text.split('\n')) {
+      line++;
+      if (!raw.includes('"route":"airlock:audit-gap"')) continue;
+      const record = JSON.parse(raw) as { time?: unknown; reason?: unknown };
+      found.push(`\n  GAP at ${name} line ${line} (${String(record.time)}): ${String(record.reason)}`);
+    }
+  }
+  if (found.length === 0) return '';
+  return `\nRecords are missing: ${found.length} gap${found.length === 1 ? '' : 's'} recorded by Airlock where the log could not be written (the chain itself is intact).${found.join('')}`;
 }

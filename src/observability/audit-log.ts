@@ -57,6 +57,20 @@ export interface AuditLogOptions {
   readonly onWebhookDrop?: (count: number) => void;
   /** How long an answered request's record may wait for company; AFTER_ANSWER_WINDOW_MS by default. */
   readonly windowMs?: number;
+  /**
+   * Builds the airlock:audit-gap record written first once the log is writable again after records
+   * were lost, so the chain itself says what it is missing; none without it (unit tests).
+   */
+  readonly gapRecord?: (reason: string) => AuditRecord;
+  /** The clock of `since` in the gap record (the proxy's, which tests move on); Date.now by default. */
+  readonly now?: () => number;
+}
+
+/** Records lost since the last write that succeeded: how many, from when, and the first error. */
+interface Loss {
+  count: number;
+  readonly since: string;
+  readonly error: string;
 }
 
 const WEBHOOK_BATCH = 100;
@@ -99,6 +113,7 @@ export class AuditLog {
   /** The window's write, when every pending record's request is already answered. */
   #flushSoon: NodeJS.Timeout | null = null;
   #broken: Error | null = null;
+  #lost: Loss | null = null;
   #closed = false;
   readonly #listeners = new Set<(record: AuditRecord) => void>();
   #outbox: string[] = [];
@@ -285,7 +300,18 @@ export class AuditLog {
     let prev = this.#lastHash;
     const lines = this.#batch;
     const batch: Pending[] = [];
+    const lost = this.#lost;
     try {
+      // Found by the ops walkthrough: an outage left no trace in the log, and `audit verify` called the
+      // chain intact. The chain stays unbroken (nothing is forged), and its first record after the
+      // outage says how many records are missing, when, and why.
+      if (lost !== null && this.#options.gapRecord !== undefined) {
+        try {
+          prev = lines.append(this.#options.secrets.scrub(serializeAuditRecord(this.#options.gapRecord(this.#gapReason(lost)), prev)), prev);
+        } catch (error) {
+          this.#say('error', { err: error }, 'the airlock:audit-gap record could not be built; the warn line that follows says what is missing');
+        }
+      }
       for (const pending of queued) {
         try {
           prev = lines.append(this.#options.secrets.scrub(serializeAuditRecord(pending.record, prev)), prev);
@@ -317,6 +343,10 @@ export class AuditLog {
       this.#size += written;
       this.#lastHash = prev;
       this.#broken = null;
+      if (lost !== null) {
+        this.#lost = null;
+        this.#say('warn', { lost: lost.count, since: lost.since, error: lost.error }, `the audit log is writable again; ${lost.count} record${lost.count === 1 ? ' was' : 's were'} not written since ${lost.since}, and an airlock:audit-gap record in the log says so`);
+      }
       for (const pending of batch) this.#settle(pending, true, null);
       // Written: a live-feed listener or the webhook copy failing says nothing about the file.
       if (this.#listeners.size === 0 && this.#options.webhook === null) return;
@@ -342,11 +372,18 @@ export class AuditLog {
   /** Records that did not reach the file: the log is unhealthy until a write succeeds; each request learns it. */
   #fail(error: Error, failed: readonly Pending[]): void {
     this.#broken = error;
+    if (this.#lost === null) this.#lost = { count: 0, since: new Date((this.#options.now ?? Date.now)()).toISOString(), error: (error as NodeJS.ErrnoException).code ?? error.message };
+    this.#lost.count += failed.length;
     for (const pending of failed) {
       this.#settle(pending, false, this.#options.onFailure === 'log' ? null : error);
     }
     this.#options.onWriteFailure?.();
     this.#say('error', { err: error, records: failed.length }, 'audit records could not be written');
+  }
+
+  #gapReason(lost: Loss): string {
+    const requests = this.#options.onFailure === 'log' ? 'their requests went on unaudited (audit.on_failure: log)' : 'requests were refused 503 audit_unavailable meanwhile (audit.on_failure: refuse), but for any already answered when its record failed';
+    return `${lost.count} audit record${lost.count === 1 ? ' was' : 's were'} not written from ${lost.since} until this record (${lost.error}); ${requests}. The log's metrics and error lines cover that time.`;
   }
 
   /**
