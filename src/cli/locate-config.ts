@@ -1,6 +1,10 @@
 /**
- * Which config file a command uses: --config, else AIRLOCK_CONFIG, else ./config/airlock.yaml, else
- * the default config shipped with Airlock (so `npm start` works on a fresh checkout).
+ * Which config file a command uses: --config, else AIRLOCK_CONFIG, else ./config/airlock.yaml (so
+ * `npm start` works on a fresh checkout, whose own config/ that is). Nothing else: run elsewhere with
+ * none of the three, a command refuses and says how to name one. It once fell back to the config shipped
+ * inside the installation, whatever the directory (found by the ops walkthrough): `airlock serve` in
+ * /srv/ops served the demo policy, and `secrets set` wrote into the installation's data directory,
+ * where an upgrade deletes it.
  */
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -8,12 +12,17 @@ import { fileURLToPath } from 'node:url';
 import { formatProblem } from '../config/config-problem.js';
 import { loadConfigFile, type LoadedConfig } from '../config/load-config.js';
 import type { AirlockConfig } from '../config/types.js';
-import type { CliIo } from './cli-io.js';
+import { UsageError, type CliIo } from './cli-io.js';
 
 export const SHIPPED_CONFIG = fileURLToPath(new URL('../../config/airlock.yaml', import.meta.url));
 
 export function configPath(io: CliIo, flag: string | undefined): string {
   return locateConfig(io, flag).file;
+}
+
+/** The config a command given no --config would use, or null when it would find none. */
+export function configFoundUnnamed(io: CliIo): string | null {
+  return unnamedConfig(io)?.file ?? null;
 }
 
 /**
@@ -22,10 +31,21 @@ export function configPath(io: CliIo, flag: string | undefined): string {
  */
 function locateConfig(io: CliIo, flag: string | undefined): { file: string; fromCwd: boolean } {
   if (flag !== undefined) return { file: resolve(io.cwd, flag), fromCwd: false };
+  const found = unnamedConfig(io);
+  if (found !== null) return found;
+  throw new UsageError(
+    `No config to use: none named by --config or AIRLOCK_CONFIG, and no config/airlock.yaml in ${io.cwd}.\n` +
+      `Name yours (airlock serve --config /etc/airlock/airlock.yaml, or export AIRLOCK_CONFIG=...), or start from the default one shipped with Airlock:\n` +
+      `  mkdir -p config && cp ${SHIPPED_CONFIG} config/airlock.yaml\n` +
+      `(its data_dir, ./data, is then next to your copy: secrets and the audit log live there).`,
+  );
+}
+
+function unnamedConfig(io: CliIo): { file: string; fromCwd: boolean } | null {
   const fromEnv = io.env['AIRLOCK_CONFIG'];
   if (fromEnv !== undefined && fromEnv !== '') return { file: resolve(io.cwd, fromEnv), fromCwd: false };
   const local = resolve(io.cwd, 'config/airlock.yaml');
-  return existsSync(local) ? { file: local, fromCwd: true } : { file: SHIPPED_CONFIG, fromCwd: false };
+  return existsSync(local) ? { file: local, fromCwd: true } : null;
 }
 
 export interface CliConfig {

@@ -26,7 +26,7 @@ import { loadMasterKey } from '../credentials/master-key.js';
 import { BatchedLineSink } from '../observability/batched-line-sink.js';
 import { clusterMetricsText } from '../observability/cluster-metrics.js';
 import type { CliIo } from './cli-io.js';
-import { configPath, loadConfigOrReport } from './locate-config.js';
+import { configFoundUnnamed, configPath, loadConfigOrReport } from './locate-config.js';
 import { restrictionChannel, runClusterPrimary, workerAuditFile } from './run-cluster.js';
 import { workerCount } from '../config/worker-count.js';
 
@@ -74,7 +74,7 @@ export async function serveCommand(io: CliIo): Promise<number> {
     // The commands the summary suggests find this config by themselves only when it is the one they
     // would find (found by a fresh-user walkthrough: started with --config, `secrets set` stored the
     // secret in another config's data_dir); otherwise they name it.
-    const configFlag = configPath(io, undefined) === file ? '' : ` --config ${shellWord(file)}`;
+    const configFlag = configFoundUnnamed(io) === file ? '' : ` --config ${shellWord(file)}`;
     if (workerId === undefined) io.stderr.write(summary(config, airlock, io, configFlag));
     const stopWatching = watchForReloads(io, file, config, airlock, workerId, startedFrom);
     const signal = await io.stopRequested;

@@ -1103,6 +1103,17 @@ agents:
     }
   });
 
+  // Found by the ops walkthrough: with none of the three, every command used the config shipped inside
+  // the installation, whatever the directory (serve ran the demo policy; secrets set wrote into it).
+  it.each([['serve'], ['check'], ['secrets', 'set', 'openai'], ['status'], ['audit', 'verify']])('%s with no --config, no AIRLOCK_CONFIG and no ./config/airlock.yaml: exit 1, and says how to name one', async (...args: string[]) => {
+    const dir = scratch();
+    const result = await run(args, { cwd: dir, stdin: [Buffer.from('not-stored\n')] });
+    expect(result.code).toBe(1);
+    expect(result.err()).toContain(`No config to use: none named by --config or AIRLOCK_CONFIG, and no config/airlock.yaml in ${dir}.`);
+    expect(result.err()).toContain(`cp ${SHIPPED_CONFIG} config/airlock.yaml`);
+    expect(result.out()).toBe('');
+  });
+
   it('notes a node started without --no-memory-reducer, and says how to start it', async () => {
     const { file } = writeConfig('listen: 127.0.0.1:0\ndata_dir: ./data\nlog: {level: silent}\nservices: {}\nagents: {}\n');
     const cases = [
