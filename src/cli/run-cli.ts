@@ -6,7 +6,7 @@
  * shell history collector would keep it (DESIGN.md invariant 1 counts CLI output; secrets-command.ts
  * follows the same rule). A near miss of a command's name is answered with the command's own name.
  */
-import { editDistance } from '../config/load-config.js';
+import { editDistance } from '../config/edit-distance.js';
 import { UsageError, type CliIo } from './cli-io.js';
 import { checkCommand } from './check-command.js';
 import { statusCommand } from './status-command.js';

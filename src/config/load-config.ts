@@ -12,6 +12,7 @@ import { configSchema, type ParsedConfig } from './schema.js';
 import { looksLikeKey } from '../redaction/key-patterns.js';
 import type { AgentConfig, AirlockConfig, ServiceConfig } from './types.js';
 import { defaultPrefix, validateConfig } from './validate-config.js';
+import { editDistance } from './edit-distance.js';
 
 export interface LoadedConfig {
   /** Null when any problem is an error. */
@@ -130,19 +131,34 @@ export function buildConfig(input: unknown, options: BuildOptions): LoadedConfig
   // entries that failed the schema (their own problems are above) and check the rest.
   const salvage = salvageWellFormed(input, parsed.error.issues);
   const salvaged = salvage === null ? null : configSchema.safeParse(salvage.input);
-  const ruleProblems = salvaged?.success === true && salvage !== null ? validateConfig(salvaged.data, { resolvePath, brokenServices: salvage.brokenServices }) : [];
+  const ruleProblems = salvaged?.success === true && salvage !== null ? validateConfig(salvaged.data, { resolvePath, brokenServices: salvage.brokenServices }).map(salvage.placeAsWritten) : [];
   return { config: null, problems: inFileOrder([...shapeProblems, ...ruleProblems]) };
 }
 
-function salvageWellFormed(input: unknown, issues: readonly z.core.$ZodIssue[]): { input: Record<string, unknown>; brokenServices: Set<string> } | null {
+interface Salvage {
+  readonly input: Record<string, unknown>;
+  readonly brokenServices: Set<string>;
+  /** A problem of the salvaged config, its grant index put back to where the grant is in the file. */
+  readonly placeAsWritten: (problem: ConfigProblem) => ConfigProblem;
+}
+
+/**
+ * The config without its malformed parts: a service or agent whose own keys fail the schema is left
+ * out whole, and a malformed grant alone, so the rest of its agent's grants are still checked (found by
+ * the ops walkthrough: one bad max_ttl hid a grant to an unknown service and a scope typo beside it).
+ */
+function salvageWellFormed(input: unknown, issues: readonly z.core.$ZodIssue[]): Salvage | null {
   if (input === null || typeof input !== 'object' || Array.isArray(input)) return null;
   const copy: Record<string, unknown> = { ...(input as Record<string, unknown>) };
   const broken: Record<'services' | 'agents', Set<string>> = { services: new Set(), agents: new Set() };
+  const brokenGrants = new Map<string, Set<number>>();
   for (const issue of issues) {
-    const [top, entry] = issue.path as Array<string | number | undefined>;
+    const [top, entry, field, index] = issue.path as Array<string | number | undefined>;
     if (issue.path.length === 0) {
       if (issue.code === 'unrecognized_keys') for (const key of issue.keys) delete copy[key];
       else return null;
+    } else if (top === 'agents' && typeof entry === 'string' && field === 'credentials' && typeof index === 'number') {
+      brokenGrants.set(entry, (brokenGrants.get(entry) ?? new Set()).add(index));
     } else if ((top === 'services' || top === 'agents') && typeof entry === 'string') {
       broken[top].add(entry);
     } else if (typeof top === 'string') {
@@ -154,7 +170,23 @@ function salvageWellFormed(input: unknown, issues: readonly z.core.$ZodIssue[]):
     if (value === null || typeof value !== 'object' || Array.isArray(value)) continue;
     copy[section] = Object.fromEntries(Object.entries(value as Record<string, unknown>).filter(([name]) => !broken[section].has(name)));
   }
-  return { input: copy, brokenServices: broken.services };
+  // Each salvaged grant's index in the file, per agent whose malformed grants were left out.
+  const writtenIndex = new Map<string, number[]>();
+  const agents = copy['agents'] as Record<string, unknown> | undefined;
+  for (const [name, skipped] of brokenGrants) {
+    const agent = agents?.[name] as Record<string, unknown> | undefined;
+    if (agent === undefined || !Array.isArray(agent['credentials'])) continue;
+    const kept = (agent['credentials'] as unknown[]).map((_, index) => index).filter((index) => !skipped.has(index));
+    writtenIndex.set(name, kept);
+    agents![name] = { ...agent, credentials: kept.map((index) => (agent['credentials'] as unknown[])[index]) };
+  }
+  const placeAsWritten = (problem: ConfigProblem): ConfigProblem => {
+    const [top, name, field, index, ...rest] = problem.path;
+    const kept = typeof name === 'string' ? writtenIndex.get(name) : undefined;
+    if (top !== 'agents' || field !== 'credentials' || typeof index !== 'number' || kept === undefined) return problem;
+    return { ...problem, path: [top, name as string, field, kept[index] ?? index, ...rest] };
+  };
+  return { input: copy, brokenServices: broken.services, placeAsWritten };
 }
 
 function normalize(data: ParsedConfig, resolvePath: (p: string) => string, source: string | null): AirlockConfig {
@@ -281,21 +313,6 @@ function unwrap(def: SchemaDef): SchemaDef[] {
   if ((def.type === 'default' || def.type === 'optional' || def.type === 'prefault') && def.innerType) return unwrap(def.innerType.def);
   if (def.type === 'union' && def.options) return def.options.flatMap((o) => unwrap(o.def));
   return [def];
-}
-
-/** Levenshtein distance (insertions, deletions, substitutions): "did you mean" for config keys and CLI commands. */
-export function editDistance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let previous = row[0] as number;
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const current = row[j] as number;
-      row[j] = Math.min((row[j] as number) + 1, (row[j - 1] as number) + 1, previous + (a[i - 1] === b[j - 1] ? 0 : 1));
-      previous = current;
-    }
-  }
-  return row[b.length] as number;
 }
 
 /** The source range of the node at a path: the key for the last step when it names a map entry. */

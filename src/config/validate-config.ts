@@ -10,6 +10,7 @@ import { isIP } from 'node:net';
 import { classifyAddress, literalNeedsAllowPrivate } from '../upstream/egress-guard.js';
 import { parseUpstream } from '../upstream/upstream-target.js';
 import type { ConfigProblem, ProblemPath } from './config-problem.js';
+import { editDistance } from './edit-distance.js';
 import { parseListen, type ParsedConfig } from './schema.js';
 
 export interface ValidateOptions {
@@ -63,6 +64,17 @@ function hostOf(url: string): string | null {
 function onThisMachine(host: string): boolean {
   return host === 'localhost' || host.endsWith('.localhost') || (isIP(host) !== 0 && classifyAddress(host) === 'loopback');
 }
+
+/**
+ * The IANA HTTP Method Registry's methods that a route can name (RFC 9110 9.3, PATCH RFC 5789, WebDAV
+ * RFC 4918 and its extensions, QUERY). Found by the ops walkthrough: `method: GETT` was accepted without
+ * a word, and its route silently never matched. Names with a hyphen (VERSION-CONTROL, ...) cannot be
+ * written in a route (the schema takes letters only); CONNECT and TRACE are refused by the schema.
+ */
+const REGISTERED_METHODS: ReadonlySet<string> = new Set([
+  'GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH', 'QUERY',
+  'ACL', 'BIND', 'CHECKIN', 'CHECKOUT', 'COPY', 'LABEL', 'LINK', 'LOCK', 'MERGE', 'MKACTIVITY', 'MKCALENDAR', 'MKCOL', 'MKREDIRECTREF', 'MKWORKSPACE', 'MOVE', 'ORDERPATCH', 'PROPFIND', 'PROPPATCH', 'REBIND', 'REPORT', 'SEARCH', 'UNBIND', 'UNCHECKOUT', 'UNLINK', 'UNLOCK', 'UPDATE', 'UPDATEREDIRECTREF',
+]);
 
 export function defaultPrefix(serviceName: string): string {
   return `/${serviceName}`;
@@ -145,7 +157,15 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
     if (service.routes.length === 0) warning(at('routes'), `service ${name} has no routes, so every request to it is refused (403 route_not_allowed)`);
     const seen = new Map<string, number>();
     service.routes.forEach((route, index) => {
-      for (const method of (Array.isArray(route.method) ? route.method : [route.method]).map((m) => m.toUpperCase())) {
+      const methods = Array.isArray(route.method) ? route.method : [route.method];
+      methods.forEach((written, methodIndex) => {
+        const method = written.toUpperCase();
+        if (REGISTERED_METHODS.has(method)) return;
+        const near = [...REGISTERED_METHODS].find((known) => editDistance(known, method) === 1);
+        const place = Array.isArray(route.method) ? at('routes', index, 'method', methodIndex) : at('routes', index, 'method');
+        warning(place, `${method} is not a registered HTTP method${near === undefined ? '' : `; did you mean ${near}?`} (a route for it matches only requests that send it; keep it if the upstream defines it) (fails check --strict)`, true);
+      });
+      for (const method of methods.map((m) => m.toUpperCase())) {
         const key = `${method} ${route.path}`;
         const first = seen.get(key);
         if (first !== undefined) warning(at('routes', index), `${key} is already matched by routes[${first}] (first match wins), so this entry is never used`);
@@ -174,7 +194,8 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
       if (service === undefined) {
         if (options.brokenServices.has(grant.service)) return;
         const known = Object.keys(config.services);
-        error(at('credentials', index, 'service'), `no service named "${grant.service}"${known.length > 0 ? `; services are: ${known.join(', ')}` : ''}`);
+        const near = known.find((name) => editDistance(name, grant.service) <= 2);
+        error(at('credentials', index, 'service'), `no service named "${grant.service}"${near === undefined ? '' : `; did you mean "${near}"?`}${known.length > 0 ? `; services are: ${known.join(', ')}` : ''}`);
         return;
       }
       if (grantedServices.has(grant.service)) {

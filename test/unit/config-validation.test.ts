@@ -487,6 +487,28 @@ describe('cross-field rules (validate-config.ts)', () => {
         { severity: 'error', path: 'services.two.prefix', message: /overlaps \/p of service one/ },
       ],
     },
+    {
+      // Found by the ops walkthrough: one malformed grant left its whole agent out of the cross-field
+      // checks, hiding a grant to an unknown service and a scope typo beside it.
+      rule: 'a malformed grant is left out alone: the agent\'s other grants are still checked, at their places in the file',
+      input: {
+        services: { api: service(), stripe: service() },
+        agents: { bot: agent([HASH_A], [g('api', ['items:read'], { max_ttl: -1 }), g('stirpe', ['items:read']), g('api', ['items:raed'])]) },
+      },
+      expected: [
+        { severity: 'error', path: 'agents.bot.credentials[0].max_ttl', message: /Too small/ },
+        { severity: 'error', path: 'agents.bot.credentials[1].service', message: /^no service named "stirpe"; did you mean "stripe"\?; services are: api, stripe$/ },
+        { severity: 'warning', path: 'agents.bot.credentials[2].max_scope[0]', message: /no route of api has a scope matching "items:raed" \(a typo\?\)/ },
+      ],
+    },
+    {
+      rule: 'a method that is not a registered HTTP method is a strict warning, with the one it is near',
+      input: { services: { api: service({ routes: [{ method: 'GETT', path: '/v1/items', scope: 'items:read' }, { method: ['POST', 'PROPFIND', 'FROB'], path: '/v1/x', scope: 'items:read' }] }) } },
+      expected: [
+        { severity: 'warning', path: 'services.api.routes[0].method', message: /^GETT is not a registered HTTP method; did you mean GET\? \(a route for it matches only requests that send it/, strict: true },
+        { severity: 'warning', path: 'services.api.routes[1].method[2]', message: /^FROB is not a registered HTTP method \(a route/, strict: true },
+      ],
+    },
   ];
 
   it.each(rows)('$rule', ({ input, expected }) => {
