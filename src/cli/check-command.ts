@@ -8,6 +8,7 @@ import { loadConfigFile } from '../config/load-config.js';
 import { unwritableDirProblems } from '../config/probe-writable-dirs.js';
 import type { CliIo } from './cli-io.js';
 import { configPath } from './locate-config.js';
+import { suspensionWithoutAdminNote } from './suspension-note.js';
 
 export async function checkCommand(io: CliIo): Promise<number> {
   const { values } = parseArgs({ args: [...io.args], options: { config: { type: 'string' }, strict: { type: 'boolean', default: false } }, allowPositionals: false });
@@ -40,5 +41,7 @@ export async function checkCommand(io: CliIo): Promise<number> {
   } else if (services === 0) {
     io.stdout.write('Note: with no services, every request for an upstream is refused (404 unknown_service). Add a service under `services`.\n');
   }
+  const suspension = suspensionWithoutAdminNote(config);
+  if (suspension.length > 0 && agents > 0) io.stdout.write(`${suspension.join('\n')}\n`);
   return 0;
 }

@@ -27,6 +27,7 @@ import { BatchedLineSink } from '../observability/batched-line-sink.js';
 import { clusterMetricsText } from '../observability/cluster-metrics.js';
 import type { CliIo } from './cli-io.js';
 import { configFoundUnnamed, configPath, loadConfigOrReport } from './locate-config.js';
+import { suspensionWithoutAdminNote } from './suspension-note.js';
 import { restrictionChannel, runClusterPrimary, workerAuditFile } from './run-cluster.js';
 import { workerCount } from '../config/worker-count.js';
 
@@ -256,14 +257,6 @@ function namedWithUse(refs: readonly LocalSecretReference[]): string {
 export const NO_MEMORY_REDUCER = '--no-memory-reducer';
 
 /** V8 takes its flags with - or _ between words, and a boolean one also as --flag=false. */
-/** The anomaly rules that suspend an agent when they fire, by their names in the config: every entry with an `action`, so a rule added later is counted too. */
-function suspendingRules(config: AirlockConfig): string[] {
-  if (!config.anomalies.enabled) return [];
-  return Object.entries(config.anomalies)
-    .filter(([, rule]) => typeof rule === 'object' && rule !== null && 'action' in rule && rule.action === 'suspend')
-    .map(([name]) => name);
-}
-
 function memoryReducerOn(nodeFlags: readonly string[]): boolean {
   const off = new Set([NO_MEMORY_REDUCER, '--memory-reducer=false']);
   return !nodeFlags.some((flag) => off.has(flag.replaceAll('_', '-')));
@@ -332,17 +325,8 @@ function summary(config: AirlockConfig, airlock: RunningAirlock, io: CliIo, conf
       '',
     );
   }
-  const suspending = suspendingRules(config);
-  if (config.admin === null && suspending.length > 0) {
-    // A suspension outlives restarts and only the admin API lifts it (README, Anomaly detection): an
-    // agent stuck on a denied route would be locked out with no command that can let it back in.
-    lines.push(
-      `Note: anomaly rule ${suspending.join(', ')} suspends an agent (anomalies.<rule>.action: suspend), and only the admin API`,
-      'lifts a suspension (`npx airlock restore agent NAME`), which this config does not configure. Add an admin block',
-      '(listen, tokens) and restart (a reload does not open a new admin listener), or set the action to alert.',
-      '',
-    );
-  }
+  const suspension = suspensionWithoutAdminNote(config);
+  if (suspension.length > 0) lines.push(...suspension, '');
   if (nodeFlags !== undefined && memoryReducerOn(nodeFlags)) {
     lines.push(
       `Note: node was started without ${NO_MEMORY_REDUCER}. After an idle spell, large responses can cost up to twice the CPU`,

@@ -1041,6 +1041,28 @@ agents:
     }
   });
 
+  // Found by the ops walkthrough: check said OK on such a config, and the shipped config suspended.
+  it.each([
+    ['no admin block', '', true],
+    ['an admin block', `admin: {listen: "127.0.0.1:0", tokens: ["${generateAgentToken().hash}"]}\n`, false],
+    ['denial_burst set to alert', 'anomalies: {denial_burst: {action: alert}}\n', false],
+  ])('check notes suspending anomaly rules that nothing can lift too: %s', async (_name, extra, noted) => {
+    const agent = generateAgentToken();
+    const { file } = writeConfig(
+      `listen: 127.0.0.1:0\ndata_dir: ./data\nservices:\n  api:\n    upstream: https://api.example.com\n    credential: {secret: env:API_KEY}\n    routes:\n      - {method: GET, path: /v1/x, scope: x:read}\n` +
+        `agents:\n  bot: {tokens: ["${agent.hash}"], credentials: [{service: api, max_scope: [x:read]}]}\n${extra}`,
+    );
+    const result = await run(['check', '--config', file]);
+    expect(result.code).toBe(0);
+    expect(result.out().includes('Note: anomaly rule denial_burst suspends an agent'), result.out()).toBe(noted);
+  });
+
+  it('the shipped config alerts on a denial burst rather than suspending, as it has no admin block', () => {
+    const shipped = loadConfigFile(SHIPPED_CONFIG).config;
+    expect(shipped?.admin).toBeNull();
+    expect(shipped?.anomalies.denial_burst.action).toBe('alert');
+  });
+
   // Found by review: a lockdown kept from before a restart refused every request, and nothing at start-up
   // said so; the explain tip named GET <prefix>/v1/models whatever the routes were.
   it("says at start-up that a lockdown kept from before is in force; the explain tip is one of the config's routes", async () => {
