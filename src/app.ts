@@ -395,6 +395,8 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
 
   const secrets = createCredentialBroker(config, {
     env: durable.env,
+    // The proxy's one clock: cache ages, staleness and leases read the same time as sessions and audit.
+    now: nowMs,
     catalog,
     logger,
     plans: allCredentialPlans(policy),

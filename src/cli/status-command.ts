@@ -44,7 +44,10 @@ export async function statusCommand(io: CliIo): Promise<number> {
   const sessions = listOf(answers['sessions'], 'sessions');
   const credentials = listOf(answers['credentials'], 'credentials');
   const pendingApprovals = listOf(answers['approvals'], 'approvals');
-  const troubled = credentials.filter((c) => c['failing'] === true || c['state'] === 'missing' || c['state'] === 'expired');
+  // Past its ttl or even its max_staleness is normal for a value no request has needed lately; only a
+  // store that fails, or a value never fetched, needs an operator (found by the ops walkthrough: a
+  // healthy file: secret, cached 1 s, read "stale", and an idle Vault secret "expired", exit 2).
+  const troubled = credentials.filter((c) => c['failing'] === true || c['state'] === 'missing');
   // A revoked session ended for good (nothing to restore): listed, but no operator's job is waiting on
   // it (found by review: one such revocation left status at "needs attention" for good, and its hint
   // named a restore the admin API refuses).
@@ -93,9 +96,15 @@ function revoked(r: View): string {
   return `by ${String(r['by'])} at ${String(r['at'])}${typeof r['reason'] === 'string' && r['reason'] !== '' ? `: "${oneLine(r['reason'], TEXT_CHARS)}"` : ''}`;
 }
 
+/** What a state past the cache ttl means when the store is not failing: idle, not unwell. */
+const IDLE_STATES: Readonly<Record<string, string>> = {
+  stale: ' (store healthy: past its cache ttl, not needed since; the next request is served it while it is fetched again)',
+  expired: ' (store healthy: past its max_staleness, not needed since; the next request waits for a fetch)',
+};
+
 function credentialLine(c: View): string {
   const age = typeof c['age_seconds'] === 'number' ? `, fetched ${Math.round(c['age_seconds'])} s ago` : '';
   const generation = c['generation'] === null || c['generation'] === undefined ? '' : `, generation ${String(c['generation'])}`;
   const failures = c['failing'] === true ? `, FAILING (${String(c['consecutive_failures'])} in a row)${typeof c['last_error'] === 'string' ? `: ${oneLine(c['last_error'], TEXT_CHARS)}` : ''}` : '';
-  return `${String(c['ref'])}  ${String(c['state'])}${generation}${age}${failures}`;
+  return `${String(c['ref'])}  ${String(c['state'])}${c['failing'] === true ? '' : (IDLE_STATES[String(c['state'])] ?? '')}${generation}${age}${failures}`;
 }

@@ -218,6 +218,45 @@ describe('airlock status', () => {
     }
   });
 
+  // Found by the ops walkthrough: a healthy file: secret (cached 1 s) read "stale", and an idle value past
+  // its max_staleness made status exit 2, though nothing was wrong.
+  it('a value past its ttl or max_staleness with a healthy store is idle, not trouble: exit 0, said so', async () => {
+    let offsetMs = 0;
+    const idleKey = canary('status-idle');
+    const port = await freePort();
+    const idle = await startProxy(
+      {
+        admin: { listen: `127.0.0.1:${port}`, tokens: [{ name: 'alice', hash: alice.hash }] },
+        services: { llm: { upstream: upstream.url, credential: { secret: 'env:STATUS_IDLE_KEY', ttl: 5, max_staleness: 10 }, routes: [{ method: 'GET', path: '/v1/models', scope: 'models:read' }] } },
+        agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'llm', max_scope: ['models:read'] }] } },
+      },
+      { env: { STATUS_IDLE_KEY: idleKey }, now: () => new Date(Date.now() + offsetMs) },
+    );
+    try {
+      const config = writeConfigFile(tempDir('airlock-status-idle-'), { admin: { listen: `127.0.0.1:${port}`, tokens: [alice.hash] } });
+      const idleStatus = async (): Promise<CliRun> => {
+        const run = await runCliCapture(['status', '--config', config], { AIRLOCK_ADMIN_TOKEN: alice.token }, seen);
+        runs.push(run);
+        return run;
+      };
+      offsetMs = 7_000;
+      const stale = await idleStatus();
+      expect(stale.code, stale.stdout).toBe(0);
+      expect(stale.stdout).toContain('  credentials  1, all servable\n');
+      expect(stale.stdout).toContain('env:STATUS_IDLE_KEY  stale (store healthy: past its cache ttl, not needed since; the next request is served it while it is fetched again), fetched 7 s ago');
+      offsetMs = 20_000;
+      const expired = await idleStatus();
+      expect(expired.code, expired.stdout).toBe(0);
+      expect(expired.stdout).toContain('env:STATUS_IDLE_KEY  expired (store healthy: past its max_staleness, not needed since; the next request waits for a fetch), fetched 20 s ago');
+      const answer = await sendRequest(`${idle.url}/llm/v1/models`, { headers: { authorization: `Bearer ${agent.token}` } });
+      expect(answer.status).toBe(200);
+      expect((await idleStatus()).stdout).toMatch(/env:STATUS_IDLE_KEY {2}fresh, fetched 0 s ago/);
+      assertNoLeak([idleKey], [{ name: 'status output', text: seen.join('\n') }]);
+    } finally {
+      await idle.close();
+    }
+  });
+
   it('prints no secret and no token', () => {
     expect(runs.length).toBeGreaterThanOrEqual(6);
     assertNoLeak([llmKey, agent.token, alice.token, ...sessionTokens], [{ name: 'status output', text: runs.map((r) => `${r.stdout}\n${r.stderr}`).join('\n') }, { name: 'all CLI output', text: seen.join('\n') }]);
