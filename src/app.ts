@@ -13,6 +13,7 @@
  *    state, workers, limits) keeps its running value, and the rest of the new config applies.
  */
 import { once } from 'node:events';
+import { accessSync, constants } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -186,12 +187,23 @@ function prepareDataDir(dir: string): void {
     const why =
       code === 'EEXIST' || code === 'ENOTDIR'
         ? 'a file or a broken symbolic link is in the way (it or a parent is not a directory)'
-        : code === 'EACCES' || code === 'EROFS'
+        : code === 'EROFS'
+          ? 'it would be on a read-only file system (in a container, mount a writable volume there)'
+          : code === 'EACCES'
           ? 'this user may not create it there'
           : code === 'ENOENT'
             ? 'the file system there does not let directories be made (such as /proc or /sys)'
             : (error as Error).message;
     throw new Error(`data_dir ${dir} cannot be made: ${why}; set data_dir to a directory Airlock can write`);
+  }
+  // Made, or there already, but perhaps not writable: said here in these words rather than as the raw
+  // EROFS or EACCES of the first file opened in it (found by the ops walkthrough).
+  try {
+    accessSync(dir, constants.W_OK | constants.X_OK);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const why = code === 'EROFS' ? 'is on a read-only file system (in a container, mount a writable volume there)' : 'exists and this user may not write in it; fix its owner or mode';
+    throw new Error(`data_dir ${dir} ${why}; or set data_dir to a directory Airlock can write`);
   }
 }
 
@@ -203,7 +215,7 @@ function prepareDataDir(dir: string): void {
  */
 const LISTEN_BACKLOG = 4096;
 
-async function listen(server: Server, address: string, logger: Logger): Promise<string> {
+async function listen(server: Server, address: string, setting: string, logger: Logger): Promise<string> {
   const parsed = parseListen(address);
   if (parsed === null) throw new Error(`invalid listen address ${address}`);
   server.listen({ port: parsed.port, host: parsed.host, backlog: LISTEN_BACKLOG });
@@ -215,7 +227,7 @@ async function listen(server: Server, address: string, logger: Logger): Promise<
     const code = (error as NodeJS.ErrnoException).code;
     const hint =
       code === 'EADDRINUSE'
-        ? 'another process uses this port; stop it or change the address in the config'
+        ? `another process uses this port; stop it or change ${setting} in the config`
         : code === 'ENOTFOUND' || code === 'EAI_AGAIN'
           ? 'the host name does not resolve on this machine; use an IP address such as 127.0.0.1 or a name it resolves'
           : code === 'EADDRNOTAVAIL'
@@ -223,7 +235,9 @@ async function listen(server: Server, address: string, logger: Logger): Promise<
             : code === 'EACCES'
               ? 'ports below 1024 need privileges; use a higher port'
               : (error as Error).message;
-    throw new Error(`cannot listen on ${address}: ${hint}`);
+    // The setting is named (found by the ops walkthrough: three settings take an address, and the
+    // message did not say which one clashed).
+    throw new Error(`cannot listen on ${address} (${setting}): ${hint}`);
   }
   // Once listening, nothing would hear a later error, which would end the process: an accept that fails
   // (ENOBUFS, ENOMEM) is logged, and listening goes on.
@@ -669,7 +683,13 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
     now: nowMs,
     gapRecord: (reason) => Object.assign(newRecord({ nowMs, isoTime: gapTime }, null, undefined), { route: 'airlock:audit-gap', decision: 'allow' as const, actor: 'airlock', reason }),
   });
-  await audit.open();
+  try {
+    await audit.open();
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const why = code === 'EROFS' ? 'it is on a read-only file system' : code === 'EACCES' ? 'this user may not write it or make it' : (error as Error).message;
+    throw new Error(`the audit log ${config.audit.file} cannot be opened: ${why}; set audit.file to a path Airlock can write (\`npx airlock check\` probes it)`, { cause: error });
+  }
   opened.push(() => audit.close());
   // Restrictions the store cannot take yet are kept in data_dir too, one file per worker (a single
   // process is "main"), and whatever a stopped process left there is enforced again at start.
@@ -754,7 +774,7 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
   opened.push(() => Promise.all(listeners.map((server) => closeServer(server, 0))).then(() => undefined));
   for (const entry of bindings) {
     const server = createListener(config.limits, { onRequest: createRequestHandler(currentRuntime, entry.binding), onRefusal });
-    const bound = await listen(server, entry.address, logger);
+    const bound = await listen(server, entry.address, entry.service === null ? 'listen' : `services.${entry.service}.listen`, logger);
     listeners.push(server);
     agentListeners.push({ listener: entry.service ?? 'shared', server });
     if (entry.service === null) url = bound;
@@ -762,7 +782,7 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
   }
   if (config.admin !== null) {
     const server = createAdminServer(() => current.admin as AdminContext);
-    adminUrl = await listen(server, config.admin.listen, logger);
+    adminUrl = await listen(server, config.admin.listen, 'admin.listen', logger);
     listeners.push(server);
     // A wildcard bind is reachable on loopback at least; admin.public_url is the way to say more.
     durable.boundAdminUrl = adminUrl.replace('//0.0.0.0:', '//127.0.0.1:').replace('//[::]:', '//[::1]:');

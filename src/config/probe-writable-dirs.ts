@@ -22,7 +22,9 @@ export function unwritableDirProblems(config: AirlockConfig): ConfigProblem[] {
     const why = dirProblem(auditDir);
     if (why !== null) problems.push(problem(['audit', 'file'], `the audit log's directory ${auditDir} ${why}; set audit.file to a path Airlock can write`));
   }
-  if (existing !== undefined && !writable(audit, constants.W_OK)) problems.push(problem(['audit', 'file'], `the audit log ${audit} exists and this user may not write it; fix its owner or mode, or set audit.file elsewhere`));
+  const auditRefused = existing === undefined ? null : accessError(audit, constants.W_OK);
+  if (auditRefused === 'EROFS') problems.push(problem(['audit', 'file'], `the audit log ${audit} is on a read-only file system; set audit.file to a path on a writable one`));
+  else if (auditRefused !== null) problems.push(problem(['audit', 'file'], `the audit log ${audit} exists and this user may not write it; fix its owner or mode, or set audit.file elsewhere`));
   return problems;
 }
 
@@ -39,7 +41,11 @@ function dirProblem(dir: string): string | null {
     return 'cannot be made: a file or a broken symbolic link is in the way (it or a parent is not a directory)';
   }
   const nearest = missing.length === 0 ? dir : dirname(missing[0] as string);
-  if (writable(nearest)) return null;
+  const refused = accessError(nearest);
+  if (refused === null) return null;
+  // Found by the ops walkthrough: a read-only mount was reported as this user's permission, and owner
+  // or mode cannot fix it.
+  if (refused === 'EROFS') return missing.length === 0 ? 'is on a read-only file system (in a container, mount a writable volume there)' : `cannot be made: ${nearest} is on a read-only file system (in a container, mount a writable volume there)`;
   return missing.length === 0 ? 'exists and this user may not write in it' : `cannot be made: this user may not create directories in ${nearest}`;
 }
 
@@ -53,15 +59,16 @@ function statOrNothing(path: string): Stats | undefined {
 }
 
 /**
- * A directory needs write and search (x) permission to make files in it; a file only write permission
+ * Why `path` may not be written (EROFS, EACCES, ...), or null when it may. A directory needs write and
+ * search (x) permission to make files in it; a file only write permission
  * (found by a walkthrough: W_OK | X_OK on the audit log refused every existing 0600 log, since a file
  * has no x bit, so `check` failed once Airlock had run).
  */
-function writable(path: string, mode: number = constants.W_OK | constants.X_OK): boolean {
+function accessError(path: string, mode: number = constants.W_OK | constants.X_OK): string | null {
   try {
     accessSync(path, mode);
-    return true;
-  } catch {
-    return false;
+    return null;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code ?? 'EACCES';
   }
 }
