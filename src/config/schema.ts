@@ -8,6 +8,7 @@
 import { createPublicKey } from 'node:crypto';
 import { z } from 'zod';
 import { parseSecretRef } from '../credentials/secret-ref.js';
+import { AGENT_TOKEN_PATTERN, SESSION_TOKEN_PATTERN } from '../identity/agent-token.js';
 import { injectorProblems } from '../injection/build-injector.js';
 import { parseRouteTemplate } from '../policy/route-template.js';
 import { BUILTIN_RULE_NAMES } from '../redaction/key-patterns.js';
@@ -244,9 +245,23 @@ const grantSpec = z.strictObject({
   credential: credentialSpec.optional().describe('a credential for this agent alone, instead of the service one'),
 });
 
-const tokenHash = z
-  .string()
-  .regex(/^sha256:[0-9a-f]{64}$/, { error: 'expected "sha256:" and 64 lowercase hex digits; run `npx airlock token` to make one' });
+const TOKEN_HASH = /^sha256:[0-9a-f]{64}$/;
+
+/**
+ * A token pasted where its hash belongs is refused, and (found by the ops walkthrough) told that the
+ * token is now exposed: whoever reads the config file, its backups or its history has it. Never repeated
+ * (sayableProblem masks what looks like a key).
+ */
+const tokenHash = z.string().superRefine((value, ctx) => {
+  if (TOKEN_HASH.test(value)) return;
+  const pasted = AGENT_TOKEN_PATTERN.test(value.trim()) || SESSION_TOKEN_PATTERN.test(value.trim());
+  ctx.addIssue({
+    code: 'custom',
+    message: pasted
+      ? 'this is a token, not its hash: written in the config, it is exposed to whoever reads the file, its backups or its history. Run `npx airlock token` for a new pair, give the new token to its holder, put its sha256: line here, and let the pasted one go (it is no longer accepted once removed here)'
+      : 'expected "sha256:" and 64 lowercase hex digits; run `npx airlock token` to make one',
+  });
+});
 
 const jwtAlgorithm = z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA']);
 

@@ -11,6 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { workerCount } from '../../src/config/worker-count.js';
 import { formatPath } from '../../src/config/config-problem.js';
 import { buildConfig, parseConfigText, type LoadedConfig } from '../../src/config/load-config.js';
+import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import { tempDir } from '../helpers/start-proxy.js';
 
@@ -513,6 +514,23 @@ describe('cross-field rules (validate-config.ts)', () => {
 
   it.each(rows)('$rule', ({ input, expected }) => {
     expectProblems(build(input), expected);
+  });
+
+  // Found by the ops walkthrough: a token pasted where its hash goes was refused like any typo, with no
+  // word that the token is now exposed in the file.
+  it('a token pasted where its hash goes is refused, told to make a new pair, and not repeated', () => {
+    const pasted = generateAgentToken().token;
+    const adminPasted = generateAgentToken().token;
+    const loaded = build({ admin: { listen: '127.0.0.1:0', tokens: [{ name: 'ops', hash: adminPasted }] }, agents: { bot: agent([pasted]) }, services: {} });
+    expect(loaded.config).toBeNull();
+    const problems = shown(loaded);
+    expect(problems.map((p) => p.path).sort()).toEqual(['admin.tokens[0].hash', 'agents.bot.tokens[0]']);
+    for (const problem of problems) {
+      expect(problem.message).toMatch(/^this is a token, not its hash: written in the config, it is exposed .* Run `npx airlock token` for a new pair/);
+    }
+    assertNoLeak([pasted, adminPasted], [{ name: 'problems', text: JSON.stringify(loaded.problems) }]);
+    // Anything else is a malformed hash, as before.
+    expect(shown(build({ agents: { bot: agent(['sha256:abc']) } }))[0]?.message).toMatch(/^expected "sha256:" and 64 lowercase hex digits/);
   });
 
   const twoGrants = { services: { api: service() }, agents: { bot: agent([HASH_A], [g('api', ['items:read']), g('api', ['items:read'])]) } };
