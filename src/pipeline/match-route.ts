@@ -27,20 +27,23 @@ export function matchRoute(service: ServicePolicy, method: string, path: string)
 
 /**
  * The path as upstreams may also read it: with each %2F as "/" (servers that decode it before routing;
- * Envoy's path_with_escaped_slashes_action, CVE-2021-22911), and, under a route ending in "*", without
- * a trailing "/" (Express, Spring before 6, redirecting Flask) and in lower case (IIS, ASP.NET). Each
- * reading must select the same route, so the scope checked is the scope of what the upstream serves
- * whichever way it reads the path; the path is forwarded as authorized. Found by review: `/files/x%2Fraw`
- * under `/files/*` reached `/files/:id/raw`'s handler on a decoding upstream, and `/v1/admin/` under
- * `/v1/*` reached `/v1/admin`'s on a lenient one, each with the catch-all's weaker scope. GitHub's
- * `contents/docs%2FREADME.md` under `/repos/:owner/:repo/contents/*` reads as the same route every way.
- * Only a path with %2F, or one a "*" matched, is read again (one more lookup each).
+ * Envoy's path_with_escaped_slashes_action, CVE-2021-22911), under a route ending in "*" without a
+ * trailing "/" (Express, Spring before 6, redirecting Flask), and in lower case (IIS, ASP.NET, case-
+ * insensitive file systems behind a static server). Each reading must select the same route, so the scope
+ * checked is the scope of what the upstream serves whichever way it reads the path; the path is forwarded
+ * as authorized. Found by review: `/files/x%2Fraw` under `/files/*` reached `/files/:id/raw`'s handler on
+ * a decoding upstream, and `/v1/admin/` under `/v1/*` reached `/v1/admin`'s on a lenient one, each with
+ * the catch-all's weaker scope; and `/v1/things/EXPORT`, held by `/v1/things/:id`, reached the export
+ * handler of a case-insensitive upstream with `:id`'s scope (the lower-case reading was made only under
+ * "*" until then). GitHub's `contents/docs%2FREADME.md` under `/repos/:owner/:repo/contents/*` reads as
+ * the same route every way. A route whose literals spell capitals (`/v1/Reports` beside `/v1/reports`)
+ * is not read in lower case: its operator has said the upstream tells case apart. Only a path with %2F,
+ * a trailing "/" under "*", or a capital is read again (one more lookup each).
  */
 function checkOtherReadings(service: ServicePolicy, method: string, path: string, route: CompiledRoute): void {
   if (path.includes(ENCODED_SLASH)) sameRoute(service, method, path.replaceAll(ENCODED_SLASH, '/'), route, 'with each encoded slash (%2F) taken as "/"');
-  if (route.segments.at(-1)?.kind !== 'rest') return;
-  if (path.length > 1 && path.endsWith('/')) sameRoute(service, method, path.slice(0, -1), route, 'without its trailing "/"');
-  if (UPPER_CASE.test(path)) {
+  if (route.segments.at(-1)?.kind === 'rest' && path.length > 1 && path.endsWith('/')) sameRoute(service, method, path.slice(0, -1), route, 'without its trailing "/"');
+  if (!route.spellsCase && UPPER_CASE.test(path)) {
     const lower = path.replace(ESCAPE_OR_UPPER, lowerOutsideEscapes);
     if (lower !== path) sameRoute(service, method, lower, route, 'in lower case');
   }

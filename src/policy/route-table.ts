@@ -15,6 +15,11 @@ export interface CompiledRoute {
   readonly segments: readonly RouteSegment[];
   /** A human approves every call to this route. */
   readonly requireApproval: boolean;
+  /**
+   * A literal segment holds a capital: the operator spelled case, as for an upstream that tells
+   * `/v1/Reports` from `/v1/reports`, so the path is not also read in lower case (match-route.ts).
+   */
+  readonly spellsCase: boolean;
 }
 
 export type RouteMatch =
@@ -31,7 +36,8 @@ export function compileRouteTable(specs: readonly RouteSpec[]): RouteTable {
     const parsed = parseRouteTemplate(spec.path);
     if (!parsed.ok) throw new Error(`route ${index} (${spec.path}) is invalid: ${parsed.problem}; config validation should have caught this`);
     const methods = (Array.isArray(spec.method) ? spec.method : [spec.method]).map((m) => m.toUpperCase());
-    return Object.freeze({ index, methods: new Set(methods), template: spec.path, scope: spec.scope, segments: parsed.segments, requireApproval: spec.require_approval });
+    const spellsCase = parsed.segments.some((segment) => segment.kind === 'literal' && /[A-Z]/.test(segment.value));
+    return Object.freeze({ index, methods: new Set(methods), template: spec.path, scope: spec.scope, segments: parsed.segments, requireApproval: spec.require_approval, spellsCase });
   });
   return Object.freeze({ routes: Object.freeze(routes) });
 }

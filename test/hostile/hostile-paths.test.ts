@@ -442,6 +442,8 @@ describe('case and trailing-slash variants of a route path', () => {
               credential: { secret: 'env:VARIANT_KEY', inject: 'bearer' },
               routes: [
                 { method: 'GET', path: '/v1/things', scope: 'things:read' },
+                // Before :id, with a scope of its own, not granted: what :id must not reach in lower case.
+                { method: 'GET', path: '/v1/things/export', scope: 'things:export' },
                 { method: 'GET', path: '/v1/things/:id', scope: 'things:read' },
                 { method: 'DELETE', path: '/v1/things/:id', scope: 'things:delete' },
                 // Two routes told apart by case only, with different scopes: only the lower-case one is granted.
@@ -476,6 +478,7 @@ describe('case and trailing-slash variants of a route path', () => {
     { method: 'GET', target: '/api/v1/things', forwarded: '/v1/things', route: '/v1/things', why: 'the route as configured' },
     { method: 'GET', target: '/api/v1/thing%73', forwarded: '/v1/things', route: '/v1/things', why: 'an escaped lower-case letter is the same canonical path' },
     { method: 'GET', target: '/api/v1/things/42', forwarded: '/v1/things/42', route: '/v1/things/:id', why: 'a parameter route' },
+    { method: 'GET', target: '/api/v1/things/AbC-42', forwarded: '/v1/things/AbC-42', route: '/v1/things/:id', why: 'capitals in a parameter: in lower case it is the same route' },
     { method: 'GET', target: '/api/v1/reports', forwarded: '/v1/reports', route: '/v1/reports', why: 'the granted one of two case-distinct routes' },
     { method: 'GET', target: '/api/v1/files/a', forwarded: '/v1/files/a', route: '/v1/files/*', why: 'a wildcard route' },
     { method: 'GET', target: '/api/v1/files/a/', forwarded: '/v1/files/a/', route: '/v1/files/*', why: 'a trailing slash under "*" is kept, as authorized' },
@@ -527,6 +530,8 @@ describe('case and trailing-slash variants of a route path', () => {
     // Under "*", a trailing "/" and upper case must not select another route when an upstream ignores them.
     { method: 'GET', target: '/api/v1/files/ab/raw/', status: 400, code: 'invalid_request', why: 'under "*", but without its trailing "/" it is /v1/files/:id/raw' },
     { method: 'GET', target: '/api/v1/files/ab/RAW', status: 400, code: 'invalid_request', why: 'under "*", but in lower case it is /v1/files/:id/raw' },
+    { method: 'GET', target: '/api/v1/things/EXPORT', status: 400, code: 'invalid_request', why: ':id holds EXPORT as sent, but in lower case it is /v1/things/export (forwarded with :id\'s scope before review)' },
+    { method: 'GET', target: '/api/v1/things/Export', status: 400, code: 'invalid_request', why: 'the same, capitalized' },
     { method: 'GET', target: '/api/v1/things//', status: 400, code: 'invalid_request', why: 'a doubled trailing slash' },
     { method: 'GET', target: '/api/v1/things/.', status: 400, code: 'invalid_request', why: 'a trailing dot segment' },
     // Routes that exist but are not granted: refused on scope, never read as a granted route.
