@@ -64,6 +64,8 @@ export class ApprovalBroker {
   readonly #options: ApprovalBrokerOptions;
   readonly #now: () => number;
   readonly #preview: (content: RequestContent) => ApprovalPreview | null;
+  /** Hold-mode approvals with a request waiting for them in this process, and how many. */
+  readonly #waiters = new Map<string, number>();
 
   constructor(state: GovernanceState, options: ApprovalBrokerOptions) {
     this.#state = state;
@@ -142,12 +144,14 @@ export class ApprovalBroker {
         }
       }
     });
-    const timer = setTimeout(() => settle('timeout'), request.timeoutMs);
+    let timer: NodeJS.Timeout | undefined;
     const onAbort = (): void => settle('aborted');
     signal.addEventListener('abort', onAbort, { once: true });
     try {
-      const approval = await this.#create(request);
+      const approval = this.#waitingFor(request) ?? (await this.#create(request));
       approvalId = approval.id;
+      this.#waiters.set(approval.id, (this.#waiters.get(approval.id) ?? 0) + 1);
+      timer = setTimeout(() => settle('timeout'), Math.max(0, approval.expiresAt - this.#now()));
       // A decision may have landed between creation and subscription on another replica.
       const now = this.#state.approval(approval.id);
       if (now !== null && now.status !== 'pending') settle(now);
@@ -164,19 +168,50 @@ export class ApprovalBroker {
           extensions: { ...result.extensions, approval_id: approval.id },
         });
       }
-      if (result === 'timeout' || result === 'aborted') {
+      if (result === 'aborted') {
+        // Left open for the same request sent again (#waitingFor): an SDK that gave up waiting retries
+        // it, and its approver's decision is not lost (found by an SDK walkthrough: stripe-node times out
+        // after 80 s and retries, so each retry asked anew, and an approver approving the first was told
+        // it could no longer be decided).
+        throw new AirlockError('approval_timeout', `The agent went away while its request waited for approval; ${approval.id} stays open until ${new Date(approval.expiresAt).toISOString()}, and the same request sent again waits for it.`, {
+          extensions: { approval_id: approval.id },
+        });
+      }
+      if (result === 'timeout') {
         await this.#state.record({ type: 'approval.expired', id: approval.id, at: this.#now() }).catch(() => undefined);
-        if (result === 'aborted') throw new AirlockError('approval_timeout', 'The agent went away while its request waited for approval.', { extensions: { approval_id: approval.id } });
-        throw new AirlockError('approval_timeout', `No approver decided on ${approval.id} within ${Math.round(request.timeoutMs / 1000)} seconds; the request was not sent.`, {
+        throw new AirlockError('approval_timeout', `No approver decided on ${approval.id} within ${Math.round((approval.expiresAt - approval.createdAt) / 1000)} seconds; the request was not sent.`, {
           extensions: { approval_id: approval.id },
         });
       }
       return await this.#redeemDecided(result, request.binding, request.agent);
     } finally {
-      clearTimeout(timer);
+      if (approvalId !== null) {
+        const left = (this.#waiters.get(approvalId) ?? 1) - 1;
+        if (left > 0) this.#waiters.set(approvalId, left);
+        else this.#waiters.delete(approvalId);
+      }
+      if (timer !== undefined) clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
       unsubscribe();
     }
+  }
+
+  /**
+   * The open hold-mode approval of this exact request (the binding: agent, session, service, method,
+   * path, query, body, Content-Type, account headers, upstream and credential), pending or approved and
+   * not yet used, whose first waiter went away: the same request sent again waits for it rather than
+   * asking anew. Still one request per approval: it is consumed by whichever waiter redeems it first.
+   */
+  #waitingFor(request: ApprovalRequest): ApprovalRecord | null {
+    const now = this.#now();
+    let found: ApprovalRecord | null = null;
+    for (const a of this.#state.approvals()) {
+      // One with a request still waiting here is that request's: two identical calls at once ask twice.
+      if (a.mode !== 'hold' || a.agent !== request.agent || a.binding !== request.binding || a.expiresAt <= now || this.#waiters.has(a.id)) continue;
+      if (a.status !== 'pending' && a.status !== 'approved') continue;
+      if (found === null || a.createdAt > found.createdAt) found = a;
+    }
+    return found;
   }
 
   /** async mode: records the pending approval and answers 202 with where to approve it. */

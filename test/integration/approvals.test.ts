@@ -256,26 +256,54 @@ describe('human approval', () => {
     expect(upstream.requests.length).toBe(before);
   });
 
-  it('hold: an agent that hangs up while waiting leaves nothing to approve, and nothing is forwarded', async () => {
+  // Found by an SDK walkthrough: stripe-node gives up after 80 s and retries the same request; each retry
+  // asked anew, and the approver who approved the first was told it could no longer be decided.
+  it('hold: an agent that hangs up leaves its approval open; the same request sent again waits for it and goes once', async () => {
     const before = upstream.requests.length;
+    const pendingBefore = (await approvals()).length;
+    const body = '{"gone":true}';
     const controller = new AbortController();
     const held = fetch(`${proxy.url}/pay/v1/refunds/re_gone`, {
       method: 'POST',
       headers: { authorization: `Bearer ${holder.token}`, 'content-type': 'application/json' },
-      body: '{"gone":true}',
+      body,
       signal: controller.signal,
     }).catch((error: unknown) => error);
     const approval = await pendingApproval('holder', '/pay/v1/refunds/re_gone');
     controller.abort();
     await held;
-    await eventually('the abandoned approval to leave the pending list', async () => !(await approvals()).some((a) => a.id === approval.id));
-    const late = await decide(approval.id, 'approve', 'too late');
-    expect(late.status).toBeGreaterThanOrEqual(400);
-    await sleep(100);
-    expect(upstream.requests.length).toBe(before);
     // Audited as refused with no answer sent (status null), apart from an approver's silence (403).
-    const record = await eventually('the abandoned request audited', () => proxy.auditRecords().find((r) => r.approval === approval.id && r.code === 'approval_timeout'));
-    expect(record).toMatchObject({ agent: 'holder', decision: 'deny', status: null, upstream_status: null });
+    const abandoned = await eventually('the abandoned request audited', () => proxy.auditRecords().find((r) => r.approval === approval.id && r.code === 'approval_timeout'));
+    expect(abandoned).toMatchObject({ agent: 'holder', decision: 'deny', status: null, upstream_status: null });
+    expect((await approvals()).find((a) => a.id === approval.id)?.status).toBe('pending');
+
+    // The retry joins it: no second approval for the approver to find.
+    const retry = call(holder.token, '/pay/v1/refunds/re_gone', { body });
+    await sleep(200);
+    expect((await approvals()).filter((a) => a.path === '/pay/v1/refunds/re_gone')).toHaveLength(1);
+    expect((await approvals()).length).toBe(pendingBefore + 1);
+    // A different body is a different request: it asks for its own approval.
+    const other = call(holder.token, '/pay/v1/refunds/re_gone', { body: '{"gone":false}' });
+    await eventually('a second approval for the other body', async () => (await approvals()).filter((a) => a.path === '/pay/v1/refunds/re_gone').length === 2);
+    expect(upstream.requests.length).toBe(before);
+
+    expect((await decide(approval.id, 'approve', 'retry is fine')).status).toBe(200);
+    const response = await retry;
+    expect(response.status, response.text).toBe(200);
+    expect(upstream.requests.length).toBe(before + 1);
+    expect(upstream.requests.at(-1)?.body.toString('utf8')).toBe(body);
+    expect(await auditOf(response)).toMatchObject({ agent: 'holder', status: 200, approval: approval.id, approver: 'alice' });
+    // Used once: the same request again asks anew.
+    const third = call(holder.token, '/pay/v1/refunds/re_gone', { body });
+    const open = await eventually('a new approval for the third send, beside the other body\'s', async () => {
+      const found = (await approvals()).filter((a) => a.path === '/pay/v1/refunds/re_gone');
+      return found.length === 2 ? found : undefined;
+    });
+    expect(open.map((a) => a.id)).not.toContain(approval.id);
+    for (const pending of open) expect((await decide(pending.id, 'deny', 'cleaning up')).status).toBe(200);
+    expect((await third).status).toBe(403);
+    expect((await other).status).toBe(403);
+    expect(upstream.requests.length).toBe(before + 1);
   });
 
   it('hold: a body larger than approvals.max_body_bytes is refused (413) before anyone is asked', async () => {

@@ -119,6 +119,30 @@ describe('openai SDK and human approval', () => {
     expect(upstream.requests.length).toBe(before + 1);
   });
 
+  // Found by an SDK walkthrough: an SDK that times out before the approver decides retries the call, and
+  // each retry asked for a new approval, so the approver's yes to the first one came too late.
+  it('hold: an SDK that times out and retries waits for the same approval; the approver approves once, the call goes once', async () => {
+    const before = upstream.requests.length;
+    const impatient = new OpenAI({ baseURL: `${proxy.url}/openai/v1`, apiKey: holdAgent.token, timeout: 700, maxRetries: 2 });
+    const call = impatient.chat.completions.create({ ...request, messages: [{ role: 'user', content: 'retried while held' }] });
+    const [approvalId] = await eventually('the held call\'s approval', async () => {
+      const ids = await pendingIds('hold-bot');
+      return ids.length === 1 ? ids : undefined;
+    });
+    // The first attempt gives up at 0.7 s; the approver, late, still approves what they were shown, and
+    // the SDK's next attempt (after its backoff) finds it approved and goes.
+    const abandoned = await eventually('the first attempt abandoned', () => proxy.auditRecords().find((r) => r.approval === approvalId && r.code === 'approval_timeout' && r.status === null), 5_000);
+    expect(abandoned.agent).toBe('hold-bot');
+    expect(await pendingIds('hold-bot')).toEqual([approvalId]);
+    expect((await admin.call('POST', `/v1/approvals/${approvalId}/approve`, { reason: 'fine' })).status).toBe(200);
+    const completion = await call;
+    agentSeen.push(JSON.stringify(completion));
+    expect(completion.choices[0]?.message.content).toBe('echo: retried while held');
+    expect(upstream.requests.length).toBe(before + 1);
+    const served = await eventually('the served call\'s audit record', () => proxy.auditRecords().find((r) => r.approval === approvalId && r.actor === null && r.status === 200));
+    expect(served).toMatchObject({ agent: 'hold-bot', approver: 'alice', path: '/openai/v1/chat/completions', upstream_status: 200 });
+  });
+
   it('leaks nothing to the agent, the logs, the audit log or the admin API', async () => {
     assertNoLeak([realKey], [
       { name: 'agent', text: agentSeen.join('\n') },
@@ -126,6 +150,6 @@ describe('openai SDK and human approval', () => {
       { name: 'logs', text: proxy.logLines.join('\n') },
       { name: 'audit', text: await proxy.auditText() },
     ]);
-    expect(agentSeen.length).toBe(3);
+    expect(agentSeen.length).toBe(4);
   });
 });
