@@ -16,7 +16,8 @@
  * file itself, every audit.w<N>.jsonl, and w1..wN for a numeric `workers`), each with its rotated copies,
  * and checks and reports each one: before, it read audit.jsonl alone, and said OK for a stale single-
  * process log while the workers' logs were broken (found by review).
- * Exit 0 when intact, 2 when broken (any chain), 1 on a usage or read error.
+ * Exit 0 when intact, 3 when intact but a gap is recorded (airlock:audit-gap), 2 when broken (any
+ * chain), 1 on a usage or read error.
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, extname } from 'node:path';
@@ -38,7 +39,7 @@ interface Chain {
   readonly whenMissing?: string;
 }
 
-type Outcome = { readonly result: 'ok' | 'broken'; readonly text: string } | { readonly result: 'unreadable'; readonly text: string };
+type Outcome = { readonly result: 'ok' | 'gaps' | 'broken'; readonly text: string } | { readonly result: 'unreadable'; readonly text: string };
 
 export async function auditCommand(io: CliIo): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -66,7 +67,7 @@ export async function auditCommand(io: CliIo): Promise<number> {
   if (chains.length === 1) {
     const outcome = checkChain(chains[0] as Chain, head);
     (outcome.result === 'unreadable' ? io.stderr : io.stdout).write(`${outcome.text}\n`);
-    return outcome.result === 'ok' ? 0 : outcome.result === 'broken' ? 2 : 1;
+    return EXIT[outcome.result];
   }
   if (head !== undefined) {
     throw new UsageError(
@@ -76,6 +77,7 @@ export async function auditCommand(io: CliIo): Promise<number> {
   io.stdout.write(`${chains.length} audit hash chains, one per process that wrote them (with workers above 1, each worker writes its own file):\n`);
   const broken: string[] = [];
   const unreadable: string[] = [];
+  const gapped: string[] = [];
   for (const chain of chains) {
     const outcome = checkChain(chain, head);
     if (outcome.result === 'unreadable') {
@@ -85,7 +87,8 @@ export async function auditCommand(io: CliIo): Promise<number> {
       continue;
     }
     if (outcome.result === 'broken') broken.push(chain.label);
-    io.stdout.write(`  ${chain.label}: ${outcome.text}\n`);
+    if (outcome.result === 'gaps') gapped.push(chain.label);
+    io.stdout.write(`  ${chain.label}: ${outcome.text.replaceAll('\n', '\n  ')}\n`);
   }
   if (broken.length > 0) {
     io.stdout.write(`BROKEN: ${broken.length} of ${chains.length} chains (${broken.join(', ')}).\n`);
@@ -95,9 +98,19 @@ export async function auditCommand(io: CliIo): Promise<number> {
     io.stdout.write(`NOT VERIFIED: ${unreadable.length} of ${chains.length} chains could not be read (${unreadable.join(', ')}); the others are intact.\n`);
     return 1;
   }
+  if (gapped.length > 0) {
+    io.stdout.write(`GAPS: all ${chains.length} chains are intact, and ${gapped.length} record that records are missing (${gapped.join(', ')}).\n`);
+    return EXIT.gaps;
+  }
   io.stdout.write(`OK: all ${chains.length} chains are intact.\n`);
   return 0;
 }
+
+/**
+ * 3: intact, but Airlock recorded that records are missing (airlock:audit-gap), so a job that checks
+ * only the exit code sees it (found by review: it was 0).
+ */
+const EXIT = { ok: 0, gaps: 3, broken: 2, unreadable: 1 } as const;
 
 /**
  * The chains next to the configured audit file: the file itself (when it exists, when `workers` is 1,
@@ -181,9 +194,10 @@ function checkChain(chain: Chain, head: string | undefined): Outcome {
   const start = verdict.firstPrev === GENESIS ? 'from the beginning of the log' : `from a record that follows hash ${verdict.firstPrev.slice(0, 16)}... (${paths.length === 1 ? 'a file before this one' : 'a file before these'}, not given here)`;
   const after = sought === null ? 0 : verdict.records - sought.record;
   const anchored = sought === null ? '' : after === 0 ? ', the expected head' : `; the expected head is record ${sought.record} (${sought.file} line ${sought.line}), and ${after} record${after === 1 ? ' was' : 's were'} written after it`;
+  const gaps = recordedGaps(inputs);
   return {
-    result: 'ok',
-    text: `OK: ${verdict.records} record${verdict.records === 1 ? '' : 's'} in ${paths.length} file${paths.length === 1 ? '' : 's'}, the hash chain is intact ${start} to the last hash ${verdict.lastHash.slice(0, 16)}...${anchored}.${recordedGaps(inputs)}`,
+    result: gaps === '' ? 'ok' : 'gaps',
+    text: `OK: ${verdict.records} record${verdict.records === 1 ? '' : 's'} in ${paths.length} file${paths.length === 1 ? '' : 's'}, the hash chain is intact ${start} to the last hash ${verdict.lastHash.slice(0, 16)}...${anchored}.${gaps}`,
   };
 }
 

@@ -66,11 +66,17 @@ export interface AuditLogOptions {
   readonly now?: () => number;
 }
 
-/** Records lost since the last write that succeeded: how many, from when, and the first error. */
+/**
+ * Records lost since the last write that succeeded: how many, from when, and the first error; and
+ * whether the previous run ended without its airlock:stop record (killed, crashed, or its last writes
+ * failed), whose last records may then be missing, how many unknown (`previousLast`: its last record's time).
+ */
 interface Loss {
   count: number;
-  readonly since: string;
-  readonly error: string;
+  since: string | null;
+  error: string | null;
+  previousUnclean: boolean;
+  previousLast: string | null;
 }
 
 const WEBHOOK_BATCH = 100;
@@ -136,7 +142,12 @@ export class AuditLog {
   async open(): Promise<void> {
     makePrivateDir(dirname(this.file));
     this.#openFile();
-    this.#lastHash = await this.#lastHashOnDisk();
+    const last = await this.#lastRecordOnDisk();
+    this.#lastHash = last?.hash ?? GENESIS;
+    // A log whose last record is not airlock:stop (or is torn) was left by a run that did not stop: its
+    // last moments' records, and any loss it could not report, may be missing; the next batch says so
+    // (found by review: a restart after an outage, or a crash, left no trace of what was lost).
+    if (last !== null && last.route !== 'airlock:stop') this.#lost = { count: 0, since: null, error: null, previousUnclean: true, previousLast: last.time };
   }
 
   /** Opens the file for appending; its size and kind are read from what was opened, every time. */
@@ -182,8 +193,11 @@ export class AuditLog {
     );
   }
 
-  /** The hash of the last record on disk, read from the file's tail (never the whole file). */
-  async #lastHashOnDisk(): Promise<string> {
+  /**
+   * The last record on disk, read from the file's tail (never the whole file): its hash (GENESIS when the
+   * line is torn), route and time; null when there is none (a new log, or not a regular file).
+   */
+  async #lastRecordOnDisk(): Promise<{ hash: string; route: string | null; time: string | null } | null> {
     for (const candidate of [this.file, `${this.file}.1`]) {
       let text: string;
       try {
@@ -191,7 +205,7 @@ export class AuditLog {
         try {
           const info = await handle.stat();
           // Not a regular file (a device such as /dev/null): nothing was chained there.
-          if (!info.isFile()) return GENESIS;
+          if (!info.isFile()) return null;
           // The tail read grows until it holds the whole last line: a record can outgrow TAIL_BYTES
           // (a long path under a large limits.max_header_bytes), and a cut line would restart the chain.
           for (let length = Math.min(info.size, TAIL_BYTES); ; length = Math.min(info.size, length * 4)) {
@@ -211,14 +225,16 @@ export class AuditLog {
       const last = lines[lines.length - 1];
       if (last === undefined) continue;
       try {
-        const hash = (JSON.parse(last) as { hash?: unknown }).hash;
-        if (typeof hash === 'string') return hash;
+        const record = JSON.parse(last) as { hash?: unknown; route?: unknown; time?: unknown };
+        if (typeof record.hash === 'string') {
+          return { hash: record.hash, route: typeof record.route === 'string' ? record.route : null, time: typeof record.time === 'string' ? record.time : null };
+        }
       } catch {
         // A torn last line: the verifier will show the break there; chain on from genesis.
       }
-      return GENESIS;
+      return { hash: GENESIS, route: null, time: null };
     }
-    return GENESIS;
+    return null;
   }
 
   /** The hash of the last record written: kept elsewhere, it lets `audit verify --head` see a cut tail. */
@@ -300,18 +316,7 @@ export class AuditLog {
     let prev = this.#lastHash;
     const lines = this.#batch;
     const batch: Pending[] = [];
-    const lost = this.#lost;
     try {
-      // Found by the ops walkthrough: an outage left no trace in the log, and `audit verify` called the
-      // chain intact. The chain stays unbroken (nothing is forged), and its first record after the
-      // outage says how many records are missing, when, and why.
-      if (lost !== null && this.#options.gapRecord !== undefined) {
-        try {
-          prev = lines.append(this.#options.secrets.scrub(serializeAuditRecord(this.#options.gapRecord(this.#gapReason(lost)), prev)), prev);
-        } catch (error) {
-          this.#say('error', { err: error }, 'the airlock:audit-gap record could not be built; the warn line that follows says what is missing');
-        }
-      }
       for (const pending of queued) {
         try {
           prev = lines.append(this.#options.secrets.scrub(serializeAuditRecord(pending.record, prev)), prev);
@@ -322,6 +327,21 @@ export class AuditLog {
         }
       }
       if (batch.length === 0) return;
+      // Found by the ops walkthrough: an outage left no trace in the log, and `audit verify` called the
+      // chain intact. The chain stays unbroken (nothing is forged), and the first batch written after
+      // the outage ends with a record of how many records are missing, since when, and why: after the
+      // batch's own records, so that one of them that could not be serialized is counted too (found by
+      // review).
+      const lost = this.#lost;
+      let gapWritten = false;
+      if (lost !== null && this.#options.gapRecord !== undefined) {
+        try {
+          prev = lines.append(this.#options.secrets.scrub(serializeAuditRecord(this.#options.gapRecord(this.#gapReason(lost)), prev)), prev);
+          gapWritten = true;
+        } catch (error) {
+          this.#say('error', { err: error }, 'the airlock:audit-gap record could not be built; the warn line that follows says what is missing');
+        }
+      }
       let written = 0;
       try {
         const data = lines.bytes;
@@ -345,7 +365,9 @@ export class AuditLog {
       this.#broken = null;
       if (lost !== null) {
         this.#lost = null;
-        this.#say('warn', { lost: lost.count, since: lost.since, error: lost.error }, `the audit log is writable again; ${lost.count} record${lost.count === 1 ? ' was' : 's were'} not written since ${lost.since}, and an airlock:audit-gap record in the log says so`);
+        const said = gapWritten ? '; an airlock:audit-gap record in the log says so' : '';
+        if (lost.count > 0) this.#say('warn', { lost: lost.count, since: lost.since, error: lost.error }, `the audit log is writable again; ${lost.count} record${lost.count === 1 ? ' was' : 's were'} not written since ${lost.since ?? 'start-up'}${said}`);
+        if (lost.previousUnclean) this.#say('warn', { last_record: lost.previousLast }, `the previous run ended without an airlock:stop record in the audit log (killed, crashed, or its last writes failed): its last records may be missing${said}`);
       }
       for (const pending of batch) this.#settle(pending, true, null);
       // Written: a live-feed listener or the webhook copy failing says nothing about the file.
@@ -372,7 +394,11 @@ export class AuditLog {
   /** Records that did not reach the file: the log is unhealthy until a write succeeds; each request learns it. */
   #fail(error: Error, failed: readonly Pending[]): void {
     this.#broken = error;
-    if (this.#lost === null) this.#lost = { count: 0, since: new Date((this.#options.now ?? Date.now)()).toISOString(), error: (error as NodeJS.ErrnoException).code ?? error.message };
+    this.#lost ??= { count: 0, since: null, error: null, previousUnclean: false, previousLast: null };
+    if (this.#lost.count === 0) {
+      this.#lost.since = new Date((this.#options.now ?? Date.now)()).toISOString();
+      this.#lost.error = (error as NodeJS.ErrnoException).code ?? error.message;
+    }
     this.#lost.count += failed.length;
     for (const pending of failed) {
       this.#settle(pending, false, this.#options.onFailure === 'log' ? null : error);
@@ -382,8 +408,15 @@ export class AuditLog {
   }
 
   #gapReason(lost: Loss): string {
-    const requests = this.#options.onFailure === 'log' ? 'their requests went on unaudited (audit.on_failure: log)' : 'requests were refused 503 audit_unavailable meanwhile (audit.on_failure: refuse), but for any already answered when its record failed';
-    return `${lost.count} audit record${lost.count === 1 ? ' was' : 's were'} not written from ${lost.since} until this record (${lost.error}); ${requests}. The log's metrics and error lines cover that time.`;
+    const parts: string[] = [];
+    if (lost.previousUnclean) {
+      parts.push(`The previous run of Airlock ended without an airlock:stop record${lost.previousLast === null ? '' : ` (its last record is of ${lost.previousLast})`}: it was killed or crashed, or its last records could not be written, so records of its last moments may be missing (how many is not known).`);
+    }
+    if (lost.count > 0) {
+      const requests = this.#options.onFailure === 'log' ? 'their requests went on unaudited (audit.on_failure: log)' : 'requests were refused 503 audit_unavailable meanwhile (audit.on_failure: refuse), but for any already answered when its record failed';
+      parts.push(`${lost.count} audit record${lost.count === 1 ? ' was' : 's were'} not written from ${lost.since ?? 'start-up'} until this record (${lost.error ?? 'unknown error'}); ${requests}. The log's metrics and error lines cover that time.`);
+    }
+    return parts.join(' ');
   }
 
   /**

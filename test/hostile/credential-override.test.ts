@@ -12,7 +12,7 @@
  * upstream received (the injected credential exactly once, none of the agent's own keys, which are
  * canaries too, and never the agent token); a refusal is an RFC 9457 problem with nothing forwarded. The
  * file ends with a leak scan of every canary over responses, logs and audit, and hostileWatch (no
- * unhandled rejection or uncaught exception, event-loop p99 under 100 ms).
+ * unhandled rejection or uncaught exception, event-loop p99 under 250 ms).
  */
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -705,7 +705,7 @@ describe('an agent cannot override or smuggle the injected credential', () => {
     expect(proxy.logLines.join('')).not.toContain(agent.token);
   });
 
-  it('the process stayed healthy (no unhandled rejection or uncaught exception, event-loop p99 under 100 ms)', () => {
+  it('the process stayed healthy (no unhandled rejection or uncaught exception, event-loop p99 under 250 ms)', () => {
     const { p99Ms, maxMs } = watch.assertHealthy();
     console.info(`[credential-override] event loop: p99 ${p99Ms.toFixed(1)} ms, max ${maxMs.toFixed(1)} ms`);
   });

@@ -1297,7 +1297,7 @@ describe('faults: Airlock stays up, answers clearly or cuts honestly, audits, le
     assertNoLeak(secrets, surfaces);
   });
 
-  it('the process stayed healthy: no unhandled rejection, event-loop p99 under 100 ms', () => {
+  it('the process stayed healthy: no unhandled rejection, event-loop p99 under 250 ms', () => {
     const { p99Ms, maxMs } = watch.assertHealthy();
     console.info(`[faults] event loop: p99 ${p99Ms.toFixed(1)} ms, max ${maxMs.toFixed(1)} ms`);
   });

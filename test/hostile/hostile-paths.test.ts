@@ -12,7 +12,7 @@
  * Case and trailing-slash variants of route paths get their own block below: they are distinct paths,
  * matched exactly, so each is either the route it spells or refused. Every answer has exactly one audit
  * record under its x-airlock-request-id, and hostileWatch checks the whole file (no unhandled rejection
- * or uncaught exception, event-loop p99 under 100 ms).
+ * or uncaught exception, event-loop p99 under 250 ms).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
@@ -24,7 +24,7 @@ import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
 import { auditRecordOf, expectProblem, hostileWatch, PROBLEM_JSON } from './support/hostile-watch.js';
 
-/** Over every case of the file: no unhandled rejection or uncaught exception, event-loop p99 under 100 ms. */
+/** Over every case of the file: no unhandled rejection or uncaught exception, event-loop p99 under 250 ms. */
 const watch = hostileWatch();
 
 /**
@@ -565,7 +565,7 @@ describe('case and trailing-slash variants of a route path', () => {
 });
 
 describe('hostile request targets: the process', () => {
-  it('stayed healthy over every case of the file (no unhandled rejection or uncaught exception, event-loop p99 under 100 ms)', () => {
+  it('stayed healthy over every case of the file (no unhandled rejection or uncaught exception, event-loop p99 under 250 ms)', () => {
     const { p99Ms, maxMs } = watch.assertHealthy();
     console.info(`[hostile-paths] event loop: p99 ${p99Ms.toFixed(1)} ms, max ${maxMs.toFixed(1)} ms`);
   });

@@ -285,7 +285,7 @@ describe(`path differential: ${TARGETS.toLocaleString()} generated targets over 
     ]);
   });
 
-  it('stays healthy: no unhandled rejection, event-loop p99 under 100 ms', () => {
+  it('stays healthy: no unhandled rejection, event-loop p99 under 250 ms', () => {
     watch.assertHealthy();
   });
 });

@@ -7,7 +7,7 @@
  * saying how many records are missing and why, chained on from the last record written; a warn line says
  * the same, and `audit verify` prints the gap after its OK line.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
@@ -16,7 +16,7 @@ import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
 import { eventually, runCliCapture } from '../helpers/operator.js';
 import { sendRequest, type Problem } from '../helpers/send-request.js';
-import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
+import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
 
 const agent = generateAgentToken();
@@ -95,9 +95,11 @@ describe.each([
       throw new Error('no record of the call after the outage');
     })();
 
-    const gap = records[0] as ChainedRecord;
+    // The first batch written after the outage (one record here) ends with the gap record.
+    expect(records[0]?.prev).toBe(headBefore);
+    const gap = records[1] as ChainedRecord;
     expect(gap).toMatchObject({ route: 'airlock:audit-gap', actor: 'airlock', agent: null, path: null });
-    expect(gap.prev).toBe(headBefore);
+    expect(records.filter((r) => r.route === 'airlock:audit-gap')).toHaveLength(1);
     // Every record not written is counted, each call of the outage.
     const lost = Number(/^(\d+) audit records? (?:was|were) not written from /.exec(gap.reason ?? '')?.[1]);
     expect(lost).toBe(lostCalls);
@@ -110,9 +112,57 @@ describe.each([
     expect(warned[0]).toMatchObject({ level: 'warn', lost });
 
     const run = await runCliCapture(['audit', 'verify', `${moved}/audit.jsonl`, file], {}, seen);
-    expect(run.code, run.stdout + run.stderr).toBe(0);
+    // Intact, but with records missing: exit 3, so a job that checks the exit code sees it.
+    expect(run.code, run.stdout + run.stderr).toBe(3);
     expect(run.stdout).toContain('from the beginning of the log');
     expect(run.stdout).toMatch(/Records are missing: 1 gap recorded by Airlock/);
-    expect(run.stdout).toContain(`GAP at ${file} line 1 (${gap.time}): ${gap.reason as string}`);
+    expect(run.stdout).toContain(`GAP at ${file} line 2 (${gap.time}): ${gap.reason as string}`);
+  });
+});
+
+// Found by review: the loss was kept in memory only, so a crash (or a restart before any other record)
+// dropped it. A log whose last record is not airlock:stop was left by a run that did not stop.
+describe('a run that ended without airlock:stop', () => {
+  it('is noted by the next run: its first batch ends with an airlock:audit-gap record, and a warn line says so', async () => {
+    const upstream = await startUpstream();
+    const key = canary('audit-gap-unclean');
+    const input = {
+      services: { echo: { upstream: upstream.url, credential: { secret: 'env:GAP_KEY' }, routes: [{ method: 'GET', path: '/v1/*', scope: 'read' }] } },
+      agents: { 'gap-bot': { tokens: [agent.hash], credentials: [{ service: 'echo', max_scope: ['read'] }] } },
+    };
+    const dataDir = tempDir('airlock-audit-unclean-');
+    const first = await startProxy(input, { env: { GAP_KEY: key }, dataDir });
+    const file = first.config.audit.file;
+    expect((await sendRequest(`${first.url}/echo/v1/last-call`, { headers: { authorization: `Bearer ${agent.token}` } })).status).toBe(200);
+    await first.waitForAudit(1);
+    await first.close();
+    // As if killed before it could write airlock:stop: the log ends with the last request's record.
+    const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
+    expect((JSON.parse(lines.at(-1) as string) as AuditRecord).route).toBe('airlock:stop');
+    writeFileSync(file, `${lines.slice(0, -1).join('\n')}\n`);
+    const lastCall = JSON.parse(lines.at(-2) as string) as ChainedRecord;
+    expect(lastCall.path).toBe('/echo/v1/last-call');
+
+    const second = await startProxy(input, { env: { GAP_KEY: key }, dataDir });
+    try {
+      const records = recordsOf(file);
+      const after = records.slice(records.findIndex((r) => r.hash === lastCall.hash) + 1);
+      expect(after.map((r) => r.route)).toEqual(['airlock:start', 'airlock:audit-gap']);
+      expect(after[0]?.prev).toBe(lastCall.hash);
+      expect(after[1]?.reason).toBe(`The previous run of Airlock ended without an airlock:stop record (its last record is of ${lastCall.time}): it was killed or crashed, or its last records could not be written, so records of its last moments may be missing (how many is not known).`);
+      expect(second.logRecords().some((l) => l['level'] === 'warn' && String(l['msg']).startsWith('the previous run ended without an airlock:stop record'))).toBe(true);
+      // A run that stopped cleanly leaves nothing to note.
+      await second.close();
+      const third = await startProxy(input, { env: { GAP_KEY: key }, dataDir });
+      await third.close();
+      const finalRecords = recordsOf(file);
+      expect(finalRecords.filter((r) => r.route === 'airlock:audit-gap')).toHaveLength(1);
+      expect(finalRecords.slice(-2).map((r) => r.route)).toEqual(['airlock:start', 'airlock:stop']);
+      assertNoLeak([key, agent.token], [{ name: 'audit', text: readFileSync(file, 'utf8') }, { name: 'logs', text: second.logLines.join('') + third.logLines.join('') }]);
+    } finally {
+      await second.close().catch(() => undefined);
+      await upstream.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 });
