@@ -80,7 +80,11 @@ export async function statusCommand(io: CliIo): Promise<number> {
     const why = typeof s['justification'] === 'string' ? `  "${oneLine(s['justification'], TEXT_CHARS)}"` : '';
     lines.push(`    ${String(s['id'])}  ${String(s['agent'])}  until ${String(s['expires_at'])}  ${oneLine(scopes, TEXT_CHARS)}${why}`);
   }
-  lines.push(`  credentials  ${credentials.length === 0 ? 'none fetched yet' : `${credentials.length}${troubled.length === 0 ? ', all servable' : `, ${troubled.length} failing or missing`}`}`);
+  // An expired value is not served: the next request waits for a fetch (found by review: "all
+  // servable" counted it).
+  const refetch = credentials.filter((c) => c['state'] === 'expired' && c['failing'] !== true).length;
+  const summary = troubled.length > 0 ? `, ${troubled.length} failing or missing` : refetch > 0 ? `, ${refetch} to be fetched again by the next request` : ', all servable';
+  lines.push(`  credentials  ${credentials.length === 0 ? 'none fetched yet' : `${credentials.length}${summary}`}`);
   const revokedRefs = new Set(others.filter((r) => r['kind'] === 'credential').map((r) => String(r['target'])));
   for (const c of credentials) lines.push(`    ${credentialLine(c)}${revokedRefs.has(String(c['ref'])) ? ', REVOKED: refused (503 credential_revoked) until restored' : ''}`);
   io.stdout.write(`${lines.join('\n')}\n`);
@@ -96,10 +100,14 @@ function revoked(r: View): string {
   return `by ${String(r['by'])} at ${String(r['at'])}${typeof r['reason'] === 'string' && r['reason'] !== '' ? `: "${oneLine(r['reason'], TEXT_CHARS)}"` : ''}`;
 }
 
-/** What a state past the cache ttl means when the store is not failing: idle, not unwell. */
+/**
+ * What a state past the cache ttl means when the last fetch succeeded: idle, not known to be unwell
+ * (the store is not asked until a request needs the value, so a store that went down since shows
+ * only then).
+ */
 const IDLE_STATES: Readonly<Record<string, string>> = {
-  stale: ' (store healthy: past its cache ttl, not needed since; the next request is served it while it is fetched again)',
-  expired: ' (store healthy: past its max_staleness, not needed since; the next request waits for a fetch)',
+  stale: ' (idle: past its cache ttl and not needed since, its last fetch succeeded; the next request is served it while it is fetched again)',
+  expired: ' (idle: no longer servable and not needed since, its last fetch succeeded; the next request waits for a fetch)',
 };
 
 function credentialLine(c: View): string {

@@ -246,6 +246,7 @@ const grantSpec = z.strictObject({
 });
 
 const TOKEN_HASH = /^sha256:[0-9a-f]{64}$/;
+const PASTED_TOKEN = new RegExp(`(?:${AGENT_TOKEN_PATTERN.source.replace(/^\^|\$$/g, '')})|(?:${SESSION_TOKEN_PATTERN.source.replace(/^\^|\$$/g, '')})`);
 
 /**
  * A token pasted where its hash belongs is refused, and (found by the ops walkthrough) told that the
@@ -254,7 +255,8 @@ const TOKEN_HASH = /^sha256:[0-9a-f]{64}$/;
  */
 const tokenHash = z.string().superRefine((value, ctx) => {
   if (TOKEN_HASH.test(value)) return;
-  const pasted = AGENT_TOKEN_PATTERN.test(value.trim()) || SESSION_TOKEN_PATTERN.test(value.trim());
+  // Anywhere in the value: "Bearer alk_..." or "sha256:alk_..." exposes the token as much (found by review).
+  const pasted = PASTED_TOKEN.test(value);
   ctx.addIssue({
     code: 'custom',
     message: pasted

@@ -14,7 +14,7 @@ import { AirlockError } from '../errors.js';
 import type { CredentialPlan } from '../policy/compile-policy.js';
 import type { SecretCatalog } from '../redaction/secret-catalog.js';
 import type { Credential } from './credential.js';
-import { CredentialCache, type CachePolicy, type CredentialStatus } from './credential-cache.js';
+import { CredentialCache, type CachePolicy, type CredentialStatus, type LastGood } from './credential-cache.js';
 import { createEnvSource } from './env-source.js';
 import { createFileSource } from './file-source.js';
 import { createOAuth2Source } from './oauth2-source.js';
@@ -45,7 +45,7 @@ export interface CredentialBroker {
   refresh(ref: string, minAgeMs?: number): Promise<Credential>;
   status(): CredentialStatus[];
   /** The last value fetched for a reference and when, for the broker of the next configuration (BrokerOptions.previous). */
-  lastGood(ref: string): { readonly credential: Credential; readonly fetchedAt: number } | null;
+  lastGood(ref: string): LastGood | null;
   /**
    * Called as this broker's configuration takes over from the previous one: the values taken from the
    * previous broker when this one was built are taken again as that broker holds them now. While this
@@ -285,7 +285,7 @@ function seedFrom(cache: CredentialCache, previous: { readonly broker: Credentia
     const alike = kind === 'vault' ? vaultAlike : kind === 'oauth2' ? same(previous.config.secrets.oauth2[name], config.secrets.oauth2[name]) && vaultAlike : false;
     if (!alike) continue;
     const last = previous.broker.lastGood(ref);
-    if (last !== null) cache.seed(ref, last.credential, last.fetchedAt);
+    if (last !== null) cache.seed(ref, last.credential, last.fetchedAt, last);
     taken.push(ref);
   }
   return taken;

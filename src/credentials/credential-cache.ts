@@ -41,6 +41,15 @@ export interface CredentialStatus {
   readonly lastError: string | null;
 }
 
+/** The last value fetched for a reference, when, and how its store has answered since. */
+export interface LastGood {
+  readonly credential: Credential;
+  readonly fetchedAt: number;
+  readonly lastError: AirlockError | null;
+  readonly failures: number;
+  readonly retryAfter: number;
+}
+
 interface Entry {
   credential: Credential | null;
   fetchedAt: number;
@@ -256,9 +265,9 @@ export class CredentialCache {
   }
 
   /** The last value fetched for `ref` and when, if one is held (withdrawn values are not). */
-  lastGood(ref: string): { readonly credential: Credential; readonly fetchedAt: number } | null {
+  lastGood(ref: string): LastGood | null {
     const entry = this.#entries.peek(ref);
-    return entry?.credential == null ? null : { credential: entry.credential, fetchedAt: entry.fetchedAt };
+    return entry?.credential == null ? null : { credential: entry.credential, fetchedAt: entry.fetchedAt, lastError: entry.lastError, failures: entry.failures, retryAfter: entry.retryAfter };
   }
 
   /**
@@ -266,10 +275,16 @@ export class CredentialCache {
    * under this cache's policy: it is served while that policy's bounds, counted from then, allow, and
    * refreshed in the background as any value is. Nothing is taken over a value this cache holds.
    */
-  seed(ref: string, credential: Credential, fetchedAt: number): void {
+  seed(ref: string, credential: Credential, fetchedAt: number, health: Partial<Pick<LastGood, 'lastError' | 'failures' | 'retryAfter'>> = {}): void {
     if (this.#entries.has(ref)) return;
     this.#seeded.set(ref, credential);
-    this.#entries.set(ref, fetchedEntry(credential, fetchedAt, this.#policyOf(ref)));
+    const entry = fetchedEntry(credential, fetchedAt, this.#policyOf(ref));
+    // The store's failures go on with the value (found by review: a reload while the store was down
+    // reset them, and status called the store healthy while requests got 503).
+    entry.lastError = health.lastError ?? null;
+    entry.failures = health.failures ?? 0;
+    entry.retryAfter = health.retryAfter ?? 0;
+    this.#entries.set(ref, entry);
   }
 
   /**
@@ -279,7 +294,7 @@ export class CredentialCache {
    * build, or a passing failure it met, kept the old value over a rotate). Gone there (withdrawn), the
    * value is dropped here and the next request asks the store (fail closed).
    */
-  reseed(ref: string, last: { readonly credential: Credential; readonly fetchedAt: number } | null): void {
+  reseed(ref: string, last: (Pick<LastGood, 'credential' | 'fetchedAt'> & Partial<LastGood>) | null): void {
     const seeded = this.#seeded.get(ref);
     this.#seeded.delete(ref);
     const entry = this.#entries.peek(ref);
@@ -292,7 +307,7 @@ export class CredentialCache {
     if (entry?.withdrawn === true) return;
     if (entry?.credential != null && entry.fetchedAt >= last.fetchedAt) return;
     this.#entries.delete(ref);
-    this.seed(ref, last.credential, last.fetchedAt);
+    this.seed(ref, last.credential, last.fetchedAt, last);
     this.#seeded.delete(ref);
   }
 

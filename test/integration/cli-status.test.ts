@@ -243,11 +243,12 @@ describe('airlock status', () => {
       const stale = await idleStatus();
       expect(stale.code, stale.stdout).toBe(0);
       expect(stale.stdout).toContain('  credentials  1, all servable\n');
-      expect(stale.stdout).toContain('env:STATUS_IDLE_KEY  stale (store healthy: past its cache ttl, not needed since; the next request is served it while it is fetched again), fetched 7 s ago');
+      expect(stale.stdout).toContain('env:STATUS_IDLE_KEY  stale (idle: past its cache ttl and not needed since, its last fetch succeeded; the next request is served it while it is fetched again), fetched 7 s ago');
       offsetMs = 20_000;
       const expired = await idleStatus();
       expect(expired.code, expired.stdout).toBe(0);
-      expect(expired.stdout).toContain('env:STATUS_IDLE_KEY  expired (store healthy: past its max_staleness, not needed since; the next request waits for a fetch), fetched 20 s ago');
+      expect(expired.stdout).toContain('  credentials  1, 1 to be fetched again by the next request\n');
+      expect(expired.stdout).toContain('env:STATUS_IDLE_KEY  expired (idle: no longer servable and not needed since, its last fetch succeeded; the next request waits for a fetch), fetched 20 s ago');
       const answer = await sendRequest(`${idle.url}/llm/v1/models`, { headers: { authorization: `Bearer ${agent.token}` } });
       expect(answer.status).toBe(200);
       expect((await idleStatus()).stdout).toMatch(/env:STATUS_IDLE_KEY {2}fresh, fetched 0 s ago/);

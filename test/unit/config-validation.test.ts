@@ -521,10 +521,10 @@ describe('cross-field rules (validate-config.ts)', () => {
   it('a token pasted where its hash goes is refused, told to make a new pair, and not repeated', () => {
     const pasted = generateAgentToken().token;
     const adminPasted = generateAgentToken().token;
-    const loaded = build({ admin: { listen: '127.0.0.1:0', tokens: [{ name: 'ops', hash: adminPasted }] }, agents: { bot: agent([pasted]) }, services: {} });
+    const loaded = build({ admin: { listen: '127.0.0.1:0', tokens: [{ name: 'ops', hash: adminPasted }] }, agents: { bot: agent([pasted, `Bearer ${pasted}`, `sha256:${pasted}`]) }, services: {} });
     expect(loaded.config).toBeNull();
     const problems = shown(loaded);
-    expect(problems.map((p) => p.path).sort()).toEqual(['admin.tokens[0].hash', 'agents.bot.tokens[0]']);
+    expect(problems.map((p) => p.path).sort()).toEqual(['admin.tokens[0].hash', 'agents.bot.tokens[0]', 'agents.bot.tokens[1]', 'agents.bot.tokens[2]']);
     for (const problem of problems) {
       expect(problem.message).toMatch(/^this is a token, not its hash: written in the config, it is exposed .* Run `npx airlock token` for a new pair/);
     }

@@ -43,6 +43,21 @@ describe('a value handed over by the previous configuration', () => {
     await expect(Promise.resolve().then(() => store.cache.get(REF))).rejects.toMatchObject({ code: 'credential_unavailable' });
   });
 
+  // Found by review: a reload while the store was down reset its failures, and `airlock status` called
+  // the expired value idle with a healthy store while requests got 503.
+  it("carries the store's failures over, so the new cache still reports it failing", async () => {
+    const before = downStore();
+    before.cache.seed(REF, new Credential(REF, canary('failing-before'), '4'), 1_000_000 - 30_000);
+    before.advance(700_000);
+    await expect(Promise.resolve().then(() => before.cache.get(REF))).rejects.toMatchObject({ code: 'credential_unavailable' });
+    expect(before.cache.status()[0]).toMatchObject({ state: 'expired', failing: true, consecutiveFailures: 1 });
+    const last = before.cache.lastGood(REF);
+    expect(last).not.toBeNull();
+    const after = downStore();
+    after.cache.seed(REF, last!.credential, last!.fetchedAt, last!);
+    expect(after.cache.status()[0]).toMatchObject({ failing: true, consecutiveFailures: 1, lastError: 'Vault is down' });
+  });
+
   it('one fetched past max_staleness is not served at all', async () => {
     const store = downStore();
     store.cache.seed(REF, new Credential(REF, canary('too-old'), '1'), 1_000_000 - 700_000);
