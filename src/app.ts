@@ -45,6 +45,7 @@ import { ConcurrencyGate, type RateLimiter } from './policy/rate-limiter.js';
 import { createAnomalyResponder, DETECTOR_IDENTITY } from './policy/respond-to-anomaly.js';
 import type { ProxyRuntime } from './pipeline/proxy-runtime.js';
 import { auditRequest } from './pipeline/record-outcome.js';
+import { createClientAddressResolver } from './ingress/resolve-client-address.js';
 import { createRawRefusalHandler, createRequestHandler, newRecord } from './pipeline/run-pipeline.js';
 import type { ListenerBinding } from './pipeline/select-service.js';
 import { SecretCatalog, type GuardScope } from './redaction/secret-catalog.js';
@@ -547,6 +548,7 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
     },
     nowMs,
     isoTime: durable.isoTime,
+    clientAddress: createClientAddressResolver(config.trusted_proxies),
   });
   (generation as { runtime: ProxyRuntime }).runtime = runtime;
 

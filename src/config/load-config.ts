@@ -205,6 +205,7 @@ function normalize(data: ParsedConfig, resolvePath: (p: string) => string, sourc
   return deepFreeze({
     source,
     listen: data.listen,
+    trusted_proxies: data.trusted_proxies,
     data_dir: dataDir,
     audit: { ...data.audit, file: isAbsolute(data.audit.file) ? data.audit.file : resolve(dataDir, data.audit.file) },
     telemetry: data.telemetry,

@@ -6,6 +6,7 @@
  * live in validate-config.ts so that every problem is reported in one pass.
  */
 import { createPublicKey } from 'node:crypto';
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseSecretRef } from '../credentials/secret-ref.js';
 import { AGENT_TOKEN_PATTERN, SESSION_TOKEN_PATTERN } from '../identity/agent-token.js';
@@ -491,8 +492,24 @@ const stateSpec = z.union(
   { error: 'state is {type: memory} or {type: redis, url: redis://...}' },
 );
 
+/** An address, or a CIDR range of them, as BlockList takes it. */
+const addressOrRange = z.string().refine(
+  (value) => {
+    const [address, bits, extra] = value.split('/');
+    const family = isIP(address ?? '');
+    if (family === 0 || extra !== undefined) return false;
+    if (bits === undefined) return true;
+    return /^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128);
+  },
+  { error: 'an IP address or a CIDR range, such as 10.0.0.0/8 or fd00::/8' },
+);
+
 export const configSchema = z.strictObject({
   listen: listenAddress.default('127.0.0.1:7700').describe('agent-facing listener'),
+  trusted_proxies: z
+    .array(addressOrRange)
+    .default([])
+    .describe('load balancers in front of Airlock (addresses or CIDR ranges): from their connections, the agent\'s address is read from X-Forwarded-For, right to left, past every trusted hop'),
   data_dir: z.string().default('./data').describe('embedded state: encrypted secrets, audit log, keys; relative to the config file'),
   audit: z
     .strictObject({

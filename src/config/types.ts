@@ -17,6 +17,8 @@ export interface AirlockConfig {
   /** The file it was loaded from, or null when built from an object (tests, demo). */
   readonly source: string | null;
   readonly listen: string;
+  /** Load balancers whose X-Forwarded-For is believed (addresses and CIDR ranges). */
+  readonly trusted_proxies: readonly string[];
   /** Absolute. */
   readonly data_dir: string;
   /** `file` is absolute. */

@@ -223,6 +223,8 @@ class LiveTrace implements RequestTrace {
           'http.request.method': req.method ?? '',
           'url.scheme': 'http',
           'network.protocol.version': req.httpVersion,
+          // The peer; client.address becomes the agent's address behind trusted_proxies at finish.
+          'network.peer.address': req.socket.remoteAddress ?? '',
           'client.address': req.socket.remoteAddress ?? '',
           'server.port': req.socket.localPort ?? 0,
         },
@@ -293,6 +295,7 @@ class LiveTrace implements RequestTrace {
 
   finish(record: AuditRecord, httpRoute: string | null): void {
     const span = this.#span;
+    if (record.client !== null) span.setAttribute('client.address', record.client);
     if (httpRoute !== null) {
       span.updateName(`${record.method ?? 'HTTP'} ${httpRoute}`);
       span.setAttribute('http.route', httpRoute);

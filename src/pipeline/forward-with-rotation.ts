@@ -26,6 +26,8 @@ const RETRY_MIN_AGE_MS = 2_000;
 
 export interface RotationInput {
   readonly req: IncomingMessage;
+  /** The agent's address (ProxyRuntime.clientAddress), sent upstream as X-Forwarded-For. */
+  readonly clientAddress: string | undefined;
   readonly res: ServerResponse;
   readonly requestId: string;
   readonly service: ServicePolicy;
@@ -65,7 +67,7 @@ async function send(input: RotationInput, injected: Credential, capture: Readonl
     upstream: input.service.upstream,
     path: input.servicePath,
     query: input.target.query,
-    clientAddress: req.socket.remoteAddress,
+    clientAddress: input.clientAddress,
   });
   // Every place a credential of this service goes, not only this one's, and the service's strip lists
   // (compile-policy.ts strippedFromAgent).

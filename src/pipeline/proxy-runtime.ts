@@ -2,6 +2,7 @@
  * Everything the request path reads, built once by the composition root (app.ts). Immutable from the
  * pipeline's point of view: stages look things up, they never build or register anything.
  */
+import type { ResolveClientAddress } from '../ingress/resolve-client-address.js';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import type { CredentialBroker } from '../credentials/credential-broker.js';
@@ -65,4 +66,6 @@ export interface ProxyRuntime {
   readonly nowMs: () => number;
   /** Formats the audit record's `time`. */
   readonly isoTime: IsoTime;
+  /** The agent's address: the peer, or behind `trusted_proxies` what they forwarded (resolve-client-address.ts). */
+  readonly clientAddress: ResolveClientAddress;
 }

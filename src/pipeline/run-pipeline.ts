@@ -114,7 +114,7 @@ async function serveAgentRequest(runtime: ProxyRuntime, currentRuntime: () => Pr
 
 async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRuntime, binding: ListenerBinding, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const startedAt = performance.now();
-  const record = newRecord(runtime, req.method ?? null, req.socket.remoteAddress);
+  const record = newRecord(runtime, req.method ?? null, runtime.clientAddress(req.socket.remoteAddress, req.headers['x-forwarded-for']));
   (res as OwnedResponse)[RECORD] = record;
   const trace = runtime.tracing.begin(req);
   record.trace_id = trace.traceId;
@@ -276,6 +276,7 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
     untrack = runtime.killSwitch.track(exchange);
     const result = await forwardWithRotation({
       req,
+      clientAddress: record.client ?? undefined,
       res,
       requestId: record.request_id,
       service: selected.service,

@@ -252,7 +252,7 @@ describe('unknown keys are errors at every level, with a did-you-mean', () => {
   });
 
   it('a key close to nothing lists the keys allowed there', () => {
-    expectProblems(build({ zzzzzz: 1 }), [{ severity: 'error', path: 'zzzzzz', message: /^unknown key "zzzzzz"; allowed here: listen, data_dir, audit, telemetry, log, limits, secrets, admin, approvals, state, workers, shutdown_timeout, reload, anomalies, services, agents$/ }]);
+    expectProblems(build({ zzzzzz: 1 }), [{ severity: 'error', path: 'zzzzzz', message: /^unknown key "zzzzzz"; allowed here: listen, trusted_proxies, data_dir, audit, telemetry, log, limits, secrets, admin, approvals, state, workers, shutdown_timeout, reload, anomalies, services, agents$/ }]);
   });
 });
 
