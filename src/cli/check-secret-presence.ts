@@ -7,7 +7,7 @@
  */
 import type { AirlockConfig } from '../config/types.js';
 import { EncryptedSecretFile, SecretFileError, shownSecretName } from '../credentials/encrypted-secret-file.js';
-import { loadMasterKey, MasterKeyError } from '../credentials/master-key.js';
+import { loadMasterKeyring, MasterKeyError } from '../credentials/master-key.js';
 import { parseSecretRef } from '../credentials/secret-ref.js';
 
 export interface SecretPresence {
@@ -44,7 +44,7 @@ function filePresence(ref: string, name: string, config: AirlockConfig, env: Rea
   const setIt = `npx airlock secrets set ${shown}`;
   let entry: ReturnType<EncryptedSecretFile['inventory']>[number] | undefined;
   try {
-    const key = loadMasterKey({ dataDir: config.data_dir, env, create: false });
+    const key = loadMasterKeyring({ dataDir: config.data_dir, env, create: false });
     entry = key === null ? undefined : new EncryptedSecretFile(config.data_dir, key).inventory().find((stored) => stored.name === name);
   } catch (error) {
     // Their messages name the file and the remedy, never a value.

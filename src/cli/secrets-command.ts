@@ -6,20 +6,24 @@
  * key is never printed: what is typed where a name goes may be the key itself (the rule of
  * secret-ref.ts, and of config problems; DESIGN.md invariant 1 counts CLI output).
  */
+import { randomBytes } from 'node:crypto';
+import { existsSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { looksLikeKey } from '../redaction/key-patterns.js';
 import { localSecretReferences } from '../config/secret-references.js';
 import type { AirlockConfig } from '../config/types.js';
-import { EncryptedSecretFile, shownSecretName } from '../credentials/encrypted-secret-file.js';
-import { loadMasterKey, MASTER_KEY_FILE } from '../credentials/master-key.js';
+import { EncryptedSecretFile, SECRETS_FILE, shownSecretName } from '../credentials/encrypted-secret-file.js';
+import { decodeMasterKey, loadMasterKeyring, MASTER_KEY_FILE, NEXT_KEY_ENV, nextKeyFile } from '../credentials/master-key.js';
 import { parseSecretRef, SECRET_NAME, SECRET_REF_KINDS } from '../credentials/secret-ref.js';
 import { headerValueFault } from '../injection/injector.js';
 import { AdminCallError, callAdmin, reportRefusal } from './admin-client.js';
 import { MIN_SECRET_LENGTH } from '../redaction/secret-catalog.js';
+import { createFileSync, replaceFileSync } from '../state/write-durably.js';
 import { UsageError, type CliIo } from './cli-io.js';
 import { loadConfigOrReport, type CliConfig } from './locate-config.js';
 
-const USAGE = 'usage: airlock secrets set NAME | secrets list | secrets rm NAME | secrets rotate REF   [--config FILE]';
+const USAGE = 'usage: airlock secrets set NAME | secrets list | secrets rm NAME | secrets rotate REF | secrets rekey   [--config FILE]';
 
 const NOT_REPEATED = 'not repeated here: it may be a key';
 const KEY_LIKE = 'starts like a key (sk-, ghp_, AKIA, ...) or holds an Airlock token';
@@ -61,6 +65,9 @@ export async function secretsCommand(io: CliIo): Promise<number> {
     case 'rotate':
       if (name === undefined) throw new UsageError(USAGE);
       return rotateSecret(io, loaded, name);
+    case 'rekey':
+      if (name !== undefined) throw new UsageError(USAGE);
+      return rekeySecrets(io, config);
     default:
       throw new UsageError(USAGE);
   }
@@ -138,7 +145,7 @@ async function setSecret(io: CliIo, config: AirlockConfig, name: string, command
   if (value !== value.trim()) {
     io.stderr.write('Note: the value starts or ends with whitespace. Injected into a header it reaches the upstream without it (a paste mistake?); both forms are redacted.\n');
   }
-  const key = loadMasterKey({ dataDir: config.data_dir, env: io.env, create: true });
+  const key = loadMasterKeyring({ dataDir: config.data_dir, env: io.env, create: true });
   if (key === null) throw new Error('no master key');
   const file = new EncryptedSecretFile(config.data_dir, key);
   file.set(name, value, new Date());
@@ -150,7 +157,7 @@ async function setSecret(io: CliIo, config: AirlockConfig, name: string, command
 }
 
 async function listSecrets(io: CliIo, config: AirlockConfig): Promise<number> {
-  const key = loadMasterKey({ dataDir: config.data_dir, env: io.env, create: false });
+  const key = loadMasterKeyring({ dataDir: config.data_dir, env: io.env, create: false });
   const refs = fileRefs(config);
   const stored = key === null ? [] : new EncryptedSecretFile(config.data_dir, key).inventory();
   if (stored.length === 0) io.stdout.write('No secrets stored yet.\n');
@@ -172,7 +179,7 @@ async function listSecrets(io: CliIo, config: AirlockConfig): Promise<number> {
 }
 
 async function removeSecret(io: CliIo, config: AirlockConfig, name: string): Promise<number> {
-  const key = loadMasterKey({ dataDir: config.data_dir, env: io.env, create: false });
+  const key = loadMasterKeyring({ dataDir: config.data_dir, env: io.env, create: false });
   if (key === null || !new EncryptedSecretFile(config.data_dir, key).remove(name)) {
     io.stderr.write(`No secret named ${shownSecretName(name)} is stored.\n`);
     return 1;
@@ -221,4 +228,64 @@ async function rotateSecret(io: CliIo, target: CliConfig, refOrName: string): Pr
     io.stderr.write(`${error.message}${parsed.ref.kind === 'file' ? ' The stored value is used when Airlock next reads it.' : ''}\n`);
     return 1;
   }
+}
+
+/**
+ * `secrets rekey`: every file: secret sealed again under a new master key, each keeping its date (its
+ * generation), and the old key no longer opening the file: after a key may have been exposed (a backup
+ * of data_dir with master.key in it, an operator who left), as Vault's rekey. Refused while an entry
+ * does not decrypt (it would be lost).
+ *
+ * With data_dir/master.key, a new random key is written to master.key.next (durably), the file replaced,
+ * then master.key replaced by it: a running Airlock reads both (loadMasterKeyring), so it serves on
+ * throughout, even across a crash between the two. With AIRLOCK_MASTER_KEY, the new key is
+ * AIRLOCK_MASTER_KEY_NEXT, which the operator chose and gave to every running Airlock first.
+ */
+async function rekeySecrets(io: CliIo, config: AirlockConfig): Promise<number> {
+  const dataDir = config.data_dir;
+  const fromEnv = io.env['AIRLOCK_MASTER_KEY'] !== undefined && io.env['AIRLOCK_MASTER_KEY'] !== '';
+  const keys = loadMasterKeyring({ dataDir, env: io.env, create: false });
+  if (keys === null) {
+    io.stdout.write('No secrets are stored yet, so there is nothing to re-encrypt; the first `secrets set` makes the key.\n');
+    return 0;
+  }
+  const file = new EncryptedSecretFile(dataDir, keys);
+  if (fromEnv) {
+    const next = io.env[NEXT_KEY_ENV];
+    if (next === undefined || next === '') {
+      io.stderr.write(
+        `The master key comes from AIRLOCK_MASTER_KEY, so the new one is yours to choose and keep: set ${NEXT_KEY_ENV} to it (\`openssl rand -base64 32\`) here and on every running Airlock (a restart each; they then open the file under either key), and run \`secrets rekey\` again. Nothing was changed.\n`,
+      );
+      return 1;
+    }
+    const newKey = decodeMasterKey(next, NEXT_KEY_ENV);
+    if (newKey.equals(keys[0] as Buffer)) {
+      io.stderr.write(`${NEXT_KEY_ENV} is the same key as AIRLOCK_MASTER_KEY; choose a new one. Nothing was changed.\n`);
+      return 1;
+    }
+    const count = file.rekey(newKey, () => undefined);
+    io.stdout.write(
+      `Re-encrypted ${count} secret${count === 1 ? '' : 's'} in ${file.path} under ${NEXT_KEY_ENV}; AIRLOCK_MASTER_KEY no longer opens it.\n` +
+        `Now make that key AIRLOCK_MASTER_KEY wherever Airlock and its CLI run, and unset ${NEXT_KEY_ENV}. An Airlock started with ${NEXT_KEY_ENV} set to it serves on meanwhile; one started without it serves the values it holds up to their max_staleness, then 503, until restarted with the new key.\n`,
+    );
+    return 0;
+  }
+  const nextPath = nextKeyFile(dataDir);
+  const keyPath = join(dataDir, MASTER_KEY_FILE);
+  if (existsSync(nextPath)) {
+    io.stderr.write(
+      `${nextPath} exists: an earlier rekey was cut short. If ${file.path} opens with it alone (it was replaced), finish that rekey:  mv ${nextPath} ${keyPath}; if it does not (the crash came first), remove it:  rm ${nextPath}. Then run \`secrets rekey\` again. Nothing was changed.\n`,
+    );
+    return 1;
+  }
+  const newKey = randomBytes(32);
+  const text = `${newKey.toString('base64')}\n`;
+  const count = file.rekey(newKey, () => createFileSync(nextPath, text));
+  replaceFileSync(keyPath, text);
+  rmSync(nextPath, { force: true });
+  io.stdout.write(
+    `Re-encrypted ${count} secret${count === 1 ? '' : 's'} in ${file.path} under a new master key, now in ${keyPath}; the old key no longer opens the file.\n` +
+      `A running Airlock uses the new key within a second, with no restart. Back the new key up apart from ${SECRETS_FILE} (a backup holding both opens every secret), and let go of copies of the old one.\n`,
+  );
+  return 0;
 }

@@ -22,7 +22,7 @@ import { loadConfigFile, parseConfigText } from '../config/load-config.js';
 import { localSecretReferences, type LocalSecretReference } from '../config/secret-references.js';
 import type { AirlockConfig } from '../config/types.js';
 import { EncryptedSecretFile, shownSecretName } from '../credentials/encrypted-secret-file.js';
-import { loadMasterKey } from '../credentials/master-key.js';
+import { loadMasterKeyring } from '../credentials/master-key.js';
 import { BatchedLineSink } from '../observability/batched-line-sink.js';
 import { clusterMetricsText } from '../observability/cluster-metrics.js';
 import type { CliIo } from './cli-io.js';
@@ -214,7 +214,7 @@ function watchForReloads(io: CliIo, file: string, initial: AirlockConfig, airloc
 function missingSecrets(config: AirlockConfig, env: CliIo['env']): LocalSecretReference[] {
   let stored: Set<string>;
   try {
-    const key = loadMasterKey({ dataDir: config.data_dir, env, create: false });
+    const key = loadMasterKeyring({ dataDir: config.data_dir, env, create: false });
     stored = new Set(key === null ? [] : new EncryptedSecretFile(config.data_dir, key).names());
   } catch {
     stored = new Set();
@@ -229,7 +229,7 @@ function missingSecrets(config: AirlockConfig, env: CliIo['env']): LocalSecretRe
 function damagedSecrets(config: AirlockConfig, env: CliIo['env']): { shown: string[]; firstPlain: string | null } {
   let inventory: ReturnType<EncryptedSecretFile['inventory']>;
   try {
-    const key = loadMasterKey({ dataDir: config.data_dir, env, create: false });
+    const key = loadMasterKeyring({ dataDir: config.data_dir, env, create: false });
     inventory = key === null ? [] : new EncryptedSecretFile(config.data_dir, key).inventory();
   } catch {
     // A file that cannot be read at all is the proxy's to log (its credentials are not available yet).

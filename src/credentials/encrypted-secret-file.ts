@@ -7,7 +7,7 @@
  * is rewritten as format 2, every entry re-sealed, by the next `secrets set` or `rm`. Writes go to a
  * temporary file that is synced and renamed over the old one, so a crash never leaves half a file.
  */
-import { closeSync, constants, fstatSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { looksLikeKey } from '../redaction/key-patterns.js';
 import { openText, sealText } from './seal-text.js';
@@ -64,6 +64,14 @@ function entryAad(format: SecretsDocument['format'], name: string, sealed: Seale
   return `secret:${name}\nupdated_at:${typeof sealed.updated_at === 'string' ? sealed.updated_at : ''}`;
 }
 
+function opensKeyCheck(key: Buffer, sealed: SealedValue): boolean {
+  try {
+    return open(key, 'key-check', sealed) === KEY_CHECK;
+  } catch {
+    return false;
+  }
+}
+
 function sealEntry(key: Buffer, name: string, value: string, updatedAt: string | undefined): SealedValue {
   const dated: SealedValue = { iv: '', tag: '', ciphertext: '', ...(updatedAt === undefined ? {} : { updated_at: updatedAt }) };
   return { ...seal(key, entryAad(FORMAT, name, dated), value), ...(updatedAt === undefined ? {} : { updated_at: updatedAt }) };
@@ -76,14 +84,19 @@ export interface SecretEntry {
 
 export class EncryptedSecretFile {
   readonly path: string;
-  readonly #key: Buffer;
+  /** The master keys that may open the file, the current one first (master-key.ts loadMasterKeyring). */
+  readonly #keys: readonly Buffer[];
+  /** The key that opened the file last read (changes are sealed with it), else the first. */
+  #key: Buffer;
 
   /** How long a change waits for another's lock before it gives up. */
   readonly #lockWaitMs: number;
 
-  constructor(dataDir: string, key: Buffer, lockWaitMs = LOCK_WAIT_MS) {
+  constructor(dataDir: string, keys: Buffer | readonly Buffer[], lockWaitMs = LOCK_WAIT_MS) {
     this.path = join(dataDir, SECRETS_FILE);
-    this.#key = key;
+    this.#keys = Buffer.isBuffer(keys) ? [keys] : keys;
+    if (this.#keys.length === 0) throw new Error('no master key');
+    this.#key = this.#keys[0] as Buffer;
     this.#lockWaitMs = lockWaitMs;
   }
 
@@ -230,17 +243,52 @@ export class EncryptedSecretFile {
     if (document === null || typeof document !== 'object' || (document.format !== FORMAT && document.format !== FORMAT_1) || typeof document.secrets !== 'object' || document.secrets === null || document.key_check === undefined) {
       throw new SecretFileError(`${this.path} is not an Airlock secrets file (format ${FORMAT}); restore it from a backup, or move it away and set the secrets again`);
     }
-    try {
-      if (open(this.#key, 'key-check', document.key_check) !== KEY_CHECK) throw new Error('key check mismatch');
-    } catch {
+    const opener = this.#keys.find((key) => opensKeyCheck(key, document.key_check));
+    if (opener === undefined) {
       // The key's origin is not known here; the message covers both, as AIRLOCK_MASTER_KEY overrides the
       // file (found by a walkthrough: "restore master.key" did nothing while the variable was set).
       const keyFile = join(dirname(this.path), 'master.key');
+      // A `secrets rekey` cut short between its two renames leaves the new key beside the old.
+      const cutShort = existsSync(`${keyFile}.next`) ? ` A \`secrets rekey\` was cut short: the file is sealed with ${keyFile}.next; finish it with  mv ${keyFile}.next ${keyFile}` : '';
       throw new SecretFileError(
-        `the master key does not open ${this.path}: if AIRLOCK_MASTER_KEY is set, it is used instead of ${keyFile}: set it to the key the file was written with, or unset it to use ${keyFile}; otherwise restore ${keyFile} from a backup`,
+        `the master key does not open ${this.path}: if AIRLOCK_MASTER_KEY is set, it is used instead of ${keyFile}: set it to the key the file was written with, or unset it to use ${keyFile}; otherwise restore ${keyFile} from a backup.${cutShort}`,
       );
     }
+    this.#key = opener;
     return document;
+  }
+
+  /**
+   * Seals every entry again under `newKey` (`secrets rekey`), each keeping its date (the generation
+   * audit records show), and replaces the file; `beforeReplace` runs first, under the lock (the new key
+   * is written there, durably, before any secret depends on it). Refused while an entry does not
+   * decrypt: it would be lost. Returns how many entries were sealed again.
+   */
+  rekey(newKey: Buffer, beforeReplace: () => void): number {
+    return this.#locked(() => {
+      const document = this.#resealed(this.#readDocument());
+      if (document === null) {
+        beforeReplace();
+        return 0;
+      }
+      const secrets: Record<string, SealedValue> = Object.create(null) as Record<string, SealedValue>;
+      const damaged: string[] = [];
+      for (const [name, sealed] of Object.entries(document.secrets)) {
+        try {
+          const updatedAt = typeof sealed.updated_at === 'string' ? sealed.updated_at : undefined;
+          secrets[name] = sealEntry(newKey, name, open(this.#key, entryAad(FORMAT, name, sealed), sealed), updatedAt);
+        } catch {
+          damaged.push(shownSecretName(name));
+        }
+      }
+      if (damaged.length > 0) {
+        throw new SecretFileError(`${damaged.length === 1 ? 'an entry does' : `${damaged.length} entries do`} not decrypt (${damaged.join(', ')}), and a new key would lose ${damaged.length === 1 ? 'it' : 'them'} for good: set each again (\`npx airlock secrets set NAME\`) or remove it (\`secrets rm NAME\`), then run rekey again; nothing was changed`);
+      }
+      beforeReplace();
+      this.#write({ format: FORMAT, key_check: seal(newKey, 'key-check', KEY_CHECK), secrets });
+      this.#key = newKey;
+      return Object.keys(secrets).length;
+    });
   }
 
   /** A format-1 document as format 2: each entry re-sealed with its date bound (a damaged one is kept as it is, still damaged). */

@@ -18,11 +18,12 @@
  * What the agent is told is fixed; the file's path, the entry's name and what to run are the operator's
  * (an OperatorReason: the audit record's reason and the log line), as they name data_dir and other secrets.
  */
+import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import { AirlockError, OPERATOR_FINDS_WHY, OperatorReason } from '../errors.js';
 import { Credential } from './credential.js';
 import { EncryptedSecretFile, shownSecretName, type SecretEntry } from './encrypted-secret-file.js';
-import { loadMasterKey } from './master-key.js';
+import { loadMasterKeyring } from './master-key.js';
 import { CredentialWithdrawn, type SecretSource } from './secret-source.js';
 
 export interface FileSourceOptions {
@@ -69,15 +70,17 @@ export function createFileSource(options: FileSourceOptions): SecretSource {
   }
 
   async function reload(): Promise<Snapshot> {
-    let key: Buffer | null;
+    let keys: Buffer[] | null;
     try {
-      key = loadMasterKey({ dataDir: options.dataDir, env: options.env, create: false });
+      keys = loadMasterKeyring({ dataDir: options.dataDir, env: options.env, create: false });
     } catch (error) {
       return { stamp: 'key-error', entries: null, damaged: new Map(), problem: (error as Error).message };
     }
-    if (key === null) return { stamp: 'no-key', entries: new Map(), damaged: new Map(), problem: null };
-    const file = new EncryptedSecretFile(options.dataDir, key);
-    const stamp = await currentStamp(file.path);
+    if (keys === null) return { stamp: 'no-key', entries: new Map(), damaged: new Map(), problem: null };
+    const file = new EncryptedSecretFile(options.dataDir, keys);
+    // The keys are part of the stamp: a read that failed under the old key is not kept once a
+    // `secrets rekey` brought the one that opens the file (the file itself may not change again).
+    const stamp = `${await currentStamp(file.path)}|${createHash('sha256').update(Buffer.concat(keys)).digest('hex').slice(0, 16)}`;
     if (snapshot !== null && snapshot.stamp === stamp) return snapshot;
     let read: ReturnType<EncryptedSecretFile['readIntact']>;
     try {

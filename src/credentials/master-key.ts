@@ -58,8 +58,39 @@ export function loadMasterKey(options: MasterKeyOptions): Buffer | null {
     createFileSync(path, `${key.toString('base64')}\n`);
     return key;
   }
+  return readKeyFile(path, mode);
+}
+
+/** A key file, refused when group or others may read it. */
+function readKeyFile(path: string, mode: number = statSync(path).mode): Buffer {
   if ((mode & 0o077) !== 0) {
     throw new MasterKeyError(`${path} is readable by other users (mode ${(mode & 0o777).toString(8)}); run \`chmod 600 ${path}\``);
   }
   return decodeMasterKey(readFileSync(path, 'utf8'), path);
+}
+
+/** Where `secrets rekey` writes the new key before the secrets it opens (master.key's is beside it). */
+export const NEXT_KEY_ENV = 'AIRLOCK_MASTER_KEY_NEXT';
+
+export function nextKeyFile(dataDir: string): string {
+  return join(dataDir, `${MASTER_KEY_FILE}.next`);
+}
+
+/**
+ * The keys that may open the secrets file, the current one first: loadMasterKey's, then the next one a
+ * `secrets rekey` moves the file to. With AIRLOCK_MASTER_KEY, the next is AIRLOCK_MASTER_KEY_NEXT, set
+ * on every Airlock before the rekey so that none stops opening the file; with data_dir/master.key, it is
+ * master.key.next, which rekey writes first and renames over master.key last, so that a reader between
+ * the two renames (or after a crash there) still opens the file. Null when there is no key yet.
+ */
+export function loadMasterKeyring(options: MasterKeyOptions): Buffer[] | null {
+  const current = loadMasterKey(options);
+  if (current === null) return null;
+  const fromEnv = options.env['AIRLOCK_MASTER_KEY'];
+  if (fromEnv !== undefined && fromEnv !== '') {
+    const next = options.env[NEXT_KEY_ENV];
+    return next === undefined || next === '' ? [current] : [current, decodeMasterKey(next, NEXT_KEY_ENV)];
+  }
+  const nextFile = nextKeyFile(options.dataDir);
+  return existsSync(nextFile) ? [current, readKeyFile(nextFile)] : [current];
 }
