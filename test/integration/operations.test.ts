@@ -1123,8 +1123,12 @@ describe.skipIf(!haveRedis)('cluster mode: workers: 2 sharing state through Redi
     expect(airlock.stderr().slice(stderrBefore)).not.toMatch(/worker \d exited .* restarting/);
     for (const worker of [1, 2]) expect(readAudit(auditFile(worker)).at(-1)).toMatchObject({ actor: 'airlock', route: 'airlock:stop' });
     for (const worker of [1, 2]) {
+      // Intact, and each worker's log records that its SIGKILLed run ended without airlock:stop
+      // (the restarts above): exit 3, the gap named.
       const verify = await runCliCapture(['audit', 'verify', auditFile(worker)], {}, []);
-      expect(verify.code, verify.stdout + verify.stderr).toBe(0);
+      expect(verify.code, verify.stdout + verify.stderr).toBe(3);
+      expect(verify.stdout).toContain('the hash chain is intact from the beginning of the log');
+      expect(verify.stdout).toContain('The previous run of Airlock ended without an airlock:stop record');
     }
     assertNoLeak([key], [
       { name: 'stdout', text: airlock.stdout() },
