@@ -119,6 +119,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler, GateWaiter, Interrupt
     if (this.#settled) return;
     this.#agentGone = true;
     this.#controller?.abort(new AgentWentAway());
+    this.#writer.agentGone();
     this.#finish({ upstreamStatus: this.#status, complete: false, failure: null, agentAborted: true, redactions: this.#writer.redactions, responseBytes: this.#writer.bytesSent, captured: null });
   };
 

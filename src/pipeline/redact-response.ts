@@ -283,6 +283,21 @@ export class RedactingResponseWriter {
     return this.#res.headersSent;
   }
 
+  /**
+   * The agent's connection closed (it hung up, or a revocation or shutdown cut it): stop, counting what
+   * both layers masked in what was sent. Found by an ops walkthrough: such a stream's record and
+   * airlock_redactions_total said 0 however many keys it had masked, so an agent that fished for a key
+   * and hung up left no trace.
+   */
+  agentGone(): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#clearStall();
+    this.#countScanned();
+    this.#decoder?.destroy();
+    this.#res.off('drain', this.#onAgentDrain);
+  }
+
   /** The upstream failed before anything reached the agent: stop, so the caller can answer instead. */
   abandon(): void {
     if (this.#done) return;

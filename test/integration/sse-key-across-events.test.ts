@@ -37,6 +37,14 @@ describe('a key whose first SSE event holds its head', () => {
         res.socket?.destroy();
         return;
       }
+      if (query.has('hold')) {
+        // The whole key in one event, then a stream that goes on until the agent hangs up.
+        res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+        res.write(event(`Here: ${KEY}`));
+        const ticking = setInterval(() => res.write(event(' .')), 50);
+        res.on('close', () => clearInterval(ticking));
+        return;
+      }
       const cut = HEAD + Number(query.get('past') ?? '3');
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
       res.write(event(`Here: ${KEY.slice(0, cut)}`));
@@ -77,6 +85,35 @@ describe('a key whose first SSE event holds its head', () => {
       { name: 'rebuilt deltas', text },
     ]);
   });
+
+  // Found by an ops walkthrough: a stream the agent hung up on counted none of what it masked, in its
+  // record and in airlock_redactions_total, so fishing for a key and hanging up left no trace.
+  it('a stream the agent hangs up on after a masked event: the record and the metric count the redaction', async () => {
+    const before = await redactionsCounted();
+    const answer = await new Promise<{ id: string; text: string }>((resolve) => {
+      const req = httpGet(`${proxy.url}/llm/v1/stream?hold=1`, { headers: { authorization: `Bearer ${bot.token}` } }, (res) => {
+        let text = '';
+        res.on('data', (chunk: Buffer) => {
+          text += chunk.toString('utf8');
+          if (text.includes('[REDACTED') && text.includes(' .')) req.destroy();
+        });
+        res.on('error', () => undefined);
+        res.on('close', () => resolve({ id: String(res.headers['x-airlock-request-id']), text }));
+      });
+      req.on('error', () => undefined);
+    });
+    expect(answer.text).toContain('[REDACTED');
+    const record = await eventually('the audit record', () => proxy.auditRecords().find((r) => r.request_id === answer.id));
+    expect(record).toMatchObject({ incomplete: true, status: 200 });
+    expect(record.redactions).toBeGreaterThanOrEqual(1);
+    expect((await redactionsCounted()) - before).toBe(record.redactions);
+    assertNoLeak([KEY, bot.token], [{ name: 'answer', text: answer.text }]);
+  });
+
+  async function redactionsCounted(): Promise<number> {
+    const metric = await proxy.airlock.metrics.registry.getSingleMetric('airlock_redactions_total')?.get();
+    return metric?.values.find((v) => v.labels['service'] === 'llm')?.value ?? 0;
+  }
 
   // Found by review: since the event layer runs first, a key it masked was not counted when the stream
   // was then cut (the audit record said redactions: 0).
