@@ -13,7 +13,7 @@ export async function anomaliesCommand(io: CliIo): Promise<number> {
     options: { config: { type: 'string' }, agent: { type: 'string' }, limit: { type: 'string', default: '50' }, json: { type: 'boolean', default: false } },
     allowPositionals: false,
   });
-  const loaded = loadConfigOrReport(io, values.config);
+  const loaded = loadConfigOrReport(io, values.config, 'operator');
   if (loaded === null) return 1;
   const query = new URLSearchParams({ limit: values.limit });
   if (values.agent !== undefined) query.set('agent', values.agent);

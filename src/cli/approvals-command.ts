@@ -22,7 +22,7 @@ export async function approvalsCommand(io: CliIo): Promise<number> {
   });
   const [action, id, ...extra] = positionals;
   if (action === undefined || extra.length > 0) throw new UsageError(USAGE);
-  const loaded = loadConfigOrReport(io, values.config);
+  const loaded = loadConfigOrReport(io, values.config, 'operator');
   if (loaded === null) return 1;
   try {
     if (action === 'list' || action === 'ls') {

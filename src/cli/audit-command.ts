@@ -56,7 +56,7 @@ export async function auditCommand(io: CliIo): Promise<number> {
   if (files.length > 0) {
     chains = [{ label: files[files.length - 1] as string, paths: files, complete: values.complete }];
   } else {
-    const loaded = loadConfigOrReport(io, values.config);
+    const loaded = loadConfigOrReport(io, values.config, 'operator');
     if (loaded === null) return 1;
     const { file, keep } = loaded.config.audit;
     chains = configuredChains(file, loaded.config.workers, keep, values.complete);

@@ -57,7 +57,14 @@ export interface CliConfig {
 }
 
 /** Loads the config, printing every problem; returns null (after printing) when it has errors. */
-export function loadConfigOrReport(io: CliIo, flag: string | undefined): CliConfig | null {
+/**
+ * `use: 'operator'`, for the commands that act on a running Airlock or on data_dir (revoke, restore,
+ * status, approvals, anomalies, secrets, audit verify): a config with problems elsewhere still serves
+ * them through LoadedConfig.fallback, when its data_dir, audit, admin, state and workers are well
+ * formed. Found by an ops walkthrough: a typo in a grant, which the running Airlock had refused to
+ * reload, made `airlock revoke` refuse too, in the middle of an incident.
+ */
+export function loadConfigOrReport(io: CliIo, flag: string | undefined, use: 'whole' | 'operator' = 'whole'): CliConfig | null {
   const { file, fromCwd } = locateConfig(io, flag);
   const loaded = loadConfigFile(file);
   for (const problem of loaded.problems) {
@@ -65,7 +72,14 @@ export function loadConfigOrReport(io: CliIo, flag: string | undefined): CliConf
   }
   if (loaded.config === null) {
     const count = loaded.problems.filter((p) => p.severity === 'error').length;
-    io.stderr.write(`\n${file} has ${count} problem${count === 1 ? '' : 's'}; fix ${count === 1 ? 'it' : 'them'} and run again (\`npx airlock check\` lists them).\n`);
+    const problems = `${count} problem${count === 1 ? '' : 's'}`;
+    if (use === 'operator' && loaded.fallback != null) {
+      io.stderr.write(
+        `\n${file} has ${problems} (a running Airlock refuses to reload it, and keeps its last good config). This command goes on with the file's data_dir, audit, admin and state settings, which are well formed; fix the rest (\`npx airlock check\` lists it).\n\n`,
+      );
+      return { config: loaded.fallback, loaded, file, fromCwd };
+    }
+    io.stderr.write(`\n${file} has ${problems}; fix ${count === 1 ? 'it' : 'them'} and run again (\`npx airlock check\` lists them).\n`);
     return null;
   }
   return { config: loaded.config, loaded, file, fromCwd };

@@ -24,7 +24,7 @@ async function change(io: CliIo, verb: 'revoke' | 'restore'): Promise<number> {
     throw new UsageError(usage(verb));
   }
   if (verb === 'revoke' && (values.reason === undefined || values.reason.trim() === '')) throw new UsageError(`${usage(verb)}\n(--reason is required: it goes into the audit trail)`);
-  const loaded = loadConfigOrReport(io, values.config);
+  const loaded = loadConfigOrReport(io, values.config, 'operator');
   if (loaded === null) return 1;
   const body = { kind, target: kind === 'all' ? '*' : target, reason: values.reason ?? '' };
   try {

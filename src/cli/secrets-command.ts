@@ -49,7 +49,7 @@ export async function secretsCommand(io: CliIo): Promise<number> {
   const { config: configFile, positionals } = parseSecretsArgs(io.args);
   const [action, name, ...extra] = positionals;
   if (action === undefined || extra.length > 0) throw new UsageError(USAGE);
-  const loaded = loadConfigOrReport(io, configFile);
+  const loaded = loadConfigOrReport(io, configFile, 'operator');
   if (loaded === null) return 1;
   const config = loaded.config;
   switch (action) {

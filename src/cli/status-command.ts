@@ -19,7 +19,7 @@ const TEXT_CHARS = 120;
 
 export async function statusCommand(io: CliIo): Promise<number> {
   const { values } = parseArgs({ args: [...io.args], options: { config: { type: 'string' }, json: { type: 'boolean', default: false } }, allowPositionals: false });
-  const loaded = loadConfigOrReport(io, values.config);
+  const loaded = loadConfigOrReport(io, values.config, 'operator');
   if (loaded === null) return 1;
   const answers: Record<string, View> = {};
   try {

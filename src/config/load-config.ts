@@ -20,7 +20,17 @@ export interface LoadedConfig {
   readonly problems: readonly ConfigProblem[];
   /** Where a YAML path is in the file, for problems found later (check's file-system probe). */
   readonly locate?: Locate;
+  /**
+   * When `config` is null: the config with its malformed parts left out, if the settings the operator
+   * commands read (data_dir, audit, admin, state, workers) are all well formed; else null. For
+   * `revoke`, `status`, `secrets` and the like, which must work while the file on disk has a typo that
+   * the running Airlock refused to reload (found by an ops walkthrough: the kill switch was refused).
+   */
+  readonly fallback?: AirlockConfig | null;
 }
+
+/** The settings operator commands read; a fallback is made only when none of them is malformed. */
+const OPERATOR_SETTINGS = ['data_dir', 'audit', 'admin', 'state', 'workers'];
 
 export type Locate = (path: ProblemPath) => { line: number; column: number } | undefined;
 
@@ -123,7 +133,7 @@ export function buildConfig(input: unknown, options: BuildOptions): LoadedConfig
   const parsed = configSchema.safeParse(input);
   if (parsed.success) {
     const problems = inFileOrder(validateConfig(parsed.data, { resolvePath, brokenServices: new Set() }));
-    if (problems.some((p) => p.severity === 'error')) return { config: null, problems };
+    if (problems.some((p) => p.severity === 'error')) return { config: null, problems, fallback: normalize(parsed.data, resolvePath, options.source ?? null) };
     return { config: normalize(parsed.data, resolvePath, options.source ?? null), problems };
   }
   const shapeProblems = parsed.error.issues.flatMap((issue) => problemsFromIssue(issue, []));
@@ -132,12 +142,16 @@ export function buildConfig(input: unknown, options: BuildOptions): LoadedConfig
   const salvage = salvageWellFormed(input, parsed.error.issues);
   const salvaged = salvage === null ? null : configSchema.safeParse(salvage.input);
   const ruleProblems = salvaged?.success === true && salvage !== null ? validateConfig(salvaged.data, { resolvePath, brokenServices: salvage.brokenServices }).map(salvage.placeAsWritten) : [];
-  return { config: null, problems: inFileOrder([...shapeProblems, ...ruleProblems]) };
+  const operatorSettingsWhole = salvage !== null && !OPERATOR_SETTINGS.some((key) => salvage.droppedTop.has(key));
+  const fallback = salvaged?.success === true && operatorSettingsWhole ? normalize(salvaged.data, resolvePath, options.source ?? null) : null;
+  return { config: null, problems: inFileOrder([...shapeProblems, ...ruleProblems]), fallback };
 }
 
 interface Salvage {
   readonly input: Record<string, unknown>;
   readonly brokenServices: Set<string>;
+  /** Top-level settings left out whole (malformed, or unknown). */
+  readonly droppedTop: Set<string>;
   /** A problem of the salvaged config, its grant index put back to where the grant is in the file. */
   readonly placeAsWritten: (problem: ConfigProblem) => ConfigProblem;
 }
@@ -152,6 +166,7 @@ function salvageWellFormed(input: unknown, issues: readonly z.core.$ZodIssue[]):
   const copy: Record<string, unknown> = { ...(input as Record<string, unknown>) };
   const broken: Record<'services' | 'agents', Set<string>> = { services: new Set(), agents: new Set() };
   const brokenGrants = new Map<string, Set<number>>();
+  const droppedTop = new Set<string>();
   for (const issue of issues) {
     const [top, entry, field, index] = issue.path as Array<string | number | undefined>;
     if (issue.path.length === 0) {
@@ -163,6 +178,7 @@ function salvageWellFormed(input: unknown, issues: readonly z.core.$ZodIssue[]):
       broken[top].add(entry);
     } else if (typeof top === 'string') {
       delete copy[top];
+      droppedTop.add(top);
     }
   }
   for (const section of ['services', 'agents'] as const) {
@@ -186,7 +202,7 @@ function salvageWellFormed(input: unknown, issues: readonly z.core.$ZodIssue[]):
     if (top !== 'agents' || field !== 'credentials' || typeof index !== 'number' || kept === undefined) return problem;
     return { ...problem, path: [top, name as string, field, kept[index] ?? index, ...rest] };
   };
-  return { input: copy, brokenServices: broken.services, placeAsWritten };
+  return { input: copy, brokenServices: broken.services, droppedTop, placeAsWritten };
 }
 
 function normalize(data: ParsedConfig, resolvePath: (p: string) => string, source: string | null): AirlockConfig {
