@@ -105,8 +105,13 @@ export interface RunningAirlock {
   readonly metrics: Metrics;
   /** Swaps in a new, already validated config; what only a restart could apply keeps its running value. */
   reload(config: AirlockConfig): Promise<ReloadResult>;
-  /** Stops accepting, lets requests in flight finish up to `deadlineMs` (default shutdown_timeout), then closes everything. */
+  /**
+   * Stops accepting, lets requests in flight finish up to `deadlineMs` (default shutdown_timeout), then
+   * closes everything. Called again while closing with 0, it cuts the requests still in flight now.
+   */
   close(deadlineMs?: number): Promise<void>;
+  /** shutdown_timeout in force (a reload may have changed it), in seconds. */
+  shutdownTimeout(): number;
 }
 
 /** Requests in flight across every generation: shutdown writes airlock:stop after their records. */
@@ -850,8 +855,17 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
       await lifecycleRecord(fresh.runtime, 'airlock:reload', `configuration reloaded: ${fresh.policy.services.length} services, ${fresh.policy.agentByName.size} agents${waiting}`);
       return changed.length === 0 ? { ok: true } : { ok: true, restartNeeded: changed };
     },
+    shutdownTimeout() {
+      return current.config.shutdown_timeout;
+    },
     close(deadlineMs) {
-      closing ??= (async () => {
+      if (closing !== null) {
+        // A second, hurried stop (SIGTERM again): what is still open is cut now. Each cut request's
+        // record is still written, and airlock:stop after them (the close under way waits for them).
+        if (deadlineMs === 0) for (const server of listeners) server.closeAllConnections();
+        return closing;
+      }
+      closing = (async () => {
         const deadline = deadlineMs ?? current.config.shutdown_timeout * 1000;
         logger.info({ deadline_ms: deadline }, 'stopping: no new connections; requests in flight may finish');
         await Promise.all(listeners.map((server) => closeServer(server, deadline)));

@@ -34,11 +34,30 @@ if (process.argv[2] === 'serve') {
   });
 }
 
-// Before the CLI's modules load too, for the same reason: a stop asked for while they load is kept.
-const stopRequested = new Promise<string>((resolve) => {
-  process.once('SIGINT', () => resolve('SIGINT'));
-  process.once('SIGTERM', () => resolve('SIGTERM'));
-});
+// Before the CLI's modules load too, for the same reason: a stop asked for while they load is kept. A
+// second stop signal cuts what `serve` is still draining (stopNow), its records still written (found by
+// an ops walkthrough: node's default action killed the process, and requests already sent upstream had
+// no audit record); a command that does not listen for it is ended as node would have.
+let stopsHeard = 0;
+let stopNowHeard = false;
+let resolveStop: (signal: string) => void = () => undefined;
+let resolveStopNow: (signal: string) => void = () => undefined;
+const stopRequested = new Promise<string>((resolve) => (resolveStop = resolve));
+const stopNowPromise = new Promise<string>((resolve) => (resolveStopNow = resolve));
+const onStopSignal = (signal: NodeJS.Signals): void => {
+  stopsHeard++;
+  if (stopsHeard === 1) return resolveStop(signal);
+  if (stopNowHeard && stopsHeard === 2) return resolveStopNow(signal);
+  process.off('SIGINT', onStopSignal);
+  process.off('SIGTERM', onStopSignal);
+  process.kill(process.pid, signal);
+};
+process.on('SIGINT', onStopSignal);
+process.on('SIGTERM', onStopSignal);
+const stopNow = (): Promise<string> => {
+  stopNowHeard = true;
+  return stopNowPromise;
+};
 
 const { runCli } = await import('./cli/run-cli.js');
 
@@ -77,6 +96,7 @@ const code = await runCli({
   pid: process.pid,
   processStats: readProcessStats,
   stopRequested,
+  stopNow,
   onStdoutError(listener) {
     stdoutListeners.push(listener);
   },

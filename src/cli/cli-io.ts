@@ -19,6 +19,11 @@ export interface CliIo {
   readonly stdin: AsyncIterable<Buffer | string> & { readonly isTTY?: boolean; setRawMode?(mode: boolean): unknown };
   /** Settles with the signal name when the process is asked to stop (SIGINT, SIGTERM). */
   readonly stopRequested: Promise<string>;
+  /**
+   * Settles with the signal name when a second stop signal comes after the first (SIGTERM twice);
+   * asking for it is what keeps that signal from ending the process at once. Absent in tests.
+   */
+  readonly stopNow?: () => Promise<string>;
   /** Registers a listener for reload requests (SIGHUP); returns how to unregister it. */
   readonly onReloadRequested?: (listener: () => void) => () => void;
   /** Registers a listener for errors of stdout (EPIPE once its reader is gone); absent in tests. */

@@ -93,6 +93,11 @@ export async function runClusterPrimary(io: CliIo, config: AirlockConfig, count:
   io.stderr.write(`${signal} received: asking ${workers.size} workers to drain (up to ${config.shutdown_timeout} s)\n`);
   const exits = [...workers.values()].map((worker) => new Promise<void>((resolve) => worker.once('exit', () => resolve())));
   for (const worker of workers.values()) worker.process.kill('SIGTERM');
+  // A second stop signal is passed on: each worker cuts what it is still draining, and audits it.
+  void io.stopNow?.().then((again) => {
+    io.stderr.write(`${again} received again: the workers cut their requests in flight now\n`);
+    for (const worker of workers.values()) worker.process.kill('SIGTERM');
+  });
   const hard = setTimeout(() => {
     for (const worker of workers.values()) worker.process.kill('SIGKILL');
   }, (config.shutdown_timeout + 5) * 1000);

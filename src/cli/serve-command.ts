@@ -80,8 +80,14 @@ export async function serveCommand(io: CliIo): Promise<number> {
     const stopWatching = watchForReloads(io, file, config, airlock, workerId, startedFrom);
     const signal = await io.stopRequested;
     stopWatching();
-    io.stderr.write(`\n${signal} received: finishing in-flight requests (up to ${config.shutdown_timeout} s) and stopping.\n`);
-    await airlock.close();
+    // The timeout in force, a reload's included (found by an ops walkthrough: the start-up one was said).
+    io.stderr.write(`\n${signal} received: finishing in-flight requests (up to ${airlock.shutdownTimeout()} s) and stopping; ${signal} again cuts them now, their audit records still written.\n`);
+    const closing = airlock.close();
+    void io.stopNow?.().then((again) => {
+      io.stderr.write(`${again} received again: cutting the requests still in flight now; their audit records are written, then airlock:stop.\n`);
+      return airlock.close(0);
+    });
+    await closing;
     return 0;
   } finally {
     logSink.flush();

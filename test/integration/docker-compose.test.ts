@@ -60,6 +60,13 @@ describe('the Airlock image and its compose wiring', () => {
     const compose = parse(readFileSync(new URL('../../docker/compose.yaml', import.meta.url), 'utf8')) as { services: Record<string, Record<string, unknown>> };
     expect(compose.services['airlock']?.['read_only']).toBe(true);
     const loaded = loadConfigFile(fileURLToPath(new URL('../../docker/airlock.yaml', import.meta.url)));
+    // Docker waits long enough for a drain (shutdown_timeout) and its records before SIGKILL (found by an
+    // ops walkthrough: its default 10 s cut a 30 s drain, and requests in flight lost their records).
+    const grace = /^(\d+)s$/.exec(String(compose.services['airlock']?.['stop_grace_period']))?.[1];
+    expect(Number(grace)).toBeGreaterThanOrEqual((loaded.config?.shutdown_timeout ?? Infinity) + 5);
+    // The build context (the repository) leaves out what must not reach a builder: data/ holds master.key.
+    const ignored = readFileSync(new URL('../../.dockerignore', import.meta.url), 'utf8').split('\n');
+    for (const entry of ['node_modules', '.git', 'data']) expect(ignored).toContain(entry);
     expect(loaded.problems.filter((p) => p.severity === 'error')).toEqual([]);
     expect(loaded.config?.telemetry.otlp?.endpoint).toBe('http://jaeger:4318');
     const prometheus = readFileSync(new URL('../../docker/prometheus.yml', import.meta.url), 'utf8');
