@@ -12,6 +12,7 @@ import { compilePolicy } from '../policy/compile-policy.js';
 import { explainRequest } from '../pipeline/run-pipeline.js';
 import type { ListenerBinding } from '../pipeline/select-service.js';
 import { statusOf } from '../errors.js';
+import { maskAgentTokens } from '../identity/agent-token.js';
 import { UsageError, type CliIo } from './cli-io.js';
 import { loadConfigOrReport } from './locate-config.js';
 import { checkSecretPresence } from './check-secret-presence.js';
@@ -43,10 +44,12 @@ export async function explainCommand(io: CliIo): Promise<number> {
   const policy = compilePolicy(loaded.config);
   const result = explainRequest(policy, values.agent, method, target, values.host ?? null, binding);
   const lines: string[] = [];
+  // An agent token typed in the target is not printed back (invariant 1 counts CLI output).
+  const shownTarget = maskAgentTokens(target);
   if (result.decision === 'allow') {
-    lines.push(`ALLOW  ${method} ${target}`);
+    lines.push(`ALLOW  ${method} ${shownTarget}`);
   } else {
-    lines.push(`DENY   ${method} ${target}  ->  ${result.code === null ? '' : `${statusOf(result.code)} ${result.code}`}`);
+    lines.push(`DENY   ${method} ${shownTarget}  ->  ${result.code === null ? '' : `${statusOf(result.code)} ${result.code}`}`);
   }
   lines.push(`  agent       ${values.agent}${result.agent === null ? ' (unknown)' : ''}`);
   const spec = loaded.config.agents[values.agent];
@@ -67,7 +70,9 @@ export async function explainCommand(io: CliIo): Promise<number> {
   if (result.upstreamTarget !== null && result.service !== null) lines.push(`  forwards    ${method.toUpperCase()} ${result.service.upstream.origin}${result.upstreamTarget}`);
   lines.push(`  why         ${result.reason}`);
   // What explain cannot see: it reads the config, not a running Airlock's state.
-  if (result.decision === 'allow') lines.push('  not seen    a running Airlock\'s revocations (kill switch), anomaly suspensions and rate budgets (`airlock status` shows the revocations)');
+  if (result.decision === 'allow') {
+    lines.push("  not seen    a running Airlock's revocations (kill switch), anomaly suspensions and rate budgets (`airlock status` shows the revocations); and whether the path, query, headers or body hold a managed secret's value (refused 400): explain reads no secret values");
+  }
   // `--host 127.0.0.1:7711` reads like "the request to 127.0.0.1:7711", which is a service's own
   // listener, not a Host on the shared one (found by a fresh-user walkthrough).
   const ownListener = result.code === 'unknown_service' && values.listen === undefined && values.host !== undefined ? listeners.find((l) => l.binding.kind === 'service' && sameAddress(l.address, values.host as string)) : undefined;

@@ -9,6 +9,7 @@ import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { ConnectionGate } from '../upstream/connection-gate.js';
 import { upstreamPath } from '../upstream/upstream-target.js';
+import type { OutboundRequest } from '../upstream/outbound-request.js';
 import type { Credential } from '../credentials/credential.js';
 import type { CredentialBroker } from '../credentials/credential-broker.js';
 import type { CredentialPlan, ServicePolicy } from '../policy/compile-policy.js';
@@ -58,23 +59,25 @@ export interface RotationResult {
   readonly rotated: { readonly from: string | null; readonly to: Credential } | null;
 }
 
+/**
+ * The request as the upstream gets it: built from the agent's (hop-by-hop and agent credentials
+ * dropped, method overrides taken out of the query), stripped of every place a credential of this
+ * service goes, not only this one's, and of the service's strip lists (compile-policy.ts
+ * strippedFromAgent), then the credential injected, last. `explain` shows the same.
+ */
+export function outboundRequest(service: ServicePolicy, method: string, servicePath: string, query: string | null, rawHeaders: readonly string[], clientAddress: string | undefined, plan: CredentialPlan, credential: Credential): OutboundRequest {
+  const outbound = buildUpstreamRequest({ method, rawHeaders, upstream: service.upstream, path: servicePath, query, clientAddress });
+  const targets = service.strippedFromAgent;
+  for (const name of targets.headers) outbound.removeHeader(name);
+  outbound.removeQueryKeys(targets.queryKeyNames);
+  injectCredential(outbound, plan, credential);
+  return outbound;
+}
+
 /** One injection and exchange; the upstream span ends with its outcome. */
 async function send(input: RotationInput, injected: Credential, capture: ReadonlySet<number>): Promise<ForwardResult> {
   const { req, body } = input;
-  const outbound = buildUpstreamRequest({
-    method: req.method ?? '',
-    rawHeaders: req.rawHeaders,
-    upstream: input.service.upstream,
-    path: input.servicePath,
-    query: input.target.query,
-    clientAddress: input.clientAddress,
-  });
-  // Every place a credential of this service goes, not only this one's, and the service's strip lists
-  // (compile-policy.ts strippedFromAgent).
-  const targets = input.service.strippedFromAgent;
-  for (const name of targets.headers) outbound.removeHeader(name);
-  outbound.removeQueryKeys(targets.queryKeyNames);
-  injectCredential(outbound, input.plan, injected);
+  const outbound = outboundRequest(input.service, req.method ?? '', input.servicePath, input.target.query, req.rawHeaders, input.clientAddress, input.plan, injected);
   // The body may already have been refused (a managed secret in it, or too large) while we waited.
   if (body !== null && !Buffer.isBuffer(body) && body.errored !== null) throw body.errored;
   const span = input.trace.upstream(outbound, input.service.upstream, input.service.name);

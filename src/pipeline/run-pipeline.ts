@@ -25,7 +25,7 @@ import { randomUUID } from 'node:crypto';
 import { METHODS, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Duplex } from 'node:stream';
-import type { Credential } from '../credentials/credential.js';
+import { Credential } from '../credentials/credential.js';
 import { AirlockError, asAirlockError, isPolicyRefusal, operatorReason, type ErrorCode } from '../errors.js';
 import { decodeUnreservedEscapes } from '../ingress/percent-escapes.js';
 import { sendContinue } from '../ingress/expect-continue.js';
@@ -38,8 +38,7 @@ import type { GovernanceState } from '../state/governance-state.js';
 import type { AgentPolicy, CredentialPlan, GrantPolicy, Policy, ServicePolicy } from '../policy/compile-policy.js';
 import type { CompiledRoute } from '../policy/route-table.js';
 import { grantingEntry } from '../policy/scope-grant.js';
-import { maskAgentTokens } from '../identity/agent-token.js';
-import { upstreamPath } from '../upstream/upstream-target.js';
+import { maskAgentTokens, TOKEN_IN_TEXT } from '../identity/agent-token.js';
 import { authenticateAgent } from './authenticate-agent.js';
 import { approvalRequired, authorizeAfterApproval, awaitApproval } from './await-approval.js';
 import { authorizeScope } from './authorize-scope.js';
@@ -47,7 +46,7 @@ import { canonicalizeTarget, type CanonicalTarget } from './canonicalize-target.
 import { checkMintRate, checkRateLimit } from './check-rate-limit.js';
 import { checkPrincipalRevocations, checkStateFresh, checkTargetRevocations, recheckAfterWait, recheckPrincipalAfterWait } from './check-revocations.js';
 import type { ForwardResult } from './forward-request.js';
-import { forwardWithRotation } from './forward-with-rotation.js';
+import { forwardWithRotation, outboundRequest } from './forward-with-rotation.js';
 import { decodedTarget, guardRequestSecrets } from './guard-request-secrets.js';
 import { matchRoute } from './match-route.js';
 import type { ProxyRuntime } from './proxy-runtime.js';
@@ -672,6 +671,9 @@ export interface Explanation {
  * The decision for a request arriving on the listener `binding` names (the shared one unless a service's
  * own), by the same stages as the live path, with the agent given by name.
  */
+/** What explain injects in place of a value it never reads, then names the reference there. */
+const INJECTED_HERE = 'AIRLOCK-INJECTS-THE-CREDENTIAL-HERE';
+
 export function explainRequest(policy: Policy, agentName: string, method: string, target: string, host: string | null, binding: ListenerBinding = { kind: 'shared' }): Explanation {
   let agent: AgentPolicy | null = null;
   let service: ServicePolicy | null = null;
@@ -701,7 +703,15 @@ export function explainRequest(policy: Policy, agentName: string, method: string
     route = matchRoute(service, method.toUpperCase(), selected.path);
     const grant = authorizeScope({ agent, session: null, via: 'token' }, service, route);
     const credential = grant.credential ?? service.credential;
-    const path = upstreamPath(service.upstream, selected.path);
+    // As the secret guard refuses it (guard-request-secrets.ts); a managed secret's value there is
+    // refused too, but explain reads no secret values, and says so (explain-command.ts).
+    if (TOKEN_IN_TEXT.test(target)) throw new AirlockError('invalid_request', 'An Airlock agent or session token appears in the query string or the path; it would be forwarded upstream. Send it only as the API key (Authorization, x-api-key, api-key).');
+    // The target the upstream is sent: method overrides and the service's strip lists taken out of the
+    // query, a query-injected credential added (shown by name, never read); found by an ops walkthrough:
+    // explain showed the query as the agent sent it.
+    const upstreamTarget = outboundRequest(service, method.toUpperCase(), selected.path, canonical.query, [], undefined, credential, new Credential(credential.ref, INJECTED_HERE, null))
+      .target()
+      .replace(INJECTED_HERE, `<the value of ${credential.ref}>`);
     return {
       decision: 'allow',
       code: null,
@@ -712,7 +722,7 @@ export function explainRequest(policy: Policy, agentName: string, method: string
       grantedBy: grantingEntry(grant.scopes, route.scope),
       grant,
       credential,
-      upstreamTarget: canonical.query === null ? path : `${path}?${canonical.query}`,
+      upstreamTarget,
     };
   } catch (error) {
     const failure = asAirlockError(error);

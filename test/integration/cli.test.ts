@@ -841,6 +841,25 @@ describe('airlock explain', () => {
     expect(result.err()).toBe('--listen names no listener of this config; its listeners are: 127.0.0.1:7700 (shared: services by prefix or Host), 127.0.0.1:7711 (service stripe alone).\n');
   });
 
+  // Found by an ops walkthrough: explain showed the query as sent, and allowed a token in it, where the
+  // live proxy strips, injects, and refuses.
+  it('shows the query the upstream gets (overrides and strip_query taken out, a query credential named), and refuses a token in it unrepeated', async () => {
+    const token = generateAgentToken();
+    const { file } = writeConfig(
+      'listen: 127.0.0.1:0\ndata_dir: ./data\nservices:\n  maps:\n    upstream: https://maps.example.com\n    credential: {secret: env:MAPS_KEY_FOR_TEST, inject: {query: key}}\n    strip_query: [api_key]\n' +
+        `    routes:\n      - {method: GET, path: /v1/geo/*, scope: geo:read}\nagents:\n  a1: {tokens: ["${token.hash}"], credentials: [{service: maps, max_scope: ["*"]}]}\n`,
+    );
+    const allowed = await run(['explain', '--config', file, '--agent', 'a1', 'GET', '/maps/v1/geo/x?key=mine&api_key=zz&q=1&_method=DELETE']);
+    expect(allowed.code, allowed.err()).toBe(0);
+    expect(allowed.out()).toContain('  forwards    GET https://maps.example.com/v1/geo/x?q=1&key=<the value of env:MAPS_KEY_FOR_TEST>\n');
+    expect(allowed.out()).toContain("whether the path, query, headers or body hold a managed secret's value (refused 400)");
+    const refused = await run(['explain', '--config', file, '--agent', 'a1', 'GET', `/maps/v1/geo/x?token=${token.token}`]);
+    expect(refused.code).toBe(2);
+    expect(refused.out()).toContain('->  400 invalid_request');
+    expect(refused.out()).toContain('An Airlock agent or session token appears in the query string or the path');
+    expect(refused.out() + refused.err()).not.toContain(token.token);
+  });
+
   it('without --agent is a usage error', async () => {
     const result = await run(['explain', '--config', SHIPPED_CONFIG, 'GET', '/stripe/v1/charges']);
     expect(result.code).toBe(1);
@@ -1013,7 +1032,7 @@ agents:
 
     cli.stop('SIGTERM');
     expect(await exit).toBe(0);
-    expect(cli.err()).toMatch(/SIGTERM received: finishing in-flight requests \(up to \d+ s\) and stopping\./);
+    expect(cli.err()).toMatch(/SIGTERM received: finishing in-flight requests \(up to \d+ s\) and stopping; SIGTERM again cuts them now, their audit records still written\./);
     await expect(fetch(`${url}/_airlock/health`)).rejects.toThrow();
   });
 

@@ -745,7 +745,7 @@ describe('`airlock serve` as a process: SIGTERM drains streams in flight; output
     console.info(`[operations] SIGTERM drain: refused new connections after ${refusedAfterMs} ms, streams ended after ${lastStreamEndMs} ms, exit ${exit.code} after ${exitAfterMs} ms`);
     expect(exit.code, airlock.stderr()).toBe(0);
     expect(exitAfterMs).toBeLessThan(10_000);
-    expect(airlock.stderr()).toContain('SIGTERM received: finishing in-flight requests (up to 10 s) and stopping.');
+    expect(airlock.stderr()).toContain('SIGTERM received: finishing in-flight requests (up to 10 s) and stopping; SIGTERM again cuts them now');
 
     const records = readAudit(audit);
     const last = records.at(-1);
