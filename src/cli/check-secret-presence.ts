@@ -16,7 +16,8 @@ export interface SecretPresence {
   readonly text: string;
 }
 
-export function checkSecretPresence(ref: string, config: AirlockConfig, env: Readonly<Record<string, string | undefined>>): SecretPresence {
+/** `configFlag`: what a suggested command needs to act on this config (locate-config.ts configFlagFor). */
+export function checkSecretPresence(ref: string, config: AirlockConfig, env: Readonly<Record<string, string | undefined>>, configFlag = ''): SecretPresence {
   const parsed = parseSecretRef(ref);
   // The config was validated, so a reference parses; were it not to, nothing is said about it.
   if (!parsed.ok) return { present: 'unknown', text: 'not checked' };
@@ -30,7 +31,7 @@ export function checkSecretPresence(ref: string, config: AirlockConfig, env: Rea
         : { present: true, text: `${ref} is set in this shell (Airlock reads the environment it was started in)` };
     }
     case 'file':
-      return filePresence(ref, name, config, env);
+      return filePresence(ref, name, config, env, configFlag);
     case 'vault':
     case 'vault-lease':
       return { present: 'unknown', text: `${ref} is read from Vault when a request needs it; not checked here (a running Airlock's state: admin API GET /v1/credentials)` };
@@ -39,9 +40,9 @@ export function checkSecretPresence(ref: string, config: AirlockConfig, env: Rea
   }
 }
 
-function filePresence(ref: string, name: string, config: AirlockConfig, env: Readonly<Record<string, string | undefined>>): SecretPresence {
+function filePresence(ref: string, name: string, config: AirlockConfig, env: Readonly<Record<string, string | undefined>>, configFlag: string): SecretPresence {
   const shown = shownSecretName(name);
-  const setIt = `npx airlock secrets set ${shown}`;
+  const setIt = `npx airlock secrets set ${shown}${configFlag}`;
   let entry: ReturnType<EncryptedSecretFile['inventory']>[number] | undefined;
   try {
     const key = loadMasterKeyring({ dataDir: config.data_dir, env, create: false });

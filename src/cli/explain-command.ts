@@ -14,7 +14,7 @@ import type { ListenerBinding } from '../pipeline/select-service.js';
 import { statusOf } from '../errors.js';
 import { maskAgentTokens } from '../identity/agent-token.js';
 import { UsageError, type CliIo } from './cli-io.js';
-import { loadConfigOrReport } from './locate-config.js';
+import { configFlagFor, loadConfigOrReport } from './locate-config.js';
 import { checkSecretPresence } from './check-secret-presence.js';
 import type { GrantPolicy } from '../policy/compile-policy.js';
 
@@ -64,7 +64,7 @@ export async function explainCommand(io: CliIo): Promise<number> {
   if (result.route !== null) lines.push(`  scope       ${result.route.scope}${result.grantedBy === null ? '' : ` (granted by "${result.grantedBy}")`}`);
   if (result.credential !== null) {
     lines.push(`  credential  ${result.credential.ref}, injected as ${result.credential.injector.description}`);
-    lines.push(`  secret      ${checkSecretPresence(result.credential.ref, loaded.config, io.env).text}`);
+    lines.push(`  secret      ${checkSecretPresence(result.credential.ref, loaded.config, io.env, configFlagFor(io, loaded.file)).text}`);
   }
   if (result.grant !== null) lines.push(...grantTerms(result.grant, result.route?.requireApproval === true));
   if (result.upstreamTarget !== null && result.service !== null) lines.push(`  forwards    ${method.toUpperCase()} ${result.service.upstream.origin}${result.upstreamTarget}`);

@@ -20,6 +20,20 @@ export function configPath(io: CliIo, flag: string | undefined): string {
   return locateConfig(io, flag).file;
 }
 
+/**
+ * What to add to a command suggested for `file` so that it acts on the same config: nothing when the
+ * command would find that file by itself, else --config and the path (found by walkthroughs: started
+ * with --config, a suggested `secrets set` stored the secret in another config's data_dir).
+ */
+export function configFlagFor(io: CliIo, file: string): string {
+  return configFoundUnnamed(io) === file ? '' : ` --config ${shellWord(file)}`;
+}
+
+/** A path as one shell word: quoted when it holds anything but letters, digits and `_./-`. */
+export function shellWord(path: string): string {
+  return /^[A-Za-z0-9_./-]+$/.test(path) ? path : `'${path.replace(/'/g, `'\\''`)}'`;
+}
+
 /** The config a command given no --config would use, or null when it would find none. */
 export function configFoundUnnamed(io: CliIo): string | null {
   return unnamedConfig(io)?.file ?? null;

@@ -21,7 +21,7 @@ import { AdminCallError, callAdmin, reportRefusal } from './admin-client.js';
 import { MIN_SECRET_LENGTH } from '../redaction/secret-catalog.js';
 import { createFileSync, replaceFileSync } from '../state/write-durably.js';
 import { UsageError, type CliIo } from './cli-io.js';
-import { loadConfigOrReport, type CliConfig } from './locate-config.js';
+import { configFlagFor, loadConfigOrReport, type CliConfig } from './locate-config.js';
 
 const USAGE = 'usage: airlock secrets set NAME | secrets list | secrets rm NAME | secrets rotate REF | secrets rekey   [--config FILE]';
 
@@ -58,7 +58,7 @@ export async function secretsCommand(io: CliIo): Promise<number> {
     case 'list':
     case 'ls':
       if (name !== undefined) throw new UsageError(USAGE);
-      return listSecrets(io, config);
+      return listSecrets(io, config, configFlagFor(io, loaded.file));
     case 'rm':
     case 'remove':
       return removeSecret(io, config, requireName(name, { keyLike: 'allowed' }));
@@ -156,7 +156,7 @@ async function setSecret(io: CliIo, config: AirlockConfig, name: string, command
   return 0;
 }
 
-async function listSecrets(io: CliIo, config: AirlockConfig): Promise<number> {
+async function listSecrets(io: CliIo, config: AirlockConfig, configFlag: string): Promise<number> {
   const key = loadMasterKeyring({ dataDir: config.data_dir, env: io.env, create: false });
   const refs = fileRefs(config);
   const stored = key === null ? [] : new EncryptedSecretFile(config.data_dir, key).inventory();
@@ -168,11 +168,11 @@ async function listSecrets(io: CliIo, config: AirlockConfig): Promise<number> {
   const damaged = stored.filter((entry) => entry.damaged).map((entry) => entry.name);
   if (damaged.length > 0) {
     // The proxy serves the other entries; a damaged one is refused by name (credentials/file-source.ts).
-    io.stderr.write(`Damaged (the file was edited, or an entry moved): ${damaged.map(shownSecretName).join(', ')}. Until each is set again, a running Airlock answers requests that need it with 503; the other file: secrets are served. Set each again: npx airlock secrets set ${shownSecretName(damaged[0] as string)}\n`);
+    io.stderr.write(`Damaged (the file was edited, or an entry moved): ${damaged.map(shownSecretName).join(', ')}. Until each is set again, a running Airlock answers requests that need it with 503; the other file: secrets are served. Set each again: npx airlock secrets set ${shownSecretName(damaged[0] as string)}${configFlag}\n`);
   }
   const names = new Set(stored.map((entry) => entry.name));
   const missing = [...refs.keys()].filter((name) => !names.has(name)).sort();
-  if (missing.length > 0) io.stdout.write(`\nNot set yet (requests that need them get 503): ${missing.map((name) => namedWithUse(name, refs.get(name) ?? [])).join(', ')}\n  npx airlock secrets set ${shownSecretName(missing[0] as string)}\n`);
+  if (missing.length > 0) io.stdout.write(`\nNot set yet (requests that need them get 503): ${missing.map((name) => namedWithUse(name, refs.get(name) ?? [])).join(', ')}\n  npx airlock secrets set ${shownSecretName(missing[0] as string)}${configFlag}\n`);
   const fromEnv = localSecretReferences(config).filter((r) => r.kind === 'env');
   if (fromEnv.length > 0) io.stdout.write(`\nRead from Airlock's environment, not stored here: ${fromEnv.map((r) => namedWithUse(r.name, r.usedBy)).join(', ')}\n`);
   return damaged.length > 0 ? 1 : 0;

@@ -26,7 +26,7 @@ import { loadMasterKeyring } from '../credentials/master-key.js';
 import { BatchedLineSink } from '../observability/batched-line-sink.js';
 import { clusterMetricsText } from '../observability/cluster-metrics.js';
 import type { CliIo } from './cli-io.js';
-import { configFoundUnnamed, configPath, loadConfigOrReport } from './locate-config.js';
+import { configFlagFor, configPath, loadConfigOrReport } from './locate-config.js';
 import { suspensionWithoutAdminNote } from './suspension-note.js';
 import { restrictionChannel, runClusterPrimary, workerAuditFile } from './run-cluster.js';
 import { workerCount } from '../config/worker-count.js';
@@ -75,7 +75,7 @@ export async function serveCommand(io: CliIo): Promise<number> {
     // The commands the summary suggests find this config by themselves only when it is the one they
     // would find (found by a fresh-user walkthrough: started with --config, `secrets set` stored the
     // secret in another config's data_dir); otherwise they name it.
-    const configFlag = configFoundUnnamed(io) === file ? '' : ` --config ${shellWord(file)}`;
+    const configFlag = configFlagFor(io, file);
     if (workerId === undefined) io.stderr.write(summary(config, airlock, io, configFlag));
     const stopWatching = watchForReloads(io, file, config, airlock, workerId, startedFrom);
     const signal = await io.stopRequested;
@@ -280,10 +280,6 @@ function exampleRequest(service: AirlockConfig['services'][string] | undefined):
   return `${method} ${service.prefix}${path}`;
 }
 
-/** A path as one shell word: quoted when it holds anything but letters, digits and `_./-`. */
-function shellWord(path: string): string {
-  return /^[A-Za-z0-9_./-]+$/.test(path) ? path : `'${path.replace(/'/g, `'\\''`)}'`;
-}
 
 function summary(config: AirlockConfig, airlock: RunningAirlock, io: CliIo, configFlag: string): string {
   const { url, serviceUrls, adminUrl } = airlock;

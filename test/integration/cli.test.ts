@@ -890,7 +890,7 @@ agents:
     const explain = (): Promise<{ code: number } & CliRun> => run(['explain', '--agent', 'bot', '--config', file, 'GET', '/openai/v1/models']);
     const missing = await explain();
     expect(missing.code).toBe(0);
-    expect(missing.out()).toContain(`secret      file:openai is not stored in ${dataDir}: such a request gets 503 credential_unavailable; set it with  npx airlock secrets set openai`);
+    expect(missing.out()).toContain(`secret      file:openai is not stored in ${dataDir}: such a request gets 503 credential_unavailable; set it with  npx airlock secrets set openai --config ${file}`);
 
     const openaiKey = canary('explain-openai');
     const githubKey = canary('explain-github');
