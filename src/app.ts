@@ -112,6 +112,8 @@ export interface RunningAirlock {
   close(deadlineMs?: number): Promise<void>;
   /** shutdown_timeout in force (a reload may have changed it), in seconds. */
   shutdownTimeout(): number;
+  /** False while the audit log cannot be written (its last write failed). */
+  auditWritable(): boolean;
 }
 
 /** Requests in flight across every generation: shutdown writes airlock:stop after their records. */
@@ -857,6 +859,9 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
     },
     shutdownTimeout() {
       return current.config.shutdown_timeout;
+    },
+    auditWritable() {
+      return audit.healthy;
     },
     close(deadlineMs) {
       if (closing !== null) {

@@ -287,6 +287,15 @@ function summary(config: AirlockConfig, airlock: RunningAirlock, io: CliIo, conf
   const services = Object.values(config.services);
   // node's own pid: under `npm start`, SIGHUP sent to npm's shell ends it rather than reloading.
   const lines = ['', `Airlock is listening on ${url}${pid === undefined ? '' : `  (pid ${pid}; \`kill -HUP ${pid}\` reloads the config)`}`];
+  // Found by an ops walkthrough: with its first record unwritten, the summary read as a healthy start,
+  // while every request was refused; only the JSON log and /_airlock/ready said so.
+  if (!airlock.auditWritable()) {
+    lines.push(
+      config.audit.on_failure === 'log'
+        ? `  WARNING: the audit log ${config.audit.file} cannot be written: requests are forwarded UNAUDITED (audit.on_failure: log) until it can.`
+        : `  WARNING: the audit log ${config.audit.file} cannot be written: every request is refused (503 audit_unavailable) until it can. Check the disk and the file (\`npx airlock check\`).`,
+    );
+  }
   for (const service of services) {
     const own = serviceUrls[service.name];
     lines.push(`  ${service.name.padEnd(12)} ${url}${service.prefix}/...${own === undefined ? '' : `   and ${own}/... (own listener)`}  ->  ${service.upstream}`);

@@ -1060,6 +1060,17 @@ agents:
     }
   });
 
+  // Found by an ops walkthrough: with its first record unwritten the summary read as a healthy start.
+  it('says at start-up when the audit log cannot be written, and what that means for requests', async () => {
+    const { file } = writeConfig('listen: 127.0.0.1:0\ndata_dir: ./data\nlog: {level: silent}\naudit: {file: /dev/full}\nservices: {}\nagents: {}\n');
+    const cli = cliIo(['serve', '--config', file]);
+    const exit = runCli(cli.io);
+    await summaryPrinted(cli);
+    cli.stop('SIGTERM');
+    expect(await exit).toBe(0);
+    expect(cli.err()).toContain('  WARNING: the audit log /dev/full cannot be written: every request is refused (503 audit_unavailable) until it can.');
+  });
+
   // Found by the ops walkthrough: check said OK on such a config, and the shipped config suspended.
   it.each([
     ['no admin block', '', true],
