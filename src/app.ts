@@ -163,6 +163,8 @@ interface Durable {
   readonly staleAfterMs: number;
   /** Set once the admin listener is bound: where the console is, for links. */
   boundAdminUrl: string | null;
+  /** Set when shutdown cuts the connections still open (its deadline, or a second stop signal). */
+  cutForStop: boolean;
   readonly anomalies: AnomalyDetector;
   anomaliesSpec: string;
 }
@@ -525,6 +527,7 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
       sessionMintRate: Object.freeze({ requests: mintRate.requests, per: mintRate.per }),
       stateStaleAfterMs: durable.staleAfterMs,
     }),
+    cutForStop: () => durable.cutForStop,
     readiness: () => {
       const checks: Record<string, string> = {};
       let ready = true;
@@ -745,6 +748,7 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
     concurrency: new ConcurrencyGate(),
     staleAfterMs,
     boundAdminUrl: null,
+    cutForStop: false,
     anomalies: new AnomalyDetector(config.anomalies),
     anomaliesSpec: JSON.stringify(config.anomalies),
   };
@@ -867,13 +871,16 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
       if (closing !== null) {
         // A second, hurried stop (SIGTERM again): what is still open is cut now. Each cut request's
         // record is still written, and airlock:stop after them (the close under way waits for them).
-        if (deadlineMs === 0) for (const server of listeners) server.closeAllConnections();
+        if (deadlineMs === 0) {
+          durable.cutForStop = true;
+          for (const server of listeners) server.closeAllConnections();
+        }
         return closing;
       }
       closing = (async () => {
         const deadline = deadlineMs ?? current.config.shutdown_timeout * 1000;
         logger.info({ deadline_ms: deadline }, 'stopping: no new connections; requests in flight may finish');
-        await Promise.all(listeners.map((server) => closeServer(server, deadline)));
+        await Promise.all(listeners.map((server) => closeServer(server, deadline, () => (durable.cutForStop = true))));
         // Requests cut at the deadline still finish their bookkeeping (audit record, metrics): let them,
         // briefly, so airlock:stop is the last record and none reaches a closed log.
         await durable.inflight.settled(2_000);
@@ -904,14 +911,17 @@ function openConnections(listener: string, server: Server): Promise<{ listener: 
 }
 
 /** Stop accepting, let in-flight responses finish up to the deadline, then cut what is left. */
-async function closeServer(server: Server, deadlineMs: number): Promise<void> {
+async function closeServer(server: Server, deadlineMs: number, onCut: () => void = () => undefined): Promise<void> {
   if (!server.listening) return;
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   // A keep-alive connection goes idle when its last response ends: close it then, not after
   // keep_alive_timeout (close() itself only closes the connections idle at the time it is called).
   server.closeIdleConnections();
   const sweep = setInterval(() => server.closeIdleConnections(), 50);
-  const timer = setTimeout(() => server.closeAllConnections(), deadlineMs);
+  const timer = setTimeout(() => {
+    onCut();
+    server.closeAllConnections();
+  }, deadlineMs);
   await closed;
   clearInterval(sweep);
   clearTimeout(timer);

@@ -60,6 +60,8 @@ export interface ProxyRuntime {
   readonly respondToAnomaly: (event: AnomalyEvent) => void;
   readonly limits: { readonly maxHeaders: number; readonly maxBodyBytes: number; readonly maxApprovalBodyBytes: number; readonly approvalHeaders: readonly string[]; readonly maxSessionsPerAgent: number; readonly sessionMintBucket: BucketShape; readonly sessionMintRate: MintRate; readonly stateStaleAfterMs: number };
   readonly readiness: () => Readiness;
+  /** True once shutdown has cut the connections still open (shutdown_timeout, or a second stop signal). */
+  readonly cutForStop: () => boolean;
   /** Requests being served on this runtime (a reloaded-away runtime is closed when it reaches 0). */
   readonly inflight: { enter(): void; leave(): void };
   /** Epoch milliseconds (a test's clock when it brings one). */

@@ -120,6 +120,7 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
   let httpRoute: string | null = null;
   let forwarded: ForwardResult;
   let upstreamStartedAt = 0;
+  let exchange: TrackedExchange | null = null;
   let untrack = NOTHING;
   let releaseSlot = NOTHING;
   let screened = false;
@@ -271,7 +272,7 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
     // must stop this request, not only the next one. Nothing awaits between here and dispatch.
     recheckAfterWait(runtime.state, principal, selected.service.name, plan.ref, runtime.limits.stateStaleAfterMs, runtime.nowMs());
     upstreamStartedAt = performance.now();
-    const exchange = new TrackedExchange(runtime, principal, sessionChain(runtime, principal.session?.id ?? null), selected.service.name, plan.ref, res);
+    exchange = new TrackedExchange(runtime, principal, sessionChain(runtime, principal.session?.id ?? null), selected.service.name, plan.ref, res);
     untrack = runtime.killSwitch.track(exchange);
     const result = await forwardWithRotation({
       req,
@@ -318,6 +319,11 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
   record.status = record.upstream_status;
   record.code = forwarded.failure?.code ?? null;
   record.incomplete = !forwarded.complete;
+  // Why it was cut, when Airlock cut it (found by an ops walkthrough: a stream cut by a revocation, by
+  // shutdown or by the agent hanging up all read alike).
+  if (!forwarded.complete && record.reason === null) {
+    record.reason = exchange?.cutReason ?? (runtime.cutForStop() ? 'cut: Airlock was stopping, and the request was still running at the end of shutdown_timeout (or a second stop signal came).' : null);
+  }
   record.redactions = forwarded.redactions;
   record.response_bytes = forwarded.responseBytes;
   applyClientFailure(res, record);

@@ -27,6 +27,8 @@ export class TrackedExchange implements LiveExchange, ExchangeSlot {
   /** The relay sending the request now (forward-request.ts), null between a refused send and its retry. */
   relay: Interruptible | null = null;
   refusal: AirlockError | null = null;
+  /** Why a response already under way was cut (its record's reason; the agent had its status already). */
+  cutReason: string | null = null;
   readonly #runtime: ProxyRuntime;
   readonly #principal: Principal;
 
@@ -43,6 +45,9 @@ export class TrackedExchange implements LiveExchange, ExchangeSlot {
 
   interrupt(): void {
     if (this.res.headersSent) {
+      // Said in the record (found by an ops walkthrough: a stream cut by a revocation read as one the
+      // agent hung up on).
+      this.cutReason = `cut: ${this.#refusal().detail.replace(' while the request waited for its upstream; its answer was not passed on.', ' while its answer was being sent.')}`;
       this.res.destroy();
       return;
     }

@@ -374,6 +374,8 @@ describe('kill switch', () => {
         proxy.auditRecords().find((r) => r.agent === 'alpha' && r.path === '/llm/v1/stream' && r.incomplete),
       );
       expect(record).toMatchObject({ agent: 'alpha', service: 'llm', incomplete: true });
+      // Said to be cut by the revocation, not left to read as an agent that hung up (ops walkthrough).
+      expect(record.reason).toMatch(/^cut: What agent alpha's request ran under was revoked while its answer was being sent\.$|^cut: .*revoked/);
     } finally {
       alphaStream.close();
       betaStream.close();

@@ -82,7 +82,7 @@ describe('a second SIGTERM while draining', () => {
       .filter((l) => l !== '')
       .map((l) => JSON.parse(l) as AuditRecord);
     const stream = records.find((r) => r.path === '/llm/v1/stream');
-    expect(stream).toMatchObject({ agent: 'bot', status: 200, upstream_status: 200, incomplete: true });
+    expect(stream).toMatchObject({ agent: 'bot', status: 200, upstream_status: 200, incomplete: true, reason: 'cut: Airlock was stopping, and the request was still running at the end of shutdown_timeout (or a second stop signal came).' });
     expect(records.at(-1)).toMatchObject({ route: 'airlock:stop', actor: 'airlock' });
     assertNoLeak([key, agent.token], [
       { name: 'stderr', text: airlock.err() },
