@@ -64,8 +64,8 @@ export interface CliRun {
   readonly stderr: string;
 }
 
-/** The real CLI with string streams; stdout and stderr are appended to `seen`. */
-export async function runCliCapture(args: readonly string[], env: Record<string, string>, seen: string[], cwd = process.cwd()): Promise<CliRun> {
+/** The real CLI with string streams; stdout and stderr are appended to `seen`; `stdinText` is piped in. */
+export async function runCliCapture(args: readonly string[], env: Record<string, string>, seen: string[], cwd = process.cwd(), stdinText = ''): Promise<CliRun> {
   let stdout = '';
   let stderr = '';
   const io: CliIo = {
@@ -74,7 +74,9 @@ export async function runCliCapture(args: readonly string[], env: Record<string,
     cwd,
     stdout: { write: (text: string) => (stdout += text) },
     stderr: { write: (text: string) => (stderr += text) },
-    stdin: (async function* noInput() {})(),
+    stdin: (async function* pipedInput() {
+      if (stdinText !== '') yield Buffer.from(stdinText, 'utf8');
+    })(),
     stopRequested: new Promise<string>(() => undefined),
   };
   const code = await runCli(io);

@@ -8,44 +8,21 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli } from '../../src/cli/run-cli.js';
-import type { CliIo } from '../../src/cli/cli-io.js';
 import { EncryptedSecretFile, SecretFileError } from '../../src/credentials/encrypted-secret-file.js';
 import { decodeMasterKey } from '../../src/credentials/master-key.js';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
-import { sleep, writeConfigFile } from '../helpers/operator.js';
+import { runCliCapture, sleep, writeConfigFile, type CliRun } from '../helpers/operator.js';
 import { sendRequest } from '../helpers/send-request.js';
 import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
 
-interface Run {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
 const agent = generateAgentToken();
 const seen: string[] = [];
 
-async function cli(args: string[], env: Record<string, string> = {}, stdinText = ''): Promise<Run> {
-  let stdout = '';
-  let stderr = '';
-  const io: CliIo = {
-    args,
-    env,
-    cwd: process.cwd(),
-    stdout: { write: (text: string) => (stdout += text) },
-    stderr: { write: (text: string) => (stderr += text) },
-    stdin: (async function* stdinChunks() {
-      if (stdinText !== '') yield Buffer.from(stdinText, 'utf8');
-    })(),
-    stopRequested: new Promise<string>(() => undefined),
-  };
-  const code = await runCli(io);
-  seen.push(stdout, stderr);
-  return { code, stdout, stderr };
+function cli(args: string[], env: Record<string, string> = {}, stdinText = ''): Promise<CliRun> {
+  return runCliCapture(args, env, seen, process.cwd(), stdinText);
 }
 
 function services(upstream: Upstream): Record<string, unknown> {

@@ -5,32 +5,16 @@
  * rotation that had happened). Another kind of reference is fetched again only when asked: exit 1.
  */
 import { describe, expect, it } from 'vitest';
-import { runCli } from '../../src/cli/run-cli.js';
-import type { CliIo } from '../../src/cli/cli-io.js';
 import { EncryptedSecretFile } from '../../src/credentials/encrypted-secret-file.js';
 import { loadMasterKeyring } from '../../src/credentials/master-key.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
-import { freePort, writeConfigFile } from '../helpers/operator.js';
+import { freePort, runCliCapture, writeConfigFile, type CliRun } from '../helpers/operator.js';
 import { tempDir } from '../helpers/start-proxy.js';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 
-async function cli(args: string[], stdinText: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const io: CliIo = {
-    args,
-    env: {},
-    cwd: process.cwd(),
-    stdout: { write: (text: string) => (stdout += text) },
-    stderr: { write: (text: string) => (stderr += text) },
-    stdin: (async function* stdinChunks() {
-      yield Buffer.from(stdinText, 'utf8');
-    })(),
-    stopRequested: new Promise<string>(() => undefined),
-  };
-  return { code: await runCli(io), stdout, stderr };
-}
+const seen: string[] = [];
+const cli = (args: string[], stdinText: string): Promise<CliRun> => runCliCapture(args, {}, seen, process.cwd(), stdinText);
 
 describe('secrets rotate without a reachable admin API', () => {
   it('a file: secret is stored and the command exits 0, saying the running Airlock takes it anyway', async () => {

@@ -90,18 +90,8 @@ describe('a key whose first SSE event holds its head', () => {
   // record and in airlock_redactions_total, so fishing for a key and hanging up left no trace.
   it('a stream the agent hangs up on after a masked event: the record and the metric count the redaction', async () => {
     const before = await redactionsCounted();
-    const answer = await new Promise<{ id: string; text: string }>((resolve) => {
-      const req = httpGet(`${proxy.url}/llm/v1/stream?hold=1`, { headers: { authorization: `Bearer ${bot.token}` } }, (res) => {
-        let text = '';
-        res.on('data', (chunk: Buffer) => {
-          text += chunk.toString('utf8');
-          if (text.includes('[REDACTED') && text.includes(' .')) req.destroy();
-        });
-        res.on('error', () => undefined);
-        res.on('close', () => resolve({ id: String(res.headers['x-airlock-request-id']), text }));
-      });
-      req.on('error', () => undefined);
-    });
+    // The agent hangs up once a masked event and the next have arrived.
+    const answer = await readStream('hold=1', (text) => text.includes('[REDACTED') && text.includes(' .'));
     expect(answer.text).toContain('[REDACTED');
     const record = await eventually('the audit record', () => proxy.auditRecords().find((r) => r.request_id === answer.id));
     expect(record).toMatchObject({ incomplete: true, status: 200 });
@@ -109,6 +99,22 @@ describe('a key whose first SSE event holds its head', () => {
     expect((await redactionsCounted()) - before).toBe(record.redactions);
     assertNoLeak([KEY, bot.token], [{ name: 'answer', text: answer.text }]);
   });
+
+  /** Reads /v1/stream?query until it ends, or until `hangUp` says so on what has arrived. */
+  function readStream(query: string, hangUp: (text: string) => boolean): Promise<{ id: string; text: string }> {
+    return new Promise((resolve) => {
+      const req = httpGet(`${proxy.url}/llm/v1/stream?${query}`, { headers: { authorization: `Bearer ${bot.token}` } }, (res) => {
+        let text = '';
+        res.on('data', (chunk: Buffer) => {
+          text += chunk.toString('utf8');
+          if (hangUp(text)) req.destroy();
+        });
+        res.on('error', () => undefined);
+        res.on('close', () => resolve({ id: String(res.headers['x-airlock-request-id']), text }));
+      });
+      req.on('error', () => undefined);
+    });
+  }
 
   async function redactionsCounted(): Promise<number> {
     const metric = await proxy.airlock.metrics.registry.getSingleMetric('airlock_redactions_total')?.get();
@@ -118,15 +124,7 @@ describe('a key whose first SSE event holds its head', () => {
   // Found by review: since the event layer runs first, a key it masked was not counted when the stream
   // was then cut (the audit record said redactions: 0).
   it('a stream cut after a masked event: the audit record counts the redaction and says incomplete', async () => {
-    const answer = await new Promise<{ id: string; text: string }>((resolve) => {
-      const req = httpGet(`${proxy.url}/llm/v1/stream?reset=1`, { headers: { authorization: `Bearer ${bot.token}` } }, (res) => {
-        let text = '';
-        res.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
-        res.on('error', () => undefined);
-        res.on('close', () => resolve({ id: String(res.headers['x-airlock-request-id']), text }));
-      });
-      req.on('error', () => undefined);
-    });
+    const answer = await readStream('reset=1', () => false);
     expect(answer.text).toContain('[REDACTED');
     const record = await eventually('the audit record', () => proxy.auditRecords().find((r) => r.request_id === answer.id));
     expect(record).toMatchObject({ incomplete: true, status: 200 });
