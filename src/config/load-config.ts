@@ -133,7 +133,7 @@ export function buildConfig(input: unknown, options: BuildOptions): LoadedConfig
   const parsed = configSchema.safeParse(input);
   if (parsed.success) {
     const problems = inFileOrder(validateConfig(parsed.data, { resolvePath, brokenServices: new Set() }));
-    if (problems.some((p) => p.severity === 'error')) return { config: null, problems, fallback: normalize(parsed.data, resolvePath, options.source ?? null) };
+    if (problems.some((p) => p.severity === 'error')) return { config: null, problems, fallback: operatorSettingsSound(problems, []) ? normalize(parsed.data, resolvePath, options.source ?? null) : null };
     return { config: normalize(parsed.data, resolvePath, options.source ?? null), problems };
   }
   const shapeProblems = parsed.error.issues.flatMap((issue) => problemsFromIssue(issue, []));
@@ -142,16 +142,29 @@ export function buildConfig(input: unknown, options: BuildOptions): LoadedConfig
   const salvage = salvageWellFormed(input, parsed.error.issues);
   const salvaged = salvage === null ? null : configSchema.safeParse(salvage.input);
   const ruleProblems = salvaged?.success === true && salvage !== null ? validateConfig(salvaged.data, { resolvePath, brokenServices: salvage.brokenServices }).map(salvage.placeAsWritten) : [];
-  const operatorSettingsWhole = salvage !== null && !OPERATOR_SETTINGS.some((key) => salvage.droppedTop.has(key));
+  const problems = [...shapeProblems, ...ruleProblems];
+  const operatorSettingsWhole = salvage !== null && !OPERATOR_SETTINGS.some((key) => salvage.droppedTop.has(key)) && operatorSettingsSound(problems, [...salvage.unknownTop]);
   const fallback = salvaged?.success === true && operatorSettingsWhole ? normalize(salvaged.data, resolvePath, options.source ?? null) : null;
-  return { config: null, problems: inFileOrder([...shapeProblems, ...ruleProblems]), fallback };
+  return { config: null, problems: inFileOrder(problems), fallback };
+}
+
+/**
+ * Whether the operator settings can be trusted as written: no error among them, and no unknown key
+ * that is one of them misspelt (found by review: `datadir:` left data_dir at its default, and
+ * `secrets rekey` re-keyed a new, empty store there while reporting success).
+ */
+function operatorSettingsSound(problems: readonly ConfigProblem[], unknownTop: readonly string[]): boolean {
+  if (problems.some((p) => p.severity === 'error' && OPERATOR_SETTINGS.includes(String(p.path[0])))) return false;
+  return !unknownTop.some((key) => OPERATOR_SETTINGS.some((setting) => editDistance(key.toLowerCase().replace(/[-\s]/g, '_'), setting) <= 2));
 }
 
 interface Salvage {
   readonly input: Record<string, unknown>;
   readonly brokenServices: Set<string>;
-  /** Top-level settings left out whole (malformed, or unknown). */
+  /** Top-level settings left out whole (malformed). */
   readonly droppedTop: Set<string>;
+  /** Top-level keys that are no setting (a typo of one, perhaps). */
+  readonly unknownTop: Set<string>;
   /** A problem of the salvaged config, its grant index put back to where the grant is in the file. */
   readonly placeAsWritten: (problem: ConfigProblem) => ConfigProblem;
 }
@@ -167,10 +180,16 @@ function salvageWellFormed(input: unknown, issues: readonly z.core.$ZodIssue[]):
   const broken: Record<'services' | 'agents', Set<string>> = { services: new Set(), agents: new Set() };
   const brokenGrants = new Map<string, Set<number>>();
   const droppedTop = new Set<string>();
+  const unknownTop = new Set<string>();
   for (const issue of issues) {
     const [top, entry, field, index] = issue.path as Array<string | number | undefined>;
     if (issue.path.length === 0) {
-      if (issue.code === 'unrecognized_keys') for (const key of issue.keys) delete copy[key];
+      if (issue.code === 'unrecognized_keys') {
+        for (const key of issue.keys) {
+          delete copy[key];
+          unknownTop.add(key);
+        }
+      }
       else return null;
     } else if (top === 'agents' && typeof entry === 'string' && field === 'credentials' && typeof index === 'number') {
       brokenGrants.set(entry, (brokenGrants.get(entry) ?? new Set()).add(index));
@@ -202,7 +221,7 @@ function salvageWellFormed(input: unknown, issues: readonly z.core.$ZodIssue[]):
     if (top !== 'agents' || field !== 'credentials' || typeof index !== 'number' || kept === undefined) return problem;
     return { ...problem, path: [top, name as string, field, kept[index] ?? index, ...rest] };
   };
-  return { input: copy, brokenServices: broken.services, droppedTop, placeAsWritten };
+  return { input: copy, brokenServices: broken.services, droppedTop, unknownTop, placeAsWritten };
 }
 
 function normalize(data: ParsedConfig, resolvePath: (p: string) => string, source: string | null): AirlockConfig {

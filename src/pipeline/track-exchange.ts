@@ -9,7 +9,7 @@
  * (RFC 9112 9.6 leaves no other).
  */
 import type { ServerResponse } from 'node:http';
-import { AirlockError, asAirlockError } from '../errors.js';
+import { AirlockError, asAirlockError, operatorReason } from '../errors.js';
 import type { LiveExchange } from '../policy/kill-switch.js';
 import type { Principal } from './authenticate-agent.js';
 import { INVALID_TOKEN, recheckAfterWait } from './check-revocations.js';
@@ -47,7 +47,10 @@ export class TrackedExchange implements LiveExchange, ExchangeSlot {
     if (this.res.headersSent) {
       // Said in the record (found by an ops walkthrough: a stream cut by a revocation read as one the
       // agent hung up on).
-      this.cutReason = `cut: ${this.#refusal().detail.replace(' while the request waited for its upstream; its answer was not passed on.', ' while its answer was being sent.')}`;
+      // The operator's reason (who revoked it, and why) where the refusal carries one, as a refused
+      // request's record has it (found by review: the agent-facing text said to look in the record).
+      const refusal = this.#refusal();
+      this.cutReason = `cut while its answer was being sent: ${operatorReason(refusal) ?? refusal.detail.replace(' while the request waited for its upstream; its answer was not passed on.', '.')}`;
       this.res.destroy();
       return;
     }

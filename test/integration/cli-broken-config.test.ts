@@ -80,6 +80,22 @@ describe('operator commands with a config file that has a problem', () => {
     expect(explain.stderr).toContain('has 1 problem; fix it and run again');
   });
 
+  // Found by review: `datadir:` (a typo) left data_dir at its default, and `secrets rekey` re-keyed a
+  // new, empty store there while reporting success.
+  it('an unknown key that is an operator setting misspelt, or a problem in one of them, is not gone on with', async () => {
+    const services = { api: { upstream: upstream.url, credential: { secret: 'env:BROKEN_KEY' }, routes: [{ method: 'GET', path: '/v1/*', scope: 'read' }] } };
+    const typo = writeConfigFile(dir, { datadir: proxy.dataDir, services }, 'typo.yaml');
+    const secrets = await runCliCapture(['secrets', 'rekey', '--config', typo], {}, seen);
+    expect(secrets.code).toBe(1);
+    expect(secrets.stderr).toContain('unknown key "datadir"; did you mean "data_dir"?');
+    expect(secrets.stderr).toContain('fix it and run again');
+    expect(secrets.stdout).toBe('');
+    const clash = writeConfigFile(dir, { listen: '127.0.0.1:7799', data_dir: proxy.dataDir, admin: { listen: '127.0.0.1:7799', tokens: [alice.hash] }, services }, 'clash.yaml');
+    const revoke = await runCliCapture(['revoke', 'agent', 'bot', '--reason', 'x', '--config', clash], { AIRLOCK_ADMIN_TOKEN: alice.token }, seen);
+    expect(revoke.code).toBe(1);
+    expect(revoke.stderr).toContain('error at admin.listen');
+  });
+
   it('a malformed admin block is not gone on with: the command refuses', async () => {
     const run = await runCliCapture(['revoke', 'agent', 'bot', '--reason', 'x', '--config', adminBroken], { AIRLOCK_ADMIN_TOKEN: alice.token }, seen);
     expect(run.code).toBe(1);
