@@ -115,6 +115,7 @@ export async function awaitApproval(broker: ApprovalBroker, req: IncomingMessage
     justification: session?.justification ?? null,
     taskId: session?.taskId ?? null,
     mode: context.grant.config.approval_mode,
+    ...(presenterOf(context.principal) === undefined ? {} : { presenter: presenterOf(context.principal) as string }),
     timeoutMs: context.grant.config.approval_timeout * 1000,
     // What the approver is shown of the query and body (preview-request.ts masks it, then cuts it).
     content: {
@@ -129,6 +130,21 @@ export async function awaitApproval(broker: ApprovalBroker, req: IncomingMessage
   } as const;
   if (request.mode === 'async') return broker.submit(request);
   return broker.hold(request, signal, recheck);
+}
+
+/** The credential presented, as a key (never the credential): a token's hash, a session, a JWT's issuer and subject. */
+function presenterOf(principal: Principal): string | undefined {
+  const credential = principal.credential;
+  if (credential === undefined) return undefined;
+  switch (credential.kind) {
+    case 'token':
+      return `token ${credential.tokenHash}`;
+    case 'session':
+      return `session ${credential.session}`;
+    case 'jwt':
+      // Without a subject, every caller of the issuer looks alike: none joins another's approval.
+      return credential.subject === null ? undefined : `jwt ${credential.issuer}\u0000${credential.subject}`;
+  }
 }
 
 const RELOADED = 'The configuration was reloaded while the request waited for approval';

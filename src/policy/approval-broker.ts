@@ -35,6 +35,12 @@ export interface ApprovalRequest {
   readonly timeoutMs: number;
   /** What the preview is made from; none: no preview. */
   readonly content?: RequestContent;
+  /**
+   * Who asked, by the credential presented (a token's hash, or a JWT's issuer and subject): a held
+   * approval left open is joined only by the same presenter (found by review: another token of the
+   * same agent, or another end user behind one JWT agent, rode an approval given for the first).
+   */
+  readonly presenter?: string;
 }
 
 export interface ApprovalGrant {
@@ -66,6 +72,11 @@ export class ApprovalBroker {
   readonly #preview: (content: RequestContent) => ApprovalPreview | null;
   /** Hold-mode approvals with a request waiting for them in this process, and how many. */
   readonly #waiters = new Map<string, number>();
+  /**
+   * Who asked for each hold-mode approval this broker made. Kept here only, so that after a reload or
+   * on another replica nothing is joined and the request asks anew (fail closed, one more approval).
+   */
+  readonly #askedBy = new Map<string, string>();
 
   constructor(state: GovernanceState, options: ApprovalBrokerOptions) {
     this.#state = state;
@@ -117,6 +128,11 @@ export class ApprovalBroker {
       preview: request.content === undefined ? null : this.#preview(request.content),
     };
     await this.#state.record({ type: 'approval.created', approval });
+    if (request.mode === 'hold' && request.presenter !== undefined) {
+      // Entries of approvals past their time go as new ones come: at most max_pending stay open.
+      for (const id of this.#askedBy.keys()) if ((this.#state.approval(id)?.expiresAt ?? 0) <= now) this.#askedBy.delete(id);
+      this.#askedBy.set(approval.id, request.presenter);
+    }
     this.#options.notify(approval);
     return approval;
   }
@@ -198,9 +214,10 @@ export class ApprovalBroker {
 
   /**
    * The open hold-mode approval of this exact request (the binding: agent, session, service, method,
-   * path, query, body, Content-Type, account headers, upstream and credential), pending or approved and
-   * not yet used, whose first waiter went away: the same request sent again waits for it rather than
-   * asking anew. Still one request per approval: it is consumed by whichever waiter redeems it first.
+   * path, query, body, Content-Type, account headers, upstream and credential) asked by the same
+   * presenter through this broker, pending or approved and not yet used, whose first waiter went away:
+   * the same request sent again waits for it rather than asking anew. Still one request per approval:
+   * it is consumed by whichever waiter redeems it first.
    */
   #waitingFor(request: ApprovalRequest): ApprovalRecord | null {
     const now = this.#now();
@@ -208,6 +225,7 @@ export class ApprovalBroker {
     for (const a of this.#state.approvals()) {
       // One with a request still waiting here is that request's: two identical calls at once ask twice.
       if (a.mode !== 'hold' || a.agent !== request.agent || a.binding !== request.binding || a.expiresAt <= now || this.#waiters.has(a.id)) continue;
+      if (request.presenter === undefined || this.#askedBy.get(a.id) !== request.presenter) continue;
       if (a.status !== 'pending' && a.status !== 'approved') continue;
       if (found === null || a.createdAt > found.createdAt) found = a;
     }

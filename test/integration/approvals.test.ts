@@ -44,6 +44,8 @@ const MAX_APPROVAL_BODY = 4096;
 describe('human approval', () => {
   const payKey = canary('pay');
   const holder = generateAgentToken();
+  /** holder's second token: another caller of the same agent. */
+  const holderTwo = generateAgentToken();
   const quick = generateAgentToken();
   const asyncer = generateAgentToken();
   const asyncQuick = generateAgentToken();
@@ -99,7 +101,7 @@ describe('human approval', () => {
           ),
         },
         agents: {
-          holder: { tokens: [holder.hash], credentials: [grant({ require_approval: true, approval_mode: 'hold', approval_timeout: 20 })] },
+          holder: { tokens: [holder.hash, holderTwo.hash], credentials: [grant({ require_approval: true, approval_mode: 'hold', approval_timeout: 20 })] },
           quick: { tokens: [quick.hash], credentials: [grant({ require_approval: true, approval_timeout: 1 })] },
           asyncer: { tokens: [asyncer.hash], credentials: [grant({ require_approval: true, approval_mode: 'async', approval_timeout: 60 })] },
           'async-quick': { tokens: [asyncQuick.hash], credentials: [grant({ require_approval: true, approval_mode: 'async', approval_timeout: 1 })] },
@@ -282,6 +284,12 @@ describe('human approval', () => {
     await sleep(200);
     expect((await approvals()).filter((a) => a.path === '/pay/v1/refunds/re_gone')).toHaveLength(1);
     expect((await approvals()).length).toBe(pendingBefore + 1);
+    // The same request from another token of the agent (another caller) asks for its own (found by
+    // review: it rode the first caller's approval).
+    const otherCaller = call(holderTwo.token, '/pay/v1/refunds/re_gone', { body });
+    const theirs = await eventually('the other caller\'s own approval', async () => (await approvals()).find((a) => a.path === '/pay/v1/refunds/re_gone' && a.id !== approval.id));
+    expect((await decide(theirs.id, 'deny', 'not this one')).status).toBe(200);
+    expect((await otherCaller).status).toBe(403);
     // A different body is a different request: it asks for its own approval.
     const other = call(holder.token, '/pay/v1/refunds/re_gone', { body: '{"gone":false}' });
     await eventually('a second approval for the other body', async () => (await approvals()).filter((a) => a.path === '/pay/v1/refunds/re_gone').length === 2);

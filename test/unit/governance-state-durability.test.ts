@@ -229,7 +229,7 @@ describe.skipIf(fullDisk === null)('a held approval whose waiter went away', () 
     expect(await broker.submit(request).catch((error: unknown) => (error as AirlockError).code)).toBe('approval_pending');
     const line = readFileSync(file).length;
     const agentGone = new AbortController();
-    const padded = { ...request, binding: 'held', mode: 'hold' as const, justification: 'x'.repeat(4096 - 30 - 2 * line + 2) };
+    const padded = { ...request, binding: 'held', mode: 'hold' as const, presenter: 'token sha256:bot', justification: 'x'.repeat(4096 - 30 - 2 * line + 2) };
     const held = broker.hold(padded, agentGone.signal, () => undefined).then(() => 'sent', (error: unknown) => (error as AirlockError).code);
     await eventually('the held approval written', () => ids.length === 2, 5_000, 10);
     const id = ids[1] as string;
