@@ -69,7 +69,17 @@ export function createFileSource(options: FileSourceOptions): SecretSource {
     }
   }
 
+  /**
+   * A read that found keys and file mismatched is made once more with the keys read again: a `secrets
+   * rekey` may have replaced the file between the two reads (found by review: such a reader reported
+   * "restore master.key from a backup" for a moment).
+   */
   async function reload(): Promise<Snapshot> {
+    const first = await readOnce();
+    return first.entries === null && first.stamp !== 'key-error' ? readOnce() : first;
+  }
+
+  async function readOnce(): Promise<Snapshot> {
     let keys: Buffer[] | null;
     try {
       keys = loadMasterKeyring({ dataDir: options.dataDir, env: options.env, create: false });

@@ -677,8 +677,6 @@ export interface Explanation {
  * The decision for a request arriving on the listener `binding` names (the shared one unless a service's
  * own), by the same stages as the live path, with the agent given by name.
  */
-/** What explain injects in place of a value it never reads, then names the reference there. */
-const INJECTED_HERE = 'AIRLOCK-INJECTS-THE-CREDENTIAL-HERE';
 
 export function explainRequest(policy: Policy, agentName: string, method: string, target: string, host: string | null, binding: ListenerBinding = { kind: 'shared' }): Explanation {
   let agent: AgentPolicy | null = null;
@@ -715,9 +713,13 @@ export function explainRequest(policy: Policy, agentName: string, method: string
     // The target the upstream is sent: method overrides and the service's strip lists taken out of the
     // query, a query-injected credential added (shown by name, never read); found by an ops walkthrough:
     // explain showed the query as the agent sent it.
-    const upstreamTarget = outboundRequest(service, method.toUpperCase(), selected.path, canonical.query, [], undefined, credential, new Credential(credential.ref, INJECTED_HERE, null))
+    // What explain injects in place of a value it never reads, then names the reference there: a new
+    // marker each time, which no target can hold already (found by review: one typed in the query
+    // moved the label).
+    const injectedHere = `airlock-injects-${randomUUID()}`;
+    const upstreamTarget = outboundRequest(service, method.toUpperCase(), selected.path, canonical.query, [], undefined, credential, new Credential(credential.ref, injectedHere, null))
       .target()
-      .replace(INJECTED_HERE, `<the value of ${credential.ref}>`);
+      .replaceAll(injectedHere, `<the value of ${credential.ref}>`);
     return {
       decision: 'allow',
       code: null,

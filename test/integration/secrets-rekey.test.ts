@@ -4,17 +4,21 @@
  * AIRLOCK_MASTER_KEY the new key is AIRLOCK_MASTER_KEY_NEXT, and an Airlock given both serves on. An
  * entry that does not decrypt, or a rekey cut short, is refused with what to do, and nothing changes.
  */
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EncryptedSecretFile, SecretFileError } from '../../src/credentials/encrypted-secret-file.js';
 import { decodeMasterKey } from '../../src/credentials/master-key.js';
+import { createFileSource } from '../../src/credentials/file-source.js';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
 import { runCliCapture, sleep, writeConfigFile, type CliRun } from '../helpers/operator.js';
 import { sendRequest } from '../helpers/send-request.js';
+import { DIST_MAIN } from '../helpers/spawn-serve.js';
 import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
 
@@ -175,5 +179,42 @@ describe('secrets rekey with AIRLOCK_MASTER_KEY', () => {
     expect(upstream.requests.at(-1)?.header('authorization')).toEqual([`Bearer ${value}`]);
     expect((await cli(['secrets', 'list', '--config', config], { AIRLOCK_MASTER_KEY: oldKey })).code).toBe(1);
     expect((await cli(['secrets', 'list', '--config', config], { AIRLOCK_MASTER_KEY: newKey })).code).toBe(0);
+  });
+});
+
+// Found by review: a reader between rekey's steps saw master.key.next vanish (ENOENT), or the file
+// replaced after it had read the keys, and reported the store unreadable for a moment.
+describe('a reader polling the file source while rekeys run', () => {
+  it('never fails to read a secret', async () => {
+    const dir = tempDir('airlock-rekey-race-');
+    const value = canary('rekey-race');
+    const config = writeConfigFile(dir, { data_dir: dir }, 'cli.yaml');
+    expect((await cli(['secrets', 'set', 'api-key', '--config', config], {}, value)).code).toBe(0);
+    const source = createFileSource({ dataDir: dir, env: {}, recheckMs: 0 });
+    let stop = false;
+    let reads = 0;
+    const failures: string[] = [];
+    const reader = (async () => {
+      while (!stop) {
+        try {
+          expect((await source.fetchSecret('api-key', 'file:api-key')).reveal()).toBe(value);
+          reads++;
+        } catch (error) {
+          failures.push(String((error as Error).cause ?? error));
+        }
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    })();
+    // Each rekey in a process of its own, as an operator runs it, so the reader here reads meanwhile.
+    for (let i = 0; i < 12; i++) {
+      const child = spawn(process.execPath, [DIST_MAIN, 'secrets', 'rekey', '--config', config], { stdio: 'ignore', env: { PATH: process.env['PATH'] ?? '' } });
+      const [code] = (await once(child, 'exit')) as [number | null];
+      expect(code).toBe(0);
+    }
+    stop = true;
+    await reader;
+    expect(reads).toBeGreaterThan(100);
+    expect(failures).toEqual([]);
+    rmSync(dir, { recursive: true, force: true });
   });
 });
