@@ -31,6 +31,7 @@ import { loadMasterKey } from './credentials/master-key.js';
 import { TokenHashes } from './identity/token-hashes.js';
 import { JwtVerifier } from './identity/jwt-verifier.js';
 import { createListener } from './ingress/create-listener.js';
+import { AirlockError } from './errors.js';
 import { AuditLog } from './observability/audit-log.js';
 import { IsoTime } from './observability/iso-time.js';
 import { createLogging, type LogDestination, type RequestLog } from './observability/logger.js';
@@ -868,19 +869,31 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
       return audit.healthy;
     },
     close(deadlineMs) {
+      /**
+       * The cut, once: requests still waiting for their upstream's answer are answered 503
+       * shutting_down (they were sent upstream: the detail says so), then every connection closed.
+       */
+      const cutForStop = (): void => {
+        if (durable.cutForStop) return;
+        durable.cutForStop = true;
+        durable.killSwitch.refuseWaiting(
+          new AirlockError('shutting_down', 'Airlock is stopping, and this request was still waiting for its upstream when its time to finish ran out (shutdown_timeout). It had been sent upstream, so it may have taken effect there; check before retrying a request that changes something.'),
+        );
+        // A moment for those answers to go out (the sweep then closes their connections), then the rest.
+        setTimeout(() => {
+          for (const server of listeners) server.closeAllConnections();
+        }, REFUSALS_GO_OUT_MS);
+      };
       if (closing !== null) {
         // A second, hurried stop (SIGTERM again): what is still open is cut now. Each cut request's
         // record is still written, and airlock:stop after them (the close under way waits for them).
-        if (deadlineMs === 0) {
-          durable.cutForStop = true;
-          for (const server of listeners) server.closeAllConnections();
-        }
+        if (deadlineMs === 0) cutForStop();
         return closing;
       }
       closing = (async () => {
         const deadline = deadlineMs ?? current.config.shutdown_timeout * 1000;
         logger.info({ deadline_ms: deadline }, 'stopping: no new connections; requests in flight may finish');
-        await Promise.all(listeners.map((server) => closeServer(server, deadline, () => (durable.cutForStop = true))));
+        await Promise.all(listeners.map((server) => closeServer(server, deadline, cutForStop)));
         // Requests cut at the deadline still finish their bookkeeping (audit record, metrics): let them,
         // briefly, so airlock:stop is the last record and none reaches a closed log.
         await durable.inflight.settled(2_000);
@@ -911,17 +924,18 @@ function openConnections(listener: string, server: Server): Promise<{ listener: 
 }
 
 /** Stop accepting, let in-flight responses finish up to the deadline, then cut what is left. */
-async function closeServer(server: Server, deadlineMs: number, onCut: () => void = () => undefined): Promise<void> {
+/** How long shutdown's 503 shutting_down answers get to go out before every connection is closed. */
+const REFUSALS_GO_OUT_MS = 300;
+
+/** `cut` closes what is still open at the deadline (every connection, by default). */
+async function closeServer(server: Server, deadlineMs: number, cut: () => void = () => server.closeAllConnections()): Promise<void> {
   if (!server.listening) return;
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   // A keep-alive connection goes idle when its last response ends: close it then, not after
   // keep_alive_timeout (close() itself only closes the connections idle at the time it is called).
   server.closeIdleConnections();
   const sweep = setInterval(() => server.closeIdleConnections(), 50);
-  const timer = setTimeout(() => {
-    onCut();
-    server.closeAllConnections();
-  }, deadlineMs);
+  const timer = setTimeout(cut, deadlineMs);
   await closed;
   clearInterval(sweep);
   clearTimeout(timer);

@@ -36,6 +36,7 @@ const CATALOG = {
   locked_down: { status: 503, title: 'Airlock is locked down', policy: true, final: true },
   state_unavailable: { status: 503, title: 'Shared state unavailable', policy: true },
   upstream_busy: { status: 503, title: 'Upstream connections busy' },
+  shutting_down: { status: 503, title: 'Airlock is stopping' },
   upstream_timeout: { status: 504, title: 'Upstream timeout' },
 } as const satisfies Record<string, { status: number; title: string; policy?: true; final?: true }>;
 

@@ -43,7 +43,7 @@ export class TrackedExchange implements LiveExchange, ExchangeSlot {
     this.endsInMs = principal.session === null ? null : principal.session.expiresAt - runtime.nowMs();
   }
 
-  interrupt(): void {
+  interrupt(failure?: AirlockError): void {
     if (this.res.headersSent) {
       // Said in the record (found by an ops walkthrough: a stream cut by a revocation read as one the
       // agent hung up on).
@@ -58,8 +58,8 @@ export class TrackedExchange implements LiveExchange, ExchangeSlot {
     // Between an answer held for retry_on and its retry (the credential fetched again): the retry, or the
     // relay of the held answer, takes the refusal instead once the fetch is back (forward-with-rotation.ts).
     // It was a connection reset (found by review).
-    if (relay === null) this.refusal ??= this.#refusal();
-    else relay.interrupt(this.#refusal());
+    if (relay === null) this.refusal ??= failure ?? this.#refusal();
+    else relay.interrupt(failure ?? this.#refusal());
   }
 
   /** What the next request would be told; a session that ended by its clock is not yet gone from state. */

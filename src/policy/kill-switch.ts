@@ -6,6 +6,7 @@
  * (LiveExchange.interrupt): refused with a problem while nothing of its answer was sent, cut after.
  */
 import type { ServerResponse } from 'node:http';
+import type { AirlockError } from '../errors.js';
 import { LONGEST_TIMER_MS } from '../config/schema.js';
 import type { GovernanceEvent } from '../state/governance-records.js';
 import type { GovernanceState } from '../state/governance-state.js';
@@ -29,7 +30,7 @@ export interface LiveExchange {
    * for its upstream gave the agent a bare connection reset (which SDKs take for a network error, and
    * retry) and the audit record no reason.
    */
-  interrupt(): void;
+  interrupt(failure?: AirlockError): void;
 }
 
 export class KillSwitch {
@@ -53,6 +54,19 @@ export class KillSwitch {
       clearTimeout(expiry);
       this.#live.delete(exchange);
     };
+  }
+
+  /**
+   * Shutdown's cut: each exchange whose answer has not begun is answered `failure` (a problem, audited),
+   * rather than left to have its connection closed with nothing said (found by an ops walkthrough). Those
+   * under way are left to the connection's close.
+   */
+  refuseWaiting(failure: AirlockError): void {
+    for (const exchange of this.#live) {
+      if (exchange.res.headersSent) continue;
+      this.#live.delete(exchange);
+      exchange.interrupt(failure);
+    }
   }
 
   get size(): number {

@@ -3,7 +3,7 @@
  * presses Ctrl-C twice): the requests still in flight are cut now, and each still gets its audit
  * record (incomplete), with airlock:stop last, and the process exits 0. Found by an ops walkthrough:
  * node's default action killed the process, and a stream already sent upstream with the credential had
- * no audit record at all.
+ * no audit record at all; a request still waiting for its upstream got no answer (now 503 shutting_down).
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -26,7 +26,9 @@ describe('a second SIGTERM while draining', () => {
   let port: number;
 
   beforeAll(async () => {
-    upstream = await startUpstream((_req, res) => {
+    upstream = await startUpstream((req, res) => {
+      // Never answered: a request still waiting for its upstream when the cut comes.
+      if (req.url?.includes('never') === true) return;
       // A stream of 20 s, far past the first signal's 30 s drain's patience for this test.
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       const ticking = setInterval(() => res.write('data: tick\n\n'), 100);
@@ -67,7 +69,8 @@ describe('a second SIGTERM while draining', () => {
       }
       return text;
     })();
-    await eventually('the upstream serving the stream', () => upstream.requests.length === 1, 5_000, 20);
+    const waiting = fetch(`http://127.0.0.1:${port}/llm/v1/never`, { headers: { authorization: `Bearer ${agent.token}` } }).then(async (r) => ({ status: r.status, body: await r.text() }));
+    await eventually('the upstream holding both', () => upstream.requests.length === 2, 5_000, 20);
     airlock.child.kill('SIGTERM');
     await eventually('the drain begun', () => airlock.err().includes('SIGTERM received: finishing in-flight requests (up to 30 s)'), 5_000, 20);
     const secondAt = Date.now();
@@ -77,12 +80,17 @@ describe('a second SIGTERM while draining', () => {
     expect(exit.at - secondAt).toBeLessThan(5_000);
     expect(airlock.err()).toContain('SIGTERM received again: cutting the requests still in flight now');
     expect(await reading).toContain('data: tick');
+    // The request still waiting for its upstream is answered, not dropped (found by the same walkthrough).
+    const answered = await waiting;
+    expect(answered.status).toBe(503);
+    expect(JSON.parse(answered.body)).toMatchObject({ code: 'shutting_down', detail: expect.stringContaining('It had been sent upstream, so it may have taken effect there') });
     const records = readFileSync(join(dir, 'data', 'audit.jsonl'), 'utf8')
       .split('\n')
       .filter((l) => l !== '')
       .map((l) => JSON.parse(l) as AuditRecord);
     const stream = records.find((r) => r.path === '/llm/v1/stream');
     expect(stream).toMatchObject({ agent: 'bot', status: 200, upstream_status: 200, incomplete: true, reason: 'cut: Airlock was stopping, and the request was still running at the end of shutdown_timeout (or a second stop signal came).' });
+    expect(records.find((r) => r.path === '/llm/v1/never')).toMatchObject({ code: 'shutting_down', status: 503, upstream_status: null });
     expect(records.at(-1)).toMatchObject({ route: 'airlock:stop', actor: 'airlock' });
     assertNoLeak([key, agent.token], [
       { name: 'stderr', text: airlock.err() },
