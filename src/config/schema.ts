@@ -501,7 +501,7 @@ const addressOrRange = z.string().refine(
     if (bits === undefined) return true;
     return /^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128);
   },
-  { error: 'an IP address or a CIDR range, such as 10.0.0.0/8 or fd00::/8' },
+  { error: 'an IP address or a CIDR range, such as 10.0.0.0/8 or fd00:1::/48' },
 );
 
 export const configSchema = z.strictObject({

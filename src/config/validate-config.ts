@@ -175,6 +175,15 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
     });
   }
 
+  // A range that wide holds agents as well as load balancers: an agent there writes its own
+  // X-Forwarded-For and chooses the address its audit records and anomaly rules see (security review).
+  config.trusted_proxies.forEach((entry, index) => {
+    const [address, bits] = entry.split('/');
+    if (bits === undefined) return;
+    const wide = isIP(address ?? '') === 4 ? Number(bits) < 8 : Number(bits) < 16;
+    if (wide) warning(['trusted_proxies', index], `${entry} is wider than a load balancer's range: an agent inside it can set the address its audit records, spans and new_client_address see (X-Forwarded-For); list the balancers' own addresses or subnet (fails check --strict)`, true);
+  });
+
   const tokenOwners = new Map<string, string>();
   const credentialUsers = new Map<string, string[]>();
   for (const [agentName, agent] of Object.entries(config.agents)) {

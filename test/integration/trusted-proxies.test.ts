@@ -80,12 +80,22 @@ describe('trusted_proxies', () => {
     expect(await call(behind, '/v1/no-header')).toEqual({ client: '127.0.0.1', upstreamSaw: ['127.0.0.1'] });
   });
 
+  it('warns (strict) of a range wide enough to hold agents too', () => {
+    const built = buildConfig({ trusted_proxies: ['0.0.0.0/0', '10.0.0.0/8', '::/0', 'fd00:1::/48', '192.0.2.7'] }, { baseDir: '/tmp' });
+    expect(built.config).not.toBeNull();
+    expect(built.problems.map((p) => [p.path.join('.'), p.strict])).toEqual([
+      ['trusted_proxies.0', true],
+      ['trusted_proxies.2', true],
+    ]);
+    expect(built.problems[0]?.message).toMatch(/^0\.0\.0\.0\/0 is wider than a load balancer's range: an agent inside it can set the address/);
+  });
+
   it('refuses an entry that is neither an address nor a CIDR range, naming it', () => {
     const built = buildConfig({ trusted_proxies: ['10.0.0.0/33', 'lb.internal', '10.0.0.0/8'] }, { baseDir: '/tmp' });
     expect(built.config).toBeNull();
     expect(built.problems.map((p) => [p.path.join('.'), p.message])).toEqual([
-      ['trusted_proxies.0', 'an IP address or a CIDR range, such as 10.0.0.0/8 or fd00::/8'],
-      ['trusted_proxies.1', 'an IP address or a CIDR range, such as 10.0.0.0/8 or fd00::/8'],
+      ['trusted_proxies.0', 'an IP address or a CIDR range, such as 10.0.0.0/8 or fd00:1::/48'],
+      ['trusted_proxies.1', 'an IP address or a CIDR range, such as 10.0.0.0/8 or fd00:1::/48'],
     ]);
   });
 });
