@@ -66,6 +66,11 @@ export interface ForwardResult {
   readonly responseBytes: number;
   /** The held-back response when its status was in `capture`; nothing was sent to the agent then. */
   readonly captured: CapturedResponse | null;
+  /**
+   * performance.now() when the request was handed to undici, after any wait for a connection under
+   * max_connections; 0 when it never was. The upstream duration counts from here (the wait is Airlock's).
+   */
+  readonly sentAt: number;
 }
 
 class AgentWentAway extends Error {
@@ -89,6 +94,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler, GateWaiter, Interrupt
   #queueTimer: NodeJS.Timeout | null = null;
   /** Holds one of the gate's slots: from dispatch until undici is done with the request. */
   #holdsSlot = false;
+  #sentAt = 0;
 
   constructor(input: ForwardInput, resolve: (result: ForwardResult) => void, reject: (error: AirlockError) => void) {
     this.#input = input;
@@ -120,7 +126,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler, GateWaiter, Interrupt
     this.#agentGone = true;
     this.#controller?.abort(new AgentWentAway());
     this.#writer.agentGone();
-    this.#finish({ upstreamStatus: this.#status, complete: false, failure: null, agentAborted: true, redactions: this.#writer.redactions, responseBytes: this.#writer.bytesSent, captured: null });
+    this.#finish({ upstreamStatus: this.#status, complete: false, failure: null, agentAborted: true, redactions: this.#writer.redactions, responseBytes: this.#writer.bytesSent, captured: null, sentAt: this.#sentAt });
   };
 
   /** Dispatches at once when the service has a free slot, else waits for one until timeouts.queue. */
@@ -160,6 +166,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler, GateWaiter, Interrupt
 
   #dispatch(): void {
     this.#holdsSlot = true;
+    this.#sentAt = performance.now();
     const input = this.#input;
     try {
       input.dispatcher.dispatch(
@@ -222,9 +229,9 @@ class ResponseRelay implements Dispatcher.DispatchHandler, GateWaiter, Interrupt
   settle(outcome: WriterOutcome): void {
     if (outcome.kind === 'refused') return this.#fail(outcome.error);
     if (outcome.kind === 'captured') {
-      return this.#finish({ upstreamStatus: this.#status, complete: true, failure: null, agentAborted: false, redactions: 0, responseBytes: 0, captured: outcome.response });
+      return this.#finish({ upstreamStatus: this.#status, complete: true, failure: null, agentAborted: false, redactions: 0, responseBytes: 0, captured: outcome.response, sentAt: this.#sentAt });
     }
-    this.#finish({ upstreamStatus: this.#status, complete: outcome.complete, failure: outcome.failure, agentAborted: false, redactions: this.#writer.redactions, responseBytes: this.#writer.bytesSent, captured: null });
+    this.#finish({ upstreamStatus: this.#status, complete: outcome.complete, failure: outcome.failure, agentAborted: false, redactions: this.#writer.redactions, responseBytes: this.#writer.bytesSent, captured: null, sentAt: this.#sentAt });
   }
 
   // undici handler.

@@ -134,7 +134,7 @@ export async function forwardWithRotation(input: RotationInput): Promise<Rotatio
   if (replay.outcome.kind === 'refused') throw replay.outcome.error;
   const done = replay.outcome.kind === 'done' ? replay.outcome : null;
   return {
-    forwarded: { upstreamStatus: first.captured.status, complete: (done?.complete ?? true) && !agentLeft, failure: done?.failure ?? null, agentAborted: agentLeft, redactions: replay.redactions, responseBytes: agentLeft ? 0 : replay.bytesSent, captured: null },
+    forwarded: { upstreamStatus: first.captured.status, complete: (done?.complete ?? true) && !agentLeft, failure: done?.failure ?? null, agentAborted: agentLeft, redactions: replay.redactions, responseBytes: agentLeft ? 0 : replay.bytesSent, captured: null, sentAt: first.sentAt },
     rotated: null,
   };
 }

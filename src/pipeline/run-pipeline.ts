@@ -313,7 +313,9 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
   }
   untrack();
   releaseSlot();
-  runtime.metrics.observeUpstream(record.service ?? 'none', (performance.now() - upstreamStartedAt) / 1000, forwarded.upstreamStatus);
+  // From the hand-over to undici: a wait for a connection under max_connections is Airlock's, not the
+  // upstream's (it is in the request duration).
+  runtime.metrics.observeUpstream(record.service ?? 'none', (performance.now() - (forwarded.sentAt === 0 ? upstreamStartedAt : forwarded.sentAt)) / 1000, forwarded.upstreamStatus);
 
   record.upstream_status = forwarded.upstreamStatus === 0 ? null : forwarded.upstreamStatus;
   record.status = record.upstream_status;
