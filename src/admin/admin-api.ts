@@ -294,7 +294,10 @@ async function revoke(context: AdminContext, call: AdminCall, kind: RevocationKi
       { route: routeTemplate, agent: kind === 'agent' ? target : null, session: kind === 'session' ? target : null, credential: kind === 'credential' ? target : null, service: kind === 'service' ? target : null, approval: null, reason },
       {
         revoked: { kind, target, reason: standing.reason, by: standing.by, at: iso(standing.at) },
-        note: `Already revoked by ${standing.by} at ${iso(standing.at)}; that revocation stays as it was made (its reason is kept), and this call is in the audit trail with its own.`,
+        note: `Already revoked by ${standing.by} at ${iso(standing.at)}; that revocation stays as it was made (its reason is kept), and this call is in the audit trail with its own.${
+          // Found by review: a second revoke said nothing of a first one the store had not taken.
+          context.state.revocationUnsaved(kind, target) ? ' It is not yet written to the shared state (it was unreachable): it holds on this replica, and is written once the state answers.' : ''
+        }`,
       },
     );
   }

@@ -531,6 +531,11 @@ export class GovernanceState {
     return this.#revocations.get(revocationKey(kind, target)) ?? null;
   }
 
+  /** Whether the revocation in force for kind and target is one the store could not take yet (held here, written when it is back). */
+  revocationUnsaved(kind: RevocationKind, target: string): boolean {
+    return this.#unsaved.some((event) => event.type === 'revocation.added' && event.revocation.kind === kind && event.revocation.target === target);
+  }
+
   revocations(): Revocation[] {
     return [...this.#revocations.values()].sort((a, b) => a.at - b.at);
   }

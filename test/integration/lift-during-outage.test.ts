@@ -129,6 +129,10 @@ describe.skipIf(!available)('a lift made on another replica while this one was c
     expect(pending.json<{ propagation?: string }>().propagation).toContain('pending');
     expect(await status(a, 'later')).toBe(401);
     await eventually('A keeping the revocation on disk', () => existsSync(unsavedFile()) && readFileSync(unsavedFile(), 'utf8').includes('revoked on A while it was cut off'), 3_000);
+    // A second revoke on A says the first is not written to the shared state yet (found by review: it
+    // said only "already revoked").
+    const again = await revoke(adminA, 'later', 'again, to be sure');
+    expect(again.json<{ note?: string }>().note).toContain('It is not yet written to the shared state (it was unreachable): it holds on this replica');
 
     // Later, on B (which reaches Redis): revoked there too, then lifted, the incident over.
     skew += STEP_MS;
