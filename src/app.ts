@@ -393,7 +393,12 @@ function tracingFor(config: AirlockConfig, durable: Durable): Promise<Tracing> {
       warnedAt = now;
       // The error's own words may hold the collector's URL, userinfo and all: its name and code only.
       const cause = error instanceof Error ? `${error.name}${(error as { code?: unknown }).code === undefined ? '' : ` (${String((error as { code?: unknown }).code)})`}` : 'unknown';
-      logger.warn({ spans, cause }, 'the OTLP collector did not take a batch of spans; they are dropped (airlock_trace_spans_dropped_total counts them; said at most once a minute). Requests are not affected: check telemetry.otlp.endpoint and the collector');
+      logger.warn(
+        { spans, cause },
+        cause === 'ExportQueueFull'
+          ? 'spans are dropped: 2,048 were already waiting for the OTLP collector, which is slower than the traffic (airlock_trace_spans_dropped_total counts them; said at most once a minute). Requests are not affected: check the collector, or lower telemetry.sampling'
+          : 'the OTLP collector did not take a batch of spans; they are dropped (airlock_trace_spans_dropped_total counts them; said at most once a minute). Requests are not affected: check telemetry.otlp.endpoint and the collector',
+      );
     },
   });
 }

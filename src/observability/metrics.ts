@@ -244,7 +244,7 @@ export function createMetrics(): Metrics {
       { result: 'partial' },
       { result: 'invalid' },
     ]),
-    spansDropped: new Counter({ name: 'airlock_trace_spans_dropped_total', help: 'Spans the OTLP collector did not take (it was down, refused them, or took longer than 5 s): they are dropped, not retried.', registers }),
+    spansDropped: new Counter({ name: 'airlock_trace_spans_dropped_total', help: 'Spans dropped before the OTLP collector took them: it was down, refused them or took longer than 5 s, or 2,048 spans were already waiting for it. They are not retried.', registers }),
     anomalies: zeroed(
       new Counter({ name: 'airlock_anomalies_total', help: 'Anomaly events raised, by rule and action (alert or suspend).', labelNames: ['rule', 'action'], registers }),
       ANOMALY_RULES.flatMap((rule) => [{ rule, action: 'alert' }, { rule, action: 'suspend' }]),
