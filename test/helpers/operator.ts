@@ -3,22 +3,32 @@
  * admin token, and runs of the real CLI (`runCli` with string streams) against a config file that points
  * at the same admin listener. Everything the operator saw is kept, so a test can leak-check it.
  */
-import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import type { CliIo } from '../../src/cli/cli-io.js';
 import { runCli } from '../../src/cli/run-cli.js';
 import { sendRequest, type SentResponse } from './send-request.js';
 
-/** A port that was free a moment ago (for listeners whose address a CLI config must name in advance). */
+/**
+ * A port that was free a moment ago, for a listener whose address a config must name in advance, or an
+ * upstream that must refuse connections. Below Linux's ephemeral range (32768-60999), which port 0
+ * draws from: a port taken from there was given, once closed, to another test file's listener bound to
+ * port 0, and a "closed" upstream answered as another test's Airlock (a CI flake: 401 where 502 was due).
+ */
 export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const server = createServer();
+    const bound = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (!bound) continue;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    return port;
+  }
+  throw new Error('no free port found in 20000-31999 after 100 tries');
 }
 
 export function sleep(ms: number): Promise<void> {

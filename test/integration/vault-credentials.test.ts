@@ -16,9 +16,7 @@
  * appear in agent responses, logs, audit, admin responses or CLI output.
  */
 import { execFileSync } from 'node:child_process';
-import { once } from 'node:events';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -28,7 +26,7 @@ import { generateAgentToken } from '../../src/identity/agent-token.js';
 import type { AuditRecord } from '../../src/observability/audit-record.js';
 import { assertNoLeak, type Surface } from '../helpers/assert-no-leak.js';
 import { canary, plainCanary } from '../helpers/canary.js';
-import { eventually, sleep } from '../helpers/operator.js';
+import { eventually, freePort, sleep } from '../helpers/operator.js';
 import { sendRequest, type Problem, type SendOptions, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, tempDir, type ProxyFixture, type ProxyOptions } from '../helpers/start-proxy.js';
 import { startUpstream, type RecordedRequest, type Upstream } from '../helpers/start-upstream.js';
@@ -130,14 +128,6 @@ function expectNoVaultLeak(proxies: readonly ProxyFixture[]): void {
   for (const proxy of proxies) assertNoLeak(allCanaries(), surfacesOf(proxy));
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 /** The real CLI with string streams; its output is kept for the leak check. */
 async function cli(args: string[], env: Record<string, string> = {}, stdinText = ''): Promise<{ code: number; stdout: string; stderr: string }> {

@@ -4,8 +4,8 @@
  * `redisAvailable()` tells a suite to skip, loudly, when the binary is missing.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
+import { freePort } from '../helpers/operator.js';
 
 export function redisAvailable(): boolean {
   const probe = spawnSync('redis-server', ['--version'], { encoding: 'utf8' });
@@ -16,15 +16,6 @@ export function redisAvailable(): boolean {
   return true;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address !== null ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
-}
 
 export interface RedisServer {
   readonly url: string;
