@@ -280,7 +280,6 @@ function exampleRequest(service: AirlockConfig['services'][string] | undefined):
   return `${method} ${service.prefix}${path}`;
 }
 
-
 function summary(config: AirlockConfig, airlock: RunningAirlock, io: CliIo, configFlag: string): string {
   const { url, serviceUrls, adminUrl } = airlock;
   const { env, nodeFlags, pid } = io;
