@@ -704,14 +704,15 @@ export function explainRequest(policy: Policy, agentName: string, method: string
     if (agent === null) {
       throw new AirlockError('unauthenticated', `No agent named ${agentName}; agents are: ${[...policy.agentByName.keys()].join(', ') || '(none)'}.`);
     }
+    // Where the live pipeline's secret guard refuses it, after authentication and before any service is
+    // selected (guard-request-secrets.ts); a managed secret's value there is refused too, but explain
+    // reads no secret values, and says so (explain-command.ts).
+    if (TOKEN_IN_TEXT.test(target)) throw new AirlockError('invalid_request', 'An Airlock agent or session token appears in the query string or the path; it would be forwarded upstream. Send it only as the API key (Authorization, x-api-key, api-key).');
     const selected = selectService(policy, binding, host === null ? [] : ['host', host], canonical.path);
     service = selected.service;
     route = matchRoute(service, method.toUpperCase(), selected.path);
     const grant = authorizeScope({ agent, session: null, via: 'token' }, service, route);
     const credential = grant.credential ?? service.credential;
-    // As the secret guard refuses it (guard-request-secrets.ts); a managed secret's value there is
-    // refused too, but explain reads no secret values, and says so (explain-command.ts).
-    if (TOKEN_IN_TEXT.test(target)) throw new AirlockError('invalid_request', 'An Airlock agent or session token appears in the query string or the path; it would be forwarded upstream. Send it only as the API key (Authorization, x-api-key, api-key).');
     // The target the upstream is sent: method overrides and the service's strip lists taken out of the
     // query, a query-injected credential added (shown by name, never read); found by an ops walkthrough:
     // explain showed the query as the agent sent it.

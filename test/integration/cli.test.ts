@@ -858,6 +858,10 @@ describe('airlock explain', () => {
     expect(refused.out()).toContain('->  400 invalid_request');
     expect(refused.out()).toContain('An Airlock agent or session token appears in the query string or the path');
     expect(refused.out() + refused.err()).not.toContain(token.token);
+    // Before any route is looked at, as the live guard: a path no route holds still gets the 400.
+    const unrouted = await run(['explain', '--config', file, '--agent', 'a1', 'GET', `/nowhere/x?token=${token.token}`]);
+    expect(unrouted.out()).toContain('->  400 invalid_request');
+    expect(unrouted.out() + unrouted.err()).not.toContain(token.token);
   });
 
   it('without --agent is a usage error', async () => {
