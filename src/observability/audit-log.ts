@@ -58,8 +58,9 @@ export interface AuditLogOptions {
   /** How long an answered request's record may wait for company; AFTER_ANSWER_WINDOW_MS by default. */
   readonly windowMs?: number;
   /**
-   * Builds the airlock:audit-gap record written first once the log is writable again after records
-   * were lost, so the chain itself says what it is missing; none without it (unit tests).
+   * Builds the airlock:audit-gap record that ends the first batch written after records were lost (or
+   * after a run that ended without airlock:stop), so the chain itself says what it is missing; none
+   * without it (unit tests).
    */
   readonly gapRecord?: (reason: string) => AuditRecord;
   /** The clock of `since` in the gap record (the proxy's, which tests move on); Date.now by default. */
