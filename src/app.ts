@@ -15,6 +15,7 @@
 import { once } from 'node:events';
 import { accessSync, constants } from 'node:fs';
 import type { Server } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -24,13 +25,14 @@ import { createAdminServer, type AdminChange, type AdminContext } from './admin/
 import { adminDirectory } from './admin/authenticate-admin.js';
 import { adminHostNames } from './admin/check-admin-host.js';
 import { workerCount } from './config/worker-count.js';
-import { parseListen } from './config/schema.js';
-import type { AirlockConfig, ServiceConfig } from './config/types.js';
+import { parseListen, type ListenerTlsSpec } from './config/schema.js';
+import type { AirlockConfig, DeepReadonly, ServiceConfig } from './config/types.js';
 import { createCredentialBroker, type CredentialBroker } from './credentials/credential-broker.js';
 import { loadMasterKey } from './credentials/master-key.js';
 import { TokenHashes } from './identity/token-hashes.js';
 import { JwtVerifier } from './identity/jwt-verifier.js';
 import { createListener } from './ingress/create-listener.js';
+import { readTlsIdentity, type TlsIdentity } from './ingress/tls-identity.js';
 import { AirlockError } from './errors.js';
 import { AuditLog } from './observability/audit-log.js';
 import { IsoTime } from './observability/iso-time.js';
@@ -179,6 +181,8 @@ interface Generation {
   readonly tracing: Tracing;
   readonly runtime: ProxyRuntime;
   readonly admin: AdminContext | null;
+  /** The certificate and key the agent listeners present (config tls), read again by each reload. */
+  readonly tls: TlsIdentity | null;
   inflight: number;
   retired: boolean;
   closed: Promise<void> | null;
@@ -226,7 +230,7 @@ function prepareDataDir(dir: string): void {
  */
 const LISTEN_BACKLOG = 4096;
 
-async function listen(server: Server, address: string, setting: string, logger: Logger): Promise<string> {
+async function listen(server: Server, address: string, setting: string, logger: Logger, scheme: 'http' | 'https' = 'http'): Promise<string> {
   const parsed = parseListen(address);
   if (parsed === null) throw new Error(`invalid listen address ${address}`);
   server.listen({ port: parsed.port, host: parsed.host, backlog: LISTEN_BACKLOG });
@@ -255,7 +259,21 @@ async function listen(server: Server, address: string, setting: string, logger: 
   server.on('error', (error) => logger.error({ err: error, listen: address }, 'the listener reported an error'));
   const bound = server.address() as AddressInfo;
   const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
-  return `http://${host}:${bound.port}`;
+  return `${scheme}://${host}:${bound.port}`;
+}
+
+/**
+ * The listeners' certificate and key, or the reason they cannot be served (start-up stops, a reload
+ * keeps the running ones). Warnings (a certificate near its end, a key other users can read) are
+ * logged at each start and reload, where an operator who never runs `check` sees them.
+ */
+function loadTlsIdentity(spec: DeepReadonly<ListenerTlsSpec>, nowMs: number, logger: Logger): TlsIdentity {
+  const { identity, problems } = readTlsIdentity(spec, nowMs);
+  for (const problem of problems) {
+    if (problem.severity === 'warning') logger.warn({ setting: `tls.${problem.field}` }, problem.message);
+  }
+  if (identity === null) throw new Error(`tls: ${problems.map((problem) => `${problem.field}: ${problem.message}`).join('; ')}`);
+  return identity;
 }
 
 /**
@@ -322,6 +340,8 @@ function keepRestartOnly(before: AirlockConfig, after: AirlockConfig): { config:
   differs('state', before.state, after.state);
   differs('workers', before.workers, after.workers);
   differs('limits', before.limits, after.limits);
+  // HTTPS on or off changes what the listeners are; a new certificate or min_version is applied live.
+  differs('tls (on or off)', before.tls === null, after.tls === null);
   if (changed.length === 0) return { config: after, changed };
   const services: Record<string, ServiceConfig> = {};
   for (const [name, service] of Object.entries(after.services)) {
@@ -338,6 +358,7 @@ function keepRestartOnly(before: AirlockConfig, after: AirlockConfig): { config:
     state: before.state,
     workers: before.workers,
     limits: before.limits,
+    tls: (before.tls === null) === (after.tls === null) ? after.tls : before.tls,
     admin: admin === null ? null : Object.freeze(admin),
     services: Object.freeze(services),
   });
@@ -406,6 +427,7 @@ function tracingFor(config: AirlockConfig, durable: Durable): Promise<Tracing> {
 async function assembleGeneration(config: AirlockConfig, durable: Durable, previous: Generation | null, parts: GenerationParts): Promise<Generation> {
   const { nowMs, logger, metrics, catalog, state, audit, redis } = durable;
   const policy = compilePolicy(config);
+  const tls = config.tls === null ? null : loadTlsIdentity(config.tls, nowMs(), logger);
   // Before anything that holds resources: the keys are parsed here (the schema checked them too).
   const jwt = new JwtVerifier(Object.values(config.agents), nowMs);
   const pools = new Map<string, Pool>();
@@ -475,6 +497,7 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
     tracing,
     runtime: null as unknown as ProxyRuntime,
     admin: null,
+    tls,
     inflight: 0,
     retired: false,
     closed: null,
@@ -770,6 +793,7 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
   metrics.bind({
     agentConnections: () => Promise.all(agentListeners.map(({ listener, server }) => openConnections(listener, server))),
     ...(options.processStats === undefined ? {} : { process: options.processStats }),
+    tlsNotAfter: () => current.tls?.notAfter ?? null,
     credentials: () => current.secrets.status(),
     approvalsPending: () => current.approvals.pendingCount(),
     sessionsActive: () => state.sessions().length,
@@ -792,8 +816,8 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
   let adminUrl: string | null = null;
   opened.push(() => Promise.all(listeners.map((server) => closeServer(server, 0))).then(() => undefined));
   for (const entry of bindings) {
-    const server = createListener(config.limits, { onRequest: createRequestHandler(currentRuntime, entry.binding), onRefusal });
-    const bound = await listen(server, entry.address, entry.service === null ? 'listen' : `services.${entry.service}.listen`, logger);
+    const server = createListener(config.limits, { onRequest: createRequestHandler(currentRuntime, entry.binding), onRefusal }, current.tls);
+    const bound = await listen(server, entry.address, entry.service === null ? 'listen' : `services.${entry.service}.listen`, logger, current.tls === null ? 'http' : 'https');
     listeners.push(server);
     agentListeners.push({ listener: entry.service ?? 'shared', server });
     if (entry.service === null) url = bound;
@@ -807,7 +831,7 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
     durable.boundAdminUrl = adminUrl.replace('//0.0.0.0:', '//127.0.0.1:').replace('//[::]:', '//[::1]:');
   }
 
-  logger.info({ url, services: serviceUrls, admin: adminUrl, agents: current.policy.agentByName.size }, 'airlock listening');
+  logger.info({ url, services: serviceUrls, admin: adminUrl, agents: current.policy.agentByName.size, ...(current.tls === null ? {} : { tls: tlsSummary(current.tls) }) }, 'airlock listening');
   // Revocations outlive restarts: a lockdown kept from before refuses every request, while the process
   // looks healthy (found by review: nothing at start-up said so).
   const lockdown = state.revocation('all', '*');
@@ -856,6 +880,11 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
       }
       const previous = current;
       current = fresh;
+      // New connections get the certificate read by this reload (a renewal); open ones keep theirs.
+      if (fresh.tls !== null) {
+        for (const { server } of agentListeners) (server as HttpsServer).setSecureContext(fresh.tls.contextOptions());
+        if (fresh.tls.fingerprint !== previous.tls?.fingerprint) logger.info({ tls: tlsSummary(fresh.tls) }, 'the agent listeners now present a new certificate');
+      }
       logger.level = next.log.level;
       durable.requestLog.lines = next.log.requests;
       previous.retired = true;
@@ -912,6 +941,11 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
       return closing;
     },
   };
+}
+
+/** What the log says of the certificate served: never the key. */
+function tlsSummary(identity: TlsIdentity): { subject: string; names: string; expires: string } {
+  return { subject: identity.subject, names: identity.names, expires: new Date(identity.notAfter).toISOString() };
 }
 
 /** An audit record of Airlock's own lifecycle (start, reload, stop), with actor "airlock". */

@@ -2,7 +2,8 @@
  * `airlock serve [--config F]`: runs the proxy until SIGINT/SIGTERM. JSON logs go to stdout; the
  * human summary (where it listens, what is missing, what to do next) goes to stderr.
  *
- * Operations: SIGHUP (and, with reload.watch, a change of the config file) reloads the config: it is
+ * Operations: SIGHUP (and, with reload.watch, a change of the config file or of its TLS certificate
+ * and key) reloads the config: it is
  * validated, and on success replaces the running one while requests in flight finish on the old; on
  * failure the old stays, with the problems logged; a SIGHUP received while starting is applied once
  * started (main.ts holds it). SIGTERM stops accepting, lets requests in flight
@@ -36,10 +37,12 @@ export async function serveCommand(io: CliIo): Promise<number> {
   const file = configPath(io, values.config);
   // Read before the load: a change between the two is then seen once the watch starts (a reload of the
   // same content at worst), never missed.
-  const startedFrom = contentDigest(readConfigText(file));
+  const startedText = readConfigText(file);
   const loaded = loadConfigOrReport(io, values.config);
   if (loaded === null) return 1;
   let { config } = loaded;
+  // The TLS files are read after the config, and before Airlock serves them: the same rule.
+  const startedFrom = watchedDigest(startedText, tlsFiles(config));
   // Checked here too so that a cluster primary refuses once, rather than restarting workers that do.
   const unsafe = environmentProblems({ env: io.env, ...(io.nodeFlags === undefined ? {} : { nodeFlags: io.nodeFlags }), usesRedis: config.state.type === 'redis' });
   if (unsafe.length > 0) {
@@ -107,12 +110,24 @@ function readConfigText(file: string): string | null {
   }
 }
 
-function contentDigest(text: string | null): string | null {
-  return text === null ? null : createHash('sha256').update(text).digest('hex');
+/**
+ * What a reload is for: the config file's content, and the TLS certificate and key it names (a renewal
+ * written over them, by certbot or cert-manager, is served without a restart or a SIGHUP). Null when the
+ * config file cannot be read.
+ */
+function watchedDigest(text: string | null, files: readonly string[]): string | null {
+  if (text === null) return null;
+  const hash = createHash('sha256').update(text);
+  for (const path of files) hash.update('\0').update(readConfigText(path) ?? '(unreadable)');
+  return hash.digest('hex');
+}
+
+function tlsFiles(config: AirlockConfig): string[] {
+  return config.tls === null ? [] : [config.tls.cert_file, config.tls.key_file];
 }
 
 /**
- * SIGHUP, and (reload.watch) changes of the config file's content.
+ * SIGHUP, and (reload.watch) changes of the config file's content or of the TLS files it names.
  *
  * Any event in the file's directory leads to a look at the file, and a reload only when what it reads
  * has changed (a digest of the content). Events naming the file are not enough: a Kubernetes ConfigMap
@@ -128,13 +143,13 @@ function watchForReloads(io: CliIo, file: string, initial: AirlockConfig, airloc
   let stopped = false;
   let lastSeen = startedFrom;
   let running = Promise.resolve();
-  const directory = dirname(file);
   const watchers = new Map<string, FSWatcher>();
+  let certificates = tlsFiles(initial);
 
   const reload = (why: string, onlyIfChanged: boolean): void => {
     running = running.then(async () => {
       const text = readConfigText(file);
-      const digest = contentDigest(text);
+      const digest = watchedDigest(text, certificates);
       if (initial.reload.watch) followTarget();
       // Unreadable mid-swap (an editor's delete then write): the next event looks again.
       if (onlyIfChanged && (digest === null || digest === lastSeen)) return;
@@ -146,7 +161,13 @@ function watchForReloads(io: CliIo, file: string, initial: AirlockConfig, airloc
         return;
       }
       airlock.logger.info({ reason: why }, 'config reload requested');
-      await airlock.reload(workerId === undefined ? next.config : workerAuditFile(next.config, workerId));
+      const result = await airlock.reload(workerId === undefined ? next.config : workerAuditFile(next.config, workerId));
+      if (result.ok && certificates.join('\0') !== tlsFiles(next.config).join('\0')) {
+        // Other files now: their content from here on is what a change is measured against.
+        certificates = tlsFiles(next.config);
+        lastSeen = watchedDigest(text, certificates);
+        if (initial.reload.watch) followTarget();
+      }
     }).catch((error: unknown) => {
       // Unhandled, a rejection here (the reload's own audit record failing) would end the process.
       airlock.logger.error({ err: error, reason: why }, "config reload ended in an error; if a 'config reloaded' line came before it, the new config is in force");
@@ -162,7 +183,7 @@ function watchForReloads(io: CliIo, file: string, initial: AirlockConfig, airloc
     pending = setTimeout(
       () => {
         pending = null;
-        reload('the config file changed', true);
+        reload('the config file or its TLS files changed', true);
       },
       Math.max(0, Math.min(SETTLE_MS, firstEventAt + SETTLE_AT_MOST_MS - now)),
     );
@@ -183,29 +204,35 @@ function watchForReloads(io: CliIo, file: string, initial: AirlockConfig, airloc
     }
   };
 
-  /** Watches the directory the file resolves into, and stops watching the one it resolved into before. */
+  /**
+   * Watches the directories the config file and the TLS files are in and resolve into, and stops
+   * watching those they resolved into before. A certificate in a Kubernetes Secret volume is swapped as
+   * a ConfigMap is (its directory sees the event); certbot renews by pointing live/ at new files.
+   */
   function followTarget(): void {
-    let target: string;
-    try {
-      target = dirname(realpathSync(file));
-    } catch {
-      return;
+    const wanted = new Set<string>();
+    for (const path of [file, ...certificates]) {
+      wanted.add(dirname(path));
+      try {
+        wanted.add(dirname(realpathSync(path)));
+      } catch {
+        // Gone mid-swap: the next event looks again.
+      }
     }
     for (const [path, watcher] of watchers) {
-      if (path !== directory && path !== target) {
+      if (!wanted.has(path)) {
         watcher.close();
         watchers.delete(path);
       }
     }
-    watchDirectory(target);
+    for (const path of wanted) watchDirectory(path);
   }
 
   const stopSignal = io.onReloadRequested?.(() => reload('SIGHUP', false)) ?? (() => undefined);
   if (initial.reload.watch) {
-    watchDirectory(directory);
     followTarget();
     // A change made while Airlock was starting (after the file was read, before the watch) is seen now.
-    reload('the config file changed while Airlock was starting', true);
+    reload('the config file or its TLS files changed while Airlock was starting', true);
   }
   return () => {
     stopped = true;

@@ -240,6 +240,7 @@ function normalize(data: ParsedConfig, resolvePath: (p: string) => string, sourc
   return deepFreeze({
     source,
     listen: data.listen,
+    tls: data.tls === undefined ? null : { ...data.tls, cert_file: resolvePath(data.tls.cert_file), key_file: resolvePath(data.tls.key_file) },
     trusted_proxies: data.trusted_proxies,
     data_dir: dataDir,
     audit: { ...data.audit, file: isAbsolute(data.audit.file) ? data.audit.file : resolve(dataDir, data.audit.file) },

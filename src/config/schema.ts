@@ -506,6 +506,14 @@ const addressOrRange = z.string().refine(
 
 export const configSchema = z.strictObject({
   listen: listenAddress.default('127.0.0.1:7700').describe('agent-facing listener'),
+  tls: z
+    .strictObject({
+      cert_file: z.string().min(1).describe("PEM certificate chain: the server's own certificate first, then its intermediates; relative to the config file"),
+      key_file: z.string().min(1).describe('PEM private key of that certificate, unencrypted (mode 600); relative to the config file'),
+      min_version: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2').describe('oldest TLS version accepted'),
+    })
+    .optional()
+    .describe('serve agents over HTTPS on every agent-facing listener (listen and services.*.listen); a reload, or a change of either file, serves new ones'),
   trusted_proxies: z
     .array(addressOrRange)
     .default([])
@@ -591,3 +599,4 @@ export type RateSpec = z.output<typeof rateSpec>;
 export type AnomaliesSpec = z.output<typeof anomaliesSpec>;
 export type TelemetrySpec = z.output<typeof configSchema>['telemetry'];
 export type AuditSpec = z.output<typeof configSchema>['audit'];
+export type ListenerTlsSpec = NonNullable<z.output<typeof configSchema>['tls']>;

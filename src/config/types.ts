@@ -2,7 +2,7 @@
  * The validated, frozen configuration the rest of Airlock reads. Same shape as the YAML (so a problem's
  * path is the path a user edits), with defaults filled in and file paths made absolute.
  */
-import type { AdminSpec, AgentSpec, AnomaliesSpec, ApprovalsSpec, AuditSpec, LimitsSpec, SecretsSpec, ServiceSpec, StateSpec, TelemetrySpec } from './schema.js';
+import type { AdminSpec, AgentSpec, AnomaliesSpec, ApprovalsSpec, AuditSpec, LimitsSpec, ListenerTlsSpec, SecretsSpec, ServiceSpec, StateSpec, TelemetrySpec } from './schema.js';
 
 export type DeepReadonly<T> = T extends (infer E)[]
   ? ReadonlyArray<DeepReadonly<E>>
@@ -17,6 +17,8 @@ export interface AirlockConfig {
   /** The file it was loaded from, or null when built from an object (tests, demo). */
   readonly source: string | null;
   readonly listen: string;
+  /** HTTPS on the agent-facing listeners; `cert_file` and `key_file` are absolute. Null: plain HTTP. */
+  readonly tls: DeepReadonly<ListenerTlsSpec> | null;
   /** Load balancers whose X-Forwarded-For is believed (addresses and CIDR ranges). */
   readonly trusted_proxies: readonly string[];
   /** Absolute. */

@@ -7,6 +7,7 @@
  */
 import { existsSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { readTlsIdentity } from '../ingress/tls-identity.js';
 import { classifyAddress, literalNeedsAllowPrivate } from '../upstream/egress-guard.js';
 import { parseUpstream } from '../upstream/upstream-target.js';
 import type { ConfigProblem, ProblemPath } from './config-problem.js';
@@ -93,22 +94,31 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
   // which binds every interface (the second bind would fail with EADDRINUSE at start-up).
   const listeners: Array<{ host: string; port: number; owner: string }> = [];
   const wildcard = (host: string): boolean => host === '0.0.0.0' || host === '::' || host === '0:0:0:0:0:0:0:0';
-  const claimListener = (text: string, path: ProblemPath, owner: string, carries: string): void => {
+  /** `encrypted`: whether the tls setting covers this listener; null for one it cannot (the admin API's). */
+  const claimListener = (text: string, path: ProblemPath, owner: string, carries: string, encrypted: boolean | null): void => {
     const parsed = parseListen(text);
     if (parsed === null) return;
     const host = parsed.host.toLowerCase();
-    // Airlock's listeners speak plain HTTP, so what an agent or an operator sends them is readable on
-    // the network path once they listen beyond this machine. Not strict: a TLS-terminating proxy or a
+    // A listener without tls speaks plain HTTP, so what an agent or an operator sends it is readable on
+    // the network path once it listens beyond this machine. Not strict: a TLS-terminating proxy or a
     // mesh sidecar in front is a sound setup this check cannot see.
-    if (!onThisMachine(host)) {
-      warning(path, `${owner} listens on ${text}, beyond this machine, over plain HTTP: ${carries} cross the network unencrypted; keep it on loopback, or put TLS in front (a TLS-terminating proxy or a mesh sidecar; README, Security model)`);
+    if (encrypted !== true && !onThisMachine(host)) {
+      warning(path, `${owner} listens on ${text}, beyond this machine, over plain HTTP: ${carries} cross the network unencrypted; keep it on loopback, or serve TLS (${encrypted === null ? 'a TLS-terminating proxy or a mesh sidecar in front' : 'the tls setting, or a TLS-terminating proxy or mesh sidecar in front'}; README, Security model)`);
     }
     if (parsed.port === 0) return;
     const previous = listeners.find((l) => l.port === parsed.port && (l.host === host || wildcard(l.host) || wildcard(host)));
     if (previous !== undefined) return error(path, `${text} clashes with ${previous.host}:${previous.port} of ${previous.owner}; give each listener its own port`);
     listeners.push({ host, port: parsed.port, owner });
   };
-  claimListener(config.listen, ['listen'], 'the agent listener (listen)', 'agent tokens and request bodies');
+  const agentTls = config.tls !== undefined;
+  claimListener(config.listen, ['listen'], 'the agent listener (listen)', 'agent tokens and request bodies', agentTls);
+  if (config.tls !== undefined) {
+    const spec = { ...config.tls, cert_file: options.resolvePath(config.tls.cert_file), key_file: options.resolvePath(config.tls.key_file) };
+    for (const problem of readTlsIdentity(spec, Date.now()).problems) {
+      if (problem.severity === 'error') error(['tls', problem.field], problem.message);
+      else warning(['tls', problem.field], problem.message, problem.strict === true);
+    }
+  }
   const checkCaFile = (file: string | undefined, path: ProblemPath): void => {
     if (file !== undefined && !existsSync(options.resolvePath(file))) error(path, `CA file ${options.resolvePath(file)} does not exist`);
   };
@@ -132,7 +142,7 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
     }
     prefixes.push({ prefix, service: name });
 
-    if (service.listen !== undefined) claimListener(service.listen, at('listen'), `service ${name}`, 'agent tokens and request bodies');
+    if (service.listen !== undefined) claimListener(service.listen, at('listen'), `service ${name}`, 'agent tokens and request bodies', agentTls);
 
     service.hosts.forEach((host, index) => {
       const lower = host.toLowerCase();
@@ -266,7 +276,7 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
   }
 
   if (config.admin !== undefined) {
-    claimListener(config.admin.listen, ['admin', 'listen'], 'the admin API (admin.listen)', 'admin tokens and approval decisions');
+    claimListener(config.admin.listen, ['admin', 'listen'], 'the admin API (admin.listen)', 'admin tokens and approval decisions', null);
     config.admin.tokens.forEach((entry, index) => {
       const hash = typeof entry === 'string' ? entry : entry.hash;
       const owner = tokenOwners.get(hash);

@@ -6,12 +6,15 @@
  * refusal handler.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { LimitsSpec } from '../config/schema.js';
 import type { DeepReadonly } from '../config/types.js';
 import { AirlockError } from '../errors.js';
 import { drainingRefusedBody } from '../pipeline/send-problem.js';
 import { holdContinue } from './expect-continue.js';
+import type { TlsIdentity } from './tls-identity.js';
 
 export interface ListenerHandlers {
   onRequest: (req: IncomingMessage, res: ServerResponse) => void;
@@ -58,9 +61,8 @@ export function refuseClientErrors(server: Server, refuse: (socket: Duplex, fail
   });
 }
 
-export function createListener(limits: DeepReadonly<LimitsSpec>, handlers: ListenerHandlers): Server {
-  const server = createServer(
-    {
+export function createListener(limits: DeepReadonly<LimitsSpec>, handlers: ListenerHandlers, tls: TlsIdentity | null = null): Server {
+  const options = {
       maxHeaderSize: limits.max_header_bytes,
       headersTimeout: limits.headers_timeout * 1000,
       requestTimeout: limits.request_timeout * 1000,
@@ -72,9 +74,13 @@ export function createListener(limits: DeepReadonly<LimitsSpec>, handlers: Liste
       requireHostHeader: false,
       joinDuplicateHeaders: false,
       insecureHTTPParser: false,
-    },
-    handlers.onRequest,
-  );
+  };
+  const server =
+    tls === null
+      ? createServer(options, handlers.onRequest)
+      : // A handshake gets no longer than the request headers (node's default is 120 s, which a client
+        // that connects and says nothing would hold).
+        serveTls(createHttpsServer({ ...options, ...tls.contextOptions(), handshakeTimeout: limits.headers_timeout * 1000 }, handlers.onRequest), limits, handlers);
   server.maxHeadersCount = 0;
   refuseClientErrors(server, (socket, failure) => handlers.onRefusal(socket, failure, null));
   // An Expect other than 100-continue: node would answer 417 by itself; the pipeline refuses it with a
@@ -89,6 +95,50 @@ export function createListener(limits: DeepReadonly<LimitsSpec>, handlers: Liste
   });
   server.on('upgrade', function refuseUpgrade(req: IncomingMessage, socket: Duplex) {
     handlers.onRefusal(socket, new AirlockError('invalid_request', 'Protocol upgrades (WebSocket, h2c) are not supported through Airlock.'), req.method ?? null);
+  });
+  return server;
+}
+
+/** A TLS record's first byte: a handshake (RFC 8446 5.1, ContentType handshake(22)). */
+const TLS_HANDSHAKE = 0x16;
+
+/**
+ * An HTTPS listener that answers a plain-HTTP request with a problem saying to use https:// (nginx
+ * answers such requests 400, "The plain HTTP request was sent to HTTPS port") instead of closing the
+ * connection unanswered, which an SDK reports as "socket hang up" and retries. The connection's first
+ * byte decides: a TLS handshake goes on to node's TLS, anything else is refused on the raw socket.
+ * The connection stays the listening server's own (counted, closed at shutdown); only its hand-over to
+ * TLS waits for that byte, bounded by headers_timeout.
+ */
+function serveTls(server: Server, limits: DeepReadonly<LimitsSpec>, handlers: ListenerHandlers): Server {
+  const startTls = server.listeners('connection') as Array<(socket: Socket) => void>;
+  server.removeAllListeners('connection');
+  server.on('connection', function readFirstByte(socket: Socket) {
+    // Until TLS takes the socket over, nothing else hears its errors (a reset would end the process).
+    socket.on('error', () => socket.destroy());
+    socket.setTimeout(limits.headers_timeout * 1000, () => socket.destroy());
+    socket.once('data', function chooseProtocol(chunk: Buffer) {
+      socket.pause();
+      socket.setTimeout(0);
+      if (chunk[0] === TLS_HANDSHAKE) {
+        socket.unshift(chunk);
+        for (const listener of startTls) listener.call(server, socket);
+        return;
+      }
+      // What the client sends is read and dropped while the answer goes out, so that closing with
+      // unread bytes does not reset the connection under the answer (RFC 9112 9.6).
+      socket.resume();
+      const method = /^([A-Z]{1,16}) /.exec(chunk.toString('latin1', 0, 17))?.[1] ?? null;
+      handlers.onRefusal(
+        socket,
+        new AirlockError('invalid_request', 'This listener speaks HTTPS only, and the request came in plain HTTP. Use an https:// base URL for Airlock (the same host and port).'),
+        method,
+      );
+    });
+  });
+  server.on('tlsClientError', function dropFailedHandshake(_error: Error, socket: Duplex) {
+    // A failed handshake has no HTTP to answer in (an untrusted certificate, no shared cipher).
+    socket.destroy();
   });
   return server;
 }

@@ -20,6 +20,8 @@ export interface LiveSources {
   agentConnections?: () => Promise<ReadonlyArray<{ listener: string; open: number }>>;
   /** This process's own figures (main.ts reads them; absent in tests that build Airlock in-process). */
   process?: () => ProcessStats;
+  /** When the certificate the agent listeners present stops being valid, ms since the epoch; null without tls. */
+  tlsNotAfter?: () => number | null;
 }
 
 /** What the process_* and nodejs_* gauges report, read when scraped. */
@@ -131,6 +133,20 @@ export function createMetrics(): Metrics {
       const counts = (await sources?.agentConnections?.()) ?? [];
       this.reset();
       for (const { listener, open } of counts) this.set({ listener }, open);
+    },
+  });
+
+  // cert-manager's certmanager_certificate_expiration_timestamp_seconds, for the same alert: renew
+  // before agents start refusing the handshake. Absent without tls.
+  new Gauge({
+    name: 'airlock_tls_certificate_expiry_timestamp_seconds',
+    aggregator: 'min',
+    help: 'When the certificate the agent listeners present expires (Unix time; alert on it minus time()). Absent without tls.',
+    registers,
+    collect() {
+      this.reset();
+      const notAfter = sources?.tlsNotAfter?.() ?? null;
+      if (notAfter !== null) this.set(Math.floor(notAfter / 1000));
     },
   });
 

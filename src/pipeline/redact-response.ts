@@ -161,7 +161,7 @@ function relocate(pairs: string[], matcher: RedactionMatcher, upstream: Upstream
       rewritten = rewriteLocation(value, upstream, agentPrefix, base);
     } else {
       // Pagination links (rewrite-link.ts); the origin is worked out once, and only for a Link.
-      origin ??= agentOrigin(request.headers);
+      origin ??= agentOrigin(request.headers, (request.socket as { encrypted?: boolean }).encrypted === true);
       rewritten = rewriteLinks(value, upstream, origin, agentPrefix, base);
     }
     if (rewritten === value) continue;

@@ -9,9 +9,10 @@
  * base URL before a link that is not, which a path-absolute one would then repeat the prefix of, and
  * other clients resolve a relative one against the URL they asked, which does not hold the prefix when a
  * service is reached by its own listener or host name. HOST is the Host the agent sent, and the scheme is
- * https when a front that terminates TLS says so (`Forwarded: proto=https`, RFC 7239, or
- * `X-Forwarded-Proto: https`), else http, Airlock's own listener. Both come from the agent's request, and
- * only shape a link handed back to that same agent: nothing is sent anywhere on their word.
+ * https when the agent's connection is TLS (the tls setting), or when a front that terminates TLS says
+ * so (`Forwarded: proto=https`, RFC 7239, or `X-Forwarded-Proto: https`), else http. Both come from the
+ * agent's request, and only shape a link handed back to that same agent: nothing is sent anywhere on
+ * their word.
  *
  * Links to anywhere else are passed on untouched (an agent's request there carries no injected
  * credential). Without a Host that makes an origin (HTTP/1.0, or one that is not a plain host[:port]),
@@ -30,11 +31,14 @@ import type { UpstreamTarget } from './upstream-target.js';
  */
 const HOST = /^(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
 
-/** The origin the agent reached Airlock at, from its request; "" when its Host cannot make one (links become path-absolute). */
-export function agentOrigin(headers: IncomingHttpHeaders): string {
+/**
+ * The origin the agent reached Airlock at, from its request; "" when its Host cannot make one (links
+ * become path-absolute). `encrypted`: the request came over Airlock's own TLS.
+ */
+export function agentOrigin(headers: IncomingHttpHeaders, encrypted: boolean): string {
   const host = headers.host;
   if (host === undefined || !HOST.test(host)) return '';
-  return `${forwardedHttps(headers) ? 'https' : 'http'}://${host}`;
+  return `${encrypted || forwardedHttps(headers) ? 'https' : 'http'}://${host}`;
 }
 
 function forwardedHttps(headers: IncomingHttpHeaders): boolean {

@@ -113,7 +113,7 @@ describe('reload.watch follows a ConfigMap update (an atomic swap of the ..data 
     // The agent no longer holds the scope: scope_denied (403) once the new version is loaded.
     await eventually('the new ConfigMap version to be in force', async () => (await status()) === 403, 5_000);
     await eventually('the reload line to be logged', () => reloads() >= 1, 3_000);
-    expect(stdout).toContain('"reason":"the config file changed"');
+    expect(stdout).toContain('"reason":"the config file or its TLS files changed"');
   });
 
   it('the next swap is seen too, while other files in the directory change all the time', async () => {

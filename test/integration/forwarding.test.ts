@@ -6,13 +6,11 @@
  * upstream socket; TLS upstreams with a private CA; the egress guard on host names; a service's
  * max_connections bounds the connections (and requests in flight) the upstream sees, the rest queue.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -25,28 +23,16 @@ import { rawRequest } from '../helpers/raw-http.js';
 import { sendRequest, type Problem, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
+import { HAVE_OPENSSL, makeTestCa, warnWithoutOpenssl } from '../helpers/test-certificates.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-const HAVE_OPENSSL = spawnSync('openssl', ['version'], { stdio: 'ignore' }).status === 0;
-if (!HAVE_OPENSSL) {
-  console.warn(
-    '\n*** forwarding.test.ts: the `openssl` command is missing, so the HTTPS upstream tests are SKIPPED. ' +
-      'Install the Debian package `openssl` (apt-get install openssl) to run them. ***\n',
-  );
-}
+warnWithoutOpenssl('forwarding.test.ts', 'the HTTPS upstream tests');
 
-/** A CA and a server certificate for IP 127.0.0.1 signed by it, made with the openssl CLI. */
+/** A CA and a server certificate for IP 127.0.0.1 signed by it. */
 function makeCertificates(dir: string): { ca: string; key: string; cert: string } {
-  const run = (...args: string[]): void => {
-    execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-  };
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  run('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=Airlock Test CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
-  run('req', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1');
-  writeFileSync(join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n');
-  run('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem', '-days', '2', '-extfile', 'server.ext');
-  return { ca: join(dir, 'ca.pem'), key: join(dir, 'server.key'), cert: join(dir, 'server.pem') };
+  const authority = makeTestCa(dir);
+  return { ca: authority.ca, ...authority.issue('server') };
 }
 
 async function closedPort(): Promise<number> {

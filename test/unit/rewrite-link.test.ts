@@ -63,6 +63,12 @@ describe('agentOrigin', () => {
     ['a Host with spaces or quotes', { host: 'a.internal">' }, ''],
     ['a Host with a comma', { host: 'a.internal,b' }, ''],
   ])('%s', (_name, headers, expected) => {
-    expect(agentOrigin(headers)).toBe(expected);
+    expect(agentOrigin(headers, false)).toBe(expected);
+  });
+
+  it("is https over Airlock's own TLS, whatever a forwarded header says", () => {
+    expect(agentOrigin({ host: 'airlock.internal:7700' }, true)).toBe('https://airlock.internal:7700');
+    expect(agentOrigin({ host: 'airlock.internal', 'x-forwarded-proto': 'http' }, true)).toBe('https://airlock.internal');
+    expect(agentOrigin({}, true)).toBe('');
   });
 });

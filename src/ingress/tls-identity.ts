@@ -1,0 +1,141 @@
+/**
+ * The certificate chain and private key the agent-facing listeners present when the config has `tls:`
+ * (PEM files, as nginx's ssl_certificate and ssl_certificate_key take them). Read and checked together,
+ * once per start and reload, so that what `check` says is what `serve` would do: a file that cannot be
+ * read, a key that is not the certificate's, or a certificate outside its validity period is a problem
+ * with the setting's path, not a handshake failure every agent meets later.
+ *
+ * The private key is a secret (invariant 1): it stays inside TlsIdentity, which prints as
+ * `TlsIdentity(<subject>) [REDACTED]`, and leaves it only for node's TLS (contextOptions).
+ */
+import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
+import type { SecureContextOptions } from 'node:tls';
+
+export interface TlsSpec {
+  readonly cert_file: string;
+  readonly key_file: string;
+  readonly min_version: 'TLSv1.2' | 'TLSv1.3';
+}
+
+/** Certificates this close to their end are warned about at check, start-up and reload. */
+export const EXPIRY_WARNING_DAYS = 14;
+const DAY_MS = 86_400_000;
+
+export interface TlsProblem {
+  readonly severity: 'error' | 'warning';
+  readonly field: 'cert_file' | 'key_file';
+  readonly message: string;
+  /** A warning that `check --strict` fails on. */
+  readonly strict?: boolean;
+}
+
+export class TlsIdentity {
+  readonly #key: Buffer;
+  readonly #chain: string;
+  /** The leaf certificate's subject and names, for log lines and the console; public. */
+  readonly subject: string;
+  readonly names: string;
+  /** When the leaf certificate stops being valid, ms since the epoch. */
+  readonly notAfter: number;
+  /** The leaf's SHA-256 fingerprint: tells a reload that changed the certificate from one that did not. */
+  readonly fingerprint: string;
+  readonly minVersion: TlsSpec['min_version'];
+
+  constructor(chain: string, key: Buffer, leaf: X509Certificate, minVersion: TlsSpec['min_version']) {
+    this.#chain = chain;
+    this.#key = key;
+    this.subject = leaf.subject.replaceAll('\n', ', ');
+    this.names = leaf.subjectAltName ?? '';
+    this.notAfter = Date.parse(leaf.validTo);
+    this.fingerprint = leaf.fingerprint256;
+    this.minVersion = minVersion;
+    Object.freeze(this);
+  }
+
+  /** What node's TLS server is built from (tls.createServer, server.setSecureContext). */
+  contextOptions(): SecureContextOptions {
+    return { cert: this.#chain, key: this.#key, minVersion: this.minVersion };
+  }
+
+  toString(): string {
+    return `TlsIdentity(${this.subject}) [REDACTED]`;
+  }
+
+  toJSON(): string {
+    return this.toString();
+  }
+
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return this.toString();
+  }
+}
+
+/**
+ * Reads and checks `spec`'s files (paths absolute). `identity` is null when an error keeps them from
+ * being served; warnings (a key other users can read, a certificate close to its end) come with one.
+ */
+export function readTlsIdentity(spec: TlsSpec, nowMs: number): { identity: TlsIdentity | null; problems: TlsProblem[] } {
+  const problems: TlsProblem[] = [];
+  const fail = (field: TlsProblem['field'], message: string): { identity: null; problems: TlsProblem[] } => {
+    problems.push({ severity: 'error', field, message });
+    return { identity: null, problems };
+  };
+
+  const chainText = readText(spec.cert_file);
+  if (typeof chainText !== 'string') return fail('cert_file', chainText.problem);
+  const leafPem = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/.exec(chainText)?.[0];
+  let leaf: X509Certificate;
+  try {
+    if (leafPem === undefined) throw new Error('no certificate');
+    leaf = new X509Certificate(leafPem);
+  } catch {
+    return fail('cert_file', `${spec.cert_file} holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the server's certificate first, then its intermediates`);
+  }
+
+  const keyText = readText(spec.key_file);
+  if (typeof keyText !== 'string') return fail('key_file', keyText.problem);
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(keyText);
+  } catch (error) {
+    // node says ERR_MISSING_PASSPHRASE, or OpenSSL 3 that its passphrase prompt was cancelled; the
+    // PEM label says it either way.
+    const encrypted = (error as NodeJS.ErrnoException).code === 'ERR_MISSING_PASSPHRASE' || /-----BEGIN (?:ENCRYPTED PRIVATE KEY|[A-Z]+ PRIVATE KEY-----\s*Proc-Type: 4,ENCRYPTED)/.test(keyText);
+    return fail(
+      'key_file',
+      encrypted
+        ? `${spec.key_file} is encrypted with a passphrase, which Airlock cannot be given; write it out unencrypted (openssl pkey -in KEY -out KEY.plain) and keep that file mode 600`
+        : `${spec.key_file} holds no PEM private key (-----BEGIN PRIVATE KEY-----, or an RSA or EC one)`,
+    );
+  }
+  if (!leaf.checkPrivateKey(key)) {
+    return fail('key_file', `${spec.key_file} is not the key of the first certificate in ${spec.cert_file} (${leaf.subject.replaceAll('\n', ', ')}); the server's own certificate must come first, then its intermediates`);
+  }
+
+  const notBefore = Date.parse(leaf.validFrom);
+  const notAfter = Date.parse(leaf.validTo);
+  if (nowMs < notBefore) return fail('cert_file', `the certificate in ${spec.cert_file} is not valid before ${leaf.validFrom}; agents would refuse it (is this machine's clock right?)`);
+  if (nowMs >= notAfter) return fail('cert_file', `the certificate in ${spec.cert_file} expired on ${leaf.validTo}; agents would refuse it. Renew it, then reload (SIGHUP)`);
+  if (notAfter - nowMs < EXPIRY_WARNING_DAYS * DAY_MS) {
+    const days = Math.floor((notAfter - nowMs) / DAY_MS);
+    problems.push({ severity: 'warning', field: 'cert_file', message: `the certificate in ${spec.cert_file} expires on ${leaf.validTo}, in ${days === 0 ? 'less than a day' : `${days} days`}; renew it, and a reload (SIGHUP, or the file watch) serves the new one (fails check --strict)`, strict: true });
+  }
+  const mode = statSync(spec.key_file).mode;
+  if ((mode & 0o077) !== 0) {
+    problems.push({ severity: 'warning', field: 'key_file', message: `${spec.key_file} is readable by other users (mode ${(mode & 0o777).toString(8)}), and it is the key agents trust this listener by; run \`chmod 600 ${spec.key_file}\` (fails check --strict)`, strict: true });
+  }
+  return { identity: new TlsIdentity(chainText, Buffer.from(keyText), leaf, spec.min_version), problems };
+}
+
+function readText(path: string): string | { problem: string } {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return { problem: `${path} does not exist` };
+    if (code === 'EACCES') return { problem: `${path} cannot be read by the user Airlock runs as (permission denied)` };
+    if (code === 'EISDIR') return { problem: `${path} is a directory, not a PEM file` };
+    return { problem: `${path} cannot be read: ${(error as Error).message}` };
+  }
+}

@@ -1,0 +1,221 @@
+/**
+ * `tls:` serves agents over HTTPS on every agent-facing listener: the official openai SDK reaches
+ * Airlock at an https:// base URL (trusting a private CA, as a user would give it), pagination links
+ * name https, a plain-HTTP request to the HTTPS port is answered 400 saying to use https:// (not a
+ * dropped connection the SDK retries), a reload serves a renewed certificate to new connections, and
+ * the expiry is a metric. The private key is a secret: it reaches no log or audit line.
+ */
+import { once } from 'node:events';
+import { X509Certificate } from 'node:crypto';
+import { copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import OpenAI from 'openai';
+import { Agent, fetch as undiciFetch } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { formatProblem } from '../../src/config/config-problem.js';
+import { buildConfig } from '../../src/config/load-config.js';
+import { generateAgentToken } from '../../src/identity/agent-token.js';
+import { assertNoLeak } from '../helpers/assert-no-leak.js';
+import { canary } from '../helpers/canary.js';
+import { eventually } from '../helpers/operator.js';
+import { rawRequest } from '../helpers/raw-http.js';
+import { spawnServe } from '../helpers/spawn-serve.js';
+import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
+import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
+import { HAVE_OPENSSL, makeTestCa, warnWithoutOpenssl, type TestCa } from '../helpers/test-certificates.js';
+
+warnWithoutOpenssl('agent-tls.test.ts', 'the TLS listener tests');
+
+const agent = generateAgentToken();
+const openaiKey = canary('openai-tls');
+
+function config(upstream: string, files: { key: string; cert: string }, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    tls: { cert_file: files.cert, key_file: files.key },
+    admin: { listen: '127.0.0.1:0', tokens: [generateAgentToken().hash] },
+    services: {
+      openai: {
+        upstream,
+        credential: { secret: 'env:OPENAI_KEY', inject: 'bearer' },
+        routes: [
+          { method: 'POST', path: '/v1/chat/completions', scope: 'chat:write' },
+          { method: 'GET', path: '/v1/files', scope: 'files:read' },
+        ],
+      },
+    },
+    agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'openai', max_scope: ['chat:write', 'files:read'] }] } },
+    ...extra,
+  };
+}
+
+/** The SHA-256 fingerprint of the certificate a fresh TLS connection to `url` is shown. */
+async function servedFingerprint(url: string, ca: string): Promise<string> {
+  const { hostname, port } = new URL(url);
+  const socket: TLSSocket = tlsConnect({ host: hostname, port: Number(port), ca: readFileSync(ca), servername: 'localhost' });
+  await once(socket, 'secureConnect');
+  const fingerprint = socket.getPeerCertificate().fingerprint256;
+  socket.destroy();
+  return fingerprint;
+}
+
+describe.skipIf(!HAVE_OPENSSL)('HTTPS on the agent listener (tls)', () => {
+  let dir: string;
+  let authority: TestCa;
+  let first: { key: string; cert: string };
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+  let dispatcher: Agent;
+
+  beforeAll(async () => {
+    dir = tempDir('airlock-tls-');
+    authority = makeTestCa(dir);
+    first = authority.issue('first');
+    upstream = await startUpstream((_req, res, recorded) => {
+      if (recorded.target.startsWith('/v1/files')) {
+        res.writeHead(200, { 'content-type': 'application/json', link: `<${upstream.url}/v1/files?after=f_2>; rel="next"` });
+        res.end(JSON.stringify({ object: 'list', data: [] }));
+        return;
+      }
+      const injected = recorded.header('authorization')[0] === `Bearer ${openaiKey}`;
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ id: 'chatcmpl-1', object: 'chat.completion', created: 1, model: 'gpt-4o', choices: [{ index: 0, message: { role: 'assistant', content: `seen ${injected ? 'key' : 'nothing'}` }, finish_reason: 'stop' }] }));
+    });
+    proxy = await startProxy(config(upstream.url, first), { env: { OPENAI_KEY: openaiKey } });
+    dispatcher = new Agent({ connect: { ca: readFileSync(authority.ca), servername: 'localhost' } });
+  });
+
+  afterAll(async () => {
+    await dispatcher?.close();
+    await proxy?.close();
+    await upstream?.close();
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('listens on https and the openai SDK calls through it with the injected key', async () => {
+    expect(proxy.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+    const client = new OpenAI({ apiKey: agent.token, baseURL: `${proxy.url}/openai/v1`, maxRetries: 0, fetch: undiciFetch as unknown as typeof fetch, fetchOptions: { dispatcher } as never });
+    const completion = await client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
+    expect(completion.choices[0]?.message.content).toBe('seen key');
+    expect(upstream.requests.at(-1)?.header('authorization')).toEqual([`Bearer ${openaiKey}`]);
+  });
+
+  it('rewrites pagination links to https, the scheme the agent used', async () => {
+    const response = await undiciFetch(`${proxy.url}/openai/v1/files`, { headers: { authorization: `Bearer ${agent.token}` }, dispatcher });
+    expect(response.status).toBe(200);
+    const port = new URL(proxy.url).port;
+    expect(response.headers.get('link')).toBe(`<https://127.0.0.1:${port}/openai/v1/files?after=f_2>; rel="next"`);
+    await response.arrayBuffer();
+  });
+
+  it('answers a plain-HTTP request to the HTTPS port with 400 saying to use https://, and audits it', async () => {
+    const before = upstream.requests.length;
+    const response = await rawRequest(proxy.url.replace('https:', 'http:'), `POST /openai/v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${agent.token}\r\nContent-Length: 2\r\n\r\n{}`);
+    expect(response.status).toBe(400);
+    const problem = JSON.parse(response.body) as { code: string; detail: string; request_id: string };
+    expect(problem.code).toBe('invalid_request');
+    expect(problem.detail).toMatch(/HTTPS only.*https:\/\//);
+    expect(upstream.requests.length).toBe(before);
+    const records = await proxy.waitForAudit(3);
+    const record = records.find((r) => r.request_id === problem.request_id);
+    expect(record).toMatchObject({ decision: 'deny', code: 'invalid_request', status: 400, method: 'POST' });
+    // The agent token sent in plain text is in no record either.
+    assertNoLeak([agent.token, openaiKey, readFileSync(first.key, 'utf8')], [
+      { name: 'response', text: response.raw },
+      { name: 'log', text: proxy.logLines.join('') },
+      { name: 'audit', text: proxy.auditText() },
+    ]);
+  });
+
+  it('closes a connection that starts no handshake within headers_timeout', async () => {
+    const quiet = await startProxy({ ...config(upstream.url, first), limits: { headers_timeout: 1 } }, { env: { OPENAI_KEY: openaiKey } });
+    try {
+      const { hostname, port } = new URL(quiet.url);
+      const socket = (await import('node:net')).connect(Number(port), hostname);
+      const started = Date.now();
+      await once(socket, 'close');
+      expect(Date.now() - started).toBeLessThan(5_000);
+    } finally {
+      await quiet.close();
+    }
+  });
+
+  it('serves a renewed certificate to new connections after a reload, and reports its expiry', async () => {
+    const firstPrint = await servedFingerprint(proxy.url, authority.ca);
+    const renewed = authority.issue('renewed', 20);
+    const built = buildConfig({ listen: '127.0.0.1:0', data_dir: proxy.dataDir, ...config(upstream.url, renewed) }, { baseDir: proxy.dataDir });
+    if (built.config === null) throw new Error(built.problems.map((p) => formatProblem(p, null)).join('\n'));
+    expect(await proxy.airlock.reload(built.config)).toEqual({ ok: true });
+    const renewedPrint = await servedFingerprint(proxy.url, authority.ca);
+    expect(renewedPrint).not.toBe(firstPrint);
+    const metrics = await proxy.airlock.metrics.registry.metrics();
+    const expiry = Number(/^airlock_tls_certificate_expiry_timestamp_seconds (\d+)$/m.exec(metrics)?.[1]);
+    // 20 days from now, within the minute openssl and this test took.
+    expect(Math.abs(expiry - (Date.now() / 1000 + 20 * 86_400))).toBeLessThan(120);
+    expect(proxy.logLines.join('')).toContain('now present a new certificate');
+    assertNoLeak([readFileSync(first.key, 'utf8'), readFileSync(renewed.key, 'utf8')], [
+      { name: 'log', text: proxy.logLines.join('') },
+      { name: 'audit', text: proxy.auditText() },
+      { name: 'metrics', text: metrics },
+    ]);
+  });
+
+  it('keeps the running certificate when a reload names one that does not match its key', async () => {
+    const before = await servedFingerprint(proxy.url, authority.ca);
+    const other = authority.issue('other');
+    const built = buildConfig({ listen: '127.0.0.1:0', data_dir: proxy.dataDir, ...config(upstream.url, { cert: other.cert, key: first.key }) }, { baseDir: proxy.dataDir });
+    // check (and so a reload of the file) lists it against tls.key_file.
+    expect(built.config).toBeNull();
+    expect(built.problems.map((p) => formatProblem(p, null)).join('\n')).toMatch(/tls\.key_file: .* is not the key of the first certificate/);
+    expect(await servedFingerprint(proxy.url, authority.ca)).toBe(before);
+  });
+});
+
+describe.skipIf(!HAVE_OPENSSL)('a renewed certificate written over the files is served without a signal (reload.watch)', () => {
+  it('serve picks up a certificate renewed in a Kubernetes Secret volume (..data swapped by rename)', async () => {
+    const root = tempDir('airlock-tls-watch-');
+    const authority = makeTestCa(root);
+    const volume = join(root, 'tls');
+    mkdirSync(volume);
+    let version = 0;
+    /** Lays the pair out as the kubelet does: a version directory, ..data pointing at it, tls.crt -> ..data/tls.crt. */
+    const publish = (files: { key: string; cert: string }): void => {
+      version += 1;
+      const versionDir = `..2026_11_29_00_00_0${version}.${version}`;
+      mkdirSync(join(volume, versionDir));
+      copyFileSync(files.cert, join(volume, versionDir, 'tls.crt'));
+      copyFileSync(files.key, join(volume, versionDir, 'tls.key'));
+      if (version === 1) {
+        symlinkSync(versionDir, join(volume, '..data'));
+        symlinkSync('..data/tls.crt', join(volume, 'tls.crt'));
+        symlinkSync('..data/tls.key', join(volume, 'tls.key'));
+        return;
+      }
+      symlinkSync(versionDir, join(volume, '..data_tmp'));
+      renameSync(join(volume, '..data_tmp'), join(volume, '..data'));
+    };
+    publish(authority.issue('before'));
+    const configFile = join(root, 'airlock.yaml');
+    writeFileSync(configFile, JSON.stringify({ listen: '127.0.0.1:0', data_dir: join(root, 'data'), tls: { cert_file: './tls/tls.crt', key_file: './tls/tls.key' }, services: {}, agents: {} }));
+    const serve = spawnServe(configFile, {});
+    try {
+      const url = await eventually('serve to listen', () => /Airlock is listening on (https:\/\/\S+)/.exec(serve.err())?.[1], 10_000);
+      const before = await servedFingerprint(url, authority.ca);
+      publish(authority.issue('after'));
+      const after = await eventually('the renewed certificate to be served', async () => {
+        const now = await servedFingerprint(url, authority.ca);
+        return now !== before ? now : undefined;
+      }, 5_000);
+      expect(after).toBe(new X509Certificate(readFileSync(join(volume, 'tls.crt'))).fingerprint256);
+      expect(serve.out()).toContain('the config file or its TLS files changed');
+      assertNoLeak([readFileSync(join(volume, 'tls.key'), 'utf8')], [
+        { name: 'stdout', text: serve.out() },
+        { name: 'stderr', text: serve.err() },
+      ]);
+    } finally {
+      serve.child.kill('SIGTERM');
+      await serve.exited;
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
