@@ -6,7 +6,8 @@ import { NEVER_FORWARDED_METHODS } from '../config/schema.js';
 import { AirlockError } from '../errors.js';
 import { ENCODED_SLASH } from './canonicalize-target.js';
 import type { ServicePolicy } from '../policy/compile-policy.js';
-import { findRoute, type CompiledRoute } from '../policy/route-table.js';
+import { decodeRawLiteralEscapes, escapesRawLiteral, foldCase, hasCapital } from '../policy/path-readings.js';
+import { DECODED, findRoute, FOLDED, type CompiledRoute, type RouteSpelling } from '../policy/route-table.js';
 
 export function matchRoute(service: ServicePolicy, method: string, path: string): CompiledRoute {
   if (NEVER_FORWARDED_METHODS.has(method)) {
@@ -27,41 +28,65 @@ export function matchRoute(service: ServicePolicy, method: string, path: string)
 
 /**
  * The path as upstreams may also read it: with each %2F as "/" (servers that decode it before routing;
- * Envoy's path_with_escaped_slashes_action, CVE-2021-22911), under a route ending in "*" without a
- * trailing "/" (Express, Spring before 6, redirecting Flask), and in lower case (IIS, ASP.NET, case-
- * insensitive file systems behind a static server). Each reading must select the same route, so the scope
- * checked is the scope of what the upstream serves whichever way it reads the path; the path is forwarded
- * as authorized. Found by review: `/files/x%2Fraw` under `/files/*` reached `/files/:id/raw`'s handler on
- * a decoding upstream, and `/v1/admin/` under `/v1/*` reached `/v1/admin`'s on a lenient one, each with
- * the catch-all's weaker scope; and `/v1/things/EXPORT`, held by `/v1/things/:id`, reached the export
- * handler of a case-insensitive upstream with `:id`'s scope (the lower-case reading was made only under
- * "*" until then). GitHub's `contents/docs%2FREADME.md` under `/repos/:owner/:repo/contents/*` reads as
- * the same route every way. A route whose literals spell capitals (`/v1/Reports` beside `/v1/reports`)
- * is not read in lower case: its operator has said the upstream tells case apart. Only a path with %2F,
- * a trailing "/" under "*", or a capital is read again (one more lookup each).
+ * Envoy's path_with_escaped_slashes_action, CVE-2021-22911), with the escapes of ":", "@" and the
+ * sub-delims decoded (path-readings.ts), without a trailing "/" (Express, Spring before 6, redirecting
+ * Flask), and in lower case (IIS, ASP.NET, case-insensitive file systems), and in every combination of
+ * these (ASP.NET Core both ignores case and tolerates a trailing "/"). Each reading must select the same
+ * route, compared with the routes read the same way (a lower-case path with the templates in lower case,
+ * a decoded one with their escapes decoded), so the scope checked is the scope of what the upstream
+ * serves whichever way it reads the path; the path is forwarded as authorized.
+ *
+ * Found by reviews: `/files/x%2Fraw` under `/files/*` reached `/files/:id/raw`'s handler on a decoding
+ * upstream, `/v1/admin/` under `/v1/*` reached `/v1/admin`'s on a lenient one, and `/v1/things/EXPORT`,
+ * held by `/v1/things/:id`, the export handler of a case-insensitive one, each with the weaker route's
+ * scope. Then (2026-11-29): the readings were checked one at a time, so `/files/ab/RAW/` (lower case and
+ * no trailing "/" together) still reached `:id/raw`; `gemini-ultra%3AgenerateContent` under
+ * `/v1beta/models/*` reached the route spelled `gemini-ultra:generateContent`; and a lower-case path was
+ * compared with templates as written, so `/api/admin/users` under `/api/:area/*` reached
+ * `/api/Admin/*`, and a route spelling capitals exempted its paths from the lower-case reading altogether.
+ *
+ * Two routes that a reading makes the same (`/v1/Reports` beside `/v1/reports`) are taken to mean an
+ * upstream that tells them apart: a path matching either is not refused for matching the other. A path
+ * is read again only when it has a feature a reading changes (a %2F, an escape, a trailing "/", a
+ * capital) or the service's templates do (capitals, escapes): most requests take no second lookup.
  */
 function checkOtherReadings(service: ServicePolicy, method: string, path: string, route: CompiledRoute): void {
-  if (path.includes(ENCODED_SLASH)) sameRoute(service, method, path.replaceAll(ENCODED_SLASH, '/'), route, 'with each encoded slash (%2F) taken as "/"');
-  if (route.segments.at(-1)?.kind === 'rest' && path.length > 1 && path.endsWith('/')) sameRoute(service, method, path.slice(0, -1), route, 'without its trailing "/"');
-  if (!route.spellsCase && UPPER_CASE.test(path)) {
-    // Escapes keep their upper-case hex; without one, toLowerCase is the same and a third of the cost.
-    const lower = path.includes('%') ? path.replace(ESCAPE_OR_UPPER, lowerOutsideEscapes) : path.toLowerCase();
-    if (lower !== path) sameRoute(service, method, lower, route, 'in lower case');
+  const table = service.routes;
+  const slash = path.includes(ENCODED_SLASH);
+  const decode = table.escapesRawLiterals || escapesRawLiteral(path);
+  const trailing = path.length > 1 && (path.endsWith('/') || path.endsWith(ENCODED_SLASH));
+  const fold = table.spellsCase || hasCapital(path);
+  if (!slash && !decode && !trailing && !fold) return;
+  // Every combination of the readings that apply, one lookup each (at most 15).
+  for (let mask = 1; mask < 16; mask++) {
+    if ((mask & SLASH && !slash) || (mask & DECODE && !decode) || (mask & TRAILING && !trailing) || (mask & FOLD && !fold)) continue;
+    let reading = path;
+    if (mask & SLASH) reading = reading.replaceAll(ENCODED_SLASH, '/');
+    if (mask & DECODE) reading = decodeRawLiteralEscapes(reading);
+    if (mask & TRAILING && reading.length > 1 && reading.endsWith('/')) reading = reading.slice(0, -1);
+    if (mask & FOLD) reading = foldCase(reading);
+    const spelling = (((mask & DECODE) !== 0 ? DECODED : 0) + ((mask & FOLD) !== 0 ? FOLDED : 0)) as RouteSpelling;
+    if (reading === path && spelling === 0) continue;
+    sameRoute(service, method, reading, spelling, route, mask);
   }
 }
 
-const UPPER_CASE = /[A-Z]/;
-/** Runs of capitals, and escapes, which keep their upper-case hex (a canonical path's spelling). */
-const ESCAPE_OR_UPPER = /%[0-9A-F]{2}|[A-Z]+/g;
+const SLASH = 1;
+const DECODE = 2;
+const TRAILING = 4;
+const FOLD = 8;
+const HOW: ReadonlyArray<[number, string]> = [
+  [SLASH, 'with each encoded slash (%2F) taken as "/"'],
+  [DECODE, 'with escapes such as %3A decoded'],
+  [TRAILING, 'without its trailing "/"'],
+  [FOLD, 'in lower case'],
+];
 
-function lowerOutsideEscapes(run: string): string {
-  return run.startsWith('%') ? run : run.toLowerCase();
-}
-
-function sameRoute(service: ServicePolicy, method: string, reading: string, route: CompiledRoute, how: string): void {
-  const other = findRoute(service.routes, method, reading);
-  if (other.kind === 'matched' && other.route === route) return;
+function sameRoute(service: ServicePolicy, method: string, reading: string, spelling: RouteSpelling, route: CompiledRoute, mask: number): void {
+  const other = findRoute(service.routes, method, reading, spelling);
+  if (other.kind === 'matched' && (other.route === route || other.route.spellings[spelling] === route.spellings[spelling])) return;
   const selected = other.kind === 'matched' ? `route ${other.route.index} (${other.route.template})` : 'no route';
+  const how = HOW.filter(([bit]) => (mask & bit) !== 0).map(([, text]) => text).join(' and ');
   throw new AirlockError(
     'invalid_request',
     `Read ${how}, as some upstreams read it, this path selects ${selected} of service ${service.name}, not route ${route.index} (${route.template}) as sent; upstreams disagree, so the request is refused. Send the path as the route you mean spells it.`,
