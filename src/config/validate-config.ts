@@ -6,13 +6,15 @@
  * Checked in one pass so every problem is listed at once.
  */
 import { existsSync } from 'node:fs';
+import { METHODS } from 'node:http';
 import { isIP } from 'node:net';
 import { readTlsIdentity } from '../ingress/tls-identity.js';
+import { parseRouteTemplate, type RouteSegment } from '../policy/route-template.js';
 import { classifyAddress, literalNeedsAllowPrivate } from '../upstream/egress-guard.js';
 import { parseUpstream } from '../upstream/upstream-target.js';
 import type { ConfigProblem, ProblemPath } from './config-problem.js';
 import { editDistance } from './edit-distance.js';
-import { parseListen, type ParsedConfig } from './schema.js';
+import { NEVER_FORWARDED_METHODS, parseListen, type ParsedConfig } from './schema.js';
 
 export interface ValidateOptions {
   /** Resolves a path written in config (relative to the config file) to an absolute one. */
@@ -67,15 +69,27 @@ function onThisMachine(host: string): boolean {
 }
 
 /**
- * The IANA HTTP Method Registry's methods that a route can name (RFC 9110 9.3, PATCH RFC 5789, WebDAV
- * RFC 4918 and its extensions, QUERY). Found by the ops walkthrough: `method: GETT` was accepted without
- * a word, and its route silently never matched. Names with a hyphen (VERSION-CONTROL, ...) cannot be
- * written in a route (the schema takes letters only); CONNECT and TRACE are refused by the schema.
+ * The methods node's HTTP parser reads (llhttp's list, http.METHODS): a request with any other method is
+ * refused 400 before Airlock sees it, so a route for one never matches. Found by the ops walkthroughs:
+ * `method: GETT` was accepted without a word, then warned of as "not registered; keep it if the upstream
+ * defines it", which it cannot be (and CHECKIN, which IANA registers, passed though node refuses it).
  */
-const REGISTERED_METHODS: ReadonlySet<string> = new Set([
-  'GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH', 'QUERY',
-  'ACL', 'BIND', 'CHECKIN', 'CHECKOUT', 'COPY', 'LABEL', 'LINK', 'LOCK', 'MERGE', 'MKACTIVITY', 'MKCALENDAR', 'MKCOL', 'MKREDIRECTREF', 'MKWORKSPACE', 'MOVE', 'ORDERPATCH', 'PROPFIND', 'PROPPATCH', 'REBIND', 'REPORT', 'SEARCH', 'UNBIND', 'UNCHECKOUT', 'UNLINK', 'UNLOCK', 'UPDATE', 'UPDATEREDIRECTREF',
-]);
+const PARSED_METHODS: ReadonlySet<string> = new Set(METHODS);
+
+/**
+ * Whether route segments `a` match every path `b` matches (first match wins, so a later `b` with a
+ * method `a` has never matches): literals equal, a `:name` holds any one segment, a `*` any one or more.
+ */
+function coversEveryPath(a: readonly RouteSegment[], b: readonly RouteSegment[]): boolean {
+  for (let k = 0; ; k++) {
+    const mine = a[k];
+    const theirs = b[k];
+    if (mine === undefined) return theirs === undefined;
+    if (mine.kind === 'rest') return theirs !== undefined;
+    if (theirs === undefined || theirs.kind === 'rest') return false;
+    if (mine.kind === 'literal' && (theirs.kind !== 'literal' || theirs.value !== mine.value)) return false;
+  }
+}
 
 export function defaultPrefix(serviceName: string): string {
   return `/${serviceName}`;
@@ -165,22 +179,38 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
     }
 
     if (service.routes.length === 0) warning(at('routes'), `service ${name} has no routes, so every request to it is refused (403 route_not_allowed)`);
-    const seen = new Map<string, number>();
+    const earlier: Array<{ index: number; path: string; methods: ReadonlySet<string>; segments: readonly RouteSegment[] }> = [];
     service.routes.forEach((route, index) => {
       const methods = Array.isArray(route.method) ? route.method : [route.method];
+      const listed = new Set<string>();
       methods.forEach((written, methodIndex) => {
         const method = written.toUpperCase();
-        if (REGISTERED_METHODS.has(method)) return;
-        const near = [...REGISTERED_METHODS].find((known) => editDistance(known, method) === 1);
         const place = Array.isArray(route.method) ? at('routes', index, 'method', methodIndex) : at('routes', index, 'method');
-        warning(place, `${method} is not a registered HTTP method${near === undefined ? '' : `; did you mean ${near}?`} (a route for it matches only requests that send it; keep it if the upstream defines it) (fails check --strict)`, true);
+        if (listed.has(method)) warning(place, `${method} is listed twice in this route`);
+        listed.add(method);
+        if (PARSED_METHODS.has(method) || NEVER_FORWARDED_METHODS.has(method)) return;
+        const near = [...PARSED_METHODS].find((known) => editDistance(known, method) === 1);
+        error(place, `${method} is a method node's HTTP parser does not accept: a request with it is refused (400) before any route is looked at, so this route would never match${near === undefined ? '' : `; did you mean ${near}?`} (node's http.METHODS lists those it accepts)`);
       });
-      for (const method of methods.map((m) => m.toUpperCase())) {
-        const key = `${method} ${route.path}`;
-        const first = seen.get(key);
-        if (first !== undefined) warning(at('routes', index), `${key} is already matched by routes[${first}] (first match wins), so this entry is never used`);
-        else seen.set(key, index);
+      const parsed = parseRouteTemplate(route.path);
+      if (!parsed.ok) return;
+      // A route an earlier one covers for a method never matches with it (found by the ops walkthrough:
+      // `/v1/models/gpt-4-internal` with a stricter scope, listed after `/v1/models/*`, was never used, and
+      // check said nothing unless the two paths were spelt the same).
+      const shadowed = [...listed].flatMap((method) => {
+        const first = earlier.find((other) => other.methods.has(method) && coversEveryPath(other.segments, parsed.segments));
+        return first === undefined ? [] : [{ method, first }];
+      });
+      const first = shadowed[0]?.first;
+      if (first !== undefined) {
+        const which = shadowed.length === listed.size ? 'never matches' : `never matches for ${shadowed.map((entry) => entry.method).join(', ')}`;
+        warning(
+          at('routes', index),
+          `${[...listed].join('|')} ${route.path} ${which}: routes[${first.index}] (${[...first.methods].join('|')} ${first.path}) comes first and matches every path it does (first match wins), so its scope ${route.scope} is never checked; list the more specific route first (fails check --strict)`,
+          true,
+        );
       }
+      earlier.push({ index, path: route.path, methods: listed, segments: parsed.segments });
       if (route.require_approval && config.admin === undefined) warning(at('routes', index, 'require_approval'), nobodyApproves('a call to this route waits its grant\'s approval_timeout and is refused'), true);
     });
   }

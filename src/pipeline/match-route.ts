@@ -87,8 +87,15 @@ function sameRoute(service: ServicePolicy, method: string, reading: string, spel
   if (other.kind === 'matched' && (other.route === route || other.route.spellings[spelling] === route.spellings[spelling])) return;
   const selected = other.kind === 'matched' ? `route ${other.route.index} (${other.route.template})` : 'no route';
   const how = HOW.filter(([bit]) => (mask & bit) !== 0).map(([, text]) => text).join(' and ');
+  // An id holding a "/" (a model such as meta-llama/Llama-3-8b) under a `:name` route: the fix is the
+  // operator's (found by the SDK walkthrough: the detail told the agent to respell a path it cannot).
+  const slashInParam = mask === SLASH && other.kind !== 'matched' && route.segments.at(-1)?.kind !== 'rest';
   throw new AirlockError(
     'invalid_request',
-    `Read ${how}, as some upstreams read it, this path selects ${selected} of service ${service.name}, not route ${route.index} (${route.template}) as sent; upstreams disagree, so the request is refused. Send the path as the route you mean spells it.`,
+    `Read ${how}, as some upstreams read it, this path selects ${selected} of service ${service.name}, not route ${route.index} (${route.template}) as sent; upstreams disagree, so the request is refused. ${
+      slashInParam
+        ? `If a "/" inside one segment is meant (an id that holds one), an operator ends the route with "*" instead (services.${service.name}.routes[${route.index}]), where both readings select it.`
+        : 'Send the path as the route you mean spells it.'
+    }`,
   );
 }

@@ -35,6 +35,7 @@ beforeAll(async () => {
           { method: 'GET', path: '/v1/odata/Orders(1)', scope: 'orders:admin' },
           { method: ['POST', 'GET'], path: '/v1beta/models/*', scope: 'generate' },
           { method: 'GET', path: '/v1/odata/*', scope: 'odata:read' },
+          { method: 'GET', path: '/v1/tuned/:model', scope: 'generate' },
         ]),
         // An ASP.NET API, spelled in the case the API uses.
         shop: service([
@@ -114,6 +115,14 @@ describe('escapes a server decodes before routing', () => {
     expect(await send('POST', '/gemini/v1beta/models/gemini-pro%3AgenerateContent')).toMatchObject({ status: 200, forwarded: true });
     expect(await send('POST', '/gemini/v1beta/models/gemini-pro:generateContent')).toMatchObject({ status: 200, forwarded: true });
     expect(await send('POST', '/gemini/v1beta/models/gemini-ultra:generateContent')).toMatchObject({ status: 403, forwarded: false });
+  });
+});
+
+describe('an id holding a "/" under a `:name` route', () => {
+  it('is refused with a detail that tells the operator the fix (found by the SDK walkthrough)', async () => {
+    const result = await send('GET', '/gemini/v1/tuned/meta-llama%2FLlama-3-8b');
+    expect(result).toMatchObject({ status: 400, forwarded: false });
+    expect(result.detail).toContain('an operator ends the route with "*" instead (services.gemini.routes[4])');
   });
 });
 

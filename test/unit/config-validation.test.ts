@@ -410,9 +410,39 @@ describe('cross-field rules (validate-config.ts)', () => {
     },
     { rule: 'a service without routes', input: { services: { api: service({ routes: [] }) } }, expected: [{ severity: 'warning', path: 'services.api.routes', message: /has no routes, so every request to it is refused/ }] },
     {
-      rule: 'a route shadowed by an earlier one',
+      rule: 'a route shadowed by an earlier one of the same path',
       input: { services: { api: service({ routes: [{ method: ['GET', 'HEAD'], path: '/v1/x', scope: 'a' }, { method: 'get', path: '/v1/x', scope: 'b' }] }) } },
-      expected: [{ severity: 'warning', path: 'services.api.routes[1]', message: /^GET \/v1\/x is already matched by routes\[0\] \(first match wins\)/ }],
+      expected: [{ severity: 'warning', strict: true, path: 'services.api.routes[1]', message: /^GET \/v1\/x never matches: routes\[0\] \(GET\|HEAD \/v1\/x\) comes first and matches every path it does \(first match wins\), so its scope b is never checked; list the more specific route first/ }],
+    },
+    {
+      rule: 'a route an earlier `*` or `:name` covers (found by the ops walkthrough: a stricter scope that never applied)',
+      input: {
+        services: {
+          api: service({
+            routes: [
+              { method: 'GET', path: '/v1/models/*', scope: 'models:read' },
+              { method: 'GET', path: '/v1/models/gpt-4-internal', scope: 'models:admin' },
+              { method: ['GET', 'DELETE'], path: '/v1/files/:id', scope: 'files:read' },
+              { method: ['GET', 'POST'], path: '/v1/files/export', scope: 'files:export' },
+              { method: 'GET', path: '/v1/models/:model/versions/*', scope: 'models:read' },
+              // Not covered: a `:name` holds one segment, `*` one or more; other methods; other literals.
+              { method: 'GET', path: '/v1/files/*', scope: 'files:read' },
+              { method: 'PUT', path: '/v1/files/export', scope: 'files:export' },
+              { method: 'GET', path: '/v2/models/x', scope: 'models:read' },
+            ],
+          }),
+        },
+      },
+      expected: [
+        { severity: 'warning', strict: true, path: 'services.api.routes[1]', message: /^GET \/v1\/models\/gpt-4-internal never matches: routes\[0\] \(GET \/v1\/models\/\*\) comes first .* so its scope models:admin is never checked/ },
+        { severity: 'warning', strict: true, path: 'services.api.routes[3]', message: /^GET\|POST \/v1\/files\/export never matches for GET: routes\[2\] \(GET\|DELETE \/v1\/files\/:id\) comes first/ },
+        { severity: 'warning', strict: true, path: 'services.api.routes[4]', message: /^GET \/v1\/models\/:model\/versions\/\* never matches: routes\[0\]/ },
+      ],
+    },
+    {
+      rule: 'a method listed twice in one route',
+      input: { services: { api: service({ routes: [{ method: ['GET', 'get'], path: '/v1/items', scope: 'items:read' }] }) } },
+      expected: [{ severity: 'warning', path: 'services.api.routes[0].method[1]', message: /^GET is listed twice in this route$/ }],
     },
     {
       rule: 'an agent without tokens',
@@ -503,11 +533,11 @@ describe('cross-field rules (validate-config.ts)', () => {
       ],
     },
     {
-      rule: 'a method that is not a registered HTTP method is a strict warning, with the one it is near',
-      input: { services: { api: service({ routes: [{ method: 'GETT', path: '/v1/items', scope: 'items:read' }, { method: ['POST', 'PROPFIND', 'FROB'], path: '/v1/x', scope: 'items:read' }] }) } },
+      rule: "a method node's HTTP parser refuses is an error, with the one it is near (PURGE, which it accepts, is not)",
+      input: { services: { api: service({ routes: [{ method: 'GETT', path: '/v1/items', scope: 'items:read' }, { method: ['POST', 'PROPFIND', 'PURGE', 'CHECKIN'], path: '/v1/x', scope: 'items:read' }] }) } },
       expected: [
-        { severity: 'warning', path: 'services.api.routes[0].method', message: /^GETT is not a registered HTTP method; did you mean GET\? \(a route for it matches only requests that send it/, strict: true },
-        { severity: 'warning', path: 'services.api.routes[1].method[2]', message: /^FROB is not a registered HTTP method \(a route/, strict: true },
+        { severity: 'error', path: 'services.api.routes[0].method', message: /^GETT is a method node's HTTP parser does not accept: a request with it is refused \(400\) before any route is looked at, so this route would never match; did you mean GET\?/ },
+        { severity: 'error', path: 'services.api.routes[1].method[3]', message: /^CHECKIN is a method node's HTTP parser does not accept/ },
       ],
     },
   ];
