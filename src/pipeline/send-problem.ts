@@ -14,12 +14,28 @@ import type { Duplex } from 'node:stream';
 import { AirlockError, problemBody, retryHelps } from '../errors.js';
 import { REQUEST_ID_HEADER } from '../upstream/relay-headers.js';
 
-/** With a charset: @octokit/request reads bodies as text only for json, text/* or an explicit utf-8 charset. */
+/** RFC 9457's media type, with a charset. */
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json; charset=utf-8';
+const JSON_CONTENT_TYPE = 'application/json; charset=utf-8';
 
-/** Airlock's request id under the header names provider SDKs read (sendProblem). */
+/**
+ * The problem's media type for a client's Accept (RFC 9110 12.5.1): problem+json unless the client
+ * names the types it takes and none covers it (`application/problem+json`, `application/*`, `*` + `/*`),
+ * as octokit's `application/vnd.github.v3+json` does; such a client gets the same body as
+ * application/json. Found by the SDK walkthrough: @octokit/request parses only application/json, so
+ * an Airlock refusal reached octokit's error as a string, its message the whole JSON document.
+ */
+function problemContentType(accept: string | undefined): string {
+  if (accept === undefined || accept === '' || accept.includes('*/*') || accept.includes('application/*') || accept.includes('application/problem+json')) return PROBLEM_CONTENT_TYPE;
+  return JSON_CONTENT_TYPE;
+}
+
+/**
+ * Airlock's request id under the header names provider SDKs read (sendProblem): openai x-request-id,
+ * anthropic and stripe request-id, octokit x-github-request-id (its log line said "with id UNKNOWN").
+ */
 function sdkRequestIdHeaders(requestId: string): Record<string, string> {
-  return { 'x-request-id': requestId, 'request-id': requestId };
+  return { 'x-request-id': requestId, 'request-id': requestId, 'x-github-request-id': requestId };
 }
 
 /** The problem's JSON, scrubbed; with its detail withheld when the scrub fails (never sent unchecked). */
@@ -38,7 +54,7 @@ export function sendProblem(res: ServerResponse, error: AirlockError, requestId:
   }
   const body = problemText(error, requestId, scrub);
   const headers: Record<string, string | number> = {
-    'content-type': PROBLEM_CONTENT_TYPE,
+    'content-type': problemContentType((res as ServerResponse & { req?: IncomingMessage }).req?.headers.accept),
     'content-length': Buffer.byteLength(body),
     'cache-control': 'no-store',
     [REQUEST_ID_HEADER]: requestId,
@@ -49,7 +65,12 @@ export function sendProblem(res: ServerResponse, error: AirlockError, requestId:
     ...sdkRequestIdHeaders(requestId),
     ...error.headers,
   };
-  if (!retryHelps(error.code)) headers['x-should-retry'] = 'false';
+  // stripe-node reads its own header only (found by the SDK walkthrough: a revoked service's 503 was
+  // sent three times by one balance.retrieve()).
+  if (!retryHelps(error.code)) {
+    headers['x-should-retry'] = 'false';
+    headers['stripe-should-retry'] = 'false';
+  }
   if (closeConnection) headers['connection'] = 'close';
   res.writeHead(error.status, headers);
   res.end(body);

@@ -47,7 +47,17 @@ export function upstreamFailure(error: unknown, serviceName: string): AirlockErr
   }
   const code = causeCode(error);
   if (code === 'UND_ERR_CONNECT_TIMEOUT') return new AirlockError('upstream_timeout', `The upstream of service ${serviceName} did not accept a connection in time (timeouts.connect).`, { cause: error });
-  if (code === 'UND_ERR_HEADERS_TIMEOUT') return new AirlockError('upstream_timeout', `The upstream of service ${serviceName} did not answer in time (timeouts.headers).`, { cause: error });
+  if (code === 'UND_ERR_HEADERS_TIMEOUT') {
+    // The request was sent: the SDKs' retry would send it again, and the provider may still be working
+    // on (and billing) the first (found by the SDK walkthrough: one slow completion reached the upstream
+    // three times). x-should-retry stops openai's and anthropic's; stripe-node retries with its
+    // idempotency key, which is safe.
+    return new AirlockError(
+      'upstream_timeout',
+      `The upstream of service ${serviceName} did not answer in time (timeouts.headers). The request was sent, so it may have taken effect there; an operator raises services.${serviceName}.timeouts.headers for long calls (the provider SDKs wait up to 600 s).`,
+      { cause: error, headers: { 'x-should-retry': 'false' } },
+    );
+  }
   if (code === 'UND_ERR_BODY_TIMEOUT') return new AirlockError('upstream_timeout', `The upstream of service ${serviceName} stopped sending its response (timeouts.body).`, { cause: error });
   if (code !== undefined && (code.startsWith('ERR_TLS') || code.startsWith('CERT_') || TLS_VERIFY_CODES.has(code))) {
     return new AirlockError('upstream_unreachable', `The TLS certificate of the upstream of service ${serviceName} was not accepted; if it uses a private CA, set ca: on the service.`, { cause: error });

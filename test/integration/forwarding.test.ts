@@ -13,6 +13,7 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
+import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildConfig } from '../../src/config/load-config.js';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
@@ -334,7 +335,22 @@ describe('forwarding', () => {
       const problem = response.json<Problem>();
       expect(problem.code).toBe('upstream_timeout');
       expect(problem.detail).toContain('timeouts.headers');
+      expect(problem.detail).toContain('The request was sent, so it may have taken effect there');
       expect(silent.requests.length).toBe(1);
+    });
+
+    it('the openai SDK, with its default two retries, sends a call that timed out once (x-should-retry: false)', async () => {
+      // Found by the SDK walkthrough: one slow completion reached the upstream three times.
+      const before = silent.requests.length;
+      const client = new OpenAI({ apiKey: agent.token, baseURL: `${proxy.url}/silent/v1` });
+      const failure = await client.post('/chat/completions', { body: { model: 'gpt-4o', messages: [] } }).then(
+        () => null,
+        (error: unknown) => error,
+      );
+      expect(failure).toBeInstanceOf(OpenAI.InternalServerError);
+      expect((failure as InstanceType<typeof OpenAI.InternalServerError>).status).toBe(504);
+      surfaces.push((failure as Error).message);
+      expect(silent.requests.length - before).toBe(1);
     });
 
     it('an upstream that dies mid-body cuts the agent\'s response, and the audit says incomplete', async () => {

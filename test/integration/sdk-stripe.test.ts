@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
+import { adminClient } from '../helpers/operator.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
 
@@ -37,6 +38,7 @@ function charge(id: string): Record<string, unknown> {
 describe('stripe-node through Airlock', () => {
   const realKey = canary('stripe');
   const agent = generateAgentToken();
+  const adminToken = generateAgentToken();
   const agentVisible: string[] = [];
   let upstream: Upstream;
   let proxy: ProxyFixture;
@@ -95,6 +97,7 @@ describe('stripe-node through Airlock', () => {
           },
         },
         agents: { 'support-bot': { tokens: [agent.hash], credentials: [{ service: 'stripe', max_scope: ['charges:read', 'customers:write'] }] } },
+        admin: { listen: '127.0.0.1:0', tokens: [adminToken.hash] },
       },
       { env: { STRIPE_SECRET_KEY: realKey } },
     );
@@ -189,5 +192,27 @@ describe('stripe-node through Airlock', () => {
       ['allow', 200, 'GET', '/v1/charges/:charge', 'charges:read'],
     ]);
     expect(records.every((r) => r.service === 'stripe')).toBe(true);
+  });
+
+  it('asks once when Airlock says asking again will not help (stripe-should-retry), with retries on', async () => {
+    const own = new URL(proxy.serviceUrls['stripe'] ?? '');
+    const retrying = new Stripe(agent.token, { host: own.hostname, port: Number(own.port), protocol: 'http', maxNetworkRetries: 2, timeout: 10_000, telemetry: false });
+    const admin = adminClient(() => proxy.airlock.adminUrl ?? '', adminToken.token);
+    expect((await admin.call('POST', '/v1/revocations', { kind: 'service', target: 'stripe', reason: 'drill' })).status).toBe(200);
+    try {
+      const refusedBefore = proxy.auditRecords().filter((record) => record.code === 'service_suspended').length;
+      const failure = await retrying.charges.retrieve('ch_3Abc').then(
+        () => null,
+        (error: unknown) => error,
+      );
+      expect(failure).toBeInstanceOf(Stripe.errors.StripeAPIError);
+      expect((failure as Stripe.errors.StripeError).statusCode).toBe(503);
+      assertNoLeak([realKey], [{ name: 'the error', text: JSON.stringify({ message: (failure as Error).message, raw: (failure as { raw?: unknown }).raw }) }]);
+      // Found by the SDK walkthrough: stripe-node reads stripe-should-retry only, and sent it three times.
+      await proxy.waitForAudit(proxy.auditRecords().length);
+      expect(proxy.auditRecords().filter((record) => record.code === 'service_suspended').length - refusedBefore).toBe(1);
+    } finally {
+      expect((await admin.call('POST', '/v1/revocations/lift', { kind: 'service', target: 'stripe' })).status).toBe(200);
+    }
   });
 });
