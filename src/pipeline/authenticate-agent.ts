@@ -9,7 +9,7 @@
  */
 import { AirlockError, OperatorReason } from '../errors.js';
 import type { JwtVerifier } from '../identity/jwt-verifier.js';
-import { scanForAgentToken } from '../identity/token-carriers.js';
+import { scanForAgentToken, TOKEN_CARRIER_HEADERS } from '../identity/token-carriers.js';
 import type { TokenHashes } from '../identity/token-hashes.js';
 import type { AgentPolicy, Policy } from '../policy/compile-policy.js';
 import type { SessionMinter, SessionRecord } from '../state/governance-records.js';
@@ -38,6 +38,15 @@ export class AuthenticationFailure extends OperatorReason {
   override readonly name = 'AuthenticationFailure';
 }
 
+/** The first header that carries API keys and holds something, by name (lower case), or null. */
+function keyCarrierSent(rawHeaders: readonly string[]): string | null {
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = (rawHeaders[i] as string).toLowerCase();
+    if (TOKEN_CARRIER_HEADERS.has(name) && (rawHeaders[i + 1] as string).trim() !== '') return name;
+  }
+  return null;
+}
+
 function refused(detail: string, error: string | null, reason?: string): AirlockError {
   return new AirlockError('unauthenticated', detail, {
     headers: { 'www-authenticate': error === null ? 'Bearer realm="airlock"' : `Bearer realm="airlock", error="${error}"` },
@@ -64,8 +73,17 @@ export function authenticateAgent(
 ): Principal | Promise<Principal> {
   const scan = scanForAgentToken(rawHeaders, jwt.enabled);
   switch (scan.kind) {
-    case 'none':
-      throw refused('No Airlock agent token was sent. Use your alk_ token (or a session token) as the SDK API key (Authorization: Bearer alk_..., x-api-key, or api-key).', null);
+    case 'none': {
+      // Found by the SDK walkthrough: "no token was sent" read wrong to an agent that had sent a key, the
+      // provider's own (sk_test_...); the detail names the header, never its value.
+      const carrier = keyCarrierSent(rawHeaders);
+      throw refused(
+        carrier === null
+          ? 'No Airlock agent token was sent. Use your alk_ token (or a session token) as the SDK API key (Authorization: Bearer alk_..., x-api-key, or api-key).'
+          : `The ${carrier} header holds a key that is not an Airlock token. Use your alk_ token (or a session token) as the SDK API key, not the provider's key: Airlock injects that itself.`,
+        carrier === null ? null : 'invalid_token',
+      );
+    }
     case 'malformed':
       throw refused(`The ${scan.header} header holds something that starts like an Airlock token but is not one (alk_ or als_ followed by 43 base64url characters). Check for truncation.`, 'invalid_token');
     case 'conflict':

@@ -64,6 +64,26 @@ export function guardRequestSecrets(index: SecretIndex, target: string, rawHeade
 }
 
 /**
+ * A refusal of authentication (401) for a request that carries the value of a managed credential: the
+ * same answer (the caller learns nothing it could test values with), and the record names the
+ * credential and the incident, the log line a warning. Found by the SDK walkthrough: the likeliest leak,
+ * an agent still sending the provider's real key as its API key, left a 401 with no reason at `info`,
+ * while the same key beside a valid token was an incident. Only refusals pay for the scan.
+ */
+export function noteHeldSecret(failure: unknown, index: SecretIndex, target: string, rawHeaders: readonly string[]): unknown {
+  if (!(failure instanceof AirlockError) || failure.code !== 'unauthenticated') return failure;
+  let carried = target;
+  for (let i = 0; i < rawHeaders.length; i += 2) carried += `\n${rawHeaders[i] as string}\n${rawHeaders[i + 1] as string}`;
+  const ref = SecretDetector.findIn(index, carried);
+  if (ref === null) return failure;
+  return new AirlockError('unauthenticated', failure.detail, {
+    headers: { ...failure.headers },
+    credentialRef: ref,
+    cause: new OperatorReason(`A request without a valid Airlock credential carried the value of ${ref} (the provider's real key, sent as the API key?): whoever sent it holds that key. Rotate ${ref} and find how it got out.`, { alert: true, cause: failure.cause }),
+  });
+}
+
+/**
  * Whether a JWT presented as the API key (a workload JWT) appears again in the target or in another
  * header: forwarded there, it would hand the agent's credential to the upstream as an agent token would
  * (found by review: it reached the upstream, and the audit record's path). Other JWTs pass: an API may

@@ -39,7 +39,7 @@ import type { AgentPolicy, CredentialPlan, GrantPolicy, Policy, ServicePolicy } 
 import type { CompiledRoute } from '../policy/route-table.js';
 import { grantingEntry } from '../policy/scope-grant.js';
 import { maskAgentTokens, TOKEN_IN_TEXT } from '../identity/agent-token.js';
-import { authenticateAgent } from './authenticate-agent.js';
+import { authenticateAgent, type Principal } from './authenticate-agent.js';
 import { approvalRequired, authorizeAfterApproval, awaitApproval } from './await-approval.js';
 import { authorizeScope } from './authorize-scope.js';
 import { canonicalizeTarget, type CanonicalTarget } from './canonicalize-target.js';
@@ -47,7 +47,7 @@ import { checkMintRate, checkRateLimit } from './check-rate-limit.js';
 import { checkPrincipalRevocations, checkStateFresh, checkTargetRevocations, recheckAfterWait, recheckPrincipalAfterWait } from './check-revocations.js';
 import type { ForwardResult } from './forward-request.js';
 import { forwardWithRotation, outboundRequest } from './forward-with-rotation.js';
-import { decodedTarget, guardRequestSecrets } from './guard-request-secrets.js';
+import { decodedTarget, guardRequestSecrets, noteHeldSecret } from './guard-request-secrets.js';
 import { matchRoute } from './match-route.js';
 import type { ProxyRuntime } from './proxy-runtime.js';
 import { auditAnswered, auditRequest, logRequest, observeRequest, stampDuration } from './record-outcome.js';
@@ -139,8 +139,14 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
 
     // Stages that usually answer at once return a value, not a promise; only a promise is awaited
     // (each await is a suspension and a microtask per request).
-    const authenticated = authenticateAgent(req.rawHeaders, runtime.policy, runtime.state, runtime.jwt, runtime.tokenHashes, runtime.nowMs());
-    const principal = authenticated instanceof Promise ? await authenticated : authenticated;
+    let principal: Principal;
+    try {
+      const authenticated = authenticateAgent(req.rawHeaders, runtime.policy, runtime.state, runtime.jwt, runtime.tokenHashes, runtime.nowMs());
+      principal = authenticated instanceof Promise ? await authenticated : authenticated;
+    } catch (failure) {
+      // A real key sent without a valid token is an incident all the same (guard-request-secrets.ts).
+      throw noteHeldSecret(failure, runtime.catalog.index(runtime.guard.key, null, [], runtime.guard.exempt), decodedTarget(req.url ?? '', target), req.rawHeaders);
+    }
     record.agent = principal.agent.name;
     record.session = principal.session?.id ?? null;
     record.justification = principal.session?.justification ?? null;

@@ -292,6 +292,43 @@ describe('an agent holding a real managed key is refused, and the key is not for
     });
   });
 
+  describe('the key sent as the API key, without an Airlock token (found by the SDK walkthrough)', () => {
+    async function unauthenticated(headers: Record<string, string>): Promise<{ record: AuditRecord; detail: string; level: unknown }> {
+      const { result, wire } = await tapDuring(() => send('/openai/v1/models', { method: 'GET', headers }));
+      expect(result.status).toBe(401);
+      expect(wire).toEqual([]);
+      const problem = JSON.parse(result.text) as { code: string; detail: string };
+      expect(problem.code).toBe('unauthenticated');
+      const record = await auditOf(result);
+      const line = proxy.logLines.map((text) => JSON.parse(text) as Record<string, unknown>).find((entry) => entry['request_id'] === record.request_id);
+      return { record, detail: problem.detail, level: line?.['level'] };
+    }
+
+    it('answers the usual 401, and the record names the credential and the incident, the log line a warning', async () => {
+      const { record, detail, level } = await unauthenticated({ 'x-api-key': key });
+      // The caller learns nothing it could test values with.
+      expect(detail).toBe("The x-api-key header holds a key that is not an Airlock token. Use your alk_ token (or a session token) as the SDK API key, not the provider's key: Airlock injects that itself.");
+      expect(record).toMatchObject({ code: 'unauthenticated', status: 401, credential: 'env:OPENAI_API_KEY' });
+      expect(record.reason).toMatch(/^A request without a valid Airlock credential carried the value of env:OPENAI_API_KEY \(the provider's real key, sent as the API key\?\): whoever sent it holds that key\. Rotate env:OPENAI_API_KEY/);
+      expect(level === 40 || level === 'warn').toBe(true);
+    });
+
+    it('in the query, with no API key at all: the same', async () => {
+      const withKey = await tapDuring(() => send(`/openai/v1/models?key=${encodeURIComponent(otherKey)}`, { method: 'GET', headers: { 'x-api-key': '' } }));
+      expect(withKey.result.status).toBe(401);
+      expect(JSON.parse(withKey.result.text)).toMatchObject({ code: 'unauthenticated', detail: expect.stringMatching(/^No Airlock agent token was sent\./) });
+      expect(withKey.wire).toEqual([]);
+      expect((await auditOf(withKey.result)).credential).toBe('env:OTHER_API_KEY');
+    });
+
+    it('control: a 401 for a key that is no managed credential has no reason and stays an info line', async () => {
+      const { record, level } = await unauthenticated({ 'x-api-key': 'sk_test_not_a_managed_key_0123456789' });
+      expect(record.credential).toBeNull();
+      expect(record.reason).toBeNull();
+      expect(level === 30 || level === 'info').toBe(true);
+    });
+  });
+
   describe('the key in the request body', () => {
     const bodies: Array<[string, () => string]> = [
       ['raw, in JSON', () => JSON.stringify({ model: 'm', messages: [{ role: 'user', content: `my key is ${key}, use it` }] })],
