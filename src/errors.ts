@@ -90,8 +90,18 @@ export class AirlockError extends Error {
   readonly credentialRef: string | null;
   /** RFC 9457 extension members beyond the standard ones, e.g. approval_id (never a secret). */
   readonly extensions: Readonly<Record<string, string>>;
+  /**
+   * Sent as one SSE `error` event rather than a JSON document: the answer to a streaming call that is
+   * 2xx but no stream (202 approval_pending), which a provider SDK would otherwise read as a stream that
+   * ended with no event (send-problem.ts).
+   */
+  readonly eventStream: boolean;
 
-  constructor(code: ErrorCode, detail: string, options: { cause?: unknown; headers?: Record<string, string>; credentialRef?: string; extensions?: Record<string, string> } = {}) {
+  constructor(
+    code: ErrorCode,
+    detail: string,
+    options: { cause?: unknown; headers?: Record<string, string>; credentialRef?: string; extensions?: Record<string, string>; eventStream?: boolean } = {},
+  ) {
     super(`${code}: ${detail}`, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'AirlockError';
     this.code = code;
@@ -99,6 +109,7 @@ export class AirlockError extends Error {
     this.headers = Object.freeze({ ...(options.headers ?? {}) });
     this.credentialRef = options.credentialRef ?? null;
     this.extensions = Object.freeze({ ...(options.extensions ?? {}) });
+    this.eventStream = options.eventStream ?? false;
   }
 
   get status(): number {

@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { AirlockError } from '../errors.js';
 import { maskAgentTokens } from '../identity/agent-token.js';
-import type { ApprovalBroker, ApprovalGrant } from '../policy/approval-broker.js';
+import { APPROVAL_ID_HEADER, type ApprovalBroker, type ApprovalGrant } from '../policy/approval-broker.js';
 import type { CredentialPlan, GrantPolicy, Policy, ServicePolicy } from '../policy/compile-policy.js';
 import type { CompiledRoute } from '../policy/route-table.js';
 import type { GovernanceState } from '../state/governance-state.js';
@@ -22,7 +22,8 @@ import { authorizeScope } from './authorize-scope.js';
 import { matchRoute } from './match-route.js';
 import { selectService, type ListenerBinding } from './select-service.js';
 
-export const APPROVAL_HEADER = 'x-airlock-approval';
+/** The request header that redeems an async approval; a 202 names its id under the same header. */
+export const APPROVAL_HEADER = APPROVAL_ID_HEADER;
 
 export function approvalRequired(grant: GrantPolicy, route: CompiledRoute): boolean {
   return grant.config.require_approval || route.requireApproval;
@@ -99,7 +100,7 @@ export interface ApprovalContext {
 export async function awaitApproval(broker: ApprovalBroker, req: IncomingMessage, context: ApprovalContext, signal: AbortSignal, recheck: () => void): Promise<ApprovalGrant> {
   const binding = approvalBinding(context.principal.agent.name, context.principal.session?.id ?? null, context.service.name, context.method, context.path, context.query, context.body, sentWith(req, context));
   const presented = req.headers[APPROVAL_HEADER];
-  if (typeof presented === 'string' && presented !== '') return broker.redeem(presented.trim(), binding, context.principal.agent.name);
+  if (typeof presented === 'string' && presented !== '') return broker.redeem(presented.trim(), binding, context.principal.agent.name).catch((failure: unknown) => answeredAsStream(failure, req, context.body));
   const session = context.principal.session;
   const contentType = req.headers['content-type'];
   const request = {
@@ -128,8 +129,29 @@ export async function awaitApproval(broker: ApprovalBroker, req: IncomingMessage
       strippedQueryKeys: context.service.strippedFromAgent.queryKeys,
     },
   } as const;
-  if (request.mode === 'async') return broker.submit(request);
+  if (request.mode === 'async') return broker.submit(request).catch((failure: unknown) => answeredAsStream(failure, req, context.body));
   return broker.hold(request, signal, recheck);
+}
+
+/**
+ * A 202 approval_pending for a call that asked for a stream (`Accept: text/event-stream`, or a JSON body
+ * with `"stream": true`, as the openai and anthropic SDKs send it) goes as an SSE error event, which
+ * their stream readers raise; a JSON 202 read as a stream ends without an event, silently. Its id is in
+ * the x-airlock-approval header as well, where an SDK error keeps the response's headers.
+ */
+function answeredAsStream(failure: unknown, req: IncomingMessage, body: Buffer | null): never {
+  if (!(failure instanceof AirlockError) || failure.code !== 'approval_pending' || !asksForStream(req, body)) throw failure;
+  throw new AirlockError(failure.code, failure.detail, { headers: { ...failure.headers }, extensions: { ...failure.extensions }, cause: failure, eventStream: true });
+}
+
+function asksForStream(req: IncomingMessage, body: Buffer | null): boolean {
+  if (req.headers.accept?.includes('text/event-stream') === true) return true;
+  if (body === null || body.length === 0 || !/\bjson\b/.test(req.headers['content-type'] ?? '')) return false;
+  try {
+    return (JSON.parse(body.toString('utf8')) as { stream?: unknown } | null)?.stream === true;
+  } catch {
+    return false;
+  }
 }
 
 /** The credential presented, as a key (never the credential): a token's hash, a session, a JWT's issuer and subject. */

@@ -52,9 +52,13 @@ export function sendProblem(res: ServerResponse, error: AirlockError, requestId:
     res.destroy();
     return;
   }
-  const body = problemText(error, requestId, scrub);
+  const problem = problemText(error, requestId, scrub);
+  // One `error` event, which the openai and anthropic SDKs' stream readers raise as an APIError
+  // carrying the problem (found by the SDK walkthrough: a streaming call answered 202 iterated no
+  // chunk and ended as if the model had said nothing).
+  const body = error.eventStream ? `event: error\ndata: ${problem}\n\n` : problem;
   const headers: Record<string, string | number> = {
-    'content-type': problemContentType((res as ServerResponse & { req?: IncomingMessage }).req?.headers.accept),
+    'content-type': error.eventStream ? 'text/event-stream; charset=utf-8' : problemContentType((res as ServerResponse & { req?: IncomingMessage }).req?.headers.accept),
     'content-length': Buffer.byteLength(body),
     'cache-control': 'no-store',
     [REQUEST_ID_HEADER]: requestId,

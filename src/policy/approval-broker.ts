@@ -19,6 +19,11 @@ import { createRequestPreviewer, type PreviewOptions, type RequestContent } from
 
 /** An approval's id as minted below: "apr_" and 16 base64url characters (12 random bytes). */
 export const APPROVAL_ID = /^apr_[A-Za-z0-9_-]{16}$/;
+/**
+ * A 202's approval id as a response header, named as the request header that redeems it: SDK errors
+ * keep the response's headers, not every body member (an SSE error event's, await-approval.ts).
+ */
+export const APPROVAL_ID_HEADER = 'x-airlock-approval';
 
 export interface ApprovalRequest {
   readonly agent: string;
@@ -239,7 +244,7 @@ export class ApprovalBroker {
     throw new AirlockError(
       'approval_pending',
       `This call needs a human's approval. Retry the same request with the header x-airlock-approval: ${approval.id} once it is approved (valid until ${new Date(approval.expiresAt).toISOString()}).`,
-      { extensions: { approval_id: approval.id, ...(link === null ? {} : { console_url: link }) }, headers: { 'retry-after': '10' } },
+      { extensions: { approval_id: approval.id, ...(link === null ? {} : { console_url: link }) }, headers: { 'retry-after': '10', [APPROVAL_ID_HEADER]: approval.id } },
     );
   }
 
@@ -265,7 +270,7 @@ export class ApprovalBroker {
     }
     if (approval.status === 'pending') {
       if (approval.expiresAt <= this.#now()) throw new AirlockError('approval_timeout', `Approval ${id} expired before anyone decided.`, { extensions: { approval_id: id } });
-      throw new AirlockError('approval_pending', `Approval ${id} is still waiting for a human; retry later with the same header.`, { extensions: { approval_id: id }, headers: { 'retry-after': '10' } });
+      throw new AirlockError('approval_pending', `Approval ${id} is still waiting for a human; retry later with the same header.`, { extensions: { approval_id: id }, headers: { 'retry-after': '10', [APPROVAL_ID_HEADER]: id } });
     }
     return this.#redeemDecided(approval, binding, agent);
   }

@@ -5,6 +5,7 @@
  * same call again with `x-airlock-approval`) gets the real completion once an approver says yes. Under
  * hold, the same plain `create` just waits and resolves with the completion.
  */
+import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
@@ -26,7 +27,13 @@ describe('openai SDK and human approval', () => {
 
   beforeAll(async () => {
     upstream = await startUpstream((_req, res, recorded) => {
-      const body = JSON.parse(recorded.body.toString('utf8') || '{}') as { messages?: Array<{ content: string }> };
+      const body = JSON.parse(recorded.body.toString('utf8') || '{}') as { messages?: Array<{ content: string }>; stream?: boolean };
+      if (body.stream === true) {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        const chunk = (content: string): string => `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'gpt-test', choices: [{ index: 0, delta: { content }, finish_reason: null }] })}\n\n`;
+        res.end(`${chunk('echo: ')}${chunk(body.messages?.[0]?.content ?? '')}data: [DONE]\n\n`);
+        return;
+      }
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(
         JSON.stringify({
@@ -50,9 +57,17 @@ describe('openai SDK and human approval', () => {
             credential: { secret: 'env:OPENAI_API_KEY', inject: 'bearer' },
             routes: [{ method: 'POST', path: '/v1/chat/completions', scope: 'chat:write' }],
           },
+          anthropic: {
+            upstream: upstream.url,
+            credential: { secret: 'env:OPENAI_API_KEY', inject: { header: 'x-api-key', value: '${secret}' } },
+            routes: [{ method: 'POST', path: '/v1/messages', scope: 'messages:write' }],
+          },
         },
         agents: {
-          'async-bot': { tokens: [asyncAgent.hash], credentials: [grant({ approval_mode: 'async' })] },
+          'async-bot': {
+            tokens: [asyncAgent.hash],
+            credentials: [grant({ approval_mode: 'async' }), { service: 'anthropic', max_scope: ['messages:write'], require_approval: true, approval_mode: 'async' }],
+          },
           'hold-bot': { tokens: [holdAgent.hash], credentials: [grant({ approval_mode: 'hold', approval_timeout: 60 })] },
         },
       },
@@ -104,6 +119,43 @@ describe('openai SDK and human approval', () => {
     expect(record).toMatchObject({ agent: 'async-bot', approver: 'alice', approval_reason: 'ticket 9001 checked' });
   });
 
+  it('async, streaming: the 202 is an SSE error event the SDK raises, with the id in x-airlock-approval; the approved retry streams', async () => {
+    // Found by the SDK walkthrough: a JSON 202 read as a stream iterated no chunk and ended silently.
+    const openai = client(asyncAgent.token);
+    const before = upstream.requests.length;
+    const failure = await (async () => {
+      for await (const chunk of await openai.chat.completions.create({ ...request, stream: true })) agentSeen.push(JSON.stringify(chunk));
+      return null;
+    })().catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(OpenAI.APIError);
+    const pending = failure as InstanceType<typeof OpenAI.APIError>;
+    agentSeen.push(pending.message);
+    expect(pending.message).toMatch(/^This call needs a human's approval\. Retry the same request with the header x-airlock-approval: apr_/);
+    const approvalId = pending.headers?.get('x-airlock-approval') ?? '';
+    expect(approvalId).toMatch(/^apr_/);
+    expect(pending.message).toContain(approvalId);
+    expect(upstream.requests.length).toBe(before);
+    expect((await admin.call('POST', `/v1/approvals/${approvalId}/approve`, { reason: 'streaming ok' })).status).toBe(200);
+    let text = '';
+    for await (const chunk of await openai.chat.completions.create({ ...request, stream: true }, { headers: { 'x-airlock-approval': approvalId } })) text += chunk.choices[0]?.delta.content ?? '';
+    expect(text).toBe('echo: refund ticket 9001');
+    expect(upstream.requests.length).toBe(before + 1);
+  });
+
+  it("async, streaming with the anthropic SDK: messages.stream() raises the approval, not 'ended without sending any chunks'", async () => {
+    const anthropic = new Anthropic({ baseURL: `${proxy.url}/anthropic`, apiKey: asyncAgent.token, maxRetries: 0 });
+    const failure = await anthropic.messages
+      .stream({ model: 'claude-test', max_tokens: 16, messages: [{ role: 'user', content: 'refund ticket 9002' }] })
+      .finalMessage()
+      .then(
+        () => null,
+        (error: unknown) => error,
+      );
+    expect(failure).toBeInstanceOf(Anthropic.APIError);
+    agentSeen.push((failure as Error).message);
+    expect((failure as Error).message).toMatch(/This call needs a human's approval\. Retry the same request with the header x-airlock-approval: apr_/);
+  });
+
   it('hold: a plain create waits for the approver and resolves with the completion', async () => {
     const before = upstream.requests.length;
     const call = client(holdAgent.token).chat.completions.create(request);
@@ -150,6 +202,6 @@ describe('openai SDK and human approval', () => {
       { name: 'logs', text: proxy.logLines.join('\n') },
       { name: 'audit', text: await proxy.auditText() },
     ]);
-    expect(agentSeen.length).toBe(4);
+    expect(agentSeen.length).toBe(6);
   });
 });
