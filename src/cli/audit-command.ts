@@ -17,7 +17,9 @@
  * and checks and reports each one: before, it read audit.jsonl alone, and said OK for a stale single-
  * process log while the workers' logs were broken (found by review).
  * Exit 0 when intact, 3 when intact but a gap is recorded (airlock:audit-gap), 2 when broken (any
- * chain), 1 on a usage or read error.
+ * chain), 1 on a usage or read error. `--gaps-known-until TIME`: gaps recorded up to TIME are still
+ * listed, marked known, and exit 3 is for the ones after it (found by the ops walkthrough: one crash
+ * kept a job that alerts on any non-zero exit firing until the rotated copies holding it were gone).
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, extname } from 'node:path';
@@ -28,7 +30,7 @@ import { UsageError, type CliIo } from './cli-io.js';
 import { loadConfigOrReport } from './locate-config.js';
 import { workerAuditPath } from './run-cluster.js';
 
-const USAGE = 'usage: airlock audit verify [FILE...]   (oldest first; default: the configured audit file and its rotated copies, and every worker\'s)  [--config FILE] [--complete] [--head HASH]';
+const USAGE = 'usage: airlock audit verify [FILE...]   (oldest first; default: the configured audit file and its rotated copies, and every worker\'s)  [--config FILE] [--complete] [--head HASH] [--gaps-known-until TIME]';
 
 /** One hash chain: its files oldest first; `label` names it when there are several. */
 interface Chain {
@@ -44,7 +46,7 @@ type Outcome = { readonly result: 'ok' | 'gaps' | 'broken'; readonly text: strin
 export async function auditCommand(io: CliIo): Promise<number> {
   const { values, positionals } = parseArgs({
     args: [...io.args],
-    options: { config: { type: 'string' }, complete: { type: 'boolean', default: false }, head: { type: 'string' } },
+    options: { config: { type: 'string' }, complete: { type: 'boolean', default: false }, head: { type: 'string' }, 'gaps-known-until': { type: 'string' } },
     allowPositionals: true,
   });
   const [action, ...files] = positionals;
@@ -52,6 +54,9 @@ export async function auditCommand(io: CliIo): Promise<number> {
   const head = values.head?.toLowerCase();
   // Not repeated: what is typed where a hash goes may be a key (run-cli.ts).
   if (head !== undefined && !/^[0-9a-f]{16,64}$/.test(head)) throw new UsageError(`--head takes a record hash (16 to 64 hex digits); what was given is not one (not repeated here: it may be a key).\n${USAGE}`);
+  const knownText = values['gaps-known-until'];
+  const knownUntil = knownText === undefined ? -Infinity : Date.parse(knownText);
+  if (Number.isNaN(knownUntil)) throw new UsageError(`--gaps-known-until takes a time, e.g. 2026-11-29T06:00:00Z (the time of the gap record you last looked at).\n${USAGE}`);
   let chains: Chain[];
   if (files.length > 0) {
     chains = [{ label: files[files.length - 1] as string, paths: files, complete: values.complete }];
@@ -65,7 +70,7 @@ export async function auditCommand(io: CliIo): Promise<number> {
     if (head !== undefined && loaded.config.workers === 1) chains = chains.filter((c) => c.label === basename(file));
   }
   if (chains.length === 1) {
-    const outcome = checkChain(chains[0] as Chain, head);
+    const outcome = checkChain(chains[0] as Chain, head, knownUntil);
     (outcome.result === 'unreadable' ? io.stderr : io.stdout).write(`${outcome.text}\n`);
     return EXIT[outcome.result];
   }
@@ -79,7 +84,7 @@ export async function auditCommand(io: CliIo): Promise<number> {
   const unreadable: string[] = [];
   const gapped: string[] = [];
   for (const chain of chains) {
-    const outcome = checkChain(chain, head);
+    const outcome = checkChain(chain, head, knownUntil);
     if (outcome.result === 'unreadable') {
       unreadable.push(chain.label);
       io.stderr.write(`${chain.label}: ${outcome.text}\n`);
@@ -155,7 +160,7 @@ function configuredChains(base: string, workers: number | 'auto', keep: number, 
 }
 
 /** Verifies one chain and its two ends; the text is the line to print (stderr when unreadable). */
-function checkChain(chain: Chain, head: string | undefined): Outcome {
+function checkChain(chain: Chain, head: string | undefined, knownUntil: number): Outcome {
   const { paths, complete } = chain;
   const inputs: Array<{ name: string; text: string }> = [];
   for (const path of paths) {
@@ -194,10 +199,10 @@ function checkChain(chain: Chain, head: string | undefined): Outcome {
   const start = verdict.firstPrev === GENESIS ? 'from the beginning of the log' : `from a record that follows hash ${verdict.firstPrev.slice(0, 16)}... (${paths.length === 1 ? 'a file before this one' : 'a file before these'}, not given here)`;
   const after = sought === null ? 0 : verdict.records - sought.record;
   const anchored = sought === null ? '' : after === 0 ? ', the expected head' : `; the expected head is record ${sought.record} (${sought.file} line ${sought.line}), and ${after} record${after === 1 ? ' was' : 's were'} written after it`;
-  const gaps = recordedGaps(inputs);
+  const gaps = recordedGaps(inputs, knownUntil);
   return {
-    result: gaps === '' ? 'ok' : 'gaps',
-    text: `OK: ${verdict.records} record${verdict.records === 1 ? '' : 's'} in ${paths.length} file${paths.length === 1 ? '' : 's'}, the hash chain is intact ${start} to the last hash ${verdict.lastHash.slice(0, 16)}...${anchored}.${gaps}`,
+    result: gaps.unknown === 0 ? 'ok' : 'gaps',
+    text: `OK: ${verdict.records} record${verdict.records === 1 ? '' : 's'} in ${paths.length} file${paths.length === 1 ? '' : 's'}, the hash chain is intact ${start} to the last hash ${verdict.lastHash.slice(0, 16)}...${anchored}.${gaps.text}`,
   };
 }
 
@@ -205,17 +210,24 @@ function checkChain(chain: Chain, head: string | undefined): Outcome {
  * The airlock:audit-gap records of an intact chain, one line each: records Airlock could not write
  * (a full or failing disk) are missing, and the chain says so rather than hiding it (audit-log.ts).
  */
-function recordedGaps(inputs: ReadonlyArray<{ name: string; text: string }>): string {
+function recordedGaps(inputs: ReadonlyArray<{ name: string; text: string }>, knownUntil: number): { text: string; unknown: number } {
   const found: string[] = [];
+  let unknown = 0;
   for (const { name, text } of inputs) {
     let line = 0;
     for (const raw of text.split('\n')) {
       line++;
       if (!raw.includes('"route":"airlock:audit-gap"')) continue;
       const record = JSON.parse(raw) as { time?: unknown; reason?: unknown };
-      found.push(`\n  GAP at ${name} line ${line} (${String(record.time)}): ${String(record.reason)}`);
+      const known = Date.parse(String(record.time)) <= knownUntil;
+      if (!known) unknown++;
+      found.push(`\n  ${known ? 'GAP (known)' : 'GAP'} at ${name} line ${line} (${String(record.time)}): ${String(record.reason)}`);
     }
   }
-  if (found.length === 0) return '';
-  return `\nRecords are missing: ${found.length} gap${found.length === 1 ? '' : 's'} recorded by Airlock where the log could not be written (the chain itself is intact).${found.join('')}`;
+  if (found.length === 0) return { text: '', unknown };
+  const known = found.length - unknown;
+  return {
+    text: `\nRecords are missing: ${found.length} gap${found.length === 1 ? '' : 's'} recorded by Airlock where the log could not be written (the chain itself is intact)${known === 0 ? '' : `; ${known} up to --gaps-known-until`}.${found.join('')}`,
+    unknown,
+  };
 }

@@ -117,6 +117,18 @@ describe.each([
     expect(run.stdout).toContain('from the beginning of the log');
     expect(run.stdout).toMatch(/Records are missing: 1 gap recorded by Airlock/);
     expect(run.stdout).toContain(`GAP at ${file} line 2 (${gap.time}): ${gap.reason as string}`);
+
+    // Once looked at, a gap stops the alert and stays listed (found by the ops walkthrough: exit 3
+    // fired after every later check until the file holding it was rotated away).
+    const known = await runCliCapture(['audit', 'verify', `${moved}/audit.jsonl`, file, '--gaps-known-until', gap.time], {}, seen);
+    expect(known.code, known.stdout + known.stderr).toBe(0);
+    expect(known.stdout).toContain(`GAP (known) at ${file} line 2 (${gap.time})`);
+    expect(known.stdout).toContain('1 up to --gaps-known-until');
+    const before = await runCliCapture(['audit', 'verify', `${moved}/audit.jsonl`, file, '--gaps-known-until', new Date(Date.parse(gap.time) - 1).toISOString()], {}, seen);
+    expect(before.code).toBe(3);
+    const typo = await runCliCapture(['audit', 'verify', file, '--gaps-known-until', 'yesterday'], {}, seen);
+    expect(typo.code).toBe(1);
+    expect(typo.stderr).toContain('--gaps-known-until takes a time');
   });
 });
 
