@@ -7,7 +7,9 @@ import { formatProblem } from '../config/config-problem.js';
 import { loadConfigFile } from '../config/load-config.js';
 import { unwritableDirProblems } from '../config/probe-writable-dirs.js';
 import type { CliIo } from './cli-io.js';
-import { configPath } from './locate-config.js';
+import { localSecretReferences } from '../config/secret-references.js';
+import { checkSecretPresence } from './check-secret-presence.js';
+import { configFlagFor, configPath } from './locate-config.js';
 import { suspensionWithoutAdminNote } from './suspension-note.js';
 
 export async function checkCommand(io: CliIo): Promise<number> {
@@ -43,5 +45,13 @@ export async function checkCommand(io: CliIo): Promise<number> {
   }
   const suspension = suspensionWithoutAdminNote(config);
   if (suspension.length > 0 && agents > 0) io.stdout.write(`${suspension.join('\n')}\n`);
+  // The file: secrets not stored yet, as serve's summary and explain say (found by the ops walkthrough:
+  // check said OK, and each request needing one was 503 credential_unavailable). env: ones are the
+  // server's environment, which this shell's need not be: not said here.
+  const configFlag = configFlagFor(io, file);
+  for (const ref of localSecretReferences(config).filter((reference) => reference.kind === 'file')) {
+    const presence = checkSecretPresence(`file:${ref.name}`, config, io.env, configFlag);
+    if (presence.present === false) io.stdout.write(`Note: ${presence.text} (used by ${ref.usedBy.join(', ')}).\n`);
+  }
   return 0;
 }
