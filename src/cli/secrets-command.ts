@@ -206,7 +206,14 @@ async function rotateSecret(io: CliIo, target: CliConfig, refOrName: string): Pr
   // A well-formed reference may still hold a key (vault:secret/sk_live_…#f): not sent, not repeated.
   if (parsed.ref.name.split(/[/#]/).some(looksLikeKey)) throw new UsageError(`A part of that reference ${KEY_LIKE}, so it is refused (${NOT_REPEATED}). Give the reference as the config writes it, e.g. vault:secret/stripe#api_key.`);
   if (parsed.ref.kind === 'file') {
-    const stored = await setSecret(io, config, requireName(parsed.ref.name), `rotate ${refOrName}`);
+    // Found by the ops walkthrough: a name the config does not use was stored, then refused by the
+    // admin API (404), leaving an entry nothing reads. `secrets set` stores one ahead of its use.
+    const name = parsed.ref.name;
+    if (!localSecretReferences(config).some((reference) => reference.kind === 'file' && reference.name === name)) {
+      io.stderr.write(`This config uses no file:${shownSecretName(name)}, so a running Airlock would not pick it up, and nothing was stored. Check the name (\`npx airlock secrets list\` shows the stored ones); to store a secret before the config uses it, run \`npx airlock secrets set ${shownSecretName(name)}\`.\n`);
+      return 1;
+    }
+    const stored = await setSecret(io, config, requireName(name), `rotate ${refOrName}`);
     if (stored !== 0) return stored;
   }
   if (config.admin === null) {

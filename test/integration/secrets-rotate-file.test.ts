@@ -33,6 +33,13 @@ describe('secrets rotate without a reachable admin API', () => {
     expect(new EncryptedSecretFile(dir, keys ?? []).readAll().get('api-key')?.value).toBe(value);
     const env = await cli(['secrets', 'rotate', 'env:API_KEY', '--config', config], '');
     expect(env.code).toBe(1);
-    assertNoLeak([value], [{ name: 'CLI output', text: run.stdout + run.stderr + env.stdout + env.stderr }]);
+    // A name the config does not use is refused before anything is stored (found by the ops walkthrough:
+    // it was stored, then the admin API answered 404, and an entry nothing reads was left).
+    const other = canary('rotate-unused');
+    const unused = await cli(['secrets', 'rotate', 'file:nosuch', '--config', config], other);
+    expect(unused.code).toBe(1);
+    expect(unused.stderr).toContain('This config uses no file:nosuch, so a running Airlock would not pick it up, and nothing was stored.');
+    expect(new EncryptedSecretFile(dir, loadMasterKeyring({ dataDir: dir, env: {}, create: false }) ?? []).names()).toEqual(['api-key']);
+    assertNoLeak([value, other], [{ name: 'CLI output', text: run.stdout + run.stderr + env.stdout + env.stderr + unused.stdout + unused.stderr }]);
   });
 });
