@@ -42,14 +42,14 @@ interface Store {
   readonly keyName: string;
 }
 
-/** A data_dir with openai, stripe, github and a key-named entry, all good. */
+/** A data_dir with openai, stripe, gitlab and a key-named entry, all good. */
 function storeOf(): Store {
   const dir = tempDir('airlock-damaged-entry-');
   dirs.push(dir);
   const key = randomBytes(32);
   const file = new EncryptedSecretFile(dir, key);
   const keyName = canary('entry-name');
-  const values: Record<string, string> = { openai: canary('openai'), stripe: canary('stripe'), github: canary('github'), [keyName]: canary('keynamed') };
+  const values: Record<string, string> = { openai: canary('openai'), stripe: canary('stripe'), gitlab: canary('gitlab'), [keyName]: canary('keynamed') };
   for (const [name, value] of Object.entries(values)) file.set(name, value, new Date());
   return { dir, key, file, values, keyName };
 }
@@ -85,7 +85,7 @@ async function recordOf(proxy: ProxyFixture, response: SentResponse): Promise<Au
 describe('a damaged entry in the secrets file', () => {
   it('leaves the other file: secrets served; the damaged one is 503 with a fixed detail, and the operator is told which entry and what to run', async () => {
     const store = storeOf();
-    moveEntry(store, 'github', ['stripe']);
+    moveEntry(store, 'gitlab', ['stripe']);
     moveEntry(store, 'openai', [store.keyName]);
     const upstream = await startUpstream();
     const agent = generateAgentToken();
@@ -109,7 +109,8 @@ describe('a damaged entry in the secrets file', () => {
       expect(refused.json<Problem>()).toMatchObject({ code: 'credential_unavailable', detail: UNAVAILABLE });
       expect(upstream.requests.length).toBe(before);
       // No path, no other entry's name, in any encoding.
-      assertNoLeak([store.dir, 'secrets.json', 'github', 'openai', store.keyName], [{ name: 'agent answer', text: answerText(refused) }]);
+      // (gitlab, not github: Airlock's refusals carry x-github-request-id for octokit, a header name, not this entry's.)
+      assertNoLeak([store.dir, 'secrets.json', 'gitlab', 'openai', store.keyName], [{ name: 'agent answer', text: answerText(refused) }]);
 
       // The operator's surfaces name the entry, the file and the command.
       const operatorText = `secret "stripe" in ${store.file.path} does not decrypt: the file was edited or its entry moved; set it again with \`npx airlock secrets set stripe\``;
@@ -156,7 +157,7 @@ describe('a damaged entry in the secrets file', () => {
       const damageLogged = (): boolean => proxy.logRecords().some((l) => String(l['msg']).startsWith(WARNING) && JSON.stringify(l['damaged']) === '["stripe"]');
       await servesTheOldValue();
       expect(damageLogged()).toBe(false);
-      moveEntry(store, 'github', ['stripe']);
+      moveEntry(store, 'gitlab', ['stripe']);
       // The value is fetched again only when a request needs it (past 3/4 of its 1 s ttl): requests keep
       // coming until a refetch has read the damaged file, which is when the proxy names the entry.
       await eventually('the damage logged (a refetch read the damaged entry)', async () => {
@@ -174,7 +175,7 @@ describe('a damaged entry in the secrets file', () => {
       }, 10_000, 200);
       expect(refused.json<Problem>().code).toBe('credential_unavailable');
       expect(refused.json<Problem>().detail).toContain(UNAVAILABLE);
-      assertNoLeak([store.dir, 'secrets.json', 'github', 'openai', store.keyName], [{ name: 'agent answer', text: answerText(refused) }]);
+      assertNoLeak([store.dir, 'secrets.json', 'gitlab', 'openai', store.keyName], [{ name: 'agent answer', text: answerText(refused) }]);
       expect((await recordOf(proxy, refused)).reason).toContain(`secret "stripe" in ${store.file.path} does not decrypt`);
       const served = await call('openai');
       expect(served.status).toBe(200);
@@ -187,7 +188,7 @@ describe('a damaged entry in the secrets file', () => {
 
   it('`airlock serve` says at start-up which entries are damaged, as `secrets list` names them', async () => {
     const store = storeOf();
-    moveEntry(store, 'github', ['stripe']);
+    moveEntry(store, 'gitlab', ['stripe']);
     moveEntry(store, 'openai', [store.keyName]);
     const configFile = writeConfigFile(store.dir, {
       listen: '127.0.0.1:0',
