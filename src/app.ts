@@ -626,6 +626,7 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
       anomalies: durable.anomalies,
       auditChange,
       now: nowMs,
+      certificate: tls === null ? null : { subject: tls.subject, names: tls.names, notAfter: tls.notAfter },
     };
   }
   return generation;

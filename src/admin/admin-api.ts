@@ -79,6 +79,8 @@ export interface AdminContext {
   /** Writes an audit record for an admin change. */
   readonly auditChange: (change: AdminChange) => Promise<void>;
   readonly now: () => number;
+  /** The certificate the agent listeners present (tls), never its key; null without tls. */
+  readonly certificate: { readonly subject: string; readonly names: string; readonly notAfter: number } | null;
 }
 
 export interface AdminChange {
@@ -361,6 +363,15 @@ const ROUTES: readonly Route[] = [
       approvals_pending: context.approvals.pendingCount(),
       sessions_active: context.state.sessions().length,
       credentials: { total: credentials.length, failing: credentials.filter((c) => c.failing).length, expired: credentials.filter((c) => c.state === 'expired').length },
+      tls:
+        context.certificate === null
+          ? null
+          : {
+              subject: context.certificate.subject,
+              names: context.certificate.names,
+              expires_at: new Date(context.certificate.notAfter).toISOString(),
+              expires_in_days: Math.floor((context.certificate.notAfter - context.now()) / 86_400_000),
+            },
     };
   }),
   route('GET', '/v1/credentials', async (context) => ({

@@ -4,12 +4,14 @@
  * them), pending approvals, live task sessions and each credential's state. The other commands change
  * these; without this one an operator had no command to see them (found by a fresh-user walkthrough).
  * Exit 0 when all is well, 2 when something needs an operator (audit failing, a lockdown, a revocation,
- * a credential failing or missing), 1 when the admin API cannot be asked.
+ * a credential failing or missing, the listeners' certificate within 14 days of its end), 1 when the
+ * admin API cannot be asked.
  */
 import { parseArgs } from 'node:util';
 import { AdminCallError, callAdmin, reportRefusal } from './admin-client.js';
 import type { CliIo } from './cli-io.js';
 import { loadConfigOrReport } from './locate-config.js';
+import { EXPIRY_WARNING_DAYS } from '../ingress/tls-identity.js';
 import { oneLine } from './one-line.js';
 
 type View = Record<string, unknown>;
@@ -52,7 +54,9 @@ export async function statusCommand(io: CliIo): Promise<number> {
   // it (found by review: one such revocation left status at "needs attention" for good, and its hint
   // named a restore the admin API refuses).
   const liftable = revocations.filter((r) => r['kind'] !== 'session');
-  const attention = health['audit'] !== 'writable' || health['lockdown'] === true || liftable.length > 0 || troubled.length > 0;
+  const tls = health['tls'] as { subject: string; expires_at: string; expires_in_days: number } | null | undefined;
+  const renew = tls !== null && tls !== undefined && tls.expires_in_days < EXPIRY_WARNING_DAYS;
+  const attention = health['audit'] !== 'writable' || health['lockdown'] === true || liftable.length > 0 || troubled.length > 0 || renew;
   if (values.json) {
     io.stdout.write(`${JSON.stringify({ health, revocations, approvals: pendingApprovals, sessions, credentials }, null, 2)}\n`);
     return attention ? 2 : 0;
@@ -70,6 +74,10 @@ export async function statusCommand(io: CliIo): Promise<number> {
   const ended = revocations.filter((r) => r['kind'] === 'session');
   if (ended.length > 0) lines.push(`  ended        ${ended.length} session${ended.length === 1 ? '' : 's'} revoked (for good: a session is not restored; the agent mints a new one)`);
   for (const r of ended) lines.push(`    session ${String(r['target'])}  ${revoked(r)}`);
+  if (tls !== null && tls !== undefined) {
+    const days = tls.expires_in_days;
+    lines.push(`  tls          ${renew ? 'RENEW: ' : ''}${tls.subject}, expires ${tls.expires_at} (${days < 1 ? 'in less than a day' : `in ${days} day${days === 1 ? '' : 's'}`})${renew ? '; write the renewed certificate and key over tls.cert_file and tls.key_file, and Airlock serves them (reload.watch, or SIGHUP)' : ''}`);
+  }
   lines.push(`  approvals    ${pendingApprovals.length === 0 ? 'none pending' : `${pendingApprovals.length} pending: decide with  npx airlock approvals approve|deny ID --reason TEXT`}`);
   for (const a of pendingApprovals) lines.push(`    ${String(a['id'])}  ${String(a['agent'])}  ${String(a['method'])} ${oneLine(String(a['path']), TEXT_CHARS)}  until ${String(a['expires_at'])}`);
   lines.push(`  sessions     ${sessions.length === 0 ? 'none live' : `${sessions.length} live`}`);

@@ -18,7 +18,7 @@ import { buildConfig } from '../../src/config/load-config.js';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
-import { eventually } from '../helpers/operator.js';
+import { adminClient, eventually, freePort, runCliCapture, writeConfigFile } from '../helpers/operator.js';
 import { rawRequest } from '../helpers/raw-http.js';
 import { spawnServe } from '../helpers/spawn-serve.js';
 import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
@@ -30,10 +30,12 @@ warnWithoutOpenssl('agent-tls.test.ts', 'the TLS listener tests');
 const agent = generateAgentToken();
 const openaiKey = canary('openai-tls');
 
-function config(upstream: string, files: { key: string; cert: string }, extra: Record<string, unknown> = {}): Record<string, unknown> {
+const admin = generateAgentToken();
+
+function config(upstream: string, files: { key: string; cert: string }, extra: Record<string, unknown> = {}, adminListen = '127.0.0.1:0'): Record<string, unknown> {
   return {
     tls: { cert_file: files.cert, key_file: files.key },
-    admin: { listen: '127.0.0.1:0', tokens: [generateAgentToken().hash] },
+    admin: { listen: adminListen, tokens: [admin.hash] },
     services: {
       openai: {
         upstream,
@@ -66,6 +68,7 @@ describe.skipIf(!HAVE_OPENSSL)('HTTPS on the agent listener (tls)', () => {
   let upstream: Upstream;
   let proxy: ProxyFixture;
   let dispatcher: Agent;
+  let adminPort: number;
 
   beforeAll(async () => {
     dir = tempDir('airlock-tls-');
@@ -81,7 +84,8 @@ describe.skipIf(!HAVE_OPENSSL)('HTTPS on the agent listener (tls)', () => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ id: 'chatcmpl-1', object: 'chat.completion', created: 1, model: 'gpt-4o', choices: [{ index: 0, message: { role: 'assistant', content: `seen ${injected ? 'key' : 'nothing'}` }, finish_reason: 'stop' }] }));
     });
-    proxy = await startProxy(config(upstream.url, first), { env: { OPENAI_KEY: openaiKey } });
+    adminPort = await freePort();
+    proxy = await startProxy(config(upstream.url, first, {}, `127.0.0.1:${adminPort}`), { env: { OPENAI_KEY: openaiKey } });
     dispatcher = new Agent({ connect: { ca: readFileSync(authority.ca), servername: 'localhost' } });
   });
 
@@ -140,10 +144,20 @@ describe.skipIf(!HAVE_OPENSSL)('HTTPS on the agent listener (tls)', () => {
     }
   });
 
+  it('airlock status names the certificate, and asks for a renewal (exit 2) within 14 days of its end', async () => {
+    const cliConfig = writeConfigFile(dir, { admin: { listen: `127.0.0.1:${adminPort}`, tokens: [admin.hash] } }, 'cli.yaml');
+    const seen: string[] = [];
+    const run = await runCliCapture(['status', '--config', cliConfig], { AIRLOCK_ADMIN_TOKEN: admin.token }, seen);
+    // The first certificate is good for 2 days.
+    expect(run.code, run.stdout + run.stderr).toBe(2);
+    expect(run.stdout).toMatch(/^ {2}tls {10}RENEW: CN=first, expires \d{4}-\d\d-\d\dT[\d:.]+Z \(in 1 day\); write the renewed certificate and key over tls\.cert_file and tls\.key_file/m);
+    assertNoLeak([readFileSync(first.key, 'utf8'), openaiKey, admin.token], [{ name: 'status', text: run.stdout + run.stderr }]);
+  });
+
   it('serves a renewed certificate to new connections after a reload, and reports its expiry', async () => {
     const firstPrint = await servedFingerprint(proxy.url, authority.ca);
     const renewed = authority.issue('renewed', 20);
-    const built = buildConfig({ listen: '127.0.0.1:0', data_dir: proxy.dataDir, ...config(upstream.url, renewed) }, { baseDir: proxy.dataDir });
+    const built = buildConfig({ listen: '127.0.0.1:0', data_dir: proxy.dataDir, ...config(upstream.url, renewed, {}, `127.0.0.1:${adminPort}`) }, { baseDir: proxy.dataDir });
     if (built.config === null) throw new Error(built.problems.map((p) => formatProblem(p, null)).join('\n'));
     expect(await proxy.airlock.reload(built.config)).toEqual({ ok: true });
     const renewedPrint = await servedFingerprint(proxy.url, authority.ca);
@@ -153,6 +167,8 @@ describe.skipIf(!HAVE_OPENSSL)('HTTPS on the agent listener (tls)', () => {
     // 20 days from now, within the minute openssl and this test took.
     expect(Math.abs(expiry - (Date.now() / 1000 + 20 * 86_400))).toBeLessThan(120);
     expect(proxy.logLines.join('')).toContain('now present a new certificate');
+    const health = await adminClient(() => `http://127.0.0.1:${adminPort}`, admin.token).call('GET', '/v1/health');
+    expect(health.json<{ tls: unknown }>().tls).toEqual({ subject: 'CN=renewed', names: 'IP Address:127.0.0.1, DNS:localhost', expires_at: expect.any(String), expires_in_days: 19 });
     assertNoLeak([readFileSync(first.key, 'utf8'), readFileSync(renewed.key, 'utf8')], [
       { name: 'log', text: proxy.logLines.join('') },
       { name: 'audit', text: proxy.auditText() },
@@ -163,7 +179,7 @@ describe.skipIf(!HAVE_OPENSSL)('HTTPS on the agent listener (tls)', () => {
   it('keeps the running certificate when a reload names one that does not match its key', async () => {
     const before = await servedFingerprint(proxy.url, authority.ca);
     const other = authority.issue('other');
-    const built = buildConfig({ listen: '127.0.0.1:0', data_dir: proxy.dataDir, ...config(upstream.url, { cert: other.cert, key: first.key }) }, { baseDir: proxy.dataDir });
+    const built = buildConfig({ listen: '127.0.0.1:0', data_dir: proxy.dataDir, ...config(upstream.url, { cert: other.cert, key: first.key }, {}, `127.0.0.1:${adminPort}`) }, { baseDir: proxy.dataDir });
     // check (and so a reload of the file) lists it against tls.key_file.
     expect(built.config).toBeNull();
     expect(built.problems.map((p) => formatProblem(p, null)).join('\n')).toMatch(/tls\.key_file: .* is not the key of the first certificate/);
