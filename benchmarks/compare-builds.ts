@@ -197,7 +197,8 @@ async function main(): Promise<void> {
       const config = airlockConfig({ dataDir: dir, upstreamPort: upstream.port, agentHash: agent.hash, adminHash: generateAgentToken().hash, otlp, overrides });
       const started: BenchProcess = await startAirlockProcess(config, env, join(dir, 'airlock.log'), main, flags);
       stops.push(started.stop);
-      airlocks.push({ name, url: `http://127.0.0.1:${started.port}/api`, pid: started.pid, headers: auth });
+      // https with COMPARE_CONFIG='{"tls":{...}}' (wrk does not check the certificate).
+      airlocks.push({ name, url: `${started.scheme ?? 'http'}://127.0.0.1:${started.port}/api`, pid: started.pid, headers: auth });
     }
     const direct: Target = { name: 'direct', url: `http://127.0.0.1:${upstream.port}`, pid: null, headers: {} };
 

@@ -8,6 +8,8 @@ const START_TIMEOUT_MS = 30_000;
 export interface BenchProcess {
   readonly pid: number;
   readonly port: number;
+  /** https when the config has tls (its agent listener's scheme); http for every other process. */
+  readonly scheme?: 'http' | 'https';
   stop(): Promise<void>;
 }
 
@@ -69,12 +71,12 @@ export function startAirlockProcess(
     child.once('exit', (code) => reject(new Error(`Airlock exited (${code}) before it listened:\n${err}`)));
     child.stderr?.on('data', (chunk: Buffer) => {
       err += chunk.toString('utf8');
-      const match = /Airlock is listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(err);
+      const match = /Airlock is listening on (https?):\/\/127\.0\.0\.1:(\d+)/.exec(err);
       if (match !== null) {
         clearTimeout(timer);
         child.stderr?.removeAllListeners('data');
         child.stderr?.resume();
-        resolve({ pid: child.pid as number, port: Number(match[1]), stop: stopper(child) });
+        resolve({ pid: child.pid as number, port: Number(match[2]), scheme: match[1] as 'http' | 'https', stop: stopper(child) });
       }
     });
   });
