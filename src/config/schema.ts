@@ -22,24 +22,43 @@ export const NEVER_FORWARDED_METHODS: ReadonlySet<string> = new Set(['TRACE', 'T
 export const RESERVED_PREFIX = '/_airlock';
 
 /**
- * Durations are whole seconds as numbers (DESIGN.md, the contract); `rate.per` alone takes units. A
- * string here said only "expected number, received string" (found by a fresh-user walkthrough).
+ * Durations are seconds (DESIGN.md, the contract), written as a number (3600) or with a unit ("30s",
+ * "5m", "1h", "1d"; "ms" too). Found by the ops walkthroughs: a string said only "expected number,
+ * received string", and then `rate.per: 1m` was taken where `max_ttl: 1h` was refused.
  */
-const SECONDS_WITHOUT_UNIT = { error: (issue: { input?: unknown }) => (typeof issue.input === 'string' ? 'expected a number of seconds, written without a unit (30, not "30s"; 3600 for an hour)' : undefined) };
-const seconds = z.number(SECONDS_WITHOUT_UNIT).positive().describe('a duration in seconds');
+const DURATION_TEXT = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/;
+const UNIT_SECONDS: Readonly<Record<string, number>> = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86_400 };
+
+/** A duration written with a unit, as seconds; anything else as given, for the number schema to judge. */
+function secondsFromUnit(value: unknown): unknown {
+  if (typeof value !== 'string') return value;
+  const match = DURATION_TEXT.exec(value.trim());
+  return match === null ? value : Number(match[1]) * (UNIT_SECONDS[match[2] as string] as number);
+}
+
+/** `schema` (a number of seconds) that also takes the duration written with a unit. */
+function withUnits<T extends z.ZodType>(schema: T): z.ZodPreprocess<T, unknown> {
+  return z.preprocess(secondsFromUnit, schema);
+}
+
+const SECONDS_WITHOUT_UNIT = { error: (issue: { input?: unknown }) => (typeof issue.input === 'string' ? 'expected a duration: seconds as a number (3600), or with a unit (30s, 5m, 1h, 1d)' : undefined) };
+const secondsNumber = z.number(SECONDS_WITHOUT_UNIT).positive();
+const seconds = withUnits(secondsNumber).describe('a duration: seconds, or with a unit (30s, 5m, 1h, 1d)');
 /** node's longest timer (a signed 32-bit count of ms): a longer delay fires after 1 ms instead. */
 export const LONGEST_TIMER_MS = 2 ** 31 - 1;
 /** So a configured timeout longer than this would not wait at all: the config refuses it. */
 const LONGEST_TIMER_SECONDS = Math.floor(LONGEST_TIMER_MS / 1000);
 const TIMER_BOUND = { error: `at most ${LONGEST_TIMER_SECONDS} seconds (about 24.8 days), the longest node can wait` } as const;
 /** A duration Airlock waits for with a timer. */
-const timerSeconds = seconds.max(LONGEST_TIMER_SECONDS, TIMER_BOUND);
+const timerSeconds = withUnits(secondsNumber.max(LONGEST_TIMER_SECONDS, TIMER_BOUND));
 /** Anomaly windows are counted per second in rings sized to the window: whole seconds, at most an hour. */
-const anomalyWindow = z
-  .number(SECONDS_WITHOUT_UNIT)
-  .int('an anomaly window is a whole number of seconds')
-  .min(1)
-  .max(3600, 'an anomaly window is at most 3600 s (one hour); the baseline itself spans an hour');
+const anomalyWindow = withUnits(
+  z
+    .number(SECONDS_WITHOUT_UNIT)
+    .int('an anomaly window is a whole number of seconds')
+    .min(1)
+    .max(3600, 'an anomaly window is at most 3600 s (one hour); the baseline itself spans an hour'),
+);
 
 /** HOST:PORT, host an IP literal (IPv6 in brackets) or a name. */
 export function parseListen(text: string): { host: string; port: number } | null {
@@ -207,16 +226,8 @@ const serviceSpec = z.strictObject({
   routes: z.array(routeSpec).describe('first match wins; a request that matches none is refused (403 route_not_allowed)'),
 });
 
-/** A duration: whole seconds, or a number with a unit ("1s", "5m", "1h"), as rate limits read best. */
-const durationSpec = z
-  .union([z.number().positive(), z.string().regex(/^\d+(\.\d+)?(ms|s|m|h)$/, { error: 'a duration such as 1s, 30s, 5m or 1h' })])
-  .transform((value) => {
-    if (typeof value === 'number') return value;
-    const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(value) as RegExpExecArray;
-    const amount = Number(match[1]);
-    return match[2] === 'ms' ? amount / 1000 : match[2] === 'm' ? amount * 60 : match[2] === 'h' ? amount * 3600 : amount;
-  })
-  .refine((seconds) => seconds > 0, { error: 'a duration must be positive' });
+/** A rate's period ("1s", "5m", "1h", or seconds), as rate limits read best. */
+const durationSpec = seconds;
 
 const rateSpec = z
   .strictObject({
@@ -237,11 +248,11 @@ const grantSpec = z.strictObject({
       }),
     )
     .describe('scopes granted: exact names, "*" for all of the service, "files:*" for a prefix'),
-  max_ttl: z.number(SECONDS_WITHOUT_UNIT).int().positive().default(3600).describe('longest task session this grant may mint, in seconds'),
+  max_ttl: withUnits(z.number(SECONDS_WITHOUT_UNIT).int().positive()).default(3600).describe('longest task session this grant may mint (seconds, or 1h)'),
   require_session: z.boolean().default(false).describe('the agent token only mints task sessions; calls need a session token (zero standing privileges)'),
   require_approval: z.boolean().default(false).describe('a human approves each call'),
   approval_mode: z.enum(['hold', 'async']).default('hold').describe('hold: the request waits for the decision; async: 202 with an approval id to retry with'),
-  approval_timeout: z.number(SECONDS_WITHOUT_UNIT).int().positive().max(LONGEST_TIMER_SECONDS, TIMER_BOUND).default(300).describe('seconds an approval may take (hold) or stays valid (async)'),
+  approval_timeout: withUnits(z.number(SECONDS_WITHOUT_UNIT).int().positive().max(LONGEST_TIMER_SECONDS, TIMER_BOUND)).default(300).describe('how long an approval may take (hold) or stays valid (async): seconds, or 5m'),
   rate: rateSpec.optional(),
   credential: credentialSpec.optional().describe('a credential for this agent alone, instead of the service one'),
 });

@@ -731,18 +731,40 @@ describe('admin.listen', () => {
   });
 });
 
-// Found by a fresh-user walkthrough: `connect: 10s` said only "expected number, received string".
+// Found by a fresh-user walkthrough: `connect: 10s` said only "expected number, received string"; then
+// by the ops walkthrough: `rate.per: 1m` was taken where `max_ttl: 1h` was refused. Every duration takes
+// a unit now.
 describe('durations written with a unit', () => {
-  it('are refused with a message saying durations are numbers of seconds, at each path', () => {
+  it('are read as seconds at every path', () => {
+    const loaded = build({
+      services: { api: service({ timeouts: { connect: '10s', headers: '10m' }, credential: { secret: 'env:API_KEY', ttl: '1.5m', max_staleness: '1d' } }) },
+      agents: { bot: agent([HASH_A], [{ service: 'api', max_scope: ['*'], max_ttl: '1h', require_approval: true, approval_timeout: '5m', rate: { requests: 10, per: '500ms' } }]) },
+      admin: { tokens: [HASH_B] },
+      anomalies: { denial_burst: { window: '2m' } },
+      limits: { headers_timeout: ' 30s ' },
+      shutdown_timeout: '45s',
+    });
+    expect(shown(loaded)).toEqual([]);
+    const config = loaded.config;
+    expect(config?.services['api']?.timeouts).toMatchObject({ connect: 10, headers: 600 });
+    expect(config?.services['api']?.credential).toMatchObject({ ttl: 90, max_staleness: 86_400 });
+    expect(config?.agents['bot']?.credentials[0]).toMatchObject({ max_ttl: 3600, approval_timeout: 300, rate: { per: 0.5 } });
+    expect(config?.anomalies.denial_burst.window).toBe(120);
+    expect(config?.limits.headers_timeout).toBe(30);
+    expect(config?.shutdown_timeout).toBe(45);
+  });
+
+  it('refuses a duration it cannot read, and one a field takes whole that is not, saying what to write', () => {
     expectProblems(
       build({
-        services: { api: service({ timeouts: { connect: '10s' } }) },
-        agents: { bot: agent([HASH_A], [{ service: 'api', max_scope: ['*'], max_ttl: '1h', require_approval: true, approval_timeout: '5m' }]) },
+        services: { api: service({ timeouts: { connect: '10 sec' } }) },
+        agents: { bot: agent([HASH_A], [{ service: 'api', max_scope: ['*'], max_ttl: '1500ms', require_approval: true, approval_timeout: 'soon' }]) },
+        admin: { tokens: [HASH_B] },
       }),
       [
-        { severity: 'error', path: 'services.api.timeouts.connect', message: /^expected a number of seconds, written without a unit \(30, not "30s"; 3600 for an hour\)$/ },
-        { severity: 'error', path: 'agents.bot.credentials[0].max_ttl', message: /^expected a number of seconds, written without a unit/ },
-        { severity: 'error', path: 'agents.bot.credentials[0].approval_timeout', message: /^expected a number of seconds, written without a unit/ },
+        { severity: 'error', path: 'services.api.timeouts.connect', message: /^expected a duration: seconds as a number \(3600\), or with a unit \(30s, 5m, 1h, 1d\)$/ },
+        { severity: 'error', path: 'agents.bot.credentials[0].max_ttl', message: /expected int/ },
+        { severity: 'error', path: 'agents.bot.credentials[0].approval_timeout', message: /^expected a duration: seconds as a number/ },
       ],
     );
   });
