@@ -870,6 +870,20 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
         logger.error({ err: error }, 'config reload failed; the running config stays');
         return { ok: false, reason: (error as Error).message };
       }
+      // New connections get the certificate read by this reload (a renewal); open ones keep theirs. Before
+      // the switch: a context node refuses leaves the whole running generation in force (found by review:
+      // it threw after the switch, with the new config in force and the reload reported failed).
+      if (fresh.tls !== null) {
+        try {
+          for (const { server } of agentListeners) (server as HttpsServer).setSecureContext(fresh.tls.contextOptions());
+        } catch (error) {
+          if (current.tls !== null) for (const { server } of agentListeners) (server as HttpsServer).setSecureContext(current.tls.contextOptions());
+          void closeGeneration(fresh, durable, fresh.tracing !== current.tracing);
+          metrics.reloads.inc({ result: 'invalid' });
+          logger.error({ err: error }, "config reload failed: node's TLS refused the certificate; the running config and certificate stay");
+          return { ok: false, reason: `tls: ${(error as Error).message}` };
+        }
+      }
       // Nothing awaited between these and the switch: what the running broker learnt while this one was
       // built (a rotate, a withdrawal) is what the new one starts from.
       fresh.secrets.adoptLatest();
@@ -881,11 +895,7 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
       }
       const previous = current;
       current = fresh;
-      // New connections get the certificate read by this reload (a renewal); open ones keep theirs.
-      if (fresh.tls !== null) {
-        for (const { server } of agentListeners) (server as HttpsServer).setSecureContext(fresh.tls.contextOptions());
-        if (fresh.tls.fingerprint !== previous.tls?.fingerprint) logger.info({ tls: tlsSummary(fresh.tls) }, 'the agent listeners now present a new certificate');
-      }
+      if (fresh.tls !== null && fresh.tls.fingerprint !== previous.tls?.fingerprint) logger.info({ tls: tlsSummary(fresh.tls) }, 'the agent listeners now present a new certificate');
       logger.level = next.log.level;
       durable.requestLog.lines = next.log.requests;
       previous.retired = true;

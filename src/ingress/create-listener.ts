@@ -107,13 +107,37 @@ const TLS_HANDSHAKE = 0x16;
  * answers such requests 400, "The plain HTTP request was sent to HTTPS port") instead of closing the
  * connection unanswered, which an SDK reports as "socket hang up" and retries. The connection's first
  * byte decides: a TLS handshake goes on to node's TLS, anything else is refused on the raw socket.
- * The connection stays the listening server's own (counted, closed at shutdown); only its hand-over to
- * TLS waits for that byte, bounded by headers_timeout.
+ * The connection stays the listening server's own (counted); its hand-over to TLS waits for that byte,
+ * bounded by headers_timeout.
+ *
+ * node's HTTP server knows a TLS connection only once its handshake is done, so closeIdleConnections and
+ * closeAllConnections (shutdown, a second SIGTERM) did not reach one still waiting for its first byte or
+ * mid-handshake, and close() waited for it up to twice headers_timeout (found by review). Those are
+ * tracked here (by peer address and port, which the TLS socket shares) and closed with the idle ones:
+ * they have no request in progress.
  */
 function serveTls(server: Server, limits: DeepReadonly<LimitsSpec>, handlers: ListenerHandlers): Server {
   const startTls = server.listeners('connection') as Array<(socket: Socket) => void>;
   server.removeAllListeners('connection');
+  const unshaken = new Map<string, Socket>();
+  const peerOf = (socket: { remoteAddress?: string | undefined; remotePort?: number | undefined }): string => `${socket.remoteAddress ?? ''}|${socket.remotePort ?? ''}`;
+  server.on('secureConnection', function handshakeDone(socket: Socket) {
+    unshaken.delete(peerOf(socket));
+  });
+  for (const method of ['closeIdleConnections', 'closeAllConnections'] as const) {
+    const closeTracked = server[method].bind(server);
+    server[method] = function closeUnshakenToo() {
+      for (const socket of unshaken.values()) socket.destroy();
+      unshaken.clear();
+      closeTracked();
+    };
+  }
   server.on('connection', function readFirstByte(socket: Socket) {
+    const peer = peerOf(socket);
+    unshaken.set(peer, socket);
+    socket.once('close', () => {
+      if (unshaken.get(peer) === socket) unshaken.delete(peer);
+    });
     // Until TLS takes the socket over, nothing else hears its errors (a reset would end the process).
     socket.on('error', () => socket.destroy());
     socket.setTimeout(limits.headers_timeout * 1000, () => socket.destroy());
@@ -129,6 +153,7 @@ function serveTls(server: Server, limits: DeepReadonly<LimitsSpec>, handlers: Li
       // unread bytes does not reset the connection under the answer (RFC 9112 9.6).
       socket.resume();
       const method = /^([A-Z]{1,16}) /.exec(chunk.toString('latin1', 0, 17))?.[1] ?? null;
+      unshaken.delete(peer);
       handlers.onRefusal(
         socket,
         new AirlockError('invalid_request', 'This listener speaks HTTPS only, and the request came in plain HTTP. Use an https:// base URL for Airlock (the same host and port).'),
@@ -136,6 +161,10 @@ function serveTls(server: Server, limits: DeepReadonly<LimitsSpec>, handlers: Li
       );
     });
   });
+  // node's https server passes a failed handshake on as a clientError, which refuseClientErrors would
+  // answer and audit as a malformed HTTP request (found by review: a stalled handshake was recorded as
+  // 400 invalid_request); there is no request, and no HTTP to answer in.
+  server.removeAllListeners('tlsClientError');
   server.on('tlsClientError', function dropFailedHandshake(_error: Error, socket: Duplex) {
     // A failed handshake has no HTTP to answer in (an untrusted certificate, no shared cipher).
     socket.destroy();

@@ -10,7 +10,7 @@
  */
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
-import type { SecureContextOptions } from 'node:tls';
+import { createSecureContext, type SecureContextOptions } from 'node:tls';
 
 export interface TlsSpec {
   readonly cert_file: string;
@@ -121,11 +121,19 @@ export function readTlsIdentity(spec: TlsSpec, nowMs: number): { identity: TlsId
     const days = Math.floor((notAfter - nowMs) / DAY_MS);
     problems.push({ severity: 'warning', field: 'cert_file', message: `the certificate in ${spec.cert_file} expires on ${leaf.validTo}, in ${days === 0 ? 'less than a day' : `${days} days`}; renew it, and a reload (SIGHUP, or the file watch) serves the new one (fails check --strict)`, strict: true });
   }
+  const identity = new TlsIdentity(chainText, Buffer.from(keyText), leaf, spec.min_version);
+  // node's TLS reads the whole chain, this file only its first certificate: a chain with an intermediate
+  // it cannot load passed here and then failed serve, or a reload half-way (found by review).
+  try {
+    createSecureContext(identity.contextOptions());
+  } catch (error) {
+    return fail('cert_file', `${spec.cert_file} cannot be served: node's TLS refuses the chain (${(error as Error).message.replace(/^error:[0-9A-F]+:/, '')}); check every certificate in it (openssl crl2pkcs7 -nocrl -certfile FILE | openssl pkcs7 -print_certs -noout)`);
+  }
   const mode = statSync(spec.key_file).mode;
   if ((mode & 0o077) !== 0) {
     problems.push({ severity: 'warning', field: 'key_file', message: `${spec.key_file} is readable by other users (mode ${(mode & 0o777).toString(8)}), and it is the key agents trust this listener by; run \`chmod 600 ${spec.key_file}\` (fails check --strict)`, strict: true });
   }
-  return { identity: new TlsIdentity(chainText, Buffer.from(keyText), leaf, spec.min_version), problems };
+  return { identity, problems };
 }
 
 function readText(path: string): string | { problem: string } {

@@ -235,3 +235,84 @@ describe.skipIf(!HAVE_OPENSSL)('a renewed certificate written over the files is 
     }
   });
 });
+
+// Found by the review of the tls commit: connections that had not finished (or started) their handshake
+// held a hurried stop for up to twice headers_timeout, a stalled handshake was audited as a malformed
+// HTTP request, and a chain whose intermediate node's TLS cannot load passed check, then failed serve
+// and half-applied a reload.
+describe.skipIf(!HAVE_OPENSSL)('connections before their handshake, and chains node cannot load', () => {
+  let dir: string;
+  let authority: TestCa;
+  let files: { key: string; cert: string };
+  const bot = generateAgentToken();
+  const bare = (extra: Record<string, unknown> = {}): Record<string, unknown> => ({
+    tls: { cert_file: files.cert, key_file: files.key },
+    services: {},
+    agents: { bot: { tokens: [bot.hash], credentials: [] } },
+    ...extra,
+  });
+
+  beforeAll(() => {
+    dir = tempDir('airlock-tls-edges-');
+    authority = makeTestCa(dir);
+    files = authority.issue('edges');
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it.each([
+    ['silent', Buffer.alloc(0)],
+    ['mid-handshake', Buffer.from([0x16, 0x03, 0x01, 0x00, 0x40])],
+  ])('a hurried stop does not wait for a %s connection', async (_name, bytes) => {
+    const proxy = await startProxy(bare({ limits: { headers_timeout: 6 } }));
+    const { hostname, port } = new URL(proxy.url);
+    const socket = (await import('node:net')).connect(Number(port), hostname);
+    socket.on('error', () => undefined);
+    await once(socket, 'connect');
+    if (bytes.length > 0) socket.write(bytes);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const started = Date.now();
+    await proxy.airlock.close(0);
+    socket.destroy();
+    // A plain listener closes such a connection in ~300 ms; it waited ~6 s here.
+    expect(Date.now() - started).toBeLessThan(2_000);
+  });
+
+  it('a handshake that stalls past headers_timeout is closed, with no audit record or request line', async () => {
+    const proxy = await startProxy(bare({ limits: { headers_timeout: 1 } }));
+    try {
+      const { hostname, port } = new URL(proxy.url);
+      const socket = (await import('node:net')).connect(Number(port), hostname);
+      socket.on('error', () => undefined);
+      await once(socket, 'connect');
+      socket.write(Buffer.from([0x16, 0x03, 0x01, 0x00, 0x40]));
+      await once(socket, 'close');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(proxy.auditRecords()).toEqual([]);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it("a chain with a certificate node's TLS cannot load is a check error, and a reload to it is refused whole", async () => {
+    const broken = join(dir, 'broken-chain.pem');
+    const renewed = authority.issue('renewed-broken', 20);
+    writeFileSync(broken, `${readFileSync(renewed.cert, 'utf8')}-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n`);
+    const built = buildConfig({ listen: '127.0.0.1:0', data_dir: join(dir, 'data'), ...bare({ tls: { cert_file: broken, key_file: renewed.key } }) }, { baseDir: dir });
+    expect(built.config).toBeNull();
+    expect(built.problems.map((p) => formatProblem(p, null)).join('\n')).toMatch(/tls\.cert_file: .*broken-chain\.pem cannot be served: node's TLS refuses the chain/);
+    const proxy = await startProxy(bare());
+    try {
+      const before = await servedFingerprint(proxy.url, authority.ca);
+      expect(before).toBe(new X509Certificate(readFileSync(files.cert)).fingerprint256);
+      // The running Airlock handed such a config (as a reload that skipped check would): refused whole.
+      const sound = buildConfig({ listen: '127.0.0.1:0', data_dir: proxy.dataDir, ...bare({ services: { extra: { upstream: 'http://127.0.0.1:9', credential: { secret: 'env:X' }, routes: [{ method: 'GET', path: '/v1/x', scope: 'x' }] } } }) }, { baseDir: proxy.dataDir });
+      if (sound.config === null) throw new Error(sound.problems.map((p) => formatProblem(p, null)).join('\n'));
+      const outcome = await proxy.airlock.reload({ ...sound.config, tls: { ...(sound.config.tls as NonNullable<typeof sound.config.tls>), cert_file: broken, key_file: renewed.key } });
+      expect(outcome).toMatchObject({ ok: false, reason: expect.stringMatching(/node's TLS refuses the chain/) });
+      expect(proxy.airlock.policy.services.map((service) => service.name)).toEqual([]);
+      expect(await servedFingerprint(proxy.url, authority.ca)).toBe(before);
+    } finally {
+      await proxy.close();
+    }
+  });
+});
