@@ -55,8 +55,11 @@ export async function auditCommand(io: CliIo): Promise<number> {
   // Not repeated: what is typed where a hash goes may be a key (run-cli.ts).
   if (head !== undefined && !/^[0-9a-f]{16,64}$/.test(head)) throw new UsageError(`--head takes a record hash (16 to 64 hex digits); what was given is not one (not repeated here: it may be a key).\n${USAGE}`);
   const knownText = values['gaps-known-until'];
-  const knownUntil = knownText === undefined ? -Infinity : Date.parse(knownText);
-  if (Number.isNaN(knownUntil)) throw new UsageError(`--gaps-known-until takes a time, e.g. 2026-11-29T06:00:00Z (the time of the gap record you last looked at).\n${USAGE}`);
+  // With its offset (a time without one is read in this machine's zone), and not ahead of now: a typo of
+  // next year would silence every gap to come (found by review).
+  const knownUntil = knownText === undefined ? -Infinity : /(?:Z|[+-]\d\d:?\d\d)$/i.test(knownText) ? Date.parse(knownText) : Number.NaN;
+  if (Number.isNaN(knownUntil)) throw new UsageError(`--gaps-known-until takes a time with its offset, e.g. 2026-11-29T06:00:00Z (the time of the gap record you last looked at).\n${USAGE}`);
+  if (knownUntil > Date.now() + 60_000) throw new UsageError(`--gaps-known-until ${knownText} is in the future, which would hide gaps not yet recorded; give the time of the last gap you looked at.\n${USAGE}`);
   let chains: Chain[];
   if (files.length > 0) {
     chains = [{ label: files[files.length - 1] as string, paths: files, complete: values.complete }];

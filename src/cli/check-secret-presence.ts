@@ -49,8 +49,12 @@ function filePresence(ref: string, name: string, config: AirlockConfig, env: Rea
     entry = key === null ? undefined : new EncryptedSecretFile(config.data_dir, key).inventory().find((stored) => stored.name === name);
   } catch (error) {
     // Their messages name the file and the remedy, never a value.
-    if (!(error instanceof MasterKeyError) && !(error instanceof SecretFileError)) throw error;
-    return { present: false, text: `${ref} cannot be read: ${error.message}` };
+    if (error instanceof MasterKeyError || error instanceof SecretFileError) return { present: false, text: `${ref} cannot be read: ${error.message}` };
+    // The key or the file belongs to the user Airlock runs as, not this one (found by review: `check`
+    // said OK, then failed with EACCES): this user cannot tell, which is not a problem of the config.
+    const code = (error as NodeJS.ErrnoException).code;
+    if (typeof code !== 'string') throw error;
+    return { present: 'unknown', text: `${ref} is not checked: this user cannot read ${config.data_dir}'s master key or secrets file (${code}); run as the user Airlock runs as to check it` };
   }
   if (entry === undefined) return { present: false, text: `${ref} is not stored in ${config.data_dir}: such a request gets 503 credential_unavailable; set it with  ${setIt}` };
   if (entry.damaged) return { present: false, text: `${ref} is stored but does not decrypt (damaged): such a request gets 503 credential_unavailable; set it again with  ${setIt}` };

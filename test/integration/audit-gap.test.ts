@@ -128,7 +128,13 @@ describe.each([
     expect(before.code).toBe(3);
     const typo = await runCliCapture(['audit', 'verify', file, '--gaps-known-until', 'yesterday'], {}, seen);
     expect(typo.code).toBe(1);
-    expect(typo.stderr).toContain('--gaps-known-until takes a time');
+    expect(typo.stderr).toContain('--gaps-known-until takes a time with its offset');
+    // Not ahead of now (a typo of next year would hide every gap to come), and with its offset.
+    const ahead = await runCliCapture(['audit', 'verify', file, '--gaps-known-until', new Date(Date.now() + 86_400_000).toISOString()], {}, seen);
+    expect(ahead.code).toBe(1);
+    expect(ahead.stderr).toContain('is in the future, which would hide gaps not yet recorded');
+    const local = await runCliCapture(['audit', 'verify', file, '--gaps-known-until', gap.time.replace(/Z$/, '')], {}, seen);
+    expect(local.code).toBe(1);
   });
 });
 
