@@ -18,6 +18,8 @@ export interface TlsSpec {
   readonly min_version: 'TLSv1.2' | 'TLSv1.3';
 }
 
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+
 /** Certificates this close to their end are warned about at check, start-up and reload. */
 export const EXPIRY_WARNING_DAYS = 14;
 const DAY_MS = 86_400_000;
@@ -36,18 +38,18 @@ export class TlsIdentity {
   /** The leaf certificate's subject and names, for log lines and the console; public. */
   readonly subject: string;
   readonly names: string;
-  /** When the leaf certificate stops being valid, ms since the epoch. */
+  /** When the chain stops being valid (its first certificate to end, the leaf's or an intermediate's), ms since the epoch. */
   readonly notAfter: number;
   /** The leaf's SHA-256 fingerprint: tells a reload that changed the certificate from one that did not. */
   readonly fingerprint: string;
   readonly minVersion: TlsSpec['min_version'];
 
-  constructor(chain: string, key: Buffer, leaf: X509Certificate, minVersion: TlsSpec['min_version']) {
+  constructor(chain: string, key: Buffer, leaf: X509Certificate, notAfter: number, minVersion: TlsSpec['min_version']) {
     this.#chain = chain;
     this.#key = key;
     this.subject = leaf.subject.replaceAll('\n', ', ');
     this.names = leaf.subjectAltName ?? '';
-    this.notAfter = Date.parse(leaf.validTo);
+    this.notAfter = notAfter;
     this.fingerprint = leaf.fingerprint256;
     this.minVersion = minVersion;
     Object.freeze(this);
@@ -84,13 +86,21 @@ export function readTlsIdentity(spec: TlsSpec, nowMs: number): { identity: TlsId
 
   const chainText = readText(spec.cert_file);
   if (typeof chainText !== 'string') return fail('cert_file', chainText.problem);
-  const leafPem = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/.exec(chainText)?.[0];
-  let leaf: X509Certificate;
-  try {
-    if (leafPem === undefined) throw new Error('no certificate');
-    leaf = new X509Certificate(leafPem);
-  } catch {
-    return fail('cert_file', `${spec.cert_file} holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the server's certificate first, then its intermediates`);
+  // Every certificate of the chain, the server's own first: each is checked for its validity period
+  // (found by the TLS walkthrough: an expired intermediate passed, and every client then refused it).
+  const chain: X509Certificate[] = [];
+  for (const [index, pem] of (chainText.match(PEM_CERTIFICATE) ?? []).entries()) {
+    try {
+      chain.push(new X509Certificate(pem));
+    } catch {
+      if (index === 0) break;
+      return fail('cert_file', `certificate ${index + 1} of the chain in ${spec.cert_file} cannot be read (cut short, or not a certificate); give the server's certificate first, then its intermediates`);
+    }
+  }
+  const leaf = chain[0];
+  if (leaf === undefined) {
+    // Said without the PEM armour's dashes, which the problem's key-shape mask would hide.
+    return fail('cert_file', `${spec.cert_file} holds no PEM certificate it can read (a BEGIN CERTIFICATE block); give the server's certificate first, then its intermediates`);
   }
 
   const keyText = readText(spec.key_file);
@@ -106,22 +116,27 @@ export function readTlsIdentity(spec: TlsSpec, nowMs: number): { identity: TlsId
       'key_file',
       encrypted
         ? `${spec.key_file} is encrypted with a passphrase, which Airlock cannot be given; write it out unencrypted (openssl pkey -in KEY -out KEY.plain) and keep that file mode 600`
-        : `${spec.key_file} holds no PEM private key (-----BEGIN PRIVATE KEY-----, or an RSA or EC one)`,
+        : `${spec.key_file} holds no PEM private key it can read (a BEGIN PRIVATE KEY block, or an RSA or EC one)`,
     );
   }
   if (!leaf.checkPrivateKey(key)) {
     return fail('key_file', `${spec.key_file} is not the key of the first certificate in ${spec.cert_file} (${leaf.subject.replaceAll('\n', ', ')}); the server's own certificate must come first, then its intermediates`);
   }
 
-  const notBefore = Date.parse(leaf.validFrom);
-  const notAfter = Date.parse(leaf.validTo);
-  if (nowMs < notBefore) return fail('cert_file', `the certificate in ${spec.cert_file} is not valid before ${leaf.validFrom}; agents would refuse it (is this machine's clock right?)`);
-  if (nowMs >= notAfter) return fail('cert_file', `the certificate in ${spec.cert_file} expired on ${leaf.validTo}; agents would refuse it. Renew it, then reload (SIGHUP)`);
+  let ending = leaf;
+  for (const [index, certificate] of chain.entries()) {
+    const which = index === 0 ? `the certificate in ${spec.cert_file}` : `certificate ${index + 1} of the chain in ${spec.cert_file} (${certificate.subject.replaceAll('\n', ', ')})`;
+    if (nowMs < Date.parse(certificate.validFrom)) return fail('cert_file', `${which} is not valid before ${certificate.validFrom}; agents would refuse it (is this machine's clock right?)`);
+    if (nowMs >= Date.parse(certificate.validTo)) return fail('cert_file', `${which} expired on ${certificate.validTo}; agents would refuse it. Renew it, then reload (SIGHUP)`);
+    if (Date.parse(certificate.validTo) < Date.parse(ending.validTo)) ending = certificate;
+  }
+  const notAfter = Date.parse(ending.validTo);
   if (notAfter - nowMs < EXPIRY_WARNING_DAYS * DAY_MS) {
     const days = Math.floor((notAfter - nowMs) / DAY_MS);
-    problems.push({ severity: 'warning', field: 'cert_file', message: `the certificate in ${spec.cert_file} expires on ${leaf.validTo}, in ${days === 0 ? 'less than a day' : `${days} days`}; renew it, and a reload (SIGHUP, or the file watch) serves the new one (fails check --strict)`, strict: true });
+    const which = ending === leaf ? `the certificate in ${spec.cert_file}` : `an intermediate of the chain in ${spec.cert_file} (${ending.subject.replaceAll('\n', ', ')})`;
+    problems.push({ severity: 'warning', field: 'cert_file', message: `${which} expires on ${ending.validTo}, in ${days === 0 ? 'less than a day' : `${days} days`}; renew it, and a reload (SIGHUP, or the file watch) serves the new one (fails check --strict)`, strict: true });
   }
-  const identity = new TlsIdentity(chainText, Buffer.from(keyText), leaf, spec.min_version);
+  const identity = new TlsIdentity(chainText, Buffer.from(keyText), leaf, notAfter, spec.min_version);
   // node's TLS reads the whole chain, this file only its first certificate: a chain with an intermediate
   // it cannot load passed here and then failed serve, or a reload half-way (found by review).
   try {

@@ -95,6 +95,34 @@ describe.skipIf(!HAVE_OPENSSL)('readTlsIdentity', () => {
     expect(built.config?.tls).toEqual({ cert_file: good.cert, key_file: good.key, min_version: 'TLSv1.2' });
   });
 
+  it('checks every certificate of the chain: an intermediate past its end is an error, one near it a warning, and the chain ends when it does', () => {
+    // A leaf good for 60 days after a CA certificate good for 30 (found by the TLS walkthrough: an
+    // expired intermediate passed check, and every client refused it).
+    mkdirSync(join(dir, 'long'));
+    const long = makeTestCa(join(dir, 'long')).issue('long', 60);
+    const chained = join(dir, 'long', 'chain.pem');
+    writeFileSync(chained, readFileSync(long.cert, 'utf8') + readFileSync(join(dir, 'long', 'ca.pem'), 'utf8'));
+    const files = { cert: chained, key: long.key };
+    const fine = readTlsIdentity(spec(files), Date.now());
+    expect(fine.problems).toEqual([]);
+    expect(Math.round(((fine.identity?.notAfter ?? 0) - Date.now()) / DAY)).toBe(30);
+    expect(readTlsIdentity(spec(files), Date.now() + 20 * DAY).problems).toEqual([
+      expect.objectContaining({ severity: 'warning', strict: true, message: expect.stringMatching(/^an intermediate of the chain in .*chain\.pem \(CN=Airlock Test CA\) expires on .* in (9|10) days/) }),
+    ]);
+    const expired = readTlsIdentity(spec(files), Date.now() + 31 * DAY);
+    expect(expired.identity).toBeNull();
+    expect(expired.problems[0]?.message).toMatch(/^certificate 2 of the chain in .*chain\.pem \(CN=Airlock Test CA\) expired on /);
+  });
+
+  it('says what is wrong with a damaged key or chain, in words the key-shape mask leaves whole', () => {
+    const truncated = join(dir, 'truncated.key');
+    writeFileSync(truncated, readFileSync(good.key, 'utf8').slice(0, 60));
+    expect(readTlsIdentity(spec({ cert: good.cert, key: truncated }), Date.now()).problems[0]?.message).toBe(`${truncated} holds no PEM private key it can read (a BEGIN PRIVATE KEY block, or an RSA or EC one)`);
+    const cut = join(dir, 'cut-chain.pem');
+    writeFileSync(cut, `${readFileSync(good.cert, 'utf8')}-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n`);
+    expect(readTlsIdentity(spec({ cert: cut, key: good.key }), Date.now()).problems[0]?.message).toMatch(/^certificate 2 of the chain in .*cut-chain\.pem cannot be read/);
+  });
+
   it('warns, strictly, of a key other users can read', () => {
     const loose = join(dir, 'loose');
     mkdirSync(loose);
