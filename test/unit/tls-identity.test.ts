@@ -121,6 +121,13 @@ describe.skipIf(!HAVE_OPENSSL)('readTlsIdentity', () => {
     const cut = join(dir, 'cut-chain.pem');
     writeFileSync(cut, `${readFileSync(good.cert, 'utf8')}-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n`);
     expect(readTlsIdentity(spec({ cert: cut, key: good.key }), Date.now()).problems[0]?.message).toMatch(/^certificate 2 of the chain in .*cut-chain\.pem cannot be read/);
+    // An intermediate cut off before its END line is no block this file reads, but node's TLS reads the
+    // whole file and refuses it (found by the TLS walkthrough: check said OK, serve failed).
+    const unterminated = join(dir, 'unterminated-chain.pem');
+    writeFileSync(unterminated, readFileSync(good.cert, 'utf8') + readFileSync(join(dir, 'ca.pem'), 'utf8').slice(0, 300));
+    expect(readTlsIdentity(spec({ cert: unterminated, key: good.key }), Date.now()).problems).toEqual([
+      expect.objectContaining({ severity: 'error', field: 'cert_file', message: expect.stringMatching(/unterminated-chain\.pem cannot be served: node's TLS refuses the chain \(.*\); check every certificate in it/) }),
+    ]);
   });
 
   it('warns, strictly, of a key other users can read', () => {
