@@ -817,7 +817,7 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
   let adminUrl: string | null = null;
   opened.push(() => Promise.all(listeners.map((server) => closeServer(server, 0))).then(() => undefined));
   for (const entry of bindings) {
-    const server = createListener(config.limits, { onRequest: createRequestHandler(currentRuntime, entry.binding), onRefusal }, current.tls);
+    const server = createListener(config.limits, { onRequest: createRequestHandler(currentRuntime, entry.binding), onRefusal, onTlsFailure: (reason) => metrics.tlsHandshakeFailures.inc({ reason }) }, current.tls);
     const bound = await listen(server, entry.address, entry.service === null ? 'listen' : `services.${entry.service}.listen`, logger, current.tls === null ? 'http' : 'https');
     listeners.push(server);
     agentListeners.push({ listener: entry.service ?? 'shared', server });

@@ -11,7 +11,8 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { LimitsSpec } from '../config/schema.js';
 import type { DeepReadonly } from '../config/types.js';
-import { AirlockError } from '../errors.js';
+import { AirlockError, OperatorReason } from '../errors.js';
+import { TOKEN_IN_TEXT } from '../identity/agent-token.js';
 import { drainingRefusedBody } from '../pipeline/send-problem.js';
 import { holdContinue } from './expect-continue.js';
 import type { TlsIdentity } from './tls-identity.js';
@@ -19,6 +20,22 @@ import type { TlsIdentity } from './tls-identity.js';
 export interface ListenerHandlers {
   onRequest: (req: IncomingMessage, res: ServerResponse) => void;
   onRefusal: (socket: Duplex, failure: AirlockError, method: string | null) => void;
+  /** A TLS handshake that failed (tls), by tlsFailureReason. */
+  onTlsFailure?: (reason: TlsFailureReason) => void;
+}
+
+export type TlsFailureReason = 'version' | 'certificate' | 'cipher' | 'timeout' | 'reset' | 'other';
+
+/** What OpenSSL's error code (as node names it) says went wrong with a handshake. */
+function tlsFailureReason(error: NodeJS.ErrnoException): TlsFailureReason {
+  const code = error.code ?? '';
+  if (code === 'ERR_TLS_HANDSHAKE_TIMEOUT') return 'timeout';
+  // node's TLS client (the SDKs') closes without an alert when it does not trust the certificate.
+  if (code === 'ECONNRESET') return 'reset';
+  if (/PROTOCOL|VERSION/.test(code)) return 'version';
+  if (/CERTIFICATE|UNKNOWN_CA|BAD_CERT/.test(code)) return 'certificate';
+  if (/CIPHER/.test(code)) return 'cipher';
+  return 'other';
 }
 
 /** Which settings bound a listener's headers and deadlines, for the messages of its refusals. */
@@ -152,11 +169,22 @@ function serveTls(server: Server, limits: DeepReadonly<LimitsSpec>, handlers: Li
       // What the client sends is read and dropped while the answer goes out, so that closing with
       // unread bytes does not reset the connection under the answer (RFC 9112 9.6).
       socket.resume();
-      const method = /^([A-Z]{1,16}) /.exec(chunk.toString('latin1', 0, 17))?.[1] ?? null;
+      const head = chunk.toString('latin1');
+      const method = /^([A-Z]{1,16}) /.exec(head)?.[1] ?? null;
       unshaken.delete(peer);
+      // The record says what happened, and whether an agent's token crossed the network in clear text
+      // on the way (found by the TLS walkthrough: the record could not be told from malformed HTTP).
+      const exposed = TOKEN_IN_TEXT.test(head);
       handlers.onRefusal(
         socket,
-        new AirlockError('invalid_request', 'This listener speaks HTTPS only, and the request came in plain HTTP. Use an https:// base URL for Airlock (the same host and port).'),
+        new AirlockError('invalid_request', 'This listener speaks HTTPS only, and the request came in plain HTTP. Use an https:// base URL for Airlock (the same host and port).', {
+          cause: new OperatorReason(
+            exposed
+              ? 'A plain-HTTP request reached an HTTPS listener carrying an Airlock token: it crossed the network in clear text. Treat that token as exposed: give the agent a new one (npx airlock token) and remove the old hash. Its base URL must be https://.'
+              : "A plain-HTTP request reached an HTTPS listener (an http:// base URL, or a health check not changed for tls); it was refused before any of it was read as a request.",
+            { alert: exposed },
+          ),
+        }),
         method,
       );
     });
@@ -165,7 +193,8 @@ function serveTls(server: Server, limits: DeepReadonly<LimitsSpec>, handlers: Li
   // answer and audit as a malformed HTTP request (found by review: a stalled handshake was recorded as
   // 400 invalid_request); there is no request, and no HTTP to answer in.
   server.removeAllListeners('tlsClientError');
-  server.on('tlsClientError', function dropFailedHandshake(_error: Error, socket: Duplex) {
+  server.on('tlsClientError', function dropFailedHandshake(error: NodeJS.ErrnoException, socket: Duplex) {
+    handlers.onTlsFailure?.(tlsFailureReason(error));
     // A failed handshake has no HTTP to answer in (an untrusted certificate, no shared cipher).
     socket.destroy();
   });

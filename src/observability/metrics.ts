@@ -46,6 +46,8 @@ export interface Metrics {
   /** Spans the OTLP collector did not take (down, refusing, or slower than 5 s): dropped. */
   readonly spansDropped: Counter;
   readonly reloads: Counter<'result'>;
+  /** TLS handshakes the agent listeners failed (tls), by reason: version, certificate, reset, cipher, timeout, other. */
+  readonly tlsHandshakeFailures: Counter<'reason'>;
   /** One finished request: its count and its duration, through children bound once per label set. */
   countRequest(service: string, route: string, decision: 'allow' | 'deny', code: string, seconds: number): void;
   /**
@@ -260,6 +262,14 @@ export function createMetrics(): Metrics {
       { result: 'partial' },
       { result: 'invalid' },
     ]),
+    // Found by the TLS walkthrough: a handshake refused (a client below min_version, one that does not
+    // trust the certificate) left no trace, so raising min_version showed nobody which agents broke.
+    tlsHandshakeFailures: new Counter({
+      name: 'airlock_tls_handshake_failures_total',
+      help: 'TLS handshakes on the agent listeners that failed, by reason: version (below min_version), certificate (the client refused ours with an alert), reset (the client closed mid-handshake, as node clients do when they do not trust the certificate), cipher, timeout (none within limits.headers_timeout), other.',
+      labelNames: ['reason'],
+      registers,
+    }),
     spansDropped: new Counter({ name: 'airlock_trace_spans_dropped_total', help: 'Spans dropped before the OTLP collector took them: it was down, refused them or took longer than 5 s, or 2,048 spans were already waiting for it. They are not retried.', registers }),
     anomalies: zeroed(
       new Counter({ name: 'airlock_anomalies_total', help: 'Anomaly events raised, by rule and action (alert or suspend).', labelNames: ['rule', 'action'], registers }),

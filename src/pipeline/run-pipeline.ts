@@ -446,6 +446,8 @@ export function createRawRefusalHandler(currentRuntime: () => ProxyRuntime): (so
     const record = newRecord(runtime, method, (socket as { remoteAddress?: string }).remoteAddress);
     record.code = failure.code;
     record.status = failure.status;
+    const reason = operatorReason(failure);
+    if (reason !== null) record.reason = reason;
     // A complete request ahead of this one on the connection is still being answered: HTTP/1.1 answers
     // in order (RFC 9112 9.3.2), so this refusal waits for that response to end.
     const ahead = owner !== undefined && !owner.writableFinished && !owner.destroyed ? new Promise<void>((resolve) => owner.once('close', () => resolve())) : Promise.resolve();
@@ -457,7 +459,7 @@ export function createRawRefusalHandler(currentRuntime: () => ProxyRuntime): (so
       if (socket.writable) sendRawProblem(socket, answer, record.request_id, (text) => runtime.catalog.scrub(text));
       else socket.destroy();
       runtime.metrics.countRequest('none', 'none', 'deny', answer.code, record.duration_ms / 1000);
-      logRequest(runtime, record, audited);
+      logRequest(runtime, record, audited, failure.cause);
     }).catch(function refusalBug(error: unknown) {
       // Not awaited by anyone: unhandled, a throw here would end the process.
       runtime.logger.error({ err: error }, 'answering a request refused on its socket failed');

@@ -123,6 +123,15 @@ describe.skipIf(!HAVE_OPENSSL)('HTTPS on the agent listener (tls)', () => {
     const records = await proxy.waitForAudit(3);
     const record = records.find((r) => r.request_id === problem.request_id);
     expect(record).toMatchObject({ decision: 'deny', code: 'invalid_request', status: 400, method: 'POST' });
+    // The record says what happened, and that the token crossed the network in clear text (found by
+    // the TLS walkthrough: it could not be told from malformed HTTP); the log line is a warning.
+    expect(record?.reason).toMatch(/^A plain-HTTP request reached an HTTPS listener carrying an Airlock token: it crossed the network in clear text\. Treat that token as exposed/);
+    const line = proxy.logRecords().find((entry) => entry['request_id'] === problem.request_id);
+    expect(line?.['level'] === 'warn' || line?.['level'] === 40).toBe(true);
+    const probe = await rawRequest(proxy.url.replace('https:', 'http:'), 'GET /_airlock/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+    expect(probe.status).toBe(400);
+    const probed = (await proxy.waitForAudit(4)).find((r) => r.request_id === (JSON.parse(probe.body) as { request_id: string }).request_id);
+    expect(probed?.reason).toMatch(/^A plain-HTTP request reached an HTTPS listener \(an http:\/\/ base URL, or a health check not changed for tls\)/);
     // The agent token sent in plain text is in no record either.
     assertNoLeak([agent.token, openaiKey, readFileSync(first.key, 'utf8')], [
       { name: 'response', text: response.raw },
@@ -275,6 +284,36 @@ describe.skipIf(!HAVE_OPENSSL)('connections before their handshake, and chains n
     socket.destroy();
     // A plain listener closes such a connection in ~300 ms; it waited ~6 s here.
     expect(Date.now() - started).toBeLessThan(2_000);
+  });
+
+  it('counts the handshakes that fail, by reason: below min_version, a client that does not trust the certificate, a stall', async () => {
+    const proxy = await startProxy(bare({ tls: { cert_file: files.cert, key_file: files.key, min_version: 'TLSv1.3' }, limits: { headers_timeout: 1 } }));
+    try {
+      const { hostname, port } = new URL(proxy.url);
+      const failed = async (options: Record<string, unknown>): Promise<void> => {
+        const socket = tlsConnect({ host: hostname, port: Number(port), servername: 'localhost', ...options });
+        socket.on('error', () => undefined);
+        // (events.once rejects on the error event, which a refused handshake emits.)
+        await new Promise((resolve) => socket.on('close', resolve));
+      };
+      await failed({ ca: readFileSync(authority.ca), maxVersion: 'TLSv1.2' });
+      await failed({});
+      const stalled = (await import('node:net')).connect(Number(port), hostname);
+      stalled.on('error', () => undefined);
+      await once(stalled, 'connect');
+      stalled.write(Buffer.from([0x16, 0x03, 0x01, 0x00, 0x40]));
+      await once(stalled, 'close');
+      const text = await eventually('the failures counted', async () => {
+        const metrics = await proxy.airlock.metrics.registry.metrics();
+        return /airlock_tls_handshake_failures_total\{reason="timeout"\} 1/.test(metrics) ? metrics : undefined;
+      });
+      expect(text).toMatch(/airlock_tls_handshake_failures_total\{reason="version"\} 1/);
+      // node's client closes without an alert when it does not trust the certificate.
+      expect(text).toMatch(/airlock_tls_handshake_failures_total\{reason="reset"\} 1/);
+      expect(proxy.auditRecords()).toEqual([]);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('a handshake that stalls past headers_timeout is closed, with no audit record or request line', async () => {
