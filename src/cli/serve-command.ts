@@ -156,6 +156,14 @@ function watchForReloads(io: CliIo, file: string, initial: AirlockConfig, airloc
       if (digest !== null) lastSeen = digest;
       const next = text === null ? loadConfigFile(file) : parseConfigText(text, file);
       if (next.config === null) {
+        // TLS files the new file names, though it is refused (they do not exist yet, say): watched from
+        // now on, so that writing them is a change (found by the TLS walkthrough: only SIGHUP saw them).
+        const named = next.fallback === undefined || next.fallback === null ? null : tlsFiles(next.fallback);
+        if (named !== null && named.join('\0') !== certificates.join('\0')) {
+          certificates = named;
+          lastSeen = watchedDigest(text, certificates);
+          if (initial.reload.watch) followTarget();
+        }
         airlock.metrics.reloads.inc({ result: 'invalid' });
         airlock.logger.error({ reason: why, problems: next.problems.filter((p) => p.severity === 'error').map((p) => formatProblem(p, file)) }, 'config reload failed: the new file has problems; the running config stays');
         return;

@@ -197,6 +197,37 @@ describe.skipIf(!HAVE_OPENSSL)('HTTPS on the agent listener (tls)', () => {
 });
 
 describe.skipIf(!HAVE_OPENSSL)('a renewed certificate written over the files is served without a signal (reload.watch)', () => {
+  it('serve watches TLS files a refused config names, and takes them once they are written', async () => {
+    // Found by the TLS walkthrough: the config pointed at files not written yet was refused, and the
+    // files, once written, were seen only by SIGHUP.
+    const root = tempDir('airlock-tls-watch-new-');
+    const authority = makeTestCa(root);
+    const first = authority.issue('first-paths');
+    const configFile = join(root, 'airlock.yaml');
+    const write = (cert: string, key: string): void => writeFileSync(configFile, JSON.stringify({ listen: '127.0.0.1:0', data_dir: join(root, 'data'), tls: { cert_file: cert, key_file: key }, services: {}, agents: {} }));
+    write(first.cert, first.key);
+    const serve = spawnServe(configFile, {});
+    try {
+      const url = await eventually('serve to listen', () => /Airlock is listening on (https:\/\/\S+)/.exec(serve.err())?.[1], 10_000);
+      const before = await servedFingerprint(url, authority.ca);
+      mkdirSync(join(root, 'later'));
+      write(join(root, 'later', 'tls.crt'), join(root, 'later', 'tls.key'));
+      await eventually('the refused reload to be logged', () => serve.out().includes('config reload failed'), 5_000);
+      const next = authority.issue('later-paths');
+      copyFileSync(next.key, join(root, 'later', 'tls.key'));
+      copyFileSync(next.cert, join(root, 'later', 'tls.crt'));
+      const after = await eventually('the certificate at the new paths to be served', async () => {
+        const now = await servedFingerprint(url, authority.ca);
+        return now !== before ? now : undefined;
+      }, 5_000);
+      expect(after).toBe(new X509Certificate(readFileSync(next.cert)).fingerprint256);
+    } finally {
+      serve.child.kill('SIGTERM');
+      await serve.exited;
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
   it('serve picks up a certificate renewed in a Kubernetes Secret volume (..data swapped by rename)', async () => {
     const root = tempDir('airlock-tls-watch-');
     const authority = makeTestCa(root);
