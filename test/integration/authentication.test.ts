@@ -125,7 +125,8 @@ describe('agent authentication', () => {
     const truncated = (): string => reader.token.slice(0, -1);
     it.each<{ name: string; headers: () => HeaderLines; challenge: RegExp }>([
       { name: 'no token at all', headers: () => [], challenge: /^Bearer realm="airlock"$/ },
-      { name: 'a provider key instead of a token', headers: () => [['Authorization', 'Bearer sk-proj-not-airlock']], challenge: /^Bearer realm="airlock"$/ },
+      // A key was sent, and it is no Airlock token: invalid_token (RFC 6750 3.1), the detail naming the header.
+      { name: 'a provider key instead of a token', headers: () => [['Authorization', 'Bearer sk-proj-not-airlock']], challenge: /^Bearer realm="airlock", error="invalid_token"$/ },
       { name: 'an unknown (well-formed) token', headers: () => [['Authorization', `Bearer ${unknown.token}`]], challenge: /invalid_token/ },
       { name: 'a truncated alk_ token', headers: () => [['Authorization', `Bearer ${truncated()}`]], challenge: /invalid_token/ },
       { name: 'a truncated alk_ token in x-api-key', headers: () => [['x-api-key', truncated()]], challenge: /invalid_token/ },
