@@ -161,6 +161,9 @@ describe.skipIf(!HAVE_OPENSSL)('HTTPS on the agent listener (tls)', () => {
     expect(run.code, run.stdout + run.stderr).toBe(2);
     expect(run.stdout).toMatch(/^ {2}tls {10}RENEW: CN=first, expires \d{4}-\d\d-\d\dT[\d:.]+Z \(in 1 day\); write the renewed certificate and key over tls\.cert_file and tls\.key_file/m);
     assertNoLeak([readFileSync(first.key, 'utf8'), openaiKey, admin.token], [{ name: 'status', text: run.stdout + run.stderr }]);
+    // The admin API's health says the same (it said ok).
+    const health = await adminClient(() => `http://127.0.0.1:${adminPort}`, admin.token).call('GET', '/v1/health');
+    expect(health.json<{ status: string; tls: { expires_in_days: number } }>()).toMatchObject({ status: 'degraded', tls: { expires_in_days: 1 } });
   });
 
   it('serves a renewed certificate to new connections after a reload, and reports its expiry', async () => {
@@ -178,6 +181,7 @@ describe.skipIf(!HAVE_OPENSSL)('HTTPS on the agent listener (tls)', () => {
     expect(proxy.logLines.join('')).toContain('now present a new certificate');
     const health = await adminClient(() => `http://127.0.0.1:${adminPort}`, admin.token).call('GET', '/v1/health');
     expect(health.json<{ tls: unknown }>().tls).toEqual({ subject: 'CN=renewed', names: 'IP Address:127.0.0.1, DNS:localhost', expires_at: expect.any(String), expires_in_days: 19 });
+    expect(health.json<{ status: string }>().status).toBe('ok');
     assertNoLeak([readFileSync(first.key, 'utf8'), readFileSync(renewed.key, 'utf8')], [
       { name: 'log', text: proxy.logLines.join('') },
       { name: 'audit', text: proxy.auditText() },
