@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import { METHODS } from 'node:http';
 import { isIP } from 'node:net';
 import { readTlsIdentity } from '../ingress/tls-identity.js';
+import { decodeRawLiteralEscapes, foldCase } from '../policy/path-readings.js';
 import { parseRouteTemplate, type RouteSegment } from '../policy/route-template.js';
 import { classifyAddress, literalNeedsAllowPrivate } from '../upstream/egress-guard.js';
 import { parseUpstream } from '../upstream/upstream-target.js';
@@ -75,6 +76,11 @@ function onThisMachine(host: string): boolean {
  * defines it", which it cannot be (and CHECKIN, which IANA registers, passed though node refuses it).
  */
 const PARSED_METHODS: ReadonlySet<string> = new Set(METHODS);
+
+/** A template's segments as a loose upstream reads them (path-readings.ts): what two routes share when it cannot tell them apart. */
+function looseShape(segments: readonly RouteSegment[]): string {
+  return segments.map((segment) => (segment.kind === 'literal' ? `=${foldCase(decodeRawLiteralEscapes(segment.value))}` : segment.kind === 'param' ? ':' : '*')).join('/');
+}
 
 /**
  * Whether route segments `a` match every path `b` matches (first match wins, so a later `b` with a
@@ -179,7 +185,7 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
     }
 
     if (service.routes.length === 0) warning(at('routes'), `service ${name} has no routes, so every request to it is refused (403 route_not_allowed)`);
-    const earlier: Array<{ index: number; path: string; methods: ReadonlySet<string>; segments: readonly RouteSegment[] }> = [];
+    const earlier: Array<{ index: number; path: string; scope: string; methods: ReadonlySet<string>; segments: readonly RouteSegment[]; loose: string }> = [];
     service.routes.forEach((route, index) => {
       const methods = Array.isArray(route.method) ? route.method : [route.method];
       const listed = new Set<string>();
@@ -210,7 +216,19 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
           true,
         );
       }
-      earlier.push({ index, path: route.path, methods: listed, segments: parsed.segments });
+      // Two routes a loose reading makes one (`/v1/Reports` beside `/v1/reports`, `a:b` beside `a%3Ab`),
+      // with different scopes: on an upstream that reads paths that way, the agent chooses the scope by
+      // how it spells the path (found by review). Told apart on purpose only for an upstream that does.
+      const loose = looseShape(parsed.segments);
+      const twin = earlier.find((other) => other.loose === loose && other.scope !== route.scope && [...listed].some((method) => other.methods.has(method)));
+      if (twin !== undefined && first === undefined) {
+        warning(
+          at('routes', index),
+          `${route.path} differs from routes[${twin.index}] (${twin.path}) only in letter case or escapes, with another scope: on an upstream that reads paths case-insensitively (IIS, ASP.NET) or decodes escapes before routing, both reach one handler and the agent picks scope ${twin.scope} or ${route.scope} by how it spells the path; keep both only if the upstream tells them apart (fails check --strict)`,
+          true,
+        );
+      }
+      earlier.push({ index, path: route.path, scope: route.scope, methods: listed, segments: parsed.segments, loose });
       if (route.require_approval && config.admin === undefined) warning(at('routes', index, 'require_approval'), nobodyApproves('a call to this route waits its grant\'s approval_timeout and is refused'), true);
     });
   }

@@ -440,6 +440,29 @@ describe('cross-field rules (validate-config.ts)', () => {
       ],
     },
     {
+      rule: 'two routes told apart only by letter case or an escape, with other scopes (found by review)',
+      input: {
+        services: {
+          api: service({
+            routes: [
+              { method: 'GET', path: '/v1/Reports', scope: 'reports:admin' },
+              { method: 'GET', path: '/v1/reports', scope: 'reports:read' },
+              { method: 'POST', path: '/v1/models/a:b', scope: 'models:admin' },
+              { method: 'POST', path: '/v1/models/a%3Ab', scope: 'models:write' },
+              // The same scope, or no method in common: nothing to pick between.
+              { method: 'GET', path: '/v1/Items', scope: 'items:read' },
+              { method: 'GET', path: '/v1/items', scope: 'items:read' },
+              { method: 'DELETE', path: '/v1/REPORTS', scope: 'reports:delete' },
+            ],
+          }),
+        },
+      },
+      expected: [
+        { severity: 'warning', strict: true, path: 'services.api.routes[1]', message: /^\/v1\/reports differs from routes\[0\] \(\/v1\/Reports\) only in letter case or escapes, with another scope: .* picks scope reports:admin or reports:read by how it spells the path/ },
+        { severity: 'warning', strict: true, path: 'services.api.routes[3]', message: /^\/v1\/models\/a%3Ab differs from routes\[2\] \(\/v1\/models\/a:b\)/ },
+      ],
+    },
+    {
       rule: 'a method listed twice in one route',
       input: { services: { api: service({ routes: [{ method: ['GET', 'get'], path: '/v1/items', scope: 'items:read' }] }) } },
       expected: [{ severity: 'warning', path: 'services.api.routes[0].method[1]', message: /^GET is listed twice in this route$/ }],
