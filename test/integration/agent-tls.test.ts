@@ -21,6 +21,7 @@ import { canary } from '../helpers/canary.js';
 import { adminClient, eventually, freePort, runCliCapture, writeConfigFile } from '../helpers/operator.js';
 import { rawRequest } from '../helpers/raw-http.js';
 import { spawnServe } from '../helpers/spawn-serve.js';
+import { redisAvailable, startRedisServer } from '../support/redis-server.js';
 import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
 import { HAVE_OPENSSL, makeTestCa, warnWithoutOpenssl, type TestCa } from '../helpers/test-certificates.js';
@@ -387,6 +388,38 @@ describe.skipIf(!HAVE_OPENSSL)('connections before their handshake, and chains n
       expect(await servedFingerprint(proxy.url, authority.ca)).toBe(before);
     } finally {
       await proxy.close();
+    }
+  });
+});
+
+describe.skipIf(!HAVE_OPENSSL || !redisAvailable())('tls with workers (node cluster, Redis state)', () => {
+  it('every worker serves the certificate, and every worker serves its renewal', async () => {
+    const redis = await startRedisServer();
+    const root = tempDir('airlock-tls-workers-');
+    const authority = makeTestCa(root);
+    const first = authority.issue('workers-first');
+    const port = await freePort();
+    const configFile = join(root, 'airlock.yaml');
+    writeFileSync(configFile, JSON.stringify({ listen: `127.0.0.1:${port}`, data_dir: join(root, 'data'), workers: 2, state: { type: 'redis', url: redis.url }, tls: { cert_file: join(root, 'tls.crt'), key_file: join(root, 'tls.key') }, services: {}, agents: {} }));
+    copyFileSync(first.cert, join(root, 'tls.crt'));
+    copyFileSync(first.key, join(root, 'tls.key'));
+    const serve = spawnServe(configFile, {});
+    const url = `https://127.0.0.1:${port}`;
+    try {
+      await eventually('two workers to listen', () => serve.logs().filter((line) => line['msg'] === 'airlock listening').length === 2, 15_000);
+      // Connections are spread over the workers (round robin): several ask both.
+      const served = async (): Promise<Set<string>> => new Set(await Promise.all(Array.from({ length: 6 }, () => servedFingerprint(url, authority.ca))));
+      expect([...(await served())]).toEqual([new X509Certificate(readFileSync(first.cert)).fingerprint256]);
+      const renewed = authority.issue('workers-renewed');
+      copyFileSync(renewed.key, join(root, 'tls.key'));
+      copyFileSync(renewed.cert, join(root, 'tls.crt'));
+      await eventually('both workers to present the renewal', () => serve.logs().filter((line) => line['msg'] === 'the agent listeners now present a new certificate').length === 2, 10_000);
+      expect([...(await served())]).toEqual([new X509Certificate(readFileSync(renewed.cert)).fingerprint256]);
+    } finally {
+      serve.child.kill('SIGTERM');
+      await serve.exited;
+      await redis.close();
+      rmSync(root, { recursive: true, force: true });
     }
   });
 });
