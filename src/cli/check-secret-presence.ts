@@ -53,7 +53,7 @@ function filePresence(ref: string, name: string, config: AirlockConfig, env: Rea
     // The key or the file belongs to the user Airlock runs as, not this one (found by review: `check`
     // said OK, then failed with EACCES): this user cannot tell, which is not a problem of the config.
     const code = (error as NodeJS.ErrnoException).code;
-    if (typeof code !== 'string') throw error;
+    if (code !== 'EACCES' && code !== 'EPERM') throw error;
     return { present: 'unknown', text: `${ref} is not checked: this user cannot read ${config.data_dir}'s master key or secrets file (${code}); run as the user Airlock runs as to check it` };
   }
   if (entry === undefined) return { present: false, text: `${ref} is not stored in ${config.data_dir}: such a request gets 503 credential_unavailable; set it with  ${setIt}` };

@@ -33,7 +33,8 @@ const UNIT_SECONDS: Readonly<Record<string, number>> = { ms: 0.001, s: 1, m: 60,
 function secondsFromUnit(value: unknown): unknown {
   if (typeof value !== 'string') return value;
   const match = DURATION_TEXT.exec(value.trim());
-  return match === null ? value : Number(match[1]) * (UNIT_SECONDS[match[2] as string] as number);
+  // To the microsecond: 1.1 * 3600 is 3960.0000000000005 in floating point, which a whole-seconds field refuses.
+  return match === null ? value : Math.round(Number(match[1]) * (UNIT_SECONDS[match[2] as string] as number) * 1e6) / 1e6;
 }
 
 /** `schema` (a number of seconds) that also takes the duration written with a unit. */

@@ -9,7 +9,7 @@
  * live partial match, so no byte of a secret is forwarded before it is recognized.
  */
 import { decodeEscape, PERCENT_ESCAPE } from '../ingress/percent-escapes.js';
-import { AirlockError, OperatorReason } from '../errors.js';
+import { AirlockError, OperatorReason, operatorReason } from '../errors.js';
 import { JWT_IN_TEXT, TOKEN_IN_TEXT } from '../identity/agent-token.js';
 import { TOKEN_CARRIER_HEADERS } from '../identity/token-carriers.js';
 import type { SecretIndex } from '../redaction/secret-catalog.js';
@@ -76,10 +76,15 @@ export function noteHeldSecret(failure: unknown, index: SecretIndex, target: str
   for (let i = 0; i < rawHeaders.length; i += 2) carried += `\n${rawHeaders[i] as string}\n${rawHeaders[i + 1] as string}`;
   const ref = SecretDetector.findIn(index, carried);
   if (ref === null) return failure;
+  // The refusal's own reason (a workload JWT refused, and why) is kept beside it.
+  const refused = operatorReason(failure);
   return new AirlockError('unauthenticated', failure.detail, {
     headers: { ...failure.headers },
     credentialRef: ref,
-    cause: new OperatorReason(`A request without a valid Airlock credential carried the value of ${ref} (the provider's real key, sent as the API key?): whoever sent it holds that key. Rotate ${ref} and find how it got out.`, { alert: true, cause: failure.cause }),
+    cause: new OperatorReason(
+      `A request without a valid Airlock credential carried the value of ${ref} (the provider's real key, sent as the API key?): whoever sent it holds that key. Rotate ${ref} and find how it got out.${refused === null ? '' : ` It was refused because: ${refused}`}`,
+      { alert: true, cause: failure.cause },
+    ),
   });
 }
 

@@ -764,7 +764,7 @@ describe('durations written with a unit', () => {
       agents: { bot: agent([HASH_A], [{ service: 'api', max_scope: ['*'], max_ttl: '1h', require_approval: true, approval_timeout: '5m', rate: { requests: 10, per: '500ms' } }]) },
       admin: { tokens: [HASH_B] },
       anomalies: { denial_burst: { window: '2m' } },
-      limits: { headers_timeout: ' 30s ' },
+      limits: { headers_timeout: ' 30s ', keep_alive_timeout: '1.1h' },
       shutdown_timeout: '45s',
     });
     expect(shown(loaded)).toEqual([]);
@@ -774,6 +774,8 @@ describe('durations written with a unit', () => {
     expect(config?.agents['bot']?.credentials[0]).toMatchObject({ max_ttl: 3600, approval_timeout: 300, rate: { per: 0.5 } });
     expect(config?.anomalies.denial_burst.window).toBe(120);
     expect(config?.limits.headers_timeout).toBe(30);
+    // Not 3960.0000000000005 (floating point), which a whole-seconds field would refuse.
+    expect(config?.limits.keep_alive_timeout).toBe(3960);
     expect(config?.shutdown_timeout).toBe(45);
   });
 
