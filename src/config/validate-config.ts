@@ -9,8 +9,8 @@ import { existsSync } from 'node:fs';
 import { METHODS } from 'node:http';
 import { isIP } from 'node:net';
 import { readTlsIdentity } from '../ingress/tls-identity.js';
-import { decodeRawLiteralEscapes, foldCase } from '../policy/path-readings.js';
-import { parseRouteTemplate, type RouteSegment } from '../policy/route-template.js';
+import { compileRouteTable, DECODED, FOLDED, type CompiledRoute, type RouteSpelling } from '../policy/route-table.js';
+import type { RouteSegment } from '../policy/route-template.js';
 import { classifyAddress, literalNeedsAllowPrivate } from '../upstream/egress-guard.js';
 import { parseUpstream } from '../upstream/upstream-target.js';
 import type { ConfigProblem, ProblemPath } from './config-problem.js';
@@ -77,10 +77,8 @@ function onThisMachine(host: string): boolean {
  */
 const PARSED_METHODS: ReadonlySet<string> = new Set(METHODS);
 
-/** A template's segments as a loose upstream reads them (path-readings.ts): what two routes share when it cannot tell them apart. */
-function looseShape(segments: readonly RouteSegment[]): string {
-  return segments.map((segment) => (segment.kind === 'literal' ? `=${foldCase(decodeRawLiteralEscapes(segment.value))}` : segment.kind === 'param' ? ':' : '*')).join('/');
-}
+/** How a loose upstream reads a template (decoded and in lower case): the route table's own spelling, as match-route.ts compares. */
+const LOOSE: RouteSpelling = (DECODED + FOLDED) as RouteSpelling;
 
 /**
  * Whether route segments `a` match every path `b` matches (first match wins, so a later `b` with a
@@ -185,7 +183,10 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
     }
 
     if (service.routes.length === 0) warning(at('routes'), `service ${name} has no routes, so every request to it is refused (403 route_not_allowed)`);
-    const earlier: Array<{ index: number; path: string; scope: string; methods: ReadonlySet<string>; segments: readonly RouteSegment[]; loose: string }> = [];
+    // The table the proxy will match with (the schema checked every template): its segments and
+    // spellings, not a second reading of the templates here.
+    const table = compileRouteTable(service.routes);
+    const earlier: CompiledRoute[] = [];
     service.routes.forEach((route, index) => {
       const methods = Array.isArray(route.method) ? route.method : [route.method];
       const listed = new Set<string>();
@@ -198,13 +199,12 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
         const near = [...PARSED_METHODS].find((known) => editDistance(known, method) === 1);
         error(place, `${method} is a method node's HTTP parser does not accept: a request with it is refused (400) before any route is looked at, so this route would never match${near === undefined ? '' : `; did you mean ${near}?`} (node's http.METHODS lists those it accepts)`);
       });
-      const parsed = parseRouteTemplate(route.path);
-      if (!parsed.ok) return;
+      const compiled = table.routes[index] as CompiledRoute;
       // A route an earlier one covers for a method never matches with it (found by the ops walkthrough:
       // `/v1/models/gpt-4-internal` with a stricter scope, listed after `/v1/models/*`, was never used, and
       // check said nothing unless the two paths were spelt the same).
       const shadowed = [...listed].flatMap((method) => {
-        const first = earlier.find((other) => other.methods.has(method) && coversEveryPath(other.segments, parsed.segments));
+        const first = earlier.find((other) => other.methods.has(method) && coversEveryPath(other.segments, compiled.segments));
         return first === undefined ? [] : [{ method, first }];
       });
       const first = shadowed[0]?.first;
@@ -212,23 +212,22 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
         const which = shadowed.length === listed.size ? 'never matches' : `never matches for ${shadowed.map((entry) => entry.method).join(', ')}`;
         warning(
           at('routes', index),
-          `${[...listed].join('|')} ${route.path} ${which}: routes[${first.index}] (${[...first.methods].join('|')} ${first.path}) comes first and matches every path it does (first match wins), so its scope ${route.scope} is never checked; list the more specific route first (fails check --strict)`,
+          `${[...listed].join('|')} ${route.path} ${which}: routes[${first.index}] (${[...first.methods].join('|')} ${first.template}) comes first and matches every path it does (first match wins), so its scope ${route.scope} is never checked; list the more specific route first (fails check --strict)`,
           true,
         );
       }
       // Two routes a loose reading makes one (`/v1/Reports` beside `/v1/reports`, `a:b` beside `a%3Ab`),
       // with different scopes: on an upstream that reads paths that way, the agent chooses the scope by
       // how it spells the path (found by review). Told apart on purpose only for an upstream that does.
-      const loose = looseShape(parsed.segments);
-      const twin = earlier.find((other) => other.loose === loose && other.scope !== route.scope && [...listed].some((method) => other.methods.has(method)));
+      const twin = earlier.find((other) => other.spellings[LOOSE] === compiled.spellings[LOOSE] && other.scope !== route.scope && [...listed].some((method) => other.methods.has(method)));
       if (twin !== undefined && first === undefined) {
         warning(
           at('routes', index),
-          `${route.path} differs from routes[${twin.index}] (${twin.path}) only in letter case or escapes, with another scope: on an upstream that reads paths case-insensitively (IIS, ASP.NET) or decodes escapes before routing, both reach one handler and the agent picks scope ${twin.scope} or ${route.scope} by how it spells the path; keep both only if the upstream tells them apart (fails check --strict)`,
+          `${route.path} differs from routes[${twin.index}] (${twin.template}) only in letter case or escapes, with another scope: on an upstream that reads paths case-insensitively (IIS, ASP.NET) or decodes escapes before routing, both reach one handler and the agent picks scope ${twin.scope} or ${route.scope} by how it spells the path; keep both only if the upstream tells them apart (fails check --strict)`,
           true,
         );
       }
-      earlier.push({ index, path: route.path, scope: route.scope, methods: listed, segments: parsed.segments, loose });
+      earlier.push(compiled);
       if (route.require_approval && config.admin === undefined) warning(at('routes', index, 'require_approval'), nobodyApproves('a call to this route waits its grant\'s approval_timeout and is refused'), true);
     });
   }
