@@ -794,7 +794,7 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
   metrics.bind({
     agentConnections: () => Promise.all(agentListeners.map(({ listener, server }) => openConnections(listener, server))),
     ...(options.processStats === undefined ? {} : { process: options.processStats }),
-    tlsNotAfter: () => current.tls?.notAfter ?? null,
+    tlsCertificate: () => current.tls ?? null,
     credentials: () => current.secrets.status(),
     approvalsPending: () => current.approvals.pendingCount(),
     sessionsActive: () => state.sessions().length,

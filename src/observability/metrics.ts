@@ -20,8 +20,8 @@ export interface LiveSources {
   agentConnections?: () => Promise<ReadonlyArray<{ listener: string; open: number }>>;
   /** This process's own figures (main.ts reads them; absent in tests that build Airlock in-process). */
   process?: () => ProcessStats;
-  /** When the certificate the agent listeners present stops being valid, ms since the epoch; null without tls. */
-  tlsNotAfter?: () => number | null;
+  /** The certificate the agent listeners present: its subject, and when it stops being valid (ms since the epoch); null without tls. */
+  tlsCertificate?: () => { readonly subject: string; readonly notAfter: number } | null;
 }
 
 /** What the process_* and nodejs_* gauges report, read when scraped. */
@@ -139,16 +139,19 @@ export function createMetrics(): Metrics {
   });
 
   // cert-manager's certmanager_certificate_expiration_timestamp_seconds, for the same alert: renew
-  // before agents start refusing the handshake. Absent without tls.
+  // before agents start refusing the handshake. Absent without tls: a gauge without labels always has a
+  // sample (prom-client's reset puts 0 back), and 0 made `expiry - time() < 7d` fire on every plain-HTTP
+  // Airlock (found by a README walkthrough), so the series carries the certificate's subject.
   new Gauge({
     name: 'airlock_tls_certificate_expiry_timestamp_seconds',
     aggregator: 'min',
-    help: 'When the certificate the agent listeners present expires (Unix time; alert on it minus time()). Absent without tls.',
+    help: 'When the certificate the agent listeners present expires (Unix time; alert on it minus time()), by its subject. Absent without tls.',
+    labelNames: ['subject'],
     registers,
     collect() {
       this.reset();
-      const notAfter = sources?.tlsNotAfter?.() ?? null;
-      if (notAfter !== null) this.set(Math.floor(notAfter / 1000));
+      const certificate = sources?.tlsCertificate?.() ?? null;
+      if (certificate !== null) this.set({ subject: certificate.subject }, Math.floor(certificate.notAfter / 1000));
     },
   });
 

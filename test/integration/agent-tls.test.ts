@@ -176,7 +176,7 @@ describe.skipIf(!HAVE_OPENSSL)('HTTPS on the agent listener (tls)', () => {
     const renewedPrint = await servedFingerprint(proxy.url, authority.ca);
     expect(renewedPrint).not.toBe(firstPrint);
     const metrics = await proxy.airlock.metrics.registry.metrics();
-    const expiry = Number(/^airlock_tls_certificate_expiry_timestamp_seconds (\d+)$/m.exec(metrics)?.[1]);
+    const expiry = Number(/^airlock_tls_certificate_expiry_timestamp_seconds\{subject="CN=renewed"\} (\d+)$/m.exec(metrics)?.[1]);
     // 20 days from now, within the minute openssl and this test took.
     expect(Math.abs(expiry - (Date.now() / 1000 + 20 * 86_400))).toBeLessThan(120);
     expect(proxy.logLines.join('')).toContain('now present a new certificate');

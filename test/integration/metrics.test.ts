@@ -318,6 +318,11 @@ describe('GET /metrics after a scripted mix of requests', () => {
     expect(series('airlock_sessions_active')).toEqual([{ name: 'airlock_sessions_active', labels: {}, value: 1 }]);
   });
 
+  it('has no certificate expiry without tls (a 0 there fires every expiry alert)', () => {
+    expect(series('airlock_tls_certificate_expiry_timestamp_seconds')).toEqual([]);
+    expect(scrape.text).toContain('# TYPE airlock_tls_certificate_expiry_timestamp_seconds gauge');
+  });
+
   it('reports upstream connection pool use for every service', () => {
     const pools = series('airlock_upstream_connections');
     expect(new Set(pools.map((s) => s.labels['service']))).toEqual(new Set(['alpha', 'beta', 'down', 'pay']));
