@@ -56,14 +56,20 @@ function checkOtherReadings(service: ServicePolicy, method: string, path: string
   const decode = table.escapesRawLiterals || escapesRawLiteral(path);
   const trailing = path.length > 1 && (path.endsWith('/') || path.endsWith(ENCODED_SLASH));
   const fold = table.spellsCase || hasCapital(path);
-  if (!slash && !decode && !trailing && !fold) return;
-  // Every combination of the readings that apply, one lookup each (at most 15).
-  for (let mask = 1; mask < 16; mask++) {
-    if ((mask & SLASH && !slash) || (mask & DECODE && !decode) || (mask & TRAILING && !trailing) || (mask & FOLD && !fold)) continue;
+  // A format suffix on the last segment (`admin.json`): Rails routes every path with an optional
+  // `(.:format)`, and Spring MVC before 5.3 matched suffix patterns (found by review: `/v1/admin.json`
+  // under `/v1/*` reached `/v1/admin`'s handler on such an upstream). A route that spells the dot
+  // itself (`/v1/openapi.json`) names a file the upstream tells apart, as twin routes are taken to.
+  const suffix = suffixDot(path) !== -1 && !spellsDotLast(route);
+  if (!slash && !decode && !trailing && !fold && !suffix) return;
+  // Every combination of the readings that apply, one lookup each (at most 31).
+  for (let mask = 1; mask < 32; mask++) {
+    if ((mask & SLASH && !slash) || (mask & DECODE && !decode) || (mask & TRAILING && !trailing) || (mask & FOLD && !fold) || (mask & SUFFIX && !suffix)) continue;
     let reading = path;
     if (mask & SLASH) reading = reading.replaceAll(ENCODED_SLASH, '/');
     if (mask & DECODE) reading = decodeRawLiteralEscapes(reading);
     if (mask & TRAILING && reading.length > 1 && reading.endsWith('/')) reading = reading.slice(0, -1);
+    if (mask & SUFFIX) reading = withoutSuffix(reading);
     if (mask & FOLD) reading = foldCase(reading);
     const spelling = (((mask & DECODE) !== 0 ? DECODED : 0) + ((mask & FOLD) !== 0 ? FOLDED : 0)) as RouteSpelling;
     if (reading === path && spelling === 0) continue;
@@ -75,12 +81,37 @@ const SLASH = 1;
 const DECODE = 2;
 const TRAILING = 4;
 const FOLD = 8;
+const SUFFIX = 16;
 const HOW: ReadonlyArray<[number, string]> = [
   [SLASH, 'with each encoded slash (%2F) taken as "/"'],
   [DECODE, 'with escapes such as %3A decoded'],
   [TRAILING, 'without its trailing "/"'],
+  [SUFFIX, 'without a format suffix such as ".json" on its last segment'],
   [FOLD, 'in lower case'],
 ];
+
+/**
+ * Where the last segment's format suffix starts (a trailing "/" aside): its first "." after its first
+ * character (Rails' `:id` stops at the first dot; `.gitignore` has no suffix), or -1.
+ */
+function suffixDot(path: string): number {
+  const end = path.length > 1 && path.endsWith('/') ? path.length - 1 : path.length;
+  const start = path.lastIndexOf('/', end - 1) + 1;
+  const dot = path.indexOf('.', start + 1);
+  return dot < end ? dot : -1;
+}
+
+/** `path` without its last segment's format suffix, a trailing "/" kept. */
+function withoutSuffix(path: string): string {
+  const dot = suffixDot(path);
+  if (dot === -1) return path;
+  return path.endsWith('/') && path.length > 1 ? `${path.slice(0, dot)}/` : path.slice(0, dot);
+}
+
+function spellsDotLast(route: CompiledRoute): boolean {
+  const last = route.segments[route.segments.length - 1];
+  return last !== undefined && last.kind === 'literal' && last.value.includes('.');
+}
 
 function sameRoute(service: ServicePolicy, method: string, reading: string, spelling: RouteSpelling, route: CompiledRoute, mask: number): void {
   const other = findRoute(service.routes, method, reading, spelling);
