@@ -143,16 +143,18 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
     try {
       const authenticated = authenticateAgent(req.rawHeaders, runtime.policy, runtime.state, runtime.jwt, runtime.tokenHashes, runtime.nowMs());
       principal = authenticated instanceof Promise ? await authenticated : authenticated;
+      record.agent = principal.agent.name;
+      record.session = principal.session?.id ?? null;
+      record.justification = principal.session?.justification ?? null;
+      record.task_id = principal.session?.taskId ?? null;
+      checkStateFresh(runtime.state, runtime.limits.stateStaleAfterMs, runtime.nowMs());
+      // A revoked agent's or session's 401 too (found by review: an agent revoked for a suspected
+      // prompt injection that then sent the real key left a record with neither credential nor reason).
+      checkPrincipalRevocations(runtime.state, principal);
     } catch (failure) {
       // A real key sent without a valid token is an incident all the same (guard-request-secrets.ts).
       throw noteHeldSecret(failure, runtime.catalog.index(runtime.guard.key, null, [], runtime.guard.exempt), decodedTarget(req.url ?? '', target), req.rawHeaders);
     }
-    record.agent = principal.agent.name;
-    record.session = principal.session?.id ?? null;
-    record.justification = principal.session?.justification ?? null;
-    record.task_id = principal.session?.taskId ?? null;
-    checkStateFresh(runtime.state, runtime.limits.stateStaleAfterMs, runtime.nowMs());
-    checkPrincipalRevocations(runtime.state, principal);
 
     const managedSecrets = runtime.catalog.index(runtime.guard.key, null, [], runtime.guard.exempt);
     guardRequestSecrets(managedSecrets, decodedTarget(req.url ?? '', target), req.rawHeaders);
