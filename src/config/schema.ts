@@ -42,8 +42,19 @@ function withUnits<T extends z.ZodType>(schema: T): z.ZodPreprocess<T, unknown> 
   return z.preprocess(secondsFromUnit, schema);
 }
 
-const SECONDS_WITHOUT_UNIT = { error: (issue: { input?: unknown }) => (typeof issue.input === 'string' ? 'expected a duration: seconds as a number (3600), or with a unit (30s, 5m, 1h, 1d)' : undefined) };
-const secondsNumber = z.number(SECONDS_WITHOUT_UNIT).positive();
+const SECONDS_WITHOUT_UNIT = {
+  error: (issue: { input?: unknown }) =>
+    typeof issue.input === 'string' ? 'expected a duration: seconds as a number (3600), or with a unit (500ms, 30s, 5m, 1h, 1d)' : issue.input === undefined ? 'a duration is required here' : undefined,
+};
+const ABOVE_ZERO = 'a duration above 0';
+const secondsNumber = z.number(SECONDS_WITHOUT_UNIT).positive(ABOVE_ZERO);
+/**
+ * Durations Airlock counts in whole seconds (a session's life, an approval's): zod's "expected int,
+ * received number" said neither that nor what to write (found by a README walkthrough: `max_ttl: 500ms`).
+ */
+const wholeSeconds = (field: string): z.ZodNumber => z.number(SECONDS_WITHOUT_UNIT).int(`${field} is a whole number of seconds (such as 90, 90s, 15m or 1h)`).positive(ABOVE_ZERO);
+/** A year: a task session is short-lived, and a longer one would end past what a Date can hold (found by review: 100000000000d was taken). */
+const LONGEST_SESSION_SECONDS = 366 * 86_400;
 const seconds = withUnits(secondsNumber).describe('a duration: seconds, or with a unit (30s, 5m, 1h, 1d)');
 /** node's longest timer (a signed 32-bit count of ms): a longer delay fires after 1 ms instead. */
 export const LONGEST_TIMER_MS = 2 ** 31 - 1;
@@ -51,7 +62,11 @@ export const LONGEST_TIMER_MS = 2 ** 31 - 1;
 const LONGEST_TIMER_SECONDS = Math.floor(LONGEST_TIMER_MS / 1000);
 const TIMER_BOUND = { error: `at most ${LONGEST_TIMER_SECONDS} seconds (about 24.8 days), the longest node can wait` } as const;
 /** A duration Airlock waits for with a timer. */
-const timerSeconds = withUnits(secondsNumber.max(LONGEST_TIMER_SECONDS, TIMER_BOUND));
+const timerSeconds = withUnits(
+  // At least 1 ms: node's timers and its http server's deadlines are whole milliseconds, and a deadline
+  // rounded down to 0 is none at all (review: '0.0004s' passed, and crashed serve).
+  z.number(SECONDS_WITHOUT_UNIT).min(0.001, 'a duration of at least 1 ms (0.001 s): node waits in whole milliseconds').max(LONGEST_TIMER_SECONDS, TIMER_BOUND),
+);
 /** Anomaly windows are counted per second in rings sized to the window: whole seconds, at most an hour. */
 const anomalyWindow = withUnits(
   z
@@ -128,7 +143,11 @@ const methodName = z.string().regex(/^[A-Za-z]+$/, { error: 'an HTTP method such
 
 const routeSpec = z
   .strictObject({
-    method: z.union([methodName, z.array(methodName).min(1)]).describe('method or list of methods; "*" is not allowed, list them'),
+    method: z
+      .union([methodName, z.array(methodName).min(1)], {
+        error: (issue) => (issue.input === undefined ? 'method is required: GET, POST, or a list such as [GET, HEAD]' : 'an HTTP method such as GET, or a list of them'),
+      })
+      .describe('method or list of methods; "*" is not allowed, list them'),
     path: z.string().min(1).describe('path template: literal segments, :name for one segment, a trailing * for the rest'),
     scope: scopeName.describe('scope an agent must hold to call this route'),
     require_approval: z.boolean().default(false).describe('a human approves every call to this route, whatever the grant says'),
@@ -249,11 +268,11 @@ const grantSpec = z.strictObject({
       }),
     )
     .describe('scopes granted: exact names, "*" for all of the service, "files:*" for a prefix'),
-  max_ttl: withUnits(z.number(SECONDS_WITHOUT_UNIT).int().positive()).default(3600).describe('longest task session this grant may mint (seconds, or 1h)'),
+  max_ttl: withUnits(wholeSeconds('max_ttl').max(LONGEST_SESSION_SECONDS, 'max_ttl is at most 366d: task sessions are meant to be short-lived')).default(3600).describe('longest task session this grant may mint (seconds, or 1h)'),
   require_session: z.boolean().default(false).describe('the agent token only mints task sessions; calls need a session token (zero standing privileges)'),
   require_approval: z.boolean().default(false).describe('a human approves each call'),
   approval_mode: z.enum(['hold', 'async']).default('hold').describe('hold: the request waits for the decision; async: 202 with an approval id to retry with'),
-  approval_timeout: withUnits(z.number(SECONDS_WITHOUT_UNIT).int().positive().max(LONGEST_TIMER_SECONDS, TIMER_BOUND)).default(300).describe('how long an approval may take (hold) or stays valid (async): seconds, or 5m'),
+  approval_timeout: withUnits(wholeSeconds('approval_timeout').max(LONGEST_TIMER_SECONDS, TIMER_BOUND)).default(300).describe('how long an approval may take (hold) or stays valid (async): seconds, or 5m'),
   rate: rateSpec.optional(),
   credential: credentialSpec.optional().describe('a credential for this agent alone, instead of the service one'),
 });

@@ -128,6 +128,11 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
     if (previous !== undefined) return error(path, `${text} clashes with ${previous.host}:${previous.port} of ${previous.owner}; give each listener its own port`);
     listeners.push({ host, port: parsed.port, owner });
   };
+  // node's http server refuses a headers deadline past the request's (ERR_OUT_OF_RANGE at start-up):
+  // check said OK and serve failed (found by review).
+  if (config.limits.headers_timeout > config.limits.request_timeout) {
+    error(['limits', 'request_timeout'], `request_timeout (${config.limits.request_timeout} s) is shorter than headers_timeout (${config.limits.headers_timeout} s); the whole request cannot take less time than its headers: raise request_timeout or lower headers_timeout`);
+  }
   const agentTls = config.tls !== undefined;
   claimListener(config.listen, ['listen'], 'the agent listener (listen)', 'agent tokens and request bodies', agentTls);
   if (config.tls !== undefined) {

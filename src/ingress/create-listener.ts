@@ -78,15 +78,23 @@ export function refuseClientErrors(server: Server, refuse: (socket: Duplex, fail
   });
 }
 
+/**
+ * A duration of the config (seconds) as the whole milliseconds node's http server requires
+ * (ERR_OUT_OF_RANGE otherwise: 2.01 * 1000 is 2009.9999999999998); the schema keeps it at least 1 ms.
+ */
+export function wholeMs(seconds: number): number {
+  return Math.max(1, Math.round(seconds * 1000));
+}
+
 export function createListener(limits: DeepReadonly<LimitsSpec>, handlers: ListenerHandlers, tls: TlsIdentity | null = null): Server {
   const options = {
       maxHeaderSize: limits.max_header_bytes,
-      headersTimeout: limits.headers_timeout * 1000,
-      requestTimeout: limits.request_timeout * 1000,
-      keepAliveTimeout: limits.keep_alive_timeout * 1000,
+      headersTimeout: wholeMs(limits.headers_timeout),
+      requestTimeout: wholeMs(limits.request_timeout),
+      keepAliveTimeout: wholeMs(limits.keep_alive_timeout),
       // node checks the header and request deadlines only this often (30 s by default), which would
       // let a slowloris client hold a connection far past headers_timeout.
-      connectionsCheckingInterval: Math.max(100, Math.min(1000, (Math.min(limits.headers_timeout, limits.request_timeout) * 1000) / 2)),
+      connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.round(wholeMs(Math.min(limits.headers_timeout, limits.request_timeout)) / 2))),
       // Checked by the pipeline instead, so a missing Host gets a problem body and an audit record.
       requireHostHeader: false,
       joinDuplicateHeaders: false,
@@ -97,7 +105,7 @@ export function createListener(limits: DeepReadonly<LimitsSpec>, handlers: Liste
       ? createServer(options, handlers.onRequest)
       : // A handshake gets no longer than the request headers (node's default is 120 s, which a client
         // that connects and says nothing would hold).
-        serveTls(createHttpsServer({ ...options, ...tls.contextOptions(), handshakeTimeout: limits.headers_timeout * 1000 }, handlers.onRequest), limits, handlers);
+        serveTls(createHttpsServer({ ...options, ...tls.contextOptions(), handshakeTimeout: wholeMs(limits.headers_timeout) }, handlers.onRequest), limits, handlers);
   server.maxHeadersCount = 0;
   refuseClientErrors(server, (socket, failure) => handlers.onRefusal(socket, failure, null));
   // An Expect other than 100-continue: node would answer 417 by itself; the pipeline refuses it with a
@@ -157,7 +165,7 @@ function serveTls(server: Server, limits: DeepReadonly<LimitsSpec>, handlers: Li
     });
     // Until TLS takes the socket over, nothing else hears its errors (a reset would end the process).
     socket.on('error', () => socket.destroy());
-    socket.setTimeout(limits.headers_timeout * 1000, () => socket.destroy());
+    socket.setTimeout(wholeMs(limits.headers_timeout), () => socket.destroy());
     socket.once('data', function chooseProtocol(chunk: Buffer) {
       socket.pause();
       socket.setTimeout(0);

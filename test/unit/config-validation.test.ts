@@ -550,7 +550,7 @@ describe('cross-field rules (validate-config.ts)', () => {
         agents: { bot: agent([HASH_A], [g('api', ['items:read'], { max_ttl: -1 }), g('stirpe', ['items:read']), g('api', ['items:raed'])]) },
       },
       expected: [
-        { severity: 'error', path: 'agents.bot.credentials[0].max_ttl', message: /Too small/ },
+        { severity: 'error', path: 'agents.bot.credentials[0].max_ttl', message: /^a duration above 0$/ },
         { severity: 'error', path: 'agents.bot.credentials[1].service', message: /^no service named "stirpe"; did you mean "stripe"\?; services are: api, stripe$/ },
         { severity: 'warning', path: 'agents.bot.credentials[2].max_scope[0]', message: /no route of api has a scope matching "items:raed" \(a typo\?\)/ },
       ],
@@ -779,6 +779,20 @@ describe('durations written with a unit', () => {
     expect(config?.shutdown_timeout).toBe(45);
   });
 
+  it('says a route method is required, a session lives at most 366 days, and a timer waits at least 1 ms', () => {
+    expectProblems(
+      build({
+        services: { api: service({ routes: [{ path: '/v1/*', scope: 'items:read' }], timeouts: { connect: 0 } }) },
+        agents: { bot: agent([HASH_A], [{ service: 'api', max_scope: ['*'], max_ttl: '400d' }]) },
+      }),
+      [
+        { severity: 'error', path: 'services.api.timeouts.connect', message: /^a duration of at least 1 ms/ },
+        { severity: 'error', path: 'services.api.routes[0].method', message: /^method is required: GET, POST, or a list such as \[GET, HEAD\]$/ },
+        { severity: 'error', path: 'agents.bot.credentials[0].max_ttl', message: /^max_ttl is at most 366d/ },
+      ],
+    );
+  });
+
   it('refuses a duration it cannot read, and one a field takes whole that is not, saying what to write', () => {
     expectProblems(
       build({
@@ -787,8 +801,8 @@ describe('durations written with a unit', () => {
         admin: { tokens: [HASH_B] },
       }),
       [
-        { severity: 'error', path: 'services.api.timeouts.connect', message: /^expected a duration: seconds as a number \(3600\), or with a unit \(30s, 5m, 1h, 1d\)$/ },
-        { severity: 'error', path: 'agents.bot.credentials[0].max_ttl', message: /expected int/ },
+        { severity: 'error', path: 'services.api.timeouts.connect', message: /^expected a duration: seconds as a number \(3600\), or with a unit \(500ms, 30s, 5m, 1h, 1d\)$/ },
+        { severity: 'error', path: 'agents.bot.credentials[0].max_ttl', message: /^max_ttl is a whole number of seconds \(such as 90, 90s, 15m or 1h\)$/ },
         { severity: 'error', path: 'agents.bot.credentials[0].approval_timeout', message: /^expected a duration: seconds as a number/ },
       ],
     );
