@@ -54,7 +54,7 @@ export async function secretsCommand(io: CliIo): Promise<number> {
   const config = loaded.config;
   switch (action) {
     case 'set':
-      return setSecret(io, config, requireName(name));
+      return setSecret(io, config, requireName(name), loaded.file);
     case 'list':
     case 'ls':
       if (name !== undefined) throw new UsageError(USAGE);
@@ -121,7 +121,7 @@ async function readValue(io: CliIo, name: string): Promise<string> {
 }
 
 /** `command` is what the operator ran (`set NAME`, `rotate file:NAME`), to be suggested again as it was. */
-async function setSecret(io: CliIo, config: AirlockConfig, name: string, command = `set ${name}`): Promise<number> {
+async function setSecret(io: CliIo, config: AirlockConfig, name: string, configFile: string, command = `set ${name}`): Promise<number> {
   const value = await readValue(io, name);
   if (value.length === 0) {
     io.stderr.write(`No value read for ${name}; pipe it in, e.g.  printf %s "$KEY" | npx airlock secrets ${command}\n`);
@@ -152,7 +152,13 @@ async function setSecret(io: CliIo, config: AirlockConfig, name: string, command
   const keySource = io.env['AIRLOCK_MASTER_KEY'] ? 'AIRLOCK_MASTER_KEY' : `${config.data_dir}/${MASTER_KEY_FILE}`;
   const used = fileRefs(config).get(name);
   io.stdout.write(`Stored secret ${name} in ${file.path} (AES-256-GCM, key from ${keySource}).\n`);
-  io.stdout.write(used === undefined ? `Nothing in the config uses file:${name} yet; reference it as  secret: file:${name}\n` : `Used by ${used.join(', ')}; a running Airlock picks it up within a second.\n`);
+  // Found by a README walkthrough: a 503's `secrets set NAME`, run in another directory than the proxy's
+  // config, stored the value in the wrong data_dir and said only "nothing uses it yet".
+  io.stdout.write(
+    used === undefined
+      ? `Nothing in ${configFile} uses file:${name} yet; reference it as  secret: file:${name}\nIf a running Airlock asked for it, it reads another config: store it there, \`npx airlock secrets set ${name} --config <that file>\`.\n`
+      : `Used by ${used.join(', ')}; a running Airlock picks it up within a second.\n`,
+  );
   return 0;
 }
 
@@ -213,7 +219,7 @@ async function rotateSecret(io: CliIo, target: CliConfig, refOrName: string): Pr
       io.stderr.write(`This config uses no file:${shownSecretName(name)}, so a running Airlock would not pick it up, and nothing was stored. Check the name (\`npx airlock secrets list\` shows the stored ones); to store a secret before the config uses it, run \`npx airlock secrets set ${shownSecretName(name)}\`.\n`);
       return 1;
     }
-    const stored = await setSecret(io, config, requireName(name), `rotate ${refOrName}`);
+    const stored = await setSecret(io, config, requireName(name), target.file, `rotate ${refOrName}`);
     if (stored !== 0) return stored;
   }
   if (config.admin === null) {

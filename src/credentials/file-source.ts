@@ -121,7 +121,7 @@ export function createFileSource(options: FileSourceOptions): SecretSource {
       if (damage !== undefined) throw unavailable(ref, `The credential ${ref} is not available: ${damage}.`);
       const entry = current.entries.get(name);
       if (entry === undefined) {
-        throw new CredentialWithdrawn(`The credential ${ref} is not set. An operator runs \`npx airlock secrets set ${name}\` (value on stdin) and retries; no restart is needed.`);
+        throw new CredentialWithdrawn(`The credential ${ref} is not set. An operator runs \`npx airlock secrets set ${name}\` (value on stdin) with the config this proxy was started with (\`--config\` when it was named) and retries; no restart is needed.`);
       }
       return new Credential(ref, entry.value, entry.updatedAt);
     },

@@ -346,6 +346,18 @@ describe('airlock secrets', () => {
     expect(findLeaks(values, [{ name: 'plain', text: `x${Buffer.from(values[0] as string).toString('base64')}` }])).not.toEqual([]);
   });
 
+  // Found by a README walkthrough: a 503's `secrets set NAME` run beside another config stored the
+  // value in that config's data_dir, and said only that nothing used it yet.
+  it('set of a name the config does not use names the config it read and says how to reach another', async () => {
+    const { file } = writeConfig(SECRETS_CONFIG);
+    const value = canary('unused');
+    const result = await run(['secrets', 'set', 'echo', '--config', file], { stdin: stdinOf(value) });
+    expect(result.code).toBe(0);
+    expect(result.out()).toContain(`Nothing in ${file} uses file:echo yet; reference it as  secret: file:echo\n`);
+    expect(result.out()).toContain('If a running Airlock asked for it, it reads another config: store it there, `npx airlock secrets set echo --config <that file>`.');
+    assertNoLeak([value], [{ name: 'output', text: result.out() + result.err() }]);
+  });
+
   it('list shows names, never values, and lists referenced secrets that are not set', async () => {
     const { file } = writeConfig(SECRETS_CONFIG);
     const openai = canary('openai');
