@@ -54,7 +54,8 @@ export async function serveCommand(io: CliIo): Promise<number> {
   const workerId = io.env['AIRLOCK_WORKER_ID'];
   if (workerId !== undefined) config = workerAuditFile(config, workerId);
   for (const problem of loaded.loaded.problems) {
-    if (problem.severity === 'warning') io.stderr.write(`warning: ${problem.message}\n`);
+    // Where, as check says it (found by a README walkthrough: "add the sha256 line here" named no place).
+    if (problem.severity === 'warning') io.stderr.write(`${formatProblem(problem, loaded.file)}\n`);
   }
   const logSink = new BatchedLineSink(io.stdout);
   // The process log's reader may go away (a log shipper restarting, `airlock serve | head`). Its lines

@@ -19,7 +19,7 @@ export function suspensionWithoutAdminNote(config: AirlockConfig): string[] {
   const suspending = suspendingRules(config);
   if (config.admin !== null || suspending.length === 0) return [];
   return [
-    `Note: anomaly rule ${suspending.join(', ')} suspends an agent (anomalies.<rule>.action: suspend), and only the admin API`,
+    `Note: ${suspending.length === 1 ? 'anomaly rule' : 'anomaly rules'} ${suspending.join(', ')} ${suspending.length === 1 ? 'suspends' : 'suspend'} an agent (${suspending.map((name) => `anomalies.${name}.action: suspend`).join(', ')}), and only the admin API`,
     'lifts a suspension (`npx airlock restore agent NAME`), which this config does not configure. Add an admin block',
     '(listen, tokens) and restart (a reload does not open a new admin listener), or set the action to alert.',
   ];

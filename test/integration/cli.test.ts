@@ -1087,6 +1087,16 @@ agents:
     await expect(fetch(`${url}/_airlock/health`)).rejects.toThrow();
   });
 
+  it('prints each config warning with its file, line and YAML path, as check does', async () => {
+    const { file } = writeConfig(`listen: 127.0.0.1:0\ndata_dir: ./data\nlog: {level: silent}\nanomalies: {enabled: false}\nservices: {}\nagents:\n  bot:\n    tokens: []\n`);
+    const cli = cliIo(['serve', '--config', file]);
+    const exit = runCli(cli.io);
+    await summaryPrinted(cli);
+    cli.stop('SIGTERM');
+    expect(await exit).toBe(0);
+    expect(cli.err()).toContain(`${file}:8:5: warning at agents.bot.tokens: agent bot has no tokens and cannot authenticate; run \`npx airlock token\` and add the sha256 line here\n`);
+  });
+
   // Found by a fresh-user walkthrough: denial_burst suspends by default, a suspension outlives restarts,
   // and only the admin API lifts it; the shipped config has no admin block.
   it.each([
@@ -1103,9 +1113,13 @@ agents:
     cli.stop('SIGTERM');
     expect(await exit).toBe(0);
     if (rules === null) {
-      expect(cli.err()).not.toContain('suspends an agent');
+      expect(cli.err()).not.toContain('Note: anomaly rule');
     } else {
-      expect(cli.err()).toContain(`Note: anomaly rule ${rules} suspends an agent (anomalies.<rule>.action: suspend), and only the admin API\nlifts a suspension (\`npx airlock restore agent NAME\`), which this config does not configure.`);
+      // Each rule by its place in the config (found by a README walkthrough: it said anomalies.<rule>).
+      const names = rules.split(', ');
+      const which = names.length === 1 ? `anomaly rule ${rules} suspends` : `anomaly rules ${rules} suspend`;
+      const places = names.map((name) => `anomalies.${name}.action: suspend`).join(', ');
+      expect(cli.err()).toContain(`Note: ${which} an agent (${places}), and only the admin API\nlifts a suspension (\`npx airlock restore agent NAME\`), which this config does not configure.`);
       // An admin block added by a reload waits for the restart (found by review: the note said otherwise).
       expect(cli.err()).toContain('(listen, tokens) and restart (a reload does not open a new admin listener)');
     }
