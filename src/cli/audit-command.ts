@@ -230,7 +230,7 @@ function recordedGaps(inputs: ReadonlyArray<{ name: string; text: string }>, kno
   if (found.length === 0) return { text: '', unknown };
   const known = found.length - unknown;
   return {
-    text: `\nRecords are missing: ${found.length} gap${found.length === 1 ? '' : 's'} recorded by Airlock where the log could not be written (the chain itself is intact)${known === 0 ? '' : `; ${known} up to --gaps-known-until`}.${found.join('')}`,
+    text: `\nRecords are missing: ${found.length} gap${found.length === 1 ? '' : 's'} recorded by Airlock where records may be missing (an audit outage, or a run that ended without airlock:stop; each gap's reason says which; the chain itself is intact)${known === 0 ? '' : `; ${known} up to --gaps-known-until`}.${found.join('')}`,
     unknown,
   };
 }

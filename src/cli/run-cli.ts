@@ -26,14 +26,14 @@ const COMMANDS: Readonly<Record<string, { run: (io: CliIo) => Promise<number>; s
   serve: { run: serveCommand, summary: 'serve [--config F]                 run the proxy' },
   check: { run: checkCommand, summary: 'check [--config F] [--strict]      list every config problem; exit 1 if any' },
   token: { run: tokenCommand, summary: 'token                              print a new agent token and its sha256 hash' },
-  secrets: { run: secretsCommand, summary: 'secrets set NAME | list | rm NAME | rotate REF [--config F]  manage the encrypted secrets file (value on stdin)' },
+  secrets: { run: secretsCommand, summary: 'secrets set NAME | list | rm NAME | rotate REF | rekey [--config F]  manage the encrypted secrets file (value on stdin)' },
   explain: { run: explainCommand, summary: 'explain --agent NAME METHOD PATH [--host H] [--listen ADDR] [--config F]  the decision for a request, without calling upstream' },
   approvals: { run: approvalsCommand, summary: 'approvals list [--all] | approve ID [--reason TEXT] | deny ID [--reason TEXT] [--config F]  decide pending approvals' },
   revoke: { run: revokeCommand, summary: 'revoke agent|session|credential|service NAME | all [--config F]  the kill switch (--reason TEXT)' },
   restore: { run: restoreCommand, summary: 'restore agent|credential|service NAME | all [--reason TEXT] [--config F]  lift a revocation (a revoked session is ended for good)' },
   status: { run: statusCommand, summary: 'status [--json] [--config F]        a running Airlock: audit, revocations, approvals, sessions, credentials' },
   anomalies: { run: anomaliesCommand, summary: 'anomalies [--agent NAME] [--limit N] [--json] [--config F]  recent anomaly events and their evidence' },
-  audit: { run: auditCommand, summary: 'audit verify [FILE...] [--complete] [--head HASH] [--config F]  check the audit hash chain; names the first bad line' },
+  audit: { run: auditCommand, summary: 'audit verify [FILE...] [--complete] [--head HASH] [--gaps-known-until TIME] [--config F]  check the audit hash chain; names the first bad line' },
   demo: { run: demoCommand, summary: 'demo                               an offline walk-through with a stand-in upstream' },
 };
 

@@ -53,6 +53,9 @@ function parseFailure(error: NodeJS.ErrnoException, bounds: ListenerBounds): Air
     case 'HPE_INVALID_EOF_STATE':
       // The client half-closed its side mid-request; the answer can still reach it.
       return new AirlockError('invalid_request', 'The connection ended before the request was complete (a body shorter than its Content-Length, or a request cut off); it was refused.');
+    case 'HPE_INVALID_METHOD':
+      // Found by a README walkthrough: TRACK was told its framing or a header was malformed.
+      return new AirlockError('invalid_request', "The request method is not one Airlock's HTTP parser accepts (TRACK, a misspelt or lower-case method); methods are case-sensitive, such as GET or POST. It was refused.");
     case 'ERR_HTTP_REQUEST_TIMEOUT':
       return new AirlockError('request_timeout', `The request was not received in time (${bounds.deadlines}).`);
     default:

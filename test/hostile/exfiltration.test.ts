@@ -981,7 +981,9 @@ describe('exfiltration: the credential never reaches the agent, and nothing goes
       const before = origin.requests.length;
       const logsFrom = proxy.logLines.length;
       const got = await call('(request line)', { requestLine: line });
-      expectProblem(got, 400, 'invalid_request');
+      const problem = expectProblem(got, 400, 'invalid_request');
+      // Said as what it is (found by a README walkthrough: the detail spoke of framing and headers).
+      expect(problem.detail).toMatch(/^The request method is not one Airlock's HTTP parser accepts/);
       expect(got.raw).not.toContain(tester.token);
       expect(origin.requests.length).toBe(before);
       const record = await expectNoLeak(got, logsFrom);
