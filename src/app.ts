@@ -64,6 +64,7 @@ import { createOriginPool } from './upstream/origin-pool.js';
 import { cgiHeaderName } from './upstream/outbound-request.js';
 import { environmentProblems } from './config/assess-environment.js';
 import { makePrivateDir } from './state/make-private-dir.js';
+import { parserReadsMalformedNames } from './ingress/parser-leniency.js';
 
 /** Reported in spans (service.version) and the admin API. */
 export const AIRLOCK_VERSION = '0.1.0';
@@ -77,6 +78,8 @@ export interface AirlockOptions {
   readonly nodeFlags?: readonly string[];
   /** This process's CPU, memory and event-loop figures for /metrics (main.ts reads them from `process`). */
   readonly processStats?: () => ProcessStats;
+  /** The version of node's HTTP parser (process.versions.llhttp); unknown, header names are checked as on llhttp 8 (parser-leniency.ts). */
+  readonly httpParser?: string;
   /** Under `workers`: builds the /metrics text of the whole cluster from this worker's registry. */
   readonly clusterMetrics?: (registry: Registry) => () => Promise<string>;
   /**
@@ -164,6 +167,8 @@ interface Durable {
   readonly rateLimiter: RateLimiter;
   readonly concurrency: ConcurrencyGate;
   readonly staleAfterMs: number;
+  /** node's HTTP parser reads malformed header names (llhttp 8): the pipeline checks them (parser-leniency.ts). */
+  readonly checkHeaderNames: boolean;
   /** Set once the admin listener is bound: where the console is, for links. */
   boundAdminUrl: string | null;
   /** Set when shutdown cuts the connections still open (its deadline, or a second stop signal). */
@@ -546,6 +551,7 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
     tracing,
     limits: Object.freeze({
       maxHeaders: config.limits.max_headers,
+      checkHeaderNames: durable.checkHeaderNames,
       maxBodyBytes: config.limits.max_body_bytes,
       maxApprovalBodyBytes: config.approvals.max_body_bytes,
       // As the request's names are read (cgiHeaderName): a name configured as x_tenant never matched
@@ -757,6 +763,7 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
   const staleAfterMs = config.state.type === 'redis' ? config.state.stale_after * 1000 : Infinity;
 
   const durable: Durable = {
+    checkHeaderNames: parserReadsMalformedNames(options.httpParser),
     inflight: new InflightRequests(),
     tokenHashes: new TokenHashes(),
     nowMs,

@@ -93,6 +93,7 @@ const code = await runCli({
   stderr: process.stderr,
   stdin: process.stdin,
   nodeFlags: process.execArgv,
+  httpParser: process.versions.llhttp,
   pid: process.pid,
   processStats: readProcessStats,
   stopRequested,

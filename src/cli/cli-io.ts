@@ -41,6 +41,8 @@ export interface CliIo {
   readonly primary?: PrimaryChannel;
   /** This process's CPU, memory and event-loop figures, for /metrics; absent in tests. */
   readonly processStats?: () => ProcessStats;
+  /** The version of node's HTTP parser (process.versions.llhttp); absent in tests. */
+  readonly httpParser?: string;
 }
 
 export class UsageError extends Error {

@@ -19,6 +19,7 @@ import type { Registry } from 'prom-client';
 import { startAirlock, type RunningAirlock } from '../app.js';
 import { environmentProblems } from '../config/assess-environment.js';
 import { formatProblem } from '../config/config-problem.js';
+import { parserReadsMalformedNames } from '../ingress/parser-leniency.js';
 import { loadConfigFile, parseConfigText } from '../config/load-config.js';
 import { localSecretReferences, type LocalSecretReference } from '../config/secret-references.js';
 import type { AirlockConfig } from '../config/types.js';
@@ -57,6 +58,11 @@ export async function serveCommand(io: CliIo): Promise<number> {
     // Where, as check says it (found by a README walkthrough: "add the sha256 line here" named no place).
     if (problem.severity === 'warning') io.stderr.write(`${formatProblem(problem, loaded.file)}\n`);
   }
+  if (io.httpParser !== undefined && parserReadsMalformedNames(io.httpParser) && workerId === undefined) {
+    io.stderr.write(
+      `note: this node's HTTP parser (llhttp ${io.httpParser}, Node 20 before 20.19.2) accepts a few malformed requests that later ones refuse; Airlock refuses malformed header names itself and sends upstreams only re-framed requests, but behind another proxy prefer Node 20.19.2 or later (README, Development).\n`,
+    );
+  }
   const logSink = new BatchedLineSink(io.stdout);
   // The process log's reader may go away (a log shipper restarting, `airlock serve | head`). Its lines
   // are dropped from then on rather than the proxy stopped: no request depends on them, and the audit
@@ -73,6 +79,7 @@ export async function serveCommand(io: CliIo): Promise<number> {
       env: io.env,
       ...(io.nodeFlags === undefined ? {} : { nodeFlags: io.nodeFlags }),
       ...(io.processStats === undefined ? {} : { processStats: io.processStats }),
+      ...(io.httpParser === undefined ? {} : { httpParser: io.httpParser }),
       logDestination: logSink,
       ...(primary === undefined ? {} : { clusterMetrics: (registry: Registry) => clusterMetricsText(registry, primary), clusterRestrictions: restrictionChannel(primary) }),
     });

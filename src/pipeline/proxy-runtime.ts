@@ -58,7 +58,7 @@ export interface ProxyRuntime {
   readonly sessionMints: ConcurrencyGate;
   readonly anomalies: AnomalyDetector;
   readonly respondToAnomaly: (event: AnomalyEvent) => void;
-  readonly limits: { readonly maxHeaders: number; readonly maxBodyBytes: number; readonly maxApprovalBodyBytes: number; readonly approvalHeaders: readonly string[]; readonly maxSessionsPerAgent: number; readonly sessionMintBucket: BucketShape; readonly sessionMintRate: MintRate; readonly stateStaleAfterMs: number };
+  readonly limits: { readonly maxHeaders: number; readonly checkHeaderNames: boolean; readonly maxBodyBytes: number; readonly maxApprovalBodyBytes: number; readonly approvalHeaders: readonly string[]; readonly maxSessionsPerAgent: number; readonly sessionMintBucket: BucketShape; readonly sessionMintRate: MintRate; readonly stateStaleAfterMs: number };
   readonly readiness: () => Readiness;
   /** True once shutdown has cut the connections still open (shutdown_timeout, or a second stop signal). */
   readonly cutForStop: () => boolean;

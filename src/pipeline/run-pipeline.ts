@@ -22,6 +22,7 @@
  * `explainRequest` walks the same decision stages for `airlock explain`, without a network or a secret.
  */
 import { randomUUID } from 'node:crypto';
+import { hasMalformedName } from '../ingress/parser-leniency.js';
 import { METHODS, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Duplex } from 'node:stream';
@@ -127,7 +128,7 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
   try {
     let target: CanonicalTarget;
     try {
-      checkRequestShape(req, runtime.limits.maxHeaders);
+      checkRequestShape(req, runtime.limits);
       target = canonicalizeTarget(req.url ?? '');
     } catch (error) {
       // Until the path is canonical the record keeps what was sent (rawPathForAudit).
@@ -611,13 +612,17 @@ function faultyFraming(req: IncomingMessage, detail: string): AirlockError {
   return new AirlockError('invalid_request', detail, FAULTY_FRAMING);
 }
 
-function checkRequestShape(req: IncomingMessage, maxHeaders: number): void {
+function checkRequestShape(req: IncomingMessage, limits: ProxyRuntime['limits']): void {
   if ((req.socket as { [FRAMING_BROKEN]?: true })[FRAMING_BROKEN] === true) {
     throw new AirlockError('invalid_request', 'An earlier request on this connection was refused for its framing, so what follows it cannot be trusted as a request; open a new connection.', FAULTY_FRAMING);
   }
   const raw = req.rawHeaders;
-  if (raw.length / 2 > maxHeaders) {
-    throw new AirlockError('headers_too_large', `The request has ${raw.length / 2} header fields; the limit is ${maxHeaders} (limits.max_headers).`);
+  if (raw.length / 2 > limits.maxHeaders) {
+    throw new AirlockError('headers_too_large', `The request has ${raw.length / 2} header fields; the limit is ${limits.maxHeaders} (limits.max_headers).`);
+  }
+  // What llhttp 9 refuses while parsing, checked here on the llhttp 8 of Node 20 before 20.19.2.
+  if (limits.checkHeaderNames && hasMalformedName(raw)) {
+    throw faultyFraming(req, 'A header name is not a token (a space before its colon, or an empty name; RFC 9112 section 5.1); send each header as Name: value.');
   }
   // node's parser reads "GET /x" (no version, HTTP/0.9) and "HTTP/2.0" request lines, headers and all;
   // only HTTP/1.0 and 1.1 are spoken here (HTTP/2 agents are refused, README).

@@ -41,6 +41,7 @@ interface IoOptions {
   cwd?: string;
   stdin?: ReadonlyArray<Buffer>;
   nodeFlags?: readonly string[];
+  httpParser?: string;
 }
 
 /** Waits (up to 10 s) until serve has printed its start-up summary to stderr. */
@@ -75,6 +76,7 @@ function cliIo(args: readonly string[], options: IoOptions = {}): CliRun {
       stdin,
       stopRequested,
       ...(options.nodeFlags === undefined ? {} : { nodeFlags: options.nodeFlags }),
+      ...(options.httpParser === undefined ? {} : { httpParser: options.httpParser }),
     },
     stdout,
     stderr,
@@ -1095,6 +1097,19 @@ agents:
     cli.stop('SIGTERM');
     expect(await exit).toBe(0);
     expect(cli.err()).toContain(`${file}:8:5: warning at agents.bot.tokens: agent bot has no tokens and cannot authenticate; run \`npx airlock token\` and add the sha256 line here\n`);
+  });
+
+  it.each([
+    ['8.1.2', true],
+    ['9.3.0', false],
+  ])('on llhttp %s notes the older parser at start: %s', async (httpParser, noted) => {
+    const { file } = writeConfig(`listen: 127.0.0.1:0\ndata_dir: ./data\nlog: {level: silent}\nanomalies: {enabled: false}\nservices: {}\nagents: {}\n`);
+    const cli = cliIo(['serve', '--config', file], { httpParser });
+    const exit = runCli(cli.io);
+    await summaryPrinted(cli);
+    cli.stop('SIGTERM');
+    expect(await exit).toBe(0);
+    expect(cli.err().includes(`note: this node's HTTP parser (llhttp 8.1.2, Node 20 before 20.19.2) accepts a few malformed requests`)).toBe(noted);
   });
 
   // Found by a fresh-user walkthrough: denial_burst suspends by default, a suspension outlives restarts,
