@@ -4,7 +4,8 @@
  * them), pending approvals, live task sessions and each credential's state. The other commands change
  * these; without this one an operator had no command to see them (found by a fresh-user walkthrough).
  * Exit 0 when all is well, 2 when something needs an operator (audit failing, a lockdown, a revocation,
- * a credential failing or missing, the listeners' certificate within 14 days of its end), 1 when the
+ * a credential failing or missing, the listeners' certificate within 14 days of its end, a config file
+ * with errors, which a running Airlock refuses to reload), 1 when the
  * admin API cannot be asked.
  */
 import { parseArgs } from 'node:util';
@@ -56,15 +57,21 @@ export async function statusCommand(io: CliIo): Promise<number> {
   const liftable = revocations.filter((r) => r['kind'] !== 'session');
   const tls = health['tls'] as { subject: string; expires_at: string; expires_in_days: number } | null | undefined;
   const renew = tls !== null && tls !== undefined && tls.expires_in_days < EXPIRY_WARNING_DAYS;
-  const attention = health['audit'] !== 'writable' || health['lockdown'] === true || liftable.length > 0 || troubled.length > 0 || renew;
+  // A config file with errors is not what the running Airlock serves: it refused to reload it (found by a
+  // README walkthrough: status said ok while its own stderr listed the file's problems).
+  const fileErrors = loaded.loaded.config === null ? loaded.loaded.problems.filter((p) => p.severity === 'error').length : 0;
+  const attention = health['audit'] !== 'writable' || health['lockdown'] === true || liftable.length > 0 || troubled.length > 0 || renew || fileErrors > 0;
   if (values.json) {
-    io.stdout.write(`${JSON.stringify({ health, revocations, approvals: pendingApprovals, sessions, credentials }, null, 2)}\n`);
+    io.stdout.write(`${JSON.stringify({ health, config: { file: loaded.file, errors: fileErrors }, revocations, approvals: pendingApprovals, sessions, credentials }, null, 2)}\n`);
     return attention ? 2 : 0;
   }
   const lines: string[] = [`Airlock at admin ${loaded.config.admin?.listen ?? ''}: ${attention ? 'NEEDS ATTENTION' : 'ok'}`];
   const head = typeof health['audit_head'] === 'string' ? ` (head ${health['audit_head'].slice(0, 12)}…)` : '';
   // Under audit.on_failure: log the proxy forwards unaudited (found by review: status said refused).
   const failing = health['audit_on_failure'] === 'log' ? 'FAILING: requests are forwarded UNAUDITED (audit.on_failure: log) until it is writable again' : 'FAILING: requests are refused (503 audit_unavailable) until it is writable again';
+  if (fileErrors > 0) {
+    lines.push(`  config       ${loaded.file} HAS ${fileErrors} ERROR${fileErrors === 1 ? '' : 'S'}: a running Airlock refuses to reload it and serves the config it last loaded; npx airlock check lists them`);
+  }
   lines.push(`  audit        ${health['audit'] === 'writable' ? `writable${head}` : failing}`);
   const lockdown = revocations.find((r) => r['kind'] === 'all');
   lines.push(`  lockdown     ${lockdown === undefined ? 'none' : `IN FORCE: every request refused (503 locked_down); ${revoked(lockdown)}; lift: npx airlock restore all`}`);

@@ -62,6 +62,13 @@ describe('operator commands with a config file that has a problem', () => {
     const restored = await cli(['restore', 'agent', 'bot', '--reason', 'resolved']);
     expect(restored.code, restored.stderr).toBe(0);
     expect((await call()).status).toBe(200);
+    // Nothing else needs an operator now but the file itself, which the running Airlock did not load
+    // (found by a README walkthrough: status said ok).
+    const after = await cli(['status']);
+    expect(after.code).toBe(2);
+    expect(after.stdout).toContain(`: NEEDS ATTENTION\n  config       ${broken} HAS 1 ERROR: a running Airlock refuses to reload it and serves the config it last loaded; npx airlock check lists them\n`);
+    const json = JSON.parse((await cli(['status', '--json'])).stdout) as { config: unknown };
+    expect(json.config).toEqual({ file: broken, errors: 1 });
   });
 
   it('secrets, approvals, anomalies and audit verify go on too', async () => {
