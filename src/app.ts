@@ -64,6 +64,7 @@ import { createOriginPool } from './upstream/origin-pool.js';
 import { cgiHeaderName } from './upstream/outbound-request.js';
 import { environmentProblems } from './config/assess-environment.js';
 import { makePrivateDir } from './state/make-private-dir.js';
+import { SecretDetector } from './redaction/secret-detector.js';
 import { parserReadsMalformedNames } from './ingress/parser-leniency.js';
 
 /** Reported in spans (service.version) and the admin API. */
@@ -813,6 +814,10 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
   });
 
   const onRefusal = createRawRefusalHandler(currentRuntime);
+  const heldSecret = (text: string): string | null => {
+    const runtime = currentRuntime();
+    return SecretDetector.findIn(runtime.catalog.index(runtime.guard.key, null, [], runtime.guard.exempt), text);
+  };
   const bindings: Array<{ address: string; binding: ListenerBinding; service: string | null }> = [{ address: config.listen, binding: { kind: 'shared' }, service: null }];
   for (const service of current.policy.services) {
     if (service.config.listen !== undefined) bindings.push({ address: service.config.listen, binding: { kind: 'service', name: service.name }, service: service.name });
@@ -824,7 +829,7 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
   let adminUrl: string | null = null;
   opened.push(() => Promise.all(listeners.map((server) => closeServer(server, 0))).then(() => undefined));
   for (const entry of bindings) {
-    const server = createListener(config.limits, { onRequest: createRequestHandler(currentRuntime, entry.binding), onRefusal, onTlsFailure: (reason) => metrics.tlsHandshakeFailures.inc({ reason }) }, current.tls);
+    const server = createListener(config.limits, { onRequest: createRequestHandler(currentRuntime, entry.binding), onRefusal, onTlsFailure: (reason) => metrics.tlsHandshakeFailures.inc({ reason }), heldSecret }, current.tls);
     const bound = await listen(server, entry.address, entry.service === null ? 'listen' : `services.${entry.service}.listen`, logger, current.tls === null ? 'http' : 'https');
     listeners.push(server);
     agentListeners.push({ listener: entry.service ?? 'shared', server });

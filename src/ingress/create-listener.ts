@@ -22,6 +22,8 @@ export interface ListenerHandlers {
   onRefusal: (socket: Duplex, failure: AirlockError, method: string | null) => void;
   /** A TLS handshake that failed (tls), by tlsFailureReason. */
   onTlsFailure?: (reason: TlsFailureReason) => void;
+  /** The reference of a managed credential whose value the text holds, or null (a plain-HTTP request's head, tls). */
+  heldSecret?: (text: string) => string | null;
 }
 
 export type TlsFailureReason = 'version' | 'certificate' | 'cipher' | 'timeout' | 'reset' | 'other';
@@ -186,15 +188,19 @@ function serveTls(server: Server, limits: DeepReadonly<LimitsSpec>, handlers: Li
       // The record says what happened, and whether an agent's token crossed the network in clear text
       // on the way (found by the TLS walkthrough: the record could not be told from malformed HTTP).
       const exposed = TOKEN_IN_TEXT.test(head);
+      // And the provider's real key, sent as the API key (found by review: only tokens were looked for).
+      const held = handlers.heldSecret?.(head) ?? null;
+      const reason =
+        held !== null
+          ? `A plain-HTTP request reached an HTTPS listener carrying the value of ${held} (the provider's real key, sent as the API key?): it crossed the network in clear text, and whoever sent it holds it. Rotate ${held} and find how it got out.${exposed ? ' It carried an Airlock token too: give the agent a new one (npx airlock token).' : ''} Its base URL must be https://.`
+          : exposed
+            ? 'A plain-HTTP request reached an HTTPS listener carrying an Airlock token: it crossed the network in clear text. Treat that token as exposed: give the agent a new one (npx airlock token) and remove the old hash. Its base URL must be https://.'
+            : "A plain-HTTP request reached an HTTPS listener (an http:// base URL, or a health check not changed for tls); it was refused before any of it was read as a request.";
       handlers.onRefusal(
         socket,
         new AirlockError('invalid_request', 'This listener speaks HTTPS only, and the request came in plain HTTP. Use an https:// base URL for Airlock (the same host and port).', {
-          cause: new OperatorReason(
-            exposed
-              ? 'A plain-HTTP request reached an HTTPS listener carrying an Airlock token: it crossed the network in clear text. Treat that token as exposed: give the agent a new one (npx airlock token) and remove the old hash. Its base URL must be https://.'
-              : "A plain-HTTP request reached an HTTPS listener (an http:// base URL, or a health check not changed for tls); it was refused before any of it was read as a request.",
-            { alert: exposed },
-          ),
+          ...(held === null ? {} : { credentialRef: held }),
+          cause: new OperatorReason(reason, { alert: exposed || held !== null }),
         }),
         method,
       );

@@ -451,6 +451,7 @@ export function createRawRefusalHandler(currentRuntime: () => ProxyRuntime): (so
     record.status = failure.status;
     const reason = operatorReason(failure);
     if (reason !== null) record.reason = reason;
+    if (failure.credentialRef !== null) record.credential = failure.credentialRef;
     // A complete request ahead of this one on the connection is still being answered: HTTP/1.1 answers
     // in order (RFC 9112 9.3.2), so this refusal waits for that response to end.
     const ahead = owner !== undefined && !owner.writableFinished && !owner.destroyed ? new Promise<void>((resolve) => owner.once('close', () => resolve())) : Promise.resolve();

@@ -141,6 +141,25 @@ describe.skipIf(!HAVE_OPENSSL)('HTTPS on the agent listener (tls)', () => {
     ]);
   });
 
+  // Found by review: only Airlock tokens were looked for; the provider's real key sent in clear text
+  // (an agent still configured with it) is the incident that matters most.
+  it('names a managed credential a plain-HTTP request carried in clear text, as an alert', async () => {
+    const response = await rawRequest(proxy.url.replace('https:', 'http:'), `GET /openai/v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${openaiKey}\r\n\r\n`);
+    expect(response.status).toBe(400);
+    const problem = JSON.parse(response.body) as { code: string; detail: string; request_id: string };
+    expect(problem.detail).toMatch(/HTTPS only/);
+    const record = await eventually('its audit record', async () => (await proxy.waitForAudit(1)).find((r) => r.request_id === problem.request_id));
+    expect(record).toMatchObject({ decision: 'deny', code: 'invalid_request', status: 400, credential: 'env:OPENAI_KEY' });
+    expect(record.reason).toMatch(/^A plain-HTTP request reached an HTTPS listener carrying the value of env:OPENAI_KEY \(the provider's real key, sent as the API key\?\): it crossed the network in clear text/);
+    const line = proxy.logRecords().find((entry) => entry['request_id'] === problem.request_id);
+    expect(line?.['level'] === 'warn' || line?.['level'] === 40).toBe(true);
+    assertNoLeak([openaiKey], [
+      { name: 'response', text: response.raw },
+      { name: 'log', text: proxy.logLines.join('') },
+      { name: 'audit', text: proxy.auditText() },
+    ]);
+  });
+
   it('closes a connection that starts no handshake within headers_timeout', async () => {
     const quiet = await startProxy({ ...config(upstream.url, first), limits: { headers_timeout: 1 } }, { env: { OPENAI_KEY: openaiKey } });
     try {
