@@ -18,6 +18,7 @@ import { restoreCommand, revokeCommand } from './revoke-command.js';
 import { explainCommand } from './explain-command.js';
 import { secretsCommand } from './secrets-command.js';
 import { serveCommand } from './serve-command.js';
+import { healthCommand } from './health-command.js';
 import { tokenCommand } from './token-command.js';
 
 const NOT_REPEATED = 'not repeated here: it may be a key';
@@ -31,6 +32,7 @@ const COMMANDS: Readonly<Record<string, { run: (io: CliIo) => Promise<number>; s
   approvals: { run: approvalsCommand, summary: 'approvals list [--all] | approve ID [--reason TEXT] | deny ID [--reason TEXT] [--config F]  decide pending approvals' },
   revoke: { run: revokeCommand, summary: 'revoke agent|session|credential|service NAME | all [--config F]  the kill switch (--reason TEXT)' },
   restore: { run: restoreCommand, summary: 'restore agent|credential|service NAME | all [--reason TEXT] [--config F]  lift a revocation (a revoked session is ended for good)' },
+  health: { run: healthCommand, summary: 'health [--ready] [--config F]      probe the agent listener (/_airlock/health or /ready), as a container HEALTHCHECK; exit 1 unless 200' },
   status: { run: statusCommand, summary: 'status [--json] [--config F]        a running Airlock: audit, revocations, approvals, sessions, credentials' },
   anomalies: { run: anomaliesCommand, summary: 'anomalies [--agent NAME] [--limit N] [--json] [--config F]  recent anomaly events and their evidence' },
   audit: { run: auditCommand, summary: 'audit verify [FILE...] [--complete] [--head HASH] [--gaps-known-until TIME] [--config F]  check the audit hash chain; names the first bad line' },

@@ -50,6 +50,8 @@ describe('the Airlock image and its compose wiring', () => {
     const dockerfile = readFileSync(new URL('../../docker/Dockerfile', import.meta.url), 'utf8');
     expect(dockerfile).toMatch(/^USER node$/m);
     expect(dockerfile).toMatch(/^HEALTHCHECK /m);
+    // The probe asks the listener the config names, in its scheme (cli-health.test.ts), not :7700 over http.
+    expect(dockerfile).toMatch(/^ {2}CMD \["node", "dist\/main\.js", "health"\]$/m);
     expect(dockerfile).toMatch(/^FROM node:20[^\n]* AS build$/m);
     // A command run in the container (`docker exec ... secrets set NAME`) must read the config the
     // server runs on: the image also holds the repository's config/airlock.yaml, whose data_dir is not /data.
