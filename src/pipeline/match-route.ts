@@ -7,7 +7,8 @@ import { AirlockError } from '../errors.js';
 import { ENCODED_SLASH } from './canonicalize-target.js';
 import type { ServicePolicy } from '../policy/compile-policy.js';
 import { decodeRawLiteralEscapes, escapesRawLiteral, foldCase, hasCapital } from '../policy/path-readings.js';
-import { DECODED, findRoute, FOLDED, type CompiledRoute, type RouteSpelling } from '../policy/route-table.js';
+import { DECODED, findRoute, FOLDED, shapeOf, type CompiledRoute, type RouteSpelling } from '../policy/route-table.js';
+import { pathMatchesSegments, type RouteSegment } from '../policy/route-template.js';
 
 export function matchRoute(service: ServicePolicy, method: string, path: string): CompiledRoute {
   if (NEVER_FORWARDED_METHODS.has(method)) {
@@ -60,7 +61,12 @@ function checkOtherReadings(service: ServicePolicy, method: string, path: string
   // `(.:format)`, and Spring MVC before 5.3 matched suffix patterns (found by review: `/v1/admin.json`
   // under `/v1/*` reached `/v1/admin`'s handler on such an upstream). A route that spells the dot
   // itself (`/v1/openapi.json`) names a file the upstream tells apart, as twin routes are taken to.
-  const suffix = suffixDot(path) !== -1 && !spellsDotLast(route);
+  // Such a route is not exempt outright (found by review: `/v1/projects/:project/settings.json` let
+  // `/v1/projects/internal/settings.json` through to `/v1/projects/internal/settings`'s handler): read
+  // without the suffix, the path may select its twin, a broader route that holds the dotted path too,
+  // or none (sameRoute).
+  const suffix = suffixDot(path) !== -1;
+  const dotted = suffix && spellsDotLast(route);
   if (!slash && !decode && !trailing && !fold && !suffix) return;
   // Every combination of the readings that apply, one lookup each (at most 31).
   for (let mask = 1; mask < 32; mask++) {
@@ -69,11 +75,12 @@ function checkOtherReadings(service: ServicePolicy, method: string, path: string
     if (mask & SLASH) reading = reading.replaceAll(ENCODED_SLASH, '/');
     if (mask & DECODE) reading = decodeRawLiteralEscapes(reading);
     if (mask & TRAILING && reading.length > 1 && reading.endsWith('/')) reading = reading.slice(0, -1);
+    const uncut = mask & FOLD ? foldCase(reading) : reading;
     if (mask & SUFFIX) reading = withoutSuffix(reading);
     if (mask & FOLD) reading = foldCase(reading);
     const spelling = (((mask & DECODE) !== 0 ? DECODED : 0) + ((mask & FOLD) !== 0 ? FOLDED : 0)) as RouteSpelling;
     if (reading === path && spelling === 0) continue;
-    sameRoute(service, method, reading, spelling, route, mask);
+    sameRoute(service, method, reading, spelling, route, mask, dotted && (mask & SUFFIX) !== 0 ? uncut : null);
   }
 }
 
@@ -113,9 +120,29 @@ function spellsDotLast(route: CompiledRoute): boolean {
   return last !== undefined && last.kind === 'literal' && last.value.includes('.');
 }
 
-function sameRoute(service: ServicePolicy, method: string, reading: string, spelling: RouteSpelling, route: CompiledRoute, mask: number): void {
+/**
+ * A route spelling a dot last, read without the suffix (`uncut`: the path read the same way, suffix
+ * kept): its twin (`/v1/openapi` beside `/v1/openapi.json`), a broader route that also holds the dotted
+ * path (`/v1/*`, which the operator carved the file out of), or none is the file the route names; a
+ * route its parameters swallowed (`/v1/projects/internal/settings` under `:project/settings.json`) is not.
+ */
+function dottedRouteStands(other: ReturnType<typeof findRoute>, route: CompiledRoute, spelling: RouteSpelling, uncut: string): boolean {
+  if (other.kind === 'none') return true;
+  if (other.kind !== 'matched') return false;
+  const segments = route.spelledSegments[spelling] as readonly RouteSegment[];
+  const last = segments[segments.length - 1];
+  if (last?.kind === 'literal') {
+    const dot = last.value.indexOf('.', 1);
+    const cut = dot === -1 ? segments : [...segments.slice(0, -1), { kind: 'literal' as const, value: last.value.slice(0, dot) }];
+    if (other.route.spellings[spelling] === shapeOf(cut)) return true;
+  }
+  return pathMatchesSegments(other.route.spelledSegments[spelling] as readonly RouteSegment[], uncut);
+}
+
+function sameRoute(service: ServicePolicy, method: string, reading: string, spelling: RouteSpelling, route: CompiledRoute, mask: number, dottedUncut: string | null = null): void {
   const other = findRoute(service.routes, method, reading, spelling);
   if (other.kind === 'matched' && (other.route === route || other.route.spellings[spelling] === route.spellings[spelling])) return;
+  if (dottedUncut !== null && dottedRouteStands(other, route, spelling, dottedUncut)) return;
   const selected = other.kind === 'matched' ? `route ${other.route.index} (${other.route.template})` : 'no route';
   const how = HOW.filter(([bit]) => (mask & bit) !== 0).map(([, text]) => text).join(' and ');
   // An id holding a "/" (a model such as meta-llama/Llama-3-8b) under a `:name` route: the fix is the

@@ -74,7 +74,7 @@ export function compileRouteTable(specs: readonly RouteSpec[]): RouteTable {
 }
 
 /** What paths a template's segments match, parameter names aside: equal shapes match the same paths. */
-function shapeOf(segments: readonly RouteSegment[]): string {
+export function shapeOf(segments: readonly RouteSegment[]): string {
   return segments.map((segment) => (segment.kind === 'literal' ? `=${segment.value}` : segment.kind === 'param' ? ':' : '*')).join('/');
 }
 
