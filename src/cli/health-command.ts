@@ -12,7 +12,9 @@
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { parseArgs } from 'node:util';
-import { parseListen } from '../config/schema.js';
+import { editDistance } from '../config/edit-distance.js';
+import type { LoadedConfig } from '../config/load-config.js';
+import { configSchema, parseListen } from '../config/schema.js';
 import type { CliIo } from './cli-io.js';
 import { loadConfigOrReport } from './locate-config.js';
 import { oneLine } from './one-line.js';
@@ -25,13 +27,19 @@ export async function healthCommand(io: CliIo): Promise<number> {
   const { values } = parseArgs({ args: [...io.args], options: { config: { type: 'string' }, ready: { type: 'boolean', default: false } }, allowPositionals: false });
   const loaded = loadConfigOrReport(io, values.config, 'operator');
   if (loaded === null) return 1;
+  const unreadable = unreadableTransport(loaded.loaded);
+  if (unreadable.length > 0) {
+    io.stderr.write(`unknown: ${loaded.file} has errors in ${unreadable.join(' and ')}, so where and how to probe cannot be told; fix them (npx airlock check lists them).\n`);
+    return 1;
+  }
   const listen = parseListen(loaded.config.listen);
   if (listen === null) {
     io.stderr.write(`listen ${loaded.config.listen} is not HOST:PORT.\n`);
     return 1;
   }
-  // A wildcard bind is reached on loopback.
-  const host = listen.host === '0.0.0.0' ? '127.0.0.1' : listen.host === '::' ? '::1' : listen.host;
+  // A wildcard bind is reached on loopback; `::` binds both families (node sets no ipv6Only), and a
+  // container without IPv6 has no ::1 (found by review).
+  const host = listen.host === '0.0.0.0' || listen.host === '::' ? '127.0.0.1' : listen.host;
   const scheme = loaded.config.tls === null ? 'http' : 'https';
   const path = values.ready ? '/_airlock/ready' : '/_airlock/health';
   const url = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${listen.port}${path}`;
@@ -48,6 +56,29 @@ export async function healthCommand(io: CliIo): Promise<number> {
     io.stderr.write(`unhealthy: nothing answered at ${url} (${oneLine((error as Error).message, ANSWER_CHARS)}); is Airlock running with ${loaded.file}?\n`);
     return 1;
   }
+}
+
+/** Where and how Airlock is reached: what the probe must read from the file itself. */
+const TRANSPORT = ['listen', 'tls'];
+
+/**
+ * The transport settings a config file with errors leaves unknown. The operator fallback vouches for
+ * data_dir, audit, admin, state and workers only: a listen or tls with an error, or misspelt at the top
+ * (`tsl:`), is dropped and its default put in its place, which would probe another address or plain HTTP
+ * (found by review: a misspelt key under tls made the probe ask http:// and report the 400 it got).
+ */
+function unreadableTransport(loaded: LoadedConfig): string[] {
+  if (loaded.config !== null) return [];
+  const unknown = new Set<string>();
+  for (const problem of loaded.problems) {
+    if (problem.severity !== 'error') continue;
+    const top = String(problem.path[0] ?? '');
+    if (TRANSPORT.includes(top)) unknown.add(top);
+    else if (problem.path.length === 1 && !(top in configSchema.shape)) {
+      for (const setting of TRANSPORT) if (editDistance(top.toLowerCase(), setting) <= 2) unknown.add(setting);
+    }
+  }
+  return [...unknown];
 }
 
 function probe(scheme: 'http' | 'https', host: string, port: number, path: string): Promise<{ status: number; body: string }> {
