@@ -3,7 +3,9 @@
  * before 5.3 matched suffix patterns (`/v1/admin` also serves `/v1/admin.json`), so on such an upstream
  * `/v1/admin.json` reaches the `/v1/admin` handler. Authorized under `/v1/*`'s weaker scope and
  * forwarded, it let an agent holding only `read` reach the `admin` route. A route that spells the dot
- * itself names a file the upstream tells apart, and a `:name` holding a dot stays its own route.
+ * itself names a file the upstream tells apart, and a `:name` holding a dot stays its own route; but
+ * such a route is no blanket exemption (found by review: `/v1/projects/internal/settings.json` under
+ * `/v1/projects/:project/settings.json` reached `/v1/projects/internal/settings`'s handler).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
@@ -30,6 +32,8 @@ beforeAll(async () => {
             { method: 'GET', path: '/v1/admin', scope: 'admin' },
             { method: 'GET', path: '/v1/openapi.json', scope: 'docs' },
             { method: 'GET', path: '/v1/models/:model', scope: 'read' },
+            { method: 'GET', path: '/v1/projects/internal/settings', scope: 'admin' },
+            { method: 'GET', path: '/v1/projects/:project/settings.json', scope: 'read' },
             { method: 'GET', path: '/v1/*', scope: 'read' },
           ],
         },
@@ -81,5 +85,13 @@ describe('a format suffix (Rails, Spring MVC < 5.3)', () => {
     expect(status).toBe(400);
     const record = await eventually('its audit record', async () => (await proxy.waitForAudit(1)).find((r) => r.request_id === requestId));
     expect(record).toMatchObject({ decision: 'deny', code: 'invalid_request' });
+  });
+
+  it('a route spelling the dot is no blanket exemption: /v1/projects/internal/settings.json, served as the admin route, is 400', async () => {
+    expect(await send('/rails/v1/projects/internal/settings')).toMatchObject({ status: 403, forwarded: false });
+    expect(await send('/rails/v1/projects/acme/settings.json')).toMatchObject({ status: 200, forwarded: true });
+    const { status, forwarded, body } = await send('/rails/v1/projects/internal/settings.json');
+    expect({ status, forwarded }).toEqual({ status: 400, forwarded: false });
+    expect(JSON.parse(body)).toMatchObject({ code: 'invalid_request', detail: expect.stringContaining('(/v1/projects/internal/settings)') });
   });
 });
