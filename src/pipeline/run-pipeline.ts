@@ -22,10 +22,10 @@
  * `explainRequest` walks the same decision stages for `airlock explain`, without a network or a secret.
  */
 import { randomUUID } from 'node:crypto';
-import { hasMalformedName } from '../ingress/parser-leniency.js';
 import { METHODS, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Duplex } from 'node:stream';
+import { hasMalformedName } from '../ingress/parser-leniency.js';
 import { Credential } from '../credentials/credential.js';
 import { AirlockError, asAirlockError, isPolicyRefusal, operatorReason, type ErrorCode } from '../errors.js';
 import { decodeUnreservedEscapes } from '../ingress/percent-escapes.js';
