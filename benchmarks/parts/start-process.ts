@@ -25,9 +25,9 @@ function stopper(child: ChildProcess): () => Promise<void> {
 }
 
 /** A script that prints its port as its first line of stdout; `nodeFlags` go to node before the script. */
-export function startScript(script: string, args: readonly string[] = [], nodeFlags: readonly string[] = []): Promise<BenchProcess> {
+export function startScript(script: string, args: readonly string[] = [], nodeFlags: readonly string[] = [], env: Record<string, string> = {}): Promise<BenchProcess> {
   const path = fileURLToPath(new URL(script, import.meta.url));
-  const child = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', path, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', path, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
   return new Promise((resolve, reject) => {
     let out = '';
     child.once('error', reject);
