@@ -934,7 +934,11 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
         if (durable.cutForStop) return;
         durable.cutForStop = true;
         durable.killSwitch.refuseWaiting(
-          new AirlockError('shutting_down', 'Airlock is stopping, and this request was still waiting for its upstream when its time to finish ran out (shutdown_timeout). It had been sent upstream, so it may have taken effect there; check before retrying a request that changes something.'),
+          // Sent upstream, as a headers timeout's is: the openai and anthropic SDKs would send it again
+          // (found by an ops walkthrough); stripe-node retries with its idempotency key, which is safe.
+          new AirlockError('shutting_down', 'Airlock is stopping, and this request was still waiting for its upstream when its time to finish ran out (shutdown_timeout). It had been sent upstream, so it may have taken effect there; check before retrying a request that changes something.', {
+            headers: { 'x-should-retry': 'false' },
+          }),
         );
         // A moment for those answers to go out (the sweep then closes their connections), then the rest.
         setTimeout(() => {

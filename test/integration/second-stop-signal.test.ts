@@ -69,7 +69,7 @@ describe('a second SIGTERM while draining', () => {
       }
       return text;
     })();
-    const waiting = fetch(`http://127.0.0.1:${port}/llm/v1/never`, { headers: { authorization: `Bearer ${agent.token}` } }).then(async (r) => ({ status: r.status, body: await r.text() }));
+    const waiting = fetch(`http://127.0.0.1:${port}/llm/v1/never`, { headers: { authorization: `Bearer ${agent.token}` } }).then(async (r) => ({ status: r.status, headers: { 'x-should-retry': r.headers.has('x-should-retry') ? [r.headers.get('x-should-retry')] : [] }, body: await r.text() }));
     await eventually('the upstream holding both', () => upstream.requests.length === 2, 5_000, 20);
     airlock.child.kill('SIGTERM');
     await eventually('the drain begun', () => airlock.err().includes('SIGTERM received: finishing in-flight requests (up to 30 s)'), 5_000, 20);
@@ -84,6 +84,8 @@ describe('a second SIGTERM while draining', () => {
     const answered = await waiting;
     expect(answered.status).toBe(503);
     expect(JSON.parse(answered.body)).toMatchObject({ code: 'shutting_down', detail: expect.stringContaining('It had been sent upstream, so it may have taken effect there') });
+    // Not resent by the openai and anthropic SDKs' retry (found by an ops walkthrough).
+    expect(answered.headers['x-should-retry']).toEqual(['false']);
     const records = readFileSync(join(dir, 'data', 'audit.jsonl'), 'utf8')
       .split('\n')
       .filter((l) => l !== '')
