@@ -216,14 +216,19 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
   // freshness is read again every FILE_RECHECK_MS (a stat; a decrypt once the file changed), so the
   // admin API, /_airlock/ready and airlock_credential_failing clear once `secrets set` stored it, and
   // show it gone once `secrets rm` removed it (found by a fresh-user walkthrough: they
-  // stayed failing until an agent's request needed it). Other stores are asked again only by requests,
-  // with backoff: a sweep would be network calls to a store that is down.
-  const recheck = setInterval(function recheckFailingFileSecrets() {
+  // stayed failing until an agent's request needed it). Other stores' failing references are asked
+  // again once their backoff is over (0.5 s doubling to 30 s: one call per reference per 30 s to a store
+  // that stays down), so their health clears without traffic too (found by an ops walkthrough: a rotate
+  // refused while Vault was down left the reference failing until a request came past refresh-ahead).
+  const rememberRechecked = (credential: Credential | null): void => {
+    if (credential !== null) catalog.remember(credential);
+  };
+  const recheck = setInterval(function recheckFailingSecrets() {
     for (const entry of cache.status()) {
-      if (entry.ref.startsWith('file:') && (entry.failing || entry.state !== 'fresh')) {
-        void cache.recheck(entry.ref).then(function rememberRechecked(credential) {
-          if (credential !== null) catalog.remember(credential);
-        });
+      if (entry.ref.startsWith('file:')) {
+        if (entry.failing || entry.state !== 'fresh') void cache.recheck(entry.ref).then(rememberRechecked);
+      } else if (entry.failing) {
+        void cache.retryIfDue(entry.ref).then(rememberRechecked);
       }
     }
   }, FILE_RECHECK_MS);

@@ -149,7 +149,11 @@ export class CredentialCache {
     const entry = this.#entries.get(ref);
     if (entry?.credential != null) {
       if (now < entry.freshUntil) {
-        if (now >= entry.refreshAt) this.#background(ref, entry, now);
+        // Past refresh-ahead, or a fetch failed since this value came (a forced one: an operator's
+        // rotate while the store was down) and its backoff is over: without this, the reference stayed
+        // failing until refresh-ahead, 3/4 of its ttl later, however soon the store was back (found by
+        // an ops walkthrough: false alerts and `status` exit 2 for minutes).
+        if (now >= entry.refreshAt || (entry.lastError !== null && now >= entry.retryAfter)) this.#background(ref, entry, now);
         this.#onEvent('hit');
         return entry.credential;
       }
@@ -165,6 +169,17 @@ export class CredentialCache {
       return Promise.reject(this.#unavailable(ref, entry));
     }
     return this.#load(ref, false);
+  }
+
+  /**
+   * Reads a reference again for its health alone when its last fetch failed and its backoff is over:
+   * the broker's sweep, for stores asked only with backoff (a failure is recorded and not counted, as
+   * with `recheck`). The value, or null when nothing was due or the read failed.
+   */
+  async retryIfDue(ref: string): Promise<Credential | null> {
+    const entry = this.#entries.peek(ref);
+    if (entry === undefined || entry.lastError === null || this.#inflight.has(ref) || this.#now() < entry.retryAfter) return null;
+    return this.recheck(ref);
   }
 
   /**

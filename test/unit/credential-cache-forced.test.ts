@@ -141,3 +141,59 @@ describe('what the source is asked for', () => {
     expect(asked).toEqual(['plain', 'plain', 'plain', 'forced, replacing 3', 'current', 'forced, replacing 5']);
   });
 });
+
+// Found by an ops walkthrough: an operator's rotate refused while the store was down left the reference
+// failing (admin API, airlock_credential_failing, `status` exit 2) until refresh-ahead, 3/4 of its ttl
+// later, while requests were served its fresh value and the store was long back.
+describe('a forced fetch that failed while the value is fresh', () => {
+  function flakySource(): { cache: CredentialCache; asked: string[]; setDown: (down: boolean) => void; advance: (ms: number) => void } {
+    let clock = 0;
+    let down = false;
+    const asked: string[] = [];
+    const cache = new CredentialCache(
+      async (_ref, options) => {
+        asked.push(options.forced === true ? 'forced' : 'plain');
+        if (down) throw new Error('store down');
+        return new Credential(REF, canary(`flaky-${asked.length}`), String(asked.length));
+      },
+      () => ({ ttlMs: 300_000, maxStalenessMs: 900_000 }),
+      { now: () => clock },
+    );
+    return { cache, asked, setDown: (value) => (down = value), advance: (ms) => (clock += ms) };
+  }
+  const failing = (cache: CredentialCache): boolean | undefined => cache.status().find((s) => s.ref === REF)?.failing;
+
+  it('is fetched again by the next request once its backoff is over, and stops failing', async () => {
+    const source = flakySource();
+    await source.cache.get(REF);
+    source.setDown(true);
+    await source.cache.refresh(REF).catch(() => null);
+    expect(failing(source.cache)).toBe(true);
+    source.setDown(false);
+    // Within the backoff (0.5 s after the first failure) a request takes the fresh value and asks nothing.
+    source.advance(100);
+    expect(source.cache.get(REF)).toBeInstanceOf(Credential);
+    expect(source.asked).toEqual(['plain', 'forced']);
+    source.advance(500);
+    expect(source.cache.get(REF)).toBeInstanceOf(Credential);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(source.asked).toEqual(['plain', 'forced', 'plain']);
+    expect(failing(source.cache)).toBe(false);
+  });
+
+  it('is asked again by retryIfDue (the broker sweep, without traffic) only once its backoff is over', async () => {
+    const source = flakySource();
+    await source.cache.get(REF);
+    source.setDown(true);
+    await source.cache.refresh(REF).catch(() => null);
+    source.setDown(false);
+    expect(await source.cache.retryIfDue(REF)).toBeNull();
+    expect(source.asked).toEqual(['plain', 'forced']);
+    source.advance(600);
+    expect(await source.cache.retryIfDue(REF)).toBeInstanceOf(Credential);
+    expect(failing(source.cache)).toBe(false);
+    // Nothing failing: nothing to ask.
+    expect(await source.cache.retryIfDue(REF)).toBeNull();
+    expect(source.asked).toEqual(['plain', 'forced', 'plain']);
+  });
+});
