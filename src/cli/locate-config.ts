@@ -94,6 +94,13 @@ export function loadConfigOrReport(io: CliIo, flag: string | undefined, use: 'wh
       return { config: loaded.fallback, loaded, file, fromCwd };
     }
     io.stderr.write(`\n${file} has ${problems}; fix ${count === 1 ? 'it' : 'them'} and run again (\`npx airlock check\` lists them).\n`);
+    // During an incident, with a half-edited file (found by an ops walkthrough: a stray "}" stopped
+    // `revoke`): the running Airlock keeps the config it last loaded, and its admin API still answers.
+    if (use === 'operator') {
+      io.stderr.write(
+        "Its operator settings (data_dir, audit, admin, state) cannot be read from it, so this command cannot reach the running Airlock, which keeps the config it last loaded. To act now (the kill switch among others), run it with --config naming a good copy of the file, or call the admin API directly, e.g.  curl -X POST -H \"authorization: Bearer $AIRLOCK_ADMIN_TOKEN\" -d '{\"reason\":\"...\"}' http://ADMIN_LISTEN/v1/agents/NAME/revoke  (README, Admin API).\n",
+      );
+    }
     return null;
   }
   return { config: loaded.config, loaded, file, fromCwd };

@@ -5,7 +5,7 @@
  * file's data_dir, audit, admin and state settings when those are well formed, after listing the
  * problems; `check`, `explain` and `serve` still refuse it; a malformed admin block is refused too.
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
@@ -107,6 +107,19 @@ describe('operator commands with a config file that has a problem', () => {
     const run = await runCliCapture(['revoke', 'agent', 'bot', '--reason', 'x', '--config', adminBroken], { AIRLOCK_ADMIN_TOKEN: alice.token }, seen);
     expect(run.code).toBe(1);
     expect(run.stderr).toContain('fix it and run again');
+    expect((await call()).status).toBe(200);
+  });
+
+  // Found by an ops walkthrough: a half-finished edit (a stray "}") stopped `revoke` mid-incident with
+  // only "fix them and run again"; the command cannot read the admin address, but it says how to act.
+  it('a file that is not valid YAML: the command refuses, and says how to reach the kill switch anyway', async () => {
+    const torn = join(dir, 'torn.yaml');
+    writeFileSync(torn, `data_dir: ${proxy.dataDir}\nagents:\n  bot: {tokens: [], credentials: [{service: api, max_scope: [read]}] }}\n`);
+    const run = await runCliCapture(['revoke', 'agent', 'bot', '--reason', 'x', '--config', torn], { AIRLOCK_ADMIN_TOKEN: alice.token }, seen);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/error at .*YAML/);
+    expect(run.stderr).toContain('run it with --config naming a good copy of the file, or call the admin API directly, e.g.  curl -X POST -H "authorization: Bearer $AIRLOCK_ADMIN_TOKEN"');
+    expect(run.stderr).toContain('/v1/agents/NAME/revoke');
     expect((await call()).status).toBe(200);
   });
 });
