@@ -283,15 +283,26 @@ function seedFrom(cache: CredentialCache, previous: { readonly broker: Credentia
   const taken: string[] = [];
   const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
   const vaultAlike = same(previous.config.secrets.vault, config.secrets.vault);
+  const clientAlike = (name: string): boolean => same(previous.config.secrets.oauth2[name], config.secrets.oauth2[name]) && vaultAlike;
+  const take = (ref: string): void => {
+    const last = previous.broker.lastGood(ref);
+    if (last !== null) cache.seed(ref, last.credential, last.fetchedAt, last);
+    taken.push(ref);
+  };
   for (const ref of new Set(plans.map((plan) => plan.ref))) {
     const parsed = parseSecretRef(ref);
     if (!parsed.ok) continue;
     const { kind, name } = parsed.ref;
-    const alike = kind === 'vault' ? vaultAlike : kind === 'oauth2' ? same(previous.config.secrets.oauth2[name], config.secrets.oauth2[name]) && vaultAlike : false;
-    if (!alike) continue;
-    const last = previous.broker.lastGood(ref);
-    if (last !== null) cache.seed(ref, last.credential, last.fetchedAt, last);
-    taken.push(ref);
+    if (kind === 'vault' ? vaultAlike : kind === 'oauth2' ? clientAlike(name) : false) take(ref);
   }
+  // The secrets a kept Vault login and kept OAuth2 clients were made with: the new broker asks for them
+  // only when it logs in or mints anew, so until then they were missing from /v1/credentials and
+  // airlock_credential_failing, and an alert on one went silent at any reload (found by an ops walkthrough).
+  const bootstrap: string[] = [];
+  const auth = config.secrets.vault?.auth;
+  if (vaultAlike && auth?.method === 'token') bootstrap.push(auth.token);
+  if (vaultAlike && auth?.method === 'approle') bootstrap.push(auth.role_id, auth.secret_id);
+  for (const [name, client] of Object.entries(config.secrets.oauth2)) if (clientAlike(name)) bootstrap.push(client.client_id, client.client_secret);
+  for (const ref of new Set(bootstrap)) if (!taken.includes(ref) && parseSecretRef(ref).ok) take(ref);
   return taken;
 }
