@@ -461,7 +461,9 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
     onCacheEvent: (event) => metrics.credentialCache.inc({ result: event }),
     // The last good values go on across a reload (a store down at that moment must not turn them into 503s).
     ...(previous === null ? {} : { previous: { broker: previous.secrets, config: previous.config } }),
-    ...(redis === null || config.state.type !== 'redis'
+    // Only with OAuth2 clients to share tokens of (found by an ops walkthrough: every Redis replica
+    // warned of a master key it had no use for).
+    ...(redis === null || config.state.type !== 'redis' || Object.keys(config.secrets.oauth2).length === 0
       ? {}
       : { sharedTokens: { redis: redis.client, prefix: config.state.prefix, masterKey: sharedMasterKey(config.data_dir, durable.env, logger) } }),
   });

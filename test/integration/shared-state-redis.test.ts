@@ -719,6 +719,11 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
       expect((await call(sb, beta.token, '/crm/v1/x')).status).toBe(200);
       expect(solo.tokenRequests).toHaveLength(2);
       for (const replica of [sa, sb]) expect(replica.logLines.join('\n')).toContain('replicas will not share OAuth2 tokens');
+      // A replica with no OAuth2 client has nothing to share, and says nothing of it (found by an ops walkthrough).
+      const { secrets: _none, ...withoutClients } = oauthConfig(solo, 'solo:');
+      const plain = await startReplica({ ...withoutClients, services: { api: { upstream: crm.url, credential: { secret: 'env:CRM_CLIENT_SECRET', inject: 'bearer' }, routes: [{ method: 'GET', path: '/v1/*', scope: 'api:read' }] } }, agents: { beta: { tokens: [beta.hash], credentials: [{ service: 'api', max_scope: ['*'] }] } } }, env);
+      expect(plain.logLines.length).toBeGreaterThan(0);
+      expect(plain.logLines.join('\n')).not.toContain('OAuth2');
     });
 
     it('the token kept in Redis is sealed: no token or client secret in any key', async () => {
