@@ -722,6 +722,8 @@ describe.skipIf(!available)('shared state through Redis: two replicas', () => {
       // A replica with no OAuth2 client has nothing to share, and says nothing of it (found by an ops walkthrough).
       const { secrets: _none, ...withoutClients } = oauthConfig(solo, 'solo:');
       const plain = await startReplica({ ...withoutClients, services: { api: { upstream: crm.url, credential: { secret: 'env:CRM_CLIENT_SECRET', inject: 'bearer' }, routes: [{ method: 'GET', path: '/v1/*', scope: 'api:read' }] } }, agents: { beta: { tokens: [beta.hash], credentials: [{ service: 'api', max_scope: ['*'] }] } } }, env);
+      // One request, so it has an audit record as every replica here does (the leak check reads them all).
+      expect((await call(plain, 'not-a-token', '/api/v1/x')).status).toBe(401);
       expect(plain.logLines.length).toBeGreaterThan(0);
       expect(plain.logLines.join('\n')).not.toContain('OAuth2');
     });
