@@ -303,6 +303,12 @@ function seedFrom(cache: CredentialCache, previous: { readonly broker: Credentia
   if (vaultAlike && auth?.method === 'token') bootstrap.push(auth.token);
   if (vaultAlike && auth?.method === 'approle') bootstrap.push(auth.role_id, auth.secret_id);
   for (const [name, client] of Object.entries(config.secrets.oauth2)) if (clientAlike(name)) bootstrap.push(client.client_id, client.client_secret);
-  for (const ref of new Set(bootstrap)) if (!taken.includes(ref) && parseSecretRef(ref).ok) take(ref);
+  // Only what the new broker would read the same way: not a vault-lease: one (an OAuth2 client's secret
+  // from Vault's azure engine, say), whose lease the previous broker revokes when it retires, and not an
+  // oauth2: one, which stands on another client's settings (found by review).
+  for (const ref of new Set(bootstrap)) {
+    const parsed = parseSecretRef(ref);
+    if (!taken.includes(ref) && parsed.ok && parsed.ref.kind !== 'vault-lease' && parsed.ref.kind !== 'oauth2') take(ref);
+  }
   return taken;
 }

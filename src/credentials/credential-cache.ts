@@ -172,13 +172,17 @@ export class CredentialCache {
   }
 
   /**
-   * Reads a reference again for its health alone when its last fetch failed and its backoff is over:
-   * the broker's sweep, for stores asked only with backoff (a failure is recorded and not counted, as
+   * Reads a reference again for its health alone when its last fetch failed, it still holds a value,
+   * and its backoff is over: the broker's sweep, for stores asked only with backoff (a failure is recorded and not counted, as
    * with `recheck`). The value, or null when nothing was due or the read failed.
    */
   async retryIfDue(ref: string): Promise<Credential | null> {
     const entry = this.#entries.peek(ref);
-    if (entry === undefined || entry.lastError === null || this.#inflight.has(ref) || this.#now() < entry.retryAfter) return null;
+    // Only a reference that holds a value (a refresh failed, not the first fetch, and not withdrawn): one
+    // refused outright (an OAuth2 client the provider rejects, a secret that is not there) is asked again
+    // by requests only, as before, not every 30 s without traffic (found by review: each retry would send
+    // a rejected client secret to the identity provider).
+    if (entry === undefined || entry.credential === null || entry.lastError === null || this.#inflight.has(ref) || this.#now() < entry.retryAfter) return null;
     return this.recheck(ref);
   }
 

@@ -196,4 +196,13 @@ describe('a forced fetch that failed while the value is fresh', () => {
     expect(await source.cache.retryIfDue(REF)).toBeNull();
     expect(source.asked).toEqual(['plain', 'forced', 'plain']);
   });
+
+  it('leaves a reference that never had a value to requests (a rejected OAuth2 client is not retried every 30 s)', async () => {
+    const source = flakySource();
+    source.setDown(true);
+    await expect(source.cache.get(REF)).rejects.toThrow();
+    source.advance(60_000);
+    expect(await source.cache.retryIfDue(REF)).toBeNull();
+    expect(source.asked).toEqual(['plain']);
+  });
 });
