@@ -64,7 +64,7 @@ import { createOriginPool } from './upstream/origin-pool.js';
 import { cgiHeaderName } from './upstream/outbound-request.js';
 import { environmentProblems } from './config/assess-environment.js';
 import { makePrivateDir } from './state/make-private-dir.js';
-import { SecretDetector } from './redaction/secret-detector.js';
+import { managedSecretIn } from './pipeline/guard-request-secrets.js';
 import { parserReadsMalformedNames } from './ingress/parser-leniency.js';
 
 /** Reported in spans (service.version) and the admin API. */
@@ -816,10 +816,7 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
   });
 
   const onRefusal = createRawRefusalHandler(currentRuntime);
-  const heldSecret = (text: string): string | null => {
-    const runtime = currentRuntime();
-    return SecretDetector.findIn(runtime.catalog.index(runtime.guard.key, null, [], runtime.guard.exempt), text);
-  };
+  const heldSecret = (text: string): string | null => managedSecretIn(currentRuntime(), text);
   const bindings: Array<{ address: string; binding: ListenerBinding; service: string | null }> = [{ address: config.listen, binding: { kind: 'shared' }, service: null }];
   for (const service of current.policy.services) {
     if (service.config.listen !== undefined) bindings.push({ address: service.config.listen, binding: { kind: 'service', name: service.name }, service: service.name });

@@ -15,6 +15,7 @@ import { TOKEN_CARRIER_HEADERS } from '../identity/token-carriers.js';
 import type { SecretIndex } from '../redaction/secret-catalog.js';
 import { SecretDetector } from '../redaction/secret-detector.js';
 import type { CanonicalTarget } from './canonicalize-target.js';
+import type { ProxyRuntime } from './proxy-runtime.js';
 
 // Agent and session tokens alike: a session token forwarded upstream leaks a credential as much as an
 // agent token does (TOKEN_IN_TEXT, shared with the session and admin bodies).
@@ -38,6 +39,16 @@ export function decodedTarget(target: string, canonical: CanonicalTarget): strin
   // Each escape as its byte, read as Latin-1: the secrets' forms are compared as bytes (ASCII keys exactly).
   if (canonical.query !== null && canonical.query.includes('%')) text += `\n${canonical.query.replace(PERCENT_ESCAPE, decodeEscape)}`;
   return text;
+}
+
+/** What a request is checked against: every managed value but those the guard exempts (identifiers). */
+export function managedSecrets(runtime: Pick<ProxyRuntime, 'catalog' | 'guard'>): SecretIndex {
+  return runtime.catalog.index(runtime.guard.key, null, [], runtime.guard.exempt);
+}
+
+/** The reference of a managed credential whose value (in one of its forms) the text holds, or null. */
+export function managedSecretIn(runtime: Pick<ProxyRuntime, 'catalog' | 'guard'>, text: string): string | null {
+  return SecretDetector.findIn(managedSecrets(runtime), text);
 }
 
 export function guardRequestSecrets(index: SecretIndex, target: string, rawHeaders: readonly string[]): void {

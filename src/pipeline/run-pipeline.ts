@@ -48,7 +48,7 @@ import { checkMintRate, checkRateLimit } from './check-rate-limit.js';
 import { checkPrincipalRevocations, checkStateFresh, checkTargetRevocations, recheckAfterWait, recheckPrincipalAfterWait } from './check-revocations.js';
 import type { ForwardResult } from './forward-request.js';
 import { forwardWithRotation, outboundRequest } from './forward-with-rotation.js';
-import { decodedTarget, guardRequestSecrets, noteHeldSecret } from './guard-request-secrets.js';
+import { decodedTarget, guardRequestSecrets, managedSecrets, noteHeldSecret } from './guard-request-secrets.js';
 import { matchRoute } from './match-route.js';
 import type { ProxyRuntime } from './proxy-runtime.js';
 import { auditAnswered, auditRequest, logRequest, observeRequest, stampDuration } from './record-outcome.js';
@@ -154,11 +154,11 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
       checkPrincipalRevocations(runtime.state, principal);
     } catch (failure) {
       // A real key sent without a valid token is an incident all the same (guard-request-secrets.ts).
-      throw noteHeldSecret(failure, runtime.catalog.index(runtime.guard.key, null, [], runtime.guard.exempt), decodedTarget(req.url ?? '', target), req.rawHeaders);
+      throw noteHeldSecret(failure, managedSecrets(runtime), decodedTarget(req.url ?? '', target), req.rawHeaders);
     }
 
-    const managedSecrets = runtime.catalog.index(runtime.guard.key, null, [], runtime.guard.exempt);
-    guardRequestSecrets(managedSecrets, decodedTarget(req.url ?? '', target), req.rawHeaders);
+    const requestSecrets = managedSecrets(runtime);
+    guardRequestSecrets(requestSecrets, decodedTarget(req.url ?? '', target), req.rawHeaders);
 
     if (isSessionsPath(target.path)) {
       // A use of the session the call is made with (a child's mint among them: found by review, a
@@ -174,7 +174,7 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
         target.path,
         principal,
         runtime.state,
-        managedSecrets,
+        requestSecrets,
         record.request_id,
         runtime.nowMs(),
         runtime.limits.maxSessionsPerAgent,
@@ -219,7 +219,7 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
     record.decision = 'allow';
 
     runtime.audit.assertWritable();
-    const stream = requestBody(req, selected.service.config.max_body_bytes ?? runtime.limits.maxBodyBytes, managedSecrets, selected.service.config.method_overrides === 'refuse');
+    const stream = requestBody(req, selected.service.config.max_body_bytes ?? runtime.limits.maxBodyBytes, requestSecrets, selected.service.config.method_overrides === 'refuse');
     // Authorized, and not too large by its Content-Length: a client waiting on Expect: 100-continue may
     // send its body now, not before (expect-continue.ts).
     sendContinue(res);
