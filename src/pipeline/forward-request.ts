@@ -12,6 +12,7 @@ import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { AirlockError } from '../errors.js';
 import type { ServicePolicy } from '../policy/compile-policy.js';
+import type { UpstreamSpan } from '../observability/tracing.js';
 import type { RedactionMatcher } from '../redaction/redaction-matcher.js';
 import type { ConnectionGate, GateWaiter } from '../upstream/connection-gate.js';
 import type { OutboundRequest } from '../upstream/outbound-request.js';
@@ -36,6 +37,11 @@ export interface ForwardInput {
   readonly capture: ReadonlySet<number>;
   /** Where the kill switch finds this relay while it runs (track-exchange.ts), to refuse it before its answer. */
   readonly exchange: ExchangeSlot;
+  /**
+   * The attempt's CLIENT span, ended here with its outcome as the result settles: the caller needs no
+   * continuation of its own (an async frame and a promise per request, forward-with-rotation.ts).
+   */
+  readonly span: UpstreamSpan;
 }
 
 /** A relay the kill switch can stop before anything of its answer was sent. */
@@ -197,6 +203,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler, GateWaiter, Interrupt
     this.#settled = true;
     this.#input.res.off('close', this.#onAgentClose);
     this.#leaveSlot();
+    this.#input.span.end(result.upstreamStatus === 0 ? null : result.upstreamStatus, result.failure?.code ?? (result.agentAborted ? 'client_closed' : null));
     this.#resolve(result);
   }
 
@@ -206,6 +213,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler, GateWaiter, Interrupt
     this.#settled = true;
     this.#input.res.off('close', this.#onAgentClose);
     this.#leaveSlot();
+    this.#input.span.end(null, error.code);
     this.#reject(error);
   }
 
@@ -316,10 +324,18 @@ function unreadableTransferCoding(value: string | string[] | undefined, service:
 export function forwardRequest(input: ForwardInput): Promise<ForwardResult> {
   return new Promise<ForwardResult>((resolve, reject) => {
     if (input.exchange.refusal !== null) {
+      input.span.end(null, input.exchange.refusal.code);
       reject(input.exchange.refusal);
       return;
     }
-    const relay = new ResponseRelay(input, resolve, reject);
+    let relay: ResponseRelay;
+    try {
+      relay = new ResponseRelay(input, resolve, reject);
+    } catch (error) {
+      // A throw here would reject this promise all the same; the span must still end.
+      input.span.end(null, (error as { code?: string }).code ?? 'error');
+      throw error;
+    }
     // The agent may have left while earlier stages waited (a credential fetch, an approval): its
     // 'close' has already fired, so nothing is sent upstream for nobody (a POST would still execute).
     if (input.res.destroyed || input.res.closed || input.res.req.socket.destroyed) {

@@ -53,11 +53,13 @@ export interface RotationInput {
   readonly exchange: ExchangeSlot;
 }
 
-export interface RotationResult {
-  readonly forwarded: ForwardResult;
-  /** Set when the first credential was refused and a rotated one answered. */
-  readonly rotated: { readonly from: string | null; readonly to: Credential } | null;
-}
+/**
+ * The exchange that answered, and when the first credential was refused and a rotated one answered,
+ * which. A request sent once gets forwardRequest's own result, unwrapped (no object or promise more).
+ */
+export type RotationResult = ForwardResult & {
+  readonly rotated?: { readonly from: string | null; readonly to: Credential };
+};
 
 /**
  * The request as the upstream gets it: built from the agent's (hop-by-hop and agent credentials
@@ -74,41 +76,43 @@ export function outboundRequest(service: ServicePolicy, method: string, serviceP
   return outbound;
 }
 
-/** One injection and exchange; the upstream span ends with its outcome. */
-async function send(input: RotationInput, injected: Credential, capture: ReadonlySet<number>): Promise<ForwardResult> {
+/**
+ * One injection and exchange; the upstream span ends with its outcome (forward-request.ts). Not async:
+ * on the common path nothing here waits, and an async frame per request is an allocation that lives
+ * until the response ends (a synchronous throw reaches the caller's try as a rejection would).
+ */
+function send(input: RotationInput, injected: Credential, capture: ReadonlySet<number>): Promise<ForwardResult> {
   const { req, body } = input;
   const outbound = outboundRequest(input.service, req.method ?? '', input.servicePath, input.target.query, req.rawHeaders, input.clientAddress, input.plan, injected);
   // The body may already have been refused (a managed secret in it, or too large) while we waited.
   if (body !== null && !Buffer.isBuffer(body) && body.errored !== null) throw body.errored;
-  const span = input.trace.upstream(outbound, input.service.upstream, input.service.name);
-  let result: ForwardResult;
-  try {
-    result = await forwardRequest({
-      dispatcher: input.pool,
-      gate: input.gate,
-      outbound,
-      body,
-      res: input.res,
-      requestId: input.requestId,
-      service: input.service,
-      agentPrefix: input.agentPrefix,
-      matcher: responseMatcher(input.catalog, input.service, input.plan.ref),
-      capture,
-      exchange: input.exchange,
-    });
-  } catch (error) {
-    span.end(null, (error as { code?: string }).code ?? 'error');
-    throw error;
-  }
-  span.end(result.upstreamStatus === 0 ? null : result.upstreamStatus, result.failure?.code ?? (result.agentAborted ? 'client_closed' : null));
-  return result;
+  return forwardRequest({
+    dispatcher: input.pool,
+    gate: input.gate,
+    outbound,
+    body,
+    res: input.res,
+    requestId: input.requestId,
+    service: input.service,
+    agentPrefix: input.agentPrefix,
+    matcher: responseMatcher(input.catalog, input.service, input.plan.ref),
+    capture,
+    exchange: input.exchange,
+    span: input.trace.upstream(outbound, input.service.upstream, input.service.name),
+  });
 }
 
-export async function forwardWithRotation(input: RotationInput): Promise<RotationResult> {
-  const { req, plan, body } = input;
+/** A credential without retry_on, or a request that cannot be replayed, is sent once. */
+export function forwardWithRotation(input: RotationInput): Promise<RotationResult> {
+  const { plan, body } = input;
   const replayable = plan.retryOn.size > 0 && (body === null || Buffer.isBuffer(body));
-  const first = await send(input, input.credential, replayable ? plan.retryOn : NO_CAPTURE);
-  if (first.captured === null) return { forwarded: first, rotated: null };
+  return replayable ? forwardReplayable(input) : send(input, input.credential, NO_CAPTURE);
+}
+
+async function forwardReplayable(input: RotationInput): Promise<RotationResult> {
+  const { req, plan } = input;
+  const first = await send(input, input.credential, plan.retryOn);
+  if (first.captured === null) return first;
   // One forced refetch per reference every few seconds, whatever the number of refused requests. A
   // rotated value that fails the check every other injection passes (too short for the catalogue to
   // register, or not well-formed text) is a failed refresh: injecting it would let a replay's echo of
@@ -121,7 +125,7 @@ export async function forwardWithRotation(input: RotationInput): Promise<Rotatio
   // nor the held answer goes to the agent.
   if (input.exchange.refusal !== null) throw input.exchange.refusal;
   if (fresh !== null && !fresh.sameValueAs(input.credential)) {
-    return { forwarded: await send(input, fresh, NO_CAPTURE), rotated: { from: input.credential.generation, to: fresh } };
+    return { ...(await send(input, fresh, NO_CAPTURE)), rotated: { from: input.credential.generation, to: fresh } };
   }
   // The agent may have left while the refresh waited on its store, or leave during the replay: the
   // record says so (found by review: a replay to an agent gone was audited complete).
@@ -133,8 +137,5 @@ export async function forwardWithRotation(input: RotationInput): Promise<Rotatio
   const replay = await replayCaptured(input.res, first.captured, responseMatcher(input.catalog, input.service, plan.ref), input.service, input.agentPrefix, { method: req.method ?? '', path: upstreamPath(input.service.upstream, input.servicePath) }).finally(() => input.res.off('close', onClose));
   if (replay.outcome.kind === 'refused') throw replay.outcome.error;
   const done = replay.outcome.kind === 'done' ? replay.outcome : null;
-  return {
-    forwarded: { upstreamStatus: first.captured.status, complete: (done?.complete ?? true) && !agentLeft, failure: done?.failure ?? null, agentAborted: agentLeft, redactions: replay.redactions, responseBytes: agentLeft ? 0 : replay.bytesSent, captured: null, sentAt: first.sentAt },
-    rotated: null,
-  };
+  return { upstreamStatus: first.captured.status, complete: (done?.complete ?? true) && !agentLeft, failure: done?.failure ?? null, agentAborted: agentLeft, redactions: replay.redactions, responseBytes: agentLeft ? 0 : replay.bytesSent, captured: null, sentAt: first.sentAt };
 }

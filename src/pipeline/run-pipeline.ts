@@ -47,7 +47,7 @@ import { canonicalizeTarget, type CanonicalTarget } from './canonicalize-target.
 import { checkMintRate, checkRateLimit } from './check-rate-limit.js';
 import { checkPrincipalRevocations, checkStateFresh, checkTargetRevocations, recheckAfterWait, recheckPrincipalAfterWait } from './check-revocations.js';
 import type { ForwardResult } from './forward-request.js';
-import { forwardWithRotation, outboundRequest } from './forward-with-rotation.js';
+import { forwardWithRotation, outboundRequest, type RotationResult } from './forward-with-rotation.js';
 import { decodedTarget, guardRequestSecrets, managedSecrets, noteHeldSecret } from './guard-request-secrets.js';
 import { matchRoute } from './match-route.js';
 import type { ProxyRuntime } from './proxy-runtime.js';
@@ -89,7 +89,7 @@ function applyClientFailure(res: ServerResponse, record: AuditRecord): void {
 
 export function createRequestHandler(currentRuntime: () => ProxyRuntime, binding: ListenerBinding): (req: IncomingMessage, res: ServerResponse) => void {
   return function handleAgentRequest(req, res) {
-    void serveAgentRequest(currentRuntime(), currentRuntime, binding, req, res);
+    void runPipeline(currentRuntime(), currentRuntime, binding, req, res);
   };
 }
 
@@ -98,250 +98,249 @@ const NOTHING = (): void => undefined;
 
 /**
  * The pipeline, counted in flight. A throw that escaped the pipeline's own error handling is a bug:
- * logged, and the connection closed. (try/finally rather than .catch().finally(): no closures per request.)
+ * logged, and the connection closed. One async function per request, not a wrapper awaiting it: each
+ * is a frame and a promise that live until the response ends.
  */
-async function serveAgentRequest(runtime: ProxyRuntime, currentRuntime: () => ProxyRuntime, binding: ListenerBinding, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRuntime, binding: ListenerBinding, req: IncomingMessage, res: ServerResponse): Promise<void> {
   runtime.inflight.enter();
   try {
-    await runPipeline(runtime, currentRuntime, binding, req, res);
+    const startedAt = performance.now();
+    const record = newRecord(runtime, req.method ?? null, runtime.clientAddress(req.socket.remoteAddress, req.headers['x-forwarded-for']));
+    (res as OwnedResponse)[RECORD] = record;
+    const trace = runtime.tracing.begin(req);
+    record.trace_id = trace.traceId;
+    let httpRoute: string | null = null;
+    let forwarded: RotationResult;
+    let upstreamStartedAt = 0;
+    let exchange: TrackedExchange | null = null;
+    let untrack = NOTHING;
+    let releaseSlot = NOTHING;
+    let screened = false;
+    try {
+      let target: CanonicalTarget;
+      try {
+        checkRequestShape(req, runtime.limits);
+        target = canonicalizeTarget(req.url ?? '');
+      } catch (error) {
+        // Until the path is canonical the record keeps what was sent (rawPathForAudit).
+        record.path = rawPathForAudit(req.url ?? '', runtime.catalog);
+        throw error;
+      }
+      record.path = pathForRecord(target.path);
+      if (isReservedPath(target.path) && !isSessionsPath(target.path)) {
+        serveReserved(req, res, target.path, record.request_id, runtime.readiness);
+        return;
+      }
+
+      // Stages that usually answer at once return a value, not a promise; only a promise is awaited
+      // (each await is a suspension and a microtask per request).
+      let principal: Principal;
+      try {
+        const authenticated = authenticateAgent(req.rawHeaders, runtime.policy, runtime.state, runtime.jwt, runtime.tokenHashes, runtime.nowMs());
+        principal = authenticated instanceof Promise ? await authenticated : authenticated;
+        record.agent = principal.agent.name;
+        record.session = principal.session?.id ?? null;
+        record.justification = principal.session?.justification ?? null;
+        record.task_id = principal.session?.taskId ?? null;
+        checkStateFresh(runtime.state, runtime.limits.stateStaleAfterMs, runtime.nowMs());
+        // A revoked agent's or session's 401 too (found by review: an agent revoked for a suspected
+        // prompt injection that then sent the real key left a record with neither credential nor reason).
+        checkPrincipalRevocations(runtime.state, principal);
+      } catch (failure) {
+        // A real key sent without a valid token is an incident all the same (guard-request-secrets.ts).
+        throw noteHeldSecret(failure, managedSecrets(runtime), decodedTarget(req.url ?? '', target), req.rawHeaders);
+      }
+
+      const requestSecrets = managedSecrets(runtime);
+      guardRequestSecrets(requestSecrets, decodedTarget(req.url ?? '', target), req.rawHeaders);
+
+      if (isSessionsPath(target.path)) {
+        // A use of the session the call is made with (a child's mint among them: found by review, a
+        // stolen session token minted a child from a new address and used that). The child then starts
+        // from where its parent was first used.
+        screened = true;
+        screenAnomalies(runtime, principal, record);
+        // serveSessions answers Expect: 100-continue, once the mint rate allows a mint.
+        const { sessionMintBucket, sessionMintRate } = runtime.limits;
+        const outcome = await serveSessions(
+          req,
+          res,
+          target.path,
+          principal,
+          runtime.state,
+          requestSecrets,
+          record.request_id,
+          runtime.nowMs(),
+          runtime.limits.maxSessionsPerAgent,
+          runtime.sessionMints,
+          () => checkMintRate(runtime.rateLimiter, principal.agent.name, sessionMintBucket, sessionMintRate),
+          () => recheckPrincipalAfterWait(runtime.state, principal, runtime.limits.stateStaleAfterMs, runtime.nowMs()),
+        );
+        record.decision = 'allow';
+        record.route = outcome.route;
+        record.status = outcome.status;
+        if (outcome.session !== null) {
+          record.session = outcome.session.id;
+          record.justification = outcome.session.justification;
+          record.task_id = outcome.session.taskId;
+          if (outcome.status === 201) noteMintedSession(record, outcome.session);
+        }
+        const audited = await auditRequest(runtime, record, startedAt, true);
+        observeRequest(runtime, record, trace, outcome.route, true);
+        const parent = outcome.session?.parent ?? null;
+        if (parent !== null && outcome.session !== null) runtime.anomalies.adoptFirstAddress(outcome.session.id, parent);
+        logRequest(runtime, record, audited);
+        return;
+      }
+
+      const selected = selectService(runtime.policy, binding, req.rawHeaders, target.path);
+      record.service = selected.service.name;
+
+      const route = matchRoute(selected.service, req.method ?? '', selected.path);
+      record.route = route.template;
+      record.scope = route.scope;
+      httpRoute = selected.agentPrefix + route.template;
+
+      const grant = authorizeScope(principal, selected.service, route);
+      const plan = grant.credential ?? selected.service.credential;
+      record.credential = plan.ref;
+      checkTargetRevocations(runtime.state, selected.service.name, plan.ref);
+      const slot = checkRateLimit(runtime.rateLimiter, runtime.concurrency, principal.agent.name, grant);
+      releaseSlot = slot instanceof Promise ? await slot : slot;
+      // From here the request rules have seen the request, even one they refuse.
+      screened = true;
+      screenAnomalies(runtime, principal, record);
+      record.decision = 'allow';
+
+      runtime.audit.assertWritable();
+      const stream = requestBody(req, selected.service.config.max_body_bytes ?? runtime.limits.maxBodyBytes, requestSecrets, selected.service.config.method_overrides === 'refuse');
+      // Authorized, and not too large by its Content-Length: a client waiting on Expect: 100-continue may
+      // send its body now, not before (expect-continue.ts).
+      sendContinue(res);
+      if (stream !== null) (res as OwnedResponse)[BODY] = stream;
+      let body: Readable | Buffer | null = stream;
+
+      if (approvalRequired(grant, route)) {
+        // An approval is for an exact request, body included: hold the body (bounded) to hash it.
+        body = stream === null ? null : await collectBody(stream, runtime.limits.maxApprovalBodyBytes);
+        const approved = await awaitApproval(
+          runtime.approvals,
+          req,
+          { principal, service: selected.service, route, grant, method: req.method ?? '', path: target.path, query: target.query, body, plan, boundHeaders: runtime.limits.approvalHeaders },
+          abortSignalOf(res),
+          () => recheckAfterWait(runtime.state, principal, selected.service.name, plan.ref, runtime.limits.stateStaleAfterMs, runtime.nowMs()),
+        ).catch((error: unknown) => {
+          noteRefusedApproval(runtime.state, record, error);
+          throw error;
+        });
+        record.approval = approved.id;
+        record.approver = approved.approver;
+        record.approval_reason = approved.reason;
+        // A reload while the request was held may have taken away what it was authorized on (found by
+        // review): it is authorized again under the config now in force. It still runs on this runtime
+        // (pools, credential store), which the check keeps to the same upstream and credential reference.
+        const latest = currentRuntime();
+        if (latest !== runtime) {
+          authorizeAfterApproval(
+            { principal, service: selected.service, servicePath: selected.path, plan, method: req.method ?? '', path: target.path },
+            latest.policy,
+            latest.state,
+            binding,
+            req.rawHeaders,
+            runtime.nowMs(),
+          );
+        }
+        // Revocations are checked again below, before the upstream is asked, as after every wait.
+      } else if (plan.retryOn.size > 0 && stream !== null && Number(req.headers['content-length'] ?? NaN) <= REPLAYABLE_BODY_BYTES) {
+        // A small body is kept so the request can be replayed with a rotated credential.
+        body = await collectBody(stream, REPLAYABLE_BODY_BYTES);
+      }
+
+      // A cached credential answers at once and has no span; a wait for the store (a fetch, or a refusal
+      // while it fails) is the credential.resolve span, timed from when the resolution began.
+      const resolveStartedAt = performance.now();
+      const resolving = resolveCredential(runtime.secrets, plan);
+      const credential = resolving instanceof Promise ? await traceResolve(trace, resolving, plan.ref, selected.service.name, resolveStartedAt) : resolving;
+      record.generation = credential.generation;
+
+      const pool = runtime.pools.get(selected.service.name);
+      const gate = runtime.gates.get(selected.service.name);
+      if (pool === undefined || gate === undefined) throw new Error(`no upstream pool for service ${selected.service.name}`);
+      // node's parser may have refused the rest of this request (its body framing) while the stages above
+      // ran: such a request is abandoned, never started upstream.
+      const clientFailure = (res as OwnedResponse)[CLIENT_FAILURE];
+      if (clientFailure !== undefined) throw clientFailure;
+      // Checked again just before the upstream is asked: the stages above may have waited (a Redis rate
+      // limit, a replayable body arriving, a credential fetch), and a revocation or lockdown made meanwhile
+      // must stop this request, not only the next one. Nothing awaits between here and dispatch.
+      recheckAfterWait(runtime.state, principal, selected.service.name, plan.ref, runtime.limits.stateStaleAfterMs, runtime.nowMs());
+      upstreamStartedAt = performance.now();
+      exchange = new TrackedExchange(runtime, principal, sessionChain(runtime, principal.session?.id ?? null), selected.service.name, plan.ref, res);
+      untrack = runtime.killSwitch.track(exchange);
+      forwarded = await forwardWithRotation({
+        req,
+        clientAddress: record.client ?? undefined,
+        res,
+        requestId: record.request_id,
+        service: selected.service,
+        servicePath: selected.path,
+        agentPrefix: selected.agentPrefix,
+        target,
+        plan,
+        credential,
+        broker: runtime.secrets,
+        pool,
+        gate,
+        catalog: runtime.catalog,
+        body,
+        trace,
+        exchange,
+      });
+      if (forwarded.rotated !== undefined) {
+        // Dual-credential overlap: the upstream refused the old value; the new one answered.
+        record.rotated_from = forwarded.rotated.from ?? 'unversioned';
+        record.generation = forwarded.rotated.to.generation;
+      }
+    } catch (error) {
+      untrack();
+      releaseSlot();
+      const failure = asAirlockError(error);
+      // A policy stage after the request was authorized (its approval, a revocation or lockdown while it
+      // waited, a shared-state check that could not run) refused it as much as one before: found by
+      // review, such records said `allow`, and an audit search for denials missed them. Once the upstream
+      // was asked, `allow` stays: it saw the request, whatever the agent was then told.
+      if (upstreamStartedAt === 0 && isPolicyRefusal(failure.code)) record.decision = 'deny';
+      await refuse(runtime, req, res, record, failure, startedAt, trace, httpRoute, screened);
+      return;
+    }
+    untrack();
+    releaseSlot();
+    // From the hand-over to undici: a wait for a connection under max_connections is Airlock's, not the
+    // upstream's (it is in the request duration).
+    runtime.metrics.observeUpstream(record.service ?? 'none', (performance.now() - (forwarded.sentAt === 0 ? upstreamStartedAt : forwarded.sentAt)) / 1000, forwarded.upstreamStatus);
+
+    record.upstream_status = forwarded.upstreamStatus === 0 ? null : forwarded.upstreamStatus;
+    record.status = record.upstream_status;
+    record.code = forwarded.failure?.code ?? null;
+    record.incomplete = !forwarded.complete;
+    // Why it was cut, when Airlock cut it (found by an ops walkthrough: a stream cut by a revocation, by
+    // shutdown or by the agent hanging up all read alike).
+    if (!forwarded.complete && record.reason === null) {
+      record.reason = exchange?.cutReason ?? (runtime.cutForStop() ? 'cut: Airlock was stopping, and the request was still running at the end of shutdown_timeout (or a second stop signal came).' : null);
+    }
+    record.redactions = forwarded.redactions;
+    record.response_bytes = forwarded.responseBytes;
+    applyClientFailure(res, record);
+    // Counted before the audit write: whoever reads the audit line finds the metrics up to date.
+    stampDuration(record, startedAt);
+    observeRequest(runtime, record, trace, httpRoute, screened);
+    auditAnswered(runtime, record, forwarded.failure?.cause);
   } catch (error) {
     runtime.logger.error({ err: error }, 'request pipeline failed outside its error handling');
     res.destroy();
   } finally {
     runtime.inflight.leave();
   }
-}
-
-async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRuntime, binding: ListenerBinding, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const startedAt = performance.now();
-  const record = newRecord(runtime, req.method ?? null, runtime.clientAddress(req.socket.remoteAddress, req.headers['x-forwarded-for']));
-  (res as OwnedResponse)[RECORD] = record;
-  const trace = runtime.tracing.begin(req);
-  record.trace_id = trace.traceId;
-  let httpRoute: string | null = null;
-  let forwarded: ForwardResult;
-  let upstreamStartedAt = 0;
-  let exchange: TrackedExchange | null = null;
-  let untrack = NOTHING;
-  let releaseSlot = NOTHING;
-  let screened = false;
-  try {
-    let target: CanonicalTarget;
-    try {
-      checkRequestShape(req, runtime.limits);
-      target = canonicalizeTarget(req.url ?? '');
-    } catch (error) {
-      // Until the path is canonical the record keeps what was sent (rawPathForAudit).
-      record.path = rawPathForAudit(req.url ?? '', runtime.catalog);
-      throw error;
-    }
-    record.path = pathForRecord(target.path);
-    if (isReservedPath(target.path) && !isSessionsPath(target.path)) return serveReserved(req, res, target.path, record.request_id, runtime.readiness);
-
-    // Stages that usually answer at once return a value, not a promise; only a promise is awaited
-    // (each await is a suspension and a microtask per request).
-    let principal: Principal;
-    try {
-      const authenticated = authenticateAgent(req.rawHeaders, runtime.policy, runtime.state, runtime.jwt, runtime.tokenHashes, runtime.nowMs());
-      principal = authenticated instanceof Promise ? await authenticated : authenticated;
-      record.agent = principal.agent.name;
-      record.session = principal.session?.id ?? null;
-      record.justification = principal.session?.justification ?? null;
-      record.task_id = principal.session?.taskId ?? null;
-      checkStateFresh(runtime.state, runtime.limits.stateStaleAfterMs, runtime.nowMs());
-      // A revoked agent's or session's 401 too (found by review: an agent revoked for a suspected
-      // prompt injection that then sent the real key left a record with neither credential nor reason).
-      checkPrincipalRevocations(runtime.state, principal);
-    } catch (failure) {
-      // A real key sent without a valid token is an incident all the same (guard-request-secrets.ts).
-      throw noteHeldSecret(failure, managedSecrets(runtime), decodedTarget(req.url ?? '', target), req.rawHeaders);
-    }
-
-    const requestSecrets = managedSecrets(runtime);
-    guardRequestSecrets(requestSecrets, decodedTarget(req.url ?? '', target), req.rawHeaders);
-
-    if (isSessionsPath(target.path)) {
-      // A use of the session the call is made with (a child's mint among them: found by review, a
-      // stolen session token minted a child from a new address and used that). The child then starts
-      // from where its parent was first used.
-      screened = true;
-      screenAnomalies(runtime, principal, record);
-      // serveSessions answers Expect: 100-continue, once the mint rate allows a mint.
-      const { sessionMintBucket, sessionMintRate } = runtime.limits;
-      const outcome = await serveSessions(
-        req,
-        res,
-        target.path,
-        principal,
-        runtime.state,
-        requestSecrets,
-        record.request_id,
-        runtime.nowMs(),
-        runtime.limits.maxSessionsPerAgent,
-        runtime.sessionMints,
-        () => checkMintRate(runtime.rateLimiter, principal.agent.name, sessionMintBucket, sessionMintRate),
-        () => recheckPrincipalAfterWait(runtime.state, principal, runtime.limits.stateStaleAfterMs, runtime.nowMs()),
-      );
-      record.decision = 'allow';
-      record.route = outcome.route;
-      record.status = outcome.status;
-      if (outcome.session !== null) {
-        record.session = outcome.session.id;
-        record.justification = outcome.session.justification;
-        record.task_id = outcome.session.taskId;
-        if (outcome.status === 201) noteMintedSession(record, outcome.session);
-      }
-      const audited = await auditRequest(runtime, record, startedAt, true);
-      observeRequest(runtime, record, trace, outcome.route, true);
-      const parent = outcome.session?.parent ?? null;
-      if (parent !== null && outcome.session !== null) runtime.anomalies.adoptFirstAddress(outcome.session.id, parent);
-      logRequest(runtime, record, audited);
-      return;
-    }
-
-    const selected = selectService(runtime.policy, binding, req.rawHeaders, target.path);
-    record.service = selected.service.name;
-
-    const route = matchRoute(selected.service, req.method ?? '', selected.path);
-    record.route = route.template;
-    record.scope = route.scope;
-    httpRoute = selected.agentPrefix + route.template;
-
-    const grant = authorizeScope(principal, selected.service, route);
-    const plan = grant.credential ?? selected.service.credential;
-    record.credential = plan.ref;
-    checkTargetRevocations(runtime.state, selected.service.name, plan.ref);
-    const slot = checkRateLimit(runtime.rateLimiter, runtime.concurrency, principal.agent.name, grant);
-    releaseSlot = slot instanceof Promise ? await slot : slot;
-    // From here the request rules have seen the request, even one they refuse.
-    screened = true;
-    screenAnomalies(runtime, principal, record);
-    record.decision = 'allow';
-
-    runtime.audit.assertWritable();
-    const stream = requestBody(req, selected.service.config.max_body_bytes ?? runtime.limits.maxBodyBytes, requestSecrets, selected.service.config.method_overrides === 'refuse');
-    // Authorized, and not too large by its Content-Length: a client waiting on Expect: 100-continue may
-    // send its body now, not before (expect-continue.ts).
-    sendContinue(res);
-    if (stream !== null) (res as OwnedResponse)[BODY] = stream;
-    let body: Readable | Buffer | null = stream;
-
-    if (approvalRequired(grant, route)) {
-      // An approval is for an exact request, body included: hold the body (bounded) to hash it.
-      body = stream === null ? null : await collectBody(stream, runtime.limits.maxApprovalBodyBytes);
-      const approved = await awaitApproval(
-        runtime.approvals,
-        req,
-        { principal, service: selected.service, route, grant, method: req.method ?? '', path: target.path, query: target.query, body, plan, boundHeaders: runtime.limits.approvalHeaders },
-        abortSignalOf(res),
-        () => recheckAfterWait(runtime.state, principal, selected.service.name, plan.ref, runtime.limits.stateStaleAfterMs, runtime.nowMs()),
-      ).catch((error: unknown) => {
-        noteRefusedApproval(runtime.state, record, error);
-        throw error;
-      });
-      record.approval = approved.id;
-      record.approver = approved.approver;
-      record.approval_reason = approved.reason;
-      // A reload while the request was held may have taken away what it was authorized on (found by
-      // review): it is authorized again under the config now in force. It still runs on this runtime
-      // (pools, credential store), which the check keeps to the same upstream and credential reference.
-      const latest = currentRuntime();
-      if (latest !== runtime) {
-        authorizeAfterApproval(
-          { principal, service: selected.service, servicePath: selected.path, plan, method: req.method ?? '', path: target.path },
-          latest.policy,
-          latest.state,
-          binding,
-          req.rawHeaders,
-          runtime.nowMs(),
-        );
-      }
-      // Revocations are checked again below, before the upstream is asked, as after every wait.
-    } else if (plan.retryOn.size > 0 && stream !== null && Number(req.headers['content-length'] ?? NaN) <= REPLAYABLE_BODY_BYTES) {
-      // A small body is kept so the request can be replayed with a rotated credential.
-      body = await collectBody(stream, REPLAYABLE_BODY_BYTES);
-    }
-
-    // A cached credential answers at once and has no span; a wait for the store (a fetch, or a refusal
-    // while it fails) is the credential.resolve span, timed from when the resolution began.
-    const resolveStartedAt = performance.now();
-    const resolving = resolveCredential(runtime.secrets, plan);
-    const credential = resolving instanceof Promise ? await traceResolve(trace, resolving, plan.ref, selected.service.name, resolveStartedAt) : resolving;
-    record.generation = credential.generation;
-
-    const pool = runtime.pools.get(selected.service.name);
-    const gate = runtime.gates.get(selected.service.name);
-    if (pool === undefined || gate === undefined) throw new Error(`no upstream pool for service ${selected.service.name}`);
-    // node's parser may have refused the rest of this request (its body framing) while the stages above
-    // ran: such a request is abandoned, never started upstream.
-    const clientFailure = (res as OwnedResponse)[CLIENT_FAILURE];
-    if (clientFailure !== undefined) throw clientFailure;
-    // Checked again just before the upstream is asked: the stages above may have waited (a Redis rate
-    // limit, a replayable body arriving, a credential fetch), and a revocation or lockdown made meanwhile
-    // must stop this request, not only the next one. Nothing awaits between here and dispatch.
-    recheckAfterWait(runtime.state, principal, selected.service.name, plan.ref, runtime.limits.stateStaleAfterMs, runtime.nowMs());
-    upstreamStartedAt = performance.now();
-    exchange = new TrackedExchange(runtime, principal, sessionChain(runtime, principal.session?.id ?? null), selected.service.name, plan.ref, res);
-    untrack = runtime.killSwitch.track(exchange);
-    const result = await forwardWithRotation({
-      req,
-      clientAddress: record.client ?? undefined,
-      res,
-      requestId: record.request_id,
-      service: selected.service,
-      servicePath: selected.path,
-      agentPrefix: selected.agentPrefix,
-      target,
-      plan,
-      credential,
-      broker: runtime.secrets,
-      pool,
-      gate,
-      catalog: runtime.catalog,
-      body,
-      trace,
-      exchange,
-    });
-    forwarded = result.forwarded;
-    if (result.rotated !== null) {
-      // Dual-credential overlap: the upstream refused the old value; the new one answered.
-      record.rotated_from = result.rotated.from ?? 'unversioned';
-      record.generation = result.rotated.to.generation;
-    }
-  } catch (error) {
-    untrack();
-    releaseSlot();
-    const failure = asAirlockError(error);
-    // A policy stage after the request was authorized (its approval, a revocation or lockdown while it
-    // waited, a shared-state check that could not run) refused it as much as one before: found by
-    // review, such records said `allow`, and an audit search for denials missed them. Once the upstream
-    // was asked, `allow` stays: it saw the request, whatever the agent was then told.
-    if (upstreamStartedAt === 0 && isPolicyRefusal(failure.code)) record.decision = 'deny';
-    await refuse(runtime, req, res, record, failure, startedAt, trace, httpRoute, screened);
-    return;
-  }
-  untrack();
-  releaseSlot();
-  // From the hand-over to undici: a wait for a connection under max_connections is Airlock's, not the
-  // upstream's (it is in the request duration).
-  runtime.metrics.observeUpstream(record.service ?? 'none', (performance.now() - (forwarded.sentAt === 0 ? upstreamStartedAt : forwarded.sentAt)) / 1000, forwarded.upstreamStatus);
-
-  record.upstream_status = forwarded.upstreamStatus === 0 ? null : forwarded.upstreamStatus;
-  record.status = record.upstream_status;
-  record.code = forwarded.failure?.code ?? null;
-  record.incomplete = !forwarded.complete;
-  // Why it was cut, when Airlock cut it (found by an ops walkthrough: a stream cut by a revocation, by
-  // shutdown or by the agent hanging up all read alike).
-  if (!forwarded.complete && record.reason === null) {
-    record.reason = exchange?.cutReason ?? (runtime.cutForStop() ? 'cut: Airlock was stopping, and the request was still running at the end of shutdown_timeout (or a second stop signal came).' : null);
-  }
-  record.redactions = forwarded.redactions;
-  record.response_bytes = forwarded.responseBytes;
-  applyClientFailure(res, record);
-  // Counted before the audit write: whoever reads the audit line finds the metrics up to date.
-  stampDuration(record, startedAt);
-  observeRequest(runtime, record, trace, httpRoute, screened);
-  auditAnswered(runtime, record, forwarded.failure?.cause);
 }
 
 /** Waits for a credential fetched from its store, as the request's credential.resolve span. */

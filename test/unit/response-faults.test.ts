@@ -125,7 +125,7 @@ describe('a fault in Airlock’s own response handling', () => {
     const matcher = new FaultyMatcher(new NeedleSet(formsOf(secret)), []);
     front = createServer((req: IncomingMessage, res: ServerResponse) => {
       const path = req.url ?? '/';
-      forwardRequest({ dispatcher: pool, gate, outbound: new OutboundRequest('GET', path, null), body: null, res, requestId: 'req-fault', service, agentPrefix: '', matcher, capture: new Set(), exchange: { relay: null, refusal: null } }).then(
+      forwardRequest({ dispatcher: pool, gate, outbound: new OutboundRequest('GET', path, null), body: null, res, requestId: 'req-fault', service, agentPrefix: '', matcher, capture: new Set(), exchange: { relay: null, refusal: null }, span: { end() {} } }).then(
         (result) => outcomes.set(path, result),
         (error: AirlockError) => {
           outcomes.set(path, error);
