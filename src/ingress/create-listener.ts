@@ -179,31 +179,14 @@ function serveTls(server: Server, limits: DeepReadonly<LimitsSpec>, handlers: Li
         for (const listener of startTls) listener.call(server, socket);
         return;
       }
-      // What the client sends is read and dropped while the answer goes out, so that closing with
-      // unread bytes does not reset the connection under the answer (RFC 9112 9.6).
-      socket.resume();
-      const head = chunk.toString('latin1');
-      const method = /^([A-Z]{1,16}) /.exec(head)?.[1] ?? null;
-      unshaken.delete(peer);
-      // The record says what happened, and whether an agent's token crossed the network in clear text
-      // on the way (found by the TLS walkthrough: the record could not be told from malformed HTTP).
-      const exposed = TOKEN_IN_TEXT.test(head);
-      // And the provider's real key, sent as the API key (found by review: only tokens were looked for).
-      const held = handlers.heldSecret?.(head) ?? null;
-      const reason =
-        held !== null
-          ? `A plain-HTTP request reached an HTTPS listener carrying the value of ${held} (the provider's real key, sent as the API key?): it crossed the network in clear text, and whoever sent it holds it. Rotate ${held} and find how it got out.${exposed ? ' It carried an Airlock token too: give the agent a new one (npx airlock token).' : ''} Its base URL must be https://.`
-          : exposed
-            ? 'A plain-HTTP request reached an HTTPS listener carrying an Airlock token: it crossed the network in clear text. Treat that token as exposed: give the agent a new one (npx airlock token) and remove the old hash. Its base URL must be https://.'
-            : "A plain-HTTP request reached an HTTPS listener (an http:// base URL, or a health check not changed for tls); it was refused before any of it was read as a request.";
-      handlers.onRefusal(
-        socket,
-        new AirlockError('invalid_request', 'This listener speaks HTTPS only, and the request came in plain HTTP. Use an https:// base URL for Airlock (the same host and port).', {
-          ...(held === null ? {} : { credentialRef: held }),
-          cause: new OperatorReason(reason, { alert: exposed || held !== null }),
-        }),
-        method,
-      );
+      // The whole head is read before it is judged (found by review: only the first packet was, so a
+      // key or token in a head that came in more than one, a client writing its request line first or a
+      // head longer than a TCP segment, crossed the network in clear text with a record saying nothing
+      // had been read). Bounded as a head is: max_header_bytes, and headers_timeout from here.
+      readPlainHead(socket, chunk, limits, function refusePlainHttp(head: string) {
+        unshaken.delete(peer);
+        refusePlain(socket, head, handlers);
+      });
     });
   });
   // node's https server passes a failed handshake on as a clientError, which refuseClientErrors would
@@ -216,4 +199,66 @@ function serveTls(server: Server, limits: DeepReadonly<LimitsSpec>, handlers: Li
     socket.destroy();
   });
   return server;
+}
+
+/** Where a plain-HTTP head ends: an empty line (RFC 9112 2.2 lets a recipient take a bare LF for CRLF). */
+const HEAD_END = /\r?\n\r?\n/;
+
+/**
+ * Gathers a plain-HTTP request's head from `first` on (its first packet) and hands it to `done` once it
+ * is whole, has reached max_header_bytes, the client stopped sending, or headers_timeout passed. What
+ * follows is read and dropped while the answer goes out, so that closing with unread bytes does not
+ * reset the connection under the answer (RFC 9112 9.6).
+ */
+function readPlainHead(socket: Socket, first: Buffer, limits: DeepReadonly<LimitsSpec>, done: (head: string) => void): void {
+  let head = first.toString('latin1');
+  let answered = false;
+  const answer = (): void => {
+    if (answered) return;
+    answered = true;
+    socket.off('data', gather);
+    socket.off('end', answer);
+    socket.setTimeout(0);
+    done(head);
+  };
+  function gather(chunk: Buffer): void {
+    // Only the new bytes and the three before them can complete the empty line: a head sent a byte at a
+    // time is not searched again whole each time.
+    const from = Math.max(0, head.length - 3);
+    head += chunk.toString('latin1');
+    if (HEAD_END.test(head.slice(from)) || head.length >= limits.max_header_bytes) answer();
+  }
+  if (HEAD_END.test(head) || head.length >= limits.max_header_bytes) {
+    socket.resume();
+    answer();
+    return;
+  }
+  socket.on('data', gather);
+  socket.once('end', answer);
+  socket.setTimeout(wholeMs(limits.headers_timeout), answer);
+  socket.resume();
+}
+
+/** The answer to a plain-HTTP request on an HTTPS listener, and its record (what `head` carried). */
+function refusePlain(socket: Socket, head: string, handlers: ListenerHandlers): void {
+  const method = /^([A-Z]{1,16}) /.exec(head)?.[1] ?? null;
+  // The record says what happened, and whether an agent's token crossed the network in clear text
+  // on the way (found by the TLS walkthrough: the record could not be told from malformed HTTP).
+  const exposed = TOKEN_IN_TEXT.test(head);
+  // And the provider's real key, sent as the API key (found by review: only tokens were looked for).
+  const held = handlers.heldSecret?.(head) ?? null;
+  const reason =
+    held !== null
+      ? `A plain-HTTP request reached an HTTPS listener carrying the value of ${held} (the provider's real key, sent as the API key?): it crossed the network in clear text, and whoever sent it holds it. Rotate ${held} and find how it got out.${exposed ? ' It carried an Airlock token too: give the agent a new one (npx airlock token).' : ''} Its base URL must be https://.`
+      : exposed
+        ? 'A plain-HTTP request reached an HTTPS listener carrying an Airlock token: it crossed the network in clear text. Treat that token as exposed: give the agent a new one (npx airlock token) and remove the old hash. Its base URL must be https://.'
+        : "A plain-HTTP request reached an HTTPS listener (an http:// base URL, or a health check not changed for tls); it was refused before any of it was read as a request.";
+  handlers.onRefusal(
+    socket,
+    new AirlockError('invalid_request', 'This listener speaks HTTPS only, and the request came in plain HTTP. Use an https:// base URL for Airlock (the same host and port).', {
+      ...(held === null ? {} : { credentialRef: held }),
+      cause: new OperatorReason(reason, { alert: exposed || held !== null }),
+    }),
+    method,
+  );
 }

@@ -160,6 +160,41 @@ describe.skipIf(!HAVE_OPENSSL)('HTTPS on the agent listener (tls)', () => {
     ]);
   });
 
+  // Found by review: only the connection's first packet was read, so a head that arrived in more than
+  // one (a client writing its request line first, a head longer than a TCP segment on a real network)
+  // had its key or token cross the network unnoticed: the record said nothing had been read.
+  it.each([
+    ['a managed credential', () => `Authorization: Bearer ${openaiKey}\r\n`, 'credential'],
+    ['an Airlock token', () => `Authorization: Bearer ${agent.token}\r\n`, 'token'],
+  ])('names %s that a plain-HTTP head carried after its first packet', async (_name, header, kind) => {
+    const { hostname, port } = new URL(proxy.url);
+    const socket = (await import('node:net')).connect(Number(port), hostname);
+    await once(socket, 'connect');
+    const received: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => received.push(chunk));
+    socket.on('error', () => undefined);
+    const closed = once(socket, 'close');
+    socket.write('GET /openai/v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\n');
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    if (!socket.destroyed) socket.write(`${header()}\r\n`);
+    await closed;
+    const raw = Buffer.concat(received).toString('latin1');
+    expect(raw).toMatch(/^HTTP\/1\.1 400 /);
+    const requestId = /x-airlock-request-id: ([0-9a-f-]+)/i.exec(raw)?.[1];
+    const record = await eventually('its audit record', async () => (await proxy.waitForAudit(1)).find((r) => r.request_id === requestId));
+    if (kind === 'credential') {
+      expect(record).toMatchObject({ code: 'invalid_request', status: 400, credential: 'env:OPENAI_KEY' });
+      expect(record.reason).toMatch(/^A plain-HTTP request reached an HTTPS listener carrying the value of env:OPENAI_KEY/);
+    } else {
+      expect(record.reason).toMatch(/^A plain-HTTP request reached an HTTPS listener carrying an Airlock token/);
+    }
+    assertNoLeak([openaiKey, agent.token], [
+      { name: 'response', text: raw },
+      { name: 'log', text: proxy.logLines.join('') },
+      { name: 'audit', text: proxy.auditText() },
+    ]);
+  });
+
   it('closes a connection that starts no handshake within headers_timeout', async () => {
     const quiet = await startProxy({ ...config(upstream.url, first), limits: { headers_timeout: 1 } }, { env: { OPENAI_KEY: openaiKey } });
     try {
