@@ -17,6 +17,9 @@ import { SecretDetector } from '../redaction/secret-detector.js';
 import type { CanonicalTarget } from './canonicalize-target.js';
 import type { ProxyRuntime } from './proxy-runtime.js';
 
+/** Every "+" of a query, which a form parser reads as a space (for replace). */
+const PLUS = /\+/g;
+
 // Agent and session tokens alike: a session token forwarded upstream leaks a credential as much as an
 // agent token does (TOKEN_IN_TEXT, shared with the session and admin bodies).
 
@@ -38,6 +41,11 @@ export function decodedTarget(target: string, canonical: CanonicalTarget): strin
   if (canonical.path.includes('%')) text += `\n${canonical.path.replace(PERCENT_ESCAPE, decodeEscape)}`;
   // Each escape as its byte, read as Latin-1: the secrets' forms are compared as bytes (ASCII keys exactly).
   if (canonical.query !== null && canonical.query.includes('%')) text += `\n${canonical.query.replace(PERCENT_ESCAPE, decodeEscape)}`;
+  // And read as a form, "+" a space (WHATWG URLSearchParams, Rack, PHP, Python's parse_qs): a secret
+  // holding a space sent as jQuery.param writes it (`correct+horse!battery`: "!" raw, which every
+  // form-encoded form escapes) matched no form, and reached an upstream that reads it so (found by review).
+  // The "+" first, so that an escaped "%2B" stays a "+".
+  if (canonical.query !== null && canonical.query.includes('+')) text += `\n${canonical.query.replace(PLUS, ' ').replace(PERCENT_ESCAPE, decodeEscape)}`;
   return text;
 }
 
