@@ -59,8 +59,23 @@ export function managedSecretIn(runtime: Pick<ProxyRuntime, 'catalog' | 'guard'>
   return SecretDetector.findIn(managedSecrets(runtime), text);
 }
 
-export function guardRequestSecrets(index: SecretIndex, target: string, rawHeaders: readonly string[]): void {
+/**
+ * The target (decodedTarget) and every header, names too (node takes a token or a key as a header name,
+ * and the name is forwarded; found by review), one per line; a value holding an escape is read decoded
+ * as well. Found by review: `Cookie: note=%73k-…` matched no form of the key and was forwarded, while
+ * the cookie parsers of Express, Rack and PHP decode a cookie's escapes and hand the upstream the key.
+ */
+function carriedText(target: string, rawHeaders: readonly string[]): string {
   let carried = target;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const value = rawHeaders[i + 1] as string;
+    carried += `\n${rawHeaders[i] as string}\n${value}`;
+    if (value.includes('%')) carried += `\n${value.replace(PERCENT_ESCAPE, decodeEscape)}`;
+  }
+  return carried;
+}
+
+export function guardRequestSecrets(index: SecretIndex, target: string, rawHeaders: readonly string[]): void {
   // A token cannot span the pieces (none of its characters is a line break), so each piece is tested on
   // its own rather than joined into a second string.
   let misplacedToken = TOKEN_IN_TEXT.test(target);
@@ -68,13 +83,11 @@ export function guardRequestSecrets(index: SecretIndex, target: string, rawHeade
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i] as string;
     const value = rawHeaders[i + 1] as string;
-    // Names too: node takes a token or a key as a header name, and the name is forwarded (found by review).
-    carried += `\n${name}\n${value}`;
     const carrier = TOKEN_CARRIER_HEADERS.has(name.toLowerCase());
     if (carrier && value.includes('eyJ')) presentedJwt = true;
     if (!misplacedToken) misplacedToken = TOKEN_IN_TEXT.test(name) || (!carrier && TOKEN_IN_TEXT.test(value));
   }
-  const ref = SecretDetector.findIn(index, carried);
+  const ref = SecretDetector.findIn(index, carriedText(target, rawHeaders));
   if (ref !== null) throw carriesManagedSecret(ref);
   if (!misplacedToken && presentedJwt) misplacedToken = jwtRepeated(target, rawHeaders);
   if (misplacedToken) {
@@ -91,9 +104,7 @@ export function guardRequestSecrets(index: SecretIndex, target: string, rawHeade
  */
 export function noteHeldSecret(failure: unknown, index: SecretIndex, target: string, rawHeaders: readonly string[]): unknown {
   if (!(failure instanceof AirlockError) || failure.code !== 'unauthenticated') return failure;
-  let carried = target;
-  for (let i = 0; i < rawHeaders.length; i += 2) carried += `\n${rawHeaders[i] as string}\n${rawHeaders[i + 1] as string}`;
-  const ref = SecretDetector.findIn(index, carried);
+  const ref = SecretDetector.findIn(index, carriedText(target, rawHeaders));
   if (ref === null) return failure;
   // The refusal's own reason (a workload JWT refused, and why) is kept beside it.
   const refused = operatorReason(failure);
