@@ -13,7 +13,7 @@ import { LONGEST_TIMER_MS } from '../config/schema.js';
 import { AirlockError } from '../errors.js';
 import { Credential } from './credential.js';
 import { splitVaultName } from './secret-ref.js';
-import type { SecretSource } from './secret-source.js';
+import { CredentialWithdrawn, type SecretSource } from './secret-source.js';
 import { vaultStatus, type VaultSession } from './vault-session.js';
 
 interface Lease {
@@ -101,12 +101,33 @@ export function createVaultLeaseSource(session: VaultSession, logger: Logger, op
     }
   }
 
+  /** Stops renewing a lease no longer handed out, and revokes it after the grace (or at close). */
+  function retire(lease: Lease, why: string): void {
+    if (lease.timer !== null) clearTimeout(lease.timer);
+    const timer = setTimeout(() => {
+      retiring.delete(timer);
+      void revoke(lease, why);
+    }, rotationGraceMs);
+    timer.unref();
+    retiring.set(timer, lease);
+  }
+
   async function acquire(path: string, ref: string): Promise<Lease> {
     let response: LeaseResponse;
     try {
       response = (await session.call((client) => client.read(path))) as LeaseResponse;
     } catch (error) {
-      throw session.failure(error, ref);
+      const failure = session.failure(error, ref);
+      // Vault answered that the path is no longer Airlock's to read (403 policy, 404 role gone): the
+      // cache drops the value, and the lease held for the path goes with it. Kept, the next plain fetch
+      // (which reads nothing while the lease has life left) handed the withdrawn value back, and its timer
+      // went on renewing it (found by review). Revoked after the grace, as a rotated-out lease is.
+      const held = leases.get(path);
+      if (failure instanceof CredentialWithdrawn && held !== undefined) {
+        leases.delete(path);
+        retire(held, 'withdrawn');
+      }
+      throw failure;
     }
     if (typeof response.lease_id !== 'string' || response.lease_id === '' || response.data === undefined) {
       throw new AirlockError('credential_unavailable', `Vault's answer for ${ref} is not a lease (no lease_id); use vault: for static KV secrets.`);
@@ -128,15 +149,7 @@ export function createVaultLeaseSource(session: VaultSession, logger: Logger, op
     const previous = leases.get(path);
     leases.set(path, lease);
     schedule(path, lease);
-    if (previous !== undefined) {
-      if (previous.timer !== null) clearTimeout(previous.timer);
-      const timer = setTimeout(() => {
-        retiring.delete(timer);
-        void revoke(previous, 'rotated out');
-      }, rotationGraceMs);
-      timer.unref();
-      retiring.set(timer, previous);
-    }
+    if (previous !== undefined) retire(previous, 'rotated out');
     logger.info({ lease: lease.id, ttl_s: response.lease_duration, renewable: lease.renewable }, 'obtained vault lease');
     return lease;
   }
