@@ -125,7 +125,19 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
 
   const vaultConfig = config.secrets.vault;
   const vault = vaultConfig === undefined ? null : new VaultSession(vaultConfig, resolveValue, logger, (credential) => catalog.remember(credential));
-  const leases = vault === null || vaultConfig === undefined ? null : createVaultLeaseSource(vault, logger, { now, rotationGraceMs: vaultConfig.rotation_grace * 1000 });
+  // A lease replaced or withdrawn by any fetch, a background refresh included, takes the other fields
+  // cached from it along (found by review: after a refresh ahead replaced a lease, a sibling field kept
+  // the old lease's value, and was served after that lease was revoked at the end of rotation_grace).
+  const leases =
+    vault === null || vaultConfig === undefined
+      ? null
+      : createVaultLeaseSource(vault, logger, {
+          now,
+          rotationGraceMs: vaultConfig.rotation_grace * 1000,
+          onReplaced(path, generation) {
+            void followLease(path, generation);
+          },
+        });
   const oauth2 = createOAuth2Source(config.secrets.oauth2, resolveValue, lifetimeWithoutExpiry, now);
 
   /** Where the token in use is kept: Redis for every replica (sealed under the shared master key), else this process. */
@@ -183,17 +195,15 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
   const handoverRefs = handover === null ? [] : seedFrom(cache, handover, config, options.plans);
 
   /**
-   * Every field of a Vault path comes from one lease. When a refresh of one field took a new lease, the
-   * other fields cached from the old one are fetched again at once: the old lease is revoked after its
-   * grace period, and a user name of the old lease must not go out with a password of the new one.
+   * Every field of a Vault path comes from one lease. When a fetch of one field took a new lease (or
+   * found the path withdrawn: `generation` null), the other fields cached from the old one are fetched
+   * again at once: the old lease is revoked after its grace period, and a user name of the old lease
+   * must not go out with a password of the new one.
    */
-  async function followLease(ref: string, credential: Credential): Promise<void> {
-    const parsed = parseSecretRef(ref);
-    if (!parsed.ok || parsed.ref.kind !== 'vault-lease') return;
-    const { path } = splitVaultName(parsed.ref.name);
+  async function followLease(path: string, generation: string | null, except?: string): Promise<void> {
     const siblings = cache.status().filter((s) => {
       const other = parseSecretRef(s.ref);
-      return s.ref !== ref && s.state !== 'missing' && s.generation !== credential.generation && other.ok && other.ref.kind === 'vault-lease' && splitVaultName(other.ref.name).path === path;
+      return s.ref !== except && s.state !== 'missing' && s.generation !== generation && other.ok && other.ref.kind === 'vault-lease' && splitVaultName(other.ref.name).path === path;
     });
     await Promise.all(
       siblings.map(async ({ ref: sibling }) => {
@@ -243,7 +253,8 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
     async refresh(ref, minAgeMs = 0) {
       const credential = await cache.refresh(ref, minAgeMs);
       catalog.remember(credential);
-      await followLease(ref, credential);
+      const parsed = parseSecretRef(ref);
+      if (parsed.ok && parsed.ref.kind === 'vault-lease') await followLease(splitVaultName(parsed.ref.name).path, credential.generation, ref);
       return credential;
     },
     status() {

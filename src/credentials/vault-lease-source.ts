@@ -44,14 +44,33 @@ export interface VaultLeaseSource extends SecretSource {
  * `rotationGraceMs`: how long a rotated-out lease lives on, so requests already sent with it can finish
  * (secrets.vault.rotation_grace; its default is the schema's, in one place).
  */
-export function createVaultLeaseSource(session: VaultSession, logger: Logger, options: { now?: () => number; random?: () => number; rotationGraceMs: number }): VaultLeaseSource {
+export function createVaultLeaseSource(
+  session: VaultSession,
+  logger: Logger,
+  options: {
+    now?: () => number;
+    random?: () => number;
+    rotationGraceMs: number;
+    /**
+     * The lease of `path` was replaced (`generation`: the new one's) or withdrawn (null), whichever fetch
+     * did it: values cached from the old lease, of other fields, are to be fetched again before it is revoked.
+     */
+    onReplaced?: (path: string, generation: string | null) => void;
+  },
+): VaultLeaseSource {
   const now = options.now ?? Date.now;
   const rotationGraceMs = options.rotationGraceMs;
   const random = options.random ?? Math.random;
+  const onReplaced = options.onReplaced ?? (() => undefined);
   const leases = new Map<string, Lease>();
   const acquiring = new Map<string, Promise<Lease>>();
   const retiring = new Map<NodeJS.Timeout, Lease>();
   let closed = false;
+
+  /** The audit generation of a lease's values: the last segment of its id. */
+  function generationOf(lease: Lease): string {
+    return lease.id.slice(lease.id.lastIndexOf('/') + 1);
+  }
 
   function remaining(lease: Lease): number {
     return lease.expiresAt - now();
@@ -126,6 +145,7 @@ export function createVaultLeaseSource(session: VaultSession, logger: Logger, op
       if (failure instanceof CredentialWithdrawn && held !== undefined) {
         leases.delete(path);
         retire(held, 'withdrawn');
+        onReplaced(path, null);
       }
       throw failure;
     }
@@ -149,7 +169,10 @@ export function createVaultLeaseSource(session: VaultSession, logger: Logger, op
     const previous = leases.get(path);
     leases.set(path, lease);
     schedule(path, lease);
-    if (previous !== undefined) retire(previous, 'rotated out');
+    if (previous !== undefined) {
+      retire(previous, 'rotated out');
+      onReplaced(path, generationOf(lease));
+    }
     logger.info({ lease: lease.id, ttl_s: response.lease_duration, renewable: lease.renewable }, 'obtained vault lease');
     return lease;
   }
@@ -183,7 +206,7 @@ export function createVaultLeaseSource(session: VaultSession, logger: Logger, op
       if (typeof value !== 'string' || value === '') {
         throw new AirlockError('credential_unavailable', `The Vault lease behind ${ref} has no non-empty string field "${field}".`);
       }
-      return new Credential(ref, value, lease.id.slice(lease.id.lastIndexOf('/') + 1), lease.expiresAt === Infinity ? null : lease.expiresAt);
+      return new Credential(ref, value, generationOf(lease), lease.expiresAt === Infinity ? null : lease.expiresAt);
     },
     leaseCount() {
       return leases.size;
