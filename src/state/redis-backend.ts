@@ -20,6 +20,8 @@ export { StateConflictError };
 const APPROVAL_KEPT_MS = 24 * 3600 * 1000;
 /** How often a replica checks that Redis still keeps writes (#checkWritable) and still delivers events (#checkSubscribed). */
 const PROBE_MS = 1_000;
+/** How long a connection may take to open. */
+const CONNECT_TIMEOUT_MS = 2_000;
 /** How long a command (a probe's PING or write included) may go unanswered before it counts as failed. */
 const COMMAND_TIMEOUT_MS = 2_000;
 /**
@@ -100,6 +102,8 @@ export class RedisStateBackend implements StateBackend {
   #pinging = false;
   /** When the last PING the subscription answered was sent: every event published before it was heard. */
   #subscriberHeardAt = 0;
+  /** The last error either connection reported: why connect() failed (it rejects with "Connection is closed."). */
+  #lastError: Error | null = null;
 
   constructor(options: RedisBackendOptions) {
     this.#prefix = options.prefix;
@@ -109,7 +113,7 @@ export class RedisStateBackend implements StateBackend {
       lazyConnect: true,
       maxRetriesPerRequest: 1,
       enableOfflineQueue: false,
-      connectTimeout: 2_000,
+      connectTimeout: CONNECT_TIMEOUT_MS,
       // A Redis that accepts connections but stops answering must fail commands, not hold every request
       // that needs a rate token or a shared token (the outage then counts toward state.stale_after).
       commandTimeout: COMMAND_TIMEOUT_MS,
@@ -120,8 +124,14 @@ export class RedisStateBackend implements StateBackend {
     this.#subscriber = new Redis(options.url, { ...common, maxRetriesPerRequest: null });
     this.#client.defineCommand('airlockUpdateApproval', { numberOfKeys: 1, lua: UPDATE_APPROVAL });
     this.#client.defineCommand('airlockRevokeUnlessLifted', { numberOfKeys: 3, lua: REVOKE_UNLESS_LIFTED });
-    this.#client.on('error', (error: Error) => this.#logger.debug({ err: error }, 'redis state client error'));
-    this.#subscriber.on('error', (error: Error) => this.#logger.debug({ err: error }, 'redis subscriber error'));
+    this.#client.on('error', (error: Error) => {
+      this.#lastError = error;
+      this.#logger.debug({ err: error }, 'redis state client error');
+    });
+    this.#subscriber.on('error', (error: Error) => {
+      this.#lastError = error;
+      this.#logger.debug({ err: error }, 'redis subscriber error');
+    });
     this.#client.on('close', () => {
       this.#losses++;
       if (this.#downSince === null && this.#everReady) {
@@ -226,10 +236,21 @@ export class RedisStateBackend implements StateBackend {
     return this.#client;
   }
 
+  /**
+   * Connects both connections; rejects with what went wrong, said for an operator. ioredis rejects
+   * connect() with "Connection is closed." whatever the cause, and reports the cause (refused, a host
+   * that does not resolve, a password Redis refused) in an 'error' event just before: a fresh start with
+   * Redis not there said only that (found by an ops walkthrough). app.ts names the URL around it.
+   */
   async connect(): Promise<void> {
-    await this.#client.connect();
-    await this.#subscriber.connect();
-    await this.#subscriber.subscribe(this.#channel);
+    this.#lastError = null;
+    try {
+      await this.#client.connect();
+      await this.#subscriber.connect();
+      await this.#subscriber.subscribe(this.#channel);
+    } catch (error) {
+      throw new Error(whyNotConnected(this.#lastError ?? (error as Error)), { cause: error });
+    }
     this.#subscriberHeardAt = this.#now();
     this.#probe = setInterval(() => {
       void this.#checkWritable();
@@ -474,6 +495,27 @@ export class RedisStateBackend implements StateBackend {
     this.#subscriber.disconnect();
     this.#client.disconnect();
   }
+}
+
+/**
+ * Why a connection could not be made, and what to do, from its error. By code and reply prefix only:
+ * the texts of a few are the parts of state.url that failed (a host name), and state.url may carry a
+ * password in a place the operator did not mean (a raw '@' or '/' in it moves it into the host). Redis's
+ * own replies (NOAUTH, WRONGPASS) never repeat the password.
+ */
+function whyNotConnected(error: Error): string {
+  const code = (error as NodeJS.ErrnoException).code;
+  const message = error.message;
+  if (code === 'ECONNREFUSED') return 'nothing accepts connections at that address (ECONNREFUSED), so redis-server is not running there or listens on another port';
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return `its host name does not resolve (${code}): check the host in state.url`;
+  if (code === 'ETIMEDOUT') return `no answer within ${CONNECT_TIMEOUT_MS / 1000} s (ETIMEDOUT): a firewall or a wrong address, or rediss:// (TLS) to a Redis that serves plain redis://`;
+  if (code === 'ECONNRESET' || code === 'EPIPE') return `the connection was cut (${code}): a firewall, or redis:// to a Redis that serves only TLS (rediss://)`;
+  if (message.startsWith('NOAUTH')) return 'Redis answered, and wants a password state.url does not give (NOAUTH): write it in the URL, redis://:PASSWORD@HOST:PORT (redis://USER:PASSWORD@… for an ACL user), percent-encoding any @ / : # ? in it';
+  if (message.startsWith('WRONGPASS')) return 'Redis answered, and refused the user name or password in state.url (WRONGPASS): check them against the Redis requirepass or ACL (percent-encode any @ / : # ? in the password)';
+  if (error.name === 'ParserError') return 'what answers there does not speak the Redis protocol: check the port in state.url';
+  if (typeof code === 'string') return `the connection failed (${code})`;
+  // A reply from Redis (ERR ..., a read-only replica...): its first word says which; the rest is Redis's.
+  return /^[A-Z]{2,}\b/.test(message) ? `Redis answered ${message.split(' ')[0] as string} to the connection's set-up` : 'the connection closed before Redis answered';
 }
 
 function createdAt(event: GovernanceEvent): number {
