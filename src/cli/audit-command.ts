@@ -64,7 +64,7 @@ export async function auditCommand(io: CliIo): Promise<number> {
   if (files.length > 0) {
     chains = [{ label: files[files.length - 1] as string, paths: files, complete: values.complete }];
   } else {
-    const loaded = loadConfigOrReport(io, values.config, 'operator');
+    const loaded = loadConfigOrReport(io, values.config, 'operator', 'Where the audit log is (data_dir, audit) cannot be read from it; fix it, or name the files: airlock audit verify FILE... (oldest first; with workers, one chain per worker, audit.w1.jsonl, ...).');
     if (loaded === null) return 1;
     const { file, keep } = loaded.config.audit;
     chains = configuredChains(file, loaded.config.workers, keep, values.complete);

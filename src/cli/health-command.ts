@@ -25,7 +25,7 @@ const ANSWER_CHARS = 200;
 
 export async function healthCommand(io: CliIo): Promise<number> {
   const { values } = parseArgs({ args: [...io.args], options: { config: { type: 'string' }, ready: { type: 'boolean', default: false } }, allowPositionals: false });
-  const loaded = loadConfigOrReport(io, values.config, 'operator');
+  const loaded = loadConfigOrReport(io, values.config, 'operator', 'Where and how to probe the agent listener (listen, tls) cannot be read from it, so nothing was probed; fix it, or run the probe with --config naming a good copy of the file.');
   if (loaded === null) return 1;
   const unreadable = unreadableTransport(loaded.loaded);
   if (unreadable.length > 0) {

@@ -77,8 +77,13 @@ export interface CliConfig {
  * them through LoadedConfig.fallback, when its data_dir, audit, admin, state and workers are well
  * formed. Found by an ops walkthrough: a typo in a grant, which the running Airlock had refused to
  * reload, made `airlock revoke` refuse too, in the middle of an incident.
+ *
+ * `unreadable`: what an operator command says to do when the file cannot be read at all; by default the
+ * way to the kill switch without it, which fits the commands that call the admin API. The others say
+ * their own (found by an ops walkthrough: `airlock health`, a container's HEALTHCHECK, on a half-edited
+ * file, pointed at the admin API and the kill switch).
  */
-export function loadConfigOrReport(io: CliIo, flag: string | undefined, use: 'whole' | 'operator' = 'whole'): CliConfig | null {
+export function loadConfigOrReport(io: CliIo, flag: string | undefined, use: 'whole' | 'operator' = 'whole', unreadable: string = ADMIN_API_WAY_OUT): CliConfig | null {
   const { file, fromCwd } = locateConfig(io, flag);
   const loaded = loadConfigFile(file);
   for (const problem of loaded.problems) {
@@ -96,12 +101,12 @@ export function loadConfigOrReport(io: CliIo, flag: string | undefined, use: 'wh
     io.stderr.write(`\n${file} has ${problems}; fix ${count === 1 ? 'it' : 'them'} and run again (\`npx airlock check\` lists them).\n`);
     // During an incident, with a half-edited file (found by an ops walkthrough: a stray "}" stopped
     // `revoke`): the running Airlock keeps the config it last loaded, and its admin API still answers.
-    if (use === 'operator') {
-      io.stderr.write(
-        "Its operator settings (data_dir, audit, admin, state) cannot be read from it, so this command cannot reach the running Airlock, which keeps the config it last loaded. To act now (the kill switch among others), run it with --config naming a good copy of the file, or call the admin API directly, e.g.  curl -X POST -H \"authorization: Bearer $AIRLOCK_ADMIN_TOKEN\" -d '{\"reason\":\"...\"}' http://ADMIN_LISTEN/v1/agents/NAME/revoke  (README, Admin API).\n",
-      );
-    }
+    if (use === 'operator') io.stderr.write(`${unreadable}\n`);
     return null;
   }
   return { config: loaded.config, loaded, file, fromCwd };
 }
+
+/** For the commands that call the admin API, when their config file cannot be read at all. */
+const ADMIN_API_WAY_OUT =
+  "Its operator settings (data_dir, audit, admin, state) cannot be read from it, so this command cannot reach the running Airlock, which keeps the config it last loaded. To act now (the kill switch among others), run it with --config naming a good copy of the file, or call the admin API directly, e.g.  curl -X POST -H \"authorization: Bearer $AIRLOCK_ADMIN_TOKEN\" -d '{\"reason\":\"...\"}' http://ADMIN_LISTEN/v1/agents/NAME/revoke  (README, Admin API).";

@@ -49,7 +49,9 @@ export async function secretsCommand(io: CliIo): Promise<number> {
   const { config: configFile, positionals } = parseSecretsArgs(io.args);
   const [action, name, ...extra] = positionals;
   if (action === undefined || extra.length > 0) throw new UsageError(USAGE);
-  const loaded = loadConfigOrReport(io, configFile, 'operator');
+  // rotate calls the admin API; the other actions work on data_dir.
+  const unreadable = action === 'rotate' ? undefined : 'Its data_dir, where the secrets are kept, cannot be read from it; fix it, or run the command with --config naming a good copy of the file.';
+  const loaded = loadConfigOrReport(io, configFile, 'operator', unreadable);
   if (loaded === null) return 1;
   const config = loaded.config;
   switch (action) {
