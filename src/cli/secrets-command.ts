@@ -126,7 +126,9 @@ async function readValue(io: CliIo, name: string): Promise<string> {
 async function setSecret(io: CliIo, config: AirlockConfig, name: string, configFile: string, command = `set ${name}`): Promise<number> {
   const value = await readValue(io, name);
   if (value.length === 0) {
-    io.stderr.write(`No value read for ${name}; pipe it in, e.g.  printf %s "$KEY" | npx airlock secrets ${command}\n`);
+    // With the config this run used (found by an ops walkthrough: run as shown, without --config, it
+    // stored the value in another config's data_dir).
+    io.stderr.write(`No value read for ${name}; pipe it in, e.g.  printf %s "$KEY" | npx airlock secrets ${command}${configFlagFor(io, configFile)}\n`);
     return 1;
   }
   if (value.length < MIN_SECRET_LENGTH) {
@@ -218,7 +220,8 @@ async function rotateSecret(io: CliIo, target: CliConfig, refOrName: string): Pr
     // admin API (404), leaving an entry nothing reads. `secrets set` stores one ahead of its use.
     const name = parsed.ref.name;
     if (!localSecretReferences(config).some((reference) => reference.kind === 'file' && reference.name === name)) {
-      io.stderr.write(`This config uses no file:${shownSecretName(name)}, so a running Airlock would not pick it up, and nothing was stored. Check the name (\`npx airlock secrets list\` shows the stored ones); to store a secret before the config uses it, run \`npx airlock secrets set ${shownSecretName(name)}\`.\n`);
+      const configFlag = configFlagFor(io, target.file);
+      io.stderr.write(`This config uses no file:${shownSecretName(name)}, so a running Airlock would not pick it up, and nothing was stored. Check the name (\`npx airlock secrets list${configFlag}\` shows the stored ones); to store a secret before the config uses it, run \`npx airlock secrets set ${shownSecretName(name)}${configFlag}\`.\n`);
       return 1;
     }
     const stored = await setSecret(io, config, requireName(name), target.file, `rotate ${refOrName}`);
