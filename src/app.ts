@@ -680,10 +680,8 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
   const metrics = createMetrics();
 
   // Loaded only when configured: the Redis client is ~20 MiB of resident memory a single replica never uses.
-  const redis =
-    config.state.type === 'redis'
-      ? new (await import('./state/redis-backend.js')).RedisStateBackend({ url: config.state.url, prefix: config.state.prefix, logger, now: nowMs })
-      : null;
+  const redisModule = config.state.type === 'redis' ? await import('./state/redis-backend.js') : null;
+  const redis = redisModule !== null && config.state.type === 'redis' ? new redisModule.RedisStateBackend({ url: config.state.url, prefix: config.state.prefix, logger, now: nowMs }) : null;
   // What start-up has opened, closed again (the last first) when a later step fails (found in stop 27:
   // a first configuration that failed to build left the audit log, the state store and the Redis
   // connection open; the CLI exits then, but code embedding startAirlock went on holding them).
@@ -699,7 +697,7 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
   if (redis !== null) {
     await redis.connect().catch(async (error: unknown) => {
       await redis.close();
-      throw new Error(`cannot reach Redis at ${config.state.type === 'redis' ? config.state.url.replace(/\/\/[^@]*@/, '//***@') : ''}: ${(error as Error).message}; start it or fix state.url`);
+      throw new Error(`cannot reach Redis at ${config.state.type === 'redis' && redisModule !== null ? redisModule.redisEndpoint(config.state.url) : ''}: ${(error as Error).message}; start it or fix state.url`);
     });
     opened.push(() => redis.close());
   }

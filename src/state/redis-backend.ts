@@ -518,6 +518,23 @@ function whyNotConnected(error: Error): string {
   return /^[A-Z]{2,}\b/.test(message) ? `Redis answered ${message.split(' ')[0] as string} to the connection's set-up` : 'the connection closed before Redis answered';
 }
 
+/**
+ * Where state.url points, for messages: scheme, host, port and database, never its user name, password
+ * or query. ioredis takes a password from the user info and from a `?password=` parameter, and a raw
+ * "@" in a password is still read as part of it (the last "@" ends the user info, as WHATWG URL parses
+ * it): found by review, a pattern that cut at the first "@" printed the rest of such a password, and
+ * the whole of one given as a parameter. A URL that does not parse is not printed at all.
+ */
+export function redisEndpoint(url: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return 'state.url (not shown: it does not parse as a URL)';
+  }
+  return `${parsed.protocol}//${parsed.host}${parsed.pathname.length > 1 ? parsed.pathname : ''}`;
+}
+
 function createdAt(event: GovernanceEvent): number {
   if (event.type === 'session.created') return event.session.createdAt;
   if (event.type === 'approval.created') return event.approval.createdAt;

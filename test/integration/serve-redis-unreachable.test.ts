@@ -37,10 +37,23 @@ describe('airlock serve when Redis cannot be used', () => {
     const port = await freePort();
     const run = await serve(`redis://:${password}@127.0.0.1:${port}`);
     expect(run.code).toBe(1);
-    expect(run.stderr).toContain(`cannot reach Redis at redis://***@127.0.0.1:${port}`);
+    expect(run.stderr).toContain(`cannot reach Redis at redis://127.0.0.1:${port}:`);
     expect(run.stderr).toContain('nothing accepts connections at that address (ECONNREFUSED)');
     expect(run.stderr).toContain('start it or fix state.url');
     expect(run.stderr).not.toContain('Connection is closed');
+  });
+
+  // Found by review: the URL was printed with a pattern that cut its user info at the first "@".
+  it('a password holding a raw "@", or given as ?password=, is not printed: only scheme, host, port and database', async () => {
+    const port = await freePort();
+    const [head, tail] = [password.slice(0, 12), password.slice(12)];
+    const raw = await serve(`redis://:${head}@${tail}@127.0.0.1:${port}/2`);
+    expect(raw.code).toBe(1);
+    expect(raw.stderr).toContain(`cannot reach Redis at redis://127.0.0.1:${port}/2:`);
+    expect(raw.stderr).not.toContain(tail);
+    const query = await serve(`redis://127.0.0.1:${port}/0?password=${password}`);
+    expect(query.code).toBe(1);
+    expect(query.stderr).toContain(`cannot reach Redis at redis://127.0.0.1:${port}/0:`);
   });
 
   it("state.url's host name does not resolve: says so", async () => {
