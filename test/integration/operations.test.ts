@@ -864,6 +864,9 @@ describe('`airlock serve` as a process: SIGTERM drains streams in flight; output
       await eventually('the notice on stderr', () => airlock.stderr().includes('the process log on stdout cannot be written (EPIPE)'));
       expect(airlock.stderr().match(/the process log on stdout cannot be written/g)).toHaveLength(1);
       expect(airlock.isRunning()).toBe(true);
+      // An answered request's record is written after its answer (within the audit log's 2 ms batch):
+      // waited for, not read at once (a CI run read 19).
+      await eventually('the 20 requests audited', () => readAudit(audit).filter((record) => record.path === '/api/v1/items').length >= 20);
       expect(readAudit(audit).filter((record) => record.path === '/api/v1/items')).toHaveLength(20);
       expect(airlock.logs().length).toBe(linesBefore);
       airlock.child.kill('SIGTERM');
@@ -878,6 +881,9 @@ describe('`airlock serve` as a process: SIGTERM drains streams in flight; output
       airlock.child.stderr?.destroy();
       expect(await twentyRequests(airlock)).toEqual(new Array(20).fill(200));
       expect(airlock.isRunning()).toBe(true);
+      // An answered request's record is written after its answer (within the audit log's 2 ms batch):
+      // waited for, not read at once (a CI run read 19).
+      await eventually('the 20 requests audited', () => readAudit(audit).filter((record) => record.path === '/api/v1/items').length >= 20);
       expect(readAudit(audit).filter((record) => record.path === '/api/v1/items')).toHaveLength(20);
       airlock.child.kill('SIGTERM');
       expect((await airlock.exited).code).toBe(0);
