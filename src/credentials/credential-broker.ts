@@ -125,9 +125,10 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
 
   const vaultConfig = config.secrets.vault;
   const vault = vaultConfig === undefined ? null : new VaultSession(vaultConfig, resolveValue, logger, (credential) => catalog.remember(credential));
-  // A lease replaced or withdrawn by any fetch, a background refresh included, takes the other fields
-  // cached from it along (found by review: after a refresh ahead replaced a lease, a sibling field kept
-  // the old lease's value, and was served after that lease was revoked at the end of rotation_grace).
+  // A lease replaced or withdrawn by any fetch, a background refresh included, or found gone from Vault
+  // at its renewal, takes the other fields cached from it along (found by review: after a refresh ahead
+  // replaced a lease, a sibling field kept the old lease's value, and was served after that lease was
+  // revoked at the end of rotation_grace).
   const leases =
     vault === null || vaultConfig === undefined
       ? null
@@ -185,7 +186,7 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
       now,
       ...(options.onCacheEvent === undefined ? {} : { onEvent: options.onCacheEvent }),
       onBackgroundError(ref, error) {
-        logger.warn({ credential: ref, err: error }, 'refreshing a credential failed; serving the last good value while within max_staleness');
+        logger.warn({ credential: ref, err: error }, `refreshing a credential failed; ${servedAfterFailure(ref)}`);
       },
     },
   );
@@ -195,22 +196,34 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
   const handoverRefs = handover === null ? [] : seedFrom(cache, handover, config, options.plans);
 
   /**
-   * Every field of a Vault path comes from one lease. When a fetch of one field took a new lease (or
-   * found the path withdrawn: `generation` null), the other fields cached from the old one are fetched
-   * again at once: the old lease is revoked after its grace period, and a user name of the old lease
-   * must not go out with a password of the new one.
+   * What a failed fetch leaves served, for the log: the last good value, unless the store said it is gone
+   * (found by review: "serving the last good value" was logged for a withdrawn path, where nothing is).
+   */
+  function servedAfterFailure(ref: string): string {
+    return cache.lastGood(ref) === null
+      ? 'nothing is served: requests get 503 credential_unavailable until a fetch succeeds'
+      : 'serving the last good value while within max_staleness';
+  }
+
+  /**
+   * Every field of a Vault path comes from one lease. When a fetch of one field took a new lease, the
+   * other fields cached from the old one are fetched again at once: the old lease is revoked after its
+   * grace period, and a user name of the old lease must not go out with a password of the new one. With
+   * `generation` null (the path withdrawn, or the lease gone from Vault) the old lease's values are not
+   * served again even if that fetch fails: Vault said they are no good.
    */
   async function followLease(path: string, generation: string | null, except?: string): Promise<void> {
     const siblings = cache.status().filter((s) => {
       const other = parseSecretRef(s.ref);
       return s.ref !== except && s.state !== 'missing' && s.generation !== generation && other.ok && other.ref.kind === 'vault-lease' && splitVaultName(other.ref.name).path === path;
     });
+    if (generation === null) for (const { ref: sibling } of siblings) cache.discard(sibling);
     await Promise.all(
       siblings.map(async ({ ref: sibling }) => {
         try {
           catalog.remember(await cache.reload(sibling));
         } catch (error) {
-          logger.warn({ credential: sibling, err: error }, 'refetching a field of a replaced vault lease failed; serving the last good value while within max_staleness');
+          logger.warn({ credential: sibling, err: error }, `refetching a field of a ${generation === null ? 'withdrawn or revoked' : 'replaced'} vault lease failed; ${servedAfterFailure(sibling)}`);
         }
       }),
     );

@@ -262,6 +262,16 @@ export class CredentialCache {
     return this.#load(ref, false);
   }
 
+  /**
+   * Stops serving the value held for `ref`, its health kept: the store said otherwise than through a
+   * fetch that the value is dead (a Vault lease that Vault revoked, found at its renewal). The next
+   * request waits for a fetch, and gets 503 if that fails: there is no last known good to fall back on.
+   */
+  discard(ref: string): void {
+    const entry = this.#entries.peek(ref);
+    if (entry !== undefined) entry.credential = null;
+  }
+
   status(): CredentialStatus[] {
     const now = this.#now();
     const out: CredentialStatus[] = [];

@@ -52,8 +52,10 @@ export function createVaultLeaseSource(
     random?: () => number;
     rotationGraceMs: number;
     /**
-     * The lease of `path` was replaced (`generation`: the new one's) or withdrawn (null), whichever fetch
-     * did it: values cached from the old lease, of other fields, are to be fetched again before it is revoked.
+     * The lease of `path` was replaced (`generation`: the new one's), whichever fetch did it, or is no
+     * longer to be served (null): withdrawn, or gone from Vault (found at its renewal). Values cached from
+     * the old lease, of other fields, are to be fetched again before it is revoked; with null, not served
+     * again.
      */
     onReplaced?: (path: string, generation: string | null) => void;
   },
@@ -108,9 +110,15 @@ export function createVaultLeaseSource(
     } catch (error) {
       const status = vaultStatus(error);
       if (status === 400 || status === 404) {
-        // Vault no longer knows the lease (expired or revoked elsewhere): take a new one on next use.
+        // Vault no longer knows the lease (expired, or revoked elsewhere: `vault lease revoke`): take a new
+        // one on next use, and the values cached from it go too. Dropped here alone, the cache went on
+        // injecting the dead lease's value until its own refresh-ahead point, minutes for a one-hour
+        // lease (found by review).
         logger.warn({ lease: lease.id }, 'vault lease is gone; a new one will be taken');
-        if (leases.get(path) === lease) leases.delete(path);
+        if (leases.get(path) === lease) {
+          leases.delete(path);
+          onReplaced(path, null);
+        }
         return;
       }
       // Transient: keep the lease (never revoke on a transient error) and retry sooner.
