@@ -90,6 +90,10 @@ export function createVaultLeaseSource(
   function schedule(path: string, lease: Lease): void {
     if (closed || !lease.renewable) return;
     const left = remaining(lease);
+    // Past its end Vault renews nothing (it answers "lease not found" once it is back): without this, the
+    // retry below came every 100 ms, a warning each, for as long as Vault stayed unreachable (found by
+    // review: 25 in a 4 s outage). The next fetch takes a new lease (`current`).
+    if (left <= 0) return;
     const delay = lease.failures === 0 ? (left * 2) / 3 : Math.min(left / 3, 1000 * 2 ** lease.failures);
     // Capped as the session's renewal is (vault-session.ts): a longer delay would fire at once.
     lease.timer = setTimeout(() => void renew(path, lease), Math.min(LONGEST_TIMER_MS, Math.max(100, delay * (0.9 + 0.2 * random()))));

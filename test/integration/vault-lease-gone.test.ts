@@ -4,6 +4,9 @@
  * and logged that a new one would be taken, but the cache was not told: it went on injecting the dead
  * lease's value until its own refresh-ahead point (minutes for a one-hour lease). Found by review.
  *
+ * Also here: a renewal that keeps failing while Vault is unreachable stops once the lease has ended
+ * (found by review: it was retried every 100 ms from then on, a warning each, for as long as Vault was down).
+ *
  * Real parts: Airlock (startProxy) with its broker, cache and lease source, the real node-vault client
  * against the Vault stand-in, a recording upstream. Leases of a few seconds, so that the renewal timer
  * fires within the test.
@@ -129,5 +132,25 @@ describe('a Vault lease that Vault revoked', () => {
     expect(recovered.password).toBe(passwords[1]);
     // Across the whole test, the revoked lease's password went upstream once: before its revocation.
     expect(upstream.requests.filter((r) => r.header('authorization')[0] === `Bearer ${passwords[0]}`)).toHaveLength(1);
+  });
+});
+
+describe('a Vault lease whose renewals fail while Vault is unreachable', () => {
+  it('stops being renewed at its end, rather than every 100 ms for as long as Vault is down', async () => {
+    // 2 s leases: renewed at about 1.3 s; Vault is down from before that until well past the lease's end.
+    await start(2);
+    expect((await call()).password).toBe(passwords[0]);
+    await vault.setDown(true, 'refuse');
+    await sleep(4_000);
+    await vault.setDown(false);
+    // Retries before the end: a handful (backoff of a third of what is left, at least 100 ms). After it,
+    // none: Vault renews no lease past its end.
+    const failures = logged('vault lease renewal failed; retrying');
+    expect(failures.length).toBeGreaterThan(0);
+    expect(failures.length).toBeLessThan(10);
+    // And the next request takes a new lease.
+    const next = await call();
+    expect(next.response.status, next.response.text).toBe(200);
+    expect(next.password).toBe(passwords[1]);
   });
 });
