@@ -70,9 +70,15 @@ function carriedText(target: string, rawHeaders: readonly string[]): string {
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const value = rawHeaders[i + 1] as string;
     carried += `\n${rawHeaders[i] as string}\n${value}`;
-    if (value.includes('%')) carried += `\n${value.replace(PERCENT_ESCAPE, decodeEscape)}`;
+    const decoded = decodedValue(value);
+    if (decoded !== null) carried += `\n${decoded}`;
   }
   return carried;
+}
+
+/** A header value with each escape read as its byte (Latin-1), or null when it holds no "%" (most do not). */
+function decodedValue(value: string): string | null {
+  return value.includes('%') ? value.replace(PERCENT_ESCAPE, decodeEscape) : null;
 }
 
 export function guardRequestSecrets(index: SecretIndex, target: string, rawHeaders: readonly string[]): void {
@@ -80,14 +86,21 @@ export function guardRequestSecrets(index: SecretIndex, target: string, rawHeade
   // its own rather than joined into a second string.
   let misplacedToken = TOKEN_IN_TEXT.test(target);
   let presentedJwt = false;
+  // carriedText's text, built in this same pass: a value holding an escape is decoded once, for both checks.
+  let carried = target;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i] as string;
     const value = rawHeaders[i + 1] as string;
+    const decoded = decodedValue(value);
+    carried += `\n${name}\n${value}`;
+    if (decoded !== null) carried += `\n${decoded}`;
     const carrier = TOKEN_CARRIER_HEADERS.has(name.toLowerCase());
     if (carrier && value.includes('eyJ')) presentedJwt = true;
-    if (!misplacedToken) misplacedToken = TOKEN_IN_TEXT.test(name) || (!carrier && TOKEN_IN_TEXT.test(value));
+    // The decoded value too (found by review): `X-Note: alk%5F…` or `Cookie: t=alk%5F…` has no token's
+    // shape as sent and was forwarded, while a cookie parser (Express, Rack, PHP) hands the upstream the token.
+    if (!misplacedToken) misplacedToken = TOKEN_IN_TEXT.test(name) || (!carrier && (TOKEN_IN_TEXT.test(value) || (decoded !== null && TOKEN_IN_TEXT.test(decoded))));
   }
-  const ref = SecretDetector.findIn(index, carriedText(target, rawHeaders));
+  const ref = SecretDetector.findIn(index, carried);
   if (ref !== null) throw carriesManagedSecret(ref);
   if (!misplacedToken && presentedJwt) misplacedToken = jwtRepeated(target, rawHeaders);
   if (misplacedToken) {
@@ -135,7 +148,12 @@ function jwtRepeated(target: string, rawHeaders: readonly string[]): boolean {
   if (holds(target)) return true;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i] as string;
-    if (holds(name) || (!TOKEN_CARRIER_HEADERS.has(name.toLowerCase()) && holds(rawHeaders[i + 1] as string))) return true;
+    if (holds(name)) return true;
+    if (TOKEN_CARRIER_HEADERS.has(name.toLowerCase())) continue;
+    // Read decoded too, as for agent tokens (`Cookie: jwt=eyJ…%2E…` reaches a cookie parser whole).
+    const value = rawHeaders[i + 1] as string;
+    const decoded = decodedValue(value);
+    if (holds(value) || (decoded !== null && holds(decoded))) return true;
   }
   return false;
 }

@@ -368,6 +368,8 @@ describe('JWT agents (workload identity)', () => {
       [`/api/v1/models/${token}`, {}],
       [`/api/v1/models?id_token=${token}`, {}],
       ['/api/v1/models', { 'x-debug': `jwt=${token}` }],
+      // Escaped, as a cookie parser decodes it for the upstream (found by review, as for agent tokens).
+      ['/api/v1/models', { cookie: `jwt=${token.replace('.', '%2E')}` }],
     ];
     for (const [path, headers] of misplaced) {
       const response = await sendRequest(`${proxy.url}${path}`, { headers: { authorization: `Bearer ${token}`, ...headers } });
