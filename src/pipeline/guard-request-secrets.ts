@@ -119,15 +119,36 @@ export function noteHeldSecret(failure: unknown, index: SecretIndex, target: str
   if (!(failure instanceof AirlockError) || failure.code !== 'unauthenticated') return failure;
   const ref = SecretDetector.findIn(index, carriedText(target, rawHeaders));
   if (ref === null) return failure;
+  return withHeldSecret(failure, ref, `A request without a valid Airlock credential carried the value of ${ref} (the provider's real key, sent as the API key?): whoever sent it holds that key. Rotate ${ref} and find how it got out.`);
+}
+
+/**
+ * The same for a request refused before authentication, for its shape (checkRequestShape: 400, 431) or
+ * its target (canonicalizeTarget: `GET /svc/v1//<key>`): found by review, such a refusal forwarded
+ * nothing but did not tell the operator that a real key was in an agent's hands, while the same key
+ * sent without a token did. There is no canonical target, so the target as sent is read as
+ * decodedTarget reads one, its escapes decoded (`//%73k-…`). The answer stays as it was.
+ */
+export function noteHeldSecretBeforeAuthentication(failure: unknown, index: SecretIndex, sentTarget: string, rawHeaders: readonly string[]): unknown {
+  if (!(failure instanceof AirlockError) || failure.credentialRef !== null) return failure;
+  const questionMark = sentTarget.indexOf('?');
+  const asSent: CanonicalTarget = questionMark === -1 ? { path: sentTarget, query: null } : { path: sentTarget.slice(0, questionMark), query: sentTarget.slice(questionMark + 1) };
+  const ref = SecretDetector.findIn(index, carriedText(decodedTarget(sentTarget, asSent), rawHeaders));
+  if (ref === null) return failure;
+  // The code, not the detail: a detail may quote what was sent (`Expect: …`), which the record must not hold.
+  return withHeldSecret(failure, ref, `A request refused before authentication (${failure.code}) carried the value of ${ref}: whoever sent it holds that key. Rotate ${ref} and find how it got out.`);
+}
+
+/** The refusal as it was (code, detail, headers), naming the credential, with the incident as its operator reason. */
+function withHeldSecret(failure: AirlockError, ref: string, incident: string): AirlockError {
   // The refusal's own reason (a workload JWT refused, and why) is kept beside it.
   const refused = operatorReason(failure);
-  return new AirlockError('unauthenticated', failure.detail, {
+  return new AirlockError(failure.code, failure.detail, {
     headers: { ...failure.headers },
+    extensions: { ...failure.extensions },
+    eventStream: failure.eventStream,
     credentialRef: ref,
-    cause: new OperatorReason(
-      `A request without a valid Airlock credential carried the value of ${ref} (the provider's real key, sent as the API key?): whoever sent it holds that key. Rotate ${ref} and find how it got out.${refused === null ? '' : ` It was refused because: ${refused}`}`,
-      { alert: true, cause: failure.cause },
-    ),
+    cause: new OperatorReason(`${incident}${refused === null ? '' : ` It was refused because: ${refused}`}`, { alert: true, cause: failure.cause }),
   });
 }
 

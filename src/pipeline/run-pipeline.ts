@@ -48,7 +48,7 @@ import { checkMintRate, checkRateLimit } from './check-rate-limit.js';
 import { checkPrincipalRevocations, checkStateFresh, checkTargetRevocations, recheckAfterWait, recheckPrincipalAfterWait } from './check-revocations.js';
 import type { ForwardResult } from './forward-request.js';
 import { forwardWithRotation, outboundRequest, type RotationResult } from './forward-with-rotation.js';
-import { decodedTarget, guardRequestSecrets, managedSecrets, noteHeldSecret } from './guard-request-secrets.js';
+import { decodedTarget, guardRequestSecrets, managedSecrets, noteHeldSecret, noteHeldSecretBeforeAuthentication } from './guard-request-secrets.js';
 import { matchRoute } from './match-route.js';
 import type { ProxyRuntime } from './proxy-runtime.js';
 import { auditAnswered, auditRequest, logRequest, observeRequest, stampDuration } from './record-outcome.js';
@@ -124,7 +124,8 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
       } catch (error) {
         // Until the path is canonical the record keeps what was sent (rawPathForAudit).
         record.path = rawPathForAudit(req.url ?? '', runtime.catalog);
-        throw error;
+        // A real key in a request refused for its shape is an incident all the same (guard-request-secrets.ts).
+        throw noteHeldSecretBeforeAuthentication(error, managedSecrets(runtime), req.url ?? '', req.rawHeaders);
       }
       record.path = pathForRecord(target.path);
       if (isReservedPath(target.path) && !isSessionsPath(target.path)) {
