@@ -125,6 +125,10 @@ function spellsDotLast(route: CompiledRoute): boolean {
  * kept): its twin (`/v1/openapi` beside `/v1/openapi.json`), a broader route that also holds the dotted
  * path (`/v1/*`, which the operator carved the file out of), or none is the file the route names; a
  * route its parameters swallowed (`/v1/projects/internal/settings` under `:project/settings.json`) is not.
+ * Broader means it holds every path of the route, not only this one (found by review: before it,
+ * `/v1/projects/internal/:thing` (admin) holds `internal/settings.json` through its parameter, so
+ * `:project/settings.json` (read) let it through, though it was never carved out of that route and a
+ * Rails upstream serves it as `internal/settings`, the admin route's).
  */
 function dottedRouteStands(other: ReturnType<typeof findRoute>, route: CompiledRoute, spelling: RouteSpelling, uncut: string): boolean {
   if (other.kind === 'none') return true;
@@ -136,7 +140,20 @@ function dottedRouteStands(other: ReturnType<typeof findRoute>, route: CompiledR
     const cut = dot === -1 ? segments : [...segments.slice(0, -1), { kind: 'literal' as const, value: last.value.slice(0, dot) }];
     if (other.route.spellings[spelling] === shapeOf(cut)) return true;
   }
-  return pathMatchesSegments(other.route.spelledSegments[spelling] as readonly RouteSegment[], uncut);
+  const broader = other.route.spelledSegments[spelling] as readonly RouteSegment[];
+  return pathMatchesSegments(broader, uncut) && covers(broader, segments);
+}
+
+/** Whether `outer` matches every path `inner` does: a `*` takes one or more segments, a `:name` one, a literal itself. */
+function covers(outer: readonly RouteSegment[], inner: readonly RouteSegment[]): boolean {
+  for (let i = 0; i < outer.length; i++) {
+    const segment = outer[i] as RouteSegment;
+    if (segment.kind === 'rest') return i < inner.length;
+    const held = inner[i];
+    if (held === undefined || held.kind === 'rest') return false;
+    if (segment.kind === 'literal' && (held.kind !== 'literal' || held.value !== segment.value)) return false;
+  }
+  return outer.length === inner.length;
 }
 
 function sameRoute(service: ServicePolicy, method: string, reading: string, spelling: RouteSpelling, route: CompiledRoute, mask: number, dottedUncut: string | null = null): void {
