@@ -109,17 +109,24 @@ export function guardRequestSecrets(index: SecretIndex, target: string, rawHeade
 }
 
 /**
- * A refusal of authentication (401) for a request that carries the value of a managed credential: the
+ * A refusal at authentication (401, or the revocation, lockdown and shared-state checks beside it) for a
+ * request that carries the value of a managed credential: the
  * same answer (the caller learns nothing it could test values with), and the record names the
  * credential and the incident, the log line a warning. Found by the SDK walkthrough: the likeliest leak,
  * an agent still sending the provider's real key as its API key, left a 401 with no reason at `info`,
  * while the same key beside a valid token was an incident. Only refusals pay for the scan.
  */
 export function noteHeldSecret(failure: unknown, index: SecretIndex, target: string, rawHeaders: readonly string[]): unknown {
-  if (!(failure instanceof AirlockError) || failure.code !== 'unauthenticated') return failure;
+  if (!(failure instanceof AirlockError) || failure.credentialRef !== null) return failure;
   const ref = SecretDetector.findIn(index, carriedText(target, rawHeaders));
   if (ref === null) return failure;
-  return withHeldSecret(failure, ref, `A request without a valid Airlock credential carried the value of ${ref} (the provider's real key, sent as the API key?): whoever sent it holds that key. Rotate ${ref} and find how it got out.`);
+  // Any refusal of this step, not only a 401 (found by review: a lockdown's 503 locked_down, or a stale
+  // shared state's, left the key's holder unnamed, though the request was refused before its scan).
+  const incident =
+    failure.code === 'unauthenticated'
+      ? `A request without a valid Airlock credential carried the value of ${ref} (the provider's real key, sent as the API key?)`
+      : `A request refused before its secrets were checked (${failure.code}) carried the value of ${ref}`;
+  return withHeldSecret(failure, ref, `${incident}: whoever sent it holds that key. Rotate ${ref} and find how it got out.`);
 }
 
 /**

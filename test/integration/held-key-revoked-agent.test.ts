@@ -63,3 +63,38 @@ describe('a revoked agent that sends the real key', () => {
     expect(line?.['level'] === 40 || line?.['level'] === 'warn', JSON.stringify(line)).toBe(true);
   });
 });
+
+// Found by review: the other refusals of the authentication step (a lockdown, a stale shared state) came
+// before the scan too, and named neither the credential nor the incident.
+describe('an agent that sends the real key during a lockdown', () => {
+  it('is refused (503 locked_down), and the record names the credential and the incident', async () => {
+    const other = generateAgentToken();
+    const adminPort = await freePort();
+    const locked = await startProxy(
+      {
+        admin: { listen: `127.0.0.1:${adminPort}`, tokens: [{ name: 'oncall', hash: operator.hash }] },
+        services: { openai: { upstream: upstream.url, credential: { secret: 'env:OPENAI_API_KEY', inject: 'bearer' }, routes: [{ method: 'GET', path: '/v1/*', scope: 'api' }] } },
+        agents: { bot: { tokens: [other.hash], credentials: [{ service: 'openai', max_scope: ['api'] }] } },
+        anomalies: { enabled: false },
+      },
+      { env: { OPENAI_API_KEY: key } },
+    );
+    try {
+      const lockdown = await adminClient(() => `http://127.0.0.1:${adminPort}`, operator.token).call('POST', '/v1/revocations', { kind: 'all', reason: 'incident drill' });
+      expect(lockdown.status, lockdown.text).toBe(200);
+      const answer = await sendRequest(`${locked.url}/openai/v1/models`, { headers: { authorization: `Bearer ${other.token}`, 'x-api-key': key } });
+      answers.push(answer);
+      expect(answer.status).toBe(503);
+      expect(answer.json()['code']).toBe('locked_down');
+      const [record] = (await locked.waitForAudit(1)).filter((r) => r.request_id === answer.headers['x-airlock-request-id']);
+      expect(record).toMatchObject({ agent: 'bot', status: 503, code: 'locked_down', credential: 'env:OPENAI_API_KEY' });
+      expect(record?.reason).toMatch(/refused before its secrets were checked \(locked_down\) carried the value of env:OPENAI_API_KEY/);
+      assertNoLeak([key], [
+        { name: 'log', text: locked.logLines.join('') },
+        { name: 'audit', text: locked.auditText() },
+      ]);
+    } finally {
+      await locked.close();
+    }
+  });
+});
