@@ -48,7 +48,7 @@ import { canonicalizeTarget, ENCODED_SLASH } from '../pipeline/canonicalize-targ
 import { answerRefusal, sendRawProblem } from '../pipeline/send-problem.js';
 import { refuseClientErrors } from '../ingress/create-listener.js';
 import type { GuardScope, SecretCatalog } from '../redaction/secret-catalog.js';
-import { looksLikeKey } from '../redaction/key-patterns.js';
+import { looksLikeKey, maskKeyShapes } from '../redaction/key-patterns.js';
 import { SecretDetector } from '../redaction/secret-detector.js';
 import { REVOCATION_KINDS, type ApprovalRecord, type RevocationKind, type SessionRecord } from '../state/governance-records.js';
 import type { GovernanceState } from '../state/governance-state.js';
@@ -437,11 +437,22 @@ const ROUTES: readonly Route[] = [
       }),
     };
   }),
-  route('POST', '/v1/agents/:name/revoke', async (context, call) => revoke(context, call, 'agent', call.params['name'] as string, reasonOf(await readJson(context, call)), '/v1/agents/:name/revoke')),
-  route('POST', '/v1/agents/:name/restore', async (context, call) => lift(context, call, 'agent', call.params['name'] as string, reasonOf(await readJson(context, call)), '/v1/agents/:name/restore')),
+  // The path's target is held to POST /v1/revocations' rule (found by review: an agent token pasted as the
+  // name came back whole in the 404, "There is no agent named alk_...").
+  route('POST', '/v1/agents/:name/revoke', async (context, call) => {
+    refuseOddTarget(context, 'agent', call.params['name'] as string, false);
+    return revoke(context, call, 'agent', call.params['name'] as string, reasonOf(await readJson(context, call)), '/v1/agents/:name/revoke');
+  }),
+  route('POST', '/v1/agents/:name/restore', async (context, call) => {
+    refuseOddTarget(context, 'agent', call.params['name'] as string, true);
+    return lift(context, call, 'agent', call.params['name'] as string, reasonOf(await readJson(context, call)), '/v1/agents/:name/restore');
+  }),
   route('GET', '/v1/sessions', async (context) => ({ sessions: context.state.sessions().map(sessionView) })),
   route('POST', '/v1/sessions/:id/revoke', async (context, call) => {
     const id = call.params['id'] as string;
+    // Not repeated when it looks like a key or token (found by review: an agent token pasted as the id
+    // came back whole in the 404); another id that names no live session keeps its 404, naming it.
+    if (context.state.session(id) === null && looksLikeKey(id)) throw new AirlockError('invalid_request', 'A session is named by its id ("ses_" and 16 letters, digits, "-" or "_"); what was given looks like an API key or token, so it is not repeated here.');
     if (context.state.session(id) === null) throw new AirlockError('not_found', `There is no live session ${id} on this replica; POST /v1/revocations {"kind": "session"} revokes an id it does not know too.`);
     return revoke(context, call, 'session', id, reasonOf(await readJson(context, call)), '/v1/sessions/:id/revoke');
   }),
@@ -708,7 +719,8 @@ async function handle(context: AdminContext, listener: AdminListener, req: Incom
     return sendJson(res, 200, body, requestId, context.catalog);
   }
   if (allowed.size > 0) throw methodNotAllowed(path, [...allowed]);
-  throw new AirlockError('not_found', `No admin endpoint ${method} ${path}; see GET /v1/health and the README's admin API table.`);
+  // Key shapes and tokens masked: the path is the caller's text (found by review: /v1/nothing/alk_... came back whole).
+  throw new AirlockError('not_found', `No admin endpoint ${method} ${maskKeyShapes(path, '[REDACTED]')}; see GET /v1/health and the README's admin API table.`);
 }
 
 /**
