@@ -3,6 +3,7 @@
  * the whole token, so a leaked config file grants nothing.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { decodeEscape, PERCENT_ESCAPE } from '../ingress/percent-escapes.js';
 
 export const AGENT_TOKEN_PATTERN = /^alk_[A-Za-z0-9_-]{43}$/;
 /** Task session tokens (identity/sessions): same shape, their own prefix. */
@@ -47,14 +48,10 @@ export function maskAgentTokens(text: string): string {
  */
 export function holdsAgentToken(text: string): boolean {
   if (TOKEN_IN_TEXT.test(text)) return true;
-  if (text.includes('%')) {
-    try {
-      if (TOKEN_IN_TEXT.test(decodeURIComponent(text))) return true;
-    } catch {
-      // Not decodable as a whole: an escaped token is one run of valid escapes.
-      for (const run of text.match(/(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9_-])+/g) ?? []) if (TOKEN_IN_TEXT.test(decodeURIComponent(run))) return true;
-    }
-  }
+  // Each escape as its byte, read as Latin-1: a token is ASCII, so its escaped characters come back
+  // whole, and an escape that is not UTF-8 (`%C3` alone) cannot throw (found by review:
+  // decodeURIComponent threw on it, and a reason or a session's justification holding one got a 500).
+  if (text.includes('%') && TOKEN_IN_TEXT.test(text.replace(PERCENT_ESCAPE, decodeEscape))) return true;
   // 47 characters of token are 63 characters of base64 (the first and last may share a group).
   for (const run of text.match(/[A-Za-z0-9+/_-]{62,}/g) ?? []) {
     for (let shift = 0; shift < 4; shift++) if (TOKEN_IN_TEXT.test(Buffer.from(run.slice(shift), 'base64').toString('latin1'))) return true;

@@ -21,6 +21,7 @@ describe('holdsAgentToken', () => {
     ['base64url inside a longer run', (t: string) => `id=${Buffer.from(`prefix:${t}:suffix`).toString('base64url')}`],
     ['hex', (t: string) => `hex ${Buffer.from(t).toString('hex')}`],
     ['hex, odd start', (t: string) => `a${Buffer.from(t).toString('hex').toUpperCase()}`],
+    ['percent-escaped in part, beside an escape that is not UTF-8', (t: string) => `%C3 ${t.slice(0, 10)}%${t.charCodeAt(10).toString(16)}${t.slice(11)}%zz`],
   ])('finds a token %s', (_name, encode) => {
     expect(holdsAgentToken(encode(token))).toBe(true);
     expect(holdsAgentToken(encode(session))).toBe(true);
@@ -48,4 +49,10 @@ describe('maskAgentTokens', () => {
     expect(masked).toBe('/v1/models/eyJ[REDACTED]/x?t=alk_[REDACTED]');
     for (const text of ['/v1/models', '/v1/eyJ-not-a-jwt', '/api/small']) expect(maskAgentTokens(text)).toBe(text);
   });
+});
+
+// Found by review: decodeURIComponent threw on an escape that is not UTF-8, and the admin API's reasons
+// and a session's justification holding one were answered 500.
+it('does not throw on escapes that are not UTF-8, and finds no token in them', () => {
+  for (const text of ['ticket %zz %C3', '%C3', '100%', '%E2%82', 'a%C3%28b']) expect(holdsAgentToken(text)).toBe(false);
 });
