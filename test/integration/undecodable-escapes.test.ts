@@ -58,6 +58,13 @@ describe('text holding percent-escapes that are not UTF-8', () => {
     expect(restored.status, restored.text).toBe(200);
   });
 
+  it('a name in an admin path that is not UTF-8: 400, not 500', async () => {
+    const refused = await admin.call('POST', '/v1/agents/bot%C3/revoke', { reason: 'drill' });
+    answers.push(refused);
+    expect(refused.status, refused.text).toBe(400);
+    expect(refused.json()['code']).toBe('invalid_request');
+  });
+
   it("a session's justification: the session is minted", async () => {
     const minted = await sendRequest(`${proxy.url}/_airlock/sessions`, {
       method: 'POST',
