@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Pool } from 'undici';
-import { createAdminServer, type AdminChange, type AdminContext } from './admin/admin-api.js';
+import { createAdminServer, type AdminChange, type AdminContext, type SharedStateView } from './admin/admin-api.js';
 import { adminDirectory } from './admin/authenticate-admin.js';
 import { adminHostNames } from './admin/check-admin-host.js';
 import { workerCount } from './config/worker-count.js';
@@ -530,6 +530,18 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
 
   const exempt = identifierRefs(config, policy);
   const guard: GuardScope = { key: `guard|${[...exempt].sort().join('|')}`, exempt };
+  // One reading of the shared state for /_airlock/ready and the admin API's /v1/health, stale as
+  // checkStateFresh refuses requests (found by review: `airlock status` said ok while readiness said
+  // 503 and every request was refused 503 state_unavailable).
+  const sharedState = (): SharedStateView => {
+    const since = state.unreachableSince;
+    return {
+      type: redis === null ? 'memory' : 'redis',
+      unreachableSince: since,
+      stale: since !== null && nowMs() - since > durable.staleAfterMs,
+      staleAfterSeconds: redis === null ? null : durable.staleAfterMs / 1000,
+    };
+  };
   const runtime: ProxyRuntime = Object.freeze({
     policy,
     pools,
@@ -575,9 +587,9 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
       // token, and it named the failing credential references and how long Redis had been down (found
       // by review). The admin API names the credentials and their errors (/v1/credentials); the log
       // says when Redis was lost and when it is back (redis-backend.ts).
-      const since = state.unreachableSince;
-      checks['state'] = redis === null ? 'embedded' : since === null ? 'redis reachable' : 'redis unreachable';
-      if (since !== null && nowMs() - since > durable.staleAfterMs) ready = false;
+      const shared = sharedState();
+      checks['state'] = shared.type === 'memory' ? 'embedded' : shared.unreachableSince === null ? 'redis reachable' : 'redis unreachable';
+      if (shared.stale) ready = false;
       let failing = 0;
       for (const credential of secrets.status()) if (credential.failing) failing++;
       checks['credentials'] = failing === 0 ? 'ok' : `failing (${failing})`;
@@ -636,6 +648,7 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
       auditChange,
       now: nowMs,
       certificate: tls === null ? null : { subject: tls.subject, names: tls.names, notAfter: tls.notAfter },
+      sharedState,
     };
   }
   return generation;

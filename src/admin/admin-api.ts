@@ -8,7 +8,7 @@
  * every JSON answer also passes the secret catalogue's scrubber as a backstop. Changes are audited with
  * the admin token's name as `actor`.
  *
- *   GET  /v1/health                          audit log, credentials, pending approvals, lockdown
+ *   GET  /v1/health                          audit log, shared state, credentials, pending approvals, lockdown
  *   GET  /v1/credentials                     per reference: state, generation, age, failures
  *   POST /v1/credentials/refresh             {"ref"}: fetch again now (rotation)
  *   GET  /v1/agents                          agents, grants, revocation, live sessions
@@ -82,6 +82,19 @@ export interface AdminContext {
   readonly now: () => number;
   /** The certificate the agent listeners present (tls), never its key; null without tls. */
   readonly certificate: { readonly subject: string; readonly names: string; readonly notAfter: number } | null;
+  /** The shared state as /_airlock/ready reads it (app.ts), so /v1/health cannot say ok while readiness says 503. */
+  readonly sharedState: () => SharedStateView;
+}
+
+/** The governance state's backend and whether this replica is cut off from it. */
+export interface SharedStateView {
+  readonly type: 'memory' | 'redis';
+  /** Since when Redis has been unreachable (either connection, or its state not yet reloaded); null when reachable. */
+  readonly unreachableSince: number | null;
+  /** Unreachable past state.stale_after: requests that need shared state are refused (503 state_unavailable). */
+  readonly stale: boolean;
+  /** state.stale_after in seconds; null for memory, which is never stale. */
+  readonly staleAfterSeconds: number | null;
 }
 
 export interface AdminChange {
@@ -357,12 +370,23 @@ const ROUTES: readonly Route[] = [
     // A certificate within EXPIRY_WARNING_DAYS of its end needs an operator, as `airlock status` says
     // (found by the TLS walkthrough: status said NEEDS ATTENTION while this said ok).
     const renew = context.certificate !== null && context.certificate.notAfter - context.now() < EXPIRY_WARNING_DAYS * 86_400_000;
+    // Redis past state.stale_after refuses requests and fails readiness (found by review: this said ok
+    // then, and so did `airlock status`). Unreachable for less is shown, not degraded: requests are
+    // still served from what this replica knows, and a blip would make every probe flap.
+    const shared = context.sharedState();
     return {
-      status: context.audit.healthy && lockdown === null && !renew ? 'ok' : 'degraded',
+      status: context.audit.healthy && lockdown === null && !renew && !shared.stale ? 'ok' : 'degraded',
       audit: context.audit.healthy ? 'writable' : 'failing',
       audit_head: context.audit.head,
       // What a failing audit log does to requests (audit.on_failure): refused, or sent unaudited.
       audit_on_failure: context.audit.failsClosed ? 'refuse' : 'log',
+      state: {
+        type: shared.type,
+        reachable: shared.unreachableSince === null,
+        unreachable_since: shared.unreachableSince === null ? null : new Date(shared.unreachableSince).toISOString(),
+        stale: shared.stale,
+        stale_after_seconds: shared.staleAfterSeconds,
+      },
       lockdown: lockdown !== null,
       approvals_pending: context.approvals.pendingCount(),
       sessions_active: context.state.sessions().length,

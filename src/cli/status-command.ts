@@ -3,8 +3,8 @@
  * the audit log, a lockdown and the revocations in force (the kill switch, anomaly suspensions among
  * them), pending approvals, live task sessions and each credential's state. The other commands change
  * these; without this one an operator had no command to see them (found by a fresh-user walkthrough).
- * Exit 0 when all is well, 2 when something needs an operator (audit failing, a lockdown, a revocation,
- * a credential failing or missing, the listeners' certificate within 14 days of its end, a config file
+ * Exit 0 when all is well, 2 when something needs an operator (audit failing, the shared state in Redis
+ * unreachable past state.stale_after, a lockdown, a revocation, a credential failing or missing, the listeners' certificate within 14 days of its end, a config file
  * with errors, which a running Airlock refuses to reload), 1 when the
  * admin API cannot be asked.
  */
@@ -60,7 +60,11 @@ export async function statusCommand(io: CliIo): Promise<number> {
   // A config file with errors is not what the running Airlock serves: it refused to reload it (found by a
   // README walkthrough: status said ok while its own stderr listed the file's problems).
   const fileErrors = loaded.loaded.config === null ? loaded.loaded.problems.filter((p) => p.severity === 'error').length : 0;
-  const attention = health['audit'] !== 'writable' || health['lockdown'] === true || liftable.length > 0 || troubled.length > 0 || renew || fileErrors > 0;
+  // Redis past state.stale_after: every request that needs shared state is refused, and readiness fails
+  // (found by review: status said ok then). An Airlock older than the state field has none to show.
+  const shared = health['state'] as { type: string; reachable: boolean; unreachable_since: string | null; stale: boolean; stale_after_seconds: number | null } | undefined;
+  const stale = shared?.stale === true;
+  const attention = stale || health['audit'] !== 'writable' || health['lockdown'] === true || liftable.length > 0 || troubled.length > 0 || renew || fileErrors > 0;
   if (values.json) {
     io.stdout.write(`${JSON.stringify({ health, config: { file: loaded.file, errors: fileErrors }, revocations, approvals: pendingApprovals, sessions, credentials }, null, 2)}\n`);
     return attention ? 2 : 0;
@@ -73,6 +77,7 @@ export async function statusCommand(io: CliIo): Promise<number> {
     lines.push(`  config       ${loaded.file} HAS ${fileErrors} ERROR${fileErrors === 1 ? '' : 'S'}: a running Airlock refuses to reload it and serves the config it last loaded; npx airlock check lists them`);
   }
   lines.push(`  audit        ${health['audit'] === 'writable' ? `writable${head}` : failing}`);
+  if (shared !== undefined) lines.push(`  state        ${stateLine(shared)}`);
   const lockdown = revocations.find((r) => r['kind'] === 'all');
   lines.push(`  lockdown     ${lockdown === undefined ? 'none' : `IN FORCE: every request refused (503 locked_down); ${revoked(lockdown)}; lift: npx airlock restore all`}`);
   const others = liftable.filter((r) => r['kind'] !== 'all');
@@ -104,6 +109,16 @@ export async function statusCommand(io: CliIo): Promise<number> {
   for (const c of credentials) lines.push(`    ${credentialLine(c)}${revokedRefs.has(String(c['ref'])) ? ', REVOKED: refused (503 credential_revoked) until restored' : ''}`);
   io.stdout.write(`${lines.join('\n')}\n`);
   return attention ? 2 : 0;
+}
+
+function stateLine(shared: { type: string; reachable: boolean; unreachable_since: string | null; stale: boolean; stale_after_seconds: number | null }): string {
+  if (shared.type !== 'redis') return 'embedded (data_dir/state.jsonl)';
+  if (shared.reachable) return 'redis, reachable';
+  const since = `redis UNREACHABLE since ${String(shared.unreachable_since)}`;
+  const bound = `state.stale_after, ${String(shared.stale_after_seconds)} s`;
+  return shared.stale
+    ? `${since} (past ${bound}): requests that need shared state are refused (503 state_unavailable) until Redis is back; check that Redis runs at state.url`
+    : `${since} (within ${bound}): served from what this replica knows; past it, requests that need shared state are refused (503 state_unavailable)`;
 }
 
 function listOf(view: View | undefined, key: string): View[] {
