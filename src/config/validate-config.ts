@@ -95,6 +95,27 @@ function coversEveryPath(a: readonly RouteSegment[], b: readonly RouteSegment[])
   }
 }
 
+/** Redis's `databases` setting by default; it can be raised, so a higher number is a warning only. */
+const DEFAULT_REDIS_DATABASES = 16;
+
+/**
+ * The database state.url names: the path after the host (or ?db=, which ioredis reads too), null for
+ * none. ioredis reads it with parseInt and sends SELECT only when that is truthy, so "abc" (NaN) meant
+ * database 0 and "1x" database 1, without a word (found by review). Not repeated in the problem: a raw
+ * "/" in the user info puts the rest of a password in the path.
+ */
+function redisDatabase(url: string): number | 'not a whole number' | null {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return null;
+  }
+  const written = parsed.pathname.length > 1 ? parsed.pathname.slice(1) : parsed.searchParams.get('db');
+  if (written === null || written === '') return null;
+  return /^\d{1,9}$/.test(written) ? Number(written) : 'not a whole number';
+}
+
 export function defaultPrefix(serviceName: string): string {
   return `/${serviceName}`;
 }
@@ -350,6 +371,15 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
     }
     if (agent.jwt.subject === undefined && Object.keys(agent.jwt.claims).length === 0) {
       warning(['agents', agentName, 'jwt'], `every token of issuer ${agent.jwt.issuer} for audience ${agent.jwt.audience} authenticates as ${agentName}; set subject or claims to narrow it`);
+    }
+  }
+
+  if (config.state.type === 'redis') {
+    const database = redisDatabase(config.state.url);
+    if (database === 'not a whole number') {
+      error(['state', 'url'], 'the database (the path after the host, or ?db=) is not a whole number: write redis://HOST:PORT/N with N from 0 (the default) to 15, or higher if the Redis databases setting is raised (ioredis reads as much of it as is a number, and database 0 when none is, without a word)');
+    } else if (database !== null && database > DEFAULT_REDIS_DATABASES - 1) {
+      warning(['state', 'url'], `database ${database}: Redis has ${DEFAULT_REDIS_DATABASES} (0 to ${DEFAULT_REDIS_DATABASES - 1}) unless its databases setting is raised; if it is not, serve refuses to start (Redis answers ERR DB index is out of range)`);
     }
   }
 

@@ -244,12 +244,18 @@ export class RedisStateBackend implements StateBackend {
    */
   async connect(): Promise<void> {
     this.#lastError = null;
+    // The database of state.url: ioredis sends SELECT as each connection opens, but reports Redis's
+    // refusal (ERR DB index is out of range) only as an 'error' event and stays connected to database 0
+    // (found by review: `redis://host/99` served on database 0, shared with whatever else is there). Sent
+    // again here, its refusal stops the start. Pub/sub ignores databases, so the subscriber needs none.
+    const database = Number(this.#client.options.db ?? 0);
     try {
       await this.#client.connect();
+      if (database !== 0) await this.#client.select(database);
       await this.#subscriber.connect();
       await this.#subscriber.subscribe(this.#channel);
     } catch (error) {
-      throw new Error(whyNotConnected(this.#lastError ?? (error as Error)), { cause: error });
+      throw new Error(whyNotConnected(this.#lastError ?? (error as Error), database), { cause: error });
     }
     this.#subscriberHeardAt = this.#now();
     this.#probe = setInterval(() => {
@@ -503,7 +509,7 @@ export class RedisStateBackend implements StateBackend {
  * password in a place the operator did not mean (a raw '@' or '/' in it moves it into the host). Redis's
  * own replies (NOAUTH, WRONGPASS) never repeat the password.
  */
-function whyNotConnected(error: Error): string {
+function whyNotConnected(error: Error, database: number): string {
   const code = (error as NodeJS.ErrnoException).code;
   const message = error.message;
   if (code === 'ECONNREFUSED') return 'nothing accepts connections at that address (ECONNREFUSED), so redis-server is not running there or listens on another port';
@@ -512,6 +518,7 @@ function whyNotConnected(error: Error): string {
   if (code === 'ECONNRESET' || code === 'EPIPE') return `the connection was cut (${code}): a firewall, or redis:// to a Redis that serves only TLS (rediss://)`;
   if (message.startsWith('NOAUTH')) return 'Redis answered, and wants a password state.url does not give (NOAUTH): write it in the URL, redis://:PASSWORD@HOST:PORT (redis://USER:PASSWORD@… for an ACL user), percent-encoding any @ / : # ? in it';
   if (message.startsWith('WRONGPASS')) return 'Redis answered, and refused the user name or password in state.url (WRONGPASS): check them against the Redis requirepass or ACL (percent-encode any @ / : # ? in the password)';
+  if (message.startsWith('ERR DB index')) return `Redis refused database ${database} (ERR DB index is out of range): it has as many as its databases setting says (16 by default), numbered from 0; name one of those in state.url, or raise databases in the Redis config`;
   if (error.name === 'ParserError') return 'what answers there does not speak the Redis protocol: check the port in state.url';
   if (typeof code === 'string') return `the connection failed (${code})`;
   // A reply from Redis (ERR ..., a read-only replica...): its first word says which; the rest is Redis's.
