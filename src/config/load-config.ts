@@ -3,8 +3,8 @@
  * Every problem of every stage is collected and returned together, each with its YAML path and, when
  * loaded from a file, its line and column; nothing is half-loaded.
  */
-import { readFileSync } from 'node:fs';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node as YamlNode } from 'yaml';
 import type { z } from 'zod';
 import { formatPath, sayableProblem, type ConfigProblem, type ProblemPath } from './config-problem.js';
@@ -40,10 +40,30 @@ export function loadConfigFile(file: string): LoadedConfig {
   try {
     text = readFileSync(absolute, 'utf8');
   } catch (error) {
-    const reason = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'the file does not exist' : (error as Error).message;
+    const code = (error as NodeJS.ErrnoException).code;
+    // A directory (a checkout's config/, a mounted ConfigMap) said node's raw "EISDIR: illegal operation
+    // on a directory, read" (found by review): say so, and name the YAML files it holds.
+    if (code === 'EISDIR') return { config: null, problems: [{ severity: 'error', path: [], message: `cannot read ${absolute}: ${directoryHint(absolute)}` }] };
+    const reason = code === 'ENOENT' ? 'the file does not exist' : (error as Error).message;
     return { config: null, problems: [{ severity: 'error', path: [], message: `cannot read ${absolute}: ${reason}; pass --config FILE or create it (see config/airlock.example.yaml)` }] };
   }
   return parseConfigText(text, absolute);
+}
+
+/** Files of a directory shown as configs to name: a mounted ConfigMap holds a few keys, not hundreds. */
+const DIRECTORY_FILES_SHOWN = 5;
+
+function directoryHint(directory: string): string {
+  let names: string[];
+  try {
+    names = readdirSync(directory).filter((name) => /\.ya?ml$/i.test(name)).sort();
+  } catch {
+    names = [];
+  }
+  if (names.length === 0) return 'it is a directory, and holds no .yaml or .yml file; name the config file with --config FILE (see config/airlock.example.yaml)';
+  const shown = names.slice(0, DIRECTORY_FILES_SHOWN).map((name) => `--config ${join(directory, name)}`);
+  const more = names.length > DIRECTORY_FILES_SHOWN ? ` (and ${names.length - DIRECTORY_FILES_SHOWN} more)` : '';
+  return `it is a directory; name the YAML config file in it: ${shown.join(' or ')}${more}`;
 }
 
 export function parseConfigText(text: string, file: string): LoadedConfig {
