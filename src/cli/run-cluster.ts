@@ -75,6 +75,17 @@ export async function runClusterPrimary(io: CliIo, config: AirlockConfig, count:
     // with it every worker. 'exit' (above) restarts a worker that is gone.
     worker.on('error', (error) => io.stderr.write(`worker ${id}: ${error.message}\n`));
   };
+  // A port 0 is chosen when the first worker listens (node's cluster gives every worker that same port):
+  // the banner below can only say :0, so the first worker's addresses are said once it has them (found
+  // by review: the banner's http://127.0.0.1:0 was all an operator saw).
+  const choosesPort = [config.listen, config.admin?.listen].some((listen) => listen !== undefined && /:0$/.test(listen));
+  let portsSaid = false;
+  const onListening = (_from: Worker, message: unknown): void => {
+    if (!isListeningMessage(message) || !choosesPort || portsSaid) return;
+    portsSaid = true;
+    io.stderr.write(`Airlock cluster: listening on ${message.url}${message.admin === null ? '' : `, admin ${message.admin}`}\n`);
+  };
+  cluster.on('message', onListening);
   // Any worker answering /metrics asks here for the sum over all workers.
   const stopMetrics = serveClusterMetrics();
   const stopRelay = serveRestrictionRelay();
@@ -105,7 +116,21 @@ export async function runClusterPrimary(io: CliIo, config: AirlockConfig, count:
   clearTimeout(hard);
   stopMetrics();
   stopRelay();
+  cluster.off('message', onListening);
   return 0;
+}
+
+export const LISTENING_MESSAGE = 'airlock:listening';
+
+/** What a worker sends the primary once it listens: its agent and admin URLs, ports chosen. */
+export function listeningMessage(url: string, admin: string | null): { type: typeof LISTENING_MESSAGE; url: string; admin: string | null } {
+  return { type: LISTENING_MESSAGE, url, admin };
+}
+
+function isListeningMessage(message: unknown): message is ReturnType<typeof listeningMessage> {
+  if (typeof message !== 'object' || message === null) return false;
+  const m = message as Record<string, unknown>;
+  return m['type'] === LISTENING_MESSAGE && typeof m['url'] === 'string' && (m['admin'] === null || typeof m['admin'] === 'string');
 }
 
 /** The IPC message a worker sends with a restriction it could not write to Redis, and the primary passes on. */

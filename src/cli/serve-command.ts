@@ -30,7 +30,7 @@ import { clusterMetricsText } from '../observability/cluster-metrics.js';
 import type { CliIo } from './cli-io.js';
 import { configFlagFor, configPath, loadConfigOrReport } from './locate-config.js';
 import { suspensionWithoutAdminNote } from './suspension-note.js';
-import { restrictionChannel, runClusterPrimary, workerAuditFile } from './run-cluster.js';
+import { listeningMessage, restrictionChannel, runClusterPrimary, workerAuditFile } from './run-cluster.js';
 import { workerCount } from '../config/worker-count.js';
 
 export async function serveCommand(io: CliIo): Promise<number> {
@@ -88,6 +88,7 @@ export async function serveCommand(io: CliIo): Promise<number> {
     // secret in another config's data_dir); otherwise they name it.
     const configFlag = configFlagFor(io, file);
     if (workerId === undefined) io.stderr.write(summary(config, airlock, io, configFlag));
+    else primary?.send(listeningMessage(airlock.url, airlock.adminUrl));
     const stopWatching = watchForReloads(io, file, config, airlock, workerId, startedFrom);
     const signal = await io.stopRequested;
     stopWatching();
