@@ -488,9 +488,10 @@ describe('airlock secrets', () => {
     const { file } = writeConfig(SECRETS_CONFIG);
     const result = await run(['secrets', 'rotate', 'file:openai', '--config', file], { stdin: [] });
     expect(result.code).toBe(1);
-    expect(result.err()).toContain('No value read for openai; pipe it in, e.g.  printf %s "$KEY" | npx airlock secrets rotate file:openai\n');
+    // The config the command used is named (a suggestion run without it stores the value in another data_dir).
+    expect(result.err()).toContain(`No value read for openai; pipe it in, e.g.  printf %s "$KEY" | npx airlock secrets rotate file:openai --config ${file}\n`);
     const set = await run(['secrets', 'set', 'openai', '--config', file], { stdin: [] });
-    expect(set.err()).toContain('| npx airlock secrets set openai\n');
+    expect(set.err()).toContain(`| npx airlock secrets set openai --config ${file}\n`);
   });
 
   it('a bad sub-command is a usage error', async () => {
