@@ -40,9 +40,10 @@ export const INDEXOF_MAX_NEEDLES = 16;
 /**
  * Up to this many needles (the forms of one credential and of two values it rotated from) the prefix
  * filter's 8 buckets stay selective; with more, each bucket stands for more byte combinations and text
- * yields more false candidates, where the sampled search does not degrade.
+ * yields more false candidates, where the sampled search does not degrade. 3 x 17: a base64-alphabet
+ * key holding "/" and "+" or "=" has 17 forms since "/" kept came in lower-case hex too (it had 16).
  */
-const FILTER_MAX_NEEDLES = 48;
+const FILTER_MAX_NEEDLES = 51;
 /**
  * Up to this many bytes (header values, log lines, small bodies) one pass with a two-byte filter beats
  * one native indexOf call per needle: the calls' fixed cost dominates on short data.

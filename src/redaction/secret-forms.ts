@@ -197,10 +197,16 @@ const STYLES: readonly Style[] = [
   { encode: (value) => escapeSome(json(value), /[^\x00-\x7f]/g, false) },
   { encode: (value) => escapeSome(json(value), /[^\x00-\x7f]/g, true) },
   { encode: (value) => escapeSome(json(value), /[^\x00-\x7f]/g, false).replace(/\//g, '\\/') },
+  // The same in upper-case hex, as the README promises both cases for every \u style (found by review:
+  // only lower case was here, and a key holding non-ASCII and "/" echoed so matched no form).
+  { encode: (value) => escapeSome(json(value), /[^\x00-\x7f]/g, true).replace(/\//g, '\\/') },
   { encode: (value) => unreservedOnly(encodeURIComponent(value)) },
   { encode: (value) => lowerEscapes(unreservedOnly(encodeURIComponent(value))) },
   // Python's urllib.parse.quote with its default safe='/': "/" left as it is (found by review).
   { encode: (value) => unreservedOnly(encodeURIComponent(value)).replace(/%2F/g, '/') },
+  // And in lower-case hex, as for every other percent style (found by review: a key with "/" in its
+  // first 8 characters and "+" or "=" after, echoed so, matched no form and no head).
+  { encode: (value) => lowerEscapes(unreservedOnly(encodeURIComponent(value)).replace(/%2F/g, '/')) },
   ...['*-._', '-._~', '-._'].flatMap((raw): Style[] => [
     { encode: (value) => formEncoded(utf8(value), raw, true) },
     { encode: (value) => formEncoded(utf8(value), raw, false) },

@@ -24,6 +24,12 @@ const echoes: Array<[string, string, string]> = [
   // Found by review: Python's quote keeps "/" by default (safe='/'), so a key with "/" and "+" or "=" in
   // it (base64-style keys, AWS secret keys) matched no form.
   ["Python's quote (default safe='/': / kept)", 'Xy7/Kp+2Qw9zLm4N/Rt5Vb8=Hj3', 'Xy7/Kp%2B2Qw9zLm4N/Rt5Vb8%3DHj3'],
+  // Found by review: the README promises both hex cases for every percent style and for the \u escapes,
+  // but "/" kept came in upper case only, and PHP's style (non-ASCII escaped, and \/) in lower case only.
+  // A key whose "/" falls within its first 8 characters (no head of another form to catch a piece)
+  // matched nothing and reached the agent whole.
+  ["the same, lower-case hex", 'Xy/7Kp+2Qw9zLm4N/Rt5Vb8=Hj3', 'Xy/7Kp%2b2Qw9zLm4N/Rt5Vb8%3dHj3'],
+  ["PHP's style, upper-case hex", 'Pä/sswort-2024!x', 'P\\u00E4\\/sswort-2024!x'],
 ];
 
 describe('forms of a secret as libraries echo it', () => {
