@@ -90,6 +90,20 @@ export class JwtVerifier {
 
   constructor(agents: ReadonlyArray<{ readonly name: string; readonly jwt?: DeepReadonly<JwtSpec> | undefined }>, now: () => number = Date.now) {
     this.#now = now;
+    // One key set per URL, shared by the agents that name it (found by review: many agents of one issuer,
+    // a Kubernetes cluster's service accounts, each had a cache of their own, and a JWT is tried against
+    // every agent of its issuer, so each token, and each unknown kid a caller chose, fetched the same key
+    // set once per agent, one after another, each fetch up to its timeout when the endpoint hangs).
+    const keySets = new Map<string, JWTVerifyGetKey>();
+    const keySet = (url: string): JWTVerifyGetKey => {
+      const href = new URL(url).href;
+      let set = keySets.get(href);
+      if (set === undefined) {
+        set = createRemoteJWKSet(new URL(href), { timeoutDuration: 5_000, cooldownDuration: 30_000, [customFetch]: fetchBoundedJwks });
+        keySets.set(href, set);
+      }
+      return set;
+    };
     for (const agent of agents) {
       if (agent.jwt === undefined) continue;
       const spec = agent.jwt;
@@ -100,7 +114,7 @@ export class JwtVerifier {
           const key = createPublicKey(pem);
           return { key, thumbprint: keyThumbprint(key) };
         }),
-        jwks: spec.jwks_url === undefined ? null : createRemoteJWKSet(new URL(spec.jwks_url), { timeoutDuration: 5_000, cooldownDuration: 30_000, [customFetch]: fetchBoundedJwks }),
+        jwks: spec.jwks_url === undefined ? null : keySet(spec.jwks_url),
       };
       const list = this.#byIssuer.get(spec.issuer) ?? [];
       list.push(candidate);

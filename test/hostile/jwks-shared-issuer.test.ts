@@ -1,0 +1,80 @@
+/**
+ * Many agents of one issuer (a Kubernetes cluster: one agent per service account, each with its own
+ * subject, all with the cluster's jwks_url). Found by review: each agent had a JWKS cache of its own, and
+ * a JWT is tried against every agent of its issuer in turn, so one token fetched the same key set once per
+ * agent, and so did each unknown kid (an unauthenticated caller picks the kid): N fetches of the issuer's
+ * endpoint per token, one after another, each up to the 5 s timeout when the endpoint hangs. Now the key
+ * set of a URL is fetched once, whatever the number of agents that name it.
+ */
+import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { canary } from '../helpers/canary.js';
+import { sendRequest, type SentResponse } from '../helpers/send-request.js';
+import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
+import { echoHandler, startUpstream, type Upstream } from '../helpers/start-upstream.js';
+
+const ISSUER = 'https://kubernetes.shared.test';
+const AUDIENCE = 'airlock';
+const AGENTS = 6;
+
+describe('agents that share an issuer and its JWKS URL', () => {
+  const serviceKey = canary('jwks-shared');
+  let signing: { privateKey: CryptoKey; publicKey: CryptoKey };
+  let upstream: Upstream;
+  let jwks: Upstream;
+  let proxy: ProxyFixture;
+  let fetches = 0;
+
+  beforeAll(async () => {
+    signing = await generateKeyPair('RS256');
+    const keySet = JSON.stringify({ keys: [{ ...(await exportJWK(signing.publicKey)), kid: 'k1', alg: 'RS256', use: 'sig' }] });
+    jwks = await startUpstream((_req, res) => {
+      fetches += 1;
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(keySet) });
+      res.end(keySet);
+    });
+    upstream = await startUpstream(echoHandler);
+    const agents: Record<string, unknown> = {};
+    for (let i = 0; i < AGENTS; i++) {
+      agents[`sa-${i}`] = {
+        jwt: { issuer: ISSUER, audience: AUDIENCE, subject: `system:serviceaccount:ns:sa-${i}`, jwks_url: `${jwks.url}/openid/v1/jwks`, algorithms: ['RS256'] },
+        credentials: [{ service: 'api', max_scope: ['*'] }],
+      };
+    }
+    proxy = await startProxy(
+      { services: { api: { upstream: upstream.url, credential: { secret: 'env:API_KEY' }, routes: [{ method: 'GET', path: '/v1/*', scope: 'api:read' }] } }, agents },
+      { env: { API_KEY: serviceKey } },
+    );
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+    await jwks?.close();
+  });
+
+  async function present(subject: string, kid: string): Promise<SentResponse> {
+    const now = Math.floor(Date.now() / 1000);
+    const token = await new SignJWT({}).setProtectedHeader({ alg: 'RS256', kid }).setIssuer(ISSUER).setAudience(AUDIENCE).setSubject(subject).setIssuedAt(now).setExpirationTime(now + 300).sign(signing.privateKey);
+    return sendRequest(`${proxy.url}/api/v1/models`, { headers: { authorization: `Bearer ${token}` } });
+  }
+
+  it('the first JWT fetches the key set once, not once per agent of the issuer', async () => {
+    const response = await present(`system:serviceaccount:ns:sa-${AGENTS - 1}`, 'k1');
+    expect(response.status, response.text).toBe(200);
+    expect(fetches).toBe(1);
+  });
+
+  it('a JWT of another agent of the issuer is verified with the key set already fetched', async () => {
+    const response = await present('system:serviceaccount:ns:sa-0', 'k1');
+    expect(response.status, response.text).toBe(200);
+    expect(fetches).toBe(1);
+  });
+
+  it('an unknown kid (chosen by an unauthenticated caller) is refused without a fetch per agent', async () => {
+    // Within the 30 s cooldown of the last fetch: no refetch at all.
+    const response = await present('system:serviceaccount:ns:sa-3', 'attacker-kid');
+    expect(response.status, response.text).toBe(401);
+    expect(fetches).toBe(1);
+  });
+});
