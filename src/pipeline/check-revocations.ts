@@ -84,6 +84,13 @@ export function recheckPrincipalAfterWait(state: GovernanceState, principal: Pri
   if (principal.session !== null && state.session(principal.session.id) === null) {
     throw new AirlockError('unauthenticated', `Session ${principal.session.id} ended while the request waited; it was not sent.`, { headers: INVALID_TOKEN });
   }
+  // A workload JWT past its exp (RFC 7519 4.1.4: it MUST NOT be accepted for processing), or past iat +
+  // max_token_age, ends what it authenticated as a session does (found by review: a request held for
+  // approval up to approval_timeout outlived a 5-minute CI token and was sent; a mint whose body came
+  // after the JWT expired kept a session already over and answered 503 blaming a restore of the agent).
+  if (principal.credentialEndsAt !== undefined && principal.credentialEndsAt <= now) {
+    throw new AirlockError('unauthenticated', 'The workload JWT this request was made with expired while the request waited; it was not sent. Send it again with a fresh JWT.', { headers: INVALID_TOKEN });
+  }
   checkPrincipalRevocations(state, principal);
 }
 
