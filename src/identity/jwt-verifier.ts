@@ -149,8 +149,12 @@ export class JwtVerifier {
       reason = why;
     };
     const matched: Array<{ candidate: Candidate; payload: JWTPayload; key: string | null }> = [];
+    // The key a key set gives for this token's header, looked up once for all the candidates that share
+    // the set (found by review: with the JWKS endpoint down, each candidate's lookup of an unknown kid
+    // fetched again, so one token made one fetch per agent of the issuer, one after another).
+    const lookups = new Map<JWTVerifyGetKey, ReturnType<JWTVerifyGetKey>>();
     for (const candidate of candidates) {
-      const verified = await this.#verifyFor(candidate, token).catch((error: unknown) => {
+      const verified = await this.#verifyFor(candidate, token, lookups).catch((error: unknown) => {
         // The code, not jose's message: some messages repeat what the token says (a "crit" parameter's name).
         // No code (a TypeError, a key fetch that failed oddly): a fixed text, never a message that may quote the token.
         note(1, `the JWT was refused: ${(error as { code?: string }).code ?? 'its verification failed'}`);
@@ -186,7 +190,7 @@ export class JwtVerifier {
   }
 
   /** The verified claims, and the thumbprint of the listed key that verified them (null: the JWKS). */
-  async #verifyFor(candidate: Candidate, token: string): Promise<{ payload: JWTPayload; key: string | null }> {
+  async #verifyFor(candidate: Candidate, token: string, lookups: Map<JWTVerifyGetKey, ReturnType<JWTVerifyGetKey>>): Promise<{ payload: JWTPayload; key: string | null }> {
     const options = {
       issuer: candidate.spec.issuer,
       audience: candidate.spec.audience,
@@ -204,7 +208,19 @@ export class JwtVerifier {
         lastError = error;
       }
     }
-    if (candidate.jwks !== null) return { payload: (await jwtVerify(token, candidate.jwks, options)).payload, key: null };
+    const jwks = candidate.jwks;
+    if (jwks !== null) {
+      // One token, one protected header: the set's answer for it is the same for every candidate.
+      const lookedUp: JWTVerifyGetKey = function lookedUp(header, input) {
+        let found = lookups.get(jwks);
+        if (found === undefined) {
+          found = jwks(header, input);
+          lookups.set(jwks, found);
+        }
+        return found;
+      };
+      return { payload: (await jwtVerify(token, lookedUp, options)).payload, key: null };
+    }
     throw lastError;
   }
 

@@ -7,7 +7,7 @@
  * set of a URL is fetched once, whatever the number of agents that name it.
  */
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { canary } from '../helpers/canary.js';
 import { sendRequest, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
@@ -24,12 +24,19 @@ describe('agents that share an issuer and its JWKS URL', () => {
   let jwks: Upstream;
   let proxy: ProxyFixture;
   let fetches = 0;
+  /** Whether the JWKS endpoint answers 503 (down) instead of the key set. */
+  let down = false;
 
   beforeAll(async () => {
     signing = await generateKeyPair('RS256');
     const keySet = JSON.stringify({ keys: [{ ...(await exportJWK(signing.publicKey)), kid: 'k1', alg: 'RS256', use: 'sig' }] });
     jwks = await startUpstream((_req, res) => {
       fetches += 1;
+      if (down) {
+        res.writeHead(503, { 'content-length': '0' });
+        res.end();
+        return;
+      }
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(keySet) });
       res.end(keySet);
     });
@@ -48,6 +55,7 @@ describe('agents that share an issuer and its JWKS URL', () => {
   });
 
   afterAll(async () => {
+    vi.useRealTimers();
     await proxy?.close();
     await upstream?.close();
     await jwks?.close();
@@ -76,5 +84,19 @@ describe('agents that share an issuer and its JWKS URL', () => {
     const response = await present('system:serviceaccount:ns:sa-3', 'attacker-kid');
     expect(response.status, response.text).toBe(401);
     expect(fetches).toBe(1);
+  });
+
+  it('with the endpoint down, a JWT with an unknown kid is refused (401) after one fetch, not one per agent', async () => {
+    // Past the 30 s cooldown (jose reads Date.now()): an unknown kid may refetch, once.
+    vi.useFakeTimers({ toFake: ['Date'], shouldAdvanceTime: true });
+    vi.setSystemTime(Date.now() + 31_000);
+    down = true;
+    const before = fetches;
+    const response = await present('system:serviceaccount:ns:sa-2', 'rotated-kid');
+    expect(response.status, response.text).toBe(401);
+    expect(fetches - before).toBe(1);
+    // A known kid is still verified with the key set fetched before (fail closed only where it must).
+    const known = await present('system:serviceaccount:ns:sa-2', 'k1');
+    expect(known.status, known.text).toBe(200);
   });
 });
