@@ -405,8 +405,10 @@ async function buildGeneration(config: AirlockConfig, durable: Durable, previous
  */
 function tracingFor(config: AirlockConfig, durable: Durable): Promise<Tracing> {
   const { logger, catalog, metrics } = durable;
-  // Said at most once a minute (a collector that is down fails every batch, twice a second).
-  let warnedAt = -Infinity;
+  // Each cause said at most once a minute (a collector that is down fails every batch, twice a second);
+  // per cause, so a queue that fills after a first export timed out is still said (found on a loaded CI
+  // run: the timeout's line came first, and the queue-full line was held back for the minute).
+  const warnedAt = new Map<string, number>();
   return createTracing({
     telemetry: config.telemetry,
     env: durable.env,
@@ -415,11 +417,11 @@ function tracingFor(config: AirlockConfig, durable: Durable): Promise<Tracing> {
     scrub: (text) => catalog.scrub(text),
     onExportFailure(spans, error) {
       metrics.spansDropped.inc(spans);
-      const now = performance.now();
-      if (now - warnedAt < 60_000) return;
-      warnedAt = now;
       // The error's own words may hold the collector's URL, userinfo and all: its name and code only.
       const cause = error instanceof Error ? `${error.name}${(error as { code?: unknown }).code === undefined ? '' : ` (${String((error as { code?: unknown }).code)})`}` : 'unknown';
+      const now = performance.now();
+      if (now - (warnedAt.get(cause) ?? -Infinity) < 60_000) return;
+      warnedAt.set(cause, now);
       logger.warn(
         { spans, cause },
         cause === 'ExportQueueFull'
