@@ -94,6 +94,12 @@ class SecondRing {
     this.#total += amount;
   }
 
+  /** Forgets every count (an admin restored the agent: the counts were judged). */
+  clear(): void {
+    this.#counts.fill(0);
+    this.#total = 0;
+  }
+
   /** The total over the whole window ending at `second`. */
   sum(second: number): number {
     this.#advance(second);
@@ -206,12 +212,20 @@ export class AnomalyDetector {
   /**
    * An agent restored by an admin starts with no denials counted and no cooldown running (found by
    * review: the 401s it got while suspended stayed counted, and the cooldown of the suspension kept a
-   * new burst of probing from suspending it again for up to `cooldown`).
+   * new burst of probing from suspending it again for up to `cooldown`). Its request and byte windows
+   * start again too (found by review: with the cooldown gone, the spike that suspended it was still in
+   * the window, and the restored agent's next request suspended it again for that same spike). The
+   * baselines, routes and scopes it has learnt are kept.
    */
   forgive(agent: string): void {
     this.#denials.delete(agent);
     const prefix = `${agent}\u0000`;
     for (const key of [...this.#lastRaised.keys()]) if (key.startsWith(prefix)) this.#lastRaised.delete(key);
+    for (const [key, subject] of this.#subjects.entries()) {
+      if (!key.startsWith(prefix)) continue;
+      subject.requestRing.clear();
+      subject.bytesRing.clear();
+    }
   }
 
   /** A session narrowed from `parent` counts as first used where its parent was (new_client_address). */
