@@ -108,7 +108,17 @@ class SecondRing {
 
   #advance(second: number): void {
     if (this.#lastSecond < 0) this.#lastSecond = second;
-    if (second <= this.#lastSecond) return;
+    if (second < this.#lastSecond) {
+      // The wall clock was stepped back (NTP, a restored VM). Only seconds past the newest one seen
+      // expire counts, so kept at the newest, nothing would expire until the clock caught up again (found
+      // by review: after an hour's step, an hour of ordinary traffic added up as one window, and the
+      // default denial_burst suspended an agent that was denied once every 10 s). Going on from the
+      // earlier second instead, every slot is cleared within one window: a count lives no longer than
+      // it should, though one may leave early.
+      this.#lastSecond = second;
+      return;
+    }
+    if (second === this.#lastSecond) return;
     const size = this.#counts.length;
     if (second - this.#lastSecond >= size) {
       this.#counts.fill(0);
@@ -146,6 +156,9 @@ class RateBaseline {
       this.#second = second;
       return;
     }
+    // A clock stepped back: this second goes on with the pending one, rather than holding every
+    // count until the clock has caught up and then adding them up as if they came in one second.
+    if (second < this.#second) this.#second = second;
     if (second <= this.#second) return;
     const alpha = 1 / BASELINE_SECONDS;
     // The finished second contributes its count; the empty seconds after it decay the average.

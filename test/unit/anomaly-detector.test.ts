@@ -668,3 +668,30 @@ describe('screen before forwarding, observe after the answer', () => {
     expect(d.screen(sample(Date.UTC(2025, 0, 6, 3, 0, 0)))).toEqual([]);
   });
 });
+
+// Found by review: the per-second rings only expired seconds as the clock moved past the newest one
+// they had seen, so after the wall clock was stepped back (NTP, a VM restored from a snapshot) every
+// count stayed in the window until the clock had caught up again: for an hour's step, an hour of an
+// agent's ordinary traffic and occasional denials added up as if it had come within one window.
+describe('a wall clock stepped back', () => {
+  it('an hour back: one denial every 10 s (6 a minute) for 10 minutes is not a denial burst (30 in 60 s)', () => {
+    const d = detector();
+    expect(d.observe(sample(NOON, { code: 'scope_denied' }))).toEqual([]);
+    const stepped = NOON + 10_000 - HOUR;
+    const raised: AnomalyEvent[] = [];
+    for (let i = 0; i < 60; i++) raised.push(...d.observe(sample(stepped + i * 10_000, { code: 'scope_denied' })));
+    expect(only(raised, 'denial_burst')).toEqual([]);
+    // The window still works once the clock has been stepped back: 30 within a minute are a burst.
+    const burst: AnomalyEvent[] = [];
+    for (let i = 0; i < 30; i++) burst.push(...d.observe(sample(stepped + 600_000 + i * 1000, { code: 'scope_denied' })));
+    expect(only(burst, 'denial_burst')).toHaveLength(1);
+  });
+
+  it('an hour back: a steady agent (1 request per 2 s) raises no rate_spike while the clock catches up', () => {
+    const d = detector();
+    const warm = steady(d, NOON, 2 * HOUR);
+    expect(warm.events).toEqual([]);
+    const after = steady(d, warm.end + 2000 - HOUR, 30 * MINUTE);
+    expect(only(after.events, 'rate_spike')).toEqual([]);
+  });
+});
