@@ -17,9 +17,27 @@ export function checkRateLimit(limiter: RateLimiter, gate: ConcurrencyGate, agen
   const rate = grant.config.rate;
   const bucket = grant.bucket;
   if (rate === undefined || bucket === null) return NOTHING_TO_RELEASE;
-  const decision = limiter.take(grant.rateKey, bucket);
-  if (decision instanceof Promise) return decision.then((shared) => admit(shared, gate, agent, grant, rate, bucket));
-  return admit(decision, gate, agent, grant, rate, bucket);
+  // The concurrency gate first: a request refused there is not sent, so it must not spend a token, as
+  // one the bucket refuses spends none (found by review: an agent retrying while its slots were busy
+  // spent its rate on those refusals, and was then refused for the rate once a slot was free).
+  const release = enterGate(gate, agent, grant, rate);
+  let decision: RateDecision | Promise<RateDecision>;
+  try {
+    decision = limiter.take(grant.rateKey, bucket);
+  } catch (error) {
+    release();
+    throw error;
+  }
+  if (decision instanceof Promise) {
+    return decision.then(
+      (shared) => admit(shared, release, agent, grant, rate, bucket),
+      (error: unknown) => {
+        release();
+        throw error;
+      },
+    );
+  }
+  return admit(decision, release, agent, grant, rate, bucket);
 }
 
 /**
@@ -50,9 +68,8 @@ function overRate(decision: RateDecision, detail: (seconds: number) => string): 
   return new AirlockError('rate_limited', detail(seconds), { headers: { 'retry-after': String(seconds) } });
 }
 
-/** The limiter's decision, then the concurrency gate; `rate` and `bucket` are the grant's, known present. */
-function admit(decision: RateDecision, gate: ConcurrencyGate, agent: string, grant: GrantPolicy, rate: NonNullable<GrantPolicy['config']['rate']>, bucket: BucketShape): () => void {
-  if (!decision.allowed) throw overRate(decision, (seconds) => `Agent ${agent} is over its rate on ${grant.service} (${rate.requests} per ${rate.per} s, bursts of ${bucket.capacity}); retry in ${seconds} s.`);
+/** A slot under `rate.concurrency` (none to take without one), or 429 when every slot is in use. */
+function enterGate(gate: ConcurrencyGate, agent: string, grant: GrantPolicy, rate: NonNullable<GrantPolicy['config']['rate']>): () => void {
   if (rate.concurrency === undefined) return NOTHING_TO_RELEASE;
   const release = gate.enter(grant.rateKey, rate.concurrency);
   if (release === null) {
@@ -61,4 +78,11 @@ function admit(decision: RateDecision, gate: ConcurrencyGate, agent: string, gra
     });
   }
   return release;
+}
+
+/** The limiter's decision for a request that holds its slot; refused, the slot goes back. `rate` and `bucket` are the grant's, known present. */
+function admit(decision: RateDecision, release: () => void, agent: string, grant: GrantPolicy, rate: NonNullable<GrantPolicy['config']['rate']>, bucket: BucketShape): () => void {
+  if (decision.allowed) return release;
+  release();
+  throw overRate(decision, (seconds) => `Agent ${agent} is over its rate on ${grant.service} (${rate.requests} per ${rate.per} s, bursts of ${bucket.capacity}); retry in ${seconds} s.`);
 }
