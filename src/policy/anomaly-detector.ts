@@ -19,6 +19,7 @@
  * request that tripped one; `observe` runs the rest once the request has its answer, and every rule for a
  * request that was refused before the screen (a denial is known only then).
  */
+import { isIP } from 'node:net';
 import { LRUCache } from 'lru-cache';
 import type { AnomaliesSpec } from '../config/schema.js';
 import type { DeepReadonly } from '../config/types.js';
@@ -319,10 +320,11 @@ export class AnomalyDetector {
     }
 
     if (sample.session !== null && sample.client !== null) {
+      const client = plainAddress(sample.client);
       const first = this.#sessionAddress.get(sample.session);
-      if (first === undefined) this.#sessionAddress.set(sample.session, sample.client);
-      else if (first !== sample.client) {
-        this.#raise(raised, sample, 'new_client_address', spec.new_client_address.action, sample.service, { session: sample.session, first_address: first, new_address: sample.client }, `session ${sample.session} first used from ${first}, now from ${sample.client}`);
+      if (first === undefined) this.#sessionAddress.set(sample.session, client);
+      else if (first !== client) {
+        this.#raise(raised, sample, 'new_client_address', spec.new_client_address.action, sample.service, { session: sample.session, first_address: first, new_address: client }, `session ${sample.session} first used from ${first}, now from ${client}`);
       }
     }
 
@@ -389,6 +391,15 @@ export class AnomalyDetector {
     if (this.#events.length > MAX_EVENTS) this.#events.shift();
     raised.push(event);
   }
+}
+
+/**
+ * An IPv4 address as a dual-stack listener reports it (::ffff:a.b.c.d, RFC 4291 2.5.5.2) and as an IPv4
+ * listener does (a.b.c.d) is one address (found by review: a session used through `listen: "[::]:7700"`
+ * and a service listener on an IPv4 address raised new_client_address, and `suspend` revoked the agent).
+ */
+function plainAddress(address: string): string {
+  return address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
 }
 
 /** Whether a time falls within HH:MM-HH:MM (which may wrap midnight) at a fixed UTC offset. */
