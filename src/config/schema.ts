@@ -246,8 +246,13 @@ const serviceSpec = z.strictObject({
   routes: z.array(routeSpec).describe('first match wins; a request that matches none is refused (403 route_not_allowed)'),
 });
 
-/** A rate's period ("1s", "5m", "1h", or seconds), as rate limits read best. */
-const durationSpec = seconds;
+/**
+ * A rate's period ("1s", "5m", "1h", or seconds), as rate limits read best. At most 366 days (found by
+ * review): a longer one made the time to the next token more seconds than Retry-After can say as
+ * delay-seconds (RFC 9110 10.2.3): `per: 1e21` answered `Retry-After: 1e+21`, `per: 1e308` (no refill at
+ * all in floating point) `Retry-After: Infinity`.
+ */
+const durationSpec = withUnits(secondsNumber.max(LONGEST_SESSION_SECONDS, 'a rate period is at most 366d (a yearly quota)')).describe('a duration: seconds, or with a unit (30s, 5m, 1h, 1d)');
 
 const rateSpec = z
   .strictObject({

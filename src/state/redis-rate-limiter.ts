@@ -26,7 +26,9 @@ else
   retry = math.ceil((1 - tokens) / refill)
 end
 redis.call('HSET', KEYS[1], 't', tostring(tokens), 'u', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / refill) + 1000)
+-- Kept until the bucket is full again, at most ~31,700 years: Redis takes 1e17 and more (a large burst
+-- refilled slowly) written as 1e+17, which it refuses, and every request of the grant was refused.
+redis.call('PEXPIRE', KEYS[1], math.min(math.ceil(capacity / refill) + 1000, 1e15))
 return {allowed, retry}
 `;
 
