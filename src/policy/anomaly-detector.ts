@@ -381,7 +381,10 @@ export class AnomalyDetector {
   #raise(raised: AnomalyEvent[], sample: RequestSample, rule: AnomalyRule, action: 'alert' | 'suspend', service: string | null, evidence: Record<string, string | number>, summary: string): void {
     const key = `${sample.agent}\u0000${service ?? ''}\u0000${rule}`;
     const last = this.#lastRaised.get(key);
-    if (last !== undefined && sample.at - last < this.#spec.cooldown * 1000) return;
+    // Measured either way: after the wall clock was stepped back further than the cooldown, the rule
+    // would otherwise stay silent until the clock had caught up (found by review: an hour's step held
+    // every event of a rule that had just raised, a suspension among them, for an hour).
+    if (last !== undefined && Math.abs(sample.at - last) < this.#spec.cooldown * 1000) return;
     this.#lastRaised.set(key, sample.at);
     // Found by the observability walkthrough: an event could not be joined to the request that raised it.
     if (sample.requestId !== undefined) evidence['request_id'] = sample.requestId;

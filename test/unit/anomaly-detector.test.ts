@@ -687,6 +687,18 @@ describe('a wall clock stepped back', () => {
     expect(only(burst, 'denial_burst')).toHaveLength(1);
   });
 
+  it('an hour back: a rule that raised just before is not held back for the hour by its cooldown', () => {
+    const d = detector({ denial_burst: { count: 5, window: 60, action: 'alert' } });
+    const raised: AnomalyEvent[] = [];
+    for (let i = 0; i < 5; i++) raised.push(...d.observe(sample(NOON + i * 1000, { code: 'scope_denied' })));
+    expect(only(raised, 'denial_burst')).toHaveLength(1);
+    // Past the cooldown (60 s) by the clock that stepped back an hour, a new burst is raised.
+    const stepped = NOON + 5 * 60_000 - HOUR;
+    const again: AnomalyEvent[] = [];
+    for (let i = 0; i < 5; i++) again.push(...d.observe(sample(stepped + i * 1000, { code: 'scope_denied' })));
+    expect(only(again, 'denial_burst')).toHaveLength(1);
+  });
+
   it('an hour back: a steady agent (1 request per 2 s) raises no rate_spike while the clock catches up', () => {
     const d = detector();
     const warm = steady(d, NOON, 2 * HOUR);
