@@ -174,6 +174,12 @@ class RateBaseline {
 interface Subject {
   readonly since: number;
   requests: number;
+  /**
+   * Past the warm-up, for good: with the wall clock stepped back, `at - since` fell under the warm-up
+   * again and the baseline rules (a suspend among them) were silent until the clock had caught up
+   * (found by review).
+   */
+  warm: boolean;
   readonly requestRing: SecondRing;
   readonly bytesRing: SecondRing;
   readonly requestBaseline: RateBaseline;
@@ -293,7 +299,8 @@ export class AnomalyDetector {
     const subject = sample.screened === true ? this.#subjectOf(sample) : this.#requestRules(raised, sample);
     if (subject === null) return raised;
     // Warm by the requests before this one, as the request rules count it.
-    const warm = subject.requests > spec.warmup.requests && sample.at - subject.since >= spec.warmup.seconds * 1000;
+    if (!subject.warm) subject.warm = subject.requests > spec.warmup.requests && sample.at - subject.since >= spec.warmup.seconds * 1000;
+    const warm = subject.warm;
     const baselineBytes = subject.bytesBaseline.perSecond(second);
     subject.bytesRing.add(second, sample.responseBytes);
     subject.bytesBaseline.add(second, sample.responseBytes);
@@ -330,7 +337,8 @@ export class AnomalyDetector {
 
     const subject = this.#subjectOf(sample);
     if (subject === null) return null;
-    const warm = subject.requests >= spec.warmup.requests && sample.at - subject.since >= spec.warmup.seconds * 1000;
+    if (!subject.warm) subject.warm = subject.requests >= spec.warmup.requests && sample.at - subject.since >= spec.warmup.seconds * 1000;
+    const warm = subject.warm;
     const baselineRate = subject.requestBaseline.perSecond(second);
     subject.requests++;
     subject.requestRing.add(second, 1);
@@ -365,6 +373,7 @@ export class AnomalyDetector {
       subject = {
         since: sample.at,
         requests: 0,
+        warm: false,
         requestRing: new SecondRing(spec.rate_spike.window),
         bytesRing: new SecondRing(spec.volume_spike.window),
         requestBaseline: new RateBaseline(),

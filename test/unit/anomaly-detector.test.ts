@@ -699,6 +699,14 @@ describe('a wall clock stepped back', () => {
     expect(only(again, 'denial_burst')).toHaveLength(1);
   });
 
+  it('an hour back: an agent past its warm-up stays warm, so a first-time route still raises new_route', () => {
+    const d = detector();
+    const warm = steady(d, NOON, 90 * MINUTE);
+    expect(warm.events).toEqual([]);
+    const fresh = d.observe(sample(warm.end + 2000 - HOUR, { route: '/v1/files/:id', scope: 'files:read' }));
+    expect(fresh.map((event) => event.rule).sort()).toEqual(['new_route', 'new_scope']);
+  });
+
   it('an hour back: a steady agent (1 request per 2 s) raises no rate_spike while the clock catches up', () => {
     const d = detector();
     const warm = steady(d, NOON, 2 * HOUR);
