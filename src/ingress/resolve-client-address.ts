@@ -13,8 +13,11 @@ export type ResolveClientAddress = (peer: string | undefined, forwardedFor: stri
 
 /** Builds the resolver once per configuration; `trusted` holds addresses and CIDR ranges, validated by the schema. */
 export function createClientAddressResolver(trusted: readonly string[]): ResolveClientAddress {
+  // The peer in one spelling: a dual-stack listener (`[::]:7700`) reports an IPv4 agent as
+  // ::ffff:a.b.c.d, an IPv4 one as a.b.c.d (found by review: one agent's records and spans named two
+  // addresses, and a search by address found half of them).
   if (trusted.length === 0) return function peerAddress(peer) {
-    return peer;
+    return peer === undefined ? peer : unmapped(peer);
   };
   const list = new BlockList();
   for (const entry of trusted) {
@@ -29,7 +32,7 @@ export function createClientAddressResolver(trusted: readonly string[]): Resolve
     return family !== 0 && list.check(plain, family === 6 ? 'ipv6' : 'ipv4');
   };
   return function forwardedClientAddress(peer, forwardedFor) {
-    if (peer === undefined || !isTrusted(peer)) return peer;
+    if (peer === undefined || !isTrusted(peer)) return peer === undefined ? peer : unmapped(peer);
     const hops = (Array.isArray(forwardedFor) ? forwardedFor.join(',') : (forwardedFor ?? '')).split(',');
     let client = unmapped(peer);
     for (let i = hops.length - 1; i >= 0; i--) {

@@ -26,6 +26,9 @@ describe('the client address', () => {
     ['an IPv4 hop with a port', lb, '10.1.2.3', '203.0.113.7:51000', '203.0.113.7'],
     ['an empty header', lb, '10.1.2.3', '', '10.1.2.3'],
     ['no peer (a closed socket)', lb, undefined, '203.0.113.7', undefined],
+    ['no trusted proxies, a dual-stack peer: its IPv4 address, as an IPv4 listener names it', none, '::ffff:10.0.0.7', undefined, '10.0.0.7'],
+    ['an untrusted dual-stack peer: its IPv4 address', lb, '::ffff:198.51.100.9', '203.0.113.7', '198.51.100.9'],
+    ['an IPv6 peer is kept as it is', none, '2001:db8::7', undefined, '2001:db8::7'],
   ])('%s', (_name, resolve, peer, header, expected) => {
     expect(resolve(peer, header)).toBe(expected);
   });
