@@ -47,6 +47,32 @@ async function fetchBoundedJwks(url: string, options: RequestInit): Promise<Resp
   return new Response(Buffer.concat(chunks), { status: response.status, statusText: response.statusText, headers: response.headers });
 }
 
+/** After a failed JWKS fetch, how long lookups that need one are refused without asking again. */
+const JWKS_RETRY_AFTER_MS = 5_000;
+
+/**
+ * fetchBoundedJwks for one key set, which after a failure (no answer, or not 2xx) refuses for
+ * JWKS_RETRY_AFTER_MS without asking. jose's own cooldown starts only after a fetch that succeeded
+ * (found by review): while the endpoint was down, every JWT with an unknown kid, which an
+ * unauthenticated caller chooses, was one more fetch to an identity provider already failing, and one
+ * more request held up to the 5 s timeout. Date.now, the clock jose's cooldown reads.
+ */
+function fetchBackingOff(): (url: string, options: RequestInit) => Promise<Response> {
+  let failedAt = -Infinity;
+  return async function fetchUnlessFailedLately(url, options) {
+    const since = Date.now() - failedAt;
+    if (since >= 0 && since < JWKS_RETRY_AFTER_MS) throw new Error(`the JWKS at ${url} failed ${Math.round(since / 100) / 10} s ago; it is asked again ${JWKS_RETRY_AFTER_MS / 1000} s after a failure`);
+    try {
+      const response = await fetchBoundedJwks(url, options);
+      if (!response.ok) failedAt = Date.now();
+      return response;
+    } catch (error) {
+      failedAt = Date.now();
+      throw error;
+    }
+  };
+}
+
 interface Candidate {
   readonly agent: string;
   readonly spec: DeepReadonly<JwtSpec>;
@@ -99,7 +125,7 @@ export class JwtVerifier {
       const href = new URL(url).href;
       let set = keySets.get(href);
       if (set === undefined) {
-        set = createRemoteJWKSet(new URL(href), { timeoutDuration: 5_000, cooldownDuration: 30_000, [customFetch]: fetchBoundedJwks });
+        set = createRemoteJWKSet(new URL(href), { timeoutDuration: 5_000, cooldownDuration: 30_000, [customFetch]: fetchBackingOff() });
         keySets.set(href, set);
       }
       return set;

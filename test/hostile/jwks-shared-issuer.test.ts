@@ -99,4 +99,24 @@ describe('agents that share an issuer and its JWKS URL', () => {
     const known = await present('system:serviceaccount:ns:sa-2', 'k1');
     expect(known.status, known.text).toBe(200);
   });
+
+  // Found by review: jose's cooldown starts only after a fetch that succeeded, so while the endpoint
+  // was down every unknown kid (the caller's choice) was another fetch to the failing provider.
+  it('with the endpoint still down, more unknown kids within 5 s ask it nothing; after that, once', async () => {
+    const before = fetches;
+    for (const kid of ['probe-1', 'probe-2', 'probe-3']) {
+      const response = await present('system:serviceaccount:ns:sa-1', kid);
+      expect(response.status, response.text).toBe(401);
+    }
+    expect(fetches - before).toBe(0);
+    vi.setSystemTime(Date.now() + 6_000);
+    const later = await present('system:serviceaccount:ns:sa-1', 'probe-4');
+    expect(later.status, later.text).toBe(401);
+    expect(fetches - before).toBe(1);
+    // Back up: after the wait, a new kid is fetched and verified.
+    down = false;
+    vi.setSystemTime(Date.now() + 6_000);
+    const known = await present('system:serviceaccount:ns:sa-1', 'k1');
+    expect(known.status, known.text).toBe(200);
+  });
 });
