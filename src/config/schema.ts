@@ -76,6 +76,28 @@ const anomalyWindow = withUnits(
     .max(3600, 'an anomaly window is at most 3600 s (one hour); the baseline itself spans an hour'),
 );
 
+/**
+ * An http(s) URL that node's URL parser reads, as every user of these fields (fetch, undici, the OTLP
+ * exporter, jose) parses it. The prefix alone let `http://`, a host with a space, an unclosed `[` or a
+ * port past 65535 pass check, and serve (or a reload) then failed with a bare "Invalid URL", no path
+ * (found by review). The value is not repeated: a URL may hold a password.
+ */
+function httpUrl(error: string): z.ZodString {
+  return z.string().refine(
+    (text) => {
+      if (!/^https?:\/\//.test(text)) return false;
+      try {
+        new URL(text);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    // Alone: a field that adds a rule of its own (the Vault origin) says one thing of a URL that does not parse.
+    { error, abort: true },
+  );
+}
+
 /** HOST:PORT, host an IP literal (IPv6 in brackets) or a name. */
 export function parseListen(text: string): { host: string; port: number } | null {
   const match = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(text);
@@ -332,7 +354,7 @@ const jwtSpec = z
     audience: z.string().min(1).describe('required aud claim'),
     subject: z.string().min(1).optional().describe('required sub claim'),
     claims: z.record(z.string(), z.string()).default({}).describe('further claims that must equal these strings'),
-    jwks_url: z.string().regex(/^https?:\/\//, { error: 'an http(s) URL' }).optional().describe("the issuer's JWKS endpoint"),
+    jwks_url: httpUrl('an http(s) URL node can parse, e.g. https://issuer.example/.well-known/jwks.json').optional().describe("the issuer's JWKS endpoint"),
     keys: z.array(publicKeyPem).default([]).describe('PEM public keys (SPKI), instead of or besides jwks_url'),
     algorithms: z
       .array(jwtAlgorithm)
@@ -404,7 +426,7 @@ const vaultAuthSpec = z.union(
 );
 
 const vaultSpec = z.strictObject({
-  address: z.string().regex(/^https?:\/\/[^/?#]+\/?$/, { error: 'an http(s) origin, e.g. https://vault.internal:8200' }).describe('Vault address'),
+  address: httpUrl('an http(s) origin node can parse, e.g. https://vault.internal:8200').regex(/^https?:\/\/[^/?#]+\/?$/, { error: 'an http(s) origin, e.g. https://vault.internal:8200' }).describe('Vault address'),
   namespace: z.string().optional().describe('Vault Enterprise namespace (X-Vault-Namespace)'),
   ca_file: z.string().optional().describe('PEM CA certificates for the Vault TLS connection'),
   timeout: timerSeconds.default(5).describe('deadline for each whole Vault call, connect to last byte'),
@@ -415,7 +437,7 @@ const vaultSpec = z.strictObject({
 });
 
 const oauth2ClientSpec = z.strictObject({
-  token_url: z.string().regex(/^https?:\/\//, { error: 'an http(s) URL' }).describe('the token endpoint (RFC 6749 3.2)'),
+  token_url: httpUrl('an http(s) URL node can parse, e.g. https://login.example.com/oauth2/token').describe('the token endpoint (RFC 6749 3.2)'),
   client_id: secretRef.describe('reference to the client id'),
   client_secret: secretRef.describe('reference to the client secret'),
   scope: z.string().optional().describe('space-separated scopes to request'),
@@ -453,14 +475,14 @@ const adminSpec = z.strictObject({
     .array(adminToken)
     .min(1, { error: 'the admin API needs at least one token hash; run `npx airlock token`' })
     .describe('tokens that may call the admin API; a name is recorded as the approver or revoker'),
-  public_url: z.string().regex(/^https?:\/\//, { error: 'an http(s) URL' }).optional().describe('how approvers reach the console, for links in webhooks and 202 answers'),
+  public_url: httpUrl('an http(s) URL node can parse, e.g. https://airlock-console.example.com').optional().describe('how approvers reach the console, for links in webhooks and 202 answers'),
 });
 
 /** Headers that choose whose account a request acts on (Stripe Connect, OpenAI organisations and projects). */
 const DEFAULT_APPROVAL_HEADERS = ['stripe-account', 'stripe-context', 'openai-organization', 'openai-project'] as const;
 
 const approvalsSpec = z.strictObject({
-  webhook: z.string().regex(/^https?:\/\//, { error: 'an http(s) URL' }).optional().describe('POSTed a JSON announcement (with a Slack-compatible text field) of each pending approval'),
+  webhook: httpUrl('an http(s) URL node can parse, e.g. https://hooks.example.com/airlock').optional().describe('POSTed a JSON announcement (with a Slack-compatible text field) of each pending approval'),
   max_body_bytes: z.number().int().positive().default(1024 * 1024).describe('largest request body held while it waits for approval'),
   max_pending: z.number().int().positive().default(1000).describe('pending approvals at once; more are refused with 429'),
   max_pending_per_agent: z.number().int().positive().default(100).describe("pending approvals of one agent at once; more of that agent's are refused with 429, so one agent cannot use up max_pending for all"),
@@ -488,7 +510,7 @@ const anomaliesSpec = z.strictObject({
     })
     .default({ requests: 100, seconds: 3600 }),
   cooldown: seconds.default(60).describe('the same rule raises at most one event per agent and service in this time'),
-  webhook: z.string().regex(/^https?:\/\//, { error: 'an http(s) URL' }).optional().describe('POSTed each anomaly event as JSON (Slack-compatible text field)'),
+  webhook: httpUrl('an http(s) URL node can parse, e.g. https://hooks.example.com/airlock').optional().describe('POSTed each anomaly event as JSON (Slack-compatible text field)'),
   rate_spike: z
     .strictObject({ factor: z.number().min(1).default(5), window: anomalyWindow.default(60), min_requests: z.number().int().min(1).default(20), action: anomalyAction.default('alert') })
     .default({ factor: 5, window: 60, min_requests: 20, action: 'alert' })
@@ -561,14 +583,14 @@ export const configSchema = z.strictObject({
       on_failure: z.enum(['refuse', 'log']).default('refuse').describe('refuse: no request is forwarded while records cannot be written (fail closed); log: go on and log it'),
       max_bytes: z.number().int().min(0).default(100 * 1024 * 1024).describe('rotate the file past this size (0: never); the hash chain continues in the new file; a file that is not a regular file (/dev/null, a FIFO) is never rotated'),
       keep: z.number().int().min(0).max(1000).default(10).describe('rotated files kept: audit.jsonl.1 ... .N'),
-      webhook: z.string().regex(/^https?:\/\//, { error: 'an http(s) URL' }).optional().describe('also POST records here in JSON batches (best effort; the file is the record)'),
+      webhook: httpUrl('an http(s) URL node can parse, e.g. https://hooks.example.com/airlock').optional().describe('also POST records here in JSON batches (best effort; the file is the record)'),
     })
     .default({ file: 'audit.jsonl', on_failure: 'refuse', max_bytes: 100 * 1024 * 1024, keep: 10 }),
   telemetry: z
     .strictObject({
       otlp: z
         .strictObject({
-          endpoint: z.string().regex(/^https?:\/\//, { error: 'an http(s) URL, e.g. http://127.0.0.1:4318' }).describe('OTLP/HTTP collector; traces go to <endpoint>/v1/traces'),
+          endpoint: httpUrl('an http(s) URL node can parse, e.g. http://127.0.0.1:4318').describe('OTLP/HTTP collector; traces go to <endpoint>/v1/traces'),
           headers: z.record(z.string(), z.string()).default({}).describe('extra headers for the collector (e.g. an API key, as env: reference is not supported here)'),
         })
         .optional()
