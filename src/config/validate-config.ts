@@ -5,7 +5,7 @@
  * credentials, tokens or signing keys fetched or sent over plain http off the machine.
  * Checked in one pass so every problem is listed at once.
  */
-import { existsSync } from 'node:fs';
+import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import { METHODS } from 'node:http';
 import { isIP } from 'node:net';
 import { readTlsIdentity } from '../ingress/tls-identity.js';
@@ -164,7 +164,18 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
     }
   }
   const checkCaFile = (file: string | undefined, path: ProblemPath): void => {
-    if (file !== undefined && !existsSync(options.resolvePath(file))) error(path, `CA file ${options.resolvePath(file)} does not exist`);
+    if (file === undefined) return;
+    const absolute = options.resolvePath(file);
+    if (!existsSync(absolute)) return error(path, `CA file ${absolute} does not exist`);
+    // Read at start-up (a service's) or on the first fetch (Vault's, OAuth2's): a directory or a file
+    // this user may not read passed as existing, and serve failed with node's bare "EISDIR: illegal
+    // operation on a directory, read", no path (found by review).
+    if (statSync(absolute).isDirectory()) return error(path, `CA file ${absolute} is a directory; name the PEM file in it`);
+    try {
+      accessSync(absolute, constants.R_OK);
+    } catch {
+      error(path, `CA file ${absolute} exists but this user may not read it; fix its owner or mode`);
+    }
   };
 
   const prefixes: Array<{ prefix: string; service: string }> = [];

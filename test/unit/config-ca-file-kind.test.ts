@@ -1,0 +1,62 @@
+/**
+ * A CA file named by a service (`ca`), the Vault (`ca_file`) or an OAuth2 client (`ca`) that exists but
+ * cannot be read as a file: a directory (a mounted Secret's folder rather than its key), or one this user
+ * may not read. `airlock check` only asked whether it existed and said OK; serve then failed at start-up
+ * (or a reload failed) with node's bare "EISDIR: illegal operation on a directory, read", no path; the
+ * Vault's and OAuth2's failed on their first fetch, long after start-up.
+ */
+import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { formatPath } from '../../src/config/config-problem.js';
+import { buildConfig } from '../../src/config/load-config.js';
+import { startAirlock } from '../../src/app.js';
+import { tempDir } from '../helpers/start-proxy.js';
+
+const baseDir = tempDir('airlock-ca-kind-');
+afterAll(() => rmSync(baseDir, { recursive: true, force: true }));
+
+const PEM = '-----BEGIN CERTIFICATE-----\n';
+
+function stores(file: string): Record<string, unknown> {
+  return {
+    listen: '127.0.0.1:0',
+    data_dir: 'data',
+    services: { api: { upstream: 'https://api.example.com', ca: file, credential: { secret: 'env:API_KEY' }, routes: [{ method: 'GET', path: '/v1/items', scope: 'items:read' }] } },
+    secrets: {
+      vault: { address: 'https://vault.internal:8200', ca_file: file, auth: { method: 'token', token: 'env:VAULT_TOKEN' } },
+      oauth2: { crm: { token_url: 'https://login.example.com/oauth2/token', client_id: 'env:CRM_ID', client_secret: 'env:CRM_SECRET', ca: file } },
+    },
+  };
+}
+
+const PATHS = ['services.api.ca', 'secrets.vault.ca_file', 'secrets.oauth2.crm.ca'];
+
+describe('a CA file must be a file Airlock can read', () => {
+  it('a directory is refused at each place, saying to name the PEM file in it', () => {
+    mkdirSync(join(baseDir, 'ca-dir'), { recursive: true });
+    writeFileSync(join(baseDir, 'ca-dir', 'ca.crt'), PEM);
+    const loaded = buildConfig(stores('ca-dir'), { baseDir });
+    expect(loaded.config).toBeNull();
+    const errors = loaded.problems.filter((p) => p.severity === 'error');
+    expect(errors.map((p) => formatPath(p.path))).toEqual(PATHS);
+    for (const problem of errors) expect(problem.message).toMatch(/is a directory; name the PEM file in it/);
+  });
+
+  it.skipIf(process.getuid?.() === 0)('a file this user may not read is refused, saying to fix its owner or mode', () => {
+    const file = join(baseDir, 'locked.pem');
+    writeFileSync(file, PEM);
+    chmodSync(file, 0o000);
+    const errors = buildConfig(stores('locked.pem'), { baseDir }).problems.filter((p) => p.severity === 'error');
+    expect(errors.map((p) => formatPath(p.path))).toEqual(PATHS);
+    for (const problem of errors) expect(problem.message).toMatch(/this user may not read it; fix its owner or mode/);
+  });
+
+  it('a readable file is taken, and serve starts with it', async () => {
+    writeFileSync(join(baseDir, 'ca.pem'), PEM);
+    const loaded = buildConfig(stores('ca.pem'), { baseDir });
+    expect(loaded.problems.filter((p) => p.severity === 'error')).toEqual([]);
+    const airlock = await startAirlock(loaded.config!, { env: { API_KEY: 'k'.repeat(24) }, logDestination: { write: () => undefined } });
+    await airlock.close(0);
+  });
+});
