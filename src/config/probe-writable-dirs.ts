@@ -16,6 +16,11 @@ export function unwritableDirProblems(config: AirlockConfig): ConfigProblem[] {
   const audit = config.audit.file;
   // /dev/null or a FIFO to a collector: written as it is, never rotated, so its directory is not Airlock's.
   const existing = statOrNothing(audit);
+  // Not one of those: serve cannot open it (EISDIR). `file: ""` or "." names data_dir itself (found by review).
+  if (existing?.isDirectory() === true) {
+    problems.push(problem(['audit', 'file'], `the audit log ${audit} is a directory; set audit.file to a file, such as audit.jsonl (relative to data_dir)`));
+    return problems;
+  }
   if (existing !== undefined && !existing.isFile()) return problems;
   const auditDir = dirname(audit);
   if (auditDir !== config.data_dir) {
