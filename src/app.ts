@@ -894,6 +894,13 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
         logger.error({ err: error }, 'config reload failed; the running config stays');
         return { ok: false, reason: (error as Error).message };
       }
+      // A stop began while this was built (a slow store holds a build for up to 2 s): close() has closed,
+      // or is closing, the running generation, and one switched in now would never be closed, its
+      // leases never revoked, its airlock:reload written after airlock:stop (found by review).
+      if (closing !== null) {
+        await closeGeneration(fresh, durable, fresh.tracing !== current.tracing, true);
+        return { ok: false, reason: 'Airlock is shutting down' };
+      }
       // New connections get the certificate read by this reload (a renewal); open ones keep theirs. Before
       // the switch: a context node refuses leaves the whole running generation in force (found by review:
       // it threw after the switch, with the new config in force and the reload reported failed).
