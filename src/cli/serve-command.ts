@@ -154,12 +154,16 @@ function watchForReloads(io: CliIo, file: string, initial: AirlockConfig, airloc
   let running = Promise.resolve();
   const watchers = new Map<string, FSWatcher>();
   let certificates = tlsFiles(initial);
+  // The setting of the config in force, not the start-up one's (found by review: a save turning it off
+  // was reported applied and the saves after it were still applied on their own; one turning it on by
+  // SIGHUP was not watched until a restart).
+  let watching = initial.reload.watch;
 
   const reload = (why: string, onlyIfChanged: boolean): void => {
     running = running.then(async () => {
       const text = readConfigText(file);
       const digest = watchedDigest(text, certificates);
-      if (initial.reload.watch) followTarget();
+      if (watching) followTarget();
       // Unreadable mid-swap (an editor's delete then write): the next event looks again.
       if (onlyIfChanged && (digest === null || digest === lastSeen)) return;
       if (digest !== null) lastSeen = digest;
@@ -171,7 +175,7 @@ function watchForReloads(io: CliIo, file: string, initial: AirlockConfig, airloc
         if (named !== null && named.join('\0') !== certificates.join('\0')) {
           certificates = named;
           lastSeen = watchedDigest(text, certificates);
-          if (initial.reload.watch) followTarget();
+          if (watching) followTarget();
         }
         airlock.metrics.reloads.inc({ result: 'invalid' });
         airlock.logger.error({ reason: why, problems: next.problems.filter((p) => p.severity === 'error').map((p) => formatProblem(p, file)) }, 'config reload failed: the new file has problems; the running config stays');
@@ -183,7 +187,12 @@ function watchForReloads(io: CliIo, file: string, initial: AirlockConfig, airloc
         // Other files now: their content from here on is what a change is measured against.
         certificates = tlsFiles(next.config);
         lastSeen = watchedDigest(text, certificates);
-        if (initial.reload.watch) followTarget();
+        if (watching) followTarget();
+      }
+      if (result.ok && next.config.reload.watch !== watching) {
+        watching = next.config.reload.watch;
+        if (watching) followTarget();
+        else unwatch();
       }
     }).catch((error: unknown) => {
       // Unhandled, a rejection here (the reload's own audit record failing) would end the process.
@@ -204,6 +213,13 @@ function watchForReloads(io: CliIo, file: string, initial: AirlockConfig, airloc
       },
       Math.max(0, Math.min(SETTLE_MS, firstEventAt + SETTLE_AT_MOST_MS - now)),
     );
+  };
+
+  const unwatch = (): void => {
+    for (const watcher of watchers.values()) watcher.close();
+    watchers.clear();
+    if (pending !== null) clearTimeout(pending);
+    pending = null;
   };
 
   const watchDirectory = (path: string): void => {
@@ -254,9 +270,7 @@ function watchForReloads(io: CliIo, file: string, initial: AirlockConfig, airloc
   return () => {
     stopped = true;
     stopSignal();
-    for (const watcher of watchers.values()) watcher.close();
-    watchers.clear();
-    if (pending !== null) clearTimeout(pending);
+    unwatch();
   };
 }
 
