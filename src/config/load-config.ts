@@ -68,7 +68,9 @@ function directoryHint(directory: string): string {
 
 export function parseConfigText(text: string, file: string): LoadedConfig {
   const lineCounter = new LineCounter();
-  const document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  // Merge keys (`<<: *defaults`, YAML 1.1) on: the usual way to share a service's settings, which the
+  // 1.2 core schema lacks, so check called "<<" an unknown key and every merged key missing (found by review).
+  const document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true, merge: true });
   if (document.errors.length > 0) {
     return {
       config: null,
