@@ -11,9 +11,9 @@
  * With `workers` above 1 the process becomes a cluster primary (run-cluster.ts).
  */
 import { createHash } from 'node:crypto';
-import { readFileSync, realpathSync, watch, type FSWatcher } from 'node:fs';
+import { lstatSync, readFileSync, realpathSync, watch, type FSWatcher } from 'node:fs';
 import cluster from 'node:cluster';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Registry } from 'prom-client';
 import { startAirlock, type RunningAirlock } from '../app.js';
@@ -251,6 +251,7 @@ function watchForReloads(io: CliIo, file: string, initial: AirlockConfig, airloc
       } catch {
         // Gone mid-swap: the next event looks again.
       }
+      for (const holder of symlinkHolders(dirname(path))) wanted.add(holder);
     }
     for (const [path, watcher] of watchers) {
       if (!wanted.has(path)) {
@@ -272,6 +273,23 @@ function watchForReloads(io: CliIo, file: string, initial: AirlockConfig, airloc
     stopSignal();
     unwatch();
   };
+}
+
+/**
+ * The directories holding a symbolic link among `dir` and its ancestors: a deploy that swaps one
+ * (`ln -sfn releases/2 current`, the config at current/airlock.yaml) changes neither the file's
+ * directory nor its target's, only the one the link is in (found by review: never reloaded).
+ */
+function symlinkHolders(dir: string): string[] {
+  const holders: string[] = [];
+  for (let at = resolve(dir); dirname(at) !== at; at = dirname(at)) {
+    try {
+      if (lstatSync(at).isSymbolicLink()) holders.push(dirname(at));
+    } catch {
+      // Gone mid-swap: the next event looks again.
+    }
+  }
+  return holders;
 }
 
 /** The env: and file: references (credentials, a Vault login, OAuth2 clients) with no value yet. */
