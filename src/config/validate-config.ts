@@ -116,6 +116,27 @@ function redisDatabase(url: string): number | 'not a whole number' | null {
   return /^\d{1,9}$/.test(written) ? Number(written) : 'not a whole number';
 }
 
+/**
+ * The addresses a listen host binds, in one spelling, for telling two listeners on a port apart. Found
+ * by review: `localhost`, `127.1`, `127.000.000.001` and `[::ffff:127.0.0.1]` beside 127.0.0.1 passed
+ * check, and serve stopped with "another process uses this port" about its own listener. The resolver
+ * reads IPv4 shorthands as the URL parser does; `localhost` is either loopback address (resolver order);
+ * an IPv4-mapped IPv6 address is the IPv4 socket on Linux.
+ */
+function boundAddresses(host: string): string[] {
+  if (host === 'localhost') return ['127.0.0.1', '::1'];
+  let address = host;
+  try {
+    address = new URL(`http://${isIP(host) === 6 ? `[${host}]` : host}`).hostname.replace(/^\[|\]$/g, '');
+  } catch {
+    // Not an address the URL parser reads: a name, compared as written.
+  }
+  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(address);
+  if (mapped === null) return [address];
+  const [high, low] = [parseInt(mapped[1] as string, 16), parseInt(mapped[2] as string, 16)];
+  return [`${high >> 8}.${high & 255}.${low >> 8}.${low & 255}`];
+}
+
 export function defaultPrefix(serviceName: string): string {
   return `/${serviceName}`;
 }
@@ -131,8 +152,8 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
 
   // Two listeners clash on the same port when their hosts are equal or either is a wildcard address,
   // which binds every interface (the second bind would fail with EADDRINUSE at start-up).
-  const listeners: Array<{ host: string; port: number; owner: string }> = [];
-  const wildcard = (host: string): boolean => host === '0.0.0.0' || host === '::' || host === '0:0:0:0:0:0:0:0';
+  const listeners: Array<{ text: string; addresses: readonly string[]; port: number; owner: string }> = [];
+  const wildcard = (address: string): boolean => address === '0.0.0.0' || address === '::';
   /** `encrypted`: whether the tls setting covers this listener; null for one it cannot (the admin API's). */
   const claimListener = (text: string, path: ProblemPath, owner: string, carries: string, encrypted: boolean | null): void => {
     const parsed = parseListen(text);
@@ -145,9 +166,10 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
       warning(path, `${owner} listens on ${text}, beyond this machine, over plain HTTP: ${carries} cross the network unencrypted; keep it on loopback, or serve TLS (${encrypted === null ? 'a TLS-terminating proxy or a mesh sidecar in front' : 'the tls setting, or a TLS-terminating proxy or mesh sidecar in front'}; README, Security model)`);
     }
     if (parsed.port === 0) return;
-    const previous = listeners.find((l) => l.port === parsed.port && (l.host === host || wildcard(l.host) || wildcard(host)));
-    if (previous !== undefined) return error(path, `${text} clashes with ${previous.host}:${previous.port} of ${previous.owner}; give each listener its own port`);
-    listeners.push({ host, port: parsed.port, owner });
+    const addresses = boundAddresses(host);
+    const previous = listeners.find((l) => l.port === parsed.port && l.addresses.some((a) => addresses.includes(a) || wildcard(a) || addresses.some(wildcard)));
+    if (previous !== undefined) return error(path, `${text} clashes with ${previous.text} of ${previous.owner}; give each listener its own port`);
+    listeners.push({ text, addresses, port: parsed.port, owner });
   };
   // node's http server refuses a headers deadline past the request's (ERR_OUT_OF_RANGE at start-up):
   // check said OK and serve failed (found by review).
