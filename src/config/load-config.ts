@@ -312,7 +312,9 @@ function problemsFromIssue(issue: z.core.$ZodIssue, prefix: ProblemPath): Config
   }
   if (issue.code === 'invalid_union') {
     // Show the branch the user evidently meant (the one that got past the type check), if exactly one did.
-    const meant = issue.errors.filter((branch) => !branch.some((e) => e.path.length === 0 && (e.code === 'invalid_type' || e.code === 'invalid_value')));
+    // A branch whose own `type:` or `method:` literal did not match is not meant either (found by review:
+    // `state: {type: redis}` without url matched no branch clearly, and only the forms were listed).
+    const meant = issue.errors.filter((branch) => !branch.some((e) => (e.path.length === 0 && (e.code === 'invalid_type' || e.code === 'invalid_value')) || (e.path.length === 1 && e.code === 'invalid_value')));
     const details = meant.length === 1 ? (meant[0] as z.core.$ZodIssue[]).flatMap((e) => problemsFromIssue(e, path)) : [];
     // A union with a message of its own (inject) keeps it.
     const message = issue.message === 'Invalid input' ? (unionExpectation(issue.errors) ?? issue.message) : issue.message;
@@ -341,6 +343,9 @@ function unionExpectation(branches: ReadonlyArray<ReadonlyArray<z.core.$ZodIssue
 function suggestKey(path: ProblemPath, key: string): string {
   const allowed = keysAt(configSchema, path);
   if (allowed.length === 0) return '';
+  // Allowed in another form of a setting with several (found by review: `state: {type: memory, url: ...}`
+  // said `did you mean "url"?`).
+  if (allowed.includes(key)) return ' for this form of the setting: another form takes it (check its type or method)';
   const close = allowed.filter((candidate) => editDistance(candidate, key) <= Math.max(1, Math.floor(candidate.length / 4)));
   if (close.length > 0) return `; did you mean "${close[0]}"?`;
   return `; allowed here: ${allowed.join(', ')}`;

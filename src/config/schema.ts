@@ -543,7 +543,7 @@ const stateSpec = z.union(
     z.strictObject({
       type: z.literal('redis').describe('redis: shared by every replica (sessions, revocations, approvals, rate buckets, OAuth2 tokens)'),
       url: z.string().regex(/^rediss?:\/\//, { error: 'a redis:// or rediss:// URL' }).describe('the Redis server, e.g. redis://127.0.0.1:6379/0'),
-      prefix: z.string().regex(/^[A-Za-z0-9:_.-]*$/).default('airlock:').describe('key prefix, to share one Redis between deployments'),
+      prefix: z.string().regex(/^[A-Za-z0-9:_.-]*$/, { error: 'a key prefix of letters, digits and : _ . -, such as airlock: or team-a:' }).default('airlock:').describe('key prefix, to share one Redis between deployments'),
       stale_after: seconds.default(30).describe('how long a replica cut off from Redis serves from what it knows before refusing (503 state_unavailable)'),
     }),
   ],
