@@ -5,7 +5,7 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node as YamlNode } from 'yaml';
+import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node as YamlNode } from 'yaml';
 import type { z } from 'zod';
 import { formatPath, sayableProblem, type ConfigProblem, type ProblemPath } from './config-problem.js';
 import { configSchema, type ParsedConfig } from './schema.js';
@@ -101,9 +101,37 @@ export function parseConfigText(text: string, file: string): LoadedConfig {
     // the library allows (its guard against "billion laughs" documents).
     input = document.toJS() ?? {};
   } catch (error) {
-    return { config: null, problems: [sayableProblem({ severity: 'error', path: [], message: `YAML: ${(error as Error).message.split('\n')[0]}` })] };
+    const message = `YAML: ${(error as Error).message.split('\n')[0]}`;
+    const offset = conversionFaultAt(document);
+    const pos = offset === undefined ? undefined : lineCounter.linePos(offset);
+    return { config: null, problems: [sayableProblem(pos === undefined ? { severity: 'error', path: [], message } : { severity: 'error', path: [], message, line: pos.line, column: pos.col })] };
   }
   return { ...buildConfig(input, { baseDir: dirname(file), source: file, locate }), locate };
+}
+
+/**
+ * Where conversion fails, which the library's error does not say (found by review: "(top level)", no
+ * line): an alias whose anchor is not set before it, or a merge key whose value is not a mapping.
+ */
+function conversionFaultAt(document: Document): number | undefined {
+  let offset: number | undefined;
+  visit(document, {
+    Alias(_key, alias) {
+      if (alias.resolve(document) !== undefined) return undefined;
+      offset = alias.range?.[0];
+      return visit.BREAK;
+    },
+    Pair(_key, pair) {
+      // With merge on, the library reads the key `<<` as a symbol; its source text stays "<<".
+      if (!isScalar(pair.key) || pair.key.source !== '<<') return undefined;
+      const value = isAlias(pair.value) ? pair.value.resolve(document) : pair.value;
+      const sources = isSeq(value) ? value.items.map((item) => (isAlias(item) ? item.resolve(document) : item)) : [value];
+      if (sources.every((source) => isMap(source))) return undefined;
+      offset = pair.key.range?.[0];
+      return visit.BREAK;
+    },
+  });
+  return offset;
 }
 
 /** The name of the mapping key that starts at `offset` (the library's duplicate-key error points there, unnamed). */
