@@ -18,7 +18,7 @@
  * path as a fifth of the CPU per request). And a disk that stalls now stalls the proxy instead of
  * letting answered requests pile up unwritten records in memory: the audit file belongs on a local disk.
  */
-import { closeSync, fstatSync, ftruncateSync, openSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, openSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
@@ -143,12 +143,34 @@ export class AuditLog {
   async open(): Promise<void> {
     makePrivateDir(dirname(this.file));
     this.#openFile();
+    this.#endTornLine();
     const last = await this.#lastRecordOnDisk();
     this.#lastHash = last?.hash ?? GENESIS;
     // A log whose last record is not airlock:stop (or is torn) was left by a run that did not stop: its
     // last moments' records, and any loss it could not report, may be missing; the next batch says so
     // (found by review: a restart after an outage, or a crash, left no trace of what was lost).
     if (last !== null && last.route !== 'airlock:stop') this.#lost = { count: 0, since: null, error: null, previousUnclean: true, previousLast: last.time };
+  }
+
+  /**
+   * A file that does not end with a newline was cut mid-write by the run before (power lost before the
+   * page cache reached the disk, a partial write whose cut-off failed). It is ended with one, the torn
+   * bytes kept as they are for `audit verify` to show: this run's first batch appended to it was merged
+   * into that unparseable line, its airlock:start and the airlock:audit-gap record saying the previous
+   * run did not stop among them, and a last record missing only its newline broke an intact chain (found
+   * by review). Not a regular file (/dev/null, a FIFO): nothing to read back.
+   */
+  #endTornLine(): void {
+    if (!this.#rotatable || this.#size === 0 || this.#fd === null) return;
+    const last = Buffer.alloc(1);
+    const reader = openSync(this.file, 'r');
+    try {
+      readSync(reader, last, 0, 1, this.#size - 1);
+    } finally {
+      closeSync(reader);
+    }
+    if (last[0] === 0x0a) return;
+    this.#size += writeSync(this.#fd, '\n');
   }
 
   /** Opens the file for appending; its size and kind are read from what was opened, every time. */
