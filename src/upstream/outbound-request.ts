@@ -33,14 +33,16 @@ export class OutboundRequest {
   /**
    * Removes every copy of a header, spelled with "_" for "-" too (CGI-style servers read both as one:
    * an agent's x_api_key next to the injected x-api-key overwrote it; CVE-2024-45614). `name` is lower
-   * case.
+   * case, and is read the same way: a configured name may hold "_" itself (a token, RFC 9110 5.1), and
+   * compared as written it matched no agent copy, not even one spelled exactly so (found by review).
    */
   removeHeader(name: string): void {
+    const key = cgiHeaderName(name);
     const headers = this.headers;
     let write = 0;
     for (let read = 0; read < headers.length; read += 2) {
       const present = headers[read] as string;
-      if (cgiHeaderName(present) === name) continue;
+      if (cgiHeaderName(present) === key) continue;
       headers[write] = headers[read] as string;
       headers[write + 1] = headers[read + 1] as string;
       write += 2;
