@@ -30,6 +30,8 @@ export function injectorProblems(spec: InjectSpec): Array<{ path: string[]; mess
     const user = parseSecretTemplate(spec.basic.username);
     const password = parseSecretTemplate(spec.basic.password);
     if (!user.ok) problems.push({ path: ['basic', 'username'], message: user.problem });
+    // RFC 7617 2: the first colon ends the user-id, so one written into the username splits it.
+    else if (spec.basic.username.replaceAll('${secret}', '').includes(':')) problems.push({ path: ['basic', 'username'], message: 'a Basic user-id cannot hold ":" (RFC 7617 section 2); the upstream would read the user-id as ending there' });
     if (!password.ok) problems.push({ path: ['basic', 'password'], message: password.problem });
     if (user.ok && password.ok && !user.template.usesSecret && !password.template.usesSecret) {
       problems.push({ path: ['basic'], message: 'neither username nor password uses ${secret}' });
