@@ -32,7 +32,9 @@ export function parseUpstream(text: string): ParsedUpstream {
   if (url.search !== '' || text.includes('?')) return { ok: false, problem: 'the upstream URL may not have a query' };
   if (url.hash !== '' || text.includes('#')) return { ok: false, problem: 'the upstream URL may not have a fragment' };
   const afterAuthority = text.replace(/^[a-z]+:\/\/[^/]*/i, '');
-  if (/(^|\/)\.\.?(\/|$)/.test(afterAuthority) || afterAuthority.includes('//') || /%2f|%5c|\\/i.test(afterAuthority)) {
+  // "%2e" is a dot to WHATWG URL (and RFC 3986 6.2.2.2), which resolves ".%2E" as ".." (found by review:
+  // https://h/tenants/acme/%2e%2e/globex became the base path /tenants/globex, not what was written).
+  if (/(^|\/)(\.|%2e){1,2}(\/|$)/i.test(afterAuthority) || afterAuthority.includes('//') || /%2f|%5c|\\/i.test(afterAuthority)) {
     return { ok: false, problem: 'the upstream base path must be canonical: no dot segments, "//", or encoded slashes' };
   }
   const basePath = url.pathname === '/' ? '' : url.pathname.replace(/\/$/, '');
