@@ -4,6 +4,7 @@
  */
 import type { InjectSpec } from '../config/schema.js';
 import { HOP_BY_HOP_HEADERS } from '../upstream/hop-by-hop.js';
+import { cgiHeaderName } from '../upstream/outbound-request.js';
 import { createBasicInjector } from './basic-injector.js';
 import { createBearerInjector } from './bearer-injector.js';
 import { createHeaderInjector } from './header-injector.js';
@@ -18,7 +19,9 @@ export function injectorProblems(spec: InjectSpec): Array<{ path: string[]; mess
   const problems: Array<{ path: string[]; message: string }> = [];
   if (spec === 'bearer') return problems;
   if ('header' in spec) {
-    if (RESERVED_TARGETS.has(spec.header.toLowerCase())) problems.push({ path: ['header'], message: `${spec.header} is managed by the proxy and cannot carry a credential` });
+    // Read with "_" as "-", as agent copies of the target are removed (outbound-request.ts): Content_Length
+    // would otherwise remove the real Content-Length before setting the credential.
+    if (RESERVED_TARGETS.has(cgiHeaderName(spec.header.toLowerCase()))) problems.push({ path: ['header'], message: `${spec.header} is managed by the proxy and cannot carry a credential` });
     const template = parseSecretTemplate(spec.value);
     // The template's own text goes into the header as it is: a line break there failed every request
     // with a 503 that blamed the credential (found by review).
