@@ -414,7 +414,9 @@ describe('task sessions', () => {
       100,
     );
     const problem = expectProblem(expired, 401, 'unauthenticated');
-    expect(problem.detail).toContain('expired');
+    // A probe that arrived in the session's last instant is refused by the check made again before the
+    // upstream is asked (a loaded CI run saw it): it ended while that request was in the pipeline.
+    expect(problem.detail).toMatch(/expired|ended while the request waited/);
     expect(expired.headers['www-authenticate']).toContain('error="invalid_token"');
     expectProblem(await call(session.session_token, 'GET', '/_airlock/sessions/current'), 401, 'unauthenticated');
     expectProblem(await mintRaw(session.session_token, { scopes: { openai: ['models:read'] }, justification: 'x' }), 401, 'unauthenticated');
