@@ -10,10 +10,13 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
+import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
 import { rawGet, rawRequest } from '../helpers/raw-http.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
+
+const KEY = canary('suffix-overlap');
 
 const agent = generateAgentToken();
 let upstream: Upstream;
@@ -38,11 +41,15 @@ beforeAll(async () => {
       agents: { tester: { tokens: [agent.hash], credentials: [{ service: 'rails', max_scope: ['read'] }] } },
       anomalies: { enabled: false },
     },
-    { env: { KEY: canary('suffix-overlap') } },
+    { env: { KEY } },
   );
 });
 
 afterAll(async () => {
+  assertNoLeak([KEY], [
+    { name: 'log', text: proxy.logLines.join('') },
+    { name: 'audit', text: proxy.auditText() },
+  ]);
   await proxy.close();
   await upstream.close();
 });

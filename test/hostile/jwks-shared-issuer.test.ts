@@ -8,6 +8,7 @@
  */
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
 import { sendRequest, type SentResponse } from '../helpers/send-request.js';
 import { startProxy, type ProxyFixture } from '../helpers/start-proxy.js';
@@ -56,6 +57,10 @@ describe('agents that share an issuer and its JWKS URL', () => {
 
   afterAll(async () => {
     vi.useRealTimers();
+    assertNoLeak([serviceKey], [
+      { name: 'log', text: proxy.logLines.join('') },
+      { name: 'audit', text: proxy.auditText() },
+    ]);
     await proxy?.close();
     await upstream?.close();
     await jwks?.close();

@@ -11,12 +11,13 @@
  * the new release was never loaded without a SIGHUP. The directory that holds a symlinked ancestor is
  * watched too now. `airlock serve` runs in process (runCli), with real file-system events.
  */
-import { mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CliIo } from '../../src/cli/cli-io.js';
 import { runCli } from '../../src/cli/run-cli.js';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
+import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
 import { eventually } from '../helpers/operator.js';
 import { sendRequest } from '../helpers/send-request.js';
@@ -81,6 +82,11 @@ describe('reload.watch follows a release directory swapped by symlink', () => {
   afterAll(async () => {
     stop('SIGTERM');
     expect(await exit).toBe(0);
+    assertNoLeak([key], [
+      { name: 'stdout', text: stdout },
+      { name: 'stderr', text: stderr },
+      { name: 'audit', text: readFileSync(join(root, 'data', 'audit.jsonl'), 'utf8') },
+    ]);
     await upstream.close();
     rmSync(root, { recursive: true, force: true });
   });

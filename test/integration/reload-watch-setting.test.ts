@@ -5,12 +5,13 @@
  * by SIGHUP, saves were not watched until a restart, and nothing said so. The setting in force now is
  * the one of the config last applied. `airlock serve` runs in process (runCli), with real file events.
  */
-import { rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CliIo } from '../../src/cli/cli-io.js';
 import { runCli } from '../../src/cli/run-cli.js';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
+import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
 import { eventually, sleep } from '../helpers/operator.js';
 import { sendRequest } from '../helpers/send-request.js';
@@ -77,6 +78,11 @@ describe('reload.watch follows the config in force', () => {
   afterAll(async () => {
     stop('SIGTERM');
     expect(await exit).toBe(0);
+    assertNoLeak([key], [
+      { name: 'stdout', text: stdout },
+      { name: 'stderr', text: stderr },
+      { name: 'audit', text: readFileSync(join(root, 'data', 'audit.jsonl'), 'utf8') },
+    ]);
     await upstream.close();
     rmSync(root, { recursive: true, force: true });
   });
