@@ -25,7 +25,7 @@ import { createAdminServer, type AdminChange, type AdminContext, type SharedStat
 import { adminDirectory } from './admin/authenticate-admin.js';
 import { adminHostNames } from './admin/check-admin-host.js';
 import { workerCount } from './config/worker-count.js';
-import { parseListen, type ListenerTlsSpec } from './config/schema.js';
+import { parseListen, type AdminSpec, type ListenerTlsSpec } from './config/schema.js';
 import type { AirlockConfig, DeepReadonly, ServiceConfig } from './config/types.js';
 import { createCredentialBroker, type CredentialBroker } from './credentials/credential-broker.js';
 import { loadMasterKey } from './credentials/master-key.js';
@@ -189,6 +189,8 @@ interface Generation {
   readonly admin: AdminContext | null;
   /** The certificate and key the agent listeners present (config tls), read again by each reload. */
   readonly tls: TlsIdentity | null;
+  /** The admin listener's (admin.tls), likewise. */
+  readonly adminTls: TlsIdentity | null;
   inflight: number;
   retired: boolean;
   closed: Promise<void> | null;
@@ -273,12 +275,12 @@ async function listen(server: Server, address: string, setting: string, logger: 
  * keeps the running ones). Warnings (a certificate near its end, a key other users can read) are
  * logged at each start and reload, where an operator who never runs `check` sees them.
  */
-function loadTlsIdentity(spec: DeepReadonly<ListenerTlsSpec>, nowMs: number, logger: Logger): TlsIdentity {
+function loadTlsIdentity(spec: DeepReadonly<ListenerTlsSpec>, nowMs: number, logger: Logger, setting: 'tls' | 'admin.tls'): TlsIdentity {
   const { identity, problems } = readTlsIdentity(spec, nowMs);
   for (const problem of problems) {
-    if (problem.severity === 'warning') logger.warn({ setting: `tls.${problem.field}` }, problem.message);
+    if (problem.severity === 'warning') logger.warn({ setting: `${setting}.${problem.field}` }, problem.message);
   }
-  if (identity === null) throw new Error(`tls: ${problems.map((problem) => `${problem.field}: ${problem.message}`).join('; ')}`);
+  if (identity === null) throw new Error(`${setting}: ${problems.map((problem) => `${problem.field}: ${problem.message}`).join('; ')}`);
   return identity;
 }
 
@@ -332,6 +334,16 @@ function sharedMasterKey(dataDir: string, env: Readonly<Record<string, string | 
  * 404 there); a new service's `listen` waits for the restart (it is reached by its prefix until then);
  * an admin block removed keeps its listener with no token admitted; one added waits for the restart.
  */
+/**
+ * A reloaded admin block on the running listener: its address, and HTTPS on or off, wait for a restart
+ * as the agent listeners' do; a new certificate or min_version applies.
+ */
+function keptAdminTls(before: DeepReadonly<AdminSpec>, after: DeepReadonly<AdminSpec>): DeepReadonly<AdminSpec> {
+  const { tls: _wanted, ...rest } = after;
+  const tls = (before.tls === undefined) === (after.tls === undefined) ? after.tls : before.tls;
+  return { ...rest, listen: before.listen, ...(tls === undefined ? {} : { tls }) };
+}
+
 function keepRestartOnly(before: AirlockConfig, after: AirlockConfig): { config: AirlockConfig; changed: string[] } {
   const changed: string[] = [];
   const differs = (name: string, running: unknown, wanted: unknown): void => {
@@ -348,6 +360,7 @@ function keepRestartOnly(before: AirlockConfig, after: AirlockConfig): { config:
   differs('limits', before.limits, after.limits);
   // HTTPS on or off changes what the listeners are; a new certificate or min_version is applied live.
   differs('tls (on or off)', before.tls === null, after.tls === null);
+  differs('admin.tls (on or off)', before.admin?.tls === undefined, after.admin?.tls === undefined);
   if (changed.length === 0) return { config: after, changed };
   const services: Record<string, ServiceConfig> = {};
   for (const [name, service] of Object.entries(after.services)) {
@@ -355,7 +368,7 @@ function keepRestartOnly(before: AirlockConfig, after: AirlockConfig): { config:
     const { listen: _waits, ...rest } = service;
     services[name] = Object.freeze(running === undefined ? rest : { ...rest, listen: running });
   }
-  const admin = before.admin === null ? null : after.admin === null ? { ...before.admin, tokens: [] } : { ...after.admin, listen: before.admin.listen };
+  const admin = before.admin === null ? null : after.admin === null ? { ...before.admin, tokens: [] } : keptAdminTls(before.admin, after.admin);
   const config = Object.freeze({
     ...after,
     listen: before.listen,
@@ -435,7 +448,8 @@ function tracingFor(config: AirlockConfig, durable: Durable): Promise<Tracing> {
 async function assembleGeneration(config: AirlockConfig, durable: Durable, previous: Generation | null, parts: GenerationParts): Promise<Generation> {
   const { nowMs, logger, metrics, catalog, state, audit, redis } = durable;
   const policy = compilePolicy(config);
-  const tls = config.tls === null ? null : loadTlsIdentity(config.tls, nowMs(), logger);
+  const tls = config.tls === null ? null : loadTlsIdentity(config.tls, nowMs(), logger, 'tls');
+  const adminTls = config.admin?.tls === undefined || config.admin === null ? null : loadTlsIdentity(config.admin.tls, nowMs(), logger, 'admin.tls');
   // Before anything that holds resources: the keys are parsed here (the schema checked them too).
   const jwt = new JwtVerifier(Object.values(config.agents), nowMs);
   const pools = new Map<string, Pool>();
@@ -508,6 +522,7 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
     runtime: null as unknown as ProxyRuntime,
     admin: null,
     tls,
+    adminTls,
     inflight: 0,
     retired: false,
     closed: null,
@@ -650,6 +665,7 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
       auditChange,
       now: nowMs,
       certificate: tls === null ? null : { subject: tls.subject, names: tls.names, notAfter: tls.notAfter },
+      adminCertificate: adminTls === null ? null : { subject: adminTls.subject, names: adminTls.names, notAfter: adminTls.notAfter },
       sharedState,
     };
   }
@@ -817,7 +833,7 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
   metrics.bind({
     agentConnections: () => Promise.all(agentListeners.map(({ listener, server }) => openConnections(listener, server))),
     ...(options.processStats === undefined ? {} : { process: options.processStats }),
-    tlsCertificate: () => current.tls ?? null,
+    tlsCertificates: () => [...(current.tls === null ? [] : [{ listener: 'agent' as const, ...current.tls }]), ...(current.adminTls === null ? [] : [{ listener: 'admin' as const, ...current.adminTls }])],
     credentials: () => current.secrets.status(),
     approvalsPending: () => current.approvals.pendingCount(),
     sessionsActive: () => state.sessions().length,
@@ -839,9 +855,10 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
   const serviceUrls: Record<string, string> = {};
   let url = '';
   let adminUrl: string | null = null;
+  let adminListener: Server | null = null;
   opened.push(() => Promise.all(listeners.map((server) => closeServer(server, 0))).then(() => undefined));
   for (const entry of bindings) {
-    const server = createListener(config.limits, { onRequest: createRequestHandler(currentRuntime, entry.binding), onRefusal, onTlsFailure: (reason) => metrics.tlsHandshakeFailures.inc({ reason }), heldSecret }, current.tls);
+    const server = createListener(config.limits, { onRequest: createRequestHandler(currentRuntime, entry.binding), onRefusal, onTlsFailure: (reason) => metrics.tlsHandshakeFailures.inc({ listener: 'agent', reason }), heldSecret }, current.tls);
     const bound = await listen(server, entry.address, entry.service === null ? 'listen' : `services.${entry.service}.listen`, logger, current.tls === null ? 'http' : 'https');
     listeners.push(server);
     agentListeners.push({ listener: entry.service ?? 'shared', server });
@@ -849,14 +866,15 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
     else serviceUrls[entry.service] = bound;
   }
   if (config.admin !== null) {
-    const server = createAdminServer(() => current.admin as AdminContext);
-    adminUrl = await listen(server, config.admin.listen, 'admin.listen', logger);
+    const server = createAdminServer(() => current.admin as AdminContext, current.adminTls, (reason) => metrics.tlsHandshakeFailures.inc({ listener: 'admin', reason }));
+    adminUrl = await listen(server, config.admin.listen, 'admin.listen', logger, current.adminTls === null ? 'http' : 'https');
     listeners.push(server);
+    adminListener = server;
     // A wildcard bind is reachable on loopback at least; admin.public_url is the way to say more.
     durable.boundAdminUrl = adminUrl.replace('//0.0.0.0:', '//127.0.0.1:').replace('//[::]:', '//[::1]:');
   }
 
-  logger.info({ url, services: serviceUrls, admin: adminUrl, agents: current.policy.agentByName.size, ...(current.tls === null ? {} : { tls: tlsSummary(current.tls) }) }, 'airlock listening');
+  logger.info({ url, services: serviceUrls, admin: adminUrl, agents: current.policy.agentByName.size, ...(current.tls === null ? {} : { tls: tlsSummary(current.tls) }), ...(current.adminTls === null ? {} : { admin_tls: tlsSummary(current.adminTls) }) }, 'airlock listening');
   // Revocations outlive restarts: a lockdown kept from before refuses every request, while the process
   // looks healthy (found by review: nothing at start-up said so).
   const lockdown = state.revocation('all', '*');
@@ -904,15 +922,20 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
       // New connections get the certificate read by this reload (a renewal); open ones keep theirs. Before
       // the switch: a context node refuses leaves the whole running generation in force (found by review:
       // it threw after the switch, with the new config in force and the reload reported failed).
-      if (fresh.tls !== null) {
+      const secured: Array<{ servers: Server[]; from: TlsIdentity | null; to: TlsIdentity | null; setting: string }> = [
+        { servers: agentListeners.map(({ server }) => server), from: current.tls, to: fresh.tls, setting: 'tls' },
+        { servers: adminListener === null ? [] : [adminListener], from: current.adminTls, to: fresh.adminTls, setting: 'admin.tls' },
+      ];
+      for (const [index, { servers, to, setting }] of secured.entries()) {
+        if (to === null) continue;
         try {
-          for (const { server } of agentListeners) (server as HttpsServer).setSecureContext(fresh.tls.contextOptions());
+          for (const server of servers) (server as HttpsServer).setSecureContext(to.contextOptions());
         } catch (error) {
-          if (current.tls !== null) for (const { server } of agentListeners) (server as HttpsServer).setSecureContext(current.tls.contextOptions());
+          for (const { servers: done, from } of secured.slice(0, index + 1)) if (from !== null) for (const server of done) (server as HttpsServer).setSecureContext(from.contextOptions());
           void closeGeneration(fresh, durable, fresh.tracing !== current.tracing);
           metrics.reloads.inc({ result: 'invalid' });
-          logger.error({ err: error }, "config reload failed: node's TLS refused the certificate; the running config and certificate stay");
-          return { ok: false, reason: `tls: ${(error as Error).message}` };
+          logger.error({ err: error, setting }, "config reload failed: node's TLS refused the certificate; the running config and certificate stay");
+          return { ok: false, reason: `${setting}: ${(error as Error).message}` };
         }
       }
       // Nothing awaited between these and the switch: what the running broker learnt while this one was
@@ -927,6 +950,7 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
       const previous = current;
       current = fresh;
       if (fresh.tls !== null && fresh.tls.fingerprint !== previous.tls?.fingerprint) logger.info({ tls: tlsSummary(fresh.tls) }, 'the agent listeners now present a new certificate');
+      if (adminListener !== null && fresh.adminTls !== null && fresh.adminTls.fingerprint !== previous.adminTls?.fingerprint) logger.info({ admin_tls: tlsSummary(fresh.adminTls) }, 'the admin listener now presents a new certificate');
       logger.level = next.log.level;
       durable.requestLog.lines = next.log.requests;
       previous.retired = true;

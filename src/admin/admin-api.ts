@@ -28,15 +28,18 @@
  */
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { EXPIRY_WARNING_DAYS } from '../ingress/tls-identity.js';
+import { EXPIRY_WARNING_DAYS, type TlsIdentity } from '../ingress/tls-identity.js';
+import { serveTls, type TlsFailureReason } from '../ingress/serve-tls.js';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { CredentialBroker } from '../credentials/credential-broker.js';
 import { parseSecretRef } from '../credentials/secret-ref.js';
 import { open } from 'node:fs/promises';
 import { AirlockError, asAirlockError } from '../errors.js';
-import { holdsAgentToken, maskAgentTokens } from '../identity/agent-token.js';
+import { holdsAgentToken, maskAgentTokens, TOKEN_IN_TEXT } from '../identity/agent-token.js';
 import { SESSION_ID } from '../identity/mint-session.js';
 import type { AuditLog } from '../observability/audit-log.js';
 import type { AuditRecord } from '../observability/audit-record.js';
@@ -81,9 +84,18 @@ export interface AdminContext {
   readonly auditChange: (change: AdminChange) => Promise<void>;
   readonly now: () => number;
   /** The certificate the agent listeners present (tls), never its key; null without tls. */
-  readonly certificate: { readonly subject: string; readonly names: string; readonly notAfter: number } | null;
+  readonly certificate: CertificateView | null;
+  /** The certificate this admin listener presents (admin.tls), never its key; null without admin.tls. */
+  readonly adminCertificate: CertificateView | null;
   /** The shared state as /_airlock/ready reads it (app.ts), so /v1/health cannot say ok while readiness says 503. */
   readonly sharedState: () => SharedStateView;
+}
+
+/** A served certificate as the admin API shows it: public parts only. */
+export interface CertificateView {
+  readonly subject: string;
+  readonly names: string;
+  readonly notAfter: number;
 }
 
 /** The governance state's backend and whether this replica is cut off from it. */
@@ -363,13 +375,18 @@ async function lift(context: AdminContext, call: AdminCall, kind: RevocationKind
   );
 }
 
+function certificateView(certificate: CertificateView | null, nowMs: number): Record<string, unknown> | null {
+  if (certificate === null) return null;
+  return { subject: certificate.subject, names: certificate.names, expires_at: new Date(certificate.notAfter).toISOString(), expires_in_days: Math.floor((certificate.notAfter - nowMs) / 86_400_000) };
+}
+
 const ROUTES: readonly Route[] = [
   route('GET', '/v1/health', async (context) => {
     const credentials = context.broker.status();
     const lockdown = context.state.revocation('all', '*');
     // A certificate within EXPIRY_WARNING_DAYS of its end needs an operator, as `airlock status` says
     // (found by the TLS walkthrough: status said NEEDS ATTENTION while this said ok).
-    const renew = context.certificate !== null && context.certificate.notAfter - context.now() < EXPIRY_WARNING_DAYS * 86_400_000;
+    const renew = [context.certificate, context.adminCertificate].some((certificate) => certificate !== null && certificate.notAfter - context.now() < EXPIRY_WARNING_DAYS * 86_400_000);
     // Redis past state.stale_after refuses requests and fails readiness (found by review: this said ok
     // then, and so did `airlock status`). Unreachable for less is shown, not degraded: requests are
     // still served from what this replica knows, and a blip would make every probe flap.
@@ -391,15 +408,8 @@ const ROUTES: readonly Route[] = [
       approvals_pending: context.approvals.pendingCount(),
       sessions_active: context.state.sessions().length,
       credentials: { total: credentials.length, failing: credentials.filter((c) => c.failing).length, expired: credentials.filter((c) => c.state === 'expired').length },
-      tls:
-        context.certificate === null
-          ? null
-          : {
-              subject: context.certificate.subject,
-              names: context.certificate.names,
-              expires_at: new Date(context.certificate.notAfter).toISOString(),
-              expires_in_days: Math.floor((context.certificate.notAfter - context.now()) / 86_400_000),
-            },
+      tls: certificateView(context.certificate, context.now()),
+      admin_tls: certificateView(context.adminCertificate, context.now()),
     };
   }),
   route('GET', '/v1/credentials', async (context) => ({
@@ -768,15 +778,21 @@ function methodNotAllowed(path: string, methods: readonly string[]): AirlockErro
 const ADMIN_HEADERS_TIMEOUT_MS = 10_000;
 const ADMIN_MAX_CONNECTIONS = 1024;
 const ADMIN_REQUEST_TIMEOUT_MS = 30_000;
+/** node's default --max-http-header-size, which the admin listener keeps. */
+const ADMIN_MAX_HEADER_BYTES = 16 * 1024;
 /** The admin listener's own bounds (not the agent listener's `limits`): node's 16 KiB of headers, fixed deadlines. */
 const ADMIN_LISTENER_BOUNDS = { headerBytes: "16 KiB, node's default, for the admin API", deadlines: `${ADMIN_HEADERS_TIMEOUT_MS / 1000} s for the headers and ${ADMIN_REQUEST_TIMEOUT_MS / 1000} s for the request, for the admin API` };
 
-/** `currentContext` is read per request, so a reload's new policy and broker are what the API sees. */
-export function createAdminServer(currentContext: () => AdminContext): Server {
+/**
+ * `currentContext` is read per request, so a reload's new policy and broker are what the API sees.
+ * With `tls` (admin.tls) it serves HTTPS; a reload's renewed certificate is set on it by app.ts.
+ */
+export function createAdminServer(currentContext: () => AdminContext, tls: TlsIdentity | null = null, onTlsFailure?: (reason: TlsFailureReason) => void): Server {
   const listener: AdminListener = { currentContext, streams: new Set(), connections: null };
   // Deadlines are checked every second, as on the agent listener (create-listener.ts): at node's default
   // of 30 s the 10 s header deadline held for up to ~30 s (found by review).
-  const server = createServer({ requireHostHeader: true, headersTimeout: ADMIN_HEADERS_TIMEOUT_MS, requestTimeout: ADMIN_REQUEST_TIMEOUT_MS, connectionsCheckingInterval: 1_000 }, function handleAdminRequest(req, res) {
+  const options = { requireHostHeader: true, headersTimeout: ADMIN_HEADERS_TIMEOUT_MS, requestTimeout: ADMIN_REQUEST_TIMEOUT_MS, connectionsCheckingInterval: 1_000 };
+  const handleAdminRequest = (req: IncomingMessage, res: ServerResponse): void => {
     const requestId = randomUUID();
     const context = currentContext();
     handle(context, listener, req, res, requestId).catch((error: unknown) => {
@@ -784,13 +800,36 @@ export function createAdminServer(currentContext: () => AdminContext): Server {
       if (failure.code === 'internal_error') context.logger.error({ err: error, request_id: requestId }, 'admin request failed');
       answerRefusal(req, res, failure, requestId, (text) => context.catalog.scrub(text));
     });
-  });
+  };
+  const server =
+    tls === null
+      ? createServer(options, handleAdminRequest)
+      : serveTls(
+          // A handshake gets no longer than the headers, as on the agent listeners.
+          createHttpsServer({ ...options, ...tls.contextOptions(), handshakeTimeout: ADMIN_HEADERS_TIMEOUT_MS }, handleAdminRequest),
+          { headersTimeoutMs: ADMIN_HEADERS_TIMEOUT_MS, maxHeaderBytes: ADMIN_MAX_HEADER_BYTES },
+          { onPlainHttp: (socket, head) => refusePlainAdminCall(socket, head, currentContext()), ...(onTlsFailure === undefined ? {} : { onTlsFailure }) },
+        );
   // Malformed HTTP, an oversized header, a request too slow: a problem body like every other admin error.
   refuseClientErrors(server, (socket, failure) => sendRawProblem(socket, failure, randomUUID(), (text) => currentContext().catalog.scrub(text)), ADMIN_LISTENER_BOUNDS);
   // Operators, their consoles and a scraper: a bound on sockets keeps a flood from taking the process's
   // descriptors, and past it the oldest idle socket makes room, so a flood does not lock operators out.
-  listener.connections = new AdminConnections(server, ADMIN_MAX_CONNECTIONS);
+  // Over TLS a request's socket is the TLS one, known once its handshake is done; a connection still in
+  // its handshake is closed by serveTls within the headers deadline.
+  listener.connections = new AdminConnections(server, ADMIN_MAX_CONNECTIONS, tls === null ? 'connection' : 'secureConnection');
   return server;
+}
+
+/**
+ * A plain-HTTP request on the HTTPS admin listener (an http:// URL, a scraper not switched to https):
+ * 400 in plain HTTP saying so, rather than a dropped connection. An admin token in its head crossed
+ * the network in clear text: the log says to replace it (its hash names no one here; no token is echoed).
+ */
+function refusePlainAdminCall(socket: Socket, head: string, context: AdminContext): void {
+  if (TOKEN_IN_TEXT.test(head)) {
+    context.logger.warn({ listener: 'admin' }, 'a plain-HTTP request reached the HTTPS admin listener carrying a token: it crossed the network in clear text. Treat that admin token as exposed: make a new one (npx airlock token), list its hash under admin.tokens and remove the old one; the caller must use https://');
+  }
+  sendRawProblem(socket, new AirlockError('invalid_request', 'This admin listener speaks HTTPS only (admin.tls), and the request came in plain HTTP. Use https:// with the same host and port.'), randomUUID(), (text) => context.catalog.scrub(text));
 }
 
 /**

@@ -19,9 +19,10 @@ export class AdminConnections {
   readonly #answering = new Map<Socket, number>();
   readonly #bound: number;
 
-  constructor(server: Server, bound: number) {
+  /** `event`: 'connection' on plain HTTP; 'secureConnection' over TLS, whose sockets are the ones requests have. */
+  constructor(server: Server, bound: number, event: 'connection' | 'secureConnection' = 'connection') {
     this.#bound = bound;
-    server.on('connection', (socket: Socket) => this.#admit(socket));
+    server.on(event, (socket: Socket) => this.#admit(socket));
   }
 
   /**

@@ -90,7 +90,7 @@ export async function runClusterPrimary(io: CliIo, config: AirlockConfig, count:
   const stopMetrics = serveClusterMetrics();
   const stopRelay = serveRestrictionRelay();
   for (let i = 1; i <= count; i++) fork(String(i));
-  io.stderr.write(`Airlock cluster: ${count} workers on ${config.tls === null ? 'http' : 'https'}://${config.listen}${config.admin === null ? '' : `, admin ${config.admin.listen}`}${io.pid === undefined ? '' : `  (pid ${io.pid}; \`kill -HUP ${io.pid}\` reloads every worker)`}\n`);
+  io.stderr.write(`Airlock cluster: ${count} workers on ${config.tls === null ? 'http' : 'https'}://${config.listen}${config.admin === null ? '' : `, admin ${config.admin.tls === undefined ? 'http' : 'https'}://${config.admin.listen}`}${io.pid === undefined ? '' : `  (pid ${io.pid}; \`kill -HUP ${io.pid}\` reloads every worker)`}\n`);
   const stopReload = io.onReloadRequested?.(() => {
     for (const [id, worker] of workers) {
       if (listening.has(id)) worker.process.kill('SIGHUP');

@@ -132,7 +132,7 @@ function watchedDigest(text: string | null, files: readonly string[]): string | 
 }
 
 function tlsFiles(config: AirlockConfig): string[] {
-  return config.tls === null ? [] : [config.tls.cert_file, config.tls.key_file];
+  return [config.tls, config.admin?.tls].flatMap((tls) => (tls === null || tls === undefined ? [] : [tls.cert_file, tls.key_file]));
 }
 
 /**

@@ -17,6 +17,13 @@ import { oneLine } from './one-line.js';
 
 type View = Record<string, unknown>;
 
+/** A served certificate as /v1/health gives it (tls, admin_tls). */
+interface CertificateLine {
+  readonly subject: string;
+  readonly expires_at: string;
+  readonly expires_in_days: number;
+}
+
 /** Characters of a reason, a justification or an error shown on a line. */
 const TEXT_CHARS = 120;
 
@@ -55,8 +62,10 @@ export async function statusCommand(io: CliIo): Promise<number> {
   // it (found by review: one such revocation left status at "needs attention" for good, and its hint
   // named a restore the admin API refuses).
   const liftable = revocations.filter((r) => r['kind'] !== 'session');
-  const tls = health['tls'] as { subject: string; expires_at: string; expires_in_days: number } | null | undefined;
-  const renew = tls !== null && tls !== undefined && tls.expires_in_days < EXPIRY_WARNING_DAYS;
+  const tls = health['tls'] as CertificateLine | null | undefined;
+  const adminTls = health['admin_tls'] as CertificateLine | null | undefined;
+  const renewing = (certificate: CertificateLine | null | undefined): boolean => certificate !== null && certificate !== undefined && certificate.expires_in_days < EXPIRY_WARNING_DAYS;
+  const renew = renewing(tls) || renewing(adminTls);
   // A config file with errors is not what the running Airlock serves: it refused to reload it (found by a
   // README walkthrough: status said ok while its own stderr listed the file's problems).
   const fileErrors = loaded.loaded.config === null ? loaded.loaded.problems.filter((p) => p.severity === 'error').length : 0;
@@ -86,9 +95,11 @@ export async function statusCommand(io: CliIo): Promise<number> {
   const ended = revocations.filter((r) => r['kind'] === 'session');
   if (ended.length > 0) lines.push(`  ended        ${ended.length} session${ended.length === 1 ? '' : 's'} revoked (for good: a session is not restored; the agent mints a new one)`);
   for (const r of ended) lines.push(`    session ${String(r['target'])}  ${revoked(r)}`);
-  if (tls !== null && tls !== undefined) {
-    const days = tls.expires_in_days;
-    lines.push(`  tls          ${renew ? 'RENEW: ' : ''}${tls.subject}, expires ${tls.expires_at} (${days < 1 ? 'in less than a day' : `in ${days} day${days === 1 ? '' : 's'}`})${renew ? '; write the renewed certificate and key over tls.cert_file and tls.key_file, and Airlock serves them (reload.watch, or SIGHUP)' : ''}`);
+  for (const [label, setting, certificate] of [['tls      ', 'tls', tls], ['admin tls', 'admin.tls', adminTls]] as const) {
+    if (certificate === null || certificate === undefined) continue;
+    const days = certificate.expires_in_days;
+    const due = renewing(certificate);
+    lines.push(`  ${label}    ${due ? 'RENEW: ' : ''}${certificate.subject}, expires ${certificate.expires_at} (${days < 1 ? 'in less than a day' : `in ${days} day${days === 1 ? '' : 's'}`})${due ? `; write the renewed certificate and key over ${setting}.cert_file and ${setting}.key_file, and Airlock serves them (reload.watch, or SIGHUP)` : ''}`);
   }
   lines.push(`  approvals    ${pendingApprovals.length === 0 ? 'none pending' : `${pendingApprovals.length} pending: decide with  npx airlock approvals approve|deny ID --reason TEXT`}`);
   for (const a of pendingApprovals) lines.push(`    ${String(a['id'])}  ${String(a['agent'])}  ${String(a['method'])} ${oneLine(String(a['path']), TEXT_CHARS)}  until ${String(a['expires_at'])}`);

@@ -290,7 +290,7 @@ function normalize(data: ParsedConfig, resolvePath: (p: string) => string, sourc
   return deepFreeze({
     source,
     listen: data.listen,
-    tls: data.tls === undefined ? null : { ...data.tls, cert_file: resolvePath(data.tls.cert_file), key_file: resolvePath(data.tls.key_file) },
+    tls: data.tls === undefined ? null : resolveTls(data.tls, resolvePath),
     trusted_proxies: data.trusted_proxies,
     data_dir: dataDir,
     audit: { ...data.audit, file: isAbsolute(data.audit.file) ? data.audit.file : resolve(dataDir, data.audit.file) },
@@ -304,7 +304,7 @@ function normalize(data: ParsedConfig, resolvePath: (p: string) => string, sourc
         : { vault: { ...data.secrets.vault, ...(data.secrets.vault.ca_file === undefined ? {} : { ca_file: resolvePath(data.secrets.vault.ca_file) }) } }),
       oauth2: Object.fromEntries(Object.entries(data.secrets.oauth2).map(([name, client]) => [name, client.ca === undefined ? client : { ...client, ca: resolvePath(client.ca) }])),
     },
-    admin: data.admin ?? null,
+    admin: data.admin === undefined ? null : { ...data.admin, ...(data.admin.tls === undefined ? {} : { tls: resolveTls(data.admin.tls, resolvePath) }) },
     approvals: data.approvals,
     state: data.state,
     anomalies: data.anomalies,
@@ -314,6 +314,11 @@ function normalize(data: ParsedConfig, resolvePath: (p: string) => string, sourc
     services,
     agents,
   });
+}
+
+/** A listener's TLS files, absolute (relative ones are the config file's). */
+function resolveTls<T extends { cert_file: string; key_file: string }>(spec: T, resolvePath: (p: string) => string): T {
+  return { ...spec, cert_file: resolvePath(spec.cert_file), key_file: resolvePath(spec.key_file) };
 }
 
 function deepFreeze<T>(value: T): T {

@@ -460,6 +460,13 @@ const secretsSpec = z.strictObject({
   oauth2: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, { error: 'OAuth2 client names are lowercase letters, digits, _ and -' }), oauth2ClientSpec).default({}),
 });
 
+/** A listener's certificate and key: the agent listeners' (tls) and the admin API's (admin.tls) have the same shape. */
+const listenerTls = z.strictObject({
+  cert_file: z.string().min(1).describe("PEM certificate chain: the server's own certificate first, then its intermediates; relative to the config file"),
+  key_file: z.string().min(1).describe('PEM private key of that certificate, unencrypted (mode 600); relative to the config file'),
+  min_version: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2').describe('oldest TLS version accepted'),
+});
+
 const adminToken = z.union(
   [tokenHash, z.strictObject({ name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.@-]*$/, { error: 'a name such as alice or oncall@example.com' }), hash: tokenHash })],
   { error: 'an admin token is "sha256:<hex>" or {name: alice, hash: "sha256:<hex>"}; run `npx airlock token`' },
@@ -476,6 +483,9 @@ const adminSpec = z.strictObject({
     .min(1, { error: 'the admin API needs at least one token hash; run `npx airlock token`' })
     .describe('tokens that may call the admin API; a name is recorded as the approver or revoker'),
   public_url: httpUrl('an http(s) URL node can parse, e.g. https://airlock-console.example.com').optional().describe('how approvers reach the console, for links in webhooks and 202 answers'),
+  tls: listenerTls
+    .optional()
+    .describe('serve the admin API, console and /metrics over HTTPS (its own certificate, or the agent listeners\' files); the CLI pins the certificate in cert_file; a reload, or a change of either file, serves new ones'),
 });
 
 /** Headers that choose whose account a request acts on (Stripe Connect, OpenAI organisations and projects). */
@@ -564,12 +574,7 @@ const addressOrRange = z.string().refine(
 
 export const configSchema = z.strictObject({
   listen: listenAddress.default('127.0.0.1:7700').describe('agent-facing listener'),
-  tls: z
-    .strictObject({
-      cert_file: z.string().min(1).describe("PEM certificate chain: the server's own certificate first, then its intermediates; relative to the config file"),
-      key_file: z.string().min(1).describe('PEM private key of that certificate, unencrypted (mode 600); relative to the config file'),
-      min_version: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2').describe('oldest TLS version accepted'),
-    })
+  tls: listenerTls
     .optional()
     .describe('serve agents over HTTPS on every agent-facing listener (listen and services.*.listen); a reload, or a change of either file, serves new ones'),
   trusted_proxies: z

@@ -154,16 +154,16 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
   // which binds every interface (the second bind would fail with EADDRINUSE at start-up).
   const listeners: Array<{ text: string; addresses: readonly string[]; port: number; owner: string }> = [];
   const wildcard = (address: string): boolean => address === '0.0.0.0' || address === '::';
-  /** `encrypted`: whether the tls setting covers this listener; null for one it cannot (the admin API's). */
-  const claimListener = (text: string, path: ProblemPath, owner: string, carries: string, encrypted: boolean | null): void => {
+  /** `encrypted`: whether a tls setting (tls, admin.tls) covers this listener. */
+  const claimListener = (text: string, path: ProblemPath, owner: string, carries: string, encrypted: boolean, tlsSetting = 'the tls setting'): void => {
     const parsed = parseListen(text);
     if (parsed === null) return;
     const host = parsed.host.toLowerCase();
     // A listener without tls speaks plain HTTP, so what an agent or an operator sends it is readable on
     // the network path once it listens beyond this machine. Not strict: a TLS-terminating proxy or a
     // mesh sidecar in front is a sound setup this check cannot see.
-    if (encrypted !== true && !onThisMachine(host)) {
-      warning(path, `${owner} listens on ${text}, beyond this machine, over plain HTTP: ${carries} cross the network unencrypted; keep it on loopback, or serve TLS (${encrypted === null ? 'a TLS-terminating proxy or a mesh sidecar in front' : 'the tls setting, or a TLS-terminating proxy or mesh sidecar in front'}; README, Security model)`);
+    if (!encrypted && !onThisMachine(host)) {
+      warning(path, `${owner} listens on ${text}, beyond this machine, over plain HTTP: ${carries} cross the network unencrypted; keep it on loopback, or serve TLS (${tlsSetting}, or a TLS-terminating proxy or mesh sidecar in front; README, Security model)`);
     }
     if (parsed.port === 0) return;
     const addresses = boundAddresses(host);
@@ -178,13 +178,15 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
   }
   const agentTls = config.tls !== undefined;
   claimListener(config.listen, ['listen'], 'the agent listener (listen)', 'agent tokens and request bodies', agentTls);
-  if (config.tls !== undefined) {
-    const spec = { ...config.tls, cert_file: options.resolvePath(config.tls.cert_file), key_file: options.resolvePath(config.tls.key_file) };
+  const checkTlsFiles = (tls: { cert_file: string; key_file: string; min_version: 'TLSv1.2' | 'TLSv1.3' } | undefined, path: ProblemPath): void => {
+    if (tls === undefined) return;
+    const spec = { ...tls, cert_file: options.resolvePath(tls.cert_file), key_file: options.resolvePath(tls.key_file) };
     for (const problem of readTlsIdentity(spec, Date.now()).problems) {
-      if (problem.severity === 'error') error(['tls', problem.field], problem.message);
-      else warning(['tls', problem.field], problem.message, problem.strict === true);
+      if (problem.severity === 'error') error([...path, problem.field], problem.message);
+      else warning([...path, problem.field], problem.message, problem.strict === true);
     }
-  }
+  };
+  checkTlsFiles(config.tls, ['tls']);
   const checkCaFile = (file: string | undefined, path: ProblemPath): void => {
     if (file === undefined) return;
     const absolute = options.resolvePath(file);
@@ -382,7 +384,8 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
   }
 
   if (config.admin !== undefined) {
-    claimListener(config.admin.listen, ['admin', 'listen'], 'the admin API (admin.listen)', 'admin tokens and approval decisions', null);
+    claimListener(config.admin.listen, ['admin', 'listen'], 'the admin API (admin.listen)', 'admin tokens and approval decisions', config.admin.tls !== undefined, 'admin.tls');
+    checkTlsFiles(config.admin.tls, ['admin', 'tls']);
     config.admin.tokens.forEach((entry, index) => {
       const hash = typeof entry === 'string' ? entry : entry.hash;
       const owner = tokenOwners.get(hash);

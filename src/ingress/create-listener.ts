@@ -15,6 +15,7 @@ import { AirlockError, OperatorReason } from '../errors.js';
 import { TOKEN_IN_TEXT } from '../identity/agent-token.js';
 import { drainingRefusedBody } from '../pipeline/send-problem.js';
 import { holdContinue } from './expect-continue.js';
+import { serveTls, type TlsFailureReason } from './serve-tls.js';
 import type { TlsIdentity } from './tls-identity.js';
 
 export interface ListenerHandlers {
@@ -24,20 +25,6 @@ export interface ListenerHandlers {
   onTlsFailure?: (reason: TlsFailureReason) => void;
   /** The reference of a managed credential whose value the text holds, or null (a plain-HTTP request's head, tls). */
   heldSecret?: (text: string) => string | null;
-}
-
-export type TlsFailureReason = 'version' | 'certificate' | 'cipher' | 'timeout' | 'reset' | 'other';
-
-/** What OpenSSL's error code (as node names it) says went wrong with a handshake. */
-function tlsFailureReason(error: NodeJS.ErrnoException): TlsFailureReason {
-  const code = error.code ?? '';
-  if (code === 'ERR_TLS_HANDSHAKE_TIMEOUT') return 'timeout';
-  // node's TLS client (the SDKs') closes without an alert when it does not trust the certificate.
-  if (code === 'ECONNRESET') return 'reset';
-  if (/PROTOCOL|VERSION/.test(code)) return 'version';
-  if (/CERTIFICATE|UNKNOWN_CA|BAD_CERT/.test(code)) return 'certificate';
-  if (/CIPHER/.test(code)) return 'cipher';
-  return 'other';
 }
 
 /** Which settings bound a listener's headers and deadlines, for the messages of its refusals. */
@@ -110,7 +97,10 @@ export function createListener(limits: DeepReadonly<LimitsSpec>, handlers: Liste
       ? createServer(options, handlers.onRequest)
       : // A handshake gets no longer than the request headers (node's default is 120 s, which a client
         // that connects and says nothing would hold).
-        serveTls(createHttpsServer({ ...options, ...tls.contextOptions(), handshakeTimeout: wholeMs(limits.headers_timeout) }, handlers.onRequest), limits, handlers);
+        serveTls(createHttpsServer({ ...options, ...tls.contextOptions(), handshakeTimeout: wholeMs(limits.headers_timeout) }, handlers.onRequest), { headersTimeoutMs: wholeMs(limits.headers_timeout), maxHeaderBytes: limits.max_header_bytes }, {
+          onPlainHttp: (socket, head) => refusePlain(socket, head, handlers),
+          ...(handlers.onTlsFailure === undefined ? {} : { onTlsFailure: handlers.onTlsFailure }),
+        });
   server.maxHeadersCount = 0;
   refuseClientErrors(server, (socket, failure) => handlers.onRefusal(socket, failure, null));
   // An Expect other than 100-continue: node would answer 417 by itself; the pipeline refuses it with a
@@ -127,116 +117,6 @@ export function createListener(limits: DeepReadonly<LimitsSpec>, handlers: Liste
     handlers.onRefusal(socket, new AirlockError('invalid_request', 'Protocol upgrades (WebSocket, h2c) are not supported through Airlock.'), req.method ?? null);
   });
   return server;
-}
-
-/** A TLS record's first byte: a handshake (RFC 8446 5.1, ContentType handshake(22)). */
-const TLS_HANDSHAKE = 0x16;
-
-/**
- * An HTTPS listener that answers a plain-HTTP request with a problem saying to use https:// (nginx
- * answers such requests 400, "The plain HTTP request was sent to HTTPS port") instead of closing the
- * connection unanswered, which an SDK reports as "socket hang up" and retries. The connection's first
- * byte decides: a TLS handshake goes on to node's TLS, anything else is refused on the raw socket.
- * The connection stays the listening server's own (counted); its hand-over to TLS waits for that byte,
- * bounded by headers_timeout.
- *
- * node's HTTP server knows a TLS connection only once its handshake is done, so closeIdleConnections and
- * closeAllConnections (shutdown, a second SIGTERM) did not reach one still waiting for its first byte or
- * mid-handshake, and close() waited for it up to twice headers_timeout (found by review). Those are
- * tracked here (by peer address and port, which the TLS socket shares) and closed with the idle ones:
- * they have no request in progress.
- */
-function serveTls(server: Server, limits: DeepReadonly<LimitsSpec>, handlers: ListenerHandlers): Server {
-  const startTls = server.listeners('connection') as Array<(socket: Socket) => void>;
-  server.removeAllListeners('connection');
-  const unshaken = new Map<string, Socket>();
-  const peerOf = (socket: { remoteAddress?: string | undefined; remotePort?: number | undefined }): string => `${socket.remoteAddress ?? ''}|${socket.remotePort ?? ''}`;
-  server.on('secureConnection', function handshakeDone(socket: Socket) {
-    unshaken.delete(peerOf(socket));
-  });
-  for (const method of ['closeIdleConnections', 'closeAllConnections'] as const) {
-    const closeTracked = server[method].bind(server);
-    server[method] = function closeUnshakenToo() {
-      for (const socket of unshaken.values()) socket.destroy();
-      unshaken.clear();
-      closeTracked();
-    };
-  }
-  server.on('connection', function readFirstByte(socket: Socket) {
-    const peer = peerOf(socket);
-    unshaken.set(peer, socket);
-    socket.once('close', () => {
-      if (unshaken.get(peer) === socket) unshaken.delete(peer);
-    });
-    // Until TLS takes the socket over, nothing else hears its errors (a reset would end the process).
-    socket.on('error', () => socket.destroy());
-    socket.setTimeout(wholeMs(limits.headers_timeout), () => socket.destroy());
-    socket.once('data', function chooseProtocol(chunk: Buffer) {
-      socket.pause();
-      socket.setTimeout(0);
-      if (chunk[0] === TLS_HANDSHAKE) {
-        socket.unshift(chunk);
-        for (const listener of startTls) listener.call(server, socket);
-        return;
-      }
-      // The whole head is read before it is judged (found by review: only the first packet was, so a
-      // key or token in a head that came in more than one, a client writing its request line first or a
-      // head longer than a TCP segment, crossed the network in clear text with a record saying nothing
-      // had been read). Bounded as a head is: max_header_bytes, and headers_timeout from here.
-      readPlainHead(socket, chunk, limits, function refusePlainHttp(head: string) {
-        unshaken.delete(peer);
-        refusePlain(socket, head, handlers);
-      });
-    });
-  });
-  // node's https server passes a failed handshake on as a clientError, which refuseClientErrors would
-  // answer and audit as a malformed HTTP request (found by review: a stalled handshake was recorded as
-  // 400 invalid_request); there is no request, and no HTTP to answer in.
-  server.removeAllListeners('tlsClientError');
-  server.on('tlsClientError', function dropFailedHandshake(error: NodeJS.ErrnoException, socket: Duplex) {
-    handlers.onTlsFailure?.(tlsFailureReason(error));
-    // A failed handshake has no HTTP to answer in (an untrusted certificate, no shared cipher).
-    socket.destroy();
-  });
-  return server;
-}
-
-/** Where a plain-HTTP head ends: an empty line (RFC 9112 2.2 lets a recipient take a bare LF for CRLF). */
-const HEAD_END = /\r?\n\r?\n/;
-
-/**
- * Gathers a plain-HTTP request's head from `first` on (its first packet) and hands it to `done` once it
- * is whole, has reached max_header_bytes, the client stopped sending, or headers_timeout passed. What
- * follows is read and dropped while the answer goes out, so that closing with unread bytes does not
- * reset the connection under the answer (RFC 9112 9.6).
- */
-function readPlainHead(socket: Socket, first: Buffer, limits: DeepReadonly<LimitsSpec>, done: (head: string) => void): void {
-  let head = first.toString('latin1');
-  let answered = false;
-  const answer = (): void => {
-    if (answered) return;
-    answered = true;
-    socket.off('data', gather);
-    socket.off('end', answer);
-    socket.setTimeout(0);
-    done(head);
-  };
-  function gather(chunk: Buffer): void {
-    // Only the new bytes and the three before them can complete the empty line: a head sent a byte at a
-    // time is not searched again whole each time.
-    const from = Math.max(0, head.length - 3);
-    head += chunk.toString('latin1');
-    if (HEAD_END.test(head.slice(from)) || head.length >= limits.max_header_bytes) answer();
-  }
-  if (HEAD_END.test(head) || head.length >= limits.max_header_bytes) {
-    socket.resume();
-    answer();
-    return;
-  }
-  socket.on('data', gather);
-  socket.once('end', answer);
-  socket.setTimeout(wholeMs(limits.headers_timeout), answer);
-  socket.resume();
 }
 
 /** The answer to a plain-HTTP request on an HTTPS listener, and its record (what `head` carried). */

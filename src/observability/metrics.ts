@@ -21,7 +21,8 @@ export interface LiveSources {
   /** This process's own figures (main.ts reads them; absent in tests that build Airlock in-process). */
   process?: () => ProcessStats;
   /** The certificate the agent listeners present: its subject, and when it stops being valid (ms since the epoch); null without tls. */
-  tlsCertificate?: () => { readonly subject: string; readonly notAfter: number } | null;
+  /** The certificates served: the agent listeners' (tls) and the admin API's (admin.tls), each when configured. */
+  tlsCertificates?: () => ReadonlyArray<{ readonly listener: 'agent' | 'admin'; readonly subject: string; readonly notAfter: number }>;
 }
 
 /** What the process_* and nodejs_* gauges report, read when scraped. */
@@ -47,7 +48,7 @@ export interface Metrics {
   readonly spansDropped: Counter;
   readonly reloads: Counter<'result'>;
   /** TLS handshakes the agent listeners failed (tls), by reason: version, certificate, reset, cipher, timeout, other. */
-  readonly tlsHandshakeFailures: Counter<'reason'>;
+  readonly tlsHandshakeFailures: Counter<'listener' | 'reason'>;
   /** One finished request: its count and its duration, through children bound once per label set. */
   countRequest(service: string, route: string, decision: 'allow' | 'deny', code: string, seconds: number): void;
   /**
@@ -145,13 +146,12 @@ export function createMetrics(): Metrics {
   new Gauge({
     name: 'airlock_tls_certificate_expiry_timestamp_seconds',
     aggregator: 'min',
-    help: 'When the certificate the agent listeners present expires (Unix time; alert on it minus time()), by its subject. Absent without tls.',
-    labelNames: ['subject'],
+    help: 'When a served certificate expires (Unix time; alert on it minus time()), by listener (agent: tls, admin: admin.tls) and subject. Absent without tls and admin.tls.',
+    labelNames: ['listener', 'subject'],
     registers,
     collect() {
       this.reset();
-      const certificate = sources?.tlsCertificate?.() ?? null;
-      if (certificate !== null) this.set({ subject: certificate.subject }, Math.floor(certificate.notAfter / 1000));
+      for (const certificate of sources?.tlsCertificates?.() ?? []) this.set({ listener: certificate.listener, subject: certificate.subject }, Math.floor(certificate.notAfter / 1000));
     },
   });
 
@@ -269,8 +269,8 @@ export function createMetrics(): Metrics {
     // trust the certificate) left no trace, so raising min_version showed nobody which agents broke.
     tlsHandshakeFailures: new Counter({
       name: 'airlock_tls_handshake_failures_total',
-      help: 'TLS handshakes on the agent listeners that failed, by reason: version (below min_version), certificate (the client refused ours with an alert), reset (the client closed mid-handshake, as node clients do when they do not trust the certificate), cipher, timeout (none within limits.headers_timeout), other.',
-      labelNames: ['reason'],
+      help: 'TLS handshakes that failed, by listener (agent: tls, admin: admin.tls) and reason: version (below min_version), certificate (the client refused ours with an alert), reset (the client closed mid-handshake, as node clients do when they do not trust the certificate), cipher, timeout (none within the headers deadline), other.',
+      labelNames: ['listener', 'reason'],
       registers,
     }),
     spansDropped: new Counter({ name: 'airlock_trace_spans_dropped_total', help: 'Spans dropped before the OTLP collector took them: it was down, refused them or took longer than 5 s, or 2,048 spans were already waiting for it. They are not retried.', registers }),

@@ -230,7 +230,7 @@ describe.skipIf(!HAVE_OPENSSL)('HTTPS on the agent listener (tls)', () => {
     const renewedPrint = await servedFingerprint(proxy.url, authority.ca);
     expect(renewedPrint).not.toBe(firstPrint);
     const metrics = await proxy.airlock.metrics.registry.metrics();
-    const expiry = Number(/^airlock_tls_certificate_expiry_timestamp_seconds\{subject="CN=renewed"\} (\d+)$/m.exec(metrics)?.[1]);
+    const expiry = Number(/^airlock_tls_certificate_expiry_timestamp_seconds\{listener="agent",subject="CN=renewed"\} (\d+)$/m.exec(metrics)?.[1]);
     // 20 days from now, within the minute openssl and this test took.
     expect(Math.abs(expiry - (Date.now() / 1000 + 20 * 86_400))).toBeLessThan(120);
     expect(proxy.logLines.join('')).toContain('now present a new certificate');
@@ -395,11 +395,11 @@ describe.skipIf(!HAVE_OPENSSL)('connections before their handshake, and chains n
       await once(stalled, 'close');
       const text = await eventually('the failures counted', async () => {
         const metrics = await proxy.airlock.metrics.registry.metrics();
-        return /airlock_tls_handshake_failures_total\{reason="timeout"\} 1/.test(metrics) ? metrics : undefined;
+        return /airlock_tls_handshake_failures_total\{listener="agent",reason="timeout"\} 1/.test(metrics) ? metrics : undefined;
       });
-      expect(text).toMatch(/airlock_tls_handshake_failures_total\{reason="version"\} 1/);
+      expect(text).toMatch(/airlock_tls_handshake_failures_total\{listener="agent",reason="version"\} 1/);
       // node's client closes without an alert when it does not trust the certificate.
-      expect(text).toMatch(/airlock_tls_handshake_failures_total\{reason="reset"\} 1/);
+      expect(text).toMatch(/airlock_tls_handshake_failures_total\{listener="agent",reason="reset"\} 1/);
       expect(proxy.auditRecords()).toEqual([]);
     } finally {
       await proxy.close();

@@ -622,7 +622,7 @@ describe('cross-field rules (validate-config.ts)', () => {
     const base = { services: { api: service() }, agents: { bot: agent([HASH_A], [{ service: 'api', max_scope: ['items:read'] }]) } };
     const loaded = build({ ...base, ...input });
     const escape = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-    expectProblems(loaded, [{ severity: 'warning', path, message: new RegExp(`^${escape(said)}, beyond this machine, over plain HTTP: ${escape(carries)} cross the network unencrypted; keep it on loopback, or serve TLS \\(${path === 'admin.listen' ? 'a TLS-terminating proxy' : 'the tls setting, or a TLS-terminating proxy'}`) }]);
+    expectProblems(loaded, [{ severity: 'warning', path, message: new RegExp(`^${escape(said)}, beyond this machine, over plain HTTP: ${escape(carries)} cross the network unencrypted; keep it on loopback, or serve TLS \\(${path === 'admin.listen' ? 'admin.tls' : 'the tls setting'}, or a TLS-terminating proxy`) }]);
   });
 
   it.each([['127.0.0.1:7700'], ['127.9.9.9:0'], ['[::1]:7700'], ['[0:0:0:0:0:0:0:1]:7700'], ['[::ffff:127.0.0.1]:7700'], ['localhost:7700'], ['airlock.localhost:7700']])('does not warn of a loopback listener: %s', (listen) => {

@@ -1,0 +1,259 @@
+/**
+ * `admin.tls` serves the admin API, console and /metrics over HTTPS. The CLI reaches it with the
+ * certificate of admin.tls.cert_file pinned, and sends no token to a listener presenting another one;
+ * a plain-HTTP call is answered 400 saying to use https://, and one that carried a token is logged as
+ * exposed; a reload serves a renewed certificate; health, status and metrics report its end; check
+ * lists a broken admin.tls against its path. Private keys and tokens reach no output.
+ */
+import { once } from 'node:events';
+import { X509Certificate } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { chromium } from 'playwright-core';
+import { Agent, fetch as undiciFetch } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { formatProblem } from '../../src/config/config-problem.js';
+import { buildConfig } from '../../src/config/load-config.js';
+import { generateAgentToken } from '../../src/identity/agent-token.js';
+import { assertNoLeak } from '../helpers/assert-no-leak.js';
+import { canary } from '../helpers/canary.js';
+import { eventually, freePort, runCliCapture, writeConfigFile } from '../helpers/operator.js';
+import { rawRequest } from '../helpers/raw-http.js';
+import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
+import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
+import { HAVE_OPENSSL, makeTestCa, warnWithoutOpenssl, type TestCa } from '../helpers/test-certificates.js';
+
+warnWithoutOpenssl('admin-tls.test.ts', 'the HTTPS admin listener tests');
+
+const CHROMIUM = '/usr/bin/chromium';
+const haveChromium = existsSync(CHROMIUM);
+if (!haveChromium) {
+  console.warn(`\n*** admin-tls.test.ts: ${CHROMIUM} is missing, so the console over HTTPS is SKIPPED. Install the Debian package \`chromium\` (apt-get install chromium; .ci/run does this). ***\n`);
+}
+
+const agent = generateAgentToken();
+const admin = generateAgentToken();
+const serviceKey = canary('admin-tls-service');
+
+function config(upstream: string, files: { key: string; cert: string }, adminListen = '127.0.0.1:0'): Record<string, unknown> {
+  return {
+    admin: { listen: adminListen, tokens: [admin.hash], tls: { cert_file: files.cert, key_file: files.key } },
+    services: {
+      api: { upstream, credential: { secret: 'env:SERVICE_KEY', inject: 'bearer' }, routes: [{ method: 'GET', path: '/v1/things', scope: 'things:read' }] },
+    },
+    agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'api', max_scope: ['things:read'] }] } },
+  };
+}
+
+async function servedFingerprint(url: string, ca: string): Promise<string> {
+  const { hostname, port } = new URL(url);
+  const socket: TLSSocket = tlsConnect({ host: hostname, port: Number(port), ca: readFileSync(ca), servername: 'localhost' });
+  await once(socket, 'secureConnect');
+  const fingerprint = socket.getPeerCertificate().fingerprint256;
+  socket.destroy();
+  return fingerprint;
+}
+
+describe.skipIf(!HAVE_OPENSSL)('HTTPS on the admin listener (admin.tls)', () => {
+  let dir: string;
+  let authority: TestCa;
+  let first: { key: string; cert: string };
+  let upstream: Upstream;
+  let proxy: ProxyFixture;
+  let dispatcher: Agent;
+  const seen: string[] = [];
+
+  beforeAll(async () => {
+    dir = tempDir('airlock-admin-tls-');
+    authority = makeTestCa(dir);
+    first = authority.issue('admin-first', 30);
+    upstream = await startUpstream((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"data":[]}');
+    });
+    // A fixed port, so that a reload's admin.listen is the running one's.
+    proxy = await startProxy(config(upstream.url, first, `127.0.0.1:${await freePort()}`), { env: { SERVICE_KEY: serviceKey } });
+    dispatcher = new Agent({ connect: { ca: readFileSync(authority.ca), servername: 'localhost' } });
+  });
+
+  afterAll(async () => {
+    await dispatcher?.close();
+    await proxy?.close();
+    await upstream?.close();
+    assertNoLeak([serviceKey, admin.token, agent.token, readFileSync(first.key, 'utf8')], [
+      { name: 'log', text: proxy.logLines.join('') },
+      { name: 'audit', text: proxy.auditText() },
+      { name: 'answers and CLI output', text: seen.join('\n') },
+    ]);
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const call = async (path: string, token: string | null = admin.token): Promise<{ status: number; text: string }> => {
+    const response = await undiciFetch(`${proxy.airlock.adminUrl}${path}`, { headers: token === null ? {} : { authorization: `Bearer ${token}` }, dispatcher });
+    const text = await response.text();
+    seen.push(text);
+    return { status: response.status, text };
+  };
+
+  it('listens on https, and health names the admin certificate apart from the agent listeners', async () => {
+    expect(proxy.airlock.adminUrl).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+    // The agent listener has no tls: it stays plain HTTP.
+    expect(proxy.url).toMatch(/^http:\/\//);
+    const health = await call('/v1/health');
+    expect(health.status).toBe(200);
+    expect(JSON.parse(health.text)).toMatchObject({ status: 'ok', tls: null, admin_tls: { subject: 'CN=admin-first', names: 'IP Address:127.0.0.1, DNS:localhost', expires_in_days: 29 } });
+    expect(await servedFingerprint(proxy.airlock.adminUrl as string, authority.ca)).toBe(new X509Certificate(readFileSync(first.cert)).fingerprint256);
+    expect(proxy.logRecords().find((r) => r['msg'] === 'airlock listening')).toMatchObject({ admin: proxy.airlock.adminUrl, admin_tls: { subject: 'CN=admin-first' } });
+  });
+
+  it('serves /metrics and the console over https, with the certificate end labelled admin', async () => {
+    const metrics = await call('/metrics', null);
+    expect(metrics.status).toBe(200);
+    const expiry = Number(/^airlock_tls_certificate_expiry_timestamp_seconds\{listener="admin",subject="CN=admin-first"\} (\d+)$/m.exec(metrics.text)?.[1]);
+    expect(Math.abs(expiry - (Date.now() / 1000 + 30 * 86_400))).toBeLessThan(300);
+    expect(metrics.text).not.toContain('listener="agent"');
+    const page = await call('/', null);
+    expect(page.status).toBe(200);
+    expect(page.text).toContain('<html');
+  });
+
+  it('answers a plain-HTTP call with 400 saying to use https://, and logs a token it carried as exposed', async () => {
+    const plain = (proxy.airlock.adminUrl as string).replace('https:', 'http:');
+    const response = await rawRequest(plain, `GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${admin.token}\r\n\r\n`);
+    seen.push(response.body);
+    expect(response.status).toBe(400);
+    expect(JSON.parse(response.body)).toMatchObject({ code: 'invalid_request', detail: expect.stringContaining('speaks HTTPS only (admin.tls)') });
+    const warning = await eventually('the exposure warning', () => proxy.logRecords().find((r) => String(r['msg']).includes('reached the HTTPS admin listener carrying a token')));
+    expect(warning['level']).toBe('warn');
+    // Without a token: refused the same way, and nothing logged as exposed.
+    const count = proxy.logRecords().filter((r) => String(r['msg']).includes('carrying a token')).length;
+    const bare = await rawRequest(plain, 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+    expect(bare.status).toBe(400);
+    expect(proxy.logRecords().filter((r) => String(r['msg']).includes('carrying a token')).length).toBe(count);
+    // The listener goes on answering over https.
+    expect((await call('/v1/health')).status).toBe(200);
+  });
+
+  it.skipIf(!haveChromium)('the console works over https in headless Chromium: sign-in, agents and the live audit feed', async () => {
+    const profileDir = mkdtempSync(join(tmpdir(), 'airlock-chromium-'));
+    // The test CA is not in Chromium's trust store; the certificate is what this file checks elsewhere.
+    const context = await chromium.launchPersistentContext(profileDir, {
+      executablePath: CHROMIUM,
+      headless: true,
+      ignoreHTTPSErrors: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      timeout: 45_000,
+    });
+    try {
+      context.setDefaultTimeout(6_000);
+      const page = await context.newPage();
+      const errors: string[] = [];
+      page.on('console', (message) => {
+        if (message.type() === 'error') errors.push(`console: ${message.text()}`);
+      });
+      page.on('pageerror', (error) => errors.push(`pageerror: ${error.message}`));
+      const opened = await page.goto(`${proxy.airlock.adminUrl}/`, { waitUntil: 'load' });
+      expect(opened?.status()).toBe(200);
+      await page.getByTestId('token-input').fill(admin.token);
+      await page.getByTestId('token-submit').click();
+      await page.getByTestId('agent-row').first().waitFor({ state: 'visible' });
+      await page.getByTestId('audit-state').filter({ hasText: '(live)' }).waitFor({ state: 'visible' });
+      const response = await fetch(`${proxy.url}/api/v1/things`, { headers: { authorization: `Bearer ${agent.token}` } });
+      expect(response.status).toBe(200);
+      const requestId = response.headers.get('x-airlock-request-id') as string;
+      await page.locator(`tr[data-testid="audit-row"][data-request-id="${requestId}"]`).waitFor({ state: 'visible' });
+      seen.push(await page.content());
+      expect(errors).toEqual([]);
+    } finally {
+      await context.close();
+      rmSync(profileDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
+    }
+  }, 60_000);
+
+  it('airlock status reaches it with the certificate of admin.tls.cert_file pinned, and names its end', async () => {
+    const cliConfig = writeConfigFile(dir, { admin: { listen: new URL(proxy.airlock.adminUrl as string).host, tokens: [admin.hash], tls: { cert_file: first.cert, key_file: first.key } } }, 'cli.yaml');
+    const run = await runCliCapture(['status', '--config', cliConfig], { AIRLOCK_ADMIN_TOKEN: admin.token }, seen);
+    expect(run.code, run.stdout + run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/^ {2}admin tls {4}CN=admin-first, expires \d{4}-\d\d-\d\dT[\d:.]+Z \(in 29 days\)$/m);
+    expect(run.stdout).not.toMatch(/^ {2}tls /m);
+  });
+
+  it('sends no token to a listener presenting another certificate', async () => {
+    // Something else answers at the admin address: a server with a certificate the same CA signed.
+    const impostorFiles = authority.issue('impostor');
+    const calls: string[] = [];
+    const impostor = createHttpsServer({ cert: readFileSync(impostorFiles.cert), key: readFileSync(impostorFiles.key) }, (req, res) => {
+      calls.push(`${req.method} ${req.url} ${req.headers.authorization ?? ''}`);
+      res.end('{}');
+    });
+    impostor.listen(0, '127.0.0.1');
+    await once(impostor, 'listening');
+    try {
+      const port = (impostor.address() as AddressInfo).port;
+      const cliConfig = writeConfigFile(dir, { admin: { listen: `127.0.0.1:${port}`, tokens: [admin.hash], tls: { cert_file: first.cert, key_file: first.key } } }, 'impostor.yaml');
+      const run = await runCliCapture(['status', '--config', cliConfig], { AIRLOCK_ADMIN_TOKEN: admin.token }, seen);
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain(`presents a certificate other than the one in admin.tls.cert_file ${first.cert}`);
+      expect(run.stderr).toContain('AIRLOCK_ADMIN_TOKEN was not sent');
+      expect(calls).toEqual([]);
+    } finally {
+      impostor.close();
+    }
+  });
+
+  it('says what to do when the CLI cannot read admin.tls.cert_file', async () => {
+    const cliConfig = writeConfigFile(dir, { admin: { listen: new URL(proxy.airlock.adminUrl as string).host, tokens: [admin.hash], tls: { cert_file: `${dir}/absent.pem`, key_file: first.key } } }, 'absent.yaml');
+    const run = await runCliCapture(['status', '--config', cliConfig], { AIRLOCK_ADMIN_TOKEN: admin.token }, seen);
+    expect(run.code).toBe(1);
+    expect(run.stdout + run.stderr).toMatch(/absent\.pem does not exist/);
+  });
+
+  it('serves a renewed certificate after a reload, and logs the change', async () => {
+    const before = await servedFingerprint(proxy.airlock.adminUrl as string, authority.ca);
+    const renewed = authority.issue('admin-renewed', 20);
+    const built = buildConfig({ listen: '127.0.0.1:0', data_dir: proxy.dataDir, ...config(upstream.url, renewed, new URL(proxy.airlock.adminUrl as string).host) }, { baseDir: proxy.dataDir });
+    if (built.config === null) throw new Error(built.problems.map((p) => formatProblem(p, null)).join('\n'));
+    expect(await proxy.airlock.reload(built.config)).toEqual({ ok: true });
+    const after = await servedFingerprint(proxy.airlock.adminUrl as string, authority.ca);
+    expect(after).not.toBe(before);
+    expect(after).toBe(new X509Certificate(readFileSync(renewed.cert)).fingerprint256);
+    expect(proxy.logRecords().find((r) => r['msg'] === 'the admin listener now presents a new certificate')).toMatchObject({ admin_tls: { subject: 'CN=admin-renewed' } });
+    const health = JSON.parse((await call('/v1/health')).text) as { admin_tls: { subject: string; expires_in_days: number } };
+    expect(health.admin_tls).toMatchObject({ subject: 'CN=admin-renewed', expires_in_days: 19 });
+    assertNoLeak([readFileSync(renewed.key, 'utf8')], [{ name: 'log', text: proxy.logLines.join('') }]);
+  });
+
+  it('a reload turning admin.tls off waits for a restart: the listener stays https', async () => {
+    const host = new URL(proxy.airlock.adminUrl as string).host;
+    const plainAdmin = { ...config(upstream.url, first, host), admin: { listen: host, tokens: [admin.hash] } };
+    const built = buildConfig({ listen: '127.0.0.1:0', data_dir: proxy.dataDir, ...plainAdmin }, { baseDir: proxy.dataDir });
+    if (built.config === null) throw new Error(built.problems.map((p) => formatProblem(p, null)).join('\n'));
+    const result = await proxy.airlock.reload(built.config);
+    expect(result.ok).toBe(true);
+    expect(proxy.logLines.join('')).toContain('admin.tls (on or off)');
+    expect((await call('/v1/health')).status).toBe(200);
+  });
+});
+
+describe.skipIf(!HAVE_OPENSSL)('airlock check and admin.tls', () => {
+  it('lists a missing certificate against admin.tls.cert_file, and no longer warns of plain HTTP beyond loopback', () => {
+    const dir = tempDir('airlock-admin-tls-check-');
+    try {
+      const authority = makeTestCa(dir);
+      const files = authority.issue('check');
+      const missing = buildConfig({ data_dir: dir, admin: { listen: '127.0.0.1:7701', tokens: [admin.hash], tls: { cert_file: `${dir}/nope.pem`, key_file: files.key } }, services: {}, agents: {} }, { baseDir: dir });
+      expect(missing.config).toBeNull();
+      expect(missing.problems.map((p) => formatProblem(p, null)).join('\n')).toMatch(/admin\.tls\.cert_file: .*nope\.pem does not exist/);
+      const wide = (tls: boolean): string[] =>
+        buildConfig({ data_dir: dir, admin: { listen: '0.0.0.0:7701', tokens: [admin.hash], ...(tls ? { tls: { cert_file: files.cert, key_file: files.key } } : {}) }, services: {}, agents: {} }, { baseDir: dir }).problems.map((p) => formatProblem(p, null));
+      expect(wide(false).join('\n')).toMatch(/admin\.listen: .*over plain HTTP.*admin\.tls/);
+      expect(wide(true).join('\n')).not.toMatch(/over plain HTTP/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
