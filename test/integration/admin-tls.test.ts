@@ -7,7 +7,7 @@
  */
 import { once } from 'node:events';
 import { X509Certificate } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer as createHttpsServer } from 'node:https';
@@ -23,6 +23,7 @@ import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { canary } from '../helpers/canary.js';
 import { eventually, freePort, runCliCapture, writeConfigFile } from '../helpers/operator.js';
 import { rawRequest } from '../helpers/raw-http.js';
+import { spawnServe } from '../helpers/spawn-serve.js';
 import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
 import { HAVE_OPENSSL, makeTestCa, warnWithoutOpenssl, type TestCa } from '../helpers/test-certificates.js';
@@ -256,4 +257,35 @@ describe.skipIf(!HAVE_OPENSSL)('airlock check and admin.tls', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+});
+
+describe.skipIf(!HAVE_OPENSSL)('a renewal written over admin.tls files is served without a signal (reload.watch)', () => {
+  it('serve watches the admin certificate and key, and presents the new certificate', async () => {
+    const root = tempDir('airlock-admin-tls-watch-');
+    const authority = makeTestCa(root);
+    const first = authority.issue('admin-watch-first');
+    const cert = join(root, 'admin.crt');
+    const key = join(root, 'admin.key');
+    copyFileSync(first.cert, cert);
+    copyFileSync(first.key, key);
+    const configFile = join(root, 'airlock.yaml');
+    writeFileSync(configFile, JSON.stringify({ listen: '127.0.0.1:0', data_dir: join(root, 'data'), admin: { listen: `127.0.0.1:${await freePort()}`, tokens: [admin.hash], tls: { cert_file: cert, key_file: key } }, services: {}, agents: {} }));
+    const serve = spawnServe(configFile, {});
+    try {
+      await eventually('serve to listen', () => /Airlock is listening on/.test(serve.err()) || undefined, 10_000);
+      const adminUrl = await eventually('the admin URL', () => /"admin":"(https:\/\/[^"]+)"/.exec(serve.out())?.[1], 5_000);
+      expect(await servedFingerprint(adminUrl, authority.ca)).toBe(new X509Certificate(readFileSync(first.cert)).fingerprint256);
+      const next = authority.issue('admin-watch-next');
+      // The key first, then the certificate, as a renewal tool writes them; each write is a change.
+      copyFileSync(next.key, key);
+      copyFileSync(next.cert, cert);
+      const wanted = new X509Certificate(readFileSync(next.cert)).fingerprint256;
+      await eventually('the renewed admin certificate to be served', async () => ((await servedFingerprint(adminUrl, authority.ca)) === wanted ? true : undefined), 8_000, 100);
+      assertNoLeak([readFileSync(first.key, 'utf8'), readFileSync(next.key, 'utf8')], [{ name: 'serve output', text: serve.out() + serve.err() }]);
+    } finally {
+      serve.child.kill('SIGTERM');
+      await serve.exited;
+      rmSync(root, { recursive: true, force: true });
+    }
+  }, 30_000);
 });
