@@ -5,7 +5,7 @@
  * credentials, tokens or signing keys fetched or sent over plain http off the machine.
  * Checked in one pass so every problem is listed at once.
  */
-import { accessSync, constants, existsSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync, statSync } from 'node:fs';
 import { METHODS } from 'node:http';
 import { isIP } from 'node:net';
 import { readTlsIdentity } from '../ingress/tls-identity.js';
@@ -13,6 +13,7 @@ import { compileRouteTable, DECODED, FOLDED, type CompiledRoute, type RouteSpell
 import type { RouteSegment } from '../policy/route-template.js';
 import { classifyAddress, literalNeedsAllowPrivate } from '../upstream/egress-guard.js';
 import { parseUpstream } from '../upstream/upstream-target.js';
+import { caFileProblem } from './ca-file-problem.js';
 import type { ConfigProblem, ProblemPath } from './config-problem.js';
 import { editDistance } from './edit-distance.js';
 import { NEVER_FORWARDED_METHODS, parseListen, type ParsedConfig } from './schema.js';
@@ -195,11 +196,15 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
     // this user may not read passed as existing, and serve failed with node's bare "EISDIR: illegal
     // operation on a directory, read", no path (found by review).
     if (statSync(absolute).isDirectory()) return error(path, `CA file ${absolute} is a directory; name the PEM file in it`);
+    let bytes: Buffer;
     try {
       accessSync(absolute, constants.R_OK);
+      bytes = readFileSync(absolute);
     } catch {
-      error(path, `CA file ${absolute} exists but this user may not read it; fix its owner or mode`);
+      return error(path, `CA file ${absolute} exists but this user may not read it; fix its owner or mode`);
     }
+    const problem = caFileProblem(absolute, bytes);
+    if (problem !== null) error(path, problem);
   };
 
   const prefixes: Array<{ prefix: string; service: string }> = [];

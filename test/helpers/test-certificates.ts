@@ -6,6 +6,24 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
+/**
+ * A self-signed CA certificate (EC P-256, CN=Airlock Test Fixed CA, valid 2026-2126), whose key was
+ * thrown away: it is nobody's CA. For config tests that need a CA file that parses as a certificate
+ * without running openssl (config validation reads every PEM block of a CA file, see ca-file-problem.ts).
+ */
+export const FIXED_CA_PEM = `-----BEGIN CERTIFICATE-----
+MIIBpzCCAU2gAwIBAgIUImN87zF00QDAeoMtmttEyY6fQAQwCgYIKoZIzj0EAwIw
+IDEeMBwGA1UEAwwVQWlybG9jayBUZXN0IEZpeGVkIENBMCAXDTI2MTEyOTEzMDg1
+NVoYDzIxMjYxMTA1MTMwODU1WjAgMR4wHAYDVQQDDBVBaXJsb2NrIFRlc3QgRml4
+ZWQgQ0EwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAASNFAqt1VUXTdUEPsx+0nmI
+4kWP0JC+kWniDjlXcC8LOzMXlJMTmLwtqVIER8kaM+yefgbuZbvXS+JG4IYLr42/
+o2MwYTAdBgNVHQ4EFgQUC3AoJGidiLvChyIvkaaawHx9XxMwHwYDVR0jBBgwFoAU
+C3AoJGidiLvChyIvkaaawHx9XxMwDwYDVR0TAQH/BAUwAwEB/zAOBgNVHQ8BAf8E
+BAMCAQYwCgYIKoZIzj0EAwIDSAAwRQIhAPTJHBr+0QWyvxV8DHdo/ix7dpW46giw
+fGkA6pbgBa0vAiBp6VUPiVADkF2Lup9rrxy/Y/f2VeB7SGyYRKN0tDdv9A==
+-----END CERTIFICATE-----
+`;
+
 export const HAVE_OPENSSL = spawnSync('openssl', ['version'], { stdio: 'ignore' }).status === 0;
 
 /** Logs a loud notice naming the package when openssl is missing (the caller skips its TLS tests). */

@@ -35,6 +35,7 @@ import { canary } from '../helpers/canary.js';
 import { eventually, freePort, sleep } from '../helpers/operator.js';
 import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
+import { FIXED_CA_PEM } from '../helpers/test-certificates.js';
 import { startOAuth2Server, type OAuth2Mode, type OAuth2Server } from '../support/oauth2-server.js';
 import { startVaultServer, type VaultServer } from '../support/vault-server.js';
 import { auditRecordOf, expectProblem, hostileWatch, type ProblemShape } from './support/hostile-watch.js';
@@ -1097,7 +1098,7 @@ describe('faults: Airlock stays up, answers clearly or cuts honestly, audits, le
       const dir = tempDir('airlock-faults-ca-');
       scratchDirs.push(dir);
       const caFile = join(dir, 'ca.pem');
-      writeFileSync(caFile, 'not even a certificate\n');
+      writeFileSync(caFile, FIXED_CA_PEM);
       const services = { ...(mainInput['services'] as Record<string, unknown>), extra: { upstream: okUpstream.url, ca: caFile, credential: { secret: 'env:OK_KEY' }, routes: ROUTES } };
       const next = configOf(main, { ...mainInput, services, agents: grantAll(services) });
       rmSync(caFile);

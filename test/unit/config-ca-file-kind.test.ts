@@ -14,12 +14,13 @@ import { formatPath } from '../../src/config/config-problem.js';
 import { buildConfig } from '../../src/config/load-config.js';
 import { startAirlock } from '../../src/app.js';
 import { tempDir } from '../helpers/start-proxy.js';
+import { FIXED_CA_PEM } from '../helpers/test-certificates.js';
 
 const REPO = resolve(fileURLToPath(import.meta.url), '../../..');
 const baseDir = tempDir('airlock-ca-kind-');
 afterAll(() => rmSync(baseDir, { recursive: true, force: true }));
 
-const PEM = '-----BEGIN CERTIFICATE-----\n';
+const PEM = FIXED_CA_PEM;
 
 function stores(file: string): Record<string, unknown> {
   return {

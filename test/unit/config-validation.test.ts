@@ -14,6 +14,7 @@ import { buildConfig, parseConfigText, type LoadedConfig } from '../../src/confi
 import { assertNoLeak } from '../helpers/assert-no-leak.js';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
 import { tempDir } from '../helpers/start-proxy.js';
+import { FIXED_CA_PEM } from '../helpers/test-certificates.js';
 
 const baseDir = tempDir('airlock-config-');
 afterAll(() => rmSync(baseDir, { recursive: true, force: true }));
@@ -182,7 +183,7 @@ describe('paths are resolved against the config directory', () => {
 
   it('a relative ca is resolved against baseDir and must exist', () => {
     mkdirSync(join(baseDir, 'certs'), { recursive: true });
-    writeFileSync(join(baseDir, 'certs', 'ca.pem'), '-----BEGIN CERTIFICATE-----\n');
+    writeFileSync(join(baseDir, 'certs', 'ca.pem'), FIXED_CA_PEM);
     const ok = build({ services: { api: service({ ca: 'certs/ca.pem' }) } });
     expect(ok.problems).toEqual([]);
     expect(ok.config?.services['api']?.ca).toBe(join(baseDir, 'certs', 'ca.pem'));
@@ -193,7 +194,7 @@ describe('paths are resolved against the config directory', () => {
 
   it('the Vault and OAuth2 CA files must exist too (they are read on the first fetch, possibly long after start-up)', () => {
     mkdirSync(join(baseDir, 'certs'), { recursive: true });
-    writeFileSync(join(baseDir, 'certs', 'store-ca.pem'), '-----BEGIN CERTIFICATE-----\n');
+    writeFileSync(join(baseDir, 'certs', 'store-ca.pem'), FIXED_CA_PEM);
     const stores = (file: string): Obj => ({
       secrets: {
         vault: { address: 'https://vault.internal:8200', ca_file: file, auth: { method: 'token', token: 'env:VAULT_TOKEN' } },
