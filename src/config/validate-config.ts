@@ -118,6 +118,21 @@ function redisDatabase(url: string): number | 'not a whole number' | null {
 }
 
 /**
+ * The host state.url names, '' for none, null when node's URL parser cannot read it. ioredis reads
+ * the URL with that parser and fills in localhost and 6379 for what it leaves out, so `redis://`,
+ * `redis:///0` or `redis://?db=1` meant the Redis beside this replica, without a word (found by review),
+ * and a URL the parser refuses (`redis://:6379`) stopped serve with a bare "Invalid URL". Neither is
+ * repeated in the problem: a URL may hold a password.
+ */
+function redisHost(url: string): string | null {
+  try {
+    return new URL(url).hostname;
+  } catch {
+    return null;
+  }
+}
+
+/**
  * The addresses a listen host binds, in one spelling, for telling two listeners on a port apart. Found
  * by review: `localhost`, `127.1`, `127.000.000.001` and `[::ffff:127.0.0.1]` beside 127.0.0.1 passed
  * check, and serve stopped with "another process uses this port" about its own listener. The resolver
@@ -416,8 +431,13 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
   }
 
   if (config.state.type === 'redis') {
+    const host = redisHost(config.state.url);
     const database = redisDatabase(config.state.url);
-    if (database === 'not a whole number') {
+    if (host === null) {
+      error(['state', 'url'], 'is not a URL node can parse (no host before the port, a port above 65535, a space or an unclosed [): write redis://[USER:PASSWORD@]HOST:PORT/N, percent-encoding any other character in the password; ioredis refuses it at start-up with a bare "Invalid URL"');
+    } else if (host === '') {
+      error(['state', 'url'], 'names no host, and ioredis fills in localhost:6379 without a word, so every replica would share state with whatever Redis runs beside it: write redis://HOST:PORT/N, e.g. redis://redis.internal:6379/0 (rediss:// for TLS)');
+    } else if (database === 'not a whole number') {
       error(['state', 'url'], 'the database (the path after the host, or ?db=) is not a whole number: write redis://HOST:PORT/N with N from 0 (the default) to 15, or higher if the Redis databases setting is raised (ioredis reads as much of it as is a number, and database 0 when none is, without a word)');
     } else if (database !== null && database > DEFAULT_REDIS_DATABASES - 1) {
       warning(['state', 'url'], `database ${database}: Redis has ${DEFAULT_REDIS_DATABASES} (0 to ${DEFAULT_REDIS_DATABASES - 1}) unless its databases setting is raised; if it is not, serve refuses to start (Redis answers ERR DB index is out of range)`);
