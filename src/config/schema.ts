@@ -354,7 +354,7 @@ const jwtSpec = z
     audience: z.string().min(1).describe('required aud claim'),
     subject: z.string().min(1).optional().describe('required sub claim'),
     claims: z.record(z.string(), z.string()).default({}).describe('further claims that must equal these strings'),
-    jwks_url: httpUrl('an http(s) URL node can parse, e.g. https://issuer.example/.well-known/jwks.json').optional().describe("the issuer's JWKS endpoint"),
+    jwks_url: httpUrl('an http(s) URL node can parse, e.g. https://issuer.example/.well-known/jwks.json').optional().describe("the issuer's JWKS endpoint: https (plain http only to a loopback address or localhost)"),
     keys: z.array(publicKeyPem).default([]).describe('PEM public keys (SPKI), instead of or besides jwks_url'),
     algorithms: z
       .array(jwtAlgorithm)

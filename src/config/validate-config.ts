@@ -1,8 +1,9 @@
 /**
  * Rules across fields, which the schema (single-field rules) cannot express: listeners, prefixes and
  * hosts unique, grants naming real services once each, token hashes owned by one agent, the literal
- * upstream IPs that need allow_private, scopes nobody uses, credentials shared between agents, and
- * credentials, tokens or signing keys fetched or sent over plain http off the machine.
+ * upstream IPs that need allow_private, scopes nobody uses, credentials shared between agents,
+ * credentials or tokens sent over plain http off the machine, and signing keys fetched over plain http
+ * beyond loopback.
  * Checked in one pass so every problem is listed at once.
  */
 import { accessSync, constants, existsSync, readFileSync, statSync } from 'node:fs';
@@ -41,6 +42,23 @@ function plaintextOffMachine(url: string): string | null {
   if (parsed.protocol !== 'http:') return null;
   const host = parsed.hostname.replace(/^\[|\]$/g, '').toLowerCase();
   return onThisMachine(host) ? null : host;
+}
+
+/**
+ * True for a plain-http URL whose host is not a loopback address (127.0.0.0/8 or ::1, however spelt) or
+ * `localhost`, which /etc/hosts answers. Stricter than plaintextOffMachine: a name under .localhost is
+ * looked up in DNS by glibc unless /etc/hosts or systemd-resolved answers it, so it may lead elsewhere.
+ */
+function plaintextBeyondLoopback(url: string): string | null {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return null;
+  }
+  if (parsed.protocol !== 'http:') return null;
+  const host = parsed.hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  return host === 'localhost' || (isIP(host) !== 0 && classifyAddress(host) === 'loopback') ? null : host;
 }
 
 /**
@@ -421,9 +439,13 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
     const previous = jwtSelectors.get(selector);
     if (previous !== undefined) error(['agents', agentName, 'jwt'], `agent ${previous} accepts exactly the same tokens; give each agent its own subject or claims`);
     else jwtSelectors.set(selector, agentName);
-    const plainJwks = agent.jwt.jwks_url === undefined ? null : plaintextOffMachine(agent.jwt.jwks_url);
+    // An error, not the warning the other plain-http URLs get: the key set decides who is this agent,
+    // and whoever answers a plain-http fetch can serve keys of their own and sign tokens that verify
+    // (RFC 7515 4.1.2: fetching a JWK Set MUST use TLS; RFC 7517 9.1: trust a key no more than the way it
+    // was obtained). Only a loopback address stays on this machine.
+    const plainJwks = agent.jwt.jwks_url === undefined ? null : plaintextBeyondLoopback(agent.jwt.jwks_url);
     if (plainJwks !== null) {
-      warning(['agents', agentName, 'jwt', 'jwks_url'], `plain http to ${plainJwks}, off this machine: anyone on the network path can swap in signing keys and forge tokens that authenticate as ${agentName}; use https (fails check --strict)`, true);
+      error(['agents', agentName, 'jwt', 'jwks_url'], `plain http to ${plainJwks}: anyone on the network path can answer with signing keys of their own and forge tokens that authenticate as ${agentName} (RFC 7515 4.1.2 requires TLS for a JWK Set); use https, or for a JWKS served on this machine a loopback address (127.0.0.0/8, ::1 or localhost)`);
     }
     if (agent.jwt.subject === undefined && Object.keys(agent.jwt.claims).length === 0) {
       warning(['agents', agentName, 'jwt'], `every token of issuer ${agent.jwt.issuer} for audience ${agent.jwt.audience} authenticates as ${agentName}; set subject or claims to narrow it`);

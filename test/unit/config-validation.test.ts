@@ -346,7 +346,7 @@ describe('cross-field rules (validate-config.ts)', () => {
       expected: [{ severity: 'warning' as const, path: 'services.api.upstream', message: /^plain http to .+, off this machine: the injected credential crosses the network unencrypted.*fails check --strict/, strict: true as const }],
     })),
     {
-      rule: 'plain http to Vault, a token endpoint and a JWKS off this machine',
+      rule: 'plain http to Vault and a token endpoint off this machine (warnings), and to a JWKS (an error)',
       input: {
         secrets: {
           vault: { address: 'http://vault.internal:8200', auth: { method: 'token', token: 'env:VAULT_TOKEN' } },
@@ -358,7 +358,8 @@ describe('cross-field rules (validate-config.ts)', () => {
       expected: [
         { severity: 'warning', path: 'secrets.vault.address', message: /^plain http to vault\.internal, off this machine: Airlock's Vault token and every secret it reads/, strict: true },
         { severity: 'warning', path: 'secrets.oauth2.crm.token_url', message: /^plain http to login\.example\.com, off this machine: the client secret and every token issued/, strict: true },
-        { severity: 'warning', path: 'agents.bot.jwt.jwks_url', message: /^plain http to issuer\.example\.com, off this machine: anyone on the network path can swap in signing keys and forge tokens that authenticate as bot/, strict: true },
+        // An error since a JWKS over plain http lets whoever is on the path forge tokens (config-jwks-url-scheme.test.ts).
+        { severity: 'error', path: 'agents.bot.jwt.jwks_url', message: /^plain http to issuer\.example\.com: anyone on the network path can answer with signing keys of their own and forge tokens that authenticate as bot .*use https/ },
       ],
     },
     {
