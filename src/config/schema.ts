@@ -10,6 +10,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseSecretRef } from '../credentials/secret-ref.js';
 import { AGENT_TOKEN_PATTERN, SESSION_TOKEN_PATTERN } from '../identity/agent-token.js';
+import { DEFAULT_JWT_TYP, JWT_TYP_PATTERN } from '../identity/jwt-typ.js';
 import { injectorProblems } from '../injection/build-injector.js';
 import { parseRouteTemplate } from '../policy/route-template.js';
 import { BUILTIN_RULE_NAMES } from '../redaction/key-patterns.js';
@@ -362,6 +363,13 @@ const jwtSpec = z
       .default(['RS256', 'ES256'])
       .describe('accepted signature algorithms (pinned; HMAC and "none" are never accepted: no shared secrets, no alg confusion)'),
     max_token_age: seconds.optional().describe('refuse tokens issued (iat) longer ago than this'),
+    typ: z
+      .array(z.string().regex(JWT_TYP_PATTERN, { error: 'a media type such as JWT, at+jwt or application/at+jwt (RFC 7515 4.1.9), without parameters' }), {
+        error: (issue) => (issue.code === 'invalid_type' ? 'a list of accepted typ header values, e.g. [at+jwt] or [JWT, JOSE, at+jwt]' : undefined),
+      })
+      .min(1, { error: 'at least one typ value: leave typ out for the default [JWT, JOSE, at+jwt]' })
+      .default([...DEFAULT_JWT_TYP])
+      .describe('accepted values of the JWT typ header (RFC 8725 3.11), compared case-insensitively with application/ implied; JWT also takes a token without typ; other kinds (logout+jwt, secevent+jwt, dpop+jwt) are refused'),
   })
   .refine((jwt) => jwt.jwks_url !== undefined || jwt.keys.length > 0, { error: 'give jwks_url or keys', path: ['keys'] });
 

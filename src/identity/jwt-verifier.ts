@@ -5,17 +5,20 @@
  * - Algorithms are pinned per agent and asymmetric only: HMAC would mean sharing a secret, and allowing
  *   it next to RSA is the classic key-confusion attack (a public key used as an HMAC secret). `none`
  *   is never accepted (jose refuses unsecured tokens in jwtVerify).
- * - iss, aud, exp and nbf are checked (with 30 s of clock tolerance), then sub and the configured claims.
+ * - iss, aud, exp and nbf are checked (with 30 s of clock tolerance), then sub and the configured claims,
+ *   then the typ header against the agent's list (jwt-typ.ts; RFC 8725 3.11): a logout token or a
+ *   security event signed by the same issuer is not a credential.
  * - A token that verified is cached by its hash until it expires, so the request path pays for a
  *   signature check once per token, not once per request.
  * Candidates are the agents whose issuer equals the token's (unverified) iss; the one whose keys,
  * audience, subject and claims all match is the agent, and a token that more than one matches is refused.
  */
 import { createHash, createPublicKey, type KeyObject as NodeKeyObject } from 'node:crypto';
-import { createRemoteJWKSet, customFetch, decodeJwt, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type KeyObject } from 'jose';
+import { createRemoteJWKSet, customFetch, decodeJwt, decodeProtectedHeader, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type KeyObject } from 'jose';
 import { LRUCache } from 'lru-cache';
 import type { JwtSpec } from '../config/schema.js';
 import type { DeepReadonly } from '../config/types.js';
+import { typAcceptor } from './jwt-typ.js';
 
 const CLOCK_TOLERANCE_S = 30;
 
@@ -78,6 +81,7 @@ interface Candidate {
   readonly spec: DeepReadonly<JwtSpec>;
   readonly keys: ReadonlyArray<{ readonly key: KeyObject; readonly thumbprint: string }>;
   readonly jwks: JWTVerifyGetKey | null;
+  readonly typ: ReturnType<typeof typAcceptor>;
 }
 
 /**
@@ -141,6 +145,7 @@ export class JwtVerifier {
           return { key, thumbprint: keyThumbprint(key) };
         }),
         jwks: spec.jwks_url === undefined ? null : keySet(spec.jwks_url),
+        typ: typAcceptor(spec.typ),
       };
       const list = this.#byIssuer.get(spec.issuer) ?? [];
       list.push(candidate);
@@ -157,8 +162,10 @@ export class JwtVerifier {
     const cached = this.#cache.get(cacheKey);
     if (cached !== undefined && cached.expiresAt > this.#now()) return { agent: cached.agent, reason: 'cached', issuer: cached.issuer, subject: cached.subject, expiresAt: cached.expiresAt, key: cached.key };
     let issuer: string | undefined;
+    let typ: unknown;
     try {
       issuer = decodeJwt(token).iss;
+      typ = decodeProtectedHeader(token).typ;
     } catch {
       return refusedVerdict('the JWT cannot be decoded');
     }
@@ -191,6 +198,13 @@ export class JwtVerifier {
       const mismatch = this.#claimsMismatch(candidate.spec, payload);
       if (mismatch !== null) {
         note(candidate.spec.subject === undefined || payload.sub === candidate.spec.subject ? 3 : 2, mismatch);
+        continue;
+      }
+      // Checked last, so that the reason kept is this one when all else matched (a logout token of the
+      // agent's own subject), rather than another agent's "another subject". Said with the agent's list,
+      // not the token's typ, which is the caller's text.
+      if (!candidate.typ.accepts(typ)) {
+        note(4, `the JWT typ header marks another kind of token than this agent accepts (typ: ${candidate.typ.described}); RFC 8725 3.11`);
         continue;
       }
       matched.push({ candidate, payload, key });

@@ -60,7 +60,7 @@ function refused(detail: string, error: string | null, reason?: string): Airlock
  * checks in what order (found by review); it goes to the audit record and the log instead.
  */
 const JWT_REFUSED =
-  'The workload JWT was not accepted (its signature, issuer, audience, lifetime, subject or claims do not match an agent). An operator finds the reason in the audit record of this request id.';
+  'The workload JWT was not accepted (its signature, issuer, audience, lifetime, subject, claims or type do not match an agent). An operator finds the reason in the audit record of this request id.';
 
 /** Synchronous for agent and session tokens; a promise only for a workload JWT (its verification may fetch keys). */
 export function authenticateAgent(

@@ -6,6 +6,7 @@
 import { createHash, createPublicKey } from 'node:crypto';
 import type { AgentConfig, AirlockConfig, DeepReadonly, ServiceConfig } from '../config/types.js';
 import { keyThumbprint } from '../identity/jwt-verifier.js';
+import { isDefaultTyp, typKey } from '../identity/jwt-typ.js';
 import type { CredentialSpec, GrantSpec } from '../config/schema.js';
 import { buildInjector } from '../injection/build-injector.js';
 import type { Injector } from '../injection/injector.js';
@@ -236,13 +237,22 @@ type RouteSpecList = Parameters<typeof compileRouteTable>[0];
  */
 function jwtRulesDigest(jwt: NonNullable<AgentConfig['jwt']>): string {
   const claims = Object.entries(jwt.claims).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  const rules = ['v2', jwt.issuer, jwt.audience, jwt.subject ?? null, claims, jwt.jwks_url ?? null, [...jwt.algorithms].sort(), jwt.max_token_age ?? null];
+  const rules = ['v2', jwt.issuer, jwt.audience, jwt.subject ?? null, claims, jwt.jwks_url ?? null, [...jwt.algorithms].sort(), jwt.max_token_age ?? null, ...typRule(jwt)];
   return createHash('sha256').update(JSON.stringify(rules), 'utf8').digest('hex');
+}
+
+/**
+ * The typ list, when it is not the default: the rules of an agent that leaves it out (or writes the
+ * default) digest as before the setting existed, so its sessions go on across the upgrade; one that
+ * narrows or widens it ends them, as any other change of the rules does.
+ */
+function typRule(jwt: NonNullable<AgentConfig['jwt']>): unknown[] {
+  return isDefaultTyp(jwt.typ) ? [] : [['typ', typKey(jwt.typ)]];
 }
 
 /** The digest sessions minted by earlier versions recorded: the keys' PEM text included. */
 function legacyJwtRulesDigest(jwt: NonNullable<AgentConfig['jwt']>): string {
   const claims = Object.entries(jwt.claims).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  const rules = [jwt.issuer, jwt.audience, jwt.subject ?? null, claims, jwt.jwks_url ?? null, [...jwt.keys].sort(), [...jwt.algorithms].sort(), jwt.max_token_age ?? null];
+  const rules = [jwt.issuer, jwt.audience, jwt.subject ?? null, claims, jwt.jwks_url ?? null, [...jwt.keys].sort(), [...jwt.algorithms].sort(), jwt.max_token_age ?? null, ...typRule(jwt)];
   return createHash('sha256').update(JSON.stringify(rules), 'utf8').digest('hex');
 }

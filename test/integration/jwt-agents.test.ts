@@ -43,7 +43,7 @@ function b64url(value: unknown): string {
 
 /** What every caller whose JWT is refused is told, whatever the reason. */
 const JWT_REFUSED =
-  'The workload JWT was not accepted (its signature, issuer, audience, lifetime, subject or claims do not match an agent). An operator finds the reason in the audit record of this request id.';
+  'The workload JWT was not accepted (its signature, issuer, audience, lifetime, subject, claims or type do not match an agent). An operator finds the reason in the audit record of this request id.';
 
 function nowSeconds(): number {
   return Math.floor(Date.now() / 1000);

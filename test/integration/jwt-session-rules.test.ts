@@ -27,6 +27,8 @@ interface Rules {
   readonly pkcs1?: boolean;
   readonly claims?: Record<string, string>;
   readonly audience?: string;
+  /** agents.ci.jwt.typ; left out when undefined. */
+  readonly typ?: readonly string[];
 }
 
 describe('sessions minted with a workload JWT, across reloads of the JWT rules', () => {
@@ -44,7 +46,7 @@ describe('sessions minted with a workload JWT, across reloads of the JWT rules',
     return {
       services: { api: { upstream: upstream.url, credential: { secret: 'env:JWT_RULES_KEY', inject: 'bearer' }, routes: [{ method: 'GET', path: '/v1/*', scope: 'read' }] } },
       agents: {
-        ci: { jwt: { issuer: ISSUER, audience: rules.audience ?? 'airlock', claims: rules.claims ?? { repository: 'org/app' }, keys, algorithms: ['RS256'] }, credentials: [{ service: 'api', max_scope: ['read'], max_ttl: 3600 }] },
+        ci: { jwt: { issuer: ISSUER, audience: rules.audience ?? 'airlock', claims: rules.claims ?? { repository: 'org/app' }, keys, algorithms: ['RS256'], ...(rules.typ === undefined ? {} : { typ: rules.typ }) }, credentials: [{ service: 'api', max_scope: ['read'], max_ttl: 3600 }] },
       },
     };
   }
@@ -102,6 +104,10 @@ describe('sessions minted with a workload JWT, across reloads of the JWT rules',
     const session = await mint(await signed(compromised.privateKey));
     await reload({ keys: [compromised.publicKey] });
     expect((await call(session)).status).toBe(200);
+    // The default typ list written out, in another order and spelling, is the same rules.
+    await reload({ keys: [compromised.publicKey], typ: ['application/AT+JWT', 'jose', 'JWT'] });
+    expect((await call(session)).status).toBe(200);
+    await reload({ keys: [compromised.publicKey] });
   });
 
   // Found by review: any change to the rules ended the sessions, so the first step of every key
@@ -126,6 +132,8 @@ describe('sessions minted with a workload JWT, across reloads of the JWT rules',
     ['the signing key rotated out', { keys: [fresh.publicKey] }],
     ['the claims narrowed', { keys: [compromised.publicKey], claims: { repository: 'org/app', ref: 'refs/heads/main' } }],
     ['the audience changed', { keys: [compromised.publicKey], audience: 'airlock-v2' }],
+    // The JWTs here carry no typ: with typ [at+jwt] (explicit typing required) they are refused.
+    ['typ narrowed to at+jwt', { keys: [compromised.publicKey], typ: ['at+jwt'] }],
   ];
   for (const [what, rules] of changes) {
     it(`${what}: the JWT is refused, and so is every session it minted (401)`, async () => {
