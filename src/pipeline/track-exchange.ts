@@ -1,6 +1,6 @@
 /**
  * A request from the moment it is sent upstream until its answer is done, as the kill switch sees it
- * (kill-switch.ts). When what it runs under is revoked, or its session ends, while nothing of the
+ * (kill-switch.ts). When what it runs under is revoked, or its session or workload JWT ends, while nothing of the
  * answer has reached the agent, the agent gets the refusal its next request would get (401 for a
  * revoked agent or ended session, 503 for a suspended service or revoked credential), audited with
  * that code; the upstream request is aborted, and its answer never sent. Between an answer held for
@@ -40,7 +40,10 @@ export class TrackedExchange implements LiveExchange, ExchangeSlot {
     this.service = service;
     this.credential = credential;
     this.res = res;
-    this.endsInMs = principal.session === null ? null : principal.session.expiresAt - runtime.nowMs();
+    // A session's end, or the workload JWT's (its exp, or iat + max_token_age; RFC 7519 4.1.4), whichever
+    // comes first: a stream begun under either is cut when it ends, as a new request would be refused.
+    const endsAt = Math.min(principal.session?.expiresAt ?? Infinity, principal.credentialEndsAt ?? Infinity);
+    this.endsInMs = endsAt === Infinity ? null : endsAt - runtime.nowMs();
   }
 
   interrupt(failure?: AirlockError): void {
@@ -50,7 +53,7 @@ export class TrackedExchange implements LiveExchange, ExchangeSlot {
       // The operator's reason (who revoked it, and why) where the refusal carries one, as a refused
       // request's record has it (found by review: the agent-facing text said to look in the record).
       const refusal = this.#refusal();
-      this.cutReason = `cut while its answer was being sent: ${operatorReason(refusal) ?? refusal.detail.replace(' while the request waited for its upstream; its answer was not passed on.', '.')}`;
+      this.cutReason = `cut while its answer was being sent: ${operatorReason(refusal) ?? refusal.detail.replace(' while the request waited for its upstream; its answer was not passed on.', '.').replace(' expired while the request waited; it was not sent. Send it again with a fresh JWT.', ' expired.')}`;
       this.res.destroy();
       return;
     }
