@@ -340,7 +340,13 @@ function sharedMasterKey(dataDir: string, env: Readonly<Record<string, string | 
  */
 function keptAdminTls(before: DeepReadonly<AdminSpec>, after: DeepReadonly<AdminSpec>): DeepReadonly<AdminSpec> {
   const { tls: _wanted, ...rest } = after;
-  const tls = (before.tls === undefined) === (after.tls === undefined) ? after.tls : before.tls;
+  let tls = (before.tls === undefined) === (after.tls === undefined) ? after.tls : before.tls;
+  // Asking for client certificates is the server's setting, not its certificate's: on or off waits too;
+  // a new client CA file applies.
+  if (tls !== undefined && tls === after.tls && (before.tls?.client_ca_file === undefined) !== (after.tls?.client_ca_file === undefined)) {
+    const { client_ca_file: _asked, ...certificate } = tls;
+    tls = before.tls?.client_ca_file === undefined ? certificate : { ...certificate, client_ca_file: before.tls.client_ca_file };
+  }
   return { ...rest, listen: before.listen, ...(tls === undefined ? {} : { tls }) };
 }
 
@@ -361,6 +367,7 @@ function keepRestartOnly(before: AirlockConfig, after: AirlockConfig): { config:
   // HTTPS on or off changes what the listeners are; a new certificate or min_version is applied live.
   differs('tls (on or off)', before.tls === null, after.tls === null);
   differs('admin.tls (on or off)', before.admin?.tls === undefined, after.admin?.tls === undefined);
+  differs('admin.tls.client_ca_file (on or off)', before.admin?.tls?.client_ca_file === undefined, after.admin?.tls?.client_ca_file === undefined);
   if (changed.length === 0) return { config: after, changed };
   const services: Record<string, ServiceConfig> = {};
   for (const [name, service] of Object.entries(after.services)) {

@@ -806,7 +806,9 @@ export function createAdminServer(currentContext: () => AdminContext, tls: TlsId
       ? createServer(options, handleAdminRequest)
       : serveTls(
           // A handshake gets no longer than the headers, as on the agent listeners.
-          createHttpsServer({ ...options, ...tls.contextOptions(), handshakeTimeout: ADMIN_HEADERS_TIMEOUT_MS }, handleAdminRequest),
+          // With admin.tls.client_ca_file, a connection without a client certificate one of those CAs
+          // signed ends in its handshake (mTLS): no admin call, /metrics or console page is read from it.
+          createHttpsServer({ ...options, ...tls.contextOptions(), handshakeTimeout: ADMIN_HEADERS_TIMEOUT_MS, ...(tls.clientCa === null ? {} : { requestCert: true, rejectUnauthorized: true }) }, handleAdminRequest),
           { headersTimeoutMs: ADMIN_HEADERS_TIMEOUT_MS, maxHeaderBytes: ADMIN_MAX_HEADER_BYTES },
           { onPlainHttp: (socket, head) => refusePlainAdminCall(socket, head, currentContext()), ...(onTlsFailure === undefined ? {} : { onTlsFailure }) },
         );

@@ -43,7 +43,7 @@ export async function callAdmin(io: CliIo, target: CliConfig, method: string, pa
   const client = new Client(`${tls === undefined ? 'http' : 'https'}://${host}:${listen.port}`, {
     headersTimeout: 30_000,
     bodyTimeout: 30_000,
-    ...(tls === undefined ? {} : { connect: pinnedConnector(tls.cert_file, config.admin.listen) }),
+    ...(tls === undefined ? {} : { connect: pinnedConnector(tls.cert_file, config.admin.listen, tls.client_ca_file === undefined ? null : clientCertificate(io)) }),
   });
   try {
     const response = await client.request({
@@ -62,6 +62,14 @@ export async function callAdmin(io: CliIo, target: CliConfig, method: string, pa
     return { status: response.statusCode, body: parsed };
   } catch (error) {
     if (error instanceof AdminCallError) throw error;
+    // Under TLS 1.3 a server refuses a client certificate after the client's side of the handshake is
+    // done (RFC 8446 4.4.2.4): undici sees the connection closed, not the alert.
+    const code = (error as { code?: string }).code;
+    if (tls?.client_ca_file !== undefined && (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET')) {
+      throw new AdminCallError(
+        `The admin API at ${config.admin.listen} closed the connection without answering, which is how it refuses a client certificate: check that the one AIRLOCK_ADMIN_CLIENT_CERT names was signed by a CA in admin.tls.client_ca_file, is meant for clients (extendedKeyUsage clientAuth) and has not expired. AIRLOCK_ADMIN_TOKEN was not answered.`,
+      );
+    }
     // A reload does not move the admin API (found by review: after admin.listen was edited and reloaded,
     // this pointed at the new address with no word of where the running one still listens).
     throw new AdminCallError(
@@ -79,7 +87,29 @@ export async function callAdmin(io: CliIo, target: CliConfig, method: string, pa
  * fingerprint must match before the token is written (the check runs as the connection is handed to
  * undici, before any request on it). A CA-based check would trust any certificate that CA signed.
  */
-function pinnedConnector(certFile: string, listen: string): buildConnector.connector {
+/**
+ * With admin.tls.client_ca_file the admin listener asks for a client certificate (mTLS): the CLI shows
+ * the one named by AIRLOCK_ADMIN_CLIENT_CERT and AIRLOCK_ADMIN_CLIENT_KEY (PEM files), as curl's --cert
+ * and --key would. Paths in the environment, not argv, like the token.
+ */
+function clientCertificate(io: CliIo): { cert: Buffer; key: Buffer } {
+  const certFile = io.env['AIRLOCK_ADMIN_CLIENT_CERT'];
+  const keyFile = io.env['AIRLOCK_ADMIN_CLIENT_KEY'];
+  if (certFile === undefined || certFile === '' || keyFile === undefined || keyFile === '') {
+    throw new AdminCallError('The admin API asks for a client certificate (admin.tls.client_ca_file): set AIRLOCK_ADMIN_CLIENT_CERT and AIRLOCK_ADMIN_CLIENT_KEY to the PEM files of a certificate one of those CAs signed, and its key.');
+  }
+  const read = (file: string, setting: string): Buffer => {
+    try {
+      return readFileSync(file);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      throw new AdminCallError(`${setting} names ${file}, which ${code === 'ENOENT' ? 'does not exist' : code === 'EACCES' ? 'this user may not read' : `cannot be read (${(error as Error).message})`}.`);
+    }
+  };
+  return { cert: read(certFile, 'AIRLOCK_ADMIN_CLIENT_CERT'), key: read(keyFile, 'AIRLOCK_ADMIN_CLIENT_KEY') };
+}
+
+function pinnedConnector(certFile: string, listen: string, client: { cert: Buffer; key: Buffer } | null): buildConnector.connector {
   let expected: string;
   try {
     const pem = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/.exec(readFileSync(certFile, 'utf8'))?.[0];
@@ -92,7 +122,7 @@ function pinnedConnector(certFile: string, listen: string): buildConnector.conne
     throw new AdminCallError(`The CLI checks the admin API's certificate against admin.tls.cert_file ${certFile}, and ${why}; run the command as a user who can read it (the certificate is public; its key is not needed).`);
   }
   // Verification is the pin below, not a CA's: the chain is not what is trusted.
-  const connect = buildConnector({ rejectUnauthorized: false });
+  const connect = buildConnector({ rejectUnauthorized: false, ...(client ?? {}) });
   return function connectPinned(options, callback) {
     connect(options, (error, socket) => {
       if (error !== null) return callback(error, null);

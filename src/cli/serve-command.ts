@@ -132,7 +132,8 @@ function watchedDigest(text: string | null, files: readonly string[]): string | 
 }
 
 function tlsFiles(config: AirlockConfig): string[] {
-  return [config.tls, config.admin?.tls].flatMap((tls) => (tls === null || tls === undefined ? [] : [tls.cert_file, tls.key_file]));
+  const admin = config.admin?.tls;
+  return [...(config.tls === null ? [] : [config.tls.cert_file, config.tls.key_file]), ...(admin === undefined ? [] : [admin.cert_file, admin.key_file, ...(admin.client_ca_file === undefined ? [] : [admin.client_ca_file])])];
 }
 
 /**

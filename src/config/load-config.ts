@@ -304,7 +304,7 @@ function normalize(data: ParsedConfig, resolvePath: (p: string) => string, sourc
         : { vault: { ...data.secrets.vault, ...(data.secrets.vault.ca_file === undefined ? {} : { ca_file: resolvePath(data.secrets.vault.ca_file) }) } }),
       oauth2: Object.fromEntries(Object.entries(data.secrets.oauth2).map(([name, client]) => [name, client.ca === undefined ? client : { ...client, ca: resolvePath(client.ca) }])),
     },
-    admin: data.admin === undefined ? null : { ...data.admin, ...(data.admin.tls === undefined ? {} : { tls: resolveTls(data.admin.tls, resolvePath) }) },
+    admin: data.admin === undefined ? null : { ...data.admin, ...(data.admin.tls === undefined ? {} : { tls: resolveAdminTls(data.admin.tls, resolvePath) }) },
     approvals: data.approvals,
     state: data.state,
     anomalies: data.anomalies,
@@ -319,6 +319,12 @@ function normalize(data: ParsedConfig, resolvePath: (p: string) => string, sourc
 /** A listener's TLS files, absolute (relative ones are the config file's). */
 function resolveTls<T extends { cert_file: string; key_file: string }>(spec: T, resolvePath: (p: string) => string): T {
   return { ...spec, cert_file: resolvePath(spec.cert_file), key_file: resolvePath(spec.key_file) };
+}
+
+/** admin.tls's files, absolute, its client CA among them. */
+function resolveAdminTls<T extends { cert_file: string; key_file: string; client_ca_file?: string | undefined }>(spec: T, resolvePath: (p: string) => string): T {
+  const resolved = resolveTls(spec, resolvePath);
+  return spec.client_ca_file === undefined ? resolved : { ...resolved, client_ca_file: resolvePath(spec.client_ca_file) };
 }
 
 function deepFreeze<T>(value: T): T {

@@ -492,6 +492,13 @@ const adminSpec = z.strictObject({
     .describe('tokens that may call the admin API; a name is recorded as the approver or revoker'),
   public_url: httpUrl('an http(s) URL node can parse, e.g. https://airlock-console.example.com').optional().describe('how approvers reach the console, for links in webhooks and 202 answers'),
   tls: listenerTls
+    .extend({
+      client_ca_file: z
+        .string()
+        .min(1)
+        .optional()
+        .describe('PEM CA certificates: with it, every connection must present a client certificate one of them signed (mTLS), before any admin token is read; relative to the config file'),
+    })
     .optional()
     .describe('serve the admin API, console and /metrics over HTTPS (its own certificate, or the agent listeners\' files); the CLI pins the certificate in cert_file; a reload, or a change of either file, serves new ones'),
 });

@@ -11,11 +11,14 @@
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { createSecureContext, type SecureContextOptions } from 'node:tls';
+import { caFileProblem } from '../config/ca-file-problem.js';
 
 export interface TlsSpec {
   readonly cert_file: string;
   readonly key_file: string;
   readonly min_version: 'TLSv1.2' | 'TLSv1.3';
+  /** The CAs whose client certificates the listener asks for and requires (mTLS; admin.tls only). */
+  readonly client_ca_file?: string | undefined;
 }
 
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
@@ -26,7 +29,7 @@ const DAY_MS = 86_400_000;
 
 export interface TlsProblem {
   readonly severity: 'error' | 'warning';
-  readonly field: 'cert_file' | 'key_file';
+  readonly field: 'cert_file' | 'key_file' | 'client_ca_file';
   readonly message: string;
   /** A warning that `check --strict` fails on. */
   readonly strict?: boolean;
@@ -43,10 +46,13 @@ export class TlsIdentity {
   /** The leaf's SHA-256 fingerprint: tells a reload that changed the certificate from one that did not. */
   readonly fingerprint: string;
   readonly minVersion: TlsSpec['min_version'];
+  /** PEM of the CAs client certificates must chain to (client_ca_file), or null: no client certificate is asked for. */
+  readonly clientCa: string | null;
 
-  constructor(chain: string, key: Buffer, leaf: X509Certificate, notAfter: number, minVersion: TlsSpec['min_version']) {
+  constructor(chain: string, key: Buffer, leaf: X509Certificate, notAfter: number, minVersion: TlsSpec['min_version'], clientCa: string | null = null) {
     this.#chain = chain;
     this.#key = key;
+    this.clientCa = clientCa;
     this.subject = leaf.subject.replaceAll('\n', ', ');
     this.names = leaf.subjectAltName ?? '';
     this.notAfter = notAfter;
@@ -57,7 +63,9 @@ export class TlsIdentity {
 
   /** What node's TLS server is built from (tls.createServer, server.setSecureContext). */
   contextOptions(): SecureContextOptions {
-    return { cert: this.#chain, key: this.#key, minVersion: this.minVersion };
+    // `ca` in a server's context is what a client certificate is verified against (requestCert, set by
+    // the server that asks for one).
+    return { cert: this.#chain, key: this.#key, minVersion: this.minVersion, ...(this.clientCa === null ? {} : { ca: this.clientCa }) };
   }
 
   toString(): string {
@@ -136,7 +144,15 @@ export function readTlsIdentity(spec: TlsSpec, nowMs: number): { identity: TlsId
     const which = ending === leaf ? `the certificate in ${spec.cert_file}` : `an intermediate of the chain in ${spec.cert_file} (${ending.subject.replaceAll('\n', ', ')})`;
     problems.push({ severity: 'warning', field: 'cert_file', message: `${which} expires on ${ending.validTo}, in ${days === 0 ? 'less than a day' : `${days} days`}; renew it, and a reload (SIGHUP, or the file watch) serves the new one (fails check --strict)`, strict: true });
   }
-  const identity = new TlsIdentity(chainText, Buffer.from(keyText), leaf, notAfter, spec.min_version);
+  let clientCa: string | null = null;
+  if (spec.client_ca_file !== undefined) {
+    const caBytes = readBytes(spec.client_ca_file);
+    if (!Buffer.isBuffer(caBytes)) return fail('client_ca_file', caBytes.problem);
+    const problem = caFileProblem(spec.client_ca_file, caBytes);
+    if (problem !== null) return fail('client_ca_file', problem.replace('so the connection would fail at the first request', 'so every client certificate would be refused'));
+    clientCa = caBytes.toString('utf8');
+  }
+  const identity = new TlsIdentity(chainText, Buffer.from(keyText), leaf, notAfter, spec.min_version, clientCa);
   // node's TLS reads the whole chain, this file only its first certificate: a chain with an intermediate
   // it cannot load passed here and then failed serve, or a reload half-way (found by review).
   try {
@@ -152,8 +168,13 @@ export function readTlsIdentity(spec: TlsSpec, nowMs: number): { identity: TlsId
 }
 
 function readText(path: string): string | { problem: string } {
+  const bytes = readBytes(path);
+  return Buffer.isBuffer(bytes) ? bytes.toString('utf8') : bytes;
+}
+
+function readBytes(path: string): Buffer | { problem: string } {
   try {
-    return readFileSync(path, 'utf8');
+    return readFileSync(path);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return { problem: `${path} does not exist` };

@@ -37,6 +37,8 @@ export interface TestCa {
   readonly ca: string;
   /** A server certificate (and its key, mode 600) signed by the CA, valid for `days` from now. */
   issue(name: string, days?: number): { key: string; cert: string };
+  /** A client certificate (extendedKeyUsage clientAuth) signed by the CA, for mTLS. */
+  issueClient(name: string): { key: string; cert: string };
 }
 
 export function makeTestCa(dir: string): TestCa {
@@ -51,6 +53,12 @@ export function makeTestCa(dir: string): TestCa {
     issue(name, days = 2) {
       run('req', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
       run('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.pem`, '-days', String(days), '-extfile', 'server.ext');
+      return { key: join(dir, `${name}.key`), cert: join(dir, `${name}.pem`) };
+    },
+    issueClient(name) {
+      writeFileSync(join(dir, 'client.ext'), 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n');
+      run('req', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
+      run('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.pem`, '-days', '2', '-extfile', 'client.ext');
       return { key: join(dir, `${name}.key`), cert: join(dir, `${name}.pem`) };
     },
   };

@@ -7,7 +7,7 @@
  */
 import { once } from 'node:events';
 import { X509Certificate } from 'node:crypto';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer as createHttpsServer } from 'node:https';
@@ -288,4 +288,90 @@ describe.skipIf(!HAVE_OPENSSL)('a renewal written over admin.tls files is served
       rmSync(root, { recursive: true, force: true });
     }
   }, 30_000);
+});
+
+describe.skipIf(!HAVE_OPENSSL)('client certificates on the admin listener (admin.tls.client_ca_file)', () => {
+  let dir: string;
+  let serverCa: TestCa;
+  let clientCa: TestCa;
+  let strangerCa: TestCa;
+  let server: { key: string; cert: string };
+  let proxy: ProxyFixture;
+  const seen: string[] = [];
+
+  beforeAll(async () => {
+    dir = tempDir('airlock-admin-mtls-');
+    const sub = (name: string): string => {
+      const path = join(dir, name);
+      mkdirSync(path);
+      return path;
+    };
+    serverCa = makeTestCa(sub('server'));
+    clientCa = makeTestCa(sub('clients'));
+    strangerCa = makeTestCa(sub('stranger'));
+    server = serverCa.issue('admin-mtls', 30);
+    proxy = await startProxy({
+      admin: { listen: `127.0.0.1:${await freePort()}`, tokens: [admin.hash], tls: { cert_file: server.cert, key_file: server.key, client_ca_file: clientCa.ca } },
+      services: {},
+      agents: {},
+    });
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    assertNoLeak([admin.token, readFileSync(server.key, 'utf8')], [
+      { name: 'log', text: proxy.logLines.join('') },
+      { name: 'audit', text: proxy.auditText() },
+      { name: 'CLI output', text: seen.join('\n') },
+    ]);
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const healthWith = async (client: { key: string; cert: string } | null): Promise<number | string> => {
+    const dispatcher = new Agent({ connect: { ca: readFileSync(serverCa.ca), servername: 'localhost', ...(client === null ? {} : { cert: readFileSync(client.cert), key: readFileSync(client.key) }) } });
+    try {
+      const response = await undiciFetch(`${proxy.airlock.adminUrl}/v1/health`, { headers: { authorization: `Bearer ${admin.token}` }, dispatcher });
+      await response.arrayBuffer();
+      return response.status;
+    } catch (error) {
+      return `refused: ${String((error as { cause?: { code?: string } }).cause?.code ?? (error as Error).message)}`;
+    } finally {
+      await dispatcher.close();
+    }
+  };
+
+  it('answers a caller with a certificate the client CA signed, and no one else, before any token is read', async () => {
+    expect(await healthWith(clientCa.issueClient('operator'))).toBe(200);
+    expect(await healthWith(null)).toMatch(/^refused: /);
+    expect(await healthWith(strangerCa.issueClient('stranger'))).toMatch(/^refused: /);
+    // Counted as failed handshakes on the admin listener.
+    const metrics = await eventually('the refused handshakes counted', async () => {
+      const text = await proxy.airlock.metrics.registry.metrics();
+      // No certificate is a certificate failure; a stranger's may end as the client's reset (TLS 1.3).
+      const counts = [...text.matchAll(/^airlock_tls_handshake_failures_total\{listener="admin",reason="(\w+)"\} (\d+)$/gm)];
+      return counts.some((m) => m[1] === 'certificate') && counts.reduce((sum, m) => sum + Number(m[2]), 0) >= 2 ? text : undefined;
+    });
+    expect(metrics).not.toContain('listener="agent"');
+  });
+
+  it('the CLI shows the certificate AIRLOCK_ADMIN_CLIENT_CERT and _KEY name, and says what to set without one', async () => {
+    const operator = clientCa.issueClient('cli-operator');
+    const cliConfig = writeConfigFile(dir, { admin: { listen: new URL(proxy.airlock.adminUrl as string).host, tokens: [admin.hash], tls: { cert_file: server.cert, key_file: server.key, client_ca_file: clientCa.ca } } }, 'cli.yaml');
+    const ok = await runCliCapture(['status', '--config', cliConfig], { AIRLOCK_ADMIN_TOKEN: admin.token, AIRLOCK_ADMIN_CLIENT_CERT: operator.cert, AIRLOCK_ADMIN_CLIENT_KEY: operator.key }, seen);
+    expect(ok.code, ok.stdout + ok.stderr).toBe(0);
+    expect(ok.stdout).toMatch(/^ {2}admin tls {4}CN=admin-mtls/m);
+    const without = await runCliCapture(['status', '--config', cliConfig], { AIRLOCK_ADMIN_TOKEN: admin.token }, seen);
+    expect(without.code).toBe(1);
+    expect(without.stderr).toContain('set AIRLOCK_ADMIN_CLIENT_CERT and AIRLOCK_ADMIN_CLIENT_KEY');
+    const stranger = strangerCa.issueClient('cli-stranger');
+    const refused = await runCliCapture(['status', '--config', cliConfig], { AIRLOCK_ADMIN_TOKEN: admin.token, AIRLOCK_ADMIN_CLIENT_CERT: stranger.cert, AIRLOCK_ADMIN_CLIENT_KEY: stranger.key }, seen);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('which is how it refuses a client certificate');
+  });
+
+  it('check lists a client CA file that holds no certificate against admin.tls.client_ca_file', () => {
+    const built = buildConfig({ data_dir: dir, admin: { listen: '127.0.0.1:7701', tokens: [admin.hash], tls: { cert_file: server.cert, key_file: server.key, client_ca_file: server.key } }, services: {}, agents: {} }, { baseDir: dir });
+    expect(built.config).toBeNull();
+    expect(built.problems.map((p) => formatProblem(p, null)).join('\n')).toMatch(/admin\.tls\.client_ca_file: CA file .* holds no PEM certificate/);
+  });
 });
