@@ -44,6 +44,7 @@ import { ApprovalBroker } from './policy/approval-broker.js';
 import { createApprovalNotifier } from './policy/approval-webhook.js';
 import { allCredentialPlans, allSecretRefs, compilePolicy, identifierRefs, storeLoginRefs, type Policy } from './policy/compile-policy.js';
 import { KillSwitch } from './policy/kill-switch.js';
+import { compileRateLimitFields } from './policy/rate-limit-fields.js';
 import { ConcurrencyGate, type RateLimiter } from './policy/rate-limiter.js';
 import { createAnomalyResponder, DETECTOR_IDENTITY } from './policy/respond-to-anomaly.js';
 import type { ProxyRuntime } from './pipeline/proxy-runtime.js';
@@ -598,7 +599,7 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
       approvalHeaders: Object.freeze([...new Set(config.approvals.bind_headers.map((name) => cgiHeaderName(name.toLowerCase())))]),
       maxSessionsPerAgent: config.limits.max_sessions_per_agent,
       sessionMintBucket: Object.freeze({ capacity: mintRate.burst ?? mintRate.requests, refillPerMs: mintRate.requests / (mintRate.per * 1000) }),
-      sessionMintRate: Object.freeze({ requests: mintRate.requests, per: mintRate.per }),
+      sessionMintRate: Object.freeze({ requests: mintRate.requests, per: mintRate.per, fields: compileRateLimitFields('session_mint_rate', mintRate) }),
       stateStaleAfterMs: durable.staleAfterMs,
     }),
     cutForStop: () => durable.cutForStop,

@@ -12,6 +12,7 @@ import { buildInjector } from '../injection/build-injector.js';
 import type { Injector } from '../injection/injector.js';
 import { queryKeyNameSet } from '../upstream/outbound-request.js';
 import { parseUpstream, type UpstreamTarget } from '../upstream/upstream-target.js';
+import { compileRateLimitFields, type RateLimitFields } from './rate-limit-fields.js';
 import type { BucketShape } from './rate-limiter.js';
 import { compileRouteTable, type RouteTable } from './route-table.js';
 import { compileScopeGrant, type ScopeGrant } from './scope-grant.js';
@@ -67,6 +68,8 @@ export interface GrantPolicy {
   readonly bucket: BucketShape | null;
   /** The bucket's and the concurrency gate's key: agent and service. */
   readonly rateKey: string;
+  /** What a 429 for `rate` says of it (RateLimit-Policy, RateLimit), or null without one: compiled once. */
+  readonly rateFields: RateLimitFields | null;
 }
 
 export interface AgentPolicy {
@@ -211,6 +214,7 @@ export function compilePolicy(config: AirlockConfig): Policy {
           config: grant as Readonly<GrantSpec>,
           bucket: grant.rate === undefined ? null : Object.freeze({ capacity: grant.rate.burst ?? grant.rate.requests, refillPerMs: grant.rate.requests / (grant.rate.per * 1000) }),
           rateKey: `${agent.name}\u0000${grant.service}`,
+          rateFields: grant.rate === undefined ? null : compileRateLimitFields(grant.service, grant.rate),
         }),
       );
     });
