@@ -96,11 +96,18 @@ export class AirlockError extends Error {
    * ended with no event (send-problem.ts).
    */
   readonly eventStream: boolean;
+  /**
+   * The refusal is evidence of probing whatever its code: a request target that servers read in
+   * different ways (path confusion), refused by canonicalize-target.ts or match-route.ts. The anomaly
+   * rule denial_burst counts it against the agent whose valid credential the request carried (found by
+   * review: such 400s were never counted, and an agent probing with `..` or `%2e%2e` went unseen).
+   */
+  readonly probing: boolean;
 
   constructor(
     code: ErrorCode,
     detail: string,
-    options: { cause?: unknown; headers?: Record<string, string>; credentialRef?: string; extensions?: Record<string, string>; eventStream?: boolean } = {},
+    options: { cause?: unknown; headers?: Record<string, string>; credentialRef?: string; extensions?: Record<string, string>; eventStream?: boolean; probing?: boolean } = {},
   ) {
     super(`${code}: ${detail}`, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'AirlockError';
@@ -110,6 +117,7 @@ export class AirlockError extends Error {
     this.credentialRef = options.credentialRef ?? null;
     this.extensions = Object.freeze({ ...(options.extensions ?? {}) });
     this.eventStream = options.eventStream ?? false;
+    this.probing = options.probing ?? false;
   }
 
   get status(): number {

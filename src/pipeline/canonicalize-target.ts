@@ -38,8 +38,9 @@ function hexValue(code: number): number {
   return -1;
 }
 
+/** Every refusal here is of a target servers could read differently: probing (errors.ts AirlockError.probing). */
 function reject(detail: string): never {
-  throw new AirlockError('invalid_request', detail);
+  throw new AirlockError('invalid_request', detail, { probing: true });
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });

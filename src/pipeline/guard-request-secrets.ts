@@ -154,6 +154,7 @@ function withHeldSecret(failure: AirlockError, ref: string, incident: string): A
     headers: { ...failure.headers },
     extensions: { ...failure.extensions },
     eventStream: failure.eventStream,
+    probing: failure.probing,
     credentialRef: ref,
     cause: new OperatorReason(`${incident}${refused === null ? '' : ` It was refused because: ${refused}`}`, { alert: true, cause: failure.cause }),
   });

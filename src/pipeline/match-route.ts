@@ -172,5 +172,7 @@ function sameRoute(service: ServicePolicy, method: string, reading: string, spel
         ? `If a "/" inside one segment is meant (an id that holds one), an operator ends the route with "*" instead (services.${service.name}.routes[${route.index}]), where both readings select it.`
         : 'Send the path as the route you mean spells it.'
     }`,
+    // Two readings of one path selecting two routes is path confusion: probing (errors.ts AirlockError.probing).
+    { probing: true },
   );
 }

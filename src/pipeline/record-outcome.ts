@@ -40,15 +40,16 @@ export function auditAnswered(runtime: ProxyRuntime, record: AuditRecord, cause:
 
 /**
  * Metrics and the trace's server span, from the same record the audit log got. `screened`: the anomaly
- * detector's request rules saw the request before it was forwarded (screen-anomalies.ts).
+ * detector's request rules saw the request before it was forwarded (screen-anomalies.ts). `probing`: it
+ * was refused as probing, whatever its code (errors.ts AirlockError.probing).
  */
-export function observeRequest(runtime: ProxyRuntime, record: AuditRecord, trace: RequestTrace, httpRoute: string | null, screened: boolean): void {
+export function observeRequest(runtime: ProxyRuntime, record: AuditRecord, trace: RequestTrace, httpRoute: string | null, screened: boolean, probing = false): void {
   const service = record.service ?? 'none';
   const route = record.route ?? 'none';
   runtime.metrics.countRequest(service, route, record.decision, record.code ?? 'none', record.duration_ms / 1000);
   if (record.redactions > 0 && record.service !== null) runtime.metrics.redactions.inc({ service: record.service }, record.redactions);
   trace.finish(record, httpRoute);
-  if (record.agent !== null && runtime.anomalies.enabled && !refusedAsRevoked(runtime, record, record.agent)) observeAnomalies(runtime, record, record.agent, screened);
+  if (record.agent !== null && runtime.anomalies.enabled && !refusedAsRevoked(runtime, record, record.agent)) observeAnomalies(runtime, record, record.agent, screened, probing);
 }
 
 /**
@@ -65,7 +66,7 @@ function refusedAsRevoked(runtime: ProxyRuntime, record: AuditRecord, agent: str
  * written and its answer sent: a failure there is logged and must not cost the request its audit record
  * or its answer.
  */
-function observeAnomalies(runtime: ProxyRuntime, record: AuditRecord, agent: string, screened: boolean): void {
+function observeAnomalies(runtime: ProxyRuntime, record: AuditRecord, agent: string, screened: boolean, probing: boolean): void {
   try {
     const events = runtime.anomalies.observe({
       // When the request ended: now (Date.parse of record.time took ~0.3 µs per request).
@@ -79,6 +80,7 @@ function observeAnomalies(runtime: ProxyRuntime, record: AuditRecord, agent: str
       code: record.code,
       responseBytes: record.response_bytes,
       screened,
+      probing,
       requestId: record.request_id,
       traceId: record.trace_id,
     });

@@ -8,6 +8,9 @@
  *                 (a record that cannot be written turns the answer into 503 audit_unavailable;
  *                  the path it records has agent and session tokens masked: pathForRecord)
  *
+ *   400 at canonicalize (a path servers read differently) ─▶ its caller named when its credential is valid and not
+ *                         revoked, for the record and denial_burst (identify-refused-caller.ts); the answer stays the 400
+ *
  *   approval (hold) ─▶ reloaded meanwhile? ─▶ authenticate, select service, match route, authorize again
  *                      under the config now in force; same upstream and credential reference, or refused
  *                      401/403 ◀─┘ (authorizeAfterApproval)
@@ -49,6 +52,7 @@ import { checkPrincipalRevocations, checkStateFresh, checkTargetRevocations, rec
 import type { ForwardResult } from './forward-request.js';
 import { forwardWithRotation, outboundRequest, type RotationResult } from './forward-with-rotation.js';
 import { decodedTarget, guardRequestSecrets, managedSecrets, noteHeldSecret, noteHeldSecretBeforeAuthentication } from './guard-request-secrets.js';
+import { identifyRefusedCaller } from './identify-refused-caller.js';
 import { matchRoute } from './match-route.js';
 import type { ProxyRuntime } from './proxy-runtime.js';
 import { auditAnswered, auditRequest, logRequest, observeRequest, stampDuration } from './record-outcome.js';
@@ -93,6 +97,14 @@ export function createRequestHandler(currentRuntime: () => ProxyRuntime, binding
   };
 }
 
+/** Who the request was made as: the agent, and the session with its justification and task. */
+function recordPrincipal(record: AuditRecord, principal: Principal): void {
+  record.agent = principal.agent.name;
+  record.session = principal.session?.id ?? null;
+  record.justification = principal.session?.justification ?? null;
+  record.task_id = principal.session?.taskId ?? null;
+}
+
 /** Nothing to undo: what untrack and releaseSlot are until a stage gives something to undo. */
 const NOTHING = (): void => undefined;
 
@@ -124,6 +136,14 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
       } catch (error) {
         // Until the path is canonical the record keeps what was sent (rawPathForAudit).
         record.path = rawPathForAudit(req.url ?? '', runtime.catalog);
+        // A path refused as probing, before authentication: named only here, as the agent whose valid
+        // credential it carried, against which denial_burst then counts it (a refused shape is not named).
+        // The answer stays this refusal, whoever sent it.
+        if (error instanceof AirlockError && error.probing) {
+          const identified = identifyRefusedCaller(runtime, req.rawHeaders, record.request_id);
+          const caller = identified instanceof Promise ? await identified : identified;
+          if (caller !== null) recordPrincipal(record, caller);
+        }
         // A real key in a request refused for its shape is an incident all the same (guard-request-secrets.ts).
         throw noteHeldSecretBeforeAuthentication(error, managedSecrets(runtime), req.url ?? '', req.rawHeaders);
       }
@@ -139,10 +159,7 @@ async function runPipeline(runtime: ProxyRuntime, currentRuntime: () => ProxyRun
       try {
         const authenticated = authenticateAgent(req.rawHeaders, runtime.policy, runtime.state, runtime.jwt, runtime.tokenHashes, runtime.nowMs());
         principal = authenticated instanceof Promise ? await authenticated : authenticated;
-        record.agent = principal.agent.name;
-        record.session = principal.session?.id ?? null;
-        record.justification = principal.session?.justification ?? null;
-        record.task_id = principal.session?.taskId ?? null;
+        recordPrincipal(record, principal);
         checkStateFresh(runtime.state, runtime.limits.stateStaleAfterMs, runtime.nowMs());
         // A revoked agent's or session's 401 too (found by review: an agent revoked for a suspected
         // prompt injection that then sent the real key left a record with neither credential nor reason).
@@ -414,7 +431,7 @@ async function refuse(
   if (res.destroyed) record.status = null;
   // Observed before answering: a denial that trips the anomaly detector suspends the agent before the
   // agent can see this answer and send its next request.
-  observeRequest(runtime, record, trace, httpRoute, screened);
+  observeRequest(runtime, record, trace, httpRoute, screened, failure.probing);
   // The rest of a body the agent is still sending is read and thrown away, within bounds
   // (answerRefusal). A request whose connection node's parser refused was already answered on the socket.
   if ((res as OwnedResponse)[CLIENT_FAILURE] === undefined) answerRefusal(req, res, answer, record.request_id, (text) => runtime.catalog.scrub(text));

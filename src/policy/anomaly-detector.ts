@@ -7,8 +7,9 @@
  *   rate_spike         requests in the window > factor x baseline (and >= min_requests), after warm-up
  *   volume_spike       response bytes in the window > factor x baseline (and >= min_bytes), after warm-up
  *   new_route/new_scope a route or scope used for the first time, after warm-up
- *   denial_burst       Airlock's own refusals of what the policy does not give (PROBING_CODES) in the
- *                      window >= count: probing (no warm-up needed)
+ *   denial_burst       Airlock's own refusals of what the policy does not give (PROBING_CODES), and of
+ *                      targets servers read differently (`probing`), in the window >= count: probing
+ *                      (no warm-up needed)
  *   off_hours          a call outside the configured usual hours
  *   new_client_address a task session used from a second client address
  * Every structure is bounded (rings of fixed size, sets capped, LRU of sessions, a ring of events) so
@@ -58,6 +59,12 @@ export interface Observation extends RequestSample {
   readonly code: string | null;
   readonly responseBytes: number;
   readonly screened?: boolean;
+  /**
+   * Refused as probing whatever its code (errors.ts AirlockError.probing): a path servers read in
+   * different ways, answered 400 invalid_request. Other 400s (a malformed mint body, a body cut short, a
+   * shape Airlock does not take) are a client's mistakes as often as a prober's, and stay uncounted.
+   */
+  readonly probing?: boolean;
 }
 
 const BASELINE_SECONDS = 3600;
@@ -272,7 +279,7 @@ export class AnomalyDetector {
     const spec = this.#spec;
 
     // Probing: denials across the agent's services, no baseline needed.
-    if (sample.code !== null && PROBING_CODES.has(sample.code)) {
+    if (sample.code !== null && (PROBING_CODES.has(sample.code) || sample.probing === true)) {
       let ring = this.#denials.get(sample.agent);
       if (ring === undefined) {
         ring = new SecondRing(spec.denial_burst.window);

@@ -64,6 +64,9 @@ function utf8Bytes(text: string): string {
 async function startGrantedProxy(upstream: Upstream, agentHash: string, realKey: string): Promise<ProxyFixture> {
   return startProxy(
     {
+      // The agent's refused paths are the point here, not a probe to quarantine: denial_burst counts a path
+      // servers read differently (AirlockError.probing), and 40-odd of them would suspend it mid-table.
+      anomalies: { denial_burst: { count: 100_000 } },
       services: {
         openai: {
           upstream: upstream.url,
@@ -436,6 +439,8 @@ describe('case and trailing-slash variants of a route path', () => {
       upstream = await startUpstream();
       proxy = await startProxy(
         {
+          // Refusals are the point here, not a probe to quarantine (see startGrantedProxy).
+          anomalies: { denial_burst: { count: 100_000 } },
           services: {
             api: {
               upstream: upstream.url,

@@ -271,6 +271,21 @@ describe('denial_burst', () => {
     expect(d.observe(sample(NOON + 8000, { code: 'scope_denied', agent: 'other-bot' }))).toEqual([]);
   });
 
+  // Found by review: a path refused as probing (400 before authentication) was never counted.
+  it('a 400 invalid_request counts when refused as probing (a path servers read differently), and only then', () => {
+    const d = detector({ denial_burst: { count: 5, window: 60 } });
+    const raised: AnomalyEvent[] = [];
+    // A malformed mint body, a body cut short, a refused shape: a client's mistakes as often as a prober's.
+    for (let i = 0; i < 10; i++) raised.push(...d.observe(sample(NOON + i * 1000, { code: 'invalid_request', service: null, route: null })));
+    expect(raised).toEqual([]);
+    for (let i = 0; i < 4; i++) raised.push(...d.observe(sample(NOON + 10_000 + i * 1000, { code: 'invalid_request', service: null, route: null, probing: true })));
+    expect(raised).toEqual([]);
+    const fired = d.observe(sample(NOON + 14_000, { code: 'invalid_request', service: null, route: null, probing: true }));
+    expect(fired).toHaveLength(1);
+    expect(fired[0]).toMatchObject({ rule: 'denial_burst', service: null, evidence: { denials: 5, last_code: 'invalid_request' } });
+    expect(fired[0]?.summary).toBe('5 requests refused by policy in 60 s (threshold 5), the last invalid_request: probing');
+  });
+
   it('count and window from config: 5 in 10 s fire; denials spread wider than the window do not', () => {
     const d = detector({ denial_burst: { count: 5, window: 10, action: 'alert' } });
     const raised: AnomalyEvent[] = [];
