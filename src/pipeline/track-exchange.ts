@@ -53,7 +53,7 @@ export class TrackedExchange implements LiveExchange, ExchangeSlot {
       // The operator's reason (who revoked it, and why) where the refusal carries one, as a refused
       // request's record has it (found by review: the agent-facing text said to look in the record).
       const refusal = this.#refusal();
-      this.cutReason = `cut while its answer was being sent: ${operatorReason(refusal) ?? refusal.detail.replace(' while the request waited for its upstream; its answer was not passed on.', '.').replace(' expired while the request waited; it was not sent. Send it again with a fresh JWT.', ' expired.')}`;
+      this.cutReason = `cut while its answer was being sent: ${operatorReason(refusal) ?? refusal.detail.replace(' while the request waited for its upstream; its answer was not passed on.', '.')}`;
       this.res.destroy();
       return;
     }
@@ -68,6 +68,11 @@ export class TrackedExchange implements LiveExchange, ExchangeSlot {
   /** What the next request would be told; a session that ended by its clock is not yet gone from state. */
   #refusal(): AirlockError {
     const runtime = this.#runtime;
+    // Said here rather than by the recheck, whose words are for a request not yet sent.
+    const jwtEnd = this.#principal.credentialEndsAt;
+    if (jwtEnd !== undefined && jwtEnd <= runtime.nowMs()) {
+      return new AirlockError('unauthenticated', 'The workload JWT this request was made with expired while the request waited for its upstream; its answer was not passed on. Send it again with a fresh JWT.', { headers: INVALID_TOKEN });
+    }
     try {
       recheckAfterWait(runtime.state, this.#principal, this.service, this.credential, runtime.limits.stateStaleAfterMs, runtime.nowMs());
     } catch (error) {

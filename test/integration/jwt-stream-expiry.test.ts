@@ -56,7 +56,13 @@ describe('a stream under a workload JWT', () => {
   let proxy: ProxyFixture;
 
   beforeAll(async () => {
-    upstream = await startUpstream((_req, res) => {
+    upstream = await startUpstream((req, res) => {
+      if (req.url?.startsWith('/v1/slow') === true) {
+        // Headers after 4 s: the JWT ends while the request waits for them.
+        const timer = setTimeout(() => res.end('{}'), 4_000);
+        res.on('close', () => clearTimeout(timer));
+        return;
+      }
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       let n = 0;
       const timer = setInterval(() => res.write(`data: {"n":${(n += 1)}}\n\n`), 100);
@@ -69,7 +75,7 @@ describe('a stream under a workload JWT', () => {
     const publicPem = signing.publicKey.export({ type: 'spki', format: 'pem' }).toString();
     proxy = await startProxy(
       {
-        services: { llm: { upstream: upstream.url, credential: { secret: 'env:LLM_KEY', inject: 'bearer' }, routes: [{ method: 'GET', path: '/v1/stream', scope: 'stream:read' }] } },
+        services: { llm: { upstream: upstream.url, credential: { secret: 'env:LLM_KEY', inject: 'bearer' }, routes: [{ method: 'GET', path: '/v1/stream', scope: 'stream:read' }, { method: 'GET', path: '/v1/slow', scope: 'stream:read' }] } },
         agents: {
           worker: { jwt: { issuer: ISSUER, audience: AUDIENCE, subject: 'worker', keys: [publicPem], algorithms: ['RS256'] }, credentials: [{ service: 'llm', max_scope: ['stream:read'] }] },
           steady: { tokens: [agentToken.hash], credentials: [{ service: 'llm', max_scope: ['stream:read'] }] },
@@ -106,7 +112,7 @@ describe('a stream under a workload JWT', () => {
       expect(stream.events()).toBeGreaterThan(3);
       const record = await eventually('the cut stream audited', () => proxy.auditRecords().find((r) => r.agent === 'worker' && r.path === '/llm/v1/stream'), 5_000);
       expect(record).toMatchObject({ decision: 'allow', status: 200, incomplete: true });
-      expect(record.reason).toContain('cut while its answer was being sent: The workload JWT this request was made with expired.');
+      expect(record.reason).toBe('cut while its answer was being sent: The workload JWT this request was made with expired. Send it again with a fresh JWT.');
       // The same JWT is refused now.
       const again = openStream(`${proxy.url}/llm/v1/stream?who=jwt-again`, jwt);
       expect(await again.status).toBe(401);
@@ -117,5 +123,18 @@ describe('a stream under a workload JWT', () => {
       stream.close();
       steady.close();
     }
+  });
+
+  it('answers 401 when the JWT ends while the request waits for its upstream, and passes nothing on', async () => {
+    const exp = Math.floor(Date.now() / 1000) - (TOLERANCE_S - 2);
+    const jwt = await new SignJWT({ sub: 'worker' }).setProtectedHeader({ alg: 'RS256' }).setIssuer(ISSUER).setAudience(AUDIENCE).setIssuedAt(exp - 60).setExpirationTime(exp).sign(signing.privateKey);
+    jwts.push(jwt);
+    const response = await fetch(`${proxy.url}/llm/v1/slow`, { headers: { authorization: `Bearer ${jwt}` }, signal: AbortSignal.timeout(10_000) });
+    expect(response.status).toBe(401);
+    const problem = (await response.json()) as { detail: string };
+    expect(problem.detail).toBe('The workload JWT this request was made with expired while the request waited for its upstream; its answer was not passed on. Send it again with a fresh JWT.');
+    const record = await eventually('the refusal audited', () => proxy.auditRecords().find((r) => r.agent === 'worker' && r.path === '/llm/v1/slow'), 5_000);
+    // Allowed and sent, then refused: as a revocation during the wait is recorded (kill-switch.test.ts).
+    expect(record).toMatchObject({ decision: 'allow', code: 'unauthenticated', status: 401 });
   });
 });
