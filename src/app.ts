@@ -175,6 +175,12 @@ interface Durable {
   boundAdminUrl: string | null;
   /** Set when shutdown cuts the connections still open (its deadline, or a second stop signal). */
   cutForStop: boolean;
+  /**
+   * Fired with cutForStop: every generation's broker gives up the fetches under way (credential-broker.ts
+   * BrokerOptions.cut), so a request waiting for a credential then is answered 503 before the connections
+   * close. Such a request is not yet a LiveExchange, which refuseWaiting answers.
+   */
+  readonly cut: AbortController;
   readonly anomalies: AnomalyDetector;
   anomaliesSpec: string;
 }
@@ -483,6 +489,7 @@ async function assembleGeneration(config: AirlockConfig, durable: Durable, previ
     logger,
     plans: allCredentialPlans(policy),
     onCacheEvent: (event) => metrics.credentialCache.inc({ result: event }),
+    cut: durable.cut.signal,
     // The last good values go on across a reload (a store down at that moment must not turn them into 503s).
     ...(previous === null ? {} : { previous: { broker: previous.secrets, config: previous.config } }),
     // Only with OAuth2 clients to share tokens of (found by an ops walkthrough: every Redis replica
@@ -826,6 +833,7 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
     staleAfterMs,
     boundAdminUrl: null,
     cutForStop: false,
+    cut: new AbortController(),
     anomalies: new AnomalyDetector(config.anomalies),
     anomaliesSpec: JSON.stringify(config.anomalies),
   };
@@ -991,6 +999,7 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
             headers: { 'x-should-retry': 'false' },
           }),
         );
+        durable.cut.abort();
         // A moment for those answers to go out (the sweep then closes their connections), then the rest.
         setTimeout(() => {
           for (const server of listeners) server.closeAllConnections();

@@ -19,7 +19,7 @@ import { createEnvSource } from './env-source.js';
 import { createFileSource } from './file-source.js';
 import { createOAuth2Source } from './oauth2-source.js';
 import { parseSecretRef, splitVaultName, type SecretRefKind } from './secret-ref.js';
-import type { SecretSource } from './secret-source.js';
+import { fetchCancelled, type SecretSource } from './secret-source.js';
 import { createVaultKvSource } from './vault-kv-source.js';
 import { createVaultLeaseSource } from './vault-lease-source.js';
 import { VaultSession } from './vault-session.js';
@@ -72,6 +72,12 @@ export interface BrokerOptions {
   readonly previous?: { readonly broker: CredentialBroker; readonly config: AirlockConfig };
   /** Replicas sharing OAuth2 tokens through Redis (a distributed single flight). */
   readonly sharedTokens?: { readonly redis: Redis; readonly prefix: string; readonly masterKey: Buffer | null };
+  /**
+   * Shutdown's cut (the end of shutdown_timeout): fetches under way are given up as at close(), so a
+   * request waiting on one is answered 503 before its connection is closed, not cut with no answer. The
+   * broker itself closes later, once the last requests are recorded.
+   */
+  readonly cut?: AbortSignal;
 }
 
 const FOREVER_MS = 365 * 24 * 3600 * 1000;
@@ -139,7 +145,30 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
             void followLease(path, generation);
           },
         });
-  const oauth2 = createOAuth2Source(config.secrets.oauth2, resolveValue, lifetimeWithoutExpiry, now);
+  // Fired at close() or at shutdown's cut: every fetch under way is given up for the requests waiting on
+  // it (fetchCancelled, 503), and none is started after it. Found by review: closing waited for a token
+  // request under way (an undici agent's close() waits), so a token endpoint that held its answer held
+  // shutdown for the client's whole timeout, and the request waiting on it was cut with no answer.
+  const closed = new AbortController();
+  const cut = options.cut;
+  // Names the controller alone: the listener on the long-lived cut signal must not keep this broker alive.
+  const onCut = (): void => closed.abort();
+  if (cut?.aborted === true) closed.abort();
+  else cut?.addEventListener('abort', onCut, { once: true });
+  /**
+   * The source's answer, or fetchCancelled as soon as the broker closes, whichever comes first. For
+   * every kind of store: an oauth2: token request is cancelled outright (its undici signal), the others
+   * end on their own deadlines, unwaited for.
+   */
+  function untilClosed(ref: string, fetching: Promise<Credential>): Promise<Credential> {
+    return new Promise((resolve, reject) => {
+      const cancel = (): void => reject(fetchCancelled(ref));
+      closed.signal.addEventListener('abort', cancel, { once: true });
+      fetching.then(resolve, reject).finally(() => closed.signal.removeEventListener('abort', cancel));
+    });
+  }
+
+  const oauth2 = createOAuth2Source(config.secrets.oauth2, resolveValue, lifetimeWithoutExpiry, { now, cancelled: closed.signal });
 
   /** Where the token in use is kept: Redis for every replica (sealed under the shared master key), else this process. */
   // Read once here: a closure that named `options` would keep it, and with it the previous broker
@@ -149,7 +178,7 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
   const oauth2Tokens = (): SecretSource => {
     const shared = sharedTokens;
     if (shared === undefined) return createKeptTokenSource(oauth2, now);
-    const lockedFetch = createSharedTokenSource(oauth2, config.secrets.oauth2, shared.redis, shared.prefix, shared.masterKey, now);
+    const lockedFetch = createSharedTokenSource(oauth2, config.secrets.oauth2, shared.redis, shared.prefix, shared.masterKey, now, closed.signal);
     return shared.masterKey === null ? createKeptTokenSource(lockedFetch, now) : lockedFetch;
   };
 
@@ -177,16 +206,20 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
 
   const cache = new CredentialCache(
     async (ref, fetchOptions) => {
+      if (closed.signal.aborted) throw fetchCancelled(ref);
       const parsed = parseSecretRef(ref);
       if (!parsed.ok) throw new AirlockError('credential_unavailable', `The credential reference ${ref} is invalid: ${parsed.problem}.`);
-      return sources[parsed.ref.kind].fetchSecret(parsed.ref.name, ref, fetchOptions);
+      return untilClosed(ref, sources[parsed.ref.kind].fetchSecret(parsed.ref.name, ref, fetchOptions));
     },
     policyOf,
     {
       now,
       ...(options.onCacheEvent === undefined ? {} : { onEvent: options.onCacheEvent }),
       onBackgroundError(ref, error) {
-        logger.warn({ credential: ref, err: error }, `refreshing a credential failed; ${servedAfterFailure(ref)}`);
+        // A refresh given up because this broker closed is no store failure, and nothing is served from
+        // this broker any more.
+        if (closed.signal.aborted) logger.debug({ credential: ref }, 'a credential refresh under way was given up: its configuration closed');
+        else logger.warn({ credential: ref, err: error }, `refreshing a credential failed; ${servedAfterFailure(ref)}`);
       },
     },
   );
@@ -283,6 +316,9 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
     },
     async close() {
       clearInterval(recheck);
+      cut?.removeEventListener('abort', onCut);
+      // First, so the token requests under way end now and the agents below close at once.
+      closed.abort();
       // Leases are revoked through the Vault session, so it closes after them.
       await leases?.close();
       await vault?.close();

@@ -16,7 +16,7 @@ import type { DeepReadonly } from '../config/types.js';
 import { AirlockError } from '../errors.js';
 import { Credential } from './credential.js';
 import { readStoreAnswer, storeAgent } from './read-store-answer.js';
-import type { SecretSource } from './secret-source.js';
+import { fetchCancelled, type SecretSource } from './secret-source.js';
 
 /**
  * The longest `expires_in` believed, in seconds: a day, the longest default among common token
@@ -48,6 +48,16 @@ export interface OAuth2Source extends SecretSource {
   close(): Promise<void>;
 }
 
+export interface OAuth2SourceOptions {
+  readonly now?: () => number;
+  /**
+   * Fired when the broker closes (or shutdown cuts what is still open): token requests under way are
+   * cancelled, and none is started after it. The undici agents' close() waits for requests under way,
+   * so a token endpoint that held its answer held the close for the client's whole `timeout`.
+   */
+  readonly cancelled?: AbortSignal;
+}
+
 /**
  * `lifetimeWithoutExpiry`: how long, in ms, a token whose answer gives no usable `expires_in` is taken to
  * live (the credential's ttl, else secrets.cache.ttl: the broker knows which).
@@ -56,8 +66,10 @@ export function createOAuth2Source(
   clients: Readonly<Record<string, DeepReadonly<OAuth2ClientSpec>>>,
   resolve: ReferenceResolver,
   lifetimeWithoutExpiry: (ref: string) => number,
-  now: () => number = Date.now,
+  options: OAuth2SourceOptions = {},
 ): OAuth2Source {
+  const now = options.now ?? Date.now;
+  const cancelled = options.cancelled;
   const agents = new Map<string, Agent>();
   const agentFor = (name: string, client: DeepReadonly<OAuth2ClientSpec>): Agent => {
     let agent = agents.get(name);
@@ -88,7 +100,14 @@ export function createOAuth2Source(
       let status: number;
       let body: TokenResponse;
       try {
-        const answer = await readStoreAnswer(client.token_url, { method: 'POST', headers, body: form.toString(), dispatcher: agentFor(name, client), deadlineMs: client.timeout * 1000 });
+        const answer = await readStoreAnswer(client.token_url, {
+          method: 'POST',
+          headers,
+          body: form.toString(),
+          dispatcher: agentFor(name, client),
+          deadlineMs: client.timeout * 1000,
+          ...(cancelled === undefined ? {} : { cancel: cancelled }),
+        });
         status = answer.status;
         try {
           body = JSON.parse(answer.text) as TokenResponse;
@@ -96,6 +115,7 @@ export function createOAuth2Source(
           body = {};
         }
       } catch (error) {
+        if (cancelled?.aborted === true) throw fetchCancelled(ref, error);
         throw new AirlockError('credential_unavailable', `The token endpoint of OAuth2 client ${name} did not answer (${ref}); no valid token is cached.`, { cause: error });
       }
       if (status !== 200 || typeof body.access_token !== 'string' || body.access_token === '') {

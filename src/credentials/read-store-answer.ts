@@ -35,6 +35,12 @@ export interface StoreCall {
   /** The whole exchange, from connect to the last body byte. */
   readonly deadlineMs: number;
   readonly maxBytes?: number;
+  /**
+   * Ends the call before its deadline: the broker that asked closed (shutdown, or a reload that retired
+   * its configuration). An undici agent's close() waits for the calls under way, so without this a store
+   * that held its answer held the close for the whole deadline.
+   */
+  readonly cancel?: AbortSignal;
 }
 
 /**
@@ -51,23 +57,37 @@ export function storeAgent(deadlineMs: number, caFile: string | undefined): Agen
 
 export async function readStoreAnswer(url: string, call: StoreCall): Promise<StoreAnswer> {
   const limit = call.maxBytes ?? STORE_ANSWER_MAX_BYTES;
-  const response = await request(url, {
-    method: call.method,
-    headers: call.headers,
-    ...(call.body === undefined ? {} : { body: call.body }),
-    dispatcher: call.dispatcher,
-    // One signal for connect, headers and body: when it fires, undici destroys the body stream.
-    signal: AbortSignal.timeout(call.deadlineMs),
-  });
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of response.body as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) {
-      response.body.destroy();
-      throw new StoreAnswerTooLarge(limit);
+  // One signal for connect, headers and body, fired by the deadline or by `cancel`: when it fires, undici
+  // ends the request and destroys the body stream. A listener on `cancel` rather than AbortSignal.any:
+  // `cancel` lives as long as its broker, and this listener is removed when the call ends, so nothing of
+  // a finished call stays tied to it.
+  const controller = new AbortController();
+  const deadline = setTimeout(() => controller.abort(new DOMException('the store did not answer within its deadline', 'TimeoutError')), call.deadlineMs);
+  deadline.unref();
+  const cancel = (): void => controller.abort(call.cancel?.reason);
+  if (call.cancel?.aborted === true) cancel();
+  else call.cancel?.addEventListener('abort', cancel, { once: true });
+  try {
+    const response = await request(url, {
+      method: call.method,
+      headers: call.headers,
+      ...(call.body === undefined ? {} : { body: call.body }),
+      dispatcher: call.dispatcher,
+      signal: controller.signal,
+    });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of response.body as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > limit) {
+        response.body.destroy();
+        throw new StoreAnswerTooLarge(limit);
+      }
+      chunks.push(chunk);
     }
-    chunks.push(chunk);
+    return { status: response.statusCode, text: Buffer.concat(chunks, size).toString('utf8') };
+  } finally {
+    clearTimeout(deadline);
+    call.cancel?.removeEventListener('abort', cancel);
   }
-  return { status: response.statusCode, text: Buffer.concat(chunks, size).toString('utf8') };
 }

@@ -18,6 +18,19 @@ export class CredentialWithdrawn extends AirlockError {
   }
 }
 
+/**
+ * A fetch given up because the broker that made it closed (shutdown, or a reload that retired its
+ * configuration), or shutdown cut what was still open: not a failure of the store, and what a request
+ * waiting on it is told (503, fail closed) rather than being held until the store's own deadline.
+ */
+export function fetchCancelled(ref: string, cause?: unknown): AirlockError {
+  return new AirlockError(
+    'credential_unavailable',
+    `Airlock is stopping, or a reload retired the configuration this request ran under, while the credential ${ref} was being fetched; the request was not sent upstream. Retry it.`,
+    cause === undefined ? {} : { cause },
+  );
+}
+
 export interface FetchOptions {
   /**
    * The caller wants a new value, not the one in use (an operator's rotate, an upstream's 401). A source

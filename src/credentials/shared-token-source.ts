@@ -22,7 +22,7 @@ import type { OAuth2ClientSpec } from '../config/schema.js';
 import type { DeepReadonly } from '../config/types.js';
 import { AirlockError } from '../errors.js';
 import { Credential, EXPIRY_MARGIN_MS } from './credential.js';
-import type { SecretSource } from './secret-source.js';
+import { fetchCancelled, type SecretSource } from './secret-source.js';
 import { openText, sealText } from './seal-text.js';
 
 const LOCK_MS = 15_000;
@@ -88,6 +88,7 @@ export function createSharedTokenSource(
   prefix: string,
   masterKey: Buffer | null,
   now: () => number = Date.now,
+  cancelled?: AbortSignal,
 ): SecretSource {
   redis.defineCommand('airlockReleaseLock', { numberOfKeys: 1, lua: RELEASE });
   const digests = new Map(Object.entries(clients).map(([name, client]) => [name, clientDigest(client)]));
@@ -133,6 +134,8 @@ export function createSharedTokenSource(
           }
         }
         if (now() > deadline) throw new AirlockError('credential_unavailable', `Another replica has been fetching the OAuth2 token ${ref} for too long; retry shortly.`);
+        // The broker closed while this waited for another replica's token: no one is waiting for it any more.
+        if (cancelled?.aborted === true) throw fetchCancelled(ref);
         await new Promise((resolve) => setTimeout(resolve, POLL_MS));
         // Without a shared key nothing is stored: once the lock is free, fetch our own.
       }

@@ -24,6 +24,8 @@ describe('a reload racing shutdown', () => {
       sockets.add(socket);
       socket.on('close', () => sockets.delete(socket));
       socket.on('error', () => undefined);
+      // Read (and drop) what comes, so the client hanging up is seen and the socket closes.
+      socket.resume();
     });
     await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', () => resolve()));
     tokenUrl = `http://127.0.0.1:${(silent.address() as { port: number }).port}/token`;
@@ -49,8 +51,9 @@ describe('a reload racing shutdown', () => {
       {
         listen: '127.0.0.1:0',
         data_dir: proxy.dataDir,
-        // A short deadline: the token request of the refused build is not aborted by closing its broker.
-        secrets: { oauth2: { crm: { token_url: tokenUrl, client_id: 'env:CRM_ID', client_secret: 'env:CRM_SECRET', timeout: 1 } } },
+        // A long deadline: closing the refused build's broker cancels its token request, rather than
+        // waiting the deadline out (it did, until oauth2-token-request-cancelled.test.ts).
+        secrets: { oauth2: { crm: { token_url: tokenUrl, client_id: 'env:CRM_ID', client_secret: 'env:CRM_SECRET', timeout: 60 } } },
         services: { api: service('env:API_KEY'), crm: service('oauth2:crm') },
         agents: { bot: { tokens: [agent.hash], credentials: [{ service: 'api', max_scope: ['r'] }] } },
       },
@@ -68,6 +71,7 @@ describe('a reload racing shutdown', () => {
     const routes = proxy.auditText().trim().split('\n').map((line) => (JSON.parse(line) as { route: string }).route);
     expect(routes.at(-1)).toBe('airlock:stop');
     expect(routes).not.toContain('airlock:reload');
+    await eventually('the refused build to cancel its token request', () => sockets.size === 0, 3_000);
     await proxy.close();
   });
 });

@@ -106,6 +106,8 @@ export interface OAuth2Server {
   readonly grants: readonly IssuedGrant[];
   /** Connections destroyed in 'down' mode. */
   readonly droppedConnections: number;
+  /** Connections open now: a token request held in 'slow' mode keeps one until it is answered or its client goes away. */
+  readonly openConnections: number;
   addClient(client: OAuth2Client): void;
   setMode(mode: OAuth2Mode): void;
   setExpiresIn(seconds: number): void;
@@ -392,6 +394,9 @@ export async function startOAuth2Server(options: OAuth2ServerOptions = {}): Prom
     },
     get droppedConnections(): number {
       return dropped;
+    },
+    get openConnections(): number {
+      return sockets.size;
     },
     addClient(client) {
       clients.set(client.clientId, client);
