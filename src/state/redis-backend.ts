@@ -104,6 +104,14 @@ export class RedisStateBackend implements StateBackend {
   #subscriberHeardAt = 0;
   /** The last error either connection reported: why connect() failed (it rejects with "Connection is closed."). */
   #lastError: Error | null = null;
+  /** The database of state.url (0 without one). */
+  readonly #database: number;
+  /** Where state.url points, without its credentials (redisEndpoint), for the log. */
+  readonly #endpoint: string;
+  /** The database was refused since the state was last reloaded, and the log said so: said once per spell. */
+  #databaseRefusalSaid = false;
+  /** The connection opening now was refused its database: its 'ready' (if the reply came in the same read) is not one. */
+  #databaseRefusedNow = false;
 
   constructor(options: RedisBackendOptions) {
     this.#prefix = options.prefix;
@@ -122,11 +130,14 @@ export class RedisStateBackend implements StateBackend {
     };
     this.#client = new Redis(options.url, common);
     this.#subscriber = new Redis(options.url, { ...common, maxRetriesPerRequest: null });
+    this.#database = Number(this.#client.options.db ?? 0);
+    this.#endpoint = redisEndpoint(options.url);
     this.#client.defineCommand('airlockUpdateApproval', { numberOfKeys: 1, lua: UPDATE_APPROVAL });
     this.#client.defineCommand('airlockRevokeUnlessLifted', { numberOfKeys: 3, lua: REVOKE_UNLESS_LIFTED });
     this.#client.on('error', (error: Error) => {
       this.#lastError = error;
-      this.#logger.debug({ err: error }, 'redis state client error');
+      if ((error as { command?: { name?: unknown } }).command?.name === 'select') this.#databaseRefused(error);
+      else this.#logger.debug({ err: error }, 'redis state client error');
     });
     this.#subscriber.on('error', (error: Error) => {
       this.#lastError = error;
@@ -139,7 +150,12 @@ export class RedisStateBackend implements StateBackend {
         this.#logger.warn('lost the connection to redis; serving from what this replica knows');
       }
     });
+    // 'connect' comes as each connection opens, before ioredis sends its SELECT.
+    this.#client.on('connect', () => {
+      this.#databaseRefusedNow = false;
+    });
     this.#client.on('ready', () => {
+      if (this.#databaseRefusedNow) return;
       this.#everReady = true;
       if (this.#downSince === null) return;
       this.#logger.info('redis is back; reloading the shared state');
@@ -221,6 +237,7 @@ export class RedisStateBackend implements StateBackend {
           if (this.#reloadAgain || this.#losses !== losses) continue;
           this.#downSince = null;
           this.#subscriberDownSince = null;
+          this.#databaseRefusalSaid = false;
           this.#logger.info('shared state reloaded from redis');
           break;
         } catch (error) {
@@ -237,6 +254,33 @@ export class RedisStateBackend implements StateBackend {
   }
 
   /**
+   * ioredis sends SELECT as each connection opens, reports Redis's refusal only as an 'error' event (this
+   * one, before the connection is ready: replies come in order), and then stays connected to database 0.
+   * Found by review: after Redis restarted with fewer databases (`databases 1` for state.url's /5) the
+   * replica reloaded its state from database 0, counted itself fresh and wrote its records there, saying
+   * nothing, while the revocations kept in its database went unenforced. The connection is dropped
+   * instead, before anything uses it; ioredis connects again (retryStrategy, up to every 2 s) and tries
+   * SELECT each time. Until one succeeds the replica counts as cut off from Redis (its 'close' set
+   * downSince), so requests are refused 503 state_unavailable past stale_after (fail closed). At start-up
+   * connect() sends SELECT itself and says why it failed (whyNotConnected), and serve stops: dropped here
+   * then, the connection's own close error would be what it reported.
+   */
+  #databaseRefused(error: Error): void {
+    if (!this.#everReady) return;
+    this.#databaseRefusedNow = true;
+    this.#client.disconnect(true);
+    if (this.#databaseRefusalSaid) return;
+    this.#databaseRefusalSaid = true;
+    const why = error.message.startsWith('ERR DB index')
+      ? 'ERR DB index is out of range: it restarted with fewer databases than state.url names, its databases setting (16 by default)'
+      : `it answered ${error.message.split(' ')[0] ?? 'an error'} to SELECT: check its config and the ACL of state.url's user`;
+    this.#logger.error(
+      { redis: this.#endpoint, database: this.#database },
+      `Redis refused database ${this.#database} when the connection to it was made again (${why}). Airlock does not use database 0 in its place: this replica counts as cut off from Redis, and once state.stale_after has passed refuses requests with 503 state_unavailable. Raise databases in the Redis config (or name a database it has in state.url and restart Airlock); Airlock connects again by itself, every 2 s`,
+    );
+  }
+
+  /**
    * Connects both connections; rejects with what went wrong, said for an operator. ioredis rejects
    * connect() with "Connection is closed." whatever the cause, and reports the cause (refused, a host
    * that does not resolve, a password Redis refused) in an 'error' event just before: a fresh start with
@@ -246,9 +290,10 @@ export class RedisStateBackend implements StateBackend {
     this.#lastError = null;
     // The database of state.url: ioredis sends SELECT as each connection opens, but reports Redis's
     // refusal (ERR DB index is out of range) only as an 'error' event and stays connected to database 0
-    // (found by review: `redis://host/99` served on database 0, shared with whatever else is there). Sent
-    // again here, its refusal stops the start. Pub/sub ignores databases, so the subscriber needs none.
-    const database = Number(this.#client.options.db ?? 0);
+    // (found by review: `redis://host/99` served on database 0, shared with whatever else is there). That
+    // event drops the connection (#databaseRefused), and SELECT is sent again here: either way its
+    // refusal stops the start. Pub/sub ignores databases, so the subscriber needs none.
+    const database = this.#database;
     try {
       await this.#client.connect();
       if (database !== 0) await this.#client.select(database);

@@ -22,16 +22,16 @@ export interface RedisServer {
   readonly port: number;
   /** Stops the server (SIGKILL: like a crash). */
   kill(): Promise<void>;
-  /** Starts it again on the same port. */
-  start(): Promise<void>;
+  /** Starts it again on the same port; `args` are more redis-server options (`['--databases', '1']`). */
+  start(args?: readonly string[]): Promise<void>;
   close(): Promise<void>;
 }
 
 export async function startRedisServer(): Promise<RedisServer> {
   const port = await freePort();
   let child: ChildProcess | null = null;
-  const start = async (): Promise<void> => {
-    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no'], { stdio: 'ignore' });
+  const start = async (args: readonly string[] = []): Promise<void> => {
+    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no', ...args], { stdio: 'ignore' });
     const deadline = Date.now() + 10_000;
     for (;;) {
       const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
@@ -58,5 +58,5 @@ export async function startRedisServer(): Promise<RedisServer> {
     });
   };
   await start();
-  return { url: `redis://127.0.0.1:${port}`, port, kill, start, close: kill };
+  return { url: `redis://127.0.0.1:${port}`, port, kill, start: (args) => start(args), close: kill };
 }
