@@ -24,6 +24,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, extname } from 'node:path';
 import { parseArgs } from 'node:util';
+import { fileAccessProblem } from '../config/file-access-problem.js';
 import { GENESIS, verifyChain } from '../observability/audit-chain.js';
 import { escapeRegExp } from '../redaction/key-patterns.js';
 import { UsageError, type CliIo } from './cli-io.js';
@@ -171,7 +172,7 @@ function checkChain(chain: Chain, head: string | undefined, knownUntil: number):
       inputs.push({ name: path, text: readFileSync(path, 'utf8') });
     } catch (error) {
       const missing = (error as NodeJS.ErrnoException).code === 'ENOENT' && chain.whenMissing !== undefined;
-      return { result: 'unreadable', text: `cannot read ${path}: ${missing ? `it does not exist (${chain.whenMissing})` : (error as Error).message}` };
+      return { result: 'unreadable', text: missing ? `cannot read ${path}: it does not exist (${chain.whenMissing})` : fileAccessProblem(path, error) };
     }
   }
   const verdict = verifyChain(inputs, head);

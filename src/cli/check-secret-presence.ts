@@ -5,6 +5,7 @@
  * config, whose file: secrets are not set yet, explain said ALLOW and every request got 503).
  * Nothing here reads a value into output: a file: entry is opened only to tell whether it decrypts.
  */
+import { fileErrorCode } from '../config/file-access-problem.js';
 import type { AirlockConfig } from '../config/types.js';
 import { EncryptedSecretFile, SecretFileError, shownSecretName } from '../credentials/encrypted-secret-file.js';
 import { loadMasterKeyring, MasterKeyError } from '../credentials/master-key.js';
@@ -48,13 +49,16 @@ function filePresence(ref: string, name: string, config: AirlockConfig, env: Rea
     const key = loadMasterKeyring({ dataDir: config.data_dir, env, create: false });
     entry = key === null ? undefined : new EncryptedSecretFile(config.data_dir, key).inventory().find((stored) => stored.name === name);
   } catch (error) {
-    // Their messages name the file and the remedy, never a value.
-    if (error instanceof MasterKeyError || error instanceof SecretFileError) return { present: false, text: `${ref} cannot be read: ${error.message}` };
     // The key or the file belongs to the user Airlock runs as, not this one (found by review: `check`
     // said OK, then failed with EACCES): this user cannot tell, which is not a problem of the config.
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code !== 'EACCES' && code !== 'EPERM') throw error;
-    return { present: 'unknown', text: `${ref} is not checked: this user cannot read ${config.data_dir}'s master key or secrets file (${code}); run as the user Airlock runs as to check it` };
+    // Asked first: the key and the file now say a refused read in their own words, its code in the cause.
+    const code = fileErrorCode(error);
+    if (code === 'EACCES' || code === 'EPERM') {
+      return { present: 'unknown', text: `${ref} is not checked: this user cannot read ${config.data_dir}'s master key or secrets file (permission denied); run as the user Airlock runs as to check it` };
+    }
+    // Their messages name the file and the remedy, never a value.
+    if (error instanceof MasterKeyError || error instanceof SecretFileError) return { present: false, text: `${ref} cannot be read: ${error.message}` };
+    throw error;
   }
   if (entry === undefined) return { present: false, text: `${ref} is not stored in ${config.data_dir}: such a request gets 503 credential_unavailable; set it with  ${setIt}` };
   if (entry.damaged) return { present: false, text: `${ref} is stored but does not decrypt (damaged): such a request gets 503 credential_unavailable; set it again with  ${setIt}` };

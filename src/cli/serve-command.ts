@@ -23,8 +23,8 @@ import { parserReadsMalformedNames } from '../ingress/parser-leniency.js';
 import { loadConfigFile, parseConfigText } from '../config/load-config.js';
 import { localSecretReferences, type LocalSecretReference } from '../config/secret-references.js';
 import type { AirlockConfig } from '../config/types.js';
-import { EncryptedSecretFile, shownSecretName } from '../credentials/encrypted-secret-file.js';
-import { loadMasterKeyring } from '../credentials/master-key.js';
+import { EncryptedSecretFile, SecretFileError, shownSecretName } from '../credentials/encrypted-secret-file.js';
+import { loadMasterKeyring, MasterKeyError } from '../credentials/master-key.js';
 import { BatchedLineSink } from '../observability/batched-line-sink.js';
 import { clusterMetricsText } from '../observability/cluster-metrics.js';
 import type { CliIo } from './cli-io.js';
@@ -294,15 +294,23 @@ function symlinkHolders(dir: string): string[] {
 }
 
 /** The env: and file: references (credentials, a Vault login, OAuth2 clients) with no value yet. */
-function missingSecrets(config: AirlockConfig, env: CliIo['env']): LocalSecretReference[] {
+function missingSecrets(config: AirlockConfig, env: CliIo['env']): { missing: LocalSecretReference[]; unreadable: string | null } {
   let stored: Set<string>;
+  let unreadable: string | null = null;
   try {
     const key = loadMasterKeyring({ dataDir: config.data_dir, env, create: false });
     stored = new Set(key === null ? [] : new EncryptedSecretFile(config.data_dir, key).names());
-  } catch {
+  } catch (error) {
+    // The key or the file cannot be read: its file: secrets are not missing, and "not set yet" sent the
+    // operator to set them again (found by review). What stops it is said instead.
     stored = new Set();
+    if (error instanceof MasterKeyError || error instanceof SecretFileError) unreadable = error.message;
   }
-  return localSecretReferences(config).filter((ref) => (ref.kind === 'file' ? !stored.has(ref.name) : (env[ref.name] ?? '') === ''));
+  const refs = localSecretReferences(config);
+  return {
+    missing: refs.filter((ref) => (ref.kind === 'file' ? unreadable === null && !stored.has(ref.name) : (env[ref.name] ?? '') === '')),
+    unreadable: refs.some((ref) => ref.kind === 'file') ? unreadable : null,
+  };
 }
 
 /**
@@ -386,9 +394,10 @@ function summary(config: AirlockConfig, airlock: RunningAirlock, io: CliIo, conf
     const applied = config.reload.watch ? 'this Airlock applies the saved file within about a second' : `then \`kill -HUP ${pid ?? '<pid>'}\` reloads it`;
     next.push(`Give agent ${tokenless.join(', ')} a token: \`npx airlock token\`, paste the sha256 line into its tokens list; ${applied}.`);
   }
-  const missing = missingSecrets(config, env);
+  const { missing, unreadable } = missingSecrets(config, env);
   const fileMissing = missing.filter((r) => r.kind === 'file');
   const envMissing = missing.filter((r) => r.kind === 'env');
+  if (unreadable !== null) next.push(`The file: secrets cannot be served (503 credential_unavailable) until Airlock can read them: ${unreadable}.`);
   if (fileMissing.length > 0) next.push(`Store the secrets: \`npx airlock secrets set ${fileMissing[0]?.name}${configFlag}\` (value on stdin); not set yet: ${namedWithUse(fileMissing)}.`);
   if (envMissing.length > 0) next.push(`Set these environment variables and restart: ${namedWithUse(envMissing)}.`);
   const damaged = damagedSecrets(config, env);

@@ -8,6 +8,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node as YamlNode } from 'yaml';
 import type { z } from 'zod';
 import { formatPath, sayableProblem, type ConfigProblem, type ProblemPath } from './config-problem.js';
+import { fileAccessProblem } from './file-access-problem.js';
 import { configSchema, type ParsedConfig } from './schema.js';
 import { looksLikeKey } from '../redaction/key-patterns.js';
 import type { AgentConfig, AirlockConfig, ServiceConfig } from './types.js';
@@ -44,8 +45,10 @@ export function loadConfigFile(file: string): LoadedConfig {
     // A directory (a checkout's config/, a mounted ConfigMap) said node's raw "EISDIR: illegal operation
     // on a directory, read" (found by review): say so, and name the YAML files it holds.
     if (code === 'EISDIR') return { config: null, problems: [{ severity: 'error', path: [], message: `cannot read ${absolute}: ${directoryHint(absolute)}` }] };
-    const reason = code === 'ENOENT' ? 'the file does not exist' : (error as Error).message;
-    return { config: null, problems: [{ severity: 'error', path: [], message: `cannot read ${absolute}: ${reason}; pass --config FILE or create it (see config/airlock.example.yaml)` }] };
+    // Only a file that is not there is one to create; one this user may not read is there, and the fix is
+    // its permissions (found by review: node's raw "EACCES: permission denied, open ..." and "create it").
+    const message = code === 'ENOENT' ? `cannot read ${absolute}: the file does not exist; pass --config FILE or create it (see config/airlock.example.yaml)` : fileAccessProblem(absolute, error);
+    return { config: null, problems: [{ severity: 'error', path: [], message }] };
   }
   return parseConfigText(text, absolute);
 }

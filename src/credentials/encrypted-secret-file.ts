@@ -9,6 +9,7 @@
  */
 import { closeSync, constants, existsSync, fstatSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { fileAccessProblem } from '../config/file-access-problem.js';
 import { looksLikeKey } from '../redaction/key-patterns.js';
 import { openText, sealText } from './seal-text.js';
 import { makePrivateDir } from '../state/make-private-dir.js';
@@ -191,7 +192,7 @@ export class EncryptedSecretFile {
    * them the old file or the new one whole.
    */
   #locked<T>(change: () => T): T {
-    makePrivateDir(dirname(this.path));
+    this.#makeDir();
     const lock = `${this.path}.lock`;
     const deadline = Date.now() + this.#lockWaitMs;
     for (;;) {
@@ -199,7 +200,7 @@ export class EncryptedSecretFile {
         closeSync(openSync(lock, 'wx', 0o600));
         break;
       } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw new SecretFileError(`${fileAccessProblem(lock, error, 'write')} (each change of the secrets file takes this lock)`, { cause: error });
       }
       if (Date.now() > deadline) {
         throw new SecretFileError(`${lock} exists: another \`airlock secrets\` command is changing the file, or one crashed while it did. Run this one again once the other is done; if none is running, remove ${lock} and run it again`);
@@ -222,14 +223,20 @@ export class EncryptedSecretFile {
       fd = openSync(this.path, constants.O_RDONLY | constants.O_NONBLOCK);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw error;
+      // node said "EACCES: permission denied, open ..." (found by review). The code stays in the cause
+      // (fileErrorCode: check-secret-presence.ts decides by it).
+      throw new SecretFileError(fileAccessProblem(this.path, error), { cause: error });
     }
     let text: string;
     try {
       const stat = fstatSync(fd);
       if (!stat.isFile()) throw new SecretFileError(`${this.path} is not a regular file; move it away and set the secrets again`);
       if (stat.size > MAX_FILE_BYTES) throw new SecretFileError(`${this.path} is larger than ${MAX_FILE_BYTES / (1024 * 1024)} MiB, more than any secrets file Airlock writes; restore it from a backup`);
-      text = readFileSync(fd, 'utf8');
+      try {
+        text = readFileSync(fd, 'utf8');
+      } catch (error) {
+        throw new SecretFileError(fileAccessProblem(this.path, error), { cause: error });
+      }
     } finally {
       closeSync(fd);
     }
@@ -308,7 +315,21 @@ export class EncryptedSecretFile {
   }
 
   #write(document: SecretsDocument): void {
-    makePrivateDir(dirname(this.path));
-    replaceFileSync(this.path, `${JSON.stringify(document, null, 2)}\n`);
+    this.#makeDir();
+    try {
+      replaceFileSync(this.path, `${JSON.stringify(document, null, 2)}\n`);
+    } catch (error) {
+      throw new SecretFileError(fileAccessProblem(this.path, error, 'write'), { cause: error });
+    }
+  }
+
+  /** data_dir, made if missing (0700), or what stops it said (not node's "EACCES: permission denied, mkdir ..."). */
+  #makeDir(): void {
+    const dir = dirname(this.path);
+    try {
+      makePrivateDir(dir);
+    } catch (error) {
+      throw new SecretFileError(`${fileAccessProblem(dir, error, 'make')} (data_dir, where the secrets are kept)`, { cause: error });
+    }
   }
 }

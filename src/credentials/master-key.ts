@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileAccessProblem, fileErrorCode } from '../config/file-access-problem.js';
 import { SECRETS_FILE } from './encrypted-secret-file.js';
 import { makePrivateDir } from '../state/make-private-dir.js';
 import { createFileSync } from '../state/write-durably.js';
@@ -42,7 +43,8 @@ export function loadMasterKey(options: MasterKeyOptions): Buffer | null {
   try {
     mode = statSync(path).mode;
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    // A directory above it this user may not enter: said as such, the code kept in the cause.
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw new MasterKeyError(fileAccessProblem(path, error), { cause: error });
     // Secrets stored under a key that is gone: saying "nothing stored" (and, for a set, making a new key
     // that cannot open them) would send the operator to set every secret again.
     const secrets = join(options.dataDir, SECRETS_FILE);
@@ -52,21 +54,46 @@ export function loadMasterKey(options: MasterKeyOptions): Buffer | null {
       );
     }
     if (!options.create) return null;
-    makePrivateDir(options.dataDir);
+    try {
+      makePrivateDir(options.dataDir);
+    } catch (error) {
+      throw new MasterKeyError(`${fileAccessProblem(options.dataDir, error, 'make')} (data_dir, where the master key and the secrets are kept)`, { cause: error });
+    }
     const key = randomBytes(32);
     // Synced before the secrets it opens are written: a key lost to a power cut loses them all.
-    createFileSync(path, `${key.toString('base64')}\n`);
+    try {
+      createFileSync(path, `${key.toString('base64')}\n`);
+    } catch (error) {
+      // EEXIST: another command made one meanwhile (never replaced: the secrets it seals would be lost).
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw new MasterKeyError(`${path} was made by another command at the same moment; run this one again`, { cause: error });
+      throw new MasterKeyError(fileAccessProblem(path, error, 'write'), { cause: error });
+    }
     return key;
   }
   return readKeyFile(path, mode);
 }
 
 /** A key file, refused when group or others may read it. */
-function readKeyFile(path: string, mode: number = statSync(path).mode): Buffer {
+function readKeyFile(path: string, knownMode?: number): Buffer {
+  // Owned by the user Airlock runs as (mode 600), read by another, or behind a directory this one may
+  // not enter: node said only "EACCES: permission denied, open ..." (found by review). The code stays in
+  // the cause (fileErrorCode: check-secret-presence.ts and the keyring below decide by it).
+  let mode: number;
+  try {
+    mode = knownMode ?? statSync(path).mode;
+  } catch (error) {
+    throw new MasterKeyError(fileAccessProblem(path, error), { cause: error });
+  }
   if ((mode & 0o077) !== 0) {
     throw new MasterKeyError(`${path} is readable by other users (mode ${(mode & 0o777).toString(8)}); run \`chmod 600 ${path}\``);
   }
-  return decodeMasterKey(readFileSync(path, 'utf8'), path);
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new MasterKeyError(fileAccessProblem(path, error), { cause: error });
+  }
+  return decodeMasterKey(text, path);
 }
 
 /** Where `secrets rekey` writes the new key before the secrets it opens (master.key's is beside it). */
@@ -96,7 +123,7 @@ export function loadMasterKeyring(options: MasterKeyOptions): Buffer[] | null {
   try {
     return [current, readKeyFile(nextKeyFile(options.dataDir))];
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [current];
+    if (fileErrorCode(error) === 'ENOENT') return [current];
     throw error;
   }
 }

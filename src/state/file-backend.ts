@@ -4,6 +4,7 @@
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { fileAccessProblem } from '../config/file-access-problem.js';
 import type { GovernanceEvent } from './governance-records.js';
 import type { StateBackend } from './state-backend.js';
 import { makePrivateDir } from './make-private-dir.js';
@@ -28,7 +29,8 @@ export class FileStateBackend implements StateBackend {
       handle = await open(this.#file, 'r');
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw error;
+      // serve stopped with node's bare "EACCES: permission denied, open ..." (found by review).
+      throw new Error(`${fileAccessProblem(this.#file, error)} (the embedded state: sessions, revocations and approvals; Airlock does not start without them)`, { cause: error });
     }
     const events: GovernanceEvent[] = [];
     try {
