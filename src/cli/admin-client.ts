@@ -8,6 +8,7 @@ import { isIP } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { buildConnector, Client } from 'undici';
 import { parseListen } from '../config/schema.js';
+import { shellWord } from '../config/shell-word.js';
 import { classifyAddress } from '../upstream/egress-guard.js';
 import type { CliIo } from './cli-io.js';
 import type { CliConfig } from './locate-config.js';
@@ -36,7 +37,7 @@ export async function callAdmin(io: CliIo, target: CliConfig, method: string, pa
   // received the token): beyond this machine, the config must be named.
   if (target.fromCwd && !isLoopback(listen.host)) {
     throw new AdminCallError(
-      `${target.file} (found in the current directory) names admin.listen ${config.admin.listen}, which is not this machine; the CLI sends AIRLOCK_ADMIN_TOKEN there only to a config you name: pass --config ${target.file} (or set AIRLOCK_CONFIG) if it is yours.`,
+      `${target.file} (found in the current directory) names admin.listen ${config.admin.listen}, which is not this machine; the CLI sends AIRLOCK_ADMIN_TOKEN there only to a config you name: pass --config ${shellWord(target.file)} (or set AIRLOCK_CONFIG) if it is yours.`,
     );
   }
   const tls = config.admin.tls;

@@ -10,6 +10,7 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { formatProblem } from '../config/config-problem.js';
+import { shellWord } from '../config/shell-word.js';
 import { loadConfigFile, type LoadedConfig } from '../config/load-config.js';
 import type { AirlockConfig } from '../config/types.js';
 import { UsageError, type CliIo } from './cli-io.js';
@@ -27,11 +28,6 @@ export function configPath(io: CliIo, flag: string | undefined): string {
  */
 export function configFlagFor(io: CliIo, file: string): string {
   return configFoundUnnamed(io) === file ? '' : ` --config ${shellWord(file)}`;
-}
-
-/** A path as one shell word: quoted when it holds anything but letters, digits and `_./-`. */
-export function shellWord(path: string): string {
-  return /^[A-Za-z0-9_./-]+$/.test(path) ? path : `'${path.replace(/'/g, `'\\''`)}'`;
 }
 
 /** The config a command given no --config would use, or null when it would find none. */

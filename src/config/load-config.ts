@@ -9,6 +9,7 @@ import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, visit, typ
 import type { z } from 'zod';
 import { formatPath, sayableProblem, type ConfigProblem, type ProblemPath } from './config-problem.js';
 import { fileAccessProblem } from './file-access-problem.js';
+import { shellWord } from './shell-word.js';
 import { configSchema, type ParsedConfig } from './schema.js';
 import { looksLikeKey } from '../redaction/key-patterns.js';
 import type { AgentConfig, AirlockConfig, ServiceConfig } from './types.js';
@@ -64,7 +65,7 @@ function directoryHint(directory: string): string {
     names = [];
   }
   if (names.length === 0) return 'it is a directory, and holds no .yaml or .yml file; name the config file with --config FILE (see config/airlock.example.yaml)';
-  const shown = names.slice(0, DIRECTORY_FILES_SHOWN).map((name) => `--config ${join(directory, name)}`);
+  const shown = names.slice(0, DIRECTORY_FILES_SHOWN).map((name) => `--config ${shellWord(join(directory, name))}`);
   const more = names.length > DIRECTORY_FILES_SHOWN ? ` (and ${names.length - DIRECTORY_FILES_SHOWN} more)` : '';
   return `it is a directory; name the YAML config file in it: ${shown.join(' or ')}${more}`;
 }
