@@ -10,6 +10,7 @@
 import { closeSync, constants, existsSync, fstatSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileAccessProblem } from '../config/file-access-problem.js';
+import { shellWord } from '../config/shell-word.js';
 import { looksLikeKey } from '../redaction/key-patterns.js';
 import { openText, sealText } from './seal-text.js';
 import { makePrivateDir } from '../state/make-private-dir.js';
@@ -256,7 +257,7 @@ export class EncryptedSecretFile {
       // file (found by a walkthrough: "restore master.key" did nothing while the variable was set).
       const keyFile = join(dirname(this.path), 'master.key');
       // A `secrets rekey` cut short between its two renames leaves the new key beside the old.
-      const cutShort = existsSync(`${keyFile}.next`) ? ` A \`secrets rekey\` was cut short: the file is sealed with ${keyFile}.next; finish it with  mv ${keyFile}.next ${keyFile}` : '';
+      const cutShort = existsSync(`${keyFile}.next`) ? ` A \`secrets rekey\` was cut short: the file is sealed with ${keyFile}.next; finish it with  mv ${shellWord(`${keyFile}.next`)} ${shellWord(keyFile)}` : '';
       throw new SecretFileError(
         `the master key does not open ${this.path}: if AIRLOCK_MASTER_KEY is set, it is used instead of ${keyFile}: set it to the key the file was written with, or unset it to use ${keyFile}; otherwise restore ${keyFile} from a backup.${cutShort}`,
       );

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileAccessProblem, fileErrorCode } from '../config/file-access-problem.js';
+import { shellWord } from '../config/shell-word.js';
 import { SECRETS_FILE } from './encrypted-secret-file.js';
 import { makePrivateDir } from '../state/make-private-dir.js';
 import { createFileSync } from '../state/write-durably.js';
@@ -85,7 +86,7 @@ function readKeyFile(path: string, knownMode?: number): Buffer {
     throw new MasterKeyError(fileAccessProblem(path, error), { cause: error });
   }
   if ((mode & 0o077) !== 0) {
-    throw new MasterKeyError(`${path} is readable by other users (mode ${(mode & 0o777).toString(8)}); run \`chmod 600 ${path}\``);
+    throw new MasterKeyError(`${path} is readable by other users (mode ${(mode & 0o777).toString(8)}); run \`chmod 600 ${shellWord(path)}\``);
   }
   let text: string;
   try {

@@ -12,6 +12,7 @@ import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { createSecureContext, type SecureContextOptions } from 'node:tls';
 import { caFileProblem } from '../config/ca-file-problem.js';
+import { shellWord } from '../config/shell-word.js';
 
 export interface TlsSpec {
   readonly cert_file: string;
@@ -162,7 +163,7 @@ export function readTlsIdentity(spec: TlsSpec, nowMs: number): { identity: TlsId
   }
   const mode = statSync(spec.key_file).mode;
   if ((mode & 0o077) !== 0) {
-    problems.push({ severity: 'warning', field: 'key_file', message: `${spec.key_file} is readable by other users (mode ${(mode & 0o777).toString(8)}), and it is the key agents trust this listener by; run \`chmod 600 ${spec.key_file}\` (fails check --strict)`, strict: true });
+    problems.push({ severity: 'warning', field: 'key_file', message: `${spec.key_file} is readable by other users (mode ${(mode & 0o777).toString(8)}), and it is the key agents trust this listener by; run \`chmod 600 ${shellWord(spec.key_file)}\` (fails check --strict)`, strict: true });
   }
   return { identity, problems };
 }
