@@ -12,7 +12,7 @@
  *    when its last request ends. What only a restart can change (listen addresses, data_dir, audit,
  *    state, workers, limits) keeps its running value, and the rest of the new config applies.
  */
-import { once } from 'node:events';
+import { once, setMaxListeners } from 'node:events';
 import { accessSync, constants } from 'node:fs';
 import type { Server } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
@@ -750,6 +750,17 @@ export async function startAirlock(config: AirlockConfig, options: AirlockOption
   return startOpened(config, options, { nowMs, catalog, logger, requestLog, metrics, redis }, opened).catch(unwind);
 }
 
+/**
+ * Durable.cut: every generation's broker listens on it, and a reload while long streams keep older
+ * generations open can leave more than node's 10 (its warning would be noise: each broker removes its
+ * listener when it closes).
+ */
+function cutController(): AbortController {
+  const controller = new AbortController();
+  setMaxListeners(0, controller.signal);
+  return controller;
+}
+
 /** What startAirlock has made before the data directory is touched. */
 interface EarlyParts {
   readonly nowMs: () => number;
@@ -833,7 +844,7 @@ async function startOpened(config: AirlockConfig, options: AirlockOptions, early
     staleAfterMs,
     boundAdminUrl: null,
     cutForStop: false,
-    cut: new AbortController(),
+    cut: cutController(),
     anomalies: new AnomalyDetector(config.anomalies),
     anomaliesSpec: JSON.stringify(config.anomalies),
   };

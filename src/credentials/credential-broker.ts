@@ -8,6 +8,7 @@
  * secrets.cache (expiring values also stop at their own expiry). A credential's own `ttl` and
  * `max_staleness` override these.
  */
+import { setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
 import type { AirlockConfig } from '../config/types.js';
 import { AirlockError } from '../errors.js';
@@ -150,11 +151,24 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
   // request under way (an undici agent's close() waits), so a token endpoint that held its answer held
   // shutdown for the client's whole timeout, and the request waiting on it was cut with no answer.
   const closed = new AbortController();
+  // Each OAuth2 token request under way listens on it (read-store-answer.ts), one per client at most:
+  // node's warning past 10 listeners would be noise for a config with more clients.
+  setMaxListeners(0, closed.signal);
   const cut = options.cut;
   // Names the controller alone: the listener on the long-lived cut signal must not keep this broker alive.
   const onCut = (): void => closed.abort();
   if (cut?.aborted === true) closed.abort();
   else cut?.addEventListener('abort', onCut, { once: true });
+  /** What ends each fetch under way for its waiters when the broker closes: one listener for them all. */
+  const waiting = new Set<() => void>();
+  closed.signal.addEventListener(
+    'abort',
+    function cancelWaiting() {
+      for (const cancel of waiting) cancel();
+      waiting.clear();
+    },
+    { once: true },
+  );
   /**
    * The source's answer, or fetchCancelled as soon as the broker closes, whichever comes first. For
    * every kind of store: an oauth2: token request is cancelled outright (its undici signal), the others
@@ -163,8 +177,8 @@ export function createCredentialBroker(config: AirlockConfig, options: BrokerOpt
   function untilClosed(ref: string, fetching: Promise<Credential>): Promise<Credential> {
     return new Promise((resolve, reject) => {
       const cancel = (): void => reject(fetchCancelled(ref));
-      closed.signal.addEventListener('abort', cancel, { once: true });
-      fetching.then(resolve, reject).finally(() => closed.signal.removeEventListener('abort', cancel));
+      waiting.add(cancel);
+      fetching.then(resolve, reject).finally(() => waiting.delete(cancel));
     });
   }
 

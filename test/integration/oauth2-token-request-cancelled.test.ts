@@ -27,16 +27,20 @@ const apiKey = canary('api-key');
 const env = { CRM_ID: clientId, CRM_SECRET: clientSecret, API_KEY: apiKey };
 const unhandled: unknown[] = [];
 const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
+const warnings: Error[] = [];
+const onWarning = (warning: Error): void => void warnings.push(warning);
 let upstream: Upstream;
 let tokens: OAuth2Server;
 
 beforeAll(async () => {
   process.on('unhandledRejection', onUnhandled);
+  process.on('warning', onWarning);
   upstream = await startUpstream();
 });
 
 afterAll(async () => {
   process.off('unhandledRejection', onUnhandled);
+  process.off('warning', onWarning);
   await upstream?.close();
 });
 
@@ -99,6 +103,34 @@ describe('a token request under way when its broker closes', () => {
       await sleep(50);
       expect(unhandled).toEqual([]);
       assertNoLeak(secrets(), [responsesSurface(seen), { name: 'log', text: proxy.logLines.join('\n') }, { name: 'audit', text: proxy.auditText() }]);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('with many clients fetching at once: each is cancelled, and node warns of no listener leak', async () => {
+    tokens = await startOAuth2Server({ clients: [{ clientId, clientSecret }], slowMs: 60_000 });
+    tokens.setMode('slow');
+    const names = Array.from({ length: 12 }, (_, i) => `crm${i}`);
+    const routes = [{ method: 'GET', path: '/v1/*', scope: 'r' }];
+    const proxy = await startProxy(
+      {
+        shutdown_timeout: 1,
+        secrets: { oauth2: Object.fromEntries(names.map((name) => [name, { token_url: tokens.tokenUrl, client_id: 'env:CRM_ID', client_secret: 'env:CRM_SECRET', timeout: 60 }])) },
+        services: Object.fromEntries(names.map((name) => [name, { upstream: upstream.url, credential: { secret: `oauth2:${name}`, inject: 'bearer' }, routes }])),
+        agents: { bot: { tokens: [agent.hash], credentials: names.map((name) => ({ service: name, max_scope: ['r'] })) } },
+      },
+      { env },
+    );
+    try {
+      // Start-up's warm-up asked for every token at once; the endpoint holds them all.
+      await eventually('every token request to be held', () => tokens.openConnections === names.length);
+      await proxy.airlock.close();
+      await eventually('every token request to be cancelled', () => tokens.openConnections === 0, 3_000);
+      await sleep(50);
+      expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning').map((w) => w.message)).toEqual([]);
+      expect(unhandled).toEqual([]);
+      assertNoLeak(secrets(), [{ name: 'log', text: proxy.logLines.join('\n') }, { name: 'audit', text: proxy.auditText() }]);
     } finally {
       await proxy.close();
     }
