@@ -290,9 +290,10 @@ export class RedisStateBackend implements StateBackend {
     this.#lastError = null;
     // The database of state.url: ioredis sends SELECT as each connection opens, but reports Redis's
     // refusal (ERR DB index is out of range) only as an 'error' event and stays connected to database 0
-    // (found by review: `redis://host/99` served on database 0, shared with whatever else is there). That
-    // event drops the connection (#databaseRefused), and SELECT is sent again here: either way its
-    // refusal stops the start. Pub/sub ignores databases, so the subscriber needs none.
+    // (found by review: `redis://host/99` served on database 0, shared with whatever else is there). Sent
+    // again here, its refusal stops the start (the event is left alone until the first 'ready': see
+    // #databaseRefused, which handles it on every later connection). Pub/sub ignores databases, so the
+    // subscriber needs none.
     const database = this.#database;
     try {
       await this.#client.connect();
