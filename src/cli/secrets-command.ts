@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { looksLikeKey } from '../redaction/key-patterns.js';
 import { localSecretReferences } from '../config/secret-references.js';
+import { shellWord } from '../config/shell-word.js';
 import type { AirlockConfig } from '../config/types.js';
 import { EncryptedSecretFile, SECRETS_FILE, shownSecretName } from '../credentials/encrypted-secret-file.js';
 import { decodeMasterKey, loadMasterKeyring, MASTER_KEY_FILE, NEXT_KEY_ENV, nextKeyFile } from '../credentials/master-key.js';
@@ -295,7 +296,7 @@ async function rekeySecrets(io: CliIo, config: AirlockConfig): Promise<number> {
   const keyPath = join(dataDir, MASTER_KEY_FILE);
   if (existsSync(nextPath)) {
     io.stderr.write(
-      `${nextPath} exists: an earlier rekey was cut short. If ${file.path} opens with it alone (it was replaced), finish that rekey:  mv ${nextPath} ${keyPath}; if it does not (the crash came first), remove it:  rm ${nextPath}. Then run \`secrets rekey\` again. Nothing was changed.\n`,
+      `${nextPath} exists: an earlier rekey was cut short. If ${file.path} opens with it alone (it was replaced), finish that rekey:  mv ${shellWord(nextPath)} ${shellWord(keyPath)}; if it does not (the crash came first), remove it:  rm ${shellWord(nextPath)}. Then run \`secrets rekey\` again. Nothing was changed.\n`,
     );
     return 1;
   }

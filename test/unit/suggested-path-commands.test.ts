@@ -1,6 +1,6 @@
 /**
  * The other commands Airlock suggests with a path in them (`chmod 600 F` for a master key or a TLS key
- * other users can read, `mv F.next F` to finish a rekey cut short) write it as one shell word, as the
+ * other users can read, `mv F.next F` or `rm F.next` after a rekey cut short) write it as one shell word, as the
  * suggested `--config F` does (shell-word.ts): a path with a space or a quote, pasted as printed, ran
  * chmod or mv on other files.
  */
@@ -12,6 +12,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { EncryptedSecretFile } from '../../src/credentials/encrypted-secret-file.js';
 import { loadMasterKey } from '../../src/credentials/master-key.js';
 import { readTlsIdentity } from '../../src/ingress/tls-identity.js';
+import { assertNoLeak } from '../helpers/assert-no-leak.js';
+import { canary } from '../helpers/canary.js';
+import { runCliCapture, writeConfigFile } from '../helpers/operator.js';
 import { tempDir } from '../helpers/start-proxy.js';
 import { HAVE_OPENSSL, makeTestCa, warnWithoutOpenssl } from '../helpers/test-certificates.js';
 
@@ -58,12 +61,33 @@ describe('a suggested command with a path', () => {
   it('mv to finish a rekey cut short', () => {
     const dataDir = awkwardDir('rekey');
     const old = randomBytes(32);
-    new EncryptedSecretFile(dataDir, old).set('api-key', 'a-value-long-enough-1234', new Date());
+    const secret = canary('rekey-mv');
+    new EncryptedSecretFile(dataDir, old).set('api-key', secret, new Date());
     writeFileSync(join(dataDir, 'master.key.next'), 'a key\n');
     const message = thrown(() => new EncryptedSecretFile(dataDir, randomBytes(32)).names());
     const command = /finish it with {2}(mv .+)$/.exec(message)?.[1];
     expect(command, message).toBeDefined();
     expect(argumentsBySh(command as string)).toEqual([join(dataDir, 'master.key.next'), join(dataDir, 'master.key')]);
+    assertNoLeak([secret], [{ name: 'error', text: message }]);
+  });
+
+  it('mv and rm for the master.key.next a rekey cut short left, as secrets rekey suggests them', async () => {
+    const home = awkwardDir('cli rekey');
+    const dataDir = join(home, 'data');
+    const file = writeConfigFile(home, { listen: '127.0.0.1:0', data_dir: dataDir, services: {}, agents: {} });
+    const seen: string[] = [];
+    const secret = canary('rekey-paths');
+    expect((await runCliCapture(['secrets', 'set', 'api-key', '--config', file], {}, seen, home, secret)).code).toBe(0);
+    writeFileSync(join(dataDir, 'master.key.next'), `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+    const run = await runCliCapture(['secrets', 'rekey', '--config', file], {}, seen, home);
+    expect(run.code).toBe(1);
+    const mv = /finish that rekey: {2}(mv [^;]+);/.exec(run.stderr)?.[1];
+    const rm = /remove it: {2}(rm .+)\. Then/.exec(run.stderr)?.[1];
+    expect(mv, run.stderr).toBeDefined();
+    expect(rm, run.stderr).toBeDefined();
+    expect(argumentsBySh(mv as string)).toEqual([join(dataDir, 'master.key.next'), join(dataDir, 'master.key')]);
+    expect(argumentsBySh(rm as string)).toEqual([join(dataDir, 'master.key.next')]);
+    assertNoLeak([secret], seen.map((text, i) => ({ name: `output ${i}`, text })));
   });
 
   it.skipIf(!HAVE_OPENSSL)('chmod 600 for a TLS key other users can read', () => {
