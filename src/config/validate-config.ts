@@ -33,15 +33,8 @@ export interface ValidateOptions {
  * .localhost there too).
  */
 function plaintextOffMachine(url: string): string | null {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    return null;
-  }
-  if (parsed.protocol !== 'http:') return null;
-  const host = parsed.hostname.replace(/^\[|\]$/g, '').toLowerCase();
-  return onThisMachine(host) ? null : host;
+  const host = plainHttpHost(url);
+  return host === null || onThisMachine(host) ? null : host;
 }
 
 /**
@@ -50,15 +43,19 @@ function plaintextOffMachine(url: string): string | null {
  * looked up in DNS by glibc unless /etc/hosts or systemd-resolved answers it, so it may lead elsewhere.
  */
 function plaintextBeyondLoopback(url: string): string | null {
+  const host = plainHttpHost(url);
+  return host === null || host === 'localhost' || (isIP(host) !== 0 && classifyAddress(host) === 'loopback') ? null : host;
+}
+
+/** The host of an http: URL, lower case and without IPv6 brackets; null for another scheme or no URL. */
+function plainHttpHost(url: string): string | null {
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
     return null;
   }
-  if (parsed.protocol !== 'http:') return null;
-  const host = parsed.hostname.replace(/^\[|\]$/g, '').toLowerCase();
-  return host === 'localhost' || (isIP(host) !== 0 && classifyAddress(host) === 'loopback') ? null : host;
+  return parsed.protocol === 'http:' ? parsed.hostname.replace(/^\[|\]$/g, '').toLowerCase() : null;
 }
 
 /**

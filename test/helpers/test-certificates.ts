@@ -3,7 +3,9 @@
  * a CA, and server certificates for 127.0.0.1 and localhost signed by it.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { once } from 'node:events';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 
 /**
@@ -62,4 +64,14 @@ export function makeTestCa(dir: string): TestCa {
       return { key: join(dir, `${name}.key`), cert: join(dir, `${name}.pem`) };
     },
   };
+}
+
+/** The SHA-256 fingerprint of the certificate a fresh TLS connection to `url` is shown (trusting `caFile`, as localhost). */
+export async function servedFingerprint(url: string, caFile: string): Promise<string> {
+  const { hostname, port } = new URL(url);
+  const socket: TLSSocket = tlsConnect({ host: hostname, port: Number(port), ca: readFileSync(caFile), servername: 'localhost' });
+  await once(socket, 'secureConnect');
+  const fingerprint = socket.getPeerCertificate().fingerprint256;
+  socket.destroy();
+  return fingerprint;
 }

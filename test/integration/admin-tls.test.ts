@@ -12,7 +12,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { chromium } from 'playwright-core';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -26,7 +25,7 @@ import { rawRequest } from '../helpers/raw-http.js';
 import { spawnServe } from '../helpers/spawn-serve.js';
 import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
-import { HAVE_OPENSSL, makeTestCa, warnWithoutOpenssl, type TestCa } from '../helpers/test-certificates.js';
+import { HAVE_OPENSSL, makeTestCa, servedFingerprint, warnWithoutOpenssl, type TestCa } from '../helpers/test-certificates.js';
 
 warnWithoutOpenssl('admin-tls.test.ts', 'the HTTPS admin listener tests');
 
@@ -50,14 +49,6 @@ function config(upstream: string, files: { key: string; cert: string }, adminLis
   };
 }
 
-async function servedFingerprint(url: string, ca: string): Promise<string> {
-  const { hostname, port } = new URL(url);
-  const socket: TLSSocket = tlsConnect({ host: hostname, port: Number(port), ca: readFileSync(ca), servername: 'localhost' });
-  await once(socket, 'secureConnect');
-  const fingerprint = socket.getPeerCertificate().fingerprint256;
-  socket.destroy();
-  return fingerprint;
-}
 
 describe.skipIf(!HAVE_OPENSSL)('HTTPS on the admin listener (admin.tls)', () => {
   let dir: string;

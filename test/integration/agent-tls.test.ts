@@ -9,7 +9,7 @@ import { once } from 'node:events';
 import { X509Certificate } from 'node:crypto';
 import { copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { connect as tlsConnect } from 'node:tls';
 import OpenAI from 'openai';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -24,7 +24,7 @@ import { spawnServe } from '../helpers/spawn-serve.js';
 import { redisAvailable, startRedisServer } from '../support/redis-server.js';
 import { startProxy, tempDir, type ProxyFixture } from '../helpers/start-proxy.js';
 import { startUpstream, type Upstream } from '../helpers/start-upstream.js';
-import { HAVE_OPENSSL, makeTestCa, warnWithoutOpenssl, type TestCa } from '../helpers/test-certificates.js';
+import { HAVE_OPENSSL, makeTestCa, servedFingerprint, warnWithoutOpenssl, type TestCa } from '../helpers/test-certificates.js';
 
 warnWithoutOpenssl('agent-tls.test.ts', 'the TLS listener tests');
 
@@ -52,15 +52,6 @@ function config(upstream: string, files: { key: string; cert: string }, extra: R
   };
 }
 
-/** The SHA-256 fingerprint of the certificate a fresh TLS connection to `url` is shown. */
-async function servedFingerprint(url: string, ca: string): Promise<string> {
-  const { hostname, port } = new URL(url);
-  const socket: TLSSocket = tlsConnect({ host: hostname, port: Number(port), ca: readFileSync(ca), servername: 'localhost' });
-  await once(socket, 'secureConnect');
-  const fingerprint = socket.getPeerCertificate().fingerprint256;
-  socket.destroy();
-  return fingerprint;
-}
 
 describe.skipIf(!HAVE_OPENSSL)('HTTPS on the agent listener (tls)', () => {
   let dir: string;
