@@ -6,8 +6,8 @@
  *
  * A token bucket of `requests` per `per`, bursts of `burst`, is said as the policy "<name>";q=<requests>;
  * w=<per> (draft 3.1: q the quota, w its window in whole seconds), with the vendor parameter
- * airlock-burst=<burst> when the burst differs (draft 3.1 allows vendor-prefixed parameters, and names
- * "acme-burst" as its example). A `concurrency` is a second policy, "<name>/concurrency";q=<n>;
+ * airlock-burst=<bucket size> when q is not that size (draft 3.1 allows vendor-prefixed parameters, and
+ * names "acme-burst" as its example). A `concurrency` is a second policy, "<name>/concurrency";q=<n>;
  * qu="concurrent-requests" (draft 3.1.2), with no window.
  */
 
@@ -40,7 +40,11 @@ export function compileRateLimitFields(name: string, terms: RateLimitTerms): Rat
   const window = Math.ceil(terms.per);
   const quota = Number.isInteger(terms.per) ? terms.requests : Math.floor((terms.requests * window) / terms.per + 1e-9);
   let policy = `${bucketItem};q=${sfInteger(quota)};w=${window}`;
-  if (terms.burst !== undefined && terms.burst !== terms.requests) policy += `;airlock-burst=${sfInteger(terms.burst)}`;
+  // The bucket's size whenever q does not say it: a burst of its own, or a quota scaled up to a whole
+  // second (found by review: 1 per 500 ms read q=2;w=1 alone, and a client that sent two at once had the
+  // second refused).
+  const capacity = terms.burst ?? terms.requests;
+  if (sfInteger(capacity) !== sfInteger(quota)) policy += `;airlock-burst=${sfInteger(capacity)}`;
   let concurrencyRefused: string | null = null;
   if (terms.concurrency !== undefined) {
     const concurrencyItem = sfString(`${name}/concurrency`);

@@ -154,14 +154,14 @@ describe('RateLimit fields on rate_limited answers (memory state)', () => {
     for (const response of refused) expectBucketFields(response, '"llm";q=2;w=1;airlock-burst=3', 'llm');
   });
 
-  it('a period under a second is said in whole seconds (w is an Integer): 1 per 500 ms is q=2;w=1', async () => {
+  it('a period under a second is said in whole seconds (w is an Integer): 1 per 500 ms is q=2;w=1, one at a time (airlock-burst=1)', async () => {
     let refused: SentResponse | undefined;
     for (let i = 0; i < 20 && refused === undefined; i++) {
       const response = await call(quick.token, '/llm/v1/ping');
       if (response.status === 429) refused = response;
     }
     expect(refused, 'a 429 within 20 quick requests').toBeDefined();
-    expectBucketFields(refused as SentResponse, '"llm";q=2;w=1', 'llm');
+    expectBucketFields(refused as SentResponse, '"llm";q=2;w=1;airlock-burst=1', 'llm');
   });
 
   it('concurrency: the policy lists both limits, and RateLimit names the concurrency one, r=0 and no t', async () => {
