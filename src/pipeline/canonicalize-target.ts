@@ -38,17 +38,27 @@ function hexValue(code: number): number {
   return -1;
 }
 
-/** Every refusal here is of a target servers could read differently: probing (errors.ts AirlockError.probing). */
+/** A path servers could read differently: probing (errors.ts AirlockError.probing). */
 function reject(detail: string): never {
   throw new AirlockError('invalid_request', detail, { probing: true });
+}
+
+/**
+ * A target that is no path at all (absolute-form, asterisk-form): a client set up to use Airlock as its
+ * HTTP proxy, a setup mistake the detail names. Not probing, as CONNECT (the other proxy form, refused on
+ * the raw connection) is not (found by review: an agent with HTTP_PROXY pointed here was suspended by
+ * denial_burst after 30 such requests).
+ */
+function refuseForm(detail: string): never {
+  throw new AirlockError('invalid_request', detail);
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 export function canonicalizeTarget(target: string): CanonicalTarget {
-  if (target === '*') reject('The request target "*" (asterisk-form) is not accepted; send a path such as /v1/models.');
+  if (target === '*') refuseForm('The request target "*" (asterisk-form) is not accepted; send a path such as /v1/models.');
   if (target.charCodeAt(0) !== 0x2f) {
-    reject('The request target must be a path starting with "/" (origin-form); absolute URLs and host:port targets are refused. Point your SDK base URL at Airlock instead of using it as an HTTP proxy.');
+    refuseForm('The request target must be a path starting with "/" (origin-form); absolute URLs and host:port targets are refused. Point your SDK base URL at Airlock instead of using it as an HTTP proxy.');
   }
   const questionMark = target.indexOf('?');
   const rawPath = questionMark === -1 ? target : target.slice(0, questionMark);

@@ -38,6 +38,7 @@ describe('denial_burst counts 400 invalid_request against the agent whose token 
   const key = canary('anomaly-invalid-request');
   const prober = generateAgentToken();
   const careless = generateAgentToken();
+  const proxied = generateAgentToken();
   const reader = generateAgentToken();
   const sessioner = generateAgentToken();
   const stranger = generateAgentToken();
@@ -77,6 +78,7 @@ describe('denial_burst counts 400 invalid_request against the agent whose token 
         agents: {
           prober: { tokens: [prober.hash], credentials: [grant] },
           careless: { tokens: [careless.hash], credentials: [grant] },
+          proxied: { tokens: [proxied.hash], credentials: [grant] },
           reader: { tokens: [reader.hash], credentials: [grant] },
           sessioner: { tokens: [sessioner.hash], credentials: [grant] },
           workload: {
@@ -199,6 +201,31 @@ describe('denial_burst counts 400 invalid_request against the agent whose token 
     expect((await call(careless.token, '/llm/v1/models')).status).toBe(200);
   });
 
+  it('a client set up to use Airlock as its HTTP proxy (absolute-form and asterisk-form targets) is told so with 400, not counted as probing', async () => {
+    // HTTP_PROXY pointed at Airlock: each request names its origin in the target (RFC 9112 3.2.2), with the
+    // agent token as the API key or in Proxy-Authorization. A setup mistake the 400's detail names, not a
+    // path servers read differently; CONNECT, the other proxy form, names no agent either (found by
+    // review: five of these suspended the agent).
+    const basic = `Basic ${Buffer.from(`bot:${proxied.token}`).toString('base64')}`;
+    const requests = [
+      rawGet('http://api.internal.example/llm/v1/models', { Authorization: `Bearer ${proxied.token}` }),
+      rawGet(`http://127.0.0.1:${new URL(proxy.url).port}/llm/v1/models`, { Authorization: `Bearer ${proxied.token}` }),
+      rawGet('http://api.internal.example/v1/models', { 'Proxy-Authorization': basic }),
+      rawGet('*', { Authorization: `Bearer ${proxied.token}` }, 'OPTIONS'),
+    ];
+    for (let i = 0; i < 2; i++) {
+      for (const request of requests) {
+        const response = await rawRequest(proxy.url, request);
+        seen.push({ headers: response.headers, text: response.body });
+        expectInvalidRequest(response);
+        expect((await auditOf(response)).agent).toBeNull();
+      }
+    }
+    expect(await anomalies('proxied')).toEqual([]);
+    expect(await revoked('proxied')).toBe(false);
+    expect((await call(proxied.token, '/llm/v1/models')).status).toBe(200);
+  });
+
   it("a session token names the session's agent (and the session) on a non-canonical request's record, and counts against it", async () => {
     const minted = await call(sessioner.token, '/_airlock/sessions', { method: 'POST', body: JSON.stringify({ scopes: { llm: ['models:read'] }, ttl_seconds: 300, justification: 'invalid-request test' }) });
     expect(minted.status, minted.text).toBe(201);
@@ -232,7 +259,7 @@ describe('denial_burst counts 400 invalid_request against the agent whose token 
   });
 
   it('no canary reaches agents, logs, audit or the admin API', () => {
-    assertNoLeak([key, prober.token, careless.token, reader.token, sessioner.token, stranger.token, alice.token, ...jwts], [
+    assertNoLeak([key, prober.token, careless.token, proxied.token, reader.token, sessioner.token, stranger.token, alice.token, ...jwts], [
       responsesSurface(seen),
       { name: 'admin', text: admin.seen.join('\n') },
       ...proxySurfaces(proxy),
