@@ -208,7 +208,13 @@ export function buildConfig(input: unknown, options: BuildOptions): LoadedConfig
  * `secrets rekey` re-keyed a new, empty store there while reporting success).
  */
 function operatorSettingsSound(problems: readonly ConfigProblem[], unknownTop: readonly string[]): boolean {
-  if (problems.some((p) => p.severity === 'error' && OPERATOR_SETTINGS.includes(String(p.path[0])))) return false;
+  // admin.tls's files (one missing, unreadable or expired) leave the admin block's settings as written:
+  // the CLI pins admin.tls.cert_file whatever its dates, and says so itself when it cannot read it, and
+  // serve watches the files a refused config names (found by review: such a problem voided the fallback,
+  // so files named before they were written were not watched, and an expired admin certificate stopped
+  // every operator command, the kill switch included).
+  const adminTlsFile = (p: ConfigProblem): boolean => p.path[0] === 'admin' && p.path[1] === 'tls' && p.path.length === 3 && ['cert_file', 'key_file', 'client_ca_file'].includes(String(p.path[2]));
+  if (problems.some((p) => p.severity === 'error' && OPERATOR_SETTINGS.includes(String(p.path[0])) && !adminTlsFile(p))) return false;
   return !unknownTop.some((key) => OPERATOR_SETTINGS.some((setting) => editDistance(key.toLowerCase().replace(/[-\s]/g, '_'), setting) <= 2));
 }
 

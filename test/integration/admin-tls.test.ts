@@ -14,7 +14,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { chromium } from 'playwright-core';
 import { Agent, fetch as undiciFetch } from 'undici';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { formatProblem } from '../../src/config/config-problem.js';
 import { buildConfig } from '../../src/config/load-config.js';
 import { generateAgentToken } from '../../src/identity/agent-token.js';
@@ -174,6 +174,46 @@ describe.skipIf(!HAVE_OPENSSL)('HTTPS on the admin listener (admin.tls)', () => 
     expect(run.stdout).not.toMatch(/^ {2}tls /m);
   });
 
+  it('the CLI needs the certificate of admin.tls.cert_file, not the key: a key it cannot read stops no command', async () => {
+    // An operator's copy of the config, or an operator's user, without the key (mode 600, Airlock's
+    // user's): the CLI checked the key as serve does, said the file had an error at admin.tls.key_file,
+    // and no command (status, revoke: the kill switch) reached the running Airlock.
+    const cliConfig = writeConfigFile(dir, { admin: { listen: new URL(proxy.airlock.adminUrl as string).host, tokens: [admin.hash], tls: { cert_file: first.cert, key_file: `${dir}/airlocks-own.key` } } }, 'operator.yaml');
+    const status = await runCliCapture(['status', '--config', cliConfig], { AIRLOCK_ADMIN_TOKEN: admin.token }, seen);
+    expect(status.stderr).not.toContain('key_file');
+    expect(status.code, status.stdout + status.stderr).toBe(0);
+    expect(status.stdout).toMatch(/^ {2}admin tls {4}CN=admin-first/m);
+    const revoke = await runCliCapture(['revoke', 'agent', 'bot', '--reason', 'operator without the key'], { AIRLOCK_ADMIN_TOKEN: admin.token, AIRLOCK_CONFIG: cliConfig }, seen);
+    expect(revoke.code, revoke.stdout + revoke.stderr).toBe(0);
+    const restore = await runCliCapture(['restore', 'agent', 'bot', '--reason', 'done'], { AIRLOCK_ADMIN_TOKEN: admin.token, AIRLOCK_CONFIG: cliConfig }, seen);
+    expect(restore.code, restore.stdout + restore.stderr).toBe(0);
+    // check and serve still read the key: they are what starts a listener with it.
+    const check = await runCliCapture(['check', '--config', cliConfig], {}, seen);
+    expect(check.code).toBe(1);
+    expect(check.stderr + check.stdout).toMatch(/admin\.tls\.key_file: .*airlocks-own\.key does not exist/);
+  });
+
+  it('an expired admin certificate stops no operator command: status names the file problem, revoke still works', async () => {
+    const cliConfig = writeConfigFile(dir, { admin: { listen: new URL(proxy.airlock.adminUrl as string).host, tokens: [admin.hash], tls: { cert_file: first.cert, key_file: first.key } } }, 'expired.yaml');
+    // 31 days on: the running Airlock still presents the certificate it loaded (30 days), now past its end.
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(Date.now() + 31 * 86_400_000);
+    try {
+      const status = await runCliCapture(['status', '--config', cliConfig], { AIRLOCK_ADMIN_TOKEN: admin.token }, seen);
+      expect(status.stderr).toMatch(/admin\.tls\.cert_file: .* expired on/);
+      expect(status.code, status.stdout + status.stderr).toBe(2);
+      // The file is one the running Airlock would refuse to reload; what it serves is shown still.
+      expect(status.stdout).toMatch(/^ {2}config {7}.*expired\.yaml HAS 1 ERROR/m);
+      expect(status.stdout).toMatch(/^ {2}admin tls {4}.*CN=admin-first/m);
+      const revoke = await runCliCapture(['revoke', 'agent', 'bot', '--reason', 'during the certificate incident'], { AIRLOCK_ADMIN_TOKEN: admin.token, AIRLOCK_CONFIG: cliConfig }, seen);
+      expect(revoke.code, revoke.stdout + revoke.stderr).toBe(0);
+      const restore = await runCliCapture(['restore', 'agent', 'bot', '--reason', 'done'], { AIRLOCK_ADMIN_TOKEN: admin.token, AIRLOCK_CONFIG: cliConfig }, seen);
+      expect(restore.code, restore.stdout + restore.stderr).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('sends no token to a listener presenting another certificate', async () => {
     // Something else answers at the admin address: a server with a certificate the same CA signed.
     const impostorFiles = authority.issue('impostor');
@@ -273,6 +313,38 @@ describe.skipIf(!HAVE_OPENSSL)('a renewal written over admin.tls files is served
       const wanted = new X509Certificate(readFileSync(next.cert)).fingerprint256;
       await eventually('the renewed admin certificate to be served', async () => ((await servedFingerprint(adminUrl, authority.ca)) === wanted ? true : undefined), 8_000, 100);
       assertNoLeak([readFileSync(first.key, 'utf8'), readFileSync(next.key, 'utf8')], [{ name: 'serve output', text: serve.out() + serve.err() }]);
+    } finally {
+      serve.child.kill('SIGTERM');
+      await serve.exited;
+      rmSync(root, { recursive: true, force: true });
+    }
+  }, 30_000);
+
+  it('a config naming admin.tls files not written yet is refused, and writing them reloads, as for tls', async () => {
+    // Found by review: the files a refused config names are watched through the config's operator
+    // fallback, which a problem anywhere under admin (admin.tls.cert_file: does not exist) left out, so
+    // only SIGHUP took the files once written.
+    const root = tempDir('airlock-admin-tls-watch-new-');
+    const authority = makeTestCa(root);
+    const first = authority.issue('admin-watch-before');
+    const configFile = join(root, 'airlock.yaml');
+    const adminListen = `127.0.0.1:${await freePort()}`;
+    const write = (files: { cert: string; key: string }): void =>
+      writeFileSync(configFile, JSON.stringify({ listen: '127.0.0.1:0', data_dir: join(root, 'data'), admin: { listen: adminListen, tokens: [admin.hash], tls: { cert_file: files.cert, key_file: files.key } }, services: {}, agents: {} }));
+    write(first);
+    const serve = spawnServe(configFile, {});
+    try {
+      await eventually('serve to listen', () => /Airlock is listening on/.test(serve.err()) || undefined, 10_000);
+      const adminUrl = `https://${adminListen}`;
+      expect(await servedFingerprint(adminUrl, authority.ca)).toBe(new X509Certificate(readFileSync(first.cert)).fingerprint256);
+      const later = { cert: join(root, 'admin-2027.crt'), key: join(root, 'admin-2027.key') };
+      write(later);
+      await eventually('the refused reload', () => serve.logs().find((line) => line['msg'] === 'config reload failed: the new file has problems; the running config stays'), 8_000);
+      const next = authority.issue('admin-watch-after');
+      copyFileSync(next.key, later.key);
+      copyFileSync(next.cert, later.cert);
+      const wanted = new X509Certificate(readFileSync(next.cert)).fingerprint256;
+      await eventually('the new admin certificate to be served', async () => ((await servedFingerprint(adminUrl, authority.ca)) === wanted ? true : undefined), 8_000, 100);
     } finally {
       serve.child.kill('SIGTERM');
       await serve.exited;
