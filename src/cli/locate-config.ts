@@ -78,10 +78,14 @@ export interface CliConfig {
  * way to the kill switch without it, which fits the commands that call the admin API. The others say
  * their own (found by an ops walkthrough: `airlock health`, a container's HEALTHCHECK, on a half-edited
  * file, pointed at the admin API and the kill switch).
+ *
+ * Operator commands do not read the TLS private keys (tls.key_file, admin.tls.key_file): they pin
+ * admin.tls's certificate and never serve, and the key is Airlock's user's (found by review: an operator
+ * who could not read it got an error at admin.tls.key_file and no command, the kill switch included).
  */
 export function loadConfigOrReport(io: CliIo, flag: string | undefined, use: 'whole' | 'operator' = 'whole', unreadable: string = ADMIN_API_WAY_OUT): CliConfig | null {
   const { file, fromCwd } = locateConfig(io, flag);
-  const loaded = loadConfigFile(file);
+  const loaded = loadConfigFile(file, { privateKeys: use !== 'operator' });
   for (const problem of loaded.problems) {
     if (problem.severity === 'error') io.stderr.write(`${formatProblem(problem, file)}\n`);
   }

@@ -36,7 +36,17 @@ const OPERATOR_SETTINGS = ['data_dir', 'audit', 'admin', 'state', 'workers'];
 
 export type Locate = (path: ProblemPath) => { line: number; column: number } | undefined;
 
-export function loadConfigFile(file: string): LoadedConfig {
+/**
+ * `reading.privateKeys` false: the TLS private keys (tls.key_file, admin.tls.key_file) are not read or
+ * checked. For the commands that call a running Airlock, which need admin.tls's certificate and never
+ * its key: the key is Airlock's user's, mode 600, and an operator's user (or copy of the config) without
+ * it made every such command stop at a problem with admin.tls.key_file (found by review).
+ */
+export interface ReadingOptions {
+  readonly privateKeys?: boolean;
+}
+
+export function loadConfigFile(file: string, reading: ReadingOptions = {}): LoadedConfig {
   const absolute = resolve(file);
   let text: string;
   try {
@@ -51,7 +61,7 @@ export function loadConfigFile(file: string): LoadedConfig {
     const message = code === 'ENOENT' ? `cannot read ${absolute}: the file does not exist; pass --config FILE or create it (see config/airlock.example.yaml)` : fileAccessProblem(absolute, error);
     return { config: null, problems: [{ severity: 'error', path: [], message }] };
   }
-  return parseConfigText(text, absolute);
+  return parseConfigText(text, absolute, reading);
 }
 
 /** Files of a directory shown as configs to name: a mounted ConfigMap holds a few keys, not hundreds. */
@@ -70,7 +80,7 @@ function directoryHint(directory: string): string {
   return `it is a directory; name the YAML config file in it: ${shown.join(' or ')}${more}`;
 }
 
-export function parseConfigText(text: string, file: string): LoadedConfig {
+export function parseConfigText(text: string, file: string, reading: ReadingOptions = {}): LoadedConfig {
   const lineCounter = new LineCounter();
   // Merge keys (`<<: *defaults`, YAML 1.1) on: the usual way to share a service's settings, which the
   // 1.2 core schema lacks, so check called "<<" an unknown key and every merged key missing (found by review).
@@ -110,7 +120,7 @@ export function parseConfigText(text: string, file: string): LoadedConfig {
     const pos = offset === undefined ? undefined : lineCounter.linePos(offset);
     return { config: null, problems: [sayableProblem(pos === undefined ? { severity: 'error', path: [], message } : { severity: 'error', path: [], message, line: pos.line, column: pos.col })] };
   }
-  return { ...buildConfig(input, { baseDir: dirname(file), source: file, locate }), locate };
+  return { ...buildConfig(input, { baseDir: dirname(file), source: file, locate, ...reading }), locate };
 }
 
 /**
@@ -168,6 +178,8 @@ export interface BuildOptions {
   baseDir: string;
   source?: string | null;
   locate?: Locate;
+  /** False: TLS private keys are not read (ReadingOptions). */
+  privateKeys?: boolean;
 }
 
 /** Validates a plain object as if it had been read from YAML: tests and the demo use this. */
@@ -186,7 +198,7 @@ export function buildConfig(input: unknown, options: BuildOptions): LoadedConfig
   const resolvePath = (written: string): string => (isAbsolute(written) ? written : resolve(options.baseDir, written));
   const parsed = configSchema.safeParse(input);
   if (parsed.success) {
-    const problems = inFileOrder(validateConfig(parsed.data, { resolvePath, brokenServices: new Set() }));
+    const problems = inFileOrder(validateConfig(parsed.data, { resolvePath, brokenServices: new Set(), privateKeys: options.privateKeys !== false }));
     if (problems.some((p) => p.severity === 'error')) return { config: null, problems, fallback: operatorSettingsSound(problems, []) ? normalize(parsed.data, resolvePath, options.source ?? null) : null };
     return { config: normalize(parsed.data, resolvePath, options.source ?? null), problems };
   }
@@ -195,7 +207,7 @@ export function buildConfig(input: unknown, options: BuildOptions): LoadedConfig
   // entries that failed the schema (their own problems are above) and check the rest.
   const salvage = salvageWellFormed(input, parsed.error.issues);
   const salvaged = salvage === null ? null : configSchema.safeParse(salvage.input);
-  const ruleProblems = salvaged?.success === true && salvage !== null ? validateConfig(salvaged.data, { resolvePath, brokenServices: salvage.brokenServices }).map(salvage.placeAsWritten) : [];
+  const ruleProblems = salvaged?.success === true && salvage !== null ? validateConfig(salvaged.data, { resolvePath, brokenServices: salvage.brokenServices, privateKeys: options.privateKeys !== false }).map(salvage.placeAsWritten) : [];
   const problems = [...shapeProblems, ...ruleProblems];
   const operatorSettingsWhole = salvage !== null && !OPERATOR_SETTINGS.some((key) => salvage.droppedTop.has(key)) && operatorSettingsSound(problems, [...salvage.unknownTop]);
   const fallback = salvaged?.success === true && operatorSettingsWhole ? normalize(salvaged.data, resolvePath, options.source ?? null) : null;

@@ -24,6 +24,8 @@ export interface ValidateOptions {
   resolvePath: (written: string) => string;
   /** Services left out because their own entry is malformed: references to them are not reported again. */
   brokenServices: ReadonlySet<string>;
+  /** False: TLS private keys are not read or checked (the CLI's commands that call a running Airlock). */
+  privateKeys?: boolean;
 }
 
 /**
@@ -213,6 +215,15 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
     if (tls === undefined) return;
     const spec = { ...tls, cert_file: options.resolvePath(tls.cert_file), key_file: options.resolvePath(tls.key_file) };
     for (const problem of readTlsIdentity(spec, Date.now()).problems) {
+    // Every file relative to the config, admin.tls.client_ca_file too (found by review: it was read from
+    // the current directory, so check and serve run elsewhere said it did not exist, or read another).
+    const spec = {
+      ...tls,
+      cert_file: options.resolvePath(tls.cert_file),
+      key_file: options.resolvePath(tls.key_file),
+      ...(tls.client_ca_file === undefined ? {} : { client_ca_file: options.resolvePath(tls.client_ca_file) }),
+    };
+    for (const problem of readTlsIdentity(spec, Date.now(), { key: options.privateKeys !== false }).problems) {
       if (problem.severity === 'error') error([...path, problem.field], problem.message);
       else warning([...path, problem.field], problem.message, problem.strict === true);
     }

@@ -85,8 +85,10 @@ export class TlsIdentity {
 /**
  * Reads and checks `spec`'s files (paths absolute). `identity` is null when an error keeps them from
  * being served; warnings (a key other users can read, a certificate close to its end) come with one.
+ * With `reading.key` false (the CLI's commands that call a running Airlock: they pin the certificate,
+ * and the key is Airlock's user's) the key file is neither read nor checked, and no identity is made.
  */
-export function readTlsIdentity(spec: TlsSpec, nowMs: number): { identity: TlsIdentity | null; problems: TlsProblem[] } {
+export function readTlsIdentity(spec: TlsSpec, nowMs: number, reading: { readonly key: boolean } = { key: true }): { identity: TlsIdentity | null; problems: TlsProblem[] } {
   const problems: TlsProblem[] = [];
   const fail = (field: TlsProblem['field'], message: string): { identity: null; problems: TlsProblem[] } => {
     problems.push({ severity: 'error', field, message });
@@ -112,23 +114,25 @@ export function readTlsIdentity(spec: TlsSpec, nowMs: number): { identity: TlsId
     return fail('cert_file', `${spec.cert_file} holds no PEM certificate it can read (a BEGIN CERTIFICATE block); give the server's certificate first, then its intermediates`);
   }
 
-  const keyText = readText(spec.key_file);
-  if (typeof keyText !== 'string') return fail('key_file', keyText.problem);
-  let key: KeyObject;
-  try {
-    key = createPrivateKey(keyText);
-  } catch (error) {
-    // node says ERR_MISSING_PASSPHRASE, or OpenSSL 3 that its passphrase prompt was cancelled; the
-    // PEM label says it either way.
-    const encrypted = (error as NodeJS.ErrnoException).code === 'ERR_MISSING_PASSPHRASE' || /-----BEGIN (?:ENCRYPTED PRIVATE KEY|[A-Z]+ PRIVATE KEY-----\s*Proc-Type: 4,ENCRYPTED)/.test(keyText);
-    return fail(
-      'key_file',
-      encrypted
-        ? `${spec.key_file} is encrypted with a passphrase, which Airlock cannot be given; write it out unencrypted (openssl pkey -in KEY -out KEY.plain) and keep that file mode 600`
-        : `${spec.key_file} holds no PEM private key it can read (a BEGIN PRIVATE KEY block, or an RSA or EC one)`,
-    );
+  const keyText = reading.key ? readText(spec.key_file) : null;
+  if (keyText !== null && typeof keyText !== 'string') return fail('key_file', keyText.problem);
+  let key: KeyObject | null = null;
+  if (keyText !== null) {
+    try {
+      key = createPrivateKey(keyText);
+    } catch (error) {
+      // node says ERR_MISSING_PASSPHRASE, or OpenSSL 3 that its passphrase prompt was cancelled; the
+      // PEM label says it either way.
+      const encrypted = (error as NodeJS.ErrnoException).code === 'ERR_MISSING_PASSPHRASE' || /-----BEGIN (?:ENCRYPTED PRIVATE KEY|[A-Z]+ PRIVATE KEY-----\s*Proc-Type: 4,ENCRYPTED)/.test(keyText);
+      return fail(
+        'key_file',
+        encrypted
+          ? `${spec.key_file} is encrypted with a passphrase, which Airlock cannot be given; write it out unencrypted (openssl pkey -in KEY -out KEY.plain) and keep that file mode 600`
+          : `${spec.key_file} holds no PEM private key it can read (a BEGIN PRIVATE KEY block, or an RSA or EC one)`,
+      );
+    }
   }
-  if (!leaf.checkPrivateKey(key)) {
+  if (key !== null && !leaf.checkPrivateKey(key)) {
     return fail('key_file', `${spec.key_file} is not the key of the first certificate in ${spec.cert_file} (${leaf.subject.replaceAll('\n', ', ')}); the server's own certificate must come first, then its intermediates`);
   }
 
@@ -153,6 +157,8 @@ export function readTlsIdentity(spec: TlsSpec, nowMs: number): { identity: TlsId
     if (problem !== null) return fail('client_ca_file', problem.replace('so the connection would fail at the first request', 'so every client certificate would be refused'));
     clientCa = caBytes.toString('utf8');
   }
+  // Without the key nothing is served: what node's TLS would make of the chain is serve's and check's to say.
+  if (keyText === null) return { identity: null, problems };
   const identity = new TlsIdentity(chainText, Buffer.from(keyText), leaf, notAfter, spec.min_version, clientCa);
   // node's TLS reads the whole chain, this file only its first certificate: a chain with an intermediate
   // it cannot load passed here and then failed serve, or a reload half-way (found by review).
