@@ -816,9 +816,9 @@ export function createAdminServer(currentContext: () => AdminContext, tls: TlsId
   refuseClientErrors(server, (socket, failure) => sendRawProblem(socket, failure, randomUUID(), (text) => currentContext().catalog.scrub(text)), ADMIN_LISTENER_BOUNDS);
   // Operators, their consoles and a scraper: a bound on sockets keeps a flood from taking the process's
   // descriptors, and past it the oldest idle socket makes room, so a flood does not lock operators out.
-  // Over TLS a request's socket is the TLS one, known once its handshake is done; a connection still in
-  // its handshake is closed by serveTls within the headers deadline.
-  listener.connections = new AdminConnections(server, ADMIN_MAX_CONNECTIONS, tls === null ? 'connection' : 'secureConnection');
+  // Over TLS a connection counts from its first byte on, its handshake included; a request's socket is
+  // the TLS one, taken back to its TCP connection.
+  listener.connections = new AdminConnections(server, ADMIN_MAX_CONNECTIONS, tls !== null);
   return server;
 }
 

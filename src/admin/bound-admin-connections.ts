@@ -19,10 +19,27 @@ export class AdminConnections {
   readonly #answering = new Map<Socket, number>();
   readonly #bound: number;
 
-  /** `event`: 'connection' on plain HTTP; 'secureConnection' over TLS, whose sockets are the ones requests have. */
-  constructor(server: Server, bound: number, event: 'connection' | 'secureConnection' = 'connection') {
+  /** Over TLS: the TCP socket of each connection by its peer (address and port, which its TLS socket shares). */
+  readonly #byPeer = new Map<string, Socket>();
+  /** Over TLS: the TCP socket a request's TLS socket runs on. */
+  readonly #tcpOf = new WeakMap<Socket, Socket>();
+
+  /**
+   * Every TCP connection is counted from its 'connection' on. `overTls` (admin.tls): a request's socket
+   * is then the TLS one, made at 'secureConnection', which is taken back to its TCP socket. Counted only
+   * from 'secureConnection', a connection still before or in its handshake (serve-tls.ts) was outside
+   * the bound (found by review: a local process could open them by the thousand, each held for up to
+   * twice the headers deadline).
+   */
+  constructor(server: Server, bound: number, overTls = false) {
     this.#bound = bound;
-    server.on(event, (socket: Socket) => this.#admit(socket));
+    server.on('connection', (socket: Socket) => this.#admit(socket, overTls));
+    if (overTls) {
+      server.on('secureConnection', (socket: Socket) => {
+        const tcp = this.#byPeer.get(peerOf(socket));
+        if (tcp !== undefined) this.#tcpOf.set(socket, tcp);
+      });
+    }
   }
 
   /**
@@ -34,7 +51,7 @@ export class AdminConnections {
   hold(req: IncomingMessage, res: ServerResponse): void {
     // The request's socket: a response waiting behind a pipelined one has none yet (found by review:
     // an operator's second call on a socket was never counted).
-    const socket = req.socket;
+    const socket = this.#tcpOf.get(req.socket) ?? req.socket;
     const count = this.#answering.get(socket);
     if (count === undefined) return;
     this.#answering.set(socket, count + 1);
@@ -44,13 +61,18 @@ export class AdminConnections {
     });
   }
 
-  #admit(socket: Socket): void {
+  #admit(socket: Socket, overTls: boolean): void {
     if (this.#answering.size >= this.#bound && !this.#closeOldestIdle()) {
       socket.destroy();
       return;
     }
     this.#answering.set(socket, 0);
-    socket.once('close', () => this.#answering.delete(socket));
+    const peer = overTls ? peerOf(socket) : null;
+    if (peer !== null) this.#byPeer.set(peer, socket);
+    socket.once('close', () => {
+      this.#answering.delete(socket);
+      if (peer !== null && this.#byPeer.get(peer) === socket) this.#byPeer.delete(peer);
+    });
   }
 
   #closeOldestIdle(): boolean {
@@ -62,4 +84,8 @@ export class AdminConnections {
     }
     return false;
   }
+}
+
+function peerOf(socket: Socket): string {
+  return `${socket.remoteAddress ?? ''}|${socket.remotePort ?? ''}`;
 }
