@@ -119,12 +119,16 @@ const HEAD_END = /\r?\n\r?\n/;
 function readPlainHead(socket: Socket, first: Buffer, bounds: TlsListenerBounds, done: (head: string) => void): void {
   let head = first.toString('latin1');
   let answered = false;
+  // A deadline, not socket.setTimeout's idle timeout, which each byte starts again (found by review: a
+  // head sent a byte at a time, each within the timeout, held the connection for as long as its header
+  // bytes lasted, on the admin listener 16 KiB at one byte per 10 s).
+  let deadline: NodeJS.Timeout | null = null;
   const answer = (): void => {
     if (answered) return;
     answered = true;
+    if (deadline !== null) clearTimeout(deadline);
     socket.off('data', gather);
     socket.off('end', answer);
-    socket.setTimeout(0);
     done(head);
   };
   function gather(chunk: Buffer): void {
@@ -141,6 +145,10 @@ function readPlainHead(socket: Socket, first: Buffer, bounds: TlsListenerBounds,
   }
   socket.on('data', gather);
   socket.once('end', answer);
-  socket.setTimeout(bounds.headersTimeoutMs, answer);
+  deadline = setTimeout(answer, bounds.headersTimeoutMs);
+  // A client gone before its head was whole has no one to answer; the timer goes with it.
+  socket.once('close', () => {
+    if (deadline !== null) clearTimeout(deadline);
+  });
   socket.resume();
 }
