@@ -211,9 +211,16 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
   }
   const agentTls = config.tls !== undefined;
   claimListener(config.listen, ['listen'], 'the agent listener (listen)', 'agent tokens and request bodies', agentTls);
-  const checkTlsFiles = (tls: { cert_file: string; key_file: string; min_version: 'TLSv1.2' | 'TLSv1.3' } | undefined, path: ProblemPath): void => {
+  const checkTlsFiles = (tls: { cert_file: string; key_file: string; min_version: 'TLSv1.2' | 'TLSv1.3'; client_ca_file?: string | undefined } | undefined, path: ProblemPath): void => {
     if (tls === undefined) return;
-    const spec = { ...tls, cert_file: options.resolvePath(tls.cert_file), key_file: options.resolvePath(tls.key_file) };
+    // Every file relative to the config, admin.tls.client_ca_file too (found by review: it was read from
+    // the current directory, so check and serve run elsewhere said it did not exist, or read another).
+    const spec = {
+      ...tls,
+      cert_file: options.resolvePath(tls.cert_file),
+      key_file: options.resolvePath(tls.key_file),
+      ...(tls.client_ca_file === undefined ? {} : { client_ca_file: options.resolvePath(tls.client_ca_file) }),
+    };
     for (const problem of readTlsIdentity(spec, Date.now()).problems) {
     // Every file relative to the config, admin.tls.client_ca_file too (found by review: it was read from
     // the current directory, so check and serve run elsewhere said it did not exist, or read another).

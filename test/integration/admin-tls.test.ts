@@ -432,6 +432,20 @@ describe.skipIf(!HAVE_OPENSSL)('client certificates on the admin listener (admin
     expect(refused.stderr).toContain('which is how it refuses a client certificate');
   });
 
+  it('reads a relative client_ca_file against the config file, as cert_file and key_file are, wherever check runs', async () => {
+    // The config in its own directory with relative paths, check run from elsewhere (the repository):
+    // the client CA was looked up in the current directory, so check (and serve) said it did not exist.
+    const home = join(dir, 'relative');
+    mkdirSync(join(home, 'tls'), { recursive: true });
+    copyFileSync(server.cert, join(home, 'tls', 'admin.crt'));
+    copyFileSync(server.key, join(home, 'tls', 'admin.key'));
+    copyFileSync(clientCa.ca, join(home, 'tls', 'clients.pem'));
+    const file = writeConfigFile(home, { data_dir: './data', admin: { listen: '127.0.0.1:7701', tokens: [admin.hash], tls: { cert_file: './tls/admin.crt', key_file: './tls/admin.key', client_ca_file: './tls/clients.pem' } }, services: {}, agents: {} });
+    const run = await runCliCapture(['check', '--config', file], {}, seen);
+    expect(run.stdout + run.stderr).not.toContain('does not exist');
+    expect(run.code, run.stdout + run.stderr).toBe(0);
+  });
+
   it('check lists a client CA file that holds no certificate against admin.tls.client_ca_file', () => {
     const built = buildConfig({ data_dir: dir, admin: { listen: '127.0.0.1:7701', tokens: [admin.hash], tls: { cert_file: server.cert, key_file: server.key, client_ca_file: server.key } }, services: {}, agents: {} }, { baseDir: dir });
     expect(built.config).toBeNull();
