@@ -221,15 +221,6 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
       key_file: options.resolvePath(tls.key_file),
       ...(tls.client_ca_file === undefined ? {} : { client_ca_file: options.resolvePath(tls.client_ca_file) }),
     };
-    for (const problem of readTlsIdentity(spec, Date.now()).problems) {
-    // Every file relative to the config, admin.tls.client_ca_file too (found by review: it was read from
-    // the current directory, so check and serve run elsewhere said it did not exist, or read another).
-    const spec = {
-      ...tls,
-      cert_file: options.resolvePath(tls.cert_file),
-      key_file: options.resolvePath(tls.key_file),
-      ...(tls.client_ca_file === undefined ? {} : { client_ca_file: options.resolvePath(tls.client_ca_file) }),
-    };
     for (const problem of readTlsIdentity(spec, Date.now(), { key: options.privateKeys !== false }).problems) {
       if (problem.severity === 'error') error([...path, problem.field], problem.message);
       else warning([...path, problem.field], problem.message, problem.strict === true);
