@@ -31,6 +31,10 @@ export class TrackedExchange implements LiveExchange, ExchangeSlot {
   cutReason: string | null = null;
   readonly #runtime: ProxyRuntime;
   readonly #principal: Principal;
+  /** The workload JWT ends first (endsInMs is its end, not the session's). */
+  readonly #endsWithJwt: boolean;
+  /** Ended by its clock (expire), not by a revocation. */
+  #expired = false;
 
   constructor(runtime: ProxyRuntime, principal: Principal, sessions: readonly string[], service: string, credential: string, res: ServerResponse) {
     this.#runtime = runtime;
@@ -44,6 +48,12 @@ export class TrackedExchange implements LiveExchange, ExchangeSlot {
     // comes first: a stream begun under either is cut when it ends, as a new request would be refused.
     const endsAt = Math.min(principal.session?.expiresAt ?? Infinity, principal.credentialEndsAt ?? Infinity);
     this.endsInMs = endsAt === Infinity ? null : endsAt - runtime.nowMs();
+    this.#endsWithJwt = principal.credentialEndsAt !== undefined && principal.credentialEndsAt === endsAt;
+  }
+
+  expire(): void {
+    this.#expired = true;
+    this.interrupt();
   }
 
   interrupt(failure?: AirlockError): void {
@@ -70,7 +80,7 @@ export class TrackedExchange implements LiveExchange, ExchangeSlot {
     const runtime = this.#runtime;
     // Said here rather than by the recheck, whose words are for a request not yet sent.
     const jwtEnd = this.#principal.credentialEndsAt;
-    if (jwtEnd !== undefined && jwtEnd <= runtime.nowMs()) {
+    if ((this.#expired && this.#endsWithJwt) || (jwtEnd !== undefined && jwtEnd <= runtime.nowMs())) {
       return new AirlockError('unauthenticated', 'The workload JWT this request was made with expired while the request waited for its upstream; its answer was not passed on. Send it again with a fresh JWT.', { headers: INVALID_TOKEN });
     }
     try {

@@ -20,7 +20,7 @@ export interface LiveExchange {
   readonly res: ServerResponse;
   /**
    * How long the exchange may go on, in ms from now: its session's time left (a session narrowed from
-   * another never outlives it), or null without a session. A session's expiry is no event, so a
+   * another never outlives it) or its workload JWT's, whichever is less, or null with neither. A session's expiry is no event, so a
    * stream begun under it was not cut when it ended (found by review: a task session's stream went on
    * after the session expired, while new requests got 401).
    */
@@ -31,6 +31,11 @@ export interface LiveExchange {
    * retry) and the audit record no reason.
    */
   interrupt(failure?: AirlockError): void;
+  /**
+   * Ends the exchange at endsInMs (its session or workload JWT ended). Apart from interrupt: a timer may
+   * fire a millisecond before the clock reads that end, so the exchange, not a clock reading, says which.
+   */
+  expire(): void;
 }
 
 export class KillSwitch {
@@ -47,7 +52,7 @@ export class KillSwitch {
     if (exchange.endsInMs === null || exchange.endsInMs > LONGEST_TIMER_MS) return () => this.#live.delete(exchange);
     const expiry = setTimeout(() => {
       this.#live.delete(exchange);
-      exchange.interrupt();
+      exchange.expire();
     }, Math.max(0, exchange.endsInMs));
     expiry.unref();
     return () => {
