@@ -283,7 +283,7 @@ async function listen(server: Server, address: string, setting: string, logger: 
  * logged at each start and reload, where an operator who never runs `check` sees them.
  */
 function loadTlsIdentity(spec: DeepReadonly<ListenerTlsSpec>, nowMs: number, logger: Logger, setting: 'tls' | 'admin.tls'): TlsIdentity {
-  const { identity, problems } = readTlsIdentity(spec, nowMs);
+  const { identity, problems } = readTlsIdentity(spec, nowMs, { key: true, clients: setting === 'admin.tls' ? 'operators (the CLI, browsers, scrapers)' : 'agents' });
   for (const problem of problems) {
     if (problem.severity === 'warning') logger.warn({ setting: `${setting}.${problem.field}` }, problem.message);
   }

@@ -2,7 +2,7 @@
  * How CLI commands talk to a running Airlock: its admin API at admin.listen, with the admin token from
  * AIRLOCK_ADMIN_TOKEN (never from argv, where it would show in the process list and shell history).
  */
-import { X509Certificate } from 'node:crypto';
+import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { TLSSocket } from 'node:tls';
@@ -71,10 +71,12 @@ export async function callAdmin(io: CliIo, target: CliConfig, method: string, pa
         `The admin API at ${config.admin.listen} closed the connection without answering, which is how it refuses a client certificate: check that the one AIRLOCK_ADMIN_CLIENT_CERT names was signed by a CA in admin.tls.client_ca_file, is meant for clients (extendedKeyUsage clientAuth) and has not expired. AIRLOCK_ADMIN_TOKEN was not answered.`,
       );
     }
+    // A listener that asks for client certificates closes the connection of a CLI that shows none.
+    const mtlsHint = tls !== undefined && tls.client_ca_file === undefined && (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET') ? ' If the running Airlock asks for client certificates (admin.tls.client_ca_file in its config), name that file in this config too and set AIRLOCK_ADMIN_CLIENT_CERT and AIRLOCK_ADMIN_CLIENT_KEY.' : '';
     // A reload does not move the admin API (found by review: after admin.listen was edited and reloaded,
     // this pointed at the new address with no word of where the running one still listens).
     throw new AdminCallError(
-      `No Airlock answered at admin ${config.admin.listen} (${(error as Error).message}); is it running with this config? If admin.listen was changed since it started, its admin API is still at the old address until a restart (its log line "airlock listening" says where): restart it, or run this with a copy of the config that names the old address.`,
+      `No Airlock answered at admin ${config.admin.listen} (${(error as Error).message}); is it running with this config? If admin.listen was changed since it started, its admin API is still at the old address until a restart (its log line "airlock listening" says where): restart it, or run this with a copy of the config that names the old address.${mtlsHint}`,
     );
   } finally {
     await client.close();
@@ -107,7 +109,23 @@ function clientCertificate(io: CliIo): { cert: Buffer; key: Buffer } {
       throw new AdminCallError(`${setting} names ${file}, which ${code === 'ENOENT' ? 'does not exist' : code === 'EACCES' ? 'this user may not read' : `cannot be read (${(error as Error).message})`}.`);
     }
   };
-  return { cert: read(certFile, 'AIRLOCK_ADMIN_CLIENT_CERT'), key: read(keyFile, 'AIRLOCK_ADMIN_CLIENT_KEY') };
+  const pair = { cert: read(certFile, 'AIRLOCK_ADMIN_CLIENT_CERT'), key: read(keyFile, 'AIRLOCK_ADMIN_CLIENT_KEY') };
+  // Checked here, where the names are known: OpenSSL's own errors for a swapped or wrong pair came out
+  // as "No Airlock answered" (found by review). The messages name the files, never their contents.
+  let certificate: X509Certificate;
+  try {
+    certificate = new X509Certificate(pair.cert);
+  } catch {
+    throw new AdminCallError(`AIRLOCK_ADMIN_CLIENT_CERT names ${certFile}, which holds no PEM certificate it can read (swapped with AIRLOCK_ADMIN_CLIENT_KEY?).`);
+  }
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(pair.key);
+  } catch {
+    throw new AdminCallError(`AIRLOCK_ADMIN_CLIENT_KEY names ${keyFile}, which holds no unencrypted PEM private key it can read (swapped with AIRLOCK_ADMIN_CLIENT_CERT, or encrypted with a passphrase?).`);
+  }
+  if (!certificate.checkPrivateKey(key)) throw new AdminCallError(`AIRLOCK_ADMIN_CLIENT_KEY (${keyFile}) is not the key of the certificate in AIRLOCK_ADMIN_CLIENT_CERT (${certFile}).`);
+  return pair;
 }
 
 function pinnedConnector(certFile: string, listen: string, client: { cert: Buffer; key: Buffer } | null): buildConnector.connector {

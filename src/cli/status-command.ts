@@ -99,7 +99,7 @@ export async function statusCommand(io: CliIo): Promise<number> {
     if (certificate === null || certificate === undefined) continue;
     const days = certificate.expires_in_days;
     const due = renewing(certificate);
-    lines.push(`  ${label}    ${due ? 'RENEW: ' : ''}${certificate.subject}, expires ${certificate.expires_at} (${days < 1 ? 'in less than a day' : `in ${days} day${days === 1 ? '' : 's'}`})${due ? `; write the renewed certificate and key over ${setting}.cert_file and ${setting}.key_file, and Airlock serves them (reload.watch, or SIGHUP)` : ''}`);
+    lines.push(`  ${label}    ${due ? 'RENEW: ' : ''}${certificate.subject}, expires ${certificate.expires_at} (${days < 0 ? 'EXPIRED: clients refuse it' : days < 1 ? 'in less than a day' : `in ${days} day${days === 1 ? '' : 's'}`})${due ? `; write the renewed certificate and key over ${setting}.cert_file and ${setting}.key_file, and Airlock serves them (reload.watch, or SIGHUP)` : ''}`);
   }
   lines.push(`  approvals    ${pendingApprovals.length === 0 ? 'none pending' : `${pendingApprovals.length} pending: decide with  npx airlock approvals approve|deny ID --reason TEXT`}`);
   for (const a of pendingApprovals) lines.push(`    ${String(a['id'])}  ${String(a['agent'])}  ${String(a['method'])} ${oneLine(String(a['path']), TEXT_CHARS)}  until ${String(a['expires_at'])}`);

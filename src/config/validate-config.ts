@@ -221,7 +221,7 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
       key_file: options.resolvePath(tls.key_file),
       ...(tls.client_ca_file === undefined ? {} : { client_ca_file: options.resolvePath(tls.client_ca_file) }),
     };
-    for (const problem of readTlsIdentity(spec, Date.now(), { key: options.privateKeys !== false }).problems) {
+    for (const problem of readTlsIdentity(spec, Date.now(), { key: options.privateKeys !== false, clients: path[0] === 'admin' ? 'operators (the CLI, browsers, scrapers)' : 'agents' }).problems) {
       if (problem.severity === 'error') error([...path, problem.field], problem.message);
       else warning([...path, problem.field], problem.message, problem.strict === true);
     }

@@ -88,7 +88,10 @@ export class TlsIdentity {
  * With `reading.key` false (the CLI's commands that call a running Airlock: they pin the certificate,
  * and the key is Airlock's user's) the key file is neither read nor checked, and no identity is made.
  */
-export function readTlsIdentity(spec: TlsSpec, nowMs: number, reading: { readonly key: boolean } = { key: true }): { identity: TlsIdentity | null; problems: TlsProblem[] } {
+export function readTlsIdentity(spec: TlsSpec, nowMs: number, reading: { readonly key: boolean; readonly clients?: string } = { key: true }): { identity: TlsIdentity | null; problems: TlsProblem[] } {
+  // Who would refuse a bad certificate, for the messages: agents on the agent listeners, operators'
+  // CLIs, browsers and scrapers on the admin listener.
+  const clients = reading.clients ?? 'agents';
   const problems: TlsProblem[] = [];
   const fail = (field: TlsProblem['field'], message: string): { identity: null; problems: TlsProblem[] } => {
     problems.push({ severity: 'error', field, message });
@@ -139,8 +142,8 @@ export function readTlsIdentity(spec: TlsSpec, nowMs: number, reading: { readonl
   let ending = leaf;
   for (const [index, certificate] of chain.entries()) {
     const which = index === 0 ? `the certificate in ${spec.cert_file}` : `certificate ${index + 1} of the chain in ${spec.cert_file} (${certificate.subject.replaceAll('\n', ', ')})`;
-    if (nowMs < Date.parse(certificate.validFrom)) return fail('cert_file', `${which} is not valid before ${certificate.validFrom}; agents would refuse it (is this machine's clock right?)`);
-    if (nowMs >= Date.parse(certificate.validTo)) return fail('cert_file', `${which} expired on ${certificate.validTo}; agents would refuse it. Renew it, then reload (SIGHUP)`);
+    if (nowMs < Date.parse(certificate.validFrom)) return fail('cert_file', `${which} is not valid before ${certificate.validFrom}; ${clients} would refuse it (is this machine's clock right?)`);
+    if (nowMs >= Date.parse(certificate.validTo)) return fail('cert_file', `${which} expired on ${certificate.validTo}; ${clients} would refuse it. Renew it, then reload (SIGHUP)`);
     if (Date.parse(certificate.validTo) < Date.parse(ending.validTo)) ending = certificate;
   }
   const notAfter = Date.parse(ending.validTo);
@@ -169,7 +172,7 @@ export function readTlsIdentity(spec: TlsSpec, nowMs: number, reading: { readonl
   }
   const mode = statSync(spec.key_file).mode;
   if ((mode & 0o077) !== 0) {
-    problems.push({ severity: 'warning', field: 'key_file', message: `${spec.key_file} is readable by other users (mode ${(mode & 0o777).toString(8)}), and it is the key agents trust this listener by; run \`chmod 600 ${shellWord(spec.key_file)}\` (fails check --strict)`, strict: true });
+    problems.push({ severity: 'warning', field: 'key_file', message: `${spec.key_file} is readable by other users (mode ${(mode & 0o777).toString(8)}), and it is the key ${clients} trust this listener by; run \`chmod 600 ${shellWord(spec.key_file)}\` (fails check --strict)`, strict: true });
   }
   return { identity, problems };
 }

@@ -205,6 +205,8 @@ describe.skipIf(!HAVE_OPENSSL)('HTTPS on the admin listener (admin.tls)', () => 
       // The file is one the running Airlock would refuse to reload; what it serves is shown still.
       expect(status.stdout).toMatch(/^ {2}config {7}.*expired\.yaml HAS 1 ERROR/m);
       expect(status.stdout).toMatch(/^ {2}admin tls {4}.*CN=admin-first/m);
+      // Said of the admin listener's clients, not agents.
+      expect(status.stderr).toContain('operators (the CLI, browsers, scrapers) would refuse it');
       const revoke = await runCliCapture(['revoke', 'agent', 'bot', '--reason', 'during the certificate incident'], { AIRLOCK_ADMIN_TOKEN: admin.token, AIRLOCK_CONFIG: cliConfig }, seen);
       expect(revoke.code, revoke.stdout + revoke.stderr).toBe(0);
       const restore = await runCliCapture(['restore', 'agent', 'bot', '--reason', 'done'], { AIRLOCK_ADMIN_TOKEN: admin.token, AIRLOCK_CONFIG: cliConfig }, seen);
@@ -444,6 +446,24 @@ describe.skipIf(!HAVE_OPENSSL)('client certificates on the admin listener (admin
     const run = await runCliCapture(['check', '--config', file], {}, seen);
     expect(run.stdout + run.stderr).not.toContain('does not exist');
     expect(run.code, run.stdout + run.stderr).toBe(0);
+  });
+
+  it('names a swapped client certificate and key, and hints at client_ca_file when the CLI config lacks it', async () => {
+    const operator = clientCa.issueClient('cli-swapped');
+    const host = new URL(proxy.airlock.adminUrl as string).host;
+    const cliConfig = writeConfigFile(dir, { admin: { listen: host, tokens: [admin.hash], tls: { cert_file: server.cert, key_file: server.key, client_ca_file: clientCa.ca } } }, 'swapped.yaml');
+    const swapped = await runCliCapture(['status', '--config', cliConfig], { AIRLOCK_ADMIN_TOKEN: admin.token, AIRLOCK_ADMIN_CLIENT_CERT: operator.key, AIRLOCK_ADMIN_CLIENT_KEY: operator.cert }, seen);
+    expect(swapped.code).toBe(1);
+    expect(swapped.stderr).toContain(`AIRLOCK_ADMIN_CLIENT_CERT names ${operator.key}, which holds no PEM certificate it can read (swapped with AIRLOCK_ADMIN_CLIENT_KEY?)`);
+    const other = clientCa.issueClient('cli-other');
+    const mismatched = await runCliCapture(['status', '--config', cliConfig], { AIRLOCK_ADMIN_TOKEN: admin.token, AIRLOCK_ADMIN_CLIENT_CERT: operator.cert, AIRLOCK_ADMIN_CLIENT_KEY: other.key }, seen);
+    expect(mismatched.stderr).toContain(`AIRLOCK_ADMIN_CLIENT_KEY (${other.key}) is not the key of the certificate in AIRLOCK_ADMIN_CLIENT_CERT`);
+    // The operator's config names no client CA: the listener closes the connection, and the message says why that may be.
+    const without = writeConfigFile(dir, { admin: { listen: host, tokens: [admin.hash], tls: { cert_file: server.cert, key_file: server.key } } }, 'no-client-ca.yaml');
+    const refused = await runCliCapture(['status', '--config', without], { AIRLOCK_ADMIN_TOKEN: admin.token }, seen);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('If the running Airlock asks for client certificates (admin.tls.client_ca_file in its config)');
+    assertNoLeak([readFileSync(operator.key, 'utf8'), readFileSync(other.key, 'utf8')], [{ name: 'CLI output', text: seen.join('\n') }]);
   });
 
   it('check lists a client CA file that holds no certificate against admin.tls.client_ca_file', () => {
