@@ -13,7 +13,7 @@ import { dirname, join, parse, resolve, sep } from 'node:path';
 /** What Airlock was doing: reading a file, writing one, or making a directory (`mkdir -p`). */
 export type FileAccess = 'read' | 'write' | 'make';
 
-/** `cannot read /x/y: permission denied; make it readable by the user running airlock (uid 1000)`, and the like. */
+/** `cannot read /x/y: permission denied; make the user running airlock (uid 1000) its owner (chown; ...)`, and the like. */
 export function fileAccessProblem(path: string, error: unknown, doing: FileAccess = 'read'): string {
   return `cannot ${doing} ${path}: ${whyNot(path, error, doing)}`;
 }
@@ -35,7 +35,9 @@ function whyNot(path: string, error: unknown, doing: FileAccess): string {
       const who = runningUser();
       const shut = shutDirectory(path);
       if (shut !== null) return `permission denied: ${who} may not enter ${shut}; give that user search (x) permission on it, or run airlock as a user that may`;
-      if (doing === 'read') return `permission denied; make it readable by ${who} with chmod or chown, or run airlock as a user that may read it`;
+      // chown, not chmod: a file holding a secret (master.key, secrets.json, a TLS key) must stay mode 600,
+      // and a chmod that let others read it would be refused next (found by review).
+      if (doing === 'read') return `permission denied; make ${who} its owner (chown; a file holding a secret stays mode 600), or run airlock as a user that may read it`;
       if (doing === 'make') return `permission denied; make the directory it goes in writable by ${who}, or run airlock as a user that may write there`;
       return `permission denied; make it (or, for a new file, ${dirname(path)}) writable by ${who}, or run airlock as a user that may write it`;
     }

@@ -105,7 +105,7 @@ describe('a file the user running airlock may not read', () => {
     for (const command of ['check', 'serve', 'secrets']) {
       const run = airlock(command === 'secrets' ? ['secrets', 'list', '--config', file] : [command, '--config', file]);
       expect(run.code, run.stderr).toBe(1);
-      expect(run.stdout + run.stderr).toContain(`cannot read ${file}: permission denied; make it readable by the user running airlock (uid ${uid})`);
+      expect(run.stdout + run.stderr).toContain(`cannot read ${file}: permission denied; make the user running airlock (uid ${uid}) its owner (chown; a file holding a secret stays mode 600)`);
       expect(run.stdout + run.stderr).not.toContain('create it');
       expectNoRawErrno(run);
     }
@@ -124,7 +124,7 @@ describe('a file the user running airlock may not read', () => {
     const { file, dataDir } = await setUp('secrets');
     const secretsFile = join(dataDir, 'secrets.json');
     deny(secretsFile);
-    const said = `cannot read ${secretsFile}: permission denied; make it readable by the user running airlock (uid ${uid})`;
+    const said = `cannot read ${secretsFile}: permission denied; make the user running airlock (uid ${uid}) its owner (chown; a file holding a secret stays mode 600)`;
     for (const args of [['secrets', 'list'], ['secrets', 'set', 'other'], ['secrets', 'rm', 'api-key']]) {
       const run = airlock([...args, '--config', file], { input: canary('other-secret') });
       expect(run.code, run.stderr).toBe(1);
@@ -145,7 +145,7 @@ describe('a file the user running airlock may not read', () => {
     deny(keyFile);
     const run = airlock(['secrets', 'list', '--config', file]);
     expect(run.code, run.stderr).toBe(1);
-    expect(run.stderr).toContain(`cannot read ${keyFile}: permission denied; make it readable by the user running airlock (uid ${uid})`);
+    expect(run.stderr).toContain(`cannot read ${keyFile}: permission denied; make the user running airlock (uid ${uid}) its owner (chown; a file holding a secret stays mode 600)`);
     expectNoRawErrno(run);
   });
 
@@ -156,7 +156,7 @@ describe('a file the user running airlock may not read', () => {
     deny(state);
     const run = airlock(['serve', '--config', file], { timeoutMs: 10_000 });
     expect(run.code, run.stderr).toBe(1);
-    expect(run.stderr).toContain(`cannot read ${state}: permission denied; make it readable by the user running airlock (uid ${uid})`);
+    expect(run.stderr).toContain(`cannot read ${state}: permission denied; make the user running airlock (uid ${uid}) its owner (chown; a file holding a secret stays mode 600)`);
     expectNoRawErrno(run);
   });
 
@@ -168,7 +168,7 @@ describe('a file the user running airlock may not read', () => {
     for (const args of [['audit', 'verify', log], ['audit', 'verify', '--config', file]]) {
       const run = airlock(args);
       expect(run.code, run.stderr).toBe(1);
-      expect(run.stderr).toContain(`cannot read ${log}: permission denied; make it readable by the user running airlock (uid ${uid})`);
+      expect(run.stderr).toContain(`cannot read ${log}: permission denied; make the user running airlock (uid ${uid}) its owner (chown; a file holding a secret stays mode 600)`);
       expectNoRawErrno(run);
     }
   });
