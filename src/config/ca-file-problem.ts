@@ -62,3 +62,21 @@ export function caFileProblem(file: string, bytes: Buffer): string | null {
   }
   return null;
 }
+
+/**
+ * When every certificate of a CA file that caFileProblem passed has expired: a warning, as a handshake
+ * against it fails once the server's chain is checked against an expired root (found by review: such a
+ * file passed check). A bundle that holds some expired certificates among current ones is normal.
+ */
+export function caFileExpired(file: string, bytes: Buffer, nowMs: number): string | null {
+  const text = bytes.toString('latin1');
+  let latest = -Infinity;
+  for (const begin of text.matchAll(BEGIN_CERTIFICATE)) {
+    const endMarker = `-----END ${begin[1] as string}-----`;
+    const end = text.indexOf(endMarker, begin.index);
+    if (end === -1) return null;
+    latest = Math.max(latest, Date.parse(new X509Certificate(text.slice(begin.index, end + endMarker.length)).validTo));
+  }
+  if (latest === -Infinity || latest > nowMs) return null;
+  return `every certificate in CA file ${file} has expired (the last on ${new Date(latest).toISOString()}), so no server certificate chains to it any more; put the CA's current certificate in it (fails check --strict)`;
+}

@@ -14,7 +14,7 @@ import { compileRouteTable, DECODED, FOLDED, type CompiledRoute, type RouteSpell
 import type { RouteSegment } from '../policy/route-template.js';
 import { classifyAddress, literalNeedsAllowPrivate } from '../upstream/egress-guard.js';
 import { parseUpstream } from '../upstream/upstream-target.js';
-import { caFileProblem } from './ca-file-problem.js';
+import { caFileExpired, caFileProblem } from './ca-file-problem.js';
 import type { ConfigProblem, ProblemPath } from './config-problem.js';
 import { editDistance } from './edit-distance.js';
 import { NEVER_FORWARDED_METHODS, parseListen, type ParsedConfig } from './schema.js';
@@ -243,7 +243,9 @@ export function validateConfig(config: ParsedConfig, options: ValidateOptions): 
       return error(path, `CA file ${absolute} exists but this user may not read it; fix its owner or mode`);
     }
     const problem = caFileProblem(absolute, bytes);
-    if (problem !== null) error(path, problem);
+    if (problem !== null) return error(path, problem);
+    const expired = caFileExpired(absolute, bytes, Date.now());
+    if (expired !== null) warning(path, expired, true);
   };
 
   const prefixes: Array<{ prefix: string; service: string }> = [];

@@ -9,7 +9,7 @@
 import { X509Certificate } from 'node:crypto';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { formatPath } from '../../src/config/config-problem.js';
 import { buildConfig } from '../../src/config/load-config.js';
 import { tempDir } from '../helpers/start-proxy.js';
@@ -96,5 +96,29 @@ describe('a CA file must hold PEM certificates node can read', () => {
     ['a key block beside the certificate (node skips it)', `-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEjRQKrdVVF03VBD7MftJ5iOJFj9CQ\nvpFp4g45V3AvCzszF5STE5i8LalSBEfJGjPsnn4G7mW711LiRuCGC6+Nvw==\n-----END PUBLIC KEY-----\n${FIXED_CA_PEM}`],
   ])('%s: accepted', (_name, content) => {
     expect(errorsFor(`good-${_name.length}.pem`, content)).toEqual([]);
+  });
+});
+
+describe('a CA file whose every certificate has expired', () => {
+  it('is a warning that fails --strict, at each place; a current one is not', () => {
+    writeFileSync(join(baseDir, 'current.pem'), FIXED_CA_PEM);
+    const warningsAt = (): Array<{ path: string; message: string; strict: boolean }> =>
+      buildConfig(stores('current.pem'), { baseDir })
+        .problems.filter((p) => p.severity === 'warning' && p.message.includes('has expired'))
+        .map((p) => ({ path: formatPath(p.path), message: p.message, strict: p.strict === true }));
+    expect(warningsAt()).toEqual([]);
+    // The fixed CA ends in 2126: a day later, every certificate in the file has expired.
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      vi.setSystemTime(Date.parse(new X509Certificate(FIXED_CA_PEM).validTo) + 86_400_000);
+      const warnings = warningsAt();
+      expect(warnings.map((w) => w.path)).toEqual(PATHS);
+      for (const warning of warnings) {
+        expect(warning.strict).toBe(true);
+        expect(warning.message).toMatch(/^every certificate in CA file \/.+current\.pem has expired \(the last on 2126-11-05T13:08:55\.000Z\), so no server certificate chains to it any more; put the CA's current certificate in it \(fails check --strict\)$/);
+      }
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
