@@ -84,7 +84,9 @@ export function parseConfigText(text: string, file: string, reading: ReadingOpti
   const lineCounter = new LineCounter();
   // Merge keys (`<<: *defaults`, YAML 1.1) on: the usual way to share a service's settings, which the
   // 1.2 core schema lacks, so check called "<<" an unknown key and every merged key missing (found by review).
-  const document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true, merge: true });
+  // logLevel error: the library's own warnings went to node's process warnings, unmasked, on stderr (a
+  // map or list used as a key was printed whole, a credential in it too); check reports such a key itself.
+  const document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true, merge: true, logLevel: 'error' });
   if (document.errors.length > 0) {
     return {
       config: null,
