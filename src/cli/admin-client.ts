@@ -68,7 +68,7 @@ export async function callAdmin(io: CliIo, target: CliConfig, method: string, pa
     const code = (error as { code?: string }).code;
     if (tls?.client_ca_file !== undefined && (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET')) {
       throw new AdminCallError(
-        `The admin API at ${config.admin.listen} closed the connection without answering, which is how it refuses a client certificate: check that the one AIRLOCK_ADMIN_CLIENT_CERT names was signed by a CA in admin.tls.client_ca_file, is meant for clients (extendedKeyUsage clientAuth) and has not expired. AIRLOCK_ADMIN_TOKEN was not answered.`,
+        `The admin API at ${config.admin.listen} closed the connection without answering, which is how it refuses a client certificate: check that the one AIRLOCK_ADMIN_CLIENT_CERT names was signed by a CA in admin.tls.client_ca_file, is meant for clients (extendedKeyUsage clientAuth) and has not expired. The call was not answered.`,
       );
     }
     // A listener that asks for client certificates closes the connection of a CLI that shows none.
@@ -83,13 +83,6 @@ export async function callAdmin(io: CliIo, target: CliConfig, method: string, pa
   }
 }
 
-/**
- * With admin.tls the CLI trusts exactly the certificate in admin.tls.cert_file, which it reads from the
- * same config: the listener is reached by the address it binds (127.0.0.1), which the certificate need
- * not name, and a self-signed one or a private CA's needs no trust store. The leaf's SHA-256
- * fingerprint must match before the token is written (the check runs as the connection is handed to
- * undici, before any request on it). A CA-based check would trust any certificate that CA signed.
- */
 /**
  * With admin.tls.client_ca_file the admin listener asks for a client certificate (mTLS): the CLI shows
  * the one named by AIRLOCK_ADMIN_CLIENT_CERT and AIRLOCK_ADMIN_CLIENT_KEY (PEM files), as curl's --cert
@@ -128,6 +121,13 @@ function clientCertificate(io: CliIo): { cert: Buffer; key: Buffer } {
   return pair;
 }
 
+/**
+ * With admin.tls the CLI trusts exactly the certificate in admin.tls.cert_file, which it reads from the
+ * same config: the listener is reached by the address it binds (127.0.0.1), which the certificate need
+ * not name, and a self-signed one or a private CA's needs no trust store. The leaf's SHA-256
+ * fingerprint must match before the token is written (the check runs as the connection is handed to
+ * undici, before any request on it). A CA-based check would trust any certificate that CA signed.
+ */
 function pinnedConnector(certFile: string, listen: string, client: { cert: Buffer; key: Buffer } | null): buildConnector.connector {
   let expected: string;
   try {
