@@ -20,8 +20,11 @@ const NOTHING_TO_RELEASE = (): void => undefined;
 export function checkRateLimit(limiter: RateLimiter, gate: ConcurrencyGate, agent: string, grant: GrantPolicy): (() => void) | Promise<() => void> {
   const rate = grant.config.rate;
   const bucket = grant.bucket;
+  if (rate === undefined || bucket === null) return NOTHING_TO_RELEASE;
+  // Compiled with the bucket (compile-policy.ts). Missing, it is a bug, and the request is refused (500)
+  // rather than let through unlimited: what a 429 would say never decides whether the limit applies.
   const fields = grant.rateFields;
-  if (rate === undefined || bucket === null || fields === null) return NOTHING_TO_RELEASE;
+  if (fields === null) throw new Error(`the rate limit fields of agent ${agent}'s grant on ${grant.service} were not compiled`);
   // The concurrency gate first: a request refused there is not sent, so it must not spend a token, as
   // one the bucket refuses spends none (found by review: an agent retrying while its slots were busy
   // spent its rate on those refusals, and was then refused for the rate once a slot was free).
@@ -84,7 +87,7 @@ function overRate(decision: RateDecision, fields: RateLimitFields, detail: (seco
 
 /** A slot under `rate.concurrency` (none to take without one), or 429 when every slot is in use. */
 function enterGate(gate: ConcurrencyGate, agent: string, grant: GrantPolicy, rate: NonNullable<GrantPolicy['config']['rate']>, fields: RateLimitFields): () => void {
-  if (rate.concurrency === undefined || fields.concurrencyRefused === null) return NOTHING_TO_RELEASE;
+  if (rate.concurrency === undefined) return NOTHING_TO_RELEASE;
   const release = gate.enter(grant.rateKey, rate.concurrency);
   if (release === null) {
     throw new AirlockError('rate_limited', `Agent ${agent} already has ${rate.concurrency} requests in flight on ${grant.service} (rate.concurrency); retry when one ends.`, {

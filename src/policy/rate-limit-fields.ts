@@ -19,8 +19,8 @@ export interface RateLimitFields {
   readonly policy: string;
   /** The token bucket's policy name as an sf-string, which a RateLimit item starts with. */
   readonly bucketItem: string;
-  /** The RateLimit value of a refusal by the concurrency gate, or null without `concurrency`. */
-  readonly concurrencyRefused: string | null;
+  /** The RateLimit value of a refusal by the concurrency gate (only a grant with `concurrency` has one). */
+  readonly concurrencyRefused: string;
 }
 
 export interface RateLimitTerms {
@@ -45,13 +45,11 @@ export function compileRateLimitFields(name: string, terms: RateLimitTerms): Rat
   // second refused).
   const capacity = terms.burst ?? terms.requests;
   if (sfInteger(capacity) !== sfInteger(quota)) policy += `;airlock-burst=${sfInteger(capacity)}`;
-  let concurrencyRefused: string | null = null;
-  if (terms.concurrency !== undefined) {
-    const concurrencyItem = sfString(`${name}/concurrency`);
-    policy += `, ${concurrencyItem};q=${sfInteger(terms.concurrency)};qu="concurrent-requests"`;
-    // No t: when a request in flight ends is not known (t is optional, draft 4.1).
-    concurrencyRefused = `${concurrencyItem};r=0`;
-  }
+  const concurrencyItem = sfString(`${name}/concurrency`);
+  if (terms.concurrency !== undefined) policy += `, ${concurrencyItem};q=${sfInteger(terms.concurrency)};qu="concurrent-requests"`;
+  // No t: when a request in flight ends is not known (t is optional, draft 4.1). Sent only by a grant
+  // with rate.concurrency, whose gate is the one to refuse.
+  const concurrencyRefused = `${concurrencyItem};r=0`;
   return Object.freeze({ policy, bucketItem, concurrencyRefused });
 }
 

@@ -29,7 +29,7 @@ describe('compileRateLimitFields', () => {
     expect(compileRateLimitFields('session_mint_rate', { requests: 600, per: 60, burst: 100 })).toEqual({
       policy: '"session_mint_rate";q=600;w=60;airlock-burst=100',
       bucketItem: '"session_mint_rate"',
-      concurrencyRefused: null,
+      concurrencyRefused: '"session_mint_rate/concurrency";r=0',
     });
     expect(compileRateLimitFields('llm', { requests: 1, per: 1, concurrency: 2 }).concurrencyRefused).toBe('"llm/concurrency";r=0');
   });
